@@ -1,0 +1,72 @@
+//! The apartment shell.
+//!
+//! A micro-frontend app is an *apartment* made of *buildings* (regions of the
+//! page) that hold *units* (independent micro-frontends, one crate each under
+//! `units/`). The shell reads the [manifest](manifest) to know what exists,
+//! renders it, and routes between the whole apartment, one building and one
+//! focused unit:
+//!
+//! | address | shows |
+//! |---|---|
+//! | `/` | the first apartment of the manifest |
+//! | `/apartment/{apartment}` | that apartment |
+//! | `/apartment/{apartment}/building/{building}` | one building |
+//! | `/apartment/{apartment}/building/{building}/unit/{unit}` | one unit, focused |
+//!
+//! Anything else is a 404 page.
+#![forbid(unsafe_code)]
+
+pub mod manifest;
+mod pages;
+pub mod paths;
+pub mod registry;
+
+use std::sync::Arc;
+
+use leptos::prelude::*;
+use leptos_router::components::{A, Route, Router, Routes};
+use leptos_router::path;
+
+use manifest::Manifest;
+use pages::{ApartmentPage, BuildingPage, HomePage, ManifestErrorPage, NotFound, UnitPage};
+
+/// The whole application: validates the bundled manifest, then routes.
+///
+/// An invalid manifest renders an error page naming the problem instead of
+/// the apartment, so a bad edit never shows a blank screen.
+#[component]
+pub fn App() -> impl IntoView {
+    match Manifest::parse(manifest::BUNDLED, registry::KINDS) {
+        Ok(manifest) => {
+            provide_context(Arc::new(manifest));
+            view! { <Shell /> }.into_any()
+        }
+        Err(error) => view! { <ManifestErrorPage error /> }.into_any(),
+    }
+}
+
+/// Header and routes around the pages. Needs the manifest in context.
+#[component]
+fn Shell() -> impl IntoView {
+    view! {
+        <Router>
+            <header class="site-header">
+                <A href=paths::home()>
+                    <span class="brand">"gaesup"</span>
+                </A>
+                <span class="tagline">"Rust micro-frontends on Leptos"</span>
+            </header>
+            <main id="main" class="site-main">
+                <Routes fallback=|| view! { <NotFound /> }>
+                    <Route path=path!("/") view=HomePage />
+                    <Route path=path!("/apartment/:apartment") view=ApartmentPage />
+                    <Route path=path!("/apartment/:apartment/building/:building") view=BuildingPage />
+                    <Route
+                        path=path!("/apartment/:apartment/building/:building/unit/:unit")
+                        view=UnitPage
+                    />
+                </Routes>
+            </main>
+        </Router>
+    }
+}

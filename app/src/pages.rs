@@ -1,0 +1,33 @@
+//! The shell's pages, one per route, and the pieces they share.
+
+mod apartment;
+mod breadcrumbs;
+mod building;
+mod frame;
+mod manifest_error;
+mod not_found;
+mod unit;
+
+pub use apartment::{ApartmentPage, HomePage};
+pub use building::BuildingPage;
+pub use manifest_error::ManifestErrorPage;
+pub use not_found::NotFound;
+pub use unit::UnitPage;
+
+use std::sync::Arc;
+
+use leptos::prelude::*;
+use leptos_router::hooks::use_params_map;
+
+use crate::manifest::Manifest;
+
+/// The validated manifest, provided by [`crate::App`] before any page renders.
+fn use_manifest() -> Arc<Manifest> {
+    expect_context::<Arc<Manifest>>()
+}
+
+/// A route parameter, empty when absent (an empty id matches nothing).
+fn param(name: &'static str) -> impl Fn() -> String + Copy {
+    let params = use_params_map();
+    move || params.read().get(name).unwrap_or_default()
+}

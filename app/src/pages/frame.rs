@@ -1,0 +1,73 @@
+//! Containers shared by the pages: a building region and a unit frame.
+
+use leptos::prelude::*;
+use leptos_router::components::A;
+
+use crate::manifest::{BuildingSpec, UnitSpec};
+use crate::{paths, registry};
+
+/// A building: a labelled region holding its units' frames.
+#[component]
+pub fn BuildingSection(
+    /// Id of the apartment the building belongs to.
+    apartment: String,
+    /// The building to render.
+    building: BuildingSpec,
+) -> impl IntoView {
+    let title_id = format!("building-{}-title", building.id);
+    let labelled_by = title_id.clone();
+    let href = paths::building(&apartment, &building.id);
+    let units = building
+        .units
+        .into_iter()
+        .map(|unit| {
+            view! { <UnitFrame apartment=apartment.clone() building=building.id.clone() unit /> }
+        })
+        .collect_view();
+    view! {
+        <section class="building" aria-labelledby=labelled_by>
+            <h2 id=title_id class="building-title">
+                <A href=href>{building.title}</A>
+            </h2>
+            <div class="building-units">{units}</div>
+        </section>
+    }
+}
+
+/// A unit inside a building: a labelled frame with a link to its address.
+#[component]
+pub fn UnitFrame(
+    /// Id of the apartment.
+    apartment: String,
+    /// Id of the building.
+    building: String,
+    /// The unit to render.
+    unit: UnitSpec,
+) -> impl IntoView {
+    let title_id = format!("unit-{building}-{}-title", unit.id);
+    let labelled_by = title_id.clone();
+    let href = paths::unit(&apartment, &building, &unit.id);
+    view! {
+        <article class="unit" aria-labelledby=labelled_by>
+            <header class="unit-header">
+                <h3 id=title_id class="unit-title">
+                    <A href=href>{unit.title}</A>
+                </h3>
+                <span class="unit-version">{format!("v{}", unit.version)}</span>
+            </header>
+            <div class="unit-body">{unit_body(&unit.kind)}</div>
+        </article>
+    }
+}
+
+/// The unit's own view, or a notice when this build lacks its kind (the
+/// manifest is validated against the registry, so that is a shell bug).
+pub fn unit_body(kind: &str) -> AnyView {
+    match registry::find(kind) {
+        Some(unit) => (unit.render)(),
+        None => {
+            let message = format!("This build has no unit of kind {kind:?}.");
+            view! { <p role="alert" class="unit-error">{message}</p> }.into_any()
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! The focused unit view: one unit, with breadcrumbs and a way back.
+
+use leptos::prelude::*;
+use leptos_router::components::A;
+
+use super::breadcrumbs::Breadcrumbs;
+use super::frame::unit_body;
+use super::{NotFound, param, use_manifest};
+use crate::paths;
+
+/// `/apartment/{apartment}/building/{building}/unit/{unit}`.
+#[component]
+pub fn UnitPage() -> impl IntoView {
+    let manifest = use_manifest();
+    let apartment_id = param("apartment");
+    let building_id = param("building");
+    let unit_id = param("unit");
+    move || {
+        let (a, b, u) = (apartment_id(), building_id(), unit_id());
+        let (apartment, building, unit) = match manifest.find_unit(&a, &b, &u) {
+            Ok(found) => found,
+            Err(missing) => return view! { <NotFound reason=missing.to_string() /> }.into_any(),
+        };
+        let trail = vec![
+            (apartment.title.clone(), paths::apartment(&a)),
+            (building.title.clone(), paths::building(&a, &b)),
+        ];
+        let back = format!("← Back to {}", apartment.title);
+        view! {
+            <Breadcrumbs trail current=unit.title.clone() />
+            <article class="unit unit-focused" aria-labelledby="unit-focused-title">
+                <header class="unit-header">
+                    <h1 id="unit-focused-title" class="unit-title">
+                        {unit.title.clone()}
+                    </h1>
+                    <span class="unit-version">{format!("v{}", unit.version)}</span>
+                </header>
+                <div class="unit-body">{unit_body(&unit.kind)}</div>
+            </article>
+            <p class="back">
+                <A href=paths::apartment(&a)>{back}</A>
+            </p>
+        }
+        .into_any()
+    }
+}

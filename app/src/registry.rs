@@ -1,0 +1,50 @@
+//! The unit registry: which unit crates this build can render, by kind.
+//!
+//! The manifest names a unit's `kind`; this table maps it to the crate's
+//! root component. Adding a unit crate means one line here, one dependency
+//! in `app/Cargo.toml` and an entry in the manifest.
+
+use leptos::prelude::*;
+
+/// A unit kind this build can render.
+pub struct UnitKind {
+    /// The name the manifest uses.
+    pub name: &'static str,
+    /// Renders the unit's root component.
+    pub render: fn() -> AnyView,
+}
+
+/// Every unit kind compiled into this build.
+pub const UNITS: &[UnitKind] = &[UnitKind {
+    name: "counter",
+    render: counter,
+}];
+
+/// The names of [`UNITS`], for manifest validation.
+pub const KINDS: &[&str] = &["counter"];
+
+/// The renderer for `kind`, if this build has it.
+pub fn find(kind: &str) -> Option<&'static UnitKind> {
+    UNITS.iter().find(|unit| unit.name == kind)
+}
+
+fn counter() -> AnyView {
+    view! { <unit_counter::Counter /> }.into_any()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_match_the_table() {
+        let names: Vec<_> = UNITS.iter().map(|u| u.name).collect();
+        assert_eq!(names, KINDS);
+    }
+
+    #[test]
+    fn find_knows_registered_kinds_only() {
+        assert!(find("counter").is_some());
+        assert!(find("nope").is_none());
+    }
+}
