@@ -1,0 +1,62 @@
+//! The project's entry point: `cargo xtask <command>`.
+//!
+//! One place for every job a developer or CI runs, so the README needs only
+//! two commands and CI calls exactly what a developer calls. Every command
+//! first installs whatever tool it needs and is missing (see [`setup`]),
+//! skipping what is already there.
+#![forbid(unsafe_code)]
+
+mod cmd;
+mod setup;
+mod size;
+mod suite;
+
+use std::process::ExitCode;
+
+const HELP: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  dev      set up what is missing, then serve the demo on http://127.0.0.1:8080 (trunk serve)
+  test     set up what is missing, then run every check and test (what CI runs)
+  setup    install the tools for `test` (target, trunk, wasm-bindgen, wasm-opt, chromium, npm packages)
+  size     build the release site and print the wasm/js sizes (raw, gzip, brotli)
+  help     this text
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("dev") => dev(),
+        Some("test") => suite::run(),
+        Some("setup") => setup::ensure(setup::Purpose::Test).map(|_| ()),
+        Some("size") => size_command(),
+        Some("help" | "--help" | "-h") | None => {
+            print!("{HELP}");
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown command {other:?}\n\n{HELP}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dev() -> Result<(), String> {
+    let env = setup::ensure(setup::Purpose::Dev)?;
+    eprintln!("xtask: serving the demo on http://127.0.0.1:8080 (Ctrl-C stops it)");
+    cmd::Cmd::new("trunk")
+        .args(["serve", "--address", "127.0.0.1", "--port", "8080"])
+        .env_path(&env)
+        .run()
+}
+
+fn size_command() -> Result<(), String> {
+    let env = setup::ensure(setup::Purpose::Test)?;
+    suite::trunk_release(&env)?;
+    size::report(&env)
+}

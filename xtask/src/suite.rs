@@ -1,0 +1,302 @@
+//! `cargo xtask test`: every check and test, in order, failing fast.
+//!
+//! Order: formatting, lints (host and wasm32), native tests, browser tests
+//! of the wasm crates (wasm-bindgen-test in headless Chromium), the release
+//! build, its size, then Playwright against that build served as a static
+//! site. The run ends with a table of stages and one line counting every
+//! test the runners reported.
+
+use std::time::Instant;
+
+use crate::cmd::{Cmd, root};
+use crate::setup::{self, CHROMEDRIVER, ToolEnv};
+use crate::size;
+
+const WASM: &str = "wasm32-unknown-unknown";
+
+/// Test counts read from the runners' own summary lines.
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+}
+
+impl Tally {
+    /// Reads a cargo/wasm-bindgen-test (`test result: ok. 3 passed; 0
+    /// failed; …`) or Playwright (`  5 passed (3.2s)`, `  1 failed`) summary.
+    fn read(&mut self, line: &str) {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            for part in rest.split(';') {
+                let words: Vec<&str> = part.split_whitespace().collect();
+                if let [.., n, kind] = words.as_slice() {
+                    self.add(n, kind);
+                }
+            }
+        } else if let [n, kind, ..] = line.split_whitespace().collect::<Vec<_>>().as_slice() {
+            self.add(n, kind);
+        }
+    }
+
+    fn add(&mut self, n: &str, kind: &str) {
+        let Ok(n) = n.trim_end_matches('.').parse::<u64>() else {
+            return;
+        };
+        match kind {
+            "passed" => self.passed += n,
+            "failed" | "flaky" => self.failed += n,
+            _ => {}
+        }
+    }
+}
+
+struct Stage {
+    name: &'static str,
+    run: fn(&ToolEnv, &mut Tally) -> Result<(), String>,
+}
+
+const STAGES: &[Stage] = &[
+    Stage {
+        name: "cargo fmt --check",
+        run: fmt,
+    },
+    Stage {
+        name: "clippy (host)",
+        run: clippy_host,
+    },
+    Stage {
+        name: "clippy (wasm32)",
+        run: clippy_wasm,
+    },
+    Stage {
+        name: "cargo test (native)",
+        run: native_tests,
+    },
+    Stage {
+        name: "wasm-bindgen-test (chromium)",
+        run: browser_tests,
+    },
+    Stage {
+        name: "trunk build --release",
+        run: release_build,
+    },
+    Stage {
+        name: "size report",
+        run: size_report,
+    },
+    Stage {
+        name: "playwright (release dist)",
+        run: playwright,
+    },
+];
+
+/// Runs the whole suite.
+pub fn run() -> Result<(), String> {
+    let started = Instant::now();
+    let env = setup::ensure(setup::Purpose::Test)?;
+    eprintln!("xtask: set-up done in {:.0?}", started.elapsed());
+    let mut tally = Tally::default();
+    let mut report = Vec::new();
+    let mut failure = None;
+    for stage in STAGES {
+        eprintln!("\n=== {} ===", stage.name);
+        let began = Instant::now();
+        let result = (stage.run)(&env, &mut tally);
+        report.push((stage.name, result.is_ok(), began.elapsed()));
+        if let Err(error) = result {
+            failure = Some(format!("stage `{}` failed: {error}", stage.name));
+            break;
+        }
+    }
+    println!("\nstage                               result   time");
+    for (name, passed, took) in &report {
+        let result = if *passed { "ok" } else { "FAILED" };
+        println!("{name:<35} {result:<8} {:>6.1}s", took.as_secs_f64());
+    }
+    for stage in STAGES.iter().skip(report.len()) {
+        println!("{:<35} {:<8}", stage.name, "skipped");
+    }
+    println!("total {:.1}s", started.elapsed().as_secs_f64());
+    // A failing stage with no failing test (a lint, a build) still counts as
+    // a failure, so the closing line never reads as green when it is not.
+    let failed = tally.failed.max(u64::from(failure.is_some()));
+    println!("summary: {} passed, {failed} failed", tally.passed);
+    match failure {
+        Some(message) => Err(message),
+        None => Ok(()),
+    }
+}
+
+fn fmt(_: &ToolEnv, _: &mut Tally) -> Result<(), String> {
+    Cmd::new("cargo")
+        .args(["fmt", "--all", "--", "--check"])
+        .run()
+}
+
+fn clippy_host(_: &ToolEnv, _: &mut Tally) -> Result<(), String> {
+    Cmd::new("cargo")
+        .args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])
+        .run()
+}
+
+/// Libraries and binaries for wasm32, plus the browser test files; the
+/// native-only test targets (proptest and friends) are not built for wasm.
+fn clippy_wasm(_: &ToolEnv, _: &mut Tally) -> Result<(), String> {
+    let mut args = vec![
+        "clippy",
+        "--target",
+        WASM,
+        "--workspace",
+        "--exclude",
+        "xtask",
+    ];
+    args.extend(["--lib", "--bins", "--", "-D", "warnings"]);
+    Cmd::new("cargo").args(args).run()?;
+    let crates = web_test_crates()?;
+    if crates.is_empty() {
+        return Ok(());
+    }
+    let mut args = vec!["clippy".to_owned(), "--target".into(), WASM.into()];
+    for name in crates {
+        args.extend(["-p".into(), name]);
+    }
+    args.extend(["--test", "web", "--", "-D", "warnings"].map(String::from));
+    Cmd::new("cargo").args(args).run()
+}
+
+fn native_tests(_: &ToolEnv, tally: &mut Tally) -> Result<(), String> {
+    Cmd::new("cargo")
+        .args(["test", "--workspace"])
+        .run_watching(|line| tally.read(line))
+}
+
+/// Every crate with a `tests/web.rs` runs it in headless Chromium.
+fn browser_tests(env: &ToolEnv, tally: &mut Tally) -> Result<(), String> {
+    let crates = web_test_crates()?;
+    if crates.is_empty() {
+        return Err("no crate has tests/web.rs; the browser stage would test nothing".into());
+    }
+    let mut args = vec!["test".to_owned(), "--target".into(), WASM.into()];
+    for name in crates {
+        args.extend(["-p".into(), name]);
+    }
+    args.extend(["--test".into(), "web".into()]);
+    let webdriver = root().join("webdriver.json");
+    Cmd::new("cargo")
+        .args(args)
+        .env_path(env)
+        .env(
+            "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER",
+            "wasm-bindgen-test-runner",
+        )
+        .env("CHROMEDRIVER", CHROMEDRIVER)
+        .env("WASM_BINDGEN_TEST_WEBDRIVER_JSON", webdriver)
+        .env("WASM_BINDGEN_TEST_TIMEOUT", "120")
+        .run_watching(|line| tally.read(line))
+}
+
+/// Package names of workspace members that have browser tests.
+fn web_test_crates() -> Result<Vec<String>, String> {
+    let mut dirs = vec![
+        root().join("app"),
+        root().join("state"),
+        root().join("state/core"),
+    ];
+    let units = std::fs::read_dir(root().join("units")).map_err(|e| format!("units/: {e}"))?;
+    let mut unit_dirs: Vec<_> = units.filter_map(Result::ok).map(|e| e.path()).collect();
+    unit_dirs.sort();
+    dirs.extend(unit_dirs);
+    let mut names = Vec::new();
+    for dir in dirs {
+        if !dir.join("tests/web.rs").is_file() {
+            continue;
+        }
+        let manifest = std::fs::read_to_string(dir.join("Cargo.toml"))
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        let name = manifest
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("name = \""))
+            .and_then(|l| l.strip_suffix('"'))
+            .ok_or_else(|| format!("{}/Cargo.toml has no package name", dir.display()))?;
+        names.push(name.to_owned());
+    }
+    Ok(names)
+}
+
+fn release_build(env: &ToolEnv, _: &mut Tally) -> Result<(), String> {
+    trunk_release(env)
+}
+
+/// `trunk build --release` into dist/, with wasm-opt from npm on PATH.
+pub fn trunk_release(env: &ToolEnv) -> Result<(), String> {
+    Cmd::new("trunk")
+        .args(["build", "--release"])
+        .env_path(env)
+        .run()?;
+    if root().join("dist/index.html").is_file() {
+        Ok(())
+    } else {
+        Err("trunk build succeeded but dist/index.html is missing".into())
+    }
+}
+
+fn size_report(env: &ToolEnv, _: &mut Tally) -> Result<(), String> {
+    size::report(env)
+}
+
+fn playwright(env: &ToolEnv, tally: &mut Tally) -> Result<(), String> {
+    Cmd::new("playwright")
+        .args(["test"])
+        .dir("end2end")
+        .env_path(env)
+        .run_watching(|line| tally.read(line))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_cargo_summaries() {
+        let mut tally = Tally::default();
+        tally.read("test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s");
+        tally
+            .read("test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out");
+        assert_eq!((tally.passed, tally.failed), (15, 2));
+    }
+
+    #[test]
+    fn reads_playwright_summaries() {
+        let mut tally = Tally::default();
+        tally.read("  5 passed (3.2s)");
+        tally.read("  1 failed");
+        tally.read("  2 flaky");
+        tally.read("  1 skipped");
+        assert_eq!((tally.passed, tally.failed), (5, 3));
+    }
+
+    #[test]
+    fn ignores_other_output() {
+        let mut tally = Tally::default();
+        tally.read("running 3 tests");
+        tally.read("test tests::x ... ok");
+        tally.read("   Compiling leptos v0.8.23");
+        assert_eq!((tally.passed, tally.failed), (0, 0));
+    }
+
+    #[test]
+    fn finds_the_counter_browser_tests() {
+        assert!(
+            web_test_crates()
+                .unwrap()
+                .contains(&"unit-counter".to_owned())
+        );
+    }
+}
