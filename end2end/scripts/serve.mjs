@@ -1,0 +1,76 @@
+// A static file server for the release build, as a static host would serve
+// it: files as they are, and index.html for any other address below the base
+// (SPA fallback) so deep links work. Missing assets (paths with an extension)
+// are real 404s, so a broken asset reference fails loudly.
+//
+// Usage: node serve.mjs <dist-dir> <port> [base-path]
+import { createServer } from 'node:http';
+import { readFile, stat } from 'node:fs/promises';
+import { extname, join, normalize, resolve, sep } from 'node:path';
+
+const [distArg, portArg, baseArg = '/'] = process.argv.slice(2);
+if (!distArg || !portArg) {
+  console.error('usage: node serve.mjs <dist-dir> <port> [base-path]');
+  process.exit(2);
+}
+const dist = resolve(distArg);
+const port = Number(portArg);
+const base = baseArg.endsWith('/') ? baseArg : `${baseArg}/`;
+
+const types = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.wasm': 'application/wasm',
+  '.css': 'text/css; charset=utf-8',
+  '.svg': 'image/svg+xml',
+  '.json': 'application/json',
+  '.png': 'image/png',
+  '.ico': 'image/x-icon',
+};
+
+async function send(res, status, file) {
+  const body = await readFile(file);
+  res.writeHead(status, {
+    'content-type': types[extname(file)] ?? 'application/octet-stream',
+    'cache-control': 'no-store',
+  });
+  res.end(body);
+}
+
+async function isFile(path) {
+  try {
+    return (await stat(path)).isFile();
+  } catch {
+    return false;
+  }
+}
+
+const server = createServer(async (req, res) => {
+  try {
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    const path = decodeURIComponent(url.pathname);
+    if (!path.startsWith(base) && `${path}/` !== base) {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end(`outside ${base}`);
+      return;
+    }
+    const relative = normalize(path.slice(base.length - 1)).replace(/^[/\\]+/, '');
+    const file = join(dist, relative);
+    if (file !== dist && !file.startsWith(dist + sep)) {
+      res.writeHead(400, { 'content-type': 'text/plain' }).end('bad path');
+      return;
+    }
+    if (await isFile(file)) {
+      await send(res, 200, file);
+    } else if (extname(relative) === '') {
+      await send(res, 200, join(dist, 'index.html'));
+    } else {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found');
+    }
+  } catch (error) {
+    res.writeHead(500, { 'content-type': 'text/plain' }).end(String(error));
+  }
+});
+
+server.listen(port, '127.0.0.1', () => {
+  console.log(`serving ${dist} at http://127.0.0.1:${port}${base}`);
+});

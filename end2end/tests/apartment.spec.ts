@@ -1,0 +1,53 @@
+import { test, expect } from './support/fixtures';
+import { ApartmentPage, CounterUnit } from './support/apartment';
+
+test.describe('the apartment view', () => {
+  test('renders its buildings and their units from the manifest', async ({ page }) => {
+    const apartment = new ApartmentPage(page);
+    await apartment.goto('/');
+    await expect(apartment.heading('Main apartment')).toBeVisible();
+    for (const [building, unit] of [
+      ['Lobby', 'Visitor counter'],
+      ['Workshop', 'Parts counter'],
+    ]) {
+      const region = apartment.building(building);
+      await expect(region).toBeVisible();
+      await expect(apartment.unit(unit, region)).toBeVisible();
+    }
+  });
+
+  test('loads without page or console errors', async ({ page, pageErrors }) => {
+    await new ApartmentPage(page).goto('/');
+    await expect(page.getByRole('button', { name: 'Increment' }).first()).toBeEnabled();
+    // The wasm is running: a click is handled.
+    await page.getByRole('button', { name: 'Increment' }).first().click();
+    await expect(page.getByRole('status', { name: 'Count' }).first()).toHaveText('1');
+    expect(pageErrors).toEqual([]);
+  });
+});
+
+test.describe('the counter unit', () => {
+  test('increments, decrements and resets', async ({ page }) => {
+    const apartment = new ApartmentPage(page);
+    await apartment.goto('/');
+    const counter = new CounterUnit(apartment.unit('Visitor counter'));
+    await expect(counter.value()).toHaveText('0');
+    await counter.increment();
+    await counter.increment();
+    await expect(counter.value()).toHaveText('2');
+    await counter.decrement();
+    await expect(counter.value()).toHaveText('1');
+    await counter.reset();
+    await expect(counter.value()).toHaveText('0');
+  });
+
+  test('each unit instance keeps its own count', async ({ page }) => {
+    const apartment = new ApartmentPage(page);
+    await apartment.goto('/');
+    const lobby = new CounterUnit(apartment.unit('Visitor counter'));
+    const workshop = new CounterUnit(apartment.unit('Parts counter'));
+    await lobby.increment();
+    await expect(lobby.value()).toHaveText('1');
+    await expect(workshop.value()).toHaveText('0');
+  });
+});

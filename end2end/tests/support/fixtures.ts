@@ -1,0 +1,23 @@
+import { test as base, expect } from '@playwright/test';
+
+/**
+ * Every test fails if the page reports an uncaught error or a console error:
+ * a wasm that loads but dies (a trap, a failed instantiation, a panic) shows
+ * up there even when the DOM looks fine.
+ */
+export const test = base.extend<{ pageErrors: string[] }>({
+  pageErrors: [
+    async ({ page }, use) => {
+      const errors: string[] = [];
+      page.on('pageerror', (error) => errors.push(`pageerror: ${error.message}`));
+      page.on('console', (message) => {
+        if (message.type() === 'error') errors.push(`console.error: ${message.text()}`);
+      });
+      await use(errors);
+      expect(errors, 'the page reported errors').toEqual([]);
+    },
+    { auto: true },
+  ],
+});
+
+export { expect };
