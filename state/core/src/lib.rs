@@ -1,3 +1,188 @@
-//! Pure-Rust core of the gaesup state manager (being built).
+//! Pure-Rust core of the gaesup state manager.
+//!
+//! # The problem
+//!
+//! Several micro-frontends ("units") share one page, grouped into
+//! buildings inside an apartment, and the same app runs in several tabs.
+//! They share state: a cart, a counter, a draft. Done naively, two units
+//! that both call their key `"count"` overwrite each other, a message
+//! delivered twice double-counts, tabs with skewed clocks disagree about
+//! which write was last, a hand-edited localStorage entry crashes the app
+//! and a buggy unit writes another unit's data.
+//!
+//! This crate is the part that can be gotten right without a browser:
+//! validated ids and scoped keys, a hybrid logical clock, operations,
+//! convergent conflict strategies, schema migration with quarantine,
+//! permissions, batches, snapshots, path selection, and the storage and
+//! transport traits the web layer implements. It imports no leptos,
+//! web-sys or js-sys and builds for `wasm32-unknown-unknown`.
+//!
+//! # Example
+//!
+//! ```
+//! use gaesup_state_core::{
+//!     Access, Lifetime, ManualClock, Scope, SharedKey, Store, Strategy, TabId, UnitAddress,
+//! };
+//!
+//! # fn main() -> gaesup_state_core::Result<()> {
+//! // Declared once, passed around typed.
+//! let clicks = SharedKey::<i64>::builder("clicks")
+//!     .scope(Scope::Apartment)
+//!     .lifetime(Lifetime::Persistent)
+//!     .strategy(Strategy::Sum)
+//!     .write(Access::units(["counter"])?)
+//!     .build()?;
+//!
+//! let clock = ManualClock::new(1_000);
+//! let mut tab_a = Store::new(TabId::new(1), clock.clone());
+//! let mut tab_b = Store::new(TabId::new(2), clock);
+//! tab_a.declare(&clicks)?;
+//! tab_b.declare(&clicks)?;
+//!
+//! let counter: UnitAddress = "shop/main/counter".parse()?;
+//! let a = tab_a.increment(&counter, &clicks, 2)?;
+//! let b = tab_b.increment(&counter, &clicks, 3)?;
+//!
+//! // Each tab broadcasts its op; delivering one twice changes nothing.
+//! let text = a.message.expect("persistent keys sync").encode()?;
+//! tab_b.receive_text(&text);
+//! tab_b.receive_text(&text);
+//! tab_a.receive_text(&b.message.expect("persistent keys sync").encode()?);
+//!
+//! assert_eq!(tab_a.get(&counter, &clicks)?, 5);
+//! assert_eq!(tab_b.get(&counter, &clicks)?, 5);
+//!
+//! // Only the counter unit may write.
+//! let header: UnitAddress = "shop/top/header".parse()?;
+//! assert!(tab_a.increment(&header, &clicks, 1).is_err());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Identity and keys
+//!
+//! [`ApartmentId`], [`BuildingId`], [`UnitId`] and [`KeyName`] follow one
+//! grammar (non-empty, at most 64 bytes, no `/`, no `..`, no control
+//! characters, no surrounding whitespace, not `__proto__`), checked on
+//! construction and on deserialization. A [`UnitAddress`] is
+//! `apartment/building/unit`; a [`TabId`] identifies one replica.
+//!
+//! # Scope and lifetime
+//!
+//! Two independent axes per key: [`Scope`] (private, building, apartment,
+//! global) decides who shares it and therefore its [`FullKey`]
+//! (`private/{apartment}/{building}/{unit}/{key}`, …, `global/{key}`), so
+//! equal names in different places never collide; [`Lifetime`] (memory,
+//! ephemeral, persistent) decides where it is stored and whether it syncs.
+//! Memory keys never leave their page.
+//!
+//! # Declarations
+//!
+//! [`SharedKey<T>`] is built once with scope, lifetime, strategy, schema
+//! version, migrations, permissions and default, and validated by
+//! [`SharedKeyBuilder::build`]. The store works with its type-erased
+//! [`KeySpec`].
+//!
+//! # Clock and operations
+//!
+//! Time comes through the [`Clock`] trait ([`ManualClock`] in tests). The
+//! [`Hlc`] issues totally ordered [`Stamp`]s (wall ms, counter, tab) and
+//! refuses remote stamps more than [`MAX_CLOCK_AHEAD_MS`] ahead. Every write
+//! is an [`Op`] (id, key, writer, stamp, schema, [`Payload`]); batches are
+//! [`OpGroup`]s applied all-or-nothing.
+//!
+//! # Strategies
+//!
+//! Each [`Strategy`] is a state-based CRDT ([`KeyState`]): applying ops in
+//! any order with any duplicates, or merging states, converges to the same
+//! bytes. Last-write-wins, first-write-wins, field-wise merge, a PN-counter
+//! sum, and a multi-value register for user-resolve (see
+//! [`Store::conflicts`] and [`Store::resolve`]).
+//!
+//! # Schema and quarantine
+//!
+//! Each key has a [`Schema`] version and migration chain run on load and on
+//! receipt. Undecodable data, newer versions and failed migrations are
+//! errors; [`Store::load`] copies such entries aside ([`Quarantine`]) and
+//! never overwrites them until [`Store::discard_quarantine`].
+//!
+//! # Permissions
+//!
+//! [`Permissions`] hold read and write [`Access`] lists by unit or by
+//! building, enforced on get, set, subscribe and every incoming op or
+//! state, on top of scope. They contain bugs; they are not a security
+//! boundary on a shared origin (keep no secrets in storage).
+//!
+//! # Batch, revert, snapshot, restore
+//!
+//! [`Store::batch`] applies several writes atomically as one op group.
+//! [`Store::revert`] rolls back an optimistic write without erasing anyone's
+//! later write.
+//! [`Store::snapshot`] exports a scope as versioned JSON ([`Snapshot`]);
+//! [`Store::restore`] validates everything before writing anything.
+//!
+//! # Paths
+//!
+//! [`Path`] selects inside a value (`items.3.qty`); [`Change::touches`] /
+//! [`Path::changed`] tell cheaply whether a change is visible there.
+//!
+//! # Storage and transport
+//!
+//! The web layer implements [`Storage`] (localStorage, sessionStorage) and
+//! [`Transport`] (BroadcastChannel); [`MemoryStorage`], [`FaultyStorage`]
+//! and [`MemoryBus`] implement them for tests. Incoming text goes through
+//! [`Message::decode`]: size cap, depth limit, full validation.
+//!
+//! # Errors
+//!
+//! One [`Error`] enum; nothing that comes from storage, another tab or a
+//! user can make the core panic.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+mod clock;
+mod error;
+mod id;
+mod key;
+mod limits;
+mod message;
+mod op;
+mod path;
+mod permission;
+mod schema;
+mod scope;
+mod snapshot;
+mod storage;
+mod store;
+mod strategy;
+mod transport;
+
+pub use clock::{Clock, Hlc, MAX_CLOCK_AHEAD_MS, ManualClock, Stamp};
+pub use error::{Error, PREVIEW_CHARS, Result, preview};
+pub use id::{
+    ApartmentId, BuildingId, IdKind, IdRule, KeyName, MAX_ID_LEN, TabId, UnitAddress, UnitId,
+    validate as validate_id,
+};
+pub use key::{KeySpec, SharedKey, SharedKeyBuilder};
+pub use limits::{
+    MAX_FIELD_NAME_BYTES, MAX_GROUP_OPS, MAX_JSON_DEPTH, MAX_MESSAGE_BYTES, MAX_OP_ITEMS,
+    MAX_SNAPSHOT_BYTES, MAX_STORED_BYTES, MAX_SYNC_STATES, MAX_VALUE_BYTES, MAX_VALUE_DEPTH,
+};
+pub use message::{Event, Message, SyncEntry};
+pub use op::{Op, OpGroup, OpId, Payload};
+pub use path::{MAX_PATH_DEPTH, MAX_SEGMENT_LEN, Path};
+pub use permission::{Access, Action, Permissions, Principal};
+pub use schema::{MigrateFn, Schema, StoredState};
+pub use scope::{FullKey, Lifetime, Scope};
+pub use snapshot::{SNAPSHOT_FORMAT, SNAPSHOT_VERSION, Snapshot, SnapshotEntry};
+pub use storage::{
+    FaultyStorage, MemoryStorage, QUARANTINE_PREFIX, STATE_PREFIX, Storage, StorageError,
+};
+pub use store::{
+    Batch, BatchWrite, Change, Inbound, LoadReport, PersistReport, Quarantine, Store, Write,
+};
+pub use strategy::{
+    Conflict, Entry, FieldEntry, KeyState, MergeState, Register, ResolveState, Strategy, SumState,
+    Totals,
+};
+pub use transport::{BusEndpoint, MemoryBus, Transport};

@@ -1,0 +1,150 @@
+//! Throughput of local writes and their remote application, per strategy.
+//!
+//! A measurement, never an assertion: prints a Markdown table. Each row
+//! times N writes on one store (`set`) and their application on a second
+//! store, directly (`apply`) and through the wire (`encode` + `decode` +
+//! apply). Ratios compare with last-write-wins measured in the same run.
+//!
+//! Run with `cargo bench -p gaesup-state-core`.
+
+// Test and bench code: a panic here is a failed test, and clippy.toml's
+// allow-unwrap-in-tests does not reach helpers outside #[test] functions.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use gaesup_state_core::{
+    Lifetime, ManualClock, Message, Op, Scope, SharedKey, Store, Strategy, TabId, UnitAddress,
+};
+use serde_json::{Map, Value, json};
+
+const OPS: usize = 20_000;
+
+struct Row {
+    name: &'static str,
+    set: Duration,
+    apply: Duration,
+    wire: Duration,
+}
+
+fn per_second(duration: Duration) -> f64 {
+    OPS as f64 / duration.as_secs_f64()
+}
+
+fn key(name: &str, scope: Scope, strategy: Strategy) -> SharedKey<Value> {
+    SharedKey::<Value>::builder(name)
+        .scope(scope)
+        .lifetime(Lifetime::Ephemeral)
+        .strategy(strategy)
+        .default_value(json!(0))
+        .build()
+        .expect("valid key")
+}
+
+fn pair(key: &SharedKey<Value>) -> (Store, Store, Store) {
+    let make = |tab| {
+        let mut store = Store::new(TabId::new(tab), ManualClock::new(1_700_000_000_000));
+        store.declare(key).expect("declare");
+        store
+    };
+    (make(1), make(2), make(3))
+}
+
+/// Times `OPS` writes made by `write`, then applying them remotely.
+fn measure(
+    name: &'static str,
+    key: &SharedKey<Value>,
+    mut write: impl FnMut(&mut Store, usize) -> Op,
+) -> Row {
+    let (mut writer, mut direct, mut wired) = pair(key);
+    let start = Instant::now();
+    let ops: Vec<Op> = (0..OPS).map(|i| write(&mut writer, i)).collect();
+    let set = start.elapsed();
+
+    let start = Instant::now();
+    for op in &ops {
+        black_box(direct.apply_remote(op).expect("apply"));
+    }
+    let apply = start.elapsed();
+
+    let messages: Vec<Message> = ops
+        .into_iter()
+        .map(|op| Message::Ops(gaesup_state_core::OpGroup { ops: vec![op] }))
+        .collect();
+    let start = Instant::now();
+    for message in &messages {
+        let text = message.encode().expect("encode");
+        let inbound = wired.receive_text(&text);
+        assert!(inbound.errors.is_empty(), "{:?}", inbound.errors);
+        black_box(inbound);
+    }
+    let wire = start.elapsed();
+    Row {
+        name,
+        set,
+        apply,
+        wire,
+    }
+}
+
+fn main() {
+    let unit: UnitAddress = "bench/b/u".parse().expect("address");
+    let mut rows = Vec::new();
+
+    let lww = key("lww", Scope::Apartment, Strategy::LastWriteWins);
+    rows.push(measure("last_write_wins", &lww, |s, i| {
+        s.set(&unit, &lww, json!(i)).expect("set").op
+    }));
+
+    // A first-write-wins key accepts one write; use a private key per unit
+    // so every write is a first write.
+    let fww = key("fww", Scope::Private, Strategy::FirstWriteWins);
+    let units: Vec<UnitAddress> = (0..OPS)
+        .map(|i| format!("bench/b/u{i}").parse().expect("address"))
+        .collect();
+    rows.push(measure("first_write_wins", &fww, |s, i| {
+        s.set(&units[i], &fww, json!(i)).expect("set").op
+    }));
+
+    let merge = key("merge", Scope::Apartment, Strategy::Merge);
+    let mut object: Map<String, Value> = (0..8).map(|f| (format!("f{f}"), json!(0))).collect();
+    rows.push(measure("merge (1 of 8 fields)", &merge, |s, i| {
+        object.insert(format!("f{}", i % 8), json!(i));
+        s.set(&unit, &merge, Value::Object(object.clone()))
+            .expect("set")
+            .op
+    }));
+
+    let sum = key("sum", Scope::Apartment, Strategy::Sum);
+    rows.push(measure("sum", &sum, |s, _| {
+        s.increment(&unit, &sum, 1).expect("increment").op
+    }));
+
+    let resolve = key("resolve", Scope::Apartment, Strategy::UserResolve);
+    rows.push(measure("user_resolve", &resolve, |s, i| {
+        s.set(&unit, &resolve, json!(i)).expect("set").op
+    }));
+
+    let base = per_second(rows[0].set + rows[0].apply);
+    println!(
+        "\n{OPS} ops per row, native, `cargo bench` profile; one key per row except \
+         first_write_wins (one private key per unit: each accepts a single write)\n"
+    );
+    println!(
+        "| strategy | set (ops/s) | apply (ops/s) | set+apply (ops/s) | vs lww | wire apply: encode+decode+apply (ops/s) |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for row in &rows {
+        let both = per_second(row.set + row.apply);
+        println!(
+            "| {} | {:.0} | {:.0} | {:.0} | {:.2}x | {:.0} |",
+            row.name,
+            per_second(row.set),
+            per_second(row.apply),
+            both,
+            both / base,
+            per_second(row.wire),
+        );
+    }
+}

@@ -1,0 +1,240 @@
+//! The core's single error type.
+//!
+//! Every failure the core can report is one variant of [`Error`], with short
+//! lowercase messages (the gloo-storage habit). Variants carry the key and the
+//! unit involved where there is one, so the UI can say *what* failed and for
+//! *whom* without parsing strings. Errors are `Clone + PartialEq` so tests and
+//! the reactive layer can match and store them.
+
+use crate::clock::Stamp;
+use crate::id::{IdKind, IdRule, UnitAddress};
+use crate::permission::Action;
+use crate::scope::FullKey;
+use crate::storage::StorageError;
+use crate::strategy::Strategy;
+
+/// `Result` with the core's [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the core.
+///
+/// Strings inside variants that echo untrusted input are truncated (see
+/// [`preview`]) so a 4 MB hostile key name does not become a 4 MB error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An apartment, building or unit id, or a key name, broke the grammar.
+    #[error("invalid {kind} {value:?}: {rule}")]
+    InvalidId {
+        /// Which kind of id was being parsed.
+        kind: IdKind,
+        /// The offending input (truncated).
+        value: String,
+        /// The rule it broke.
+        rule: IdRule,
+    },
+    /// A composite name (unit address, full key, tab id, event topic) is
+    /// not shaped right, independently of its segments' grammar.
+    #[error("invalid {what} {value:?}: {reason}")]
+    InvalidName {
+        /// What was being parsed (`"unit address"`, `"full key"`, …).
+        what: &'static str,
+        /// The offending input (truncated).
+        value: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// A value path such as `items.3.qty` is malformed.
+    #[error("invalid path {path:?}: {reason}")]
+    InvalidPath {
+        /// The offending path (truncated).
+        path: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// A key was used (locally or by an incoming op) that this store has
+    /// not declared.
+    #[error("unknown key {key}")]
+    UnknownKey {
+        /// The scope-qualified key name or full key.
+        key: String,
+    },
+    /// A key declaration is invalid on its own (bad migration chain, a
+    /// default that does not serialize, a type that cannot be summed…).
+    #[error("invalid declaration of key {key}: {reason}")]
+    InvalidDeclaration {
+        /// The key name.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The same scope and key name were declared twice with different rules
+    /// or different Rust types.
+    #[error("key {key} declared twice with different rules: {reason}")]
+    KeyMismatch {
+        /// The scope-qualified key name.
+        key: String,
+        /// Which rule differs.
+        reason: String,
+    },
+    /// The operation does not exist for the key's conflict strategy
+    /// (for example `increment` on a last-write-wins key, or a field patch
+    /// arriving for a sum key).
+    #[error("key {key} uses {strategy}, which does not support {operation}")]
+    WrongStrategy {
+        /// The key (full key or scope-qualified name).
+        key: String,
+        /// The key's declared strategy.
+        strategy: Strategy,
+        /// The operation that was attempted.
+        operation: &'static str,
+    },
+    /// The unit is not on the key's read or write list.
+    #[error("unit {unit} may not {action} {key}")]
+    PermissionDenied {
+        /// The key.
+        key: FullKey,
+        /// The unit that tried.
+        unit: UnitAddress,
+        /// What it tried to do.
+        action: Action,
+    },
+    /// An op claims a writer that cannot reach the key at all (another
+    /// unit's private key, another building's building key…).
+    #[error("unit {unit} is outside the scope of {key}")]
+    OutOfScope {
+        /// The key.
+        key: FullKey,
+        /// The claimed writer.
+        unit: UnitAddress,
+    },
+    /// A first-write-wins key already holds a value; the write was refused.
+    #[error("{key} already holds its first value (stamp {existing}); first write wins")]
+    FirstWriteWins {
+        /// The key.
+        key: FullKey,
+        /// The stamp of the value that won.
+        existing: Stamp,
+    },
+    /// Another tab sent an op or state for a key that lives in memory only
+    /// here; memory keys never leave their page.
+    #[error("{key} lives in memory only and does not sync between tabs")]
+    LocalOnly {
+        /// The key.
+        key: FullKey,
+    },
+    /// A value does not decode as the key's Rust type, or is not JSON
+    /// representable (maps with non-string keys…).
+    #[error("value of {key} does not match its type: {reason}")]
+    TypeMismatch {
+        /// The key.
+        key: String,
+        /// The serde error (truncated).
+        reason: String,
+    },
+    /// Stored data could not be decoded.
+    #[error("stored data of {key} is corrupt: {reason}")]
+    Corrupt {
+        /// The key (or storage key) concerned.
+        key: String,
+        /// Why decoding failed (truncated).
+        reason: String,
+    },
+    /// Data comes from a newer schema version than this code knows.
+    #[error("{key} has schema {found}, newer than the supported {supported}")]
+    NewerSchema {
+        /// The key.
+        key: String,
+        /// The version found in the data.
+        found: u32,
+        /// The newest version this code knows.
+        supported: u32,
+    },
+    /// A migration step is missing or failed.
+    #[error("migrating {key} from schema {from} failed: {reason}")]
+    Migration {
+        /// The key.
+        key: String,
+        /// The version the failing step starts from.
+        from: u32,
+        /// The migration's own error, or why no step could run.
+        reason: String,
+    },
+    /// Input is over a size limit (message, snapshot, stored entry, value).
+    #[error("{what} is {size} bytes, over the {limit}-byte limit")]
+    TooLarge {
+        /// What was measured.
+        what: &'static str,
+        /// Its size in bytes (at least this much; counting stops early).
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Input nests deeper than allowed. Checked before parsing, so deep
+    /// input never reaches a recursive parser.
+    #[error("{what} nests deeper than {limit} levels")]
+    TooDeep {
+        /// What was measured.
+        what: &'static str,
+        /// The limit.
+        limit: usize,
+    },
+    /// A wire message or snapshot is not valid JSON of the expected shape,
+    /// or breaks a structural rule.
+    #[error("malformed {what}: {reason}")]
+    Malformed {
+        /// What was being decoded.
+        what: &'static str,
+        /// Why (truncated).
+        reason: String,
+    },
+    /// A stamp is too far in the future; accepting it would pin every
+    /// replica's clock there.
+    #[error("stamp at {wall_ms} ms is more than {max_ahead_ms} ms ahead of local time {now_ms} ms")]
+    ClockSkew {
+        /// The stamp's wall time.
+        wall_ms: u64,
+        /// Local wall time.
+        now_ms: u64,
+        /// The allowed lead.
+        max_ahead_ms: u64,
+    },
+    /// A counter's per-tab total would overflow `u64`, or a delta does not
+    /// fit `i64`.
+    #[error("counter {key} would overflow")]
+    Overflow {
+        /// The key.
+        key: FullKey,
+    },
+    /// A snapshot is well-formed JSON but not a valid snapshot for this
+    /// store (wrong format tag or version, unknown keys…).
+    #[error("invalid snapshot: {reason}")]
+    InvalidSnapshot {
+        /// Why (truncated).
+        reason: String,
+    },
+    /// The storage backend failed.
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    /// The transport failed to send.
+    #[error("transport: {reason}")]
+    Transport {
+        /// The transport's own description.
+        reason: String,
+    },
+}
+
+/// Longest echo of untrusted input kept inside an error, in characters.
+pub const PREVIEW_CHARS: usize = 80;
+
+/// Truncates untrusted text for inclusion in an error message.
+pub fn preview(text: &str) -> String {
+    match text.char_indices().nth(PREVIEW_CHARS) {
+        None => text.to_owned(),
+        Some((cut, _)) => {
+            let mut short = text[..cut].to_owned();
+            short.push('…');
+            short
+        }
+    }
+}

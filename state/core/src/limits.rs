@@ -1,0 +1,220 @@
+//! Size and depth limits, and the bounded JSON parsing every piece of
+//! untrusted text goes through.
+//!
+//! Text from storage, other tabs or the user is checked for size first, then
+//! scanned (iteratively) for nesting depth, and only then handed to
+//! serde_json. The scan turns a ten-thousand-deep `[[[[…` into
+//! [`Error::TooDeep`] before any recursive code runs; serde_json's own
+//! recursion limit stays as a second line of defence.
+
+use std::io;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::error::{Error, Result, preview};
+
+/// Largest wire message, in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
+/// Largest snapshot, in bytes.
+pub const MAX_SNAPSHOT_BYTES: usize = 4 << 20;
+/// Largest stored entry read back from storage, in bytes.
+pub const MAX_STORED_BYTES: usize = 4 << 20;
+/// Largest single value (serialized), in bytes. Keeps any one write well
+/// inside a message.
+pub const MAX_VALUE_BYTES: usize = 256 << 10;
+/// Deepest nesting of any JSON document the core parses.
+pub const MAX_JSON_DEPTH: usize = 96;
+/// Deepest nesting of a value inside a document. The gap to
+/// [`MAX_JSON_DEPTH`] leaves room for the envelopes around values.
+pub const MAX_VALUE_DEPTH: usize = 64;
+/// Most ops in one op group.
+pub const MAX_GROUP_OPS: usize = 256;
+/// Most fields in one patch, and most op ids one write may supersede.
+pub const MAX_OP_ITEMS: usize = 1024;
+/// Most key states in one sync message.
+pub const MAX_SYNC_STATES: usize = 1024;
+/// Longest object field name a patch may carry, in bytes.
+pub const MAX_FIELD_NAME_BYTES: usize = 1024;
+
+/// Longest error detail kept from serde, in characters.
+const REASON_CHARS: usize = 160;
+
+/// Fails if `text` nests `[`/`{` deeper than `limit`. Strings are skipped
+/// (with their escapes), so brackets inside them do not count.
+pub(crate) fn check_depth(text: &str, limit: usize, what: &'static str) -> Result<()> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for byte in text.bytes() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if byte == b'\\' {
+                escaped = true;
+            } else if byte == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return Err(Error::TooDeep { what, limit });
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Parses untrusted JSON text: size cap, depth scan, then serde.
+pub(crate) fn parse_bounded<T: DeserializeOwned>(
+    text: &str,
+    max_bytes: usize,
+    what: &'static str,
+) -> Result<T> {
+    if text.len() > max_bytes {
+        return Err(Error::TooLarge {
+            what,
+            size: text.len(),
+            limit: max_bytes,
+        });
+    }
+    check_depth(text, MAX_JSON_DEPTH, what)?;
+    serde_json::from_str(text).map_err(|err| Error::Malformed {
+        what,
+        reason: serde_reason(&err),
+    })
+}
+
+/// A serde error as a short string.
+pub(crate) fn serde_reason(err: &serde_json::Error) -> String {
+    let text = err.to_string();
+    if text.chars().count() > REASON_CHARS {
+        preview(&text)
+    } else {
+        text
+    }
+}
+
+/// Checks a value's nesting depth and serialized size, without recursion.
+pub(crate) fn check_value(value: &Value, what: &'static str) -> Result<()> {
+    let mut stack = vec![(value, 0usize)];
+    while let Some((value, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match value {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(map) => Box::new(map.values()),
+            _ => continue,
+        };
+        if depth + 1 > MAX_VALUE_DEPTH {
+            return Err(Error::TooDeep {
+                what,
+                limit: MAX_VALUE_DEPTH,
+            });
+        }
+        stack.extend(children.map(|child| (child, depth + 1)));
+    }
+    let size = encoded_len(value, MAX_VALUE_BYTES);
+    if size > MAX_VALUE_BYTES {
+        return Err(Error::TooLarge {
+            what,
+            size,
+            limit: MAX_VALUE_BYTES,
+        });
+    }
+    Ok(())
+}
+
+/// Serialized length of `value`, counting stops a little past `limit`.
+pub(crate) fn encoded_len<T: serde::Serialize + ?Sized>(value: &T, limit: usize) -> usize {
+    let mut counter = Counter { count: 0, limit };
+    // The only error is the counter refusing to go on past the limit.
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.count
+}
+
+struct Counter {
+    count: usize,
+    limit: usize,
+}
+
+impl io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.count = self.count.saturating_add(buf.len());
+        if self.count > self.limit {
+            return Err(io::Error::other("over limit"));
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Canonical text of a value, used only to break exact ties between two
+/// different values carrying the same stamp and op id (forged or buggy ops),
+/// so even then every replica keeps the same one.
+pub(crate) fn canonical(value: &Value) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn depth_scan_ignores_brackets_in_strings() {
+        let text = format!("[\"{}\"]", "[".repeat(1000));
+        assert!(check_depth(&text, 2, "x").is_ok());
+        let escaped = r#"["\"[[[[" ]"#;
+        assert!(check_depth(escaped, 1, "x").is_ok());
+    }
+
+    #[test]
+    fn deep_input_is_a_typed_error_not_a_stack_overflow() {
+        let text = "[".repeat(1_000_000);
+        assert_eq!(
+            parse_bounded::<Value>(&text, usize::MAX, "x"),
+            Err(Error::TooDeep {
+                what: "x",
+                limit: MAX_JSON_DEPTH
+            })
+        );
+    }
+
+    #[test]
+    fn json_maps_serialize_in_sorted_order() {
+        // Replicas compare serialized states byte for byte. That holds only
+        // while serde_json's `Map` is a sorted map; if some crate in the
+        // build enables serde_json's `preserve_order` feature, this fails
+        // here instead of replicas diverging silently.
+        let value: Value = serde_json::from_str(r#"{"b":1,"a":2}"#).unwrap();
+        assert_eq!(value.to_string(), r#"{"a":2,"b":1}"#);
+    }
+
+    #[test]
+    fn value_limits() {
+        let mut deep = json!(1);
+        for _ in 0..MAX_VALUE_DEPTH {
+            deep = json!([deep]);
+        }
+        assert!(check_value(&deep, "v").is_ok());
+        let deeper = json!({ "a": deep });
+        assert!(matches!(
+            check_value(&deeper, "v"),
+            Err(Error::TooDeep { .. })
+        ));
+        let big = Value::String("x".repeat(MAX_VALUE_BYTES));
+        assert!(matches!(
+            check_value(&big, "v"),
+            Err(Error::TooLarge { .. })
+        ));
+    }
+}

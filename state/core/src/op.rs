@@ -1,0 +1,177 @@
+//! Operations: the envelope every write produces.
+//!
+//! The same [`Op`] is applied locally, broadcast to other tabs and (later)
+//! carried by a remote relay. Receivers never re-read storage: the op is
+//! the message.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::clock::Stamp;
+use crate::error::{Error, Result};
+use crate::id::{TabId, UnitAddress};
+use crate::limits::{MAX_FIELD_NAME_BYTES, MAX_GROUP_OPS, MAX_OP_ITEMS, check_value};
+use crate::scope::FullKey;
+
+/// Unique id of an op: the issuing tab and its per-tab sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct OpId {
+    /// The issuing tab.
+    pub tab: TabId,
+    /// Increments with every op the tab issues.
+    pub seq: u64,
+}
+
+impl fmt::Display for OpId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.tab, self.seq)
+    }
+}
+
+/// What an op does; which variants a key accepts depends on its strategy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+// Adjacently tagged (tag first) so decoding needs no buffering.
+#[serde(tag = "kind", content = "data", rename_all = "snake_case")]
+pub enum Payload {
+    /// Replace the whole value (last-write-wins, first-write-wins, and
+    /// non-object values of merge keys).
+    Set {
+        /// The new value.
+        value: Value,
+    },
+    /// Change some top-level fields of an object (merge keys). Only the
+    /// fields the writer changed travel, so concurrent edits of different
+    /// fields both survive.
+    Patch {
+        /// Fields set to a value (possibly `null`).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        set: BTreeMap<String, Value>,
+        /// Fields removed.
+        #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+        remove: BTreeSet<String>,
+    },
+    /// A sum key's contribution from the op's tab: its cumulative positive
+    /// and negative totals after this increment (a PN-counter). Receivers
+    /// keep the per-tab maximum, so redelivery and reordering are harmless.
+    Count {
+        /// Cumulative sum of positive increments.
+        p: u64,
+        /// Cumulative sum of the magnitudes of negative increments.
+        n: u64,
+    },
+    /// A user-resolve write: a new value that supersedes every entry the
+    /// writer had seen (a multi-value register).
+    Resolve {
+        /// The new value.
+        value: Value,
+        /// Ids of the entries this write replaces.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        supersedes: Vec<OpId>,
+    },
+}
+
+impl Payload {
+    /// A short name for errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Set { .. } => "set",
+            Self::Patch { .. } => "patch",
+            Self::Count { .. } => "count",
+            Self::Resolve { .. } => "resolve",
+        }
+    }
+}
+
+/// One write.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Op {
+    /// Unique id.
+    pub id: OpId,
+    /// The key written.
+    pub key: FullKey,
+    /// The unit on whose behalf the write was made.
+    pub writer: UnitAddress,
+    /// Version stamp; its tab must equal `id.tab`.
+    pub stamp: Stamp,
+    /// Schema version of the value(s) in the payload.
+    pub schema: u32,
+    /// The change.
+    pub payload: Payload,
+}
+
+impl Op {
+    /// Structural checks that need no key declaration: stamp and id agree,
+    /// values within size and depth limits, bounded lists, no op that
+    /// supersedes itself. Permission, scope and strategy checks happen in
+    /// the store.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |reason: &str| Error::Malformed {
+            what: "op",
+            reason: format!("{reason} (op {})", self.id),
+        };
+        if self.stamp.tab != self.id.tab {
+            return Err(bad("stamp tab differs from op tab"));
+        }
+        match &self.payload {
+            Payload::Set { value } => check_value(value, "op value")?,
+            Payload::Patch { set, remove } => {
+                if set.len() + remove.len() > MAX_OP_ITEMS {
+                    return Err(bad("too many fields in patch"));
+                }
+                if set
+                    .keys()
+                    .chain(remove)
+                    .any(|name| name.len() > MAX_FIELD_NAME_BYTES)
+                {
+                    return Err(bad("field name too long"));
+                }
+                if set.keys().any(|name| remove.contains(name)) {
+                    return Err(bad("field both set and removed"));
+                }
+                for value in set.values() {
+                    check_value(value, "op value")?;
+                }
+            }
+            Payload::Count { .. } => {}
+            Payload::Resolve { value, supersedes } => {
+                check_value(value, "op value")?;
+                if supersedes.len() > MAX_OP_ITEMS {
+                    return Err(bad("supersedes too many entries"));
+                }
+                if supersedes.contains(&self.id) {
+                    return Err(bad("op supersedes itself"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Ops that apply atomically (a batch): a receiver validates all of them
+/// before applying any.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OpGroup {
+    /// The ops, in the order they were made.
+    pub ops: Vec<Op>,
+}
+
+impl OpGroup {
+    /// Validates the group's size and every op's structure.
+    pub fn validate(&self) -> Result<()> {
+        if self.ops.is_empty() || self.ops.len() > MAX_GROUP_OPS {
+            return Err(Error::Malformed {
+                what: "op group",
+                reason: format!("must hold 1 to {MAX_GROUP_OPS} ops"),
+            });
+        }
+        self.ops.iter().try_for_each(Op::validate)
+    }
+
+    /// Whether the group holds no ops (an empty batch).
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}

@@ -1,0 +1,166 @@
+//! Paths inside a value, for selective reads and subscriptions.
+//!
+//! `items.3.qty` walks object field `items`, array index 3 (or object field
+//! `"3"` if that level is an object), then field `qty`. A subscriber to a
+//! path asks [`Path::changed`] after each change of the key; it compares
+//! only the two sub-values at the path, never the whole value.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde_json::Value;
+
+use crate::error::{Error, Result, preview};
+
+/// Most segments in a path.
+pub const MAX_PATH_DEPTH: usize = 32;
+/// Longest path segment, in bytes.
+pub const MAX_SEGMENT_LEN: usize = 256;
+
+/// A validated path of field names and array indices.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Path {
+    segments: Vec<Segment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Segment {
+    text: String,
+    /// The segment read as an array index, when it is one.
+    index: Option<usize>,
+}
+
+impl Path {
+    /// The empty path: the whole value.
+    pub fn root() -> Self {
+        Self::default()
+    }
+
+    /// Parses `a.b.3`; segments are non-empty, at most
+    /// [`MAX_SEGMENT_LEN`] bytes, without control characters, and there are
+    /// at most [`MAX_PATH_DEPTH`] of them.
+    pub fn parse(text: &str) -> Result<Self> {
+        let bad = |reason| Error::InvalidPath {
+            path: preview(text),
+            reason,
+        };
+        if text.is_empty() {
+            return Err(bad("empty (use Path::root for the whole value)"));
+        }
+        let mut segments = Vec::new();
+        for part in text.split('.') {
+            if segments.len() == MAX_PATH_DEPTH {
+                return Err(bad("too many segments"));
+            }
+            if part.is_empty() {
+                return Err(bad("empty segment"));
+            }
+            if part.len() > MAX_SEGMENT_LEN {
+                return Err(bad("segment too long"));
+            }
+            if part.chars().any(char::is_control) {
+                return Err(bad("control character"));
+            }
+            // Only canonical decimal numbers are indices ("03" is a field).
+            let canonical = part == "0" || !part.starts_with('0');
+            let index = part
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| part.parse().ok())
+                .flatten()
+                .filter(|_| canonical);
+            segments.push(Segment {
+                text: part.to_owned(),
+                index,
+            });
+        }
+        Ok(Self { segments })
+    }
+
+    /// Number of segments.
+    pub fn len(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Whether this is the root path.
+    pub fn is_empty(&self) -> bool {
+        self.segments.is_empty()
+    }
+
+    /// The sub-value at this path, if every step exists.
+    pub fn get<'v>(&self, value: &'v Value) -> Option<&'v Value> {
+        self.segments
+            .iter()
+            .try_fold(value, |current, segment| match current {
+                Value::Object(map) => map.get(&segment.text),
+                Value::Array(items) => segment.index.and_then(|i| items.get(i)),
+                _ => None,
+            })
+    }
+
+    /// Whether the sub-values at this path differ between `old` and `new`
+    /// (a missing sub-value differs from any present one).
+    pub fn changed(&self, old: &Value, new: &Value) -> bool {
+        self.get(old) != self.get(new)
+    }
+}
+
+impl FromStr for Path {
+    type Err = Error;
+    fn from_str(text: &str) -> Result<Self> {
+        Self::parse(text)
+    }
+}
+
+impl fmt::Display for Path {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, segment) in self.segments.iter().enumerate() {
+            if i > 0 {
+                f.write_str(".")?;
+            }
+            f.write_str(&segment.text)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn walks_objects_and_arrays() {
+        let value = json!({"items": [{"qty": 1}, {"qty": 2}], "3": {"x": true}});
+        let path = Path::parse("items.1.qty").unwrap();
+        assert_eq!(path.get(&value), Some(&json!(2)));
+        assert_eq!(Path::parse("3.x").unwrap().get(&value), Some(&json!(true)));
+        assert_eq!(Path::parse("items.9.qty").unwrap().get(&value), None);
+        assert_eq!(Path::parse("items.01").unwrap().get(&value), None);
+        assert_eq!(Path::root().get(&value), Some(&value));
+        assert_eq!(path.to_string(), "items.1.qty");
+    }
+
+    #[test]
+    fn changed_looks_only_at_the_path() {
+        let path = Path::parse("items.0.qty").unwrap();
+        let old = json!({"items": [{"qty": 1, "name": "a"}], "total": 1});
+        let other = json!({"items": [{"qty": 1, "name": "b"}], "total": 9});
+        let moved = json!({"items": [{"qty": 2, "name": "a"}], "total": 1});
+        assert!(!path.changed(&old, &other));
+        assert!(path.changed(&old, &moved));
+        assert!(path.changed(&old, &json!(null)));
+    }
+
+    #[test]
+    fn rejects_bad_paths() {
+        for bad in ["", "a..b", ".a", "a.", "a.\u{0}"] {
+            assert!(Path::parse(bad).is_err(), "{bad:?}");
+        }
+        let deep = vec!["a"; MAX_PATH_DEPTH + 1].join(".");
+        assert!(Path::parse(&deep).is_err());
+        assert!(Path::parse(&"a".repeat(MAX_SEGMENT_LEN + 1)).is_err());
+        let huge = "a.".repeat(1 << 20);
+        assert!(Path::parse(&huge).is_err());
+    }
+}

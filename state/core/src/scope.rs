@@ -1,0 +1,345 @@
+//! Scope (who shares a key), lifetime (how long it lives) and the fully
+//! qualified key derived from them.
+//!
+//! The two axes are independent: a `Private` key can be `Persistent`, a
+//! `Global` key can live in `Memory` only.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result, preview};
+use crate::id::{IdKind, KeyName, UnitAddress, validate};
+
+/// Who shares a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Only the declaring unit.
+    Private,
+    /// Every unit of the same building.
+    Building,
+    /// Every unit of the apartment.
+    Apartment,
+    /// Every apartment of this origin.
+    Global,
+}
+
+impl Scope {
+    /// All scopes, narrowest first.
+    pub const ALL: [Scope; 4] = [
+        Scope::Private,
+        Scope::Building,
+        Scope::Apartment,
+        Scope::Global,
+    ];
+
+    /// The lowercase name used in full keys and JSON.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Private => "private",
+            Self::Building => "building",
+            Self::Apartment => "apartment",
+            Self::Global => "global",
+        }
+    }
+
+    /// Number of address segments (apartment, building, unit) this scope
+    /// puts into a full key.
+    const fn address_segments(self) -> usize {
+        match self {
+            Self::Private => 3,
+            Self::Building => 2,
+            Self::Apartment => 1,
+            Self::Global => 0,
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Scope {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|scope| scope.as_str() == text)
+            .ok_or_else(|| Error::InvalidName {
+                what: "scope",
+                value: preview(text),
+                reason: "expected private, building, apartment or global",
+            })
+    }
+}
+
+/// How long a key's value lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lifetime {
+    /// This page only; never written to storage.
+    Memory,
+    /// This browser session (sessionStorage in the web layer).
+    Ephemeral,
+    /// Survives restarts (localStorage in the web layer).
+    Persistent,
+}
+
+impl fmt::Display for Lifetime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Memory => "memory",
+            Self::Ephemeral => "ephemeral",
+            Self::Persistent => "persistent",
+        })
+    }
+}
+
+/// A fully qualified key: scope plus the address segments the scope needs
+/// plus the key name.
+///
+/// ```text
+/// private/{apartment}/{building}/{unit}/{key}
+/// building/{apartment}/{building}/{key}
+/// apartment/{apartment}/{key}
+/// global/{key}
+/// ```
+///
+/// Because the scope and every address segment are part of the key, the same
+/// key name in two buildings, or two units' private keys, never collide, and
+/// a unit cannot even name another unit's private key (the address comes
+/// from the caller). Parsing from the wire validates every segment.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct FullKey {
+    // Only the text is stored: it keeps the type small (errors carry it) and
+    // ordering equals string ordering, so maps of full keys serialize in the
+    // same order everywhere. Segments were validated on construction.
+    text: String,
+}
+
+impl FullKey {
+    /// Derives the full key of `name` in `scope`, as seen from `address`.
+    pub fn new(scope: Scope, address: &UnitAddress, name: &KeyName) -> Self {
+        let text = match scope {
+            Scope::Private => format!(
+                "private/{}/{}/{}/{}",
+                address.apartment(),
+                address.building(),
+                address.unit(),
+                name
+            ),
+            Scope::Building => format!(
+                "building/{}/{}/{}",
+                address.apartment(),
+                address.building(),
+                name
+            ),
+            Scope::Apartment => format!("apartment/{}/{}", address.apartment(), name),
+            Scope::Global => format!("global/{name}"),
+        };
+        Self { text }
+    }
+
+    /// Parses and validates a full key string.
+    pub fn parse(text: &str) -> Result<Self> {
+        let bad = |reason| Error::InvalidName {
+            what: "full key",
+            value: preview(text),
+            reason,
+        };
+        // Bounded split: a hostile string of a million slashes costs six
+        // segments, not a million allocations.
+        let segments: Vec<&str> = text.splitn(6, '/').collect();
+        let (scope_text, rest) = segments.split_first().ok_or_else(|| bad("empty"))?;
+        let scope: Scope = scope_text.parse()?;
+        let expected = scope.address_segments() + 1;
+        if rest.len() != expected {
+            return Err(bad("wrong number of segments for its scope"));
+        }
+        let kinds = [IdKind::Apartment, IdKind::Building, IdKind::Unit];
+        for (segment, kind) in rest.iter().zip(kinds.iter().take(expected - 1)) {
+            validate(*kind, segment)?;
+        }
+        if let Some(name) = rest.last() {
+            validate(IdKind::Key, name)?;
+        }
+        Ok(Self {
+            text: text.to_owned(),
+        })
+    }
+
+    fn segments(&self) -> std::str::Split<'_, char> {
+        self.text.split('/')
+    }
+
+    /// The scope.
+    pub fn scope(&self) -> Scope {
+        // The text was validated; the fallback is unreachable but keeps this
+        // function panic-free.
+        self.segments()
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(Scope::Global)
+    }
+
+    /// The key name (last segment).
+    pub fn name(&self) -> &str {
+        self.text.rsplit('/').next().unwrap_or_default()
+    }
+
+    fn address_segment(&self, index: usize) -> Option<&str> {
+        let scope = self.scope();
+        (index < scope.address_segments())
+            .then(|| self.segments().nth(index + 1))
+            .flatten()
+    }
+
+    /// The apartment segment, unless the key is global.
+    pub fn apartment(&self) -> Option<&str> {
+        self.address_segment(0)
+    }
+
+    /// The building segment, for building and private keys.
+    pub fn building(&self) -> Option<&str> {
+        self.address_segment(1)
+    }
+
+    /// The unit segment, for private keys.
+    pub fn unit(&self) -> Option<&str> {
+        self.address_segment(2)
+    }
+
+    /// The key as text.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether `address` is inside this key's scope, i.e. would derive this
+    /// same full key from the key's scope and name.
+    pub fn reachable_by(&self, address: &UnitAddress) -> bool {
+        let same = |segment: Option<&str>, id: &str| segment.is_none_or(|s| s == id);
+        same(self.apartment(), address.apartment().as_str())
+            && same(self.building(), address.building().as_str())
+            && same(self.unit(), address.unit().as_str())
+    }
+
+    /// Whether this key lies inside `address`'s reach for `scope` (used to
+    /// select the keys of one scope as seen by one unit).
+    pub fn is_in(&self, scope: Scope, address: &UnitAddress) -> bool {
+        self.scope() == scope && self.reachable_by(address)
+    }
+}
+
+impl FromStr for FullKey {
+    type Err = Error;
+    fn from_str(text: &str) -> Result<Self> {
+        Self::parse(text)
+    }
+}
+
+impl TryFrom<String> for FullKey {
+    type Error = Error;
+    fn try_from(text: String) -> Result<Self> {
+        Self::parse(&text)
+    }
+}
+
+impl From<FullKey> for String {
+    fn from(key: FullKey) -> String {
+        key.text
+    }
+}
+
+impl fmt::Display for FullKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn address(text: &str) -> UnitAddress {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn formats_follow_the_design() {
+        let a = address("shop/header/cart");
+        let k = KeyName::new("count").unwrap();
+        assert_eq!(
+            FullKey::new(Scope::Private, &a, &k).as_str(),
+            "private/shop/header/cart/count"
+        );
+        assert_eq!(
+            FullKey::new(Scope::Building, &a, &k).as_str(),
+            "building/shop/header/count"
+        );
+        assert_eq!(
+            FullKey::new(Scope::Apartment, &a, &k).as_str(),
+            "apartment/shop/count"
+        );
+        assert_eq!(FullKey::new(Scope::Global, &a, &k).as_str(), "global/count");
+    }
+
+    #[test]
+    fn same_name_in_two_buildings_never_collides() {
+        let k = KeyName::new("count").unwrap();
+        let one = FullKey::new(Scope::Building, &address("a/b1/u"), &k);
+        let two = FullKey::new(Scope::Building, &address("a/b2/u"), &k);
+        assert_ne!(one, two);
+        let p1 = FullKey::new(Scope::Private, &address("a/b/u1"), &k);
+        let p2 = FullKey::new(Scope::Private, &address("a/b/u2"), &k);
+        assert_ne!(p1, p2);
+    }
+
+    #[test]
+    fn parse_round_trips_and_validates() {
+        for text in [
+            "private/a/b/u/k",
+            "building/a/b/k",
+            "apartment/a/k",
+            "global/k",
+        ] {
+            let key = FullKey::parse(text).unwrap();
+            assert_eq!(key.as_str(), text);
+            assert_eq!(key.name(), "k");
+        }
+        for bad in [
+            "",
+            "global",
+            "global/",
+            "global/a/b",
+            "private/a/b/k",
+            "apartment/../k",
+            "public/k",
+            "global/__proto__",
+            "building/a/b/c/d/e/f/g",
+        ] {
+            assert!(FullKey::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn reachability() {
+        let key = FullKey::parse("building/a/b/k").unwrap();
+        assert!(key.reachable_by(&address("a/b/x")));
+        assert!(!key.reachable_by(&address("a/c/x")));
+        assert!(!key.reachable_by(&address("z/b/x")));
+        let private = FullKey::parse("private/a/b/u/k").unwrap();
+        assert!(private.reachable_by(&address("a/b/u")));
+        assert!(!private.reachable_by(&address("a/b/v")));
+        assert!(
+            FullKey::parse("global/k")
+                .unwrap()
+                .reachable_by(&address("q/r/s"))
+        );
+    }
+}

@@ -1,0 +1,99 @@
+//! Snapshots: a scope's values exported as versioned JSON.
+//!
+//! ```json
+//! {"format":"gaesup-snapshot","version":1,"scope":"building",
+//!  "keys":{"cart":{"schema":2,"value":{"items":[]}}}}
+//! ```
+//!
+//! Keys are names relative to the scope, so a snapshot taken in one
+//! building can be restored in another. Values (not replicated states)
+//! are exported: restoring makes new writes, so the restored values win
+//! over older ones and reach every tab. See
+//! [`Store::snapshot`](crate::Store::snapshot) and
+//! [`Store::restore`](crate::Store::restore).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::id::KeyName;
+use crate::limits::{MAX_SNAPSHOT_BYTES, check_value, parse_bounded};
+use crate::scope::Scope;
+
+/// The `format` tag of every snapshot.
+pub const SNAPSHOT_FORMAT: &str = "gaesup-snapshot";
+/// The snapshot format version this code writes and reads.
+pub const SNAPSHOT_VERSION: u32 = 1;
+
+/// One key's value in a snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotEntry {
+    /// Schema version of `value`.
+    pub schema: u32,
+    /// The value.
+    pub value: Value,
+}
+
+/// A scope's values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshot {
+    /// Always [`SNAPSHOT_FORMAT`].
+    pub format: String,
+    /// Always [`SNAPSHOT_VERSION`] for snapshots this code writes.
+    pub version: u32,
+    /// The scope the keys belong to.
+    pub scope: Scope,
+    /// Values by key name.
+    pub keys: BTreeMap<KeyName, SnapshotEntry>,
+}
+
+impl Snapshot {
+    /// An empty snapshot of `scope`.
+    pub fn new(scope: Scope) -> Self {
+        Self {
+            format: SNAPSHOT_FORMAT.to_owned(),
+            version: SNAPSHOT_VERSION,
+            scope,
+            keys: BTreeMap::new(),
+        }
+    }
+
+    /// The snapshot as JSON text.
+    pub fn to_json(&self) -> Result<String> {
+        serde_json::to_string(self).map_err(|err| Error::InvalidSnapshot {
+            reason: err.to_string(),
+        })
+    }
+
+    /// Parses and validates untrusted snapshot text: size and depth limits,
+    /// shape (unknown fields refused, key names validated), format tag and
+    /// version, value limits.
+    pub fn parse(text: &str) -> Result<Self> {
+        let snapshot: Snapshot =
+            parse_bounded(text, MAX_SNAPSHOT_BYTES, "snapshot").map_err(|err| match err {
+                Error::Malformed { reason, .. } => Error::InvalidSnapshot { reason },
+                other => other,
+            })?;
+        if snapshot.format != SNAPSHOT_FORMAT {
+            return Err(Error::InvalidSnapshot {
+                reason: String::from("not a gaesup snapshot"),
+            });
+        }
+        if snapshot.version != SNAPSHOT_VERSION {
+            return Err(Error::InvalidSnapshot {
+                reason: format!(
+                    "snapshot format version {} (this code reads {SNAPSHOT_VERSION})",
+                    snapshot.version
+                ),
+            });
+        }
+        for entry in snapshot.keys.values() {
+            check_value(&entry.value, "snapshot value")?;
+        }
+        Ok(snapshot)
+    }
+}

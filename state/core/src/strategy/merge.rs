@@ -1,0 +1,221 @@
+//! The merge strategy: objects merge field by field.
+//!
+//! The state is a product of last-write-wins registers: one for whole-value
+//! writes (`base`, from `Set` ops) and one per top-level field (from
+//! `Patch` ops). A field entry only matters if it is newer than `base`:
+//! a later whole-value write replaces every field written before it.
+//!
+//! Materializing: start from `base`; if it is an object, overlay the newer
+//! fields (removals remove). If `base` is missing or not an object and newer
+//! fields exist, the value is the object made of those fields; otherwise it
+//! is `base` itself (so non-objects behave as last-write-wins).
+//!
+//! Field entries older than `base` are pruned after every apply and merge.
+//! Pruning is a function of the joined state (a field survives iff its
+//! newest write beats the newest base), so pruned and unpruned replicas
+//! still serialize identically after exchanging the same writes.
+//!
+//! Only top-level fields merge; nested objects are whole field values. That
+//! keeps the state flat and every walk over it non-recursive.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
+
+use super::Entry;
+use crate::clock::Stamp;
+use crate::error::Result;
+use crate::id::UnitAddress;
+use crate::limits::canonical;
+use crate::op::{Op, OpId};
+
+/// The last write to one field of a merge key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FieldEntry {
+    /// The write's stamp.
+    pub stamp: Stamp,
+    /// The write's op id.
+    pub id: OpId,
+    /// Who wrote it.
+    pub writer: UnitAddress,
+    /// The field's value, or `None` if the write removed the field.
+    // `Option<Value>` would read `null` back as `None`; a field set to null
+    // must stay distinct from a removed field, so presence decides.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub value: Option<Value>,
+}
+
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(deserializer).map(Some)
+}
+
+impl FieldEntry {
+    fn as_entry_key(&self) -> (Stamp, OpId) {
+        (self.stamp, self.id)
+    }
+
+    /// The same total order as [`Entry::order`]; a removal sorts before a
+    /// value when everything else is equal (only forged duplicates get
+    /// that far).
+    fn order(&self, other: &FieldEntry) -> Ordering {
+        self.as_entry_key()
+            .cmp(&other.as_entry_key())
+            .then_with(|| self.writer.cmp(&other.writer))
+            .then_with(|| match (&self.value, &other.value) {
+                (None, None) => Ordering::Equal,
+                (None, Some(_)) => Ordering::Less,
+                (Some(_), None) => Ordering::Greater,
+                (Some(a), Some(b)) if a == b => Ordering::Equal,
+                (Some(a), Some(b)) => canonical(a).cmp(&canonical(b)),
+            })
+    }
+}
+
+/// The state of a merge key.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MergeState {
+    /// The newest whole-value write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<Entry>,
+    /// The newest write to each field, only for writes newer than `base`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: BTreeMap<String, FieldEntry>,
+}
+
+impl MergeState {
+    pub(crate) fn apply_set(&mut self, entry: Entry) {
+        self.keep_base(entry);
+        self.prune();
+    }
+
+    pub(crate) fn apply_patch(
+        &mut self,
+        op: &Op,
+        set: &BTreeMap<String, Value>,
+        remove: &BTreeSet<String>,
+    ) {
+        let field = |value: Option<Value>| FieldEntry {
+            stamp: op.stamp,
+            id: op.id,
+            writer: op.writer.clone(),
+            value,
+        };
+        for (name, value) in set {
+            self.keep_field(name, field(Some(value.clone())));
+        }
+        for name in remove {
+            self.keep_field(name, field(None));
+        }
+        self.prune();
+    }
+
+    pub(crate) fn merge(&mut self, other: &MergeState) {
+        if let Some(base) = &other.base {
+            self.keep_base(base.clone());
+        }
+        for (name, field) in &other.fields {
+            self.keep_field(name, field.clone());
+        }
+        self.prune();
+    }
+
+    fn keep_base(&mut self, candidate: Entry) {
+        let replace = self
+            .base
+            .as_ref()
+            .is_none_or(|current| candidate.order(current).is_gt());
+        if replace {
+            self.base = Some(candidate);
+        }
+    }
+
+    fn keep_field(&mut self, name: &str, candidate: FieldEntry) {
+        match self.fields.get_mut(name) {
+            Some(current) => {
+                if candidate.order(current).is_gt() {
+                    *current = candidate;
+                }
+            }
+            None => {
+                self.fields.insert(name.to_owned(), candidate);
+            }
+        }
+    }
+
+    fn prune(&mut self) {
+        if let Some(base) = &self.base {
+            let floor = (base.stamp, base.id);
+            self.fields.retain(|_, field| field.as_entry_key() > floor);
+        }
+    }
+
+    /// The materialized value (see the module docs).
+    pub fn value(&self) -> Option<Value> {
+        let base = self.base.as_ref().map(|entry| &entry.value);
+        let mut object = match base {
+            Some(Value::Object(map)) => map.clone(),
+            _ if self.fields.is_empty() => return base.cloned(),
+            _ => Map::new(),
+        };
+        for (name, field) in &self.fields {
+            match &field.value {
+                Some(value) => {
+                    object.insert(name.clone(), value.clone());
+                }
+                None => {
+                    object.remove(name);
+                }
+            }
+        }
+        Some(Value::Object(object))
+    }
+
+    pub(crate) fn migrate(&mut self, step: &mut dyn FnMut(Value) -> Result<Value>) -> Result<()> {
+        let Some(value) = self.value() else {
+            return Ok(());
+        };
+        // The migrated whole value inherits the newest write's identity, so
+        // it still loses to anything written after it.
+        let newest = self
+            .fields
+            .values()
+            .map(|f| (f.stamp, f.id, f.writer.clone()))
+            .chain(self.base.iter().map(|b| (b.stamp, b.id, b.writer.clone())))
+            .max_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        if let Some((stamp, id, writer)) = newest {
+            self.base = Some(Entry {
+                stamp,
+                id,
+                writer,
+                value: step(value)?,
+            });
+            self.fields.clear();
+        }
+        Ok(())
+    }
+}
+
+/// The patch that turns object `old` into object `new`: changed or added
+/// fields in `set`, vanished fields in `remove`.
+pub(crate) fn diff(
+    old: &Map<String, Value>,
+    new: &Map<String, Value>,
+) -> (BTreeMap<String, Value>, BTreeSet<String>) {
+    let set = new
+        .iter()
+        .filter(|(name, value)| old.get(*name) != Some(*value))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
+    let remove = old
+        .keys()
+        .filter(|name| !new.contains_key(*name))
+        .cloned()
+        .collect();
+    (set, remove)
+}

@@ -1,0 +1,48 @@
+//! A single-value register: last-write-wins keeps the greatest entry,
+//! first-write-wins the least. Both are joins of a total order, hence
+//! commutative, associative and idempotent.
+
+use std::cmp::Ordering;
+
+use serde::{Deserialize, Serialize};
+
+use super::Entry;
+
+/// The state of a last-write-wins or first-write-wins key.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Register {
+    /// The winning write, if any.
+    pub entry: Option<Entry>,
+}
+
+impl Register {
+    pub(crate) fn keep_max(&mut self, candidate: Entry) {
+        self.keep(candidate, Ordering::Greater);
+    }
+
+    pub(crate) fn keep_min(&mut self, candidate: Entry) {
+        self.keep(candidate, Ordering::Less);
+    }
+
+    pub(crate) fn merge_max(&mut self, other: &Register) {
+        if let Some(entry) = &other.entry {
+            self.keep_max(entry.clone());
+        }
+    }
+
+    pub(crate) fn merge_min(&mut self, other: &Register) {
+        if let Some(entry) = &other.entry {
+            self.keep_min(entry.clone());
+        }
+    }
+
+    fn keep(&mut self, candidate: Entry, wins_when: Ordering) {
+        let replace = match &self.entry {
+            None => true,
+            Some(current) => candidate.order(current) == wins_when,
+        };
+        if replace {
+            self.entry = Some(candidate);
+        }
+    }
+}
