@@ -1,15 +1,134 @@
-//! Reactive state manager for Leptos micro-frontends.
+//! Reactive state for Leptos micro-frontends.
 //!
-//! Units of an apartment need state that is scoped (private to a unit, or
-//! shared with its building, its apartment or every apartment), that
-//! survives reloads when asked to, and that stays consistent between browser
-//! tabs. This crate is the Leptos face of that state manager; the pure,
-//! browser-free rules (keys, clock, operations, conflict strategies) live in
-//! [`core`], re-exported here so units depend on this crate alone.
+//! # The problem
 //!
-//! The reactive layer (containers, hooks, event bus) is being built; today
-//! this crate only re-exports the core.
+//! An apartment (one app) holds buildings (page regions) holding units
+//! (independent micro-frontends, one crate each). Units must share some
+//! state and keep the rest to themselves: a cart both the catalog and the
+//! cart units see, a counter for one building, notes private to one unit.
+//! Shared state has to survive reloads when asked to, stay equal across
+//! browser tabs, and never let one unit's bug corrupt another's data.
+//!
+//! This crate is the Leptos face of that state manager. Keys are declared
+//! once, typed ([`SharedKey`]), with a scope, a lifetime, a conflict
+//! strategy, a schema and permissions; the containers [`Apartment`],
+//! [`Building`] and [`Unit`] tell each hook where it is, so a unit only
+//! ever names its keys, never another unit.
+//!
+//! # Example
+//!
+//! ```
+//! use gaesup_state::prelude::*;
+//! use leptos::prelude::*;
+//!
+//! fn visits() -> SharedKey<i64> {
+//!     SharedKey::builder("visits")
+//!         .scope(Scope::Building)       // shared by the building's units
+//!         .lifetime(Lifetime::Persistent) // survives reloads, syncs tabs
+//!         .strategy(Strategy::Sum)      // concurrent increments all count
+//!         .build()
+//!         .expect("a valid declaration")
+//! }
+//!
+//! #[component]
+//! fn Visits() -> impl IntoView {
+//!     let visits = use_shared_state(&visits());
+//!     let set = visits.set;
+//!     view! {
+//!         <button on:click=move |_| set.increment(1)>"Visit"</button>
+//!         <output>{visits.value}</output>
+//!     }
+//! }
+//!
+//! #[component]
+//! fn App() -> impl IntoView {
+//!     view! {
+//!         <Apartment id="shop">
+//!             <Building id="lobby">
+//!                 <Unit id="visits"><Visits /></Unit>
+//!             </Building>
+//!         </Apartment>
+//!     }
+//! }
+//! ```
+//!
+//! # Containers and scope
+//!
+//! [`Apartment`] owns one [`StateManager`]; [`Building`] and [`Unit`]
+//! provide their ids through their own reactive owners, so a hook inside a
+//! unit resolves `Private`, `Building`, `Apartment` and `Global` keys to
+//! the right fully qualified key without being told. Two buildings that
+//! both declare `"count"` get two independent counters.
+//!
+//! # Reading and writing
+//!
+//! [`use_shared_state`] returns a read signal, a `Copy` setter and
+//! metadata signals (pending, last error, last writer, version), plus the
+//! open conflicts of a user-resolve key. [`StateSetter::set_optimistic`]
+//! shows a value at once and rolls back only that write if its
+//! confirmation fails. [`use_state_path`] watches one path inside a value
+//! and is not notified by changes elsewhere. [`UnitState::batch`] writes
+//! several keys atomically and notifies each subscriber once.
+//!
+//! # Conflicts
+//!
+//! A user-resolve key keeps concurrent values side by side;
+//! [`ConflictModal`] shows them in an accessible dialog and resolves with
+//! the user's choice (current, incoming or custom).
+//!
+//! # Events
+//!
+//! [`use_container_event`] is a typed event bus scoped like state
+//! (building, apartment, global), optionally reaching other tabs.
+//!
+//! # Lifetime of subscriptions
+//!
+//! Every subscription and listener belongs to the owner of the component
+//! that made it and is removed when that unit unmounts
+//! ([`StateManager::subscription_count`] shows it).
+//!
+//! # What this is not
+//!
+//! Permissions stop one unit's bug from touching another unit's data. On a
+//! shared origin they are not a security boundary against hostile scripts,
+//! which can read localStorage directly: keep no secrets in it.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod conflict;
+mod containers;
+mod error;
+mod hooks;
+mod manager;
+mod platform;
+mod registry;
+
 pub use gaesup_state_core as core;
+pub use gaesup_state_core::{
+    Access, Conflict, Lifetime, Path, Scope, SharedKey, Stamp, Strategy, UnitAddress,
+};
+
+pub use conflict::ConflictModal;
+pub use containers::{
+    Apartment, ApartmentContext, Building, BuildingContext, Unit, UnitContext, use_apartment,
+    use_unit,
+};
+pub use error::{Result, StateError};
+pub use hooks::{
+    EventEmitter, StateMeta, StateSetter, UnitBatch, UnitState, UseContainerEventOptions,
+    UseContainerEventReturn, UseSharedStateOptions, UseSharedStateReturn, UseStatePathReturn,
+    use_container_event, use_container_event_with_options, use_shared_state,
+    use_shared_state_with_options, use_state_path, use_unit_state,
+};
+pub use manager::{LOG_CAPACITY, ListenerId, LogEntry, Origin, StateManager, SubscriptionId};
+pub use platform::{SystemClock, random_tab_id};
+
+/// Everything a unit needs: `use gaesup_state::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        Access, Apartment, Building, Lifetime, Scope, SharedKey, StateError, StateSetter, Strategy,
+        Unit, UnitState, UseContainerEventOptions, UseSharedStateOptions, use_container_event,
+        use_container_event_with_options, use_shared_state, use_shared_state_with_options,
+        use_state_path, use_unit_state,
+    };
+}

@@ -1,0 +1,17 @@
+//! Hooks: how a unit reads and writes state and talks to other units.
+
+mod event;
+mod shared_state;
+mod state_path;
+mod unit_state;
+
+pub use event::{
+    EventEmitter, UseContainerEventOptions, UseContainerEventReturn, use_container_event,
+    use_container_event_with_options,
+};
+pub use shared_state::{
+    StateMeta, StateSetter, UseSharedStateOptions, UseSharedStateReturn, use_shared_state,
+    use_shared_state_with_options,
+};
+pub use state_path::{UseStatePathReturn, use_state_path};
+pub use unit_state::{UnitBatch, UnitState, use_unit_state};

@@ -1,0 +1,383 @@
+//! `use_shared_state`: read and write one typed key.
+
+use std::future::Future;
+
+use gaesup_state_core::{Conflict, SharedKey, Stamp, Strategy, UnitAddress, Write};
+use leptos::prelude::*;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::containers::{UnitContext, use_unit};
+use crate::error::{Result, StateError};
+
+const HOOK: &str = "use_shared_state";
+
+/// A synchronous check a value must pass before it is written.
+pub type Validator<T> = fn(&T) -> std::result::Result<(), String>;
+
+/// Options of [`use_shared_state_with_options`].
+pub struct UseSharedStateOptions<T> {
+    validate: Option<Validator<T>>,
+}
+
+impl<T> Default for UseSharedStateOptions<T> {
+    fn default() -> Self {
+        Self { validate: None }
+    }
+}
+
+impl<T> UseSharedStateOptions<T> {
+    /// Refuses writes for which `check` returns an error; the error shows in
+    /// [`StateMeta::error`] and nothing is written.
+    #[must_use]
+    pub fn validate(mut self, check: Validator<T>) -> Self {
+        self.validate = Some(check);
+        self
+    }
+}
+
+/// What [`use_shared_state`] returns.
+pub struct UseSharedStateReturn<T: Send + Sync + 'static> {
+    /// The current value; updates on every change, local or from another
+    /// tab. Reads the key's default until something is written.
+    pub value: Signal<T>,
+    /// Writes (the narrowest handle to pass to a child that only writes).
+    pub set: StateSetter<T>,
+    /// Pending optimistic writes, the last error, who wrote last, when.
+    pub meta: StateMeta,
+    /// For user-resolve keys: the concurrent values awaiting a choice,
+    /// winner first; empty when there is no conflict (and for every other
+    /// strategy).
+    pub conflicts: Signal<Vec<Conflict<T>>>,
+}
+
+/// Metadata of a key as seen by one hook.
+#[derive(Clone, Copy)]
+pub struct StateMeta {
+    /// An optimistic write is waiting for its confirmation.
+    pub pending: Signal<bool>,
+    /// The last failure of a read or write through this hook, if any.
+    pub error: Signal<Option<StateError>>,
+    /// The unit that wrote the current value (none before the first write).
+    pub last_writer: Signal<Option<UnitAddress>>,
+    /// The version stamp of the current value.
+    pub version: Signal<Option<Stamp>>,
+    error_slot: RwSignal<Option<StateError>>,
+}
+
+impl StateMeta {
+    /// Dismisses the current error.
+    pub fn clear_error(&self) {
+        self.error_slot.set(None);
+    }
+}
+
+struct Target<T> {
+    unit: UnitContext,
+    key: SharedKey<T>,
+}
+
+impl<T> Clone for Target<T> {
+    fn clone(&self) -> Self {
+        Self {
+            unit: self.unit.clone(),
+            key: self.key.clone(),
+        }
+    }
+}
+
+/// The write half of [`use_shared_state`]: `Copy`, so event handlers take
+/// it freely. Every method records its failure in [`StateMeta::error`];
+/// the `try_` methods also return it.
+pub struct StateSetter<T: Send + Sync + 'static> {
+    target: StoredValue<Option<Target<T>>>,
+    error: RwSignal<Option<StateError>>,
+    pending: RwSignal<u32>,
+    validate: Option<Validator<T>>,
+}
+
+impl<T: Send + Sync + 'static> Clone for StateSetter<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T: Send + Sync + 'static> Copy for StateSetter<T> {}
+
+/// Reads and writes the typed `key` from inside a `<Unit>`.
+///
+/// The key is declared on first use, resolved against the unit's address
+/// (so a `Building` key is this building's, a `Private` key this unit's)
+/// and checked against its permissions. The subscription belongs to the
+/// calling component's owner and ends when the unit unmounts.
+///
+/// ```
+/// use gaesup_state::prelude::*;
+/// use leptos::prelude::*;
+///
+/// #[component]
+/// fn Likes() -> impl IntoView {
+///     let key = SharedKey::<i64>::builder("likes")
+///         .scope(Scope::Building)
+///         .strategy(Strategy::Sum)
+///         .build()
+///         .expect("a valid declaration");
+///     let likes = use_shared_state(&key);
+///     let set = likes.set;
+///     view! {
+///         <button on:click=move |_| set.increment(1)>{likes.value}</button>
+///         <p role="alert">{move || likes.meta.error.get().map(|e| e.to_string())}</p>
+///     }
+/// }
+/// ```
+pub fn use_shared_state<T>(key: &SharedKey<T>) -> UseSharedStateReturn<T>
+where
+    T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    use_shared_state_with_options(key, UseSharedStateOptions::default())
+}
+
+/// [`use_shared_state`] with options (validation).
+pub fn use_shared_state_with_options<T>(
+    key: &SharedKey<T>,
+    options: UseSharedStateOptions<T>,
+) -> UseSharedStateReturn<T>
+where
+    T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    let error = RwSignal::new(None);
+    let pending = RwSignal::new(0_u32);
+    let last_writer = RwSignal::new(None);
+    let version = RwSignal::new(None);
+    let conflicts = RwSignal::new(Vec::new());
+
+    let (initial, target) = match open(key) {
+        Ok((initial, target)) => (initial, Some(target)),
+        Err((initial, err)) => {
+            error.set(Some(err));
+            (initial, None)
+        }
+    };
+    let value = RwSignal::new(initial);
+
+    if let Some(target) = &target {
+        let refresh = {
+            let target = target.clone();
+            move || {
+                let manager = target.unit.manager;
+                let full = target.key.full_key(&target.unit.address);
+                if let Ok(Some((writer, stamp))) =
+                    manager.with_store(|store| store.last_write(&full))
+                {
+                    let _ = last_writer.try_set(Some(writer));
+                    let _ = version.try_set(Some(stamp));
+                }
+                if target.key.spec().strategy() == Strategy::UserResolve {
+                    match manager.conflicts(&target.unit.address, &target.key) {
+                        Ok(list) => {
+                            let _ = conflicts.try_set(list);
+                        }
+                        Err(err) => {
+                            let _ = error.try_set(Some(err));
+                        }
+                    }
+                }
+            }
+        };
+        refresh();
+        let manager = target.unit.manager;
+        let subscribed = manager.subscribe(&target.unit.address, key, None, move |change| {
+            match T::deserialize(&change.new) {
+                Ok(next) => {
+                    let _ = value.try_set(next);
+                }
+                Err(err) => {
+                    let mismatch = gaesup_state_core::Error::TypeMismatch {
+                        key: change.key.to_string(),
+                        reason: err.to_string(),
+                    };
+                    let _ = error.try_set(Some(mismatch.into()));
+                }
+            }
+            refresh();
+        });
+        match subscribed {
+            Ok(id) => on_cleanup(move || {
+                manager.unsubscribe(id);
+            }),
+            Err(err) => error.set(Some(err)),
+        }
+    }
+
+    UseSharedStateReturn {
+        value: value.into(),
+        set: StateSetter {
+            target: StoredValue::new(target),
+            error,
+            pending,
+            validate: options.validate,
+        },
+        meta: StateMeta {
+            pending: Signal::derive(move || pending.get() > 0),
+            error: error.into(),
+            last_writer: last_writer.into(),
+            version: version.into(),
+            error_slot: error,
+        },
+        conflicts: conflicts.into(),
+    }
+}
+
+/// Declares the key for the enclosing unit and reads its value. On failure
+/// the hook still works, showing the key's default and the error.
+fn open<T>(key: &SharedKey<T>) -> std::result::Result<(T, Target<T>), (T, StateError)>
+where
+    T: DeserializeOwned,
+{
+    let fallback = || T::deserialize(key.spec().default_value());
+    let Some(unit) = use_unit() else {
+        return Err(default_or(fallback(), StateError::NoUnit { hook: HOOK }));
+    };
+    if let Err(err) = unit.manager.declare(key) {
+        return Err(default_or(fallback(), err));
+    }
+    match unit.manager.get(&unit.address, key) {
+        Ok(value) => Ok((
+            value,
+            Target {
+                unit,
+                key: key.clone(),
+            },
+        )),
+        Err(err) => Err(default_or(fallback(), err)),
+    }
+}
+
+/// The key's default, paired with the error to show.
+fn default_or<T>(
+    default: std::result::Result<T, serde_json::Error>,
+    err: StateError,
+) -> (T, StateError) {
+    match default {
+        Ok(value) => (value, err),
+        Err(decode) => default_unreadable(&decode, &err),
+    }
+}
+
+/// `SharedKey::build` refuses a default that does not read back as `T`, so
+/// a key that got this far always decodes its default: reaching this is a
+/// bug in the core, not bad input.
+#[allow(clippy::panic, reason = "invariant enforced by SharedKey::build")]
+fn default_unreadable<T>(decode: &serde_json::Error, err: &StateError) -> T {
+    panic!("a built key's default does not decode ({decode}) while reporting: {err}")
+}
+
+impl<T> StateSetter<T>
+where
+    T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    fn target(&self) -> Result<Target<T>> {
+        match self.target.try_get_value() {
+            Some(Some(target)) => Ok(target),
+            Some(None) => Err(StateError::NoUnit { hook: HOOK }),
+            None => Err(StateError::Disposed),
+        }
+    }
+
+    fn record<R>(&self, result: Result<R>) -> Result<R> {
+        let _ = self.error.try_set(result.as_ref().err().cloned());
+        result
+    }
+
+    fn checked(&self, value: &T) -> Result<Target<T>> {
+        let target = self.target()?;
+        if let Some(check) = self.validate {
+            check(value).map_err(|reason| StateError::Rejected {
+                key: target.key.spec().label(),
+                reason,
+            })?;
+        }
+        Ok(target)
+    }
+
+    /// Writes `value`.
+    pub fn set(&self, value: T) {
+        let _ = self.try_set(value);
+    }
+
+    /// Writes `value`, returning the write or why it was refused.
+    pub fn try_set(&self, value: T) -> Result<Write> {
+        let result = self
+            .checked(&value)
+            .and_then(|t| t.unit.manager.set(&t.unit.address, &t.key, value));
+        self.record(result)
+    }
+
+    /// Reads the current value, changes it with `change`, writes it back.
+    pub fn update(&self, change: impl FnOnce(&mut T)) {
+        let _ = self.try_update(change);
+    }
+
+    /// [`update`](Self::update), returning the write or why it failed.
+    pub fn try_update(&self, change: impl FnOnce(&mut T)) -> Result<Write> {
+        let current = self
+            .target()
+            .and_then(|t| t.unit.manager.get(&t.unit.address, &t.key));
+        match self.record(current) {
+            Ok(mut value) => {
+                change(&mut value);
+                self.try_set(value)
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Adds `delta` to a sum key (concurrent increments from every tab
+    /// all count).
+    pub fn increment(&self, delta: i64) {
+        let result = self
+            .target()
+            .and_then(|t| t.unit.manager.increment(&t.unit.address, &t.key, delta));
+        let _ = self.record(result);
+    }
+
+    /// Resolves a user-resolve conflict with `value` (current, incoming or
+    /// custom): supersedes every concurrent value.
+    pub fn resolve(&self, value: T) {
+        let result = self
+            .checked(&value)
+            .and_then(|t| t.unit.manager.resolve(&t.unit.address, &t.key, value));
+        let _ = self.record(result);
+    }
+
+    /// Shows `value` at once, then waits for `confirm` (a server call, a
+    /// slow validation). If it fails, the write is rolled back: only this
+    /// write, and only if nobody wrote over it meanwhile. While waiting,
+    /// [`StateMeta::pending`] is true; a rejection shows in
+    /// [`StateMeta::error`]. A write the store refuses outright
+    /// (permission, first-write-wins) never shows at all.
+    pub fn set_optimistic<F>(&self, value: T, confirm: F)
+    where
+        F: Future<Output = std::result::Result<(), String>> + 'static,
+    {
+        let Ok(write) = self.try_set(value) else {
+            return;
+        };
+        let this = *self;
+        self.pending.update(|n| *n += 1);
+        leptos::task::spawn_local(async move {
+            let outcome = confirm.await;
+            let _ = this.pending.try_update(|n| *n = n.saturating_sub(1));
+            if let Err(reason) = outcome {
+                let result: Result<()> = this.target().and_then(|t| {
+                    t.unit.manager.revert(&t.unit.address, &t.key, &write)?;
+                    Err(StateError::Rejected {
+                        key: write.op.key.to_string(),
+                        reason,
+                    })
+                });
+                let _ = this.record(result);
+            }
+        });
+    }
+}

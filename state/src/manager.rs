@@ -1,0 +1,418 @@
+//! The state manager: one per apartment, shared by its units.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use gaesup_state_core::{
+    Batch, BatchWrite, Change, Clock, Conflict, Event, FullKey, Inbound, Message, Path, SharedKey,
+    Store, TabId, UnitAddress, Write,
+};
+use leptos::prelude::*;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::error::{Result, StateError};
+use crate::platform::{SystemClock, random_tab_id};
+use crate::registry::Registry;
+
+/// How many recent operations the manager remembers for inspection.
+pub const LOG_CAPACITY: usize = 200;
+
+/// Identifies one subscription, to remove it again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SubscriptionId(u64);
+
+/// Identifies one event listener, to remove it again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ListenerId(u64);
+
+/// Where an entry of the operation log came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Written in this tab.
+    Local,
+    /// Received from another tab.
+    Remote,
+}
+
+/// One entry of the operation log: a value change and where it came from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogEntry {
+    /// Local write or remote op.
+    pub origin: Origin,
+    /// What changed.
+    pub change: Change,
+}
+
+type OnChange = Rc<dyn Fn(&Change)>;
+type OnEvent = Rc<dyn Fn(&Event)>;
+type Outlet = Rc<dyn Fn(&Message)>;
+
+struct Subscriber {
+    path: Option<Path>,
+    on_change: OnChange,
+}
+
+struct Shared {
+    store: RefCell<Store>,
+    subscribers: RefCell<Registry<Subscriber>>,
+    listeners: RefCell<Registry<OnEvent>>,
+    transports: RefCell<Vec<Outlet>>,
+    log: RefCell<VecDeque<LogEntry>>,
+    dropped: RefCell<Vec<String>>,
+}
+
+/// One apartment's state: the replica of every declared key, who watches
+/// what, and the way out to other tabs.
+///
+/// A `Copy` handle (the data lives in the reactive arena of the owner that
+/// created it, normally the `<Apartment>`), so closures take it freely. When
+/// that owner is disposed every call returns [`StateError::Disposed`].
+///
+/// Units do not use it directly: hooks inside a `<Unit>` bind it to the
+/// unit's address. The shell, the inspector and transports do.
+///
+/// Notification never happens while the store is borrowed, so a subscriber
+/// may read or write state from its callback.
+#[derive(Clone, Copy)]
+pub struct StateManager {
+    shared: StoredValue<Rc<Shared>, LocalStorage>,
+}
+
+impl std::fmt::Debug for StateManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateManager")
+            .field("tab", &self.tab().ok())
+            .finish_non_exhaustive()
+    }
+}
+
+impl StateManager {
+    /// A manager for tab `tab` reading time from `clock`, owned by the
+    /// current reactive owner.
+    pub fn new(tab: TabId, clock: impl Clock + 'static) -> Self {
+        let shared = Shared {
+            store: RefCell::new(Store::new(tab, clock)),
+            subscribers: RefCell::default(),
+            listeners: RefCell::default(),
+            transports: RefCell::default(),
+            log: RefCell::default(),
+            dropped: RefCell::default(),
+        };
+        Self {
+            shared: StoredValue::new_local(Rc::new(shared)),
+        }
+    }
+
+    /// A manager with a random tab id and the platform's clock.
+    pub fn with_system_clock() -> Self {
+        Self::new(random_tab_id(), SystemClock)
+    }
+
+    fn shared(&self) -> Result<Rc<Shared>> {
+        self.shared.try_get_value().ok_or(StateError::Disposed)
+    }
+
+    /// This tab's id.
+    pub fn tab(&self) -> Result<TabId> {
+        Ok(self.shared()?.store.borrow().tab())
+    }
+
+    /// Reads the store (for inspection: keys, states, quarantine).
+    pub fn with_store<R>(&self, read: impl FnOnce(&Store) -> R) -> Result<R> {
+        Ok(read(&self.shared()?.store.borrow()))
+    }
+
+    /// Declares a key; declaring it again with the same rules is a no-op.
+    pub fn declare<T>(&self, key: &SharedKey<T>) -> Result<()> {
+        Ok(self.shared()?.store.borrow_mut().declare(key)?)
+    }
+
+    /// The value of `key` as `unit` sees it.
+    pub fn get<T: DeserializeOwned>(&self, unit: &UnitAddress, key: &SharedKey<T>) -> Result<T> {
+        Ok(self.shared()?.store.borrow().get(unit, key)?)
+    }
+
+    /// The value of `key` as JSON.
+    pub fn get_value<T>(&self, unit: &UnitAddress, key: &SharedKey<T>) -> Result<Value> {
+        Ok(self.shared()?.store.borrow().get_value(unit, key)?)
+    }
+
+    /// Open conflicts of a user-resolve key, winner first.
+    pub fn conflicts<T: DeserializeOwned>(
+        &self,
+        unit: &UnitAddress,
+        key: &SharedKey<T>,
+    ) -> Result<Vec<Conflict<T>>> {
+        Ok(self.shared()?.store.borrow().conflicts(unit, key)?)
+    }
+
+    /// Writes `value` to `key` for `unit`, then notifies and broadcasts.
+    pub fn set<T: Serialize>(
+        &self,
+        unit: &UnitAddress,
+        key: &SharedKey<T>,
+        value: T,
+    ) -> Result<Write> {
+        self.write(|store| store.set(unit, key, value))
+    }
+
+    /// Adds `delta` to a sum key.
+    pub fn increment<T>(
+        &self,
+        unit: &UnitAddress,
+        key: &SharedKey<T>,
+        delta: i64,
+    ) -> Result<Write> {
+        self.write(|store| store.increment(unit, key, delta))
+    }
+
+    /// Resolves a user-resolve conflict with `value`.
+    pub fn resolve<T: Serialize>(
+        &self,
+        unit: &UnitAddress,
+        key: &SharedKey<T>,
+        value: T,
+    ) -> Result<Write> {
+        self.write(|store| store.resolve(unit, key, value))
+    }
+
+    /// Undoes the local write `written` if nobody wrote over it since
+    /// (see [`Store::revert`]); a later write by anyone is kept.
+    pub fn revert<T>(
+        &self,
+        unit: &UnitAddress,
+        key: &SharedKey<T>,
+        written: &Write,
+    ) -> Result<Option<Write>> {
+        let shared = self.shared()?;
+        let reverted = shared.store.borrow_mut().revert(unit, key, written)?;
+        if let Some(write) = &reverted {
+            self.publish(
+                &shared,
+                write.change.iter().cloned().collect(),
+                write.message.clone(),
+                Origin::Local,
+            );
+        }
+        Ok(reverted)
+    }
+
+    fn write(
+        &self,
+        run: impl FnOnce(&mut Store) -> gaesup_state_core::Result<Write>,
+    ) -> Result<Write> {
+        let shared = self.shared()?;
+        let write = run(&mut shared.store.borrow_mut())?;
+        self.publish(
+            &shared,
+            write.change.iter().cloned().collect(),
+            write.message.clone(),
+            Origin::Local,
+        );
+        Ok(write)
+    }
+
+    /// Several writes applied atomically: one broadcast, and each affected
+    /// subscriber notified once. If `writes` fails, nothing applies.
+    pub fn batch(
+        &self,
+        writes: impl FnOnce(&mut Batch<'_>) -> gaesup_state_core::Result<()>,
+    ) -> Result<BatchWrite> {
+        let shared = self.shared()?;
+        let batch = shared.store.borrow_mut().batch(writes)?;
+        self.publish(
+            &shared,
+            batch.changes.clone(),
+            batch.message.clone(),
+            Origin::Local,
+        );
+        Ok(batch)
+    }
+
+    /// Handles text from another tab: applies ops, answers sync requests,
+    /// dispatches events. Refused input is counted in
+    /// [`dropped`](Self::dropped) and changes nothing.
+    pub fn receive_text(&self, text: &str) -> Result<Inbound> {
+        let shared = self.shared()?;
+        let inbound = shared.store.borrow_mut().receive_text(text);
+        self.publish(&shared, inbound.changes.clone(), None, Origin::Remote);
+        for reply in &inbound.replies {
+            Self::send(&shared, reply);
+        }
+        for event in &inbound.events {
+            Self::dispatch(&shared, event);
+        }
+        if !inbound.errors.is_empty() {
+            let mut dropped = shared.dropped.borrow_mut();
+            dropped.extend(inbound.errors.iter().map(ToString::to_string));
+            let excess = dropped.len().saturating_sub(LOG_CAPACITY);
+            dropped.drain(..excess);
+        }
+        Ok(inbound)
+    }
+
+    /// Why recent incoming messages were refused, oldest first (at most
+    /// [`LOG_CAPACITY`]).
+    pub fn dropped(&self) -> Vec<String> {
+        self.shared()
+            .map(|s| s.dropped.borrow().clone())
+            .unwrap_or_default()
+    }
+
+    /// Recent value changes, oldest first (at most [`LOG_CAPACITY`]).
+    pub fn log(&self) -> Vec<LogEntry> {
+        self.shared()
+            .map(|s| s.log.borrow().iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Adds a way out to other tabs (a BroadcastChannel, a relay). Every
+    /// op, sync reply and cross-tab event is handed to each transport.
+    pub fn connect(&self, send: impl Fn(&Message) + 'static) -> Result<()> {
+        self.shared()?.transports.borrow_mut().push(Rc::new(send));
+        Ok(())
+    }
+
+    /// Asks the other tabs for their state (a new or re-awakened tab).
+    pub fn request_sync(&self) -> Result<()> {
+        let shared = self.shared()?;
+        let request = shared.store.borrow().sync_request();
+        Self::send(&shared, &request);
+        Ok(())
+    }
+
+    /// Watches `key` (or only `path` inside it) as `unit`; `on_change` runs
+    /// after each change. Checked against the key's read permission.
+    pub fn subscribe<T>(
+        &self,
+        unit: &UnitAddress,
+        key: &SharedKey<T>,
+        path: Option<Path>,
+        on_change: impl Fn(&Change) + 'static,
+    ) -> Result<SubscriptionId> {
+        let shared = self.shared()?;
+        let full = shared.store.borrow().subscribe(unit, key)?;
+        let subscriber = Subscriber {
+            path,
+            on_change: Rc::new(on_change),
+        };
+        Ok(SubscriptionId(
+            shared.subscribers.borrow_mut().insert(full, subscriber),
+        ))
+    }
+
+    /// Stops a subscription; `false` if it was already gone.
+    pub fn unsubscribe(&self, id: SubscriptionId) -> bool {
+        self.shared()
+            .is_ok_and(|s| s.subscribers.borrow_mut().remove(id.0))
+    }
+
+    /// Live subscriptions in all (what the leak test watches).
+    pub fn subscription_count(&self) -> usize {
+        self.shared().map_or(0, |s| s.subscribers.borrow().len())
+    }
+
+    /// Live subscriptions of one key.
+    pub fn subscriber_count(&self, key: &FullKey) -> usize {
+        self.shared()
+            .map_or(0, |s| s.subscribers.borrow().count(key))
+    }
+
+    /// Listens to events on `topic` (an event name qualified by scope).
+    pub fn listen(
+        &self,
+        topic: FullKey,
+        on_event: impl Fn(&Event) + 'static,
+    ) -> Result<ListenerId> {
+        let shared = self.shared()?;
+        let id = shared
+            .listeners
+            .borrow_mut()
+            .insert(topic, Rc::new(on_event));
+        Ok(ListenerId(id))
+    }
+
+    /// Stops a listener; `false` if it was already gone.
+    pub fn unlisten(&self, id: ListenerId) -> bool {
+        self.shared()
+            .is_ok_and(|s| s.listeners.borrow_mut().remove(id.0))
+    }
+
+    /// Live event listeners in all.
+    pub fn listener_count(&self) -> usize {
+        self.shared().map_or(0, |s| s.listeners.borrow().len())
+    }
+
+    /// Delivers `event` to this tab's listeners of its topic, and to other
+    /// tabs too when `cross_tab`.
+    pub fn emit(&self, event: Event, cross_tab: bool) -> Result<()> {
+        let shared = self.shared()?;
+        if cross_tab {
+            Self::send(&shared, &Message::Event(event.clone()));
+        }
+        Self::dispatch(&shared, &event);
+        Ok(())
+    }
+
+    fn dispatch(shared: &Shared, event: &Event) {
+        // Collected first: a listener may register or remove listeners.
+        let targets: Vec<OnEvent> = shared
+            .listeners
+            .borrow()
+            .get(&event.topic)
+            .cloned()
+            .collect();
+        for listener in targets {
+            listener(event);
+        }
+    }
+
+    fn send(shared: &Shared, message: &Message) {
+        let transports: Vec<Outlet> = shared.transports.borrow().clone();
+        for transport in transports {
+            transport(message);
+        }
+    }
+
+    /// Broadcasts, logs, then notifies the subscribers each change touches.
+    fn publish(
+        &self,
+        shared: &Shared,
+        changes: Vec<Change>,
+        message: Option<Message>,
+        origin: Origin,
+    ) {
+        if let Some(message) = &message {
+            Self::send(shared, message);
+        }
+        {
+            let mut log = shared.log.borrow_mut();
+            for change in &changes {
+                if log.len() == LOG_CAPACITY {
+                    log.pop_front();
+                }
+                log.push_back(LogEntry {
+                    origin,
+                    change: change.clone(),
+                });
+            }
+        }
+        for change in &changes {
+            // Collected first and called with nothing borrowed, so a
+            // subscriber may read, write or (un)subscribe.
+            let targets: Vec<OnChange> = shared
+                .subscribers
+                .borrow()
+                .get(&change.key)
+                .filter(|s| s.path.as_ref().is_none_or(|path| change.touches(path)))
+                .map(|s| Rc::clone(&s.on_change))
+                .collect();
+            for target in targets {
+                target(change);
+            }
+        }
+    }
+}

@@ -1,0 +1,381 @@
+//! The reactive layer natively, under a Leptos owner: scoping, isolation,
+//! notification counts, batches, rollback, events and cleanup.
+#![allow(clippy::unwrap_used, reason = "tests: a failure should fail loudly")]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use gaesup_state::core::{ManualClock, Message, TabId};
+use gaesup_state::prelude::*;
+use gaesup_state::{StateManager, UnitAddress, UnitContext};
+use leptos::prelude::*;
+use serde_json::{Value, json};
+
+fn manager(tab: u64) -> StateManager {
+    StateManager::new(TabId::new(tab), ManualClock::new(1_000))
+}
+
+/// Runs `body` as the unit at `address` (apartment/building/unit), in a
+/// child owner that is returned so the test decides when it unmounts.
+fn in_unit<R>(manager: StateManager, address: &str, body: impl FnOnce() -> R) -> (Owner, R) {
+    let owner = Owner::current().unwrap_or_default().child();
+    let address: UnitAddress = address.parse().unwrap();
+    let result = owner.with(|| {
+        provide_context(UnitContext { address, manager });
+        body()
+    });
+    (owner, result)
+}
+
+/// Counts how often an effect reading `read` runs (the first run included).
+fn runs(read: impl Fn() + Send + Sync + 'static) -> (Arc<AtomicUsize>, ImmediateEffect) {
+    let count = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&count);
+    let effect = ImmediateEffect::new(move || {
+        read();
+        counter.fetch_add(1, Ordering::SeqCst);
+    });
+    (count, effect)
+}
+
+fn count_key() -> SharedKey<i64> {
+    SharedKey::builder("count")
+        .scope(Scope::Building)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn two_buildings_same_key_name_are_independent() {
+    let owner = Owner::new();
+    owner.with(|| {
+        let state = manager(1);
+        let (_a, lobby) = in_unit(state, "main/lobby/counter", || {
+            use_shared_state(&count_key())
+        });
+        let (_b, shop) = in_unit(
+            state,
+            "main/shop/counter",
+            || use_shared_state(&count_key()),
+        );
+        let (_c, lobby_too) = in_unit(state, "main/lobby/other", || use_shared_state(&count_key()));
+        lobby.set.set(5);
+        assert_eq!(lobby.value.get_untracked(), 5);
+        assert_eq!(lobby_too.value.get_untracked(), 5, "same building shares");
+        assert_eq!(
+            shop.value.get_untracked(),
+            0,
+            "other building is independent"
+        );
+    });
+}
+
+#[test]
+fn private_keys_are_isolated_between_units() {
+    let owner = Owner::new();
+    owner.with(|| {
+        let state = manager(1);
+        let notes = || SharedKey::<String>::builder("notes").build().unwrap();
+        let (_a, mine) = in_unit(state, "main/lobby/a", || use_shared_state(&notes()));
+        let (_b, theirs) = in_unit(state, "main/lobby/b", || use_shared_state(&notes()));
+        mine.set.set("secret".to_owned());
+        assert_eq!(mine.value.get_untracked(), "secret");
+        assert_eq!(theirs.value.get_untracked(), "");
+    });
+}
+
+#[test]
+fn path_hook_does_not_rerun_on_unrelated_change() {
+    let owner = Owner::new();
+    owner.with(|| {
+        let state = manager(1);
+        let doc = SharedKey::<Value>::builder_with_default("doc", json!({"a": {"x": 1}, "b": 1}))
+            .build()
+            .unwrap();
+        let (_u, (whole, x)) = in_unit(state, "main/lobby/u", || {
+            (
+                use_shared_state(&doc),
+                use_state_path::<Value, i64>(&doc, "a.x"),
+            )
+        });
+        let x_value = x.value;
+        let (path_runs, _effect) = runs(move || {
+            x_value.get();
+        });
+        assert_eq!(path_runs.load(Ordering::SeqCst), 1);
+
+        whole.set.set(json!({"a": {"x": 1}, "b": 2}));
+        assert_eq!(path_runs.load(Ordering::SeqCst), 1, "b changed, not a.x");
+
+        whole.set.set(json!({"a": {"x": 7}, "b": 2}));
+        assert_eq!(path_runs.load(Ordering::SeqCst), 2);
+        assert_eq!(x.value.get_untracked(), Some(7));
+    });
+}
+
+#[test]
+fn batch_notifies_each_subscriber_once() {
+    let owner = Owner::new();
+    owner.with(|| {
+        let state = manager(1);
+        let first = SharedKey::<i64>::builder("first").build().unwrap();
+        let second = SharedKey::<i64>::builder("second").build().unwrap();
+        let (_u, (a, b, unit)) = in_unit(state, "main/lobby/u", || {
+            (
+                use_shared_state(&first),
+                use_shared_state(&second),
+                use_unit_state(),
+            )
+        });
+        let (a_value, b_value) = (a.value, b.value);
+        let (a_runs, _ea) = runs(move || {
+            a_value.get();
+        });
+        let (b_runs, _eb) = runs(move || {
+            b_value.get();
+        });
+        unit.batch(|batch| {
+            batch.set(&first, 1)?;
+            batch.set(&first, 2)?;
+            batch.set(&second, 3)
+        })
+        .unwrap();
+        assert_eq!(
+            a_runs.load(Ordering::SeqCst),
+            2,
+            "initial run + one notification"
+        );
+        assert_eq!(b_runs.load(Ordering::SeqCst), 2);
+        assert_eq!((a.value.get_untracked(), b.value.get_untracked()), (2, 3));
+    });
+}
+
+#[test]
+fn failed_batch_changes_nothing_and_notifies_nobody() {
+    let owner = Owner::new();
+    owner.with(|| {
+        let state = manager(1);
+        let open = SharedKey::<i64>::builder("open").build().unwrap();
+        let first = SharedKey::<i64>::builder("fww")
+            .strategy(Strategy::FirstWriteWins)
+            .build()
+            .unwrap();
+        let (_u, (a, f, unit)) = in_unit(state, "main/lobby/u", || {
+            (
+                use_shared_state(&open),
+                use_shared_state(&first),
+                use_unit_state(),
+            )
+        });
+        f.set.set(1);
+        let a_value = a.value;
+        let (a_runs, _e) = runs(move || {
+            a_value.get();
+        });
+        let result = unit.batch(|batch| {
+            batch.set(&open, 9)?;
+            batch.set(&first, 2) // refused: already written
+        });
+        assert!(result.is_err());
+        assert_eq!(a.value.get_untracked(), 0);
+        assert_eq!(a_runs.load(Ordering::SeqCst), 1);
+    });
+}
+
+#[test]
+fn optimistic_rollback_restores_own_write() {
+    let owner = Owner::new();
+    owner.with(|| {
+        let state = manager(1);
+        let title = SharedKey::<String>::builder("title").build().unwrap();
+        let unit: UnitAddress = "main/lobby/u".parse().unwrap();
+        state.declare(&title).unwrap();
+        state.set(&unit, &title, "before".to_owned()).unwrap();
+        let optimistic = state.set(&unit, &title, "optimistic".to_owned()).unwrap();
+        state.revert(&unit, &title, &optimistic).unwrap();
+        assert_eq!(state.get(&unit, &title).unwrap(), "before");
+    });
+}
+
+#[test]
+fn optimistic_rollback_spares_a_later_write_from_another_tab() {
+    let owner = Owner::new();
+    owner.with(|| {
+        let here = manager(1);
+        let there = manager(2);
+        let title = SharedKey::<String>::builder("title")
+            .scope(Scope::Apartment)
+            .lifetime(Lifetime::Persistent)
+            .build()
+            .unwrap();
+        let unit: UnitAddress = "main/lobby/u".parse().unwrap();
+        let other: UnitAddress = "main/shop/v".parse().unwrap();
+        here.declare(&title).unwrap();
+        there.declare(&title).unwrap();
+
+        let optimistic = here.set(&unit, &title, "optimistic".to_owned()).unwrap();
+        let deliver = |from: &gaesup_state::core::Write, to: StateManager| {
+            let text = from.message.as_ref().unwrap().encode().unwrap();
+            to.receive_text(&text).unwrap();
+        };
+        deliver(&optimistic, there);
+        let later = there.set(&other, &title, "later".to_owned()).unwrap();
+        deliver(&later, here);
+
+        here.revert(&unit, &title, &optimistic).unwrap();
+        assert_eq!(here.get(&unit, &title).unwrap(), "later");
+    });
+}
+
+#[test]
+fn refused_write_shows_error_and_keeps_value() {
+    let owner = Owner::new();
+    owner.with(|| {
+        let state = manager(1);
+        let locked = SharedKey::<i64>::builder("locked")
+            .scope(Scope::Building)
+            .write(Access::units(["owner"]).unwrap())
+            .build()
+            .unwrap();
+        let (_u, hook) = in_unit(state, "main/lobby/intruder", || use_shared_state(&locked));
+        hook.set.set(3);
+        assert_eq!(hook.value.get_untracked(), 0);
+        let error = hook.meta.error.get_untracked().unwrap().to_string();
+        assert!(error.contains("intruder"), "{error}");
+        hook.meta.clear_error();
+        assert!(hook.meta.error.get_untracked().is_none());
+    });
+}
+
+#[test]
+fn hook_outside_a_unit_reports_instead_of_panicking() {
+    let owner = Owner::new();
+    owner.with(|| {
+        let hook = use_shared_state(&count_key());
+        assert_eq!(hook.value.get_untracked(), 0);
+        assert!(matches!(
+            hook.meta.error.get_untracked(),
+            Some(StateError::NoUnit { .. })
+        ));
+        hook.set.set(1);
+        assert_eq!(hook.value.get_untracked(), 0);
+    });
+}
+
+#[test]
+fn metadata_names_the_last_writer() {
+    let owner = Owner::new();
+    owner.with(|| {
+        let state = manager(1);
+        let (_u, hook) = in_unit(
+            state,
+            "main/lobby/writer",
+            || use_shared_state(&count_key()),
+        );
+        assert_eq!(hook.meta.last_writer.get_untracked(), None);
+        hook.set.set(2);
+        assert_eq!(
+            hook.meta.last_writer.get_untracked().map(|a| a.to_string()),
+            Some("main/lobby/writer".to_owned())
+        );
+        assert!(hook.meta.version.get_untracked().is_some());
+    });
+}
+
+#[test]
+fn building_events_reach_the_building_only() {
+    let owner = Owner::new();
+    owner.with(|| {
+        let state = manager(1);
+        let topic = "ping";
+        let (_a, sender) = in_unit(state, "main/lobby/a", || {
+            use_container_event::<String>(topic, Scope::Building)
+        });
+        let (_b, neighbour) = in_unit(state, "main/lobby/b", || {
+            use_container_event::<String>(topic, Scope::Building)
+        });
+        let (_c, stranger) = in_unit(state, "main/shop/c", || {
+            use_container_event::<String>(topic, Scope::Building)
+        });
+        sender.emit.emit("hi".to_owned());
+        assert_eq!(neighbour.last.get_untracked().as_deref(), Some("hi"));
+        assert_eq!(
+            neighbour.last_sender.get_untracked().map(|a| a.to_string()),
+            Some("main/lobby/a".to_owned())
+        );
+        assert_eq!(stranger.last.get_untracked(), None);
+    });
+}
+
+#[test]
+fn cross_tab_events_go_out_through_transports() {
+    let owner = Owner::new();
+    owner.with(|| {
+        let here = manager(1);
+        let there = manager(2);
+        let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let outbox = Arc::clone(&sent);
+        here.connect(move |message: &Message| {
+            outbox.lock().unwrap().push(message.encode().unwrap());
+        })
+        .unwrap();
+        let options = UseContainerEventOptions::default().cross_tab(true);
+        let (_a, sender) = in_unit(here, "main/lobby/a", || {
+            use_container_event_with_options::<i64>("tick", Scope::Apartment, options)
+        });
+        let (_b, receiver) = in_unit(there, "main/shop/b", || {
+            use_container_event::<i64>("tick", Scope::Apartment)
+        });
+        sender.emit.emit(42);
+        for text in sent.lock().unwrap().iter() {
+            there.receive_text(text).unwrap();
+        }
+        assert_eq!(receiver.last.get_untracked(), Some(42));
+    });
+}
+
+#[test]
+fn hostile_messages_are_dropped_and_counted() {
+    let owner = Owner::new();
+    owner.with(|| {
+        let state = manager(1);
+        let (_u, hook) = in_unit(state, "main/lobby/u", || use_shared_state(&count_key()));
+        for text in [
+            "",
+            "{",
+            "null",
+            r#"{"type":"ops","body":{"ops":[{"key":"../x"}]}}"#,
+        ] {
+            let inbound = state.receive_text(text).unwrap();
+            assert!(inbound.changes.is_empty());
+        }
+        assert_eq!(state.dropped().len(), 4);
+        assert_eq!(hook.value.get_untracked(), 0);
+    });
+}
+
+#[test]
+fn unmounting_ten_thousand_units_leaves_no_subscription() {
+    let owner = Owner::new();
+    owner.with(|| {
+        let state = manager(1);
+        let doc = SharedKey::<Value>::builder("doc").build().unwrap();
+        let (_resident, _hook) = in_unit(state, "main/lobby/resident", || use_shared_state(&doc));
+        let before = (state.subscription_count(), state.listener_count());
+        for i in 0..10_000 {
+            let (unit, _) = in_unit(state, "main/lobby/visitor", || {
+                let _ = use_shared_state(&doc);
+                let _ = use_state_path::<Value, i64>(&doc, "a");
+                let _ = use_container_event::<i64>("bus", Scope::Building);
+            });
+            if i == 0 {
+                assert_eq!(state.subscription_count(), before.0 + 2);
+                assert_eq!(state.listener_count(), before.1 + 1);
+            }
+            unit.cleanup();
+        }
+        let after = (state.subscription_count(), state.listener_count());
+        println!("subscriptions, listeners before: {before:?}, after 10,000 mounts: {after:?}");
+        assert_eq!(before, after);
+    });
+}
