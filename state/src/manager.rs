@@ -5,8 +5,8 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 
 use gaesup_state_core::{
-    Batch, BatchWrite, Change, Clock, Conflict, Event, FullKey, Inbound, Message, Path, SharedKey,
-    Store, TabId, UnitAddress, Write,
+    Batch, BatchWrite, Change, Clock, Conflict, Event, FullKey, Inbound, Lifetime, LoadReport,
+    Message, Path, PersistReport, SharedKey, Storage, Store, TabId, UnitAddress, Write,
 };
 use leptos::prelude::*;
 use serde::Serialize;
@@ -57,6 +57,8 @@ struct Subscriber {
 
 struct Shared {
     store: RefCell<Store>,
+    storages: RefCell<Vec<(Lifetime, Box<dyn Storage>)>>,
+    on_dirty: RefCell<Vec<Rc<dyn Fn()>>>,
     subscribers: RefCell<Registry<Subscriber>>,
     listeners: RefCell<Registry<OnEvent>>,
     transports: RefCell<Vec<Outlet>>,
@@ -95,6 +97,8 @@ impl StateManager {
     pub fn new(tab: TabId, clock: impl Clock + 'static) -> Self {
         let shared = Shared {
             store: RefCell::new(Store::new(tab, clock)),
+            storages: RefCell::default(),
+            on_dirty: RefCell::default(),
             subscribers: RefCell::default(),
             listeners: RefCell::default(),
             transports: RefCell::default(),
@@ -126,8 +130,91 @@ impl StateManager {
     }
 
     /// Declares a key; declaring it again with the same rules is a no-op.
+    ///
+    /// A key declared for the first time is loaded at once from the
+    /// storage attached for its lifetime, so a unit never renders a default
+    /// that storage would have replaced.
     pub fn declare<T>(&self, key: &SharedKey<T>) -> Result<()> {
-        Ok(self.shared()?.store.borrow_mut().declare(key)?)
+        let shared = self.shared()?;
+        let new = {
+            let mut store = shared.store.borrow_mut();
+            let before = store.specs().count();
+            store.declare(key)?;
+            store.specs().count() > before
+        };
+        if new {
+            self.load(&shared, Some(key.spec().lifetime()))?;
+        }
+        Ok(())
+    }
+
+    /// Attaches the storage for `lifetime` (localStorage for persistent
+    /// keys, sessionStorage for ephemeral ones) and loads what it holds for
+    /// the keys declared so far.
+    pub fn attach_storage(
+        &self,
+        lifetime: Lifetime,
+        storage: Box<dyn Storage>,
+    ) -> Result<Vec<LoadReport>> {
+        let shared = self.shared()?;
+        shared.storages.borrow_mut().retain(|(l, _)| *l != lifetime);
+        shared.storages.borrow_mut().push((lifetime, storage));
+        self.load(&shared, Some(lifetime))
+    }
+
+    /// Re-reads every attached storage and merges what it holds (a tab
+    /// that becomes visible again, another tab's `clear()`), notifying the
+    /// subscribers of every value that changed.
+    pub fn reload(&self) -> Result<Vec<LoadReport>> {
+        let shared = self.shared()?;
+        self.load(&shared, None)
+    }
+
+    fn load(&self, shared: &Shared, only: Option<Lifetime>) -> Result<Vec<LoadReport>> {
+        let mut reports = Vec::new();
+        {
+            let mut store = shared.store.borrow_mut();
+            let mut storages = shared.storages.borrow_mut();
+            for (lifetime, storage) in storages.iter_mut() {
+                if only.is_none_or(|l| l == *lifetime) {
+                    reports.push(store.load(*lifetime, storage.as_mut())?);
+                }
+            }
+        }
+        let changes = reports
+            .iter()
+            .flat_map(|r| r.changes.iter().cloned())
+            .collect();
+        self.publish(shared, changes, None, Origin::Remote);
+        Ok(reports)
+    }
+
+    /// Writes every changed key to its attached storage (coalesced: the web
+    /// layer calls this at most once per animation frame). Writes that
+    /// fail stay pending and are retried on the next flush.
+    pub fn flush(&self) -> Result<Vec<PersistReport>> {
+        let shared = self.shared()?;
+        let mut reports = Vec::new();
+        {
+            let mut store = shared.store.borrow_mut();
+            let mut storages = shared.storages.borrow_mut();
+            for (lifetime, storage) in storages.iter_mut() {
+                reports.push(store.persist(*lifetime, storage.as_mut()));
+            }
+        }
+        let changes = reports
+            .iter()
+            .flat_map(|r| r.changes.iter().cloned())
+            .collect();
+        self.publish(&shared, changes, None, Origin::Remote);
+        Ok(reports)
+    }
+
+    /// Runs `schedule` whenever state changed and a [`flush`](Self::flush)
+    /// is due (the web layer schedules one per animation frame).
+    pub fn on_dirty(&self, schedule: impl Fn() + 'static) -> Result<()> {
+        self.shared()?.on_dirty.borrow_mut().push(Rc::new(schedule));
+        Ok(())
     }
 
     /// The value of `key` as `unit` sees it.

@@ -379,3 +379,70 @@ fn unmounting_ten_thousand_units_leaves_no_subscription() {
         assert_eq!(before, after);
     });
 }
+
+/// One storage shared by several managers, like localStorage between tabs.
+#[derive(Clone, Default)]
+struct SharedStorage(std::rc::Rc<std::cell::RefCell<gaesup_state::core::MemoryStorage>>);
+
+impl gaesup_state::core::Storage for SharedStorage {
+    fn get(&self, key: &str) -> Result<Option<String>, gaesup_state::core::StorageError> {
+        self.0.borrow().get(key)
+    }
+    fn set(&mut self, key: &str, value: &str) -> Result<(), gaesup_state::core::StorageError> {
+        self.0.borrow_mut().set(key, value)
+    }
+    fn remove(&mut self, key: &str) -> Result<(), gaesup_state::core::StorageError> {
+        self.0.borrow_mut().remove(key)
+    }
+    fn keys(&self) -> Result<Vec<String>, gaesup_state::core::StorageError> {
+        self.0.borrow().keys()
+    }
+}
+
+#[test]
+fn a_key_is_rehydrated_from_storage_when_first_declared() {
+    let owner = Owner::new();
+    owner.with(|| {
+        let disk = SharedStorage::default();
+        let persisted = || {
+            SharedKey::<String>::builder("draft")
+                .scope(Scope::Apartment)
+                .lifetime(Lifetime::Persistent)
+                .build()
+                .unwrap()
+        };
+        let first = manager(1);
+        first
+            .attach_storage(Lifetime::Persistent, Box::new(disk.clone()))
+            .unwrap();
+        let (_a, writer) = in_unit(first, "main/lobby/a", || use_shared_state(&persisted()));
+        writer.set.set("kept".to_owned());
+        first.flush().unwrap();
+
+        // A reload: a new manager on the same storage; the hook's very
+        // first value is the stored one, not the default.
+        let second = manager(2);
+        second
+            .attach_storage(Lifetime::Persistent, Box::new(disk))
+            .unwrap();
+        let (_b, reader) = in_unit(second, "main/shop/b", || use_shared_state(&persisted()));
+        assert_eq!(reader.value.get_untracked(), "kept");
+    });
+}
+
+#[test]
+fn memory_keys_never_reach_storage() {
+    let owner = Owner::new();
+    owner.with(|| {
+        let disk = SharedStorage::default();
+        let state = manager(1);
+        state
+            .attach_storage(Lifetime::Persistent, Box::new(disk.clone()))
+            .unwrap();
+        let (_u, hook) = in_unit(state, "main/lobby/u", || use_shared_state(&count_key()));
+        hook.set.set(3);
+        state.flush().unwrap();
+        use gaesup_state::core::Storage as _;
+        assert!(disk.keys().unwrap().is_empty());
+    });
+}
