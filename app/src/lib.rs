@@ -16,6 +16,7 @@
 //! Anything else is a 404 page.
 #![forbid(unsafe_code)]
 
+pub mod managers;
 pub mod manifest;
 mod pages;
 pub mod paths;
@@ -27,6 +28,7 @@ use leptos::prelude::*;
 use leptos_router::components::{A, Route, Router, Routes};
 use leptos_router::path;
 
+use managers::Managers;
 use manifest::Manifest;
 use pages::{ApartmentPage, BuildingPage, HomePage, ManifestErrorPage, NotFound, UnitPage};
 
@@ -38,6 +40,15 @@ use pages::{ApartmentPage, BuildingPage, HomePage, ManifestErrorPage, NotFound, 
 pub fn App() -> impl IntoView {
     match Manifest::parse(manifest::BUNDLED, registry::KINDS) {
         Ok(manifest) => {
+            // One state manager per apartment, for the life of the page:
+            // navigating between views must not lose memory-only state.
+            let managers = Managers::new(&manifest);
+            // Units written in JavaScript reach the same managers.
+            #[cfg(target_arch = "wasm32")]
+            if let Err(err) = gaesup_state::install_js_binding(managers.iter()) {
+                leptos::logging::error!("window.gaesup unavailable: {err:?}");
+            }
+            provide_context(managers);
             provide_context(Arc::new(manifest));
             view! { <Shell /> }.into_any()
         }

@@ -26,6 +26,11 @@ fn use_manifest() -> Arc<Manifest> {
     expect_context::<Arc<Manifest>>()
 }
 
+/// The state manager of `apartment` (one per apartment, made at start-up).
+fn use_state_manager(apartment: &str) -> Option<gaesup_state::StateManager> {
+    use_context::<crate::managers::Managers>().and_then(|m| m.get(apartment))
+}
+
 /// A route parameter, empty when absent (an empty id matches nothing).
 fn param(name: &'static str) -> impl Fn() -> String + Copy {
     let params = use_params_map();

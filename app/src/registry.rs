@@ -15,13 +15,19 @@ pub struct UnitKind {
 }
 
 /// Every unit kind compiled into this build.
-pub const UNITS: &[UnitKind] = &[UnitKind {
-    name: "counter",
-    render: counter,
-}];
+pub const UNITS: &[UnitKind] = &[
+    UnitKind {
+        name: "counter",
+        render: counter,
+    },
+    UnitKind {
+        name: "js-counter",
+        render: js_counter,
+    },
+];
 
 /// The names of [`UNITS`], for manifest validation.
-pub const KINDS: &[&str] = &["counter"];
+pub const KINDS: &[&str] = &["counter", "js-counter"];
 
 /// The renderer for `kind`, if this build has it.
 pub fn find(kind: &str) -> Option<&'static UnitKind> {
@@ -30,6 +36,10 @@ pub fn find(kind: &str) -> Option<&'static UnitKind> {
 
 fn counter() -> AnyView {
     view! { <unit_counter::Counter /> }.into_any()
+}
+
+fn js_counter() -> AnyView {
+    view! { <unit_js_counter::JsCounter /> }.into_any()
 }
 
 #[cfg(test)]

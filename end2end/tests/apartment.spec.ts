@@ -8,6 +8,7 @@ test.describe('the apartment view', () => {
     await expect(apartment.heading('Main apartment')).toBeVisible();
     for (const [building, unit] of [
       ['Lobby', 'Visitor counter'],
+      ['Lobby', 'Visitor counter (plain JS)'],
       ['Workshop', 'Parts counter'],
     ]) {
       const region = apartment.building(building);
@@ -49,5 +50,30 @@ test.describe('the counter unit', () => {
     await lobby.increment();
     await expect(lobby.value()).toHaveText('1');
     await expect(workshop.value()).toHaveText('0');
+  });
+});
+
+test.describe('the plain-JS unit', () => {
+  test('and the Leptos counter of its building update each other', async ({ page }) => {
+    const apartment = new ApartmentPage(page);
+    await apartment.goto('/');
+    const leptos = new CounterUnit(apartment.unit('Visitor counter'));
+    const js = new CounterUnit(apartment.unit('Visitor counter (plain JS)'));
+    await expect(js.value()).toHaveText('0');
+    await js.increment();
+    await expect(leptos.value()).toHaveText('1');
+    await leptos.increment();
+    await expect(js.value()).toHaveText('2');
+    await js.reset();
+    await expect(leptos.value()).toHaveText('0');
+    await expect(js.value()).toHaveText('0');
+  });
+
+  test('works on its own unit address', async ({ page }) => {
+    const apartment = new ApartmentPage(page);
+    await apartment.goto('/apartment/main/building/lobby/unit/js-counter');
+    const js = new CounterUnit(apartment.unit('Visitor counter (plain JS)'));
+    await js.increment();
+    await expect(js.value()).toHaveText('1');
   });
 });

@@ -57,7 +57,7 @@ pub fn Apartment(
     id: String,
     /// The state manager to use; by default a new one with a random tab id
     /// and the system clock, owned by this apartment.
-    #[prop(optional)]
+    #[prop(default = None, into)]
     manager: Option<StateManager>,
     /// Buildings and anything else.
     children: Children,

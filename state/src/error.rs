@@ -26,6 +26,27 @@ pub enum StateError {
         /// What the confirmation said.
         reason: String,
     },
+    /// A JavaScript value that has no JSON form (undefined, a function, a
+    /// BigInt, a cycle), or JSON this layer could not read.
+    #[error("bad value: {reason}")]
+    BadValue {
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// No apartment with that id has a state manager on this page.
+    #[error("no apartment {id:?} on this page")]
+    UnknownApartment {
+        /// The apartment id asked for.
+        id: String,
+    },
+    /// A key name matches declarations in several scopes; say which.
+    #[error("key {name:?} is declared in several scopes ({scopes}); declare it with a scope first")]
+    AmbiguousKey {
+        /// The key name.
+        name: String,
+        /// The scopes it exists in.
+        scopes: String,
+    },
     /// A container was given an id that breaks the id grammar.
     #[error("invalid {what} id {id:?}: {reason}")]
     InvalidContainer {
@@ -36,6 +57,24 @@ pub enum StateError {
         /// Which rule it breaks.
         reason: String,
     },
+}
+
+impl StateError {
+    /// A stable, machine-readable name of the error (`"permission_denied"`,
+    /// `"no_unit"`, …): the core's [`code`](CoreError::code) for core
+    /// errors. JavaScript callers get it as the `code` of a thrown `Error`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Core(err) => err.code(),
+            Self::NoUnit { .. } => "no_unit",
+            Self::Disposed => "disposed",
+            Self::Rejected { .. } => "rejected",
+            Self::BadValue { .. } => "bad_value",
+            Self::UnknownApartment { .. } => "unknown_apartment",
+            Self::AmbiguousKey { .. } => "ambiguous_key",
+            Self::InvalidContainer { .. } => "invalid_container",
+        }
+    }
 }
 
 /// Result of the reactive layer.

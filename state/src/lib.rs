@@ -81,6 +81,14 @@
 //! [`use_container_event`] is a typed event bus scoped like state
 //! (building, apartment, global), optionally reaching other tabs.
 //!
+//! # Units written in JavaScript
+//!
+//! In the browser, [`install_js_binding`] publishes `window.gaesup`:
+//! `gaesup.unit("apartment/building/unit")` returns a handle with `get`,
+//! `set`, `increment`, `subscribe`, `emit`, `on` and `declare`, under the
+//! same scopes, permissions and strategies; errors are thrown as `Error`s
+//! with a stable `code`.
+//!
 //! # Lifetime of subscriptions
 //!
 //! Every subscription and listener belongs to the owner of the component
@@ -99,6 +107,8 @@ mod conflict;
 mod containers;
 mod error;
 mod hooks;
+#[cfg(target_arch = "wasm32")]
+mod js;
 mod manager;
 mod platform;
 mod registry;
@@ -120,6 +130,8 @@ pub use hooks::{
     use_container_event, use_container_event_with_options, use_shared_state,
     use_shared_state_with_options, use_state_path, use_unit_state,
 };
+#[cfg(target_arch = "wasm32")]
+pub use js::{JsUnit, install_js_binding};
 pub use manager::{LOG_CAPACITY, ListenerId, LogEntry, Origin, StateManager, SubscriptionId};
 pub use platform::{SystemClock, random_tab_id};
 

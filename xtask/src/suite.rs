@@ -159,16 +159,21 @@ fn clippy_wasm(_: &ToolEnv, _: &mut Tally) -> Result<(), String> {
     ];
     args.extend(["--lib", "--bins", "--", "-D", "warnings"]);
     Cmd::new("cargo").args(args).run()?;
-    let crates = web_test_crates()?;
-    if crates.is_empty() {
-        return Ok(());
+    for (name, tests) in web_tests()? {
+        let mut args = vec![
+            "clippy".to_owned(),
+            "--target".into(),
+            WASM.into(),
+            "-p".into(),
+            name,
+        ];
+        for test in tests {
+            args.extend(["--test".into(), test]);
+        }
+        args.extend(["--", "-D", "warnings"].map(String::from));
+        Cmd::new("cargo").args(args).run()?;
     }
-    let mut args = vec!["clippy".to_owned(), "--target".into(), WASM.into()];
-    for name in crates {
-        args.extend(["-p".into(), name]);
-    }
-    args.extend(["--test", "web", "--", "-D", "warnings"].map(String::from));
-    Cmd::new("cargo").args(args).run()
+    Ok(())
 }
 
 fn native_tests(_: &ToolEnv, tally: &mut Tally) -> Result<(), String> {
@@ -177,33 +182,42 @@ fn native_tests(_: &ToolEnv, tally: &mut Tally) -> Result<(), String> {
         .run_watching(|line| tally.read(line))
 }
 
-/// Every crate with a `tests/web.rs` runs it in headless Chromium.
+/// Every `tests/web*.rs` of a workspace crate runs in headless Chromium.
 fn browser_tests(env: &ToolEnv, tally: &mut Tally) -> Result<(), String> {
-    let crates = web_test_crates()?;
-    if crates.is_empty() {
-        return Err("no crate has tests/web.rs; the browser stage would test nothing".into());
+    let targets = web_tests()?;
+    if targets.is_empty() {
+        return Err("no crate has tests/web*.rs; the browser stage would test nothing".into());
     }
-    let mut args = vec!["test".to_owned(), "--target".into(), WASM.into()];
-    for name in crates {
-        args.extend(["-p".into(), name]);
-    }
-    args.extend(["--test".into(), "web".into()]);
     let webdriver = root().join("webdriver.json");
-    Cmd::new("cargo")
-        .args(args)
-        .env_path(env)
-        .env(
-            "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER",
-            "wasm-bindgen-test-runner",
-        )
-        .env("CHROMEDRIVER", CHROMEDRIVER)
-        .env("WASM_BINDGEN_TEST_WEBDRIVER_JSON", webdriver)
-        .env("WASM_BINDGEN_TEST_TIMEOUT", "120")
-        .run_watching(|line| tally.read(line))
+    for (name, tests) in targets {
+        let mut args = vec![
+            "test".to_owned(),
+            "--target".into(),
+            WASM.into(),
+            "-p".into(),
+            name,
+        ];
+        for test in tests {
+            args.extend(["--test".into(), test]);
+        }
+        Cmd::new("cargo")
+            .args(args)
+            .env_path(env)
+            .env(
+                "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER",
+                "wasm-bindgen-test-runner",
+            )
+            .env("CHROMEDRIVER", CHROMEDRIVER)
+            .env("WASM_BINDGEN_TEST_WEBDRIVER_JSON", &webdriver)
+            .env("WASM_BINDGEN_TEST_TIMEOUT", "120")
+            .run_watching(|line| tally.read(line))?;
+    }
+    Ok(())
 }
 
-/// Package names of workspace members that have browser tests.
-fn web_test_crates() -> Result<Vec<String>, String> {
+/// Workspace crates with browser tests (`tests/web*.rs`), by package name,
+/// with the test target names.
+fn web_tests() -> Result<Vec<(String, Vec<String>)>, String> {
     let mut dirs = vec![
         root().join("app"),
         root().join("state"),
@@ -213,11 +227,21 @@ fn web_test_crates() -> Result<Vec<String>, String> {
     let mut unit_dirs: Vec<_> = units.filter_map(Result::ok).map(|e| e.path()).collect();
     unit_dirs.sort();
     dirs.extend(unit_dirs);
-    let mut names = Vec::new();
+    let mut found = Vec::new();
     for dir in dirs {
-        if !dir.join("tests/web.rs").is_file() {
+        let Ok(entries) = std::fs::read_dir(dir.join("tests")) else {
+            continue;
+        };
+        let mut tests: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|f| f.starts_with("web") && f.ends_with(".rs"))
+            .map(|f| f.trim_end_matches(".rs").to_owned())
+            .collect();
+        if tests.is_empty() {
             continue;
         }
+        tests.sort();
         let manifest = std::fs::read_to_string(dir.join("Cargo.toml"))
             .map_err(|e| format!("{}: {e}", dir.display()))?;
         let name = manifest
@@ -225,9 +249,9 @@ fn web_test_crates() -> Result<Vec<String>, String> {
             .find_map(|l| l.trim().strip_prefix("name = \""))
             .and_then(|l| l.strip_suffix('"'))
             .ok_or_else(|| format!("{}/Cargo.toml has no package name", dir.display()))?;
-        names.push(name.to_owned());
+        found.push((name.to_owned(), tests));
     }
-    Ok(names)
+    Ok(found)
 }
 
 fn release_build(env: &ToolEnv, _: &mut Tally) -> Result<(), String> {
@@ -293,10 +317,7 @@ mod tests {
 
     #[test]
     fn finds_the_counter_browser_tests() {
-        assert!(
-            web_test_crates()
-                .unwrap()
-                .contains(&"unit-counter".to_owned())
-        );
+        let found = web_tests().unwrap();
+        assert!(found.contains(&("unit-counter".to_owned(), vec!["web".to_owned()])));
     }
 }

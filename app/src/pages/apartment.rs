@@ -3,7 +3,7 @@
 use leptos::prelude::*;
 
 use super::frame::BuildingSection;
-use super::{NotFound, param, use_manifest};
+use super::{NotFound, param, use_manifest, use_state_manager};
 use crate::manifest::ApartmentSpec;
 
 /// `/`: the first apartment of the manifest.
@@ -34,15 +34,22 @@ fn ApartmentView(
     apartment: ApartmentSpec,
 ) -> impl IntoView {
     let id = apartment.id.clone();
-    let buildings = apartment
-        .buildings
-        .into_iter()
-        .map(|building| view! { <BuildingSection apartment=id.clone() building /> })
-        .collect_view();
+    let manager = use_state_manager(&id);
+    // Built inside <Apartment>'s children (which run under its owner), so
+    // every building and unit finds the apartment's context.
+    let buildings = move || {
+        apartment
+            .buildings
+            .into_iter()
+            .map(|building| view! { <BuildingSection apartment=id.clone() building /> })
+            .collect_view()
+    };
     view! {
         <div class="apartment">
-            <h1 class="apartment-title">{apartment.title}</h1>
-            <div class="apartment-buildings">{buildings}</div>
+            <h1 class="apartment-title">{apartment.title.clone()}</h1>
+            <gaesup_state::Apartment id=apartment.id.clone() manager>
+                <div class="apartment-buildings">{buildings()}</div>
+            </gaesup_state::Apartment>
         </div>
     }
 }

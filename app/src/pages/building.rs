@@ -4,7 +4,7 @@ use leptos::prelude::*;
 
 use super::breadcrumbs::Breadcrumbs;
 use super::frame::BuildingSection;
-use super::{NotFound, param, use_manifest};
+use super::{NotFound, param, use_manifest, use_state_manager};
 use crate::paths;
 
 /// `/apartment/{apartment}/building/{building}`.
@@ -19,9 +19,13 @@ pub fn BuildingPage() -> impl IntoView {
             Err(missing) => view! { <NotFound reason=missing.to_string() /> }.into_any(),
             Ok((apartment, building)) => {
                 let trail = vec![(apartment.title.clone(), paths::apartment(&a))];
+                let manager = use_state_manager(&a);
+                let building = building.clone();
                 view! {
                     <Breadcrumbs trail current=building.title.clone() />
-                    <BuildingSection apartment=a building=building.clone() />
+                    <gaesup_state::Apartment id=a.clone() manager>
+                        <BuildingSection apartment=a building />
+                    </gaesup_state::Apartment>
                 }
                 .into_any()
             }

@@ -1,5 +1,6 @@
 //! Containers shared by the pages: a building region and a unit frame.
 
+use gaesup_state::{Building, Unit};
 use leptos::prelude::*;
 use leptos_router::components::A;
 
@@ -17,19 +18,26 @@ pub fn BuildingSection(
     let title_id = format!("building-{}-title", building.id);
     let labelled_by = title_id.clone();
     let href = paths::building(&apartment, &building.id);
-    let units = building
-        .units
-        .into_iter()
-        .map(|unit| {
-            view! { <UnitFrame apartment=apartment.clone() building=building.id.clone() unit /> }
-        })
-        .collect_view();
+    let id = building.id.clone();
+    // Built inside <Building>'s children (which run under its owner), so
+    // each <Unit> finds the building's context.
+    let units = move || {
+        building
+            .units
+            .into_iter()
+            .map(|unit| {
+                view! { <UnitFrame apartment=apartment.clone() building=building.id.clone() unit /> }
+            })
+            .collect_view()
+    };
     view! {
         <section class="building" aria-labelledby=labelled_by>
             <h2 id=title_id class="building-title">
-                <A href=href>{building.title}</A>
+                <A href=href>{building.title.clone()}</A>
             </h2>
-            <div class="building-units">{units}</div>
+            <Building id>
+                <div class="building-units">{units()}</div>
+            </Building>
         </section>
     }
 }
@@ -55,7 +63,9 @@ pub fn UnitFrame(
                 </h3>
                 <span class="unit-version">{format!("v{}", unit.version)}</span>
             </header>
-            <div class="unit-body">{unit_body(&unit.kind)}</div>
+            <div class="unit-body">
+                <Unit id=unit.id>{unit_body(&unit.kind)}</Unit>
+            </div>
         </article>
     }
 }

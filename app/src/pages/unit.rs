@@ -5,7 +5,7 @@ use leptos_router::components::A;
 
 use super::breadcrumbs::Breadcrumbs;
 use super::frame::unit_body;
-use super::{NotFound, param, use_manifest};
+use super::{NotFound, param, use_manifest, use_state_manager};
 use crate::paths;
 
 /// `/apartment/{apartment}/building/{building}/unit/{unit}`.
@@ -26,6 +26,9 @@ pub fn UnitPage() -> impl IntoView {
             (building.title.clone(), paths::building(&a, &b)),
         ];
         let back = format!("← Back to {}", apartment.title);
+        let manager = use_state_manager(&a);
+        let kind = unit.kind.clone();
+        let unit_id = unit.id.clone();
         view! {
             <Breadcrumbs trail current=unit.title.clone() />
             <article class="unit unit-focused" aria-labelledby="unit-focused-title">
@@ -35,7 +38,13 @@ pub fn UnitPage() -> impl IntoView {
                     </h1>
                     <span class="unit-version">{format!("v{}", unit.version)}</span>
                 </header>
-                <div class="unit-body">{unit_body(&unit.kind)}</div>
+                <div class="unit-body">
+                    <gaesup_state::Apartment id=a.clone() manager>
+                        <gaesup_state::Building id=b.clone()>
+                            <gaesup_state::Unit id=unit_id>{unit_body(&kind)}</gaesup_state::Unit>
+                        </gaesup_state::Building>
+                    </gaesup_state::Apartment>
+                </div>
             </article>
             <p class="back">
                 <A href=paths::apartment(&a)>{back}</A>

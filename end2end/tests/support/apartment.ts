@@ -9,15 +9,15 @@ export class ApartmentPage {
   }
 
   heading(name: string | RegExp, level = 1): Locator {
-    return this.page.getByRole('heading', { name, level });
+    return this.page.getByRole('heading', { name, level, exact: true });
   }
 
   building(name: string): Locator {
-    return this.page.getByRole('region', { name });
+    return this.page.getByRole('region', { name, exact: true });
   }
 
   unit(name: string, within: Locator | Page = this.page): Locator {
-    return within.getByRole('article', { name });
+    return within.getByRole('article', { name, exact: true });
   }
 
   breadcrumb(): Locator {

@@ -224,6 +224,41 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// A stable, machine-readable name of the variant (`"permission_denied"`,
+    /// `"first_write_wins"`, …) for callers that cannot match on the enum,
+    /// such as JavaScript. Codes never change meaning once published.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidId { .. } => "invalid_id",
+            Self::InvalidName { .. } => "invalid_name",
+            Self::InvalidPath { .. } => "invalid_path",
+            Self::UnknownKey { .. } => "unknown_key",
+            Self::InvalidDeclaration { .. } => "invalid_declaration",
+            Self::KeyMismatch { .. } => "key_mismatch",
+            Self::WrongStrategy { .. } => "wrong_strategy",
+            Self::PermissionDenied { .. } => "permission_denied",
+            Self::OutOfScope { .. } => "out_of_scope",
+            Self::FirstWriteWins { .. } => "first_write_wins",
+            Self::LocalOnly { .. } => "local_only",
+            Self::TypeMismatch { .. } => "type_mismatch",
+            Self::Corrupt { .. } => "corrupt",
+            Self::NewerSchema { .. } => "newer_schema",
+            Self::Migration { .. } => "migration",
+            Self::TooLarge { .. } => "too_large",
+            Self::TooDeep { .. } => "too_deep",
+            Self::Malformed { .. } => "malformed",
+            Self::ClockSkew { .. } => "clock_skew",
+            Self::Overflow { .. } => "overflow",
+            Self::InvalidSnapshot { .. } => "invalid_snapshot",
+            Self::Storage(StorageError::QuotaExceeded) => "quota_exceeded",
+            Self::Storage(StorageError::Unavailable) => "storage_unavailable",
+            Self::Storage(StorageError::Other(_)) => "storage",
+            Self::Transport { .. } => "transport",
+        }
+    }
+}
+
 /// Longest echo of untrusted input kept inside an error, in characters.
 pub const PREVIEW_CHARS: usize = 80;
 

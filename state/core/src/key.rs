@@ -137,6 +137,9 @@ impl KeySpec {
 /// can live in a `static` or a thread-safe signal.
 pub struct SharedKey<T> {
     spec: Arc<KeySpec>,
+    /// Set for a JSON view of a key declared with another Rust type: its
+    /// writes must be checked against that type (see [`SharedKey::erased`]).
+    erased: bool,
     _type: PhantomData<fn() -> T>,
 }
 
@@ -144,6 +147,7 @@ impl<T> Clone for SharedKey<T> {
     fn clone(&self) -> Self {
         Self {
             spec: Arc::clone(&self.spec),
+            erased: self.erased,
             _type: PhantomData,
         }
     }
@@ -171,6 +175,40 @@ impl<T> SharedKey<T> {
     /// The full key as seen from `address`.
     pub fn full_key(&self, address: &UnitAddress) -> FullKey {
         self.spec.full_key(address)
+    }
+}
+
+impl SharedKey<Value> {
+    /// A JSON view of an already declared key, whatever its Rust type: for
+    /// callers that only have JSON (the JavaScript binding). It is the same
+    /// key (same declaration, same full keys); every value written through
+    /// it is checked against the declared type first, so JSON that the
+    /// declaring unit could not read is refused with
+    /// [`Error::TypeMismatch`](crate::Error::TypeMismatch).
+    pub fn erased(spec: Arc<KeySpec>) -> Self {
+        Self {
+            spec,
+            erased: true,
+            _type: PhantomData,
+        }
+    }
+}
+
+impl<T> SharedKey<T> {
+    /// Whether this is a JSON view made by [`SharedKey::erased`].
+    pub fn is_erased(&self) -> bool {
+        self.erased
+    }
+
+    /// Checks a value about to be written through this key: a no-op for a
+    /// typed key (the compiler already did it), the declared type's check
+    /// for an erased one.
+    pub(crate) fn check_write(&self, key: &str, value: &Value) -> Result<()> {
+        if self.erased {
+            self.spec.check_type(key, value)
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -307,6 +345,7 @@ impl<T: Serialize + DeserializeOwned + 'static> SharedKeyBuilder<T> {
         };
         Ok(SharedKey {
             spec: Arc::new(spec),
+            erased: false,
             _type: PhantomData,
         })
     }

@@ -39,7 +39,8 @@ use crate::scope::{FullKey, Lifetime, Scope};
 use crate::snapshot::{Snapshot, SnapshotEntry};
 use crate::strategy::{Conflict, KeyState, Strategy, Totals, merge_diff};
 
-/// A key's value changed.
+/// A key's value changed, or (for a user-resolve key) its set of conflicting
+/// values did; in that case `old` may equal `new`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Change {
     /// The key.
@@ -93,6 +94,9 @@ pub struct Inbound {
     /// What was refused, with why. Refusals never change state.
     pub errors: Vec<Error>,
 }
+
+/// A key's declaration, value and open conflict ids before a group of ops.
+type Before = (Arc<KeySpec>, Value, Vec<OpId>);
 
 /// What a local write asks for, before the strategy turns it into a payload.
 #[derive(Debug, Clone)]
@@ -367,6 +371,7 @@ impl Store {
     ) -> Result<Write> {
         let (spec, full) = self.open(unit, key, Action::Write)?;
         let value = Self::to_json(&full, &value)?;
+        key.check_write(full.as_str(), &value)?;
         self.write(&spec, full, unit, Intent::Set(value))
     }
 
@@ -391,6 +396,7 @@ impl Store {
     ) -> Result<Write> {
         let (spec, full) = self.open(unit, key, Action::Write)?;
         let value = Self::to_json(&full, &value)?;
+        key.check_write(full.as_str(), &value)?;
         self.write(&spec, full, unit, Intent::Resolve(value))
     }
 
@@ -470,6 +476,7 @@ impl Store {
     /// Applies an op already checked against `spec`; returns the change.
     fn apply_admitted(&mut self, spec: &KeySpec, op: &Op) -> Result<Option<Change>> {
         let old = self.current(spec, &op.key);
+        let old_conflicts = self.conflict_ids(&op.key);
         let state = self
             .states
             .entry(op.key.clone())
@@ -477,11 +484,24 @@ impl Store {
         state.apply(op)?;
         let new = Self::value_or_default(spec, Some(state));
         self.touch(spec, &op.key);
-        Ok((old != new).then(|| Change {
+        let visible = old != new || old_conflicts != self.conflict_ids(&op.key);
+        Ok(visible.then(|| Change {
             key: op.key.clone(),
             old,
             new,
         }))
+    }
+
+    /// The ids of a user-resolve key's open conflict (empty for other
+    /// strategies and when there is no conflict). A change of these is a
+    /// visible change even when the winning value stays the same: a
+    /// resolution that keeps the current value must still close every
+    /// tab's conflict dialog.
+    fn conflict_ids(&self, key: &FullKey) -> Vec<OpId> {
+        self.states
+            .get(key)
+            .map(|state| state.conflicts().into_iter().map(|c| c.id).collect())
+            .unwrap_or_default()
     }
 
     fn touch(&mut self, spec: &KeySpec, key: &FullKey) {
@@ -593,12 +613,16 @@ impl Store {
             .iter()
             .map(|op| self.admit(op))
             .collect::<Result<Vec<_>>>()?;
-        let mut olds: BTreeMap<FullKey, (Arc<KeySpec>, Value)> = BTreeMap::new();
+        let mut olds: BTreeMap<FullKey, Before> = BTreeMap::new();
         for (spec, op) in &admitted {
             if !olds.contains_key(&op.key) {
                 olds.insert(
                     op.key.clone(),
-                    (Arc::clone(spec), self.current(spec, &op.key)),
+                    (
+                        Arc::clone(spec),
+                        self.current(spec, &op.key),
+                        self.conflict_ids(&op.key),
+                    ),
                 );
             }
         }
@@ -611,11 +635,12 @@ impl Store {
         Ok(self.changes_since(olds))
     }
 
-    fn changes_since(&self, olds: BTreeMap<FullKey, (Arc<KeySpec>, Value)>) -> Vec<Change> {
+    fn changes_since(&self, olds: BTreeMap<FullKey, Before>) -> Vec<Change> {
         olds.into_iter()
-            .filter_map(|(key, (spec, old))| {
+            .filter_map(|(key, (spec, old, old_conflicts))| {
                 let new = self.current(&spec, &key);
-                (old != new).then_some(Change { key, old, new })
+                let visible = old != new || old_conflicts != self.conflict_ids(&key);
+                visible.then_some(Change { key, old, new })
             })
             .collect()
     }
@@ -680,6 +705,7 @@ impl Store {
     ) -> Result<Option<Change>> {
         self.observe(state.max_stamp(), state.max_seq(self.tab));
         let old = self.current(spec, key);
+        let old_conflicts = self.conflict_ids(key);
         let changed = match self.states.get_mut(key) {
             Some(existing) => {
                 let before = existing.clone();
@@ -701,7 +727,8 @@ impl Store {
             self.touch(spec, key);
         }
         let new = self.current(spec, key);
-        Ok((old != new).then(|| Change {
+        let visible = old != new || old_conflicts != self.conflict_ids(key);
+        Ok(visible.then(|| Change {
             key: key.clone(),
             old,
             new,

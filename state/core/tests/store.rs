@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use gaesup_state_core::{
     Error, Lifetime, ManualClock, MemoryStorage, Message, Path, Scope, SharedKey, Storage, Store,
@@ -243,6 +244,30 @@ fn user_resolve_shows_conflicts_until_a_resolution_supersedes_them() {
         assert!(store.conflicts(&u, &k).unwrap().is_empty());
         assert_eq!(store.get(&u, &k).unwrap(), "both");
     }
+}
+
+#[test]
+fn keeping_the_current_value_still_reports_the_conflict_closed() {
+    let k = key::<String>("title", Strategy::UserResolve);
+    let (mut a, mut b) = (tab(1), tab(2));
+    a.store.declare(&k).unwrap();
+    b.store.declare(&k).unwrap();
+    let u = unit("x/y/z");
+    let mine = a.store.set(&u, &k, "mine".to_owned()).unwrap();
+    let theirs = b.store.set(&u, &k, "theirs".to_owned()).unwrap();
+    send(&mine, &mut b.store);
+    send(&theirs, &mut a.store);
+    let current = a.store.get(&u, &k).unwrap();
+    let keep = a.store.resolve(&u, &k, current.clone()).unwrap();
+    let change = keep
+        .change
+        .clone()
+        .expect("the conflict closing is a change");
+    assert_eq!(change.old, change.new, "the value itself did not move");
+    let text = keep.message.as_ref().unwrap().encode().unwrap();
+    let inbound = b.store.receive_text(&text);
+    assert_eq!(inbound.changes.len(), 1, "the other tab hears of it too");
+    assert!(b.store.conflicts(&u, &k).unwrap().is_empty());
 }
 
 #[test]
@@ -690,4 +715,27 @@ fn revert_per_strategy() {
         a.store.revert(&u, &clicks, &first),
         Err(Error::Malformed { .. })
     ));
+}
+
+#[test]
+fn an_erased_key_is_the_same_key_and_keeps_its_type() {
+    let typed = key::<i64>("count", Strategy::LastWriteWins);
+    let mut a = tab(1);
+    a.store.declare(&typed).unwrap();
+    let u = unit("x/y/z");
+    let json = SharedKey::erased(Arc::clone(typed.spec()));
+    a.store.set(&u, &json, json!(4)).unwrap();
+    assert_eq!(a.store.get(&u, &typed).unwrap(), 4);
+    let err = a.store.set(&u, &json, json!("four")).unwrap_err();
+    assert_eq!(err.code(), "type_mismatch");
+    assert_eq!(
+        a.store.get(&u, &typed).unwrap(),
+        4,
+        "refused write changed nothing"
+    );
+    let err = a
+        .store
+        .batch(|b| b.set(&u, &json, json!({"no": 1})))
+        .unwrap_err();
+    assert_eq!(err.code(), "type_mismatch");
 }

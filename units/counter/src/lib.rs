@@ -1,70 +1,67 @@
-//! Counter unit: the smallest real micro-frontend of the apartment.
+//! Counter unit: a building-wide counter that never loses a click.
 //!
-//! It shows a count with buttons to change it. The arithmetic lives in
-//! [`Tally`], plain Rust tested natively; [`Counter`] is the Leptos view over
-//! it. Today the count is local to the unit instance; it moves into the
-//! state manager (building scope, sum strategy) once the reactive layer lands.
+//! The count lives in the state manager under one key, [`count_key`]:
+//! building scope (every counter of the same building shows the same
+//! number, another building has its own), persistent (survives reloads,
+//! syncs between tabs) and the sum strategy, so clicks made at the same
+//! moment in two tabs all count. Reset writes 0, which the sum strategy
+//! turns into the increment that brings the total back to zero.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+use gaesup_state::core::Result;
+use gaesup_state::prelude::*;
 use leptos::prelude::*;
 
-/// The counter's value and the only ways to change it.
-///
-/// Arithmetic saturates at the ends of `i64` so that no click sequence can
-/// overflow (which would panic in a debug build and abort the page).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Tally(i64);
-
-impl Tally {
-    /// A tally holding `value`.
-    pub const fn new(value: i64) -> Self {
-        Self(value)
-    }
-
-    /// The current value.
-    pub const fn value(self) -> i64 {
-        self.0
-    }
-
-    /// The tally after adding `delta`, saturating at the `i64` bounds.
-    #[must_use]
-    pub const fn add(self, delta: i64) -> Self {
-        Self(self.0.saturating_add(delta))
-    }
+/// The counter's key: `building/{apartment}/{building}/count`.
+pub fn count_key() -> Result<SharedKey<i64>> {
+    SharedKey::builder("count")
+        .scope(Scope::Building)
+        .lifetime(Lifetime::Persistent)
+        .strategy(Strategy::Sum)
+        .build()
 }
 
-/// A counter with decrement, increment and reset buttons.
+/// A counter with decrement, increment and reset buttons. Must be inside a
+/// `<Unit>`.
 ///
 /// The count is announced politely to screen readers; every control is a
-/// labelled button, so it is fully keyboard usable.
+/// labelled button, so it is fully keyboard usable. A refused write (for
+/// example a counter overflow) is shown, not thrown.
 #[component]
-pub fn Counter(
-    /// Value shown before the first click.
-    #[prop(default = 0)]
-    initial: i64,
-) -> impl IntoView {
-    let tally = RwSignal::new(Tally::new(initial));
-    let change = move |delta: i64| tally.update(|t| *t = t.add(delta));
+pub fn Counter() -> impl IntoView {
+    let key = match count_key() {
+        Ok(key) => key,
+        Err(err) => {
+            return view! { <p role="alert">{format!("counter unavailable: {err}")}</p> }
+                .into_any();
+        }
+    };
+    let count = use_shared_state(&key);
+    let (value, set, meta) = (count.value, count.set, count.meta);
 
     view! {
         <div class="counter">
             <output class="counter-value" aria-live="polite" aria-label="Count">
-                {move || tally.get().value()}
+                {value}
             </output>
             <div class="counter-actions">
-                <button type="button" aria-label="Decrement" on:click=move |_| change(-1)>
+                <button type="button" aria-label="Decrement" on:click=move |_| set.increment(-1)>
                     "−"
                 </button>
-                <button type="button" aria-label="Increment" on:click=move |_| change(1)>
+                <button type="button" aria-label="Increment" on:click=move |_| set.increment(1)>
                     "+"
                 </button>
-                <button type="button" on:click=move |_| tally.set(Tally::default())>
+                <button type="button" on:click=move |_| set.set(0)>
                     "Reset"
                 </button>
             </div>
+            {move || {
+                meta.error.get().map(|error| view! { <p role="alert" class="unit-error">{error.to_string()}</p> })
+            }}
         </div>
     }
+    .into_any()
 }
 
 #[cfg(test)]
@@ -72,19 +69,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn add_moves_by_delta() {
-        assert_eq!(Tally::new(3).add(2).value(), 5);
-        assert_eq!(Tally::new(3).add(-5).value(), -2);
+    fn count_is_a_building_wide_persistent_sum() {
+        let key = count_key().unwrap();
+        let spec = key.spec();
+        assert_eq!(spec.scope(), Scope::Building);
+        assert_eq!(spec.lifetime(), Lifetime::Persistent);
+        assert_eq!(spec.strategy(), Strategy::Sum);
     }
 
     #[test]
-    fn add_saturates_instead_of_overflowing() {
-        assert_eq!(Tally::new(i64::MAX).add(1).value(), i64::MAX);
-        assert_eq!(Tally::new(i64::MIN).add(-1).value(), i64::MIN);
-    }
+    fn same_building_shares_the_count_and_other_buildings_do_not() {
+        use gaesup_state::core::{ManualClock, TabId};
+        use gaesup_state::{StateManager, UnitAddress};
 
-    #[test]
-    fn default_is_zero() {
-        assert_eq!(Tally::default().value(), 0);
+        let owner = Owner::new();
+        owner.with(|| {
+            let state = StateManager::new(TabId::new(1), ManualClock::new(0));
+            let key = count_key().unwrap();
+            state.declare(&key).unwrap();
+            let lobby_a: UnitAddress = "main/lobby/a".parse().unwrap();
+            let lobby_b: UnitAddress = "main/lobby/b".parse().unwrap();
+            let shop: UnitAddress = "main/shop/a".parse().unwrap();
+            state.increment(&lobby_a, &key, 2).unwrap();
+            state.increment(&lobby_b, &key, 3).unwrap();
+            assert_eq!(state.get(&lobby_a, &key).unwrap(), 5);
+            assert_eq!(state.get(&shop, &key).unwrap(), 0);
+        });
     }
 }

@@ -1,10 +1,12 @@
-//! The counter in a real browser: clicks change the rendered count.
+//! The counter in a real browser, inside its containers: clicks change the
+//! rendered count, and two counters of one building share it.
 #![cfg(target_arch = "wasm32")]
 #![allow(
     clippy::unwrap_used,
     reason = "test helpers: a missing element must fail the test loudly"
 )]
 
+use gaesup_state::{Apartment, Building, Unit};
 use leptos::mount::mount_to;
 use leptos::prelude::*;
 use leptos::task::tick;
@@ -15,55 +17,83 @@ use web_sys::HtmlElement;
 
 wasm_bindgen_test_configure!(run_in_browser);
 
-fn mount(initial: i64) -> (web_sys::Element, impl Drop) {
+fn mount(view: impl Fn() -> AnyView + 'static) -> (web_sys::Element, impl Drop) {
     let document = document();
     let host = document.create_element("section").unwrap();
     document.body().unwrap().append_child(&host).unwrap();
-    let handle = mount_to(host.clone().unchecked_into(), move || {
-        view! { <Counter initial=initial /> }
-    });
+    let handle = mount_to(host.clone().unchecked_into(), view);
     (host, handle)
 }
 
-fn button(host: &web_sys::Element, selector: &str) -> HtmlElement {
-    host.query_selector(selector)
+fn click(host: &web_sys::Element, selector: &str, index: u32) {
+    host.query_selector_all(selector)
         .unwrap()
+        .get(index)
         .unwrap()
         .unchecked_into::<HtmlElement>()
+        .click();
 }
 
-fn shown(host: &web_sys::Element) -> String {
-    host.query_selector("output")
+fn shown(host: &web_sys::Element, index: u32) -> String {
+    host.query_selector_all("output")
         .unwrap()
+        .get(index)
         .unwrap()
         .text_content()
         .unwrap_or_default()
 }
 
 #[wasm_bindgen_test]
-async fn starts_at_initial_value() {
-    let (host, _mounted) = mount(7);
-    assert_eq!(shown(&host), "7");
+async fn buttons_change_the_rendered_count() {
+    let (host, _mounted) = mount(|| {
+        view! {
+            <Apartment id="test">
+                <Building id="b">
+                    <Unit id="c">
+                        <Counter />
+                    </Unit>
+                </Building>
+            </Apartment>
+        }
+        .into_any()
+    });
+    assert_eq!(shown(&host, 0), "0");
+    click(&host, "button[aria-label=Increment]", 0);
+    click(&host, "button[aria-label=Increment]", 0);
+    tick().await;
+    assert_eq!(shown(&host, 0), "2");
+
+    for _ in 0..3 {
+        click(&host, "button[aria-label=Decrement]", 0);
+    }
+    tick().await;
+    assert_eq!(shown(&host, 0), "-1");
+
+    click(&host, "button:not([aria-label])", 0);
+    tick().await;
+    assert_eq!(shown(&host, 0), "0");
 }
 
 #[wasm_bindgen_test]
-async fn buttons_change_the_rendered_count() {
-    let (host, _mounted) = mount(0);
-    let inc = button(&host, "button[aria-label=Increment]");
-    let dec = button(&host, "button[aria-label=Decrement]");
-
-    inc.click();
-    inc.click();
+async fn counters_of_one_building_share_and_other_buildings_do_not() {
+    let (host, _mounted) = mount(|| {
+        view! {
+            <Apartment id="test">
+                <Building id="one">
+                    <Unit id="a"><Counter /></Unit>
+                    <Unit id="b"><Counter /></Unit>
+                </Building>
+                <Building id="two">
+                    <Unit id="a"><Counter /></Unit>
+                </Building>
+            </Apartment>
+        }
+        .into_any()
+    });
+    click(&host, "button[aria-label=Increment]", 0);
+    click(&host, "button[aria-label=Increment]", 1);
     tick().await;
-    assert_eq!(shown(&host), "2");
-
-    dec.click();
-    dec.click();
-    dec.click();
-    tick().await;
-    assert_eq!(shown(&host), "-1");
-
-    button(&host, "button:not([aria-label])").click();
-    tick().await;
-    assert_eq!(shown(&host), "0");
+    assert_eq!(shown(&host, 0), "2");
+    assert_eq!(shown(&host, 1), "2");
+    assert_eq!(shown(&host, 2), "0");
 }

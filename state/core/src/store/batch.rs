@@ -58,6 +58,7 @@ impl<'s> Batch<'s> {
     ) -> Result<()> {
         let (spec, full) = self.store.open(unit, key, Action::Write)?;
         let value = Store::to_json(&full, &value)?;
+        key.check_write(full.as_str(), &value)?;
         self.stage(&spec, full, unit, Intent::Set(value))
     }
 
@@ -81,6 +82,7 @@ impl<'s> Batch<'s> {
     ) -> Result<()> {
         let (spec, full) = self.store.open(unit, key, Action::Write)?;
         let value = Store::to_json(&full, &value)?;
+        key.check_write(full.as_str(), &value)?;
         self.stage(&spec, full, unit, Intent::Resolve(value))
     }
 
@@ -166,10 +168,11 @@ impl Store {
         let mut changes = Vec::new();
         for (key, (spec, state)) in staged.overlay {
             let old = self.current(&spec, &key);
+            let old_conflicts = self.conflict_ids(&key);
             let new = Store::value_or_default(&spec, Some(&state));
             self.states.insert(key.clone(), state);
             self.touch(&spec, &key);
-            if old != new {
+            if old != new || old_conflicts != self.conflict_ids(&key) {
                 changes.push(Change { key, old, new });
             }
         }

@@ -1,0 +1,130 @@
+//! `window.gaesup` in a real browser, driven from JavaScript.
+#![cfg(target_arch = "wasm32")]
+#![allow(clippy::unwrap_used, reason = "tests: a failure should fail loudly")]
+
+use gaesup_state::core::{ManualClock, TabId};
+use gaesup_state::prelude::*;
+use gaesup_state::{StateManager, install_js_binding};
+use js_sys::Function;
+use leptos::prelude::*;
+use wasm_bindgen::JsValue;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+/// Runs JavaScript `body` (which returns a value) and gives back
+/// `JSON.stringify` of its result.
+fn js(body: &str) -> String {
+    let function =
+        Function::new_no_args(&format!("return JSON.stringify((() => {{ {body} }})());"));
+    function.call0(&JsValue::NULL).unwrap().as_string().unwrap()
+}
+
+/// A manager for apartment `apartment`, published on `window.gaesup`.
+fn install(apartment: &str) -> StateManager {
+    let manager = StateManager::new(TabId::new(7), ManualClock::new(1_000));
+    install_js_binding([(apartment.to_owned(), manager)]).unwrap();
+    manager
+}
+
+#[wasm_bindgen_test]
+fn get_set_subscribe_and_unsubscribe() {
+    let owner = Owner::new();
+    owner.with(|| {
+        install("js1");
+        let out = js(r#"
+            const u = window.gaesup.unit('js1/b/el');
+            u.declare('n', { scope: 'building', strategy: 'sum' });
+            const seen = [];
+            const stop = u.subscribe('n', (v) => seen.push(v));
+            u.increment('n', 2);
+            u.set('n', 5);
+            stop();
+            u.increment('n', 1);
+            return { seen, now: u.get('n'), address: u.address };
+        "#);
+        assert_eq!(out, r#"{"seen":[2,5],"now":6,"address":"js1/b/el"}"#);
+    });
+}
+
+#[wasm_bindgen_test]
+fn js_and_rust_share_a_typed_key_and_the_type_is_enforced() {
+    let owner = Owner::new();
+    owner.with(|| {
+        let manager = install("js2");
+        let key = SharedKey::<i64>::builder("count")
+            .scope(Scope::Building)
+            .strategy(Strategy::Sum)
+            .build()
+            .unwrap();
+        manager.declare(&key).unwrap();
+        let rust_unit = "js2/b/rust".parse().unwrap();
+        manager.increment(&rust_unit, &key, 3).unwrap();
+        let out = js(r#"
+            const u = window.gaesup.unit('js2/b/el');
+            u.declare('count', { scope: 'building', strategy: 'sum' });
+            const before = u.get('count');
+            u.increment('count', 1);
+            let code = null;
+            try { u.set('count', 'many'); } catch (e) { code = e.code; }
+            return { before, code };
+        "#);
+        assert_eq!(out, r#"{"before":3,"code":"type_mismatch"}"#);
+        assert_eq!(manager.get(&rust_unit, &key).unwrap(), 4);
+    });
+}
+
+#[wasm_bindgen_test]
+fn errors_carry_stable_codes() {
+    let owner = Owner::new();
+    owner.with(|| {
+        let manager = install("js3");
+        let locked = SharedKey::<String>::builder("locked")
+            .scope(Scope::Apartment)
+            .write(Access::units(["owner"]).unwrap())
+            .build()
+            .unwrap();
+        manager.declare(&locked).unwrap();
+        let out = js(r#"
+            const codes = [];
+            const attempt = (f) => { try { f(); codes.push('ok'); } catch (e) { codes.push(e.code); } };
+            attempt(() => window.gaesup.unit('nowhere/b/u'));
+            attempt(() => window.gaesup.unit('../etc'));
+            const u = window.gaesup.unit('js3/b/el');
+            attempt(() => u.get('missing'));
+            attempt(() => u.set('locked', 'mine'));
+            u.declare('free', {});
+            attempt(() => u.set('free', undefined));
+            attempt(() => u.set('free', { fine: [1, 2] }));
+            attempt(() => u.declare('locked', { scope: 'apartment', strategy: 'sum' }));
+            attempt(() => u.increment('free', 0.5));
+            return codes;
+        "#);
+        assert_eq!(
+            out,
+            r#"["unknown_apartment","invalid_name","unknown_key","permission_denied","bad_value","ok","key_mismatch","bad_value"]"#
+        );
+    });
+}
+
+#[wasm_bindgen_test]
+fn events_reach_listeners_in_scope() {
+    let owner = Owner::new();
+    owner.with(|| {
+        install("js4");
+        let out = js(r#"
+            const a = window.gaesup.unit('js4/lobby/a');
+            const b = window.gaesup.unit('js4/lobby/b');
+            const c = window.gaesup.unit('js4/shop/c');
+            const got = [];
+            const offB = b.on('ping', (data, from) => got.push(['b', data.n, from]), { scope: 'building' });
+            const offC = c.on('ping', (data) => got.push(['c', data.n]), { scope: 'building' });
+            a.emit('ping', { n: 1 }, { scope: 'building' });
+            offB();
+            a.emit('ping', { n: 2 }, { scope: 'building' });
+            offC();
+            return got;
+        "#);
+        assert_eq!(out, r#"[["b",1,"js4/lobby/a"]]"#);
+    });
+}
