@@ -272,6 +272,16 @@ fn default_unreadable<T>(decode: &serde_json::Error, err: &StateError) -> T {
     panic!("a built key's default does not decode ({decode}) while reporting: {err}")
 }
 
+/// Runs the confirmation. In the browser through wasm-bindgen's own queue,
+/// so it works whether or not a Leptos executor was set up (a unit test,
+/// an app that never mounted); natively through Leptos's executor.
+fn spawn(task: impl Future<Output = ()> + 'static) {
+    #[cfg(target_arch = "wasm32")]
+    wasm_bindgen_futures::spawn_local(task);
+    #[cfg(not(target_arch = "wasm32"))]
+    leptos::task::spawn_local(task);
+}
+
 impl<T> StateSetter<T>
 where
     T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
@@ -365,7 +375,7 @@ where
         };
         let this = *self;
         self.pending.update(|n| *n += 1);
-        leptos::task::spawn_local(async move {
+        spawn(async move {
             let outcome = confirm.await;
             let _ = this.pending.try_update(|n| *n = n.saturating_sub(1));
             if let Err(reason) = outcome {

@@ -1,0 +1,98 @@
+//! Hooks whose behaviour needs the browser's task queue: optimistic writes.
+#![cfg(target_arch = "wasm32")]
+#![allow(clippy::unwrap_used, reason = "tests: a failure should fail loudly")]
+
+use futures_channel::oneshot;
+use gaesup_state::core::{ManualClock, TabId};
+use gaesup_state::prelude::*;
+use gaesup_state::{StateManager, UnitAddress, UnitContext, UseSharedStateReturn};
+use leptos::prelude::*;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+fn title() -> SharedKey<String> {
+    SharedKey::<String>::builder("title")
+        .scope(Scope::Apartment)
+        .build()
+        .unwrap()
+}
+
+fn hook(owner: &Owner, manager: StateManager, address: &str) -> UseSharedStateReturn<String> {
+    let address: UnitAddress = address.parse().unwrap();
+    owner.with(|| {
+        provide_context(UnitContext { address, manager });
+        use_shared_state(&title())
+    })
+}
+
+/// Lets queued microtasks run (the confirmations are spawned on
+/// wasm-bindgen's queue; these tests mount no app, so Leptos's own tick,
+/// which needs its executor, is not used).
+async fn settle() {
+    for _ in 0..3 {
+        let ready = js_sys::Promise::resolve(&wasm_bindgen::JsValue::UNDEFINED);
+        let _ = wasm_bindgen_futures::JsFuture::from(ready).await;
+    }
+}
+
+#[wasm_bindgen_test]
+async fn optimistic_write_shows_at_once_and_rolls_back_on_rejection() {
+    let owner = Owner::new();
+    let manager = owner.with(|| StateManager::new(TabId::new(1), ManualClock::new(1_000)));
+    let state = hook(&owner, manager, "a/b/u");
+    state.set.set("saved".to_owned());
+
+    let (reject, confirmation) = oneshot::channel::<Result<(), String>>();
+    owner.with(|| {
+        state.set.set_optimistic("draft".to_owned(), async move {
+            confirmation.await.unwrap_or(Err("dropped".to_owned()))
+        });
+    });
+    assert_eq!(state.value.get_untracked(), "draft", "shown at once");
+    assert!(state.meta.pending.get_untracked());
+
+    reject.send(Err("server said no".to_owned())).unwrap();
+    settle().await;
+    assert!(!state.meta.pending.get_untracked());
+    assert_eq!(state.value.get_untracked(), "saved", "rolled back");
+    let error = state.meta.error.get_untracked().unwrap();
+    assert_eq!(error.code(), "rejected");
+    assert!(error.to_string().contains("server said no"));
+}
+
+#[wasm_bindgen_test]
+async fn rollback_spares_a_write_made_while_waiting() {
+    let owner = Owner::new();
+    let manager = owner.with(|| StateManager::new(TabId::new(1), ManualClock::new(1_000)));
+    let mine = hook(&owner, manager, "a/b/u");
+    let other = hook(&owner, manager, "a/c/v");
+    mine.set.set("saved".to_owned());
+
+    let (reject, confirmation) = oneshot::channel::<Result<(), String>>();
+    owner.with(|| {
+        mine.set.set_optimistic("draft".to_owned(), async move {
+            confirmation.await.unwrap_or(Err("dropped".to_owned()))
+        });
+    });
+    other.set.set("someone else's".to_owned());
+    reject.send(Err("no".to_owned())).unwrap();
+    settle().await;
+    assert_eq!(mine.value.get_untracked(), "someone else's");
+}
+
+#[wasm_bindgen_test]
+async fn confirmed_write_stays() {
+    let owner = Owner::new();
+    let manager = owner.with(|| StateManager::new(TabId::new(1), ManualClock::new(1_000)));
+    let state = hook(&owner, manager, "a/b/u");
+    owner.with(|| {
+        state
+            .set
+            .set_optimistic("kept".to_owned(), async { Ok(()) });
+    });
+    settle().await;
+    assert!(!state.meta.pending.get_untracked());
+    assert_eq!(state.value.get_untracked(), "kept");
+    assert!(state.meta.error.get_untracked().is_none());
+}
