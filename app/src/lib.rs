@@ -12,6 +12,7 @@
 //! | `/apartment/{apartment}` | that apartment |
 //! | `/apartment/{apartment}/building/{building}` | one building |
 //! | `/apartment/{apartment}/building/{building}/unit/{unit}` | one unit, focused |
+//! | `/apartment/{apartment}/building/{building}/unit/{unit}/…` | the same unit, at one of its own routes |
 //!
 //! Anything else is a 404 page.
 #![forbid(unsafe_code)]
@@ -74,6 +75,12 @@ fn Shell() -> impl IntoView {
                     <Route path=path!("/apartment/:apartment/building/:building") view=BuildingPage />
                     <Route
                         path=path!("/apartment/:apartment/building/:building/unit/:unit")
+                        view=UnitPage
+                    />
+                    // A unit may route inside its own address (the todo
+                    // unit's filters); the shell shows the same unit.
+                    <Route
+                        path=path!("/apartment/:apartment/building/:building/unit/:unit/*rest")
                         view=UnitPage
                     />
                 </Routes>

@@ -16,6 +16,12 @@ test.describe('routing', () => {
     await expect(counter.value()).toHaveText('1');
   });
 
+  test("a path inside a unit's address still shows that unit", async ({ page }) => {
+    const apartment = new ApartmentPage(page);
+    await apartment.goto(`${unitAddress}/some/inner/route`);
+    await expect(apartment.heading('Parts counter')).toBeVisible();
+  });
+
   test('the focused unit has a way back to the apartment', async ({ page }) => {
     const apartment = new ApartmentPage(page);
     await apartment.goto(unitAddress);
