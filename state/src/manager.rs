@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use gaesup_state_core::{
     Batch, BatchWrite, Change, Clock, Conflict, Event, FullKey, Inbound, Lifetime, LoadReport,
-    Message, Path, PersistReport, SharedKey, Storage, Store, TabId, UnitAddress, Write,
+    Message, Path, PersistReport, Quarantine, SharedKey, Storage, Store, TabId, UnitAddress, Write,
 };
 use leptos::prelude::*;
 use serde::Serialize;
@@ -208,6 +208,60 @@ impl StateManager {
             .collect();
         self.publish(&shared, changes, None, Origin::Remote);
         Ok(reports)
+    }
+
+    /// Stored entries set aside because they could not be used (corrupt,
+    /// from a newer schema, failing migration); their keys read defaults.
+    pub fn quarantined(&self) -> Vec<Quarantine> {
+        self.with_store(|store| store.quarantined().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The raw stored text of a quarantined key, for export. Read from the
+    /// quarantine copy, or else from the untouched original entry.
+    pub fn quarantined_raw(&self, key: &FullKey) -> Result<Option<String>> {
+        let shared = self.shared()?;
+        let lifetime = shared.store.borrow().spec_for(key)?.lifetime();
+        let storages = shared.storages.borrow();
+        let Some((_, storage)) = storages.iter().find(|(l, _)| *l == lifetime) else {
+            return Ok(None);
+        };
+        let copy = storage
+            .get(&Store::quarantine_key(key))
+            .map_err(gaesup_state_core::Error::from)?;
+        match copy {
+            Some(text) => Ok(Some(text)),
+            None => Ok(storage
+                .get(&Store::storage_key(key))
+                .map_err(gaesup_state_core::Error::from)?),
+        }
+    }
+
+    /// Gives up a quarantined entry (the user chose to discard it): both
+    /// stored copies are removed and the key is saved again on the next
+    /// flush.
+    pub fn discard_quarantine(&self, key: &FullKey) -> Result<()> {
+        let shared = self.shared()?;
+        let lifetime = shared.store.borrow().spec_for(key)?.lifetime();
+        {
+            let mut store = shared.store.borrow_mut();
+            let mut storages = shared.storages.borrow_mut();
+            if let Some((_, storage)) = storages.iter_mut().find(|(l, _)| *l == lifetime) {
+                store.discard_quarantine(key, storage.as_mut())?;
+            }
+        }
+        self.notify_dirty(&shared);
+        Ok(())
+    }
+
+    fn notify_dirty(&self, shared: &Shared) {
+        if shared.storages.borrow().is_empty() {
+            return;
+        }
+        let schedulers: Vec<Rc<dyn Fn()>> = shared.on_dirty.borrow().clone();
+        for schedule in schedulers {
+            schedule();
+        }
     }
 
     /// Runs `schedule` whenever state changed and a [`flush`](Self::flush)

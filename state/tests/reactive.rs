@@ -446,3 +446,44 @@ fn memory_keys_never_reach_storage() {
         assert!(disk.keys().unwrap().is_empty());
     });
 }
+
+#[test]
+fn corrupt_stored_value_is_quarantined_exported_and_discarded() {
+    use gaesup_state::core::{Storage as _, Store};
+    let owner = Owner::new();
+    owner.with(|| {
+        let mut disk = SharedStorage::default();
+        let draft = SharedKey::<String>::builder("draft")
+            .scope(Scope::Apartment)
+            .lifetime(Lifetime::Persistent)
+            .build()
+            .unwrap();
+        let address: UnitAddress = "main/lobby/a".parse().unwrap();
+        let full = draft.full_key(&address);
+        let stored_at = Store::storage_key(&full);
+        disk.set(&stored_at, "{ not json").unwrap();
+
+        let state = manager(1);
+        state
+            .attach_storage(Lifetime::Persistent, Box::new(disk.clone()))
+            .unwrap();
+        let (_u, hook) = in_unit(state, "main/lobby/a", || use_shared_state(&draft));
+        assert_eq!(hook.value.get_untracked(), "", "the default, not the corrupt text");
+        let quarantined = state.quarantined();
+        assert_eq!(quarantined.len(), 1);
+        assert_eq!(quarantined[0].key, full);
+        assert_eq!(quarantined[0].error.code(), "corrupt");
+        assert_eq!(state.quarantined_raw(&full).unwrap().as_deref(), Some("{ not json"));
+
+        // Writing does not overwrite the original while it is quarantined.
+        hook.set.set("new".to_owned());
+        state.flush().unwrap();
+        assert_eq!(disk.get(&stored_at).unwrap().as_deref(), Some("{ not json"));
+
+        state.discard_quarantine(&full).unwrap();
+        assert!(state.quarantined().is_empty());
+        state.flush().unwrap();
+        let saved = disk.get(&stored_at).unwrap().unwrap();
+        assert!(saved.contains("new"), "{saved}");
+    });
+}
