@@ -64,6 +64,7 @@ struct Shared {
     transports: RefCell<Vec<Outlet>>,
     log: RefCell<VecDeque<LogEntry>>,
     dropped: RefCell<Vec<String>>,
+    quarantine: ArcRwSignal<Vec<Quarantine>>,
 }
 
 /// One apartment's state: the replica of every declared key, who watches
@@ -104,6 +105,7 @@ impl StateManager {
             transports: RefCell::default(),
             log: RefCell::default(),
             dropped: RefCell::default(),
+            quarantine: ArcRwSignal::new(Vec::new()),
         };
         Self {
             shared: StoredValue::new_local(Rc::new(shared)),
@@ -186,7 +188,25 @@ impl StateManager {
             .flat_map(|r| r.changes.iter().cloned())
             .collect();
         self.publish(shared, changes, None, Origin::Remote);
+        Self::refresh_quarantine(shared);
         Ok(reports)
+    }
+
+    /// Publishes the store's quarantine list if it changed (called with
+    /// nothing borrowed: the signal may run effects at once).
+    fn refresh_quarantine(shared: &Shared) {
+        let now: Vec<Quarantine> = shared.store.borrow().quarantined().cloned().collect();
+        if shared.quarantine.with_untracked(|list| *list != now) {
+            shared.quarantine.set(now);
+        }
+    }
+
+    /// The entries set aside, as a signal that updates whenever a load, a
+    /// save or a discard changes the list (for a notice area).
+    pub fn quarantine_signal(&self) -> Signal<Vec<Quarantine>> {
+        self.shared()
+            .map(|shared| shared.quarantine.clone().into())
+            .unwrap_or_else(|_| Signal::stored(Vec::new()))
     }
 
     /// Writes every changed key to its attached storage (coalesced: the web
@@ -207,6 +227,7 @@ impl StateManager {
             .flat_map(|r| r.changes.iter().cloned())
             .collect();
         self.publish(&shared, changes, None, Origin::Remote);
+        Self::refresh_quarantine(&shared);
         Ok(reports)
     }
 
@@ -250,6 +271,7 @@ impl StateManager {
                 store.discard_quarantine(key, storage.as_mut())?;
             }
         }
+        Self::refresh_quarantine(&shared);
         self.notify_dirty(&shared);
         Ok(())
     }

@@ -471,6 +471,7 @@ fn corrupt_stored_value_is_quarantined_exported_and_discarded() {
         assert_eq!(hook.value.get_untracked(), "", "the default, not the corrupt text");
         let quarantined = state.quarantined();
         assert_eq!(quarantined.len(), 1);
+        assert_eq!(state.quarantine_signal().get_untracked(), quarantined);
         assert_eq!(quarantined[0].key, full);
         assert_eq!(quarantined[0].error.code(), "corrupt");
         assert_eq!(state.quarantined_raw(&full).unwrap().as_deref(), Some("{ not json"));
@@ -482,6 +483,7 @@ fn corrupt_stored_value_is_quarantined_exported_and_discarded() {
 
         state.discard_quarantine(&full).unwrap();
         assert!(state.quarantined().is_empty());
+        assert!(state.quarantine_signal().get_untracked().is_empty());
         state.flush().unwrap();
         let saved = disk.get(&stored_at).unwrap().unwrap();
         assert!(saved.contains("new"), "{saved}");
