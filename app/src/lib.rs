@@ -22,6 +22,7 @@ pub mod manifest;
 mod pages;
 pub mod paths;
 pub mod registry;
+pub mod sync;
 
 use std::sync::Arc;
 
@@ -49,12 +50,33 @@ pub fn App() -> impl IntoView {
             if let Err(err) = gaesup_state::install_js_binding(managers.iter()) {
                 leptos::logging::error!("window.gaesup unavailable: {err:?}");
             }
+            // Storage and tabs are attached before any unit declares a key,
+            // so each key is rehydrated before its unit first renders.
+            provide_context(sync::connect_all(&managers));
             provide_context(managers);
             provide_context(Arc::new(manifest));
             view! { <Shell /> }.into_any()
         }
         Err(error) => view! { <ManifestErrorPage error /> }.into_any(),
     }
+}
+
+/// One storage-and-sync panel per apartment.
+#[component]
+fn SyncPanels() -> impl IntoView {
+    let manifest = expect_context::<Arc<Manifest>>();
+    let managers = expect_context::<Managers>();
+    let statuses = expect_context::<sync::SyncStatuses>();
+    manifest
+        .apartments
+        .iter()
+        .filter_map(|apartment| {
+            let status = statuses.get(&apartment.id)?;
+            let manager = managers.get(&apartment.id)?;
+            let title = apartment.title.clone();
+            Some(view! { <sync::SyncPanel title status manager /> })
+        })
+        .collect_view()
 }
 
 /// Header and routes around the pages. Needs the manifest in context.
@@ -85,6 +107,9 @@ fn Shell() -> impl IntoView {
                     />
                 </Routes>
             </main>
+            <footer class="site-footer">
+                <SyncPanels />
+            </footer>
         </Router>
     }
 }

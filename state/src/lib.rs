@@ -83,7 +83,7 @@
 //!
 //! # Units written in JavaScript
 //!
-//! In the browser, [`install_js_binding`] publishes `window.gaesup`:
+//! In the browser, `install_js_binding` publishes `window.gaesup`:
 //! `gaesup.unit("apartment/building/unit")` returns a handle with `get`,
 //! `set`, `increment`, `subscribe`, `emit`, `on` and `declare`, under the
 //! same scopes, permissions and strategies; errors are thrown as `Error`s
@@ -112,6 +112,7 @@ mod js;
 mod manager;
 mod platform;
 mod registry;
+pub mod web;
 
 pub use gaesup_state_core as core;
 pub use gaesup_state_core::{
@@ -134,6 +135,9 @@ pub use hooks::{
 pub use js::{JsUnit, install_js_binding};
 pub use manager::{LOG_CAPACITY, ListenerId, LogEntry, Origin, StateManager, SubscriptionId};
 pub use platform::{SystemClock, random_tab_id};
+pub use web::SyncStatus;
+#[cfg(target_arch = "wasm32")]
+pub use web::{WebSync, connect_browser};
 
 /// Everything a unit needs: `use gaesup_state::prelude::*;`.
 pub mod prelude {

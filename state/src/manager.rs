@@ -408,13 +408,35 @@ impl StateManager {
         for event in &inbound.events {
             Self::dispatch(&shared, event);
         }
-        if !inbound.errors.is_empty() {
+        if inbound.errors.iter().any(|e| !Self::is_not_for_this_tab(e)) {
             let mut dropped = shared.dropped.borrow_mut();
-            dropped.extend(inbound.errors.iter().map(ToString::to_string));
+            dropped.extend(
+                inbound
+                    .errors
+                    .iter()
+                    .filter(|e| !Self::is_not_for_this_tab(e))
+                    .map(ToString::to_string),
+            );
             let excess = dropped.len().saturating_sub(LOG_CAPACITY);
             dropped.drain(..excess);
         }
         Ok(inbound)
+    }
+
+    /// Whether a refusal of incoming data only means "not for this tab": an
+    /// op or state of a key this tab has not declared (another tab has more
+    /// units mounted). Such refusals are not counted as dropped messages.
+    pub fn is_not_for_this_tab(error: &gaesup_state_core::Error) -> bool {
+        matches!(error, gaesup_state_core::Error::UnknownKey { .. })
+    }
+
+    /// Marks every stored key as changed, so the next flush writes it again
+    /// (after another tab cleared the storage).
+    pub fn mark_all_dirty(&self) {
+        if let Ok(shared) = self.shared() {
+            shared.store.borrow_mut().mark_all_dirty();
+            self.notify_dirty(&shared);
+        }
     }
 
     /// Why recent incoming messages were refused, oldest first (at most

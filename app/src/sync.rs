@@ -1,0 +1,232 @@
+//! Storage and cross-tab sync for every apartment, and the panel that shows
+//! how it is going.
+//!
+//! In the browser each apartment's manager is connected to localStorage,
+//! sessionStorage and a BroadcastChannel (`gaesup_state::connect_browser`).
+//! Problems never stop the app: each becomes a specific notice in the
+//! panel, which the user can dismiss; entries set aside because they could
+//! not be read can be exported (their raw text is kept) or discarded.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use gaesup_state::core::{FullKey, Quarantine};
+use gaesup_state::{StateManager, SyncStatus};
+use leptos::prelude::*;
+
+use crate::managers::Managers;
+
+/// Each apartment's sync status, by apartment id.
+#[derive(Clone, Debug, Default)]
+pub struct SyncStatuses(Arc<BTreeMap<String, SyncStatus>>);
+
+impl SyncStatuses {
+    /// The status of `apartment`.
+    pub fn get(&self, apartment: &str) -> Option<SyncStatus> {
+        self.0.get(apartment).copied()
+    }
+}
+
+/// Connects every apartment's manager to the browser and returns their
+/// statuses. The connections live as long as the calling owner (the app's
+/// root). A manager that cannot connect at all keeps working in memory and
+/// says so in its status.
+#[cfg(target_arch = "wasm32")]
+pub fn connect_all(managers: &Managers) -> SyncStatuses {
+    use gaesup_state::core::ApartmentId;
+
+    let mut statuses = BTreeMap::new();
+    let mut live = Vec::new();
+    for (id, manager) in managers.iter() {
+        let connected = ApartmentId::new(id.as_str())
+            .map_err(|err| err.to_string())
+            .and_then(|apartment| {
+                gaesup_state::connect_browser(manager, &apartment).map_err(|err| err.to_string())
+            });
+        let status = match connected {
+            Ok(sync) => {
+                let status = sync.status();
+                live.push(sync);
+                status
+            }
+            Err(reason) => offline(format!(
+                "Apartment {id:?} keeps its state in this tab's memory only: {reason}."
+            )),
+        };
+        statuses.insert(id, status);
+    }
+    // The connections detach when dropped; keep them for the app's life.
+    StoredValue::new_local(live);
+    SyncStatuses(Arc::new(statuses))
+}
+
+/// Outside the browser there is nothing to connect to.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn connect_all(managers: &Managers) -> SyncStatuses {
+    let statuses = managers
+        .iter()
+        .map(|(id, _)| (id, offline("Not running in a browser.".to_owned())))
+        .collect();
+    SyncStatuses(Arc::new(statuses))
+}
+
+fn offline(reason: String) -> SyncStatus {
+    SyncStatus {
+        channel_up: Signal::stored(false),
+        last_sync_ms: Signal::stored(None),
+        dropped: Signal::stored(0),
+        quota_used: Signal::stored(0),
+        notices: Signal::stored(vec![reason]),
+    }
+}
+
+/// Percent-encodes text for a `data:` URL (everything but unreserved
+/// characters), so an exported entry downloads byte for byte.
+pub fn data_url(text: &str) -> String {
+    let mut url = String::from("data:application/json;charset=utf-8,");
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
+            url.push(char::from(byte));
+        } else {
+            url.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    url
+}
+
+/// `HH:MM:SS` (UTC) of a time in milliseconds since the epoch.
+pub fn clock_time(ms: f64) -> String {
+    // Whole seconds of the day; the float is a non-negative timestamp.
+    let seconds = (ms / 1000.0).floor().rem_euclid(86_400.0) as u64;
+    format!(
+        "{:02}:{:02}:{:02} UTC",
+        seconds / 3600,
+        seconds / 60 % 60,
+        seconds % 60
+    )
+}
+
+/// Bytes as a short human size.
+pub fn size(bytes: usize) -> String {
+    if bytes < 1024 {
+        format!("{bytes} B")
+    } else {
+        format!("{:.1} KiB", bytes as f64 / 1024.0)
+    }
+}
+
+/// The storage and sync panel of one apartment: link to other tabs, last
+/// sync, refused messages, storage used, notices and set-aside entries.
+#[component]
+pub fn SyncPanel(
+    /// The apartment's title, for the panel's label.
+    title: String,
+    /// Its sync status.
+    status: SyncStatus,
+    /// Its state manager (for the set-aside entries).
+    manager: StateManager,
+) -> impl IntoView {
+    let dismissed = RwSignal::new(BTreeSet::<usize>::new());
+    let quarantined = manager.quarantine_signal();
+    let notices = move || {
+        status
+            .notices
+            .get()
+            .into_iter()
+            .enumerate()
+            .filter(|(index, _)| !dismissed.with(|d| d.contains(index)))
+            .map(|(index, text)| {
+                view! {
+                    <li class="notice" role="alert">
+                        <span>{text}</span>
+                        <button type="button" on:click=move |_| dismissed.update(|d| { d.insert(index); })>
+                            "Dismiss"
+                        </button>
+                    </li>
+                }
+            })
+            .collect_view()
+    };
+    let set_aside = move || {
+        quarantined
+            .get()
+            .into_iter()
+            .map(|entry| view! { <QuarantineItem entry manager /> })
+            .collect_view()
+    };
+    view! {
+        <section class="sync-panel" aria-label=format!("Storage and sync: {title}")>
+            <p class="sync-line">
+                <span>
+                    {move || if status.channel_up.get() { "Linked to other tabs" } else { "Not linked to other tabs" }}
+                </span>
+                " · last sync "
+                <output aria-label="Last sync">
+                    {move || status.last_sync_ms.get().map_or_else(|| "never".to_owned(), clock_time)}
+                </output>
+                " · dropped messages "
+                <output aria-label="Dropped messages">{move || status.dropped.get()}</output>
+                " · storage used "
+                <output aria-label="Storage used">{move || size(status.quota_used.get())}</output>
+            </p>
+            <ul class="notices">{notices}</ul>
+            <ul class="quarantine">{set_aside}</ul>
+        </section>
+    }
+}
+
+/// One set-aside entry with its export and discard actions.
+#[component]
+fn QuarantineItem(
+    /// The entry.
+    entry: Quarantine,
+    /// Its manager.
+    manager: StateManager,
+) -> impl IntoView {
+    let key: FullKey = entry.key.clone();
+    let text = format!(
+        "{} was set aside and reads its default: {}",
+        entry.key, entry.error
+    );
+    let raw = manager.quarantined_raw(&key).ok().flatten();
+    let file = format!("{}.json", key.as_str().replace('/', "_"));
+    let failure = RwSignal::new(None::<String>);
+    let discard = move |_| {
+        if let Err(err) = manager.discard_quarantine(&key) {
+            failure.set(Some(err.to_string()));
+        }
+    };
+    view! {
+        <li class="notice quarantined">
+            <span role="alert">{text}</span>
+            {raw.map(|raw| view! { <a href=data_url(&raw) download=file>"Export raw value"</a> })}
+            <button type="button" on:click=discard>"Discard stored value"</button>
+            <span>{move || failure.get()}</span>
+        </li>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_url_escapes_everything_but_unreserved() {
+        assert_eq!(
+            data_url(r#"{"a": "<b>"}"#),
+            "data:application/json;charset=utf-8,%7B%22a%22%3A%20%22%3Cb%3E%22%7D"
+        );
+    }
+
+    #[test]
+    fn clock_time_is_time_of_day() {
+        assert_eq!(clock_time(0.0), "00:00:00 UTC");
+        assert_eq!(clock_time(86_400_000.0 + 3_723_000.0), "01:02:03 UTC");
+    }
+
+    #[test]
+    fn size_is_short() {
+        assert_eq!(size(12), "12 B");
+        assert_eq!(size(2048), "2.0 KiB");
+    }
+}
