@@ -21,6 +21,8 @@ commands:
   test     set up what is missing, then run every check and test (what CI runs)
   setup    install the tools for `test` (target, trunk, wasm-bindgen, wasm-opt, chromium, npm packages)
   size     build the release site and print the wasm/js sizes (raw, gzip, brotli)
+  bench    measurements (never assertions): native state-op throughput, cross-tab
+           latency in Chromium; numbers in target/bench/
   help     this text
 ";
 
@@ -31,6 +33,7 @@ fn main() -> ExitCode {
         Some("test") => suite::run(),
         Some("setup") => setup::ensure(setup::Purpose::Test).map(|_| ()),
         Some("size") => size_command(),
+        Some("bench") => bench(),
         Some("help" | "--help" | "-h") | None => {
             print!("{HELP}");
             Ok(())
@@ -59,4 +62,23 @@ fn size_command() -> Result<(), String> {
     let env = setup::ensure(setup::Purpose::Test)?;
     suite::trunk_release(&env)?;
     size::report(&env)
+}
+
+/// Measurements: the core's op throughput (native) and cross-tab latency
+/// (two pages of the release build in Chromium). Separate from `test`:
+/// numbers are reported, never asserted.
+fn bench() -> Result<(), String> {
+    let env = setup::ensure(setup::Purpose::Test)?;
+    std::fs::create_dir_all(cmd::root().join("target/bench"))
+        .map_err(|e| format!("target/bench: {e}"))?;
+    cmd::Cmd::new("cargo")
+        .args(["bench", "-p", "gaesup-state-core"])
+        .run()?;
+    suite::trunk_release(&env)?;
+    size::report(&env)?;
+    cmd::Cmd::new("playwright")
+        .args(["test", "-c", "bench.config.ts"])
+        .dir("end2end")
+        .env_path(&env)
+        .run()
 }
