@@ -32,7 +32,11 @@ fn use_state_manager(apartment: &str) -> Option<gaesup_state::StateManager> {
 }
 
 /// A route parameter, empty when absent (an empty id matches nothing).
+///
+/// Memoized, so a change elsewhere in the address (a unit's own sub-route,
+/// such as a todo filter) does not rebuild the page and remount its unit.
 fn param(name: &'static str) -> impl Fn() -> String + Copy {
     let params = use_params_map();
-    move || params.read().get(name).unwrap_or_default()
+    let value = Memo::new(move |_| params.read().get(name).unwrap_or_default());
+    move || value.get()
 }

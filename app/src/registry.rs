@@ -24,10 +24,18 @@ pub const UNITS: &[UnitKind] = &[
         name: "js-counter",
         render: js_counter,
     },
+    UnitKind {
+        name: "todo",
+        render: todo,
+    },
+    UnitKind {
+        name: "flaky",
+        render: flaky,
+    },
 ];
 
 /// The names of [`UNITS`], for manifest validation.
-pub const KINDS: &[&str] = &["counter", "js-counter"];
+pub const KINDS: &[&str] = &["counter", "js-counter", "todo", "flaky"];
 
 /// The renderer for `kind`, if this build has it.
 pub fn find(kind: &str) -> Option<&'static UnitKind> {
@@ -40,6 +48,14 @@ fn counter() -> AnyView {
 
 fn js_counter() -> AnyView {
     view! { <unit_js_counter::JsCounter /> }.into_any()
+}
+
+fn todo() -> AnyView {
+    view! { <unit_todo::TodoApp /> }.into_any()
+}
+
+fn flaky() -> AnyView {
+    view! { <unit_flaky::Flaky /> }.into_any()
 }
 
 #[cfg(test)]

@@ -468,13 +468,20 @@ fn corrupt_stored_value_is_quarantined_exported_and_discarded() {
             .attach_storage(Lifetime::Persistent, Box::new(disk.clone()))
             .unwrap();
         let (_u, hook) = in_unit(state, "main/lobby/a", || use_shared_state(&draft));
-        assert_eq!(hook.value.get_untracked(), "", "the default, not the corrupt text");
+        assert_eq!(
+            hook.value.get_untracked(),
+            "",
+            "the default, not the corrupt text"
+        );
         let quarantined = state.quarantined();
         assert_eq!(quarantined.len(), 1);
         assert_eq!(state.quarantine_signal().get_untracked(), quarantined);
         assert_eq!(quarantined[0].key, full);
         assert_eq!(quarantined[0].error.code(), "corrupt");
-        assert_eq!(state.quarantined_raw(&full).unwrap().as_deref(), Some("{ not json"));
+        assert_eq!(
+            state.quarantined_raw(&full).unwrap().as_deref(),
+            Some("{ not json")
+        );
 
         // Writing does not overwrite the original while it is quarantined.
         hook.set.set("new".to_owned());

@@ -64,9 +64,64 @@ pub fn UnitFrame(
                 <span class="unit-version">{format!("v{}", unit.version)}</span>
             </header>
             <div class="unit-body">
-                <Unit id=unit.id>{unit_body(&unit.kind)}</Unit>
+                <Unit id=unit.id>
+                    <Contained kind=unit.kind />
+                </Unit>
             </div>
         </article>
+    }
+}
+
+/// A unit's view inside an error boundary: if the unit renders an error,
+/// its frame shows what failed and a retry button, and nothing outside the
+/// frame is affected.
+#[component]
+pub fn Contained(
+    /// The unit's kind (a name in the registry).
+    kind: String,
+) -> impl IntoView {
+    let attempt = RwSignal::new(0_u32);
+    // A retry builds a fresh boundary around a fresh unit: errors a view
+    // renders are caught by the boundary that was current when the view
+    // was built.
+    move || {
+        attempt.track();
+        let kind = kind.clone();
+        view! {
+            <ErrorBoundary fallback=move |errors| view! { <UnitFailure errors attempt /> }>
+                {unit_body(&kind)}
+            </ErrorBoundary>
+        }
+    }
+}
+
+/// What a failed unit's frame shows.
+#[component]
+fn UnitFailure(
+    /// The errors the unit rendered.
+    errors: ArcRwSignal<Errors>,
+    /// Bumped to rebuild the unit.
+    attempt: RwSignal<u32>,
+) -> impl IntoView {
+    let messages = {
+        move || {
+            errors.with(|errors| {
+                errors
+                    .iter()
+                    .map(|(_, error)| error.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+        }
+    };
+    let retry = move |_| attempt.update(|n| *n += 1);
+    view! {
+        <div class="unit-failure" role="alert">
+            <p>"This unit failed: " {messages}</p>
+            <button type="button" on:click=retry>
+                "Retry"
+            </button>
+        </div>
     }
 }
 

@@ -4,7 +4,7 @@ use leptos::prelude::*;
 use leptos_router::components::A;
 
 use super::breadcrumbs::Breadcrumbs;
-use super::frame::unit_body;
+use super::frame::Contained;
 use super::{NotFound, param, use_manifest, use_state_manager};
 use crate::paths;
 
@@ -41,7 +41,9 @@ pub fn UnitPage() -> impl IntoView {
                 <div class="unit-body">
                     <gaesup_state::Apartment id=a.clone() manager>
                         <gaesup_state::Building id=b.clone()>
-                            <gaesup_state::Unit id=unit_id>{unit_body(&kind)}</gaesup_state::Unit>
+                            <gaesup_state::Unit id=unit_id>
+                                <Contained kind />
+                            </gaesup_state::Unit>
                         </gaesup_state::Building>
                     </gaesup_state::Apartment>
                 </div>
