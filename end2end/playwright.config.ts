@@ -2,7 +2,11 @@ import { defineConfig } from '@playwright/test';
 
 // The release build (dist/) served as a static site on loopback, driven in
 // Debian's Chromium. Playwright never downloads a browser here.
-const port = 4173;
+// Ports can be moved (E2E_PORT, E2E_SUBPATH_PORT) to run two suites side by side.
+const port = Number(process.env.E2E_PORT ?? 4173);
+// The same app built with `--public-url /demo/` into dist-demo/, served the
+// way a static host without SPA rewrites does (404.html for unknown paths).
+const subPathPort = Number(process.env.E2E_SUBPATH_PORT ?? 4174);
 const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
 
 export default defineConfig({
@@ -31,10 +35,26 @@ export default defineConfig({
     },
     trace: 'retain-on-failure',
   },
-  webServer: {
-    command: `node scripts/serve.mjs ../dist ${port}`,
-    url: `http://127.0.0.1:${port}/`,
-    reuseExistingServer: false,
-    timeout: 30_000,
-  },
+  projects: [
+    { name: 'root', testIgnore: /sub-path\.spec\.ts/ },
+    {
+      name: 'sub-path',
+      testMatch: /sub-path\.spec\.ts/,
+      use: { baseURL: `http://127.0.0.1:${subPathPort}/demo/` },
+    },
+  ],
+  webServer: [
+    {
+      command: `node scripts/serve.mjs ../dist ${port}`,
+      url: `http://127.0.0.1:${port}/`,
+      reuseExistingServer: false,
+      timeout: 30_000,
+    },
+    {
+      command: `node scripts/serve.mjs ../dist-demo ${subPathPort} /demo/ --not-found-page`,
+      url: `http://127.0.0.1:${subPathPort}/demo/`,
+      reuseExistingServer: false,
+      timeout: 30_000,
+    },
+  ],
 });

@@ -83,7 +83,7 @@ fn SyncPanels() -> impl IntoView {
 #[component]
 fn Shell() -> impl IntoView {
     view! {
-        <Router>
+        <Router base=paths::base()>
             <header class="site-header">
                 <A href=paths::home()>
                     <span class="brand">"gaesup"</span>

@@ -3,12 +3,18 @@
 // (SPA fallback) so deep links work. Missing assets (paths with an extension)
 // are real 404s, so a broken asset reference fails loudly.
 //
-// Usage: node serve.mjs <dist-dir> <port> [base-path]
+// With --not-found-page it behaves like GitHub Pages instead: an unknown
+// address gets 404.html with status 404 (the build makes 404.html the app
+// itself, so deep links still work there).
+//
+// Usage: node serve.mjs <dist-dir> <port> [base-path] [--not-found-page]
 import { createServer } from 'node:http';
 import { readFile, stat } from 'node:fs/promises';
 import { extname, join, normalize, resolve, sep } from 'node:path';
 
-const [distArg, portArg, baseArg = '/'] = process.argv.slice(2);
+const flags = process.argv.slice(2).filter((a) => a.startsWith('--'));
+const [distArg, portArg, baseArg = '/'] = process.argv.slice(2).filter((a) => !a.startsWith('--'));
+const notFoundPage = flags.includes('--not-found-page');
 if (!distArg || !portArg) {
   console.error('usage: node serve.mjs <dist-dir> <port> [base-path]');
   process.exit(2);
@@ -54,13 +60,16 @@ const server = createServer(async (req, res) => {
       return;
     }
     const relative = normalize(path.slice(base.length - 1)).replace(/^[/\\]+/, '');
-    const file = join(dist, relative);
+    // A directory address means its index.html, as on every static host.
+    const file = join(dist, relative, relative === '' || path.endsWith('/') ? 'index.html' : '');
     if (file !== dist && !file.startsWith(dist + sep)) {
       res.writeHead(400, { 'content-type': 'text/plain' }).end('bad path');
       return;
     }
     if (await isFile(file)) {
       await send(res, 200, file);
+    } else if (notFoundPage) {
+      await send(res, 404, join(dist, '404.html'));
     } else if (extname(relative) === '') {
       await send(res, 200, join(dist, 'index.html'));
     } else {

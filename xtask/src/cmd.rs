@@ -7,12 +7,25 @@ use std::process::{Command, Stdio};
 
 use crate::setup::ToolEnv;
 
-/// The workspace root (the parent of this crate).
+/// The workspace root: the nearest directory at or above the current one
+/// whose Cargo.toml declares `[workspace]` (cargo runs us from where the
+/// command was typed). Found at run time rather than baked in at compile
+/// time, so a checkout that shares a target directory with another one
+/// never works on the other's files.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+    let start = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    start
+        .ancestors()
+        .find(|dir| {
+            std::fs::read_to_string(dir.join("Cargo.toml"))
+                .is_ok_and(|text| text.lines().any(|l| l.trim() == "[workspace]"))
+        })
         .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+        })
 }
 
 /// A command to run from the workspace root (or a given directory).

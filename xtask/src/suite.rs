@@ -255,7 +255,27 @@ fn web_tests() -> Result<Vec<(String, Vec<String>)>, String> {
 }
 
 fn release_build(env: &ToolEnv, _: &mut Tally) -> Result<(), String> {
-    trunk_release(env)
+    trunk_release(env)?;
+    // The same app for a sub-path deployment (Playwright's sub-path project).
+    Cmd::new("trunk")
+        .args([
+            "build",
+            "--release",
+            "--public-url",
+            "/demo/",
+            "--dist",
+            "dist-demo",
+        ])
+        .env_path(env)
+        .run()?;
+    for dist in ["dist", "dist-demo"] {
+        if !root().join(dist).join("404.html").is_file() {
+            return Err(format!(
+                "{dist}/404.html is missing: static hosts need it for deep links"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `trunk build --release` into dist/, with wasm-opt from npm on PATH.

@@ -1,0 +1,43 @@
+import { test, expect } from './support/fixtures';
+import { ApartmentPage, CounterUnit } from './support/apartment';
+
+// The build made with `--public-url /demo/`, served like GitHub Pages: an
+// unknown address answers 404.html (the app itself) with status 404, and
+// Chromium reports that status in the console — expected here, nothing else.
+test.use({ expectedConsoleErrors: [/status of 404/] });
+
+test.describe('deployed under a sub-path', () => {
+  test('the apartment loads at the sub-path root', async ({ page }) => {
+    const apartment = new ApartmentPage(page);
+    await page.goto('./');
+    await expect(apartment.heading('Main apartment')).toBeVisible();
+    const counter = new CounterUnit(apartment.unit('Visitor counter'));
+    await counter.increment();
+    await expect(counter.value()).toHaveText('1');
+  });
+
+  test('a deep link boots the app through 404.html and routes to the unit', async ({ page }) => {
+    const apartment = new ApartmentPage(page);
+    const response = await page.goto('apartment/main/building/workshop/unit/counter');
+    expect(response?.status()).toBe(404);
+    await expect(apartment.heading('Parts counter')).toBeVisible();
+    await expect(page).toHaveURL(/\/demo\/apartment\/main\/building\/workshop\/unit\/counter$/);
+  });
+
+  test('links stay under the sub-path, and back returns', async ({ page }) => {
+    const apartment = new ApartmentPage(page);
+    await page.goto('./');
+    await apartment.unit('Visitor counter').getByRole('link', { name: 'Visitor counter' }).click();
+    await expect(page).toHaveURL(/\/demo\/apartment\/main\/building\/lobby\/unit\/counter$/);
+    await expect(apartment.heading('Visitor counter')).toBeVisible();
+    await page.goBack();
+    await expect(page).toHaveURL(/\/demo\/$/);
+    await expect(apartment.heading('Main apartment')).toBeVisible();
+  });
+
+  test('an unknown address inside the sub-path shows the app’s 404 page', async ({ page }) => {
+    const apartment = new ApartmentPage(page);
+    await page.goto('no/such/place');
+    await expect(apartment.heading('Page not found')).toBeVisible();
+  });
+});
