@@ -53,11 +53,63 @@ pub fn App() -> impl IntoView {
             // Storage and tabs are attached before any unit declares a key,
             // so each key is rehydrated before its unit first renders.
             provide_context(sync::connect_all(&managers));
+            follow_theme(&managers);
             provide_context(managers);
             provide_context(Arc::new(manifest));
             view! { <Shell /> }.into_any()
         }
         Err(error) => view! { <ManifestErrorPage error /> }.into_any(),
+    }
+}
+
+/// Applies the global theme (the theme unit's key) to the document on every
+/// page, whether or not a theme switcher is mounted. Every apartment's
+/// manager holds the same global key, so whichever hears a change first
+/// applies it.
+fn follow_theme(managers: &Managers) {
+    let Ok(key) = unit_theme::theme_key() else {
+        return;
+    };
+    for (apartment, manager) in managers.iter() {
+        let Ok(shell) = gaesup_state::UnitAddress::parse_parts(&apartment, "shell", "theme") else {
+            continue;
+        };
+        if manager.declare(&key).is_err() {
+            continue;
+        }
+        if let Ok(theme) = manager.get(&shell, &key) {
+            unit_theme::apply_theme(theme);
+        }
+        // Lives as long as the page, like the managers.
+        let _ = manager.subscribe(&shell, &key, None, |change| {
+            if let Ok(theme) = serde_json::from_value(change.new.clone()) {
+                unit_theme::apply_theme(theme);
+            }
+        });
+    }
+}
+
+/// Links to every apartment of the manifest.
+#[component]
+fn ApartmentNav() -> impl IntoView {
+    let manifest = expect_context::<Arc<Manifest>>();
+    let links = manifest
+        .apartments
+        .iter()
+        .map(|apartment| {
+            let href = paths::apartment(&apartment.id);
+            let title = apartment.title.clone();
+            view! {
+                <li>
+                    <A href=href>{title}</A>
+                </li>
+            }
+        })
+        .collect_view();
+    view! {
+        <nav aria-label="Apartments" class="apartment-nav">
+            <ul>{links}</ul>
+        </nav>
     }
 }
 
@@ -89,6 +141,7 @@ fn Shell() -> impl IntoView {
                     <span class="brand">"gaesup"</span>
                 </A>
                 <span class="tagline">"Rust micro-frontends on Leptos"</span>
+                <ApartmentNav />
             </header>
             <main id="main" class="site-main">
                 <Routes fallback=|| view! { <NotFound /> }>

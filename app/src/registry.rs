@@ -32,10 +32,40 @@ pub const UNITS: &[UnitKind] = &[
         name: "flaky",
         render: flaky,
     },
+    UnitKind {
+        name: "theme",
+        render: theme,
+    },
+    UnitKind {
+        name: "notes",
+        render: notes,
+    },
+    UnitKind {
+        name: "shared-note",
+        render: shared_note,
+    },
+    UnitKind {
+        name: "catalog",
+        render: catalog,
+    },
+    UnitKind {
+        name: "cart",
+        render: cart,
+    },
 ];
 
 /// The names of [`UNITS`], for manifest validation.
-pub const KINDS: &[&str] = &["counter", "js-counter", "todo", "flaky"];
+pub const KINDS: &[&str] = &[
+    "counter",
+    "js-counter",
+    "todo",
+    "flaky",
+    "theme",
+    "notes",
+    "shared-note",
+    "catalog",
+    "cart",
+];
 
 /// The renderer for `kind`, if this build has it.
 pub fn find(kind: &str) -> Option<&'static UnitKind> {
@@ -56,6 +86,26 @@ fn todo() -> AnyView {
 
 fn flaky() -> AnyView {
     view! { <unit_flaky::Flaky /> }.into_any()
+}
+
+fn theme() -> AnyView {
+    view! { <unit_theme::ThemeSwitcher /> }.into_any()
+}
+
+fn notes() -> AnyView {
+    view! { <unit_notes::PrivateNotes /> }.into_any()
+}
+
+fn shared_note() -> AnyView {
+    view! { <unit_notes::SharedNote /> }.into_any()
+}
+
+fn catalog() -> AnyView {
+    view! { <unit_catalog::Catalog /> }.into_any()
+}
+
+fn cart() -> AnyView {
+    view! { <unit_cart::Cart /> }.into_any()
 }
 
 #[cfg(test)]

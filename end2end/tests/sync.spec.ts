@@ -209,7 +209,7 @@ test.describe('storage faults', () => {
     const dropped = panel.getByRole('status', { name: 'Dropped messages' });
     await expect(dropped).toHaveText('0');
     await page.evaluate(() => {
-      const channel = new BroadcastChannel('gaesup:main');
+      const channel = new BroadcastChannel('gaesup');
       channel.postMessage('{"type":"ops","body":{"ops":[{"key":"../../etc"}]}}');
       channel.postMessage('<img src=x onerror=alert(1)>');
       channel.postMessage({ not: 'text' });

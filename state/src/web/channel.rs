@@ -20,9 +20,14 @@ use web_sys::{BroadcastChannel, Event, MessageEvent, StorageEvent, Window};
 use super::storage::{BrowserStorage, StorageArea, js_message};
 use super::{Result, WebError};
 
-/// The BroadcastChannel name of an apartment's tabs.
-pub fn channel_name(apartment: &ApartmentId) -> String {
-    format!("gaesup:{apartment}")
+/// The BroadcastChannel every manager of the origin joins, whatever its
+/// apartment: `Global` keys must reach every apartment, in this tab (each
+/// manager has its own channel object, and a channel delivers to the
+/// other objects of the same page) and in the others. A manager ignores,
+/// without counting them as dropped, ops of keys it has not declared, such
+/// as another apartment's.
+pub fn channel_name(_apartment: &ApartmentId) -> String {
+    "gaesup".to_owned()
 }
 
 /// The localStorage key the storage-event fallback posts through for an

@@ -1,0 +1,323 @@
+//! Cart unit: the apartment's cart, filled by the catalog unit in another
+//! building; lines with quantities, a total, and ways to change them.
+//!
+//! The cart never imports the catalog: the two micro-frontends meet only in
+//! one apartment-wide state key. Together they demonstrate the
+//! **apartment** scope and the **merge** strategy.
+//!
+//! # The key
+//!
+//! [`cart_key`] is `apartment/{apartment}/cart`, declared exactly as the
+//! catalog declares it:
+//!
+//! - scope **Apartment**: the cart (building `checkout`) sees what the
+//!   catalog (building `shop`) adds;
+//! - lifetime **Persistent**: a cart survives a reload and a restart;
+//! - strategy **merge**: one top-level field per product, each
+//!   last-write-wins on its own. Two tabs that change *different* products
+//!   at the same moment (add a mug here, remove the tea there) both keep
+//!   their change; two concurrent changes of the same product settle on
+//!   the later one. Quantity 0 removes the product's field, so the line
+//!   disappears everywhere.
+//!
+//! The Rust type must be the catalog's exactly (the state manager refuses
+//! one key declared with two types), so it is std-only: [`CartLines`] =
+//! `BTreeMap<String, (String, u64, u32)>`, product id → (name, unit price
+//! in cents, quantity). Name and price travel in the line, copied from the
+//! catalog when it adds one, so the cart needs no product table of its own.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use std::collections::BTreeMap;
+
+use gaesup_state::core::Result;
+use gaesup_state::prelude::*;
+use leptos::prelude::*;
+
+/// One cart line: (product name, unit price in cents, quantity).
+pub type CartLine = (String, u64, u32);
+
+/// The cart: product id → its line; one merge field per product.
+pub type CartLines = BTreeMap<String, CartLine>;
+
+/// The cart key shared with the catalog unit: `apartment/{apartment}/cart`.
+pub fn cart_key() -> Result<SharedKey<CartLines>> {
+    SharedKey::builder("cart")
+        .scope(Scope::Apartment)
+        .lifetime(Lifetime::Persistent)
+        .strategy(Strategy::Merge)
+        .build()
+}
+
+/// Changes the quantity of product `id` by `delta`; a quantity that
+/// reaches 0 removes the line. An unknown id is left alone (a line knows
+/// its name and price; a bare id does not).
+pub fn change_quantity(cart: &mut CartLines, id: &str, delta: i64) {
+    let Some(line) = cart.get_mut(id) else {
+        return;
+    };
+    let quantity = i64::from(line.2).saturating_add(delta);
+    if quantity <= 0 {
+        cart.remove(id);
+    } else {
+        line.2 = u32::try_from(quantity).unwrap_or(u32::MAX);
+    }
+}
+
+/// Removes the line of product `id`.
+pub fn remove_line(cart: &mut CartLines, id: &str) {
+    cart.remove(id);
+}
+
+/// A line's price: unit price × quantity, in cents.
+pub fn line_total(line: &CartLine) -> u64 {
+    line.1.saturating_mul(u64::from(line.2))
+}
+
+/// The cart's total in cents.
+pub fn cart_total(cart: &CartLines) -> u64 {
+    cart.values().map(line_total).fold(0, u64::saturating_add)
+}
+
+/// A price in cents as dollars: `$4.50`.
+pub fn format_price(cents: u64) -> String {
+    format!("${}.{:02}", cents / 100, cents % 100)
+}
+
+/// The cart: one line per product (name, −/+ buttons around the quantity,
+/// line price, Remove), the total, and "Empty cart"; a message when it is
+/// empty. Must be inside a `<Unit>`.
+#[component]
+pub fn Cart() -> impl IntoView {
+    let key = match cart_key() {
+        Ok(key) => key,
+        Err(err) => {
+            return view! { <p role="alert">{format!("cart unavailable: {err}")}</p> }.into_any();
+        }
+    };
+    let cart = use_shared_state(&key);
+    let (value, set, meta) = (cart.value, cart.set, cart.meta);
+    let is_empty = move || value.with(BTreeMap::is_empty);
+    let total = move || value.with(|cart| format_price(cart_total(cart)));
+
+    // Keyed by product id and reading the line reactively, so a quantity
+    // change updates the line in place and the focused button stays.
+    let line = move |id: String| {
+        let read = {
+            let id = id.clone();
+            move |show: fn(&CartLine) -> String| {
+                value.with(|cart| cart.get(&id).map(show).unwrap_or_default())
+            }
+        };
+        // Labels use the name the line had when it appeared (names do not
+        // change under a line; the text below follows it anyway).
+        let name = value.with_untracked(|cart| cart.get(&id).map(|line| line.0.clone()));
+        let name = name.unwrap_or_default();
+        let (less, more, remove) = (id.clone(), id.clone(), id);
+        let (shown_name, quantity) = (read.clone(), read.clone());
+        view! {
+            <li class="cart-line">
+                <span class="cart-line-name">{move || shown_name(|l| l.0.clone())}</span>
+                <span class="cart-line-quantity">
+                    <button
+                        type="button"
+                        aria-label=format!("Remove one {name}")
+                        on:click=move |_| set.update(|cart| change_quantity(cart, &less, -1))
+                    >
+                        "−"
+                    </button>
+                    <output aria-label=format!("{name} quantity")>
+                        {move || quantity(|l| l.2.to_string())}
+                    </output>
+                    <button
+                        type="button"
+                        aria-label=format!("Add one {name}")
+                        on:click=move |_| set.update(|cart| change_quantity(cart, &more, 1))
+                    >
+                        "+"
+                    </button>
+                </span>
+                <span class="cart-line-price">{move || read(|l| format_price(line_total(l)))}</span>
+                <button
+                    type="button"
+                    aria-label=format!("Remove {name}")
+                    on:click=move |_| set.update(|cart| remove_line(cart, &remove))
+                >
+                    "Remove"
+                </button>
+            </li>
+        }
+    };
+
+    view! {
+        <div class="cart">
+            <Show
+                when=move || !is_empty()
+                fallback=|| view! { <p class="cart-empty">"Your cart is empty."</p> }
+            >
+                <ul class="cart-lines" aria-label="Cart lines">
+                    <For
+                        each=move || value.with(|cart| cart.keys().cloned().collect::<Vec<_>>())
+                        key=String::clone
+                        children=line
+                    />
+                </ul>
+            </Show>
+            <p class="cart-total">
+                "Total: " <output aria-label="Cart total">{total}</output>
+            </p>
+            <button
+                type="button"
+                prop:disabled=is_empty
+                on:click=move |_| set.set(CartLines::new())
+            >
+                "Empty cart"
+            </button>
+            {move || {
+                meta.error.get().map(|error| view! { <p role="alert" class="unit-error">{error.to_string()}</p> })
+            }}
+        </div>
+    }
+    .into_any()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gaesup_state::StateManager;
+    use gaesup_state::UnitAddress;
+    use gaesup_state::core::{ManualClock, TabId};
+    use unit_catalog::{PRODUCTS, add_to_cart};
+
+    fn line(name: &str, cents: u64, quantity: u32) -> CartLine {
+        (name.to_owned(), cents, quantity)
+    }
+
+    fn sample() -> CartLines {
+        CartLines::from([
+            ("tea".to_owned(), line("Tea", 450, 2)),
+            ("mug".to_owned(), line("Mug", 1200, 1)),
+        ])
+    }
+
+    #[test]
+    fn the_cart_is_an_apartment_persistent_merge_key() {
+        let key = cart_key().unwrap();
+        let spec = key.spec();
+        assert_eq!(spec.scope(), Scope::Apartment);
+        assert_eq!(spec.lifetime(), Lifetime::Persistent);
+        assert_eq!(spec.strategy(), Strategy::Merge);
+    }
+
+    #[test]
+    fn quantity_changes_and_zero_removes_the_line() {
+        let mut cart = sample();
+        change_quantity(&mut cart, "tea", 1);
+        assert_eq!(cart["tea"].2, 3);
+        change_quantity(&mut cart, "mug", -1);
+        assert!(!cart.contains_key("mug"));
+        change_quantity(&mut cart, "tea", -10);
+        assert!(cart.is_empty());
+    }
+
+    #[test]
+    fn unknown_products_and_huge_quantities_are_safe() {
+        let mut cart = sample();
+        change_quantity(&mut cart, "teapot", 1);
+        assert_eq!(cart, sample());
+        change_quantity(&mut cart, "tea", i64::MAX);
+        assert_eq!(cart["tea"].2, u32::MAX);
+        cart.insert("gold".to_owned(), line("Gold", u64::MAX, u32::MAX));
+        assert_eq!(cart_total(&cart), u64::MAX);
+    }
+
+    #[test]
+    fn remove_line_and_totals() {
+        let mut cart = sample();
+        assert_eq!(line_total(&cart["tea"]), 900);
+        assert_eq!(cart_total(&cart), 2100);
+        assert_eq!(format_price(cart_total(&cart)), "$21.00");
+        remove_line(&mut cart, "tea");
+        assert_eq!(cart_total(&cart), 1200);
+        assert_eq!(cart_total(&CartLines::new()), 0);
+    }
+
+    #[test]
+    fn both_units_declare_the_same_key() {
+        let owner = Owner::new();
+        owner.with(|| {
+            let state = StateManager::new(TabId::new(1), ManualClock::new(0));
+            state.declare(&unit_catalog::cart_key().unwrap()).unwrap();
+            state.declare(&cart_key().unwrap()).unwrap();
+            // The check is real: the same name with another type is refused.
+            let other_type = SharedKey::<BTreeMap<String, u32>>::builder("cart")
+                .scope(Scope::Apartment)
+                .lifetime(Lifetime::Persistent)
+                .strategy(Strategy::Merge)
+                .build()
+                .unwrap();
+            assert!(state.declare(&other_type).is_err());
+        });
+    }
+
+    #[test]
+    fn the_catalog_fills_the_cart_of_another_building() {
+        let owner = Owner::new();
+        owner.with(|| {
+            let state = StateManager::new(TabId::new(1), ManualClock::new(0));
+            let catalog_key = unit_catalog::cart_key().unwrap();
+            let key = cart_key().unwrap();
+            state.declare(&catalog_key).unwrap();
+            let catalog: UnitAddress = "main/shop/catalog".parse().unwrap();
+            let cart: UnitAddress = "main/checkout/cart".parse().unwrap();
+            let mut lines = state.get(&catalog, &catalog_key).unwrap();
+            add_to_cart(&mut lines, &PRODUCTS[0]);
+            state.set(&catalog, &catalog_key, lines).unwrap();
+            let seen = state.get(&cart, &key).unwrap();
+            assert_eq!(seen["green-tea"], line("Green tea", 450, 1));
+            // Another apartment has its own cart.
+            let annex: UnitAddress = "annex/checkout/cart".parse().unwrap();
+            assert!(state.get(&annex, &key).unwrap().is_empty());
+        });
+    }
+
+    #[test]
+    fn concurrent_changes_to_different_products_are_all_kept() {
+        let owner = Owner::new();
+        owner.with(|| {
+            let key = cart_key().unwrap();
+            let unit: UnitAddress = "main/checkout/cart".parse().unwrap();
+            let here = StateManager::new(TabId::new(1), ManualClock::new(1_000));
+            let there = StateManager::new(TabId::new(2), ManualClock::new(1_000));
+            for replica in [here, there] {
+                replica.declare(&key).unwrap();
+            }
+            let start = here.set(&unit, &key, sample()).unwrap();
+            there
+                .receive_text(&start.message.unwrap().encode().unwrap())
+                .unwrap();
+
+            // At the same moment: one tab adds a teapot and drops a mug,
+            // the other adds a tea; neither has seen the other's write.
+            let mut mine = here.get(&unit, &key).unwrap();
+            add_to_cart(&mut mine, &PRODUCTS[3]);
+            remove_line(&mut mine, "mug");
+            let mine = here.set(&unit, &key, mine).unwrap();
+            let mut theirs = there.get(&unit, &key).unwrap();
+            change_quantity(&mut theirs, "tea", 1);
+            let theirs = there.set(&unit, &key, theirs).unwrap();
+            here.receive_text(&theirs.message.unwrap().encode().unwrap())
+                .unwrap();
+            there
+                .receive_text(&mine.message.unwrap().encode().unwrap())
+                .unwrap();
+
+            let expected = CartLines::from([
+                ("tea".to_owned(), line("Tea", 450, 3)),
+                ("teapot".to_owned(), line("Teapot", 3400, 1)),
+            ]);
+            assert_eq!(here.get(&unit, &key).unwrap(), expected);
+            assert_eq!(there.get(&unit, &key).unwrap(), expected);
+        });
+    }
+}
