@@ -77,7 +77,7 @@ const STAGES: &[Stage] = &[
         run: browser_tests,
     },
     Stage {
-        name: "trunk build --release",
+        name: "trunk build --release (/, /demo/)",
         run: release_build,
     },
     Stage {
