@@ -157,6 +157,8 @@ pub fn SyncPanel(
     view! {
         <section class="sync-panel" aria-label=format!("Storage and sync: {title}")>
             <p class="sync-line">
+                <strong>{title.clone()}</strong>
+                ": "
                 <span>
                     {move || if status.channel_up.get() { "Linked to other tabs" } else { "Not linked to other tabs" }}
                 </span>
