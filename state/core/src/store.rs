@@ -370,8 +370,7 @@ impl Store {
         value: T,
     ) -> Result<Write> {
         let (spec, full) = self.open(unit, key, Action::Write)?;
-        let value = Self::to_json(&full, &value)?;
-        key.check_write(full.as_str(), &value)?;
+        let value = Self::to_json(key, &full, &value)?;
         self.write(&spec, full, unit, Intent::Set(value))
     }
 
@@ -395,17 +394,19 @@ impl Store {
         value: T,
     ) -> Result<Write> {
         let (spec, full) = self.open(unit, key, Action::Write)?;
-        let value = Self::to_json(&full, &value)?;
-        key.check_write(full.as_str(), &value)?;
+        let value = Self::to_json(key, &full, &value)?;
         self.write(&spec, full, unit, Intent::Resolve(value))
     }
 
-    fn to_json<T: Serialize>(key: &FullKey, value: &T) -> Result<Value> {
+    /// The JSON of a value about to be written through `key`: within the
+    /// limits, and (for an erased key) of the declared type.
+    fn to_json<T: Serialize>(key: &SharedKey<T>, full: &FullKey, value: &T) -> Result<Value> {
         let value = serde_json::to_value(value).map_err(|err| Error::TypeMismatch {
-            key: key.to_string(),
+            key: full.to_string(),
             reason: serde_reason(&err),
         })?;
         check_value(&value, "value")?;
+        key.check_write(full.as_str(), &value)?;
         Ok(value)
     }
 

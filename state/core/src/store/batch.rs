@@ -57,8 +57,7 @@ impl<'s> Batch<'s> {
         value: T,
     ) -> Result<()> {
         let (spec, full) = self.store.open(unit, key, Action::Write)?;
-        let value = Store::to_json(&full, &value)?;
-        key.check_write(full.as_str(), &value)?;
+        let value = Store::to_json(key, &full, &value)?;
         self.stage(&spec, full, unit, Intent::Set(value))
     }
 
@@ -81,8 +80,7 @@ impl<'s> Batch<'s> {
         value: T,
     ) -> Result<()> {
         let (spec, full) = self.store.open(unit, key, Action::Write)?;
-        let value = Store::to_json(&full, &value)?;
-        key.check_write(full.as_str(), &value)?;
+        let value = Store::to_json(key, &full, &value)?;
         self.stage(&spec, full, unit, Intent::Resolve(value))
     }
 
