@@ -286,8 +286,10 @@ impl StateManager {
         }
     }
 
-    /// Runs `schedule` whenever state changed and a [`flush`](Self::flush)
-    /// is due (the web layer schedules one per animation frame).
+    /// Runs `schedule` whenever a [`flush`](Self::flush) becomes due: after
+    /// a local write of a stored key, a changed value from any source, a
+    /// discard, or [`mark_all_dirty`](Self::mark_all_dirty) (the web layer
+    /// schedules one flush per animation frame). Only with storage attached.
     pub fn on_dirty(&self, schedule: impl Fn() + 'static) -> Result<()> {
         self.shared()?.on_dirty.borrow_mut().push(Rc::new(schedule));
         Ok(())
@@ -572,6 +574,11 @@ impl StateManager {
     ) {
         if let Some(message) = &message {
             Self::send(shared, message);
+        }
+        // A local write of a stored key (it goes out as a message) or a
+        // changed value makes a save due: the one place that schedules it.
+        if message.is_some() || !changes.is_empty() {
+            self.notify_dirty(shared);
         }
         {
             let mut log = shared.log.borrow_mut();

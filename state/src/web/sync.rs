@@ -147,8 +147,8 @@ pub fn connect_browser_with_options(
         }
     });
 
-    // Connected even without a transport: outgoing ops are also how a
-    // save becomes due (see `Inner::send`).
+    // Saves are scheduled through `on_dirty` below; this only carries
+    // messages (and does nothing when no transport could be opened).
     let weak = Rc::downgrade(&inner);
     manager.connect(move |message| {
         if let Some(inner) = weak.upgrade() {
@@ -377,12 +377,6 @@ impl Inner {
                 "{err}; other tabs will catch up when they next sync."
             ));
         }
-        // Every local write of a stored key goes out as ops, so this is
-        // where a save becomes due even if the manager never calls
-        // `on_dirty` for it.
-        if matches!(message, Message::Ops(_)) {
-            self.schedule();
-        }
     }
 
     fn receive(&self, text: &str) {
@@ -395,9 +389,6 @@ impl Inner {
             self.writer.last_sync_ms.try_set(Some(js_sys::Date::now()));
         } else {
             self.writer.dropped_one();
-        }
-        if !inbound.changes.is_empty() {
-            self.schedule();
         }
     }
 
@@ -463,10 +454,9 @@ impl Inner {
 
     fn reload(&self) {
         if let Ok(reports) = self.manager.reload() {
+            // Changed values make the manager call `on_dirty`, which
+            // schedules their save.
             self.writer.load_reports(&reports);
-            if reports.iter().any(|r| !r.changes.is_empty()) {
-                self.schedule();
-            }
         }
         self.update_quota();
     }
