@@ -103,6 +103,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod alert;
 mod conflict;
 mod containers;
 mod error;
@@ -119,6 +120,7 @@ pub use gaesup_state_core::{
     Access, Conflict, Lifetime, Path, Scope, SharedKey, Stamp, Strategy, UnitAddress,
 };
 
+pub use alert::ErrorAlert;
 pub use conflict::ConflictModal;
 pub use containers::{
     Apartment, ApartmentContext, Building, BuildingContext, Unit, UnitContext, use_apartment,
@@ -142,9 +144,9 @@ pub use web::{WebSync, connect_browser};
 /// Everything a unit needs: `use gaesup_state::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Access, Apartment, Building, Lifetime, Scope, SharedKey, StateError, StateSetter, Strategy,
-        Unit, UnitState, UseContainerEventOptions, UseSharedStateOptions, use_container_event,
-        use_container_event_with_options, use_shared_state, use_shared_state_with_options,
-        use_state_path, use_unit_state,
+        Access, Apartment, Building, ErrorAlert, Lifetime, Scope, SharedKey, StateError,
+        StateSetter, Strategy, Unit, UnitState, UseContainerEventOptions, UseSharedStateOptions,
+        use_container_event, use_container_event_with_options, use_shared_state,
+        use_shared_state_with_options, use_state_path, use_unit_state,
     };
 }

@@ -173,9 +173,7 @@ pub fn Cart() -> impl IntoView {
             >
                 "Empty cart"
             </button>
-            {move || {
-                meta.error.get().map(|error| view! { <p role="alert" class="unit-error">{error.to_string()}</p> })
-            }}
+            <ErrorAlert error=meta.error />
         </div>
     }
     .into_any()

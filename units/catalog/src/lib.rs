@@ -151,9 +151,7 @@ pub fn Catalog() -> impl IntoView {
     view! {
         <div class="catalog">
             <ul class="products" aria-label="Products">{items}</ul>
-            {move || {
-                meta.error.get().map(|error| view! { <p role="alert" class="unit-error">{error.to_string()}</p> })
-            }}
+            <ErrorAlert error=meta.error />
         </div>
     }
     .into_any()

@@ -56,9 +56,7 @@ pub fn Counter() -> impl IntoView {
                     "Reset"
                 </button>
             </div>
-            {move || {
-                meta.error.get().map(|error| view! { <p role="alert" class="unit-error">{error.to_string()}</p> })
-            }}
+            <ErrorAlert error=meta.error />
         </div>
     }
     .into_any()

@@ -115,9 +115,7 @@ pub fn PrivateNotes() -> impl IntoView {
                     on:input=move |event| set.set(event_target_value(&event))
                 ></textarea>
             </label>
-            {move || {
-                meta.error.get().map(|error| view! { <p role="alert" class="unit-error">{error.to_string()}</p> })
-            }}
+            <ErrorAlert error=meta.error />
         </div>
     }
     .into_any()
@@ -182,9 +180,7 @@ pub fn SharedNote() -> impl IntoView {
                 {move || conflict_line(conflict())}
             </p>
             <p class="shared-note-writer">{writer}</p>
-            {move || {
-                meta.error.get().map(|error| view! { <p role="alert" class="unit-error">{error.to_string()}</p> })
-            }}
+            <ErrorAlert error=meta.error />
             <ConflictModal
                 conflicts=conflicts
                 set=set

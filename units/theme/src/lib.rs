@@ -168,9 +168,7 @@ pub fn ThemeSwitcher() -> impl IntoView {
             <legend>"Theme"</legend>
             {radios}
         </fieldset>
-        {move || {
-            meta.error.get().map(|error| view! { <p role="alert" class="unit-error">{error.to_string()}</p> })
-        }}
+        <ErrorAlert error=meta.error />
     }
     .into_any()
 }
