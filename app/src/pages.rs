@@ -31,6 +31,11 @@ fn use_state_manager(apartment: &str) -> Option<gaesup_state::StateManager> {
     use_context::<crate::managers::Managers>().and_then(|m| m.get(apartment))
 }
 
+/// The sync status of an apartment's manager, for `<Apartment sync>`.
+fn use_sync_status(apartment: &str) -> Option<gaesup_state::SyncStatus> {
+    use_context::<crate::sync::SyncStatuses>().and_then(|s| s.get(apartment))
+}
+
 /// A route parameter, empty when absent (an empty id matches nothing).
 ///
 /// Memoized, so a change elsewhere in the address (a unit's own sub-route,

@@ -52,6 +52,10 @@ pub const UNITS: &[UnitKind] = &[
         name: "cart",
         render: cart,
     },
+    UnitKind {
+        name: "inspector",
+        render: inspector,
+    },
 ];
 
 /// The names of [`UNITS`], for manifest validation.
@@ -65,6 +69,7 @@ pub const KINDS: &[&str] = &[
     "shared-note",
     "catalog",
     "cart",
+    "inspector",
 ];
 
 /// The renderer for `kind`, if this build has it.
@@ -106,6 +111,10 @@ fn catalog() -> AnyView {
 
 fn cart() -> AnyView {
     view! { <unit_cart::Cart /> }.into_any()
+}
+
+fn inspector() -> AnyView {
+    view! { <unit_inspector::Inspector /> }.into_any()
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use gaesup_state::core::{FullKey, Quarantine};
+use gaesup_state::display::{byte_size, clock_time, data_url};
 use gaesup_state::{StateManager, SyncStatus};
 use leptos::prelude::*;
 
@@ -80,41 +81,6 @@ fn offline(reason: String) -> SyncStatus {
     }
 }
 
-/// Percent-encodes text for a `data:` URL (everything but unreserved
-/// characters), so an exported entry downloads byte for byte.
-pub fn data_url(text: &str) -> String {
-    let mut url = String::from("data:application/json;charset=utf-8,");
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
-            url.push(char::from(byte));
-        } else {
-            url.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    url
-}
-
-/// `HH:MM:SS` (UTC) of a time in milliseconds since the epoch.
-pub fn clock_time(ms: f64) -> String {
-    // Whole seconds of the day; the float is a non-negative timestamp.
-    let seconds = (ms / 1000.0).floor().rem_euclid(86_400.0) as u64;
-    format!(
-        "{:02}:{:02}:{:02} UTC",
-        seconds / 3600,
-        seconds / 60 % 60,
-        seconds % 60
-    )
-}
-
-/// Bytes as a short human size.
-pub fn size(bytes: usize) -> String {
-    if bytes < 1024 {
-        format!("{bytes} B")
-    } else {
-        format!("{:.1} KiB", bytes as f64 / 1024.0)
-    }
-}
-
 /// The storage and sync panel of one apartment: link to other tabs, last
 /// sync, refused messages, storage used, notices and set-aside entries.
 #[component]
@@ -169,7 +135,7 @@ pub fn SyncPanel(
                 " · dropped messages "
                 <output aria-label="Dropped messages">{move || status.dropped.get()}</output>
                 " · storage used "
-                <output aria-label="Storage used">{move || size(status.quota_used.get())}</output>
+                <output aria-label="Storage used">{move || byte_size(status.quota_used.get())}</output>
             </p>
             <ul class="notices">{notices}</ul>
             <ul class="quarantine">{set_aside}</ul>
@@ -205,30 +171,5 @@ fn QuarantineItem(
             <button type="button" on:click=discard>"Discard stored value"</button>
             <span>{move || failure.get()}</span>
         </li>
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn data_url_escapes_everything_but_unreserved() {
-        assert_eq!(
-            data_url(r#"{"a": "<b>"}"#),
-            "data:application/json;charset=utf-8,%7B%22a%22%3A%20%22%3Cb%3E%22%7D"
-        );
-    }
-
-    #[test]
-    fn clock_time_is_time_of_day() {
-        assert_eq!(clock_time(0.0), "00:00:00 UTC");
-        assert_eq!(clock_time(86_400_000.0 + 3_723_000.0), "01:02:03 UTC");
-    }
-
-    #[test]
-    fn size_is_short() {
-        assert_eq!(size(12), "12 B");
-        assert_eq!(size(2048), "2.0 KiB");
     }
 }

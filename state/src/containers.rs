@@ -12,14 +12,19 @@ use leptos::prelude::*;
 
 use crate::error::StateError;
 use crate::manager::StateManager;
+use crate::web::SyncStatus;
 
-/// Context of an `<Apartment>`: its id and its state manager.
+/// Context of an `<Apartment>`: its id, its state manager and, when the
+/// shell connected it to the browser, its sync status.
 #[derive(Clone, Debug)]
 pub struct ApartmentContext {
     /// The apartment's id.
     pub id: ApartmentId,
     /// The one state manager of the apartment.
     pub manager: StateManager,
+    /// How the manager's storage and cross-tab link are doing; `None` when
+    /// nothing connected it (tests, a manager kept in memory on purpose).
+    pub sync: Option<SyncStatus>,
 }
 
 /// Context of a `<Building>` inside an apartment.
@@ -59,13 +64,17 @@ pub fn Apartment(
     /// and the system clock, owned by this apartment.
     #[prop(default = None, into)]
     manager: Option<StateManager>,
+    /// The sync status of `manager`'s browser connection, for units that
+    /// show it (the inspector).
+    #[prop(default = None, into)]
+    sync: Option<SyncStatus>,
     /// Buildings and anything else.
     children: Children,
 ) -> impl IntoView {
     match ApartmentId::new(id.as_str()) {
         Ok(id) => {
             let manager = manager.unwrap_or_else(StateManager::with_system_clock);
-            let context = ApartmentContext { id, manager };
+            let context = ApartmentContext { id, manager, sync };
             view! { <Provider value=context>{children()}</Provider> }.into_any()
         }
         Err(err) => container_error("apartment", id, err.to_string()),

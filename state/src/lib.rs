@@ -106,6 +106,7 @@
 mod alert;
 mod conflict;
 mod containers;
+pub mod display;
 mod error;
 mod hooks;
 #[cfg(target_arch = "wasm32")]
@@ -135,7 +136,9 @@ pub use hooks::{
 };
 #[cfg(target_arch = "wasm32")]
 pub use js::{JsUnit, install_js_binding};
-pub use manager::{LOG_CAPACITY, ListenerId, LogEntry, Origin, StateManager, SubscriptionId};
+pub use manager::{
+    KeyInfo, LOG_CAPACITY, ListenerId, LogEntry, Origin, StateManager, SubscriptionId,
+};
 pub use platform::{SystemClock, random_tab_id};
 pub use web::SyncStatus;
 #[cfg(target_arch = "wasm32")]

@@ -5,8 +5,9 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 
 use gaesup_state_core::{
-    Batch, BatchWrite, Change, Clock, Conflict, Event, FullKey, Inbound, Lifetime, LoadReport,
-    Message, Path, PersistReport, Quarantine, SharedKey, Storage, Store, TabId, UnitAddress, Write,
+    Batch, BatchWrite, Change, Clock, Conflict, Event, FullKey, Inbound, KeyState, Lifetime,
+    LoadReport, Message, Path, PersistReport, Quarantine, Scope, SharedKey, Stamp, Storage, Store,
+    Strategy, TabId, UnitAddress, Write,
 };
 use leptos::prelude::*;
 use serde::Serialize;
@@ -46,6 +47,30 @@ pub struct LogEntry {
     pub change: Change,
 }
 
+/// What an inspector shows about one key of this tab's replica.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyInfo {
+    /// The full key (`scope/…/name`).
+    pub key: FullKey,
+    /// Who shares it.
+    pub scope: Scope,
+    /// How long it lives.
+    pub lifetime: Lifetime,
+    /// How concurrent writes combine.
+    pub strategy: Strategy,
+    /// The declared schema version.
+    pub schema: u32,
+    /// The newest stamp in the key's state (the current value's version);
+    /// `None` while it holds its default, and for sum keys (which keep
+    /// per-tab totals, not stamps).
+    pub version: Option<Stamp>,
+    /// The unit that wrote the current value (`None` for sum keys, which
+    /// record no writers, and for keys never written).
+    pub last_writer: Option<UnitAddress>,
+    /// Live subscriptions in this tab.
+    pub subscribers: usize,
+}
+
 type OnChange = Rc<dyn Fn(&Change)>;
 type OnEvent = Rc<dyn Fn(&Event)>;
 type Outlet = Rc<dyn Fn(&Message)>;
@@ -65,6 +90,7 @@ struct Shared {
     log: RefCell<VecDeque<LogEntry>>,
     dropped: RefCell<Vec<String>>,
     quarantine: ArcRwSignal<Vec<Quarantine>>,
+    revision: ArcRwSignal<u64>,
 }
 
 /// One apartment's state: the replica of every declared key, who watches
@@ -106,6 +132,7 @@ impl StateManager {
             log: RefCell::default(),
             dropped: RefCell::default(),
             quarantine: ArcRwSignal::new(Vec::new()),
+            revision: ArcRwSignal::new(0),
         };
         Self {
             shared: StoredValue::new_local(Rc::new(shared)),
@@ -146,6 +173,7 @@ impl StateManager {
         };
         if new {
             self.load(&shared, Some(key.spec().lifetime()))?;
+            Self::bump(&shared);
         }
         Ok(())
     }
@@ -273,6 +301,7 @@ impl StateManager {
         }
         Self::refresh_quarantine(&shared);
         self.notify_dirty(&shared);
+        Self::bump(&shared);
         Ok(())
     }
 
@@ -421,6 +450,8 @@ impl StateManager {
             );
             let excess = dropped.len().saturating_sub(LOG_CAPACITY);
             dropped.drain(..excess);
+            drop(dropped);
+            Self::bump(&shared);
         }
         Ok(inbound)
     }
@@ -456,6 +487,76 @@ impl StateManager {
             .unwrap_or_default()
     }
 
+    /// Counts every change an inspector could show: a value changed, a key
+    /// was declared, a subscription came or went, a message was refused, a
+    /// quarantined entry was discarded. Read it in a reactive closure and
+    /// call [`keys`](Self::keys), [`log`](Self::log) and the like inside it
+    /// to stay current. (`0` once the manager is disposed.)
+    pub fn revision(&self) -> Signal<u64> {
+        self.shared()
+            .map(|shared| shared.revision.clone().into())
+            .unwrap_or_else(|_| Signal::stored(0))
+    }
+
+    fn bump(shared: &Shared) {
+        shared.revision.update(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Every key this tab holds a value of or watches, sorted by full key,
+    /// with its declaration, current version, last writer and subscriber
+    /// count: what a devtools panel lists. Keys only declared (never
+    /// written, nobody subscribed) have no full key yet and are left out.
+    pub fn keys(&self) -> Vec<KeyInfo> {
+        let Ok(shared) = self.shared() else {
+            return Vec::new();
+        };
+        let store = shared.store.borrow();
+        let subscribers = shared.subscribers.borrow();
+        let names: std::collections::BTreeSet<&FullKey> =
+            store.states().keys().chain(subscribers.keys()).collect();
+        names
+            .into_iter()
+            .filter_map(|key| {
+                let spec = store.spec_for(key).ok()?;
+                Some(KeyInfo {
+                    key: key.clone(),
+                    scope: spec.scope(),
+                    lifetime: spec.lifetime(),
+                    strategy: spec.strategy(),
+                    schema: spec.schema().version(),
+                    version: store.state(key).and_then(KeyState::max_stamp),
+                    last_writer: store.last_write(key).map(|(writer, _)| writer),
+                    subscribers: subscribers.count(key),
+                })
+            })
+            .collect()
+    }
+
+    /// Exports, as JSON text, the values of the keys of `scope` that
+    /// `unit` can read (see [`Store::snapshot`]): relative names, so the
+    /// text restores into another building or apartment too.
+    pub fn snapshot(&self, unit: &UnitAddress, scope: Scope) -> Result<String> {
+        let shared = self.shared()?;
+        let snapshot = shared.store.borrow().snapshot(unit, scope);
+        Ok(snapshot.to_json()?)
+    }
+
+    /// Restores a [`snapshot`](Self::snapshot) as `unit`: validated
+    /// completely first (a bad snapshot changes nothing), then written as
+    /// one batch that reaches subscribers, storage and other tabs like any
+    /// local write.
+    pub fn restore(&self, unit: &UnitAddress, text: &str) -> Result<BatchWrite> {
+        let shared = self.shared()?;
+        let restored = shared.store.borrow_mut().restore(unit, text)?;
+        self.publish(
+            &shared,
+            restored.changes.clone(),
+            restored.message.clone(),
+            Origin::Local,
+        );
+        Ok(restored)
+    }
+
     /// Adds a way out to other tabs (a BroadcastChannel, a relay). Every
     /// op, sync reply and cross-tab event is handed to each transport.
     pub fn connect(&self, send: impl Fn(&Message) + 'static) -> Result<()> {
@@ -486,15 +587,21 @@ impl StateManager {
             path,
             on_change: Rc::new(on_change),
         };
-        Ok(SubscriptionId(
-            shared.subscribers.borrow_mut().insert(full, subscriber),
-        ))
+        let id = shared.subscribers.borrow_mut().insert(full, subscriber);
+        Self::bump(&shared);
+        Ok(SubscriptionId(id))
     }
 
     /// Stops a subscription; `false` if it was already gone.
     pub fn unsubscribe(&self, id: SubscriptionId) -> bool {
-        self.shared()
-            .is_ok_and(|s| s.subscribers.borrow_mut().remove(id.0))
+        let Ok(shared) = self.shared() else {
+            return false;
+        };
+        let removed = shared.subscribers.borrow_mut().remove(id.0);
+        if removed {
+            Self::bump(&shared);
+        }
+        removed
     }
 
     /// Live subscriptions in all (what the leak test watches).
@@ -591,6 +698,9 @@ impl StateManager {
                     change: change.clone(),
                 });
             }
+        }
+        if message.is_some() || !changes.is_empty() {
+            Self::bump(shared);
         }
         for change in &changes {
             // Collected first and called with nothing borrowed, so a

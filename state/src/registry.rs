@@ -57,6 +57,11 @@ impl<T> Registry<T> {
             .map(|(_, item)| item)
     }
 
+    /// The keys watched by at least one item.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &FullKey> {
+        self.by_key.keys()
+    }
+
     /// How many items are registered in all.
     pub(crate) fn len(&self) -> usize {
         self.keys.len()

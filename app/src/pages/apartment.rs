@@ -3,7 +3,7 @@
 use leptos::prelude::*;
 
 use super::frame::BuildingSection;
-use super::{NotFound, param, use_manifest, use_state_manager};
+use super::{NotFound, param, use_manifest, use_state_manager, use_sync_status};
 use crate::manifest::ApartmentSpec;
 
 /// `/`: the first apartment of the manifest.
@@ -35,6 +35,7 @@ fn ApartmentView(
 ) -> impl IntoView {
     let id = apartment.id.clone();
     let manager = use_state_manager(&id);
+    let sync = use_sync_status(&id);
     // Built inside <Apartment>'s children (which run under its owner), so
     // every building and unit finds the apartment's context.
     let buildings = move || {
@@ -47,7 +48,7 @@ fn ApartmentView(
     view! {
         <div class="apartment">
             <h1 class="apartment-title">{apartment.title.clone()}</h1>
-            <gaesup_state::Apartment id=apartment.id.clone() manager>
+            <gaesup_state::Apartment id=apartment.id.clone() manager sync>
                 <div class="apartment-buildings">{buildings()}</div>
             </gaesup_state::Apartment>
         </div>

@@ -4,7 +4,7 @@ use leptos::prelude::*;
 
 use super::breadcrumbs::Breadcrumbs;
 use super::frame::BuildingSection;
-use super::{NotFound, param, use_manifest, use_state_manager};
+use super::{NotFound, param, use_manifest, use_state_manager, use_sync_status};
 use crate::paths;
 
 /// `/apartment/{apartment}/building/{building}`.
@@ -20,10 +20,11 @@ pub fn BuildingPage() -> impl IntoView {
             Ok((apartment, building)) => {
                 let trail = vec![(apartment.title.clone(), paths::apartment(&a))];
                 let manager = use_state_manager(&a);
+                let sync = use_sync_status(&a);
                 let building = building.clone();
                 view! {
                     <Breadcrumbs trail current=building.title.clone() />
-                    <gaesup_state::Apartment id=a.clone() manager>
+                    <gaesup_state::Apartment id=a.clone() manager sync>
                         <BuildingSection apartment=a building />
                     </gaesup_state::Apartment>
                 }

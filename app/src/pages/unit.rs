@@ -5,7 +5,7 @@ use leptos_router::components::A;
 
 use super::breadcrumbs::Breadcrumbs;
 use super::frame::Contained;
-use super::{NotFound, param, use_manifest, use_state_manager};
+use super::{NotFound, param, use_manifest, use_state_manager, use_sync_status};
 use crate::paths;
 
 /// `/apartment/{apartment}/building/{building}/unit/{unit}`.
@@ -27,6 +27,7 @@ pub fn UnitPage() -> impl IntoView {
         ];
         let back = format!("← Back to {}", apartment.title);
         let manager = use_state_manager(&a);
+        let sync = use_sync_status(&a);
         let kind = unit.kind.clone();
         let unit_id = unit.id.clone();
         view! {
@@ -39,7 +40,7 @@ pub fn UnitPage() -> impl IntoView {
                     <span class="unit-version">{format!("v{}", unit.version)}</span>
                 </header>
                 <div class="unit-body">
-                    <gaesup_state::Apartment id=a.clone() manager>
+                    <gaesup_state::Apartment id=a.clone() manager sync>
                         <gaesup_state::Building id=b.clone()>
                             <gaesup_state::Unit id=unit_id>
                                 <Contained kind />

@@ -1,0 +1,437 @@
+//! The inspector: devtools for the apartment it sits in.
+//!
+//! When state is shared across units and tabs, "why does this show that?"
+//! needs answers a page cannot give: which keys exist, who shares them,
+//! how they merge, who wrote last, who is listening, whether the other
+//! tabs are reachable, what just happened. The inspector shows all of it,
+//! live, for its own apartment:
+//!
+//! - **Keys**: every key the apartment's manager holds or watches, with its
+//!   scope, lifetime, strategy, schema, version (the stamp of the current
+//!   value), last writer and subscriber count ([`StateManager::keys`]).
+//! - **Sync**: link to other tabs, last sync, dropped messages and storage
+//!   used (the shell's [`SyncStatus`] for this apartment).
+//! - **Operation log**: the latest value changes, local and remote
+//!   ([`StateManager::log`]).
+//! - **Snapshot**: export the values of a scope (apartment, global, or the
+//!   inspector's building) as JSON, and restore one; a bad snapshot changes
+//!   nothing and says why ([`StateManager::snapshot`],
+//!   [`StateManager::restore`]).
+//! - **Failure drill**: break and repair the flaky unit, to watch a failure
+//!   stay inside one unit's frame.
+//!
+//! Everything is read from the manager, re-read whenever its
+//! [`revision`](StateManager::revision) moves. Values are shown as text.
+//!
+//! ```no_run
+//! use gaesup_state::prelude::*;
+//! use leptos::prelude::*;
+//! use unit_inspector::Inspector;
+//!
+//! # fn app() -> impl IntoView {
+//! view! {
+//!     <Apartment id="main">
+//!         <Building id="devtools">
+//!             <Unit id="inspector"><Inspector /></Unit>
+//!         </Building>
+//!     </Apartment>
+//! }
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use gaesup_state::core::{Scope, UnitAddress};
+use gaesup_state::display::{byte_size, clock_time, data_url};
+use gaesup_state::prelude::*;
+use gaesup_state::{KeyInfo, LogEntry, Origin, StateManager, SyncStatus, use_apartment, use_unit};
+use leptos::prelude::*;
+use serde_json::Value;
+
+/// How many operations the log shows, newest first.
+pub const LOG_SHOWN: usize = 20;
+
+/// The scopes a snapshot can cover from the inspector's address. Private
+/// is left out: the inspector's own private scope holds nothing, and it
+/// may not read other units' private keys.
+pub const SNAPSHOT_SCOPES: [Scope; 3] = [Scope::Apartment, Scope::Building, Scope::Global];
+
+/// Devtools for the enclosing apartment. Must sit inside a `<Unit>`.
+#[component]
+pub fn Inspector() -> impl IntoView {
+    let Some(unit) = use_unit() else {
+        let error = StateError::NoUnit { hook: "Inspector" };
+        return view! { <p role="alert">{error.to_string()}</p> }.into_any();
+    };
+    let sync = use_apartment().and_then(|apartment| apartment.sync);
+    let manager = unit.manager;
+    view! {
+        <div class="inspector">
+            <FailureDrill />
+            <SyncSection sync />
+            <KeysSection manager />
+            <LogSection manager />
+            <SnapshotSection manager address=unit.address />
+        </div>
+    }
+    .into_any()
+}
+
+/// One row of the keys table, as text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyRow {
+    /// Full key.
+    pub key: String,
+    /// Scope.
+    pub scope: String,
+    /// Lifetime.
+    pub lifetime: String,
+    /// Strategy.
+    pub strategy: String,
+    /// Declared schema version.
+    pub schema: String,
+    /// Stamp of the current value, "default", or "per-tab totals" for a
+    /// sum key.
+    pub version: String,
+    /// Who wrote the current value, "nobody", or "every writer counts"
+    /// for a sum key.
+    pub last_writer: String,
+    /// Live subscriptions in this tab.
+    pub subscribers: String,
+}
+
+impl From<&KeyInfo> for KeyRow {
+    fn from(info: &KeyInfo) -> Self {
+        Self {
+            key: info.key.to_string(),
+            scope: info.scope.to_string(),
+            lifetime: info.lifetime.to_string(),
+            strategy: info.strategy.to_string(),
+            schema: format!("v{}", info.schema),
+            version: match (info.version, info.strategy) {
+                (Some(stamp), _) => stamp.to_string(),
+                (None, Strategy::Sum) => "per-tab totals".to_owned(),
+                (None, _) => "default".to_owned(),
+            },
+            last_writer: match (&info.last_writer, info.strategy) {
+                (Some(writer), _) => writer.to_string(),
+                (None, Strategy::Sum) => "every writer counts".to_owned(),
+                (None, _) => "nobody".to_owned(),
+            },
+            subscribers: info.subscribers.to_string(),
+        }
+    }
+}
+
+/// A log entry as one line: where it came from, the key, old → new.
+pub fn describe(entry: &LogEntry) -> String {
+    let origin = match entry.origin {
+        Origin::Local => "local",
+        Origin::Remote => "remote",
+    };
+    format!(
+        "{origin} {}: {} → {}",
+        entry.change.key,
+        preview(&entry.change.old),
+        preview(&entry.change.new)
+    )
+}
+
+/// A JSON value as compact text, cut to
+/// [`PREVIEW_CHARS`](gaesup_state::core::PREVIEW_CHARS) characters.
+pub fn preview(value: &Value) -> String {
+    gaesup_state::core::preview(&value.to_string())
+}
+
+/// Break or repair the flaky unit of this apartment.
+#[component]
+fn FailureDrill() -> impl IntoView {
+    let key = match unit_flaky::broken_key() {
+        Ok(key) => key,
+        Err(err) => {
+            return view! { <p role="alert">{format!("failure drill unavailable: {err}")}</p> }
+                .into_any();
+        }
+    };
+    let broken = use_shared_state(&key);
+    let (value, set, error) = (broken.value, broken.set, broken.meta.error);
+    view! {
+        <section class="inspector-section" aria-label="Failure drill">
+            <h4>"Failure drill"</h4>
+            <p>
+                "The flaky unit is "
+                <strong>{move || if value.get() { "broken" } else { "working" }}</strong>
+                "."
+            </p>
+            <button type="button" on:click=move |_| set.set(!value.get_untracked())>
+                {move || if value.get() { "Repair the flaky unit" } else { "Break the flaky unit" }}
+            </button>
+            <ErrorAlert error />
+        </section>
+    }
+    .into_any()
+}
+
+/// The shell's sync status of this apartment.
+#[component]
+fn SyncSection(sync: Option<SyncStatus>) -> impl IntoView {
+    let body = match sync {
+        None => view! { <p>"Not connected to the browser: state lives in this page only."</p> }
+            .into_any(),
+        Some(status) => view! {
+            <dl class="inspector-facts">
+                <dt>"Other tabs"</dt>
+                <dd>{move || if status.channel_up.get() { "linked" } else { "not linked" }}</dd>
+                <dt>"Last sync"</dt>
+                <dd>{move || status.last_sync_ms.get().map_or_else(|| "never".to_owned(), clock_time)}</dd>
+                <dt>"Dropped messages"</dt>
+                <dd>{move || status.dropped.get()}</dd>
+                <dt>"Storage used"</dt>
+                <dd>{move || byte_size(status.quota_used.get())}</dd>
+            </dl>
+        }
+        .into_any(),
+    };
+    view! {
+        <section class="inspector-section" aria-label="Sync status">
+            <h4>"Sync"</h4>
+            {body}
+        </section>
+    }
+}
+
+/// Every key of the apartment's manager.
+#[component]
+fn KeysSection(manager: StateManager) -> impl IntoView {
+    let revision = manager.revision();
+    let rows = Memo::new(move |_| {
+        revision.track();
+        manager.keys().iter().map(KeyRow::from).collect::<Vec<_>>()
+    });
+    let body = move || {
+        rows.get()
+            .into_iter()
+            .map(|row| {
+                view! {
+                    <tr>
+                        <th scope="row">{row.key}</th>
+                        <td>{row.scope}</td>
+                        <td>{row.lifetime}</td>
+                        <td>{row.strategy}</td>
+                        <td>{row.schema}</td>
+                        <td>{row.version}</td>
+                        <td>{row.last_writer}</td>
+                        <td>{row.subscribers}</td>
+                    </tr>
+                }
+            })
+            .collect_view()
+    };
+    view! {
+        <section class="inspector-section" aria-label="Keys">
+            <h4>"Keys"</h4>
+            <div class="table-scroll" role="region" aria-label="Keys table" tabindex="0">
+                <table class="inspector-keys">
+                    <caption>{move || format!("{} keys", rows.read().len())}</caption>
+                    <thead>
+                        <tr>
+                            <th scope="col">"Key"</th>
+                            <th scope="col">"Scope"</th>
+                            <th scope="col">"Lifetime"</th>
+                            <th scope="col">"Strategy"</th>
+                            <th scope="col">"Schema"</th>
+                            <th scope="col">"Version"</th>
+                            <th scope="col">"Last writer"</th>
+                            <th scope="col">"Subscribers"</th>
+                        </tr>
+                    </thead>
+                    <tbody>{body}</tbody>
+                </table>
+            </div>
+        </section>
+    }
+}
+
+/// The latest value changes, newest first.
+#[component]
+fn LogSection(manager: StateManager) -> impl IntoView {
+    let revision = manager.revision();
+    let lines = Memo::new(move |_| {
+        revision.track();
+        manager
+            .log()
+            .iter()
+            .rev()
+            .take(LOG_SHOWN)
+            .map(describe)
+            .collect::<Vec<_>>()
+    });
+    view! {
+        <section class="inspector-section" aria-label="Operation log">
+            <h4>"Operation log"</h4>
+            <div class="inspector-logbox" role="log" aria-label="Latest operations" tabindex="0">
+                {move || {
+                    let lines = lines.get();
+                    if lines.is_empty() {
+                        view! { <p>"No operations yet."</p> }.into_any()
+                    } else {
+                        view! {
+                            <ol class="inspector-log">
+                                {lines.into_iter().map(|line| view! { <li>{line}</li> }).collect_view()}
+                            </ol>
+                        }
+                        .into_any()
+                    }
+                }}
+            </div>
+        </section>
+    }
+}
+
+/// What the last snapshot action did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Outcome {
+    Done(String),
+    Failed(String),
+}
+
+/// Export and restore the values of a scope.
+#[component]
+fn SnapshotSection(manager: StateManager, address: UnitAddress) -> impl IntoView {
+    let address = StoredValue::new(address);
+    let scope = RwSignal::new(Scope::Apartment);
+    let exported = RwSignal::new(None::<String>);
+    let to_restore = RwSignal::new(String::new());
+    let outcome = RwSignal::new(None::<Outcome>);
+
+    let export = move |_| {
+        let result = address.with_value(|address| manager.snapshot(address, scope.get_untracked()));
+        match result {
+            Ok(text) => {
+                outcome.set(Some(Outcome::Done(format!(
+                    "Exported the {} scope.",
+                    scope.get_untracked()
+                ))));
+                exported.set(Some(text));
+            }
+            Err(err) => outcome.set(Some(Outcome::Failed(format!("Export failed: {err}")))),
+        }
+    };
+    let restore = move |_| {
+        let text = to_restore.get_untracked();
+        if text.trim().is_empty() {
+            outcome.set(Some(Outcome::Failed(
+                "Paste a snapshot into “Snapshot to restore” first.".to_owned(),
+            )));
+            return;
+        }
+        let result = address.with_value(|address| manager.restore(address, &text));
+        outcome.set(Some(match result {
+            Ok(batch) => Outcome::Done(match batch.changes.len() {
+                0 => "Restored: every value already matched the snapshot.".to_owned(),
+                1 => "Restored 1 key.".to_owned(),
+                n => format!("Restored {n} keys."),
+            }),
+            Err(err) => Outcome::Failed(format!("Nothing was restored: {err}")),
+        }));
+    };
+    let options = SNAPSHOT_SCOPES
+        .iter()
+        .map(|scope| {
+            let name = scope.as_str();
+            view! { <option value=name>{name}</option> }
+        })
+        .collect_view();
+    let on_scope = move |ev| {
+        if let Ok(chosen) = event_target_value(&ev).parse::<Scope>() {
+            scope.set(chosen);
+        }
+    };
+    view! {
+        <section class="inspector-section" aria-label="Snapshot">
+            <h4>"Snapshot"</h4>
+            <div class="inspector-row">
+                <label>
+                    "Scope "
+                    <select
+                        on:change=on_scope
+                        prop:value=move || scope.get().as_str()
+                    >
+                        {options}
+                    </select>
+                </label>
+                <button type="button" on:click=export>"Export snapshot"</button>
+            </div>
+            {move || {
+                exported
+                    .get()
+                    .map(|text| {
+                        let file = format!("gaesup-{}-snapshot.json", scope.get_untracked());
+                        view! {
+                            <label class="inspector-block">
+                                "Exported snapshot"
+                                <textarea readonly rows="4" prop:value=text.clone()></textarea>
+                            </label>
+                            <a href=data_url(&text) download=file>"Download snapshot"</a>
+                        }
+                    })
+            }}
+            <label class="inspector-block">
+                "Snapshot to restore"
+                <textarea
+                    rows="4"
+                    prop:value=move || to_restore.get()
+                    on:input=move |ev| to_restore.set(event_target_value(&ev))
+                ></textarea>
+            </label>
+            <button type="button" on:click=restore>"Restore snapshot"</button>
+            {move || match outcome.get() {
+                Some(Outcome::Done(text)) => view! { <p role="status">{text}</p> }.into_any(),
+                Some(Outcome::Failed(text)) => view! { <p role="alert">{text}</p> }.into_any(),
+                None => ().into_any(),
+            }}
+        </section>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gaesup_state::core::{Change, FullKey, PREVIEW_CHARS};
+    use serde_json::json;
+
+    fn entry(origin: Origin, old: Value, new: Value) -> LogEntry {
+        LogEntry {
+            origin,
+            change: Change {
+                key: FullKey::parse("apartment/main/cart").unwrap(),
+                old,
+                new,
+            },
+        }
+    }
+
+    #[test]
+    fn a_log_line_names_origin_key_and_values() {
+        let line = describe(&entry(Origin::Remote, json!(1), json!({"a": "<b>"})));
+        assert_eq!(line, r#"remote apartment/main/cart: 1 → {"a":"<b>"}"#);
+        let line = describe(&entry(Origin::Local, Value::Null, json!(true)));
+        assert_eq!(line, "local apartment/main/cart: null → true");
+    }
+
+    #[test]
+    fn long_values_are_cut() {
+        let long = Value::String("x".repeat(PREVIEW_CHARS * 2));
+        let text = preview(&long);
+        assert_eq!(text.chars().count(), PREVIEW_CHARS + 1);
+        assert!(text.ends_with('…'));
+        assert_eq!(preview(&json!("short")), "\"short\"");
+    }
+
+    #[test]
+    fn snapshot_scopes_parse_back() {
+        for scope in SNAPSHOT_SCOPES {
+            assert_eq!(scope.as_str().parse::<Scope>().unwrap(), scope);
+        }
+    }
+}
