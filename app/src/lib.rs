@@ -34,13 +34,23 @@ use managers::Managers;
 use manifest::Manifest;
 use pages::{ApartmentPage, BuildingPage, HomePage, ManifestErrorPage, NotFound, UnitPage};
 
-/// The whole application: validates the bundled manifest, then routes.
+/// The whole application, laid out from the bundled manifest.
+#[component]
+pub fn App() -> impl IntoView {
+    view! { <AppFrom manifest=manifest::BUNDLED /> }
+}
+
+/// The application laid out from `manifest` (JSON text): validates it,
+/// then routes.
 ///
 /// An invalid manifest renders an error page naming the problem instead of
 /// the apartment, so a bad edit never shows a blank screen.
 #[component]
-pub fn App() -> impl IntoView {
-    match Manifest::parse(manifest::BUNDLED, registry::KINDS) {
+pub fn AppFrom(
+    /// The manifest's JSON text (see `app/src/manifest.json`).
+    manifest: &'static str,
+) -> impl IntoView {
+    match Manifest::parse(manifest, registry::KINDS) {
         Ok(manifest) => {
             // One state manager per apartment, for the life of the page:
             // navigating between views must not lose memory-only state.

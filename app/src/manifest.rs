@@ -8,7 +8,7 @@
 //! validated at start-up, and a bad one renders an error page naming the
 //! problem rather than a blank screen.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::Deserialize;
 
@@ -46,8 +46,14 @@ pub struct BuildingSpec {
     pub id: String,
     /// Human-readable name; also the accessible name of the region.
     pub title: String,
-    /// Units in display order.
+    /// Units in display order. A building may offer several versions of a
+    /// unit: entries sharing an `id` with different `version`s, of which
+    /// [`active`](Self::active) names the one shown.
     pub units: Vec<UnitSpec>,
+    /// For each unit offered in several versions, the version shown (unit
+    /// id → version). Optional for units offered once.
+    #[serde(default)]
+    pub active: BTreeMap<String, String>,
 }
 
 /// One unit placed in a building.
@@ -92,6 +98,26 @@ pub enum ManifestError {
         id: String,
         /// Where the siblings live.
         parent: String,
+    },
+    /// A unit is offered in several versions and none is marked active.
+    #[error("unit {unit:?} is offered in versions {offered} but \"active\" names none of them")]
+    NoActiveVersion {
+        /// The unit's address.
+        unit: String,
+        /// The versions offered, comma-separated.
+        offered: String,
+    },
+    /// `active` names a unit or version the building does not offer.
+    #[error(
+        "\"active\" picks version {version:?} of unit {unit:?}, which is not offered (offered: {offered})"
+    )]
+    UnknownActive {
+        /// The unit's address.
+        unit: String,
+        /// The version named.
+        version: String,
+        /// The versions offered, comma-separated (empty: no such unit).
+        offered: String,
     },
     /// A unit names a kind the shell has no crate for.
     #[error("unit {unit:?} has unknown kind {kind:?} (known: {known})")]
@@ -151,7 +177,13 @@ impl Manifest {
             for building in &apartment.buildings {
                 valid("building", &building.id)?;
                 let here = format!("building {}/{}", apartment.id, building.id);
-                unique("unit", &here, building.units.iter().map(|u| &u.id))?;
+                let versions: Vec<String> = building
+                    .units
+                    .iter()
+                    .map(|u| format!("{}@{}", u.id, u.version))
+                    .collect();
+                unique("unit version", &here, versions.iter())?;
+                building.check_active(&apartment.id)?;
                 for unit in &building.units {
                     valid("unit", &unit.id)?;
                     if !known_kinds.contains(&unit.kind.as_str()) {
@@ -248,9 +280,74 @@ impl ApartmentSpec {
 }
 
 impl BuildingSpec {
-    /// The unit with this id.
+    /// The unit shown under this id: its active version.
     pub fn unit(&self, id: &str) -> Option<&UnitSpec> {
-        self.units.iter().find(|u| u.id == id)
+        let mut offered = self.units.iter().filter(|u| u.id == id);
+        match self.active.get(id) {
+            Some(version) => offered.find(|u| &u.version == version),
+            None => offered.next(),
+        }
+    }
+
+    /// The units shown, in display order: each unit once, in its active
+    /// version.
+    pub fn shown(&self) -> Vec<&UnitSpec> {
+        let mut seen = HashSet::new();
+        self.units
+            .iter()
+            .filter(|u| seen.insert(u.id.as_str()))
+            .filter_map(|u| self.unit(&u.id))
+            .collect()
+    }
+
+    /// The version text of a unit's frame: `v1.2.0`, plus the other
+    /// versions on offer when there are several.
+    pub fn version_label(&self, unit: &UnitSpec) -> String {
+        let others: Vec<&str> = self
+            .offered(&unit.id)
+            .into_iter()
+            .filter(|v| *v != unit.version)
+            .collect();
+        if others.is_empty() {
+            format!("v{}", unit.version)
+        } else {
+            format!("v{} (also offered: {})", unit.version, others.join(", "))
+        }
+    }
+
+    /// Every version of unit `id` this building offers, in manifest order.
+    pub fn offered(&self, id: &str) -> Vec<&str> {
+        self.units
+            .iter()
+            .filter(|u| u.id == id)
+            .map(|u| u.version.as_str())
+            .collect()
+    }
+
+    /// A unit offered in several versions needs an active one; every
+    /// `active` entry must pick an offered version.
+    fn check_active(&self, apartment: &str) -> Result<(), ManifestError> {
+        let address = |unit: &str| format!("{apartment}/{}/{unit}", self.id);
+        for (unit, version) in &self.active {
+            let offered = self.offered(unit);
+            if !offered.contains(&version.as_str()) {
+                return Err(ManifestError::UnknownActive {
+                    unit: address(unit),
+                    version: version.clone(),
+                    offered: offered.join(", "),
+                });
+            }
+        }
+        for unit in &self.units {
+            let offered = self.offered(&unit.id);
+            if offered.len() > 1 && !self.active.contains_key(&unit.id) {
+                return Err(ManifestError::NoActiveVersion {
+                    unit: address(&unit.id),
+                    offered: offered.join(", "),
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -371,10 +468,66 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_unit_ids_are_rejected() {
+    fn duplicate_unit_versions_are_rejected() {
         let unit = r#"{"id":"u","kind":"counter","title":"U","version":"1"}"#;
         let err = Manifest::parse(&with_units(&format!("{unit},{unit}")), KINDS).unwrap_err();
-        assert!(matches!(err, ManifestError::Duplicate { what: "unit", .. }));
+        assert_eq!(
+            err.to_string(),
+            r#"unit version id "u@1" appears twice in building a/b"#
+        );
+    }
+
+    fn offering(active: &str) -> String {
+        format!(
+            r#"{{"apartments":[{{"id":"a","title":"A","buildings":[
+                {{"id":"b","title":"B","active":{active},"units":[
+                    {{"id":"u","kind":"counter","title":"Old","version":"1"}},
+                    {{"id":"v","kind":"counter","title":"Other","version":"1"}},
+                    {{"id":"u","kind":"counter","title":"New","version":"2"}}]}}]}}]}}"#
+        )
+    }
+
+    #[test]
+    fn the_active_version_is_the_one_shown() {
+        for (active, title) in [("1", "Old"), ("2", "New")] {
+            let manifest =
+                Manifest::parse(&offering(&format!(r#"{{"u":"{active}"}}"#)), KINDS).unwrap();
+            let (_, building, unit) = manifest.find_unit("a", "b", "u").unwrap();
+            assert_eq!(unit.title, title);
+            assert_eq!(building.offered("u"), ["1", "2"]);
+            let shown: Vec<_> = building.shown().iter().map(|u| u.title.as_str()).collect();
+            assert_eq!(
+                shown,
+                [title, "Other"],
+                "each unit once, in first-offer order"
+            );
+            let other = if active == "1" { "2" } else { "1" };
+            assert_eq!(
+                building.version_label(unit),
+                format!("v{active} (also offered: {other})")
+            );
+            assert_eq!(building.version_label(building.unit("v").unwrap()), "v1");
+        }
+    }
+
+    #[test]
+    fn several_versions_need_a_valid_active_one() {
+        assert_eq!(
+            Manifest::parse(&offering("{}"), KINDS)
+                .unwrap_err()
+                .to_string(),
+            r#"unit "a/b/u" is offered in versions 1, 2 but "active" names none of them"#
+        );
+        assert_eq!(
+            Manifest::parse(&offering(r#"{"u":"3"}"#), KINDS)
+                .unwrap_err()
+                .to_string(),
+            r#""active" picks version "3" of unit "a/b/u", which is not offered (offered: 1, 2)"#
+        );
+        assert!(matches!(
+            Manifest::parse(&offering(r#"{"u":"1","ghost":"1"}"#), KINDS),
+            Err(ManifestError::UnknownActive { offered, .. }) if offered.is_empty()
+        ));
     }
 
     #[test]

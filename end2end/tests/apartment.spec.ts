@@ -17,6 +17,19 @@ test.describe('the apartment view', () => {
     }
   });
 
+  test('a building offering several versions of a unit shows the active one', async ({ page }) => {
+    const apartment = new ApartmentPage(page);
+    await apartment.goto('/');
+    const workshop = apartment.building('Workshop');
+    const parts = apartment.unit('Parts counter', workshop);
+    await expect(parts).toContainText('v0.1.0 (also offered: 0.2.0-beta)');
+    await expect(apartment.unit('Parts counter (JS rewrite)')).toHaveCount(0);
+    // The active version is the Leptos counter, not the JS element.
+    await new CounterUnit(parts).increment();
+    await expect(new CounterUnit(parts).value()).toHaveText('1');
+    await expect(parts.locator('gaesup-js-counter')).toHaveCount(0);
+  });
+
   test('loads without page or console errors', async ({ page, pageErrors }) => {
     await new ApartmentPage(page).goto('/');
     await expect(page.getByRole('button', { name: 'Increment' }).first()).toBeEnabled();

@@ -19,21 +19,24 @@ pub fn BuildingSection(
     let labelled_by = title_id.clone();
     let href = paths::building(&apartment, &building.id);
     let id = building.id.clone();
+    let title = building.title.clone();
     // Built inside <Building>'s children (which run under its owner), so
     // each <Unit> finds the building's context.
     let units = move || {
         building
-            .units
+            .shown()
             .into_iter()
             .map(|unit| {
-                view! { <UnitFrame apartment=apartment.clone() building=building.id.clone() unit /> }
+                let version = building.version_label(unit);
+                let unit = unit.clone();
+                view! { <UnitFrame apartment=apartment.clone() building=building.id.clone() unit version /> }
             })
             .collect_view()
     };
     view! {
         <section class="building" aria-labelledby=labelled_by>
             <h2 id=title_id class="building-title">
-                <A href=href>{building.title.clone()}</A>
+                <A href=href>{title}</A>
             </h2>
             <Building id>
                 <div class="building-units">{units()}</div>
@@ -51,6 +54,8 @@ pub fn UnitFrame(
     building: String,
     /// The unit to render.
     unit: UnitSpec,
+    /// Its version text (see [`BuildingSpec::version_label`]).
+    version: String,
 ) -> impl IntoView {
     let title_id = format!("unit-{building}-{}-title", unit.id);
     let labelled_by = title_id.clone();
@@ -61,7 +66,7 @@ pub fn UnitFrame(
                 <h3 id=title_id class="unit-title">
                     <A href=href>{unit.title}</A>
                 </h3>
-                <span class="unit-version">{format!("v{}", unit.version)}</span>
+                <span class="unit-version">{version}</span>
             </header>
             <div class="unit-body">
                 <Unit id=unit.id>

@@ -37,7 +37,7 @@ pub fn UnitPage() -> impl IntoView {
                     <h1 id="unit-focused-title" class="unit-title">
                         {unit.title.clone()}
                     </h1>
-                    <span class="unit-version">{format!("v{}", unit.version)}</span>
+                    <span class="unit-version">{building.version_label(unit)}</span>
                 </header>
                 <div class="unit-body">
                     <gaesup_state::Apartment id=a.clone() manager sync>
