@@ -172,7 +172,19 @@ impl StateManager {
             store.specs().count() > before
         };
         if new {
-            self.load(&shared, Some(key.spec().lifetime()))?;
+            let spec = key.spec();
+            let report = {
+                let mut store = shared.store.borrow_mut();
+                let mut storages = shared.storages.borrow_mut();
+                match storages.iter_mut().find(|(l, _)| *l == spec.lifetime()) {
+                    Some((_, storage)) => Some(store.load_declared(spec, storage.as_mut())?),
+                    None => None,
+                }
+            };
+            if let Some(report) = report {
+                self.publish(&shared, report.changes, None, Origin::Remote);
+                Self::refresh_quarantine(&shared);
+            }
             Self::bump(&shared);
         }
         Ok(())

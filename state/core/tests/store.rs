@@ -442,6 +442,49 @@ fn persist_merges_what_another_tab_stored_instead_of_overwriting_it() {
 }
 
 #[test]
+fn loading_a_declaration_reads_only_its_own_entries() {
+    let notes = SharedKey::<String>::builder("notes")
+        .lifetime(Lifetime::Persistent)
+        .build()
+        .unwrap();
+    let other = key::<i64>("other", Strategy::LastWriteWins);
+    let mut storage = MemoryStorage::new();
+    let mut a = tab(1);
+    a.store.declare(&notes).unwrap();
+    a.store.declare(&other).unwrap();
+    a.store.set(&unit("x/y/one"), &notes, "1".into()).unwrap();
+    a.store.set(&unit("x/y/two"), &notes, "2".into()).unwrap();
+    a.store.set(&unit("x/y/one"), &other, 7).unwrap();
+    a.store.persist(Lifetime::Persistent, &mut storage);
+    // Another key's entry is corrupt: loading `notes` must not touch it.
+    storage
+        .set("gaesup/state/apartment/x/other", "{broken")
+        .unwrap();
+
+    let mut b = tab(2);
+    b.store.declare(&notes).unwrap();
+    b.store.declare(&other).unwrap();
+    let report = b.store.load_declared(notes.spec(), &mut storage).unwrap();
+    let loaded: Vec<String> = report.loaded.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        loaded,
+        ["private/x/y/one/notes", "private/x/y/two/notes"],
+        "every address of the declaration, nothing else"
+    );
+    assert!(report.quarantined.is_empty() && report.failed.is_empty());
+    assert_eq!(b.store.get(&unit("x/y/two"), &notes).unwrap(), "2");
+    assert_eq!(
+        b.store.get(&unit("x/y/one"), &other).unwrap(),
+        0,
+        "not loaded"
+    );
+
+    // The full load still finds the corrupt entry and sets it aside.
+    let report = b.store.load(Lifetime::Persistent, &mut storage).unwrap();
+    assert_eq!(report.quarantined.len(), 1);
+}
+
+#[test]
 fn old_schema_ops_are_migrated_on_receipt_and_newer_ones_refused() {
     fn to_object(v: Value) -> Result<Value, String> {
         Ok(json!({ "n": v }))

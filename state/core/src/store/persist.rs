@@ -89,6 +89,31 @@ impl Store {
     /// Fails only if the storage cannot list its keys; per-entry problems
     /// are in the report.
     pub fn load(&mut self, lifetime: Lifetime, storage: &mut dyn Storage) -> Result<LoadReport> {
+        self.load_where(lifetime, storage, |_| true)
+    }
+
+    /// [`load`](Self::load) for one declaration: merges the stored entries
+    /// of `spec`'s key (under every address) from the storage of its
+    /// lifetime, and decodes nothing else. What a key declared after
+    /// start-up needs: its own entries, without re-reading every other
+    /// key's.
+    pub fn load_declared(
+        &mut self,
+        spec: &KeySpec,
+        storage: &mut dyn Storage,
+    ) -> Result<LoadReport> {
+        let (scope, name) = (spec.scope(), spec.name().as_str().to_owned());
+        self.load_where(spec.lifetime(), storage, |key| {
+            key.scope() == scope && key.name() == name
+        })
+    }
+
+    fn load_where(
+        &mut self,
+        lifetime: Lifetime,
+        storage: &mut dyn Storage,
+        wanted: impl Fn(&FullKey) -> bool,
+    ) -> Result<LoadReport> {
         let mut report = LoadReport::default();
         for storage_key in storage.keys()? {
             let Some(rest) = storage_key.strip_prefix(STATE_PREFIX) else {
@@ -101,6 +126,9 @@ impl Store {
                     continue;
                 }
             };
+            if !wanted(&key) {
+                continue;
+            }
             // Undeclared keys stay in storage untouched until declared.
             let Ok(spec) = self.spec_for(&key) else {
                 continue;
