@@ -52,6 +52,10 @@ pub const UNITS: &[UnitKind] = &[
         name: "cart",
         render: cart,
     },
+    UnitKind {
+        name: "template",
+        render: template,
+    },
 ];
 
 /// The names of [`UNITS`], for manifest validation.
@@ -65,6 +69,7 @@ pub const KINDS: &[&str] = &[
     "shared-note",
     "catalog",
     "cart",
+    "template",
 ];
 
 /// The renderer for `kind`, if this build has it.
@@ -106,6 +111,10 @@ fn catalog() -> AnyView {
 
 fn cart() -> AnyView {
     view! { <unit_cart::Cart /> }.into_any()
+}
+
+fn template() -> AnyView {
+    view! { <unit_template::Template /> }.into_any()
 }
 
 #[cfg(test)]
