@@ -124,14 +124,33 @@ impl Generated {
             ));
         }
         out.push_str(&format!(
-            "\nsee it: cargo xtask dev, then http://127.0.0.1:8080/apartment/{APARTMENT}/building/{building}/unit/{kebab}\n\
-             \nedit next:\n\
-             \x20 units/{kebab}/src/lib.rs             the crate docs (start from the problem), the key, the view\n\
-             \x20 units/{kebab}/tests/native.rs        the behaviour tests under a Leptos owner\n\
-             \x20 end2end/tests/{kebab}.spec.ts        the Playwright spec (by role and label)\n\
-             \x20 units/{kebab}/README.md              what each file holds\n\
-             \x20 app/src/manifest.json               the unit's title and version\n\
-             guide: units/README.md; check: cargo test -p unit-{kebab}\n"
+            "\nsee it: cargo xtask dev, then http://127.0.0.1:8080/apartment/{APARTMENT}/building/{building}/unit/{kebab}\n\nedit next:\n"
+        ));
+        let next = [
+            (
+                format!("units/{kebab}/src/lib.rs"),
+                "the crate docs (start from the problem), the key, the view",
+            ),
+            (
+                format!("units/{kebab}/tests/native.rs"),
+                "the behaviour tests under a Leptos owner",
+            ),
+            (
+                format!("end2end/tests/{kebab}.spec.ts"),
+                "the Playwright spec (by role and label)",
+            ),
+            (format!("units/{kebab}/README.md"), "what each file holds"),
+            (
+                "app/src/manifest.json".to_owned(),
+                "the unit's title and version",
+            ),
+        ];
+        let width = next.iter().map(|(path, _)| path.len()).max().unwrap_or(0);
+        for (path, what) in &next {
+            out.push_str(&format!("  {path:<width$}  {what}\n"));
+        }
+        out.push_str(&format!(
+            "guide: units/README.md; check: cargo test -p unit-{kebab}\n"
         ));
         out
     }
