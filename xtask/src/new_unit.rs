@@ -13,6 +13,7 @@
 //! taken one changes nothing. If a write fails midway, what was written is
 //! undone.
 
+pub mod check;
 mod edit;
 mod json;
 mod names;
