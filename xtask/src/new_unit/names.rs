@@ -192,7 +192,8 @@ fn check_name(name: &str) -> Result<(), String> {
 }
 
 /// Checks a building id: the manifest's id grammar (ASCII letters, digits,
-/// `-` and `_`, at most 64 bytes), and never a path.
+/// `-` and `_`, at most 64 bytes), starting with a letter or digit (so an
+/// option given by mistake is not taken for an id), and never a path.
 pub fn check_building(id: &str) -> Result<(), String> {
     if id.is_empty() {
         return Err("the building id is empty; usage: --building <id>".into());
@@ -200,6 +201,11 @@ pub fn check_building(id: &str) -> Result<(), String> {
     if id.contains('/') || id.contains('\\') || id.contains("..") {
         return Err(format!(
             "building id {id:?} looks like a path; give a bare id"
+        ));
+    }
+    if !id.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err(format!(
+            "building id {id:?} must start with an ASCII letter or digit"
         ));
     }
     if id.len() > 64 {
@@ -275,7 +281,16 @@ mod tests {
     fn building_ids_follow_the_manifest_grammar() {
         assert!(check_building("garage").is_ok());
         assert!(check_building("Big_Garage-2").is_ok());
-        for id in ["", "..", "a/b", "a\\b", "a b", &"b".repeat(65)] {
+        for id in [
+            "",
+            "..",
+            "a/b",
+            "a\\b",
+            "a b",
+            "--force",
+            "_x",
+            &"b".repeat(65),
+        ] {
             assert!(check_building(id).is_err(), "{id:?}");
         }
     }
