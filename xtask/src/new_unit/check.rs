@@ -3,12 +3,12 @@
 //! building, build the site with Trunk, and run the unit's generated
 //! Playwright spec against that build.
 //!
-//! The copy lives in `target/new-unit-check/` (a fixed path, so a second
-//! run reuses the first one's compiled crates) and builds into the main
-//! target directory (`CARGO_TARGET_DIR`), so the dependencies the release
-//! stage compiled are reused and only the workspace's own crates are
-//! compiled again. It is removed when the check passes and kept for
-//! inspection when it fails.
+//! The copy lives in `target/new-unit-check/` (so `cargo clean` removes
+//! it) and builds into the main
+//! target directory (`CARGO_TARGET_DIR`), so what the release stage
+//! compiled is reused and only the generated unit and the app are compiled
+//! again. It is removed when the check passes and kept for inspection when
+//! it fails.
 
 use std::fs;
 use std::path::Path;
@@ -59,6 +59,11 @@ pub fn run(env: &ToolEnv, on_line: &mut dyn FnMut(&str)) -> Result<(), String> {
     let scratch_dir = scratch
         .to_str()
         .ok_or_else(|| format!("{} is not UTF-8", scratch.display()))?;
+    // Release, as deployed: right after the release stage every
+    // dependency and every unchanged workspace crate is fresh for it (cargo
+    // names path crates by their place in the workspace, and the copy keeps
+    // modification times), so only the new unit and the app are compiled.
+    // A debug build would first compile every dependency for wasm again.
     Cmd::new("trunk")
         .args(["build", "--release"])
         .dir(scratch_dir)
