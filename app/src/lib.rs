@@ -24,6 +24,13 @@ pub mod paths;
 pub mod registry;
 pub mod sync;
 
+// The unit-writing guide's Rust snippets run as doctests of this crate
+// (it depends on everything they use), so the guide cannot drift from the
+// API.
+#[cfg(doctest)]
+#[doc = include_str!("../../units/README.md")]
+pub struct WriteAUnitGuide;
+
 use std::sync::Arc;
 
 use leptos::prelude::*;

@@ -55,6 +55,8 @@ pub const UNITS: &[UnitKind] = &[
     UnitKind {
         name: "inspector",
         render: inspector,
+        name: "template",
+        render: template,
     },
 ];
 
@@ -70,6 +72,7 @@ pub const KINDS: &[&str] = &[
     "catalog",
     "cart",
     "inspector",
+    "template",
 ];
 
 /// The renderer for `kind`, if this build has it.
@@ -115,6 +118,8 @@ fn cart() -> AnyView {
 
 fn inspector() -> AnyView {
     view! { <unit_inspector::Inspector /> }.into_any()
+fn template() -> AnyView {
+    view! { <unit_template::Template /> }.into_any()
 }
 
 #[cfg(test)]

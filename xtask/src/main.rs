@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod cmd;
+mod new_unit;
 mod setup;
 mod size;
 mod suite;
@@ -21,6 +22,9 @@ commands:
   test     set up what is missing, then run every check and test (what CI runs)
   setup    install the tools for `test` (target, trunk, wasm-bindgen, wasm-opt, chromium, npm packages)
   size     build the release site and print the wasm/js sizes (raw, gzip, brotli)
+  new-unit <name> [--building <id>]
+           copy units/template to units/<name>, rename it and register it in the app
+           (building <id> of the main apartment, default garage; created if missing)
   bench    measurements (never assertions): native state-op throughput, cross-tab
            latency in Chromium; numbers in target/bench/
   help     this text
@@ -34,6 +38,7 @@ fn main() -> ExitCode {
         Some("setup") => setup::ensure(setup::Purpose::Test).map(|_| ()),
         Some("size") => size_command(),
         Some("bench") => bench(),
+        Some("new-unit") => new_unit::command(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             print!("{HELP}");
             Ok(())

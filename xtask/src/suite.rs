@@ -3,12 +3,14 @@
 //! Order: formatting, lints (host and wasm32), native tests, browser tests
 //! of the wasm crates (wasm-bindgen-test in headless Chromium), the release
 //! build, its size, then Playwright against that build served as a static
-//! site. The run ends with a table of stages and one line counting every
-//! test the runners reported.
+//! site, and last `cargo xtask new-unit` checked end to end in a scratch
+//! copy (generated, built, its spec run in Chromium). The run ends with a
+//! table of stages and one line counting every test the runners reported.
 
 use std::time::Instant;
 
 use crate::cmd::{Cmd, root};
+use crate::new_unit;
 use crate::setup::{self, CHROMEDRIVER, ToolEnv};
 use crate::size;
 
@@ -87,6 +89,10 @@ const STAGES: &[Stage] = &[
     Stage {
         name: "playwright (release dist)",
         run: playwright,
+    },
+    Stage {
+        name: "new-unit: generate, build, e2e",
+        run: new_unit_check,
     },
 ];
 
@@ -301,6 +307,11 @@ fn playwright(env: &ToolEnv, tally: &mut Tally) -> Result<(), String> {
         .dir("end2end")
         .env_path(env)
         .run_watching(|line| tally.read(line))
+}
+
+/// `cargo xtask new-unit` in a scratch copy, built and tested in Chromium.
+fn new_unit_check(env: &ToolEnv, tally: &mut Tally) -> Result<(), String> {
+    new_unit::check::run(env, &mut |line| tally.read(line))
 }
 
 #[cfg(test)]
