@@ -55,6 +55,8 @@ pub const UNITS: &[UnitKind] = &[
     UnitKind {
         name: "inspector",
         render: inspector,
+    },
+    UnitKind {
         name: "template",
         render: template,
     },
@@ -118,6 +120,8 @@ fn cart() -> AnyView {
 
 fn inspector() -> AnyView {
     view! { <unit_inspector::Inspector /> }.into_any()
+}
+
 fn template() -> AnyView {
     view! { <unit_template::Template /> }.into_any()
 }

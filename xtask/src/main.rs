@@ -56,6 +56,11 @@ fn main() -> ExitCode {
 
 fn dev() -> Result<(), String> {
     let env = setup::ensure(setup::Purpose::Dev)?;
+    // Trunk refuses to start when a watch-ignore path of Trunk.toml is
+    // missing: `target` is absent when CARGO_TARGET_DIR points elsewhere.
+    for dir in ["target", "dist"] {
+        std::fs::create_dir_all(cmd::root().join(dir)).map_err(|e| format!("{dir}/: {e}"))?;
+    }
     eprintln!("xtask: serving the demo on http://127.0.0.1:8080 (Ctrl-C stops it)");
     cmd::Cmd::new("trunk")
         .args(["serve", "--address", "127.0.0.1", "--port", "8080"])
