@@ -116,6 +116,7 @@ if (Array.isArray(twiggyHello) && Array.isArray(twiggyHelloState)) {
 }
 
 const kib = (n) => (n == null ? 'n/a' : `${(n / 1024).toFixed(1)} KiB`);
+const mib = (n) => (n == null ? 'n/a' : Math.abs(n) >= 2 ** 20 ? `${(n / 2 ** 20).toFixed(2)} MiB` : kib(n));
 const ms = (n, digits = 2) => (n == null ? 'n/a' : `${n.toFixed(digits)} ms`);
 const x = (n) => (n == null ? 'n/a' : `${n.toFixed(2)}×`);
 const per = (n) => (n == null ? 'n/a' : `${Math.round(n).toLocaleString('en-US')} ops/s`);
@@ -234,8 +235,8 @@ goal(
 );
 goal(
   '10,000 unit mount/unmount cycles: wasm memory growth after 1,000 warm-up cycles',
-  m ? `${kib(growth(m))} (${kib(m.bytes_before)} → ${kib(m.bytes_after)}); over the plain-signal unit: ${kib(growth(m) - growth(mem.plain))}` : 'n/a',
-  mem?.plain ? `plain-signal unit: ${kib(growth(mem.plain))}; Leptos alone: ${kib(growth(mem.bare))}; three Leptos <Provider>s: ${kib(growth(mem.providers))}` : '',
+  m ? `${mib(growth(m))} (${mib(m.bytes_before)} → ${mib(m.bytes_after)}); over the plain-signal unit: ${mib(growth(m) - growth(mem.plain))}` : 'n/a',
+  mem?.plain ? `plain-signal unit: ${mib(growth(mem.plain))}; Leptos alone: ${mib(growth(mem.bare))}; three Leptos <Provider>s: ${mib(growth(mem.providers))}` : '',
   '',
   '0 growth',
   m ? growth(m) === 0 : null,
@@ -255,7 +256,7 @@ lines.push(
 lines.push(
   `- Machine: ${machine.nproc} CPUs (nproc), ${machine.cpu}, ${machine.ram_gib} GiB RAM; shared with other builds while running.`,
   `- Browser: ${machine.browser} (headless, Playwright); Node ${machine.node}.`,
-  `- Date: ${machine.date}; the whole \`cargo xtask bench\` took ${Number.isFinite(machine.bench_seconds) ? `${Math.floor(machine.bench_seconds / 60)} min ${Math.round(machine.bench_seconds % 60)} s` : 'n/a'} (warm cargo cache).`,
+  `- Date: ${machine.date}; the whole \`cargo xtask bench\` took ${Number.isFinite(machine.bench_seconds) ? `${Math.floor(machine.bench_seconds / 60)} min ${Math.round(machine.bench_seconds % 60)} s` : 'n/a'}, builds included (so it depends on how warm the cargo cache was).`,
   '',
 );
 lines.push('## Goals', '');
@@ -373,12 +374,12 @@ if (ops) {
   for (const kind of ['bare', 'providers', 'containers', 'keys', 'plain', 'shared', 'path', 'event', 'all']) {
     const r = mem[kind];
     if (!r) continue;
-    row([kind, `${r.subscriptions_before} → ${r.subscriptions_after}`, `${r.listeners_before} → ${r.listeners_after}`, `${kib(r.bytes_before)} → ${kib(r.bytes_after)}`, kib(growth(r)), ms(r.ms, 0)]);
+    row([kind, `${r.subscriptions_before} → ${r.subscriptions_after}`, `${r.listeners_before} → ${r.listeners_after}`, `${mib(r.bytes_before)} → ${mib(r.bytes_after)}`, `${mib(growth(r))} (${Math.round(growth(r) / mem.cycles)} B/cycle)`, ms(r.ms, 0)]);
   }
   lines.push('');
 }
 if (latency) {
-  lines.push('## Cross-tab latency', '', `Two pages of the release app in one browser context; page A writes, page B's subscriber runs; ${latency.samples} samples per path, each waiting for B's acknowledgement.`, '');
+  lines.push('## Cross-tab latency', '', `Two pages of the release app in one browser context; page A writes, page B's subscriber runs; ${latency.samples} samples per path, each waiting for B's acknowledgement. These pages are the demo, not cross-origin isolated, so Chromium's timer is precise to 0.1 ms here.`, '');
   row(['path', 'samples', 'p50', 'p95', 'p99', 'mean']);
   row(['---', '---:', '---:', '---:', '---:', '---:']);
   for (const [name, s] of [
