@@ -7,7 +7,7 @@
 // address gets 404.html with status 404 (the build makes 404.html the app
 // itself, so deep links still work there).
 //
-// Usage: node serve.mjs <dist-dir> <port> [base-path] [--not-found-page]
+// Usage: node serve.mjs <dist-dir> <port> [base-path] [--not-found-page] [--isolated]
 import { createServer } from 'node:http';
 import { readFile, stat } from 'node:fs/promises';
 import { extname, join, normalize, resolve, sep } from 'node:path';
@@ -15,6 +15,11 @@ import { extname, join, normalize, resolve, sep } from 'node:path';
 const flags = process.argv.slice(2).filter((a) => a.startsWith('--'));
 const [distArg, portArg, baseArg = '/'] = process.argv.slice(2).filter((a) => !a.startsWith('--'));
 const notFoundPage = flags.includes('--not-found-page');
+// --isolated: cross-origin isolation (COOP + COEP), which makes Chromium's
+// performance.now() precise to 5 µs instead of 100 µs (the benchmark page).
+const isolation = flags.includes('--isolated')
+  ? { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' }
+  : {};
 if (!distArg || !portArg) {
   console.error('usage: node serve.mjs <dist-dir> <port> [base-path]');
   process.exit(2);
@@ -39,6 +44,7 @@ async function send(res, status, file) {
   res.writeHead(status, {
     'content-type': types[extname(file)] ?? 'application/octet-stream',
     'cache-control': 'no-store',
+    ...isolation,
   });
   res.end(body);
 }

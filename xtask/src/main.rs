@@ -6,6 +6,7 @@
 //! skipping what is already there.
 #![forbid(unsafe_code)]
 
+mod bench;
 mod cmd;
 mod new_unit;
 mod setup;
@@ -25,8 +26,9 @@ commands:
   new-unit <name> [--building <id>]
            copy units/template to units/<name>, rename it and register it in the app
            (building <id> of the main apartment, default garage; created if missing)
-  bench    measurements (never assertions): native state-op throughput, cross-tab
-           latency in Chromium; numbers in target/bench/
+  bench    measurements (never assertions): sizes against a bare Leptos build, state
+           ops against zustand and plain signals, hydration, memory, cross-tab
+           latency in Chromium; target/bench/results.json and BENCHMARKS.md
   help     this text
 ";
 
@@ -74,21 +76,8 @@ fn size_command() -> Result<(), String> {
     size::report(&env)
 }
 
-/// Measurements: the core's op throughput (native) and cross-tab latency
-/// (two pages of the release build in Chromium). Separate from `test`:
-/// numbers are reported, never asserted.
+/// Measurements, numbers reported and never asserted (the `bench` module):
+/// target/bench/results.json, results.md and the BENCHMARKS.md snapshot.
 fn bench() -> Result<(), String> {
-    let env = setup::ensure(setup::Purpose::Test)?;
-    std::fs::create_dir_all(cmd::root().join("target/bench"))
-        .map_err(|e| format!("target/bench: {e}"))?;
-    cmd::Cmd::new("cargo")
-        .args(["bench", "-p", "gaesup-state-core"])
-        .run()?;
-    suite::trunk_release(&env)?;
-    size::report(&env)?;
-    cmd::Cmd::new("playwright")
-        .args(["test", "-c", "bench.config.ts"])
-        .dir("end2end")
-        .env_path(&env)
-        .run()
+    bench::run()
 }

@@ -1,0 +1,213 @@
+//! Raw state operations on one manager, with no view: set with and without
+//! a subscriber, selective (path) subscriptions, batches.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use gaesup_state::core::{MAX_GROUP_OPS, ManualClock, Store, TabId};
+use gaesup_state::{Lifetime, Path, SharedKey, StateManager, SystemClock};
+use leptos::prelude::*;
+use serde_json::{Map, Value, json};
+use wasm_bindgen::prelude::*;
+
+use crate::fixture::{address, js, key, now, report};
+
+/// Counts the calls of the callbacks it hands out.
+#[derive(Clone, Default)]
+struct Counter(Rc<Cell<u64>>);
+
+impl Counter {
+    fn callback(&self) -> impl Fn(&gaesup_state::core::Change) + 'static {
+        let count = Rc::clone(&self.0);
+        move |_| count.set(count.get() + 1)
+    }
+
+    fn take(&self) -> u64 {
+        self.0.replace(0)
+    }
+}
+
+/// Runs `body` under a fresh reactive owner, disposed afterwards, so one
+/// measurement's arena does not weigh on the next.
+fn owned<R>(body: impl FnOnce() -> R) -> R {
+    let owner = Owner::new();
+    let result = owner.with(body);
+    owner.cleanup();
+    result
+}
+
+/// `n` writes of an integer key with `subscribers` whole-key subscribers:
+/// `{ms, notified}`.
+#[wasm_bindgen]
+pub fn set_bench(subscribers: u32, n: u32) -> Result<String, JsValue> {
+    owned(|| {
+        let manager = StateManager::with_system_clock();
+        let unit = address("ops")?;
+        let key: SharedKey<i64> = key("n", Lifetime::Memory)?;
+        manager.declare(&key).map_err(js)?;
+        let counter = Counter::default();
+        for _ in 0..subscribers {
+            manager
+                .subscribe(&unit, &key, None, counter.callback())
+                .map_err(js)?;
+        }
+        let start = now();
+        for i in 0..n {
+            manager.set(&unit, &key, i64::from(i) + 1).map_err(js)?;
+        }
+        let ms = now() - start;
+        Ok(report(json!({ "ms": ms, "notified": counter.take() })))
+    })
+}
+
+/// `n` writes of the same key straight to the core's `Store`, with no
+/// manager around it (no notification pass, no log): `{ms}`. With
+/// `manual_clock` the store reads a fixed clock instead of `Date.now()`.
+/// Together with [`set_bench`] it splits the cost of a write between the
+/// core and the reactive layer.
+#[wasm_bindgen]
+pub fn core_set_bench(n: u32, manual_clock: bool) -> Result<String, JsValue> {
+    let unit = address("ops")?;
+    let key: SharedKey<i64> = key("n", Lifetime::Memory)?;
+    let tab = TabId::new(1);
+    let mut store = if manual_clock {
+        Store::new(tab, ManualClock::new(1_700_000_000_000))
+    } else {
+        Store::new(tab, SystemClock)
+    };
+    store.declare(&key).map_err(js)?;
+    let start = now();
+    for i in 0..n {
+        store.set(&unit, &key, i64::from(i) + 1).map_err(js)?;
+    }
+    let ms = now() - start;
+    Ok(report(json!({ "ms": ms })))
+}
+
+/// `subscribers` subscriptions on the distinct paths `p0`, `p1`, … of one
+/// key, then `updates` writes that change only `p0`:
+/// `{ms, notified, subscriptions}`.
+///
+/// `dense`: the value holds every watched field (`{p0: …, p1: …, …}`), so
+/// each write also copies and compares a value that grows with N. Not
+/// dense: the value is `{p0: i}` whatever N, which isolates the cost of
+/// the subscribers themselves.
+#[wasm_bindgen]
+pub fn path_bench(subscribers: u32, updates: u32, dense: bool) -> Result<String, JsValue> {
+    owned(|| {
+        let manager = StateManager::with_system_clock();
+        let unit = address("paths")?;
+        let key: SharedKey<Value> = key("doc", Lifetime::Memory)?;
+        manager.declare(&key).map_err(js)?;
+        let mut base = Map::new();
+        let fields = if dense { subscribers } else { 1 };
+        for i in 0..fields {
+            base.insert(format!("p{i}"), json!(0));
+        }
+        manager
+            .set(&unit, &key, Value::Object(base.clone()))
+            .map_err(js)?;
+        let counter = Counter::default();
+        for i in 0..subscribers {
+            let path = Path::parse(&format!("p{i}")).map_err(js)?;
+            manager
+                .subscribe(&unit, &key, Some(path), counter.callback())
+                .map_err(js)?;
+        }
+        let subscriptions = manager.subscription_count();
+        let start = now();
+        for u in 0..updates {
+            let mut next = base.clone();
+            next.insert("p0".to_owned(), json!(u + 1));
+            manager.set(&unit, &key, Value::Object(next)).map_err(js)?;
+        }
+        let ms = now() - start;
+        Ok(report(json!({
+            "ms": ms,
+            "notified": counter.take(),
+            "subscriptions": subscriptions,
+        })))
+    })
+}
+
+/// `writes` writes spread over `keys` keys with one subscriber each, as one
+/// batch, as batches of at most the core's limit, and one by one:
+/// per-subscriber notification counts and times.
+#[wasm_bindgen]
+pub fn batch_bench(keys: u32, writes: u32) -> Result<String, JsValue> {
+    owned(|| {
+        let manager = StateManager::with_system_clock();
+        let unit = address("batch")?;
+        let mut all = Vec::new();
+        let mut counters = Vec::new();
+        for k in 0..keys {
+            let key: SharedKey<i64> = key(&format!("k{k}"), Lifetime::Memory)?;
+            manager.declare(&key).map_err(js)?;
+            let counter = Counter::default();
+            manager
+                .subscribe(&unit, &key, None, counter.callback())
+                .map_err(js)?;
+            all.push(key);
+            counters.push(counter);
+        }
+        let spread =
+            |range: std::ops::Range<u32>| range.map(|i| (i as usize % all.len(), i64::from(i) + 1));
+        let tally = || {
+            let counts: Vec<u64> = counters.iter().map(Counter::take).collect();
+            json!({
+                "min": counts.iter().min().copied().unwrap_or(0),
+                "max": counts.iter().max().copied().unwrap_or(0),
+            })
+        };
+
+        // The whole batch at once.
+        let start = now();
+        let whole = manager.batch(|batch| {
+            for (k, value) in spread(0..writes) {
+                batch.set(&unit, &all[k], value)?;
+            }
+            Ok(())
+        });
+        let whole_ms = now() - start;
+        let whole_notified = tally();
+        let whole_error = whole.err().map(|e| e.to_string());
+
+        // In batches of at most MAX_GROUP_OPS writes.
+        let chunk = u32::try_from(MAX_GROUP_OPS).map_err(js)?;
+        let mut batches = 0;
+        let start = now();
+        let mut from = 0;
+        while from < writes {
+            let to = (from + chunk).min(writes);
+            manager
+                .batch(|batch| {
+                    for (k, value) in spread(from..to) {
+                        batch.set(&unit, &all[k], value + i64::from(writes))?;
+                    }
+                    Ok(())
+                })
+                .map_err(js)?;
+            batches += 1;
+            from = to;
+        }
+        let chunked_ms = now() - start;
+        let chunked_notified = tally();
+
+        // One by one.
+        let start = now();
+        for (k, value) in spread(0..writes) {
+            manager
+                .set(&unit, &all[k], value + 2 * i64::from(writes))
+                .map_err(js)?;
+        }
+        let single_ms = now() - start;
+        let single_notified = tally();
+
+        Ok(report(json!({
+            "limit": MAX_GROUP_OPS,
+            "whole": { "ms": whole_ms, "error": whole_error, "notified": whole_notified },
+            "chunked": { "ms": chunked_ms, "batches": batches, "notified": chunked_notified },
+            "single": { "ms": single_ms, "notified": single_notified },
+        })))
+    })
+}

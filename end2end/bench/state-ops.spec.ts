@@ -1,0 +1,219 @@
+import { test, type Page } from '@playwright/test';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+// State operations on the benchmark page (bench/page, not the demo), in the
+// same Chromium run as their baselines: zustand's vanilla store loaded into
+// the same page, and plain Leptos signals. The page's exported functions
+// time N iterations with performance.now() (set-up excluded) and return
+// JSON; every measurement is warmed up once, then repeated ROUNDS times and
+// reported as the median. Nothing here asserts a time.
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7);
+const here = dirname(fileURLToPath(import.meta.url));
+const OUT = resolve(here, '../../target/bench/state-ops.json');
+const PAGE = `http://127.0.0.1:${Number(process.env.E2E_BENCH_PORT ?? 4175)}/`;
+const ZUSTAND = createRequire(import.meta.url).resolve('zustand/vanilla');
+
+const median = (values: number[]) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+};
+const quantile = (values: number[], q: number) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+};
+
+/** Calls an exported function of the page and parses its JSON. */
+async function call(page: Page, name: string, ...args: unknown[]): Promise<any> {
+  const text = await page.evaluate(
+    async ([name, args]) => (window as any).wasmBindings[name as string](...(args as unknown[])),
+    [name, args] as const,
+  );
+  return JSON.parse(text as string);
+}
+
+/** Warm-up, then ROUNDS runs of `run`; returns every round's result. */
+async function rounds<T>(run: () => Promise<T>, count = ROUNDS): Promise<T[]> {
+  // Two warm-up runs: the first call of a wasm function may still run in
+  // Chromium's baseline tier.
+  await run();
+  await run();
+  const results: T[] = [];
+  for (let i = 0; i < count; i += 1) results.push(await run());
+  return results;
+}
+
+/** Loads the page and waits for the wasm; the timer must be precise. */
+async function open(page: Page) {
+  await page.goto(PAGE);
+  await page.waitForFunction(() => (window as any).wasmBindings?.set_bench !== undefined);
+  if (!(await page.evaluate(() => crossOriginIsolated))) {
+    throw new Error('the benchmark page is not cross-origin isolated: performance.now() would be coarse');
+  }
+}
+
+async function zustandSet(page: Page, subscribers: number, n: number) {
+  return page.evaluate(
+    ([subscribers, n]) => {
+      const store = (window as any).zustand.createStore(() => ({ n: 0 }));
+      let notified = 0;
+      for (let s = 0; s < subscribers; s += 1) store.subscribe(() => (notified += 1));
+      const start = performance.now();
+      for (let i = 0; i < n; i += 1) store.setState({ n: i + 1 });
+      const ms = performance.now() - start;
+      if (store.getState().n !== n) throw new Error('zustand lost writes');
+      return { ms, notified };
+    },
+    [subscribers, n],
+  );
+}
+
+test('state ops', async ({ page, browser, browserName }) => {
+  // zustand's vanilla store, served from node_modules to the same page.
+  await page.route('**/zustand-vanilla.mjs', (route) =>
+    route.fulfill({ path: ZUSTAND.replace(/vanilla\.js$/, 'esm/vanilla.mjs'), contentType: 'text/javascript' }),
+  );
+  // Memory first, each kind of unit on a fresh page: wasm memory only
+  // grows, and the other measurements would leave it large. `plain` (a
+  // plain signal in the same containers) is the baseline; `bare` (a plain
+  // signal, no containers) is Leptos alone; `providers` adds three nested
+  // Leptos <Provider>s, what the containers are made of.
+  const memory: Record<string, any> = { cycles: 10_000, warmup_cycles: 1_000 };
+  for (const kind of ['bare', 'providers', 'containers', 'keys', 'plain', 'all', 'shared', 'path', 'event']) {
+    await open(page);
+    const warmup = await call(page, 'mount_cycles', kind, 1_000);
+    memory[kind] = { warmup, ...(await call(page, 'mount_cycles', kind, 10_000)) };
+  }
+  await open(page);
+  await page.addScriptTag({
+    type: 'module',
+    content: "import { createStore } from '/zustand-vanilla.mjs'; window.zustand = { createStore };",
+  });
+  await page.waitForFunction(() => (window as any).zustand !== undefined);
+
+  // 1. set, with 0 and 1 subscriber, against zustand.
+  // zustand is run for more writes so that its round also lasts tens of
+  // milliseconds; the ratio compares time per write.
+  const SET_N = 20_000;
+  const ZUSTAND_N = 500_000;
+  const set: Record<string, any> = {};
+  for (const subscribers of [0, 1]) {
+    const ours = await rounds(() => call(page, 'set_bench', subscribers, SET_N));
+    const theirs = await rounds(() => zustandSet(page, subscribers, ZUSTAND_N));
+    const oursUs = (median(ours.map((r) => r.ms)) / SET_N) * 1000;
+    const theirsUs = (median(theirs.map((r) => r.ms)) / ZUSTAND_N) * 1000;
+    set[`subscribers_${subscribers}`] = {
+      gaesup: { n: SET_N, us_per_op: oursUs, ops_per_s: 1e6 / oursUs, notified: ours[0].notified },
+      zustand: { n: ZUSTAND_N, us_per_op: theirsUs, ops_per_s: 1e6 / theirsUs, notified: theirs[0].notified },
+      ratio: oursUs / theirsUs,
+    };
+  }
+
+  // Where a write's time goes: the core's Store alone (system clock, then a
+  // fixed clock), against the whole manager above.
+  const core = {
+    n: SET_N,
+    store_us_per_op: (median((await rounds(() => call(page, 'core_set_bench', SET_N, false))).map((r) => r.ms)) / SET_N) * 1000,
+    store_fixed_clock_us_per_op:
+      (median((await rounds(() => call(page, 'core_set_bench', SET_N, true))).map((r) => r.ms)) / SET_N) * 1000,
+  };
+  set.core = core;
+
+  // 2. The 1,000-row table, state manager against plain signals. Each call
+  // builds the table and runs 20 update rounds; calls alternate.
+  const ROWS = 1000;
+  const TABLE_ROUNDS = 20;
+  const tables: Record<string, { create: number[]; update: number[]; ticks: number }> = {
+    signals: { create: [], update: [], ticks: 0 },
+    state: { create: [], update: [], ticks: 0 },
+  };
+  for (let call_ = 0; call_ <= ROUNDS; call_ += 1) {
+    for (const kind of ['signals', 'state']) {
+      const r = await call(page, 'table_bench', kind, ROWS, TABLE_ROUNDS);
+      if (call_ === 0) continue; // warm-up
+      tables[kind].create.push(r.create_ms);
+      tables[kind].update.push(...r.update_ms);
+      tables[kind].ticks += r.ticks;
+    }
+  }
+  const table = {
+    rows: ROWS,
+    rows_changed_per_update: ROWS / 10,
+    updates: tables.state.update.length,
+    signals: { create_ms: median(tables.signals.create), update_ms: median(tables.signals.update) },
+    state: { create_ms: median(tables.state.create), update_ms: median(tables.state.update) },
+    update_ratio: median(tables.state.update) / median(tables.signals.update),
+    create_ratio: median(tables.state.create) / median(tables.signals.create),
+  };
+
+  // 3. Selective subscriptions: N subscribers on distinct paths, one path
+  // changes per update.
+  const UPDATES = 200;
+  const paths: any[] = [];
+  for (const dense of [false, true]) {
+    for (const n of [100, 1_000, 10_000]) {
+      const runs = await rounds(() => call(page, 'path_bench', n, UPDATES, dense), 5);
+      const ms = median(runs.map((r) => r.ms));
+      paths.push({
+        subscribers: n,
+        dense,
+        subscriptions: runs[0].subscriptions,
+        notified_per_update: runs[0].notified / UPDATES,
+        us_per_update: (ms / UPDATES) * 1000,
+      });
+    }
+  }
+
+  // 4. A batch of 1,000 writes over 10 keys, one subscriber per key.
+  const batchRuns = await rounds(() => call(page, 'batch_bench', 10, 1_000), 5);
+  const batch = {
+    writes: 1_000,
+    keys: 10,
+    limit: batchRuns[0].limit,
+    whole: {
+      error: batchRuns[0].whole.error,
+      ms: median(batchRuns.map((r) => r.whole.ms)),
+      notified: batchRuns[0].whole.notified,
+    },
+    chunked: {
+      batches: batchRuns[0].chunked.batches,
+      ms: median(batchRuns.map((r) => r.chunked.ms)),
+      notified: batchRuns[0].chunked.notified,
+    },
+    single: {
+      ms: median(batchRuns.map((r) => r.single.ms)),
+      notified: batchRuns[0].single.notified,
+    },
+  };
+
+  // 5. Hydration: 100 KiB persisted, cold start to rendered value.
+  const planted = await call(page, 'plant', 100 * 1024);
+  const hydrations = await rounds(() => call(page, 'hydrate'), 30);
+  const hydration = {
+    planted,
+    samples: hydrations.length,
+    items_rendered: hydrations[0].items,
+    ms: median(hydrations.map((r) => r.ms)),
+    p95_ms: quantile(hydrations.map((r) => r.ms), 0.95),
+    connect_ms: median(hydrations.map((r) => r.connect_ms)),
+    mount_ms: median(hydrations.map((r) => r.mount_ms)),
+  };
+
+
+  const result = {
+    browser: `${browserName} ${browser.version()}`,
+    rounds: ROUNDS,
+    set,
+    table,
+    paths,
+    batch,
+    hydration,
+    memory,
+  };
+  mkdirSync(dirname(OUT), { recursive: true });
+  writeFileSync(OUT, JSON.stringify(result, null, 2));
+  console.log(JSON.stringify(result, null, 2));
+});

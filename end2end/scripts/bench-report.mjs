@@ -1,0 +1,399 @@
+// Gathers the numbers `cargo xtask bench` left in target/bench/ into
+// results.json and a Markdown report (results.md, and the same text as the
+// committed snapshot BENCHMARKS.md). Goals are compared here, as met or
+// missed; nothing fails because of a number.
+//
+// Usage: node bench-report.mjs <bench-dir> <snapshot.md> <elapsed-seconds>
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { availableParallelism, totalmem } from 'node:os';
+import { join } from 'node:path';
+
+const [dir, snapshot, elapsedArg] = process.argv.slice(2);
+if (!dir || !snapshot) {
+  console.error('usage: node bench-report.mjs <bench-dir> <snapshot.md> <elapsed-seconds>');
+  process.exit(2);
+}
+const read = (file) => {
+  const path = join(dir, file);
+  return existsSync(path) ? JSON.parse(readFileSync(path, 'utf8')) : null;
+};
+const text = (file) => {
+  const path = join(dir, file);
+  return existsSync(path) ? readFileSync(path, 'utf8') : null;
+};
+
+const sizes = { app: read('size-app.json'), hello: read('size-hello.json'), helloState: read('size-hello-state.json') };
+const ops = read('state-ops.json');
+const latency = read('cross-tab-latency.json');
+const twiggy = read('twiggy-app.json');
+const twiggyHello = read('twiggy-hello.json');
+const twiggyHelloState = read('twiggy-hello-state.json');
+
+const cpuModel =
+  readFileSync('/proc/cpuinfo', 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('model name'))
+    ?.split(':')[1]
+    ?.trim() ?? 'unknown';
+const machine = {
+  nproc: availableParallelism(),
+  cpu: cpuModel,
+  ram_gib: Number((totalmem() / 2 ** 30).toFixed(1)),
+  browser: ops?.browser ?? latency?.browser ?? 'unknown',
+  node: process.version,
+  date: new Date().toISOString(),
+  bench_seconds: Number(elapsedArg ?? NaN),
+};
+
+// Where the app's bytes go: twiggy's items grouped by the crate named at
+// the start of each symbol (approximate: after LTO, inlined code counts for
+// its caller; data segments and tables have no crate).
+function crateOf(name) {
+  if (name.startsWith('data segment') || name.startsWith('data[')) return '(data segments)';
+  if (/^(elem|table|type|global|memory)\[|^import |^export |^wasm magic|^code section|^table|^elem/.test(name)) {
+    return '(wasm tables, types, imports, exports)';
+  }
+  // wasm-bindgen's exported shims of the JavaScript binding (`window.gaesup`).
+  if (name.startsWith('gaesupunit_')) return 'gaesup_state (JS binding exports)';
+  const n = name.replace(/^(<|&|mut |dyn |\*const |\*mut )+/, '');
+  const seg = '([a-z_]\\w*)(?:\\[[0-9a-f]+\\])?::';
+  const as = n.match(new RegExp(`^[A-Z]\\w*(?:<[^>]*>)? as ${seg}`));
+  if (as) return as[1];
+  const m = n.match(new RegExp(`^${seg}`));
+  if (m) return m[1];
+  // Methods of primitive types (`<str>::…`, `<char as …>`) come from core.
+  if (/^(str|char|bool|[iu](8|16|32|64|128|size)|f32|f64|\[)/.test(n)) return 'core';
+  return '(other)';
+}
+/** Bytes per crate of a twiggy item list, without the debug names. */
+function groupByCrate(items) {
+  const groups = new Map();
+  let total = 0;
+  for (const item of items) {
+    // Debug names and custom sections: wasm-opt drops them from the release.
+    if (/subsection"?$|^custom section/.test(item.name ?? '')) continue;
+    const size = item.shallow_size ?? 0;
+    total += size;
+    const crate = crateOf(item.name ?? '');
+    groups.set(crate, (groups.get(crate) ?? 0) + size);
+  }
+  return { total, groups };
+}
+let byCrate = null;
+if (Array.isArray(twiggy)) {
+  const { total, groups } = groupByCrate(twiggy);
+  // Generic functions instantiated once per type: the same path with
+  // another hash.
+  const copies = new Map();
+  for (const item of twiggy) {
+    const base = (item.name ?? '').replace(/::h[0-9a-f]{16}$/, '');
+    if (base === item.name) continue;
+    const entry = copies.get(base) ?? { name: base, copies: 0, bytes: 0 };
+    entry.copies += 1;
+    entry.bytes += item.shallow_size ?? 0;
+    copies.set(base, entry);
+  }
+  byCrate = {
+    generics: [...copies.values()].filter((c) => c.copies > 1).sort((a, b) => b.bytes - a.bytes).slice(0, 12),
+    total,
+    crates: [...groups.entries()]
+      .map(([crate, bytes]) => ({ crate, bytes, percent: (100 * bytes) / total }))
+      .sort((a, b) => b.bytes - a.bytes),
+  };
+}
+// What hello-state adds over hello, per crate.
+let increment_by_crate = null;
+if (Array.isArray(twiggyHello) && Array.isArray(twiggyHelloState)) {
+  const before = groupByCrate(twiggyHello);
+  const after = groupByCrate(twiggyHelloState);
+  const crates = new Set([...before.groups.keys(), ...after.groups.keys()]);
+  increment_by_crate = {
+    total: after.total - before.total,
+    crates: [...crates]
+      .map((crate) => ({ crate, bytes: (after.groups.get(crate) ?? 0) - (before.groups.get(crate) ?? 0) }))
+      .sort((a, b) => b.bytes - a.bytes),
+  };
+}
+
+const kib = (n) => (n == null ? 'n/a' : `${(n / 1024).toFixed(1)} KiB`);
+const mib = (n) => (n == null ? 'n/a' : Math.abs(n) >= 2 ** 20 ? `${(n / 2 ** 20).toFixed(2)} MiB` : kib(n));
+const ms = (n, digits = 2) => (n == null ? 'n/a' : `${n.toFixed(digits)} ms`);
+const x = (n) => (n == null ? 'n/a' : `${n.toFixed(2)}×`);
+const per = (n) => (n == null ? 'n/a' : `${Math.round(n).toLocaleString('en-US')} ops/s`);
+const verdict = (ok) => (ok == null ? 'not measured' : ok ? '**met**' : '**missed**');
+
+const goals = [];
+const goal = (name, measured, baseline, ratio, target, met) => goals.push({ name, measured, baseline, ratio, target, met });
+
+// Sizes.
+const appBr = sizes.app?.total.brotli;
+goal('Size: full app, wasm + JS, brotli', kib(appBr), '', '', '≤ 100 KiB', appBr == null ? null : appBr <= 100 * 1024);
+const increment = sizes.helloState && sizes.hello ? sizes.helloState.total.brotli - sizes.hello.total.brotli : null;
+goal(
+  'Size: state manager over bare Leptos (hello-state − hello), brotli',
+  kib(increment),
+  `hello ${kib(sizes.hello?.total.brotli)}, hello-state ${kib(sizes.helloState?.total.brotli)}`,
+  '',
+  '≤ 20 KiB',
+  increment == null ? null : increment <= 20 * 1024,
+);
+// State ops.
+const s0 = ops?.set.subscribers_0;
+const s1 = ops?.set.subscribers_1;
+goal('set, 0 subscribers', per(s0?.gaesup.ops_per_s), `zustand ${per(s0?.zustand.ops_per_s)}`, x(s0?.ratio), '(no goal; time/op vs zustand)', undefined);
+goal('set + notify 1 subscriber', per(s1?.gaesup.ops_per_s), `zustand ${per(s1?.zustand.ops_per_s)}`, x(s1?.ratio), '≤ 1.0× zustand (time/op)', s1 ? s1.ratio <= 1.0 : null);
+const t = ops?.table;
+goal(
+  `1,000-row table, update ${t?.rows_changed_per_update ?? 100} rows`,
+  ms(t?.state.update_ms),
+  `signals ${ms(t?.signals.update_ms)}`,
+  x(t?.update_ratio),
+  '≤ 1.05× plain signals',
+  t ? t.update_ratio <= 1.05 : null,
+);
+const paths = ops?.paths.filter((p) => !p.dense) ?? [];
+if (paths.length) {
+  const first = paths[0];
+  const lastP = paths[paths.length - 1];
+  const notifiedOk = paths.every((p) => p.notified_per_update === 1);
+  goal(
+    'Selective subscription: notifications per update, N = 100 / 1,000 / 10,000',
+    paths.map((p) => p.notified_per_update).join(' / '),
+    '',
+    '',
+    'exactly 1',
+    notifiedOk,
+  );
+  const growth = lastP.us_per_update / first.us_per_update;
+  goal(
+    'Selective subscription: time per update, N = 100 / 1,000 / 10,000',
+    paths.map((p) => `${p.us_per_update.toFixed(1)} µs`).join(' / '),
+    '',
+    `${x(growth)} (10,000 vs 100)`,
+    'flat (read here as ≤ 1.5× from N = 100 to 10,000)',
+    growth <= 1.5,
+  );
+}
+const b = ops?.batch;
+if (b) {
+  const whole = b.whole.error == null;
+  const n = whole ? b.whole.notified : b.chunked.notified;
+  goal(
+    'Batch of 1,000 writes: notifications per subscriber',
+    whole ? `${n.min}–${n.max}` : `refused as one batch ("${b.whole.error}"); in ${b.chunked.batches} batches of ≤ ${b.limit}: ${n.min}–${n.max}`,
+    `unbatched ${b.single.notified.min}–${b.single.notified.max}`,
+    '',
+    '1',
+    whole && n.max === 1,
+  );
+  goal(
+    'Batch of 1,000 writes: total time',
+    whole ? ms(b.whole.ms) : `${ms(b.chunked.ms)} (${b.chunked.batches} batches)`,
+    `unbatched ${ms(b.single.ms)}`,
+    x((whole ? b.whole.ms : b.chunked.ms) / b.single.ms),
+    '(no goal)',
+    undefined,
+  );
+}
+// Cross-tab.
+for (const [label, key] of [
+  ['BroadcastChannel', 'broadcastChannel'],
+  ['storage-event fallback', 'storageEvent'],
+]) {
+  const l = latency?.[key]?.oneWay;
+  goal(
+    `Cross-tab latency, ${label}, one way (${l?.n ?? 0} samples)`,
+    l ? `p50 ${ms(l.p50)}, p95 ${ms(l.p95)}, p99 ${ms(l.p99)}` : 'n/a',
+    latency?.[key]?.halfRoundTrip ? `round trip / 2: p95 ${ms(latency[key].halfRoundTrip.p95)}` : '',
+    '',
+    'p95 ≤ 4 ms',
+    l ? l.p95 <= 4 : null,
+  );
+}
+// Hydration.
+const h = ops?.hydration;
+goal(
+  `Hydration, ${kib(h?.planted.value_bytes)} persisted, to first render (median of ${h?.samples ?? 0})`,
+  h ? `${ms(h.ms)} (p95 ${ms(h.p95_ms)})` : 'n/a',
+  h ? `connect ${ms(h.connect_ms)} + mount ${ms(h.mount_ms)}` : '',
+  '',
+  '≤ 3 ms',
+  h ? h.ms <= 3 && h.items_rendered === h.planted.items : null,
+);
+// Memory: the unit with every hook, against the same unit with a plain
+// signal (same containers, same run).
+const mem = ops?.memory;
+const m = mem?.all;
+const growth = (r) => r.bytes_after - r.bytes_before;
+goal(
+  '10,000 unit mount/unmount cycles: live subscriptions',
+  m ? `${m.subscriptions_before} → ${m.subscriptions_after} (${m.subscriptions_mounted} while mounted); listeners ${m.listeners_before} → ${m.listeners_after}` : 'n/a',
+  '',
+  '',
+  '0 growth',
+  m ? m.subscriptions_after === m.subscriptions_before && m.listeners_after === m.listeners_before : null,
+);
+goal(
+  '10,000 unit mount/unmount cycles: wasm memory growth after 1,000 warm-up cycles',
+  m ? `${mib(growth(m))} (${mib(m.bytes_before)} → ${mib(m.bytes_after)}); over the plain-signal unit: ${mib(growth(m) - growth(mem.plain))}` : 'n/a',
+  mem?.plain ? `plain-signal unit: ${mib(growth(mem.plain))}; Leptos alone: ${mib(growth(mem.bare))}; three Leptos <Provider>s: ${mib(growth(mem.providers))}` : '',
+  '',
+  '0 growth',
+  m ? growth(m) === 0 : null,
+);
+
+const results = { machine, goals, sizes, twiggy_by_crate: byCrate, increment_by_crate, ops, latency, native_ops: text('native-ops.txt') };
+writeFileSync(join(dir, 'results.json'), JSON.stringify(results, null, 2));
+
+const lines = [];
+const row = (cells) => lines.push(`| ${cells.join(' | ')} |`);
+lines.push('# Benchmarks', '');
+lines.push(
+  'Snapshot written by `cargo xtask bench` (numbers in `target/bench/results.json`).',
+  'Measurements, never assertions; every baseline is measured in the same run, in the same browser.',
+  '',
+);
+lines.push(
+  `- Machine: ${machine.nproc} CPUs (nproc), ${machine.cpu}, ${machine.ram_gib} GiB RAM; shared with other builds while running.`,
+  `- Browser: ${machine.browser} (headless, Playwright); Node ${machine.node}.`,
+  `- Date: ${machine.date}; the whole \`cargo xtask bench\` took ${Number.isFinite(machine.bench_seconds) ? `${Math.floor(machine.bench_seconds / 60)} min ${Math.round(machine.bench_seconds % 60)} s` : 'n/a'}, builds included (so it depends on how warm the cargo cache was).`,
+  '',
+);
+lines.push('## Goals', '');
+row(['measurement', 'measured', 'baseline (same run)', 'ratio', 'goal', 'result']);
+row(['---', '---:', '---', '---:', '---', '---']);
+for (const g of goals) row([g.name, g.measured, g.baseline || '', g.ratio || '', g.target, g.met === undefined ? '—' : verdict(g.met)]);
+lines.push('', 'Ratios are our time per operation divided by the baseline\'s (below 1 is faster).', '');
+
+lines.push('## Sizes', '', 'Release builds, `trunk build --release`, `opt-level = "z"`, LTO, `wasm-opt -Oz` (binaryen 132); gzip level 9 and brotli quality 11 from Node\'s zlib.', '');
+row(['build', 'raw', 'gzip', 'brotli']);
+row(['---', '---:', '---:', '---:']);
+for (const [name, s] of [
+  ['full app (`dist/`)', sizes.app],
+  ['`bench/hello`: routed counter, plain signal', sizes.hello],
+  ['`bench/hello-state`: same counter through `<Apartment>/<Building>/<Unit>` + `use_shared_state`, `connect_browser`', sizes.helloState],
+]) {
+  if (s) row([name, kib(s.total.raw), kib(s.total.gzip), kib(s.total.brotli)]);
+}
+if (sizes.hello && sizes.helloState) {
+  const d = (k) => sizes.helloState.total[k] - sizes.hello.total[k];
+  row(['increment of the state manager', kib(d('raw')), kib(d('gzip')), kib(d('brotli'))]);
+}
+lines.push('');
+if (byCrate) {
+  lines.push(
+    '### Where the app\'s bytes go',
+    '',
+    `\`twiggy top\` of the app's wasm after wasm-bindgen, before wasm-opt (${kib(byCrate.total)} raw without the debug names wasm-opt removes), grouped by the crate that starts each symbol name. Approximate: after LTO, inlined code counts for its caller, and generic code instantiated for our types is counted under the generic's crate.`,
+    '',
+  );
+  row(['crate', 'bytes', 'share']);
+  row(['---', '---:', '---:']);
+  for (const c of byCrate.crates.slice(0, 20)) row([c.crate, kib(c.bytes), `${c.percent.toFixed(1)} %`]);
+  lines.push('');
+}
+if (increment_by_crate) {
+  lines.push(
+    '### What the state manager adds (hello → hello-state)',
+    '',
+    `The same grouping for the difference of the two probes before wasm-opt (${kib(increment_by_crate.total)} raw in all); growth in crates the state manager does not name (core, alloc, serde_json…) is code it pulls in.`,
+    '',
+  );
+  row(['crate', 'added bytes']);
+  row(['---', '---:']);
+  for (const c of increment_by_crate.crates.filter((c) => Math.abs(c.bytes) >= 1024).slice(0, 15)) row([c.crate, kib(c.bytes)]);
+  lines.push('');
+}
+if (byCrate?.generics.length) {
+  lines.push('Generic functions compiled once per type (same path, several copies), largest first:', '');
+  row(['function', 'copies', 'bytes']);
+  row(['---', '---:', '---:']);
+  for (const g of byCrate.generics) row([`\`${g.name.replace(/\[[0-9a-f]+\]/g, '').replace(/\|/g, '\\|')}\``, g.copies, kib(g.bytes)]);
+  lines.push('');
+}
+const top = text('twiggy-top.txt');
+if (top) lines.push('Largest single items:', '', '```', top.trimEnd(), '```', '');
+
+if (ops) {
+  lines.push('## State operations (benchmark page `bench/page`, headless Chromium)', '');
+  lines.push(`Each number is the median of ${ops.rounds} rounds after a warm-up round, timed with \`performance.now()\` inside the page (cross-origin isolated, so precise to 5 µs). The page is built like the app (release profile, \`wasm-opt -Oz\`).`, '');
+  row(['operation', 'gaesup', 'zustand 5 (vanilla)', 'ratio']);
+  row(['---', '---:', '---:', '---:']);
+  for (const [name, r] of [
+    ['set, 0 subscribers', s0],
+    ['set + notify 1 subscriber', s1],
+  ]) {
+    row([name, `${per(r.gaesup.ops_per_s)} (${r.gaesup.us_per_op.toFixed(3)} µs/op, ${r.gaesup.n.toLocaleString('en-US')} writes)`, `${per(r.zustand.ops_per_s)} (${r.zustand.us_per_op.toFixed(3)} µs/op, ${r.zustand.n.toLocaleString('en-US')} writes)`, x(r.ratio)]);
+  }
+  const c = ops.set.core;
+  if (c) {
+    lines.push(
+      '',
+      `Where a write goes (0 subscribers): the core's \`Store::set\` alone takes ${c.store_us_per_op.toFixed(3)} µs (${c.store_fixed_clock_us_per_op.toFixed(3)} µs with a fixed clock instead of \`Date.now()\`); the manager around it (notification pass, operation log, copies of the change and message) brings it to ${s0.gaesup.us_per_op.toFixed(3)} µs.`,
+    );
+  }
+  lines.push('');
+  lines.push(`### 1,000-row table (real DOM)`, '', `${t.updates} update rounds per variant; each changes every 10th row and is timed until the last changed row shows its text.`, '');
+  row(['', 'plain signals', 'state manager', 'ratio']);
+  row(['---', '---:', '---:', '---:']);
+  row(['create + first render', ms(t.signals.create_ms), ms(t.state.create_ms), x(t.create_ratio)]);
+  row(['update 100 rows', ms(t.signals.update_ms), ms(t.state.update_ms), x(t.update_ratio)]);
+  lines.push('');
+  lines.push('### Selective subscriptions', '', 'N subscribers on distinct paths `p0…pN-1` of one key; each update changes `p0` only. Sparse: the value is `{p0}` whatever N (isolates the subscriber cost). Dense: the value holds all N fields (each write also copies and compares it).', '');
+  row(['N', 'value', 'notifications per update', 'time per update']);
+  row(['---:', '---', '---:', '---:']);
+  for (const p of ops.paths) row([p.subscribers.toLocaleString('en-US'), p.dense ? 'dense' : 'sparse', p.notified_per_update, `${p.us_per_update.toFixed(1)} µs`]);
+  lines.push('');
+  lines.push('### Batch of 1,000 writes (10 keys, one subscriber each)', '');
+  row(['how', 'time', 'notifications per subscriber (min–max)']);
+  row(['---', '---:', '---:']);
+  row(['one batch', b.whole.error ? `refused: ${b.whole.error}` : ms(b.whole.ms), b.whole.error ? '—' : `${b.whole.notified.min}–${b.whole.notified.max}`]);
+  row([`${b.chunked.batches} batches of ≤ ${b.limit}`, ms(b.chunked.ms), `${b.chunked.notified.min}–${b.chunked.notified.max}`]);
+  row(['1,000 single writes', ms(b.single.ms), `${b.single.notified.min}–${b.single.notified.max}`]);
+  lines.push('');
+  lines.push(
+    '### Hydration',
+    '',
+    `${h.planted.items} strings (${kib(h.planted.value_bytes)} of JSON; localStorage then holds ${(h.planted.stored_chars / 1024).toFixed(1)} Ki characters in all) written through the manager and flushed, then ${h.samples} cold starts. The interval runs from \`StateManager::with_system_clock()\` through \`connect_browser\` (attach localStorage and sessionStorage, open the BroadcastChannel, ask other tabs for state) and \`mount_to\` of \`<Apartment>/<Building>/<Unit>\` whose component calls \`use_shared_state\` (declare, load and decode the key) and renders it, to the rendered text read back from the DOM. Items rendered: ${h.items_rendered}.`,
+    '',
+  );
+  row(['', 'median', 'p95']);
+  row(['---', '---:', '---:']);
+  row(['total', ms(h.ms), ms(h.p95_ms)]);
+  row(['manager + connect_browser', ms(h.connect_ms), '']);
+  row(['mount to rendered value', ms(h.mount_ms), '']);
+  lines.push('');
+  lines.push(
+    '### Memory',
+    '',
+    `A unit mounted and unmounted with \`mount_to\` inside \`<Apartment>/<Building>/<Unit>\` on one manager, each kind on a fresh page: ${mem.warmup_cycles.toLocaleString('en-US')} warm-up cycles, then ${mem.cycles.toLocaleString('en-US')} measured. \`bare\` is a plain signal mounted without the containers (Leptos alone); \`providers\` the same inside three nested Leptos \`<Provider>\`s (what the containers are made of); \`containers\` the same inside \`<Apartment>/<Building>/<Unit>\`; \`keys\` builds the unit's two \`SharedKey\`s and shows a plain signal; \`plain\` is the measured unit's own component (same view, same containers) with a plain signal and no hook (the baseline); the others add \`use_shared_state\`, \`use_state_path\`, \`use_container_event\`, or all three. Wasm memory is \`memory.buffer.byteLength\` (it grows in 64 KiB pages and never shrinks).`,
+    '',
+  );
+  row(['unit', 'subscriptions before → after', 'listeners before → after', 'wasm memory before → after', 'growth', 'time for 10,000 cycles']);
+  row(['---', '---:', '---:', '---:', '---:', '---:']);
+  for (const kind of ['bare', 'providers', 'containers', 'keys', 'plain', 'shared', 'path', 'event', 'all']) {
+    const r = mem[kind];
+    if (!r) continue;
+    row([kind, `${r.subscriptions_before} → ${r.subscriptions_after}`, `${r.listeners_before} → ${r.listeners_after}`, `${mib(r.bytes_before)} → ${mib(r.bytes_after)}`, `${mib(growth(r))} (${Math.round(growth(r) / mem.cycles)} B/cycle)`, ms(r.ms, 0)]);
+  }
+  lines.push('');
+}
+if (latency) {
+  lines.push('## Cross-tab latency', '', `Two pages of the release app in one browser context; page A writes, page B's subscriber runs; ${latency.samples} samples per path, each waiting for B's acknowledgement. These pages are the demo, not cross-origin isolated, so Chromium's timer is precise to 0.1 ms here.`, '');
+  row(['path', 'samples', 'p50', 'p95', 'p99', 'mean']);
+  row(['---', '---:', '---:', '---:', '---:', '---:']);
+  for (const [name, s] of [
+    ['BroadcastChannel, one way', latency.broadcastChannel.oneWay],
+    ['BroadcastChannel, round trip / 2', latency.broadcastChannel.halfRoundTrip],
+    ['storage event, one way', latency.storageEvent.oneWay],
+    ['storage event, round trip / 2', latency.storageEvent.halfRoundTrip],
+  ]) row([name, s.n, ms(s.p50), ms(s.p95), ms(s.p99), ms(s.mean)]);
+  lines.push('');
+}
+const native = text('native-ops.txt');
+if (native) lines.push('## Core, native (`cargo bench -p gaesup-state-core`)', '', native.trim(), '');
+
+const markdown = `${lines.join('\n').replace(/\n{3,}/g, '\n\n')}\n`;
+writeFileSync(join(dir, 'results.md'), markdown);
+writeFileSync(snapshot, markdown);
+console.log(markdown);

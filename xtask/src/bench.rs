@@ -1,0 +1,147 @@
+//! `cargo xtask bench`: measurements, never assertions.
+//!
+//! Steps, each writing its numbers under `target/bench/`:
+//!
+//! 1. the core's native op throughput (`cargo bench`), kept as text;
+//! 2. release builds made the same way (`trunk build --release`, the
+//!    workspace's release profile, `wasm-opt -Oz` from npm's binaryen): the
+//!    app, the size baseline `bench/hello`, the same counter through the
+//!    state manager `bench/hello-state`, and the benchmark page
+//!    `bench/page`; raw, gzip and brotli sizes of each, and `twiggy top` of
+//!    the app's wasm before wasm-opt;
+//! 3. Playwright (`end2end/bench.config.ts`) in Chromium: state ops against
+//!    zustand, the 1,000-row table, selective subscriptions, batches,
+//!    hydration, mount/unmount memory, cross-tab latency;
+//! 4. `end2end/scripts/bench-report.mjs` gathers everything into
+//!    `target/bench/results.json`, a Markdown table in
+//!    `target/bench/results.md`, and the same table as the snapshot
+//!    `BENCHMARKS.md` at the repository root.
+//!
+//! The report is written by a Node script because every measurement
+//! already arrives as JSON from Node (Playwright, zlib sizes, twiggy's JSON
+//! output): reading it there keeps this crate std-only without a
+//! hand-written JSON parser.
+
+use std::time::Instant;
+
+use crate::cmd::{Cmd, root};
+use crate::setup::{self, ToolEnv};
+use crate::suite;
+
+/// The size-probe builds and the benchmark page: (crate directory, dist
+/// directory under target/bench).
+const BUILDS: &[(&str, &str)] = &[
+    ("bench/hello", "hello"),
+    ("bench/hello-state", "hello-state"),
+    ("bench/page", "page"),
+];
+
+/// Runs every measurement and writes the report.
+pub fn run() -> Result<(), String> {
+    let started = Instant::now();
+    let env = setup::ensure(setup::Purpose::Test)?;
+    let out = root().join("target/bench");
+    std::fs::create_dir_all(&out).map_err(|e| format!("target/bench: {e}"))?;
+
+    let mut native = String::new();
+    Cmd::new("cargo")
+        .args(["bench", "-p", "gaesup-state-core"])
+        .run_watching(|line| {
+            native.push_str(line);
+            native.push('\n');
+        })?;
+    write(&out.join("native-ops.txt"), &native)?;
+
+    suite::trunk_release(&env)?;
+    sizes(&env, "dist", "size-app.json")?;
+    for (dir, dist) in BUILDS {
+        Cmd::new("trunk")
+            .args([
+                "build".to_owned(),
+                format!("{dir}/index.html"),
+                "--release".into(),
+                "--dist".into(),
+                format!("target/bench/{dist}"),
+            ])
+            .env_path(&env)
+            .run()?;
+    }
+    sizes(&env, "target/bench/hello", "size-hello.json")?;
+    sizes(&env, "target/bench/hello-state", "size-hello-state.json")?;
+    twiggy(&env)?;
+
+    Cmd::new("playwright")
+        .args(["test", "-c", "bench.config.ts"])
+        .dir("end2end")
+        .env_path(&env)
+        .run()?;
+
+    Cmd::new("node")
+        .args([
+            "end2end/scripts/bench-report.mjs".to_owned(),
+            "target/bench".into(),
+            "BENCHMARKS.md".into(),
+            format!("{:.0}", started.elapsed().as_secs_f64()),
+        ])
+        .env_path(&env)
+        .run()
+}
+
+fn write(path: &std::path::Path, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn sizes(env: &ToolEnv, dist: &str, json: &str) -> Result<(), String> {
+    Cmd::new("node")
+        .args([
+            "end2end/scripts/size.mjs".to_owned(),
+            dist.into(),
+            format!("target/bench/{json}"),
+        ])
+        .env_path(env)
+        .run()
+}
+
+/// `twiggy top` of the wasm files as wasm-bindgen left them, before
+/// wasm-opt strips the names: the app's 20 largest items as text, and every
+/// item of the app, `bench-hello` and `bench-hello-state` as JSON, for the
+/// per-crate grouping and the hello → hello-state difference in the report.
+fn twiggy(env: &ToolEnv) -> Result<(), String> {
+    for (name, json) in [
+        ("gaesup-app", "twiggy-app.json"),
+        ("bench-hello", "twiggy-hello.json"),
+        ("bench-hello-state", "twiggy-hello-state.json"),
+    ] {
+        let wasm = format!("target/wasm-bindgen/release/{name}_bg.wasm");
+        if !root().join(&wasm).is_file() {
+            return Err(format!(
+                "{wasm} is missing: did trunk change where it writes?"
+            ));
+        }
+        if name == "gaesup-app" {
+            Cmd::new("twiggy")
+                .args([
+                    "top",
+                    "-n",
+                    "20",
+                    "-o",
+                    "target/bench/twiggy-top.txt",
+                    &wasm,
+                ])
+                .env_path(env)
+                .run()?;
+        }
+        Cmd::new("twiggy")
+            .args([
+                "top",
+                "-f",
+                "json",
+                "-o",
+                &format!("target/bench/{json}"),
+                &wasm,
+            ])
+            .env_path(env)
+            .run()?;
+    }
+    Ok(())
+}
