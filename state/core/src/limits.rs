@@ -28,8 +28,9 @@ pub const MAX_JSON_DEPTH: usize = 96;
 /// Deepest nesting of a value inside a document. The gap to
 /// [`MAX_JSON_DEPTH`] leaves room for the envelopes around values.
 pub const MAX_VALUE_DEPTH: usize = 64;
-/// Most ops in one op group.
-pub const MAX_GROUP_OPS: usize = 256;
+/// Most ops in one op group (one batch). The encoded message must still fit
+/// [`MAX_MESSAGE_BYTES`], which a batch checks before it commits.
+pub const MAX_GROUP_OPS: usize = 4096;
 /// Most fields in one patch, and most op ids one write may supersede.
 pub const MAX_OP_ITEMS: usize = 1024;
 /// Most key states in one sync message.
