@@ -80,12 +80,18 @@ struct Subscriber {
     on_change: OnChange,
 }
 
+/// What a subscriber is filed under: its key, and the first segment of its
+/// path (`None` for the whole key). A change then visits only the
+/// subscribers under the segments it touched ([`Path::changed_heads`]),
+/// not every path subscriber of the key.
+type Watch = (FullKey, Option<String>);
+
 struct Shared {
     store: RefCell<Store>,
     storages: RefCell<Vec<(Lifetime, Box<dyn Storage>)>>,
     on_dirty: RefCell<Vec<Rc<dyn Fn()>>>,
-    subscribers: RefCell<Registry<Subscriber>>,
-    listeners: RefCell<Registry<OnEvent>>,
+    subscribers: RefCell<Registry<Watch, Subscriber>>,
+    listeners: RefCell<Registry<FullKey, OnEvent>>,
     transports: RefCell<Vec<Outlet>>,
     log: RefCell<VecDeque<LogEntry>>,
     dropped: RefCell<Vec<String>>,
@@ -524,8 +530,11 @@ impl StateManager {
         };
         let store = shared.store.borrow();
         let subscribers = shared.subscribers.borrow();
-        let names: std::collections::BTreeSet<&FullKey> =
-            store.states().keys().chain(subscribers.keys()).collect();
+        let names: std::collections::BTreeSet<&FullKey> = store
+            .states()
+            .keys()
+            .chain(subscribers.keys().map(|(key, _)| key))
+            .collect();
         names
             .into_iter()
             .filter_map(|key| {
@@ -538,7 +547,7 @@ impl StateManager {
                     schema: spec.schema().version(),
                     version: store.state(key).and_then(KeyState::max_stamp),
                     last_writer: store.last_write(key).map(|(writer, _)| writer),
-                    subscribers: subscribers.count(key),
+                    subscribers: Self::watching(&subscribers, key).count(),
                 })
             })
             .collect()
@@ -599,7 +608,14 @@ impl StateManager {
             path,
             on_change: Rc::new(on_change),
         };
-        let id = shared.subscribers.borrow_mut().insert(full, subscriber);
+        let head = subscriber
+            .path
+            .as_ref()
+            .and_then(|path| path.first().map(str::to_owned));
+        let id = shared
+            .subscribers
+            .borrow_mut()
+            .insert((full, head), subscriber);
         Self::bump(&shared);
         Ok(SubscriptionId(id))
     }
@@ -624,7 +640,49 @@ impl StateManager {
     /// Live subscriptions of one key.
     pub fn subscriber_count(&self, key: &FullKey) -> usize {
         self.shared()
-            .map_or(0, |s| s.subscribers.borrow().count(key))
+            .map_or(0, |s| Self::watching(&s.subscribers.borrow(), key).count())
+    }
+
+    /// Every subscriber of `key`, whatever its path.
+    fn watching<'r>(
+        subscribers: &'r Registry<Watch, Subscriber>,
+        key: &'r FullKey,
+    ) -> impl Iterator<Item = &'r Subscriber> {
+        subscribers
+            .range((key.clone(), None)..)
+            .take_while(move |((watched, _), _)| watched == key)
+            .map(|(_, subscriber)| subscriber)
+    }
+
+    /// The callbacks `change` must reach: whole-key subscribers and those
+    /// whose path it touched, visiting only the paths under the top-level
+    /// fields it changed.
+    fn targets(subscribers: &Registry<Watch, Subscriber>, change: &Change) -> Vec<OnChange> {
+        let touched = |s: &&Subscriber| s.path.as_ref().is_none_or(|path| change.touches(path));
+        let callback = |s: &Subscriber| Rc::clone(&s.on_change);
+        match Path::changed_heads(&change.old, &change.new) {
+            // The top level changed shape: any path may be affected.
+            None => Self::watching(subscribers, &change.key)
+                .filter(touched)
+                .map(callback)
+                .collect(),
+            Some(heads) => {
+                let mut targets: Vec<OnChange> = subscribers
+                    .get(&(change.key.clone(), None))
+                    .filter(touched)
+                    .map(callback)
+                    .collect();
+                for head in heads {
+                    targets.extend(
+                        subscribers
+                            .get(&(change.key.clone(), Some(head)))
+                            .filter(touched)
+                            .map(callback),
+                    );
+                }
+                targets
+            }
+        }
     }
 
     /// Listens to events on `topic` (an event name qualified by scope).
@@ -717,13 +775,7 @@ impl StateManager {
         for change in &changes {
             // Collected first and called with nothing borrowed, so a
             // subscriber may read, write or (un)subscribe.
-            let targets: Vec<OnChange> = shared
-                .subscribers
-                .borrow()
-                .get(&change.key)
-                .filter(|s| s.path.as_ref().is_none_or(|path| change.touches(path)))
-                .map(|s| Rc::clone(&s.on_change))
-                .collect();
+            let targets = Self::targets(&shared.subscribers.borrow(), change);
             for target in targets {
                 target(change);
             }

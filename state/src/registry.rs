@@ -1,20 +1,20 @@
-//! Subscribers and listeners, grouped by the key (or event topic) they watch.
+//! Subscribers and listeners, grouped by what they watch: a full key, an
+//! event topic, or a key and the first segment of a path.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::RangeBounds;
 
-use gaesup_state_core::FullKey;
-
-/// Items registered under a full key, removable by id.
+/// Items registered under an ordered key `K`, removable by id.
 ///
 /// Lookup by key is what notification needs (only the watchers of a
 /// changed key are visited); removal by id is what cleanup needs.
-pub(crate) struct Registry<T> {
+pub(crate) struct Registry<K, T> {
     next: u64,
-    by_key: BTreeMap<FullKey, Vec<(u64, T)>>,
-    keys: HashMap<u64, FullKey>,
+    by_key: BTreeMap<K, Vec<(u64, T)>>,
+    keys: HashMap<u64, K>,
 }
 
-impl<T> Default for Registry<T> {
+impl<K, T> Default for Registry<K, T> {
     fn default() -> Self {
         Self {
             next: 0,
@@ -24,9 +24,9 @@ impl<T> Default for Registry<T> {
     }
 }
 
-impl<T> Registry<T> {
+impl<K: Ord + Clone, T> Registry<K, T> {
     /// Registers `item` under `key`; the id removes it again.
-    pub(crate) fn insert(&mut self, key: FullKey, item: T) -> u64 {
+    pub(crate) fn insert(&mut self, key: K, item: T) -> u64 {
         self.next += 1;
         let id = self.next;
         self.by_key.entry(key.clone()).or_default().push((id, item));
@@ -49,7 +49,7 @@ impl<T> Registry<T> {
     }
 
     /// The items watching `key`.
-    pub(crate) fn get(&self, key: &FullKey) -> impl Iterator<Item = &T> {
+    pub(crate) fn get(&self, key: &K) -> impl Iterator<Item = &T> {
         self.by_key
             .get(key)
             .into_iter()
@@ -57,8 +57,15 @@ impl<T> Registry<T> {
             .map(|(_, item)| item)
     }
 
+    /// The items watching any key in `range`, with their keys.
+    pub(crate) fn range(&self, range: impl RangeBounds<K>) -> impl Iterator<Item = (&K, &T)> {
+        self.by_key
+            .range(range)
+            .flat_map(|(key, items)| items.iter().map(move |(_, item)| (key, item)))
+    }
+
     /// The keys watched by at least one item.
-    pub(crate) fn keys(&self) -> impl Iterator<Item = &FullKey> {
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &K> {
         self.by_key.keys()
     }
 
@@ -66,16 +73,12 @@ impl<T> Registry<T> {
     pub(crate) fn len(&self) -> usize {
         self.keys.len()
     }
-
-    /// How many items watch `key`.
-    pub(crate) fn count(&self, key: &FullKey) -> usize {
-        self.by_key.get(key).map_or(0, Vec::len)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gaesup_state_core::FullKey;
 
     fn key(name: &str) -> FullKey {
         FullKey::parse(&format!("global/{name}")).unwrap()
@@ -92,7 +95,11 @@ mod tests {
         assert!(registry.remove(a));
         assert!(!registry.remove(a));
         assert!(registry.remove(b));
-        assert_eq!(registry.count(&key("a")), 0);
+        assert_eq!(registry.get(&key("a")).count(), 0);
         assert_eq!(registry.len(), 1);
+        let c = registry.insert(key("c"), 4);
+        let in_range: Vec<_> = registry.range(key("b")..).map(|(_, v)| *v).collect();
+        assert_eq!(in_range, [3, 4]);
+        assert!(registry.remove(c));
     }
 }

@@ -496,3 +496,57 @@ fn corrupt_stored_value_is_quarantined_exported_and_discarded() {
         assert!(saved.contains("new"), "{saved}");
     });
 }
+
+#[test]
+fn path_subscribers_are_reached_through_the_fields_a_change_touched() {
+    let owner = Owner::new();
+    owner.with(|| {
+        let state = manager(1);
+        let unit: UnitAddress = "main/lobby/paths".parse().unwrap();
+        let key: SharedKey<Value> = SharedKey::builder("doc").build().unwrap();
+        state.declare(&key).unwrap();
+        let hits: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let watch = |path: &str| {
+            let hits = Arc::clone(&hits);
+            let name = path.to_owned();
+            let path = (!path.is_empty()).then(|| gaesup_state::core::Path::parse(path).unwrap());
+            state
+                .subscribe(&unit, &key, path, move |_| {
+                    hits.lock().unwrap().push(name.clone())
+                })
+                .unwrap();
+        };
+        for i in 0..1_000 {
+            watch(&format!("p{i}"));
+        }
+        for path in ["", "list.1", "list", "p7.deep"] {
+            watch(path);
+        }
+        let take = || {
+            let mut seen = std::mem::take(&mut *hits.lock().unwrap());
+            seen.sort();
+            seen
+        };
+
+        state.set(&unit, &key, json!({"p7": 1})).unwrap();
+        assert_eq!(
+            take(),
+            ["", "p7"],
+            "one path of a thousand, plus the whole key"
+        );
+        state.set(&unit, &key, json!({"p7": {"deep": 2}})).unwrap();
+        assert_eq!(take(), ["", "p7", "p7.deep"]);
+        state
+            .set(&unit, &key, json!({"p7": {"deep": 2}, "list": [0, 1]}))
+            .unwrap();
+        assert_eq!(take(), ["", "list", "list.1"]);
+        state
+            .set(&unit, &key, json!({"p7": {"deep": 2}, "list": [0, 5, 9]}))
+            .unwrap();
+        assert_eq!(take(), ["", "list", "list.1"]);
+        // The top level changes shape: every path that changed hears it.
+        state.set(&unit, &key, json!([1])).unwrap();
+        assert_eq!(take(), ["", "list", "list.1", "p7", "p7.deep"]);
+        assert_eq!(state.subscriber_count(&key.full_key(&unit)), 1_004);
+    });
+}

@@ -77,6 +77,47 @@ impl Path {
         Ok(Self { segments })
     }
 
+    /// The first segment as written, `None` for the root path: what
+    /// subscriptions are indexed by (see [`Path::changed_heads`]).
+    pub fn first(&self) -> Option<&str> {
+        self.segments.first().map(|segment| segment.text.as_str())
+    }
+
+    /// The first segments under which `old` and `new` differ: the object
+    /// fields, or the array indices (as canonical decimal text), whose
+    /// sub-values are not equal. A path whose [`first`](Self::first)
+    /// segment is not among them has not changed. `None` when the top
+    /// level is not an object on both sides nor an array on both sides:
+    /// then any path may have changed.
+    ///
+    /// One pass over the top level, however many paths are watched: what
+    /// keeps notifying selective subscribers flat in their number.
+    pub fn changed_heads(old: &Value, new: &Value) -> Option<Vec<String>> {
+        match (old, new) {
+            (Value::Object(before), Value::Object(after)) => {
+                let mut heads: Vec<String> = before
+                    .iter()
+                    .filter(|(field, value)| after.get(*field) != Some(*value))
+                    .map(|(field, _)| field.clone())
+                    .collect();
+                heads.extend(
+                    after
+                        .keys()
+                        .filter(|field| !before.contains_key(*field))
+                        .cloned(),
+                );
+                Some(heads)
+            }
+            (Value::Array(before), Value::Array(after)) => Some(
+                (0..before.len().max(after.len()))
+                    .filter(|&i| before.get(i) != after.get(i))
+                    .map(|i| i.to_string())
+                    .collect(),
+            ),
+            _ => None,
+        }
+    }
+
     /// Number of segments.
     pub fn len(&self) -> usize {
         self.segments.len()
@@ -150,6 +191,50 @@ mod tests {
         assert!(!path.changed(&old, &other));
         assert!(path.changed(&old, &moved));
         assert!(path.changed(&old, &json!(null)));
+    }
+
+    #[test]
+    fn a_changed_path_always_starts_with_a_changed_head() {
+        let values = [
+            json!(null),
+            json!(3),
+            json!({}),
+            json!({"a": 1}),
+            json!({"a": 2, "b": {"c": [1, 2]}}),
+            json!({"a": 1, "b": {"c": [1, 3]}, "0": true}),
+            json!({"b": {"c": [1, 2]}}),
+            json!([]),
+            json!([1, {"x": 1}]),
+            json!([1, {"x": 2}, 3]),
+            json!([2]),
+        ];
+        let paths = [
+            "a", "b", "b.c", "b.c.1", "0", "0.x", "1", "1.x", "2", "00", "z",
+        ];
+        for old in &values {
+            for new in &values {
+                let heads = Path::changed_heads(old, new);
+                for text in paths {
+                    let path = Path::parse(text).unwrap();
+                    if path.changed(old, new) {
+                        let head = path.first().unwrap();
+                        assert!(
+                            heads.as_ref().is_none_or(|h| h.iter().any(|x| x == head)),
+                            "{text} changed from {old} to {new} but heads are {heads:?}"
+                        );
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            Path::changed_heads(&json!({"a": 1, "b": 2}), &json!({"a": 1, "b": 3, "c": 0})),
+            Some(vec!["b".to_owned(), "c".to_owned()])
+        );
+        assert_eq!(
+            Path::changed_heads(&json!([1, 2]), &json!([1, 5, 6])),
+            Some(vec!["1".to_owned(), "2".to_owned()])
+        );
+        assert_eq!(Path::changed_heads(&json!([1]), &json!({"0": 1})), None);
     }
 
     #[test]
