@@ -352,6 +352,16 @@ impl StateManager {
         Ok(self.shared()?.store.borrow().get_value(unit, key)?)
     }
 
+    /// The sub-value of `key` at `path`, if present: copies only that part.
+    pub fn get_path<T>(
+        &self,
+        unit: &UnitAddress,
+        key: &SharedKey<T>,
+        path: &Path,
+    ) -> Result<Option<Value>> {
+        Ok(self.shared()?.store.borrow().get_path(unit, key, path)?)
+    }
+
     /// Open conflicts of a user-resolve key, winner first.
     pub fn conflicts<T: DeserializeOwned>(
         &self,

@@ -16,6 +16,7 @@ mod batch;
 mod persist;
 mod revert;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -258,6 +259,15 @@ impl Store {
         Self::value_or_default(spec, self.states.get(key))
     }
 
+    /// The current value, borrowed where the state holds it whole: reads
+    /// that decode or walk it need no copy.
+    fn current_ref<'s>(&'s self, spec: &'s KeySpec, key: &FullKey) -> Cow<'s, Value> {
+        self.states
+            .get(key)
+            .and_then(KeyState::value_ref)
+            .unwrap_or(Cow::Borrowed(spec.default_value()))
+    }
+
     /// The value of `key` as seen by `unit`, decoded as `T`.
     ///
     /// A value that does not decode (possible for merge keys whose
@@ -265,8 +275,8 @@ impl Store {
     /// [`Error::TypeMismatch`]; the state itself is left alone.
     pub fn get<T: DeserializeOwned>(&self, unit: &UnitAddress, key: &SharedKey<T>) -> Result<T> {
         let (spec, full) = self.open(unit, key, Action::Read)?;
-        let value = self.current(&spec, &full);
-        T::deserialize(&value).map_err(|err| Error::TypeMismatch {
+        let value = self.current_ref(&spec, &full);
+        T::deserialize(value.as_ref()).map_err(|err| Error::TypeMismatch {
             key: full.to_string(),
             reason: serde_reason(&err),
         })
@@ -285,8 +295,8 @@ impl Store {
         key: &SharedKey<T>,
         path: &Path,
     ) -> Result<Option<Value>> {
-        let value = self.get_value(unit, key)?;
-        Ok(path.get(&value).cloned())
+        let (spec, full) = self.open(unit, key, Action::Read)?;
+        Ok(path.get(&self.current_ref(&spec, &full)).cloned())
     }
 
     /// Checks that `unit` may subscribe to `key` and returns the full key

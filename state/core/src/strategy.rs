@@ -21,6 +21,7 @@ mod register;
 mod resolve;
 mod sum;
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::fmt;
 
@@ -255,6 +256,18 @@ impl KeyState {
             Self::Merge(state) => state.value(),
             Self::Sum(state) => Some(Value::from(state.total())),
             Self::UserResolve(state) => state.winner().map(|entry| entry.value.clone()),
+        }
+    }
+
+    /// [`value`](Self::value) without a copy where the state holds the
+    /// value whole (registers); merge and sum values are built.
+    pub fn value_ref(&self) -> Option<Cow<'_, Value>> {
+        match self {
+            Self::LastWriteWins(reg) | Self::FirstWriteWins(reg) => {
+                reg.entry.as_ref().map(|entry| Cow::Borrowed(&entry.value))
+            }
+            Self::UserResolve(state) => state.winner().map(|entry| Cow::Borrowed(&entry.value)),
+            Self::Merge(_) | Self::Sum(_) => self.value().map(Cow::Owned),
         }
     }
 

@@ -782,3 +782,44 @@ fn an_erased_key_is_the_same_key_and_keeps_its_type() {
         .unwrap_err();
     assert_eq!(err.code(), "type_mismatch");
 }
+
+#[test]
+fn reads_borrow_or_build_the_value_per_strategy_and_agree_with_get_value() {
+    let u = unit("x/y/z");
+    let doc = SharedKey::<Value>::builder_with_default("doc", json!({"a": [1, 2]}))
+        .build()
+        .unwrap();
+    let total = key::<i64>("total", Strategy::Sum);
+    let profile = key::<Profile>("profile", Strategy::Merge);
+    let mut a = tab(1);
+    a.store.declare(&doc).unwrap();
+    a.store.declare(&total).unwrap();
+    a.store.declare(&profile).unwrap();
+    let second = Path::parse("a.1").unwrap();
+    assert_eq!(
+        a.store.get_path(&u, &doc, &second).unwrap(),
+        Some(json!(2)),
+        "default"
+    );
+    a.store.set(&u, &doc, json!({"a": [1, 5]})).unwrap();
+    assert_eq!(a.store.get_path(&u, &doc, &second).unwrap(), Some(json!(5)));
+    assert_eq!(
+        a.store.get(&u, &doc).unwrap(),
+        a.store.get_value(&u, &doc).unwrap()
+    );
+    a.store.increment(&u, &total, 4).unwrap();
+    assert_eq!(a.store.get(&u, &total).unwrap(), 4);
+    let ann = Profile {
+        name: "Ann".into(),
+        age: 3,
+        nick: None,
+    };
+    a.store.set(&u, &profile, ann.clone()).unwrap();
+    assert_eq!(a.store.get(&u, &profile).unwrap(), ann);
+    assert_eq!(
+        a.store
+            .get_path(&u, &profile, &Path::parse("name").unwrap())
+            .unwrap(),
+        Some(json!("Ann"))
+    );
+}

@@ -66,10 +66,10 @@ where
     let path = Path::parse(path)?;
     let manager = unit.manager;
     manager.declare(key)?;
-    let whole = manager.get_value(&unit.address, key)?;
+    let first = manager.get_path(&unit.address, key, &path)?;
     let decode = {
         let path = path.clone();
-        move |whole: &Value| match path.get(whole) {
+        move |found: Option<&Value>| match found {
             None => {
                 let _ = value.try_set(None);
             }
@@ -90,9 +90,10 @@ where
             },
         }
     };
-    decode(&whole);
+    decode(first.as_ref());
+    let watched = path.clone();
     let id = manager.subscribe(&unit.address, key, Some(path), move |change| {
-        decode(&change.new);
+        decode(watched.get(&change.new));
     })?;
     on_cleanup(move || {
         manager.unsubscribe(id);
