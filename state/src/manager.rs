@@ -352,7 +352,9 @@ impl StateManager {
         Ok(self.shared()?.store.borrow().get_value(unit, key)?)
     }
 
-    /// The sub-value of `key` at `path`, if present: copies only that part.
+    /// The sub-value of `key` at `path`, if present. Copies only that part
+    /// for keys whose state holds the value whole (last/first-write-wins,
+    /// user-resolve); merge and sum values are assembled first.
     pub fn get_path<T>(
         &self,
         unit: &UnitAddress,
@@ -478,9 +480,10 @@ impl StateManager {
             );
             let excess = dropped.len().saturating_sub(LOG_CAPACITY);
             dropped.drain(..excess);
-            drop(dropped);
-            Self::bump(&shared);
         }
+        // Applied ops may move stamps and writers without changing a
+        // value, and refusals are counted: either way, worth a re-read.
+        Self::bump(&shared);
         Ok(inbound)
     }
 
@@ -515,9 +518,10 @@ impl StateManager {
             .unwrap_or_default()
     }
 
-    /// Counts every change an inspector could show: a value changed, a key
-    /// was declared, a subscription came or went, a message was refused, a
-    /// quarantined entry was discarded. Read it in a reactive closure and
+    /// Counts every change an inspector could show: a local write (even of
+    /// the same value: its stamp and writer move), a message from another
+    /// tab, a key declared, a subscription that came or went, a
+    /// quarantined entry discarded. Read it in a reactive closure and
     /// call [`keys`](Self::keys), [`log`](Self::log) and the like inside it
     /// to stay current. (`0` once the manager is disposed.)
     pub fn revision(&self) -> Signal<u64> {
@@ -670,6 +674,19 @@ impl StateManager {
     fn targets(subscribers: &Registry<Watch, Subscriber>, change: &Change) -> Vec<OnChange> {
         let touched = |s: &&Subscriber| s.path.as_ref().is_none_or(|path| change.touches(path));
         let callback = |s: &Subscriber| Rc::clone(&s.on_change);
+        let whole = (change.key.clone(), None);
+        // Most keys have no path subscriber: then there is nothing to diff.
+        let has_paths = subscribers
+            .range((change.key.clone(), Some(String::new()))..)
+            .next()
+            .is_some_and(|((key, _), _)| *key == change.key);
+        if !has_paths {
+            return subscribers
+                .get(&whole)
+                .filter(touched)
+                .map(callback)
+                .collect();
+        }
         match Path::changed_heads(&change.old, &change.new) {
             // The top level changed shape: any path may be affected.
             None => Self::watching(subscribers, &change.key)
@@ -678,7 +695,7 @@ impl StateManager {
                 .collect(),
             Some(heads) => {
                 let mut targets: Vec<OnChange> = subscribers
-                    .get(&(change.key.clone(), None))
+                    .get(&whole)
                     .filter(touched)
                     .map(callback)
                     .collect();
@@ -779,7 +796,9 @@ impl StateManager {
                 });
             }
         }
-        if message.is_some() || !changes.is_empty() {
+        // A local write moves the key's stamp and writer even when the
+        // value stays the same: the inspector must see it.
+        if origin == Origin::Local || message.is_some() || !changes.is_empty() {
             Self::bump(shared);
         }
         for change in &changes {

@@ -550,3 +550,34 @@ fn path_subscribers_are_reached_through_the_fields_a_change_touched() {
         assert_eq!(state.subscriber_count(&key.full_key(&unit)), 1_004);
     });
 }
+
+#[test]
+fn a_write_made_while_a_change_is_delivered_is_what_later_subscribers_keep() {
+    let owner = Owner::new();
+    owner.with(|| {
+        let state = manager(1);
+        let clamp: UnitAddress = "main/lobby/clamp".parse().unwrap();
+        let key = count_key();
+        state.declare(&key).unwrap();
+        // Subscribed first, so it hears each change before the hook: it
+        // clamps 11 to 10 by writing from inside the notification.
+        let (address, written) = (clamp.clone(), key.clone());
+        state
+            .subscribe(&clamp, &key, None, move |change| {
+                if change.new == json!(11) {
+                    state.set(&address, &written, 10).unwrap();
+                }
+            })
+            .unwrap();
+        let (_b, hook) = in_unit(state, "main/lobby/counter", || {
+            use_shared_state(&count_key())
+        });
+        let (_c, path) = in_unit(state, "main/lobby/other", || {
+            use_state_path::<i64, i64>(&count_key(), "x")
+        });
+        state.set(&clamp, &key, 11).unwrap();
+        assert_eq!(state.get(&clamp, &key).unwrap(), 10);
+        assert_eq!(hook.value.get_untracked(), 10, "not the stale 11");
+        assert_eq!(path.value.get_untracked(), None);
+    });
+}

@@ -29,7 +29,7 @@ export class InspectorUnit {
   }
 
   log(): Locator {
-    return this.root.getByRole('log', { name: 'Latest operations' }).getByRole('listitem');
+    return this.root.getByRole('region', { name: 'Latest operations' }).getByRole('listitem');
   }
 
   /** The value shown after `term` in the sync facts. */

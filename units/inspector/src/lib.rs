@@ -52,8 +52,10 @@ use serde_json::Value;
 pub const LOG_SHOWN: usize = 20;
 
 /// The scopes a snapshot can cover from the inspector's address. Private
-/// is left out: the inspector's own private scope holds nothing, and it
-/// may not read other units' private keys.
+/// is left out: the inspector's own private scope holds nothing, and a
+/// snapshot reads and restores with the inspector's own permissions, which
+/// do not reach other units' private keys. (The key table and the log are
+/// devtools views of the whole manager and do show every key.)
 pub const SNAPSHOT_SCOPES: [Scope; 3] = [Scope::Apartment, Scope::Building, Scope::Global];
 
 /// Devtools for the enclosing apartment. Must sit inside a `<Unit>`.
@@ -69,7 +71,7 @@ pub fn Inspector() -> impl IntoView {
         <div class="inspector">
             <FailureDrill />
             <SyncSection sync />
-            <KeysSection manager />
+            <KeysSection manager apartment=unit.address.apartment().to_string() />
             <LogSection manager />
             <SnapshotSection manager address=unit.address />
         </div>
@@ -200,13 +202,20 @@ fn SyncSection(sync: Option<SyncStatus>) -> impl IntoView {
     }
 }
 
-/// Every key of the apartment's manager.
+/// Every key of the apartment's manager: its own apartment's and global
+/// ones (storage is shared by the origin, so entries of other apartments
+/// can be loaded too; they are not this apartment's business).
 #[component]
-fn KeysSection(manager: StateManager) -> impl IntoView {
+fn KeysSection(manager: StateManager, apartment: String) -> impl IntoView {
     let revision = manager.revision();
     let rows = Memo::new(move |_| {
         revision.track();
-        manager.keys().iter().map(KeyRow::from).collect::<Vec<_>>()
+        manager
+            .keys()
+            .iter()
+            .filter(|info| info.key.apartment().is_none_or(|a| a == apartment))
+            .map(KeyRow::from)
+            .collect::<Vec<_>>()
     });
     let body = move || {
         rows.get()
@@ -269,7 +278,7 @@ fn LogSection(manager: StateManager) -> impl IntoView {
     view! {
         <section class="inspector-section" aria-label="Operation log">
             <h4>"Operation log"</h4>
-            <div class="inspector-logbox" role="log" aria-label="Latest operations" tabindex="0">
+            <div class="inspector-logbox" role="region" aria-label="Latest operations" tabindex="0">
                 {move || {
                     let lines = lines.get();
                     if lines.is_empty() {
@@ -385,11 +394,20 @@ fn SnapshotSection(manager: StateManager, address: UnitAddress) -> impl IntoView
                 ></textarea>
             </label>
             <button type="button" on:click=restore>"Restore snapshot"</button>
-            {move || match outcome.get() {
-                Some(Outcome::Done(text)) => view! { <p role="status">{text}</p> }.into_any(),
-                Some(Outcome::Failed(text)) => view! { <p role="alert">{text}</p> }.into_any(),
-                None => ().into_any(),
-            }}
+            // Both regions exist from the start and only their text changes,
+            // so screen readers announce each outcome.
+            <p role="status">
+                {move || match outcome.get() {
+                    Some(Outcome::Done(text)) => text,
+                    _ => String::new(),
+                }}
+            </p>
+            <p role="alert">
+                {move || match outcome.get() {
+                    Some(Outcome::Failed(text)) => text,
+                    _ => String::new(),
+                }}
+            </p>
         </section>
     }
 }

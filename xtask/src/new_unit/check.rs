@@ -4,8 +4,8 @@
 //! Playwright spec against that build.
 //!
 //! The copy lives in `target/new-unit-check/` (so `cargo clean` removes
-//! it) and builds into the main
-//! target directory (`CARGO_TARGET_DIR`), so what the release stage
+//! it) and builds into the main target directory (`CARGO_TARGET_DIR` when
+//! set, else `target/`), so what the release stage
 //! compiled is reused and only the generated unit and the app are compiled
 //! again. It is removed when the check passes and kept for inspection when
 //! it fails.
@@ -67,7 +67,7 @@ pub fn run(env: &ToolEnv, on_line: &mut dyn FnMut(&str)) -> Result<(), String> {
     Cmd::new("trunk")
         .args(["build", "--release"])
         .dir(scratch_dir)
-        .env("CARGO_TARGET_DIR", root.join("target"))
+        .env("CARGO_TARGET_DIR", target_dir(&root))
         .env_path(env)
         .run()?;
     let built = began.elapsed();
@@ -153,6 +153,18 @@ fn link(original: &Path, _link: &Path) -> Result<(), String> {
         "the new-unit check links {} into its scratch copy, which needs a Unix system",
         original.display()
     ))
+}
+
+/// The target directory the other stages built into: `CARGO_TARGET_DIR`
+/// when set (relative to the working directory, as cargo reads it), else
+/// `target/` under the root.
+fn target_dir(root: &Path) -> std::path::PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => std::env::current_dir()
+            .map(|cwd| cwd.join(&dir))
+            .unwrap_or_else(|_| dir.into()),
+        None => root.join("target"),
+    }
 }
 
 #[cfg(test)]

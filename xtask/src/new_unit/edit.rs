@@ -209,6 +209,7 @@ pub fn manifest(
             }
             let (at, insertion) = append_item(text, units.0, units.1, &unit);
             out.insert_str(at, &insertion);
+            json::parse(&out).map_err(|e| fail(format!("the edit would not parse: {e}")))?;
             Ok((out, Placement::Existing))
         }
         None => {
@@ -218,6 +219,7 @@ pub fn manifest(
             );
             let (at, insertion) = append_item(text, buildings, building_items, &entry);
             out.insert_str(at, &insertion);
+            json::parse(&out).map_err(|e| fail(format!("the edit would not parse: {e}")))?;
             Ok((out, Placement::NewBuilding))
         }
     }
