@@ -188,7 +188,7 @@ impl StateManager {
                 }
             };
             if let Some(report) = report {
-                self.publish(&shared, report.changes, None, Origin::Remote);
+                self.publish(&shared, &report.changes, None, Origin::Remote);
                 Self::refresh_quarantine(&shared);
             }
             Self::bump(&shared);
@@ -229,11 +229,11 @@ impl StateManager {
                 }
             }
         }
-        let changes = reports
+        let changes: Vec<Change> = reports
             .iter()
             .flat_map(|r| r.changes.iter().cloned())
             .collect();
-        self.publish(shared, changes, None, Origin::Remote);
+        self.publish(shared, &changes, None, Origin::Remote);
         Self::refresh_quarantine(shared);
         Ok(reports)
     }
@@ -268,11 +268,11 @@ impl StateManager {
                 reports.push(store.persist(*lifetime, storage.as_mut()));
             }
         }
-        let changes = reports
+        let changes: Vec<Change> = reports
             .iter()
             .flat_map(|r| r.changes.iter().cloned())
             .collect();
-        self.publish(&shared, changes, None, Origin::Remote);
+        self.publish(&shared, &changes, None, Origin::Remote);
         Self::refresh_quarantine(&shared);
         Ok(reports)
     }
@@ -416,8 +416,8 @@ impl StateManager {
         if let Some(write) = &reverted {
             self.publish(
                 &shared,
-                write.change.iter().cloned().collect(),
-                write.message.clone(),
+                write.change.as_slice(),
+                write.message.as_ref(),
                 Origin::Local,
             );
         }
@@ -432,8 +432,8 @@ impl StateManager {
         let write = run(&mut shared.store.borrow_mut())?;
         self.publish(
             &shared,
-            write.change.iter().cloned().collect(),
-            write.message.clone(),
+            write.change.as_slice(),
+            write.message.as_ref(),
             Origin::Local,
         );
         Ok(write)
@@ -449,8 +449,8 @@ impl StateManager {
         let batch = shared.store.borrow_mut().batch(writes)?;
         self.publish(
             &shared,
-            batch.changes.clone(),
-            batch.message.clone(),
+            &batch.changes,
+            batch.message.as_ref(),
             Origin::Local,
         );
         Ok(batch)
@@ -462,7 +462,7 @@ impl StateManager {
     pub fn receive_text(&self, text: &str) -> Result<Inbound> {
         let shared = self.shared()?;
         let inbound = shared.store.borrow_mut().receive_text(text);
-        self.publish(&shared, inbound.changes.clone(), None, Origin::Remote);
+        self.publish(&shared, &inbound.changes, None, Origin::Remote);
         for reply in &inbound.replies {
             Self::send(&shared, reply);
         }
@@ -585,8 +585,8 @@ impl StateManager {
         let restored = shared.store.borrow_mut().restore(unit, text)?;
         self.publish(
             &shared,
-            restored.changes.clone(),
-            restored.message.clone(),
+            &restored.changes,
+            restored.message.as_ref(),
             Origin::Local,
         );
         Ok(restored)
@@ -772,11 +772,11 @@ impl StateManager {
     fn publish(
         &self,
         shared: &Shared,
-        changes: Vec<Change>,
-        message: Option<Message>,
+        changes: &[Change],
+        message: Option<&Message>,
         origin: Origin,
     ) {
-        if let Some(message) = &message {
+        if let Some(message) = message {
             Self::send(shared, message);
         }
         // A local write of a stored key (it goes out as a message) or a
@@ -786,7 +786,7 @@ impl StateManager {
         }
         {
             let mut log = shared.log.borrow_mut();
-            for change in &changes {
+            for change in changes {
                 if log.len() == LOG_CAPACITY {
                     log.pop_front();
                 }
@@ -801,7 +801,7 @@ impl StateManager {
         if origin == Origin::Local || message.is_some() || !changes.is_empty() {
             Self::bump(shared);
         }
-        for change in &changes {
+        for change in changes {
             // Collected first and called with nothing borrowed, so a
             // subscriber may read, write or (un)subscribe.
             let targets = Self::targets(&shared.subscribers.borrow(), change);
