@@ -7,20 +7,14 @@
 )]
 
 use gaesup_app::AppFrom;
-use leptos::mount::mount_to;
 use leptos::prelude::*;
-use wasm_bindgen::JsCast;
 use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
 
 /// Mounts the app on `manifest` and returns (heading, alert) texts.
 fn shown(manifest: &'static str) -> (String, String) {
-    let host = document().create_element("div").unwrap();
-    document().body().unwrap().append_child(&host).unwrap();
-    let handle = mount_to(host.clone().unchecked_into(), move || {
-        view! { <AppFrom manifest /> }
-    });
+    let (host, handle) = gaesup_test_support::mount(move || view! { <AppFrom manifest /> });
     let text = |selector: &str| {
         host.query_selector(selector)
             .unwrap()

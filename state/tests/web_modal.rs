@@ -6,7 +6,7 @@
 use gaesup_state::core::{ManualClock, TabId};
 use gaesup_state::prelude::*;
 use gaesup_state::{ConflictModal, StateManager, UnitAddress};
-use leptos::mount::mount_to;
+use gaesup_test_support::settle;
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_test::*;
@@ -21,13 +21,6 @@ fn note_key() -> SharedKey<String> {
         .strategy(Strategy::UserResolve)
         .build()
         .unwrap()
-}
-
-/// Lets effects run (they are scheduled as tasks).
-async fn settle() {
-    for _ in 0..3 {
-        leptos::task::tick().await;
-    }
 }
 
 /// Two replicas write the note concurrently, then exchange their ops, so
@@ -66,10 +59,7 @@ fn Note() -> impl IntoView {
 }
 
 fn mount(manager: StateManager) -> (web_sys::Element, impl Drop) {
-    let document = document();
-    let host = document.create_element("section").unwrap();
-    document.body().unwrap().append_child(&host).unwrap();
-    let handle = mount_to(host.clone().unchecked_into(), move || {
+    gaesup_test_support::mount(move || {
         view! {
             <Apartment id="m" manager>
                 <Building id="b">
@@ -77,8 +67,7 @@ fn mount(manager: StateManager) -> (web_sys::Element, impl Drop) {
                 </Building>
             </Apartment>
         }
-    });
-    (host, handle)
+    })
 }
 
 fn dialog(host: &web_sys::Element) -> HtmlDialogElement {

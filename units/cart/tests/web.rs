@@ -10,9 +10,8 @@
 
 use gaesup_state::core::{ManualClock, TabId};
 use gaesup_state::{Apartment, Building, StateManager, Unit, UnitAddress};
-use leptos::mount::mount_to;
+use gaesup_test_support::settle;
 use leptos::prelude::*;
-use leptos::task::tick;
 use unit_cart::{Cart, CartLines, cart_key};
 use unit_catalog::Catalog;
 use wasm_bindgen::JsCast;
@@ -22,10 +21,7 @@ use web_sys::HtmlElement;
 wasm_bindgen_test_configure!(run_in_browser);
 
 fn mount(manager: StateManager) -> (web_sys::Element, impl Drop) {
-    let document = document();
-    let host = document.create_element("section").unwrap();
-    document.body().unwrap().append_child(&host).unwrap();
-    let handle = mount_to(host.clone().unchecked_into(), move || {
+    gaesup_test_support::mount(move || {
         view! {
             <Apartment id="main" manager>
                 <Building id="shop">
@@ -36,14 +32,7 @@ fn mount(manager: StateManager) -> (web_sys::Element, impl Drop) {
                 </Building>
             </Apartment>
         }
-    });
-    (host, handle)
-}
-
-async fn settle() {
-    for _ in 0..3 {
-        tick().await;
-    }
+    })
 }
 
 fn by_label(host: &web_sys::Element, selector: &str, label: &str) -> Option<HtmlElement> {

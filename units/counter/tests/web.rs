@@ -7,7 +7,6 @@
 )]
 
 use gaesup_state::{Apartment, Building, Unit};
-use leptos::mount::mount_to;
 use leptos::prelude::*;
 use leptos::task::tick;
 use unit_counter::Counter;
@@ -18,11 +17,7 @@ use web_sys::HtmlElement;
 wasm_bindgen_test_configure!(run_in_browser);
 
 fn mount(view: impl Fn() -> AnyView + 'static) -> (web_sys::Element, impl Drop) {
-    let document = document();
-    let host = document.create_element("section").unwrap();
-    document.body().unwrap().append_child(&host).unwrap();
-    let handle = mount_to(host.clone().unchecked_into(), view);
-    (host, handle)
+    gaesup_test_support::mount(view)
 }
 
 fn click(host: &web_sys::Element, selector: &str, index: u32) {

@@ -10,9 +10,8 @@
 
 use gaesup_state::core::{ManualClock, TabId};
 use gaesup_state::{Apartment, Building, StateManager, Unit, UnitAddress};
-use leptos::mount::mount_to;
+use gaesup_test_support::settle;
 use leptos::prelude::*;
-use leptos::task::tick;
 use unit_notes::{PrivateNotes, SharedNote, notes_key, shared_note_key};
 use wasm_bindgen::JsCast;
 use wasm_bindgen_test::*;
@@ -21,18 +20,7 @@ use web_sys::{HtmlDialogElement, HtmlElement, HtmlTextAreaElement};
 wasm_bindgen_test_configure!(run_in_browser);
 
 fn mount(view: impl Fn() -> AnyView + 'static) -> (web_sys::Element, impl Drop) {
-    let document = document();
-    let host = document.create_element("section").unwrap();
-    document.body().unwrap().append_child(&host).unwrap();
-    let handle = mount_to(host.clone().unchecked_into(), view);
-    (host, handle)
-}
-
-/// Lets effects run (the dialog opens from an effect).
-async fn settle() {
-    for _ in 0..3 {
-        tick().await;
-    }
+    gaesup_test_support::mount(view)
 }
 
 fn field(host: &web_sys::Element, index: u32) -> HtmlTextAreaElement {

@@ -10,9 +10,8 @@
 
 use gaesup_state::core::{ApartmentId, ManualClock, TabId};
 use gaesup_state::{Apartment, Building, StateManager, Unit, UnitAddress, connect_browser};
-use leptos::mount::mount_to;
+use gaesup_test_support::settle;
 use leptos::prelude::*;
-use leptos::task::tick;
 use unit_theme::{Theme, ThemeSwitcher, apply_theme, theme_key};
 use wasm_bindgen::JsCast;
 use wasm_bindgen_test::*;
@@ -23,10 +22,7 @@ wasm_bindgen_test_configure!(run_in_browser);
 const STORED: &str = "gaesup/state/global/theme";
 
 fn mount(apartment: &'static str, manager: StateManager) -> (web_sys::Element, impl Drop) {
-    let document = document();
-    let host = document.create_element("section").unwrap();
-    document.body().unwrap().append_child(&host).unwrap();
-    let handle = mount_to(host.clone().unchecked_into(), move || {
+    gaesup_test_support::mount(move || {
         view! {
             <Apartment id=apartment manager>
                 <Building id="settings">
@@ -34,8 +30,7 @@ fn mount(apartment: &'static str, manager: StateManager) -> (web_sys::Element, i
                 </Building>
             </Apartment>
         }
-    });
-    (host, handle)
+    })
 }
 
 fn radio(host: &web_sys::Element, value: &str) -> HtmlInputElement {
@@ -53,12 +48,6 @@ fn checked(host: &web_sys::Element) -> Vec<String> {
         .filter(HtmlInputElement::checked)
         .map(|input| input.value())
         .collect()
-}
-
-async fn settle() {
-    for _ in 0..3 {
-        tick().await;
-    }
 }
 
 fn local_storage() -> web_sys::Storage {
