@@ -1,6 +1,6 @@
 //! The state manager: one per apartment, shared by its units.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 
@@ -97,6 +97,10 @@ struct Shared {
     dropped: RefCell<Vec<String>>,
     quarantine: ArcRwSignal<Vec<Quarantine>>,
     revision: ArcRwSignal<u64>,
+    /// Set while changes are being delivered to subscribers; a change
+    /// published meanwhile (a subscriber wrote) waits in `pending`.
+    delivering: Cell<bool>,
+    pending: RefCell<VecDeque<Change>>,
 }
 
 /// One apartment's state: the replica of every declared key, who watches
@@ -139,6 +143,8 @@ impl StateManager {
             dropped: RefCell::default(),
             quarantine: ArcRwSignal::new(Vec::new()),
             revision: ArcRwSignal::new(0),
+            delivering: Cell::new(false),
+            pending: RefCell::default(),
         };
         Self {
             shared: StoredValue::new_local(Rc::new(shared)),
@@ -796,18 +802,38 @@ impl StateManager {
                 });
             }
         }
+        Self::deliver(shared, changes);
         // A local write moves the key's stamp and writer even when the
         // value stays the same: the inspector must see it.
         if origin == Origin::Local || message.is_some() || !changes.is_empty() {
             Self::bump(shared);
         }
-        for change in changes {
+    }
+
+    /// Notifies the subscribers each change touches, every subscriber
+    /// seeing changes in the order they were made: a change published by a
+    /// subscriber while another is being delivered is queued and delivered
+    /// after it, so nobody's last notification is an older value.
+    fn deliver(shared: &Shared, changes: &[Change]) {
+        if shared.delivering.get() {
+            shared.pending.borrow_mut().extend(changes.iter().cloned());
+            return;
+        }
+        shared.delivering.set(true);
+        let notify = |change: &Change| {
             // Collected first and called with nothing borrowed, so a
             // subscriber may read, write or (un)subscribe.
             let targets = Self::targets(&shared.subscribers.borrow(), change);
             for target in targets {
                 target(change);
             }
+        };
+        changes.iter().for_each(notify);
+        loop {
+            let next = shared.pending.borrow_mut().pop_front();
+            let Some(change) = next else { break };
+            notify(&change);
         }
+        shared.delivering.set(false);
     }
 }

@@ -575,9 +575,22 @@ fn a_write_made_while_a_change_is_delivered_is_what_later_subscribers_keep() {
         let (_c, path) = in_unit(state, "main/lobby/other", || {
             use_state_path::<i64, i64>(&count_key(), "x")
         });
+        // A plain subscriber after them records what it is told, in order.
+        let seen: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
+        let record = Arc::clone(&seen);
+        state
+            .subscribe(&clamp, &key, None, move |change| {
+                record.lock().unwrap().push(change.new.clone());
+            })
+            .unwrap();
         state.set(&clamp, &key, 11).unwrap();
         assert_eq!(state.get(&clamp, &key).unwrap(), 10);
         assert_eq!(hook.value.get_untracked(), 10, "not the stale 11");
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [json!(11), json!(10)],
+            "every subscriber hears the changes in the order they were made"
+        );
         assert_eq!(path.value.get_untracked(), None);
     });
 }

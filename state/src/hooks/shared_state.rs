@@ -186,17 +186,17 @@ where
         };
         refresh();
         let manager = target.unit.manager;
-        let current = target.clone();
-        let subscribed = manager.subscribe(&target.unit.address, key, None, move |_| {
-            // The store's value, not the change's `new`: a subscriber that
-            // wrote while this change was being delivered made a newer
-            // one, already delivered, that `new` would overwrite.
-            match manager.get(&current.unit.address, &current.key) {
+        let subscribed = manager.subscribe(&target.unit.address, key, None, move |change| {
+            match T::deserialize(&change.new) {
                 Ok(next) => {
                     let _ = value.try_set(next);
                 }
                 Err(err) => {
-                    let _ = error.try_set(Some(err));
+                    let mismatch = gaesup_state_core::Error::TypeMismatch {
+                        key: change.key.to_string(),
+                        reason: err.to_string(),
+                    };
+                    let _ = error.try_set(Some(mismatch.into()));
                 }
             }
             refresh();

@@ -91,16 +91,9 @@ where
         }
     };
     decode(first.as_ref());
-    let (watched, address, read) = (path.clone(), unit.address.clone(), key.clone());
-    let id = manager.subscribe(&unit.address, key, Some(path), move |_| {
-        // The store's value, not the change's `new` (a write made while
-        // this change was delivered is newer; see use_shared_state).
-        match manager.get_path(&address, &read, &watched) {
-            Ok(found) => decode(found.as_ref()),
-            Err(err) => {
-                let _ = error.try_set(Some(err));
-            }
-        }
+    let watched = path.clone();
+    let id = manager.subscribe(&unit.address, key, Some(path), move |change| {
+        decode(watched.get(&change.new));
     })?;
     on_cleanup(move || {
         manager.unsubscribe(id);
