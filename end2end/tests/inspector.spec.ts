@@ -36,7 +36,8 @@ test.describe('the inspector', () => {
     await apartment.building('Devtools').getByRole('link', { name: 'Devtools' }).click();
     await expect(apartment.heading('Devtools', 2)).toBeVisible();
     await expect(await inspector.cell(visits, 'Subscribers')).toHaveText('0');
-    await expect(await inspector.cell(visits, 'Version')).toHaveText('per-tab totals');
+    await expect(await inspector.cell(visits, 'Version')).toHaveText(/^\d+\.\d+@/);
+    await expect(await inspector.cell(visits, 'Last writer')).toHaveText('main/lobby/counter');
   });
 
   test('shows the sync status and sees another tab write', async ({ page, context }) => {

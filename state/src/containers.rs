@@ -74,6 +74,9 @@ pub fn Apartment(
     match ApartmentId::new(id.as_str()) {
         Ok(id) => {
             let manager = manager.unwrap_or_else(StateManager::with_system_clock);
+            if let Err(err) = manager.bind(&id) {
+                return container_error("apartment", id.to_string(), err.to_string());
+            }
             let context = ApartmentContext { id, manager, sync };
             view! { <Provider value=context>{children()}</Provider> }.into_any()
         }

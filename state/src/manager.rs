@@ -5,9 +5,9 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 
 use gaesup_state_core::{
-    Batch, BatchWrite, Change, Clock, Conflict, Event, FullKey, Inbound, KeyState, Lifetime,
-    LoadReport, Message, Path, PersistReport, Quarantine, Scope, SharedKey, Stamp, Storage, Store,
-    Strategy, TabId, UnitAddress, Write,
+    ApartmentId, Batch, BatchWrite, Change, Clock, Conflict, Event, FullKey, Inbound, KeyState,
+    Lifetime, LoadReport, Message, Path, PersistReport, Quarantine, Scope, SharedKey, Stamp,
+    Storage, Store, Strategy, TabId, UnitAddress, Write,
 };
 use leptos::prelude::*;
 use serde::Serialize;
@@ -61,11 +61,10 @@ pub struct KeyInfo {
     /// The declared schema version.
     pub schema: u32,
     /// The newest stamp in the key's state (the current value's version);
-    /// `None` while it holds its default, and for sum keys (which keep
-    /// per-tab totals, not stamps).
+    /// `None` while it holds its default.
     pub version: Option<Stamp>,
-    /// The unit that wrote the current value (`None` for sum keys, which
-    /// record no writers, and for keys never written).
+    /// The unit that wrote the current value (for a sum key, the newest
+    /// increment or reset; `None` for keys never written).
     pub last_writer: Option<UnitAddress>,
     /// Live subscriptions in this tab.
     pub subscribers: usize,
@@ -170,18 +169,27 @@ impl StateManager {
         Ok(read(&self.shared()?.store.borrow()))
     }
 
+    /// Ties the manager to its apartment (the `<Apartment>` and the browser
+    /// connection do this): other apartments' ops, states and events are
+    /// refused and their stored entries left alone (see
+    /// [`Store::bind`](gaesup_state_core::Store::bind)).
+    pub fn bind(&self, apartment: &ApartmentId) -> Result<()> {
+        Ok(self.shared()?.store.borrow_mut().bind(apartment.clone())?)
+    }
+
     /// Declares a key; declaring it again with the same rules is a no-op.
     ///
     /// A key declared for the first time is loaded at once from the
     /// storage attached for its lifetime, so a unit never renders a default
-    /// that storage would have replaced.
+    /// that storage would have replaced; writes other tabs made to it
+    /// before it was declared here (they were kept) apply too.
     pub fn declare<T>(&self, key: &SharedKey<T>) -> Result<()> {
         let shared = self.shared()?;
-        let new = {
+        let (new, declared) = {
             let mut store = shared.store.borrow_mut();
             let before = store.specs().count();
-            store.declare(key)?;
-            store.specs().count() > before
+            let declared = store.declare(key)?;
+            (store.specs().count() > before, declared)
         };
         if new {
             let spec = key.spec();
@@ -193,6 +201,13 @@ impl StateManager {
                     None => None,
                 }
             };
+            self.publish(
+                &shared,
+                &declared.changes,
+                declared.message.as_ref(),
+                Origin::Remote,
+            );
+            Self::record_dropped(&shared, &declared.errors);
             if let Some(report) = report {
                 self.publish(&shared, &report.changes, None, Origin::Remote);
                 Self::refresh_quarantine(&shared);
@@ -430,11 +445,22 @@ impl StateManager {
         Ok(reverted)
     }
 
+    /// Publishes what the store changed on its own since it last said
+    /// (writes held for a clock that has now caught up, or set aside
+    /// because this tab's clock went back).
+    fn poll(&self, shared: &Shared) {
+        let changes = shared.store.borrow_mut().poll();
+        if !changes.is_empty() {
+            self.publish(shared, &changes, None, Origin::Remote);
+        }
+    }
+
     fn write(
         &self,
         run: impl FnOnce(&mut Store) -> gaesup_state_core::Result<Write>,
     ) -> Result<Write> {
         let shared = self.shared()?;
+        self.poll(&shared);
         let write = run(&mut shared.store.borrow_mut())?;
         self.publish(
             &shared,
@@ -452,6 +478,7 @@ impl StateManager {
         writes: impl FnOnce(&mut Batch<'_>) -> gaesup_state_core::Result<()>,
     ) -> Result<BatchWrite> {
         let shared = self.shared()?;
+        self.poll(&shared);
         let batch = shared.store.borrow_mut().batch(writes)?;
         self.publish(
             &shared,
@@ -475,29 +502,35 @@ impl StateManager {
         for event in &inbound.events {
             Self::dispatch(&shared, event);
         }
-        if inbound.errors.iter().any(|e| !Self::is_not_for_this_tab(e)) {
-            let mut dropped = shared.dropped.borrow_mut();
-            dropped.extend(
-                inbound
-                    .errors
-                    .iter()
-                    .filter(|e| !Self::is_not_for_this_tab(e))
-                    .map(ToString::to_string),
-            );
-            let excess = dropped.len().saturating_sub(LOG_CAPACITY);
-            dropped.drain(..excess);
-        }
+        Self::record_dropped(&shared, &inbound.errors);
         // Applied ops may move stamps and writers without changing a
         // value, and refusals are counted: either way, worth a re-read.
         Self::bump(&shared);
         Ok(inbound)
     }
 
-    /// Whether a refusal of incoming data only means "not for this tab": an
-    /// op or state of a key this tab has not declared (another tab has more
-    /// units mounted). Such refusals are not counted as dropped messages.
+    /// Whether a refusal of incoming data only means "not for this tab"
+    /// rather than bad input: another apartment's data (every apartment's
+    /// manager shares one channel, for global keys). Such refusals are not
+    /// counted as dropped messages. (Writes to keys this tab has not
+    /// declared are not refused: they are held until declared.)
     pub fn is_not_for_this_tab(error: &gaesup_state_core::Error) -> bool {
-        matches!(error, gaesup_state_core::Error::UnknownKey { .. })
+        matches!(error, gaesup_state_core::Error::UnknownKey { .. }) || error.is_foreign()
+    }
+
+    fn record_dropped(shared: &Shared, errors: &[gaesup_state_core::Error]) {
+        if errors.iter().all(Self::is_not_for_this_tab) {
+            return;
+        }
+        let mut dropped = shared.dropped.borrow_mut();
+        dropped.extend(
+            errors
+                .iter()
+                .filter(|e| !Self::is_not_for_this_tab(e))
+                .map(ToString::to_string),
+        );
+        let excess = dropped.len().saturating_sub(LOG_CAPACITY);
+        dropped.drain(..excess);
     }
 
     /// Marks every stored key as changed, so the next flush writes it again

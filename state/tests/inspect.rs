@@ -70,8 +70,12 @@ fn keys_list_metadata_writer_and_subscribers() {
         let visits_info = &keys[1];
         assert_eq!(visits_info.strategy, Strategy::Sum);
         assert_eq!(visits_info.lifetime, Lifetime::Persistent);
-        assert_eq!(visits_info.last_writer, None, "sum keys record no writer");
-        assert_eq!(visits_info.version, None, "nor stamps: per-tab totals");
+        assert_eq!(
+            visits_info.last_writer,
+            Some(counter.clone()),
+            "sum keys record who added last"
+        );
+        assert_eq!(visits_info.version.map(|s| s.tab), Some(TabId::new(7)));
         assert_eq!(visits_info.subscribers, 0);
 
         state.set(&counter, &motto, "hi".to_owned()).unwrap();
@@ -188,7 +192,6 @@ fn a_bad_snapshot_changes_nothing_and_says_why() {
             "not json",
             "<img src=x onerror=alert(1)>",
             r#"{"format":"gaesup-snapshot","version":1,"scope":"apartment","keys":{"motto":{"schema":2,"value":42}}}"#,
-            r#"{"format":"gaesup-snapshot","version":1,"scope":"apartment","keys":{"nope":{"schema":1,"value":1}}}"#,
         ] {
             let err = state.restore(&inspector, bad).unwrap_err();
             assert!(!err.to_string().is_empty());
@@ -199,5 +202,18 @@ fn a_bad_snapshot_changes_nothing_and_says_why() {
         }
         assert_eq!(state.get(&inspector, &key).unwrap(), "kept");
         assert_eq!(state.log().len(), before, "nothing was written");
+
+        // A key nothing declared yet is not refused: it waits for its
+        // declaration, and the rest of the snapshot is restored at once.
+        let later = r#"{"format":"gaesup-snapshot","version":1,"scope":"apartment","keys":{"motto":{"schema":2,"value":"now"},"nope":{"schema":1,"value":1}}}"#;
+        let restored = state.restore(&inspector, later).unwrap();
+        assert_eq!(restored.held.len(), 1);
+        assert_eq!(state.get(&inspector, &key).unwrap(), "now");
+        let nope = SharedKey::<i64>::builder("nope")
+            .scope(Scope::Apartment)
+            .build()
+            .unwrap();
+        state.declare(&nope).unwrap();
+        assert_eq!(state.get(&inspector, &nope).unwrap(), 1, "restored on declaration");
     });
 }

@@ -299,6 +299,8 @@ async fn broadcast_transports_deliver_to_each_other_but_not_to_themselves() {
     b.send_text("from b").unwrap();
     let request = gaesup_state::core::Message::SyncRequest {
         from: TabId::new(7),
+        to: None,
+        have: Default::default(),
     };
     a.send(&request).unwrap();
     wait_until("both sides to receive", || {

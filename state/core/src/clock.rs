@@ -63,11 +63,18 @@ impl Clock for ManualClock {
     }
 }
 
-/// How far ahead of local time a remote stamp may be. A tab whose clock (or
-/// whose forged stamps) run further ahead is refused with
-/// [`Error::ClockSkew`], so it cannot pin every replica's clock at the end of
-/// time.
+/// How far ahead of local time a stamp may be and still be applied. A write
+/// from a tab whose clock runs further ahead waits (see
+/// [`MAX_HOLD_AHEAD_MS`]) until local time catches up, so no replica's
+/// clock is ever pinned far ahead; and local stamps never run more than
+/// this ahead of the local wall clock either, even after the clock was set
+/// back.
 pub const MAX_CLOCK_AHEAD_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// How far ahead of local time a stamp may be and still be kept for later.
+/// Further ahead, it is refused with [`Error::ClockSkew`] (a forged stamp
+/// at the end of time is not worth keeping).
+pub const MAX_HOLD_AHEAD_MS: u64 = 7 * 24 * 60 * 60 * 1000;
 
 /// A hybrid-logical-clock stamp. The derived order (wall, counter, tab) is
 /// the total order every strategy uses.
@@ -113,8 +120,29 @@ impl Hlc {
         self.tab
     }
 
-    /// Issues a stamp greater than every stamp issued or observed before.
+    /// The newest wall time issued or observed.
+    pub fn wall_ms(&self) -> u64 {
+        self.wall_ms
+    }
+
+    /// Brings the clock back to at most `now_ms` + [`MAX_CLOCK_AHEAD_MS`]
+    /// (the local clock was set back); returns whether it moved. The store
+    /// first sets aside its own writes stamped beyond that, so later
+    /// stamps are still greater than everything it holds.
+    pub fn clamp(&mut self, now_ms: u64) -> bool {
+        let limit = now_ms.saturating_add(MAX_CLOCK_AHEAD_MS);
+        if self.wall_ms <= limit {
+            return false;
+        }
+        self.wall_ms = limit;
+        self.counter = 0;
+        true
+    }
+
+    /// Issues a stamp greater than every stamp issued or observed before,
+    /// and never more than [`MAX_CLOCK_AHEAD_MS`] ahead of `now_ms`.
     pub fn tick(&mut self, now_ms: u64) -> Stamp {
+        self.clamp(now_ms);
         if now_ms > self.wall_ms {
             self.wall_ms = now_ms;
             self.counter = 0;

@@ -7,7 +7,8 @@
 //! the reactive layer can match and store them.
 
 use crate::clock::Stamp;
-use crate::id::{IdKind, IdRule, UnitAddress};
+use crate::id::{ApartmentId, IdKind, IdRule, UnitAddress};
+use crate::op::OpId;
 use crate::permission::Action;
 use crate::scope::FullKey;
 use crate::storage::StorageError;
@@ -213,6 +214,59 @@ pub enum Error {
         /// Why (truncated).
         reason: String,
     },
+    /// Data for another apartment reached a store bound to one apartment
+    /// (see [`Store::bind`](crate::Store::bind)); it is not applied.
+    #[error("{key} belongs to another apartment than {apartment}")]
+    ForeignApartment {
+        /// The key (or what named another apartment).
+        key: String,
+        /// The apartment the store serves.
+        apartment: ApartmentId,
+    },
+    /// An incoming write claims this tab's id with an op id this tab never
+    /// issued (forged, or a copy of a tab that shares the id): applying it
+    /// would make this tab reuse op ids.
+    #[error("op {op} claims this tab's id but was never issued here")]
+    ForgedId {
+        /// The claimed op id.
+        op: OpId,
+    },
+    /// A counter op arrived after the slot it adds to was folded away (it
+    /// was held back longer than
+    /// [`COMPACT_AFTER_MS`](crate::COMPACT_AFTER_MS) behind newer writes):
+    /// counting it now could count it twice, so it is refused.
+    #[error(
+        "a write to {key} stamped at {wall_ms} ms arrived after its key was compacted up to {horizon_ms} ms"
+    )]
+    Stale {
+        /// The key.
+        key: FullKey,
+        /// The write's wall time.
+        wall_ms: u64,
+        /// The key's compaction horizon.
+        horizon_ms: u64,
+    },
+    /// One declaration would get more full keys (units, buildings) than
+    /// allowed, or more keys are held for later than allowed.
+    #[error("{key} has reached the limit of {limit} keys")]
+    TooManyKeys {
+        /// The scope-qualified key name.
+        key: String,
+        /// The limit.
+        limit: usize,
+    },
+    /// A message from a tab that speaks another version of the protocol
+    /// (an older or newer build of the app still open somewhere).
+    #[error(
+        "message from a tab running another version of the app (protocol {found:?}, this tab speaks {supported}); reload that tab"
+    )]
+    Protocol {
+        /// The version the message declares (`None`: version 1, which had
+        /// no version field).
+        found: Option<u32>,
+        /// The version this code speaks.
+        supported: u32,
+    },
     /// The storage backend failed.
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
@@ -225,6 +279,12 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether this refusal only means the data was for another apartment
+    /// (see [`Store::bind`](crate::Store::bind)), not that it was bad.
+    pub fn is_foreign(&self) -> bool {
+        matches!(self, Self::ForeignApartment { .. })
+    }
+
     /// A stable, machine-readable name of the variant (`"permission_denied"`,
     /// `"first_write_wins"`, …) for callers that cannot match on the enum,
     /// such as JavaScript. Codes never change meaning once published.
@@ -251,6 +311,11 @@ impl Error {
             Self::ClockSkew { .. } => "clock_skew",
             Self::Overflow { .. } => "overflow",
             Self::InvalidSnapshot { .. } => "invalid_snapshot",
+            Self::ForeignApartment { .. } => "foreign_apartment",
+            Self::ForgedId { .. } => "forged_id",
+            Self::Stale { .. } => "stale",
+            Self::TooManyKeys { .. } => "too_many_keys",
+            Self::Protocol { .. } => "protocol",
             Self::Storage(StorageError::QuotaExceeded) => "quota_exceeded",
             Self::Storage(StorageError::Unavailable) => "storage_unavailable",
             Self::Storage(StorageError::Other(_)) => "storage",

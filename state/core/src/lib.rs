@@ -157,7 +157,7 @@ mod store;
 mod strategy;
 mod transport;
 
-pub use clock::{Clock, Hlc, MAX_CLOCK_AHEAD_MS, ManualClock, Stamp};
+pub use clock::{Clock, Hlc, MAX_CLOCK_AHEAD_MS, MAX_HOLD_AHEAD_MS, ManualClock, Stamp};
 pub use error::{Error, PREVIEW_CHARS, Result, preview};
 pub use id::{
     ApartmentId, BuildingId, IdKind, IdRule, KeyName, MAX_ID_LEN, TabId, UnitAddress, UnitId,
@@ -165,10 +165,12 @@ pub use id::{
 };
 pub use key::{KeySpec, SharedKey, SharedKeyBuilder};
 pub use limits::{
-    MAX_FIELD_NAME_BYTES, MAX_GROUP_OPS, MAX_JSON_DEPTH, MAX_MESSAGE_BYTES, MAX_OP_ITEMS,
-    MAX_SNAPSHOT_BYTES, MAX_STORED_BYTES, MAX_SYNC_STATES, MAX_VALUE_BYTES, MAX_VALUE_DEPTH,
+    COMPACT_AFTER_MS, MAX_FIELD_NAME_BYTES, MAX_GROUP_OPS, MAX_HELD_BYTES, MAX_JSON_DEPTH,
+    MAX_KEYS_PER_DECLARATION, MAX_MESSAGE_BYTES, MAX_OP_ITEMS, MAX_PARKED_KEYS, MAX_SNAPSHOT_BYTES,
+    MAX_STATE_BYTES, MAX_STORED_BYTES, MAX_SUM_SLOTS, MAX_SYNC_STATES, MAX_VALUE_BYTES,
+    MAX_VALUE_DEPTH, ROTATE_SLOT_AFTER_MS,
 };
-pub use message::{Event, Message, SyncEntry};
+pub use message::{Digest, Event, Have, Message, PROTOCOL_VERSION, SyncEntry};
 pub use op::{Op, OpGroup, OpId, Payload};
 pub use path::{MAX_PATH_DEPTH, MAX_SEGMENT_LEN, Path};
 pub use permission::{Access, Action, Permissions, Principal};
@@ -179,10 +181,11 @@ pub use storage::{
     FaultyStorage, MemoryStorage, QUARANTINE_PREFIX, STATE_PREFIX, Storage, StorageError,
 };
 pub use store::{
-    Batch, BatchWrite, Change, Inbound, LoadReport, PersistReport, Quarantine, Store, Write,
+    Batch, BatchWrite, Change, Declared, Inbound, LoadReport, PersistReport, Quarantine,
+    SYNC_ANSWER_INTERVAL_MS, Store, Write,
 };
 pub use strategy::{
-    Conflict, Entry, FieldEntry, KeyState, MergeState, Register, ResolveState, Strategy, SumState,
-    Totals,
+    Conflict, Entry, FieldEntry, Folded, KeyState, MergeState, Observed, Register, Reset,
+    ResolveState, Seen, Slot, Strategy, SumState, Totals,
 };
 pub use transport::{BusEndpoint, MemoryBus, Transport};

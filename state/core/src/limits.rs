@@ -35,6 +35,35 @@ pub const MAX_GROUP_OPS: usize = 4096;
 pub const MAX_OP_ITEMS: usize = 1024;
 /// Most key states in one sync message.
 pub const MAX_SYNC_STATES: usize = 1024;
+/// Largest state of one key (serialized), in bytes. A local write that
+/// would grow a state past it is refused, and so is an incoming item; so
+/// every state fits a sync message and loads back from storage.
+pub const MAX_STATE_BYTES: usize = 512 << 10;
+/// Most live slots of one sum key (one per writer that wrote within
+/// [`COMPACT_AFTER_MS`]), and most slots a reset may observe.
+pub const MAX_SUM_SLOTS: usize = 4096;
+/// Most full keys one declaration may have in a store (a private key has
+/// one per unit address, a building key one per building): a message
+/// naming made-up units or buildings cannot fill the storage.
+pub const MAX_KEYS_PER_DECLARATION: usize = 256;
+/// Most keys with writes held for a later declaration (see
+/// [`Store::declare`](crate::Store::declare)).
+pub const MAX_PARKED_KEYS: usize = 256;
+/// Most bytes of writes held for later: for undeclared keys, and for items
+/// stamped ahead of the local clock by more than the allowed skew.
+pub const MAX_HELD_BYTES: usize = 1 << 20;
+/// How long a write stays individually visible inside a key's state:
+/// writes more than this older than the key's newest write are compacted
+/// (sum slots folded, superseded ids and old conflicts dropped, old merge
+/// fields folded into the whole value). An op that reaches a replica later
+/// than that is refused as stale ([`Error::Stale`]).
+pub const COMPACT_AFTER_MS: u64 = 14 * 24 * 60 * 60 * 1000;
+/// A sum writer opens a new slot instead of adding to one it last wrote
+/// this long ago: replicas whose clocks run ahead (by at most
+/// [`MAX_CLOCK_AHEAD_MS`](crate::MAX_CLOCK_AHEAD_MS), plus as much again
+/// through what they observed) may fold a slot sooner than its writer's
+/// clock says.
+pub const ROTATE_SLOT_AFTER_MS: u64 = COMPACT_AFTER_MS - 3 * crate::clock::MAX_CLOCK_AHEAD_MS;
 /// Longest object field name a patch may carry, in bytes.
 pub const MAX_FIELD_NAME_BYTES: usize = 1024;
 

@@ -13,8 +13,11 @@ use serde_json::Value;
 use crate::clock::Stamp;
 use crate::error::{Error, Result};
 use crate::id::{TabId, UnitAddress};
-use crate::limits::{MAX_FIELD_NAME_BYTES, MAX_GROUP_OPS, MAX_OP_ITEMS, check_value};
+use crate::limits::{
+    MAX_FIELD_NAME_BYTES, MAX_GROUP_OPS, MAX_OP_ITEMS, MAX_SUM_SLOTS, check_value,
+};
 use crate::scope::FullKey;
+use crate::strategy::Observed;
 
 /// Unique id of an op: the issuing tab and its per-tab sequence number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -53,14 +56,30 @@ pub enum Payload {
         #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
         remove: BTreeSet<String>,
     },
-    /// A sum key's contribution from the op's tab: its cumulative positive
-    /// and negative totals after this increment (a PN-counter). Receivers
-    /// keep the per-tab maximum, so redelivery and reordering are harmless.
+    /// A sum key's increment: the writer's slot and its cumulative
+    /// positive and negative totals after this increment (a PN-counter).
+    /// Receivers keep the per-slot maximum, so redelivery and reordering
+    /// are harmless.
     Count {
+        /// The slot: the writer tab and the sequence number of the slot's
+        /// first op (this op's own id for a new slot).
+        slot: OpId,
         /// Cumulative sum of positive increments.
         p: u64,
         /// Cumulative sum of the magnitudes of negative increments.
         n: u64,
+    },
+    /// A sum key set to a value: the newest reset wins, and only what slots
+    /// gained beyond `observed` counts on top of it.
+    Reset {
+        /// The value set.
+        target: i64,
+        /// The writer's fold horizon (wall ms).
+        #[serde(default)]
+        horizon: u64,
+        /// Every slot the writer held and its totals then, sorted by slot.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        observed: Vec<Observed>,
     },
     /// A user-resolve write: a new value that supersedes every entry the
     /// writer had seen (a multi-value register).
@@ -80,6 +99,7 @@ impl Payload {
             Self::Set { .. } => "set",
             Self::Patch { .. } => "patch",
             Self::Count { .. } => "count",
+            Self::Reset { .. } => "reset",
             Self::Resolve { .. } => "resolve",
         }
     }
@@ -135,7 +155,21 @@ impl Op {
                     check_value(value, "op value")?;
                 }
             }
-            Payload::Count { .. } => {}
+            Payload::Count { slot, .. } => {
+                if slot.tab != self.id.tab || slot.seq > self.id.seq {
+                    return Err(bad(
+                        "a slot belongs to the tab that opened it, before this op",
+                    ));
+                }
+            }
+            Payload::Reset { observed, .. } => {
+                if observed.len() > MAX_SUM_SLOTS {
+                    return Err(bad("reset observes too many slots"));
+                }
+                if !observed.windows(2).all(|w| w[0].slot < w[1].slot) {
+                    return Err(bad("observed slots must be sorted and unique"));
+                }
+            }
             Payload::Resolve { value, supersedes } => {
                 check_value(value, "op value")?;
                 if supersedes.len() > MAX_OP_ITEMS {

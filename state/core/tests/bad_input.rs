@@ -257,7 +257,7 @@ fn four_megabyte_strings_are_refused_everywhere() {
         Err(Error::TooLarge { .. })
     ));
     // A message.
-    let message = json!({"type": "ops", "body": {"ops": [{"value": huge}]}}).to_string();
+    let message = json!({"v": 2, "type": "ops", "body": {"ops": [{"value": huge}]}}).to_string();
     let inbound = store.receive_text(&message);
     assert!(matches!(inbound.errors[..], [Error::TooLarge { .. }]));
     // A snapshot.
@@ -309,7 +309,7 @@ fn deep_nesting_is_a_typed_error_not_a_stack_overflow() {
             "{:?}",
             inbound.errors
         );
-        let wrapped = format!(r#"{{"type":"ops","body":{{"ops":[{{"value":{deep}}}]}}}}"#);
+        let wrapped = format!(r#"{{"v":2,"type":"ops","body":{{"ops":[{{"value":{deep}}}]}}}}"#);
         assert!(!store.receive_text(&wrapped).errors.is_empty());
         assert!(Snapshot::parse(&deep).is_err());
         assert!(store.restore(&u, &deep).is_err());
@@ -346,7 +346,7 @@ fn nesting_at_the_limits_is_handled_and_one_more_level_is_refused() {
     // A document exactly at the parser's depth limit reaches serde and
     // comes back as a typed error, not a stack overflow.
     let at_limit = format!(
-        r#"{{"type":"ops","body":{{"ops":[{{"value":{}}}]}}}}"#,
+        r#"{{"v":2,"type":"ops","body":{{"ops":[{{"value":{}}}]}}}}"#,
         deep_array(MAX_JSON_DEPTH - 4)
     );
     let inbound = store.receive_text(&at_limit);
@@ -404,7 +404,7 @@ fn malformed_op_messages_are_refused_and_change_nothing() {
             at = &mut at[*step];
         }
         at[path[path.len() - 1]] = value;
-        json!({"type": "ops", "body": {"ops": [op]}}).to_string()
+        json!({"v": 2, "type": "ops", "body": {"ops": [op]}}).to_string()
     };
     let cases = vec![
         String::new(),
@@ -412,13 +412,14 @@ fn malformed_op_messages_are_refused_and_change_nothing() {
         "[]".into(),
         "{}".into(),
         "\"ops\"".into(),
-        r#"{"type":"ops"}"#.into(),
+        r#"{"v":2,"type":"ops"}"#.into(),
+        r#"{"v":2,"type":"ops","body":{"ops":[]}}"#.into(),
+        r#"{"v":2,"type":"nope","body":{}}"#.into(),
+        r#"{"v":2,"type":"sync_request","body":{"from":"zz"}}"#.into(),
+        r#"{"v":3,"type":"ops","body":{"ops":[]}}"#.into(),
         r#"{"type":"ops","body":{"ops":[]}}"#.into(),
-        r#"{"type":"nope","body":{}}"#.into(),
-        r#"{"type":"sync_request","body":{"from":"zz"}}"#.into(),
         valid[..valid.len() / 2].to_owned(),
         with(&["key"], json!("undeclared/a/b")),
-        with(&["key"], json!("apartment/a/undeclared")),
         with(&["key"], json!(42)),
         with(&["writer"], json!("a/b")),
         with(&["writer"], json!("other-apartment/b/u")),
@@ -452,6 +453,13 @@ fn malformed_op_messages_are_refused_and_change_nothing() {
         assert!(inbound.changes.is_empty());
         assert_eq!(snapshot_of(&store), before, "changed by: {text}");
     }
+    // An op for a key this tab has not declared is neither refused nor
+    // applied: it is held for when the key is declared.
+    let undeclared = with(&["key"], json!("apartment/a/undeclared"));
+    let inbound = store.receive_text(&undeclared);
+    assert!(inbound.errors.is_empty(), "{:?}", inbound.errors);
+    assert_eq!(inbound.held, 1);
+    assert_eq!(snapshot_of(&store), before);
     // The valid message itself is accepted, twice harmlessly.
     assert!(store.receive_text(&valid).errors.is_empty());
     assert!(store.receive_text(&valid).changes.is_empty());
@@ -493,7 +501,6 @@ fn bad_snapshots_change_nothing() {
             .to_string(),
         json!({"format": "gaesup-snapshot", "version": 1, "scope": "apartment", "keys": {}, "x": 1})
             .to_string(),
-        snap(json!({"count": {"schema": 1, "value": 2}, "missing": {"schema": 1, "value": 1}})),
         snap(json!({"count": {"schema": 1, "value": 2}, "text": {"schema": 1, "value": 5}})),
         snap(json!({"count": {"schema": 1, "value": 2}, "versioned": {"schema": 3, "value": 1}})),
         snap(json!({"__proto__": {"schema": 1, "value": 2}})),
@@ -644,6 +651,7 @@ fn forged_unnormalized_states_are_normalized_on_receipt() {
     let mut stale = entry(NOW - 5, 1);
     stale["value"] = json!(9);
     let text = json!({
+        "v": 2,
         "type": "sync_state",
         "body": {"from": "00000000000000aa", "states": [{
             "key": "apartment/a/doc",

@@ -141,6 +141,10 @@ fn sum_ops() -> impl Strategy<Value = Vec<Op>> {
                     slot.2,
                     0,
                     Payload::Count {
+                        slot: OpId {
+                            tab: TabId::new(u64::from(tab)),
+                            seq: 1,
+                        },
                         p: slot.0,
                         n: slot.1,
                     },
@@ -154,7 +158,7 @@ fn sum_of(ops: &[Op]) -> i64 {
     // The last op of each tab carries its totals.
     let mut last: BTreeMap<TabId, (u64, u64)> = BTreeMap::new();
     for op in ops {
-        if let Payload::Count { p, n } = op.payload {
+        if let Payload::Count { p, n, .. } = op.payload {
             let slot = last.entry(op.id.tab).or_default();
             *slot = (slot.0.max(p), slot.1.max(n));
         }

@@ -27,8 +27,8 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 
 use gaesup_state_core::{
-    Error, Lifetime, ManualClock, MemoryStorage, Message, Scope, SharedKey, Store, Strategy, TabId,
-    UnitAddress, Write,
+    Error, Lifetime, ManualClock, MemoryStorage, Message, SYNC_ANSWER_INTERVAL_MS, Scope,
+    SharedKey, Store, Strategy, TabId, UnitAddress, Write,
 };
 
 const DEFAULT_SEEDS: Range<u64> = 0..2000;
@@ -232,21 +232,17 @@ impl Sim {
                 message.to, message.text
             ));
         }
-        // Replies to a sync request go back to the asker only.
-        let asker = if inbound.replies.is_empty() {
-            None
-        } else {
-            match Message::decode(&message.text) {
-                Ok(Message::SyncRequest { from }) => {
-                    self.replicas.iter().position(|r| r.tab == from)
+        // Replies (answers and push-backs) go to the tab they name.
+        for reply in inbound.replies {
+            let to = match &reply {
+                Message::SyncState { to: Some(to), .. } => {
+                    self.replicas.iter().position(|r| r.tab == *to)
                 }
                 _ => None,
-            }
-        };
-        if let Some(asker) = asker {
-            for reply in inbound.replies {
+            };
+            if let Some(to) = to {
                 let lossy = !ignore_delay;
-                self.post(message.to, &[asker], &reply, lossy);
+                self.post(message.to, &[to], &reply, lossy);
             }
         }
         Ok(true)
@@ -411,15 +407,25 @@ impl Sim {
         // (which by then holds the union). Duplicates and reordering still
         // apply; drops do not.
         let everyone: Vec<usize> = (0..self.replicas.len()).collect();
+        self.let_answers_through();
         let request = self.replicas[0].store.sync_request();
         self.post(0, &everyone, &request, false);
         while self.deliver_one(true)? {}
+        self.let_answers_through();
         for r in 1..self.replicas.len() {
             let request = self.replicas[r].store.sync_request();
             self.post(r, &[0], &request, false);
         }
         while self.deliver_one(true)? {}
         self.check()
+    }
+
+    /// Lets time pass past the sync-answer throttle, so every request of
+    /// the final exchange is answered.
+    fn let_answers_through(&mut self) {
+        for replica in &self.replicas {
+            replica.clock.advance(SYNC_ANSWER_INTERVAL_MS);
+        }
     }
 
     fn check(&self) -> Result<(), String> {

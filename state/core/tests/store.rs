@@ -80,13 +80,27 @@ fn last_write_wins_even_when_the_later_writer_has_a_slower_clock() {
 }
 
 #[test]
-fn a_far_future_stamp_is_refused() {
+fn a_stamp_ahead_of_the_clock_waits_and_a_far_future_one_is_refused() {
+    const DAY: u64 = 24 * 3600 * 1000;
     let k = key::<i64>("k", Strategy::LastWriteWins);
     let (mut a, mut b) = (tab(1), tab(2));
     a.store.declare(&k).unwrap();
     b.store.declare(&k).unwrap();
-    a.clock.set(NOW + 3 * 24 * 3600 * 1000);
-    let write = a.store.set(&unit("x/y/z"), &k, 1).unwrap();
+    let u = unit("x/y/z");
+    // Three days ahead: kept, and applied once b's clock is within a day.
+    a.clock.set(NOW + 3 * DAY);
+    let write = a.store.set(&u, &k, 1).unwrap();
+    let inbound = b.store.receive(write.message.as_ref().unwrap());
+    assert!(inbound.errors.is_empty(), "{:?}", inbound.errors);
+    assert_eq!(inbound.held, 1);
+    assert_eq!(b.store.get(&u, &k).unwrap(), 0);
+    b.clock.set(NOW + 2 * DAY);
+    let changes = b.store.poll();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(b.store.get(&u, &k).unwrap(), 1);
+    // Eight days ahead of b: refused.
+    a.clock.set(NOW + 10 * DAY + 1);
+    let write = a.store.set(&u, &k, 2).unwrap();
     let inbound = b.store.receive(write.message.as_ref().unwrap());
     assert!(matches!(inbound.errors[..], [Error::ClockSkew { .. }]));
 }

@@ -27,6 +27,11 @@ use crate::manager::StateManager;
 /// not grow without bound).
 const MAX_NOTICES: usize = 50;
 
+/// A tab asks the others for what it missed at most this often (ms), however
+/// often it is hidden and shown again; answers carry only what differs, and
+/// each tab answers one asker at most once a second besides.
+const SYNC_REQUEST_EVERY_MS: f64 = 5_000.0;
+
 /// How [`connect_browser_with_options`] reaches other tabs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum TransportChoice {
@@ -117,7 +122,7 @@ pub fn connect_browser_with_options(
     options: ConnectOptions,
 ) -> Result<WebSync> {
     let window = web_sys::window().ok_or(WebError::NoWindow)?;
-    manager.tab()?;
+    manager.bind(apartment)?;
     let writer = StatusWriter::new();
 
     attach(manager, Lifetime::Persistent, options.persistent, writer)?;
@@ -142,6 +147,7 @@ pub fn connect_browser_with_options(
             frame,
             pending: Cell::new(None),
             reload_due: Cell::new(false),
+            last_request: Cell::new(None),
             writer,
             _listeners: listeners,
         }
@@ -162,9 +168,7 @@ pub fn connect_browser_with_options(
         }
     })?;
     writer.channel_up.try_set(inner.transport.is_some());
-    if inner.transport.is_some() {
-        manager.request_sync()?;
-    }
+    inner.request_sync();
     inner.update_quota();
     // Loading may have merged entries that need writing back (a migrated
     // schema, another tab's unsaved merge).
@@ -307,9 +311,7 @@ fn page_listeners(window: &Window, weak: &Weak<Inner>) -> Vec<EventListener> {
                     // Background tabs are throttled and may have missed
                     // messages: merge what storage holds, then ask the others.
                     inner.reload();
-                    if inner.transport.is_some() {
-                        let _ = inner.manager.request_sync();
-                    }
+                    inner.request_sync();
                 } else {
                     // A hidden page may be discarded without another event, and
                     // animation frames stop while hidden.
@@ -364,11 +366,31 @@ struct Inner {
     frame: Closure<dyn FnMut()>,
     pending: Cell<Option<Pending>>,
     reload_due: Cell<bool>,
+    /// When this tab last asked the others for state (ms since epoch).
+    last_request: Cell<Option<f64>>,
     writer: StatusWriter,
     _listeners: Vec<EventListener>,
 }
 
 impl Inner {
+    /// Asks the other tabs for what this one lacks, unless it asked less
+    /// than [`SYNC_REQUEST_EVERY_MS`] ago.
+    fn request_sync(&self) {
+        if self.transport.is_none() {
+            return;
+        }
+        let now = js_sys::Date::now();
+        if self
+            .last_request
+            .get()
+            .is_some_and(|last| now - last < SYNC_REQUEST_EVERY_MS)
+        {
+            return;
+        }
+        self.last_request.set(Some(now));
+        let _ = self.manager.request_sync();
+    }
+
     fn send(&self, message: &Message) {
         if let Some(transport) = &self.transport
             && let Err(err) = transport.send(message)
@@ -383,8 +405,11 @@ impl Inner {
         let Ok(inbound) = self.manager.receive_text(text) else {
             return;
         };
-        // An op or state for a key this tab has not declared (another tab
-        // has more units mounted) is not for us, not hostile: not counted.
+        // Another apartment's message (all apartments share the channel,
+        // for global keys) is neither a sync with another tab nor hostile.
+        if inbound.foreign {
+            return;
+        }
         if inbound.errors.iter().all(StateManager::is_not_for_this_tab) {
             self.writer.last_sync_ms.try_set(Some(js_sys::Date::now()));
         } else {

@@ -92,11 +92,11 @@ pub struct KeyRow {
     pub strategy: String,
     /// Declared schema version.
     pub schema: String,
-    /// Stamp of the current value, "default", or "per-tab totals" for a
-    /// sum key.
+    /// Stamp of the current value (of a sum key: of its newest increment
+    /// or reset), or "default".
     pub version: String,
-    /// Who wrote the current value, "nobody", or "every writer counts"
-    /// for a sum key.
+    /// Who wrote the current value (of a sum key: who added or reset
+    /// last), or "nobody".
     pub last_writer: String,
     /// Live subscriptions in this tab.
     pub subscribers: String,
@@ -110,16 +110,13 @@ impl From<&KeyInfo> for KeyRow {
             lifetime: info.lifetime.to_string(),
             strategy: info.strategy.to_string(),
             schema: format!("v{}", info.schema),
-            version: match (info.version, info.strategy) {
-                (Some(stamp), _) => stamp.to_string(),
-                (None, Strategy::Sum) => "per-tab totals".to_owned(),
-                (None, _) => "default".to_owned(),
-            },
-            last_writer: match (&info.last_writer, info.strategy) {
-                (Some(writer), _) => writer.to_string(),
-                (None, Strategy::Sum) => "every writer counts".to_owned(),
-                (None, _) => "nobody".to_owned(),
-            },
+            version: info
+                .version
+                .map_or_else(|| "default".to_owned(), |stamp| stamp.to_string()),
+            last_writer: info
+                .last_writer
+                .as_ref()
+                .map_or_else(|| "nobody".to_owned(), ToString::to_string),
             subscribers: info.subscribers.to_string(),
         }
     }
@@ -336,11 +333,22 @@ fn SnapshotSection(manager: StateManager, address: UnitAddress) -> impl IntoView
         }
         let result = address.with_value(|address| manager.restore(address, &text));
         outcome.set(Some(match result {
-            Ok(batch) => Outcome::Done(match batch.changes.len() {
-                0 => "Restored: every value already matched the snapshot.".to_owned(),
-                1 => "Restored 1 key.".to_owned(),
-                n => format!("Restored {n} keys."),
-            }),
+            Ok(batch) => {
+                let restored = match batch.changes.len() {
+                    0 => "Restored: every value already matched the snapshot.".to_owned(),
+                    1 => "Restored 1 key.".to_owned(),
+                    n => format!("Restored {n} keys."),
+                };
+                Outcome::Done(match batch.held.len() {
+                    0 => restored,
+                    1 => format!(
+                        "{restored} 1 key no unit has declared yet is kept and restored when one does."
+                    ),
+                    n => format!(
+                        "{restored} {n} keys no unit has declared yet are kept and restored when one does."
+                    ),
+                })
+            }
             Err(err) => Outcome::Failed(format!("Nothing was restored: {err}")),
         }));
     };

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::{BatchWrite, Change, Intent, Store, payload_for};
+use super::{BatchWrite, Intent, Store, payload_for};
 use crate::error::{Error, Result};
 use crate::id::UnitAddress;
 use crate::key::{KeySpec, SharedKey};
@@ -92,6 +92,7 @@ impl<'s> Batch<'s> {
         intent: Intent,
     ) -> Result<()> {
         let full = spec.full_key(unit);
+        self.store.check_apartment(&full)?;
         Store::check_access(spec, &full, unit, Action::Write)?;
         self.stage(spec, full, unit, intent)
     }
@@ -109,12 +110,15 @@ impl<'s> Batch<'s> {
                 reason: format!("more than {MAX_GROUP_OPS} writes"),
             });
         }
+        if !self.overlay.contains_key(&full) {
+            self.store.check_room(spec, &full)?;
+        }
         let current = match self.overlay.get(&full) {
             Some((_, state)) => Some(state),
             None => self.store.states.get(&full),
         };
-        let payload = payload_for(self.store.tab, spec, &full, current, intent)?;
-        let op = self.store.stamp_op(spec, full.clone(), unit, payload);
+        let payload = payload_for(&self.store.context(), spec, &full, current, intent)?;
+        let op = self.store.stamp_op(spec, full.clone(), unit, payload)?;
         let store = &*self.store;
         let (_, state) = self.overlay.entry(full).or_insert_with_key(|full| {
             let state = store
@@ -149,35 +153,38 @@ impl Staged {
             .collect();
         (!ops.is_empty()).then_some(Message::Ops(OpGroup { ops }))
     }
-
-    /// Refuses a batch whose message other tabs would refuse as too large,
-    /// before anything is committed.
-    pub(super) fn check(&self) -> Result<()> {
-        match self.message() {
-            Some(message) => message.encode().map(drop),
-            None => Ok(()),
-        }
-    }
 }
 
 impl Store {
+    /// Refuses a batch whose message other tabs would refuse as too large,
+    /// or that would grow a state past the limit, before anything is
+    /// committed.
+    pub(super) fn check_staged(&self, staged: &Staged) -> Result<()> {
+        if let Some(message) = staged.message() {
+            message.encode()?;
+        }
+        for state in staged.overlay.values().map(|(_, state)| state) {
+            Self::fits(state)?;
+        }
+        Ok(())
+    }
+
     pub(super) fn commit(&mut self, staged: Staged) -> BatchWrite {
         let message = staged.message();
         let mut changes = Vec::new();
         for (key, (spec, state)) in staged.overlay {
-            let old = self.current(&spec, &key);
-            let old_conflicts = self.conflict_ids(&key);
-            let new = Store::value_or_default(&spec, Some(&state));
+            let before = self.before(&spec, &key);
+            self.count_key(&spec, &key);
+            self.sizes.remove(&key);
             self.states.insert(key.clone(), state);
             self.touch(&spec, &key);
-            if old != new || old_conflicts != self.conflict_ids(&key) {
-                changes.push(Change { key, old, new });
-            }
+            changes.extend(self.changed(&spec, &key, before));
         }
         BatchWrite {
             group: OpGroup { ops: staged.ops },
             changes,
             message,
+            held: Vec::new(),
         }
     }
 }

@@ -11,10 +11,13 @@
 
 use serde::Serialize;
 
+use super::admit::{Source, StateVerdict};
+use super::held::HeldItem;
 use super::{Change, Store};
 use crate::error::{Error, Result};
 use crate::key::KeySpec;
 use crate::limits::{MAX_STORED_BYTES, parse_bounded};
+use crate::message::SyncEntry;
 use crate::schema::StoredState;
 use crate::scope::{FullKey, Lifetime};
 use crate::storage::{QUARANTINE_PREFIX, STATE_PREFIX, Storage, StorageError};
@@ -126,7 +129,9 @@ impl Store {
                     continue;
                 }
             };
-            if !wanted(&key) {
+            // Another apartment's entries (storage is shared by the origin)
+            // belong to that apartment's store.
+            if !wanted(&key) || self.is_foreign(&key) {
                 continue;
             }
             // Undeclared keys stay in storage untouched until declared.
@@ -162,10 +167,19 @@ impl Store {
         let Some(raw) = raw else {
             return Ok((None, None));
         };
-        match self.decode_stored(spec, key, &raw) {
-            Ok(state) => {
+        match self.decode_stored(key, &raw) {
+            Ok((state, ahead)) => {
+                if let Some(ahead) = ahead {
+                    // Stored by this tab before its clock was set back:
+                    // kept, and applied when the clock gets there.
+                    let due = ahead
+                        .state
+                        .max_stamp()
+                        .and_then(|s| self.window(&s).ok().flatten());
+                    let _ = self.hold(key, HeldItem::State(ahead), due, true);
+                }
                 let change = self
-                    .join_state(spec, key, &state)
+                    .join_state(spec, key, &state, Source::Storage)
                     .map_err(Failure::Storage)?;
                 Ok((change, Some(raw)))
             }
@@ -175,7 +189,7 @@ impl Store {
         }
     }
 
-    fn decode_stored(&self, spec: &KeySpec, key: &FullKey, raw: &str) -> Result<KeyState> {
+    fn decode_stored(&self, key: &FullKey, raw: &str) -> Result<(KeyState, Option<SyncEntry>)> {
         let stored: StoredState =
             parse_bounded(raw, MAX_STORED_BYTES, "stored state").map_err(|err| match err {
                 Error::Malformed { reason, .. } => Error::Corrupt {
@@ -185,7 +199,18 @@ impl Store {
                 other => other,
             })?;
         stored.state.validate()?;
-        self.admit_state(spec, key, stored.schema, stored.state)
+        let entry = SyncEntry {
+            key: key.clone(),
+            schema: stored.schema,
+            state: stored.state,
+        };
+        match self.admit_state(&entry, Source::Storage) {
+            StateVerdict::Apply(admitted) => Ok((admitted.state, admitted.ahead)),
+            StateVerdict::Refuse(err) | StateVerdict::Foreign(err) => Err(err),
+            StateVerdict::Hold => Err(Error::UnknownKey {
+                key: key.to_string(),
+            }),
+        }
     }
 
     fn quarantine(
@@ -295,6 +320,19 @@ impl Store {
                 return;
             }
         };
+        if text.len() > MAX_STORED_BYTES {
+            // Cannot happen while states stay under MAX_STATE_BYTES; never
+            // store what could not be loaded back.
+            report.failed.push((
+                key.clone(),
+                Error::TooLarge {
+                    what: "stored state",
+                    size: text.len(),
+                    limit: MAX_STORED_BYTES,
+                },
+            ));
+            return;
+        }
         if stored.as_deref() == Some(text.as_str()) {
             self.dirty.remove(key);
             return;

@@ -32,7 +32,9 @@ impl Store {
     /// value if the write is still current (user-resolve keeps values
     /// written concurrently); merge restores only the fields nobody has
     /// written since; sum subtracts the increment (counters commute, so
-    /// this is always possible). First-write-wins keys cannot be reverted
+    /// this is always possible; a reset is undone by resetting to the value
+    /// it replaced, plus whatever was added since). First-write-wins keys
+    /// cannot be reverted
     /// ([`Error::WrongStrategy`]): their first value is final everywhere.
     ///
     /// Returns `None` if there is nothing to undo (the write changed
@@ -54,6 +56,7 @@ impl Store {
         let Some(change) = &written.change else {
             return Ok(None);
         };
+        let context = self.context();
         let state = self.states.get(&full);
         let payload = match (state, &op.payload) {
             (Some(KeyState::LastWriteWins(register)), _) => {
@@ -61,7 +64,7 @@ impl Store {
                     return Ok(None);
                 }
                 payload_for(
-                    self.tab,
+                    &context,
                     &spec,
                     &full,
                     state,
@@ -74,7 +77,7 @@ impl Store {
                     return Ok(None);
                 }
                 payload_for(
-                    self.tab,
+                    &context,
                     &spec,
                     &full,
                     state,
@@ -101,11 +104,31 @@ impl Store {
                     return Ok(None);
                 }
                 payload_for(
-                    self.tab,
+                    &context,
                     &spec,
                     &full,
                     state,
                     Intent::Set(Value::Object(target)),
+                )?
+            }
+            (Some(KeyState::Sum(sum)), Payload::Reset { .. }) => {
+                if sum.reset().is_none_or(|r| r.id != op.id) {
+                    return Ok(None);
+                }
+                // Back to the value it replaced, keeping what was added since.
+                let target = match (change.old.as_i64(), change.new.as_i64()) {
+                    (Some(old), Some(new)) => old
+                        .checked_sub(new)
+                        .and_then(|undo| undo.checked_add(sum.total())),
+                    _ => None,
+                }
+                .ok_or_else(|| Error::Overflow { key: full.clone() })?;
+                payload_for(
+                    &context,
+                    &spec,
+                    &full,
+                    state,
+                    Intent::Set(Value::from(target)),
                 )?
             }
             (Some(KeyState::Sum(_)), _) => {
@@ -115,7 +138,7 @@ impl Store {
                 }
                 .and_then(i64::checked_neg)
                 .ok_or_else(|| Error::Overflow { key: full.clone() })?;
-                payload_for(self.tab, &spec, &full, state, Intent::Add(delta))?
+                payload_for(&context, &spec, &full, state, Intent::Add(delta))?
             }
             (Some(KeyState::UserResolve(resolve)), _) => {
                 if !resolve.entries().any(|e| e.id == op.id) {

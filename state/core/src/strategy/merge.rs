@@ -17,6 +17,20 @@
 //!
 //! Only top-level fields merge; nested objects are whole field values. That
 //! keeps the state flat and every walk over it non-recursive.
+//!
+//! Compaction: field entries more than [`COMPACT_AFTER_MS`] older than the
+//! newest write are folded into `base` (a whole value carrying the identity
+//! of the newest write folded), so a field removed long ago leaves no entry
+//! behind. The fold is a function of the state, so replicas holding the
+//! same writes fold identically; a write older than the fold would lose to
+//! the new base anyway, as it already lost to what was folded.
+//!
+//! Migration keeps fields apart: the whole value is migrated, then each
+//! field entry takes its migrated value under its own identity, so two
+//! replicas that saw different fields still keep both after upgrading (for
+//! migrations that change each field on its own, as a merge-by-id value's
+//! do; a migration that is not an object-to-object map collapses the state
+//! to one whole value).
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,7 +42,7 @@ use super::Entry;
 use crate::clock::Stamp;
 use crate::error::Result;
 use crate::id::UnitAddress;
-use crate::limits::canonical;
+use crate::limits::{COMPACT_AFTER_MS, canonical};
 use crate::op::{Op, OpId};
 
 /// The last write to one field of a merge key.
@@ -149,39 +163,76 @@ impl MergeState {
     }
 
     fn prune(&mut self) {
+        self.compact();
         if let Some(base) = &self.base {
             let floor = (base.stamp, base.id);
             self.fields.retain(|_, field| field.as_entry_key() > floor);
         }
     }
 
+    /// Folds field entries older than the horizon into the base.
+    fn compact(&mut self) {
+        let newest = self
+            .fields
+            .values()
+            .map(|f| f.stamp.wall_ms)
+            .chain(self.base.iter().map(|b| b.stamp.wall_ms))
+            .max()
+            .unwrap_or(0);
+        let horizon = newest.saturating_sub(COMPACT_AFTER_MS);
+        if !self.fields.values().any(|f| f.stamp.wall_ms < horizon) {
+            return;
+        }
+        let old: BTreeMap<String, FieldEntry> = self
+            .fields
+            .iter()
+            .filter(|(_, f)| f.stamp.wall_ms < horizon)
+            .map(|(name, f)| (name.clone(), f.clone()))
+            .collect();
+        self.fields.retain(|_, f| f.stamp.wall_ms >= horizon);
+        let identity = old
+            .values()
+            .map(|f| (f.stamp, f.id, &f.writer))
+            .chain(self.base.iter().map(|b| (b.stamp, b.id, &b.writer)))
+            .max_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        let Some((stamp, id, writer)) = identity else {
+            return;
+        };
+        let writer = writer.clone();
+        let value = materialize(self.base.as_ref().map(|b| &b.value), &old);
+        self.base = Some(Entry {
+            stamp,
+            id,
+            writer,
+            value: value.unwrap_or(Value::Null),
+        });
+    }
+
     /// The materialized value (see the module docs).
     pub fn value(&self) -> Option<Value> {
-        let base = self.base.as_ref().map(|entry| &entry.value);
-        let mut object = match base {
-            Some(Value::Object(map)) => map.clone(),
-            _ if self.fields.is_empty() => return base.cloned(),
-            _ => Map::new(),
-        };
-        for (name, field) in &self.fields {
-            match &field.value {
-                Some(value) => {
-                    object.insert(name.clone(), value.clone());
-                }
-                None => {
-                    object.remove(name);
-                }
-            }
-        }
-        Some(Value::Object(object))
+        materialize(self.base.as_ref().map(|entry| &entry.value), &self.fields)
     }
 
     pub(crate) fn migrate(&mut self, step: &mut dyn FnMut(Value) -> Result<Value>) -> Result<()> {
         let Some(value) = self.value() else {
             return Ok(());
         };
-        // The migrated whole value inherits the newest write's identity, so
-        // it still loses to anything written after it.
+        let migrated = step(value)?;
+        if let (Value::Object(whole), false) = (&migrated, self.fields.is_empty()) {
+            // Each field keeps its own identity, so a field another replica
+            // wrote concurrently is not overruled by this one's newest write.
+            if let Some(base) = &mut self.base {
+                base.value = step(std::mem::take(&mut base.value))?;
+            }
+            for (name, field) in &mut self.fields {
+                if field.value.is_some() {
+                    field.value = whole.get(name).cloned();
+                }
+            }
+            return Ok(());
+        }
+        // Not field by field: the migrated whole value inherits the newest
+        // write's identity, so it still loses to anything written after it.
         let newest = self
             .fields
             .values()
@@ -193,12 +244,32 @@ impl MergeState {
                 stamp,
                 id,
                 writer,
-                value: step(value)?,
+                value: migrated,
             });
             self.fields.clear();
         }
         Ok(())
     }
+}
+
+/// `base` with `fields` laid over it (see the module docs).
+fn materialize(base: Option<&Value>, fields: &BTreeMap<String, FieldEntry>) -> Option<Value> {
+    let mut object = match base {
+        Some(Value::Object(map)) => map.clone(),
+        _ if fields.is_empty() => return base.cloned(),
+        _ => Map::new(),
+    };
+    for (name, field) in fields {
+        match &field.value {
+            Some(value) => {
+                object.insert(name.clone(), value.clone());
+            }
+            None => {
+                object.remove(name);
+            }
+        }
+    }
+    Some(Value::Object(object))
 }
 
 /// The patch that turns object `old` into object `new`: changed or added

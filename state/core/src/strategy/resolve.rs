@@ -1,71 +1,118 @@
-//! The user-resolve strategy: a multi-value register.
+//! The user-resolve strategy: a multi-value register with per-tab
+//! watermarks.
 //!
 //! Every write names the entries its writer had seen (`supersedes`); those
-//! become tombstones and leave the live set. Writes nobody superseded stay
-//! side by side: that set is the conflict shown to the user, and resolving
-//! it is just another write that supersedes all of them. Tombstones are
-//! kept so that a superseding write that arrives *before* the write it
-//! supersedes still wins; they are never pruned, because without causal
-//! stability information no replica can know a late op is not in flight.
+//! leave the live set. Writes nobody superseded stay side by side: that set
+//! is the conflict shown to the user, and resolving it is just another
+//! write that supersedes all of them.
+//!
+//! What was superseded is kept as one watermark per tab ([`Seen`]): "every
+//! write of tab t up to sequence s is superseded". That is exact, not an
+//! approximation, because one tab's writes to a key form a chain: a tab
+//! always sees its own previous write, so each of its writes supersedes the
+//! one before (or that one was already superseded). For the same reason a
+//! live entry kills every older entry of its own tab.
+//!
+//! Watermarks and conflicting entries more than [`COMPACT_AFTER_MS`] older
+//! than the newest write are dropped (a conflict that old is settled in
+//! favour of the newer write, and an op that old is refused as stale), so
+//! the state holds at most one entry and one watermark per tab that wrote
+//! recently, whatever the number of writes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{Conflict, Entry};
+use crate::clock::Stamp;
 use crate::error::Result;
+use crate::id::{TabId, UnitAddress};
+use crate::limits::COMPACT_AFTER_MS;
 use crate::op::OpId;
 
-/// The state of a user-resolve key.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(from = "ResolveWire")]
-pub struct ResolveState {
-    entries: BTreeMap<OpId, Entry>,
-    tombstones: BTreeSet<OpId>,
+/// Every write of one tab up to `seq` is superseded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seen {
+    /// The tab.
+    pub tab: TabId,
+    /// Highest superseded sequence number.
+    pub seq: u64,
+    /// Stamp of the write that superseded it.
+    pub stamp: Stamp,
+    /// Who wrote that; `None` only in data stored by older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer: Option<UnitAddress>,
 }
 
-/// JSON shape: op ids are not strings, so entries travel as a list sorted
-/// by id rather than as a map.
+impl Seen {
+    fn order_key(&self) -> (u64, Stamp, &Option<UnitAddress>) {
+        (self.seq, self.stamp, &self.writer)
+    }
+}
+
+/// The state of a user-resolve key.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ResolveState {
+    entries: BTreeMap<OpId, Entry>,
+    seen: BTreeMap<TabId, Seen>,
+}
+
+/// JSON shape: op ids are not strings, so entries and watermarks travel as
+/// lists. `tombstones` is the shape older versions stored (every superseded
+/// op id); it is read as watermarks.
 #[derive(Deserialize)]
 struct ResolveWire {
     #[serde(default)]
     entries: Vec<Entry>,
     #[serde(default)]
-    tombstones: BTreeSet<OpId>,
+    seen: Vec<Seen>,
+    #[serde(default)]
+    tombstones: Vec<OpId>,
 }
 
-impl From<ResolveWire> for ResolveState {
-    fn from(wire: ResolveWire) -> Self {
-        // Rebuilding through `apply`-like joins makes any list (duplicates,
-        // tombstoned entries, any order) decode to the canonical state.
-        let mut state = ResolveState {
-            entries: BTreeMap::new(),
-            tombstones: wire.tombstones,
-        };
+impl<'de> Deserialize<'de> for ResolveState {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let wire = ResolveWire::deserialize(deserializer)?;
+        let newest = wire.entries.iter().map(|e| e.stamp).max();
+        let mut state = ResolveState::default();
+        for seen in wire.seen {
+            state.join_seen(seen);
+        }
+        for id in wire.tombstones {
+            // Old tombstones carry no stamp: date them with the newest
+            // entry so they outlive every write they could kill.
+            let stamp = newest.unwrap_or(Stamp {
+                wall_ms: 0,
+                counter: 0,
+                tab: id.tab,
+            });
+            state.join_seen(Seen {
+                tab: id.tab,
+                seq: id.seq,
+                stamp,
+                writer: None,
+            });
+        }
         for entry in wire.entries {
             state.insert(entry);
         }
-        state
+        state.normalize();
+        Ok(state)
     }
-}
-
-fn is_empty(set: &&BTreeSet<OpId>) -> bool {
-    set.is_empty()
 }
 
 impl Serialize for ResolveState {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        // Same shape as `ResolveWire`, borrowed rather than cloned.
         #[derive(Serialize)]
         struct Wire<'a> {
             entries: Vec<&'a Entry>,
-            #[serde(skip_serializing_if = "is_empty")]
-            tombstones: &'a BTreeSet<OpId>,
+            #[serde(skip_serializing_if = "Vec::is_empty")]
+            seen: Vec<&'a Seen>,
         }
         Wire {
             entries: self.entries.values().collect(),
-            tombstones: &self.tombstones,
+            seen: self.seen.values().collect(),
         }
         .serialize(serializer)
     }
@@ -73,23 +120,42 @@ impl Serialize for ResolveState {
 
 impl ResolveState {
     pub(crate) fn apply(&mut self, entry: Entry, supersedes: &[OpId]) {
-        self.tombstones.extend(supersedes.iter().copied());
-        self.entries.retain(|id, _| !self.tombstones.contains(id));
+        for id in supersedes {
+            self.join_seen(Seen {
+                tab: id.tab,
+                seq: id.seq,
+                stamp: entry.stamp,
+                writer: Some(entry.writer.clone()),
+            });
+        }
         self.insert(entry);
+        self.normalize();
     }
 
     pub(crate) fn merge(&mut self, other: &ResolveState) {
-        self.tombstones.extend(other.tombstones.iter().copied());
-        self.entries.retain(|id, _| !self.tombstones.contains(id));
+        for seen in other.seen.values() {
+            self.join_seen(seen.clone());
+        }
         for entry in other.entries.values() {
             self.insert(entry.clone());
+        }
+        self.normalize();
+    }
+
+    fn join_seen(&mut self, seen: Seen) {
+        match self.seen.get_mut(&seen.tab) {
+            Some(current) => {
+                if seen.order_key() > current.order_key() {
+                    *current = seen;
+                }
+            }
+            None => {
+                self.seen.insert(seen.tab, seen);
+            }
         }
     }
 
     fn insert(&mut self, entry: Entry) {
-        if self.tombstones.contains(&entry.id) {
-            return;
-        }
         match self.entries.get_mut(&entry.id) {
             Some(current) => {
                 if entry.order(current).is_gt() {
@@ -102,14 +168,45 @@ impl ResolveState {
         }
     }
 
+    /// Drops superseded entries (by watermark, or by a newer entry of the
+    /// same tab) and whatever lies more than [`COMPACT_AFTER_MS`] behind the
+    /// newest write. A function of the state alone.
+    pub(crate) fn normalize(&mut self) {
+        let newest = self
+            .entries
+            .values()
+            .map(|e| e.stamp.wall_ms)
+            .chain(self.seen.values().map(|s| s.stamp.wall_ms))
+            .max()
+            .unwrap_or(0);
+        let horizon = newest.saturating_sub(COMPACT_AFTER_MS);
+        self.seen.retain(|_, seen| seen.stamp.wall_ms >= horizon);
+        let mut newest_per_tab: BTreeMap<TabId, u64> = BTreeMap::new();
+        for id in self.entries.keys() {
+            let seq = newest_per_tab.entry(id.tab).or_default();
+            *seq = (*seq).max(id.seq);
+        }
+        let seen = &self.seen;
+        self.entries.retain(|id, entry| {
+            let superseded = seen.get(&id.tab).is_some_and(|s| s.seq >= id.seq);
+            let older_than_own = newest_per_tab.get(&id.tab).is_some_and(|&s| s > id.seq);
+            !superseded && !older_than_own && entry.stamp.wall_ms >= horizon
+        });
+    }
+
     /// Live entries, by op id.
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
         self.entries.values()
     }
 
-    /// Op ids of superseded writes.
-    pub fn tombstones(&self) -> impl Iterator<Item = &OpId> {
-        self.tombstones.iter()
+    /// Per-tab watermarks of superseded writes.
+    pub fn seen(&self) -> impl Iterator<Item = &Seen> {
+        self.seen.values()
+    }
+
+    /// Whether the op `id` is superseded here.
+    pub fn superseded(&self, id: &OpId) -> bool {
+        self.seen.get(&id.tab).is_some_and(|s| s.seq >= id.seq)
     }
 
     /// Op ids of the live entries (what a new write supersedes).
@@ -145,5 +242,64 @@ impl ResolveState {
             entry.value = step(std::mem::take(&mut entry.value))?;
         }
         Ok(())
+    }
+
+    pub(crate) fn entries_mut(&mut self) -> &mut BTreeMap<OpId, Entry> {
+        &mut self.entries
+    }
+
+    pub(crate) fn seen_mut(&mut self) -> &mut BTreeMap<TabId, Seen> {
+        &mut self.seen
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(tab: u64, seq: u64, wall: u64, value: i64) -> Entry {
+        Entry {
+            stamp: Stamp {
+                wall_ms: wall,
+                counter: 0,
+                tab: TabId::new(tab),
+            },
+            id: OpId {
+                tab: TabId::new(tab),
+                seq,
+            },
+            writer: "a/b/c".parse().unwrap(),
+            value: Value::from(value),
+        }
+    }
+
+    #[test]
+    fn a_late_superseded_write_stays_dead_and_the_state_stays_small() {
+        let mut state = ResolveState::default();
+        let first = entry(1, 1, 10, 1);
+        let mut ids = Vec::new();
+        for seq in 2..100 {
+            let write = entry(1 + seq % 2, seq, 10 + seq, seq as i64);
+            let live = state.live_ids();
+            ids.extend(live.iter().copied());
+            state.apply(write, &live);
+        }
+        state.merge(&ResolveState {
+            entries: BTreeMap::from([(first.id, first)]),
+            seen: BTreeMap::new(),
+        });
+        assert_eq!(state.entries.len(), 1);
+        assert!(state.seen.len() <= 2);
+    }
+
+    #[test]
+    fn legacy_tombstones_become_watermarks() {
+        let text = r#"{"entries":[{"stamp":{"wall_ms":5,"counter":0,"tab":"2"},"id":{"tab":"2","seq":4},"writer":"a/b/c","value":1}],"tombstones":[{"tab":"1","seq":3}]}"#;
+        let state: ResolveState = serde_json::from_str(text).unwrap();
+        assert!(state.superseded(&OpId {
+            tab: TabId::new(1),
+            seq: 2
+        }));
+        assert_eq!(state.entries.len(), 1);
     }
 }

@@ -1,17 +1,43 @@
-//! The sum strategy: a PN-counter.
+//! The sum strategy: a PN-counter with resets, compacted behind a horizon.
 //!
-//! Each tab owns one slot holding its cumulative positive and negative
-//! totals. An op carries the writer tab's totals *after* the increment, and
-//! applying keeps the per-tab maximum, so a redelivered or reordered op can
-//! never count twice or go backwards. The value is Σp − Σn.
+//! **Slots.** Every writer adds to a slot of its own, identified by the op
+//! id of the slot's first op. An op carries the slot's cumulative positive
+//! and negative totals *after* the increment, and applying keeps the
+//! per-slot maximum, so a redelivered or reordered op can never count twice
+//! or go backwards.
+//!
+//! **Resets.** Setting a counter is not an increment by the difference
+//! (two tabs resetting 5 to 0 at once would end at −5): it is a [`Reset`]
+//! that records the target and the slot totals its writer had seen. The
+//! newest reset wins; what counts on top of it is only what the slots
+//! gained since it observed them, so increments made concurrently with a
+//! reset still count, and two concurrent resets to 0 end at 0.
+//!
+//! **Folding.** Slots would otherwise accumulate for ever: every page load
+//! is a new writer. A slot whose latest op is more than
+//! [`COMPACT_AFTER_MS`] older than the newest write to the key is folded
+//! into [`Folded`] and forgotten. The rule is a function of the state
+//! alone (the horizon follows the newest stamp in it), so every replica
+//! folds the same slots. It is sound while every op reaches every replica
+//! within that window; an op older than the horizon is refused as stale
+//! rather than counted twice or silently (see `Error::Stale`). A writer
+//! never adds to a slot it last wrote so long ago that another replica may
+//! already have folded it: it opens a new slot instead (see
+//! [`SumState::slot_for`]).
+//!
+//! The value is `target + folded + Σ (slot − observed)`, where the two
+//! totals of a slot count only above what the winning reset observed.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::id::TabId;
+use crate::clock::Stamp;
+use crate::id::{TabId, UnitAddress};
+use crate::limits::{COMPACT_AFTER_MS, ROTATE_SLOT_AFTER_MS};
+use crate::op::OpId;
 
-/// One tab's cumulative totals.
+/// Cumulative totals.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Totals {
     /// Sum of positive increments.
@@ -20,39 +46,432 @@ pub struct Totals {
     pub n: u64,
 }
 
-/// The state of a sum key.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct SumState {
-    /// Per-tab totals.
-    pub tabs: BTreeMap<TabId, Totals>,
-}
-
-impl SumState {
-    pub(crate) fn apply(&mut self, tab: TabId, totals: Totals) {
-        let slot = self.tabs.entry(tab).or_default();
-        slot.p = slot.p.max(totals.p);
-        slot.n = slot.n.max(totals.n);
-    }
-
-    pub(crate) fn merge(&mut self, other: &SumState) {
-        for (tab, totals) in &other.tabs {
-            self.apply(*tab, *totals);
+impl Totals {
+    /// What these totals add above `floor`, per direction (never negative:
+    /// a slot seen behind what a reset observed has not caught up yet).
+    fn above(self, floor: Totals) -> Totals {
+        Totals {
+            p: self.p.saturating_sub(floor.p),
+            n: self.n.saturating_sub(floor.n),
         }
     }
 
-    /// The totals of one tab (zero if it never wrote).
-    pub fn totals(&self, tab: TabId) -> Totals {
-        self.tabs.get(&tab).copied().unwrap_or_default()
+    fn net(self) -> i128 {
+        i128::from(self.p) - i128::from(self.n)
+    }
+}
+
+/// One writer's slot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slot {
+    /// The slot: its owner tab and the sequence number of its first op.
+    pub slot: OpId,
+    /// Sequence number of the latest op applied.
+    pub seq: u64,
+    /// Stamp of the latest op applied.
+    pub last: Stamp,
+    /// Writer of the latest op applied.
+    pub writer: UnitAddress,
+    /// Cumulative positive total.
+    pub p: u64,
+    /// Cumulative negative total.
+    pub n: u64,
+}
+
+impl Slot {
+    /// The slot's totals.
+    pub fn totals(&self) -> Totals {
+        Totals {
+            p: self.p,
+            n: self.n,
+        }
     }
 
-    /// Σp − Σn, clamped to the `i64` range (accumulated in `i128`, so the
-    /// clamp only bites on absurd totals).
+    /// Componentwise join: totals and the latest op are maxima; the writer
+    /// follows the latest op (ties broken by writer), so the join is
+    /// commutative, associative and idempotent.
+    fn join(&mut self, other: &Slot) {
+        self.p = self.p.max(other.p);
+        self.n = self.n.max(other.n);
+        if (other.seq, other.last, &other.writer) > (self.seq, self.last, &self.writer) {
+            self.seq = other.seq;
+            self.last = other.last;
+            self.writer = other.writer.clone();
+        }
+    }
+}
+
+/// A slot's totals as a reset saw them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observed {
+    /// The slot.
+    pub slot: OpId,
+    /// Its positive total then.
+    pub p: u64,
+    /// Its negative total then.
+    pub n: u64,
+}
+
+/// A write that sets the counter to `target`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reset {
+    /// The write's stamp.
+    pub stamp: Stamp,
+    /// The write's op id.
+    pub id: OpId,
+    /// Who reset.
+    pub writer: UnitAddress,
+    /// The value set.
+    pub target: i64,
+    /// The writer's fold horizon: slots last written before it were already
+    /// part of the value the writer replaced.
+    pub horizon: u64,
+    /// Every slot the writer held, with its totals then; sorted by slot.
+    pub observed: Vec<Observed>,
+}
+
+impl Reset {
+    fn observed(&self, slot: &OpId) -> Totals {
+        self.observed
+            .binary_search_by(|o| o.slot.cmp(slot))
+            .ok()
+            .and_then(|i| self.observed.get(i))
+            .map_or_else(Totals::default, |o| Totals { p: o.p, n: o.n })
+    }
+
+    /// Total order of resets: (stamp, id), then content for forged twins.
+    fn beats(&self, other: &Reset) -> bool {
+        (self.stamp, self.id)
+            .cmp(&(other.stamp, other.id))
+            .then_with(|| canonical_reset(self).cmp(&canonical_reset(other)))
+            .is_gt()
+    }
+}
+
+fn canonical_reset(reset: &Reset) -> String {
+    serde_json::to_string(reset).unwrap_or_default()
+}
+
+/// Slots folded away: what they added on top of the winning reset.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Folded {
+    /// The reset these totals are relative to (`None`: no reset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<OpId>,
+    /// Every slot last written before this wall time (ms) is folded here.
+    #[serde(default)]
+    pub horizon: u64,
+    /// Folded positive total.
+    #[serde(default)]
+    pub p: u64,
+    /// Folded negative total.
+    #[serde(default)]
+    pub n: u64,
+    /// The writers of the folded slots, sorted and unique (so folded
+    /// totals stay attributable and permission checks still apply).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub writers: Vec<UnitAddress>,
+}
+
+impl Folded {
+    fn fresh(after: Option<OpId>, horizon: u64) -> Self {
+        Self {
+            after,
+            horizon,
+            ..Self::default()
+        }
+    }
+
+    fn key(&self) -> (u64, u64, u64, &[UnitAddress]) {
+        (self.horizon, self.p, self.n, &self.writers)
+    }
+
+    fn add(&mut self, totals: Totals, writer: &UnitAddress) {
+        self.p = self.p.saturating_add(totals.p);
+        self.n = self.n.saturating_add(totals.n);
+        if let Err(at) = self.writers.binary_search(writer) {
+            self.writers.insert(at, writer.clone());
+        }
+    }
+}
+
+/// The state of a sum key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SumState {
+    reset: Option<Reset>,
+    folded: Folded,
+    slots: BTreeMap<OpId, Slot>,
+}
+
+/// JSON shape: slots as a list sorted by slot (op ids are not strings).
+/// `tabs` is the shape stored by versions before resets and folding: one
+/// `{p, n}` per tab id, read as already folded.
+#[derive(Deserialize)]
+struct SumWire {
+    #[serde(default)]
+    reset: Option<Reset>,
+    #[serde(default)]
+    folded: Folded,
+    #[serde(default)]
+    slots: Vec<Slot>,
+    #[serde(default)]
+    tabs: BTreeMap<TabId, Totals>,
+}
+
+impl<'de> Deserialize<'de> for SumState {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let wire = SumWire::deserialize(deserializer)?;
+        let mut state = SumState {
+            reset: wire.reset,
+            folded: wire.folded,
+            slots: BTreeMap::new(),
+        };
+        for (_, totals) in wire.tabs {
+            state.folded.p = state.folded.p.saturating_add(totals.p);
+            state.folded.n = state.folded.n.saturating_add(totals.n);
+        }
+        for slot in wire.slots {
+            state.join_slot(slot);
+        }
+        state.normalize();
+        Ok(state)
+    }
+}
+
+impl Serialize for SumState {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Wire<'a> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            reset: &'a Option<Reset>,
+            folded: &'a Folded,
+            #[serde(skip_serializing_if = "Vec::is_empty")]
+            slots: Vec<&'a Slot>,
+        }
+        Wire {
+            reset: &self.reset,
+            folded: &self.folded,
+            slots: self.slots.values().collect(),
+        }
+        .serialize(serializer)
+    }
+}
+
+impl SumState {
+    /// The winning reset, if any.
+    pub fn reset(&self) -> Option<&Reset> {
+        self.reset.as_ref()
+    }
+
+    /// What was folded away.
+    pub fn folded(&self) -> &Folded {
+        &self.folded
+    }
+
+    /// The live slots, by slot id.
+    pub fn slots(&self) -> impl Iterator<Item = &Slot> {
+        self.slots.values()
+    }
+
+    /// Slots last written before this wall time are folded (or covered by
+    /// the reset) and ops for them are stale.
+    pub fn floor(&self) -> u64 {
+        self.folded.horizon
+    }
+
+    fn observed(&self, slot: &OpId) -> Totals {
+        self.reset
+            .as_ref()
+            .map_or_else(Totals::default, |r| r.observed(slot))
+    }
+
+    /// The counter's value, clamped to the `i64` range (accumulated in
+    /// `i128`, so the clamp only bites on absurd totals).
     pub fn total(&self) -> i64 {
-        let sum: i128 = self
-            .tabs
+        let target = self.reset.as_ref().map_or(0, |r| i128::from(r.target));
+        let folded = Totals {
+            p: self.folded.p,
+            n: self.folded.n,
+        }
+        .net();
+        let live: i128 = self
+            .slots
             .values()
-            .map(|t| i128::from(t.p) - i128::from(t.n))
+            .map(|s| s.totals().above(self.observed(&s.slot)).net())
             .sum();
+        let sum = target + folded + live;
         i64::try_from(sum).unwrap_or(if sum < 0 { i64::MIN } else { i64::MAX })
+    }
+
+    /// The slot a writer on `tab` adds to at `now_ms`, with its current
+    /// totals: its newest slot, unless that was last written so long ago
+    /// that a replica whose clock runs ahead may have folded it; then a new
+    /// slot (`None`), whose id will be the op's own.
+    pub fn slot_for(&self, tab: TabId, now_ms: u64) -> Option<(OpId, Totals)> {
+        self.slots
+            .values()
+            .filter(|s| s.slot.tab == tab)
+            .max_by_key(|s| s.slot)
+            .filter(|s| now_ms.saturating_sub(s.last.wall_ms) < ROTATE_SLOT_AFTER_MS)
+            .map(|s| (s.slot, s.totals()))
+    }
+
+    /// Every slot's current totals, for a reset to record.
+    pub fn observe_all(&self) -> Vec<Observed> {
+        self.slots
+            .values()
+            .map(|s| Observed {
+                slot: s.slot,
+                p: s.p,
+                n: s.n,
+            })
+            .collect()
+    }
+
+    pub(crate) fn apply_count(&mut self, slot: Slot) {
+        if slot.last.wall_ms < self.floor() {
+            // Already folded here: counting it again would double it.
+            return;
+        }
+        self.join_slot(slot);
+        self.normalize();
+    }
+
+    pub(crate) fn apply_reset(&mut self, reset: Reset) {
+        self.join_reset(reset);
+        self.normalize();
+    }
+
+    pub(crate) fn merge(&mut self, other: &SumState) {
+        if let Some(reset) = &other.reset {
+            self.join_reset(reset.clone());
+        }
+        let winner = self.reset.as_ref().map(|r| r.id);
+        if other.folded.after == winner
+            && (self.folded.after != winner || other.folded.key() > self.folded.key())
+        {
+            self.folded = other.folded.clone();
+        }
+        for slot in other.slots.values() {
+            self.join_slot(slot.clone());
+        }
+        self.normalize();
+    }
+
+    fn join_reset(&mut self, reset: Reset) {
+        if self
+            .reset
+            .as_ref()
+            .is_none_or(|current| reset.beats(current))
+        {
+            self.reset = Some(reset);
+        }
+    }
+
+    fn join_slot(&mut self, slot: Slot) {
+        match self.slots.get_mut(&slot.slot) {
+            Some(current) => current.join(&slot),
+            None => {
+                self.slots.insert(slot.slot, slot);
+            }
+        }
+    }
+
+    /// Newest wall time anywhere in the state.
+    fn max_wall(&self) -> u64 {
+        let slots = self.slots.values().map(|s| s.last.wall_ms).max();
+        let reset = self.reset.as_ref().map(|r| r.stamp.wall_ms);
+        slots.max(reset).unwrap_or(0).max(self.folded.horizon)
+    }
+
+    /// Restores the invariants: `folded` is relative to the winning reset,
+    /// no slot lies below the horizon, and the horizon follows the newest
+    /// write. A pure function of the state, so every replica holding the
+    /// same writes normalizes to the same bytes.
+    pub(crate) fn normalize(&mut self) {
+        let (after, reset_horizon) = self
+            .reset
+            .as_ref()
+            .map_or((None, 0), |r| (Some(r.id), r.horizon));
+        if self.folded.after != after {
+            self.folded = Folded::fresh(after, reset_horizon);
+        }
+        self.folded.horizon = self.folded.horizon.max(reset_horizon);
+        let horizon = self
+            .folded
+            .horizon
+            .max(self.max_wall().saturating_sub(COMPACT_AFTER_MS));
+        let floor = self.folded.horizon;
+        let mut folded = std::mem::take(&mut self.folded);
+        let reset = self.reset.as_ref();
+        self.slots.retain(|id, slot| {
+            if slot.last.wall_ms < floor {
+                // Covered by `folded` or by the reset already.
+                return false;
+            }
+            if slot.last.wall_ms < horizon {
+                let observed = reset.map_or_else(Totals::default, |r| r.observed(id));
+                folded.add(slot.totals().above(observed), &slot.writer);
+                return false;
+            }
+            true
+        });
+        folded.horizon = horizon;
+        self.folded = folded;
+    }
+
+    pub(crate) fn reset_mut(&mut self) -> &mut Option<Reset> {
+        &mut self.reset
+    }
+
+    pub(crate) fn folded_mut(&mut self) -> &mut Folded {
+        &mut self.folded
+    }
+
+    pub(crate) fn slots_mut(&mut self) -> &mut BTreeMap<OpId, Slot> {
+        &mut self.slots
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(tab: u64, seq: u64, wall: u64, p: u64, n: u64) -> Slot {
+        Slot {
+            slot: OpId {
+                tab: TabId::new(tab),
+                seq: 1,
+            },
+            seq,
+            last: Stamp {
+                wall_ms: wall,
+                counter: 0,
+                tab: TabId::new(tab),
+            },
+            writer: "a/b/c".parse().unwrap(),
+            p,
+            n,
+        }
+    }
+
+    #[test]
+    fn old_slots_fold_and_the_total_stays() {
+        let mut state = SumState::default();
+        state.apply_count(slot(1, 1, 1_000, 3, 0));
+        state.apply_count(slot(2, 1, 2_000 + COMPACT_AFTER_MS, 4, 1));
+        assert_eq!(state.total(), 6);
+        assert_eq!(state.slots.len(), 1, "the old slot folded");
+        assert_eq!((state.folded.p, state.folded.n), (3, 0));
+        // A stale copy of the folded slot changes nothing.
+        state.apply_count(slot(1, 2, 1_500, 9, 0));
+        assert_eq!(state.total(), 6);
+    }
+
+    #[test]
+    fn legacy_per_tab_totals_read_as_folded() {
+        let state: SumState =
+            serde_json::from_str(r#"{"tabs":{"0000000000000001":{"p":5,"n":1}}}"#).unwrap();
+        assert_eq!(state.total(), 4);
     }
 }

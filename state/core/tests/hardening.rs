@@ -1,0 +1,479 @@
+//! The ways a hostile peer, skewed clocks, old versions and long lives broke
+//! the core (issue 13), one test each. Every test here failed before the
+//! fix it names.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+
+use gaesup_state_core::{
+    Access, Error, Lifetime, ManualClock, MemoryStorage, Message, Scope, SharedKey, Storage, Store,
+    Strategy, TabId, UnitAddress,
+};
+use serde_json::{Value, json};
+
+const NOW: u64 = 1_700_000_000_000;
+const HOUR: u64 = 60 * 60 * 1000;
+
+fn unit(text: &str) -> UnitAddress {
+    text.parse().unwrap()
+}
+
+fn key<T>(name: &str, scope: Scope, strategy: Strategy) -> SharedKey<T>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + Default + 'static,
+{
+    SharedKey::<T>::builder(name)
+        .scope(scope)
+        .lifetime(Lifetime::Persistent)
+        .strategy(strategy)
+        .build()
+        .unwrap()
+}
+
+fn store(tab: u64, clock: &ManualClock) -> Store {
+    Store::new(TabId::new(tab), clock.clone())
+}
+
+fn deliver(message: &Message, to: &mut Store) -> Vec<Error> {
+    to.receive_text(&message.encode().unwrap()).errors
+}
+
+/// Every state message `from` would answer a sync request with, delivered
+/// to `to`.
+fn exchange(from: &mut Store, to: &mut Store) -> Vec<Error> {
+    let request = to.sync_request();
+    let replies = from.receive(&request).replies;
+    replies.iter().flat_map(|m| deliver(m, to)).collect()
+}
+
+fn stored_bytes(storage: &MemoryStorage) -> usize {
+    storage.used()
+}
+
+// 1. A batch naming a key the receiver has not declared.
+
+#[test]
+fn a_batch_with_an_undeclared_key_applies_what_the_receiver_knows() {
+    let clock = ManualClock::new(NOW);
+    let k1 = key::<i64>("k1", Scope::Apartment, Strategy::LastWriteWins);
+    let k2 = key::<String>("k2", Scope::Apartment, Strategy::LastWriteWins);
+    let (mut a, mut b) = (store(1, &clock), store(2, &clock));
+    a.declare(&k1).unwrap();
+    a.declare(&k2).unwrap();
+    b.declare(&k1).unwrap();
+    let u = unit("apt/b/u");
+    let batch = a
+        .batch(|batch| {
+            batch.set(&u, &k1, 7)?;
+            batch.set(&u, &k2, String::from("kept"))
+        })
+        .unwrap();
+    deliver(batch.message.as_ref().unwrap(), &mut b);
+    assert_eq!(b.get(&u, &k1).unwrap(), 7, "the known key applies");
+    // Declaring the other key later yields what the batch said.
+    b.declare(&k2).unwrap();
+    assert_eq!(b.get(&u, &k2).unwrap(), "kept");
+}
+
+// 2. Growth.
+
+#[test]
+fn user_resolve_state_stays_small_after_thirty_thousand_writes() {
+    let clock = ManualClock::new(NOW);
+    let k = key::<i64>("note", Scope::Apartment, Strategy::UserResolve);
+    let (mut a, mut b) = (store(1, &clock), store(2, &clock));
+    a.declare(&k).unwrap();
+    b.declare(&k).unwrap();
+    let u = unit("apt/b/u");
+    for i in 0..30_000_i64 {
+        clock.advance(60_000);
+        let (from, to) = if i % 2 == 0 {
+            (&mut a, &mut b)
+        } else {
+            (&mut b, &mut a)
+        };
+        let write = from.set(&u, &k, i).unwrap();
+        deliver(write.message.as_ref().unwrap(), to);
+    }
+    let mut storage = MemoryStorage::new();
+    a.persist(Lifetime::Persistent, &mut storage);
+    assert!(
+        stored_bytes(&storage) < 2_000,
+        "stored {} bytes",
+        stored_bytes(&storage)
+    );
+    assert_eq!(a.get(&u, &k).unwrap(), 29_999);
+}
+
+#[test]
+fn a_counter_incremented_once_per_page_load_stays_bounded() {
+    let clock = ManualClock::new(NOW);
+    let k = key::<i64>("visits", Scope::Apartment, Strategy::Sum);
+    let u = unit("apt/b/u");
+    let mut storage = MemoryStorage::new();
+    let mut size_after_1000 = 0;
+    for load in 0..3_000_u64 {
+        // Every page load draws a fresh tab id, loads, increments, saves.
+        clock.advance(HOUR);
+        let mut page = store(0x1000 + load, &clock);
+        page.declare(&k).unwrap();
+        page.load(Lifetime::Persistent, &mut storage).unwrap();
+        page.increment(&u, &k, 1).unwrap();
+        let report = page.persist(Lifetime::Persistent, &mut storage);
+        assert!(report.failed.is_empty(), "{:?}", report.failed);
+        if load == 999 {
+            size_after_1000 = stored_bytes(&storage);
+        }
+    }
+    let mut last = store(1, &clock);
+    last.declare(&k).unwrap();
+    last.load(Lifetime::Persistent, &mut storage).unwrap();
+    assert_eq!(last.get(&u, &k).unwrap(), 3_000, "no increment lost");
+    let size = stored_bytes(&storage);
+    assert!(
+        size <= size_after_1000 + size_after_1000 / 10,
+        "grew from {size_after_1000} to {size} bytes"
+    );
+}
+
+#[test]
+fn a_state_never_grows_past_what_can_be_loaded_and_synced() {
+    let clock = ManualClock::new(NOW);
+    let k = key::<BTreeMap<String, String>>("big", Scope::Apartment, Strategy::Merge);
+    let u = unit("apt/b/u");
+    let mut victim = store(1, &clock);
+    victim.declare(&k).unwrap();
+    // Twenty tabs each add their own 200 KiB field: each write is within
+    // the value limit, together they would be 4 MB.
+    let mut refused = Vec::new();
+    for tab in 0..20_u64 {
+        let mut writer = store(100 + tab, &clock);
+        writer.declare(&k).unwrap();
+        let value = BTreeMap::from([(format!("f{tab}"), "x".repeat(200 * 1024))]);
+        let write = writer.set(&u, &k, value).unwrap();
+        refused.extend(deliver(write.message.as_ref().unwrap(), &mut victim));
+    }
+    assert!(
+        refused.iter().any(|e| matches!(e, Error::TooLarge { .. })),
+        "{refused:?}"
+    );
+    // A local write that would pass the limit is refused before anything
+    // is stored.
+    let mut mine = victim.get(&u, &k).unwrap();
+    mine.insert("mine".into(), "y".repeat(200 * 1024));
+    assert!(matches!(
+        victim.set(&u, &k, mine),
+        Err(Error::TooLarge { .. })
+    ));
+    let mut storage = MemoryStorage::new();
+    let report = victim.persist(Lifetime::Persistent, &mut storage);
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    let mut reloaded = store(2, &clock);
+    reloaded.declare(&k).unwrap();
+    let load = reloaded.load(Lifetime::Persistent, &mut storage).unwrap();
+    assert!(load.quarantined.is_empty(), "{:?}", load.quarantined);
+    assert_eq!(
+        reloaded.get(&u, &k).unwrap(),
+        victim.get(&u, &k).unwrap(),
+        "what was accepted loads back"
+    );
+    // ... and it fits a sync answer.
+    let mut other = store(3, &clock);
+    other.declare(&k).unwrap();
+    assert!(exchange(&mut victim, &mut other).is_empty());
+    assert_eq!(other.get(&u, &k).unwrap(), victim.get(&u, &k).unwrap());
+}
+
+// 3. A full state must not bypass write permissions.
+
+#[test]
+fn a_forged_sum_state_from_a_unit_without_write_access_is_refused() {
+    let clock = ManualClock::new(NOW);
+    let restricted = SharedKey::<i64>::builder("clicks")
+        .scope(Scope::Apartment)
+        .lifetime(Lifetime::Persistent)
+        .strategy(Strategy::Sum)
+        .write(Access::units(["counter"]).unwrap())
+        .build()
+        .unwrap();
+    // The forger declares the same key without the restriction.
+    let open = key::<i64>("clicks", Scope::Apartment, Strategy::Sum);
+    let mut victim = store(1, &clock);
+    victim.declare(&restricted).unwrap();
+    let counter = unit("apt/b/counter");
+    victim.increment(&counter, &restricted, 3).unwrap();
+    let mut forger = store(66, &clock);
+    forger.declare(&open).unwrap();
+    forger
+        .increment(&unit("apt/b/intruder"), &open, -1000)
+        .unwrap();
+    let errors = exchange(&mut forger, &mut victim);
+    assert!(
+        errors
+            .iter()
+            .any(|e| matches!(e, Error::PermissionDenied { .. })),
+        "{errors:?}"
+    );
+    assert_eq!(victim.get(&counter, &restricted).unwrap(), 3);
+}
+
+// 4. A message must not create keys without bound.
+
+#[test]
+fn one_message_cannot_create_a_thousand_keys() {
+    let clock = ManualClock::new(NOW);
+    let private = key::<i64>("draft", Scope::Private, Strategy::LastWriteWins);
+    let mut sender = store(1, &clock);
+    let mut victim = store(2, &clock);
+    sender.declare(&private).unwrap();
+    victim.declare(&private).unwrap();
+    // The sender's own store refuses the 257th key...
+    let mut refused = None;
+    for i in 0..300 {
+        if let Err(err) = sender.set(&unit(&format!("apt/b{i}/u")), &private, i) {
+            refused = Some(err);
+            break;
+        }
+    }
+    assert!(
+        matches!(refused, Some(Error::TooManyKeys { .. })),
+        "{refused:?}"
+    );
+    // ... and a forged message naming a thousand buildings creates no more.
+    let template = sender.set(&unit("apt/b0/u"), &private, 7).unwrap().op;
+    let ops = (0..1000)
+        .map(|i| {
+            let mut op = template.clone();
+            op.writer = unit(&format!("apt/x{i}/u"));
+            op.key = private.full_key(&op.writer);
+            op.id.seq = 10_000 + i;
+            op
+        })
+        .collect();
+    let inbound = victim.receive(&Message::Ops(gaesup_state_core::OpGroup { ops }));
+    assert!(
+        inbound
+            .errors
+            .iter()
+            .any(|e| matches!(e, Error::TooManyKeys { .. })),
+        "{:?}",
+        inbound.errors
+    );
+    assert!(
+        victim.states().len() <= gaesup_state_core::MAX_KEYS_PER_DECLARATION,
+        "{} keys created",
+        victim.states().len()
+    );
+    // A store bound to its apartment refuses other apartments' keys.
+    let mut bound = Store::for_apartment(TabId::new(3), "apt".parse().unwrap(), clock.clone());
+    bound.declare(&private).unwrap();
+    let mut foreign = template.clone();
+    foreign.writer = unit("elsewhere/b/u");
+    foreign.key = private.full_key(&foreign.writer);
+    let inbound = bound.receive(&Message::Ops(gaesup_state_core::OpGroup {
+        ops: vec![template.clone(), foreign],
+    }));
+    assert!(
+        inbound
+            .errors
+            .iter()
+            .any(|e| matches!(e, Error::ForeignApartment { .. })),
+        "{:?}",
+        inbound.errors
+    );
+    assert_eq!(bound.states().len(), 1, "its own apartment's op applied");
+}
+
+// 5. Numbers from another tab must not overflow.
+
+#[test]
+fn an_op_claiming_this_tabs_id_with_the_last_sequence_number_is_refused() {
+    let clock = ManualClock::new(NOW);
+    let k = key::<i64>("k", Scope::Apartment, Strategy::LastWriteWins);
+    let mut victim = store(7, &clock);
+    victim.declare(&k).unwrap();
+    let mut forger = store(9, &clock);
+    forger.declare(&k).unwrap();
+    let u = unit("apt/b/u");
+    let mut op = forger.set(&u, &k, 1).unwrap().op;
+    op.id.tab = TabId::new(7);
+    op.id.seq = u64::MAX;
+    op.stamp.tab = TabId::new(7);
+    let inbound = victim.receive(&Message::Ops(gaesup_state_core::OpGroup { ops: vec![op] }));
+    assert!(!inbound.errors.is_empty(), "refused and counted");
+    // The next local write works and reuses no op id.
+    let write = victim.set(&u, &k, 2).unwrap();
+    assert!(write.op.id.seq < u64::MAX);
+    assert_eq!(victim.get(&u, &k).unwrap(), 2);
+}
+
+// 6. Clock skew.
+
+#[test]
+fn a_tab_whose_clock_was_a_day_ahead_converges_after_its_clock_is_corrected() {
+    let a_clock = ManualClock::new(NOW + 25 * HOUR);
+    let b_clock = ManualClock::new(NOW);
+    let k = key::<i64>("k", Scope::Apartment, Strategy::LastWriteWins);
+    let other = key::<i64>("other", Scope::Apartment, Strategy::LastWriteWins);
+    let (mut a, mut b) = (store(1, &a_clock), store(2, &b_clock));
+    for s in [&mut a, &mut b] {
+        s.declare(&k).unwrap();
+        s.declare(&other).unwrap();
+    }
+    let u = unit("apt/b/u");
+    let early = a.set(&u, &k, 1).unwrap();
+    // Too far ahead for b: not applied, held until b's clock gets there.
+    let inbound = b.receive(early.message.as_ref().unwrap());
+    assert!(inbound.errors.is_empty() && inbound.held == 1);
+    assert_eq!(b.get(&u, &k).unwrap(), 0);
+    a_clock.set(NOW);
+    let fixed = a.set(&u, &k, 2).unwrap();
+    assert!(
+        fixed.op.stamp.wall_ms <= NOW + gaesup_state_core::MAX_CLOCK_AHEAD_MS,
+        "local stamps stay within the allowed skew of the wall clock"
+    );
+    a.set(&u, &other, 5).unwrap();
+    deliver(fixed.message.as_ref().unwrap(), &mut b);
+    exchange(&mut a, &mut b);
+    exchange(&mut b, &mut a);
+    assert_eq!(a.get(&u, &k).unwrap(), b.get(&u, &k).unwrap());
+    assert_eq!(a.get(&u, &k).unwrap(), 2);
+    assert_eq!(
+        b.get(&u, &other).unwrap(),
+        5,
+        "the rest of the state arrives"
+    );
+    assert_eq!(a.states(), b.states());
+    // Once real time reaches the early write, both tabs admit it, alike.
+    a_clock.set(NOW + 2 * HOUR);
+    b_clock.set(NOW + 2 * HOUR);
+    a.poll();
+    b.poll();
+    exchange(&mut a, &mut b);
+    exchange(&mut b, &mut a);
+    assert_eq!(a.states(), b.states());
+    assert_eq!(a.get(&u, &k).unwrap(), 1);
+}
+
+// 7. Migrations keep concurrent merge edits.
+
+#[test]
+fn migrating_a_merge_key_keeps_every_field_any_replica_wrote() {
+    fn v1() -> SharedKey<BTreeMap<String, Value>> {
+        key("cart", Scope::Apartment, Strategy::Merge)
+    }
+    fn wrap(value: Value) -> Result<Value, String> {
+        let Value::Object(map) = value else {
+            return Err("not an object".into());
+        };
+        Ok(Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k, json!({ "qty": v })))
+                .collect(),
+        ))
+    }
+    fn v2() -> SharedKey<BTreeMap<String, Value>> {
+        SharedKey::builder("cart")
+            .scope(Scope::Apartment)
+            .lifetime(Lifetime::Persistent)
+            .strategy(Strategy::Merge)
+            .schema(2)
+            .migrate(1, wrap)
+            .build()
+            .unwrap()
+    }
+    let clock = ManualClock::new(NOW);
+    let u = unit("apt/b/u");
+    let (mut a, mut b) = (store(1, &clock), store(2, &clock));
+    a.declare(&v1()).unwrap();
+    b.declare(&v1()).unwrap();
+    let base = a
+        .set(&u, &v1(), BTreeMap::from([("apple".into(), json!(1))]))
+        .unwrap();
+    deliver(base.message.as_ref().unwrap(), &mut b);
+    // Concurrent edits of different fields, never exchanged.
+    clock.advance(1);
+    let mut with_x = a.get(&u, &v1()).unwrap();
+    with_x.insert("x".into(), json!(2));
+    a.set(&u, &v1(), with_x).unwrap();
+    clock.advance(1);
+    let mut with_y = b.get(&u, &v1()).unwrap();
+    with_y.insert("y".into(), json!(3));
+    b.set(&u, &v1(), with_y).unwrap();
+    let (mut sa, mut sb) = (MemoryStorage::new(), MemoryStorage::new());
+    a.persist(Lifetime::Persistent, &mut sa);
+    b.persist(Lifetime::Persistent, &mut sb);
+    // Both upgrade, each from its own storage, then meet.
+    let (mut a2, mut b2) = (store(11, &clock), store(12, &clock));
+    a2.declare(&v2()).unwrap();
+    b2.declare(&v2()).unwrap();
+    a2.load(Lifetime::Persistent, &mut sa).unwrap();
+    b2.load(Lifetime::Persistent, &mut sb).unwrap();
+    exchange(&mut a2, &mut b2);
+    exchange(&mut b2, &mut a2);
+    let expected = BTreeMap::from([
+        ("apple".to_owned(), json!({"qty": 1})),
+        ("x".to_owned(), json!({"qty": 2})),
+        ("y".to_owned(), json!({"qty": 3})),
+    ]);
+    assert_eq!(a2.get(&u, &v2()).unwrap(), expected);
+    assert_eq!(b2.get(&u, &v2()).unwrap(), expected);
+}
+
+// 8. Setting a counter is a reset.
+
+#[test]
+fn two_tabs_resetting_a_counter_at_once_both_end_at_zero() {
+    let clock = ManualClock::new(NOW);
+    let k = key::<i64>("count", Scope::Apartment, Strategy::Sum);
+    let u = unit("apt/b/u");
+    let (mut a, mut b) = (store(1, &clock), store(2, &clock));
+    a.declare(&k).unwrap();
+    b.declare(&k).unwrap();
+    let five = a.increment(&u, &k, 5).unwrap();
+    deliver(five.message.as_ref().unwrap(), &mut b);
+    let ra = a.set(&u, &k, 0).unwrap();
+    let rb = b.set(&u, &k, 0).unwrap();
+    deliver(ra.message.as_ref().unwrap(), &mut b);
+    deliver(rb.message.as_ref().unwrap(), &mut a);
+    assert_eq!(a.get(&u, &k).unwrap(), 0);
+    assert_eq!(b.get(&u, &k).unwrap(), 0);
+    // Increments made concurrently with a reset still count.
+    let plus = a.increment(&u, &k, 2).unwrap();
+    let reset = b.set(&u, &k, 10).unwrap();
+    deliver(plus.message.as_ref().unwrap(), &mut b);
+    deliver(reset.message.as_ref().unwrap(), &mut a);
+    assert_eq!(a.get(&u, &k).unwrap(), 12);
+    assert_eq!(b.get(&u, &k).unwrap(), 12);
+}
+
+// 9. A sync request gets only what the requester lacks.
+
+#[test]
+fn a_sync_request_from_an_up_to_date_tab_gets_nothing() {
+    let clock = ManualClock::new(NOW);
+    let k = key::<i64>("k", Scope::Apartment, Strategy::LastWriteWins);
+    let u = unit("apt/b/u");
+    let (mut a, mut b) = (store(1, &clock), store(2, &clock));
+    a.declare(&k).unwrap();
+    b.declare(&k).unwrap();
+    let write = a.set(&u, &k, 3).unwrap();
+    deliver(write.message.as_ref().unwrap(), &mut b);
+    let request = b.sync_request();
+    assert!(
+        a.receive(&request).replies.is_empty(),
+        "b already has everything a has"
+    );
+    // When b lacks something, it gets exactly that.
+    let newer = a.set(&u, &k, 4).unwrap();
+    let _ = newer;
+    let replies = a.receive(&b.sync_request()).replies;
+    assert_eq!(replies.len(), 1);
+    for reply in &replies {
+        deliver(reply, &mut b);
+    }
+    assert_eq!(b.get(&u, &k).unwrap(), 4);
+    let _ = stored_bytes;
+    let _: &dyn Storage = &MemoryStorage::new();
+}
