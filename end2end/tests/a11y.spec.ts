@@ -2,7 +2,7 @@ import AxeBuilder from '@axe-core/playwright';
 import type { Page } from '@playwright/test';
 import { test, expect } from './support/fixtures';
 import { InspectorUnit } from './support/inspector';
-import { FRAMEWORKS, FrameworkUnit, POLYGLOT } from './support/frameworks';
+import { FRAMEWORKS, FrameworkUnit, ATELIER } from './support/frameworks';
 
 /** axe's serious and critical violations on the page as it is now. */
 async function seriousViolations(page: Page): Promise<string[]> {
@@ -33,8 +33,8 @@ for (const scheme of ['light', 'dark'] as const) {
       });
     }
 
-    test('the polyglot apartment, its React, Svelte and Vue units mounted, has no serious or critical violation', async ({ page }) => {
-      await page.goto(POLYGLOT);
+    test('the atelier apartment, its React, Svelte and Vue units mounted, has no serious or critical violation', async ({ page }) => {
+      await page.goto(ATELIER);
       for (const framework of FRAMEWORKS) {
         await expect(new FrameworkUnit(page, framework).value()).toHaveText('0');
       }

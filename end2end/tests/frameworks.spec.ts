@@ -1,7 +1,7 @@
 import { test, expect } from './support/fixtures';
 import { ApartmentPage } from './support/apartment';
 import { InspectorUnit } from './support/inspector';
-import { COUNT_KEY, FRAMEWORKS, FrameworkUnit, POLYGLOT, STUDIO, leptosCounter } from './support/frameworks';
+import { COUNT_KEY, FRAMEWORKS, FrameworkUnit, ATELIER, STUDIO, leptosCounter } from './support/frameworks';
 import { unitFrame } from './support/units';
 
 // React, Svelte and Vue units (bundled from units/*-counter/js/ by
@@ -79,20 +79,20 @@ test.describe('framework units together', () => {
 
     for (const unit of [react, svelte, vue]) {
       await expect(unit.sharedNote()).toHaveText(payload);
-      await expect(unit.root.getByText('Written by polyglot/studio/react')).toBeVisible();
+      await expect(unit.root.getByText('Written by atelier/studio/react')).toBeVisible();
       await expect(unit.root.locator('img')).toHaveCount(0);
     }
     await expect(unitFrame(page, 'Shared note').getByRole('textbox', { name: 'Shared note' })).toHaveValue(payload);
 
     await vue.saveNote('from Vue');
     await expect(svelte.sharedNote()).toHaveText('from Vue');
-    await expect(react.root.getByText('Written by polyglot/studio/vue')).toBeVisible();
+    await expect(react.root.getByText('Written by atelier/studio/vue')).toBeVisible();
     expect(await page.evaluate(() => (window as any).__xss)).toBeUndefined();
   });
 
   test('unmounting framework units leaves no subscription behind (the inspector counts them)', async ({ page }) => {
     const apartment = new ApartmentPage(page);
-    await page.goto(POLYGLOT);
+    await page.goto(ATELIER);
     const inspector = new InspectorUnit(page);
     const react = new FrameworkUnit(page, FRAMEWORKS[0]);
     await react.increment();
@@ -114,13 +114,13 @@ test.describe('framework units together', () => {
       await apartment.building('Devtools').getByRole('link', { name: 'Devtools' }).click();
       await expect(apartment.heading('Devtools', 2)).toBeVisible();
       await expect(await inspector.cell(COUNT_KEY, 'Subscribers')).toHaveText('0');
-      await page.getByRole('navigation', { name: 'Apartments' }).getByRole('link', { name: 'Polyglot apartment' }).click();
+      await page.getByRole('navigation', { name: 'Apartments' }).getByRole('link', { name: 'Atelier apartment' }).click();
       await expect(react.value()).toHaveText('1');
       await expect(await inspector.cell(COUNT_KEY, 'Subscribers')).toHaveText('4');
     }
   });
 
-  test('the home page loads no framework; the Polyglot apartment loads each once', async ({ page }) => {
+  test('the home page loads no framework; the Atelier apartment loads each once', async ({ page }) => {
     const requested: string[] = [];
     page.on('request', (request) => requested.push(new URL(request.url()).pathname));
     const apartment = new ApartmentPage(page);
@@ -130,7 +130,7 @@ test.describe('framework units together', () => {
     await page.waitForLoadState('networkidle');
     expect(requested.filter((path) => path.startsWith('/units/'))).toEqual([]);
 
-    await page.getByRole('navigation', { name: 'Apartments' }).getByRole('link', { name: 'Polyglot apartment' }).click();
+    await page.getByRole('navigation', { name: 'Apartments' }).getByRole('link', { name: 'Atelier apartment' }).click();
     for (const framework of FRAMEWORKS) {
       await expect(new FrameworkUnit(page, framework).value()).toHaveText('0');
     }

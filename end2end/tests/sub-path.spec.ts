@@ -20,7 +20,7 @@ test.describe('deployed under a sub-path', () => {
   test('framework units load their bundles from under the sub-path', async ({ page }) => {
     const requested: string[] = [];
     page.on('request', (request) => requested.push(new URL(request.url()).pathname));
-    await page.goto('apartment/polyglot/building/studio');
+    await page.goto('apartment/atelier/building/studio');
     for (const framework of FRAMEWORKS) {
       await new FrameworkUnit(page, framework).increment();
     }

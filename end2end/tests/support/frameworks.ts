@@ -2,15 +2,15 @@ import type { Locator, Page } from '@playwright/test';
 import { CounterUnit } from './apartment';
 import { unitFrame } from './units';
 
-// The Polyglot apartment: building `studio` holds the Leptos counter, a
+// The Atelier apartment: building `studio` holds the Leptos counter, a
 // React, a Svelte and a Vue unit (units/*-counter/js/) sharing its count,
 // and the Leptos shared note they also share; building `devtools` holds
 // the inspector.
 
-export const STUDIO = '/apartment/polyglot/building/studio';
-export const POLYGLOT = '/apartment/polyglot';
+export const STUDIO = '/apartment/atelier/building/studio';
+export const ATELIER = '/apartment/atelier';
 /** The building's count, as the inspector lists it. */
-export const COUNT_KEY = 'building/polyglot/studio/count';
+export const COUNT_KEY = 'building/atelier/studio/count';
 
 /** A framework unit: its framework, its frame's title, its address. */
 export interface Framework {
@@ -20,9 +20,9 @@ export interface Framework {
 }
 
 export const FRAMEWORKS: readonly Framework[] = [
-  { name: 'React', title: 'React counter', address: 'polyglot/studio/react' },
-  { name: 'Svelte', title: 'Svelte counter', address: 'polyglot/studio/svelte' },
-  { name: 'Vue', title: 'Vue counter', address: 'polyglot/studio/vue' },
+  { name: 'React', title: 'React counter', address: 'atelier/studio/react' },
+  { name: 'Svelte', title: 'Svelte counter', address: 'atelier/studio/svelte' },
+  { name: 'Vue', title: 'Vue counter', address: 'atelier/studio/vue' },
 ];
 
 /** A framework unit: a counter (as the Leptos one), a note form, a break button. */
