@@ -94,6 +94,9 @@ export class SharedState {
   #declared = null;
   #stopWaiting = null;
   #stopWatching = null;
+  // Changes heard through the subscription (a write that was heard needs
+  // no second read).
+  #heard = 0;
 
   /**
    * @param address `apartment/building/unit`
@@ -198,6 +201,8 @@ export class SharedState {
       this.#fail(codedError('not_ready', 'window.gaesup is not ready yet'));
       return;
     }
+    const heard = this.#heard;
+    const hadError = this.#error !== null;
     try {
       action(this.#unit(gaesup));
       this.#error = null;
@@ -205,9 +210,10 @@ export class SharedState {
       this.#fail(asError(error));
       return;
     }
-    // A subscribed state hears the change through its subscription; this
-    // re-read covers an unchanged value (new writer) and unsubscribed use.
-    this.#read(gaesup, true);
+    // A subscribed state heard the change through its subscription; this
+    // read covers the rest: an unchanged value (a new writer), a cleared
+    // error, a state nobody subscribes to.
+    if (this.#heard === heard || hadError) this.#read(gaesup, true);
   }
 
   #unit(gaesup) {
@@ -226,7 +232,14 @@ export class SharedState {
       try {
         const unit = this.#unit(gaesup);
         const options = this.#path === undefined ? undefined : { path: this.#path };
-        this.#stopWatching = unit.subscribe(this.#name, () => this.#read(gaesup, true), options);
+        this.#stopWatching = unit.subscribe(
+          this.#name,
+          () => {
+            this.#heard += 1;
+            this.#read(gaesup, true);
+          },
+          options,
+        );
       } catch (error) {
         this.#fail(asError(error));
         return;
@@ -562,20 +575,27 @@ export function svelteBindings(address) {
    */
   function eventStore(name, options = {}) {
     let last = null;
-    const runs = new Set();
+    // One entry per subscription, even for the same function twice.
+    const subscribers = new Set();
     let stop = null;
     const { scope, crossTab } = options;
     function subscribe(run) {
-      runs.add(run);
-      if (runs.size === 1) {
-        stop = listen(address, name, (data, sender) => {
-          last = { data, sender };
-          for (const each of [...runs]) each(last);
-        }, { scope });
+      const subscriber = { run };
+      subscribers.add(subscriber);
+      if (subscribers.size === 1) {
+        stop = listen(
+          address,
+          name,
+          (data, sender) => {
+            last = { data, sender };
+            for (const each of [...subscribers]) each.run(last);
+          },
+          { scope },
+        );
       }
       run(last);
       return () => {
-        if (!runs.delete(run) || runs.size > 0) return;
+        if (!subscribers.delete(subscriber) || subscribers.size > 0) return;
         stop?.();
         stop = null;
       };
@@ -584,7 +604,7 @@ export function svelteBindings(address) {
       subscribe,
       emit: (data) => emit(address, name, data, { scope, crossTab }),
       destroy() {
-        runs.clear();
+        subscribers.clear();
         stop?.();
         stop = null;
       },

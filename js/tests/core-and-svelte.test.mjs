@@ -243,6 +243,28 @@ test('svelte: an event store holds the last event and emits', () => {
   wave.subscribe(() => {});
   wave.destroy();
   assert.equal(fake.listeners.size, 0);
+
+  // The same function subscribed twice is two subscriptions.
+  const run = () => {};
+  const first = wave.subscribe(run);
+  const second = wave.subscribe(run);
+  first();
+  assert.equal(fake.listeners.size, 1, 'the second still listens');
+  second();
+  assert.equal(fake.listeners.size, 0);
+});
+
+test('a write is heard once: one notification per change, not two', () => {
+  const fake = ready({ count: 0 });
+  const count = new SharedState(UNIT, 'count', 0);
+  let notified = 0;
+  const stop = count.subscribe(() => (notified += 1));
+  notified = 0;
+  count.increment(1);
+  assert.equal(notified, 1);
+  assert.equal(count.getSnapshot().value, 1);
+  stop();
+  assert.equal(fake.subscriptions.size, 0);
 });
 
 test('svelte: a path store', () => {
