@@ -22,6 +22,7 @@ pub mod manifest;
 mod pages;
 pub mod paths;
 pub mod registry;
+pub mod script_unit;
 pub mod sync;
 
 // The unit-writing guide's Rust snippets run as doctests of this crate

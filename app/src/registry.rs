@@ -2,9 +2,13 @@
 //!
 //! The manifest names a unit's `kind`; this table maps it to the crate's
 //! root component. Adding a unit crate means one line here, one dependency
-//! in `app/Cargo.toml` and an entry in the manifest.
+//! in `app/Cargo.toml` and an entry in the manifest. A unit written with a
+//! JavaScript framework also gets a line in [`SCRIPT_UNITS`]: its bundle
+//! and its keys' declarations.
 
 use leptos::prelude::*;
+
+use crate::script_unit::{Declare, ScriptUnit};
 
 /// A unit kind this build can render.
 pub struct UnitKind {
@@ -60,6 +64,39 @@ pub const UNITS: &[UnitKind] = &[
         name: "template",
         render: template,
     },
+    UnitKind {
+        name: "react-counter",
+        render: react_counter,
+    },
+    UnitKind {
+        name: "svelte-counter",
+        render: svelte_counter,
+    },
+    UnitKind {
+        name: "vue-counter",
+        render: vue_counter,
+    },
+];
+
+/// Units written with JavaScript frameworks: kind, bundle (built by
+/// `js/build.mjs` from `units/<kind>/js/`) and the declaration of the keys
+/// they use.
+pub const SCRIPT_UNITS: &[(&str, &str, Declare)] = &[
+    (
+        "react-counter",
+        unit_react_counter::MODULE,
+        unit_react_counter::declare,
+    ),
+    (
+        "svelte-counter",
+        unit_svelte_counter::MODULE,
+        unit_svelte_counter::declare,
+    ),
+    (
+        "vue-counter",
+        unit_vue_counter::MODULE,
+        unit_vue_counter::declare,
+    ),
 ];
 
 /// The names of [`UNITS`], for manifest validation.
@@ -75,6 +112,9 @@ pub const KINDS: &[&str] = &[
     "cart",
     "inspector",
     "template",
+    "react-counter",
+    "svelte-counter",
+    "vue-counter",
 ];
 
 /// The renderer for `kind`, if this build has it.
@@ -126,6 +166,29 @@ fn template() -> AnyView {
     view! { <unit_template::Template /> }.into_any()
 }
 
+/// The framework unit of `kind`, from [`SCRIPT_UNITS`].
+fn script(kind: &str) -> AnyView {
+    match SCRIPT_UNITS.iter().find(|(name, ..)| *name == kind) {
+        Some(&(_, module, declare)) => view! { <ScriptUnit module declare /> }.into_any(),
+        None => {
+            let message = format!("This build has no script unit {kind:?}.");
+            view! { <p role="alert" class="unit-error">{message}</p> }.into_any()
+        }
+    }
+}
+
+fn react_counter() -> AnyView {
+    script("react-counter")
+}
+
+fn svelte_counter() -> AnyView {
+    script("svelte-counter")
+}
+
+fn vue_counter() -> AnyView {
+    script("vue-counter")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,6 +197,14 @@ mod tests {
     fn kinds_match_the_table() {
         let names: Vec<_> = UNITS.iter().map(|u| u.name).collect();
         assert_eq!(names, KINDS);
+    }
+
+    #[test]
+    fn script_units_are_registered_kinds() {
+        for (kind, module, _) in SCRIPT_UNITS {
+            assert!(KINDS.contains(kind), "{kind}");
+            assert_eq!(*module, format!("units/{kind}.js"));
+        }
     }
 
     #[test]

@@ -280,6 +280,18 @@ if (sizes.hello && sizes.helloState) {
   row(['increment of the state manager', kib(d('raw')), kib(d('gzip')), kib(d('brotli'))]);
 }
 lines.push('');
+if (sizes.app?.units?.length) {
+  lines.push(
+    '### Units written with JavaScript frameworks',
+    '',
+    'Not in the full app above: `<gaesup-unit>` imports a framework unit\'s bundle (`dist/units/`, made by `js/build.mjs` with esbuild) only when a page shows the unit, so the home page loads none (an end-to-end test checks the requests). Each row is what showing the unit adds: its bundle, the chunks it imports and the bindings (`units/gaesup-bindings.js`, shared by all of them and loaded once).',
+    '',
+  );
+  row(['unit', 'files', 'raw', 'gzip', 'brotli']);
+  row(['---', '---', '---:', '---:', '---:']);
+  for (const u of sizes.app.units) row([u.file, u.files.join(', '), kib(u.raw), kib(u.gzip), kib(u.brotli)]);
+  lines.push('');
+}
 if (byCrate) {
   lines.push(
     '### Where the app\'s bytes go',

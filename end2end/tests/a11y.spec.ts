@@ -2,6 +2,7 @@ import AxeBuilder from '@axe-core/playwright';
 import type { Page } from '@playwright/test';
 import { test, expect } from './support/fixtures';
 import { InspectorUnit } from './support/inspector';
+import { FRAMEWORKS, FrameworkUnit, ATELIER } from './support/frameworks';
 
 /** axe's serious and critical violations on the page as it is now. */
 async function seriousViolations(page: Page): Promise<string[]> {
@@ -31,6 +32,14 @@ for (const scheme of ['light', 'dark'] as const) {
         expect(await seriousViolations(page)).toEqual([]);
       });
     }
+
+    test('the atelier apartment, its React, Svelte and Vue units mounted, has no serious or critical violation', async ({ page }) => {
+      await page.goto(ATELIER);
+      for (const framework of FRAMEWORKS) {
+        await expect(new FrameworkUnit(page, framework).value()).toHaveText('0');
+      }
+      expect(await seriousViolations(page)).toEqual([]);
+    });
 
     test('the inspector in use (log, snapshot, errors) has no serious or critical violation', async ({ page }) => {
       await page.goto('/');

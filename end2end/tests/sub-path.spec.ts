@@ -1,5 +1,6 @@
 import { test, expect } from './support/fixtures';
 import { ApartmentPage, CounterUnit } from './support/apartment';
+import { FRAMEWORKS, FrameworkUnit, leptosCounter } from './support/frameworks';
 
 // The build made with `--public-url /demo/`, served like GitHub Pages: an
 // unknown address answers 404.html (the app itself) with status 404, and
@@ -14,6 +15,19 @@ test.describe('deployed under a sub-path', () => {
     const counter = new CounterUnit(apartment.unit('Visitor counter'));
     await counter.increment();
     await expect(counter.value()).toHaveText('1');
+  });
+
+  test('framework units load their bundles from under the sub-path', async ({ page }) => {
+    const requested: string[] = [];
+    page.on('request', (request) => requested.push(new URL(request.url()).pathname));
+    await page.goto('apartment/atelier/building/studio');
+    for (const framework of FRAMEWORKS) {
+      await new FrameworkUnit(page, framework).increment();
+    }
+    await expect(leptosCounter(page).value()).toHaveText('3');
+    const bundles = requested.filter((path) => path.includes('/units/'));
+    expect(bundles.length).toBeGreaterThanOrEqual(4);
+    expect(bundles.filter((path) => !path.startsWith('/demo/units/'))).toEqual([]);
   });
 
   test('a deep link boots the app through 404.html and routes to the unit', async ({ page }) => {

@@ -15,18 +15,38 @@
 //! stop(); off();
 //! ```
 //!
+//! Beyond that, what framework bindings need (`js/gaesup-bindings.js`
+//! builds React hooks, Vue composables and Svelte stores on it):
+//!
+//! ```js
+//! unit.subscribe("cart", (qty) => show(qty), { path: "items.0.qty" }); // only that path
+//! unit.getPath("cart", "items.0.qty");
+//! unit.meta("cart");                        // { lastWriter, version }
+//! const write = unit.setOptimistic("cart", next);
+//! save(next).then(() => write.confirm(), () => write.revert());
+//! const stopAll = unit.subscribeBatch(["cart", "count"], (changed) => render(changed));
+//! ```
+//!
+//! `subscribeBatch` calls back once per change set: every change delivered
+//! while a task runs (a batch written here, one message from another tab
+//! carrying a batch, or several writes in one event handler) is gathered
+//! and handed over once, in a microtask, as `{ name: newValue }` for the
+//! keys that changed.
+//!
 //! Failures throw an `Error` whose `code` is stable (`"permission_denied"`,
 //! `"type_mismatch"`, `"unknown_key"`, … see [`StateError::code`]).
 //! `window.gaesup` exists once the wasm has started; a `gaesup:ready` event
 //! on `window` announces it.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use gaesup_state_core::{
-    Event, FullKey, KeyName, Lifetime, Scope, SharedKey, Strategy, UnitAddress,
+    Event, FullKey, KeyName, KeyState, Lifetime, Path, Scope, SharedKey, Strategy, UnitAddress,
+    Write,
 };
-use js_sys::{Function, JSON, Object, Reflect};
+use js_sys::{Array, Function, JSON, Object, Reflect};
 use serde::Deserialize;
 use serde_json::Value;
 use wasm_bindgen::prelude::*;
@@ -124,6 +144,13 @@ struct DeclareOptions {
 }
 
 #[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SubscribeOptions {
+    /// Watch only this path inside the value (`"items.0.qty"`).
+    path: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct EventOptions {
     scope: Option<Scope>,
@@ -191,25 +218,114 @@ impl JsUnit {
 
     /// Calls `callback(value)` after every change of `name`; returns the
     /// function that stops it (call it when the element disconnects).
+    /// With `{ path }`, only a change at that path calls back, with the
+    /// sub-value there (`undefined` when absent).
     pub fn subscribe(
         &self,
         name: &str,
         callback: Function,
+        options: JsValue,
     ) -> std::result::Result<Function, JsValue> {
         let watch = || -> Result<Function> {
+            let options: SubscribeOptions = self::options(&options)?;
             let key = self.key(name)?;
+            let path = options.path.as_deref().map(Path::parse).transpose()?;
+            let at = path.clone();
             let manager = self.unit.manager;
-            let id = manager.subscribe(&self.unit.address, &key, None, move |change| {
+            let id = manager.subscribe(&self.unit.address, &key, path, move |change| {
+                let value = match &at {
+                    Some(path) => path.get(&change.new).map_or(JsValue::UNDEFINED, to_js),
+                    None => to_js(&change.new),
+                };
                 // A throwing callback must not stop the other subscribers;
                 // the browser reports the exception itself.
-                let _ = callback.call1(&JsValue::NULL, &to_js(&change.new));
+                let _ = callback.call1(&JsValue::NULL, &value);
             })?;
-            let stop = Closure::<dyn Fn()>::new(move || {
+            Ok(stopper(move || {
                 manager.unsubscribe(id);
-            });
-            Ok(stop.into_js_value().unchecked_into())
+            }))
         };
         watch().map_err(|e| js_error(&e))
+    }
+
+    /// The sub-value of `name` at `path` (`"items.0.qty"`), or `undefined`
+    /// when the path is absent.
+    #[wasm_bindgen(js_name = getPath)]
+    pub fn get_path(&self, name: &str, path: &str) -> std::result::Result<JsValue, JsValue> {
+        let read = || -> Result<JsValue> {
+            let key = self.key(name)?;
+            let path = Path::parse(path)?;
+            let value = self
+                .unit
+                .manager
+                .get_path(&self.unit.address, &key, &path)?;
+            Ok(value.as_ref().map_or(JsValue::UNDEFINED, to_js))
+        };
+        read().map_err(|e| js_error(&e))
+    }
+
+    /// `{ lastWriter, version }` of `name`: the address of the unit that
+    /// wrote the current value and its version stamp, both `null` while
+    /// the key holds its default (and for sum keys, where every writer
+    /// counts and the value is made of per-tab totals).
+    pub fn meta(&self, name: &str) -> std::result::Result<JsValue, JsValue> {
+        let read = || -> Result<JsValue> {
+            let key = self.key(name)?;
+            let address = &self.unit.address;
+            let (writer, version) = self.unit.manager.with_store(|store| {
+                // The key's read permission decides who may see its writer.
+                let full = store.subscribe(address, &key)?;
+                let writer = store.last_write(&full).map(|(unit, _)| unit.to_string());
+                let version = store
+                    .state(&full)
+                    .and_then(KeyState::max_stamp)
+                    .map(|stamp| stamp.to_string());
+                Ok::<_, gaesup_state_core::Error>((writer, version))
+            })??;
+            let meta = Object::new();
+            let text = |value: Option<String>| value.map_or(JsValue::NULL, JsValue::from);
+            // Setting properties on a fresh plain object cannot fail.
+            let _ = Reflect::set(&meta, &"lastWriter".into(), &text(writer));
+            let _ = Reflect::set(&meta, &"version".into(), &text(version));
+            Ok(meta.into())
+        };
+        read().map_err(|e| js_error(&e))
+    }
+
+    /// Writes `value` to `name` at once, to be confirmed or taken back:
+    /// the returned write's `revert()` undoes it unless someone wrote over
+    /// it meanwhile (their write is kept), `confirm()` keeps it. Either
+    /// one releases the write.
+    #[wasm_bindgen(js_name = setOptimistic)]
+    pub fn set_optimistic(
+        &self,
+        name: &str,
+        value: JsValue,
+    ) -> std::result::Result<JsWrite, JsValue> {
+        let write = || -> Result<JsWrite> {
+            let key = self.key(name)?;
+            let value = from_js(&value)?;
+            let written = self.unit.manager.set(&self.unit.address, &key, value)?;
+            Ok(JsWrite {
+                unit: self.unit.clone(),
+                key,
+                written,
+            })
+        };
+        write().map_err(|e| js_error(&e))
+    }
+
+    /// Watches several keys with one callback, called once per change set
+    /// with `{ name: newValue }` of the keys that changed (see the module
+    /// docs); returns the one function that stops every part of it.
+    #[wasm_bindgen(js_name = subscribeBatch)]
+    pub fn subscribe_batch(
+        &self,
+        names: Array,
+        callback: Function,
+    ) -> std::result::Result<Function, JsValue> {
+        self.try_subscribe_batch(&names, callback)
+            .map_err(|e| js_error(&e))
     }
 
     /// Sends event `name` with `data` to the units in `options.scope`
@@ -254,16 +370,134 @@ impl JsUnit {
                 let sender = JsValue::from_str(&event.sender.to_string());
                 let _ = callback.call2(&JsValue::NULL, &to_js(&event.data), &sender);
             })?;
-            let stop = Closure::<dyn Fn()>::new(move || {
+            Ok(stopper(move || {
                 manager.unlisten(id);
-            });
-            Ok(stop.into_js_value().unchecked_into())
+            }))
         };
         listen().map_err(|e| js_error(&e))
     }
 }
 
+/// A JavaScript function that runs `stop` (the unsubscribe functions
+/// handed out).
+fn stopper(stop: impl Fn() + 'static) -> Function {
+    Closure::<dyn Fn()>::new(stop)
+        .into_js_value()
+        .unchecked_into()
+}
+
+/// The changes a batch subscription has gathered in the current task.
+struct BatchWatch {
+    callback: Function,
+    changed: RefCell<BTreeMap<String, Value>>,
+    /// A flush is queued for the end of the task.
+    queued: Cell<bool>,
+    stopped: Cell<bool>,
+}
+
+impl BatchWatch {
+    /// Records one change; the first of a task queues the flush.
+    fn record(self: &Rc<Self>, name: &str, value: &Value) {
+        if self.stopped.get() {
+            return;
+        }
+        self.changed
+            .borrow_mut()
+            .insert(name.to_owned(), value.clone());
+        if !self.queued.replace(true) {
+            let watch = Rc::clone(self);
+            // Every change of one batch, local or from another tab, is
+            // delivered before the task that applied it ends: a microtask
+            // sees the whole set.
+            wasm_bindgen_futures::spawn_local(async move { watch.flush() });
+        }
+    }
+
+    fn flush(&self) {
+        self.queued.set(false);
+        let changed = std::mem::take(&mut *self.changed.borrow_mut());
+        if self.stopped.get() || changed.is_empty() {
+            return;
+        }
+        let values = Object::new();
+        for (name, value) in &changed {
+            // Key names are validated (no `__proto__`): plain properties.
+            let _ = Reflect::set(&values, &name.into(), &to_js(value));
+        }
+        let _ = self.callback.call1(&JsValue::NULL, &values);
+    }
+}
+
+/// An optimistic write, from [`JsUnit::set_optimistic`].
+#[wasm_bindgen(js_name = GaesupWrite)]
+pub struct JsWrite {
+    unit: UnitContext,
+    key: SharedKey<Value>,
+    written: Write,
+}
+
+#[wasm_bindgen(js_class = GaesupWrite)]
+impl JsWrite {
+    /// Undoes the write unless someone wrote over it since; `true` when it
+    /// was undone.
+    pub fn revert(self) -> std::result::Result<bool, JsValue> {
+        self.unit
+            .manager
+            .revert(&self.unit.address, &self.key, &self.written)
+            .map(|undone| undone.is_some())
+            .map_err(|e| js_error(&e))
+    }
+
+    /// Keeps the write.
+    pub fn confirm(self) {}
+}
+
 impl JsUnit {
+    fn try_subscribe_batch(&self, names: &Array, callback: Function) -> Result<Function> {
+        let mut keys = BTreeMap::new();
+        for name in names.iter() {
+            let name = name
+                .as_string()
+                .ok_or_else(|| bad("subscribeBatch takes an array of key names"))?;
+            let key = self.key(&name)?;
+            keys.insert(name, key);
+        }
+        if keys.is_empty() {
+            return Err(bad("subscribeBatch needs at least one key name"));
+        }
+        let watch = Rc::new(BatchWatch {
+            callback,
+            changed: RefCell::default(),
+            queued: Cell::new(false),
+            stopped: Cell::new(false),
+        });
+        let manager = self.unit.manager;
+        let mut ids = Vec::with_capacity(keys.len());
+        for (name, key) in keys {
+            let part = Rc::clone(&watch);
+            let subscribed = manager.subscribe(&self.unit.address, &key, None, move |change| {
+                part.record(&name, &change.new);
+            });
+            match subscribed {
+                Ok(id) => ids.push(id),
+                Err(err) => {
+                    // All or nothing: no part of a refused subscription stays.
+                    for id in ids {
+                        manager.unsubscribe(id);
+                    }
+                    return Err(err);
+                }
+            }
+        }
+        Ok(stopper(move || {
+            watch.stopped.set(true);
+            watch.changed.borrow_mut().clear();
+            for id in &ids {
+                manager.unsubscribe(*id);
+            }
+        }))
+    }
+
     fn try_declare(&self, name: &str, options: &JsValue) -> Result<()> {
         let options: DeclareOptions = self::options(options)?;
         let name = KeyName::new(name)?;

@@ -128,3 +128,135 @@ fn events_reach_listeners_in_scope() {
         assert_eq!(out, r#"[["b",1,"js4/lobby/a"]]"#);
     });
 }
+
+/// One macrotask: every microtask queued before it (a batch flush) has run.
+async fn next_task() {
+    gloo_timers::future::TimeoutFuture::new(0).await;
+}
+
+fn shared(name: &str) -> SharedKey<i64> {
+    SharedKey::<i64>::builder(name)
+        .scope(Scope::Building)
+        .lifetime(Lifetime::Ephemeral)
+        .build()
+        .unwrap()
+}
+
+#[wasm_bindgen_test]
+async fn a_batch_subscription_hears_each_change_set_once() {
+    let owner = Owner::new();
+    let (here, there, a, b) = owner.with(|| {
+        let here = install("js5");
+        // Another tab: its writes reach this one as encoded messages.
+        let there = StateManager::new(TabId::new(8), ManualClock::new(2_000));
+        let (a, b) = (shared("a"), shared("b"));
+        for manager in [here, there] {
+            manager.declare(&a).unwrap();
+            manager.declare(&b).unwrap();
+        }
+        js(r#"
+            const u = window.gaesup.unit('js5/b/el');
+            window.__calls = [];
+            window.__stop = u.subscribeBatch(['a', 'b'], (changed) => window.__calls.push(changed));
+            return null;
+        "#);
+        (here, there, a, b)
+    });
+    let unit: gaesup_state::UnitAddress = "js5/b/rust".parse().unwrap();
+    let calls = || js("return window.__calls.splice(0);");
+
+    // A batch written in this tab: one call with both keys.
+    here.batch(|batch| {
+        batch.set(&unit, &a, 1)?;
+        batch.set(&unit, &b, 2)
+    })
+    .unwrap();
+    next_task().await;
+    assert_eq!(calls(), r#"[{"a":1,"b":2}]"#);
+
+    // A batch from another tab arrives as one message: one call too.
+    let remote = there
+        .batch(|batch| {
+            batch.set(&unit, &a, 3)?;
+            batch.set(&unit, &b, 4)
+        })
+        .unwrap();
+    here.receive_text(&remote.message.unwrap().encode().unwrap())
+        .unwrap();
+    next_task().await;
+    assert_eq!(calls(), r#"[{"a":3,"b":4}]"#);
+
+    // Two writes in two tasks are two change sets; an unchanged value is none.
+    here.set(&unit, &a, 5).unwrap();
+    next_task().await;
+    here.set(&unit, &b, 4).unwrap();
+    here.set(&unit, &b, 6).unwrap();
+    next_task().await;
+    assert_eq!(calls(), r#"[{"a":5},{"b":6}]"#);
+
+    // One unsubscribe stops every part, even a flush already queued.
+    let before = here.subscription_count();
+    here.set(&unit, &a, 7).unwrap();
+    js("window.__stop(); return null;");
+    assert_eq!(here.subscription_count(), before - 2);
+    next_task().await;
+    assert_eq!(calls(), "[]");
+    drop(owner);
+}
+
+#[wasm_bindgen_test]
+fn a_refused_batch_subscription_leaves_nothing_behind() {
+    let owner = Owner::new();
+    owner.with(|| {
+        let manager = install("js6");
+        manager.declare(&shared("a")).unwrap();
+        let out = js(r#"
+            const u = window.gaesup.unit('js6/b/el');
+            const codes = [];
+            for (const names of [['a', 'missing'], [], [1]]) {
+                try { u.subscribeBatch(names, () => {}); codes.push('ok'); } catch (e) { codes.push(e.code); }
+            }
+            return codes;
+        "#);
+        assert_eq!(out, r#"["unknown_key","bad_value","bad_value"]"#);
+        assert_eq!(manager.subscription_count(), 0);
+    });
+}
+
+#[wasm_bindgen_test]
+fn paths_meta_and_optimistic_writes() {
+    let owner = Owner::new();
+    owner.with(|| {
+        install("js7");
+        let out = js(r#"
+            const u = window.gaesup.unit('js7/b/el');
+            const other = window.gaesup.unit('js7/b/other');
+            u.declare('cart', { scope: 'building', default: { items: [{ qty: 1 }], owner: 'a' } });
+            const seen = [];
+            const stop = u.subscribe('cart', (qty) => seen.push(qty), { path: 'items.0.qty' });
+            u.set('cart', { items: [{ qty: 1 }], owner: 'b' });
+            other.set('cart', { items: [{ qty: 2 }], owner: 'b' });
+            u.set('cart', { items: [], owner: 'b' });
+            stop();
+            const before = u.meta('cart');
+            const kept = u.setOptimistic('cart', { items: [{ qty: 9 }] });
+            kept.confirm();
+            const undone = u.setOptimistic('cart', { items: [{ qty: 10 }] });
+            const reverted = undone.revert();
+            const overtaken = u.setOptimistic('cart', { items: [{ qty: 11 }] });
+            other.set('cart', { items: [{ qty: 12 }] });
+            const kept2 = overtaken.revert();
+            let badPath = null;
+            try { u.getPath('cart', ''); } catch (e) { badPath = e.code; }
+            return {
+                seen, before: before.lastWriter, reverted, kept2,
+                now: u.getPath('cart', 'items.0.qty'), missing: u.getPath('cart', 'items.5.qty') === undefined,
+                writer: u.meta('cart').lastWriter, version: typeof u.meta('cart').version, badPath,
+            };
+        "#);
+        assert_eq!(
+            out,
+            r#"{"seen":[2,null],"before":"js7/b/el","reverted":true,"kept2":false,"now":12,"missing":true,"writer":"js7/b/other","version":"string","badPath":"invalid_path"}"#
+        );
+    });
+}

@@ -23,9 +23,11 @@ commands:
   test     set up what is missing, then run every check and test (what CI runs)
   setup    install the tools for `test` (target, trunk, wasm-bindgen, wasm-opt, chromium, npm packages)
   size     build the release site and print the wasm/js sizes (raw, gzip, brotli)
-  new-unit <name> [--building <id>]
+  new-unit <name> [--building <id>] [--framework react|svelte|vue]
            copy units/template to units/<name>, rename it and register it in the app
-           (building <id> of the main apartment, default garage; created if missing)
+           (building <id> of the main apartment, default garage; created if missing);
+           with --framework, a unit written in that framework (copied from
+           units/<framework>-counter) instead
   bench    measurements (never assertions): sizes against a bare Leptos build, state
            ops against zustand and plain signals, hydration, memory, cross-tab
            latency in Chromium; target/bench/results.json and BENCHMARKS.md

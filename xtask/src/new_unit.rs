@@ -1,5 +1,10 @@
-//! `cargo xtask new-unit <name> [--building <id>]`: a new unit from the
-//! template, registered in the app, in one command.
+//! `cargo xtask new-unit <name> [--building <id>] [--framework <name>]`: a
+//! new unit from the template, registered in the app, in one command.
+//!
+//! With `--framework react|svelte|vue` the unit is written with that
+//! framework instead: it is copied from the app's own unit of it
+//! (`units/<framework>-counter`, see [`framework`]) and registered as a
+//! script unit; the rest goes as below.
 //!
 //! It copies `units/template` to `units/<name>` and
 //! `end2end/tests/template.spec.ts` to `end2end/tests/<name>.spec.ts`,
@@ -15,6 +20,7 @@
 
 pub mod check;
 mod edit;
+pub mod framework;
 mod json;
 mod names;
 
@@ -23,6 +29,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub use edit::Placement;
+pub use framework::Framework;
 pub use names::Names;
 
 /// The building a unit goes to without `--building`: the template's own.
@@ -40,19 +47,42 @@ const SPEC_TITLE_LINE: &str = "const TITLE = 'Template';";
 /// `cargo xtask new-unit …` from the command line (arguments after
 /// `new-unit`).
 pub fn command(args: &[String]) -> Result<(), String> {
-    let (name, building) = parse_args(args)?;
+    let (name, building, framework) = parse_args(args)?;
     let root = crate::cmd::root();
-    let done = generate(&root, &name, &building)?;
+    let done = match framework {
+        Some(framework) => generate_framework(&root, &name, &building, framework)?,
+        None => generate(&root, &name, &building)?,
+    };
     print!("{}", done.report());
     Ok(())
 }
 
-fn parse_args(args: &[String]) -> Result<(String, String), String> {
-    const USAGE: &str = "usage: cargo xtask new-unit <name> [--building <id>]";
+type Args = (String, String, Option<Framework>);
+
+fn parse_args(args: &[String]) -> Result<Args, String> {
+    const USAGE: &str =
+        "usage: cargo xtask new-unit <name> [--building <id>] [--framework react|svelte|vue]";
     let mut name = None;
     let mut building = None;
+    let mut framework = None;
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
+        let chosen = if arg == "--framework" {
+            Some(
+                rest.next()
+                    .ok_or_else(|| format!("--framework needs a name\n{USAGE}"))?
+                    .as_str(),
+            )
+        } else {
+            arg.strip_prefix("--framework=")
+        };
+        if let Some(chosen) = chosen {
+            if framework.is_some() {
+                return Err(format!("--framework given twice\n{USAGE}"));
+            }
+            framework = Some(framework::find(chosen).map_err(|e| format!("{e}\n{USAGE}"))?);
+            continue;
+        }
         let value = if arg == "--building" {
             Some(
                 rest.next()
@@ -80,6 +110,7 @@ fn parse_args(args: &[String]) -> Result<(String, String), String> {
     Ok((
         name,
         building.unwrap_or_else(|| DEFAULT_BUILDING.to_owned()),
+        framework,
     ))
 }
 
@@ -96,6 +127,8 @@ pub struct Generated {
     pub created: Vec<PathBuf>,
     /// Files edited, relative to the root.
     pub edited: Vec<PathBuf>,
+    /// The framework it is written with (`None`: Leptos).
+    pub framework: Option<Framework>,
 }
 
 impl Generated {
@@ -127,25 +160,45 @@ impl Generated {
         out.push_str(&format!(
             "\nsee it: cargo xtask dev, then http://127.0.0.1:8080/apartment/{APARTMENT}/building/{building}/unit/{kebab}\n\nedit next:\n"
         ));
-        let next = [
-            (
-                format!("units/{kebab}/src/lib.rs"),
-                "the crate docs (start from the problem), the key, the view",
-            ),
-            (
-                format!("units/{kebab}/tests/native.rs"),
-                "the behaviour tests under a Leptos owner",
-            ),
-            (
-                format!("end2end/tests/{kebab}.spec.ts"),
-                "the Playwright spec (by role and label)",
-            ),
-            (format!("units/{kebab}/README.md"), "what each file holds"),
-            (
-                "app/src/manifest.json".to_owned(),
-                "the unit's title and version",
-            ),
-        ];
+        let spec = (
+            format!("end2end/tests/{kebab}.spec.ts"),
+            "the Playwright spec (by role and label)",
+        );
+        let manifest = (
+            "app/src/manifest.json".to_owned(),
+            "the unit's title and version",
+        );
+        let next = match self.framework {
+            None => vec![
+                (
+                    format!("units/{kebab}/src/lib.rs"),
+                    "the crate docs (start from the problem), the key, the view",
+                ),
+                (
+                    format!("units/{kebab}/tests/native.rs"),
+                    "the behaviour tests under a Leptos owner",
+                ),
+                spec,
+                (format!("units/{kebab}/README.md"), "what each file holds"),
+                manifest,
+            ],
+            Some(framework) => vec![
+                (
+                    format!("units/{kebab}/js/"),
+                    if framework.name == "react" {
+                        "the unit (main.tsx mounts it; bindings: gaesup-bindings)"
+                    } else {
+                        "the unit (main mounts it; bindings: gaesup-bindings)"
+                    },
+                ),
+                (
+                    format!("units/{kebab}/src/lib.rs"),
+                    "the keys its JavaScript uses, declared typed",
+                ),
+                spec,
+                manifest,
+            ],
+        };
         let width = next.iter().map(|(path, _)| path.len()).max().unwrap_or(0);
         for (path, what) in &next {
             out.push_str(&format!("  {path:<width$}  {what}\n"));
@@ -161,7 +214,19 @@ impl Generated {
 /// `root` (a workspace checkout). Changes nothing unless every check
 /// passes; undoes its writes if one fails.
 pub fn generate(root: &Path, name: &str, building: &str) -> Result<Generated, String> {
-    generate_with(root, name, building, &mut |path, text| {
+    generate_with(root, name, building, None, &mut |path, text| {
+        fs::write(path, text)
+    })
+}
+
+/// [`generate`] for a unit written with `framework`.
+pub fn generate_framework(
+    root: &Path,
+    name: &str,
+    building: &str,
+    framework: Framework,
+) -> Result<Generated, String> {
+    generate_with(root, name, building, Some(framework), &mut |path, text| {
         fs::write(path, text)
     })
 }
@@ -171,11 +236,12 @@ fn generate_with(
     root: &Path,
     name: &str,
     building: &str,
+    framework: Option<Framework>,
     write: &mut dyn FnMut(&Path, &str) -> io::Result<()>,
 ) -> Result<Generated, String> {
     let names = Names::parse(name)?;
     names::check_building(building)?;
-    let plan = plan(root, &names, building)?;
+    let plan = plan(root, &names, building, framework)?;
     let created: Vec<PathBuf> = plan.creates.iter().map(|(p, _)| p.clone()).collect();
     let edited: Vec<PathBuf> = plan.edits.iter().map(|(p, _, _)| p.clone()).collect();
     apply(root, &plan, write)?;
@@ -185,6 +251,7 @@ fn generate_with(
         placement: plan.placement,
         created,
         edited,
+        framework,
     })
 }
 
@@ -204,7 +271,12 @@ fn read(root: &Path, path: &str) -> Result<String, String> {
     fs::read_to_string(root.join(path)).map_err(|e| format!("{path}: {e}"))
 }
 
-fn plan(root: &Path, names: &Names, building: &str) -> Result<Plan, String> {
+fn plan(
+    root: &Path,
+    names: &Names,
+    building: &str,
+    framework: Option<Framework>,
+) -> Result<Plan, String> {
     let kebab = &names.kebab;
     let unit_dir = PathBuf::from(format!("units/{kebab}"));
     if root.join(&unit_dir).symlink_metadata().is_ok() {
@@ -222,15 +294,28 @@ fn plan(root: &Path, names: &Names, building: &str) -> Result<Plan, String> {
     }
 
     let mut creates = Vec::new();
-    for file in template_files(&root.join(TEMPLATE_DIR))? {
-        let text = fs::read_to_string(root.join(TEMPLATE_DIR).join(&file))
-            .map_err(|e| format!("{TEMPLATE_DIR}/{}: {e}", file.display()))?;
-        creates.push((unit_dir.join(file), rename(&text, names)));
+    let (source_dir, source_names) = match framework {
+        None => (TEMPLATE_DIR.to_owned(), template_names()),
+        Some(framework) => (
+            format!("units/{}", framework.unit),
+            framework.source_names(),
+        ),
+    };
+    for file in template_files(&root.join(&source_dir))? {
+        let text = fs::read_to_string(root.join(&source_dir).join(&file))
+            .map_err(|e| format!("{source_dir}/{}: {e}", file.display()))?;
+        // Names in paths too: `js/ReactCounter.tsx` becomes `js/ToolRack.tsx`.
+        let path = rename_from(&file.to_string_lossy(), &source_names, names);
+        creates.push((
+            unit_dir.join(path),
+            rename_from(&text, &source_names, names),
+        ));
     }
-    creates.push((
-        spec,
-        spec_for(&read(root, TEMPLATE_SPEC)?, names, building)?,
-    ));
+    let spec_text = match framework {
+        None => spec_for(&read(root, TEMPLATE_SPEC)?, names, building)?,
+        Some(framework) => framework.spec(names, building),
+    };
+    creates.push((spec, spec_text));
 
     let mut edits = Vec::new();
     let cargo = read(root, "Cargo.toml")?;
@@ -248,7 +333,7 @@ fn plan(root: &Path, names: &Names, building: &str) -> Result<Plan, String> {
     let registry = read(root, "app/src/registry.rs")?;
     edits.push((
         "app/src/registry.rs".into(),
-        edit::registry(&registry, names)?,
+        edit::registry(&registry, names, framework.is_some())?,
         registry,
     ));
     let manifest = read(root, "app/src/manifest.json")?;
@@ -317,16 +402,41 @@ fn template_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
 /// other `template` (ids, key and event names, paths, text). One pass, so
 /// a name that itself contains "template" is not renamed twice.
 pub fn rename(text: &str, names: &Names) -> String {
+    rename_from(text, &template_names(), names)
+}
+
+/// The template's own names, as [`rename_from`] takes them.
+fn template_names() -> Names {
+    Names {
+        kebab: "template".into(),
+        snake: "template".into(),
+        pascal: "Template".into(),
+        title: "Template".into(),
+    }
+}
+
+/// A copied unit's text for the new unit: every form of the source's name
+/// (crate, lib, component, then ids and paths) becomes the new one's.
+fn rename_from(text: &str, from: &Names, names: &Names) -> String {
     let rules = [
-        ("unit-template", format!("unit-{}", names.kebab)),
-        ("unit_template", format!("unit_{}", names.snake)),
-        ("Template", names.pascal.clone()),
-        ("template", names.kebab.clone()),
+        (
+            format!("unit-{}", from.kebab),
+            format!("unit-{}", names.kebab),
+        ),
+        (
+            format!("unit_{}", from.snake),
+            format!("unit_{}", names.snake),
+        ),
+        (from.pascal.clone(), names.pascal.clone()),
+        (from.kebab.clone(), names.kebab.clone()),
     ];
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(c) = rest.chars().next() {
-        match rules.iter().find(|(from, _)| rest.starts_with(from)) {
+        match rules
+            .iter()
+            .find(|(from, _)| rest.starts_with(from.as_str()))
+        {
             Some((from, to)) => {
                 out.push_str(to);
                 rest = &rest[from.len()..];
@@ -433,11 +543,13 @@ mod tests {
             ] {
                 copy(&repo.join(file), &dir.join(file));
             }
-            for file in template_files(&repo.join(TEMPLATE_DIR)).unwrap() {
-                copy(
-                    &repo.join(TEMPLATE_DIR).join(&file),
-                    &dir.join(TEMPLATE_DIR).join(&file),
-                );
+            for source in [TEMPLATE_DIR, "units/react-counter"] {
+                for file in template_files(&repo.join(source)).unwrap() {
+                    copy(
+                        &repo.join(source).join(&file),
+                        &dir.join(source).join(&file),
+                    );
+                }
             }
             Self(dir)
         }
@@ -489,6 +601,47 @@ mod tests {
 
     fn args(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_framework_unit_is_copied_renamed_and_registered_as_a_script_unit() {
+        let scratch = Scratch::new();
+        let react = framework::find("react").unwrap();
+        let done = generate_framework(&scratch.0, "tool-rack", "yard", react).unwrap();
+        let lib = scratch.read("units/tool-rack/src/lib.rs");
+        assert!(
+            lib.contains("pub const MODULE: &str = \"units/tool-rack.js\";"),
+            "{lib}"
+        );
+        let cargo = scratch.read("units/tool-rack/Cargo.toml");
+        assert!(cargo.contains("name = \"unit-tool-rack\""), "{cargo}");
+        let component = scratch.read("units/tool-rack/js/ToolRack.tsx");
+        assert!(component.contains("export function ToolRack()"));
+        assert!(
+            scratch
+                .read("units/tool-rack/js/main.tsx")
+                .contains("import { ToolRack } from './ToolRack';")
+        );
+        for file in done.created.iter().filter(|f| f.starts_with("units")) {
+            let text = fs::read_to_string(scratch.0.join(file)).unwrap();
+            assert!(
+                !text.contains("react-counter") && !text.contains("ReactCounter"),
+                "{file:?}"
+            );
+        }
+        let spec = scratch.read("end2end/tests/tool-rack.spec.ts");
+        assert!(spec.contains("title: 'Tool rack'"), "{spec}");
+
+        let registry = scratch.read("app/src/registry.rs");
+        assert!(registry.contains("fn tool_rack() -> AnyView {\n    script(\"tool-rack\")\n}"));
+        assert!(registry.contains(
+            "    (\n        \"tool-rack\",\n        unit_tool_rack::MODULE,\n        unit_tool_rack::declare,\n    ),\n];"
+        ));
+        assert_eq!(
+            edit::registry_kinds(&registry).unwrap(),
+            edit::registry_units(&registry).unwrap()
+        );
+        assert!(done.report().contains("units/tool-rack/js/"));
     }
 
     #[test]
@@ -667,7 +820,7 @@ mod tests {
                 }
                 fs::write(path, text)
             };
-            let error = generate_with(&scratch.0, "weather", "yard", &mut write).unwrap_err();
+            let error = generate_with(&scratch.0, "weather", "yard", None, &mut write).unwrap_err();
             assert!(error.contains("disk full"), "{error}");
             assert!(error.contains("nothing was changed"), "{error}");
             assert_same(
@@ -679,20 +832,34 @@ mod tests {
     }
 
     #[test]
-    fn arguments_are_a_name_and_an_optional_building() {
+    fn arguments_are_a_name_an_optional_building_and_an_optional_framework() {
         assert_eq!(
             parse_args(&args(&["weather"])).unwrap(),
-            ("weather".to_owned(), DEFAULT_BUILDING.to_owned())
+            ("weather".to_owned(), DEFAULT_BUILDING.to_owned(), None)
         );
         assert_eq!(
             parse_args(&args(&["weather", "--building", "roof"])).unwrap(),
-            ("weather".to_owned(), "roof".to_owned())
+            ("weather".to_owned(), "roof".to_owned(), None)
         );
         assert_eq!(
             parse_args(&args(&["--building=roof", "weather"])).unwrap(),
-            ("weather".to_owned(), "roof".to_owned())
+            ("weather".to_owned(), "roof".to_owned(), None)
+        );
+        assert_eq!(
+            parse_args(&args(&["weather", "--framework", "svelte"])).unwrap(),
+            (
+                "weather".to_owned(),
+                DEFAULT_BUILDING.to_owned(),
+                Some(framework::find("svelte").unwrap())
+            )
         );
         for (bad, reason) in [
+            (&["a", "--framework"][..], "needs a name"),
+            (&["a", "--framework=angular"][..], "unknown framework"),
+            (
+                &["a", "--framework", "vue", "--framework", "react"][..],
+                "given twice",
+            ),
             (&[][..], "name is missing"),
             (&["a", "b"][..], "more than one name"),
             (&["a", "--building"][..], "needs an id"),

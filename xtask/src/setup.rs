@@ -23,8 +23,9 @@ pub enum Purpose {
 
 /// Where the installed tools are.
 pub struct ToolEnv {
-    /// PATH with the project's tools first: npm's `.bin` (wasm-opt from the
-    /// npm `binaryen` package) and cargo's bin directory.
+    /// PATH with the project's tools first: npm's `.bin` directories
+    /// (wasm-opt from the npm `binaryen` package, esbuild, tsc) and cargo's
+    /// bin directory.
     pub path: OsString,
 }
 
@@ -43,16 +44,22 @@ pub fn ensure(purpose: Purpose) -> Result<ToolEnv, String> {
     ensure_wasm_target()?;
     ensure_trunk(&env)?;
     ensure_wasm_bindgen(&env)?;
+    // Every build bundles the framework units (a Trunk hook runs esbuild).
+    ensure_node_modules(&env, ".")?;
     if purpose == Purpose::Test {
         ensure_chromium()?;
-        ensure_node_modules(&env)?;
+        ensure_node_modules(&env, "end2end")?;
         ensure_wasm_opt(&env)?;
     }
     Ok(env)
 }
 
 fn tool_env() -> ToolEnv {
-    let mut dirs = vec![root().join("end2end/node_modules/.bin"), cargo_bin()];
+    let mut dirs = vec![
+        root().join("end2end/node_modules/.bin"),
+        root().join("node_modules/.bin"),
+        cargo_bin(),
+    ];
     if let Some(path) = std::env::var_os("PATH") {
         dirs.extend(std::env::split_paths(&path));
     }
@@ -187,20 +194,25 @@ fn ensure_chromium() -> Result<(), String> {
     ])
 }
 
-/// `npm ci` in end2end/ when node_modules is missing or older than the lock.
-fn ensure_node_modules(env: &ToolEnv) -> Result<(), String> {
-    let lock = root().join("end2end/package-lock.json");
-    let installed = root().join("end2end/node_modules/.package-lock.json");
+/// `npm ci` in `dir` (the root: esbuild and the frameworks the JS units
+/// build with; end2end/: Playwright and wasm-opt) when its node_modules is
+/// missing or older than the lock.
+fn ensure_node_modules(env: &ToolEnv, dir: &str) -> Result<(), String> {
+    let lock = root().join(dir).join("package-lock.json");
+    let installed = root().join(dir).join("node_modules/.package-lock.json");
     let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     if let (Some(lock_time), Some(installed_time)) = (modified(&lock), modified(&installed))
         && installed_time >= lock_time
     {
-        ok("end2end node_modules", "up to date with package-lock.json");
+        ok(
+            &format!("{dir}/node_modules"),
+            "up to date with package-lock.json",
+        );
         return Ok(());
     }
     Cmd::new("npm")
         .args(["ci", "--no-audit", "--no-fund"])
-        .dir("end2end")
+        .dir(dir)
         .env_path(env)
         .run()
 }

@@ -1,6 +1,7 @@
 //! `cargo xtask test`: every check and test, in order, failing fast.
 //!
-//! Order: formatting, lints (host and wasm32), native tests, browser tests
+//! Order: formatting, lints (host and wasm32), native tests, the framework
+//! bindings' unit tests (node's test runner) and type check, browser tests
 //! of the wasm crates (wasm-bindgen-test in headless Chromium), the release
 //! build, its size, then Playwright against that build served as a static
 //! site, and last `cargo xtask new-unit` checked end to end in a scratch
@@ -25,10 +26,15 @@ struct Tally {
 
 impl Tally {
     /// Reads a cargo/wasm-bindgen-test (`test result: ok. 3 passed; 0
-    /// failed; …`) or Playwright (`  5 passed (3.2s)`, `  1 failed`) summary.
+    /// failed; …`), Playwright (`  5 passed (3.2s)`, `  1 failed`) or node
+    /// test runner TAP (`# pass 5`, `# fail 0`) summary.
     fn read(&mut self, line: &str) {
         let line = line.trim();
-        if let Some(rest) = line.strip_prefix("test result: ") {
+        if let Some(rest) = line.strip_prefix("# ") {
+            if let [kind @ ("pass" | "fail"), n] = rest.split_whitespace().collect::<Vec<_>>()[..] {
+                self.add(n, if kind == "pass" { "passed" } else { "failed" });
+            }
+        } else if let Some(rest) = line.strip_prefix("test result: ") {
             for part in rest.split(';') {
                 let words: Vec<&str> = part.split_whitespace().collect();
                 if let [.., n, kind] = words.as_slice() {
@@ -73,6 +79,10 @@ const STAGES: &[Stage] = &[
     Stage {
         name: "cargo test (native)",
         run: native_tests,
+    },
+    Stage {
+        name: "js bindings: node --test, tsc",
+        run: js_checks,
     },
     Stage {
         name: "wasm-bindgen-test (chromium)",
@@ -186,6 +196,20 @@ fn native_tests(_: &ToolEnv, tally: &mut Tally) -> Result<(), String> {
     Cmd::new("cargo")
         .args(["test", "--workspace"])
         .run_watching(|line| tally.read(line))
+}
+
+/// The framework bindings (js/gaesup-bindings.js) against a fake
+/// window.gaesup with React, Vue and Svelte, then their declarations
+/// against the TypeScript units and the README's examples.
+fn js_checks(env: &ToolEnv, tally: &mut Tally) -> Result<(), String> {
+    Cmd::new("node")
+        .args(["--test", "--test-reporter=tap", "js/tests/"])
+        .env_path(env)
+        .run_watching(|line| tally.read(line))?;
+    Cmd::new("node")
+        .args(["js/check-types.mjs"])
+        .env_path(env)
+        .run()
 }
 
 /// Every `tests/web*.rs` of a workspace crate runs in headless Chromium.
@@ -335,6 +359,16 @@ mod tests {
         tally.read("  2 flaky");
         tally.read("  1 skipped");
         assert_eq!((tally.passed, tally.failed), (5, 3));
+    }
+
+    #[test]
+    fn reads_node_test_runner_summaries() {
+        let mut tally = Tally::default();
+        tally.read("# pass 22");
+        tally.read("# fail 1");
+        tally.read("# Subtest: react: useSharedState renders");
+        tally.read("# tests 23");
+        assert_eq!((tally.passed, tally.failed), (22, 1));
     }
 
     #[test]

@@ -1,7 +1,8 @@
-//! The suite's proof that `cargo xtask new-unit` makes a unit that works:
-//! in a scratch copy of the repository, generate a unit into a new
-//! building, build the site with Trunk, and run the unit's generated
-//! Playwright spec against that build.
+//! The suite's proof that `cargo xtask new-unit` makes units that work:
+//! in a scratch copy of the repository, generate a Leptos unit and a
+//! React one (`--framework react`) into a new building, build the site
+//! with Trunk, and run the units' generated Playwright specs against that
+//! build.
 //!
 //! The copy lives in `target/new-unit-check/` (so `cargo clean` removes
 //! it) and builds into the main target directory (`CARGO_TARGET_DIR` when
@@ -19,6 +20,9 @@ use crate::setup::ToolEnv;
 
 /// The unit the check generates: two words, to exercise every name form.
 pub const NAME: &str = "garden-shed";
+/// The framework unit it generates, and its framework.
+pub const FRAMEWORK_NAME: &str = "tool-rack";
+const FRAMEWORK: &str = "react";
 /// A building that does not exist yet, so the check also creates one.
 pub const BUILDING: &str = "yard";
 /// Where the scratch copy goes, under the root.
@@ -30,6 +34,7 @@ const SKIPPED: &[&str] = &[
     "dist",
     "dist-demo",
     ".tools",
+    "node_modules",
     "end2end/node_modules",
     "end2end/test-results",
     "end2end/playwright-report",
@@ -44,14 +49,16 @@ pub fn run(env: &ToolEnv, on_line: &mut dyn FnMut(&str)) -> Result<(), String> {
         fs::remove_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
     }
     copy_tree(&root, &scratch, Path::new(""))?;
-    link(
-        &root.join("end2end/node_modules"),
-        &scratch.join("end2end/node_modules"),
-    )?;
+    for modules in ["node_modules", "end2end/node_modules"] {
+        link(&root.join(modules), &scratch.join(modules))?;
+    }
     let copied = began.elapsed();
 
     let began = Instant::now();
     let done = super::generate(&scratch, NAME, BUILDING)?;
+    print!("{}", done.report());
+    let framework = super::framework::find(FRAMEWORK)?;
+    let done = super::generate_framework(&scratch, FRAMEWORK_NAME, BUILDING, framework)?;
     print!("{}", done.report());
     let generated = began.elapsed();
 
@@ -73,9 +80,10 @@ pub fn run(env: &ToolEnv, on_line: &mut dyn FnMut(&str)) -> Result<(), String> {
     let built = began.elapsed();
 
     let began = Instant::now();
-    let spec = format!("tests/{NAME}.spec.ts");
+    let specs = [NAME, FRAMEWORK_NAME].map(|name| format!("tests/{name}.spec.ts"));
     Cmd::new("playwright")
-        .args(["test", "-c", "new-unit.config.ts", &spec])
+        .args(["test", "-c", "new-unit.config.ts"])
+        .args(&specs)
         .dir(&format!("{scratch_dir}/end2end"))
         .env("E2E_NEW_UNIT_PORT", free_port()?.to_string())
         .env_path(env)
@@ -182,6 +190,7 @@ mod tests {
             "target/debug/big",
             "dist/index.html",
             "end2end/node_modules/x/index.js",
+            "node_modules/y/index.js",
             "end2end/tests/a.spec.ts",
             "units/target/keep.rs",
         ] {
@@ -213,7 +222,7 @@ mod tests {
             modified(&from.join("app/src/lib.rs")),
             "the copy keeps modification times"
         );
-        for skipped in ["target", "dist", "end2end/node_modules"] {
+        for skipped in ["target", "dist", "end2end/node_modules", "node_modules"] {
             assert!(!to.join(skipped).exists(), "{skipped} was copied");
         }
         fs::remove_dir_all(&base).unwrap();

@@ -97,8 +97,9 @@ pub fn registry_units(text: &str) -> Result<Vec<String>, String> {
 }
 
 /// `app/src/registry.rs` with the unit in `UNITS`, in `KINDS`, and its
-/// render function before the tests.
-pub fn registry(text: &str, names: &Names) -> Result<String, String> {
+/// render function before the tests; a `script` unit (written with a
+/// JavaScript framework) also in `SCRIPT_UNITS`, rendered by `script`.
+pub fn registry(text: &str, names: &Names, script: bool) -> Result<String, String> {
     let fail = |e: String| format!("app/src/registry.rs: {e}");
     let (kebab, snake, pascal) = (&names.kebab, &names.snake, &names.pascal);
     if registry_kinds(text).map_err(fail)?.contains(kebab)
@@ -113,9 +114,13 @@ pub fn registry(text: &str, names: &Names) -> Result<String, String> {
     }
     let mut out = text.to_owned();
     // Each insertion finds its place again in the text as it is by then.
-    let render = format!(
-        "fn {snake}() -> AnyView {{\n    view! {{ <unit_{snake}::{pascal} /> }}.into_any()\n}}\n\n"
-    );
+    let render = if script {
+        format!("fn {snake}() -> AnyView {{\n    script(\"{kebab}\")\n}}\n\n")
+    } else {
+        format!(
+            "fn {snake}() -> AnyView {{\n    view! {{ <unit_{snake}::{pascal} /> }}.into_any()\n}}\n\n"
+        )
+    };
     match out.find("\n#[cfg(test)]") {
         Some(at) => out.insert_str(at + 1, &render),
         None => {
@@ -136,6 +141,16 @@ pub fn registry(text: &str, names: &Names) -> Result<String, String> {
             "    UnitKind {{\n        name: \"{kebab}\",\n        render: {snake},\n    }},\n"
         ),
     );
+    if script {
+        let opening = "pub const SCRIPT_UNITS: &[(&str, &str, Declare)] = &[";
+        let (_, scripts_end) = block(&out, opening).map_err(fail)?;
+        out.insert_str(
+            scripts_end,
+            &format!(
+                "    (\n        \"{kebab}\",\n        unit_{snake}::MODULE,\n        unit_{snake}::declare,\n    ),\n"
+            ),
+        );
+    }
     Ok(out)
 }
 
@@ -313,7 +328,7 @@ mod tests {
 
     #[test]
     fn registry_gets_the_entry_the_kind_and_the_renderer() {
-        let out = registry(REGISTRY, &names("garden-shed")).unwrap();
+        let out = registry(REGISTRY, &names("garden-shed"), false).unwrap();
         assert_eq!(registry_kinds(&out).unwrap(), ["counter", "garden-shed"]);
         assert_eq!(registry_units(&out).unwrap(), ["counter", "garden-shed"]);
         assert!(out.contains("        render: garden_shed,\n    },\n];"));
@@ -324,15 +339,15 @@ mod tests {
 
     #[test]
     fn registry_refuses_a_known_kind_or_a_taken_function() {
-        let error = registry(REGISTRY, &names("counter")).unwrap_err();
+        let error = registry(REGISTRY, &names("counter"), false).unwrap_err();
         assert!(
             error.contains("kind \"counter\" is registered already"),
             "{error}"
         );
         let with_helper = REGISTRY.replace("#[cfg(test)]", "fn weather() {}\n\n#[cfg(test)]");
-        let error = registry(&with_helper, &names("weather")).unwrap_err();
+        let error = registry(&with_helper, &names("weather"), false).unwrap_err();
         assert!(error.contains("a function named weather exists"), "{error}");
-        let error = registry("fn main() {}\n", &names("weather")).unwrap_err();
+        let error = registry("fn main() {}\n", &names("weather"), false).unwrap_err();
         assert!(error.contains("cannot find `pub const KINDS"), "{error}");
     }
 

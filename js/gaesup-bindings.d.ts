@@ -1,0 +1,244 @@
+// Types for window.gaesup (published by the wasm: state/src/js.rs) and for
+// the framework bindings beside this file (gaesup-bindings.js).
+//
+// `tsc --noEmit -p js/tsconfig.json` (part of `cargo xtask test`) checks
+// them against the units written in TypeScript and the README's examples.
+
+import type * as ReactTypes from 'react';
+import type { App, ComputedRef } from 'vue';
+
+/** Who shares a key. */
+export type Scope = 'private' | 'building' | 'apartment' | 'global';
+/** How long a key lives. */
+export type Lifetime = 'memory' | 'ephemeral' | 'persistent';
+/** How concurrent writes combine. */
+export type Strategy = 'last_write_wins' | 'first_write_wins' | 'merge' | 'sum' | 'user_resolve';
+
+/** What JSON can hold: every value written to a key. */
+export type Json = null | boolean | number | string | Json[] | { [field: string]: Json };
+
+/** `declare(name, rules)`: defaults private, memory, last-write-wins, null. */
+export interface KeyRules {
+  scope?: Scope;
+  lifetime?: Lifetime;
+  strategy?: Strategy;
+  default?: Json;
+}
+
+/** Options of `emit` and `on`: scope (default apartment), other tabs too. */
+export interface EventOptions {
+  scope?: Exclude<Scope, 'private'>;
+  crossTab?: boolean;
+}
+
+/**
+ * What window.gaesup throws: an Error with a stable `code`
+ * (`unknown_key`, `permission_denied`, `type_mismatch`, …); the bindings
+ * add `not_ready`, `rejected`, `no_unit` and `no_scope`.
+ */
+export interface GaesupError extends Error {
+  code?: string;
+}
+
+/** `{ lastWriter, version }` of a key: `null` while it holds its default, and for sum keys. */
+export interface WrittenMeta {
+  /** `apartment/building/unit` of the unit that wrote the current value. */
+  lastWriter: string | null;
+  /** The current value's version stamp. */
+  version: string | null;
+}
+
+/** An optimistic write: keep it, or take it back unless someone wrote over it. */
+export interface GaesupWrite {
+  confirm(): void;
+  /** `true` when undone; `false` when a later write was kept. */
+  revert(): boolean;
+}
+
+/** One unit's handle: `window.gaesup.unit('apartment/building/unit')`. */
+export interface GaesupUnit {
+  readonly address: string;
+  declare(name: string, rules?: KeyRules): void;
+  get(name: string): Json;
+  /** The sub-value at `path` (`"items.0.qty"`), `undefined` when absent. */
+  getPath(name: string, path: string): Json | undefined;
+  meta(name: string): WrittenMeta;
+  set(name: string, value: Json): void;
+  increment(name: string, delta: number): void;
+  setOptimistic(name: string, value: Json): GaesupWrite;
+  /** Calls back after each change (of `path` only, with its sub-value); returns the unsubscribe. */
+  subscribe(name: string, callback: (value: Json) => void, options?: { path?: string }): () => void;
+  /**
+   * One callback for several keys, once per change set (a batch, here or
+   * from another tab, counts once) with `{ name: newValue }` of the keys
+   * that changed; returns the one unsubscribe.
+   */
+  subscribeBatch(names: string[], callback: (changed: Record<string, Json>) => void): () => void;
+  emit(name: string, data: Json, options?: EventOptions): void;
+  on(name: string, callback: (data: Json, sender: string) => void, options?: EventOptions): () => void;
+}
+
+/** window.gaesup. */
+export interface Gaesup {
+  readonly version: string;
+  unit(address: string): GaesupUnit;
+}
+
+declare global {
+  interface Window {
+    /** Present once the wasm has started; `gaesup:ready` on window announces it. */
+    gaesup?: Gaesup;
+  }
+  interface WindowEventMap {
+    'gaesup:ready': Event;
+  }
+}
+
+/** Pending writes, the last error, and who wrote last. */
+export interface StateMeta extends WrittenMeta {
+  /** window.gaesup was reached and the key read. */
+  ready: boolean;
+  /** An optimistic write waits for its confirmation. */
+  pending: boolean;
+  /** The last refusal (a write, a read, a rejected optimistic write). */
+  error: GaesupError | null;
+}
+
+/** What resolves or rejects an optimistic write. */
+export type Confirmation = PromiseLike<unknown> | (() => PromiseLike<unknown>);
+
+/** `set(value)` or `set(current => next)`, with the other writes attached. */
+export interface Setter<T> {
+  (next: T | ((current: T) => T)): void;
+  /** Adds `delta` to a sum key. */
+  increment(delta: number): void;
+  /** Shows `next` at once; taken back if `confirmation` rejects. Resolves to whether it was kept. */
+  optimistic(next: T | ((current: T) => T), confirmation: Confirmation): Promise<boolean>;
+  clearError(): void;
+}
+
+export interface SharedStateOptions {
+  /** Watch only this path inside the value. */
+  path?: string;
+  /** Declare the key with these rules first (a Rust unit usually declares it). */
+  rules?: KeyRules;
+}
+
+export interface Snapshot<T> {
+  readonly value: T;
+  readonly meta: StateMeta;
+}
+
+/** One key as one unit sees it (what every adapter is built on). */
+export class SharedState<T = Json> {
+  constructor(address: string, name: string, fallback: T, options?: SharedStateOptions);
+  readonly setter: Setter<T>;
+  readonly listenerCount: number;
+  getSnapshot(): Snapshot<T>;
+  subscribe(listener: () => void): () => void;
+  set(next: T | ((current: T) => T)): void;
+  increment(delta: number): void;
+  optimistic(next: T | ((current: T) => T), confirmation: Confirmation): Promise<boolean>;
+  clearError(): void;
+}
+
+/** Runs `run(window.gaesup)` once it exists; returns the cancel. */
+export function whenReady(run: (gaesup: Gaesup) => void): () => void;
+
+/** Listens to event `name` as unit `address`, once ready; returns the stop. */
+export function listen<D = Json>(
+  address: string,
+  name: string,
+  handler: (data: D, sender: string) => void,
+  options?: EventOptions,
+  onError?: (error: GaesupError) => void,
+): () => void;
+
+/** Sends event `name`; `null`, or the error that refused it. */
+export function emit(address: string, name: string, data: Json, options?: EventOptions): GaesupError | null;
+
+/** What `<gaesup-unit>` hands a unit's `mount(element, options)`. */
+export interface MountOptions {
+  /** The unit's address, `apartment/building/unit`. */
+  unit: string;
+  /** Reports an error the unit could not handle: the shell shows its fallback. */
+  fail(error: unknown): void;
+}
+
+/** The parts of React the bindings use (pass `React` itself). */
+export type ReactLike = Pick<
+  typeof ReactTypes,
+  'createContext' | 'createElement' | 'useCallback' | 'useContext' | 'useEffect' | 'useRef' | 'useSyncExternalStore'
+>;
+
+export interface ReactBindings {
+  UnitProvider(props: { address: string; children?: ReactTypes.ReactNode }): ReactTypes.ReactElement;
+  useSharedState<T = Json>(name: string, fallback: T, options?: SharedStateOptions): [T, Setter<T>, StateMeta];
+  useStatePath<T = Json>(name: string, path: string, fallback: T): [T, StateMeta];
+  useContainerEvent<D = Json>(
+    name: string,
+    handler: (data: D, sender: string) => void,
+    options?: EventOptions,
+  ): (data: Json) => GaesupError | null;
+}
+
+export function reactBindings(React: ReactLike): ReactBindings;
+
+/** The parts of Vue the bindings use (pass `Vue`, or just these). */
+export interface VueLike {
+  computed: typeof import('vue').computed;
+  getCurrentScope: typeof import('vue').getCurrentScope;
+  inject: typeof import('vue').inject;
+  onScopeDispose: typeof import('vue').onScopeDispose;
+  shallowRef: typeof import('vue').shallowRef;
+}
+
+export interface VueBindings {
+  provideUnit(app: App, address: string): void;
+  useSharedState<T = Json>(
+    name: string,
+    fallback: T,
+    options?: SharedStateOptions,
+  ): { value: ComputedRef<T>; set: Setter<T>; meta: ComputedRef<StateMeta> };
+  useStatePath<T = Json>(name: string, path: string, fallback: T): { value: ComputedRef<T>; meta: ComputedRef<StateMeta> };
+  useContainerEvent<D = Json>(
+    name: string,
+    handler: (data: D, sender: string) => void,
+    options?: EventOptions,
+  ): (data: Json) => GaesupError | null;
+}
+
+export function vueBindings(Vue: VueLike): VueBindings;
+
+/** Svelte's store contract. */
+export interface Readable<T> {
+  subscribe(run: (value: T) => void, invalidate?: () => void): () => void;
+}
+
+export interface SharedStore<T> extends Readable<T> {
+  set(next: T): void;
+  update(change: (current: T) => T): void;
+  increment(delta: number): void;
+  optimistic(next: T | ((current: T) => T), confirmation: Confirmation): Promise<boolean>;
+  clearError(): void;
+  meta: Readable<StateMeta>;
+  destroy(): void;
+}
+
+export interface PathStore<T> extends Readable<T> {
+  meta: Readable<StateMeta>;
+  destroy(): void;
+}
+
+export interface EventStore<D> extends Readable<{ data: D; sender: string } | null> {
+  emit(data: Json): GaesupError | null;
+  destroy(): void;
+}
+
+export interface SvelteBindings {
+  sharedStore<T = Json>(name: string, fallback: T, options?: SharedStateOptions): SharedStore<T>;
+  pathStore<T = Json>(name: string, path: string, fallback: T): PathStore<T>;
+  eventStore<D = Json>(name: string, options?: EventOptions): EventStore<D>;
+}
+
+export function svelteBindings(address: string): SvelteBindings;

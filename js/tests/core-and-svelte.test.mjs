@@ -1,0 +1,281 @@
+// SharedState, the event helpers and the Svelte stores against a fake
+// window.gaesup, with node's test runner.
+import { test, beforeEach } from 'node:test';
+import assert from 'node:assert/strict';
+import { get, derived } from 'svelte/store';
+import { FakeGaesup, installWindow, countReadyListeners } from './fake-gaesup.mjs';
+import { SharedState, listen, emit, svelteBindings } from '../gaesup-bindings.js';
+
+const UNIT = 'main/studio/svelte';
+let page;
+let readyListeners;
+
+beforeEach(() => {
+  page = installWindow(new EventTarget());
+  readyListeners = countReadyListeners(page.window);
+});
+
+function ready(values = { count: 0 }) {
+  const fake = new FakeGaesup();
+  for (const [name, value] of Object.entries(values)) fake.seed(name, value);
+  page.publish(fake);
+  return fake;
+}
+
+test('a state waits for gaesup:ready, then shows the value and follows changes', () => {
+  const state = new SharedState(UNIT, 'count', 7);
+  const seen = [];
+  const stop = state.subscribe(() => seen.push(state.getSnapshot().value));
+  assert.equal(state.getSnapshot().value, 7, 'the fallback until ready');
+  assert.equal(state.getSnapshot().meta.ready, false);
+  assert.equal(readyListeners(), 1);
+
+  const fake = ready({ count: 3 });
+  assert.equal(state.getSnapshot().value, 3);
+  assert.equal(state.getSnapshot().meta.ready, true);
+  fake.write('count', 4, 'main/studio/leptos');
+  assert.deepEqual(seen, [3, 4]);
+  assert.equal(state.getSnapshot().meta.lastWriter, 'main/studio/leptos');
+
+  stop();
+  assert.equal(fake.subscriptions.size, 0, 'the last listener gone, the subscription goes');
+  fake.write('count', 5);
+  assert.deepEqual(seen, [3, 4], 'nothing after unsubscribe');
+});
+
+test('unsubscribing before ready removes the ready listener and never subscribes', () => {
+  const state = new SharedState(UNIT, 'count', 0);
+  const stop = state.subscribe(() => {});
+  assert.equal(readyListeners(), 1);
+  stop();
+  assert.equal(readyListeners(), 0, 'no gaesup:ready listener left behind');
+  const fake = ready();
+  assert.equal(fake.subscriptions.size, 0);
+  assert.equal(state.listenerCount, 0);
+});
+
+test('the snapshot is the same object until something changes (useSyncExternalStore needs it)', () => {
+  const fake = ready({ count: 1 });
+  const state = new SharedState(UNIT, 'count', 0);
+  const stop = state.subscribe(() => {});
+  const first = state.getSnapshot();
+  assert.equal(state.getSnapshot(), first);
+  fake.write('count', 2);
+  assert.notEqual(state.getSnapshot(), first);
+  stop();
+});
+
+test('several listeners share one subscription, released by the last', () => {
+  const fake = ready();
+  const state = new SharedState(UNIT, 'count', 0);
+  const a = state.subscribe(() => {});
+  const b = state.subscribe(() => {});
+  assert.equal(fake.subscriptions.size, 1);
+  a();
+  a();
+  assert.equal(fake.subscriptions.size, 1, 'calling an unsubscribe twice removes nothing else');
+  b();
+  assert.equal(fake.subscriptions.size, 0);
+});
+
+test('writes: set, updater, increment; a refused write lands in meta.error, not a throw', () => {
+  const fake = ready({ count: 1, note: '' });
+  const count = new SharedState(UNIT, 'count', 0);
+  const stop = count.subscribe(() => {});
+  count.set(5);
+  count.set((n) => n + 1);
+  count.increment(2);
+  assert.equal(count.getSnapshot().value, 8);
+  assert.equal(count.getSnapshot().meta.lastWriter, UNIT);
+
+  const note = new SharedState(UNIT, 'note', '');
+  note.set('refused');
+  assert.equal(note.getSnapshot().meta.error?.code, 'permission_denied');
+  note.set('fine');
+  assert.equal(note.getSnapshot().meta.error, null, 'a successful write clears the error');
+  stop();
+  assert.equal(fake.subscriptions.size, 0);
+});
+
+test('an unknown key is an error in meta, and rules declare it first', () => {
+  const fake = ready({});
+  const missing = new SharedState(UNIT, 'nope', 'x');
+  const stop = missing.subscribe(() => {});
+  assert.equal(missing.getSnapshot().meta.error?.code, 'unknown_key');
+  assert.equal(missing.getSnapshot().value, 'x');
+  stop();
+
+  const declared = new SharedState(UNIT, 'likes', 0, { rules: { scope: 'building', strategy: 'sum' } });
+  const stop2 = declared.subscribe(() => {});
+  assert.deepEqual(fake.calls.filter(([c]) => c === 'declare'), [['declare', 'likes']]);
+  declared.increment(1);
+  assert.equal(declared.getSnapshot().value, 1);
+  stop2();
+  assert.equal(fake.subscriptions.size, 0);
+});
+
+test('optimistic writes: pending while waiting, kept on success, taken back on rejection', async () => {
+  const fake = ready({ note: 'a' });
+  const note = new SharedState(UNIT, 'note', '');
+  const stop = note.subscribe(() => {});
+
+  let confirm;
+  const kept = note.optimistic('b', new Promise((resolve) => (confirm = resolve)));
+  assert.equal(note.getSnapshot().value, 'b', 'shown at once');
+  assert.equal(note.getSnapshot().meta.pending, true);
+  confirm();
+  assert.equal(await kept, true);
+  assert.equal(note.getSnapshot().meta.pending, false);
+  assert.equal(note.getSnapshot().value, 'b');
+
+  const dropped = await note.optimistic('c', () => Promise.reject(new Error('server said no')));
+  assert.equal(dropped, false);
+  assert.equal(note.getSnapshot().value, 'b', 'rolled back');
+  assert.equal(note.getSnapshot().meta.error?.code, 'rejected');
+  assert.match(note.getSnapshot().meta.error.message, /server said no/);
+  assert.equal(note.getSnapshot().meta.pending, false);
+  note.clearError();
+  assert.equal(note.getSnapshot().meta.error, null);
+
+  // Someone writes over it while it waits: the rollback keeps their write.
+  let reject;
+  const overtaken = note.optimistic('d', new Promise((_, no) => (reject = no)));
+  fake.write('note', 'theirs');
+  reject(new Error('late'));
+  assert.equal(await overtaken, false);
+  assert.equal(note.getSnapshot().value, 'theirs');
+  stop();
+  assert.equal(fake.subscriptions.size, 0);
+});
+
+test('a path state hears only its path', () => {
+  const fake = ready({ cart: { items: [{ qty: 1 }], owner: 'x' } });
+  const qty = new SharedState(UNIT, 'cart', 0, { path: 'items.0.qty' });
+  const seen = [];
+  const stop = qty.subscribe(() => seen.push(qty.getSnapshot().value));
+  fake.write('cart', { items: [{ qty: 1 }], owner: 'y' });
+  fake.write('cart', { items: [{ qty: 2 }], owner: 'y' });
+  assert.deepEqual(seen, [1, 2]);
+  stop();
+  assert.equal(fake.subscriptions.size, 0);
+});
+
+test('events: listen waits for ready, hears emits, and stops', () => {
+  const heard = [];
+  const stop = listen(UNIT, 'wave', (data, sender) => heard.push([data, sender]));
+  assert.equal(emit(UNIT, 'wave', 1)?.code, 'not_ready');
+  const fake = ready();
+  assert.equal(fake.listeners.size, 1);
+  assert.equal(emit(UNIT, 'wave', { hi: 1 }, { scope: 'building' }), null);
+  assert.deepEqual(heard, [[{ hi: 1 }, UNIT]]);
+  stop();
+  assert.equal(fake.listeners.size, 0);
+
+  const early = listen(UNIT, 'wave', () => {});
+  early();
+  assert.equal(fake.listeners.size, 0);
+});
+
+test('svelte: a shared store follows the store contract and works with svelte/store helpers', () => {
+  const fake = ready({ count: 2 });
+  const { sharedStore } = svelteBindings(UNIT);
+  const count = sharedStore('count', 0);
+  assert.equal(get(count), 2, 'get() subscribes and unsubscribes');
+  assert.equal(fake.subscriptions.size, 0);
+
+  const doubled = derived(count, (n) => n * 2);
+  const seen = [];
+  const stop = doubled.subscribe((n) => seen.push(n));
+  count.set(3);
+  count.update((n) => n + 1);
+  count.increment(1);
+  assert.deepEqual(seen, [4, 6, 8, 10]);
+  stop();
+  assert.equal(fake.subscriptions.size, 0, 'derived released the store');
+});
+
+test('svelte: subscribe calls back at once, once; meta is a store; destroy ends everything', () => {
+  const fake = ready({ note: 'x' });
+  const { sharedStore } = svelteBindings(UNIT);
+  const note = sharedStore('note', '');
+  const values = [];
+  const metas = [];
+  note.subscribe((v) => values.push(v));
+  note.meta.subscribe((m) => metas.push(m.lastWriter));
+  assert.deepEqual(values, ['x']);
+  fake.write('note', 'y', 'main/studio/react');
+  assert.deepEqual(values, ['x', 'y']);
+  assert.equal(metas.at(-1), 'main/studio/react');
+  assert.equal(fake.subscriptions.size, 1, 'value and meta share one subscription');
+  note.destroy();
+  assert.equal(fake.subscriptions.size, 0);
+  fake.write('note', 'z');
+  assert.deepEqual(values, ['x', 'y']);
+});
+
+test('svelte: a store made before ready waits, and unsubscribing before ready leaves nothing', () => {
+  const { sharedStore, eventStore } = svelteBindings(UNIT);
+  const count = sharedStore('count', 9);
+  const values = [];
+  const stop = count.subscribe((v) => values.push(v));
+  const events = eventStore('wave');
+  const stopEvents = events.subscribe(() => {});
+  assert.equal(readyListeners(), 2);
+  stop();
+  stopEvents();
+  assert.equal(readyListeners(), 0);
+  const fake = ready({ count: 1 });
+  assert.equal(fake.subscriptions.size, 0);
+  assert.equal(fake.listeners.size, 0);
+  assert.deepEqual(values, [9]);
+});
+
+test('svelte: an event store holds the last event and emits', () => {
+  const fake = ready();
+  const { eventStore } = svelteBindings(UNIT);
+  const wave = eventStore('wave', { scope: 'building' });
+  const seen = [];
+  const stop = wave.subscribe((event) => seen.push(event));
+  wave.emit('hello');
+  assert.deepEqual(seen, [null, { data: 'hello', sender: UNIT }]);
+  stop();
+  assert.equal(fake.listeners.size, 0);
+  wave.subscribe(() => {});
+  wave.destroy();
+  assert.equal(fake.listeners.size, 0);
+
+  // The same function subscribed twice is two subscriptions.
+  const run = () => {};
+  const first = wave.subscribe(run);
+  const second = wave.subscribe(run);
+  first();
+  assert.equal(fake.listeners.size, 1, 'the second still listens');
+  second();
+  assert.equal(fake.listeners.size, 0);
+});
+
+test('a write is heard once: one notification per change, not two', () => {
+  const fake = ready({ count: 0 });
+  const count = new SharedState(UNIT, 'count', 0);
+  let notified = 0;
+  const stop = count.subscribe(() => (notified += 1));
+  notified = 0;
+  count.increment(1);
+  assert.equal(notified, 1);
+  assert.equal(count.getSnapshot().value, 1);
+  stop();
+  assert.equal(fake.subscriptions.size, 0);
+});
+
+test('svelte: a path store', () => {
+  const fake = ready({ profile: { name: 'Ann', age: 3 } });
+  const { pathStore } = svelteBindings(UNIT);
+  const name = pathStore('profile', 'name', '');
+  const seen = [];
+  const stop = name.subscribe((v) => seen.push(v));
+  fake.write('profile', { name: 'Ann', age: 4 });
+  fake.write('profile', { name: 'Bo', age: 4 });
+  assert.deepEqual(seen, ['Ann', 'Bo']);
+  stop();
+  assert.equal(fake.subscriptions.size, 0);
+});

@@ -1,0 +1,155 @@
+// A fake window.gaesup for the bindings' unit tests: the same surface as
+// the wasm's (state/src/js.rs), in memory, counting what is attached so a
+// test can tell that a cleanup really removed it.
+
+function coded(code, message) {
+  const error = new Error(message);
+  error.code = code;
+  return error;
+}
+
+function at(value, path) {
+  let current = value;
+  for (const segment of path.split('.')) {
+    if (current === null || typeof current !== 'object' || !(segment in current)) return undefined;
+    current = current[segment];
+  }
+  return current;
+}
+
+const copy = (value) => (value === undefined ? undefined : JSON.parse(JSON.stringify(value)));
+
+export class FakeGaesup {
+  /** key name → { value, lastWriter, version } */
+  keys = new Map();
+  /** live subscriptions: { name, callback, path } */
+  subscriptions = new Set();
+  /** live event listeners: { name, callback } */
+  listeners = new Set();
+  /** every call of unit(), declare(), set()…, for assertions */
+  calls = [];
+  #stamp = 0;
+
+  /** Declares `name` with `value` (what the Rust side of a unit does). */
+  seed(name, value) {
+    this.keys.set(name, { value, lastWriter: null, version: null });
+  }
+
+  /** A write from another unit or tab. */
+  write(name, value, writer = 'main/other/unit') {
+    const key = this.keys.get(name);
+    if (!key) throw coded('unknown_key', `unknown key ${name}`);
+    const old = key.value;
+    key.value = copy(value);
+    key.lastWriter = writer;
+    key.version = `${++this.#stamp}.0@1`;
+    for (const sub of [...this.subscriptions]) {
+      if (sub.name !== name) continue;
+      if (sub.path === undefined) sub.callback(copy(key.value));
+      else if (JSON.stringify(at(old, sub.path)) !== JSON.stringify(at(key.value, sub.path))) {
+        sub.callback(copy(at(key.value, sub.path)));
+      }
+    }
+  }
+
+  unit(address) {
+    this.calls.push(['unit', address]);
+    if (address.split('/').length !== 3) throw coded('invalid_id', `bad address ${address}`);
+    const fake = this;
+    const key = (name) => {
+      const found = fake.keys.get(name);
+      if (!found) throw coded('unknown_key', `unknown key ${name}`);
+      return found;
+    };
+    return {
+      address,
+      declare(name, rules = {}) {
+        fake.calls.push(['declare', name]);
+        if (!fake.keys.has(name)) fake.seed(name, rules.default ?? (rules.strategy === 'sum' ? 0 : null));
+      },
+      get: (name) => copy(key(name).value),
+      getPath: (name, path) => copy(at(key(name).value, path)),
+      meta(name) {
+        const { lastWriter, version } = key(name);
+        return { lastWriter, version };
+      },
+      set(name, value) {
+        fake.calls.push(['set', name, value]);
+        if (value === 'refused') throw coded('permission_denied', 'refused on purpose');
+        key(name);
+        fake.write(name, value, address);
+      },
+      increment(name, delta) {
+        fake.calls.push(['increment', name, delta]);
+        fake.write(name, key(name).value + delta, address);
+      },
+      setOptimistic(name, value) {
+        const before = copy(key(name).value);
+        this.set(name, value);
+        const written = fake.#stamp;
+        return {
+          confirm() {
+            fake.calls.push(['confirm', name]);
+          },
+          revert() {
+            fake.calls.push(['revert', name]);
+            if (fake.#stamp !== written) return false;
+            fake.write(name, before, address);
+            return true;
+          },
+        };
+      },
+      subscribe(name, callback, options = {}) {
+        key(name);
+        const sub = { name, callback, path: options.path };
+        fake.subscriptions.add(sub);
+        return () => fake.subscriptions.delete(sub);
+      },
+      emit(name, data, options = {}) {
+        fake.calls.push(['emit', name, data, options]);
+        for (const listener of [...fake.listeners]) {
+          if (listener.name === name) listener.callback(copy(data), address);
+        }
+      },
+      on(name, callback) {
+        const listener = { name, callback };
+        fake.listeners.add(listener);
+        return () => fake.listeners.delete(listener);
+      },
+    };
+  }
+}
+
+/**
+ * Puts a `window` (an EventTarget, or the one given) on globalThis with no
+ * gaesup yet; `publish(fake)` then does what the wasm does at start-up.
+ */
+export function installWindow(win = globalThis.window ?? new EventTarget()) {
+  globalThis.window = win;
+  delete win.gaesup;
+  return {
+    window: win,
+    publish(fake) {
+      win.gaesup = fake;
+      win.dispatchEvent(new (win.Event ?? Event)('gaesup:ready'));
+    },
+  };
+}
+
+/** Counts `gaesup:ready` listeners on `win` (what waiting leaves behind). */
+export function countReadyListeners(win) {
+  const add = win.addEventListener.bind(win);
+  const remove = win.removeEventListener.bind(win);
+  const live = new Set();
+  win.addEventListener = (type, listener, options) => {
+    if (type === 'gaesup:ready') live.add(listener);
+    add(type, listener, options);
+  };
+  win.removeEventListener = (type, listener, options) => {
+    if (type === 'gaesup:ready') live.delete(listener);
+    remove(type, listener, options);
+  };
+  // A `once` listener that fired is gone too.
+  add('gaesup:ready', () => live.clear());
+  return () => live.size;
+}

@@ -1,0 +1,18 @@
+// The React counter's entry: <gaesup-unit> imports this module when the
+// unit is shown and calls mount().
+import { createRoot } from 'react-dom/client';
+import type { MountOptions } from 'gaesup-bindings';
+import { UnitProvider } from './gaesup';
+import { ReactCounter } from './ReactCounter';
+
+export function mount(element: HTMLElement, { unit, fail }: MountOptions): () => void {
+  // An error no component handled ends the unit: the shell shows its
+  // fallback in the unit's frame (React has unmounted the tree already).
+  const root = createRoot(element, { onUncaughtError: (error) => fail(error) });
+  root.render(
+    <UnitProvider address={unit}>
+      <ReactCounter />
+    </UnitProvider>,
+  );
+  return () => root.unmount();
+}
