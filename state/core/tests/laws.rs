@@ -1,19 +1,44 @@
-//! Property tests: every strategy's state is a join-semilattice, and
-//! applying ops is order- and duplicate-insensitive. Test names state the
-//! law.
+//! Property tests, in two parts.
+//!
+//! **Laws of the states.** Every strategy's state is a join-semilattice:
+//! merging is commutative, associative and idempotent, merging replicas
+//! equals applying the union of their ops, and applying ops ignores order
+//! and duplicates. Test names state the law.
+//!
+//! **Against an oracle.** Replicas made of real [`Store`]s write through
+//! the public API and exchange ops in random orders, with duplicates. The
+//! oracle knows only what each writer meant and what it had seen when it
+//! wrote (the ground truth the test itself records), never the
+//! implementation's slots, registers or watermarks:
+//!
+//! - last/first-write-wins: the newest/oldest write by (stamp, op id);
+//! - merge: per field, the newest write that touched it;
+//! - sum: the newest reset's target plus every increment its writer had not
+//!   seen, or the plain sum of every delta without a reset;
+//! - user-resolve: the writes no other write had seen, newest shown.
+//!
+//! A third part checks admission op by op against a predicate written from
+//! the rules (permissions, scope, apartment, schema, clock window, limits).
+//!
+//! Case counts: `PROPTEST_CASES` (default 256 for the laws); the oracle
+//! tests run [`ORACLE_CASES`] each (10,000) in the test command.
 
-// Test and bench code: a panic here is a failed test, and clippy.toml's
-// allow-unwrap-in-tests does not reach helpers outside #[test] functions.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use gaesup_state_core::{
-    FullKey, KeyState, Op, OpId, Payload, Stamp, Strategy as Kind, TabId, UnitAddress,
+    Access, Error, FullKey, KeyState, Lifetime, MAX_CLOCK_AHEAD_MS, MAX_HOLD_AHEAD_MS,
+    MAX_VALUE_BYTES, ManualClock, Message, Op, OpGroup, OpId, Payload, Scope, SharedKey, Stamp,
+    Store, Strategy as Kind, TabId, UnitAddress,
 };
 use proptest::collection::{btree_map, btree_set, vec};
 use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Value, json};
+
+/// Cases per oracle test.
+const ORACLE_CASES: u32 = 10_000;
 
 fn key() -> FullKey {
     FullKey::parse("apartment/a/k").unwrap()
@@ -86,7 +111,7 @@ fn set_ops() -> impl Strategy<Value = Vec<Op>> {
             .into_iter()
             .enumerate()
             .map(|(i, ((tab, wall, counter), value))| {
-                op(i as u64, tab, wall, counter, Payload::Set { value })
+                op(i as u64 + 1, tab, wall, counter, Payload::Set { value })
             })
             .collect()
     })
@@ -116,29 +141,58 @@ fn merge_ops() -> impl Strategy<Value = Vec<Op>> {
         items
             .into_iter()
             .enumerate()
-            .map(|(i, ((tab, wall, counter), payload))| op(i as u64, tab, wall, counter, payload))
+            .map(|(i, ((tab, wall, counter), payload))| {
+                op(i as u64 + 1, tab, wall, counter, payload)
+            })
             .collect()
     })
 }
 
-/// Per-tab increments turned into cumulative PN ops.
+/// Per-tab increments and resets, as raw ops: each tab's slot totals are
+/// cumulative, resets observe arbitrary totals (forged or not, the laws
+/// must hold).
 fn sum_ops() -> impl Strategy<Value = Vec<Op>> {
-    vec((1..=3u8, -5..=5i64), 0..16).prop_map(|items| {
-        let mut totals: BTreeMap<u8, (u64, u64, u64)> = BTreeMap::new();
+    vec((1..=3u8, -5..=5i64, 0..10u8, 0..4u64), 0..16).prop_map(|items| {
+        let mut totals: BTreeMap<u8, (u64, u64)> = BTreeMap::new();
         items
             .into_iter()
-            .map(|(tab, delta)| {
+            .enumerate()
+            .map(|(i, (tab, delta, reset, wall))| {
+                let seq = i as u64 + 1;
+                if reset == 0 {
+                    let observed = totals
+                        .iter()
+                        .map(|(t, (p, n))| gaesup_state_core::Observed {
+                            slot: OpId {
+                                tab: TabId::new(u64::from(*t)),
+                                seq: 1,
+                            },
+                            p: *p / 2,
+                            n: *n,
+                        })
+                        .collect();
+                    return op(
+                        seq,
+                        tab,
+                        wall,
+                        0,
+                        Payload::Reset {
+                            target: delta,
+                            horizon: 0,
+                            observed,
+                        },
+                    );
+                }
                 let slot = totals.entry(tab).or_default();
                 if delta >= 0 {
                     slot.0 += delta.unsigned_abs();
                 } else {
                     slot.1 += delta.unsigned_abs();
                 }
-                slot.2 += 1;
                 op(
-                    slot.2,
+                    seq,
                     tab,
-                    slot.2,
+                    wall,
                     0,
                     Payload::Count {
                         slot: OpId {
@@ -154,18 +208,6 @@ fn sum_ops() -> impl Strategy<Value = Vec<Op>> {
     })
 }
 
-fn sum_of(ops: &[Op]) -> i64 {
-    // The last op of each tab carries its totals.
-    let mut last: BTreeMap<TabId, (u64, u64)> = BTreeMap::new();
-    for op in ops {
-        if let Payload::Count { p, n, .. } = op.payload {
-            let slot = last.entry(op.id.tab).or_default();
-            *slot = (slot.0.max(p), slot.1.max(n));
-        }
-    }
-    last.values().map(|(p, n)| *p as i64 - *n as i64).sum()
-}
-
 /// Each op may supersede any earlier op (what its writer had seen).
 fn resolve_ops() -> impl Strategy<Value = Vec<Op>> {
     vec((stamp_parts(), small_value(), any::<u64>()), 0..12).prop_map(|items| {
@@ -179,7 +221,7 @@ fn resolve_ops() -> impl Strategy<Value = Vec<Op>> {
                 .map(|(_, id)| *id)
                 .collect();
             let op = op(
-                i as u64,
+                i as u64 + 1,
                 tab,
                 wall,
                 counter,
@@ -282,12 +324,6 @@ laws!(user_resolve, Kind::UserResolve, resolve_ops());
 
 proptest! {
     #[test]
-    fn duplicate_delivery_counts_once((ops, schedule) in sum_ops().prop_flat_map(deliveries)) {
-        let state = state_of(Kind::Sum, &schedule);
-        prop_assert_eq!(state.value(), Some(Value::from(sum_of(&ops))));
-    }
-
-    #[test]
     fn ties_are_broken_by_tab_identically_everywhere(
         wall in 0..1_000u64,
         counter in 0..4u32,
@@ -349,4 +385,587 @@ proptest! {
         prop_assert_eq!(state.value(), Some(z));
         prop_assert!(state.conflicts().is_empty());
     }
+}
+
+// ----- against an oracle ------------------------------------------------------
+
+const NOW: u64 = 1_700_000_000_000;
+
+/// One step of a run: replica `who` writes (what depends on the strategy),
+/// or receives the op at `pick` of everything written so far.
+#[derive(Debug, Clone)]
+enum Step {
+    Write { who: usize, arg: i64, field: u8 },
+    Deliver { who: usize, pick: usize },
+    Tick { who: usize, ms: u64 },
+}
+
+fn steps() -> impl Strategy<Value = Vec<Step>> {
+    let step = prop_oneof![
+        4 => (0..3usize, -4..6i64, 0..4u8).prop_map(|(who, arg, field)| Step::Write { who, arg, field }),
+        5 => (0..3usize, any::<usize>()).prop_map(|(who, pick)| Step::Deliver { who, pick }),
+        1 => (0..3usize, 0..50u64).prop_map(|(who, ms)| Step::Tick { who, ms }),
+    ];
+    vec(step, 1..40)
+}
+
+/// The fields a merge patch sets.
+fn object_fields(payload: &Payload) -> Option<BTreeMap<String, Option<Value>>> {
+    match payload {
+        Payload::Patch { set, .. } => Some(
+            set.iter()
+                .map(|(name, value)| (name.clone(), Some(value.clone())))
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+/// What the oracle knows about one write.
+#[derive(Debug, Clone)]
+struct Truth {
+    id: OpId,
+    stamp: Stamp,
+    /// The ops its writer had applied when it wrote (including its own).
+    seen: BTreeSet<OpId>,
+    intent: Intent,
+}
+
+#[derive(Debug, Clone)]
+enum Intent {
+    /// A whole value (lww, fww, resolve; merge: the whole object written).
+    Whole(Value),
+    /// Merge: fields set and removed.
+    Fields(BTreeMap<String, Option<Value>>),
+    Add(i64),
+    Reset(i64),
+}
+
+struct Run {
+    kind: Kind,
+    key: SharedKey<Value>,
+    unit: UnitAddress,
+    clocks: Vec<ManualClock>,
+    stores: Vec<Store>,
+    applied: Vec<BTreeSet<OpId>>,
+    ops: Vec<Op>,
+    truths: Vec<Truth>,
+}
+
+impl Run {
+    fn new(kind: Kind) -> Self {
+        let key = SharedKey::<Value>::builder_with_default(
+            "k",
+            if kind == Kind::Sum {
+                json!(0)
+            } else {
+                Value::Null
+            },
+        )
+        .scope(Scope::Apartment)
+        .lifetime(Lifetime::Ephemeral)
+        .strategy(kind)
+        .build()
+        .unwrap();
+        let clocks: Vec<ManualClock> = (0..3).map(|i| ManualClock::new(NOW + i * 7)).collect();
+        let stores = clocks
+            .iter()
+            .enumerate()
+            .map(|(i, clock)| {
+                let mut store = Store::new(TabId::new(i as u64 + 1), clock.clone());
+                store.declare(&key).unwrap();
+                store
+            })
+            .collect();
+        Self {
+            kind,
+            key,
+            unit: "a/b/u".parse().unwrap(),
+            clocks,
+            stores,
+            applied: vec![BTreeSet::new(); 3],
+            ops: Vec::new(),
+            truths: Vec::new(),
+        }
+    }
+
+    fn step(&mut self, step: &Step) -> Result<(), TestCaseError> {
+        match *step {
+            Step::Write { who, arg, field } => self.write(who, arg, field)?,
+            Step::Deliver { who, pick } => {
+                if !self.ops.is_empty() {
+                    let op = self.ops[pick % self.ops.len()].clone();
+                    self.deliver(who, &op)?;
+                }
+            }
+            Step::Tick { who, ms } => self.clocks[who].advance(ms),
+        }
+        Ok(())
+    }
+
+    fn deliver(&mut self, who: usize, op: &Op) -> Result<(), TestCaseError> {
+        let message = Message::Ops(OpGroup {
+            ops: vec![op.clone()],
+        });
+        let inbound = self.stores[who].receive_text(&message.encode().unwrap());
+        prop_assert!(inbound.errors.is_empty(), "{:?}", inbound.errors);
+        self.applied[who].insert(op.id);
+        // A reset tells what its writer had counted (its observed totals):
+        // the receiver knows those increments from then on.
+        if let Some(truth) = self.truths.iter().find(|t| t.id == op.id)
+            && matches!(truth.intent, Intent::Reset(_))
+        {
+            let seen = truth.seen.clone();
+            self.applied[who].extend(seen);
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, who: usize, arg: i64, field: u8) -> Result<(), TestCaseError> {
+        let store = &mut self.stores[who];
+        let (key, unit) = (&self.key, &self.unit);
+        let (write, intent) = match self.kind {
+            Kind::LastWriteWins | Kind::UserResolve => (
+                store.set(unit, key, json!(arg)).unwrap(),
+                Intent::Whole(json!(arg)),
+            ),
+            Kind::FirstWriteWins => match store.set(unit, key, json!(arg)) {
+                Ok(write) => (write, Intent::Whole(json!(arg))),
+                Err(Error::FirstWriteWins { .. }) => return Ok(()),
+                Err(err) => return Err(TestCaseError::fail(err.to_string())),
+            },
+            Kind::Merge => {
+                let name = format!("f{field}");
+                let current = store.get_value(unit, key).unwrap();
+                if arg < 0 && field == 0 {
+                    // A value that is not an object replaces every field.
+                    let whole = json!(arg);
+                    (
+                        store.set(unit, key, whole.clone()).unwrap(),
+                        Intent::Whole(whole),
+                    )
+                } else {
+                    let before = current.as_object().cloned().unwrap_or_default();
+                    let mut object = before.clone();
+                    if arg < 0 {
+                        object.remove(&name);
+                    } else {
+                        object.insert(name.clone(), json!(arg));
+                    }
+                    // What the user changed in what they saw: removing a
+                    // field they never had is no change at all.
+                    let changed = (before.get(&name) != object.get(&name))
+                        .then(|| (name.clone(), object.get(&name).cloned()));
+                    let write = store.set(unit, key, Value::Object(object)).unwrap();
+                    // Over a value that was not an object, the object
+                    // replaces it whole; over an object, the change is what
+                    // the user changed in what they saw; on a fresh key,
+                    // every field written.
+                    let intent = match (&write.op.payload, current.is_object()) {
+                        (Payload::Set { value }, _) => Intent::Whole(value.clone()),
+                        (_, true) => Intent::Fields(changed.into_iter().collect()),
+                        (payload, false) => {
+                            Intent::Fields(object_fields(payload).unwrap_or_default())
+                        }
+                    };
+                    (write, intent)
+                }
+            }
+            Kind::Sum => {
+                if field == 0 {
+                    (
+                        store.set(unit, key, json!(arg)).unwrap(),
+                        Intent::Reset(arg),
+                    )
+                } else {
+                    (store.increment(unit, key, arg).unwrap(), Intent::Add(arg))
+                }
+            }
+        };
+        let mut seen = self.applied[who].clone();
+        seen.insert(write.op.id);
+        self.applied[who].insert(write.op.id);
+        self.truths.push(Truth {
+            id: write.op.id,
+            stamp: write.op.stamp,
+            seen,
+            intent,
+        });
+        self.ops.push(write.op);
+        Ok(())
+    }
+
+    /// Every replica receives every op (again), in its own shuffled order.
+    fn finish(&mut self, order: &[usize]) -> Result<(), TestCaseError> {
+        let ops = self.ops.clone();
+        for who in 0..self.stores.len() {
+            for i in 0..ops.len() {
+                let pick = order.get(i).copied().unwrap_or(i) % ops.len().max(1);
+                self.deliver(who, &ops[(pick + who + i) % ops.len()])?;
+            }
+            for op in &ops {
+                self.deliver(who, op)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The oracle: the value every replica must end with.
+    fn expected(&self) -> Value {
+        let by_time = |t: &&Truth| (t.stamp, t.id);
+        match self.kind {
+            Kind::LastWriteWins | Kind::FirstWriteWins => {
+                let pick = if self.kind == Kind::LastWriteWins {
+                    self.truths.iter().max_by_key(by_time)
+                } else {
+                    self.truths.iter().min_by_key(by_time)
+                };
+                match pick.map(|t| &t.intent) {
+                    Some(Intent::Whole(value)) => value.clone(),
+                    _ => Value::Null,
+                }
+            }
+            Kind::UserResolve => {
+                // Live: no other write had seen it.
+                let live: Vec<&Truth> = self
+                    .truths
+                    .iter()
+                    .filter(|t| {
+                        !self
+                            .truths
+                            .iter()
+                            .any(|o| o.id != t.id && o.seen.contains(&t.id))
+                    })
+                    .collect();
+                match live
+                    .into_iter()
+                    .max_by_key(|t| (t.stamp, t.id))
+                    .map(|t| &t.intent)
+                {
+                    Some(Intent::Whole(value)) => value.clone(),
+                    _ => Value::Null,
+                }
+            }
+            Kind::Merge => self.expected_merge(),
+            Kind::Sum => self.expected_sum(),
+        }
+    }
+
+    fn expected_merge(&self) -> Value {
+        let newest_whole = self
+            .truths
+            .iter()
+            .filter(|t| matches!(t.intent, Intent::Whole(_)))
+            .max_by_key(|t| (t.stamp, t.id));
+        let mut names = BTreeSet::new();
+        for truth in &self.truths {
+            match &truth.intent {
+                Intent::Whole(Value::Object(map)) => names.extend(map.keys().cloned()),
+                Intent::Fields(fields) => names.extend(fields.keys().cloned()),
+                _ => {}
+            }
+        }
+        let mut object = serde_json::Map::new();
+        for name in names {
+            // The newest write that says anything about this field.
+            let newest = self
+                .truths
+                .iter()
+                .filter_map(|t| {
+                    let says = match &t.intent {
+                        Intent::Whole(Value::Object(map)) => Some(map.get(&name).cloned()),
+                        Intent::Whole(_) => Some(None),
+                        Intent::Fields(fields) => fields.get(&name).cloned(),
+                        _ => None,
+                    };
+                    says.map(|value| ((t.stamp, t.id), value))
+                })
+                .max_by_key(|(order, _)| *order);
+            if let Some((_, Some(value))) = newest {
+                object.insert(name, value);
+            }
+        }
+        match newest_whole {
+            Some(whole) if !matches!(whole.intent, Intent::Whole(Value::Object(_))) => {
+                // A patch that changed nothing says nothing.
+                let patched_later = self.truths.iter().any(|t| {
+                    matches!(&t.intent, Intent::Fields(f) if !f.is_empty())
+                        && (t.stamp, t.id) > (whole.stamp, whole.id)
+                });
+                match (&whole.intent, patched_later) {
+                    (Intent::Whole(value), false) => value.clone(),
+                    _ => Value::Object(object),
+                }
+            }
+            None if object.is_empty()
+                && !self
+                    .truths
+                    .iter()
+                    .any(|t| matches!(&t.intent, Intent::Fields(f) if !f.is_empty())) =>
+            {
+                Value::Null
+            }
+            _ => Value::Object(object),
+        }
+    }
+
+    fn expected_sum(&self) -> Value {
+        let reset = self
+            .truths
+            .iter()
+            .filter(|t| matches!(t.intent, Intent::Reset(_)))
+            .max_by_key(|t| (t.stamp, t.id));
+        let adds = self.truths.iter().filter_map(|t| match t.intent {
+            Intent::Add(delta) => Some((t, delta)),
+            _ => None,
+        });
+        let total: i64 = match reset {
+            None => adds.map(|(_, delta)| delta).sum(),
+            Some(reset) => {
+                let Intent::Reset(target) = reset.intent else {
+                    unreachable!()
+                };
+                // An increment counts on top of the reset unless the
+                // resetter had seen it, or a later op of the same tab
+                // (whose totals include it).
+                let seen = |t: &Truth| {
+                    reset
+                        .seen
+                        .iter()
+                        .any(|s| s.tab == t.id.tab && s.seq >= t.id.seq)
+                };
+                target + adds.filter(|(t, _)| !seen(t)).map(|(_, d)| d).sum::<i64>()
+            }
+        };
+        json!(total)
+    }
+}
+
+fn oracle(kind: Kind) {
+    let mut runner = TestRunner::new(Config {
+        cases: ORACLE_CASES,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(&(steps(), vec(any::<usize>(), 0..40)), |(steps, order)| {
+            let mut run = Run::new(kind);
+            for step in &steps {
+                run.step(step)?;
+            }
+            run.finish(&order)?;
+            let expected = run.expected();
+            let reference = serde_json::to_string(run.stores[0].states()).unwrap();
+            for store in &run.stores {
+                prop_assert_eq!(&store.get_value(&run.unit, &run.key).unwrap(), &expected);
+                prop_assert_eq!(&serde_json::to_string(store.states()).unwrap(), &reference);
+            }
+            if kind == Kind::UserResolve {
+                let live = run.stores[0].conflicts(&run.unit, &run.key).unwrap().len();
+                let oracle_live = run
+                    .truths
+                    .iter()
+                    .filter(|t| {
+                        !run.truths
+                            .iter()
+                            .any(|o| o.id != t.id && o.seen.contains(&t.id))
+                    })
+                    .count();
+                prop_assert_eq!(live, if oracle_live >= 2 { oracle_live } else { 0 });
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn last_write_wins_matches_the_newest_write() {
+    oracle(Kind::LastWriteWins);
+}
+
+#[test]
+fn first_write_wins_matches_the_oldest_write() {
+    oracle(Kind::FirstWriteWins);
+}
+
+#[test]
+fn merge_matches_the_newest_write_of_each_field() {
+    oracle(Kind::Merge);
+}
+
+#[test]
+fn sum_matches_the_deltas_on_top_of_the_newest_reset() {
+    oracle(Kind::Sum);
+}
+
+#[test]
+fn user_resolve_keeps_exactly_the_writes_nobody_had_seen() {
+    oracle(Kind::UserResolve);
+}
+
+// ----- admission ----------------------------------------------------------------
+
+/// An op as a forger would vary it.
+#[derive(Debug, Clone)]
+struct Forged {
+    writer: u8,
+    apartment: bool,
+    declared: bool,
+    schema: u32,
+    ahead_ms: i64,
+    huge: bool,
+    value: i64,
+}
+
+fn forged() -> impl Strategy<Value = Forged> {
+    (
+        0..4u8,
+        prop::bool::weighted(0.9),
+        prop::bool::weighted(0.9),
+        1..4u32,
+        prop_oneof![
+            Just(0i64),
+            -3_600_000i64..3_600_000,
+            Just(MAX_CLOCK_AHEAD_MS as i64 + 1),
+            Just(MAX_HOLD_AHEAD_MS as i64 + 1),
+            Just(-(20 * 24 * 3_600_000)),
+        ],
+        prop::bool::weighted(0.05),
+        -5..5i64,
+    )
+        .prop_map(
+            |(writer, apartment, declared, schema, ahead_ms, huge, value)| Forged {
+                writer,
+                apartment,
+                declared,
+                schema,
+                ahead_ms,
+                huge,
+                value,
+            },
+        )
+}
+
+/// What the rules say about an op: applied, held, or refused (and why).
+#[derive(Debug, PartialEq)]
+enum Verdict {
+    Apply,
+    Hold,
+    Refuse(&'static str),
+}
+
+fn rule(forged: &Forged) -> Verdict {
+    // Order matters only for which reason is given; each is checked on its
+    // own by the stores' own tests.
+    if forged.huge {
+        return Verdict::Refuse("too_large");
+    }
+    if !forged.apartment {
+        return Verdict::Refuse("foreign_apartment");
+    }
+    if !forged.declared {
+        return Verdict::Hold;
+    }
+    if forged.writer == 3 {
+        return Verdict::Refuse("out_of_scope");
+    }
+    if forged.writer == 2 {
+        return Verdict::Refuse("permission_denied");
+    }
+    if forged.ahead_ms > MAX_HOLD_AHEAD_MS as i64 {
+        return Verdict::Refuse("clock_skew");
+    }
+    if forged.ahead_ms > MAX_CLOCK_AHEAD_MS as i64 {
+        return Verdict::Hold;
+    }
+    if forged.schema > 2 {
+        return Verdict::Refuse("newer_schema");
+    }
+    Verdict::Apply
+}
+
+fn v1_to_v2(value: Value) -> Result<Value, String> {
+    Ok(json!({ "v1": value }))
+}
+
+#[test]
+fn admission_follows_the_rules_op_by_op() {
+    let declared = SharedKey::<Value>::builder("k")
+        .scope(Scope::Building)
+        .lifetime(Lifetime::Ephemeral)
+        .write(Access::units(["w0", "w1"]).unwrap())
+        .schema(2)
+        .migrate(1, v1_to_v2)
+        .build()
+        .unwrap();
+    let mut runner = TestRunner::new(Config {
+        cases: ORACLE_CASES,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(&vec(forged(), 1..12), |forgeries| {
+            let clock = ManualClock::new(NOW);
+            let mut store = Store::for_apartment(TabId::new(1), "apt".parse().unwrap(), clock);
+            store.declare(&declared).unwrap();
+            let mut expected: Option<(Stamp, OpId, Value)> = None;
+            for (i, f) in forgeries.iter().enumerate() {
+                let apartment = if f.apartment { "apt" } else { "other" };
+                let building = if f.writer == 3 { "elsewhere" } else { "b" };
+                let writer: UnitAddress = format!("{apartment}/{building}/w{}", f.writer.min(2))
+                    .parse()
+                    .unwrap();
+                let name = if f.declared { "k" } else { "undeclared" };
+                let key = FullKey::parse(&format!("building/{apartment}/b/{name}")).unwrap();
+                let tab = TabId::new(100 + i as u64);
+                let stamp = Stamp {
+                    wall_ms: NOW.saturating_add_signed(f.ahead_ms),
+                    counter: 0,
+                    tab,
+                };
+                let value = if f.huge {
+                    json!("x".repeat(MAX_VALUE_BYTES + 1))
+                } else {
+                    json!(f.value)
+                };
+                let op = Op {
+                    id: OpId { tab, seq: 1 },
+                    key,
+                    writer,
+                    stamp,
+                    schema: f.schema,
+                    payload: Payload::Set {
+                        value: value.clone(),
+                    },
+                };
+                let inbound = store.receive(&Message::Ops(OpGroup {
+                    ops: vec![op.clone()],
+                }));
+                let verdict = match (inbound.errors.first(), inbound.held) {
+                    (Some(err), _) => Verdict::Refuse(err.code()),
+                    (None, 1) => Verdict::Hold,
+                    (None, _) => Verdict::Apply,
+                };
+                prop_assert_eq!(verdict, rule(f), "{:?}", f);
+                if rule(f) == Verdict::Apply {
+                    let migrated = if f.schema == 1 {
+                        v1_to_v2(value).unwrap()
+                    } else {
+                        value
+                    };
+                    let candidate = (op.stamp, op.id, migrated);
+                    if expected
+                        .as_ref()
+                        .is_none_or(|e| (e.0, e.1) < (candidate.0, candidate.1))
+                    {
+                        expected = Some(candidate);
+                    }
+                }
+            }
+            let reader: UnitAddress = "apt/b/w0".parse().unwrap();
+            let value = store.get_value(&reader, &declared).unwrap();
+            prop_assert_eq!(value, expected.map_or(Value::Null, |e| e.2));
+            Ok(())
+        })
+        .unwrap();
 }

@@ -299,12 +299,27 @@ pub(crate) fn payload_for(
             let Value::Object(new) = value else {
                 return Ok(Payload::Set { value });
             };
-            let old = current.and_then(KeyState::value);
-            let (set, remove) = match &old {
-                Some(Value::Object(old)) => merge_diff(old, &new),
-                _ => (new.into_iter().collect(), Default::default()),
-            };
-            Ok(Payload::Patch { set, remove })
+            match current.and_then(KeyState::value) {
+                Some(Value::Object(old)) => {
+                    let (set, remove) = merge_diff(&old, &new);
+                    Ok(Payload::Patch { set, remove })
+                }
+                // Over a value that is not an object, an object replaces it
+                // whole (a patch would leave the old value where it sets no
+                // field, as an empty object does).
+                Some(_) => Ok(Payload::Set {
+                    value: Value::Object(new),
+                }),
+                // First write: fields, so concurrent first writes of other
+                // fields survive; an empty object is a whole value.
+                None if new.is_empty() => Ok(Payload::Set {
+                    value: Value::Object(new),
+                }),
+                None => Ok(Payload::Patch {
+                    set: new.into_iter().collect(),
+                    remove: Default::default(),
+                }),
+            }
         }
         (Strategy::Sum, Intent::Set(value)) => {
             let target = value.as_i64().ok_or_else(|| Error::TypeMismatch {

@@ -316,14 +316,28 @@ impl SumState {
             .map(|s| (s.slot, s.totals()))
     }
 
-    /// Every slot's current totals, for a reset to record.
+    /// What a reset made now has seen of every slot: its totals here, or
+    /// what the current reset observed of it, whichever is higher (a slot
+    /// this replica only knows through that reset was part of the value
+    /// shown all the same). Sorted by slot.
     pub fn observe_all(&self) -> Vec<Observed> {
-        self.slots
-            .values()
-            .map(|s| Observed {
-                slot: s.slot,
-                p: s.p,
-                n: s.n,
+        let mut seen: BTreeMap<OpId, Totals> = BTreeMap::new();
+        let known = self.reset.iter().flat_map(|r| {
+            r.observed
+                .iter()
+                .map(|o| (o.slot, Totals { p: o.p, n: o.n }))
+        });
+        let live = self.slots.values().map(|s| (s.slot, s.totals()));
+        for (slot, totals) in known.chain(live) {
+            let entry = seen.entry(slot).or_default();
+            entry.p = entry.p.max(totals.p);
+            entry.n = entry.n.max(totals.n);
+        }
+        seen.into_iter()
+            .map(|(slot, t)| Observed {
+                slot,
+                p: t.p,
+                n: t.n,
             })
             .collect()
     }
@@ -338,12 +352,14 @@ impl SumState {
     }
 
     pub(crate) fn apply_reset(&mut self, reset: Reset) {
+        self.raise(&reset);
         self.join_reset(reset);
         self.normalize();
     }
 
     pub(crate) fn merge(&mut self, other: &SumState) {
         if let Some(reset) = &other.reset {
+            self.raise(reset);
             self.join_reset(reset.clone());
         }
         let winner = self.reset.as_ref().map(|r| r.id);
@@ -356,6 +372,27 @@ impl SumState {
             self.join_slot(slot.clone());
         }
         self.normalize();
+    }
+
+    /// Raises every slot a reset observed to at least the totals it saw.
+    /// A reset that loses still tells what its writer had counted: a later
+    /// reset from here must cover that too, or an increment the loser had
+    /// already absorbed would count again on top of it.
+    fn raise(&mut self, reset: &Reset) {
+        for observed in &reset.observed {
+            self.join_slot(Slot {
+                slot: observed.slot,
+                seq: observed.slot.seq,
+                last: Stamp {
+                    wall_ms: reset.stamp.wall_ms,
+                    counter: 0,
+                    tab: observed.slot.tab,
+                },
+                writer: reset.writer.clone(),
+                p: observed.p,
+                n: observed.n,
+            });
+        }
     }
 
     fn join_reset(&mut self, reset: Reset) {
