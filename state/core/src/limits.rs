@@ -35,10 +35,15 @@ pub const MAX_GROUP_OPS: usize = 4096;
 pub const MAX_OP_ITEMS: usize = 1024;
 /// Most key states in one sync message.
 pub const MAX_SYNC_STATES: usize = 1024;
-/// Largest state of one key (serialized), in bytes. A local write that
-/// would grow a state past it is refused, and so is an incoming item; so
-/// every state fits a sync message and loads back from storage.
-pub const MAX_STATE_BYTES: usize = 512 << 10;
+/// Largest state of one key (serialized), in bytes: an incoming item that
+/// would grow a state past it is refused, so every state fits a sync
+/// message (with room for the digests beside it) and loads back from
+/// storage.
+pub const MAX_STATE_BYTES: usize = 896 << 10;
+/// Largest state a local write may leave, in bytes: half of
+/// [`MAX_STATE_BYTES`], so two tabs growing a key at once still merge
+/// under the hard limit instead of refusing each other's writes.
+pub const MAX_LOCAL_STATE_BYTES: usize = MAX_STATE_BYTES / 2;
 /// Most live slots of one sum key (one per writer that wrote within
 /// [`COMPACT_AFTER_MS`]), and most slots a reset may observe.
 pub const MAX_SUM_SLOTS: usize = 4096;

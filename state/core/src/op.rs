@@ -169,6 +169,9 @@ impl Op {
                 if !observed.windows(2).all(|w| w[0].slot < w[1].slot) {
                     return Err(bad("observed slots must be sorted and unique"));
                 }
+                if observed.iter().any(|o| o.last > self.stamp.wall_ms) {
+                    return Err(bad("a reset observes slots written after it"));
+                }
             }
             Payload::Resolve { value, supersedes } => {
                 check_value(value, "op value")?;

@@ -132,6 +132,11 @@ pub struct StoredState {
     pub schema: u32,
     /// The replicated state.
     pub state: KeyState,
+    /// Writes of this tab stamped beyond the allowed lead of its clock
+    /// (the clock was set back): kept apart from `state`, so they neither
+    /// hide the value shown meanwhile nor get lost across a reload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ahead: Option<KeyState>,
 }
 
 #[cfg(test)]

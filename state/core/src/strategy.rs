@@ -318,7 +318,11 @@ impl KeyState {
             }
             result = check_item(&item);
         });
-        result
+        result?;
+        if let Self::Sum(sum) = self {
+            sum.validate()?;
+        }
+        Ok(())
     }
 
     /// Calls `f` for every recorded write: entries, merge fields, sum

@@ -169,6 +169,7 @@ fn sum_ops() -> impl Strategy<Value = Vec<Op>> {
                             },
                             p: *p / 2,
                             n: *n,
+                            last: wall,
                         })
                         .collect();
                     return op(

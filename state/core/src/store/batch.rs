@@ -164,7 +164,7 @@ impl Store {
             message.encode()?;
         }
         for state in staged.overlay.values().map(|(_, state)| state) {
-            Self::fits(state)?;
+            Self::fits_under(state, crate::limits::MAX_LOCAL_STATE_BYTES)?;
         }
         Ok(())
     }

@@ -35,9 +35,14 @@ pub(super) struct HeldRestore {
     pub entry: SnapshotEntry,
 }
 
+/// A held item, when it may apply (`None`: when its key is declared), and
+/// whether it is this store's own write (set aside after its clock went
+/// back: saved with the key's state, never dropped).
+type Entry = (HeldItem, Option<u64>, bool);
+
 #[derive(Debug, Default)]
 pub(super) struct Held {
-    items: BTreeMap<FullKey, Vec<(HeldItem, Option<u64>)>>,
+    items: BTreeMap<FullKey, Vec<Entry>>,
     restores: BTreeMap<FullKey, HeldRestore>,
     bytes: usize,
 }
@@ -47,7 +52,7 @@ impl Held {
     fn due(&self) -> Option<u64> {
         self.items
             .values()
-            .flat_map(|items| items.iter().filter_map(|(_, due)| *due))
+            .flat_map(|items| items.iter().filter_map(|(_, due, _)| *due))
             .min()
     }
 
@@ -55,12 +60,25 @@ impl Held {
         let Some(items) = self.items.get(key) else {
             return false;
         };
-        items.iter().any(|(held, _)| match (held, item) {
+        items.iter().any(|(held, _, _)| match (held, item) {
             (HeldItem::Op(a), HeldItem::Op(b)) => a == b,
             (HeldItem::State(a), HeldItem::State(b)) => a == b,
             _ => false,
         })
     }
+}
+
+/// When the earliest write of `state` may apply: once local time is within
+/// the allowed lead of its stamp.
+pub(super) fn due_of(state: &crate::strategy::KeyState) -> Option<u64> {
+    let mut earliest: Option<u64> = None;
+    state.visit(&mut |item| {
+        if item.is_write() {
+            let wall = item.stamp.wall_ms;
+            earliest = Some(earliest.map_or(wall, |e| e.min(wall)));
+        }
+    });
+    earliest.map(|wall| wall.saturating_sub(crate::clock::MAX_CLOCK_AHEAD_MS))
 }
 
 fn item_size(item: &HeldItem) -> usize {
@@ -112,8 +130,23 @@ impl Store {
             .items
             .entry(key.clone())
             .or_default()
-            .push((item, due));
+            .push((item, due, own));
         Ok(())
+    }
+
+    /// This store's own writes to `key` set aside for a clock that went
+    /// back: saved with the key's state so a reload keeps them.
+    pub(super) fn own_held(&self, key: &FullKey) -> Vec<&crate::strategy::KeyState> {
+        self.held
+            .items
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter_map(|(item, _, own)| match (item, own) {
+                (HeldItem::State(entry), true) => Some(&entry.state),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Keeps a restore's value for a key nobody declared yet.
@@ -146,9 +179,10 @@ impl Store {
             let Some(items) = self.held.items.remove(&key) else {
                 continue;
             };
-            let (take, keep): (Vec<_>, Vec<_>) =
-                items.into_iter().partition(|(_, due)| wanted(&key, *due));
-            for (item, _) in take {
+            let (take, keep): (Vec<_>, Vec<_>) = items
+                .into_iter()
+                .partition(|(_, due, _)| wanted(&key, *due));
+            for (item, _, _) in take {
                 self.held.bytes = self.held.bytes.saturating_sub(item_size(&item));
                 taken.push(item);
             }
@@ -224,9 +258,7 @@ impl Store {
             if ahead.is_empty() {
                 continue;
             }
-            let due = ahead
-                .max_stamp()
-                .map(|s| s.wall_ms.saturating_sub(crate::clock::MAX_CLOCK_AHEAD_MS));
+            let due = due_of(&ahead);
             let entry = SyncEntry {
                 key: key.clone(),
                 schema: spec.schema().version(),

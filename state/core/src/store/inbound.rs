@@ -184,10 +184,7 @@ impl Store {
                 } = *admitted;
                 inbound.errors.extend(errors);
                 if let Some(ahead) = ahead {
-                    let due = ahead
-                        .state
-                        .max_stamp()
-                        .and_then(|s| self.window(&s).ok().flatten());
+                    let due = super::held::due_of(&ahead.state);
                     let key = ahead.key.clone();
                     match self.hold(&key, HeldItem::State(ahead), due, false) {
                         Ok(()) => inbound.held += 1,

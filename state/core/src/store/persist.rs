@@ -72,6 +72,8 @@ enum Failure {
 struct StoredRef<'a> {
     schema: u32,
     state: &'a KeyState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ahead: Option<KeyState>,
 }
 
 impl Store {
@@ -172,10 +174,7 @@ impl Store {
                 if let Some(ahead) = ahead {
                     // Stored by this tab before its clock was set back:
                     // kept, and applied when the clock gets there.
-                    let due = ahead
-                        .state
-                        .max_stamp()
-                        .and_then(|s| self.window(&s).ok().flatten());
+                    let due = super::held::due_of(&ahead.state);
                     let _ = self.hold(key, HeldItem::State(ahead), due, true);
                 }
                 let change = self
@@ -199,18 +198,43 @@ impl Store {
                 other => other,
             })?;
         stored.state.validate()?;
-        let entry = SyncEntry {
-            key: key.clone(),
-            schema: stored.schema,
-            state: stored.state,
-        };
-        match self.admit_state(&entry, Source::Storage) {
-            StateVerdict::Apply(admitted) => Ok((admitted.state, admitted.ahead)),
-            StateVerdict::Refuse(err) | StateVerdict::Foreign(err) => Err(err),
-            StateVerdict::Hold => Err(Error::UnknownKey {
-                key: key.to_string(),
-            }),
+        if let Some(ahead) = &stored.ahead {
+            ahead.validate()?;
         }
+        let admit = |state: KeyState| {
+            let entry = SyncEntry {
+                key: key.clone(),
+                schema: stored.schema,
+                state,
+            };
+            match self.admit_state(&entry, Source::Storage) {
+                StateVerdict::Apply(admitted) => Ok(*admitted),
+                StateVerdict::Refuse(err) | StateVerdict::Foreign(err) => Err(err),
+                StateVerdict::Hold => Err(Error::UnknownKey {
+                    key: key.to_string(),
+                }),
+            }
+        };
+        let now = admit(stored.state)?;
+        let mut ahead = now.ahead;
+        if let Some(saved) = stored.ahead {
+            // Saved apart: whatever of it the clock now allows joins the
+            // state on the next poll, through the same admission.
+            let saved = SyncEntry {
+                key: key.clone(),
+                schema: stored.schema,
+                state: saved,
+            };
+            admit(saved.state.clone())?;
+            ahead = Some(match ahead {
+                None => saved,
+                Some(mut split) => {
+                    let _ = split.state.merge(&saved.state);
+                    split
+                }
+            });
+        }
+        Ok((now.state, ahead))
     }
 
     fn quarantine(
@@ -304,9 +328,18 @@ impl Store {
             self.dirty.remove(key);
             return;
         };
+        // This tab's own writes set aside after its clock went back are
+        // saved beside the state: a reload sets them aside again instead of
+        // losing them.
+        let ahead = self.own_held(key).into_iter().fold(None, |ahead, held| {
+            let mut ahead: KeyState = ahead.unwrap_or_else(|| KeyState::empty(held.strategy()));
+            let _ = ahead.merge(held);
+            Some(ahead)
+        });
         let text = match serde_json::to_string(&StoredRef {
             schema: spec.schema().version(),
             state,
+            ahead,
         }) {
             Ok(text) => text,
             Err(err) => {

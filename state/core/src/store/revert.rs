@@ -45,6 +45,7 @@ impl Store {
         key: &SharedKey<T>,
         written: &Write,
     ) -> Result<Option<Write>> {
+        self.shed_future();
         let (spec, full) = self.open(unit, key, Action::Write)?;
         let op = &written.op;
         if op.key != full || op.id.tab != self.tab {

@@ -12,7 +12,9 @@ use crate::clock::Stamp;
 use crate::error::{Error, Result};
 use crate::id::{TabId, UnitAddress};
 use crate::key::{KeySpec, SharedKey};
-use crate::limits::{MAX_STATE_BYTES, MAX_SUM_SLOTS, check_value, encoded_len, serde_reason};
+use crate::limits::{
+    MAX_LOCAL_STATE_BYTES, MAX_STATE_BYTES, MAX_SUM_SLOTS, check_value, encoded_len, serde_reason,
+};
 use crate::message::Message;
 use crate::op::{Op, OpGroup, OpId, Payload};
 use crate::permission::Action;
@@ -45,8 +47,8 @@ impl Store {
     /// while a conflict is shown resolves it).
     ///
     /// A write that would grow the key's state past
-    /// [`MAX_STATE_BYTES`] is refused with [`Error::TooLarge`] and changes
-    /// nothing.
+    /// [`MAX_LOCAL_STATE_BYTES`] is refused with [`Error::TooLarge`] and
+    /// changes nothing.
     pub fn set<T: Serialize>(
         &mut self,
         unit: &UnitAddress,
@@ -203,14 +205,13 @@ impl Store {
         })
     }
 
-    /// Applies an op already checked against `spec`, refusing it (and
-    /// changing nothing) if the key's state would pass
-    /// [`MAX_STATE_BYTES`]; returns the change.
+    /// Applies a local op, refusing it (and changing nothing) if the key's
+    /// state would pass [`MAX_LOCAL_STATE_BYTES`]; returns the change.
     pub(super) fn apply_sized(&mut self, spec: &KeySpec, op: &Op) -> Result<Option<Change>> {
         let before = self.before(spec, &op.key);
         let added = encoded_len(&op.payload, MAX_STATE_BYTES) + ITEM_OVERHEAD;
         let estimate = self.size_estimate(&op.key).saturating_add(added);
-        if estimate <= MAX_STATE_BYTES {
+        if estimate <= MAX_LOCAL_STATE_BYTES {
             self.state_mut(spec, &op.key).apply(op)?;
             self.sizes.insert(op.key.clone(), estimate);
         } else {
@@ -220,7 +221,7 @@ impl Store {
                 .cloned()
                 .unwrap_or_else(|| KeyState::empty(spec.strategy()));
             trial.apply(op)?;
-            let size = Self::fits(&trial)?;
+            let size = Self::fits_under(&trial, MAX_LOCAL_STATE_BYTES)?;
             self.count_key(spec, &op.key);
             self.states.insert(op.key.clone(), trial);
             self.sizes.insert(op.key.clone(), size);
@@ -247,14 +248,20 @@ impl Store {
         }
     }
 
-    /// The serialized size of `state`, or [`Error::TooLarge`] past the limit.
+    /// The serialized size of `state`, or [`Error::TooLarge`] past
+    /// [`MAX_STATE_BYTES`] (what an incoming item may grow a state to).
     pub(super) fn fits(state: &KeyState) -> Result<usize> {
-        let size = encoded_len(state, MAX_STATE_BYTES + 1);
-        if size > MAX_STATE_BYTES {
+        Self::fits_under(state, MAX_STATE_BYTES)
+    }
+
+    /// The serialized size of `state`, or [`Error::TooLarge`] past `limit`.
+    pub(super) fn fits_under(state: &KeyState, limit: usize) -> Result<usize> {
+        let size = encoded_len(state, limit + 1);
+        if size > limit {
             return Err(Error::TooLarge {
                 what: "key state",
                 size,
-                limit: MAX_STATE_BYTES,
+                limit,
             });
         }
         Ok(size)

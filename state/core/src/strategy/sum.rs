@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Stamp;
 use crate::id::{TabId, UnitAddress};
-use crate::limits::{COMPACT_AFTER_MS, ROTATE_SLOT_AFTER_MS};
+use crate::limits::{COMPACT_AFTER_MS, MAX_OP_ITEMS, MAX_SUM_SLOTS, ROTATE_SLOT_AFTER_MS};
 use crate::op::OpId;
 
 /// Cumulative totals.
@@ -110,6 +110,10 @@ pub struct Observed {
     pub p: u64,
     /// Its negative total then.
     pub n: u64,
+    /// Wall time (ms) of the slot's latest op then, so what a reset tells
+    /// about a slot is compacted when the slot itself would be.
+    #[serde(default)]
+    pub last: u64,
 }
 
 /// A write that sets the counter to `target`.
@@ -258,6 +262,38 @@ impl Serialize for SumState {
 }
 
 impl SumState {
+    /// Structural rules a state from outside must follow: a slot's latest
+    /// op is its own and not before its first, a reset observes only slots
+    /// written before it (sorted, bounded), bounded lists.
+    pub(crate) fn validate(&self) -> crate::error::Result<()> {
+        let bad = |reason: &str| crate::error::Error::Malformed {
+            what: "sum state",
+            reason: reason.to_owned(),
+        };
+        if self.slots.len() > MAX_SUM_SLOTS || self.folded.writers.len() > MAX_OP_ITEMS {
+            return Err(bad("too many slots or writers"));
+        }
+        if self.slots.values().any(|s| s.seq < s.slot.seq) {
+            return Err(bad("a slot's latest op comes before its first"));
+        }
+        if let Some(reset) = &self.reset {
+            if reset.observed.len() > MAX_SUM_SLOTS
+                || !reset.observed.windows(2).all(|w| w[0].slot < w[1].slot)
+            {
+                return Err(bad(
+                    "a reset's observed slots must be sorted, unique and bounded",
+                ));
+            }
+            if reset.observed.iter().any(|o| o.last > reset.stamp.wall_ms) {
+                return Err(bad("a reset observes slots written after it"));
+            }
+        }
+        if !self.folded.writers.windows(2).all(|w| w[0] < w[1]) {
+            return Err(bad("folded writers must be sorted and unique"));
+        }
+        Ok(())
+    }
+
     /// The winning reset, if any.
     pub fn reset(&self) -> Option<&Reset> {
         self.reset.as_ref()
@@ -316,28 +352,17 @@ impl SumState {
             .map(|s| (s.slot, s.totals()))
     }
 
-    /// What a reset made now has seen of every slot: its totals here, or
-    /// what the current reset observed of it, whichever is higher (a slot
-    /// this replica only knows through that reset was part of the value
-    /// shown all the same). Sorted by slot.
+    /// What a reset made now has seen of every slot, sorted by slot. The
+    /// slots hold everything this replica knows, including what every
+    /// reset it received had observed (see `raise`).
     pub fn observe_all(&self) -> Vec<Observed> {
-        let mut seen: BTreeMap<OpId, Totals> = BTreeMap::new();
-        let known = self.reset.iter().flat_map(|r| {
-            r.observed
-                .iter()
-                .map(|o| (o.slot, Totals { p: o.p, n: o.n }))
-        });
-        let live = self.slots.values().map(|s| (s.slot, s.totals()));
-        for (slot, totals) in known.chain(live) {
-            let entry = seen.entry(slot).or_default();
-            entry.p = entry.p.max(totals.p);
-            entry.n = entry.n.max(totals.n);
-        }
-        seen.into_iter()
-            .map(|(slot, t)| Observed {
-                slot,
-                p: t.p,
-                n: t.n,
+        self.slots
+            .values()
+            .map(|s| Observed {
+                slot: s.slot,
+                p: s.p,
+                n: s.n,
+                last: s.last.wall_ms,
             })
             .collect()
     }
@@ -374,17 +399,19 @@ impl SumState {
         self.normalize();
     }
 
-    /// Raises every slot a reset observed to at least the totals it saw.
-    /// A reset that loses still tells what its writer had counted: a later
-    /// reset from here must cover that too, or an increment the loser had
-    /// already absorbed would count again on top of it.
+    /// Raises every slot a reset observed to at least the totals it saw
+    /// (creating it if unknown here), dated when the reset saw it. A reset,
+    /// winning or not, tells what its writer had counted: a later reset
+    /// from here must cover that too, or an increment it had absorbed would
+    /// count again on top of it. A raised slot is compacted when the real
+    /// one would be, so raising twice changes nothing.
     fn raise(&mut self, reset: &Reset) {
         for observed in &reset.observed {
             self.join_slot(Slot {
                 slot: observed.slot,
                 seq: observed.slot.seq,
                 last: Stamp {
-                    wall_ms: reset.stamp.wall_ms,
+                    wall_ms: observed.last,
                     counter: 0,
                     tab: observed.slot.tab,
                 },
