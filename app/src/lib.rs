@@ -17,6 +17,7 @@
 //! Anything else is a 404 page.
 #![forbid(unsafe_code)]
 
+pub mod keys;
 pub mod managers;
 pub mod manifest;
 mod pages;

@@ -107,8 +107,10 @@ pub(crate) fn check_depth(text: &str, limit: usize, what: &'static str) -> Resul
     Ok(())
 }
 
-/// Parses untrusted JSON text: size cap, depth scan, then serde.
-pub(crate) fn parse_bounded<T: DeserializeOwned>(
+/// Parses untrusted JSON text: size cap, depth scan (iterative, so a deep
+/// document never reaches a recursive parser), then serde. Every piece of
+/// outside text the core reads goes through it; the relay protocol too.
+pub fn parse_bounded<T: DeserializeOwned>(
     text: &str,
     max_bytes: usize,
     what: &'static str,
@@ -165,8 +167,9 @@ pub(crate) fn check_value(value: &Value, what: &'static str) -> Result<()> {
     Ok(())
 }
 
-/// Serialized length of `value`, counting stops a little past `limit`.
-pub(crate) fn encoded_len<T: serde::Serialize + ?Sized>(value: &T, limit: usize) -> usize {
+/// Serialized JSON length of `value` without building the text; counting
+/// stops a little past `limit`.
+pub fn encoded_len<T: serde::Serialize + ?Sized>(value: &T, limit: usize) -> usize {
     let mut counter = Counter { count: 0, limit };
     // The only error is the counter refusing to go on past the limit.
     let _ = serde_json::to_writer(&mut counter, value);

@@ -1,0 +1,97 @@
+//! The relay protocol: what devices and a relay say to each other.
+//!
+//! # The problem
+//!
+//! Tabs of one browser already share ops over a BroadcastChannel. Devices do
+//! not share a channel: they meet at a relay, possibly after days offline,
+//! through proxies that drop WebSockets, over connections that die without
+//! a word. So every op carries its id (a resend is harmless), every stream
+//! has a server-assigned sequence (a device resumes from its cursor after
+//! any gap), and every message is typed and versioned (a device running an
+//! older build gets a specific error, not a dropped connection).
+//!
+//! This crate is the one place both sides compile: the relay (native) and
+//! the browser client (wasm). It holds types and their JSON shape only.
+//!
+//! # Example
+//!
+//! ```
+//! use gaesup_protocol::{ClientMessage, Hello, StreamId, Subscription};
+//!
+//! let hello = ClientMessage::Hello(Hello {
+//!     client: "device-1".into(),
+//!     token: Some("gs1.…".into()),
+//!     subscribe: vec![Subscription {
+//!         stream: StreamId::Apartment("main".parse().unwrap()),
+//!         cursor: Some(41),
+//!     }],
+//! });
+//! let text = hello.encode().unwrap();
+//! assert!(text.starts_with(r#"{"v":1,"type":"hello""#));
+//! assert_eq!(ClientMessage::decode(&text).unwrap(), hello);
+//! ```
+//!
+//! # Streams and cursors
+//!
+//! A [`StreamId`] is an apartment's keys (private, building and apartment
+//! scope) or the global keys. The relay numbers the ops of each stream
+//! 1, 2, 3, … as it makes them durable; a device remembers the last number
+//! it applied (its cursor) and asks to resume after it. A cursor older
+//! than the log the relay kept gets a [`Snapshot`] instead.
+//!
+//! # Messages
+//!
+//! Every message is `{"v": 1, "type": …, "body": …}`. Device → relay:
+//! [`ClientMessage`] (hello, push, ping, pong). Relay → device:
+//! [`ServerMessage`] (welcome, ack, ops, snapshot, error, ping, pong). The
+//! HTTP fallback carries the same bodies: a push body in, an ack body out;
+//! a pull answers with an ops or snapshot body.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod message;
+mod stream;
+
+pub use message::{
+    Ack, AckStatus, Acks, ClientMessage, ErrorBody, Hello, Limits, OpsBody, PROTOCOL_VERSION, Ping,
+    ProtocolError, Push, ServerMessage, Snapshot, Welcome,
+};
+pub use stream::{Sequenced, StreamId, Subscription};
+
+/// Stable codes of refusals and errors, shared by the relay, the browser
+/// client and the docs.
+pub mod code {
+    /// The message is not valid JSON of the expected shape.
+    pub const MALFORMED: &str = "malformed";
+    /// The message declares a protocol version the relay does not speak.
+    pub const UNSUPPORTED_VERSION: &str = "unsupported_version";
+    /// No token, or one that does not verify.
+    pub const UNAUTHORIZED: &str = "unauthorized";
+    /// The token has expired.
+    pub const TOKEN_EXPIRED: &str = "token_expired";
+    /// The token does not grant this (apartment, building, write, global).
+    pub const FORBIDDEN: &str = "forbidden";
+    /// A frame or body over the size limit.
+    pub const FRAME_TOO_LARGE: &str = "frame_too_large";
+    /// More ops in one push than allowed.
+    pub const TOO_MANY_OPS: &str = "too_many_ops";
+    /// More ops per second than allowed on this connection.
+    pub const RATE_LIMITED: &str = "rate_limited";
+    /// The node holds as many connections as it may.
+    pub const TOO_MANY_CONNECTIONS: &str = "too_many_connections";
+    /// The device reads too slowly: its queue filled; it resyncs from its
+    /// cursor after reconnecting.
+    pub const SLOW_CONSUMER: &str = "slow_consumer";
+    /// A push before a hello on a socket.
+    pub const NO_HELLO: &str = "no_hello";
+    /// The relay knows no declaration for the key (a key declared only in
+    /// JavaScript on one device).
+    pub const UNKNOWN_KEY: &str = "unknown_key";
+    /// Keys that live in memory or for one browser session do not travel to
+    /// other devices.
+    pub const NOT_RELAYED: &str = "not_relayed";
+    /// The relay is shutting down; reconnect to it or another node.
+    pub const SHUTTING_DOWN: &str = "shutting_down";
+    /// The relay failed to store the op (nothing was acknowledged).
+    pub const STORAGE: &str = "storage";
+}

@@ -1,0 +1,457 @@
+//! The messages, their envelope and their decoding.
+
+use std::fmt;
+
+use gaesup_state_core::{MAX_MESSAGE_BYTES, Op, OpId, SyncEntry, parse_untrusted, preview};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use crate::code;
+use crate::stream::{Sequenced, StreamId, Subscription};
+
+/// The relay protocol version this code speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Longest client name kept, in bytes.
+const MAX_CLIENT_BYTES: usize = 128;
+
+/// Why a message was refused, with the stable [`code`] the other side
+/// shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolError {
+    /// One of [`code`].
+    pub code: &'static str,
+    /// What was wrong, for people.
+    pub message: String,
+}
+
+impl ProtocolError {
+    /// An error with `code` and `message`.
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The error as the body the relay sends back.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            code: self.code.to_owned(),
+            message: self.message.clone(),
+        }
+    }
+}
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+/// A device introduces itself on a socket, once, before anything else.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Who it is (for logs and metrics): a device id, not a secret.
+    pub client: String,
+    /// Its token (never in a URL). The HTTP fallback sends it in an
+    /// `Authorization: Bearer` header instead.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// The streams it follows, each from its cursor.
+    #[serde(default)]
+    pub subscribe: Vec<Subscription>,
+}
+
+/// Ops a device sends; each is acknowledged on its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Push {
+    /// The ops, in the order they were made.
+    pub ops: Vec<Op>,
+}
+
+/// A heartbeat, answered by a pong carrying the same time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ping {
+    /// The sender's clock (ms) when it sent the ping.
+    pub at: u64,
+}
+
+/// What the relay says after a hello.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The node that answered (several nodes may serve one deployment).
+    pub node: String,
+    /// How often the relay pings; a socket silent for three times as long
+    /// is dead.
+    pub heartbeat_ms: u64,
+    /// What the relay accepts.
+    pub limits: Limits,
+}
+
+/// What a relay accepts, so a device can stay within it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Largest frame or body, in bytes.
+    pub max_frame_bytes: usize,
+    /// Most ops in one push.
+    pub max_ops_per_push: usize,
+    /// Most ops per second on one connection.
+    pub max_ops_per_second: u32,
+}
+
+/// The outcome of one pushed op.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum AckStatus {
+    /// Made durable at `seq` of `stream`; `value` is the key's value on the
+    /// relay after it (what every device converges to).
+    Applied {
+        /// The stream.
+        stream: StreamId,
+        /// Its number there.
+        seq: u64,
+        /// The key's canonical value after the op.
+        value: Value,
+    },
+    /// Already durable (a resend); nothing changed.
+    Duplicate {
+        /// The stream.
+        stream: StreamId,
+        /// The number it got the first time.
+        seq: u64,
+    },
+    /// Refused; nothing changed. The device rolls the write back.
+    Refused {
+        /// One of [`code`](crate::code) or a core error code.
+        code: String,
+        /// Why, for people.
+        message: String,
+    },
+}
+
+/// One op's acknowledgement.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ack {
+    /// The op.
+    pub op: OpId,
+    /// What became of it.
+    #[serde(flatten)]
+    pub status: AckStatus,
+}
+
+/// Acknowledgements of a push, one per op, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Acks {
+    /// The acks.
+    pub acks: Vec<Ack>,
+}
+
+/// Ops of a stream the device had not seen, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpsBody {
+    /// The stream.
+    pub stream: StreamId,
+    /// The ops (catch-up or live), ascending and without gaps from the
+    /// device's cursor.
+    pub ops: Vec<Sequenced>,
+    /// The stream's newest number on the relay when this was sent.
+    pub head: u64,
+}
+
+/// The state of a stream, for a device whose cursor is older than the log
+/// the relay kept: it merges the states and resumes at `seq`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The stream.
+    pub stream: StreamId,
+    /// The number the states include everything up to.
+    pub seq: u64,
+    /// One state per key.
+    pub states: Vec<SyncEntry>,
+}
+
+/// An error about the connection or a message as a whole.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// One of [`code`](crate::code).
+    pub code: String,
+    /// Why, for people.
+    pub message: String,
+}
+
+/// Device → relay.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientMessage {
+    /// See [`Hello`].
+    Hello(Hello),
+    /// See [`Push`].
+    Push(Push),
+    /// A heartbeat.
+    Ping(Ping),
+    /// The answer to the relay's ping.
+    Pong(Ping),
+}
+
+/// Relay → device.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServerMessage {
+    /// See [`Welcome`].
+    Welcome(Welcome),
+    /// See [`Acks`].
+    Ack(Acks),
+    /// See [`OpsBody`].
+    Ops(OpsBody),
+    /// See [`Snapshot`].
+    Snapshot(Snapshot),
+    /// See [`ErrorBody`].
+    Error(ErrorBody),
+    /// A heartbeat.
+    Ping(Ping),
+    /// The answer to the device's ping.
+    Pong(Ping),
+}
+
+#[derive(Serialize)]
+struct Out<'a, B: Serialize> {
+    v: u32,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    body: &'a B,
+}
+
+#[derive(Deserialize)]
+struct In<'a> {
+    v: Option<u32>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    #[serde(borrow)]
+    body: Option<&'a RawValue>,
+}
+
+fn encode<B: Serialize>(kind: &str, body: &B) -> Result<String, ProtocolError> {
+    let text = serde_json::to_string(&Out {
+        v: PROTOCOL_VERSION,
+        kind,
+        body,
+    })
+    .map_err(|err| ProtocolError::new(code::MALFORMED, err.to_string()))?;
+    if text.len() > MAX_MESSAGE_BYTES {
+        return Err(ProtocolError::new(
+            code::FRAME_TOO_LARGE,
+            format!("{} bytes, over {MAX_MESSAGE_BYTES}", text.len()),
+        ));
+    }
+    Ok(text)
+}
+
+/// Size, depth and envelope checks; the message's type and raw body.
+fn open(text: &str, max_bytes: usize) -> Result<(String, &RawValue), ProtocolError> {
+    if text.len() > max_bytes {
+        return Err(ProtocolError::new(
+            code::FRAME_TOO_LARGE,
+            format!("{} bytes, over the {max_bytes}-byte limit", text.len()),
+        ));
+    }
+    // Depth first: a deep document never reaches a recursive parser.
+    parse_untrusted::<serde::de::IgnoredAny>(text, max_bytes, "message")
+        .map_err(|err| ProtocolError::new(code::MALFORMED, err.to_string()))?;
+    let envelope: In<'_> = serde_json::from_str(text)
+        .map_err(|err| ProtocolError::new(code::MALFORMED, preview(&err.to_string())))?;
+    match envelope.v {
+        Some(PROTOCOL_VERSION) => {}
+        other => {
+            return Err(ProtocolError::new(
+                code::UNSUPPORTED_VERSION,
+                format!("protocol version {other:?}; this relay speaks {PROTOCOL_VERSION}"),
+            ));
+        }
+    }
+    match (envelope.kind, envelope.body) {
+        (Some(kind), Some(body)) => Ok((kind, body)),
+        _ => Err(ProtocolError::new(
+            code::MALFORMED,
+            "a message needs \"type\" and \"body\"",
+        )),
+    }
+}
+
+fn body<T: DeserializeOwned>(raw: &RawValue) -> Result<T, ProtocolError> {
+    serde_json::from_str(raw.get())
+        .map_err(|err| ProtocolError::new(code::MALFORMED, preview(&err.to_string())))
+}
+
+impl ClientMessage {
+    /// The message as text.
+    pub fn encode(&self) -> Result<String, ProtocolError> {
+        match self {
+            Self::Hello(hello) => encode("hello", hello),
+            Self::Push(push) => encode("push", push),
+            Self::Ping(ping) => encode("ping", ping),
+            Self::Pong(pong) => encode("pong", pong),
+        }
+    }
+
+    /// Decodes untrusted text: size, depth, version, shape, and the
+    /// structural rules of every op (see [`Op::validate`]).
+    pub fn decode(text: &str) -> Result<Self, ProtocolError> {
+        Self::decode_bounded(text, MAX_MESSAGE_BYTES)
+    }
+
+    /// [`decode`](Self::decode) with a size limit of the relay's choosing.
+    pub fn decode_bounded(text: &str, max_bytes: usize) -> Result<Self, ProtocolError> {
+        let (kind, raw) = open(text, max_bytes)?;
+        let message = match kind.as_str() {
+            "hello" => Self::Hello(body(raw)?),
+            "push" => Self::Push(body(raw)?),
+            "ping" => Self::Ping(body(raw)?),
+            "pong" => Self::Pong(body(raw)?),
+            other => {
+                return Err(ProtocolError::new(
+                    code::MALFORMED,
+                    format!("unknown message type {:?}", preview(other)),
+                ));
+            }
+        };
+        message.validate()?;
+        Ok(message)
+    }
+
+    fn validate(&self) -> Result<(), ProtocolError> {
+        match self {
+            Self::Hello(hello) => {
+                if hello.client.is_empty() || hello.client.len() > MAX_CLIENT_BYTES {
+                    return Err(ProtocolError::new(
+                        code::MALFORMED,
+                        format!("a client name has 1 to {MAX_CLIENT_BYTES} bytes"),
+                    ));
+                }
+                if hello.subscribe.len() > 64 {
+                    return Err(ProtocolError::new(
+                        code::MALFORMED,
+                        "at most 64 subscriptions",
+                    ));
+                }
+                Ok(())
+            }
+            Self::Push(push) => push.ops.iter().try_for_each(|op| {
+                op.validate()
+                    .map_err(|err| ProtocolError::new(code::MALFORMED, err.to_string()))
+            }),
+            Self::Ping(_) | Self::Pong(_) => Ok(()),
+        }
+    }
+}
+
+impl ServerMessage {
+    /// The message as text.
+    pub fn encode(&self) -> Result<String, ProtocolError> {
+        match self {
+            Self::Welcome(body) => encode("welcome", body),
+            Self::Ack(body) => encode("ack", body),
+            Self::Ops(body) => encode("ops", body),
+            Self::Snapshot(body) => encode("snapshot", body),
+            Self::Error(body) => encode("error", body),
+            Self::Ping(body) => encode("ping", body),
+            Self::Pong(body) => encode("pong", body),
+        }
+    }
+
+    /// Decodes untrusted text from a relay.
+    pub fn decode(text: &str) -> Result<Self, ProtocolError> {
+        let (kind, raw) = open(text, MAX_MESSAGE_BYTES)?;
+        Ok(match kind.as_str() {
+            "welcome" => Self::Welcome(body(raw)?),
+            "ack" => Self::Ack(body(raw)?),
+            "ops" => Self::Ops(body(raw)?),
+            "snapshot" => Self::Snapshot(body(raw)?),
+            "error" => Self::Error(body(raw)?),
+            "ping" => Self::Ping(body(raw)?),
+            "pong" => Self::Pong(body(raw)?),
+            other => {
+                return Err(ProtocolError::new(
+                    code::MALFORMED,
+                    format!("unknown message type {:?}", preview(other)),
+                ));
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_and_shapes_get_specific_codes() {
+        let cases = [
+            ("not json", code::MALFORMED),
+            (
+                r#"{"type":"ping","body":{"at":1}}"#,
+                code::UNSUPPORTED_VERSION,
+            ),
+            (
+                r#"{"v":2,"type":"ping","body":{"at":1}}"#,
+                code::UNSUPPORTED_VERSION,
+            ),
+            (r#"{"v":1,"type":"nope","body":{}}"#, code::MALFORMED),
+            (r#"{"v":1,"type":"ping"}"#, code::MALFORMED),
+            (
+                r#"{"v":1,"type":"hello","body":{"client":""}}"#,
+                code::MALFORMED,
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(
+                ClientMessage::decode(text).unwrap_err().code,
+                expected,
+                "{text}"
+            );
+        }
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert_eq!(
+            ClientMessage::decode(&deep).unwrap_err().code,
+            code::MALFORMED
+        );
+        let huge = "x".repeat(MAX_MESSAGE_BYTES + 1);
+        assert_eq!(
+            ClientMessage::decode(&huge).unwrap_err().code,
+            code::FRAME_TOO_LARGE
+        );
+    }
+
+    #[test]
+    fn acks_read_back() {
+        let acks = ServerMessage::Ack(Acks {
+            acks: vec![
+                Ack {
+                    op: OpId {
+                        tab: gaesup_state_core::TabId::new(1),
+                        seq: 2,
+                    },
+                    status: AckStatus::Applied {
+                        stream: StreamId::Global,
+                        seq: 7,
+                        value: Value::from(3),
+                    },
+                },
+                Ack {
+                    op: OpId {
+                        tab: gaesup_state_core::TabId::new(1),
+                        seq: 3,
+                    },
+                    status: AckStatus::Refused {
+                        code: code::FORBIDDEN.into(),
+                        message: "no".into(),
+                    },
+                },
+            ],
+        });
+        let text = acks.encode().unwrap();
+        assert_eq!(ServerMessage::decode(&text).unwrap(), acks);
+    }
+}

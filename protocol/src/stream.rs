@@ -1,0 +1,119 @@
+//! Streams (what a cursor counts) and subscriptions.
+
+use std::fmt;
+use std::str::FromStr;
+
+use gaesup_state_core::{ApartmentId, FullKey, Op};
+use serde::{Deserialize, Serialize};
+
+/// An ordered log of ops: one apartment's keys, or the global keys.
+///
+/// On the wire, `"apartment:<id>"` or `"global"`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum StreamId {
+    /// Private, building and apartment keys of one apartment.
+    Apartment(ApartmentId),
+    /// Global keys.
+    Global,
+}
+
+impl StreamId {
+    /// The stream a key's ops belong to.
+    pub fn of(key: &FullKey) -> Self {
+        match key.apartment() {
+            // A full key's apartment segment was validated when it parsed.
+            Some(apartment) => apartment.parse().map_or(Self::Global, Self::Apartment),
+            None => Self::Global,
+        }
+    }
+
+    /// Whether `key` belongs to this stream.
+    pub fn holds(&self, key: &FullKey) -> bool {
+        Self::of(key) == *self
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Apartment(id) => write!(f, "apartment:{id}"),
+            Self::Global => f.write_str("global"),
+        }
+    }
+}
+
+impl FromStr for StreamId {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text == "global" {
+            return Ok(Self::Global);
+        }
+        match text.strip_prefix("apartment:") {
+            Some(id) => id
+                .parse()
+                .map(Self::Apartment)
+                .map_err(|err: gaesup_state_core::Error| err.to_string()),
+            None => Err(format!(
+                "a stream is \"apartment:<id>\" or \"global\", not {:?}",
+                gaesup_state_core::preview(text)
+            )),
+        }
+    }
+}
+
+impl TryFrom<String> for StreamId {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        text.parse()
+    }
+}
+
+impl From<StreamId> for String {
+    fn from(stream: StreamId) -> String {
+        stream.to_string()
+    }
+}
+
+/// A stream a device follows, and the last sequence number it applied
+/// (`None`: nothing yet, send everything).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscription {
+    /// The stream.
+    pub stream: StreamId,
+    /// The device's cursor.
+    #[serde(default)]
+    pub cursor: Option<u64>,
+}
+
+/// An op with the number the relay gave it in its stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sequenced {
+    /// Position in the stream, from 1, without gaps.
+    pub seq: u64,
+    /// The op.
+    pub op: Op,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streams_round_trip_and_refuse_garbage() {
+        for text in ["global", "apartment:main"] {
+            let stream: StreamId = text.parse().unwrap();
+            assert_eq!(stream.to_string(), text);
+        }
+        for bad in ["", "apartment:", "apartment:a/b", "building:x", "Global"] {
+            assert!(bad.parse::<StreamId>().is_err(), "{bad}");
+        }
+        let key = FullKey::parse("private/main/b/u/k").unwrap();
+        assert_eq!(StreamId::of(&key), "apartment:main".parse().unwrap());
+        assert_eq!(
+            StreamId::of(&FullKey::parse("global/theme").unwrap()),
+            StreamId::Global
+        );
+    }
+}

@@ -1,0 +1,143 @@
+//! Command line and environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use gaesup_protocol::Limits;
+
+/// The secret `--dev` uses. Public by construction: development only.
+pub const DEV_SECRET: &str = "gaesup-development-secret-do-not-deploy";
+
+/// The gaesup relay: carries state operations between devices.
+#[derive(Debug, Parser)]
+#[command(name = "relay", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Options of `serve` (also accepted without the subcommand).
+    #[command(flatten)]
+    pub serve: Serve,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve devices (the default).
+    Serve(Serve),
+    /// Print a signed token granting access to apartments.
+    MintToken(Mint),
+}
+
+/// Options of `serve`.
+#[derive(Debug, Clone, Args)]
+pub struct Serve {
+    /// Address to listen on (port 0: any free port; the chosen address is
+    /// printed as the first line of output).
+    #[arg(long, env = "RELAY_LISTEN", default_value = "127.0.0.1:8787")]
+    pub listen: SocketAddr,
+    /// Directory of the embedded store (created if missing).
+    #[arg(long, env = "RELAY_DATA", default_value = "relay-data")]
+    pub data: PathBuf,
+    /// File holding the secret tokens are signed with.
+    #[arg(long, env = "RELAY_SECRET_FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// Development mode: a public, built-in secret (never deploy this).
+    #[arg(long, env = "RELAY_DEV")]
+    pub dev: bool,
+    /// This node's name (reported to devices and in logs).
+    #[arg(long, env = "RELAY_NODE", default_value = "relay-1")]
+    pub node: String,
+    /// Largest WebSocket message or HTTP body, in bytes.
+    #[arg(long, env = "RELAY_MAX_FRAME_BYTES", default_value_t = 1 << 20)]
+    pub max_frame_bytes: usize,
+    /// Most ops in one push.
+    #[arg(long, env = "RELAY_MAX_OPS_PER_PUSH", default_value_t = 512)]
+    pub max_ops_per_push: usize,
+    /// Most ops per second on one connection (HTTP: per token subject).
+    #[arg(long, env = "RELAY_MAX_OPS_PER_SECOND", default_value_t = 2000)]
+    pub max_ops_per_second: u32,
+    /// Most WebSocket connections this node holds.
+    #[arg(long, env = "RELAY_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: u64,
+    /// Messages queued for one device before it counts as too slow and is
+    /// disconnected (it then resyncs from its cursor).
+    #[arg(long, env = "RELAY_SEND_QUEUE", default_value_t = 256)]
+    pub send_queue: usize,
+    /// Heartbeat interval in ms; a socket silent for three of them is dead.
+    #[arg(long, env = "RELAY_HEARTBEAT_MS", default_value_t = 10_000)]
+    pub heartbeat_ms: u64,
+    /// Ops kept per stream before the log is trimmed (devices further
+    /// behind get a snapshot).
+    #[arg(long, env = "RELAY_LOG_KEEP", default_value_t = 10_000)]
+    pub log_keep: u64,
+    /// Longest long poll, in ms.
+    #[arg(long, env = "RELAY_MAX_WAIT_MS", default_value_t = 25_000)]
+    pub max_wait_ms: u64,
+}
+
+/// Options of `mint-token`.
+#[derive(Debug, Args)]
+pub struct Mint {
+    /// File holding the secret (or set `--dev` for the development one).
+    #[arg(long, env = "RELAY_SECRET_FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// Sign with the development secret.
+    #[arg(long)]
+    pub dev: bool,
+    /// Who the token is for.
+    #[arg(long, default_value = "device")]
+    pub subject: String,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub ttl: u64,
+    /// A grant: `<apartment>=r` or `<apartment>=rw`, optionally narrowed to
+    /// buildings: `<apartment>=rw:<building>,<building>`. Repeatable.
+    #[arg(long = "apartment", value_name = "GRANT")]
+    pub apartments: Vec<String>,
+    /// Access to global keys: `r` or `rw`.
+    #[arg(long)]
+    pub global: Option<String>,
+}
+
+impl Serve {
+    /// What devices are told the relay accepts.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_frame_bytes: self.max_frame_bytes,
+            max_ops_per_push: self.max_ops_per_push,
+            max_ops_per_second: self.max_ops_per_second,
+        }
+    }
+}
+
+/// The signing secret: from `--secret-file`, or the development one with
+/// `--dev`.
+pub fn secret(file: Option<&PathBuf>, dev: bool) -> Result<Vec<u8>, String> {
+    match (file, dev) {
+        (Some(path), _) => {
+            let secret = std::fs::read(path)
+                .map_err(|err| format!("cannot read the secret file {}: {err}", path.display()))?;
+            let secret: Vec<u8> = secret
+                .into_iter()
+                .rev()
+                .skip_while(u8::is_ascii_whitespace)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            if secret.len() < 16 {
+                return Err(format!(
+                    "the secret in {} is shorter than 16 bytes",
+                    path.display()
+                ));
+            }
+            Ok(secret)
+        }
+        (None, true) => Ok(DEV_SECRET.as_bytes().to_vec()),
+        (None, false) => Err(String::from(
+            "no secret: pass --secret-file <file> (or --dev for a development relay)",
+        )),
+    }
+}

@@ -1,0 +1,275 @@
+//! The embedded store: SQLite in WAL mode, `synchronous = FULL`.
+//!
+//! Why SQLite: the most deployed embedded database there is, one file,
+//! transactions that survive a killed process (the crash test kills the
+//! relay mid-write over and over), and nothing to install (the `bundled`
+//! build compiles it in). WAL lets catch-up reads run beside commits.
+//!
+//! One transaction per batch holds the ops appended to the log, every
+//! key's new canonical state and every stream's new head, so after a crash
+//! the log, the states and the sequences always agree. The relay
+//! acknowledges an op only after its transaction committed (`FULL`: the WAL
+//! is synced to disk at every commit).
+//!
+//! Writes go through one thread (SQLite serializes writers anyway);
+//! reads use their own connection.
+
+use std::path::Path;
+use std::sync::{Mutex, mpsc};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::oneshot;
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// SQLite said no.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The writer thread is gone (the relay is shutting down).
+    #[error("the store is closed")]
+    Closed,
+}
+
+/// One op appended to a stream's log.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// The stream (`apartment:<id>` or `global`).
+    pub stream: String,
+    /// Its number.
+    pub seq: u64,
+    /// The op id (`tab:seq`), unique per stream.
+    pub op_id: String,
+    /// The op as JSON.
+    pub body: String,
+}
+
+/// What one batch makes durable.
+#[derive(Debug, Default)]
+pub struct Commit {
+    /// Ops appended.
+    pub ops: Vec<Row>,
+    /// New canonical states: (stream, full key, stored JSON).
+    pub states: Vec<(String, String, String)>,
+    /// New heads: (stream, head).
+    pub heads: Vec<(String, u64)>,
+}
+
+/// A stream as stored: its newest number and the oldest it still holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamRow {
+    /// Newest number (0: empty).
+    pub head: u64,
+    /// Oldest number still in the log; everything before it was trimmed
+    /// (a device behind it gets a snapshot).
+    pub first: u64,
+}
+
+enum Job {
+    Commit(Commit, oneshot::Sender<Result<(), DbError>>),
+    Trim(String, u64, oneshot::Sender<Result<u64, DbError>>),
+}
+
+/// The store's handle.
+pub struct Db {
+    jobs: mpsc::Sender<Job>,
+    read: Mutex<Connection>,
+}
+
+fn open_connection(path: &Path) -> Result<Connection, DbError> {
+    let connection = Connection::open(path)?;
+    connection.pragma_update(None, "journal_mode", "WAL")?;
+    connection.pragma_update(None, "synchronous", "FULL")?;
+    connection.busy_timeout(std::time::Duration::from_secs(10))?;
+    Ok(connection)
+}
+
+impl Db {
+    /// Opens (creating) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, DbError> {
+        std::fs::create_dir_all(dir).map_err(|err| {
+            DbError::Sqlite(rusqlite::Error::InvalidPath(
+                format!("{}: {err}", dir.display()).into(),
+            ))
+        })?;
+        let path = dir.join("relay.sqlite3");
+        let write = open_connection(&path)?;
+        write.execute_batch(
+            "CREATE TABLE IF NOT EXISTS ops (
+                 stream TEXT NOT NULL, seq INTEGER NOT NULL, op_id TEXT NOT NULL, body TEXT NOT NULL,
+                 PRIMARY KEY (stream, seq)) WITHOUT ROWID;
+             CREATE UNIQUE INDEX IF NOT EXISTS ops_by_id ON ops (stream, op_id);
+             CREATE TABLE IF NOT EXISTS states (
+                 stream TEXT NOT NULL, key TEXT NOT NULL, stored TEXT NOT NULL,
+                 PRIMARY KEY (stream, key)) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS streams (
+                 stream TEXT PRIMARY KEY, head INTEGER NOT NULL, first INTEGER NOT NULL) WITHOUT ROWID;",
+        )?;
+        let read = open_connection(&path)?;
+        let (jobs, inbox) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("relay-db-writer".into())
+            .spawn(move || writer(write, inbox))
+            .map_err(|err| DbError::Sqlite(rusqlite::Error::InvalidPath(err.to_string().into())))?;
+        Ok(Self {
+            jobs,
+            read: Mutex::new(read),
+        })
+    }
+
+    /// Makes `commit` durable, in one transaction.
+    pub async fn commit(&self, commit: Commit) -> Result<(), DbError> {
+        let (done, wait) = oneshot::channel();
+        self.jobs
+            .send(Job::Commit(commit, done))
+            .map_err(|_| DbError::Closed)?;
+        wait.await.map_err(|_| DbError::Closed)?
+    }
+
+    /// Drops ops of `stream` older than its newest `keep`; returns the new
+    /// oldest number kept.
+    pub async fn trim(&self, stream: &str, keep: u64) -> Result<u64, DbError> {
+        let (done, wait) = oneshot::channel();
+        self.jobs
+            .send(Job::Trim(stream.to_owned(), keep, done))
+            .map_err(|_| DbError::Closed)?;
+        wait.await.map_err(|_| DbError::Closed)?
+    }
+
+    fn reader(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent.
+        self.read
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Every stream with its head and oldest kept number.
+    pub fn streams(&self) -> Result<Vec<(String, StreamRow)>, DbError> {
+        let read = self.reader();
+        let mut query = read.prepare("SELECT stream, head, first FROM streams")?;
+        let rows = query.query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                StreamRow {
+                    head: row.get::<_, i64>(1)?.try_into().unwrap_or(0),
+                    first: row.get::<_, i64>(2)?.try_into().unwrap_or(0),
+                },
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every stored state of `stream`: (full key, stored JSON).
+    pub fn states(&self, stream: &str) -> Result<Vec<(String, String)>, DbError> {
+        let read = self.reader();
+        let mut query = read.prepare("SELECT key, stored FROM states WHERE stream = ?1")?;
+        let rows = query.query_map([stream], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The ops of `stream` after `after`, at most `limit`, in order.
+    pub fn ops_after(
+        &self,
+        stream: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, DbError> {
+        let read = self.reader();
+        let mut query = read.prepare_cached(
+            "SELECT seq, body FROM ops WHERE stream = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        )?;
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = query.query_map(params![stream, after, limit], |row| {
+            Ok((row.get::<_, i64>(0)?.try_into().unwrap_or(0), row.get(1)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The number `op_id` got in `stream`, if it is in the log.
+    pub fn seq_of(&self, stream: &str, op_id: &str) -> Result<Option<u64>, DbError> {
+        let read = self.reader();
+        let mut query =
+            read.prepare_cached("SELECT seq FROM ops WHERE stream = ?1 AND op_id = ?2")?;
+        let seq: Option<i64> = query
+            .query_row([stream, op_id], |row| row.get(0))
+            .optional()?;
+        Ok(seq.map(|s| s.try_into().unwrap_or(0)))
+    }
+
+    /// How many ops the log holds in all.
+    pub fn log_len(&self) -> Result<u64, DbError> {
+        let read = self.reader();
+        let count: i64 = read.query_row("SELECT COUNT(*) FROM ops", [], |row| row.get(0))?;
+        Ok(count.try_into().unwrap_or(0))
+    }
+}
+
+fn writer(mut connection: Connection, inbox: mpsc::Receiver<Job>) {
+    while let Ok(job) = inbox.recv() {
+        match job {
+            Job::Commit(commit, done) => {
+                let _ = done.send(apply(&mut connection, &commit));
+            }
+            Job::Trim(stream, keep, done) => {
+                let _ = done.send(trim(&mut connection, &stream, keep));
+            }
+        }
+    }
+}
+
+fn apply(connection: &mut Connection, commit: &Commit) -> Result<(), DbError> {
+    let tx = connection.transaction()?;
+    {
+        let mut insert = tx
+            .prepare_cached("INSERT INTO ops (stream, seq, op_id, body) VALUES (?1, ?2, ?3, ?4)")?;
+        for row in &commit.ops {
+            insert.execute(params![
+                row.stream,
+                i64::try_from(row.seq).unwrap_or(i64::MAX),
+                row.op_id,
+                row.body
+            ])?;
+        }
+        let mut state = tx.prepare_cached(
+            "INSERT INTO states (stream, key, stored) VALUES (?1, ?2, ?3)
+             ON CONFLICT (stream, key) DO UPDATE SET stored = excluded.stored",
+        )?;
+        for (stream, key, stored) in &commit.states {
+            state.execute(params![stream, key, stored])?;
+        }
+        let mut head = tx.prepare_cached(
+            "INSERT INTO streams (stream, head, first) VALUES (?1, ?2, 1)
+             ON CONFLICT (stream) DO UPDATE SET head = excluded.head",
+        )?;
+        for (stream, seq) in &commit.heads {
+            head.execute(params![stream, i64::try_from(*seq).unwrap_or(i64::MAX)])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn trim(connection: &mut Connection, stream: &str, keep: u64) -> Result<u64, DbError> {
+    let tx = connection.transaction()?;
+    let head: i64 = tx
+        .query_row(
+            "SELECT head FROM streams WHERE stream = ?1",
+            [stream],
+            |row| row.get(0),
+        )
+        .optional()?
+        .unwrap_or(0);
+    let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+    let first = (head - keep + 1).max(1);
+    tx.execute(
+        "DELETE FROM ops WHERE stream = ?1 AND seq < ?2",
+        params![stream, first],
+    )?;
+    tx.execute(
+        "UPDATE streams SET first = MAX(first, ?2) WHERE stream = ?1",
+        params![stream, first],
+    )?;
+    tx.commit()?;
+    Ok(first.try_into().unwrap_or(1))
+}

@@ -1,0 +1,249 @@
+//! The HTTP fallback (for devices whose WebSocket a proxy blocks) and the
+//! operations endpoints. Same bodies as the WebSocket messages:
+//!
+//! | route | in | out |
+//! |---|---|---|
+//! | `POST /v1/push` | a push body `{"ops": […]}` | an ack message |
+//! | `GET /v1/pull?stream=…&cursor=…&wait_ms=…` | | an ops or snapshot message, waiting up to `wait_ms` for new ops |
+//! | `GET /v1/snapshot?stream=…` | | a snapshot message |
+//! | `GET /health` | | `{"ok": true, …}` |
+//! | `GET /metrics` | | counters, Prometheus text |
+//!
+//! The token goes in `Authorization: Bearer <token>`, never in the URL.
+//! Errors are JSON error messages with a stable code and a fitting status.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use gaesup_protocol::{
+    Acks, ErrorBody, ProtocolError, Push, ServerMessage, StreamId, Subscription, code,
+};
+use gaesup_state_core::parse_untrusted;
+use serde::Deserialize;
+
+use crate::AppState;
+use crate::hub::now_ms;
+use crate::token::{self, Claims};
+use crate::ws::all_refused;
+
+fn status_for(code: &str) -> StatusCode {
+    match code {
+        code::UNAUTHORIZED | code::TOKEN_EXPIRED => StatusCode::UNAUTHORIZED,
+        code::FORBIDDEN => StatusCode::FORBIDDEN,
+        code::FRAME_TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
+        code::RATE_LIMITED => StatusCode::TOO_MANY_REQUESTS,
+        code::TOO_MANY_CONNECTIONS | code::SHUTTING_DOWN => StatusCode::SERVICE_UNAVAILABLE,
+        code::STORAGE => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+fn json(status: StatusCode, message: &ServerMessage) -> Response {
+    match message.encode() {
+        Ok(text) => (
+            status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            text,
+        )
+            .into_response(),
+        Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
+    }
+}
+
+/// A JSON error message with the status that fits its code.
+pub fn error_response(status: StatusCode, error: &ProtocolError) -> Response {
+    json(
+        status,
+        &ServerMessage::Error(ErrorBody {
+            code: error.code.to_owned(),
+            message: error.message.clone(),
+        }),
+    )
+}
+
+fn refuse(app: &AppState, error: &ProtocolError) -> Response {
+    app.metrics.refused(error.code);
+    error_response(status_for(error.code), error)
+}
+
+fn claims(app: &AppState, headers: &HeaderMap) -> Result<Arc<Claims>, ProtocolError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .ok_or_else(|| ProtocolError::new(code::UNAUTHORIZED, "no Authorization: Bearer token"))?;
+    token::verify(&app.secret, token, now_ms() / 1000)
+        .map(Arc::new)
+        .map_err(|err| ProtocolError::new(err.code(), err.to_string()))
+}
+
+/// `POST /v1/push`.
+pub async fn push(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let claims = match claims(&app, &headers) {
+        Ok(claims) => claims,
+        Err(error) => return refuse(&app, &error),
+    };
+    if body.len() > app.config.max_frame_bytes {
+        return refuse(
+            &app,
+            &ProtocolError::new(
+                code::FRAME_TOO_LARGE,
+                format!("{} bytes, over {}", body.len(), app.config.max_frame_bytes),
+            ),
+        );
+    }
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return refuse(
+            &app,
+            &ProtocolError::new(code::MALFORMED, "the body is not UTF-8"),
+        );
+    };
+    let push: Push = match parse_untrusted(text, app.config.max_frame_bytes, "push") {
+        Ok(push) => push,
+        Err(err) => return refuse(&app, &ProtocolError::new(code::MALFORMED, err.to_string())),
+    };
+    if let Some(err) = push.ops.iter().find_map(|op| op.validate().err()) {
+        return refuse(&app, &ProtocolError::new(code::MALFORMED, err.to_string()));
+    }
+    if push.ops.len() > app.config.max_ops_per_push {
+        return refuse(
+            &app,
+            &ProtocolError::new(
+                code::TOO_MANY_OPS,
+                format!("at most {} ops per push", app.config.max_ops_per_push),
+            ),
+        );
+    }
+    app.metrics.pushed();
+    if !app.take_http(&claims.sub, push.ops.len()) {
+        let error = ProtocolError::new(code::RATE_LIMITED, "too many ops per second; resend later");
+        app.metrics.refused(code::RATE_LIMITED);
+        let acks = all_refused(&push.ops, &error);
+        return json(
+            StatusCode::TOO_MANY_REQUESTS,
+            &ServerMessage::Ack(Acks { acks }),
+        );
+    }
+    match app.hub.push(claims, push.ops).await {
+        Ok(acks) => json(StatusCode::OK, &ServerMessage::Ack(Acks { acks })),
+        Err(error) => refuse(&app, &error),
+    }
+}
+
+/// Query of `GET /v1/pull`.
+#[derive(Debug, Deserialize)]
+pub struct PullQuery {
+    stream: String,
+    #[serde(default)]
+    cursor: Option<u64>,
+    #[serde(default)]
+    wait_ms: Option<u64>,
+}
+
+/// `GET /v1/pull`: what the device lacks after its cursor, waiting for new
+/// ops when there are none yet (long poll).
+pub async fn pull(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<PullQuery>,
+) -> Response {
+    let claims = match claims(&app, &headers) {
+        Ok(claims) => claims,
+        Err(error) => return refuse(&app, &error),
+    };
+    let stream: StreamId = match query.stream.parse() {
+        Ok(stream) => stream,
+        Err(err) => return refuse(&app, &ProtocolError::new(code::MALFORMED, err)),
+    };
+    let subscription = Subscription {
+        stream,
+        cursor: query.cursor,
+    };
+    let wait = Duration::from_millis(query.wait_ms.unwrap_or(0).min(app.config.max_wait_ms));
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut shutdown = app.shutdown.clone();
+    loop {
+        // Listen before asking, so a commit in between is not missed.
+        let committed = app.hub.committed.notified();
+        let answer = match app
+            .hub
+            .pull(Arc::clone(&claims), subscription.clone(), 512)
+            .await
+        {
+            Ok(answer) => answer,
+            Err(error) => return refuse(&app, &error),
+        };
+        let empty = matches!(&answer, ServerMessage::Ops(body) if body.ops.is_empty()
+            && Some(body.head) == subscription.cursor.or(Some(0)));
+        if !empty || tokio::time::Instant::now() >= deadline {
+            return json(StatusCode::OK, &answer);
+        }
+        tokio::select! {
+            () = committed => {}
+            () = tokio::time::sleep_until(deadline) => {}
+            _ = shutdown.changed() => return json(StatusCode::OK, &answer),
+        }
+    }
+}
+
+/// Query of `GET /v1/snapshot`.
+#[derive(Debug, Deserialize)]
+pub struct SnapshotQuery {
+    stream: String,
+}
+
+/// `GET /v1/snapshot`: the stream's canonical states.
+pub async fn snapshot(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<SnapshotQuery>,
+) -> Response {
+    let claims = match claims(&app, &headers) {
+        Ok(claims) => claims,
+        Err(error) => return refuse(&app, &error),
+    };
+    let stream: StreamId = match query.stream.parse() {
+        Ok(stream) => stream,
+        Err(err) => return refuse(&app, &ProtocolError::new(code::MALFORMED, err)),
+    };
+    // A cursor past any head always answers with a snapshot.
+    let subscription = Subscription {
+        stream,
+        cursor: Some(u64::MAX),
+    };
+    match app.hub.pull(claims, subscription, 0).await {
+        Ok(answer) => json(StatusCode::OK, &answer),
+        Err(error) => refuse(&app, &error),
+    }
+}
+
+/// `GET /health`.
+pub async fn health(State(app): State<Arc<AppState>>) -> Response {
+    let body = serde_json::json!({
+        "ok": true,
+        "node": app.config.node,
+        "connections": app.metrics.open_connections(),
+    });
+    (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+/// `GET /metrics`.
+pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+    let log = app.db.log_len().unwrap_or(0);
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        app.metrics.render(log),
+    )
+        .into_response()
+}

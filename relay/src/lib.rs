@@ -1,0 +1,309 @@
+//! The gaesup relay: carries state operations between devices, durably.
+//!
+//! # The problem
+//!
+//! Tabs of one browser share ops over a BroadcastChannel; other devices are
+//! out of reach. The relay is where devices meet: each pushes its ops, the
+//! relay applies them through the same core the tabs run (so the value it
+//! acknowledges is the value every device converges to), makes them
+//! durable, numbers them per stream, and sends them to every device
+//! following that stream, now or when it comes back from its cursor.
+//!
+//! ```sh
+//! relay --dev                                   # a development relay on 127.0.0.1:8787
+//! relay mint-token --dev --apartment main=rw --global rw
+//! relay --secret-file /etc/gaesup/secret --data /var/lib/gaesup --listen 0.0.0.0:8787
+//! ```
+//!
+//! # Guarantees
+//!
+//! - An ack means durable: the op, the key's new canonical state and the
+//!   stream's head are committed in one SQLite transaction (WAL,
+//!   `synchronous = FULL`) before the ack is sent.
+//! - A resend is harmless: an op id already in the log is acknowledged as a
+//!   duplicate with its first number.
+//! - A cursor never misses anything: ops after it come from the log, or a
+//!   snapshot of the canonical states when the log was trimmed past it.
+//! - Every op is checked: the token's grants (apartment, buildings, read or
+//!   write, global keys), then the core (declared key, lifetime, strategy,
+//!   schema, types, permissions, clock window, limits).
+//! - Bounded: frames, ops per push, ops per second, connections, and each
+//!   device's send queue (a slow device is disconnected and resyncs).
+//!
+//! # Modules
+//!
+//! [`config`] (flags and environment), [`token`] (signed grants), [`db`]
+//! (the embedded store), [`hub`] (replicas, numbering, commits, fan-out),
+//! [`ws`] and [`http`] (the endpoints), [`metrics`], [`limits`].
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod hub;
+pub mod limits;
+pub mod metrics;
+pub mod token;
+pub mod ws;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, Method, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use clap::Parser;
+use tokio::sync::watch;
+
+use crate::config::{Cli, Command, Mint, Serve};
+use crate::db::Db;
+use crate::hub::Hub;
+use crate::limits::Bucket;
+use crate::metrics::Metrics;
+use crate::token::{Access, Claims, Grant};
+
+/// What every handler shares.
+pub struct AppState {
+    /// The hub.
+    pub hub: Hub,
+    /// The token secret.
+    pub secret: Vec<u8>,
+    /// Options.
+    pub config: Serve,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// The store (for metrics).
+    pub db: Arc<Db>,
+    /// Flips to `true` when the relay starts shutting down.
+    pub shutdown: watch::Receiver<bool>,
+    next_conn: AtomicU64,
+    http_buckets: Mutex<BTreeMap<String, Bucket>>,
+}
+
+impl AppState {
+    fn next_conn(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Takes `n` ops from the HTTP rate budget of token subject `sub`.
+    fn take_http(&self, sub: &str, n: usize) -> bool {
+        let mut buckets = self
+            .http_buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if buckets.len() > 10_000 && !buckets.contains_key(sub) {
+            // Bounded: forget everyone (they start again with a full bucket).
+            buckets.clear();
+        }
+        buckets
+            .entry(sub.to_owned())
+            .or_insert_with(|| Bucket::new(self.config.max_ops_per_second))
+            .take(n)
+    }
+}
+
+/// The routes, with CORS for the HTTP fallback (a site on another origin
+/// calls it; tokens are bearer tokens, never cookies, so any origin may).
+pub fn router(state: Arc<AppState>) -> Router {
+    let limit = state.config.max_frame_bytes;
+    Router::new()
+        .route("/v1/ws", get(ws::upgrade))
+        .route("/v1/push", post(http::push).options(preflight))
+        .route("/v1/pull", get(http::pull).options(preflight))
+        .route("/v1/snapshot", get(http::snapshot).options(preflight))
+        .route("/health", get(http::health))
+        .route("/metrics", get(http::metrics))
+        // The handler checks the exact limit and answers with a code; this
+        // only stops bodies far past it.
+        .layer(DefaultBodyLimit::max(limit.saturating_mul(2)))
+        .layer(middleware::from_fn(cors))
+        .with_state(state)
+}
+
+async fn preflight() -> Response {
+    axum::http::StatusCode::NO_CONTENT.into_response()
+}
+
+async fn cors(request: axum::extract::Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("authorization, content-type"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_str(&format!(
+            "{}, {}, {}",
+            Method::GET,
+            Method::POST,
+            Method::OPTIONS
+        ))
+        .unwrap_or(HeaderValue::from_static("GET, POST, OPTIONS")),
+    );
+    response
+}
+
+/// Runs the relay until SIGINT or SIGTERM, then shuts down gracefully:
+/// stops accepting, tells devices, finishes the commit in flight.
+pub async fn serve(config: Serve, secret: Vec<u8>) -> Result<(), String> {
+    let db = Arc::new(Db::open(&config.data).map_err(|err| err.to_string())?);
+    let declarations = gaesup_app::keys::declarations().map_err(|err| err.to_string())?;
+    let metrics = Arc::new(Metrics::default());
+    let (hub, hub_task) = Hub::start(
+        Arc::clone(&db),
+        declarations,
+        Arc::clone(&metrics),
+        config.log_keep.max(1),
+    )
+    .await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|err| format!("cannot listen on {}: {err}", config.listen))?;
+    let address: SocketAddr = listener.local_addr().map_err(|err| err.to_string())?;
+    let (stop, shutdown) = watch::channel(false);
+    let state = Arc::new(AppState {
+        hub,
+        secret,
+        config: config.clone(),
+        metrics,
+        db,
+        shutdown,
+        next_conn: AtomicU64::new(1),
+        http_buckets: Mutex::new(BTreeMap::new()),
+    });
+    // The first line of output: tests and scripts read the port from it.
+    println!("relay listening on http://{address}");
+    tracing::info!(%address, data = %config.data.display(), node = %config.node, "relay up");
+    let app = router(Arc::clone(&state));
+    let graceful = async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop.send(true);
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(graceful)
+        .await
+        .map_err(|err| err.to_string())?;
+    // Every handler is gone: the hub drains what is queued (committing it)
+    // and stops.
+    drop(state);
+    let _ = hub_task.await;
+    tracing::info!("relay stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
+
+fn parse_access(text: &str) -> Result<Access, String> {
+    match text {
+        "r" => Ok(Access::R),
+        "rw" => Ok(Access::Rw),
+        other => Err(format!("access is r or rw, not {other:?}")),
+    }
+}
+
+/// Builds and signs a token from `mint-token`'s options.
+pub fn mint(options: &Mint) -> Result<String, String> {
+    let secret = config::secret(options.secret_file.as_ref(), options.dev)?;
+    let mut apartments = BTreeMap::new();
+    for grant in &options.apartments {
+        let (apartment, rest) = grant
+            .split_once('=')
+            .ok_or_else(|| format!("a grant is <apartment>=r|rw[:buildings], not {grant:?}"))?;
+        let (access, buildings) = match rest.split_once(':') {
+            Some((access, buildings)) => (
+                access,
+                Some(
+                    buildings
+                        .split(',')
+                        .map(|b| b.parse().map_err(|err| format!("{err}")))
+                        .collect::<Result<Vec<_>, String>>()?,
+                ),
+            ),
+            None => (rest, None),
+        };
+        apartments.insert(
+            apartment.parse().map_err(|err| format!("{err}"))?,
+            Grant {
+                access: parse_access(access)?,
+                buildings,
+            },
+        );
+    }
+    let claims = Claims {
+        sub: options.subject.clone(),
+        exp: hub::now_ms() / 1000 + options.ttl,
+        apartments,
+        global: options.global.as_deref().map(parse_access).transpose()?,
+    };
+    Ok(token::mint(&secret, &claims))
+}
+
+/// The `relay` command.
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RELAY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Some(Command::MintToken(options)) => mint(&options).map(|token| println!("{token}")),
+        Some(Command::Serve(serve)) => run(serve),
+        None => run(cli.serve),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("relay: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(options: Serve) -> Result<(), String> {
+    let secret = config::secret(options.secret_file.as_ref(), options.dev)?;
+    if options.dev {
+        tracing::warn!(
+            "development mode: tokens are signed with a public secret; never deploy this"
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| err.to_string())?;
+    runtime.block_on(serve(options, secret))
+}

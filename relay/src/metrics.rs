@@ -1,0 +1,160 @@
+//! Counters for `/metrics` (Prometheus text format).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use gaesup_protocol::AckStatus;
+
+/// Everything the relay counts.
+#[derive(Default)]
+pub struct Metrics {
+    connections: AtomicU64,
+    connections_total: AtomicU64,
+    pushes: AtomicU64,
+    applied: AtomicU64,
+    duplicates: AtomicU64,
+    delivered: AtomicU64,
+    snapshots: AtomicU64,
+    commits: AtomicU64,
+    commit_micros: AtomicU64,
+    refusals: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Metrics {
+    /// A connection opened.
+    pub fn connected(&self) -> u64 {
+        self.connections_total.fetch_add(1, Ordering::Relaxed);
+        self.connections.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// A connection closed.
+    pub fn disconnected(&self) {
+        self.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// A push arrived.
+    pub fn pushed(&self) {
+        self.pushes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An op's outcome.
+    pub fn count_ack(&self, status: &AckStatus) {
+        match status {
+            AckStatus::Applied { .. } => self.applied.fetch_add(1, Ordering::Relaxed),
+            AckStatus::Duplicate { .. } => self.duplicates.fetch_add(1, Ordering::Relaxed),
+            AckStatus::Refused { code, .. } => {
+                self.refused(code);
+                0
+            }
+        };
+    }
+
+    /// A refusal (of an op, a message or a connection), by code.
+    pub fn refused(&self, code: &str) {
+        let mut refusals = self
+            .refusals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *refusals.entry(code.to_owned()).or_default() += 1;
+    }
+
+    /// Messages delivered to subscribers.
+    pub fn delivered(&self, n: u64) {
+        self.delivered.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A snapshot sent to a device behind the log.
+    pub fn snapshot(&self) {
+        self.snapshots.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A commit of `ops` ops that took `took`.
+    pub fn commit(&self, ops: usize, took: Duration) {
+        let _ = ops;
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.commit_micros.fetch_add(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The Prometheus text exposition; `log_ops` is the log's length.
+    pub fn render(&self, log_ops: u64) -> String {
+        let mut out = String::new();
+        let mut counter = |name: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        };
+        counter(
+            "relay_connections_total",
+            "Connections accepted.",
+            self.connections_total.load(Ordering::Relaxed),
+        );
+        counter(
+            "relay_pushes_total",
+            "Pushes received.",
+            self.pushes.load(Ordering::Relaxed),
+        );
+        counter(
+            "relay_ops_applied_total",
+            "Ops made durable and acknowledged.",
+            self.applied.load(Ordering::Relaxed),
+        );
+        counter(
+            "relay_ops_duplicate_total",
+            "Ops acknowledged as resends.",
+            self.duplicates.load(Ordering::Relaxed),
+        );
+        counter(
+            "relay_deliveries_total",
+            "Messages delivered to subscribers.",
+            self.delivered.load(Ordering::Relaxed),
+        );
+        counter(
+            "relay_snapshots_total",
+            "Snapshots sent to devices behind the log.",
+            self.snapshots.load(Ordering::Relaxed),
+        );
+        counter(
+            "relay_commits_total",
+            "Transactions committed.",
+            self.commits.load(Ordering::Relaxed),
+        );
+        counter(
+            "relay_commit_microseconds_total",
+            "Time spent committing.",
+            self.commit_micros.load(Ordering::Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP relay_connections Connections open.\n# TYPE relay_connections gauge\nrelay_connections {}",
+            self.open_connections()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP relay_log_ops Ops in the log.\n# TYPE relay_log_ops gauge\nrelay_log_ops {log_ops}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP relay_refusals_total Refusals by code.\n# TYPE relay_refusals_total counter"
+        );
+        let refusals = self
+            .refusals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (code, n) in refusals.iter() {
+            let _ = writeln!(out, "relay_refusals_total{{code=\"{code}\"}} {n}");
+        }
+        out
+    }
+}

@@ -1,0 +1,292 @@
+//! The WebSocket endpoint, `/v1/ws`.
+//!
+//! A device says hello (token, subscriptions with cursors), then pushes ops
+//! and receives acks, the ops it missed, live ops, and snapshots when it is
+//! behind the log. Heartbeats go both ways: the relay pings every
+//! `heartbeat_ms` and closes a socket silent for three of them. A message
+//! the relay cannot use gets an error with a specific code and the socket
+//! stays open; only a bad token, a slow reader, a silent socket or the
+//! relay shutting down close it (with a close code and reason).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use gaesup_protocol::{
+    Ack, AckStatus, Acks, ClientMessage, ErrorBody, Ping, ProtocolError, ServerMessage, Welcome,
+    code,
+};
+use tokio::sync::{Notify, mpsc};
+
+use crate::AppState;
+use crate::hub::{Outlet, now_ms};
+use crate::limits::Bucket;
+use crate::token::{self, Claims};
+
+/// Close code: the token was refused.
+const CLOSE_UNAUTHORIZED: u16 = 4001;
+/// Close code: the device read too slowly.
+const CLOSE_SLOW: u16 = 4008;
+/// Close code: no message for three heartbeats.
+const CLOSE_SILENT: u16 = 4009;
+/// Close code: going away (shutdown).
+const CLOSE_GOING_AWAY: u16 = 1001;
+
+/// Upgrades to a WebSocket, unless the node holds all it may.
+pub async fn upgrade(State(app): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
+    if app.metrics.open_connections() >= app.config.max_connections {
+        app.metrics.refused(code::TOO_MANY_CONNECTIONS);
+        return crate::http::error_response(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            &ProtocolError::new(code::TOO_MANY_CONNECTIONS, "this node is full; try another"),
+        );
+    }
+    // Twice the frame limit: a frame between one and two limits gets a
+    // specific error; beyond, the socket layer closes with 1009.
+    ws.max_message_size(app.config.max_frame_bytes.saturating_mul(2))
+        .on_upgrade(move |socket| serve(app, socket))
+        .into_response()
+}
+
+fn text(message: &ServerMessage) -> Option<Message> {
+    message
+        .encode()
+        .ok()
+        .map(|text| Message::Text(Utf8Bytes::from(text)))
+}
+
+fn close(code: u16, reason: &str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from(reason.to_owned()),
+    }))
+}
+
+async fn serve(app: Arc<AppState>, socket: WebSocket) {
+    app.metrics.connected();
+    let conn = app.next_conn();
+    let (mut sink, mut incoming) = socket.split();
+    let (send, mut outgoing) = mpsc::channel::<ServerMessage>(app.config.send_queue);
+    let (catch_up, mut missed) = mpsc::unbounded_channel::<ServerMessage>();
+    let (closing, mut close_rx) = mpsc::channel::<Message>(1);
+    let slow = Arc::new(Notify::new());
+    let writer = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                biased;
+                frame = close_rx.recv() => {
+                    // What was queued before the close (the error saying
+                    // why) goes first.
+                    while let Ok(message) = missed.try_recv().or_else(|_| outgoing.try_recv()) {
+                        if let Some(text) = text(&message) && sink.send(text).await.is_err() {
+                            break;
+                        }
+                    }
+                    if let Some(frame) = frame {
+                        let _ = sink.send(frame).await;
+                    }
+                    break;
+                }
+                Some(message) = missed.recv() => {
+                    let Some(frame) = text(&message) else { continue };
+                    if sink.send(frame).await.is_err() {
+                        break;
+                    }
+                }
+                message = outgoing.recv() => {
+                    let Some(message) = message else { break };
+                    let Some(frame) = text(&message) else { continue };
+                    if sink.send(frame).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let mut session = Session {
+        app: Arc::clone(&app),
+        conn,
+        claims: None,
+        bucket: Bucket::new(app.config.max_ops_per_second),
+        send: send.clone(),
+        outlet: Outlet {
+            send,
+            catch_up,
+            slow: Arc::clone(&slow),
+        },
+    };
+    let heartbeat = Duration::from_millis(app.config.heartbeat_ms.max(50));
+    let mut ticker = tokio::time::interval(heartbeat);
+    ticker.tick().await;
+    let mut last_heard = tokio::time::Instant::now();
+    let mut shutdown = app.shutdown.clone();
+    let reason = loop {
+        tokio::select! {
+            frame = incoming.next() => {
+                let Some(Ok(frame)) = frame else { break None };
+                last_heard = tokio::time::Instant::now();
+                match frame {
+                    Message::Text(text) => {
+                        if let Some(reason) = session.on_text(text.as_str()).await {
+                            break Some(reason);
+                        }
+                    }
+                    Message::Binary(_) => session.error(&ProtocolError::new(
+                        code::MALFORMED,
+                        "the relay speaks JSON text frames",
+                    )),
+                    Message::Close(_) => break None,
+                    Message::Ping(_) | Message::Pong(_) => {}
+                }
+            }
+            _ = ticker.tick() => {
+                if last_heard.elapsed() > heartbeat * 3 {
+                    break Some(close(CLOSE_SILENT, "no message for three heartbeats"));
+                }
+                let _ = session.send.try_send(ServerMessage::Ping(Ping { at: now_ms() }));
+            }
+            () = slow.notified() => {
+                break Some(close(CLOSE_SLOW, code::SLOW_CONSUMER));
+            }
+            _ = shutdown.changed() => {
+                session.error(&ProtocolError::new(code::SHUTTING_DOWN, "the relay is shutting down"));
+                break Some(close(CLOSE_GOING_AWAY, code::SHUTTING_DOWN));
+            }
+        }
+    };
+    app.hub.unsubscribe(conn).await;
+    if let Some(frame) = reason {
+        let _ = closing.send(frame).await;
+    }
+    drop(closing);
+    drop(session);
+    let _ = writer.await;
+    app.metrics.disconnected();
+}
+
+struct Session {
+    app: Arc<AppState>,
+    conn: u64,
+    claims: Option<Arc<Claims>>,
+    bucket: Bucket,
+    send: mpsc::Sender<ServerMessage>,
+    outlet: Outlet,
+}
+
+impl Session {
+    fn error(&self, error: &ProtocolError) {
+        self.app.metrics.refused(error.code);
+        let _ = self.send.try_send(ServerMessage::Error(ErrorBody {
+            code: error.code.to_owned(),
+            message: error.message.clone(),
+        }));
+    }
+
+    /// Handles one text frame; `Some(close frame)` ends the session.
+    async fn on_text(&mut self, text: &str) -> Option<Message> {
+        let message = match ClientMessage::decode_bounded(text, self.app.config.max_frame_bytes) {
+            Ok(message) => message,
+            Err(error) => {
+                self.error(&error);
+                return None;
+            }
+        };
+        match message {
+            ClientMessage::Hello(hello) => {
+                if self.claims.is_some() {
+                    self.error(&ProtocolError::new(
+                        code::MALFORMED,
+                        "hello was already said",
+                    ));
+                    return None;
+                }
+                let Some(token) = hello.token.as_deref() else {
+                    self.error(&ProtocolError::new(code::UNAUTHORIZED, "no token"));
+                    return Some(close(CLOSE_UNAUTHORIZED, code::UNAUTHORIZED));
+                };
+                let claims = match token::verify(&self.app.secret, token, now_ms() / 1000) {
+                    Ok(claims) => Arc::new(claims),
+                    Err(err) => {
+                        self.error(&ProtocolError::new(err.code(), err.to_string()));
+                        return Some(close(CLOSE_UNAUTHORIZED, err.code()));
+                    }
+                };
+                tracing::debug!(client = %hello.client, subject = %claims.sub, "hello");
+                let _ = self.send.try_send(ServerMessage::Welcome(Welcome {
+                    node: self.app.config.node.clone(),
+                    heartbeat_ms: self.app.config.heartbeat_ms,
+                    limits: self.app.config.limits(),
+                }));
+                self.claims = Some(Arc::clone(&claims));
+                if let Err(error) = self
+                    .app
+                    .hub
+                    .subscribe(self.conn, claims, hello.subscribe, self.outlet.clone())
+                    .await
+                {
+                    self.error(&error);
+                }
+                None
+            }
+            ClientMessage::Push(push) => {
+                let Some(claims) = self.claims.clone() else {
+                    self.error(&ProtocolError::new(code::NO_HELLO, "say hello first"));
+                    return None;
+                };
+                self.app.metrics.pushed();
+                if push.ops.len() > self.app.config.max_ops_per_push {
+                    self.error(&ProtocolError::new(
+                        code::TOO_MANY_OPS,
+                        format!(
+                            "{} ops in one push; at most {}",
+                            push.ops.len(),
+                            self.app.config.max_ops_per_push
+                        ),
+                    ));
+                    return None;
+                }
+                let acks = if self.bucket.take(push.ops.len()) {
+                    match self.app.hub.push(claims, push.ops.clone()).await {
+                        Ok(acks) => acks,
+                        Err(error) => all_refused(&push.ops, &error),
+                    }
+                } else {
+                    let error = ProtocolError::new(
+                        code::RATE_LIMITED,
+                        format!(
+                            "more than {} ops per second; resend later",
+                            self.app.config.max_ops_per_second
+                        ),
+                    );
+                    self.app.metrics.refused(code::RATE_LIMITED);
+                    all_refused(&push.ops, &error)
+                };
+                // Acks must not be lost to a full queue: wait for room.
+                let _ = self.send.send(ServerMessage::Ack(Acks { acks })).await;
+                None
+            }
+            ClientMessage::Ping(ping) => {
+                let _ = self.send.try_send(ServerMessage::Pong(ping));
+                None
+            }
+            ClientMessage::Pong(_) => None,
+        }
+    }
+}
+
+/// The same refusal for every op of a push.
+pub fn all_refused(ops: &[gaesup_state_core::Op], error: &ProtocolError) -> Vec<Ack> {
+    ops.iter()
+        .map(|op| Ack {
+            op: op.id,
+            status: AckStatus::Refused {
+                code: error.code.to_owned(),
+                message: error.message.clone(),
+            },
+        })
+        .collect()
+}

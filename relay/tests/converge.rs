@@ -1,0 +1,216 @@
+//! Devices writing through the relay in a random order, disconnecting and
+//! coming back from their cursors (some after the log was trimmed past
+//! them), converge to the relay's state: byte-equal states, the counter
+//! equal to every increment made.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use gaesup_protocol::{AckStatus, ServerMessage};
+use gaesup_state_core::Op;
+use serde_json::json;
+use support::{Client, Device, Relay, http, main_rw};
+
+/// splitmix64.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+struct Sim {
+    device: Device,
+    client: Option<Client>,
+    cursor: u64,
+    outbox: Vec<Op>,
+}
+
+impl Sim {
+    /// Applies whatever the relay sent, moving the cursor.
+    fn absorb(&mut self, message: ServerMessage) {
+        match message {
+            ServerMessage::Ops(body) => {
+                let empty = body.ops.is_empty();
+                for sequenced in body.ops {
+                    // Own ops come back too; applying them again is a no-op.
+                    self.device.store.apply_remote(&sequenced.op).unwrap();
+                    self.cursor = sequenced.seq;
+                }
+                // Nothing readable up to the head (a chunk of catch-up
+                // always carries ops).
+                if empty {
+                    self.cursor = self.cursor.max(body.head);
+                }
+            }
+            ServerMessage::Snapshot(snapshot) => {
+                for entry in &snapshot.states {
+                    self.device.store.merge_state(entry).unwrap();
+                }
+                self.cursor = snapshot.seq;
+            }
+            ServerMessage::Ack(acks) => {
+                for ack in acks.acks {
+                    match ack.status {
+                        AckStatus::Applied { .. } | AckStatus::Duplicate { .. } => {
+                            self.outbox.retain(|op| op.id != ack.op);
+                        }
+                        AckStatus::Refused { code, message } => panic!("{code}: {message}"),
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    async fn drain(&mut self) {
+        let Some(client) = self.client.as_mut() else {
+            return;
+        };
+        let mut messages = Vec::new();
+        while let Ok(Some(message)) =
+            tokio::time::timeout(Duration::from_millis(5), client.next()).await
+        {
+            messages.push(message);
+        }
+        for message in messages {
+            self.absorb(message);
+        }
+    }
+}
+
+async fn run(seed: u64) {
+    let relay = Relay::start(&["--log-keep", "16"]);
+    let mut rng = Rng(seed);
+    let mut sims: Vec<Sim> = (0..3)
+        .map(|i| Sim {
+            device: Device::new(seed * 10 + i + 1),
+            client: None,
+            cursor: 0,
+            outbox: Vec::new(),
+        })
+        .collect();
+    let mut expected = 0i64;
+    for _ in 0..150 {
+        let sim = &mut sims[rng.below(3) as usize];
+        match rng.below(10) {
+            0..=4 => {
+                let delta = rng.below(9) as i64 - 4;
+                expected += delta;
+                let op = if rng.below(3) == 0 {
+                    sim.device.note(&format!("note {}", rng.below(100)))
+                } else {
+                    sim.device.count(delta)
+                };
+                if !matches!(op.payload, gaesup_state_core::Payload::Count { .. }) {
+                    expected -= delta;
+                }
+                sim.outbox.push(op);
+                if let Some(client) = sim.client.as_mut() {
+                    client
+                        .send(&gaesup_protocol::ClientMessage::Push(
+                            gaesup_protocol::Push {
+                                ops: sim.outbox.clone(),
+                            },
+                        ))
+                        .await;
+                }
+            }
+            5..=6 => sim.drain().await,
+            7 => {
+                // Offline.
+                sim.drain().await;
+                sim.client = None;
+            }
+            _ => {
+                if sim.client.is_none() {
+                    let mut client = Client::connect(&relay, &main_rw(), Some(sim.cursor)).await;
+                    if !sim.outbox.is_empty() {
+                        client
+                            .send(&gaesup_protocol::ClientMessage::Push(
+                                gaesup_protocol::Push {
+                                    ops: sim.outbox.clone(),
+                                },
+                            ))
+                            .await;
+                    }
+                    sim.client = Some(client);
+                }
+            }
+        }
+    }
+    // Everyone back, outboxes flushed, caught up to the head.
+    let head = loop {
+        for sim in &mut sims {
+            if sim.client.is_none() {
+                sim.client = Some(Client::connect(&relay, &main_rw(), Some(sim.cursor)).await);
+            }
+            if !sim.outbox.is_empty() {
+                let ops = sim.outbox.clone();
+                let acks = sim.client.as_mut().unwrap().push(ops).await;
+                sim.absorb(ServerMessage::Ack(gaesup_protocol::Acks { acks }));
+            }
+            sim.drain().await;
+        }
+        let (_, body) = http(
+            "GET",
+            relay.url("/v1/pull?stream=apartment:main&cursor=0"),
+            Some(main_rw()),
+            None,
+        )
+        .await;
+        let head = match ServerMessage::decode(&body).unwrap() {
+            ServerMessage::Ops(body) => body.head,
+            ServerMessage::Snapshot(snapshot) => snapshot.seq,
+            other => panic!("{other:?}"),
+        };
+        if sims.iter().all(|s| s.outbox.is_empty() && s.cursor == head) {
+            break head;
+        }
+    };
+    let (_, body) = http(
+        "GET",
+        relay.url("/v1/snapshot?stream=apartment:main"),
+        Some(main_rw()),
+        None,
+    )
+    .await;
+    let ServerMessage::Snapshot(snapshot) = ServerMessage::decode(&body).unwrap() else {
+        panic!("{body}")
+    };
+    assert_eq!(snapshot.seq, head);
+    for (i, sim) in sims.iter().enumerate() {
+        for entry in &snapshot.states {
+            assert_eq!(
+                serde_json::to_string(sim.device.store.state(&entry.key).unwrap()).unwrap(),
+                serde_json::to_string(&entry.state).unwrap(),
+                "seed {seed}: device {i} differs from the relay on {}",
+                entry.key
+            );
+        }
+        let key = sim.device.key("count");
+        assert_eq!(
+            sim.device.store.get_value(&support::lobby(), &key).unwrap(),
+            json!(expected),
+            "seed {seed}: device {i}'s counter"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn devices_converge_to_the_relays_state_whatever_the_order() {
+    for seed in 0..4 {
+        tokio::task::LocalSet::new().run_until(run(seed)).await;
+    }
+}

@@ -1,0 +1,510 @@
+//! The relay binary, tried as devices (and hostile peers) would: the real
+//! process on 127.0.0.1, port 0, a temporary store.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use gaesup_protocol::{
+    AckStatus, ClientMessage, Hello, Push, ServerMessage, StreamId, Subscription, code,
+};
+use gaesup_relay::token::Access;
+use serde_json::{Value, json};
+use support::{Client, Device, Relay, error_code, http, main_rw, main_stream, token, token_until};
+
+fn applied_seq(status: &AckStatus) -> u64 {
+    match status {
+        AckStatus::Applied { seq, .. } | AckStatus::Duplicate { seq, .. } => *seq,
+        AckStatus::Refused { code, message } => panic!("refused: {code}: {message}"),
+    }
+}
+
+fn refusal(status: &AckStatus) -> &str {
+    match status {
+        AckStatus::Refused { code, .. } => code,
+        other => panic!("not refused: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_op_twice_is_one_op_and_the_ack_carries_the_canonical_value() {
+    let relay = Relay::start(&[]);
+    let mut client = Client::connect(&relay, &main_rw(), Some(0)).await;
+    let mut device = Device::new(1);
+    let op = device.count(3);
+    let first = client.push(vec![op.clone()]).await;
+    assert!(matches!(
+        &first[0].status,
+        AckStatus::Applied { seq: 1, value, .. } if *value == json!(3)
+    ));
+    let again = client.push(vec![op.clone(), op]).await;
+    for ack in &again {
+        assert!(
+            matches!(ack.status, AckStatus::Duplicate { seq: 1, .. }),
+            "{ack:?}"
+        );
+    }
+    // Another device sees the op once.
+    let mut other = Client::connect(&relay, &main_rw(), Some(0)).await;
+    let ServerMessage::Ops(body) = other.wait_for(|m| matches!(m, ServerMessage::Ops(_))).await
+    else {
+        unreachable!()
+    };
+    assert_eq!(body.ops.len(), 1);
+    assert_eq!(body.head, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_device_catches_up_from_its_cursor_then_gets_live_ops() {
+    let relay = Relay::start(&[]);
+    let mut writer = Client::connect(&relay, &main_rw(), None).await;
+    let mut device = Device::new(1);
+    for delta in 1..=5 {
+        writer.push(vec![device.count(delta)]).await;
+    }
+    let mut reader = Client::connect(&relay, &main_rw(), Some(2)).await;
+    let ServerMessage::Ops(body) = reader
+        .wait_for(|m| matches!(m, ServerMessage::Ops(_)))
+        .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        body.ops.iter().map(|s| s.seq).collect::<Vec<_>>(),
+        [3, 4, 5],
+        "exactly what follows the cursor"
+    );
+    writer.push(vec![device.count(10)]).await;
+    let ServerMessage::Ops(live) = reader
+        .wait_for(|m| matches!(m, ServerMessage::Ops(_)))
+        .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(live.ops[0].seq, 6);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_device_behind_the_trimmed_log_gets_a_snapshot() {
+    let relay = Relay::start(&["--log-keep", "4"]);
+    let mut writer = Client::connect(&relay, &main_rw(), None).await;
+    let mut device = Device::new(1);
+    for _ in 0..12 {
+        writer.push(vec![device.count(1)]).await;
+    }
+    writer.push(vec![device.note("hello")]).await;
+    let mut late = Client::connect(&relay, &main_rw(), Some(1)).await;
+    let ServerMessage::Snapshot(snapshot) = late
+        .wait_for(|m| matches!(m, ServerMessage::Snapshot(_)))
+        .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(snapshot.seq, 13);
+    let mut replica = Device::new(2);
+    for entry in &snapshot.states {
+        replica.store.merge_state(entry).unwrap();
+    }
+    let key = replica.key("count");
+    assert_eq!(
+        replica.store.get_value(&support::lobby(), &key).unwrap(),
+        json!(12),
+        "the snapshot holds every increment, trimmed or not"
+    );
+    // A device whose cursor is recent still gets ops, not a snapshot.
+    let mut recent = Client::connect(&relay, &main_rw(), Some(11)).await;
+    let message = recent
+        .wait_for(|m| matches!(m, ServerMessage::Ops(_) | ServerMessage::Snapshot(_)))
+        .await;
+    assert!(matches!(message, ServerMessage::Ops(body) if body.ops.len() == 2));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_auth_case_is_refused_with_its_code() {
+    let relay = Relay::start(&[]);
+    let mut device = Device::new(1);
+    // No token.
+    let mut client = Client::raw(&relay).await;
+    client
+        .send(&ClientMessage::Hello(Hello {
+            client: "x".into(),
+            token: None,
+            subscribe: vec![],
+        }))
+        .await;
+    assert_eq!(client.error_code().await, code::UNAUTHORIZED);
+    assert_eq!(client.closed().await.map(|c| c.0), Some(4001));
+    // A forged token, an expired one.
+    for (bad, expected) in [
+        ("gs1.e30.AAAA".to_owned(), code::UNAUTHORIZED),
+        (
+            token_until(&[("main", Access::Rw, None)], None, support::now_s() - 1),
+            code::TOKEN_EXPIRED,
+        ),
+    ] {
+        let mut client = Client::raw(&relay).await;
+        client
+            .send(&ClientMessage::Hello(Hello {
+                client: "x".into(),
+                token: Some(bad),
+                subscribe: vec![],
+            }))
+            .await;
+        assert_eq!(client.error_code().await, expected);
+    }
+    // Another apartment's token cannot read main.
+    let annex = token(&[("annex", Access::Rw, None)], None);
+    let mut client = Client::raw(&relay).await;
+    client
+        .send(&ClientMessage::Hello(Hello {
+            client: "x".into(),
+            token: Some(annex.clone()),
+            subscribe: vec![Subscription {
+                stream: main_stream(),
+                cursor: None,
+            }],
+        }))
+        .await;
+    assert_eq!(client.error_code().await, code::FORBIDDEN);
+    // ... nor write it; read-only cannot write; global needs its grant;
+    // a building-narrowed grant writes only its buildings.
+    for (grant, op, expected) in [
+        (annex, device.count(1), code::FORBIDDEN),
+        (
+            token(&[("main", Access::R, None)], Some(Access::Rw)),
+            device.count(1),
+            code::FORBIDDEN,
+        ),
+        (
+            token(&[("main", Access::Rw, None)], Some(Access::R)),
+            device.theme("dark"),
+            code::FORBIDDEN,
+        ),
+        (
+            token(&[("main", Access::Rw, Some(&["shop"]))], None),
+            device.count(1),
+            code::FORBIDDEN,
+        ),
+    ] {
+        let mut client = Client::raw(&relay).await;
+        client
+            .send(&ClientMessage::Hello(Hello {
+                client: "x".into(),
+                token: Some(grant),
+                subscribe: vec![],
+            }))
+            .await;
+        client
+            .wait_for(|m| matches!(m, ServerMessage::Welcome(_)))
+            .await;
+        let acks = client.push(vec![op]).await;
+        assert_eq!(refusal(&acks[0].status), expected);
+    }
+    // A push before hello.
+    let mut client = Client::raw(&relay).await;
+    client
+        .send(&ClientMessage::Push(Push {
+            ops: vec![device.count(1)],
+        }))
+        .await;
+    assert_eq!(client.error_code().await, code::NO_HELLO);
+    // HTTP: no token, forged token.
+    let (status, body) = http(
+        "GET",
+        relay.url("/v1/pull?stream=apartment:main"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (401, code::UNAUTHORIZED)
+    );
+    let (status, _) = http(
+        "GET",
+        relay.url("/v1/pull?stream=apartment:main"),
+        Some("gs1.x.y".into()),
+        None,
+    )
+    .await;
+    assert_eq!(status, 401);
+    // Nothing of that reached the log.
+    let (_, body) = http(
+        "GET",
+        relay.url("/v1/pull?stream=apartment:main&cursor=0"),
+        Some(main_rw()),
+        None,
+    )
+    .await;
+    assert!(matches!(ServerMessage::decode(&body).unwrap(), ServerMessage::Ops(b) if b.head == 0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_core_decides_on_the_relay_as_in_a_tab() {
+    let relay = Relay::start(&[]);
+    let mut client = Client::connect(&relay, &main_rw(), None).await;
+    let mut device = Device::new(1);
+    // A unit outside the key's scope (another building's counter).
+    let mut op = device.count(1);
+    op.writer = "main/shop/catalog".parse().unwrap();
+    // A value of the wrong type.
+    let mut wrong = device.note("x");
+    if let gaesup_state_core::Payload::Resolve { value, .. } = &mut wrong.payload {
+        *value = json!(42);
+    }
+    // A key nobody declared, and a memory-only one.
+    let mut unknown = device.note("y");
+    unknown.key = "apartment/main/nobody-declared-this".parse().unwrap();
+    let acks = client.push(vec![op, wrong, unknown]).await;
+    assert_eq!(refusal(&acks[0].status), "out_of_scope");
+    assert_eq!(refusal(&acks[1].status), "type_mismatch");
+    assert_eq!(refusal(&acks[2].status), code::UNKNOWN_KEY);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_limit_answers_with_its_code_and_the_relay_keeps_serving() {
+    let relay = Relay::start(&[
+        "--max-ops-per-push",
+        "4",
+        "--max-ops-per-second",
+        "10",
+        "--max-frame-bytes",
+        "65536",
+        "--max-connections",
+        "3",
+    ]);
+    let mut device = Device::new(1);
+    let mut client = Client::connect(&relay, &main_rw(), None).await;
+    // Too many ops in one push.
+    let ops: Vec<_> = (0..5).map(|_| device.count(1)).collect();
+    client.send(&ClientMessage::Push(Push { ops })).await;
+    assert_eq!(client.error_code().await, code::TOO_MANY_OPS);
+    // Too many per second: the bucket holds two seconds' worth (20).
+    let mut limited = false;
+    for _ in 0..8 {
+        let ops: Vec<_> = (0..4).map(|_| device.count(1)).collect();
+        let acks = client.push(ops).await;
+        if acks.iter().any(
+            |a| matches!(&a.status, AckStatus::Refused { code: c, .. } if c == code::RATE_LIMITED),
+        ) {
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "a burst past the rate is refused");
+    // A frame over the limit (but under twice it) gets an error, and the
+    // socket stays usable.
+    let big = format!(
+        r#"{{"v":1,"type":"ping","body":{{"at":1,"pad":"{}"}}}}"#,
+        "x".repeat(70_000)
+    );
+    client.send_text(big).await;
+    assert_eq!(client.error_code().await, code::FRAME_TOO_LARGE);
+    client
+        .send(&ClientMessage::Ping(gaesup_protocol::Ping { at: 7 }))
+        .await;
+    client
+        .wait_for(|m| matches!(m, ServerMessage::Pong(p) if p.at == 7))
+        .await;
+    // Connections: three at most.
+    let _second = Client::connect(&relay, &main_rw(), None).await;
+    let _third = Client::connect(&relay, &main_rw(), None).await;
+    let refused = tokio_tungstenite::connect_async(relay.ws_url()).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503);
+        }
+        other => panic!(
+            "a fourth connection was not refused: {:?}",
+            other.map(|_| ())
+        ),
+    }
+    // HTTP: a body over the limit.
+    let (status, body) = http(
+        "POST",
+        relay.url("/v1/push"),
+        Some(main_rw()),
+        Some(format!(r#"{{"ops":[],"pad":"{}"}}"#, "x".repeat(70_000))),
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (413, code::FRAME_TOO_LARGE)
+    );
+    let (status, _) = http("GET", relay.url("/health"), None, None).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_frames_get_specific_codes_and_others_are_still_served() {
+    let relay = Relay::start(&[]);
+    let mut hostile = Client::connect(&relay, &main_rw(), None).await;
+    let deep = format!("{}{}", "[".repeat(5_000), "]".repeat(5_000));
+    let cases: Vec<(String, &str)> = vec![
+        ("not json".into(), code::MALFORMED),
+        (
+            r#"{"type":"ping","body":{"at":1}}"#.into(),
+            code::UNSUPPORTED_VERSION,
+        ),
+        (
+            r#"{"v":99,"type":"ping","body":{"at":1}}"#.into(),
+            code::UNSUPPORTED_VERSION,
+        ),
+        (
+            r#"{"v":1,"type":"launch","body":{}}"#.into(),
+            code::MALFORMED,
+        ),
+        (
+            r#"{"v":1,"type":"push","body":{"ops":[{"id":1}]}}"#.into(),
+            code::MALFORMED,
+        ),
+        (deep, code::MALFORMED),
+        ("x".repeat((1 << 20) + 10), code::FRAME_TOO_LARGE),
+    ];
+    for (text, expected) in cases {
+        hostile.send_text(text).await;
+        assert_eq!(hostile.error_code().await, expected);
+    }
+    // Way past twice the limit: the socket layer closes (1009), the node
+    // goes on.
+    hostile.send_text("y".repeat(3 << 20)).await;
+    let closed = hostile.closed().await;
+    assert!(closed.as_ref().is_none_or(|c| c.0 == 1009), "{closed:?}");
+    let mut honest = Client::connect(&relay, &main_rw(), None).await;
+    let mut device = Device::new(1);
+    let acks = honest.push(vec![device.count(1)]).await;
+    applied_seq(&acks[0].status);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_reader_is_disconnected_and_resyncs_from_its_cursor() {
+    let relay = Relay::start(&["--send-queue", "4"]);
+    // A reader that never reads: its queue fills.
+    let mut slow = Client::connect(&relay, &main_rw(), None).await;
+    let mut writer = Client::writer(&relay, &main_rw()).await;
+    let mut device = Device::new(1);
+    // Enough bytes to fill the socket buffers between the relay and the
+    // reader, then its queue.
+    let page = "x".repeat(100 * 1024);
+    for _ in 0..80 {
+        writer.push(vec![device.note(&page)]).await;
+    }
+    let closed = slow.closed().await;
+    assert_eq!(closed, Some((4008, code::SLOW_CONSUMER.to_owned())));
+    // The node kept serving; the reader comes back from its cursor.
+    let mut back = Client::connect(&relay, &main_rw(), Some(0)).await;
+    let mut seen = 0;
+    while seen < 80 {
+        match back.wait_for(|m| matches!(m, ServerMessage::Ops(_))).await {
+            ServerMessage::Ops(body) => seen = body.ops.last().map_or(seen, |s| s.seq),
+            _ => unreachable!(),
+        }
+    }
+    assert_eq!(seen, 80);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_http_fallback_pushes_pulls_with_a_long_poll_and_snapshots() {
+    let relay = Relay::start(&[]);
+    let mut device = Device::new(1);
+    let push = |ops| serde_json::to_string(&Push { ops }).unwrap();
+    let (status, body) = http(
+        "POST",
+        relay.url("/v1/push"),
+        Some(main_rw()),
+        Some(push(vec![device.count(2)])),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let ServerMessage::Ack(acks) = ServerMessage::decode(&body).unwrap() else {
+        panic!("{body}")
+    };
+    assert_eq!(applied_seq(&acks.acks[0].status), 1);
+    // A long poll from the head waits for the next op.
+    let url = relay.url("/v1/pull?stream=apartment:main&cursor=1&wait_ms=10000");
+    let poll = tokio::spawn(http("GET", url, Some(main_rw()), None));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!poll.is_finished(), "it waits");
+    let mut client = Client::connect(&relay, &main_rw(), None).await;
+    client.push(vec![device.count(5)]).await;
+    let (status, body) = poll.await.unwrap();
+    assert_eq!(status, 200);
+    let ServerMessage::Ops(ops) = ServerMessage::decode(&body).unwrap() else {
+        panic!("{body}")
+    };
+    assert_eq!(ops.ops.iter().map(|s| s.seq).collect::<Vec<_>>(), [2]);
+    // A snapshot.
+    let (_, body) = http(
+        "GET",
+        relay.url("/v1/snapshot?stream=apartment:main"),
+        Some(main_rw()),
+        None,
+    )
+    .await;
+    let ServerMessage::Snapshot(snapshot) = ServerMessage::decode(&body).unwrap() else {
+        panic!("{body}")
+    };
+    assert_eq!(snapshot.seq, 2);
+    assert_eq!(snapshot.states.len(), 1);
+    // Health and metrics.
+    let (_, metrics) = http("GET", relay.url("/metrics"), None, None).await;
+    assert!(metrics.contains("relay_ops_applied_total 2"), "{metrics}");
+    let _ = Value::Null;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_socket_is_closed_within_three_heartbeats() {
+    let relay = Relay::start(&["--heartbeat-ms", "200"]);
+    let mut silent = Client::raw(&relay).await;
+    silent
+        .send(&ClientMessage::Hello(Hello {
+            client: "silent".into(),
+            token: Some(main_rw()),
+            subscribe: vec![],
+        }))
+        .await;
+    let started = std::time::Instant::now();
+    // It never answers the relay's pings.
+    while silent.read_silently().await.is_some() {}
+    assert_eq!(silent.closed.as_ref().map(|c| c.0), Some(4009));
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // A device that answers stays connected past the same time.
+    let mut alive = Client::connect(&relay, &main_rw(), None).await;
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(1_200);
+    while std::time::Instant::now() < until {
+        // Reading answers the relay's pings.
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(100), alive.next()).await;
+    }
+    alive
+        .send(&ClientMessage::Ping(gaesup_protocol::Ping { at: 9 }))
+        .await;
+    alive
+        .wait_for(|m| matches!(m, ServerMessage::Pong(p) if p.at == 9))
+        .await;
+    let _ = StreamId::Global;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_finishes_what_is_in_flight_and_exits_cleanly() {
+    let mut relay = Relay::start(&[]);
+    let mut client = Client::connect(&relay, &main_rw(), None).await;
+    let mut device = Device::new(1);
+    for _ in 0..20 {
+        client.push(vec![device.count(1)]).await;
+    }
+    let status = relay.terminate();
+    assert!(status.success(), "{status:?}");
+    let data = relay.data.clone();
+    let relay = Relay::start_on(&data, &[]);
+    let (_, body) = http(
+        "GET",
+        relay.url("/v1/snapshot?stream=apartment:main"),
+        Some(main_rw()),
+        None,
+    )
+    .await;
+    let ServerMessage::Snapshot(snapshot) = ServerMessage::decode(&body).unwrap() else {
+        panic!("{body}")
+    };
+    assert_eq!(snapshot.seq, 20);
+}

@@ -1,0 +1,428 @@
+//! Shared by the relay's integration tests: the real `relay` binary on
+//! 127.0.0.1 (port 0, a temporary store), killed for real; WebSocket and
+//! HTTP clients; ops made by the same core the tabs run.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use gaesup_protocol::{
+    Ack, ClientMessage, Hello, Ping, Push, ServerMessage, StreamId, Subscription,
+};
+use gaesup_relay::config::DEV_SECRET;
+use gaesup_relay::token::{Access, Claims, Grant};
+use gaesup_state_core::{KeySpec, ManualClock, Op, SharedKey, Store, TabId, UnitAddress};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+
+/// How long a test waits for anything before it fails.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A running relay process.
+pub struct Relay {
+    child: Option<Child>,
+    pub port: u16,
+    pub data: PathBuf,
+    args: Vec<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Relay {
+    /// Starts the relay on a fresh store with `args` added.
+    pub fn start(args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let mut relay = Self {
+            child: None,
+            port: 0,
+            data,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            _dir: Some(dir),
+        };
+        relay.spawn();
+        relay
+    }
+
+    /// Starts the relay on an existing store.
+    pub fn start_on(data: &Path, args: &[&str]) -> Self {
+        let mut relay = Self {
+            child: None,
+            port: 0,
+            data: data.to_owned(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            _dir: None,
+        };
+        relay.spawn();
+        relay
+    }
+
+    fn spawn(&mut self) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_relay"))
+            .args(["--dev", "--listen", "127.0.0.1:0", "--data"])
+            .arg(&self.data)
+            .args(&self.args)
+            .env("RELAY_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let port = line
+            .trim()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("the relay said {line:?}"));
+        self.port = port;
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no shutdown, no flush, mid-whatever.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// SIGKILL, then start again on the same store (on a new port).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// SIGTERM, and the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        child.wait().unwrap()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}/v1/ws", self.port)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A token signed with the development secret.
+pub fn token(apartments: &[(&str, Access, Option<&[&str]>)], global: Option<Access>) -> String {
+    token_until(apartments, global, now_s() + 3600)
+}
+
+pub fn token_until(
+    apartments: &[(&str, Access, Option<&[&str]>)],
+    global: Option<Access>,
+    exp: u64,
+) -> String {
+    let claims = Claims {
+        sub: "test".into(),
+        exp,
+        apartments: apartments
+            .iter()
+            .map(|(id, access, buildings)| {
+                (
+                    id.parse().unwrap(),
+                    Grant {
+                        access: *access,
+                        buildings: buildings
+                            .map(|b| b.iter().map(|b| b.parse().unwrap()).collect()),
+                    },
+                )
+            })
+            .collect(),
+        global,
+    };
+    gaesup_relay::token::mint(DEV_SECRET.as_bytes(), &claims)
+}
+
+pub fn now_s() -> u64 {
+    gaesup_relay::hub::now_ms() / 1000
+}
+
+/// Read-write on apartment `main` and the global keys.
+pub fn main_rw() -> String {
+    token(&[("main", Access::Rw, None)], Some(Access::Rw))
+}
+
+/// A device's replica: makes ops the way a tab does.
+pub struct Device {
+    pub store: Store,
+    keys: Vec<Arc<KeySpec>>,
+}
+
+impl Device {
+    pub fn new(tab: u64) -> Self {
+        let mut store = Store::new(TabId::new(tab), gaesup_relay::hub::now_ms);
+        let keys = gaesup_app::keys::declarations().unwrap();
+        for spec in &keys {
+            store.declare(&SharedKey::erased(Arc::clone(spec))).unwrap();
+        }
+        Self { store, keys }
+    }
+
+    pub fn key(&self, name: &str) -> SharedKey<Value> {
+        let spec = self
+            .keys
+            .iter()
+            .find(|k| k.name().as_str() == name)
+            .unwrap_or_else(|| panic!("no key {name}"));
+        SharedKey::erased(Arc::clone(spec))
+    }
+
+    /// An increment of the lobby's counter (`building/main/lobby/count`).
+    pub fn count(&mut self, delta: i64) -> Op {
+        let key = self.key("count");
+        self.store.increment(&lobby(), &key, delta).unwrap().op
+    }
+
+    /// A write of the shared note (`apartment/main/shared-note`).
+    pub fn note(&mut self, text: &str) -> Op {
+        let key = self.key("shared-note");
+        self.store
+            .set(&lobby(), &key, Value::from(text))
+            .unwrap()
+            .op
+    }
+
+    /// A write of the global theme.
+    pub fn theme(&mut self, theme: &str) -> Op {
+        let key = self.key("theme");
+        self.store
+            .set(&lobby(), &key, Value::from(theme))
+            .unwrap()
+            .op
+    }
+}
+
+pub fn lobby() -> UnitAddress {
+    "main/lobby/counter".parse().unwrap()
+}
+
+/// A manual clock at now, for tests that need one.
+pub fn clock() -> ManualClock {
+    ManualClock::new(gaesup_relay::hub::now_ms())
+}
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A WebSocket client that keeps what it receives.
+pub struct Client {
+    socket: Socket,
+    pub inbox: VecDeque<ServerMessage>,
+    pub closed: Option<(u16, String)>,
+}
+
+pub fn main_stream() -> StreamId {
+    "apartment:main".parse().unwrap()
+}
+
+impl Client {
+    /// Connects without saying hello.
+    pub async fn raw(relay: &Relay) -> Self {
+        let (socket, _) = connect_async(relay.ws_url()).await.unwrap();
+        Self {
+            socket,
+            inbox: VecDeque::new(),
+            closed: None,
+        }
+    }
+
+    /// Connects, says hello with `token`, following `main` from `cursor`.
+    pub async fn connect(relay: &Relay, token: &str, cursor: Option<u64>) -> Self {
+        Self::hello(
+            relay,
+            token,
+            vec![Subscription {
+                stream: main_stream(),
+                cursor,
+            }],
+        )
+        .await
+    }
+
+    /// Connects and says hello following nothing (a writer only).
+    pub async fn writer(relay: &Relay, token: &str) -> Self {
+        Self::hello(relay, token, Vec::new()).await
+    }
+
+    async fn hello(relay: &Relay, token: &str, subscribe: Vec<Subscription>) -> Self {
+        let mut client = Self::raw(relay).await;
+        client
+            .send(&ClientMessage::Hello(Hello {
+                client: "test-device".into(),
+                token: Some(token.to_owned()),
+                subscribe,
+            }))
+            .await;
+        client
+            .wait_for(|m| matches!(m, ServerMessage::Welcome(_)))
+            .await;
+        client
+    }
+
+    pub async fn send(&mut self, message: &ClientMessage) {
+        self.send_text(message.encode().unwrap()).await;
+    }
+
+    pub async fn send_text(&mut self, text: String) {
+        self.socket.send(Message::text(text)).await.unwrap();
+    }
+
+    /// The next message (or `None` once the socket closed).
+    pub async fn next(&mut self) -> Option<ServerMessage> {
+        if let Some(message) = self.inbox.pop_front() {
+            return Some(message);
+        }
+        self.read().await
+    }
+
+    async fn read(&mut self) -> Option<ServerMessage> {
+        loop {
+            let frame = tokio::time::timeout(DEADLINE, self.socket.next())
+                .await
+                .expect("the relay answers in time");
+            match frame {
+                Some(Ok(Message::Text(text))) => {
+                    let message = ServerMessage::decode(text.as_str()).unwrap();
+                    if let ServerMessage::Ping(ping) = &message {
+                        let pong = ClientMessage::Pong(Ping { at: ping.at });
+                        let _ = self
+                            .socket
+                            .send(Message::text(pong.encode().unwrap()))
+                            .await;
+                        continue;
+                    }
+                    return Some(message);
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    self.closed = frame.map(|f| (u16::from(f.code), f.reason.to_string()));
+                    return None;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
+    /// The next message without answering pings (a silent device).
+    pub async fn read_silently(&mut self) -> Option<ServerMessage> {
+        loop {
+            let frame = tokio::time::timeout(DEADLINE, self.socket.next())
+                .await
+                .expect("the relay acts in time");
+            match frame {
+                Some(Ok(Message::Text(text))) => {
+                    return Some(ServerMessage::decode(text.as_str()).unwrap());
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    self.closed = frame.map(|f| (u16::from(f.code), f.reason.to_string()));
+                    return None;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
+    /// Reads until a message matches (keeping the others in order).
+    pub async fn wait_for(&mut self, wanted: impl Fn(&ServerMessage) -> bool) -> ServerMessage {
+        if let Some(i) = self.inbox.iter().position(&wanted) {
+            return self.inbox.remove(i).unwrap();
+        }
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            assert!(Instant::now() < deadline, "nothing matched in time");
+            match self.read().await {
+                Some(message) if wanted(&message) => return message,
+                Some(message) => self.inbox.push_back(message),
+                None => panic!("the socket closed: {:?}", self.closed),
+            }
+        }
+    }
+
+    /// Pushes and waits for the acks.
+    pub async fn push(&mut self, ops: Vec<Op>) -> Vec<Ack> {
+        self.send(&ClientMessage::Push(Push { ops })).await;
+        match self.wait_for(|m| matches!(m, ServerMessage::Ack(_))).await {
+            ServerMessage::Ack(acks) => acks.acks,
+            _ => unreachable!(),
+        }
+    }
+
+    /// The next error message's code.
+    pub async fn error_code(&mut self) -> String {
+        match self
+            .wait_for(|m| matches!(m, ServerMessage::Error(_)))
+            .await
+        {
+            ServerMessage::Error(body) => body.code,
+            _ => unreachable!(),
+        }
+    }
+
+    /// Reads until the socket closes; the close code and reason.
+    pub async fn closed(&mut self) -> Option<(u16, String)> {
+        while self.read().await.is_some() {}
+        self.closed.clone()
+    }
+}
+
+/// HTTP over a plain socket (blocking `ureq`, on a blocking thread).
+pub async fn http(
+    method: &'static str,
+    url: String,
+    token: Option<String>,
+    body: Option<String>,
+) -> (u16, String) {
+    tokio::task::spawn_blocking(move || {
+        let mut request = ureq::request(method, &url).timeout(DEADLINE * 2);
+        if let Some(token) = token {
+            request = request.set("Authorization", &format!("Bearer {token}"));
+        }
+        let result = match body {
+            Some(body) => request
+                .set("Content-Type", "application/json")
+                .send_string(&body),
+            None => request.call(),
+        };
+        match result {
+            Ok(response) => (response.status(), response.into_string().unwrap()),
+            Err(ureq::Error::Status(status, response)) => {
+                (status, response.into_string().unwrap_or_default())
+            }
+            Err(err) => panic!("{err}"),
+        }
+    })
+    .await
+    .unwrap()
+}
+
+/// The code of an error message's text.
+pub fn error_code(text: &str) -> String {
+    match ServerMessage::decode(text).unwrap() {
+        ServerMessage::Error(body) => body.code,
+        other => panic!("not an error: {other:?}"),
+    }
+}
