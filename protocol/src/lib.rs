@@ -49,9 +49,11 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod link;
 mod message;
 mod stream;
 
+pub use link::{Link, LinkOutput, LinkStatus, QueueError};
 pub use message::{
     Ack, AckStatus, Acks, ClientMessage, ErrorBody, Hello, Limits, OpsBody, PROTOCOL_VERSION, Ping,
     ProtocolError, Push, ServerMessage, Snapshot, Welcome,

@@ -9,6 +9,7 @@
 mod bench;
 mod cmd;
 mod new_unit;
+mod relay;
 mod setup;
 mod size;
 mod suite;
@@ -20,6 +21,7 @@ usage: cargo xtask <command>
 
 commands:
   dev      set up what is missing, then serve the demo on http://127.0.0.1:8080 (trunk serve)
+           next to a development relay on 127.0.0.1:8787 (store in target/relay-dev)
   test     set up what is missing, then run every check and test (what CI runs)
   setup    install the tools for `test` (target, trunk, wasm-bindgen, wasm-opt, chromium, npm packages)
   size     build the release site and print the wasm/js sizes (raw, gzip, brotli)
@@ -65,6 +67,7 @@ fn dev() -> Result<(), String> {
     for dir in ["target", "dist"] {
         std::fs::create_dir_all(cmd::root().join(dir)).map_err(|e| format!("{dir}/: {e}"))?;
     }
+    let _relay = relay::start_dev()?;
     eprintln!("xtask: serving the demo on http://127.0.0.1:8080 (Ctrl-C stops it)");
     cmd::Cmd::new("trunk")
         .args(["serve", "--address", "127.0.0.1", "--port", "8080"])

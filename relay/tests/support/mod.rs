@@ -87,6 +87,11 @@ impl Relay {
         self.child = Some(child);
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
     /// SIGKILL: no shutdown, no flush, mid-whatever.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -387,6 +392,36 @@ impl Client {
         while self.read().await.is_some() {}
         self.closed.clone()
     }
+}
+
+/// HTTP, or `None` when the relay cannot be reached at all.
+pub async fn try_http(
+    method: &'static str,
+    url: String,
+    token: Option<String>,
+    body: Option<String>,
+) -> Option<(u16, String)> {
+    tokio::task::spawn_blocking(move || {
+        let mut request = ureq::request(method, &url).timeout(DEADLINE * 2);
+        if let Some(token) = token {
+            request = request.set("Authorization", &format!("Bearer {token}"));
+        }
+        let result = match body {
+            Some(body) => request
+                .set("Content-Type", "application/json")
+                .send_string(&body),
+            None => request.call(),
+        };
+        match result {
+            Ok(response) => Some((response.status(), response.into_string().unwrap())),
+            Err(ureq::Error::Status(status, response)) => {
+                Some((status, response.into_string().unwrap_or_default()))
+            }
+            Err(_) => None,
+        }
+    })
+    .await
+    .unwrap()
 }
 
 /// HTTP over a plain socket (blocking `ureq`, on a blocking thread).

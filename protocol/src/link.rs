@@ -1,0 +1,618 @@
+//! A device's link to a relay, without I/O: the outbox, the cursors, the
+//! handshake, acks, heartbeats, reconnection delays and the HTTP fallback
+//! as a state machine. The browser adapter feeds it socket events and
+//! timer ticks and does what it says; the native tests drive it against
+//! the real relay binary the same way.
+//!
+//! **Outbox.** Every op bound for the relay is written to storage before it
+//! is sent (`gaesup/outbox/<op id>`) and removed only when the relay
+//! acknowledges it, applied, duplicate or refused. It survives reloads and
+//! restarts (every tab of a browser shares it), is bounded
+//! ([`MAX_OUTBOX`]; past it [`Link::queue`] refuses with a specific error
+//! and nothing is dropped), and is sent oldest first (by stamp) on every
+//! (re)connection. Ops carry their ids, so a resend is harmless.
+//!
+//! **Cursors.** The last number applied per stream
+//! (`gaesup/cursor/<stream>`), written by the adapter only after what it
+//! applied is saved ([`Link::save_cursor`]), so a reload never skips ops.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use gaesup_state_core::{Op, OpId, Stamp, Storage, StorageError};
+
+use crate::message::{Ack, AckStatus, ClientMessage, Hello, Ping, Push, ServerMessage, Snapshot};
+use crate::stream::{Sequenced, StreamId, Subscription};
+
+/// Most ops waiting in the outbox.
+pub const MAX_OUTBOX: usize = 10_000;
+/// Prefix of outbox entries in storage.
+pub const OUTBOX_PREFIX: &str = "gaesup/outbox/";
+/// Prefix of cursors in storage.
+pub const CURSOR_PREFIX: &str = "gaesup/cursor/";
+/// Most ops sent in one push.
+const PUSH_OPS: usize = 256;
+/// Heartbeat before the relay says its own.
+const DEFAULT_HEARTBEAT_MS: u64 = 10_000;
+/// Failed WebSocket attempts (never opened) before falling back to HTTP.
+const WS_FAILURES_BEFORE_HTTP: u32 = 2;
+/// While on HTTP, how often to try the WebSocket again.
+const WS_RETRY_MS: u64 = 30_000;
+
+/// How the link reaches the relay right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkStatus {
+    /// No relay configured.
+    Off,
+    /// Waiting to (re)connect.
+    Offline,
+    /// Opening a socket.
+    Connecting,
+    /// A WebSocket is open and the relay said welcome.
+    Connected,
+    /// WebSockets fail; pushing and long-polling over HTTP.
+    HttpFallback,
+    /// The relay refused the token (`unauthorized`, `token_expired`): no
+    /// retry until a new token is given.
+    Refused(String),
+}
+
+impl LinkStatus {
+    /// Words for a status line.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Off => "off".into(),
+            Self::Offline => "offline".into(),
+            Self::Connecting => "connecting".into(),
+            Self::Connected => "connected".into(),
+            Self::HttpFallback => "HTTP fallback".into(),
+            Self::Refused(code) => format!("refused: {}", refusal_words(code)),
+        }
+    }
+}
+
+fn refusal_words(code: &str) -> &str {
+    match code {
+        crate::code::UNAUTHORIZED => "bad token",
+        crate::code::TOKEN_EXPIRED => "token expired",
+        crate::code::FORBIDDEN => "not allowed",
+        other => other,
+    }
+}
+
+/// Why an op could not be queued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueueError {
+    /// The outbox holds [`MAX_OUTBOX`] ops already.
+    #[error(
+        "the outbox is full ({0} ops wait for the relay); this write stays on this device until they are sent"
+    )]
+    Full(usize),
+    /// Storage refused the entry.
+    #[error("the outbox could not be saved: {0}")]
+    Storage(#[from] StorageError),
+}
+
+/// What the adapter must do after feeding the link.
+#[derive(Debug, Default)]
+pub struct LinkOutput {
+    /// Text frames to send on the socket (or, on HTTP, push bodies).
+    pub send: Vec<String>,
+    /// Ops from other devices to apply, in order, per stream.
+    pub ops: Vec<(StreamId, Vec<Sequenced>)>,
+    /// Snapshots to merge (a cursor older than the relay's log).
+    pub snapshots: Vec<Snapshot>,
+    /// Acks of this browser's ops (for optimistic writes waiting on them).
+    pub acks: Vec<Ack>,
+    /// Close the socket (silent relay, refused token).
+    pub close: bool,
+    /// An error the relay reported about the link as a whole.
+    pub error: Option<(String, String)>,
+}
+
+/// The link's state.
+#[derive(Debug)]
+pub struct Link {
+    client: String,
+    token: Option<String>,
+    streams: Vec<StreamId>,
+    cursors: BTreeMap<StreamId, u64>,
+    outbox: BTreeMap<(Stamp, OpId), Op>,
+    in_flight: BTreeSet<OpId>,
+    status: LinkStatus,
+    heartbeat_ms: u64,
+    last_heard_ms: u64,
+    last_ping_ms: u64,
+    failures: u32,
+    opened: bool,
+    http_since_ms: Option<u64>,
+    last_ack_ms: Option<u64>,
+}
+
+impl Link {
+    /// A link for `client` (a device id) following `streams`, reading what
+    /// an earlier page left in `storage` (outbox, cursors). `token: None`
+    /// makes a link that stays [`LinkStatus::Off`].
+    pub fn new(
+        client: String,
+        token: Option<String>,
+        streams: Vec<StreamId>,
+        storage: &dyn Storage,
+    ) -> Self {
+        let mut link = Self {
+            status: if token.is_some() {
+                LinkStatus::Offline
+            } else {
+                LinkStatus::Off
+            },
+            client,
+            token,
+            streams,
+            cursors: BTreeMap::new(),
+            outbox: BTreeMap::new(),
+            in_flight: BTreeSet::new(),
+            heartbeat_ms: DEFAULT_HEARTBEAT_MS,
+            last_heard_ms: 0,
+            last_ping_ms: 0,
+            failures: 0,
+            opened: false,
+            http_since_ms: None,
+            last_ack_ms: None,
+        };
+        for stream in link.streams.clone() {
+            let cursor = storage
+                .get(&format!("{CURSOR_PREFIX}{stream}"))
+                .ok()
+                .flatten()
+                .and_then(|text| text.parse().ok())
+                .unwrap_or(0);
+            link.cursors.insert(stream, cursor);
+        }
+        link.reload_outbox(storage);
+        link
+    }
+
+    /// The status.
+    pub fn status(&self) -> &LinkStatus {
+        &self.status
+    }
+
+    /// Ops waiting for an ack.
+    pub fn waiting(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// When (ms) the relay last acknowledged something.
+    pub fn last_ack_ms(&self) -> Option<u64> {
+        self.last_ack_ms
+    }
+
+    /// The cursor of `stream`.
+    pub fn cursor(&self, stream: &StreamId) -> u64 {
+        self.cursors.get(stream).copied().unwrap_or(0)
+    }
+
+    /// Re-reads the outbox from storage (another tab of this browser added
+    /// ops, or this is a new page).
+    pub fn reload_outbox(&mut self, storage: &dyn Storage) {
+        let Ok(keys) = storage.keys() else {
+            return;
+        };
+        let mut outbox = BTreeMap::new();
+        for key in keys.iter().filter(|k| k.starts_with(OUTBOX_PREFIX)) {
+            if let Some(op) = storage
+                .get(key)
+                .ok()
+                .flatten()
+                .and_then(|text| serde_json::from_str::<Op>(&text).ok())
+                .filter(|op| op.validate().is_ok())
+            {
+                outbox.insert((op.stamp, op.id), op);
+            }
+        }
+        self.outbox = outbox;
+    }
+
+    /// Writes `op` to the outbox before anything else happens to it, and
+    /// (if connected) returns the frame that sends it.
+    pub fn queue(&mut self, op: Op, storage: &mut dyn Storage) -> Result<Vec<String>, QueueError> {
+        if self.outbox.len() >= MAX_OUTBOX {
+            return Err(QueueError::Full(self.outbox.len()));
+        }
+        let text = serde_json::to_string(&op).unwrap_or_default();
+        storage.set(&format!("{OUTBOX_PREFIX}{}", op.id), &text)?;
+        self.outbox.insert((op.stamp, op.id), op);
+        Ok(if self.status == LinkStatus::Connected {
+            self.pushes()
+        } else {
+            Vec::new()
+        })
+    }
+
+    /// Push frames for every op not yet sent in this session, oldest first.
+    fn pushes(&mut self) -> Vec<String> {
+        let pending: Vec<Op> = self
+            .outbox
+            .values()
+            .filter(|op| !self.in_flight.contains(&op.id))
+            .cloned()
+            .collect();
+        let mut frames = Vec::new();
+        for chunk in pending.chunks(PUSH_OPS) {
+            let push = ClientMessage::Push(Push {
+                ops: chunk.to_vec(),
+            });
+            if let Ok(text) = push.encode() {
+                self.in_flight.extend(chunk.iter().map(|op| op.id));
+                frames.push(text);
+            }
+        }
+        frames
+    }
+
+    /// Whether the adapter should open a WebSocket now (not while on HTTP,
+    /// except to retry it every [`WS_RETRY_MS`]).
+    pub fn wants_socket(&self, now_ms: u64) -> bool {
+        match &self.status {
+            LinkStatus::Offline => true,
+            LinkStatus::HttpFallback => self
+                .http_since_ms
+                .is_some_and(|since| now_ms.saturating_sub(since) >= WS_RETRY_MS),
+            _ => false,
+        }
+    }
+
+    /// The adapter starts opening a socket.
+    pub fn connecting(&mut self) {
+        if !matches!(
+            self.status,
+            LinkStatus::Refused(_) | LinkStatus::Off | LinkStatus::HttpFallback
+        ) {
+            self.status = LinkStatus::Connecting;
+        }
+    }
+
+    /// The socket opened: say hello (with every cursor) and send the
+    /// outbox.
+    pub fn on_open(&mut self, now_ms: u64) -> Vec<String> {
+        self.opened = true;
+        self.last_heard_ms = now_ms;
+        self.in_flight.clear();
+        let hello = ClientMessage::Hello(Hello {
+            client: self.client.clone(),
+            token: self.token.clone(),
+            subscribe: self
+                .streams
+                .iter()
+                .map(|stream| Subscription {
+                    stream: stream.clone(),
+                    cursor: Some(self.cursor(stream)),
+                })
+                .collect(),
+        });
+        hello.encode().into_iter().collect()
+    }
+
+    /// The socket closed (or never opened). Returns the delay (ms) before
+    /// the next attempt: jittered exponential backoff, from `jitter` in
+    /// `[0, 1)`; `None` when no retry should happen (refused token).
+    pub fn on_close(&mut self, jitter: f64, now_ms: u64) -> Option<u64> {
+        self.in_flight.clear();
+        if matches!(self.status, LinkStatus::Refused(_) | LinkStatus::Off) {
+            return None;
+        }
+        if self.opened {
+            self.failures = 0;
+        } else {
+            self.failures = self.failures.saturating_add(1);
+        }
+        self.opened = false;
+        if self.status == LinkStatus::HttpFallback || self.failures >= WS_FAILURES_BEFORE_HTTP {
+            // WebSockets do not get through: HTTP until they do (tried
+            // again every WS_RETRY_MS).
+            self.http_since_ms = Some(now_ms);
+            self.status = LinkStatus::HttpFallback;
+            return Some(0);
+        }
+        self.status = LinkStatus::Offline;
+        let base = 500u64.saturating_mul(1 << self.failures.min(6));
+        let delay = (base as f64 * (0.5 + jitter.clamp(0.0, 1.0))).round() as u64;
+        Some(delay.min(30_000))
+    }
+
+    /// An HTTP request could not reach the relay at all (not just its
+    /// WebSocket): the relay is down or the device offline, not behind a
+    /// proxy. Back to trying the WebSocket, after the returned delay (ms).
+    pub fn on_http_failed(&mut self, jitter: f64) -> u64 {
+        self.in_flight.clear();
+        self.http_since_ms = None;
+        if !matches!(self.status, LinkStatus::Refused(_) | LinkStatus::Off) {
+            self.status = LinkStatus::Offline;
+        }
+        self.failures = 1;
+        let delay = (1_000.0 * (0.5 + jitter.clamp(0.0, 1.0))).round() as u64;
+        delay.min(30_000)
+    }
+
+    /// The browser came back online: retry at once, backoff reset.
+    pub fn online(&mut self) {
+        self.failures = 0;
+        if self.status == LinkStatus::HttpFallback {
+            // Try the WebSocket again now.
+            self.http_since_ms = Some(0);
+        }
+    }
+
+    /// A text frame from the relay.
+    pub fn on_text(&mut self, text: &str, now_ms: u64, storage: &mut dyn Storage) -> LinkOutput {
+        self.last_heard_ms = now_ms;
+        let mut out = LinkOutput::default();
+        let message = match ServerMessage::decode(text) {
+            Ok(message) => message,
+            Err(err) => {
+                out.error = Some((err.code.to_owned(), err.message));
+                return out;
+            }
+        };
+        self.on_message(message, now_ms, storage, &mut out);
+        out
+    }
+
+    fn on_message(
+        &mut self,
+        message: ServerMessage,
+        now_ms: u64,
+        storage: &mut dyn Storage,
+        out: &mut LinkOutput,
+    ) {
+        match message {
+            ServerMessage::Welcome(welcome) => {
+                self.heartbeat_ms = welcome.heartbeat_ms.clamp(1_000, 60_000);
+                self.status = LinkStatus::Connected;
+                self.failures = 0;
+                self.http_since_ms = None;
+                out.send.extend(self.pushes());
+            }
+            ServerMessage::Ack(acks) => {
+                for ack in acks.acks {
+                    self.acknowledged(&ack, now_ms, storage);
+                    out.acks.push(ack);
+                }
+            }
+            ServerMessage::Ops(body) => {
+                if !body.ops.is_empty() {
+                    out.ops.push((body.stream.clone(), body.ops));
+                }
+            }
+            ServerMessage::Snapshot(snapshot) => out.snapshots.push(snapshot),
+            ServerMessage::Error(body) => {
+                if body.code == crate::code::UNAUTHORIZED || body.code == crate::code::TOKEN_EXPIRED
+                {
+                    self.status = LinkStatus::Refused(body.code.clone());
+                    out.close = true;
+                }
+                out.error = Some((body.code, body.message));
+            }
+            ServerMessage::Ping(ping) => {
+                out.send.extend(ClientMessage::Pong(ping).encode());
+            }
+            ServerMessage::Pong(_) => {}
+        }
+    }
+
+    fn acknowledged(&mut self, ack: &Ack, now_ms: u64, storage: &mut dyn Storage) {
+        self.in_flight.remove(&ack.op);
+        match &ack.status {
+            AckStatus::Applied { .. } | AckStatus::Duplicate { .. } | AckStatus::Refused { .. }
+                if !is_transient(&ack.status) =>
+            {
+                self.outbox.retain(|_, op| op.id != ack.op);
+                let _ = storage.remove(&format!("{OUTBOX_PREFIX}{}", ack.op));
+                self.last_ack_ms = Some(now_ms);
+            }
+            // Rate limited, storage trouble, shutting down: it stays in the
+            // outbox and goes again.
+            _ => {}
+        }
+    }
+
+    /// Called every second or so: a ping when due, and `true` when the
+    /// relay has been silent for three heartbeats (close the socket).
+    pub fn tick(&mut self, now_ms: u64) -> (Vec<String>, bool) {
+        if self.status != LinkStatus::Connected {
+            return (Vec::new(), false);
+        }
+        if now_ms.saturating_sub(self.last_heard_ms) > self.heartbeat_ms * 3 {
+            return (Vec::new(), true);
+        }
+        if now_ms.saturating_sub(self.last_ping_ms) >= self.heartbeat_ms {
+            self.last_ping_ms = now_ms;
+            return (
+                ClientMessage::Ping(Ping { at: now_ms })
+                    .encode()
+                    .into_iter()
+                    .collect(),
+                false,
+            );
+        }
+        (Vec::new(), false)
+    }
+
+    /// Records that everything up to `seq` of `stream` was applied and
+    /// saved: later sessions resume after it.
+    pub fn save_cursor(&mut self, stream: &StreamId, seq: u64, storage: &mut dyn Storage) {
+        let cursor = self.cursors.entry(stream.clone()).or_default();
+        if seq > *cursor {
+            *cursor = seq;
+            let _ = storage.set(&format!("{CURSOR_PREFIX}{stream}"), &seq.to_string());
+        }
+    }
+
+    // ----- HTTP fallback ------------------------------------------------
+
+    /// The token, for an `Authorization: Bearer` header.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// A push body for every op in the outbox (oldest first, at most one
+    /// push's worth), or `None` when there is nothing to send.
+    pub fn http_push(&self) -> Option<String> {
+        let ops: Vec<Op> = self.outbox.values().take(PUSH_OPS).cloned().collect();
+        (!ops.is_empty())
+            .then(|| serde_json::to_string(&Push { ops }).ok())
+            .flatten()
+    }
+
+    /// The query of a long poll of `stream` (path and query, no host).
+    pub fn http_pull(&self, stream: &StreamId, wait_ms: u64) -> String {
+        format!(
+            "/v1/pull?stream={stream}&cursor={}&wait_ms={wait_ms}",
+            self.cursor(stream)
+        )
+    }
+
+    /// An HTTP answer (an ack, ops, snapshot or error message).
+    pub fn on_http(
+        &mut self,
+        status: u16,
+        text: &str,
+        now_ms: u64,
+        storage: &mut dyn Storage,
+    ) -> LinkOutput {
+        let mut out = self.on_text(text, now_ms, storage);
+        if (status == 401 || status == 403) && !matches!(self.status, LinkStatus::Refused(_)) {
+            if let Some((code, _)) = &out.error {
+                self.status = LinkStatus::Refused(code.clone());
+            }
+            out.close = true;
+        }
+        out
+    }
+
+    /// The streams followed.
+    pub fn streams(&self) -> &[StreamId] {
+        &self.streams
+    }
+}
+
+fn is_transient(status: &AckStatus) -> bool {
+    matches!(
+        status,
+        AckStatus::Refused { code, .. }
+            if code == crate::code::RATE_LIMITED
+                || code == crate::code::STORAGE
+                || code == crate::code::SHUTTING_DOWN
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{Acks, Welcome};
+    use gaesup_state_core::{
+        Lifetime, ManualClock, MemoryStorage, Scope, SharedKey, Store, Strategy, TabId,
+    };
+
+    fn op(store: &mut Store, n: i64) -> Op {
+        let key = SharedKey::<i64>::builder("count")
+            .scope(Scope::Apartment)
+            .lifetime(Lifetime::Persistent)
+            .strategy(Strategy::Sum)
+            .build()
+            .unwrap();
+        store.declare(&key).unwrap();
+        store
+            .increment(&"main/b/u".parse().unwrap(), &key, n)
+            .unwrap()
+            .op
+    }
+
+    fn link(storage: &MemoryStorage) -> Link {
+        Link::new(
+            "d".into(),
+            Some("t".into()),
+            vec!["apartment:main".parse().unwrap()],
+            storage,
+        )
+    }
+
+    #[test]
+    fn the_outbox_is_saved_first_and_emptied_only_by_final_acks() {
+        let mut storage = MemoryStorage::new();
+        let mut store = Store::new(TabId::new(1), ManualClock::new(1_000));
+        let mut link = link(&storage);
+        let first = op(&mut store, 1);
+        assert!(
+            link.queue(first.clone(), &mut storage).unwrap().is_empty(),
+            "offline: nothing sent"
+        );
+        assert_eq!(
+            Link::new("d".into(), Some("t".into()), vec![], &storage).waiting(),
+            1
+        );
+        link.on_open(0);
+        let welcome = ServerMessage::Welcome(Welcome {
+            node: "n".into(),
+            heartbeat_ms: 10_000,
+            limits: crate::message::Limits {
+                max_frame_bytes: 1 << 20,
+                max_ops_per_push: 512,
+                max_ops_per_second: 100,
+            },
+        });
+        let out = link.on_text(&welcome.encode().unwrap(), 1, &mut storage);
+        assert_eq!(out.send.len(), 1, "the outbox goes on welcome");
+        // Rate limited: stays.
+        let limited = ServerMessage::Ack(Acks {
+            acks: vec![Ack {
+                op: first.id,
+                status: AckStatus::Refused {
+                    code: crate::code::RATE_LIMITED.into(),
+                    message: String::new(),
+                },
+            }],
+        });
+        link.on_text(&limited.encode().unwrap(), 2, &mut storage);
+        assert_eq!(link.waiting(), 1);
+        let applied = ServerMessage::Ack(Acks {
+            acks: vec![Ack {
+                op: first.id,
+                status: AckStatus::Applied {
+                    stream: "apartment:main".parse().unwrap(),
+                    seq: 1,
+                    value: serde_json::Value::from(1),
+                },
+            }],
+        });
+        link.on_text(&applied.encode().unwrap(), 3, &mut storage);
+        assert_eq!(link.waiting(), 0);
+        assert!(
+            storage
+                .keys()
+                .unwrap()
+                .iter()
+                .all(|k| !k.starts_with(OUTBOX_PREFIX))
+        );
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_two_failed_opens_mean_http() {
+        let storage = MemoryStorage::new();
+        let mut link = link(&storage);
+        link.connecting();
+        let first = link.on_close(0.0, 0).unwrap();
+        assert!((500..=2_000).contains(&first), "{first}");
+        assert_eq!(link.status(), &LinkStatus::Offline);
+        link.connecting();
+        link.on_close(0.5, 10);
+        assert_eq!(link.status(), &LinkStatus::HttpFallback);
+        assert!(!link.wants_socket(10 + 1_000));
+        assert!(
+            link.wants_socket(10 + WS_RETRY_MS),
+            "the socket is tried again"
+        );
+        // A relay that is simply down is not a proxy: back to offline.
+        link.on_http_failed(0.0);
+        assert_eq!(link.status(), &LinkStatus::Offline);
+    }
+}

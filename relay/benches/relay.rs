@@ -1,0 +1,303 @@
+//! Relay benchmarks (`cargo bench -p gaesup-relay --bench relay`): the
+//! release binary on loopback with its durable default store, measured from
+//! outside like a device would. Writes `target/bench/relay.json`; never
+//! asserts.
+//!
+//! - acknowledged ops per second, 16 writers pushing batches of 32;
+//! - push → ack latency of one op at a time (p50, p95, p99), commit
+//!   included;
+//! - deliveries per second, one writer and 200 subscribers;
+//! - sockets one node holds (hello + subscription each) and its memory;
+//! - time for a device 10,000 ops behind to catch up.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use gaesup_protocol::{ClientMessage, Hello, Push, ServerMessage, Subscription};
+use gaesup_state_core::Op;
+use serde_json::json;
+use support::{Device, Relay, main_rw, main_stream};
+use tokio_tungstenite::tungstenite::Message;
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(relay: &Relay, subscribe: bool, cursor: Option<u64>) -> Socket {
+    let (mut socket, _) = tokio_tungstenite::connect_async(relay.ws_url())
+        .await
+        .unwrap();
+    let hello = ClientMessage::Hello(Hello {
+        client: "bench".into(),
+        token: Some(main_rw()),
+        subscribe: if subscribe {
+            vec![Subscription {
+                stream: main_stream(),
+                cursor,
+            }]
+        } else {
+            Vec::new()
+        },
+    });
+    socket
+        .send(Message::text(hello.encode().unwrap()))
+        .await
+        .unwrap();
+    socket
+}
+
+/// Reads until a message matches.
+async fn until(socket: &mut Socket, wanted: impl Fn(&ServerMessage) -> bool) -> ServerMessage {
+    loop {
+        let Some(Ok(Message::Text(text))) = socket.next().await else {
+            panic!("socket closed");
+        };
+        let message = ServerMessage::decode(text.as_str()).unwrap();
+        if wanted(&message) {
+            return message;
+        }
+    }
+}
+
+fn ops(device: u64, n: usize) -> Vec<Op> {
+    let mut device = Device::new(device);
+    (0..n).map(|_| device.count(1)).collect()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+async fn throughput() -> serde_json::Value {
+    let relay = Relay::start(&["--max-ops-per-second", "1000000", "--log-keep", "1000000"]);
+    const WRITERS: u64 = 16;
+    const BATCH: usize = 32;
+    const PUSHES: usize = 40;
+    let batches: Vec<Vec<Vec<Op>>> = (0..WRITERS)
+        .map(|w| {
+            ops(w + 1, BATCH * PUSHES)
+                .chunks(BATCH)
+                .map(<[Op]>::to_vec)
+                .collect()
+        })
+        .collect();
+    let mut sockets = Vec::new();
+    for _ in 0..WRITERS {
+        let mut socket = connect(&relay, false, None).await;
+        until(&mut socket, |m| matches!(m, ServerMessage::Welcome(_))).await;
+        sockets.push(socket);
+    }
+    let started = Instant::now();
+    let tasks: Vec<_> = sockets
+        .into_iter()
+        .zip(batches)
+        .map(|(mut socket, batches)| {
+            tokio::spawn(async move {
+                for ops in batches {
+                    let push = ClientMessage::Push(Push { ops });
+                    socket
+                        .send(Message::text(push.encode().unwrap()))
+                        .await
+                        .unwrap();
+                    until(&mut socket, |m| matches!(m, ServerMessage::Ack(_))).await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let total = WRITERS as f64 * (BATCH * PUSHES) as f64;
+    json!({"writers": WRITERS, "batch": BATCH, "ops": total, "seconds": seconds, "ops_per_second": total / seconds})
+}
+
+async fn latency() -> serde_json::Value {
+    let relay = Relay::start(&["--max-ops-per-second", "1000000"]);
+    let mut socket = connect(&relay, false, None).await;
+    until(&mut socket, |m| matches!(m, ServerMessage::Welcome(_))).await;
+    let mut samples = Vec::new();
+    for op in ops(1, 2_000) {
+        let push = ClientMessage::Push(Push { ops: vec![op] });
+        let started = Instant::now();
+        socket
+            .send(Message::text(push.encode().unwrap()))
+            .await
+            .unwrap();
+        until(&mut socket, |m| matches!(m, ServerMessage::Ack(_))).await;
+        samples.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    samples.sort_by(f64::total_cmp);
+    json!({
+        "samples": samples.len(),
+        "p50_ms": percentile(&samples, 0.50),
+        "p95_ms": percentile(&samples, 0.95),
+        "p99_ms": percentile(&samples, 0.99),
+    })
+}
+
+async fn fanout() -> serde_json::Value {
+    const SUBSCRIBERS: usize = 200;
+    const OPS: usize = 2_000;
+    let relay = Relay::start(&["--max-ops-per-second", "1000000", "--send-queue", "4096"]);
+    let mut readers = Vec::new();
+    for _ in 0..SUBSCRIBERS {
+        let mut socket = connect(&relay, true, Some(0)).await;
+        until(&mut socket, |m| matches!(m, ServerMessage::Welcome(_))).await;
+        readers.push(socket);
+    }
+    let tasks: Vec<_> = readers
+        .into_iter()
+        .map(|mut socket| {
+            tokio::spawn(async move {
+                let mut seen = 0;
+                while seen < OPS as u64 {
+                    if let ServerMessage::Ops(body) =
+                        until(&mut socket, |m| matches!(m, ServerMessage::Ops(_))).await
+                    {
+                        seen = body.ops.last().map_or(seen, |s| s.seq);
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut writer = connect(&relay, false, None).await;
+    until(&mut writer, |m| matches!(m, ServerMessage::Welcome(_))).await;
+    let started = Instant::now();
+    for chunk in ops(1, OPS).chunks(50) {
+        let push = ClientMessage::Push(Push {
+            ops: chunk.to_vec(),
+        });
+        writer
+            .send(Message::text(push.encode().unwrap()))
+            .await
+            .unwrap();
+        until(&mut writer, |m| matches!(m, ServerMessage::Ack(_))).await;
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let deliveries = (SUBSCRIBERS * OPS) as f64;
+    json!({"subscribers": SUBSCRIBERS, "ops": OPS, "seconds": seconds, "deliveries_per_second": deliveries / seconds})
+}
+
+async fn sockets() -> serde_json::Value {
+    let relay = Relay::start(&["--max-connections", "100000"]);
+    let pid = relay.pid();
+    let idle = rss_kib(pid);
+    let mut held = Vec::new();
+    let mut steps = Vec::new();
+    let mut broke = None;
+    for target in [500usize, 1_000, 2_000, 4_000, 8_000] {
+        while held.len() < target {
+            match tokio::time::timeout(
+                Duration::from_secs(5),
+                tokio_tungstenite::connect_async(relay.ws_url()),
+            )
+            .await
+            {
+                Ok(Ok((mut socket, _))) => {
+                    let hello = ClientMessage::Hello(Hello {
+                        client: "idle".into(),
+                        token: Some(main_rw()),
+                        subscribe: vec![Subscription {
+                            stream: main_stream(),
+                            cursor: Some(0),
+                        }],
+                    });
+                    if socket
+                        .send(Message::text(hello.encode().unwrap()))
+                        .await
+                        .is_err()
+                    {
+                        broke = Some(format!("send failed at {}", held.len()));
+                        break;
+                    }
+                    held.push(socket);
+                }
+                Ok(Err(err)) => {
+                    broke = Some(format!("connect failed at {}: {err}", held.len()));
+                    break;
+                }
+                Err(_) => {
+                    broke = Some(format!("connect timed out at {}", held.len()));
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        steps.push(json!({"sockets": held.len(), "rss_mib": rss_kib(pid) as f64 / 1024.0}));
+        if broke.is_some() {
+            break;
+        }
+    }
+    json!({"idle_rss_mib": idle as f64 / 1024.0, "steps": steps, "broke": broke})
+}
+
+async fn catch_up() -> serde_json::Value {
+    const BEHIND: usize = 10_000;
+    let relay = Relay::start(&["--max-ops-per-second", "1000000", "--log-keep", "20000"]);
+    let mut writer = connect(&relay, false, None).await;
+    until(&mut writer, |m| matches!(m, ServerMessage::Welcome(_))).await;
+    for chunk in ops(1, BEHIND).chunks(500) {
+        let push = ClientMessage::Push(Push {
+            ops: chunk.to_vec(),
+        });
+        writer
+            .send(Message::text(push.encode().unwrap()))
+            .await
+            .unwrap();
+        until(&mut writer, |m| matches!(m, ServerMessage::Ack(_))).await;
+    }
+    let started = Instant::now();
+    let mut reader = connect(&relay, true, Some(0)).await;
+    let mut seen = 0;
+    while seen < BEHIND as u64 {
+        if let ServerMessage::Ops(body) =
+            until(&mut reader, |m| matches!(m, ServerMessage::Ops(_))).await
+        {
+            seen = body.ops.last().map_or(seen, |s| s.seq);
+        }
+    }
+    json!({"behind": BEHIND, "seconds": started.elapsed().as_secs_f64()})
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let results = runtime.block_on(async {
+        json!({
+            "throughput": throughput().await,
+            "latency": latency().await,
+            "fanout": fanout().await,
+            "sockets": sockets().await,
+            "catch_up": catch_up().await,
+        })
+    });
+    let text = serde_json::to_string_pretty(&results).unwrap();
+    println!("{text}");
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("relay.json"), text).unwrap();
+}

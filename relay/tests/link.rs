@@ -1,0 +1,289 @@
+//! The browser's link logic (`gaesup_protocol::Link`, no I/O of its own)
+//! driven against the real relay the way the browser adapter drives it:
+//! offline edits kept across a reload and flushed on reconnect, two devices
+//! converging, a refused token, the HTTP fallback.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use gaesup_protocol::{Link, LinkStatus, StreamId};
+use gaesup_state_core::MemoryStorage;
+use serde_json::json;
+use support::{Device, Relay, main_rw, now_s};
+use tokio_tungstenite::tungstenite::Message;
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+fn now_ms() -> u64 {
+    gaesup_relay::hub::now_ms()
+}
+
+/// A device: its replica, its storage (localStorage), its link, its socket.
+struct Browser {
+    device: Device,
+    storage: MemoryStorage,
+    link: Link,
+    socket: Option<Socket>,
+    /// Pretend WebSockets are blocked (a proxy).
+    ws_blocked: bool,
+    /// Frames to send on the next turn.
+    pending: Vec<String>,
+}
+
+fn streams() -> Vec<StreamId> {
+    vec!["apartment:main".parse().unwrap(), StreamId::Global]
+}
+
+impl Browser {
+    fn new(tab: u64, token: Option<String>) -> Self {
+        let storage = MemoryStorage::new();
+        let link = Link::new(format!("device-{tab}"), token, streams(), &storage);
+        Self {
+            device: Device::new(tab),
+            storage,
+            link,
+            socket: None,
+            ws_blocked: false,
+            pending: Vec::new(),
+        }
+    }
+
+    /// A reload: a new page (new tab id) over the same storage.
+    fn reload(self, tab: u64, token: Option<String>) -> Self {
+        let storage = self.storage;
+        let link = Link::new(format!("device-{tab}"), token, streams(), &storage);
+        let mut device = Device::new(tab);
+        device
+            .store
+            .load(
+                gaesup_state_core::Lifetime::Persistent,
+                &mut storage.clone(),
+            )
+            .unwrap();
+        Self {
+            device,
+            storage,
+            link,
+            socket: None,
+            ws_blocked: self.ws_blocked,
+            pending: Vec::new(),
+        }
+    }
+
+    fn count(&mut self, delta: i64) {
+        let op = self.device.count(delta);
+        self.save();
+        let frames = self.link.queue(op, &mut self.storage).unwrap();
+        assert!(frames.is_empty() || self.socket.is_some());
+        self.pending = frames;
+    }
+
+    fn save(&mut self) {
+        self.device
+            .store
+            .persist(gaesup_state_core::Lifetime::Persistent, &mut self.storage);
+    }
+
+    fn value(&self) -> serde_json::Value {
+        let key = self.device.key("count");
+        self.device
+            .store
+            .get_value(&support::lobby(), &key)
+            .unwrap()
+    }
+
+    fn apply(&mut self, out: gaesup_protocol::LinkOutput) -> Vec<String> {
+        for (stream, ops) in out.ops {
+            let last = ops.last().map(|s| s.seq);
+            for sequenced in ops {
+                self.device.store.apply_remote(&sequenced.op).unwrap();
+            }
+            self.save();
+            if let Some(seq) = last {
+                self.link.save_cursor(&stream, seq, &mut self.storage);
+            }
+        }
+        for snapshot in out.snapshots {
+            for entry in &snapshot.states {
+                self.device.store.merge_state(entry).unwrap();
+            }
+            self.save();
+            self.link
+                .save_cursor(&snapshot.stream, snapshot.seq, &mut self.storage);
+        }
+        out.send
+    }
+
+    /// Runs the adapter's loop for a while against `relay`.
+    async fn pump(&mut self, relay: &Relay, for_ms: u64) {
+        let until = std::time::Instant::now() + Duration::from_millis(for_ms);
+        while std::time::Instant::now() < until {
+            if self.socket.is_none() && self.link.wants_socket(now_ms()) {
+                self.link.connecting();
+                let opened = if self.ws_blocked {
+                    None
+                } else {
+                    tokio_tungstenite::connect_async(relay.ws_url()).await.ok()
+                };
+                match opened {
+                    Some((mut socket, _)) => {
+                        for frame in self.link.on_open(now_ms()) {
+                            socket.send(Message::text(frame)).await.unwrap();
+                        }
+                        self.socket = Some(socket);
+                    }
+                    None => {
+                        self.link.on_close(0.0, now_ms());
+                    }
+                }
+            }
+            if self.link.status() == &LinkStatus::HttpFallback {
+                let mut requests = Vec::new();
+                if let Some(body) = self.link.http_push() {
+                    requests.push(("POST", "/v1/push".to_owned(), Some(body)));
+                }
+                for stream in streams() {
+                    requests.push(("GET", self.link.http_pull(&stream, 200), None));
+                }
+                for (method, path, body) in requests {
+                    match support::try_http(method, relay.url(&path), Some(main_rw()), body).await {
+                        Some((status, text)) => {
+                            let out = self
+                                .link
+                                .on_http(status, &text, now_ms(), &mut self.storage);
+                            self.apply(out);
+                        }
+                        None => {
+                            // The relay itself is down, not just its socket.
+                            let delay = self.link.on_http_failed(0.0);
+                            tokio::time::sleep(Duration::from_millis(delay.min(100))).await;
+                            break;
+                        }
+                    }
+                }
+                continue;
+            }
+            let Some(socket) = self.socket.as_mut() else {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            };
+            let pending = std::mem::take(&mut self.pending);
+            for frame in pending {
+                let _ = socket.send(Message::text(frame)).await;
+            }
+            match tokio::time::timeout(Duration::from_millis(30), socket.next()).await {
+                Err(_) => {}
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    let out = self
+                        .link
+                        .on_text(text.as_str(), now_ms(), &mut self.storage);
+                    let close = out.close;
+                    let frames = self.apply(out);
+                    let socket = self.socket.as_mut().unwrap();
+                    for frame in frames {
+                        let _ = socket.send(Message::text(frame)).await;
+                    }
+                    if close {
+                        self.socket = None;
+                        self.link.on_close(0.0, now_ms());
+                    }
+                }
+                Ok(Some(Ok(_))) => {}
+                Ok(_) => {
+                    self.socket = None;
+                    self.link.on_close(0.0, now_ms());
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn offline_edits_survive_a_reload_and_reach_another_device() {
+    tokio::task::LocalSet::new()
+        .run_until(async {
+            let mut relay = Relay::start(&[]);
+            relay.kill();
+            // Device A edits while the relay is down, then reloads.
+            let mut a = Browser::new(1, Some(main_rw()));
+            a.count(2);
+            a.count(3);
+            a.pump(&relay, 300).await;
+            assert_eq!(a.link.waiting(), 2);
+            assert_ne!(a.link.status(), &LinkStatus::Connected);
+            let mut a = a.reload(11, Some(main_rw()));
+            assert_eq!(a.link.waiting(), 2, "the outbox survived the reload");
+            a.count(5);
+            // The relay comes back (on the same store).
+            let data = relay.data.clone();
+            let relay = Relay::start_on(&data, &[]);
+            a.link.online();
+            a.pump(&relay, 1_000).await;
+            assert_eq!(a.link.status(), &LinkStatus::Connected);
+            assert_eq!(a.link.waiting(), 0, "flushed in order, acknowledged");
+            // Device B starts from nothing and catches up.
+            let mut b = Browser::new(2, Some(main_rw()));
+            b.pump(&relay, 600).await;
+            assert_eq!(b.value(), json!(10));
+            b.count(-1);
+            b.pump(&relay, 400).await;
+            a.pump(&relay, 400).await;
+            assert_eq!(a.value(), json!(9));
+            assert_eq!(a.device.store.states(), b.device.store.states());
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_token_stops_the_link_and_the_edits_stay() {
+    tokio::task::LocalSet::new()
+        .run_until(async {
+            let relay = Relay::start(&[]);
+            let expired = support::token_until(
+                &[("main", gaesup_relay::token::Access::Rw, None)],
+                None,
+                now_s() - 10,
+            );
+            let mut a = Browser::new(1, Some(expired));
+            a.count(4);
+            a.pump(&relay, 500).await;
+            assert_eq!(
+                a.link.status(),
+                &LinkStatus::Refused(gaesup_protocol::code::TOKEN_EXPIRED.into())
+            );
+            assert!(
+                !a.link.wants_socket(now_ms()),
+                "no retry with a refused token"
+            );
+            assert_eq!(a.link.waiting(), 1, "nothing lost");
+            assert_eq!(a.value(), json!(4), "the app keeps working locally");
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn blocked_websockets_fall_back_to_http_and_still_sync() {
+    tokio::task::LocalSet::new()
+        .run_until(async {
+            let relay = Relay::start(&[]);
+            let mut a = Browser::new(1, Some(main_rw()));
+            a.ws_blocked = true;
+            a.count(7);
+            a.pump(&relay, 800).await;
+            assert_eq!(a.link.status(), &LinkStatus::HttpFallback);
+            assert_eq!(a.link.waiting(), 0, "pushed over HTTP");
+            let mut b = Browser::new(2, Some(main_rw()));
+            b.pump(&relay, 500).await;
+            assert_eq!(b.value(), json!(7));
+            b.count(1);
+            b.pump(&relay, 300).await;
+            a.pump(&relay, 800).await;
+            assert_eq!(a.value(), json!(8), "pulled over HTTP");
+        })
+        .await;
+}
