@@ -272,7 +272,7 @@ impl JsUnit {
         let read = || -> Result<JsValue> {
             let key = self.key(name)?;
             let address = &self.unit.address;
-            let (writer, version) = self.unit.manager.with_store(|store| {
+            let (writer, version) = self.unit.manager.with_replica(|store| {
                 // The key's read permission decides who may see its writer.
                 let full = store.subscribe(address, &key)?;
                 let writer = store.last_write(&full).map(|(unit, _)| unit.to_string());
@@ -506,7 +506,7 @@ impl JsUnit {
         let existing = self
             .unit
             .manager
-            .with_store(|store| store.spec_for(&full).ok())?;
+            .with_replica(|replica| replica.spec_for(&full).ok())?;
         let key = match existing {
             Some(spec) => {
                 let clash = |what: &str, ours: String, theirs: String| {
@@ -558,7 +558,7 @@ impl JsUnit {
             return Ok(key.clone());
         }
         let name = KeyName::new(name)?;
-        let found: Vec<_> = self.unit.manager.with_store(|store| {
+        let found: Vec<_> = self.unit.manager.with_replica(|store| {
             store
                 .specs()
                 .filter(|spec| spec.name() == &name)

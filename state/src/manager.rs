@@ -6,8 +6,8 @@ use std::rc::Rc;
 
 use gaesup_state_core::{
     ApartmentId, Batch, BatchWrite, Change, Clock, Conflict, Event, FullKey, Inbound, KeyState,
-    Lifetime, LoadReport, Message, Path, PersistReport, Quarantine, Scope, SharedKey, Stamp,
-    Storage, Store, Strategy, TabId, UnitAddress, Write,
+    Lifetime, LoadReport, Message, Path, PersistReport, Quarantine, Replica, Scope, SharedKey,
+    Stamp, Storage, Strategy, TabId, UnitAddress, Write,
 };
 use leptos::prelude::*;
 use serde::Serialize;
@@ -86,7 +86,7 @@ struct Subscriber {
 type Watch = (FullKey, Option<String>);
 
 struct Shared {
-    store: RefCell<Store>,
+    replica: RefCell<Replica>,
     storages: RefCell<Vec<(Lifetime, Box<dyn Storage>)>>,
     on_dirty: RefCell<Vec<Rc<dyn Fn()>>>,
     subscribers: RefCell<Registry<Watch, Subscriber>>,
@@ -112,7 +112,7 @@ struct Shared {
 /// Units do not use it directly: hooks inside a `<Unit>` bind it to the
 /// unit's address. The shell, the inspector and transports do.
 ///
-/// Notification never happens while the store is borrowed, so a subscriber
+/// Notification never happens while the replica is borrowed, so a subscriber
 /// may read or write state from its callback.
 #[derive(Clone, Copy)]
 pub struct StateManager {
@@ -132,7 +132,7 @@ impl StateManager {
     /// current reactive owner.
     pub fn new(tab: TabId, clock: impl Clock + 'static) -> Self {
         let shared = Shared {
-            store: RefCell::new(Store::new(tab, clock)),
+            replica: RefCell::new(Replica::new(tab, clock)),
             storages: RefCell::default(),
             on_dirty: RefCell::default(),
             subscribers: RefCell::default(),
@@ -161,20 +161,24 @@ impl StateManager {
 
     /// This tab's id.
     pub fn tab(&self) -> Result<TabId> {
-        Ok(self.shared()?.store.borrow().tab())
+        Ok(self.shared()?.replica.borrow().tab())
     }
 
-    /// Reads the store (for inspection: keys, states, quarantine).
-    pub fn with_store<R>(&self, read: impl FnOnce(&Store) -> R) -> Result<R> {
-        Ok(read(&self.shared()?.store.borrow()))
+    /// Reads the replica (for inspection: keys, states, quarantine).
+    pub fn with_replica<R>(&self, read: impl FnOnce(&Replica) -> R) -> Result<R> {
+        Ok(read(&self.shared()?.replica.borrow()))
     }
 
     /// Ties the manager to its apartment (the `<Apartment>` and the browser
     /// connection do this): other apartments' ops, states and events are
     /// refused and their stored entries left alone (see
-    /// [`Store::bind`](gaesup_state_core::Store::bind)).
+    /// [`Replica::bind`](gaesup_state_core::Replica::bind)).
     pub fn bind(&self, apartment: &ApartmentId) -> Result<()> {
-        Ok(self.shared()?.store.borrow_mut().bind(apartment.clone())?)
+        Ok(self
+            .shared()?
+            .replica
+            .borrow_mut()
+            .bind(apartment.clone())?)
     }
 
     /// Declares a key; declaring it again with the same rules is a no-op.
@@ -186,18 +190,18 @@ impl StateManager {
     pub fn declare<T>(&self, key: &SharedKey<T>) -> Result<()> {
         let shared = self.shared()?;
         let (new, declared) = {
-            let mut store = shared.store.borrow_mut();
-            let before = store.specs().count();
-            let declared = store.declare(key)?;
-            (store.specs().count() > before, declared)
+            let mut replica = shared.replica.borrow_mut();
+            let before = replica.specs().count();
+            let declared = replica.declare(key)?;
+            (replica.specs().count() > before, declared)
         };
         if new {
             let spec = key.spec();
             let report = {
-                let mut store = shared.store.borrow_mut();
+                let mut replica = shared.replica.borrow_mut();
                 let mut storages = shared.storages.borrow_mut();
                 match storages.iter_mut().find(|(l, _)| *l == spec.lifetime()) {
-                    Some((_, storage)) => Some(store.load_declared(spec, storage.as_mut())?),
+                    Some((_, storage)) => Some(replica.load_declared(spec, storage.as_mut())?),
                     None => None,
                 }
             };
@@ -242,11 +246,11 @@ impl StateManager {
     fn load(&self, shared: &Shared, only: Option<Lifetime>) -> Result<Vec<LoadReport>> {
         let mut reports = Vec::new();
         {
-            let mut store = shared.store.borrow_mut();
+            let mut replica = shared.replica.borrow_mut();
             let mut storages = shared.storages.borrow_mut();
             for (lifetime, storage) in storages.iter_mut() {
                 if only.is_none_or(|l| l == *lifetime) {
-                    reports.push(store.load(*lifetime, storage.as_mut())?);
+                    reports.push(replica.load(*lifetime, storage.as_mut())?);
                 }
             }
         }
@@ -259,10 +263,10 @@ impl StateManager {
         Ok(reports)
     }
 
-    /// Publishes the store's quarantine list if it changed (called with
+    /// Publishes the replica's quarantine list if it changed (called with
     /// nothing borrowed: the signal may run effects at once).
     fn refresh_quarantine(shared: &Shared) {
-        let now: Vec<Quarantine> = shared.store.borrow().quarantined().cloned().collect();
+        let now: Vec<Quarantine> = shared.replica.borrow().quarantined().cloned().collect();
         if shared.quarantine.with_untracked(|list| *list != now) {
             shared.quarantine.set(now);
         }
@@ -283,10 +287,10 @@ impl StateManager {
         let shared = self.shared()?;
         let mut reports = Vec::new();
         {
-            let mut store = shared.store.borrow_mut();
+            let mut replica = shared.replica.borrow_mut();
             let mut storages = shared.storages.borrow_mut();
             for (lifetime, storage) in storages.iter_mut() {
-                reports.push(store.persist(*lifetime, storage.as_mut()));
+                reports.push(replica.persist(*lifetime, storage.as_mut()));
             }
         }
         let changes: Vec<Change> = reports
@@ -301,7 +305,7 @@ impl StateManager {
     /// Stored entries set aside because they could not be used (corrupt,
     /// from a newer schema, failing migration); their keys read defaults.
     pub fn quarantined(&self) -> Vec<Quarantine> {
-        self.with_store(|store| store.quarantined().cloned().collect())
+        self.with_replica(|replica| replica.quarantined().cloned().collect())
             .unwrap_or_default()
     }
 
@@ -309,18 +313,18 @@ impl StateManager {
     /// quarantine copy, or else from the untouched original entry.
     pub fn quarantined_raw(&self, key: &FullKey) -> Result<Option<String>> {
         let shared = self.shared()?;
-        let lifetime = shared.store.borrow().spec_for(key)?.lifetime();
+        let lifetime = shared.replica.borrow().spec_for(key)?.lifetime();
         let storages = shared.storages.borrow();
         let Some((_, storage)) = storages.iter().find(|(l, _)| *l == lifetime) else {
             return Ok(None);
         };
         let copy = storage
-            .get(&Store::quarantine_key(key))
+            .get(&Replica::quarantine_key(key))
             .map_err(gaesup_state_core::Error::from)?;
         match copy {
             Some(text) => Ok(Some(text)),
             None => Ok(storage
-                .get(&Store::storage_key(key))
+                .get(&Replica::storage_key(key))
                 .map_err(gaesup_state_core::Error::from)?),
         }
     }
@@ -330,12 +334,12 @@ impl StateManager {
     /// flush.
     pub fn discard_quarantine(&self, key: &FullKey) -> Result<()> {
         let shared = self.shared()?;
-        let lifetime = shared.store.borrow().spec_for(key)?.lifetime();
+        let lifetime = shared.replica.borrow().spec_for(key)?.lifetime();
         {
-            let mut store = shared.store.borrow_mut();
+            let mut replica = shared.replica.borrow_mut();
             let mut storages = shared.storages.borrow_mut();
             if let Some((_, storage)) = storages.iter_mut().find(|(l, _)| *l == lifetime) {
-                store.discard_quarantine(key, storage.as_mut())?;
+                replica.discard_quarantine(key, storage.as_mut())?;
             }
         }
         Self::refresh_quarantine(&shared);
@@ -365,12 +369,12 @@ impl StateManager {
 
     /// The value of `key` as `unit` sees it.
     pub fn get<T: DeserializeOwned>(&self, unit: &UnitAddress, key: &SharedKey<T>) -> Result<T> {
-        Ok(self.shared()?.store.borrow().get(unit, key)?)
+        Ok(self.shared()?.replica.borrow().get(unit, key)?)
     }
 
     /// The value of `key` as JSON.
     pub fn get_value<T>(&self, unit: &UnitAddress, key: &SharedKey<T>) -> Result<Value> {
-        Ok(self.shared()?.store.borrow().get_value(unit, key)?)
+        Ok(self.shared()?.replica.borrow().get_value(unit, key)?)
     }
 
     /// The sub-value of `key` at `path`, if present. Copies only that part
@@ -382,7 +386,7 @@ impl StateManager {
         key: &SharedKey<T>,
         path: &Path,
     ) -> Result<Option<Value>> {
-        Ok(self.shared()?.store.borrow().get_path(unit, key, path)?)
+        Ok(self.shared()?.replica.borrow().get_path(unit, key, path)?)
     }
 
     /// Open conflicts of a user-resolve key, winner first.
@@ -391,7 +395,7 @@ impl StateManager {
         unit: &UnitAddress,
         key: &SharedKey<T>,
     ) -> Result<Vec<Conflict<T>>> {
-        Ok(self.shared()?.store.borrow().conflicts(unit, key)?)
+        Ok(self.shared()?.replica.borrow().conflicts(unit, key)?)
     }
 
     /// Writes `value` to `key` for `unit`, then notifies and broadcasts.
@@ -401,7 +405,7 @@ impl StateManager {
         key: &SharedKey<T>,
         value: T,
     ) -> Result<Write> {
-        self.write(|store| store.set(unit, key, value))
+        self.write(|replica| replica.set(unit, key, value))
     }
 
     /// Adds `delta` to a sum key.
@@ -411,7 +415,7 @@ impl StateManager {
         key: &SharedKey<T>,
         delta: i64,
     ) -> Result<Write> {
-        self.write(|store| store.increment(unit, key, delta))
+        self.write(|replica| replica.increment(unit, key, delta))
     }
 
     /// Resolves a user-resolve conflict with `value`.
@@ -421,11 +425,11 @@ impl StateManager {
         key: &SharedKey<T>,
         value: T,
     ) -> Result<Write> {
-        self.write(|store| store.resolve(unit, key, value))
+        self.write(|replica| replica.resolve(unit, key, value))
     }
 
     /// Undoes the local write `written` if nobody wrote over it since
-    /// (see [`Store::revert`]); a later write by anyone is kept.
+    /// (see [`Replica::revert`]); a later write by anyone is kept.
     pub fn revert<T>(
         &self,
         unit: &UnitAddress,
@@ -433,7 +437,7 @@ impl StateManager {
         written: &Write,
     ) -> Result<Option<Write>> {
         let shared = self.shared()?;
-        let reverted = shared.store.borrow_mut().revert(unit, key, written)?;
+        let reverted = shared.replica.borrow_mut().revert(unit, key, written)?;
         if let Some(write) = &reverted {
             self.publish(
                 &shared,
@@ -445,11 +449,11 @@ impl StateManager {
         Ok(reverted)
     }
 
-    /// Publishes what the store changed on its own since it last said
+    /// Publishes what the replica changed on its own since it last said
     /// (writes held for a clock that has now caught up, or set aside
     /// because this tab's clock went back).
     fn poll(&self, shared: &Shared) {
-        let changes = shared.store.borrow_mut().poll();
+        let changes = shared.replica.borrow_mut().poll();
         if !changes.is_empty() {
             self.publish(shared, &changes, None, Origin::Remote);
         }
@@ -457,11 +461,11 @@ impl StateManager {
 
     fn write(
         &self,
-        run: impl FnOnce(&mut Store) -> gaesup_state_core::Result<Write>,
+        run: impl FnOnce(&mut Replica) -> gaesup_state_core::Result<Write>,
     ) -> Result<Write> {
         let shared = self.shared()?;
         self.poll(&shared);
-        let write = run(&mut shared.store.borrow_mut())?;
+        let write = run(&mut shared.replica.borrow_mut())?;
         self.publish(
             &shared,
             write.change.as_slice(),
@@ -479,7 +483,7 @@ impl StateManager {
     ) -> Result<BatchWrite> {
         let shared = self.shared()?;
         self.poll(&shared);
-        let batch = shared.store.borrow_mut().batch(writes)?;
+        let batch = shared.replica.borrow_mut().batch(writes)?;
         self.publish(
             &shared,
             &batch.changes,
@@ -494,7 +498,7 @@ impl StateManager {
     /// [`dropped`](Self::dropped) and changes nothing.
     pub fn receive_text(&self, text: &str) -> Result<Inbound> {
         let shared = self.shared()?;
-        let inbound = shared.store.borrow_mut().receive_text(text);
+        let inbound = shared.replica.borrow_mut().receive_text(text);
         self.publish(&shared, &inbound.changes, None, Origin::Remote);
         for reply in &inbound.replies {
             Self::send(&shared, reply);
@@ -537,7 +541,7 @@ impl StateManager {
     /// (after another tab cleared the storage).
     pub fn mark_all_dirty(&self) {
         if let Ok(shared) = self.shared() {
-            shared.store.borrow_mut().mark_all_dirty();
+            shared.replica.borrow_mut().mark_all_dirty();
             self.notify_dirty(&shared);
         }
     }
@@ -581,9 +585,9 @@ impl StateManager {
         let Ok(shared) = self.shared() else {
             return Vec::new();
         };
-        let store = shared.store.borrow();
+        let replica = shared.replica.borrow();
         let subscribers = shared.subscribers.borrow();
-        let names: std::collections::BTreeSet<&FullKey> = store
+        let names: std::collections::BTreeSet<&FullKey> = replica
             .states()
             .keys()
             .chain(subscribers.keys().map(|(key, _)| key))
@@ -591,15 +595,15 @@ impl StateManager {
         names
             .into_iter()
             .filter_map(|key| {
-                let spec = store.spec_for(key).ok()?;
+                let spec = replica.spec_for(key).ok()?;
                 Some(KeyInfo {
                     key: key.clone(),
                     scope: spec.scope(),
                     lifetime: spec.lifetime(),
                     strategy: spec.strategy(),
                     schema: spec.schema().version(),
-                    version: store.state(key).and_then(KeyState::max_stamp),
-                    last_writer: store.last_write(key).map(|(writer, _)| writer),
+                    version: replica.state(key).and_then(KeyState::max_stamp),
+                    last_writer: replica.last_write(key).map(|(writer, _)| writer),
                     subscribers: Self::watching(&subscribers, key).count(),
                 })
             })
@@ -607,11 +611,11 @@ impl StateManager {
     }
 
     /// Exports, as JSON text, the values of the keys of `scope` that
-    /// `unit` can read (see [`Store::snapshot`]): relative names, so the
+    /// `unit` can read (see [`Replica::snapshot`]): relative names, so the
     /// text restores into another building or apartment too.
     pub fn snapshot(&self, unit: &UnitAddress, scope: Scope) -> Result<String> {
         let shared = self.shared()?;
-        let snapshot = shared.store.borrow().snapshot(unit, scope);
+        let snapshot = shared.replica.borrow().snapshot(unit, scope);
         Ok(snapshot.to_json()?)
     }
 
@@ -621,7 +625,7 @@ impl StateManager {
     /// local write.
     pub fn restore(&self, unit: &UnitAddress, text: &str) -> Result<BatchWrite> {
         let shared = self.shared()?;
-        let restored = shared.store.borrow_mut().restore(unit, text)?;
+        let restored = shared.replica.borrow_mut().restore(unit, text)?;
         self.publish(
             &shared,
             &restored.changes,
@@ -641,7 +645,7 @@ impl StateManager {
     /// Asks the other tabs for their state (a new or re-awakened tab).
     pub fn request_sync(&self) -> Result<()> {
         let shared = self.shared()?;
-        let request = shared.store.borrow().sync_request();
+        let request = shared.replica.borrow().sync_request();
         Self::send(&shared, &request);
         Ok(())
     }
@@ -656,7 +660,7 @@ impl StateManager {
         on_change: impl Fn(&Change) + 'static,
     ) -> Result<SubscriptionId> {
         let shared = self.shared()?;
-        let full = shared.store.borrow().subscribe(unit, key)?;
+        let full = shared.replica.borrow().subscribe(unit, key)?;
         let subscriber = Subscriber {
             path,
             on_change: Rc::new(on_change),

@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use gaesup_state::core::{
-    FaultyStorage, MemoryStorage, STATE_PREFIX, Storage as _, StorageError, Store, TabId,
+    FaultyStorage, MemoryStorage, Replica, STATE_PREFIX, Storage as _, StorageError, TabId,
 };
 use gaesup_state::web::{
     BroadcastTransport, BrowserStorage, ConnectOptions, StorageArea, StorageEventTransport,
@@ -98,10 +98,10 @@ fn manager(tab: u64) -> StateManager {
 /// The localStorage key holding `key` for `unit`.
 fn storage_key(manager: StateManager, unit: &UnitAddress, key: &SharedKey<String>) -> String {
     let full = manager
-        .with_store(|store| store.subscribe(unit, key))
+        .with_replica(|replica| replica.subscribe(unit, key))
         .unwrap()
         .unwrap();
-    Store::storage_key(&full)
+    Replica::storage_key(&full)
 }
 
 fn collector() -> (Rc<RefCell<Vec<String>>>, impl Fn(String) + 'static) {

@@ -4,7 +4,7 @@
 //! Design: sending is a call; receiving is a queue the owner drains. A
 //! browser transport receives in callbacks; it pushes the raw text into a
 //! queue and the reactive layer drains it (for example once per animation
-//! frame) into [`Store::receive_text`](crate::Store::receive_text). Raw text
+//! frame) into [`Replica::receive_text`](crate::Replica::receive_text). Raw text
 //! rather than decoded messages crosses the trait so that decoding and all
 //! validation happen in one place, the core.
 

@@ -167,7 +167,7 @@ where
                 let manager = target.unit.manager;
                 let full = target.key.full_key(&target.unit.address);
                 if let Ok(Some((writer, stamp))) =
-                    manager.with_store(|store| store.last_write(&full))
+                    manager.with_replica(|replica| replica.last_write(&full))
                 {
                     let _ = last_writer.try_set(Some(writer));
                     let _ = version.try_set(Some(stamp));
@@ -364,7 +364,7 @@ where
     /// slow validation). If it fails, the write is rolled back: only this
     /// write, and only if nobody wrote over it meanwhile. While waiting,
     /// [`StateMeta::pending`] is true; a rejection shows in
-    /// [`StateMeta::error`]. A write the store refuses outright
+    /// [`StateMeta::error`]. A write the replica refuses outright
     /// (permission, first-write-wins) never shows at all.
     pub fn set_optimistic<F>(&self, value: T, confirm: F)
     where

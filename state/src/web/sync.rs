@@ -6,7 +6,7 @@ use std::rc::{Rc, Weak};
 
 use gaesup_state_core::{
     ApartmentId, Error as CoreError, Lifetime, LoadReport, MemoryStorage, Message, PersistReport,
-    Quarantine, STATE_PREFIX, Storage, StorageError, Store,
+    Quarantine, Replica, STATE_PREFIX, Storage, StorageError,
 };
 use gloo_events::EventListener;
 use leptos::prelude::*;
@@ -592,7 +592,7 @@ fn quarantine_notice(quarantine: &Quarantine) -> String {
     let copy = match &quarantine.copy_error {
         None => format!(
             "a copy was set aside under \"{}\"",
-            Store::quarantine_key(key)
+            Replica::quarantine_key(key)
         ),
         Some(err) => format!("setting a copy aside failed ({err}), the entry is left in place"),
     };

@@ -1,4 +1,4 @@
-//! Writes kept for later instead of refused: for a key this store has not
+//! Writes kept for later instead of refused: for a key this replica has not
 //! declared yet (another tab has more units mounted; declaring it later
 //! yields them), restores naming such a key, and items stamped further
 //! ahead than the allowed clock skew (applied once the local clock gets
@@ -6,12 +6,12 @@
 //!
 //! Bounded: at most [`MAX_PARKED_KEYS`] undeclared keys and
 //! [`MAX_HELD_BYTES`] in all; past that, incoming items are refused with
-//! [`Error::TooLarge`] (this store's own writes set aside after its clock
+//! [`Error::TooLarge`] (this replica's own writes set aside after its clock
 //! was set back are always kept).
 
 use std::collections::BTreeMap;
 
-use super::{Change, Declared, Store};
+use super::{Change, Declared, Replica};
 use crate::error::{Error, Result};
 use crate::id::UnitAddress;
 use crate::key::KeySpec;
@@ -36,7 +36,7 @@ pub(super) struct HeldRestore {
 }
 
 /// A held item, when it may apply (`None`: when its key is declared), and
-/// whether it is this store's own write (set aside after its clock went
+/// whether it is this replica's own write (set aside after its clock went
 /// back: saved with the key's state, never dropped).
 type Entry = (HeldItem, Option<u64>, bool);
 
@@ -96,9 +96,9 @@ fn too_much(size: usize) -> Error {
     }
 }
 
-impl Store {
+impl Replica {
     /// Keeps `item` for later: until `key` is declared (`due` is `None`),
-    /// or until local time `due`. `own` data (this store's writes set aside
+    /// or until local time `due`. `own` data (this replica's writes set aside
     /// after its clock went back) is kept whatever the bound.
     pub(super) fn hold(
         &mut self,
@@ -134,7 +134,7 @@ impl Store {
         Ok(())
     }
 
-    /// This store's own writes to `key` set aside for a clock that went
+    /// This replica's own writes to `key` set aside for a clock that went
     /// back: saved with the key's state so a reload keeps them.
     pub(super) fn own_held(&self, key: &FullKey) -> Vec<&crate::strategy::KeyState> {
         self.held
@@ -235,7 +235,7 @@ impl Store {
         declared
     }
 
-    /// Sets aside this store's own writes stamped beyond the allowed lead
+    /// Sets aside this replica's own writes stamped beyond the allowed lead
     /// over the local clock (it was set back), so its next stamps, which
     /// stay within that lead, are still the newest it holds. They come
     /// back once the clock gets there. A no-op unless the clock moved back.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::{BatchWrite, Intent, Store, payload_for};
+use super::{BatchWrite, Intent, Replica, payload_for};
 use crate::error::{Error, Result};
 use crate::id::UnitAddress;
 use crate::key::{KeySpec, SharedKey};
@@ -16,13 +16,13 @@ use crate::permission::Action;
 use crate::scope::{FullKey, Lifetime};
 use crate::strategy::KeyState;
 
-/// Writes staged inside [`Store::batch`].
+/// Writes staged inside [`Replica::batch`].
 ///
 /// Each write sees the batch's earlier writes (two sets of the same merge
-/// key diff against each other), but the store itself is untouched until
+/// key diff against each other), but the replica itself is untouched until
 /// the closure returns `Ok`.
 pub struct Batch<'s> {
-    store: &'s mut Store,
+    store: &'s mut Replica,
     overlay: BTreeMap<FullKey, (Arc<KeySpec>, KeyState)>,
     ops: Vec<Op>,
 }
@@ -34,7 +34,7 @@ pub(super) struct Staged {
 }
 
 impl<'s> Batch<'s> {
-    pub(super) fn new(store: &'s mut Store) -> Self {
+    pub(super) fn new(store: &'s mut Replica) -> Self {
         Self {
             store,
             overlay: BTreeMap::new(),
@@ -49,7 +49,7 @@ impl<'s> Batch<'s> {
         }
     }
 
-    /// Stages [`Store::set`].
+    /// Stages [`Replica::set`].
     pub fn set<T: Serialize>(
         &mut self,
         unit: &UnitAddress,
@@ -57,11 +57,11 @@ impl<'s> Batch<'s> {
         value: T,
     ) -> Result<()> {
         let (spec, full) = self.store.open(unit, key, Action::Write)?;
-        let value = Store::to_json(key, &full, &value)?;
+        let value = Replica::to_json(key, &full, &value)?;
         self.stage(&spec, full, unit, Intent::Set(value))
     }
 
-    /// Stages [`Store::increment`].
+    /// Stages [`Replica::increment`].
     pub fn increment<T>(
         &mut self,
         unit: &UnitAddress,
@@ -72,7 +72,7 @@ impl<'s> Batch<'s> {
         self.stage(&spec, full, unit, Intent::Add(delta))
     }
 
-    /// Stages [`Store::resolve`].
+    /// Stages [`Replica::resolve`].
     pub fn resolve<T: Serialize>(
         &mut self,
         unit: &UnitAddress,
@@ -80,7 +80,7 @@ impl<'s> Batch<'s> {
         value: T,
     ) -> Result<()> {
         let (spec, full) = self.store.open(unit, key, Action::Write)?;
-        let value = Store::to_json(key, &full, &value)?;
+        let value = Replica::to_json(key, &full, &value)?;
         self.stage(&spec, full, unit, Intent::Resolve(value))
     }
 
@@ -93,7 +93,7 @@ impl<'s> Batch<'s> {
     ) -> Result<()> {
         let full = spec.full_key(unit);
         self.store.check_apartment(&full)?;
-        Store::check_access(spec, &full, unit, Action::Write)?;
+        Replica::check_access(spec, &full, unit, Action::Write)?;
         self.stage(spec, full, unit, intent)
     }
 
@@ -155,7 +155,7 @@ impl Staged {
     }
 }
 
-impl Store {
+impl Replica {
     /// Refuses a batch whose message other tabs would refuse as too large,
     /// or that would grow a state past the limit, before anything is
     /// committed.

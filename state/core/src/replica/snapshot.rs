@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::held::HeldRestore;
-use super::{BatchWrite, Intent, Store, Write};
+use super::{BatchWrite, Intent, Replica, Write};
 use crate::error::{Error, Result};
 use crate::id::UnitAddress;
 use crate::key::KeySpec;
@@ -14,7 +14,7 @@ use crate::scope::{FullKey, Scope};
 use crate::snapshot::{Snapshot, SnapshotEntry};
 use crate::strategy::KeyState;
 
-impl Store {
+impl Replica {
     /// Exports the keys of `scope` that `unit` can see and read, as values
     /// with their schema version. Keys never written are left out.
     pub fn snapshot(&self, unit: &UnitAddress, scope: Scope) -> Snapshot {

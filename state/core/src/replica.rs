@@ -1,4 +1,4 @@
-//! The store: one tab's replica of every declared key.
+//! The replica: one tab's copy of every declared key.
 //!
 //! It is synchronous and single-owner (`&mut self` for writes), so the
 //! reactive layer can keep it in an `Rc<RefCell<_>>` or a local stored value
@@ -7,16 +7,16 @@
 //! only the affected subscribers, and path subscribers can ask
 //! [`Path::changed`](crate::Path::changed) cheaply.
 //!
-//! What the store does not do: talk to the browser, hold signals, or send
+//! What the replica does not do: talk to the browser, hold signals, or send
 //! messages by itself. Writes return the [`Message`] to broadcast; incoming
-//! text goes through [`Store::receive_text`]; persistence is an explicit
-//! [`Store::persist`] the layer calls (coalesced, at most once per frame).
+//! text goes through [`Replica::receive_text`]; persistence is an explicit
+//! [`Replica::persist`] the layer calls (coalesced, at most once per frame).
 //!
 //! One concern per file:
 //!
 //! | file | what |
 //! |---|---|
-//! | `declare.rs` | declarations, access checks, the apartment a store serves |
+//! | `declare.rs` | declarations, access checks, the apartment a replica serves |
 //! | `read.rs` | reads |
 //! | `write.rs` | local writes: intent → payload → op → state |
 //! | `batch.rs` | atomic batches of local writes |
@@ -120,7 +120,7 @@ pub struct Inbound {
     /// What was refused, with why. A refused item changes nothing; the
     /// rest of the message still applies.
     pub errors: Vec<Error>,
-    /// Items kept for later rather than applied now: for keys this store
+    /// Items kept for later rather than applied now: for keys this replica
     /// has not declared, or stamped further ahead than the allowed clock
     /// skew (applied when the clock gets there). Not errors.
     pub held: usize,
@@ -131,7 +131,7 @@ pub struct Inbound {
 }
 
 /// One tab's replica.
-pub struct Store {
+pub struct Replica {
     tab: TabId,
     apartment: Option<ApartmentId>,
     clock: Box<dyn Clock>,
@@ -151,13 +151,13 @@ pub struct Store {
     /// When each tab last got a sync answer from us (throttle).
     answered: BTreeMap<TabId, u64>,
     /// Changes made outside a call that reports them (items shed or
-    /// re-admitted by the clock window), for [`Store::poll`].
+    /// re-admitted by the clock window), for [`Replica::poll`].
     unreported: Vec<Change>,
 }
 
-impl std::fmt::Debug for Store {
+impl std::fmt::Debug for Replica {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
+        f.debug_struct("Replica")
             .field("tab", &self.tab)
             .field("apartment", &self.apartment)
             .field("seq", &self.seq)
@@ -166,7 +166,7 @@ impl std::fmt::Debug for Store {
     }
 }
 
-impl Store {
+impl Replica {
     /// An empty replica for `tab`, reading time from `clock`, serving any
     /// apartment until [`bind`](Self::bind) ties it to one.
     pub fn new(tab: TabId, clock: impl Clock + 'static) -> Self {
@@ -243,7 +243,7 @@ impl Store {
             .unwrap_or_default()
     }
 
-    /// What a key reads now, to compare after a change ([`Store::changed`]).
+    /// What a key reads now, to compare after a change ([`Replica::changed`]).
     fn before(&self, spec: &KeySpec, key: &FullKey) -> Before {
         Before {
             value: self.current(spec, key),

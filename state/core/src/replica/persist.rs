@@ -6,14 +6,14 @@
 //! far-future stamps) is *quarantined*: its raw text is copied to
 //! [`QUARANTINE_PREFIX`]` + full key`, the original entry is left exactly
 //! as it was, the key is never written to storage again until
-//! [`Store::discard_quarantine`], and the key reads its default (or
+//! [`Replica::discard_quarantine`], and the key reads its default (or
 //! whatever other tabs send) in the meantime.
 
 use serde::Serialize;
 
 use super::admit::{Source, StateVerdict};
 use super::held::HeldItem;
-use super::{Change, Store};
+use super::{Change, Replica};
 use crate::error::{Error, Result};
 use crate::key::KeySpec;
 use crate::limits::{MAX_STORED_BYTES, parse_bounded};
@@ -35,7 +35,7 @@ pub struct Quarantine {
     pub copy_error: Option<StorageError>,
 }
 
-/// What [`Store::load`] did.
+/// What [`Replica::load`] did.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LoadReport {
     /// Keys whose stored state was merged in.
@@ -49,7 +49,7 @@ pub struct LoadReport {
     pub failed: Vec<(String, Error)>,
 }
 
-/// What [`Store::persist`] did.
+/// What [`Replica::persist`] did.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct PersistReport {
     /// Keys written.
@@ -76,7 +76,7 @@ struct StoredRef<'a> {
     ahead: Option<KeyState>,
 }
 
-impl Store {
+impl Replica {
     /// The storage key holding `key`'s state.
     pub fn storage_key(key: &FullKey) -> String {
         format!("{STATE_PREFIX}{key}")
@@ -282,7 +282,7 @@ impl Store {
     }
 
     /// Writes one key now if it has unpersisted changes (same rules as
-    /// [`persist`](Store::persist)); `storage` must be the one for the
+    /// [`persist`](Replica::persist)); `storage` must be the one for the
     /// key's lifetime.
     pub fn persist_key(&mut self, key: &FullKey, storage: &mut dyn Storage) -> PersistReport {
         let mut report = PersistReport::default();
@@ -401,7 +401,7 @@ impl Store {
     /// Marks every stored key as changed, so the next [`persist`]
     /// rewrites it (after another tab called `localStorage.clear()`).
     ///
-    /// [`persist`]: Store::persist
+    /// [`persist`]: Replica::persist
     pub fn mark_all_dirty(&mut self) {
         let keys: Vec<FullKey> = self.states.keys().cloned().collect();
         for key in keys {

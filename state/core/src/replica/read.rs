@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::Store;
+use super::Replica;
 use crate::clock::Stamp;
 use crate::error::{Error, Result};
 use crate::id::UnitAddress;
@@ -16,7 +16,7 @@ use crate::permission::Action;
 use crate::scope::FullKey;
 use crate::strategy::{Conflict, KeyState, Strategy};
 
-impl Store {
+impl Replica {
     /// The current value, borrowed where the state holds it whole: reads
     /// that decode or walk it need no copy.
     fn current_ref<'s>(&'s self, spec: &'s KeySpec, key: &FullKey) -> Cow<'s, Value> {

@@ -15,7 +15,7 @@
 
 use serde_json::Value;
 
-use super::{Intent, Store, Write, payload_for};
+use super::{Intent, Replica, Write, payload_for};
 use crate::error::{Error, Result};
 use crate::id::UnitAddress;
 use crate::key::SharedKey;
@@ -23,10 +23,10 @@ use crate::op::Payload;
 use crate::permission::Action;
 use crate::strategy::KeyState;
 
-impl Store {
-    /// Reverts `written` (returned by an earlier [`set`](Store::set),
-    /// [`increment`](Store::increment) or [`resolve`](Store::resolve) on
-    /// this store for `key` and `unit`).
+impl Replica {
+    /// Reverts `written` (returned by an earlier [`set`](Replica::set),
+    /// [`increment`](Replica::increment) or [`resolve`](Replica::resolve) on
+    /// this replica for `key` and `unit`).
     ///
     /// Per strategy: last-write-wins and user-resolve restore the previous
     /// value if the write is still current (user-resolve keeps values

@@ -1,5 +1,5 @@
 //! Admission: checking what comes from outside (another tab, a relay,
-//! storage) against everything the store knows, item by item.
+//! storage) against everything the replica knows, item by item.
 //!
 //! An op is one item: it is applied, held for later, or refused. A state
 //! is many items (one per recorded write): it is admitted only as far as
@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::Store;
+use super::Replica;
 use crate::clock::{MAX_CLOCK_AHEAD_MS, MAX_HOLD_AHEAD_MS, Stamp};
 use crate::error::{Error, Result};
 use crate::key::KeySpec;
@@ -69,7 +69,7 @@ pub(super) enum StateVerdict {
     Refuse(Error),
 }
 
-impl Store {
+impl Replica {
     /// Checks a structurally valid incoming op: apartment, op id, declared
     /// key, not memory-only, strategy, writer in scope and allowed, clock
     /// window, staleness, room for one more key, schema (migrating older

@@ -1,9 +1,9 @@
-//! Declarations, access checks, and the apartment a store serves.
+//! Declarations, access checks, and the apartment a replica serves.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{Change, Store};
+use super::{Change, Replica};
 use crate::error::{Error, Result};
 use crate::id::{ApartmentId, UnitAddress};
 use crate::key::{KeySpec, SharedKey};
@@ -24,8 +24,8 @@ pub struct Declared {
     pub errors: Vec<Error>,
 }
 
-impl Store {
-    /// Ties the store to one apartment: ops, states and events of other
+impl Replica {
+    /// Ties the replica to one apartment: ops, states and events of other
     /// apartments are refused ([`Error::ForeignApartment`]), storage entries
     /// of other apartments are left alone, and local writes must come from
     /// units of this apartment. Binding again to the same apartment is a
@@ -43,7 +43,7 @@ impl Store {
         }
     }
 
-    /// The apartment this store serves, once bound.
+    /// The apartment this replica serves, once bound.
     pub fn apartment(&self) -> Option<&ApartmentId> {
         self.apartment.as_ref()
     }

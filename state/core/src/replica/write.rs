@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{BatchWrite, Change, Store, Write};
+use super::{BatchWrite, Change, Replica, Write};
 use crate::clock::Stamp;
 use crate::error::{Error, Result};
 use crate::id::{TabId, UnitAddress};
@@ -35,7 +35,7 @@ pub(crate) enum Intent {
 /// around its value.
 const ITEM_OVERHEAD: usize = 512;
 
-impl Store {
+impl Replica {
     /// Writes `value` to `key` on behalf of `unit`.
     ///
     /// Per strategy: last-write-wins and merge always succeed (merge sends
@@ -148,7 +148,7 @@ impl Store {
     }
 
     /// Stamps, applies and packages a local write. `reuse` replaces the
-    /// fresh stamp (see [`Store::revert`]).
+    /// fresh stamp (see [`Replica::revert`]).
     pub(super) fn write_payload(
         &mut self,
         spec: &Arc<KeySpec>,

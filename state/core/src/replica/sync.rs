@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use super::Store;
+use super::Replica;
 use crate::id::{ApartmentId, TabId};
 use crate::limits::{MAX_MESSAGE_BYTES, MAX_SYNC_STATES, encoded_len};
 use crate::message::{Digest, Have, Message, SyncEntry};
@@ -37,7 +37,7 @@ fn digest_of(schema: u32, state: &KeyState) -> u64 {
     fnv1a(text.as_bytes())
 }
 
-impl Store {
+impl Replica {
     /// The keys this replica shares with a tab of `apartment` (`None`:
     /// any), with their states: its own apartment's keys when the other
     /// tab serves the same one, and global keys.

@@ -2,7 +2,7 @@
 //!
 //! Nothing here fails as a whole: each refused item is listed in
 //! [`Inbound::errors`] and changes nothing, and the rest still applies. A
-//! group's ops for keys this store knows apply atomically (one refused op
+//! group's ops for keys this replica knows apply atomically (one refused op
 //! refuses them all); ops for undeclared keys, or stamped ahead of the
 //! local clock, are held for later (see `held.rs`) and do not spoil it.
 
@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use super::admit::{Admitted, OpVerdict, Source, StateVerdict};
 use super::held::HeldItem;
-use super::{Change, Inbound, Store};
+use super::{Change, Inbound, Replica};
 use crate::error::{Error, Result};
 use crate::key::KeySpec;
 use crate::limits::{MAX_KEYS_PER_DECLARATION, MAX_STATE_BYTES, encoded_len};
@@ -20,7 +20,7 @@ use crate::op::{Op, OpGroup};
 use crate::scope::FullKey;
 use crate::strategy::KeyState;
 
-impl Store {
+impl Replica {
     /// Applies one op from another tab (or a relay). Duplicates and
     /// reordering are harmless. Refused ops change nothing; an op held for
     /// later (undeclared key, clock ahead) returns `Ok(None)`.

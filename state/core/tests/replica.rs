@@ -1,4 +1,4 @@
-//! Store behaviour through its public API: strategies end to end, batches,
+//! Replica behaviour through its public API: strategies end to end, batches,
 //! snapshots, persistence, migrations, paths and clocks.
 
 // Test and bench code: a panic here is a failed test, and clippy.toml's
@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use gaesup_state_core::{
-    Error, Lifetime, ManualClock, MemoryStorage, Message, Path, Scope, SharedKey, Storage, Store,
+    Error, Lifetime, ManualClock, MemoryStorage, Message, Path, Replica, Scope, SharedKey, Storage,
     Strategy, TabId, UnitAddress, Write,
 };
 use serde::{Deserialize, Serialize};
@@ -35,18 +35,18 @@ where
 
 struct Tab {
     clock: ManualClock,
-    store: Store,
+    store: Replica,
 }
 
 fn tab(id: u64) -> Tab {
     let clock = ManualClock::new(NOW);
     Tab {
-        store: Store::new(TabId::new(id), clock.clone()),
+        store: Replica::new(TabId::new(id), clock.clone()),
         clock,
     }
 }
 
-fn send(write: &Write, to: &mut Store) {
+fn send(write: &Write, to: &mut Replica) {
     let text = write.message.as_ref().unwrap().encode().unwrap();
     let inbound = to.receive_text(&text);
     assert!(inbound.errors.is_empty(), "{:?}", inbound.errors);
@@ -587,7 +587,7 @@ fn a_reloaded_tab_that_kept_its_id_never_reuses_op_ids() {
         .last()
         .unwrap();
     a.store.persist(Lifetime::Persistent, &mut storage);
-    let mut again = Store::new(TabId::new(1), a.clock.clone());
+    let mut again = Replica::new(TabId::new(1), a.clock.clone());
     again.declare(&k).unwrap();
     again.load(Lifetime::Persistent, &mut storage).unwrap();
     let next = again.set(&u, &k, 9).unwrap();
@@ -602,9 +602,9 @@ fn tabs_talk_through_a_transport() {
     let k = key::<i64>("k", Strategy::Sum);
     let u = unit("x/y/z");
     let bus = MemoryBus::new();
-    let mut tabs: Vec<(Store, _)> = (1..=3)
+    let mut tabs: Vec<(Replica, _)> = (1..=3)
         .map(|id| {
-            let mut store = Store::new(TabId::new(id), ManualClock::new(NOW));
+            let mut store = Replica::new(TabId::new(id), ManualClock::new(NOW));
             store.declare(&k).unwrap();
             (store, bus.connect(TabId::new(id)))
         })
