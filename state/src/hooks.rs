@@ -14,4 +14,4 @@ pub use shared_state::{
     use_shared_state_with_options,
 };
 pub use state_path::{UseStatePathReturn, use_state_path};
-pub use unit_state::{UnitBatch, UnitState, use_unit_state};
+pub use unit_state::{UnitBatch, UseUnitStateReturn, use_unit_state};

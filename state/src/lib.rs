@@ -67,7 +67,7 @@
 //! open conflicts of a user-resolve key. [`StateSetter::set_optimistic`]
 //! shows a value at once and rolls back only that write if its
 //! confirmation fails. [`use_state_path`] watches one path inside a value
-//! and is not notified by changes elsewhere. [`UnitState::batch`] writes
+//! and is not notified by changes elsewhere. [`UseUnitStateReturn::batch`] writes
 //! several keys atomically and notifies each subscriber once.
 //!
 //! # Conflicts
@@ -129,9 +129,9 @@ pub use containers::{
 };
 pub use error::{Result, StateError};
 pub use hooks::{
-    EventEmitter, StateMeta, StateSetter, UnitBatch, UnitState, UseContainerEventOptions,
+    EventEmitter, StateMeta, StateSetter, UnitBatch, UseContainerEventOptions,
     UseContainerEventReturn, UseSharedStateOptions, UseSharedStateReturn, UseStatePathReturn,
-    use_container_event, use_container_event_with_options, use_shared_state,
+    UseUnitStateReturn, use_container_event, use_container_event_with_options, use_shared_state,
     use_shared_state_with_options, use_state_path, use_unit_state,
 };
 #[cfg(target_arch = "wasm32")]
@@ -148,8 +148,8 @@ pub use web::{WebSync, connect_browser};
 pub mod prelude {
     pub use crate::{
         Access, Apartment, Building, ErrorAlert, Lifetime, Scope, SharedKey, StateError,
-        StateSetter, Strategy, Unit, UnitState, UseContainerEventOptions, UseSharedStateOptions,
-        use_container_event, use_container_event_with_options, use_shared_state,
-        use_shared_state_with_options, use_state_path, use_unit_state,
+        StateSetter, Strategy, Unit, UseContainerEventOptions, UseSharedStateOptions,
+        UseUnitStateReturn, use_container_event, use_container_event_with_options,
+        use_shared_state, use_shared_state_with_options, use_state_path, use_unit_state,
     };
 }
