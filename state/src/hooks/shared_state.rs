@@ -315,8 +315,17 @@ where
         let _ = self.try_set(value);
     }
 
-    /// Writes `value`, returning the write or why it was refused.
-    pub fn try_set(&self, value: T) -> Result<Write> {
+    /// Writes `value`, or says why it was refused (the refusal also shows
+    /// in [`StateMeta::error`]). What a write changed reaches the UI
+    /// through [`UseSharedStateReturn::value`] and [`StateMeta`], so `Ok`
+    /// carries nothing: the wire-level op stays inside the state manager.
+    pub fn try_set(&self, value: T) -> Result<()> {
+        self.write(value).map(drop)
+    }
+
+    /// [`try_set`](Self::try_set), keeping the core's record of the write
+    /// (what [`set_optimistic`](Self::set_optimistic) rolls back).
+    fn write(&self, value: T) -> Result<Write> {
         let result = self
             .checked(&value)
             .and_then(|t| t.unit.manager.set(&t.unit.address, &t.key, value));
@@ -328,8 +337,8 @@ where
         let _ = self.try_update(change);
     }
 
-    /// [`update`](Self::update), returning the write or why it failed.
-    pub fn try_update(&self, change: impl FnOnce(&mut T)) -> Result<Write> {
+    /// [`update`](Self::update), or why it failed.
+    pub fn try_update(&self, change: impl FnOnce(&mut T)) -> Result<()> {
         let current = self
             .target()
             .and_then(|t| t.unit.manager.get(&t.unit.address, &t.key));
@@ -370,7 +379,7 @@ where
     where
         F: Future<Output = std::result::Result<(), String>> + 'static,
     {
-        let Ok(write) = self.try_set(value) else {
+        let Ok(write) = self.write(value) else {
             return;
         };
         let this = *self;
