@@ -7,7 +7,7 @@ use std::rc::Rc;
 use gaesup_state_core::{
     ApartmentId, Batch, BatchWrite, Change, Clock, Conflict, Event, FullKey, Inbound, KeyState,
     Lifetime, LoadReport, Message, Path, PersistReport, Quarantine, Replica, Scope, SharedKey,
-    Stamp, Storage, Strategy, TabId, UnitAddress, Write,
+    Stamp, Storage, Strategy, TabId, Transport, UnitAddress, Write,
 };
 use leptos::prelude::*;
 use serde::Serialize;
@@ -72,7 +72,6 @@ pub struct KeyInfo {
 
 type OnChange = Rc<dyn Fn(&Change)>;
 type OnEvent = Rc<dyn Fn(&Event)>;
-type Outlet = Rc<dyn Fn(&Message)>;
 
 struct Subscriber {
     path: Option<Path>,
@@ -91,7 +90,7 @@ struct Shared {
     on_dirty: RefCell<Vec<Rc<dyn Fn()>>>,
     subscribers: RefCell<Registry<Watch, Subscriber>>,
     listeners: RefCell<Registry<FullKey, OnEvent>>,
-    transports: RefCell<Vec<Outlet>>,
+    transports: RefCell<Vec<Rc<dyn Transport>>>,
     log: RefCell<VecDeque<LogEntry>>,
     dropped: RefCell<Vec<String>>,
     quarantine: ArcRwSignal<Vec<Quarantine>>,
@@ -635,10 +634,16 @@ impl StateManager {
         Ok(restored)
     }
 
-    /// Adds a way out to other tabs (a BroadcastChannel, a relay). Every
-    /// op, sync reply and cross-tab event is handed to each transport.
-    pub fn connect(&self, send: impl Fn(&Message) + 'static) -> Result<()> {
-        self.shared()?.transports.borrow_mut().push(Rc::new(send));
+    /// Adds a way out to other tabs (a BroadcastChannel, a relay, a
+    /// [`MemoryBus`](gaesup_state_core::MemoryBus) endpoint in tests).
+    /// Every op, sync reply and cross-tab event is handed to each
+    /// transport; what a transport receives comes back through
+    /// [`receive_text`](Self::receive_text).
+    pub fn connect(&self, transport: impl Transport + 'static) -> Result<()> {
+        self.shared()?
+            .transports
+            .borrow_mut()
+            .push(Rc::new(transport));
         Ok(())
     }
 
@@ -805,9 +810,12 @@ impl StateManager {
     }
 
     fn send(shared: &Shared, message: &Message) {
-        let transports: Vec<Outlet> = shared.transports.borrow().clone();
+        let transports: Vec<Rc<dyn Transport>> = shared.transports.borrow().clone();
         for transport in transports {
-            transport(message);
+            // A failure is the transport's to report (the browser's says so
+            // in its status); the message still goes to the others, and
+            // the tabs it missed catch up at their next sync.
+            let _ = transport.send(message);
         }
     }
 

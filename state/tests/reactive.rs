@@ -317,6 +317,7 @@ fn cross_tab_events_go_out_through_transports() {
         let outbox = Arc::clone(&sent);
         here.connect(move |message: &Message| {
             outbox.lock().unwrap().push(message.encode().unwrap());
+            Ok(())
         })
         .unwrap();
         let options = UseContainerEventOptions::default().cross_tab(true);

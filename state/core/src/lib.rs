@@ -126,12 +126,20 @@
 //! [`Path`] selects inside a value (`items.3.qty`); [`Change::touches`] /
 //! [`Path::changed`] tell cheaply whether a change is visible there.
 //!
-//! # Storage and transport
+//! # Seams: storage, transport, clock
 //!
-//! The web layer implements [`Storage`] (localStorage, sessionStorage) and
-//! [`Transport`] (BroadcastChannel); [`MemoryStorage`], [`FaultyStorage`]
-//! and [`MemoryBus`] implement them for tests. Incoming text goes through
-//! [`Message::decode`]: size cap, depth limit, full validation.
+//! Everything from outside comes through three small traits, so the core
+//! runs the same in a tab, in a test and on a server:
+//!
+//! - [`Storage`], where entries persist: localStorage and sessionStorage
+//!   in `gaesup-state-web`; [`MemoryStorage`] and [`FaultyStorage`] here.
+//! - [`Transport`], the way out to other replicas: BroadcastChannel and
+//!   the storage-event fallback in `gaesup-state-web` (a relay joins them
+//!   there); [`MemoryBus`] here. What comes in is raw text for
+//!   [`Replica::receive_text`], which goes through [`Message::decode`]:
+//!   size cap, depth limit, full validation.
+//! - [`Clock`], wall time: the browser's or the system's in the layers
+//!   above, [`ManualClock`] here.
 //!
 //! # Errors
 //!

@@ -156,10 +156,11 @@ pub fn connect_browser_with_options(
     // Saves are scheduled through `on_dirty` below; this only carries
     // messages (and does nothing when no transport could be opened).
     let weak = Rc::downgrade(&inner);
-    manager.connect(move |message| {
+    manager.connect(move |message: &Message| {
         if let Some(inner) = weak.upgrade() {
             inner.send(message);
         }
+        Ok(())
     })?;
     let weak = Rc::downgrade(&inner);
     manager.on_dirty(move || {
