@@ -2,9 +2,10 @@
 #![cfg(target_arch = "wasm32")]
 #![allow(clippy::unwrap_used, reason = "tests: a failure should fail loudly")]
 
+use gaesup_state::StateManager;
 use gaesup_state::core::{ManualClock, TabId};
 use gaesup_state::prelude::*;
-use gaesup_state::{StateManager, install_js_binding};
+use gaesup_state_web::install_js_binding;
 use js_sys::Function;
 use leptos::prelude::*;
 use wasm_bindgen::JsValue;

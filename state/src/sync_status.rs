@@ -1,4 +1,8 @@
 //! What a status display shows about storage and cross-tab sync.
+//!
+//! Written by the browser adapters (`gaesup-state-web`), read by the
+//! shell's panel and the inspector unit; plain signals, so it lives here
+//! where units (which depend on this crate only) can name it.
 
 use leptos::prelude::*;
 
@@ -6,7 +10,7 @@ use leptos::prelude::*;
 ///
 /// `Copy`, `Send` and `Sync`, so it can be handed to components or put in
 /// a context; the closures and browser objects behind it stay in the
-/// `WebSync` that produced it (browser builds only). Plain signals rather
+/// `WebSync` that produced it (`gaesup-state-web`). Plain signals rather
 /// than a constructor so native tests of a status component can build one
 /// from `Signal::stored`.
 #[derive(Clone, Copy, Debug)]

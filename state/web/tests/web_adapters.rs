@@ -10,13 +10,14 @@ use std::rc::Rc;
 
 use gaesup_state::core::{
     FaultyStorage, MemoryStorage, Replica, STATE_PREFIX, Storage as _, StorageError, TabId,
+    Transport as _,
 };
-use gaesup_state::web::{
+use gaesup_state::{Lifetime, Scope, SharedKey, StateManager, SystemClock, UnitAddress};
+use gaesup_state_web::{
     BroadcastTransport, BrowserStorage, ConnectOptions, StorageArea, StorageEventTransport,
     TransportChoice, TransportKind, WebSync, channel_name, connect_browser,
     connect_browser_with_options,
 };
-use gaesup_state::{Lifetime, Scope, SharedKey, StateManager, SystemClock, UnitAddress};
 use gloo_timers::future::TimeoutFuture;
 use leptos::prelude::*;
 use wasm_bindgen::{JsCast, JsValue};
