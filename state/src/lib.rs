@@ -114,7 +114,6 @@ mod error;
 mod hooks;
 mod manager;
 mod platform;
-mod registry;
 mod sync_status;
 
 pub use gaesup_state_core as core;
