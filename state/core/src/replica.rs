@@ -18,7 +18,8 @@
 //! |---|---|
 //! | `declare.rs` | declarations, access checks, the apartment a replica serves |
 //! | `read.rs` | reads |
-//! | `write.rs` | local writes: intent → payload → op → state |
+//! | `intent.rs` | what a local write asks for, checked; the payload its strategy makes of it |
+//! | `write.rs` | local writes applied at once: payload → op → state |
 //! | `batch.rs` | atomic batches of local writes |
 //! | `revert.rs` | rolling back an optimistic write |
 //! | `admit.rs` | checking what comes from outside, item by item |
@@ -26,14 +27,19 @@
 //! | `held.rs` | writes kept for later: undeclared keys, clocks ahead |
 //! | `sync.rs` | anti-entropy: digests, answers, push-back |
 //! | `snapshot.rs` | snapshot and restore |
-//! | `persist.rs` | loading from and saving to storage, quarantine |
+//! | `load.rs` | loading from storage |
+//! | `persist.rs` | saving to storage |
+//! | `quarantine.rs` | stored entries set aside as unusable |
 
 mod admit;
 mod batch;
 mod declare;
 mod held;
 mod inbound;
+mod intent;
+mod load;
 mod persist;
+mod quarantine;
 mod read;
 mod revert;
 mod snapshot;
@@ -46,7 +52,9 @@ use serde_json::Value;
 
 pub use batch::Batch;
 pub use declare::Declared;
-pub use persist::{LoadReport, PersistReport, Quarantine};
+pub use load::LoadReport;
+pub use persist::PersistReport;
+pub use quarantine::Quarantine;
 pub use sync::SYNC_ANSWER_INTERVAL_MS;
 
 use crate::clock::{Clock, Hlc};
@@ -59,7 +67,7 @@ use crate::path::Path;
 use crate::scope::{FullKey, Scope};
 use crate::strategy::KeyState;
 
-pub(crate) use write::{Intent, payload_for};
+pub(crate) use intent::{Intent, payload_for};
 
 /// A key's value changed, or (for a user-resolve key) its set of conflicting
 /// values did; in that case `old` may equal `new`.

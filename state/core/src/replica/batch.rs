@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::{BatchWrite, Intent, Replica, payload_for};
+use super::intent::{Intent, Sink, payload_for, put_delta, put_value};
+use super::{BatchWrite, Replica};
 use crate::error::{Error, Result};
 use crate::id::UnitAddress;
 use crate::key::{KeySpec, SharedKey};
@@ -22,7 +23,7 @@ use crate::strategy::KeyState;
 /// key diff against each other), but the replica itself is untouched until
 /// the closure returns `Ok`.
 pub struct Batch<'s> {
-    store: &'s mut Replica,
+    replica: &'s mut Replica,
     overlay: BTreeMap<FullKey, (Arc<KeySpec>, KeyState)>,
     ops: Vec<Op>,
 }
@@ -34,9 +35,9 @@ pub(super) struct Staged {
 }
 
 impl<'s> Batch<'s> {
-    pub(super) fn new(store: &'s mut Replica) -> Self {
+    pub(super) fn new(replica: &'s mut Replica) -> Self {
         Self {
-            store,
+            replica,
             overlay: BTreeMap::new(),
             ops: Vec::new(),
         }
@@ -56,9 +57,7 @@ impl<'s> Batch<'s> {
         key: &SharedKey<T>,
         value: T,
     ) -> Result<()> {
-        let (spec, full) = self.store.open(unit, key, Action::Write)?;
-        let value = Replica::to_json(key, &full, &value)?;
-        self.stage(&spec, full, unit, Intent::Set(value))
+        put_value(self, unit, key, &value, Intent::Set)
     }
 
     /// Stages [`Replica::increment`].
@@ -68,8 +67,7 @@ impl<'s> Batch<'s> {
         key: &SharedKey<T>,
         delta: i64,
     ) -> Result<()> {
-        let (spec, full) = self.store.open(unit, key, Action::Write)?;
-        self.stage(&spec, full, unit, Intent::Add(delta))
+        put_delta(self, unit, key, delta)
     }
 
     /// Stages [`Replica::resolve`].
@@ -79,9 +77,7 @@ impl<'s> Batch<'s> {
         key: &SharedKey<T>,
         value: T,
     ) -> Result<()> {
-        let (spec, full) = self.store.open(unit, key, Action::Write)?;
-        let value = Replica::to_json(key, &full, &value)?;
-        self.stage(&spec, full, unit, Intent::Resolve(value))
+        put_value(self, unit, key, &value, Intent::Resolve)
     }
 
     /// Stages a write through a type-erased declaration (used by restore).
@@ -92,7 +88,7 @@ impl<'s> Batch<'s> {
         intent: Intent,
     ) -> Result<()> {
         let full = spec.full_key(unit);
-        self.store.check_apartment(&full)?;
+        self.replica.check_apartment(&full)?;
         Replica::check_access(spec, &full, unit, Action::Write)?;
         self.stage(spec, full, unit, intent)
     }
@@ -111,17 +107,17 @@ impl<'s> Batch<'s> {
             });
         }
         if !self.overlay.contains_key(&full) {
-            self.store.check_room(spec, &full)?;
+            self.replica.check_room(spec, &full)?;
         }
         let current = match self.overlay.get(&full) {
             Some((_, state)) => Some(state),
-            None => self.store.states.get(&full),
+            None => self.replica.states.get(&full),
         };
-        let payload = payload_for(&self.store.context(), spec, &full, current, intent)?;
-        let op = self.store.stamp_op(spec, full.clone(), unit, payload)?;
-        let store = &*self.store;
+        let payload = payload_for(&self.replica.context(), spec, &full, current, intent)?;
+        let op = self.replica.stamp_op(spec, full.clone(), unit, payload)?;
+        let replica = &*self.replica;
         let (_, state) = self.overlay.entry(full).or_insert_with_key(|full| {
-            let state = store
+            let state = replica
                 .states
                 .get(full)
                 .cloned()
@@ -131,6 +127,24 @@ impl<'s> Batch<'s> {
         state.apply(&op)?;
         self.ops.push(op);
         Ok(())
+    }
+}
+
+impl Sink for Batch<'_> {
+    type Done = ();
+
+    fn replica(&self) -> &Replica {
+        self.replica
+    }
+
+    fn put(
+        &mut self,
+        spec: &Arc<KeySpec>,
+        full: FullKey,
+        unit: &UnitAddress,
+        intent: Intent,
+    ) -> Result<()> {
+        self.stage(spec, full, unit, intent)
     }
 }
 

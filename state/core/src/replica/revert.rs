@@ -59,31 +59,21 @@ impl Replica {
         };
         let context = self.context();
         let state = self.states.get(&full);
+        // What the undo asks for, as the key's strategy writes it.
+        let undo = |intent| payload_for(&context, &spec, &full, state, intent);
         let payload = match (state, &op.payload) {
             (Some(KeyState::LastWriteWins(register)), _) => {
                 if register.entry.as_ref().is_none_or(|e| e.id != op.id) {
                     return Ok(None);
                 }
-                payload_for(
-                    &context,
-                    &spec,
-                    &full,
-                    state,
-                    Intent::Set(change.old.clone()),
-                )?
+                undo(Intent::Set(change.old.clone()))?
             }
             (Some(KeyState::Merge(merge)), Payload::Set { .. }) => {
                 let current = merge.base.as_ref().is_some_and(|b| b.id == op.id);
                 if !current || !merge.fields.is_empty() {
                     return Ok(None);
                 }
-                payload_for(
-                    &context,
-                    &spec,
-                    &full,
-                    state,
-                    Intent::Set(change.old.clone()),
-                )?
+                undo(Intent::Set(change.old.clone()))?
             }
             (Some(KeyState::Merge(merge)), Payload::Patch { set, remove }) => {
                 let Some(Value::Object(mut target)) = merge.value() else {
@@ -104,13 +94,7 @@ impl Replica {
                 if !reverted {
                     return Ok(None);
                 }
-                payload_for(
-                    &context,
-                    &spec,
-                    &full,
-                    state,
-                    Intent::Set(Value::Object(target)),
-                )?
+                undo(Intent::Set(Value::Object(target)))?
             }
             (Some(KeyState::Sum(sum)), Payload::Reset { .. }) => {
                 if sum.reset().is_none_or(|r| r.id != op.id) {
@@ -124,13 +108,7 @@ impl Replica {
                     _ => None,
                 }
                 .ok_or_else(|| Error::Overflow { key: full.clone() })?;
-                payload_for(
-                    &context,
-                    &spec,
-                    &full,
-                    state,
-                    Intent::Set(Value::from(target)),
-                )?
+                undo(Intent::Set(Value::from(target)))?
             }
             (Some(KeyState::Sum(_)), _) => {
                 let delta = match (change.new.as_i64(), change.old.as_i64()) {
@@ -139,7 +117,7 @@ impl Replica {
                 }
                 .and_then(i64::checked_neg)
                 .ok_or_else(|| Error::Overflow { key: full.clone() })?;
-                payload_for(&context, &spec, &full, state, Intent::Add(delta))?
+                undo(Intent::Add(delta))?
             }
             (Some(KeyState::UserResolve(resolve)), _) => {
                 if !resolve.entries().any(|e| e.id == op.id) {

@@ -115,11 +115,7 @@ impl Replica {
         for (digest, (key, schema, state)) in mine.digests.iter().zip(self.syncing(asker)) {
             if theirs.get(key) != Some(&digest.hash) {
                 differs = true;
-                states.push(SyncEntry {
-                    key: key.clone(),
-                    schema,
-                    state: state.clone(),
-                });
+                states.push(entry((key, schema, state)));
             }
         }
         if !differs {
@@ -148,11 +144,7 @@ impl Replica {
         let states: Vec<SyncEntry> = self
             .syncing(theirs.apartment.as_ref())
             .filter(|(key, schema, state)| digests.get(key) != Some(&digest_of(*schema, state)))
-            .map(|(key, schema, state)| SyncEntry {
-                key: key.clone(),
-                schema,
-                state: state.clone(),
-            })
+            .map(entry)
             .collect();
         if states.is_empty() {
             return Vec::new();
@@ -164,14 +156,7 @@ impl Replica {
     /// that each fit [`MAX_MESSAGE_BYTES`] (every state does: states stay
     /// under [`MAX_STATE_BYTES`](crate::MAX_STATE_BYTES)).
     pub fn sync_messages(&self) -> Vec<Message> {
-        let states: Vec<SyncEntry> = self
-            .syncing(None)
-            .map(|(key, schema, state)| SyncEntry {
-                key: key.clone(),
-                schema,
-                state: state.clone(),
-            })
-            .collect();
+        let states: Vec<SyncEntry> = self.syncing(None).map(entry).collect();
         if states.is_empty() {
             return Vec::new();
         }
@@ -214,5 +199,14 @@ impl Replica {
             });
         }
         messages
+    }
+}
+
+/// A syncing key's state (from [`Replica::syncing`]) as it travels.
+fn entry((key, schema, state): (&FullKey, u32, &KeyState)) -> SyncEntry {
+    SyncEntry {
+        key: key.clone(),
+        schema,
+        state: state.clone(),
     }
 }
