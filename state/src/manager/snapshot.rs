@@ -7,8 +7,10 @@ use crate::error::Result;
 
 impl StateManager {
     /// Exports, as JSON text, the values of the keys of `scope` that
-    /// `unit` can read (see [`Replica::snapshot`]): relative names, so the
-    /// text restores into another building or apartment too.
+    /// `unit` can read (see
+    /// [`Replica::snapshot`](gaesup_state_core::Replica::snapshot)):
+    /// relative names, so the text restores into another building or
+    /// apartment too.
     pub fn snapshot(&self, unit: &UnitAddress, scope: Scope) -> Result<String> {
         let shared = self.shared()?;
         let snapshot = shared.replica.borrow().snapshot(unit, scope);

@@ -7,7 +7,7 @@ use wasm_bindgen::prelude::*;
 
 use super::js_error;
 
-/// An optimistic write, from [`JsUnit::set_optimistic`].
+/// An optimistic write, from [`JsUnit::set_optimistic`](super::JsUnit::set_optimistic).
 #[wasm_bindgen(js_name = GaesupWrite)]
 pub struct JsWrite {
     pub(super) unit: UnitContext,
