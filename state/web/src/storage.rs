@@ -1,12 +1,32 @@
 //! `localStorage` and `sessionStorage` behind the core's [`Storage`] trait.
 //!
-//! Not built on `gloo-storage`: its `LocalStorage::raw()` calls
-//! `expect_throw` when the window or the storage is missing, and reading
+//! The storage is probed once, when it is opened, without throwing:
+//! `Window::local_storage()` is a `Result<Option<Storage>>`, and reading
 //! `window.localStorage` throws a `SecurityError` in a sandboxed iframe or
-//! with storage blocked. That must become
-//! [`StorageError::Unavailable`] (the app then keeps the lifetime in
-//! memory), not a trap, so the storage is taken from
-//! `Window::local_storage()` (a `Result<Option<Storage>>`) here.
+//! with storage blocked. That becomes [`StorageError::Unavailable`] (the
+//! app then keeps the lifetime in memory), never a trap.
+//!
+//! Reads and writes go through web-sys too, not `gloo-storage` (0.4),
+//! whose API does not fit an adapter that must store the core's text
+//! byte for byte:
+//!
+//! - its `get` and `set` are typed: `set` JSON-encodes the value, so an
+//!   entry (already JSON text) would be stored encoded twice, and `get`
+//!   decodes, so a corrupt entry, which quarantine must copy and export
+//!   as raw text, could not be read at all; `serde_json`'s `RawValue`
+//!   avoids the double encoding only for valid JSON, and the copies of
+//!   corrupt entries and the storage-event transport's `nonce\ntext`
+//!   posts are not;
+//! - its `raw()` panics (`expect_throw`) where storage is blocked, so it
+//!   could only follow a probe like the one here;
+//! - its error conversion panics (`unreachable!`) when the thrown value
+//!   is not an `Error` of this window's realm, which is what a storage of
+//!   another window (the same-origin iframe the transport tests use)
+//!   throws.
+//!
+//! Every failure is mapped to the same specific faults instead:
+//! `QuotaExceededError` to [`StorageError::QuotaExceeded`], `SecurityError`
+//! or a missing storage to [`StorageError::Unavailable`].
 
 use gaesup_state_core::{Lifetime, Storage, StorageError};
 use js_sys::{Function, JsString, Reflect};
