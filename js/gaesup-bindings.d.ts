@@ -1,4 +1,4 @@
-// Types for window.gaesup (published by the wasm: state/src/js.rs) and for
+// Types for window.gaesup (published by the wasm: state/web/src/js.rs) and for
 // the framework bindings beside this file (gaesup-bindings.js).
 //
 // `tsc --noEmit -p js/tsconfig.json` (part of `cargo xtask test`) checks

@@ -34,7 +34,7 @@ mod tests {
     fn units_sharing_a_key_declare_it_alike() {
         // The catalog and the JS counter declare keys of their own that
         // other units own too: the declarations must be the same rules.
-        let mut store = gaesup_state::core::Store::new(
+        let mut store = gaesup_state::core::Replica::new(
             gaesup_state::core::TabId::new(1),
             gaesup_state::core::ManualClock::new(0),
         );

@@ -66,7 +66,7 @@ pub fn AppFrom(
             let managers = Managers::new(&manifest);
             // Units written in JavaScript reach the same managers.
             #[cfg(target_arch = "wasm32")]
-            if let Err(err) = gaesup_state::install_js_binding(managers.iter()) {
+            if let Err(err) = gaesup_state_web::install_js_binding(managers.iter()) {
                 leptos::logging::error!("window.gaesup unavailable: {err:?}");
             }
             // Storage and tabs are attached before any unit declares a key,

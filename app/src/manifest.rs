@@ -7,10 +7,19 @@
 //! costs no extra request and shows no loading state. It is still parsed and
 //! validated at start-up, and a bad one renders an error page naming the
 //! problem rather than a blank screen.
+//!
+//! This file holds the shape; `validate.rs` what makes one valid,
+//! `lookup.rs` what an address names in it.
 
-use std::collections::{BTreeMap, HashSet};
+mod lookup;
+mod validate;
+
+use std::collections::BTreeMap;
 
 use serde::Deserialize;
+
+pub use lookup::Missing;
+pub use validate::{ManifestError, check_id};
 
 /// The manifest shipped with this build.
 pub const BUNDLED: &str = include_str!("manifest.json");
@@ -70,87 +79,6 @@ pub struct UnitSpec {
     pub version: String,
 }
 
-/// Why a manifest was rejected. Each variant names the offending entry.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ManifestError {
-    /// The text is not valid JSON of the manifest's shape.
-    #[error("manifest is not valid: {0}")]
-    Syntax(String),
-    /// No apartment at all: there would be nothing to show.
-    #[error("manifest lists no apartment")]
-    NoApartment,
-    /// An id breaks the id grammar.
-    #[error("{what} id {id:?} is invalid: {reason}")]
-    BadId {
-        /// Which kind of entry (apartment, building, unit).
-        what: &'static str,
-        /// The id as written.
-        id: String,
-        /// Which rule it breaks.
-        reason: &'static str,
-    },
-    /// Two siblings share an id, so their addresses would collide.
-    #[error("{what} id {id:?} appears twice in {parent}")]
-    Duplicate {
-        /// Which kind of entry.
-        what: &'static str,
-        /// The repeated id.
-        id: String,
-        /// Where the siblings live.
-        parent: String,
-    },
-    /// A unit is offered in several versions and none is marked active.
-    #[error("unit {unit:?} is offered in versions {offered} but \"active\" names none of them")]
-    NoActiveVersion {
-        /// The unit's address.
-        unit: String,
-        /// The versions offered, comma-separated.
-        offered: String,
-    },
-    /// `active` names a unit or version the building does not offer.
-    #[error(
-        "\"active\" picks version {version:?} of unit {unit:?}, which is not offered (offered: {offered})"
-    )]
-    UnknownActive {
-        /// The unit's address.
-        unit: String,
-        /// The version named.
-        version: String,
-        /// The versions offered, comma-separated (empty: no such unit).
-        offered: String,
-    },
-    /// A unit names a kind the shell has no crate for.
-    #[error("unit {unit:?} has unknown kind {kind:?} (known: {known})")]
-    UnknownKind {
-        /// The unit's address.
-        unit: String,
-        /// The kind as written.
-        kind: String,
-        /// The kinds this build knows, comma-separated.
-        known: String,
-    },
-}
-
-/// Checks an apartment, building or unit id against the id grammar:
-/// non-empty, at most [`MAX_ID_LEN`] bytes, ASCII letters, digits, `-` and
-/// `_` only. That is stricter than the state keys' grammar on purpose: ids
-/// are URL segments and DOM id fragments, so they must need no escaping.
-pub fn check_id(id: &str) -> Result<(), &'static str> {
-    if id.is_empty() {
-        return Err("it is empty");
-    }
-    if id.len() > MAX_ID_LEN {
-        return Err("it is longer than 64 bytes");
-    }
-    if !id
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return Err("only ASCII letters, digits, '-' and '_' are allowed");
-    }
-    Ok(())
-}
-
 impl Manifest {
     /// Parses and validates a manifest; `known_kinds` are the unit kinds this
     /// build can render.
@@ -159,44 +87,6 @@ impl Manifest {
             serde_json::from_str(text).map_err(|e| ManifestError::Syntax(e.to_string()))?;
         manifest.validate(known_kinds)?;
         Ok(manifest)
-    }
-
-    fn validate(&self, known_kinds: &[&str]) -> Result<(), ManifestError> {
-        if self.apartments.is_empty() {
-            return Err(ManifestError::NoApartment);
-        }
-        unique(
-            "apartment",
-            "the manifest",
-            self.apartments.iter().map(|a| &a.id),
-        )?;
-        for apartment in &self.apartments {
-            valid("apartment", &apartment.id)?;
-            let here = format!("apartment {:?}", apartment.id);
-            unique("building", &here, apartment.buildings.iter().map(|b| &b.id))?;
-            for building in &apartment.buildings {
-                valid("building", &building.id)?;
-                let here = format!("building {}/{}", apartment.id, building.id);
-                let versions: Vec<String> = building
-                    .units
-                    .iter()
-                    .map(|u| format!("{}@{}", u.id, u.version))
-                    .collect();
-                unique("unit version", &here, versions.iter())?;
-                building.check_active(&apartment.id)?;
-                for unit in &building.units {
-                    valid("unit", &unit.id)?;
-                    if !known_kinds.contains(&unit.kind.as_str()) {
-                        return Err(ManifestError::UnknownKind {
-                            unit: format!("{}/{}/{}", apartment.id, building.id, unit.id),
-                            kind: unit.kind.clone(),
-                            known: known_kinds.join(", "),
-                        });
-                    }
-                }
-            }
-        }
-        Ok(())
     }
 
     /// The apartment shown at `/`.
@@ -208,173 +98,6 @@ impl Manifest {
     pub fn apartment(&self, id: &str) -> Option<&ApartmentSpec> {
         self.apartments.iter().find(|a| a.id == id)
     }
-}
-
-/// Why an address names nothing in the manifest; the message is shown on
-/// the 404 page.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum Missing {
-    /// No apartment with that id.
-    #[error("There is no apartment {0:?}.")]
-    Apartment(String),
-    /// The apartment exists but has no such building.
-    #[error("Apartment {apartment:?} has no building {building:?}.")]
-    Building {
-        /// The apartment's id.
-        apartment: String,
-        /// The missing building's id.
-        building: String,
-    },
-    /// The building exists but has no such unit.
-    #[error("Building {building:?} has no unit {unit:?}.")]
-    Unit {
-        /// The building's id.
-        building: String,
-        /// The missing unit's id.
-        unit: String,
-    },
-}
-
-impl Manifest {
-    /// The apartment named by an address.
-    pub fn find_apartment(&self, apartment: &str) -> Result<&ApartmentSpec, Missing> {
-        self.apartment(apartment)
-            .ok_or_else(|| Missing::Apartment(apartment.to_owned()))
-    }
-
-    /// The apartment and building named by an address.
-    pub fn find_building(
-        &self,
-        apartment: &str,
-        building: &str,
-    ) -> Result<(&ApartmentSpec, &BuildingSpec), Missing> {
-        let found = self.find_apartment(apartment)?;
-        let inner = found.building(building).ok_or_else(|| Missing::Building {
-            apartment: apartment.to_owned(),
-            building: building.to_owned(),
-        })?;
-        Ok((found, inner))
-    }
-
-    /// The apartment, building and unit named by a unit address.
-    pub fn find_unit(
-        &self,
-        apartment: &str,
-        building: &str,
-        unit: &str,
-    ) -> Result<(&ApartmentSpec, &BuildingSpec, &UnitSpec), Missing> {
-        let (found, inner) = self.find_building(apartment, building)?;
-        let leaf = inner.unit(unit).ok_or_else(|| Missing::Unit {
-            building: building.to_owned(),
-            unit: unit.to_owned(),
-        })?;
-        Ok((found, inner, leaf))
-    }
-}
-
-impl ApartmentSpec {
-    /// The building with this id.
-    pub fn building(&self, id: &str) -> Option<&BuildingSpec> {
-        self.buildings.iter().find(|b| b.id == id)
-    }
-}
-
-impl BuildingSpec {
-    /// The unit shown under this id: its active version.
-    pub fn unit(&self, id: &str) -> Option<&UnitSpec> {
-        let mut offered = self.units.iter().filter(|u| u.id == id);
-        match self.active.get(id) {
-            Some(version) => offered.find(|u| &u.version == version),
-            None => offered.next(),
-        }
-    }
-
-    /// The units shown, in display order: each unit once, in its active
-    /// version.
-    pub fn shown(&self) -> Vec<&UnitSpec> {
-        let mut seen = HashSet::new();
-        self.units
-            .iter()
-            .filter(|u| seen.insert(u.id.as_str()))
-            .filter_map(|u| self.unit(&u.id))
-            .collect()
-    }
-
-    /// The version text of a unit's frame: `v1.2.0`, plus the other
-    /// versions on offer when there are several.
-    pub fn version_label(&self, unit: &UnitSpec) -> String {
-        let others: Vec<&str> = self
-            .offered(&unit.id)
-            .into_iter()
-            .filter(|v| *v != unit.version)
-            .collect();
-        if others.is_empty() {
-            format!("v{}", unit.version)
-        } else {
-            format!("v{} (also offered: {})", unit.version, others.join(", "))
-        }
-    }
-
-    /// Every version of unit `id` this building offers, in manifest order.
-    pub fn offered(&self, id: &str) -> Vec<&str> {
-        self.units
-            .iter()
-            .filter(|u| u.id == id)
-            .map(|u| u.version.as_str())
-            .collect()
-    }
-
-    /// A unit offered in several versions needs an active one; every
-    /// `active` entry must pick an offered version.
-    fn check_active(&self, apartment: &str) -> Result<(), ManifestError> {
-        let address = |unit: &str| format!("{apartment}/{}/{unit}", self.id);
-        for (unit, version) in &self.active {
-            let offered = self.offered(unit);
-            if !offered.contains(&version.as_str()) {
-                return Err(ManifestError::UnknownActive {
-                    unit: address(unit),
-                    version: version.clone(),
-                    offered: offered.join(", "),
-                });
-            }
-        }
-        for unit in &self.units {
-            let offered = self.offered(&unit.id);
-            if offered.len() > 1 && !self.active.contains_key(&unit.id) {
-                return Err(ManifestError::NoActiveVersion {
-                    unit: address(&unit.id),
-                    offered: offered.join(", "),
-                });
-            }
-        }
-        Ok(())
-    }
-}
-
-fn valid(what: &'static str, id: &str) -> Result<(), ManifestError> {
-    check_id(id).map_err(|reason| ManifestError::BadId {
-        what,
-        id: id.to_owned(),
-        reason,
-    })
-}
-
-fn unique<'a>(
-    what: &'static str,
-    parent: &str,
-    ids: impl Iterator<Item = &'a String>,
-) -> Result<(), ManifestError> {
-    let mut seen = HashSet::new();
-    for id in ids {
-        if !seen.insert(id) {
-            return Err(ManifestError::Duplicate {
-                what,
-                id: id.clone(),
-                parent: parent.to_owned(),
-            });
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! how it is going.
 //!
 //! In the browser each apartment's manager is connected to localStorage,
-//! sessionStorage and a BroadcastChannel (`gaesup_state::connect_browser`).
+//! sessionStorage and a BroadcastChannel (`gaesup_state_web::connect_browser`).
 //! Problems never stop the app: each becomes a specific notice in the
 //! panel, which the user can dismiss; entries set aside because they could
 //! not be read can be exported (their raw text is kept) or discarded.
@@ -42,7 +42,8 @@ pub fn connect_all(managers: &Managers) -> SyncStatuses {
         let connected = ApartmentId::new(id.as_str())
             .map_err(|err| err.to_string())
             .and_then(|apartment| {
-                gaesup_state::connect_browser(manager, &apartment).map_err(|err| err.to_string())
+                gaesup_state_web::connect_browser(manager, &apartment)
+                    .map_err(|err| err.to_string())
             });
         let status = match connected {
             Ok(sync) => {

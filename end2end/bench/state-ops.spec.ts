@@ -112,7 +112,7 @@ test('state ops', async ({ page, browser, browserName }) => {
     };
   }
 
-  // Where a write's time goes: the core's Store alone (system clock, then a
+  // Where a write's time goes: the core's Replica alone (system clock, then a
   // fixed clock), against the whole manager above.
   const core = {
     n: SET_N,

@@ -341,7 +341,7 @@ if (ops) {
   if (c) {
     lines.push(
       '',
-      `Where a write goes (0 subscribers): the core's \`Store::set\` alone takes ${c.store_us_per_op.toFixed(3)} µs (${c.store_fixed_clock_us_per_op.toFixed(3)} µs with a fixed clock instead of \`Date.now()\`); the manager around it (notification pass, operation log, copies of the change and message) brings it to ${s0.gaesup.us_per_op.toFixed(3)} µs.`,
+      `Where a write goes (0 subscribers): the core's \`Replica::set\` alone takes ${c.store_us_per_op.toFixed(3)} µs (${c.store_fixed_clock_us_per_op.toFixed(3)} µs with a fixed clock instead of \`Date.now()\`); the manager around it (notification pass, operation log, copies of the change and message) brings it to ${s0.gaesup.us_per_op.toFixed(3)} µs.`,
     );
   }
   lines.push('');

@@ -1,5 +1,5 @@
 // A fake window.gaesup for the bindings' unit tests: the same surface as
-// the wasm's (state/src/js.rs), in memory, counting what is attached so a
+// the wasm's (state/web/src/js.rs), in memory, counting what is attached so a
 // test can tell that a cleanup really removed it.
 
 function coded(code, message) {

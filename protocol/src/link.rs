@@ -510,10 +510,10 @@ mod tests {
     use super::*;
     use crate::message::{Acks, Welcome};
     use gaesup_state_core::{
-        Lifetime, ManualClock, MemoryStorage, Scope, SharedKey, Store, Strategy, TabId,
+        Lifetime, ManualClock, MemoryStorage, Replica, Scope, SharedKey, Strategy, TabId,
     };
 
-    fn op(store: &mut Store, n: i64) -> Op {
+    fn op(store: &mut Replica, n: i64) -> Op {
         let key = SharedKey::<i64>::builder("count")
             .scope(Scope::Apartment)
             .lifetime(Lifetime::Persistent)
@@ -539,7 +539,7 @@ mod tests {
     #[test]
     fn the_outbox_is_saved_first_and_emptied_only_by_final_acks() {
         let mut storage = MemoryStorage::new();
-        let mut store = Store::new(TabId::new(1), ManualClock::new(1_000));
+        let mut store = Replica::new(TabId::new(1), ManualClock::new(1_000));
         let mut link = link(&storage);
         let first = op(&mut store, 1);
         assert!(

@@ -22,7 +22,7 @@ use gaesup_protocol::{
 };
 use gaesup_state_core::{
     FullKey, KeySpec, KeyState, Lifetime, MAX_CLOCK_AHEAD_MS, MAX_MESSAGE_BYTES, MemoryStorage, Op,
-    STATE_PREFIX, SharedKey, Storage, Store, SyncEntry, TabId, encoded_len,
+    Replica, STATE_PREFIX, SharedKey, Storage, SyncEntry, TabId, encoded_len,
 };
 use tokio::sync::{Notify, mpsc, oneshot};
 
@@ -88,7 +88,7 @@ pub struct Hub {
 
 struct Stream {
     id: StreamId,
-    replica: Store,
+    replica: Replica,
     head: u64,
     first: u64,
 }
@@ -255,9 +255,9 @@ fn new_stream(declarations: &[Arc<KeySpec>], id: StreamId) -> Stream {
     let clock = now_ms;
     let mut replica = match &id {
         StreamId::Apartment(apartment) => {
-            Store::for_apartment(relay_tab(), apartment.clone(), clock)
+            Replica::for_apartment(relay_tab(), apartment.clone(), clock)
         }
-        StreamId::Global => Store::new(relay_tab(), clock),
+        StreamId::Global => Replica::new(relay_tab(), clock),
     };
     for spec in declarations {
         // Declarations come from the app and agree (the app's own tests
@@ -804,7 +804,7 @@ fn ops_messages(id: &StreamId, ops: Vec<Sequenced>, head: u64) -> Vec<ServerMess
 }
 
 /// A key's state as stored (the core's stored form: schema and state).
-fn stored_state(replica: &Store, key: &FullKey) -> Option<String> {
+fn stored_state(replica: &Replica, key: &FullKey) -> Option<String> {
     #[derive(serde::Serialize)]
     struct Stored<'a> {
         schema: u32,

@@ -12,7 +12,7 @@ use leptos::prelude::*;
 
 use crate::error::StateError;
 use crate::manager::StateManager;
-use crate::web::SyncStatus;
+use crate::sync_status::SyncStatus;
 
 /// Context of an `<Apartment>`: its id, its state manager and, when the
 /// shell connected it to the browser, its sync status.

@@ -3,6 +3,7 @@
 mod event;
 mod shared_state;
 mod state_path;
+mod state_setter;
 mod unit_state;
 
 pub use event::{
@@ -10,8 +11,9 @@ pub use event::{
     use_container_event_with_options,
 };
 pub use shared_state::{
-    StateMeta, StateSetter, UseSharedStateOptions, UseSharedStateReturn, use_shared_state,
+    StateMeta, UseSharedStateOptions, UseSharedStateReturn, use_shared_state,
     use_shared_state_with_options,
 };
 pub use state_path::{UseStatePathReturn, use_state_path};
-pub use unit_state::{UnitBatch, UnitState, use_unit_state};
+pub use state_setter::StateSetter;
+pub use unit_state::{UnitBatch, UseUnitStateReturn, use_unit_state};

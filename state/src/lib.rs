@@ -67,7 +67,7 @@
 //! open conflicts of a user-resolve key. [`StateSetter::set_optimistic`]
 //! shows a value at once and rolls back only that write if its
 //! confirmation fails. [`use_state_path`] watches one path inside a value
-//! and is not notified by changes elsewhere. [`UnitState::batch`] writes
+//! and is not notified by changes elsewhere. [`UseUnitStateReturn::batch`] writes
 //! several keys atomically and notifies each subscriber once.
 //!
 //! # Conflicts
@@ -81,13 +81,16 @@
 //! [`use_container_event`] is a typed event bus scoped like state
 //! (building, apartment, global), optionally reaching other tabs.
 //!
-//! # Units written in JavaScript
+//! # In the browser
 //!
-//! In the browser, `install_js_binding` publishes `window.gaesup`:
-//! `gaesup.unit("apartment/building/unit")` returns a handle with `get`,
-//! `set`, `increment`, `subscribe`, `emit`, `on` and `declare`, under the
-//! same scopes, permissions and strategies; errors are thrown as `Error`s
-//! with a stable `code`.
+//! This crate holds no browser code: a [`StateManager`] keeps state in
+//! memory until something connects it. `gaesup-state-web` does, in the
+//! browser: localStorage and sessionStorage through the core's `Storage`
+//! trait, other tabs through its `Transport` trait (BroadcastChannel, the
+//! storage-event fallback), the page events that decide when to save and
+//! re-read, and `window.gaesup` for units written in JavaScript. What it
+//! reports comes back as a [`SyncStatus`], which the `<Apartment>` hands
+//! to its units.
 //!
 //! # Lifetime of subscriptions
 //!
@@ -109,12 +112,9 @@ mod containers;
 pub mod display;
 mod error;
 mod hooks;
-#[cfg(target_arch = "wasm32")]
-mod js;
 mod manager;
 mod platform;
-mod registry;
-pub mod web;
+mod sync_status;
 
 pub use gaesup_state_core as core;
 pub use gaesup_state_core::{
@@ -129,27 +129,23 @@ pub use containers::{
 };
 pub use error::{Result, StateError};
 pub use hooks::{
-    EventEmitter, StateMeta, StateSetter, UnitBatch, UnitState, UseContainerEventOptions,
+    EventEmitter, StateMeta, StateSetter, UnitBatch, UseContainerEventOptions,
     UseContainerEventReturn, UseSharedStateOptions, UseSharedStateReturn, UseStatePathReturn,
-    use_container_event, use_container_event_with_options, use_shared_state,
+    UseUnitStateReturn, use_container_event, use_container_event_with_options, use_shared_state,
     use_shared_state_with_options, use_state_path, use_unit_state,
 };
-#[cfg(target_arch = "wasm32")]
-pub use js::{JsUnit, install_js_binding};
 pub use manager::{
     KeyInfo, LOG_CAPACITY, ListenerId, LogEntry, Origin, StateManager, SubscriptionId,
 };
 pub use platform::{SystemClock, random_tab_id};
-pub use web::SyncStatus;
-#[cfg(target_arch = "wasm32")]
-pub use web::{WebSync, connect_browser};
+pub use sync_status::SyncStatus;
 
 /// Everything a unit needs: `use gaesup_state::prelude::*;`.
 pub mod prelude {
     pub use crate::{
         Access, Apartment, Building, ErrorAlert, Lifetime, Scope, SharedKey, StateError,
-        StateSetter, Strategy, Unit, UnitState, UseContainerEventOptions, UseSharedStateOptions,
-        use_container_event, use_container_event_with_options, use_shared_state,
-        use_shared_state_with_options, use_state_path, use_unit_state,
+        StateSetter, Strategy, Unit, UseContainerEventOptions, UseSharedStateOptions,
+        UseUnitStateReturn, use_container_event, use_container_event_with_options,
+        use_shared_state, use_shared_state_with_options, use_state_path, use_unit_state,
     };
 }

@@ -147,10 +147,11 @@ fn snapshot_restore_round_trip_notifies_and_broadcasts() {
         let sent = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&sent);
         state
-            .connect(move |message| {
+            .connect(move |message: &Message| {
                 if matches!(message, Message::Ops(_)) {
                     counter.fetch_add(1, Ordering::SeqCst);
                 }
+                Ok(())
             })
             .unwrap();
         let notified = Arc::new(AtomicUsize::new(0));

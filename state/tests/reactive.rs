@@ -317,6 +317,7 @@ fn cross_tab_events_go_out_through_transports() {
         let outbox = Arc::clone(&sent);
         here.connect(move |message: &Message| {
             outbox.lock().unwrap().push(message.encode().unwrap());
+            Ok(())
         })
         .unwrap();
         let options = UseContainerEventOptions::default().cross_tab(true);
@@ -449,7 +450,7 @@ fn memory_keys_never_reach_storage() {
 
 #[test]
 fn corrupt_stored_value_is_quarantined_exported_and_discarded() {
-    use gaesup_state::core::{Storage as _, Store};
+    use gaesup_state::core::{Replica, Storage as _};
     let owner = Owner::new();
     owner.with(|| {
         let mut disk = SharedStorage::default();
@@ -460,7 +461,7 @@ fn corrupt_stored_value_is_quarantined_exported_and_discarded() {
             .unwrap();
         let address: UnitAddress = "main/lobby/a".parse().unwrap();
         let full = draft.full_key(&address);
-        let stored_at = Store::storage_key(&full);
+        let stored_at = Replica::storage_key(&full);
         disk.set(&stored_at, "{ not json").unwrap();
 
         let state = manager(1);

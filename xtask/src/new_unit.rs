@@ -21,7 +21,7 @@
 pub mod check;
 mod edit;
 pub mod framework;
-mod json;
+mod manifest;
 mod names;
 
 use std::fs;
@@ -686,33 +686,13 @@ mod tests {
         assert_eq!(kinds.last().map(String::as_str), Some("garden-shed"));
         assert!(registry.contains("<unit_garden_shed::GardenShed />"));
 
-        let manifest = json::parse(&scratch.read("app/src/manifest.json")).unwrap();
-        let main = manifest
-            .get("apartments")
-            .and_then(json::Node::items)
-            .and_then(|a| {
-                a.iter()
-                    .find(|a| a.get("id").and_then(json::Node::str) == Some("main"))
-            })
-            .unwrap();
-        let yard = main
-            .get("buildings")
-            .and_then(json::Node::items)
-            .and_then(|b| {
-                b.iter()
-                    .find(|b| b.get("id").and_then(json::Node::str) == Some("yard"))
-            })
-            .unwrap();
-        let unit = &yard.get("units").and_then(json::Node::items).unwrap()[0];
-        assert_eq!(
-            unit.get("kind").and_then(json::Node::str),
-            Some("garden-shed")
-        );
-        assert_eq!(
-            unit.get("title").and_then(json::Node::str),
-            Some("Garden shed")
-        );
-        assert_eq!(yard.get("title").and_then(json::Node::str), Some("Yard"));
+        let manifest = manifest::Manifest::parse(&scratch.read("app/src/manifest.json")).unwrap();
+        let main = manifest.apartments.iter().find(|a| a.id == "main").unwrap();
+        let yard = main.buildings.iter().find(|b| b.id == "yard").unwrap();
+        let unit = &yard.units[0];
+        assert_eq!(unit.kind, "garden-shed");
+        assert_eq!(unit.title, "Garden shed");
+        assert_eq!(yard.title.as_deref(), Some("Yard"));
 
         assert!(
             done.report()

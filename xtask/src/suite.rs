@@ -251,15 +251,19 @@ fn browser_tests(env: &ToolEnv, tally: &mut Tally) -> Result<(), String> {
 /// Workspace crates with browser tests (`tests/web*.rs`), by package name,
 /// with the test target names.
 fn web_tests() -> Result<Vec<(String, Vec<String>)>, String> {
-    let mut dirs = vec![
-        root().join("app"),
-        root().join("state"),
-        root().join("state/core"),
-    ];
-    let units = std::fs::read_dir(root().join("units")).map_err(|e| format!("units/: {e}"))?;
-    let mut unit_dirs: Vec<_> = units.filter_map(Result::ok).map(|e| e.path()).collect();
-    unit_dirs.sort();
-    dirs.extend(unit_dirs);
+    let mut dirs = vec![root().join("app"), root().join("state")];
+    // The state crates (core, web adapters, …) and every unit.
+    for parent in ["state", "units"] {
+        let entries =
+            std::fs::read_dir(root().join(parent)).map_err(|e| format!("{parent}/: {e}"))?;
+        let mut crates: Vec<_> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|dir| dir.join("Cargo.toml").is_file())
+            .collect();
+        crates.sort();
+        dirs.extend(crates);
+    }
     let mut found = Vec::new();
     for dir in dirs {
         let Ok(entries) = std::fs::read_dir(dir.join("tests")) else {
@@ -387,5 +391,7 @@ mod tests {
     fn finds_the_counter_browser_tests() {
         let found = web_tests().unwrap();
         assert!(found.contains(&("unit-counter".to_owned(), vec!["web".to_owned()])));
+        // The browser adapters' tests live in their own crate under state/.
+        assert!(found.iter().any(|(name, _)| name == "gaesup-state-web"));
     }
 }

@@ -46,7 +46,7 @@ fn connect(manager: StateManager) {
     let Ok(id) = gaesup_state::core::ApartmentId::new("hello") else {
         return;
     };
-    if let Ok(sync) = gaesup_state::connect_browser(manager, &id) {
+    if let Ok(sync) = gaesup_state_web::connect_browser(manager, &id) {
         // Lives as long as the page's root owner.
         StoredValue::new_local(sync);
     }

@@ -3,8 +3,8 @@
 
 use gaesup_state::core::ApartmentId;
 use gaesup_state::prelude::*;
-use gaesup_state::web::BrowserStorage;
-use gaesup_state::{SharedKey, StateManager, connect_browser};
+use gaesup_state::{SharedKey, StateManager};
+use gaesup_state_web::{BrowserStorage, connect_browser};
 use leptos::prelude::*;
 use serde_json::json;
 use wasm_bindgen::prelude::*;

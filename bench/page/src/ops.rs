@@ -4,7 +4,7 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
-use gaesup_state::core::{MAX_GROUP_OPS, ManualClock, Store, TabId};
+use gaesup_state::core::{MAX_GROUP_OPS, ManualClock, Replica, TabId};
 use gaesup_state::{Lifetime, Path, SharedKey, StateManager, SystemClock};
 use leptos::prelude::*;
 use serde_json::{Map, Value, json};
@@ -60,9 +60,9 @@ pub fn set_bench(subscribers: u32, n: u32) -> Result<String, JsValue> {
     })
 }
 
-/// `n` writes of the same key straight to the core's `Store`, with no
+/// `n` writes of the same key straight to the core's `Replica`, with no
 /// manager around it (no notification pass, no log): `{ms}`. With
-/// `manual_clock` the store reads a fixed clock instead of `Date.now()`.
+/// `manual_clock` the replica reads a fixed clock instead of `Date.now()`.
 /// Together with [`set_bench`] it splits the cost of a write between the
 /// core and the reactive layer.
 #[wasm_bindgen]
@@ -71,9 +71,9 @@ pub fn core_set_bench(n: u32, manual_clock: bool) -> Result<String, JsValue> {
     let key: SharedKey<i64> = key("n", Lifetime::Memory)?;
     let tab = TabId::new(1);
     let mut store = if manual_clock {
-        Store::new(tab, ManualClock::new(1_700_000_000_000))
+        Replica::new(tab, ManualClock::new(1_700_000_000_000))
     } else {
-        Store::new(tab, SystemClock)
+        Replica::new(tab, SystemClock)
     };
     store.declare(&key).map_err(js)?;
     let start = now();

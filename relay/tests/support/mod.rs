@@ -17,7 +17,7 @@ use gaesup_protocol::{
 };
 use gaesup_relay::config::DEV_SECRET;
 use gaesup_relay::token::{Access, Claims, Grant};
-use gaesup_state_core::{KeySpec, ManualClock, Op, SharedKey, Store, TabId, UnitAddress};
+use gaesup_state_core::{KeySpec, ManualClock, Op, Replica, SharedKey, TabId, UnitAddress};
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -173,13 +173,13 @@ pub fn main_rw() -> String {
 
 /// A device's replica: makes ops the way a tab does.
 pub struct Device {
-    pub store: Store,
+    pub store: Replica,
     keys: Vec<Arc<KeySpec>>,
 }
 
 impl Device {
     pub fn new(tab: u64) -> Self {
-        let mut store = Store::new(TabId::new(tab), gaesup_relay::hub::now_ms);
+        let mut store = Replica::new(TabId::new(tab), gaesup_relay::hub::now_ms);
         let keys = gaesup_app::keys::declarations().unwrap();
         for spec in &keys {
             store.declare(&SharedKey::erased(Arc::clone(spec))).unwrap();

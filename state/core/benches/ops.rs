@@ -15,7 +15,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use gaesup_state_core::{
-    Lifetime, ManualClock, Message, Op, Scope, SharedKey, Store, Strategy, TabId, UnitAddress,
+    Lifetime, ManualClock, Message, Op, Replica, Scope, SharedKey, Strategy, TabId, UnitAddress,
 };
 use serde_json::{Map, Value, json};
 
@@ -42,9 +42,9 @@ fn key(name: &str, scope: Scope, strategy: Strategy) -> SharedKey<Value> {
         .expect("valid key")
 }
 
-fn pair(key: &SharedKey<Value>) -> (Store, Store, Store) {
+fn pair(key: &SharedKey<Value>) -> (Replica, Replica, Replica) {
     let make = |tab| {
-        let mut store = Store::new(TabId::new(tab), ManualClock::new(1_700_000_000_000));
+        let mut store = Replica::new(TabId::new(tab), ManualClock::new(1_700_000_000_000));
         store.declare(key).expect("declare");
         store
     };
@@ -55,7 +55,7 @@ fn pair(key: &SharedKey<Value>) -> (Store, Store, Store) {
 fn measure(
     name: &'static str,
     key: &SharedKey<Value>,
-    mut write: impl FnMut(&mut Store, usize) -> Op,
+    mut write: impl FnMut(&mut Replica, usize) -> Op,
 ) -> Row {
     let (mut writer, mut direct, mut wired) = pair(key);
     let start = Instant::now();

@@ -5,13 +5,13 @@
 // `exercise` feeds the same bytes to every entry point that takes text from
 // outside the core: a channel message, a stored entry (under every declared
 // key), and a snapshot to restore. Whatever the bytes, nothing panics, a
-// refusal changes nothing, and whatever is accepted leaves a store that
+// refusal changes nothing, and whatever is accepted leaves a replica that
 // saves and loads back to the same bytes.
 
 #[allow(unused_imports)]
 use gaesup_state_core::{
-    Lifetime, ManualClock, MemoryStorage, Scope, SharedKey, Storage, Store, Strategy as Kind, TabId,
-    UnitAddress,
+    Lifetime, ManualClock, MemoryStorage, Replica, Scope, SharedKey, Storage, Strategy as Kind,
+    TabId, UnitAddress,
 };
 
 const FUZZ_NOW: u64 = 1_700_000_000_000;
@@ -39,8 +39,8 @@ fn fuzz_unit() -> UnitAddress {
 }
 
 /// A store of apartment `apt` with every key declared and written.
-fn fuzz_store(tab: u64) -> Store {
-    let mut store = Store::for_apartment(
+fn fuzz_store(tab: u64) -> Replica {
+    let mut store = Replica::for_apartment(
         TabId::new(tab),
         "apt".parse().expect("valid id"),
         ManualClock::new(FUZZ_NOW),
@@ -58,17 +58,17 @@ fn fuzz_store(tab: u64) -> Store {
     store
 }
 
-fn fuzz_bytes(store: &Store) -> String {
+fn fuzz_bytes(store: &Replica) -> String {
     serde_json::to_string(store.states()).expect("states serialize")
 }
 
 /// Saves `store` and loads it into a fresh store: the same bytes, and
 /// every value reads.
-fn fuzz_round_trip(store: &mut Store) {
+fn fuzz_round_trip(store: &mut Replica) {
     let mut storage = MemoryStorage::new();
     let report = store.persist(Lifetime::Persistent, &mut storage);
     assert!(report.failed.is_empty(), "{:?}", report.failed);
-    let mut reloaded = Store::for_apartment(
+    let mut reloaded = Replica::for_apartment(
         TabId::new(97),
         "apt".parse().expect("valid id"),
         ManualClock::new(FUZZ_NOW),
@@ -102,9 +102,9 @@ pub fn exercise(data: &[u8]) {
     // A stored entry, under every key.
     for key in fuzz_keys() {
         let mut storage = MemoryStorage::new();
-        let storage_key = Store::storage_key(&key.full_key(&fuzz_unit()));
+        let storage_key = Replica::storage_key(&key.full_key(&fuzz_unit()));
         storage.set(&storage_key, &text).expect("memory storage");
-        let mut store = Store::for_apartment(
+        let mut store = Replica::for_apartment(
             TabId::new(2),
             "apt".parse().expect("valid id"),
             ManualClock::new(FUZZ_NOW),
@@ -112,12 +112,17 @@ pub fn exercise(data: &[u8]) {
         for key in fuzz_keys() {
             store.declare(&key).expect("declare");
         }
-        let report = store.load(Lifetime::Persistent, &mut storage).expect("load");
+        let report = store
+            .load(Lifetime::Persistent, &mut storage)
+            .expect("load");
         if !report.quarantined.is_empty() {
             // Set aside, never rewritten.
             let _ = store.persist(Lifetime::Persistent, &mut storage);
             assert_eq!(
-                storage.get(&storage_key).expect("memory storage").as_deref(),
+                storage
+                    .get(&storage_key)
+                    .expect("memory storage")
+                    .as_deref(),
                 Some(&*text)
             );
         } else {
@@ -129,7 +134,11 @@ pub fn exercise(data: &[u8]) {
     let mut store = fuzz_store(3);
     let before = fuzz_bytes(&store);
     match store.restore(&fuzz_unit(), &text) {
-        Err(_) => assert_eq!(fuzz_bytes(&store), before, "a refused restore changed state"),
+        Err(_) => assert_eq!(
+            fuzz_bytes(&store),
+            before,
+            "a refused restore changed state"
+        ),
         Ok(_) => fuzz_round_trip(&mut store),
     }
 }

@@ -36,7 +36,7 @@ impl<F: Fn() -> u64> Clock for F {
 }
 
 /// A clock that only moves when told to. Clones share the same time, so a
-/// test can keep one handle and give the other to a store.
+/// test can keep one handle and give the other to a replica.
 #[derive(Debug, Clone, Default)]
 pub struct ManualClock(Rc<Cell<u64>>);
 
@@ -126,7 +126,7 @@ impl Hlc {
     }
 
     /// Brings the clock back to at most `now_ms` + [`MAX_CLOCK_AHEAD_MS`]
-    /// (the local clock was set back); returns whether it moved. The store
+    /// (the local clock was set back); returns whether it moved. The replica
     /// first sets aside its own writes stamped beyond that, so later
     /// stamps are still greater than everything it holds.
     pub fn clamp(&mut self, now_ms: u64) -> bool {

@@ -53,7 +53,7 @@ pub enum Error {
         /// Why it was rejected.
         reason: &'static str,
     },
-    /// A key was used (locally or by an incoming op) that this store has
+    /// A key was used (locally or by an incoming op) that this replica has
     /// not declared.
     #[error("unknown key {key}")]
     UnknownKey {
@@ -214,13 +214,13 @@ pub enum Error {
         /// Why (truncated).
         reason: String,
     },
-    /// Data for another apartment reached a store bound to one apartment
-    /// (see [`Store::bind`](crate::Store::bind)); it is not applied.
+    /// Data for another apartment reached a replica bound to one apartment
+    /// (see [`Replica::bind`](crate::Replica::bind)); it is not applied.
     #[error("{key} belongs to another apartment than {apartment}")]
     ForeignApartment {
         /// The key (or what named another apartment).
         key: String,
-        /// The apartment the store serves.
+        /// The apartment the replica serves.
         apartment: ApartmentId,
     },
     /// An incoming write claims this tab's id with an op id this tab never
@@ -280,7 +280,7 @@ pub enum Error {
 
 impl Error {
     /// Whether this refusal only means the data was for another apartment
-    /// (see [`Store::bind`](crate::Store::bind)), not that it was bad.
+    /// (see [`Replica::bind`](crate::Replica::bind)), not that it was bad.
     pub fn is_foreign(&self) -> bool {
         matches!(self, Self::ForeignApartment { .. })
     }

@@ -281,7 +281,7 @@ impl fmt::Display for UnitAddress {
 /// Identity of one browser tab (one replica).
 ///
 /// The web layer draws it at random on every page load; the core never
-/// generates one. Reusing an id after a reload is tolerated (the store
+/// generates one. Reusing an id after a reload is tolerated (the replica
 /// recovers its sequence number and clock from what it loads) but not
 /// advised: a sum key counts per tab id, so increments made after the last
 /// persist and before the reload would leave the reloaded tab's totals

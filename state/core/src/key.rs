@@ -1,5 +1,5 @@
 //! Key declarations: the typed [`SharedKey<T>`] units pass around and the
-//! type-erased [`KeySpec`] the store works with.
+//! type-erased [`KeySpec`] the replica works with.
 //!
 //! A key is declared once, in Rust, with everything that governs it: scope,
 //! lifetime, strategy, schema version and migrations, permissions and a
@@ -31,7 +31,7 @@ fn check_type<T: DeserializeOwned>(value: &Value) -> Result<(), String> {
         .map_err(|err| serde_reason(&err))
 }
 
-/// Everything the store needs to know about a key, without its Rust type.
+/// Everything the replica needs to know about a key, without its Rust type.
 #[derive(Debug, Clone)]
 pub struct KeySpec {
     name: KeyName,

@@ -21,7 +21,7 @@
 //!
 //! ```
 //! use gaesup_state_core::{
-//!     Access, Lifetime, ManualClock, Scope, SharedKey, Store, Strategy, TabId, UnitAddress,
+//!     Access, Lifetime, ManualClock, Scope, SharedKey, Replica, Strategy, TabId, UnitAddress,
 //! };
 //!
 //! # fn main() -> gaesup_state_core::Result<()> {
@@ -34,8 +34,8 @@
 //!     .build()?;
 //!
 //! let clock = ManualClock::new(1_000);
-//! let mut tab_a = Store::new(TabId::new(1), clock.clone());
-//! let mut tab_b = Store::new(TabId::new(2), clock);
+//! let mut tab_a = Replica::new(TabId::new(1), clock.clone());
+//! let mut tab_b = Replica::new(TabId::new(2), clock);
 //! tab_a.declare(&clicks)?;
 //! tab_b.declare(&clicks)?;
 //!
@@ -80,7 +80,7 @@
 //!
 //! [`SharedKey<T>`] is built once with scope, lifetime, strategy, schema
 //! version, migrations, permissions and default, and validated by
-//! [`SharedKeyBuilder::build`]. The store works with its type-erased
+//! [`SharedKeyBuilder::build`]. The replica works with its type-erased
 //! [`KeySpec`].
 //!
 //! # Clock and operations
@@ -97,14 +97,14 @@
 //! any order with any duplicates, or merging states, converges to the same
 //! bytes. Last-write-wins, first-write-wins, field-wise merge, a PN-counter
 //! sum, and a multi-value register for user-resolve (see
-//! [`Store::conflicts`] and [`Store::resolve`]).
+//! [`Replica::conflicts`] and [`Replica::resolve`]).
 //!
 //! # Schema and quarantine
 //!
 //! Each key has a [`Schema`] version and migration chain run on load and on
 //! receipt. Undecodable data, newer versions and failed migrations are
-//! errors; [`Store::load`] copies such entries aside ([`Quarantine`]) and
-//! never overwrites them until [`Store::discard_quarantine`].
+//! errors; [`Replica::load`] copies such entries aside ([`Quarantine`]) and
+//! never overwrites them until [`Replica::discard_quarantine`].
 //!
 //! # Permissions
 //!
@@ -115,23 +115,31 @@
 //!
 //! # Batch, revert, snapshot, restore
 //!
-//! [`Store::batch`] applies several writes atomically as one op group.
-//! [`Store::revert`] rolls back an optimistic write without erasing anyone's
+//! [`Replica::batch`] applies several writes atomically as one op group.
+//! [`Replica::revert`] rolls back an optimistic write without erasing anyone's
 //! later write.
-//! [`Store::snapshot`] exports a scope as versioned JSON ([`Snapshot`]);
-//! [`Store::restore`] validates everything before writing anything.
+//! [`Replica::snapshot`] exports a scope as versioned JSON ([`Snapshot`]);
+//! [`Replica::restore`] validates everything before writing anything.
 //!
 //! # Paths
 //!
 //! [`Path`] selects inside a value (`items.3.qty`); [`Change::touches`] /
 //! [`Path::changed`] tell cheaply whether a change is visible there.
 //!
-//! # Storage and transport
+//! # Seams: storage, transport, clock
 //!
-//! The web layer implements [`Storage`] (localStorage, sessionStorage) and
-//! [`Transport`] (BroadcastChannel); [`MemoryStorage`], [`FaultyStorage`]
-//! and [`MemoryBus`] implement them for tests. Incoming text goes through
-//! [`Message::decode`]: size cap, depth limit, full validation.
+//! Everything from outside comes through three small traits, so the core
+//! runs the same in a tab, in a test and on a server:
+//!
+//! - [`Storage`], where entries persist: localStorage and sessionStorage
+//!   in `gaesup-state-web`; [`MemoryStorage`] and [`FaultyStorage`] here.
+//! - [`Transport`], the way out to other replicas: BroadcastChannel and
+//!   the storage-event fallback in `gaesup-state-web` (a relay joins them
+//!   there); [`MemoryBus`] here. What comes in is raw text for
+//!   [`Replica::receive_text`], which goes through [`Message::decode`]:
+//!   size cap, depth limit, full validation.
+//! - [`Clock`], wall time: the browser's or the system's in the layers
+//!   above, [`ManualClock`] here.
 //!
 //! # Errors
 //!
@@ -149,11 +157,11 @@ mod message;
 mod op;
 mod path;
 mod permission;
+mod replica;
 mod schema;
 mod scope;
 mod snapshot;
 mod storage;
-mod store;
 mod strategy;
 mod transport;
 
@@ -175,15 +183,15 @@ pub use message::{Digest, Event, Have, Message, PROTOCOL_VERSION, SyncEntry};
 pub use op::{Op, OpGroup, OpId, Payload};
 pub use path::{MAX_PATH_DEPTH, MAX_SEGMENT_LEN, Path};
 pub use permission::{Access, Action, Permissions, Principal};
+pub use replica::{
+    Batch, BatchWrite, Change, Declared, Inbound, LoadReport, PersistReport, Quarantine, Replica,
+    SYNC_ANSWER_INTERVAL_MS, Write,
+};
 pub use schema::{MigrateFn, Schema, StoredState};
 pub use scope::{FullKey, Lifetime, Scope};
 pub use snapshot::{SNAPSHOT_FORMAT, SNAPSHOT_VERSION, Snapshot, SnapshotEntry};
 pub use storage::{
     FaultyStorage, MemoryStorage, QUARANTINE_PREFIX, STATE_PREFIX, Storage, StorageError,
-};
-pub use store::{
-    Batch, BatchWrite, Change, Declared, Inbound, LoadReport, PersistReport, Quarantine,
-    SYNC_ANSWER_INTERVAL_MS, Store, Write,
 };
 pub use strategy::{
     Conflict, Entry, FieldEntry, Folded, KeyState, MergeState, Observed, Register, Reset,

@@ -47,12 +47,12 @@ pub const MAX_LOCAL_STATE_BYTES: usize = MAX_STATE_BYTES / 2;
 /// Most live slots of one sum key (one per writer that wrote within
 /// [`COMPACT_AFTER_MS`]), and most slots a reset may observe.
 pub const MAX_SUM_SLOTS: usize = 4096;
-/// Most full keys one declaration may have in a store (a private key has
+/// Most full keys one declaration may have in a replica (a private key has
 /// one per unit address, a building key one per building): a message
 /// naming made-up units or buildings cannot fill the storage.
 pub const MAX_KEYS_PER_DECLARATION: usize = 256;
 /// Most keys with writes held for a later declaration (see
-/// [`Store::declare`](crate::Store::declare)).
+/// [`Replica::declare`](crate::Replica::declare)).
 pub const MAX_PARKED_KEYS: usize = 256;
 /// Most bytes of writes held for later: for undeclared keys, and for items
 /// stamped ahead of the local clock by more than the allowed skew.

@@ -7,8 +7,8 @@
 //! [`Error::Protocol`], so a tab running an older build is told apart from
 //! garbage), serde's shape checks (ids and full keys validate while
 //! deserializing) and the structural rules of [`Message::validate`].
-//! Store-level checks (declared key, strategy, scope, permissions, clock
-//! skew) happen when the store applies it.
+//! Replica-level checks (declared key, strategy, scope, permissions, clock
+//! skew) happen when the replica applies it.
 
 use std::fmt;
 

@@ -126,7 +126,7 @@ impl Op {
     /// Structural checks that need no key declaration: stamp and id agree,
     /// values within size and depth limits, bounded lists, no op that
     /// supersedes itself. Permission, scope and strategy checks happen in
-    /// the store.
+    /// the replica.
     pub fn validate(&self) -> Result<()> {
         let bad = |reason: &str| Error::Malformed {
             what: "op",

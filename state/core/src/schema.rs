@@ -5,7 +5,7 @@
 //! version, when it is loaded or received. Data that cannot be decoded, that
 //! comes from a newer version, or whose migration fails is an error; the
 //! store then quarantines the raw text instead of overwriting it (see
-//! [`Store::load`](crate::Store::load)).
+//! [`Replica::load`](crate::Replica::load)).
 
 use std::collections::BTreeMap;
 

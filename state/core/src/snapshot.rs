@@ -9,8 +9,8 @@
 //! building can be restored in another. Values (not replicated states)
 //! are exported: restoring makes new writes, so the restored values win
 //! over older ones and reach every tab. See
-//! [`Store::snapshot`](crate::Store::snapshot) and
-//! [`Store::restore`](crate::Store::restore).
+//! [`Replica::snapshot`](crate::Replica::snapshot) and
+//! [`Replica::restore`](crate::Replica::restore).
 
 use std::collections::BTreeMap;
 

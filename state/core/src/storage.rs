@@ -2,7 +2,7 @@
 //! keys, sessionStorage for ephemeral ones), plus an in-memory and a
 //! fault-injecting implementation for tests.
 //!
-//! The store keeps one entry per key under [`STATE_PREFIX`]` + full key`,
+//! The replica keeps one entry per key under [`STATE_PREFIX`]` + full key`,
 //! holding a [`StoredState`](crate::StoredState) as JSON, and copies
 //! entries it cannot read to [`QUARANTINE_PREFIX`]` + full key`.
 
@@ -149,7 +149,7 @@ impl<S: Storage> FaultyStorage<S> {
         &self.inner
     }
 
-    /// The wrapped storage, mutably (to corrupt entries behind the store's
+    /// The wrapped storage, mutably (to corrupt entries behind the replica's
     /// back).
     pub fn inner_mut(&mut self) -> &mut S {
         &mut self.inner

@@ -19,7 +19,14 @@
 //! Every state stays bounded by the live data: what lies more than
 //! [`COMPACT_AFTER_MS`](crate::COMPACT_AFTER_MS) behind a key's newest write
 //! is compacted, by a rule that depends on the state alone.
+//!
+//! One file per strategy's state (`register.rs`, `merge.rs`, `sum.rs`,
+//! `resolve.rs`); `item.rs` sees any state write by write, which is how
+//! states from outside are checked, split and searched. A new strategy is
+//! a variant of [`Strategy`] and of [`KeyState`], a file here for its
+//! state, and its payload in `replica/intent.rs`.
 
+mod item;
 mod merge;
 mod register;
 mod resolve;
@@ -32,6 +39,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub(crate) use item::{Item, ItemKind};
 pub(crate) use merge::diff as merge_diff;
 pub use merge::{FieldEntry, MergeState};
 pub use register::Register;
@@ -40,8 +48,8 @@ pub use sum::{Folded, Observed, Reset, Slot, SumState, Totals};
 
 use crate::clock::Stamp;
 use crate::error::{Error, Result};
-use crate::id::{TabId, UnitAddress};
-use crate::limits::{MAX_FIELD_NAME_BYTES, canonical, check_value};
+use crate::id::UnitAddress;
+use crate::limits::canonical;
 use crate::op::{Op, OpId, Payload};
 
 /// How concurrent writes to a key are reconciled.
@@ -308,225 +316,6 @@ impl KeyState {
         }
     }
 
-    /// Structural checks for a state that came from outside: values within
-    /// limits, field names bounded, entries consistent.
-    pub fn validate(&self) -> Result<()> {
-        let mut result = Ok(());
-        self.visit(&mut |item| {
-            if result.is_err() {
-                return;
-            }
-            result = check_item(&item);
-        });
-        result?;
-        if let Self::Sum(sum) = self {
-            sum.validate()?;
-        }
-        Ok(())
-    }
-
-    /// Calls `f` for every recorded write: entries, merge fields, sum
-    /// slots, resets and folded totals, user-resolve watermarks.
-    pub(crate) fn visit(&self, f: &mut dyn FnMut(Item<'_>)) {
-        fn entry<'a>(e: &'a Entry, kind: ItemKind<'a>) -> Item<'a> {
-            Item {
-                stamp: e.stamp,
-                id: e.id,
-                writer: Some(&e.writer),
-                value: Some(&e.value),
-                kind,
-            }
-        }
-        match self {
-            Self::LastWriteWins(reg) | Self::FirstWriteWins(reg) => {
-                if let Some(e) = &reg.entry {
-                    f(entry(e, ItemKind::Whole));
-                }
-            }
-            Self::Merge(state) => {
-                if let Some(e) = &state.base {
-                    f(entry(e, ItemKind::Whole));
-                }
-                for (name, field) in &state.fields {
-                    f(Item {
-                        stamp: field.stamp,
-                        id: field.id,
-                        writer: Some(&field.writer),
-                        value: field.value.as_ref(),
-                        kind: ItemKind::Field(name),
-                    });
-                }
-            }
-            Self::Sum(state) => {
-                if let Some(reset) = state.reset() {
-                    f(Item {
-                        stamp: reset.stamp,
-                        id: reset.id,
-                        writer: Some(&reset.writer),
-                        value: None,
-                        kind: ItemKind::Reset,
-                    });
-                }
-                for slot in state.slots() {
-                    f(Item {
-                        stamp: slot.last,
-                        id: OpId {
-                            tab: slot.slot.tab,
-                            seq: slot.seq,
-                        },
-                        writer: Some(&slot.writer),
-                        value: None,
-                        kind: ItemKind::Slot(slot.slot),
-                    });
-                }
-                let folded = state.folded();
-                let unattributed = folded.writers.is_empty() && (folded.p, folded.n) != (0, 0);
-                let writers = folded.writers.iter().map(Some);
-                let writers: Vec<Option<&UnitAddress>> = if unattributed {
-                    vec![None]
-                } else {
-                    writers.collect()
-                };
-                for writer in writers {
-                    f(Item {
-                        stamp: Stamp {
-                            wall_ms: folded.horizon,
-                            counter: 0,
-                            tab: TabId::new(0),
-                        },
-                        id: OpId {
-                            tab: TabId::new(0),
-                            seq: 0,
-                        },
-                        writer,
-                        value: None,
-                        kind: ItemKind::Folded,
-                    });
-                }
-            }
-            Self::UserResolve(state) => {
-                for e in state.entries() {
-                    f(entry(e, ItemKind::Whole));
-                }
-                for seen in state.seen() {
-                    f(Item {
-                        stamp: seen.stamp,
-                        id: OpId {
-                            tab: seen.tab,
-                            seq: seen.seq,
-                        },
-                        writer: seen.writer.as_ref(),
-                        value: None,
-                        kind: ItemKind::Seen,
-                    });
-                }
-            }
-        }
-    }
-
-    /// Moves the items `take` picks into a new state of the same strategy
-    /// (empty when it picks none) and keeps the rest. Both parts are states
-    /// the original is the join of, so either can be joined anywhere later
-    /// without breaking convergence.
-    pub(crate) fn split(&mut self, take: &mut dyn FnMut(&Item<'_>) -> bool) -> KeyState {
-        let mut picked = Vec::new();
-        let mut index = 0usize;
-        self.visit(&mut |item| {
-            if take(&item) {
-                picked.push(index);
-            }
-            index += 1;
-        });
-        let mut out = KeyState::empty(self.strategy());
-        if picked.is_empty() {
-            return out;
-        }
-        let is_picked = |i: usize| picked.binary_search(&i).is_ok();
-        match (self, &mut out) {
-            (Self::LastWriteWins(reg), Self::LastWriteWins(o))
-            | (Self::FirstWriteWins(reg), Self::FirstWriteWins(o))
-                if is_picked(0) =>
-            {
-                o.entry = reg.entry.take();
-            }
-            (Self::Merge(state), Self::Merge(o)) => {
-                let mut i = 0;
-                if state.base.is_some() {
-                    if is_picked(0) {
-                        o.base = state.base.take();
-                    }
-                    i = 1;
-                }
-                let names: Vec<String> = state.fields.keys().cloned().collect();
-                for name in names {
-                    if is_picked(i)
-                        && let Some(field) = state.fields.remove(&name)
-                    {
-                        o.fields.insert(name, field);
-                    }
-                    i += 1;
-                }
-            }
-            (Self::Sum(state), Self::Sum(o)) => {
-                let mut i = 0;
-                if state.reset().is_some() {
-                    if is_picked(0) {
-                        *o.reset_mut() = state.reset_mut().take();
-                    }
-                    i = 1;
-                }
-                let ids: Vec<OpId> = state.slots().map(|s| s.slot).collect();
-                for id in ids {
-                    if is_picked(i)
-                        && let Some(slot) = state.slots_mut().remove(&id)
-                    {
-                        o.slots_mut().insert(id, slot);
-                    }
-                    i += 1;
-                }
-                if picked.iter().any(|&p| p >= i) {
-                    let folded = state.folded_mut();
-                    let empty = Folded {
-                        after: folded.after,
-                        horizon: folded.horizon,
-                        ..Folded::default()
-                    };
-                    *o.folded_mut() = std::mem::replace(folded, empty);
-                }
-            }
-            (Self::UserResolve(state), Self::UserResolve(o)) => {
-                let ids: Vec<OpId> = state.entries().map(|e| e.id).collect();
-                let mut i = 0;
-                for id in ids {
-                    if is_picked(i)
-                        && let Some(entry) = state.entries_mut().remove(&id)
-                    {
-                        o.entries_mut().insert(id, entry);
-                    }
-                    i += 1;
-                }
-                let tabs: Vec<TabId> = state.seen().map(|s| s.tab).collect();
-                for tab in tabs {
-                    if is_picked(i)
-                        && let Some(seen) = state.seen_mut().remove(&tab)
-                    {
-                        o.seen_mut().insert(tab, seen);
-                    }
-                    i += 1;
-                }
-            }
-            _ => {}
-        }
-        out
-    }
-
-    /// Whether the state holds no write at all.
-    pub fn is_empty(&self) -> bool {
-        let mut any = false;
-        self.visit(&mut |_| any = true);
-        !any
-    }
-
     /// The write behind the current value: its writer and stamp. For merge
     /// keys, the newest write to any part of the value; for sum keys, the
     /// newest increment or reset. `None` for a key never written.
@@ -554,30 +343,6 @@ impl KeyState {
         }
     }
 
-    /// Highest stamp of a write recorded in the state (folded totals carry
-    /// none).
-    pub fn max_stamp(&self) -> Option<Stamp> {
-        let mut max = None;
-        self.visit(&mut |item| {
-            if item.kind != ItemKind::Folded {
-                max = max.max(Some(item.stamp));
-            }
-        });
-        max
-    }
-
-    /// Highest op sequence number recorded for `tab`. A tab whose id
-    /// survived a reload uses it to never reissue an op id.
-    pub(crate) fn max_seq(&self, tab: TabId) -> u64 {
-        let mut max = 0;
-        self.visit(&mut |item| {
-            if item.kind != ItemKind::Folded && item.id.tab == tab {
-                max = max.max(item.id.seq);
-            }
-        });
-        max
-    }
-
     /// Rewrites every stored value with a migration step (a migration sees
     /// whole values, never single fields; see [`MergeState`] for how merge
     /// fields keep their identities). Sum states hold no values and are
@@ -595,62 +360,4 @@ impl KeyState {
         }
         Ok(())
     }
-}
-
-/// What part of a state an [`Item`] is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ItemKind<'a> {
-    /// A whole value of the key's type (registers, merge base,
-    /// user-resolve entries), which can be type-checked.
-    Whole,
-    /// One top-level field of a merge value.
-    Field(&'a str),
-    /// A sum slot (by slot id).
-    Slot(OpId),
-    /// A sum reset.
-    Reset,
-    /// Folded sum totals, once per writer (the stamp is the horizon).
-    Folded,
-    /// A user-resolve watermark (the stamp is the superseding write's; the
-    /// id is the superseded tab and sequence number).
-    Seen,
-}
-
-/// One recorded write, as seen by [`KeyState::visit`].
-pub(crate) struct Item<'a> {
-    pub stamp: Stamp,
-    pub id: OpId,
-    /// `None` only for data stored by versions that kept no writer.
-    pub writer: Option<&'a UnitAddress>,
-    /// `None` for a removed merge field and for parts that hold no value.
-    pub value: Option<&'a Value>,
-    pub kind: ItemKind<'a>,
-}
-
-impl Item<'_> {
-    /// Whether the item is a write this tab's clock and op ids vouch for:
-    /// everything but folded totals.
-    pub(crate) fn is_write(&self) -> bool {
-        self.kind != ItemKind::Folded
-    }
-}
-
-fn check_item(item: &Item<'_>) -> Result<()> {
-    let own_stamp = !matches!(item.kind, ItemKind::Seen | ItemKind::Folded);
-    if own_stamp && item.stamp.tab != item.id.tab {
-        return Err(Error::Malformed {
-            what: "key state",
-            reason: format!("stamp tab differs from op tab (op {})", item.id),
-        });
-    }
-    if let ItemKind::Field(name) = item.kind
-        && name.len() > MAX_FIELD_NAME_BYTES
-    {
-        return Err(Error::Malformed {
-            what: "key state",
-            reason: String::from("field name too long"),
-        });
-    }
-    item.value
-        .map_or(Ok(()), |value| check_value(value, "state value"))
 }

@@ -1,12 +1,23 @@
-//! The transport trait the web layer implements (BroadcastChannel, the
-//! `storage` event fallback, later a relay), and an in-memory bus for tests.
+//! The one seam every way to other replicas plugs into: BroadcastChannel,
+//! the `storage`-event fallback, a relay, and the in-memory bus of tests.
 //!
-//! Design: sending is a call; receiving is a queue the owner drains. A
-//! browser transport receives in callbacks; it pushes the raw text into a
-//! queue and the reactive layer drains it (for example once per animation
-//! frame) into [`Store::receive_text`](crate::Store::receive_text). Raw text
-//! rather than decoded messages crosses the trait so that decoding and all
-//! validation happen in one place, the core.
+//! **Out** is a call: [`Transport::send`] hands one [`Message`] to the
+//! transport, which delivers it to every other replica it reaches (never
+//! back to the sender). The state manager keeps its transports as
+//! `Rc<dyn Transport>` and hands each of them every op, sync answer and
+//! cross-tab event.
+//!
+//! **In** is a callback given when the transport opens: each transport
+//! passes the raw text it receives, untouched, to the replica's
+//! [`receive_text`](crate::Replica::receive_text) (in an app, through the
+//! state manager's method of that name). Raw text rather than decoded
+//! messages crosses the seam so that decoding and all validation happen
+//! in one place, the core. [`MemoryBus`], for tests, queues what each
+//! endpoint receives instead; a test drains it
+//! ([`BusEndpoint::drain`]) when it wants delivery to happen.
+//!
+//! A closure `Fn(&Message) -> Result<()>` is a transport too (a test that
+//! records what was sent).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
@@ -16,13 +27,18 @@ use crate::error::Result;
 use crate::id::TabId;
 use crate::message::Message;
 
-/// Sends messages to other tabs and collects what they sent.
+/// A way out to other replicas.
 pub trait Transport {
-    /// Broadcasts `message` to every other tab (never back to the sender).
-    fn send(&mut self, message: &Message) -> Result<()>;
-    /// Takes every message received since the last call, oldest first, as
-    /// raw untrusted text.
-    fn drain(&mut self) -> Vec<String>;
+    /// Broadcasts `message` to every other replica this transport reaches
+    /// (never back to the sender). An error says this message did not go
+    /// out; the transport stays usable.
+    fn send(&self, message: &Message) -> Result<()>;
+}
+
+impl<F: Fn(&Message) -> Result<()>> Transport for F {
+    fn send(&self, message: &Message) -> Result<()> {
+        self(message)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -78,7 +94,8 @@ impl MemoryBus {
     }
 }
 
-/// One tab's connection to a [`MemoryBus`].
+/// One tab's connection to a [`MemoryBus`]: a [`Transport`] out, and a
+/// queue in.
 #[derive(Debug, Clone)]
 pub struct BusEndpoint {
     tab: TabId,
@@ -90,10 +107,21 @@ impl BusEndpoint {
     pub fn tab(&self) -> TabId {
         self.tab
     }
+
+    /// Takes every message received since the last call, oldest first, as
+    /// raw untrusted text (for [`Replica::receive_text`](crate::Replica::receive_text)).
+    pub fn drain(&self) -> Vec<String> {
+        self.bus
+            .borrow_mut()
+            .queues
+            .get_mut(&self.tab)
+            .map(|queue| queue.drain(..).collect())
+            .unwrap_or_default()
+    }
 }
 
 impl Transport for BusEndpoint {
-    fn send(&mut self, message: &Message) -> Result<()> {
+    fn send(&self, message: &Message) -> Result<()> {
         let text = message.encode()?;
         let mut bus = self.bus.borrow_mut();
         bus.sent += 1;
@@ -109,14 +137,5 @@ impl Transport for BusEndpoint {
             }
         }
         Ok(())
-    }
-
-    fn drain(&mut self) -> Vec<String> {
-        self.bus
-            .borrow_mut()
-            .queues
-            .get_mut(&self.tab)
-            .map(|queue| queue.drain(..).collect())
-            .unwrap_or_default()
     }
 }

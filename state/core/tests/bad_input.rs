@@ -9,8 +9,8 @@
 
 use gaesup_state_core::{
     Access, Error, FaultyStorage, FullKey, IdRule, Lifetime, MAX_JSON_DEPTH, MAX_VALUE_DEPTH,
-    ManualClock, MemoryStorage, Message, Scope, SharedKey, Snapshot, Storage, StorageError, Store,
-    Strategy, TabId, UnitAddress,
+    ManualClock, MemoryStorage, Message, Replica, Scope, SharedKey, Snapshot, Storage,
+    StorageError, Strategy, TabId, UnitAddress,
 };
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -50,15 +50,15 @@ fn v2_key() -> SharedKey<Value> {
         .unwrap()
 }
 
-fn store(tab: u64) -> Store {
-    let mut store = Store::new(TabId::new(tab), ManualClock::new(NOW));
+fn store(tab: u64) -> Replica {
+    let mut store = Replica::new(TabId::new(tab), ManualClock::new(NOW));
     store.declare(&count_key()).unwrap();
     store.declare(&text_key()).unwrap();
     store.declare(&v2_key()).unwrap();
     store
 }
 
-fn snapshot_of(store: &Store) -> String {
+fn snapshot_of(store: &Replica) -> String {
     serde_json::to_string(store.states()).unwrap()
 }
 
@@ -76,7 +76,7 @@ fn deep_array(depth: usize) -> String {
 // ----- storage -------------------------------------------------------------
 
 fn stored(storage: &mut MemoryStorage, key: &str, raw: &str) -> String {
-    let storage_key = Store::storage_key(&FullKey::parse(key).unwrap());
+    let storage_key = Replica::storage_key(&FullKey::parse(key).unwrap());
     storage.set(&storage_key, raw).unwrap();
     storage_key
 }
@@ -99,7 +99,7 @@ fn assert_quarantined(key: &str, raw: &str, expect: impl Fn(&Error) -> bool) {
     let full = FullKey::parse(key).unwrap();
     assert_eq!(
         storage
-            .get(&Store::quarantine_key(&full))
+            .get(&Replica::quarantine_key(&full))
             .unwrap()
             .as_deref(),
         Some(raw)
@@ -127,7 +127,7 @@ fn assert_quarantined(key: &str, raw: &str, expect: impl Fn(&Error) -> bool) {
     store.discard_quarantine(&full, &mut storage).unwrap();
     let report = store.persist(Lifetime::Persistent, &mut storage);
     assert_eq!(report.written, vec![full.clone()]);
-    assert_eq!(storage.get(&Store::quarantine_key(&full)).unwrap(), None);
+    assert_eq!(storage.get(&Replica::quarantine_key(&full)).unwrap(), None);
     assert_ne!(storage.get(&storage_key).unwrap().as_deref(), Some(raw));
 }
 
@@ -226,7 +226,7 @@ fn forged_writers_and_far_future_stamps_in_storage_are_quarantined() {
         .unwrap();
     let mut storage = MemoryStorage::new();
     stored(&mut storage, "apartment/a/count", &lww_stored(1, json!(1)));
-    let mut store = Store::new(TabId::new(1), ManualClock::new(NOW));
+    let mut store = Replica::new(TabId::new(1), ManualClock::new(NOW));
     store.declare(&restricted).unwrap();
     let report = store.load(Lifetime::Persistent, &mut storage).unwrap();
     assert!(matches!(
@@ -553,7 +553,7 @@ fn storage_failures_are_typed_and_retried() {
         store.persist(Lifetime::Persistent, &mut storage).written,
         vec![full]
     );
-    let mut reloaded = Store::new(TabId::new(1), ManualClock::new(NOW));
+    let mut reloaded = Replica::new(TabId::new(1), ManualClock::new(NOW));
     reloaded.declare(&count_key()).unwrap();
     reloaded.load(Lifetime::Persistent, &mut storage).unwrap();
     assert_eq!(reloaded.get(&u, &count_key()).unwrap(), 4);
@@ -615,12 +615,12 @@ fn a_restricted_sum_key_refuses_forged_totals_from_other_units() {
         .write(Access::units(["counter"]).unwrap())
         .build()
         .unwrap();
-    let mut good = Store::new(TabId::new(2), ManualClock::new(NOW));
+    let mut good = Replica::new(TabId::new(2), ManualClock::new(NOW));
     good.declare(&clicks).unwrap();
     let write = good.increment(&unit("a/b/counter"), &clicks, 1).unwrap();
     let mut op = write.op.clone();
     op.writer = unit("a/b/intruder");
-    let mut store = Store::new(TabId::new(1), ManualClock::new(NOW));
+    let mut store = Replica::new(TabId::new(1), ManualClock::new(NOW));
     store.declare(&clicks).unwrap();
     assert!(matches!(
         store.apply_remote(&op),
@@ -660,7 +660,7 @@ fn forged_unnormalized_states_are_normalized_on_receipt() {
         }]},
     })
     .to_string();
-    let mut store = Store::new(TabId::new(1), ManualClock::new(NOW));
+    let mut store = Replica::new(TabId::new(1), ManualClock::new(NOW));
     store.declare(&doc).unwrap();
     let inbound = store.receive_text(&text);
     assert!(inbound.errors.is_empty(), "{:?}", inbound.errors);

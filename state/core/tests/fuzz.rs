@@ -162,7 +162,7 @@ fn every_valid_input_is_accepted_somewhere() {
         let as_snapshot = fuzz_store(8).restore(&fuzz_unit(), &text).is_ok();
         let as_stored = fuzz_keys().iter().any(|key| {
             let mut storage = MemoryStorage::new();
-            let storage_key = Store::storage_key(&key.full_key(&fuzz_unit()));
+            let storage_key = Replica::storage_key(&key.full_key(&fuzz_unit()));
             storage.set(&storage_key, &text).unwrap();
             let mut store = fuzz_store(9);
             let report = store.load(Lifetime::Persistent, &mut storage).unwrap();

@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 
 use gaesup_state_core::{
-    Access, Error, Lifetime, ManualClock, MemoryStorage, Message, Scope, SharedKey, Storage, Store,
-    Strategy, TabId, UnitAddress,
+    Access, Error, Lifetime, ManualClock, MemoryStorage, Message, Replica, Scope, SharedKey,
+    Storage, Strategy, TabId, UnitAddress,
 };
 use serde_json::{Value, json};
 
@@ -31,17 +31,17 @@ where
         .unwrap()
 }
 
-fn store(tab: u64, clock: &ManualClock) -> Store {
-    Store::new(TabId::new(tab), clock.clone())
+fn store(tab: u64, clock: &ManualClock) -> Replica {
+    Replica::new(TabId::new(tab), clock.clone())
 }
 
-fn deliver(message: &Message, to: &mut Store) -> Vec<Error> {
+fn deliver(message: &Message, to: &mut Replica) -> Vec<Error> {
     to.receive_text(&message.encode().unwrap()).errors
 }
 
 /// Every state message `from` would answer a sync request with, delivered
 /// to `to`.
-fn exchange(from: &mut Store, to: &mut Store) -> Vec<Error> {
+fn exchange(from: &mut Replica, to: &mut Replica) -> Vec<Error> {
     let request = to.sync_request();
     let replies = from.receive(&request).replies;
     replies.iter().flat_map(|m| deliver(m, to)).collect()
@@ -266,7 +266,7 @@ fn one_message_cannot_create_a_thousand_keys() {
         victim.states().len()
     );
     // A store bound to its apartment refuses other apartments' keys.
-    let mut bound = Store::for_apartment(TabId::new(3), "apt".parse().unwrap(), clock.clone());
+    let mut bound = Replica::for_apartment(TabId::new(3), "apt".parse().unwrap(), clock.clone());
     bound.declare(&private).unwrap();
     let mut foreign = template.clone();
     foreign.writer = unit("elsewhere/b/u");

@@ -5,7 +5,7 @@
 //! equals applying the union of their ops, and applying ops ignores order
 //! and duplicates. Test names state the law.
 //!
-//! **Against an oracle.** Replicas made of real [`Store`]s write through
+//! **Against an oracle.** Replicas made of real [`Replica`]s write through
 //! the public API and exchange ops in random orders, with duplicates. The
 //! oracle knows only what each writer meant and what it had seen when it
 //! wrote (the ground truth the test itself records), never the
@@ -29,8 +29,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use gaesup_state_core::{
     Access, Error, FullKey, KeyState, Lifetime, MAX_CLOCK_AHEAD_MS, MAX_HOLD_AHEAD_MS,
-    MAX_VALUE_BYTES, ManualClock, Message, Op, OpGroup, OpId, Payload, Scope, SharedKey, Stamp,
-    Store, Strategy as Kind, TabId, UnitAddress,
+    MAX_VALUE_BYTES, ManualClock, Message, Op, OpGroup, OpId, Payload, Replica, Scope, SharedKey,
+    Stamp, Strategy as Kind, TabId, UnitAddress,
 };
 use proptest::collection::{btree_map, btree_set, vec};
 use proptest::prelude::*;
@@ -447,7 +447,7 @@ struct Run {
     key: SharedKey<Value>,
     unit: UnitAddress,
     clocks: Vec<ManualClock>,
-    stores: Vec<Store>,
+    stores: Vec<Replica>,
     applied: Vec<BTreeSet<OpId>>,
     ops: Vec<Op>,
     truths: Vec<Truth>,
@@ -473,7 +473,7 @@ impl Run {
             .iter()
             .enumerate()
             .map(|(i, clock)| {
-                let mut store = Store::new(TabId::new(i as u64 + 1), clock.clone());
+                let mut store = Replica::new(TabId::new(i as u64 + 1), clock.clone());
                 store.declare(&key).unwrap();
                 store
             })
@@ -907,7 +907,7 @@ fn admission_follows_the_rules_op_by_op() {
     runner
         .run(&vec(forged(), 1..12), |forgeries| {
             let clock = ManualClock::new(NOW);
-            let mut store = Store::for_apartment(TabId::new(1), "apt".parse().unwrap(), clock);
+            let mut store = Replica::for_apartment(TabId::new(1), "apt".parse().unwrap(), clock);
             store.declare(&declared).unwrap();
             let mut expected: Option<(Stamp, OpId, Value)> = None;
             for (i, f) in forgeries.iter().enumerate() {

@@ -7,8 +7,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use gaesup_state_core::{
-    Access, Action, Error, Event, FullKey, KeyName, Lifetime, ManualClock, Message, Scope,
-    SharedKey, Store, Strategy, SyncEntry, TabId, UnitAddress,
+    Access, Action, Error, Event, FullKey, KeyName, Lifetime, ManualClock, Message, Replica, Scope,
+    SharedKey, Strategy, SyncEntry, TabId, UnitAddress,
 };
 use serde_json::json;
 
@@ -26,8 +26,8 @@ fn key(name: &str, scope: Scope) -> SharedKey<i64> {
         .unwrap()
 }
 
-fn store_with(tab: u64, keys: &[&SharedKey<i64>]) -> Store {
-    let mut store = Store::new(TabId::new(tab), ManualClock::new(NOW));
+fn store_with(tab: u64, keys: &[&SharedKey<i64>]) -> Replica {
+    let mut store = Replica::new(TabId::new(tab), ManualClock::new(NOW));
     for key in keys {
         store.declare(key).unwrap();
     }

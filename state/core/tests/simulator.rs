@@ -48,7 +48,7 @@ use std::ops::Range;
 
 use gaesup_state_core::{
     Access, ApartmentId, Clock, Error, Lifetime, MAX_CLOCK_AHEAD_MS, ManualClock, MemoryStorage,
-    Message, Op, OpGroup, SYNC_ANSWER_INTERVAL_MS, Scope, SharedKey, Store, Strategy, TabId,
+    Message, Op, OpGroup, Replica, SYNC_ANSWER_INTERVAL_MS, Scope, SharedKey, Strategy, TabId,
     UnitAddress, Write,
 };
 use serde_json::{Value, json};
@@ -150,7 +150,7 @@ impl Keys {
 
     /// Declares key `index` (see [`OPTIONAL`]) in `store`, the cart at
     /// `version`.
-    fn declare(&self, store: &mut Store, index: usize, version: u32) {
+    fn declare(&self, store: &mut Replica, index: usize, version: u32) {
         match index {
             0 => store.declare(&self.lww).map(drop),
             1 => store.declare(&self.fww).map(drop),
@@ -186,11 +186,11 @@ struct World {
     hostile: bool,
 }
 
-struct Replica {
+struct Peer {
     /// The last write made here, for an optimistic rollback.
     last: Option<(Kind, UnitAddress, Write)>,
     clock: ManualClock,
-    store: Store,
+    store: Replica,
     storage: MemoryStorage,
     declared: [bool; KEY_COUNT],
     version: u32,
@@ -224,7 +224,7 @@ struct Sim {
     world: World,
     keys: Keys,
     apartment: ApartmentId,
-    replicas: Vec<Replica>,
+    replicas: Vec<Peer>,
     units: Vec<UnitAddress>,
     bus: Vec<InFlight>,
     step: u64,
@@ -265,7 +265,7 @@ impl Sim {
                 let clock = ManualClock::new(base.saturating_add_signed(offset));
                 next_tab += 1;
                 let mut store =
-                    Store::for_apartment(TabId::new(next_tab), apartment.clone(), clock.clone());
+                    Replica::for_apartment(TabId::new(next_tab), apartment.clone(), clock.clone());
                 let version = if world.versions { 1 } else { 2 };
                 let mut declared = [true; KEY_COUNT];
                 if world.subsets {
@@ -278,7 +278,7 @@ impl Sim {
                         keys.declare(&mut store, index, version);
                     }
                 }
-                Replica {
+                Peer {
                     last: None,
                     clock,
                     store,
@@ -457,7 +457,7 @@ impl Sim {
         let replica = &mut self.replicas[r];
         let declared = replica.declared;
         let version = replica.version;
-        let Replica { store, last, .. } = replica;
+        let Peer { store, last, .. } = replica;
         let mut remember = |kind: Kind, write: Write| {
             *last = Some((kind, unit.clone(), write.clone()));
             write.message
@@ -586,7 +586,7 @@ impl Sim {
         Ok(())
     }
 
-    /// Persists, then replaces the store by a fresh one, under a fresh tab
+    /// Persists, then replaces the replica by a fresh one, under a fresh tab
     /// id, that loads from storage; past the middle of a versioned run, the
     /// reload is also the upgrade to the cart's v2.
     fn reload(&mut self, r: usize) -> Result<(), String> {
@@ -607,7 +607,7 @@ impl Sim {
         if upgrade {
             replica.version = 2;
         }
-        let mut store = Store::for_apartment(tab, self.apartment.clone(), replica.clock.clone());
+        let mut store = Replica::for_apartment(tab, self.apartment.clone(), replica.clock.clone());
         for (index, on) in replica.declared.iter().enumerate() {
             if *on {
                 self.keys.declare(&mut store, index, replica.version);
@@ -664,7 +664,7 @@ impl Sim {
     fn forge(&mut self) {
         let target = self.rng.below(self.honest() as u64) as usize;
         let victim_tab = self.replicas[target].store.tab();
-        let mut forger = Store::new(
+        let mut forger = Replica::new(
             TabId::new(0xbad0_0000 + self.step),
             ManualClock::new(self.replicas[0].clock.now_ms()),
         );
@@ -852,7 +852,7 @@ impl Sim {
                     self.expected_sum
                 ));
             }
-            let read = |s: &Store| {
+            let read = |s: &Replica| {
                 (
                     s.get(unit, &keys.lww).ok(),
                     s.get(unit, &keys.fww).ok(),

@@ -1,16 +1,15 @@
 //! `use_shared_state`: read and write one typed key.
 
-use std::future::Future;
-
-use gaesup_state_core::{Conflict, SharedKey, Stamp, Strategy, UnitAddress, Write};
+use gaesup_state_core::{Conflict, SharedKey, Stamp, Strategy, UnitAddress};
 use leptos::prelude::*;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::containers::{UnitContext, use_unit};
-use crate::error::{Result, StateError};
+use super::state_setter::{StateSetter, Target};
+use crate::containers::use_unit;
+use crate::error::StateError;
 
-const HOOK: &str = "use_shared_state";
+pub(super) const HOOK: &str = "use_shared_state";
 
 /// A synchronous check a value must pass before it is written.
 pub type Validator<T> = fn(&T) -> std::result::Result<(), String>;
@@ -71,38 +70,6 @@ impl StateMeta {
         self.error_slot.set(None);
     }
 }
-
-struct Target<T> {
-    unit: UnitContext,
-    key: SharedKey<T>,
-}
-
-impl<T> Clone for Target<T> {
-    fn clone(&self) -> Self {
-        Self {
-            unit: self.unit.clone(),
-            key: self.key.clone(),
-        }
-    }
-}
-
-/// The write half of [`use_shared_state`]: `Copy`, so event handlers take
-/// it freely. Every method records its failure in [`StateMeta::error`];
-/// the `try_` methods also return it.
-pub struct StateSetter<T: Send + Sync + 'static> {
-    target: StoredValue<Option<Target<T>>>,
-    error: RwSignal<Option<StateError>>,
-    pending: RwSignal<u32>,
-    validate: Option<Validator<T>>,
-}
-
-impl<T: Send + Sync + 'static> Clone for StateSetter<T> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-
-impl<T: Send + Sync + 'static> Copy for StateSetter<T> {}
 
 /// Reads and writes the typed `key` from inside a `<Unit>`.
 ///
@@ -167,7 +134,7 @@ where
                 let manager = target.unit.manager;
                 let full = target.key.full_key(&target.unit.address);
                 if let Ok(Some((writer, stamp))) =
-                    manager.with_store(|store| store.last_write(&full))
+                    manager.with_replica(|replica| replica.last_write(&full))
                 {
                     let _ = last_writer.try_set(Some(writer));
                     let _ = version.try_set(Some(stamp));
@@ -270,124 +237,4 @@ fn default_or<T>(
 #[allow(clippy::panic, reason = "invariant enforced by SharedKey::build")]
 fn default_unreadable<T>(decode: &serde_json::Error, err: &StateError) -> T {
     panic!("a built key's default does not decode ({decode}) while reporting: {err}")
-}
-
-/// Runs the confirmation. In the browser through wasm-bindgen's own queue,
-/// so it works whether or not a Leptos executor was set up (a unit test,
-/// an app that never mounted); natively through Leptos's executor.
-fn spawn(task: impl Future<Output = ()> + 'static) {
-    #[cfg(target_arch = "wasm32")]
-    wasm_bindgen_futures::spawn_local(task);
-    #[cfg(not(target_arch = "wasm32"))]
-    leptos::task::spawn_local(task);
-}
-
-impl<T> StateSetter<T>
-where
-    T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
-{
-    fn target(&self) -> Result<Target<T>> {
-        match self.target.try_get_value() {
-            Some(Some(target)) => Ok(target),
-            Some(None) => Err(StateError::NoUnit { hook: HOOK }),
-            None => Err(StateError::Disposed),
-        }
-    }
-
-    fn record<R>(&self, result: Result<R>) -> Result<R> {
-        let _ = self.error.try_set(result.as_ref().err().cloned());
-        result
-    }
-
-    fn checked(&self, value: &T) -> Result<Target<T>> {
-        let target = self.target()?;
-        if let Some(check) = self.validate {
-            check(value).map_err(|reason| StateError::Rejected {
-                key: target.key.spec().label(),
-                reason,
-            })?;
-        }
-        Ok(target)
-    }
-
-    /// Writes `value`.
-    pub fn set(&self, value: T) {
-        let _ = self.try_set(value);
-    }
-
-    /// Writes `value`, returning the write or why it was refused.
-    pub fn try_set(&self, value: T) -> Result<Write> {
-        let result = self
-            .checked(&value)
-            .and_then(|t| t.unit.manager.set(&t.unit.address, &t.key, value));
-        self.record(result)
-    }
-
-    /// Reads the current value, changes it with `change`, writes it back.
-    pub fn update(&self, change: impl FnOnce(&mut T)) {
-        let _ = self.try_update(change);
-    }
-
-    /// [`update`](Self::update), returning the write or why it failed.
-    pub fn try_update(&self, change: impl FnOnce(&mut T)) -> Result<Write> {
-        let current = self
-            .target()
-            .and_then(|t| t.unit.manager.get(&t.unit.address, &t.key));
-        match self.record(current) {
-            Ok(mut value) => {
-                change(&mut value);
-                self.try_set(value)
-            }
-            Err(err) => Err(err),
-        }
-    }
-
-    /// Adds `delta` to a sum key (concurrent increments from every tab
-    /// all count).
-    pub fn increment(&self, delta: i64) {
-        let result = self
-            .target()
-            .and_then(|t| t.unit.manager.increment(&t.unit.address, &t.key, delta));
-        let _ = self.record(result);
-    }
-
-    /// Resolves a user-resolve conflict with `value` (current, incoming or
-    /// custom): supersedes every concurrent value.
-    pub fn resolve(&self, value: T) {
-        let result = self
-            .checked(&value)
-            .and_then(|t| t.unit.manager.resolve(&t.unit.address, &t.key, value));
-        let _ = self.record(result);
-    }
-
-    /// Shows `value` at once, then waits for `confirm` (a server call, a
-    /// slow validation). If it fails, the write is rolled back: only this
-    /// write, and only if nobody wrote over it meanwhile. While waiting,
-    /// [`StateMeta::pending`] is true; a rejection shows in
-    /// [`StateMeta::error`]. A write the store refuses outright
-    /// (permission, first-write-wins) never shows at all.
-    pub fn set_optimistic<F>(&self, value: T, confirm: F)
-    where
-        F: Future<Output = std::result::Result<(), String>> + 'static,
-    {
-        let Ok(write) = self.try_set(value) else {
-            return;
-        };
-        let this = *self;
-        self.pending.update(|n| *n += 1);
-        spawn(async move {
-            let outcome = confirm.await;
-            let _ = this.pending.try_update(|n| *n = n.saturating_sub(1));
-            if let Err(reason) = outcome {
-                let result: Result<()> = this.target().and_then(|t| {
-                    t.unit.manager.revert(&t.unit.address, &t.key, &write)?;
-                    Err(StateError::Rejected {
-                        key: write.op.key.to_string(),
-                        reason,
-                    })
-                });
-                let _ = this.record(result);
-            }
-        });
-    }
 }

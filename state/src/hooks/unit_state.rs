@@ -7,9 +7,11 @@ use serde::Serialize;
 use crate::containers::{UnitContext, use_unit};
 use crate::error::{Result, StateError};
 
-/// The enclosing unit's handle for multi-key operations. `Copy`.
+/// What [`use_unit_state`] returns: the enclosing unit's handle for
+/// operations that span keys (batches). `Copy`, named like every hook's
+/// return (`UseXReturn`).
 #[derive(Clone, Copy)]
-pub struct UnitState {
+pub struct UseUnitStateReturn {
     unit: StoredValue<Option<UnitContext>>,
 }
 
@@ -48,14 +50,14 @@ impl UnitBatch<'_, '_> {
     }
 }
 
-/// The enclosing unit's handle (see [`UnitState`]).
-pub fn use_unit_state() -> UnitState {
-    UnitState {
+/// The enclosing unit's handle (see [`UseUnitStateReturn`]).
+pub fn use_unit_state() -> UseUnitStateReturn {
+    UseUnitStateReturn {
         unit: StoredValue::new(use_unit()),
     }
 }
 
-impl UnitState {
+impl UseUnitStateReturn {
     fn unit(&self) -> Result<UnitContext> {
         match self.unit.try_get_value() {
             Some(Some(unit)) => Ok(unit),
@@ -68,11 +70,11 @@ impl UnitState {
 
     /// Applies several writes atomically: all or none, one broadcast, and
     /// each subscriber notified once. Every key must have been declared
-    /// (by a hook, or [`UnitState::declare`]).
+    /// (by a hook, or [`UseUnitStateReturn::declare`]).
     ///
     /// ```
     /// # use gaesup_state::prelude::*;
-    /// # fn demo(unit: UnitState, a: SharedKey<i64>, b: SharedKey<String>) -> Result<(), StateError> {
+    /// # fn demo(unit: UseUnitStateReturn, a: SharedKey<i64>, b: SharedKey<String>) -> Result<(), StateError> {
     /// unit.batch(|batch| {
     ///     batch.set(&a, 1)?;
     ///     batch.set(&b, "one".to_owned())

@@ -8,7 +8,7 @@
     reason = "test helpers: a missing element must fail the test loudly"
 )]
 
-use gaesup_state::core::{ManualClock, TabId};
+use gaesup_state::core::{ManualClock, Message, TabId};
 use gaesup_state::{Apartment, Building, StateManager, Unit, UnitAddress};
 use gaesup_test_support::settle;
 use leptos::prelude::*;
@@ -140,8 +140,9 @@ async fn a_product_added_in_another_tab_at_the_same_time_is_kept() {
         unit_catalog::add_to_cart(&mut lines, &unit_catalog::PRODUCTS[1]);
         let theirs = there.set(&catalog, &key, lines).unwrap();
         manager
-            .connect(move |message| {
+            .connect(move |message: &Message| {
                 there.receive_text(&message.encode().unwrap()).unwrap();
+                Ok(())
             })
             .unwrap();
         (there, theirs)

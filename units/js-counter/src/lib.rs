@@ -2,7 +2,7 @@
 //!
 //! The unit itself is `js/js-counter.js`: a custom element,
 //! `<gaesup-js-counter unit="apartment/building/unit">`, that reaches the
-//! state manager through `window.gaesup` (see `gaesup_state::install_js_binding`).
+//! state manager through `window.gaesup` (see `gaesup_state_web::install_js_binding`).
 //! This crate is its thin Rust side: it declares, typed, the keys the
 //! element uses, and renders the element with the unit's address.
 //!

@@ -9,7 +9,8 @@
 )]
 
 use gaesup_state::core::{ApartmentId, ManualClock, TabId};
-use gaesup_state::{Apartment, Building, StateManager, Unit, UnitAddress, connect_browser};
+use gaesup_state::{Apartment, Building, StateManager, Unit, UnitAddress};
+use gaesup_state_web::connect_browser;
 use gaesup_test_support::settle;
 use leptos::prelude::*;
 use unit_theme::{Theme, ThemeSwitcher, apply_theme, theme_key};

@@ -111,7 +111,7 @@ pub fn todos_key() -> Result<SharedKey<Todos>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gaesup_state::core::{ManualClock, Message, Store, TabId};
+    use gaesup_state::core::{ManualClock, Message, Replica, TabId};
     use gaesup_state::{StateManager, UnitAddress};
     use leptos::prelude::Owner;
 
@@ -162,8 +162,8 @@ mod tests {
         let key = todos_key().unwrap();
         let me = unit("main/desk/todo");
         let clock = ManualClock::new(1_000);
-        let mut a = Store::new(TabId::new(1), clock.clone());
-        let mut b = Store::new(TabId::new(2), clock);
+        let mut a = Replica::new(TabId::new(1), clock.clone());
+        let mut b = Replica::new(TabId::new(2), clock);
         a.declare(&key).unwrap();
         b.declare(&key).unwrap();
 
@@ -181,7 +181,7 @@ mod tests {
         assert!(in_b.add(new_id(1_000, 2, 1), "added in b"));
         let from_a = a.set(&me, &key, in_a).unwrap().message.unwrap();
         let from_b = b.set(&me, &key, in_b).unwrap().message.unwrap();
-        let deliver = |store: &mut Store, message: Message| {
+        let deliver = |store: &mut Replica, message: Message| {
             store.receive_text(&message.encode().unwrap());
         };
         deliver(&mut b, from_a);

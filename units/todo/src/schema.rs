@@ -101,7 +101,7 @@ fn kind(value: &Value) -> &'static str {
 mod tests {
     use super::*;
     use crate::{Filter, Todos, todos_key};
-    use gaesup_state::core::{ManualClock, MemoryStorage, Storage, Store, TabId};
+    use gaesup_state::core::{ManualClock, MemoryStorage, Replica, Storage, TabId};
     use gaesup_state::{Lifetime, Scope, SharedKey, Strategy, UnitAddress};
     use serde::{Deserialize, Serialize};
     use serde_json::json;
@@ -219,7 +219,7 @@ mod tests {
 
     #[test]
     fn planted_v1_entry_is_what_the_core_stores_for_schema_1() {
-        let mut v1 = Store::new(TabId::new(0xa1), ManualClock::new(1_700_000_000_000));
+        let mut v1 = Replica::new(TabId::new(0xa1), ManualClock::new(1_700_000_000_000));
         let key = v1_key();
         v1.declare(&key).unwrap();
         let list = [
@@ -239,7 +239,7 @@ mod tests {
         assert!(report.failed.is_empty(), "{:?}", report.failed);
 
         let full = key.full_key(&unit());
-        assert_eq!(Store::storage_key(&full), PLANTED_KEY);
+        assert_eq!(Replica::storage_key(&full), PLANTED_KEY);
         assert_eq!(
             storage.get(PLANTED_KEY).unwrap().as_deref(),
             Some(PLANTED_V1)
@@ -265,7 +265,7 @@ mod tests {
 
     #[test]
     fn loading_planted_v1_data_migrates_it_to_v2() {
-        let mut store = Store::new(TabId::new(2), ManualClock::new(1_800_000_000_000));
+        let mut store = Replica::new(TabId::new(2), ManualClock::new(1_800_000_000_000));
         let key = todos_key().unwrap();
         store.declare(&key).unwrap();
         let mut storage = planted_storage();
@@ -289,7 +289,7 @@ mod tests {
 
     #[test]
     fn malformed_stored_v1_is_quarantined_not_fatal() {
-        let mut store = Store::new(TabId::new(2), ManualClock::new(1_800_000_000_000));
+        let mut store = Replica::new(TabId::new(2), ManualClock::new(1_800_000_000_000));
         let key = todos_key().unwrap();
         store.declare(&key).unwrap();
         let mut storage = MemoryStorage::new();

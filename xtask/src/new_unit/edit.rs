@@ -6,7 +6,7 @@
 //! insertion needs is missing). Nothing here touches the disk, so the
 //! generator can check every file before writing any.
 
-use super::json::{self, Node};
+use super::manifest::{Building, Manifest, Unit};
 use super::names::{Names, capitalized};
 
 /// The root `Cargo.toml` with `unit-{name} = { path = "units/{name}" }`
@@ -186,6 +186,8 @@ pub enum Placement {
 /// `app/src/manifest.json` with the unit `{names.kebab}` in building
 /// `building` of apartment `apartment` (the building is appended, titled
 /// from its id, when missing). Refuses a unit id already in that building.
+/// The result is in the manifest's canonical layout (see
+/// [`Manifest::to_text`]), so only the added lines differ.
 pub fn manifest(
     text: &str,
     names: &Names,
@@ -193,92 +195,42 @@ pub fn manifest(
     building: &str,
 ) -> Result<(String, Placement), String> {
     let fail = |e: String| format!("app/src/manifest.json: {e}");
-    let doc = json::parse(text).map_err(fail)?;
-    let apartment_node = doc
-        .get("apartments")
-        .and_then(Node::items)
-        .and_then(|all| all.iter().find(|a| id_of(a) == Some(apartment)))
+    let mut doc = Manifest::parse(text).map_err(fail)?;
+    let found = doc
+        .apartments
+        .iter_mut()
+        .find(|a| a.id == apartment)
         .ok_or_else(|| fail(format!("no apartment {apartment:?}")))?;
-    let buildings = apartment_node
-        .get("buildings")
-        .ok_or_else(|| fail(format!("apartment {apartment:?} has no \"buildings\"")))?;
-    let building_items = buildings
-        .items()
-        .ok_or_else(|| fail("\"buildings\" is not an array".into()))?;
     let kebab = &names.kebab;
-    let unit = format!(
-        "{{\"id\": \"{kebab}\", \"kind\": \"{kebab}\", \"title\": \"{}\", \"version\": \"0.1.0\"}}",
-        names.title
-    );
-    let mut out = text.to_owned();
-    match building_items.iter().find(|b| id_of(b) == Some(building)) {
-        Some(found) => {
-            let units = found
-                .get("units")
-                .and_then(|u| u.items().map(|items| (u, items)))
-                .ok_or_else(|| fail(format!("building {building:?} has no \"units\" array")))?;
-            if units.1.iter().any(|u| id_of(u) == Some(kebab.as_str())) {
+    let unit = Unit {
+        id: kebab.clone(),
+        kind: kebab.clone(),
+        title: names.title.clone(),
+        version: "0.1.0".to_owned(),
+        other: Default::default(),
+    };
+    let placement = match found.buildings.iter_mut().find(|b| b.id == building) {
+        Some(existing) => {
+            if existing.units.iter().any(|u| u.id == *kebab) {
                 return Err(fail(format!(
                     "building {apartment}/{building} already has a unit {kebab:?}"
                 )));
             }
-            let (at, insertion) = append_item(text, units.0, units.1, &unit);
-            out.insert_str(at, &insertion);
-            json::parse(&out).map_err(|e| fail(format!("the edit would not parse: {e}")))?;
-            Ok((out, Placement::Existing))
+            existing.units.push(unit);
+            Placement::Existing
         }
         None => {
-            let title = capitalized(&building.replace(['-', '_'], " "));
-            let entry = format!(
-                "{{\n  \"id\": \"{building}\",\n  \"title\": \"{title}\",\n  \"units\": [\n    {unit}\n  ]\n}}"
-            );
-            let (at, insertion) = append_item(text, buildings, building_items, &entry);
-            out.insert_str(at, &insertion);
-            json::parse(&out).map_err(|e| fail(format!("the edit would not parse: {e}")))?;
-            Ok((out, Placement::NewBuilding))
+            found.buildings.push(Building {
+                id: building.to_owned(),
+                title: Some(capitalized(&building.replace(['-', '_'], " "))),
+                active: None,
+                units: vec![unit],
+                other: Default::default(),
+            });
+            Placement::NewBuilding
         }
-    }
-}
-
-fn id_of(node: &Node) -> Option<&str> {
-    node.get("id").and_then(Node::str)
-}
-
-/// The offset and text that append `item` (possibly several lines, indented
-/// from 0) to `array`, indented like its last item, or one step deeper than
-/// the array's line when it is empty.
-fn append_item(text: &str, array: &Node, items: &[Node], item: &str) -> (usize, String) {
-    match items.last() {
-        Some(last) => {
-            let indent = line_indent(text, last.start);
-            (last.end, format!(",\n{}", indented(item, &indent)))
-        }
-        None => {
-            let outer = line_indent(text, array.start);
-            let inner = format!("{outer}  ");
-            (
-                array.start + 1,
-                format!("\n{}\n{outer}", indented(item, &inner)),
-            )
-        }
-    }
-}
-
-/// The whitespace that starts the line holding `offset`.
-fn line_indent(text: &str, offset: usize) -> String {
-    let line_start = text[..offset].rfind('\n').map_or(0, |at| at + 1);
-    text[line_start..offset]
-        .chars()
-        .take_while(|c| *c == ' ' || *c == '\t')
-        .collect()
-}
-
-fn indented(block: &str, indent: &str) -> String {
-    block
-        .lines()
-        .map(|l| format!("{indent}{l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    };
+    Ok((doc.to_text().map_err(fail)?, placement))
 }
 
 #[cfg(test)]
@@ -372,23 +324,13 @@ mod tests {
 }"#;
 
     fn units_of(text: &str, building: &str) -> Vec<String> {
-        let doc = json::parse(text).unwrap();
-        let apartments = doc.get("apartments").and_then(Node::items).unwrap();
-        let buildings = apartments[0]
-            .get("buildings")
-            .and_then(Node::items)
-            .unwrap();
-        let found = buildings
+        let doc = Manifest::parse(text).unwrap();
+        let found = doc.apartments[0]
+            .buildings
             .iter()
-            .find(|b| id_of(b) == Some(building))
+            .find(|b| b.id == building)
             .unwrap();
-        found
-            .get("units")
-            .and_then(Node::items)
-            .unwrap()
-            .iter()
-            .map(|u| id_of(u).unwrap().to_owned())
-            .collect()
+        found.units.iter().map(|u| u.id.clone()).collect()
     }
 
     #[test]

@@ -28,176 +28,17 @@
 //! The value is `target + folded + Σ (slot − observed)`, where the two
 //! totals of a slot count only above what the winning reset observed.
 
+mod parts;
+mod wire;
+
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-
 use crate::clock::Stamp;
-use crate::id::{TabId, UnitAddress};
+use crate::id::TabId;
 use crate::limits::{COMPACT_AFTER_MS, MAX_OP_ITEMS, MAX_SUM_SLOTS, ROTATE_SLOT_AFTER_MS};
 use crate::op::OpId;
 
-/// Cumulative totals.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Totals {
-    /// Sum of positive increments.
-    pub p: u64,
-    /// Sum of the magnitudes of negative increments.
-    pub n: u64,
-}
-
-impl Totals {
-    /// What these totals add above `floor`, per direction (never negative:
-    /// a slot seen behind what a reset observed has not caught up yet).
-    fn above(self, floor: Totals) -> Totals {
-        Totals {
-            p: self.p.saturating_sub(floor.p),
-            n: self.n.saturating_sub(floor.n),
-        }
-    }
-
-    fn net(self) -> i128 {
-        i128::from(self.p) - i128::from(self.n)
-    }
-}
-
-/// One writer's slot.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Slot {
-    /// The slot: its owner tab and the sequence number of its first op.
-    pub slot: OpId,
-    /// Sequence number of the latest op applied.
-    pub seq: u64,
-    /// Stamp of the latest op applied.
-    pub last: Stamp,
-    /// Writer of the latest op applied.
-    pub writer: UnitAddress,
-    /// Cumulative positive total.
-    pub p: u64,
-    /// Cumulative negative total.
-    pub n: u64,
-}
-
-impl Slot {
-    /// The slot's totals.
-    pub fn totals(&self) -> Totals {
-        Totals {
-            p: self.p,
-            n: self.n,
-        }
-    }
-
-    /// Componentwise join: totals and the latest op are maxima; the writer
-    /// follows the latest op (ties broken by writer), so the join is
-    /// commutative, associative and idempotent.
-    fn join(&mut self, other: &Slot) {
-        self.p = self.p.max(other.p);
-        self.n = self.n.max(other.n);
-        if (other.seq, other.last, &other.writer) > (self.seq, self.last, &self.writer) {
-            self.seq = other.seq;
-            self.last = other.last;
-            self.writer = other.writer.clone();
-        }
-    }
-}
-
-/// A slot's totals as a reset saw them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Observed {
-    /// The slot.
-    pub slot: OpId,
-    /// Its positive total then.
-    pub p: u64,
-    /// Its negative total then.
-    pub n: u64,
-    /// Wall time (ms) of the slot's latest op then, so what a reset tells
-    /// about a slot is compacted when the slot itself would be.
-    #[serde(default)]
-    pub last: u64,
-}
-
-/// A write that sets the counter to `target`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Reset {
-    /// The write's stamp.
-    pub stamp: Stamp,
-    /// The write's op id.
-    pub id: OpId,
-    /// Who reset.
-    pub writer: UnitAddress,
-    /// The value set.
-    pub target: i64,
-    /// The writer's fold horizon: slots last written before it were already
-    /// part of the value the writer replaced.
-    pub horizon: u64,
-    /// Every slot the writer held, with its totals then; sorted by slot.
-    pub observed: Vec<Observed>,
-}
-
-impl Reset {
-    fn observed(&self, slot: &OpId) -> Totals {
-        self.observed
-            .binary_search_by(|o| o.slot.cmp(slot))
-            .ok()
-            .and_then(|i| self.observed.get(i))
-            .map_or_else(Totals::default, |o| Totals { p: o.p, n: o.n })
-    }
-
-    /// Total order of resets: (stamp, id), then content for forged twins.
-    fn beats(&self, other: &Reset) -> bool {
-        (self.stamp, self.id)
-            .cmp(&(other.stamp, other.id))
-            .then_with(|| canonical_reset(self).cmp(&canonical_reset(other)))
-            .is_gt()
-    }
-}
-
-fn canonical_reset(reset: &Reset) -> String {
-    serde_json::to_string(reset).unwrap_or_default()
-}
-
-/// Slots folded away: what they added on top of the winning reset.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Folded {
-    /// The reset these totals are relative to (`None`: no reset).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub after: Option<OpId>,
-    /// Every slot last written before this wall time (ms) is folded here.
-    #[serde(default)]
-    pub horizon: u64,
-    /// Folded positive total.
-    #[serde(default)]
-    pub p: u64,
-    /// Folded negative total.
-    #[serde(default)]
-    pub n: u64,
-    /// The writers of the folded slots, sorted and unique (so folded
-    /// totals stay attributable and permission checks still apply).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub writers: Vec<UnitAddress>,
-}
-
-impl Folded {
-    fn fresh(after: Option<OpId>, horizon: u64) -> Self {
-        Self {
-            after,
-            horizon,
-            ..Self::default()
-        }
-    }
-
-    fn key(&self) -> (u64, u64, u64, &[UnitAddress]) {
-        (self.horizon, self.p, self.n, &self.writers)
-    }
-
-    fn add(&mut self, totals: Totals, writer: &UnitAddress) {
-        self.p = self.p.saturating_add(totals.p);
-        self.n = self.n.saturating_add(totals.n);
-        if let Err(at) = self.writers.binary_search(writer) {
-            self.writers.insert(at, writer.clone());
-        }
-    }
-}
+pub use parts::{Folded, Observed, Reset, Slot, Totals};
 
 /// The state of a sum key.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -205,60 +46,6 @@ pub struct SumState {
     reset: Option<Reset>,
     folded: Folded,
     slots: BTreeMap<OpId, Slot>,
-}
-
-/// JSON shape: slots as a list sorted by slot (op ids are not strings).
-/// `tabs` is the shape stored by versions before resets and folding: one
-/// `{p, n}` per tab id, read as already folded.
-#[derive(Deserialize)]
-struct SumWire {
-    #[serde(default)]
-    reset: Option<Reset>,
-    #[serde(default)]
-    folded: Folded,
-    #[serde(default)]
-    slots: Vec<Slot>,
-    #[serde(default)]
-    tabs: BTreeMap<TabId, Totals>,
-}
-
-impl<'de> Deserialize<'de> for SumState {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let wire = SumWire::deserialize(deserializer)?;
-        let mut state = SumState {
-            reset: wire.reset,
-            folded: wire.folded,
-            slots: BTreeMap::new(),
-        };
-        for (_, totals) in wire.tabs {
-            state.folded.p = state.folded.p.saturating_add(totals.p);
-            state.folded.n = state.folded.n.saturating_add(totals.n);
-        }
-        for slot in wire.slots {
-            state.join_slot(slot);
-        }
-        state.normalize();
-        Ok(state)
-    }
-}
-
-impl Serialize for SumState {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        #[derive(Serialize)]
-        struct Wire<'a> {
-            #[serde(skip_serializing_if = "Option::is_none")]
-            reset: &'a Option<Reset>,
-            folded: &'a Folded,
-            #[serde(skip_serializing_if = "Vec::is_empty")]
-            slots: Vec<&'a Slot>,
-        }
-        Wire {
-            reset: &self.reset,
-            folded: &self.folded,
-            slots: self.slots.values().collect(),
-        }
-        .serialize(serializer)
-    }
 }
 
 impl SumState {

@@ -1,0 +1,278 @@
+//! The replica: one tab's copy of every declared key.
+//!
+//! It is synchronous and single-owner (`&mut self` for writes), so the
+//! reactive layer can keep it in an `Rc<RefCell<_>>` or a local stored value
+//! and drive it from event handlers. Every mutating call reports what
+//! changed ([`Change`]: full key, old and new value) so the layer can notify
+//! only the affected subscribers, and path subscribers can ask
+//! [`Path::changed`](crate::Path::changed) cheaply.
+//!
+//! What the replica does not do: talk to the browser, hold signals, or send
+//! messages by itself. Writes return the [`Message`] to broadcast; incoming
+//! text goes through [`Replica::receive_text`]; persistence is an explicit
+//! [`Replica::persist`] the layer calls (coalesced, at most once per frame).
+//!
+//! One concern per file:
+//!
+//! | file | what |
+//! |---|---|
+//! | `declare.rs` | declarations, access checks, the apartment a replica serves |
+//! | `read.rs` | reads |
+//! | `intent.rs` | what a local write asks for, checked; the payload its strategy makes of it |
+//! | `write.rs` | local writes applied at once: payload → op → state |
+//! | `batch.rs` | atomic batches of local writes |
+//! | `revert.rs` | rolling back an optimistic write |
+//! | `admit.rs` | checking what comes from outside, item by item |
+//! | `inbound.rs` | applying ops, states and messages from other tabs |
+//! | `held.rs` | writes kept for later: undeclared keys, clocks ahead |
+//! | `sync.rs` | anti-entropy: digests, answers, push-back |
+//! | `snapshot.rs` | snapshot and restore |
+//! | `load.rs` | loading from storage |
+//! | `persist.rs` | saving to storage |
+//! | `quarantine.rs` | stored entries set aside as unusable |
+
+mod admit;
+mod batch;
+mod declare;
+mod held;
+mod inbound;
+mod intent;
+mod load;
+mod persist;
+mod quarantine;
+mod read;
+mod revert;
+mod snapshot;
+mod sync;
+mod write;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+
+pub use batch::Batch;
+pub use declare::Declared;
+pub use load::LoadReport;
+pub use persist::PersistReport;
+pub use quarantine::Quarantine;
+pub use sync::SYNC_ANSWER_INTERVAL_MS;
+
+use crate::clock::{Clock, Hlc};
+use crate::error::Error;
+use crate::id::{ApartmentId, KeyName, TabId};
+use crate::key::KeySpec;
+use crate::message::{Event, Message};
+use crate::op::{Op, OpGroup};
+use crate::path::Path;
+use crate::scope::{FullKey, Scope};
+use crate::strategy::KeyState;
+
+pub(crate) use intent::{Intent, payload_for};
+
+/// A key's value changed, or (for a user-resolve key) its set of conflicting
+/// values did; in that case `old` may equal `new`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// The key.
+    pub key: FullKey,
+    /// The value before (the default if the key was never written).
+    pub old: Value,
+    /// The value after.
+    pub new: Value,
+}
+
+impl Change {
+    /// Whether the change is visible at `path` (for selective
+    /// subscriptions).
+    pub fn touches(&self, path: &Path) -> bool {
+        path.changed(&self.old, &self.new)
+    }
+}
+
+/// The result of a local write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Write {
+    /// The op (also applied locally).
+    pub op: Op,
+    /// The change it made, if the value changed.
+    pub change: Option<Change>,
+    /// What to broadcast to other tabs; `None` for memory-only keys.
+    pub message: Option<Message>,
+}
+
+/// The result of a batch (or a restore).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BatchWrite {
+    /// Every op of the batch, in order.
+    pub group: OpGroup,
+    /// One change per key whose value changed.
+    pub changes: Vec<Change>,
+    /// What to broadcast (the ops of keys that sync); `None` if nothing.
+    pub message: Option<Message>,
+    /// Keys a restore could not write yet because nothing here declared
+    /// them: their values are kept and written when the key is declared.
+    pub held: Vec<FullKey>,
+}
+
+/// What handling an incoming message produced.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Inbound {
+    /// Values that changed.
+    pub changes: Vec<Change>,
+    /// Messages to send back (state for a tab that asked, or what it
+    /// turned out to lack).
+    pub replies: Vec<Message>,
+    /// Events to dispatch to listeners whose address the event
+    /// [`reaches`](Event::reaches).
+    pub events: Vec<Event>,
+    /// What was refused, with why. A refused item changes nothing; the
+    /// rest of the message still applies.
+    pub errors: Vec<Error>,
+    /// Items kept for later rather than applied now: for keys this replica
+    /// has not declared, or stamped further ahead than the allowed clock
+    /// skew (applied when the clock gets there). Not errors.
+    pub held: usize,
+    /// The message was for another apartment (managers of all apartments
+    /// share one channel, for global keys): nothing in it concerned this
+    /// store, and its refusals are not worth counting.
+    pub foreign: bool,
+}
+
+/// One tab's replica.
+pub struct Replica {
+    tab: TabId,
+    apartment: Option<ApartmentId>,
+    clock: Box<dyn Clock>,
+    hlc: Hlc,
+    seq: u64,
+    specs: BTreeMap<Scope, BTreeMap<KeyName, std::sync::Arc<KeySpec>>>,
+    states: BTreeMap<FullKey, KeyState>,
+    /// Full keys per declaration (scope, name), against
+    /// [`MAX_KEYS_PER_DECLARATION`](crate::MAX_KEYS_PER_DECLARATION).
+    counts: BTreeMap<(Scope, String), usize>,
+    /// An upper bound of each state's serialized size (exact when last
+    /// measured), so the size limit costs a measurement only near it.
+    sizes: BTreeMap<FullKey, usize>,
+    dirty: BTreeSet<FullKey>,
+    quarantined: BTreeMap<FullKey, Quarantine>,
+    held: held::Held,
+    /// When each tab last got a sync answer from us (throttle).
+    answered: BTreeMap<TabId, u64>,
+    /// Changes made outside a call that reports them (items shed or
+    /// re-admitted by the clock window), for [`Replica::poll`].
+    unreported: Vec<Change>,
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica")
+            .field("tab", &self.tab)
+            .field("apartment", &self.apartment)
+            .field("seq", &self.seq)
+            .field("keys", &self.states.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Replica {
+    /// An empty replica for `tab`, reading time from `clock`, serving any
+    /// apartment until [`bind`](Self::bind) ties it to one.
+    pub fn new(tab: TabId, clock: impl Clock + 'static) -> Self {
+        Self {
+            tab,
+            apartment: None,
+            clock: Box::new(clock),
+            hlc: Hlc::new(tab),
+            seq: 0,
+            specs: BTreeMap::new(),
+            states: BTreeMap::new(),
+            counts: BTreeMap::new(),
+            sizes: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            quarantined: BTreeMap::new(),
+            held: held::Held::default(),
+            answered: BTreeMap::new(),
+            unreported: Vec::new(),
+        }
+    }
+
+    /// A replica of one apartment's state (see [`bind`](Self::bind)).
+    pub fn for_apartment(tab: TabId, apartment: ApartmentId, clock: impl Clock + 'static) -> Self {
+        let mut store = Self::new(tab, clock);
+        store.apartment = Some(apartment);
+        store
+    }
+
+    /// This replica's tab id.
+    pub fn tab(&self) -> TabId {
+        self.tab
+    }
+
+    fn now(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// Every key's replicated state (what the simulator compares).
+    pub fn states(&self) -> &BTreeMap<FullKey, KeyState> {
+        &self.states
+    }
+
+    /// The replicated state of a key, if it has one.
+    pub fn state(&self, key: &FullKey) -> Option<&KeyState> {
+        self.states.get(key)
+    }
+
+    fn touch(&mut self, spec: &KeySpec, key: &FullKey) {
+        if spec.lifetime() != crate::scope::Lifetime::Memory {
+            self.dirty.insert(key.clone());
+        }
+    }
+
+    /// The value a key reads when its state is `state`.
+    fn value_or_default(spec: &KeySpec, state: Option<&KeyState>) -> Value {
+        state
+            .and_then(KeyState::value)
+            .unwrap_or_else(|| spec.default_value().clone())
+    }
+
+    fn current(&self, spec: &KeySpec, key: &FullKey) -> Value {
+        Self::value_or_default(spec, self.states.get(key))
+    }
+
+    /// The ids of a user-resolve key's open conflict (empty for other
+    /// strategies and when there is no conflict). A change of these is a
+    /// visible change even when the winning value stays the same: a
+    /// resolution that keeps the current value must still close every
+    /// tab's conflict dialog.
+    fn conflict_ids(&self, key: &FullKey) -> Vec<crate::op::OpId> {
+        self.states
+            .get(key)
+            .map(|state| state.conflicts().into_iter().map(|c| c.id).collect())
+            .unwrap_or_default()
+    }
+
+    /// What a key reads now, to compare after a change ([`Replica::changed`]).
+    fn before(&self, spec: &KeySpec, key: &FullKey) -> Before {
+        Before {
+            value: self.current(spec, key),
+            conflicts: self.conflict_ids(key),
+        }
+    }
+
+    /// The change from `before` to now, if anyone could see one.
+    fn changed(&self, spec: &KeySpec, key: &FullKey, before: Before) -> Option<Change> {
+        let new = self.current(spec, key);
+        let visible = before.value != new || before.conflicts != self.conflict_ids(key);
+        visible.then(|| Change {
+            key: key.clone(),
+            old: before.value,
+            new,
+        })
+    }
+}
+
+/// A key's value and open conflict before a change.
+struct Before {
+    value: Value,
+    conflicts: Vec<crate::op::OpId>,
+}

@@ -1,0 +1,341 @@
+//! Admission: checking what comes from outside (another tab, a relay,
+//! storage) against everything the replica knows, item by item.
+//!
+//! An op is one item: it is applied, held for later, or refused. A state
+//! is many items (one per recorded write): it is admitted only as far as
+//! the writes it carries would be admitted as ops, so a forged item costs
+//! only itself and the rest still applies. From storage, which is this
+//! origin's own data, a forged or unreadable item quarantines the whole
+//! entry instead (see `persist.rs`), so nothing is silently rewritten.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::Replica;
+use crate::clock::{MAX_CLOCK_AHEAD_MS, MAX_HOLD_AHEAD_MS, Stamp};
+use crate::error::{Error, Result};
+use crate::key::KeySpec;
+use crate::limits::{MAX_SUM_SLOTS, check_value};
+use crate::message::SyncEntry;
+use crate::op::{Op, Payload};
+use crate::permission::Action;
+use crate::scope::{FullKey, Lifetime};
+use crate::strategy::{ItemKind, KeyState};
+
+/// Where outside data comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Source {
+    /// Another tab or a relay: untrusted, item by item.
+    Wire,
+    /// This origin's storage: a bad item quarantines the whole entry, and
+    /// this tab's own writes in it move its op counter forward.
+    Storage,
+}
+
+/// What admission decided for one op.
+pub(super) enum OpVerdict {
+    /// Checked and migrated to the current schema.
+    Apply(Arc<KeySpec>, Op),
+    /// Kept for later: the key is not declared here, or the op is stamped
+    /// ahead of what the local clock allows yet (`Some(due)`: the local
+    /// time from which it may apply).
+    Hold(Option<u64>),
+    /// For another apartment: reported, but does not spoil the rest of
+    /// its group.
+    Foreign(Error),
+    /// Refused.
+    Refuse(Error),
+}
+
+/// The admissible part of a key state, migrated; the part stamped ahead
+/// of the clock (to hold, unmigrated); and why other items were dropped.
+pub(super) struct Admitted {
+    pub spec: Arc<KeySpec>,
+    pub state: KeyState,
+    pub ahead: Option<SyncEntry>,
+    pub errors: Vec<Error>,
+}
+
+/// What admission decided for one key state.
+pub(super) enum StateVerdict {
+    /// See [`Admitted`].
+    Apply(Box<Admitted>),
+    /// Kept whole for later (the key is not declared here).
+    Hold,
+    /// For another apartment.
+    Foreign(Error),
+    /// Refused whole.
+    Refuse(Error),
+}
+
+impl Replica {
+    /// Checks a structurally valid incoming op: apartment, op id, declared
+    /// key, not memory-only, strategy, writer in scope and allowed, clock
+    /// window, staleness, room for one more key, schema (migrating older
+    /// values), value type.
+    pub(super) fn admit_op(&self, op: &Op) -> OpVerdict {
+        if let Err(err) = self.check_apartment(&op.key) {
+            return OpVerdict::Foreign(err);
+        }
+        if let Err(err) = self.check_own_ids(op) {
+            return OpVerdict::Refuse(err);
+        }
+        let Ok(spec) = self.spec_for(&op.key) else {
+            return OpVerdict::Hold(None);
+        };
+        match self.check_op(&spec, op) {
+            Ok(Some(due)) => OpVerdict::Hold(Some(due)),
+            Ok(None) => match self.migrate_op(&spec, op) {
+                Ok(op) => OpVerdict::Apply(spec, op),
+                Err(err) => OpVerdict::Refuse(err),
+            },
+            Err(err) => OpVerdict::Refuse(err),
+        }
+    }
+
+    /// Refuses ids that claim this tab but that it never issued: applying
+    /// them would make it reuse op ids (or overflow its counter).
+    fn check_own_ids(&self, op: &Op) -> Result<()> {
+        let mut ids = vec![op.id];
+        if let Payload::Resolve { supersedes, .. } = &op.payload {
+            ids.extend(supersedes.iter().copied());
+        }
+        match ids
+            .into_iter()
+            .find(|id| id.tab == self.tab && id.seq > self.seq)
+        {
+            Some(id) => Err(Error::ForgedId { op: id }),
+            None => Ok(()),
+        }
+    }
+
+    /// The checks that need the declaration; `Ok(Some(due))` when the op
+    /// must wait for the local clock.
+    fn check_op(&self, spec: &KeySpec, op: &Op) -> Result<Option<u64>> {
+        if spec.lifetime() == Lifetime::Memory {
+            return Err(Error::LocalOnly {
+                key: op.key.clone(),
+            });
+        }
+        if !spec.strategy().accepts(&op.payload) {
+            return Err(Error::WrongStrategy {
+                key: op.key.to_string(),
+                strategy: spec.strategy(),
+                operation: op.payload.kind(),
+            });
+        }
+        Self::check_access(spec, &op.key, &op.writer, Action::Write)?;
+        if let Some(due) = self.window(&op.stamp)? {
+            return Ok(Some(due));
+        }
+        let state = self.states.get(&op.key);
+        if let Some(KeyState::Sum(sum)) = state {
+            if op.stamp.wall_ms < sum.floor() {
+                return Err(Error::Stale {
+                    key: op.key.clone(),
+                    wall_ms: op.stamp.wall_ms,
+                    horizon_ms: sum.floor(),
+                });
+            }
+            if let Payload::Count { slot, .. } = &op.payload
+                && !sum.slots().any(|s| s.slot == *slot)
+                && sum.slots().count() >= MAX_SUM_SLOTS
+            {
+                return Err(Error::TooLarge {
+                    what: "sum slots",
+                    size: MAX_SUM_SLOTS + 1,
+                    limit: MAX_SUM_SLOTS,
+                });
+            }
+        }
+        self.check_room(spec, &op.key)?;
+        Ok(None)
+    }
+
+    /// `Ok(None)` when a stamp may apply now, `Ok(Some(due))` when it may
+    /// from local time `due` on, an error when it is too far ahead to keep.
+    pub(super) fn window(&self, stamp: &Stamp) -> Result<Option<u64>> {
+        let now = self.now();
+        if stamp.wall_ms <= now.saturating_add(MAX_CLOCK_AHEAD_MS) {
+            return Ok(None);
+        }
+        if stamp.wall_ms > now.saturating_add(MAX_HOLD_AHEAD_MS) {
+            return Err(Error::ClockSkew {
+                wall_ms: stamp.wall_ms,
+                now_ms: now,
+                max_ahead_ms: MAX_HOLD_AHEAD_MS,
+            });
+        }
+        Ok(Some(stamp.wall_ms - MAX_CLOCK_AHEAD_MS))
+    }
+
+    /// Brings an op's values to the current schema and checks their type.
+    fn migrate_op(&self, spec: &KeySpec, op: &Op) -> Result<Op> {
+        let name = op.key.as_str();
+        let schema = spec.schema();
+        let mut op = op.clone();
+        if op.schema != schema.version() {
+            schema.check(name, op.schema)?;
+            match &mut op.payload {
+                Payload::Set { value } | Payload::Resolve { value, .. } => {
+                    *value = schema.migrate_value(name, op.schema, std::mem::take(value))?;
+                    check_value(value, "migrated value")?;
+                }
+                Payload::Patch { set, .. } => {
+                    // Field by field: the changed fields as an object of
+                    // the old version, migrated like a whole value.
+                    let object = Value::Object(std::mem::take(set).into_iter().collect());
+                    match schema.migrate_value(name, op.schema, object)? {
+                        Value::Object(migrated) => *set = migrated.into_iter().collect(),
+                        _ => {
+                            return Err(Error::Migration {
+                                key: name.to_owned(),
+                                from: op.schema,
+                                reason: String::from(
+                                    "the migration turns fields into a non-object",
+                                ),
+                            });
+                        }
+                    }
+                    for value in set.values() {
+                        check_value(value, "migrated value")?;
+                    }
+                }
+                Payload::Count { .. } | Payload::Reset { .. } => {}
+            }
+            op.schema = schema.version();
+        }
+        if let Payload::Set { value } | Payload::Resolve { value, .. } = &op.payload {
+            spec.check_type(name, value)?;
+        }
+        Ok(op)
+    }
+
+    /// Checks one key's state from outside, item by item (see the module
+    /// docs).
+    pub(super) fn admit_state(&self, entry: &SyncEntry, source: Source) -> StateVerdict {
+        if let Err(err) = self.check_apartment(&entry.key) {
+            return StateVerdict::Foreign(err);
+        }
+        let Ok(spec) = self.spec_for(&entry.key) else {
+            return StateVerdict::Hold;
+        };
+        match self.admit_state_of(&spec, entry, source) {
+            Ok((state, ahead, errors)) => StateVerdict::Apply(Box::new(Admitted {
+                spec,
+                state,
+                ahead,
+                errors,
+            })),
+            Err(err) => StateVerdict::Refuse(err),
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn admit_state_of(
+        &self,
+        spec: &KeySpec,
+        entry: &SyncEntry,
+        source: Source,
+    ) -> Result<(KeyState, Option<SyncEntry>, Vec<Error>)> {
+        let key = &entry.key;
+        if spec.lifetime() == Lifetime::Memory {
+            return Err(Error::LocalOnly { key: key.clone() });
+        }
+        if entry.state.strategy() != spec.strategy() {
+            return Err(Error::WrongStrategy {
+                key: key.to_string(),
+                strategy: spec.strategy(),
+                operation: entry.state.strategy().as_str(),
+            });
+        }
+        self.check_room(spec, key)?;
+        let mut state = entry.state.clone();
+        let mut errors = Vec::new();
+        let mut refused: Option<Error> = None;
+        let dropped = state.split(&mut |item| {
+            let problem = self.check_item(spec, key, item, source);
+            match problem {
+                Some(err) => {
+                    if refused.is_none() {
+                        refused = Some(err);
+                    }
+                    true
+                }
+                None => false,
+            }
+        });
+        if let Some(err) = refused {
+            if source == Source::Storage {
+                return Err(err);
+            }
+            if !dropped.is_empty() {
+                errors.push(err);
+            }
+        }
+        let ahead = state
+            .split(&mut |item| item.is_write() && matches!(self.window(&item.stamp), Ok(Some(_))));
+        let ahead = (!ahead.is_empty()).then(|| SyncEntry {
+            key: key.clone(),
+            schema: entry.schema,
+            state: ahead,
+        });
+        spec.schema()
+            .migrate_state(key.as_str(), entry.schema, &mut state)?;
+        let mut mistyped = None;
+        let wrong = state.split(&mut |item| {
+            let bad = item.kind == ItemKind::Whole
+                && item
+                    .value
+                    .is_some_and(|value| spec.check_type(key.as_str(), value).is_err());
+            if bad && mistyped.is_none() {
+                mistyped = item
+                    .value
+                    .and_then(|value| spec.check_type(key.as_str(), value).err());
+            }
+            bad
+        });
+        if !wrong.is_empty()
+            && let Some(err) = mistyped
+        {
+            if source == Source::Storage {
+                return Err(err);
+            }
+            errors.push(err);
+        }
+        Ok((state, ahead, errors))
+    }
+
+    /// Why one item of an outside state would be refused as an op, if it
+    /// would.
+    fn check_item(
+        &self,
+        spec: &KeySpec,
+        key: &FullKey,
+        item: &crate::strategy::Item<'_>,
+        source: Source,
+    ) -> Option<Error> {
+        let writer = match item.writer {
+            Some(writer) => writer,
+            // Only data stored by older versions has unattributed writes.
+            None if source == Source::Storage => return None,
+            None => {
+                return Some(Error::Malformed {
+                    what: "key state",
+                    reason: String::from("a write without a writer"),
+                });
+            }
+        };
+        if let Err(err) = Self::check_access(spec, key, writer, Action::Write) {
+            return Some(err);
+        }
+        if !item.is_write() {
+            return None;
+        }
+        if source == Source::Wire && item.id.tab == self.tab && item.id.seq > self.seq {
+            return Some(Error::ForgedId { op: item.id });
+        }
+        self.window(&item.stamp).err()
+    }
+}

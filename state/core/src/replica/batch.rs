@@ -1,0 +1,204 @@
+//! Atomic batches of local writes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::intent::{Intent, Sink, payload_for, put_delta, put_value};
+use super::{BatchWrite, Replica};
+use crate::error::{Error, Result};
+use crate::id::UnitAddress;
+use crate::key::{KeySpec, SharedKey};
+use crate::limits::MAX_GROUP_OPS;
+use crate::message::Message;
+use crate::op::{Op, OpGroup};
+use crate::permission::Action;
+use crate::scope::{FullKey, Lifetime};
+use crate::strategy::KeyState;
+
+/// Writes staged inside [`Replica::batch`].
+///
+/// Each write sees the batch's earlier writes (two sets of the same merge
+/// key diff against each other), but the replica itself is untouched until
+/// the closure returns `Ok`.
+pub struct Batch<'s> {
+    replica: &'s mut Replica,
+    overlay: BTreeMap<FullKey, (Arc<KeySpec>, KeyState)>,
+    ops: Vec<Op>,
+}
+
+/// A finished batch, not yet committed.
+pub(super) struct Staged {
+    overlay: BTreeMap<FullKey, (Arc<KeySpec>, KeyState)>,
+    ops: Vec<Op>,
+}
+
+impl<'s> Batch<'s> {
+    pub(super) fn new(replica: &'s mut Replica) -> Self {
+        Self {
+            replica,
+            overlay: BTreeMap::new(),
+            ops: Vec::new(),
+        }
+    }
+
+    pub(super) fn finish(self) -> Staged {
+        Staged {
+            overlay: self.overlay,
+            ops: self.ops,
+        }
+    }
+
+    /// Stages [`Replica::set`].
+    pub fn set<T: Serialize>(
+        &mut self,
+        unit: &UnitAddress,
+        key: &SharedKey<T>,
+        value: T,
+    ) -> Result<()> {
+        put_value(self, unit, key, &value, Intent::Set)
+    }
+
+    /// Stages [`Replica::increment`].
+    pub fn increment<T>(
+        &mut self,
+        unit: &UnitAddress,
+        key: &SharedKey<T>,
+        delta: i64,
+    ) -> Result<()> {
+        put_delta(self, unit, key, delta)
+    }
+
+    /// Stages [`Replica::resolve`].
+    pub fn resolve<T: Serialize>(
+        &mut self,
+        unit: &UnitAddress,
+        key: &SharedKey<T>,
+        value: T,
+    ) -> Result<()> {
+        put_value(self, unit, key, &value, Intent::Resolve)
+    }
+
+    /// Stages a write through a type-erased declaration (used by restore).
+    pub(crate) fn write(
+        &mut self,
+        unit: &UnitAddress,
+        spec: &Arc<KeySpec>,
+        intent: Intent,
+    ) -> Result<()> {
+        let full = spec.full_key(unit);
+        self.replica.check_apartment(&full)?;
+        Replica::check_access(spec, &full, unit, Action::Write)?;
+        self.stage(spec, full, unit, intent)
+    }
+
+    fn stage(
+        &mut self,
+        spec: &Arc<KeySpec>,
+        full: FullKey,
+        unit: &UnitAddress,
+        intent: Intent,
+    ) -> Result<()> {
+        if self.ops.len() >= MAX_GROUP_OPS {
+            return Err(Error::Malformed {
+                what: "batch",
+                reason: format!("more than {MAX_GROUP_OPS} writes"),
+            });
+        }
+        if !self.overlay.contains_key(&full) {
+            self.replica.check_room(spec, &full)?;
+        }
+        let current = match self.overlay.get(&full) {
+            Some((_, state)) => Some(state),
+            None => self.replica.states.get(&full),
+        };
+        let payload = payload_for(&self.replica.context(), spec, &full, current, intent)?;
+        let op = self.replica.stamp_op(spec, full.clone(), unit, payload)?;
+        let replica = &*self.replica;
+        let (_, state) = self.overlay.entry(full).or_insert_with_key(|full| {
+            let state = replica
+                .states
+                .get(full)
+                .cloned()
+                .unwrap_or_else(|| KeyState::empty(spec.strategy()));
+            (Arc::clone(spec), state)
+        });
+        state.apply(&op)?;
+        self.ops.push(op);
+        Ok(())
+    }
+}
+
+impl Sink for Batch<'_> {
+    type Done = ();
+
+    fn replica(&self) -> &Replica {
+        self.replica
+    }
+
+    fn put(
+        &mut self,
+        spec: &Arc<KeySpec>,
+        full: FullKey,
+        unit: &UnitAddress,
+        intent: Intent,
+    ) -> Result<()> {
+        self.stage(spec, full, unit, intent)
+    }
+}
+
+impl Staged {
+    fn syncing(&self) -> BTreeSet<&FullKey> {
+        self.overlay
+            .iter()
+            .filter(|(_, (spec, _))| spec.lifetime() != Lifetime::Memory)
+            .map(|(key, _)| key)
+            .collect()
+    }
+
+    fn message(&self) -> Option<Message> {
+        let syncing = self.syncing();
+        let ops: Vec<Op> = self
+            .ops
+            .iter()
+            .filter(|op| syncing.contains(&op.key))
+            .cloned()
+            .collect();
+        (!ops.is_empty()).then_some(Message::Ops(OpGroup { ops }))
+    }
+}
+
+impl Replica {
+    /// Refuses a batch whose message other tabs would refuse as too large,
+    /// or that would grow a state past the limit, before anything is
+    /// committed.
+    pub(super) fn check_staged(&self, staged: &Staged) -> Result<()> {
+        if let Some(message) = staged.message() {
+            message.encode()?;
+        }
+        for state in staged.overlay.values().map(|(_, state)| state) {
+            Self::fits_under(state, crate::limits::MAX_LOCAL_STATE_BYTES)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn commit(&mut self, staged: Staged) -> BatchWrite {
+        let message = staged.message();
+        let mut changes = Vec::new();
+        for (key, (spec, state)) in staged.overlay {
+            let before = self.before(&spec, &key);
+            self.count_key(&spec, &key);
+            self.sizes.remove(&key);
+            self.states.insert(key.clone(), state);
+            self.touch(&spec, &key);
+            changes.extend(self.changed(&spec, &key, before));
+        }
+        BatchWrite {
+            group: OpGroup { ops: staged.ops },
+            changes,
+            message,
+            held: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! Declarations, access checks, and the apartment a replica serves.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::{Change, Replica};
+use crate::error::{Error, Result};
+use crate::id::{ApartmentId, UnitAddress};
+use crate::key::{KeySpec, SharedKey};
+use crate::limits::MAX_KEYS_PER_DECLARATION;
+use crate::message::Message;
+use crate::permission::Action;
+use crate::scope::FullKey;
+
+/// What declaring a key brought in: writes that were waiting for it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Declared {
+    /// Values changed by ops and states held until the key was declared
+    /// (another tab wrote it first), and by held restores.
+    pub changes: Vec<Change>,
+    /// What to broadcast: the writes of restores held for this key.
+    pub message: Option<Message>,
+    /// Held items refused now that the key's rules are known.
+    pub errors: Vec<Error>,
+}
+
+impl Replica {
+    /// Ties the replica to one apartment: ops, states and events of other
+    /// apartments are refused ([`Error::ForeignApartment`]), storage entries
+    /// of other apartments are left alone, and local writes must come from
+    /// units of this apartment. Binding again to the same apartment is a
+    /// no-op; to another one, an error.
+    pub fn bind(&mut self, apartment: ApartmentId) -> Result<()> {
+        match &self.apartment {
+            Some(bound) if *bound != apartment => Err(Error::ForeignApartment {
+                key: format!("apartment {apartment}"),
+                apartment: bound.clone(),
+            }),
+            _ => {
+                self.apartment = Some(apartment);
+                Ok(())
+            }
+        }
+    }
+
+    /// The apartment this replica serves, once bound.
+    pub fn apartment(&self) -> Option<&ApartmentId> {
+        self.apartment.as_ref()
+    }
+
+    /// Whether `key` belongs to another apartment than the bound one.
+    pub(super) fn is_foreign(&self, key: &FullKey) -> bool {
+        match (&self.apartment, key.apartment()) {
+            (Some(bound), Some(apartment)) => bound.as_str() != apartment,
+            _ => false,
+        }
+    }
+
+    pub(super) fn check_apartment(&self, key: &FullKey) -> Result<()> {
+        match &self.apartment {
+            Some(bound) if self.is_foreign(key) => Err(Error::ForeignApartment {
+                key: key.to_string(),
+                apartment: bound.clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Declares a key. Declaring the same key again with the same rules is
+    /// a no-op (units re-mount); with different rules or another Rust type
+    /// it is [`Error::KeyMismatch`].
+    ///
+    /// Writes to the key that arrived before it was declared here (another
+    /// tab has more units mounted) were kept: they are admitted now, as are
+    /// restores that named it, and [`Declared`] reports what they changed.
+    pub fn declare<T>(&mut self, key: &SharedKey<T>) -> Result<Declared> {
+        let spec = key.spec();
+        let by_name = self.specs.entry(spec.scope()).or_default();
+        match by_name.get(spec.name().as_str()) {
+            Some(existing) if Arc::ptr_eq(existing, spec) => Ok(Declared::default()),
+            Some(existing) => existing
+                .same_declaration(spec)
+                .map(|()| Declared::default())
+                .map_err(|reason| Error::KeyMismatch {
+                    key: spec.label(),
+                    reason,
+                }),
+            None => {
+                by_name.insert(spec.name().clone(), Arc::clone(spec));
+                Ok(self.release_held(spec))
+            }
+        }
+    }
+
+    /// The declaration a typed key refers to, checked to be the same.
+    pub(super) fn registered(&self, spec: &Arc<KeySpec>) -> Result<Arc<KeySpec>> {
+        let found = self
+            .specs
+            .get(&spec.scope())
+            .and_then(|by_name| by_name.get(spec.name().as_str()))
+            .ok_or_else(|| Error::UnknownKey { key: spec.label() })?;
+        if !Arc::ptr_eq(found, spec) {
+            found
+                .same_declaration(spec)
+                .map_err(|reason| Error::KeyMismatch {
+                    key: spec.label(),
+                    reason,
+                })?;
+        }
+        Ok(Arc::clone(found))
+    }
+
+    /// The declaration behind a full key (from the wire or storage).
+    pub fn spec_for(&self, key: &FullKey) -> Result<Arc<KeySpec>> {
+        self.specs
+            .get(&key.scope())
+            .and_then(|by_name| by_name.get(key.name()))
+            .cloned()
+            .ok_or_else(|| Error::UnknownKey {
+                key: key.to_string(),
+            })
+    }
+
+    /// Every declared key.
+    pub fn specs(&self) -> impl Iterator<Item = &Arc<KeySpec>> {
+        self.specs.values().flat_map(BTreeMap::values)
+    }
+
+    pub(super) fn check_access(
+        spec: &KeySpec,
+        key: &FullKey,
+        unit: &UnitAddress,
+        action: Action,
+    ) -> Result<()> {
+        let access = match action {
+            Action::Read | Action::Subscribe => &spec.permissions().read,
+            Action::Write => &spec.permissions().write,
+        };
+        if !key.reachable_by(unit) {
+            return Err(Error::OutOfScope {
+                key: key.clone(),
+                unit: unit.clone(),
+            });
+        }
+        if !access.allows(unit) {
+            return Err(Error::PermissionDenied {
+                key: key.clone(),
+                unit: unit.clone(),
+                action,
+            });
+        }
+        Ok(())
+    }
+
+    /// Resolves a typed key for `unit` and checks `action` is allowed.
+    pub(super) fn open<T>(
+        &self,
+        unit: &UnitAddress,
+        key: &SharedKey<T>,
+        action: Action,
+    ) -> Result<(Arc<KeySpec>, FullKey)> {
+        let spec = self.registered(key.spec())?;
+        let full = spec.full_key(unit);
+        self.check_apartment(&full)?;
+        Self::check_access(&spec, &full, unit, action)?;
+        Ok((spec, full))
+    }
+
+    /// Checks that one more full key of `spec` may be created (a state for
+    /// `key` does not exist yet).
+    pub(super) fn check_room(&self, spec: &KeySpec, key: &FullKey) -> Result<()> {
+        if self.states.contains_key(key) {
+            return Ok(());
+        }
+        let count = self
+            .counts
+            .get(&(spec.scope(), spec.name().as_str().to_owned()))
+            .copied()
+            .unwrap_or(0);
+        if count >= MAX_KEYS_PER_DECLARATION {
+            return Err(Error::TooManyKeys {
+                key: spec.label(),
+                limit: MAX_KEYS_PER_DECLARATION,
+            });
+        }
+        Ok(())
+    }
+
+    /// Records that a state for `key` now exists.
+    pub(super) fn count_key(&mut self, spec: &KeySpec, key: &FullKey) {
+        if !self.states.contains_key(key) {
+            *self
+                .counts
+                .entry((spec.scope(), spec.name().as_str().to_owned()))
+                .or_default() += 1;
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! Writes kept for later instead of refused: for a key this replica has not
+//! declared yet (another tab has more units mounted; declaring it later
+//! yields them), restores naming such a key, and items stamped further
+//! ahead than the allowed clock skew (applied once the local clock gets
+//! there, so a tab with a fast clock loses nothing and pins nobody's clock).
+//!
+//! Bounded: at most [`MAX_PARKED_KEYS`] undeclared keys and
+//! [`MAX_HELD_BYTES`] in all; past that, incoming items are refused with
+//! [`Error::TooLarge`] (this replica's own writes set aside after its clock
+//! was set back are always kept).
+
+use std::collections::BTreeMap;
+
+use super::{Change, Declared, Replica};
+use crate::error::{Error, Result};
+use crate::id::UnitAddress;
+use crate::key::KeySpec;
+use crate::limits::{MAX_HELD_BYTES, MAX_PARKED_KEYS, encoded_len};
+use crate::message::{Message, SyncEntry};
+use crate::op::Op;
+use crate::scope::FullKey;
+use crate::snapshot::SnapshotEntry;
+
+/// One held item.
+#[derive(Debug, Clone)]
+pub(super) enum HeldItem {
+    Op(Op),
+    State(SyncEntry),
+}
+
+/// A restore's value for a key not declared when it ran.
+#[derive(Debug, Clone)]
+pub(super) struct HeldRestore {
+    pub unit: UnitAddress,
+    pub entry: SnapshotEntry,
+}
+
+/// A held item, when it may apply (`None`: when its key is declared), and
+/// whether it is this replica's own write (set aside after its clock went
+/// back: saved with the key's state, never dropped).
+type Entry = (HeldItem, Option<u64>, bool);
+
+#[derive(Debug, Default)]
+pub(super) struct Held {
+    items: BTreeMap<FullKey, Vec<Entry>>,
+    restores: BTreeMap<FullKey, HeldRestore>,
+    bytes: usize,
+}
+
+impl Held {
+    /// The earliest local time at which a held item may apply.
+    fn due(&self) -> Option<u64> {
+        self.items
+            .values()
+            .flat_map(|items| items.iter().filter_map(|(_, due, _)| *due))
+            .min()
+    }
+
+    fn is_duplicate(&self, key: &FullKey, item: &HeldItem) -> bool {
+        let Some(items) = self.items.get(key) else {
+            return false;
+        };
+        items.iter().any(|(held, _, _)| match (held, item) {
+            (HeldItem::Op(a), HeldItem::Op(b)) => a == b,
+            (HeldItem::State(a), HeldItem::State(b)) => a == b,
+            _ => false,
+        })
+    }
+}
+
+/// When the earliest write of `state` may apply: once local time is within
+/// the allowed lead of its stamp.
+pub(super) fn due_of(state: &crate::strategy::KeyState) -> Option<u64> {
+    let mut earliest: Option<u64> = None;
+    state.visit(&mut |item| {
+        if item.is_write() {
+            let wall = item.stamp.wall_ms;
+            earliest = Some(earliest.map_or(wall, |e| e.min(wall)));
+        }
+    });
+    earliest.map(|wall| wall.saturating_sub(crate::clock::MAX_CLOCK_AHEAD_MS))
+}
+
+fn item_size(item: &HeldItem) -> usize {
+    match item {
+        HeldItem::Op(op) => encoded_len(op, MAX_HELD_BYTES + 1),
+        HeldItem::State(entry) => encoded_len(entry, MAX_HELD_BYTES + 1),
+    }
+}
+
+fn too_much(size: usize) -> Error {
+    Error::TooLarge {
+        what: "writes held for later",
+        size,
+        limit: MAX_HELD_BYTES,
+    }
+}
+
+impl Replica {
+    /// Keeps `item` for later: until `key` is declared (`due` is `None`),
+    /// or until local time `due`. `own` data (this replica's writes set aside
+    /// after its clock went back) is kept whatever the bound.
+    pub(super) fn hold(
+        &mut self,
+        key: &FullKey,
+        item: HeldItem,
+        due: Option<u64>,
+        own: bool,
+    ) -> Result<()> {
+        if self.held.is_duplicate(key, &item) {
+            return Ok(());
+        }
+        let size = item_size(&item);
+        if !own {
+            let new_key = !self.held.items.contains_key(key);
+            let parked = self.held.items.len() + self.held.restores.len();
+            if new_key && due.is_none() && parked >= MAX_PARKED_KEYS {
+                return Err(Error::TooManyKeys {
+                    key: String::from("(writes held for undeclared keys)"),
+                    limit: MAX_PARKED_KEYS,
+                });
+            }
+            let total = self.held.bytes.saturating_add(size);
+            if total > MAX_HELD_BYTES {
+                return Err(too_much(total));
+            }
+        }
+        self.held.bytes = self.held.bytes.saturating_add(size);
+        self.held
+            .items
+            .entry(key.clone())
+            .or_default()
+            .push((item, due, own));
+        Ok(())
+    }
+
+    /// This replica's own writes to `key` set aside for a clock that went
+    /// back: saved with the key's state so a reload keeps them.
+    pub(super) fn own_held(&self, key: &FullKey) -> Vec<&crate::strategy::KeyState> {
+        self.held
+            .items
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter_map(|(item, _, own)| match (item, own) {
+                (HeldItem::State(entry), true) => Some(&entry.state),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Keeps a restore's value for a key nobody declared yet.
+    pub(super) fn hold_restore(&mut self, key: FullKey, restore: HeldRestore) -> Result<()> {
+        let size = encoded_len(&restore.entry, MAX_HELD_BYTES + 1);
+        let total = self.held.bytes.saturating_add(size);
+        if total > MAX_HELD_BYTES {
+            return Err(too_much(total));
+        }
+        if self.held.items.len() + self.held.restores.len() >= MAX_PARKED_KEYS
+            && !self.held.restores.contains_key(&key)
+        {
+            return Err(Error::TooManyKeys {
+                key: String::from("(restores held for undeclared keys)"),
+                limit: MAX_PARKED_KEYS,
+            });
+        }
+        self.held.bytes = total;
+        self.held.restores.insert(key, restore);
+        Ok(())
+    }
+
+    fn take_held(
+        &mut self,
+        mut wanted: impl FnMut(&FullKey, Option<u64>) -> bool,
+    ) -> Vec<HeldItem> {
+        let mut taken = Vec::new();
+        let keys: Vec<FullKey> = self.held.items.keys().cloned().collect();
+        for key in keys {
+            let Some(items) = self.held.items.remove(&key) else {
+                continue;
+            };
+            let (take, keep): (Vec<_>, Vec<_>) = items
+                .into_iter()
+                .partition(|(_, due, _)| wanted(&key, *due));
+            for (item, _, _) in take {
+                self.held.bytes = self.held.bytes.saturating_sub(item_size(&item));
+                taken.push(item);
+            }
+            if !keep.is_empty() {
+                self.held.items.insert(key, keep);
+            }
+        }
+        taken
+    }
+
+    /// Admits again what was held for `spec`'s keys, now declared, and
+    /// writes the restores that named them.
+    pub(super) fn release_held(&mut self, spec: &KeySpec) -> Declared {
+        let matches =
+            |key: &FullKey| key.scope() == spec.scope() && key.name() == spec.name().as_str();
+        let items = self.take_held(|key, _| matches(key));
+        let mut declared = Declared::default();
+        let inbound = self.readmit(items);
+        declared.changes = inbound.changes;
+        declared.errors = inbound.errors;
+        let restores: Vec<(FullKey, HeldRestore)> = self
+            .held
+            .restores
+            .keys()
+            .filter(|key| matches(key))
+            .cloned()
+            .collect::<Vec<_>>()
+            .into_iter()
+            .filter_map(|key| self.held.restores.remove(&key).map(|r| (key, r)))
+            .collect();
+        for (_, restore) in restores {
+            self.held.bytes = self
+                .held
+                .bytes
+                .saturating_sub(encoded_len(&restore.entry, MAX_HELD_BYTES + 1));
+            match self.restore_one(&restore.unit, spec, &restore.entry) {
+                Ok(Some(write)) => {
+                    declared.changes.extend(write.change);
+                    if let Some(Message::Ops(group)) = write.message {
+                        match &mut declared.message {
+                            Some(Message::Ops(all)) => all.ops.extend(group.ops),
+                            _ => declared.message = Some(Message::Ops(group)),
+                        }
+                    }
+                }
+                Ok(None) => {}
+                Err(err) => declared.errors.push(err),
+            }
+        }
+        declared
+    }
+
+    /// Sets aside this replica's own writes stamped beyond the allowed lead
+    /// over the local clock (it was set back), so its next stamps, which
+    /// stay within that lead, are still the newest it holds. They come
+    /// back once the clock gets there. A no-op unless the clock moved back.
+    pub(super) fn shed_future(&mut self) {
+        let now = self.now();
+        if self.hlc.wall_ms() <= now.saturating_add(crate::clock::MAX_CLOCK_AHEAD_MS) {
+            return;
+        }
+        let limit = now.saturating_add(crate::clock::MAX_CLOCK_AHEAD_MS);
+        let keys: Vec<FullKey> = self.states.keys().cloned().collect();
+        for key in keys {
+            let Ok(spec) = self.spec_for(&key) else {
+                continue;
+            };
+            let before = self.before(&spec, &key);
+            let Some(state) = self.states.get_mut(&key) else {
+                continue;
+            };
+            let ahead = state.split(&mut |item| item.is_write() && item.stamp.wall_ms > limit);
+            if ahead.is_empty() {
+                continue;
+            }
+            let due = due_of(&ahead);
+            let entry = SyncEntry {
+                key: key.clone(),
+                schema: spec.schema().version(),
+                state: ahead,
+            };
+            // Own data: never refused by the bound.
+            let _ = self.hold(&key, HeldItem::State(entry), due, true);
+            self.sizes.remove(&key);
+            self.touch(&spec, &key);
+            if let Some(change) = self.changed(&spec, &key, before) {
+                self.unreported.push(change);
+            }
+        }
+        self.hlc.clamp(now);
+    }
+
+    /// Changes nobody was told about yet, after setting aside what the
+    /// clock no longer allows and admitting held items whose time has
+    /// come. Call it now and then (the reactive layer does on every write
+    /// and every message).
+    pub fn poll(&mut self) -> Vec<Change> {
+        self.shed_future();
+        let now = self.now();
+        if self.held.due().is_some_and(|due| due <= now) {
+            let items = self.take_held(|_, due| due.is_some_and(|d| d <= now));
+            let inbound = self.readmit(items);
+            self.unreported.extend(inbound.changes);
+        }
+        std::mem::take(&mut self.unreported)
+    }
+
+    /// Bytes held for later, and the number of keys they are for.
+    pub fn held(&self) -> (usize, usize) {
+        (
+            self.held.bytes,
+            self.held.items.len() + self.held.restores.len(),
+        )
+    }
+}

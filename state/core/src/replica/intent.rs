@@ -1,0 +1,230 @@
+//! The first steps of every local write, direct or batched: what a unit
+//! asks for, checked, becomes an [`Intent`]; the key's strategy then turns
+//! it into the [`Payload`] an op carries.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::Replica;
+use crate::error::{Error, Result};
+use crate::id::{TabId, UnitAddress};
+use crate::key::{KeySpec, SharedKey};
+use crate::limits::{MAX_SUM_SLOTS, check_value, serde_reason};
+use crate::op::{OpId, Payload};
+use crate::permission::Action;
+use crate::scope::FullKey;
+use crate::strategy::{KeyState, Strategy, Totals, merge_diff};
+
+/// What a local write asks for, before the strategy turns it into a payload.
+#[derive(Debug, Clone)]
+pub(crate) enum Intent {
+    Set(Value),
+    Add(i64),
+    Resolve(Value),
+}
+
+/// Where a local write goes once it is an [`Intent`]: applied at once
+/// ([`Replica`]) or staged ([`Batch`](super::Batch)).
+pub(super) trait Sink {
+    /// What a write there returns.
+    type Done;
+
+    /// The replica the write is checked against.
+    fn replica(&self) -> &Replica;
+
+    /// Applies or stages the write.
+    fn put(
+        &mut self,
+        spec: &Arc<KeySpec>,
+        full: FullKey,
+        unit: &UnitAddress,
+        intent: Intent,
+    ) -> Result<Self::Done>;
+}
+
+/// A value written to `key` by `unit` (a set, or a resolution): the key
+/// opened for the unit (apartment, scope, write permission), the value
+/// turned into checked JSON, and the write put into `sink`.
+pub(super) fn put_value<S: Sink, T: Serialize>(
+    sink: &mut S,
+    unit: &UnitAddress,
+    key: &SharedKey<T>,
+    value: &T,
+    intent: fn(Value) -> Intent,
+) -> Result<S::Done> {
+    let (spec, full) = sink.replica().open(unit, key, Action::Write)?;
+    let value = Replica::to_json(key, &full, value)?;
+    sink.put(&spec, full, unit, intent(value))
+}
+
+/// An increment of `key` by `unit`, put into `sink`.
+pub(super) fn put_delta<S: Sink, T>(
+    sink: &mut S,
+    unit: &UnitAddress,
+    key: &SharedKey<T>,
+    delta: i64,
+) -> Result<S::Done> {
+    let (spec, full) = sink.replica().open(unit, key, Action::Write)?;
+    sink.put(&spec, full, unit, Intent::Add(delta))
+}
+
+impl Replica {
+    /// The JSON of a value about to be written through `key`: within the
+    /// limits, and (for an erased key) of the declared type.
+    pub(super) fn to_json<T: Serialize>(
+        key: &SharedKey<T>,
+        full: &FullKey,
+        value: &T,
+    ) -> Result<Value> {
+        let value = serde_json::to_value(value).map_err(|err| Error::TypeMismatch {
+            key: full.to_string(),
+            reason: serde_reason(&err),
+        })?;
+        check_value(&value, "value")?;
+        key.check_write(full.as_str(), &value)?;
+        Ok(value)
+    }
+
+    /// What a payload needs to know about this tab at this moment.
+    pub(super) fn context(&self) -> Context {
+        Context {
+            tab: self.tab,
+            next: OpId {
+                tab: self.tab,
+                seq: self.seq.saturating_add(1),
+            },
+            now: self.now(),
+        }
+    }
+}
+
+/// What a payload needs to know about the writing tab.
+pub(crate) struct Context {
+    pub tab: TabId,
+    /// The id the op will get.
+    pub next: OpId,
+    pub now: u64,
+}
+
+/// Turns a local write into the payload its key's strategy needs.
+pub(crate) fn payload_for(
+    context: &Context,
+    spec: &KeySpec,
+    key: &FullKey,
+    current: Option<&KeyState>,
+    intent: Intent,
+) -> Result<Payload> {
+    let wrong = |operation| Error::WrongStrategy {
+        key: key.to_string(),
+        strategy: spec.strategy(),
+        operation,
+    };
+    match (spec.strategy(), intent) {
+        (Strategy::LastWriteWins, Intent::Set(value)) => Ok(Payload::Set { value }),
+        (Strategy::FirstWriteWins, Intent::Set(value)) => {
+            if let Some(KeyState::FirstWriteWins(register)) = current
+                && let Some(entry) = &register.entry
+            {
+                return Err(Error::FirstWriteWins {
+                    key: key.clone(),
+                    existing: entry.stamp,
+                });
+            }
+            Ok(Payload::Set { value })
+        }
+        (Strategy::Merge, Intent::Set(value)) => {
+            let Value::Object(new) = value else {
+                return Ok(Payload::Set { value });
+            };
+            match current.and_then(KeyState::value) {
+                Some(Value::Object(old)) => {
+                    let (set, remove) = merge_diff(&old, &new);
+                    Ok(Payload::Patch { set, remove })
+                }
+                // Over a value that is not an object, an object replaces it
+                // whole (a patch would leave the old value where it sets no
+                // field, as an empty object does).
+                Some(_) => Ok(Payload::Set {
+                    value: Value::Object(new),
+                }),
+                // First write: fields, so concurrent first writes of other
+                // fields survive; an empty object is a whole value.
+                None if new.is_empty() => Ok(Payload::Set {
+                    value: Value::Object(new),
+                }),
+                None => Ok(Payload::Patch {
+                    set: new.into_iter().collect(),
+                    remove: Default::default(),
+                }),
+            }
+        }
+        (Strategy::Sum, Intent::Set(value)) => {
+            let target = value.as_i64().ok_or_else(|| Error::TypeMismatch {
+                key: key.to_string(),
+                reason: String::from("sum keys hold integers"),
+            })?;
+            let (horizon, observed) = match current {
+                Some(KeyState::Sum(sum)) => (sum.floor(), sum.observe_all()),
+                _ => (0, Vec::new()),
+            };
+            Ok(Payload::Reset {
+                target,
+                horizon,
+                observed,
+            })
+        }
+        (Strategy::Sum, Intent::Add(delta)) => count(context, key, current, delta),
+        (Strategy::UserResolve, Intent::Set(value) | Intent::Resolve(value)) => {
+            let supersedes = match current {
+                Some(KeyState::UserResolve(state)) => state.live_ids(),
+                _ => Vec::new(),
+            };
+            Ok(Payload::Resolve { value, supersedes })
+        }
+        (_, Intent::Add(_)) => Err(wrong("increment")),
+        (_, Intent::Resolve(_)) => Err(wrong("resolve")),
+    }
+}
+
+/// A sum key's increment: the writer's slot (its newest, or a new one) and
+/// the slot's totals after adding `delta`.
+fn count(
+    context: &Context,
+    key: &FullKey,
+    current: Option<&KeyState>,
+    delta: i64,
+) -> Result<Payload> {
+    let sum = match current {
+        Some(KeyState::Sum(sum)) => Some(sum),
+        _ => None,
+    };
+    let (slot, totals) = match sum.and_then(|s| s.slot_for(context.tab, context.now)) {
+        Some(found) => found,
+        None => {
+            if sum.is_some_and(|s| s.slots().count() >= MAX_SUM_SLOTS) {
+                return Err(Error::TooLarge {
+                    what: "sum slots",
+                    size: MAX_SUM_SLOTS + 1,
+                    limit: MAX_SUM_SLOTS,
+                });
+            }
+            (context.next, Totals::default())
+        }
+    };
+    let overflow = || Error::Overflow { key: key.clone() };
+    let magnitude = delta.unsigned_abs();
+    let (p, n) = if delta >= 0 {
+        (
+            totals.p.checked_add(magnitude).ok_or_else(overflow)?,
+            totals.n,
+        )
+    } else {
+        (
+            totals.p,
+            totals.n.checked_add(magnitude).ok_or_else(overflow)?,
+        )
+    };
+    Ok(Payload::Count { slot, p, n })
+}

@@ -1,0 +1,75 @@
+//! Entries set aside as unusable (corrupt JSON, wrong shape or type, newer
+//! schema, failing migration, forged writers, far-future stamps): the raw
+//! text is copied aside, the original left as it was, and the key is not
+//! written again until the entry is discarded.
+
+use super::Replica;
+use crate::error::{Error, Result};
+use crate::scope::FullKey;
+use crate::storage::{QUARANTINE_PREFIX, Storage, StorageError};
+
+/// A key whose stored entry was set aside.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Quarantine {
+    /// The key.
+    pub key: FullKey,
+    /// Why the entry could not be used.
+    pub error: Error,
+    /// Set if copying the raw text to the quarantine entry failed (for
+    /// example the quota is full). The original entry is kept either way.
+    pub copy_error: Option<StorageError>,
+}
+
+/// Why a stored entry could not be merged: storage failed, or the entry
+/// was set aside.
+pub(super) enum Failure {
+    Storage(Error),
+    Quarantined(Box<Quarantine>),
+}
+
+impl Replica {
+    /// The storage key holding `key`'s quarantined raw entry.
+    pub fn quarantine_key(key: &FullKey) -> String {
+        format!("{QUARANTINE_PREFIX}{key}")
+    }
+
+    pub(super) fn quarantine(
+        &mut self,
+        key: &FullKey,
+        raw: &str,
+        error: Error,
+        storage: &mut dyn Storage,
+    ) -> Quarantine {
+        let copy_key = Self::quarantine_key(key);
+        let copy_error = match storage.get(&copy_key) {
+            Ok(Some(existing)) if existing == raw => None,
+            _ => storage.set(&copy_key, raw).err(),
+        };
+        let quarantine = Quarantine {
+            key: key.clone(),
+            error,
+            copy_error,
+        };
+        self.quarantined.insert(key.clone(), quarantine.clone());
+        quarantine
+    }
+
+    /// Keys currently quarantined.
+    pub fn quarantined(&self) -> impl Iterator<Item = &Quarantine> {
+        self.quarantined.values()
+    }
+
+    /// Gives up a quarantined entry: removes the quarantine copy and the
+    /// original entry, and lets the key be persisted again.
+    pub fn discard_quarantine(&mut self, key: &FullKey, storage: &mut dyn Storage) -> Result<()> {
+        storage.remove(&Self::quarantine_key(key))?;
+        storage.remove(&Self::storage_key(key))?;
+        if self.quarantined.remove(key).is_some()
+            && self.states.contains_key(key)
+            && let Ok(spec) = self.spec_for(key)
+        {
+            self.touch(&spec, key);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,147 @@
+//! Rolling back an optimistic local write.
+//!
+//! The UI shows a write at once; if the action behind it fails (a server
+//! said no), the write is reverted. A revert is a new write that restores
+//! the previous value *only where the reverted write is still the latest*:
+//! anything written since, by anyone, is kept. Because it is an ordinary
+//! write, it reaches other tabs like any other.
+//!
+//! The revert op carries the *reverted op's stamp* and a fresh op id.
+//! Registers order by (stamp, op id), so the revert beats exactly the
+//! reverted write and everything older, and loses to every write stamped
+//! after it, including concurrent writes this tab has not received yet.
+//! A fresh stamp would beat those too and erase someone else's later
+//! write once it arrived.
+
+use serde_json::Value;
+
+use super::{Intent, Replica, Write, payload_for};
+use crate::error::{Error, Result};
+use crate::id::UnitAddress;
+use crate::key::SharedKey;
+use crate::op::Payload;
+use crate::permission::Action;
+use crate::strategy::KeyState;
+
+impl Replica {
+    /// Reverts `written` (returned by an earlier [`set`](Replica::set),
+    /// [`increment`](Replica::increment) or [`resolve`](Replica::resolve) on
+    /// this replica for `key` and `unit`).
+    ///
+    /// Per strategy: last-write-wins and user-resolve restore the previous
+    /// value if the write is still current (user-resolve keeps values
+    /// written concurrently); merge restores only the fields nobody has
+    /// written since; sum subtracts the increment (counters commute, so
+    /// this is always possible; a reset is undone by resetting to the value
+    /// it replaced, plus whatever was added since). First-write-wins keys
+    /// cannot be reverted
+    /// ([`Error::WrongStrategy`]): their first value is final everywhere.
+    ///
+    /// Returns `None` if there is nothing to undo (the write changed
+    /// nothing, or everything it wrote was overwritten since).
+    pub fn revert<T>(
+        &mut self,
+        unit: &UnitAddress,
+        key: &SharedKey<T>,
+        written: &Write,
+    ) -> Result<Option<Write>> {
+        self.shed_future();
+        let (spec, full) = self.open(unit, key, Action::Write)?;
+        let op = &written.op;
+        if op.key != full || op.id.tab != self.tab {
+            return Err(Error::Malformed {
+                what: "revert",
+                reason: String::from("the write was not made by this store for this key"),
+            });
+        }
+        let Some(change) = &written.change else {
+            return Ok(None);
+        };
+        let context = self.context();
+        let state = self.states.get(&full);
+        // What the undo asks for, as the key's strategy writes it.
+        let undo = |intent| payload_for(&context, &spec, &full, state, intent);
+        let payload = match (state, &op.payload) {
+            (Some(KeyState::LastWriteWins(register)), _) => {
+                if register.entry.as_ref().is_none_or(|e| e.id != op.id) {
+                    return Ok(None);
+                }
+                undo(Intent::Set(change.old.clone()))?
+            }
+            (Some(KeyState::Merge(merge)), Payload::Set { .. }) => {
+                let current = merge.base.as_ref().is_some_and(|b| b.id == op.id);
+                if !current || !merge.fields.is_empty() {
+                    return Ok(None);
+                }
+                undo(Intent::Set(change.old.clone()))?
+            }
+            (Some(KeyState::Merge(merge)), Payload::Patch { set, remove }) => {
+                let Some(Value::Object(mut target)) = merge.value() else {
+                    return Ok(None);
+                };
+                let old = change.old.as_object();
+                let mut reverted = false;
+                for name in set.keys().chain(remove) {
+                    if merge.fields.get(name).is_none_or(|f| f.id != op.id) {
+                        continue;
+                    }
+                    reverted = true;
+                    match old.and_then(|o| o.get(name)) {
+                        Some(value) => target.insert(name.clone(), value.clone()),
+                        None => target.remove(name),
+                    };
+                }
+                if !reverted {
+                    return Ok(None);
+                }
+                undo(Intent::Set(Value::Object(target)))?
+            }
+            (Some(KeyState::Sum(sum)), Payload::Reset { .. }) => {
+                if sum.reset().is_none_or(|r| r.id != op.id) {
+                    return Ok(None);
+                }
+                // Back to the value it replaced, keeping what was added since.
+                let target = match (change.old.as_i64(), change.new.as_i64()) {
+                    (Some(old), Some(new)) => old
+                        .checked_sub(new)
+                        .and_then(|undo| undo.checked_add(sum.total())),
+                    _ => None,
+                }
+                .ok_or_else(|| Error::Overflow { key: full.clone() })?;
+                undo(Intent::Set(Value::from(target)))?
+            }
+            (Some(KeyState::Sum(_)), _) => {
+                let delta = match (change.new.as_i64(), change.old.as_i64()) {
+                    (Some(new), Some(old)) => new.checked_sub(old),
+                    _ => None,
+                }
+                .and_then(i64::checked_neg)
+                .ok_or_else(|| Error::Overflow { key: full.clone() })?;
+                undo(Intent::Add(delta))?
+            }
+            (Some(KeyState::UserResolve(resolve)), _) => {
+                if !resolve.entries().any(|e| e.id == op.id) {
+                    return Ok(None);
+                }
+                // Supersede only the reverted write: values written
+                // concurrently by others stay.
+                Payload::Resolve {
+                    value: change.old.clone(),
+                    supersedes: vec![op.id],
+                }
+            }
+            (Some(KeyState::FirstWriteWins(_)), _) => {
+                return Err(Error::WrongStrategy {
+                    key: full.to_string(),
+                    strategy: spec.strategy(),
+                    operation: "revert",
+                });
+            }
+            (None, _) | (Some(KeyState::Merge(_)), _) => return Ok(None),
+        };
+        // Sum increments commute; they need no special stamp.
+        let reuse = (!matches!(payload, Payload::Count { .. })).then_some(op.stamp);
+        self.write_payload(&spec, full, unit, payload, reuse)
+            .map(Some)
+    }
+}

@@ -1,0 +1,138 @@
+//! Snapshot and restore of a scope.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::held::HeldRestore;
+use super::{BatchWrite, Intent, Replica, Write};
+use crate::error::{Error, Result};
+use crate::id::UnitAddress;
+use crate::key::KeySpec;
+use crate::limits::check_value;
+use crate::permission::Action;
+use crate::scope::{FullKey, Scope};
+use crate::snapshot::{Snapshot, SnapshotEntry};
+use crate::strategy::KeyState;
+
+impl Replica {
+    /// Exports the keys of `scope` that `unit` can see and read, as values
+    /// with their schema version. Keys never written are left out.
+    pub fn snapshot(&self, unit: &UnitAddress, scope: Scope) -> Snapshot {
+        let mut snapshot = Snapshot::new(scope);
+        for spec in self
+            .specs
+            .get(&scope)
+            .into_iter()
+            .flat_map(BTreeMap::values)
+        {
+            let key = spec.full_key(unit);
+            if Self::check_access(spec, &key, unit, Action::Read).is_err() {
+                continue;
+            }
+            if let Some(value) = self.states.get(&key).and_then(KeyState::value) {
+                snapshot.keys.insert(
+                    spec.name().clone(),
+                    SnapshotEntry {
+                        schema: spec.schema().version(),
+                        value,
+                    },
+                );
+            }
+        }
+        snapshot
+    }
+
+    /// Restores a snapshot made by [`snapshot`](Self::snapshot) as `unit`.
+    ///
+    /// The text is validated like any untrusted input, then every declared
+    /// key is checked (writable by `unit`, schema migrated, type) before
+    /// anything is written. The writes form one batch: new ops, so the
+    /// restored values reach other tabs and win over older writes. Keys
+    /// already holding the snapshot's value are skipped. Any failure
+    /// (including a first-write-wins key already holding another value)
+    /// changes nothing.
+    ///
+    /// Keys nothing here declared yet are not refused: their values are
+    /// kept ([`BatchWrite::held`]) and written when the key is declared
+    /// (see [`Declared`](super::Declared)), checked then.
+    pub fn restore(&mut self, unit: &UnitAddress, text: &str) -> Result<BatchWrite> {
+        let snapshot = Snapshot::parse(text)?;
+        let mut writes = Vec::new();
+        let mut held = Vec::new();
+        for (name, entry) in &snapshot.keys {
+            let Some(spec) = self
+                .specs
+                .get(&snapshot.scope)
+                .and_then(|by_name| by_name.get(name.as_str()))
+                .cloned()
+            else {
+                held.push((FullKey::new(snapshot.scope, unit, name), entry.clone()));
+                continue;
+            };
+            if let Some(value) = self.restore_value(unit, &spec, entry)? {
+                writes.push((spec, value));
+            }
+        }
+        for (key, _) in &held {
+            self.check_apartment(key)?;
+        }
+        let mut restored = self.batch(|batch| {
+            writes
+                .into_iter()
+                .try_for_each(|(spec, value)| batch.write(unit, &spec, Intent::Set(value)))
+        })?;
+        for (key, entry) in held {
+            self.hold_restore(
+                key.clone(),
+                HeldRestore {
+                    unit: unit.clone(),
+                    entry,
+                },
+            )?;
+            restored.held.push(key);
+        }
+        Ok(restored)
+    }
+
+    /// Checks a snapshot entry for `spec` as `unit`; `None` when the key
+    /// already holds that value.
+    fn restore_value(
+        &self,
+        unit: &UnitAddress,
+        spec: &Arc<KeySpec>,
+        entry: &SnapshotEntry,
+    ) -> Result<Option<serde_json::Value>> {
+        let key = spec.full_key(unit);
+        self.check_apartment(&key)?;
+        Self::check_access(spec, &key, unit, Action::Write)?;
+        let value = spec
+            .schema()
+            .migrate_value(key.as_str(), entry.schema, entry.value.clone())?;
+        check_value(&value, "snapshot value")?;
+        spec.check_type(key.as_str(), &value)?;
+        Ok((self.current(spec, &key) != value).then_some(value))
+    }
+
+    /// Writes one held restore entry, now that its key is declared.
+    pub(super) fn restore_one(
+        &mut self,
+        unit: &UnitAddress,
+        spec: &KeySpec,
+        entry: &SnapshotEntry,
+    ) -> Result<Option<Write>> {
+        let spec = self.registered_by_name(spec)?;
+        let Some(value) = self.restore_value(unit, &spec, entry)? else {
+            return Ok(None);
+        };
+        let key = spec.full_key(unit);
+        self.write(&spec, key, unit, Intent::Set(value)).map(Some)
+    }
+
+    fn registered_by_name(&self, spec: &KeySpec) -> Result<Arc<KeySpec>> {
+        self.specs
+            .get(&spec.scope())
+            .and_then(|by_name| by_name.get(spec.name().as_str()))
+            .cloned()
+            .ok_or_else(|| Error::UnknownKey { key: spec.label() })
+    }
+}

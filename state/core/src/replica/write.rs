@@ -1,0 +1,245 @@
+//! Local writes applied at once: what a unit asks for becomes an
+//! [`Intent`], the payload its key's strategy needs, then a stamped [`Op`]
+//! applied here and broadcast. (`intent.rs` has the first two steps, which
+//! batches share.)
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::batch::Batch;
+use super::intent::{Intent, Sink, payload_for, put_delta, put_value};
+use super::{BatchWrite, Change, Replica, Write};
+use crate::clock::Stamp;
+use crate::error::{Error, Result};
+use crate::id::UnitAddress;
+use crate::key::{KeySpec, SharedKey};
+use crate::limits::{MAX_LOCAL_STATE_BYTES, MAX_STATE_BYTES, encoded_len};
+use crate::message::Message;
+use crate::op::{Op, OpGroup, OpId, Payload};
+use crate::scope::{FullKey, Lifetime};
+use crate::strategy::KeyState;
+
+/// Slack added to a size estimate per write: the op's stamp, id and writer
+/// around its value.
+const ITEM_OVERHEAD: usize = 512;
+
+impl Replica {
+    /// Writes `value` to `key` on behalf of `unit`.
+    ///
+    /// Per strategy: last-write-wins and merge always succeed (merge sends
+    /// only the changed top-level fields); first-write-wins fails with
+    /// [`Error::FirstWriteWins`] once the key holds a value; sum resets the
+    /// counter to `value` (increments made concurrently elsewhere still
+    /// count on top of it, and two tabs resetting at once agree);
+    /// user-resolve supersedes every value currently visible (so writing
+    /// while a conflict is shown resolves it).
+    ///
+    /// A write that would grow the key's state past
+    /// [`MAX_LOCAL_STATE_BYTES`] is refused with [`Error::TooLarge`] and
+    /// changes nothing.
+    pub fn set<T: Serialize>(
+        &mut self,
+        unit: &UnitAddress,
+        key: &SharedKey<T>,
+        value: T,
+    ) -> Result<Write> {
+        put_value(self, unit, key, &value, Intent::Set)
+    }
+
+    /// Adds `delta` to a sum key.
+    pub fn increment<T>(
+        &mut self,
+        unit: &UnitAddress,
+        key: &SharedKey<T>,
+        delta: i64,
+    ) -> Result<Write> {
+        put_delta(self, unit, key, delta)
+    }
+
+    /// Resolves a user-resolve key's conflict with `value` (current,
+    /// incoming or custom): a write that supersedes every visible value.
+    pub fn resolve<T: Serialize>(
+        &mut self,
+        unit: &UnitAddress,
+        key: &SharedKey<T>,
+        value: T,
+    ) -> Result<Write> {
+        put_value(self, unit, key, &value, Intent::Resolve)
+    }
+
+    /// Runs several writes atomically: either every write of `f` applies
+    /// (as one [`OpGroup`], one broadcast, one change per key) or, if `f`
+    /// or any write fails, nothing does.
+    pub fn batch<F>(&mut self, f: F) -> Result<BatchWrite>
+    where
+        F: FnOnce(&mut Batch<'_>) -> Result<()>,
+    {
+        self.shed_future();
+        let seq = self.seq;
+        let mut batch = Batch::new(self);
+        let result = f(&mut batch);
+        let staged = batch.finish();
+        match result.and_then(|()| self.check_staged(&staged)) {
+            Ok(()) => Ok(self.commit(staged)),
+            Err(err) => {
+                // Op ids of the abandoned writes are reused; their stamps
+                // are not (the clock only moves forward), which is harmless.
+                self.seq = seq;
+                Err(err)
+            }
+        }
+    }
+
+    /// Applies a local write at once (what [`Sink::put`] is for a
+    /// replica).
+    pub(super) fn write(
+        &mut self,
+        spec: &Arc<KeySpec>,
+        key: FullKey,
+        unit: &UnitAddress,
+        intent: Intent,
+    ) -> Result<Write> {
+        self.shed_future();
+        let payload = payload_for(&self.context(), spec, &key, self.states.get(&key), intent)?;
+        self.write_payload(spec, key, unit, payload, None)
+    }
+
+    /// Stamps, applies and packages a local write. `reuse` replaces the
+    /// fresh stamp (see [`Replica::revert`]).
+    pub(super) fn write_payload(
+        &mut self,
+        spec: &Arc<KeySpec>,
+        key: FullKey,
+        unit: &UnitAddress,
+        payload: Payload,
+        reuse: Option<Stamp>,
+    ) -> Result<Write> {
+        self.check_room(spec, &key)?;
+        let seq = self.seq;
+        let mut op = self.stamp_op(spec, key, unit, payload)?;
+        if let Some(stamp) = reuse {
+            op.stamp = stamp;
+        }
+        let change = match self.apply_sized(spec, &op) {
+            Ok(change) => change,
+            Err(err) => {
+                self.seq = seq;
+                return Err(err);
+            }
+        };
+        let message = (spec.lifetime() != Lifetime::Memory).then(|| {
+            Message::Ops(OpGroup {
+                ops: vec![op.clone()],
+            })
+        });
+        Ok(Write {
+            op,
+            change,
+            message,
+        })
+    }
+
+    pub(crate) fn stamp_op(
+        &mut self,
+        spec: &KeySpec,
+        key: FullKey,
+        unit: &UnitAddress,
+        payload: Payload,
+    ) -> Result<Op> {
+        let seq = self
+            .seq
+            .checked_add(1)
+            .ok_or_else(|| Error::Overflow { key: key.clone() })?;
+        let stamp = self.hlc.tick(self.now());
+        self.seq = seq;
+        Ok(Op {
+            id: OpId { tab: self.tab, seq },
+            key,
+            writer: unit.clone(),
+            stamp,
+            schema: spec.schema().version(),
+            payload,
+        })
+    }
+
+    /// Applies a local op, refusing it (and changing nothing) if the key's
+    /// state would pass [`MAX_LOCAL_STATE_BYTES`]; returns the change.
+    pub(super) fn apply_sized(&mut self, spec: &KeySpec, op: &Op) -> Result<Option<Change>> {
+        let before = self.before(spec, &op.key);
+        let added = encoded_len(&op.payload, MAX_STATE_BYTES) + ITEM_OVERHEAD;
+        let estimate = self.size_estimate(&op.key).saturating_add(added);
+        if estimate <= MAX_LOCAL_STATE_BYTES {
+            self.state_mut(spec, &op.key).apply(op)?;
+            self.sizes.insert(op.key.clone(), estimate);
+        } else {
+            let mut trial = self
+                .states
+                .get(&op.key)
+                .cloned()
+                .unwrap_or_else(|| KeyState::empty(spec.strategy()));
+            trial.apply(op)?;
+            let size = Self::fits_under(&trial, MAX_LOCAL_STATE_BYTES)?;
+            self.count_key(spec, &op.key);
+            self.states.insert(op.key.clone(), trial);
+            self.sizes.insert(op.key.clone(), size);
+        }
+        self.touch(spec, &op.key);
+        Ok(self.changed(spec, &op.key, before))
+    }
+
+    /// The state of `key`, created empty (and counted) if missing.
+    pub(super) fn state_mut(&mut self, spec: &KeySpec, key: &FullKey) -> &mut KeyState {
+        self.count_key(spec, key);
+        self.states
+            .entry(key.clone())
+            .or_insert_with(|| KeyState::empty(spec.strategy()))
+    }
+
+    pub(super) fn size_estimate(&self, key: &FullKey) -> usize {
+        match self.sizes.get(key) {
+            Some(size) => *size,
+            None => self
+                .states
+                .get(key)
+                .map_or(0, |state| encoded_len(state, MAX_STATE_BYTES + 1)),
+        }
+    }
+
+    /// The serialized size of `state`, or [`Error::TooLarge`] past
+    /// [`MAX_STATE_BYTES`] (what an incoming item may grow a state to).
+    pub(super) fn fits(state: &KeyState) -> Result<usize> {
+        Self::fits_under(state, MAX_STATE_BYTES)
+    }
+
+    /// The serialized size of `state`, or [`Error::TooLarge`] past `limit`.
+    pub(super) fn fits_under(state: &KeyState, limit: usize) -> Result<usize> {
+        let size = encoded_len(state, limit + 1);
+        if size > limit {
+            return Err(Error::TooLarge {
+                what: "key state",
+                size,
+                limit,
+            });
+        }
+        Ok(size)
+    }
+}
+
+impl Sink for Replica {
+    type Done = Write;
+
+    fn replica(&self) -> &Replica {
+        self
+    }
+
+    fn put(
+        &mut self,
+        spec: &Arc<KeySpec>,
+        full: FullKey,
+        unit: &UnitAddress,
+        intent: Intent,
+    ) -> Result<Write> {
+        self.write(spec, full, unit, intent)
+    }
+}

@@ -1,0 +1,839 @@
+//! Replica behaviour through its public API: strategies end to end, batches,
+//! snapshots, persistence, migrations, paths and clocks.
+
+// Test and bench code: a panic here is a failed test, and clippy.toml's
+// allow-unwrap-in-tests does not reach helpers outside #[test] functions.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use gaesup_state_core::{
+    Error, Lifetime, ManualClock, MemoryStorage, Message, Path, Replica, Scope, SharedKey, Storage,
+    Strategy, TabId, UnitAddress, Write,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+const NOW: u64 = 1_700_000_000_000;
+
+fn unit(text: &str) -> UnitAddress {
+    text.parse().unwrap()
+}
+
+fn key<T>(name: &str, strategy: Strategy) -> SharedKey<T>
+where
+    T: Serialize + serde::de::DeserializeOwned + Default + 'static,
+{
+    SharedKey::<T>::builder(name)
+        .scope(Scope::Apartment)
+        .lifetime(Lifetime::Persistent)
+        .strategy(strategy)
+        .build()
+        .unwrap()
+}
+
+struct Tab {
+    clock: ManualClock,
+    store: Replica,
+}
+
+fn tab(id: u64) -> Tab {
+    let clock = ManualClock::new(NOW);
+    Tab {
+        store: Replica::new(TabId::new(id), clock.clone()),
+        clock,
+    }
+}
+
+fn send(write: &Write, to: &mut Replica) {
+    let text = write.message.as_ref().unwrap().encode().unwrap();
+    let inbound = to.receive_text(&text);
+    assert!(inbound.errors.is_empty(), "{:?}", inbound.errors);
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Profile {
+    name: String,
+    age: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nick: Option<String>,
+}
+
+#[test]
+fn last_write_wins_even_when_the_later_writer_has_a_slower_clock() {
+    let k = key::<i64>("k", Strategy::LastWriteWins);
+    let (mut a, mut b) = (tab(1), tab(2));
+    a.store.declare(&k).unwrap();
+    b.store.declare(&k).unwrap();
+    b.clock.set(NOW - 60_000); // b's clock is a minute behind
+    let u = unit("x/y/z");
+    let first = a.store.set(&u, &k, 1).unwrap();
+    send(&first, &mut b.store);
+    // b writes after seeing a's write: it must win although its wall clock
+    // is behind.
+    let second = b.store.set(&u, &k, 2).unwrap();
+    assert!(second.op.stamp > first.op.stamp);
+    send(&second, &mut a.store);
+    assert_eq!(a.store.get(&u, &k).unwrap(), 2);
+    assert_eq!(b.store.get(&u, &k).unwrap(), 2);
+}
+
+#[test]
+fn a_stamp_ahead_of_the_clock_waits_and_a_far_future_one_is_refused() {
+    const DAY: u64 = 24 * 3600 * 1000;
+    let k = key::<i64>("k", Strategy::LastWriteWins);
+    let (mut a, mut b) = (tab(1), tab(2));
+    a.store.declare(&k).unwrap();
+    b.store.declare(&k).unwrap();
+    let u = unit("x/y/z");
+    // Three days ahead: kept, and applied once b's clock is within a day.
+    a.clock.set(NOW + 3 * DAY);
+    let write = a.store.set(&u, &k, 1).unwrap();
+    let inbound = b.store.receive(write.message.as_ref().unwrap());
+    assert!(inbound.errors.is_empty(), "{:?}", inbound.errors);
+    assert_eq!(inbound.held, 1);
+    assert_eq!(b.store.get(&u, &k).unwrap(), 0);
+    b.clock.set(NOW + 2 * DAY);
+    let changes = b.store.poll();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(b.store.get(&u, &k).unwrap(), 1);
+    // Eight days ahead of b: refused.
+    a.clock.set(NOW + 10 * DAY + 1);
+    let write = a.store.set(&u, &k, 2).unwrap();
+    let inbound = b.store.receive(write.message.as_ref().unwrap());
+    assert!(matches!(inbound.errors[..], [Error::ClockSkew { .. }]));
+}
+
+#[test]
+fn first_write_wins_refuses_later_writes_and_the_lowest_stamp_wins_concurrently() {
+    let k = key::<String>("owner", Strategy::FirstWriteWins);
+    let (mut a, mut b) = (tab(1), tab(2));
+    a.store.declare(&k).unwrap();
+    b.store.declare(&k).unwrap();
+    let u = unit("x/y/z");
+    // Concurrent first writes: b's is earlier.
+    let late = {
+        a.clock.advance(10);
+        a.store.set(&u, &k, "a".to_owned()).unwrap()
+    };
+    let early = b.store.set(&u, &k, "b".to_owned()).unwrap();
+    send(&late, &mut b.store);
+    send(&early, &mut a.store);
+    assert_eq!(a.store.get(&u, &k).unwrap(), "b");
+    assert_eq!(b.store.get(&u, &k).unwrap(), "b");
+    // A later write is refused with a clear error.
+    let err = a.store.set(&u, &k, "c".to_owned()).unwrap_err();
+    assert!(matches!(err, Error::FirstWriteWins { existing, .. } if existing == early.op.stamp));
+    assert!(err.to_string().contains("first write wins"));
+}
+
+#[test]
+fn merge_keeps_concurrent_edits_of_different_fields() {
+    let k = key::<Profile>("profile", Strategy::Merge);
+    let (mut a, mut b) = (tab(1), tab(2));
+    a.store.declare(&k).unwrap();
+    b.store.declare(&k).unwrap();
+    let u = unit("x/y/z");
+    let start = Profile {
+        name: "kim".into(),
+        age: 30,
+        nick: Some("k".into()),
+    };
+    let first = a.store.set(&u, &k, start.clone()).unwrap();
+    send(&first, &mut b.store);
+    // a renames, b has a birthday and drops the nickname, concurrently.
+    let rename = a
+        .store
+        .set(
+            &u,
+            &k,
+            Profile {
+                name: "lee".into(),
+                ..start.clone()
+            },
+        )
+        .unwrap();
+    let birthday = b
+        .store
+        .set(
+            &u,
+            &k,
+            Profile {
+                age: 31,
+                nick: None,
+                ..start.clone()
+            },
+        )
+        .unwrap();
+    // Only changed fields travel.
+    assert_eq!(
+        serde_json::to_value(&rename.op.payload).unwrap(),
+        json!({"kind": "patch", "data": {"set": {"name": "lee"}}})
+    );
+    send(&rename, &mut b.store);
+    send(&birthday, &mut a.store);
+    let expected = Profile {
+        name: "lee".into(),
+        age: 31,
+        nick: None,
+    };
+    assert_eq!(a.store.get(&u, &k).unwrap(), expected);
+    assert_eq!(b.store.get(&u, &k).unwrap(), expected);
+}
+
+#[test]
+fn merge_of_non_objects_is_last_write_wins() {
+    let k = key::<Value>("v", Strategy::Merge);
+    let mut a = tab(1);
+    a.store.declare(&k).unwrap();
+    let u = unit("x/y/z");
+    a.store.set(&u, &k, json!({"a": 1})).unwrap();
+    a.store.set(&u, &k, json!([1, 2])).unwrap();
+    assert_eq!(a.store.get(&u, &k).unwrap(), json!([1, 2]));
+    a.store.set(&u, &k, json!({"b": 2})).unwrap();
+    assert_eq!(a.store.get(&u, &k).unwrap(), json!({"b": 2}));
+}
+
+#[test]
+fn sum_counts_every_increment_once_and_set_becomes_an_increment() {
+    let k = key::<i64>("clicks", Strategy::Sum);
+    let (mut a, mut b) = (tab(1), tab(2));
+    a.store.declare(&k).unwrap();
+    b.store.declare(&k).unwrap();
+    let u = unit("x/y/z");
+    let one = a.store.increment(&u, &k, 5).unwrap();
+    let two = b.store.increment(&u, &k, -2).unwrap();
+    send(&one, &mut b.store);
+    send(&one, &mut b.store);
+    send(&two, &mut a.store);
+    assert_eq!(a.store.get(&u, &k).unwrap(), 3);
+    assert_eq!(b.store.get(&u, &k).unwrap(), 3);
+    let reset = a.store.set(&u, &k, 0).unwrap();
+    send(&reset, &mut b.store);
+    assert_eq!(b.store.get(&u, &k).unwrap(), 0);
+    assert!(matches!(
+        a.store
+            .increment(&u, &key::<i64>("lww", Strategy::LastWriteWins), 1),
+        Err(Error::UnknownKey { .. })
+    ));
+    let lww = key::<i64>("lww", Strategy::LastWriteWins);
+    a.store.declare(&lww).unwrap();
+    assert!(matches!(
+        a.store.increment(&u, &lww, 1),
+        Err(Error::WrongStrategy { .. })
+    ));
+    assert!(matches!(
+        a.store
+            .increment(&u, &k, i64::MAX)
+            .and_then(|_| a.store.increment(&u, &k, i64::MAX)),
+        Err(Error::Overflow { .. })
+    ));
+}
+
+#[test]
+fn user_resolve_shows_conflicts_until_a_resolution_supersedes_them() {
+    let k = key::<String>("title", Strategy::UserResolve);
+    let (mut a, mut b) = (tab(1), tab(2));
+    a.store.declare(&k).unwrap();
+    b.store.declare(&k).unwrap();
+    let u = unit("x/y/z");
+    let mine = a.store.set(&u, &k, "mine".to_owned()).unwrap();
+    let theirs = b.store.set(&u, &k, "theirs".to_owned()).unwrap();
+    send(&mine, &mut b.store);
+    send(&theirs, &mut a.store);
+    let conflicts = a.store.conflicts(&u, &k).unwrap();
+    assert_eq!(conflicts, b.store.conflicts(&u, &k).unwrap());
+    let values: Vec<&str> = conflicts.iter().map(|c| c.value.as_str()).collect();
+    assert_eq!(
+        values,
+        ["theirs", "mine"],
+        "winner first: b's stamp ties on tab"
+    );
+    assert_eq!(a.store.get(&u, &k).unwrap(), "theirs");
+    // The user picks a custom value.
+    let pick = a.store.resolve(&u, &k, "both".to_owned()).unwrap();
+    send(&pick, &mut b.store);
+    for store in [&a.store, &b.store] {
+        assert!(store.conflicts(&u, &k).unwrap().is_empty());
+        assert_eq!(store.get(&u, &k).unwrap(), "both");
+    }
+}
+
+#[test]
+fn keeping_the_current_value_still_reports_the_conflict_closed() {
+    let k = key::<String>("title", Strategy::UserResolve);
+    let (mut a, mut b) = (tab(1), tab(2));
+    a.store.declare(&k).unwrap();
+    b.store.declare(&k).unwrap();
+    let u = unit("x/y/z");
+    let mine = a.store.set(&u, &k, "mine".to_owned()).unwrap();
+    let theirs = b.store.set(&u, &k, "theirs".to_owned()).unwrap();
+    send(&mine, &mut b.store);
+    send(&theirs, &mut a.store);
+    let current = a.store.get(&u, &k).unwrap();
+    let keep = a.store.resolve(&u, &k, current.clone()).unwrap();
+    let change = keep
+        .change
+        .clone()
+        .expect("the conflict closing is a change");
+    assert_eq!(change.old, change.new, "the value itself did not move");
+    let text = keep.message.as_ref().unwrap().encode().unwrap();
+    let inbound = b.store.receive_text(&text);
+    assert_eq!(inbound.changes.len(), 1, "the other tab hears of it too");
+    assert!(b.store.conflicts(&u, &k).unwrap().is_empty());
+}
+
+#[test]
+fn a_batch_is_all_or_nothing_and_one_message() {
+    let count = key::<i64>("count", Strategy::LastWriteWins);
+    let first = key::<String>("first", Strategy::FirstWriteWins);
+    let (mut a, mut b) = (tab(1), tab(2));
+    for store in [&mut a.store, &mut b.store] {
+        store.declare(&count).unwrap();
+        store.declare(&first).unwrap();
+    }
+    let u = unit("x/y/z");
+    let before = serde_json::to_string(a.store.states()).unwrap();
+    let failed = a.store.batch(|batch| {
+        batch.set(&u, &count, 1)?;
+        batch.set(&u, &first, "one".to_owned())?;
+        batch.set(&u, &first, "two".to_owned())
+    });
+    assert!(matches!(failed, Err(Error::FirstWriteWins { .. })));
+    assert_eq!(serde_json::to_string(a.store.states()).unwrap(), before);
+
+    let done = a
+        .store
+        .batch(|batch| {
+            batch.set(&u, &count, 1)?;
+            batch.set(&u, &count, 2)?;
+            batch.set(&u, &first, "one".to_owned())
+        })
+        .unwrap();
+    assert_eq!(done.group.ops.len(), 3);
+    assert_eq!(done.changes.len(), 2, "one change per key");
+    // Op ids of the failed batch were not burnt.
+    assert_eq!(done.group.ops[0].id.seq, 1);
+    let inbound = b.store.receive(done.message.as_ref().unwrap());
+    assert_eq!(inbound.changes.len(), 2);
+    assert_eq!(b.store.get(&u, &count).unwrap(), 2);
+}
+
+#[test]
+fn snapshot_and_restore_round_trip_and_reach_other_tabs() {
+    let count = key::<i64>("count", Strategy::LastWriteWins);
+    let clicks = key::<i64>("clicks", Strategy::Sum);
+    let profile = key::<Profile>("profile", Strategy::Merge);
+    let (mut a, mut b) = (tab(1), tab(2));
+    for store in [&mut a.store, &mut b.store] {
+        store.declare(&count).unwrap();
+        store.declare(&clicks).unwrap();
+        store.declare(&profile).unwrap();
+    }
+    let u = unit("x/y/z");
+    a.store.set(&u, &count, 4).unwrap();
+    a.store.increment(&u, &clicks, 10).unwrap();
+    a.store
+        .set(
+            &u,
+            &profile,
+            Profile {
+                name: "kim".into(),
+                age: 1,
+                nick: None,
+            },
+        )
+        .unwrap();
+    let snapshot = a.store.snapshot(&u, Scope::Apartment);
+    let text = snapshot.to_json().unwrap();
+    assert!(text.starts_with(r#"{"format":"gaesup-snapshot","version":1"#));
+
+    a.store.set(&u, &count, 99).unwrap();
+    a.store.increment(&u, &clicks, 5).unwrap();
+    let restored = a.store.restore(&u, &text).unwrap();
+    assert_eq!(
+        restored.group.ops.len(),
+        2,
+        "the unchanged profile is skipped"
+    );
+    assert_eq!(a.store.get(&u, &count).unwrap(), 4);
+    assert_eq!(a.store.get(&u, &clicks).unwrap(), 10);
+    // Restoring the same snapshot again writes nothing.
+    assert!(a.store.restore(&u, &text).unwrap().group.is_empty());
+    // A snapshot taken in one place restores in another apartment.
+    let elsewhere = unit("other/y/z");
+    b.store.restore(&elsewhere, &text).unwrap();
+    assert_eq!(b.store.get(&elsewhere, &count).unwrap(), 4);
+    assert_eq!(b.store.get(&u, &count).unwrap(), 0);
+}
+
+#[test]
+fn persist_and_load_round_trip_by_lifetime() {
+    let kept = key::<i64>("kept", Strategy::LastWriteWins);
+    let session = SharedKey::<i64>::builder("session")
+        .scope(Scope::Apartment)
+        .lifetime(Lifetime::Ephemeral)
+        .build()
+        .unwrap();
+    let scratch = SharedKey::<i64>::builder("scratch")
+        .scope(Scope::Apartment)
+        .lifetime(Lifetime::Memory)
+        .build()
+        .unwrap();
+    let u = unit("x/y/z");
+    let mut local = MemoryStorage::new();
+    let mut session_storage = MemoryStorage::new();
+    let mut a = tab(1);
+    a.store.declare(&kept).unwrap();
+    a.store.declare(&session).unwrap();
+    a.store.declare(&scratch).unwrap();
+    a.store.set(&u, &kept, 1).unwrap();
+    a.store.set(&u, &session, 2).unwrap();
+    a.store.set(&u, &scratch, 3).unwrap();
+    assert!(
+        a.store
+            .persist(Lifetime::Memory, &mut local)
+            .written
+            .is_empty()
+    );
+    assert_eq!(
+        a.store
+            .persist(Lifetime::Persistent, &mut local)
+            .written
+            .len(),
+        1
+    );
+    assert_eq!(
+        a.store
+            .persist(Lifetime::Ephemeral, &mut session_storage)
+            .written
+            .len(),
+        1
+    );
+    // Nothing changed: nothing rewritten.
+    assert!(
+        a.store
+            .persist(Lifetime::Persistent, &mut local)
+            .written
+            .is_empty()
+    );
+    assert_eq!(local.keys().unwrap(), vec!["gaesup/state/apartment/x/kept"]);
+
+    let mut b = tab(3);
+    b.store.declare(&kept).unwrap();
+    b.store.declare(&session).unwrap();
+    b.store.declare(&scratch).unwrap();
+    let report = b.store.load(Lifetime::Persistent, &mut local).unwrap();
+    assert_eq!(report.changes.len(), 1);
+    b.store
+        .load(Lifetime::Ephemeral, &mut session_storage)
+        .unwrap();
+    assert_eq!(b.store.get(&u, &kept).unwrap(), 1);
+    assert_eq!(b.store.get(&u, &session).unwrap(), 2);
+    assert_eq!(b.store.get(&u, &scratch).unwrap(), 0);
+}
+
+#[test]
+fn persist_merges_what_another_tab_stored_instead_of_overwriting_it() {
+    let clicks = key::<i64>("clicks", Strategy::Sum);
+    let u = unit("x/y/z");
+    let mut storage = MemoryStorage::new();
+    let (mut a, mut b) = (tab(1), tab(2));
+    a.store.declare(&clicks).unwrap();
+    b.store.declare(&clicks).unwrap();
+    // Their broadcasts are lost; both persist to the same storage.
+    a.store.increment(&u, &clicks, 2).unwrap();
+    b.store.increment(&u, &clicks, 3).unwrap();
+    a.store.persist(Lifetime::Persistent, &mut storage);
+    let report = b.store.persist(Lifetime::Persistent, &mut storage);
+    assert_eq!(report.changes.len(), 1);
+    assert_eq!(b.store.get(&u, &clicks).unwrap(), 5);
+    let mut c = tab(3);
+    c.store.declare(&clicks).unwrap();
+    c.store.load(Lifetime::Persistent, &mut storage).unwrap();
+    assert_eq!(c.store.get(&u, &clicks).unwrap(), 5);
+}
+
+#[test]
+fn loading_a_declaration_reads_only_its_own_entries() {
+    let notes = SharedKey::<String>::builder("notes")
+        .lifetime(Lifetime::Persistent)
+        .build()
+        .unwrap();
+    let other = key::<i64>("other", Strategy::LastWriteWins);
+    let mut storage = MemoryStorage::new();
+    let mut a = tab(1);
+    a.store.declare(&notes).unwrap();
+    a.store.declare(&other).unwrap();
+    a.store.set(&unit("x/y/one"), &notes, "1".into()).unwrap();
+    a.store.set(&unit("x/y/two"), &notes, "2".into()).unwrap();
+    a.store.set(&unit("x/y/one"), &other, 7).unwrap();
+    a.store.persist(Lifetime::Persistent, &mut storage);
+    // Another key's entry is corrupt: loading `notes` must not touch it.
+    storage
+        .set("gaesup/state/apartment/x/other", "{broken")
+        .unwrap();
+
+    let mut b = tab(2);
+    b.store.declare(&notes).unwrap();
+    b.store.declare(&other).unwrap();
+    let report = b.store.load_declared(notes.spec(), &mut storage).unwrap();
+    let loaded: Vec<String> = report.loaded.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        loaded,
+        ["private/x/y/one/notes", "private/x/y/two/notes"],
+        "every address of the declaration, nothing else"
+    );
+    assert!(report.quarantined.is_empty() && report.failed.is_empty());
+    assert_eq!(b.store.get(&unit("x/y/two"), &notes).unwrap(), "2");
+    assert_eq!(
+        b.store.get(&unit("x/y/one"), &other).unwrap(),
+        0,
+        "not loaded"
+    );
+
+    // The full load still finds the corrupt entry and sets it aside.
+    let report = b.store.load(Lifetime::Persistent, &mut storage).unwrap();
+    assert_eq!(report.quarantined.len(), 1);
+}
+
+#[test]
+fn old_schema_ops_are_migrated_on_receipt_and_newer_ones_refused() {
+    fn to_object(v: Value) -> Result<Value, String> {
+        Ok(json!({ "n": v }))
+    }
+    let v1 = SharedKey::<Value>::builder("doc")
+        .scope(Scope::Apartment)
+        .lifetime(Lifetime::Persistent)
+        .build()
+        .unwrap();
+    let v2 = SharedKey::<Value>::builder("doc")
+        .scope(Scope::Apartment)
+        .lifetime(Lifetime::Persistent)
+        .schema(2)
+        .migrate(1, to_object)
+        .build()
+        .unwrap();
+    let (mut old, mut new) = (tab(1), tab(2));
+    old.store.declare(&v1).unwrap();
+    new.store.declare(&v2).unwrap();
+    let u = unit("x/y/z");
+    let write = old.store.set(&u, &v1, json!(7)).unwrap();
+    send(&write, &mut new.store);
+    assert_eq!(new.store.get(&u, &v2).unwrap(), json!({"n": 7}));
+    let write = new.store.set(&u, &v2, json!({"n": 8})).unwrap();
+    let inbound = old.store.receive(write.message.as_ref().unwrap());
+    assert!(matches!(
+        inbound.errors[..],
+        [Error::NewerSchema {
+            found: 2,
+            supported: 1,
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn path_subscribers_see_only_changes_at_their_path() {
+    type Cart = BTreeMap<String, Value>;
+    let cart = key::<Cart>("cart", Strategy::Merge);
+    let mut a = tab(1);
+    a.store.declare(&cart).unwrap();
+    let u = unit("x/y/z");
+    let qty = Path::parse("items.0.qty").unwrap();
+    let first = a
+        .store
+        .set(
+            &u,
+            &cart,
+            Cart::from([
+                ("items".into(), json!([{"qty": 1}])),
+                ("note".into(), json!("")),
+            ]),
+        )
+        .unwrap();
+    assert!(first.change.as_ref().unwrap().touches(&qty));
+    let note = a
+        .store
+        .set(
+            &u,
+            &cart,
+            Cart::from([
+                ("items".into(), json!([{"qty": 1}])),
+                ("note".into(), json!("gift")),
+            ]),
+        )
+        .unwrap();
+    assert!(!note.change.as_ref().unwrap().touches(&qty));
+    assert_eq!(a.store.get_path(&u, &cart, &qty).unwrap(), Some(json!(1)));
+    assert_eq!(
+        a.store
+            .get_path(&u, &cart, &Path::parse("items.5").unwrap())
+            .unwrap(),
+        None
+    );
+}
+
+#[test]
+fn a_reloaded_tab_that_kept_its_id_never_reuses_op_ids() {
+    let k = key::<i64>("k", Strategy::UserResolve);
+    let u = unit("x/y/z");
+    let mut storage = MemoryStorage::new();
+    let mut a = tab(1);
+    a.store.declare(&k).unwrap();
+    let last = (0..3)
+        .map(|i| a.store.set(&u, &k, i).unwrap())
+        .last()
+        .unwrap();
+    a.store.persist(Lifetime::Persistent, &mut storage);
+    let mut again = Replica::new(TabId::new(1), a.clock.clone());
+    again.declare(&k).unwrap();
+    again.load(Lifetime::Persistent, &mut storage).unwrap();
+    let next = again.set(&u, &k, 9).unwrap();
+    assert!(next.op.id.seq > last.op.id.seq);
+    assert!(next.op.stamp > last.op.stamp);
+    assert_eq!(again.get(&u, &k).unwrap(), 9);
+}
+
+#[test]
+fn tabs_talk_through_a_transport() {
+    use gaesup_state_core::{MemoryBus, Transport};
+    let k = key::<i64>("k", Strategy::Sum);
+    let u = unit("x/y/z");
+    let bus = MemoryBus::new();
+    let mut tabs: Vec<(Replica, _)> = (1..=3)
+        .map(|id| {
+            let mut store = Replica::new(TabId::new(id), ManualClock::new(NOW));
+            store.declare(&k).unwrap();
+            (store, bus.connect(TabId::new(id)))
+        })
+        .collect();
+    bus.set_duplicate_all(true);
+    for (store, endpoint) in &mut tabs {
+        let write = store.increment(&u, &k, 1).unwrap();
+        endpoint.send(write.message.as_ref().unwrap()).unwrap();
+    }
+    // Tab 3 misses a write from tab 1 while the bus drops messages.
+    bus.set_duplicate_all(false);
+    bus.set_drop_all(true);
+    let write = tabs[0].0.increment(&u, &k, 10).unwrap();
+    tabs[0].1.send(write.message.as_ref().unwrap()).unwrap();
+    bus.set_drop_all(false);
+    for (store, endpoint) in &mut tabs {
+        for text in endpoint.drain() {
+            assert!(store.receive_text(&text).errors.is_empty());
+        }
+    }
+    assert_eq!(tabs[2].0.get(&u, &k).unwrap(), 3);
+    // Tab 3 asks for state; the others answer through the bus.
+    let request = tabs[2].0.sync_request();
+    tabs[2].1.send(&request).unwrap();
+    for _ in 0..2 {
+        for (store, endpoint) in &mut tabs {
+            for text in endpoint.drain() {
+                let inbound = store.receive_text(&text);
+                for reply in &inbound.replies {
+                    endpoint.send(reply).unwrap();
+                }
+            }
+        }
+    }
+    for (store, _) in &tabs {
+        assert_eq!(store.get(&u, &k).unwrap(), 13);
+    }
+    assert!(bus.sent() > 0);
+}
+
+#[test]
+fn a_new_tab_catches_up_through_sync() {
+    let k = key::<i64>("k", Strategy::LastWriteWins);
+    let clicks = key::<i64>("clicks", Strategy::Sum);
+    let u = unit("x/y/z");
+    let (mut a, mut b) = (tab(1), tab(2));
+    for store in [&mut a.store, &mut b.store] {
+        store.declare(&k).unwrap();
+        store.declare(&clicks).unwrap();
+    }
+    a.store.set(&u, &k, 5).unwrap();
+    a.store.increment(&u, &clicks, 3).unwrap();
+    let request = b.store.sync_request().encode().unwrap();
+    let inbound = a.store.receive_text(&request);
+    assert_eq!(inbound.replies.len(), 1);
+    for reply in &inbound.replies {
+        let inbound = b.store.receive_text(&reply.encode().unwrap());
+        assert_eq!(inbound.changes.len(), 2);
+    }
+    assert_eq!(b.store.get(&u, &k).unwrap(), 5);
+    assert_eq!(b.store.get(&u, &clicks).unwrap(), 3);
+    assert_eq!(
+        serde_json::to_string(a.store.states()).unwrap(),
+        serde_json::to_string(b.store.states()).unwrap()
+    );
+    // Its own request echoed back is ignored.
+    assert!(b.store.receive_text(&request).replies.is_empty());
+    let _: Message = Message::decode(&request).unwrap();
+}
+
+#[test]
+fn revert_restores_the_previous_value_but_never_erases_a_later_write() {
+    let k = key::<i64>("k", Strategy::LastWriteWins);
+    let (mut a, mut b) = (tab(1), tab(2));
+    a.store.declare(&k).unwrap();
+    b.store.declare(&k).unwrap();
+    let u = unit("x/y/z");
+    let base = a.store.set(&u, &k, 1).unwrap();
+    send(&base, &mut b.store);
+    a.clock.advance(1);
+    let optimistic = a.store.set(&u, &k, 2).unwrap();
+    // b writes later, but a has not received it when it reverts.
+    b.clock.advance(5);
+    let later = b.store.set(&u, &k, 3).unwrap();
+    a.clock.advance(10);
+    let revert = a.store.revert(&u, &k, &optimistic).unwrap().unwrap();
+    assert_eq!(a.store.get(&u, &k).unwrap(), 1);
+    send(&later, &mut a.store);
+    send(&optimistic, &mut b.store);
+    send(&revert, &mut b.store);
+    assert_eq!(a.store.get(&u, &k).unwrap(), 3);
+    assert_eq!(b.store.get(&u, &k).unwrap(), 3);
+    // Once overwritten, there is nothing left to revert.
+    assert_eq!(a.store.revert(&u, &k, &optimistic).unwrap(), None);
+}
+
+#[test]
+fn revert_per_strategy() {
+    let u = unit("x/y/z");
+    let (mut a, mut b) = (tab(1), tab(2));
+    // Merge: only the fields nobody wrote since come back.
+    let cart = key::<BTreeMap<String, i64>>("cart", Strategy::Merge);
+    a.store.declare(&cart).unwrap();
+    b.store.declare(&cart).unwrap();
+    let start = BTreeMap::from([("x".to_owned(), 1), ("y".to_owned(), 1)]);
+    send(
+        &a.store.set(&u, &cart, start.clone()).unwrap(),
+        &mut b.store,
+    );
+    a.clock.advance(1);
+    let both = BTreeMap::from([("x".to_owned(), 2), ("y".to_owned(), 2)]);
+    let optimistic = a.store.set(&u, &cart, both).unwrap();
+    b.clock.advance(5);
+    let y = BTreeMap::from([("x".to_owned(), 1), ("y".to_owned(), 3)]);
+    send(&b.store.set(&u, &cart, y).unwrap(), &mut a.store);
+    let revert = a.store.revert(&u, &cart, &optimistic).unwrap().unwrap();
+    send(&optimistic, &mut b.store);
+    send(&revert, &mut b.store);
+    let expected = BTreeMap::from([("x".to_owned(), 1), ("y".to_owned(), 3)]);
+    assert_eq!(a.store.get(&u, &cart).unwrap(), expected);
+    assert_eq!(b.store.get(&u, &cart).unwrap(), expected);
+
+    // Sum: the increment is subtracted, other increments stay.
+    let clicks = key::<i64>("clicks", Strategy::Sum);
+    a.store.declare(&clicks).unwrap();
+    let mine = a.store.increment(&u, &clicks, 5).unwrap();
+    a.store.increment(&u, &clicks, 2).unwrap();
+    a.store.revert(&u, &clicks, &mine).unwrap().unwrap();
+    assert_eq!(a.store.get(&u, &clicks).unwrap(), 2);
+
+    // User-resolve: a concurrent value survives the revert.
+    let title = key::<String>("title", Strategy::UserResolve);
+    a.store.declare(&title).unwrap();
+    b.store.declare(&title).unwrap();
+    send(
+        &a.store.set(&u, &title, "old".to_owned()).unwrap(),
+        &mut b.store,
+    );
+    let optimistic = a.store.set(&u, &title, "new".to_owned()).unwrap();
+    send(
+        &b.store.set(&u, &title, "theirs".to_owned()).unwrap(),
+        &mut a.store,
+    );
+    a.store.revert(&u, &title, &optimistic).unwrap().unwrap();
+    let values: Vec<String> = a
+        .store
+        .conflicts(&u, &title)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.value)
+        .collect();
+    assert_eq!(values.len(), 2);
+    assert!(values.contains(&"theirs".to_owned()) && values.contains(&"old".to_owned()));
+
+    // First-write-wins: the first value is final.
+    let owner = key::<i64>("owner", Strategy::FirstWriteWins);
+    a.store.declare(&owner).unwrap();
+    let first = a.store.set(&u, &owner, 1).unwrap();
+    assert!(matches!(
+        a.store.revert(&u, &owner, &first),
+        Err(Error::WrongStrategy { .. })
+    ));
+    // A write of another key or another store is refused.
+    assert!(matches!(
+        a.store.revert(&u, &clicks, &first),
+        Err(Error::Malformed { .. })
+    ));
+}
+
+#[test]
+fn an_erased_key_is_the_same_key_and_keeps_its_type() {
+    let typed = key::<i64>("count", Strategy::LastWriteWins);
+    let mut a = tab(1);
+    a.store.declare(&typed).unwrap();
+    let u = unit("x/y/z");
+    let json = SharedKey::erased(Arc::clone(typed.spec()));
+    a.store.set(&u, &json, json!(4)).unwrap();
+    assert_eq!(a.store.get(&u, &typed).unwrap(), 4);
+    let err = a.store.set(&u, &json, json!("four")).unwrap_err();
+    assert_eq!(err.code(), "type_mismatch");
+    assert_eq!(
+        a.store.get(&u, &typed).unwrap(),
+        4,
+        "refused write changed nothing"
+    );
+    let err = a
+        .store
+        .batch(|b| b.set(&u, &json, json!({"no": 1})))
+        .unwrap_err();
+    assert_eq!(err.code(), "type_mismatch");
+}
+
+#[test]
+fn reads_borrow_or_build_the_value_per_strategy_and_agree_with_get_value() {
+    let u = unit("x/y/z");
+    let doc = SharedKey::<Value>::builder_with_default("doc", json!({"a": [1, 2]}))
+        .build()
+        .unwrap();
+    let total = key::<i64>("total", Strategy::Sum);
+    let profile = key::<Profile>("profile", Strategy::Merge);
+    let mut a = tab(1);
+    a.store.declare(&doc).unwrap();
+    a.store.declare(&total).unwrap();
+    a.store.declare(&profile).unwrap();
+    let second = Path::parse("a.1").unwrap();
+    assert_eq!(
+        a.store.get_path(&u, &doc, &second).unwrap(),
+        Some(json!(2)),
+        "default"
+    );
+    a.store.set(&u, &doc, json!({"a": [1, 5]})).unwrap();
+    assert_eq!(a.store.get_path(&u, &doc, &second).unwrap(), Some(json!(5)));
+    assert_eq!(
+        a.store.get(&u, &doc).unwrap(),
+        a.store.get_value(&u, &doc).unwrap()
+    );
+    a.store.increment(&u, &total, 4).unwrap();
+    assert_eq!(a.store.get(&u, &total).unwrap(), 4);
+    let ann = Profile {
+        name: "Ann".into(),
+        age: 3,
+        nick: None,
+    };
+    a.store.set(&u, &profile, ann.clone()).unwrap();
+    assert_eq!(a.store.get(&u, &profile).unwrap(), ann);
+    assert_eq!(
+        a.store
+            .get_path(&u, &profile, &Path::parse("name").unwrap())
+            .unwrap(),
+        Some(json!("Ann"))
+    );
+}

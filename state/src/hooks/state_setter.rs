@@ -1,0 +1,178 @@
+//! [`StateSetter`]: the write half of `use_shared_state`, `Copy`, with
+//! optimistic writes that roll back.
+
+use std::future::Future;
+
+use gaesup_state_core::{SharedKey, Write};
+use leptos::prelude::*;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::shared_state::{HOOK, Validator};
+use crate::containers::UnitContext;
+use crate::error::{Result, StateError};
+
+/// The key a setter writes, and the unit it writes as.
+pub(super) struct Target<T> {
+    pub(super) unit: UnitContext,
+    pub(super) key: SharedKey<T>,
+}
+
+impl<T> Clone for Target<T> {
+    fn clone(&self) -> Self {
+        Self {
+            unit: self.unit.clone(),
+            key: self.key.clone(),
+        }
+    }
+}
+
+/// The write half of [`use_shared_state`](crate::use_shared_state): `Copy`,
+/// so event handlers take it freely. Every method records its failure in
+/// [`StateMeta::error`](crate::StateMeta::error); the `try_` methods also
+/// return it.
+pub struct StateSetter<T: Send + Sync + 'static> {
+    pub(super) target: StoredValue<Option<Target<T>>>,
+    pub(super) error: RwSignal<Option<StateError>>,
+    pub(super) pending: RwSignal<u32>,
+    pub(super) validate: Option<Validator<T>>,
+}
+
+impl<T: Send + Sync + 'static> Clone for StateSetter<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T: Send + Sync + 'static> Copy for StateSetter<T> {}
+
+/// Runs the confirmation. In the browser through wasm-bindgen's own queue,
+/// so it works whether or not a Leptos executor was set up (a unit test,
+/// an app that never mounted); natively through Leptos's executor.
+fn spawn(task: impl Future<Output = ()> + 'static) {
+    #[cfg(target_arch = "wasm32")]
+    wasm_bindgen_futures::spawn_local(task);
+    #[cfg(not(target_arch = "wasm32"))]
+    leptos::task::spawn_local(task);
+}
+
+impl<T> StateSetter<T>
+where
+    T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    fn target(&self) -> Result<Target<T>> {
+        match self.target.try_get_value() {
+            Some(Some(target)) => Ok(target),
+            Some(None) => Err(StateError::NoUnit { hook: HOOK }),
+            None => Err(StateError::Disposed),
+        }
+    }
+
+    fn record<R>(&self, result: Result<R>) -> Result<R> {
+        let _ = self.error.try_set(result.as_ref().err().cloned());
+        result
+    }
+
+    fn checked(&self, value: &T) -> Result<Target<T>> {
+        let target = self.target()?;
+        if let Some(check) = self.validate {
+            check(value).map_err(|reason| StateError::Rejected {
+                key: target.key.spec().label(),
+                reason,
+            })?;
+        }
+        Ok(target)
+    }
+
+    /// Writes `value`.
+    pub fn set(&self, value: T) {
+        let _ = self.try_set(value);
+    }
+
+    /// Writes `value`, or says why it was refused (the refusal also shows
+    /// in [`StateMeta::error`](crate::StateMeta::error)). What a write
+    /// changed reaches the UI through the hook's `value` and `meta`
+    /// signals, so `Ok` carries nothing: the wire-level op stays inside the
+    /// state manager.
+    pub fn try_set(&self, value: T) -> Result<()> {
+        self.write(value).map(drop)
+    }
+
+    /// [`try_set`](Self::try_set), keeping the core's record of the write
+    /// (what [`set_optimistic`](Self::set_optimistic) rolls back).
+    fn write(&self, value: T) -> Result<Write> {
+        let result = self
+            .checked(&value)
+            .and_then(|t| t.unit.manager.set(&t.unit.address, &t.key, value));
+        self.record(result)
+    }
+
+    /// Reads the current value, changes it with `change`, writes it back.
+    pub fn update(&self, change: impl FnOnce(&mut T)) {
+        let _ = self.try_update(change);
+    }
+
+    /// [`update`](Self::update), or why it failed.
+    pub fn try_update(&self, change: impl FnOnce(&mut T)) -> Result<()> {
+        let current = self
+            .target()
+            .and_then(|t| t.unit.manager.get(&t.unit.address, &t.key));
+        match self.record(current) {
+            Ok(mut value) => {
+                change(&mut value);
+                self.try_set(value)
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Adds `delta` to a sum key (concurrent increments from every tab
+    /// all count).
+    pub fn increment(&self, delta: i64) {
+        let result = self
+            .target()
+            .and_then(|t| t.unit.manager.increment(&t.unit.address, &t.key, delta));
+        let _ = self.record(result);
+    }
+
+    /// Resolves a user-resolve conflict with `value` (current, incoming or
+    /// custom): supersedes every concurrent value.
+    pub fn resolve(&self, value: T) {
+        let result = self
+            .checked(&value)
+            .and_then(|t| t.unit.manager.resolve(&t.unit.address, &t.key, value));
+        let _ = self.record(result);
+    }
+
+    /// Shows `value` at once, then waits for `confirm` (a server call, a
+    /// slow validation). If it fails, the write is rolled back: only this
+    /// write, and only if nobody wrote over it meanwhile. While waiting,
+    /// [`StateMeta::pending`](crate::StateMeta::pending) is true; a
+    /// rejection shows in [`StateMeta::error`](crate::StateMeta::error). A
+    /// write the replica refuses outright
+    /// (permission, first-write-wins) never shows at all.
+    pub fn set_optimistic<F>(&self, value: T, confirm: F)
+    where
+        F: Future<Output = std::result::Result<(), String>> + 'static,
+    {
+        let Ok(write) = self.write(value) else {
+            return;
+        };
+        let this = *self;
+        self.pending.update(|n| *n += 1);
+        spawn(async move {
+            let outcome = confirm.await;
+            let _ = this.pending.try_update(|n| *n = n.saturating_sub(1));
+            if let Err(reason) = outcome {
+                let result: Result<()> = this.target().and_then(|t| {
+                    t.unit.manager.revert(&t.unit.address, &t.key, &write)?;
+                    Err(StateError::Rejected {
+                        key: write.op.key.to_string(),
+                        reason,
+                    })
+                });
+                let _ = this.record(result);
+            }
+        });
+    }
+}

@@ -1,0 +1,219 @@
+//! Declaring keys and keeping them in storage: attaching a storage per
+//! lifetime, loading (a key is loaded when it is declared, so a unit never
+//! renders a default storage would have replaced), saving when a flush is
+//! due, and the entries set aside as unusable (quarantine).
+
+use std::rc::Rc;
+
+use gaesup_state_core::{
+    Change, Error as CoreError, FullKey, Lifetime, LoadReport, PersistReport, Quarantine, Replica,
+    Result as CoreResult, SharedKey, Storage,
+};
+use leptos::prelude::*;
+
+use super::{Origin, Shared, StateManager};
+use crate::error::Result;
+
+impl StateManager {
+    /// Declares a key; declaring it again with the same rules is a no-op.
+    ///
+    /// A key declared for the first time is loaded at once from the
+    /// storage attached for its lifetime, so a unit never renders a default
+    /// that storage would have replaced; writes other tabs made to it
+    /// before it was declared here (they were kept) apply too.
+    pub fn declare<T>(&self, key: &SharedKey<T>) -> Result<()> {
+        let shared = self.shared()?;
+        let (new, declared) = {
+            let mut replica = shared.replica.borrow_mut();
+            let before = replica.specs().count();
+            let declared = replica.declare(key)?;
+            (replica.specs().count() > before, declared)
+        };
+        if new {
+            let spec = key.spec();
+            let report = {
+                let mut replica = shared.replica.borrow_mut();
+                let mut storages = shared.storages.borrow_mut();
+                match storages.get_mut(spec.lifetime()) {
+                    Some(storage) => Some(replica.load_declared(spec, storage)?),
+                    None => None,
+                }
+            };
+            self.publish(
+                &shared,
+                &declared.changes,
+                declared.message.as_ref(),
+                Origin::Remote,
+            );
+            Self::record_dropped(&shared, &declared.errors);
+            if let Some(report) = report {
+                self.settle(&shared, &report.changes);
+            }
+            Self::bump(&shared);
+        }
+        Ok(())
+    }
+
+    /// Attaches the storage for `lifetime` (localStorage for persistent
+    /// keys, sessionStorage for ephemeral ones) and loads what it holds for
+    /// the keys declared so far.
+    pub fn attach_storage(
+        &self,
+        lifetime: Lifetime,
+        storage: Box<dyn Storage>,
+    ) -> Result<Vec<LoadReport>> {
+        let shared = self.shared()?;
+        shared.storages.borrow_mut().attach(lifetime, storage);
+        self.load(&shared, Some(lifetime))
+    }
+
+    /// Re-reads every attached storage and merges what it holds (a tab
+    /// that becomes visible again, another tab's `clear()`), notifying the
+    /// subscribers of every value that changed.
+    pub fn reload(&self) -> Result<Vec<LoadReport>> {
+        let shared = self.shared()?;
+        self.load(&shared, None)
+    }
+
+    pub(super) fn load(&self, shared: &Shared, only: Option<Lifetime>) -> Result<Vec<LoadReport>> {
+        self.through_storages(
+            shared,
+            only,
+            |replica, lifetime, storage| replica.load(lifetime, storage),
+            |report| &report.changes,
+        )
+    }
+
+    /// Runs `each` with the replica over the attached storages (only
+    /// `only`'s, if given), then [`settle`](Self::settle)s what the
+    /// reports say changed: loading and saving, one way.
+    pub(super) fn through_storages<R>(
+        &self,
+        shared: &Shared,
+        only: Option<Lifetime>,
+        mut each: impl FnMut(&mut Replica, Lifetime, &mut dyn Storage) -> CoreResult<R>,
+        changes: impl Fn(&R) -> &[Change],
+    ) -> Result<Vec<R>> {
+        let mut reports = Vec::new();
+        {
+            let mut replica = shared.replica.borrow_mut();
+            let mut storages = shared.storages.borrow_mut();
+            for (lifetime, storage) in storages.each(only) {
+                reports.push(each(&mut replica, lifetime, storage)?);
+            }
+        }
+        let changed: Vec<Change> = reports
+            .iter()
+            .flat_map(|report| changes(report).iter().cloned())
+            .collect();
+        self.settle(shared, &changed);
+        Ok(reports)
+    }
+
+    /// What a load or a save changed reaches subscribers (as changes from
+    /// elsewhere: storage), and the quarantine list follows.
+    pub(super) fn settle(&self, shared: &Shared, changes: &[Change]) {
+        self.publish(shared, changes, None, Origin::Remote);
+        Self::refresh_quarantine(shared);
+    }
+
+    /// Publishes the replica's quarantine list if it changed (called with
+    /// nothing borrowed: the signal may run effects at once).
+    pub(super) fn refresh_quarantine(shared: &Shared) {
+        let now: Vec<Quarantine> = shared.replica.borrow().quarantined().cloned().collect();
+        if shared.quarantine.with_untracked(|list| *list != now) {
+            shared.quarantine.set(now);
+        }
+    }
+
+    /// The entries set aside, as a signal that updates whenever a load, a
+    /// save or a discard changes the list (for a notice area).
+    pub fn quarantine_signal(&self) -> Signal<Vec<Quarantine>> {
+        self.shared()
+            .map(|shared| shared.quarantine.clone().into())
+            .unwrap_or_else(|_| Signal::stored(Vec::new()))
+    }
+
+    /// Writes every changed key to its attached storage (coalesced: the web
+    /// layer calls this at most once per animation frame). Writes that
+    /// fail stay pending and are retried on the next flush.
+    pub fn flush(&self) -> Result<Vec<PersistReport>> {
+        let shared = self.shared()?;
+        self.through_storages(
+            &shared,
+            None,
+            |replica, lifetime, storage| Ok(replica.persist(lifetime, storage)),
+            |report| &report.changes,
+        )
+    }
+
+    /// Stored entries set aside because they could not be used (corrupt,
+    /// from a newer schema, failing migration); their keys read defaults.
+    pub fn quarantined(&self) -> Vec<Quarantine> {
+        self.with_replica(|replica| replica.quarantined().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The raw stored text of a quarantined key, for export. Read from the
+    /// quarantine copy, or else from the untouched original entry.
+    pub fn quarantined_raw(&self, key: &FullKey) -> Result<Option<String>> {
+        let shared = self.shared()?;
+        let lifetime = shared.replica.borrow().spec_for(key)?.lifetime();
+        let storages = shared.storages.borrow();
+        let Some(storage) = storages.get(lifetime) else {
+            return Ok(None);
+        };
+        let read = |entry: &str| storage.get(entry).map_err(CoreError::from);
+        match read(&Replica::quarantine_key(key))? {
+            Some(text) => Ok(Some(text)),
+            None => Ok(read(&Replica::storage_key(key))?),
+        }
+    }
+
+    /// Gives up a quarantined entry (the user chose to discard it): both
+    /// stored copies are removed and the key is saved again on the next
+    /// flush.
+    pub fn discard_quarantine(&self, key: &FullKey) -> Result<()> {
+        let shared = self.shared()?;
+        let lifetime = shared.replica.borrow().spec_for(key)?.lifetime();
+        {
+            let mut replica = shared.replica.borrow_mut();
+            let mut storages = shared.storages.borrow_mut();
+            if let Some(storage) = storages.get_mut(lifetime) {
+                replica.discard_quarantine(key, storage)?;
+            }
+        }
+        Self::refresh_quarantine(&shared);
+        self.notify_dirty(&shared);
+        Self::bump(&shared);
+        Ok(())
+    }
+
+    /// Marks every stored key as changed, so the next flush writes it again
+    /// (after another tab cleared the storage).
+    pub fn mark_all_dirty(&self) {
+        if let Ok(shared) = self.shared() {
+            shared.replica.borrow_mut().mark_all_dirty();
+            self.notify_dirty(&shared);
+        }
+    }
+
+    pub(super) fn notify_dirty(&self, shared: &Shared) {
+        if shared.storages.borrow().is_empty() {
+            return;
+        }
+        let schedulers: Vec<Rc<dyn Fn()>> = shared.on_dirty.borrow().clone();
+        for schedule in schedulers {
+            schedule();
+        }
+    }
+
+    /// Runs `schedule` whenever a [`flush`](Self::flush) becomes due: after
+    /// a local write of a stored key, a changed value from any source, a
+    /// discard, or [`mark_all_dirty`](Self::mark_all_dirty) (the web layer
+    /// schedules one flush per animation frame). Only with storage attached.
+    pub fn on_dirty(&self, schedule: impl Fn() + 'static) -> Result<()> {
+        self.shared()?.on_dirty.borrow_mut().push(Rc::new(schedule));
+        Ok(())
+    }
+}

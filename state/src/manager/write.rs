@@ -1,0 +1,106 @@
+//! Local writes: one key, several keys at once (a batch), and taking an
+//! optimistic write back. Each is published at once: broadcast, logged,
+//! delivered to the subscribers it touched.
+
+use gaesup_state_core::{Batch, BatchWrite, Replica, SharedKey, UnitAddress, Write};
+use serde::Serialize;
+
+use super::{Origin, Shared, StateManager};
+use crate::error::Result;
+
+impl StateManager {
+    /// Writes `value` to `key` for `unit`, then notifies and broadcasts.
+    pub fn set<T: Serialize>(
+        &self,
+        unit: &UnitAddress,
+        key: &SharedKey<T>,
+        value: T,
+    ) -> Result<Write> {
+        self.write(|replica| replica.set(unit, key, value))
+    }
+
+    /// Adds `delta` to a sum key.
+    pub fn increment<T>(
+        &self,
+        unit: &UnitAddress,
+        key: &SharedKey<T>,
+        delta: i64,
+    ) -> Result<Write> {
+        self.write(|replica| replica.increment(unit, key, delta))
+    }
+
+    /// Resolves a user-resolve conflict with `value`.
+    pub fn resolve<T: Serialize>(
+        &self,
+        unit: &UnitAddress,
+        key: &SharedKey<T>,
+        value: T,
+    ) -> Result<Write> {
+        self.write(|replica| replica.resolve(unit, key, value))
+    }
+
+    /// Undoes the local write `written` if nobody wrote over it since
+    /// (see [`Replica::revert`]); a later write by anyone is kept.
+    pub fn revert<T>(
+        &self,
+        unit: &UnitAddress,
+        key: &SharedKey<T>,
+        written: &Write,
+    ) -> Result<Option<Write>> {
+        let shared = self.shared()?;
+        let reverted = shared.replica.borrow_mut().revert(unit, key, written)?;
+        if let Some(write) = &reverted {
+            self.publish(
+                &shared,
+                write.change.as_slice(),
+                write.message.as_ref(),
+                Origin::Local,
+            );
+        }
+        Ok(reverted)
+    }
+
+    /// Publishes what the replica changed on its own since it last said
+    /// (writes held for a clock that has now caught up, or set aside
+    /// because this tab's clock went back).
+    pub(super) fn poll(&self, shared: &Shared) {
+        let changes = shared.replica.borrow_mut().poll();
+        if !changes.is_empty() {
+            self.publish(shared, &changes, None, Origin::Remote);
+        }
+    }
+
+    pub(super) fn write(
+        &self,
+        run: impl FnOnce(&mut Replica) -> gaesup_state_core::Result<Write>,
+    ) -> Result<Write> {
+        let shared = self.shared()?;
+        self.poll(&shared);
+        let write = run(&mut shared.replica.borrow_mut())?;
+        self.publish(
+            &shared,
+            write.change.as_slice(),
+            write.message.as_ref(),
+            Origin::Local,
+        );
+        Ok(write)
+    }
+
+    /// Several writes applied atomically: one broadcast, and each affected
+    /// subscriber notified once. If `writes` fails, nothing applies.
+    pub fn batch(
+        &self,
+        writes: impl FnOnce(&mut Batch<'_>) -> gaesup_state_core::Result<()>,
+    ) -> Result<BatchWrite> {
+        let shared = self.shared()?;
+        self.poll(&shared);
+        let batch = shared.replica.borrow_mut().batch(writes)?;
+        self.publish(
+            &shared,
+            &batch.changes,
+            batch.message.as_ref(),
+            Origin::Local,
+        );
+        Ok(batch)
+    }
+}

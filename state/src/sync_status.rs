@@ -1,0 +1,34 @@
+//! What a status display shows about storage and cross-tab sync.
+//!
+//! Written by the browser adapters (`gaesup-state-web`), read by the
+//! shell's panel and the inspector unit; plain signals, so it lives here
+//! where units (which depend on this crate only) can name it.
+
+use leptos::prelude::*;
+
+/// Read-only signals describing one tab's browser sync.
+///
+/// `Copy`, `Send` and `Sync`, so it can be handed to components or put in
+/// a context; the closures and browser objects behind it stay in the
+/// `WebSync` that produced it (`gaesup-state-web`). Plain signals rather
+/// than a constructor so native tests of a status component can build one
+/// from `Signal::stored`.
+#[derive(Clone, Copy, Debug)]
+pub struct SyncStatus {
+    /// Whether a way to other tabs is open (BroadcastChannel or the
+    /// storage-event fallback).
+    pub channel_up: Signal<bool>,
+    /// When the last message from another tab was accepted, in
+    /// milliseconds since the epoch (`Date.now()`); `None` until one is.
+    pub last_sync_ms: Signal<Option<f64>>,
+    /// Incoming messages refused: text the manager rejected, plus data
+    /// that was not text at all.
+    pub dropped: Signal<usize>,
+    /// Estimated bytes used in `localStorage` by this origin (keys plus
+    /// values, two bytes per UTF-16 unit).
+    pub quota_used: Signal<usize>,
+    /// Specific problems worth showing, oldest first, each one sentence
+    /// naming the key or storage concerned (storage full or unavailable,
+    /// entries set aside, messages that could not be sent).
+    pub notices: Signal<Vec<String>>,
+}

@@ -1,0 +1,182 @@
+//! Wiring a [`StateManager`] to the page: storages, a way to other tabs,
+//! and the page events that decide when to save and re-read.
+//!
+//! | file | what |
+//! |---|---|
+//! | `options.rs` | [`ConnectOptions`]: other storages, another transport |
+//! | `attach.rs` | the page's storages, one per stored lifetime |
+//! | `link.rs` | the transport to other tabs, what goes out and comes in |
+//! | `save.rs` | when to save and re-read: frames, timeouts, bursts |
+//! | `page.rs` | the page events followed: visibility, pagehide, storage |
+//! | `status.rs` | the [`SyncStatus`] written, and its notices |
+
+mod attach;
+mod link;
+mod options;
+mod page;
+mod save;
+mod status;
+
+use std::cell::Cell;
+use std::rc::{Rc, Weak};
+
+use gaesup_state::{StateManager, SyncStatus};
+use gaesup_state_core::{ApartmentId, Lifetime};
+use gloo_events::EventListener;
+use leptos::prelude::Set;
+use wasm_bindgen::closure::Closure;
+use web_sys::{Document, Window};
+
+use crate::error::{Result, WebError};
+use crate::storage::BrowserStorage;
+
+pub use options::{ConnectOptions, TransportChoice, TransportKind};
+
+/// Connects `manager` to this page's storages and to the other tabs of
+/// `apartment`; see [`connect_browser_with_options`].
+pub fn connect_browser(manager: StateManager, apartment: &ApartmentId) -> Result<WebSync> {
+    connect_browser_with_options(manager, apartment, ConnectOptions::default())
+}
+
+/// Connects `manager` to the page:
+///
+/// - attaches `localStorage` for persistent keys and `sessionStorage` for
+///   ephemeral ones (an unavailable one is skipped with a notice, and that
+///   lifetime then lives in this tab's memory);
+/// - opens the apartment's BroadcastChannel (or the storage-event
+///   fallback), hands every outgoing message to it and every incoming text
+///   to [`StateManager::receive_text`], then asks open tabs for what this
+///   one missed;
+/// - saves changed keys at most once per animation frame, and at once when
+///   the page is hidden or left;
+/// - re-reads storage and asks for missed state when the tab becomes
+///   visible, and re-reads storage when another tab writes or clears it.
+///
+/// Fails only without a `window` or with a disposed manager; everything
+/// else degrades and is reported in [`WebSync::status`]. Dropping the
+/// returned [`WebSync`] detaches it all.
+pub fn connect_browser_with_options(
+    manager: StateManager,
+    apartment: &ApartmentId,
+    options: ConnectOptions,
+) -> Result<WebSync> {
+    let window = web_sys::window().ok_or(WebError::NoWindow)?;
+    manager.bind(apartment)?;
+    let writer = status::StatusWriter::new();
+
+    attach::attach(manager, Lifetime::Persistent, options.persistent, writer)?;
+    attach::attach(manager, Lifetime::Ephemeral, options.ephemeral, writer)?;
+
+    let inner = Rc::new_cyclic(|weak: &Weak<Inner>| {
+        let transport = link::open_transport(options.transport, apartment, weak, writer);
+        let listeners = page::page_listeners(&window, weak);
+        let frame_weak = weak.clone();
+        let frame = Closure::<dyn FnMut()>::new(move || {
+            if let Some(inner) = frame_weak.upgrade() {
+                inner.pending.set(None);
+                inner.save();
+            }
+        });
+        Inner {
+            manager,
+            document: window.document(),
+            window,
+            transport,
+            local: BrowserStorage::local().ok(),
+            frame,
+            pending: Cell::new(None),
+            reload_due: Cell::new(false),
+            last_request: Cell::new(None),
+            writer,
+            _listeners: listeners,
+        }
+    });
+
+    // Saves are scheduled through `on_dirty` below; the link only carries
+    // messages (and does nothing when no transport could be opened).
+    manager.connect(link::Link(Rc::downgrade(&inner)))?;
+    let weak = Rc::downgrade(&inner);
+    manager.on_dirty(move || {
+        if let Some(inner) = weak.upgrade() {
+            inner.schedule();
+        }
+    })?;
+    writer.channel_up.try_set(inner.transport.is_some());
+    inner.request_sync();
+    inner.update_quota();
+    // Loading may have merged entries that need writing back (a migrated
+    // schema, another tab's unsaved merge).
+    inner.schedule();
+
+    Ok(WebSync {
+        status: writer.status(),
+        inner,
+    })
+}
+
+/// One connection: what the page's callbacks reach through a `Weak`.
+struct Inner {
+    manager: StateManager,
+    window: Window,
+    document: Option<Document>,
+    transport: Option<link::Opened>,
+    /// For the quota estimate, whichever storage persistent keys use.
+    local: Option<BrowserStorage>,
+    frame: Closure<dyn FnMut()>,
+    pending: Cell<Option<save::Pending>>,
+    reload_due: Cell<bool>,
+    /// When this tab last asked the others for state (ms since epoch).
+    last_request: Cell<Option<f64>>,
+    writer: status::StatusWriter,
+    _listeners: Vec<EventListener>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Before `frame` is freed, so the browser never calls a dropped
+        // closure; the listeners and transport detach in their own drops.
+        self.cancel_pending();
+        self.writer.channel_up.try_set(false);
+    }
+}
+
+/// A manager connected to the page; dropping it disconnects.
+///
+/// Holds the transport, the page listeners and the frame callback. It is
+/// not `Send`, so keep it in the component that connected it (for example
+/// in a `StoredValue::new_local`) and share its [`SyncStatus`] instead.
+pub struct WebSync {
+    inner: Rc<Inner>,
+    status: SyncStatus,
+}
+
+impl std::fmt::Debug for WebSync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSync")
+            .field("transport", &self.transport())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WebSync {
+    /// Status signals for a display.
+    pub fn status(&self) -> SyncStatus {
+        self.status
+    }
+
+    /// The way to other tabs, if one is open.
+    pub fn transport(&self) -> Option<TransportKind> {
+        self.inner.transport.as_ref().map(|opened| opened.kind)
+    }
+
+    /// The connected manager.
+    pub fn manager(&self) -> StateManager {
+        self.inner.manager
+    }
+
+    /// Saves now instead of in the next frame (before a navigation the
+    /// page itself starts, say).
+    pub fn flush_now(&self) {
+        self.inner.save_now();
+    }
+}

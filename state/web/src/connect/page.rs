@@ -1,0 +1,69 @@
+//! The page events a connection follows: re-read when the tab becomes
+//! visible, save when it is hidden or left, re-read when another tab
+//! writes state or clears storage.
+
+use std::rc::Weak;
+
+use gaesup_state_core::STATE_PREFIX;
+use gloo_events::EventListener;
+use web_sys::{VisibilityState, Window};
+
+use super::Inner;
+use crate::transport::storage_event;
+
+/// Page events: re-read when visible, save when hidden or left, re-read
+/// when another tab writes state or clears storage.
+pub(super) fn page_listeners(window: &Window, weak: &Weak<Inner>) -> Vec<EventListener> {
+    let mut listeners = Vec::with_capacity(3);
+    if let Some(document) = window.document() {
+        let weak = weak.clone();
+        let watched = document.clone();
+        listeners.push(EventListener::new(
+            &document,
+            "visibilitychange",
+            move |_| {
+                let Some(inner) = weak.upgrade() else {
+                    return;
+                };
+                if watched.visibility_state() == VisibilityState::Visible {
+                    // Background tabs are throttled and may have missed
+                    // messages: merge what storage holds, then ask the others.
+                    inner.reload();
+                    inner.request_sync();
+                } else {
+                    // A hidden page may be discarded without another event, and
+                    // animation frames stop while hidden.
+                    inner.save_now();
+                }
+            },
+        ));
+    }
+    let save_weak = weak.clone();
+    listeners.push(EventListener::new(window, "pagehide", move |_| {
+        if let Some(inner) = save_weak.upgrade() {
+            inner.save_now();
+        }
+    }));
+    let storage_weak = weak.clone();
+    listeners.push(EventListener::new(window, "storage", move |event| {
+        let Some(inner) = storage_weak.upgrade() else {
+            return;
+        };
+        let Some((event, _)) = storage_event(event) else {
+            return;
+        };
+        match event.key() {
+            // `clear()` in another tab.
+            None => {
+                inner.writer.notice(
+                    "Another tab cleared the browser storage; this tab keeps its values and saves them again.".to_owned(),
+                );
+                inner.manager.mark_all_dirty();
+                inner.reload_soon();
+            }
+            Some(key) if key.starts_with(STATE_PREFIX) => inner.reload_soon(),
+            Some(_) => {}
+        }
+    }));
+    listeners
+}

@@ -1,0 +1,133 @@
+//! `window.gaesup`: the state manager for units not written in Rust.
+//!
+//! A unit written in plain JavaScript (a custom element, or a React, Vue or
+//! Svelte island) gets a handle for its own address and then uses the same
+//! keys, scopes, permissions and strategies as a Leptos unit:
+//!
+//! ```js
+//! const unit = window.gaesup.unit("main/lobby/js-counter");
+//! unit.declare("clicks", { scope: "building", lifetime: "persistent", strategy: "sum" });
+//! const stop = unit.subscribe("clicks", (value) => render(value));
+//! unit.increment("clicks", 1);
+//! unit.set("clicks", 0);
+//! unit.emit("ping", { at: Date.now() }, { scope: "apartment", crossTab: true });
+//! const off = unit.on("ping", (data, sender) => console.log(sender, data), { scope: "apartment" });
+//! stop(); off();
+//! ```
+//!
+//! Beyond that, what framework bindings need (`js/gaesup-bindings.js`
+//! builds React hooks, Vue composables and Svelte stores on it):
+//!
+//! ```js
+//! unit.subscribe("cart", (qty) => show(qty), { path: "items.0.qty" }); // only that path
+//! unit.getPath("cart", "items.0.qty");
+//! unit.meta("cart");                        // { lastWriter, version }
+//! const write = unit.setOptimistic("cart", next);
+//! save(next).then(() => write.confirm(), () => write.revert());
+//! const stopAll = unit.subscribeBatch(["cart", "count"], (changed) => render(changed));
+//! ```
+//!
+//! `subscribeBatch` calls back once per change set: every change delivered
+//! while a task runs (a batch written here, one message from another tab
+//! carrying a batch, or several writes in one event handler) is gathered
+//! and handed over once, in a microtask, as `{ name: newValue }` for the
+//! keys that changed.
+//!
+//! Failures throw an `Error` whose `code` is stable (`"permission_denied"`,
+//! `"type_mismatch"`, `"unknown_key"`, … see [`StateError::code`]).
+//! `window.gaesup` exists once the wasm has started; a `gaesup:ready` event
+//! on `window` announces it.
+//!
+//! | file | what |
+//! |---|---|
+//! | `unit.rs` | the methods of a unit's handle |
+//! | `keys.rs` | which key a name means: `declare`, and lookup by name |
+//! | `batch.rs` | `subscribeBatch`: one callback per change set |
+//! | `write.rs` | an optimistic write, to confirm or revert |
+//! | `convert.rs` | values and options between JavaScript and Rust |
+
+mod batch;
+mod convert;
+mod keys;
+mod unit;
+mod write;
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+use gaesup_state::{Result, StateError, StateManager, UnitContext};
+use gaesup_state_core::{SharedKey, UnitAddress};
+use js_sys::{Function, Object, Reflect};
+use serde_json::Value;
+use wasm_bindgen::prelude::*;
+
+pub use write::JsWrite;
+
+thread_local! {
+    /// The apartments JavaScript units may join, by id.
+    static APARTMENTS: RefCell<BTreeMap<String, StateManager>> = RefCell::default();
+}
+
+/// Publishes `window.gaesup` for these apartments (call once at start-up,
+/// after the managers exist) and fires `gaesup:ready` on `window`.
+pub fn install_js_binding(
+    apartments: impl IntoIterator<Item = (String, StateManager)>,
+) -> std::result::Result<(), JsValue> {
+    APARTMENTS.with(|registry| registry.borrow_mut().extend(apartments));
+    let window = web_sys::window().ok_or_else(|| JsValue::from_str("no window"))?;
+    let api = Object::new();
+    let unit = Closure::<dyn Fn(String) -> std::result::Result<JsValue, JsValue>>::new(
+        |address: String| {
+            open_unit(&address)
+                .map(JsValue::from)
+                .map_err(|e| js_error(&e))
+        },
+    );
+    Reflect::set(&api, &"unit".into(), &unit.into_js_value())?;
+    Reflect::set(&api, &"version".into(), &env!("CARGO_PKG_VERSION").into())?;
+    Reflect::set(&window, &"gaesup".into(), &api)?;
+    let ready = web_sys::Event::new("gaesup:ready")?;
+    window.dispatch_event(&ready)?;
+    Ok(())
+}
+
+fn open_unit(address: &str) -> Result<JsUnit> {
+    let address: UnitAddress = address.parse()?;
+    let id = address.apartment().as_str().to_owned();
+    let manager = APARTMENTS
+        .with(|registry| registry.borrow().get(&id).copied())
+        .ok_or(StateError::UnknownApartment { id })?;
+    Ok(JsUnit {
+        unit: UnitContext { address, manager },
+        keys: RefCell::default(),
+    })
+}
+
+/// A JavaScript `Error` with the stable `code` of `err`.
+fn js_error(err: &StateError) -> JsValue {
+    let error = js_sys::Error::new(&err.to_string());
+    // Setting a property on a fresh Error object cannot fail.
+    let _ = Reflect::set(&error, &"code".into(), &err.code().into());
+    error.into()
+}
+
+fn bad(reason: impl Into<String>) -> StateError {
+    StateError::BadValue {
+        reason: reason.into(),
+    }
+}
+
+/// A JavaScript function that runs `stop` (the unsubscribe functions
+/// handed out).
+fn stopper(stop: impl Fn() + 'static) -> Function {
+    Closure::<dyn Fn()>::new(stop)
+        .into_js_value()
+        .unchecked_into()
+}
+
+/// The handle `window.gaesup.unit(address)` returns.
+#[wasm_bindgen(js_name = GaesupUnit)]
+pub struct JsUnit {
+    unit: UnitContext,
+    keys: RefCell<BTreeMap<String, SharedKey<Value>>>,
+}

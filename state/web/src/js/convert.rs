@@ -1,0 +1,60 @@
+//! Values and options crossing between JavaScript and Rust: through
+//! `JSON.stringify` and `JSON.parse`, so the rules are the ones JavaScript
+//! developers know.
+
+use gaesup_state::Result;
+use gaesup_state_core::{Lifetime, Scope, Strategy};
+use js_sys::JSON;
+use serde::Deserialize;
+use serde_json::Value;
+use wasm_bindgen::JsValue;
+
+use super::bad;
+
+/// JavaScript value → JSON, through `JSON.stringify` (so the rules are the
+/// ones JavaScript developers know: `undefined` and functions have none).
+pub(super) fn from_js(value: &JsValue) -> Result<Value> {
+    let text = JSON::stringify(value)
+        .map_err(|_| bad("the value cannot be turned into JSON"))?
+        .as_string()
+        .ok_or_else(|| bad("undefined (and functions, symbols) have no JSON form"))?;
+    serde_json::from_str(&text).map_err(|e| bad(e.to_string()))
+}
+
+/// JSON → JavaScript value, through `JSON.parse`.
+pub(super) fn to_js(value: &Value) -> JsValue {
+    serde_json::to_string(value)
+        .ok()
+        .and_then(|text| JSON::parse(&text).ok())
+        .unwrap_or(JsValue::NULL)
+}
+
+pub(super) fn options<T: for<'de> Deserialize<'de> + Default>(value: &JsValue) -> Result<T> {
+    if value.is_undefined() || value.is_null() {
+        return Ok(T::default());
+    }
+    serde_json::from_value(from_js(value)?).map_err(|e| bad(format!("options: {e}")))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DeclareOptions {
+    pub(super) scope: Option<Scope>,
+    pub(super) lifetime: Option<Lifetime>,
+    pub(super) strategy: Option<Strategy>,
+    pub(super) default: Option<Value>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SubscribeOptions {
+    /// Watch only this path inside the value (`"items.0.qty"`).
+    pub(super) path: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct EventOptions {
+    pub(super) scope: Option<Scope>,
+    pub(super) cross_tab: Option<bool>,
+}

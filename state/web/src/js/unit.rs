@@ -1,0 +1,224 @@
+//! What a [`JsUnit`] offers JavaScript: reads, writes, subscriptions,
+//! events.
+
+use gaesup_state::Result;
+use gaesup_state_core::{Event, FullKey, KeyName, KeyState, Path, Scope};
+use js_sys::{Array, Function, Object, Reflect};
+use wasm_bindgen::prelude::*;
+
+use super::convert::{EventOptions, SubscribeOptions, from_js, options, to_js};
+use super::{JsUnit, JsWrite, bad, js_error, stopper};
+
+#[wasm_bindgen(js_class = GaesupUnit)]
+impl JsUnit {
+    /// `"apartment/building/unit"`.
+    #[wasm_bindgen(getter)]
+    pub fn address(&self) -> String {
+        self.unit.address.to_string()
+    }
+
+    /// Declares key `name` with `{scope, lifetime, strategy, default}`
+    /// (defaults: private, memory, last-write-wins, null; a sum key's
+    /// default is 0). If a unit already declared it in that scope, the
+    /// rules must match and its type is enforced on every write.
+    pub fn declare(&self, name: &str, options: JsValue) -> std::result::Result<(), JsValue> {
+        self.try_declare(name, &options).map_err(|e| js_error(&e))
+    }
+
+    /// The current value of `name`.
+    pub fn get(&self, name: &str) -> std::result::Result<JsValue, JsValue> {
+        self.key(name)
+            .and_then(|key| self.unit.manager.get_value(&self.unit.address, &key))
+            .map(|value| to_js(&value))
+            .map_err(|e| js_error(&e))
+    }
+
+    /// Writes `value` to `name` (for a sum key: the increment that makes
+    /// the total equal `value`).
+    pub fn set(&self, name: &str, value: JsValue) -> std::result::Result<(), JsValue> {
+        let write = || -> Result<()> {
+            let key = self.key(name)?;
+            let value = from_js(&value)?;
+            self.unit.manager.set(&self.unit.address, &key, value)?;
+            Ok(())
+        };
+        write().map_err(|e| js_error(&e))
+    }
+
+    /// Adds `delta` (a whole number) to sum key `name`.
+    pub fn increment(&self, name: &str, delta: f64) -> std::result::Result<(), JsValue> {
+        let write = || -> Result<()> {
+            if delta.fract() != 0.0 || delta.abs() > 9_007_199_254_740_991.0 {
+                return Err(bad(format!("increment {delta} is not a safe whole number")));
+            }
+            let key = self.key(name)?;
+            // Checked above: a safe integer converts exactly.
+            self.unit
+                .manager
+                .increment(&self.unit.address, &key, delta as i64)?;
+            Ok(())
+        };
+        write().map_err(|e| js_error(&e))
+    }
+
+    /// Calls `callback(value)` after every change of `name`; returns the
+    /// function that stops it (call it when the element disconnects).
+    /// With `{ path }`, only a change at that path calls back, with the
+    /// sub-value there (`undefined` when absent).
+    pub fn subscribe(
+        &self,
+        name: &str,
+        callback: Function,
+        options: JsValue,
+    ) -> std::result::Result<Function, JsValue> {
+        let watch = || -> Result<Function> {
+            let options: SubscribeOptions = self::options(&options)?;
+            let key = self.key(name)?;
+            let path = options.path.as_deref().map(Path::parse).transpose()?;
+            let at = path.clone();
+            let manager = self.unit.manager;
+            let id = manager.subscribe(&self.unit.address, &key, path, move |change| {
+                let value = match &at {
+                    Some(path) => path.get(&change.new).map_or(JsValue::UNDEFINED, to_js),
+                    None => to_js(&change.new),
+                };
+                // A throwing callback must not stop the other subscribers;
+                // the browser reports the exception itself.
+                let _ = callback.call1(&JsValue::NULL, &value);
+            })?;
+            Ok(stopper(move || {
+                manager.unsubscribe(id);
+            }))
+        };
+        watch().map_err(|e| js_error(&e))
+    }
+
+    /// The sub-value of `name` at `path` (`"items.0.qty"`), or `undefined`
+    /// when the path is absent.
+    #[wasm_bindgen(js_name = getPath)]
+    pub fn get_path(&self, name: &str, path: &str) -> std::result::Result<JsValue, JsValue> {
+        let read = || -> Result<JsValue> {
+            let key = self.key(name)?;
+            let path = Path::parse(path)?;
+            let value = self
+                .unit
+                .manager
+                .get_path(&self.unit.address, &key, &path)?;
+            Ok(value.as_ref().map_or(JsValue::UNDEFINED, to_js))
+        };
+        read().map_err(|e| js_error(&e))
+    }
+
+    /// `{ lastWriter, version }` of `name`: the address of the unit that
+    /// wrote the current value and its version stamp, both `null` while
+    /// the key holds its default (and for sum keys, where every writer
+    /// counts and the value is made of per-tab totals).
+    pub fn meta(&self, name: &str) -> std::result::Result<JsValue, JsValue> {
+        let read = || -> Result<JsValue> {
+            let key = self.key(name)?;
+            let address = &self.unit.address;
+            let (writer, version) = self.unit.manager.with_replica(|store| {
+                // The key's read permission decides who may see its writer.
+                let full = store.subscribe(address, &key)?;
+                let writer = store.last_write(&full).map(|(unit, _)| unit.to_string());
+                let version = store
+                    .state(&full)
+                    .and_then(KeyState::max_stamp)
+                    .map(|stamp| stamp.to_string());
+                Ok::<_, gaesup_state_core::Error>((writer, version))
+            })??;
+            let meta = Object::new();
+            let text = |value: Option<String>| value.map_or(JsValue::NULL, JsValue::from);
+            // Setting properties on a fresh plain object cannot fail.
+            let _ = Reflect::set(&meta, &"lastWriter".into(), &text(writer));
+            let _ = Reflect::set(&meta, &"version".into(), &text(version));
+            Ok(meta.into())
+        };
+        read().map_err(|e| js_error(&e))
+    }
+
+    /// Writes `value` to `name` at once, to be confirmed or taken back:
+    /// the returned write's `revert()` undoes it unless someone wrote over
+    /// it meanwhile (their write is kept), `confirm()` keeps it. Either
+    /// one releases the write.
+    #[wasm_bindgen(js_name = setOptimistic)]
+    pub fn set_optimistic(
+        &self,
+        name: &str,
+        value: JsValue,
+    ) -> std::result::Result<JsWrite, JsValue> {
+        let write = || -> Result<JsWrite> {
+            let key = self.key(name)?;
+            let value = from_js(&value)?;
+            let written = self.unit.manager.set(&self.unit.address, &key, value)?;
+            Ok(JsWrite {
+                unit: self.unit.clone(),
+                key,
+                written,
+            })
+        };
+        write().map_err(|e| js_error(&e))
+    }
+
+    /// Watches several keys with one callback, called once per change set
+    /// with `{ name: newValue }` of the keys that changed (see the module
+    /// docs); returns the one function that stops every part of it.
+    #[wasm_bindgen(js_name = subscribeBatch)]
+    pub fn subscribe_batch(
+        &self,
+        names: Array,
+        callback: Function,
+    ) -> std::result::Result<Function, JsValue> {
+        self.try_subscribe_batch(&names, callback)
+            .map_err(|e| js_error(&e))
+    }
+
+    /// Sends event `name` with `data` to the units in `options.scope`
+    /// (default: apartment), and to other tabs with `crossTab: true`.
+    pub fn emit(
+        &self,
+        name: &str,
+        data: JsValue,
+        options: JsValue,
+    ) -> std::result::Result<(), JsValue> {
+        let send = || -> Result<()> {
+            let options: EventOptions = self::options(&options)?;
+            let name = KeyName::new(name)?;
+            let scope = options.scope.unwrap_or(Scope::Apartment);
+            let event = Event::new(scope, &self.unit.address, &name, from_js(&data)?)?;
+            self.unit
+                .manager
+                .emit(event, options.cross_tab.unwrap_or(false))
+        };
+        send().map_err(|e| js_error(&e))
+    }
+
+    /// Calls `callback(data, sender)` for every event `name` in
+    /// `options.scope` (default: apartment); returns the function that
+    /// stops it.
+    pub fn on(
+        &self,
+        name: &str,
+        callback: Function,
+        options: JsValue,
+    ) -> std::result::Result<Function, JsValue> {
+        let listen = || -> Result<Function> {
+            let options: EventOptions = self::options(&options)?;
+            let name = KeyName::new(name)?;
+            let topic = FullKey::new(
+                options.scope.unwrap_or(Scope::Apartment),
+                &self.unit.address,
+                &name,
+            );
+            let manager = self.unit.manager;
+            let id = manager.listen(topic, move |event| {
+                let sender = JsValue::from_str(&event.sender.to_string());
+                let _ = callback.call2(&JsValue::NULL, &to_js(&event.data), &sender);
+            })?;
+            Ok(stopper(move || {
+                manager.unlisten(id);
+            }))
+        };
+        listen().map_err(|e| js_error(&e))
+    }
+}

@@ -1,0 +1,263 @@
+//! `window.gaesup` in a real browser, driven from JavaScript.
+#![cfg(target_arch = "wasm32")]
+#![allow(clippy::unwrap_used, reason = "tests: a failure should fail loudly")]
+
+use gaesup_state::StateManager;
+use gaesup_state::core::{ManualClock, TabId};
+use gaesup_state::prelude::*;
+use gaesup_state_web::install_js_binding;
+use js_sys::Function;
+use leptos::prelude::*;
+use wasm_bindgen::JsValue;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+/// Runs JavaScript `body` (which returns a value) and gives back
+/// `JSON.stringify` of its result.
+fn js(body: &str) -> String {
+    let function =
+        Function::new_no_args(&format!("return JSON.stringify((() => {{ {body} }})());"));
+    function.call0(&JsValue::NULL).unwrap().as_string().unwrap()
+}
+
+/// A manager for apartment `apartment`, published on `window.gaesup`.
+fn install(apartment: &str) -> StateManager {
+    let manager = StateManager::new(TabId::new(7), ManualClock::new(1_000));
+    install_js_binding([(apartment.to_owned(), manager)]).unwrap();
+    manager
+}
+
+#[wasm_bindgen_test]
+fn get_set_subscribe_and_unsubscribe() {
+    let owner = Owner::new();
+    owner.with(|| {
+        install("js1");
+        let out = js(r#"
+            const u = window.gaesup.unit('js1/b/el');
+            u.declare('n', { scope: 'building', strategy: 'sum' });
+            const seen = [];
+            const stop = u.subscribe('n', (v) => seen.push(v));
+            u.increment('n', 2);
+            u.set('n', 5);
+            stop();
+            u.increment('n', 1);
+            return { seen, now: u.get('n'), address: u.address };
+        "#);
+        assert_eq!(out, r#"{"seen":[2,5],"now":6,"address":"js1/b/el"}"#);
+    });
+}
+
+#[wasm_bindgen_test]
+fn js_and_rust_share_a_typed_key_and_the_type_is_enforced() {
+    let owner = Owner::new();
+    owner.with(|| {
+        let manager = install("js2");
+        let key = SharedKey::<i64>::builder("count")
+            .scope(Scope::Building)
+            .strategy(Strategy::Sum)
+            .build()
+            .unwrap();
+        manager.declare(&key).unwrap();
+        let rust_unit = "js2/b/rust".parse().unwrap();
+        manager.increment(&rust_unit, &key, 3).unwrap();
+        let out = js(r#"
+            const u = window.gaesup.unit('js2/b/el');
+            u.declare('count', { scope: 'building', strategy: 'sum' });
+            const before = u.get('count');
+            u.increment('count', 1);
+            let code = null;
+            try { u.set('count', 'many'); } catch (e) { code = e.code; }
+            return { before, code };
+        "#);
+        assert_eq!(out, r#"{"before":3,"code":"type_mismatch"}"#);
+        assert_eq!(manager.get(&rust_unit, &key).unwrap(), 4);
+    });
+}
+
+#[wasm_bindgen_test]
+fn errors_carry_stable_codes() {
+    let owner = Owner::new();
+    owner.with(|| {
+        let manager = install("js3");
+        let locked = SharedKey::<String>::builder("locked")
+            .scope(Scope::Apartment)
+            .write(Access::units(["owner"]).unwrap())
+            .build()
+            .unwrap();
+        manager.declare(&locked).unwrap();
+        let out = js(r#"
+            const codes = [];
+            const attempt = (f) => { try { f(); codes.push('ok'); } catch (e) { codes.push(e.code); } };
+            attempt(() => window.gaesup.unit('nowhere/b/u'));
+            attempt(() => window.gaesup.unit('../etc'));
+            const u = window.gaesup.unit('js3/b/el');
+            attempt(() => u.get('missing'));
+            attempt(() => u.set('locked', 'mine'));
+            u.declare('free', {});
+            attempt(() => u.set('free', undefined));
+            attempt(() => u.set('free', { fine: [1, 2] }));
+            attempt(() => u.declare('locked', { scope: 'apartment', strategy: 'sum' }));
+            attempt(() => u.increment('free', 0.5));
+            return codes;
+        "#);
+        assert_eq!(
+            out,
+            r#"["unknown_apartment","invalid_name","unknown_key","permission_denied","bad_value","ok","key_mismatch","bad_value"]"#
+        );
+    });
+}
+
+#[wasm_bindgen_test]
+fn events_reach_listeners_in_scope() {
+    let owner = Owner::new();
+    owner.with(|| {
+        install("js4");
+        let out = js(r#"
+            const a = window.gaesup.unit('js4/lobby/a');
+            const b = window.gaesup.unit('js4/lobby/b');
+            const c = window.gaesup.unit('js4/shop/c');
+            const got = [];
+            const offB = b.on('ping', (data, from) => got.push(['b', data.n, from]), { scope: 'building' });
+            const offC = c.on('ping', (data) => got.push(['c', data.n]), { scope: 'building' });
+            a.emit('ping', { n: 1 }, { scope: 'building' });
+            offB();
+            a.emit('ping', { n: 2 }, { scope: 'building' });
+            offC();
+            return got;
+        "#);
+        assert_eq!(out, r#"[["b",1,"js4/lobby/a"]]"#);
+    });
+}
+
+/// One macrotask: every microtask queued before it (a batch flush) has run.
+async fn next_task() {
+    gloo_timers::future::TimeoutFuture::new(0).await;
+}
+
+fn shared(name: &str) -> SharedKey<i64> {
+    SharedKey::<i64>::builder(name)
+        .scope(Scope::Building)
+        .lifetime(Lifetime::Ephemeral)
+        .build()
+        .unwrap()
+}
+
+#[wasm_bindgen_test]
+async fn a_batch_subscription_hears_each_change_set_once() {
+    let owner = Owner::new();
+    let (here, there, a, b) = owner.with(|| {
+        let here = install("js5");
+        // Another tab: its writes reach this one as encoded messages.
+        let there = StateManager::new(TabId::new(8), ManualClock::new(2_000));
+        let (a, b) = (shared("a"), shared("b"));
+        for manager in [here, there] {
+            manager.declare(&a).unwrap();
+            manager.declare(&b).unwrap();
+        }
+        js(r#"
+            const u = window.gaesup.unit('js5/b/el');
+            window.__calls = [];
+            window.__stop = u.subscribeBatch(['a', 'b'], (changed) => window.__calls.push(changed));
+            return null;
+        "#);
+        (here, there, a, b)
+    });
+    let unit: gaesup_state::UnitAddress = "js5/b/rust".parse().unwrap();
+    let calls = || js("return window.__calls.splice(0);");
+
+    // A batch written in this tab: one call with both keys.
+    here.batch(|batch| {
+        batch.set(&unit, &a, 1)?;
+        batch.set(&unit, &b, 2)
+    })
+    .unwrap();
+    next_task().await;
+    assert_eq!(calls(), r#"[{"a":1,"b":2}]"#);
+
+    // A batch from another tab arrives as one message: one call too.
+    let remote = there
+        .batch(|batch| {
+            batch.set(&unit, &a, 3)?;
+            batch.set(&unit, &b, 4)
+        })
+        .unwrap();
+    here.receive_text(&remote.message.unwrap().encode().unwrap())
+        .unwrap();
+    next_task().await;
+    assert_eq!(calls(), r#"[{"a":3,"b":4}]"#);
+
+    // Two writes in two tasks are two change sets; an unchanged value is none.
+    here.set(&unit, &a, 5).unwrap();
+    next_task().await;
+    here.set(&unit, &b, 4).unwrap();
+    here.set(&unit, &b, 6).unwrap();
+    next_task().await;
+    assert_eq!(calls(), r#"[{"a":5},{"b":6}]"#);
+
+    // One unsubscribe stops every part, even a flush already queued.
+    let before = here.subscription_count();
+    here.set(&unit, &a, 7).unwrap();
+    js("window.__stop(); return null;");
+    assert_eq!(here.subscription_count(), before - 2);
+    next_task().await;
+    assert_eq!(calls(), "[]");
+    drop(owner);
+}
+
+#[wasm_bindgen_test]
+fn a_refused_batch_subscription_leaves_nothing_behind() {
+    let owner = Owner::new();
+    owner.with(|| {
+        let manager = install("js6");
+        manager.declare(&shared("a")).unwrap();
+        let out = js(r#"
+            const u = window.gaesup.unit('js6/b/el');
+            const codes = [];
+            for (const names of [['a', 'missing'], [], [1]]) {
+                try { u.subscribeBatch(names, () => {}); codes.push('ok'); } catch (e) { codes.push(e.code); }
+            }
+            return codes;
+        "#);
+        assert_eq!(out, r#"["unknown_key","bad_value","bad_value"]"#);
+        assert_eq!(manager.subscription_count(), 0);
+    });
+}
+
+#[wasm_bindgen_test]
+fn paths_meta_and_optimistic_writes() {
+    let owner = Owner::new();
+    owner.with(|| {
+        install("js7");
+        let out = js(r#"
+            const u = window.gaesup.unit('js7/b/el');
+            const other = window.gaesup.unit('js7/b/other');
+            u.declare('cart', { scope: 'building', default: { items: [{ qty: 1 }], owner: 'a' } });
+            const seen = [];
+            const stop = u.subscribe('cart', (qty) => seen.push(qty), { path: 'items.0.qty' });
+            u.set('cart', { items: [{ qty: 1 }], owner: 'b' });
+            other.set('cart', { items: [{ qty: 2 }], owner: 'b' });
+            u.set('cart', { items: [], owner: 'b' });
+            stop();
+            const before = u.meta('cart');
+            const kept = u.setOptimistic('cart', { items: [{ qty: 9 }] });
+            kept.confirm();
+            const undone = u.setOptimistic('cart', { items: [{ qty: 10 }] });
+            const reverted = undone.revert();
+            const overtaken = u.setOptimistic('cart', { items: [{ qty: 11 }] });
+            other.set('cart', { items: [{ qty: 12 }] });
+            const kept2 = overtaken.revert();
+            let badPath = null;
+            try { u.getPath('cart', ''); } catch (e) { badPath = e.code; }
+            return {
+                seen, before: before.lastWriter, reverted, kept2,
+                now: u.getPath('cart', 'items.0.qty'), missing: u.getPath('cart', 'items.5.qty') === undefined,
+                writer: u.meta('cart').lastWriter, version: typeof u.meta('cart').version, badPath,
+            };
+        "#);
+        assert_eq!(
+            out,
+            r#"{"seen":[2,null],"before":"js7/b/el","reverted":true,"kept2":false,"now":12,"missing":true,"writer":"js7/b/other","version":"string","badPath":"invalid_path"}"#
+        );
+    });
+}
