@@ -17,6 +17,11 @@ use leptos::prelude::*;
 
 use crate::managers::Managers;
 
+/// The relay configuration, served beside the app (`public/relay.json`
+/// names none; a deployment or `cargo xtask dev` replaces it).
+#[cfg(target_arch = "wasm32")]
+const RELAY_CONFIG: &str = "relay.json";
+
 /// Each apartment's sync status, by apartment id.
 #[derive(Clone, Debug, Default)]
 pub struct SyncStatuses(Arc<BTreeMap<String, SyncStatus>>);
@@ -36,18 +41,24 @@ impl SyncStatuses {
 pub fn connect_all(managers: &Managers) -> SyncStatuses {
     use gaesup_state::core::ApartmentId;
 
+    use gaesup_state_web::{ConnectOptions, connect_browser_with_options};
+
     let mut statuses = BTreeMap::new();
     let mut live = Vec::new();
+    let mut relays = Vec::new();
     for (id, manager) in managers.iter() {
         let connected = ApartmentId::new(id.as_str())
             .map_err(|err| err.to_string())
             .and_then(|apartment| {
-                gaesup_state_web::connect_browser(manager, &apartment)
+                // Writes made before relay.json is read wait for it.
+                let options = ConnectOptions::default().expect_relay();
+                connect_browser_with_options(manager, &apartment, options)
                     .map_err(|err| err.to_string())
             });
         let status = match connected {
             Ok(sync) => {
                 let status = sync.status();
+                relays.push(sync.relay());
                 live.push(sync);
                 status
             }
@@ -59,6 +70,18 @@ pub fn connect_all(managers: &Managers) -> SyncStatuses {
     }
     // The connections detach when dropped; keep them for the app's life.
     StoredValue::new_local(live);
+    // Other devices: the relay named by relay.json beside the app, if any
+    // (the deployment's choice, not the build's). With none, the app makes
+    // no request beyond this one file.
+    leptos::task::spawn_local(async move {
+        match gaesup_state_web::fetch_relay_config(RELAY_CONFIG).await {
+            Ok(Some(config)) => relays.iter().for_each(|relay| relay.attach(config.clone())),
+            Ok(None) => relays.iter().for_each(|relay| relay.none(None)),
+            Err(problem) => relays
+                .iter()
+                .for_each(|relay| relay.none(Some(problem.clone()))),
+        }
+    });
     SyncStatuses(Arc::new(statuses))
 }
 
@@ -79,6 +102,7 @@ fn offline(reason: String) -> SyncStatus {
         dropped: Signal::stored(0),
         quota_used: Signal::stored(0),
         notices: Signal::stored(vec![reason]),
+        relay: Signal::stored(gaesup_state::RelayStatus::off()),
     }
 }
 
@@ -138,9 +162,42 @@ pub fn SyncPanel(
                 " · storage used "
                 <output aria-label="Storage used">{move || byte_size(status.quota_used.get())}</output>
             </p>
+            <RelayLine status />
             <ul class="notices">{notices}</ul>
             <ul class="quarantine">{set_aside}</ul>
         </section>
+    }
+}
+
+/// The link to other devices: shown once a relay is configured.
+#[component]
+fn RelayLine(
+    /// The apartment's sync status.
+    status: SyncStatus,
+) -> impl IntoView {
+    let relay = status.relay;
+    move || {
+        let relay = relay.get();
+        relay.is_configured().then(|| {
+            let holder = if relay.here {
+                "this tab"
+            } else {
+                "another tab"
+            };
+            view! {
+                <p class="sync-line relay-line" role="status" aria-live="polite">
+                    "Other devices: "
+                    <output aria-label="Relay link">{relay.link.clone()}</output>
+                    {format!(" (held by {holder})")}
+                    " · waiting to send "
+                    <output aria-label="Waiting to send">{relay.waiting}</output>
+                    " · last confirmation "
+                    <output aria-label="Last confirmation">
+                        {relay.last_ack_ms.map_or_else(|| "never".to_owned(), clock_time)}
+                    </output>
+                </p>
+            }
+        })
     }
 }
 

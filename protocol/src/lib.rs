@@ -53,7 +53,7 @@ pub mod link;
 mod message;
 mod stream;
 
-pub use link::{Link, LinkOutput, LinkStatus, QueueError};
+pub use link::{Link, LinkOutput, LinkStatus, MAX_OUTBOX, QueueError, write_outbox_entry};
 pub use message::{
     Ack, AckStatus, Acks, ClientMessage, ErrorBody, Hello, Limits, OpsBody, PROTOCOL_VERSION, Ping,
     ProtocolError, Push, ServerMessage, Snapshot, Welcome,

@@ -192,7 +192,9 @@ impl Link {
     }
 
     /// Re-reads the outbox from storage (another tab of this browser added
-    /// ops, or this is a new page).
+    /// ops, or this is a new page). Only ops of the streams this link
+    /// follows are taken: another apartment's link (with perhaps another
+    /// token) sends its own.
     pub fn reload_outbox(&mut self, storage: &dyn Storage) {
         let Ok(keys) = storage.keys() else {
             return;
@@ -205,11 +207,23 @@ impl Link {
                 .flatten()
                 .and_then(|text| serde_json::from_str::<Op>(&text).ok())
                 .filter(|op| op.validate().is_ok())
+                .filter(|op| self.streams.contains(&StreamId::of(&op.key)))
             {
                 outbox.insert((op.stamp, op.id), op);
             }
         }
         self.outbox = outbox;
+    }
+
+    /// Re-reads the outbox (other tabs of this browser queue their own ops
+    /// there) and returns the frames that send what is new, if connected.
+    pub fn refresh_outbox(&mut self, storage: &dyn Storage) -> Vec<String> {
+        self.reload_outbox(storage);
+        if self.status == LinkStatus::Connected {
+            self.pushes()
+        } else {
+            Vec::new()
+        }
     }
 
     /// Writes `op` to the outbox before anything else happens to it, and
@@ -218,8 +232,7 @@ impl Link {
         if self.outbox.len() >= MAX_OUTBOX {
             return Err(QueueError::Full(self.outbox.len()));
         }
-        let text = serde_json::to_string(&op).unwrap_or_default();
-        storage.set(&format!("{OUTBOX_PREFIX}{}", op.id), &text)?;
+        write_outbox_entry(&op, storage)?;
         self.outbox.insert((op.stamp, op.id), op);
         Ok(if self.status == LinkStatus::Connected {
             self.pushes()
@@ -495,6 +508,19 @@ impl Link {
     }
 }
 
+/// Writes `op` to the outbox in `storage`, for whichever tab holds the
+/// link to send: what a tab that does not hold it does with its own ops.
+pub fn write_outbox_entry(op: &Op, storage: &mut dyn Storage) -> Result<(), QueueError> {
+    let text = serde_json::to_string(op).map_err(|err| {
+        QueueError::Storage(StorageError::Other(format!(
+            "op {} does not encode: {err}",
+            op.id
+        )))
+    })?;
+    storage.set(&format!("{OUTBOX_PREFIX}{}", op.id), &text)?;
+    Ok(())
+}
+
 fn is_transient(status: &AckStatus) -> bool {
     matches!(
         status,
@@ -546,9 +572,17 @@ mod tests {
             link.queue(first.clone(), &mut storage).unwrap().is_empty(),
             "offline: nothing sent"
         );
+        assert_eq!(link(&storage).waiting(), 1, "a new page finds it");
+        // Another apartment's link (perhaps with another token) leaves it.
         assert_eq!(
-            Link::new("d".into(), Some("t".into()), vec![], &storage).waiting(),
-            1
+            Link::new(
+                "d".into(),
+                Some("t".into()),
+                vec!["apartment:other".parse().unwrap()],
+                &storage
+            )
+            .waiting(),
+            0
         );
         link.on_open(0);
         let welcome = ServerMessage::Welcome(Welcome {

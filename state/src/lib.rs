@@ -138,7 +138,7 @@ pub use manager::{
     KeyInfo, LOG_CAPACITY, ListenerId, LogEntry, Origin, StateManager, SubscriptionId,
 };
 pub use platform::{SystemClock, random_tab_id};
-pub use sync_status::SyncStatus;
+pub use sync_status::{RelayStatus, SyncStatus};
 
 /// Everything a unit needs: `use gaesup_state::prelude::*;`.
 pub mod prelude {

@@ -31,4 +31,39 @@ pub struct SyncStatus {
     /// naming the key or storage concerned (storage full or unavailable,
     /// entries set aside, messages that could not be sent).
     pub notices: Signal<Vec<String>>,
+    /// The link to other devices through a relay.
+    pub relay: Signal<RelayStatus>,
+}
+
+/// The link to a relay, as a status display shows it.
+///
+/// Written by the tab that holds the link and announced to the browser's
+/// other tabs, so every tab shows the same line.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RelayStatus {
+    /// `off` (no relay configured), `offline`, `connecting`, `connected`,
+    /// `HTTP fallback` or `refused: …` (bad token, token expired).
+    pub link: String,
+    /// Ops written to the outbox and not yet acknowledged by the relay.
+    pub waiting: usize,
+    /// When the relay last confirmed a write (ms since the epoch).
+    pub last_ack_ms: Option<f64>,
+    /// Whether this tab holds the browser's link (another tab does
+    /// otherwise).
+    pub here: bool,
+}
+
+impl RelayStatus {
+    /// No relay configured.
+    pub fn off() -> Self {
+        Self {
+            link: "off".to_owned(),
+            ..Self::default()
+        }
+    }
+
+    /// Whether a relay is configured at all.
+    pub fn is_configured(&self) -> bool {
+        self.link != "off"
+    }
 }

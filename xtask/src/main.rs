@@ -67,10 +67,14 @@ fn dev() -> Result<(), String> {
     for dir in ["target", "dist"] {
         std::fs::create_dir_all(cmd::root().join(dir)).map_err(|e| format!("{dir}/: {e}"))?;
     }
-    let _relay = relay::start_dev()?;
+    let relay = relay::start_dev()?;
     eprintln!("xtask: serving the demo on http://127.0.0.1:8080 (Ctrl-C stops it)");
+    eprintln!(
+        "xtask: a second device is another browser profile or a private window on the same address"
+    );
     cmd::Cmd::new("trunk")
         .args(["serve", "--address", "127.0.0.1", "--port", "8080"])
+        .env("GAESUP_RELAY_CONFIG", relay.config())
         .env_path(&env)
         .run()
 }

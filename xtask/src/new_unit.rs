@@ -21,7 +21,7 @@
 pub mod check;
 mod edit;
 pub mod framework;
-mod manifest;
+pub mod manifest;
 mod names;
 
 use std::fs;

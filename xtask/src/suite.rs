@@ -333,6 +333,12 @@ fn size_report(env: &ToolEnv, _: &mut Tally) -> Result<(), String> {
 }
 
 fn playwright(env: &ToolEnv, tally: &mut Tally) -> Result<(), String> {
+    // The device tests start the real relay (target/debug/relay); the
+    // native tests built it already, so this is a no-op there.
+    Cmd::new("cargo")
+        .args(["build", "-p", "gaesup-relay", "--bin", "relay"])
+        .env_path(env)
+        .run()?;
     Cmd::new("playwright")
         .args(["test"])
         .dir("end2end")

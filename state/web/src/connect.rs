@@ -9,15 +9,17 @@
 //! | `save.rs` | when to save and re-read: frames, timeouts, bursts |
 //! | `page.rs` | the page events followed: visibility, pagehide, storage |
 //! | `status.rs` | the [`SyncStatus`] written, and its notices |
+//! | `relay.rs` | the link to other devices through a relay |
 
 mod attach;
 mod link;
 mod options;
 mod page;
+mod relay;
 mod save;
 mod status;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
 
 use gaesup_state::{StateManager, SyncStatus};
@@ -31,6 +33,7 @@ use crate::error::{Result, WebError};
 use crate::storage::BrowserStorage;
 
 pub use options::{ConnectOptions, TransportChoice, TransportKind};
+pub use relay::{RelayConfig, fetch_relay_config};
 
 /// Connects `manager` to this page's storages and to the other tabs of
 /// `apartment`; see [`connect_browser_with_options`].
@@ -88,6 +91,12 @@ pub fn connect_browser_with_options(
             reload_due: Cell::new(false),
             last_request: Cell::new(None),
             writer,
+            relay: RefCell::new(if options.expect_relay {
+                relay::RelayState::Waiting(Vec::new())
+            } else {
+                relay::RelayState::None
+            }),
+            apartment: apartment.clone(),
             _listeners: listeners,
         }
     });
@@ -128,6 +137,9 @@ struct Inner {
     /// When this tab last asked the others for state (ms since epoch).
     last_request: Cell<Option<f64>>,
     writer: status::StatusWriter,
+    /// The link to other devices, once the app says whether there is one.
+    relay: RefCell<relay::RelayState>,
+    apartment: ApartmentId,
     _listeners: Vec<EventListener>,
 }
 
@@ -178,5 +190,57 @@ impl WebSync {
     /// page itself starts, say).
     pub fn flush_now(&self) {
         self.inner.save_now();
+    }
+
+    /// A handle that links this connection to a relay once the app knows
+    /// whether one is configured (reading `relay.json` takes a request).
+    pub fn relay(&self) -> RelayHandle {
+        RelayHandle(Rc::downgrade(&self.inner))
+    }
+}
+
+/// Links a connection to a relay, or says there is none; see
+/// [`WebSync::relay`]. Does nothing once the connection is dropped.
+#[derive(Clone)]
+pub struct RelayHandle(Weak<Inner>);
+
+impl std::fmt::Debug for RelayHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayHandle").finish_non_exhaustive()
+    }
+}
+
+impl RelayHandle {
+    /// Starts syncing with the relay of `config`: ops made since the
+    /// connection opened (with [`ConnectOptions::expect_relay`]) go to the
+    /// outbox first. A second call replaces the first link.
+    pub fn attach(&self, config: RelayConfig) {
+        let Some(inner) = self.0.upgrade() else {
+            return;
+        };
+        let early = match inner.relay.replace(relay::RelayState::None) {
+            relay::RelayState::Waiting(early) => early,
+            _ => Vec::new(),
+        };
+        let remote = relay::Remote::start(&inner, &inner.apartment, config, early);
+        *inner.relay.borrow_mut() = relay::RelayState::Attached(remote);
+    }
+
+    /// No relay: ops waiting for the configuration are forgotten (they are
+    /// applied and saved on this device as always); `problem` (a
+    /// configuration that could not be read) becomes a notice.
+    pub fn none(&self, problem: Option<String>) {
+        let Some(inner) = self.0.upgrade() else {
+            return;
+        };
+        if matches!(&*inner.relay.borrow(), relay::RelayState::Attached(_)) {
+            return;
+        }
+        inner.relay.replace(relay::RelayState::None);
+        if let Some(problem) = problem {
+            inner.writer.notice(format!(
+                "No sync with other devices: {problem}. This device keeps working and syncs between its own tabs."
+            ));
+        }
     }
 }

@@ -75,8 +75,8 @@ mod transport;
 pub use gaesup_state::SyncStatus;
 
 pub use connect::{
-    ConnectOptions, TransportChoice, TransportKind, WebSync, connect_browser,
-    connect_browser_with_options,
+    ConnectOptions, RelayConfig, RelayHandle, TransportChoice, TransportKind, WebSync,
+    connect_browser, connect_browser_with_options, fetch_relay_config,
 };
 pub use error::{Result, WebError};
 pub use js::{JsUnit, JsWrite, install_js_binding};

@@ -48,7 +48,7 @@ pub(super) fn open_transport(
     let on_text = |weak: Weak<Inner>| {
         move |text: String| {
             if let Some(inner) = weak.upgrade() {
-                inner.receive(&text);
+                inner.receive_from_tab(&text);
             }
         }
     };
@@ -117,6 +117,7 @@ impl Inner {
     /// Sends through the transport, if one is open; a failure becomes a
     /// notice (and is returned to the manager).
     fn send(&self, message: &Message) -> gaesup_state_core::Result<()> {
+        self.relay_outgoing(message);
         let Some(opened) = &self.transport else {
             return Ok(());
         };
@@ -131,9 +132,16 @@ impl Inner {
         })
     }
 
-    /// Hands text from another tab to the manager and counts the outcome:
-    /// a sync, or a dropped message.
-    fn receive(&self, text: &str) {
+    /// Text from another tab: to the manager, and to the relay link (the
+    /// tab that holds it sends what the other tabs queued).
+    fn receive_from_tab(&self, text: &str) {
+        self.receive(text);
+        self.relay_incoming(text);
+    }
+
+    /// Hands text to the manager and counts the outcome: a sync, or a
+    /// dropped message.
+    pub(super) fn receive(&self, text: &str) {
         let Ok(inbound) = self.manager.receive_text(text) else {
             return;
         };

@@ -32,6 +32,7 @@ pub struct ConnectOptions {
     pub(super) persistent: Option<Box<dyn Storage>>,
     pub(super) ephemeral: Option<Box<dyn Storage>>,
     pub(super) transport: TransportChoice,
+    pub(super) expect_relay: bool,
 }
 
 impl std::fmt::Debug for ConnectOptions {
@@ -40,6 +41,7 @@ impl std::fmt::Debug for ConnectOptions {
             .field("custom_persistent", &self.persistent.is_some())
             .field("custom_ephemeral", &self.ephemeral.is_some())
             .field("transport", &self.transport)
+            .field("expect_relay", &self.expect_relay)
             .finish()
     }
 }
@@ -61,6 +63,16 @@ impl ConnectOptions {
     /// How to reach other tabs.
     pub fn transport(mut self, transport: TransportChoice) -> Self {
         self.transport = transport;
+        self
+    }
+
+    /// A relay may be configured (the app is reading its configuration):
+    /// ops bound for it wait until [`RelayHandle::attach`] or
+    /// [`RelayHandle::none`](super::RelayHandle::none) says.
+    ///
+    /// [`RelayHandle::attach`]: super::RelayHandle::attach
+    pub fn expect_relay(mut self) -> Self {
+        self.expect_relay = true;
         self
     }
 }

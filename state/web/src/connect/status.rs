@@ -1,7 +1,7 @@
 //! The writable side of the [`SyncStatus`] a connection reports: flags,
 //! counters, and the notices (one sentence each) a status panel shows.
 
-use gaesup_state::SyncStatus;
+use gaesup_state::{RelayStatus, SyncStatus};
 use gaesup_state_core::{
     Error as CoreError, LoadReport, PersistReport, Quarantine, Replica, StorageError,
 };
@@ -19,6 +19,7 @@ pub(super) struct StatusWriter {
     dropped: RwSignal<usize>,
     pub(super) quota_used: RwSignal<usize>,
     notices: RwSignal<Vec<String>>,
+    pub(super) relay: RwSignal<RelayStatus>,
 }
 
 impl StatusWriter {
@@ -29,6 +30,7 @@ impl StatusWriter {
             dropped: RwSignal::new(0),
             quota_used: RwSignal::new(0),
             notices: RwSignal::new(Vec::new()),
+            relay: RwSignal::new(RelayStatus::off()),
         }
     }
 
@@ -39,6 +41,7 @@ impl StatusWriter {
             dropped: self.dropped.into(),
             quota_used: self.quota_used.into(),
             notices: self.notices.into(),
+            relay: self.relay.into(),
         }
     }
 

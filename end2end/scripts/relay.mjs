@@ -1,0 +1,141 @@
+// The real relay for the device tests: the binary the test command built
+// (target/debug/relay), on 127.0.0.1 with a port chosen at run time and a
+// temporary store; killed for real (SIGKILL) and restarted on the same port
+// and store. Plus a TCP proxy in front of it that a test can cut, because
+// Playwright's offline mode leaves open WebSockets open.
+
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { once } from 'node:events';
+
+const root = resolve(import.meta.dirname, '../..');
+const targetDir = process.env.CARGO_TARGET_DIR ? resolve(process.env.CARGO_TARGET_DIR) : join(root, 'target');
+export const relayBinary = process.env.RELAY_BIN ?? join(targetDir, 'debug/relay');
+
+/** A free port on 127.0.0.1. */
+export async function freePort() {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address();
+  server.close();
+  await once(server, 'close');
+  return port;
+}
+
+export class Relay {
+  constructor(args = []) {
+    this.args = args;
+    this.data = mkdtempSync(join(tmpdir(), 'gaesup-relay-'));
+    this.child = null;
+    this.port = 0;
+  }
+
+  get url() {
+    return `ws://127.0.0.1:${this.port}`;
+  }
+
+  async start() {
+    if (!this.port) this.port = await freePort();
+    this.child = spawn(
+      relayBinary,
+      ['--dev', '--listen', `127.0.0.1:${this.port}`, '--data', this.data, ...this.args],
+      { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, RELAY_LOG: 'error' } },
+    );
+    // The relay's first line says where it listens: it is ready.
+    const [chunk] = await once(this.child.stdout, 'data');
+    if (!String(chunk).includes('listening')) throw new Error(`relay said ${chunk}`);
+    this.child.stdout.resume();
+    return this;
+  }
+
+  /** SIGKILL: no shutdown, mid-whatever. */
+  async kill() {
+    if (!this.child) return;
+    const exited = once(this.child, 'exit');
+    this.child.kill('SIGKILL');
+    await exited;
+    this.child = null;
+  }
+
+  async restart() {
+    await this.kill();
+    // The same port: the port was free a moment ago; retry while the
+    // kernel lets go of it.
+    for (let attempt = 0; ; attempt += 1) {
+      try {
+        return await this.start();
+      } catch (error) {
+        if (attempt > 20) throw error;
+        await new Promise((done) => setTimeout(done, 100));
+      }
+    }
+  }
+
+  /** A token signed with the development secret. */
+  token({ apartments = ['main=rw', 'annex=rw', 'atelier=rw'], global = 'rw', ttl = 3600 } = {}) {
+    const args = ['mint-token', '--dev', '--ttl', String(ttl)];
+    for (const grant of apartments) args.push('--apartment', grant);
+    if (global) args.push('--global', global);
+    return execFileSync(relayBinary, args, { encoding: 'utf8' }).trim();
+  }
+
+  async stop() {
+    await this.kill();
+    rmSync(this.data, { recursive: true, force: true });
+  }
+}
+
+/** A TCP proxy to `target` that can be cut (every connection dropped,
+ * new ones refused) and restored. */
+export class Proxy {
+  constructor(targetPort) {
+    this.targetPort = targetPort;
+    this.sockets = new Set();
+    this.cutOff = false;
+    this.server = createServer((client) => {
+      if (this.cutOff) {
+        client.destroy();
+        return;
+      }
+      const relay = connect(this.targetPort, '127.0.0.1');
+      for (const socket of [client, relay]) {
+        this.sockets.add(socket);
+        socket.on('close', () => this.sockets.delete(socket));
+        socket.on('error', () => socket.destroy());
+      }
+      client.pipe(relay);
+      relay.pipe(client);
+      client.on('close', () => relay.destroy());
+      relay.on('close', () => client.destroy());
+    });
+  }
+
+  async start() {
+    this.server.listen(0, '127.0.0.1');
+    await once(this.server, 'listening');
+    this.port = this.server.address().port;
+    return this;
+  }
+
+  get url() {
+    return `ws://127.0.0.1:${this.port}`;
+  }
+
+  cut() {
+    this.cutOff = true;
+    for (const socket of this.sockets) socket.destroy();
+  }
+
+  restore() {
+    this.cutOff = false;
+  }
+
+  async stop() {
+    this.cut();
+    this.server.close();
+  }
+}

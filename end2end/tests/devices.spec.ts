@@ -1,0 +1,308 @@
+// Two devices (two browser contexts: separate storage, separate
+// BroadcastChannel worlds) syncing through the real relay binary, started
+// per test on a free port with a temporary store, and stopped, killed
+// (SIGKILL) or cut off behind a proxy for real.
+import { createServer, type Server } from 'node:http';
+import { once } from 'node:events';
+import { test, expect } from '@playwright/test';
+import { Device, Proxy, Relay, configFor } from './support/devices';
+import { SharedNoteUnit } from './support/units';
+
+const counter = 'main/lobby/counter';
+const otherBuildingCounter = 'main/workshop/counter';
+const notes = 'main/study/notes-a';
+const otherNotes = 'main/study/notes-b';
+const theme = 'main/settings/theme';
+const probe = 'main/lobby/probe';
+
+test.describe('two devices through a relay', () => {
+  let relay: InstanceType<typeof Relay>;
+
+  test.beforeEach(async () => {
+    relay = await new Relay().start();
+  });
+
+  test.afterEach(async () => {
+    await relay.stop();
+  });
+
+  const devices = async (browser: import('@playwright/test').Browser, url = relay.url) => {
+    const config = configFor(url, relay.token());
+    const pair = [await Device.open(browser, config), await Device.open(browser, config)] as const;
+    for (const device of pair) await expect(device.relayLink()).toHaveText('connected');
+    return pair;
+  };
+
+  test('every scope reaches the other device where it should; session and memory state never leave', async ({ browser }) => {
+    const [a, b] = await devices(browser);
+    await a.set(notes, 'notes', 'private to notes A');
+    await a.increment(counter, 'count', 5);
+    await a.set(theme, 'theme', 'dark');
+    // Apartment scope: the shared note (user-resolve) holds the write.
+    const note = new SharedNoteUnit(a.page);
+    await note.write('for the whole apartment');
+    for (const [name, lifetime] of [['session-only', 'ephemeral'], ['memory-only', 'memory']] as const) {
+      for (const device of [a, b]) await device.declare(probe, name, { scope: 'apartment', lifetime });
+      await a.set(probe, name, `not for other devices: ${lifetime}`);
+    }
+
+    await expect.poll(() => b.get(notes, 'notes')).toBe('private to notes A');
+    await expect.poll(() => b.get(counter, 'count')).toBe(5);
+    await expect.poll(() => b.get(theme, 'theme')).toBe('dark');
+    await expect(new SharedNoteUnit(b.page).field()).toHaveValue('for the whole apartment');
+    // Where the same names must not show the writes: another unit's
+    // private key, another building's building key.
+    expect(await b.get(otherNotes, 'notes')).toBe('');
+    expect(await b.get(otherBuildingCounter, 'count')).toBe(0);
+    // Session and memory state stay on the device: never in the outbox,
+    // never on the other device.
+    await expect(a.waiting()).toHaveText('0');
+    expect(await a.outbox()).toBe(0);
+    expect(await b.get(probe, 'session-only')).toBeNull();
+    expect(await b.get(probe, 'memory-only')).toBeNull();
+    a.expectNoErrors();
+    b.expectNoErrors();
+  });
+
+  test('a sum clicked on both devices is exact on both', async ({ browser }) => {
+    const [a, b] = await devices(browser);
+    await Promise.all([
+      (async () => {
+        for (let i = 0; i < 20; i += 1) await a.increment(counter, 'count', 1);
+      })(),
+      (async () => {
+        for (let i = 0; i < 20; i += 1) await b.increment(counter, 'count', 2);
+      })(),
+    ]);
+    await expect.poll(() => a.get(counter, 'count')).toBe(60);
+    await expect.poll(() => b.get(counter, 'count')).toBe(60);
+    await expect(a.waiting()).toHaveText('0');
+    await expect(b.waiting()).toHaveText('0');
+    a.expectNoErrors();
+    b.expectNoErrors();
+  });
+
+  test('concurrent edits of a user-resolve key open the dialog on both devices', async ({ browser }) => {
+    const [a, b] = await devices(browser);
+    await relay.kill();
+    const [noteA, noteB] = [new SharedNoteUnit(a.page), new SharedNoteUnit(b.page)];
+    await noteA.write('From device A');
+    await noteB.write('From device B');
+    await relay.restart();
+    for (const note of [noteA, noteB]) {
+      await expect(note.dialog()).toBeVisible();
+      await expect(note.status()).toHaveText('2 conflicting versions: choose the one to keep.');
+      await expect(note.dialog()).toContainText('From device A');
+      await expect(note.dialog()).toContainText('From device B');
+    }
+    // Resolving on one device resolves on the other.
+    await noteA.choice('Keep current').click();
+    for (const note of [noteA, noteB]) await expect(note.dialog()).toBeHidden();
+    await expect(noteA.field()).toHaveValue(await noteB.field().inputValue());
+    a.expectNoErrors();
+    b.expectNoErrors();
+  });
+
+  test('relay stopped: edits wait in the outbox, survive a reload, and converge when it is back', async ({ browser }) => {
+    const [a, b] = await devices(browser);
+    await relay.kill();
+    for (let i = 0; i < 5; i += 1) {
+      await a.increment(counter, 'count', 1);
+      await b.increment(counter, 'count', 10);
+    }
+    await a.set(notes, 'notes', 'written offline on A');
+    await expect(a.waiting()).toHaveText('6');
+    // A reloads while the relay is away: its outbox is in localStorage.
+    await a.reload();
+    expect(await a.outbox()).toBe(6);
+    expect(await a.get(counter, 'count')).toBe(5);
+    await expect(a.relayLink()).not.toHaveText('connected');
+
+    await relay.restart();
+    for (const device of [a, b]) {
+      await expect.poll(() => device.get(counter, 'count')).toBe(55);
+      await expect.poll(() => device.get(notes, 'notes')).toBe('written offline on A');
+      await expect(device.waiting()).toHaveText('0');
+    }
+    expect(await a.outbox()).toBe(0);
+    a.expectNoErrors();
+    b.expectNoErrors();
+  });
+
+  test('offline mode with the socket cut: nothing lost, sums exact', async ({ browser }) => {
+    const proxy = await new Proxy(relay.port).start();
+    try {
+      const [a, b] = await devices(browser, proxy.url);
+      // Playwright's offline mode leaves an open WebSocket open: the proxy
+      // cuts it, and refuses new ones, until it is restored.
+      proxy.cut();
+      await expect(a.relayLink()).not.toHaveText('connected');
+      for (let i = 0; i < 3; i += 1) await a.increment(counter, 'count', 3);
+      // A reload while cut off (a page cannot load offline without a
+      // service worker, so before going offline): the outbox stays.
+      await a.reload();
+      expect(await a.outbox()).toBe(3);
+      await a.context.setOffline(true);
+      for (let i = 0; i < 2; i += 1) await a.increment(counter, 'count', 3);
+      await b.increment(counter, 'count', 100);
+      expect(await a.outbox()).toBe(5);
+      proxy.restore();
+      // Back online: the browser's `online` event retries at once.
+      await a.context.setOffline(false);
+      for (const device of [a, b]) await expect.poll(() => device.get(counter, 'count')).toBe(115);
+      await expect(a.waiting()).toHaveText('0');
+      a.expectNoErrors();
+      b.expectNoErrors();
+    } finally {
+      await proxy.stop();
+    }
+  });
+
+  test('the relay killed (SIGKILL) and restarted while both devices write: nothing lost, nothing counted twice', async ({ browser }) => {
+    test.setTimeout(60_000);
+    const [a, b] = await devices(browser);
+    let writing = true;
+    const written = { a: 0, b: 0 };
+    const writer = async (device: Device, name: 'a' | 'b', delta: number) => {
+      while (writing) {
+        await device.increment(counter, 'count', delta);
+        written[name] += delta;
+      }
+    };
+    const writers = [writer(a, 'a', 1), writer(b, 'b', 7)];
+    for (let round = 0; round < 3; round += 1) {
+      // Let some ops through, then kill mid-stream.
+      await expect.poll(() => a.get(counter, 'count').then(Number), { timeout: 10_000 }).toBeGreaterThan(round * 10);
+      await relay.restart();
+      await expect(a.relayLink()).toHaveText('connected', { timeout: 15_000 });
+    }
+    writing = false;
+    await Promise.all(writers);
+    const total = written.a + written.b;
+    for (const device of [a, b]) {
+      await expect.poll(() => device.get(counter, 'count'), { timeout: 20_000 }).toBe(total);
+      await expect(device.waiting()).toHaveText('0');
+    }
+    a.expectNoErrors();
+    b.expectNoErrors();
+  });
+
+  test('WebSocket removed from the page: sync goes through the HTTP fallback', async ({ browser }) => {
+    const config = configFor(relay.url, relay.token());
+    const a = await Device.open(browser, config);
+    const b = await Device.open(browser, config, null);
+    await b.context.addInitScript(() => {
+      // A proxy that blocks WebSockets, as the page sees it.
+      Reflect.deleteProperty(window, 'WebSocket');
+    });
+    await b.newPage('/');
+    await expect(a.relayLink()).toHaveText('connected');
+    await expect(b.relayLink()).toHaveText('HTTP fallback');
+    await a.increment(counter, 'count', 4);
+    await b.increment(counter, 'count', 40);
+    for (const device of [a, b]) await expect.poll(() => device.get(counter, 'count')).toBe(44);
+    await expect(b.waiting()).toHaveText('0');
+    a.expectNoErrors();
+    b.expectNoErrors();
+  });
+
+  test('one connection per browser: the tab holding it relays for the others, and another takes over when it closes', async ({ browser }) => {
+    const config = configFor(relay.url, relay.token());
+    const a = await Device.open(browser, config);
+    const second = await a.newPage('/');
+    const b = await Device.open(browser, config);
+    await expect(a.relayLink(a.pages[0])).toHaveText('connected');
+    await expect(a.page.getByRole('region', { name: 'Storage and sync: Main apartment' })).toContainText('held by this tab');
+    await expect(second.getByRole('region', { name: 'Storage and sync: Main apartment' })).toContainText('held by another tab');
+    // The tab without the link writes; the other device sees it.
+    await a.increment(counter, 'count', 2, second);
+    await expect.poll(() => b.get(counter, 'count')).toBe(2);
+    // Only the holder opened sockets (one per apartment).
+    expect(a.sockets.filter((socket) => socket.page === second)).toEqual([]);
+    // The holder closes: the second tab takes the link over.
+    await a.pages[0].close();
+    await expect(second.getByRole('region', { name: 'Storage and sync: Main apartment' })).toContainText('held by this tab');
+    await expect(a.relayLink(second)).toHaveText('connected');
+    await b.increment(counter, 'count', 3);
+    await expect.poll(() => a.get(counter, 'count', second)).toBe(5);
+    a.expectNoErrors();
+    b.expectNoErrors();
+  });
+});
+
+test.describe('a relay that cannot be used', () => {
+  let relay: InstanceType<typeof Relay>;
+
+  test.beforeEach(async () => {
+    relay = await new Relay().start();
+  });
+
+  test.afterEach(async () => {
+    await relay.stop();
+  });
+
+  for (const [name, token, words] of [
+    ['a bad token', () => 'gs1.not-a-token.at-all', 'refused: bad token'],
+    ['an expired token', () => relay.token({ ttl: 0 }), 'refused: token expired'],
+  ] as const) {
+    test(`${name}: a specific notice, the app keeps working, nothing lost`, async ({ browser }) => {
+      const a = await Device.open(browser, configFor(relay.url, token()));
+      await expect(a.relayLink()).toHaveText(words);
+      await a.increment(counter, 'count', 6);
+      expect(await a.get(counter, 'count')).toBe(6);
+      await expect(a.notices().filter({ hasText: /relay token|refused this app's token/ })).toHaveCount(1);
+      // Kept for a later, valid token.
+      await expect(a.waiting()).toHaveText('1');
+      expect(await a.outbox()).toBe(1);
+      a.expectNoErrors();
+    });
+  }
+});
+
+test.describe('no relay, or a broken one', () => {
+  test('no relay configured: the app makes no request beyond its own files', async ({ browser, baseURL }) => {
+    const context = await browser.newContext();
+    const requests: string[] = [];
+    context.on('request', (request) => requests.push(request.url()));
+    const page = await context.newPage();
+    const sockets: string[] = [];
+    page.on('websocket', (socket) => sockets.push(socket.url()));
+    await page.goto('/');
+    await page.waitForFunction(() => window.gaesup !== undefined);
+    await page.evaluate(() => window.gaesup.unit('main/lobby/counter').increment('count', 1));
+    await expect(page.getByLabel('Relay link')).toHaveCount(0);
+    const origin = new URL(baseURL!).origin;
+    expect(requests.filter((url) => !url.startsWith(origin) && !url.startsWith('data:'))).toEqual([]);
+    expect(sockets).toEqual([]);
+    expect(await page.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith('gaesup/outbox/')))).toEqual([]);
+    await context.close();
+  });
+
+  test('a relay answering garbage: a specific notice, the app keeps working, nothing lost', async ({ browser }) => {
+    const garbage: Server = createServer((_, response) => {
+      response.writeHead(200, { 'Content-Type': 'text/plain', 'Access-Control-Allow-Origin': '*', 'Access-Control-Allow-Headers': '*' });
+      response.end('{"v":2,"type":"ops","body":[[[');
+    });
+    garbage.listen(0, '127.0.0.1');
+    await once(garbage, 'listening');
+    const port = (garbage.address() as { port: number }).port;
+    try {
+      const a = await Device.open(browser, configFor(`http://127.0.0.1:${port}`, 'gs1.any.token'));
+      await a.increment(counter, 'count', 2);
+      await expect(a.notices().filter({ hasText: 'The relay reported a problem' }).first()).toBeVisible();
+      expect(await a.get(counter, 'count')).toBe(2);
+      await expect(a.waiting()).toHaveText('1');
+      a.expectNoErrors();
+    } finally {
+      garbage.close();
+    }
+  });
+
+  test('relay.json that is not a configuration: a specific notice, sync between tabs goes on', async ({ browser }) => {
+    const a = await Device.open(browser, '<!doctype html><p>not json');
+    await expect(a.notices().filter({ hasText: 'relay.json is not a relay configuration' }).first()).toBeVisible();
+    await a.increment(counter, 'count', 1);
+    expect(await a.get(counter, 'count')).toBe(1);
+    a.expectNoErrors();
+  });
+});

@@ -1,0 +1,126 @@
+import { expect, type Browser, type BrowserContext, type Page } from '@playwright/test';
+// The real relay binary and a proxy that can cut it off (plain ESM, no types).
+// @ts-expect-error: a JavaScript module without declarations
+import { Relay, Proxy } from '../../scripts/relay.mjs';
+
+export { Relay, Proxy };
+
+/** What relay.json says for a device: a relay and a token, or none. */
+export type RelayJson = { url?: string; token?: string } | string;
+
+/** Network errors a device reports while its relay is away: expected. */
+const networkNoise = [
+  /WebSocket connection to .* failed/,
+  /Failed to load resource: net::ERR_(CONNECTION_REFUSED|CONNECTION_RESET|EMPTY_RESPONSE|INTERNET_DISCONNECTED|CONNECTION_CLOSED)/,
+  /Failed to load resource: the server responded with a status of 40[13]/,
+];
+
+declare global {
+  interface Window {
+    gaesup: {
+      unit(address: string): {
+        declare(name: string, rules?: Record<string, unknown>): void;
+        get(name: string): unknown;
+        set(name: string, value: unknown): void;
+        increment(name: string, delta: number): void;
+      };
+    };
+  }
+}
+
+/**
+ * One device: its own browser context (own localStorage, own
+ * BroadcastChannel world), told by its relay.json where the relay is.
+ */
+export class Device {
+  readonly errors: string[] = [];
+  readonly pages: Page[] = [];
+  /** WebSockets opened to a relay, by the page that opened them. */
+  readonly sockets: { page: Page; url: string }[] = [];
+
+  private constructor(readonly context: BrowserContext) {}
+
+  static async open(browser: Browser, relay: RelayJson, path: string | null = '/'): Promise<Device> {
+    const device = new Device(await browser.newContext());
+    await device.context.route('**/relay.json', (route) =>
+      typeof relay === 'string'
+        ? route.fulfill({ status: 200, contentType: 'application/json', body: relay })
+        : route.fulfill({ json: relay }),
+    );
+    if (path !== null) await device.newPage(path);
+    return device;
+  }
+
+  get page(): Page {
+    return this.pages[0];
+  }
+
+  async newPage(path = '/'): Promise<Page> {
+    const page = await this.context.newPage();
+    page.on('pageerror', (error) => this.errors.push(`pageerror: ${error.message}`));
+    page.on('console', (message) => {
+      if (message.type() !== 'error') return;
+      if (networkNoise.some((pattern) => pattern.test(message.text()))) return;
+      this.errors.push(`console.error: ${message.text()}`);
+    });
+    page.on('websocket', (socket) => {
+      if (socket.url().includes('/v1/ws')) this.sockets.push({ page, url: socket.url() });
+    });
+    this.pages.push(page);
+    await page.goto(path);
+    await page.waitForFunction(() => window.gaesup !== undefined);
+    return page;
+  }
+
+  async reload(page = this.page) {
+    await page.reload();
+    await page.waitForFunction(() => window.gaesup !== undefined);
+  }
+
+  get(address: string, name: string, page = this.page) {
+    return page.evaluate(([a, n]) => window.gaesup.unit(a).get(n), [address, name] as const);
+  }
+
+  set(address: string, name: string, value: unknown, page = this.page) {
+    return page.evaluate(([a, n, v]) => window.gaesup.unit(a).set(n, v), [address, name, value] as const);
+  }
+
+  increment(address: string, name: string, delta: number, page = this.page) {
+    return page.evaluate(([a, n, d]) => window.gaesup.unit(a).increment(n, d), [address, name, delta] as const);
+  }
+
+  declare(address: string, name: string, rules: Record<string, unknown>, page = this.page) {
+    return page.evaluate(([a, n, r]) => window.gaesup.unit(a).declare(n, r), [address, name, rules] as const);
+  }
+
+  /** The relay line of the main apartment's sync panel. */
+  relayLink(page = this.page) {
+    return page.getByRole('region', { name: 'Storage and sync: Main apartment' }).getByLabel('Relay link');
+  }
+
+  waiting(page = this.page) {
+    return page.getByRole('region', { name: 'Storage and sync: Main apartment' }).getByLabel('Waiting to send');
+  }
+
+  notices(page = this.page) {
+    return page.getByRole('region', { name: 'Storage and sync: Main apartment' }).getByRole('alert');
+  }
+
+  /** Ops in this device's outbox (localStorage, shared by its tabs). */
+  outbox(page = this.page) {
+    return page.evaluate(() => Object.keys(localStorage).filter((key) => key.startsWith('gaesup/outbox/')).length);
+  }
+
+  expectNoErrors() {
+    expect(this.errors, 'the device reported errors').toEqual([]);
+  }
+
+  async close() {
+    await this.context.close();
+  }
+}
+
+/** relay.json for `relay` (or a proxy in front of it). */
+export function configFor(url: string, token: string): RelayJson {
+  return { url, token };
+}
