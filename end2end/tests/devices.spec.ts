@@ -306,3 +306,71 @@ test.describe('no relay, or a broken one', () => {
     a.expectNoErrors();
   });
 });
+
+test.describe('writes confirmed by the relay', () => {
+  let relay: InstanceType<typeof Relay>;
+
+  test.beforeEach(async () => {
+    relay = await new Relay().start();
+  });
+
+  test.afterEach(async () => {
+    await relay.stop();
+  });
+
+  test('setConfirmed resolves once the relay applied the write; gaesup.relay() reads the link', async ({ browser }) => {
+    const a = await Device.open(browser, configFor(relay.url, relay.token()));
+    await expect(a.relayLink()).toHaveText('connected');
+    const outcome = await a.page.evaluate(async () => {
+      const unit = window.gaesup.unit('main/study/notes-a') as unknown as {
+        setConfirmed(name: string, value: unknown): Promise<void>;
+        get(name: string): unknown;
+      };
+      await unit.setConfirmed('notes', 'confirmed by the relay');
+      const relay = (window.gaesup as unknown as { relay(apartment: string): { link: string; waiting: number; here: boolean } }).relay('main');
+      return { value: unit.get('notes'), link: relay.link, here: relay.here };
+    });
+    expect(outcome).toEqual({ value: 'confirmed by the relay', link: 'connected', here: true });
+    a.expectNoErrors();
+  });
+
+  test('a write the relay refuses is rolled back and the promise rejects with code "rejected"', async ({ browser }) => {
+    // Read-only: the relay refuses every write to the apartment.
+    const readOnly = relay.token({ apartments: ['main=r'], global: 'r' });
+    const a = await Device.open(browser, configFor(relay.url, readOnly));
+    await expect(a.relayLink()).toHaveText('connected');
+    await a.set('main/study/notes-a', 'notes', 'before');
+    const outcome = await a.page.evaluate(async () => {
+      const unit = window.gaesup.unit('main/study/notes-a') as unknown as {
+        setConfirmed(name: string, value: unknown): Promise<void>;
+        get(name: string): unknown;
+      };
+      try {
+        await unit.setConfirmed('notes', 'refused by the relay');
+        return { code: 'resolved', value: unit.get('notes') };
+      } catch (error) {
+        return { code: (error as { code: string }).code, value: unit.get('notes') };
+      }
+    });
+    expect(outcome).toEqual({ code: 'rejected', value: 'before' });
+    a.expectNoErrors();
+  });
+
+  test('without a relay, setConfirmed keeps the write and throws no_confirmer', async ({ browser }) => {
+    const a = await Device.open(browser, {});
+    const outcome = await a.page.evaluate(() => {
+      const unit = window.gaesup.unit('main/study/notes-a') as unknown as {
+        setConfirmed(name: string, value: unknown): Promise<void>;
+        get(name: string): unknown;
+      };
+      try {
+        void unit.setConfirmed('notes', 'kept');
+        return { code: 'none', value: unit.get('notes') };
+      } catch (error) {
+        return { code: (error as { code: string }).code, value: unit.get('notes') };
+      }
+    });
+    expect(outcome).toEqual({ code: 'no_confirmer', value: 'kept' });
+    a.expectNoErrors();
+  });
+});

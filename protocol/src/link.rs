@@ -572,7 +572,17 @@ mod tests {
             link.queue(first.clone(), &mut storage).unwrap().is_empty(),
             "offline: nothing sent"
         );
-        assert_eq!(link(&storage).waiting(), 1, "a new page finds it");
+        assert_eq!(
+            Link::new(
+                "d".into(),
+                Some("t".into()),
+                vec!["apartment:main".parse().unwrap()],
+                &storage
+            )
+            .waiting(),
+            1,
+            "a new page finds it"
+        );
         // Another apartment's link (perhaps with another token) leaves it.
         assert_eq!(
             Link::new(

@@ -26,6 +26,10 @@ pub enum StateError {
         /// What the confirmation said.
         reason: String,
     },
+    /// A write was to wait for a relay's confirmation, but no relay is
+    /// configured.
+    #[error("no relay is configured to confirm writes")]
+    NoConfirmer,
     /// A JavaScript value that has no JSON form (undefined, a function, a
     /// BigInt, a cycle), or JSON this layer could not read.
     #[error("bad value: {reason}")]
@@ -69,6 +73,7 @@ impl StateError {
             Self::NoUnit { .. } => "no_unit",
             Self::Disposed => "disposed",
             Self::Rejected { .. } => "rejected",
+            Self::NoConfirmer => "no_confirmer",
             Self::BadValue { .. } => "bad_value",
             Self::UnknownApartment { .. } => "unknown_apartment",
             Self::AmbiguousKey { .. } => "ambiguous_key",

@@ -19,6 +19,7 @@
 //! | `inspect.rs` | what devtools read: keys, the operation log, a revision |
 //! | `registry.rs` | subscribers and listeners, by what they watch |
 
+mod confirm;
 mod events;
 mod inspect;
 mod notify;
@@ -43,6 +44,7 @@ use leptos::prelude::*;
 use crate::error::{Result, StateError};
 use crate::platform::{SystemClock, random_tab_id};
 
+pub use confirm::Confirmation;
 pub use events::ListenerId;
 pub use inspect::{KeyInfo, LOG_CAPACITY, LogEntry, Origin};
 pub use subscribe::SubscriptionId;
@@ -68,6 +70,7 @@ struct Shared {
     /// published meanwhile (a subscriber wrote) waits in `pending`.
     delivering: Cell<bool>,
     pending: RefCell<VecDeque<Change>>,
+    confirmations: RefCell<confirm::Confirmations>,
 }
 
 /// Where a manager's [`Shared`] lives: a slot of Leptos's reactive arena,
@@ -118,6 +121,7 @@ impl StateManager {
             revision: ArcRwSignal::new(0),
             delivering: Cell::new(false),
             pending: RefCell::default(),
+            confirmations: RefCell::default(),
         };
         Self {
             arena: StoredValue::new_local(Rc::new(shared)),

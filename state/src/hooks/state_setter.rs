@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use super::shared_state::{HOOK, Validator};
 use crate::containers::UnitContext;
 use crate::error::{Result, StateError};
+use crate::manager::Confirmation;
 
 /// The key a setter writes, and the unit it writes as.
 pub(super) struct Target<T> {
@@ -158,6 +159,36 @@ where
         let Ok(write) = self.write(value) else {
             return;
         };
+        self.await_confirmation(write, confirm);
+    }
+
+    /// Shows `value` at once and waits for the relay to apply it, like
+    /// [`set_optimistic`](Self::set_optimistic) with the relay as the
+    /// confirmation: a refusal rolls the write back (only it, and only if
+    /// nobody wrote over it meanwhile). Where the relay's canonical value
+    /// differs (a concurrent write on another device won), the relay's
+    /// ops bring that value, like any remote change. Offline, the write
+    /// stays pending until the relay is reached. Without a relay the write
+    /// is kept and [`StateError::NoConfirmer`] is returned.
+    pub fn set_confirmed(&self, value: T) -> Result<()> {
+        let write = self.write(value)?;
+        let confirmation = self
+            .target()
+            .and_then(|t| t.unit.manager.confirmation(write.op.id));
+        let confirmation = self.record(confirmation)?;
+        self.await_confirmation(write, async move {
+            match confirmation.await {
+                Confirmation::Confirmed | Confirmation::Unknown => Ok(()),
+                Confirmation::Refused(reason) => Err(reason),
+            }
+        });
+        Ok(())
+    }
+
+    fn await_confirmation<F>(&self, write: Write, confirm: F)
+    where
+        F: Future<Output = std::result::Result<(), String>> + 'static,
+    {
         let this = *self;
         self.pending.update(|n| *n += 1);
         spawn(async move {

@@ -33,6 +33,7 @@ use crate::error::{Result, WebError};
 use crate::storage::BrowserStorage;
 
 pub use options::{ConnectOptions, TransportChoice, TransportKind};
+pub(crate) use relay::relay_status;
 pub use relay::{RelayConfig, fetch_relay_config};
 
 /// Connects `manager` to this page's storages and to the other tabs of

@@ -84,6 +84,12 @@ pub fn install_js_binding(
         },
     );
     Reflect::set(&api, &"unit".into(), &unit.into_js_value())?;
+    let relay = Closure::<dyn Fn(String) -> JsValue>::new(|apartment: String| {
+        crate::connect::relay_status(&apartment)
+            .and_then(|status| relay_status_js(&status))
+            .unwrap_or(JsValue::NULL)
+    });
+    Reflect::set(&api, &"relay".into(), &relay.into_js_value())?;
     Reflect::set(&api, &"version".into(), &env!("CARGO_PKG_VERSION").into())?;
     Reflect::set(&window, &"gaesup".into(), &api)?;
     let ready = web_sys::Event::new("gaesup:ready")?;
@@ -109,6 +115,20 @@ fn js_error(err: &StateError) -> JsValue {
     // Setting a property on a fresh Error object cannot fail.
     let _ = Reflect::set(&error, &"code".into(), &err.code().into());
     error.into()
+}
+
+/// `{ link, waiting, lastAck, here }` of a relay status.
+fn relay_status_js(status: &gaesup_state::RelayStatus) -> Option<JsValue> {
+    let object = Object::new();
+    let set = |name: &str, value: JsValue| Reflect::set(&object, &name.into(), &value).ok();
+    set("link", status.link.as_str().into())?;
+    set("waiting", (status.waiting as f64).into())?;
+    set(
+        "lastAck",
+        status.last_ack_ms.map_or(JsValue::NULL, JsValue::from_f64),
+    )?;
+    set("here", status.here.into())?;
+    Some(object.into())
 }
 
 fn bad(reason: impl Into<String>) -> StateError {

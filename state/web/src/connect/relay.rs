@@ -33,13 +33,14 @@ use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
 
 use gaesup_protocol::{
-    Link, LinkOutput, LinkStatus, MAX_OUTBOX, Sequenced, Snapshot, StreamId, write_outbox_entry,
+    Ack, AckStatus, Link, LinkOutput, LinkStatus, MAX_OUTBOX, Sequenced, Snapshot, StreamId,
+    write_outbox_entry,
 };
-use gaesup_state::RelayStatus;
+use gaesup_state::{Confirmation, RelayStatus};
 use gaesup_state_core::{ApartmentId, Lifetime, Message, Op, OpGroup, Storage};
 use gloo_events::EventListener;
 use gloo_timers::callback::{Interval, Timeout};
-use leptos::prelude::{Set, Update, WithUntracked};
+use leptos::prelude::{GetUntracked, Set, Update, WithUntracked};
 use wasm_bindgen::JsCast;
 use web_sys::{BroadcastChannel, MessageEvent};
 
@@ -57,6 +58,30 @@ const TICK_MS: u32 = 1_000;
 const PULL_WAIT_MS: u64 = 10_000;
 /// How often the HTTP fallback looks for ops to push.
 const PUSH_EVERY_MS: u32 = 200;
+
+thread_local! {
+    /// Each apartment's relay status on this page, for `gaesup.relay()`.
+    static STATUSES: RefCell<std::collections::BTreeMap<String, RelayStatus>> =
+        RefCell::default();
+}
+
+/// The relay status of `apartment` on this page, if it has a connection.
+pub(crate) fn relay_status(apartment: &str) -> Option<RelayStatus> {
+    STATUSES.with(|statuses| statuses.borrow().get(apartment).cloned())
+}
+
+/// What the tab holding the link tells the browser's other tabs (and what
+/// they ask), on the apartment's relay channel.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Announce {
+    /// A tab asks for the status.
+    Ask,
+    /// The link's status.
+    Status(RelayStatus),
+    /// The relay's word on some writes (any tab may be waiting on them).
+    Acks { acks: Vec<Ack> },
+}
 
 /// What a connection does about a relay, before and after the app knows
 /// whether one is configured.
@@ -128,7 +153,8 @@ impl Remote {
             listeners: RefCell::new(Vec::new()),
             status: conn.writer.relay,
         });
-        remote.status.set(RelayStatus {
+        let _ = conn.manager.enable_confirmations();
+        remote.show(RelayStatus {
             link: "waiting for the tab that holds the link".to_owned(),
             ..RelayStatus::default()
         });
@@ -147,7 +173,7 @@ impl Remote {
             Err(_) => granted(),
         }
         // Ask the leading tab (if another) for its status.
-        remote.post("?");
+        remote.announce(&Announce::Ask);
         remote
     }
 
@@ -245,25 +271,53 @@ impl Remote {
         }
     }
 
-    /// Status from the leading tab (or `?`, a tab asking for it).
+    /// A word from the tab holding the link (or a tab asking for it).
     fn on_status_message(&self, text: &str) {
-        if self.link.borrow().is_some() {
-            if text == "?" {
-                self.publish();
-            }
+        let Ok(announce) = serde_json::from_str::<Announce>(text) else {
             return;
-        }
-        if let Ok(status) = serde_json::from_str::<RelayStatus>(text) {
-            self.status.set(RelayStatus {
+        };
+        let leading = self.link.borrow().is_some();
+        match announce {
+            Announce::Ask if leading => self.announce_status(),
+            Announce::Status(status) if !leading => self.show(RelayStatus {
                 here: false,
                 ..status
-            });
+            }),
+            Announce::Acks { acks } if !leading => self.confirm(&acks),
+            _ => {}
         }
     }
 
-    fn post(&self, text: &str) {
-        if let Some(channel) = &self.channel {
+    fn announce(&self, announce: &Announce) {
+        if let (Some(channel), Ok(text)) = (&self.channel, serde_json::to_string(announce)) {
             let _ = channel.post_message(&text.into());
+        }
+    }
+
+    /// Writes the status signal (and what `gaesup.relay()` reads).
+    fn show(&self, status: RelayStatus) {
+        STATUSES.with(|statuses| {
+            statuses
+                .borrow_mut()
+                .insert(self.apartment.as_str().to_owned(), status.clone());
+        });
+        self.status.set(status);
+    }
+
+    /// Tells writes waiting on these acks.
+    fn confirm(&self, acks: &[Ack]) {
+        let Some(conn) = self.conn.upgrade() else {
+            return;
+        };
+        for ack in acks {
+            let outcome = match &ack.status {
+                AckStatus::Applied { .. } | AckStatus::Duplicate { .. } => Confirmation::Confirmed,
+                AckStatus::Refused { code, .. } if is_transient(code) => continue,
+                AckStatus::Refused { code, message } => {
+                    Confirmation::Refused(format!("{code}: {message}"))
+                }
+            };
+            conn.manager.acknowledge(ack.op, outcome);
         }
     }
 
@@ -484,8 +538,14 @@ impl Remote {
         for snapshot in out.snapshots {
             self.apply_snapshot(snapshot);
         }
+        if !out.acks.is_empty() {
+            self.confirm(&out.acks);
+            self.announce(&Announce::Acks {
+                acks: out.acks.clone(),
+            });
+        }
         for ack in &out.acks {
-            if let gaesup_protocol::AckStatus::Refused { code, message } = &ack.status
+            if let AckStatus::Refused { code, message } = &ack.status
                 && !is_transient(code)
             {
                 self.notice(format!(
@@ -587,11 +647,15 @@ impl Remote {
             }
         };
         if self.status.with_untracked(|current| current != &status) {
-            if let Ok(text) = serde_json::to_string(&status) {
-                self.post(&text);
-            }
-            self.status.set(status);
+            self.announce(&Announce::Status(status.clone()));
+            self.show(status);
         }
+    }
+
+    /// Tells the other tabs the status as it is.
+    fn announce_status(&self) {
+        let status = self.status.get_untracked();
+        self.announce(&Announce::Status(status));
     }
 }
 

@@ -1,7 +1,7 @@
 //! What a [`JsUnit`] offers JavaScript: reads, writes, subscriptions,
 //! events.
 
-use gaesup_state::Result;
+use gaesup_state::{Confirmation, Result, StateError};
 use gaesup_state_core::{Event, FullKey, KeyName, KeyState, Path, Scope};
 use js_sys::{Array, Function, Object, Reflect};
 use wasm_bindgen::prelude::*;
@@ -156,6 +156,41 @@ impl JsUnit {
                 key,
                 written,
             })
+        };
+        write().map_err(|e| js_error(&e))
+    }
+
+    /// Sets key `name` at once and returns a `Promise` that resolves when
+    /// the relay has applied the write, or rejects (an `Error` with `code`
+    /// `"rejected"`) when it refused it, after rolling the write back
+    /// (unless someone wrote over it meanwhile). Offline, it waits until
+    /// the relay is reached. Without a relay the write is kept and the
+    /// call throws (`code` `"no_confirmer"`).
+    #[wasm_bindgen(js_name = setConfirmed)]
+    pub fn set_confirmed(
+        &self,
+        name: &str,
+        value: JsValue,
+    ) -> std::result::Result<js_sys::Promise, JsValue> {
+        let write = || -> Result<js_sys::Promise> {
+            let key = self.key(name)?;
+            let value = from_js(&value)?;
+            let manager = self.unit.manager;
+            let written = manager.set(&self.unit.address, &key, value)?;
+            let confirmation = manager.confirmation(written.op.id)?;
+            let address = self.unit.address.clone();
+            Ok(wasm_bindgen_futures::future_to_promise(async move {
+                match confirmation.await {
+                    Confirmation::Confirmed | Confirmation::Unknown => Ok(JsValue::UNDEFINED),
+                    Confirmation::Refused(reason) => {
+                        let _ = manager.revert(&address, &key, &written);
+                        Err(js_error(&StateError::Rejected {
+                            key: written.op.key.to_string(),
+                            reason,
+                        }))
+                    }
+                }
+            }))
         };
         write().map_err(|e| js_error(&e))
     }

@@ -1,0 +1,146 @@
+//! Server confirmations: a write can wait until a relay has applied it
+//! (or refused it). Whatever holds the link to the relay reports acks
+//! through [`StateManager::acknowledge`]; writers wait through
+//! [`StateManager::confirmation`].
+
+use std::future::Future;
+
+use futures_channel::oneshot;
+use gaesup_state_core::OpId;
+
+use super::StateManager;
+use crate::error::{Result, StateError};
+
+/// Most writes waiting for a confirmation at once; past it, the oldest
+/// waiter is told the write is unconfirmed (it is not rolled back: the
+/// relay still receives it, only nobody waits any more).
+const MAX_WAITING: usize = 10_000;
+
+/// What a relay said about a write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Confirmation {
+    /// Applied (or applied before: a duplicate).
+    Confirmed,
+    /// Refused, with the relay's reason; the write should be rolled back.
+    Refused(String),
+    /// Nobody will say any more (the waiting list overflowed, or the
+    /// manager was disposed): neither confirmed nor refused.
+    Unknown,
+}
+
+impl StateManager {
+    /// Says that a relay link will report acks, so writes may wait for
+    /// them ([`confirmation`](Self::confirmation) fails otherwise).
+    pub fn enable_confirmations(&self) -> Result<()> {
+        self.shared()?.confirmations.borrow_mut().enabled = true;
+        Ok(())
+    }
+
+    /// Whether [`enable_confirmations`](Self::enable_confirmations) was called.
+    pub fn confirmations_enabled(&self) -> bool {
+        self.shared()
+            .is_ok_and(|shared| shared.confirmations.borrow().enabled)
+    }
+
+    /// A future that resolves when the relay confirms or refuses `op`.
+    /// Fails at once when no relay link reports acks.
+    pub fn confirmation(&self, op: OpId) -> Result<impl Future<Output = Confirmation> + use<>> {
+        let shared = self.shared()?;
+        let mut confirmations = shared.confirmations.borrow_mut();
+        if !confirmations.enabled {
+            return Err(StateError::NoConfirmer);
+        }
+        let (sender, receiver) = oneshot::channel();
+        if confirmations.waiting.len() >= MAX_WAITING
+            && let Some((_, oldest)) = confirmations.waiting.pop_first()
+        {
+            let _ = oldest.send(Confirmation::Unknown);
+        }
+        confirmations.waiting.insert(op, sender);
+        Ok(async move { receiver.await.unwrap_or(Confirmation::Unknown) })
+    }
+
+    /// The relay link reports on `op` (a write that nobody waits for is
+    /// ignored).
+    pub fn acknowledge(&self, op: OpId, outcome: Confirmation) {
+        let Ok(shared) = self.shared() else {
+            return;
+        };
+        let waiter = shared.confirmations.borrow_mut().waiting.remove(&op);
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(outcome);
+        }
+    }
+}
+
+/// The writes waiting for a relay's word.
+#[derive(Default)]
+pub(super) struct Confirmations {
+    enabled: bool,
+    waiting: std::collections::BTreeMap<OpId, oneshot::Sender<Confirmation>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    use gaesup_state_core::{ManualClock, TabId};
+    use leptos::prelude::Owner;
+
+    use super::*;
+
+    fn poll<F: Future>(future: std::pin::Pin<&mut F>) -> Poll<F::Output> {
+        future.poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    fn op(n: u64) -> OpId {
+        OpId {
+            tab: TabId::new(7),
+            seq: n,
+        }
+    }
+
+    #[test]
+    fn a_write_waits_for_the_relay_s_word() {
+        let owner = Owner::new();
+        owner.set();
+        let manager = StateManager::new(TabId::new(7), ManualClock::new(0));
+        assert!(matches!(
+            manager.confirmation(op(1)).err(),
+            Some(StateError::NoConfirmer)
+        ));
+        manager.enable_confirmations().unwrap();
+        let mut confirmed = pin!(manager.confirmation(op(1)).unwrap());
+        let mut refused = pin!(manager.confirmation(op(2)).unwrap());
+        assert!(poll(confirmed.as_mut()).is_pending());
+        // Acks of writes nobody waits for change nothing.
+        manager.acknowledge(op(9), Confirmation::Confirmed);
+        manager.acknowledge(op(2), Confirmation::Refused("forbidden".into()));
+        manager.acknowledge(op(1), Confirmation::Confirmed);
+        assert_eq!(
+            poll(confirmed.as_mut()),
+            Poll::Ready(Confirmation::Confirmed)
+        );
+        assert_eq!(
+            poll(refused.as_mut()),
+            Poll::Ready(Confirmation::Refused("forbidden".into()))
+        );
+    }
+
+    #[test]
+    fn the_waiting_list_is_bounded() {
+        let owner = Owner::new();
+        owner.set();
+        let manager = StateManager::new(TabId::new(7), ManualClock::new(0));
+        manager.enable_confirmations().unwrap();
+        let mut oldest = pin!(manager.confirmation(op(0)).unwrap());
+        let rest: Vec<_> = (1..MAX_WAITING as u64)
+            .map(|n| manager.confirmation(op(n)).unwrap())
+            .collect();
+        assert!(poll(oldest.as_mut()).is_pending());
+        let _newest = manager.confirmation(op(MAX_WAITING as u64)).unwrap();
+        assert_eq!(poll(oldest.as_mut()), Poll::Ready(Confirmation::Unknown));
+        drop(rest);
+    }
+}
