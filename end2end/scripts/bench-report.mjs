@@ -25,6 +25,8 @@ const text = (file) => {
 const sizes = { app: read('size-app.json'), hello: read('size-hello.json'), helloState: read('size-hello-state.json') };
 const ops = read('state-ops.json');
 const latency = read('cross-tab-latency.json');
+const relay = read('relay.json');
+const devices = read('device-sync.json');
 const twiggy = read('twiggy-app.json');
 const twiggyHello = read('twiggy-hello.json');
 const twiggyHelloState = read('twiggy-hello-state.json');
@@ -242,7 +244,28 @@ goal(
   m ? growth(m) === 0 : null,
 );
 
-const results = { machine, goals, sizes, twiggy_by_crate: byCrate, increment_by_crate, ops, latency, native_ops: text('native-ops.txt') };
+if (relay) {
+  const t = relay.throughput;
+  const l = relay.latency;
+  const f = relay.fanout;
+  const s = relay.sockets;
+  const last = s?.steps?.at(-1);
+  goals.push(
+    { name: 'relay: acknowledged ops/s (durable)', measured: `${Math.round(t.ops_per_second)} ops/s`, target: '≥ 5,000 ops/s', met: t.ops_per_second >= 5000 },
+    { name: 'relay: deliveries/s', measured: `${Math.round(f.deliveries_per_second)} /s`, target: '≥ 50,000 /s', met: f.deliveries_per_second >= 50000 },
+    { name: 'relay: push → ack p95', measured: ms(l.p95_ms), target: '≤ 10 ms', met: l.p95_ms <= 10 },
+    { name: 'relay: sockets held, memory', measured: last ? `${last.sockets} sockets, ${last.rss_mib.toFixed(0)} MiB` : 'n/a', target: '≥ 2,000 sockets, < 200 MB', met: last ? last.sockets >= 2000 && last.rss_mib < 200 : false },
+  );
+}
+if (devices) {
+  const p = devices.propagation.halfRoundTrip;
+  goals.push(
+    { name: 'device → relay → device, p95 (round trip / 2)', measured: ms(p.p95), target: '≤ 50 ms', met: p.p95 <= 50 },
+    { name: `flush a ${devices.outbox.ops}-op outbox after coming back online`, measured: ms(devices.outbox.flushMs), target: '≤ 5 s', met: devices.outbox.flushMs <= 5000 },
+  );
+}
+
+const results = { machine, goals, sizes, twiggy_by_crate: byCrate, increment_by_crate, ops, latency, relay, devices, native_ops: text('native-ops.txt') };
 writeFileSync(join(dir, 'results.json'), JSON.stringify(results, null, 2));
 
 const lines = [];
@@ -401,6 +424,28 @@ if (latency) {
     ['storage event, round trip / 2', latency.storageEvent.halfRoundTrip],
   ]) row([name, s.n, ms(s.p50), ms(s.p95), ms(s.p99), ms(s.mean)]);
   lines.push('');
+}
+if (relay) {
+  lines.push('## Relay (`cargo bench -p gaesup-relay --bench relay`)', '', 'The release relay binary on loopback with its durable default store (SQLite WAL, `synchronous=FULL`: every push is on disk before it is acknowledged), measured from outside like devices.', '');
+  row(['measurement', 'value']);
+  row(['---', '---:']);
+  row([`acknowledged ops/s (${relay.throughput.writers} writers, batches of ${relay.throughput.batch})`, Math.round(relay.throughput.ops_per_second)]);
+  row([`push → ack, one op at a time (${relay.latency.samples} samples): p50 / p95 / p99`, `${ms(relay.latency.p50_ms)} / ${ms(relay.latency.p95_ms)} / ${ms(relay.latency.p99_ms)}`]);
+  row([`deliveries/s (${relay.fanout.subscribers} subscribers)`, Math.round(relay.fanout.deliveries_per_second)]);
+  for (const step of relay.sockets.steps) row([`${step.sockets} idle sockets: resident memory`, `${step.rss_mib.toFixed(1)} MiB`]);
+  if (relay.sockets.broke) row(['sockets: stopped because', relay.sockets.broke]);
+  row([`catch-up of a device ${relay.catch_up.behind} ops behind`, ms(relay.catch_up.seconds * 1000)]);
+  lines.push('');
+}
+if (devices) {
+  lines.push('## Between devices', '', `Two browser contexts of the release app and the relay (debug build, durable store) on loopback. Device A writes a persistent key, device B's subscriber runs and answers the same way; ${devices.samples} samples. The relay's own share is its push → ack time above (the commit to disk dominates it).`, '');
+  row(['path', 'samples', 'p50', 'p95', 'p99', 'mean']);
+  row(['---', '---:', '---:', '---:', '---:', '---:']);
+  for (const [name, s] of [
+    ['device → relay → device, one way', devices.propagation.oneWay],
+    ['device → relay → device, round trip / 2', devices.propagation.halfRoundTrip],
+  ]) row([name, s.n, ms(s.p50), ms(s.p95), ms(s.p99), ms(s.mean)]);
+  lines.push('', `Outbox: ${devices.outbox.ops} increments made while the relay was down were all acknowledged ${ms(devices.outbox.flushMs)} after the device came back online (reconnect included).`, '');
 }
 const native = text('native-ops.txt');
 if (native) lines.push('## Core, native (`cargo bench -p gaesup-state-core`)', '', native.trim(), '');

@@ -9,10 +9,14 @@
 //!    state manager `bench/hello-state`, and the benchmark page
 //!    `bench/page`; raw, gzip and brotli sizes of each, and `twiggy top` of
 //!    the app's wasm before wasm-opt;
-//! 3. Playwright (`end2end/bench.config.ts`) in Chromium: state ops against
+//! 3. the relay (`cargo bench -p gaesup-relay --bench relay`): acked ops
+//!    per second, push → ack latency, fan-out, sockets and memory,
+//!    catch-up;
+//! 4. Playwright (`end2end/bench.config.ts`) in Chromium: state ops against
 //!    zustand, the 1,000-row table, selective subscriptions, batches,
-//!    hydration, mount/unmount memory, cross-tab latency;
-//! 4. `end2end/scripts/bench-report.mjs` gathers everything into
+//!    hydration, mount/unmount memory, cross-tab latency, device → relay →
+//!    device propagation and the outbox flush;
+//! 5. `end2end/scripts/bench-report.mjs` gathers everything into
 //!    `target/bench/results.json`, a Markdown table in
 //!    `target/bench/results.md`, and the same table as the snapshot
 //!    `BENCHMARKS.md` at the repository root.
@@ -39,7 +43,7 @@ const BUILDS: &[(&str, &str)] = &[
 /// Runs every measurement and writes the report.
 pub fn run() -> Result<(), String> {
     let started = Instant::now();
-    let env = setup::ensure(setup::Purpose::Test)?;
+    let env = setup::ensure(setup::Purpose::Bench)?;
     let out = root().join("target/bench");
     std::fs::create_dir_all(&out).map_err(|e| format!("target/bench: {e}"))?;
 
@@ -51,6 +55,14 @@ pub fn run() -> Result<(), String> {
             native.push('\n');
         })?;
     write(&out.join("native-ops.txt"), &native)?;
+    // The relay from outside (writes target/bench/relay.json); the device
+    // benchmarks below start its debug binary.
+    Cmd::new("cargo")
+        .args(["bench", "-p", "gaesup-relay", "--bench", "relay"])
+        .run()?;
+    Cmd::new("cargo")
+        .args(["build", "-p", "gaesup-relay", "--bin", "relay"])
+        .run()?;
 
     suite::trunk_release(&env)?;
     sizes(&env, "dist", "size-app.json")?;

@@ -19,6 +19,8 @@ pub enum Purpose {
     Dev,
     /// Everything: also wasm-opt, Chromium, chromedriver, Playwright.
     Test,
+    /// `cargo xtask bench`: what the tests need, and twiggy.
+    Bench,
 }
 
 /// Where the installed tools are.
@@ -46,10 +48,13 @@ pub fn ensure(purpose: Purpose) -> Result<ToolEnv, String> {
     ensure_wasm_bindgen(&env)?;
     // Every build bundles the framework units (a Trunk hook runs esbuild).
     ensure_node_modules(&env, ".")?;
-    if purpose == Purpose::Test {
+    if purpose != Purpose::Dev {
         ensure_chromium()?;
         ensure_node_modules(&env, "end2end")?;
         ensure_wasm_opt(&env)?;
+    }
+    if purpose == Purpose::Bench {
+        ensure_twiggy(&env)?;
     }
     Ok(env)
 }
@@ -108,6 +113,18 @@ fn ensure_trunk(env: &ToolEnv) -> Result<(), String> {
     );
     Cmd::new("cargo")
         .args(["install", "trunk", "--version", TRUNK_REQ, "--locked"])
+        .run()
+}
+
+/// twiggy: where the app's wasm bytes go (the bench report).
+fn ensure_twiggy(env: &ToolEnv) -> Result<(), String> {
+    if let Some(v) = Cmd::new("twiggy").args(["--version"]).env_path(env).probe() {
+        ok("twiggy", &v);
+        return Ok(());
+    }
+    eprintln!("setup: installing twiggy; this takes a few minutes");
+    Cmd::new("cargo")
+        .args(["install", "twiggy", "--locked"])
         .run()
 }
 

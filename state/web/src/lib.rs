@@ -47,7 +47,27 @@
 //! [`BroadcastTransport`] (the fast path) and [`StorageEventTransport`]
 //! (the fallback) implement the core's `Transport` for the way out, and
 //! hand what they receive, as raw text, to the callback they were opened
-//! with. A relay transport (being added) is a third module next to them.
+//! with.
+//!
+//! # Other devices
+//!
+//! [`RelayHandle::attach`] (from [`WebSync::relay`]) links a connection to
+//! a relay named by a [`RelayConfig`] (read from `relay.json` with
+//! [`fetch_relay_config`]): one tab per browser and apartment holds the
+//! link (Web Locks), every tab writes its persistent ops to an outbox in
+//! `localStorage` first, and the link falls back to HTTP when WebSockets
+//! fail. Connect with [`ConnectOptions::expect_relay`] so writes made while
+//! the configuration is read wait for it.
+//!
+//! ```no_run
+//! # async fn f(sync: gaesup_state_web::WebSync) {
+//! match gaesup_state_web::fetch_relay_config("relay.json").await {
+//!     Ok(Some(config)) => sync.relay().attach(config),
+//!     Ok(None) => sync.relay().none(None),
+//!     Err(problem) => sync.relay().none(Some(problem)),
+//! }
+//! # }
+//! ```
 //!
 //! # Connecting a manager
 //!
