@@ -1,0 +1,144 @@
+//! The HTTP fallback: pushes and long polls, while WebSockets fail.
+
+use std::rc::{Rc, Weak};
+
+use gaesup_protocol::{Link, LinkStatus, StreamId};
+
+use super::{Remote, now_ms, wire};
+
+/// Longest long poll on the HTTP fallback (of the apartment's stream;
+/// global keys are looked at between two, so they arrive within this).
+const PULL_WAIT_MS: u64 = 10_000;
+/// How often the HTTP fallback looks for ops to push.
+const PUSH_EVERY_MS: u32 = 200;
+
+impl Remote {
+    // ----- HTTP fallback ------------------------------------------------
+
+    pub(super) fn start_http(self: &Rc<Self>) {
+        let generation = self.bump();
+        let streams = self
+            .link
+            .borrow()
+            .as_ref()
+            .map(|link| link.streams().to_vec())
+            .unwrap_or_default();
+        wasm_bindgen_futures::spawn_local(push_loop(Rc::downgrade(self), generation));
+        wasm_bindgen_futures::spawn_local(pull_loop(Rc::downgrade(self), generation, streams));
+    }
+
+    /// Whether an HTTP loop of `generation` should go on.
+    pub(super) fn on_http(&self, generation: u64) -> bool {
+        self.generation.get() == generation && self.link_status() == Some(LinkStatus::HttpFallback)
+    }
+
+    /// A request could not reach the relay: back to trying the socket.
+    pub(super) fn http_failed(self: &Rc<Self>) {
+        self.bump();
+        if let Some(delay) = self.with_link(|link, _| link.on_http_failed(js_sys::Math::random())) {
+            self.retry_in(delay);
+        }
+        self.publish();
+    }
+}
+
+pub(super) async fn push_loop(weak: Weak<Remote>, generation: u64) {
+    loop {
+        let request = {
+            let Some(remote) = weak.upgrade() else {
+                return;
+            };
+            if !remote.on_http(generation) {
+                return;
+            }
+            remote
+                .link
+                .borrow()
+                .as_ref()
+                .and_then(Link::http_push)
+                .map(|body| {
+                    (
+                        remote.config.http_url("/v1/push"),
+                        remote.config.token().to_owned(),
+                        body,
+                    )
+                })
+        };
+        if let Some((url, token, body)) = request {
+            let answer = wire::request("POST", &url, &token, Some(&body)).await;
+            let Some(remote) = weak.upgrade() else {
+                return;
+            };
+            if !remote.on_http(generation) {
+                return;
+            }
+            match answer {
+                Ok((status, text)) => {
+                    if let Some(out) = remote
+                        .with_link(|link, storage| link.on_http(status, &text, now_ms(), storage))
+                    {
+                        remote.handle(out);
+                    }
+                    remote.publish();
+                }
+                Err(_) => return remote.http_failed(),
+            }
+        } else {
+            gloo_timers::future::TimeoutFuture::new(PUSH_EVERY_MS).await;
+        }
+    }
+}
+
+/// Pulls each stream in turn: a long poll on the first (the apartment's),
+/// a quick look at the others. One request at a time per link, because a
+/// browser opens at most six HTTP/1.1 connections to a host and every
+/// apartment's link shares them (pushes must still get through).
+pub(super) async fn pull_loop(weak: Weak<Remote>, generation: u64, streams: Vec<StreamId>) {
+    for (index, stream) in streams.iter().enumerate().cycle() {
+        let wait = if index == 0 { PULL_WAIT_MS } else { 0 };
+        let (url, token) = {
+            let Some(remote) = weak.upgrade() else {
+                return;
+            };
+            if !remote.on_http(generation) {
+                return;
+            }
+            let Some(path) = remote
+                .link
+                .borrow()
+                .as_ref()
+                .map(|link| link.http_pull(stream, wait))
+            else {
+                return;
+            };
+            (
+                remote.config.http_url(&path),
+                remote.config.token().to_owned(),
+            )
+        };
+        let answer = wire::request("GET", &url, &token, None).await;
+        let Some(remote) = weak.upgrade() else {
+            return;
+        };
+        if !remote.on_http(generation) {
+            return;
+        }
+        match answer {
+            Ok((status, text)) => {
+                if let Some(out) =
+                    remote.with_link(|link, storage| link.on_http(status, &text, now_ms(), storage))
+                {
+                    let refused = out.close;
+                    remote.handle(out);
+                    if refused || status >= 400 {
+                        // Refused, or an answer that is no answer: wait
+                        // before asking again.
+                        gloo_timers::future::TimeoutFuture::new(2_000).await;
+                    }
+                }
+                remote.publish();
+            }
+            Err(_) => return remote.http_failed(),
+        }
+    }
+}

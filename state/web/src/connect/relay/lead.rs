@@ -1,0 +1,296 @@
+//! What the tab holding the browser's link does: open the socket, follow
+//! the link's state machine, apply what the relay sends.
+
+use std::rc::Rc;
+
+use gaesup_protocol::{AckStatus, Link, LinkOutput, LinkStatus, Sequenced, Snapshot, StreamId};
+use gaesup_state_core::{Message, OpGroup, Storage};
+use gloo_timers::callback::{Interval, Timeout};
+
+use super::{Announce, Remote, TICK_MS, is_transient, now_ms, relay_error_notice, wire};
+
+impl Remote {
+    // ----- the leading tab ----------------------------------------------
+
+    /// This tab now holds the link.
+    pub(super) fn lead(self: &Rc<Self>) {
+        let streams = vec![
+            StreamId::Apartment(self.apartment.clone()),
+            StreamId::Global,
+        ];
+        let link = {
+            let storage = self.storage.borrow();
+            let empty = gaesup_state_core::MemoryStorage::new();
+            let storage: &dyn Storage = match storage.as_ref() {
+                Some(storage) => storage,
+                None => &empty,
+            };
+            Link::new(
+                self.client.clone(),
+                Some(self.config.token().to_owned()),
+                streams,
+                storage,
+            )
+        };
+        *self.link.borrow_mut() = Some(link);
+        let weak = Rc::downgrade(self);
+        *self.ticker.borrow_mut() = Some(Interval::new(TICK_MS, move || {
+            if let Some(remote) = weak.upgrade() {
+                remote.tick();
+            }
+        }));
+        self.connect();
+    }
+
+    pub(super) fn with_link<R>(
+        &self,
+        f: impl FnOnce(&mut Link, &mut dyn Storage) -> R,
+    ) -> Option<R> {
+        let mut link = self.link.borrow_mut();
+        let link = link.as_mut()?;
+        let mut storage = self.storage.borrow_mut();
+        let mut memory = gaesup_state_core::MemoryStorage::new();
+        let storage: &mut dyn Storage = match storage.as_mut() {
+            Some(storage) => storage,
+            None => &mut memory,
+        };
+        Some(f(link, storage))
+    }
+
+    pub(super) fn link_status(&self) -> Option<LinkStatus> {
+        self.link
+            .borrow()
+            .as_ref()
+            .map(|link| link.status().clone())
+    }
+
+    /// Opens a WebSocket (replacing any other).
+    pub(super) fn connect(self: &Rc<Self>) {
+        self.reconnect.borrow_mut().take();
+        if matches!(
+            self.link_status(),
+            None | Some(LinkStatus::Refused(_) | LinkStatus::Off)
+        ) {
+            return;
+        }
+        self.with_link(|link, _| link.connecting());
+        let generation = self.bump();
+        let weak = Rc::downgrade(self);
+        let opened = wire::Socket::open(&self.config.ws_url(), move |event| {
+            if let Some(remote) = weak.upgrade()
+                && remote.generation.get() == generation
+            {
+                remote.on_socket(event);
+            }
+        });
+        match opened {
+            Ok(socket) => *self.socket.borrow_mut() = Some(socket),
+            Err(_) => {
+                // No WebSocket at all (removed, blocked): as a socket that
+                // never opened, which leads to the HTTP fallback.
+                let weak = Rc::downgrade(self);
+                *self.reconnect.borrow_mut() = Some(Timeout::new(0, move || {
+                    if let Some(remote) = weak.upgrade() {
+                        remote.on_socket(wire::SocketEvent::Closed);
+                    }
+                }));
+            }
+        }
+        self.publish();
+    }
+
+    pub(super) fn bump(&self) -> u64 {
+        let generation = self.generation.get().wrapping_add(1);
+        self.generation.set(generation);
+        generation
+    }
+
+    pub(super) fn on_socket(self: &Rc<Self>, event: wire::SocketEvent) {
+        let now = now_ms();
+        match event {
+            wire::SocketEvent::Open => {
+                let frames = self
+                    .with_link(|link, _| link.on_open(now))
+                    .unwrap_or_default();
+                self.send_frames(&frames);
+            }
+            wire::SocketEvent::Text(text) => {
+                if let Some(out) = self.with_link(|link, storage| link.on_text(&text, now, storage))
+                {
+                    self.handle(out);
+                }
+            }
+            wire::SocketEvent::Closed => {
+                self.socket.borrow_mut().take();
+                self.closed();
+            }
+        }
+        self.publish();
+    }
+
+    /// The socket is gone: retry after the link's delay, or fall back to
+    /// HTTP.
+    pub(super) fn closed(self: &Rc<Self>) {
+        let delay = self
+            .with_link(|link, _| link.on_close(js_sys::Math::random(), now_ms()))
+            .flatten();
+        let Some(delay) = delay else {
+            return;
+        };
+        if self.link_status() == Some(LinkStatus::HttpFallback) {
+            self.start_http();
+        } else {
+            self.retry_in(delay);
+        }
+    }
+
+    pub(super) fn retry_in(self: &Rc<Self>, delay_ms: u64) {
+        let weak = Rc::downgrade(self);
+        *self.reconnect.borrow_mut() = Some(Timeout::new(
+            u32::try_from(delay_ms).unwrap_or(u32::MAX),
+            move || {
+                if let Some(remote) = weak.upgrade() {
+                    remote.connect();
+                }
+            },
+        ));
+    }
+
+    pub(super) fn online(self: &Rc<Self>) {
+        self.with_link(|link, _| link.online());
+        if self.link_status() == Some(LinkStatus::Offline) {
+            self.connect();
+        }
+    }
+
+    pub(super) fn tick(self: &Rc<Self>) {
+        let now = now_ms();
+        let Some((frames, dead)) = self.with_link(|link, _| link.tick(now)) else {
+            return;
+        };
+        self.send_frames(&frames);
+        if dead {
+            // Three heartbeats without a word: the socket is dead even if
+            // the browser has not noticed.
+            self.bump();
+            self.socket.borrow_mut().take();
+            self.closed();
+        } else if self.link.borrow().as_ref().is_some_and(|link| {
+            link.status() == &LinkStatus::HttpFallback && link.wants_socket(now)
+        }) && self.socket.borrow().is_none()
+        {
+            // On HTTP: try the WebSocket again now and then.
+            self.probe_socket();
+        }
+        self.publish();
+    }
+
+    /// While on HTTP, tries a WebSocket without leaving HTTP until it is
+    /// welcomed.
+    pub(super) fn probe_socket(self: &Rc<Self>) {
+        let weak = Rc::downgrade(self);
+        let generation = self.generation.get();
+        if let Ok(socket) = wire::Socket::open(&self.config.ws_url(), move |event| {
+            if let Some(remote) = weak.upgrade()
+                && remote.generation.get() == generation
+            {
+                remote.on_socket(event);
+            }
+        }) {
+            *self.socket.borrow_mut() = Some(socket);
+        } else {
+            // Still no WebSocket: wait for the next retry.
+            self.with_link(|link, _| link.online());
+            self.with_link(|link, _| link.on_close(0.0, now_ms()));
+        }
+    }
+
+    pub(super) fn send_frames(&self, frames: &[String]) {
+        if frames.is_empty() {
+            return;
+        }
+        let socket = self.socket.borrow();
+        if let Some(socket) = socket.as_ref() {
+            for frame in frames {
+                if !socket.send(frame) {
+                    // Not open after all: the close event follows and the
+                    // ops go again after the next hello.
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Does what the link says.
+    pub(super) fn handle(self: &Rc<Self>, out: LinkOutput) {
+        self.send_frames(&out.send);
+        for (stream, ops) in out.ops {
+            self.apply_ops(&stream, ops);
+        }
+        for snapshot in out.snapshots {
+            self.apply_snapshot(snapshot);
+        }
+        if !out.acks.is_empty() {
+            self.confirm(&out.acks);
+            self.announce(&Announce::Acks {
+                acks: out.acks.clone(),
+            });
+        }
+        for ack in &out.acks {
+            if let AckStatus::Refused { code, message } = &ack.status
+                && !is_transient(code)
+            {
+                self.notice(format!(
+                    "The relay refused write {} ({code}: {message}); it stays on this device only.",
+                    ack.op
+                ));
+            }
+        }
+        if let Some((code, message)) = out.error {
+            self.notice(relay_error_notice(&code, &message));
+        }
+        if out.close {
+            self.bump();
+            self.socket.borrow_mut().take();
+            self.closed();
+        }
+    }
+
+    /// Applies the relay's ops one by one (one hostile op refuses only
+    /// itself), passes them to the other tabs, saves, then moves the
+    /// cursor: a reload in between fetches them again, never skips them.
+    pub(super) fn apply_ops(&self, stream: &StreamId, ops: Vec<Sequenced>) {
+        let Some(conn) = self.conn.upgrade() else {
+            return;
+        };
+        let Some(last) = ops.last().map(|sequenced| sequenced.seq) else {
+            return;
+        };
+        for sequenced in ops {
+            let message = Message::Ops(OpGroup {
+                ops: vec![sequenced.op],
+            });
+            conn.receive_relayed(&message);
+        }
+        conn.save_now();
+        self.with_link(|link, storage| link.save_cursor(stream, last, storage));
+    }
+
+    pub(super) fn apply_snapshot(&self, snapshot: Snapshot) {
+        let Some(conn) = self.conn.upgrade() else {
+            return;
+        };
+        let Ok(from) = conn.manager.tab() else {
+            return;
+        };
+        let message = Message::SyncState {
+            from,
+            to: None,
+            states: snapshot.states,
+            have: None,
+        };
+        conn.receive_relayed(&message);
+        conn.save_now();
+        self.with_link(|link, storage| link.save_cursor(&snapshot.stream, snapshot.seq, storage));
+    }
+}

@@ -1,0 +1,230 @@
+//! What every tab does: queue its ops, hear the tab holding the link,
+//! show the status, settle writes waiting on acks.
+
+use std::rc::Rc;
+
+use gaesup_protocol::{Ack, AckStatus, MAX_OUTBOX, write_outbox_entry};
+use gaesup_state::{Confirmation, RelayStatus};
+use gaesup_state_core::{Lifetime, Message, Op};
+use gloo_timers::callback::Timeout;
+use leptos::prelude::{GetUntracked, Set, Update, WithUntracked};
+
+use super::super::Inner;
+use super::{Announce, RelayState, Remote, STATUSES, is_transient};
+
+impl Remote {
+    // ----- every tab --------------------------------------------------
+
+    /// An op of this tab bound for the relay: into the outbox (and out, if
+    /// this tab leads and is connected).
+    pub(super) fn queue(&self, op: Op) {
+        let mut storage = self.storage.borrow_mut();
+        let mut link = self.link.borrow_mut();
+        let result = match (link.as_mut(), storage.as_mut()) {
+            (Some(link), Some(storage)) => link.queue(op, storage).map(Some),
+            (Some(link), None) => {
+                // No storage: the outbox lives in this page only.
+                let mut memory = gaesup_state_core::MemoryStorage::new();
+                link.queue(op, &mut memory).map(Some)
+            }
+            (None, Some(storage)) => {
+                if self.status.with_untracked(|s| s.waiting) >= MAX_OUTBOX {
+                    Err(gaesup_protocol::QueueError::Full(MAX_OUTBOX))
+                } else {
+                    write_outbox_entry(&op, storage).map(|()| None)
+                }
+            }
+            (None, None) => Ok(None),
+        };
+        drop((link, storage));
+        match result {
+            Ok(Some(frames)) => self.send_frames(&frames),
+            Ok(None) => self
+                .status
+                .update(|status| status.waiting = status.waiting.saturating_add(1)),
+            Err(err) => self.notice(format!("Not sent to the relay: {err}.")),
+        }
+        self.publish();
+    }
+
+    /// Another tab of this browser sent ops: the leader soon takes what
+    /// they queued in the outbox (once per burst).
+    pub(super) fn outbox_changed(self: &Rc<Self>) {
+        if self.link.borrow().is_none() || self.refresh.borrow().is_some() {
+            return;
+        }
+        let weak = Rc::downgrade(self);
+        *self.refresh.borrow_mut() = Some(Timeout::new(20, move || {
+            if let Some(remote) = weak.upgrade() {
+                remote.refresh.borrow_mut().take();
+                remote.refresh_outbox();
+            }
+        }));
+    }
+
+    pub(super) fn refresh_outbox(&self) {
+        let frames = {
+            let mut link = self.link.borrow_mut();
+            let storage = self.storage.borrow();
+            match (link.as_mut(), storage.as_ref()) {
+                (Some(link), Some(storage)) => link.refresh_outbox(storage),
+                _ => return,
+            }
+        };
+        self.send_frames(&frames);
+        self.publish();
+    }
+
+    pub(super) fn notice(&self, text: String) {
+        if let Some(conn) = self.conn.upgrade() {
+            conn.writer.notice(text);
+        }
+    }
+
+    /// A word from the tab holding the link (or a tab asking for it).
+    pub(super) fn on_status_message(&self, text: &str) {
+        let Ok(announce) = serde_json::from_str::<Announce>(text) else {
+            return;
+        };
+        let leading = self.link.borrow().is_some();
+        match announce {
+            Announce::Ask if leading => self.announce_status(),
+            Announce::Status(status) if !leading => self.show(RelayStatus {
+                here: false,
+                ..status
+            }),
+            Announce::Acks { acks } if !leading => self.confirm(&acks),
+            _ => {}
+        }
+    }
+
+    pub(super) fn announce(&self, announce: &Announce) {
+        if let (Some(channel), Ok(text)) = (&self.channel, serde_json::to_string(announce)) {
+            let _ = channel.post_message(&text.into());
+        }
+    }
+
+    /// Writes the status signal (and what `gaesup.relay()` reads).
+    pub(super) fn show(&self, status: RelayStatus) {
+        STATUSES.with(|statuses| {
+            statuses
+                .borrow_mut()
+                .insert(self.apartment.as_str().to_owned(), status.clone());
+        });
+        self.status.set(status);
+    }
+
+    /// Tells writes waiting on these acks.
+    pub(super) fn confirm(&self, acks: &[Ack]) {
+        let Some(conn) = self.conn.upgrade() else {
+            return;
+        };
+        for ack in acks {
+            let outcome = match &ack.status {
+                AckStatus::Applied { .. } | AckStatus::Duplicate { .. } => Confirmation::Confirmed,
+                AckStatus::Refused { code, .. } if is_transient(code) => continue,
+                AckStatus::Refused { code, message } => {
+                    Confirmation::Refused(format!("{code}: {message}"))
+                }
+            };
+            conn.manager.acknowledge(ack.op, outcome);
+        }
+    }
+
+    // ----- status ---------------------------------------------------------
+
+    /// Writes this tab's status and, if it leads, tells the other tabs.
+    pub(super) fn publish(&self) {
+        let status = {
+            let link = self.link.borrow();
+            let Some(link) = link.as_ref() else {
+                return;
+            };
+            RelayStatus {
+                link: link.status().describe(),
+                waiting: link.waiting(),
+                last_ack_ms: link.last_ack_ms().map(|ms| ms as f64),
+                here: true,
+            }
+        };
+        if self.status.with_untracked(|current| current != &status) {
+            self.announce(&Announce::Status(status.clone()));
+            self.show(status);
+        }
+    }
+
+    /// Tells the other tabs the status as it is.
+    pub(super) fn announce_status(&self) {
+        let status = self.status.get_untracked();
+        self.announce(&Announce::Status(status));
+    }
+}
+
+impl Inner {
+    /// Whether `op` is bound for a relay: its key persists (memory and
+    /// session state stay on this device).
+    fn relayable(&self, op: &Op) -> bool {
+        self.manager
+            .with_replica(|replica| {
+                replica
+                    .spec_for(&op.key)
+                    .is_ok_and(|spec| spec.lifetime() == Lifetime::Persistent)
+            })
+            .unwrap_or(false)
+    }
+
+    /// Ops this tab made: to the relay's outbox (or to wait for the
+    /// configuration).
+    pub(in crate::connect) fn relay_outgoing(&self, message: &Message) {
+        let Message::Ops(group) = message else {
+            return;
+        };
+        let mut state = self.relay.borrow_mut();
+        match &mut *state {
+            RelayState::None => {}
+            RelayState::Waiting(early) => {
+                let room = MAX_OUTBOX.saturating_sub(early.len());
+                early.extend(
+                    group
+                        .ops
+                        .iter()
+                        .filter(|op| self.relayable(op))
+                        .take(room)
+                        .cloned(),
+                );
+            }
+            RelayState::Attached(remote) => {
+                let remote = Rc::clone(remote);
+                drop(state);
+                for op in group.ops.iter().filter(|op| self.relayable(op)) {
+                    remote.queue(op.clone());
+                }
+            }
+        }
+    }
+
+    /// Another tab's message came in: if it carried ops, the leader looks
+    /// for them in the outbox.
+    pub(in crate::connect) fn relay_incoming(&self, text: &str) {
+        if !text.contains("\"ops\"") {
+            return;
+        }
+        let remote = match &*self.relay.borrow() {
+            RelayState::Attached(remote) => Rc::clone(remote),
+            _ => return,
+        };
+        remote.outbox_changed();
+    }
+
+    /// Applies a message from the relay and passes it on to the other tabs
+    /// (not to the relay again).
+    pub(super) fn receive_relayed(&self, message: &Message) {
+        let Ok(text) = message.encode() else {
+            return;
+        };
+        self.receive(&text);
+        if let Some(opened) = &self.transport {
+            let _ = opened.transport.send(message);
+        }
+    }
+}
