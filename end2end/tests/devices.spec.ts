@@ -331,6 +331,8 @@ test.describe('writes confirmed by the relay', () => {
       return { value: unit.get('notes'), link: relay.link, here: relay.here };
     });
     expect(outcome).toEqual({ value: 'confirmed by the relay', link: 'connected', here: true });
+    // The inspector lists what the relay said, by key.
+    await expect(a.page.getByRole('region', { name: 'Relay confirmations' })).toContainText(/confirmed by the relay: \S*notes/);
     a.expectNoErrors();
   });
 
@@ -353,6 +355,7 @@ test.describe('writes confirmed by the relay', () => {
       }
     });
     expect(outcome).toEqual({ code: 'rejected', value: 'before' });
+    await expect(a.page.getByRole('region', { name: 'Relay confirmations' })).toContainText(/refused by the relay: \S*notes/);
     a.expectNoErrors();
   });
 

@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use gaesup_state_core::{Op, OpId, Stamp, Storage, StorageError};
+use gaesup_state_core::{FullKey, Op, OpId, Stamp, Storage, StorageError};
 
 use crate::message::{Ack, AckStatus, ClientMessage, Hello, Ping, Push, ServerMessage, Snapshot};
 use crate::stream::{Sequenced, StreamId, Subscription};
@@ -103,6 +103,9 @@ pub struct LinkOutput {
     pub snapshots: Vec<Snapshot>,
     /// Acks of this browser's ops (for optimistic writes waiting on them).
     pub acks: Vec<Ack>,
+    /// The key of each acknowledged op that was in the outbox (for a log
+    /// that names what was confirmed).
+    pub keys: Vec<(OpId, FullKey)>,
     /// Close the socket (silent relay, refused token).
     pub close: bool,
     /// An error the relay reported about the link as a whole.
@@ -387,6 +390,9 @@ impl Link {
             }
             ServerMessage::Ack(acks) => {
                 for ack in acks.acks {
+                    if let Some(op) = self.outbox.values().find(|op| op.id == ack.op) {
+                        out.keys.push((ack.op, op.key.clone()));
+                    }
                     self.acknowledged(&ack, now_ms, storage);
                     out.acks.push(ack);
                 }

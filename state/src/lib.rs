@@ -135,7 +135,8 @@ pub use hooks::{
     use_shared_state_with_options, use_state_path, use_unit_state,
 };
 pub use manager::{
-    Confirmation, KeyInfo, LOG_CAPACITY, ListenerId, LogEntry, Origin, StateManager, SubscriptionId,
+    Confirmation, KeyInfo, LOG_CAPACITY, ListenerId, LogEntry, Origin, RelayAck, StateManager,
+    SubscriptionId,
 };
 pub use platform::{SystemClock, random_tab_id};
 pub use sync_status::{RelayStatus, SyncStatus};

@@ -44,7 +44,7 @@ use leptos::prelude::*;
 use crate::error::{Result, StateError};
 use crate::platform::{SystemClock, random_tab_id};
 
-pub use confirm::Confirmation;
+pub use confirm::{Confirmation, RelayAck};
 pub use events::ListenerId;
 pub use inspect::{KeyInfo, LOG_CAPACITY, LogEntry, Origin};
 pub use subscribe::SubscriptionId;

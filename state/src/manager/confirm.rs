@@ -6,15 +6,26 @@
 use std::future::Future;
 
 use futures_channel::oneshot;
-use gaesup_state_core::OpId;
+use gaesup_state_core::{FullKey, OpId};
 
-use super::StateManager;
+use super::{LOG_CAPACITY, StateManager};
 use crate::error::{Result, StateError};
 
 /// Most writes waiting for a confirmation at once; past it, the oldest
 /// waiter is told the write is unconfirmed (it is not rolled back: the
 /// relay still receives it, only nobody waits any more).
 const MAX_WAITING: usize = 10_000;
+
+/// A relay's word on one write, as an inspector lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelayAck {
+    /// The write.
+    pub op: OpId,
+    /// Its key, when the tab that received the ack knew it.
+    pub key: Option<FullKey>,
+    /// What the relay said.
+    pub outcome: Confirmation,
+}
 
 /// What a relay said about a write.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,16 +71,35 @@ impl StateManager {
         Ok(async move { receiver.await.unwrap_or(Confirmation::Unknown) })
     }
 
-    /// The relay link reports on `op` (a write that nobody waits for is
-    /// ignored).
-    pub fn acknowledge(&self, op: OpId, outcome: Confirmation) {
+    /// The relay link reports on `op`, of `key` if known: a write waiting
+    /// for it settles, and the ack joins [`relay_acks`](Self::relay_acks).
+    pub fn acknowledge(&self, op: OpId, key: Option<FullKey>, outcome: Confirmation) {
         let Ok(shared) = self.shared() else {
             return;
         };
-        let waiter = shared.confirmations.borrow_mut().waiting.remove(&op);
+        let waiter = {
+            let mut confirmations = shared.confirmations.borrow_mut();
+            if confirmations.log.len() == LOG_CAPACITY {
+                confirmations.log.pop_front();
+            }
+            confirmations.log.push_back(RelayAck {
+                op,
+                key,
+                outcome: outcome.clone(),
+            });
+            confirmations.waiting.remove(&op)
+        };
         if let Some(waiter) = waiter {
             let _ = waiter.send(outcome);
         }
+        Self::bump(&shared);
+    }
+
+    /// The relay's latest acks, oldest first (at most [`LOG_CAPACITY`]).
+    pub fn relay_acks(&self) -> Vec<RelayAck> {
+        self.shared()
+            .map(|shared| shared.confirmations.borrow().log.iter().cloned().collect())
+            .unwrap_or_default()
     }
 }
 
@@ -77,6 +107,7 @@ impl StateManager {
 #[derive(Default)]
 pub(super) struct Confirmations {
     enabled: bool,
+    log: std::collections::VecDeque<RelayAck>,
     waiting: std::collections::BTreeMap<OpId, oneshot::Sender<Confirmation>>,
 }
 
@@ -115,9 +146,9 @@ mod tests {
         let mut refused = pin!(manager.confirmation(op(2)).unwrap());
         assert!(poll(confirmed.as_mut()).is_pending());
         // Acks of writes nobody waits for change nothing.
-        manager.acknowledge(op(9), Confirmation::Confirmed);
-        manager.acknowledge(op(2), Confirmation::Refused("forbidden".into()));
-        manager.acknowledge(op(1), Confirmation::Confirmed);
+        manager.acknowledge(op(9), None, Confirmation::Confirmed);
+        manager.acknowledge(op(2), None, Confirmation::Refused("forbidden".into()));
+        manager.acknowledge(op(1), None, Confirmation::Confirmed);
         assert_eq!(
             poll(confirmed.as_mut()),
             Poll::Ready(Confirmation::Confirmed)
@@ -126,6 +157,9 @@ mod tests {
             poll(refused.as_mut()),
             Poll::Ready(Confirmation::Refused("forbidden".into()))
         );
+        // Every ack is listed, awaited or not, oldest first.
+        let listed: Vec<_> = manager.relay_acks().iter().map(|ack| ack.op).collect();
+        assert_eq!(listed, vec![op(9), op(2), op(1)]);
     }
 
     #[test]

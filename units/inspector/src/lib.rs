@@ -12,7 +12,8 @@
 //! - **Sync**: link to other tabs, last sync, dropped messages and storage
 //!   used (the shell's [`SyncStatus`] for this apartment).
 //! - **Operation log**: the latest value changes, local and remote
-//!   ([`StateManager::log`]).
+//!   ([`StateManager::log`]), and what the relay said about this tab's
+//!   writes when a relay is configured ([`StateManager::relay_acks`]).
 //! - **Snapshot**: export the values of a scope (apartment, global, or the
 //!   inspector's building) as JSON, and restore one; a bad snapshot changes
 //!   nothing and says why ([`StateManager::snapshot`],
@@ -44,7 +45,10 @@
 use gaesup_state::core::{Scope, UnitAddress};
 use gaesup_state::display::{byte_size, clock_time, data_url};
 use gaesup_state::prelude::*;
-use gaesup_state::{KeyInfo, LogEntry, Origin, StateManager, SyncStatus, use_apartment, use_unit};
+use gaesup_state::{
+    Confirmation, KeyInfo, LogEntry, Origin, RelayAck, StateManager, SyncStatus, use_apartment,
+    use_unit,
+};
 use leptos::prelude::*;
 use serde_json::Value;
 
@@ -134,6 +138,21 @@ pub fn describe(entry: &LogEntry) -> String {
         preview(&entry.change.old),
         preview(&entry.change.new)
     )
+}
+
+/// A relay's ack as one line: confirmed or refused, the key, the op.
+pub fn describe_ack(ack: &RelayAck) -> String {
+    let key = ack
+        .key
+        .as_ref()
+        .map_or_else(|| "a write".to_owned(), ToString::to_string);
+    match &ack.outcome {
+        Confirmation::Confirmed => format!("confirmed by the relay: {key} (op {})", ack.op),
+        Confirmation::Refused(reason) => {
+            format!("refused by the relay: {key} (op {}): {reason}", ack.op)
+        }
+        Confirmation::Unknown => format!("unconfirmed: {key} (op {})", ack.op),
+    }
 }
 
 /// A JSON value as compact text, cut to
@@ -272,6 +291,28 @@ fn LogSection(manager: StateManager) -> impl IntoView {
             .map(describe)
             .collect::<Vec<_>>()
     });
+    let acks = Memo::new(move |_| {
+        revision.track();
+        manager
+            .relay_acks()
+            .iter()
+            .rev()
+            .take(LOG_SHOWN)
+            .map(describe_ack)
+            .collect::<Vec<_>>()
+    });
+    let relay_acks = move || {
+        let acks = acks.get();
+        (!acks.is_empty()).then(|| {
+            view! {
+                <div class="inspector-logbox" role="region" aria-label="Relay confirmations" tabindex="0">
+                    <ol class="inspector-log">
+                        {acks.into_iter().map(|line| view! { <li>{line}</li> }).collect_view()}
+                    </ol>
+                </div>
+            }
+        })
+    };
     view! {
         <section class="inspector-section" aria-label="Operation log">
             <h4>"Operation log"</h4>
@@ -290,6 +331,7 @@ fn LogSection(manager: StateManager) -> impl IntoView {
                     }
                 }}
             </div>
+            {relay_acks}
         </section>
     }
 }
@@ -443,6 +485,33 @@ mod tests {
         assert_eq!(line, r#"remote apartment/main/cart: 1 → {"a":"<b>"}"#);
         let line = describe(&entry(Origin::Local, Value::Null, json!(true)));
         assert_eq!(line, "local apartment/main/cart: null → true");
+    }
+
+    #[test]
+    fn an_ack_line_says_what_the_relay_said_about_which_key() {
+        let op = gaesup_state::core::OpId {
+            tab: gaesup_state::core::TabId::new(3),
+            seq: 9,
+        };
+        let key = Some(FullKey::parse("apartment/main/cart").unwrap());
+        let confirmed = RelayAck {
+            op,
+            key: key.clone(),
+            outcome: Confirmation::Confirmed,
+        };
+        assert_eq!(
+            describe_ack(&confirmed),
+            format!("confirmed by the relay: apartment/main/cart (op {op})")
+        );
+        let refused = RelayAck {
+            op,
+            key: None,
+            outcome: Confirmation::Refused("forbidden: read only".into()),
+        };
+        assert_eq!(
+            describe_ack(&refused),
+            format!("refused by the relay: a write (op {op}): forbidden: read only")
+        );
     }
 
     #[test]

@@ -40,7 +40,7 @@ use std::rc::{Rc, Weak};
 
 use gaesup_protocol::{Ack, Link};
 use gaesup_state::RelayStatus;
-use gaesup_state_core::{ApartmentId, Op, Storage};
+use gaesup_state_core::{ApartmentId, FullKey, Op, OpId, Storage};
 use gloo_events::EventListener;
 use gloo_timers::callback::{Interval, Timeout};
 use wasm_bindgen::JsCast;
@@ -77,7 +77,11 @@ enum Announce {
     /// The link's status.
     Status(RelayStatus),
     /// The relay's word on some writes (any tab may be waiting on them).
-    Acks { acks: Vec<Ack> },
+    Acks {
+        acks: Vec<Ack>,
+        /// The keys of the acknowledged ops, where known.
+        keys: Vec<(OpId, FullKey)>,
+    },
 }
 
 /// What a connection does about a relay, before and after the app knows

@@ -231,9 +231,10 @@ impl Remote {
             self.apply_snapshot(snapshot);
         }
         if !out.acks.is_empty() {
-            self.confirm(&out.acks);
+            self.confirm(&out.acks, &out.keys);
             self.announce(&Announce::Acks {
                 acks: out.acks.clone(),
+                keys: out.keys.clone(),
             });
         }
         for ack in &out.acks {

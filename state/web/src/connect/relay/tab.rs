@@ -5,7 +5,7 @@ use std::rc::Rc;
 
 use gaesup_protocol::{Ack, AckStatus, MAX_OUTBOX, write_outbox_entry};
 use gaesup_state::{Confirmation, RelayStatus};
-use gaesup_state_core::{Lifetime, Message, Op};
+use gaesup_state_core::{FullKey, Lifetime, Message, Op, OpId};
 use gloo_timers::callback::Timeout;
 use leptos::prelude::{GetUntracked, Set, Update, WithUntracked};
 
@@ -93,7 +93,7 @@ impl Remote {
                 here: false,
                 ..status
             }),
-            Announce::Acks { acks } if !leading => self.confirm(&acks),
+            Announce::Acks { acks, keys } if !leading => self.confirm(&acks, &keys),
             _ => {}
         }
     }
@@ -115,7 +115,7 @@ impl Remote {
     }
 
     /// Tells writes waiting on these acks.
-    pub(super) fn confirm(&self, acks: &[Ack]) {
+    pub(super) fn confirm(&self, acks: &[Ack], keys: &[(OpId, FullKey)]) {
         let Some(conn) = self.conn.upgrade() else {
             return;
         };
@@ -127,7 +127,11 @@ impl Remote {
                     Confirmation::Refused(format!("{code}: {message}"))
                 }
             };
-            conn.manager.acknowledge(ack.op, outcome);
+            let key = keys
+                .iter()
+                .find(|(op, _)| *op == ack.op)
+                .map(|(_, key)| key.clone());
+            conn.manager.acknowledge(ack.op, key, outcome);
         }
     }
 
