@@ -2,6 +2,7 @@ import { test } from '@playwright/test';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { stats } from './stats';
 
 // Cross-tab propagation latency: page A writes a key, page B's subscriber
 // runs. Each sample waits for B's acknowledgement before the next write, so
@@ -11,15 +12,6 @@ import { fileURLToPath } from 'node:url';
 const SAMPLES = Number(process.env.LATENCY_SAMPLES ?? 1000);
 const here = dirname(fileURLToPath(import.meta.url));
 const OUT = process.env.BENCH_OUT ?? resolve(here, '../../target/bench/cross-tab-latency.json');
-
-type Stats = { p50: number; p95: number; p99: number; mean: number; n: number };
-
-function stats(values: number[]): Stats {
-  const sorted = [...values].sort((a, b) => a - b);
-  const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
-  const mean = sorted.reduce((s, v) => s + v, 0) / sorted.length;
-  return { p50: at(0.5), p95: at(0.95), p99: at(0.99), mean, n: sorted.length };
-}
 
 async function measure(browser: import('@playwright/test').Browser, withoutBroadcastChannel: boolean) {
   const context = await browser.newContext();

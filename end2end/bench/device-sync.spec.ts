@@ -2,6 +2,7 @@ import { test } from '@playwright/test';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { stats } from './stats';
 // @ts-expect-error: a JavaScript module without declarations
 import { Relay } from '../scripts/relay.mjs';
 
@@ -18,15 +19,6 @@ const SAMPLES = Number(process.env.DEVICE_SAMPLES ?? 300);
 const OUTBOX_OPS = Number(process.env.OUTBOX_OPS ?? 1000);
 const here = dirname(fileURLToPath(import.meta.url));
 const OUT = process.env.BENCH_OUT_DEVICES ?? resolve(here, '../../target/bench/device-sync.json');
-
-type Stats = { p50: number; p95: number; p99: number; mean: number; n: number };
-
-function stats(values: number[]): Stats {
-  const sorted = [...values].sort((a, b) => a - b);
-  const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
-  const mean = sorted.reduce((s, v) => s + v, 0) / sorted.length;
-  return { p50: at(0.5), p95: at(0.95), p99: at(0.99), mean, n: sorted.length };
-}
 
 async function device(browser: import('@playwright/test').Browser, config: { url: string; token: string }) {
   const context = await browser.newContext();

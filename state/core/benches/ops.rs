@@ -42,10 +42,12 @@ fn key(name: &str, scope: Scope, strategy: Strategy) -> SharedKey<Value> {
         .expect("valid key")
 }
 
-fn pair(key: &SharedKey<Value>) -> (Replica, Replica, Replica) {
+fn pair(keys: &[SharedKey<Value>]) -> (Replica, Replica, Replica) {
     let make = |tab| {
         let mut store = Replica::new(TabId::new(tab), ManualClock::new(1_700_000_000_000));
-        store.declare(key).expect("declare");
+        for key in keys {
+            store.declare(key).expect("declare");
+        }
         store
     };
     (make(1), make(2), make(3))
@@ -54,10 +56,10 @@ fn pair(key: &SharedKey<Value>) -> (Replica, Replica, Replica) {
 /// Times `OPS` writes made by `write`, then applying them remotely.
 fn measure(
     name: &'static str,
-    key: &SharedKey<Value>,
+    keys: &[SharedKey<Value>],
     mut write: impl FnMut(&mut Replica, usize) -> Op,
 ) -> Row {
-    let (mut writer, mut direct, mut wired) = pair(key);
+    let (mut writer, mut direct, mut wired) = pair(keys);
     let start = Instant::now();
     let ops: Vec<Op> = (0..OPS).map(|i| write(&mut writer, i)).collect();
     let set = start.elapsed();
@@ -93,38 +95,53 @@ fn main() {
     let mut rows = Vec::new();
 
     let lww = key("lww", Scope::Apartment, Strategy::LastWriteWins);
-    rows.push(measure("last_write_wins", &lww, |s, i| {
-        s.set(&unit, &lww, json!(i)).expect("set").op
-    }));
+    rows.push(measure(
+        "last_write_wins",
+        std::slice::from_ref(&lww),
+        |s, i| s.set(&unit, &lww, json!(i)).expect("set").op,
+    ));
 
-    // A first-write-wins key accepts one write; use a private key per unit
-    // so every write is a first write.
-    let fww = key("fww", Scope::Private, Strategy::FirstWriteWins);
-    let units: Vec<UnitAddress> = (0..OPS)
+    // A first-write-wins key accepts one write; use private keys, one per
+    // unit, so every write is a first write. A declaration holds at most
+    // MAX_KEYS_PER_DECLARATION keys, so the units are spread over several
+    // declarations.
+    let per = gaesup_state_core::MAX_KEYS_PER_DECLARATION;
+    let fww: Vec<SharedKey<Value>> = (0..OPS.div_ceil(per))
+        .map(|k| key(&format!("fww{k}"), Scope::Private, Strategy::FirstWriteWins))
+        .collect();
+    let units: Vec<UnitAddress> = (0..per)
         .map(|i| format!("bench/b/u{i}").parse().expect("address"))
         .collect();
     rows.push(measure("first_write_wins", &fww, |s, i| {
-        s.set(&units[i], &fww, json!(i)).expect("set").op
-    }));
-
-    let merge = key("merge", Scope::Apartment, Strategy::Merge);
-    let mut object: Map<String, Value> = (0..8).map(|f| (format!("f{f}"), json!(0))).collect();
-    rows.push(measure("merge (1 of 8 fields)", &merge, |s, i| {
-        object.insert(format!("f{}", i % 8), json!(i));
-        s.set(&unit, &merge, Value::Object(object.clone()))
+        s.set(&units[i % per], &fww[i / per], json!(i))
             .expect("set")
             .op
     }));
 
+    let merge = key("merge", Scope::Apartment, Strategy::Merge);
+    let mut object: Map<String, Value> = (0..8).map(|f| (format!("f{f}"), json!(0))).collect();
+    rows.push(measure(
+        "merge (1 of 8 fields)",
+        std::slice::from_ref(&merge),
+        |s, i| {
+            object.insert(format!("f{}", i % 8), json!(i));
+            s.set(&unit, &merge, Value::Object(object.clone()))
+                .expect("set")
+                .op
+        },
+    ));
+
     let sum = key("sum", Scope::Apartment, Strategy::Sum);
-    rows.push(measure("sum", &sum, |s, _| {
+    rows.push(measure("sum", std::slice::from_ref(&sum), |s, _| {
         s.increment(&unit, &sum, 1).expect("increment").op
     }));
 
     let resolve = key("resolve", Scope::Apartment, Strategy::UserResolve);
-    rows.push(measure("user_resolve", &resolve, |s, i| {
-        s.set(&unit, &resolve, json!(i)).expect("set").op
-    }));
+    rows.push(measure(
+        "user_resolve",
+        std::slice::from_ref(&resolve),
+        |s, i| s.set(&unit, &resolve, json!(i)).expect("set").op,
+    ));
 
     let base = per_second(rows[0].set + rows[0].apply);
     println!(

@@ -11,6 +11,9 @@ use super::{Remote, now_ms, wire};
 const PULL_WAIT_MS: u64 = 10_000;
 /// How often the HTTP fallback looks for ops to push.
 const PUSH_EVERY_MS: u32 = 200;
+/// Pause after a refused or unreadable answer (a rate limit, a relay in
+/// trouble), so a loop never hammers it.
+const RETRY_AFTER_MS: u32 = 2_000;
 
 impl Remote {
     // ----- HTTP fallback ------------------------------------------------
@@ -66,22 +69,10 @@ pub(super) async fn push_loop(weak: Weak<Remote>, generation: u64) {
         };
         if let Some((url, token, body)) = request {
             let answer = wire::request("POST", &url, &token, Some(&body)).await;
-            let Some(remote) = weak.upgrade() else {
-                return;
-            };
-            if !remote.on_http(generation) {
-                return;
-            }
-            match answer {
-                Ok((status, text)) => {
-                    if let Some(out) = remote
-                        .with_link(|link, storage| link.on_http(status, &text, now_ms(), storage))
-                    {
-                        remote.handle(out);
-                    }
-                    remote.publish();
-                }
-                Err(_) => return remote.http_failed(),
+            match take_answer(&weak, generation, answer) {
+                Next::Stop => return,
+                Next::Go => {}
+                Next::Wait => gloo_timers::future::TimeoutFuture::new(RETRY_AFTER_MS).await,
             }
         } else {
             gloo_timers::future::TimeoutFuture::new(PUSH_EVERY_MS).await;
@@ -117,28 +108,49 @@ pub(super) async fn pull_loop(weak: Weak<Remote>, generation: u64, streams: Vec<
             )
         };
         let answer = wire::request("GET", &url, &token, None).await;
-        let Some(remote) = weak.upgrade() else {
-            return;
-        };
-        if !remote.on_http(generation) {
-            return;
-        }
-        match answer {
-            Ok((status, text)) => {
-                if let Some(out) =
-                    remote.with_link(|link, storage| link.on_http(status, &text, now_ms(), storage))
-                {
-                    let refused = out.close;
-                    remote.handle(out);
-                    if refused || status >= 400 {
-                        // Refused, or an answer that is no answer: wait
-                        // before asking again.
-                        gloo_timers::future::TimeoutFuture::new(2_000).await;
-                    }
-                }
-                remote.publish();
-            }
-            Err(_) => return remote.http_failed(),
+        match take_answer(&weak, generation, answer) {
+            Next::Stop => return,
+            Next::Go => {}
+            Next::Wait => gloo_timers::future::TimeoutFuture::new(RETRY_AFTER_MS).await,
         }
     }
+}
+
+/// What an HTTP loop does after an answer.
+enum Next {
+    /// The link left HTTP, the relay is unreachable, or the page is gone.
+    Stop,
+    /// Go on at once.
+    Go,
+    /// Refused, or an answer that is no answer: wait before asking again.
+    Wait,
+}
+
+/// Feeds an HTTP answer (or the failure to get one) to the link.
+fn take_answer(
+    weak: &Weak<Remote>,
+    generation: u64,
+    answer: Result<(u16, String), String>,
+) -> Next {
+    let Some(remote) = weak.upgrade() else {
+        return Next::Stop;
+    };
+    if !remote.on_http(generation) {
+        return Next::Stop;
+    }
+    let Ok((status, text)) = answer else {
+        remote.http_failed();
+        return Next::Stop;
+    };
+    let mut next = Next::Go;
+    if let Some(out) =
+        remote.with_link(|link, storage| link.on_http(status, &text, now_ms(), storage))
+    {
+        if out.close || out.error.is_some() || status >= 400 {
+            next = Next::Wait;
+        }
+        remote.handle(out);
+    }
+    remote.publish();
+    next
 }
