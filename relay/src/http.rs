@@ -147,6 +147,19 @@ pub struct PullQuery {
     wait_ms: Option<u64>,
 }
 
+/// The token's claims and the stream a read names.
+fn claims_and_stream(
+    app: &AppState,
+    headers: &HeaderMap,
+    stream: &str,
+) -> Result<(Arc<Claims>, StreamId), ProtocolError> {
+    let claims = claims(app, headers)?;
+    let stream = stream
+        .parse()
+        .map_err(|err| ProtocolError::new(code::MALFORMED, err))?;
+    Ok((claims, stream))
+}
+
 /// `GET /v1/pull`: what the device lacks after its cursor, waiting for new
 /// ops when there are none yet (long poll).
 pub async fn pull(
@@ -154,13 +167,9 @@ pub async fn pull(
     headers: HeaderMap,
     Query(query): Query<PullQuery>,
 ) -> Response {
-    let claims = match claims(&app, &headers) {
-        Ok(claims) => claims,
+    let (claims, stream) = match claims_and_stream(&app, &headers, &query.stream) {
+        Ok(found) => found,
         Err(error) => return refuse(&app, &error),
-    };
-    let stream: StreamId = match query.stream.parse() {
-        Ok(stream) => stream,
-        Err(err) => return refuse(&app, &ProtocolError::new(code::MALFORMED, err)),
     };
     let subscription = Subscription {
         stream,
@@ -205,13 +214,9 @@ pub async fn snapshot(
     headers: HeaderMap,
     Query(query): Query<SnapshotQuery>,
 ) -> Response {
-    let claims = match claims(&app, &headers) {
-        Ok(claims) => claims,
+    let (claims, stream) = match claims_and_stream(&app, &headers, &query.stream) {
+        Ok(found) => found,
         Err(error) => return refuse(&app, &error),
-    };
-    let stream: StreamId = match query.stream.parse() {
-        Ok(stream) => stream,
-        Err(err) => return refuse(&app, &ProtocolError::new(code::MALFORMED, err)),
     };
     // A cursor past any head always answers with a snapshot.
     let subscription = Subscription {
