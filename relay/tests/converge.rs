@@ -12,7 +12,7 @@ use std::time::Duration;
 use gaesup_protocol::{AckStatus, ServerMessage};
 use gaesup_state_core::Op;
 use serde_json::json;
-use support::{Client, Device, Relay, http, main_rw};
+use support::{Client, Device, Relay, http, main_rw, main_snapshot};
 
 /// splitmix64.
 struct Rng(u64);
@@ -179,16 +179,7 @@ async fn run(seed: u64) {
             break head;
         }
     };
-    let (_, body) = http(
-        "GET",
-        relay.url("/v1/snapshot?stream=apartment:main"),
-        Some(main_rw()),
-        None,
-    )
-    .await;
-    let ServerMessage::Snapshot(snapshot) = ServerMessage::decode(&body).unwrap() else {
-        panic!("{body}")
-    };
+    let snapshot = main_snapshot(&relay).await;
     assert_eq!(snapshot.seq, head);
     for (i, sim) in sims.iter().enumerate() {
         for entry in &snapshot.states {

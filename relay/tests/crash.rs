@@ -15,7 +15,7 @@ use futures_util::{SinkExt, StreamExt};
 use gaesup_protocol::{AckStatus, ClientMessage, Hello, Push, ServerMessage};
 use gaesup_state_core::{Op, OpId};
 use serde_json::json;
-use support::{Device, Relay, http, main_rw};
+use support::{Device, Relay, http, main_rw, main_snapshot};
 use tokio_tungstenite::tungstenite::Message;
 
 const KILLS: usize = 25;
@@ -178,16 +178,7 @@ async fn crash_test() {
     assert!(acked.len() > 3 * KILLS, "the writers kept writing");
     // The counter is exact.
     let expected: i64 = acked.values().sum();
-    let (_, body) = http(
-        "GET",
-        relay.url("/v1/snapshot?stream=apartment:main"),
-        Some(main_rw()),
-        None,
-    )
-    .await;
-    let ServerMessage::Snapshot(snapshot) = ServerMessage::decode(&body).unwrap() else {
-        panic!("{body}")
-    };
+    let snapshot = main_snapshot(&relay).await;
     let mut replica = Device::new(99);
     for entry in &snapshot.states {
         replica.store.merge_state(entry).unwrap();

@@ -10,7 +10,10 @@ use gaesup_protocol::{
 };
 use gaesup_relay::token::Access;
 use serde_json::{Value, json};
-use support::{Client, Device, Relay, error_code, http, main_rw, main_stream, token, token_until};
+use support::{
+    Client, Device, Relay, error_code, http, main_rw, main_snapshot, main_stream, token,
+    token_until,
+};
 
 fn applied_seq(status: &AckStatus) -> u64 {
     match status {
@@ -434,16 +437,7 @@ async fn the_http_fallback_pushes_pulls_with_a_long_poll_and_snapshots() {
     };
     assert_eq!(ops.ops.iter().map(|s| s.seq).collect::<Vec<_>>(), [2]);
     // A snapshot.
-    let (_, body) = http(
-        "GET",
-        relay.url("/v1/snapshot?stream=apartment:main"),
-        Some(main_rw()),
-        None,
-    )
-    .await;
-    let ServerMessage::Snapshot(snapshot) = ServerMessage::decode(&body).unwrap() else {
-        panic!("{body}")
-    };
+    let snapshot = main_snapshot(&relay).await;
     assert_eq!(snapshot.seq, 2);
     assert_eq!(snapshot.states.len(), 1);
     // Health and metrics.
@@ -496,15 +490,6 @@ async fn sigterm_finishes_what_is_in_flight_and_exits_cleanly() {
     assert!(status.success(), "{status:?}");
     let data = relay.data.clone();
     let relay = Relay::start_on(&data, &[]);
-    let (_, body) = http(
-        "GET",
-        relay.url("/v1/snapshot?stream=apartment:main"),
-        Some(main_rw()),
-        None,
-    )
-    .await;
-    let ServerMessage::Snapshot(snapshot) = ServerMessage::decode(&body).unwrap() else {
-        panic!("{body}")
-    };
+    let snapshot = main_snapshot(&relay).await;
     assert_eq!(snapshot.seq, 20);
 }

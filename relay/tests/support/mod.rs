@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use gaesup_protocol::{
-    Ack, ClientMessage, Hello, Ping, Push, ServerMessage, StreamId, Subscription,
+    Ack, ClientMessage, Hello, Ping, Push, ServerMessage, Snapshot, StreamId, Subscription,
 };
 use gaesup_relay::config::DEV_SECRET;
 use gaesup_relay::token::{Access, Claims, Grant};
@@ -452,6 +452,21 @@ pub async fn http(
     })
     .await
     .unwrap()
+}
+
+/// The canonical states of apartment `main` (`GET /v1/snapshot`).
+pub async fn main_snapshot(relay: &Relay) -> Snapshot {
+    let (_, body) = http(
+        "GET",
+        relay.url("/v1/snapshot?stream=apartment:main"),
+        Some(main_rw()),
+        None,
+    )
+    .await;
+    let ServerMessage::Snapshot(snapshot) = ServerMessage::decode(&body).unwrap() else {
+        panic!("{body}")
+    };
+    snapshot
 }
 
 /// The code of an error message's text.
