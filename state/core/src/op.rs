@@ -125,8 +125,8 @@ pub struct Op {
 impl Op {
     /// Structural checks that need no key declaration: stamp and id agree,
     /// values within size and depth limits, bounded lists, no op that
-    /// supersedes itself. Permission, scope and strategy checks happen in
-    /// the replica.
+    /// supersedes itself or a later write of its own tab. Permission,
+    /// scope and strategy checks happen in the replica.
     pub fn validate(&self) -> Result<()> {
         let bad = |reason: &str| Error::Malformed {
             what: "op",
@@ -178,8 +178,13 @@ impl Op {
                 if supersedes.len() > MAX_OP_ITEMS {
                     return Err(bad("supersedes too many entries"));
                 }
-                if supersedes.contains(&self.id) {
-                    return Err(bad("op supersedes itself"));
+                // A tab's writes form a chain: a write can only have seen
+                // earlier writes of its own tab.
+                if supersedes
+                    .iter()
+                    .any(|id| id.tab == self.id.tab && id.seq >= self.id.seq)
+                {
+                    return Err(bad("op supersedes itself or a later write of its own tab"));
                 }
             }
         }

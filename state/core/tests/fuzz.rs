@@ -9,7 +9,7 @@
 
 include!("../fuzz/harness.rs");
 
-use gaesup_state_core::{Message, Snapshot};
+use gaesup_state_core::Snapshot;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};

@@ -308,6 +308,41 @@ fn an_op_claiming_this_tabs_id_with_the_last_sequence_number_is_refused() {
     assert_eq!(victim.get(&u, &k).unwrap(), 2);
 }
 
+#[test]
+fn a_resolve_op_superseding_a_later_write_of_its_own_tab_is_refused() {
+    // Found by the fuzz run: an op that claims to supersede a write its
+    // own tab made after it left a watermark behind (and killed nothing
+    // visible), so state changed without a change.
+    let clock = ManualClock::new(NOW);
+    let k = key::<Value>("k", Scope::Apartment, Strategy::UserResolve);
+    let mut victim = store(7, &clock);
+    victim.declare(&k).unwrap();
+    let mut peer = store(9, &clock);
+    peer.declare(&k).unwrap();
+    let u = unit("apt/b/u");
+    let first = peer.set(&u, &k, json!(1)).unwrap().op;
+    let mut forged = peer.set(&u, &k, json!(2)).unwrap().op;
+    assert!(
+        deliver(
+            &Message::Ops(gaesup_state_core::OpGroup {
+                ops: vec![first.clone()]
+            }),
+            &mut victim
+        )
+        .is_empty()
+    );
+    let before = serde_json::to_string(victim.states()).unwrap();
+    // The second write now claims to come before the one it supersedes.
+    forged.id.seq = first.id.seq - 1;
+    let message = Message::Ops(gaesup_state_core::OpGroup { ops: vec![forged] });
+    let errors = deliver(&message, &mut victim);
+    assert!(
+        matches!(errors.as_slice(), [Error::Malformed { reason, .. }] if reason.contains("later write of its own tab")),
+        "{errors:?}"
+    );
+    assert_eq!(serde_json::to_string(victim.states()).unwrap(), before);
+}
+
 // 6. Clock skew.
 
 #[test]
