@@ -200,9 +200,15 @@ id_type!(
 ///
 /// This is the identity every read and write is made on behalf of; with the
 /// key's scope it derives the [`FullKey`](crate::FullKey).
+///
+/// Cloning is cheap (the parts are shared): every op and recorded write
+/// carries its writer's address.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct UnitAddress {
+pub struct UnitAddress(std::sync::Arc<AddressParts>);
+
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct AddressParts {
     apartment: ApartmentId,
     building: BuildingId,
     unit: UnitId,
@@ -211,11 +217,11 @@ pub struct UnitAddress {
 impl UnitAddress {
     /// Builds an address from validated parts.
     pub fn new(apartment: ApartmentId, building: BuildingId, unit: UnitId) -> Self {
-        Self {
+        Self(std::sync::Arc::new(AddressParts {
             apartment,
             building,
             unit,
-        }
+        }))
     }
 
     /// Validates three strings and builds an address.
@@ -229,17 +235,17 @@ impl UnitAddress {
 
     /// The apartment.
     pub fn apartment(&self) -> &ApartmentId {
-        &self.apartment
+        &self.0.apartment
     }
 
     /// The building.
     pub fn building(&self) -> &BuildingId {
-        &self.building
+        &self.0.building
     }
 
     /// The unit.
     pub fn unit(&self) -> &UnitId {
-        &self.unit
+        &self.0.unit
     }
 }
 
@@ -274,7 +280,11 @@ impl From<UnitAddress> for String {
 
 impl fmt::Display for UnitAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}/{}", self.apartment, self.building, self.unit)
+        write!(
+            f,
+            "{}/{}/{}",
+            self.0.apartment, self.0.building, self.0.unit
+        )
     }
 }
 

@@ -139,8 +139,23 @@ pub(crate) fn serde_reason(err: &serde_json::Error) -> String {
     }
 }
 
+/// An upper bound of a scalar's serialized length, found without
+/// serializing it; `None` for arrays and objects. A number is at most 24
+/// characters (`-1.7976931348623157e308`), a string at most six per byte
+/// (`\u001f`) plus its quotes.
+pub(crate) fn scalar_len_bound(value: &Value) -> Option<usize> {
+    match value {
+        Value::Null | Value::Bool(_) | Value::Number(_) => Some(24),
+        Value::String(text) => Some(text.len().saturating_mul(6).saturating_add(2)),
+        Value::Array(_) | Value::Object(_) => None,
+    }
+}
+
 /// Checks a value's nesting depth and serialized size, without recursion.
 pub(crate) fn check_value(value: &Value, what: &'static str) -> Result<()> {
+    if scalar_len_bound(value).is_some_and(|bound| bound <= MAX_VALUE_BYTES) {
+        return Ok(());
+    }
     let mut stack = vec![(value, 0usize)];
     while let Some((value, depth)) = stack.pop() {
         let children: Box<dyn Iterator<Item = &Value>> = match value {
@@ -213,6 +228,26 @@ mod tests {
         assert!(check_depth(&text, 2, "x").is_ok());
         let escaped = r#"["\"[[[[" ]"#;
         assert!(check_depth(escaped, 1, "x").is_ok());
+    }
+
+    #[test]
+    fn a_scalar_bound_is_never_below_the_serialized_length() {
+        let long = "\u{1f}\"\\é".repeat(50);
+        for value in [
+            json!(null),
+            json!(true),
+            json!(i64::MIN),
+            json!(u64::MAX),
+            json!(-f64::MAX),
+            json!(f64::MIN_POSITIVE),
+            json!(-1.234_567_890_123_456_7e-300),
+            json!(""),
+            json!(long),
+        ] {
+            let bound = scalar_len_bound(&value).unwrap();
+            assert!(bound >= encoded_len(&value, usize::MAX), "{value}");
+        }
+        assert_eq!(scalar_len_bound(&json!([1])), None);
     }
 
     #[test]

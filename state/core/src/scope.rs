@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -114,36 +115,67 @@ impl fmt::Display for Lifetime {
 /// key name in two buildings, or two units' private keys, never collide, and
 /// a unit cannot even name another unit's private key (the address comes
 /// from the caller). Parsing from the wire validates every segment.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct FullKey {
-    // Only the text is stored: it keeps the type small (errors carry it) and
-    // ordering equals string ordering, so maps of full keys serialize in the
-    // same order everywhere. Segments were validated on construction.
-    text: String,
+    // The text is the identity: equality, ordering and hashing are the
+    // text's, so maps of full keys serialize in the same order everywhere.
+    // It is shared, not copied (a key is cloned into every op, change and
+    // map entry it names), and where each segment ends is found once, on
+    // construction (which validated the segments).
+    text: Arc<str>,
+    scope: Scope,
+    /// Byte offsets of the `/` after the scope and after each address
+    /// segment; only the first `scope.address_segments() + 1` are used.
+    cuts: [u16; 4],
 }
 
 impl FullKey {
     /// Derives the full key of `name` in `scope`, as seen from `address`.
     pub fn new(scope: Scope, address: &UnitAddress, name: &KeyName) -> Self {
-        let text = match scope {
-            Scope::Private => format!(
-                "private/{}/{}/{}/{}",
-                address.apartment(),
-                address.building(),
-                address.unit(),
-                name
-            ),
-            Scope::Building => format!(
-                "building/{}/{}/{}",
-                address.apartment(),
-                address.building(),
-                name
-            ),
-            Scope::Apartment => format!("apartment/{}/{}", address.apartment(), name),
-            Scope::Global => format!("global/{name}"),
-        };
-        Self { text }
+        let parts: [&str; 3] = [
+            address.apartment().as_str(),
+            address.building().as_str(),
+            address.unit().as_str(),
+        ];
+        let parts = &parts[..scope.address_segments()];
+        let mut text = String::with_capacity(
+            scope.as_str().len()
+                + parts.iter().map(|p| p.len() + 1).sum::<usize>()
+                + 1
+                + name.as_str().len(),
+        );
+        let mut cuts = [0u16; 4];
+        text.push_str(scope.as_str());
+        for (cut, part) in cuts.iter_mut().zip(parts.iter().chain([&name.as_str()])) {
+            *cut = Self::offset(text.len());
+            text.push('/');
+            text.push_str(part);
+        }
+        Self {
+            text: Arc::from(text),
+            scope,
+            cuts,
+        }
+    }
+
+    /// A byte offset in a full key. Validated segments are at most
+    /// `MAX_ID_LEN` bytes, so every offset fits.
+    fn offset(at: usize) -> u16 {
+        u16::try_from(at).unwrap_or(u16::MAX)
+    }
+
+    /// A key of validated text whose first segment is `scope`.
+    fn from_valid(text: String, scope: Scope) -> Self {
+        let mut cuts = [0u16; 4];
+        for (cut, (at, _)) in cuts.iter_mut().zip(text.match_indices('/')) {
+            *cut = Self::offset(at);
+        }
+        Self {
+            text: Arc::from(text),
+            scope,
+            cuts,
+        }
     }
 
     /// Parses and validates a full key string.
@@ -169,35 +201,35 @@ impl FullKey {
         if let Some(name) = rest.last() {
             validate(IdKind::Key, name)?;
         }
-        Ok(Self {
-            text: text.to_owned(),
-        })
+        Ok(Self::from_valid(text.to_owned(), scope))
     }
 
-    fn segments(&self) -> std::str::Split<'_, char> {
-        self.text.split('/')
+    /// The text between the cuts `from` and `from + 1` (the end of the text
+    /// past the last cut).
+    fn segment_after(&self, from: usize) -> &str {
+        let start = usize::from(self.cuts[from]) + 1;
+        let end = if from < self.scope.address_segments() {
+            usize::from(self.cuts[from + 1])
+        } else {
+            self.text.len()
+        };
+        // The text was validated; the fallback is unreachable but keeps
+        // this function panic-free.
+        self.text.get(start..end).unwrap_or_default()
     }
 
     /// The scope.
     pub fn scope(&self) -> Scope {
-        // The text was validated; the fallback is unreachable but keeps this
-        // function panic-free.
-        self.segments()
-            .next()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(Scope::Global)
+        self.scope
     }
 
     /// The key name (last segment).
     pub fn name(&self) -> &str {
-        self.text.rsplit('/').next().unwrap_or_default()
+        self.segment_after(self.scope.address_segments())
     }
 
     fn address_segment(&self, index: usize) -> Option<&str> {
-        let scope = self.scope();
-        (index < scope.address_segments())
-            .then(|| self.segments().nth(index + 1))
-            .flatten()
+        (index < self.scope.address_segments()).then(|| self.segment_after(index))
     }
 
     /// The apartment segment, unless the key is global.
@@ -252,7 +284,41 @@ impl TryFrom<String> for FullKey {
 
 impl From<FullKey> for String {
     fn from(key: FullKey) -> String {
-        key.text
+        key.text.to_string()
+    }
+}
+
+impl PartialEq for FullKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for FullKey {}
+
+impl PartialOrd for FullKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for FullKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.text.cmp(&other.text)
+    }
+}
+
+impl std::hash::Hash for FullKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.text.hash(state);
+    }
+}
+
+impl fmt::Debug for FullKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FullKey")
+            .field("text", &&*self.text)
+            .finish()
     }
 }
 
@@ -287,6 +353,29 @@ mod tests {
             "apartment/shop/count"
         );
         assert_eq!(FullKey::new(Scope::Global, &a, &k).as_str(), "global/count");
+    }
+
+    #[test]
+    fn a_derived_key_reads_its_segments_like_a_parsed_one() {
+        let a = address("shop-1/header/cart.v2");
+        let k = KeyName::new("item count").unwrap();
+        for scope in Scope::ALL {
+            let derived = FullKey::new(scope, &a, &k);
+            let parsed = FullKey::parse(derived.as_str()).unwrap();
+            for key in [&derived, &parsed] {
+                assert_eq!(key.scope(), scope);
+                assert_eq!(key.name(), "item count");
+                assert_eq!(
+                    key.apartment(),
+                    (scope != Scope::Global).then_some("shop-1")
+                );
+                let building = matches!(scope, Scope::Private | Scope::Building);
+                assert_eq!(key.building(), building.then_some("header"));
+                assert_eq!(key.unit(), (scope == Scope::Private).then_some("cart.v2"));
+                assert!(key.reachable_by(&a));
+            }
+            assert_eq!(derived, parsed);
+        }
     }
 
     #[test]

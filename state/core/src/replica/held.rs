@@ -240,7 +240,11 @@ impl Replica {
     /// stay within that lead, are still the newest it holds. They come
     /// back once the clock gets there. A no-op unless the clock moved back.
     pub(super) fn shed_future(&mut self) {
-        let now = self.now();
+        self.shed_future_at(self.now());
+    }
+
+    /// [`shed_future`](Self::shed_future) with the clock already read.
+    pub(super) fn shed_future_at(&mut self, now: u64) {
         if self.hlc.wall_ms() <= now.saturating_add(crate::clock::MAX_CLOCK_AHEAD_MS) {
             return;
         }
@@ -280,8 +284,8 @@ impl Replica {
     /// come. Call it now and then (the reactive layer does on every write
     /// and every message).
     pub fn poll(&mut self) -> Vec<Change> {
-        self.shed_future();
         let now = self.now();
+        self.shed_future_at(now);
         if self.held.due().is_some_and(|due| due <= now) {
             let items = self.take_held(|_, due| due.is_some_and(|d| d <= now));
             let inbound = self.readmit(items);

@@ -89,13 +89,18 @@ impl Replica {
 
     /// What a payload needs to know about this tab at this moment.
     pub(super) fn context(&self) -> Context {
+        self.context_at(self.now())
+    }
+
+    /// [`context`](Self::context) with the clock already read.
+    pub(super) fn context_at(&self, now: u64) -> Context {
         Context {
             tab: self.tab,
             next: OpId {
                 tab: self.tab,
                 seq: self.seq.saturating_add(1),
             },
-            now: self.now(),
+            now,
         }
     }
 }

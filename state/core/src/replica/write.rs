@@ -14,7 +14,7 @@ use crate::clock::Stamp;
 use crate::error::{Error, Result};
 use crate::id::UnitAddress;
 use crate::key::{KeySpec, SharedKey};
-use crate::limits::{MAX_LOCAL_STATE_BYTES, MAX_STATE_BYTES, encoded_len};
+use crate::limits::{MAX_LOCAL_STATE_BYTES, MAX_STATE_BYTES, encoded_len, scalar_len_bound};
 use crate::message::Message;
 use crate::op::{Op, OpGroup, OpId, Payload};
 use crate::scope::{FullKey, Lifetime};
@@ -23,6 +23,20 @@ use crate::strategy::KeyState;
 /// Slack added to a size estimate per write: the op's stamp, id and writer
 /// around its value.
 const ITEM_OVERHEAD: usize = 512;
+
+/// The serialized length of a local write's payload, or for a set of a
+/// scalar an upper bound found without serializing it (an estimate may
+/// only err high: it decides when the exact size is measured).
+fn payload_len(payload: &Payload) -> usize {
+    match payload {
+        Payload::Set { value } => match scalar_len_bound(value) {
+            // The tags and field names around the value.
+            Some(bound) => bound + 32,
+            None => encoded_len(payload, MAX_STATE_BYTES),
+        },
+        _ => encoded_len(payload, MAX_STATE_BYTES),
+    }
+}
 
 impl Replica {
     /// Writes `value` to `key` on behalf of `unit`.
@@ -100,8 +114,17 @@ impl Replica {
         unit: &UnitAddress,
         intent: Intent,
     ) -> Result<Write> {
-        self.shed_future();
-        let payload = payload_for(&self.context(), spec, &key, self.states.get(&key), intent)?;
+        // One read of the clock for both (a read is a call out to
+        // JavaScript in the browser).
+        let now = self.now();
+        self.shed_future_at(now);
+        let payload = payload_for(
+            &self.context_at(now),
+            spec,
+            &key,
+            self.states.get(&key),
+            intent,
+        )?;
         self.write_payload(spec, key, unit, payload, None)
     }
 
@@ -167,7 +190,7 @@ impl Replica {
     /// state would pass [`MAX_LOCAL_STATE_BYTES`]; returns the change.
     pub(super) fn apply_sized(&mut self, spec: &KeySpec, op: &Op) -> Result<Option<Change>> {
         let before = self.before(spec, &op.key);
-        let added = encoded_len(&op.payload, MAX_STATE_BYTES) + ITEM_OVERHEAD;
+        let added = payload_len(&op.payload) + ITEM_OVERHEAD;
         let estimate = self.size_estimate(&op.key).saturating_add(added);
         if estimate <= MAX_LOCAL_STATE_BYTES {
             self.state_mut(spec, &op.key).apply(op)?;
@@ -241,5 +264,19 @@ impl Sink for Replica {
         intent: Intent,
     ) -> Result<Write> {
         self.write(spec, full, unit, intent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_payload_estimate_never_falls_below_its_length() {
+        for value in [json!(-1.5e300), json!("\u{0}\"é"), json!({"a": [1]})] {
+            let payload = Payload::Set { value };
+            assert!(payload_len(&payload) >= encoded_len(&payload, usize::MAX));
+        }
     }
 }
