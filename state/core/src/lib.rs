@@ -163,6 +163,7 @@ mod scope;
 mod snapshot;
 mod storage;
 mod strategy;
+mod tagged;
 mod transport;
 
 pub use clock::{Clock, Hlc, MAX_CLOCK_AHEAD_MS, MAX_HOLD_AHEAD_MS, ManualClock, Stamp};

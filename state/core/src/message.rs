@@ -23,6 +23,7 @@ use crate::limits::{MAX_MESSAGE_BYTES, MAX_SYNC_STATES, check_value, parse_bound
 use crate::op::OpGroup;
 use crate::scope::{FullKey, Scope};
 use crate::strategy::KeyState;
+use crate::tagged::Content;
 
 /// The version of the tab protocol this code speaks. Version 1 (no `v`
 /// field) carried per-tab sum totals and user-resolve tombstone lists.
@@ -345,7 +346,7 @@ impl<'de> Deserialize<'de> for Message {
                         Field::Type => kind = Some(map.next_value::<Kind>()?),
                         Field::Body => match &kind {
                             Some(kind) if version == Some(PROTOCOL_VERSION) => {
-                                message = Some(read_body(kind, BodySource::Map(&mut map))?);
+                                message = Some(read_body(kind, Content::Next(&mut map))?);
                             }
                             _ => early = Some(map.next_value()?),
                         },
@@ -361,28 +362,18 @@ impl<'de> Deserialize<'de> for Message {
                 }
                 let kind = kind.ok_or_else(|| de::Error::missing_field("type"))?;
                 let body = early.ok_or_else(|| de::Error::missing_field("body"))?;
-                read_body::<A>(&kind, BodySource::Value(body))
+                read_body::<A>(&kind, Content::Buffered(body))
             }
-        }
-
-        enum BodySource<'m, M> {
-            Map(&'m mut M),
-            Value(Value),
         }
 
         fn read_body<'de, M: MapAccess<'de>>(
             kind: &Kind,
-            source: BodySource<'_, M>,
+            source: Content<'_, M>,
         ) -> std::result::Result<Message, M::Error> {
             fn get<'de, T: serde::de::DeserializeOwned, M: MapAccess<'de>>(
-                source: BodySource<'_, M>,
+                source: Content<'_, M>,
             ) -> std::result::Result<T, M::Error> {
-                match source {
-                    BodySource::Map(map) => map.next_value(),
-                    BodySource::Value(value) => {
-                        serde_json::from_value(value).map_err(de::Error::custom)
-                    }
-                }
+                source.read()
             }
             Ok(match kind {
                 Kind::Ops => Message::Ops(get(source)?),

@@ -35,8 +35,9 @@ impl fmt::Display for OpId {
 }
 
 /// What an op does; which variants a key accepts depends on its strategy.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-// Adjacently tagged (tag first) so decoding needs no buffering.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+// Adjacently tagged, tag first; decoded by `crate::tagged` (no second,
+// buffering decoder per input type).
 #[serde(tag = "kind", content = "data", rename_all = "snake_case")]
 pub enum Payload {
     /// Replace the whole value (last-write-wins, first-write-wins, and
@@ -90,6 +91,112 @@ pub enum Payload {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         supersedes: Vec<OpId>,
     },
+}
+
+/// [`Payload`]'s variant names.
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum PayloadKind {
+    Set,
+    Patch,
+    Count,
+    Reset,
+    Resolve,
+}
+
+/// The content of each [`Payload`] variant, as it is encoded.
+mod content {
+    use super::{BTreeMap, BTreeSet, Deserialize, Observed, OpId, Value};
+
+    #[derive(Deserialize)]
+    pub(super) struct Set {
+        pub value: Value,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct Patch {
+        #[serde(default)]
+        pub set: BTreeMap<String, Value>,
+        #[serde(default)]
+        pub remove: BTreeSet<String>,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct Count {
+        pub slot: OpId,
+        pub p: u64,
+        pub n: u64,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct Reset {
+        pub target: i64,
+        #[serde(default)]
+        pub horizon: u64,
+        #[serde(default)]
+        pub observed: Vec<Observed>,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct Resolve {
+        pub value: Value,
+        #[serde(default)]
+        pub supersedes: Vec<OpId>,
+    }
+}
+
+impl crate::tagged::TagFirst for Payload {
+    const TAG: &'static str = "kind";
+    const EXPECTING: &'static str = "an op payload {\"kind\": …, \"data\": …}";
+    type Tag = PayloadKind;
+
+    fn content<'de, A: serde::de::MapAccess<'de>>(
+        tag: PayloadKind,
+        content: crate::tagged::Content<'_, A>,
+    ) -> Result<Self, A::Error> {
+        Ok(match tag {
+            PayloadKind::Set => {
+                let c: content::Set = content.read()?;
+                Self::Set { value: c.value }
+            }
+            PayloadKind::Patch => {
+                let c: content::Patch = content.read()?;
+                Self::Patch {
+                    set: c.set,
+                    remove: c.remove,
+                }
+            }
+            PayloadKind::Count => {
+                let c: content::Count = content.read()?;
+                Self::Count {
+                    slot: c.slot,
+                    p: c.p,
+                    n: c.n,
+                }
+            }
+            PayloadKind::Reset => {
+                let c: content::Reset = content.read()?;
+                Self::Reset {
+                    target: c.target,
+                    horizon: c.horizon,
+                    observed: c.observed,
+                }
+            }
+            PayloadKind::Resolve => {
+                let c: content::Resolve = content.read()?;
+                Self::Resolve {
+                    value: c.value,
+                    supersedes: c.supersedes,
+                }
+            }
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Payload {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        crate::tagged::deserialize(deserializer)
+    }
 }
 
 impl Payload {

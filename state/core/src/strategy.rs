@@ -167,8 +167,9 @@ pub struct Conflict<T = Value> {
 }
 
 /// The replicated state of one key; one variant per strategy.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-// Adjacently tagged (tag first) so decoding needs no buffering.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+// Adjacently tagged, tag first; decoded by `crate::tagged` (no second,
+// buffering decoder per input type).
 #[serde(tag = "strategy", content = "data", rename_all = "snake_case")]
 pub enum KeyState {
     /// See [`Strategy::LastWriteWins`].
@@ -181,6 +182,33 @@ pub enum KeyState {
     Sum(SumState),
     /// See [`Strategy::UserResolve`].
     UserResolve(ResolveState),
+}
+
+impl crate::tagged::TagFirst for KeyState {
+    const TAG: &'static str = "strategy";
+    const EXPECTING: &'static str = "a key state {\"strategy\": …, \"data\": …}";
+    type Tag = Strategy;
+
+    fn content<'de, A: serde::de::MapAccess<'de>>(
+        tag: Strategy,
+        content: crate::tagged::Content<'_, A>,
+    ) -> std::result::Result<Self, A::Error> {
+        Ok(match tag {
+            Strategy::LastWriteWins => Self::LastWriteWins(content.read()?),
+            Strategy::FirstWriteWins => Self::FirstWriteWins(content.read()?),
+            Strategy::Merge => Self::Merge(content.read()?),
+            Strategy::Sum => Self::Sum(content.read()?),
+            Strategy::UserResolve => Self::UserResolve(content.read()?),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyState {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        crate::tagged::deserialize(deserializer)
+    }
 }
 
 impl KeyState {
