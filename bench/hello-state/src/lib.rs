@@ -2,8 +2,8 @@
 //! the state manager the way a unit keeps it (an `<Apartment>` connected to
 //! localStorage and the other tabs, a `<Unit>`, `use_shared_state`). Its
 //! release build minus `bench-hello`'s is what the state manager costs an
-//! app. The JavaScript binding (`window.gaesup`) is not installed: it is
-//! opt-in.
+//! app. The JavaScript binding (`window.gaesup`) is left out: it is the
+//! opt-in `js` feature of `gaesup-state-web`.
 
 use gaesup_state::prelude::*;
 use gaesup_state::{SharedKey, StateManager};

@@ -33,6 +33,7 @@ use crate::error::{Result, WebError};
 use crate::storage::BrowserStorage;
 
 pub use options::{ConnectOptions, TransportChoice, TransportKind};
+#[cfg(feature = "js")]
 pub(crate) use relay::relay_status;
 pub use relay::{RelayConfig, fetch_relay_config};
 

@@ -83,11 +83,17 @@
 //! `get`, `set`, `increment`, `subscribe`, `emit`, `on`, `declare` and
 //! what framework bindings need, under the same scopes, permissions and
 //! strategies; errors are thrown as `Error`s with a stable `code`.
+//!
+//! Behind the `js` feature: the binding's wasm exports are linked into
+//! every build that has it, whether or not the page installs it, so a
+//! Leptos-only app leaves it out (about 20 KiB of exports and the code
+//! only they reach).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod connect;
 mod error;
+#[cfg(feature = "js")]
 mod js;
 mod storage;
 mod transport;
@@ -99,6 +105,7 @@ pub use connect::{
     connect_browser, connect_browser_with_options, fetch_relay_config,
 };
 pub use error::{Result, WebError};
+#[cfg(feature = "js")]
 pub use js::{JsUnit, JsWrite, install_js_binding};
 pub use storage::{BrowserStorage, StorageArea};
 pub use transport::{BroadcastTransport, StorageEventTransport, bus_key, channel_name};

@@ -62,7 +62,9 @@ thread_local! {
         RefCell::default();
 }
 
-/// The relay status of `apartment` on this page, if it has a connection.
+/// The relay status of `apartment` on this page, if it has a connection
+/// (for `window.gaesup`).
+#[cfg(feature = "js")]
 pub(crate) fn relay_status(apartment: &str) -> Option<RelayStatus> {
     STATUSES.with(|statuses| statuses.borrow().get(apartment).cloned())
 }
