@@ -4,9 +4,10 @@ use gaesup_state_core::{Conflict, SharedKey, Stamp, Strategy, UnitAddress};
 use leptos::prelude::*;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use super::state_setter::{StateSetter, Target};
-use crate::containers::use_unit;
+use crate::containers::{UnitContext, use_unit};
 use crate::error::StateError;
 
 pub(super) const HOOK: &str = "use_shared_state";
@@ -113,9 +114,6 @@ where
     T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
 {
     let error = RwSignal::new(None);
-    let pending = RwSignal::new(0_u32);
-    let last_writer = RwSignal::new(None);
-    let version = RwSignal::new(None);
     let conflicts = RwSignal::new(Vec::new());
 
     let (initial, target) = match open(key) {
@@ -126,45 +124,91 @@ where
         }
     };
     let value = RwSignal::new(initial);
-
-    if let Some(target) = &target {
-        let refresh = {
+    // Only this much depends on `T`: decoding a new value and reading the
+    // conflicts. The rest of the hook is `watch`, compiled once.
+    let typed = target.as_ref().map(|target| {
+        let on_value: OnValue = Box::new(move |json| {
+            let next = T::deserialize(json).map_err(|err| err.to_string())?;
+            let _ = value.try_set(next);
+            Ok(())
+        });
+        let on_conflicts = (target.key.spec().strategy() == Strategy::UserResolve).then(|| {
             let target = target.clone();
-            move || {
-                let manager = target.unit.manager;
-                let full = target.key.full_key(&target.unit.address);
-                if let Ok(Some((writer, stamp))) =
-                    manager.with_replica(|replica| replica.last_write(&full))
-                {
-                    let _ = last_writer.try_set(Some(writer));
-                    let _ = version.try_set(Some(stamp));
-                }
-                if target.key.spec().strategy() == Strategy::UserResolve {
-                    match manager.conflicts(&target.unit.address, &target.key) {
-                        Ok(list) => {
-                            let _ = conflicts.try_set(list);
-                        }
-                        Err(err) => {
-                            let _ = error.try_set(Some(err));
-                        }
-                    }
-                }
+            Box::new(move || {
+                let list = target
+                    .unit
+                    .manager
+                    .conflicts(&target.unit.address, &target.key)?;
+                let _ = conflicts.try_set(list);
+                Ok(())
+            }) as OnConflicts
+        });
+        (
+            target.unit.clone(),
+            SharedKey::erased(target.key.spec().clone()),
+            on_value,
+            on_conflicts,
+        )
+    });
+    let watched = watch(error, typed);
+
+    UseSharedStateReturn {
+        value: value.into(),
+        set: StateSetter {
+            target: StoredValue::new(target),
+            error,
+            pending: watched.pending,
+            validate: options.validate,
+        },
+        meta: watched.meta,
+        conflicts: conflicts.into(),
+    }
+}
+
+/// Decodes a new value into the hook's signal; the error says why not.
+type OnValue = Box<dyn Fn(&Value) -> std::result::Result<(), String>>;
+/// Reads a user-resolve key's conflicts into the hook's signal.
+type OnConflicts = Box<dyn Fn() -> crate::error::Result<()>>;
+
+/// What [`watch`] sets up for the typed hook.
+struct Watched {
+    pending: RwSignal<u32>,
+    meta: StateMeta,
+}
+
+/// The part of [`use_shared_state`] that does not depend on the value's
+/// type: the metadata signals, and (if the key opened) the subscription
+/// that decodes each change through `on_value` and refreshes the writer,
+/// version and conflicts, ended with the calling component.
+fn watch(
+    error: RwSignal<Option<StateError>>,
+    target: Option<(UnitContext, SharedKey<Value>, OnValue, Option<OnConflicts>)>,
+) -> Watched {
+    let pending = RwSignal::new(0_u32);
+    let last_writer = RwSignal::new(None);
+    let version = RwSignal::new(None);
+    if let Some((unit, key, on_value, on_conflicts)) = target {
+        let manager = unit.manager;
+        let full = key.full_key(&unit.address);
+        let refresh = move || {
+            if let Ok(Some((writer, stamp))) =
+                manager.with_replica(|replica| replica.last_write(&full))
+            {
+                let _ = last_writer.try_set(Some(writer));
+                let _ = version.try_set(Some(stamp));
+            }
+            if let Some(Err(err)) = on_conflicts.as_ref().map(|read| read()) {
+                let _ = error.try_set(Some(err));
             }
         };
         refresh();
-        let manager = target.unit.manager;
-        let subscribed = manager.subscribe(&target.unit.address, key, None, move |change| {
-            match T::deserialize(&change.new) {
-                Ok(next) => {
-                    let _ = value.try_set(next);
-                }
-                Err(err) => {
-                    let mismatch = gaesup_state_core::Error::TypeMismatch {
-                        key: change.key.to_string(),
-                        reason: err.to_string(),
-                    };
-                    let _ = error.try_set(Some(mismatch.into()));
-                }
+        let subscribed = manager.subscribe(&unit.address, &key, None, move |change| {
+            if let Err(reason) = on_value(&change.new) {
+                let mismatch = gaesup_state_core::Error::TypeMismatch {
+                    key: change.key.to_string(),
+                    reason,
+                };
+                let _ = error.try_set(Some(mismatch.into()));
             }
             refresh();
         });
@@ -175,15 +219,8 @@ where
             Err(err) => error.set(Some(err)),
         }
     }
-
-    UseSharedStateReturn {
-        value: value.into(),
-        set: StateSetter {
-            target: StoredValue::new(target),
-            error,
-            pending,
-            validate: options.validate,
-        },
+    Watched {
+        pending,
         meta: StateMeta {
             pending: Signal::derive(move || pending.get() > 0),
             error: error.into(),
@@ -191,7 +228,6 @@ where
             version: version.into(),
             error_slot: error,
         },
-        conflicts: conflicts.into(),
     }
 }
 
