@@ -63,6 +63,9 @@ struct Shared {
     listeners: RefCell<Registry<FullKey, OnEvent>>,
     transports: RefCell<Vec<Rc<dyn Transport>>>,
     log: RefCell<VecDeque<LogEntry>>,
+    /// Whether an inspector asked for the log or the revision: until one
+    /// does, neither is kept (see [`StateManager::log`]).
+    inspected: Cell<bool>,
     dropped: RefCell<Vec<String>>,
     quarantine: ArcRwSignal<Vec<Quarantine>>,
     revision: ArcRwSignal<u64>,
@@ -116,6 +119,7 @@ impl StateManager {
             listeners: RefCell::default(),
             transports: RefCell::default(),
             log: RefCell::default(),
+            inspected: Cell::new(false),
             dropped: RefCell::default(),
             quarantine: ArcRwSignal::new(Vec::new()),
             revision: ArcRwSignal::new(0),

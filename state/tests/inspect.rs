@@ -89,6 +89,26 @@ fn keys_list_metadata_writer_and_subscribers() {
 }
 
 #[test]
+fn an_app_without_an_inspector_keeps_no_log_and_counts_no_revisions() {
+    Owner::new().with(|| {
+        let state = manager(1);
+        let unit = address("main/lobby/counter");
+        let key = motto();
+        state.declare(&key).unwrap();
+        state.set(&unit, &key, "unseen".to_owned()).unwrap();
+        // The first request starts both, from nothing.
+        let revision = state.revision();
+        assert_eq!(revision.get_untracked(), 0);
+        assert!(state.log().is_empty());
+        state.set(&unit, &key, "seen".to_owned()).unwrap();
+        assert_eq!(revision.get_untracked(), 1);
+        let log = state.log();
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0].change.new, serde_json::json!("seen"));
+    });
+}
+
+#[test]
 fn revision_moves_on_every_inspectable_change_and_only_then() {
     Owner::new().with(|| {
         let state = manager(1);
@@ -162,6 +182,8 @@ fn snapshot_restore_round_trip_notifies_and_broadcasts() {
             })
             .unwrap();
 
+        // Nothing was logged before an inspector asked; from now on it is.
+        assert!(state.log().is_empty(), "{:?}", state.log());
         let restored = state.restore(&inspector, &snapshot).unwrap();
         assert_eq!(restored.changes.len(), 1);
         assert_eq!(state.get(&writer, &key).unwrap(), "before");

@@ -53,9 +53,17 @@ pub struct KeyInfo {
 
 impl StateManager {
     /// Recent value changes, oldest first (at most [`LOG_CAPACITY`]).
+    ///
+    /// Kept only from the first call of this or of
+    /// [`revision`](Self::revision) on, so an app without an inspector
+    /// pays nothing for it (a copy of every change); an inspector calls
+    /// one of them when it mounts.
     pub fn log(&self) -> Vec<LogEntry> {
         self.shared()
-            .map(|s| s.log.borrow().iter().cloned().collect())
+            .map(|s| {
+                s.inspected.set(true);
+                s.log.borrow().iter().cloned().collect()
+            })
             .unwrap_or_default()
     }
 
@@ -64,15 +72,21 @@ impl StateManager {
     /// tab, a key declared, a subscription that came or went, a
     /// quarantined entry discarded. Read it in a reactive closure and
     /// call [`keys`](Self::keys), [`log`](Self::log) and the like inside it
-    /// to stay current. (`0` once the manager is disposed.)
+    /// to stay current. (`0` once the manager is disposed.) Like the
+    /// [`log`](Self::log), it counts from the first call of either.
     pub fn revision(&self) -> Signal<u64> {
         self.shared()
-            .map(|shared| shared.revision.clone().into())
+            .map(|shared| {
+                shared.inspected.set(true);
+                shared.revision.clone().into()
+            })
             .unwrap_or_else(|_| Signal::stored(0))
     }
 
     pub(super) fn bump(shared: &Shared) {
-        shared.revision.update(|n| *n = n.wrapping_add(1));
+        if shared.inspected.get() {
+            shared.revision.update(|n| *n = n.wrapping_add(1));
+        }
     }
 
     /// Every key this tab holds a value of or watches, sorted by full key,

@@ -23,7 +23,7 @@ impl StateManager {
         if message.is_some() || !changes.is_empty() {
             self.notify_dirty(shared);
         }
-        {
+        if shared.inspected.get() {
             let mut log = shared.log.borrow_mut();
             for change in changes {
                 if log.len() == LOG_CAPACITY {
