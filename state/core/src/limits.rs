@@ -141,12 +141,19 @@ pub(crate) fn serde_reason(err: &serde_json::Error) -> String {
 
 /// An upper bound of a scalar's serialized length, found without
 /// serializing it; `None` for arrays and objects. A number is at most 24
-/// characters (`-1.7976931348623157e308`), a string at most six per byte
-/// (`\u001f`) plus its quotes.
+/// characters (`-2.2250738585072014e-308`); a string is its bytes plus its
+/// quotes, one more per `"` or `\`, and at most five more per control
+/// character (`\u001f`), which one pass over the bytes counts.
 pub(crate) fn scalar_len_bound(value: &Value) -> Option<usize> {
     match value {
         Value::Null | Value::Bool(_) | Value::Number(_) => Some(24),
-        Value::String(text) => Some(text.len().saturating_mul(6).saturating_add(2)),
+        Value::String(text) => Some(text.bytes().fold(2usize, |len, byte| {
+            len.saturating_add(match byte {
+                b'"' | b'\\' => 2,
+                0..=0x1f => 6,
+                _ => 1,
+            })
+        })),
         Value::Array(_) | Value::Object(_) => None,
     }
 }
@@ -232,7 +239,7 @@ mod tests {
 
     #[test]
     fn a_scalar_bound_is_never_below_the_serialized_length() {
-        let long = "\u{1f}\"\\é".repeat(50);
+        let long = "\u{1f}\"\\é\n\u{7f}".repeat(50);
         for value in [
             json!(null),
             json!(true),
@@ -240,6 +247,7 @@ mod tests {
             json!(u64::MAX),
             json!(-f64::MAX),
             json!(f64::MIN_POSITIVE),
+            json!(-f64::MIN_POSITIVE),
             json!(-1.234_567_890_123_456_7e-300),
             json!(""),
             json!(long),
@@ -248,6 +256,13 @@ mod tests {
             assert!(bound >= encoded_len(&value, usize::MAX), "{value}");
         }
         assert_eq!(scalar_len_bound(&json!([1])), None);
+        // Text without escapes is bounded exactly, so mid-size strings stay
+        // on the fast path.
+        let plain = json!("plain text, é and ü".repeat(1_000));
+        assert_eq!(
+            scalar_len_bound(&plain),
+            Some(encoded_len(&plain, usize::MAX))
+        );
     }
 
     #[test]

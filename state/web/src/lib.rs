@@ -78,8 +78,8 @@
 //!
 //! # Units written in JavaScript
 //!
-//! [`install_js_binding`] publishes `window.gaesup`:
-//! `gaesup.unit("apartment/building/unit")` returns a [`JsUnit`] with
+//! `install_js_binding` publishes `window.gaesup`:
+//! `gaesup.unit("apartment/building/unit")` returns a `JsUnit` with
 //! `get`, `set`, `increment`, `subscribe`, `emit`, `on`, `declare` and
 //! what framework bindings need, under the same scopes, permissions and
 //! strategies; errors are thrown as `Error`s with a stable `code`.

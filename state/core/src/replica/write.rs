@@ -31,7 +31,7 @@ fn payload_len(payload: &Payload) -> usize {
     match payload {
         Payload::Set { value } => match scalar_len_bound(value) {
             // The tags and field names around the value.
-            Some(bound) => bound + 32,
+            Some(bound) => bound.saturating_add(32),
             None => encoded_len(payload, MAX_STATE_BYTES),
         },
         _ => encoded_len(payload, MAX_STATE_BYTES),
