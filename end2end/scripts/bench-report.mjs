@@ -4,9 +4,11 @@
 // missed; nothing fails because of a number.
 //
 // Usage: node bench-report.mjs <bench-dir> <snapshot.md> <elapsed-seconds>
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, totalmem } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { bars, logLines } from './charts.mjs';
 
 const [dir, snapshot, elapsedArg] = process.argv.slice(2);
 if (!dir || !snapshot) {
@@ -27,6 +29,7 @@ const ops = read('state-ops.json');
 const latency = read('cross-tab-latency.json');
 const relay = read('relay.json');
 const devices = read('device-sync.json');
+const loads = read('load-time.json');
 const twiggy = read('twiggy-app.json');
 const twiggyHello = read('twiggy-hello.json');
 const twiggyHelloState = read('twiggy-hello-state.json');
@@ -176,6 +179,18 @@ if (paths.length) {
     growth <= 1.5,
   );
 }
+const dense = ops?.paths.filter((p) => p.dense) ?? [];
+const field10k = dense.find((p) => p.subscribers === 10000);
+if (field10k) {
+  goal(
+    '10,000-field value, update one field',
+    ms(field10k.us_per_update / 1000),
+    `100 fields: ${ms(dense[0].us_per_update / 1000)}`,
+    '',
+    '≤ 0.1 ms, flat in the value\'s size',
+    field10k.us_per_update <= 100,
+  );
+}
 const b = ops?.batch;
 if (b) {
   const whole = b.whole.error == null;
@@ -244,6 +259,23 @@ goal(
   m ? growth(m) === 0 : null,
 );
 
+// What a visitor feels: cold loads to an interactive page.
+for (const [profile, label] of [
+  ['unthrottled', 'unthrottled'],
+  ['four_g', '4G'],
+]) {
+  const app = loads?.app?.[profile];
+  const hello = loads?.hello?.[profile];
+  goal(
+    `Cold load to the apartment page, interactive, ${label} (median / p95 of ${app?.n ?? 0})`,
+    app ? `${ms(app.p50, 0)} / ${ms(app.p95, 0)}` : 'n/a',
+    hello ? `bare Leptos ${ms(hello.p50, 0)} / ${ms(hello.p95, 0)}` : '',
+    app && hello ? x(app.p50 / hello.p50) : '',
+    '(no goal; vs bare Leptos)',
+    undefined,
+  );
+}
+
 if (relay) {
   const t = relay.throughput;
   const l = relay.latency;
@@ -265,7 +297,34 @@ if (devices) {
   );
 }
 
-const results = { machine, goals, sizes, twiggy_by_crate: byCrate, increment_by_crate, ops, latency, relay, devices, native_ops: text('native-ops.txt') };
+// The numbers this snapshot is compared on with the committed baseline
+// (lower is better for each).
+const headline = {
+  'Size: full app, brotli (KiB)': appBr == null ? null : appBr / 1024,
+  'Size: state manager over bare Leptos, brotli (KiB)': increment == null ? null : increment / 1024,
+  'set, 0 subscribers (µs/op)': s0?.gaesup.us_per_op ?? null,
+  'set + notify 1 subscriber (µs/op)': s1?.gaesup.us_per_op ?? null,
+  'set + notify 1 subscriber (× zustand)': s1?.ratio ?? null,
+  "core's Replica::set (µs/op)": ops?.set.core?.store_us_per_op ?? null,
+  '1,000-row table, update 100 rows (× signals)': t?.update_ratio ?? null,
+  '10,000-field value, update one field (ms)': field10k ? field10k.us_per_update / 1000 : null,
+  'Cold load, interactive, unthrottled, median (ms)': loads?.app?.unthrottled.p50 ?? null,
+  'Cold load, interactive, 4G, median (ms)': loads?.app?.four_g.p50 ?? null,
+};
+writeFileSync(join(dir, 'headline.json'), JSON.stringify({ date: machine.date, headline }, null, 2));
+const baselinePath = join(dirname(fileURLToPath(import.meta.url)), '../bench/baseline.json');
+const baseline = existsSync(baselinePath) ? JSON.parse(readFileSync(baselinePath, 'utf8')) : null;
+
+// Charts, beside the snapshot (docs/bench/), linked from it.
+const chartDir = join(dirname(snapshot), 'docs/bench');
+/** Writes a chart and returns the Markdown that shows it. */
+const chart = (file, svg, alt) => {
+  mkdirSync(chartDir, { recursive: true });
+  writeFileSync(join(chartDir, file), svg);
+  return `![${alt}](docs/bench/${file})`;
+};
+
+const results = { machine, goals, headline, baseline, sizes, twiggy_by_crate: byCrate, increment_by_crate, ops, latency, relay, devices, loads, native_ops: text('native-ops.txt') };
 writeFileSync(join(dir, 'results.json'), JSON.stringify(results, null, 2));
 
 const lines = [];
@@ -287,6 +346,37 @@ row(['measurement', 'measured', 'baseline (same run)', 'ratio', 'goal', 'result'
 row(['---', '---:', '---', '---:', '---', '---']);
 for (const g of goals) row([g.name, g.measured, g.baseline || '', g.ratio || '', g.target, g.met === undefined ? '—' : verdict(g.met)]);
 lines.push('', 'Ratios are our time per operation divided by the baseline\'s (below 1 is faster).', '');
+
+if (baseline) {
+  lines.push(
+    '## Before and after',
+    '',
+    `Against the committed baseline (\`end2end/bench/baseline.json\`: ${baseline.label}). Lower is better in every row. To make a run the new baseline, copy its \`target/bench/headline.json\` there and name it.`,
+    '',
+  );
+  row(['measurement', 'before', 'now', 'change']);
+  row(['---', '---:', '---:', '---:']);
+  const num = (n) => (n == null ? 'n/a' : n >= 100 ? n.toFixed(0) : n >= 10 ? n.toFixed(1) : n.toFixed(2));
+  for (const [name, now] of Object.entries(headline)) {
+    const before = baseline.headline[name] ?? null;
+    const change = before != null && now != null ? `${now <= before ? '−' : '+'}${Math.abs((now / before - 1) * 100).toFixed(0)} %` : '';
+    row([name, num(before), num(now), change]);
+  }
+  lines.push('');
+  const moved = Object.entries(headline).filter(([name, now]) => now != null && baseline.headline[name] != null);
+  if (moved.length) {
+    lines.push(chart(
+      'before-after.svg',
+      bars({
+        title: 'Now against the baseline (baseline = 100 %, lower is better)',
+        series: [`baseline (${baseline.label.split(':')[0]})`, 'now'],
+        rows: moved.map(([name, now]) => ({ label: name.replace(/ \(.*\)$/, '').slice(0, 40), values: [100, (now / baseline.headline[name]) * 100] })),
+        format: (v) => `${v.toFixed(0)} %`,
+      }),
+      'Each headline number now, as a share of the baseline',
+    ), '');
+  }
+}
 
 lines.push('## Sizes', '', 'Release builds, `trunk build --release`, `opt-level = "z"`, LTO, `wasm-opt -Oz` (binaryen 132); gzip level 9 and brotli quality 11 from Node\'s zlib.', '');
 row(['build', 'raw', 'gzip', 'brotli']);
@@ -326,6 +416,19 @@ if (byCrate) {
   row(['---', '---:', '---:']);
   for (const c of byCrate.crates.slice(0, 20)) row([c.crate, kib(c.bytes), `${c.percent.toFixed(1)} %`]);
   lines.push('');
+  lines.push(
+    chart(
+      'size-by-crate.svg',
+      bars({
+        title: "The app's wasm by crate (before wasm-opt, KiB)",
+        series: ['KiB'],
+        rows: byCrate.crates.slice(0, 14).map((c) => ({ label: c.crate, values: [c.bytes / 1024] })),
+        format: (v) => `${v.toFixed(1)} KiB`,
+      }),
+      "The app's wasm by crate",
+    ),
+    '',
+  );
 }
 if (increment_by_crate) {
   lines.push(
@@ -364,7 +467,7 @@ if (ops) {
   if (c) {
     lines.push(
       '',
-      `Where a write goes (0 subscribers): the core's \`Replica::set\` alone takes ${c.store_us_per_op.toFixed(3)} µs (${c.store_fixed_clock_us_per_op.toFixed(3)} µs with a fixed clock instead of \`Date.now()\`); the manager around it (notification pass, operation log, copies of the change and message) brings it to ${s0.gaesup.us_per_op.toFixed(3)} µs.`,
+      `Where a write goes (0 subscribers): the core's \`Replica::set\` alone takes ${c.store_us_per_op.toFixed(3)} µs (${c.store_fixed_clock_us_per_op.toFixed(3)} µs with a fixed clock instead of \`Date.now()\`); the manager around it (notification pass and the change it hands out; the operation log only once an inspector asks for it) brings it to ${s0.gaesup.us_per_op.toFixed(3)} µs.`,
     );
   }
   lines.push('');
@@ -379,6 +482,23 @@ if (ops) {
   row(['---:', '---', '---:', '---:']);
   for (const p of ops.paths) row([p.subscribers.toLocaleString('en-US'), p.dense ? 'dense' : 'sparse', p.notified_per_update, `${p.us_per_update.toFixed(1)} µs`]);
   lines.push('');
+  lines.push(
+    chart(
+      'paths.svg',
+      logLines({
+        title: 'Time per update against N (log–log)',
+        lines: [
+          { name: 'sparse value', points: ops.paths.filter((p) => !p.dense).map((p) => [p.subscribers, p.us_per_update]) },
+          { name: 'dense: N fields', points: ops.paths.filter((p) => p.dense).map((p) => [p.subscribers, p.us_per_update]) },
+        ],
+        xLabel: 'N (subscribers on distinct paths; fields in the dense value)',
+        yLabel: 'µs per update',
+        format: (v) => (v >= 1000 ? `${v / 1000} ms` : `${v} µs`),
+      }),
+      'Time per update against N, sparse and dense values',
+    ),
+    '',
+  );
   lines.push('### Batch of 1,000 writes (10 keys, one subscriber each)', '');
   row(['how', 'time', 'notifications per subscriber (min–max)']);
   row(['---', '---:', '---:']);
@@ -412,6 +532,38 @@ if (ops) {
     row([kind, `${r.subscriptions_before} → ${r.subscriptions_after}`, `${r.listeners_before} → ${r.listeners_after}`, `${mib(r.bytes_before)} → ${mib(r.bytes_after)}`, `${mib(growth(r))} (${Math.round(growth(r) / mem.cycles)} B/cycle)`, ms(r.ms, 0)]);
   }
   lines.push('');
+}
+if (loads) {
+  const p = loads.profile_4g;
+  lines.push(
+    '## Cold loads (what a visitor feels)',
+    '',
+    `From the start of navigation to the page's first button in the DOM (both pages render on the client, so the button is interactive when it exists; a click is then checked to be handled). Each load in a new browser context with the cache disabled, served with brotli as a CDN would; ${loads.loads} loads per row, unthrottled and throttled loads interleaved. 4G: ${p.down_mbit} Mbit/s down, ${p.up_mbit} Mbit/s up, ${p.rtt_ms} ms round trip (Chromium's network emulation). The app's page is the apartment page at \`/\`; bare Leptos is \`bench/hello\`.`,
+    '',
+  );
+  row(['build', 'transferred', 'unthrottled p50', 'p95', '4G p50', 'p95']);
+  row(['---', '---:', '---:', '---:', '---:', '---:']);
+  for (const [name, r] of [
+    ['app (apartment page)', loads.app],
+    ['bare Leptos (`bench/hello`)', loads.hello],
+  ]) row([name, kib(r.bytes), ms(r.unthrottled.p50, 0), ms(r.unthrottled.p95, 0), ms(r.four_g.p50, 0), ms(r.four_g.p95, 0)]);
+  lines.push('');
+  lines.push(
+    chart(
+      'load-time.svg',
+      bars({
+        title: 'Cold load to an interactive page, median (ms)',
+        series: ['app', 'bare Leptos'],
+        rows: [
+          { label: 'unthrottled', values: [loads.app.unthrottled.p50, loads.hello.unthrottled.p50] },
+          { label: '4G', values: [loads.app.four_g.p50, loads.hello.four_g.p50] },
+        ],
+        format: (v) => `${v.toFixed(0)} ms`,
+      }),
+      'Cold load to an interactive page: app and bare Leptos',
+    ),
+    '',
+  );
 }
 if (latency) {
   lines.push('## Cross-tab latency', '', `Two pages of the release app in one browser context; page A writes, page B's subscriber runs; ${latency.samples} samples per path, each waiting for B's acknowledgement. These pages are the demo, not cross-origin isolated, so Chromium's timer is precise to 0.1 ms here.`, '');
