@@ -129,6 +129,40 @@ test.describe('two devices through a relay', () => {
     b.expectNoErrors();
   });
 
+  test('a full outbox refuses the next write with outbox_full, loses nothing, and takes writes again once sent', async ({ browser }) => {
+    const a = await Device.open(browser, { ...configFor(relay.url, relay.token()), outbox_limit: 3 });
+    const b = await Device.open(browser, configFor(relay.url, relay.token()));
+    for (const device of [a, b]) await expect(device.relayLink()).toHaveText('connected');
+    await relay.kill();
+    for (let i = 0; i < 3; i += 1) await a.increment(counter, 'count', 1);
+    await expect(a.waiting()).toHaveText('3');
+    const attempt = () =>
+      a.page.evaluate(([address]) => {
+        try {
+          window.gaesup.unit(address).increment('count', 100);
+          return 'written';
+        } catch (error) {
+          return (error as { code?: string }).code ?? 'no code';
+        }
+      }, [counter] as const);
+    // Refused before it applies: a write that cannot be queued would
+    // never reach the other device.
+    expect(await attempt()).toBe('outbox_full');
+    expect(await a.get(counter, 'count')).toBe(3);
+    // What never leaves the device is still written.
+    await a.declare(probe, 'memory-only', { scope: 'apartment', lifetime: 'memory' });
+    await a.set(probe, 'memory-only', 'still written');
+    expect(await a.get(probe, 'memory-only')).toBe('still written');
+
+    await relay.restart();
+    await expect(a.waiting()).toHaveText('0');
+    await expect.poll(() => b.get(counter, 'count')).toBe(3);
+    expect(await attempt()).toBe('written');
+    for (const device of [a, b]) await expect.poll(() => device.get(counter, 'count')).toBe(103);
+    a.expectNoErrors();
+    b.expectNoErrors();
+  });
+
   test('offline mode with the socket cut: nothing lost, sums exact', async ({ browser }) => {
     const proxy = await new Proxy(relay.port).start();
     try {

@@ -83,9 +83,7 @@ fn refusal_words(code: &str) -> &str {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueueError {
     /// The outbox holds [`MAX_OUTBOX`] ops already.
-    #[error(
-        "the outbox is full ({0} ops wait for the relay); this write stays on this device until they are sent"
-    )]
+    #[error("the outbox is full ({0} ops wait for the relay); this write did not go into it")]
     Full(usize),
     /// Storage refused the entry.
     #[error("the outbox could not be saved: {0}")]
@@ -129,6 +127,7 @@ pub struct Link {
     opened: bool,
     http_since_ms: Option<u64>,
     last_ack_ms: Option<u64>,
+    outbox_limit: usize,
 }
 
 impl Link {
@@ -160,6 +159,7 @@ impl Link {
             opened: false,
             http_since_ms: None,
             last_ack_ms: None,
+            outbox_limit: MAX_OUTBOX,
         };
         for stream in link.streams.clone() {
             let cursor = storage
@@ -229,10 +229,22 @@ impl Link {
         }
     }
 
+    /// Keeps at most `limit` ops in the outbox (1 to [`MAX_OUTBOX`], the
+    /// default), for a deployment that wants the bound lower.
+    pub fn with_outbox_limit(mut self, limit: usize) -> Self {
+        self.outbox_limit = limit.clamp(1, MAX_OUTBOX);
+        self
+    }
+
+    /// How many ops the outbox keeps at most.
+    pub fn outbox_limit(&self) -> usize {
+        self.outbox_limit
+    }
+
     /// Writes `op` to the outbox before anything else happens to it, and
     /// (if connected) returns the frame that sends it.
     pub fn queue(&mut self, op: Op, storage: &mut dyn Storage) -> Result<Vec<String>, QueueError> {
-        if self.outbox.len() >= MAX_OUTBOX {
+        if self.outbox.len() >= self.outbox_limit {
             return Err(QueueError::Full(self.outbox.len()));
         }
         write_outbox_entry(&op, storage)?;
@@ -642,6 +654,34 @@ mod tests {
                 .unwrap()
                 .iter()
                 .all(|k| !k.starts_with(OUTBOX_PREFIX))
+        );
+    }
+
+    #[test]
+    fn a_full_outbox_refuses_with_its_limit_and_stores_nothing_more() {
+        let mut storage = MemoryStorage::new();
+        let mut store = Replica::new(TabId::new(1), ManualClock::new(1_000));
+        let mut link = link(&storage).with_outbox_limit(2);
+        assert_eq!(link.outbox_limit(), 2);
+        link.queue(op(&mut store, 1), &mut storage).unwrap();
+        link.queue(op(&mut store, 2), &mut storage).unwrap();
+        let third = link.queue(op(&mut store, 3), &mut storage);
+        assert!(matches!(third, Err(QueueError::Full(2))), "{third:?}");
+        assert_eq!(link.waiting(), 2);
+        let stored = storage.keys().unwrap();
+        assert_eq!(
+            stored
+                .iter()
+                .filter(|k| k.starts_with(OUTBOX_PREFIX))
+                .count(),
+            2
+        );
+        assert_eq!(link.with_outbox_limit(0).outbox_limit(), 1);
+        assert_eq!(
+            Link::new("d".into(), None, Vec::new(), &storage)
+                .with_outbox_limit(usize::MAX)
+                .outbox_limit(),
+            MAX_OUTBOX
         );
     }
 

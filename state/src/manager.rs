@@ -152,6 +152,15 @@ impl StateManager {
         Ok(read(&self.shared()?.replica.borrow()))
     }
 
+    /// Refuses local writes to persistent keys with
+    /// [`Error::Backlog`](gaesup_state_core::Error::Backlog) while
+    /// `waiting` is `Some` (a relay's outbox is full; see
+    /// [`Replica::set_backlog`]); `None` lifts it.
+    pub fn set_backlog(&self, waiting: Option<usize>) -> Result<()> {
+        self.shared()?.replica.borrow_mut().set_backlog(waiting);
+        Ok(())
+    }
+
     /// Ties the manager to its apartment (the `<Apartment>` and the browser
     /// connection do this): other apartments' ops, states and events are
     /// refused and their stored entries left alone (see

@@ -6,7 +6,7 @@ import { Relay, Proxy } from '../../scripts/relay.mjs';
 export { Relay, Proxy };
 
 /** What relay.json says for a device: a relay and a token, or none. */
-export type RelayJson = { url?: string; token?: string } | string;
+export type RelayJson = { url?: string; token?: string; outbox_limit?: number } | string;
 
 /**
  * What the browser itself logs while a test breaks the network on purpose

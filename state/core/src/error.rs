@@ -276,6 +276,18 @@ pub enum Error {
         /// The transport's own description.
         reason: String,
     },
+    /// A local write to a persistent key while the way on to other
+    /// devices has no room (see
+    /// [`Replica::set_backlog`](crate::Replica::set_backlog)). Nothing
+    /// changed: a write that could never reach the other devices is
+    /// refused rather than kept only here.
+    #[error(
+        "{waiting} writes already wait for the relay, as many as this device keeps; this one is refused until they are sent"
+    )]
+    Backlog {
+        /// How many writes wait.
+        waiting: usize,
+    },
 }
 
 impl Error {
@@ -320,6 +332,7 @@ impl Error {
             Self::Storage(StorageError::Unavailable) => "storage_unavailable",
             Self::Storage(StorageError::Other(_)) => "storage",
             Self::Transport { .. } => "transport",
+            Self::Backlog { .. } => "outbox_full",
         }
     }
 }

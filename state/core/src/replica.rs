@@ -64,7 +64,7 @@ use crate::key::KeySpec;
 use crate::message::{Event, Message};
 use crate::op::{Op, OpGroup};
 use crate::path::Path;
-use crate::scope::{FullKey, Scope};
+use crate::scope::{FullKey, Lifetime, Scope};
 use crate::strategy::KeyState;
 
 pub(crate) use intent::{Intent, payload_for};
@@ -161,6 +161,9 @@ pub struct Replica {
     /// Changes made outside a call that reports them (items shed or
     /// re-admitted by the clock window), for [`Replica::poll`].
     unreported: Vec<Change>,
+    /// While `Some`, local writes to persistent keys are refused: see
+    /// [`set_backlog`](Self::set_backlog).
+    backlog: Option<usize>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -193,6 +196,7 @@ impl Replica {
             held: held::Held::default(),
             answered: BTreeMap::new(),
             unreported: Vec::new(),
+            backlog: None,
         }
     }
 
@@ -201,6 +205,27 @@ impl Replica {
         let mut store = Self::new(tab, clock);
         store.apartment = Some(apartment);
         store
+    }
+
+    /// Back-pressure from a transport that carries persistent keys on to
+    /// other devices (a relay's outbox): while `waiting` is `Some(n)`, a
+    /// local write to a persistent key fails with [`Error::Backlog`] and
+    /// changes nothing, because the write could not be queued and would
+    /// never reach them. Memory and session keys stay on this device and
+    /// are written as usual; ops from other tabs are applied as usual.
+    /// `None` lifts it.
+    pub fn set_backlog(&mut self, waiting: Option<usize>) {
+        self.backlog = waiting;
+    }
+
+    /// Refuses a local write to `spec`'s key while a backlog is set.
+    pub(super) fn check_backlog(&self, spec: &KeySpec) -> crate::error::Result<()> {
+        match self.backlog {
+            Some(waiting) if spec.lifetime() == Lifetime::Persistent => {
+                Err(Error::Backlog { waiting })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// This replica's tab id.

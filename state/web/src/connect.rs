@@ -239,6 +239,7 @@ impl RelayHandle {
             return;
         }
         inner.relay.replace(relay::RelayState::None);
+        let _ = inner.manager.set_backlog(None);
         if let Some(problem) = problem {
             inner.writer.notice(format!(
                 "No sync with other devices: {problem}. This device keeps working and syncs between its own tabs."

@@ -55,6 +55,7 @@ pub(super) fn put_value<S: Sink, T: Serialize>(
     intent: fn(Value) -> Intent,
 ) -> Result<S::Done> {
     let (spec, full) = sink.replica().open(unit, key, Action::Write)?;
+    sink.replica().check_backlog(&spec)?;
     let value = Replica::to_json(key, &full, value)?;
     sink.put(&spec, full, unit, intent(value))
 }
@@ -67,6 +68,7 @@ pub(super) fn put_delta<S: Sink, T>(
     delta: i64,
 ) -> Result<S::Done> {
     let (spec, full) = sink.replica().open(unit, key, Action::Write)?;
+    sink.replica().check_backlog(&spec)?;
     sink.put(&spec, full, unit, Intent::Add(delta))
 }
 

@@ -92,7 +92,8 @@ pub(super) enum RelayState {
     /// No relay will come (the default).
     None,
     /// The configuration is being read: ops bound for a relay wait here
-    /// (at most [`MAX_OUTBOX`]), then go to the outbox or are forgotten.
+    /// (past [`MAX_OUTBOX`], writes of persistent keys are refused), then
+    /// go to the outbox or are forgotten.
     Waiting(Vec<Op>),
     /// Linked (or trying to be).
     Attached(Rc<Remote>),

@@ -2,6 +2,7 @@
 //! file served beside the app (`relay.json`), never compiled in, so one
 //! build serves a site with a relay and one without.
 
+use gaesup_protocol::MAX_OUTBOX;
 use serde::Deserialize;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
@@ -11,7 +12,9 @@ const MAX_TOKEN_BYTES: usize = 4_096;
 
 /// A relay to sync with: its base URL and a token it issued.
 ///
-/// `relay.json` holds `{"url": "https://relay.example", "token": "gs1.…"}`;
+/// `relay.json` holds `{"url": "https://relay.example", "token": "gs1.…"}`
+/// and, optionally, `"outbox_limit"` (see
+/// [`with_outbox_limit`](Self::with_outbox_limit));
 /// `{}` (or `"url": null`) means no relay, and the app then makes no
 /// request beyond its own files. The URL may be `http(s)://` or
 /// `ws(s)://`: the WebSocket and the HTTP fallback each use their own
@@ -21,6 +24,7 @@ pub struct RelayConfig {
     base: String,
     secure: bool,
     token: String,
+    outbox_limit: usize,
 }
 
 impl std::fmt::Debug for RelayConfig {
@@ -29,6 +33,7 @@ impl std::fmt::Debug for RelayConfig {
         f.debug_struct("RelayConfig")
             .field("base", &self.base)
             .field("secure", &self.secure)
+            .field("outbox_limit", &self.outbox_limit)
             .finish_non_exhaustive()
     }
 }
@@ -40,6 +45,9 @@ struct File {
     url: Option<String>,
     #[serde(default)]
     token: Option<String>,
+    /// How many writes may wait for the relay (1 to [`MAX_OUTBOX`]).
+    #[serde(default)]
+    outbox_limit: Option<usize>,
 }
 
 impl RelayConfig {
@@ -75,7 +83,26 @@ impl RelayConfig {
             base: rest.to_owned(),
             secure,
             token: token.to_owned(),
+            outbox_limit: MAX_OUTBOX,
         })
+    }
+
+    /// Keeps at most `limit` writes waiting for the relay (1 to
+    /// [`MAX_OUTBOX`], the default); past it, writes of persistent keys
+    /// are refused with the `outbox_full` error until the relay takes some.
+    pub fn with_outbox_limit(mut self, limit: usize) -> Result<Self, String> {
+        if !(1..=MAX_OUTBOX).contains(&limit) {
+            return Err(format!(
+                "the relay outbox limit must be 1 to {MAX_OUTBOX}, not {limit}"
+            ));
+        }
+        self.outbox_limit = limit;
+        Ok(self)
+    }
+
+    /// How many writes may wait for the relay.
+    pub fn outbox_limit(&self) -> usize {
+        self.outbox_limit
     }
 
     /// Parses `relay.json`: `Ok(None)` when it names no relay.
@@ -85,7 +112,13 @@ impl RelayConfig {
         match (file.url, file.token) {
             (None, _) => Ok(None),
             (Some(_), None) => Err("relay.json names a relay URL but no token".to_owned()),
-            (Some(url), Some(token)) => Self::new(&url, &token).map(Some),
+            (Some(url), Some(token)) => {
+                let config = Self::new(&url, &token)?;
+                match file.outbox_limit {
+                    Some(limit) => config.with_outbox_limit(limit).map(Some),
+                    None => Ok(Some(config)),
+                }
+            }
         }
     }
 
@@ -158,6 +191,11 @@ mod tests {
         assert_eq!(secure.http_url("/v1/pull"), "https://relay.example/v1/pull");
         assert_eq!(RelayConfig::parse("{}").unwrap(), None);
         assert_eq!(RelayConfig::parse(r#"{"url":null}"#).unwrap(), None);
+        assert_eq!(config.outbox_limit(), MAX_OUTBOX);
+        let small = RelayConfig::parse(r#"{"url":"http://a","token":"t","outbox_limit":3}"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!(small.outbox_limit(), 3);
     }
 
     #[test]
@@ -169,6 +207,9 @@ mod tests {
             r#"{"url":"http://a/path","token":"t"}"#,
             r#"{"url":"http://a","token":""}"#,
             r#"{"url":"http://a","token":"t","extra":1}"#,
+            r#"{"url":"http://a","token":"t","outbox_limit":0}"#,
+            r#"{"url":"http://a","token":"t","outbox_limit":10001}"#,
+            r#"{"url":"http://a","token":"t","outbox_limit":-1}"#,
         ] {
             let err = RelayConfig::parse(text).unwrap_err();
             assert!(!err.is_empty(), "{text}");

@@ -31,6 +31,7 @@ impl Remote {
                 streams,
                 storage,
             )
+            .with_outbox_limit(self.config.outbox_limit())
         };
         *self.link.borrow_mut() = Some(link);
         let weak = Rc::downgrade(self);

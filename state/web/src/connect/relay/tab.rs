@@ -28,8 +28,9 @@ impl Remote {
                 link.queue(op, &mut memory).map(Some)
             }
             (None, Some(storage)) => {
-                if self.status.with_untracked(|s| s.waiting) >= MAX_OUTBOX {
-                    Err(gaesup_protocol::QueueError::Full(MAX_OUTBOX))
+                let waiting = self.status.with_untracked(|s| s.waiting);
+                if waiting >= self.config.outbox_limit() {
+                    Err(gaesup_protocol::QueueError::Full(waiting))
                 } else {
                     write_outbox_entry(&op, storage).map(|()| None)
                 }
@@ -39,9 +40,11 @@ impl Remote {
         drop((link, storage));
         match result {
             Ok(Some(frames)) => self.send_frames(&frames),
-            Ok(None) => self
-                .status
-                .update(|status| status.waiting = status.waiting.saturating_add(1)),
+            Ok(None) => {
+                self.status
+                    .update(|status| status.waiting = status.waiting.saturating_add(1));
+                self.hold_back(self.status.with_untracked(|s| s.waiting));
+            }
             Err(err) => self.notice(format!("Not sent to the relay: {err}.")),
         }
         self.publish();
@@ -104,8 +107,19 @@ impl Remote {
         }
     }
 
+    /// Once the outbox is full, the manager refuses writes of persistent
+    /// keys (`outbox_full`) until the relay takes some: a write that
+    /// could not be queued would never reach the other devices.
+    fn hold_back(&self, waiting: usize) {
+        if let Some(conn) = self.conn.upgrade() {
+            let full = (waiting >= self.config.outbox_limit()).then_some(waiting);
+            let _ = conn.manager.set_backlog(full);
+        }
+    }
+
     /// Writes the status signal (and what `gaesup.relay()` reads).
     pub(super) fn show(&self, status: RelayStatus) {
+        self.hold_back(status.waiting);
         STATUSES.with(|statuses| {
             statuses
                 .borrow_mut()
@@ -187,15 +201,11 @@ impl Inner {
         match &mut *state {
             RelayState::None => {}
             RelayState::Waiting(early) => {
-                let room = MAX_OUTBOX.saturating_sub(early.len());
-                early.extend(
-                    group
-                        .ops
-                        .iter()
-                        .filter(|op| self.relayable(op))
-                        .take(room)
-                        .cloned(),
-                );
+                early.extend(group.ops.iter().filter(|op| self.relayable(op)).cloned());
+                // Bounded like the outbox they are bound for.
+                if early.len() >= MAX_OUTBOX {
+                    let _ = self.manager.set_backlog(Some(early.len()));
+                }
             }
             RelayState::Attached(remote) => {
                 let remote = Rc::clone(remote);
