@@ -33,8 +33,8 @@ export interface EventOptions {
 
 /**
  * What window.gaesup throws: an Error with a stable `code`
- * (`unknown_key`, `permission_denied`, `type_mismatch`, …); the bindings
- * add `not_ready`, `rejected`, `no_unit` and `no_scope`.
+ * (`unknown_key`, `permission_denied`, `type_mismatch`, `outbox_full`, …);
+ * the bindings add `not_ready`, `rejected`, `no_unit` and `no_scope`.
  */
 export interface GaesupError extends Error {
   code?: string;
@@ -66,6 +66,12 @@ export interface GaesupUnit {
   set(name: string, value: Json): void;
   increment(name: string, delta: number): void;
   setOptimistic(name: string, value: Json): GaesupWrite;
+  /**
+   * Sets at once; resolves when the relay applied the write, rejects with
+   * code `rejected` (after rolling it back) when the relay refused it.
+   * Throws `no_confirmer` when no relay is configured (the write is kept).
+   */
+  setConfirmed(name: string, value: Json): Promise<void>;
   /** Calls back after each change (of `path` only, with its sub-value); returns the unsubscribe. */
   subscribe(name: string, callback: (value: Json) => void, options?: { path?: string }): () => void;
   /**
@@ -78,10 +84,24 @@ export interface GaesupUnit {
   on(name: string, callback: (data: Json, sender: string) => void, options?: EventOptions): () => void;
 }
 
+/** `window.gaesup.relay(apartment)`: the apartment's link to the relay. */
+export interface RelayLink {
+  /** `off`, `offline`, `connecting`, `connected`, `HTTP fallback` or `refused: …`. */
+  link: string;
+  /** Writes in the outbox, not yet acknowledged by the relay. */
+  waiting: number;
+  /** When the relay last confirmed a write (ms since the epoch). */
+  lastAck: number | null;
+  /** Whether this tab holds the browser's link (another tab does otherwise). */
+  here: boolean;
+}
+
 /** window.gaesup. */
 export interface Gaesup {
   readonly version: string;
   unit(address: string): GaesupUnit;
+  /** The relay link of `apartment`; `null` when it has none on this page (no relay configured). */
+  relay(apartment: string): RelayLink | null;
 }
 
 declare global {
