@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 
 use gaesup_state_core::{
-    Access, Error, Lifetime, ManualClock, MemoryStorage, Message, Replica, Scope, SharedKey,
-    Storage, Strategy, TabId, UnitAddress,
+    Access, Error, Lifetime, ManualClock, MemoryStorage, Message, Replica, SYNC_ANSWER_INTERVAL_MS,
+    Scope, SharedKey, Strategy, TabId, UnitAddress,
 };
 use serde_json::{Value, json};
 
@@ -216,6 +216,42 @@ fn a_forged_sum_state_from_a_unit_without_write_access_is_refused() {
         "{errors:?}"
     );
     assert_eq!(victim.get(&counter, &restricted).unwrap(), 3);
+}
+
+#[test]
+fn a_forged_user_resolve_state_cannot_wipe_what_others_wrote() {
+    let clock = ManualClock::new(NOW);
+    let restricted = SharedKey::<String>::builder("plan")
+        .scope(Scope::Apartment)
+        .lifetime(Lifetime::Persistent)
+        .strategy(Strategy::UserResolve)
+        .write(Access::units(["editor"]).unwrap())
+        .build()
+        .unwrap();
+    // The forger declares the same key without the restriction, and
+    // resolves every visible value away with its own.
+    let open = key::<String>("plan", Scope::Apartment, Strategy::UserResolve);
+    let editor = unit("apt/b/editor");
+    let mut victim = store(1, &clock);
+    victim.declare(&restricted).unwrap();
+    let mut forger = store(66, &clock);
+    forger.declare(&open).unwrap();
+    let written = victim
+        .set(&editor, &restricted, String::from("kept"))
+        .unwrap();
+    deliver(written.message.as_ref().unwrap(), &mut forger);
+    clock.advance(1);
+    forger
+        .resolve(&unit("apt/b/intruder"), &open, String::from("wiped"))
+        .unwrap();
+    let errors = exchange(&mut forger, &mut victim);
+    assert!(
+        errors
+            .iter()
+            .any(|e| matches!(e, Error::PermissionDenied { .. })),
+        "{errors:?}"
+    );
+    assert_eq!(victim.get(&editor, &restricted).unwrap(), "kept");
 }
 
 // 4. A message must not create keys without bound.
@@ -509,8 +545,32 @@ fn a_sync_request_from_an_up_to_date_tab_gets_nothing() {
         deliver(reply, &mut b);
     }
     assert_eq!(b.get(&u, &k).unwrap(), 4);
-    let _ = stored_bytes;
-    let _: &dyn Storage = &MemoryStorage::new();
+}
+
+#[test]
+fn a_tab_answers_the_same_asker_at_most_once_per_interval() {
+    let clock = ManualClock::new(NOW);
+    let k = key::<i64>("k", Scope::Apartment, Strategy::LastWriteWins);
+    let u = unit("apt/b/u");
+    let (mut a, mut b) = (store(1, &clock), store(2, &clock));
+    a.declare(&k).unwrap();
+    b.declare(&k).unwrap();
+    a.set(&u, &k, 3).unwrap();
+    // b lacks the write; a hostile or looping b asks again and again.
+    assert_eq!(a.receive(&b.sync_request()).replies.len(), 1);
+    for _ in 0..100 {
+        assert!(
+            a.receive(&b.sync_request()).replies.is_empty(),
+            "answered twice within the interval"
+        );
+    }
+    // Another asker is not held back by b's requests.
+    let mut c = store(3, &clock);
+    c.declare(&k).unwrap();
+    assert_eq!(a.receive(&c.sync_request()).replies.len(), 1);
+    // Once the interval has passed, b is answered again.
+    clock.advance(SYNC_ANSWER_INTERVAL_MS);
+    assert_eq!(a.receive(&b.sync_request()).replies.len(), 1);
 }
 
 // The documented edge of compaction: a counter op held back for longer than
