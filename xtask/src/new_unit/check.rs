@@ -1,8 +1,8 @@
 //! The suite's proof that `cargo xtask new-unit` makes units that work:
-//! in a scratch copy of the repository, generate a Leptos unit and a
-//! React one (`--framework react`) into a new building, build the site
-//! with Trunk, and run the units' generated Playwright specs against that
-//! build.
+//! in a scratch copy of the repository, generate a Leptos unit and one
+//! unit per framework (`--framework react|svelte|vue`) into a new
+//! building, build the site with Trunk, and run the units' generated
+//! Playwright specs against that build.
 //!
 //! The copy lives in `target/new-unit-check/` (so `cargo clean` removes
 //! it) and builds into the main target directory (`CARGO_TARGET_DIR` when
@@ -20,9 +20,12 @@ use crate::setup::ToolEnv;
 
 /// The unit the check generates: two words, to exercise every name form.
 pub const NAME: &str = "garden-shed";
-/// The framework unit it generates, and its framework.
-pub const FRAMEWORK_NAME: &str = "tool-rack";
-const FRAMEWORK: &str = "react";
+/// The framework units it generates: name and framework.
+const FRAMEWORK_UNITS: [(&str, &str); 3] = [
+    ("tool-rack", "react"),
+    ("seed-tray", "svelte"),
+    ("rain-barrel", "vue"),
+];
 /// A building that does not exist yet, so the check also creates one.
 pub const BUILDING: &str = "yard";
 /// Where the scratch copy goes, under the root.
@@ -57,9 +60,11 @@ pub fn run(env: &ToolEnv, on_line: &mut dyn FnMut(&str)) -> Result<(), String> {
     let began = Instant::now();
     let done = super::generate(&scratch, NAME, BUILDING)?;
     print!("{}", done.report());
-    let framework = super::framework::find(FRAMEWORK)?;
-    let done = super::generate_framework(&scratch, FRAMEWORK_NAME, BUILDING, framework)?;
-    print!("{}", done.report());
+    for (name, framework) in FRAMEWORK_UNITS {
+        let framework = super::framework::find(framework)?;
+        let done = super::generate_framework(&scratch, name, BUILDING, framework)?;
+        print!("{}", done.report());
+    }
     let generated = began.elapsed();
 
     let began = Instant::now();
@@ -80,7 +85,10 @@ pub fn run(env: &ToolEnv, on_line: &mut dyn FnMut(&str)) -> Result<(), String> {
     let built = began.elapsed();
 
     let began = Instant::now();
-    let specs = [NAME, FRAMEWORK_NAME].map(|name| format!("tests/{name}.spec.ts"));
+    let specs = std::iter::once(NAME)
+        .chain(FRAMEWORK_UNITS.map(|(name, _)| name))
+        .map(|name| format!("tests/{name}.spec.ts"))
+        .collect::<Vec<_>>();
     Cmd::new("playwright")
         .args(["test", "-c", "new-unit.config.ts"])
         .args(&specs)
