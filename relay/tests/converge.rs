@@ -199,9 +199,16 @@ async fn run(seed: u64) {
     }
 }
 
+/// Seeds the test command runs; `RELAY_SIM_SEEDS=200` runs more.
+const DEFAULT_SEEDS: u64 = 4;
+
 #[tokio::test(flavor = "multi_thread")]
 async fn devices_converge_to_the_relays_state_whatever_the_order() {
-    for seed in 0..4 {
+    let seeds = std::env::var("RELAY_SIM_SEEDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(DEFAULT_SEEDS);
+    for seed in 0..seeds {
         tokio::task::LocalSet::new().run_until(run(seed)).await;
     }
 }
