@@ -282,11 +282,13 @@ if (relay) {
   const f = relay.fanout;
   const s = relay.sockets;
   const last = s?.steps?.at(-1);
+  const fit = s?.steps?.filter((step) => step.rss_mib * 1024 * 1024 < 200e6).at(-1);
   goals.push(
     { name: 'relay: acknowledged ops/s (durable)', measured: `${Math.round(t.ops_per_second)} ops/s`, target: '≥ 5,000 ops/s', met: t.ops_per_second >= 5000 },
     { name: 'relay: deliveries/s', measured: `${Math.round(f.deliveries_per_second)} /s`, target: '≥ 50,000 /s', met: f.deliveries_per_second >= 50000 },
     { name: 'relay: push → ack p95', measured: ms(l.p95_ms), target: '≤ 10 ms', met: l.p95_ms <= 10 },
-    { name: 'relay: sockets held, memory', measured: last ? `${last.sockets} sockets, ${last.rss_mib.toFixed(0)} MiB` : 'n/a', target: '≥ 2,000 sockets, < 200 MB', met: last ? last.sockets >= 2000 && last.rss_mib < 200 : false },
+    // The most sockets held under 200 MB (1 MB = 10^6 bytes).
+    { name: 'relay: sockets held, memory', measured: fit ? `${fit.sockets} sockets in ${fit.rss_mib.toFixed(0)} MiB (at most ${last.sockets} held: ${last.rss_mib.toFixed(0)} MiB)` : 'n/a', target: '≥ 2,000 sockets, < 200 MB', met: fit ? fit.sockets >= 2000 : false },
   );
 }
 if (devices) {
@@ -585,7 +587,7 @@ if (relay) {
   row([`push → ack, one op at a time (${relay.latency.samples} samples): p50 / p95 / p99`, `${ms(relay.latency.p50_ms)} / ${ms(relay.latency.p95_ms)} / ${ms(relay.latency.p99_ms)}`]);
   row([`deliveries/s (${relay.fanout.subscribers} subscribers)`, Math.round(relay.fanout.deliveries_per_second)]);
   for (const step of relay.sockets.steps) row([`${step.sockets} idle sockets: resident memory`, `${step.rss_mib.toFixed(1)} MiB`]);
-  if (relay.sockets.broke) row(['sockets: stopped because', relay.sockets.broke]);
+  row(['sockets: where it broke', relay.sockets.broke ?? `not reached at ${relay.sockets.steps.at(-1)?.sockets} (the bench stops below the 20,000 descriptors a process may open here)`]);
   row([`catch-up of a device ${relay.catch_up.behind} ops behind`, ms(relay.catch_up.seconds * 1000)]);
   lines.push('');
 }

@@ -207,7 +207,9 @@ async fn sockets() -> serde_json::Value {
     let mut held = Vec::new();
     let mut steps = Vec::new();
     let mut broke = None;
-    for target in [500usize, 1_000, 2_000, 4_000, 8_000] {
+    // Up to just below the 20,000 descriptors a process may open here
+    // (`ulimit -n`): the bench holds one per socket, and so does the relay.
+    for target in [500usize, 1_000, 2_000, 4_000, 8_000, 12_000, 16_000, 19_000] {
         while held.len() < target {
             match tokio::time::timeout(
                 Duration::from_secs(5),
