@@ -310,7 +310,7 @@ impl Sim {
             bus: Vec::new(),
             step: 0,
             steps,
-            step_ms: if long { 120_000 } else { 2 },
+            step_ms: if long { long_step_ms() } else { 2 },
             next_tab,
             expected_sum: 0,
             stats: Stats::default(),
@@ -913,6 +913,16 @@ fn run_seed(seed: u64) -> Result<Stats, String> {
     Ok(sim.stats)
 }
 
+/// The mean time between two steps of a long life.
+const DEFAULT_LONG_STEP_MS: u64 = 120_000;
+
+fn long_step_ms() -> u64 {
+    std::env::var("SIM_LONG_STEP_MS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(DEFAULT_LONG_STEP_MS)
+}
+
 fn seeds(default: Range<u64>) -> Range<u64> {
     if let Ok(seed) = std::env::var("SIM_SEED") {
         let seed: u64 = seed.parse().expect("SIM_SEED must be a number");
@@ -984,6 +994,11 @@ fn replicas_converge_second_half() {
 /// within a fifth of what they were halfway, and under a fixed bound; and
 /// the replicas still converge with no increment lost. `SIM_LONG_STEPS`
 /// and `SIM_SEEDS` make it longer.
+///
+/// `SIM_LONG_STEP_MS=10000` makes the same 100,000 steps span about 12
+/// days, short of the 14-day compaction horizon: nothing is compacted,
+/// which measures what the state grows to without compaction (the run
+/// prints it; the bounds are then not asserted, convergence still is).
 #[test]
 fn long_lives_stay_bounded() {
     for seed in seeds(0..1) {
@@ -1024,6 +1039,10 @@ fn long_lives_stay_bounded() {
             steps / 2,
             sim.stats.reloaded
         );
+        if long_step_ms() != DEFAULT_LONG_STEP_MS {
+            println!("seed {seed}: steps shortened, so the bounds are not asserted");
+            continue;
+        }
         assert!(
             end <= half + half / 5,
             "seed {seed}: stored bytes grew from {half} to {end}"
