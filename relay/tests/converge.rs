@@ -199,8 +199,8 @@ async fn run(seed: u64) {
     }
 }
 
-/// Seeds the test command runs; `RELAY_SIM_SEEDS=200` runs more.
-const DEFAULT_SEEDS: u64 = 4;
+/// Seeds the test command runs (about 10 s); `RELAY_SIM_SEEDS=200` runs more.
+const DEFAULT_SEEDS: u64 = 16;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn devices_converge_to_the_relays_state_whatever_the_order() {
