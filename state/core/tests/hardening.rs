@@ -31,6 +31,29 @@ where
         .unwrap()
 }
 
+/// An apartment key that only the unit `writer` may write.
+fn writable_only_by<T>(name: &str, strategy: Strategy, writer: &str) -> SharedKey<T>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + Default + 'static,
+{
+    SharedKey::<T>::builder(name)
+        .scope(Scope::Apartment)
+        .lifetime(Lifetime::Persistent)
+        .strategy(strategy)
+        .write(Access::units([writer]).unwrap())
+        .build()
+        .unwrap()
+}
+
+fn assert_permission_denied(errors: &[Error]) {
+    assert!(
+        errors
+            .iter()
+            .any(|e| matches!(e, Error::PermissionDenied { .. })),
+        "{errors:?}"
+    );
+}
+
 fn store(tab: u64, clock: &ManualClock) -> Replica {
     Replica::new(TabId::new(tab), clock.clone())
 }
@@ -190,13 +213,7 @@ fn a_state_never_grows_past_what_can_be_loaded_and_synced() {
 #[test]
 fn a_forged_sum_state_from_a_unit_without_write_access_is_refused() {
     let clock = ManualClock::new(NOW);
-    let restricted = SharedKey::<i64>::builder("clicks")
-        .scope(Scope::Apartment)
-        .lifetime(Lifetime::Persistent)
-        .strategy(Strategy::Sum)
-        .write(Access::units(["counter"]).unwrap())
-        .build()
-        .unwrap();
+    let restricted = writable_only_by::<i64>("clicks", Strategy::Sum, "counter");
     // The forger declares the same key without the restriction.
     let open = key::<i64>("clicks", Scope::Apartment, Strategy::Sum);
     let mut victim = store(1, &clock);
@@ -208,26 +225,14 @@ fn a_forged_sum_state_from_a_unit_without_write_access_is_refused() {
     forger
         .increment(&unit("apt/b/intruder"), &open, -1000)
         .unwrap();
-    let errors = exchange(&mut forger, &mut victim);
-    assert!(
-        errors
-            .iter()
-            .any(|e| matches!(e, Error::PermissionDenied { .. })),
-        "{errors:?}"
-    );
+    assert_permission_denied(&exchange(&mut forger, &mut victim));
     assert_eq!(victim.get(&counter, &restricted).unwrap(), 3);
 }
 
 #[test]
 fn a_forged_user_resolve_state_cannot_wipe_what_others_wrote() {
     let clock = ManualClock::new(NOW);
-    let restricted = SharedKey::<String>::builder("plan")
-        .scope(Scope::Apartment)
-        .lifetime(Lifetime::Persistent)
-        .strategy(Strategy::UserResolve)
-        .write(Access::units(["editor"]).unwrap())
-        .build()
-        .unwrap();
+    let restricted = writable_only_by::<String>("plan", Strategy::UserResolve, "editor");
     // The forger declares the same key without the restriction, and
     // resolves every visible value away with its own.
     let open = key::<String>("plan", Scope::Apartment, Strategy::UserResolve);
@@ -244,13 +249,7 @@ fn a_forged_user_resolve_state_cannot_wipe_what_others_wrote() {
     forger
         .resolve(&unit("apt/b/intruder"), &open, String::from("wiped"))
         .unwrap();
-    let errors = exchange(&mut forger, &mut victim);
-    assert!(
-        errors
-            .iter()
-            .any(|e| matches!(e, Error::PermissionDenied { .. })),
-        "{errors:?}"
-    );
+    assert_permission_denied(&exchange(&mut forger, &mut victim));
     assert_eq!(victim.get(&editor, &restricted).unwrap(), "kept");
 }
 
