@@ -17,7 +17,6 @@
 //! Anything else is a 404 page.
 #![forbid(unsafe_code)]
 
-pub mod keys;
 pub mod managers;
 pub mod manifest;
 mod pages;

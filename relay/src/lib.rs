@@ -158,7 +158,7 @@ async fn cors(request: axum::extract::Request, next: Next) -> Response {
 /// stops accepting, tells devices, finishes the commit in flight.
 pub async fn serve(config: Serve, secret: Vec<u8>) -> Result<(), String> {
     let db = Arc::new(Db::open(&config.data).map_err(|err| err.to_string())?);
-    let declarations = gaesup_app::keys::declarations().map_err(|err| err.to_string())?;
+    let declarations = gaesup_keys::declarations().map_err(|err| err.to_string())?;
     let metrics = Arc::new(Metrics::default());
     let (hub, hub_task) = Hub::start(
         Arc::clone(&db),

@@ -8,6 +8,7 @@
 
 mod bench;
 mod cmd;
+mod graph;
 mod new_unit;
 mod relay;
 mod setup;

@@ -12,7 +12,9 @@
 //! component (PascalCase), key and event names, ids and text; then it adds
 //! the unit to the workspace dependencies, `app/Cargo.toml`,
 //! `app/src/registry.rs` and `app/src/manifest.json` (building `<id>` of
-//! the `main` apartment, created when missing).
+//! the `main` apartment, created when missing), and its keys to
+//! `gaesup-keys` (`keys/Cargo.toml`, `keys/src/lib.rs`), so the relay
+//! applies its ops with the same rules as the tabs.
 //!
 //! Everything is checked and computed in memory first; a bad name or a
 //! taken one changes nothing. If a write fails midway, what was written is
@@ -171,8 +173,16 @@ impl Generated {
         let next = match self.framework {
             None => vec![
                 (
+                    format!("units/{kebab}/src/keys.rs"),
+                    "the key: scope, lifetime, strategy, schema",
+                ),
+                (
+                    format!("units/{kebab}/src/view.rs"),
+                    "the view and its hooks",
+                ),
+                (
                     format!("units/{kebab}/src/lib.rs"),
-                    "the crate docs (start from the problem), the key, the view",
+                    "the crate docs (start from the problem), shared logic",
                 ),
                 (
                     format!("units/{kebab}/tests/native.rs"),
@@ -330,6 +340,22 @@ fn plan(
         edit::app_manifest(&app, names)?,
         app,
     ));
+    // A Leptos unit declares its keys in its own `keys` module; a unit
+    // written with a framework uses keys other units declare already.
+    if framework.is_none() {
+        let keys = read(root, "keys/Cargo.toml")?;
+        edits.push((
+            "keys/Cargo.toml".into(),
+            edit::keys_manifest(&keys, names)?,
+            keys,
+        ));
+        let list = read(root, "keys/src/lib.rs")?;
+        edits.push((
+            "keys/src/lib.rs".into(),
+            edit::keys_list(&list, names)?,
+            list,
+        ));
+    }
     let registry = read(root, "app/src/registry.rs")?;
     edits.push((
         "app/src/registry.rs".into(),
@@ -538,6 +564,8 @@ mod tests {
                 "app/Cargo.toml",
                 "app/src/registry.rs",
                 "app/src/manifest.json",
+                "keys/Cargo.toml",
+                "keys/src/lib.rs",
                 TEMPLATE_SPEC,
                 "units/counter/Cargo.toml",
             ] {
@@ -653,11 +681,20 @@ mod tests {
         let cargo = scratch.read("units/garden-shed/Cargo.toml");
         assert!(cargo.contains("name = \"unit-garden-shed\""), "{cargo}");
         let lib = scratch.read("units/garden-shed/src/lib.rs");
-        assert!(lib.contains("pub fn GardenShed() -> impl IntoView"));
-        assert!(lib.contains("SharedKey::builder(\"garden-shed-note\")"));
+        let view = scratch.read("units/garden-shed/src/view.rs");
+        let keys = scratch.read("units/garden-shed/src/keys.rs");
+        assert!(view.contains("pub fn GardenShed() -> impl IntoView"));
+        assert!(keys.contains("SharedKey::builder(\"garden-shed-note\")"));
         assert!(lib.contains("\"garden-shed-ping\""));
         assert!(lib.contains("use unit_garden_shed::GardenShed;"));
-        for file in ["src/lib.rs", "tests/native.rs", "README.md", "Cargo.toml"] {
+        for file in [
+            "src/lib.rs",
+            "src/keys.rs",
+            "src/view.rs",
+            "tests/native.rs",
+            "README.md",
+            "Cargo.toml",
+        ] {
             let text = scratch.read(&format!("units/garden-shed/{file}"));
             assert!(
                 !text.to_lowercase().contains("template"),
@@ -698,8 +735,13 @@ mod tests {
             done.report()
                 .contains("/apartment/main/building/yard/unit/garden-shed")
         );
-        assert_eq!(done.created.len(), 5);
-        assert_eq!(done.edited.len(), 4);
+        let keys = scratch.read("keys/src/lib.rs");
+        assert!(keys.contains("    unit_garden_shed::keys::declarations,\n];"));
+        assert!(scratch.read("keys/Cargo.toml").contains(
+            "\nunit-garden-shed = { path = \"../units/garden-shed\", default-features = false }\n"
+        ));
+        assert_eq!(done.created.len(), 7);
+        assert_eq!(done.edited.len(), 6);
     }
 
     #[test]
@@ -769,10 +811,13 @@ mod tests {
     fn a_name_containing_template_is_renamed_once() {
         let scratch = Scratch::new();
         generate(&scratch.0, "my-template", "template-yard").unwrap();
-        let lib = scratch.read("units/my-template/src/lib.rs");
-        assert!(lib.contains("pub fn MyTemplate() -> impl IntoView"));
-        assert!(lib.contains("\"my-template-note\""));
-        assert!(!lib.contains("my-my"));
+        let view = scratch.read("units/my-template/src/view.rs");
+        let keys = scratch.read("units/my-template/src/keys.rs");
+        assert!(view.contains("pub fn MyTemplate() -> impl IntoView"));
+        assert!(keys.contains("\"my-template-note\""));
+        for text in [&view, &keys, &scratch.read("units/my-template/src/lib.rs")] {
+            assert!(!text.contains("my-my"));
+        }
         let spec = scratch.read("end2end/tests/my-template.spec.ts");
         assert!(spec.contains("const BUILDING = 'template-yard';"), "{spec}");
         assert!(spec.contains("const TITLE = 'My template';"), "{spec}");

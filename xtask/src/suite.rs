@@ -73,6 +73,10 @@ const STAGES: &[Stage] = &[
         run: clippy_host,
     },
     Stage {
+        name: "crate graph: no browser crate natively",
+        run: crate_graph,
+    },
+    Stage {
         name: "clippy (wasm32)",
         run: clippy_wasm,
     },
@@ -160,6 +164,10 @@ fn clippy_host(_: &ToolEnv, _: &mut Tally) -> Result<(), String> {
             "warnings",
         ])
         .run()
+}
+
+fn crate_graph(_: &ToolEnv, _: &mut Tally) -> Result<(), String> {
+    crate::graph::check()
 }
 
 /// Libraries and binaries for wasm32, plus the browser test files; the

@@ -180,7 +180,7 @@ pub struct Device {
 impl Device {
     pub fn new(tab: u64) -> Self {
         let mut store = Replica::new(TabId::new(tab), gaesup_relay::hub::now_ms);
-        let keys = gaesup_app::keys::declarations().unwrap();
+        let keys = gaesup_keys::declarations().unwrap();
         for spec in &keys {
             store.declare(&SharedKey::erased(Arc::clone(spec))).unwrap();
         }

@@ -28,26 +28,13 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-use std::collections::BTreeMap;
+pub mod keys;
+#[cfg(feature = "view")]
+mod view;
 
-use gaesup_state::core::Result;
-use gaesup_state::prelude::*;
-use leptos::prelude::*;
-
-/// One cart line: (product name, unit price in cents, quantity).
-pub type CartLine = (String, u64, u32);
-
-/// The cart: product id → its line; one merge field per product.
-pub type CartLines = BTreeMap<String, CartLine>;
-
-/// The cart key shared with the catalog unit: `apartment/{apartment}/cart`.
-pub fn cart_key() -> Result<SharedKey<CartLines>> {
-    SharedKey::builder("cart")
-        .scope(Scope::Apartment)
-        .lifetime(Lifetime::Persistent)
-        .strategy(Strategy::Merge)
-        .build()
-}
+pub use keys::{CartLine, CartLines, cart_key};
+#[cfg(feature = "view")]
+pub use view::Cart;
 
 /// Changes the quantity of product `id` by `delta`; a quantity that
 /// reaches 0 removes the line. An unknown id is left alone (a line knows
@@ -84,107 +71,16 @@ pub fn format_price(cents: u64) -> String {
     format!("${}.{:02}", cents / 100, cents % 100)
 }
 
-/// The cart: one line per product (name, −/+ buttons around the quantity,
-/// line price, Remove), the total, and "Empty cart"; a message when it is
-/// empty. Must be inside a `<Unit>`.
-#[component]
-pub fn Cart() -> impl IntoView {
-    let key = match cart_key() {
-        Ok(key) => key,
-        Err(err) => {
-            return view! { <p role="alert">{format!("cart unavailable: {err}")}</p> }.into_any();
-        }
-    };
-    let cart = use_shared_state(&key);
-    let (value, set, meta) = (cart.value, cart.set, cart.meta);
-    let is_empty = move || value.with(BTreeMap::is_empty);
-    let total = move || value.with(|cart| format_price(cart_total(cart)));
-
-    // Keyed by product id and reading the line reactively, so a quantity
-    // change updates the line in place and the focused button stays.
-    let line = move |id: String| {
-        let read = {
-            let id = id.clone();
-            move |show: fn(&CartLine) -> String| {
-                value.with(|cart| cart.get(&id).map(show).unwrap_or_default())
-            }
-        };
-        // Labels use the name the line had when it appeared (names do not
-        // change under a line; the text below follows it anyway).
-        let name = value.with_untracked(|cart| cart.get(&id).map(|line| line.0.clone()));
-        let name = name.unwrap_or_default();
-        let (less, more, remove) = (id.clone(), id.clone(), id);
-        let (shown_name, quantity) = (read.clone(), read.clone());
-        view! {
-            <li class="cart-line">
-                <span class="cart-line-name">{move || shown_name(|l| l.0.clone())}</span>
-                <span class="cart-line-quantity">
-                    <button
-                        type="button"
-                        aria-label=format!("Remove one {name}")
-                        on:click=move |_| set.update(|cart| change_quantity(cart, &less, -1))
-                    >
-                        "−"
-                    </button>
-                    <output aria-label=format!("{name} quantity")>
-                        {move || quantity(|l| l.2.to_string())}
-                    </output>
-                    <button
-                        type="button"
-                        aria-label=format!("Add one {name}")
-                        on:click=move |_| set.update(|cart| change_quantity(cart, &more, 1))
-                    >
-                        "+"
-                    </button>
-                </span>
-                <span class="cart-line-price">{move || read(|l| format_price(line_total(l)))}</span>
-                <button
-                    type="button"
-                    aria-label=format!("Remove {name}")
-                    on:click=move |_| set.update(|cart| remove_line(cart, &remove))
-                >
-                    "Remove"
-                </button>
-            </li>
-        }
-    };
-
-    view! {
-        <div class="cart">
-            <Show
-                when=move || !is_empty()
-                fallback=|| view! { <p class="cart-empty">"Your cart is empty."</p> }
-            >
-                <ul class="cart-lines" aria-label="Cart lines">
-                    <For
-                        each=move || value.with(|cart| cart.keys().cloned().collect::<Vec<_>>())
-                        key=String::clone
-                        children=line
-                    />
-                </ul>
-            </Show>
-            <p class="cart-total">
-                "Total: " <output aria-label="Cart total">{total}</output>
-            </p>
-            <button
-                type="button"
-                prop:disabled=is_empty
-                on:click=move |_| set.set(CartLines::new())
-            >
-                "Empty cart"
-            </button>
-            <ErrorAlert error=meta.error />
-        </div>
-    }
-    .into_any()
-}
-
 #[cfg(test)]
+#[cfg(feature = "view")]
 mod tests {
     use super::*;
     use gaesup_state::StateManager;
     use gaesup_state::UnitAddress;
     use gaesup_state::core::{ManualClock, TabId};
+    use gaesup_state::prelude::*;
+    use leptos::prelude::*;
+    use std::collections::BTreeMap;
     use unit_catalog::{PRODUCTS, add_to_cart};
 
     fn line(name: &str, cents: u64, quantity: u32) -> CartLine {

@@ -31,27 +31,13 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-use std::collections::BTreeMap;
+pub mod keys;
+#[cfg(feature = "view")]
+mod view;
 
-use gaesup_state::core::Result;
-use gaesup_state::prelude::*;
-use leptos::prelude::*;
-
-/// One cart line: (product name, unit price in cents, quantity).
-pub type CartLine = (String, u64, u32);
-
-/// The cart: product id → its line. Serialized as a JSON object with one
-/// field per product, which is what the merge strategy merges.
-pub type CartLines = BTreeMap<String, CartLine>;
-
-/// The cart key shared with the cart unit: `apartment/{apartment}/cart`.
-pub fn cart_key() -> Result<SharedKey<CartLines>> {
-    SharedKey::builder("cart")
-        .scope(Scope::Apartment)
-        .lifetime(Lifetime::Persistent)
-        .strategy(Strategy::Merge)
-        .build()
-}
+pub use keys::{CartLine, CartLines, cart_key};
+#[cfg(feature = "view")]
+pub use view::Catalog;
 
 /// A product on sale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,57 +95,11 @@ pub fn format_price(cents: u64) -> String {
     format!("${}.{:02}", cents / 100, cents % 100)
 }
 
-/// The catalog: one item per product with its price, how many are in the
-/// cart, and a button "Add {name} to cart". Must be inside a `<Unit>`.
-#[component]
-pub fn Catalog() -> impl IntoView {
-    let key = match cart_key() {
-        Ok(key) => key,
-        Err(err) => {
-            return view! { <p role="alert">{format!("catalog unavailable: {err}")}</p> }
-                .into_any();
-        }
-    };
-    let cart = use_shared_state(&key);
-    let (value, set, meta) = (cart.value, cart.set, cart.meta);
-
-    let items = PRODUCTS
-        .iter()
-        .map(|product| {
-            let product = *product;
-            let in_cart = move || value.with(|cart| quantity_in_cart(cart, product.id));
-            view! {
-                <li class="product">
-                    <span class="product-name">{product.name}</span>
-                    <span class="product-price">{format_price(product.price_cents)}</span>
-                    <span class="product-in-cart">
-                        "In cart: "
-                        <output aria-label=format!("{} in cart", product.name)>{in_cart}</output>
-                    </span>
-                    <button
-                        type="button"
-                        aria-label=format!("Add {} to cart", product.name)
-                        on:click=move |_| set.update(|cart| add_to_cart(cart, &product))
-                    >
-                        "Add"
-                    </button>
-                </li>
-            }
-        })
-        .collect_view();
-
-    view! {
-        <div class="catalog">
-            <ul class="products" aria-label="Products">{items}</ul>
-            <ErrorAlert error=meta.error />
-        </div>
-    }
-    .into_any()
-}
-
 #[cfg(test)]
+#[cfg(feature = "view")]
 mod tests {
     use super::*;
+    use gaesup_state::prelude::*;
 
     #[test]
     fn the_cart_is_an_apartment_persistent_merge_key() {

@@ -16,16 +16,13 @@
 
 use std::fmt;
 
-use gaesup_state::core::Result;
-use gaesup_state::prelude::*;
-use leptos::prelude::*;
+pub mod keys;
+#[cfg(feature = "view")]
+mod view;
 
-/// Whether the flaky unit fails: `apartment/{apartment}/flaky-broken`.
-pub fn broken_key() -> Result<SharedKey<bool>> {
-    SharedKey::builder("flaky-broken")
-        .scope(Scope::Apartment)
-        .build()
-}
+pub use keys::broken_key;
+#[cfg(feature = "view")]
+pub use view::Flaky;
 
 /// The failure the unit renders when it is told to fail.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,38 +36,11 @@ impl fmt::Display for Broken {
 
 impl std::error::Error for Broken {}
 
-/// Works until it is told to fail, then renders [`Broken`].
-#[component]
-pub fn Flaky() -> impl IntoView {
-    let key = match broken_key() {
-        Ok(key) => key,
-        Err(err) => {
-            return view! { <p role="alert">{format!("flaky unit unavailable: {err}")}</p> }
-                .into_any();
-        }
-    };
-    let broken = use_shared_state(&key);
-    let (value, set) = (broken.value, broken.set);
-    (move || {
-        if value.get() {
-            Err(Broken)
-        } else {
-            Ok(view! {
-                <div class="flaky">
-                    <p>"Working."</p>
-                    <button type="button" on:click=move |_| set.set(true)>
-                        "Break this unit"
-                    </button>
-                </div>
-            })
-        }
-    })
-    .into_any()
-}
-
 #[cfg(test)]
+#[cfg(feature = "view")]
 mod tests {
     use super::*;
+    use gaesup_state::prelude::*;
 
     #[test]
     fn broken_is_an_apartment_wide_memory_flag() {

@@ -15,41 +15,19 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-use gaesup_state::core::Result;
-use gaesup_state::prelude::*;
-use gaesup_state::use_unit;
-use leptos::prelude::*;
+pub mod keys;
+#[cfg(feature = "view")]
+mod view;
 
-/// The building's shared count: `building/{apartment}/{building}/count`.
-pub fn count_key() -> Result<SharedKey<i64>> {
-    SharedKey::builder("count")
-        .scope(Scope::Building)
-        .lifetime(Lifetime::Persistent)
-        .strategy(Strategy::Sum)
-        .build()
-}
-
-/// Declares the element's keys for its unit, then renders the element.
-/// Must be inside a `<Unit>`.
-#[component]
-pub fn JsCounter() -> impl IntoView {
-    let Some(unit) = use_unit() else {
-        return view! { <p role="alert">"The JS counter must be inside a <Unit>."</p> }.into_any();
-    };
-    let declared = count_key()
-        .map_err(StateError::from)
-        .and_then(|key| unit.manager.declare(&key));
-    if let Err(err) = declared {
-        let message = format!("JS counter unavailable: {err}");
-        return view! { <p role="alert">{message}</p> }.into_any();
-    }
-    let address = unit.address.to_string();
-    view! { <gaesup-js-counter unit=address></gaesup-js-counter> }.into_any()
-}
+pub use keys::count_key;
+#[cfg(feature = "view")]
+pub use view::JsCounter;
 
 #[cfg(test)]
+#[cfg(feature = "view")]
 mod tests {
     use super::*;
+    use gaesup_state::prelude::*;
 
     #[test]
     fn count_key_is_the_building_sum() {

@@ -41,6 +41,14 @@
 //! the stored shape changes). [`use_note`] reads and writes it and refuses
 //! text longer than [`MAX_NOTE_CHARS`].
 //!
+//! # The files
+//!
+//! `src/keys.rs` holds the key and [`keys::declarations`], and needs only
+//! `gaesup-state-core`: the relay links it (through `gaesup-keys`) to apply
+//! this unit's ops with the same rules as the tabs, without Leptos.
+//! `src/view.rs` holds the component and its hooks, behind the `view`
+//! feature (on by default). `src/lib.rs` keeps what both use.
+//!
 //! # The event
 //!
 //! [`use_ping`] joins the building-scoped topic [`PING_TOPIC`]: "Ping the
@@ -52,10 +60,15 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-use gaesup_state::core::Result;
-use gaesup_state::prelude::*;
-use gaesup_state::{UnitAddress, UseContainerEventReturn, UseSharedStateReturn};
-use leptos::prelude::*;
+pub mod keys;
+#[cfg(feature = "view")]
+mod view;
+
+use gaesup_state_core::UnitAddress;
+
+pub use keys::note_key;
+#[cfg(feature = "view")]
+pub use view::{Template, use_note, use_ping};
 
 /// The longest note [`use_note`] accepts, in characters.
 pub const MAX_NOTE_CHARS: usize = 280;
@@ -64,17 +77,6 @@ pub const MAX_NOTE_CHARS: usize = 280;
 /// Named after the unit so two unit kinds in one building never mix their
 /// pings.
 pub const PING_TOPIC: &str = "template-ping";
-
-/// The unit's note: `private/{apartment}/{building}/{unit}/template-note`,
-/// persistent, last-write-wins, schema 1.
-pub fn note_key() -> Result<SharedKey<String>> {
-    SharedKey::builder("template-note")
-        .scope(Scope::Private)
-        .lifetime(Lifetime::Persistent)
-        .strategy(Strategy::LastWriteWins)
-        .schema(1)
-        .build()
-}
 
 /// Accepts a note of at most [`MAX_NOTE_CHARS`] characters; the error is
 /// the text the user sees.
@@ -101,67 +103,11 @@ pub fn ping_line(text: Option<&str>, sender: Option<&UnitAddress>) -> Option<Str
     }
 }
 
-/// Reads and writes [`note_key`] for the enclosing unit, refusing notes
-/// that fail [`check_note`] (the refusal shows in `meta.error`).
-pub fn use_note(key: &SharedKey<String>) -> UseSharedStateReturn<String> {
-    let options = UseSharedStateOptions::default().validate(|text: &String| check_note(text));
-    use_shared_state_with_options(key, options)
-}
-
-/// Joins the building's [`PING_TOPIC`]: `emit` sends a note to the
-/// building, `last` and `last_sender` show the last one received.
-pub fn use_ping() -> UseContainerEventReturn<String> {
-    use_container_event::<String>(PING_TOPIC, Scope::Building)
-}
-
-/// The template unit: a labelled "Note" field saved on every input, the
-/// saved note shown back, and a "Ping the building" button whose last ping
-/// every unit of the building shows. Must be inside a `<Unit>`.
-#[component]
-pub fn Template() -> impl IntoView {
-    let key = match note_key() {
-        Ok(key) => key,
-        Err(err) => {
-            return view! { <p role="alert">{format!("unit unavailable: {err}")}</p> }.into_any();
-        }
-    };
-    let note = use_note(&key);
-    let (value, set, meta) = (note.value, note.set, note.meta);
-    let ping = use_ping();
-    let (emit, last, sender) = (ping.emit, ping.last, ping.last_sender);
-    let line = move || last.with(|text| sender.with(|by| ping_line(text.as_deref(), by.as_ref())));
-
-    view! {
-        <div class="template">
-            // The label wraps the field: no id to keep unique when the unit
-            // is mounted twice on one page.
-            <label class="notes-field">
-                <span>"Note"</span>
-                <input
-                    type="text"
-                    prop:value=move || value.get()
-                    on:input=move |event| set.set(event_target_value(&event))
-                />
-            </label>
-            <p>
-                "Saved: " <output aria-label="Saved note">{move || value.get()}</output>
-            </p>
-            <button type="button" on:click=move |_| emit.emit(value.get_untracked())>
-                "Ping the building"
-            </button>
-            <p role="status" aria-label="Last ping">
-                {line}
-            </p>
-            <ErrorAlert error=meta.error />
-            <ErrorAlert error=ping.error />
-        </div>
-    }
-    .into_any()
-}
-
 #[cfg(test)]
+#[cfg(feature = "view")]
 mod tests {
     use super::*;
+    use gaesup_state::prelude::*;
 
     #[test]
     fn note_is_private_persistent_last_write_wins_at_schema_1() {

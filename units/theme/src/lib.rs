@@ -35,149 +35,22 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-use gaesup_state::core::Result;
-use gaesup_state::prelude::*;
-use gaesup_state::use_unit;
-use leptos::prelude::*;
-use serde::{Deserialize, Serialize};
+pub mod keys;
+#[cfg(feature = "view")]
+mod view;
 
-/// A colour scheme.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Theme {
-    /// Follow the operating system (`prefers-color-scheme`).
-    #[default]
-    System,
-    /// Always light.
-    Light,
-    /// Always dark.
-    Dark,
-}
-
-impl Theme {
-    /// Every theme, in the order the switcher shows them.
-    pub const ALL: [Theme; 3] = [Theme::System, Theme::Light, Theme::Dark];
-
-    /// The label the switcher shows.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::System => "System",
-            Self::Light => "Light",
-            Self::Dark => "Dark",
-        }
-    }
-
-    /// The stored form, also the radio's `value`: `system`, `light`, `dark`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::System => "system",
-            Self::Light => "light",
-            Self::Dark => "dark",
-        }
-    }
-
-    /// The `data-theme` attribute for this theme; `None` (no attribute)
-    /// lets the style sheet follow the system.
-    pub fn data_theme(self) -> Option<&'static str> {
-        match self {
-            Self::System => None,
-            Self::Light => Some("light"),
-            Self::Dark => Some("dark"),
-        }
-    }
-}
-
-/// The theme key: `global/theme`, persistent, last-write-wins.
-pub fn theme_key() -> Result<SharedKey<Theme>> {
-    SharedKey::builder("theme")
-        .scope(Scope::Global)
-        .lifetime(Lifetime::Persistent)
-        .strategy(Strategy::LastWriteWins)
-        .build()
-}
-
-/// Puts `theme` on the page: sets `data-theme` on `document.documentElement`
-/// to `light` or `dark`, removes it for [`Theme::System`].
-///
-/// For the shell, from one effect on every page; the switcher never calls
-/// it. Does nothing outside a browser page (natively, in a worker).
-pub fn apply_theme(theme: Theme) {
-    #[cfg(target_arch = "wasm32")]
-    {
-        let Some(root) = web_sys::window()
-            .and_then(|window| window.document())
-            .and_then(|document| document.document_element())
-        else {
-            return;
-        };
-        // Setting or removing an attribute with a valid name cannot fail.
-        let _ = match theme.data_theme() {
-            Some(value) => root.set_attribute("data-theme", value),
-            None => root.remove_attribute("data-theme"),
-        };
-    }
-    #[cfg(not(target_arch = "wasm32"))]
-    let _ = theme;
-}
-
-/// The theme switcher: a `<fieldset>` named "Theme" with one radio per
-/// [`Theme`]. Must be inside a `<Unit>`.
-///
-/// Picking a radio stores the choice; the radios follow the stored value,
-/// so a pick made in another tab or apartment shows here too. It does not
-/// apply the theme to the page (see [`apply_theme`]).
-#[component]
-pub fn ThemeSwitcher() -> impl IntoView {
-    let key = match theme_key() {
-        Ok(key) => key,
-        Err(err) => {
-            return view! { <p role="alert">{format!("theme switcher unavailable: {err}")}</p> }
-                .into_any();
-        }
-    };
-    let theme = use_shared_state(&key);
-    let (value, set, meta) = (theme.value, theme.set, theme.meta);
-    // Radios are grouped by name, and names are page-wide: one group per
-    // unit address keeps two switchers on one page apart.
-    let group = use_unit().map_or_else(
-        || "theme".to_owned(),
-        |unit| format!("theme-{}", unit.address),
-    );
-
-    let radios = Theme::ALL
-        .into_iter()
-        .map(|choice| {
-            let group = group.clone();
-            view! {
-                <label class="theme-choice">
-                    <input
-                        type="radio"
-                        name=group
-                        value=choice.as_str()
-                        prop:checked=move || value.get() == choice
-                        on:change=move |_| set.set(choice)
-                    />
-                    {choice.label()}
-                </label>
-            }
-        })
-        .collect_view();
-
-    view! {
-        <fieldset class="theme-switcher">
-            <legend>"Theme"</legend>
-            {radios}
-        </fieldset>
-        <ErrorAlert error=meta.error />
-    }
-    .into_any()
-}
+pub use keys::{Theme, theme_key};
+#[cfg(feature = "view")]
+pub use view::{ThemeSwitcher, apply_theme};
 
 #[cfg(test)]
+#[cfg(feature = "view")]
 mod tests {
     use super::*;
     use gaesup_state::core::{ManualClock, TabId};
+    use gaesup_state::prelude::*;
     use gaesup_state::{StateManager, UnitAddress};
+    use leptos::prelude::*;
 
     #[test]
     fn theme_is_a_global_persistent_last_write_wins_key() {

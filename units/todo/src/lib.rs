@@ -85,33 +85,24 @@
 #![deny(missing_docs)]
 
 mod filter;
+pub mod keys;
 mod model;
 pub mod schema;
+#[cfg(feature = "view")]
 mod view;
 
-use gaesup_state::core::Result;
-use gaesup_state::prelude::*;
-
 pub use filter::{Filter, deployment_base, is_own_address};
+pub use keys::todos_key;
 pub use model::{Edited, Todo, Todos, clean_title, items_left, new_id};
+#[cfg(feature = "view")]
 pub use view::TodoApp;
 
-/// The todo list's key: `private/{apartment}/{building}/{unit}/todos`,
-/// persistent, merged per todo, schema 2 (see the crate docs).
-pub fn todos_key() -> Result<SharedKey<Todos>> {
-    SharedKey::builder("todos")
-        .scope(Scope::Private)
-        .lifetime(Lifetime::Persistent)
-        .strategy(Strategy::Merge)
-        .schema(2)
-        .migrate(1, schema::v1_to_v2)
-        .build()
-}
-
 #[cfg(test)]
+#[cfg(feature = "view")]
 mod tests {
     use super::*;
     use gaesup_state::core::{ManualClock, Message, Replica, TabId};
+    use gaesup_state::prelude::*;
     use gaesup_state::{StateManager, UnitAddress};
     use leptos::prelude::Owner;
 

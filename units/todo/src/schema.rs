@@ -101,8 +101,10 @@ fn kind(value: &Value) -> &'static str {
 mod tests {
     use super::*;
     use crate::{Filter, Todos, todos_key};
-    use gaesup_state::core::{ManualClock, MemoryStorage, Replica, Storage, TabId};
-    use gaesup_state::{Lifetime, Scope, SharedKey, Strategy, UnitAddress};
+    use gaesup_state_core::{
+        Lifetime, ManualClock, MemoryStorage, Replica, Scope, SharedKey, Storage, Strategy, TabId,
+        UnitAddress,
+    };
     use serde::{Deserialize, Serialize};
     use serde_json::json;
 

@@ -1,8 +1,9 @@
 //! The suite's proof that `cargo xtask new-unit` makes units that work:
 //! in a scratch copy of the repository, generate a Leptos unit and one
 //! unit per framework (`--framework react|svelte|vue`) into a new
-//! building, build the site with Trunk, and run the units' generated
-//! Playwright specs against that build.
+//! building, build the site with Trunk, check that the relay's key list
+//! (`gaesup-keys`) takes the Leptos unit's keys without its view, and run
+//! the units' generated Playwright specs against that build.
 //!
 //! The copy lives in `target/new-unit-check/` (so `cargo clean` removes
 //! it) and builds into the main target directory (`CARGO_TARGET_DIR` when
@@ -82,6 +83,13 @@ pub fn run(env: &ToolEnv, on_line: &mut dyn FnMut(&str)) -> Result<(), String> {
         .env("CARGO_TARGET_DIR", target_dir(&root))
         .env_path(env)
         .run()?;
+    // The relay's list of keys, natively: the new unit compiles without its
+    // view, and `declarations()` (the crate's doc test) takes its keys.
+    Cmd::new("cargo")
+        .args(["test", "-p", "gaesup-keys", "--doc"])
+        .dir(scratch_dir)
+        .env("CARGO_TARGET_DIR", target_dir(&root))
+        .run()?;
     let built = began.elapsed();
 
     let began = Instant::now();
@@ -99,7 +107,7 @@ pub fn run(env: &ToolEnv, on_line: &mut dyn FnMut(&str)) -> Result<(), String> {
     let tested = began.elapsed();
 
     eprintln!(
-        "xtask: new-unit check: copy {:.1}s, generate {:.1}s, trunk build {:.1}s, playwright {:.1}s",
+        "xtask: new-unit check: copy {:.1}s, generate {:.1}s, builds {:.1}s, playwright {:.1}s",
         copied.as_secs_f64(),
         generated.as_secs_f64(),
         built.as_secs_f64(),

@@ -1,5 +1,6 @@
-//! Textual insertions into the files that name every unit: the workspace
-//! and app `Cargo.toml`s, the registry and the manifest.
+//! Textual insertions into the files that name every unit: the workspace,
+//! app and keys `Cargo.toml`s, the registry, the keys list and the
+//! manifest.
 //!
 //! Each function takes the file's text and returns the new text, or says
 //! specifically why it cannot (the unit is there already, a marker the
@@ -28,6 +29,30 @@ pub fn app_manifest(text: &str, names: &Names) -> Result<String, String> {
         l.starts_with("unit-") && l.ends_with(".workspace = true")
     })
     .map_err(|e| format!("app/Cargo.toml: {e}"))
+}
+
+/// `keys/Cargo.toml` with `unit-{name}` (its path, without its `view`
+/// feature) after the last unit in `[dependencies]`.
+pub fn keys_manifest(text: &str, names: &Names) -> Result<String, String> {
+    let name = &names.kebab;
+    let line = format!("unit-{name} = {{ path = \"../units/{name}\", default-features = false }}");
+    insert_dependency(text, "[dependencies]", &line, |l| {
+        l.starts_with("unit-") && l.contains("default-features = false")
+    })
+    .map_err(|e| format!("keys/Cargo.toml: {e}"))
+}
+
+/// `keys/src/lib.rs` with the unit's `keys::declarations` last in `UNITS`.
+pub fn keys_list(text: &str, names: &Names) -> Result<String, String> {
+    let fail = |e: String| format!("keys/src/lib.rs: {e}");
+    let entry = format!("    unit_{}::keys::declarations,\n", names.snake);
+    let (start, end) = block(text, "pub const UNITS: &[UnitKeys] = &[").map_err(fail)?;
+    if text[start..end].contains(entry.trim()) {
+        return Err(fail(format!("UNITS already has unit_{}", names.snake)));
+    }
+    let mut out = text.to_owned();
+    out.insert_str(end, &entry);
+    Ok(out)
 }
 
 /// Inserts `line` in `section` after the last line `is_unit` accepts (or
@@ -274,6 +299,24 @@ mod tests {
         );
         let error = app_manifest("[package]\n", &names("weather")).unwrap_err();
         assert!(error.contains("no [dependencies] section"), "{error}");
+    }
+
+    #[test]
+    fn keys_take_the_unit_without_its_view() {
+        let manifest = "[dependencies]\ngaesup-state-core.workspace = true\nunit-cart = { path = \"../units/cart\", default-features = false }\n\n[lints]\n";
+        let out = keys_manifest(manifest, &names("garden-shed")).unwrap();
+        assert!(out.contains("unit-cart = { path = \"../units/cart\", default-features = false }\nunit-garden-shed = { path = \"../units/garden-shed\", default-features = false }\n\n[lints]"));
+        assert!(keys_manifest(&out, &names("garden-shed")).is_err());
+
+        let list = "pub const UNITS: &[UnitKeys] = &[\n    unit_cart::keys::declarations,\n];\n";
+        let out = keys_list(list, &names("garden-shed")).unwrap();
+        assert_eq!(
+            out,
+            "pub const UNITS: &[UnitKeys] = &[\n    unit_cart::keys::declarations,\n    unit_garden_shed::keys::declarations,\n];\n"
+        );
+        let again = keys_list(&out, &names("garden-shed")).unwrap_err();
+        assert!(again.contains("already has unit_garden_shed"), "{again}");
+        assert!(keys_list("fn main() {}\n", &names("x")).is_err());
     }
 
     const REGISTRY: &str = "pub const UNITS: &[UnitKind] = &[\n    UnitKind {\n        name: \"counter\",\n        render: counter,\n    },\n];\n\npub const KINDS: &[&str] = &[\n    \"counter\",\n];\n\nfn counter() -> AnyView {\n    view! { <unit_counter::Counter /> }.into_any()\n}\n\n#[cfg(test)]\nmod tests {}\n";

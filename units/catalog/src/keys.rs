@@ -1,0 +1,28 @@
+//! The cart key the catalog shares with the cart unit, and its value,
+//! declared the same way by the app and by the relay.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use gaesup_state_core::{KeySpec, Lifetime, Result, Scope, SharedKey, Strategy};
+
+/// One cart line: (product name, unit price in cents, quantity).
+pub type CartLine = (String, u64, u32);
+
+/// The cart: product id → its line. Serialized as a JSON object with one
+/// field per product, which is what the merge strategy merges.
+pub type CartLines = BTreeMap<String, CartLine>;
+
+/// The cart key shared with the cart unit: `apartment/{apartment}/cart`.
+pub fn cart_key() -> Result<SharedKey<CartLines>> {
+    SharedKey::builder("cart")
+        .scope(Scope::Apartment)
+        .lifetime(Lifetime::Persistent)
+        .strategy(Strategy::Merge)
+        .build()
+}
+
+/// Every key this unit declares: what a relay must know to apply its ops.
+pub fn declarations() -> Result<Vec<Arc<KeySpec>>> {
+    Ok(vec![Arc::clone(cart_key()?.spec())])
+}
