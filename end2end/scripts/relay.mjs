@@ -94,7 +94,8 @@ export class Relay {
 export class Proxy {
   constructor(targetPort) {
     this.targetPort = targetPort;
-    this.sockets = new Set();
+    /** Each connection: the device's socket, the relay's, and whether frozen. */
+    this.pairs = new Set();
     this.cutOff = false;
     this.server = createServer((client) => {
       if (this.cutOff) {
@@ -102,15 +103,26 @@ export class Proxy {
         return;
       }
       const relay = connect(this.targetPort, '127.0.0.1');
+      const pair = { client, relay, frozen: false, websocket: false };
+      this.pairs.add(pair);
+      client.once('data', (head) => {
+        pair.websocket = /^upgrade: *websocket/im.test(String(head));
+      });
+      // One side closing closes the other, except in a frozen pair: there
+      // the device's socket stays open, and silent, until the device itself
+      // gives up on it.
+      const closeBoth = () => {
+        if (pair.frozen) return;
+        client.destroy();
+        relay.destroy();
+      };
       for (const socket of [client, relay]) {
-        this.sockets.add(socket);
-        socket.on('close', () => this.sockets.delete(socket));
         socket.on('error', () => socket.destroy());
+        socket.on('close', closeBoth);
       }
+      client.on('close', () => this.pairs.delete(pair));
       client.pipe(relay);
       relay.pipe(client);
-      client.on('close', () => relay.destroy());
-      relay.on('close', () => client.destroy());
     });
   }
 
@@ -125,13 +137,44 @@ export class Proxy {
     return `ws://127.0.0.1:${this.port}`;
   }
 
+  /** Closes every connection and refuses new ones until `restore`. */
   cut() {
     this.cutOff = true;
-    for (const socket of this.sockets) socket.destroy();
+    for (const { client, relay } of this.pairs) {
+      client.destroy();
+      relay.destroy();
+    }
   }
 
   restore() {
     this.cutOff = false;
+  }
+
+  /**
+   * A network that drops everything without a word: every open connection
+   * stops carrying bytes either way and its relay side is closed, but the
+   * device's socket stays open (no FIN, no RST), so only the device's own
+   * heartbeats can tell it is dead. New connections pass as usual.
+   */
+  freeze() {
+    for (const pair of this.pairs) {
+      pair.frozen = true;
+      pair.client.unpipe(pair.relay);
+      pair.relay.unpipe(pair.client);
+      pair.relay.destroy();
+      // Read and drop what the device sends, so its writes never block.
+      pair.client.on('data', () => {});
+    }
+  }
+
+  /** WebSockets open and carrying bytes. */
+  get liveSockets() {
+    return [...this.pairs].filter((pair) => pair.websocket && !pair.frozen && !pair.client.destroyed).length;
+  }
+
+  /** Frozen WebSockets the device has not closed yet. */
+  get frozenSockets() {
+    return [...this.pairs].filter((pair) => pair.websocket && pair.frozen && !pair.client.destroyed).length;
   }
 
   async stop() {

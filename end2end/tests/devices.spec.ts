@@ -192,6 +192,42 @@ test.describe('two devices through a relay', () => {
     }
   });
 
+  test('a connection that goes silent without closing is noticed by heartbeats and replaced', async ({ browser }) => {
+    // A relay with a 1 s heartbeat (the welcome tells devices): a device
+    // hearing nothing for three of them drops the socket and reconnects.
+    const quick = await new Relay(['--heartbeat-ms', '1000']).start();
+    const proxy = await new Proxy(quick.port).start();
+    try {
+      const config = configFor(proxy.url, quick.token());
+      const a = await Device.open(browser, config);
+      const b = await Device.open(browser, config);
+      for (const device of [a, b]) await expect(device.relayLink()).toHaveText('connected');
+      await a.increment(counter, 'count', 1);
+      await expect.poll(() => b.get(counter, 'count')).toBe(1);
+      // Both devices' sockets (one per apartment of the page: main, annex,
+      // atelier) stay open and carry nothing: the browser sees no close and
+      // no error.
+      proxy.freeze();
+      expect(proxy.frozenSockets).toBe(2 * 3);
+      await a.increment(counter, 'count', 10);
+      // Each device stops trusting its silent socket after three heartbeats
+      // (the relay's side of it is gone, but nothing told the browser),
+      // opens a new one through the proxy, and the write goes through.
+      for (const device of [a, b]) await expect.poll(() => device.get(counter, 'count'), { timeout: 20_000 }).toBe(11);
+      await expect.poll(() => proxy.liveSockets).toBe(2 * 3);
+      // The old sockets are still open (Chromium waits out a closing
+      // handshake nobody answers): no close event could have told the app.
+      expect(proxy.frozenSockets).toBe(2 * 3);
+      for (const device of [a, b]) await expect(device.relayLink()).toHaveText('connected');
+      await expect(a.waiting()).toHaveText('0');
+      a.expectNoErrors();
+      b.expectNoErrors();
+    } finally {
+      await proxy.stop();
+      await quick.stop();
+    }
+  });
+
   test('the relay killed (SIGKILL) and restarted while both devices write: nothing lost, nothing counted twice', async ({ browser }) => {
     test.setTimeout(60_000);
     const [a, b] = await devices(browser);
