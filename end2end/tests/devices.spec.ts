@@ -406,6 +406,33 @@ test.describe('writes confirmed by the relay', () => {
     a.expectNoErrors();
   });
 
+  test('a confirmed write that a later write on another device beats resolves, and shows the relay\'s value', async ({ browser }) => {
+    const config = configFor(relay.url, relay.token());
+    const a = await Device.open(browser, config);
+    const b = await Device.open(browser, config);
+    for (const device of [a, b]) await expect(device.relayLink()).toHaveText('connected');
+    await relay.kill();
+    // A's write waits for the relay; B writes the same last-write-wins key
+    // after it (a later stamp) while both are cut off.
+    await a.page.evaluate(() => {
+      const unit = window.gaesup.unit('main/study/notes-a') as unknown as {
+        setConfirmed(name: string, value: unknown): Promise<void>;
+      };
+      (window as unknown as { outcome: Promise<string> }).outcome = unit
+        .setConfirmed('notes', 'from A, confirmed')
+        .then(() => 'resolved', (error: { code: string }) => error.code);
+    });
+    expect(await a.get(notes, 'notes')).toBe('from A, confirmed');
+    await b.set(notes, 'notes', 'from B, later');
+    await relay.restart();
+    // The relay applied A's write (so it is confirmed, not rolled back),
+    // and its canonical value is B's: A is corrected to it.
+    expect(await a.page.evaluate(() => (window as unknown as { outcome: Promise<string> }).outcome)).toBe('resolved');
+    for (const device of [a, b]) await expect.poll(() => device.get(notes, 'notes')).toBe('from B, later');
+    a.expectNoErrors();
+    b.expectNoErrors();
+  });
+
   test('a write the relay refuses is rolled back and the promise rejects with code "rejected"', async ({ browser }) => {
     // Read-only: the relay refuses every write to the apartment.
     const readOnly = relay.token({ apartments: ['main=r'], global: 'r' });
