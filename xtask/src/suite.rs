@@ -186,21 +186,27 @@ fn clippy_wasm(_: &ToolEnv, _: &mut Tally) -> Result<(), String> {
     ];
     args.extend(["--lib", "--bins", "--", "-D", "warnings"]);
     Cmd::new("cargo").args(args).run()?;
-    for (name, tests) in web_tests()? {
-        let mut args = vec![
-            "clippy".to_owned(),
-            "--target".into(),
-            WASM.into(),
-            "-p".into(),
-            name,
-        ];
-        for test in tests {
-            args.extend(["--test".into(), test]);
-        }
-        args.extend(["--", "-D", "warnings"].map(String::from));
-        Cmd::new("cargo").args(args).run()?;
+    let mut args = vec!["clippy".to_owned(), "--target".into(), WASM.into()];
+    args.extend(web_test_args(&web_tests()?));
+    args.extend(["--", "-D", "warnings"].map(String::from));
+    Cmd::new("cargo").args(args).run()
+}
+
+/// `-p <crate>` for every crate with browser tests and `--test <name>` for
+/// every such test: one cargo run, so each crate is compiled once, with
+/// one set of features, instead of once per crate's own run.
+fn web_test_args(targets: &[(String, Vec<String>)]) -> Vec<String> {
+    let mut args = Vec::new();
+    for (name, _) in targets {
+        args.extend(["-p".to_owned(), name.clone()]);
     }
-    Ok(())
+    let mut tests: Vec<&String> = targets.iter().flat_map(|(_, tests)| tests).collect();
+    tests.sort();
+    tests.dedup();
+    for test in tests {
+        args.extend(["--test".to_owned(), test.clone()]);
+    }
+    args
 }
 
 fn native_tests(_: &ToolEnv, tally: &mut Tally) -> Result<(), String> {
@@ -230,34 +236,21 @@ fn browser_tests(env: &ToolEnv, tally: &mut Tally) -> Result<(), String> {
         return Err("no crate has tests/web*.rs; the browser stage would test nothing".into());
     }
     let webdriver = root().join("webdriver.json");
-    for (name, tests) in targets {
-        let mut args = vec![
-            "test".to_owned(),
-            "--target".into(),
-            WASM.into(),
-            "-p".into(),
-            name,
-        ];
-        for test in tests {
-            args.extend(["--test".into(), test]);
-        }
-        Cmd::new("cargo")
-            .args(args)
-            .env_path(env)
-            .env(
-                "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER",
-                "wasm-bindgen-test-runner",
-            )
-            .env("CHROMEDRIVER", CHROMEDRIVER)
-            .env("WASM_BINDGEN_TEST_WEBDRIVER_JSON", &webdriver)
-            .env("WASM_BINDGEN_TEST_TIMEOUT", "120")
-            .run_watching(|line| tally.read(line))?;
-    }
-    Ok(())
+    let mut args = vec!["test".to_owned(), "--target".into(), WASM.into()];
+    args.extend(web_test_args(&targets));
+    Cmd::new("cargo")
+        .args(args)
+        .env_path(env)
+        .env(
+            "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER",
+            "wasm-bindgen-test-runner",
+        )
+        .env("CHROMEDRIVER", CHROMEDRIVER)
+        .env("WASM_BINDGEN_TEST_WEBDRIVER_JSON", &webdriver)
+        .env("WASM_BINDGEN_TEST_TIMEOUT", "120")
+        .run_watching(|line| tally.read(line))
 }
 
-/// Workspace crates with browser tests (`tests/web*.rs`), by package name,
-/// with the test target names.
 fn web_tests() -> Result<Vec<(String, Vec<String>)>, String> {
     let mut dirs = vec![root().join("app"), root().join("state")];
     // The state crates (core, web adapters, …) and every unit.
@@ -399,6 +392,22 @@ mod tests {
         tally.read("test tests::x ... ok");
         tally.read("   Compiling leptos v0.8.23");
         assert_eq!((tally.passed, tally.failed), (0, 0));
+    }
+
+    #[test]
+    fn one_cargo_run_names_each_crate_and_each_test_once() {
+        let targets = [
+            (
+                "gaesup-state".to_owned(),
+                vec!["web_hooks".to_owned(), "web_modal".to_owned()],
+            ),
+            ("unit-cart".to_owned(), vec!["web".to_owned()]),
+            ("unit-counter".to_owned(), vec!["web".to_owned()]),
+        ];
+        assert_eq!(
+            web_test_args(&targets).join(" "),
+            "-p gaesup-state -p unit-cart -p unit-counter --test web --test web_hooks --test web_modal"
+        );
     }
 
     #[test]
