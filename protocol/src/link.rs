@@ -125,7 +125,7 @@ pub struct Link {
     last_ping_ms: u64,
     failures: u32,
     opened: bool,
-    http_since_ms: Option<u64>,
+    socket_retry_at_ms: Option<u64>,
     last_ack_ms: Option<u64>,
     outbox_limit: usize,
 }
@@ -157,7 +157,7 @@ impl Link {
             last_ping_ms: 0,
             failures: 0,
             opened: false,
-            http_since_ms: None,
+            socket_retry_at_ms: None,
             last_ack_ms: None,
             outbox_limit: MAX_OUTBOX,
         };
@@ -282,9 +282,7 @@ impl Link {
     pub fn wants_socket(&self, now_ms: u64) -> bool {
         match &self.status {
             LinkStatus::Offline => true,
-            LinkStatus::HttpFallback => self
-                .http_since_ms
-                .is_some_and(|since| now_ms.saturating_sub(since) >= WS_RETRY_MS),
+            LinkStatus::HttpFallback => self.socket_retry_at_ms.is_some_and(|at| now_ms >= at),
             _ => false,
         }
     }
@@ -337,7 +335,7 @@ impl Link {
         if self.status == LinkStatus::HttpFallback || self.failures >= WS_FAILURES_BEFORE_HTTP {
             // WebSockets do not get through: HTTP until they do (tried
             // again every WS_RETRY_MS).
-            self.http_since_ms = Some(now_ms);
+            self.socket_retry_at_ms = Some(now_ms.saturating_add(WS_RETRY_MS));
             self.status = LinkStatus::HttpFallback;
             return Some(0);
         }
@@ -352,7 +350,7 @@ impl Link {
     /// proxy. Back to trying the WebSocket, after the returned delay (ms).
     pub fn on_http_failed(&mut self, jitter: f64) -> u64 {
         self.in_flight.clear();
-        self.http_since_ms = None;
+        self.socket_retry_at_ms = None;
         if !matches!(self.status, LinkStatus::Refused(_) | LinkStatus::Off) {
             self.status = LinkStatus::Offline;
         }
@@ -365,8 +363,8 @@ impl Link {
     pub fn online(&mut self) {
         self.failures = 0;
         if self.status == LinkStatus::HttpFallback {
-            // Try the WebSocket again now.
-            self.http_since_ms = Some(0);
+            // Try the WebSocket again now, whatever the clock says.
+            self.socket_retry_at_ms = Some(0);
         }
     }
 
@@ -397,7 +395,7 @@ impl Link {
                 self.heartbeat_ms = welcome.heartbeat_ms.clamp(1_000, 60_000);
                 self.status = LinkStatus::Connected;
                 self.failures = 0;
-                self.http_since_ms = None;
+                self.socket_retry_at_ms = None;
                 out.send.extend(self.pushes());
             }
             ServerMessage::Ack(acks) => {
@@ -580,6 +578,20 @@ mod tests {
         )
     }
 
+    fn welcome(heartbeat_ms: u64) -> String {
+        ServerMessage::Welcome(Welcome {
+            node: "n".into(),
+            heartbeat_ms,
+            limits: crate::message::Limits {
+                max_frame_bytes: 1 << 20,
+                max_ops_per_push: 512,
+                max_ops_per_second: 100,
+            },
+        })
+        .encode()
+        .unwrap()
+    }
+
     #[test]
     fn the_outbox_is_saved_first_and_emptied_only_by_final_acks() {
         let mut storage = MemoryStorage::new();
@@ -704,5 +716,80 @@ mod tests {
         // A relay that is simply down is not a proxy: back to offline.
         link.on_http_failed(0.0);
         assert_eq!(link.status(), &LinkStatus::Offline);
+    }
+    #[test]
+    fn a_relay_silent_for_three_heartbeats_is_dropped_and_anything_heard_resets_the_wait() {
+        let mut storage = MemoryStorage::new();
+        let mut link = link(&storage);
+        link.connecting();
+        link.on_open(0);
+        link.on_text(&welcome(1_000), 0, &mut storage);
+        assert_eq!(link.status(), &LinkStatus::Connected);
+        let (pings, close) = link.tick(1_000);
+        assert_eq!((pings.len(), close), (1, false), "a ping each heartbeat");
+        assert!(!link.tick(3_000).1, "three heartbeats are not yet silence");
+        // Anything from the relay (a pong, ops) counts as heard.
+        let pong = ServerMessage::Pong(Ping { at: 1_000 }).encode().unwrap();
+        link.on_text(&pong, 2_500, &mut storage);
+        assert!(!link.tick(5_000).1);
+        assert!(link.tick(5_501).1, "silent for more than three: close it");
+        // The relay's heartbeat is clamped: a hostile 1 ms does not make
+        // a device drop its socket every few milliseconds.
+        let mut link = super::Link::new("d".into(), None, Vec::new(), &storage);
+        link.on_open(0);
+        link.on_text(&welcome(1), 0, &mut storage);
+        assert!(!link.tick(2_999).1);
+    }
+
+    #[test]
+    fn coming_back_online_resets_the_backoff_and_tries_the_socket_again_from_http() {
+        let storage = MemoryStorage::new();
+        let mut link = link(&storage);
+        // Two sockets that never opened: HTTP, with the socket retried
+        // only after WS_RETRY_MS.
+        for now in [0, 10] {
+            link.connecting();
+            link.on_close(0.5, now);
+        }
+        assert_eq!(link.status(), &LinkStatus::HttpFallback);
+        assert!(!link.wants_socket(1_000));
+        link.online();
+        assert!(link.wants_socket(1_000), "online: the socket at once");
+        // The relay itself unreachable over HTTP: one failure counted. A
+        // socket failing after that would mean HTTP again, unless the
+        // browser said it is back online, which starts the count over.
+        link.on_http_failed(0.5);
+        assert_eq!(link.status(), &LinkStatus::Offline);
+        link.online();
+        link.connecting();
+        let delay = link.on_close(0.5, 2_000).unwrap();
+        assert_eq!(link.status(), &LinkStatus::Offline, "not HTTP: count reset");
+        assert_eq!(delay, 1_000, "the first backoff step again");
+    }
+
+    #[test]
+    fn a_socket_that_opens_while_on_http_takes_over() {
+        let mut storage = MemoryStorage::new();
+        let mut link = link(&storage);
+        for now in [0, 10] {
+            link.connecting();
+            link.on_close(0.5, now);
+        }
+        assert!(link.wants_socket(10 + WS_RETRY_MS));
+        link.connecting();
+        assert_eq!(
+            link.status(),
+            &LinkStatus::HttpFallback,
+            "HTTP goes on while the socket is tried"
+        );
+        link.on_open(10 + WS_RETRY_MS);
+        link.on_text(&welcome(10_000), 10 + WS_RETRY_MS, &mut storage);
+        assert_eq!(link.status(), &LinkStatus::Connected);
+        assert!(!link.wants_socket(10 + 3 * WS_RETRY_MS));
+        // A later close of that working socket starts from the socket
+        // again, not from HTTP.
+        let delay = link.on_close(0.5, 10 + 3 * WS_RETRY_MS);
+        assert_eq!(link.status(), &LinkStatus::Offline);
+        assert_eq!(delay, Some(500));
     }
 }
