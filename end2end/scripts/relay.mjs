@@ -162,8 +162,10 @@ export class Proxy {
       pair.client.unpipe(pair.relay);
       pair.relay.unpipe(pair.client);
       pair.relay.destroy();
-      // Read and drop what the device sends, so its writes never block.
+      // Read and drop what the device sends, so its writes never block
+      // (`unpipe` paused the socket: resume it).
       pair.client.on('data', () => {});
+      pair.client.resume();
     }
   }
 

@@ -1,6 +1,7 @@
 //! `cargo xtask test`: every check and test, in order, failing fast.
 //!
-//! Order: formatting, lints (host and wasm32), native tests, the framework
+//! Order: formatting, lints for the host, the crate graph (nothing native
+//! links a browser crate), lints for wasm32, native tests, the framework
 //! bindings' unit tests (node's test runner) and type check, browser tests
 //! of the wasm crates (wasm-bindgen-test in headless Chromium), the release
 //! build, its size, then Playwright against that build served as a static
@@ -334,8 +335,9 @@ fn size_report(env: &ToolEnv, _: &mut Tally) -> Result<(), String> {
 }
 
 fn playwright(env: &ToolEnv, tally: &mut Tally) -> Result<(), String> {
-    // The device tests start the real relay (target/debug/relay); the
-    // native tests built it already, so this is a no-op there.
+    // The device tests start the real relay (target/debug/relay), built
+    // on its own as deployed: without the units' views, which the native
+    // tests' workspace-wide build turned on (so this compiles it again).
     Cmd::new("cargo")
         .args(["build", "-p", "gaesup-relay", "--bin", "relay"])
         .env_path(env)

@@ -8,7 +8,7 @@
 //!
 //! Declaring in Rust is the contract: the element shares the building's
 //! `count` with the Leptos counter unit, and both must agree on its type
-//! and rules. The declaration below matches the counter unit's exactly
+//! and rules. The declaration in `keys.rs` matches the counter unit's exactly
 //! (a mismatch would be reported as a key mismatch, never silently mixed),
 //! and the state manager then checks every value the element writes
 //! against `i64`.

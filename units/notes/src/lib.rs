@@ -10,7 +10,7 @@
 //! - [`SharedNote`]: one note for the whole apartment, saved with a button.
 //!   When two tabs save different texts without having seen each other's,
 //!   neither silently wins: both versions are kept and the user picks one
-//!   in a [`ConflictModal`]. It demonstrates the **user-resolve** strategy.
+//!   in a [`ConflictModal`](gaesup_state::ConflictModal). It demonstrates the **user-resolve** strategy.
 //!
 //! # The keys
 //!

@@ -56,7 +56,7 @@
 //! this one included, and each shows who sent the last ping.
 //!
 //! Every value is rendered as text, never as HTML; every failure is shown
-//! in an [`ErrorAlert`], never a panic.
+//! in an [`ErrorAlert`](gaesup_state::ErrorAlert), never a panic.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
