@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use gaesup_state_core::{
     Error, Lifetime, ManualClock, MemoryStorage, Message, Path, Replica, Scope, SharedKey, Storage,
-    Strategy, TabId, UnitAddress, Write,
+    StorageError, Strategy, TabId, UnitAddress, Write,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -496,6 +496,70 @@ fn loading_a_declaration_reads_only_its_own_entries() {
     // The full load still finds the corrupt entry and sets it aside.
     let report = b.store.load(Lifetime::Persistent, &mut storage).unwrap();
     assert_eq!(report.quarantined.len(), 1);
+}
+
+#[test]
+fn loading_named_entries_reads_those_and_lists_nothing() {
+    /// A storage that refuses to be listed: a load by name must not ask.
+    struct Unlisted(MemoryStorage);
+    impl Storage for Unlisted {
+        fn get(&self, key: &str) -> Result<Option<String>, StorageError> {
+            self.0.get(key)
+        }
+        fn set(&mut self, key: &str, value: &str) -> Result<(), StorageError> {
+            self.0.set(key, value)
+        }
+        fn remove(&mut self, key: &str) -> Result<(), StorageError> {
+            self.0.remove(key)
+        }
+        fn keys(&self) -> Result<Vec<String>, StorageError> {
+            Err(StorageError::Unavailable)
+        }
+    }
+
+    let notes = SharedKey::<String>::builder("notes")
+        .lifetime(Lifetime::Persistent)
+        .build()
+        .unwrap();
+    let mut storage = MemoryStorage::new();
+    let mut a = tab(1);
+    a.store.declare(&notes).unwrap();
+    a.store.set(&unit("x/y/one"), &notes, "1".into()).unwrap();
+    a.store.set(&unit("x/y/two"), &notes, "2".into()).unwrap();
+    a.store.persist(Lifetime::Persistent, &mut storage);
+    storage.set("gaesup/state/nonsense", "{}").unwrap();
+    let mut storage = Unlisted(storage);
+
+    let mut b = tab(2);
+    b.store.declare(&notes).unwrap();
+    let named = [
+        "gaesup/state/private/x/y/two/notes".to_owned(),
+        "gaesup/state/nonsense".to_owned(),
+        "gaesup/outbox/not-state".to_owned(),
+        "gaesup/state/private/x/y/gone/notes".to_owned(),
+    ];
+    let report = b
+        .store
+        .load_named(Lifetime::Persistent, &mut storage, &named);
+    let loaded: Vec<String> = report.loaded.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        loaded,
+        ["private/x/y/two/notes"],
+        "what was named, nothing else"
+    );
+    assert_eq!(report.changes.len(), 1);
+    assert_eq!(b.store.get(&unit("x/y/two"), &notes).unwrap(), "2");
+    assert_eq!(
+        b.store.get(&unit("x/y/one"), &notes).unwrap(),
+        "",
+        "not named"
+    );
+    assert_eq!(report.failed.len(), 1, "a name that is no key is reported");
+    // Another lifetime's storage: the named persistent entry is not its own.
+    let report = b
+        .store
+        .load_named(Lifetime::Ephemeral, &mut storage, &named);
+    assert!(report.loaded.is_empty());
 }
 
 #[test]

@@ -75,6 +75,20 @@ impl StateManager {
         self.load(&shared, None)
     }
 
+    /// Re-reads only the named storage entries (another tab's `storage`
+    /// events name the keys it wrote) and merges them, notifying the
+    /// subscribers of every value that changed. Costs what the named
+    /// entries cost, not what everything stored does.
+    pub fn reload_named(&self, storage_keys: &[String]) -> Result<Vec<LoadReport>> {
+        let shared = self.shared()?;
+        self.through_storages(
+            &shared,
+            None,
+            |replica, lifetime, storage| Ok(replica.load_named(lifetime, storage, storage_keys)),
+            |report| &report.changes,
+        )
+    }
+
     pub(super) fn load(&self, shared: &Shared, only: Option<Lifetime>) -> Result<Vec<LoadReport>> {
         self.through_storages(
             shared,

@@ -91,6 +91,7 @@ pub fn connect_browser_with_options(
             frame,
             pending: Cell::new(None),
             reload_due: Cell::new(false),
+            reload_named: RefCell::new(std::collections::BTreeSet::new()),
             last_request: Cell::new(None),
             writer,
             relay: RefCell::new(if options.expect_relay {
@@ -135,7 +136,10 @@ struct Inner {
     local: Option<BrowserStorage>,
     frame: Closure<dyn FnMut()>,
     pending: Cell<Option<save::Pending>>,
+    /// Everything stored must be re-read (another tab cleared storage).
     reload_due: Cell<bool>,
+    /// The state entries other tabs wrote since the last save.
+    reload_named: RefCell<std::collections::BTreeSet<String>>,
     /// When this tab last asked the others for state (ms since epoch).
     last_request: Cell<Option<f64>>,
     writer: status::StatusWriter,

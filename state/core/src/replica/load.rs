@@ -56,6 +56,23 @@ impl Replica {
         })
     }
 
+    /// [`load`](Self::load) for the named storage entries only, with this
+    /// `lifetime`: what another tab's `storage` events name. Lists nothing
+    /// and decodes nothing else, so its cost follows the entries named, not
+    /// everything stored. Names that are not state entries are skipped.
+    pub fn load_named(
+        &mut self,
+        lifetime: Lifetime,
+        storage: &mut dyn Storage,
+        storage_keys: &[String],
+    ) -> LoadReport {
+        let mut report = LoadReport::default();
+        for storage_key in storage_keys {
+            self.load_entry(lifetime, storage, storage_key, |_| true, &mut report);
+        }
+        report
+    }
+
     pub(super) fn load_where(
         &mut self,
         lifetime: Lifetime,
@@ -64,38 +81,54 @@ impl Replica {
     ) -> Result<LoadReport> {
         let mut report = LoadReport::default();
         for storage_key in storage.keys()? {
-            let Some(rest) = storage_key.strip_prefix(STATE_PREFIX) else {
-                continue;
-            };
-            let key = match FullKey::parse(rest) {
-                Ok(key) => key,
-                Err(err) => {
-                    report.failed.push((storage_key, err));
-                    continue;
-                }
-            };
-            // Another apartment's entries (storage is shared by the origin)
-            // belong to that apartment's store.
-            if !wanted(&key) || self.is_foreign(&key) {
-                continue;
-            }
-            // Undeclared keys stay in storage untouched until declared.
-            let Ok(spec) = self.spec_for(&key) else {
-                continue;
-            };
-            if spec.lifetime() != lifetime || self.quarantined.contains_key(&key) {
-                continue;
-            }
-            match self.merge_stored(&spec, &key, storage) {
-                Ok((change, _)) => {
-                    report.loaded.push(key);
-                    report.changes.extend(change);
-                }
-                Err(Failure::Storage(err)) => report.failed.push((storage_key, err)),
-                Err(Failure::Quarantined(q)) => report.quarantined.push(*q),
-            }
+            self.load_entry(lifetime, storage, &storage_key, &wanted, &mut report);
         }
         Ok(report)
+    }
+
+    /// Merges one storage entry, if it is the state of a declared key of
+    /// this apartment with this `lifetime` that `wanted` accepts; what
+    /// happened goes in `report`.
+    fn load_entry(
+        &mut self,
+        lifetime: Lifetime,
+        storage: &mut dyn Storage,
+        storage_key: &str,
+        wanted: impl Fn(&FullKey) -> bool,
+        report: &mut LoadReport,
+    ) {
+        let Some(rest) = storage_key.strip_prefix(STATE_PREFIX) else {
+            return;
+        };
+        let key = match FullKey::parse(rest) {
+            Ok(key) => key,
+            Err(err) => {
+                report.failed.push((storage_key.to_owned(), err));
+                return;
+            }
+        };
+        // Another apartment's entries (storage is shared by the origin)
+        // belong to that apartment's store.
+        if !wanted(&key) || self.is_foreign(&key) {
+            return;
+        }
+        // Undeclared keys stay in storage untouched until declared.
+        let Ok(spec) = self.spec_for(&key) else {
+            return;
+        };
+        if spec.lifetime() != lifetime || self.quarantined.contains_key(&key) {
+            return;
+        }
+        match self.merge_stored(&spec, &key, storage) {
+            Ok((change, Some(_))) => {
+                report.loaded.push(key);
+                report.changes.extend(change);
+            }
+            // Named, but gone since (another tab removed it).
+            Ok((_, None)) => {}
+            Err(Failure::Storage(err)) => report.failed.push((storage_key.to_owned(), err)),
+            Err(Failure::Quarantined(q)) => report.quarantined.push(*q),
+        }
     }
 
     /// Reads `key`'s entry and joins it in; returns the change and the raw

@@ -61,7 +61,7 @@ pub(super) fn page_listeners(window: &Window, weak: &Weak<Inner>) -> Vec<EventLi
                 inner.manager.mark_all_dirty();
                 inner.reload_soon();
             }
-            Some(key) if key.starts_with(STATE_PREFIX) => inner.reload_soon(),
+            Some(key) if key.starts_with(STATE_PREFIX) => inner.reload_soon_named(key),
             Some(_) => {}
         }
     }));

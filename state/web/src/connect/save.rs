@@ -1,6 +1,7 @@
 //! When a connection saves and re-reads: at most once per animation frame
 //! (a timeout while hidden, when frames do not run), at once when the page
-//! is hidden or left, and once per burst of other tabs' storage writes.
+//! is hidden or left, and once per burst of other tabs' storage writes
+//! (re-reading only the entries they wrote).
 
 use leptos::prelude::Set;
 use wasm_bindgen::JsCast;
@@ -60,8 +61,15 @@ impl Inner {
 
     /// Re-reads storage if another tab wrote, then writes what changed.
     pub(super) fn save(&self) {
+        let named = std::mem::take(&mut *self.reload_named.borrow_mut());
         if self.reload_due.replace(false) {
             self.reload();
+        } else if !named.is_empty() {
+            let named: Vec<String> = named.into_iter().collect();
+            if let Ok(reports) = self.manager.reload_named(&named) {
+                self.writer.load_reports(&reports);
+            }
+            self.update_quota();
         }
         if let Ok(reports) = self.manager.flush() {
             self.writer.persist_reports(&reports);
@@ -71,7 +79,15 @@ impl Inner {
         }
     }
 
-    /// Storage events come one per key written; a burst is merged once.
+    /// Storage events come one per key written: a burst re-reads the keys
+    /// it named, each once, in the next save.
+    pub(super) fn reload_soon_named(&self, storage_key: String) {
+        self.reload_named.borrow_mut().insert(storage_key);
+        self.schedule();
+    }
+
+    /// Re-reads everything stored in the next save (another tab cleared
+    /// storage).
     pub(super) fn reload_soon(&self) {
         self.reload_due.set(true);
         self.schedule();
