@@ -74,7 +74,7 @@ const STAGES: &[Stage] = &[
         run: clippy_host,
     },
     Stage {
-        name: "crate graph: no browser crate natively",
+        name: "crate graph (native: no browser)",
         run: crate_graph,
     },
     Stage {
