@@ -717,6 +717,7 @@ mod tests {
         link.on_http_failed(0.0);
         assert_eq!(link.status(), &LinkStatus::Offline);
     }
+
     #[test]
     fn a_relay_silent_for_three_heartbeats_is_dropped_and_anything_heard_resets_the_wait() {
         let mut storage = MemoryStorage::new();

@@ -252,6 +252,8 @@ fn browser_tests(env: &ToolEnv, tally: &mut Tally) -> Result<(), String> {
         .run_watching(|line| tally.read(line))
 }
 
+/// Workspace crates with browser tests (`tests/web*.rs`), by package name,
+/// with the test target names.
 fn web_tests() -> Result<Vec<(String, Vec<String>)>, String> {
     let mut dirs = vec![root().join("app"), root().join("state")];
     // The state crates (core, web adapters, …) and every unit.

@@ -90,8 +90,7 @@ pub fn connect_browser_with_options(
             local: BrowserStorage::local().ok(),
             frame,
             pending: Cell::new(None),
-            reload_due: Cell::new(false),
-            reload_named: RefCell::new(std::collections::BTreeSet::new()),
+            reread: RefCell::new(save::Reread::Nothing),
             last_request: Cell::new(None),
             writer,
             relay: RefCell::new(if options.expect_relay {
@@ -136,10 +135,8 @@ struct Inner {
     local: Option<BrowserStorage>,
     frame: Closure<dyn FnMut()>,
     pending: Cell<Option<save::Pending>>,
-    /// Everything stored must be re-read (another tab cleared storage).
-    reload_due: Cell<bool>,
-    /// The state entries other tabs wrote since the last save.
-    reload_named: RefCell<std::collections::BTreeSet<String>>,
+    /// What other tabs' storage writes ask the next save to re-read.
+    reread: RefCell<save::Reread>,
     /// When this tab last asked the others for state (ms since epoch).
     last_request: Cell<Option<f64>>,
     writer: status::StatusWriter,

@@ -3,12 +3,26 @@
 //! is hidden or left, and once per burst of other tabs' storage writes
 //! (re-reading only the entries they wrote).
 
+use std::collections::BTreeSet;
+
 use leptos::prelude::Set;
 use wasm_bindgen::JsCast;
 use web_sys::Document;
 
 use super::Inner;
 use crate::storage::js_message;
+
+/// What the next save re-reads from storage because other tabs wrote it.
+#[derive(Debug, Default)]
+pub(super) enum Reread {
+    /// Nothing: no other tab wrote.
+    #[default]
+    Nothing,
+    /// These state entries, each named by a `storage` event.
+    Named(BTreeSet<String>),
+    /// Everything stored (another tab cleared storage).
+    All,
+}
 
 /// The save that is scheduled, to cancel it.
 #[derive(Clone, Copy)]
@@ -61,15 +75,14 @@ impl Inner {
 
     /// Re-reads storage if another tab wrote, then writes what changed.
     pub(super) fn save(&self) {
-        let named = std::mem::take(&mut *self.reload_named.borrow_mut());
-        if self.reload_due.replace(false) {
-            self.reload();
-        } else if !named.is_empty() {
-            let named: Vec<String> = named.into_iter().collect();
-            if let Ok(reports) = self.manager.reload_named(&named) {
-                self.writer.load_reports(&reports);
+        let reread = std::mem::take(&mut *self.reread.borrow_mut());
+        match reread {
+            Reread::Nothing => {}
+            Reread::Named(named) => {
+                let named: Vec<String> = named.into_iter().collect();
+                self.reloaded(self.manager.reload_named(&named));
             }
-            self.update_quota();
+            Reread::All => self.reload(),
         }
         if let Ok(reports) = self.manager.flush() {
             self.writer.persist_reports(&reports);
@@ -82,19 +95,34 @@ impl Inner {
     /// Storage events come one per key written: a burst re-reads the keys
     /// it named, each once, in the next save.
     pub(super) fn reload_soon_named(&self, storage_key: String) {
-        self.reload_named.borrow_mut().insert(storage_key);
+        let mut reread = self.reread.borrow_mut();
+        match &mut *reread {
+            Reread::Nothing => *reread = Reread::Named(BTreeSet::from([storage_key])),
+            Reread::Named(named) => {
+                named.insert(storage_key);
+            }
+            // Everything is re-read already.
+            Reread::All => {}
+        }
+        drop(reread);
         self.schedule();
     }
 
     /// Re-reads everything stored in the next save (another tab cleared
     /// storage).
     pub(super) fn reload_soon(&self) {
-        self.reload_due.set(true);
+        *self.reread.borrow_mut() = Reread::All;
         self.schedule();
     }
 
+    /// Re-reads everything stored now.
     pub(super) fn reload(&self) {
-        if let Ok(reports) = self.manager.reload() {
+        self.reloaded(self.manager.reload());
+    }
+
+    /// Reports what a re-read found and refreshes the quota estimate.
+    fn reloaded(&self, reports: gaesup_state::Result<Vec<gaesup_state_core::LoadReport>>) {
+        if let Ok(reports) = reports {
             // Changed values make the manager call `on_dirty`, which
             // schedules their save.
             self.writer.load_reports(&reports);
