@@ -598,3 +598,60 @@ fn a_counter_op_held_back_past_the_horizon_is_refused_as_stale() {
     exchange(&mut b, &mut a);
     assert_eq!(a.states(), b.states());
 }
+
+// The way out of that edge (issue 16): the device whose ops came back stale
+// re-bases the counter on its own total, and everyone counts them.
+
+#[test]
+fn a_device_back_after_the_horizon_rebases_and_every_replica_counts_its_increments() {
+    let clock = ManualClock::new(NOW);
+    let k = key::<i64>("count", Scope::Apartment, Strategy::Sum);
+    let u = unit("apt/b/u");
+    // `relay` stands for the relay's replica: it only ever receives ops.
+    let (mut a, mut b, mut relay) = (store(1, &clock), store(2, &clock), store(9, &clock));
+    for replica in [&mut a, &mut b, &mut relay] {
+        replica.declare(&k).unwrap();
+    }
+    // a counts once online, then twice while offline...
+    let online = a.increment(&u, &k, 1).unwrap();
+    deliver(online.message.as_ref().unwrap(), &mut relay);
+    deliver(online.message.as_ref().unwrap(), &mut b);
+    let offline: Vec<_> = [2, 3]
+        .into_iter()
+        .map(|n| a.increment(&u, &k, n).unwrap())
+        .collect();
+    // ... for fifteen days, while b keeps counting through the relay.
+    clock.advance(15 * 24 * HOUR);
+    let newer = b.increment(&u, &k, 10).unwrap();
+    deliver(newer.message.as_ref().unwrap(), &mut relay);
+    // a comes back: it catches up first, then its old ops are stale.
+    assert!(deliver(newer.message.as_ref().unwrap(), &mut a).is_empty());
+    for write in &offline {
+        let errors = deliver(write.message.as_ref().unwrap(), &mut relay);
+        assert!(matches!(errors[..], [Error::Stale { .. }]), "{errors:?}");
+    }
+    assert_eq!(a.get(&u, &k).unwrap(), 16);
+    assert_eq!(relay.get(&u, &k).unwrap(), 11, "the stale ops are missing");
+    // b counts again before it hears of the re-base: that still counts.
+    let concurrent = b.increment(&u, &k, 100).unwrap();
+    let rebase = a.rebase(&u, &k.full_key(&u)).unwrap();
+    assert!(rebase.change.is_none(), "a's own total does not move");
+    for message in [&rebase.message, &concurrent.message] {
+        deliver(message.as_ref().unwrap(), &mut relay);
+    }
+    deliver(rebase.message.as_ref().unwrap(), &mut b);
+    deliver(concurrent.message.as_ref().unwrap(), &mut a);
+    for replica in [&a, &b, &relay] {
+        assert_eq!(replica.get(&u, &k).unwrap(), 116);
+    }
+    // Only a sum key is re-based, and only by a unit that may write it.
+    let note = key::<String>("note", Scope::Apartment, Strategy::LastWriteWins);
+    a.declare(&note).unwrap();
+    assert!(matches!(
+        a.rebase(&u, &note.full_key(&u)),
+        Err(Error::WrongStrategy { .. })
+    ));
+    let guarded = writable_only_by::<i64>("guarded", Strategy::Sum, "other");
+    a.declare(&guarded).unwrap();
+    assert_permission_denied(&[a.rebase(&u, &guarded.full_key(&u)).unwrap_err()]);
+}

@@ -2,7 +2,7 @@
 //! optimistic write back. Each is published at once: broadcast, logged,
 //! delivered to the subscribers it touched.
 
-use gaesup_state_core::{Batch, BatchWrite, Replica, SharedKey, UnitAddress, Write};
+use gaesup_state_core::{Batch, BatchWrite, FullKey, Replica, SharedKey, UnitAddress, Write};
 use serde::Serialize;
 
 use super::{Origin, Shared, StateManager};
@@ -37,6 +37,13 @@ impl StateManager {
         value: T,
     ) -> Result<Write> {
         self.write(|replica| replica.resolve(unit, key, value))
+    }
+
+    /// Re-bases the sum key `key` on this tab's total, for `unit` (see
+    /// [`Replica::rebase`]): what the relay link does when the relay
+    /// refused this device's counter ops as stale.
+    pub fn rebase(&self, unit: &UnitAddress, key: &FullKey) -> Result<Write> {
+        self.write(|replica| replica.rebase(unit, key))
     }
 
     /// Undoes the local write `written` if nobody wrote over it since

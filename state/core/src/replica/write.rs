@@ -82,6 +82,47 @@ impl Replica {
         put_value(self, unit, key, &value, Intent::Resolve)
     }
 
+    /// Re-bases the sum key `key` on what this replica counts now, on behalf
+    /// of `unit`: a reset to the current total that observes every slot
+    /// held here, stamped now.
+    ///
+    /// This is how a device carries increments a relay refused as stale (it
+    /// was offline for longer than the compaction horizon, so its old ops
+    /// fall behind the key's floor everywhere else): its own total still
+    /// counts them, and a fresh reset to that total makes every replica
+    /// count them too. Increments made elsewhere that this replica has not
+    /// seen still count on top, as for any reset; the caller must have
+    /// caught up with the relay first, or slots the relay already folded
+    /// away (and this replica never saw) would be dropped.
+    ///
+    /// Fails with [`Error::WrongStrategy`] for a key that is not a sum, and
+    /// with the usual errors where `unit` may not write `key`. Unlike a
+    /// [`set`](Self::set) of the same total, the result is a write even
+    /// when nothing visible changes.
+    pub fn rebase(&mut self, unit: &UnitAddress, key: &FullKey) -> Result<Write> {
+        let spec = self.spec_for(key)?;
+        self.check_apartment(key)?;
+        Self::check_access(&spec, key, unit, crate::permission::Action::Write)?;
+        self.check_backlog(&spec)?;
+        if spec.strategy() != crate::strategy::Strategy::Sum {
+            return Err(Error::WrongStrategy {
+                key: key.to_string(),
+                strategy: spec.strategy(),
+                operation: "rebase",
+            });
+        }
+        let total = match self.states.get(key) {
+            Some(KeyState::Sum(sum)) => sum.total(),
+            _ => 0,
+        };
+        self.write(
+            &spec,
+            key.clone(),
+            unit,
+            Intent::Set(serde_json::Value::from(total)),
+        )
+    }
+
     /// Runs several writes atomically: either every write of `f` applies
     /// (as one [`OpGroup`], one broadcast, one change per key) or, if `f`
     /// or any write fails, nothing does.
