@@ -192,6 +192,46 @@ test.describe('two devices through a relay', () => {
     }
   });
 
+  test('a device offline for longer than the compaction horizon: its stale counter writes are carried over, both exact', async ({ browser }) => {
+    const day = 24 * 60 * 60 * 1000;
+    const proxy = await new Proxy(relay.port).start();
+    try {
+      // A's clock reads twenty days ago while it writes, as if its writes
+      // had waited that long in the outbox.
+      const a = await Device.open(browser, configFor(proxy.url, relay.token()), null);
+      await a.context.clock.install({ time: Date.now() - 20 * day });
+      await a.newPage('/');
+      const b = await Device.open(browser, configFor(relay.url, relay.token()));
+      for (const device of [a, b]) await expect(device.relayLink()).toHaveText('connected');
+      await a.increment(counter, 'count', 1);
+      await expect.poll(() => b.get(counter, 'count')).toBe(1);
+      proxy.cut();
+      await a.context.setOffline(true);
+      await expect(a.relayLink()).not.toHaveText('connected');
+      await a.increment(counter, 'count', 2);
+      await a.increment(counter, 'count', 3);
+      await expect(a.waiting()).toHaveText('2');
+      // Meanwhile B counts, today: on the relay, A's slot falls behind the
+      // counter's fourteen-day horizon, so A's waiting writes are stale.
+      await b.increment(counter, 'count', 10);
+      await expect.poll(() => b.get(counter, 'count')).toBe(11);
+      // A comes back, with its clock right.
+      await a.context.clock.setSystemTime(Date.now());
+      proxy.restore();
+      await a.context.setOffline(false);
+      for (const device of [a, b]) await expect.poll(() => device.get(counter, 'count')).toBe(16);
+      await expect(a.waiting()).toHaveText('0');
+      await expect(a.notices()).toContainText('carried over in a new write');
+      // And both count on from there.
+      await b.increment(counter, 'count', -1);
+      for (const device of [a, b]) await expect.poll(() => device.get(counter, 'count')).toBe(15);
+      a.expectNoErrors();
+      b.expectNoErrors();
+    } finally {
+      await proxy.stop();
+    }
+  });
+
   test('a connection that goes silent without closing is noticed by heartbeats and replaced', async ({ browser }) => {
     // A relay with a 1 s heartbeat (the welcome tells devices): a device
     // hearing nothing for three of them drops the socket and reconnects.

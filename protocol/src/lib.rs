@@ -53,7 +53,7 @@ pub mod link;
 mod message;
 mod stream;
 
-pub use link::{Link, LinkOutput, LinkStatus, MAX_OUTBOX, QueueError, write_outbox_entry};
+pub use link::{Link, LinkOutput, LinkStatus, MAX_OUTBOX, QueueError, Rebase, write_outbox_entry};
 pub use message::{
     Ack, AckStatus, Acks, ClientMessage, ErrorBody, Hello, Limits, OpsBody, PROTOCOL_VERSION, Ping,
     ProtocolError, Push, ServerMessage, Snapshot, Welcome,
@@ -96,4 +96,7 @@ pub mod code {
     pub const SHUTTING_DOWN: &str = "shutting_down";
     /// The relay failed to store the op (nothing was acknowledged).
     pub const STORAGE: &str = "storage";
+    /// A sum key's op older than the key's compaction horizon (its writer
+    /// was offline for longer than that); the device re-bases the key.
+    pub const STALE: &str = "stale";
 }

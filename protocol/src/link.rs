@@ -15,10 +15,23 @@
 //! **Cursors.** The last number applied per stream
 //! (`gaesup/cursor/<stream>`), written by the adapter only after what it
 //! applied is saved ([`Link::save_cursor`]), so a reload never skips ops.
+//!
+//! **Stale counters.** A device offline for longer than the compaction
+//! horizon finds its old counter ops refused as `stale`: every other
+//! replica has folded that stretch of the key away. Its own total still
+//! counts them, so the link does not let them go: it holds their acks,
+//! waits until the key's stream has caught up with the relay (a re-base
+//! made before would drop what the relay folded and the device never saw),
+//! and asks the adapter to re-base the key ([`LinkOutput::rebase`], then
+//! [`Link::rebased`]); the re-base (a fresh reset to the device's total)
+//! carries them, and the held ops are answered with its ack. Not when the
+//! device itself refused one of the relay's ops of that key as stale
+//! ([`Link::refused_stale`]): its total then lacks something, and the
+//! held ops are refused for good instead.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use gaesup_state_core::{FullKey, Op, OpId, Stamp, Storage, StorageError};
+use gaesup_state_core::{FullKey, Op, OpId, Payload, Stamp, Storage, StorageError, UnitAddress};
 
 use crate::message::{Ack, AckStatus, ClientMessage, Hello, Ping, Push, ServerMessage, Snapshot};
 use crate::stream::{Sequenced, StreamId, Subscription};
@@ -108,6 +121,27 @@ pub struct LinkOutput {
     pub close: bool,
     /// An error the relay reported about the link as a whole.
     pub error: Option<(String, String)>,
+    /// Sum keys to re-base now (see the module docs): for each, write
+    /// [`gaesup_state_core::Replica::rebase`] as `writer`, queue the write
+    /// and call [`Link::rebased`].
+    pub rebase: Vec<Rebase>,
+}
+
+/// A sum key whose ops the relay refused as stale, to re-base.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rebase {
+    /// The key.
+    pub key: FullKey,
+    /// The writer of the first refused op (who may write the key).
+    pub writer: UnitAddress,
+}
+
+/// Ops of a key refused as stale, held until a re-base carries them.
+#[derive(Debug)]
+struct Held {
+    writer: UnitAddress,
+    /// Each op, with the relay's words about it.
+    ops: Vec<(OpId, String)>,
 }
 
 /// The link's state.
@@ -128,6 +162,18 @@ pub struct Link {
     socket_retry_at_ms: Option<u64>,
     last_ack_ms: Option<u64>,
     outbox_limit: usize,
+    /// Streams whose ops this connection has received up to the relay's
+    /// head (cleared whenever the connection changes).
+    caught_up: BTreeSet<StreamId>,
+    /// Stale ops per key, waiting for every stream to catch up.
+    stale: BTreeMap<FullKey, Held>,
+    /// Released to the adapter, waiting for [`Link::rebased`].
+    rebasing: BTreeMap<FullKey, Held>,
+    /// Re-base ops in flight, and the held ops their ack answers.
+    rebases: BTreeMap<OpId, (FullKey, Vec<OpId>)>,
+    /// Keys of which this device refused an op from the relay as stale: its
+    /// total lacks something the relay counts, so it must not re-base them.
+    unsafe_keys: BTreeSet<FullKey>,
 }
 
 impl Link {
@@ -160,6 +206,11 @@ impl Link {
             socket_retry_at_ms: None,
             last_ack_ms: None,
             outbox_limit: MAX_OUTBOX,
+            caught_up: BTreeSet::new(),
+            stale: BTreeMap::new(),
+            rebasing: BTreeMap::new(),
+            rebases: BTreeMap::new(),
+            unsafe_keys: BTreeSet::new(),
         };
         for stream in link.streams.clone() {
             let cursor = storage
@@ -258,10 +309,11 @@ impl Link {
 
     /// Push frames for every op not yet sent in this session, oldest first.
     fn pushes(&mut self) -> Vec<String> {
+        let held = self.held();
         let pending: Vec<Op> = self
             .outbox
             .values()
-            .filter(|op| !self.in_flight.contains(&op.id))
+            .filter(|op| !self.in_flight.contains(&op.id) && !held.contains(&op.id))
             .cloned()
             .collect();
         let mut frames = Vec::new();
@@ -278,7 +330,7 @@ impl Link {
     }
 
     /// Whether the adapter should open a WebSocket now (not while on HTTP,
-    /// except to retry it every [`WS_RETRY_MS`]).
+    /// except to retry it every 30 s).
     pub fn wants_socket(&self, now_ms: u64) -> bool {
         match &self.status {
             LinkStatus::Offline => true,
@@ -303,6 +355,7 @@ impl Link {
         self.opened = true;
         self.last_heard_ms = now_ms;
         self.in_flight.clear();
+        self.caught_up.clear();
         let hello = ClientMessage::Hello(Hello {
             client: self.client.clone(),
             token: self.token.clone(),
@@ -323,6 +376,7 @@ impl Link {
     /// `[0, 1)`; `None` when no retry should happen (refused token).
     pub fn on_close(&mut self, jitter: f64, now_ms: u64) -> Option<u64> {
         self.in_flight.clear();
+        self.caught_up.clear();
         if matches!(self.status, LinkStatus::Refused(_) | LinkStatus::Off) {
             return None;
         }
@@ -350,6 +404,7 @@ impl Link {
     /// proxy. Back to trying the WebSocket, after the returned delay (ms).
     pub fn on_http_failed(&mut self, jitter: f64) -> u64 {
         self.in_flight.clear();
+        self.caught_up.clear();
         self.socket_retry_at_ms = None;
         if !matches!(self.status, LinkStatus::Refused(_) | LinkStatus::Off) {
             self.status = LinkStatus::Offline;
@@ -380,6 +435,7 @@ impl Link {
             }
         };
         self.on_message(message, now_ms, storage, &mut out);
+        self.release(&mut out, storage);
         out
     }
 
@@ -400,19 +456,44 @@ impl Link {
             }
             ServerMessage::Ack(acks) => {
                 for ack in acks.acks {
+                    if self.hold_stale(&ack) {
+                        continue;
+                    }
                     if let Some(op) = self.outbox.values().find(|op| op.id == ack.op) {
                         out.keys.push((ack.op, op.key.clone()));
                     }
                     self.acknowledged(&ack, now_ms, storage);
+                    if !is_transient(&ack.status)
+                        && let Some((key, held)) = self.rebases.remove(&ack.op)
+                    {
+                        // The re-base's word is the word on what it carried.
+                        for op in held {
+                            out.keys.push((op, key.clone()));
+                            out.acks.push(Ack {
+                                op,
+                                status: ack.status.clone(),
+                            });
+                        }
+                    }
                     out.acks.push(ack);
                 }
             }
             ServerMessage::Ops(body) => {
+                let reached = body
+                    .ops
+                    .last()
+                    .map_or_else(|| self.cursor(&body.stream), |last| last.seq);
+                if reached >= body.head {
+                    self.caught_up.insert(body.stream.clone());
+                }
                 if !body.ops.is_empty() {
                     out.ops.push((body.stream.clone(), body.ops));
                 }
             }
-            ServerMessage::Snapshot(snapshot) => out.snapshots.push(snapshot),
+            ServerMessage::Snapshot(snapshot) => {
+                self.caught_up.insert(snapshot.stream.clone());
+                out.snapshots.push(snapshot);
+            }
             ServerMessage::Error(body) => {
                 if body.code == crate::code::UNAUTHORIZED || body.code == crate::code::TOKEN_EXPIRED
                 {
@@ -425,6 +506,123 @@ impl Link {
                 out.send.extend(ClientMessage::Pong(ping).encode());
             }
             ServerMessage::Pong(_) => {}
+        }
+    }
+
+    /// Holds `ack` back if it refuses a counter op as stale (and the op is
+    /// not itself a re-base): the op stays in the outbox until a re-base
+    /// carries it, and is not sent again on this connection.
+    fn hold_stale(&mut self, ack: &Ack) -> bool {
+        let AckStatus::Refused { code, message } = &ack.status else {
+            return false;
+        };
+        if code != crate::code::STALE || self.rebases.contains_key(&ack.op) {
+            return false;
+        }
+        let Some(op) = self.outbox.values().find(|op| op.id == ack.op) else {
+            return false;
+        };
+        if !matches!(op.payload, Payload::Count { .. } | Payload::Reset { .. }) {
+            return false;
+        }
+        let held = self.stale.entry(op.key.clone()).or_insert_with(|| Held {
+            writer: op.writer.clone(),
+            ops: Vec::new(),
+        });
+        if !held.ops.iter().any(|(id, _)| *id == ack.op) {
+            held.ops.push((ack.op, message.clone()));
+        }
+        true
+    }
+
+    /// The ops refused as stale that wait for a re-base.
+    fn held(&self) -> BTreeSet<OpId> {
+        self.stale
+            .values()
+            .chain(self.rebasing.values())
+            .flat_map(|held| held.ops.iter().map(|(id, _)| *id))
+            .collect()
+    }
+
+    /// The adapter applied an op of `key` from the relay and this device
+    /// refused it as stale (its own offline writes moved its horizon past
+    /// it). Its total then lacks what the relay counts, and a re-base
+    /// would make every device lose it: ops of `key` refused as stale are
+    /// refused for good instead (they stay on this device only).
+    pub fn refused_stale(&mut self, key: &FullKey) {
+        self.unsafe_keys.insert(key.clone());
+    }
+
+    /// Hands the held keys whose streams have caught up to the adapter.
+    fn release(&mut self, out: &mut LinkOutput, storage: &mut dyn Storage) {
+        let ready: Vec<FullKey> = self
+            .stale
+            .keys()
+            .filter(|key| self.caught_up.contains(&StreamId::of(key)))
+            .cloned()
+            .collect();
+        for key in ready {
+            if let Some(held) = self.stale.remove(&key) {
+                if self.unsafe_keys.contains(&key) {
+                    self.rebasing.insert(key.clone(), held);
+                    let refused = self.rebased(&key, None, storage);
+                    out.keys
+                        .extend(refused.iter().map(|ack| (ack.op, key.clone())));
+                    out.acks.extend(refused);
+                    continue;
+                }
+                out.rebase.push(Rebase {
+                    key: key.clone(),
+                    writer: held.writer.clone(),
+                });
+                match self.rebasing.get_mut(&key) {
+                    Some(earlier) => earlier.ops.extend(held.ops),
+                    None => {
+                        self.rebasing.insert(key, held);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The adapter re-based `key` with the op `rebase` (already queued), or
+    /// could not (`None`: the held ops are refused after all, and the acks
+    /// returned say so). Either way the held ops leave the outbox.
+    pub fn rebased(
+        &mut self,
+        key: &FullKey,
+        rebase: Option<OpId>,
+        storage: &mut dyn Storage,
+    ) -> Vec<Ack> {
+        let Some(held) = self.rebasing.remove(key) else {
+            return Vec::new();
+        };
+        for (id, _) in &held.ops {
+            self.in_flight.remove(id);
+            self.outbox.retain(|_, op| op.id != *id);
+            let _ = storage.remove(&format!("{OUTBOX_PREFIX}{id}"));
+        }
+        match rebase {
+            Some(rebase) => {
+                let ids = held.ops.into_iter().map(|(id, _)| id);
+                self.rebases
+                    .entry(rebase)
+                    .or_insert_with(|| (key.clone(), Vec::new()))
+                    .1
+                    .extend(ids);
+                Vec::new()
+            }
+            None => held
+                .ops
+                .into_iter()
+                .map(|(op, message)| Ack {
+                    op,
+                    status: AckStatus::Refused {
+                        code: crate::code::STALE.to_owned(),
+                        message,
+                    },
+                })
+                .collect(),
         }
     }
 
@@ -486,7 +684,14 @@ impl Link {
     /// A push body for every op in the outbox (oldest first, at most one
     /// push's worth), or `None` when there is nothing to send.
     pub fn http_push(&self) -> Option<String> {
-        let ops: Vec<Op> = self.outbox.values().take(PUSH_OPS).cloned().collect();
+        let held = self.held();
+        let ops: Vec<Op> = self
+            .outbox
+            .values()
+            .filter(|op| !held.contains(&op.id))
+            .take(PUSH_OPS)
+            .cloned()
+            .collect();
         (!ops.is_empty())
             .then(|| serde_json::to_string(&Push { ops }).ok())
             .flatten()
@@ -667,6 +872,117 @@ mod tests {
                 .iter()
                 .all(|k| !k.starts_with(OUTBOX_PREFIX))
         );
+    }
+
+    fn acks(list: &[(OpId, &str)]) -> String {
+        ServerMessage::Ack(Acks {
+            acks: list
+                .iter()
+                .map(|(op, code)| Ack {
+                    op: *op,
+                    status: if code.is_empty() {
+                        AckStatus::Applied {
+                            stream: "apartment:main".parse().unwrap(),
+                            seq: 9,
+                            value: serde_json::Value::from(9),
+                        }
+                    } else {
+                        AckStatus::Refused {
+                            code: (*code).into(),
+                            message: "old".into(),
+                        }
+                    },
+                })
+                .collect(),
+        })
+        .encode()
+        .unwrap()
+    }
+
+    #[test]
+    fn a_stale_counter_op_waits_for_catch_up_and_is_answered_by_its_rebase() {
+        let mut storage = MemoryStorage::new();
+        let mut store = Replica::new(TabId::new(1), ManualClock::new(1_000));
+        let mut link = link(&storage);
+        let (x, y) = (op(&mut store, 1), op(&mut store, 2));
+        link.queue(x.clone(), &mut storage).unwrap();
+        link.queue(y.clone(), &mut storage).unwrap();
+        link.on_open(0);
+        link.on_text(&welcome(10_000), 1, &mut storage);
+        // Refused as stale: held, not reported, not sent again.
+        let stale = crate::code::STALE;
+        let out = link.on_text(&acks(&[(x.id, stale), (y.id, stale)]), 2, &mut storage);
+        assert!(out.acks.is_empty() && out.rebase.is_empty(), "{out:?}");
+        assert_eq!(link.waiting(), 2, "kept until a re-base carries them");
+        assert!(link.http_push().is_none());
+        // Caught up with the stream: re-base now.
+        let caught_up = ServerMessage::Ops(crate::message::OpsBody {
+            stream: "apartment:main".parse().unwrap(),
+            ops: Vec::new(),
+            head: 0,
+        });
+        let out = link.on_text(&caught_up.encode().unwrap(), 3, &mut storage);
+        assert_eq!(out.rebase.len(), 1, "one re-base per key");
+        assert_eq!(out.rebase[0].key, x.key);
+        let rebase = store.rebase(&out.rebase[0].writer, &x.key).unwrap().op;
+        link.queue(rebase.clone(), &mut storage).unwrap();
+        assert!(
+            link.rebased(&x.key, Some(rebase.id), &mut storage)
+                .is_empty()
+        );
+        assert_eq!(link.waiting(), 1, "only the re-base waits");
+        // Its ack answers the held ops too.
+        let out = link.on_text(&acks(&[(rebase.id, "")]), 4, &mut storage);
+        let answered: BTreeSet<OpId> = out.acks.iter().map(|ack| ack.op).collect();
+        assert_eq!(answered, BTreeSet::from([x.id, y.id, rebase.id]));
+        assert!(
+            out.acks
+                .iter()
+                .all(|ack| matches!(ack.status, AckStatus::Applied { .. }))
+        );
+        assert_eq!(link.waiting(), 0);
+    }
+
+    #[test]
+    fn a_rebase_refused_as_stale_is_not_rebased_again_and_a_failed_one_refuses() {
+        let mut storage = MemoryStorage::new();
+        let mut store = Replica::new(TabId::new(1), ManualClock::new(1_000));
+        let mut link = link(&storage);
+        let x = op(&mut store, 1);
+        link.queue(x.clone(), &mut storage).unwrap();
+        link.on_open(0);
+        link.on_text(&welcome(10_000), 1, &mut storage);
+        let caught_up = ServerMessage::Snapshot(Snapshot {
+            stream: "apartment:main".parse().unwrap(),
+            seq: 0,
+            states: Vec::new(),
+        });
+        link.on_text(&caught_up.encode().unwrap(), 2, &mut storage);
+        let stale = crate::code::STALE;
+        let out = link.on_text(&acks(&[(x.id, stale)]), 3, &mut storage);
+        assert_eq!(out.rebase.len(), 1, "already caught up: at once");
+        let rebase = store.rebase(&out.rebase[0].writer, &x.key).unwrap().op;
+        link.queue(rebase.clone(), &mut storage).unwrap();
+        link.rebased(&x.key, Some(rebase.id), &mut storage);
+        // A relay that refuses everything as stale gets no loop: the
+        // re-base's refusal is final, and answers what it carried.
+        let out = link.on_text(&acks(&[(rebase.id, stale)]), 4, &mut storage);
+        assert!(out.rebase.is_empty());
+        let refused: BTreeSet<OpId> = out.acks.iter().map(|ack| ack.op).collect();
+        assert_eq!(refused, BTreeSet::from([x.id, rebase.id]));
+        assert_eq!(link.waiting(), 0);
+        // A re-base the device could not write refuses the held ops.
+        let z = op(&mut store, 3);
+        link.queue(z.clone(), &mut storage).unwrap();
+        let out = link.on_text(&acks(&[(z.id, stale)]), 5, &mut storage);
+        assert_eq!(out.rebase.len(), 1);
+        let refused = link.rebased(&z.key, None, &mut storage);
+        assert_eq!(refused.len(), 1);
+        assert!(matches!(
+            &refused[0].status,
+            AckStatus::Refused { code, .. } if code == crate::code::STALE
+        ));
+        assert_eq!(link.waiting(), 0);
     }
 
     #[test]

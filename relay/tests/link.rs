@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use gaesup_protocol::{Link, LinkStatus, StreamId};
-use gaesup_state_core::MemoryStorage;
+use gaesup_state_core::{ManualClock, MemoryStorage};
 use serde_json::json;
 use support::{Device, Relay, main_rw, now_s};
 use tokio_tungstenite::tungstenite::Message;
@@ -33,6 +33,8 @@ struct Browser {
     ws_blocked: bool,
     /// Frames to send on the next turn.
     pending: Vec<String>,
+    /// Every ack the link reported, in order.
+    acks: Vec<gaesup_protocol::Ack>,
 }
 
 fn streams() -> Vec<StreamId> {
@@ -41,15 +43,25 @@ fn streams() -> Vec<StreamId> {
 
 impl Browser {
     fn new(tab: u64, token: Option<String>) -> Self {
+        Self::on(Device::new(tab), token)
+    }
+
+    fn on(device: Device, token: Option<String>) -> Self {
         let storage = MemoryStorage::new();
-        let link = Link::new(format!("device-{tab}"), token, streams(), &storage);
+        let link = Link::new(
+            format!("device-{}", device.store.tab()),
+            token,
+            streams(),
+            &storage,
+        );
         Self {
-            device: Device::new(tab),
+            device,
             storage,
             link,
             socket: None,
             ws_blocked: false,
             pending: Vec::new(),
+            acks: Vec::new(),
         }
     }
 
@@ -72,6 +84,7 @@ impl Browser {
             socket: None,
             ws_blocked: self.ws_blocked,
             pending: Vec::new(),
+            acks: Vec::new(),
         }
     }
 
@@ -101,7 +114,14 @@ impl Browser {
         for (stream, ops) in out.ops {
             let last = ops.last().map(|s| s.seq);
             for sequenced in ops {
-                self.device.store.apply_remote(&sequenced.op).unwrap();
+                match self.device.store.apply_remote(&sequenced.op) {
+                    Err(gaesup_state_core::Error::Stale { key, .. }) => {
+                        self.link.refused_stale(&key)
+                    }
+                    other => {
+                        other.unwrap();
+                    }
+                }
             }
             self.save();
             if let Some(seq) = last {
@@ -116,7 +136,24 @@ impl Browser {
             self.link
                 .save_cursor(&snapshot.stream, snapshot.seq, &mut self.storage);
         }
-        out.send
+        let mut send = out.send;
+        // What the browser's leading tab does with a stale counter.
+        for rebase in out.rebase {
+            let written = self.device.store.rebase(&rebase.writer, &rebase.key);
+            let id = match written {
+                Ok(write) => {
+                    self.save();
+                    let id = write.op.id;
+                    send.extend(self.link.queue(write.op, &mut self.storage).unwrap());
+                    Some(id)
+                }
+                Err(_) => None,
+            };
+            let refused = self.link.rebased(&rebase.key, id, &mut self.storage);
+            self.acks.extend(refused);
+        }
+        self.acks.extend(out.acks);
+        send
     }
 
     /// Runs the adapter's loop for a while against `relay`.
@@ -284,6 +321,133 @@ async fn blocked_websockets_fall_back_to_http_and_still_sync() {
             b.pump(&relay, 300).await;
             a.pump(&relay, 800).await;
             assert_eq!(a.value(), json!(8), "pulled over HTTP");
+        })
+        .await;
+}
+
+const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// Device A counts once online at twenty days ago, then goes away and
+/// counts 2 more; two days later C counts 100 (A never sees it). Returns A
+/// and A's clock.
+async fn away_twenty_days(relay: &Relay) -> (Browser, ManualClock) {
+    let clock = support::clock();
+    clock.set(now_ms() - 20 * DAY_MS);
+    let mut a = Browser::on(Device::with_clock(1, clock.clone()), Some(main_rw()));
+    a.count(1);
+    a.pump(relay, 400).await;
+    assert_eq!(a.link.waiting(), 0);
+    a.socket = None;
+    a.link.on_close(0.0, now_ms());
+    a.count(2);
+    let later = support::clock();
+    later.set(now_ms() - 18 * DAY_MS);
+    let mut c = Browser::on(Device::with_clock(3, later), Some(main_rw()));
+    c.pump(relay, 400).await;
+    c.count(100);
+    c.pump(relay, 400).await;
+    (a, clock)
+}
+
+/// B catches up, counts 10 today (so on the relay A's and C's slots fall
+/// behind the counter's compaction horizon), and A comes back.
+async fn b_counts_and_a_comes_back(relay: &Relay, a: &mut Browser, clock: &ManualClock) -> Browser {
+    let mut b = Browser::new(2, Some(main_rw()));
+    b.pump(relay, 400).await;
+    b.count(10);
+    b.pump(relay, 400).await;
+    clock.set(now_ms());
+    a.link.online();
+    a.pump(relay, 1_500).await;
+    b.pump(relay, 600).await;
+    b
+}
+
+fn refused(browser: &Browser) -> Vec<&gaesup_protocol::Ack> {
+    browser
+        .acks
+        .iter()
+        .filter(|ack| matches!(ack.status, gaesup_protocol::AckStatus::Refused { .. }))
+        .collect()
+}
+
+/// A's offline ops fall behind the horizon and the relay refuses them as
+/// stale. A re-bases the counter once caught up (a re-base made before
+/// would drop C's count, folded away on the relay and never seen by A):
+/// every device ends at the exact total, and A's offline writes are
+/// answered with the re-base's ack.
+async fn away_past_the_horizon(http: bool) {
+    let relay = Relay::start(&[]);
+    let (mut a, clock) = away_twenty_days(&relay).await;
+    a.count(3);
+    assert_eq!(a.link.waiting(), 2);
+    a.ws_blocked = http;
+    let mut b = b_counts_and_a_comes_back(&relay, &mut a, &clock).await;
+    assert_eq!(a.link.waiting(), 0, "the re-base was acknowledged");
+    assert_eq!(a.value(), json!(116));
+    assert_eq!(b.value(), json!(116), "B counts A's offline increments");
+    assert!(refused(&a).is_empty(), "{:?}", a.acks);
+    assert_eq!(
+        a.acks.len(),
+        4,
+        "three counts and the re-base: {:?}",
+        a.acks
+    );
+    // Both keep counting from there, exactly.
+    b.count(-1);
+    b.pump(&relay, 400).await;
+    a.pump(&relay, 800).await;
+    assert_eq!(a.value(), json!(115));
+    assert_eq!(b.value(), json!(115));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_device_away_past_the_horizon_rebases_its_counter_and_nothing_is_lost() {
+    tokio::task::LocalSet::new()
+        .run_until(away_past_the_horizon(false))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_http_the_rebase_waits_until_the_device_has_caught_up() {
+    tokio::task::LocalSet::new()
+        .run_until(away_past_the_horizon(true))
+        .await;
+}
+
+/// The edge a re-base must not cross: A also counts a day before it is
+/// back, so its own horizon passes C's count, which it then refuses as
+/// stale when it catches up. A re-base from A would make every device
+/// lose C's count; A does not re-base, its stale write stays on A only
+/// (the documented limit), and C's count survives everywhere else.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_device_that_refused_a_relayed_op_as_stale_does_not_rebase_over_it() {
+    tokio::task::LocalSet::new()
+        .run_until(async {
+            let relay = Relay::start(&[]);
+            let (mut a, clock) = away_twenty_days(&relay).await;
+            clock.set(now_ms() - DAY_MS);
+            a.count(3);
+            let b = b_counts_and_a_comes_back(&relay, &mut a, &clock).await;
+            assert_eq!(
+                b.value(),
+                json!(114),
+                "C's count survives; A's +2 is lost to B"
+            );
+            assert_eq!(
+                a.value(),
+                json!(16),
+                "A lacks C's count (the documented limit)"
+            );
+            let stale = refused(&a);
+            assert!(
+                matches!(&stale[..], [ack] if matches!(&ack.status,
+                    gaesup_protocol::AckStatus::Refused { code, .. }
+                        if code == gaesup_protocol::code::STALE)),
+                "{:?}",
+                a.acks
+            );
+            assert_eq!(a.link.waiting(), 0);
         })
         .await;
 }

@@ -179,7 +179,15 @@ pub struct Device {
 
 impl Device {
     pub fn new(tab: u64) -> Self {
-        let mut store = Replica::new(TabId::new(tab), gaesup_relay::hub::now_ms);
+        Self::on(Replica::new(TabId::new(tab), gaesup_relay::hub::now_ms))
+    }
+
+    /// A device whose clock is `clock` (a device that was away).
+    pub fn with_clock(tab: u64, clock: ManualClock) -> Self {
+        Self::on(Replica::new(TabId::new(tab), clock))
+    }
+
+    fn on(mut store: Replica) -> Self {
         let keys = gaesup_keys::declarations().unwrap();
         for spec in &keys {
             store.declare(&SharedKey::erased(Arc::clone(spec))).unwrap();

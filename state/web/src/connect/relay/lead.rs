@@ -3,8 +3,10 @@
 
 use std::rc::Rc;
 
-use gaesup_protocol::{AckStatus, Link, LinkOutput, LinkStatus, Sequenced, Snapshot, StreamId};
-use gaesup_state_core::{Message, OpGroup, Storage};
+use gaesup_protocol::{
+    AckStatus, Link, LinkOutput, LinkStatus, Rebase, Sequenced, Snapshot, StreamId,
+};
+use gaesup_state_core::{COMPACT_AFTER_MS, Message, OpGroup, Storage};
 use gloo_timers::callback::{Interval, Timeout};
 
 use super::{Announce, Remote, TICK_MS, is_transient, now_ms, relay_error_notice, wire};
@@ -248,6 +250,9 @@ impl Remote {
                 ));
             }
         }
+        for rebase in &out.rebase {
+            self.rebase(rebase);
+        }
         if let Some((code, message)) = out.error {
             self.notice(relay_error_notice(&code, &message));
         }
@@ -256,6 +261,43 @@ impl Remote {
             self.socket.borrow_mut().take();
             self.closed();
         }
+    }
+
+    /// The relay refused this browser's old writes to a counter as stale
+    /// (it was offline for longer than the compaction horizon): re-base
+    /// the counter on this tab's total, which still counts them, so the
+    /// other devices count them too. The re-base goes through the outbox
+    /// like any write; its ack answers the refused writes.
+    fn rebase(self: &Rc<Self>, rebase: &Rebase) {
+        let Some(conn) = self.conn.upgrade() else {
+            return;
+        };
+        let written = conn.manager.rebase(&rebase.writer, &rebase.key);
+        let id = written.as_ref().ok().map(|write| write.op.id);
+        let refused = self
+            .with_link(|link, storage| link.rebased(&rebase.key, id, storage))
+            .unwrap_or_default();
+        let days = COMPACT_AFTER_MS / (24 * 60 * 60 * 1000);
+        let what = format!(
+            "Writes to {} made while this device was offline for more than {days} days came back stale from the relay",
+            rebase.key
+        );
+        self.notice(match written {
+            Ok(_) => format!(
+                "{what}; they were carried over in a new write so the other devices count them too."
+            ),
+            Err(err) => format!(
+                "{what}, and could not be carried over ({err}); they stay on this device only."
+            ),
+        });
+        if !refused.is_empty() {
+            self.confirm(&refused, &[]);
+            self.announce(&Announce::Acks {
+                acks: refused,
+                keys: Vec::new(),
+            });
+        }
+        self.publish();
     }
 
     /// Applies the relay's ops one by one (one hostile op refuses only
@@ -268,14 +310,20 @@ impl Remote {
         let Some(last) = ops.last().map(|sequenced| sequenced.seq) else {
             return;
         };
+        let mut stale = Vec::new();
         for sequenced in ops {
             let message = Message::Ops(OpGroup {
                 ops: vec![sequenced.op],
             });
-            conn.receive_relayed(&message);
+            stale.extend(conn.receive_relayed(&message));
         }
         conn.save_now();
-        self.with_link(|link, storage| link.save_cursor(stream, last, storage));
+        self.with_link(|link, storage| {
+            for key in &stale {
+                link.refused_stale(key);
+            }
+            link.save_cursor(stream, last, storage);
+        });
     }
 
     pub(super) fn apply_snapshot(&self, snapshot: Snapshot) {
@@ -291,7 +339,7 @@ impl Remote {
             states: snapshot.states,
             have: None,
         };
-        conn.receive_relayed(&message);
+        let _ = conn.receive_relayed(&message);
         conn.save_now();
         self.with_link(|link, storage| link.save_cursor(&snapshot.stream, snapshot.seq, storage));
     }

@@ -231,14 +231,16 @@ impl Inner {
     }
 
     /// Applies a message from the relay and passes it on to the other tabs
-    /// (not to the relay again).
-    pub(super) fn receive_relayed(&self, message: &Message) {
+    /// (not to the relay again). Returns the keys of ops this tab refused
+    /// as stale.
+    pub(super) fn receive_relayed(&self, message: &Message) -> Vec<FullKey> {
         let Ok(text) = message.encode() else {
-            return;
+            return Vec::new();
         };
-        self.receive(&text);
+        let stale = self.receive(&text);
         if let Some(opened) = &self.transport {
             let _ = opened.transport.send(message);
         }
+        stale
     }
 }
