@@ -27,7 +27,9 @@
 //! carries them, and the held ops are answered with its ack. Not when the
 //! device itself refused one of the relay's ops of that key as stale
 //! ([`Link::refused_stale`]): its total then lacks something, and the
-//! held ops are refused for good instead.
+//! held ops are refused for good instead; once none of the stream's ops
+//! waits in the outbox, the link takes the stream whole from the relay
+//! (a snapshot, merged), whose folded totals count what it refused.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -117,7 +119,8 @@ pub struct LinkOutput {
     /// The key of each acknowledged op that was in the outbox (for a log
     /// that names what was confirmed).
     pub keys: Vec<(OpId, FullKey)>,
-    /// Close the socket (silent relay, refused token).
+    /// Close the socket (silent relay, refused token, or a stream to take
+    /// whole, which the next hello asks for).
     pub close: bool,
     /// An error the relay reported about the link as a whole.
     pub error: Option<(String, String)>,
@@ -174,6 +177,12 @@ pub struct Link {
     /// Keys of which this device refused an op from the relay as stale: its
     /// total lacks something the relay counts, so it must not re-base them.
     unsafe_keys: BTreeSet<FullKey>,
+    /// Streams to take whole from the relay (a snapshot) once none of
+    /// their ops waits in the outbox: this device refused some of their
+    /// ops as stale.
+    resync: BTreeSet<StreamId>,
+    /// Streams asked for whole on this connection, until the snapshot came.
+    resyncing: BTreeSet<StreamId>,
 }
 
 impl Link {
@@ -211,6 +220,8 @@ impl Link {
             rebasing: BTreeMap::new(),
             rebases: BTreeMap::new(),
             unsafe_keys: BTreeSet::new(),
+            resync: BTreeSet::new(),
+            resyncing: BTreeSet::new(),
         };
         for stream in link.streams.clone() {
             let cursor = storage
@@ -364,7 +375,7 @@ impl Link {
                 .iter()
                 .map(|stream| Subscription {
                     stream: stream.clone(),
-                    cursor: Some(self.cursor(stream)),
+                    cursor: Some(self.pull_cursor(stream)),
                 })
                 .collect(),
         });
@@ -436,6 +447,7 @@ impl Link {
         };
         self.on_message(message, now_ms, storage, &mut out);
         self.release(&mut out, storage);
+        self.resync_due(&mut out);
         out
     }
 
@@ -496,6 +508,7 @@ impl Link {
             }
             ServerMessage::Snapshot(snapshot) => {
                 self.caught_up.insert(snapshot.stream.clone());
+                self.resyncing.remove(&snapshot.stream);
                 out.snapshots.push(snapshot);
             }
             ServerMessage::Error(body) => {
@@ -555,6 +568,33 @@ impl Link {
     /// refused for good instead (they stay on this device only).
     pub fn refused_stale(&mut self, key: &FullKey) {
         self.unsafe_keys.insert(key.clone());
+        self.resync.insert(StreamId::of(key));
+    }
+
+    /// Streams to take whole whose ops no longer wait in the outbox: their
+    /// snapshot now holds everything this device sent, and merging it
+    /// brings what the device refused as stale (the relay's folded totals
+    /// cover it). On a socket that means reconnecting, since a stream's
+    /// cursor is said in the hello; on HTTP the next pull asks for it.
+    fn resync_due(&mut self, out: &mut LinkOutput) {
+        let due: Vec<StreamId> = self
+            .resync
+            .iter()
+            .filter(|stream| {
+                !self
+                    .outbox
+                    .values()
+                    .any(|op| StreamId::of(&op.key) == **stream)
+            })
+            .cloned()
+            .collect();
+        for stream in due {
+            self.resync.remove(&stream);
+            self.resyncing.insert(stream);
+            if self.opened {
+                out.close = true;
+            }
+        }
     }
 
     /// Hands the held keys whose streams have caught up to the adapter.
@@ -705,8 +745,18 @@ impl Link {
     pub fn http_pull(&self, stream: &StreamId, wait_ms: u64) -> String {
         format!(
             "/v1/pull?stream={stream}&cursor={}&wait_ms={wait_ms}",
-            self.cursor(stream)
+            self.pull_cursor(stream)
         )
+    }
+
+    /// The cursor to ask the relay from: past any head (which the relay
+    /// answers with a snapshot) for a stream to take whole.
+    fn pull_cursor(&self, stream: &StreamId) -> u64 {
+        if self.resyncing.contains(stream) {
+            u64::MAX
+        } else {
+            self.cursor(stream)
+        }
     }
 
     /// An HTTP answer (an ack, ops, snapshot or error message).
@@ -996,6 +1046,36 @@ mod tests {
             AckStatus::Refused { code, .. } if code == crate::code::STALE
         ));
         assert_eq!(link.waiting(), 0);
+    }
+
+    #[test]
+    fn a_stream_with_a_refused_stale_op_is_taken_whole_once_nothing_of_it_waits() {
+        let mut storage = MemoryStorage::new();
+        let mut store = Replica::new(TabId::new(1), ManualClock::new(1_000));
+        let mut link = link(&storage);
+        let x = op(&mut store, 1);
+        link.queue(x.clone(), &mut storage).unwrap();
+        link.on_open(0);
+        link.on_text(&welcome(10_000), 1, &mut storage);
+        link.refused_stale(&x.key);
+        // x still waits: not yet.
+        assert!(!link.on_text(&welcome(10_000), 2, &mut storage).close);
+        let out = link.on_text(&acks(&[(x.id, "")]), 3, &mut storage);
+        assert!(out.close, "reconnect, to say the cursor in a hello");
+        link.on_close(0.0, 4);
+        let hello = link.on_open(5);
+        assert!(hello[0].contains(&u64::MAX.to_string()), "{hello:?}");
+        let snapshot = ServerMessage::Snapshot(Snapshot {
+            stream: "apartment:main".parse().unwrap(),
+            seq: 7,
+            states: Vec::new(),
+        });
+        link.on_text(&snapshot.encode().unwrap(), 6, &mut storage);
+        assert!(link.on_open(7)[0].contains("\"cursor\":0"), "once");
+        assert!(
+            link.http_pull(&"apartment:main".parse().unwrap(), 0)
+                .contains("cursor=0&")
+        );
     }
 
     #[test]

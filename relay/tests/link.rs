@@ -418,8 +418,9 @@ async fn over_http_the_rebase_waits_until_the_device_has_caught_up() {
 /// The edge a re-base must not cross: A also counts a day before it is
 /// back, so its own horizon passes C's count, which it then refuses as
 /// stale when it catches up. A re-base from A would make every device
-/// lose C's count; A does not re-base, its stale write stays on A only
-/// (the documented limit), and C's count survives everywhere else.
+/// lose C's count; A does not re-base, its stale write is refused for
+/// good (the documented limit), and it takes the relay's state whole,
+/// which counts C's: every device agrees.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_device_that_refused_a_relayed_op_as_stale_does_not_rebase_over_it() {
     tokio::task::LocalSet::new()
@@ -429,16 +430,8 @@ async fn a_device_that_refused_a_relayed_op_as_stale_does_not_rebase_over_it() {
             clock.set(now_ms() - DAY_MS);
             a.count(3);
             let b = b_counts_and_a_comes_back(&relay, &mut a, &clock).await;
-            assert_eq!(
-                b.value(),
-                json!(114),
-                "C's count survives; A's +2 is lost to B"
-            );
-            assert_eq!(
-                a.value(),
-                json!(16),
-                "A lacks C's count (the documented limit)"
-            );
+            assert_eq!(b.value(), json!(114), "C's count survives; A's +2 is lost");
+            assert_eq!(a.value(), json!(114), "A took the relay's count, C's in it");
             let stale = refused(&a);
             assert!(
                 matches!(&stale[..], [ack] if matches!(&ack.status,
@@ -448,6 +441,36 @@ async fn a_device_that_refused_a_relayed_op_as_stale_does_not_rebase_over_it() {
                 a.acks
             );
             assert_eq!(a.link.waiting(), 0);
+        })
+        .await;
+}
+
+/// A device that counts before it first catches up, when the relay holds
+/// an increment over fourteen days older than that: the device refuses it
+/// as stale (its own write moved its horizon past it), so once its write
+/// is acknowledged it takes the stream whole from the relay and counts it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_device_that_counted_before_catching_up_takes_the_relay_s_count() {
+    tokio::task::LocalSet::new()
+        .run_until(async {
+            let relay = Relay::start(&[]);
+            let clock = support::clock();
+            clock.set(now_ms() - 20 * DAY_MS);
+            let mut a = Browser::on(Device::with_clock(1, clock.clone()), Some(main_rw()));
+            a.count(1);
+            a.pump(&relay, 400).await;
+            assert_eq!(a.link.waiting(), 0);
+            let mut d = Browser::new(4, Some(main_rw()));
+            d.count(10);
+            d.pump(&relay, 1_500).await;
+            assert_eq!(d.link.waiting(), 0);
+            assert_eq!(d.value(), json!(11), "the relay's count, A's in it");
+            let mut fresh = Browser::new(5, Some(main_rw()));
+            fresh.pump(&relay, 400).await;
+            assert_eq!(fresh.value(), json!(11));
+            clock.set(now_ms());
+            a.pump(&relay, 400).await;
+            assert_eq!(a.value(), json!(11));
         })
         .await;
 }

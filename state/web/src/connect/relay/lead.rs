@@ -11,6 +11,8 @@ use gloo_timers::callback::{Interval, Timeout};
 
 use super::{Announce, Remote, TICK_MS, is_transient, now_ms, relay_error_notice, wire};
 
+const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+
 impl Remote {
     // ----- the leading tab ----------------------------------------------
 
@@ -244,10 +246,18 @@ impl Remote {
             if let AckStatus::Refused { code, message } = &ack.status
                 && !is_transient(code)
             {
-                self.notice(format!(
-                    "The relay refused write {} ({code}: {message}); it stays on this device only.",
-                    ack.op
-                ));
+                self.notice(if code == gaesup_protocol::code::STALE {
+                    format!(
+                        "The relay refused write {} as stale ({message}): this device was offline for longer than {} days and missed writes of others as old, so it takes the relay's count instead.",
+                        ack.op,
+                        COMPACT_AFTER_MS / DAY_MS
+                    )
+                } else {
+                    format!(
+                        "The relay refused write {} ({code}: {message}); it stays on this device only.",
+                        ack.op
+                    )
+                });
             }
         }
         for rebase in &out.rebase {
@@ -277,7 +287,7 @@ impl Remote {
         let refused = self
             .with_link(|link, storage| link.rebased(&rebase.key, id, storage))
             .unwrap_or_default();
-        let days = COMPACT_AFTER_MS / (24 * 60 * 60 * 1000);
+        let days = COMPACT_AFTER_MS / DAY_MS;
         let what = format!(
             "Writes to {} made while this device was offline for more than {days} days came back stale from the relay",
             rebase.key
