@@ -232,6 +232,37 @@ test.describe('two devices through a relay', () => {
     }
   });
 
+  test('a device that counts before it first catches up, behind an increment over fourteen days older: it takes the relay\'s count', async ({ browser }) => {
+    const day = 24 * 60 * 60 * 1000;
+    const proxy = await new Proxy(relay.port).start();
+    try {
+      const a = await Device.open(browser, configFor(relay.url, relay.token()), null);
+      await a.context.clock.install({ time: Date.now() - 20 * day });
+      await a.newPage('/');
+      await expect(a.relayLink()).toHaveText('connected');
+      await a.increment(counter, 'count', 1);
+      await expect(a.waiting()).toHaveText('0');
+      await a.context.clock.setSystemTime(Date.now());
+      // D has never reached the relay when it counts, today.
+      proxy.cut();
+      const d = await Device.open(browser, configFor(proxy.url, relay.token()));
+      await expect(d.relayLink()).not.toHaveText('connected');
+      await d.increment(counter, 'count', 10);
+      await d.context.setOffline(true);
+      proxy.restore();
+      await d.context.setOffline(false);
+      // D refuses A's old increment as stale (its own write moved its
+      // horizon past it), then takes the relay's state whole.
+      await expect.poll(() => d.get(counter, 'count')).toBe(11);
+      await expect(d.waiting()).toHaveText('0');
+      await expect.poll(() => a.get(counter, 'count')).toBe(11);
+      a.expectNoErrors();
+      d.expectNoErrors();
+    } finally {
+      await proxy.stop();
+    }
+  });
+
   test('a connection that goes silent without closing is noticed by heartbeats and replaced', async ({ browser }) => {
     // A relay with a 1 s heartbeat (the welcome tells devices): a device
     // hearing nothing for three of them drops the socket and reconnects.

@@ -24,12 +24,15 @@
 //! made before would drop what the relay folded and the device never saw),
 //! and asks the adapter to re-base the key ([`LinkOutput::rebase`], then
 //! [`Link::rebased`]); the re-base (a fresh reset to the device's total)
-//! carries them, and the held ops are answered with its ack. Not when the
-//! device itself refused one of the relay's ops of that key as stale
-//! ([`Link::refused_stale`]): its total then lacks something, and the
-//! held ops are refused for good instead; once none of the stream's ops
-//! waits in the outbox, the link takes the stream whole from the relay
-//! (a snapshot, merged), whose folded totals count what it refused.
+//! carries them, and the held ops are answered with its ack. The link
+//! decides in [`Link::settle`], once the adapter has applied what came.
+//! Never for a stream the device caught up on from a snapshot, or of
+//! which it refused one of the relay's ops as stale
+//! ([`Link::refused_stale`]): its totals may then lack something the
+//! relay counts, which a re-base would make every device lose. The mark
+//! is kept in storage; the held ops are refused for good, and once none
+//! of the stream's ops waits in the outbox the link takes the stream
+//! whole from the relay (a snapshot, merged).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -44,6 +47,9 @@ pub const MAX_OUTBOX: usize = 10_000;
 pub const OUTBOX_PREFIX: &str = "gaesup/outbox/";
 /// Prefix of cursors in storage.
 pub const CURSOR_PREFIX: &str = "gaesup/cursor/";
+/// Prefix of the marks of streams this device must never re-base (see
+/// [`Link::refused_stale`]).
+pub const NO_REBASE_PREFIX: &str = "gaesup/no-rebase/";
 /// Most ops sent in one push.
 const PUSH_OPS: usize = 256;
 /// Heartbeat before the relay says its own.
@@ -144,7 +150,7 @@ pub struct Rebase {
 struct Held {
     writer: UnitAddress,
     /// Each op, with the relay's words about it.
-    ops: Vec<(OpId, String)>,
+    ops: BTreeMap<OpId, String>,
 }
 
 /// The link's state.
@@ -174,9 +180,10 @@ pub struct Link {
     rebasing: BTreeMap<FullKey, Held>,
     /// Re-base ops in flight, and the held ops their ack answers.
     rebases: BTreeMap<OpId, (FullKey, Vec<OpId>)>,
-    /// Keys of which this device refused an op from the relay as stale: its
-    /// total lacks something the relay counts, so it must not re-base them.
-    unsafe_keys: BTreeSet<FullKey>,
+    /// Streams this device must never re-base a key of (kept in storage):
+    /// it refused one of their ops from the relay as stale, or merged a
+    /// snapshot of them, so its totals may lack something the relay counts.
+    no_rebase: BTreeSet<StreamId>,
     /// Streams to take whole from the relay (a snapshot) once none of
     /// their ops waits in the outbox: this device refused some of their
     /// ops as stale.
@@ -219,7 +226,7 @@ impl Link {
             stale: BTreeMap::new(),
             rebasing: BTreeMap::new(),
             rebases: BTreeMap::new(),
-            unsafe_keys: BTreeSet::new(),
+            no_rebase: BTreeSet::new(),
             resync: BTreeSet::new(),
             resyncing: BTreeSet::new(),
         };
@@ -230,7 +237,15 @@ impl Link {
                 .flatten()
                 .and_then(|text| text.parse().ok())
                 .unwrap_or(0);
-            link.cursors.insert(stream, cursor);
+            link.cursors.insert(stream.clone(), cursor);
+            if storage
+                .get(&format!("{NO_REBASE_PREFIX}{stream}"))
+                .ok()
+                .flatten()
+                .is_some()
+            {
+                link.no_rebase.insert(stream);
+            }
         }
         link.reload_outbox(storage);
         link
@@ -446,8 +461,6 @@ impl Link {
             }
         };
         self.on_message(message, now_ms, storage, &mut out);
-        self.release(&mut out, storage);
-        self.resync_due(&mut out);
         out
     }
 
@@ -509,6 +522,9 @@ impl Link {
             ServerMessage::Snapshot(snapshot) => {
                 self.caught_up.insert(snapshot.stream.clone());
                 self.resyncing.remove(&snapshot.stream);
+                // Merging it may drop what lies behind this device's own
+                // horizon without a word: never re-base this stream.
+                self.mark_no_rebase(&snapshot.stream, storage);
                 out.snapshots.push(snapshot);
             }
             ServerMessage::Error(body) => {
@@ -544,11 +560,9 @@ impl Link {
         }
         let held = self.stale.entry(op.key.clone()).or_insert_with(|| Held {
             writer: op.writer.clone(),
-            ops: Vec::new(),
+            ops: BTreeMap::new(),
         });
-        if !held.ops.iter().any(|(id, _)| *id == ack.op) {
-            held.ops.push((ack.op, message.clone()));
-        }
+        held.ops.insert(ack.op, message.clone());
         true
     }
 
@@ -557,18 +571,39 @@ impl Link {
         self.stale
             .values()
             .chain(self.rebasing.values())
-            .flat_map(|held| held.ops.iter().map(|(id, _)| *id))
+            .flat_map(|held| held.ops.keys().copied())
             .collect()
     }
 
     /// The adapter applied an op of `key` from the relay and this device
-    /// refused it as stale (its own offline writes moved its horizon past
-    /// it). Its total then lacks what the relay counts, and a re-base
-    /// would make every device lose it: ops of `key` refused as stale are
-    /// refused for good instead (they stay on this device only).
-    pub fn refused_stale(&mut self, key: &FullKey) {
-        self.unsafe_keys.insert(key.clone());
-        self.resync.insert(StreamId::of(key));
+    /// refused it as stale (its own writes moved its horizon past it). Its
+    /// totals then lack what the relay counts, and a re-base would make
+    /// every device lose it: the stream is never re-based from here (the
+    /// mark is kept in storage, before the cursor moves past the op), its
+    /// ops refused as stale are refused for good, and once none of its ops
+    /// waits in the outbox the link takes it whole from the relay.
+    pub fn refused_stale(&mut self, key: &FullKey, storage: &mut dyn Storage) {
+        let stream = StreamId::of(key);
+        self.mark_no_rebase(&stream, storage);
+        self.resync.insert(stream);
+    }
+
+    fn mark_no_rebase(&mut self, stream: &StreamId, storage: &mut dyn Storage) {
+        if self.no_rebase.insert(stream.clone()) {
+            let _ = storage.set(&format!("{NO_REBASE_PREFIX}{stream}"), "1");
+        }
+    }
+
+    /// What the link decides once the adapter has applied (and saved) what
+    /// the last messages brought: re-bases of stale counters whose stream
+    /// has caught up, refusals of those it must not re-base, and streams
+    /// to take whole. Called after every message's ops were applied: only
+    /// then does the link know whether any of them was refused as stale.
+    pub fn settle(&mut self, storage: &mut dyn Storage) -> LinkOutput {
+        let mut out = LinkOutput::default();
+        self.release(&mut out, storage);
+        self.resync_due(&mut out);
+        out
     }
 
     /// Streams to take whole whose ops no longer wait in the outbox: their
@@ -607,7 +642,7 @@ impl Link {
             .collect();
         for key in ready {
             if let Some(held) = self.stale.remove(&key) {
-                if self.unsafe_keys.contains(&key) {
+                if self.no_rebase.contains(&StreamId::of(&key)) {
                     self.rebasing.insert(key.clone(), held);
                     let refused = self.rebased(&key, None, storage);
                     out.keys
@@ -631,7 +666,8 @@ impl Link {
 
     /// The adapter re-based `key` with the op `rebase` (already queued), or
     /// could not (`None`: the held ops are refused after all, and the acks
-    /// returned say so). Either way the held ops leave the outbox.
+    /// returned say so). A re-base that is not in the outbox (it could not
+    /// be queued) counts as none. Either way the held ops leave the outbox.
     pub fn rebased(
         &mut self,
         key: &FullKey,
@@ -641,14 +677,15 @@ impl Link {
         let Some(held) = self.rebasing.remove(key) else {
             return Vec::new();
         };
-        for (id, _) in &held.ops {
+        let rebase = rebase.filter(|id| self.outbox.values().any(|op| op.id == *id));
+        for id in held.ops.keys() {
             self.in_flight.remove(id);
             self.outbox.retain(|_, op| op.id != *id);
             let _ = storage.remove(&format!("{OUTBOX_PREFIX}{id}"));
         }
         match rebase {
             Some(rebase) => {
-                let ids = held.ops.into_iter().map(|(id, _)| id);
+                let ids = held.ops.into_keys();
                 self.rebases
                     .entry(rebase)
                     .or_insert_with(|| (key.clone(), Vec::new()))
@@ -953,6 +990,17 @@ mod tests {
         .unwrap()
     }
 
+    /// A message, then what the link settles once the adapter applied it.
+    fn feed(link: &mut Link, text: &str, now: u64, storage: &mut MemoryStorage) -> LinkOutput {
+        let mut out = link.on_text(text, now, storage);
+        let settled = link.settle(storage);
+        out.acks.extend(settled.acks);
+        out.keys.extend(settled.keys);
+        out.rebase.extend(settled.rebase);
+        out.close |= settled.close;
+        out
+    }
+
     #[test]
     fn a_stale_counter_op_waits_for_catch_up_and_is_answered_by_its_rebase() {
         let mut storage = MemoryStorage::new();
@@ -965,7 +1013,12 @@ mod tests {
         // the pulls have caught up. Refused as stale: held, not reported,
         // not sent again.
         let stale = crate::code::STALE;
-        let out = link.on_text(&acks(&[(x.id, stale), (y.id, stale)]), 2, &mut storage);
+        let out = feed(
+            &mut link,
+            &acks(&[(x.id, stale), (y.id, stale)]),
+            2,
+            &mut storage,
+        );
         assert!(out.acks.is_empty() && out.rebase.is_empty(), "{out:?}");
         assert_eq!(link.waiting(), 2, "kept until a re-base carries them");
         assert!(link.http_push().is_none());
@@ -978,7 +1031,7 @@ mod tests {
             }],
             head: 2,
         });
-        let out = link.on_text(&behind.encode().unwrap(), 3, &mut storage);
+        let out = feed(&mut link, &behind.encode().unwrap(), 3, &mut storage);
         assert!(out.rebase.is_empty());
         // Caught up with the stream: re-base now.
         let caught_up = ServerMessage::Ops(crate::message::OpsBody {
@@ -986,7 +1039,7 @@ mod tests {
             ops: Vec::new(),
             head: 0,
         });
-        let out = link.on_text(&caught_up.encode().unwrap(), 3, &mut storage);
+        let out = feed(&mut link, &caught_up.encode().unwrap(), 3, &mut storage);
         assert_eq!(out.rebase.len(), 1, "one re-base per key");
         assert_eq!(out.rebase[0].key, x.key);
         let rebase = store.rebase(&out.rebase[0].writer, &x.key).unwrap().op;
@@ -997,7 +1050,7 @@ mod tests {
         );
         assert_eq!(link.waiting(), 1, "only the re-base waits");
         // Its ack answers the held ops too.
-        let out = link.on_text(&acks(&[(rebase.id, "")]), 4, &mut storage);
+        let out = feed(&mut link, &acks(&[(rebase.id, "")]), 4, &mut storage);
         let answered: BTreeSet<OpId> = out.acks.iter().map(|ack| ack.op).collect();
         assert_eq!(answered, BTreeSet::from([x.id, y.id, rebase.id]));
         assert!(
@@ -1016,9 +1069,9 @@ mod tests {
         let x = op(&mut store, 1);
         link.queue(x.clone(), &mut storage).unwrap();
         link.on_open(0);
-        link.on_text(&welcome(10_000), 1, &mut storage);
+        feed(&mut link, &welcome(10_000), 1, &mut storage);
         let stale = crate::code::STALE;
-        let out = link.on_text(&acks(&[(x.id, stale)]), 3, &mut storage);
+        let out = feed(&mut link, &acks(&[(x.id, stale)]), 3, &mut storage);
         assert_eq!(
             out.rebase.len(),
             1,
@@ -1029,7 +1082,7 @@ mod tests {
         link.rebased(&x.key, Some(rebase.id), &mut storage);
         // A relay that refuses everything as stale gets no loop: the
         // re-base's refusal is final, and answers what it carried.
-        let out = link.on_text(&acks(&[(rebase.id, stale)]), 4, &mut storage);
+        let out = feed(&mut link, &acks(&[(rebase.id, stale)]), 4, &mut storage);
         assert!(out.rebase.is_empty());
         let refused: BTreeSet<OpId> = out.acks.iter().map(|ack| ack.op).collect();
         assert_eq!(refused, BTreeSet::from([x.id, rebase.id]));
@@ -1037,7 +1090,7 @@ mod tests {
         // A re-base the device could not write refuses the held ops.
         let z = op(&mut store, 3);
         link.queue(z.clone(), &mut storage).unwrap();
-        let out = link.on_text(&acks(&[(z.id, stale)]), 5, &mut storage);
+        let out = feed(&mut link, &acks(&[(z.id, stale)]), 5, &mut storage);
         assert_eq!(out.rebase.len(), 1);
         let refused = link.rebased(&z.key, None, &mut storage);
         assert_eq!(refused.len(), 1);
@@ -1056,11 +1109,11 @@ mod tests {
         let x = op(&mut store, 1);
         link.queue(x.clone(), &mut storage).unwrap();
         link.on_open(0);
-        link.on_text(&welcome(10_000), 1, &mut storage);
-        link.refused_stale(&x.key);
+        feed(&mut link, &welcome(10_000), 1, &mut storage);
+        link.refused_stale(&x.key, &mut storage);
         // x still waits: not yet.
-        assert!(!link.on_text(&welcome(10_000), 2, &mut storage).close);
-        let out = link.on_text(&acks(&[(x.id, "")]), 3, &mut storage);
+        assert!(!feed(&mut link, &welcome(10_000), 2, &mut storage).close);
+        let out = feed(&mut link, &acks(&[(x.id, "")]), 3, &mut storage);
         assert!(out.close, "reconnect, to say the cursor in a hello");
         link.on_close(0.0, 4);
         let hello = link.on_open(5);
@@ -1070,12 +1123,58 @@ mod tests {
             seq: 7,
             states: Vec::new(),
         });
-        link.on_text(&snapshot.encode().unwrap(), 6, &mut storage);
+        feed(&mut link, &snapshot.encode().unwrap(), 6, &mut storage);
         assert!(link.on_open(7)[0].contains("\"cursor\":0"), "once");
         assert!(
             link.http_pull(&"apartment:main".parse().unwrap(), 0)
                 .contains("cursor=0&")
         );
+    }
+
+    #[test]
+    fn no_rebase_after_a_snapshot_or_a_refused_relayed_op_even_after_a_reload() {
+        let stale = crate::code::STALE;
+        let main: StreamId = "apartment:main".parse().unwrap();
+        for snapshot in [true, false] {
+            let mut storage = MemoryStorage::new();
+            let mut store = Replica::new(TabId::new(1), ManualClock::new(1_000));
+            let mut link = link(&storage);
+            let x = op(&mut store, 1);
+            link.queue(x.clone(), &mut storage).unwrap();
+            if snapshot {
+                let whole = ServerMessage::Snapshot(Snapshot {
+                    stream: main.clone(),
+                    seq: 3,
+                    states: Vec::new(),
+                });
+                feed(&mut link, &whole.encode().unwrap(), 1, &mut storage);
+            } else {
+                link.refused_stale(&x.key, &mut storage);
+            }
+            // A new page (a reload, another tab taking the lead) remembers.
+            let mut link = self::link(&storage);
+            link.on_open(2);
+            let out = feed(&mut link, &acks(&[(x.id, stale)]), 3, &mut storage);
+            assert!(out.rebase.is_empty(), "snapshot: {snapshot}");
+            assert!(
+                matches!(&out.acks[..], [ack] if ack.op == x.id),
+                "refused for good: {out:?}"
+            );
+            assert_eq!(link.waiting(), 0);
+        }
+        // A re-base that never reached the outbox carries nothing.
+        let mut storage = MemoryStorage::new();
+        let mut store = Replica::new(TabId::new(1), ManualClock::new(1_000));
+        let mut link = link(&storage);
+        let x = op(&mut store, 1);
+        link.queue(x.clone(), &mut storage).unwrap();
+        link.on_open(0);
+        let out = feed(&mut link, &acks(&[(x.id, stale)]), 1, &mut storage);
+        assert_eq!(out.rebase.len(), 1);
+        let unqueued = store.rebase(&out.rebase[0].writer, &x.key).unwrap().op;
+        let refused = link.rebased(&x.key, Some(unqueued.id), &mut storage);
+        assert!(matches!(&refused[..], [ack] if ack.op == x.id));
+        assert_eq!(link.waiting(), 0);
     }
 
     #[test]

@@ -227,13 +227,21 @@ impl Remote {
     }
 
     /// Does what the link says.
-    pub(super) fn handle(self: &Rc<Self>, out: LinkOutput) {
+    pub(super) fn handle(self: &Rc<Self>, mut out: LinkOutput) {
         self.send_frames(&out.send);
-        for (stream, ops) in out.ops {
+        for (stream, ops) in std::mem::take(&mut out.ops) {
             self.apply_ops(&stream, ops);
         }
-        for snapshot in out.snapshots {
+        for snapshot in std::mem::take(&mut out.snapshots) {
             self.apply_snapshot(snapshot);
+        }
+        // Only with what came applied does the link know whether a stale
+        // counter may be re-based.
+        if let Some(settled) = self.with_link(|link, storage| link.settle(storage)) {
+            out.acks.extend(settled.acks);
+            out.keys.extend(settled.keys);
+            out.rebase.extend(settled.rebase);
+            out.close |= settled.close;
         }
         if !out.acks.is_empty() {
             self.confirm(&out.acks, &out.keys);
@@ -280,6 +288,8 @@ impl Remote {
     /// like any write; its ack answers the refused writes.
     fn rebase(self: &Rc<Self>, rebase: &Rebase) {
         let Some(conn) = self.conn.upgrade() else {
+            // The page is going: the held writes stay in the outbox for
+            // the next one.
             return;
         };
         let written = conn.manager.rebase(&rebase.writer, &rebase.key);
@@ -293,8 +303,11 @@ impl Remote {
             rebase.key
         );
         self.notice(match written {
-            Ok(_) => format!(
+            Ok(_) if refused.is_empty() => format!(
                 "{what}; they were carried over in a new write so the other devices count them too."
+            ),
+            Ok(_) => format!(
+                "{what}, and could not be carried over (the new write could not wait in the outbox); they stay on this device only."
             ),
             Err(err) => format!(
                 "{what}, and could not be carried over ({err}); they stay on this device only."
@@ -329,8 +342,9 @@ impl Remote {
         }
         conn.save_now();
         self.with_link(|link, storage| {
+            // Marked before the cursor moves past the refused ops.
             for key in &stale {
-                link.refused_stale(key);
+                link.refused_stale(key, storage);
             }
             link.save_cursor(stream, last, storage);
         });
