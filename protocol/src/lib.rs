@@ -53,7 +53,10 @@ pub mod link;
 mod message;
 mod stream;
 
-pub use link::{Link, LinkOutput, LinkStatus, MAX_OUTBOX, QueueError, Rebase, write_outbox_entry};
+pub use link::{
+    Link, LinkOutput, LinkStatus, MAX_OUTBOX, QueueError, Rebase, mark_refused_stale,
+    write_outbox_entry,
+};
 pub use message::{
     Ack, AckStatus, Acks, ClientMessage, ErrorBody, Hello, Limits, OpsBody, PROTOCOL_VERSION, Ping,
     ProtocolError, Push, ServerMessage, Snapshot, Welcome,

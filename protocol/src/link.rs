@@ -50,6 +50,19 @@ pub const CURSOR_PREFIX: &str = "gaesup/cursor/";
 /// Prefix of the marks of streams this device must never re-base (see
 /// [`Link::refused_stale`]).
 pub const NO_REBASE_PREFIX: &str = "gaesup/no-rebase/";
+/// Prefix of the marks of streams to take whole from the relay.
+pub const RESYNC_PREFIX: &str = "gaesup/resync/";
+
+/// Marks, in the storage every tab of the browser shares, that this
+/// device refused an op of `key`'s stream as stale (any tab, whatever
+/// brought the op): its totals may lack what the relay counts, so the
+/// stream is never re-based from here, and the tab holding the link takes
+/// it whole from the relay (see [`Link::refused_stale`]).
+pub fn mark_refused_stale(key: &FullKey, storage: &mut dyn Storage) {
+    let stream = StreamId::of(key);
+    let _ = storage.set(&format!("{NO_REBASE_PREFIX}{stream}"), "1");
+    let _ = storage.set(&format!("{RESYNC_PREFIX}{stream}"), "1");
+}
 /// Most ops sent in one push.
 const PUSH_OPS: usize = 256;
 /// Heartbeat before the relay says its own.
@@ -174,6 +187,9 @@ pub struct Link {
     /// Streams whose ops this connection has received up to the relay's
     /// head (cleared whenever the connection changes).
     caught_up: BTreeSet<StreamId>,
+    /// Streams this socket has carried ops or a snapshot of: the relay
+    /// sends every subscribed stream's catch-up before any ack.
+    heard: BTreeSet<StreamId>,
     /// Stale ops per key, waiting for every stream to catch up.
     stale: BTreeMap<FullKey, Held>,
     /// Released to the adapter, waiting for [`Link::rebased`].
@@ -190,6 +206,9 @@ pub struct Link {
     resync: BTreeSet<StreamId>,
     /// Streams asked for whole on this connection, until the snapshot came.
     resyncing: BTreeSet<StreamId>,
+    /// Streams whose asked-for snapshot came: their marks go once it is
+    /// applied.
+    resynced: BTreeSet<StreamId>,
 }
 
 impl Link {
@@ -223,12 +242,14 @@ impl Link {
             last_ack_ms: None,
             outbox_limit: MAX_OUTBOX,
             caught_up: BTreeSet::new(),
+            heard: BTreeSet::new(),
             stale: BTreeMap::new(),
             rebasing: BTreeMap::new(),
             rebases: BTreeMap::new(),
             no_rebase: BTreeSet::new(),
             resync: BTreeSet::new(),
             resyncing: BTreeSet::new(),
+            resynced: BTreeSet::new(),
         };
         for stream in link.streams.clone() {
             let cursor = storage
@@ -237,16 +258,9 @@ impl Link {
                 .flatten()
                 .and_then(|text| text.parse().ok())
                 .unwrap_or(0);
-            link.cursors.insert(stream.clone(), cursor);
-            if storage
-                .get(&format!("{NO_REBASE_PREFIX}{stream}"))
-                .ok()
-                .flatten()
-                .is_some()
-            {
-                link.no_rebase.insert(stream);
-            }
+            link.cursors.insert(stream, cursor);
         }
+        link.read_marks(storage);
         link.reload_outbox(storage);
         link
     }
@@ -382,6 +396,7 @@ impl Link {
         self.last_heard_ms = now_ms;
         self.in_flight.clear();
         self.caught_up.clear();
+        self.heard.clear();
         let hello = ClientMessage::Hello(Hello {
             client: self.client.clone(),
             token: self.token.clone(),
@@ -403,6 +418,7 @@ impl Link {
     pub fn on_close(&mut self, jitter: f64, now_ms: u64) -> Option<u64> {
         self.in_flight.clear();
         self.caught_up.clear();
+        self.heard.clear();
         if matches!(self.status, LinkStatus::Refused(_) | LinkStatus::Off) {
             return None;
         }
@@ -431,6 +447,7 @@ impl Link {
     pub fn on_http_failed(&mut self, jitter: f64) -> u64 {
         self.in_flight.clear();
         self.caught_up.clear();
+        self.heard.clear();
         self.socket_retry_at_ms = None;
         if !matches!(self.status, LinkStatus::Refused(_) | LinkStatus::Off) {
             self.status = LinkStatus::Offline;
@@ -480,12 +497,6 @@ impl Link {
                 out.send.extend(self.pushes());
             }
             ServerMessage::Ack(acks) => {
-                if self.opened {
-                    // On a socket the relay sends everything a device missed
-                    // before it reads the device's pushes, let alone acks
-                    // them: an ack means every stream has caught up.
-                    self.caught_up.extend(self.streams.iter().cloned());
-                }
                 for ack in acks.acks {
                     if self.hold_stale(&ack) {
                         continue;
@@ -497,6 +508,10 @@ impl Link {
                     if !is_transient(&ack.status)
                         && let Some((key, held)) = self.rebases.remove(&ack.op)
                     {
+                        if matches!(ack.status, AckStatus::Refused { .. }) {
+                            // Nothing carried them: take the stream whole.
+                            self.want_resync(&key, storage);
+                        }
                         // The re-base's word is the word on what it carried.
                         for op in held {
                             out.keys.push((op, key.clone()));
@@ -508,11 +523,22 @@ impl Link {
                     }
                     out.acks.push(ack);
                 }
+                if self.opened && self.status == LinkStatus::Connected {
+                    // On a socket the relay sends every subscribed stream's
+                    // catch-up before it reads the device's pushes, and the
+                    // ops committed with a push before its ack: an ack means
+                    // every stream heard of has caught up. (Over HTTP a
+                    // pull must reach the head again.)
+                    self.caught_up.extend(self.heard.iter().cloned());
+                }
             }
             ServerMessage::Ops(body) => {
-                // Up to the head, or nothing this token may read up to it
-                // (the relay leaves out ops of keys it may not read).
-                if body.ops.last().is_none_or(|last| last.seq >= body.head) {
+                self.heard.insert(body.stream.clone());
+                let reached = body
+                    .ops
+                    .last()
+                    .map_or_else(|| self.cursor(&body.stream), |last| last.seq);
+                if reached >= body.head {
                     self.caught_up.insert(body.stream.clone());
                 }
                 if !body.ops.is_empty() {
@@ -520,8 +546,11 @@ impl Link {
                 }
             }
             ServerMessage::Snapshot(snapshot) => {
+                self.heard.insert(snapshot.stream.clone());
                 self.caught_up.insert(snapshot.stream.clone());
-                self.resyncing.remove(&snapshot.stream);
+                if self.resyncing.remove(&snapshot.stream) {
+                    self.resynced.insert(snapshot.stream.clone());
+                }
                 // Merging it may drop what lies behind this device's own
                 // horizon without a word: never re-base this stream.
                 self.mark_no_rebase(&snapshot.stream, storage);
@@ -558,6 +587,8 @@ impl Link {
         if !matches!(op.payload, Payload::Count { .. } | Payload::Reset { .. }) {
             return false;
         }
+        // Whatever came before is no proof the stream is caught up now.
+        self.caught_up.remove(&StreamId::of(&op.key));
         let held = self.stale.entry(op.key.clone()).or_insert_with(|| Held {
             writer: op.writer.clone(),
             ops: BTreeMap::new(),
@@ -583,9 +614,28 @@ impl Link {
     /// ops refused as stale are refused for good, and once none of its ops
     /// waits in the outbox the link takes it whole from the relay.
     pub fn refused_stale(&mut self, key: &FullKey, storage: &mut dyn Storage) {
-        let stream = StreamId::of(key);
-        self.mark_no_rebase(&stream, storage);
-        self.resync.insert(stream);
+        mark_refused_stale(key, storage);
+        self.read_marks(storage);
+    }
+
+    /// Reads the marks any tab of this browser left (see
+    /// [`mark_refused_stale`]).
+    fn read_marks(&mut self, storage: &dyn Storage) {
+        for stream in &self.streams {
+            let marked = |prefix: &str| {
+                storage
+                    .get(&format!("{prefix}{stream}"))
+                    .ok()
+                    .flatten()
+                    .is_some()
+            };
+            if marked(NO_REBASE_PREFIX) {
+                self.no_rebase.insert(stream.clone());
+            }
+            if marked(RESYNC_PREFIX) && !self.resyncing.contains(stream) {
+                self.resync.insert(stream.clone());
+            }
+        }
     }
 
     fn mark_no_rebase(&mut self, stream: &StreamId, storage: &mut dyn Storage) {
@@ -601,6 +651,10 @@ impl Link {
     /// then does the link know whether any of them was refused as stale.
     pub fn settle(&mut self, storage: &mut dyn Storage) -> LinkOutput {
         let mut out = LinkOutput::default();
+        for stream in std::mem::take(&mut self.resynced) {
+            let _ = storage.remove(&format!("{RESYNC_PREFIX}{stream}"));
+        }
+        self.read_marks(storage);
         self.release(&mut out, storage);
         self.resync_due(&mut out);
         out
@@ -693,17 +747,29 @@ impl Link {
                     .extend(ids);
                 Vec::new()
             }
-            None => held
-                .ops
-                .into_iter()
-                .map(|(op, message)| Ack {
-                    op,
-                    status: AckStatus::Refused {
-                        code: crate::code::STALE.to_owned(),
-                        message,
-                    },
-                })
-                .collect(),
+            None => {
+                self.want_resync(key, storage);
+                held.ops
+                    .into_iter()
+                    .map(|(op, message)| Ack {
+                        op,
+                        status: AckStatus::Refused {
+                            code: crate::code::STALE.to_owned(),
+                            message,
+                        },
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// The held ops of `key` are refused for good: take its stream whole
+    /// from the relay once nothing of it waits in the outbox.
+    fn want_resync(&mut self, key: &FullKey, storage: &mut dyn Storage) {
+        let stream = StreamId::of(key);
+        let _ = storage.set(&format!("{RESYNC_PREFIX}{stream}"), "1");
+        if !self.resyncing.contains(&stream) {
+            self.resync.insert(stream);
         }
     }
 
@@ -990,6 +1056,18 @@ mod tests {
         .unwrap()
     }
 
+    /// The relay's catch-up of the main stream on a new socket, whose last
+    /// ops this token may not read (so it does not reach the head).
+    fn catch_up() -> String {
+        ServerMessage::Ops(crate::message::OpsBody {
+            stream: "apartment:main".parse().unwrap(),
+            ops: Vec::new(),
+            head: 5,
+        })
+        .encode()
+        .unwrap()
+    }
+
     /// A message, then what the link settles once the adapter applied it.
     fn feed(link: &mut Link, text: &str, now: u64, storage: &mut MemoryStorage) -> LinkOutput {
         let mut out = link.on_text(text, now, storage);
@@ -1009,9 +1087,12 @@ mod tests {
         let (x, y) = (op(&mut store, 1), op(&mut store, 2));
         link.queue(x.clone(), &mut storage).unwrap();
         link.queue(y.clone(), &mut storage).unwrap();
-        // Over HTTP (no socket open), where a push's answer may come before
-        // the pulls have caught up. Refused as stale: held, not reported,
-        // not sent again.
+        // Over HTTP, where a push's answer may come before the pulls have
+        // caught up; a socket is being tried meanwhile (opened, no welcome
+        // yet), which must not make an HTTP ack count as a socket's.
+        // Refused as stale: held, not reported, not sent again.
+        link.on_open(1);
+        feed(&mut link, &catch_up(), 1, &mut storage);
         let stale = crate::code::STALE;
         let out = feed(
             &mut link,
@@ -1071,12 +1152,23 @@ mod tests {
         link.on_open(0);
         feed(&mut link, &welcome(10_000), 1, &mut storage);
         let stale = crate::code::STALE;
-        let out = feed(&mut link, &acks(&[(x.id, stale)]), 3, &mut storage);
-        assert_eq!(
-            out.rebase.len(),
-            1,
-            "on a socket the relay sends what was missed before any ack: at once"
+        // Refused before this socket heard the stream: wait.
+        let out = feed(&mut link, &acks(&[(x.id, stale)]), 2, &mut storage);
+        assert!(out.rebase.is_empty());
+        // The catch-up falls short of the head (ops this token may not
+        // read), but the relay sends it all before any ack: the next ack
+        // means caught up.
+        assert!(
+            feed(&mut link, &catch_up(), 3, &mut storage)
+                .rebase
+                .is_empty()
         );
+        let other = OpId {
+            tab: TabId::new(9),
+            seq: 1,
+        };
+        let out = feed(&mut link, &acks(&[(other, "")]), 3, &mut storage);
+        assert_eq!(out.rebase.len(), 1);
         let rebase = store.rebase(&out.rebase[0].writer, &x.key).unwrap().op;
         link.queue(rebase.clone(), &mut storage).unwrap();
         link.rebased(&x.key, Some(rebase.id), &mut storage);
@@ -1087,6 +1179,15 @@ mod tests {
         let refused: BTreeSet<OpId> = out.acks.iter().map(|ack| ack.op).collect();
         assert_eq!(refused, BTreeSet::from([x.id, rebase.id]));
         assert_eq!(link.waiting(), 0);
+        // Nothing carried them: the stream is taken whole (kept in storage
+        // until the snapshot is applied).
+        assert!(out.close, "reconnect, to ask for the stream whole");
+        assert!(
+            storage
+                .get(&format!("{RESYNC_PREFIX}apartment:main"))
+                .unwrap()
+                .is_some()
+        );
         // A re-base the device could not write refuses the held ops.
         let z = op(&mut store, 3);
         link.queue(z.clone(), &mut storage).unwrap();
@@ -1110,9 +1211,15 @@ mod tests {
         link.queue(x.clone(), &mut storage).unwrap();
         link.on_open(0);
         feed(&mut link, &welcome(10_000), 1, &mut storage);
-        link.refused_stale(&x.key, &mut storage);
+        // Another tab of this browser refused one of the stream's ops from
+        // the relay as stale: the mark is in the storage they share.
+        mark_refused_stale(&x.key, &mut storage);
         // x still waits: not yet.
         assert!(!feed(&mut link, &welcome(10_000), 2, &mut storage).close);
+        // A reload forgets nothing.
+        let mut link = self::link(&storage);
+        link.on_open(2);
+        feed(&mut link, &welcome(10_000), 2, &mut storage);
         let out = feed(&mut link, &acks(&[(x.id, "")]), 3, &mut storage);
         assert!(out.close, "reconnect, to say the cursor in a hello");
         link.on_close(0.0, 4);
@@ -1125,6 +1232,7 @@ mod tests {
         });
         feed(&mut link, &snapshot.encode().unwrap(), 6, &mut storage);
         assert!(link.on_open(7)[0].contains("\"cursor\":0"), "once");
+        assert!(self::link(&storage).on_open(8)[0].contains("\"cursor\":0"));
         assert!(
             link.http_pull(&"apartment:main".parse().unwrap(), 0)
                 .contains("cursor=0&")
@@ -1154,6 +1262,8 @@ mod tests {
             // A new page (a reload, another tab taking the lead) remembers.
             let mut link = self::link(&storage);
             link.on_open(2);
+            feed(&mut link, &welcome(10_000), 2, &mut storage);
+            feed(&mut link, &catch_up(), 2, &mut storage);
             let out = feed(&mut link, &acks(&[(x.id, stale)]), 3, &mut storage);
             assert!(out.rebase.is_empty(), "snapshot: {snapshot}");
             assert!(
@@ -1169,6 +1279,8 @@ mod tests {
         let x = op(&mut store, 1);
         link.queue(x.clone(), &mut storage).unwrap();
         link.on_open(0);
+        feed(&mut link, &welcome(10_000), 0, &mut storage);
+        feed(&mut link, &catch_up(), 0, &mut storage);
         let out = feed(&mut link, &acks(&[(x.id, stale)]), 1, &mut storage);
         assert_eq!(out.rebase.len(), 1);
         let unqueued = store.rebase(&out.rebase[0].writer, &x.key).unwrap().op;

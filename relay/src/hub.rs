@@ -451,11 +451,14 @@ impl State {
                 self.metrics.commit(ops, started.elapsed());
             }
         }
-        for ((_, _, reply), acks) in pushes.into_iter().zip(all_acks) {
-            let _ = reply.send(acks);
-        }
+        // Fanned out before the acks go: a device that reads an ack has read
+        // every op committed with it (its link takes an ack on a socket to
+        // mean it has caught up).
         for (id, ops) in fanout {
             self.fan_out(&id, ops);
+        }
+        for ((_, _, reply), acks) in pushes.into_iter().zip(all_acks) {
+            let _ = reply.send(acks);
         }
         self.committed.notify_waiters();
         self.trim().await;

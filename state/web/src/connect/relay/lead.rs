@@ -256,7 +256,7 @@ impl Remote {
             {
                 self.notice(if code == gaesup_protocol::code::STALE {
                     format!(
-                        "The relay refused write {} as stale ({message}): this device was offline for longer than {} days and missed writes of others as old, so it takes the relay's count instead.",
+                        "The relay refused write {} as stale ({message}): this device was away for longer than {} days, and it takes the relay's state of that counter instead.",
                         ack.op,
                         COMPACT_AFTER_MS / DAY_MS
                     )
@@ -307,10 +307,10 @@ impl Remote {
                 "{what}; they were carried over in a new write so the other devices count them too."
             ),
             Ok(_) => format!(
-                "{what}, and could not be carried over (the new write could not wait in the outbox); they stay on this device only."
+                "{what}, and could not be carried over (the new write could not wait in the outbox); this device takes the relay's state of that counter instead."
             ),
             Err(err) => format!(
-                "{what}, and could not be carried over ({err}); they stay on this device only."
+                "{what}, and could not be carried over ({err}); this device takes the relay's state of that counter instead."
             ),
         });
         if !refused.is_empty() {
@@ -333,21 +333,16 @@ impl Remote {
         let Some(last) = ops.last().map(|sequenced| sequenced.seq) else {
             return;
         };
-        let mut stale = Vec::new();
         for sequenced in ops {
             let message = Message::Ops(OpGroup {
                 ops: vec![sequenced.op],
             });
-            stale.extend(conn.receive_relayed(&message));
+            // An op refused as stale is marked for the link in storage
+            // here, before the cursor moves past it.
+            conn.receive_relayed(&message);
         }
         conn.save_now();
-        self.with_link(|link, storage| {
-            // Marked before the cursor moves past the refused ops.
-            for key in &stale {
-                link.refused_stale(key, storage);
-            }
-            link.save_cursor(stream, last, storage);
-        });
+        self.with_link(|link, storage| link.save_cursor(stream, last, storage));
     }
 
     pub(super) fn apply_snapshot(&self, snapshot: Snapshot) {
@@ -363,7 +358,7 @@ impl Remote {
             states: snapshot.states,
             have: None,
         };
-        let _ = conn.receive_relayed(&message);
+        conn.receive_relayed(&message);
         conn.save_now();
         self.with_link(|link, storage| link.save_cursor(&snapshot.stream, snapshot.seq, storage));
     }

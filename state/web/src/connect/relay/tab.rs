@@ -11,6 +11,7 @@ use leptos::prelude::{GetUntracked, Set, Update, WithUntracked};
 
 use super::super::Inner;
 use super::{Announce, RelayState, Remote, STATUSES, is_transient};
+use crate::storage::BrowserStorage;
 
 impl Remote {
     // ----- every tab --------------------------------------------------
@@ -231,16 +232,36 @@ impl Inner {
     }
 
     /// Applies a message from the relay and passes it on to the other tabs
-    /// (not to the relay again). Returns the keys of ops this tab refused
-    /// as stale.
-    pub(super) fn receive_relayed(&self, message: &Message) -> Vec<FullKey> {
+    /// (not to the relay again).
+    pub(super) fn receive_relayed(&self, message: &Message) {
         let Ok(text) = message.encode() else {
-            return Vec::new();
+            return;
         };
-        let stale = self.receive(&text);
+        self.receive(&text);
         if let Some(opened) = &self.transport {
             let _ = opened.transport.send(message);
         }
-        stale
+    }
+
+    /// This tab refused ops of these keys as stale: with a relay, mark
+    /// their streams in the storage every tab shares, before any cursor
+    /// moves past them.
+    pub(in crate::connect) fn relay_refused_stale<'a>(
+        &self,
+        keys: impl Iterator<Item = &'a FullKey>,
+    ) {
+        if self
+            .relay
+            .try_borrow()
+            .is_ok_and(|state| matches!(*state, RelayState::None))
+        {
+            return;
+        }
+        let Ok(mut storage) = BrowserStorage::local() else {
+            return;
+        };
+        for key in keys {
+            gaesup_protocol::mark_refused_stale(key, &mut storage);
+        }
     }
 }
