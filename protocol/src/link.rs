@@ -204,11 +204,11 @@ pub struct Link {
     /// their ops waits in the outbox: this device refused some of their
     /// ops as stale.
     resync: BTreeSet<StreamId>,
-    /// Streams asked for whole on this connection, until the snapshot came.
+    /// Streams asked for whole, until their snapshot came and the stream
+    /// then caught up on the same connection (kept across reconnections).
     resyncing: BTreeSet<StreamId>,
-    /// Streams whose asked-for snapshot came: their marks go once it is
-    /// applied.
-    resynced: BTreeSet<StreamId>,
+    /// Streams this connection carried a snapshot of.
+    snapshotted: BTreeSet<StreamId>,
 }
 
 impl Link {
@@ -249,7 +249,7 @@ impl Link {
             no_rebase: BTreeSet::new(),
             resync: BTreeSet::new(),
             resyncing: BTreeSet::new(),
-            resynced: BTreeSet::new(),
+            snapshotted: BTreeSet::new(),
         };
         for stream in link.streams.clone() {
             let cursor = storage
@@ -397,6 +397,7 @@ impl Link {
         self.in_flight.clear();
         self.caught_up.clear();
         self.heard.clear();
+        self.snapshotted.clear();
         let hello = ClientMessage::Hello(Hello {
             client: self.client.clone(),
             token: self.token.clone(),
@@ -419,6 +420,7 @@ impl Link {
         self.in_flight.clear();
         self.caught_up.clear();
         self.heard.clear();
+        self.snapshotted.clear();
         if matches!(self.status, LinkStatus::Refused(_) | LinkStatus::Off) {
             return None;
         }
@@ -448,6 +450,7 @@ impl Link {
         self.in_flight.clear();
         self.caught_up.clear();
         self.heard.clear();
+        self.snapshotted.clear();
         self.socket_retry_at_ms = None;
         if !matches!(self.status, LinkStatus::Refused(_) | LinkStatus::Off) {
             self.status = LinkStatus::Offline;
@@ -523,14 +526,7 @@ impl Link {
                     }
                     out.acks.push(ack);
                 }
-                if self.opened && self.status == LinkStatus::Connected {
-                    // On a socket the relay sends every subscribed stream's
-                    // catch-up before it reads the device's pushes, and the
-                    // ops committed with a push before its ack: an ack means
-                    // every stream heard of has caught up. (Over HTTP a
-                    // pull must reach the head again.)
-                    self.caught_up.extend(self.heard.iter().cloned());
-                }
+                self.socket_caught_up();
             }
             ServerMessage::Ops(body) => {
                 self.heard.insert(body.stream.clone());
@@ -546,11 +542,10 @@ impl Link {
                 }
             }
             ServerMessage::Snapshot(snapshot) => {
+                // Caught up only once all of it came: a snapshot may take
+                // several messages.
                 self.heard.insert(snapshot.stream.clone());
-                self.caught_up.insert(snapshot.stream.clone());
-                if self.resyncing.remove(&snapshot.stream) {
-                    self.resynced.insert(snapshot.stream.clone());
-                }
+                self.snapshotted.insert(snapshot.stream.clone());
                 // Merging it may drop what lies behind this device's own
                 // horizon without a word: never re-base this stream.
                 self.mark_no_rebase(&snapshot.stream, storage);
@@ -567,7 +562,9 @@ impl Link {
             ServerMessage::Ping(ping) => {
                 out.send.extend(ClientMessage::Pong(ping).encode());
             }
-            ServerMessage::Pong(_) => {}
+            // It answers a ping sent after the welcome, so it follows every
+            // stream's catch-up: as good as an ack.
+            ServerMessage::Pong(_) => self.socket_caught_up(),
         }
     }
 
@@ -614,8 +611,13 @@ impl Link {
     /// ops refused as stale are refused for good, and once none of its ops
     /// waits in the outbox the link takes it whole from the relay.
     pub fn refused_stale(&mut self, key: &FullKey, storage: &mut dyn Storage) {
+        // In memory too: storage may be full (a long absence fills it).
         mark_refused_stale(key, storage);
-        self.read_marks(storage);
+        let stream = StreamId::of(key);
+        self.no_rebase.insert(stream.clone());
+        if !self.resyncing.contains(&stream) {
+            self.resync.insert(stream);
+        }
     }
 
     /// Reads the marks any tab of this browser left (see
@@ -638,6 +640,23 @@ impl Link {
         }
     }
 
+    /// On a socket the relay sends every subscribed stream's catch-up
+    /// before it reads anything the device sends, and fans out the ops
+    /// committed with a push before its ack: an ack or a pong means every
+    /// stream this socket carried has caught up. (Over HTTP a pull must
+    /// reach the head.)
+    fn socket_caught_up(&mut self) {
+        if self.opened && self.status == LinkStatus::Connected {
+            self.caught_up.extend(self.heard.iter().cloned());
+        }
+    }
+
+    /// Whether `op` waits in the outbox (an op of this browser's: the relay
+    /// sends it back, and every tab here has it already).
+    pub fn is_queued(&self, op: &OpId) -> bool {
+        self.outbox.values().any(|queued| queued.id == *op)
+    }
+
     fn mark_no_rebase(&mut self, stream: &StreamId, storage: &mut dyn Storage) {
         if self.no_rebase.insert(stream.clone()) {
             let _ = storage.set(&format!("{NO_REBASE_PREFIX}{stream}"), "1");
@@ -651,7 +670,14 @@ impl Link {
     /// then does the link know whether any of them was refused as stale.
     pub fn settle(&mut self, storage: &mut dyn Storage) -> LinkOutput {
         let mut out = LinkOutput::default();
-        for stream in std::mem::take(&mut self.resynced) {
+        let done: Vec<StreamId> = self
+            .resyncing
+            .iter()
+            .filter(|s| self.snapshotted.contains(*s) && self.caught_up.contains(*s))
+            .cloned()
+            .collect();
+        for stream in done {
+            self.resyncing.remove(&stream);
             let _ = storage.remove(&format!("{RESYNC_PREFIX}{stream}"));
         }
         self.read_marks(storage);
@@ -679,6 +705,7 @@ impl Link {
             .collect();
         for stream in due {
             self.resync.remove(&stream);
+            self.snapshotted.remove(&stream);
             self.resyncing.insert(stream);
             if self.opened {
                 out.close = true;
@@ -855,7 +882,7 @@ impl Link {
     /// The cursor to ask the relay from: past any head (which the relay
     /// answers with a snapshot) for a stream to take whole.
     fn pull_cursor(&self, stream: &StreamId) -> u64 {
-        if self.resyncing.contains(stream) {
+        if self.resyncing.contains(stream) && !self.snapshotted.contains(stream) {
             u64::MAX
         } else {
             self.cursor(stream)
@@ -1230,9 +1257,20 @@ mod tests {
             seq: 7,
             states: Vec::new(),
         });
+        feed(&mut link, &welcome(10_000), 6, &mut storage);
         feed(&mut link, &snapshot.encode().unwrap(), 6, &mut storage);
-        assert!(link.on_open(7)[0].contains("\"cursor\":0"), "once");
-        assert!(self::link(&storage).on_open(8)[0].contains("\"cursor\":0"));
+        // Lost before it is known whole (a snapshot may take several
+        // messages): asked again.
+        link.on_close(0.0, 7);
+        assert!(link.on_open(7)[0].contains(&u64::MAX.to_string()));
+        feed(&mut link, &welcome(10_000), 8, &mut storage);
+        feed(&mut link, &snapshot.encode().unwrap(), 8, &mut storage);
+        // A pong follows the whole catch-up: done, once.
+        let pong = ServerMessage::Pong(Ping { at: 8 }).encode().unwrap();
+        feed(&mut link, &pong, 9, &mut storage);
+        link.on_close(0.0, 9);
+        assert!(link.on_open(10)[0].contains("\"cursor\":0"), "once");
+        assert!(self::link(&storage).on_open(11)[0].contains("\"cursor\":0"));
         assert!(
             link.http_pull(&"apartment:main".parse().unwrap(), 0)
                 .contains("cursor=0&")

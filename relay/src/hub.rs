@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use gaesup_protocol::{
     Ack, AckStatus, OpsBody, ProtocolError, Sequenced, ServerMessage, Snapshot, StreamId,
@@ -52,6 +52,10 @@ pub struct Outlet {
     /// Notified when the queue was full: the connection closes with
     /// `slow_consumer` and the device resyncs from its cursor.
     pub slow: Arc<Notify>,
+    /// Set with `slow`, before it is notified: a fan-out to this
+    /// connection was cut short, so no ack may follow on it (a device takes
+    /// an ack to mean it has every op committed before).
+    pub dropped: Arc<AtomicBool>,
 }
 
 enum Request {
@@ -590,6 +594,7 @@ impl State {
         }
         for conn in slow {
             if let Some(subscriber) = self.subscribers.remove(&conn) {
+                subscriber.outlet.dropped.store(true, Ordering::SeqCst);
                 subscriber.outlet.slow.notify_one();
                 self.metrics.refused(code::SLOW_CONSUMER);
             }

@@ -9,6 +9,7 @@
 //! relay shutting down close it (with a close code and reason).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -123,6 +124,7 @@ async fn serve(app: Arc<AppState>, socket: WebSocket) {
             send,
             catch_up,
             slow: Arc::clone(&slow),
+            dropped: Arc::new(AtomicBool::new(false)),
         },
     };
     let heartbeat = Duration::from_millis(app.config.heartbeat_ms.max(50));
@@ -271,6 +273,12 @@ impl Session {
                     self.app.metrics.refused(code::RATE_LIMITED);
                     all_refused(&push.ops, &error)
                 };
+                if self.outlet.dropped.load(Ordering::SeqCst) {
+                    // Ops committed before these acks did not all reach the
+                    // device: no ack (it pushes again after reconnecting,
+                    // and gets duplicates).
+                    return Some(close(CLOSE_SLOW, code::SLOW_CONSUMER));
+                }
                 // Acks must not be lost to a full queue: wait for room.
                 let _ = self.send.send(ServerMessage::Ack(Acks { acks })).await;
                 None

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use gaesup_protocol::{Link, LinkStatus, StreamId};
-use gaesup_state_core::{ManualClock, MemoryStorage};
+use gaesup_state_core::{ManualClock, MemoryStorage, Storage};
 use serde_json::json;
 use support::{Device, Relay, main_rw, now_s};
 use tokio_tungstenite::tungstenite::Message;
@@ -115,6 +115,11 @@ impl Browser {
     fn apply(&mut self, mut out: gaesup_protocol::LinkOutput) -> (Vec<String>, bool) {
         for (stream, ops) in std::mem::take(&mut out.ops) {
             let last = ops.last().map(|s| s.seq);
+            // Its own ops come back; it has them already.
+            let ops: Vec<_> = ops
+                .into_iter()
+                .filter(|s| !self.link.is_queued(&s.op.id))
+                .collect();
             for sequenced in ops {
                 match self.device.store.apply_remote(&sequenced.op) {
                     Err(gaesup_state_core::Error::Stale { key, .. }) => {
@@ -515,6 +520,35 @@ async fn a_device_that_counted_before_catching_up_takes_the_relay_s_count() {
             clock.set(now_ms());
             a.pump(&relay, 400).await;
             assert_eq!(a.value(), json!(11));
+        })
+        .await;
+}
+
+/// A device's own writes that span more than the horizon come back from
+/// the relay (it sends every op to every subscriber): the oldest is behind
+/// the device's own horizon by then, but it is its own, not something it
+/// missed, so nothing marks the stream against re-basing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_device_s_own_writes_coming_back_do_not_mark_the_stream() {
+    tokio::task::LocalSet::new()
+        .run_until(async {
+            let relay = Relay::start(&[]);
+            let clock = support::clock();
+            clock.set(now_ms() - 20 * DAY_MS);
+            let mut a = Browser::on(Device::with_clock(1, clock.clone()), Some(main_rw()));
+            a.count(2);
+            clock.set(now_ms() - DAY_MS);
+            a.count(3);
+            clock.set(now_ms());
+            a.pump(&relay, 800).await;
+            assert_eq!(a.link.waiting(), 0);
+            assert!(refused(&a).is_empty(), "{:?}", a.acks);
+            assert_eq!(a.value(), json!(5));
+            let mark = format!("{}apartment:main", gaesup_protocol::link::NO_REBASE_PREFIX);
+            assert_eq!(a.storage.get(&mark).unwrap(), None);
+            let mut fresh = Browser::new(5, Some(main_rw()));
+            fresh.pump(&relay, 400).await;
+            assert_eq!(fresh.value(), json!(5));
         })
         .await;
 }

@@ -4,7 +4,7 @@
 use std::rc::Weak;
 
 use gaesup_state::StateManager;
-use gaesup_state_core::{ApartmentId, Error as CoreError, Message, Transport};
+use gaesup_state_core::{ApartmentId, Error as CoreError, FullKey, Message, Transport};
 use leptos::prelude::Set;
 
 use super::Inner;
@@ -135,32 +135,38 @@ impl Inner {
     /// Text from another tab: to the manager, and to the relay link (the
     /// tab that holds it sends what the other tabs queued).
     fn receive_from_tab(&self, text: &str) {
-        self.receive(text);
+        let _ = self.receive(text);
         self.relay_incoming(text);
     }
 
     /// Hands text to the manager and counts the outcome: a sync, or a
     /// dropped message. An op refused as stale (this tab's own writes moved
     /// a counter's horizon past it) is marked for the relay link, whichever
-    /// tab holds it: see `gaesup_protocol::mark_refused_stale`.
-    pub(super) fn receive(&self, text: &str) {
+    /// tab holds it (see `gaesup_protocol::mark_refused_stale`); returns
+    /// their keys.
+    pub(super) fn receive(&self, text: &str) -> Vec<FullKey> {
         let Ok(inbound) = self.manager.receive_text(text) else {
-            return;
+            return Vec::new();
         };
         // Another apartment's message (all apartments share the channel,
         // for global keys) is neither a sync with another tab nor hostile.
         if inbound.foreign {
-            return;
+            return Vec::new();
         }
         if inbound.errors.iter().all(StateManager::is_not_for_this_tab) {
             self.writer.last_sync_ms.try_set(Some(js_sys::Date::now()));
         } else {
             self.writer.dropped_one();
         }
-        let stale = inbound.errors.iter().filter_map(|error| match error {
-            CoreError::Stale { key, .. } => Some(key),
-            _ => None,
-        });
-        self.relay_refused_stale(stale);
+        let stale: Vec<FullKey> = inbound
+            .errors
+            .into_iter()
+            .filter_map(|error| match error {
+                CoreError::Stale { key, .. } => Some(key),
+                _ => None,
+            })
+            .collect();
+        self.relay_refused_stale(&stale);
+        stale
     }
 }

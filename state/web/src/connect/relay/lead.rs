@@ -333,16 +333,29 @@ impl Remote {
         let Some(last) = ops.last().map(|sequenced| sequenced.seq) else {
             return;
         };
+        // This browser's own ops come back: every tab here has them.
+        let ops: Vec<Sequenced> = self
+            .with_link(|link, _| {
+                ops.into_iter()
+                    .filter(|sequenced| !link.is_queued(&sequenced.op.id))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut stale = Vec::new();
         for sequenced in ops {
             let message = Message::Ops(OpGroup {
                 ops: vec![sequenced.op],
             });
-            // An op refused as stale is marked for the link in storage
-            // here, before the cursor moves past it.
-            conn.receive_relayed(&message);
+            stale.extend(conn.receive_relayed(&message));
         }
         conn.save_now();
-        self.with_link(|link, storage| link.save_cursor(stream, last, storage));
+        self.with_link(|link, storage| {
+            // Before the cursor moves past the refused ops.
+            for key in &stale {
+                link.refused_stale(key, storage);
+            }
+            link.save_cursor(stream, last, storage);
+        });
     }
 
     pub(super) fn apply_snapshot(&self, snapshot: Snapshot) {
@@ -358,7 +371,7 @@ impl Remote {
             states: snapshot.states,
             have: None,
         };
-        conn.receive_relayed(&message);
+        let _ = conn.receive_relayed(&message);
         conn.save_now();
         self.with_link(|link, storage| link.save_cursor(&snapshot.stream, snapshot.seq, storage));
     }

@@ -232,24 +232,25 @@ impl Inner {
     }
 
     /// Applies a message from the relay and passes it on to the other tabs
-    /// (not to the relay again).
-    pub(super) fn receive_relayed(&self, message: &Message) {
+    /// (not to the relay again). Returns the keys of ops refused as stale.
+    pub(super) fn receive_relayed(&self, message: &Message) -> Vec<FullKey> {
         let Ok(text) = message.encode() else {
-            return;
+            return Vec::new();
         };
-        self.receive(&text);
+        let stale = self.receive(&text);
         if let Some(opened) = &self.transport {
             let _ = opened.transport.send(message);
         }
+        stale
     }
 
     /// This tab refused ops of these keys as stale: with a relay, mark
     /// their streams in the storage every tab shares, before any cursor
     /// moves past them.
-    pub(in crate::connect) fn relay_refused_stale<'a>(
-        &self,
-        keys: impl Iterator<Item = &'a FullKey>,
-    ) {
+    pub(in crate::connect) fn relay_refused_stale(&self, keys: &[FullKey]) {
+        if keys.is_empty() {
+            return;
+        }
         if self
             .relay
             .try_borrow()
