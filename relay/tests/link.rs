@@ -335,13 +335,19 @@ async fn blocked_websockets_fall_back_to_http_and_still_sync() {
 
 const DAY_MS: u64 = 24 * 60 * 60 * 1000;
 
+/// Device A, its clock twenty days back.
+fn twenty_days_ago() -> (Browser, ManualClock) {
+    let clock = support::clock();
+    clock.set(now_ms() - 20 * DAY_MS);
+    let a = Browser::on(Device::with_clock(1, clock.clone()), Some(main_rw()));
+    (a, clock)
+}
+
 /// Device A counts once online at twenty days ago, then goes away and
 /// counts 2 more; two days later C counts 100 (A never sees it). Returns A
 /// and A's clock.
 async fn away_twenty_days(relay: &Relay) -> (Browser, ManualClock) {
-    let clock = support::clock();
-    clock.set(now_ms() - 20 * DAY_MS);
-    let mut a = Browser::on(Device::with_clock(1, clock.clone()), Some(main_rw()));
+    let (mut a, clock) = twenty_days_ago();
     a.count(1);
     a.pump(relay, 400).await;
     assert_eq!(a.link.waiting(), 0);
@@ -503,9 +509,7 @@ async fn a_device_that_counted_before_catching_up_takes_the_relay_s_count() {
     tokio::task::LocalSet::new()
         .run_until(async {
             let relay = Relay::start(&[]);
-            let clock = support::clock();
-            clock.set(now_ms() - 20 * DAY_MS);
-            let mut a = Browser::on(Device::with_clock(1, clock.clone()), Some(main_rw()));
+            let (mut a, clock) = twenty_days_ago();
             a.count(1);
             a.pump(&relay, 400).await;
             assert_eq!(a.link.waiting(), 0);
@@ -533,9 +537,7 @@ async fn a_device_s_own_writes_coming_back_do_not_mark_the_stream() {
     tokio::task::LocalSet::new()
         .run_until(async {
             let relay = Relay::start(&[]);
-            let clock = support::clock();
-            clock.set(now_ms() - 20 * DAY_MS);
-            let mut a = Browser::on(Device::with_clock(1, clock.clone()), Some(main_rw()));
+            let (mut a, clock) = twenty_days_ago();
             a.count(2);
             clock.set(now_ms() - DAY_MS);
             a.count(3);
