@@ -209,6 +209,11 @@ pub struct Link {
     resyncing: BTreeSet<StreamId>,
     /// Streams this connection carried a snapshot of.
     snapshotted: BTreeSet<StreamId>,
+    /// Ops of this browser's the relay answered lately, oldest first (at
+    /// most [`MAX_OUTBOX`]): over HTTP an op's ack may come before the pull
+    /// that brings it back.
+    answered: std::collections::VecDeque<OpId>,
+    answered_set: BTreeSet<OpId>,
 }
 
 impl Link {
@@ -250,6 +255,8 @@ impl Link {
             resync: BTreeSet::new(),
             resyncing: BTreeSet::new(),
             snapshotted: BTreeSet::new(),
+            answered: std::collections::VecDeque::new(),
+            answered_set: BTreeSet::new(),
         };
         for stream in link.streams.clone() {
             let cursor = storage
@@ -335,7 +342,10 @@ impl Link {
     /// Writes `op` to the outbox before anything else happens to it, and
     /// (if connected) returns the frame that sends it.
     pub fn queue(&mut self, op: Op, storage: &mut dyn Storage) -> Result<Vec<String>, QueueError> {
-        if self.outbox.len() >= self.outbox_limit {
+        // Ops refused as stale wait for the re-base that replaces them: they
+        // do not keep it (or anything else) out.
+        let held = self.held().len();
+        if self.outbox.len().saturating_sub(held) >= self.outbox_limit {
             return Err(QueueError::Full(self.outbox.len()));
         }
         write_outbox_entry(&op, storage)?;
@@ -651,10 +661,21 @@ impl Link {
         }
     }
 
-    /// Whether `op` waits in the outbox (an op of this browser's: the relay
-    /// sends it back, and every tab here has it already).
-    pub fn is_queued(&self, op: &OpId) -> bool {
-        self.outbox.values().any(|queued| queued.id == *op)
+    /// Whether `op` is this browser's own: in the outbox, or answered by
+    /// the relay lately. The relay sends every op back to its sender too.
+    pub fn is_own(&self, op: &OpId) -> bool {
+        self.answered_set.contains(op) || self.outbox.values().any(|queued| queued.id == *op)
+    }
+
+    fn remember_answered(&mut self, op: OpId) {
+        if self.answered_set.insert(op) {
+            self.answered.push_back(op);
+            if self.answered.len() > MAX_OUTBOX
+                && let Some(oldest) = self.answered.pop_front()
+            {
+                self.answered_set.remove(&oldest);
+            }
+        }
     }
 
     fn mark_no_rebase(&mut self, stream: &StreamId, storage: &mut dyn Storage) {
@@ -759,9 +780,10 @@ impl Link {
             return Vec::new();
         };
         let rebase = rebase.filter(|id| self.outbox.values().any(|op| op.id == *id));
-        for id in held.ops.keys() {
-            self.in_flight.remove(id);
-            self.outbox.retain(|_, op| op.id != *id);
+        for &id in held.ops.keys() {
+            self.remember_answered(id);
+            self.in_flight.remove(&id);
+            self.outbox.retain(|_, op| op.id != id);
             let _ = storage.remove(&format!("{OUTBOX_PREFIX}{id}"));
         }
         match rebase {
@@ -809,6 +831,7 @@ impl Link {
                 self.outbox.retain(|_, op| op.id != ack.op);
                 let _ = storage.remove(&format!("{OUTBOX_PREFIX}{}", ack.op));
                 self.last_ack_ms = Some(now_ms);
+                self.remember_answered(ack.op);
             }
             // Rate limited, storage trouble, shutting down: it stays in the
             // outbox and goes again.
@@ -1325,6 +1348,38 @@ mod tests {
         let refused = link.rebased(&x.key, Some(unqueued.id), &mut storage);
         assert!(matches!(&refused[..], [ack] if ack.op == x.id));
         assert_eq!(link.waiting(), 0);
+    }
+
+    #[test]
+    fn held_ops_filling_the_outbox_leave_room_for_their_rebase() {
+        let mut storage = MemoryStorage::new();
+        let mut store = Replica::new(TabId::new(1), ManualClock::new(1_000));
+        let mut link = link(&storage).with_outbox_limit(2);
+        let (x, y) = (op(&mut store, 1), op(&mut store, 2));
+        link.queue(x.clone(), &mut storage).unwrap();
+        link.queue(y.clone(), &mut storage).unwrap();
+        let stale = crate::code::STALE;
+        link.on_open(0);
+        feed(&mut link, &welcome(10_000), 0, &mut storage);
+        feed(&mut link, &catch_up(), 0, &mut storage);
+        let out = feed(
+            &mut link,
+            &acks(&[(x.id, stale), (y.id, stale)]),
+            1,
+            &mut storage,
+        );
+        assert_eq!(out.rebase.len(), 1);
+        store.set_backlog(Some(2));
+        let rebase = store.rebase(&out.rebase[0].writer, &x.key).unwrap().op;
+        link.queue(rebase.clone(), &mut storage).unwrap();
+        assert!(
+            link.rebased(&x.key, Some(rebase.id), &mut storage)
+                .is_empty()
+        );
+        assert_eq!(link.waiting(), 1, "the re-base replaced them");
+        store.set_backlog(None);
+        let z = op(&mut store, 3);
+        assert!(link.queue(z, &mut storage).is_ok(), "room again");
     }
 
     #[test]

@@ -284,7 +284,11 @@ impl Session {
                 None
             }
             ClientMessage::Ping(ping) => {
-                let _ = self.send.try_send(ServerMessage::Pong(ping));
+                // A pong follows everything sent before it, as an ack does:
+                // not after a cut fan-out.
+                if !self.outlet.dropped.load(Ordering::SeqCst) {
+                    let _ = self.send.try_send(ServerMessage::Pong(ping));
+                }
                 None
             }
             ClientMessage::Pong(_) => None,

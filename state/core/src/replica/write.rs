@@ -96,14 +96,16 @@ impl Replica {
     /// away (and this replica never saw) would be dropped.
     ///
     /// Fails with [`Error::WrongStrategy`] for a key that is not a sum, and
-    /// with the usual errors where `unit` may not write `key`. Unlike a
+    /// with the usual errors where `unit` may not write `key`; a backlog
+    /// does not refuse it (it replaces writes that wait). Unlike a
     /// [`set`](Self::set) of the same total, the result is a write even
     /// when nothing visible changes.
     pub fn rebase(&mut self, unit: &UnitAddress, key: &FullKey) -> Result<Write> {
         let spec = self.spec_for(key)?;
         self.check_apartment(key)?;
         Self::check_access(&spec, key, unit, crate::permission::Action::Write)?;
-        self.check_backlog(&spec)?;
+        // Not refused by a backlog (see `set_backlog`): it replaces the
+        // refused writes waiting in the outbox, which is why it is full.
         if spec.strategy() != crate::strategy::Strategy::Sum {
             return Err(Error::WrongStrategy {
                 key: key.to_string(),

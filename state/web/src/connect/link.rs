@@ -135,15 +135,16 @@ impl Inner {
     /// Text from another tab: to the manager, and to the relay link (the
     /// tab that holds it sends what the other tabs queued).
     fn receive_from_tab(&self, text: &str) {
-        let _ = self.receive(text);
+        let stale = self.receive(text);
+        // Marked for the relay link, whichever tab holds it (see
+        // `gaesup_protocol::mark_refused_stale`).
+        self.relay_refused_stale(&stale);
         self.relay_incoming(text);
     }
 
     /// Hands text to the manager and counts the outcome: a sync, or a
-    /// dropped message. An op refused as stale (this tab's own writes moved
-    /// a counter's horizon past it) is marked for the relay link, whichever
-    /// tab holds it (see `gaesup_protocol::mark_refused_stale`); returns
-    /// their keys.
+    /// dropped message. Returns the keys of ops refused as stale (this
+    /// tab's own writes moved a counter's horizon past them).
     pub(super) fn receive(&self, text: &str) -> Vec<FullKey> {
         let Ok(inbound) = self.manager.receive_text(text) else {
             return Vec::new();
@@ -166,7 +167,6 @@ impl Inner {
                 _ => None,
             })
             .collect();
-        self.relay_refused_stale(&stale);
         stale
     }
 }

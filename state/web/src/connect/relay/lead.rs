@@ -333,20 +333,22 @@ impl Remote {
         let Some(last) = ops.last().map(|sequenced| sequenced.seq) else {
             return;
         };
-        // This browser's own ops come back: every tab here has them.
-        let ops: Vec<Sequenced> = self
-            .with_link(|link, _| {
-                ops.into_iter()
-                    .filter(|sequenced| !link.is_queued(&sequenced.op.id))
-                    .collect()
-            })
-            .unwrap_or_default();
         let mut stale = Vec::new();
         for sequenced in ops {
+            // This browser's own ops come back. Applied again (harmless, and
+            // it restores one a crash kept from being saved), not passed on
+            // to the other tabs, and no sign of something missed if refused
+            // as stale: writes that span the horizon come back that way.
+            let own = self
+                .with_link(|link, _| link.is_own(&sequenced.op.id))
+                .unwrap_or(false);
             let message = Message::Ops(OpGroup {
                 ops: vec![sequenced.op],
             });
-            stale.extend(conn.receive_relayed(&message));
+            let refused = conn.receive_relayed(&message, !own);
+            if !own {
+                stale.extend(refused);
+            }
         }
         conn.save_now();
         self.with_link(|link, storage| {
@@ -371,7 +373,7 @@ impl Remote {
             states: snapshot.states,
             have: None,
         };
-        let _ = conn.receive_relayed(&message);
+        let _ = conn.receive_relayed(&message, true);
         conn.save_now();
         self.with_link(|link, storage| link.save_cursor(&snapshot.stream, snapshot.seq, storage));
     }

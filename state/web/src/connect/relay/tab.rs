@@ -231,14 +231,16 @@ impl Inner {
         remote.outbox_changed();
     }
 
-    /// Applies a message from the relay and passes it on to the other tabs
-    /// (not to the relay again). Returns the keys of ops refused as stale.
-    pub(super) fn receive_relayed(&self, message: &Message) -> Vec<FullKey> {
+    /// Applies a message from the relay and, unless it is this browser's
+    /// own op coming back (`forward: false`: the other tabs have it), passes
+    /// it on to the other tabs (not to the relay again). Returns the keys of
+    /// ops refused as stale.
+    pub(super) fn receive_relayed(&self, message: &Message, forward: bool) -> Vec<FullKey> {
         let Ok(text) = message.encode() else {
             return Vec::new();
         };
         let stale = self.receive(&text);
-        if let Some(opened) = &self.transport {
+        if forward && let Some(opened) = &self.transport {
             let _ = opened.transport.send(message);
         }
         stale
