@@ -149,6 +149,23 @@ pub struct LinkOutput {
     pub rebase: Vec<Rebase>,
 }
 
+impl LinkOutput {
+    /// Adds what came after (what [`Link::settle`] decided once this
+    /// output was applied) to this output.
+    pub fn absorb(&mut self, later: LinkOutput) {
+        self.send.extend(later.send);
+        self.ops.extend(later.ops);
+        self.snapshots.extend(later.snapshots);
+        self.acks.extend(later.acks);
+        self.keys.extend(later.keys);
+        self.close |= later.close;
+        if self.error.is_none() {
+            self.error = later.error;
+        }
+        self.rebase.extend(later.rebase);
+    }
+}
+
 /// A sum key whose ops the relay refused as stale, to re-base.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rebase {
@@ -514,7 +531,7 @@ impl Link {
                     if self.hold_stale(&ack) {
                         continue;
                     }
-                    if let Some(op) = self.outbox.values().find(|op| op.id == ack.op) {
+                    if let Some(op) = self.queued(&ack.op) {
                         out.keys.push((ack.op, op.key.clone()));
                     }
                     self.acknowledged(&ack, now_ms, storage);
@@ -588,6 +605,7 @@ impl Link {
         if code != crate::code::STALE || self.rebases.contains_key(&ack.op) {
             return false;
         }
+        // The outbox field itself, not `queued`: the fields below change.
         let Some(op) = self.outbox.values().find(|op| op.id == ack.op) else {
             return false;
         };
@@ -664,7 +682,12 @@ impl Link {
     /// Whether `op` is this browser's own: in the outbox, or answered by
     /// the relay lately. The relay sends every op back to its sender too.
     pub fn is_own(&self, op: &OpId) -> bool {
-        self.answered_set.contains(op) || self.outbox.values().any(|queued| queued.id == *op)
+        self.answered_set.contains(op) || self.queued(op).is_some()
+    }
+
+    /// The op `id` if it waits in the outbox.
+    fn queued(&self, id: &OpId) -> Option<&Op> {
+        self.outbox.values().find(|op| op.id == *id)
     }
 
     fn remember_answered(&mut self, op: OpId) {
@@ -779,7 +802,7 @@ impl Link {
         let Some(held) = self.rebasing.remove(key) else {
             return Vec::new();
         };
-        let rebase = rebase.filter(|id| self.outbox.values().any(|op| op.id == *id));
+        let rebase = rebase.filter(|id| self.queued(id).is_some());
         for &id in held.ops.keys() {
             self.remember_answered(id);
             self.in_flight.remove(&id);
@@ -1121,11 +1144,7 @@ mod tests {
     /// A message, then what the link settles once the adapter applied it.
     fn feed(link: &mut Link, text: &str, now: u64, storage: &mut MemoryStorage) -> LinkOutput {
         let mut out = link.on_text(text, now, storage);
-        let settled = link.settle(storage);
-        out.acks.extend(settled.acks);
-        out.keys.extend(settled.keys);
-        out.rebase.extend(settled.rebase);
-        out.close |= settled.close;
+        out.absorb(link.settle(storage));
         out
     }
 

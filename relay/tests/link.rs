@@ -142,11 +142,10 @@ impl Browser {
             self.link
                 .save_cursor(&snapshot.stream, snapshot.seq, &mut self.storage);
         }
-        let settled = self.link.settle(&mut self.storage);
-        out.acks.extend(settled.acks);
-        let mut send = out.send;
+        out.absorb(self.link.settle(&mut self.storage));
+        let mut send = std::mem::take(&mut out.send);
         // What the browser's leading tab does with a stale counter.
-        for rebase in settled.rebase {
+        for rebase in std::mem::take(&mut out.rebase) {
             let written = self.device.store.rebase(&rebase.writer, &rebase.key);
             let id = match written {
                 Ok(write) => {
@@ -161,7 +160,7 @@ impl Browser {
             self.acks.extend(refused);
         }
         self.acks.extend(out.acks);
-        (send, out.close || settled.close)
+        (send, out.close)
     }
 
     /// Runs the adapter's loop for a while against `relay`.

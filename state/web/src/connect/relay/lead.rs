@@ -238,10 +238,7 @@ impl Remote {
         // Only with what came applied does the link know whether a stale
         // counter may be re-based.
         if let Some(settled) = self.with_link(|link, storage| link.settle(storage)) {
-            out.acks.extend(settled.acks);
-            out.keys.extend(settled.keys);
-            out.rebase.extend(settled.rebase);
-            out.close |= settled.close;
+            out.absorb(settled);
         }
         if !out.acks.is_empty() {
             self.confirm(&out.acks, &out.keys);
