@@ -37,9 +37,16 @@ pub struct Serve {
     /// printed as the first line of output).
     #[arg(long, env = "RELAY_LISTEN", default_value = "127.0.0.1:8787")]
     pub listen: SocketAddr,
-    /// Directory of the embedded store (created if missing).
+    /// Directory of the embedded store (created if missing; unused with
+    /// `--redis`).
     #[arg(long, env = "RELAY_DATA", default_value = "relay-data")]
     pub data: PathBuf,
+    /// Keep the log in Redis instead of the embedded store
+    /// (`redis://host:port/db`): any number of relay nodes may share it.
+    /// Run Redis with `appendonly yes` and `appendfsync always` for acks
+    /// that mean durable (the relay warns at start otherwise).
+    #[arg(long, env = "RELAY_REDIS", value_name = "URL")]
+    pub redis: Option<String>,
     /// File holding the secret tokens are signed with.
     #[arg(long, env = "RELAY_SECRET_FILE")]
     pub secret_file: Option<PathBuf>,

@@ -241,7 +241,7 @@ pub async fn health(State(app): State<Arc<AppState>>) -> Response {
 
 /// `GET /metrics`.
 pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
-    let log = app.db.log_len().unwrap_or(0);
+    let log = app.store.log_len().await.unwrap_or(0);
     (
         StatusCode::OK,
         [(

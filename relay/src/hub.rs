@@ -11,6 +11,15 @@
 //! subscribers. If the commit fails, the touched streams are reloaded
 //! from the store and every op of the batch is refused: nothing is ever
 //! acknowledged that is not on disk.
+//!
+//! With a shared store (Redis, several nodes) a commit also states the head
+//! its ops were admitted against. When another node got there first the
+//! stream is reloaded (states and head read together) and its ops are
+//! admitted again against the new state, so every node's replica applies
+//! the same ops in the same order: the log's. What other nodes commit comes
+//! to this node through its reader ([`Hub::remote`]) and is applied and
+//! fanned out here in log order; every subscriber therefore sees each
+//! stream's numbers without a gap, whichever node committed them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -26,12 +35,16 @@ use gaesup_state_core::{
 };
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::db::{Commit, Db, Row};
+use crate::db::Row;
 use crate::metrics::Metrics;
+use crate::store::{CommitError, Store, StreamCommit};
 use crate::token::Claims;
 
 /// Most ops one commit takes (more wait for the next one).
 const MAX_BATCH_OPS: usize = 4096;
+/// How long a push is admitted again after other nodes committed to the
+/// same stream first, before it is refused as busy.
+const MAX_RETRYING: std::time::Duration = std::time::Duration::from_secs(5);
 /// Room for a message's envelope around its ops or states.
 const FRAME_SLACK: usize = 4096;
 
@@ -80,6 +93,11 @@ enum Request {
         limit: usize,
         reply: oneshot::Sender<Result<ServerMessage, ProtocolError>>,
     },
+    /// Ops another node committed, in log order (from this node's reader).
+    Remote {
+        stream: StreamId,
+        ops: Vec<(u64, String)>,
+    },
 }
 
 /// A handle to the hub (cheap to clone).
@@ -104,10 +122,13 @@ struct Subscriber {
 }
 
 struct State {
-    db: Arc<Db>,
+    store: Arc<Store>,
     declarations: Vec<Arc<KeySpec>>,
     streams: BTreeMap<StreamId, Stream>,
     subscribers: BTreeMap<ConnId, Subscriber>,
+    /// Per stream, the number up to which its subscribers were sent ops
+    /// (kept when a stream is dropped from memory after a failed reload).
+    sent: BTreeMap<StreamId, u64>,
     metrics: Arc<Metrics>,
     committed: Arc<Notify>,
     /// Ops kept per stream behind the head before the log is trimmed.
@@ -131,12 +152,12 @@ pub fn now_ms() -> u64 {
 }
 
 impl Hub {
-    /// Loads every stream from `db` and starts the hub on a thread of its
-    /// own (the core's replicas are single-owner values, not `Send`).
+    /// Loads every stream from `store` and starts the hub on a thread of
+    /// its own (the core's replicas are single-owner values, not `Send`).
     /// The returned task ends when every handle is dropped and what was
     /// queued is committed.
     pub async fn start(
-        db: Arc<Db>,
+        store: Arc<Store>,
         declarations: Vec<Arc<KeySpec>>,
         metrics: Arc<Metrics>,
         keep: u64,
@@ -158,15 +179,18 @@ impl Hub {
                         return;
                     }
                 };
-                let state = match State::load_all(db, declarations, metrics, notify, keep) {
-                    Ok(state) => state,
-                    Err(err) => {
-                        let _ = ready.send(Err(err));
-                        return;
-                    }
-                };
-                let _ = ready.send(Ok(()));
-                runtime.block_on(state.run(inbox));
+                runtime.block_on(async move {
+                    let state =
+                        match State::load_all(store, declarations, metrics, notify, keep).await {
+                            Ok(state) => state,
+                            Err(err) => {
+                                let _ = ready.send(Err(err));
+                                return;
+                            }
+                        };
+                    let _ = ready.send(Ok(()));
+                    state.run(inbox).await;
+                });
             })
             .map_err(|err| err.to_string())?;
         started
@@ -241,6 +265,15 @@ impl Hub {
             .map_err(|_| shutting_down())?;
         wait.await.map_err(|_| shutting_down())?
     }
+
+    /// Ops of `stream` another node committed, as read from the shared
+    /// store in log order. `false` once the hub is gone.
+    pub async fn remote(&self, stream: StreamId, ops: Vec<(u64, String)>) -> bool {
+        self.requests
+            .send(Request::Remote { stream, ops })
+            .await
+            .is_ok()
+    }
 }
 
 fn shutting_down() -> ProtocolError {
@@ -252,6 +285,10 @@ fn refused(code: &str, message: impl Into<String>) -> AckStatus {
         code: code.to_owned(),
         message: message.into(),
     }
+}
+
+fn storage_error(err: impl std::fmt::Display) -> ProtocolError {
+    ProtocolError::new(code::STORAGE, err.to_string())
 }
 
 /// A stream with nothing in it yet, its replica knowing every declaration.
@@ -276,51 +313,72 @@ fn new_stream(declarations: &[Arc<KeySpec>], id: StreamId) -> Stream {
     }
 }
 
+/// One push attempt's work on one stream: the ops admitted against the
+/// stream's head, where their acks go, and what to fan out once stored.
+#[derive(Default)]
+struct Part {
+    base: u64,
+    rows: Vec<Row>,
+    keys: BTreeSet<FullKey>,
+    /// (push, op) of every op of this stream decided in this attempt.
+    decided: Vec<(usize, usize)>,
+    fanout: Vec<Sequenced>,
+    /// Op ids in this part: the number each got.
+    in_part: BTreeMap<String, u64>,
+}
+
 impl State {
-    fn load_all(
-        db: Arc<Db>,
+    async fn load_all(
+        store: Arc<Store>,
         declarations: Vec<Arc<KeySpec>>,
         metrics: Arc<Metrics>,
         committed: Arc<Notify>,
         keep: u64,
     ) -> Result<Self, String> {
         let mut state = State {
-            db,
+            store,
             declarations,
             streams: BTreeMap::new(),
             subscribers: BTreeMap::new(),
+            sent: BTreeMap::new(),
             metrics,
             committed,
             keep,
         };
-        let stored = state.db.streams().map_err(|err| err.to_string())?;
-        for (name, row) in stored {
+        let names = state
+            .store
+            .stream_names()
+            .await
+            .map_err(|err| err.to_string())?;
+        for name in names {
             let id: StreamId = name
                 .parse()
                 .map_err(|err| format!("stored stream {name:?}: {err}"))?;
-            let mut stream = state.new_stream(id);
-            stream.head = row.head;
-            stream.first = row.first;
-            state.load(&mut stream)?;
-            state.streams.insert(stream.id.clone(), stream);
+            let stream = state.load(&id).await?;
+            state.sent.insert(id.clone(), stream.head);
+            state.store.follow(&name, stream.head);
+            state.streams.insert(id, stream);
         }
         Ok(state)
     }
 
-    fn new_stream(&self, id: StreamId) -> Stream {
-        new_stream(&self.declarations, id)
-    }
-
-    /// Loads a stream's canonical states from the store, through the core's
+    /// A stream as stored, its canonical states loaded through the core's
     /// own loading (so a state the declarations no longer admit is set
-    /// aside, not trusted).
-    fn load(&self, stream: &mut Stream) -> Result<(), String> {
-        let rows = self
-            .db
-            .states(&stream.id.to_string())
-            .map_err(|err| err.to_string())?;
+    /// aside, not trusted); an empty stream if the store has none.
+    async fn load(&self, id: &StreamId) -> Result<Stream, String> {
+        let mut stream = new_stream(&self.declarations, id.clone());
+        let Some(loaded) = self
+            .store
+            .load(&id.to_string())
+            .await
+            .map_err(|err| err.to_string())?
+        else {
+            return Ok(stream);
+        };
+        stream.head = loaded.head;
+        stream.first = loaded.first;
         let mut storage = MemoryStorage::new();
-        for (key, stored) in rows {
+        for (key, stored) in loaded.states {
             storage
                 .set(&format!("{STATE_PREFIX}{key}"), &stored)
                 .map_err(|err| err.to_string())?;
@@ -332,14 +390,95 @@ impl State {
         for quarantined in report.quarantined {
             tracing::warn!(key = %quarantined.key, error = %quarantined.error, "stored state set aside");
         }
+        Ok(stream)
+    }
+
+    /// The stream `id`, loaded from the store the first time this node
+    /// meets it (another node may have written it), and followed from then
+    /// on; its subscribers are brought up to its head.
+    async fn ensure(&mut self, id: &StreamId) -> Result<(), ProtocolError> {
+        if !self.streams.contains_key(id) {
+            let stream = self.load(id).await.map_err(storage_error)?;
+            self.store.follow(&id.to_string(), stream.head);
+            let head = stream.head;
+            self.streams.insert(id.clone(), stream);
+            self.sent.entry(id.clone()).or_insert(head);
+            self.forward(id).await;
+        }
         Ok(())
     }
 
-    fn stream(&mut self, id: &StreamId) -> &mut Stream {
-        let declarations = &self.declarations;
-        self.streams
-            .entry(id.clone())
-            .or_insert_with(|| new_stream(declarations, id.clone()))
+    /// Reloads `id` from the store (after a conflict, a failed commit or an
+    /// op of another node this replica could not place) and sends its
+    /// subscribers what they lack. If the store cannot be read, the stream
+    /// is dropped from memory and loaded again when next needed.
+    async fn resync(&mut self, id: &StreamId) {
+        match self.load(id).await {
+            Ok(stream) => {
+                self.streams.insert(id.clone(), stream);
+                self.forward(id).await;
+            }
+            Err(err) => {
+                tracing::error!(stream = %id, error = %err, "reloading the stream failed");
+                self.streams.remove(id);
+            }
+        }
+    }
+
+    /// Sends the subscribers of `id` the ops between what they were sent
+    /// and the replica's head, from the log. If the log no longer holds
+    /// them (trimmed), those subscribers are cut off as slow: they come
+    /// back from their cursors and get a snapshot.
+    async fn forward(&mut self, id: &StreamId) {
+        let Some(head) = self.streams.get(id).map(|s| s.head) else {
+            return;
+        };
+        let mut after = self.sent.get(id).copied().unwrap_or(head);
+        while after < head {
+            let rows = match self.store.ops_after(&id.to_string(), after, 512).await {
+                Ok(rows) => rows,
+                Err(err) => {
+                    tracing::error!(stream = %id, error = %err, "reading the log failed");
+                    Vec::new()
+                }
+            };
+            if rows.first().map(|(seq, _)| *seq) != Some(after + 1) {
+                self.cut_off(id);
+                after = head;
+                break;
+            }
+            let mut ops = Vec::with_capacity(rows.len());
+            for (seq, body) in rows {
+                after = seq;
+                match serde_json::from_str::<Op>(&body) {
+                    Ok(op) => ops.push(Sequenced { seq, op }),
+                    Err(err) => tracing::error!(seq, error = %err, "a stored op does not parse"),
+                }
+            }
+            self.fan_out(id, ops);
+        }
+        self.sent.insert(id.clone(), after.max(head));
+    }
+
+    /// Disconnects every subscriber of `id` as too slow (they resync).
+    fn cut_off(&mut self, id: &StreamId) {
+        let conns: Vec<ConnId> = self
+            .subscribers
+            .iter()
+            .filter(|(_, s)| s.streams.contains(id))
+            .map(|(conn, _)| *conn)
+            .collect();
+        for conn in conns {
+            self.drop_slow(conn);
+        }
+    }
+
+    fn drop_slow(&mut self, conn: ConnId) {
+        if let Some(subscriber) = self.subscribers.remove(&conn) {
+            subscriber.outlet.dropped.store(true, Ordering::SeqCst);
+            subscriber.outlet.slow.notify_one();
+            self.metrics.refused(code::SLOW_CONSUMER);
+        }
     }
 
     async fn run(mut self, mut inbox: mpsc::Receiver<Request>) {
@@ -364,16 +503,24 @@ impl State {
                     next = inbox.try_recv().ok();
                 }
             }
+            // What other nodes committed first: a push admitted on top of
+            // it commits at once instead of meeting a conflict.
+            let (remote, others): (Vec<_>, Vec<_>) = others
+                .into_iter()
+                .partition(|r| matches!(r, Request::Remote { .. }));
+            for request in remote {
+                self.handle(request).await;
+            }
             if !pushes.is_empty() {
                 self.push(pushes).await;
             }
             for request in others {
-                self.handle(request);
+                self.handle(request).await;
             }
         }
     }
 
-    fn handle(&mut self, request: Request) {
+    async fn handle(&mut self, request: Request) {
         match request {
             Request::Push { .. } => {}
             Request::Subscribe {
@@ -383,7 +530,7 @@ impl State {
                 outlet,
                 reply,
             } => {
-                let result = self.subscribe(conn, claims, subscriptions, outlet);
+                let result = self.subscribe(conn, claims, subscriptions, outlet).await;
                 let _ = reply.send(result);
             }
             Request::Unsubscribe { conn } => {
@@ -395,90 +542,234 @@ impl State {
                 limit,
                 reply,
             } => {
-                let _ = reply.send(self.pull(&claims, &subscription, limit));
+                let _ = reply.send(self.pull(&claims, &subscription, limit).await);
+            }
+            Request::Remote { stream, ops } => {
+                self.remote(&stream, ops).await;
+                self.committed.notify_waiters();
             }
         }
     }
 
-    /// Admits and applies every op of every push, commits them in one
-    /// transaction, then acknowledges and fans out.
+    /// Applies and fans out ops another node committed. Ops at or below
+    /// the head are already here (this node committed them, or reloaded
+    /// past them); a gap, or an op this replica refuses, reloads the
+    /// stream from the store.
+    async fn remote(&mut self, id: &StreamId, ops: Vec<(u64, String)>) {
+        if self.ensure(id).await.is_err() {
+            return;
+        }
+        let mut live = Vec::new();
+        let mut resync = false;
+        for (seq, body) in ops {
+            let Some(stream) = self.streams.get_mut(id) else {
+                return;
+            };
+            if seq <= stream.head {
+                continue;
+            }
+            if seq != stream.head + 1 {
+                resync = true;
+                break;
+            }
+            let op = match serde_json::from_str::<Op>(&body) {
+                Ok(op) => op,
+                Err(err) => {
+                    tracing::error!(stream = %id, seq, error = %err, "another node's op does not parse");
+                    resync = true;
+                    break;
+                }
+            };
+            if let Err(err) = stream.replica.apply_remote(&op) {
+                tracing::warn!(stream = %id, seq, error = %err, "another node's op does not apply here; reloading");
+                resync = true;
+                break;
+            }
+            stream.head = seq;
+            live.push(Sequenced { seq, op });
+        }
+        if let Some(last) = live.last().map(|s| s.seq) {
+            self.metrics.remote(live.len() as u64);
+            self.fan_out(id, live);
+            self.sent.insert(id.clone(), last);
+        }
+        if resync {
+            self.resync(id).await;
+        }
+    }
+
+    /// Admits and applies every op of every push, commits them (one part
+    /// per stream), fans out what was stored, then acknowledges. A part
+    /// another node beat is admitted again on the reloaded stream.
     async fn push(&mut self, pushes: Vec<Pending>) {
-        let mut commit = Commit::default();
-        let mut dirty: BTreeMap<StreamId, BTreeSet<FullKey>> = BTreeMap::new();
-        let mut in_batch: BTreeMap<(StreamId, String), u64> = BTreeMap::new();
-        let mut all_acks = Vec::with_capacity(pushes.len());
-        let mut fanout: BTreeMap<StreamId, Vec<Sequenced>> = BTreeMap::new();
-        for (claims, ops, _) in &pushes {
-            let mut acks = Vec::with_capacity(ops.len());
-            for op in ops {
-                let status = self.admit(
-                    claims,
-                    op,
-                    &mut commit,
-                    &mut dirty,
-                    &mut in_batch,
-                    &mut fanout,
-                );
-                self.metrics.count_ack(&status);
-                acks.push(Ack { op: op.id, status });
-            }
-            all_acks.push(acks);
+        let mut statuses: Vec<Vec<Option<AckStatus>>> = pushes
+            .iter()
+            .map(|(_, ops, _)| vec![None; ops.len()])
+            .collect();
+        let deadline = std::time::Instant::now() + MAX_RETRYING;
+        while self.attempt(&pushes, &mut statuses).await > 0 && std::time::Instant::now() < deadline
+        {
         }
-        if !commit.ops.is_empty() {
-            for (id, keys) in &dirty {
-                let Some(stream) = self.streams.get(id) else {
-                    continue;
-                };
-                for key in keys {
-                    if let Some(stored) = stored_state(&stream.replica, key) {
-                        commit
-                            .states
-                            .push((id.to_string(), key.to_string(), stored));
-                    }
-                }
-                commit.heads.push((id.to_string(), stream.head));
-            }
-            let started = std::time::Instant::now();
-            let ops = commit.ops.len();
-            if let Err(err) = self.db.commit(commit).await {
-                tracing::error!(error = %err, "commit failed; the batch is refused");
-                self.reload(dirty.keys().cloned().collect());
-                for acks in &mut all_acks {
-                    for ack in acks.iter_mut() {
-                        if matches!(ack.status, AckStatus::Applied { .. }) {
-                            ack.status = refused(code::STORAGE, format!("not stored: {err}"));
-                        }
-                    }
-                }
-                fanout.clear();
-            } else {
-                self.metrics.commit(ops, started.elapsed());
-            }
-        }
-        // Fanned out before the acks go: a device that reads an ack has read
-        // every op committed with it (its link takes an ack on a socket to
-        // mean it has caught up).
-        for (id, ops) in fanout {
-            self.fan_out(&id, ops);
-        }
-        for ((_, _, reply), acks) in pushes.into_iter().zip(all_acks) {
+        for ((_, ops, reply), statuses) in pushes.into_iter().zip(statuses) {
+            let acks = ops
+                .iter()
+                .zip(statuses)
+                .map(|(op, status)| {
+                    let status = status.unwrap_or_else(|| {
+                        refused(
+                            code::STORAGE,
+                            "other relay nodes kept writing this stream; try again",
+                        )
+                    });
+                    self.metrics.count_ack(&status);
+                    Ack { op: op.id, status }
+                })
+                .collect();
             let _ = reply.send(acks);
         }
         self.committed.notify_waiters();
         self.trim().await;
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// One round of [`push`](Self::push) over the ops not yet decided;
+    /// returns how many streams met a conflict (their ops are undecided
+    /// again).
+    async fn attempt(
+        &mut self,
+        pushes: &[Pending],
+        statuses: &mut [Vec<Option<AckStatus>>],
+    ) -> usize {
+        // The op ids each stream's log already holds.
+        let mut wanted: BTreeMap<StreamId, Vec<String>> = BTreeMap::new();
+        for (i, (_, ops, _)) in pushes.iter().enumerate() {
+            for (j, op) in ops.iter().enumerate() {
+                if statuses[i][j].is_none() {
+                    wanted
+                        .entry(StreamId::of(&op.key))
+                        .or_default()
+                        .push(op.id.to_string());
+                }
+            }
+        }
+        let mut known: BTreeMap<(StreamId, String), Result<u64, String>> = BTreeMap::new();
+        for (id, ids) in wanted {
+            if let Err(err) = self.ensure(&id).await {
+                for op_id in ids {
+                    known.insert((id.clone(), op_id), Err(err.message.clone()));
+                }
+                continue;
+            }
+            match self.store.seqs_of(&id.to_string(), &ids).await {
+                Ok(seqs) => {
+                    for (op_id, seq) in ids.into_iter().zip(seqs) {
+                        if let Some(seq) = seq {
+                            known.insert((id.clone(), op_id), Ok(seq));
+                        }
+                    }
+                }
+                Err(err) => {
+                    for op_id in ids {
+                        known.insert((id.clone(), op_id), Err(err.to_string()));
+                    }
+                }
+            }
+        }
+        let mut parts: BTreeMap<StreamId, Part> = BTreeMap::new();
+        for (i, (claims, ops, _)) in pushes.iter().enumerate() {
+            for (j, op) in ops.iter().enumerate() {
+                if statuses[i][j].is_some() {
+                    continue;
+                }
+                let id = StreamId::of(&op.key);
+                let head = self.streams.get(&id).map_or(0, |s| s.head);
+                let part = parts.entry(id.clone()).or_insert_with(|| Part {
+                    base: head,
+                    ..Part::default()
+                });
+                part.decided.push((i, j));
+                statuses[i][j] = Some(self.admit(claims, op, &id, &known, part));
+            }
+        }
+        let mut order = Vec::new();
+        let mut commits = Vec::new();
+        for (id, part) in &mut parts {
+            if part.rows.is_empty() {
+                continue;
+            }
+            let Some(stream) = self.streams.get(id) else {
+                continue;
+            };
+            let states = part
+                .keys
+                .iter()
+                .filter_map(|key| {
+                    stored_state(&stream.replica, key).map(|stored| (key.to_string(), stored))
+                })
+                .collect();
+            order.push(id.clone());
+            commits.push(StreamCommit {
+                stream: id.to_string(),
+                base: part.base,
+                ops: std::mem::take(&mut part.rows),
+                states,
+            });
+        }
+        if commits.is_empty() {
+            return 0;
+        }
+        let started = std::time::Instant::now();
+        let results = self.store.commit(commits).await;
+        let mut conflicts = 0;
+        let mut stored = 0;
+        for (id, result) in order.into_iter().zip(results) {
+            let Some(part) = parts.remove(&id) else {
+                continue;
+            };
+            match result {
+                Ok(()) => {
+                    stored += part.fanout.len();
+                    if let Some(last) = part.fanout.last().map(|s| s.seq) {
+                        // Fanned out before the acks go: a device that reads
+                        // an ack has read every op committed with it (its
+                        // link takes an ack on a socket to mean it has
+                        // caught up).
+                        self.fan_out(&id, part.fanout);
+                        self.sent.insert(id.clone(), last);
+                    }
+                }
+                Err(CommitError::Conflict) => {
+                    conflicts += 1;
+                    self.metrics.conflict();
+                    for (i, j) in part.decided {
+                        statuses[i][j] = None;
+                    }
+                    self.resync(&id).await;
+                }
+                Err(CommitError::Failed(err)) => {
+                    tracing::error!(stream = %id, error = %err, "commit failed; its ops are refused");
+                    for (i, j) in part.decided {
+                        if let Some(status @ AckStatus::Applied { .. }) = &mut statuses[i][j] {
+                            *status = refused(code::STORAGE, format!("not stored: {err}"));
+                        }
+                    }
+                    self.resync(&id).await;
+                }
+            }
+        }
+        if stored > 0 {
+            self.metrics.commit(stored, started.elapsed());
+        }
+        conflicts
+    }
+
     fn admit(
         &mut self,
         claims: &Claims,
         op: &Op,
-        commit: &mut Commit,
-        dirty: &mut BTreeMap<StreamId, BTreeSet<FullKey>>,
-        in_batch: &mut BTreeMap<(StreamId, String), u64>,
-        fanout: &mut BTreeMap<StreamId, Vec<Sequenced>>,
+        id: &StreamId,
+        known: &BTreeMap<(StreamId, String), Result<u64, String>>,
+        part: &mut Part,
     ) -> AckStatus {
-        let id = StreamId::of(&op.key);
         if !claims.can_write_key(&op.key) {
             return refused(
                 code::FORBIDDEN,
@@ -486,19 +777,26 @@ impl State {
             );
         }
         let op_id = op.id.to_string();
-        if let Some(seq) = in_batch.get(&(id.clone(), op_id.clone())) {
+        if let Some(seq) = part.in_part.get(&op_id) {
             return AckStatus::Duplicate {
-                stream: id,
+                stream: id.clone(),
                 seq: *seq,
             };
         }
-        match self.db.seq_of(&id.to_string(), &op_id) {
-            Ok(Some(seq)) => return AckStatus::Duplicate { stream: id, seq },
-            Ok(None) => {}
-            Err(err) => return refused(code::STORAGE, err.to_string()),
+        match known.get(&(id.clone(), op_id.clone())) {
+            Some(Ok(seq)) => {
+                return AckStatus::Duplicate {
+                    stream: id.clone(),
+                    seq: *seq,
+                };
+            }
+            Some(Err(err)) => return refused(code::STORAGE, err.clone()),
+            None => {}
         }
         let now = now_ms();
-        let stream = self.stream(&id);
+        let Some(stream) = self.streams.get_mut(id) else {
+            return refused(code::STORAGE, "the stream could not be loaded");
+        };
         let spec = match stream.replica.spec_for(&op.key) {
             Ok(spec) => spec,
             Err(_) => {
@@ -537,38 +835,22 @@ impl State {
             .state(&op.key)
             .and_then(KeyState::value)
             .unwrap_or_else(|| spec.default_value().clone());
-        commit.ops.push(Row {
+        part.rows.push(Row {
             stream: id.to_string(),
             seq,
             op_id: op_id.clone(),
             body: serde_json::to_string(op).unwrap_or_default(),
         });
-        in_batch.insert((id.clone(), op_id), seq);
-        dirty.entry(id.clone()).or_default().insert(op.key.clone());
-        fanout.entry(id.clone()).or_default().push(Sequenced {
+        part.in_part.insert(op_id, seq);
+        part.keys.insert(op.key.clone());
+        part.fanout.push(Sequenced {
             seq,
             op: op.clone(),
         });
         AckStatus::Applied {
-            stream: id,
+            stream: id.clone(),
             seq,
             value,
-        }
-    }
-
-    /// After a failed commit: the streams' replicas and heads as stored.
-    fn reload(&mut self, ids: Vec<StreamId>) {
-        let heads = self.db.streams().unwrap_or_default();
-        for id in ids {
-            let mut stream = self.new_stream(id.clone());
-            if let Some((_, row)) = heads.iter().find(|(name, _)| *name == id.to_string()) {
-                stream.head = row.head;
-                stream.first = row.first;
-            }
-            if let Err(err) = self.load(&mut stream) {
-                tracing::error!(stream = %id, error = %err, "reload failed");
-            }
-            self.streams.insert(id, stream);
         }
     }
 
@@ -593,15 +875,11 @@ impl State {
             }
         }
         for conn in slow {
-            if let Some(subscriber) = self.subscribers.remove(&conn) {
-                subscriber.outlet.dropped.store(true, Ordering::SeqCst);
-                subscriber.outlet.slow.notify_one();
-                self.metrics.refused(code::SLOW_CONSUMER);
-            }
+            self.drop_slow(conn);
         }
     }
 
-    fn subscribe(
+    async fn subscribe(
         &mut self,
         conn: ConnId,
         claims: Arc<Claims>,
@@ -618,7 +896,7 @@ impl State {
         }
         let mut streams = BTreeSet::new();
         for subscription in &subscriptions {
-            for message in self.catch_up(&claims, subscription, usize::MAX)? {
+            for message in self.catch_up(&claims, subscription, usize::MAX).await? {
                 // Queued here, in the same step that registers the
                 // subscriber, so nothing live can overtake it.
                 if outlet.catch_up.send(message).is_err() {
@@ -638,7 +916,7 @@ impl State {
         Ok(())
     }
 
-    fn pull(
+    async fn pull(
         &mut self,
         claims: &Claims,
         subscription: &Subscription,
@@ -650,7 +928,7 @@ impl State {
                 format!("the token may not read {}", subscription.stream),
             ));
         }
-        let mut messages = self.catch_up(claims, subscription, limit)?;
+        let mut messages = self.catch_up(claims, subscription, limit).await?;
         Ok(if messages.is_empty() {
             ServerMessage::Ops(OpsBody {
                 stream: subscription.stream.clone(),
@@ -666,15 +944,18 @@ impl State {
     /// or a snapshot when the log no longer reaches back to it (or the
     /// device claims a number the relay never gave). Always at least one
     /// message, saying the head.
-    fn catch_up(
+    async fn catch_up(
         &mut self,
         claims: &Claims,
         subscription: &Subscription,
         limit: usize,
     ) -> Result<Vec<ServerMessage>, ProtocolError> {
         let id = subscription.stream.clone();
-        let stream = self.stream(&id);
-        let (head, first) = (stream.head, stream.first);
+        self.ensure(&id).await?;
+        let (head, first) = self
+            .streams
+            .get(&id)
+            .map_or((0, 1), |stream| (stream.head, stream.first));
         let cursor = subscription.cursor.unwrap_or(0);
         if cursor == head {
             return Ok(vec![ServerMessage::Ops(OpsBody {
@@ -692,14 +973,23 @@ impl State {
         let mut sent = 0usize;
         while after < head && sent < limit {
             let rows = self
-                .db
+                .store
                 .ops_after(&id.to_string(), after, 512.min(limit - sent))
-                .map_err(|err| ProtocolError::new(code::STORAGE, err.to_string()))?;
-            if rows.is_empty() {
+                .await
+                .map_err(storage_error)?;
+            if rows.first().map(|(seq, _)| *seq) != Some(after + 1) {
+                if after == cursor {
+                    // Another node trimmed the log past this cursor.
+                    self.metrics.snapshot();
+                    return Ok(self.snapshot(claims, &id));
+                }
                 break;
             }
             let mut ops = Vec::with_capacity(rows.len());
             for (seq, body) in rows {
+                if seq > head {
+                    break;
+                }
                 after = seq;
                 sent += 1;
                 match serde_json::from_str::<Op>(&body) {
@@ -771,7 +1061,7 @@ impl State {
             .map(|s| s.id.clone())
             .collect();
         for id in due {
-            match self.db.trim(&id.to_string(), self.keep).await {
+            match self.store.trim(&id.to_string(), self.keep).await {
                 Ok(first) => {
                     if let Some(stream) = self.streams.get_mut(&id) {
                         stream.first = first;

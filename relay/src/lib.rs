@@ -19,7 +19,8 @@
 //!
 //! - An ack means durable: the op, the key's new canonical state and the
 //!   stream's head are committed in one SQLite transaction (WAL,
-//!   `synchronous = FULL`) before the ack is sent.
+//!   `synchronous = FULL`) before the ack is sent; with `--redis`, in one
+//!   Lua script on Redis (durable as Redis's `appendfsync` makes it).
 //! - A resend is harmless: an op id already in the log is acknowledged as a
 //!   duplicate with its first number.
 //! - A cursor never misses anything: ops after it come from the log, or a
@@ -33,7 +34,7 @@
 //! # Modules
 //!
 //! [`config`] (flags and environment), [`token`] (signed grants), [`db`]
-//! (the embedded store), [`hub`] (replicas, numbering, commits, fan-out),
+//! (the embedded store), [`store`] (that or Redis, for several nodes), [`hub`] (replicas, numbering, commits, fan-out),
 //! [`ws`] and [`http`] (the endpoints), [`metrics`], [`limits`].
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -44,6 +45,7 @@ pub mod http;
 pub mod hub;
 pub mod limits;
 pub mod metrics;
+pub mod store;
 pub mod token;
 pub mod ws;
 
@@ -66,6 +68,7 @@ use crate::db::Db;
 use crate::hub::Hub;
 use crate::limits::Bucket;
 use crate::metrics::Metrics;
+use crate::store::{RedisStore, Store};
 use crate::token::{Access, Claims, Grant};
 
 /// What every handler shares.
@@ -79,7 +82,7 @@ pub struct AppState {
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// The store (for metrics).
-    pub db: Arc<Db>,
+    pub store: Arc<Store>,
     /// Flips to `true` when the relay starts shutting down.
     pub shutdown: watch::Receiver<bool>,
     next_conn: AtomicU64,
@@ -157,11 +160,18 @@ async fn cors(request: axum::extract::Request, next: Next) -> Response {
 /// Runs the relay until SIGINT or SIGTERM, then shuts down gracefully:
 /// stops accepting, tells devices, finishes the commit in flight.
 pub async fn serve(config: Serve, secret: Vec<u8>) -> Result<(), String> {
-    let db = Arc::new(Db::open(&config.data).map_err(|err| err.to_string())?);
+    let store = Arc::new(match &config.redis {
+        Some(url) => Store::Redis(Box::new(
+            RedisStore::connect(url)
+                .await
+                .map_err(|err| format!("cannot use Redis at {url}: {err}"))?,
+        )),
+        None => Store::Sqlite(Db::open(&config.data).map_err(|err| err.to_string())?),
+    });
     let declarations = gaesup_keys::declarations().map_err(|err| err.to_string())?;
     let metrics = Arc::new(Metrics::default());
     let (hub, hub_task) = Hub::start(
-        Arc::clone(&db),
+        Arc::clone(&store),
         declarations,
         Arc::clone(&metrics),
         config.log_keep.max(1),
@@ -172,19 +182,27 @@ pub async fn serve(config: Serve, secret: Vec<u8>) -> Result<(), String> {
         .map_err(|err| format!("cannot listen on {}: {err}", config.listen))?;
     let address: SocketAddr = listener.local_addr().map_err(|err| err.to_string())?;
     let (stop, shutdown) = watch::channel(false);
+    let reader = store
+        .shared()
+        .then(|| tokio::spawn(follow(Arc::clone(&store), hub.clone(), shutdown.clone())));
     let state = Arc::new(AppState {
         hub,
         secret,
         config: config.clone(),
         metrics,
-        db,
+        store,
         shutdown,
         next_conn: AtomicU64::new(1),
         http_buckets: Mutex::new(BTreeMap::new()),
     });
     // The first line of output: tests and scripts read the port from it.
     println!("relay listening on http://{address}");
-    tracing::info!(%address, data = %config.data.display(), node = %config.node, "relay up");
+    match &config.redis {
+        Some(redis) => tracing::info!(%address, %redis, node = %config.node, "relay up"),
+        None => {
+            tracing::info!(%address, data = %config.data.display(), node = %config.node, "relay up");
+        }
+    }
     let app = router(Arc::clone(&state));
     let graceful = async move {
         wait_for_signal().await;
@@ -195,12 +213,39 @@ pub async fn serve(config: Serve, secret: Vec<u8>) -> Result<(), String> {
         .with_graceful_shutdown(graceful)
         .await
         .map_err(|err| err.to_string())?;
-    // Every handler is gone: the hub drains what is queued (committing it)
-    // and stops.
+    // Every handler is gone (and the reader, which holds the hub too): the
+    // hub drains what is queued (committing it) and stops.
+    if let Some(reader) = reader {
+        let _ = reader.await;
+    }
     drop(state);
     let _ = hub_task.await;
     tracing::info!("relay stopped");
     Ok(())
+}
+
+/// Brings what other nodes commit to the shared store into this node's
+/// hub, until the relay shuts down.
+async fn follow(store: Arc<Store>, hub: Hub, mut shutdown: watch::Receiver<bool>) {
+    let Store::Redis(redis) = &*store else {
+        return;
+    };
+    let read = redis.read_forever(|stream, ops| {
+        let hub = hub.clone();
+        async move {
+            match stream.parse() {
+                Ok(id) => hub.remote(id, ops).await,
+                Err(err) => {
+                    tracing::error!(%stream, error = %err, "a stream name in Redis does not parse");
+                    true
+                }
+            }
+        }
+    });
+    tokio::select! {
+        () = read => {}
+        _ = shutdown.wait_for(|stop| *stop) => {}
+    }
 }
 
 async fn wait_for_signal() {

@@ -20,6 +20,8 @@ pub struct Metrics {
     snapshots: AtomicU64,
     commits: AtomicU64,
     commit_micros: AtomicU64,
+    conflicts: AtomicU64,
+    remote: AtomicU64,
     refusals: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -86,6 +88,17 @@ impl Metrics {
         );
     }
 
+    /// A stream's commit found another node had written first (its ops
+    /// are admitted again).
+    pub fn conflict(&self) {
+        self.conflicts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Ops other nodes committed, applied here.
+    pub fn remote(&self, n: u64) {
+        self.remote.fetch_add(n, Ordering::Relaxed);
+    }
+
     /// The Prometheus text exposition; `log_ops` is the log's length.
     pub fn render(&self, log_ops: u64) -> String {
         let mut out = String::new();
@@ -134,6 +147,16 @@ impl Metrics {
             "relay_commit_microseconds_total",
             "Time spent committing.",
             self.commit_micros.load(Ordering::Relaxed),
+        );
+        counter(
+            "relay_commit_conflicts_total",
+            "Stream commits another node beat (the ops were admitted again).",
+            self.conflicts.load(Ordering::Relaxed),
+        );
+        counter(
+            "relay_ops_remote_total",
+            "Ops other nodes committed, applied on this node.",
+            self.remote.load(Ordering::Relaxed),
         );
         let _ = writeln!(
             out,

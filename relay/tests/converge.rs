@@ -1,7 +1,8 @@
 //! Devices writing through the relay in a random order, disconnecting and
 //! coming back from their cursors (some after the log was trimmed past
 //! them), converge to the relay's state: byte-equal states, the counter
-//! equal to every increment made.
+//! equal to every increment made. On the embedded store with one relay,
+//! and on Redis with two relay nodes, each device reconnecting to either.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,7 +13,7 @@ use std::time::Duration;
 use gaesup_protocol::{AckStatus, ServerMessage};
 use gaesup_state_core::Op;
 use serde_json::json;
-use support::{Client, Device, Relay, http, main_rw, main_snapshot};
+use support::{Client, Device, RedisServer, Relay, http, main_rw, main_snapshot};
 
 /// splitmix64.
 struct Rng(u64);
@@ -74,24 +75,49 @@ impl Sim {
         }
     }
 
+    /// Reads what arrived; a socket the relay closed (a slow consumer, or
+    /// a node that could not forward what its log no longer holds) leaves
+    /// the device offline, to come back from its cursor.
     async fn drain(&mut self) {
         let Some(client) = self.client.as_mut() else {
             return;
         };
         let mut messages = Vec::new();
-        while let Ok(Some(message)) =
-            tokio::time::timeout(Duration::from_millis(5), client.next()).await
-        {
-            messages.push(message);
+        let mut closed = false;
+        loop {
+            match tokio::time::timeout(Duration::from_millis(5), client.next()).await {
+                Ok(Some(message)) => messages.push(message),
+                Ok(None) => {
+                    closed = true;
+                    break;
+                }
+                Err(_) => break,
+            }
         }
         for message in messages {
             self.absorb(message);
         }
+        if closed {
+            self.client = None;
+        }
+    }
+
+    /// Sends the whole outbox again (the relay acknowledges resends as
+    /// duplicates).
+    async fn push_outbox(&mut self) {
+        let Some(client) = self.client.as_mut() else {
+            return;
+        };
+        let push = gaesup_protocol::ClientMessage::Push(gaesup_protocol::Push {
+            ops: self.outbox.clone(),
+        });
+        if !client.try_send(&push).await {
+            self.client = None;
+        }
     }
 }
 
-async fn run(seed: u64) {
-    let relay = Relay::start(&["--log-keep", "16"]);
+async fn run(seed: u64, nodes: &[Relay]) {
     let mut rng = Rng(seed);
     let mut sims: Vec<Sim> = (0..3)
         .map(|i| Sim {
@@ -117,15 +143,7 @@ async fn run(seed: u64) {
                     expected -= delta;
                 }
                 sim.outbox.push(op);
-                if let Some(client) = sim.client.as_mut() {
-                    client
-                        .send(&gaesup_protocol::ClientMessage::Push(
-                            gaesup_protocol::Push {
-                                ops: sim.outbox.clone(),
-                            },
-                        ))
-                        .await;
-                }
+                sim.push_outbox().await;
             }
             5..=6 => sim.drain().await,
             7 => {
@@ -135,31 +153,30 @@ async fn run(seed: u64) {
             }
             _ => {
                 if sim.client.is_none() {
-                    let mut client = Client::connect(&relay, &main_rw(), Some(sim.cursor)).await;
+                    let relay = &nodes[rng.below(nodes.len() as u64) as usize];
+                    sim.client = Some(Client::connect(relay, &main_rw(), Some(sim.cursor)).await);
                     if !sim.outbox.is_empty() {
-                        client
-                            .send(&gaesup_protocol::ClientMessage::Push(
-                                gaesup_protocol::Push {
-                                    ops: sim.outbox.clone(),
-                                },
-                            ))
-                            .await;
+                        sim.push_outbox().await;
                     }
-                    sim.client = Some(client);
                 }
             }
         }
     }
     // Everyone back, outboxes flushed, caught up to the head.
+    let relay = &nodes[0];
+    let deadline = std::time::Instant::now() + support::DEADLINE;
     let head = loop {
-        for sim in &mut sims {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "seed {seed}: the devices did not catch up"
+        );
+        for (i, sim) in sims.iter_mut().enumerate() {
             if sim.client.is_none() {
-                sim.client = Some(Client::connect(&relay, &main_rw(), Some(sim.cursor)).await);
+                let node = &nodes[i % nodes.len()];
+                sim.client = Some(Client::connect(node, &main_rw(), Some(sim.cursor)).await);
             }
             if !sim.outbox.is_empty() {
-                let ops = sim.outbox.clone();
-                let acks = sim.client.as_mut().unwrap().push(ops).await;
-                sim.absorb(ServerMessage::Ack(gaesup_protocol::Acks { acks }));
+                sim.push_outbox().await;
             }
             sim.drain().await;
         }
@@ -179,8 +196,16 @@ async fn run(seed: u64) {
             break head;
         }
     };
-    let snapshot = main_snapshot(&relay).await;
+    let snapshot = main_snapshot(relay).await;
     assert_eq!(snapshot.seq, head);
+    for node in &nodes[1..] {
+        let other = main_snapshot(node).await;
+        assert_eq!(
+            serde_json::to_string(&other).unwrap(),
+            serde_json::to_string(&snapshot).unwrap(),
+            "seed {seed}: the relay nodes' canonical states differ"
+        );
+    }
     for (i, sim) in sims.iter().enumerate() {
         for entry in &snapshot.states {
             assert_eq!(
@@ -202,13 +227,33 @@ async fn run(seed: u64) {
 /// Seeds the test command runs (about 10 s); `RELAY_SIM_SEEDS=200` runs more.
 const DEFAULT_SEEDS: u64 = 16;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn devices_converge_to_the_relays_state_whatever_the_order() {
-    let seeds = std::env::var("RELAY_SIM_SEEDS")
+fn seeds() -> u64 {
+    std::env::var("RELAY_SIM_SEEDS")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(DEFAULT_SEEDS);
-    for seed in 0..seeds {
-        tokio::task::LocalSet::new().run_until(run(seed)).await;
+        .unwrap_or(DEFAULT_SEEDS)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn devices_converge_to_the_relays_state_whatever_the_order() {
+    for seed in 0..seeds() {
+        let relay = Relay::start(&["--log-keep", "16"]);
+        tokio::task::LocalSet::new()
+            .run_until(run(seed, std::slice::from_ref(&relay)))
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn devices_on_two_relay_nodes_sharing_redis_converge_whatever_the_order() {
+    for seed in 0..seeds() {
+        let redis = RedisServer::start();
+        let nodes = [
+            Relay::node(&redis, &["--log-keep", "16"]),
+            Relay::node(&redis, &["--log-keep", "16"]),
+        ];
+        tokio::task::LocalSet::new()
+            .run_until(run(seed, &nodes))
+            .await;
     }
 }

@@ -11,7 +11,7 @@ use gaesup_protocol::{
 use gaesup_relay::token::Access;
 use serde_json::{Value, json};
 use support::{
-    Client, Device, Relay, error_code, http, main_rw, main_snapshot, main_stream, token,
+    Backend, Client, Device, Relay, error_code, http, main_rw, main_snapshot, main_stream, token,
     token_until,
 };
 
@@ -29,9 +29,8 @@ fn refusal(status: &AckStatus) -> &str {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_same_op_twice_is_one_op_and_the_ack_carries_the_canonical_value() {
-    let relay = Relay::start(&[]);
+async fn the_same_op_twice_is_one_op_and_the_ack_carries_the_canonical_value(backend: Backend) {
+    let relay = Relay::on(backend, &[]);
     let mut client = Client::connect(&relay, &main_rw(), Some(0)).await;
     let mut device = Device::new(1);
     let op = device.count(3);
@@ -57,9 +56,8 @@ async fn the_same_op_twice_is_one_op_and_the_ack_carries_the_canonical_value() {
     assert_eq!(body.head, 1);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_device_catches_up_from_its_cursor_then_gets_live_ops() {
-    let relay = Relay::start(&[]);
+async fn a_device_catches_up_from_its_cursor_then_gets_live_ops(backend: Backend) {
+    let relay = Relay::on(backend, &[]);
     let mut writer = Client::connect(&relay, &main_rw(), None).await;
     let mut device = Device::new(1);
     for delta in 1..=5 {
@@ -87,9 +85,8 @@ async fn a_device_catches_up_from_its_cursor_then_gets_live_ops() {
     assert_eq!(live.ops[0].seq, 6);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_device_behind_the_trimmed_log_gets_a_snapshot() {
-    let relay = Relay::start(&["--log-keep", "4"]);
+async fn a_device_behind_the_trimmed_log_gets_a_snapshot(backend: Backend) {
+    let relay = Relay::on(backend, &["--log-keep", "4"]);
     let mut writer = Client::connect(&relay, &main_rw(), None).await;
     let mut device = Device::new(1);
     for _ in 0..12 {
@@ -122,9 +119,8 @@ async fn a_device_behind_the_trimmed_log_gets_a_snapshot() {
     assert!(matches!(message, ServerMessage::Ops(body) if body.ops.len() == 2));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn every_auth_case_is_refused_with_its_code() {
-    let relay = Relay::start(&[]);
+async fn every_auth_case_is_refused_with_its_code(backend: Backend) {
+    let relay = Relay::on(backend, &[]);
     let mut device = Device::new(1);
     // No token.
     let mut client = Client::raw(&relay).await;
@@ -242,9 +238,8 @@ async fn every_auth_case_is_refused_with_its_code() {
     assert!(matches!(ServerMessage::decode(&body).unwrap(), ServerMessage::Ops(b) if b.head == 0));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_core_decides_on_the_relay_as_in_a_tab() {
-    let relay = Relay::start(&[]);
+async fn the_core_decides_on_the_relay_as_in_a_tab(backend: Backend) {
+    let relay = Relay::on(backend, &[]);
     let mut client = Client::connect(&relay, &main_rw(), None).await;
     let mut device = Device::new(1);
     // A unit outside the key's scope (another building's counter).
@@ -264,18 +259,20 @@ async fn the_core_decides_on_the_relay_as_in_a_tab() {
     assert_eq!(refusal(&acks[2].status), code::UNKNOWN_KEY);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn every_limit_answers_with_its_code_and_the_relay_keeps_serving() {
-    let relay = Relay::start(&[
-        "--max-ops-per-push",
-        "4",
-        "--max-ops-per-second",
-        "10",
-        "--max-frame-bytes",
-        "65536",
-        "--max-connections",
-        "3",
-    ]);
+async fn every_limit_answers_with_its_code_and_the_relay_keeps_serving(backend: Backend) {
+    let relay = Relay::on(
+        backend,
+        &[
+            "--max-ops-per-push",
+            "4",
+            "--max-ops-per-second",
+            "10",
+            "--max-frame-bytes",
+            "65536",
+            "--max-connections",
+            "3",
+        ],
+    );
     let mut device = Device::new(1);
     let mut client = Client::connect(&relay, &main_rw(), None).await;
     // Too many ops in one push.
@@ -338,9 +335,8 @@ async fn every_limit_answers_with_its_code_and_the_relay_keeps_serving() {
     assert_eq!(status, 200);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn malformed_frames_get_specific_codes_and_others_are_still_served() {
-    let relay = Relay::start(&[]);
+async fn malformed_frames_get_specific_codes_and_others_are_still_served(backend: Backend) {
+    let relay = Relay::on(backend, &[]);
     let mut hostile = Client::connect(&relay, &main_rw(), None).await;
     let deep = format!("{}{}", "[".repeat(5_000), "]".repeat(5_000));
     let cases: Vec<(String, &str)> = vec![
@@ -379,9 +375,8 @@ async fn malformed_frames_get_specific_codes_and_others_are_still_served() {
     applied_seq(&acks[0].status);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_slow_reader_is_disconnected_and_resyncs_from_its_cursor() {
-    let relay = Relay::start(&["--send-queue", "4"]);
+async fn a_slow_reader_is_disconnected_and_resyncs_from_its_cursor(backend: Backend) {
+    let relay = Relay::on(backend, &["--send-queue", "4"]);
     // A reader that never reads: its queue fills.
     let mut slow = Client::connect(&relay, &main_rw(), None).await;
     let mut writer = Client::writer(&relay, &main_rw()).await;
@@ -406,9 +401,8 @@ async fn a_slow_reader_is_disconnected_and_resyncs_from_its_cursor() {
     assert_eq!(seen, 80);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_http_fallback_pushes_pulls_with_a_long_poll_and_snapshots() {
-    let relay = Relay::start(&[]);
+async fn the_http_fallback_pushes_pulls_with_a_long_poll_and_snapshots(backend: Backend) {
+    let relay = Relay::on(backend, &[]);
     let mut device = Device::new(1);
     let push = |ops| serde_json::to_string(&Push { ops }).unwrap();
     let (status, body) = http(
@@ -446,9 +440,8 @@ async fn the_http_fallback_pushes_pulls_with_a_long_poll_and_snapshots() {
     let _ = Value::Null;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_silent_socket_is_closed_within_three_heartbeats() {
-    let relay = Relay::start(&["--heartbeat-ms", "200"]);
+async fn a_silent_socket_is_closed_within_three_heartbeats(backend: Backend) {
+    let relay = Relay::on(backend, &["--heartbeat-ms", "200"]);
     let mut silent = Client::raw(&relay).await;
     silent
         .send(&ClientMessage::Hello(Hello {
@@ -478,9 +471,8 @@ async fn a_silent_socket_is_closed_within_three_heartbeats() {
     let _ = StreamId::Global;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sigterm_finishes_what_is_in_flight_and_exits_cleanly() {
-    let mut relay = Relay::start(&[]);
+async fn sigterm_finishes_what_is_in_flight_and_exits_cleanly(backend: Backend) {
+    let mut relay = Relay::on(backend, &[]);
     let mut client = Client::connect(&relay, &main_rw(), None).await;
     let mut device = Device::new(1);
     for _ in 0..20 {
@@ -488,8 +480,21 @@ async fn sigterm_finishes_what_is_in_flight_and_exits_cleanly() {
     }
     let status = relay.terminate();
     assert!(status.success(), "{status:?}");
-    let data = relay.data.clone();
-    let relay = Relay::start_on(&data, &[]);
+    let relay = relay.successor(&[]);
     let snapshot = main_snapshot(&relay).await;
     assert_eq!(snapshot.seq, 20);
 }
+
+support::on_both_backends!(
+    the_same_op_twice_is_one_op_and_the_ack_carries_the_canonical_value,
+    a_device_catches_up_from_its_cursor_then_gets_live_ops,
+    a_device_behind_the_trimmed_log_gets_a_snapshot,
+    every_auth_case_is_refused_with_its_code,
+    the_core_decides_on_the_relay_as_in_a_tab,
+    every_limit_answers_with_its_code_and_the_relay_keeps_serving,
+    malformed_frames_get_specific_codes_and_others_are_still_served,
+    a_slow_reader_is_disconnected_and_resyncs_from_its_cursor,
+    the_http_fallback_pushes_pulls_with_a_long_poll_and_snapshots,
+    a_silent_socket_is_closed_within_three_heartbeats,
+    sigterm_finishes_what_is_in_flight_and_exits_cleanly,
+);

@@ -23,8 +23,11 @@ usage: cargo xtask <command>
 commands:
   dev      set up what is missing, then serve the demo on http://127.0.0.1:8080 (trunk serve)
            next to a development relay on 127.0.0.1:8787 (store in target/relay-dev)
+  cluster  Redis (Debian's redis-server, AOF with appendfsync always, a free port, files
+           in target/relay-cluster) and two relay nodes on it, 127.0.0.1:8787 and :8788
   test     set up what is missing, then run every check and test (what CI runs)
-  setup    install the tools for `test` (target, trunk, wasm-bindgen, wasm-opt, chromium, npm packages)
+  setup    install the tools for `test` (target, trunk, wasm-bindgen, wasm-opt, chromium,
+           redis-server, npm packages)
   size     build the release site and print the wasm/js sizes (raw, gzip, brotli)
   new-unit <name> [--building <id>] [--framework react|svelte|vue]
            copy units/template to units/<name>, rename it and register it in the app
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("dev") => dev(),
+        Some("cluster") => cluster(),
         Some("test") => suite::run(),
         Some("setup") => setup::ensure(setup::Purpose::Test).map(|_| ()),
         Some("size") => size_command(),
@@ -59,6 +63,20 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn cluster() -> Result<(), String> {
+    let cluster = relay::start_cluster()?;
+    eprintln!(
+        "xtask: point a site at a node with its relay.json ({}); Ctrl-C stops everything",
+        cluster
+            .configs()
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    cluster.wait()
 }
 
 fn dev() -> Result<(), String> {

@@ -17,7 +17,8 @@ use crate::cmd::{Cmd, root};
 pub enum Purpose {
     /// `trunk serve`: the wasm target, Trunk and wasm-bindgen.
     Dev,
-    /// Everything: also wasm-opt, Chromium, chromedriver, Playwright.
+    /// Everything: also wasm-opt, Chromium, chromedriver, Playwright,
+    /// redis-server.
     Test,
     /// `cargo xtask bench`: what the tests need, and twiggy.
     Bench,
@@ -49,6 +50,7 @@ pub fn ensure(purpose: Purpose) -> Result<ToolEnv, String> {
     // Every build bundles the framework units (a Trunk hook runs esbuild).
     ensure_node_modules(&env, ".")?;
     if purpose != Purpose::Dev {
+        ensure_redis()?;
         ensure_chromium()?;
         ensure_node_modules(&env, "end2end")?;
         ensure_wasm_opt(&env)?;
@@ -188,6 +190,24 @@ fn ensure_chromium() -> Result<(), String> {
         return Ok(());
     }
     eprintln!("setup: installing Debian's chromium and chromium-driver");
+    apt_install(&["chromium", "chromium-driver"])
+}
+
+/// Debian's `redis-server`, for the relay's Redis backend: its tests start
+/// their own on 127.0.0.1 (a port chosen at run time, a temporary
+/// directory), and so does `cargo xtask cluster`. The system service the
+/// package may start is never used.
+pub fn ensure_redis() -> Result<(), String> {
+    if let Some(version) = Cmd::new("redis-server").args(["--version"]).probe() {
+        ok("redis-server", &version);
+        return Ok(());
+    }
+    eprintln!("setup: installing Debian's redis-server");
+    apt_install(&["redis-server"])
+}
+
+/// `apt-get update` and `apt-get install` (through sudo when not root).
+fn apt_install(packages: &[&str]) -> Result<(), String> {
     let sudo = Cmd::new("id").args(["-u"]).probe().as_deref() != Some("0");
     let apt = |args: &[&str]| {
         let mut all = Vec::new();
@@ -202,13 +222,9 @@ fn ensure_chromium() -> Result<(), String> {
             .run()
     };
     apt(&["update"])?;
-    apt(&[
-        "install",
-        "-y",
-        "--no-install-recommends",
-        "chromium",
-        "chromium-driver",
-    ])
+    let mut install = vec!["install", "-y", "--no-install-recommends"];
+    install.extend_from_slice(packages);
+    apt(&install)
 }
 
 /// `npm ci` in `dir` (the root: esbuild and the frameworks the JS units

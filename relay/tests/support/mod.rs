@@ -2,7 +2,15 @@
 //! 127.0.0.1 (port 0, a temporary store), killed for real; WebSocket and
 //! HTTP clients; ops made by the same core the tabs run.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    dead_code,
+    unused_macros,
+    unused_imports,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
+
+pub mod load;
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
@@ -26,46 +34,219 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 /// How long a test waits for anything before it fails.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
+/// Which store a relay runs on: the behaviour suite runs on both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded SQLite store in a temporary directory.
+    Sqlite,
+    /// A `redis-server` of its own (temporary directory, port chosen at run
+    /// time, AOF with `appendfsync always`).
+    Redis,
+}
+
+/// Runs each named `async fn(Backend)` as two tests, `sqlite::<name>` and
+/// `redis::<name>`.
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $test() {
+                    super::$test(super::support::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $test() {
+                    super::$test(super::support::Backend::Redis).await;
+                }
+            )*
+        }
+    };
+}
+pub(crate) use on_both_backends;
+
+/// A `redis-server` process of a test's own: 127.0.0.1, a port chosen at
+/// run time, a temporary directory, persistence on (AOF, `appendfsync
+/// always`), killed for real.
+pub struct RedisServer {
+    child: std::sync::Mutex<Option<Child>>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts one.
+    pub fn start() -> Arc<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = Self {
+            child: std::sync::Mutex::new(None),
+            port,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        server.spawn();
+        Arc::new(server)
+    }
+
+    fn spawn(&self) {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+                "--daemonize",
+                "no",
+                "--logfile",
+                "",
+                "--loglevel",
+                "warning",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|err| {
+                panic!("cannot start redis-server ({err}): `cargo xtask setup` installs it")
+            });
+        *self.child.lock().unwrap() = Some(child);
+        self.wait_ready();
+    }
+
+    /// Waits until it answers PING (after loading its AOF).
+    fn wait_ready(&self) {
+        use std::io::{Read, Write};
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+                let mut answer = [0u8; 5];
+                if stream.write_all(b"PING\r\n").is_ok()
+                    && stream.read_exact(&mut answer).is_ok()
+                    && &answer == b"+PONG"
+                {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// SIGKILL: whatever was not fsynced is gone.
+    pub fn kill(&self) {
+        if let Some(mut child) = self.child.lock().unwrap().take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// SIGKILL, then start again on the same port and directory.
+    pub fn restart(&self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// A running relay process.
 pub struct Relay {
     child: Option<Child>,
     pub port: u16,
     pub data: PathBuf,
     args: Vec<String>,
-    _dir: Option<tempfile::TempDir>,
+    redis: Option<Arc<RedisServer>>,
+    _dir: Option<Arc<tempfile::TempDir>>,
 }
 
 impl Relay {
     /// Starts the relay on a fresh store with `args` added.
     pub fn start(args: &[&str]) -> Self {
+        Self::on(Backend::Sqlite, args)
+    }
+
+    /// Starts the relay on a fresh store of `backend` with `args` added.
+    pub fn on(backend: Backend, args: &[&str]) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let data = dir.path().join("data");
+                Self::spawned(data, None, Some(Arc::new(dir)), args)
+            }
+            Backend::Redis => Self::node(&RedisServer::start(), args),
+        }
+    }
+
+    /// A relay node on `redis`, beside any others on it.
+    pub fn node(redis: &Arc<RedisServer>, args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
+        let data = dir.path().join("unused");
+        Self::spawned(data, Some(Arc::clone(redis)), Some(Arc::new(dir)), args)
+    }
+
+    /// Starts the relay on an existing store.
+    pub fn start_on(data: &Path, args: &[&str]) -> Self {
+        Self::spawned(data.to_owned(), None, None, args)
+    }
+
+    /// Another relay process on this one's store (its data directory or
+    /// its Redis).
+    pub fn successor(&self, args: &[&str]) -> Self {
+        Self::spawned(
+            self.data.clone(),
+            self.redis.clone(),
+            self._dir.clone(),
+            args,
+        )
+    }
+
+    fn spawned(
+        data: PathBuf,
+        redis: Option<Arc<RedisServer>>,
+        dir: Option<Arc<tempfile::TempDir>>,
+        args: &[&str],
+    ) -> Self {
         let mut relay = Self {
             child: None,
             port: 0,
             data,
             args: args.iter().map(|a| (*a).to_owned()).collect(),
-            _dir: Some(dir),
+            redis,
+            _dir: dir,
         };
         relay.spawn();
         relay
     }
 
-    /// Starts the relay on an existing store.
-    pub fn start_on(data: &Path, args: &[&str]) -> Self {
-        let mut relay = Self {
-            child: None,
-            port: 0,
-            data: data.to_owned(),
-            args: args.iter().map(|a| (*a).to_owned()).collect(),
-            _dir: None,
-        };
-        relay.spawn();
-        relay
+    /// The Redis this relay runs on, if any.
+    pub fn redis(&self) -> Option<&Arc<RedisServer>> {
+        self.redis.as_ref()
     }
 
     fn spawn(&mut self) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_relay"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_relay"));
+        if let Some(redis) = &self.redis {
+            command.args(["--redis", &redis.url()]);
+        }
+        let mut child = command
             .args(["--dev", "--listen", "127.0.0.1:0", "--data"])
             .arg(&self.data)
             .args(&self.args)
@@ -297,6 +478,14 @@ impl Client {
 
     pub async fn send(&mut self, message: &ClientMessage) {
         self.send_text(message.encode().unwrap()).await;
+    }
+
+    /// Sends `message`; `false` if the relay closed the socket.
+    pub async fn try_send(&mut self, message: &ClientMessage) -> bool {
+        self.socket
+            .send(Message::text(message.encode().unwrap()))
+            .await
+            .is_ok()
     }
 
     pub async fn send_text(&mut self, text: String) {

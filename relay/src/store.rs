@@ -1,0 +1,629 @@
+//! Where the relay keeps the op log, the canonical states and the heads:
+//! the embedded SQLite store (one node, the default) or Redis (any number
+//! of nodes sharing it).
+//!
+//! The hub speaks to both through [`Store`]. What differs is who else
+//! writes: with SQLite the hub is the only writer, so its in-memory heads
+//! are the truth. With Redis other nodes append to the same streams, so a
+//! commit states the head it was admitted against and is refused as a
+//! [`CommitError::Conflict`] when the stream moved on; the hub then reloads
+//! the stream and admits the ops again. Every node also follows the streams
+//! it holds ([`Store::follow`]) to apply and fan out what other nodes
+//! commit.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use tokio::sync::Notify;
+
+use crate::db::{Commit, Db, DbError, Row};
+
+/// A failure of the store (the commit, a read, the connection).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The embedded store failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// Redis failed or is unreachable.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// Redis holds something this relay did not write.
+    #[error("redis holds an unexpected value: {0}")]
+    Corrupt(String),
+}
+
+/// Why one stream's part of a commit was not made durable.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// Another node appended to the stream (or committed one of these op
+    /// ids) since this node admitted the ops: nothing was written.
+    #[error("the stream moved on at another node")]
+    Conflict,
+    /// The store failed; nothing of this stream's part is acknowledged.
+    #[error(transparent)]
+    Failed(#[from] StoreError),
+}
+
+/// A stream as loaded: head, oldest kept number, canonical states.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// Newest number (0: empty).
+    pub head: u64,
+    /// Oldest number still in the log.
+    pub first: u64,
+    /// (full key, stored JSON).
+    pub states: Vec<(String, String)>,
+}
+
+/// One stream's part of a commit.
+#[derive(Debug, Default)]
+pub struct StreamCommit {
+    /// The stream.
+    pub stream: String,
+    /// The head the ops were admitted against: they take the numbers after
+    /// it.
+    pub base: u64,
+    /// The ops, numbered `base + 1`, `base + 2`, ….
+    pub ops: Vec<Row>,
+    /// The touched keys' new canonical states: (full key, stored JSON).
+    pub states: Vec<(String, String)>,
+}
+
+/// The relay's store.
+pub enum Store {
+    /// SQLite in the data directory: one node.
+    Sqlite(Db),
+    /// Redis: any number of nodes.
+    Redis(Box<RedisStore>),
+}
+
+impl Store {
+    /// Whether other nodes may write the same streams (the hub then
+    /// follows them and commits conditionally).
+    pub fn shared(&self) -> bool {
+        matches!(self, Self::Redis(_))
+    }
+
+    /// Every stream the store holds.
+    pub async fn stream_names(&self) -> Result<Vec<String>, StoreError> {
+        match self {
+            Self::Sqlite(db) => Ok(db.streams()?.into_iter().map(|(name, _)| name).collect()),
+            Self::Redis(redis) => redis.stream_names().await,
+        }
+    }
+
+    /// A stream's head, oldest kept number and states, read together;
+    /// `None` for a stream never written.
+    pub async fn load(&self, stream: &str) -> Result<Option<Loaded>, StoreError> {
+        match self {
+            Self::Sqlite(db) => {
+                let Some((_, row)) = db.streams()?.into_iter().find(|(name, _)| name == stream)
+                else {
+                    return Ok(None);
+                };
+                Ok(Some(Loaded {
+                    head: row.head,
+                    first: row.first,
+                    states: db.states(stream)?,
+                }))
+            }
+            Self::Redis(redis) => redis.load(stream).await,
+        }
+    }
+
+    /// The numbers `ids` got in `stream`, where they are in the log.
+    pub async fn seqs_of(
+        &self,
+        stream: &str,
+        ids: &[String],
+    ) -> Result<Vec<Option<u64>>, StoreError> {
+        match self {
+            Self::Sqlite(db) => Ok(ids
+                .iter()
+                .map(|id| db.seq_of(stream, id))
+                .collect::<Result<_, _>>()?),
+            Self::Redis(redis) => redis.seqs_of(stream, ids).await,
+        }
+    }
+
+    /// The ops of `stream` after `after`, at most `limit`, in order.
+    pub async fn ops_after(
+        &self,
+        stream: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, StoreError> {
+        match self {
+            Self::Sqlite(db) => Ok(db.ops_after(stream, after, limit)?),
+            Self::Redis(redis) => redis.ops_after(stream, after, limit).await,
+        }
+    }
+
+    /// Makes each stream's part durable; one result per part, in order.
+    /// SQLite commits them all in one transaction (all succeed or all
+    /// fail); Redis commits each stream atomically on its own.
+    pub async fn commit(&self, parts: Vec<StreamCommit>) -> Vec<Result<(), CommitError>> {
+        match self {
+            Self::Sqlite(db) => {
+                let count = parts.len();
+                let mut commit = Commit::default();
+                for part in parts {
+                    let head = part.base + part.ops.len() as u64;
+                    commit.heads.push((part.stream.clone(), head));
+                    commit.ops.extend(part.ops);
+                    for (key, stored) in part.states {
+                        commit.states.push((part.stream.clone(), key, stored));
+                    }
+                }
+                match db.commit(commit).await {
+                    Ok(()) => (0..count).map(|_| Ok(())).collect(),
+                    Err(err) => {
+                        let text = err.to_string();
+                        (0..count)
+                            .map(|_| {
+                                Err(CommitError::Failed(StoreError::Corrupt(format!(
+                                    "not stored: {text}"
+                                ))))
+                            })
+                            .collect()
+                    }
+                }
+            }
+            Self::Redis(redis) => {
+                let mut results = Vec::with_capacity(parts.len());
+                for part in parts {
+                    results.push(redis.commit(part).await);
+                }
+                results
+            }
+        }
+    }
+
+    /// Drops ops of `stream` older than its newest `keep`; returns the new
+    /// oldest number kept.
+    pub async fn trim(&self, stream: &str, keep: u64) -> Result<u64, StoreError> {
+        match self {
+            Self::Sqlite(db) => Ok(db.trim(stream, keep).await?),
+            Self::Redis(redis) => redis.trim(stream, keep).await,
+        }
+    }
+
+    /// How many ops the log holds in all.
+    pub async fn log_len(&self) -> Result<u64, StoreError> {
+        match self {
+            Self::Sqlite(db) => Ok(db.log_len()?),
+            Self::Redis(redis) => redis.log_len().await,
+        }
+    }
+
+    /// Starts following `stream` after `head` (Redis: the node's reader
+    /// then brings what other nodes commit to it). SQLite: nothing to do.
+    pub fn follow(&self, stream: &str, head: u64) {
+        if let Self::Redis(redis) = self {
+            redis.follow(stream, head);
+        }
+    }
+}
+
+/// Redis, as the store of several relay nodes.
+///
+/// Per stream `s`, under the hash tag `{s}` (so one stream's keys live on
+/// one shard):
+/// - `gaesup:{s}:log`: a Redis Stream, one entry per op, with the id
+///   `<seq>-0` and the fields `id` (the op id) and `op` (the op as JSON);
+/// - `gaesup:{s}:ids`: op id → number, for deduplication (trimmed with the
+///   log);
+/// - `gaesup:{s}:state`: full key → canonical state (the snapshot);
+/// - `gaesup:{s}:head` and `gaesup:{s}:first`: newest and oldest numbers;
+///
+/// and `gaesup:streams`, the set of stream names. A commit is one Lua
+/// script per stream: it checks the head and the op ids, appends, records
+/// the ids, writes the states and moves the head, all or nothing.
+pub struct RedisStore {
+    commands: ConnectionManager,
+    client: redis::Client,
+    followed: Mutex<BTreeMap<String, u64>>,
+    /// Woken when a stream is first followed.
+    pub changed: Notify,
+    commit: redis::Script,
+    trim: redis::Script,
+    /// This process's id in turns (random per start).
+    node: u64,
+}
+
+/// KEYS: head, log, ids, state, first, turn. ARGV: base, node, n, then n
+/// times (seq, op id, op), then m, then m times (key, state).
+///
+/// Returns 1 when committed, -1 when an op id is already in the log, -2
+/// while another node has its turn, and -(head + 3) when the head is not
+/// `base`. A node that meets a moved head takes the turn (if nobody has
+/// it): other nodes' commits wait until it committed or the turn expired,
+/// so a node cannot lose every race to a busier one.
+const COMMIT_SCRIPT: &str = r"
+local turn = redis.call('GET', KEYS[6])
+if turn and turn ~= ARGV[2] then return -2 end
+local head = tonumber(redis.call('GET', KEYS[1]) or '0')
+if head ~= tonumber(ARGV[1]) then
+  if not turn then redis.call('SET', KEYS[6], ARGV[2], 'PX', 2000) end
+  return -(head + 3)
+end
+local n = tonumber(ARGV[3])
+for k = 0, n - 1 do
+  if redis.call('HEXISTS', KEYS[3], ARGV[5 + 3 * k]) == 1 then return -1 end
+end
+for k = 0, n - 1 do
+  local seq = ARGV[4 + 3 * k]
+  if tonumber(seq) ~= head + k + 1 then return redis.error_reply('op numbers out of order') end
+  redis.call('XADD', KEYS[2], seq .. '-0', 'id', ARGV[5 + 3 * k], 'op', ARGV[6 + 3 * k])
+  redis.call('HSET', KEYS[3], ARGV[5 + 3 * k], seq)
+end
+local i = 4 + 3 * n
+local m = tonumber(ARGV[i])
+for k = 0, m - 1 do
+  redis.call('HSET', KEYS[4], ARGV[i + 1 + 2 * k], ARGV[i + 2 + 2 * k])
+end
+redis.call('SET', KEYS[1], string.format('%d', head + n))
+if redis.call('EXISTS', KEYS[5]) == 0 then redis.call('SET', KEYS[5], '1') end
+if turn then redis.call('DEL', KEYS[6]) end
+return 1
+";
+
+const TRIM_SCRIPT: &str = r"
+local head = tonumber(redis.call('GET', KEYS[1]) or '0')
+local old = tonumber(redis.call('GET', KEYS[4]) or '1')
+local first = math.max(1, head - tonumber(ARGV[1]) + 1)
+if first <= old then return old end
+local gone = redis.call('XRANGE', KEYS[2], '-', string.format('%d', first - 1) .. '-0')
+for _, entry in ipairs(gone) do
+  local fields = entry[2]
+  for f = 1, #fields, 2 do
+    if fields[f] == 'id' then redis.call('HDEL', KEYS[3], fields[f + 1]) end
+  end
+end
+redis.call('XTRIM', KEYS[2], 'MINID', string.format('%d', first) .. '-0')
+redis.call('SET', KEYS[4], string.format('%d', first))
+return first
+";
+
+const STREAMS: &str = "gaesup:streams";
+
+/// A random id for this process.
+fn process_id() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one((std::process::id(), crate::hub::now_ms()))
+}
+
+fn key(stream: &str, part: &str) -> String {
+    format!("gaesup:{{{stream}}}:{part}")
+}
+
+/// The stream a log key belongs to.
+fn stream_of_log(key: &str) -> Option<&str> {
+    key.strip_prefix("gaesup:{")?.strip_suffix("}:log")
+}
+
+/// A log entry id `<seq>-0` and its fields, as one op.
+fn entry(id: &str, fields: &[String]) -> Result<(u64, String), StoreError> {
+    let seq = id
+        .split_once('-')
+        .and_then(|(seq, _)| seq.parse().ok())
+        .ok_or_else(|| StoreError::Corrupt(format!("log entry id {id:?}")))?;
+    let body = fields
+        .chunks(2)
+        .find(|pair| pair.first().map(String::as_str) == Some("op"))
+        .and_then(|pair| pair.get(1))
+        .ok_or_else(|| StoreError::Corrupt(format!("log entry {id} has no op")))?;
+    Ok((seq, body.clone()))
+}
+
+/// The Redis persistence settings, as a warning when an ack could be lost
+/// by a Redis crash or restart (`None`: every ack is fsynced).
+pub fn persistence_warning(appendonly: &str, appendfsync: &str) -> Option<String> {
+    if appendonly != "yes" {
+        return Some(format!(
+            "Redis runs with appendonly {appendonly}: a Redis restart loses every op \
+             acknowledged since its last snapshot. Set `appendonly yes` and \
+             `appendfsync always` (or `everysec`, losing up to a second of acks on a crash)."
+        ));
+    }
+    match appendfsync {
+        "always" => None,
+        "everysec" => Some(String::from(
+            "Redis runs with appendfsync everysec: a crash of the Redis machine may lose up \
+             to a second of acknowledged ops. Set `appendfsync always` for acks that mean \
+             durable.",
+        )),
+        other => Some(format!(
+            "Redis runs with appendfsync {other}: a crash of the Redis machine may lose \
+             acknowledged ops (the OS decides when they reach the disk). Set \
+             `appendfsync always`."
+        )),
+    }
+}
+
+impl RedisStore {
+    /// Connects to `url` (`redis://host:port/db`) and checks the
+    /// persistence settings (a warning in the log, not a refusal: a
+    /// managed Redis may not let the relay read them).
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(10)))
+            .set_number_of_retries(2);
+        let mut commands = client
+            .get_connection_manager_with_config(config)
+            .await
+            .map_err(StoreError::Redis)?;
+        let settings: Result<Vec<String>, _> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("append*")
+            .query_async(&mut commands)
+            .await;
+        match settings {
+            Ok(settings) => {
+                let get = |name: &str| {
+                    settings
+                        .chunks(2)
+                        .find(|pair| pair.first().map(String::as_str) == Some(name))
+                        .and_then(|pair| pair.get(1))
+                        .cloned()
+                        .unwrap_or_default()
+                };
+                match persistence_warning(&get("appendonly"), &get("appendfsync")) {
+                    Some(warning) => tracing::warn!("{warning}"),
+                    None => tracing::info!("Redis persistence: appendonly yes, appendfsync always"),
+                }
+            }
+            Err(err) => tracing::warn!(
+                error = %err,
+                "could not read Redis's persistence settings (CONFIG GET): make sure it runs \
+                 with appendonly yes and appendfsync always, or acks may be lost"
+            ),
+        }
+        Ok(Self {
+            commands,
+            client,
+            followed: Mutex::new(BTreeMap::new()),
+            changed: Notify::new(),
+            commit: redis::Script::new(COMMIT_SCRIPT),
+            trim: redis::Script::new(TRIM_SCRIPT),
+            node: process_id(),
+        })
+    }
+
+    fn connection(&self) -> ConnectionManager {
+        self.commands.clone()
+    }
+
+    async fn stream_names(&self) -> Result<Vec<String>, StoreError> {
+        let names: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(STREAMS)
+            .query_async(&mut self.connection())
+            .await?;
+        Ok(names)
+    }
+
+    async fn load(&self, stream: &str) -> Result<Option<Loaded>, StoreError> {
+        let (head, first, states): (Option<u64>, Option<u64>, Vec<(String, String)>) =
+            redis::pipe()
+                .atomic()
+                .get(key(stream, "head"))
+                .get(key(stream, "first"))
+                .hgetall(key(stream, "state"))
+                .query_async(&mut self.connection())
+                .await?;
+        Ok(head.map(|head| Loaded {
+            head,
+            first: first.unwrap_or(1),
+            states,
+        }))
+    }
+
+    async fn seqs_of(&self, stream: &str, ids: &[String]) -> Result<Vec<Option<u64>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let seqs: Vec<Option<u64>> = redis::cmd("HMGET")
+            .arg(key(stream, "ids"))
+            .arg(ids)
+            .query_async(&mut self.connection())
+            .await?;
+        Ok(seqs)
+    }
+
+    async fn ops_after(
+        &self,
+        stream: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+            .arg(key(stream, "log"))
+            .arg(format!("{}-0", after.saturating_add(1)))
+            .arg("+")
+            .arg("COUNT")
+            .arg(limit)
+            .query_async(&mut self.connection())
+            .await?;
+        rows.iter().map(|(id, fields)| entry(id, fields)).collect()
+    }
+
+    async fn commit(&self, part: StreamCommit) -> Result<(), CommitError> {
+        let stream = &part.stream;
+        let mut connection = self.connection();
+        if part.base == 0 {
+            let _: () = redis::cmd("SADD")
+                .arg(STREAMS)
+                .arg(stream)
+                .query_async(&mut connection)
+                .await
+                .map_err(StoreError::from)?;
+        }
+        let mut invocation = self.commit.key(key(stream, "head"));
+        invocation
+            .key(key(stream, "log"))
+            .key(key(stream, "ids"))
+            .key(key(stream, "state"))
+            .key(key(stream, "first"))
+            .key(key(stream, "turn"))
+            .arg(part.base)
+            .arg(self.node)
+            .arg(part.ops.len());
+        for row in &part.ops {
+            invocation.arg(row.seq).arg(&row.op_id).arg(&row.body);
+        }
+        invocation.arg(part.states.len());
+        for (full_key, stored) in &part.states {
+            invocation.arg(full_key).arg(stored);
+        }
+        // While another node has its turn the same commit is tried again
+        // (each try is a round trip); the turn ends when that node commits,
+        // or after two seconds if it died.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        loop {
+            let done: i64 = invocation
+                .invoke_async(&mut connection)
+                .await
+                .map_err(StoreError::from)?;
+            match done {
+                1 => return Ok(()),
+                -2 if tokio::time::Instant::now() < deadline => tokio::task::yield_now().await,
+                _ => return Err(CommitError::Conflict),
+            }
+        }
+    }
+
+    async fn trim(&self, stream: &str, keep: u64) -> Result<u64, StoreError> {
+        let first: u64 = self
+            .trim
+            .key(key(stream, "head"))
+            .key(key(stream, "log"))
+            .key(key(stream, "ids"))
+            .key(key(stream, "first"))
+            .arg(keep)
+            .invoke_async(&mut self.connection())
+            .await?;
+        Ok(first)
+    }
+
+    async fn log_len(&self) -> Result<u64, StoreError> {
+        let mut total = 0;
+        for stream in self.stream_names().await? {
+            let len: u64 = redis::cmd("XLEN")
+                .arg(key(&stream, "log"))
+                .query_async(&mut self.connection())
+                .await?;
+            total += len;
+        }
+        Ok(total)
+    }
+
+    fn follow(&self, stream: &str, head: u64) {
+        let mut followed = self
+            .followed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !followed.contains_key(stream) {
+            followed.insert(stream.to_owned(), head);
+            self.changed.notify_one();
+        }
+    }
+
+    /// Streams first followed since `known`, with the head to read after.
+    fn newly_followed(&self, known: &BTreeSet<String>) -> Vec<(String, u64)> {
+        let followed = self
+            .followed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        followed
+            .iter()
+            .filter(|(name, _)| !known.contains(*name))
+            .map(|(name, head)| (name.clone(), *head))
+            .collect()
+    }
+
+    /// Reads what any node appends to the followed streams, in order, and
+    /// hands it to `deliver` (the hub), until `deliver` says stop. One
+    /// blocking `XREAD` on a connection of its own; a lost connection is
+    /// retried, resuming from the last entry delivered.
+    pub async fn read_forever<F, Fut>(&self, mut deliver: F)
+    where
+        F: FnMut(String, Vec<(u64, String)>) -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(10)));
+        let mut connection = None;
+        let mut cursors: BTreeMap<String, u64> = BTreeMap::new();
+        loop {
+            let known: BTreeSet<String> = cursors.keys().cloned().collect();
+            cursors.extend(self.newly_followed(&known));
+            if cursors.is_empty() {
+                self.changed.notified().await;
+                continue;
+            }
+            let reader = match &mut connection {
+                Some(reader) => reader,
+                None => match self
+                    .client
+                    .get_connection_manager_with_config(config.clone())
+                    .await
+                {
+                    Ok(reader) => connection.insert(reader),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "the stream reader cannot reach Redis");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                },
+            };
+            let mut read = redis::cmd("XREAD");
+            read.arg("COUNT")
+                .arg(1024)
+                .arg("BLOCK")
+                .arg(1000)
+                .arg("STREAMS");
+            for stream in cursors.keys() {
+                read.arg(key(stream, "log"));
+            }
+            for head in cursors.values() {
+                read.arg(format!("{head}-0"));
+            }
+            type Reply = Option<Vec<(String, Vec<(String, Vec<String>)>)>>;
+            let reply: Reply = match read.query_async(reader).await {
+                Ok(reply) => reply,
+                Err(err) => {
+                    tracing::warn!(error = %err, "reading the streams from Redis failed");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            for (log, entries) in reply.unwrap_or_default() {
+                let Some(stream) = stream_of_log(&log) else {
+                    continue;
+                };
+                let mut ops = Vec::with_capacity(entries.len());
+                for (id, fields) in &entries {
+                    match entry(id, fields) {
+                        Ok(op) => ops.push(op),
+                        Err(err) => tracing::error!(error = %err, "a log entry does not parse"),
+                    }
+                }
+                let Some(last) = ops.last().map(|(seq, _)| *seq) else {
+                    continue;
+                };
+                cursors.insert(stream.to_owned(), last);
+                if !deliver(stream.to_owned(), ops).await {
+                    return;
+                }
+            }
+        }
+    }
+}

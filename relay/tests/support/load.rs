@@ -1,0 +1,229 @@
+//! Writers that keep pushing counter increments through relays that die
+//! under them, and the check afterwards: every acknowledged op in the log
+//! exactly once, numbers without gaps, the counter exact.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use gaesup_protocol::{AckStatus, ClientMessage, Hello, Push, ServerMessage};
+use gaesup_state_core::{Op, OpId};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::{Device, Relay, http, lobby, main_rw, main_snapshot};
+
+/// What a writer saw acknowledged: op id → delta.
+pub type Acked = BTreeMap<OpId, i64>;
+
+/// What the writers share: whether to stop, and how many ops were
+/// acknowledged so far (to time a fault).
+#[derive(Default)]
+pub struct Shared {
+    pub done: AtomicBool,
+    pub acked: AtomicUsize,
+}
+
+/// A device pushing increments (three at a time, kept until
+/// acknowledged) to the relay whose port `port` holds, reconnecting
+/// (there, or wherever `port` moved) whenever the connection dies.
+/// Returns what was acknowledged and how many sessions it took.
+pub async fn writer(id: u64, port: Arc<AtomicU16>, shared: Arc<Shared>) -> (Acked, usize) {
+    let mut device = Device::new(id);
+    let mut outbox: Vec<(Op, i64)> = Vec::new();
+    let mut acked = Acked::new();
+    let mut made = 0;
+    let mut reconnects = 0;
+    'session: loop {
+        if shared.done.load(Ordering::SeqCst) && outbox.is_empty() {
+            break;
+        }
+        let url = format!("ws://127.0.0.1:{}/v1/ws", port.load(Ordering::SeqCst));
+        let Ok((mut socket, _)) = tokio_tungstenite::connect_async(&url).await else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        reconnects += 1;
+        let hello = ClientMessage::Hello(Hello {
+            client: format!("writer-{id}"),
+            token: Some(main_rw()),
+            subscribe: Vec::new(),
+        });
+        if socket
+            .send(Message::text(hello.encode().unwrap()))
+            .await
+            .is_err()
+        {
+            continue;
+        }
+        loop {
+            // Fill the outbox, a few ops at a time (made before they are
+            // sent, as a device does offline).
+            while outbox.len() < 3 && !shared.done.load(Ordering::SeqCst) {
+                let delta = (made % 7) as i64 + 1;
+                outbox.push((device.count(delta), delta));
+                made += 1;
+            }
+            if outbox.is_empty() {
+                break 'session;
+            }
+            let push = ClientMessage::Push(Push {
+                ops: outbox.iter().map(|(op, _)| op.clone()).collect(),
+            });
+            if socket
+                .send(Message::text(push.encode().unwrap()))
+                .await
+                .is_err()
+            {
+                continue 'session;
+            }
+            // Wait for the acks (or the connection's death).
+            let acks = loop {
+                let frame = tokio::time::timeout(Duration::from_secs(5), socket.next()).await;
+                let Ok(Some(Ok(Message::Text(text)))) = frame else {
+                    continue 'session;
+                };
+                match ServerMessage::decode(text.as_str()).unwrap() {
+                    ServerMessage::Ack(acks) => break acks.acks,
+                    ServerMessage::Ping(ping) => {
+                        let pong = ClientMessage::Pong(ping);
+                        let _ = socket.send(Message::text(pong.encode().unwrap())).await;
+                    }
+                    _ => {}
+                }
+            };
+            for ack in acks {
+                match ack.status {
+                    AckStatus::Applied { .. } | AckStatus::Duplicate { .. } => {
+                        if let Some(at) = outbox.iter().position(|(op, _)| op.id == ack.op) {
+                            let (_, delta) = outbox.remove(at);
+                            acked.insert(ack.op, delta);
+                            shared.acked.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    // Refused only because the relay was going down or
+                    // its store was unreachable: resend.
+                    AckStatus::Refused { code, message } => {
+                        assert!(
+                            code == gaesup_protocol::code::STORAGE
+                                || code == gaesup_protocol::code::SHUTTING_DOWN,
+                            "{code}: {message}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    (acked, reconnects)
+}
+
+/// Waits until the writers have had `n` ops acknowledged in all.
+pub async fn acked_at_least(shared: &Shared, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while shared.acked.load(Ordering::SeqCst) < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writers stalled at {} acknowledged ops",
+            shared.acked.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Stops the writers once their outboxes are empty and gathers what they
+/// saw acknowledged, and their sessions.
+pub async fn finish(
+    shared: &Shared,
+    writers: Vec<tokio::task::JoinHandle<(Acked, usize)>>,
+) -> (Acked, usize) {
+    shared.done.store(true, Ordering::SeqCst);
+    let mut acked = Acked::new();
+    let mut sessions = 0;
+    for writer in writers {
+        let (theirs, n) = tokio::time::timeout(Duration::from_secs(120), writer)
+            .await
+            .expect("the writers finish")
+            .unwrap();
+        sessions += n;
+        acked.extend(theirs);
+    }
+    (acked, sessions)
+}
+
+/// What the log holds, from the start, as `relay` serves it.
+pub async fn whole_log(relay: &Relay) -> Vec<(u64, Op)> {
+    let mut found = Vec::new();
+    let mut cursor = 0;
+    loop {
+        let (status, body) = http(
+            "GET",
+            relay.url(&format!("/v1/pull?stream=apartment:main&cursor={cursor}")),
+            Some(main_rw()),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let ServerMessage::Ops(page) = ServerMessage::decode(&body).unwrap() else {
+            panic!("{body}")
+        };
+        if page.ops.is_empty() {
+            break;
+        }
+        for sequenced in page.ops {
+            cursor = sequenced.seq;
+            found.push((sequenced.seq, sequenced.op));
+        }
+    }
+    found
+}
+
+/// What the check found.
+#[derive(Debug)]
+pub struct Tally {
+    /// Ops the writers saw acknowledged.
+    pub acked: usize,
+    /// Ops in the log.
+    pub found: usize,
+    /// Op ids in the log more than once.
+    pub duplicates: usize,
+    /// The counter's value (equal to the sum of acknowledged deltas).
+    pub counter: i64,
+}
+
+/// Asserts that `relay` serves every acknowledged op exactly once, with
+/// numbers 1..=n without gaps, and a counter equal to the acknowledged
+/// increments.
+pub async fn check(relay: &Relay, acked: &Acked) -> Tally {
+    let found = whole_log(relay).await;
+    let seqs: Vec<u64> = found.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=found.len() as u64).collect::<Vec<_>>(),
+        "numbers without gaps"
+    );
+    let ids: BTreeSet<OpId> = found.iter().map(|(_, op)| op.id).collect();
+    let duplicates = found.len() - ids.len();
+    assert_eq!(duplicates, 0, "every op once");
+    let missing: Vec<&OpId> = acked.keys().filter(|id| !ids.contains(id)).collect();
+    assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
+    let expected: i64 = acked.values().sum();
+    let snapshot = main_snapshot(relay).await;
+    let mut replica = Device::new(99);
+    for entry in &snapshot.states {
+        replica.store.merge_state(entry).unwrap();
+    }
+    let key = replica.key("count");
+    assert_eq!(
+        replica.store.get_value(&lobby(), &key).unwrap(),
+        json!(expected),
+        "the counter is every acknowledged increment"
+    );
+    Tally {
+        acked: acked.len(),
+        found: found.len(),
+        duplicates,
+        counter: expected,
+    }
+}
