@@ -590,6 +590,28 @@ if (relay) {
   row(['sockets: where it broke', relay.sockets.broke ?? `not reached at ${relay.sockets.steps.at(-1)?.sockets} (the bench stops below the 20,000 descriptors a process may open here)`]);
   row([`catch-up of a device ${relay.catch_up.behind} ops behind`, ms(relay.catch_up.seconds * 1000)]);
   lines.push('');
+  if (relay.stores) {
+    lines.push(
+      '### Several nodes on Redis',
+      '',
+      "The same relay on each store, in the same run: the embedded store (SQLite), Redis with one node, and Redis with two nodes sharing it (writers spread over both; the reader on the other node than the writer). Each Redis is Debian's `redis-server` of the bench's own on loopback with `appendonly yes` and `appendfsync always`, so an ack means fsynced there too. All on this 2-core machine: Redis, the nodes and the bench's clients share the cores.",
+      '',
+    );
+    row(['store', 'acknowledged ops/s (16 writers, batches of 32)', 'push → delivery to another device, p50 / p95']);
+    row(['---', '---:', '---:']);
+    for (const [name, r] of [
+      ['embedded (SQLite), one node', relay.stores.embedded],
+      ['Redis, one node', relay.stores.redis_1_node],
+      ['Redis, two nodes', relay.stores.redis_2_nodes],
+    ]) row([name, Math.round(r.throughput.ops_per_second), `${ms(r.delivery.p50_ms)} / ${ms(r.delivery.p95_ms)}`]);
+    lines.push('');
+  }
+  if (relay.failover) {
+    lines.push(
+      `A device on node B while a writer pushes on node A; B is SIGKILLed and the device reconnects to A at once from its cursor (as it would through a load balancer; the browser's link waits its reconnect delay first). From the kill to the first op it receives on A, over ${relay.failover.kills} kills: median ${ms(relay.failover.p50_ms)}, worst ${ms(relay.failover.max_ms)}.`,
+      '',
+    );
+  }
 }
 if (devices) {
   lines.push('## Between devices', '', `Two browser contexts of the release app and the relay (debug build, durable store) on loopback. Device A writes a persistent key, device B's subscriber runs and answers the same way; ${devices.samples} samples. The relay's own share is its push → ack time above (the commit to disk dominates it).`, '');

@@ -1,8 +1,10 @@
 // The real relay for the device tests: the binary the test command built
 // (target/debug/relay), on 127.0.0.1 with a port chosen at run time and a
-// temporary store; killed for real (SIGKILL) and restarted on the same port
-// and store. Plus a TCP proxy in front of it that a test can cut, because
-// Playwright's offline mode leaves open WebSockets open.
+// temporary store (or a Redis of the test's own, for several nodes);
+// killed for real (SIGKILL) and restarted on the same port and store. Plus
+// a TCP proxy in front of it that a test can cut, because Playwright's
+// offline mode leaves open WebSockets open, or point at another node, as a
+// load balancer does when a node dies.
 
 import { spawn, execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -26,9 +28,65 @@ export async function freePort() {
   return port;
 }
 
+/** Debian's redis-server on 127.0.0.1, a free port, a temporary
+ * directory, AOF with `appendfsync always`. */
+export class RedisServer {
+  constructor() {
+    this.dir = mkdtempSync(join(tmpdir(), 'gaesup-redis-'));
+    this.child = null;
+    this.port = 0;
+  }
+
+  get url() {
+    return `redis://127.0.0.1:${this.port}/`;
+  }
+
+  async start() {
+    if (!this.port) this.port = await freePort();
+    this.child = spawn(
+      'redis-server',
+      ['--bind', '127.0.0.1', '--port', String(this.port), '--dir', this.dir, '--appendonly', 'yes',
+        '--appendfsync', 'always', '--save', '', '--daemonize', 'no', '--loglevel', 'warning'],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    this.child.stdout.resume();
+    // Ready when it answers PING (after loading its AOF).
+    for (let attempt = 0; ; attempt += 1) {
+      if (await ping(this.port)) return this;
+      if (attempt > 200) throw new Error(`redis-server did not answer on ${this.port}`);
+      await new Promise((done) => setTimeout(done, 25));
+    }
+  }
+
+  async stop() {
+    if (this.child) {
+      const exited = once(this.child, 'exit');
+      this.child.kill('SIGKILL');
+      await exited;
+      this.child = null;
+    }
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** Whether Redis on `port` answers PING with PONG. */
+function ping(port) {
+  return new Promise((done) => {
+    const socket = connect(port, '127.0.0.1');
+    socket.on('error', () => done(false));
+    socket.on('connect', () => socket.write('PING\r\n'));
+    socket.on('data', (data) => {
+      done(String(data).startsWith('+PONG'));
+      socket.destroy();
+    });
+  });
+}
+
 export class Relay {
-  constructor(args = []) {
-    this.args = args;
+  /** `redis`: a RedisServer this node shares with others (instead of an
+   * embedded store of its own). */
+  constructor(args = [], { redis = null } = {}) {
+    this.args = redis ? ['--redis', redis.url, ...args] : args;
     this.data = mkdtempSync(join(tmpdir(), 'gaesup-relay-'));
     this.child = null;
     this.port = 0;
@@ -92,6 +150,7 @@ export class Relay {
 /** A TCP proxy to `target` that can be cut (every connection dropped,
  * new ones refused) and restored. */
 export class Proxy {
+  /** `targetPort` may change: later connections go to the new one. */
   constructor(targetPort) {
     this.targetPort = targetPort;
     /** Each connection: the device's socket, the relay's, and whether frozen. */

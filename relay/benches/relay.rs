@@ -8,7 +8,13 @@
 //!   included;
 //! - deliveries per second, one writer and 200 subscribers;
 //! - sockets one node holds (hello + subscription each) and its memory;
-//! - time for a device 10,000 ops behind to catch up.
+//! - time for a device 10,000 ops behind to catch up;
+//! - the same acked ops/s, and push → delivery to another device (p50,
+//!   p95), on the embedded store, on Redis with one node, and on Redis with
+//!   two nodes (writers on both, the reader on the other node), each with
+//!   its own `redis-server` (AOF, `appendfsync always`);
+//! - the time for a device whose node is SIGKILLed to resume on the other
+//!   node: from the kill to the first op it receives there.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -21,7 +27,7 @@ use futures_util::{SinkExt, StreamExt};
 use gaesup_protocol::{ClientMessage, Hello, Push, ServerMessage, Subscription};
 use gaesup_state_core::Op;
 use serde_json::json;
-use support::{Device, Relay, main_rw, main_stream};
+use support::{Device, RedisServer, Relay, main_rw, main_stream};
 use tokio_tungstenite::tungstenite::Message;
 
 type Socket =
@@ -88,6 +94,11 @@ fn rss_kib(pid: u32) -> u64 {
 
 async fn throughput() -> serde_json::Value {
     let relay = Relay::start(&["--max-ops-per-second", "1000000", "--log-keep", "1000000"]);
+    throughput_on(&[&relay]).await
+}
+
+/// 16 writers pushing batches of 32, spread over `nodes`.
+async fn throughput_on(nodes: &[&Relay]) -> serde_json::Value {
     const WRITERS: u64 = 16;
     const BATCH: usize = 32;
     const PUSHES: usize = 40;
@@ -100,8 +111,9 @@ async fn throughput() -> serde_json::Value {
         })
         .collect();
     let mut sockets = Vec::new();
-    for _ in 0..WRITERS {
-        let mut socket = connect(&relay, false, None).await;
+    for w in 0..WRITERS {
+        let relay = nodes[w as usize % nodes.len()];
+        let mut socket = connect(relay, false, None).await;
         until(&mut socket, |m| matches!(m, ServerMessage::Welcome(_))).await;
         sockets.push(socket);
     }
@@ -283,6 +295,140 @@ async fn catch_up() -> serde_json::Value {
     json!({"behind": BEHIND, "seconds": started.elapsed().as_secs_f64()})
 }
 
+/// Push → delivery: a writer on `from` pushes one op at a time, a reader on
+/// `to` subscribed; the time from the push to the op reaching the reader.
+async fn delivery_on(from: &Relay, to: &Relay) -> serde_json::Value {
+    let mut reader = connect(to, true, Some(0)).await;
+    until(&mut reader, |m| matches!(m, ServerMessage::Welcome(_))).await;
+    let mut writer = connect(from, false, None).await;
+    until(&mut writer, |m| matches!(m, ServerMessage::Welcome(_))).await;
+    let mut samples = Vec::new();
+    for op in ops(1, 1_000) {
+        let id = op.id;
+        let push = ClientMessage::Push(Push { ops: vec![op] });
+        let started = Instant::now();
+        writer
+            .send(Message::text(push.encode().unwrap()))
+            .await
+            .unwrap();
+        until(
+            &mut reader,
+            |m| matches!(m, ServerMessage::Ops(body) if body.ops.iter().any(|s| s.op.id == id)),
+        )
+        .await;
+        samples.push(started.elapsed().as_secs_f64() * 1000.0);
+        until(&mut writer, |m| matches!(m, ServerMessage::Ack(_))).await;
+    }
+    samples.sort_by(f64::total_cmp);
+    json!({
+        "samples": samples.len(),
+        "p50_ms": percentile(&samples, 0.50),
+        "p95_ms": percentile(&samples, 0.95),
+    })
+}
+
+const FAST: [&str; 4] = ["--max-ops-per-second", "1000000", "--log-keep", "1000000"];
+
+/// Acked ops/s and push → delivery on each store: embedded, Redis with one
+/// node, Redis with two nodes.
+async fn stores() -> serde_json::Value {
+    let embedded = {
+        let relay = Relay::start(&FAST);
+        let throughput = throughput_on(&[&relay]).await;
+        let relay = Relay::start(&FAST);
+        json!({"throughput": throughput, "delivery": delivery_on(&relay, &relay).await})
+    };
+    let one = {
+        let relay = Relay::node(&RedisServer::start(), &FAST);
+        let throughput = throughput_on(&[&relay]).await;
+        let relay = Relay::node(&RedisServer::start(), &FAST);
+        json!({"throughput": throughput, "delivery": delivery_on(&relay, &relay).await})
+    };
+    let two = {
+        let redis = RedisServer::start();
+        let (a, b) = (Relay::node(&redis, &FAST), Relay::node(&redis, &FAST));
+        let throughput = throughput_on(&[&a, &b]).await;
+        let redis = RedisServer::start();
+        let (a, b) = (Relay::node(&redis, &FAST), Relay::node(&redis, &FAST));
+        json!({"throughput": throughput, "delivery": delivery_on(&a, &b).await})
+    };
+    json!({"embedded": embedded, "redis_1_node": one, "redis_2_nodes": two})
+}
+
+/// A device subscribed on node B, a writer on node A pushing an op every
+/// 2 ms; B is SIGKILLed; the device reconnects to A from its cursor. The
+/// time from the kill to the first op the device receives on A (median and
+/// worst of several kills).
+async fn failover() -> serde_json::Value {
+    const ROUNDS: usize = 10;
+    let redis = RedisServer::start();
+    let a = Relay::node(&redis, &FAST);
+    let mut samples = Vec::new();
+    let mut writer = connect(&a, false, None).await;
+    until(&mut writer, |m| matches!(m, ServerMessage::Welcome(_))).await;
+    let mut device = Device::new(1);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pushing = {
+        let stop = std::sync::Arc::clone(&stop);
+        let ops: Vec<Op> = (0..200_000).map(|_| device.count(1)).collect();
+        tokio::spawn(async move {
+            for op in ops {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let push = ClientMessage::Push(Push { ops: vec![op] });
+                writer
+                    .send(Message::text(push.encode().unwrap()))
+                    .await
+                    .unwrap();
+                until(&mut writer, |m| matches!(m, ServerMessage::Ack(_))).await;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    for _ in 0..ROUNDS {
+        let mut b = Relay::node(&redis, &FAST);
+        let mut on_b = connect(&b, true, Some(0)).await;
+        let mut cursor = 0;
+        // Live on B: a few ops arrive.
+        while cursor < 3 {
+            if let ServerMessage::Ops(body) =
+                until(&mut on_b, |m| matches!(m, ServerMessage::Ops(_))).await
+            {
+                cursor = body.ops.last().map_or(cursor, |s| s.seq).max(cursor);
+            }
+        }
+        let killed = Instant::now();
+        b.kill();
+        // The device notices the socket died, then resumes on A.
+        while let Some(Ok(message)) = on_b.next().await {
+            if let Message::Text(text) = message
+                && let Ok(ServerMessage::Ops(body)) = ServerMessage::decode(text.as_str())
+            {
+                cursor = body.ops.last().map_or(cursor, |s| s.seq).max(cursor);
+            }
+        }
+        let mut on_a = connect(&a, true, Some(cursor)).await;
+        loop {
+            if let ServerMessage::Ops(body) =
+                until(&mut on_a, |m| matches!(m, ServerMessage::Ops(_))).await
+                && !body.ops.is_empty()
+            {
+                break;
+            }
+        }
+        samples.push(killed.elapsed().as_secs_f64() * 1000.0);
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    pushing.await.unwrap();
+    samples.sort_by(f64::total_cmp);
+    json!({
+        "kills": ROUNDS,
+        "p50_ms": percentile(&samples, 0.50),
+        "max_ms": samples.last().copied().unwrap_or(0.0),
+    })
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -295,6 +441,8 @@ fn main() {
             "fanout": fanout().await,
             "sockets": sockets().await,
             "catch_up": catch_up().await,
+            "stores": stores().await,
+            "failover": failover().await,
         })
     });
     let text = serde_json::to_string_pretty(&results).unwrap();

@@ -47,6 +47,10 @@ pub struct Serve {
     /// that mean durable (the relay warns at start otherwise).
     #[arg(long, env = "RELAY_REDIS", value_name = "URL")]
     pub redis: Option<String>,
+    /// Fault injection for tests: hold what this node's reader brings from
+    /// other nodes this long before applying it (a node that lags).
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub follow_delay_ms: u64,
     /// File holding the secret tokens are signed with.
     #[arg(long, env = "RELAY_SECRET_FILE")]
     pub secret_file: Option<PathBuf>,

@@ -159,6 +159,20 @@ impl Db {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// One stream's head and oldest kept number, if it was ever written.
+    pub fn stream(&self, stream: &str) -> Result<Option<StreamRow>, DbError> {
+        let read = self.reader();
+        let mut query = read.prepare_cached("SELECT head, first FROM streams WHERE stream = ?1")?;
+        Ok(query
+            .query_row([stream], |row| {
+                Ok(StreamRow {
+                    head: row.get::<_, i64>(0)?.try_into().unwrap_or(0),
+                    first: row.get::<_, i64>(1)?.try_into().unwrap_or(0),
+                })
+            })
+            .optional()?)
+    }
+
     /// Every stored state of `stream`: (full key, stored JSON).
     pub fn states(&self, stream: &str) -> Result<Vec<(String, String)>, DbError> {
         let read = self.reader();

@@ -131,7 +131,7 @@ pub async fn push(State(app): State<Arc<AppState>>, headers: HeaderMap, body: By
             &ServerMessage::Ack(Acks { acks }),
         );
     }
-    match app.hub.push(claims, push.ops).await {
+    match app.hub.push(claims, push.ops, None).await {
         Ok(acks) => json(StatusCode::OK, &ServerMessage::Ack(Acks { acks })),
         Err(error) => refuse(&app, &error),
     }

@@ -48,8 +48,14 @@ const MAX_RETRYING: std::time::Duration = std::time::Duration::from_secs(5);
 /// Room for a message's envelope around its ops or states.
 const FRAME_SLACK: usize = 4096;
 
-/// A push waiting in the hub: who pushed, the ops, where the acks go.
-type Pending = (Arc<Claims>, Vec<Op>, oneshot::Sender<Vec<Ack>>);
+/// A push waiting in the hub: who pushed, the ops, where the acks go, and
+/// the socket it came on (none over HTTP).
+type Pending = (
+    Arc<Claims>,
+    Vec<Op>,
+    oneshot::Sender<Vec<Ack>>,
+    Option<ConnId>,
+);
 
 /// A connection's id, for subscriptions.
 pub type ConnId = u64;
@@ -76,6 +82,7 @@ enum Request {
         claims: Arc<Claims>,
         ops: Vec<Op>,
         reply: oneshot::Sender<Vec<Ack>>,
+        conn: Option<ConnId>,
     },
     Subscribe {
         conn: ConnId,
@@ -92,6 +99,11 @@ enum Request {
         subscription: Subscription,
         limit: usize,
         reply: oneshot::Sender<Result<ServerMessage, ProtocolError>>,
+    },
+    /// Answered once `conn`'s streams hold everything the store holds.
+    Barrier {
+        conn: ConnId,
+        reply: oneshot::Sender<()>,
     },
     /// Ops another node committed, in log order (from this node's reader).
     Remote {
@@ -129,6 +141,10 @@ struct State {
     /// Per stream, the number up to which its subscribers were sent ops
     /// (kept when a stream is dropped from memory after a failed reload).
     sent: BTreeMap<StreamId, u64>,
+    /// Streams dropped from memory because the store could not be read;
+    /// loaded again (and their subscribers sent what they lack) on the
+    /// next tick.
+    stale: BTreeSet<StreamId>,
     metrics: Arc<Metrics>,
     committed: Arc<Notify>,
     /// Ops kept per stream behind the head before the log is trimmed.
@@ -209,13 +225,41 @@ impl Hub {
     }
 
     /// Applies, stores and acknowledges `ops` (one ack each, in order).
-    pub async fn push(&self, claims: Arc<Claims>, ops: Vec<Op>) -> Result<Vec<Ack>, ProtocolError> {
+    /// `conn`: the socket they came on. Its acks come after every op of its
+    /// streams the store held when they were committed.
+    pub async fn push(
+        &self,
+        claims: Arc<Claims>,
+        ops: Vec<Op>,
+        conn: Option<ConnId>,
+    ) -> Result<Vec<Ack>, ProtocolError> {
         let (reply, wait) = oneshot::channel();
         self.requests
-            .send(Request::Push { claims, ops, reply })
+            .send(Request::Push {
+                claims,
+                ops,
+                reply,
+                conn,
+            })
             .await
             .map_err(|_| shutting_down())?;
         wait.await.map_err(|_| shutting_down())
+    }
+
+    /// Returns once `conn` has been sent every op of its streams that the
+    /// store holds (with one node: at once; with several: what other nodes
+    /// committed and this node's reader had not brought yet). A pong waits
+    /// for it: a device takes a pong, as an ack, to mean it has caught up.
+    pub async fn barrier(&self, conn: ConnId) {
+        let (reply, wait) = oneshot::channel();
+        if self
+            .requests
+            .send(Request::Barrier { conn, reply })
+            .await
+            .is_ok()
+        {
+            let _ = wait.await;
+        }
     }
 
     /// Catches `conn` up on `subscriptions` and sends it every later op.
@@ -341,6 +385,7 @@ impl State {
             streams: BTreeMap::new(),
             subscribers: BTreeMap::new(),
             sent: BTreeMap::new(),
+            stale: BTreeSet::new(),
             metrics,
             committed,
             keep,
@@ -399,6 +444,7 @@ impl State {
     async fn ensure(&mut self, id: &StreamId) -> Result<(), ProtocolError> {
         if !self.streams.contains_key(id) {
             let stream = self.load(id).await.map_err(storage_error)?;
+            self.stale.remove(id);
             self.store.follow(&id.to_string(), stream.head);
             let head = stream.head;
             self.streams.insert(id.clone(), stream);
@@ -415,12 +461,21 @@ impl State {
     async fn resync(&mut self, id: &StreamId) {
         match self.load(id).await {
             Ok(stream) => {
+                if stream.head < self.sent.get(id).copied().unwrap_or(0) {
+                    // The store lost ops it had (a Redis restarted without
+                    // its append-only file): what subscribers hold no longer
+                    // matches; they resync from their cursors (a snapshot).
+                    tracing::error!(stream = %id, head = stream.head, "the store is behind what was sent");
+                    self.cut_off(id);
+                    self.sent.insert(id.clone(), stream.head);
+                }
                 self.streams.insert(id.clone(), stream);
                 self.forward(id).await;
             }
             Err(err) => {
                 tracing::error!(stream = %id, error = %err, "reloading the stream failed");
                 self.streams.remove(id);
+                self.stale.insert(id.clone());
             }
         }
     }
@@ -449,6 +504,11 @@ impl State {
             }
             let mut ops = Vec::with_capacity(rows.len());
             for (seq, body) in rows {
+                // What lies past the replica's head is not applied here yet:
+                // it comes through the reader, and is sent then.
+                if seq > head {
+                    break;
+                }
                 after = seq;
                 match serde_json::from_str::<Op>(&body) {
                     Ok(op) => ops.push(Sequenced { seq, op }),
@@ -482,7 +542,23 @@ impl State {
     }
 
     async fn run(mut self, mut inbox: mpsc::Receiver<Request>) {
-        while let Some(first) = inbox.recv().await {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let first = tokio::select! {
+                request = inbox.recv() => match request {
+                    Some(request) => request,
+                    None => break,
+                },
+                _ = tick.tick(), if !self.stale.is_empty() => {
+                    for id in std::mem::take(&mut self.stale) {
+                        if self.ensure(&id).await.is_err() {
+                            self.stale.insert(id);
+                        }
+                    }
+                    continue;
+                }
+            };
             let mut pushes = Vec::new();
             let mut others = Vec::new();
             let mut ops = 0;
@@ -493,9 +569,10 @@ impl State {
                         claims,
                         ops: batch,
                         reply,
+                        conn,
                     } => {
                         ops += batch.len();
-                        pushes.push((claims, batch, reply));
+                        pushes.push((claims, batch, reply, conn));
                     }
                     other => others.push(other),
                 }
@@ -547,6 +624,59 @@ impl State {
             Request::Remote { stream, ops } => {
                 self.remote(&stream, ops).await;
                 self.committed.notify_waiters();
+            }
+            Request::Barrier { conn, reply } => {
+                self.barrier(conn).await;
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    /// With a shared store: brings every stream `conn` follows up to the
+    /// store's head (applied here and sent to its subscribers).
+    async fn barrier(&mut self, conn: ConnId) {
+        if !self.store.shared() {
+            return;
+        }
+        let streams: Vec<StreamId> = self
+            .subscribers
+            .get(&conn)
+            .map(|s| s.streams.iter().cloned().collect())
+            .unwrap_or_default();
+        for id in streams {
+            self.refresh(&id).await;
+        }
+    }
+
+    /// With a shared store: applies and fans out what other nodes committed
+    /// to `id` and this node's reader has not brought yet, up to the head
+    /// the store has now.
+    async fn refresh(&mut self, id: &StreamId) {
+        if !self.store.shared() || self.ensure(id).await.is_err() {
+            return;
+        }
+        let name = id.to_string();
+        let target = match self.store.head(&name).await {
+            Ok(head) => head,
+            Err(err) => {
+                tracing::warn!(stream = %id, error = %err, "reading the stream's head failed");
+                return;
+            }
+        };
+        loop {
+            let Some(head) = self.streams.get(id).map(|s| s.head) else {
+                return;
+            };
+            if head >= target {
+                return;
+            }
+            match self.store.ops_after(&name, head, 512).await {
+                Ok(ops) if !ops.is_empty() => self.remote(id, ops).await,
+                Ok(_) => return,
+                Err(err) => {
+                    tracing::warn!(stream = %id, error = %err, "reading the log failed");
+                    return;
+                }
             }
         }
     }
@@ -604,13 +734,30 @@ impl State {
     async fn push(&mut self, pushes: Vec<Pending>) {
         let mut statuses: Vec<Vec<Option<AckStatus>>> = pushes
             .iter()
-            .map(|(_, ops, _)| vec![None; ops.len()])
+            .map(|(_, ops, _, _)| vec![None; ops.len()])
             .collect();
         let deadline = std::time::Instant::now() + MAX_RETRYING;
-        while self.attempt(&pushes, &mut statuses).await > 0 && std::time::Instant::now() < deadline
-        {
+        let mut conflicted = BTreeSet::new();
+        loop {
+            let conflicts = self.attempt(&pushes, &mut statuses).await;
+            if conflicts.is_empty() || std::time::Instant::now() >= deadline {
+                break;
+            }
+            conflicted.extend(conflicts);
         }
-        for ((_, ops, reply), statuses) in pushes.into_iter().zip(statuses) {
+        // A turn taken after a conflict and not used (the ops turned out to
+        // be duplicates, or were refused) would hold other nodes back.
+        for id in conflicted {
+            self.store.release_turn(&id.to_string()).await;
+        }
+        // An ack on a socket means its device has every op of its streams
+        // committed before (its link relies on it): with several nodes, bring
+        // what the others committed first.
+        let conns: BTreeSet<ConnId> = pushes.iter().filter_map(|p| p.3).collect();
+        for conn in conns {
+            self.barrier(conn).await;
+        }
+        for ((_, ops, reply, _), statuses) in pushes.into_iter().zip(statuses) {
             let acks = ops
                 .iter()
                 .zip(statuses)
@@ -632,16 +779,16 @@ impl State {
     }
 
     /// One round of [`push`](Self::push) over the ops not yet decided;
-    /// returns how many streams met a conflict (their ops are undecided
+    /// returns the streams that met a conflict (their ops are undecided
     /// again).
     async fn attempt(
         &mut self,
         pushes: &[Pending],
         statuses: &mut [Vec<Option<AckStatus>>],
-    ) -> usize {
+    ) -> Vec<StreamId> {
         // The op ids each stream's log already holds.
         let mut wanted: BTreeMap<StreamId, Vec<String>> = BTreeMap::new();
-        for (i, (_, ops, _)) in pushes.iter().enumerate() {
+        for (i, (_, ops, _, _)) in pushes.iter().enumerate() {
             for (j, op) in ops.iter().enumerate() {
                 if statuses[i][j].is_none() {
                     wanted
@@ -675,7 +822,7 @@ impl State {
             }
         }
         let mut parts: BTreeMap<StreamId, Part> = BTreeMap::new();
-        for (i, (claims, ops, _)) in pushes.iter().enumerate() {
+        for (i, (claims, ops, _, _)) in pushes.iter().enumerate() {
             for (j, op) in ops.iter().enumerate() {
                 if statuses[i][j].is_some() {
                     continue;
@@ -715,11 +862,11 @@ impl State {
             });
         }
         if commits.is_empty() {
-            return 0;
+            return Vec::new();
         }
         let started = std::time::Instant::now();
         let results = self.store.commit(commits).await;
-        let mut conflicts = 0;
+        let mut conflicts = Vec::new();
         let mut stored = 0;
         for (id, result) in order.into_iter().zip(results) {
             let Some(part) = parts.remove(&id) else {
@@ -738,7 +885,7 @@ impl State {
                     }
                 }
                 Err(CommitError::Conflict) => {
-                    conflicts += 1;
+                    conflicts.push(id.clone());
                     self.metrics.conflict();
                     for (i, j) in part.decided {
                         statuses[i][j] = None;
@@ -747,12 +894,32 @@ impl State {
                 }
                 Err(CommitError::Failed(err)) => {
                     tracing::error!(stream = %id, error = %err, "commit failed; its ops are refused");
+                    self.resync(&id).await;
+                    // The commit may have run before the answer was lost
+                    // (Redis killed after its fsync, a timeout): what the log
+                    // holds now is acknowledged as such.
+                    let ids: Vec<String> = part.in_part.keys().cloned().collect();
+                    let found: BTreeMap<String, u64> =
+                        match self.store.seqs_of(&id.to_string(), &ids).await {
+                            Ok(seqs) => ids
+                                .into_iter()
+                                .zip(seqs)
+                                .filter_map(|(op_id, seq)| Some((op_id, seq?)))
+                                .collect(),
+                            Err(_) => BTreeMap::new(),
+                        };
                     for (i, j) in part.decided {
                         if let Some(status @ AckStatus::Applied { .. }) = &mut statuses[i][j] {
-                            *status = refused(code::STORAGE, format!("not stored: {err}"));
+                            let op_id = pushes[i].1[j].id.to_string();
+                            *status = match found.get(&op_id) {
+                                Some(seq) => AckStatus::Duplicate {
+                                    stream: id.clone(),
+                                    seq: *seq,
+                                },
+                                None => refused(code::STORAGE, format!("not stored: {err}")),
+                            };
                         }
                     }
-                    self.resync(&id).await;
                 }
             }
         }
@@ -952,6 +1119,10 @@ impl State {
     ) -> Result<Vec<ServerMessage>, ProtocolError> {
         let id = subscription.stream.clone();
         self.ensure(&id).await?;
+        // With several nodes this one may lag the store: a cursor past its
+        // head is then no reason for a snapshot, and an answer saying the
+        // head must say the store's.
+        self.refresh(&id).await;
         let (head, first) = self
             .streams
             .get(&id)

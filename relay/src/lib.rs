@@ -182,9 +182,15 @@ pub async fn serve(config: Serve, secret: Vec<u8>) -> Result<(), String> {
         .map_err(|err| format!("cannot listen on {}: {err}", config.listen))?;
     let address: SocketAddr = listener.local_addr().map_err(|err| err.to_string())?;
     let (stop, shutdown) = watch::channel(false);
-    let reader = store
-        .shared()
-        .then(|| tokio::spawn(follow(Arc::clone(&store), hub.clone(), shutdown.clone())));
+    let reader = store.shared().then(|| {
+        let delay = std::time::Duration::from_millis(config.follow_delay_ms);
+        tokio::spawn(follow(
+            Arc::clone(&store),
+            hub.clone(),
+            delay,
+            shutdown.clone(),
+        ))
+    });
     let state = Arc::new(AppState {
         hub,
         secret,
@@ -226,13 +232,21 @@ pub async fn serve(config: Serve, secret: Vec<u8>) -> Result<(), String> {
 
 /// Brings what other nodes commit to the shared store into this node's
 /// hub, until the relay shuts down.
-async fn follow(store: Arc<Store>, hub: Hub, mut shutdown: watch::Receiver<bool>) {
+async fn follow(
+    store: Arc<Store>,
+    hub: Hub,
+    delay: std::time::Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let Store::Redis(redis) = &*store else {
         return;
     };
     let read = redis.read_forever(|stream, ops| {
         let hub = hub.clone();
         async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             match stream.parse() {
                 Ok(id) => hub.remote(id, ops).await,
                 Err(err) => {

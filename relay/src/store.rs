@@ -99,8 +99,7 @@ impl Store {
     pub async fn load(&self, stream: &str) -> Result<Option<Loaded>, StoreError> {
         match self {
             Self::Sqlite(db) => {
-                let Some((_, row)) = db.streams()?.into_iter().find(|(name, _)| name == stream)
-                else {
+                let Some(row) = db.stream(stream)? else {
                     return Ok(None);
                 };
                 Ok(Some(Loaded {
@@ -110,6 +109,22 @@ impl Store {
                 }))
             }
             Self::Redis(redis) => redis.load(stream).await,
+        }
+    }
+
+    /// The newest number of `stream` the store holds now (0: none).
+    pub async fn head(&self, stream: &str) -> Result<u64, StoreError> {
+        match self {
+            Self::Sqlite(db) => Ok(db.stream(stream)?.map_or(0, |row| row.head)),
+            Self::Redis(redis) => redis.head(stream).await,
+        }
+    }
+
+    /// Gives up this node's turn on `stream` if it holds it and has nothing
+    /// left to commit (Redis; nothing to do with SQLite).
+    pub async fn release_turn(&self, stream: &str) {
+        if let Self::Redis(redis) = self {
+            redis.release_turn(stream).await;
         }
     }
 
@@ -229,6 +244,7 @@ pub struct RedisStore {
     pub changed: Notify,
     commit: redis::Script,
     trim: redis::Script,
+    release: redis::Script,
     /// This process's id in turns (random per start).
     node: u64,
 }
@@ -239,23 +255,27 @@ pub struct RedisStore {
 /// Returns 1 when committed, -1 when an op id is already in the log, -2
 /// while another node has its turn, and -(head + 3) when the head is not
 /// `base`. A node that meets a moved head takes the turn (if nobody has
-/// it): other nodes' commits wait until it committed or the turn expired,
-/// so a node cannot lose every race to a busier one.
+/// it): other nodes' commits wait until it committed, gave the turn up
+/// (nothing left to commit) or the turn expired (250 ms), so a node cannot
+/// lose every race to a busier one. All checks come before any write: a
+/// refusal writes nothing.
 const COMMIT_SCRIPT: &str = r"
 local turn = redis.call('GET', KEYS[6])
 if turn and turn ~= ARGV[2] then return -2 end
 local head = tonumber(redis.call('GET', KEYS[1]) or '0')
 if head ~= tonumber(ARGV[1]) then
-  if not turn then redis.call('SET', KEYS[6], ARGV[2], 'PX', 2000) end
+  if not turn then redis.call('SET', KEYS[6], ARGV[2], 'PX', 250) end
   return -(head + 3)
 end
 local n = tonumber(ARGV[3])
 for k = 0, n - 1 do
+  if tonumber(ARGV[4 + 3 * k]) ~= head + k + 1 then
+    return redis.error_reply('op numbers out of order')
+  end
   if redis.call('HEXISTS', KEYS[3], ARGV[5 + 3 * k]) == 1 then return -1 end
 end
 for k = 0, n - 1 do
   local seq = ARGV[4 + 3 * k]
-  if tonumber(seq) ~= head + k + 1 then return redis.error_reply('op numbers out of order') end
   redis.call('XADD', KEYS[2], seq .. '-0', 'id', ARGV[5 + 3 * k], 'op', ARGV[6 + 3 * k])
   redis.call('HSET', KEYS[3], ARGV[5 + 3 * k], seq)
 end
@@ -285,6 +305,12 @@ end
 redis.call('XTRIM', KEYS[2], 'MINID', string.format('%d', first) .. '-0')
 redis.call('SET', KEYS[4], string.format('%d', first))
 return first
+";
+
+/// KEYS: turn. ARGV: node. Deletes the turn if this node holds it.
+const RELEASE_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 ";
 
 const STREAMS: &str = "gaesup:streams";
@@ -360,6 +386,7 @@ impl RedisStore {
         let settings: Result<Vec<String>, _> = redis::cmd("CONFIG")
             .arg("GET")
             .arg("append*")
+            .arg("maxmemory-policy")
             .query_async(&mut commands)
             .await;
         match settings {
@@ -376,6 +403,14 @@ impl RedisStore {
                     Some(warning) => tracing::warn!("{warning}"),
                     None => tracing::info!("Redis persistence: appendonly yes, appendfsync always"),
                 }
+                let policy = get("maxmemory-policy");
+                if policy != "noeviction" {
+                    tracing::warn!(
+                        "Redis runs with maxmemory-policy {policy}: when full it may evict the \
+                         relay's logs, op ids or heads (ops lost or applied twice). Set \
+                         `maxmemory-policy noeviction`."
+                    );
+                }
             }
             Err(err) => tracing::warn!(
                 error = %err,
@@ -390,6 +425,7 @@ impl RedisStore {
             changed: Notify::new(),
             commit: redis::Script::new(COMMIT_SCRIPT),
             trim: redis::Script::new(TRIM_SCRIPT),
+            release: redis::Script::new(RELEASE_SCRIPT),
             node: process_id(),
         })
     }
@@ -482,10 +518,10 @@ impl RedisStore {
         for (full_key, stored) in &part.states {
             invocation.arg(full_key).arg(stored);
         }
-        // While another node has its turn the same commit is tried again
-        // (each try is a round trip); the turn ends when that node commits,
-        // or after two seconds if it died.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        // While another node has its turn the same commit is tried again,
+        // a millisecond apart; the turn ends when that node commits or gives
+        // it up, or after 250 ms if it died.
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
         loop {
             let done: i64 = invocation
                 .invoke_async(&mut connection)
@@ -493,9 +529,31 @@ impl RedisStore {
                 .map_err(StoreError::from)?;
             match done {
                 1 => return Ok(()),
-                -2 if tokio::time::Instant::now() < deadline => tokio::task::yield_now().await,
+                -2 if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
                 _ => return Err(CommitError::Conflict),
             }
+        }
+    }
+
+    async fn head(&self, stream: &str) -> Result<u64, StoreError> {
+        let head: Option<u64> = redis::cmd("GET")
+            .arg(key(stream, "head"))
+            .query_async(&mut self.connection())
+            .await?;
+        Ok(head.unwrap_or(0))
+    }
+
+    async fn release_turn(&self, stream: &str) {
+        let released: Result<i64, _> = self
+            .release
+            .key(key(stream, "turn"))
+            .arg(self.node)
+            .invoke_async(&mut self.connection())
+            .await;
+        if let Err(err) = released {
+            tracing::warn!(stream, error = %err, "giving up the turn failed (it expires)");
         }
     }
 

@@ -258,7 +258,12 @@ impl Session {
                     return None;
                 }
                 let acks = if self.bucket.take(push.ops.len()) {
-                    match self.app.hub.push(claims, push.ops.clone()).await {
+                    match self
+                        .app
+                        .hub
+                        .push(claims, push.ops.clone(), Some(self.conn))
+                        .await
+                    {
                         Ok(acks) => acks,
                         Err(error) => all_refused(&push.ops, &error),
                     }
@@ -284,8 +289,10 @@ impl Session {
                 None
             }
             ClientMessage::Ping(ping) => {
-                // A pong follows everything sent before it, as an ack does:
-                // not after a cut fan-out.
+                // A pong follows everything sent before it, as an ack does
+                // (with several nodes, everything the store held when the
+                // ping came): not after a cut fan-out.
+                self.app.hub.barrier(self.conn).await;
                 if !self.outlet.dropped.load(Ordering::SeqCst) {
                     let _ = self.send.try_send(ServerMessage::Pong(ping));
                 }

@@ -12,7 +12,7 @@ mod support;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
 
-use gaesup_protocol::ServerMessage;
+use gaesup_protocol::{ClientMessage, Ping, Push, ServerMessage};
 use serde_json::json;
 use support::load::{Shared, acked_at_least, check, finish, writer};
 use support::{Client, Device, RedisServer, Relay, main_rw, main_snapshot};
@@ -149,4 +149,92 @@ async fn redis_killed_and_restarted_during_writes_keeps_every_acked_op() {
             );
         })
         .await;
+}
+
+/// The seqs of the ops in `messages`.
+fn seqs(messages: &[ServerMessage]) -> Vec<u64> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            ServerMessage::Ops(body) => Some(body.ops.iter().map(|s| s.seq).collect::<Vec<_>>()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+/// Reads messages up to and including the first that `last` matches.
+async fn read_until(
+    client: &mut Client,
+    last: impl Fn(&ServerMessage) -> bool,
+) -> Vec<ServerMessage> {
+    let mut messages = Vec::new();
+    loop {
+        let message = client.next().await.expect("the socket stays open");
+        let done = last(&message);
+        messages.push(message);
+        if done {
+            return messages;
+        }
+    }
+}
+
+/// Node A's reader lags three seconds behind node B's commits (the
+/// relay's fault-injection flag). What A answers must still account for
+/// what Redis holds: a pong and an ack come after every op of the device's
+/// streams that was committed before, and a device moving to A with a
+/// cursor past A's lagging head gets ops, not a snapshot.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lagging_node_answers_with_what_the_store_holds() {
+    let redis = RedisServer::start();
+    let a = Relay::node(&redis, &["--follow-delay-ms", "3000"]);
+    let b = Relay::node(&redis, &[]);
+    let mut on_a = Client::connect(&a, &main_rw(), Some(0)).await;
+    let mut on_b = Client::writer(&b, &main_rw()).await;
+    let mut device = Device::new(1);
+    on_b.push(vec![device.count(1), device.count(2)]).await;
+
+    on_a.send(&ClientMessage::Ping(Ping { at: 7 })).await;
+    let before_pong = read_until(&mut on_a, |m| matches!(m, ServerMessage::Pong(_))).await;
+    assert_eq!(
+        seqs(&before_pong),
+        [1, 2],
+        "the ops B committed come before A's pong"
+    );
+
+    on_b.push(vec![device.count(3)]).await;
+    let mut other = Device::new(2);
+    on_a.send(&ClientMessage::Push(Push {
+        ops: vec![other.count(4)],
+    }))
+    .await;
+    let before_ack = read_until(&mut on_a, |m| matches!(m, ServerMessage::Ack(_))).await;
+    assert_eq!(
+        seqs(&before_ack),
+        [3, 4],
+        "B's op 3 and the device's own op 4 come before A's ack"
+    );
+
+    on_b.push(vec![device.count(5)]).await;
+    let mut moved = Client::connect(&a, &main_rw(), Some(5)).await;
+    let first = read_until(&mut moved, |m| {
+        matches!(m, ServerMessage::Ops(_) | ServerMessage::Snapshot(_))
+    })
+    .await;
+    assert!(
+        matches!(first.last(), Some(ServerMessage::Ops(body)) if body.head == 5 && body.ops.is_empty()),
+        "a cursor at the store's head needs nothing: {first:?}"
+    );
+    let (status, body) = support::http(
+        "GET",
+        a.url("/v1/pull?stream=apartment:main&cursor=5"),
+        Some(main_rw()),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        matches!(ServerMessage::decode(&body).unwrap(), ServerMessage::Ops(body) if body.head == 5),
+        "a pull from A says the store's head: {body}"
+    );
 }

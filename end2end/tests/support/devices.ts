@@ -1,9 +1,9 @@
 import { expect, type Browser, type BrowserContext, type Page } from '@playwright/test';
 // The real relay binary and a proxy that can cut it off (plain ESM, no types).
 // @ts-expect-error: a JavaScript module without declarations
-import { Relay, Proxy } from '../../scripts/relay.mjs';
+import { Relay, Proxy, RedisServer } from '../../scripts/relay.mjs';
 
-export { Relay, Proxy };
+export { Relay, Proxy, RedisServer };
 
 /** What relay.json says for a device: a relay and a token, or none. */
 export type RelayJson = { url?: string; token?: string; outbox_limit?: number } | string;
