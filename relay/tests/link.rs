@@ -1,7 +1,8 @@
 //! The browser's link logic (`gaesup_protocol::Link`, no I/O of its own)
 //! driven against the real relay the way the browser adapter drives it:
 //! offline edits kept across a reload and flushed on reconnect, two devices
-//! converging, a refused token, the HTTP fallback.
+//! converging, a refused token, the HTTP fallback, a device back after the
+//! compaction horizon. Each test runs on both stores (embedded and Redis).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,7 +14,7 @@ use futures_util::{SinkExt, StreamExt};
 use gaesup_protocol::{Link, LinkStatus, StreamId};
 use gaesup_state_core::{ManualClock, MemoryStorage, Storage};
 use serde_json::json;
-use support::{Device, Relay, main_rw, now_s};
+use support::{Backend, Device, Relay, main_rw, now_s};
 use tokio_tungstenite::tungstenite::Message;
 
 type Socket =
@@ -246,11 +247,10 @@ impl Browser {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn offline_edits_survive_a_reload_and_reach_another_device() {
+async fn offline_edits_survive_a_reload_and_reach_another_device(backend: Backend) {
     tokio::task::LocalSet::new()
         .run_until(async {
-            let mut relay = Relay::start(&[]);
+            let mut relay = Relay::on(backend, &[]);
             relay.kill();
             // Device A edits while the relay is down, then reloads.
             let mut a = Browser::new(1, Some(main_rw()));
@@ -263,8 +263,7 @@ async fn offline_edits_survive_a_reload_and_reach_another_device() {
             assert_eq!(a.link.waiting(), 2, "the outbox survived the reload");
             a.count(5);
             // The relay comes back (on the same store).
-            let data = relay.data.clone();
-            let relay = Relay::start_on(&data, &[]);
+            let relay = relay.successor(&[]);
             a.link.online();
             a.pump(&relay, 1_000).await;
             assert_eq!(a.link.status(), &LinkStatus::Connected);
@@ -282,11 +281,10 @@ async fn offline_edits_survive_a_reload_and_reach_another_device() {
         .await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_refused_token_stops_the_link_and_the_edits_stay() {
+async fn a_refused_token_stops_the_link_and_the_edits_stay(backend: Backend) {
     tokio::task::LocalSet::new()
         .run_until(async {
-            let relay = Relay::start(&[]);
+            let relay = Relay::on(backend, &[]);
             let expired = support::token_until(
                 &[("main", gaesup_relay::token::Access::Rw, None)],
                 None,
@@ -309,11 +307,10 @@ async fn a_refused_token_stops_the_link_and_the_edits_stay() {
         .await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn blocked_websockets_fall_back_to_http_and_still_sync() {
+async fn blocked_websockets_fall_back_to_http_and_still_sync(backend: Backend) {
     tokio::task::LocalSet::new()
         .run_until(async {
-            let relay = Relay::start(&[]);
+            let relay = Relay::on(backend, &[]);
             let mut a = Browser::new(1, Some(main_rw()));
             a.ws_blocked = true;
             a.count(7);
@@ -388,8 +385,8 @@ fn refused(browser: &Browser) -> Vec<&gaesup_protocol::Ack> {
 /// would drop C's count, folded away on the relay and never seen by A):
 /// every device ends at the exact total, and A's offline writes are
 /// answered with the re-base's ack.
-async fn away_past_the_horizon(http: bool) {
-    let relay = Relay::start(&[]);
+async fn away_past_the_horizon(http: bool, backend: Backend) {
+    let relay = Relay::on(backend, &[]);
     let (mut a, clock) = away_twenty_days(&relay).await;
     a.count(3);
     assert_eq!(a.link.waiting(), 2);
@@ -413,17 +410,15 @@ async fn away_past_the_horizon(http: bool) {
     assert_eq!(b.value(), json!(115));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_device_away_past_the_horizon_rebases_its_counter_and_nothing_is_lost() {
+async fn a_device_away_past_the_horizon_rebases_its_counter_and_nothing_is_lost(backend: Backend) {
     tokio::task::LocalSet::new()
-        .run_until(away_past_the_horizon(false))
+        .run_until(away_past_the_horizon(false, backend))
         .await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn over_http_the_rebase_waits_until_the_device_has_caught_up() {
+async fn over_http_the_rebase_waits_until_the_device_has_caught_up(backend: Backend) {
     tokio::task::LocalSet::new()
-        .run_until(away_past_the_horizon(true))
+        .run_until(away_past_the_horizon(true, backend))
         .await;
 }
 
@@ -434,8 +429,8 @@ async fn over_http_the_rebase_waits_until_the_device_has_caught_up() {
 /// good (the documented limit), and it takes the relay's state whole,
 /// which counts C's: every device agrees. Over HTTP the push's answer may
 /// come before the pull that brings C's count: the decision waits for it.
-async fn refused_a_relayed_op(http: bool) {
-    let relay = Relay::start(&[]);
+async fn refused_a_relayed_op(http: bool, backend: Backend) {
+    let relay = Relay::on(backend, &[]);
     let (mut a, clock) = away_twenty_days(&relay).await;
     clock.set(now_ms() - DAY_MS);
     a.count(3);
@@ -455,17 +450,15 @@ async fn refused_a_relayed_op(http: bool) {
     assert_eq!(a.link.waiting(), 0);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_device_that_refused_a_relayed_op_as_stale_does_not_rebase_over_it() {
+async fn a_device_that_refused_a_relayed_op_as_stale_does_not_rebase_over_it(backend: Backend) {
     tokio::task::LocalSet::new()
-        .run_until(refused_a_relayed_op(false))
+        .run_until(refused_a_relayed_op(false, backend))
         .await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn over_http_too_the_device_does_not_rebase_over_a_relayed_op_it_refused() {
+async fn over_http_too_the_device_does_not_rebase_over_a_relayed_op_it_refused(backend: Backend) {
     tokio::task::LocalSet::new()
-        .run_until(refused_a_relayed_op(true))
+        .run_until(refused_a_relayed_op(true, backend))
         .await;
 }
 
@@ -473,11 +466,10 @@ async fn over_http_too_the_device_does_not_rebase_over_a_relayed_op_it_refused()
 /// from a snapshot, whose merge may drop without a word what lies behind
 /// the device's own horizon: it never re-bases that stream, its stale
 /// writes are refused for good, and nobody loses C's count.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_device_that_caught_up_from_a_snapshot_does_not_rebase() {
+async fn a_device_that_caught_up_from_a_snapshot_does_not_rebase(backend: Backend) {
     tokio::task::LocalSet::new()
         .run_until(async {
-            let relay = Relay::start(&["--log-keep", "1"]);
+            let relay = Relay::on(backend, &["--log-keep", "1"]);
             let (mut a, clock) = away_twenty_days(&relay).await;
             let mut b = b_counts_and_a_comes_back(&relay, &mut a, &clock).await;
             assert_eq!(b.value(), json!(111), "A's +2 never counted");
@@ -502,11 +494,10 @@ async fn a_device_that_caught_up_from_a_snapshot_does_not_rebase() {
 /// an increment over fourteen days older than that: the device refuses it
 /// as stale (its own write moved its horizon past it), so once its write
 /// is acknowledged it takes the stream whole from the relay and counts it.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_device_that_counted_before_catching_up_takes_the_relay_s_count() {
+async fn a_device_that_counted_before_catching_up_takes_the_relay_s_count(backend: Backend) {
     tokio::task::LocalSet::new()
         .run_until(async {
-            let relay = Relay::start(&[]);
+            let relay = Relay::on(backend, &[]);
             let (mut a, clock) = twenty_days_ago();
             a.count(1);
             a.pump(&relay, 400).await;
@@ -531,8 +522,8 @@ async fn a_device_that_counted_before_catching_up_takes_the_relay_s_count() {
 /// the device's own horizon by then, but it is its own, not something it
 /// missed, so nothing marks the stream against re-basing. Over HTTP the
 /// ack comes before the pull that brings the op back.
-async fn own_writes_come_back(http: bool) {
-    let relay = Relay::start(&[]);
+async fn own_writes_come_back(http: bool, backend: Backend) {
+    let relay = Relay::on(backend, &[]);
     let (mut a, clock) = twenty_days_ago();
     a.ws_blocked = http;
     a.count(2);
@@ -550,16 +541,28 @@ async fn own_writes_come_back(http: bool) {
     assert_eq!(fresh.value(), json!(5));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_device_s_own_writes_coming_back_do_not_mark_the_stream() {
+async fn a_device_s_own_writes_coming_back_do_not_mark_the_stream(backend: Backend) {
     tokio::task::LocalSet::new()
-        .run_until(own_writes_come_back(false))
+        .run_until(own_writes_come_back(false, backend))
         .await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn over_http_too_a_device_s_own_writes_coming_back_do_not_mark_the_stream() {
+async fn over_http_too_a_device_s_own_writes_coming_back_do_not_mark_the_stream(backend: Backend) {
     tokio::task::LocalSet::new()
-        .run_until(own_writes_come_back(true))
+        .run_until(own_writes_come_back(true, backend))
         .await;
 }
+
+support::on_both_backends!(
+    offline_edits_survive_a_reload_and_reach_another_device,
+    a_refused_token_stops_the_link_and_the_edits_stay,
+    blocked_websockets_fall_back_to_http_and_still_sync,
+    a_device_away_past_the_horizon_rebases_its_counter_and_nothing_is_lost,
+    over_http_the_rebase_waits_until_the_device_has_caught_up,
+    a_device_that_refused_a_relayed_op_as_stale_does_not_rebase_over_it,
+    over_http_too_the_device_does_not_rebase_over_a_relayed_op_it_refused,
+    a_device_that_caught_up_from_a_snapshot_does_not_rebase,
+    a_device_that_counted_before_catching_up_takes_the_relay_s_count,
+    a_device_s_own_writes_coming_back_do_not_mark_the_stream,
+    over_http_too_a_device_s_own_writes_coming_back_do_not_mark_the_stream,
+);
