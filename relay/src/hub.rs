@@ -116,6 +116,8 @@ enum Request {
 #[derive(Clone)]
 pub struct Hub {
     requests: mpsc::Sender<Request>,
+    /// Whether other nodes write the same store (barriers are needed).
+    shared: bool,
     /// Notified after every commit (long polls wait on it).
     pub committed: Arc<Notify>,
 }
@@ -179,6 +181,7 @@ impl Hub {
         keep: u64,
     ) -> Result<(Self, tokio::task::JoinHandle<()>), String> {
         let committed = Arc::new(Notify::new());
+        let shared = store.shared();
         let (requests, inbox) = mpsc::channel(1024);
         let (ready, started) = oneshot::channel::<Result<(), String>>();
         let notify = Arc::clone(&committed);
@@ -218,6 +221,7 @@ impl Hub {
         Ok((
             Self {
                 requests,
+                shared,
                 committed,
             },
             task,
@@ -250,7 +254,15 @@ impl Hub {
     /// store holds (with one node: at once; with several: what other nodes
     /// committed and this node's reader had not brought yet). A pong waits
     /// for it: a device takes a pong, as an ack, to mean it has caught up.
+    ///
+    /// If the store cannot be read, the connection is cut off as slow (its
+    /// `dropped` flag is set before this returns): no pong or ack may follow.
     pub async fn barrier(&self, conn: ConnId) {
+        if !self.shared {
+            // One node: everything committed was fanned out before the
+            // commit's acks went, so the queue already holds it.
+            return;
+        }
         let (reply, wait) = oneshot::channel();
         if self
             .requests
@@ -446,10 +458,7 @@ impl State {
             let stream = self.load(id).await.map_err(storage_error)?;
             self.stale.remove(id);
             self.store.follow(&id.to_string(), stream.head);
-            let head = stream.head;
-            self.streams.insert(id.clone(), stream);
-            self.sent.entry(id.clone()).or_insert(head);
-            self.forward(id).await;
+            self.install(id, stream).await;
         }
         Ok(())
     }
@@ -460,24 +469,35 @@ impl State {
     /// is dropped from memory and loaded again when next needed.
     async fn resync(&mut self, id: &StreamId) {
         match self.load(id).await {
-            Ok(stream) => {
-                if stream.head < self.sent.get(id).copied().unwrap_or(0) {
-                    // The store lost ops it had (a Redis restarted without
-                    // its append-only file): what subscribers hold no longer
-                    // matches; they resync from their cursors (a snapshot).
-                    tracing::error!(stream = %id, head = stream.head, "the store is behind what was sent");
-                    self.cut_off(id);
-                    self.sent.insert(id.clone(), stream.head);
-                }
-                self.streams.insert(id.clone(), stream);
-                self.forward(id).await;
-            }
+            Ok(stream) => self.install(id, stream).await,
             Err(err) => {
                 tracing::error!(stream = %id, error = %err, "reloading the stream failed");
                 self.streams.remove(id);
                 self.stale.insert(id.clone());
             }
         }
+    }
+
+    /// Puts a freshly loaded stream in place and sends its subscribers what
+    /// they lack. A store behind what they were sent lost ops it had
+    /// acknowledged (a Redis restarted without its append-only file): what
+    /// they hold no longer matches, so they are cut off and resync from
+    /// their cursors (a snapshot).
+    async fn install(&mut self, id: &StreamId, stream: Stream) {
+        let head = stream.head;
+        match self.sent.get(id).copied() {
+            Some(sent) if head < sent => {
+                tracing::error!(stream = %id, head, sent, "the store is behind what was sent");
+                self.cut_off(id);
+                self.sent.insert(id.clone(), head);
+            }
+            Some(_) => {}
+            None => {
+                self.sent.insert(id.clone(), head);
+            }
+        }
+        self.streams.insert(id.clone(), stream);
+        self.forward(id).await;
     }
 
     /// Sends the subscribers of `id` the ops between what they were sent
@@ -551,9 +571,12 @@ impl State {
                     None => break,
                 },
                 _ = tick.tick(), if !self.stale.is_empty() => {
-                    for id in std::mem::take(&mut self.stale) {
+                    // One at a time; the store still failing ends the pass
+                    // (the rest wait for the next tick).
+                    let ids: Vec<StreamId> = self.stale.iter().cloned().collect();
+                    for id in ids {
                         if self.ensure(&id).await.is_err() {
-                            self.stale.insert(id);
+                            break;
                         }
                     }
                     continue;
@@ -644,41 +667,65 @@ impl State {
             .map(|s| s.streams.iter().cloned().collect())
             .unwrap_or_default();
         for id in streams {
-            self.refresh(&id).await;
+            if !self.refresh(&id).await {
+                // Not known to be caught up: no pong or ack may say so.
+                self.drop_slow(conn);
+                return;
+            }
         }
     }
 
     /// With a shared store: applies and fans out what other nodes committed
     /// to `id` and this node's reader has not brought yet, up to the head
     /// the store has now.
-    async fn refresh(&mut self, id: &StreamId) {
-        if !self.store.shared() || self.ensure(id).await.is_err() {
-            return;
+    ///
+    /// `false` when the store could not be read (the stream's state here is
+    /// then not known to be the store's).
+    async fn refresh(&mut self, id: &StreamId) -> bool {
+        if !self.store.shared() {
+            return true;
+        }
+        if self.ensure(id).await.is_err() {
+            return false;
         }
         let name = id.to_string();
         let target = match self.store.head(&name).await {
             Ok(head) => head,
             Err(err) => {
                 tracing::warn!(stream = %id, error = %err, "reading the stream's head failed");
-                return;
+                return false;
             }
         };
-        loop {
+        let mut applied = false;
+        let caught_up = loop {
             let Some(head) = self.streams.get(id).map(|s| s.head) else {
-                return;
+                break false;
             };
-            if head >= target {
-                return;
+            if head > target {
+                // The store lost ops this node holds: reload (subscribers
+                // are cut off and resync).
+                self.resync(id).await;
+                break self.streams.contains_key(id);
+            }
+            if head == target {
+                break true;
             }
             match self.store.ops_after(&name, head, 512).await {
-                Ok(ops) if !ops.is_empty() => self.remote(id, ops).await,
-                Ok(_) => return,
+                Ok(ops) if !ops.is_empty() => {
+                    self.remote(id, ops).await;
+                    applied = true;
+                }
+                Ok(_) => break false,
                 Err(err) => {
                     tracing::warn!(stream = %id, error = %err, "reading the log failed");
-                    return;
+                    break false;
                 }
             }
+        };
+        if applied {
+            self.committed.notify_waiters();
         }
+        caught_up
     }
 
     /// Applies and fans out ops another node committed. Ops at or below
@@ -740,10 +787,11 @@ impl State {
         let mut conflicted = BTreeSet::new();
         loop {
             let conflicts = self.attempt(&pushes, &mut statuses).await;
-            if conflicts.is_empty() || std::time::Instant::now() >= deadline {
+            let done = conflicts.is_empty() || std::time::Instant::now() >= deadline;
+            conflicted.extend(conflicts);
+            if done {
                 break;
             }
-            conflicted.extend(conflicts);
         }
         // A turn taken after a conflict and not used (the ops turned out to
         // be duplicates, or were refused) would hold other nodes back.
@@ -909,8 +957,13 @@ impl State {
                             Err(_) => BTreeMap::new(),
                         };
                     for (i, j) in part.decided {
-                        if let Some(status @ AckStatus::Applied { .. }) = &mut statuses[i][j] {
-                            let op_id = pushes[i].1[j].id.to_string();
+                        let op_id = pushes[i].1[j].id.to_string();
+                        // Applied here, or a second copy in this part (its
+                        // Duplicate pointed at the first, not stored either).
+                        if !part.in_part.contains_key(&op_id) {
+                            continue;
+                        }
+                        if let Some(status) = &mut statuses[i][j] {
                             *status = match found.get(&op_id) {
                                 Some(seq) => AckStatus::Duplicate {
                                     stream: id.clone(),
@@ -1149,12 +1202,10 @@ impl State {
                 .await
                 .map_err(storage_error)?;
             if rows.first().map(|(seq, _)| *seq) != Some(after + 1) {
-                if after == cursor {
-                    // Another node trimmed the log past this cursor.
-                    self.metrics.snapshot();
-                    return Ok(self.snapshot(claims, &id));
-                }
-                break;
+                // Another node trimmed the log past this cursor (or between
+                // two reads): what was read would leave a gap.
+                self.metrics.snapshot();
+                return Ok(self.snapshot(claims, &id));
             }
             let mut ops = Vec::with_capacity(rows.len());
             for (seq, body) in rows {

@@ -13,6 +13,8 @@
 //! relay --dev                                   # a development relay on 127.0.0.1:8787
 //! relay mint-token --dev --apartment main=rw --global rw
 //! relay --secret-file /etc/gaesup/secret --data /var/lib/gaesup --listen 0.0.0.0:8787
+//! # several nodes behind a load balancer, sharing one Redis (AOF, appendfsync always):
+//! relay --secret-file /etc/gaesup/secret --redis redis://redis.internal:6379/0 --node relay-2
 //! ```
 //!
 //! # Guarantees
@@ -22,7 +24,11 @@
 //!   `synchronous = FULL`) before the ack is sent; with `--redis`, in one
 //!   Lua script on Redis (durable as Redis's `appendfsync` makes it).
 //! - A resend is harmless: an op id already in the log is acknowledged as a
-//!   duplicate with its first number.
+//!   duplicate with its first number (on Redis, checked again inside the
+//!   commit script, atomically with the append).
+//! - Any node will do: with Redis, a stream's numbers are the same on every
+//!   node, each node applies and sends on what the others commit, in log
+//!   order, and answers a device as caught up only with what Redis holds.
 //! - A cursor never misses anything: ops after it come from the log, or a
 //!   snapshot of the canonical states when the log was trimmed past it.
 //! - Every op is checked: the token's grants (apartment, buildings, read or

@@ -237,6 +237,11 @@ impl Session {
                     .await
                 {
                     self.error(&error);
+                    if error.code == code::STORAGE {
+                        // Some streams may have been caught up, others not:
+                        // the device comes back and subscribes again.
+                        return Some(close(CLOSE_GOING_AWAY, code::STORAGE));
+                    }
                 }
                 None
             }
@@ -268,6 +273,8 @@ impl Session {
                         Err(error) => all_refused(&push.ops, &error),
                     }
                 } else {
+                    // An ack still means caught up (see `Hub::barrier`).
+                    self.app.hub.barrier(self.conn).await;
                     let error = ProtocolError::new(
                         code::RATE_LIMITED,
                         format!(

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use support::Relay;
-use support::load::{Shared, check, finish, writer};
+use support::load::{Shared, check, finish, observed, observer, writer};
 
 const KILLS: usize = 25;
 
@@ -28,6 +28,11 @@ async fn crash_test() {
     let writers: Vec<_> = (1..=3)
         .map(|id| tokio::task::spawn_local(writer(id, Arc::clone(&port), Arc::clone(&shared))))
         .collect();
+    let watching = vec![tokio::task::spawn_local(observer(
+        50,
+        Arc::clone(&port),
+        Arc::clone(&shared),
+    ))];
     // Writers push the whole time; the relay dies under them.
     for kill in 0..KILLS {
         tokio::time::sleep(Duration::from_millis(60 + (kill as u64 * 37) % 140)).await;
@@ -38,9 +43,11 @@ async fn crash_test() {
     let (acked, sessions) = finish(&shared, writers).await;
     let tally = check(&relay, &acked).await;
     assert!(acked.len() > 3 * KILLS, "the writers kept writing");
+    let seen = observed(&relay, &shared, watching, tally.counter).await;
     println!(
         "crash test: {KILLS} SIGKILLs, {sessions} sessions, {} ops acknowledged, {} found in the \
-         log (numbers 1..={}, no gaps, {} duplicates), counter {}",
+         log (numbers 1..={}, no gaps, {} duplicates), counter {}; an observer (every number \
+         once, in order): {seen:?}",
         tally.acked, tally.found, tally.found, tally.duplicates, tally.counter
     );
 }

@@ -14,25 +14,34 @@ use std::sync::atomic::{AtomicU16, Ordering};
 
 use gaesup_protocol::{ClientMessage, Ping, Push, ServerMessage};
 use serde_json::json;
-use support::load::{Shared, acked_at_least, check, finish, writer};
+use support::load::{Observed, Shared, acked_at_least, check, finish, observed, observer, writer};
 use support::{Client, Device, RedisServer, Relay, main_rw, main_snapshot};
 
 /// The writers' tasks.
 type Writers = Vec<tokio::task::JoinHandle<(support::load::Acked, usize)>>;
+/// The observers' tasks.
+type Observers = Vec<tokio::task::JoinHandle<Observed>>;
 
-/// Four writers, two on each node; returns their ports (one per node).
-fn writers(nodes: &[&Relay; 2], shared: &Arc<Shared>) -> ([Arc<AtomicU16>; 2], Writers) {
+/// Four writers, two on each node, and an observer on each node; returns
+/// their ports (one per node: moving a node's port moves its devices).
+fn devices(nodes: &[&Relay; 2], shared: &Arc<Shared>) -> ([Arc<AtomicU16>; 2], Writers, Observers) {
     let ports = [
         Arc::new(AtomicU16::new(nodes[0].port)),
         Arc::new(AtomicU16::new(nodes[1].port)),
     ];
-    let handles = (1..=4)
+    let writers = (1..=4)
         .map(|id| {
             let port = Arc::clone(&ports[(id % 2) as usize]);
             tokio::task::spawn_local(writer(id, port, Arc::clone(shared)))
         })
         .collect();
-    (ports, handles)
+    let observers = (0..2)
+        .map(|n| {
+            let port = Arc::clone(&ports[n]);
+            tokio::task::spawn_local(observer(50 + n as u64, port, Arc::clone(shared)))
+        })
+        .collect();
+    (ports, writers, observers)
 }
 
 /// Both nodes serve the same canonical state.
@@ -91,7 +100,7 @@ async fn a_node_killed_during_writes_loses_and_doubles_nothing() {
             let a = Relay::node(&redis, &[]);
             let mut b = Relay::node(&redis, &[]);
             let shared = Arc::new(Shared::default());
-            let (ports, handles) = writers(&[&a, &b], &shared);
+            let (ports, handles, watching) = devices(&[&a, &b], &shared);
             acked_at_least(&shared, 150).await;
             // B dies mid-write; its writers come back on A, from their
             // outboxes.
@@ -109,10 +118,12 @@ async fn a_node_killed_during_writes_loses_and_doubles_nothing() {
             let on_b = check(&b, &acked).await;
             assert_eq!(on_b.found, tally.found);
             same_state(&a, &b).await;
+            let seen = observed(&a, &shared, watching, tally.counter).await;
             println!(
                 "node kill: 4 writers on 2 nodes, one node SIGKILLed after {at_kill} acks and \
                  restarted, {sessions} sessions; {} ops acknowledged, {} found in the log \
-                 (no gaps), {} duplicates, counter {}",
+                 (no gaps), {} duplicates, counter {}; observers (every number once, in \
+                 order): {seen:?}",
                 tally.acked, tally.found, tally.duplicates, tally.counter
             );
         })
@@ -127,7 +138,7 @@ async fn redis_killed_and_restarted_during_writes_keeps_every_acked_op() {
             let a = Relay::node(&redis, &[]);
             let b = Relay::node(&redis, &[]);
             let shared = Arc::new(Shared::default());
-            let (_ports, handles) = writers(&[&a, &b], &shared);
+            let (_ports, handles, watching) = devices(&[&a, &b], &shared);
             let mut restarts = Vec::new();
             for _ in 0..3 {
                 let before = shared.acked.load(Ordering::SeqCst);
@@ -141,10 +152,12 @@ async fn redis_killed_and_restarted_during_writes_keeps_every_acked_op() {
             let tally = check(&a, &acked).await;
             check(&b, &acked).await;
             same_state(&a, &b).await;
+            let seen = observed(&a, &shared, watching, tally.counter).await;
             println!(
                 "redis restart: 4 writers on 2 nodes, Redis SIGKILLed and restarted after \
                  {restarts:?} acks, {sessions} sessions; {} ops acknowledged, {} found in the \
-                 log (no gaps), {} duplicates, counter {}",
+                 log (no gaps), {} duplicates, counter {}; observers (every number once, in \
+                 order): {seen:?}",
                 tally.acked, tally.found, tally.duplicates, tally.counter
             );
         })
@@ -179,15 +192,16 @@ async fn read_until(
     }
 }
 
-/// Node A's reader lags three seconds behind node B's commits (the
-/// relay's fault-injection flag). What A answers must still account for
-/// what Redis holds: a pong and an ack come after every op of the device's
-/// streams that was committed before, and a device moving to A with a
-/// cursor past A's lagging head gets ops, not a snapshot.
+/// Node A's reader lags ten seconds behind node B's commits (the relay's
+/// fault-injection flag), longer than the test. What A answers must still
+/// account for what Redis holds: a pong and an ack come after every op of
+/// the device's streams committed before, a pull says the store's head,
+/// and a device moving to A with a cursor past A's lagging head gets ops,
+/// not a snapshot.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lagging_node_answers_with_what_the_store_holds() {
     let redis = RedisServer::start();
-    let a = Relay::node(&redis, &["--follow-delay-ms", "3000"]);
+    let a = Relay::node(&redis, &["--follow-delay-ms", "10000"]);
     let b = Relay::node(&redis, &[]);
     let mut on_a = Client::connect(&a, &main_rw(), Some(0)).await;
     let mut on_b = Client::writer(&b, &main_rw()).await;
@@ -202,17 +216,29 @@ async fn a_lagging_node_answers_with_what_the_store_holds() {
         "the ops B committed come before A's pong"
     );
 
+    // B commits op 3 of the apartment; the device on A writes a global key
+    // (another stream: no conflict on the apartment's to bring op 3 along).
     on_b.push(vec![device.count(3)]).await;
     let mut other = Device::new(2);
     on_a.send(&ClientMessage::Push(Push {
-        ops: vec![other.count(4)],
+        ops: vec![other.theme("dark")],
     }))
     .await;
     let before_ack = read_until(&mut on_a, |m| matches!(m, ServerMessage::Ack(_))).await;
-    assert_eq!(
-        seqs(&before_ack),
-        [3, 4],
-        "B's op 3 and the device's own op 4 come before A's ack"
+    assert_eq!(seqs(&before_ack), [3], "B's op 3 comes before A's ack");
+
+    on_b.push(vec![device.count(4)]).await;
+    let (status, body) = support::http(
+        "GET",
+        a.url("/v1/pull?stream=apartment:main&cursor=3"),
+        Some(main_rw()),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        matches!(ServerMessage::decode(&body).unwrap(), ServerMessage::Ops(ref page) if page.head == 4 && page.ops.len() == 1),
+        "a pull from A brings B's op 4 and says the store's head: {body}"
     );
 
     on_b.push(vec![device.count(5)]).await;
@@ -224,17 +250,5 @@ async fn a_lagging_node_answers_with_what_the_store_holds() {
     assert!(
         matches!(first.last(), Some(ServerMessage::Ops(body)) if body.head == 5 && body.ops.is_empty()),
         "a cursor at the store's head needs nothing: {first:?}"
-    );
-    let (status, body) = support::http(
-        "GET",
-        a.url("/v1/pull?stream=apartment:main&cursor=5"),
-        Some(main_rw()),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200);
-    assert!(
-        matches!(ServerMessage::decode(&body).unwrap(), ServerMessage::Ops(body) if body.head == 5),
-        "a pull from A says the store's head: {body}"
     );
 }

@@ -1,19 +1,21 @@
 //! Writers that keep pushing counter increments through relays that die
-//! under them, and the check afterwards: every acknowledged op in the log
-//! exactly once, numbers without gaps, the counter exact.
+//! under them, observers following the stream through the same deaths, and
+//! the check afterwards: every acknowledged op in the log exactly once,
+//! numbers without gaps, the counter exact, and every observer got each
+//! number once, in order, and ended with the same counter.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use gaesup_protocol::{AckStatus, ClientMessage, Hello, Push, ServerMessage};
+use gaesup_protocol::{AckStatus, ClientMessage, Hello, Push, ServerMessage, Subscription};
 use gaesup_state_core::{Op, OpId};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{Device, Relay, http, lobby, main_rw, main_snapshot};
+use super::{Device, Relay, http, lobby, main_rw, main_snapshot, main_stream};
 
 /// What a writer saw acknowledged: op id → delta.
 pub type Acked = BTreeMap<OpId, i64>;
@@ -24,6 +26,8 @@ pub type Acked = BTreeMap<OpId, i64>;
 pub struct Shared {
     pub done: AtomicBool,
     pub acked: AtomicUsize,
+    /// Set once the writers are done: the head observers must reach.
+    pub final_head: AtomicU64,
 }
 
 /// A device pushing increments (three at a time, kept until
@@ -117,6 +121,133 @@ pub async fn writer(id: u64, port: Arc<AtomicU16>, shared: Arc<Shared>) -> (Acke
         }
     }
     (acked, reconnects)
+}
+
+/// What an observer saw.
+#[derive(Debug)]
+pub struct Observed {
+    /// Connections it took.
+    pub sessions: usize,
+    /// Ops it received live or in catch-up.
+    pub ops: usize,
+    /// Snapshots it received (a cursor behind the log).
+    pub snapshots: usize,
+    /// Its counter at the end.
+    pub counter: serde_json::Value,
+}
+
+/// A device following the stream on the relay whose port `port` holds,
+/// through deaths of that relay (it reconnects from its cursor, wherever
+/// `port` moved), until the writers are done and it reached their final
+/// head. Panics if any session brings a number other than the next one
+/// (a gap, a duplicate, an op out of order).
+pub async fn observer(id: u64, port: Arc<AtomicU16>, shared: Arc<Shared>) -> Observed {
+    let mut device = Device::new(id);
+    let mut cursor = 0u64;
+    let mut seen = Observed {
+        sessions: 0,
+        ops: 0,
+        snapshots: 0,
+        counter: json!(null),
+    };
+    'session: loop {
+        let target = shared.final_head.load(Ordering::SeqCst);
+        if shared.done.load(Ordering::SeqCst) && target > 0 && cursor >= target {
+            break;
+        }
+        let url = format!("ws://127.0.0.1:{}/v1/ws", port.load(Ordering::SeqCst));
+        let Ok((mut socket, _)) = tokio_tungstenite::connect_async(&url).await else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        seen.sessions += 1;
+        let hello = ClientMessage::Hello(Hello {
+            client: format!("observer-{id}"),
+            token: Some(main_rw()),
+            subscribe: vec![Subscription {
+                stream: main_stream(),
+                cursor: Some(cursor),
+            }],
+        });
+        if socket
+            .send(Message::text(hello.encode().unwrap()))
+            .await
+            .is_err()
+        {
+            continue;
+        }
+        loop {
+            let target = shared.final_head.load(Ordering::SeqCst);
+            if shared.done.load(Ordering::SeqCst) && target > 0 && cursor >= target {
+                break 'session;
+            }
+            let frame = tokio::time::timeout(Duration::from_millis(200), socket.next()).await;
+            let text = match frame {
+                Err(_) => continue,
+                Ok(Some(Ok(Message::Text(text)))) => text,
+                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Err(_)) | None) => continue 'session,
+            };
+            match ServerMessage::decode(text.as_str()).unwrap() {
+                ServerMessage::Ops(body) => {
+                    for sequenced in body.ops {
+                        assert_eq!(
+                            sequenced.seq,
+                            cursor + 1,
+                            "observer {id}: after {cursor} came {} (a gap, a duplicate or \
+                             out of order)",
+                            sequenced.seq
+                        );
+                        device.store.apply_remote(&sequenced.op).unwrap();
+                        cursor = sequenced.seq;
+                        seen.ops += 1;
+                    }
+                }
+                ServerMessage::Snapshot(snapshot) => {
+                    for entry in &snapshot.states {
+                        device.store.merge_state(entry).unwrap();
+                    }
+                    cursor = snapshot.seq;
+                    seen.snapshots += 1;
+                }
+                ServerMessage::Ping(ping) => {
+                    let pong = ClientMessage::Pong(ping);
+                    let _ = socket.send(Message::text(pong.encode().unwrap())).await;
+                }
+                _ => {}
+            }
+        }
+    }
+    let key = device.key("count");
+    seen.counter = device.store.get_value(&lobby(), &key).unwrap();
+    seen
+}
+
+/// Once the writers are done: tells the observers the final head (what
+/// `relay`'s log holds) and gathers what they saw; each must end with
+/// `counter`.
+pub async fn observed(
+    relay: &Relay,
+    shared: &Shared,
+    observers: Vec<tokio::task::JoinHandle<Observed>>,
+    counter: i64,
+) -> Vec<Observed> {
+    let head = whole_log(relay).await.len() as u64;
+    shared.final_head.store(head.max(1), Ordering::SeqCst);
+    let mut all = Vec::new();
+    for observer in observers {
+        let seen = tokio::time::timeout(Duration::from_secs(60), observer)
+            .await
+            .expect("the observers reach the head")
+            .unwrap();
+        assert_eq!(
+            seen.counter,
+            json!(counter),
+            "an observer's counter: {seen:?}"
+        );
+        all.push(seen);
+    }
+    all
 }
 
 /// Waits until the writers have had `n` ops acknowledged in all.

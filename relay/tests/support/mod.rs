@@ -78,23 +78,38 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
-    /// Starts one.
+    /// Starts one (on another free port if the one picked was taken in the
+    /// meantime by a parallel test).
     pub fn start() -> Arc<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let server = Self {
-            child: std::sync::Mutex::new(None),
-            port,
-            dir: tempfile::tempdir().unwrap(),
-        };
-        server.spawn();
-        Arc::new(server)
+        let mut dir = tempfile::tempdir().unwrap();
+        for _ in 0..10 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let server = Self {
+                child: std::sync::Mutex::new(None),
+                port,
+                dir,
+            };
+            if server.spawn() {
+                return Arc::new(server);
+            }
+            dir = server.into_dir();
+        }
+        panic!("redis-server did not start on any of ten ports");
     }
 
-    fn spawn(&self) {
+    fn into_dir(mut self) -> tempfile::TempDir {
+        self.kill();
+        let placeholder = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, placeholder)
+    }
+
+    /// Starts the process and waits until it answers; `false` if it exited
+    /// first (its port was taken).
+    fn spawn(&self) -> bool {
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
             .arg("--dir")
@@ -120,11 +135,12 @@ impl RedisServer {
                 panic!("cannot start redis-server ({err}): `cargo xtask setup` installs it")
             });
         *self.child.lock().unwrap() = Some(child);
-        self.wait_ready();
+        self.wait_ready()
     }
 
-    /// Waits until it answers PING (after loading its AOF).
-    fn wait_ready(&self) {
+    /// Waits until it answers PING (after loading its AOF); `false` if the
+    /// process exited.
+    fn wait_ready(&self) -> bool {
         use std::io::{Read, Write};
         let deadline = Instant::now() + DEADLINE;
         loop {
@@ -134,8 +150,13 @@ impl RedisServer {
                     && stream.read_exact(&mut answer).is_ok()
                     && &answer == b"+PONG"
                 {
-                    return;
+                    return true;
                 }
+            }
+            if let Some(child) = self.child.lock().unwrap().as_mut()
+                && child.try_wait().unwrap().is_some()
+            {
+                return false;
             }
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
@@ -157,7 +178,7 @@ impl RedisServer {
     /// SIGKILL, then start again on the same port and directory.
     pub fn restart(&self) {
         self.kill();
-        self.spawn();
+        assert!(self.spawn(), "redis-server did not start again on its port");
     }
 }
 
