@@ -32,6 +32,10 @@ pub enum StoreError {
     /// Redis holds something this relay did not write.
     #[error("redis holds an unexpected value: {0}")]
     Corrupt(String),
+    /// The embedded store's transaction failed, reported for each stream
+    /// it held (the error itself is not `Clone`).
+    #[error("{0}")]
+    Transaction(String),
 }
 
 /// Why one stream's part of a commit was not made durable.
@@ -178,9 +182,7 @@ impl Store {
                         let text = err.to_string();
                         (0..count)
                             .map(|_| {
-                                Err(CommitError::Failed(StoreError::Corrupt(format!(
-                                    "not stored: {text}"
-                                ))))
+                                Err(CommitError::Failed(StoreError::Transaction(text.clone())))
                             })
                             .collect()
                     }
@@ -344,6 +346,14 @@ fn entry(id: &str, fields: &[String]) -> Result<(u64, String), StoreError> {
     Ok((seq, body.clone()))
 }
 
+/// Timeouts of every connection to Redis: 2 s to connect, 10 s for an
+/// answer (longer than the reader's one-second blocking read).
+fn connection_config() -> redis::aio::ConnectionManagerConfig {
+    redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(10)))
+}
+
 /// The Redis persistence settings, as a warning when an ack could be lost
 /// by a Redis crash or restart (`None`: every ack is fsynced).
 pub fn persistence_warning(appendonly: &str, appendfsync: &str) -> Option<String> {
@@ -375,10 +385,7 @@ impl RedisStore {
     /// managed Redis may not let the relay read them).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let client = redis::Client::open(url)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(10)))
-            .set_number_of_retries(2);
+        let config = connection_config().set_number_of_retries(2);
         let mut commands = client
             .get_connection_manager_with_config(config)
             .await
@@ -615,9 +622,7 @@ impl RedisStore {
         F: FnMut(String, Vec<(u64, String)>) -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(10)));
+        let config = connection_config();
         let mut connection = None;
         let mut cursors: BTreeMap<String, u64> = BTreeMap::new();
         loop {

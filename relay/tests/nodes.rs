@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicU16, Ordering};
 
 use gaesup_protocol::{ClientMessage, Ping, Push, ServerMessage};
 use serde_json::json;
-use support::load::{Observed, Shared, acked_at_least, check, finish, observed, observer, writer};
+use support::load::{
+    Observed, Shared, Tally, acked_at_least, check, finish, observed, observer, writer,
+};
 use support::{Client, Device, RedisServer, Relay, main_rw, main_snapshot};
 
 /// The writers' tasks.
@@ -57,6 +59,26 @@ async fn same_state(a: &Relay, b: &Relay) {
             "the nodes disagree: {left:?} / {right:?}"
         );
     }
+}
+
+/// Stops the writers, then checks both nodes' logs against what was
+/// acknowledged (the same log on both), their states equal, and every
+/// observer's view; returns the tally, the writers' sessions and what the
+/// observers saw.
+async fn settle(
+    a: &Relay,
+    b: &Relay,
+    shared: &Shared,
+    writers: Writers,
+    observers: Observers,
+) -> (Tally, usize, Vec<Observed>) {
+    let (acked, sessions) = finish(shared, writers).await;
+    let tally = check(a, &acked).await;
+    let on_b = check(b, &acked).await;
+    assert_eq!(on_b.found, tally.found, "both nodes serve the same log");
+    same_state(a, b).await;
+    let seen = observed(a, shared, observers, tally.counter).await;
+    (tally, sessions, seen)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -113,12 +135,7 @@ async fn a_node_killed_during_writes_loses_and_doubles_nothing() {
             ports[1].store(b.port, Ordering::SeqCst);
             let back = shared.acked.load(Ordering::SeqCst);
             acked_at_least(&shared, back + 150).await;
-            let (acked, sessions) = finish(&shared, handles).await;
-            let tally = check(&a, &acked).await;
-            let on_b = check(&b, &acked).await;
-            assert_eq!(on_b.found, tally.found);
-            same_state(&a, &b).await;
-            let seen = observed(&a, &shared, watching, tally.counter).await;
+            let (tally, sessions, seen) = settle(&a, &b, &shared, handles, watching).await;
             println!(
                 "node kill: 4 writers on 2 nodes, one node SIGKILLed after {at_kill} acks and \
                  restarted, {sessions} sessions; {} ops acknowledged, {} found in the log \
@@ -148,11 +165,7 @@ async fn redis_killed_and_restarted_during_writes_keeps_every_acked_op() {
             }
             let last = shared.acked.load(Ordering::SeqCst);
             acked_at_least(&shared, last + 100).await;
-            let (acked, sessions) = finish(&shared, handles).await;
-            let tally = check(&a, &acked).await;
-            check(&b, &acked).await;
-            same_state(&a, &b).await;
-            let seen = observed(&a, &shared, watching, tally.counter).await;
+            let (tally, sessions, seen) = settle(&a, &b, &shared, handles, watching).await;
             println!(
                 "redis restart: 4 writers on 2 nodes, Redis SIGKILLed and restarted after \
                  {restarts:?} acks, {sessions} sessions; {} ops acknowledged, {} found in the \

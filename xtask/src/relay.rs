@@ -13,19 +13,12 @@ pub const DEV_ADDRESS: &str = "127.0.0.1:8787";
 pub const SECOND_ADDRESS: &str = "127.0.0.1:8788";
 
 /// A relay process, stopped when dropped, and the `relay.json` naming it.
-pub struct RelayProcess(Child, PathBuf);
+pub struct RelayProcess(ChildGuard, PathBuf);
 
 impl RelayProcess {
     /// The relay configuration for the app (`GAESUP_RELAY_CONFIG`).
     pub fn config(&self) -> &std::path::Path {
         &self.1
-    }
-}
-
-impl Drop for RelayProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -56,7 +49,7 @@ pub fn start_dev() -> Result<RelayProcess, String> {
         data.display(),
         config.display()
     );
-    Ok(RelayProcess(child, config))
+    Ok(RelayProcess(ChildGuard(child), config))
 }
 
 /// Mints a development token (30 days; every apartment of the manifest,
@@ -103,7 +96,7 @@ fn write_dev_config(
 
 /// A local cluster: a Redis of its own and two relay nodes sharing it.
 pub struct Cluster {
-    /// Redis first: dropped last.
+    /// The nodes, stopped before Redis (fields drop in order).
     nodes: Vec<RelayProcess>,
     _redis: ChildGuard,
 }
@@ -117,7 +110,7 @@ impl Cluster {
     /// Waits until a node exits (Ctrl-C stops them all).
     pub fn wait(mut self) -> Result<(), String> {
         for node in &mut self.nodes {
-            let status = node.0.wait().map_err(|e| e.to_string())?;
+            let status = node.0.0.wait().map_err(|e| e.to_string())?;
             if !status.success() {
                 return Err(format!("a relay node exited: {status}"));
             }
@@ -127,7 +120,7 @@ impl Cluster {
 }
 
 /// A child process killed when dropped.
-struct ChildGuard(Child);
+pub struct ChildGuard(Child);
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
@@ -182,7 +175,7 @@ pub fn start_cluster() -> Result<Cluster, String> {
             "xtask: relay node {name} on http://{address} (config {})",
             config.display()
         );
-        nodes.push(RelayProcess(child, config));
+        nodes.push(RelayProcess(ChildGuard(child), config));
     }
     Ok(Cluster {
         nodes,

@@ -30,6 +30,31 @@ pub struct Shared {
     pub final_head: AtomicU64,
 }
 
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A socket to the relay whose port `port` holds now, hello said (as
+/// `client`, following `subscribe`); `None` if it cannot be reached (after
+/// a short pause, so a caller looping on it does not spin) or closed at
+/// once.
+async fn open(port: &AtomicU16, client: String, subscribe: Vec<Subscription>) -> Option<Socket> {
+    let url = format!("ws://127.0.0.1:{}/v1/ws", port.load(Ordering::SeqCst));
+    let Ok((mut socket, _)) = tokio_tungstenite::connect_async(&url).await else {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        return None;
+    };
+    let hello = ClientMessage::Hello(Hello {
+        client,
+        token: Some(main_rw()),
+        subscribe,
+    });
+    socket
+        .send(Message::text(hello.encode().unwrap()))
+        .await
+        .ok()?;
+    Some(socket)
+}
+
 /// A device pushing increments (three at a time, kept until
 /// acknowledged) to the relay whose port `port` holds, reconnecting
 /// (there, or wherever `port` moved) whenever the connection dies.
@@ -44,24 +69,10 @@ pub async fn writer(id: u64, port: Arc<AtomicU16>, shared: Arc<Shared>) -> (Acke
         if shared.done.load(Ordering::SeqCst) && outbox.is_empty() {
             break;
         }
-        let url = format!("ws://127.0.0.1:{}/v1/ws", port.load(Ordering::SeqCst));
-        let Ok((mut socket, _)) = tokio_tungstenite::connect_async(&url).await else {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let Some(mut socket) = open(&port, format!("writer-{id}"), Vec::new()).await else {
             continue;
         };
         reconnects += 1;
-        let hello = ClientMessage::Hello(Hello {
-            client: format!("writer-{id}"),
-            token: Some(main_rw()),
-            subscribe: Vec::new(),
-        });
-        if socket
-            .send(Message::text(hello.encode().unwrap()))
-            .await
-            .is_err()
-        {
-            continue;
-        }
         loop {
             // Fill the outbox, a few ops at a time (made before they are
             // sent, as a device does offline).
@@ -155,27 +166,14 @@ pub async fn observer(id: u64, port: Arc<AtomicU16>, shared: Arc<Shared>) -> Obs
         if shared.done.load(Ordering::SeqCst) && target > 0 && cursor >= target {
             break;
         }
-        let url = format!("ws://127.0.0.1:{}/v1/ws", port.load(Ordering::SeqCst));
-        let Ok((mut socket, _)) = tokio_tungstenite::connect_async(&url).await else {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let subscribe = vec![Subscription {
+            stream: main_stream(),
+            cursor: Some(cursor),
+        }];
+        let Some(mut socket) = open(&port, format!("observer-{id}"), subscribe).await else {
             continue;
         };
         seen.sessions += 1;
-        let hello = ClientMessage::Hello(Hello {
-            client: format!("observer-{id}"),
-            token: Some(main_rw()),
-            subscribe: vec![Subscription {
-                stream: main_stream(),
-                cursor: Some(cursor),
-            }],
-        });
-        if socket
-            .send(Message::text(hello.encode().unwrap()))
-            .await
-            .is_err()
-        {
-            continue;
-        }
         loop {
             let target = shared.final_head.load(Ordering::SeqCst);
             if shared.done.load(Ordering::SeqCst) && target > 0 && cursor >= target {
