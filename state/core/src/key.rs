@@ -199,17 +199,6 @@ impl<T> SharedKey<T> {
     pub fn is_erased(&self) -> bool {
         self.erased
     }
-
-    /// Checks a value about to be written through this key: a no-op for a
-    /// typed key (the compiler already did it), the declared type's check
-    /// for an erased one.
-    pub(crate) fn check_write(&self, key: &str, value: &Value) -> Result<()> {
-        if self.erased {
-            self.spec.check_type(key, value)
-        } else {
-            Ok(())
-        }
-    }
 }
 
 impl<T: Serialize + DeserializeOwned + 'static> SharedKey<T> {

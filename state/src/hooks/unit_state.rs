@@ -23,7 +23,7 @@ pub struct UnitBatch<'b, 's> {
 
 impl UnitBatch<'_, '_> {
     /// Stages a write of `value` to `key`.
-    pub fn set<T: Serialize>(
+    pub fn set<T: Serialize + 'static>(
         &mut self,
         key: &SharedKey<T>,
         value: T,
@@ -41,7 +41,7 @@ impl UnitBatch<'_, '_> {
     }
 
     /// Stages a resolution of a user-resolve key.
-    pub fn resolve<T: Serialize>(
+    pub fn resolve<T: Serialize + 'static>(
         &mut self,
         key: &SharedKey<T>,
         value: T,

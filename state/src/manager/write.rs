@@ -10,7 +10,7 @@ use crate::error::Result;
 
 impl StateManager {
     /// Writes `value` to `key` for `unit`, then notifies and broadcasts.
-    pub fn set<T: Serialize>(
+    pub fn set<T: Serialize + 'static>(
         &self,
         unit: &UnitAddress,
         key: &SharedKey<T>,
@@ -30,7 +30,7 @@ impl StateManager {
     }
 
     /// Resolves a user-resolve conflict with `value`.
-    pub fn resolve<T: Serialize>(
+    pub fn resolve<T: Serialize + 'static>(
         &self,
         unit: &UnitAddress,
         key: &SharedKey<T>,

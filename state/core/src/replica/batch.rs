@@ -51,13 +51,13 @@ impl<'s> Batch<'s> {
     }
 
     /// Stages [`Replica::set`].
-    pub fn set<T: Serialize>(
+    pub fn set<T: Serialize + 'static>(
         &mut self,
         unit: &UnitAddress,
         key: &SharedKey<T>,
         value: T,
     ) -> Result<()> {
-        put_value(self, unit, key, &value, Intent::Set)
+        put_value(self, unit, key, value, Intent::Set)
     }
 
     /// Stages [`Replica::increment`].
@@ -71,13 +71,13 @@ impl<'s> Batch<'s> {
     }
 
     /// Stages [`Replica::resolve`].
-    pub fn resolve<T: Serialize>(
+    pub fn resolve<T: Serialize + 'static>(
         &mut self,
         unit: &UnitAddress,
         key: &SharedKey<T>,
         value: T,
     ) -> Result<()> {
-        put_value(self, unit, key, &value, Intent::Resolve)
+        put_value(self, unit, key, value, Intent::Resolve)
     }
 
     /// Stages a write through a type-erased declaration (used by restore).

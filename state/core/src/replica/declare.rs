@@ -159,7 +159,17 @@ impl Replica {
         key: &SharedKey<T>,
         action: Action,
     ) -> Result<(Arc<KeySpec>, FullKey)> {
-        let spec = self.registered(key.spec())?;
+        self.open_spec(unit, key.spec(), action)
+    }
+
+    /// [`open`](Self::open) for a key given by its spec.
+    pub(super) fn open_spec(
+        &self,
+        unit: &UnitAddress,
+        spec: &Arc<KeySpec>,
+        action: Action,
+    ) -> Result<(Arc<KeySpec>, FullKey)> {
+        let spec = self.registered(spec)?;
         let full = spec.full_key(unit);
         self.check_apartment(&full)?;
         Self::check_access(&spec, &full, unit, action)?;

@@ -47,17 +47,52 @@ pub(super) trait Sink {
 /// A value written to `key` by `unit` (a set, or a resolution): the key
 /// opened for the unit (apartment, scope, write permission), the value
 /// turned into checked JSON, and the write put into `sink`.
-pub(super) fn put_value<S: Sink, T: Serialize>(
+///
+/// The typed part is only the conversion to JSON ([`into_json`]); the rest
+/// is one body for every value type ([`put_json`]).
+pub(super) fn put_value<S: Sink, T: Serialize + 'static>(
     sink: &mut S,
     unit: &UnitAddress,
     key: &SharedKey<T>,
-    value: &T,
+    value: T,
     intent: fn(Value) -> Intent,
 ) -> Result<S::Done> {
-    let (spec, full) = sink.replica().open(unit, key, Action::Write)?;
+    let value = into_json(value);
+    put_json(sink, unit, key.spec(), key.is_erased(), value, intent)
+}
+
+/// [`put_value`] once the value is JSON (or failed to become JSON).
+fn put_json<S: Sink>(
+    sink: &mut S,
+    unit: &UnitAddress,
+    spec: &Arc<KeySpec>,
+    erased: bool,
+    value: serde_json::Result<Value>,
+    intent: fn(Value) -> Intent,
+) -> Result<S::Done> {
+    let (spec, full) = sink.replica().open_spec(unit, spec, Action::Write)?;
     sink.replica().check_backlog(&spec)?;
-    let value = Replica::to_json(key, &full, value)?;
+    let value = value.map_err(|err| Error::TypeMismatch {
+        key: full.to_string(),
+        reason: serde_reason(&err),
+    })?;
+    check_value(&value, "value")?;
+    if erased {
+        // A JSON view of a key declared with another Rust type: the
+        // compiler did not check this value, the declared type does.
+        spec.check_type(full.as_str(), &value)?;
+    }
     sink.put(&spec, full, unit, intent(value))
+}
+
+/// `value` as JSON. A [`Value`] is moved, not copied through a
+/// serializer: a write of a large JSON document costs no second document.
+pub(crate) fn into_json<T: Serialize + 'static>(value: T) -> serde_json::Result<Value> {
+    let mut slot = Some(value);
+    if let Some(json) = (&mut slot as &mut dyn std::any::Any).downcast_mut::<Option<Value>>() {
+        return Ok(json.take().unwrap_or(Value::Null));
+    }
+    slot.map_or(Ok(Value::Null), |value| serde_json::to_value(&value))
 }
 
 /// An increment of `key` by `unit`, put into `sink`.
@@ -73,22 +108,6 @@ pub(super) fn put_delta<S: Sink, T>(
 }
 
 impl Replica {
-    /// The JSON of a value about to be written through `key`: within the
-    /// limits, and (for an erased key) of the declared type.
-    pub(super) fn to_json<T: Serialize>(
-        key: &SharedKey<T>,
-        full: &FullKey,
-        value: &T,
-    ) -> Result<Value> {
-        let value = serde_json::to_value(value).map_err(|err| Error::TypeMismatch {
-            key: full.to_string(),
-            reason: serde_reason(&err),
-        })?;
-        check_value(&value, "value")?;
-        key.check_write(full.as_str(), &value)?;
-        Ok(value)
-    }
-
     /// What a payload needs to know about this tab at this moment.
     pub(super) fn context(&self) -> Context {
         self.context_at(self.now())

@@ -52,13 +52,13 @@ impl Replica {
     /// A write that would grow the key's state past
     /// [`MAX_LOCAL_STATE_BYTES`] is refused with [`Error::TooLarge`] and
     /// changes nothing.
-    pub fn set<T: Serialize>(
+    pub fn set<T: Serialize + 'static>(
         &mut self,
         unit: &UnitAddress,
         key: &SharedKey<T>,
         value: T,
     ) -> Result<Write> {
-        put_value(self, unit, key, &value, Intent::Set)
+        put_value(self, unit, key, value, Intent::Set)
     }
 
     /// Adds `delta` to a sum key.
@@ -73,13 +73,13 @@ impl Replica {
 
     /// Resolves a user-resolve key's conflict with `value` (current,
     /// incoming or custom): a write that supersedes every visible value.
-    pub fn resolve<T: Serialize>(
+    pub fn resolve<T: Serialize + 'static>(
         &mut self,
         unit: &UnitAddress,
         key: &SharedKey<T>,
         value: T,
     ) -> Result<Write> {
-        put_value(self, unit, key, &value, Intent::Resolve)
+        put_value(self, unit, key, value, Intent::Resolve)
     }
 
     /// Re-bases the sum key `key` on what this replica counts now, on behalf
