@@ -100,7 +100,7 @@ fn follow_theme(managers: &Managers) {
         }
         // Lives as long as the page, like the managers.
         let _ = manager.subscribe(&shell, &key, None, |change| {
-            if let Ok(theme) = serde_json::from_value(change.new.clone()) {
+            if let Ok(theme) = serde::Deserialize::deserialize(&*change.new) {
                 unit_theme::apply_theme(theme);
             }
         });

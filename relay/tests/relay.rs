@@ -248,7 +248,7 @@ async fn the_core_decides_on_the_relay_as_in_a_tab(backend: Backend) {
     // A value of the wrong type.
     let mut wrong = device.note("x");
     if let gaesup_state_core::Payload::Resolve { value, .. } = &mut wrong.payload {
-        *value = json!(42);
+        *value = json!(42).into();
     }
     // A key nobody declared, and a memory-only one.
     let mut unknown = device.note("y");

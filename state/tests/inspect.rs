@@ -104,7 +104,7 @@ fn an_app_without_an_inspector_keeps_no_log_and_counts_no_revisions() {
         assert_eq!(revision.get_untracked(), 1);
         let log = state.log();
         assert_eq!(log.len(), 1);
-        assert_eq!(log[0].change.new, serde_json::json!("seen"));
+        assert_eq!(log[0].change.new, serde_json::json!("seen").into());
     });
 }
 
@@ -191,7 +191,7 @@ fn snapshot_restore_round_trip_notifies_and_broadcasts() {
         assert_eq!(sent.load(Ordering::SeqCst), 1, "other tabs told once");
         let last = state.log().pop().unwrap();
         assert_eq!(last.origin, Origin::Local);
-        assert_eq!(last.change.new, json!("before"));
+        assert_eq!(last.change.new, json!("before").into());
         assert_eq!(
             state.keys()[0].last_writer,
             Some(inspector),

@@ -565,7 +565,7 @@ fn a_write_made_while_a_change_is_delivered_is_what_later_subscribers_keep() {
         let (address, written) = (clamp.clone(), key.clone());
         state
             .subscribe(&clamp, &key, None, move |change| {
-                if change.new == json!(11) {
+                if change.new == json!(11).into() {
                     state.set(&address, &written, 10).unwrap();
                 }
             })
@@ -581,7 +581,10 @@ fn a_write_made_while_a_change_is_delivered_is_what_later_subscribers_keep() {
         let record = Arc::clone(&seen);
         state
             .subscribe(&clamp, &key, None, move |change| {
-                record.lock().unwrap().push(change.new.clone());
+                record
+                    .lock()
+                    .unwrap()
+                    .push(serde_json::Value::clone(&change.new));
             })
             .unwrap();
         state.set(&clamp, &key, 11).unwrap();

@@ -159,9 +159,11 @@ pub(crate) fn scalar_len_bound(value: &Value) -> Option<usize> {
 }
 
 /// Checks a value's nesting depth and serialized size, without recursion.
-pub(crate) fn check_value(value: &Value, what: &'static str) -> Result<()> {
-    if scalar_len_bound(value).is_some_and(|bound| bound <= MAX_VALUE_BYTES) {
-        return Ok(());
+/// Returns an upper bound of the serialized size (exact for arrays and
+/// objects), so a caller need not measure the value a second time.
+pub(crate) fn check_value(value: &Value, what: &'static str) -> Result<usize> {
+    if let Some(bound) = scalar_len_bound(value).filter(|bound| *bound <= MAX_VALUE_BYTES) {
+        return Ok(bound);
     }
     let mut stack = vec![(value, 0usize)];
     while let Some((value, depth)) = stack.pop() {
@@ -186,7 +188,7 @@ pub(crate) fn check_value(value: &Value, what: &'static str) -> Result<()> {
             limit: MAX_VALUE_BYTES,
         });
     }
-    Ok(())
+    Ok(size)
 }
 
 /// Serialized JSON length of `value` without building the text; counting

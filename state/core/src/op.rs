@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -43,8 +44,9 @@ pub enum Payload {
     /// Replace the whole value (last-write-wins, first-write-wins, and
     /// non-object values of merge keys).
     Set {
-        /// The new value.
-        value: Value,
+        /// The new value (shared, not copied, by the op, the key's state
+        /// and the change it makes).
+        value: Arc<Value>,
     },
     /// Change some top-level fields of an object (merge keys). Only the
     /// fields the writer changed travel, so concurrent edits of different
@@ -85,8 +87,8 @@ pub enum Payload {
     /// A user-resolve write: a new value that supersedes every entry the
     /// writer had seen (a multi-value register).
     Resolve {
-        /// The new value.
-        value: Value,
+        /// The new value (shared like [`Payload::Set`]'s).
+        value: Arc<Value>,
         /// Ids of the entries this write replaces.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         supersedes: Vec<OpId>,
@@ -157,7 +159,9 @@ impl crate::tagged::TagFirst for Payload {
         Ok(match tag {
             PayloadKind::Set => {
                 let c: content::Set = content.read()?;
-                Self::Set { value: c.value }
+                Self::Set {
+                    value: Arc::new(c.value),
+                }
             }
             PayloadKind::Patch => {
                 let c: content::Patch = content.read()?;
@@ -185,7 +189,7 @@ impl crate::tagged::TagFirst for Payload {
             PayloadKind::Resolve => {
                 let c: content::Resolve = content.read()?;
                 Self::Resolve {
-                    value: c.value,
+                    value: Arc::new(c.value),
                     supersedes: c.supersedes,
                 }
             }
@@ -243,7 +247,9 @@ impl Op {
             return Err(bad("stamp tab differs from op tab"));
         }
         match &self.payload {
-            Payload::Set { value } => check_value(value, "op value")?,
+            Payload::Set { value } => {
+                check_value(value, "op value")?;
+            }
             Payload::Patch { set, remove } => {
                 if set.len() + remove.len() > MAX_OP_ITEMS {
                     return Err(bad("too many fields in patch"));

@@ -47,6 +47,7 @@ mod sync;
 mod write;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -76,9 +77,10 @@ pub struct Change {
     /// The key.
     pub key: FullKey,
     /// The value before (the default if the key was never written).
-    pub old: Value,
+    /// Shared: a change copies no value, however large.
+    pub old: Arc<Value>,
     /// The value after.
-    pub new: Value,
+    pub new: Arc<Value>,
 }
 
 impl Change {
@@ -253,15 +255,13 @@ impl Replica {
         }
     }
 
-    /// The value a key reads when its state is `state`.
-    fn value_or_default(spec: &KeySpec, state: Option<&KeyState>) -> Value {
-        state
-            .and_then(KeyState::value)
-            .unwrap_or_else(|| spec.default_value().clone())
-    }
-
-    fn current(&self, spec: &KeySpec, key: &FullKey) -> Value {
-        Self::value_or_default(spec, self.states.get(key))
+    /// What `key` reads now, shared with its state where the state holds
+    /// it whole (no copy of a large value per write).
+    fn current(&self, spec: &KeySpec, key: &FullKey) -> Arc<Value> {
+        self.states
+            .get(key)
+            .and_then(KeyState::shared_value)
+            .unwrap_or_else(|| Arc::new(spec.default_value().clone()))
     }
 
     /// The ids of a user-resolve key's open conflict (empty for other
@@ -298,6 +298,6 @@ impl Replica {
 
 /// A key's value and open conflict before a change.
 struct Before {
-    value: Value,
+    value: Arc<Value>,
     conflicts: Vec<crate::op::OpId>,
 }

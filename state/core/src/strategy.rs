@@ -35,6 +35,7 @@ mod sum;
 use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -122,12 +123,12 @@ pub struct Entry {
     pub id: OpId,
     /// Who wrote it.
     pub writer: UnitAddress,
-    /// The value.
-    pub value: Value,
+    /// The value (shared with the op that wrote it).
+    pub value: Arc<Value>,
 }
 
 impl Entry {
-    pub(crate) fn from_op(op: &Op, value: Value) -> Self {
+    pub(crate) fn from_op(op: &Op, value: Arc<Value>) -> Self {
         Self {
             stamp: op.stamp,
             id: op.id,
@@ -315,11 +316,23 @@ impl KeyState {
     pub fn value(&self) -> Option<Value> {
         match self {
             Self::LastWriteWins(reg) | Self::FirstWriteWins(reg) => {
-                reg.entry.as_ref().map(|entry| entry.value.clone())
+                reg.entry.as_ref().map(|entry| Value::clone(&entry.value))
             }
             Self::Merge(state) => state.value(),
             Self::Sum(state) => Some(Value::from(state.total())),
-            Self::UserResolve(state) => state.winner().map(|entry| entry.value.clone()),
+            Self::UserResolve(state) => state.winner().map(|entry| Value::clone(&entry.value)),
+        }
+    }
+
+    /// [`value`](Self::value), shared: no copy where the state holds the
+    /// value whole (registers); merge and sum values are built.
+    pub fn shared_value(&self) -> Option<Arc<Value>> {
+        match self {
+            Self::LastWriteWins(reg) | Self::FirstWriteWins(reg) => {
+                reg.entry.as_ref().map(|entry| Arc::clone(&entry.value))
+            }
+            Self::UserResolve(state) => state.winner().map(|entry| Arc::clone(&entry.value)),
+            Self::Merge(_) | Self::Sum(_) => self.value().map(Arc::new),
         }
     }
 
@@ -328,9 +341,9 @@ impl KeyState {
     pub fn value_ref(&self) -> Option<Cow<'_, Value>> {
         match self {
             Self::LastWriteWins(reg) | Self::FirstWriteWins(reg) => {
-                reg.entry.as_ref().map(|entry| Cow::Borrowed(&entry.value))
+                reg.entry.as_ref().map(|entry| Cow::Borrowed(&*entry.value))
             }
-            Self::UserResolve(state) => state.winner().map(|entry| Cow::Borrowed(&entry.value)),
+            Self::UserResolve(state) => state.winner().map(|entry| Cow::Borrowed(&*entry.value)),
             Self::Merge(_) | Self::Sum(_) => self.value().map(Cow::Owned),
         }
     }
@@ -379,7 +392,8 @@ impl KeyState {
         match self {
             Self::LastWriteWins(reg) | Self::FirstWriteWins(reg) => {
                 if let Some(entry) = &mut reg.entry {
-                    entry.value = step(std::mem::take(&mut entry.value))?;
+                    let old = Arc::unwrap_or_clone(std::mem::take(&mut entry.value));
+                    entry.value = Arc::new(step(old)?);
                 }
             }
             Self::Merge(state) => state.migrate(step)?,

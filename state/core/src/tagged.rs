@@ -116,7 +116,7 @@ mod tests {
     #[test]
     fn both_orders_read_and_bad_shapes_say_what_is_wrong() {
         let payload = Payload::Resolve {
-            value: json!({"a": [1, null]}),
+            value: json!({"a": [1, null]}).into(),
             supersedes: Vec::new(),
         };
         let text = serde_json::to_string(&payload).unwrap();
@@ -126,13 +126,17 @@ mod tests {
         let extra = r#"{"kind":"set","x":[1],"data":{"value":2},"y":{}}"#;
         assert_eq!(
             serde_json::from_str::<Payload>(extra).unwrap(),
-            Payload::Set { value: json!(2) }
+            Payload::Set {
+                value: json!(2).into()
+            }
         );
         // Content first (what a serde_json::Value writes back) still reads.
         let late = r#"{"data":{"value":1},"kind":"set"}"#;
         assert_eq!(
             serde_json::from_str::<Payload>(late).unwrap(),
-            Payload::Set { value: json!(1) }
+            Payload::Set {
+                value: json!(1).into()
+            }
         );
         for (bad, says) in [
             (r#"{"kind":"set"}"#, "missing field `data`"),

@@ -111,7 +111,15 @@ fn set_ops() -> impl Strategy<Value = Vec<Op>> {
             .into_iter()
             .enumerate()
             .map(|(i, ((tab, wall, counter), value))| {
-                op(i as u64 + 1, tab, wall, counter, Payload::Set { value })
+                op(
+                    i as u64 + 1,
+                    tab,
+                    wall,
+                    counter,
+                    Payload::Set {
+                        value: value.into(),
+                    },
+                )
             })
             .collect()
     })
@@ -119,7 +127,9 @@ fn set_ops() -> impl Strategy<Value = Vec<Op>> {
 
 fn merge_payload() -> impl Strategy<Value = Payload> {
     prop_oneof![
-        small_value().prop_map(|value| Payload::Set { value }),
+        small_value().prop_map(|value| Payload::Set {
+            value: value.into()
+        }),
         (
             btree_map("[abcd]", small_value(), 0..3),
             btree_set("[abcd]", 0..2)
@@ -226,7 +236,10 @@ fn resolve_ops() -> impl Strategy<Value = Vec<Op>> {
                 tab,
                 wall,
                 counter,
-                Payload::Resolve { value, supersedes },
+                Payload::Resolve {
+                    value: value.into(),
+                    supersedes,
+                },
             );
             ids.push(op.id);
             ops.push(op);
@@ -333,8 +346,8 @@ proptest! {
     ) {
         // Same wall time and counter from two tabs: a tie only the tab id
         // can break.
-        let low = op(1, 1, wall, counter, Payload::Set { value: x.clone() });
-        let high = op(1, 2, wall, counter, Payload::Set { value: y.clone() });
+        let low = op(1, 1, wall, counter, Payload::Set { value: x.clone().into() });
+        let high = op(1, 2, wall, counter, Payload::Set { value: y.clone().into() });
         for (kind, winner) in [
             (Kind::LastWriteWins, &y),
             (Kind::FirstWriteWins, &x),
@@ -346,7 +359,7 @@ proptest! {
             prop_assert_eq!(one.value(), Some(winner.clone()));
         }
         let resolve = |op: &Op, value: &Value| Op {
-            payload: Payload::Resolve { value: value.clone(), supersedes: vec![] },
+            payload: Payload::Resolve { value: value.clone().into(), supersedes: vec![] },
             ..op.clone()
         };
         let (low, high) = (resolve(&low, &x), resolve(&high, &y));
@@ -360,7 +373,7 @@ proptest! {
 
     #[test]
     fn concurrent_field_edits_both_survive(a in small_value(), b in small_value()) {
-        let base = op(1, 1, 1, 0, Payload::Set { value: json!({"x": 0, "y": 0}) });
+        let base = op(1, 1, 1, 0, Payload::Set { value: json!({"x": 0, "y": 0}).into() });
         let patch = |seq, tab, field: &str, value: &Value| {
             op(seq, tab, 2, 0, Payload::Patch {
                 set: BTreeMap::from([(field.to_owned(), value.clone())]),
@@ -375,10 +388,10 @@ proptest! {
 
     #[test]
     fn a_resolution_supersedes_every_value_it_saw(x in small_value(), y in small_value(), z in small_value()) {
-        let first = op(1, 1, 1, 0, Payload::Resolve { value: x, supersedes: vec![] });
-        let second = op(1, 2, 1, 0, Payload::Resolve { value: y, supersedes: vec![] });
+        let first = op(1, 1, 1, 0, Payload::Resolve { value: x.into(), supersedes: vec![] });
+        let second = op(1, 2, 1, 0, Payload::Resolve { value: y.into(), supersedes: vec![] });
         let pick = op(2, 1, 2, 0, Payload::Resolve {
-            value: z.clone(),
+            value: z.clone().into(),
             supersedes: vec![first.id, second.id],
         });
         // The resolution arrives before what it supersedes: still wins.
@@ -563,7 +576,7 @@ impl Run {
                     // the user changed in what they saw; on a fresh key,
                     // every field written.
                     let intent = match (&write.op.payload, current.is_object()) {
-                        (Payload::Set { value }, _) => Intent::Whole(value.clone()),
+                        (Payload::Set { value }, _) => Intent::Whole(Value::clone(value)),
                         (_, true) => Intent::Fields(changed.into_iter().collect()),
                         (payload, false) => {
                             Intent::Fields(object_fields(payload).unwrap_or_default())
@@ -936,7 +949,7 @@ fn admission_follows_the_rules_op_by_op() {
                     stamp,
                     schema: f.schema,
                     payload: Payload::Set {
-                        value: value.clone(),
+                        value: value.clone().into(),
                     },
                 };
                 let inbound = store.receive(&Message::Ops(OpGroup {

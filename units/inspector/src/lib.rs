@@ -473,8 +473,8 @@ mod tests {
             origin,
             change: Change {
                 key: FullKey::parse("apartment/main/cart").unwrap(),
-                old,
-                new,
+                old: old.into(),
+                new: new.into(),
             },
         }
     }

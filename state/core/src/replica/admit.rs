@@ -179,7 +179,8 @@ impl Replica {
             schema.check(name, op.schema)?;
             match &mut op.payload {
                 Payload::Set { value } | Payload::Resolve { value, .. } => {
-                    *value = schema.migrate_value(name, op.schema, std::mem::take(value))?;
+                    let old = Arc::unwrap_or_clone(std::mem::take(value));
+                    *value = Arc::new(schema.migrate_value(name, op.schema, old)?);
                     check_value(value, "migrated value")?;
                 }
                 Payload::Patch { set, .. } => {

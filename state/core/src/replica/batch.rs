@@ -143,6 +143,7 @@ impl Sink for Batch<'_> {
         full: FullKey,
         unit: &UnitAddress,
         intent: Intent,
+        _value_len: Option<usize>,
     ) -> Result<()> {
         self.stage(spec, full, unit, intent)
     }

@@ -34,13 +34,16 @@ pub(super) trait Sink {
     /// The replica the write is checked against.
     fn replica(&self) -> &Replica;
 
-    /// Applies or stages the write.
+    /// Applies or stages the write. `value_len`, when known, bounds the
+    /// serialized size of the intent's value (already measured while
+    /// checking it).
     fn put(
         &mut self,
         spec: &Arc<KeySpec>,
         full: FullKey,
         unit: &UnitAddress,
         intent: Intent,
+        value_len: Option<usize>,
     ) -> Result<Self::Done>;
 }
 
@@ -76,13 +79,13 @@ fn put_json<S: Sink>(
         key: full.to_string(),
         reason: serde_reason(&err),
     })?;
-    check_value(&value, "value")?;
+    let len = check_value(&value, "value")?;
     if erased {
         // A JSON view of a key declared with another Rust type: the
         // compiler did not check this value, the declared type does.
         spec.check_type(full.as_str(), &value)?;
     }
-    sink.put(&spec, full, unit, intent(value))
+    sink.put(&spec, full, unit, intent(value), Some(len))
 }
 
 /// `value` as JSON. A [`Value`] is moved, not copied through a
@@ -104,7 +107,7 @@ pub(super) fn put_delta<S: Sink, T>(
 ) -> Result<S::Done> {
     let (spec, full) = sink.replica().open(unit, key, Action::Write)?;
     sink.replica().check_backlog(&spec)?;
-    sink.put(&spec, full, unit, Intent::Add(delta))
+    sink.put(&spec, full, unit, Intent::Add(delta), None)
 }
 
 impl Replica {
@@ -148,7 +151,9 @@ pub(crate) fn payload_for(
         operation,
     };
     match (spec.strategy(), intent) {
-        (Strategy::LastWriteWins, Intent::Set(value)) => Ok(Payload::Set { value }),
+        (Strategy::LastWriteWins, Intent::Set(value)) => Ok(Payload::Set {
+            value: Arc::new(value),
+        }),
         (Strategy::FirstWriteWins, Intent::Set(value)) => {
             if let Some(KeyState::FirstWriteWins(register)) = current
                 && let Some(entry) = &register.entry
@@ -158,11 +163,15 @@ pub(crate) fn payload_for(
                     existing: entry.stamp,
                 });
             }
-            Ok(Payload::Set { value })
+            Ok(Payload::Set {
+                value: Arc::new(value),
+            })
         }
         (Strategy::Merge, Intent::Set(value)) => {
             let Value::Object(new) = value else {
-                return Ok(Payload::Set { value });
+                return Ok(Payload::Set {
+                    value: Arc::new(value),
+                });
             };
             match current.and_then(KeyState::value) {
                 Some(Value::Object(old)) => {
@@ -173,12 +182,12 @@ pub(crate) fn payload_for(
                 // whole (a patch would leave the old value where it sets no
                 // field, as an empty object does).
                 Some(_) => Ok(Payload::Set {
-                    value: Value::Object(new),
+                    value: Arc::new(Value::Object(new)),
                 }),
                 // First write: fields, so concurrent first writes of other
                 // fields survive; an empty object is a whole value.
                 None if new.is_empty() => Ok(Payload::Set {
-                    value: Value::Object(new),
+                    value: Arc::new(Value::Object(new)),
                 }),
                 None => Ok(Payload::Patch {
                     set: new.into_iter().collect(),
@@ -207,7 +216,10 @@ pub(crate) fn payload_for(
                 Some(KeyState::UserResolve(state)) => state.live_ids(),
                 _ => Vec::new(),
             };
-            Ok(Payload::Resolve { value, supersedes })
+            Ok(Payload::Resolve {
+                value: Arc::new(value),
+                supersedes,
+            })
         }
         (_, Intent::Add(_)) => Err(wrong("increment")),
         (_, Intent::Resolve(_)) => Err(wrong("resolve")),

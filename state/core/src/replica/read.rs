@@ -43,7 +43,7 @@ impl Replica {
     /// The value of `key` as JSON (the default if never written).
     pub fn get_value<T>(&self, unit: &UnitAddress, key: &SharedKey<T>) -> Result<Value> {
         let (spec, full) = self.open(unit, key, Action::Read)?;
-        Ok(self.current(&spec, &full))
+        Ok(Value::clone(&self.current(&spec, &full)))
     }
 
     /// The sub-value at `path`, if present.

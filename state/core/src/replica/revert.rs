@@ -66,14 +66,14 @@ impl Replica {
                 if register.entry.as_ref().is_none_or(|e| e.id != op.id) {
                     return Ok(None);
                 }
-                undo(Intent::Set(change.old.clone()))?
+                undo(Intent::Set(Value::clone(&change.old)))?
             }
             (Some(KeyState::Merge(merge)), Payload::Set { .. }) => {
                 let current = merge.base.as_ref().is_some_and(|b| b.id == op.id);
                 if !current || !merge.fields.is_empty() {
                     return Ok(None);
                 }
-                undo(Intent::Set(change.old.clone()))?
+                undo(Intent::Set(Value::clone(&change.old)))?
             }
             (Some(KeyState::Merge(merge)), Payload::Patch { set, remove }) => {
                 let Some(Value::Object(mut target)) = merge.value() else {
@@ -141,7 +141,7 @@ impl Replica {
         };
         // Sum increments commute; they need no special stamp.
         let reuse = (!matches!(payload, Payload::Count { .. })).then_some(op.stamp);
-        self.write_payload(&spec, full, unit, payload, reuse)
+        self.write_payload(&spec, full, unit, payload, reuse, None)
             .map(Some)
     }
 }

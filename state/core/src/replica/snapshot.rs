@@ -105,12 +105,14 @@ impl Replica {
         let key = spec.full_key(unit);
         self.check_apartment(&key)?;
         Self::check_access(spec, &key, unit, Action::Write)?;
-        let value = spec
-            .schema()
-            .migrate_value(key.as_str(), entry.schema, entry.value.clone())?;
+        let value = spec.schema().migrate_value(
+            key.as_str(),
+            entry.schema,
+            serde_json::Value::clone(&entry.value),
+        )?;
         check_value(&value, "snapshot value")?;
         spec.check_type(key.as_str(), &value)?;
-        Ok((self.current(spec, &key) != value).then_some(value))
+        Ok((*self.current(spec, &key) != value).then_some(value))
     }
 
     /// Writes one held restore entry, now that its key is declared.
@@ -125,7 +127,8 @@ impl Replica {
             return Ok(None);
         };
         let key = spec.full_key(unit);
-        self.write(&spec, key, unit, Intent::Set(value)).map(Some)
+        self.write(&spec, key, unit, Intent::Set(value), None)
+            .map(Some)
     }
 
     fn registered_by_name(&self, spec: &KeySpec) -> Result<Arc<KeySpec>> {

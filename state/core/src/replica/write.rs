@@ -24,12 +24,13 @@ use crate::strategy::KeyState;
 /// around its value.
 const ITEM_OVERHEAD: usize = 512;
 
-/// The serialized length of a local write's payload, or for a set of a
-/// scalar an upper bound found without serializing it (an estimate may
-/// only err high: it decides when the exact size is measured).
-fn payload_len(payload: &Payload) -> usize {
+/// The serialized length of a local write's payload, or for a set an
+/// upper bound found without serializing it: `value_len` (the set value's
+/// size, measured when it was checked) or a scalar's bound. An estimate may
+/// only err high: it decides when the exact size is measured.
+fn payload_len(payload: &Payload, value_len: Option<usize>) -> usize {
     match payload {
-        Payload::Set { value } => match scalar_len_bound(value) {
+        Payload::Set { value } => match value_len.or_else(|| scalar_len_bound(value)) {
             // The tags and field names around the value.
             Some(bound) => bound.saturating_add(32),
             None => encoded_len(payload, MAX_STATE_BYTES),
@@ -122,6 +123,7 @@ impl Replica {
             key.clone(),
             unit,
             Intent::Set(serde_json::Value::from(total)),
+            None,
         )
     }
 
@@ -149,13 +151,14 @@ impl Replica {
     }
 
     /// Applies a local write at once (what [`Sink::put`] is for a
-    /// replica).
+    /// replica; `value_len` as there).
     pub(super) fn write(
         &mut self,
         spec: &Arc<KeySpec>,
         key: FullKey,
         unit: &UnitAddress,
         intent: Intent,
+        value_len: Option<usize>,
     ) -> Result<Write> {
         // One read of the clock for both (a read is a call out to
         // JavaScript in the browser).
@@ -168,11 +171,12 @@ impl Replica {
             self.states.get(&key),
             intent,
         )?;
-        self.write_payload(spec, key, unit, payload, None)
+        self.write_payload(spec, key, unit, payload, None, value_len)
     }
 
     /// Stamps, applies and packages a local write. `reuse` replaces the
-    /// fresh stamp (see [`Replica::revert`]).
+    /// fresh stamp (see [`Replica::revert`]); `value_len` bounds the size of
+    /// a set's value, if known (see [`Sink::put`]).
     pub(super) fn write_payload(
         &mut self,
         spec: &Arc<KeySpec>,
@@ -180,6 +184,7 @@ impl Replica {
         unit: &UnitAddress,
         payload: Payload,
         reuse: Option<Stamp>,
+        value_len: Option<usize>,
     ) -> Result<Write> {
         self.check_room(spec, &key)?;
         let seq = self.seq;
@@ -187,7 +192,7 @@ impl Replica {
         if let Some(stamp) = reuse {
             op.stamp = stamp;
         }
-        let change = match self.apply_sized(spec, &op) {
+        let change = match self.apply_sized(spec, &op, value_len) {
             Ok(change) => change,
             Err(err) => {
                 self.seq = seq;
@@ -231,9 +236,15 @@ impl Replica {
 
     /// Applies a local op, refusing it (and changing nothing) if the key's
     /// state would pass [`MAX_LOCAL_STATE_BYTES`]; returns the change.
-    pub(super) fn apply_sized(&mut self, spec: &KeySpec, op: &Op) -> Result<Option<Change>> {
+    /// `value_len` as for [`write_payload`](Self::write_payload).
+    pub(super) fn apply_sized(
+        &mut self,
+        spec: &KeySpec,
+        op: &Op,
+        value_len: Option<usize>,
+    ) -> Result<Option<Change>> {
         let before = self.before(spec, &op.key);
-        let added = payload_len(&op.payload) + ITEM_OVERHEAD;
+        let added = payload_len(&op.payload, value_len) + ITEM_OVERHEAD;
         let estimate = self.size_estimate(&op.key).saturating_add(added);
         if estimate <= MAX_LOCAL_STATE_BYTES {
             self.state_mut(spec, &op.key).apply(op)?;
@@ -305,8 +316,9 @@ impl Sink for Replica {
         full: FullKey,
         unit: &UnitAddress,
         intent: Intent,
+        value_len: Option<usize>,
     ) -> Result<Write> {
-        self.write(spec, full, unit, intent)
+        self.write(spec, full, unit, intent, value_len)
     }
 }
 
@@ -318,8 +330,14 @@ mod tests {
     #[test]
     fn a_payload_estimate_never_falls_below_its_length() {
         for value in [json!(-1.5e300), json!("\u{0}\"é"), json!({"a": [1]})] {
-            let payload = Payload::Set { value };
-            assert!(payload_len(&payload) >= encoded_len(&payload, usize::MAX));
+            // As measured by the check every written value passes first.
+            let checked = crate::limits::check_value(&value, "value").unwrap();
+            let payload = Payload::Set {
+                value: value.into(),
+            };
+            let exact = encoded_len(&payload, usize::MAX);
+            assert!(payload_len(&payload, None) >= exact);
+            assert!(payload_len(&payload, Some(checked)) >= exact);
         }
     }
 }

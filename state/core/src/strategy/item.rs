@@ -313,5 +313,5 @@ fn check_item(item: &Item<'_>) -> Result<()> {
         });
     }
     item.value
-        .map_or(Ok(()), |value| check_value(value, "state value"))
+        .map_or(Ok(()), |value| check_value(value, "state value").map(drop))
 }

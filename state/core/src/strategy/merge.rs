@@ -34,6 +34,7 @@
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
@@ -199,18 +200,18 @@ impl MergeState {
             return;
         };
         let writer = writer.clone();
-        let value = materialize(self.base.as_ref().map(|b| &b.value), &old);
+        let value = materialize(self.base.as_ref().map(|b| &*b.value), &old);
         self.base = Some(Entry {
             stamp,
             id,
             writer,
-            value: value.unwrap_or(Value::Null),
+            value: Arc::new(value.unwrap_or(Value::Null)),
         });
     }
 
     /// The materialized value (see the module docs).
     pub fn value(&self) -> Option<Value> {
-        materialize(self.base.as_ref().map(|entry| &entry.value), &self.fields)
+        materialize(self.base.as_ref().map(|entry| &*entry.value), &self.fields)
     }
 
     pub(crate) fn migrate(&mut self, step: &mut dyn FnMut(Value) -> Result<Value>) -> Result<()> {
@@ -222,7 +223,8 @@ impl MergeState {
             // Each field keeps its own identity, so a field another replica
             // wrote concurrently is not overruled by this one's newest write.
             if let Some(base) = &mut self.base {
-                base.value = step(std::mem::take(&mut base.value))?;
+                let old = Arc::unwrap_or_clone(std::mem::take(&mut base.value));
+                base.value = Arc::new(step(old)?);
             }
             for (name, field) in &mut self.fields {
                 if field.value.is_some() {
@@ -244,7 +246,7 @@ impl MergeState {
                 stamp,
                 id,
                 writer,
-                value: migrated,
+                value: Arc::new(migrated),
             });
             self.fields.clear();
         }

@@ -20,6 +20,7 @@
 //! recently, whatever the number of writes.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -232,14 +233,15 @@ impl ResolveState {
                 id: e.id,
                 writer: e.writer.clone(),
                 stamp: e.stamp,
-                value: e.value.clone(),
+                value: Value::clone(&e.value),
             })
             .collect()
     }
 
     pub(crate) fn migrate(&mut self, step: &mut dyn FnMut(Value) -> Result<Value>) -> Result<()> {
         for entry in self.entries.values_mut() {
-            entry.value = step(std::mem::take(&mut entry.value))?;
+            let old = Arc::unwrap_or_clone(std::mem::take(&mut entry.value));
+            entry.value = Arc::new(step(old)?);
         }
         Ok(())
     }
@@ -269,7 +271,7 @@ mod tests {
                 seq,
             },
             writer: "a/b/c".parse().unwrap(),
-            value: Value::from(value),
+            value: Value::from(value).into(),
         }
     }
 
