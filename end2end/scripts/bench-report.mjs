@@ -316,6 +316,10 @@ const headline = {
 writeFileSync(join(dir, 'headline.json'), JSON.stringify({ date: machine.date, headline }, null, 2));
 const baselinePath = join(dirname(fileURLToPath(import.meta.url)), '../bench/baseline.json');
 const baseline = existsSync(baselinePath) ? JSON.parse(readFileSync(baselinePath, 'utf8')) : null;
+// The committed run just before the change being measured (optional):
+// its column shows what this change alone moved.
+const previousPath = join(dirname(baselinePath), 'previous.json');
+const previous = existsSync(previousPath) ? JSON.parse(readFileSync(previousPath, 'utf8')) : null;
 
 // Charts, beside the snapshot (docs/bench/), linked from it.
 const chartDir = join(dirname(snapshot), 'docs/bench');
@@ -356,13 +360,26 @@ if (baseline) {
     `Against the committed baseline (\`end2end/bench/baseline.json\`: ${baseline.label}). Lower is better in every row. To make a run the new baseline, copy its \`target/bench/headline.json\` there and name it.`,
     '',
   );
-  row(['measurement', 'before', 'now', 'change']);
-  row(['---', '---:', '---:', '---:']);
+  if (previous) {
+    lines.push(`The middle column is the previous committed run (\`end2end/bench/previous.json\`: ${previous.label}), so the last column shows what the latest change alone moved.`, '');
+  }
   const num = (n) => (n == null ? 'n/a' : n >= 100 ? n.toFixed(0) : n >= 10 ? n.toFixed(1) : n.toFixed(2));
+  const change = (before, now) => (before != null && now != null ? `${now <= before ? '−' : '+'}${Math.abs((now / before - 1) * 100).toFixed(0)} %` : '');
+  if (previous) {
+    row(['measurement', 'before #18', 'previous run', 'now', 'change vs before #18', 'change vs previous run']);
+    row(['---', '---:', '---:', '---:', '---:', '---:']);
+  } else {
+    row(['measurement', 'before', 'now', 'change']);
+    row(['---', '---:', '---:', '---:']);
+  }
   for (const [name, now] of Object.entries(headline)) {
     const before = baseline.headline[name] ?? null;
-    const change = before != null && now != null ? `${now <= before ? '−' : '+'}${Math.abs((now / before - 1) * 100).toFixed(0)} %` : '';
-    row([name, num(before), num(now), change]);
+    if (previous) {
+      const last = previous.headline[name] ?? null;
+      row([name, num(before), num(last), num(now), change(before, now), change(last, now)]);
+    } else {
+      row([name, num(before), num(now), change(before, now)]);
+    }
   }
   lines.push('');
   const moved = Object.entries(headline).filter(([name, now]) => now != null && baseline.headline[name] != null);
@@ -371,8 +388,15 @@ if (baseline) {
       'before-after.svg',
       bars({
         title: 'Now against the baseline (baseline = 100 %, lower is better)',
-        series: [`baseline (${baseline.label.split(':')[0]})`, 'now'],
-        rows: moved.map(([name, now]) => ({ label: name.replace(/ \(.*\)$/, '').slice(0, 40), values: [100, (now / baseline.headline[name]) * 100] })),
+        series: [`baseline (${baseline.label.split(':')[0]})`, ...(previous ? [`previous run (${previous.label.split(':')[0]})`] : []), 'now'],
+        rows: moved.map(([name, now]) => ({
+          label: name.replace(/ \(.*\)$/, '').slice(0, 40),
+          values: [
+            100,
+            ...(previous ? [previous.headline[name] == null ? null : (previous.headline[name] / baseline.headline[name]) * 100] : []),
+            (now / baseline.headline[name]) * 100,
+          ],
+        })),
         format: (v) => `${v.toFixed(0)} %`,
       }),
       'Each headline number now, as a share of the baseline',
