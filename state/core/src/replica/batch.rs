@@ -113,8 +113,11 @@ impl<'s> Batch<'s> {
             Some((_, state)) => Some(state),
             None => self.replica.states.get(&full),
         };
-        let payload = payload_for(&self.replica.context(), spec, &full, current, intent)?;
-        let op = self.replica.stamp_op(spec, full.clone(), unit, payload)?;
+        let context = self.replica.context();
+        let payload = payload_for(&context, spec, &full, current, intent)?;
+        let op = self
+            .replica
+            .stamp_op(spec, full.clone(), unit, payload, context.now)?;
         let replica = &*self.replica;
         let (_, state) = self.overlay.entry(full).or_insert_with_key(|full| {
             let state = replica

@@ -141,7 +141,12 @@ impl Replica {
         };
         // Sum increments commute; they need no special stamp.
         let reuse = (!matches!(payload, Payload::Count { .. })).then_some(op.stamp);
-        self.write_payload(&spec, full, unit, payload, reuse, None)
+        let how = super::write::Stamping {
+            now: context.now,
+            reuse,
+            value_len: None,
+        };
+        self.write_payload(&spec, full, unit, payload, how)
             .map(Some)
     }
 }

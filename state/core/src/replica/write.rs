@@ -20,6 +20,17 @@ use crate::op::{Op, OpGroup, OpId, Payload};
 use crate::scope::{FullKey, Lifetime};
 use crate::strategy::KeyState;
 
+/// How [`Replica::write_payload`] stamps and sizes a local write.
+pub(super) struct Stamping {
+    /// The clock, read once for the whole write.
+    pub now: u64,
+    /// A stamp that replaces the fresh one (see [`Replica::revert`]).
+    pub reuse: Option<Stamp>,
+    /// An upper bound of a set's value size, if measured already (see
+    /// [`Sink::put`]).
+    pub value_len: Option<usize>,
+}
+
 /// Slack added to a size estimate per write: the op's stamp, id and writer
 /// around its value.
 const ITEM_OVERHEAD: usize = 512;
@@ -171,28 +182,30 @@ impl Replica {
             self.states.get(&key),
             intent,
         )?;
-        self.write_payload(spec, key, unit, payload, None, value_len)
+        let how = Stamping {
+            now,
+            reuse: None,
+            value_len,
+        };
+        self.write_payload(spec, key, unit, payload, how)
     }
 
-    /// Stamps, applies and packages a local write. `reuse` replaces the
-    /// fresh stamp (see [`Replica::revert`]); `value_len` bounds the size of
-    /// a set's value, if known (see [`Sink::put`]).
+    /// Stamps, applies and packages a local write.
     pub(super) fn write_payload(
         &mut self,
         spec: &Arc<KeySpec>,
         key: FullKey,
         unit: &UnitAddress,
         payload: Payload,
-        reuse: Option<Stamp>,
-        value_len: Option<usize>,
+        how: Stamping,
     ) -> Result<Write> {
         self.check_room(spec, &key)?;
         let seq = self.seq;
-        let mut op = self.stamp_op(spec, key, unit, payload)?;
-        if let Some(stamp) = reuse {
+        let mut op = self.stamp_op(spec, key, unit, payload, how.now)?;
+        if let Some(stamp) = how.reuse {
             op.stamp = stamp;
         }
-        let change = match self.apply_sized(spec, &op, value_len) {
+        let change = match self.apply_sized(spec, &op, how.value_len) {
             Ok(change) => change,
             Err(err) => {
                 self.seq = seq;
@@ -211,18 +224,22 @@ impl Replica {
         })
     }
 
+    /// An op of this replica's next sequence number, stamped at `now` (the
+    /// clock read once by the caller: in the browser each read is a call
+    /// out to JavaScript).
     pub(crate) fn stamp_op(
         &mut self,
         spec: &KeySpec,
         key: FullKey,
         unit: &UnitAddress,
         payload: Payload,
+        now: u64,
     ) -> Result<Op> {
         let seq = self
             .seq
             .checked_add(1)
             .ok_or_else(|| Error::Overflow { key: key.clone() })?;
-        let stamp = self.hlc.tick(self.now());
+        let stamp = self.hlc.tick(now);
         self.seq = seq;
         Ok(Op {
             id: OpId { tab: self.tab, seq },
