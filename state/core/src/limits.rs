@@ -140,45 +140,94 @@ pub(crate) fn serde_reason(err: &serde_json::Error) -> String {
 }
 
 /// An upper bound of a scalar's serialized length, found without
-/// serializing it; `None` for arrays and objects. A number is at most 24
-/// characters (`-2.2250738585072014e-308`); a string is its bytes plus its
+/// serializing it; `None` for arrays and objects. An integer is its digits
+/// and sign, any other number at most 24 characters
+/// (`-2.2250738585072014e-308`); a string is its bytes plus its
 /// quotes, one more per `"` or `\`, and at most five more per control
 /// character (`\u001f`), which one pass over the bytes counts.
 pub(crate) fn scalar_len_bound(value: &Value) -> Option<usize> {
     match value {
-        Value::Null | Value::Bool(_) | Value::Number(_) => Some(24),
-        Value::String(text) => Some(text.bytes().fold(2usize, |len, byte| {
-            len.saturating_add(match byte {
-                b'"' | b'\\' => 2,
-                0..=0x1f => 6,
-                _ => 1,
-            })
-        })),
+        Value::Null | Value::Bool(_) => Some(5),
+        // An integer's digits and sign; any other number at most 24.
+        Value::Number(number) => Some(match (number.as_u64(), number.as_i64()) {
+            (Some(n), _) => digits(n),
+            (None, Some(n)) => digits(n.unsigned_abs()) + 1,
+            (None, None) => 24,
+        }),
+        Value::String(text) => Some(string_len_bound(text)),
         Value::Array(_) | Value::Object(_) => None,
     }
 }
 
+/// Decimal digits of `n`.
+fn digits(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |log| log as usize + 1)
+}
+
+/// [`scalar_len_bound`] of a string (also an object's key).
+fn string_len_bound(text: &str) -> usize {
+    text.bytes().fold(2usize, |len, byte| {
+        len.saturating_add(match byte {
+            b'"' | b'\\' => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+    })
+}
+
 /// Checks a value's nesting depth and serialized size, without recursion.
-/// Returns an upper bound of the serialized size (exact for arrays and
-/// objects), so a caller need not measure the value a second time.
+/// Returns an upper bound of the serialized size, so a caller need not
+/// measure the value a second time.
+///
+/// One walk over the tree checks the depth and adds up a bound of the
+/// length ([`scalar_len_bound`] per scalar, exact for the brackets, commas,
+/// colons and keys around them); only a value whose bound passes the limit
+/// is serialized (counted, not built) to measure it exactly.
 pub(crate) fn check_value(value: &Value, what: &'static str) -> Result<usize> {
-    if let Some(bound) = scalar_len_bound(value).filter(|bound| *bound <= MAX_VALUE_BYTES) {
-        return Ok(bound);
+    // Scalars count at once; arrays and objects wait on the stack with
+    // their depth.
+    fn visit<'v>(
+        child: &'v Value,
+        depth: usize,
+        bound: &mut usize,
+        stack: &mut Vec<(&'v Value, usize)>,
+    ) {
+        match scalar_len_bound(child) {
+            Some(len) => *bound = bound.saturating_add(len),
+            None => stack.push((child, depth)),
+        }
     }
-    let mut stack = vec![(value, 0usize)];
-    while let Some((value, depth)) = stack.pop() {
-        let children: Box<dyn Iterator<Item = &Value>> = match value {
-            Value::Array(items) => Box::new(items.iter()),
-            Value::Object(map) => Box::new(map.values()),
-            _ => continue,
-        };
+    let mut bound = 0usize;
+    let mut stack = Vec::new();
+    visit(value, 0, &mut bound, &mut stack);
+    while let Some((container, depth)) = stack.pop() {
         if depth + 1 > MAX_VALUE_DEPTH {
             return Err(Error::TooDeep {
                 what,
                 limit: MAX_VALUE_DEPTH,
             });
         }
-        stack.extend(children.map(|child| (child, depth + 1)));
+        match container {
+            Value::Array(items) => {
+                // Brackets and commas.
+                bound = bound.saturating_add(items.len().max(1) + 1);
+                for child in items {
+                    visit(child, depth + 1, &mut bound, &mut stack);
+                }
+            }
+            Value::Object(map) => {
+                // Braces and commas, then each key and its colon.
+                bound = bound.saturating_add(map.len().max(1) + 1);
+                for (field, child) in map {
+                    bound = bound.saturating_add(string_len_bound(field) + 1);
+                    visit(child, depth + 1, &mut bound, &mut stack);
+                }
+            }
+            _ => {}
+        }
+    }
+    if bound <= MAX_VALUE_BYTES {
+        return Ok(bound);
     }
     let size = encoded_len(value, MAX_VALUE_BYTES);
     if size > MAX_VALUE_BYTES {
@@ -304,6 +353,69 @@ mod tests {
         let big = Value::String("x".repeat(MAX_VALUE_BYTES));
         assert!(matches!(
             check_value(&big, "v"),
+            Err(Error::TooLarge { .. })
+        ));
+        // An empty array is a level too.
+        let mut empty = json!([]);
+        for _ in 1..MAX_VALUE_DEPTH {
+            empty = json!([empty]);
+        }
+        assert!(check_value(&empty, "v").is_ok());
+        assert!(matches!(
+            check_value(&json!([empty]), "v"),
+            Err(Error::TooDeep { .. })
+        ));
+    }
+
+    #[test]
+    fn the_checked_size_is_never_below_the_serialized_length() {
+        let scalars = [
+            json!(null),
+            json!(false),
+            json!(0),
+            json!(-7),
+            json!(i64::MIN),
+            json!(u64::MAX),
+            json!(-f64::MAX),
+            json!(1.5e-300),
+            json!(""),
+            json!("\u{1f}\"\\é\n"),
+        ];
+        let mut values: Vec<Value> = scalars.to_vec();
+        values.push(json!([]));
+        values.push(json!({}));
+        // Arrays and objects of every scalar, nested three levels.
+        let mut level: Vec<Value> = scalars.to_vec();
+        for _ in 0..3 {
+            let array = Value::Array(level.clone());
+            let object: serde_json::Map<String, Value> = level
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (format!("k\"{i}\u{1}"), v.clone()))
+                .collect();
+            values.push(array.clone());
+            values.push(Value::Object(object.clone()));
+            level = vec![array, Value::Object(object), json!([[], {}, [[]]])];
+            values.extend(level.iter().cloned());
+        }
+        for value in values {
+            let checked = check_value(&value, "v").unwrap();
+            assert!(checked >= encoded_len(&value, usize::MAX), "{value}");
+        }
+    }
+
+    #[test]
+    fn a_value_is_measured_exactly_when_its_bound_passes_the_limit() {
+        // A newline counts six in the bound but takes two bytes: the bound
+        // passes the limit, the value does not, and it is accepted.
+        let lines = Value::String("\n".repeat(MAX_VALUE_BYTES / 4));
+        assert_eq!(
+            check_value(&lines, "v").unwrap(),
+            encoded_len(&lines, usize::MAX)
+        );
+        let over = Value::Array(vec![lines.clone(), lines.clone(), lines]);
+        assert!(matches!(
+            check_value(&over, "v"),
             Err(Error::TooLarge { .. })
         ));
     }
