@@ -51,8 +51,9 @@ pub(super) trait Sink {
 /// opened for the unit (apartment, scope, write permission), the value
 /// turned into checked JSON, and the write put into `sink`.
 ///
-/// The typed part is only the conversion to JSON ([`into_json`]); the rest
-/// is one body for every value type ([`put_json`]).
+/// The typed part is only the conversion to JSON ([`into_json`]), made
+/// once the key is open (a refused write serializes nothing); the rest is
+/// one body for every value type ([`open_for_value`], [`put_json`]).
 pub(super) fn put_value<S: Sink, T: Serialize + 'static>(
     sink: &mut S,
     unit: &UnitAddress,
@@ -60,21 +61,33 @@ pub(super) fn put_value<S: Sink, T: Serialize + 'static>(
     value: T,
     intent: fn(Value) -> Intent,
 ) -> Result<S::Done> {
+    let (spec, full) = open_for_value(sink.replica(), unit, key.spec())?;
     let value = into_json(value);
-    put_json(sink, unit, key.spec(), key.is_erased(), value, intent)
+    put_json(sink, unit, (spec, full), key.is_erased(), value, intent)
 }
 
-/// [`put_value`] once the value is JSON (or failed to become JSON).
+/// The key of a value write, opened for `unit` (apartment, scope, write
+/// permission) and checked for a backlog.
+fn open_for_value(
+    replica: &Replica,
+    unit: &UnitAddress,
+    spec: &Arc<KeySpec>,
+) -> Result<(Arc<KeySpec>, FullKey)> {
+    let (spec, full) = replica.open_spec(unit, spec, Action::Write)?;
+    replica.check_backlog(&spec)?;
+    Ok((spec, full))
+}
+
+/// [`put_value`] once the key is open and the value is JSON (or failed to
+/// become JSON).
 fn put_json<S: Sink>(
     sink: &mut S,
     unit: &UnitAddress,
-    spec: &Arc<KeySpec>,
+    (spec, full): (Arc<KeySpec>, FullKey),
     erased: bool,
     value: serde_json::Result<Value>,
     intent: fn(Value) -> Intent,
 ) -> Result<S::Done> {
-    let (spec, full) = sink.replica().open_spec(unit, spec, Action::Write)?;
-    sink.replica().check_backlog(&spec)?;
     let value = value.map_err(|err| Error::TypeMismatch {
         key: full.to_string(),
         reason: serde_reason(&err),

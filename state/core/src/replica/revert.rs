@@ -45,7 +45,9 @@ impl Replica {
         key: &SharedKey<T>,
         written: &Write,
     ) -> Result<Option<Write>> {
-        self.shed_future();
+        // One read of the clock for the future-stamp check and the undo.
+        let now = self.now();
+        self.shed_future_at(now);
         let (spec, full) = self.open(unit, key, Action::Write)?;
         let op = &written.op;
         if op.key != full || op.id.tab != self.tab {
@@ -57,7 +59,7 @@ impl Replica {
         let Some(change) = &written.change else {
             return Ok(None);
         };
-        let context = self.context();
+        let context = self.context_at(now);
         let state = self.states.get(&full);
         // What the undo asks for, as the key's strategy writes it.
         let undo = |intent| payload_for(&context, &spec, &full, state, intent);

@@ -171,8 +171,8 @@ impl Replica {
         intent: Intent,
         value_len: Option<usize>,
     ) -> Result<Write> {
-        // One read of the clock for both (a read is a call out to
-        // JavaScript in the browser).
+        // One read of the clock for the future-stamp check, the payload and
+        // the stamp (a read is a call out to JavaScript in the browser).
         let now = self.now();
         self.shed_future_at(now);
         let payload = payload_for(
@@ -253,7 +253,7 @@ impl Replica {
 
     /// Applies a local op, refusing it (and changing nothing) if the key's
     /// state would pass [`MAX_LOCAL_STATE_BYTES`]; returns the change.
-    /// `value_len` as for [`write_payload`](Self::write_payload).
+    /// `value_len` as in [`Stamping`].
     pub(super) fn apply_sized(
         &mut self,
         spec: &KeySpec,
