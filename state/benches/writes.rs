@@ -1,0 +1,175 @@
+//! The browser benchmark's write paths, natively: where a profiler can see
+//! them (`perf record --call-graph dwarf`, `heaptrack`), which it cannot in
+//! the release wasm (wasm-opt strips the names).
+//!
+//! A measurement, never an assertion: prints a Markdown table. The same
+//! shapes as `bench/page`: one key written with one whole-key subscriber
+//! (an integer, then a small struct); the 1,000-row table's update (get
+//! the rows, change every tenth, set them; one path subscriber per row);
+//! one field of a value of N fields with a path subscriber per field
+//! (the caller builds each new value, as a whole-value API asks).
+//!
+//! Run with `cargo bench -p gaesup-state --bench writes`; to profile one
+//! case, `cargo bench -p gaesup-state --bench writes -- <case>` runs only
+//! the cases whose name contains `<case>`.
+
+// Bench code: a panic here is a failed measurement.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::cell::Cell;
+use std::hint::black_box;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use gaesup_state::core::{ApartmentId, BuildingId, UnitAddress, UnitId};
+use gaesup_state::{Lifetime, Path, Scope, SharedKey, StateManager};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+#[derive(Serialize, Deserialize, Default, Clone)]
+struct Task {
+    name: String,
+    count: i64,
+    done: bool,
+}
+
+fn unit() -> UnitAddress {
+    UnitAddress::new(
+        ApartmentId::new("bench").expect("id"),
+        BuildingId::new("b").expect("id"),
+        UnitId::new("u").expect("id"),
+    )
+}
+
+fn key<T: Serialize + serde::de::DeserializeOwned + Default + 'static>(name: &str) -> SharedKey<T> {
+    SharedKey::builder(name)
+        .scope(Scope::Apartment)
+        .lifetime(Lifetime::Memory)
+        .build()
+        .expect("key")
+}
+
+/// Runs `body` under a fresh reactive owner (the manager lives in its
+/// arena), `n` times after a tenth as many warm-up runs; time per run.
+fn per_run(n: u32, mut body: impl FnMut(u32)) -> Duration {
+    for i in 0..n.div_ceil(10) {
+        body(i);
+    }
+    let start = Instant::now();
+    for i in 0..n {
+        body(i);
+    }
+    start.elapsed() / n
+}
+
+fn set_integer() -> Duration {
+    let manager = StateManager::with_system_clock();
+    let unit = unit();
+    let key: SharedKey<i64> = key("n");
+    manager.declare(&key).unwrap();
+    manager.subscribe(&unit, &key, None, |_| {}).unwrap();
+    per_run(200_000, |i| {
+        black_box(manager.set(&unit, &key, i64::from(i)).unwrap());
+    })
+}
+
+fn set_struct() -> Duration {
+    let manager = StateManager::with_system_clock();
+    let unit = unit();
+    let key: SharedKey<Task> = key("task");
+    manager.declare(&key).unwrap();
+    manager.subscribe(&unit, &key, None, |_| {}).unwrap();
+    per_run(200_000, |i| {
+        let task = Task {
+            name: String::from("a task"),
+            count: i64::from(i),
+            done: i % 2 == 0,
+        };
+        black_box(manager.set(&unit, &key, task).unwrap());
+    })
+}
+
+fn table() -> Duration {
+    const ROWS: usize = 1_000;
+    let manager = StateManager::with_system_clock();
+    let unit = unit();
+    let key: SharedKey<Vec<String>> = key("rows");
+    manager.declare(&key).unwrap();
+    let rows: Vec<String> = (0..ROWS).map(|i| format!("row {i}")).collect();
+    manager.set(&unit, &key, rows).unwrap();
+    let seen = Rc::new(Cell::new(0usize));
+    for i in 0..ROWS {
+        let path = Path::parse(&i.to_string()).unwrap();
+        let watched = path.clone();
+        let seen = Rc::clone(&seen);
+        manager
+            .subscribe(&unit, &key, Some(path), move |change| {
+                let row = watched.get(&change.new).map(String::deserialize);
+                seen.set(seen.get() + row.map_or(0, |r| r.map_or(0, |r| r.len())));
+            })
+            .unwrap();
+    }
+    per_run(2_000, |round| {
+        let mut next = manager.get(&unit, &key).unwrap();
+        for i in (0..ROWS).step_by(10) {
+            next[i] = format!("row {i} round {round}");
+        }
+        manager.set(&unit, &key, next).unwrap();
+    })
+}
+
+fn one_field_of(fields: u32) -> Duration {
+    let manager = StateManager::with_system_clock();
+    let unit = unit();
+    let key: SharedKey<Value> = key("doc");
+    manager.declare(&key).unwrap();
+    let base: Map<String, Value> = (0..fields).map(|i| (format!("p{i}"), json!(0))).collect();
+    manager
+        .set(&unit, &key, Value::Object(base.clone()))
+        .unwrap();
+    for i in 0..fields {
+        let path = Path::parse(&format!("p{i}")).unwrap();
+        manager.subscribe(&unit, &key, Some(path), |_| {}).unwrap();
+    }
+    per_run(2_000_000 / fields, |u| {
+        let mut next = base.clone();
+        next.insert("p0".to_owned(), json!(u + 1));
+        manager.set(&unit, &key, Value::Object(next)).unwrap();
+    })
+}
+
+/// A case: its name and what measures it.
+type Case = (&'static str, fn() -> Duration);
+
+fn main() {
+    // `cargo bench` passes `--bench`; anything else names cases to run.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|arg| !arg.starts_with("--"))
+        .collect();
+    let cases: [Case; 6] = [
+        ("set an integer, 1 subscriber", set_integer),
+        ("set a small struct, 1 subscriber", set_struct),
+        ("1,000-row table: update 100 rows", table),
+        ("one field of 100 (100 path subscribers)", || {
+            one_field_of(100)
+        }),
+        ("one field of 1,000 (1,000 path subscribers)", || {
+            one_field_of(1_000)
+        }),
+        ("one field of 10,000 (10,000 path subscribers)", || {
+            one_field_of(10_000)
+        }),
+    ];
+    println!("| write (native, `cargo bench` profile) | time per write |");
+    println!("|---|---:|");
+    for (name, run) in cases {
+        if !only.is_empty() && !only.iter().any(|o| name.contains(o.as_str())) {
+            continue;
+        }
+        let owner = leptos::prelude::Owner::new();
+        let time = owner.with(run);
+        owner.cleanup();
+        println!("| {name} | {:.3} µs |", time.as_secs_f64() * 1e6);
+    }
+}
