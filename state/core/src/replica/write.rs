@@ -262,7 +262,22 @@ impl Replica {
     ) -> Result<Option<Change>> {
         let before = self.before(spec, &op.key);
         let added = payload_len(&op.payload, value_len) + ITEM_OVERHEAD;
-        let estimate = self.size_estimate(&op.key).saturating_add(added);
+        let held = self.size_estimate(&op.key);
+        // A register holds one entry: after a set it holds the old one or
+        // the new one, so it is at most the larger of the two. Any other
+        // state may keep both.
+        let replaces = matches!(
+            (self.states.get(&op.key), &op.payload),
+            (
+                Some(KeyState::LastWriteWins(_) | KeyState::FirstWriteWins(_)),
+                Payload::Set { .. }
+            )
+        );
+        let estimate = if replaces {
+            held.max(added)
+        } else {
+            held.saturating_add(added)
+        };
         if estimate <= MAX_LOCAL_STATE_BYTES {
             self.state_mut(spec, &op.key).apply(op)?;
             self.sizes.insert(op.key.clone(), estimate);
@@ -342,7 +357,32 @@ impl Sink for Replica {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
+    use crate::id::TabId;
+    use crate::scope::Scope;
     use serde_json::json;
+
+    #[test]
+    fn a_register_size_estimate_covers_its_state_without_growing_per_write() {
+        let mut replica = Replica::new(TabId::new(1), ManualClock::new(1_700_000_000_000));
+        let unit: UnitAddress = "a/b/u".parse().unwrap();
+        let key = SharedKey::<serde_json::Value>::builder("doc")
+            .scope(Scope::Apartment)
+            .build()
+            .unwrap();
+        replica.declare(&key).unwrap();
+        let full = key.full_key(&unit);
+        // 100 KiB a write: ten writes would pass MAX_LOCAL_STATE_BYTES if
+        // every write added its size to the estimate.
+        for round in 0..10 {
+            let text = format!("{round}").repeat(100 << 10);
+            replica.set(&unit, &key, json!({ "text": text })).unwrap();
+            let exact = encoded_len(&replica.states[&full], usize::MAX);
+            let estimate = replica.sizes[&full];
+            assert!(estimate >= exact, "round {round}: {estimate} < {exact}");
+            assert!(estimate < 2 * exact, "round {round}: {estimate} grew");
+        }
+    }
 
     #[test]
     fn a_payload_estimate_never_falls_below_its_length() {
