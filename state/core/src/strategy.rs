@@ -127,6 +127,17 @@ pub struct Entry {
     pub value: Arc<Value>,
 }
 
+/// Replaces a shared value by `step` of it, taking the value out without a
+/// copy when nothing else holds it (a migration).
+pub(crate) fn migrate_shared(
+    value: &mut Arc<Value>,
+    step: impl FnOnce(Value) -> Result<Value>,
+) -> Result<()> {
+    let old = Arc::unwrap_or_clone(std::mem::take(value));
+    *value = Arc::new(step(old)?);
+    Ok(())
+}
+
 impl Entry {
     pub(crate) fn from_op(op: &Op, value: Arc<Value>) -> Self {
         Self {
@@ -392,8 +403,7 @@ impl KeyState {
         match self {
             Self::LastWriteWins(reg) | Self::FirstWriteWins(reg) => {
                 if let Some(entry) = &mut reg.entry {
-                    let old = Arc::unwrap_or_clone(std::mem::take(&mut entry.value));
-                    entry.value = Arc::new(step(old)?);
+                    migrate_shared(&mut entry.value, step)?;
                 }
             }
             Self::Merge(state) => state.migrate(step)?,

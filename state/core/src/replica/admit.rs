@@ -21,7 +21,7 @@ use crate::message::SyncEntry;
 use crate::op::{Op, Payload};
 use crate::permission::Action;
 use crate::scope::{FullKey, Lifetime};
-use crate::strategy::{ItemKind, KeyState};
+use crate::strategy::{ItemKind, KeyState, migrate_shared};
 
 /// Where outside data comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,8 +179,7 @@ impl Replica {
             schema.check(name, op.schema)?;
             match &mut op.payload {
                 Payload::Set { value } | Payload::Resolve { value, .. } => {
-                    let old = Arc::unwrap_or_clone(std::mem::take(value));
-                    *value = Arc::new(schema.migrate_value(name, op.schema, old)?);
+                    migrate_shared(value, |old| schema.migrate_value(name, op.schema, old))?;
                     check_value(value, "migrated value")?;
                 }
                 Payload::Patch { set, .. } => {

@@ -53,7 +53,7 @@ pub(super) trait Sink {
 ///
 /// The typed part is only the conversion to JSON ([`into_json`]), made
 /// once the key is open (a refused write serializes nothing); the rest is
-/// one body for every value type ([`open_for_value`], [`put_json`]).
+/// one body for every value type ([`open_for_key`], [`put_json`]).
 pub(super) fn put_value<S: Sink, T: Serialize + 'static>(
     sink: &mut S,
     unit: &UnitAddress,
@@ -61,14 +61,14 @@ pub(super) fn put_value<S: Sink, T: Serialize + 'static>(
     value: T,
     intent: fn(Value) -> Intent,
 ) -> Result<S::Done> {
-    let (spec, full) = open_for_value(sink.replica(), unit, key.spec())?;
+    let (spec, full) = open_for_key(sink.replica(), unit, key.spec())?;
     let value = into_json(value);
     put_json(sink, unit, (spec, full), key.is_erased(), value, intent)
 }
 
-/// The key of a value write, opened for `unit` (apartment, scope, write
-/// permission) and checked for a backlog.
-fn open_for_value(
+/// The key of a write (a value or an increment), opened for `unit`
+/// (apartment, scope, write permission) and checked for a backlog.
+fn open_for_key(
     replica: &Replica,
     unit: &UnitAddress,
     spec: &Arc<KeySpec>,
@@ -103,7 +103,7 @@ fn put_json<S: Sink>(
 
 /// `value` as JSON. A [`Value`] is moved, not copied through a
 /// serializer: a write of a large JSON document costs no second document.
-pub(crate) fn into_json<T: Serialize + 'static>(value: T) -> serde_json::Result<Value> {
+fn into_json<T: Serialize + 'static>(value: T) -> serde_json::Result<Value> {
     let mut slot = Some(value);
     if let Some(json) = (&mut slot as &mut dyn std::any::Any).downcast_mut::<Option<Value>>() {
         return Ok(json.take().unwrap_or(Value::Null));
@@ -118,8 +118,7 @@ pub(super) fn put_delta<S: Sink, T>(
     key: &SharedKey<T>,
     delta: i64,
 ) -> Result<S::Done> {
-    let (spec, full) = sink.replica().open(unit, key, Action::Write)?;
-    sink.replica().check_backlog(&spec)?;
+    let (spec, full) = open_for_key(sink.replica(), unit, key.spec())?;
     sink.put(&spec, full, unit, Intent::Add(delta), None)
 }
 

@@ -223,8 +223,7 @@ impl MergeState {
             // Each field keeps its own identity, so a field another replica
             // wrote concurrently is not overruled by this one's newest write.
             if let Some(base) = &mut self.base {
-                let old = Arc::unwrap_or_clone(std::mem::take(&mut base.value));
-                base.value = Arc::new(step(old)?);
+                super::migrate_shared(&mut base.value, &mut *step)?;
             }
             for (name, field) in &mut self.fields {
                 if field.value.is_some() {

@@ -20,7 +20,6 @@
 //! recently, whatever the number of writes.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -240,8 +239,7 @@ impl ResolveState {
 
     pub(crate) fn migrate(&mut self, step: &mut dyn FnMut(Value) -> Result<Value>) -> Result<()> {
         for entry in self.entries.values_mut() {
-            let old = Arc::unwrap_or_clone(std::mem::take(&mut entry.value));
-            entry.value = Arc::new(step(old)?);
+            super::migrate_shared(&mut entry.value, &mut *step)?;
         }
         Ok(())
     }
