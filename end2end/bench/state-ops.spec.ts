@@ -113,15 +113,12 @@ test('state ops', async ({ page, browser, browserName }) => {
   for (const subscribers of [0, 1]) {
     // Rounds of ours and zustand's alternate, so a slower stretch of this
     // shared machine weighs on both sides of the ratio.
-    const ours: any[] = [];
-    const theirs: any[] = [];
-    await rounds(async () => {
-      ours.push(await call(page, 'set_bench', subscribers, SET_N));
-      theirs.push(await zustandSet(page, subscribers, ZUSTAND_N));
-    });
-    // The two warm-up rounds of `rounds` are not measured.
-    ours.splice(0, 2);
-    theirs.splice(0, 2);
+    const pairs = await rounds(async () => ({
+      ours: await call(page, 'set_bench', subscribers, SET_N),
+      theirs: await zustandSet(page, subscribers, ZUSTAND_N),
+    }));
+    const ours = pairs.map((p) => p.ours);
+    const theirs = pairs.map((p) => p.theirs);
     const oursUs = (median(ours.map((r) => r.ms)) / SET_N) * 1000;
     const theirsUs = (median(theirs.map((r) => r.ms)) / ZUSTAND_N) * 1000;
     set[`subscribers_${subscribers}`] = {

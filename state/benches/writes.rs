@@ -41,12 +41,19 @@ fn unit() -> UnitAddress {
     )
 }
 
-fn key<T: Serialize + serde::de::DeserializeOwned + Default + 'static>(name: &str) -> SharedKey<T> {
-    SharedKey::builder(name)
+/// A manager, the unit every case writes as, and the memory key `name`
+/// declared on it.
+fn declared<T: Serialize + serde::de::DeserializeOwned + Default + 'static>(
+    name: &str,
+) -> (StateManager, UnitAddress, SharedKey<T>) {
+    let manager = StateManager::with_system_clock();
+    let key = SharedKey::builder(name)
         .scope(Scope::Apartment)
         .lifetime(Lifetime::Memory)
         .build()
-        .expect("key")
+        .expect("key");
+    manager.declare(&key).expect("declare");
+    (manager, unit(), key)
 }
 
 /// Runs `body` under a fresh reactive owner (the manager lives in its
@@ -63,10 +70,7 @@ fn per_run(n: u32, mut body: impl FnMut(u32)) -> Duration {
 }
 
 fn set_integer() -> Duration {
-    let manager = StateManager::with_system_clock();
-    let unit = unit();
-    let key: SharedKey<i64> = key("n");
-    manager.declare(&key).unwrap();
+    let (manager, unit, key) = declared::<i64>("n");
     manager.subscribe(&unit, &key, None, |_| {}).unwrap();
     per_run(200_000, |i| {
         black_box(manager.set(&unit, &key, i64::from(i)).unwrap());
@@ -74,10 +78,7 @@ fn set_integer() -> Duration {
 }
 
 fn set_struct() -> Duration {
-    let manager = StateManager::with_system_clock();
-    let unit = unit();
-    let key: SharedKey<Task> = key("task");
-    manager.declare(&key).unwrap();
+    let (manager, unit, key) = declared::<Task>("task");
     manager.subscribe(&unit, &key, None, |_| {}).unwrap();
     per_run(200_000, |i| {
         let task = Task {
@@ -91,10 +92,7 @@ fn set_struct() -> Duration {
 
 fn table() -> Duration {
     const ROWS: usize = 1_000;
-    let manager = StateManager::with_system_clock();
-    let unit = unit();
-    let key: SharedKey<Vec<String>> = key("rows");
-    manager.declare(&key).unwrap();
+    let (manager, unit, key) = declared::<Vec<String>>("rows");
     let rows: Vec<String> = (0..ROWS).map(|i| format!("row {i}")).collect();
     manager.set(&unit, &key, rows).unwrap();
     let seen = Rc::new(Cell::new(0usize));
@@ -119,10 +117,7 @@ fn table() -> Duration {
 }
 
 fn one_field_of(fields: u32) -> Duration {
-    let manager = StateManager::with_system_clock();
-    let unit = unit();
-    let key: SharedKey<Value> = key("doc");
-    manager.declare(&key).unwrap();
+    let (manager, unit, key) = declared::<Value>("doc");
     let base: Map<String, Value> = (0..fields).map(|i| (format!("p{i}"), json!(0))).collect();
     manager
         .set(&unit, &key, Value::Object(base.clone()))
