@@ -98,10 +98,12 @@ export class Relay {
 
   async start() {
     if (!this.port) this.port = await freePort();
+    // The relay's log goes to the test output: errors only, unless
+    // E2E_RELAY_LOG says more (`E2E_RELAY_LOG=warn` while chasing a failure).
     this.child = spawn(
       relayBinary,
       ['--dev', '--listen', `127.0.0.1:${this.port}`, '--data', this.data, ...this.args],
-      { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, RELAY_LOG: 'error' } },
+      { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, RELAY_LOG: process.env.E2E_RELAY_LOG ?? 'error' } },
     );
     // The relay's first line says where it listens: it is ready.
     const [chunk] = await once(this.child.stdout, 'data');

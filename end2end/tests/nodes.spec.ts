@@ -10,6 +10,11 @@ const counter = 'main/lobby/counter';
 const notes = 'main/study/notes-a';
 
 test.describe('two devices on two relay nodes sharing Redis', () => {
+  // Redis, two relay processes, three browser contexts and a reconnection
+  // after a SIGKILL: 10–17 s on a loaded 2-core machine, about twice that on
+  // the CI machine, where the default 30 s ran out in two runs.
+  // Each step still has the expect timeout of 10 s.
+  test.describe.configure({ timeout: 90_000 });
   let redis: InstanceType<typeof RedisServer>;
   let nodes: InstanceType<typeof Relay>[];
   let balancer: InstanceType<typeof Proxy>;
