@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use gaesup_state_core::{
-    Error, Lifetime, ManualClock, MemoryStorage, Message, Path, Replica, Scope, SharedKey, Storage,
-    StorageError, Strategy, TabId, UnitAddress, Write,
+    Error, Lifetime, MAX_FIELD_NAME_BYTES, MAX_OP_ITEMS, ManualClock, MemoryStorage, Message, Path,
+    Replica, Scope, SharedKey, Storage, StorageError, Strategy, TabId, UnitAddress, Write,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -900,4 +900,94 @@ fn reads_borrow_or_build_the_value_per_strategy_and_agree_with_get_value() {
             .unwrap(),
         Some(json!("Ann"))
     );
+}
+
+/// Every op a replica sends must pass the checks its receivers make
+/// ([`Op::validate`]): otherwise the writer keeps a value nobody else does.
+#[test]
+fn a_merge_write_that_no_receiver_would_take_is_refused_where_it_is_made() {
+    let doc = key::<Value>("doc", Strategy::Merge);
+    let (mut a, mut b) = (tab(1), tab(2));
+    a.store.declare(&doc).unwrap();
+    b.store.declare(&doc).unwrap();
+    let u = unit("x/y/z");
+    let wide: serde_json::Map<String, Value> = (0..=MAX_OP_ITEMS)
+        .map(|i| (format!("f{i}"), json!(i)))
+        .collect();
+    let refused = |err: Error| {
+        assert!(
+            matches!(&err, Error::Malformed { reason, .. } if reason.contains("too many fields")),
+            "{err}"
+        );
+    };
+    refused(
+        a.store
+            .set(&u, &doc, Value::Object(wide.clone()))
+            .unwrap_err(),
+    );
+    refused(
+        a.store
+            .batch(|batch| batch.set(&u, &doc, Value::Object(wide)))
+            .unwrap_err(),
+    );
+    let long_name = "n".repeat(MAX_FIELD_NAME_BYTES + 1);
+    let err = a.store.set(&u, &doc, json!({ long_name: 1 })).unwrap_err();
+    assert!(
+        matches!(&err, Error::Malformed { reason, .. } if reason.contains("field name too long")),
+        "{err}"
+    );
+    assert_eq!(a.store.get(&u, &doc).unwrap(), Value::Null);
+    // The refused writes used no op number: the next write reaches b.
+    send(
+        &a.store.set(&u, &doc, json!({ "f0": 1 })).unwrap(),
+        &mut b.store,
+    );
+    assert_eq!(b.store.get(&u, &doc).unwrap(), json!({ "f0": 1 }));
+}
+
+#[test]
+fn a_merge_revert_that_would_send_a_value_over_the_limit_is_refused() {
+    let doc = key::<Value>("doc", Strategy::Merge);
+    let (mut a, mut b) = (tab(1), tab(2));
+    a.store.declare(&doc).unwrap();
+    b.store.declare(&doc).unwrap();
+    let u = unit("x/y/z");
+    // Two concurrent first writes of different fields: each under the
+    // value limit, their merge over it.
+    let big = "x".repeat(150 << 10);
+    let from_a = a.store.set(&u, &doc, json!({ "a": big })).unwrap();
+    let from_b = b.store.set(&u, &doc, json!({ "b": big })).unwrap();
+    send(&from_a, &mut b.store);
+    send(&from_b, &mut a.store);
+    a.clock.advance(2);
+    let optimistic = a.store.set(&u, &doc, json!(5)).unwrap();
+    send(&optimistic, &mut b.store);
+    // Restoring the merged value would take one op value over the limit:
+    // refused where it is made, not kept here and refused everywhere else.
+    let err = a.store.revert(&u, &doc, &optimistic).unwrap_err();
+    assert!(matches!(err, Error::TooLarge { .. }), "{err}");
+    assert_eq!(a.store.get(&u, &doc).unwrap(), json!(5));
+    assert_eq!(b.store.get(&u, &doc).unwrap(), json!(5));
+}
+
+#[test]
+fn reverting_a_reset_after_another_tab_counted_reaches_every_tab() {
+    let clicks = key::<i64>("clicks", Strategy::Sum);
+    let (mut a, mut b) = (tab(1), tab(2));
+    a.store.declare(&clicks).unwrap();
+    b.store.declare(&clicks).unwrap();
+    let u = unit("x/y/z");
+    send(&a.store.increment(&u, &clicks, 3).unwrap(), &mut b.store);
+    a.clock.advance(1);
+    let reset = a.store.set(&u, &clicks, 10).unwrap();
+    send(&reset, &mut b.store);
+    b.clock.advance(5);
+    send(&b.store.increment(&u, &clicks, 4).unwrap(), &mut a.store);
+    assert_eq!(a.store.get(&u, &clicks).unwrap(), 14);
+    a.clock.advance(10);
+    let revert = a.store.revert(&u, &clicks, &reset).unwrap().unwrap();
+    send(&revert, &mut b.store);
+    // Back to what the reset replaced, plus what was added since.
+    assert_eq!(a.store.get(&u, &clicks).unwrap(), 7);
+    assert_eq!(b.store.get(&u, &clicks).unwrap(), 7);
 }

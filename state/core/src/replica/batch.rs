@@ -90,15 +90,17 @@ impl<'s> Batch<'s> {
         let full = spec.full_key(unit);
         self.replica.check_apartment(&full)?;
         Replica::check_access(spec, &full, unit, Action::Write)?;
-        self.stage(spec, full, unit, intent)
+        self.stage(spec, full, unit, intent, false)
     }
 
+    /// `value_checked`: as for [`Replica::stamp_op`].
     fn stage(
         &mut self,
         spec: &Arc<KeySpec>,
         full: FullKey,
         unit: &UnitAddress,
         intent: Intent,
+        value_checked: bool,
     ) -> Result<()> {
         if self.ops.len() >= MAX_GROUP_OPS {
             return Err(Error::Malformed {
@@ -115,9 +117,14 @@ impl<'s> Batch<'s> {
         };
         let context = self.replica.context();
         let payload = payload_for(&context, spec, &full, current, intent)?;
-        let op = self
-            .replica
-            .stamp_op(spec, full.clone(), unit, payload, context.now)?;
+        let op = self.replica.stamp_op(
+            spec,
+            full.clone(),
+            unit,
+            payload,
+            (context.now, None),
+            value_checked,
+        )?;
         let replica = &*self.replica;
         let (_, state) = self.overlay.entry(full).or_insert_with_key(|full| {
             let state = replica
@@ -146,9 +153,9 @@ impl Sink for Batch<'_> {
         full: FullKey,
         unit: &UnitAddress,
         intent: Intent,
-        _value_len: Option<usize>,
+        value_len: Option<usize>,
     ) -> Result<()> {
-        self.stage(spec, full, unit, intent)
+        self.stage(spec, full, unit, intent, value_len.is_some())
     }
 }
 

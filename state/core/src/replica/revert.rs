@@ -141,8 +141,21 @@ impl Replica {
             }
             (None, _) | (Some(KeyState::Merge(_)), _) => return Ok(None),
         };
-        // Sum increments commute; they need no special stamp.
-        let reuse = (!matches!(payload, Payload::Count { .. })).then_some(op.stamp);
+        let reuse = match &payload {
+            // Sum increments commute; they need no special stamp.
+            Payload::Count { .. } => None,
+            // A reset may not observe slots written after its stamp (every
+            // receiver refuses that), and it observes every slot: when
+            // another tab counted since the reverted reset, the undo is a
+            // reset of now. It then also beats a reset stamped in between
+            // that this tab has not received yet.
+            Payload::Reset { observed, .. }
+                if observed.iter().any(|o| o.last > op.stamp.wall_ms) =>
+            {
+                None
+            }
+            _ => Some(op.stamp),
+        };
         let how = super::write::Stamping {
             now: context.now,
             reuse,

@@ -201,10 +201,14 @@ impl Replica {
     ) -> Result<Write> {
         self.check_room(spec, &key)?;
         let seq = self.seq;
-        let mut op = self.stamp_op(spec, key, unit, payload, how.now)?;
-        if let Some(stamp) = how.reuse {
-            op.stamp = stamp;
-        }
+        let op = self.stamp_op(
+            spec,
+            key,
+            unit,
+            payload,
+            (how.now, how.reuse),
+            how.value_len.is_some(),
+        )?;
         let change = match self.apply_sized(spec, &op, how.value_len) {
             Ok(change) => change,
             Err(err) => {
@@ -227,28 +231,42 @@ impl Replica {
     /// An op of this replica's next sequence number, stamped at `now` (the
     /// clock read once by the caller: in the browser each read is a call
     /// out to JavaScript).
+    ///
+    /// Refused unless it passes the checks every receiver makes
+    /// ([`Op::validate`]), so this replica never keeps a write that all the
+    /// others refuse: a merge write of more fields than an op may carry, a
+    /// revert restoring a merged value larger than one value may be.
+    /// `value_checked`: the caller measured the set or resolve value with
+    /// `check_value` already. `reuse`: a stamp the op carries instead of
+    /// a new one (a revert's; see [`Replica::revert`]).
     pub(crate) fn stamp_op(
         &mut self,
         spec: &KeySpec,
         key: FullKey,
         unit: &UnitAddress,
         payload: Payload,
-        now: u64,
+        (now, reuse): (u64, Option<Stamp>),
+        value_checked: bool,
     ) -> Result<Op> {
         let seq = self
             .seq
             .checked_add(1)
             .ok_or_else(|| Error::Overflow { key: key.clone() })?;
         let stamp = self.hlc.tick(now);
-        self.seq = seq;
-        Ok(Op {
+        let mut op = Op {
             id: OpId { tab: self.tab, seq },
             key,
             writer: unit.clone(),
             stamp,
             schema: spec.schema().version(),
             payload,
-        })
+        };
+        if let Some(stamp) = reuse {
+            op.stamp = stamp;
+        }
+        op.check_built(value_checked)?;
+        self.seq = seq;
+        Ok(op)
     }
 
     /// Applies a local op, refusing it (and changing nothing) if the key's
