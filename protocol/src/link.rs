@@ -36,9 +36,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use gaesup_state_core::{FullKey, Op, OpId, Payload, Stamp, Storage, StorageError, UnitAddress};
+use gaesup_state_core::{
+    FullKey, MAX_MESSAGE_BYTES, Op, OpId, Payload, Stamp, Storage, StorageError, UnitAddress,
+    encoded_len,
+};
 
-use crate::message::{Ack, AckStatus, ClientMessage, Hello, Ping, Push, ServerMessage, Snapshot};
+use crate::message::{
+    Ack, AckStatus, ClientMessage, Hello, Limits, Ping, Push, ServerMessage, Snapshot,
+};
 use crate::stream::{Sequenced, StreamId, Subscription};
 
 /// Most ops waiting in the outbox.
@@ -65,6 +70,8 @@ pub fn mark_refused_stale(key: &FullKey, storage: &mut dyn Storage) {
 }
 /// Most ops sent in one push.
 const PUSH_OPS: usize = 256;
+/// Room left in a push for its envelope (`{"v":…,"type":"push","body":{"ops":[…]}}`).
+const PUSH_ENVELOPE_BYTES: usize = 64;
 /// Heartbeat before the relay says its own.
 const DEFAULT_HEARTBEAT_MS: u64 = 10_000;
 /// Failed WebSocket attempts (never opened) before falling back to HTTP.
@@ -194,6 +201,9 @@ pub struct Link {
     in_flight: BTreeSet<OpId>,
     status: LinkStatus,
     heartbeat_ms: u64,
+    /// What the relay said it accepts (its welcome); until one, this
+    /// build's own limits.
+    limits: Option<Limits>,
     last_heard_ms: u64,
     last_ping_ms: u64,
     failures: u32,
@@ -256,6 +266,7 @@ impl Link {
             outbox: BTreeMap::new(),
             in_flight: BTreeSet::new(),
             heartbeat_ms: DEFAULT_HEARTBEAT_MS,
+            limits: None,
             last_heard_ms: 0,
             last_ping_ms: 0,
             failures: 0,
@@ -377,23 +388,56 @@ impl Link {
     /// Push frames for every op not yet sent in this session, oldest first.
     fn pushes(&mut self) -> Vec<String> {
         let held = self.held();
-        let pending: Vec<Op> = self
-            .outbox
-            .values()
-            .filter(|op| !self.in_flight.contains(&op.id) && !held.contains(&op.id))
-            .cloned()
-            .collect();
+        let groups = self.push_groups(
+            self.outbox
+                .values()
+                .filter(|op| !self.in_flight.contains(&op.id) && !held.contains(&op.id)),
+        );
         let mut frames = Vec::new();
-        for chunk in pending.chunks(PUSH_OPS) {
-            let push = ClientMessage::Push(Push {
-                ops: chunk.to_vec(),
-            });
-            if let Ok(text) = push.encode() {
-                self.in_flight.extend(chunk.iter().map(|op| op.id));
+        for ops in groups {
+            let ids: Vec<OpId> = ops.iter().map(|op| op.id).collect();
+            if let Ok(text) = ClientMessage::Push(Push { ops }).encode() {
+                self.in_flight.extend(ids);
                 frames.push(text);
             }
         }
         frames
+    }
+
+    /// Splits `ops` (oldest first) into pushes the relay takes: at most its
+    /// ops per push and, encoded, at most its frame size (what its welcome
+    /// said; before one, this build's limits), so no push is refused or
+    /// fails to encode for its size and holds the outbox up. An op too
+    /// large for any push on its own (only a relay with a frame limit
+    /// under one value's size has those) is left out and stays queued.
+    fn push_groups<'o>(&self, ops: impl Iterator<Item = &'o Op>) -> Vec<Vec<Op>> {
+        let (max_bytes, max_ops) = self.limits.map_or((MAX_MESSAGE_BYTES, PUSH_OPS), |l| {
+            (l.max_frame_bytes, l.max_ops_per_push)
+        });
+        let most_ops = max_ops.clamp(1, PUSH_OPS);
+        let budget = max_bytes
+            .min(MAX_MESSAGE_BYTES)
+            .saturating_sub(PUSH_ENVELOPE_BYTES);
+        let mut groups = Vec::new();
+        let mut group: Vec<Op> = Vec::new();
+        let mut bytes = 0usize;
+        for op in ops {
+            // The op and the comma after it.
+            let len = encoded_len(op, budget).saturating_add(1);
+            if len > budget {
+                continue;
+            }
+            if group.len() == most_ops || bytes.saturating_add(len) > budget {
+                groups.push(std::mem::take(&mut group));
+                bytes = 0;
+            }
+            bytes += len;
+            group.push(op.clone());
+        }
+        if !group.is_empty() {
+            groups.push(group);
+        }
+        groups
     }
 
     /// Whether the adapter should open a WebSocket now (not while on HTTP,
@@ -521,6 +565,7 @@ impl Link {
         match message {
             ServerMessage::Welcome(welcome) => {
                 self.heartbeat_ms = welcome.heartbeat_ms.clamp(1_000, 60_000);
+                self.limits = Some(welcome.limits);
                 self.status = LinkStatus::Connected;
                 self.failures = 0;
                 self.socket_retry_at_ms = None;
@@ -901,20 +946,13 @@ impl Link {
         self.token.as_deref()
     }
 
-    /// A push body for every op in the outbox (oldest first, at most one
-    /// push's worth), or `None` when there is nothing to send.
+    /// A push body for the oldest ops in the outbox (one push's worth,
+    /// within the relay's limits), or `None` when there is nothing to send.
     pub fn http_push(&self) -> Option<String> {
         let held = self.held();
-        let ops: Vec<Op> = self
-            .outbox
-            .values()
-            .filter(|op| !held.contains(&op.id))
-            .take(PUSH_OPS)
-            .cloned()
-            .collect();
-        (!ops.is_empty())
-            .then(|| serde_json::to_string(&Push { ops }).ok())
-            .flatten()
+        let pending = self.outbox.values().filter(|op| !held.contains(&op.id));
+        let ops = self.push_groups(pending).into_iter().next()?;
+        serde_json::to_string(&Push { ops }).ok()
     }
 
     /// The query of a long poll of `stream` (path and query, no host).
@@ -1014,12 +1052,18 @@ mod tests {
     }
 
     fn welcome(heartbeat_ms: u64) -> String {
+        welcome_with(heartbeat_ms, 1 << 20, 512)
+    }
+
+    /// A welcome from a relay taking frames of `max_frame_bytes` and
+    /// `max_ops_per_push` ops per push.
+    fn welcome_with(heartbeat_ms: u64, max_frame_bytes: usize, max_ops_per_push: usize) -> String {
         ServerMessage::Welcome(Welcome {
             node: "n".into(),
             heartbeat_ms,
             limits: crate::message::Limits {
-                max_frame_bytes: 1 << 20,
-                max_ops_per_push: 512,
+                max_frame_bytes,
+                max_ops_per_push,
                 max_ops_per_second: 100,
             },
         })
@@ -1524,5 +1568,104 @@ mod tests {
         let delay = link.on_close(0.5, 10 + 3 * WS_RETRY_MS);
         assert_eq!(link.status(), &LinkStatus::Offline);
         assert_eq!(delay, Some(500));
+    }
+
+    /// `n` writes of a last-write-wins text of `bytes` bytes each.
+    fn big_ops(store: &mut Replica, n: usize, bytes: usize) -> Vec<Op> {
+        let key = SharedKey::<String>::builder("note")
+            .scope(Scope::Apartment)
+            .lifetime(Lifetime::Persistent)
+            .build()
+            .unwrap();
+        store.declare(&key).unwrap();
+        (0..n)
+            .map(|i| {
+                let text = char::from(b'a' + (i % 26) as u8).to_string().repeat(bytes);
+                store
+                    .set(&"main/b/u".parse().unwrap(), &key, text)
+                    .unwrap()
+                    .op
+            })
+            .collect()
+    }
+
+    /// The ops of each push frame, in order.
+    fn pushed(frames: &[String]) -> Vec<Vec<OpId>> {
+        frames
+            .iter()
+            .map(|frame| match ClientMessage::decode(frame).unwrap() {
+                ClientMessage::Push(push) => push.ops.iter().map(|op| op.id).collect(),
+                other => panic!("not a push: {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ops_that_add_up_past_a_frame_go_in_several_pushes_and_none_is_left_behind() {
+        let mut storage = MemoryStorage::new();
+        let mut store = Replica::new(TabId::new(1), ManualClock::new(1_000));
+        let mut link = link(&storage);
+        // Five writes of 220 KiB while offline: about 1.1 MiB in all, over
+        // one frame (1 MiB), each well under it.
+        let ops = big_ops(&mut store, 5, 220 << 10);
+        for op in &ops {
+            link.queue(op.clone(), &mut storage).unwrap();
+        }
+        link.on_open(0);
+        let out = feed(&mut link, &welcome(10_000), 1, &mut storage);
+        assert!(out.send.len() >= 2, "{} frames", out.send.len());
+        assert!(
+            out.send
+                .iter()
+                .all(|frame| frame.len() <= MAX_MESSAGE_BYTES)
+        );
+        let sent: Vec<OpId> = pushed(&out.send).concat();
+        assert_eq!(sent, ops.iter().map(|op| op.id).collect::<Vec<_>>());
+        // Over HTTP: the oldest push's worth, within a frame.
+        let body = link.http_push().unwrap();
+        assert!(body.len() <= MAX_MESSAGE_BYTES, "{} bytes", body.len());
+        let push: Push = serde_json::from_str(&body).unwrap();
+        assert_eq!(push.ops[0].id, ops[0].id);
+        assert!(push.ops.len() < ops.len());
+    }
+
+    #[test]
+    fn pushes_keep_to_the_limits_the_relay_announced() {
+        let mut storage = MemoryStorage::new();
+        let mut store = Replica::new(TabId::new(1), ManualClock::new(1_000));
+        let mut link = link(&storage);
+        let small: Vec<Op> = (1..=5).map(|n| op(&mut store, n)).collect();
+        let big = big_ops(&mut store, 2, 100 << 10);
+        for op in small.iter().chain(&big) {
+            link.queue(op.clone(), &mut storage).unwrap();
+        }
+        link.on_open(0);
+        // A relay taking two ops and 150 KiB per push.
+        let out = feed(
+            &mut link,
+            &welcome_with(10_000, 150 << 10, 2),
+            1,
+            &mut storage,
+        );
+        let frames = pushed(&out.send);
+        assert!(frames.iter().all(|ops| ops.len() <= 2), "{frames:?}");
+        assert!(out.send.iter().all(|frame| frame.len() <= 150 << 10));
+        assert_eq!(frames.concat().len(), 7, "every op goes");
+        // An op larger than the relay's frame stays queued, the rest go.
+        let mut link = Link::new(
+            "d".into(),
+            Some("t".into()),
+            vec!["apartment:main".parse().unwrap()],
+            &storage,
+        );
+        link.on_open(2);
+        let out = feed(
+            &mut link,
+            &welcome_with(10_000, 64 << 10, 512),
+            3,
+            &mut storage,
+        );
+        assert_eq!(pushed(&out.send).concat().len(), 5, "the small ones go");
+        assert_eq!(link.waiting(), 7, "the large ones wait");
     }
 }

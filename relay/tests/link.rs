@@ -97,6 +97,15 @@ impl Browser {
         self.pending = frames;
     }
 
+    /// Writes the shared note, as [`count`](Self::count) increments.
+    fn note(&mut self, text: &str) {
+        let op = self.device.note(text);
+        self.save();
+        let frames = self.link.queue(op, &mut self.storage).unwrap();
+        assert!(frames.is_empty() || self.socket.is_some());
+        self.pending = frames;
+    }
+
     fn save(&mut self) {
         self.device
             .store
@@ -553,7 +562,47 @@ async fn over_http_too_a_device_s_own_writes_coming_back_do_not_mark_the_stream(
         .await;
 }
 
+/// Writes that add up to more than one frame while offline (five notes of
+/// 220 KiB: 1.1 MiB, the relay's frames hold 1 MiB) all reach the relay,
+/// in several pushes, and another device.
+async fn offline_writes_larger_than_a_frame_together(http: bool, backend: Backend) {
+    let relay = Relay::on(backend, &[]);
+    let mut a = Browser::new(1, Some(main_rw()));
+    a.ws_blocked = http;
+    let texts: Vec<String> = (b'a'..=b'e')
+        .map(|c| char::from(c).to_string().repeat(220 << 10))
+        .collect();
+    for text in &texts {
+        a.note(text);
+    }
+    assert_eq!(a.link.waiting(), 5);
+    a.pump(&relay, 2_000).await;
+    assert_eq!(a.link.waiting(), 0, "every write acknowledged");
+    let mut b = Browser::new(2, Some(main_rw()));
+    b.ws_blocked = http;
+    b.pump(&relay, 1_000).await;
+    let key = b.device.key("shared-note");
+    let note = b.device.store.get_value(&support::lobby(), &key).unwrap();
+    assert_eq!(note, json!(texts[4]));
+}
+
+async fn offline_writes_larger_than_a_frame_together_all_reach_the_relay(backend: Backend) {
+    tokio::task::LocalSet::new()
+        .run_until(offline_writes_larger_than_a_frame_together(false, backend))
+        .await;
+}
+
+async fn over_http_too_offline_writes_larger_than_a_frame_together_all_reach_the_relay(
+    backend: Backend,
+) {
+    tokio::task::LocalSet::new()
+        .run_until(offline_writes_larger_than_a_frame_together(true, backend))
+        .await;
+}
+
 support::on_both_backends!(
+    offline_writes_larger_than_a_frame_together_all_reach_the_relay,
+    over_http_too_offline_writes_larger_than_a_frame_together_all_reach_the_relay,
     offline_edits_survive_a_reload_and_reach_another_device,
     a_refused_token_stops_the_link_and_the_edits_stay,
     blocked_websockets_fall_back_to_http_and_still_sync,
