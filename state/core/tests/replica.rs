@@ -991,3 +991,48 @@ fn reverting_a_reset_after_another_tab_counted_reaches_every_tab() {
     assert_eq!(a.store.get(&u, &clicks).unwrap(), 7);
     assert_eq!(b.store.get(&u, &clicks).unwrap(), 7);
 }
+
+/// Merge compaction folds old fields into the base; a base over the value
+/// limit would get the whole key refused wherever the state is read
+/// (reload, sync, the relay), so the fields stay unfolded instead.
+#[test]
+fn merge_compaction_never_builds_a_base_that_a_reload_or_a_sync_refuses() {
+    let doc = key::<Value>("doc", Strategy::Merge);
+    let (mut a, mut b) = (tab(1), tab(2));
+    a.store.declare(&doc).unwrap();
+    b.store.declare(&doc).unwrap();
+    let u = unit("x/y/z");
+    let big = "x".repeat(200 << 10);
+    let day = 24 * 60 * 60 * 1000;
+    a.store.set(&u, &doc, json!({ "a": big })).unwrap();
+    a.clock.advance(15 * day);
+    a.store.set(&u, &doc, json!({ "a": big, "z": 1 })).unwrap();
+    a.clock.advance(day);
+    a.store
+        .set(&u, &doc, json!({ "a": "", "b": big, "z": 1 }))
+        .unwrap();
+    a.clock.advance(15 * day);
+    a.store
+        .set(&u, &doc, json!({ "a": "x", "b": big, "z": 1 }))
+        .unwrap();
+    let expected = json!({ "a": "x", "b": big, "z": 1 });
+    assert_eq!(a.store.get(&u, &doc).unwrap(), expected);
+
+    b.clock.advance(31 * day);
+    let mut local = MemoryStorage::new();
+    a.store.persist(Lifetime::Persistent, &mut local);
+    let report = b.store.load(Lifetime::Persistent, &mut local).unwrap();
+    assert!(report.quarantined.is_empty(), "{:?}", report.quarantined);
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(b.store.get(&u, &doc).unwrap(), expected);
+
+    let mut c = tab(3);
+    c.clock.advance(31 * day);
+    c.store.declare(&doc).unwrap();
+    let sync = a.store.sync_messages();
+    for message in &sync {
+        let inbound = c.store.receive_text(&message.encode().unwrap());
+        assert!(inbound.errors.is_empty(), "{:?}", inbound.errors);
+    }
+    assert_eq!(c.store.get(&u, &doc).unwrap(), expected);
+}

@@ -43,7 +43,7 @@ use super::Entry;
 use crate::clock::Stamp;
 use crate::error::Result;
 use crate::id::UnitAddress;
-use crate::limits::{COMPACT_AFTER_MS, canonical};
+use crate::limits::{COMPACT_AFTER_MS, canonical, check_value};
 use crate::op::{Op, OpId};
 
 /// The last write to one field of a merge key.
@@ -200,12 +200,20 @@ impl MergeState {
             return;
         };
         let writer = writer.clone();
-        let value = materialize(self.base.as_ref().map(|b| &*b.value), &old);
+        let value = materialize(self.base.as_ref().map(|b| &*b.value), &old).unwrap_or(Value::Null);
+        // The base is checked like any value wherever the state is read
+        // (a reload, a sync, the relay): one over the value limits would get
+        // the whole key refused there. Such fields stay unfolded, as on a
+        // replica that has not compacted yet.
+        if check_value(&value, "state value").is_err() {
+            self.fields.extend(old);
+            return;
+        }
         self.base = Some(Entry {
             stamp,
             id,
             writer,
-            value: Arc::new(value.unwrap_or(Value::Null)),
+            value: Arc::new(value),
         });
     }
 
