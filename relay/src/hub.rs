@@ -30,8 +30,8 @@ use gaesup_protocol::{
     Subscription, code,
 };
 use gaesup_state_core::{
-    FullKey, KeySpec, KeyState, Lifetime, MAX_CLOCK_AHEAD_MS, MAX_MESSAGE_BYTES, MemoryStorage, Op,
-    Replica, STATE_PREFIX, SharedKey, Storage, SyncEntry, TabId, encoded_len,
+    FullKey, KeySpec, KeyState, Lifetime, MAX_CLOCK_AHEAD_MS, MAX_MESSAGE_BYTES, MAX_SYNC_STATES,
+    MemoryStorage, Op, Replica, STATE_PREFIX, SharedKey, Storage, SyncEntry, TabId, encoded_len,
 };
 use tokio::sync::{Notify, mpsc, oneshot};
 
@@ -1233,7 +1233,9 @@ impl State {
     }
 
     /// The stream's canonical states the token may read, as snapshot
-    /// messages that each fit a frame.
+    /// messages that each fit a frame and hold at most
+    /// [`MAX_SYNC_STATES`] states (a browser hands each snapshot to its
+    /// tabs as one sync message, which holds no more).
     fn snapshot(&self, claims: &Claims, id: &StreamId) -> Vec<ServerMessage> {
         let Some(stream) = self.streams.get(id) else {
             return Vec::new();
@@ -1254,7 +1256,9 @@ impl State {
                 state: state.clone(),
             };
             let len = encoded_len(&entry, MAX_MESSAGE_BYTES);
-            if !chunk.is_empty() && size + len > MAX_MESSAGE_BYTES - FRAME_SLACK {
+            if !chunk.is_empty()
+                && (size + len > MAX_MESSAGE_BYTES - FRAME_SLACK || chunk.len() == MAX_SYNC_STATES)
+            {
                 messages.push(ServerMessage::Snapshot(Snapshot {
                     stream: id.clone(),
                     seq: stream.head,

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use gaesup_protocol::{Link, LinkStatus, StreamId};
-use gaesup_state_core::{ManualClock, MemoryStorage, Storage};
+use gaesup_state_core::{
+    MAX_KEYS_PER_DECLARATION, MAX_SYNC_STATES, ManualClock, MemoryStorage, Scope, Storage, Strategy,
+};
 use serde_json::json;
 use support::{Backend, Device, Relay, main_rw, now_s};
 use tokio_tungstenite::tungstenite::Message;
@@ -36,6 +38,8 @@ struct Browser {
     pending: Vec<String>,
     /// Every ack the link reported, in order.
     acks: Vec<gaesup_protocol::Ack>,
+    /// The number of states in each snapshot received, in order.
+    snapshot_sizes: Vec<usize>,
 }
 
 fn streams() -> Vec<StreamId> {
@@ -63,6 +67,7 @@ impl Browser {
             ws_blocked: false,
             pending: Vec::new(),
             acks: Vec::new(),
+            snapshot_sizes: Vec::new(),
         }
     }
 
@@ -86,6 +91,7 @@ impl Browser {
             ws_blocked: self.ws_blocked,
             pending: Vec::new(),
             acks: Vec::new(),
+            snapshot_sizes: Vec::new(),
         }
     }
 
@@ -145,6 +151,7 @@ impl Browser {
             }
         }
         for snapshot in std::mem::take(&mut out.snapshots) {
+            self.snapshot_sizes.push(snapshot.states.len());
             for entry in &snapshot.states {
                 self.device.store.merge_state(entry).unwrap();
             }
@@ -600,7 +607,66 @@ async fn over_http_too_offline_writes_larger_than_a_frame_together_all_reach_the
         .await;
 }
 
+/// A device behind the trimmed log gets the stream's states as snapshots;
+/// the browser hands each to its tabs as one sync message, which holds at
+/// most MAX_SYNC_STATES states, so a stream with more keys comes in pieces.
+async fn a_snapshot_of_more_states_than_a_sync_message_holds_comes_in_pieces(backend: Backend) {
+    tokio::task::LocalSet::new()
+        .run_until(async {
+            let relay = Relay::on(backend, &["--log-keep", "16"]);
+            let mut a = Browser::new(1, Some(main_rw()));
+            // Every key of the apartment's stream, the building- and
+            // unit-scoped ones under as many units as one declaration may
+            // hold: more states than one sync message may carry.
+            let mut written = 0;
+            for name in [
+                "count",
+                "notes",
+                "template-note",
+                "todos",
+                "cart",
+                "shared-note",
+            ] {
+                let key = a.device.key(name);
+                let spec = key.spec();
+                let units = match spec.scope() {
+                    Scope::Apartment => 1,
+                    _ => MAX_KEYS_PER_DECLARATION,
+                };
+                for n in 0..units {
+                    let unit: gaesup_state_core::UnitAddress =
+                        format!("main/b{n}/u{n}").parse().unwrap();
+                    let write = match spec.strategy() {
+                        Strategy::Sum => a.device.store.increment(&unit, &key, 1),
+                        _ => a
+                            .device
+                            .store
+                            .set(&unit, &key, spec.default_value().clone()),
+                    };
+                    a.link.queue(write.unwrap().op, &mut a.storage).unwrap();
+                    written += 1;
+                }
+            }
+            assert!(written > MAX_SYNC_STATES);
+            a.save();
+            a.pump(&relay, 4_000).await;
+            assert_eq!(a.link.waiting(), 0);
+            let mut b = Browser::new(2, Some(main_rw()));
+            b.pump(&relay, 2_000).await;
+            assert!(a.device.store.states().len() > MAX_SYNC_STATES);
+            assert!(b.snapshot_sizes.len() >= 2, "{:?}", b.snapshot_sizes);
+            assert!(
+                b.snapshot_sizes.iter().all(|n| *n <= MAX_SYNC_STATES),
+                "{:?}",
+                b.snapshot_sizes
+            );
+            assert_eq!(b.device.store.states(), a.device.store.states());
+        })
+        .await;
+}
+
 support::on_both_backends!(
+    a_snapshot_of_more_states_than_a_sync_message_holds_comes_in_pieces,
     offline_writes_larger_than_a_frame_together_all_reach_the_relay,
     over_http_too_offline_writes_larger_than_a_frame_together_all_reach_the_relay,
     offline_edits_survive_a_reload_and_reach_another_device,
