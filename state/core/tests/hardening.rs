@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 
 use gaesup_state_core::{
-    Access, Error, Lifetime, ManualClock, MemoryStorage, Message, Replica, SYNC_ANSWER_INTERVAL_MS,
-    Scope, SharedKey, Strategy, TabId, UnitAddress,
+    Access, Error, Lifetime, MAX_SYNC_STATES, ManualClock, MemoryStorage, Message, Replica,
+    SYNC_ANSWER_INTERVAL_MS, Scope, SharedKey, Strategy, TabId, UnitAddress,
 };
 use serde_json::{Value, json};
 
@@ -654,4 +654,33 @@ fn a_device_back_after_the_horizon_rebases_and_every_replica_counts_its_incremen
     let guarded = writable_only_by::<i64>("guarded", Strategy::Sum, "other");
     a.declare(&guarded).unwrap();
     assert_permission_denied(&[a.rebase(&u, &guarded.full_key(&u)).unwrap_err()]);
+}
+
+/// A sync request or answer lists at most MAX_SYNC_STATES digests (every
+/// tab refuses a longer list): tabs holding more keys than that list some
+/// and still sync all, the unlisted ones counted as missing.
+#[test]
+fn tabs_holding_more_keys_than_a_message_lists_still_sync_them_all() {
+    let clock = ManualClock::new(NOW);
+    let u = unit("apt/b/u");
+    let (mut a, mut b) = (store(1, &clock), store(2, &clock));
+    let keys: Vec<SharedKey<i64>> = (0..MAX_SYNC_STATES + 50)
+        .map(|i| key(&format!("k{i}"), Scope::Apartment, Strategy::LastWriteWins))
+        .collect();
+    for k in &keys {
+        a.declare(k).unwrap();
+        b.declare(k).unwrap();
+    }
+    for (i, k) in keys.iter().enumerate() {
+        a.set(&u, k, i64::try_from(i).unwrap()).unwrap();
+    }
+    assert_eq!(exchange(&mut a, &mut b), Vec::new());
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(b.get(&u, k).unwrap(), i64::try_from(i).unwrap());
+    }
+    // A write a never received, on a key past any list's end: a asks b.
+    let last = keys.last().unwrap();
+    b.set(&u, last, -1).unwrap();
+    assert_eq!(exchange(&mut b, &mut a), Vec::new());
+    assert_eq!(a.get(&u, last).unwrap(), -1);
 }

@@ -82,7 +82,7 @@ impl Replica {
         Message::SyncRequest {
             from: self.tab,
             to: None,
-            have: self.have(None),
+            have: listed(self.have(None)),
         }
     }
 
@@ -132,7 +132,7 @@ impl Replica {
             }
         }
         self.answered.insert(from, now);
-        self.chunk(states, Some(from), Some(mine))
+        self.chunk(states, Some(from), Some(listed(mine)))
     }
 
     /// After merging an answer from `to`: the states `to` lacks or holds
@@ -200,6 +200,16 @@ impl Replica {
         }
         messages
     }
+}
+
+/// `have` as a message carries it: at most [`MAX_SYNC_STATES`] digests,
+/// the most every tab takes. A tab holding more keys lists the first ones;
+/// the other side counts the rest as missing and sends its states of them,
+/// or asks for them in turn, so both still end up with everything, at the
+/// cost of sending some states that were already there.
+fn listed(mut have: Have) -> Have {
+    have.digests.truncate(MAX_SYNC_STATES);
+    have
 }
 
 /// A syncing key's state (from [`Replica::syncing`]) as it travels.
