@@ -46,7 +46,7 @@ const MAX_BATCH_OPS: usize = 4096;
 /// same stream first, before it is refused as busy.
 const MAX_RETRYING: std::time::Duration = std::time::Duration::from_secs(5);
 /// Room for a message's envelope around its ops or states.
-const FRAME_SLACK: usize = 4096;
+pub(crate) const FRAME_SLACK: usize = 4096;
 
 /// A push waiting in the hub: who pushed, the ops, where the acks go, and
 /// the socket it came on (none over HTTP).

@@ -20,10 +20,11 @@ use gaesup_protocol::{
     Ack, AckStatus, Acks, ClientMessage, ErrorBody, Ping, ProtocolError, ServerMessage, Welcome,
     code,
 };
+use gaesup_state_core::{MAX_MESSAGE_BYTES, encoded_len};
 use tokio::sync::{Notify, mpsc};
 
 use crate::AppState;
-use crate::hub::{Outlet, now_ms};
+use crate::hub::{FRAME_SLACK, Outlet, now_ms};
 use crate::limits::Bucket;
 use crate::token::{self, Claims};
 
@@ -56,6 +57,28 @@ pub async fn upgrade(State(app): State<Arc<AppState>>, ws: WebSocketUpgrade) -> 
         .write_buffer_size(SOCKET_BUFFER_BYTES)
         .on_upgrade(move |socket| serve(app, socket))
         .into_response()
+}
+
+/// `acks` in order, as messages that each fit a frame: an applied op's ack
+/// carries its key's whole value, so the acks of one push (small patches of
+/// a large merged value) can add up past a frame, which would not encode
+/// and never reach the device.
+fn ack_frames(acks: Vec<Ack>) -> Vec<Vec<Ack>> {
+    let budget = MAX_MESSAGE_BYTES - FRAME_SLACK;
+    let mut frames = Vec::new();
+    let mut frame = Vec::new();
+    let mut size = 0;
+    for ack in acks {
+        let len = encoded_len(&ack, budget) + 1;
+        if !frame.is_empty() && size + len > budget {
+            frames.push(std::mem::take(&mut frame));
+            size = 0;
+        }
+        size += len;
+        frame.push(ack);
+    }
+    frames.push(frame);
+    frames
 }
 
 fn text(message: &ServerMessage) -> Option<Message> {
@@ -292,7 +315,9 @@ impl Session {
                     return Some(close(CLOSE_SLOW, code::SLOW_CONSUMER));
                 }
                 // Acks must not be lost to a full queue: wait for room.
-                let _ = self.send.send(ServerMessage::Ack(Acks { acks })).await;
+                for acks in ack_frames(acks) {
+                    let _ = self.send.send(ServerMessage::Ack(Acks { acks })).await;
+                }
                 None
             }
             ClientMessage::Ping(ping) => {

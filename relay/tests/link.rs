@@ -665,7 +665,55 @@ async fn a_snapshot_of_more_states_than_a_sync_message_holds_comes_in_pieces(bac
         .await;
 }
 
+/// Each ack carries the key's value after the op: acks of small patches to
+/// a large merged value add up past a frame, and must still all arrive.
+async fn acks_adding_up_past_a_frame_all_arrive(backend: Backend) {
+    tokio::task::LocalSet::new()
+        .run_until(async {
+            let relay = Relay::on(backend, &[]);
+            // B puts a 200 KiB line in the cart.
+            let mut b = Browser::new(2, Some(main_rw()));
+            let key = b.device.key("cart");
+            let write = b.device.store.set(
+                &support::lobby(),
+                &key,
+                json!({ "p1": ["y".repeat(200 << 10), 1, 1] }),
+            );
+            b.link.queue(write.unwrap().op, &mut b.storage).unwrap();
+            b.pump(&relay, 1_000).await;
+            assert_eq!(b.link.waiting(), 0);
+            // A, not having seen it, adds a 200 KiB line and four small
+            // ones: one push of about 200 KiB, whose acks each carry the
+            // relay's whole cart (both large lines, 400 KiB).
+            let mut a = Browser::new(1, Some(main_rw()));
+            let mut cart = serde_json::Map::new();
+            let lines = [
+                json!(["x".repeat(200 << 10), 1, 1]),
+                json!(["a", 1, 1]),
+                json!(["b", 1, 1]),
+                json!(["c", 1, 1]),
+                json!(["d", 1, 1]),
+            ];
+            for (n, line) in lines.into_iter().enumerate() {
+                cart.insert(format!("a{n}"), line);
+                let write = a.device.store.set(
+                    &support::lobby(),
+                    &key,
+                    serde_json::Value::Object(cart.clone()),
+                );
+                a.link.queue(write.unwrap().op, &mut a.storage).unwrap();
+            }
+            a.save();
+            a.pump(&relay, 2_000).await;
+            assert_eq!(a.link.status(), &LinkStatus::Connected);
+            assert_eq!(a.link.waiting(), 0, "every write acknowledged");
+            assert_eq!(a.acks.len(), 5, "{:?}", a.acks.len());
+        })
+        .await;
+}
+
 support::on_both_backends!(
+    acks_adding_up_past_a_frame_all_arrive,
     a_snapshot_of_more_states_than_a_sync_message_holds_comes_in_pieces,
     offline_writes_larger_than_a_frame_together_all_reach_the_relay,
     over_http_too_offline_writes_larger_than_a_frame_together_all_reach_the_relay,
