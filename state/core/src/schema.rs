@@ -108,13 +108,17 @@ impl Schema {
         Ok(value)
     }
 
-    /// Migrates every value inside a key state (stamps are kept).
+    /// Migrates every value inside a key state (stamps are kept). A
+    /// migrated state that passes a limit (a step that grew a value past
+    /// it) fails like a failing step: kept, it would be refused by every
+    /// other tab and by this one's next reload.
     pub fn migrate_state(&self, key: &str, from: u32, state: &mut KeyState) -> Result<()> {
         self.check(key, from)?;
         if from == self.version {
             return Ok(());
         }
-        state.migrate(&mut |value| self.migrate_value(key, from, value))
+        state.migrate(&mut |value| self.migrate_value(key, from, value))?;
+        state.validate()
     }
 }
 

@@ -1036,3 +1036,66 @@ fn merge_compaction_never_builds_a_base_that_a_reload_or_a_sync_refuses() {
     }
     assert_eq!(c.store.get(&u, &doc).unwrap(), expected);
 }
+
+/// What a migration makes is checked like anything else from outside: a
+/// step that grows a value past a limit fails like a failing step (the
+/// stored entry is quarantined, kept raw; the op is refused), instead of
+/// being kept here and refused by every other tab and the next reload.
+#[test]
+fn a_migration_that_makes_what_no_receiver_takes_fails_like_a_failing_step() {
+    fn doubled(v: Value) -> Result<Value, String> {
+        let text = v.as_str().ok_or("not a text")?;
+        Ok(json!(text.repeat(2)))
+    }
+    fn widened(v: Value) -> Result<Value, String> {
+        let mut object = v.as_object().cloned().ok_or("not an object")?;
+        for i in 0..=MAX_OP_ITEMS {
+            object.insert(format!("f{i}"), json!(i));
+        }
+        Ok(Value::Object(object))
+    }
+    let declared = |name: &str, strategy, migration: Option<fn(Value) -> Result<Value, String>>| {
+        let builder = SharedKey::<Value>::builder(name)
+            .scope(Scope::Apartment)
+            .lifetime(Lifetime::Persistent)
+            .strategy(strategy);
+        match migration {
+            Some(step) => builder.schema(2).migrate(1, step).build().unwrap(),
+            None => builder.build().unwrap(),
+        }
+    };
+    let u = unit("x/y/z");
+    let (mut old, mut new) = (tab(1), tab(2));
+
+    // A stored 200 KiB text that the migration doubles past 256 KiB.
+    let text_v1 = declared("text", Strategy::LastWriteWins, None);
+    let text_v2 = declared("text", Strategy::LastWriteWins, Some(doubled));
+    old.store.declare(&text_v1).unwrap();
+    new.store.declare(&text_v2).unwrap();
+    old.store
+        .set(&u, &text_v1, json!("x".repeat(200 << 10)))
+        .unwrap();
+    let mut local = MemoryStorage::new();
+    old.store.persist(Lifetime::Persistent, &mut local);
+    let report = new.store.load(Lifetime::Persistent, &mut local).unwrap();
+    assert!(
+        matches!(&report.quarantined[..], [q] if matches!(q.error, Error::TooLarge { .. })),
+        "{:?}",
+        report.quarantined
+    );
+    assert_eq!(new.store.get(&u, &text_v2).unwrap(), Value::Null);
+
+    // A merge patch that the migration widens past an op's field count.
+    let doc_v1 = declared("doc", Strategy::Merge, None);
+    let doc_v2 = declared("doc", Strategy::Merge, Some(widened));
+    old.store.declare(&doc_v1).unwrap();
+    new.store.declare(&doc_v2).unwrap();
+    let write = old.store.set(&u, &doc_v1, json!({ "a": 1 })).unwrap();
+    let inbound = new.store.receive(write.message.as_ref().unwrap());
+    assert!(
+        matches!(&inbound.errors[..], [Error::Malformed { reason, .. }] if reason.contains("too many fields")),
+        "{:?}",
+        inbound.errors
+    );
+    assert_eq!(new.store.get(&u, &doc_v2).unwrap(), Value::Null);
+}

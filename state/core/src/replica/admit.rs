@@ -16,7 +16,7 @@ use super::Replica;
 use crate::clock::{MAX_CLOCK_AHEAD_MS, MAX_HOLD_AHEAD_MS, Stamp};
 use crate::error::{Error, Result};
 use crate::key::KeySpec;
-use crate::limits::{MAX_SUM_SLOTS, check_value};
+use crate::limits::MAX_SUM_SLOTS;
 use crate::message::SyncEntry;
 use crate::op::{Op, Payload};
 use crate::permission::Action;
@@ -180,7 +180,6 @@ impl Replica {
             match &mut op.payload {
                 Payload::Set { value } | Payload::Resolve { value, .. } => {
                     migrate_shared(value, |old| schema.migrate_value(name, op.schema, old))?;
-                    check_value(value, "migrated value")?;
                 }
                 Payload::Patch { set, .. } => {
                     // Field by field: the changed fields as an object of
@@ -198,13 +197,13 @@ impl Replica {
                             });
                         }
                     }
-                    for value in set.values() {
-                        check_value(value, "migrated value")?;
-                    }
                 }
                 Payload::Count { .. } | Payload::Reset { .. } => {}
             }
             op.schema = schema.version();
+            // What a migration made is checked as any op is: values within
+            // the limits, a patch within its field count and name lengths.
+            op.validate()?;
         }
         if let Payload::Set { value } | Payload::Resolve { value, .. } = &op.payload {
             spec.check_type(name, value)?;
