@@ -239,7 +239,7 @@ impl Op {
     /// supersedes itself or a later write of its own tab. Permission,
     /// scope and strategy checks happen in the replica.
     pub fn validate(&self) -> Result<()> {
-        self.check(false)
+        self.check_built(false)
     }
 
     /// [`validate`](Self::validate) for an op this replica built. With
@@ -247,10 +247,6 @@ impl Op {
     /// [`check_value`] already (a set's or resolve's value, or the object
     /// a merge patch was taken from), so it is not walked twice.
     pub(crate) fn check_built(&self, value_checked: bool) -> Result<()> {
-        self.check(value_checked)
-    }
-
-    fn check(&self, value_checked: bool) -> Result<()> {
         let bad = |reason: &str| Error::Malformed {
             what: "op",
             reason: format!("{reason} (op {})", self.id),

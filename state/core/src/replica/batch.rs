@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::intent::{Intent, Sink, payload_for, put_delta, put_value};
+use super::write::Stamping;
 use super::{BatchWrite, Replica};
 use crate::error::{Error, Result};
 use crate::id::UnitAddress;
@@ -90,17 +91,17 @@ impl<'s> Batch<'s> {
         let full = spec.full_key(unit);
         self.replica.check_apartment(&full)?;
         Replica::check_access(spec, &full, unit, Action::Write)?;
-        self.stage(spec, full, unit, intent, false)
+        self.stage(spec, full, unit, intent, None)
     }
 
-    /// `value_checked`: as for [`Replica::stamp_op`].
+    /// `value_len`: as for [`Sink::put`].
     fn stage(
         &mut self,
         spec: &Arc<KeySpec>,
         full: FullKey,
         unit: &UnitAddress,
         intent: Intent,
-        value_checked: bool,
+        value_len: Option<usize>,
     ) -> Result<()> {
         if self.ops.len() >= MAX_GROUP_OPS {
             return Err(Error::Malformed {
@@ -117,14 +118,14 @@ impl<'s> Batch<'s> {
         };
         let context = self.replica.context();
         let payload = payload_for(&context, spec, &full, current, intent)?;
-        let op = self.replica.stamp_op(
-            spec,
-            full.clone(),
-            unit,
-            payload,
-            (context.now, None),
-            value_checked,
-        )?;
+        let how = Stamping {
+            now: context.now,
+            reuse: None,
+            value_len,
+        };
+        let op = self
+            .replica
+            .stamp_op(spec, full.clone(), unit, payload, &how)?;
         let replica = &*self.replica;
         let (_, state) = self.overlay.entry(full).or_insert_with_key(|full| {
             let state = replica
@@ -155,7 +156,7 @@ impl Sink for Batch<'_> {
         intent: Intent,
         value_len: Option<usize>,
     ) -> Result<()> {
-        self.stage(spec, full, unit, intent, value_len.is_some())
+        self.stage(spec, full, unit, intent, value_len)
     }
 }
 

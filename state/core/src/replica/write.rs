@@ -201,14 +201,7 @@ impl Replica {
     ) -> Result<Write> {
         self.check_room(spec, &key)?;
         let seq = self.seq;
-        let op = self.stamp_op(
-            spec,
-            key,
-            unit,
-            payload,
-            (how.now, how.reuse),
-            how.value_len.is_some(),
-        )?;
+        let op = self.stamp_op(spec, key, unit, payload, &how)?;
         let change = match self.apply_sized(spec, &op, how.value_len) {
             Ok(change) => change,
             Err(err) => {
@@ -236,35 +229,30 @@ impl Replica {
     /// ([`Op::validate`]), so this replica never keeps a write that all the
     /// others refuse: a merge write of more fields than an op may carry, a
     /// revert restoring a merged value larger than one value may be.
-    /// `value_checked`: the caller measured the set or resolve value with
-    /// `check_value` already. `reuse`: a stamp the op carries instead of
-    /// a new one (a revert's; see [`Replica::revert`]).
-    pub(crate) fn stamp_op(
+    /// A set or resolve value the caller measured (`how.value_len`) is not
+    /// walked again; `how.reuse` replaces the fresh stamp.
+    pub(super) fn stamp_op(
         &mut self,
         spec: &KeySpec,
         key: FullKey,
         unit: &UnitAddress,
         payload: Payload,
-        (now, reuse): (u64, Option<Stamp>),
-        value_checked: bool,
+        how: &Stamping,
     ) -> Result<Op> {
         let seq = self
             .seq
             .checked_add(1)
             .ok_or_else(|| Error::Overflow { key: key.clone() })?;
-        let stamp = self.hlc.tick(now);
-        let mut op = Op {
+        let fresh = self.hlc.tick(how.now);
+        let op = Op {
             id: OpId { tab: self.tab, seq },
             key,
             writer: unit.clone(),
-            stamp,
+            stamp: how.reuse.unwrap_or(fresh),
             schema: spec.schema().version(),
             payload,
         };
-        if let Some(stamp) = reuse {
-            op.stamp = stamp;
-        }
-        op.check_built(value_checked)?;
+        op.check_built(how.value_len.is_some())?;
         self.seq = seq;
         Ok(op)
     }

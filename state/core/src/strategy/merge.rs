@@ -190,7 +190,6 @@ impl MergeState {
             .filter(|(_, f)| f.stamp.wall_ms < horizon)
             .map(|(name, f)| (name.clone(), f.clone()))
             .collect();
-        self.fields.retain(|_, f| f.stamp.wall_ms >= horizon);
         let identity = old
             .values()
             .map(|f| (f.stamp, f.id, &f.writer))
@@ -206,9 +205,9 @@ impl MergeState {
         // the whole key refused there. Such fields stay unfolded, as on a
         // replica that has not compacted yet.
         if check_value(&value, "state value").is_err() {
-            self.fields.extend(old);
             return;
         }
+        self.fields.retain(|_, f| f.stamp.wall_ms >= horizon);
         self.base = Some(Entry {
             stamp,
             id,
