@@ -38,7 +38,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use gaesup_state_core::{
     FullKey, MAX_MESSAGE_BYTES, Op, OpId, Payload, Stamp, Storage, StorageError, UnitAddress,
-    encoded_len,
+    encoded_len, split_by_len,
 };
 
 use crate::message::{
@@ -418,26 +418,12 @@ impl Link {
         let budget = max_bytes
             .min(MAX_MESSAGE_BYTES)
             .saturating_sub(PUSH_ENVELOPE_BYTES);
-        let mut groups = Vec::new();
-        let mut group: Vec<Op> = Vec::new();
-        let mut bytes = 0usize;
-        for op in ops {
-            // The op and the comma after it.
-            let len = encoded_len(op, budget).saturating_add(1);
-            if len > budget {
-                continue;
-            }
-            if group.len() == most_ops || bytes.saturating_add(len) > budget {
-                groups.push(std::mem::take(&mut group));
-                bytes = 0;
-            }
-            bytes += len;
-            group.push(op.clone());
-        }
-        if !group.is_empty() {
-            groups.push(group);
-        }
-        groups
+        let sendable = ops.filter_map(|op| {
+            // With the comma after it, within one push.
+            let len = encoded_len(op, budget);
+            (len < budget).then(|| (op.clone(), len))
+        });
+        split_by_len(sendable, budget, most_ops)
     }
 
     /// Whether the adapter should open a WebSocket now (not while on HTTP,

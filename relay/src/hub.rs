@@ -32,6 +32,7 @@ use gaesup_protocol::{
 use gaesup_state_core::{
     FullKey, KeySpec, KeyState, Lifetime, MAX_CLOCK_AHEAD_MS, MAX_MESSAGE_BYTES, MAX_SYNC_STATES,
     MemoryStorage, Op, Replica, STATE_PREFIX, SharedKey, Storage, SyncEntry, TabId, encoded_len,
+    split_by_len,
 };
 use tokio::sync::{Notify, mpsc, oneshot};
 
@@ -1240,41 +1241,34 @@ impl State {
         let Some(stream) = self.streams.get(id) else {
             return Vec::new();
         };
-        let mut messages = Vec::new();
-        let mut chunk = Vec::new();
-        let mut size = 0;
-        for (key, state) in stream.replica.states() {
+        let entries = stream.replica.states().iter().filter_map(|(key, state)| {
             if !claims.can_read_key(key) {
-                continue;
+                return None;
             }
-            let Ok(spec) = stream.replica.spec_for(key) else {
-                continue;
-            };
+            let spec = stream.replica.spec_for(key).ok()?;
             let entry = SyncEntry {
                 key: key.clone(),
                 schema: spec.schema().version(),
                 state: state.clone(),
             };
             let len = encoded_len(&entry, MAX_MESSAGE_BYTES);
-            if !chunk.is_empty()
-                && (size + len > MAX_MESSAGE_BYTES - FRAME_SLACK || chunk.len() == MAX_SYNC_STATES)
-            {
-                messages.push(ServerMessage::Snapshot(Snapshot {
+            Some((entry, len))
+        });
+        let mut chunks = split_by_len(entries, MAX_MESSAGE_BYTES - FRAME_SLACK, MAX_SYNC_STATES);
+        // An empty stream still answers with one (empty) snapshot.
+        if chunks.is_empty() {
+            chunks.push(Vec::new());
+        }
+        chunks
+            .into_iter()
+            .map(|states| {
+                ServerMessage::Snapshot(Snapshot {
                     stream: id.clone(),
                     seq: stream.head,
-                    states: std::mem::take(&mut chunk),
-                }));
-                size = 0;
-            }
-            size += len;
-            chunk.push(entry);
-        }
-        messages.push(ServerMessage::Snapshot(Snapshot {
-            stream: id.clone(),
-            seq: stream.head,
-            states: chunk,
-        }));
-        messages
+                    states,
+                })
+            })
+            .collect()
     }
 
     /// Trims each stream's log to the newest `keep` ops, behind the

@@ -20,7 +20,7 @@ use gaesup_protocol::{
     Ack, AckStatus, Acks, ClientMessage, ErrorBody, Ping, ProtocolError, ServerMessage, Welcome,
     code,
 };
-use gaesup_state_core::{MAX_MESSAGE_BYTES, encoded_len};
+use gaesup_state_core::{MAX_MESSAGE_BYTES, encoded_len, split_by_len};
 use tokio::sync::{Notify, mpsc};
 
 use crate::AppState;
@@ -65,19 +65,15 @@ pub async fn upgrade(State(app): State<Arc<AppState>>, ws: WebSocketUpgrade) -> 
 /// and never reach the device.
 fn ack_frames(acks: Vec<Ack>) -> Vec<Vec<Ack>> {
     let budget = MAX_MESSAGE_BYTES - FRAME_SLACK;
-    let mut frames = Vec::new();
-    let mut frame = Vec::new();
-    let mut size = 0;
-    for ack in acks {
-        let len = encoded_len(&ack, budget) + 1;
-        if !frame.is_empty() && size + len > budget {
-            frames.push(std::mem::take(&mut frame));
-            size = 0;
-        }
-        size += len;
-        frame.push(ack);
+    let sized = acks.into_iter().map(|ack| {
+        let len = encoded_len(&ack, budget);
+        (ack, len)
+    });
+    let mut frames = split_by_len(sized, budget, usize::MAX);
+    // A push of no ops still gets its (empty) ack.
+    if frames.is_empty() {
+        frames.push(Vec::new());
     }
-    frames.push(frame);
     frames
 }
 

@@ -249,6 +249,35 @@ pub fn encoded_len<T: serde::Serialize + ?Sized>(value: &T, limit: usize) -> usi
     counter.count
 }
 
+/// Splits `items`, each with its encoded length, in order, into groups of
+/// at most `most` items whose lengths (with a comma after each) add up to at
+/// most `budget`: how a list too large for one message goes as several
+/// (sync states, a relay's snapshot, pushes, acks). An item over the budget
+/// on its own gets a group of its own; a caller that cannot send it leaves
+/// it out before.
+pub fn split_by_len<T>(
+    items: impl IntoIterator<Item = (T, usize)>,
+    budget: usize,
+    most: usize,
+) -> Vec<Vec<T>> {
+    let mut groups = Vec::new();
+    let mut group = Vec::new();
+    let mut size = 0usize;
+    for (item, len) in items {
+        let len = len.saturating_add(1);
+        if !group.is_empty() && (group.len() >= most || size.saturating_add(len) > budget) {
+            groups.push(std::mem::take(&mut group));
+            size = 0;
+        }
+        size = size.saturating_add(len);
+        group.push(item);
+    }
+    if !group.is_empty() {
+        groups.push(group);
+    }
+    groups
+}
+
 struct Counter {
     count: usize,
     limit: usize,
@@ -279,6 +308,21 @@ pub(crate) fn canonical(value: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn lists_split_by_length_and_count_in_order() {
+        // Lengths count a comma each: 3 + 1 and 4 + 1 fit a budget of 9.
+        let items = [("a", 3), ("b", 4), ("c", 4), ("d", 20), ("e", 1)];
+        assert_eq!(
+            split_by_len(items, 9, 10),
+            vec![vec!["a", "b"], vec!["c"], vec!["d"], vec!["e"]]
+        );
+        assert_eq!(
+            split_by_len([(1, 0), (2, 0), (3, 0)], 100, 2),
+            vec![vec![1, 2], vec![3]]
+        );
+        assert!(split_by_len(Vec::<(u8, usize)>::new(), 10, 10).is_empty());
+    }
 
     #[test]
     fn depth_scan_ignores_brackets_in_strings() {

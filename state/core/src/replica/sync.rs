@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use super::Replica;
 use crate::id::{ApartmentId, TabId};
-use crate::limits::{MAX_MESSAGE_BYTES, MAX_SYNC_STATES, encoded_len};
+use crate::limits::{MAX_MESSAGE_BYTES, MAX_SYNC_STATES, encoded_len, split_by_len};
 use crate::message::{Digest, Have, Message, SyncEntry};
 use crate::scope::{FullKey, Lifetime};
 use crate::strategy::KeyState;
@@ -172,33 +172,24 @@ impl Replica {
                 .as_ref()
                 .map_or(0, |h| encoded_len(h, MAX_MESSAGE_BYTES));
         let budget = MAX_MESSAGE_BYTES.saturating_sub(envelope);
-        let mut messages = Vec::new();
-        let mut chunk = Vec::new();
-        let mut size = 0;
-        let mut have = have;
-        for entry in states {
-            let len = encoded_len(&entry, budget) + 1;
-            if !chunk.is_empty() && (size + len > budget || chunk.len() == MAX_SYNC_STATES) {
-                messages.push(Message::SyncState {
-                    from: self.tab,
-                    to,
-                    states: std::mem::take(&mut chunk),
-                    have: have.take(),
-                });
-                size = 0;
-            }
-            size += len;
-            chunk.push(entry);
+        let sized = states.into_iter().map(|entry| {
+            let len = encoded_len(&entry, budget);
+            (entry, len)
+        });
+        let mut chunks = split_by_len(sized, budget, MAX_SYNC_STATES);
+        if chunks.is_empty() && have.is_some() {
+            chunks.push(Vec::new());
         }
-        if !chunk.is_empty() || have.is_some() {
-            messages.push(Message::SyncState {
+        let mut have = have;
+        chunks
+            .into_iter()
+            .map(|states| Message::SyncState {
                 from: self.tab,
                 to,
-                states: chunk,
-                have,
-            });
-        }
-        messages
+                states,
+                have: have.take(),
+            })
+            .collect()
     }
 }
 
