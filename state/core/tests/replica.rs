@@ -1099,3 +1099,59 @@ fn a_migration_that_makes_what_no_receiver_takes_fails_like_a_failing_step() {
     );
     assert_eq!(new.store.get(&u, &doc_v2).unwrap(), Value::Null);
 }
+
+/// A counter written by more units than a state may list as folded writers
+/// (`MAX_OP_ITEMS`): compaction folds their old slots, and the state it
+/// builds must still be one that a reload and every other tab take.
+#[test]
+fn a_counter_folding_more_writers_than_a_state_lists_still_syncs_and_reloads() {
+    let clicks = key::<i64>("clicks", Strategy::Sum);
+    let (mut a, mut b) = (tab(1), tab(2));
+    a.store.declare(&clicks).unwrap();
+    // A slot is a tab's: each writer counts from a tab of its own.
+    let writers = MAX_OP_ITEMS + 6;
+    for i in 0..writers {
+        let mut other = tab(10 + u64::try_from(i).unwrap());
+        other.store.declare(&clicks).unwrap();
+        let write = other
+            .store
+            .increment(&unit(&format!("x/y/u{i}")), &clicks, 1)
+            .unwrap();
+        send(&write, &mut a.store);
+    }
+    // Every slot falls behind the compaction horizon and is folded.
+    let day = 24 * 60 * 60 * 1000;
+    a.clock.advance(15 * day);
+    let u = unit("x/y/z");
+    a.store.increment(&u, &clicks, 1).unwrap();
+    let total = i64::try_from(writers).unwrap() + 1;
+    assert_eq!(a.store.get(&u, &clicks).unwrap(), total);
+    let Some(gaesup_state_core::KeyState::Sum(state)) = a.store.state(&clicks.full_key(&u)) else {
+        panic!("no sum state");
+    };
+    assert_eq!(state.slots().count(), 1, "the old slots are folded");
+    assert_eq!(state.folded().p, u64::try_from(writers).unwrap());
+
+    b.clock.advance(15 * day);
+    b.store.declare(&clicks).unwrap();
+    for message in a.store.sync_messages() {
+        let inbound = b.store.receive_text(&message.encode().unwrap());
+        assert!(inbound.errors.is_empty(), "{:?}", inbound.errors);
+    }
+    assert_eq!(b.store.get(&u, &clicks).unwrap(), total);
+
+    let mut c = tab(3);
+    c.clock.advance(15 * day);
+    c.store.declare(&clicks).unwrap();
+    let mut local = MemoryStorage::new();
+    a.store.persist(Lifetime::Persistent, &mut local);
+    let report = c.store.load(Lifetime::Persistent, &mut local).unwrap();
+    assert!(report.quarantined.is_empty(), "{:?}", report.quarantined);
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(c.store.get(&u, &clicks).unwrap(), total);
+
+    // Both keep counting together.
+    let write = c.store.increment(&u, &clicks, 2).unwrap();
+    send(&write, &mut b.store);
+    assert_eq!(b.store.get(&u, &clicks).unwrap(), total + 2);
+}

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Stamp;
 use crate::id::UnitAddress;
+use crate::limits::MAX_OP_ITEMS;
 use crate::op::OpId;
 
 /// Cumulative totals.
@@ -142,7 +143,10 @@ pub struct Folded {
     #[serde(default)]
     pub n: u64,
     /// The writers of the folded slots, sorted and unique (so folded
-    /// totals stay attributable and permission checks still apply).
+    /// totals stay attributable and permission checks still apply): the
+    /// first [`MAX_OP_ITEMS`] in that order, which is all a state from
+    /// outside may list. Keeping the smallest makes the list a function of
+    /// the writers folded, whatever order they were folded in.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub writers: Vec<UnitAddress>,
 }
@@ -163,8 +167,11 @@ impl Folded {
     pub(super) fn add(&mut self, totals: Totals, writer: &UnitAddress) {
         self.p = self.p.saturating_add(totals.p);
         self.n = self.n.saturating_add(totals.n);
-        if let Err(at) = self.writers.binary_search(writer) {
+        if let Err(at) = self.writers.binary_search(writer)
+            && at < MAX_OP_ITEMS
+        {
             self.writers.insert(at, writer.clone());
+            self.writers.truncate(MAX_OP_ITEMS);
         }
     }
 }
