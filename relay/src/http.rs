@@ -20,13 +20,14 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use gaesup_protocol::{
-    Acks, ErrorBody, ProtocolError, Push, ServerMessage, StreamId, Subscription, code,
+    Ack, AckStatus, Acks, ErrorBody, ProtocolError, Push, ServerMessage, StreamId, Subscription,
+    code,
 };
-use gaesup_state_core::parse_untrusted;
+use gaesup_state_core::{MAX_MESSAGE_BYTES, encoded_len, parse_untrusted};
 use serde::Deserialize;
 
 use crate::AppState;
-use crate::hub::now_ms;
+use crate::hub::{FRAME_SLACK, now_ms};
 use crate::token::{self, Claims};
 use crate::ws::all_refused;
 
@@ -55,6 +56,42 @@ fn json(status: StatusCode, message: &ServerMessage) -> Response {
             .into_response(),
         Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
     }
+}
+
+/// `acks` as one answer that fits a frame. An applied op's ack carries its
+/// key's whole value, so the acks of one push (small patches of a large
+/// merged value) can add up past a frame, which would not encode: acks
+/// that no longer fit lose their value and say only where the op landed,
+/// as the ack of a resend would (a device takes both as confirmed).
+fn fitting(mut acks: Vec<Ack>) -> Vec<Ack> {
+    let budget = MAX_MESSAGE_BYTES - FRAME_SLACK;
+    let valueless = |ack: &Ack| match &ack.status {
+        AckStatus::Applied { stream, seq, .. } => Some(Ack {
+            op: ack.op,
+            status: AckStatus::Duplicate {
+                stream: stream.clone(),
+                seq: *seq,
+            },
+        }),
+        _ => None,
+    };
+    let len = |ack: &Ack| encoded_len(ack, budget).saturating_add(1);
+    // What the answer takes with no value at all, then each value in
+    // order while it still fits.
+    let mut total: usize = acks
+        .iter()
+        .map(|ack| valueless(ack).as_ref().map_or_else(|| len(ack), len))
+        .sum();
+    for ack in &mut acks {
+        let Some(bare) = valueless(ack) else { continue };
+        let extra = len(ack) - len(&bare).min(len(ack));
+        if total.saturating_add(extra) <= budget {
+            total += extra;
+        } else {
+            *ack = bare;
+        }
+    }
+    acks
 }
 
 /// A JSON error message with the status that fits its code.
@@ -132,7 +169,12 @@ pub async fn push(State(app): State<Arc<AppState>>, headers: HeaderMap, body: By
         );
     }
     match app.hub.push(claims, push.ops, None).await {
-        Ok(acks) => json(StatusCode::OK, &ServerMessage::Ack(Acks { acks })),
+        Ok(acks) => json(
+            StatusCode::OK,
+            &ServerMessage::Ack(Acks {
+                acks: fitting(acks),
+            }),
+        ),
         Err(error) => refuse(&app, &error),
     }
 }
