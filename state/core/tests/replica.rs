@@ -1155,3 +1155,53 @@ fn a_counter_folding_more_writers_than_a_state_lists_still_syncs_and_reloads() {
     send(&write, &mut b.store);
     assert_eq!(b.store.get(&u, &clicks).unwrap(), total + 2);
 }
+
+/// Concurrent writes of different fields can grow a merge key past what one
+/// value may be (256 KiB). A write goes out as its changed fields, each
+/// checked as a value, so the key stays writable: only a field or a whole
+/// value over the limit is refused.
+#[test]
+fn a_merge_key_merged_past_one_value_s_limit_stays_writable() {
+    let doc = key::<Value>("doc", Strategy::Merge);
+    let (mut a, mut b) = (tab(1), tab(2));
+    a.store.declare(&doc).unwrap();
+    b.store.declare(&doc).unwrap();
+    let u = unit("x/y/z");
+    let (x, y) = ("x".repeat(150 << 10), "y".repeat(150 << 10));
+    let from_a = a.store.set(&u, &doc, json!({ "a": x })).unwrap();
+    let from_b = b.store.set(&u, &doc, json!({ "b": y })).unwrap();
+    send(&from_b, &mut a.store);
+    send(&from_a, &mut b.store);
+    let merged = json!({ "a": x, "b": y });
+    assert_eq!(a.store.get(&u, &doc).unwrap(), merged);
+
+    // Both tabs edit the merged value as a whole.
+    let edited = json!({ "a": x, "b": y, "n": 1 });
+    send(
+        &a.store.set(&u, &doc, edited.clone()).unwrap(),
+        &mut b.store,
+    );
+    assert_eq!(b.store.get(&u, &doc).unwrap(), edited);
+    let edited = json!({ "a": "short", "b": y, "n": 2 });
+    let write = b
+        .store
+        .batch(|batch| batch.set(&u, &doc, edited.clone()))
+        .unwrap();
+    let text = write.message.unwrap().encode().unwrap();
+    assert!(a.store.receive_text(&text).errors.is_empty());
+    assert_eq!(a.store.get(&u, &doc).unwrap(), edited);
+
+    // A field over the limit is still refused, and changes nothing.
+    let huge = "z".repeat(300 << 10);
+    for strategy_write in [
+        a.store
+            .set(&u, &doc, json!({ "a": "short", "b": y, "n": huge })),
+        a.store.set(&u, &doc, json!([huge])),
+    ] {
+        assert!(
+            matches!(strategy_write, Err(Error::TooLarge { .. })),
+            "{strategy_write:?}"
+        );
+    }
+    assert_eq!(a.store.get(&u, &doc).unwrap(), edited);
+}

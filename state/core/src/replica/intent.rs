@@ -92,13 +92,25 @@ fn put_json<S: Sink>(
         key: full.to_string(),
         reason: serde_reason(&err),
     })?;
-    let len = check_value(&value, "value")?;
+    let len = match check_value(&value, "value") {
+        Ok(len) => Some(len),
+        // A merge key's object goes out as its changed fields, and the op
+        // is checked as every receiver checks it when it is built: each
+        // field must be a value within the limit, the whole need not be.
+        // (Concurrent writes of different fields can merge past it; the
+        // key must stay writable.) A whole value that goes out as one is
+        // refused there.
+        Err(Error::TooLarge { .. }) if spec.strategy() == Strategy::Merge && value.is_object() => {
+            None
+        }
+        Err(err) => return Err(err),
+    };
     if erased {
         // A JSON view of a key declared with another Rust type: the
         // compiler did not check this value, the declared type does.
         spec.check_type(full.as_str(), &value)?;
     }
-    sink.put(&spec, full, unit, intent(value), Some(len))
+    sink.put(&spec, full, unit, intent(value), len)
 }
 
 /// `value` as JSON. A [`Value`] is moved, not copied through a
