@@ -34,7 +34,7 @@ mod write;
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 use gaesup_state_core::{
     ApartmentId, Change, Clock, FullKey, Quarantine, Replica, TabId, Transport,
@@ -81,6 +81,15 @@ struct Shared {
 /// (Leptos names the arena's storage for non-`Send` values `LocalStorage`;
 /// it has nothing to do with the browser's `localStorage`.)
 type Arena = StoredValue<Rc<Shared>, LocalStorage>;
+
+thread_local! {
+    /// The manager looked up last, and what it holds. Every call looks its
+    /// manager up, and the reactive arena's lookup (a global map, a type
+    /// check, a lock guard) cost a tenth of a small write; apps mostly
+    /// have one manager. Weak, so a manager's state still goes with its
+    /// owner: once the arena drops it, this no longer upgrades.
+    static LAST: RefCell<Option<(Arena, Weak<Shared>)>> = const { RefCell::new(None) };
+}
 
 /// One apartment's state: the replica of every declared key, who watches
 /// what, and the way out to other tabs.
@@ -139,7 +148,16 @@ impl StateManager {
 
     /// What the handle holds, unless its owner was disposed.
     fn shared(&self) -> Result<Rc<Shared>> {
-        self.arena.try_get_value().ok_or(StateError::Disposed)
+        let cached = LAST.with_borrow(|last| match last {
+            Some((arena, shared)) if *arena == self.arena => shared.upgrade(),
+            _ => None,
+        });
+        if let Some(shared) = cached {
+            return Ok(shared);
+        }
+        let shared = self.arena.try_get_value().ok_or(StateError::Disposed)?;
+        LAST.with_borrow_mut(|last| *last = Some((self.arena, Rc::downgrade(&shared))));
+        Ok(shared)
     }
 
     /// This tab's id.

@@ -598,3 +598,36 @@ fn a_write_made_while_a_change_is_delivered_is_what_later_subscribers_keep() {
         assert_eq!(path.value.get_untracked(), None);
     });
 }
+
+/// A manager lives as long as the owner it was made under: once that owner
+/// is disposed, every call says so, even right after a call that worked
+/// (the last manager used is remembered for speed, and must not outlive
+/// its owner), while another manager still works.
+#[test]
+fn a_disposed_manager_says_so_even_right_after_it_was_used() {
+    let unit: UnitAddress = "main/lobby/counter".parse().unwrap();
+    let key = count_key();
+    let outer = Owner::new();
+    outer.with(|| {
+        let inner = Owner::current().unwrap().child();
+        let gone = inner.with(|| manager(1));
+        let kept = manager(2);
+        for state in [gone, kept] {
+            state.declare(&key).unwrap();
+            state.set(&unit, &key, 1).unwrap();
+        }
+        assert_eq!(gone.get(&unit, &key).unwrap(), 1);
+        inner.cleanup();
+        assert!(matches!(
+            gone.set(&unit, &key, 2),
+            Err(gaesup_state::StateError::Disposed)
+        ));
+        assert!(matches!(
+            gone.get(&unit, &key),
+            Err(gaesup_state::StateError::Disposed)
+        ));
+        assert_eq!(kept.get(&unit, &key).unwrap(), 1);
+        kept.set(&unit, &key, 3).unwrap();
+        assert!(gone.get(&unit, &key).is_err());
+    });
+}
