@@ -3,11 +3,12 @@
 //! the release wasm (wasm-opt strips the names).
 //!
 //! A measurement, never an assertion: prints a Markdown table. The same
-//! shapes as `bench/page`: one key written with one whole-key subscriber
-//! (an integer, then a small struct); the 1,000-row table's update (get
-//! the rows, change every tenth, set them; one path subscriber per row);
-//! one field of a value of N fields with a path subscriber per field
-//! (the caller builds each new value, as a whole-value API asks).
+//! shapes as `bench/page`: one key written with no subscriber and with one
+//! whole-key subscriber (an integer), then a small struct with one; the
+//! 1,000-row table's update (get the rows, change every tenth, set them;
+//! one path subscriber per row); one field of a value of N fields with a
+//! path subscriber per field (the caller builds each new value, as a
+//! whole-value API asks).
 //!
 //! Run with `cargo bench -p gaesup-state --bench writes`; to profile one
 //! case, `cargo bench -p gaesup-state --bench writes -- <case>` runs only
@@ -69,9 +70,11 @@ fn per_run(n: u32, mut body: impl FnMut(u32)) -> Duration {
     start.elapsed() / n
 }
 
-fn set_integer() -> Duration {
+fn set_integer(subscribers: usize) -> Duration {
     let (manager, unit, key) = declared::<i64>("n");
-    manager.subscribe(&unit, &key, None, |_| {}).unwrap();
+    for _ in 0..subscribers {
+        manager.subscribe(&unit, &key, None, |_| {}).unwrap();
+    }
     per_run(200_000, |i| {
         black_box(manager.set(&unit, &key, i64::from(i)).unwrap());
     })
@@ -142,8 +145,9 @@ fn main() {
         .skip(1)
         .filter(|arg| !arg.starts_with("--"))
         .collect();
-    let cases: [Case; 6] = [
-        ("set an integer, 1 subscriber", set_integer),
+    let cases: [Case; 7] = [
+        ("set an integer, 0 subscribers", || set_integer(0)),
+        ("set an integer, 1 subscriber", || set_integer(1)),
         ("set a small struct, 1 subscriber", set_struct),
         ("1,000-row table: update 100 rows", table),
         ("one field of 100 (100 path subscribers)", || {

@@ -631,3 +631,48 @@ fn a_disposed_manager_says_so_even_right_after_it_was_used() {
         assert!(gone.get(&unit, &key).is_err());
     });
 }
+
+/// What the replica changes on its own (a held write whose time came, this
+/// tab's writes set aside because its clock went back) reaches subscribers
+/// before the next local write's change, in the order it happened.
+#[test]
+fn changes_the_replica_makes_on_its_own_come_before_the_next_write() {
+    const DAY: u64 = 24 * 3600 * 1000;
+    let owner = Owner::new();
+    owner.with(|| {
+        let clock = ManualClock::new(10 * DAY);
+        let here = StateManager::new(TabId::new(1), clock.clone());
+        let ahead = StateManager::new(TabId::new(2), ManualClock::new(13 * DAY));
+        let key = SharedKey::<i64>::builder("n")
+            .scope(Scope::Apartment)
+            .lifetime(gaesup_state::Lifetime::Ephemeral)
+            .build()
+            .unwrap();
+        let unit: UnitAddress = "main/lobby/u".parse().unwrap();
+        here.declare(&key).unwrap();
+        ahead.declare(&key).unwrap();
+        let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let log = std::rc::Rc::clone(&seen);
+        here.subscribe(&unit, &key, None, move |change| {
+            log.borrow_mut()
+                .push(((*change.old).clone(), (*change.new).clone()));
+        })
+        .unwrap();
+        // A write from a tab three days ahead: held here for now.
+        let write = ahead.set(&unit, &key, 1).unwrap();
+        here.receive_text(&write.message.unwrap().encode().unwrap())
+            .unwrap();
+        assert_eq!(here.get(&unit, &key).unwrap(), 0);
+        assert!(seen.borrow().is_empty());
+        // Its time comes; the next local write admits it first.
+        clock.set(12 * DAY);
+        here.set(&unit, &key, 2).unwrap();
+        assert_eq!(*seen.borrow(), [(json!(0), json!(1)), (json!(1), json!(2))]);
+        // The clock goes back three days: both writes, stamped ahead of
+        // it now, are set aside until it catches up, before the next one.
+        seen.borrow_mut().clear();
+        clock.set(9 * DAY);
+        here.set(&unit, &key, 3).unwrap();
+        assert_eq!(*seen.borrow(), [(json!(2), json!(0)), (json!(0), json!(3))]);
+    });
+}

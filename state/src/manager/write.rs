@@ -55,7 +55,16 @@ impl StateManager {
         written: &Write,
     ) -> Result<Option<Write>> {
         let shared = self.shared()?;
-        let reverted = shared.replica.borrow_mut().revert(unit, key, written)?;
+        let (reverted, earlier) = {
+            let mut replica = shared.replica.borrow_mut();
+            let reverted = replica.revert(unit, key, written);
+            (reverted, replica.take_unreported())
+        };
+        // As for a write: what the revert set aside comes first.
+        if !earlier.is_empty() {
+            self.publish(&shared, &earlier, None, Origin::Remote);
+        }
+        let reverted = reverted?;
         if let Some(write) = &reverted {
             self.publish(
                 &shared,
@@ -82,8 +91,22 @@ impl StateManager {
         run: impl FnOnce(&mut Replica) -> gaesup_state_core::Result<Write>,
     ) -> Result<Write> {
         let shared = self.shared()?;
-        self.poll(&shared);
-        let write = run(&mut shared.replica.borrow_mut())?;
+        // Held items may be due: admitted before the write, as time goes.
+        // Otherwise nothing to poll, and no clock read for it.
+        if shared.replica.borrow().polls_due() {
+            self.poll(&shared);
+        }
+        let (write, earlier) = {
+            let mut replica = shared.replica.borrow_mut();
+            let write = run(&mut replica);
+            (write, replica.take_unreported())
+        };
+        // What the write set aside (the clock went back), before its own
+        // change, even when the write itself was refused.
+        if !earlier.is_empty() {
+            self.publish(&shared, &earlier, None, Origin::Remote);
+        }
+        let write = write?;
         self.publish(
             &shared,
             write.change.as_slice(),

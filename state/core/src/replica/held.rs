@@ -281,8 +281,8 @@ impl Replica {
 
     /// Changes nobody was told about yet, after setting aside what the
     /// clock no longer allows and admitting held items whose time has
-    /// come. Call it now and then (the reactive layer does on every write
-    /// and every message).
+    /// come. Call it now and then (the reactive layer does on every
+    /// message, and before a write when [`polls_due`](Self::polls_due)).
     pub fn poll(&mut self) -> Vec<Change> {
         let now = self.now();
         self.shed_future_at(now);
@@ -291,6 +291,23 @@ impl Replica {
             let inbound = self.readmit(items);
             self.unreported.extend(inbound.changes);
         }
+        std::mem::take(&mut self.unreported)
+    }
+
+    /// Whether [`poll`](Self::poll) has anything to do before a local
+    /// write: changes not reported yet, or held items that may be due.
+    /// Found without reading the clock (in the browser a read is a call
+    /// out to JavaScript). A write sets aside what the clock no longer
+    /// allows itself; what that changes is in
+    /// [`take_unreported`](Self::take_unreported) after it.
+    pub fn polls_due(&self) -> bool {
+        !self.unreported.is_empty() || self.held.due().is_some()
+    }
+
+    /// Changes nobody was told about yet, without reading the clock: what
+    /// a write set aside before applying itself (they come before its own
+    /// change, whose old value they already show).
+    pub fn take_unreported(&mut self) -> Vec<Change> {
         std::mem::take(&mut self.unreported)
     }
 
