@@ -1191,6 +1191,21 @@ fn a_merge_key_merged_past_one_value_s_limit_stays_writable() {
     assert!(a.store.receive_text(&text).errors.is_empty());
     assert_eq!(a.store.get(&u, &doc).unwrap(), edited);
 
+    // One tab alone grows it past the limit too; a snapshot of it still
+    // restores, elsewhere and over a smaller value.
+    let grown = json!({ "a": x, "b": y, "n": 3 });
+    a.store.set(&u, &doc, grown.clone()).unwrap();
+    let text = a.store.snapshot(&u, Scope::Apartment).to_json().unwrap();
+    let mut c = tab(3);
+    c.store.declare(&doc).unwrap();
+    c.store.set(&u, &doc, json!({ "a": 1 })).unwrap();
+    c.store.restore(&u, &text).unwrap();
+    assert_eq!(c.store.get(&u, &doc).unwrap(), grown);
+    a.store.set(&u, &doc, edited.clone()).unwrap();
+    a.store.restore(&u, &text).unwrap();
+    assert_eq!(a.store.get(&u, &doc).unwrap(), grown);
+    a.store.set(&u, &doc, edited.clone()).unwrap();
+
     // A field over the limit is still refused, and changes nothing.
     let huge = "z".repeat(300 << 10);
     for strategy_write in [

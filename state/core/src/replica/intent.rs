@@ -92,25 +92,33 @@ fn put_json<S: Sink>(
         key: full.to_string(),
         reason: serde_reason(&err),
     })?;
-    let len = match check_value(&value, "value") {
-        Ok(len) => Some(len),
-        // A merge key's object goes out as its changed fields, and the op
-        // is checked as every receiver checks it when it is built: each
-        // field must be a value within the limit, the whole need not be.
-        // (Concurrent writes of different fields can merge past it; the
-        // key must stay writable.) A whole value that goes out as one is
-        // refused there.
-        Err(Error::TooLarge { .. }) if spec.strategy() == Strategy::Merge && value.is_object() => {
-            None
-        }
-        Err(err) => return Err(err),
-    };
+    let len = check_written(spec.strategy(), &value, "value")?;
     if erased {
         // A JSON view of a key declared with another Rust type: the
         // compiler did not check this value, the declared type does.
         spec.check_type(full.as_str(), &value)?;
     }
     sink.put(&spec, full, unit, intent(value), len)
+}
+
+/// Checks a value written to a key of `strategy`; the bound of its size
+/// when the whole was measured (see [`check_value`]).
+///
+/// A merge key's object goes out as its changed fields, and the op is
+/// checked as every receiver checks it when it is built: each field must
+/// be a value within the limit, the whole need not be (concurrent writes
+/// of different fields merge past it, and the key must stay writable). A
+/// whole value that goes out as one is refused there.
+pub(super) fn check_written(
+    strategy: Strategy,
+    value: &Value,
+    what: &'static str,
+) -> Result<Option<usize>> {
+    match check_value(value, what) {
+        Ok(len) => Ok(Some(len)),
+        Err(Error::TooLarge { .. }) if strategy == Strategy::Merge && value.is_object() => Ok(None),
+        Err(err) => Err(err),
+    }
 }
 
 /// `value` as JSON. A [`Value`] is moved, not copied through a

@@ -4,11 +4,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::held::HeldRestore;
+use super::intent::check_written;
 use super::{BatchWrite, Intent, Replica, Write};
 use crate::error::{Error, Result};
 use crate::id::UnitAddress;
 use crate::key::KeySpec;
-use crate::limits::check_value;
 use crate::permission::Action;
 use crate::scope::{FullKey, Scope};
 use crate::snapshot::{Snapshot, SnapshotEntry};
@@ -110,7 +110,9 @@ impl Replica {
             entry.schema,
             serde_json::Value::clone(&entry.value),
         )?;
-        check_value(&value, "snapshot value")?;
+        // As a write of it would be: a merge key's object is checked field
+        // by field when the restore's op is built.
+        check_written(spec.strategy(), &value, "snapshot value")?;
         spec.check_type(key.as_str(), &value)?;
         Ok((*self.current(spec, &key) != value).then_some(value))
     }
