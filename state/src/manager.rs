@@ -87,7 +87,12 @@ thread_local! {
     /// manager up, and the reactive arena's lookup (a global map, a type
     /// check, a lock guard) cost a tenth of a small write; apps mostly
     /// have one manager. Weak, so a manager's state still goes with its
-    /// owner: once the arena drops it, this no longer upgrades.
+    /// owner, which also clears this (see [`StateManager::new`]).
+    ///
+    /// Sound while arena ids are unique on a thread, as in client-side
+    /// rendering; reactive_graph's `sandboxed-arenas` (one arena per
+    /// server request) would break that, and this crate does not render
+    /// on a server.
     static LAST: RefCell<Option<(Arena, Weak<Shared>)>> = const { RefCell::new(None) };
 }
 
@@ -136,9 +141,18 @@ impl StateManager {
             pending: RefCell::default(),
             confirmations: RefCell::default(),
         };
-        Self {
-            arena: StoredValue::new_local(Rc::new(shared)),
-        }
+        let arena = StoredValue::new_local(Rc::new(shared));
+        // Forgotten in LAST as the owner goes: a call made while a write
+        // still holds the state (a subscriber that disposes the owner,
+        // then calls) must find it disposed.
+        on_cleanup(move || {
+            LAST.with_borrow_mut(|last| {
+                if last.as_ref().is_some_and(|(cached, _)| *cached == arena) {
+                    *last = None;
+                }
+            });
+        });
+        Self { arena }
     }
 
     /// A manager with a random tab id and the platform's clock.

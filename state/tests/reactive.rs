@@ -629,6 +629,26 @@ fn a_disposed_manager_says_so_even_right_after_it_was_used() {
         assert_eq!(kept.get(&unit, &key).unwrap(), 1);
         kept.set(&unit, &key, 3).unwrap();
         assert!(gone.get(&unit, &key).is_err());
+
+        // Disposed by a subscriber, during a write that still holds it.
+        let inner = Owner::current().unwrap().child();
+        let going = inner.with(|| manager(3));
+        going.declare(&key).unwrap();
+        let after = std::rc::Rc::new(std::cell::Cell::new(None));
+        let (owner, seen) = (inner.clone(), std::rc::Rc::clone(&after));
+        let (watched, counted) = (unit.clone(), key.clone());
+        going
+            .subscribe(&unit, &key, None, move |_| {
+                owner.cleanup();
+                seen.set(Some(going.get(&watched, &counted).is_err()));
+            })
+            .unwrap();
+        going.set(&unit, &key, 1).unwrap();
+        assert_eq!(
+            after.get(),
+            Some(true),
+            "a call after disposal still worked"
+        );
     });
 }
 
