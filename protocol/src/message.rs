@@ -2,7 +2,9 @@
 
 use std::fmt;
 
-use gaesup_state_core::{MAX_MESSAGE_BYTES, Op, OpId, SyncEntry, parse_untrusted, preview};
+use gaesup_state_core::{
+    FullKey, MAX_MESSAGE_BYTES, Op, OpId, SyncEntry, parse_untrusted, preview,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -173,6 +175,28 @@ pub struct Snapshot {
     pub seq: u64,
     /// One state per key.
     pub states: Vec<SyncEntry>,
+}
+
+impl Snapshot {
+    /// Takes out the states a tab would refuse ([`KeyState::validate`],
+    /// which every tab runs on a sync message as a whole): the keys, and
+    /// why. A browser hands the rest to its tabs as one message, so one
+    /// state that this version refuses (a relay or device of another
+    /// version, a hostile peer) does not cost it every other state of the
+    /// snapshot, whose cursor moves past them all the same.
+    ///
+    /// [`KeyState::validate`]: gaesup_state_core::KeyState::validate
+    pub fn take_invalid(&mut self) -> Vec<(FullKey, gaesup_state_core::Error)> {
+        let mut refused = Vec::new();
+        self.states.retain(|entry| match entry.state.validate() {
+            Ok(()) => true,
+            Err(err) => {
+                refused.push((entry.key.clone(), err));
+                false
+            }
+        });
+        refused
+    }
 }
 
 /// An error about the connection or a message as a whole.
@@ -453,5 +477,62 @@ mod tests {
         });
         let text = acks.encode().unwrap();
         assert_eq!(ServerMessage::decode(&text).unwrap(), acks);
+    }
+
+    /// A snapshot state this version refuses is taken out, and the rest
+    /// make a sync message every tab takes.
+    #[test]
+    fn a_snapshot_keeps_the_states_a_tab_takes() {
+        use gaesup_state_core::{
+            Lifetime, ManualClock, Message, Replica, Scope, SharedKey, TabId, UnitAddress,
+        };
+        let mut replica = Replica::new(TabId::new(1), ManualClock::new(1_700_000_000_000));
+        let unit: UnitAddress = "main/b/u".parse().unwrap();
+        for name in ["a", "b"] {
+            let key = SharedKey::<Value>::builder(name)
+                .scope(Scope::Apartment)
+                .lifetime(Lifetime::Persistent)
+                .build()
+                .unwrap();
+            replica.declare(&key).unwrap();
+            replica.set(&unit, &key, serde_json::json!(1)).unwrap();
+        }
+        let Some(Message::SyncState { states, .. }) = replica.sync_messages().pop() else {
+            panic!("no sync state");
+        };
+        assert_eq!(states.len(), 2);
+        // Key b's value nested past what a value may be (but not past what
+        // a message may be parsed at): every tab refuses it.
+        let mut deep = serde_json::json!(1);
+        for _ in 0..70 {
+            deep = serde_json::json!([deep]);
+        }
+        let mut bad = serde_json::to_value(&states[1]).unwrap();
+        bad["state"]["data"]["entry"]["value"] = deep;
+        let bad: SyncEntry = serde_json::from_value(bad).unwrap();
+        let mut snapshot = Snapshot {
+            stream: "apartment:main".parse().unwrap(),
+            seq: 9,
+            states: vec![states[0].clone(), bad.clone()],
+        };
+        let whole = Message::SyncState {
+            from: TabId::new(2),
+            to: None,
+            states: snapshot.states.clone(),
+            have: None,
+        };
+        assert!(Message::decode(&whole.encode().unwrap()).is_err());
+
+        let refused = snapshot.take_invalid();
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].0, bad.key);
+        assert_eq!(snapshot.states, vec![states[0].clone()]);
+        let rest = Message::SyncState {
+            from: TabId::new(2),
+            to: None,
+            states: snapshot.states,
+            have: None,
+        };
+        assert!(Message::decode(&rest.encode().unwrap()).is_ok());
     }
 }

@@ -357,13 +357,26 @@ impl Remote {
         });
     }
 
-    pub(super) fn apply_snapshot(&self, snapshot: Snapshot) {
+    /// Merges the relay's states of a stream, passes them to the other
+    /// tabs, saves, then moves the cursor. A state this version refuses is
+    /// left out and said (every tab would refuse the whole message with
+    /// it, and the cursor moves past it all the same).
+    pub(super) fn apply_snapshot(&self, mut snapshot: Snapshot) {
         let Some(conn) = self.conn.upgrade() else {
             return;
         };
         let Ok(from) = conn.manager.tab() else {
             return;
         };
+        let refused = snapshot.take_invalid();
+        if let Some((key, err)) = refused.first() {
+            self.notice(format!(
+                "The relay's snapshot of {} held {} state(s) this app refuses, left out ({key}: {err}); the other {} were applied.",
+                snapshot.stream,
+                refused.len(),
+                snapshot.states.len()
+            ));
+        }
         let message = Message::SyncState {
             from,
             to: None,
