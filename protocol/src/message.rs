@@ -3,7 +3,8 @@
 use std::fmt;
 
 use gaesup_state_core::{
-    FullKey, MAX_MESSAGE_BYTES, Op, OpId, SyncEntry, parse_untrusted, preview,
+    FullKey, MAX_MESSAGE_BYTES, MAX_SYNC_STATES, Op, OpId, SyncEntry, encoded_len, parse_untrusted,
+    preview, split_by_len,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -178,24 +179,50 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Takes out the states a tab would refuse ([`KeyState::validate`],
-    /// which every tab runs on a sync message as a whole): the keys, and
-    /// why. A browser hands the rest to its tabs as one message, so one
-    /// state that this version refuses (a relay or device of another
-    /// version, a hostile peer) does not cost it every other state of the
-    /// snapshot, whose cursor moves past them all the same.
+    /// What a browser's tabs take of this snapshot, in groups that each
+    /// fit one sync message ([`MAX_SYNC_STATES`] states, [`MAX_MESSAGE_BYTES`]
+    /// with room for the envelope), and the states left out with why.
+    ///
+    /// Every tab refuses a sync message whole when one of its states fails
+    /// [`KeyState::validate`], when it lists too many states or when it is
+    /// too long, and the browser's cursor moves past the snapshot all the
+    /// same. So a state this version refuses (from a relay or device of
+    /// another version, or a hostile peer) is left out rather than costing
+    /// every other state, and a relay that sends more states in one frame
+    /// than a tab takes at once (one older than this limit, or hostile)
+    /// gets them passed on in pieces.
     ///
     /// [`KeyState::validate`]: gaesup_state_core::KeyState::validate
-    pub fn take_invalid(&mut self) -> Vec<(FullKey, gaesup_state_core::Error)> {
+    pub fn into_tab_groups(
+        self,
+    ) -> (
+        Vec<Vec<SyncEntry>>,
+        Vec<(FullKey, gaesup_state_core::Error)>,
+    ) {
+        // Room for the envelope around the states (sender, type).
+        let budget = MAX_MESSAGE_BYTES - 1024;
         let mut refused = Vec::new();
-        self.states.retain(|entry| match entry.state.validate() {
-            Ok(()) => true,
-            Err(err) => {
-                refused.push((entry.key.clone(), err));
-                false
+        let mut sized = Vec::with_capacity(self.states.len());
+        for entry in self.states {
+            if let Err(err) = entry.state.validate() {
+                refused.push((entry.key, err));
+                continue;
             }
-        });
-        refused
+            let len = encoded_len(&entry, budget);
+            if len > budget {
+                refused.push((
+                    entry.key,
+                    gaesup_state_core::Error::TooLarge {
+                        what: "snapshot state",
+                        size: len,
+                        limit: budget,
+                    },
+                ));
+                continue;
+            }
+            sized.push((entry, len));
+        }
+        (split_by_len(sized, budget, MAX_SYNC_STATES), refused)
     }
 }
 
@@ -479,60 +506,103 @@ mod tests {
         assert_eq!(ServerMessage::decode(&text).unwrap(), acks);
     }
 
-    /// A snapshot state this version refuses is taken out, and the rest
-    /// make a sync message every tab takes.
+    /// What a snapshot's tabs take: a state this version refuses is left
+    /// out, one too large for a message too, and the rest come in groups
+    /// that each make a sync message every tab takes.
     #[test]
-    fn a_snapshot_keeps_the_states_a_tab_takes() {
+    fn a_snapshot_goes_to_the_tabs_in_messages_they_take() {
         use gaesup_state_core::{
-            Lifetime, ManualClock, Message, Replica, Scope, SharedKey, TabId, UnitAddress,
+            Lifetime, ManualClock, Message, Replica, Scope, SharedKey, Strategy, TabId, UnitAddress,
         };
         let mut replica = Replica::new(TabId::new(1), ManualClock::new(1_700_000_000_000));
         let unit: UnitAddress = "main/b/u".parse().unwrap();
-        for name in ["a", "b"] {
-            let key = SharedKey::<Value>::builder(name)
+        let declared = |name: &str, strategy| {
+            SharedKey::<Value>::builder(name)
                 .scope(Scope::Apartment)
                 .lifetime(Lifetime::Persistent)
+                .strategy(strategy)
                 .build()
+                .unwrap()
+        };
+        let (good, deep, large) = (
+            declared("good", Strategy::LastWriteWins),
+            declared("deep", Strategy::LastWriteWins),
+            declared("large", Strategy::Merge),
+        );
+        for key in [&good, &deep, &large] {
+            replica.declare(key).unwrap();
+            replica
+                .set(&unit, key, serde_json::json!({ "a": 1 }))
                 .unwrap();
-            replica.declare(&key).unwrap();
-            replica.set(&unit, &key, serde_json::json!(1)).unwrap();
         }
-        let Some(Message::SyncState { states, .. }) = replica.sync_messages().pop() else {
-            panic!("no sync state");
+        let states: Vec<SyncEntry> = replica
+            .sync_messages()
+            .into_iter()
+            .flat_map(|message| match message {
+                Message::SyncState { states, .. } => states,
+                _ => Vec::new(),
+            })
+            .collect();
+        let entry = |name: &str| {
+            let found = states.iter().find(|e| e.key.name() == name).unwrap();
+            serde_json::to_value(found).unwrap()
         };
-        assert_eq!(states.len(), 2);
-        // Key b's value nested past what a value may be (but not past what
-        // a message may be parsed at): every tab refuses it.
-        let mut deep = serde_json::json!(1);
+        // A value nested past what a value may be (not past what a
+        // message may be parsed at): every tab refuses it.
+        let mut nested = serde_json::json!(1);
         for _ in 0..70 {
-            deep = serde_json::json!([deep]);
+            nested = serde_json::json!([nested]);
         }
-        let mut bad = serde_json::to_value(&states[1]).unwrap();
-        bad["state"]["data"]["entry"]["value"] = deep;
-        let bad: SyncEntry = serde_json::from_value(bad).unwrap();
-        let mut snapshot = Snapshot {
-            stream: "apartment:main".parse().unwrap(),
-            seq: 9,
-            states: vec![states[0].clone(), bad.clone()],
-        };
+        let mut bad = entry("deep");
+        bad["state"]["data"]["entry"]["value"] = nested;
+        // Five fields of 250 KiB: each a valid value, together more than
+        // one message holds.
+        let mut big = entry("large");
+        let field = big["state"]["data"]["fields"]["a"].clone();
+        for name in ["b", "c", "d", "e", "f"] {
+            let mut wide = field.clone();
+            wide["value"] = Value::String("x".repeat(250 << 10));
+            big["state"]["data"]["fields"][name] = wide;
+        }
+        let parse = |v: Value| serde_json::from_value::<SyncEntry>(v).unwrap();
+        let (bad, big) = (parse(bad), parse(big));
+        // More small states than one message may list.
+        let mut all = vec![parse(entry("good")), bad.clone(), big.clone()];
+        let good_entry = parse(entry("good"));
+        all.extend(std::iter::repeat_n(good_entry, MAX_SYNC_STATES + 5));
         let whole = Message::SyncState {
             from: TabId::new(2),
             to: None,
-            states: snapshot.states.clone(),
+            states: all.clone(),
             have: None,
         };
-        assert!(Message::decode(&whole.encode().unwrap()).is_err());
+        assert!(whole.encode().is_err() || Message::decode(&whole.encode().unwrap()).is_err());
 
-        let refused = snapshot.take_invalid();
-        assert_eq!(refused.len(), 1);
-        assert_eq!(refused[0].0, bad.key);
-        assert_eq!(snapshot.states, vec![states[0].clone()]);
-        let rest = Message::SyncState {
-            from: TabId::new(2),
-            to: None,
-            states: snapshot.states,
-            have: None,
+        let snapshot = Snapshot {
+            stream: "apartment:main".parse().unwrap(),
+            seq: 9,
+            states: all,
         };
-        assert!(Message::decode(&rest.encode().unwrap()).is_ok());
+        let (groups, refused) = snapshot.into_tab_groups();
+        let left_out: Vec<&FullKey> = refused.iter().map(|(key, _)| key).collect();
+        assert_eq!(left_out, [&bad.key, &big.key]);
+        assert!(matches!(
+            refused[1].1,
+            gaesup_state_core::Error::TooLarge { .. }
+        ));
+        assert_eq!(groups.len(), 2);
+        assert_eq!(
+            groups.iter().map(Vec::len).sum::<usize>(),
+            MAX_SYNC_STATES + 6
+        );
+        for states in groups {
+            let message = Message::SyncState {
+                from: TabId::new(2),
+                to: None,
+                states,
+                have: None,
+            };
+            assert!(Message::decode(&message.encode().unwrap()).is_ok());
+        }
     }
 }

@@ -358,33 +358,36 @@ impl Remote {
     }
 
     /// Merges the relay's states of a stream, passes them to the other
-    /// tabs, saves, then moves the cursor. A state this version refuses is
-    /// left out and said (every tab would refuse the whole message with
-    /// it, and the cursor moves past it all the same).
-    pub(super) fn apply_snapshot(&self, mut snapshot: Snapshot) {
+    /// tabs, saves, then moves the cursor. The states go in messages every
+    /// tab takes ([`Snapshot::into_tab_groups`]): one this version refuses
+    /// is left out and said, rather than the tabs refusing them all while
+    /// the cursor moves past them.
+    pub(super) fn apply_snapshot(&self, snapshot: Snapshot) {
         let Some(conn) = self.conn.upgrade() else {
             return;
         };
         let Ok(from) = conn.manager.tab() else {
             return;
         };
-        let refused = snapshot.take_invalid();
+        let (stream, seq) = (snapshot.stream.clone(), snapshot.seq);
+        let (groups, refused) = snapshot.into_tab_groups();
         if let Some((key, err)) = refused.first() {
             self.notice(format!(
-                "The relay's snapshot of {} held {} state(s) this app refuses, left out ({key}: {err}); the other {} were applied.",
-                snapshot.stream,
+                "The relay's snapshot of {stream} held {} state(s) this app refuses, left out ({key}: {err}); the other {} were passed on.",
                 refused.len(),
-                snapshot.states.len()
+                groups.iter().map(Vec::len).sum::<usize>()
             ));
         }
-        let message = Message::SyncState {
-            from,
-            to: None,
-            states: snapshot.states,
-            have: None,
-        };
-        let _ = conn.receive_relayed(&message, true);
+        for states in groups {
+            let message = Message::SyncState {
+                from,
+                to: None,
+                states,
+                have: None,
+            };
+            let _ = conn.receive_relayed(&message, true);
+        }
         conn.save_now();
-        self.with_link(|link, storage| link.save_cursor(&snapshot.stream, snapshot.seq, storage));
+        self.with_link(|link, storage| link.save_cursor(&stream, seq, storage));
     }
 }
