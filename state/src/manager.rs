@@ -74,6 +74,10 @@ struct Shared {
     delivering: Cell<bool>,
     pending: RefCell<VecDeque<Change>>,
     confirmations: RefCell<confirm::Confirmations>,
+    /// Set as the owner goes (see [`StateManager::new`]): from then on
+    /// every call says [`StateError::Disposed`], also one made while a
+    /// write still holds this on the stack, before the arena drops it.
+    disposed: Cell<bool>,
 }
 
 /// Where a manager's [`Shared`] lives: a slot of Leptos's reactive arena,
@@ -140,13 +144,16 @@ impl StateManager {
             delivering: Cell::new(false),
             pending: RefCell::default(),
             confirmations: RefCell::default(),
+            disposed: Cell::new(false),
         };
         let arena = StoredValue::new_local(Rc::new(shared));
-        // Forgotten in LAST as the owner goes: a call made while a write
-        // still holds the state (a subscriber that disposes the owner,
-        // then calls) must find it disposed.
+        // Marked disposed as the owner goes, before the arena drops the
+        // state (later cleanups of the same owner may still reach it, and
+        // a write may hold it on the stack), and forgotten in LAST.
         on_cleanup(move || {
-            LAST.with_borrow_mut(|last| {
+            let _ = arena.try_with_value(|shared| shared.disposed.set(true));
+            let _ = LAST.try_with(|last| {
+                let mut last = last.borrow_mut();
                 if last.as_ref().is_some_and(|(cached, _)| *cached == arena) {
                     *last = None;
                 }
@@ -167,10 +174,17 @@ impl StateManager {
             _ => None,
         });
         if let Some(shared) = cached {
-            return Ok(shared);
+            return Self::live(shared);
         }
         let shared = self.arena.try_get_value().ok_or(StateError::Disposed)?;
         LAST.with_borrow_mut(|last| *last = Some((self.arena, Rc::downgrade(&shared))));
+        Self::live(shared)
+    }
+
+    fn live(shared: Rc<Shared>) -> Result<Rc<Shared>> {
+        if shared.disposed.get() {
+            return Err(StateError::Disposed);
+        }
         Ok(shared)
     }
 

@@ -630,9 +630,17 @@ fn a_disposed_manager_says_so_even_right_after_it_was_used() {
         kept.set(&unit, &key, 3).unwrap();
         assert!(gone.get(&unit, &key).is_err());
 
-        // Disposed by a subscriber, during a write that still holds it.
+        // Disposed by a subscriber, during a write that still holds it, and
+        // used by a later cleanup of the same owner on the way out.
         let inner = Owner::current().unwrap().child();
-        let going = inner.with(|| manager(3));
+        let going = inner.with(|| {
+            let going = manager(3);
+            let (watched, counted) = (unit.clone(), key.clone());
+            on_cleanup(move || {
+                let _ = going.get(&watched, &counted);
+            });
+            going
+        });
         going.declare(&key).unwrap();
         let after = std::rc::Rc::new(std::cell::Cell::new(None));
         let (owner, seen) = (inner.clone(), std::rc::Rc::clone(&after));

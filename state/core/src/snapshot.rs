@@ -71,7 +71,9 @@ impl Snapshot {
 
     /// Parses and validates untrusted snapshot text: size and depth limits,
     /// shape (unknown fields refused, key names validated), format tag and
-    /// version, value limits.
+    /// version, value limits (an object larger than one value passes when
+    /// each field is within them: it may be a merge key's; the restore
+    /// checks each value by its key's strategy).
     pub fn parse(text: &str) -> Result<Self> {
         let snapshot: Snapshot =
             parse_bounded(text, MAX_SNAPSHOT_BYTES, "snapshot").map_err(|err| match err {
