@@ -84,7 +84,7 @@ fn fitting(mut acks: Vec<Ack>) -> Vec<Ack> {
         .sum();
     for ack in &mut acks {
         let Some(bare) = valueless(ack) else { continue };
-        let extra = len(ack) - len(&bare).min(len(ack));
+        let extra = len(ack).saturating_sub(len(&bare));
         if total.saturating_add(extra) <= budget {
             total += extra;
         } else {

@@ -91,7 +91,8 @@ thread_local! {
     /// manager up, and the reactive arena's lookup (a global map, a type
     /// check, a lock guard) cost a tenth of a small write; apps mostly
     /// have one manager. Weak, so a manager's state still goes with its
-    /// owner, which also clears this (see [`StateManager::new`]).
+    /// owner; its `disposed` flag covers the time in between (see
+    /// [`StateManager::new`]).
     ///
     /// Sound while arena ids are unique on a thread, as in client-side
     /// rendering; reactive_graph's `sandboxed-arenas` (one arena per
@@ -148,16 +149,10 @@ impl StateManager {
         };
         let arena = StoredValue::new_local(Rc::new(shared));
         // Marked disposed as the owner goes, before the arena drops the
-        // state (later cleanups of the same owner may still reach it, and
-        // a write may hold it on the stack), and forgotten in LAST.
+        // state: later cleanups of the same owner may still reach it, and
+        // a write may hold it on the stack (so LAST may still upgrade).
         on_cleanup(move || {
             let _ = arena.try_with_value(|shared| shared.disposed.set(true));
-            let _ = LAST.try_with(|last| {
-                let mut last = last.borrow_mut();
-                if last.as_ref().is_some_and(|(cached, _)| *cached == arena) {
-                    *last = None;
-                }
-            });
         });
         Self { arena }
     }

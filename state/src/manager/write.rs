@@ -55,16 +55,7 @@ impl StateManager {
         written: &Write,
     ) -> Result<Option<Write>> {
         let shared = self.shared()?;
-        let (reverted, earlier) = {
-            let mut replica = shared.replica.borrow_mut();
-            let reverted = replica.revert(unit, key, written);
-            (reverted, replica.take_unreported())
-        };
-        // As for a write: what the revert set aside comes first.
-        if !earlier.is_empty() {
-            self.publish(&shared, &earlier, None, Origin::Remote);
-        }
-        let reverted = reverted?;
+        let reverted = self.run_local(&shared, |replica| replica.revert(unit, key, written))?;
         if let Some(write) = &reverted {
             self.publish(
                 &shared,
@@ -86,6 +77,26 @@ impl StateManager {
         }
     }
 
+    /// Runs a local write (or revert) on the replica, then publishes what
+    /// it set aside first (its own writes ahead of a clock that went
+    /// back): before the write's own change, whose old value already shows
+    /// it, and even when the write itself was refused.
+    fn run_local<R>(
+        &self,
+        shared: &Shared,
+        run: impl FnOnce(&mut Replica) -> gaesup_state_core::Result<R>,
+    ) -> Result<R> {
+        let (done, earlier) = {
+            let mut replica = shared.replica.borrow_mut();
+            let done = run(&mut replica);
+            (done, replica.take_unreported())
+        };
+        if !earlier.is_empty() {
+            self.publish(shared, &earlier, None, Origin::Remote);
+        }
+        Ok(done?)
+    }
+
     pub(super) fn write(
         &self,
         run: impl FnOnce(&mut Replica) -> gaesup_state_core::Result<Write>,
@@ -96,17 +107,7 @@ impl StateManager {
         if shared.replica.borrow().polls_due() {
             self.poll(&shared);
         }
-        let (write, earlier) = {
-            let mut replica = shared.replica.borrow_mut();
-            let write = run(&mut replica);
-            (write, replica.take_unreported())
-        };
-        // What the write set aside (the clock went back), before its own
-        // change, even when the write itself was refused.
-        if !earlier.is_empty() {
-            self.publish(&shared, &earlier, None, Origin::Remote);
-        }
-        let write = write?;
+        let write = self.run_local(&shared, run)?;
         self.publish(
             &shared,
             write.change.as_slice(),
