@@ -64,6 +64,12 @@ export interface GaesupUnit {
   getPath(name: string, path: string): Json | undefined;
   meta(name: string): WrittenMeta;
   set(name: string, value: Json): void;
+  /**
+   * Writes `value` at `path` (`"rows.r1.qty"`) inside the value: sets the
+   * object field the last step names, or replaces the array item it names;
+   * every step before it must exist (else code `invalid_path`).
+   */
+  setPath(name: string, path: string, value: Json): void;
   increment(name: string, delta: number): void;
   setOptimistic(name: string, value: Json): GaesupWrite;
   /**

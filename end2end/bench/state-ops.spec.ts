@@ -169,13 +169,17 @@ test('state ops', async ({ page, browser, browserName }) => {
   // changes per update.
   const UPDATES = 200;
   const paths: any[] = [];
-  for (const dense of [false, true]) {
+  // sparse: the value is {p0} whatever N; whole: it holds N fields and
+  // each update sets a copy of it; path: the same N fields, each update a
+  // set_path of p0.
+  for (const value of ['sparse', 'whole', 'path']) {
     for (const n of [100, 1_000, 10_000]) {
-      const runs = await rounds(() => call(page, 'path_bench', n, UPDATES, dense), 5);
+      const runs = await rounds(() => call(page, 'path_bench', n, UPDATES, value), 5);
       const ms = median(runs.map((r) => r.ms));
       paths.push({
         subscribers: n,
-        dense,
+        value,
+        dense: value !== 'sparse',
         subscriptions: runs[0].subscriptions,
         notified_per_update: runs[0].notified / UPDATES,
         us_per_update: (ms / UPDATES) * 1000,

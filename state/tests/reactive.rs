@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use gaesup_state::core::{ManualClock, Message, TabId};
 use gaesup_state::prelude::*;
-use gaesup_state::{StateManager, UnitAddress, UnitContext};
+use gaesup_state::{Path, StateManager, UnitAddress, UnitContext};
 use leptos::prelude::*;
 use serde_json::{Value, json};
 
@@ -244,6 +244,46 @@ fn refused_write_shows_error_and_keeps_value() {
         assert!(error.contains("intruder"), "{error}");
         hook.meta.clear_error();
         assert!(hook.meta.error.get_untracked().is_none());
+    });
+}
+
+#[test]
+fn a_hook_writes_at_a_path_and_its_validator_sees_the_whole_value() {
+    let owner = Owner::new();
+    owner.with(|| {
+        let state = manager(1);
+        let doc = SharedKey::<Value>::builder("doc")
+            .scope(Scope::Building)
+            .build()
+            .unwrap();
+        let (_u, free) = in_unit(state, "main/lobby/a", || use_shared_state(&doc));
+        free.set.set(json!({"rows": {"r1": {"qty": 1}}}));
+        free.set.set_path("rows.r1.qty", 2);
+        assert_eq!(
+            free.value.get_untracked(),
+            json!({"rows": {"r1": {"qty": 2}}})
+        );
+        assert!(free.set.try_set_path("rows.r9.qty", 1).is_err());
+        assert!(free.meta.error.get_untracked().is_some());
+
+        fn small(value: &Value) -> Result<(), String> {
+            match value["rows"]["r1"]["qty"].as_i64() {
+                Some(qty) if qty > 9 => Err(format!("qty {qty} is over 9")),
+                _ => Ok(()),
+            }
+        }
+        let options = UseSharedStateOptions::default().validate(small);
+        let (_v, checked) = in_unit(state, "main/lobby/b", || {
+            use_shared_state_with_options(&doc, options)
+        });
+        checked.set.set_path("rows.r1.qty", 5);
+        assert_eq!(
+            state.get(&"main/lobby/b".parse().unwrap(), &doc).unwrap()["rows"]["r1"]["qty"],
+            5
+        );
+        let refused = checked.set.try_set_path("rows.r1.qty", 10).unwrap_err();
+        assert!(refused.to_string().contains("over 9"), "{refused}");
+        assert_eq!(checked.value.get_untracked()["rows"]["r1"]["qty"], 5);
     });
 }
 
@@ -498,36 +538,61 @@ fn corrupt_stored_value_is_quarantined_exported_and_discarded() {
     });
 }
 
+/// Path subscribers on one untyped key that record, by path, who was
+/// told: `take` says who since the last call, sorted.
+struct Hits {
+    state: StateManager,
+    unit: UnitAddress,
+    key: SharedKey<Value>,
+    seen: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Hits {
+    fn new(state: StateManager) -> Self {
+        let unit: UnitAddress = "main/lobby/paths".parse().unwrap();
+        let key: SharedKey<Value> = SharedKey::builder("doc").build().unwrap();
+        state.declare(&key).unwrap();
+        Self {
+            state,
+            unit,
+            key,
+            seen: Arc::default(),
+        }
+    }
+
+    /// Subscribes to `path` (`""`: the whole key).
+    fn watch(&self, path: &str) {
+        let seen = Arc::clone(&self.seen);
+        let name = path.to_owned();
+        let path = (!path.is_empty()).then(|| Path::parse(path).unwrap());
+        self.state
+            .subscribe(&self.unit, &self.key, path, move |_| {
+                seen.lock().unwrap().push(name.clone())
+            })
+            .unwrap();
+    }
+
+    fn take(&self) -> Vec<String> {
+        let mut seen = std::mem::take(&mut *self.seen.lock().unwrap());
+        seen.sort();
+        seen
+    }
+}
+
 #[test]
 fn path_subscribers_are_reached_through_the_fields_a_change_touched() {
     let owner = Owner::new();
     owner.with(|| {
-        let state = manager(1);
-        let unit: UnitAddress = "main/lobby/paths".parse().unwrap();
-        let key: SharedKey<Value> = SharedKey::builder("doc").build().unwrap();
-        state.declare(&key).unwrap();
-        let hits: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
-        let watch = |path: &str| {
-            let hits = Arc::clone(&hits);
-            let name = path.to_owned();
-            let path = (!path.is_empty()).then(|| gaesup_state::core::Path::parse(path).unwrap());
-            state
-                .subscribe(&unit, &key, path, move |_| {
-                    hits.lock().unwrap().push(name.clone())
-                })
-                .unwrap();
-        };
+        let hits = Hits::new(manager(1));
+        let (state, unit, key) = (hits.state, hits.unit.clone(), hits.key.clone());
+        let watch = |path: &str| hits.watch(path);
+        let take = || hits.take();
         for i in 0..1_000 {
             watch(&format!("p{i}"));
         }
         for path in ["", "list.1", "list", "p7.deep"] {
             watch(path);
         }
-        let take = || {
-            let mut seen = std::mem::take(&mut *hits.lock().unwrap());
-            seen.sort();
-            seen
-        };
 
         state.set(&unit, &key, json!({"p7": 1})).unwrap();
         assert_eq!(
@@ -549,6 +614,68 @@ fn path_subscribers_are_reached_through_the_fields_a_change_touched() {
         state.set(&unit, &key, json!([1])).unwrap();
         assert_eq!(take(), ["", "list", "list.1", "p7", "p7.deep"]);
         assert_eq!(state.subscriber_count(&key.full_key(&unit)), 1_004);
+    });
+}
+
+#[test]
+fn a_write_at_a_path_reaches_the_paths_over_and_under_it_only() {
+    let owner = Owner::new();
+    owner.with(|| {
+        let hits = Hits::new(manager(1));
+        let (state, unit, key) = (hits.state, hits.unit.clone(), hits.key.clone());
+        state
+            .set(
+                &unit,
+                &key,
+                json!({"rows": {"r1": {"qty": 1}, "r2": {"qty": 2}}, "n": 0}),
+            )
+            .unwrap();
+        for path in [
+            "",
+            "rows",
+            "rows.r1",
+            "rows.r1.qty",
+            "rows.r2",
+            "rows.r2.qty",
+            "n",
+        ] {
+            hits.watch(path);
+        }
+        let take = || hits.take();
+        let at = |text: &str| Path::parse(text).unwrap();
+
+        state
+            .set_path(&unit, &key, &at("rows.r1.qty"), json!(5))
+            .unwrap();
+        assert_eq!(take(), ["", "rows", "rows.r1", "rows.r1.qty"]);
+        // The same value again: a write, but no change to tell.
+        let same = state
+            .set_path(&unit, &key, &at("rows.r1.qty"), json!(5))
+            .unwrap();
+        assert!(same.change.is_none());
+        assert!(take().is_empty());
+        // Replacing a whole row reaches what lies inside it, if it moved.
+        state
+            .set_path(&unit, &key, &at("rows.r2"), json!({"qty": 2, "note": "x"}))
+            .unwrap();
+        assert_eq!(take(), ["", "rows", "rows.r2"]);
+        state
+            .set_path(&unit, &key, &at("rows.r2"), json!({"qty": 3}))
+            .unwrap();
+        assert_eq!(take(), ["", "rows", "rows.r2", "rows.r2.qty"]);
+        state.set_path(&unit, &key, &at("n"), json!(1)).unwrap();
+        assert_eq!(take(), ["", "n"]);
+        assert_eq!(
+            state.get(&unit, &key).unwrap(),
+            json!({"rows": {"r1": {"qty": 5}, "r2": {"qty": 3}}, "n": 1})
+        );
+        // A path that leads nowhere tells nobody and changes nothing.
+        assert!(
+            state
+                .set_path(&unit, &key, &at("rows.r9.qty"), json!(1))
+                .is_err()
+        );
+        assert!(take().is_empty());
     });
 }
 
@@ -683,7 +810,7 @@ fn changes_the_replica_makes_on_its_own_come_before_the_next_write() {
         let log = std::rc::Rc::clone(&seen);
         here.subscribe(&unit, &key, None, move |change| {
             log.borrow_mut()
-                .push(((*change.old).clone(), (*change.new).clone()));
+                .push((Value::clone(&change.old()), (*change.new).clone()));
         })
         .unwrap();
         // A write from a tab three days ahead: held here for now.

@@ -88,19 +88,24 @@ pub fn core_set_bench(n: u32, manual_clock: bool) -> Result<String, JsValue> {
 /// key, then `updates` writes that change only `p0`:
 /// `{ms, notified, subscriptions}`.
 ///
-/// `dense`: the value holds every watched field (`{p0: …, p1: …, …}`), so
-/// each write also copies and compares a value that grows with N. Not
-/// dense: the value is `{p0: i}` whatever N, which isolates the cost of
-/// the subscribers themselves.
+/// `value` says what the key holds and how it is written:
+///
+/// - `"sparse"`: the value is `{p0: i}` whatever N, written whole; this
+///   isolates the cost of the subscribers themselves;
+/// - `"whole"`: the value holds every watched field (`{p0: …, p1: …, …}`)
+///   and each update sets a copy of it with `p0` changed (the caller's
+///   copy, then the replica's check and diff, grow with N);
+/// - `"path"`: the same value, each update a
+///   [`set_path`](StateManager::set_path) of `p0`.
 #[wasm_bindgen]
-pub fn path_bench(subscribers: u32, updates: u32, dense: bool) -> Result<String, JsValue> {
+pub fn path_bench(subscribers: u32, updates: u32, value: String) -> Result<String, JsValue> {
     owned(|| {
         let manager = StateManager::with_system_clock();
         let unit = address("paths")?;
         let key: SharedKey<Value> = key("doc", Lifetime::Memory)?;
         manager.declare(&key).map_err(js)?;
         let mut base = Map::new();
-        let fields = if dense { subscribers } else { 1 };
+        let fields = if value == "sparse" { 1 } else { subscribers };
         for i in 0..fields {
             base.insert(format!("p{i}"), json!(0));
         }
@@ -115,11 +120,24 @@ pub fn path_bench(subscribers: u32, updates: u32, dense: bool) -> Result<String,
                 .map_err(js)?;
         }
         let subscriptions = manager.subscription_count();
+        let p0 = Path::parse("p0").map_err(js)?;
         let start = now();
-        for u in 0..updates {
-            let mut next = base.clone();
-            next.insert("p0".to_owned(), json!(u + 1));
-            manager.set(&unit, &key, Value::Object(next)).map_err(js)?;
+        match value.as_str() {
+            "sparse" | "whole" => {
+                for u in 0..updates {
+                    let mut next = base.clone();
+                    next.insert("p0".to_owned(), json!(u + 1));
+                    manager.set(&unit, &key, Value::Object(next)).map_err(js)?;
+                }
+            }
+            "path" => {
+                for u in 0..updates {
+                    manager
+                        .set_path(&unit, &key, &p0, json!(u + 1))
+                        .map_err(js)?;
+                }
+            }
+            other => return Err(js(format!("unknown value kind {other:?}"))),
         }
         let ms = now() - start;
         Ok(report(json!({

@@ -97,6 +97,12 @@ impl KeySpec {
         FullKey::new(self.scope, address, &self.name)
     }
 
+    /// Whether the key was declared with type `serde_json::Value`, so any
+    /// JSON value is one of its values (no type check needed).
+    pub fn holds_any_json(&self) -> bool {
+        self.type_id == TypeId::of::<Value>()
+    }
+
     /// Checks that `value` decodes as the key's type.
     pub fn check_type(&self, key: &str, value: &Value) -> Result<()> {
         (self.check)(value).map_err(|reason| Error::TypeMismatch {

@@ -125,6 +125,9 @@
 //!
 //! [`Path`] selects inside a value (`items.3.qty`); [`Change::touches`] /
 //! [`Path::changed`] tell cheaply whether a change is visible there.
+//! [`Replica::set_path`] writes one place: for an untyped last-write-wins
+//! key it changes the stored value in place, so updating one field of a
+//! 10,000-field document costs what the field costs.
 //!
 //! # Seams: storage, transport, clock
 //!

@@ -165,7 +165,7 @@ fn digits(n: u64) -> usize {
 }
 
 /// [`scalar_len_bound`] of a string (also an object's key).
-fn string_len_bound(text: &str) -> usize {
+pub(crate) fn string_len_bound(text: &str) -> usize {
     text.bytes().fold(2usize, |len, byte| {
         len.saturating_add(match byte {
             b'"' | b'\\' => 2,
@@ -184,6 +184,12 @@ fn string_len_bound(text: &str) -> usize {
 /// colons and keys around them); only a value whose bound passes the limit
 /// is serialized (counted, not built) to measure it exactly.
 pub(crate) fn check_value(value: &Value, what: &'static str) -> Result<usize> {
+    check_value_at(value, 0, what)
+}
+
+/// [`check_value`] for a value put `depth` levels deep inside another (a
+/// write at a path of `depth` segments): its nesting counts from there.
+pub(crate) fn check_value_at(value: &Value, depth: usize, what: &'static str) -> Result<usize> {
     // Scalars count at once; arrays and objects wait on the stack with
     // their depth.
     fn visit<'v>(
@@ -199,7 +205,13 @@ pub(crate) fn check_value(value: &Value, what: &'static str) -> Result<usize> {
     }
     let mut bound = 0usize;
     let mut stack = Vec::new();
-    visit(value, 0, &mut bound, &mut stack);
+    if depth > MAX_VALUE_DEPTH {
+        return Err(Error::TooDeep {
+            what,
+            limit: MAX_VALUE_DEPTH,
+        });
+    }
+    visit(value, depth, &mut bound, &mut stack);
     while let Some((container, depth)) = stack.pop() {
         if depth + 1 > MAX_VALUE_DEPTH {
             return Err(Error::TooDeep {

@@ -117,7 +117,30 @@ impl Path {
 
     /// The sub-value at this path, if every step exists.
     pub fn get<'v>(&self, value: &'v Value) -> Option<&'v Value> {
-        self.segments
+        Self::walk(&self.segments, value)
+    }
+
+    /// Whether the sub-values at this path differ between `old` and `new`
+    /// (a missing sub-value differs from any present one).
+    pub fn changed(&self, old: &Value, new: &Value) -> bool {
+        self.get(old) != self.get(new)
+    }
+
+    /// Whether this path starts with every segment of `prefix` (a path
+    /// starts with itself and with the root).
+    pub fn starts_with(&self, prefix: &Path) -> bool {
+        self.segments.starts_with(&prefix.segments)
+    }
+
+    /// The sub-value of `value` reached by this path's segments after the
+    /// first `skip`: where this path leads inside the value found at its
+    /// first `skip` segments.
+    pub(crate) fn get_after<'v>(&self, skip: usize, value: &'v Value) -> Option<&'v Value> {
+        Self::walk(self.segments.get(skip..).unwrap_or_default(), value)
+    }
+
+    fn walk<'v>(segments: &[Segment], value: &'v Value) -> Option<&'v Value> {
+        segments
             .iter()
             .try_fold(value, |current, segment| match current {
                 Value::Object(map) => map.get(&segment.text),
@@ -126,10 +149,51 @@ impl Path {
             })
     }
 
-    /// Whether the sub-values at this path differ between `old` and `new`
-    /// (a missing sub-value differs from any present one).
-    pub fn changed(&self, old: &Value, new: &Value) -> bool {
-        self.get(old) != self.get(new)
+    /// Puts `value` at this path inside `target` and returns what was
+    /// there: `Some(value)` sets the object field or array item the last
+    /// segment names, `None` removes the object field. Every step before
+    /// the last must exist; an array item must exist already (an array
+    /// neither grows nor shrinks here, so no other index moves).
+    ///
+    /// On error `target` is unchanged. The root path is refused: a write
+    /// of the whole value is a set.
+    pub fn put(&self, target: &mut Value, value: Option<Value>) -> Result<Option<Value>> {
+        let bad = |reason| Error::InvalidPath {
+            path: preview(&self.to_string()),
+            reason,
+        };
+        let Some((last, parents)) = self.segments.split_last() else {
+            return Err(bad("the root path names the whole value: set it instead"));
+        };
+        let mut parent = target;
+        for segment in parents {
+            parent = match parent {
+                Value::Object(map) => map.get_mut(&segment.text),
+                Value::Array(items) => segment.index.and_then(|i| items.get_mut(i)),
+                _ => return Err(bad("a step before the last is not an object or array")),
+            }
+            .ok_or_else(|| bad("a step before the last is missing from the value"))?;
+        }
+        match (parent, value) {
+            (Value::Object(map), Some(value)) => Ok(map.insert(last.text.clone(), value)),
+            (Value::Object(map), None) => Ok(map.remove(&last.text)),
+            (Value::Array(items), value) => {
+                let slot = last
+                    .index
+                    .and_then(|i| items.get_mut(i))
+                    .ok_or_else(|| bad("the last step is not an index of the array"))?;
+                match value {
+                    Some(value) => Ok(Some(std::mem::replace(slot, value))),
+                    None => Err(bad("an array item cannot be removed")),
+                }
+            }
+            _ => Err(bad("the step before the last is not an object or array")),
+        }
+    }
+
+    /// The last segment as written, `None` for the root path.
+    pub(crate) fn last(&self) -> Option<&str> {
+        self.segments.last().map(|segment| segment.text.as_str())
     }
 }
 

@@ -20,6 +20,7 @@
 //! | `read.rs` | reads |
 //! | `intent.rs` | what a local write asks for, checked; the payload its strategy makes of it |
 //! | `write.rs` | local writes applied at once: payload → op → state |
+//! | `at_path.rs` | writes at a path inside a value, in place where they can be |
 //! | `batch.rs` | atomic batches of local writes |
 //! | `revert.rs` | rolling back an optimistic write |
 //! | `admit.rs` | checking what comes from outside, item by item |
@@ -32,6 +33,7 @@
 //! | `quarantine.rs` | stored entries set aside as unusable |
 
 mod admit;
+mod at_path;
 mod batch;
 mod declare;
 mod held;
@@ -72,22 +74,103 @@ pub(crate) use intent::{Intent, payload_for};
 
 /// A key's value changed, or (for a user-resolve key) its set of conflicting
 /// values did; in that case `old` may equal `new`.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// The new value is shared with the key's state, so a change copies no
+/// value however large. So is the old one, except after a write at a path
+/// ([`Replica::set_path`]), which changes the value in place: then the
+/// change keeps only what was at that path, and [`old`](Self::old) builds
+/// the whole old value when someone asks for it.
+#[derive(Debug, Clone)]
 pub struct Change {
     /// The key.
     pub key: FullKey,
-    /// The value before (the default if the key was never written).
-    /// Shared: a change copies no value, however large.
-    pub old: Arc<Value>,
     /// The value after.
     pub new: Arc<Value>,
+    before: Prior,
+}
+
+/// What a [`Change`] keeps of the value before it.
+#[derive(Debug, Clone)]
+enum Prior {
+    /// The whole value before (the default if the key was never written).
+    Whole(Arc<Value>),
+    /// Only one place changed: what was at `path` (`None`: nothing was).
+    At { path: Path, old: Option<Value> },
 }
 
 impl Change {
+    /// A change from `old` to `new` (for tests and tools; the replica
+    /// makes the changes it reports).
+    pub fn new(key: FullKey, old: Arc<Value>, new: Arc<Value>) -> Self {
+        Self {
+            key,
+            new,
+            before: Prior::Whole(old),
+        }
+    }
+
+    /// A change that put `new`'s sub-value at `path` where `old` was.
+    pub(crate) fn at(key: FullKey, path: Path, old: Option<Value>, new: Arc<Value>) -> Self {
+        Self {
+            key,
+            new,
+            before: Prior::At { path, old },
+        }
+    }
+
+    /// The value before (the default if the key was never written).
+    /// Shared, except after a write at a path: then it is the new value
+    /// with the old sub-value put back (a copy of the whole value).
+    pub fn old(&self) -> Arc<Value> {
+        match &self.before {
+            Prior::Whole(old) => Arc::clone(old),
+            Prior::At { path, old } => {
+                let mut whole = Value::clone(&self.new);
+                // The path led to `old`'s place when the change was made,
+                // and `new` is that same value after it.
+                let _ = path.put(&mut whole, old.clone());
+                Arc::new(whole)
+            }
+        }
+    }
+
     /// Whether the change is visible at `path` (for selective
-    /// subscriptions).
+    /// subscriptions). After a write at a path only the two sub-values at
+    /// the written place are compared, whatever the size of the value.
     pub fn touches(&self, path: &Path) -> bool {
-        path.changed(&self.old, &self.new)
+        match &self.before {
+            Prior::Whole(old) => path.changed(old, &self.new),
+            Prior::At { path: written, old } => {
+                if written.starts_with(path) {
+                    // The watched place holds the written one.
+                    old.as_ref() != written.get(&self.new)
+                } else if path.starts_with(written) {
+                    // The watched place is inside the written one.
+                    let skip = written.len();
+                    old.as_ref().and_then(|old| path.get_after(skip, old)) != path.get(&self.new)
+                } else {
+                    false
+                }
+            }
+        }
+    }
+
+    /// The first segments under which the value changed, as
+    /// [`Path::changed_heads`] finds them between the old and the new
+    /// value: at most one after a write at a path, found without a diff.
+    pub fn changed_heads(&self) -> Option<Vec<String>> {
+        match &self.before {
+            Prior::Whole(old) => Path::changed_heads(old, &self.new),
+            Prior::At { path, .. } => Some(path.first().map(str::to_owned).into_iter().collect()),
+        }
+    }
+}
+
+impl PartialEq for Change {
+    /// Changes are equal when they change the same key from the same value
+    /// to the same value, however each keeps its old value.
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key && self.new == other.new && self.old() == other.old()
     }
 }
 
@@ -288,11 +371,7 @@ impl Replica {
     fn changed(&self, spec: &KeySpec, key: &FullKey, before: Before) -> Option<Change> {
         let new = self.current(spec, key);
         let visible = before.value != new || before.conflicts != self.conflict_ids(key);
-        visible.then(|| Change {
-            key: key.clone(),
-            old: before.value,
-            new,
-        })
+        visible.then(|| Change::new(key.clone(), before.value, new))
     }
 }
 

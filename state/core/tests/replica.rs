@@ -277,7 +277,7 @@ fn keeping_the_current_value_still_reports_the_conflict_closed() {
         .change
         .clone()
         .expect("the conflict closing is a change");
-    assert_eq!(change.old, change.new, "the value itself did not move");
+    assert_eq!(change.old(), change.new, "the value itself did not move");
     let text = keep.message.as_ref().unwrap().encode().unwrap();
     let inbound = b.store.receive_text(&text);
     assert_eq!(inbound.changes.len(), 1, "the other tab hears of it too");

@@ -576,7 +576,7 @@ impl Sim {
             if kind == Kind::Sum
                 && let Some(change) = &reverted.change
             {
-                let delta = change.new.as_i64().unwrap() - change.old.as_i64().unwrap();
+                let delta = change.new.as_i64().unwrap() - change.old().as_i64().unwrap();
                 self.expected_sum += delta;
             }
             if let Some(message) = &reverted.message {

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 
-use gaesup_state_core::{SharedKey, Write};
+use gaesup_state_core::{Error as CoreError, Path, SharedKey, Write};
 use leptos::prelude::*;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -125,6 +125,47 @@ where
             }
             Err(err) => Err(err),
         }
+    }
+
+    /// Writes `value` at `path` (`"rows.r1.qty"`) inside the value: the
+    /// object field the last step names is set, or the array item it names
+    /// replaced; every step before it must exist.
+    ///
+    /// For a last-write-wins key of type `serde_json::Value` the stored
+    /// value changes in place (see [`StateManager::set_path`]), so one
+    /// field of a large document costs what the field costs. With a
+    /// validator, the whole new value is decoded and validated first, as a
+    /// [`set`](Self::set) of it would be.
+    ///
+    /// [`StateManager::set_path`]: crate::StateManager::set_path
+    pub fn set_path(&self, path: &str, value: impl Serialize) {
+        let _ = self.try_set_path(path, value);
+    }
+
+    /// [`set_path`](Self::set_path), or why it was refused.
+    pub fn try_set_path(&self, path: &str, value: impl Serialize) -> Result<()> {
+        let write = || -> Result<()> {
+            let target = self.target()?;
+            let path = Path::parse(path)?;
+            let value = serde_json::to_value(value).map_err(|err| StateError::BadValue {
+                reason: err.to_string(),
+            })?;
+            let (unit, key) = (&target.unit.address, &target.key);
+            if self.validate.is_none() {
+                target.unit.manager.set_path(unit, key, &path, value)?;
+                return Ok(());
+            }
+            let mut whole = target.unit.manager.get_value(unit, key)?;
+            path.put(&mut whole, Some(value))?;
+            let typed = T::deserialize(&whole).map_err(|err| CoreError::TypeMismatch {
+                key: key.full_key(unit).to_string(),
+                reason: err.to_string(),
+            })?;
+            self.checked(&typed)?;
+            target.unit.manager.set(unit, key, typed)?;
+            Ok(())
+        };
+        self.record(write())
     }
 
     /// Adds `delta` to a sum key (concurrent increments from every tab

@@ -109,7 +109,7 @@ impl StateManager {
                 .map(callback)
                 .collect();
         }
-        match Path::changed_heads(&change.old, &change.new) {
+        match change.changed_heads() {
             // The top level changed shape: any path may be affected.
             None => Self::watching(subscribers, &change.key)
                 .filter(touched)

@@ -2,8 +2,9 @@
 //! optimistic write back. Each is published at once: broadcast, logged,
 //! delivered to the subscribers it touched.
 
-use gaesup_state_core::{Batch, BatchWrite, FullKey, Replica, SharedKey, UnitAddress, Write};
+use gaesup_state_core::{Batch, BatchWrite, FullKey, Path, Replica, SharedKey, UnitAddress, Write};
 use serde::Serialize;
+use serde_json::Value;
 
 use super::{Origin, Shared, StateManager};
 use crate::error::Result;
@@ -17,6 +18,40 @@ impl StateManager {
         value: T,
     ) -> Result<Write> {
         self.write(|replica| replica.set(unit, key, value))
+    }
+
+    /// Writes `value` at `path` inside the value of `key`, for `unit`, then
+    /// notifies and broadcasts (see [`Replica::set_path`]).
+    ///
+    /// For a last-write-wins key of type `serde_json::Value` this is how to
+    /// change one field of a large document: the stored value changes in
+    /// place, and only subscribers whose path holds or lies inside `path`
+    /// (and whole-key subscribers) are told, found without a diff of the
+    /// document.
+    ///
+    /// ```
+    /// # use gaesup_state::{StateManager, SharedKey, UnitAddress, Path};
+    /// # use serde_json::{json, Value};
+    /// # let owner = leptos::prelude::Owner::new();
+    /// # owner.with(|| {
+    /// let manager = StateManager::with_system_clock();
+    /// let unit: UnitAddress = "main/shop/cart".parse().unwrap();
+    /// let doc = SharedKey::<Value>::builder("doc").build().unwrap();
+    /// manager.declare(&doc).unwrap();
+    /// manager.set(&unit, &doc, json!({"rows": {"r1": {"qty": 1}}})).unwrap();
+    /// let qty = Path::parse("rows.r1.qty").unwrap();
+    /// manager.set_path(&unit, &doc, &qty, json!(2)).unwrap();
+    /// assert_eq!(manager.get(&unit, &doc).unwrap(), json!({"rows": {"r1": {"qty": 2}}}));
+    /// # });
+    /// ```
+    pub fn set_path<T>(
+        &self,
+        unit: &UnitAddress,
+        key: &SharedKey<T>,
+        path: &Path,
+        value: Value,
+    ) -> Result<Write> {
+        self.write(|replica| replica.set_path(unit, key, path, value))
     }
 
     /// Adds `delta` to a sum key.

@@ -225,6 +225,33 @@ fn a_refused_batch_subscription_leaves_nothing_behind() {
 }
 
 #[wasm_bindgen_test]
+fn a_write_at_a_path_reaches_the_subscribers_of_that_path() {
+    let owner = Owner::new();
+    owner.with(|| {
+        install("js8");
+        let out = js(r#"
+            const u = window.gaesup.unit('js8/b/el');
+            u.declare('doc', { scope: 'building', default: { rows: { r1: { qty: 1 } }, n: 0 } });
+            const seen = [];
+            const stops = ['rows.r1.qty', 'n'].map((path) =>
+                u.subscribe('doc', (v) => seen.push([path, v]), { path }));
+            u.setPath('doc', 'rows.r1.qty', 5);
+            u.setPath('doc', 'rows.r2', { qty: 2 });
+            const codes = [];
+            for (const [path, value] of [['rows.r9.qty', 1], ['', 1], ['n', undefined]]) {
+                try { u.setPath('doc', path, value); } catch (e) { codes.push(e.code); }
+            }
+            stops.forEach((stop) => stop());
+            return { seen, doc: u.get('doc'), codes };
+        "#);
+        assert_eq!(
+            out,
+            r#"{"seen":[["rows.r1.qty",5]],"doc":{"n":0,"rows":{"r1":{"qty":5},"r2":{"qty":2}}},"codes":["invalid_path","invalid_path","bad_value"]}"#
+        );
+    });
+}
+
+#[wasm_bindgen_test]
 fn paths_meta_and_optimistic_writes() {
     let owner = Owner::new();
     owner.with(|| {

@@ -135,7 +135,7 @@ pub fn describe(entry: &LogEntry) -> String {
     format!(
         "{origin} {}: {} → {}",
         entry.change.key,
-        preview(&entry.change.old),
+        preview(&entry.change.old()),
         preview(&entry.change.new)
     )
 }
@@ -471,11 +471,11 @@ mod tests {
     fn entry(origin: Origin, old: Value, new: Value) -> LogEntry {
         LogEntry {
             origin,
-            change: Change {
-                key: FullKey::parse("apartment/main/cart").unwrap(),
-                old: old.into(),
-                new: new.into(),
-            },
+            change: Change::new(
+                FullKey::parse("apartment/main/cart").unwrap(),
+                old.into(),
+                new.into(),
+            ),
         }
     }
 

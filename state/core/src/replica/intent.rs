@@ -68,7 +68,7 @@ pub(super) fn put_value<S: Sink, T: Serialize + 'static>(
 
 /// The key of a write (a value or an increment), opened for `unit`
 /// (apartment, scope, write permission) and checked for a backlog.
-fn open_for_key(
+pub(super) fn open_for_key(
     replica: &Replica,
     unit: &UnitAddress,
     spec: &Arc<KeySpec>,
@@ -80,7 +80,7 @@ fn open_for_key(
 
 /// [`put_value`] once the key is open and the value is JSON (or failed to
 /// become JSON).
-fn put_json<S: Sink>(
+pub(super) fn put_json<S: Sink>(
     sink: &mut S,
     unit: &UnitAddress,
     (spec, full): (Arc<KeySpec>, FullKey),

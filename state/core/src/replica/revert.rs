@@ -13,6 +13,8 @@
 //! A fresh stamp would beat those too and erase someone else's later
 //! write once it arrived.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use super::{Intent, Replica, Write, payload_for};
@@ -68,20 +70,21 @@ impl Replica {
                 if register.entry.as_ref().is_none_or(|e| e.id != op.id) {
                     return Ok(None);
                 }
-                undo(Intent::Set(Value::clone(&change.old)))?
+                undo(Intent::Set(Arc::unwrap_or_clone(change.old())))?
             }
             (Some(KeyState::Merge(merge)), Payload::Set { .. }) => {
                 let current = merge.base.as_ref().is_some_and(|b| b.id == op.id);
                 if !current || !merge.fields.is_empty() {
                     return Ok(None);
                 }
-                undo(Intent::Set(Value::clone(&change.old)))?
+                undo(Intent::Set(Arc::unwrap_or_clone(change.old())))?
             }
             (Some(KeyState::Merge(merge)), Payload::Patch { set, remove }) => {
                 let Some(Value::Object(mut target)) = merge.value() else {
                     return Ok(None);
                 };
-                let old = change.old.as_object();
+                let old_value = change.old();
+                let old = old_value.as_object();
                 let mut reverted = false;
                 for name in set.keys().chain(remove) {
                     if merge.fields.get(name).is_none_or(|f| f.id != op.id) {
@@ -103,7 +106,7 @@ impl Replica {
                     return Ok(None);
                 }
                 // Back to the value it replaced, keeping what was added since.
-                let target = match (change.old.as_i64(), change.new.as_i64()) {
+                let target = match (change.old().as_i64(), change.new.as_i64()) {
                     (Some(old), Some(new)) => old
                         .checked_sub(new)
                         .and_then(|undo| undo.checked_add(sum.total())),
@@ -113,7 +116,7 @@ impl Replica {
                 undo(Intent::Set(Value::from(target)))?
             }
             (Some(KeyState::Sum(_)), _) => {
-                let delta = match (change.new.as_i64(), change.old.as_i64()) {
+                let delta = match (change.new.as_i64(), change.old().as_i64()) {
                     (Some(new), Some(old)) => new.checked_sub(old),
                     _ => None,
                 }
@@ -128,7 +131,7 @@ impl Replica {
                 // Supersede only the reverted write: values written
                 // concurrently by others stay.
                 Payload::Resolve {
-                    value: change.old.clone(),
+                    value: change.old(),
                     supersedes: vec![op.id],
                 }
             }

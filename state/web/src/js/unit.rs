@@ -45,6 +45,31 @@ impl JsUnit {
         write().map_err(|e| js_error(&e))
     }
 
+    /// Writes `value` at `path` (`"rows.r1.qty"`) inside `name`'s value:
+    /// the object field the last step names is set, or the array item it
+    /// names replaced; every step before it must exist. For a key declared
+    /// from JavaScript (any JSON) with last-write-wins, the stored value
+    /// changes in place, so one field of a large document costs what the
+    /// field costs.
+    #[wasm_bindgen(js_name = setPath)]
+    pub fn set_path(
+        &self,
+        name: &str,
+        path: &str,
+        value: JsValue,
+    ) -> std::result::Result<(), JsValue> {
+        let write = || -> Result<()> {
+            let key = self.key(name)?;
+            let path = Path::parse(path)?;
+            let value = from_js(&value)?;
+            self.unit
+                .manager
+                .set_path(&self.unit.address, &key, &path, value)?;
+            Ok(())
+        };
+        write().map_err(|e| js_error(&e))
+    }
+
     /// Adds `delta` (a whole number) to sum key `name`.
     pub fn increment(&self, name: &str, delta: f64) -> std::result::Result<(), JsValue> {
         let write = || -> Result<()> {

@@ -1,0 +1,252 @@
+//! Writes at a path inside a value: one field of a large document
+//! changed without handing the whole document around.
+//!
+//! A [`set`](Replica::set) of a value with 10,000 fields costs the caller a
+//! copy of the value and the replica a walk of it (the size check, the
+//! change it reports), whatever changed. [`Replica::set_path`] writes one
+//! place. For a last-write-wins key holding an untyped
+//! [`Value`](serde_json::Value) it changes the stored value in place, and
+//! what it does is bounded by the sub-values written and replaced, not by
+//! the document:
+//!
+//! - the value is shared copy-on-write: nobody else holds it, so nothing
+//!   is copied (whoever still holds an older change or write keeps their
+//!   own copy, made at that moment);
+//! - the size limit is kept by updating the key's size estimate with the
+//!   lengths of the sub-values written and replaced;
+//! - the [`Change`](super::Change) keeps only what was at the path, so
+//!   subscribers to other paths are told apart without a diff.
+//!
+//! The op it makes is an ordinary set of the whole new value, so every
+//! receiver (another tab, the relay, a device of an older version) applies
+//! it as it always did; sending it costs what sending the value costs. Any
+//! other key (a typed one, whose new value must still decode as its type;
+//! a merge, sum, first-write-wins or user-resolve key) is written as a set
+//! of the current value with the path replaced: the same result, at the
+//! cost of a whole-value write.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::intent::{Intent, open_for_key, put_json};
+use super::{Change, Replica, Write};
+use crate::error::{Error, Result};
+use crate::id::UnitAddress;
+use crate::key::{KeySpec, SharedKey};
+use crate::limits::{
+    MAX_STATE_BYTES, MAX_VALUE_BYTES, check_value_at, encoded_len, string_len_bound,
+};
+use crate::message::Message;
+use crate::op::{Op, OpGroup, OpId, Payload};
+use crate::path::Path;
+use crate::scope::{FullKey, Lifetime};
+use crate::strategy::{KeyState, Register, Strategy};
+
+impl Replica {
+    /// Writes `value` at `path` inside the value of `key`, on behalf of
+    /// `unit`: the object field the path's last segment names is set (added
+    /// if missing), or the array item it names replaced. Every step before
+    /// the last must exist and be an object or an array, and an array item
+    /// must exist: otherwise [`Error::InvalidPath`](crate::Error::InvalidPath)
+    /// and nothing changes. The root path is a [`set`](Self::set) of the
+    /// whole value.
+    ///
+    /// Checked as a set of the whole new value would be: permissions, the
+    /// key's strategy (a first-write-wins key that holds a value refuses
+    /// it), the size and depth limits, and for a key of another type than
+    /// `serde_json::Value` that the new value still decodes as its type.
+    /// See the module docs for what it costs.
+    pub fn set_path<T>(
+        &mut self,
+        unit: &UnitAddress,
+        key: &SharedKey<T>,
+        path: &Path,
+        value: Value,
+    ) -> Result<Write> {
+        let (spec, full) = open_for_key(self, unit, key.spec())?;
+        // Only a key declared as untyped JSON takes any JSON; the value of
+        // a typed one must still decode after the write, whoever writes
+        // (a JSON view of it included).
+        let untyped = spec.holds_any_json();
+        if path.is_empty() {
+            return put_json(self, unit, (spec, full), !untyped, Ok(value), Intent::Set);
+        }
+        let value_len = check_value_at(&value, path.len(), "value")?;
+        let value = if untyped && spec.strategy() == Strategy::LastWriteWins {
+            let now = self.now();
+            self.shed_future_at(now);
+            match self.put_in_place(&spec, &full, unit, path, (value, value_len), now)? {
+                Ok(write) => return Ok(write),
+                // The stored value could not take it in place (see
+                // `put_in_place`): the usual write below decides.
+                Err(value) => value,
+            }
+        } else {
+            value
+        };
+        let mut whole = Value::clone(&self.current(&spec, &full));
+        path.put(&mut whole, Some(value))?;
+        put_json(self, unit, (spec, full), !untyped, Ok(whole), Intent::Set)
+    }
+
+    /// Writes `value` (of serialized length at most `value_len`) at `path`
+    /// into the stored value of the last-write-wins key `full`, in place.
+    /// The value comes back (and nothing changed) when that is not a plain
+    /// local write over a value already stored: the key was never written,
+    /// the new value could pass a value's size limit (the caller's
+    /// whole-value write then says by how much), or the stored write is
+    /// stamped ahead of this one.
+    fn put_in_place(
+        &mut self,
+        spec: &KeySpec,
+        full: &FullKey,
+        unit: &UnitAddress,
+        path: &Path,
+        (value, value_len): (Value, usize),
+        now: u64,
+    ) -> Result<std::result::Result<Write, Value>> {
+        // The stamp, id and writer of an entry, as its encoding holds them.
+        let meta_len =
+            |stamp, id: &OpId, writer: &UnitAddress| encoded_len(&(stamp, id, writer), usize::MAX);
+        let (stored, old_meta_len, removed_len, added_len) = match self.states.get(full) {
+            Some(KeyState::LastWriteWins(Register { entry: Some(entry) })) => {
+                let replaced = path.get(&entry.value);
+                // Measured exactly (the bound `value_len` errs high, and
+                // an estimate grown by it write after write would need
+                // measuring the whole state again sooner): one more walk
+                // of the value written, none of the document.
+                let written = encoded_len(&value, value_len);
+                let added_len = match (replaced, path.last()) {
+                    (None, Some(name)) => written + string_len_bound(name) + 2,
+                    _ => written,
+                };
+                (
+                    (entry.stamp, entry.id),
+                    meta_len(entry.stamp, &entry.id, &entry.writer),
+                    replaced.map_or(0, |old| encoded_len(old, MAX_STATE_BYTES)),
+                    added_len,
+                )
+            }
+            _ => return Ok(Err(value)),
+        };
+        let seq = self
+            .seq
+            .checked_add(1)
+            .ok_or_else(|| Error::Overflow { key: full.clone() })?;
+        let id = OpId { tab: self.tab, seq };
+        let stamp = self.hlc.tick(now);
+        if (stamp, id) <= stored {
+            return Ok(Err(value));
+        }
+        // The state's size after the write: what the estimate held, with
+        // the entry's stamp, id and writer and the sub-value at the path
+        // (and its field name, when new) replaced. An upper bound, as the
+        // estimate before it is; the state holds the value, so it bounds
+        // the value too.
+        let after = |held: usize| {
+            (held + meta_len(stamp, &id, unit) + added_len)
+                .saturating_sub(old_meta_len + removed_len)
+        };
+        let mut estimate = after(self.size_estimate(full));
+        if estimate > MAX_VALUE_BYTES {
+            // An estimate grown by bounds, write after write, becomes exact
+            // once measured; only a value really near the limit goes on to
+            // the whole-value write.
+            let exact = self
+                .states
+                .get(full)
+                .map_or(0, |state| encoded_len(state, MAX_STATE_BYTES + 1));
+            self.sizes.insert(full.clone(), exact);
+            estimate = after(exact);
+            if estimate > MAX_VALUE_BYTES {
+                return Ok(Err(value));
+            }
+        }
+        let Some(KeyState::LastWriteWins(Register { entry: Some(entry) })) =
+            self.states.get_mut(full)
+        else {
+            return Ok(Err(value));
+        };
+        // Copies the value only if someone else still holds it.
+        let document = Arc::make_mut(&mut entry.value);
+        let old = path.put(document, Some(value))?;
+        let visible = old.as_ref() != path.get(document);
+        entry.stamp = stamp;
+        entry.id = id;
+        entry.writer = unit.clone();
+        let new = Arc::clone(&entry.value);
+        self.seq = seq;
+        self.sizes.insert(full.clone(), estimate);
+        self.touch(spec, full);
+        let op = Op {
+            id,
+            key: full.clone(),
+            writer: unit.clone(),
+            stamp,
+            schema: spec.schema().version(),
+            payload: Payload::Set {
+                value: Arc::clone(&new),
+            },
+        };
+        let message = (spec.lifetime() != Lifetime::Memory).then(|| {
+            Message::Ops(OpGroup {
+                ops: vec![op.clone()],
+            })
+        });
+        let change = visible.then(|| Change::at(full.clone(), path.clone(), old, new));
+        Ok(Ok(Write {
+            op,
+            change,
+            message,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::id::TabId;
+    use crate::scope::Scope;
+    use serde_json::json;
+
+    #[test]
+    fn the_size_estimate_of_writes_in_place_stays_above_the_state_and_near_it() {
+        let mut replica = Replica::new(TabId::new(1), ManualClock::new(1_700_000_000_000));
+        let key = SharedKey::<Value>::builder("doc")
+            .scope(Scope::Apartment)
+            .build()
+            .unwrap();
+        replica.declare(&key).unwrap();
+        let first: UnitAddress = "a/b/u".parse().unwrap();
+        replica.set(&first, &key, json!({"rows": {}})).unwrap();
+        let full = key.full_key(&first);
+        // Writers of other lengths, new and replaced fields, values that
+        // shrink and grow, strings whose escapes a bound overestimates.
+        let writers: Vec<UnitAddress> = ["a/b/u", "a/building/a-longer-unit"]
+            .iter()
+            .map(|text| text.parse().unwrap())
+            .collect();
+        for round in 0..2_000u32 {
+            let writer = &writers[round as usize % 2];
+            let field = format!("rows.r{}", round % 300);
+            let value = match round % 4 {
+                0 => json!(round),
+                1 => json!("\"é\n".repeat(round as usize % 40)),
+                2 => json!({"nested": [round, null, true]}),
+                _ => json!(null),
+            };
+            let path = Path::parse(&field).unwrap();
+            replica.set_path(writer, &key, &path, value).unwrap();
+            let exact = encoded_len(&replica.states[&full], usize::MAX);
+            let estimate = replica.sizes[&full];
+            assert!(estimate >= exact, "round {round}: {estimate} < {exact}");
+            // What the set before them left over, not growing.
+            assert!(
+                estimate <= exact + 1024,
+                "round {round}: {estimate} drifted from {exact}"
+            );
+        }
+    }
+}

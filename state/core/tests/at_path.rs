@@ -1,0 +1,446 @@
+//! Writes at a path (`Replica::set_path`) against an oracle written
+//! independently of `Path`: a plain recursive put into a cloned document.
+//! Whatever the replica does in place must read, report and travel as the
+//! whole-value set the oracle makes.
+
+// Test code: a panic here is a failed test, and clippy.toml's
+// allow-unwrap-in-tests does not reach helpers outside #[test] functions.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use gaesup_state_core::{
+    Error, KeyState, Lifetime, MAX_VALUE_BYTES, ManualClock, Path, Replica, Scope, SharedKey,
+    Strategy, TabId, UnitAddress, Write,
+};
+use proptest::prelude::*;
+use proptest::strategy::Strategy as Generate;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+const NOW: u64 = 1_700_000_000_000;
+
+fn unit(text: &str) -> UnitAddress {
+    text.parse().unwrap()
+}
+
+fn doc_key(strategy: Strategy, lifetime: Lifetime) -> SharedKey<Value> {
+    let name = format!("doc-{strategy}-{lifetime:?}");
+    SharedKey::<Value>::builder(&name)
+        .scope(Scope::Apartment)
+        .lifetime(lifetime)
+        .strategy(strategy)
+        .build()
+        .unwrap()
+}
+
+fn replica(tab: u64) -> Replica {
+    Replica::new(TabId::new(tab), ManualClock::new(NOW))
+}
+
+fn path(text: &str) -> Path {
+    Path::parse(text).unwrap()
+}
+
+/// The oracle: `value` put at `segments` of a copy of `doc`, or `None`
+/// where the path does not lead to a place (a step missing or a scalar, an
+/// array index that is not an existing item's canonical index).
+fn oracle_put(doc: &Value, segments: &[&str], value: &Value) -> Option<Value> {
+    fn index(segment: &str, len: usize) -> Option<usize> {
+        let canonical = segment == "0" || !segment.starts_with('0');
+        let i: usize = segment.parse().ok().filter(|_| canonical)?;
+        (segment.bytes().all(|b| b.is_ascii_digit()) && i < len).then_some(i)
+    }
+    let (first, rest) = segments.split_first()?;
+    let mut out = doc.clone();
+    match &mut out {
+        Value::Object(map) => {
+            if rest.is_empty() {
+                map.insert((*first).to_owned(), value.clone());
+            } else {
+                let child = map.get(*first)?;
+                let replaced = oracle_put(child, rest, value)?;
+                map.insert((*first).to_owned(), replaced);
+            }
+        }
+        Value::Array(items) => {
+            let i = index(first, items.len())?;
+            items[i] = if rest.is_empty() {
+                value.clone()
+            } else {
+                oracle_put(&items[i], rest, value)?
+            };
+        }
+        _ => return None,
+    }
+    Some(out)
+}
+
+/// What the oracle reads at `segments` (same rules as `oracle_put`).
+fn oracle_get<'v>(doc: &'v Value, segments: &[&str]) -> Option<&'v Value> {
+    segments
+        .iter()
+        .try_fold(doc, |current, segment| match current {
+            Value::Object(map) => map.get(*segment),
+            Value::Array(items) => {
+                let canonical = *segment == "0" || !segment.starts_with('0');
+                let i: usize = segment.parse().ok().filter(|_| canonical)?;
+                items.get(i)
+            }
+            _ => None,
+        })
+}
+
+const SEGMENTS: [&str; 5] = ["a", "b", "0", "1", "01"];
+
+fn segment() -> impl Generate<Value = &'static str> {
+    prop::sample::select(SEGMENTS.to_vec())
+}
+
+fn leaf() -> impl Generate<Value = Value> {
+    prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        (-3i64..3).prop_map(Value::from),
+        "[a-c]{0,3}".prop_map(Value::from),
+    ]
+}
+
+fn document() -> impl Generate<Value = Value> {
+    leaf().prop_recursive(3, 24, 3, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..3).prop_map(Value::from),
+            prop::collection::btree_map(segment().prop_map(str::to_owned), inner, 0..4)
+                .prop_map(|map| Value::Object(map.into_iter().collect())),
+        ]
+    })
+}
+
+fn write_at() -> impl Generate<Value = (Vec<&'static str>, Value)> {
+    (prop::collection::vec(segment(), 1..4), document())
+}
+
+/// Every path of up to three segments over the alphabet: what the probes
+/// of `touches` and `changed_heads` look at.
+fn probes() -> Vec<Vec<&'static str>> {
+    let mut all: Vec<Vec<&str>> = vec![vec![]];
+    for _ in 0..3 {
+        let longer: Vec<Vec<&str>> = all
+            .iter()
+            .filter(|p| p.len() == all.last().map_or(0, Vec::len))
+            .flat_map(|p| {
+                SEGMENTS.iter().map(move |s| {
+                    let mut next = p.clone();
+                    next.push(*s);
+                    next
+                })
+            })
+            .collect();
+        all.extend(longer);
+    }
+    all
+}
+
+fn parse(segments: &[&str]) -> Path {
+    if segments.is_empty() {
+        Path::root()
+    } else {
+        path(&segments.join("."))
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Path writes to an untyped last-write-wins key (in place) read,
+    /// report and travel exactly as the oracle's whole-value sets; every
+    /// change handed out earlier keeps the value it had.
+    #[test]
+    fn a_write_at_a_path_is_the_oracle_s_put(
+        start in document(),
+        writes in prop::collection::vec(write_at(), 1..8),
+    ) {
+        let writer = unit("main/shop/cart");
+        let memory = doc_key(Strategy::LastWriteWins, Lifetime::Memory);
+        let synced = doc_key(Strategy::LastWriteWins, Lifetime::Persistent);
+        let merged = doc_key(Strategy::Merge, Lifetime::Persistent);
+        let mut here = replica(1);
+        let mut there = replica(2);
+        for store in [&mut here, &mut there] {
+            store.declare(&synced).unwrap();
+            store.declare(&merged).unwrap();
+        }
+        here.declare(&memory).unwrap();
+        let mut expected = start.clone();
+        let mut kept: Vec<(Write, Value)> = Vec::new();
+        for key in [&memory, &synced, &merged] {
+            let write = here.set(&writer, key, start.clone()).unwrap();
+            if let Some(message) = &write.message {
+                there.receive_text(&message.encode().unwrap());
+            }
+        }
+        let probes = probes();
+        for (segments, value) in writes {
+            let at = parse(&segments);
+            let oracle = oracle_put(&expected, &segments, &value);
+            for key in [&memory, &synced, &merged] {
+                let result = here.set_path(&writer, key, &at, value.clone());
+                match (&oracle, result) {
+                    (None, Err(Error::InvalidPath { .. })) => {}
+                    (Some(next), Ok(write)) => {
+                        let read = here.get::<Value>(&writer, key).unwrap();
+                        prop_assert_eq!(&read, next);
+                        if let Some(message) = &write.message {
+                            let inbound = there.receive_text(&message.encode().unwrap());
+                            prop_assert!(inbound.errors.is_empty(), "{:?}", inbound.errors);
+                            prop_assert_eq!(&there.get::<Value>(&writer, key).unwrap(), next);
+                        }
+                        match &write.change {
+                            None => prop_assert_eq!(&expected, next),
+                            Some(change) => {
+                                prop_assert_ne!(&expected, next);
+                                prop_assert_eq!(&*change.old(), &expected);
+                                prop_assert_eq!(&*change.new, next);
+                                let heads = change.changed_heads();
+                                for probe in &probes {
+                                    let moved = oracle_get(&expected, probe)
+                                        != oracle_get(next, probe);
+                                    prop_assert_eq!(
+                                        change.touches(&parse(probe)), moved,
+                                        "probe {:?} after writing {:?}", probe, segments
+                                    );
+                                    if moved && let Some(first) = probe.first() {
+                                        prop_assert!(heads
+                                            .as_ref()
+                                            .is_none_or(|h| h.iter().any(|x| x == first)));
+                                    }
+                                }
+                            }
+                        }
+                        kept.push((write, next.clone()));
+                    }
+                    (oracle, result) => {
+                        prop_assert!(false, "oracle {:?}, replica {:?}", oracle, result);
+                    }
+                }
+            }
+            if let Some(next) = oracle {
+                expected = next;
+            }
+        }
+        // A write changed in place later did not change what an earlier
+        // one handed out.
+        for (write, value) in &kept {
+            if let Some(change) = &write.change {
+                prop_assert_eq!(&*change.new, value);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_write_at_a_path_changes_the_stored_value_in_place() {
+    let writer = unit("main/shop/cart");
+    let key = doc_key(Strategy::LastWriteWins, Lifetime::Memory);
+    let mut store = replica(1);
+    store.declare(&key).unwrap();
+    let rows: serde_json::Map<String, Value> =
+        (0..1000).map(|i| (format!("r{i}"), json!(i))).collect();
+    drop(store.set(&writer, &key, Value::Object(rows)).unwrap());
+    let full = key.full_key(&writer);
+    let stored = |store: &Replica| match store.state(&full) {
+        Some(KeyState::LastWriteWins(register)) => {
+            Arc::as_ptr(&register.entry.as_ref().unwrap().value)
+        }
+        other => panic!("{other:?}"),
+    };
+    let before = stored(&store);
+    let write = store.set_path(&writer, &key, &path("r7"), json!("seven"));
+    drop(write);
+    assert_eq!(stored(&store), before, "the document was copied");
+    // While a write still holds the value, the next one copies it and
+    // leaves the held one as it was.
+    let held = store
+        .set_path(&writer, &key, &path("r8"), json!(8.5))
+        .unwrap();
+    drop(
+        store
+            .set_path(&writer, &key, &path("r9"), json!(null))
+            .unwrap(),
+    );
+    assert_ne!(stored(&store), before);
+    assert_eq!(held.change.as_ref().unwrap().new["r9"], json!(9));
+    assert_eq!(held.change.as_ref().unwrap().old()["r8"], json!(8));
+}
+
+#[test]
+fn a_write_at_a_path_that_leads_nowhere_changes_nothing() {
+    let writer = unit("main/shop/cart");
+    let key = doc_key(Strategy::LastWriteWins, Lifetime::Persistent);
+    let mut store = replica(1);
+    store.declare(&key).unwrap();
+    let doc = json!({"list": [1, 2], "n": 3, "obj": {"x": 1}});
+    store.set(&writer, &key, doc.clone()).unwrap();
+    for (text, reason) in [
+        (
+            "missing.x",
+            "a step before the last is missing from the value",
+        ),
+        ("n.x", "the step before the last is not an object or array"),
+        ("n.x.y", "a step before the last is not an object or array"),
+        ("list.2", "the last step is not an index of the array"),
+        ("list.01", "the last step is not an index of the array"),
+        ("list.x", "the last step is not an index of the array"),
+    ] {
+        let err = store
+            .set_path(&writer, &key, &path(text), json!(0))
+            .unwrap_err();
+        match err {
+            Error::InvalidPath { reason: got, .. } => assert_eq!(got, reason, "{text}"),
+            other => panic!("{text}: {other:?}"),
+        }
+        assert_eq!(store.get::<Value>(&writer, &key).unwrap(), doc);
+    }
+}
+
+#[test]
+fn a_write_at_a_path_is_checked_as_the_whole_value_would_be() {
+    let writer = unit("main/shop/cart");
+    let key = doc_key(Strategy::LastWriteWins, Lifetime::Memory);
+    let mut store = replica(1);
+    store.declare(&key).unwrap();
+    // Nested 30 deep, then a value 35 deep put at the bottom: 65 levels.
+    let mut deep = json!({});
+    for _ in 0..30 {
+        deep = json!({ "d": deep });
+    }
+    let mut text = vec!["d"; 30];
+    store.set(&writer, &key, deep.clone()).unwrap();
+    let mut nested = json!(1);
+    for _ in 0..35 {
+        nested = json!([nested]);
+    }
+    text.push("x");
+    let at = path(&text.join("."));
+    match store.set_path(&writer, &key, &at, nested) {
+        Err(Error::TooDeep { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.get::<Value>(&writer, &key).unwrap(), deep);
+    store.set_path(&writer, &key, &at, json!([[1]])).unwrap();
+
+    // Three fields of 100 KiB pass a value's limit.
+    let big = "x".repeat(100 << 10);
+    let doc = json!({"a": big, "b": big});
+    store.set(&writer, &key, doc.clone()).unwrap();
+    match store.set_path(&writer, &key, &path("c"), json!(big)) {
+        Err(Error::TooLarge { limit, .. }) => assert_eq!(limit, MAX_VALUE_BYTES),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.get::<Value>(&writer, &key).unwrap(), doc);
+    // Replacing one of them keeps within it, write after write.
+    for round in 0..50 {
+        let text = format!("{round}").repeat(50 << 10);
+        store
+            .set_path(&writer, &key, &path("a"), json!(text))
+            .unwrap();
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Profile {
+    name: String,
+    age: u32,
+}
+
+#[test]
+fn a_typed_key_written_at_a_path_still_decodes() {
+    let writer = unit("main/shop/cart");
+    let key = SharedKey::<Profile>::builder("profile")
+        .scope(Scope::Apartment)
+        .build()
+        .unwrap();
+    let mut store = replica(1);
+    store.declare(&key).unwrap();
+    store
+        .set_path(&writer, &key, &path("age"), json!(41))
+        .unwrap();
+    assert_eq!(store.get(&writer, &key).unwrap().age, 41);
+    for (at, value) in [
+        ("age", json!("old")),
+        ("age", json!(-1)),
+        ("name", json!(1)),
+    ] {
+        match store.set_path(&writer, &key, &path(at), value) {
+            Err(Error::TypeMismatch { .. }) => {}
+            other => panic!("{at}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        store.get(&writer, &key).unwrap(),
+        Profile {
+            name: String::new(),
+            age: 41
+        }
+    );
+    // The root path is a set of the whole value, checked the same way.
+    assert!(matches!(
+        store.set_path(&writer, &key, &Path::root(), json!(3)),
+        Err(Error::TypeMismatch { .. })
+    ));
+    store
+        .set_path(&writer, &key, &Path::root(), json!({"name": "n", "age": 2}))
+        .unwrap();
+    assert_eq!(store.get(&writer, &key).unwrap().name, "n");
+}
+
+#[test]
+fn other_strategies_take_a_write_at_a_path_as_a_set() {
+    let writer = unit("main/shop/cart");
+    let first = doc_key(Strategy::FirstWriteWins, Lifetime::Memory);
+    let mut store = replica(1);
+    store.declare(&first).unwrap();
+    // Over the default (null) there is no field to set.
+    assert!(matches!(
+        store.set_path(&writer, &first, &path("a"), json!(1)),
+        Err(Error::InvalidPath { .. })
+    ));
+    store.set(&writer, &first, json!({})).unwrap();
+    assert!(matches!(
+        store.set_path(&writer, &first, &path("a"), json!(1)),
+        Err(Error::FirstWriteWins { .. })
+    ));
+    assert_eq!(store.get::<Value>(&writer, &first).unwrap(), json!({}));
+}
+
+#[test]
+fn a_write_at_a_path_reverts_to_the_value_before_it() {
+    let writer = unit("main/shop/cart");
+    let key = doc_key(Strategy::LastWriteWins, Lifetime::Persistent);
+    let mut store = replica(1);
+    // Its writes come later than this one's.
+    let mut other = Replica::new(TabId::new(2), ManualClock::new(NOW + 1_000));
+    for replica in [&mut store, &mut other] {
+        replica.declare(&key).unwrap();
+    }
+    let doc = json!({"rows": {"r1": {"qty": 1}, "r2": {"qty": 2}}});
+    store.set(&writer, &key, doc.clone()).unwrap();
+    let optimistic = store
+        .set_path(&writer, &key, &path("rows.r3"), json!({"qty": 3}))
+        .unwrap();
+    let undo = store.revert(&writer, &key, &optimistic).unwrap().unwrap();
+    assert_eq!(store.get::<Value>(&writer, &key).unwrap(), doc);
+    assert_eq!(undo.change.unwrap().old()["rows"]["r3"]["qty"], json!(3));
+    // A revert after someone else's later write keeps theirs.
+    let optimistic = store
+        .set_path(&writer, &key, &path("rows.r1.qty"), json!(10))
+        .unwrap();
+    let later = other.set(&writer, &key, json!({"theirs": true})).unwrap();
+    let text = later.message.unwrap().encode().unwrap();
+    assert!(store.receive_text(&text).errors.is_empty());
+    assert!(store.revert(&writer, &key, &optimistic).unwrap().is_none());
+    assert_eq!(
+        store.get::<Value>(&writer, &key).unwrap(),
+        json!({"theirs": true})
+    );
+}
