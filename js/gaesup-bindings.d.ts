@@ -67,7 +67,9 @@ export interface GaesupUnit {
   /**
    * Writes `value` at `path` (`"rows.r1.qty"`) inside the value: sets the
    * object field the last step names, or replaces the array item it names;
-   * every step before it must exist (else code `invalid_path`).
+   * every step before it must exist (else code `invalid_path`). For a
+   * last-write-wins key the write goes to other tabs as the whole value:
+   * two tabs writing different paths at once keep one value whole.
    */
   setPath(name: string, path: string, value: Json): void;
   increment(name: string, delta: number): void;

@@ -351,6 +351,10 @@ fn a_write_at_a_path_is_checked_as_the_whole_value_would_be() {
 struct Profile {
     name: String,
     age: u32,
+    #[serde(default)]
+    score: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nick: Option<String>,
 }
 
 #[test]
@@ -376,12 +380,37 @@ fn a_typed_key_written_at_a_path_still_decodes() {
             other => panic!("{at}: {other:?}"),
         }
     }
+    // A field the type does not have decodes (serde skips it) but would
+    // be lost: refused.
+    match store.set_path(&writer, &key, &path("nmae"), json!("typo")) {
+        Err(Error::TypeMismatch { reason, .. }) => {
+            assert!(reason.contains("does not keep"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // What the type keeps in another form is kept: an integer in a float
+    // field, a null in an option skipped when empty.
+    store
+        .set_path(&writer, &key, &path("score"), json!(2))
+        .unwrap();
+    store
+        .set_path(&writer, &key, &path("nick"), json!("n"))
+        .unwrap();
+    store
+        .set_path(&writer, &key, &path("nick"), json!(null))
+        .unwrap();
     assert_eq!(
         store.get(&writer, &key).unwrap(),
         Profile {
             name: String::new(),
-            age: 41
+            age: 41,
+            score: 2.0,
+            nick: None,
         }
+    );
+    assert_eq!(
+        store.get_value(&writer, &key).unwrap(),
+        json!({"name": "", "age": 41, "score": 2, "nick": null})
     );
     // The root path is a set of the whole value, checked the same way.
     assert!(matches!(

@@ -133,9 +133,11 @@ where
     ///
     /// For a last-write-wins key of type `serde_json::Value` the stored
     /// value changes in place (see [`StateManager::set_path`]), so one
-    /// field of a large document costs what the field costs. With a
-    /// validator, the whole new value is decoded and validated first, as a
-    /// [`set`](Self::set) of it would be.
+    /// field of a large document costs what the field costs (for a
+    /// memory key; one that syncs still sends the whole value). With a
+    /// validator, the value the write would leave is read, decoded and
+    /// validated first, as a [`set`](Self::set) of it would be (so the
+    /// unit must also be allowed to read the key).
     ///
     /// [`StateManager::set_path`]: crate::StateManager::set_path
     pub fn set_path(&self, path: &str, value: impl Serialize) {
@@ -151,18 +153,19 @@ where
                 reason: err.to_string(),
             })?;
             let (unit, key) = (&target.unit.address, &target.key);
-            if self.validate.is_none() {
-                target.unit.manager.set_path(unit, key, &path, value)?;
-                return Ok(());
+            if self.validate.is_some() {
+                // The validator judges the value the write leaves, read
+                // and decoded here; the write itself is the same path
+                // write as without one.
+                let mut whole = target.unit.manager.get_value(unit, key)?;
+                path.put(&mut whole, Some(value.clone()))?;
+                let typed = T::deserialize(&whole).map_err(|err| CoreError::TypeMismatch {
+                    key: key.full_key(unit).to_string(),
+                    reason: err.to_string(),
+                })?;
+                self.checked(&typed)?;
             }
-            let mut whole = target.unit.manager.get_value(unit, key)?;
-            path.put(&mut whole, Some(value))?;
-            let typed = T::deserialize(&whole).map_err(|err| CoreError::TypeMismatch {
-                key: key.full_key(unit).to_string(),
-                reason: err.to_string(),
-            })?;
-            self.checked(&typed)?;
-            target.unit.manager.set(unit, key, typed)?;
+            target.unit.manager.set_path(unit, key, &path, value)?;
             Ok(())
         };
         self.record(write())

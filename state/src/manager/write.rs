@@ -27,7 +27,7 @@ impl StateManager {
     /// change one field of a large document: the stored value changes in
     /// place, and only subscribers whose path holds or lies inside `path`
     /// (and whole-key subscribers) are told, found without a diff of the
-    /// document.
+    /// document. A key that syncs still sends and saves the whole value.
     ///
     /// ```
     /// # use gaesup_state::{StateManager, SharedKey, UnitAddress, Path};

@@ -17,13 +17,25 @@
 //! - the [`Change`](super::Change) keeps only what was at the path, so
 //!   subscribers to other paths are told apart without a diff.
 //!
-//! The op it makes is an ordinary set of the whole new value, so every
-//! receiver (another tab, the relay, a device of an older version) applies
-//! it as it always did; sending it costs what sending the value costs. Any
-//! other key (a typed one, whose new value must still decode as its type;
-//! a merge, sum, first-write-wins or user-resolve key) is written as a set
-//! of the current value with the path replaced: the same result, at the
-//! cost of a whole-value write.
+//! What stays in proportion to the document:
+//!
+//! - The op it makes is an ordinary set of the whole new value, so every
+//!   receiver (another tab, the relay, a device of an older version)
+//!   applies it as it always did. For a key that syncs (session or
+//!   persistent), sending and saving it cost what the value costs: the
+//!   flat cost is a memory key's. Two tabs writing different paths of one
+//!   last-write-wins key at once keep one whole value, as two sets would;
+//!   fields edited concurrently belong in a merge key, whose path writes
+//!   go out as the top-level fields they change.
+//! - While an inspector keeps the log of changes, each write copies the
+//!   value the log still holds.
+//! - A value whose size estimate nears a value's limit is measured again
+//!   (once, then the estimate is exact), and past it the write is the
+//!   whole-value set below, which says by how much it is too large.
+//!
+//! Any other key (a typed one; a merge, sum, first-write-wins or
+//! user-resolve key) is written as a set of the current value with the
+//! path replaced: the same result, at the cost of a whole-value write.
 
 use std::sync::Arc;
 
@@ -53,10 +65,14 @@ impl Replica {
     /// whole value.
     ///
     /// Checked as a set of the whole new value would be: permissions, the
-    /// key's strategy (a first-write-wins key that holds a value refuses
-    /// it), the size and depth limits, and for a key of another type than
-    /// `serde_json::Value` that the new value still decodes as its type.
-    /// See the module docs for what it costs.
+    /// key's strategy, and the size and depth limits. Per strategy it is
+    /// that set: a first-write-wins key that holds a value refuses it, and
+    /// on a user-resolve key it resolves an open conflict with the shown
+    /// value, the path replaced. A key of another type than
+    /// `serde_json::Value` must still decode as its type, and the type
+    /// must keep what was written: a path naming a field the type does not
+    /// have (a typo) fails with [`Error::TypeMismatch`] rather than store
+    /// a field nobody reads. See the module docs for what it costs.
     pub fn set_path<T>(
         &mut self,
         unit: &UnitAddress,
@@ -86,8 +102,14 @@ impl Replica {
             value
         };
         let mut whole = Value::clone(&self.current(&spec, &full));
-        path.put(&mut whole, Some(value))?;
-        put_json(self, unit, (spec, full), !untyped, Ok(whole), Intent::Set)
+        if untyped {
+            path.put(&mut whole, Some(value))?;
+        } else {
+            path.put(&mut whole, Some(value.clone()))?;
+            spec.check_written_at(full.as_str(), &whole, path, &value)?;
+        }
+        // Checked above: as JSON for any key.
+        put_json(self, unit, (spec, full), false, Ok(whole), Intent::Set)
     }
 
     /// Writes `value` (of serialized length at most `value_len`) at `path`
