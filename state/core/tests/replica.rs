@@ -904,6 +904,9 @@ fn reads_borrow_or_build_the_value_per_strategy_and_agree_with_get_value() {
 
 /// Every op a replica sends must pass the checks its receivers make
 /// ([`Op::validate`]): otherwise the writer keeps a value nobody else does.
+/// A write changing more fields than a patch may carry goes as the whole
+/// object instead (as a set, a batch and a restore), and every receiver
+/// ends with the same value.
 #[test]
 fn a_merge_write_that_no_receiver_would_take_is_refused_where_it_is_made() {
     let doc = key::<Value>("doc", Strategy::Merge);
@@ -911,38 +914,91 @@ fn a_merge_write_that_no_receiver_would_take_is_refused_where_it_is_made() {
     a.store.declare(&doc).unwrap();
     b.store.declare(&doc).unwrap();
     let u = unit("x/y/z");
-    let wide: serde_json::Map<String, Value> = (0..=MAX_OP_ITEMS)
-        .map(|i| (format!("f{i}"), json!(i)))
-        .collect();
-    let refused = |err: Error| {
-        assert!(
-            matches!(&err, Error::Malformed { reason, .. } if reason.contains("too many fields")),
-            "{err}"
-        );
-    };
-    refused(
-        a.store
-            .set(&u, &doc, Value::Object(wide.clone()))
-            .unwrap_err(),
-    );
-    refused(
-        a.store
-            .batch(|batch| batch.set(&u, &doc, Value::Object(wide)))
-            .unwrap_err(),
-    );
     let long_name = "n".repeat(MAX_FIELD_NAME_BYTES + 1);
-    let err = a.store.set(&u, &doc, json!({ long_name: 1 })).unwrap_err();
+    let err = a
+        .store
+        .set(&u, &doc, json!({ long_name.clone(): 1 }))
+        .unwrap_err();
     assert!(
         matches!(&err, Error::Malformed { reason, .. } if reason.contains("field name too long")),
         "{err}"
     );
+    // Nor does a long name go out in a whole object.
+    let mut wide_and_long: serde_json::Map<String, Value> = (0..=MAX_OP_ITEMS)
+        .map(|i| (format!("f{i}"), json!(i)))
+        .collect();
+    wide_and_long.insert(long_name.clone(), json!(1));
+    assert!(a.store.set(&u, &doc, Value::Object(wide_and_long)).is_err());
     assert_eq!(a.store.get(&u, &doc).unwrap(), Value::Null);
+    let wide = |round: usize| -> Value {
+        (0..=MAX_OP_ITEMS)
+            .map(|i| (format!("f{i}"), json!(i + round)))
+            .collect::<serde_json::Map<String, Value>>()
+            .into()
+    };
+    // A first write, a write over an object, and one in a batch.
+    for round in 0..2 {
+        let write = a.store.set(&u, &doc, wide(round)).unwrap();
+        assert!(
+            matches!(write.op.payload, gaesup_state_core::Payload::Set { .. }),
+            "{:?}",
+            write.op.payload
+        );
+        send(&write, &mut b.store);
+        assert_eq!(b.store.get(&u, &doc).unwrap(), wide(round));
+    }
+    let batch = a.store.batch(|batch| batch.set(&u, &doc, wide(2))).unwrap();
+    let text = batch.message.unwrap().encode().unwrap();
+    assert!(b.store.receive_text(&text).errors.is_empty());
+    assert_eq!(b.store.get(&u, &doc).unwrap(), wide(2));
+    // A narrow write after it is a patch again.
+    let mut narrow = wide(2);
+    narrow["f0"] = json!("changed");
+    let write = a.store.set(&u, &doc, narrow.clone()).unwrap();
+    assert!(matches!(
+        write.op.payload,
+        gaesup_state_core::Payload::Patch { .. }
+    ));
+    send(&write, &mut b.store);
+    assert_eq!(b.store.get(&u, &doc).unwrap(), narrow);
+
     // The refused writes used no op number: the next write reaches b.
     send(
         &a.store.set(&u, &doc, json!({ "f0": 1 })).unwrap(),
         &mut b.store,
     );
     assert_eq!(b.store.get(&u, &doc).unwrap(), json!({ "f0": 1 }));
+}
+
+/// A merge key grown past a patch's field count by many small writes: its
+/// scope snapshot restores in another tab, whose value and the restore's
+/// message both reach the same object.
+#[test]
+fn a_snapshot_of_a_merge_key_wider_than_a_patch_restores() {
+    let doc = key::<Value>("doc", Strategy::Merge);
+    let (mut a, mut b, mut c) = (tab(1), tab(2), tab(3));
+    for tab in [&mut a, &mut b, &mut c] {
+        tab.store.declare(&doc).unwrap();
+    }
+    let u = unit("x/y/z");
+    a.store.set(&u, &doc, json!({})).unwrap();
+    for i in 0..MAX_OP_ITEMS + 10 {
+        let field = Path::parse(&format!("f{i}")).unwrap();
+        let write = a.store.set_path(&u, &doc, &field, json!(i)).unwrap();
+        assert!(matches!(
+            write.op.payload,
+            gaesup_state_core::Payload::Patch { .. }
+        ));
+    }
+    let grown = a.store.get::<Value>(&u, &doc).unwrap();
+    assert_eq!(grown.as_object().unwrap().len(), MAX_OP_ITEMS + 10);
+    let text = a.store.snapshot(&u, Scope::Apartment).to_json().unwrap();
+    let restored = b.store.restore(&u, &text).unwrap();
+    assert_eq!(b.store.get::<Value>(&u, &doc).unwrap(), grown);
+    let message = restored.message.unwrap().encode().unwrap();
+    let inbound = c.store.receive_text(&message);
+    assert!(inbound.errors.is_empty(), "{:?}", inbound.errors);
+    assert_eq!(c.store.get::<Value>(&u, &doc).unwrap(), grown);
 }
 
 #[test]

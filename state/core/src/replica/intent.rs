@@ -11,7 +11,7 @@ use super::Replica;
 use crate::error::{Error, Result};
 use crate::id::{TabId, UnitAddress};
 use crate::key::{KeySpec, SharedKey};
-use crate::limits::{MAX_SUM_SLOTS, check_value, serde_reason};
+use crate::limits::{MAX_FIELD_NAME_BYTES, MAX_OP_ITEMS, MAX_SUM_SLOTS, check_value, serde_reason};
 use crate::op::{OpId, Payload};
 use crate::permission::Action;
 use crate::scope::FullKey;
@@ -208,6 +208,13 @@ pub(crate) fn payload_for(
             match current.and_then(KeyState::value) {
                 Some(Value::Object(old)) => {
                     let (set, remove) = merge_diff(&old, &new);
+                    if set.len() + remove.len() > MAX_OP_ITEMS && fields_fit(&new) {
+                        // More changed fields than an op may carry: the
+                        // object goes whole (see below).
+                        return Ok(Payload::Set {
+                            value: Arc::new(Value::Object(new)),
+                        });
+                    }
                     Ok(Payload::Patch { set, remove })
                 }
                 // Over a value that is not an object, an object replaces it
@@ -217,10 +224,18 @@ pub(crate) fn payload_for(
                     value: Arc::new(Value::Object(new)),
                 }),
                 // First write: fields, so concurrent first writes of other
-                // fields survive; an empty object is a whole value.
-                None if new.is_empty() => Ok(Payload::Set {
-                    value: Arc::new(Value::Object(new)),
-                }),
+                // fields survive; an empty object is a whole value, and so
+                // is one of more fields than an op may carry.
+                //
+                // A whole value replaces the object as of its stamp: a
+                // concurrent edit of another field stamped before it is
+                // replaced too. That is the price of a write too wide for
+                // a patch, which would otherwise be refused outright.
+                None if new.is_empty() || (new.len() > MAX_OP_ITEMS && fields_fit(&new)) => {
+                    Ok(Payload::Set {
+                        value: Arc::new(Value::Object(new)),
+                    })
+                }
                 None => Ok(Payload::Patch {
                     set: new.into_iter().collect(),
                     remove: Default::default(),
@@ -256,6 +271,14 @@ pub(crate) fn payload_for(
         (_, Intent::Add(_)) => Err(wrong("increment")),
         (_, Intent::Resolve(_)) => Err(wrong("resolve")),
     }
+}
+
+/// Whether every field name of `object` is one a patch may carry: an
+/// object going whole because it changes too many fields must not carry a
+/// name that a later patch of that field could not (the write is then a
+/// patch, refused for the name).
+fn fields_fit(object: &serde_json::Map<String, Value>) -> bool {
+    object.keys().all(|name| name.len() <= MAX_FIELD_NAME_BYTES)
 }
 
 /// A sum key's increment: the writer's slot (its newest, or a new one) and

@@ -54,7 +54,10 @@ impl Replica {
     /// Writes `value` to `key` on behalf of `unit`.
     ///
     /// Per strategy: last-write-wins and merge always succeed (merge sends
-    /// only the changed top-level fields); first-write-wins fails with
+    /// only the changed top-level fields, or the whole object when more
+    /// than [`MAX_OP_ITEMS`](crate::MAX_OP_ITEMS) changed: then it replaces
+    /// concurrent edits stamped before it, as a set of another strategy
+    /// would); first-write-wins fails with
     /// [`Error::FirstWriteWins`] once the key holds a value; sum resets the
     /// counter to `value` (increments made concurrently elsewhere still
     /// count on top of it, and two tabs resetting at once agree);
