@@ -190,8 +190,8 @@ if (field10k) {
   const growth = field10k.us_per_update / pathSets[0].us_per_update;
   goal(
     '10,000-field value, update one field (`set_path`)',
-    ms(field10k.us_per_update / 1000),
-    `100 fields: ${ms(pathSets[0].us_per_update / 1000)}; whole-value \`set\` of a copy: ${ms(whole10k?.us_per_update / 1000)}`,
+    ms(field10k.us_per_update / 1000, 4),
+    `100 fields: ${ms(pathSets[0].us_per_update / 1000, 4)}; whole-value \`set\` of a copy: ${ms(whole10k?.us_per_update / 1000)}`,
     `${x(growth)} (10,000 vs 100 fields)`,
     '≤ 0.1 ms, flat in the value\'s size (read here as ≤ 1.5× from 100 to 10,000 fields)',
     field10k.us_per_update <= 100 && growth <= 1.5,
@@ -370,8 +370,11 @@ if (baseline) {
   if (previous) {
     lines.push(`The middle column is the previous committed run (\`end2end/bench/previous.json\`: ${previous.label}), so the last column shows what the latest change alone moved.`, '');
   }
-  const num = (n) => (n == null ? 'n/a' : n >= 100 ? n.toFixed(0) : n >= 10 ? n.toFixed(1) : n.toFixed(2));
-  const change = (before, now) => (before != null && now != null ? `${now <= before ? '−' : '+'}${Math.abs((now / before - 1) * 100).toFixed(0)} %` : '');
+  // Three significant digits at most, and never a small number shown as 0.
+  const num = (n) => (n == null ? 'n/a' : n >= 100 ? n.toFixed(0) : n >= 10 ? n.toFixed(1) : n >= 0.1 ? n.toFixed(2) : n.toPrecision(2));
+  // Near 100 %, one decimal rounded down, so an improvement never reads as −100 %.
+  const pct = (r) => { const p = Math.abs((r - 1) * 100); return p >= 99.5 && p < 100 ? (Math.floor(p * 10) / 10).toFixed(1) : p.toFixed(0); };
+  const change = (before, now) => (before != null && now != null ? `${now <= before ? '−' : '+'}${pct(now / before)} %` : '');
   if (previous) {
     row(['measurement', 'before #18', 'previous run', 'now', 'change vs before #18', 'change vs previous run']);
     row(['---', '---:', '---:', '---:', '---:', '---:']);
