@@ -473,3 +473,72 @@ fn a_write_at_a_path_reverts_to_the_value_before_it() {
         json!({"theirs": true})
     );
 }
+
+#[test]
+fn path_writes_in_a_batch_see_each_other_and_commit_together() {
+    let writer = unit("main/shop/cart");
+    let doc = doc_key(Strategy::LastWriteWins, Lifetime::Persistent);
+    let merged = doc_key(Strategy::Merge, Lifetime::Persistent);
+    let profile = SharedKey::<Profile>::builder("profile")
+        .scope(Scope::Apartment)
+        .lifetime(Lifetime::Persistent)
+        .build()
+        .unwrap();
+    let mut store = replica(1);
+    let mut other = replica(2);
+    for replica in [&mut store, &mut other] {
+        replica.declare(&doc).unwrap();
+        replica.declare(&merged).unwrap();
+        replica.declare(&profile).unwrap();
+    }
+    for write in [
+        store.set(&writer, &doc, json!({"rows": {}})).unwrap(),
+        store.set(&writer, &merged, json!({"a": 1})).unwrap(),
+    ] {
+        let text = write.message.unwrap().encode().unwrap();
+        assert!(other.receive_text(&text).errors.is_empty());
+    }
+    let batch = store
+        .batch(|batch| {
+            batch.set_path(&writer, &doc, &path("rows.r1"), json!({"qty": 1}))?;
+            // Sees the write before it.
+            batch.set_path(&writer, &doc, &path("rows.r1.qty"), json!(2))?;
+            batch.set_path(&writer, &merged, &path("b"), json!(2))?;
+            batch.set_path(&writer, &profile, &path("age"), json!(3))
+        })
+        .unwrap();
+    assert_eq!(
+        store.get::<Value>(&writer, &doc).unwrap(),
+        json!({"rows": {"r1": {"qty": 2}}})
+    );
+    assert_eq!(
+        store.get::<Value>(&writer, &merged).unwrap(),
+        json!({"a": 1, "b": 2})
+    );
+    assert_eq!(store.get(&writer, &profile).unwrap().age, 3);
+    assert_eq!(batch.changes.len(), 3);
+    // Another tab, which had the values before, takes the batch's message.
+    let text = batch.message.unwrap().encode().unwrap();
+    assert!(other.receive_text(&text).errors.is_empty());
+    for key in [&doc, &merged] {
+        assert_eq!(
+            other.get::<Value>(&writer, key).unwrap(),
+            store.get::<Value>(&writer, key).unwrap()
+        );
+    }
+    assert_eq!(other.get(&writer, &profile).unwrap().age, 3);
+    // One refused path write (a typo on a typed key) refuses the batch.
+    let refused = store.batch(|batch| {
+        batch.set_path(&writer, &doc, &path("rows.r2"), json!({"qty": 9}))?;
+        batch.set_path(&writer, &profile, &path("aeg"), json!(4))
+    });
+    assert!(
+        matches!(refused, Err(Error::TypeMismatch { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(
+        store.get::<Value>(&writer, &doc).unwrap(),
+        json!({"rows": {"r1": {"qty": 2}}})
+    );
+    assert_eq!(store.get(&writer, &profile).unwrap().age, 3);
+}

@@ -1,6 +1,6 @@
 //! `use_unit_state`: unit-bound operations that span keys (batches).
 
-use gaesup_state_core::{Batch, BatchWrite, SharedKey};
+use gaesup_state_core::{Batch, BatchWrite, Path, SharedKey};
 use leptos::prelude::*;
 use serde::Serialize;
 
@@ -29,6 +29,17 @@ impl UnitBatch<'_, '_> {
         value: T,
     ) -> gaesup_state_core::Result<()> {
         self.batch.set(&self.unit.address, key, value)
+    }
+
+    /// Stages a write of `value` at `path` inside `key`'s value (see
+    /// [`Batch::set_path`]).
+    pub fn set_path<T>(
+        &mut self,
+        key: &SharedKey<T>,
+        path: &Path,
+        value: serde_json::Value,
+    ) -> gaesup_state_core::Result<()> {
+        self.batch.set_path(&self.unit.address, key, path, value)
     }
 
     /// Stages an increment of a sum key.

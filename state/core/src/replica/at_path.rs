@@ -41,7 +41,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::intent::{Intent, open_for_key, put_json};
+use super::intent::{Intent, Sink, open_for_key, put_json};
 use super::{Change, Replica, Write};
 use crate::error::{Error, Result};
 use crate::id::UnitAddress;
@@ -80,54 +80,29 @@ impl Replica {
         path: &Path,
         value: Value,
     ) -> Result<Write> {
-        let (spec, full) = open_for_key(self, unit, key.spec())?;
-        // Only a key declared as untyped JSON takes any JSON; the value of
-        // a typed one must still decode after the write, whoever writes
-        // (a JSON view of it included).
-        let untyped = spec.holds_any_json();
-        if path.is_empty() {
-            return put_json(self, unit, (spec, full), !untyped, Ok(value), Intent::Set);
-        }
-        let value_len = check_value_at(&value, path.len(), "value")?;
-        let value = if untyped && spec.strategy() == Strategy::LastWriteWins {
-            let now = self.now();
-            self.shed_future_at(now);
-            match self.put_in_place(&spec, &full, unit, path, (value, value_len), now)? {
-                Ok(write) => return Ok(write),
-                // The stored value could not take it in place (see
-                // `put_in_place`): the usual write below decides.
-                Err(value) => value,
-            }
-        } else {
-            value
-        };
-        let mut whole = Value::clone(&self.current(&spec, &full));
-        if untyped {
-            path.put(&mut whole, Some(value))?;
-        } else {
-            path.put(&mut whole, Some(value.clone()))?;
-            spec.check_written_at(full.as_str(), &whole, path, &value)?;
-        }
-        // Checked above: as JSON for any key.
-        put_json(self, unit, (spec, full), false, Ok(whole), Intent::Set)
+        put_path(self, unit, key, path, value)
     }
 
     /// Writes `value` (of serialized length at most `value_len`) at `path`
-    /// into the stored value of the last-write-wins key `full`, in place.
-    /// The value comes back (and nothing changed) when that is not a plain
-    /// local write over a value already stored: the key was never written,
-    /// the new value could pass a value's size limit (the caller's
-    /// whole-value write then says by how much), or the stored write is
-    /// stamped ahead of this one.
-    fn put_in_place(
+    /// into the stored value of `full`, in place, if it is an untyped
+    /// last-write-wins key. The value comes back (and nothing changed) for
+    /// any other key and when this is not a plain local write over a value
+    /// already stored: the key was never written, the new value could pass
+    /// a value's size limit (the caller's whole-value write then says by
+    /// how much), or the stored write is stamped ahead of this one.
+    pub(super) fn write_in_place(
         &mut self,
         spec: &KeySpec,
         full: &FullKey,
         unit: &UnitAddress,
         path: &Path,
         (value, value_len): (Value, usize),
-        now: u64,
     ) -> Result<std::result::Result<Write, Value>> {
+        if !spec.holds_any_json() || spec.strategy() != Strategy::LastWriteWins {
+            return Ok(Err(value));
+        }
+        let now = self.now();
+        self.shed_future_at(now);
         // The stamp, id and writer of an entry, as its encoding holds them.
         let meta_len =
             |stamp, id: &OpId, writer: &UnitAddress| encoded_len(&(stamp, id, writer), usize::MAX);
@@ -223,6 +198,43 @@ impl Replica {
             message,
         }))
     }
+}
+
+/// A write of `value` at `path` inside `key`'s value, by `unit`, put into
+/// `sink` (see [`Replica::set_path`]): in place where the sink can, else
+/// as a set of the current value (the sink's: a batch's earlier writes
+/// count) with the path replaced.
+pub(super) fn put_path<S: Sink, T>(
+    sink: &mut S,
+    unit: &UnitAddress,
+    key: &SharedKey<T>,
+    path: &Path,
+    value: Value,
+) -> Result<S::Done> {
+    let (spec, full) = open_for_key(sink.replica(), unit, key.spec())?;
+    // Only a key declared as untyped JSON takes any JSON; the value of a
+    // typed one must still decode after the write, whoever writes (a JSON
+    // view of it included).
+    let untyped = spec.holds_any_json();
+    if path.is_empty() {
+        return put_json(sink, unit, (spec, full), !untyped, Ok(value), Intent::Set);
+    }
+    let value_len = check_value_at(&value, path.len(), "value")?;
+    let value = match sink.put_in_place(&spec, &full, unit, path, (value, value_len))? {
+        Ok(done) => return Ok(done),
+        // Not in place (see `Replica::write_in_place`): the usual write
+        // below decides.
+        Err(value) => value,
+    };
+    let mut whole = Value::clone(&sink.current(&spec, &full));
+    if untyped {
+        path.put(&mut whole, Some(value))?;
+    } else {
+        path.put(&mut whole, Some(value.clone()))?;
+        spec.check_written_at(full.as_str(), &whole, path, &value)?;
+    }
+    // Checked above: as JSON for any key.
+    put_json(sink, unit, (spec, full), false, Ok(whole), Intent::Set)
 }
 
 #[cfg(test)]

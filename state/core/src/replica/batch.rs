@@ -61,6 +61,19 @@ impl<'s> Batch<'s> {
         put_value(self, unit, key, value, Intent::Set)
     }
 
+    /// Stages [`Replica::set_path`]: a set of the batch's current value
+    /// with `path` replaced (not in place: the batch keeps its writes
+    /// apart from the replica until it commits).
+    pub fn set_path<T>(
+        &mut self,
+        unit: &UnitAddress,
+        key: &SharedKey<T>,
+        path: &crate::path::Path,
+        value: serde_json::Value,
+    ) -> Result<()> {
+        super::at_path::put_path(self, unit, key, path, value)
+    }
+
     /// Stages [`Replica::increment`].
     pub fn increment<T>(
         &mut self,
@@ -157,6 +170,15 @@ impl Sink for Batch<'_> {
         value_len: Option<usize>,
     ) -> Result<()> {
         self.stage(spec, full, unit, intent, value_len)
+    }
+
+    fn current(&self, spec: &KeySpec, full: &FullKey) -> Arc<serde_json::Value> {
+        match self.overlay.get(full) {
+            Some((_, state)) => state
+                .shared_value()
+                .unwrap_or_else(|| Arc::new(spec.default_value().clone())),
+            None => self.replica.current(spec, full),
+        }
     }
 }
 

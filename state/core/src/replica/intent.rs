@@ -13,6 +13,7 @@ use crate::id::{TabId, UnitAddress};
 use crate::key::{KeySpec, SharedKey};
 use crate::limits::{MAX_FIELD_NAME_BYTES, MAX_OP_ITEMS, MAX_SUM_SLOTS, check_value, serde_reason};
 use crate::op::{OpId, Payload};
+use crate::path::Path;
 use crate::permission::Action;
 use crate::scope::FullKey;
 use crate::strategy::{KeyState, Strategy, Totals, merge_diff};
@@ -45,6 +46,25 @@ pub(super) trait Sink {
         intent: Intent,
         value_len: Option<usize>,
     ) -> Result<Self::Done>;
+
+    /// What `full` reads here now (a batch: after its earlier writes).
+    fn current(&self, spec: &KeySpec, full: &FullKey) -> Arc<Value> {
+        self.replica().current(spec, full)
+    }
+
+    /// Writes `value` (of serialized length at most `value_len`) at `path`
+    /// in place, if this sink can for this key; the value comes back if
+    /// not. None by default.
+    fn put_in_place(
+        &mut self,
+        _spec: &KeySpec,
+        _full: &FullKey,
+        _unit: &UnitAddress,
+        _path: &Path,
+        (value, _value_len): (Value, usize),
+    ) -> Result<std::result::Result<Self::Done, Value>> {
+        Ok(Err(value))
+    }
 }
 
 /// A value written to `key` by `unit` (a set, or a resolution): the key

@@ -361,6 +361,17 @@ impl Sink for Replica {
     ) -> Result<Write> {
         self.write(spec, full, unit, intent, value_len)
     }
+
+    fn put_in_place(
+        &mut self,
+        spec: &KeySpec,
+        full: &FullKey,
+        unit: &UnitAddress,
+        path: &crate::path::Path,
+        value: (serde_json::Value, usize),
+    ) -> Result<std::result::Result<Write, serde_json::Value>> {
+        self.write_in_place(spec, full, unit, path, value)
+    }
 }
 
 #[cfg(test)]
