@@ -17,7 +17,6 @@ use serde_json::Value;
 use crate::error::{Error, Result, preview};
 use crate::id::{KeyName, UnitAddress};
 use crate::limits::{check_value, serde_reason};
-use crate::path::Path;
 use crate::permission::{Access, Permissions};
 use crate::schema::{MigrateFn, Schema};
 use crate::scope::{FullKey, Lifetime, Scope};
@@ -32,36 +31,6 @@ fn check_type<T: DeserializeOwned>(value: &Value) -> Result<(), String> {
         .map_err(|err| serde_reason(&err))
 }
 
-/// Decodes a JSON value as the key's Rust type and encodes it back: what
-/// of the value the type holds.
-type HoldFn = fn(&Value) -> Result<Value, String>;
-
-fn held_by_type<T: Serialize + DeserializeOwned>(value: &Value) -> Result<Value, String> {
-    let typed = T::deserialize(value).map_err(|err| serde_reason(&err))?;
-    serde_json::to_value(&typed).map_err(|err| serde_reason(&err))
-}
-
-/// Whether the type kept `written` as `kept`: numbers equal as numbers
-/// (an integer written to a float field comes back as a float), and in
-/// objects an absent field equal to `null` (an `Option` skipped when
-/// `None`).
-fn kept_as_written(kept: Option<&Value>, written: &Value) -> bool {
-    match (kept, written) {
-        (None | Some(Value::Null), Value::Null) => true,
-        (Some(Value::Number(a)), Value::Number(b)) => a == b || a.as_f64() == b.as_f64(),
-        (Some(Value::Array(a)), Value::Array(b)) => {
-            a.len() == b.len() && a.iter().zip(b).all(|(a, b)| kept_as_written(Some(a), b))
-        }
-        (Some(Value::Object(a)), Value::Object(b)) => {
-            b.iter().all(|(field, b)| kept_as_written(a.get(field), b))
-                && a.iter()
-                    .all(|(field, a)| b.contains_key(field) || a.is_null())
-        }
-        (Some(kept), written) => kept == written,
-        (None, _) => false,
-    }
-}
-
 /// Everything the replica needs to know about a key, without its Rust type.
 #[derive(Debug, Clone)]
 pub struct KeySpec {
@@ -73,7 +42,6 @@ pub struct KeySpec {
     permissions: Permissions,
     default: Value,
     check: CheckFn,
-    hold: HoldFn,
     type_id: TypeId,
     type_name: &'static str,
 }
@@ -133,33 +101,6 @@ impl KeySpec {
     /// JSON value is one of its values (no type check needed).
     pub fn holds_any_json(&self) -> bool {
         self.type_id == TypeId::of::<Value>()
-    }
-
-    /// Checks that `value`, the key's value after a write of `written` at
-    /// `path`, decodes as the key's type and that the type keeps what was
-    /// written there. Decoding alone would accept a field the type does
-    /// not know (serde skips it), and the write would be lost.
-    pub(crate) fn check_written_at(
-        &self,
-        key: &str,
-        value: &Value,
-        path: &Path,
-        written: &Value,
-    ) -> Result<()> {
-        let mismatch = |reason| Error::TypeMismatch {
-            key: key.to_owned(),
-            reason,
-        };
-        let held = (self.hold)(value).map_err(mismatch)?;
-        if kept_as_written(path.get(&held), written) {
-            Ok(())
-        } else {
-            Err(mismatch(format!(
-                "{} does not keep what was written at {}",
-                self.type_name,
-                preview(&path.to_string())
-            )))
-        }
     }
 
     /// Checks that `value` decodes as the key's type.
@@ -394,7 +335,6 @@ impl<T: Serialize + DeserializeOwned + 'static> SharedKeyBuilder<T> {
             permissions: self.permissions,
             default,
             check: check_type::<T>,
-            hold: held_by_type::<T>,
             type_id: TypeId::of::<T>(),
             type_name: std::any::type_name::<T>(),
         };

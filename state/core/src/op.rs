@@ -261,15 +261,17 @@ impl Op {
                 }
             }
             Payload::Patch { set, remove } => {
-                if set.len() + remove.len() > MAX_OP_ITEMS {
-                    return Err(bad("too many fields in patch"));
-                }
+                // The name first: a write too wide for a patch goes whole
+                // unless a name is too long, and that is then the reason.
                 if set
                     .keys()
                     .chain(remove)
                     .any(|name| name.len() > MAX_FIELD_NAME_BYTES)
                 {
                     return Err(bad("field name too long"));
+                }
+                if set.len() + remove.len() > MAX_OP_ITEMS {
+                    return Err(bad("too many fields in patch"));
                 }
                 if set.keys().any(|name| remove.contains(name)) {
                     return Err(bad("field both set and removed"));

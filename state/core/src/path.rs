@@ -132,6 +132,15 @@ impl Path {
         self.segments.starts_with(&prefix.segments)
     }
 
+    /// Whether this path and the path of `segments` lie one inside the
+    /// other (or are the same): a write at one touches the other.
+    pub(crate) fn overlaps(&self, segments: &[String]) -> bool {
+        self.segments
+            .iter()
+            .zip(segments)
+            .all(|(mine, theirs)| mine.text == *theirs)
+    }
+
     /// The sub-value of `value` reached by this path's segments after the
     /// first `skip`: where this path leads inside the value found at its
     /// first `skip` segments.

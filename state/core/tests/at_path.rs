@@ -355,6 +355,22 @@ struct Profile {
     score: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     nick: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    tags: Vec<String>,
+    #[serde(default)]
+    ratio: f32,
+    #[serde(default)]
+    labels: std::collections::BTreeSet<String>,
+    #[serde(default)]
+    settings: Option<Settings>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Settings {
+    #[serde(default)]
+    theme: String,
+    #[serde(default)]
+    size: u32,
 }
 
 #[test]
@@ -381,15 +397,38 @@ fn a_typed_key_written_at_a_path_still_decodes() {
         }
     }
     // A field the type does not have decodes (serde skips it) but would
-    // be lost: refused.
-    match store.set_path(&writer, &key, &path("nmae"), json!("typo")) {
-        Err(Error::TypeMismatch { reason, .. }) => {
-            assert!(reason.contains("does not keep"), "{reason}");
+    // be lost: refused, whatever the value, however deep.
+    store
+        .set_path(&writer, &key, &path("settings"), json!({}))
+        .unwrap();
+    for (at, value) in [
+        ("nmae", json!("typo")),
+        ("nikc", json!(null)),
+        ("settings.tehme", json!("dark")),
+        ("settings", json!({"theme": "dark", "sise": 2})),
+    ] {
+        match store.set_path(&writer, &key, &path(at), value) {
+            Err(Error::TypeMismatch { reason, .. }) => {
+                assert!(reason.contains("has no place for"), "{at}: {reason}");
+            }
+            other => panic!("{at}: {other:?}"),
         }
-        other => panic!("{other:?}"),
     }
-    // What the type keeps in another form is kept: an integer in a float
-    // field, a null in an option skipped when empty.
+    // What the type takes in another form than written is taken: an empty
+    // list it skips when encoding, an object missing fields that default,
+    // a float only an f32 approximates, a set written out of order.
+    for (at, value) in [
+        ("tags", json!([])),
+        ("settings", json!({"size": 2})),
+        ("ratio", json!(0.1)),
+        ("labels", json!(["b", "a"])),
+    ] {
+        store
+            .set_path(&writer, &key, &path(at), value)
+            .unwrap_or_else(|err| panic!("{at}: {err}"));
+    }
+    // And an integer in a float field, a null in an option skipped when
+    // empty.
     store
         .set_path(&writer, &key, &path("score"), json!(2))
         .unwrap();
@@ -406,11 +445,19 @@ fn a_typed_key_written_at_a_path_still_decodes() {
             age: 41,
             score: 2.0,
             nick: None,
+            tags: Vec::new(),
+            ratio: 0.1,
+            labels: ["a".to_owned(), "b".to_owned()].into(),
+            settings: Some(Settings {
+                theme: String::new(),
+                size: 2
+            }),
         }
     );
     assert_eq!(
         store.get_value(&writer, &key).unwrap(),
-        json!({"name": "", "age": 41, "score": 2, "nick": null})
+        json!({"name": "", "age": 41, "score": 2, "nick": null, "tags": [],
+               "settings": {"size": 2}, "ratio": 0.1, "labels": ["b", "a"]})
     );
     // The root path is a set of the whole value, checked the same way.
     assert!(matches!(

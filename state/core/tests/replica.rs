@@ -928,7 +928,14 @@ fn a_merge_write_that_no_receiver_would_take_is_refused_where_it_is_made() {
         .map(|i| (format!("f{i}"), json!(i)))
         .collect();
     wide_and_long.insert(long_name.clone(), json!(1));
-    assert!(a.store.set(&u, &doc, Value::Object(wide_and_long)).is_err());
+    let err = a
+        .store
+        .set(&u, &doc, Value::Object(wide_and_long))
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Malformed { reason, .. } if reason.contains("field name too long")),
+        "{err}"
+    );
     assert_eq!(a.store.get(&u, &doc).unwrap(), Value::Null);
     let wide = |round: usize| -> Value {
         (0..=MAX_OP_ITEMS)

@@ -33,7 +33,7 @@ impl UnitBatch<'_, '_> {
 
     /// Stages a write of `value` at `path` inside `key`'s value (see
     /// [`Batch::set_path`]).
-    pub fn set_path<T>(
+    pub fn set_path<T: serde::de::DeserializeOwned>(
         &mut self,
         key: &SharedKey<T>,
         path: &Path,

@@ -44,7 +44,7 @@ impl StateManager {
     /// assert_eq!(manager.get(&unit, &doc).unwrap(), json!({"rows": {"r1": {"qty": 2}}}));
     /// # });
     /// ```
-    pub fn set_path<T>(
+    pub fn set_path<T: serde::de::DeserializeOwned>(
         &self,
         unit: &UnitAddress,
         key: &SharedKey<T>,

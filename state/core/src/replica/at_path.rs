@@ -39,15 +39,16 @@
 
 use std::sync::Arc;
 
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::intent::{Intent, Sink, open_for_key, put_json};
 use super::{Change, Replica, Write};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, preview};
 use crate::id::UnitAddress;
 use crate::key::{KeySpec, SharedKey};
 use crate::limits::{
-    MAX_STATE_BYTES, MAX_VALUE_BYTES, check_value_at, encoded_len, string_len_bound,
+    MAX_STATE_BYTES, MAX_VALUE_BYTES, check_value_at, encoded_len, serde_reason, string_len_bound,
 };
 use crate::message::Message;
 use crate::op::{Op, OpGroup, OpId, Payload};
@@ -70,10 +71,12 @@ impl Replica {
     /// on a user-resolve key it resolves an open conflict with the shown
     /// value, the path replaced. A key of another type than
     /// `serde_json::Value` must still decode as its type, and the type
-    /// must keep what was written: a path naming a field the type does not
-    /// have (a typo) fails with [`Error::TypeMismatch`] rather than store
-    /// a field nobody reads. See the module docs for what it costs.
-    pub fn set_path<T>(
+    /// must not skip what was written: a path naming a field the type does
+    /// not have (a typo) fails with [`Error::TypeMismatch`] rather than
+    /// store a field nobody reads. Through a JSON view of a typed key
+    /// ([`SharedKey::erased`], a JavaScript unit) only the decoding is
+    /// checked, as for that view's whole-value writes. See the module docs for what it costs.
+    pub fn set_path<T: DeserializeOwned>(
         &mut self,
         unit: &UnitAddress,
         key: &SharedKey<T>,
@@ -200,11 +203,66 @@ impl Replica {
     }
 }
 
+/// Checks that `value`, a key's value after a write at `path`, decodes as
+/// `T` and that `T` does not skip what was written. Decoding alone would
+/// accept a field `T` does not have (serde skips it, and the write would
+/// be lost: a typo in the path). Fields skipped elsewhere in the value
+/// (written by a newer version, say) are not this write's concern.
+///
+/// Generic over `T` where a path write is made, not per declared key: only
+/// the types written at a path pay for the second decoder.
+fn check_kept<T: DeserializeOwned>(key: &str, value: &Value, path: &Path) -> Result<()> {
+    let mismatch = |reason| Error::TypeMismatch {
+        key: key.to_owned(),
+        reason,
+    };
+    let ignored = ignored_by::<T>(value).map_err(mismatch)?;
+    match ignored.iter().find(|at| path.overlaps(at)) {
+        None => Ok(()),
+        Some(at) => Err(mismatch(format!(
+            "{} has no place for {} (it skips {})",
+            std::any::type_name::<T>(),
+            preview(&path.to_string()),
+            preview(&at.join("."))
+        ))),
+    }
+}
+
+/// Decodes `value` as `T` and lists the places it skipped doing so (fields
+/// `T` does not have), each as its path's segments.
+fn ignored_by<T: DeserializeOwned>(value: &Value) -> Result<Vec<Vec<String>>, String> {
+    fn segments(path: &serde_ignored::Path<'_>, out: &mut Vec<String>) {
+        match path {
+            serde_ignored::Path::Root => {}
+            serde_ignored::Path::Seq { parent, index } => {
+                segments(parent, out);
+                out.push(index.to_string());
+            }
+            serde_ignored::Path::Map { parent, key } => {
+                segments(parent, out);
+                out.push(key.clone());
+            }
+            // An option or a newtype around a value is not a step.
+            serde_ignored::Path::Some { parent }
+            | serde_ignored::Path::NewtypeStruct { parent }
+            | serde_ignored::Path::NewtypeVariant { parent } => segments(parent, out),
+        }
+    }
+    let mut ignored = Vec::new();
+    serde_ignored::deserialize(value, |path| {
+        let mut at = Vec::new();
+        segments(&path, &mut at);
+        ignored.push(at);
+    })
+    .map(|_: T| ignored)
+    .map_err(|err| serde_reason(&err))
+}
+
 /// A write of `value` at `path` inside `key`'s value, by `unit`, put into
 /// `sink` (see [`Replica::set_path`]): in place where the sink can, else
 /// as a set of the current value (the sink's: a batch's earlier writes
 /// count) with the path replaced.
-pub(super) fn put_path<S: Sink, T>(
+pub(super) fn put_path<S: Sink, T: DeserializeOwned>(
     sink: &mut S,
     unit: &UnitAddress,
     key: &SharedKey<T>,
@@ -227,11 +285,15 @@ pub(super) fn put_path<S: Sink, T>(
         Err(value) => value,
     };
     let mut whole = Value::clone(&sink.current(&spec, &full));
-    if untyped {
-        path.put(&mut whole, Some(value))?;
-    } else {
-        path.put(&mut whole, Some(value.clone()))?;
-        spec.check_written_at(full.as_str(), &whole, path, &value)?;
+    path.put(&mut whole, Some(value))?;
+    if !untyped {
+        if key.is_erased() {
+            // A JSON view (a JavaScript unit): checked as its whole-value
+            // writes are, by decoding.
+            spec.check_type(full.as_str(), &whole)?;
+        } else {
+            check_kept::<T>(full.as_str(), &whole, path)?;
+        }
     }
     // Checked above: as JSON for any key.
     put_json(sink, unit, (spec, full), false, Ok(whole), Intent::Set)

@@ -64,7 +64,7 @@ impl<'s> Batch<'s> {
     /// Stages [`Replica::set_path`]: a set of the batch's current value
     /// with `path` replaced (not in place: the batch keeps its writes
     /// apart from the replica until it commits).
-    pub fn set_path<T>(
+    pub fn set_path<T: serde::de::DeserializeOwned>(
         &mut self,
         unit: &UnitAddress,
         key: &SharedKey<T>,

@@ -33,7 +33,9 @@ impl Replica {
     /// Per strategy: last-write-wins and user-resolve restore the previous
     /// value if the write is still current (user-resolve keeps values
     /// written concurrently); merge restores only the fields nobody has
-    /// written since; sum subtracts the increment (counters commute, so
+    /// written since (a write that went as the whole object, because it
+    /// changed more fields than a patch carries, is undone only while
+    /// nobody has written a field since); sum subtracts the increment (counters commute, so
     /// this is always possible; a reset is undone by resetting to the value
     /// it replaced, plus whatever was added since). First-write-wins keys
     /// cannot be reverted
