@@ -17,7 +17,7 @@
 //! | `events.rs` | the event bus |
 //! | `snapshot.rs` | snapshot and restore of a scope |
 //! | `inspect.rs` | what devtools read: keys, the operation log, a revision |
-//! | `registry.rs` | subscribers and listeners, by what they watch |
+//! | `registry.rs` | event listeners, by what they watch |
 
 mod confirm;
 mod events;
@@ -52,14 +52,14 @@ pub use subscribe::SubscriptionId;
 use events::OnEvent;
 use registry::Registry;
 use storages::Storages;
-use subscribe::{Subscriber, Watch};
+use subscribe::Subscribers;
 
 /// Everything one manager holds, behind its handle.
 struct Shared {
     replica: RefCell<Replica>,
     storages: RefCell<Storages>,
     on_dirty: RefCell<Vec<Rc<dyn Fn()>>>,
-    subscribers: RefCell<Registry<Watch, Subscriber>>,
+    subscribers: RefCell<Subscribers>,
     listeners: RefCell<Registry<FullKey, OnEvent>>,
     transports: RefCell<Vec<Rc<dyn Transport>>>,
     log: RefCell<VecDeque<LogEntry>>,

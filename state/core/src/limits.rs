@@ -33,6 +33,9 @@ pub const MAX_VALUE_DEPTH: usize = 64;
 pub const MAX_GROUP_OPS: usize = 4096;
 /// Most fields in one patch, and most op ids one write may supersede.
 pub const MAX_OP_ITEMS: usize = 1024;
+/// Most places one write at paths may write
+/// ([`Replica::set_paths`](crate::Replica::set_paths)).
+pub const MAX_PATH_WRITES: usize = 4096;
 /// Most key states in one sync message.
 pub const MAX_SYNC_STATES: usize = 1024;
 /// Largest state of one key (serialized), in bytes: an incoming item that
@@ -159,6 +162,61 @@ pub(crate) fn scalar_len_bound(value: &Value) -> Option<usize> {
     }
 }
 
+/// The serialized length of `value`, exactly, as [`encoded_len`] counts
+/// it (stopping past `limit`), without serializing what is simple to count:
+/// null, booleans, integers and strings are counted here (a string written
+/// in place is usually one of them); anything else is serialized.
+pub(crate) fn exact_len(value: &Value, limit: usize) -> usize {
+    match value {
+        Value::Null => 4,
+        Value::Bool(true) => 4,
+        Value::Bool(false) => 5,
+        Value::Number(number) => match (number.as_u64(), number.as_i64()) {
+            (Some(n), _) => digits(n),
+            (None, Some(n)) => digits(n.unsigned_abs()) + 1,
+            (None, None) => encoded_len(value, limit),
+        },
+        Value::String(text) if plain(text) => text.len() + 2,
+        Value::String(text) => text.bytes().fold(2usize, |len, byte| {
+            len.saturating_add(match byte {
+                b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+                0..=0x1f => 6,
+                _ => 1,
+            })
+        }),
+        Value::Array(_) | Value::Object(_) => encoded_len(value, limit),
+    }
+}
+
+/// Whether `text` is written as it is between its quotes (no byte needs
+/// an escape): most text. Eight bytes at a time (whether any byte of a
+/// word is below 0x20, or equal to `"` or `\\`, takes a few arithmetic
+/// steps on the word), so the byte-by-byte count is only for the rest.
+fn plain(text: &str) -> bool {
+    const ONES: u64 = u64::from_le_bytes([1; 8]);
+    const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
+    // Exact as a whole-word answer: a byte ≥ 0x80 has its high bit set,
+    // so `!word` keeps it out.
+    let any_below =
+        |word: u64, bound: u8| word.wrapping_sub(ONES * u64::from(bound)) & !word & HIGH;
+    let any_equal = |word: u64, byte: u8| any_below(word ^ (ONES * u64::from(byte)), 1);
+    let bytes = text.as_bytes();
+    let mut words = bytes.chunks_exact(8);
+    for chunk in &mut words {
+        let Ok(word) = <[u8; 8]>::try_from(chunk) else {
+            return false;
+        };
+        let word = u64::from_le_bytes(word);
+        if any_below(word, 0x20) | any_equal(word, b'"') | any_equal(word, b'\\') != 0 {
+            return false;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .all(|&byte| byte >= 0x20 && byte != b'"' && byte != b'\\')
+}
+
 /// Decimal digits of `n`.
 fn digits(n: u64) -> usize {
     n.checked_ilog10().map_or(1, |log| log as usize + 1)
@@ -166,6 +224,9 @@ fn digits(n: u64) -> usize {
 
 /// [`scalar_len_bound`] of a string (also an object's key).
 pub(crate) fn string_len_bound(text: &str) -> usize {
+    if plain(text) {
+        return text.len() + 2;
+    }
     text.bytes().fold(2usize, |len, byte| {
         len.saturating_add(match byte {
             b'"' | b'\\' => 2,
@@ -319,6 +380,58 @@ pub(crate) fn canonical(value: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_byte_that_needs_an_escape_is_found_wherever_it_is() {
+        let needs = [0x00, 0x01, 0x08, 0x0c, b'\n', 0x1f, b'"', b'\\'];
+        let never = [0x20, 0x21, 0x23, 0x5b, 0x5d, 0x7e, 0x7f];
+        for len in [1, 7, 8, 9, 16, 17, 23] {
+            for at in 0..len {
+                for byte in needs.into_iter().chain(never) {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = byte;
+                    let text = String::from_utf8(bytes).unwrap();
+                    assert_eq!(plain(&text), !needs.contains(&byte), "{text:?}");
+                    let value = Value::String(text);
+                    assert_eq!(
+                        exact_len(&value, usize::MAX),
+                        encoded_len(&value, usize::MAX)
+                    );
+                }
+            }
+        }
+        // Multi-byte characters (every byte 0x80 or above) need none.
+        assert!(plain("é ☃ 🎉 ünïcödé text of some length"));
+    }
+
+    #[test]
+    fn exact_len_counts_what_the_encoder_writes() {
+        let every_byte: String = (0u8..=0x7f).map(char::from).collect();
+        for value in [
+            json!(null),
+            json!(true),
+            json!(false),
+            json!(0),
+            json!(7),
+            json!(-1),
+            json!(u64::MAX),
+            json!(i64::MIN),
+            json!(1.5),
+            json!(-0.001),
+            json!(1e300),
+            json!(""),
+            json!(every_byte),
+            json!("é ☃ 🎉 \u{7f}"),
+            json!([1, "a\n", null]),
+            json!({"k\"": {"x": [true]}}),
+        ] {
+            assert_eq!(
+                exact_len(&value, usize::MAX),
+                encoded_len(&value, usize::MAX),
+                "{value}"
+            );
+        }
+    }
     use serde_json::json;
 
     #[test]

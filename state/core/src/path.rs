@@ -20,7 +20,37 @@ pub const MAX_SEGMENT_LEN: usize = 256;
 /// A validated path of field names and array indices.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct Path {
-    segments: Vec<Segment>,
+    segments: Segments,
+}
+
+/// A path's segments. A path of one segment (a field, a list item: most
+/// paths a write or a subscription names) keeps it inline, so making one
+/// costs one allocation (its text), not two. Always the variant for its
+/// length (`Many` holds two or more), so the derived equality holds.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+enum Segments {
+    #[default]
+    Root,
+    One(Segment),
+    Many(Vec<Segment>),
+}
+
+impl Segments {
+    fn from_vec(mut segments: Vec<Segment>) -> Self {
+        match segments.len() {
+            0 => Self::Root,
+            1 => segments.pop().map_or(Self::Root, Self::One),
+            _ => Self::Many(segments),
+        }
+    }
+
+    fn as_slice(&self) -> &[Segment] {
+        match self {
+            Self::Root => &[],
+            Self::One(segment) => std::slice::from_ref(segment),
+            Self::Many(segments) => segments,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -28,6 +58,18 @@ struct Segment {
     text: String,
     /// The segment read as an array index, when it is one.
     index: Option<usize>,
+}
+
+impl Segment {
+    /// Whether two segments are the same: two indices by their numbers
+    /// (a segment's index is read from its text, canonical decimals only,
+    /// so equal numbers mean equal text), anything else by its text.
+    fn same(&self, other: &Segment) -> bool {
+        match (self.index, other.index) {
+            (Some(a), Some(b)) => a == b,
+            _ => self.text == other.text,
+        }
+    }
 }
 
 impl Path {
@@ -74,13 +116,46 @@ impl Path {
                 index,
             });
         }
-        Ok(Self { segments })
+        Ok(Self {
+            segments: Segments::from_vec(segments),
+        })
+    }
+
+    /// The path of one array item (or of the object field named by the
+    /// index's decimal text): `Path::index(3)` is `Path::parse("3")`.
+    pub fn index(index: usize) -> Self {
+        // The digits by hand: `to_string` goes through the formatting
+        // machinery, which a write of many items would pay per item.
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut rest = index;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        // ASCII digits: always UTF-8, copied in one allocation.
+        let text = std::str::from_utf8(digits.get(at..).unwrap_or_default())
+            .unwrap_or_default()
+            .to_owned();
+        Self {
+            segments: Segments::One(Segment {
+                text,
+                index: Some(index),
+            }),
+        }
     }
 
     /// The first segment as written, `None` for the root path: what
     /// subscriptions are indexed by (see [`Path::changed_heads`]).
     pub fn first(&self) -> Option<&str> {
-        self.segments.first().map(|segment| segment.text.as_str())
+        self.segments
+            .as_slice()
+            .first()
+            .map(|segment| segment.text.as_str())
     }
 
     /// The first segments under which `old` and `new` differ: the object
@@ -107,17 +182,17 @@ impl Path {
 
     /// Number of segments.
     pub fn len(&self) -> usize {
-        self.segments.len()
+        self.segments.as_slice().len()
     }
 
     /// Whether this is the root path.
     pub fn is_empty(&self) -> bool {
-        self.segments.is_empty()
+        self.segments.as_slice().is_empty()
     }
 
     /// The sub-value at this path, if every step exists.
     pub fn get<'v>(&self, value: &'v Value) -> Option<&'v Value> {
-        Self::walk(&self.segments, value)
+        Self::walk(self.segments.as_slice(), value)
     }
 
     /// Whether the sub-values at this path differ between `old` and `new`
@@ -129,13 +204,37 @@ impl Path {
     /// Whether this path starts with every segment of `prefix` (a path
     /// starts with itself and with the root).
     pub fn starts_with(&self, prefix: &Path) -> bool {
-        self.segments.starts_with(&prefix.segments)
+        let (mine, theirs) = (self.segments.as_slice(), prefix.segments.as_slice());
+        mine.len() >= theirs.len() && mine.iter().zip(theirs).all(|(a, b)| a.same(b))
+    }
+
+    /// The order writes at several places are kept in: segment by
+    /// segment, each segment shorter first, then by its bytes (so list
+    /// indices come in their numeric order), and a path before the paths
+    /// inside it. Every path inside a path `p` therefore sorts right after
+    /// `p`, together: the places inside a path are found by a binary
+    /// search, and among places none of which lies inside another, the
+    /// only one that can hold a path is the one sorted just before it.
+    pub(crate) fn place_order(&self, other: &Path) -> std::cmp::Ordering {
+        let (mine, theirs) = (self.segments.as_slice(), other.segments.as_slice());
+        for (a, b) in mine.iter().zip(theirs) {
+            let order = match (a.index, b.index) {
+                // Canonical decimals: their numeric order is this order.
+                (Some(a), Some(b)) => a.cmp(&b),
+                _ => (a.text.len(), &a.text).cmp(&(b.text.len(), &b.text)),
+            };
+            if order.is_ne() {
+                return order;
+            }
+        }
+        mine.len().cmp(&theirs.len())
     }
 
     /// Whether this path and the path of `segments` lie one inside the
     /// other (or are the same): a write at one touches the other.
     pub(crate) fn overlaps(&self, segments: &[String]) -> bool {
         self.segments
+            .as_slice()
             .iter()
             .zip(segments)
             .all(|(mine, theirs)| mine.text == *theirs)
@@ -145,7 +244,10 @@ impl Path {
     /// first `skip`: where this path leads inside the value found at its
     /// first `skip` segments.
     pub(crate) fn get_after<'v>(&self, skip: usize, value: &'v Value) -> Option<&'v Value> {
-        Self::walk(self.segments.get(skip..).unwrap_or_default(), value)
+        Self::walk(
+            self.segments.as_slice().get(skip..).unwrap_or_default(),
+            value,
+        )
     }
 
     fn walk<'v>(segments: &[Segment], value: &'v Value) -> Option<&'v Value> {
@@ -171,7 +273,7 @@ impl Path {
             path: preview(&self.to_string()),
             reason,
         };
-        let Some((last, parents)) = self.segments.split_last() else {
+        let Some((last, parents)) = self.segments.as_slice().split_last() else {
             return Err(bad("the root path names the whole value: set it instead"));
         };
         let mut parent = target;
@@ -202,7 +304,10 @@ impl Path {
 
     /// The last segment as written, `None` for the root path.
     pub(crate) fn last(&self) -> Option<&str> {
-        self.segments.last().map(|segment| segment.text.as_str())
+        self.segments
+            .as_slice()
+            .last()
+            .map(|segment| segment.text.as_str())
     }
 }
 
@@ -250,7 +355,7 @@ impl FromStr for Path {
 
 impl fmt::Display for Path {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, segment) in self.segments.iter().enumerate() {
+        for (i, segment) in self.segments.as_slice().iter().enumerate() {
             if i > 0 {
                 f.write_str(".")?;
             }
@@ -263,6 +368,51 @@ impl fmt::Display for Path {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn places_sort_with_the_paths_inside_them_right_after() {
+        let texts = [
+            "b", "a.b", "10", "a", "2", "a.b.c", "ab", "a.c", "a.b.c.d", "a.bb", "1", "b.a",
+        ];
+        let mut paths: Vec<Path> = texts.iter().map(|t| Path::parse(t).unwrap()).collect();
+        paths.sort_by(|a, b| a.place_order(b));
+        let sorted: Vec<String> = paths.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            sorted,
+            [
+                "1", "2", "a", "a.b", "a.b.c", "a.b.c.d", "a.c", "a.bb", "b", "b.a", "10", "ab",
+            ]
+        );
+        // Whatever lies inside a path follows it, together.
+        for (at, path) in paths.iter().enumerate() {
+            let inside = paths.iter().filter(|other| other.starts_with(path)).count();
+            assert!(
+                paths[at..at + inside].iter().all(|p| p.starts_with(path)),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_index_path_is_the_parsed_one() {
+        for index in [0, 7, 9, 10, 99, 100, 12_345, usize::MAX] {
+            let text = index.to_string();
+            let parsed = Path::parse(&text).unwrap();
+            assert_eq!(Path::index(index), parsed, "{index}");
+            assert_eq!(Path::index(index).to_string(), text);
+        }
+        // "01" is an object field, never item 1.
+        assert_ne!(Path::parse("01").unwrap(), Path::index(1));
+        // One segment or several, built either way, compare as paths.
+        assert_eq!(Path::parse("a").unwrap().len(), 1);
+        assert!(
+            Path::parse("a.b")
+                .unwrap()
+                .starts_with(&Path::parse("a").unwrap())
+        );
+        assert!(Path::parse("a").unwrap().starts_with(&Path::root()));
+        assert_eq!(Path::root(), Path::default());
+    }
     use serde_json::json;
 
     #[test]

@@ -48,6 +48,7 @@ mod snapshot;
 mod sync;
 mod write;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -76,10 +77,11 @@ pub(crate) use intent::{Intent, payload_for};
 /// values did; in that case `old` may equal `new`.
 ///
 /// The new value is shared with the key's state, so a change copies no
-/// value however large. So is the old one, except after a write at a path
-/// ([`Replica::set_path`]), which changes the value in place: then the
-/// change keeps only what was at that path, and [`old`](Self::old) builds
-/// the whole old value when someone asks for it.
+/// value however large. So is the old one, except after writes at paths
+/// ([`Replica::set_path`], [`Replica::set_paths`], [`Replica::set_items`]),
+/// which change the value in place: then the change keeps only what was
+/// at the places written, and [`old`](Self::old) builds the whole old
+/// value when someone asks for it.
 #[derive(Debug, Clone)]
 pub struct Change {
     /// The key.
@@ -94,8 +96,28 @@ pub struct Change {
 enum Prior {
     /// The whole value before (the default if the key was never written).
     Whole(Arc<Value>),
-    /// Only one place changed: what was at `path` (`None`: nothing was).
-    At { path: Path, old: Option<Value> },
+    /// Only some places changed: what was at each. The places lie apart
+    /// (none holds another) and are sorted by [`Path::place_order`], so
+    /// the places near a watched path are found by a binary search.
+    At(Vec<Place>),
+}
+
+/// A place written in place, and what it held before (`None`: nothing).
+#[derive(Debug, Clone)]
+pub(crate) struct Place {
+    pub(crate) path: Path,
+    pub(crate) old: Option<Value>,
+}
+
+impl Place {
+    fn order(a: &Self, b: &Self) -> std::cmp::Ordering {
+        a.path.place_order(&b.path)
+    }
+
+    /// Whether the place holds something else in `new` than it did.
+    fn changed(&self, new: &Value) -> bool {
+        self.old.as_ref() != self.path.get(new)
+    }
 }
 
 impl Change {
@@ -109,59 +131,103 @@ impl Change {
         }
     }
 
-    /// A change that put `new`'s sub-value at `path` where `old` was.
-    pub(crate) fn at(key: FullKey, path: Path, old: Option<Value>, new: Arc<Value>) -> Self {
+    /// A change that put `new`'s sub-values at `places`, none of them the
+    /// root and none inside another, where each place's `old` was.
+    pub(crate) fn at(key: FullKey, mut places: Vec<Place>, new: Arc<Value>) -> Self {
+        // Items written in the order of their indices (`set_items`) are
+        // already in this order, which then costs one pass to confirm.
+        if !places.is_sorted_by(|a, b| Place::order(a, b).is_le()) {
+            places.sort_unstable_by(Place::order);
+        }
         Self {
             key,
             new,
-            before: Prior::At { path, old },
+            before: Prior::At(places),
         }
     }
 
     /// The value before (the default if the key was never written).
-    /// Shared, except after a write at a path: then it is the new value
-    /// with the old sub-value put back (a copy of the whole value).
+    /// Shared, except after writes at paths: then it is the new value
+    /// with the old sub-values put back (a copy of the whole value).
     pub fn old(&self) -> Arc<Value> {
         match &self.before {
             Prior::Whole(old) => Arc::clone(old),
-            Prior::At { path, old } => {
+            Prior::At(places) => {
                 let mut whole = Value::clone(&self.new);
-                // The path led to `old`'s place when the change was made,
-                // and `new` is that same value after it.
-                let _ = path.put(&mut whole, old.clone());
+                for place in places {
+                    // Each path led to its place when the change was made,
+                    // `new` is that same value after it, and no place lies
+                    // inside another.
+                    let _ = place.path.put(&mut whole, place.old.clone());
+                }
                 Arc::new(whole)
             }
         }
     }
 
     /// Whether the change is visible at `path` (for selective
-    /// subscriptions). After a write at a path only the two sub-values at
-    /// the written place are compared, whatever the size of the value.
+    /// subscriptions). After writes at paths only the sub-values at the
+    /// written places inside `path`, or at the one place holding it, are
+    /// compared, each found by a binary search: whatever the size of the
+    /// value and however many places were written.
     pub fn touches(&self, path: &Path) -> bool {
         match &self.before {
             Prior::Whole(old) => path.changed(old, &self.new),
-            Prior::At { path: written, old } => {
-                if written.starts_with(path) {
-                    // The watched place holds the written one.
-                    old.as_ref() != written.get(&self.new)
-                } else if path.starts_with(written) {
-                    // The watched place is inside the written one.
-                    let skip = written.len();
-                    old.as_ref().and_then(|old| path.get_after(skip, old)) != path.get(&self.new)
-                } else {
-                    false
+            Prior::At(places) => {
+                // Places inside `path` (or `path` itself) sort from here
+                // on, together; a place holding `path` just before.
+                let from = places.partition_point(|place| place.path.place_order(path).is_lt());
+                let inside = places.get(from..).unwrap_or_default();
+                let inside = inside
+                    .iter()
+                    .take_while(|place| place.path.starts_with(path));
+                let mut any_inside = false;
+                for place in inside {
+                    any_inside = true;
+                    if place.changed(&self.new) {
+                        return true;
+                    }
+                }
+                if any_inside {
+                    // Places lie apart: none can also hold `path`.
+                    return false;
+                }
+                match from.checked_sub(1).and_then(|before| places.get(before)) {
+                    // The watched place is inside this written one, so
+                    // inside no other: this one decides.
+                    Some(place) if path.starts_with(&place.path) => {
+                        let skip = place.path.len();
+                        place.old.as_ref().and_then(|old| path.get_after(skip, old))
+                            != path.get(&self.new)
+                    }
+                    _ => false,
                 }
             }
         }
     }
 
-    /// The first segments under which the value changed, as
+    /// The first segments under which the value may have changed: as
     /// [`Path::changed_heads`] finds them between the old and the new
-    /// value: at most one after a write at a path, found without a diff.
-    pub fn changed_heads(&self) -> Option<Vec<String>> {
+    /// value, or, after writes at paths, the first segments of the places
+    /// written (borrowed, found without a diff of the value; a place
+    /// written with what it held is among them, and
+    /// [`touches`](Self::touches) tells it apart). A path whose first
+    /// segment is not among them has not changed; `None`: any path may
+    /// have.
+    pub fn changed_heads(&self) -> Option<Vec<Cow<'_, str>>> {
         match &self.before {
-            Prior::Whole(old) => Path::changed_heads(old, &self.new),
-            Prior::At { path, .. } => Some(path.first().map(str::to_owned).into_iter().collect()),
+            Prior::Whole(old) => Path::changed_heads(old, &self.new)
+                .map(|heads| heads.into_iter().map(Cow::Owned).collect()),
+            Prior::At(places) => {
+                let mut heads: Vec<Cow<'_, str>> = Vec::with_capacity(places.len());
+                for place in places {
+                    let head = place.path.first().unwrap_or_default();
+                    if heads.last().is_none_or(|last| last != head) {
+                        heads.push(Cow::Borrowed(head));
+                    }
+                }
+                Some(heads)
+            }
         }
     }
 }

@@ -161,24 +161,9 @@ proptest! {
         writes in prop::collection::vec(write_at(), 1..8),
     ) {
         let writer = unit("main/shop/cart");
-        let memory = doc_key(Strategy::LastWriteWins, Lifetime::Memory);
-        let synced = doc_key(Strategy::LastWriteWins, Lifetime::Persistent);
-        let merged = doc_key(Strategy::Merge, Lifetime::Persistent);
-        let mut here = replica(1);
-        let mut there = replica(2);
-        for store in [&mut here, &mut there] {
-            store.declare(&synced).unwrap();
-            store.declare(&merged).unwrap();
-        }
-        here.declare(&memory).unwrap();
+        let (mut here, mut there, [memory, synced, merged]) = started(&writer, &start);
         let mut expected = start.clone();
         let mut kept: Vec<(Write, Value)> = Vec::new();
-        for key in [&memory, &synced, &merged] {
-            let write = here.set(&writer, key, start.clone()).unwrap();
-            if let Some(message) = &write.message {
-                there.receive_text(&message.encode().unwrap());
-            }
-        }
         let probes = probes();
         for (segments, value) in writes {
             let at = parse(&segments);
@@ -188,35 +173,9 @@ proptest! {
                 match (&oracle, result) {
                     (None, Err(Error::InvalidPath { .. })) => {}
                     (Some(next), Ok(write)) => {
-                        let read = here.get::<Value>(&writer, key).unwrap();
-                        prop_assert_eq!(&read, next);
-                        if let Some(message) = &write.message {
-                            let inbound = there.receive_text(&message.encode().unwrap());
-                            prop_assert!(inbound.errors.is_empty(), "{:?}", inbound.errors);
-                            prop_assert_eq!(&there.get::<Value>(&writer, key).unwrap(), next);
-                        }
-                        match &write.change {
-                            None => prop_assert_eq!(&expected, next),
-                            Some(change) => {
-                                prop_assert_ne!(&expected, next);
-                                prop_assert_eq!(&*change.old(), &expected);
-                                prop_assert_eq!(&*change.new, next);
-                                let heads = change.changed_heads();
-                                for probe in &probes {
-                                    let moved = oracle_get(&expected, probe)
-                                        != oracle_get(next, probe);
-                                    prop_assert_eq!(
-                                        change.touches(&parse(probe)), moved,
-                                        "probe {:?} after writing {:?}", probe, segments
-                                    );
-                                    if moved && let Some(first) = probe.first() {
-                                        prop_assert!(heads
-                                            .as_ref()
-                                            .is_none_or(|h| h.iter().any(|x| x == first)));
-                                    }
-                                }
-                            }
-                        }
+                        let written = format!("{segments:?}");
+                        let mut seen = Seen { here: &here, there: &mut there, writer: &writer, key, probes: &probes };
+                        seen.check(&write, &expected, next, &written)?;
                         kept.push((write, next.clone()));
                     }
                     (oracle, result) => {
@@ -236,6 +195,314 @@ proptest! {
             }
         }
     }
+}
+
+/// Two replicas holding `start` in three document keys: memory (here
+/// only), synced last-write-wins and synced merge (received there).
+fn started(writer: &UnitAddress, start: &Value) -> (Replica, Replica, [SharedKey<Value>; 3]) {
+    let keys = [
+        doc_key(Strategy::LastWriteWins, Lifetime::Memory),
+        doc_key(Strategy::LastWriteWins, Lifetime::Persistent),
+        doc_key(Strategy::Merge, Lifetime::Persistent),
+    ];
+    let mut here = replica(1);
+    let mut there = replica(2);
+    here.declare(&keys[0]).unwrap();
+    for key in &keys[1..] {
+        here.declare(key).unwrap();
+        there.declare(key).unwrap();
+    }
+    for key in &keys {
+        let write = here.set(writer, key, start.clone()).unwrap();
+        if let Some(message) = &write.message {
+            there.receive_text(&message.encode().unwrap());
+        }
+    }
+    (here, there, keys)
+}
+
+/// What a test sees of a path write that the oracle says succeeds.
+struct Seen<'a> {
+    here: &'a Replica,
+    there: &'a mut Replica,
+    writer: &'a UnitAddress,
+    key: &'a SharedKey<Value>,
+    probes: &'a [Vec<&'static str>],
+}
+
+impl Seen<'_> {
+    /// Checks `write`, which took the key from `expected` to the oracle's
+    /// `next`: read back here, received there, and the change it reports
+    /// (old and new value, and what each probe path is told) is the
+    /// oracle's.
+    fn check(
+        &mut self,
+        write: &Write,
+        expected: &Value,
+        next: &Value,
+        written: &str,
+    ) -> Result<(), TestCaseError> {
+        prop_assert_eq!(
+            &self.here.get::<Value>(self.writer, self.key).unwrap(),
+            next
+        );
+        if let Some(message) = &write.message {
+            let inbound = self.there.receive_text(&message.encode().unwrap());
+            prop_assert!(inbound.errors.is_empty(), "{:?}", inbound.errors);
+            prop_assert_eq!(
+                &self.there.get::<Value>(self.writer, self.key).unwrap(),
+                next
+            );
+        }
+        let Some(change) = &write.change else {
+            prop_assert_eq!(expected, next);
+            return Ok(());
+        };
+        prop_assert_ne!(expected, next);
+        prop_assert_eq!(&*change.old(), expected);
+        prop_assert_eq!(&*change.new, next);
+        let heads = change.changed_heads();
+        for probe in self.probes {
+            let moved = oracle_get(expected, probe) != oracle_get(next, probe);
+            prop_assert_eq!(
+                change.touches(&parse(probe)),
+                moved,
+                "probe {:?} after writing {}",
+                probe,
+                written
+            );
+            if moved && let Some(first) = probe.first() {
+                prop_assert!(heads.as_ref().is_none_or(|h| h.iter().any(|x| x == first)));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether the paths lie apart by the oracle's reading: none empty, none
+/// a prefix of another (or the same).
+fn oracle_apart(paths: &[Vec<&str>]) -> bool {
+    paths.iter().enumerate().all(|(i, a)| {
+        !a.is_empty()
+            && paths
+                .iter()
+                .enumerate()
+                .all(|(j, b)| i == j || !(a.starts_with(b) || b.starts_with(a)))
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Several places written at once (`set_paths`) read, report and
+    /// travel as the oracle's puts one after another; paths that do not
+    /// lie apart, or one that leads nowhere, change nothing at all.
+    #[test]
+    fn writes_at_several_paths_are_the_oracle_s_puts(
+        start in document(),
+        groups in prop::collection::vec(prop::collection::vec(write_at(), 1..5), 1..5),
+    ) {
+        let writer = unit("main/shop/cart");
+        let (mut here, mut there, [memory, synced, merged]) = started(&writer, &start);
+        let probes = probes();
+        let mut expected = start;
+        for group in groups {
+            let paths: Vec<Vec<&str>> = group.iter().map(|(p, _)| p.clone()).collect();
+            let oracle = if oracle_apart(&paths) {
+                group.iter().try_fold(expected.clone(), |doc, (segments, value)| {
+                    oracle_put(&doc, segments, value)
+                })
+            } else {
+                None
+            };
+            let writes: Vec<(Path, Value)> =
+                group.iter().map(|(p, v)| (parse(p), v.clone())).collect();
+            for key in [&memory, &synced, &merged] {
+                let result = here.set_paths(&writer, key, writes.clone());
+                match (&oracle, result) {
+                    (None, Err(Error::InvalidPath { .. })) => {
+                        prop_assert_eq!(&here.get::<Value>(&writer, key).unwrap(), &expected);
+                    }
+                    (Some(next), Ok(write)) => {
+                        let written = format!("{paths:?}");
+                        let mut seen = Seen { here: &here, there: &mut there, writer: &writer, key, probes: &probes };
+                        seen.check(&write, &expected, next, &written)?;
+                    }
+                    (oracle, result) => {
+                        prop_assert!(false, "oracle {:?}, replica {:?} for {:?}", oracle, result, paths);
+                    }
+                }
+            }
+            if let Some(next) = oracle {
+                expected = next;
+            }
+        }
+    }
+}
+
+#[test]
+fn items_of_a_typed_list_are_written_in_place() {
+    let writer = unit("main/shop/cart");
+    let key = SharedKey::<Vec<String>>::builder("rows")
+        .scope(Scope::Apartment)
+        .build()
+        .unwrap();
+    let mut store = replica(1);
+    store.declare(&key).unwrap();
+    let rows: Vec<String> = (0..1000).map(|i| format!("row {i}")).collect();
+    drop(store.set(&writer, &key, rows.clone()).unwrap());
+    let full = key.full_key(&writer);
+    let stored = |store: &Replica| match store.state(&full) {
+        Some(KeyState::LastWriteWins(register)) => {
+            Arc::as_ptr(&register.entry.as_ref().unwrap().value)
+        }
+        other => panic!("{other:?}"),
+    };
+    let before = stored(&store);
+    let write = store
+        .set_items(
+            &writer,
+            &key,
+            [(3, "three".to_owned()), (999, "last".to_owned())],
+        )
+        .unwrap();
+    let change = write.change.clone().unwrap();
+    assert_eq!(change.changed_heads().unwrap(), ["3", "999"]);
+    assert!(change.touches(&path("999")) && !change.touches(&path("4")));
+    assert!(change.touches(&Path::root()));
+    assert_eq!(*change.old(), json!(rows));
+    drop((write, change));
+    assert_eq!(stored(&store), before, "the list was copied");
+    let mut expected = rows.clone();
+    expected[3] = "three".to_owned();
+    expected[999] = "last".to_owned();
+    assert_eq!(store.get(&writer, &key).unwrap(), expected);
+    // Writing what is there already changes nothing anyone sees.
+    let same = store
+        .set_items(&writer, &key, [(3, "three".to_owned())])
+        .unwrap();
+    assert!(same.change.is_none());
+    // Refused, changing nothing: an index past the end (after a good one),
+    // an index twice, no index at all.
+    for (items, reason) in [
+        (
+            vec![(0, "a".to_owned()), (1000, "b".to_owned())],
+            "the last step is not an index of the array",
+        ),
+        (
+            vec![(5, "a".to_owned()), (5, "b".to_owned())],
+            "written twice, or inside another place of the same write",
+        ),
+        (vec![], "no place to write: give at least one path"),
+    ] {
+        match store.set_items(&writer, &key, items) {
+            Err(Error::InvalidPath { reason: got, .. }) => assert_eq!(got, reason),
+            other => panic!("{reason}: {other:?}"),
+        }
+        assert_eq!(store.get(&writer, &key).unwrap(), expected);
+    }
+}
+
+#[test]
+fn items_of_a_list_in_other_keys_and_batches_are_written_whole() {
+    let writer = unit("main/shop/cart");
+    let tasks = SharedKey::<Vec<Profile>>::builder("tasks")
+        .scope(Scope::Apartment)
+        .lifetime(Lifetime::Persistent)
+        .build()
+        .unwrap();
+    let first = SharedKey::<Vec<Profile>>::builder("first")
+        .scope(Scope::Apartment)
+        .strategy(Strategy::FirstWriteWins)
+        .build()
+        .unwrap();
+    let mut store = replica(1);
+    let mut other = replica(2);
+    for replica in [&mut store, &mut other] {
+        replica.declare(&tasks).unwrap();
+        replica.declare(&first).unwrap();
+    }
+    let profile = |name: &str, age| Profile {
+        name: name.to_owned(),
+        age,
+        ..Profile::default()
+    };
+    let list = vec![profile("a", 1), profile("b", 2), profile("c", 3)];
+    let write = store.set(&writer, &tasks, list.clone()).unwrap();
+    assert!(
+        other
+            .receive_text(&write.message.unwrap().encode().unwrap())
+            .errors
+            .is_empty()
+    );
+    // A synced key in place still sends the whole list, which another tab
+    // applies as ever.
+    let write = store
+        .set_items(&writer, &tasks, [(1, profile("B", 20))])
+        .unwrap();
+    assert!(
+        other
+            .receive_text(&write.message.unwrap().encode().unwrap())
+            .errors
+            .is_empty()
+    );
+    let expected = vec![profile("a", 1), profile("B", 20), profile("c", 3)];
+    assert_eq!(other.get(&writer, &tasks).unwrap(), expected);
+    // In a batch: staged beside another write, committed together.
+    let batch = store
+        .batch(|batch| {
+            batch.set_items(
+                &writer,
+                &tasks,
+                [(0, profile("A", 10)), (2, profile("C", 30))],
+            )?;
+            batch.set_path(&writer, &tasks, &path("1.age"), json!(21))
+        })
+        .unwrap();
+    assert!(
+        other
+            .receive_text(&batch.message.unwrap().encode().unwrap())
+            .errors
+            .is_empty()
+    );
+    let expected = vec![profile("A", 10), profile("B", 21), profile("C", 30)];
+    assert_eq!(store.get(&writer, &tasks).unwrap(), expected);
+    assert_eq!(other.get(&writer, &tasks).unwrap(), expected);
+    // First write wins: the key's first value stays.
+    store.set(&writer, &first, list.clone()).unwrap();
+    assert!(
+        store
+            .set_items(&writer, &first, [(0, profile("late", 0))])
+            .is_err()
+    );
+    assert_eq!(store.get(&writer, &first).unwrap(), list);
+}
+
+#[test]
+fn a_write_of_several_places_reverts_as_one() {
+    let writer = unit("main/shop/cart");
+    let key = doc_key(Strategy::LastWriteWins, Lifetime::Persistent);
+    let mut store = replica(1);
+    store.declare(&key).unwrap();
+    let doc = json!({"rows": {"r1": {"qty": 1}, "r2": {"qty": 2}}, "total": 3});
+    store.set(&writer, &key, doc.clone()).unwrap();
+    let optimistic = store
+        .set_paths(
+            &writer,
+            &key,
+            [
+                (path("rows.r3"), json!({"qty": 3})),
+                (path("rows.r1.qty"), json!(5)),
+                (path("total"), json!(10)),
+            ],
+        )
+        .unwrap();
+    assert_eq!(
+        store.get::<Value>(&writer, &key).unwrap(),
+        json!({"rows": {"r1": {"qty": 5}, "r2": {"qty": 2}, "r3": {"qty": 3}}, "total": 10})
+    );
+    store.revert(&writer, &key, &optimistic).unwrap().unwrap();
+    assert_eq!(store.get::<Value>(&writer, &key).unwrap(), doc);
 }
 
 #[test]

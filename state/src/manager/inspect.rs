@@ -99,11 +99,8 @@ impl StateManager {
         };
         let replica = shared.replica.borrow();
         let subscribers = shared.subscribers.borrow();
-        let names: std::collections::BTreeSet<&FullKey> = replica
-            .states()
-            .keys()
-            .chain(subscribers.keys().map(|(key, _)| key))
-            .collect();
+        let names: std::collections::BTreeSet<&FullKey> =
+            replica.states().keys().chain(subscribers.keys()).collect();
         names
             .into_iter()
             .filter_map(|key| {

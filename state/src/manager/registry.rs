@@ -1,8 +1,8 @@
-//! Subscribers and listeners, grouped by what they watch: a full key, an
-//! event topic, or a key and the first segment of a path.
+//! Listeners, grouped by what they watch (a full key, an event topic).
+//! Subscribers to values have their own two-level registry (key, then
+//! path), in `subscribe.rs`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::ops::RangeBounds;
 
 /// Items registered under an ordered key `K`, removable by id.
 ///
@@ -57,18 +57,6 @@ impl<K: Ord + Clone, T> Registry<K, T> {
             .map(|(_, item)| item)
     }
 
-    /// The items watching any key in `range`, with their keys.
-    pub(crate) fn range(&self, range: impl RangeBounds<K>) -> impl Iterator<Item = (&K, &T)> {
-        self.by_key
-            .range(range)
-            .flat_map(|(key, items)| items.iter().map(move |(_, item)| (key, item)))
-    }
-
-    /// The keys watched by at least one item.
-    pub(crate) fn keys(&self) -> impl Iterator<Item = &K> {
-        self.by_key.keys()
-    }
-
     /// How many items are registered in all.
     pub(crate) fn len(&self) -> usize {
         self.keys.len()
@@ -97,9 +85,5 @@ mod tests {
         assert!(registry.remove(b));
         assert_eq!(registry.get(&key("a")).count(), 0);
         assert_eq!(registry.len(), 1);
-        let c = registry.insert(key("c"), 4);
-        let in_range: Vec<_> = registry.range(key("b")..).map(|(_, v)| *v).collect();
-        assert_eq!(in_range, [3, 4]);
-        assert!(registry.remove(c));
     }
 }

@@ -1,12 +1,12 @@
 //! Who watches what: subscriptions to a key, or to a path inside it,
 //! filed so that a change visits only the subscribers it may concern.
 
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use gaesup_state_core::{Change, FullKey, Path, SharedKey, UnitAddress};
 
 use super::StateManager;
-use super::registry::Registry;
 use crate::error::Result;
 
 /// Identifies one subscription, to remove it again.
@@ -19,11 +19,86 @@ pub(super) struct Subscriber {
     on_change: OnChange,
 }
 
-/// What a subscriber is filed under: its key, and the first segment of its
-/// path (`None` for the whole key). A change then visits only the
-/// subscribers under the segments it touched ([`Path::changed_heads`]),
-/// not every path subscriber of the key.
-pub(super) type Watch = (FullKey, Option<String>);
+/// Every subscriber, filed under its key, then under the first segment of
+/// its path (or as a whole-key subscriber). A change then visits only the
+/// subscribers under the segments it touched ([`Change::changed_heads`]),
+/// each found by one lookup of the key and one of the segment (borrowed
+/// from the change: nothing is built to look it up).
+#[derive(Default)]
+pub(super) struct Subscribers {
+    next: u64,
+    by_key: BTreeMap<FullKey, Watchers>,
+    /// Where each subscription is filed, to remove it by id.
+    filed: HashMap<u64, (FullKey, Option<String>)>,
+}
+
+/// The subscribers of one key.
+#[derive(Default)]
+struct Watchers {
+    whole: Vec<(u64, Subscriber)>,
+    by_head: BTreeMap<String, Vec<(u64, Subscriber)>>,
+}
+
+impl Watchers {
+    fn is_empty(&self) -> bool {
+        self.whole.is_empty() && self.by_head.is_empty()
+    }
+}
+
+impl Subscribers {
+    fn insert(&mut self, key: FullKey, subscriber: Subscriber) -> u64 {
+        self.next += 1;
+        let id = self.next;
+        let head = subscriber
+            .path
+            .as_ref()
+            .and_then(|path| path.first().map(str::to_owned));
+        let watchers = self.by_key.entry(key.clone()).or_default();
+        match &head {
+            None => watchers.whole.push((id, subscriber)),
+            Some(head) => watchers
+                .by_head
+                .entry(head.clone())
+                .or_default()
+                .push((id, subscriber)),
+        }
+        self.filed.insert(id, (key, head));
+        id
+    }
+
+    fn remove(&mut self, id: u64) -> bool {
+        let Some((key, head)) = self.filed.remove(&id) else {
+            return false;
+        };
+        if let Some(watchers) = self.by_key.get_mut(&key) {
+            match head {
+                None => watchers.whole.retain(|(item, _)| *item != id),
+                Some(head) => {
+                    if let Some(items) = watchers.by_head.get_mut(&head) {
+                        items.retain(|(item, _)| *item != id);
+                        if items.is_empty() {
+                            watchers.by_head.remove(&head);
+                        }
+                    }
+                }
+            }
+            if watchers.is_empty() {
+                self.by_key.remove(&key);
+            }
+        }
+        true
+    }
+
+    /// How many subscriptions there are in all.
+    pub(super) fn len(&self) -> usize {
+        self.filed.len()
+    }
+
+    /// The keys watched by at least one subscriber.
+    pub(super) fn keys(&self) -> impl Iterator<Item = &FullKey> {
+        self.by_key.keys()
+    }
+}
 
 impl StateManager {
     /// Watches `key` (or only `path` inside it) as `unit`; `on_change` runs
@@ -41,14 +116,7 @@ impl StateManager {
             path,
             on_change: Rc::new(on_change),
         };
-        let head = subscriber
-            .path
-            .as_ref()
-            .and_then(|path| path.first().map(str::to_owned));
-        let id = shared
-            .subscribers
-            .borrow_mut()
-            .insert((full, head), subscriber);
+        let id = shared.subscribers.borrow_mut().insert(full, subscriber);
         Self::bump(&shared);
         Ok(SubscriptionId(id))
     }
@@ -76,61 +144,58 @@ impl StateManager {
             .map_or(0, |s| Self::watching(&s.subscribers.borrow(), key).count())
     }
 
-    /// Every subscriber of `key`, whatever its path.
+    /// Every subscriber of `key`, whatever its path: the whole-key ones,
+    /// then the others by their path's first segment.
     pub(super) fn watching<'r>(
-        subscribers: &'r Registry<Watch, Subscriber>,
-        key: &'r FullKey,
+        subscribers: &'r Subscribers,
+        key: &FullKey,
     ) -> impl Iterator<Item = &'r Subscriber> {
         subscribers
-            .range((key.clone(), None)..)
-            .take_while(move |((watched, _), _)| watched == key)
-            .map(|(_, subscriber)| subscriber)
+            .by_key
+            .get(key)
+            .into_iter()
+            .flat_map(|watchers| {
+                watchers
+                    .whole
+                    .iter()
+                    .chain(watchers.by_head.values().flatten())
+                    .map(|(_, subscriber)| subscriber)
+            })
     }
 
     /// The callbacks `change` must reach: whole-key subscribers and those
     /// whose path it touched, visiting only the paths under the top-level
     /// fields it changed.
-    pub(super) fn targets(
-        subscribers: &Registry<Watch, Subscriber>,
-        change: &Change,
-    ) -> Vec<OnChange> {
+    pub(super) fn targets(subscribers: &Subscribers, change: &Change) -> Vec<OnChange> {
         let touched = |s: &&Subscriber| s.path.as_ref().is_none_or(|path| change.touches(path));
-        let callback = |s: &Subscriber| Rc::clone(&s.on_change);
-        let whole = (change.key.clone(), None);
+        let callback = |(_, s): &(u64, Subscriber)| Rc::clone(&s.on_change);
+        let Some(watchers) = subscribers.by_key.get(&change.key) else {
+            return Vec::new();
+        };
+        let whole = watchers.whole.iter().filter(|(_, s)| touched(&s));
+        let mut targets: Vec<OnChange> = whole.map(callback).collect();
         // Most keys have no path subscriber: then there is nothing to diff.
-        let has_paths = subscribers
-            .range((change.key.clone(), Some(String::new()))..)
-            .next()
-            .is_some_and(|((key, _), _)| *key == change.key);
-        if !has_paths {
-            return subscribers
-                .get(&whole)
-                .filter(touched)
-                .map(callback)
-                .collect();
+        if watchers.by_head.is_empty() {
+            return targets;
         }
+        let under = |items: &Vec<(u64, Subscriber)>, targets: &mut Vec<OnChange>| {
+            targets.extend(items.iter().filter(|(_, s)| touched(&s)).map(callback));
+        };
         match change.changed_heads() {
             // The top level changed shape: any path may be affected.
-            None => Self::watching(subscribers, &change.key)
-                .filter(touched)
-                .map(callback)
-                .collect(),
-            Some(heads) => {
-                let mut targets: Vec<OnChange> = subscribers
-                    .get(&whole)
-                    .filter(touched)
-                    .map(callback)
-                    .collect();
-                for head in heads {
-                    targets.extend(
-                        subscribers
-                            .get(&(change.key.clone(), Some(head)))
-                            .filter(touched)
-                            .map(callback),
-                    );
+            None => {
+                for items in watchers.by_head.values() {
+                    under(items, &mut targets);
                 }
-                targets
+            }
+            Some(heads) => {
+                for head in heads {
+                    if let Some(items) = watchers.by_head.get(head.as_ref()) {
+                        under(items, &mut targets);
+                    }
+                }
             }
         }
+        targets
     }
 }

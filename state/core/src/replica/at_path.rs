@@ -4,10 +4,12 @@
 //! A [`set`](Replica::set) of a value with 10,000 fields costs the caller a
 //! copy of the value and the replica a walk of it (the size check, the
 //! change it reports), whatever changed. [`Replica::set_path`] writes one
-//! place. For a last-write-wins key holding an untyped
-//! [`Value`](serde_json::Value) it changes the stored value in place, and
-//! what it does is bounded by the sub-values written and replaced, not by
-//! the document:
+//! place, [`Replica::set_paths`] several apart in one write, and
+//! [`Replica::set_items`] items of a typed list. For a last-write-wins key
+//! holding an untyped [`Value`](serde_json::Value) (or, for `set_items`, a
+//! list of any item type) they change the stored value in place, and what
+//! they do is bounded by the sub-values written and replaced, not by the
+//! document:
 //!
 //! - the value is shared copy-on-write: nobody else holds it, so nothing
 //!   is copied (whoever still holds an older change or write keeps their
@@ -33,28 +35,48 @@
 //!   (once, then the estimate is exact), and past it the write is the
 //!   whole-value set below, which says by how much it is too large.
 //!
-//! Any other key (a typed one; a merge, sum, first-write-wins or
-//! user-resolve key) is written as a set of the current value with the
-//! path replaced: the same result, at the cost of a whole-value write.
+//! Any other key (a typed one, outside `set_items`; a merge, sum,
+//! first-write-wins or user-resolve key; a write inside a batch) is
+//! written as a set of the current value with the paths replaced: the same
+//! result, at the cost of a whole-value write.
 
 use std::sync::Arc;
 
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::intent::{Intent, Sink, open_for_key, put_json};
-use super::{Change, Replica, Write};
+use super::{Change, Place, Replica, Write};
 use crate::error::{Error, Result, preview};
 use crate::id::UnitAddress;
 use crate::key::{KeySpec, SharedKey};
 use crate::limits::{
-    MAX_STATE_BYTES, MAX_VALUE_BYTES, check_value_at, encoded_len, serde_reason, string_len_bound,
+    MAX_PATH_WRITES, MAX_STATE_BYTES, MAX_VALUE_BYTES, check_value_at, encoded_len, exact_len,
+    serde_reason, string_len_bound,
 };
 use crate::message::Message;
 use crate::op::{Op, OpGroup, OpId, Payload};
 use crate::path::Path;
 use crate::scope::{FullKey, Lifetime};
 use crate::strategy::{KeyState, Register, Strategy};
+
+/// Writes at paths, each value measured (its serialized length at most the
+/// number beside it).
+pub(super) type Measured = Vec<(Path, Value, usize)>;
+
+/// How the writes of a path write are checked against the key's type.
+#[derive(Clone, Copy)]
+pub(super) enum Typing {
+    /// The value after the writes must decode as the key's type, which
+    /// must not skip a written place: a function made for that type,
+    /// given the key, the value and the written paths.
+    Decode(fn(&str, &Value, &[Path]) -> Result<()>),
+    /// The caller's types prove it: items of a `Vec<E>` written as `E`s
+    /// (the items of a list decode one by one, each as `E`, so the others
+    /// need no second look).
+    Proven,
+}
 
 impl Replica {
     /// Writes `value` at `path` inside the value of `key`, on behalf of
@@ -83,26 +105,70 @@ impl Replica {
         path: &Path,
         value: Value,
     ) -> Result<Write> {
-        put_path(self, unit, key, path, value)
+        let writes = vec![(path.clone(), Ok(value))];
+        put_paths(self, unit, key, writes, Typing::Decode(check_kept::<T>))
     }
 
-    /// Writes `value` (of serialized length at most `value_len`) at `path`
-    /// into the stored value of `full`, in place, if it is an untyped
-    /// last-write-wins key. The value comes back (and nothing changed) for
+    /// Writes several places inside the value of `key` at once, on behalf
+    /// of `unit`: one write (one op, one change, one notification per
+    /// subscriber) with each `(path, value)` put as
+    /// [`set_path`](Self::set_path) puts it. The paths must lie apart (none
+    /// inside another, none the root) and be at most
+    /// [`MAX_PATH_WRITES`](crate::MAX_PATH_WRITES); if one of them leads
+    /// nowhere, nothing changes. Where `set_path` writes in place, so does
+    /// this, each place costing what its value costs.
+    pub fn set_paths<T: DeserializeOwned>(
+        &mut self,
+        unit: &UnitAddress,
+        key: &SharedKey<T>,
+        writes: impl IntoIterator<Item = (Path, Value)>,
+    ) -> Result<Write> {
+        let writes = json_writes(writes);
+        put_paths(self, unit, key, writes, Typing::Decode(check_kept::<T>))
+    }
+
+    /// Replaces items of the list held by `key`, on behalf of `unit`: one
+    /// write of every `(index, item)`, as [`set_paths`](Self::set_paths)
+    /// makes it. Each index must exist and appear once, and there must be
+    /// at least one and at most [`MAX_PATH_WRITES`](crate::MAX_PATH_WRITES)
+    /// (else [`Error::InvalidPath`] and nothing changes).
+    ///
+    /// What makes it cheap: a list decodes item by item, so an `E` written
+    /// as an item keeps the list a `Vec<E>` without a second look at the
+    /// other items. For a last-write-wins key it is written in place,
+    /// typed as it is, and costs what the items written cost, however long
+    /// the list (a key that syncs still sends the whole list). Any other
+    /// key gets a set of the list with the items replaced.
+    pub fn set_items<E: Serialize>(
+        &mut self,
+        unit: &UnitAddress,
+        key: &SharedKey<Vec<E>>,
+        items: impl IntoIterator<Item = (usize, E)>,
+    ) -> Result<Write> {
+        put_paths(self, unit, key, item_writes(items), Typing::Proven)
+    }
+
+    /// Writes `writes` into the stored value of `full` in place, if it is
+    /// a last-write-wins key that any JSON fits (untyped, or `proven` by
+    /// the caller's types). The writes come back (and nothing changed) for
     /// any other key and when this is not a plain local write over a value
     /// already stored: the key was never written, the new value could pass
     /// a value's size limit (the caller's whole-value write then says by
     /// how much), or the stored write is stamped ahead of this one.
+    ///
+    /// The paths lie apart (checked by [`check_apart`]), so each replaces
+    /// what the value held before any of them, and whether one leads
+    /// anywhere does not depend on the others.
     pub(super) fn write_in_place(
         &mut self,
         spec: &KeySpec,
         full: &FullKey,
         unit: &UnitAddress,
-        path: &Path,
-        (value, value_len): (Value, usize),
-    ) -> Result<std::result::Result<Write, Value>> {
-        if !spec.holds_any_json() || spec.strategy() != Strategy::LastWriteWins {
-            return Ok(Err(value));
+        writes: Measured,
+        proven: bool,
+    ) -> Result<std::result::Result<Write, Measured>> {
+        if !(spec.holds_any_json() || proven) || spec.strategy() != Strategy::LastWriteWins {
+            return Ok(Err(writes));
         }
         let now = self.now();
         self.shed_future_at(now);
@@ -111,24 +177,28 @@ impl Replica {
             |stamp, id: &OpId, writer: &UnitAddress| encoded_len(&(stamp, id, writer), usize::MAX);
         let (stored, old_meta_len, removed_len, added_len) = match self.states.get(full) {
             Some(KeyState::LastWriteWins(Register { entry: Some(entry) })) => {
-                let replaced = path.get(&entry.value);
-                // Measured exactly (the bound `value_len` errs high, and
-                // an estimate grown by it write after write would need
-                // measuring the whole state again sooner): one more walk
-                // of the value written, none of the document.
-                let written = encoded_len(&value, value_len);
-                let added_len = match (replaced, path.last()) {
-                    (None, Some(name)) => written + string_len_bound(name) + 2,
-                    _ => written,
-                };
+                let (mut removed, mut added) = (0, 0);
+                for (path, value, value_len) in &writes {
+                    let replaced = path.get(&entry.value);
+                    // Measured exactly (the bound `value_len` errs high,
+                    // and an estimate grown by it write after write would
+                    // need measuring the whole state again sooner): one
+                    // more walk of the value written, none of the document.
+                    let written = exact_len(value, *value_len);
+                    added += match (replaced, path.last()) {
+                        (None, Some(name)) => written + string_len_bound(name) + 2,
+                        _ => written,
+                    };
+                    removed += replaced.map_or(0, |old| exact_len(old, MAX_STATE_BYTES));
+                }
                 (
                     (entry.stamp, entry.id),
                     meta_len(entry.stamp, &entry.id, &entry.writer),
-                    replaced.map_or(0, |old| encoded_len(old, MAX_STATE_BYTES)),
-                    added_len,
+                    removed,
+                    added,
                 )
             }
-            _ => return Ok(Err(value)),
+            _ => return Ok(Err(writes)),
         };
         let seq = self
             .seq
@@ -137,13 +207,13 @@ impl Replica {
         let id = OpId { tab: self.tab, seq };
         let stamp = self.hlc.tick(now);
         if (stamp, id) <= stored {
-            return Ok(Err(value));
+            return Ok(Err(writes));
         }
         // The state's size after the write: what the estimate held, with
-        // the entry's stamp, id and writer and the sub-value at the path
-        // (and its field name, when new) replaced. An upper bound, as the
-        // estimate before it is; the state holds the value, so it bounds
-        // the value too.
+        // the entry's stamp, id and writer and the sub-values at the paths
+        // (and their field names, when new) replaced. An upper bound, as
+        // the estimate before it is; the state holds the value, so it
+        // bounds the value too.
         let after = |held: usize| {
             (held + meta_len(stamp, &id, unit) + added_len)
                 .saturating_sub(old_meta_len + removed_len)
@@ -160,18 +230,31 @@ impl Replica {
             self.sizes.insert(full.clone(), exact);
             estimate = after(exact);
             if estimate > MAX_VALUE_BYTES {
-                return Ok(Err(value));
+                return Ok(Err(writes));
             }
         }
         let Some(KeyState::LastWriteWins(Register { entry: Some(entry) })) =
             self.states.get_mut(full)
         else {
-            return Ok(Err(value));
+            return Ok(Err(writes));
         };
         // Copies the value only if someone else still holds it.
         let document = Arc::make_mut(&mut entry.value);
-        let old = path.put(document, Some(value))?;
-        let visible = old.as_ref() != path.get(document);
+        let mut places = Vec::with_capacity(writes.len());
+        for (path, value, _) in writes {
+            match path.put(document, Some(value)) {
+                Ok(old) => places.push(Place { path, old }),
+                Err(err) => {
+                    // Put back what the earlier paths replaced: the paths
+                    // lie apart, so in any order.
+                    for place in places {
+                        let _ = place.path.put(document, place.old);
+                    }
+                    return Err(err);
+                }
+            }
+        }
+        let visible = places.iter().any(|place| place.changed(document));
         entry.stamp = stamp;
         entry.id = id;
         entry.writer = unit.clone();
@@ -194,7 +277,7 @@ impl Replica {
                 ops: vec![op.clone()],
             })
         });
-        let change = visible.then(|| Change::at(full.clone(), path.clone(), old, new));
+        let change = visible.then(|| Change::at(full.clone(), places, new));
         Ok(Ok(Write {
             op,
             change,
@@ -203,7 +286,27 @@ impl Replica {
     }
 }
 
-/// Checks that `value`, a key's value after a write at `path`, decodes as
+/// The writes of [`Replica::set_paths`], as [`put_paths`] takes them.
+pub(super) fn json_writes(
+    writes: impl IntoIterator<Item = (Path, Value)>,
+) -> Vec<(Path, serde_json::Result<Value>)> {
+    writes
+        .into_iter()
+        .map(|(path, value)| (path, Ok(value)))
+        .collect()
+}
+
+/// The writes of [`Replica::set_items`]: each item at its index, as JSON.
+pub(super) fn item_writes<E: Serialize>(
+    items: impl IntoIterator<Item = (usize, E)>,
+) -> Vec<(Path, serde_json::Result<Value>)> {
+    items
+        .into_iter()
+        .map(|(index, item)| (Path::index(index), serde_json::to_value(item)))
+        .collect()
+}
+
+/// Checks that `value`, a key's value after writes at `paths`, decodes as
 /// `T` and that `T` does not skip what was written. Decoding alone would
 /// accept a field `T` does not have (serde skips it, and the write would
 /// be lost: a typo in the path). Fields skipped elsewhere in the value
@@ -211,21 +314,27 @@ impl Replica {
 ///
 /// Generic over `T` where a path write is made, not per declared key: only
 /// the types written at a path pay for the second decoder.
-fn check_kept<T: DeserializeOwned>(key: &str, value: &Value, path: &Path) -> Result<()> {
+pub(super) fn check_kept<T: DeserializeOwned>(
+    key: &str,
+    value: &Value,
+    paths: &[Path],
+) -> Result<()> {
     let mismatch = |reason| Error::TypeMismatch {
         key: key.to_owned(),
         reason,
     };
     let ignored = ignored_by::<T>(value).map_err(mismatch)?;
-    match ignored.iter().find(|at| path.overlaps(at)) {
-        None => Ok(()),
-        Some(at) => Err(mismatch(format!(
-            "{} has no place for {} (it skips {})",
-            std::any::type_name::<T>(),
-            preview(&path.to_string()),
-            preview(&at.join("."))
-        ))),
+    for at in &ignored {
+        if let Some(path) = paths.iter().find(|path| path.overlaps(at)) {
+            return Err(mismatch(format!(
+                "{} has no place for {} (it skips {})",
+                std::any::type_name::<T>(),
+                preview(&path.to_string()),
+                preview(&at.join("."))
+            )));
+        }
     }
+    Ok(())
 }
 
 /// Decodes `value` as `T` and lists the places it skipped doing so (fields
@@ -258,42 +367,101 @@ fn ignored_by<T: DeserializeOwned>(value: &Value) -> Result<Vec<Vec<String>>, St
     .map_err(|err| serde_reason(&err))
 }
 
-/// A write of `value` at `path` inside `key`'s value, by `unit`, put into
-/// `sink` (see [`Replica::set_path`]): in place where the sink can, else
-/// as a set of the current value (the sink's: a batch's earlier writes
-/// count) with the path replaced.
-pub(super) fn put_path<S: Sink, T: DeserializeOwned>(
+/// Refuses writes at paths that do not lie apart: none may be the root,
+/// and none inside another (or the same), so that no write's place depends
+/// on another's and the order they are given in does not matter. Also
+/// refuses no writes at all, and more than [`MAX_PATH_WRITES`].
+fn check_apart(paths: &[&Path]) -> Result<()> {
+    let bad = |path: &Path, reason| Error::InvalidPath {
+        path: preview(&path.to_string()),
+        reason,
+    };
+    let Some(first) = paths.first() else {
+        return Err(Error::InvalidPath {
+            path: String::new(),
+            reason: "no place to write: give at least one path",
+        });
+    };
+    if paths.len() > MAX_PATH_WRITES {
+        return Err(bad(first, "more places in one write than MAX_PATH_WRITES"));
+    }
+    if let Some(root) = paths.iter().find(|path| path.is_empty()) {
+        return Err(bad(
+            root,
+            "the root path names the whole value, with other places: set it alone",
+        ));
+    }
+    // Sorted by `Path::place_order`, every path inside another sorts
+    // right after it, before any path not inside it: if one lies inside
+    // another, one lies inside the path just before it.
+    let mut sorted = paths.to_vec();
+    // Items written in the order of their indices are in this order
+    // already: one pass confirms it.
+    if !sorted.is_sorted_by(|a, b| a.place_order(b).is_le()) {
+        sorted.sort_unstable_by(|a, b| a.place_order(b));
+    }
+    match sorted.windows(2).find(|pair| pair[1].starts_with(pair[0])) {
+        None => Ok(()),
+        Some(pair) => Err(bad(
+            pair[1],
+            "written twice, or inside another place of the same write",
+        )),
+    }
+}
+
+/// Writes at paths inside `key`'s value, by `unit`, put into `sink` (see
+/// [`Replica::set_paths`]): in place where the sink can, else as a set of
+/// the current value (the sink's: a batch's earlier writes count) with the
+/// paths replaced. A single root path is a set of the whole value.
+pub(super) fn put_paths<S: Sink, T>(
     sink: &mut S,
     unit: &UnitAddress,
     key: &SharedKey<T>,
-    path: &Path,
-    value: Value,
+    writes: Vec<(Path, serde_json::Result<Value>)>,
+    typing: Typing,
 ) -> Result<S::Done> {
     let (spec, full) = open_for_key(sink.replica(), unit, key.spec())?;
     // Only a key declared as untyped JSON takes any JSON; the value of a
     // typed one must still decode after the write, whoever writes (a JSON
-    // view of it included).
+    // view of it included), unless the caller's types prove it does.
     let untyped = spec.holds_any_json();
-    if path.is_empty() {
-        return put_json(sink, unit, (spec, full), !untyped, Ok(value), Intent::Set);
+    let proven = matches!(typing, Typing::Proven);
+    let mut writes = writes;
+    if writes.len() == 1
+        && writes.first().is_some_and(|(path, _)| path.is_empty())
+        && let Some((_, value)) = writes.pop()
+    {
+        return put_json(sink, unit, (spec, full), !untyped, value, Intent::Set);
     }
-    let value_len = check_value_at(&value, path.len(), "value")?;
-    let value = match sink.put_in_place(&spec, &full, unit, path, (value, value_len))? {
+    check_apart(&writes.iter().map(|(path, _)| path).collect::<Vec<_>>())?;
+    let mut measured = Vec::with_capacity(writes.len());
+    for (path, value) in writes {
+        let value = value.map_err(|err| Error::TypeMismatch {
+            key: full.to_string(),
+            reason: serde_reason(&err),
+        })?;
+        let value_len = check_value_at(&value, path.len(), "value")?;
+        measured.push((path, value, value_len));
+    }
+    let measured = match sink.put_in_place(&spec, &full, unit, measured, proven)? {
         Ok(done) => return Ok(done),
         // Not in place (see `Replica::write_in_place`): the usual write
         // below decides.
-        Err(value) => value,
+        Err(measured) => measured,
     };
     let mut whole = Value::clone(&sink.current(&spec, &full));
-    path.put(&mut whole, Some(value))?;
-    if !untyped {
-        if key.is_erased() {
-            // A JSON view (a JavaScript unit): checked as its whole-value
-            // writes are, by decoding.
-            spec.check_type(full.as_str(), &whole)?;
-        } else {
-            check_kept::<T>(full.as_str(), &whole, path)?;
-        }
+    let mut paths = Vec::with_capacity(measured.len());
+    for (path, value, _) in measured {
+        path.put(&mut whole, Some(value))?;
+        paths.push(path);
+    }
+    match typing {
+        _ if untyped => {}
+        Typing::Proven => {}
+        // A JSON view (a JavaScript unit): checked as its whole-value
+        // writes are, by decoding.
+        Typing::Decode(_) if key.is_erased() => spec.check_type(full.as_str(), &whole)?,
+        Typing::Decode(check) => check(full.as_str(), &whole, &paths)?,
     }
     // Checked above: as JSON for any key.
     put_json(sink, unit, (spec, full), false, Ok(whole), Intent::Set)

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::at_path::{Typing, check_kept, item_writes, json_writes, put_paths};
 use super::intent::{Intent, Sink, payload_for, put_delta, put_value};
 use super::write::Stamping;
 use super::{BatchWrite, Replica};
@@ -71,7 +72,31 @@ impl<'s> Batch<'s> {
         path: &crate::path::Path,
         value: serde_json::Value,
     ) -> Result<()> {
-        super::at_path::put_path(self, unit, key, path, value)
+        let writes = vec![(path.clone(), Ok(value))];
+        put_paths(self, unit, key, writes, Typing::Decode(check_kept::<T>))
+    }
+
+    /// Stages [`Replica::set_paths`] (not in place, as
+    /// [`set_path`](Self::set_path)).
+    pub fn set_paths<T: serde::de::DeserializeOwned>(
+        &mut self,
+        unit: &UnitAddress,
+        key: &SharedKey<T>,
+        writes: impl IntoIterator<Item = (crate::path::Path, serde_json::Value)>,
+    ) -> Result<()> {
+        let writes = json_writes(writes);
+        put_paths(self, unit, key, writes, Typing::Decode(check_kept::<T>))
+    }
+
+    /// Stages [`Replica::set_items`] (not in place, as
+    /// [`set_path`](Self::set_path)).
+    pub fn set_items<E: Serialize>(
+        &mut self,
+        unit: &UnitAddress,
+        key: &SharedKey<Vec<E>>,
+        items: impl IntoIterator<Item = (usize, E)>,
+    ) -> Result<()> {
+        put_paths(self, unit, key, item_writes(items), Typing::Proven)
     }
 
     /// Stages [`Replica::increment`].

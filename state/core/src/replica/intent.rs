@@ -13,7 +13,6 @@ use crate::id::{TabId, UnitAddress};
 use crate::key::{KeySpec, SharedKey};
 use crate::limits::{MAX_FIELD_NAME_BYTES, MAX_OP_ITEMS, MAX_SUM_SLOTS, check_value, serde_reason};
 use crate::op::{OpId, Payload};
-use crate::path::Path;
 use crate::permission::Action;
 use crate::scope::FullKey;
 use crate::strategy::{KeyState, Strategy, Totals, merge_diff};
@@ -52,18 +51,19 @@ pub(super) trait Sink {
         self.replica().current(spec, full)
     }
 
-    /// Writes `value` (of serialized length at most `value_len`) at `path`
-    /// in place, if this sink can for this key; the value comes back if
-    /// not. None by default.
+    /// Writes each value (of serialized length at most the number beside
+    /// it) at its path in place, if this sink can for this key (`proven`:
+    /// the caller's types show the values fit the key's type); the writes
+    /// come back if not. None by default.
     fn put_in_place(
         &mut self,
         _spec: &KeySpec,
         _full: &FullKey,
         _unit: &UnitAddress,
-        _path: &Path,
-        (value, _value_len): (Value, usize),
-    ) -> Result<std::result::Result<Self::Done, Value>> {
-        Ok(Err(value))
+        writes: super::at_path::Measured,
+        _proven: bool,
+    ) -> Result<std::result::Result<Self::Done, super::at_path::Measured>> {
+        Ok(Err(writes))
     }
 }
 

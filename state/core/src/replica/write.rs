@@ -367,10 +367,10 @@ impl Sink for Replica {
         spec: &KeySpec,
         full: &FullKey,
         unit: &UnitAddress,
-        path: &crate::path::Path,
-        value: (serde_json::Value, usize),
-    ) -> Result<std::result::Result<Write, serde_json::Value>> {
-        self.write_in_place(spec, full, unit, path, value)
+        writes: super::at_path::Measured,
+        proven: bool,
+    ) -> Result<std::result::Result<Write, super::at_path::Measured>> {
+        self.write_in_place(spec, full, unit, writes, proven)
     }
 }
 
