@@ -114,6 +114,40 @@ fn path_hook_does_not_rerun_on_unrelated_change() {
 }
 
 #[test]
+fn path_hook_reports_a_value_of_another_type_until_it_decodes_again() {
+    let owner = Owner::new();
+    owner.with(|| {
+        let state = manager(1);
+        let doc = SharedKey::<Value>::builder_with_default("doc", json!({"a": {"x": 1}}))
+            .build()
+            .unwrap();
+        let (_u, (whole, x)) = in_unit(state, "main/lobby/u", || {
+            (
+                use_shared_state(&doc),
+                use_state_path::<Value, i64>(&doc, "a.x"),
+            )
+        });
+        let error = x.error;
+        let (error_runs, _effect) = runs(move || {
+            error.get();
+        });
+        assert!(x.error.get_untracked().is_none());
+        whole.set.set_path("a.x", "seven");
+        assert_eq!(x.value.get_untracked(), None);
+        let shown = x.error.get_untracked().unwrap().to_string();
+        assert!(shown.contains("a.x"), "{shown}");
+        whole.set.set_path("a.x", 7);
+        assert_eq!(x.value.get_untracked(), Some(7));
+        assert!(x.error.get_untracked().is_none());
+        // Set and cleared once each; a good value after a good one leaves
+        // the error signal alone.
+        whole.set.set_path("a.x", 8);
+        assert_eq!(x.value.get_untracked(), Some(8));
+        assert_eq!(error_runs.load(Ordering::SeqCst), 3);
+    });
+}
+
+#[test]
 fn batch_notifies_each_subscriber_once() {
     let owner = Owner::new();
     owner.with(|| {
@@ -284,6 +318,73 @@ fn a_hook_writes_at_a_path_and_its_validator_sees_the_whole_value() {
         let refused = checked.set.try_set_path("rows.r1.qty", 10).unwrap_err();
         assert!(refused.to_string().contains("over 9"), "{refused}");
         assert_eq!(checked.value.get_untracked()["rows"]["r1"]["qty"], 5);
+    });
+}
+
+#[test]
+fn a_hook_replaces_items_of_a_list_and_rows_see_only_their_own() {
+    let owner = Owner::new();
+    owner.with(|| {
+        let state = manager(1);
+        let rows = SharedKey::<Vec<String>>::builder("rows")
+            .scope(Scope::Building)
+            .build()
+            .unwrap();
+        let writer: UnitAddress = "main/lobby/a".parse().unwrap();
+        state.declare(&rows).unwrap();
+        let labels: Vec<String> = (0..10).map(|i| format!("row {i}")).collect();
+        state.set(&writer, &rows, labels).unwrap();
+        let (_u, list) = in_unit(state, "main/lobby/a", || use_shared_state(&rows));
+        // Each row watches its own index; count what each is told.
+        let told: Vec<Arc<std::sync::atomic::AtomicUsize>> =
+            (0..10).map(|_| Arc::default()).collect();
+        for (i, count) in told.iter().enumerate() {
+            let count = Arc::clone(count);
+            state
+                .subscribe(&writer, &rows, Some(Path::index(i)), move |_| {
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                })
+                .unwrap();
+        }
+        let counts = || -> Vec<usize> {
+            told.iter()
+                .map(|c| c.swap(0, std::sync::atomic::Ordering::SeqCst))
+                .collect()
+        };
+        list.set
+            .set_items([(2, "two".to_owned()), (7, "seven".to_owned())]);
+        assert_eq!(counts(), [0, 0, 1, 0, 0, 0, 0, 1, 0, 0]);
+        assert_eq!(list.value.get_untracked()[2], "two");
+        assert_eq!(list.value.get_untracked()[7], "seven");
+        // An index past the end: refused, nothing told, nothing changed.
+        assert!(list.set.try_set_items([(10, "x".to_owned())]).is_err());
+        assert!(list.meta.error.get_untracked().is_some());
+        assert_eq!(counts(), [0; 10]);
+
+        let short = |rows: &Vec<String>| match rows.iter().find(|row| row.len() > 5) {
+            Some(row) => Err(format!("{row:?} is longer than 5")),
+            None => Ok(()),
+        };
+        let options = UseSharedStateOptions::default().validate(short);
+        let (_v, checked) = in_unit(state, "main/lobby/b", || {
+            use_shared_state_with_options(&rows, options)
+        });
+        checked.set.set_items([(2, "deux".to_owned())]);
+        assert_eq!(counts(), [0, 0, 1, 0, 0, 0, 0, 0, 0, 0]);
+        let refused = checked
+            .set
+            .try_set_items([(3, "trois!".to_owned())])
+            .unwrap_err();
+        assert!(refused.to_string().contains("longer than 5"), "{refused}");
+        assert!(checked.set.try_set_items([(11, "x".to_owned())]).is_err());
+        assert_eq!(counts(), [0; 10]);
+        assert_eq!(checked.value.get_untracked()[3], "row 3");
+        // No items: no write (the same stamp), nothing told, no error.
+        let version = checked.meta.version.get_untracked();
+        checked.set.try_set_items(std::iter::empty()).unwrap();
+        assert_eq!(counts(), [0; 10]);
+        assert_eq!(checked.meta.version.get_untracked(), version);
+        assert!(checked.meta.error.get_untracked().is_none());
     });
 }
 

@@ -251,3 +251,61 @@ where
         });
     }
 }
+
+impl<E> StateSetter<Vec<E>>
+where
+    E: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    /// Replaces items of the list: one write of every `(index, item)`, one
+    /// notification per subscriber. For a last-write-wins key the list
+    /// changes in place (see [`StateManager::set_items`]), so updating 100
+    /// rows of 1,000 costs what 100 rows cost. Each index must exist and
+    /// appear once, and one write takes at most
+    /// [`MAX_PATH_WRITES`](gaesup_state_core::MAX_PATH_WRITES) items (more
+    /// are refused: [`set`](Self::set) the whole list instead); no items at
+    /// all is no write. With a validator, the list the write would leave
+    /// is read (so the unit needs read access, as for
+    /// [`update`](Self::update)) and validated first, as a
+    /// [`set`](Self::set) of it would be.
+    ///
+    /// [`StateManager::set_items`]: crate::StateManager::set_items
+    pub fn set_items(&self, items: impl IntoIterator<Item = (usize, E)>) {
+        let _ = self.try_set_items(items);
+    }
+
+    /// [`set_items`](Self::set_items), or why it was refused.
+    pub fn try_set_items(&self, items: impl IntoIterator<Item = (usize, E)>) -> Result<()> {
+        let write = || -> Result<()> {
+            let target = self.target()?;
+            let (unit, key) = (&target.unit.address, &target.key);
+            let items: Vec<(usize, E)> = items.into_iter().collect();
+            if items.is_empty() {
+                // Nothing to change (the manager refuses a write of no
+                // place; a caller passing "the rows that changed" should
+                // not have to guard against none).
+                return Ok(());
+            }
+            if self.validate.is_some() {
+                // The validator judges the list the write leaves; the
+                // write itself is the same in-place write as without one.
+                let mut list = target.unit.manager.get(unit, key)?;
+                for (index, item) in &items {
+                    match list.get_mut(*index) {
+                        Some(slot) => *slot = item.clone(),
+                        None => {
+                            return Err(CoreError::InvalidPath {
+                                path: index.to_string(),
+                                reason: "the last step is not an index of the array",
+                            }
+                            .into());
+                        }
+                    }
+                }
+                self.checked(&list)?;
+            }
+            target.unit.manager.set_items(unit, key, items)?;
+            Ok(())
+        };
+        self.record(write())
+    }
+}

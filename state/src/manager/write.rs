@@ -54,6 +54,53 @@ impl StateManager {
         self.write(|replica| replica.set_path(unit, key, path, value))
     }
 
+    /// Writes several places inside the value of `key` at once, for
+    /// `unit`, then notifies (each subscriber once) and broadcasts (see
+    /// [`Replica::set_paths`]): the paths lie apart, and if one leads
+    /// nowhere nothing changes.
+    pub fn set_paths<T: serde::de::DeserializeOwned>(
+        &self,
+        unit: &UnitAddress,
+        key: &SharedKey<T>,
+        writes: impl IntoIterator<Item = (Path, Value)>,
+    ) -> Result<Write> {
+        self.write(|replica| replica.set_paths(unit, key, writes))
+    }
+
+    /// Replaces items of the list held by `key`, for `unit`: one write of
+    /// every `(index, item)`, then one notification per subscriber and a
+    /// broadcast (see [`Replica::set_items`]). Each index must exist and
+    /// appear once; one write takes from one item to
+    /// [`MAX_PATH_WRITES`](gaesup_state_core::MAX_PATH_WRITES).
+    ///
+    /// How to update rows of a long list: for a last-write-wins key the
+    /// list changes in place, typed as it is, and a subscriber to one
+    /// index ([`use_state_path`](crate::use_state_path) on `"3"`) is found
+    /// and told without a diff of the list, so 100 rows of 1,000 cost
+    /// what 100 rows cost. A key that syncs still sends the whole list.
+    ///
+    /// ```
+    /// # use gaesup_state::{StateManager, SharedKey, UnitAddress};
+    /// # let owner = leptos::prelude::Owner::new();
+    /// # owner.with(|| {
+    /// let manager = StateManager::with_system_clock();
+    /// let unit: UnitAddress = "main/shop/table".parse().unwrap();
+    /// let rows = SharedKey::<Vec<String>>::builder("rows").build().unwrap();
+    /// manager.declare(&rows).unwrap();
+    /// manager.set(&unit, &rows, vec!["a".into(), "b".into(), "c".into()]).unwrap();
+    /// manager.set_items(&unit, &rows, [(0, "A".to_owned()), (2, "C".to_owned())]).unwrap();
+    /// assert_eq!(manager.get(&unit, &rows).unwrap(), ["A", "b", "C"]);
+    /// # });
+    /// ```
+    pub fn set_items<E: Serialize>(
+        &self,
+        unit: &UnitAddress,
+        key: &SharedKey<Vec<E>>,
+        items: impl IntoIterator<Item = (usize, E)>,
+    ) -> Result<Write> {
+        self.write(|replica| replica.set_items(unit, key, items))
+    }
+
     /// Adds `delta` to a sum key.
     pub fn increment<T>(
         &self,
