@@ -142,16 +142,20 @@ test('state ops', async ({ page, browser, browserName }) => {
   // builds the table and runs 20 update rounds; calls alternate.
   const ROWS = 1000;
   const TABLE_ROUNDS = 20;
-  const tables: Record<string, { create: number[]; update: number[]; ticks: number }> = {
-    signals: { create: [], update: [], ticks: 0 },
-    state: { create: [], update: [], ticks: 0 },
+  // state: set_items of the changed rows; state-whole: get + set of the
+  // whole list.
+  const tables: Record<string, { create: number[]; update: number[]; write: number[]; ticks: number }> = {
+    signals: { create: [], update: [], write: [], ticks: 0 },
+    state: { create: [], update: [], write: [], ticks: 0 },
+    'state-whole': { create: [], update: [], write: [], ticks: 0 },
   };
   for (let call_ = 0; call_ <= ROUNDS; call_ += 1) {
-    for (const kind of ['signals', 'state']) {
+    for (const kind of ['signals', 'state', 'state-whole']) {
       const r = await call(page, 'table_bench', kind, ROWS, TABLE_ROUNDS);
       if (call_ === 0) continue; // warm-up
       tables[kind].create.push(r.create_ms);
       tables[kind].update.push(...r.update_ms);
+      tables[kind].write.push(...r.write_ms);
       tables[kind].ticks += r.ticks;
     }
   }
@@ -159,9 +163,23 @@ test('state ops', async ({ page, browser, browserName }) => {
     rows: ROWS,
     rows_changed_per_update: ROWS / 10,
     updates: tables.state.update.length,
-    signals: { create_ms: median(tables.signals.create), update_ms: median(tables.signals.update) },
-    state: { create_ms: median(tables.state.create), update_ms: median(tables.state.update) },
+    signals: {
+      create_ms: median(tables.signals.create),
+      update_ms: median(tables.signals.update),
+      write_ms: median(tables.signals.write),
+    },
+    state: {
+      create_ms: median(tables.state.create),
+      update_ms: median(tables.state.update),
+      write_ms: median(tables.state.write),
+    },
+    state_whole: {
+      create_ms: median(tables['state-whole'].create),
+      update_ms: median(tables['state-whole'].update),
+      write_ms: median(tables['state-whole'].write),
+    },
     update_ratio: median(tables.state.update) / median(tables.signals.update),
+    whole_update_ratio: median(tables['state-whole'].update) / median(tables.signals.update),
     create_ratio: median(tables.state.create) / median(tables.signals.create),
   };
 

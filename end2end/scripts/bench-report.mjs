@@ -149,9 +149,9 @@ goal('set, 0 subscribers', per(s0?.gaesup.ops_per_s), `zustand ${per(s0?.zustand
 goal('set + notify 1 subscriber', per(s1?.gaesup.ops_per_s), `zustand ${per(s1?.zustand.ops_per_s)}`, x(s1?.ratio), '≤ 1.0× zustand (time/op)', s1 ? s1.ratio <= 1.0 : null);
 const t = ops?.table;
 goal(
-  `1,000-row table, update ${t?.rows_changed_per_update ?? 100} rows`,
+  `1,000-row table, update ${t?.rows_changed_per_update ?? 100} rows${t?.state_whole ? ' (`set_items`)' : ''}`,
   ms(t?.state.update_ms),
-  `signals ${ms(t?.signals.update_ms)}`,
+  `signals ${ms(t?.signals.update_ms)}${t?.state_whole ? `; get + set of the whole list: ${ms(t.state_whole.update_ms)} (${x(t.whole_update_ratio)})` : ''}`,
   x(t?.update_ratio),
   '≤ 1.05× plain signals',
   t ? t.update_ratio <= 1.05 : null,
@@ -315,6 +315,7 @@ const headline = {
   'set + notify 1 subscriber (× zustand)': s1?.ratio ?? null,
   "core's Replica::set (µs/op)": ops?.set.core?.store_us_per_op ?? null,
   '1,000-row table, update 100 rows (× signals)': t?.update_ratio ?? null,
+  '1,000-row table, update 100 rows, get + set of the whole list (× signals)': t?.whole_update_ratio ?? null,
   '10,000-field value, update one field (ms)': field10k ? field10k.us_per_update / 1000 : null,
   '10,000-field value, whole-value set (ms)': whole10k ? whole10k.us_per_update / 1000 : null,
   'Cold load, interactive, unthrottled, median (ms)': loads?.app?.unthrottled.p50 ?? null,
@@ -507,11 +508,21 @@ if (ops) {
     );
   }
   lines.push('');
-  lines.push(`### 1,000-row table (real DOM)`, '', `${t.updates} update rounds per variant; each changes every 10th row and is timed until the last changed row shows its text.`, '');
-  row(['', 'plain signals', 'state manager', 'ratio']);
-  row(['---', '---:', '---:', '---:']);
-  row(['create + first render', ms(t.signals.create_ms), ms(t.state.create_ms), x(t.create_ratio)]);
-  row(['update 100 rows', ms(t.signals.update_ms), ms(t.state.update_ms), x(t.update_ratio)]);
+  lines.push(`### 1,000-row table (real DOM)`, '', `${t.updates} update rounds per variant; each changes every 10th row and is timed until the last changed row shows its text. Signals: one \`RwSignal\` per row. State manager: one \`Vec<String>\` key, each row watching its index with \`use_state_path\`, updated with one \`set_items\` of the changed rows (in place) or with a \`get\` + \`set\` of the whole list.`, '');
+  if (t.state_whole) {
+    row(['', 'plain signals', 'state manager, `set_items`', 'ratio', 'state manager, `get` + `set`', 'ratio']);
+    row(['---', '---:', '---:', '---:', '---:', '---:']);
+    row(['create + first render', ms(t.signals.create_ms), ms(t.state.create_ms), x(t.create_ratio), ms(t.state_whole.create_ms), x(t.state_whole.create_ms / t.signals.create_ms)]);
+    row(['update 100 rows', ms(t.signals.update_ms), ms(t.state.update_ms), x(t.update_ratio), ms(t.state_whole.update_ms), x(t.whole_update_ratio)]);
+    if (t.state.write_ms != null) {
+      row(['of which the writes (subscribers told, nothing rendered yet)', ms(t.signals.write_ms), ms(t.state.write_ms), x(t.state.write_ms / t.signals.write_ms), ms(t.state_whole.write_ms), x(t.state_whole.write_ms / t.signals.write_ms)]);
+    }
+  } else {
+    row(['', 'plain signals', 'state manager', 'ratio']);
+    row(['---', '---:', '---:', '---:']);
+    row(['create + first render', ms(t.signals.create_ms), ms(t.state.create_ms), x(t.create_ratio)]);
+    row(['update 100 rows', ms(t.signals.update_ms), ms(t.state.update_ms), x(t.update_ratio)]);
+  }
   lines.push('');
   lines.push('### Selective subscriptions', '', 'N subscribers on distinct paths `p0…pN-1` of one key; each update changes `p0` only. Sparse: the value is `{p0}` whatever N, set whole (isolates the subscriber cost). Whole: the value holds all N fields and each update sets a copy of it with `p0` changed (the copy, the check and the diff grow with N). Path: the same N fields, each update a `set_path` of `p0`, which changes the stored value in place.', '');
   row(['N', 'value', 'notifications per update', 'time per update']);

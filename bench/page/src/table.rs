@@ -6,8 +6,11 @@
 //!
 //! - signals: one `RwSignal<String>` per row, 100 `set`s per round;
 //! - state: one apartment key holding every label (`Vec<String>`), each row
-//!   watching its own index with `use_state_path`, one read-modify-write
-//!   (`get` + `set`, what `StateSetter::update` does) per round.
+//!   watching its own index with `use_state_path`, one
+//!   [`set_items`](StateManager::set_items) of the 100 changed rows per
+//!   round (the list changes in place);
+//! - state-whole: the same key and rows, one read-modify-write per round
+//!   (`get` + `set` of the whole list, what `StateSetter::update` does).
 //!
 //! A round is timed from the first write until the last changed row shows
 //! its new text in the DOM (Leptos 0.8 renders in effects, so the loop
@@ -27,8 +30,11 @@ use crate::fixture::{address, js, key, now, report, stage, text_of};
 /// One round of writes (the round number goes into the labels).
 type Writer = Box<dyn Fn(u32) -> Result<(), JsValue>>;
 
-/// Builds the table of `kind` (`"signals"` or `"state"`) with `rows` rows,
-/// then runs `rounds` update rounds: `{create_ms, update_ms: [..], ticks}`.
+/// Builds the table of `kind` (`"signals"`, `"state"` or `"state-whole"`)
+/// with `rows` rows,
+/// then runs `rounds` update rounds: `{create_ms, update_ms: [..],
+/// write_ms: [..], ticks}` (`write_ms`: the writes alone, notifications
+/// included, before anything renders).
 #[wasm_bindgen]
 pub async fn table_bench(kind: String, rows: u32, rounds: u32) -> Result<String, JsValue> {
     let parent = stage()?;
@@ -65,7 +71,7 @@ pub async fn table_bench(kind: String, rows: u32, rounds: u32) -> Result<String,
             };
             Ok::<_, JsValue>((Box::new(handle) as Box<dyn Any>, Box::new(write) as Writer))
         })?,
-        "state" => owner.with(|| {
+        "state" | "state-whole" => owner.with(|| {
             let manager = StateManager::with_system_clock();
             let unit = address("table")?;
             let table: SharedKey<Vec<String>> = key("rows", gaesup_state::Lifetime::Memory)?;
@@ -84,12 +90,20 @@ pub async fn table_bench(kind: String, rows: u32, rounds: u32) -> Result<String,
                 }
             });
             let changed = changed.clone();
+            let whole = kind == "state-whole";
             let write = move |round: u32| {
-                let mut next = manager.get(&unit, &table).map_err(js)?;
-                for &i in &changed {
-                    next[i] = format!("row {i} round {round}");
+                if whole {
+                    let mut next = manager.get(&unit, &table).map_err(js)?;
+                    for &i in &changed {
+                        next[i] = format!("row {i} round {round}");
+                    }
+                    manager.set(&unit, &table, next).map_err(js)?;
+                } else {
+                    let items = changed
+                        .iter()
+                        .map(|&i| (i, format!("row {i} round {round}")));
+                    manager.set_items(&unit, &table, items).map_err(js)?;
                 }
-                manager.set(&unit, &table, next).map_err(js)?;
                 Ok(())
             };
             Ok::<_, JsValue>((Box::new(handle) as Box<dyn Any>, Box::new(write) as Writer))
@@ -102,11 +116,13 @@ pub async fn table_bench(kind: String, rows: u32, rounds: u32) -> Result<String,
     }
 
     let mut update_ms = Vec::new();
+    let mut write_ms = Vec::new();
     let mut ticks = 0_u32;
     for round in 1..=rounds {
         let expected = format!("row {last} round {round}");
         let start = now();
         write(round)?;
+        write_ms.push(now() - start);
         let mut waited = 0;
         while text_of(&probe).as_deref() != Some(expected.as_str()) {
             if waited == 1_000 {
@@ -123,6 +139,7 @@ pub async fn table_bench(kind: String, rows: u32, rounds: u32) -> Result<String,
     Ok(report(json!({
         "create_ms": create_ms,
         "update_ms": update_ms,
+        "write_ms": write_ms,
         "ticks": ticks,
     })))
 }
