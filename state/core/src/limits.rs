@@ -164,8 +164,9 @@ pub(crate) fn scalar_len_bound(value: &Value) -> Option<usize> {
 
 /// The serialized length of `value`, exactly, as [`encoded_len`] counts
 /// it (stopping past `limit`), without serializing what is simple to count:
-/// null, booleans, integers and strings are counted here (a string written
-/// in place is usually one of them); anything else is serialized.
+/// null, booleans, integers and strings without escapes are counted here
+/// (a value written in place is usually one of them); anything else is
+/// serialized.
 pub(crate) fn exact_len(value: &Value, limit: usize) -> usize {
     match value {
         Value::Null => 4,
@@ -177,14 +178,8 @@ pub(crate) fn exact_len(value: &Value, limit: usize) -> usize {
             (None, None) => encoded_len(value, limit),
         },
         Value::String(text) if plain(text) => text.len() + 2,
-        Value::String(text) => text.bytes().fold(2usize, |len, byte| {
-            len.saturating_add(match byte {
-                b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
-                0..=0x1f => 6,
-                _ => 1,
-            })
-        }),
-        Value::Array(_) | Value::Object(_) => encoded_len(value, limit),
+        // Text with escapes: counted by the encoder, which writes them.
+        Value::String(_) | Value::Array(_) | Value::Object(_) => encoded_len(value, limit),
     }
 }
 
@@ -380,6 +375,7 @@ pub(crate) fn canonical(value: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn a_byte_that_needs_an_escape_is_found_wherever_it_is() {
@@ -432,7 +428,6 @@ mod tests {
             );
         }
     }
-    use serde_json::json;
 
     #[test]
     fn lists_split_by_length_and_count_in_order() {

@@ -368,6 +368,7 @@ impl fmt::Display for Path {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn places_sort_with_the_paths_inside_them_right_after() {
@@ -413,7 +414,6 @@ mod tests {
         assert!(Path::parse("a").unwrap().starts_with(&Path::root()));
         assert_eq!(Path::root(), Path::default());
     }
-    use serde_json::json;
 
     #[test]
     fn walks_objects_and_arrays() {

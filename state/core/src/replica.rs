@@ -177,20 +177,15 @@ impl Change {
                 // Places inside `path` (or `path` itself) sort from here
                 // on, together; a place holding `path` just before.
                 let from = places.partition_point(|place| place.path.place_order(path).is_lt());
-                let inside = places.get(from..).unwrap_or_default();
-                let inside = inside
+                let mut inside = places
+                    .get(from..)
+                    .unwrap_or_default()
                     .iter()
-                    .take_while(|place| place.path.starts_with(path));
-                let mut any_inside = false;
-                for place in inside {
-                    any_inside = true;
-                    if place.changed(&self.new) {
-                        return true;
-                    }
-                }
-                if any_inside {
-                    // Places lie apart: none can also hold `path`.
-                    return false;
+                    .take_while(|place| place.path.starts_with(path))
+                    .peekable();
+                if inside.peek().is_some() {
+                    // Places lie apart: none of them can also hold `path`.
+                    return inside.any(|place| place.changed(&self.new));
                 }
                 match from.checked_sub(1).and_then(|before| places.get(before)) {
                     // The watched place is inside this written one, so

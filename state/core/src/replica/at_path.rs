@@ -371,7 +371,7 @@ fn ignored_by<T: DeserializeOwned>(value: &Value) -> Result<Vec<Vec<String>>, St
 /// and none inside another (or the same), so that no write's place depends
 /// on another's and the order they are given in does not matter. Also
 /// refuses no writes at all, and more than [`MAX_PATH_WRITES`].
-fn check_apart(paths: &[&Path]) -> Result<()> {
+fn check_apart(mut paths: Vec<&Path>) -> Result<()> {
     let bad = |path: &Path, reason| Error::InvalidPath {
         path: preview(&path.to_string()),
         reason,
@@ -394,13 +394,12 @@ fn check_apart(paths: &[&Path]) -> Result<()> {
     // Sorted by `Path::place_order`, every path inside another sorts
     // right after it, before any path not inside it: if one lies inside
     // another, one lies inside the path just before it.
-    let mut sorted = paths.to_vec();
     // Items written in the order of their indices are in this order
     // already: one pass confirms it.
-    if !sorted.is_sorted_by(|a, b| a.place_order(b).is_le()) {
-        sorted.sort_unstable_by(|a, b| a.place_order(b));
+    if !paths.is_sorted_by(|a, b| a.place_order(b).is_le()) {
+        paths.sort_unstable_by(|a, b| a.place_order(b));
     }
-    match sorted.windows(2).find(|pair| pair[1].starts_with(pair[0])) {
+    match paths.windows(2).find(|pair| pair[1].starts_with(pair[0])) {
         None => Ok(()),
         Some(pair) => Err(bad(
             pair[1],
@@ -433,7 +432,7 @@ pub(super) fn put_paths<S: Sink, T>(
     {
         return put_json(sink, unit, (spec, full), !untyped, value, Intent::Set);
     }
-    check_apart(&writes.iter().map(|(path, _)| path).collect::<Vec<_>>())?;
+    check_apart(writes.iter().map(|(path, _)| path).collect())?;
     let mut measured = Vec::with_capacity(writes.len());
     for (path, value) in writes {
         let value = value.map_err(|err| Error::TypeMismatch {
