@@ -73,6 +73,10 @@ struct Shared {
     /// published meanwhile (a subscriber wrote) waits in `pending`.
     delivering: Cell<bool>,
     pending: RefCell<VecDeque<Change>>,
+    /// The callbacks a change reaches, gathered here before they are
+    /// called (so none is called with the registry borrowed); kept between
+    /// deliveries so a write does not allocate a list for them.
+    targets: RefCell<Vec<subscribe::OnChange>>,
     confirmations: RefCell<confirm::Confirmations>,
     /// Set as the owner goes (see [`StateManager::new`]): from then on
     /// every call says [`StateError::Disposed`], also one made while a
@@ -144,6 +148,7 @@ impl StateManager {
             revision: ArcRwSignal::new(0),
             delivering: Cell::new(false),
             pending: RefCell::default(),
+            targets: RefCell::default(),
             confirmations: RefCell::default(),
             disposed: Cell::new(false),
         };

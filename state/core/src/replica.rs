@@ -399,39 +399,48 @@ impl Replica {
         }
     }
 
-    /// What `key` reads now, shared with its state where the state holds
-    /// it whole (no copy of a large value per write).
+    /// What `key` reads now (see [`current_of`](Self::current_of)).
     fn current(&self, spec: &KeySpec, key: &FullKey) -> Arc<Value> {
-        self.states
-            .get(key)
+        Self::current_of(spec, self.states.get(key))
+    }
+
+    /// What a key whose state is `state` reads now, shared with the state
+    /// where it holds the value whole (no copy of a large value per write).
+    fn current_of(spec: &KeySpec, state: Option<&KeyState>) -> Arc<Value> {
+        state
             .and_then(KeyState::shared_value)
             .unwrap_or_else(|| Arc::new(spec.default_value().clone()))
     }
 
-    /// The ids of a user-resolve key's open conflict (empty for other
-    /// strategies and when there is no conflict). A change of these is a
-    /// visible change even when the winning value stays the same: a
-    /// resolution that keeps the current value must still close every
-    /// tab's conflict dialog.
-    fn conflict_ids(&self, key: &FullKey) -> Vec<crate::op::OpId> {
-        self.states
-            .get(key)
+    /// The ids of the open conflict of a user-resolve key whose state is
+    /// `state` (empty for other strategies and when there is no conflict).
+    /// A change of these is a visible change even when the winning value
+    /// stays the same: a resolution that keeps the current value must
+    /// still close every tab's conflict dialog.
+    fn conflict_ids_of(state: Option<&KeyState>) -> Vec<crate::op::OpId> {
+        state
             .map(|state| state.conflicts().into_iter().map(|c| c.id).collect())
             .unwrap_or_default()
     }
 
     /// What a key reads now, to compare after a change ([`Replica::changed`]).
     fn before(&self, spec: &KeySpec, key: &FullKey) -> Before {
+        Self::before_of(spec, self.states.get(key))
+    }
+
+    /// [`before`](Self::before) of the state `state`, already looked up.
+    fn before_of(spec: &KeySpec, state: Option<&KeyState>) -> Before {
         Before {
-            value: self.current(spec, key),
-            conflicts: self.conflict_ids(key),
+            value: Self::current_of(spec, state),
+            conflicts: Self::conflict_ids_of(state),
         }
     }
 
     /// The change from `before` to now, if anyone could see one.
     fn changed(&self, spec: &KeySpec, key: &FullKey, before: Before) -> Option<Change> {
-        let new = self.current(spec, key);
-        let visible = before.value != new || before.conflicts != self.conflict_ids(key);
+        let state = self.states.get(key);
+        let new = Self::current_of(spec, state);
+        let visible = before.value != new || before.conflicts != Self::conflict_ids_of(state);
         visible.then(|| Change::new(key.clone(), before.value, new))
     }
 }

@@ -101,6 +101,12 @@ impl fmt::Display for Lifetime {
     }
 }
 
+/// The longest full key [`FullKey::find_or_new`] builds on the stack, and
+/// the longest there is: a private key (the scope with the most segments)
+/// whose three address segments and name have
+/// [`MAX_ID_LEN`](crate::MAX_ID_LEN) bytes each.
+const STACK_KEY_LEN: usize = "private".len() + 4 * (1 + crate::id::MAX_ID_LEN);
+
 /// A fully qualified key: scope plus the address segments the scope needs
 /// plus the key name.
 ///
@@ -133,24 +139,68 @@ pub struct FullKey {
 impl FullKey {
     /// Derives the full key of `name` in `scope`, as seen from `address`.
     pub fn new(scope: Scope, address: &UnitAddress, name: &KeyName) -> Self {
-        let parts: [&str; 3] = [
+        Self::find_or_new(scope, address, name, |_| None)
+    }
+
+    /// [`new`](Self::new), or the key `find` returns for the same text:
+    /// a clone of a key some map holds shares its text, so writing or
+    /// reading a key that exists allocates nothing for its name. `find`
+    /// gets the text built on the stack, all a lookup by `&str` needs
+    /// (`FullKey` borrows as `str`). A new key costs one allocation.
+    pub fn find_or_new<'a>(
+        scope: Scope,
+        address: &UnitAddress,
+        name: &KeyName,
+        find: impl FnOnce(&str) -> Option<&'a FullKey>,
+    ) -> Self {
+        let all: [&str; 4] = [
             address.apartment().as_str(),
             address.building().as_str(),
             address.unit().as_str(),
+            name.as_str(),
         ];
-        let parts = &parts[..scope.address_segments()];
-        let mut text = String::with_capacity(
-            scope.as_str().len()
-                + parts.iter().map(|p| p.len() + 1).sum::<usize>()
-                + 1
-                + name.as_str().len(),
-        );
+        let parts = &all[..scope.address_segments()];
+        let parts = parts.iter().chain(&all[3..]);
         let mut cuts = [0u16; 4];
-        text.push_str(scope.as_str());
-        for (cut, part) in cuts.iter_mut().zip(parts.iter().chain([&name.as_str()])) {
-            *cut = Self::offset(text.len());
-            text.push('/');
-            text.push_str(part);
+        let mut stack = [0u8; STACK_KEY_LEN];
+        let mut len = 0;
+        let mut put = |bytes: &[u8]| {
+            // Past the end of the stack buffer nothing is copied, only
+            // counted: the heap takes over below.
+            if let Some(slot) = stack.get_mut(len..len + bytes.len()) {
+                slot.copy_from_slice(bytes);
+            }
+            len += bytes.len();
+        };
+        put(scope.as_str().as_bytes());
+        let mut at = scope.as_str().len();
+        for (cut, part) in cuts.iter_mut().zip(parts.clone()) {
+            *cut = Self::offset(at);
+            put(b"/");
+            put(part.as_bytes());
+            at += 1 + part.len();
+        }
+        let heap: String;
+        let on_stack = stack
+            .get(..len)
+            .and_then(|text| std::str::from_utf8(text).ok());
+        // Validated segments always fit on the stack; longer text is still
+        // a key, built on the heap.
+        let text = match on_stack {
+            Some(text) if len <= STACK_KEY_LEN => text,
+            _ => {
+                let mut text = String::with_capacity(len);
+                text.push_str(scope.as_str());
+                for part in parts {
+                    text.push('/');
+                    text.push_str(part);
+                }
+                heap = text;
+                &heap
+            }
+        };
+        if let Some(found) = find(text) {
+            return found.clone();
         }
         Self {
             text: Arc::from(text),
@@ -288,6 +338,14 @@ impl From<FullKey> for String {
     }
 }
 
+// Equality, ordering and hashing are the text's, so a map of full keys can
+// be searched by the text alone (see `FullKey::find_or_new`).
+impl std::borrow::Borrow<str> for FullKey {
+    fn borrow(&self) -> &str {
+        &self.text
+    }
+}
+
 impl PartialEq for FullKey {
     fn eq(&self, other: &Self) -> bool {
         self.text == other.text
@@ -375,6 +433,36 @@ mod tests {
                 assert!(key.reachable_by(&a));
             }
             assert_eq!(derived, parsed);
+        }
+    }
+
+    #[test]
+    fn a_found_key_is_shared_and_a_new_one_is_whole_at_the_longest() {
+        // Segments of the longest valid length fill the stack buffer to
+        // its last byte in the private scope.
+        let long = "x".repeat(crate::id::MAX_ID_LEN);
+        let a = address(&format!("{long}/{long}/{long}"));
+        let k = KeyName::new(long.clone()).unwrap();
+        let mut held = std::collections::BTreeMap::new();
+        for scope in Scope::ALL {
+            let built = FullKey::find_or_new(scope, &a, &k, |_| None);
+            let parsed = FullKey::parse(built.as_str()).unwrap();
+            assert_eq!(built.cuts, parsed.cuts, "{scope:?}");
+            assert_eq!(built, parsed);
+            assert_eq!(built.name(), long);
+            held.insert(built, ());
+        }
+        let longest = held.keys().map(|key| key.as_str().len()).max();
+        assert_eq!(longest, Some(STACK_KEY_LEN));
+        for scope in Scope::ALL {
+            let mut asked = None;
+            let found = FullKey::find_or_new(scope, &a, &k, |text| {
+                asked = Some(text.to_owned());
+                held.get_key_value(text).map(|(key, _)| key)
+            });
+            let (original, ()) = held.get_key_value(found.as_str()).unwrap();
+            assert!(Arc::ptr_eq(&found.text, &original.text), "{scope:?}");
+            assert_eq!(asked.as_deref(), Some(found.as_str()));
         }
     }
 

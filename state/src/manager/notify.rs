@@ -53,20 +53,23 @@ impl StateManager {
             return;
         }
         shared.delivering.set(true);
-        let notify = |change: &Change| {
-            // Collected first and called with nothing borrowed, so a
-            // subscriber may read, write or (un)subscribe.
-            let targets = Self::targets(&shared.subscribers.borrow(), change);
-            for target in targets {
+        // Only one delivery runs at a time (others wait in `pending`), so
+        // one list of targets serves it; taken out so none is borrowed
+        // while a subscriber runs.
+        let mut targets = shared.targets.take();
+        let mut notify = |change: &Change| {
+            Self::targets(&shared.subscribers.borrow(), change, &mut targets);
+            for target in targets.drain(..) {
                 target(change);
             }
         };
-        changes.iter().for_each(notify);
+        changes.iter().for_each(&mut notify);
         loop {
             let next = shared.pending.borrow_mut().pop_front();
             let Some(change) = next else { break };
             notify(&change);
         }
+        *shared.targets.borrow_mut() = targets;
         shared.delivering.set(false);
     }
 }

@@ -163,39 +163,34 @@ impl StateManager {
             })
     }
 
-    /// The callbacks `change` must reach: whole-key subscribers and those
-    /// whose path it touched, visiting only the paths under the top-level
-    /// fields it changed.
-    pub(super) fn targets(subscribers: &Subscribers, change: &Change) -> Vec<OnChange> {
+    /// Appends to `targets` the callbacks `change` must reach: whole-key
+    /// subscribers and those whose path it touched, visiting only the
+    /// paths under the top-level fields it changed.
+    pub(super) fn targets(subscribers: &Subscribers, change: &Change, targets: &mut Vec<OnChange>) {
         let touched = |s: &&Subscriber| s.path.as_ref().is_none_or(|path| change.touches(path));
         let callback = |(_, s): &(u64, Subscriber)| Rc::clone(&s.on_change);
         let Some(watchers) = subscribers.by_key.get(&change.key) else {
-            return Vec::new();
+            return;
         };
         let whole = watchers.whole.iter().filter(|(_, s)| touched(&s));
-        let mut targets: Vec<OnChange> = whole.map(callback).collect();
+        targets.extend(whole.map(callback));
         // Most keys have no path subscriber: then there is nothing to diff.
         if watchers.by_head.is_empty() {
-            return targets;
+            return;
         }
-        let under = |items: &Vec<(u64, Subscriber)>, targets: &mut Vec<OnChange>| {
+        let mut under = |items: &Vec<(u64, Subscriber)>| {
             targets.extend(items.iter().filter(|(_, s)| touched(&s)).map(callback));
         };
         match change.changed_heads() {
             // The top level changed shape: any path may be affected.
-            None => {
-                for items in watchers.by_head.values() {
-                    under(items, &mut targets);
-                }
-            }
+            None => watchers.by_head.values().for_each(under),
             Some(heads) => {
                 for head in heads {
                     if let Some(items) = watchers.by_head.get(head.as_ref()) {
-                        under(items, &mut targets);
+                        under(items);
                     }
                 }
             }
         }
-        targets
     }
 }

@@ -10,7 +10,7 @@ use crate::key::{KeySpec, SharedKey};
 use crate::limits::MAX_KEYS_PER_DECLARATION;
 use crate::message::Message;
 use crate::permission::Action;
-use crate::scope::FullKey;
+use crate::scope::{FullKey, Scope};
 
 /// What declaring a key brought in: writes that were waiting for it.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -170,10 +170,18 @@ impl Replica {
         action: Action,
     ) -> Result<(Arc<KeySpec>, FullKey)> {
         let spec = self.registered(spec)?;
-        let full = spec.full_key(unit);
+        let full = self.full_key(&spec, unit);
         self.check_apartment(&full)?;
         Self::check_access(&spec, &full, unit, action)?;
         Ok((spec, full))
+    }
+
+    /// The full key of `spec` as seen from `unit`, sharing the text of
+    /// the one this replica holds a state for (no allocation), if any.
+    pub(super) fn full_key(&self, spec: &KeySpec, unit: &UnitAddress) -> FullKey {
+        FullKey::find_or_new(spec.scope(), unit, spec.name(), |text| {
+            self.states.get_key_value(text).map(|(key, _)| key)
+        })
     }
 
     /// Checks that one more full key of `spec` may be created (a state for
@@ -199,10 +207,15 @@ impl Replica {
     /// Records that a state for `key` now exists.
     pub(super) fn count_key(&mut self, spec: &KeySpec, key: &FullKey) {
         if !self.states.contains_key(key) {
-            *self
-                .counts
-                .entry((spec.scope(), spec.name().as_str().to_owned()))
-                .or_default() += 1;
+            Self::count_new(&mut self.counts, spec);
         }
+    }
+
+    /// Counts one more full key of `spec` in `counts` (the replica's key
+    /// counts, borrowed apart from its states).
+    pub(super) fn count_new(counts: &mut BTreeMap<(Scope, String), usize>, spec: &KeySpec) {
+        *counts
+            .entry((spec.scope(), spec.name().as_str().to_owned()))
+            .or_default() += 1;
     }
 }

@@ -269,14 +269,18 @@ impl Replica {
         op: &Op,
         value_len: Option<usize>,
     ) -> Result<Option<Change>> {
-        let before = self.before(spec, &op.key);
+        let state = self.states.get(&op.key);
+        let before = Self::before_of(spec, state);
         let added = payload_len(&op.payload, value_len) + ITEM_OVERHEAD;
-        let held = self.size_estimate(&op.key);
+        let held = match self.sizes.get(&op.key) {
+            Some(size) => *size,
+            None => state.map_or(0, |state| encoded_len(state, MAX_STATE_BYTES + 1)),
+        };
         // A register holds one entry: after a set it holds the old one or
         // the new one, so it is at most the larger of the two. Any other
         // state may keep both.
         let replaces = matches!(
-            (self.states.get(&op.key), &op.payload),
+            (state, &op.payload),
             (
                 Some(KeyState::LastWriteWins(_) | KeyState::FirstWriteWins(_)),
                 Payload::Set { .. }
@@ -289,11 +293,14 @@ impl Replica {
         };
         if estimate <= MAX_LOCAL_STATE_BYTES {
             self.state_mut(spec, &op.key).apply(op)?;
-            self.sizes.insert(op.key.clone(), estimate);
+            match self.sizes.get_mut(&op.key) {
+                Some(size) => *size = estimate,
+                None => {
+                    self.sizes.insert(op.key.clone(), estimate);
+                }
+            }
         } else {
-            let mut trial = self
-                .states
-                .get(&op.key)
+            let mut trial = state
                 .cloned()
                 .unwrap_or_else(|| KeyState::empty(spec.strategy()));
             trial.apply(op)?;
@@ -308,10 +315,13 @@ impl Replica {
 
     /// The state of `key`, created empty (and counted) if missing.
     pub(super) fn state_mut(&mut self, spec: &KeySpec, key: &FullKey) -> &mut KeyState {
-        self.count_key(spec, key);
-        self.states
-            .entry(key.clone())
-            .or_insert_with(|| KeyState::empty(spec.strategy()))
+        match self.states.entry(key.clone()) {
+            std::collections::btree_map::Entry::Occupied(held) => held.into_mut(),
+            std::collections::btree_map::Entry::Vacant(new) => {
+                Self::count_new(&mut self.counts, spec);
+                new.insert(KeyState::empty(spec.strategy()))
+            }
+        }
     }
 
     pub(super) fn size_estimate(&self, key: &FullKey) -> usize {
