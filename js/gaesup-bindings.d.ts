@@ -72,6 +72,13 @@ export interface GaesupUnit {
    * two tabs writing different paths at once keep one value whole.
    */
   setPath(name: string, path: string, value: Json): void;
+  /**
+   * Writes several places at once, from `[path, value]` pairs
+   * (`Object.entries({ path: value })`): one write, each subscriber told
+   * once, all or nothing (code `invalid_path` when a path leads nowhere,
+   * two lie one inside the other, or there are none or more than 4,096).
+   */
+  setPaths(name: string, writes: Array<[string, Json]>): void;
   increment(name: string, delta: number): void;
   setOptimistic(name: string, value: Json): GaesupWrite;
   /**

@@ -252,6 +252,49 @@ fn a_write_at_a_path_reaches_the_subscribers_of_that_path() {
 }
 
 #[wasm_bindgen_test]
+fn writes_at_several_paths_are_one_write_or_none() {
+    let owner = Owner::new();
+    owner.with(|| {
+        install("js9");
+        let out = js(r#"
+            const u = window.gaesup.unit('js9/b/el');
+            u.declare('doc', { scope: 'building', default: { rows: ['a', 'b', 'c'], n: 0 } });
+            const seen = [];
+            const stops = ['rows.0', 'rows.1', 'rows.2', 'n', ''].map((path) =>
+                u.subscribe('doc', (v) => seen.push([path, v]), path ? { path } : {}));
+            u.setPaths('doc', [['rows.0', 'A'], ['rows.2', 'C']]);
+            u.setPaths('doc', Object.entries({ n: 1 }));
+            const many = Array.from({ length: 4097 }, (_, i) => ['f' + i, i]);
+            const codes = [];
+            for (const writes of [
+                [['rows.0', 'x'], ['rows.9', 'y']],
+                [['rows', []], ['rows.0', 'x']],
+                [],
+                many,
+                [['n']],
+                'n',
+                [[1, 2]],
+                [['n', undefined]],
+                [['n..', 1]],
+            ]) {
+                try { u.setPaths('doc', writes); codes.push('ok'); } catch (e) { codes.push(e.code); }
+            }
+            stops.forEach((stop) => stop());
+            return { seen, doc: u.get('doc'), codes };
+        "#);
+        assert_eq!(
+            out,
+            concat!(
+                r#"{"seen":[["",{"n":0,"rows":["A","b","C"]}],["rows.0","A"],["rows.2","C"],"#,
+                r#"["",{"n":1,"rows":["A","b","C"]}],["n",1]],"#,
+                r#""doc":{"n":1,"rows":["A","b","C"]},"#,
+                r#""codes":["invalid_path","invalid_path","invalid_path","invalid_path","bad_value","bad_value","bad_value","bad_value","invalid_path"]}"#
+            )
+        );
+    });
+}
+
+#[wasm_bindgen_test]
 fn paths_meta_and_optimistic_writes() {
     let owner = Owner::new();
     owner.with(|| {

@@ -70,6 +70,28 @@ impl JsUnit {
         write().map_err(|e| js_error(&e))
     }
 
+    /// Writes several places inside `name`'s value at once: `writes` is a
+    /// list of `[path, value]` pairs (`Object.entries({ path: value })`
+    /// makes one). One write, one notification per subscriber, and all or
+    /// nothing: if a path leads nowhere, two lie one inside the other, or
+    /// there are none or more than `MAX_PATH_WRITES` (4,096), nothing
+    /// changes (code `invalid_path`). How to update rows of a long list
+    /// (paths `"3"`, `"17"`) or fields of a large document: for a
+    /// last-write-wins key declared from JavaScript the value changes in
+    /// place, and only the subscribers of the places written are told.
+    #[wasm_bindgen(js_name = setPaths)]
+    pub fn set_paths(&self, name: &str, writes: JsValue) -> std::result::Result<(), JsValue> {
+        let write = || -> Result<()> {
+            let key = self.key(name)?;
+            let writes = path_writes(&writes)?;
+            self.unit
+                .manager
+                .set_paths(&self.unit.address, &key, writes)?;
+            Ok(())
+        };
+        write().map_err(|e| js_error(&e))
+    }
+
     /// Adds `delta` (a whole number) to sum key `name`.
     pub fn increment(&self, name: &str, delta: f64) -> std::result::Result<(), JsValue> {
         let write = || -> Result<()> {
@@ -281,4 +303,30 @@ impl JsUnit {
         };
         listen().map_err(|e| js_error(&e))
     }
+}
+
+/// The `[path, value]` pairs of [`JsUnit::set_paths`], read up to one past
+/// the most a write takes (so the core refuses a longer list with its own
+/// error without the rest being converted).
+fn path_writes(writes: &JsValue) -> Result<Vec<(Path, serde_json::Value)>> {
+    const SHAPE: &str = "setPaths takes a list of [path, value] pairs";
+    if !Array::is_array(writes) {
+        return Err(bad(SHAPE));
+    }
+    let writes = Array::from(writes);
+    let mut pairs = Vec::new();
+    for (at, pair) in writes
+        .iter()
+        .take(gaesup_state_core::MAX_PATH_WRITES + 1)
+        .enumerate()
+    {
+        let path = (Array::is_array(&pair) && Array::from(&pair).length() == 2)
+            .then(|| Array::from(&pair))
+            .and_then(|pair| pair.get(0).as_string().map(|path| (path, pair.get(1))));
+        let Some((path, value)) = path else {
+            return Err(bad(format!("{SHAPE}; item {at} is not one")));
+        };
+        pairs.push((Path::parse(&path)?, from_js(&value)?));
+    }
+    Ok(pairs)
 }
