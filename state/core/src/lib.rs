@@ -188,8 +188,8 @@ pub use op::{Op, OpGroup, OpId, Payload};
 pub use path::{MAX_PATH_DEPTH, MAX_SEGMENT_LEN, Path};
 pub use permission::{Access, Action, Permissions, Principal};
 pub use replica::{
-    Batch, BatchWrite, Change, Declared, Inbound, LoadReport, PersistReport, Quarantine, Replica,
-    SYNC_ANSWER_INTERVAL_MS, Write,
+    Batch, BatchWrite, Change, Declared, Head, Inbound, LoadReport, PersistReport, Quarantine,
+    Replica, SYNC_ANSWER_INTERVAL_MS, Write,
 };
 pub use schema::{MigrateFn, Schema, StoredState};
 pub use scope::{FullKey, Lifetime, Scope};

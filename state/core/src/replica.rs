@@ -173,31 +173,35 @@ impl Change {
     pub fn touches(&self, path: &Path) -> bool {
         match &self.before {
             Prior::Whole(old) => path.changed(old, &self.new),
-            Prior::At(places) => {
-                // Places inside `path` (or `path` itself) sort from here
-                // on, together; a place holding `path` just before.
-                let from = places.partition_point(|place| place.path.place_order(path).is_lt());
-                let mut inside = places
-                    .get(from..)
-                    .unwrap_or_default()
-                    .iter()
-                    .take_while(|place| place.path.starts_with(path))
-                    .peekable();
-                if inside.peek().is_some() {
-                    // Places lie apart: none of them can also hold `path`.
-                    return inside.any(|place| place.changed(&self.new));
-                }
-                match from.checked_sub(1).and_then(|before| places.get(before)) {
-                    // The watched place is inside this written one, so
-                    // inside no other: this one decides.
-                    Some(place) if path.starts_with(&place.path) => {
-                        let skip = place.path.len();
-                        place.old.as_ref().and_then(|old| path.get_after(skip, old))
-                            != path.get(&self.new)
-                    }
-                    _ => false,
-                }
+            Prior::At(places) => Self::touches_at(places, &self.new, path),
+        }
+    }
+
+    /// [`touches`](Self::touches) after writes at `places` (sorted, lying
+    /// apart), or at any run of them that holds every place inside `path`
+    /// and the one holding it.
+    fn touches_at(places: &[Place], new: &Value, path: &Path) -> bool {
+        // Places inside `path` (or `path` itself) sort from here on,
+        // together; a place holding `path` just before.
+        let from = places.partition_point(|place| place.path.place_order(path).is_lt());
+        let mut inside = places
+            .get(from..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(|place| place.path.starts_with(path))
+            .peekable();
+        if inside.peek().is_some() {
+            // Places lie apart: none of them can also hold `path`.
+            return inside.any(|place| place.changed(new));
+        }
+        match from.checked_sub(1).and_then(|before| places.get(before)) {
+            // The watched place is inside this written one, so inside no
+            // other: this one decides.
+            Some(place) if path.starts_with(&place.path) => {
+                let skip = place.path.len();
+                place.old.as_ref().and_then(|old| path.get_after(skip, old)) != path.get(new)
             }
+            _ => false,
         }
     }
 
@@ -210,19 +214,74 @@ impl Change {
     /// segment is not among them has not changed; `None`: any path may
     /// have.
     pub fn changed_heads(&self) -> Option<Vec<Cow<'_, str>>> {
+        self.heads()
+            .map(|heads| heads.into_iter().map(|head| head.name).collect())
+    }
+
+    /// [`changed_heads`](Self::changed_heads), each with what tells the
+    /// paths under it that changed: how a change finds its path
+    /// subscribers. After writes at many places, [`Head::touches`] looks
+    /// only at the places under its segment, where
+    /// [`touches`](Self::touches) searches them all.
+    pub fn heads(&self) -> Option<Vec<Head<'_>>> {
         match &self.before {
-            Prior::Whole(old) => Path::changed_heads(old, &self.new)
-                .map(|heads| heads.into_iter().map(Cow::Owned).collect()),
+            Prior::Whole(old) => Path::changed_heads(old, &self.new).map(|heads| {
+                heads
+                    .into_iter()
+                    .map(|name| Head {
+                        name: Cow::Owned(name),
+                        change: self,
+                        places: &[],
+                    })
+                    .collect()
+            }),
             Prior::At(places) => {
-                let mut heads: Vec<Cow<'_, str>> = Vec::with_capacity(places.len());
-                for place in places {
-                    let head = place.path.first().unwrap_or_default();
-                    if heads.last().is_none_or(|last| last != head) {
-                        heads.push(Cow::Borrowed(head));
-                    }
+                let mut heads: Vec<Head<'_>> = Vec::with_capacity(places.len());
+                // Places are sorted by first segment first: those under one
+                // segment come together.
+                let mut rest = places.as_slice();
+                while let Some(first) = rest.first() {
+                    let name = first.path.first().unwrap_or_default();
+                    let run = rest
+                        .iter()
+                        .take_while(|place| place.path.first().unwrap_or_default() == name)
+                        .count();
+                    let (under, after) = rest.split_at(run.max(1));
+                    heads.push(Head {
+                        name: Cow::Borrowed(name),
+                        change: self,
+                        places: under,
+                    });
+                    rest = after;
                 }
                 Some(heads)
             }
+        }
+    }
+}
+
+/// One first segment under which a [`Change`] may have changed the value
+/// (see [`Change::heads`]).
+#[derive(Debug, Clone)]
+pub struct Head<'c> {
+    /// The first segment.
+    pub name: Cow<'c, str>,
+    change: &'c Change,
+    /// After writes at paths: the places written under `name`.
+    places: &'c [Place],
+}
+
+impl Head<'_> {
+    /// [`Change::touches`] for a path whose first segment is this head's
+    /// name (for any other path, whether the change touches it is not
+    /// this head's to say: false).
+    pub fn touches(&self, path: &Path) -> bool {
+        if path.first() != Some(self.name.as_ref()) {
+            return false;
+        }
+        match &self.change.before {
+            Prior::Whole(_) => self.change.touches(path),
+            Prior::At(_) => Change::touches_at(self.places, &self.change.new, path),
         }
     }
 }

@@ -274,6 +274,20 @@ impl Seen<'_> {
             if moved && let Some(first) = probe.first() {
                 prop_assert!(heads.as_ref().is_none_or(|h| h.iter().any(|x| x == first)));
             }
+            // What a subscriber filed under its first segment is told.
+            if let (Some(heads), Some(first)) = (change.heads(), probe.first()) {
+                let told = heads
+                    .iter()
+                    .find(|head| head.name == *first)
+                    .is_some_and(|head| head.touches(&parse(probe)));
+                prop_assert_eq!(
+                    told,
+                    moved,
+                    "probe {:?} by its head after {}",
+                    probe,
+                    written
+                );
+            }
         }
         Ok(())
     }
@@ -337,6 +351,48 @@ proptest! {
                 expected = next;
             }
         }
+    }
+}
+
+#[test]
+fn each_head_answers_for_the_places_under_it_alone() {
+    let writer = unit("main/shop/cart");
+    let key = SharedKey::<Value>::builder("doc")
+        .scope(Scope::Apartment)
+        .build()
+        .unwrap();
+    let mut store = replica(1);
+    store.declare(&key).unwrap();
+    let rows: Vec<Value> = (0..12).map(Value::from).collect();
+    let doc = json!({"rows": rows, "n": {"a": 1, "b": 2}, "z": 0});
+    drop(store.set(&writer, &key, doc).unwrap());
+    // Several places under "rows" and "n", written out of order, one of
+    // them with what it held.
+    let writes = [
+        ("rows.10", json!("ten")),
+        ("n.b", json!(2)),
+        ("z", json!(5)),
+        ("rows.2", json!("two")),
+        ("n.a", json!(9)),
+        ("rows.11", json!(11)),
+    ];
+    let write = store
+        .set_paths(&writer, &key, writes.map(|(at, value)| (path(at), value)))
+        .unwrap();
+    let change = write.change.unwrap();
+    let heads = change.heads().unwrap();
+    let names: Vec<&str> = heads.iter().map(|head| head.name.as_ref()).collect();
+    assert_eq!(names, ["n", "z", "rows"], "one head per first segment");
+    let mut probes = vec!["rows", "n", "n.a", "n.b", "n.c", "z", "q"];
+    let items: Vec<String> = (0..13).map(|i| format!("rows.{i}")).collect();
+    probes.extend(items.iter().map(String::as_str));
+    for probe in probes {
+        let at = path(probe);
+        let by_head = heads.iter().filter(|head| head.touches(&at)).count();
+        let expected = !matches!(probe, "n.b" | "n.c" | "q")
+            && (!probe.starts_with("rows.") || ["rows.2", "rows.10"].contains(&probe));
+        assert_eq!(change.touches(&at), expected, "{probe}");
+        assert_eq!(by_head, usize::from(expected), "{probe}");
     }
 }
 

@@ -21,7 +21,7 @@ pub(super) struct Subscriber {
 
 /// Every subscriber, filed under its key, then under the first segment of
 /// its path (or as a whole-key subscriber). A change then visits only the
-/// subscribers under the segments it touched ([`Change::changed_heads`]),
+/// subscribers under the segments it touched ([`Change::heads`]),
 /// each found by one lookup of the key and one of the segment (borrowed
 /// from the change: nothing is built to look it up).
 #[derive(Default)]
@@ -178,16 +178,21 @@ impl StateManager {
         if watchers.by_head.is_empty() {
             return;
         }
-        let mut under = |items: &Vec<(u64, Subscriber)>| {
-            targets.extend(items.iter().filter(|(_, s)| touched(&s)).map(callback));
-        };
-        match change.changed_heads() {
+        match change.heads() {
             // The top level changed shape: any path may be affected.
-            None => watchers.by_head.values().for_each(under),
+            None => {
+                for items in watchers.by_head.values() {
+                    targets.extend(items.iter().filter(|(_, s)| touched(&s)).map(callback));
+                }
+            }
             Some(heads) => {
                 for head in heads {
-                    if let Some(items) = watchers.by_head.get(head.as_ref()) {
-                        under(items);
+                    if let Some(items) = watchers.by_head.get(head.name.as_ref()) {
+                        // Filed under this head: its path starts with it.
+                        let touched = |(_, s): &&(u64, Subscriber)| {
+                            s.path.as_ref().is_some_and(|path| head.touches(path))
+                        };
+                        targets.extend(items.iter().filter(touched).map(callback));
                     }
                 }
             }
