@@ -75,8 +75,10 @@ export interface GaesupUnit {
   /**
    * Writes several places at once, from `[path, value]` pairs
    * (`Object.entries({ path: value })`): one write, each subscriber told
-   * once, all or nothing (code `invalid_path` when a path leads nowhere,
-   * two lie one inside the other, or there are none or more than 4,096).
+   * once, all or nothing: code `invalid_path` when a path leads nowhere,
+   * two lie one inside the other, or there are none or more than 4,096;
+   * `bad_value` for a list that is not of pairs or a value with no JSON
+   * form; `too_large` past 448 KiB of JSON in all.
    */
   setPaths(name: string, writes: Array<[string, Json]>): void;
   increment(name: string, delta: number): void;

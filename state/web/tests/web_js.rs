@@ -265,19 +265,45 @@ fn writes_at_several_paths_are_one_write_or_none() {
             u.setPaths('doc', [['rows.0', 'A'], ['rows.2', 'C']]);
             u.setPaths('doc', Object.entries({ n: 1 }));
             const many = Array.from({ length: 4097 }, (_, i) => ['f' + i, i]);
+            // Refused by their length, nothing read: a sparse list of
+            // 500 million, and one whose items would each throw.
+            const sparse = new Array(5e8);
+            const throwing = new Proxy(many, { get: (list, at) => {
+                if (at === 'length') return list.length;
+                throw new Error('read ' + String(at));
+            } });
+            // Read by index: an iterator that never ends is not used.
+            const looping = [['n', 2]];
+            looping[Symbol.iterator] = function* () { for (;;) yield 0; };
+            const trap = [['n', 3]];
+            Object.defineProperty(trap, 1, { get() { throw new Error('boom'); } });
+            const { proxy: revoked, revoke } = Proxy.revocable([], {});
+            revoke();
+            // One object of 200 kB named four times: 800 kB of JSON.
+            const big = { s: 'x'.repeat(200000) };
+            const same = ['a', 'b', 'c', 'd'].map((f) => ['rows.' + f, big]);
             const codes = [];
             for (const writes of [
                 [['rows.0', 'x'], ['rows.9', 'y']],
                 [['rows', []], ['rows.0', 'x']],
                 [],
                 many,
+                sparse,
+                throwing,
                 [['n']],
                 'n',
                 [[1, 2]],
                 [['n', undefined]],
                 [['n..', 1]],
+                trap,
+                revoked,
+                same,
+                looping,
             ]) {
-                try { u.setPaths('doc', writes); codes.push('ok'); } catch (e) { codes.push(e.code); }
+                try { u.setPaths('doc', writes); codes.push('ok'); } catch (e) {
+                    codes.push(e.code === 'too_large' && /values of one write/.test(e.message)
+                        ? 'too_large before converting them all' : e.code);
+                }
             }
             stops.forEach((stop) => stop());
             return { seen, doc: u.get('doc'), codes };
@@ -286,9 +312,12 @@ fn writes_at_several_paths_are_one_write_or_none() {
             out,
             concat!(
                 r#"{"seen":[["",{"n":0,"rows":["A","b","C"]}],["rows.0","A"],["rows.2","C"],"#,
-                r#"["",{"n":1,"rows":["A","b","C"]}],["n",1]],"#,
-                r#""doc":{"n":1,"rows":["A","b","C"]},"#,
-                r#""codes":["invalid_path","invalid_path","invalid_path","invalid_path","bad_value","bad_value","bad_value","bad_value","invalid_path"]}"#
+                r#"["",{"n":1,"rows":["A","b","C"]}],["n",1],"#,
+                r#"["",{"n":2,"rows":["A","b","C"]}],["n",2]],"#,
+                r#""doc":{"n":2,"rows":["A","b","C"]},"#,
+                r#""codes":["invalid_path","invalid_path","invalid_path","invalid_path","invalid_path","invalid_path","#,
+                r#""bad_value","bad_value","bad_value","bad_value","invalid_path","bad_value","bad_value","#,
+                r#""too_large before converting them all","ok"]}"#
             )
         );
     });

@@ -3,7 +3,7 @@
 //! developers know.
 
 use gaesup_state::Result;
-use gaesup_state_core::{Lifetime, Scope, Strategy};
+use gaesup_state_core::{Lifetime, MAX_LOCAL_STATE_BYTES, Scope, Strategy};
 use js_sys::JSON;
 use serde::Deserialize;
 use serde_json::Value;
@@ -14,11 +14,37 @@ use super::bad;
 /// JavaScript value → JSON, through `JSON.stringify` (so the rules are the
 /// ones JavaScript developers know: `undefined` and functions have none).
 pub(super) fn from_js(value: &JsValue) -> Result<Value> {
-    let text = JSON::stringify(value)
+    parse(&json_text(value)?)
+}
+
+/// [`from_js`] of one of several values converted together, `left` of
+/// [`MAX_LOCAL_STATE_BYTES`] of JSON (where it starts) between them:
+/// refused with `too_large` once they pass it. Many values that all name
+/// one large object are large only once in JavaScript, once per value here.
+pub(super) fn from_js_within(value: &JsValue, left: &mut usize) -> Result<Value> {
+    let text = json_text(value)?;
+    let Some(rest) = left.checked_sub(text.len()) else {
+        let limit = MAX_LOCAL_STATE_BYTES;
+        return Err(gaesup_state_core::Error::TooLarge {
+            what: "the values of one write, as JSON",
+            size: (limit - *left).saturating_add(text.len()),
+            limit,
+        }
+        .into());
+    };
+    *left = rest;
+    parse(&text)
+}
+
+fn json_text(value: &JsValue) -> Result<String> {
+    JSON::stringify(value)
         .map_err(|_| bad("the value cannot be turned into JSON"))?
         .as_string()
-        .ok_or_else(|| bad("undefined (and functions, symbols) have no JSON form"))?;
-    serde_json::from_str(&text).map_err(|e| bad(e.to_string()))
+        .ok_or_else(|| bad("undefined (and functions, symbols) have no JSON form"))
+}
+
+fn parse(text: &str) -> Result<Value> {
+    serde_json::from_str(text).map_err(|e| bad(e.to_string()))
 }
 
 /// JSON → JavaScript value, through `JSON.parse`.

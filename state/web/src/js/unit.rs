@@ -6,7 +6,7 @@ use gaesup_state_core::{Event, FullKey, KeyName, KeyState, Path, Scope};
 use js_sys::{Array, Function, Object, Reflect};
 use wasm_bindgen::prelude::*;
 
-use super::convert::{EventOptions, SubscribeOptions, from_js, options, to_js};
+use super::convert::{EventOptions, SubscribeOptions, from_js, from_js_within, options, to_js};
 use super::{JsUnit, JsWrite, bad, js_error, stopper};
 
 #[wasm_bindgen(js_class = GaesupUnit)]
@@ -305,28 +305,62 @@ impl JsUnit {
     }
 }
 
-/// The `[path, value]` pairs of [`JsUnit::set_paths`], read up to one past
-/// the most a write takes (so the core refuses a longer list with its own
-/// error without the rest being converted).
+/// The `[path, value]` pairs of [`JsUnit::set_paths`]. Hostile input is
+/// refused before it costs anything: a list longer than a write takes is
+/// refused by its length alone, items are read by index (never through an
+/// iterator a caller may replace, nor a copy of the list), each value is
+/// converted alone, and all of them together may not pass
+/// `MAX_LOCAL_STATE_BYTES` of JSON. A getter or proxy that throws comes
+/// back as that exception, with nothing written.
 fn path_writes(writes: &JsValue) -> Result<Vec<(Path, serde_json::Value)>> {
     const SHAPE: &str = "setPaths takes a list of [path, value] pairs";
-    if !Array::is_array(writes) {
+    let length = |list: &JsValue| -> Result<Option<u32>> {
+        if !is_array(list).map_err(thrown)? {
+            return Ok(None);
+        }
+        let length = Reflect::get(list, &JsValue::from_str("length")).map_err(thrown)?;
+        Ok(length.as_f64().and_then(|n| u32::try_from(n as i64).ok()))
+    };
+    let item = |list: &JsValue, at: u32| Reflect::get_u32(list, at).map_err(thrown);
+    let Some(count) = length(writes)? else {
         return Err(bad(SHAPE));
+    };
+    if usize::try_from(count).map_or(true, |n| n > gaesup_state_core::MAX_PATH_WRITES) {
+        return Err(gaesup_state_core::Error::InvalidPath {
+            path: String::new(),
+            reason: "more places in one write than MAX_PATH_WRITES",
+        }
+        .into());
     }
-    let writes = Array::from(writes);
+    let mut budget = gaesup_state_core::MAX_LOCAL_STATE_BYTES;
     let mut pairs = Vec::new();
-    for (at, pair) in writes
-        .iter()
-        .take(gaesup_state_core::MAX_PATH_WRITES + 1)
-        .enumerate()
-    {
-        let path = (Array::is_array(&pair) && Array::from(&pair).length() == 2)
-            .then(|| Array::from(&pair))
-            .and_then(|pair| pair.get(0).as_string().map(|path| (path, pair.get(1))));
-        let Some((path, value)) = path else {
+    for at in 0..count {
+        let pair = item(writes, at)?;
+        let path = match length(&pair)? {
+            Some(2) => item(&pair, 0)?.as_string(),
+            _ => None,
+        };
+        let Some(path) = path else {
             return Err(bad(format!("{SHAPE}; item {at} is not one")));
         };
-        pairs.push((Path::parse(&path)?, from_js(&value)?));
+        let value = from_js_within(&item(&pair, 1)?, &mut budget)?;
+        pairs.push((Path::parse(&path)?, value));
     }
     Ok(pairs)
+}
+
+#[wasm_bindgen]
+extern "C" {
+    /// `Array.isArray`, which throws for a revoked proxy: caught.
+    #[wasm_bindgen(catch, js_namespace = Array, js_name = isArray)]
+    fn is_array(value: &JsValue) -> std::result::Result<bool, JsValue>;
+}
+
+/// A JavaScript exception (a throwing getter or proxy trap) as an error.
+fn thrown(exception: JsValue) -> StateError {
+    let message = Reflect::get(&exception, &JsValue::from_str("message"))
+        .ok()
+        .and_then(|message| message.as_string())
+        .unwrap_or_else(|| "an exception".to_owned());
+    bad(format!("reading the list threw: {message}"))
 }
