@@ -369,6 +369,9 @@ pub struct Replica {
     /// While `Some`, local writes to persistent keys are refused: see
     /// [`set_backlog`](Self::set_backlog).
     backlog: Option<usize>,
+    /// The key the last write or read opened (see
+    /// [`open_spec`](Self::open_spec)).
+    opened: std::cell::RefCell<Option<declare::Opened>>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -402,6 +405,7 @@ impl Replica {
             answered: BTreeMap::new(),
             unreported: Vec::new(),
             backlog: None,
+            opened: std::cell::RefCell::new(None),
         }
     }
 

@@ -1283,3 +1283,45 @@ fn a_merge_key_merged_past_one_value_s_limit_stays_writable() {
     }
     assert_eq!(a.store.get(&u, &doc).unwrap(), edited);
 }
+
+#[test]
+fn a_key_opened_again_is_the_same_key_only_for_the_same_declaration_and_unit() {
+    let mut t = tab(1);
+    let note = SharedKey::<i64>::builder("note")
+        .scope(Scope::Private)
+        .build()
+        .unwrap();
+    t.store.declare(&note).unwrap();
+    let (one, two) = (unit("a/b/one"), unit("a/b/two"));
+    // Alternating units, and the same unit twice in a row.
+    for (writer, value) in [(&one, 1), (&two, 2), (&two, 3), (&one, 4)] {
+        t.store.set(writer, &note, value).unwrap();
+    }
+    assert_eq!(t.store.get(&one, &note).unwrap(), 4);
+    assert_eq!(t.store.get(&two, &note).unwrap(), 3);
+    assert_ne!(note.full_key(&one), note.full_key(&two));
+    // Another declaration of the same name, right after this one was
+    // opened: the same rules read the same key, other rules are refused.
+    let again = SharedKey::<i64>::builder("note")
+        .scope(Scope::Private)
+        .build()
+        .unwrap();
+    assert_eq!(t.store.get(&one, &again).unwrap(), 4);
+    let other = SharedKey::<i64>::builder("note")
+        .scope(Scope::Private)
+        .strategy(Strategy::Sum)
+        .build()
+        .unwrap();
+    t.store.get(&one, &note).unwrap();
+    assert!(matches!(
+        t.store.set(&one, &other, 5),
+        Err(Error::KeyMismatch { .. })
+    ));
+    let undeclared = SharedKey::<i64>::builder("other").build().unwrap();
+    t.store.get(&one, &note).unwrap();
+    assert!(matches!(
+        t.store.get(&one, &undeclared),
+        Err(Error::UnknownKey { .. })
+    ));
+    assert_eq!(t.store.get(&one, &note).unwrap(), 4);
+}

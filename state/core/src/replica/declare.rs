@@ -169,11 +169,37 @@ impl Replica {
         spec: &Arc<KeySpec>,
         action: Action,
     ) -> Result<(Arc<KeySpec>, FullKey)> {
-        let spec = self.registered(spec)?;
-        let full = self.full_key(&spec, unit);
+        let (spec, full) = match self.last_opened(unit, spec) {
+            Some(opened) => opened,
+            None => {
+                let registered = self.registered(spec)?;
+                let full = self.full_key(&registered, unit);
+                *self.opened.borrow_mut() = Some(Opened {
+                    asked: Arc::clone(spec),
+                    unit: unit.clone(),
+                    spec: Arc::clone(&registered),
+                    full: full.clone(),
+                });
+                (registered, full)
+            }
+        };
         self.check_apartment(&full)?;
         Self::check_access(&spec, &full, unit, action)?;
         Ok((spec, full))
+    }
+
+    /// The declaration and full key [`open_spec`](Self::open_spec) found
+    /// last, if it was asked for the same declaration (the same `Arc`) and
+    /// an equal unit address.
+    fn last_opened(
+        &self,
+        unit: &UnitAddress,
+        spec: &Arc<KeySpec>,
+    ) -> Option<(Arc<KeySpec>, FullKey)> {
+        let opened = self.opened.borrow();
+        let opened = opened.as_ref()?;
+        (Arc::ptr_eq(&opened.asked, spec) && opened.unit == *unit)
+            .then(|| (Arc::clone(&opened.spec), opened.full.clone()))
     }
 
     /// The full key of `spec` as seen from `unit`, sharing the text of
@@ -218,4 +244,21 @@ impl Replica {
             .entry((spec.scope(), spec.name().as_str().to_owned()))
             .or_default() += 1;
     }
+}
+
+/// What [`Replica::open_spec`] found last: a unit writing or reading one
+/// key again and again (a counter, a text field) skips the lookup of the
+/// declaration and the building of the key's text. It cannot go stale: a
+/// declaration is never replaced once registered, an `Arc<KeySpec>`
+/// never changes, a full key follows from the declaration and the unit
+/// address alone, and the `Arc` asked for is kept here, so its address is
+/// not reused while it is compared against.
+#[derive(Debug)]
+pub(super) struct Opened {
+    /// The declaration the caller held.
+    asked: Arc<KeySpec>,
+    unit: UnitAddress,
+    /// The declaration registered for it.
+    spec: Arc<KeySpec>,
+    full: FullKey,
 }
