@@ -1306,6 +1306,8 @@ fn a_key_opened_again_is_the_same_key_only_for_the_same_declaration_and_unit() {
         .scope(Scope::Private)
         .build()
         .unwrap();
+    // Twice: the second time from what the first one opened.
+    assert_eq!(t.store.get(&one, &again).unwrap(), 4);
     assert_eq!(t.store.get(&one, &again).unwrap(), 4);
     let other = SharedKey::<i64>::builder("note")
         .scope(Scope::Private)
