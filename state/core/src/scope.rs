@@ -181,13 +181,13 @@ impl FullKey {
             at += 1 + part.len();
         }
         let heap: String;
+        // Validated segments always fit on the stack (`get` is `None` past
+        // it); longer text is still a key, built on the heap.
         let on_stack = stack
             .get(..len)
             .and_then(|text| std::str::from_utf8(text).ok());
-        // Validated segments always fit on the stack; longer text is still
-        // a key, built on the heap.
         let text = match on_stack {
-            Some(text) if len <= STACK_KEY_LEN => text,
+            Some(text) => text,
             _ => {
                 let mut text = String::with_capacity(len);
                 text.push_str(scope.as_str());

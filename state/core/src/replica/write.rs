@@ -272,10 +272,7 @@ impl Replica {
         let state = self.states.get(&op.key);
         let before = Self::before_of(spec, state);
         let added = payload_len(&op.payload, value_len) + ITEM_OVERHEAD;
-        let held = match self.sizes.get(&op.key) {
-            Some(size) => *size,
-            None => state.map_or(0, |state| encoded_len(state, MAX_STATE_BYTES + 1)),
-        };
+        let held = self.size_estimate_of(&op.key, || state);
         // A register holds one entry: after a set it holds the old one or
         // the new one, so it is at most the larger of the two. Any other
         // state may keep both.
@@ -325,12 +322,19 @@ impl Replica {
     }
 
     pub(super) fn size_estimate(&self, key: &FullKey) -> usize {
+        self.size_estimate_of(key, || self.states.get(key))
+    }
+
+    /// [`size_estimate`](Self::size_estimate) of a key whose state
+    /// `state` gives (looked up only if no estimate is kept).
+    fn size_estimate_of<'s>(
+        &self,
+        key: &FullKey,
+        state: impl FnOnce() -> Option<&'s KeyState>,
+    ) -> usize {
         match self.sizes.get(key) {
             Some(size) => *size,
-            None => self
-                .states
-                .get(key)
-                .map_or(0, |state| encoded_len(state, MAX_STATE_BYTES + 1)),
+            None => state().map_or(0, |state| encoded_len(state, MAX_STATE_BYTES + 1)),
         }
     }
 

@@ -17,23 +17,36 @@ pub(super) fn from_js(value: &JsValue) -> Result<Value> {
     parse(&json_text(value)?)
 }
 
-/// [`from_js`] of one of several values converted together, `left` of
-/// [`MAX_LOCAL_STATE_BYTES`] of JSON (where it starts) between them:
-/// refused with `too_large` once they pass it. Many values that all name
-/// one large object are large only once in JavaScript, once per value here.
-pub(super) fn from_js_within(value: &JsValue, left: &mut usize) -> Result<Value> {
-    let text = json_text(value)?;
-    let Some(rest) = left.checked_sub(text.len()) else {
-        let limit = MAX_LOCAL_STATE_BYTES;
-        return Err(gaesup_state_core::Error::TooLarge {
-            what: "the values of one write, as JSON",
-            size: (limit - *left).saturating_add(text.len()),
-            limit,
+/// What is left of [`MAX_LOCAL_STATE_BYTES`] of JSON for values converted
+/// together (the values of one write): many values that all name one
+/// large object are large only once in JavaScript, once per value here.
+pub(super) struct JsonBudget {
+    left: usize,
+}
+
+impl JsonBudget {
+    pub(super) fn new() -> Self {
+        Self {
+            left: MAX_LOCAL_STATE_BYTES,
         }
-        .into());
-    };
-    *left = rest;
-    parse(&text)
+    }
+
+    /// [`from_js`], refused with `too_large` once the values converted
+    /// with this budget pass it.
+    pub(super) fn convert(&mut self, value: &JsValue) -> Result<Value> {
+        let text = json_text(value)?;
+        let Some(left) = self.left.checked_sub(text.len()) else {
+            let limit = MAX_LOCAL_STATE_BYTES;
+            return Err(gaesup_state_core::Error::TooLarge {
+                what: "the values of one write, as JSON",
+                size: (limit - self.left).saturating_add(text.len()),
+                limit,
+            }
+            .into());
+        };
+        self.left = left;
+        parse(&text)
+    }
 }
 
 fn json_text(value: &JsValue) -> Result<String> {

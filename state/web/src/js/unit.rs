@@ -6,7 +6,7 @@ use gaesup_state_core::{Event, FullKey, KeyName, KeyState, Path, Scope};
 use js_sys::{Array, Function, Object, Reflect};
 use wasm_bindgen::prelude::*;
 
-use super::convert::{EventOptions, SubscribeOptions, from_js, from_js_within, options, to_js};
+use super::convert::{EventOptions, JsonBudget, SubscribeOptions, from_js, options, to_js};
 use super::{JsUnit, JsWrite, bad, js_error, stopper};
 
 #[wasm_bindgen(js_class = GaesupUnit)]
@@ -332,7 +332,7 @@ fn path_writes(writes: &JsValue) -> Result<Vec<(Path, serde_json::Value)>> {
         }
         .into());
     }
-    let mut budget = gaesup_state_core::MAX_LOCAL_STATE_BYTES;
+    let mut budget = JsonBudget::new();
     let mut pairs = Vec::new();
     for at in 0..count {
         let pair = item(writes, at)?;
@@ -343,7 +343,7 @@ fn path_writes(writes: &JsValue) -> Result<Vec<(Path, serde_json::Value)>> {
         let Some(path) = path else {
             return Err(bad(format!("{SHAPE}; item {at} is not one")));
         };
-        let value = from_js_within(&item(&pair, 1)?, &mut budget)?;
+        let value = budget.convert(&item(&pair, 1)?)?;
         pairs.push((Path::parse(&path)?, value));
     }
     Ok(pairs)
