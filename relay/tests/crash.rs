@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use support::Relay;
-use support::load::{Shared, check, finish, observed, observer, writer};
+use support::load::{KEEP_WHOLE_LOG, Shared, check, finish, observed, observer, writer};
 
 const KILLS: usize = 25;
 
@@ -22,7 +22,7 @@ async fn acknowledged_ops_survive_repeated_sigkills() {
 }
 
 async fn crash_test() {
-    let mut relay = Relay::start(&[]);
+    let mut relay = Relay::start(&KEEP_WHOLE_LOG);
     let port = Arc::new(AtomicU16::new(relay.port));
     let shared = Arc::new(Shared::default());
     let writers: Vec<_> = (1..=3)

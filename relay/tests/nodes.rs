@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use gaesup_protocol::{ClientMessage, Ping, Push, ServerMessage};
 use serde_json::json;
 use support::load::{
-    Observed, Shared, Tally, acked_at_least, check, finish, observed, observer, writer,
+    KEEP_WHOLE_LOG, Observed, Shared, Tally, acked_at_least, check, finish, observed, observer,
+    writer,
 };
 use support::{Client, Device, RedisServer, Relay, main_rw, main_snapshot};
 
@@ -119,8 +120,8 @@ async fn a_node_killed_during_writes_loses_and_doubles_nothing() {
     tokio::task::LocalSet::new()
         .run_until(async {
             let redis = RedisServer::start();
-            let a = Relay::node(&redis, &[]);
-            let mut b = Relay::node(&redis, &[]);
+            let a = Relay::node(&redis, &KEEP_WHOLE_LOG);
+            let mut b = Relay::node(&redis, &KEEP_WHOLE_LOG);
             let shared = Arc::new(Shared::default());
             let (ports, handles, watching) = devices(&[&a, &b], &shared);
             acked_at_least(&shared, 150).await;
@@ -131,7 +132,7 @@ async fn a_node_killed_during_writes_loses_and_doubles_nothing() {
             ports[1].store(a.port, Ordering::SeqCst);
             acked_at_least(&shared, at_kill + 150).await;
             // B restarts and catches up from Redis; its writers go back.
-            b = b.successor(&[]);
+            b = b.successor(&KEEP_WHOLE_LOG);
             ports[1].store(b.port, Ordering::SeqCst);
             let back = shared.acked.load(Ordering::SeqCst);
             acked_at_least(&shared, back + 150).await;
@@ -152,8 +153,8 @@ async fn redis_killed_and_restarted_during_writes_keeps_every_acked_op() {
     tokio::task::LocalSet::new()
         .run_until(async {
             let redis = RedisServer::start();
-            let a = Relay::node(&redis, &[]);
-            let b = Relay::node(&redis, &[]);
+            let a = Relay::node(&redis, &KEEP_WHOLE_LOG);
+            let b = Relay::node(&redis, &KEEP_WHOLE_LOG);
             let shared = Arc::new(Shared::default());
             let (_ports, handles, watching) = devices(&[&a, &b], &shared);
             let mut restarts = Vec::new();

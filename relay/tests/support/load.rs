@@ -17,6 +17,11 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::{Device, Relay, http, lobby, main_rw, main_snapshot, main_stream};
 
+/// Arguments for a relay whose whole log [`check`] reads afterwards: the
+/// writers push as fast as the machine lets them, so a run can pass the
+/// default of 10,000 ops kept, and a trimmed log answers with a snapshot.
+pub const KEEP_WHOLE_LOG: [&str; 2] = ["--log-keep", "100000000"];
+
 /// What a writer saw acknowledged: op id → delta.
 pub type Acked = BTreeMap<OpId, i64>;
 
@@ -294,8 +299,13 @@ pub async fn whole_log(relay: &Relay) -> Vec<(u64, Op)> {
         )
         .await;
         assert_eq!(status, 200, "{body}");
-        let ServerMessage::Ops(page) = ServerMessage::decode(&body).unwrap() else {
-            panic!("{body}")
+        let page = match ServerMessage::decode(&body).unwrap() {
+            ServerMessage::Ops(page) => page,
+            ServerMessage::Snapshot(_) => panic!(
+                "the relay trimmed its log before seq {}: start it with KEEP_WHOLE_LOG",
+                cursor + 1
+            ),
+            other => panic!("a pull answered {other:?}"),
         };
         if page.ops.is_empty() {
             break;
