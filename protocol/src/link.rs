@@ -209,6 +209,10 @@ pub struct Link {
     failures: u32,
     opened: bool,
     socket_retry_at_ms: Option<u64>,
+    /// On HTTP after socket failures never seen while the relay answered:
+    /// they may only mean the relay was down (restarting, say), not that
+    /// WebSockets are blocked.
+    socket_unproven: bool,
     last_ack_ms: Option<u64>,
     outbox_limit: usize,
     /// Streams whose ops this connection has received up to the relay's
@@ -272,6 +276,7 @@ impl Link {
             failures: 0,
             opened: false,
             socket_retry_at_ms: None,
+            socket_unproven: false,
             last_ack_ms: None,
             outbox_limit: MAX_OUTBOX,
             caught_up: BTreeSet::new(),
@@ -489,7 +494,11 @@ impl Link {
         self.opened = false;
         if self.status == LinkStatus::HttpFallback || self.failures >= WS_FAILURES_BEFORE_HTTP {
             // WebSockets do not get through: HTTP until they do (tried
-            // again every WS_RETRY_MS).
+            // again every WS_RETRY_MS). Failures that sent the link here
+            // from elsewhere are proven only once HTTP answers.
+            if self.status != LinkStatus::HttpFallback {
+                self.socket_unproven = true;
+            }
             self.socket_retry_at_ms = Some(now_ms.saturating_add(WS_RETRY_MS));
             self.status = LinkStatus::HttpFallback;
             return Some(0);
@@ -555,6 +564,7 @@ impl Link {
                 self.status = LinkStatus::Connected;
                 self.failures = 0;
                 self.socket_retry_at_ms = None;
+                self.socket_unproven = false;
                 out.send.extend(self.pushes());
             }
             ServerMessage::Ack(acks) => {
@@ -968,6 +978,15 @@ impl Link {
         storage: &mut dyn Storage,
     ) -> LinkOutput {
         let mut out = self.on_text(text, now_ms, storage);
+        if self.socket_unproven && self.status == LinkStatus::HttpFallback {
+            // The relay answers. The socket attempts that sent this link to
+            // HTTP may have failed only because it was down (a restart that
+            // ended between the last one and this request): try the socket
+            // once more now rather than poll until WS_RETRY_MS. If it fails
+            // while HTTP answers, WebSockets are blocked.
+            self.socket_unproven = false;
+            self.socket_retry_at_ms = Some(0);
+        }
         if (status == 401 || status == 403) && !matches!(self.status, LinkStatus::Refused(_)) {
             if let Some((code, _)) = &out.error {
                 self.status = LinkStatus::Refused(code.clone());
@@ -1162,13 +1181,23 @@ mod tests {
     /// The relay's catch-up of the main stream on a new socket, whose last
     /// ops this token may not read (so it does not reach the head).
     fn catch_up() -> String {
+        no_ops(5)
+    }
+
+    /// The main stream's ops message with no ops, saying `head`.
+    fn no_ops(head: u64) -> String {
         ServerMessage::Ops(crate::message::OpsBody {
             stream: "apartment:main".parse().unwrap(),
             ops: Vec::new(),
-            head: 5,
+            head,
         })
         .encode()
         .unwrap()
+    }
+
+    /// An HTTP pull's answer with nothing new.
+    fn empty_ops() -> String {
+        no_ops(0)
     }
 
     /// A message, then what the link settles once the adapter applied it.
@@ -1528,6 +1557,63 @@ mod tests {
         let delay = link.on_close(0.5, 2_000).unwrap();
         assert_eq!(link.status(), &LinkStatus::Offline, "not HTTP: count reset");
         assert_eq!(delay, 1_000, "the first backoff step again");
+    }
+
+    #[test]
+    fn a_relay_back_between_a_failed_socket_and_http_gets_the_socket_tried_at_once() {
+        let mut storage = MemoryStorage::new();
+        let mut link = link(&storage);
+        link.connecting();
+        link.on_open(0);
+        link.on_text(&welcome(10_000), 0, &mut storage);
+        // The relay restarts: its socket closes, the next two fail, and it
+        // is back just before the HTTP request that follows.
+        link.on_close(0.5, 100);
+        for now in [1_000, 2_000] {
+            link.connecting();
+            link.on_close(0.5, now);
+        }
+        assert_eq!(link.status(), &LinkStatus::HttpFallback);
+        assert!(!link.wants_socket(2_000));
+        link.on_http(200, &empty_ops(), 2_010, &mut storage);
+        assert!(
+            link.wants_socket(2_010),
+            "the relay answers: the socket at once, not after WS_RETRY_MS"
+        );
+        link.connecting();
+        link.on_open(2_020);
+        link.on_text(&welcome(10_000), 2_020, &mut storage);
+        assert_eq!(link.status(), &LinkStatus::Connected);
+    }
+
+    #[test]
+    fn a_socket_failing_while_http_answers_waits_for_the_retry() {
+        let mut storage = MemoryStorage::new();
+        let mut link = link(&storage);
+        for now in [0, 10] {
+            link.connecting();
+            link.on_close(0.5, now);
+        }
+        // HTTP answers: the socket once more, at once.
+        link.on_http(200, &empty_ops(), 20, &mut storage);
+        assert!(link.wants_socket(20));
+        // It fails while the relay answers: WebSockets are blocked. HTTP
+        // answering again is no reason to try before WS_RETRY_MS.
+        link.connecting();
+        link.on_close(0.5, 30);
+        assert_eq!(link.status(), &LinkStatus::HttpFallback);
+        link.on_http(200, &empty_ops(), 40, &mut storage);
+        assert!(!link.wants_socket(40));
+        assert!(link.wants_socket(30 + WS_RETRY_MS));
+        // The relay down and back: HTTP fails, so do the sockets after it,
+        // then HTTP answers: the socket is unproven again.
+        link.on_http_failed(0.5);
+        for now in [50_000, 51_000] {
+            link.connecting();
+            link.on_close(0.5, now);
+        }
+        link.on_http(200, &empty_ops(), 51_010, &mut storage);
+        assert!(link.wants_socket(51_010));
     }
 
     #[test]
