@@ -105,10 +105,31 @@ export class Relay {
       ['--dev', '--listen', `127.0.0.1:${this.port}`, '--data', this.data, ...this.args],
       { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, RELAY_LOG: process.env.E2E_RELAY_LOG ?? 'error' } },
     );
-    // The relay's first line says where it listens: it is ready.
-    const [chunk] = await once(this.child.stdout, 'data');
+    // The relay's first line says where it listens: it is ready. If it
+    // exits first (its port taken), say so rather than wait for a line
+    // that never comes.
+    const child = this.child;
+    const chunk = await new Promise((resolve, reject) => {
+      const done = () => {
+        child.stdout.off('data', onData);
+        child.off('exit', onExit);
+      };
+      const onData = (data) => {
+        done();
+        resolve(data);
+      };
+      const onExit = (code, signal) => {
+        done();
+        reject(new Error(`the relay exited (${code ?? signal}) before it listened on ${this.port}`));
+      };
+      child.stdout.once('data', onData);
+      child.once('exit', onExit);
+    }).catch((error) => {
+      this.child = null;
+      throw error;
+    });
     if (!String(chunk).includes('listening')) throw new Error(`relay said ${chunk}`);
-    this.child.stdout.resume();
+    child.stdout.resume();
     return this;
   }
 

@@ -26,7 +26,11 @@ impl Bucket {
     /// Takes `n` ops' worth if there is enough; `false` (and takes nothing)
     /// otherwise.
     pub fn take(&mut self, n: usize) -> bool {
-        let now = Instant::now();
+        self.take_at(n, Instant::now())
+    }
+
+    /// [`take`](Self::take) at the instant `now`.
+    fn take_at(&mut self, n: usize, now: Instant) -> bool {
         let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
         self.tokens = (self.tokens + refill).min(self.rate * 2.0);
         self.last = now;
@@ -47,7 +51,14 @@ mod tests {
     #[test]
     fn a_burst_past_two_seconds_worth_is_refused() {
         let mut bucket = Bucket::new(10);
-        assert!(bucket.take(20));
-        assert!(!bucket.take(1));
+        let start = bucket.last;
+        assert!(bucket.take_at(20, start));
+        assert!(!bucket.take_at(1, start), "the burst emptied the bucket");
+        let later = start + std::time::Duration::from_millis(500);
+        assert!(bucket.take_at(5, later), "half a second refills five");
+        assert!(!bucket.take_at(1, later));
+        let much_later = later + std::time::Duration::from_secs(60);
+        assert!(bucket.take_at(20, much_later), "full again, not more");
+        assert!(!bucket.take_at(1, much_later));
     }
 }

@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use support::Relay;
-use support::load::{KEEP_WHOLE_LOG, Shared, check, finish, observed, observer, writer};
+use support::load::{
+    KEEP_WHOLE_LOG, Shared, acked_at_least, check, finish, observed, observer, writer,
+};
 
 const KILLS: usize = 25;
 
@@ -35,7 +37,11 @@ async fn crash_test() {
     ))];
     // Writers push the whole time; the relay dies under them.
     for kill in 0..KILLS {
+        let before = shared.acked.load(Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(60 + (kill as u64 * 37) % 140)).await;
+        // However slow the machine, each life of the relay acknowledges
+        // some ops before it dies.
+        acked_at_least(&shared, before + 4).await;
         relay.restart();
         port.store(relay.port, Ordering::SeqCst);
     }

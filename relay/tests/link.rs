@@ -8,7 +8,7 @@
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use gaesup_protocol::{Link, LinkStatus, StreamId};
@@ -130,6 +130,31 @@ impl Browser {
             .unwrap()
     }
 
+    /// Whether the relay answered every op in the outbox.
+    fn flushed(&self) -> bool {
+        self.link.waiting() == 0
+    }
+
+    fn shared_note(&self) -> serde_json::Value {
+        let key = self.device.key("shared-note");
+        self.device
+            .store
+            .get_value(&support::lobby(), &key)
+            .unwrap()
+    }
+
+    /// Whether every op of this device the relay stored came back to it
+    /// (its cursor reached the op's number).
+    fn heard_own_writes(&self) -> bool {
+        self.acks.iter().all(|ack| match &ack.status {
+            gaesup_protocol::AckStatus::Applied { stream, seq, .. }
+            | gaesup_protocol::AckStatus::Duplicate { stream, seq } => {
+                self.link.cursor(stream) >= *seq
+            }
+            gaesup_protocol::AckStatus::Refused { .. } => true,
+        })
+    }
+
     /// Does what the link says, as the browser's leading tab does; returns
     /// the frames to send and whether to close the socket.
     fn apply(&mut self, mut out: gaesup_protocol::LinkOutput) -> (Vec<String>, bool) {
@@ -185,84 +210,119 @@ impl Browser {
         (send, out.close)
     }
 
-    /// Runs the adapter's loop for a while against `relay`.
+    /// Runs the adapter's loop against `relay` for a fixed time, whatever
+    /// happens: only for checking that something does not happen.
     async fn pump(&mut self, relay: &Relay, for_ms: u64) {
-        let until = std::time::Instant::now() + Duration::from_millis(for_ms);
-        while std::time::Instant::now() < until {
-            if self.socket.is_none() && self.link.wants_socket(now_ms()) {
-                self.link.connecting();
-                let opened = if self.ws_blocked {
-                    None
-                } else {
-                    tokio_tungstenite::connect_async(relay.ws_url()).await.ok()
-                };
-                match opened {
-                    Some((mut socket, _)) => {
-                        for frame in self.link.on_open(now_ms()) {
-                            socket.send(Message::text(frame)).await.unwrap();
-                        }
-                        self.socket = Some(socket);
+        let end = Instant::now() + Duration::from_millis(for_ms);
+        self.run(relay, end, |_| false).await;
+    }
+
+    /// Runs the adapter's loop against `relay` until `done` (checked after
+    /// every turn); panics naming `what` if it takes longer than
+    /// [`support::DEADLINE`].
+    async fn pump_until(&mut self, relay: &Relay, what: &str, done: impl Fn(&Self) -> bool) {
+        let started = Instant::now();
+        if !self.run(relay, started + support::DEADLINE, done).await {
+            panic!(
+                "device-{} gave up after {:?} waiting until {what}: link {:?}, {} op(s) waiting, \
+                 {} ack(s), errors {:?}",
+                self.device.store.tab(),
+                started.elapsed(),
+                self.link.status(),
+                self.link.waiting(),
+                self.acks.len(),
+                self.errors,
+            );
+        }
+    }
+
+    /// Turns the adapter's loop until `stop` (checked after every turn) or
+    /// `end`; whether it stopped.
+    async fn run(&mut self, relay: &Relay, end: Instant, stop: impl Fn(&Self) -> bool) -> bool {
+        while Instant::now() < end {
+            self.turn(relay).await;
+            if stop(self) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// One turn of the adapter's loop.
+    async fn turn(&mut self, relay: &Relay) {
+        if self.socket.is_none() && self.link.wants_socket(now_ms()) {
+            self.link.connecting();
+            let opened = if self.ws_blocked {
+                None
+            } else {
+                tokio_tungstenite::connect_async(relay.ws_url()).await.ok()
+            };
+            match opened {
+                Some((mut socket, _)) => {
+                    for frame in self.link.on_open(now_ms()) {
+                        socket.send(Message::text(frame)).await.unwrap();
+                    }
+                    self.socket = Some(socket);
+                }
+                None => {
+                    self.link.on_close(0.0, now_ms());
+                }
+            }
+        }
+        if self.link.status() == &LinkStatus::HttpFallback {
+            let mut requests = Vec::new();
+            if let Some(body) = self.link.http_push() {
+                requests.push(("POST", "/v1/push".to_owned(), Some(body)));
+            }
+            for stream in streams() {
+                requests.push(("GET", self.link.http_pull(&stream, 200), None));
+            }
+            for (method, path, body) in requests {
+                match support::try_http(method, relay.url(&path), Some(main_rw()), body).await {
+                    Some((status, text)) => {
+                        let out = self
+                            .link
+                            .on_http(status, &text, now_ms(), &mut self.storage);
+                        let _ = self.apply(out);
                     }
                     None => {
-                        self.link.on_close(0.0, now_ms());
+                        // The relay itself is down, not just its socket.
+                        let delay = self.link.on_http_failed(0.0);
+                        tokio::time::sleep(Duration::from_millis(delay.min(100))).await;
+                        break;
                     }
                 }
             }
-            if self.link.status() == &LinkStatus::HttpFallback {
-                let mut requests = Vec::new();
-                if let Some(body) = self.link.http_push() {
-                    requests.push(("POST", "/v1/push".to_owned(), Some(body)));
+            return;
+        }
+        let Some(socket) = self.socket.as_mut() else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            return;
+        };
+        let pending = std::mem::take(&mut self.pending);
+        for frame in pending {
+            let _ = socket.send(Message::text(frame)).await;
+        }
+        match tokio::time::timeout(Duration::from_millis(30), socket.next()).await {
+            Err(_) => {}
+            Ok(Some(Ok(Message::Text(text)))) => {
+                let out = self
+                    .link
+                    .on_text(text.as_str(), now_ms(), &mut self.storage);
+                let (frames, close) = self.apply(out);
+                let socket = self.socket.as_mut().unwrap();
+                for frame in frames {
+                    let _ = socket.send(Message::text(frame)).await;
                 }
-                for stream in streams() {
-                    requests.push(("GET", self.link.http_pull(&stream, 200), None));
-                }
-                for (method, path, body) in requests {
-                    match support::try_http(method, relay.url(&path), Some(main_rw()), body).await {
-                        Some((status, text)) => {
-                            let out = self
-                                .link
-                                .on_http(status, &text, now_ms(), &mut self.storage);
-                            let _ = self.apply(out);
-                        }
-                        None => {
-                            // The relay itself is down, not just its socket.
-                            let delay = self.link.on_http_failed(0.0);
-                            tokio::time::sleep(Duration::from_millis(delay.min(100))).await;
-                            break;
-                        }
-                    }
-                }
-                continue;
-            }
-            let Some(socket) = self.socket.as_mut() else {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            };
-            let pending = std::mem::take(&mut self.pending);
-            for frame in pending {
-                let _ = socket.send(Message::text(frame)).await;
-            }
-            match tokio::time::timeout(Duration::from_millis(30), socket.next()).await {
-                Err(_) => {}
-                Ok(Some(Ok(Message::Text(text)))) => {
-                    let out = self
-                        .link
-                        .on_text(text.as_str(), now_ms(), &mut self.storage);
-                    let (frames, close) = self.apply(out);
-                    let socket = self.socket.as_mut().unwrap();
-                    for frame in frames {
-                        let _ = socket.send(Message::text(frame)).await;
-                    }
-                    if close {
-                        self.socket = None;
-                        self.link.on_close(0.0, now_ms());
-                    }
-                }
-                Ok(Some(Ok(_))) => {}
-                Ok(_) => {
+                if close {
                     self.socket = None;
                     self.link.on_close(0.0, now_ms());
                 }
+            }
+            Ok(Some(Ok(_))) => {}
+            Ok(_) => {
+                self.socket = None;
+                self.link.on_close(0.0, now_ms());
             }
         }
     }
@@ -277,6 +337,7 @@ async fn offline_edits_survive_a_reload_and_reach_another_device(backend: Backen
             let mut a = Browser::new(1, Some(main_rw()));
             a.count(2);
             a.count(3);
+            // Fixed time: the relay is down, nothing may get through.
             a.pump(&relay, 300).await;
             assert_eq!(a.link.waiting(), 2);
             assert_ne!(a.link.status(), &LinkStatus::Connected);
@@ -286,16 +347,22 @@ async fn offline_edits_survive_a_reload_and_reach_another_device(backend: Backen
             // The relay comes back (on the same store).
             let relay = relay.successor(&[]);
             a.link.online();
-            a.pump(&relay, 1_000).await;
+            a.pump_until(&relay, "A is connected and its outbox flushed", |a| {
+                a.link.status() == &LinkStatus::Connected && a.link.waiting() == 0
+            })
+            .await;
             assert_eq!(a.link.status(), &LinkStatus::Connected);
             assert_eq!(a.link.waiting(), 0, "flushed in order, acknowledged");
             // Device B starts from nothing and catches up.
             let mut b = Browser::new(2, Some(main_rw()));
-            b.pump(&relay, 600).await;
+            b.pump_until(&relay, "B has A's three counts", |b| b.value() == json!(10))
+                .await;
             assert_eq!(b.value(), json!(10));
             b.count(-1);
-            b.pump(&relay, 400).await;
-            a.pump(&relay, 400).await;
+            b.pump_until(&relay, "B's count is acknowledged", Browser::flushed)
+                .await;
+            a.pump_until(&relay, "A has B's count", |a| a.value() == json!(9))
+                .await;
             assert_eq!(a.value(), json!(9));
             assert_eq!(a.device.store.states(), b.device.store.states());
         })
@@ -313,7 +380,14 @@ async fn a_refused_token_stops_the_link_and_the_edits_stay(backend: Backend) {
             );
             let mut a = Browser::new(1, Some(expired));
             a.count(4);
+            let expired = LinkStatus::Refused(gaesup_protocol::code::TOKEN_EXPIRED.into());
+            a.pump_until(&relay, "the relay refuses the expired token", |a| {
+                a.link.status() == &expired
+            })
+            .await;
+            // Fixed time: the link must not try again with the refused token.
             a.pump(&relay, 500).await;
+            assert!(a.socket.is_none(), "no socket opened again");
             assert_eq!(
                 a.link.status(),
                 &LinkStatus::Refused(gaesup_protocol::code::TOKEN_EXPIRED.into())
@@ -335,15 +409,21 @@ async fn blocked_websockets_fall_back_to_http_and_still_sync(backend: Backend) {
             let mut a = Browser::new(1, Some(main_rw()));
             a.ws_blocked = true;
             a.count(7);
-            a.pump(&relay, 800).await;
+            a.pump_until(&relay, "A's count is pushed over HTTP", |a| {
+                a.link.status() == &LinkStatus::HttpFallback && a.link.waiting() == 0
+            })
+            .await;
             assert_eq!(a.link.status(), &LinkStatus::HttpFallback);
             assert_eq!(a.link.waiting(), 0, "pushed over HTTP");
             let mut b = Browser::new(2, Some(main_rw()));
-            b.pump(&relay, 500).await;
+            b.pump_until(&relay, "B has A's count", |b| b.value() == json!(7))
+                .await;
             assert_eq!(b.value(), json!(7));
             b.count(1);
-            b.pump(&relay, 300).await;
-            a.pump(&relay, 800).await;
+            b.pump_until(&relay, "B's count is acknowledged", Browser::flushed)
+                .await;
+            a.pump_until(&relay, "A has pulled B's count", |a| a.value() == json!(8))
+                .await;
             assert_eq!(a.value(), json!(8), "pulled over HTTP");
         })
         .await;
@@ -365,7 +445,8 @@ fn twenty_days_ago() -> (Browser, ManualClock) {
 async fn away_twenty_days(relay: &Relay) -> (Browser, ManualClock) {
     let (mut a, clock) = twenty_days_ago();
     a.count(1);
-    a.pump(relay, 400).await;
+    a.pump_until(relay, "A's count is acknowledged", Browser::flushed)
+        .await;
     assert_eq!(a.link.waiting(), 0);
     a.socket = None;
     a.link.on_close(0.0, now_ms());
@@ -373,23 +454,31 @@ async fn away_twenty_days(relay: &Relay) -> (Browser, ManualClock) {
     let later = support::clock();
     later.set(now_ms() - 18 * DAY_MS);
     let mut c = Browser::on(Device::with_clock(3, later), Some(main_rw()));
-    c.pump(relay, 400).await;
+    c.pump_until(relay, "C has A's count", |c| c.value() == json!(1))
+        .await;
     c.count(100);
-    c.pump(relay, 400).await;
+    c.pump_until(relay, "C's count is acknowledged", Browser::flushed)
+        .await;
     (a, clock)
 }
 
 /// B catches up, counts 10 today (so on the relay A's and C's slots fall
-/// behind the counter's compaction horizon), and A comes back.
+/// behind the counter's compaction horizon), and A comes back until the
+/// relay answered every op in its outbox. What B then sees of it is the
+/// caller's to wait for.
 async fn b_counts_and_a_comes_back(relay: &Relay, a: &mut Browser, clock: &ManualClock) -> Browser {
     let mut b = Browser::new(2, Some(main_rw()));
-    b.pump(relay, 400).await;
+    b.pump_until(relay, "B has A's and C's counts", |b| {
+        b.value() == json!(101)
+    })
+    .await;
     b.count(10);
-    b.pump(relay, 400).await;
+    b.pump_until(relay, "B's count is acknowledged", Browser::flushed)
+        .await;
     clock.set(now_ms());
     a.link.online();
-    a.pump(relay, 1_500).await;
-    b.pump(relay, 600).await;
+    a.pump_until(relay, "A's outbox is answered", Browser::flushed)
+        .await;
     b
 }
 
@@ -413,6 +502,8 @@ async fn away_past_the_horizon(http: bool, backend: Backend) {
     assert_eq!(a.link.waiting(), 2);
     a.ws_blocked = http;
     let mut b = b_counts_and_a_comes_back(&relay, &mut a, &clock).await;
+    b.pump_until(&relay, "B has A's re-base", |b| b.value() == json!(116))
+        .await;
     assert_eq!(a.link.waiting(), 0, "the re-base was acknowledged");
     assert_eq!(a.value(), json!(116));
     assert_eq!(b.value(), json!(116), "B counts A's offline increments");
@@ -425,8 +516,10 @@ async fn away_past_the_horizon(http: bool, backend: Backend) {
     );
     // Both keep counting from there, exactly.
     b.count(-1);
-    b.pump(&relay, 400).await;
-    a.pump(&relay, 800).await;
+    b.pump_until(&relay, "B's count is acknowledged", Browser::flushed)
+        .await;
+    a.pump_until(&relay, "A has B's count", |a| a.value() == json!(115))
+        .await;
     assert_eq!(a.value(), json!(115));
     assert_eq!(b.value(), json!(115));
 }
@@ -456,9 +549,14 @@ async fn refused_a_relayed_op(http: bool, backend: Backend) {
     clock.set(now_ms() - DAY_MS);
     a.count(3);
     a.ws_blocked = http;
-    let b = b_counts_and_a_comes_back(&relay, &mut a, &clock).await;
+    let mut b = b_counts_and_a_comes_back(&relay, &mut a, &clock).await;
+    b.pump_until(&relay, "B has A's +3", |b| b.value() == json!(114))
+        .await;
     assert_eq!(b.value(), json!(114), "C's count survives; A's +2 is lost");
-    a.pump(&relay, 1_000).await;
+    a.pump_until(&relay, "A took the relay's count", |a| {
+        a.value() == json!(114)
+    })
+    .await;
     assert_eq!(a.value(), json!(114), "A took the relay's count, C's in it");
     let stale = refused(&a);
     assert!(
@@ -493,6 +591,12 @@ async fn a_device_that_caught_up_from_a_snapshot_does_not_rebase(backend: Backen
             let relay = Relay::on(backend, &["--log-keep", "1"]);
             let (mut a, clock) = away_twenty_days(&relay).await;
             let mut b = b_counts_and_a_comes_back(&relay, &mut a, &clock).await;
+            a.pump_until(&relay, "A took the relay's count", |a| {
+                a.value() == json!(111)
+            })
+            .await;
+            // Fixed time: B already has 111; A's refused +2 must not reach it.
+            b.pump(&relay, 600).await;
             assert_eq!(b.value(), json!(111), "A's +2 never counted");
             assert_eq!(a.value(), json!(111), "A took the relay's count");
             assert!(
@@ -504,8 +608,10 @@ async fn a_device_that_caught_up_from_a_snapshot_does_not_rebase(backend: Backen
             );
             assert_eq!(a.link.waiting(), 0);
             b.count(1);
-            b.pump(&relay, 400).await;
-            a.pump(&relay, 600).await;
+            b.pump_until(&relay, "B's count is acknowledged", Browser::flushed)
+                .await;
+            a.pump_until(&relay, "A has B's count", |a| a.value() == json!(112))
+                .await;
             assert_eq!(a.value(), json!(112));
         })
         .await;
@@ -521,18 +627,29 @@ async fn a_device_that_counted_before_catching_up_takes_the_relay_s_count(backen
             let relay = Relay::on(backend, &[]);
             let (mut a, clock) = twenty_days_ago();
             a.count(1);
-            a.pump(&relay, 400).await;
+            a.pump_until(&relay, "A's count is acknowledged", Browser::flushed)
+                .await;
             assert_eq!(a.link.waiting(), 0);
             let mut d = Browser::new(4, Some(main_rw()));
             d.count(10);
-            d.pump(&relay, 1_500).await;
+            d.pump_until(
+                &relay,
+                "D's count is acknowledged and D took the relay's count",
+                |d| d.link.waiting() == 0 && d.value() == json!(11),
+            )
+            .await;
             assert_eq!(d.link.waiting(), 0);
             assert_eq!(d.value(), json!(11), "the relay's count, A's in it");
             let mut fresh = Browser::new(5, Some(main_rw()));
-            fresh.pump(&relay, 400).await;
+            fresh
+                .pump_until(&relay, "the fresh device has both counts", |f| {
+                    f.value() == json!(11)
+                })
+                .await;
             assert_eq!(fresh.value(), json!(11));
             clock.set(now_ms());
-            a.pump(&relay, 400).await;
+            a.pump_until(&relay, "A has D's count", |a| a.value() == json!(11))
+                .await;
             assert_eq!(a.value(), json!(11));
         })
         .await;
@@ -551,14 +668,21 @@ async fn own_writes_come_back(http: bool, backend: Backend) {
     clock.set(now_ms() - DAY_MS);
     a.count(3);
     clock.set(now_ms());
-    a.pump(&relay, 1_500).await;
+    a.pump_until(&relay, "A's writes are acknowledged and came back", |a| {
+        a.link.waiting() == 0 && a.heard_own_writes()
+    })
+    .await;
     assert_eq!(a.link.waiting(), 0);
     assert!(refused(&a).is_empty(), "{:?}", a.acks);
     assert_eq!(a.value(), json!(5));
     let mark = format!("{}apartment:main", gaesup_protocol::link::NO_REBASE_PREFIX);
     assert_eq!(a.storage.get(&mark).unwrap(), None);
     let mut fresh = Browser::new(5, Some(main_rw()));
-    fresh.pump(&relay, 400).await;
+    fresh
+        .pump_until(&relay, "the fresh device has A's counts", |f| {
+            f.value() == json!(5)
+        })
+        .await;
     assert_eq!(fresh.value(), json!(5));
 }
 
@@ -588,14 +712,16 @@ async fn offline_writes_larger_than_a_frame_together(http: bool, backend: Backen
         a.note(text);
     }
     assert_eq!(a.link.waiting(), 5);
-    a.pump(&relay, 2_000).await;
+    a.pump_until(&relay, "A's notes are acknowledged", Browser::flushed)
+        .await;
     assert_eq!(a.link.waiting(), 0, "every write acknowledged");
     let mut b = Browser::new(2, Some(main_rw()));
     b.ws_blocked = http;
-    b.pump(&relay, 1_000).await;
-    let key = b.device.key("shared-note");
-    let note = b.device.store.get_value(&support::lobby(), &key).unwrap();
-    assert_eq!(note, json!(texts[4]));
+    b.pump_until(&relay, "B has A's last note", |b| {
+        b.shared_note() == json!(texts[4])
+    })
+    .await;
+    assert_eq!(b.shared_note(), json!(texts[4]));
 }
 
 async fn offline_writes_larger_than_a_frame_together_all_reach_the_relay(backend: Backend) {
@@ -654,10 +780,14 @@ async fn a_snapshot_of_more_states_than_a_sync_message_holds_comes_in_pieces(bac
             }
             assert!(written > MAX_SYNC_STATES);
             a.save();
-            a.pump(&relay, 4_000).await;
+            a.pump_until(&relay, "A's writes are acknowledged", Browser::flushed)
+                .await;
             assert_eq!(a.link.waiting(), 0);
             let mut b = Browser::new(2, Some(main_rw()));
-            b.pump(&relay, 2_000).await;
+            b.pump_until(&relay, "B has every state A wrote", |b| {
+                b.device.store.states() == a.device.store.states()
+            })
+            .await;
             assert!(a.device.store.states().len() > MAX_SYNC_STATES);
             assert!(b.snapshot_sizes.len() >= 2, "{:?}", b.snapshot_sizes);
             assert!(
@@ -683,7 +813,8 @@ async fn acks_adding_up_past_a_frame(http: bool, backend: Backend) {
         json!({ "p1": ["y".repeat(200 << 10), 1, 1] }),
     );
     b.link.queue(write.unwrap().op, &mut b.storage).unwrap();
-    b.pump(&relay, 1_000).await;
+    b.pump_until(&relay, "B's line is acknowledged", Browser::flushed)
+        .await;
     assert_eq!(b.link.waiting(), 0);
     // A, not having seen it, adds a 200 KiB line and four small
     // ones: one push of about 200 KiB, whose acks each carry the
@@ -708,7 +839,8 @@ async fn acks_adding_up_past_a_frame(http: bool, backend: Backend) {
         a.link.queue(write.unwrap().op, &mut a.storage).unwrap();
     }
     a.save();
-    a.pump(&relay, 2_000).await;
+    a.pump_until(&relay, "every write of A is acknowledged", Browser::flushed)
+        .await;
     let linked = if http {
         LinkStatus::HttpFallback
     } else {

@@ -145,12 +145,14 @@ impl RedisServer {
         let deadline = Instant::now() + DEADLINE;
         loop {
             if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
-                let mut answer = [0u8; 5];
+                let mut answer = [0u8; 7];
                 if stream.write_all(b"PING\r\n").is_ok()
                     && stream.read_exact(&mut answer).is_ok()
-                    && &answer == b"+PONG"
+                    && &answer == b"+PONG\r\n"
                 {
-                    return true;
+                    // Another test's Redis may hold the port (ours then
+                    // exits, perhaps only after this PONG).
+                    return self.pid().is_some_and(|pid| Self::answers_as(stream, pid));
                 }
             }
             if let Some(child) = self.child.lock().unwrap().as_mut()
@@ -161,6 +163,36 @@ impl RedisServer {
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The process id of our redis-server, if it runs.
+    fn pid(&self) -> Option<u32> {
+        self.child.lock().unwrap().as_ref().map(Child::id)
+    }
+
+    /// Whether the Redis on the other end of `stream` is the process
+    /// `pid` (by its `INFO server`).
+    fn answers_as(mut stream: std::net::TcpStream, pid: u32) -> bool {
+        use std::io::{BufRead, BufReader, Read, Write};
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        if stream.write_all(b"INFO server\r\n").is_err() {
+            return false;
+        }
+        // A bulk reply: `$<length>\r\n`, the text, `\r\n`.
+        let mut reader = BufReader::new(stream);
+        let mut header = String::new();
+        let Some(length) = reader
+            .read_line(&mut header)
+            .ok()
+            .and_then(|_| header.trim().strip_prefix('$')?.parse::<usize>().ok())
+        else {
+            return false;
+        };
+        let mut text = vec![0u8; length];
+        reader.read_exact(&mut text).is_ok()
+            && String::from_utf8_lossy(&text)
+                .lines()
+                .any(|line| line.trim() == format!("process_id:{pid}"))
     }
 
     pub fn url(&self) -> String {
