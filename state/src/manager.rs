@@ -54,11 +54,16 @@ use registry::Registry;
 use storages::Storages;
 use subscribe::Subscribers;
 
+/// What runs when a flush becomes due (see [`StateManager::on_dirty`]).
+type Schedulers = Rc<[Rc<dyn Fn()>]>;
+
 /// Everything one manager holds, behind its handle.
 struct Shared {
     replica: RefCell<Replica>,
     storages: RefCell<Storages>,
-    on_dirty: RefCell<Vec<Rc<dyn Fn()>>>,
+    /// Shared, so a write that schedules them takes a reference rather
+    /// than a copy of the list (a schedule may register another).
+    on_dirty: RefCell<Schedulers>,
     subscribers: RefCell<Subscribers>,
     listeners: RefCell<Registry<FullKey, OnEvent>>,
     transports: RefCell<Vec<Rc<dyn Transport>>>,
@@ -137,7 +142,7 @@ impl StateManager {
         let shared = Shared {
             replica: RefCell::new(Replica::new(tab, clock)),
             storages: RefCell::default(),
-            on_dirty: RefCell::default(),
+            on_dirty: RefCell::new(Rc::new([])),
             subscribers: RefCell::default(),
             listeners: RefCell::default(),
             transports: RefCell::default(),

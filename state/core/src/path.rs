@@ -55,9 +55,70 @@ impl Segments {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Segment {
-    text: String,
+    text: Text,
     /// The segment read as an array index, when it is one.
     index: Option<usize>,
+}
+
+/// A segment's text. [`Path::index`] keeps its digits inline, so a write
+/// of many list items makes a path per item without allocating; any other
+/// segment owns a `String`. Equal and hashed as the text it holds, however
+/// it holds it.
+#[derive(Debug, Clone)]
+enum Text {
+    /// ASCII digits in `bytes[start..]` (a `usize` has at most 20).
+    Digits {
+        bytes: [u8; 20],
+        start: u8,
+    },
+    Owned(String),
+}
+
+impl Text {
+    fn as_str(&self) -> &str {
+        match self {
+            // Only ever ASCII digits, so always UTF-8.
+            Self::Digits { bytes, start } => {
+                std::str::from_utf8(bytes.get(usize::from(*start)..).unwrap_or_default())
+                    .unwrap_or_default()
+            }
+            Self::Owned(text) => text,
+        }
+    }
+
+    /// The decimal digits of `index`.
+    fn digits(index: usize) -> Self {
+        let mut bytes = [0u8; 20];
+        let mut at = bytes.len();
+        let mut rest = index;
+        loop {
+            at -= 1;
+            bytes[at] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        // `at` < 20.
+        Self::Digits {
+            bytes,
+            start: at as u8,
+        }
+    }
+}
+
+impl PartialEq for Text {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Text {}
+
+impl std::hash::Hash for Text {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
 }
 
 impl Segment {
@@ -112,7 +173,7 @@ impl Path {
                 .flatten()
                 .filter(|_| canonical);
             segments.push(Segment {
-                text: part.to_owned(),
+                text: Text::Owned(part.to_owned()),
                 index,
             });
         }
@@ -124,26 +185,12 @@ impl Path {
     /// The path of one array item (or of the object field named by the
     /// index's decimal text): `Path::index(3)` is `Path::parse("3")`.
     pub fn index(index: usize) -> Self {
-        // The digits by hand: `to_string` goes through the formatting
-        // machinery, which a write of many items would pay per item.
-        let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        let mut rest = index;
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (rest % 10) as u8;
-            rest /= 10;
-            if rest == 0 {
-                break;
-            }
-        }
-        // ASCII digits: always UTF-8, copied in one allocation.
-        let text = std::str::from_utf8(digits.get(at..).unwrap_or_default())
-            .unwrap_or_default()
-            .to_owned();
+        // The digits by hand and inline: `to_string` goes through the
+        // formatting machinery and allocates, which a write of many items
+        // would pay per item.
         Self {
             segments: Segments::One(Segment {
-                text,
+                text: Text::digits(index),
                 index: Some(index),
             }),
         }
@@ -156,6 +203,19 @@ impl Path {
             .as_slice()
             .first()
             .map(|segment| segment.text.as_str())
+    }
+
+    /// Whether this path and `other` start with the same segment (both
+    /// the root, or first segments alike): [`first`](Self::first) compared
+    /// without reading either segment as text.
+    pub(crate) fn same_first(&self, other: &Path) -> bool {
+        match (
+            self.segments.as_slice().first(),
+            other.segments.as_slice().first(),
+        ) {
+            (Some(mine), Some(theirs)) => mine.same(theirs),
+            (mine, theirs) => mine.is_none() && theirs.is_none(),
+        }
     }
 
     /// The first segments under which `old` and `new` differ: the object
@@ -221,7 +281,10 @@ impl Path {
             let order = match (a.index, b.index) {
                 // Canonical decimals: their numeric order is this order.
                 (Some(a), Some(b)) => a.cmp(&b),
-                _ => (a.text.len(), &a.text).cmp(&(b.text.len(), &b.text)),
+                _ => {
+                    let (a, b) = (a.text.as_str(), b.text.as_str());
+                    (a.len(), a).cmp(&(b.len(), b))
+                }
             };
             if order.is_ne() {
                 return order;
@@ -237,7 +300,7 @@ impl Path {
             .as_slice()
             .iter()
             .zip(segments)
-            .all(|(mine, theirs)| mine.text == *theirs)
+            .all(|(mine, theirs)| mine.text.as_str() == theirs)
     }
 
     /// The sub-value of `value` reached by this path's segments after the
@@ -254,7 +317,7 @@ impl Path {
         segments
             .iter()
             .try_fold(value, |current, segment| match current {
-                Value::Object(map) => map.get(&segment.text),
+                Value::Object(map) => map.get(segment.text.as_str()),
                 Value::Array(items) => segment.index.and_then(|i| items.get(i)),
                 _ => None,
             })
@@ -279,15 +342,17 @@ impl Path {
         let mut parent = target;
         for segment in parents {
             parent = match parent {
-                Value::Object(map) => map.get_mut(&segment.text),
+                Value::Object(map) => map.get_mut(segment.text.as_str()),
                 Value::Array(items) => segment.index.and_then(|i| items.get_mut(i)),
                 _ => return Err(bad("a step before the last is not an object or array")),
             }
             .ok_or_else(|| bad("a step before the last is missing from the value"))?;
         }
         match (parent, value) {
-            (Value::Object(map), Some(value)) => Ok(map.insert(last.text.clone(), value)),
-            (Value::Object(map), None) => Ok(map.remove(&last.text)),
+            (Value::Object(map), Some(value)) => {
+                Ok(map.insert(last.text.as_str().to_owned(), value))
+            }
+            (Value::Object(map), None) => Ok(map.remove(last.text.as_str())),
             (Value::Array(items), value) => {
                 let slot = last
                     .index
@@ -359,7 +424,7 @@ impl fmt::Display for Path {
             if i > 0 {
                 f.write_str(".")?;
             }
-            f.write_str(&segment.text)?;
+            f.write_str(segment.text.as_str())?;
         }
         Ok(())
     }
@@ -401,6 +466,13 @@ mod tests {
             let parsed = Path::parse(&text).unwrap();
             assert_eq!(Path::index(index), parsed, "{index}");
             assert_eq!(Path::index(index).to_string(), text);
+            // Inline digits and an owned text hash alike (subscriptions and
+            // sets of paths find one by the other).
+            let set: std::collections::HashSet<Path> = [Path::index(index)].into();
+            assert!(set.contains(&parsed), "{index}");
+            assert_eq!(Path::index(index).first(), Some(text.as_str()));
+            let value = json!({ text.clone(): 1 });
+            assert_eq!(Path::index(index).get(&value), Some(&json!(1)));
         }
         // "01" is an object field, never item 1.
         assert_ne!(Path::parse("01").unwrap(), Path::index(1));

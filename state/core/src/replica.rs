@@ -244,7 +244,7 @@ impl Change {
                     let name = first.path.first().unwrap_or_default();
                     let run = rest
                         .iter()
-                        .take_while(|place| place.path.first().unwrap_or_default() == name)
+                        .take_while(|place| place.path.same_first(&first.path))
                         .count();
                     let (under, after) = rest.split_at(run.max(1));
                     heads.push(Head {
@@ -276,7 +276,12 @@ impl Head<'_> {
     /// name (for any other path, whether the change touches it is not
     /// this head's to say: false).
     pub fn touches(&self, path: &Path) -> bool {
-        if path.first() != Some(self.name.as_ref()) {
+        let under = match self.places.first() {
+            // Compared as segments: an index is not read as text.
+            Some(place) => place.path.same_first(path),
+            None => path.first() == Some(self.name.as_ref()),
+        };
+        if !under {
             return false;
         }
         match &self.change.before {

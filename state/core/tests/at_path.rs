@@ -396,6 +396,42 @@ fn each_head_answers_for_the_places_under_it_alone() {
     }
 }
 
+/// Items written by index (their paths hold the digits inline) are found
+/// under their heads by subscriptions parsed from text, and "01", a field
+/// name, is not item 1.
+#[test]
+fn heads_of_items_written_by_index_answer_for_parsed_paths() {
+    let writer = unit("main/shop/cart");
+    let key = SharedKey::<Vec<Value>>::builder("rows")
+        .scope(Scope::Apartment)
+        .build()
+        .unwrap();
+    let mut store = replica(1);
+    store.declare(&key).unwrap();
+    let rows: Vec<Value> = (0..12).map(|i| json!({ "v": i })).collect();
+    drop(store.set(&writer, &key, rows).unwrap());
+    let items = [
+        (10, json!({"v": 100})),
+        (1, json!({"v": 1})),
+        (3, json!({"v": 30})),
+    ];
+    let write = store.set_items(&writer, &key, items).unwrap();
+    let change = write.change.unwrap();
+    let heads = change.heads().unwrap();
+    let names: Vec<&str> = heads.iter().map(|head| head.name.as_ref()).collect();
+    assert_eq!(names, ["1", "3", "10"]);
+    for probe in [
+        "1", "01", "1.v", "3", "3.v", "03", "10", "10.v", "2", "11", "x",
+    ] {
+        let at = path(probe);
+        let by_head = heads.iter().filter(|head| head.touches(&at)).count();
+        // Item 1 was written with what it held.
+        let expected = ["3", "3.v", "10", "10.v"].contains(&probe);
+        assert_eq!(change.touches(&at), expected, "{probe}");
+        assert_eq!(by_head, usize::from(expected), "{probe}");
+    }
+}
+
 #[test]
 fn items_of_a_typed_list_are_written_in_place() {
     let writer = unit("main/shop/cart");

@@ -216,8 +216,8 @@ impl StateManager {
         if shared.storages.borrow().is_empty() {
             return;
         }
-        let schedulers: Vec<Rc<dyn Fn()>> = shared.on_dirty.borrow().clone();
-        for schedule in schedulers {
+        let schedulers = Rc::clone(&shared.on_dirty.borrow());
+        for schedule in schedulers.iter() {
             schedule();
         }
     }
@@ -227,7 +227,10 @@ impl StateManager {
     /// discard, or [`mark_all_dirty`](Self::mark_all_dirty) (the web layer
     /// schedules one flush per animation frame). Only with storage attached.
     pub fn on_dirty(&self, schedule: impl Fn() + 'static) -> Result<()> {
-        self.shared()?.on_dirty.borrow_mut().push(Rc::new(schedule));
+        let shared = self.shared()?;
+        let mut schedulers = shared.on_dirty.borrow_mut();
+        let added: Rc<dyn Fn()> = Rc::new(schedule);
+        *schedulers = schedulers.iter().cloned().chain([added]).collect();
         Ok(())
     }
 }

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use gaesup_state_core::{Change, FullKey, Path, SharedKey, UnitAddress};
+use rustc_hash::FxHashMap;
 
 use super::StateManager;
 use crate::error::Result;
@@ -36,7 +37,10 @@ pub(super) struct Subscribers {
 #[derive(Default)]
 struct Watchers {
     whole: Vec<(u64, Subscriber)>,
-    by_head: BTreeMap<String, Vec<(u64, Subscriber)>>,
+    /// By first segment: hashed, since a write of rows looks up one head
+    /// per row (an ordered map compared ten or so texts for each among a
+    /// thousand rows). Heads are named by the app's own subscriptions.
+    by_head: FxHashMap<String, Vec<(u64, Subscriber)>>,
 }
 
 impl Watchers {

@@ -185,9 +185,12 @@ impl Replica {
                     // need measuring the whole state again sooner): one
                     // more walk of the value written, none of the document.
                     let written = exact_len(value, *value_len);
-                    added += match (replaced, path.last()) {
-                        (None, Some(name)) => written + string_len_bound(name) + 2,
-                        _ => written,
+                    added += match replaced {
+                        // A new field: its name too.
+                        None => path
+                            .last()
+                            .map_or(written, |name| written + string_len_bound(name) + 2),
+                        Some(_) => written,
                     };
                     removed += replaced.map_or(0, |old| exact_len(old, MAX_STATE_BYTES));
                 }
