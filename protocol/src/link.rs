@@ -978,7 +978,10 @@ impl Link {
         storage: &mut dyn Storage,
     ) -> LinkOutput {
         let mut out = self.on_text(text, now_ms, storage);
-        if self.socket_unproven && self.status == LinkStatus::HttpFallback {
+        // Only the relay's own answer says it is up: a proxy's 502 page
+        // while it restarts does not.
+        let from_relay = (200..300).contains(&status);
+        if from_relay && self.socket_unproven && self.status == LinkStatus::HttpFallback {
             // The relay answers. The socket attempts that sent this link to
             // HTTP may have failed only because it was down (a restart that
             // ended between the last one and this request): try the socket
@@ -1594,6 +1597,9 @@ mod tests {
             link.connecting();
             link.on_close(0.5, now);
         }
+        // A proxy's error page while the relay restarts is no answer.
+        link.on_http(502, "<html>Bad Gateway</html>", 15, &mut storage);
+        assert!(!link.wants_socket(15));
         // HTTP answers: the socket once more, at once.
         link.on_http(200, &empty_ops(), 20, &mut storage);
         assert!(link.wants_socket(20));
