@@ -128,7 +128,10 @@ export class Relay {
       this.child = null;
       throw error;
     });
-    if (!String(chunk).includes('listening')) throw new Error(`relay said ${chunk}`);
+    if (!String(chunk).includes('listening')) {
+      await this.kill();
+      throw new Error(`relay said ${chunk}`);
+    }
     child.stdout.resume();
     return this;
   }

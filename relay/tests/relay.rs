@@ -426,7 +426,14 @@ async fn the_http_fallback_pushes_pulls_with_a_long_poll_and_snapshots(backend: 
     assert!(!poll.is_finished(), "it waits");
     let mut client = Client::connect(&relay, &main_rw(), None).await;
     client.push(vec![device.count(5)]).await;
+    // Woken by the commit, not by the poll's deadline (which would answer
+    // with the op too).
+    let pushed = std::time::Instant::now();
     let (status, body) = poll.await.unwrap();
+    assert!(
+        pushed.elapsed() < std::time::Duration::from_secs(10),
+        "the long poll answered only at its deadline"
+    );
     assert_eq!(status, 200);
     let ServerMessage::Ops(ops) = ServerMessage::decode(&body).unwrap() else {
         panic!("{body}")
@@ -457,11 +464,12 @@ async fn a_silent_socket_is_closed_within_three_heartbeats(backend: Backend) {
     while silent.read_silently().await.is_some() {}
     assert_eq!(silent.closed.as_ref().map(|c| c.0), Some(4009));
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
-    // A device that answers stays connected past three heartbeats. (On a
+    // A device that answers stays connected for seven heartbeats, more
+    // than twice the three after which silence closes a socket. (On a
     // relay of its own with a longer heartbeat: at 200 ms a stall of this
     // test process for 600 ms, which a loaded machine can cause, would
-    // close a socket that does answer.)
-    let relay = Relay::on(backend, &["--heartbeat-ms", "1000"]);
+    // close a socket that does answer; at 500 ms it takes 1.5 s.)
+    let relay = Relay::on(backend, &["--heartbeat-ms", "500"]);
     let mut alive = Client::connect(&relay, &main_rw(), None).await;
     let until = std::time::Instant::now() + std::time::Duration::from_millis(3_500);
     while std::time::Instant::now() < until {
