@@ -827,6 +827,35 @@ fn a_write_made_while_a_change_is_delivered_is_what_later_subscribers_keep() {
     });
 }
 
+/// A subscriber that panics (where panics unwind: native builds, tests)
+/// loses its own notification, not everyone's later ones.
+#[test]
+fn a_panicking_subscriber_does_not_stop_later_deliveries() {
+    let owner = Owner::new();
+    owner.with(|| {
+        let state = manager(1);
+        let unit: UnitAddress = "main/lobby/counter".parse().unwrap();
+        let key = count_key();
+        state.declare(&key).unwrap();
+        let seen: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
+        let record = Arc::clone(&seen);
+        state
+            .subscribe(&unit, &key, None, move |change| {
+                let new = serde_json::Value::clone(&change.new);
+                assert_ne!(new, json!(1), "this subscriber fails on 1");
+                record.lock().unwrap().push(new);
+            })
+            .unwrap();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            state.set(&unit, &key, 1).unwrap();
+        }));
+        assert!(panicked.is_err());
+        state.set(&unit, &key, 2).unwrap();
+        state.set(&unit, &key, 3).unwrap();
+        assert_eq!(*seen.lock().unwrap(), [json!(2), json!(3)]);
+    });
+}
+
 /// A manager lives as long as the owner it was made under: once that owner
 /// is disposed, every call says so, even right after a call that worked
 /// (the last manager used is remembered for speed, and must not outlive

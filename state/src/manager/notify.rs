@@ -4,6 +4,7 @@
 
 use gaesup_state_core::{Change, Message};
 
+use super::subscribe::OnChange;
 use super::{LOG_CAPACITY, LogEntry, Origin, Shared, StateManager};
 
 impl StateManager {
@@ -52,24 +53,49 @@ impl StateManager {
             shared.pending.borrow_mut().extend(changes.iter().cloned());
             return;
         }
-        shared.delivering.set(true);
-        // Only one delivery runs at a time (others wait in `pending`), so
-        // one list of targets serves it; taken out so none is borrowed
-        // while a subscriber runs.
-        let mut targets = shared.targets.take();
-        let mut notify = |change: &Change| {
-            Self::targets(&shared.subscribers.borrow(), change, &mut targets);
-            for target in targets.drain(..) {
-                target(change);
-            }
-        };
-        changes.iter().for_each(&mut notify);
+        let mut delivery = Delivery::start(shared);
+        changes.iter().for_each(|change| delivery.notify(change));
         loop {
             let next = shared.pending.borrow_mut().pop_front();
             let Some(change) = next else { break };
-            notify(&change);
+            delivery.notify(&change);
         }
-        *shared.targets.borrow_mut() = targets;
-        shared.delivering.set(false);
+    }
+}
+
+/// The delivery running (only one at a time: others wait in `pending`).
+/// Dropped when it ends, or when a subscriber's panic unwinds through it:
+/// either way the next change is delivered again, with what was queued.
+struct Delivery<'s> {
+    shared: &'s Shared,
+    /// The manager's list of targets, taken out so none is borrowed while
+    /// a subscriber runs, and handed back at the end.
+    targets: Vec<OnChange>,
+}
+
+impl<'s> Delivery<'s> {
+    fn start(shared: &'s Shared) -> Self {
+        shared.delivering.set(true);
+        Self {
+            shared,
+            targets: shared.targets.take(),
+        }
+    }
+
+    fn notify(&mut self, change: &Change) {
+        StateManager::targets(&self.shared.subscribers.borrow(), change, &mut self.targets);
+        for target in self.targets.drain(..) {
+            target(change);
+        }
+    }
+}
+
+impl Drop for Delivery<'_> {
+    fn drop(&mut self) {
+        // Empty but for what a panic left undrained; the manager's list
+        // (taken out at the start) is empty and unallocated.
+        self.targets.clear();
+        std::mem::swap(&mut *self.shared.targets.borrow_mut(), &mut self.targets);
+        self.shared.delivering.set(false);
     }
 }
