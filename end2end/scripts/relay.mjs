@@ -96,8 +96,23 @@ export class Relay {
     return `ws://127.0.0.1:${this.port}`;
   }
 
+  /** Starts the relay on its port, or on a free one it picks (another
+   * process may take that port before the relay binds it: then it picks
+   * again, a few times). */
   async start() {
-    if (!this.port) this.port = await freePort();
+    if (this.port) return this.spawn();
+    for (let attempt = 0; ; attempt += 1) {
+      this.port = await freePort();
+      try {
+        return await this.spawn();
+      } catch (error) {
+        this.port = 0;
+        if (attempt >= 4) throw error;
+      }
+    }
+  }
+
+  async spawn() {
     // The relay's log goes to the test output: errors only, unless
     // E2E_RELAY_LOG says more (`E2E_RELAY_LOG=warn` while chasing a failure).
     this.child = spawn(
