@@ -122,8 +122,14 @@ impl Browser {
             .persist(gaesup_state_core::Lifetime::Persistent, &mut self.storage);
     }
 
+    /// The counter, as the lobby reads it.
     fn value(&self) -> serde_json::Value {
-        let key = self.device.key("count");
+        self.read("count")
+    }
+
+    /// The key `name`, as the lobby reads it.
+    fn read(&self, name: &str) -> serde_json::Value {
+        let key = self.device.key(name);
         self.device
             .store
             .get_value(&support::lobby(), &key)
@@ -133,14 +139,6 @@ impl Browser {
     /// Whether the relay answered every op in the outbox.
     fn flushed(&self) -> bool {
         self.link.waiting() == 0
-    }
-
-    fn shared_note(&self) -> serde_json::Value {
-        let key = self.device.key("shared-note");
-        self.device
-            .store
-            .get_value(&support::lobby(), &key)
-            .unwrap()
     }
 
     /// Whether every op of this device the relay stored came back to it
@@ -718,10 +716,10 @@ async fn offline_writes_larger_than_a_frame_together(http: bool, backend: Backen
     let mut b = Browser::new(2, Some(main_rw()));
     b.ws_blocked = http;
     b.pump_until(&relay, "B has A's last note", |b| {
-        b.shared_note() == json!(texts[4])
+        b.read("shared-note") == json!(texts[4])
     })
     .await;
-    assert_eq!(b.shared_note(), json!(texts[4]));
+    assert_eq!(b.read("shared-note"), json!(texts[4]));
 }
 
 async fn offline_writes_larger_than_a_frame_together_all_reach_the_relay(backend: Backend) {
