@@ -486,9 +486,14 @@ impl Replica {
     /// stays the same: a resolution that keeps the current value must
     /// still close every tab's conflict dialog.
     fn conflict_ids_of(state: Option<&KeyState>) -> Vec<crate::op::OpId> {
-        state
-            .map(|state| state.conflicts().into_iter().map(|c| c.id).collect())
-            .unwrap_or_default()
+        match state {
+            // The only strategy with conflicts: no other state is asked
+            // for a list (every write compares them twice).
+            Some(state @ KeyState::UserResolve(_)) => {
+                state.conflicts().into_iter().map(|c| c.id).collect()
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// What a key reads now, to compare after a change ([`Replica::changed`]).
@@ -506,7 +511,17 @@ impl Replica {
 
     /// The change from `before` to now, if anyone could see one.
     fn changed(&self, spec: &KeySpec, key: &FullKey, before: Before) -> Option<Change> {
-        let state = self.states.get(key);
+        Self::change_of(spec, key, before, self.states.get(key))
+    }
+
+    /// [`changed`](Self::changed) of a key whose state is now `state`,
+    /// already looked up.
+    fn change_of(
+        spec: &KeySpec,
+        key: &FullKey,
+        before: Before,
+        state: Option<&KeyState>,
+    ) -> Option<Change> {
         let new = Self::current_of(spec, state);
         let visible = before.value != new || before.conflicts != Self::conflict_ids_of(state);
         visible.then(|| Change::new(key.clone(), before.value, new))

@@ -81,6 +81,53 @@ fn violations_name_the_key_the_unit_and_the_action() {
 }
 
 #[test]
+fn a_unit_allowed_one_action_on_a_key_is_checked_again_for_another() {
+    // The replica remembers which actions passed for the key and unit it
+    // opened last; one that passed must not let another through, and a
+    // refusal must not be remembered as a pass.
+    let cart = SharedKey::<i64>::builder("cart")
+        .scope(Scope::Apartment)
+        .write(Access::units(["cart"]).unwrap())
+        .build()
+        .unwrap();
+    let mut store = store_with(1, &[&cart]);
+    let (header, shopper) = (unit("mall/top/header"), unit("mall/shop/cart"));
+    for _ in 0..2 {
+        assert_eq!(store.get(&header, &cart).unwrap(), 0);
+        assert!(matches!(
+            store.set(&header, &cart, 1),
+            Err(Error::PermissionDenied {
+                action: Action::Write,
+                ..
+            })
+        ));
+    }
+    store.set(&shopper, &cart, 2).unwrap();
+    assert!(store.set(&header, &cart, 3).is_err());
+    assert_eq!(store.get(&header, &cart).unwrap(), 2);
+    // Reads allowed to one building only: a write that passed does not
+    // let a read through.
+    let shelf = SharedKey::<i64>::builder("shelf")
+        .scope(Scope::Apartment)
+        .read(Access::buildings(["shop"]).unwrap())
+        .build()
+        .unwrap();
+    store.declare(&shelf).unwrap();
+    store.set(&header, &shelf, 4).unwrap();
+    for _ in 0..2 {
+        assert!(matches!(
+            store.get(&header, &shelf),
+            Err(Error::PermissionDenied {
+                action: Action::Read,
+                ..
+            })
+        ));
+        assert!(store.subscribe(&header, &shelf).is_err());
+    }
+    assert_eq!(store.get(&shopper, &shelf).unwrap(), 4);
+}
+
+#[test]
 fn private_keys_of_two_units_never_collide() {
     let draft = key("draft", Scope::Private);
     let mut store = store_with(1, &[&draft]);

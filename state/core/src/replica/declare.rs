@@ -169,7 +169,7 @@ impl Replica {
         spec: &Arc<KeySpec>,
         action: Action,
     ) -> Result<(Arc<KeySpec>, FullKey)> {
-        let (spec, full) = match self.last_opened(unit, spec) {
+        let (spec, full, allowed) = match self.last_opened(unit, spec, action) {
             Some(opened) => opened,
             None => {
                 let registered = self.registered(spec)?;
@@ -179,27 +179,41 @@ impl Replica {
                     unit: unit.clone(),
                     spec: Arc::clone(&registered),
                     full: full.clone(),
+                    may_read: false,
+                    may_write: false,
                 });
-                (registered, full)
+                (registered, full, false)
             }
         };
         self.check_apartment(&full)?;
-        Self::check_access(&spec, &full, unit, action)?;
+        if !allowed {
+            Self::check_access(&spec, &full, unit, action)?;
+            if let Some(opened) = self.opened.borrow_mut().as_mut() {
+                opened.allow(action);
+            }
+        }
         Ok((spec, full))
     }
 
     /// The declaration and full key [`open_spec`](Self::open_spec) found
     /// last, if it was asked for the same declaration (the same `Arc`) and
-    /// an equal unit address.
+    /// an equal unit address, and whether `action` passed
+    /// [`check_access`](Self::check_access) for them since.
     fn last_opened(
         &self,
         unit: &UnitAddress,
         spec: &Arc<KeySpec>,
-    ) -> Option<(Arc<KeySpec>, FullKey)> {
+        action: Action,
+    ) -> Option<(Arc<KeySpec>, FullKey, bool)> {
         let opened = self.opened.borrow();
         let opened = opened.as_ref()?;
-        (Arc::ptr_eq(&opened.asked, spec) && opened.unit == *unit)
-            .then(|| (Arc::clone(&opened.spec), opened.full.clone()))
+        (Arc::ptr_eq(&opened.asked, spec) && opened.unit == *unit).then(|| {
+            (
+                Arc::clone(&opened.spec),
+                opened.full.clone(),
+                opened.allows(action),
+            )
+        })
     }
 
     /// The full key of `spec` as seen from `unit`, sharing the text of
@@ -216,8 +230,13 @@ impl Replica {
         if self.states.contains_key(key) {
             return Ok(());
         }
-        let count = self
-            .counts
+        Self::room_in(&self.counts, spec)
+    }
+
+    /// [`check_room`](Self::check_room) for a key known to hold no state,
+    /// against the replica's key counts `counts`.
+    pub(super) fn room_in(counts: &BTreeMap<(Scope, String), usize>, spec: &KeySpec) -> Result<()> {
+        let count = counts
             .get(&(spec.scope(), spec.name().as_str().to_owned()))
             .copied()
             .unwrap_or(0);
@@ -261,4 +280,26 @@ pub(super) struct Opened {
     /// The declaration registered for it.
     spec: Arc<KeySpec>,
     full: FullKey,
+    /// Reads (and subscriptions) passed [`Replica::check_access`]: its
+    /// answer follows from the declaration, the full key and the unit
+    /// alone, all fixed here.
+    may_read: bool,
+    /// Writes passed it.
+    may_write: bool,
+}
+
+impl Opened {
+    fn allows(&self, action: Action) -> bool {
+        match action {
+            Action::Read | Action::Subscribe => self.may_read,
+            Action::Write => self.may_write,
+        }
+    }
+
+    fn allow(&mut self, action: Action) {
+        match action {
+            Action::Read | Action::Subscribe => self.may_read = true,
+            Action::Write => self.may_write = true,
+        }
+    }
 }

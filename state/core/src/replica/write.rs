@@ -202,7 +202,9 @@ impl Replica {
         payload: Payload,
         how: Stamping,
     ) -> Result<Write> {
-        self.check_room(spec, &key)?;
+        // Room for a new key is checked where the op is applied (the
+        // state is looked up there anyway); a refused op gives its
+        // sequence number back.
         let seq = self.seq;
         let op = self.stamp_op(spec, key, unit, payload, &how)?;
         let change = match self.apply_sized(spec, &op, how.value_len) {
@@ -261,23 +263,39 @@ impl Replica {
     }
 
     /// Applies a local op, refusing it (and changing nothing) if the key's
-    /// state would pass [`MAX_LOCAL_STATE_BYTES`]; returns the change.
-    /// `value_len` as in [`Stamping`].
+    /// state would pass [`MAX_LOCAL_STATE_BYTES`], or if the key holds no
+    /// state yet and its declaration has all the full keys it may have
+    /// ([`Error::TooManyKeys`]); returns the change. `value_len` as in
+    /// [`Stamping`].
+    ///
+    /// A key that holds a state is looked up once, in each of the maps of
+    /// states and of sizes: this runs on every write.
     pub(super) fn apply_sized(
         &mut self,
         spec: &KeySpec,
         op: &Op,
         value_len: Option<usize>,
     ) -> Result<Option<Change>> {
-        let state = self.states.get(&op.key);
-        let before = Self::before_of(spec, state);
         let added = payload_len(&op.payload, value_len) + ITEM_OVERHEAD;
-        let held = self.size_estimate_of(&op.key, || state);
+        let Self {
+            states,
+            sizes,
+            counts,
+            ..
+        } = self;
+        let state = states.get_mut(&op.key);
+        let before = Self::before_of(spec, state.as_deref());
+        let size = sizes.get_mut(&op.key);
+        let held = match (&size, &state) {
+            (Some(size), _) => **size,
+            (None, Some(state)) => encoded_len(&**state, MAX_STATE_BYTES + 1),
+            (None, None) => 0,
+        };
         // A register holds one entry: after a set it holds the old one or
         // the new one, so it is at most the larger of the two. Any other
         // state may keep both.
         let replaces = matches!(
-            (state, &op.payload),
+            (state.as_deref(), &op.payload),
             (
                 Some(KeyState::LastWriteWins(_) | KeyState::FirstWriteWins(_)),
                 Payload::Set { .. }
@@ -288,16 +306,34 @@ impl Replica {
         } else {
             held.saturating_add(added)
         };
-        if estimate <= MAX_LOCAL_STATE_BYTES {
-            self.state_mut(spec, &op.key).apply(op)?;
-            match self.sizes.get_mut(&op.key) {
+        let change = if estimate <= MAX_LOCAL_STATE_BYTES {
+            let after: &KeyState = match state {
+                Some(state) => {
+                    state.apply(op)?;
+                    state
+                }
+                None => {
+                    Self::room_in(counts, spec)?;
+                    let mut fresh = KeyState::empty(spec.strategy());
+                    fresh.apply(op)?;
+                    Self::count_new(counts, spec);
+                    states.entry(op.key.clone()).or_insert(fresh)
+                }
+            };
+            let change = Self::change_of(spec, &op.key, before, Some(after));
+            match size {
                 Some(size) => *size = estimate,
                 None => {
-                    self.sizes.insert(op.key.clone(), estimate);
+                    sizes.insert(op.key.clone(), estimate);
                 }
             }
+            change
         } else {
+            if state.is_none() {
+                Self::room_in(counts, spec)?;
+            }
             let mut trial = state
+                .as_deref()
                 .cloned()
                 .unwrap_or_else(|| KeyState::empty(spec.strategy()));
             trial.apply(op)?;
@@ -305,9 +341,10 @@ impl Replica {
             self.count_key(spec, &op.key);
             self.states.insert(op.key.clone(), trial);
             self.sizes.insert(op.key.clone(), size);
-        }
+            self.changed(spec, &op.key, before)
+        };
         self.touch(spec, &op.key);
-        Ok(self.changed(spec, &op.key, before))
+        Ok(change)
     }
 
     /// The state of `key`, created empty (and counted) if missing.
