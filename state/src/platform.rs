@@ -3,15 +3,6 @@
 use gaesup_state_core::{Clock, TabId};
 
 /// Wall-clock time: `Date.now()` in the browser, the system clock natively.
-///
-/// In the browser the time is read once per task: every write a task (an
-/// event handler, a message, a timer, one run of the microtask queue)
-/// makes is stamped with the time of its first read, and the next task
-/// reads the clock again. `Date.now()` is a call out to JavaScript that
-/// costs about as much as a whole write of a small JavaScript store, and
-/// a burst of writes in one handler needs it once: the stamps of the
-/// burst still order it, by their counter (see
-/// [`Hlc`](gaesup_state_core::Hlc)).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SystemClock;
 
@@ -22,24 +13,10 @@ impl Clock for SystemClock {
 }
 
 #[cfg(target_arch = "wasm32")]
-thread_local! {
-    /// The time this task read, until the microtask that forgets it runs.
-    static TASK_NOW: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
-}
-
-#[cfg(target_arch = "wasm32")]
 fn now_ms() -> u64 {
-    if let Some(now) = TASK_NOW.get() {
-        return now;
-    }
     // Date.now() is a non-negative integer of milliseconds well inside
     // f64's exact range, so the cast loses nothing.
-    let now = js_sys::Date::now() as u64;
-    TASK_NOW.set(Some(now));
-    // Runs once the code running now returns to the event loop (the
-    // futures executor queues a microtask): the next task reads again.
-    wasm_bindgen_futures::spawn_local(async { TASK_NOW.set(None) });
-    now
+    js_sys::Date::now() as u64
 }
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -1,5 +1,4 @@
-//! What needs the browser's task queue: optimistic writes in hooks, and
-//! the system clock read once per task.
+//! Hooks whose behaviour needs the browser's task queue: optimistic writes.
 #![cfg(target_arch = "wasm32")]
 #![allow(clippy::unwrap_used, reason = "tests: a failure should fail loudly")]
 
@@ -96,28 +95,4 @@ async fn confirmed_write_stays() {
     assert!(!state.meta.pending.get_untracked());
     assert_eq!(state.value.get_untracked(), "kept");
     assert!(state.meta.error.get_untracked().is_none());
-}
-
-#[wasm_bindgen_test]
-async fn the_system_clock_is_read_once_per_task() {
-    let owner = Owner::new();
-    let manager = owner.with(StateManager::with_system_clock);
-    let unit: UnitAddress = "a/b/u".parse().unwrap();
-    let key = title();
-    manager.declare(&key).unwrap();
-    let first = manager.set(&unit, &key, "one".to_owned()).unwrap().op.stamp;
-    // Real time moves on within this task...
-    let later = js_sys::Date::now() + 3.0;
-    while js_sys::Date::now() < later {}
-    let second = manager.set(&unit, &key, "two".to_owned()).unwrap().op.stamp;
-    // ... but its writes keep the time it read first, ordered by counter.
-    assert_eq!(second.wall_ms, first.wall_ms);
-    assert!(second > first);
-    // Once it returns to the event loop, the clock is read again.
-    settle().await;
-    let third = manager.set(&unit, &key, "three".to_owned()).unwrap().op.stamp;
-    assert!(
-        third.wall_ms as f64 >= later,
-        "{third:?} was stamped before {later}"
-    );
 }
