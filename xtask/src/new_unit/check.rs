@@ -31,8 +31,13 @@ const FRAMEWORK_UNITS: [(&str, &str); 3] = [
 pub const BUILDING: &str = "yard";
 /// Where the scratch copy goes, under the root.
 const SCRATCH: &str = "target/new-unit-check";
-/// Not copied: build output, dependencies, VCS data, test reports.
+/// Not copied: build output, dependencies, VCS data, test reports, and
+/// cargo's configuration: the copy lies under the root, so cargo reads the
+/// root's `.cargo/config.toml` anyway, and a second one would join its
+/// lists to the first (the wasm `rustflags` twice: every dependency
+/// compiled again, where the copy should reuse the release stage's).
 const SKIPPED: &[&str] = &[
+    ".cargo",
     ".git",
     "target",
     "dist",
