@@ -489,9 +489,7 @@ impl Replica {
         match state {
             // The only strategy with conflicts: no other state is asked
             // for a list (every write compares them twice).
-            Some(state @ KeyState::UserResolve(_)) => {
-                state.conflicts().into_iter().map(|c| c.id).collect()
-            }
+            Some(KeyState::UserResolve(state)) => state.conflict_ids(),
             _ => Vec::new(),
         }
     }

@@ -221,13 +221,7 @@ impl ResolveState {
 
     /// All live entries, winner first, when there are at least two.
     pub fn conflicts(&self) -> Vec<Conflict> {
-        if self.entries.len() < 2 {
-            return Vec::new();
-        }
-        let mut entries: Vec<&Entry> = self.entries.values().collect();
-        entries.sort_by(|a, b| b.order(a));
-        entries
-            .into_iter()
+        self.in_conflict()
             .map(|e| Conflict {
                 id: e.id,
                 writer: e.writer.clone(),
@@ -235,6 +229,24 @@ impl ResolveState {
                 value: Value::clone(&e.value),
             })
             .collect()
+    }
+
+    /// The ids of [`conflicts`](Self::conflicts), in the same order,
+    /// without copying their values (compared before and after every
+    /// write).
+    pub(crate) fn conflict_ids(&self) -> Vec<OpId> {
+        self.in_conflict().map(|e| e.id).collect()
+    }
+
+    /// The entries in conflict (none unless two or more), winner first.
+    fn in_conflict(&self) -> impl Iterator<Item = &Entry> {
+        let mut entries: Vec<&Entry> = if self.entries.len() < 2 {
+            Vec::new()
+        } else {
+            self.entries.values().collect()
+        };
+        entries.sort_by(|a, b| b.order(a));
+        entries.into_iter()
     }
 
     pub(crate) fn migrate(&mut self, step: &mut dyn FnMut(Value) -> Result<Value>) -> Result<()> {
