@@ -32,12 +32,9 @@ pub const BUILDING: &str = "yard";
 /// Where the scratch copy goes, under the root.
 const SCRATCH: &str = "target/new-unit-check";
 /// Not copied: build output, dependencies, VCS data, test reports, and
-/// cargo's configuration: the copy lies under the root, so cargo reads the
-/// root's `.cargo/config.toml` anyway, and a second one would join its
-/// lists to the first (the wasm `rustflags` twice: every dependency
-/// compiled again, where the copy should reuse the release stage's).
+/// cargo's configuration (see [`CARGO_CONFIG`]).
 const SKIPPED: &[&str] = &[
-    ".cargo",
+    CARGO_CONFIG,
     ".git",
     "target",
     "dist",
@@ -49,6 +46,14 @@ const SKIPPED: &[&str] = &[
     "end2end/playwright-report",
 ];
 
+/// Cargo's configuration. Where the copy lies under the root on disk,
+/// cargo reads the root's `.cargo/config.toml` for it anyway, and a copy
+/// of it would join its lists to the root's (the wasm `rustflags` twice: a
+/// different fingerprint, so every dependency compiled again where the
+/// release stage's should be reused). Where it does not (`target/` a link
+/// to a cache elsewhere), it is copied, or the copy would build without it.
+const CARGO_CONFIG: &str = ".cargo";
+
 /// Runs the check; `on_line` gets Playwright's output (for the tally).
 pub fn run(env: &ToolEnv, on_line: &mut dyn FnMut(&str)) -> Result<(), String> {
     let root = root();
@@ -58,6 +63,13 @@ pub fn run(env: &ToolEnv, on_line: &mut dyn FnMut(&str)) -> Result<(), String> {
         fs::remove_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
     }
     copy_tree(&root, &scratch, Path::new(""))?;
+    if !inherits_config(&root, &scratch)? {
+        copy_tree(
+            &root.join(CARGO_CONFIG),
+            &scratch.join(CARGO_CONFIG),
+            Path::new(""),
+        )?;
+    }
     for modules in ["node_modules", "end2end/node_modules"] {
         link(&root.join(modules), &scratch.join(modules))?;
     }
@@ -196,6 +208,13 @@ fn target_dir(root: &Path) -> std::path::PathBuf {
     }
 }
 
+/// Whether cargo, run in `scratch`, reads `root`'s configuration: whether
+/// `scratch` lies under `root` on disk, links resolved.
+fn inherits_config(root: &Path, scratch: &Path) -> Result<bool, String> {
+    let real = |path: &Path| fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()));
+    Ok(real(scratch)?.starts_with(real(root)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,6 +233,7 @@ mod tests {
             "node_modules/y/index.js",
             "end2end/tests/a.spec.ts",
             "units/target/keep.rs",
+            ".cargo/config.toml",
         ] {
             let path = from.join(file);
             fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -243,9 +263,29 @@ mod tests {
             modified(&from.join("app/src/lib.rs")),
             "the copy keeps modification times"
         );
-        for skipped in ["target", "dist", "end2end/node_modules", "node_modules"] {
+        for skipped in [
+            "target",
+            "dist",
+            "end2end/node_modules",
+            "node_modules",
+            ".cargo",
+        ] {
             assert!(!to.join(skipped).exists(), "{skipped} was copied");
         }
+        fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_copy_under_a_linked_target_does_not_inherit_the_config() {
+        let base = std::env::temp_dir().join(format!("xtask-check-link-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&base);
+        let (root, cache) = (base.join("repo"), base.join("cache"));
+        fs::create_dir_all(root.join("target/check")).unwrap();
+        fs::create_dir_all(cache.join("check")).unwrap();
+        assert!(inherits_config(&root, &root.join("target/check")).unwrap());
+        std::os::unix::fs::symlink(&cache, root.join("linked")).unwrap();
+        assert!(!inherits_config(&root, &root.join("linked/check")).unwrap());
         fs::remove_dir_all(&base).unwrap();
     }
 }
