@@ -35,7 +35,10 @@ impl<'de, A: MapAccess<'de>> Content<'_, A> {
     /// of the input, not decoded from the `Value`: a decoder of every wire
     /// type from a `Value` would be a second copy of them all in the wasm
     /// (about 40 KiB before wasm-opt), for input in the order this code
-    /// never writes.
+    /// never writes. (The parse holds the content to serde_json's nesting
+    /// limit of 128, which text input never reaches: it is refused past
+    /// [`MAX_JSON_DEPTH`](crate::limits::MAX_JSON_DEPTH) first. A `Value`
+    /// built in Rust and decoded with `from_value` could be deeper.)
     pub(crate) fn read<X: DeserializeOwned>(self) -> Result<X, A::Error> {
         match self {
             Self::Next(map) => map.next_value(),
