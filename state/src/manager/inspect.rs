@@ -99,8 +99,12 @@ impl StateManager {
         };
         let replica = shared.replica.borrow();
         let subscribers = shared.subscribers.borrow();
-        let names: std::collections::BTreeSet<&FullKey> =
-            replica.states().keys().chain(subscribers.keys()).collect();
+        // Inserted one by one: collecting into a set compiles a sort of its
+        // own for each place that collects (about 4 KiB of wasm each).
+        let mut names = std::collections::BTreeSet::new();
+        for key in replica.states().keys().chain(subscribers.keys()) {
+            names.insert(key);
+        }
         names
             .into_iter()
             .filter_map(|key| {

@@ -183,10 +183,19 @@ impl Replica {
                 }
                 Payload::Patch { set, .. } => {
                     // Field by field: the changed fields as an object of
-                    // the old version, migrated like a whole value.
-                    let object = Value::Object(std::mem::take(set).into_iter().collect());
-                    match schema.migrate_value(name, op.schema, object)? {
-                        Value::Object(migrated) => *set = migrated.into_iter().collect(),
+                    // the old version, migrated like a whole value (moved
+                    // one by one: collecting into a map compiles a sort of
+                    // its own for each place that collects).
+                    let mut object = serde_json::Map::new();
+                    for (field, value) in std::mem::take(set) {
+                        object.insert(field, value);
+                    }
+                    match schema.migrate_value(name, op.schema, Value::Object(object))? {
+                        Value::Object(migrated) => {
+                            for (field, value) in migrated {
+                                set.insert(field, value);
+                            }
+                        }
                         _ => {
                             return Err(Error::Migration {
                                 key: name.to_owned(),

@@ -184,12 +184,14 @@ impl MergeState {
         if !self.fields.values().any(|f| f.stamp.wall_ms < horizon) {
             return;
         }
-        let old: BTreeMap<String, FieldEntry> = self
-            .fields
-            .iter()
-            .filter(|(_, f)| f.stamp.wall_ms < horizon)
-            .map(|(name, f)| (name.clone(), f.clone()))
-            .collect();
+        // Inserted one by one: collecting into a map compiles a sort of its own
+        // for each place that collects (about 4 KiB of wasm each).
+        let mut old: BTreeMap<String, FieldEntry> = BTreeMap::new();
+        for (name, field) in &self.fields {
+            if field.stamp.wall_ms < horizon {
+                old.insert(name.clone(), field.clone());
+            }
+        }
         let identity = old
             .values()
             .map(|f| (f.stamp, f.id, &f.writer))
@@ -286,15 +288,19 @@ pub(crate) fn diff(
     old: &Map<String, Value>,
     new: &Map<String, Value>,
 ) -> (BTreeMap<String, Value>, BTreeSet<String>) {
-    let set = new
-        .iter()
-        .filter(|(name, value)| old.get(*name) != Some(*value))
-        .map(|(name, value)| (name.clone(), value.clone()))
-        .collect();
-    let remove = old
-        .keys()
-        .filter(|name| !new.contains_key(*name))
-        .cloned()
-        .collect();
+    // Inserted one by one: collecting into a map or a set compiles a sort
+    // of its own for each place that collects (about 4 KiB of wasm each).
+    let mut set = BTreeMap::new();
+    for (name, value) in new {
+        if old.get(name) != Some(value) {
+            set.insert(name.clone(), value.clone());
+        }
+    }
+    let mut remove = BTreeSet::new();
+    for name in old.keys() {
+        if !new.contains_key(name) {
+            remove.insert(name.clone());
+        }
+    }
     (set, remove)
 }
