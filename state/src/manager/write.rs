@@ -167,16 +167,15 @@ impl StateManager {
         &self,
         shared: &Shared,
         run: impl FnOnce(&mut Replica) -> gaesup_state_core::Result<R>,
-    ) -> Result<R> {
-        let (done, earlier) = {
-            let mut replica = shared.replica.borrow_mut();
-            let done = run(&mut replica);
-            (done, replica.take_unreported())
-        };
+    ) -> gaesup_state_core::Result<R> {
+        let mut replica = shared.replica.borrow_mut();
+        let done = run(&mut replica);
+        let earlier = replica.take_unreported();
+        drop(replica);
         if !earlier.is_empty() {
             self.publish(shared, &earlier, None, Origin::Remote);
         }
-        Ok(done?)
+        done
     }
 
     pub(super) fn write(
@@ -189,14 +188,18 @@ impl StateManager {
         if shared.replica.borrow().polls_due() {
             self.poll(&shared);
         }
-        let write = self.run_local(&shared, run)?;
-        self.publish(
-            &shared,
-            write.change.as_slice(),
-            write.message.as_ref(),
-            Origin::Local,
-        );
-        Ok(write)
+        // The write is published where it lies and returned as it is: a
+        // `Write` is some 300 bytes, and each `?` on the way out moved it.
+        let done = self.run_local(&shared, run);
+        if let Ok(write) = &done {
+            self.publish(
+                &shared,
+                write.change.as_slice(),
+                write.message.as_ref(),
+                Origin::Local,
+            );
+        }
+        Ok(done?)
     }
 
     /// Several writes applied atomically: one broadcast, and each affected
