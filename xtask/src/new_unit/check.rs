@@ -48,10 +48,11 @@ const SKIPPED: &[&str] = &[
 
 /// Cargo's configuration. Where the copy lies under the root on disk,
 /// cargo reads the root's `.cargo/config.toml` for it anyway, and a copy
-/// of it would join its lists to the root's (the wasm `rustflags` twice: a
-/// different fingerprint, so every dependency compiled again where the
-/// release stage's should be reused). Where it does not (`target/` a link
-/// to a cache elsewhere), it is copied, or the copy would build without it.
+/// of it would join its lists to the root's (`rustflags`, for one, passed
+/// twice: a different fingerprint, so every dependency compiled again
+/// where the release stage's should be reused). Where it does not
+/// (`target/` a link to a cache elsewhere), it is copied, or the copy
+/// would build without it.
 const CARGO_CONFIG: &str = ".cargo";
 
 /// Runs the check; `on_line` gets Playwright's output (for the tally).
