@@ -139,12 +139,7 @@ impl StateManager {
         let shared = self.shared()?;
         let reverted = self.run_local(&shared, |replica| replica.revert(unit, key, written))?;
         if let Some(write) = &reverted {
-            self.publish(
-                &shared,
-                write.change.as_slice(),
-                write.message.as_ref(),
-                Origin::Local,
-            );
+            self.publish_local(&shared, write);
         }
         Ok(reverted)
     }
@@ -192,14 +187,19 @@ impl StateManager {
         // `Write` is some 300 bytes, and each `?` on the way out moved it.
         let done = self.run_local(&shared, run);
         if let Ok(write) = &done {
-            self.publish(
-                &shared,
-                write.change.as_slice(),
-                write.message.as_ref(),
-                Origin::Local,
-            );
+            self.publish_local(&shared, write);
         }
         Ok(done?)
+    }
+
+    /// Publishes a local write: its change and its message.
+    fn publish_local(&self, shared: &Shared, write: &Write) {
+        self.publish(
+            shared,
+            write.change.as_slice(),
+            write.message.as_ref(),
+            Origin::Local,
+        );
     }
 
     /// Several writes applied atomically: one broadcast, and each affected

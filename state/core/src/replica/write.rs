@@ -306,6 +306,9 @@ impl Replica {
         } else {
             held.saturating_add(added)
         };
+        if state.is_none() {
+            Self::room_in(counts, spec)?;
+        }
         let change = if estimate <= MAX_LOCAL_STATE_BYTES {
             let after: &KeyState = match state {
                 Some(state) => {
@@ -313,7 +316,6 @@ impl Replica {
                     state
                 }
                 None => {
-                    Self::room_in(counts, spec)?;
                     let mut fresh = KeyState::empty(spec.strategy());
                     fresh.apply(op)?;
                     Self::count_new(counts, spec);
@@ -329,9 +331,6 @@ impl Replica {
             }
             change
         } else {
-            if state.is_none() {
-                Self::room_in(counts, spec)?;
-            }
             let mut trial = state
                 .as_deref()
                 .cloned()
