@@ -168,6 +168,7 @@ mod storage;
 mod strategy;
 mod tagged;
 mod transport;
+pub mod vec_map;
 
 pub use clock::{Clock, Hlc, MAX_CLOCK_AHEAD_MS, MAX_HOLD_AHEAD_MS, ManualClock, Stamp};
 pub use error::{Error, PREVIEW_CHARS, Result, preview};

@@ -70,6 +70,7 @@ use crate::op::{Op, OpGroup};
 use crate::path::Path;
 use crate::scope::{FullKey, Lifetime, Scope};
 use crate::strategy::KeyState;
+use crate::vec_map::VecMap;
 
 pub(crate) use intent::{Intent, payload_for};
 
@@ -355,11 +356,11 @@ pub struct Replica {
     clock: Box<dyn Clock>,
     hlc: Hlc,
     seq: u64,
-    specs: BTreeMap<Scope, BTreeMap<KeyName, std::sync::Arc<KeySpec>>>,
+    specs: VecMap<Scope, VecMap<KeyName, std::sync::Arc<KeySpec>>>,
     states: BTreeMap<FullKey, KeyState>,
     /// Full keys per declaration (scope, name), against
     /// [`MAX_KEYS_PER_DECLARATION`](crate::MAX_KEYS_PER_DECLARATION).
-    counts: BTreeMap<(Scope, String), usize>,
+    counts: VecMap<(Scope, String), usize>,
     /// An upper bound of each state's serialized size (exact when last
     /// measured), so the size limit costs a measurement only near it.
     sizes: BTreeMap<FullKey, usize>,
@@ -367,7 +368,7 @@ pub struct Replica {
     quarantined: BTreeMap<FullKey, Quarantine>,
     held: held::Held,
     /// When each tab last got a sync answer from us (throttle).
-    answered: BTreeMap<TabId, u64>,
+    answered: VecMap<TabId, u64>,
     /// Changes made outside a call that reports them (items shed or
     /// re-admitted by the clock window), for [`Replica::poll`].
     unreported: Vec<Change>,
@@ -400,14 +401,14 @@ impl Replica {
             clock: Box::new(clock),
             hlc: Hlc::new(tab),
             seq: 0,
-            specs: BTreeMap::new(),
+            specs: VecMap::new(),
             states: BTreeMap::new(),
-            counts: BTreeMap::new(),
+            counts: VecMap::new(),
             sizes: BTreeMap::new(),
             dirty: BTreeSet::new(),
             quarantined: BTreeMap::new(),
             held: held::Held::default(),
-            answered: BTreeMap::new(),
+            answered: VecMap::new(),
             unreported: Vec::new(),
             backlog: None,
             opened: std::cell::RefCell::new(None),

@@ -7,13 +7,12 @@
 //! store then quarantines the raw text instead of overwriting it (see
 //! [`Replica::load`](crate::Replica::load)).
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::strategy::KeyState;
+use crate::vec_map::VecMap;
 
 /// One migration step: a value of version `n` in, a value of version
 /// `n + 1` out, or a message saying why not. A plain function pointer, so
@@ -24,7 +23,7 @@ pub type MigrateFn = fn(Value) -> Result<Value, String>;
 #[derive(Debug, Clone)]
 pub struct Schema {
     version: u32,
-    steps: BTreeMap<u32, MigrateFn>,
+    steps: VecMap<u32, MigrateFn>,
 }
 
 impl Schema {
@@ -32,7 +31,7 @@ impl Schema {
     pub fn new() -> Self {
         Self {
             version: 1,
-            steps: BTreeMap::new(),
+            steps: VecMap::new(),
         }
     }
 
@@ -42,7 +41,7 @@ impl Schema {
         if version == 0 {
             return Err(String::from("schema versions start at 1"));
         }
-        let mut map = BTreeMap::new();
+        let mut map = VecMap::new();
         for (from, step) in steps {
             if *from == 0 || *from >= version {
                 return Err(format!(

@@ -2,6 +2,7 @@
 //! version, the recent operations, and a revision that moves whenever any
 //! of it does.
 
+use gaesup_state_core::vec_map::VecSet;
 use gaesup_state_core::{Change, FullKey, KeyState, Lifetime, Scope, Stamp, Strategy, UnitAddress};
 use leptos::prelude::*;
 
@@ -99,12 +100,8 @@ impl StateManager {
         };
         let replica = shared.replica.borrow();
         let subscribers = shared.subscribers.borrow();
-        // Inserted one by one: collecting into a set compiles a sort of its
-        // own for each place that collects (about 4 KiB of wasm each).
-        let mut names = std::collections::BTreeSet::new();
-        for key in replica.states().keys().chain(subscribers.keys()) {
-            names.insert(key);
-        }
+        // Two sorted runs, merged and each key once.
+        let names: VecSet<&FullKey> = replica.states().keys().chain(subscribers.keys()).collect();
         names
             .into_iter()
             .filter_map(|key| {

@@ -1,6 +1,6 @@
 //! Atomic batches of local writes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -208,20 +208,18 @@ impl Sink for Batch<'_> {
 }
 
 impl Staged {
-    fn syncing(&self) -> BTreeSet<&FullKey> {
+    /// Whether the batch staged `key` and it leaves the page.
+    fn syncs(&self, key: &FullKey) -> bool {
         self.overlay
-            .iter()
-            .filter(|(_, (spec, _))| spec.lifetime() != Lifetime::Memory)
-            .map(|(key, _)| key)
-            .collect()
+            .get(key)
+            .is_some_and(|(spec, _)| spec.lifetime() != Lifetime::Memory)
     }
 
     fn message(&self) -> Option<Message> {
-        let syncing = self.syncing();
         let ops: Vec<Op> = self
             .ops
             .iter()
-            .filter(|op| syncing.contains(&op.key))
+            .filter(|op| self.syncs(&op.key))
             .cloned()
             .collect();
         (!ops.is_empty()).then_some(Message::Ops(OpGroup { ops }))

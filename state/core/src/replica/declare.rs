@@ -1,6 +1,5 @@
 //! Declarations, access checks, and the apartment a replica serves.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::{Change, Replica};
@@ -11,6 +10,7 @@ use crate::limits::MAX_KEYS_PER_DECLARATION;
 use crate::message::Message;
 use crate::permission::Action;
 use crate::scope::{FullKey, Scope};
+use crate::vec_map::VecMap;
 
 /// What declaring a key brought in: writes that were waiting for it.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -75,7 +75,7 @@ impl Replica {
     /// restores that named it, and [`Declared`] reports what they changed.
     pub fn declare<T>(&mut self, key: &SharedKey<T>) -> Result<Declared> {
         let spec = key.spec();
-        let by_name = self.specs.entry(spec.scope()).or_default();
+        let by_name = self.specs.get_or_default(spec.scope());
         match by_name.get(spec.name().as_str()) {
             Some(existing) if Arc::ptr_eq(existing, spec) => Ok(Declared::default()),
             Some(existing) => existing
@@ -123,7 +123,7 @@ impl Replica {
 
     /// Every declared key.
     pub fn specs(&self) -> impl Iterator<Item = &Arc<KeySpec>> {
-        self.specs.values().flat_map(BTreeMap::values)
+        self.specs.values().flat_map(VecMap::values)
     }
 
     pub(super) fn check_access(
@@ -235,7 +235,7 @@ impl Replica {
 
     /// [`check_room`](Self::check_room) for a key known to hold no state,
     /// against the replica's key counts `counts`.
-    pub(super) fn room_in(counts: &BTreeMap<(Scope, String), usize>, spec: &KeySpec) -> Result<()> {
+    pub(super) fn room_in(counts: &VecMap<(Scope, String), usize>, spec: &KeySpec) -> Result<()> {
         let count = counts
             .get(&(spec.scope(), spec.name().as_str().to_owned()))
             .copied()
@@ -258,10 +258,8 @@ impl Replica {
 
     /// Counts one more full key of `spec` in `counts` (the replica's key
     /// counts, borrowed apart from its states).
-    pub(super) fn count_new(counts: &mut BTreeMap<(Scope, String), usize>, spec: &KeySpec) {
-        *counts
-            .entry((spec.scope(), spec.name().as_str().to_owned()))
-            .or_default() += 1;
+    pub(super) fn count_new(counts: &mut VecMap<(Scope, String), usize>, spec: &KeySpec) {
+        *counts.get_or_default((spec.scope(), spec.name().as_str().to_owned())) += 1;
     }
 }
 

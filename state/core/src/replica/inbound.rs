@@ -6,7 +6,6 @@
 //! refuses them all); ops for undeclared keys, or stamped ahead of the
 //! local clock, are held for later (see `held.rs`) and do not spoil it.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::admit::{Admitted, OpVerdict, Source, StateVerdict};
@@ -19,6 +18,7 @@ use crate::message::{Message, SyncEntry};
 use crate::op::{Op, OpGroup};
 use crate::scope::FullKey;
 use crate::strategy::KeyState;
+use crate::vec_map::{VecMap, in_key_order};
 
 impl Replica {
     /// Applies one op from another tab (or a relay). Duplicates and
@@ -80,21 +80,25 @@ impl Replica {
     /// Applies admitted ops atomically: every touched state is checked
     /// against [`MAX_STATE_BYTES`] before any is changed.
     fn apply_admitted(&mut self, admitted: Vec<(Arc<KeySpec>, Op)>) -> Result<Vec<Change>> {
-        let mut by_key: BTreeMap<FullKey, (Arc<KeySpec>, Vec<Op>)> = BTreeMap::new();
-        for (spec, op) in admitted {
-            by_key
-                .entry(op.key.clone())
-                .or_insert_with(|| (spec, Vec::new()))
-                .1
-                .push(op);
+        // The ops by key, in key order; each key's in the order they came.
+        let mut by_key: Vec<KeyOps> = Vec::new();
+        for (spec, op) in in_key_order(admitted, |(_, op)| &op.key) {
+            match by_key.last_mut() {
+                Some(last) if last.key == op.key => last.ops.push(op),
+                _ => by_key.push(KeyOps {
+                    key: op.key.clone(),
+                    spec,
+                    ops: vec![op],
+                }),
+            }
         }
         // Count the keys the group would create, and measure the states it
         // would grow, first: a group over a limit changes nothing.
-        let mut created: BTreeMap<(crate::scope::Scope, String), usize> = BTreeMap::new();
-        for (key, (spec, _)) in &by_key {
+        let mut created: VecMap<(crate::scope::Scope, String), usize> = VecMap::new();
+        for KeyOps { key, spec, .. } in &by_key {
             if !self.states.contains_key(key) {
                 let id = (spec.scope(), spec.name().as_str().to_owned());
-                let new = created.entry(id.clone()).or_default();
+                let new = created.get_or_default(id.clone());
                 *new += 1;
                 let existing = self.counts.get(&id).copied().unwrap_or(0);
                 if existing + *new > MAX_KEYS_PER_DECLARATION {
@@ -105,12 +109,15 @@ impl Replica {
                 }
             }
         }
-        let mut trials: BTreeMap<FullKey, (KeyState, usize)> = BTreeMap::new();
-        for (key, (spec, ops)) in &by_key {
+        // Per key of `by_key`, the state it would grow to, tried where that
+        // may pass the limit.
+        let mut trials: Vec<Option<(KeyState, usize)>> = Vec::with_capacity(by_key.len());
+        for KeyOps { key, spec, ops } in &by_key {
             let added: usize = ops
                 .iter()
                 .map(|op| encoded_len(&op.payload, MAX_STATE_BYTES) + 512)
                 .sum();
+            let mut tried = None;
             if self.size_estimate(key).saturating_add(added) > MAX_STATE_BYTES {
                 let mut trial = self
                     .states
@@ -121,16 +128,17 @@ impl Replica {
                     trial.apply(op)?;
                 }
                 let size = Self::fits(&trial)?;
-                trials.insert(key.clone(), (trial, size));
+                tried = Some((trial, size));
             }
+            trials.push(tried);
         }
         let mut changes = Vec::new();
-        for (key, (spec, ops)) in by_key {
+        for (KeyOps { key, spec, ops }, tried) in by_key.into_iter().zip(trials) {
             let before = self.before(&spec, &key);
             for op in &ops {
                 self.observe_op(op);
             }
-            match trials.remove(&key) {
+            match tried {
                 Some((trial, size)) => {
                     self.count_key(&spec, &key);
                     self.states.insert(key.clone(), trial);
@@ -332,4 +340,11 @@ impl Replica {
         }
         inbound
     }
+}
+
+/// The admitted ops of one key, in the order they came.
+struct KeyOps {
+    key: FullKey,
+    spec: Arc<KeySpec>,
+    ops: Vec<Op>,
 }

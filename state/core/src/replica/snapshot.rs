@@ -1,6 +1,5 @@
 //! Snapshot and restore of a scope.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::held::HeldRestore;
@@ -13,18 +12,14 @@ use crate::permission::Action;
 use crate::scope::{FullKey, Scope};
 use crate::snapshot::{Snapshot, SnapshotEntry};
 use crate::strategy::KeyState;
+use crate::vec_map::VecMap;
 
 impl Replica {
     /// Exports the keys of `scope` that `unit` can see and read, as values
     /// with their schema version. Keys never written are left out.
     pub fn snapshot(&self, unit: &UnitAddress, scope: Scope) -> Snapshot {
         let mut snapshot = Snapshot::new(scope);
-        for spec in self
-            .specs
-            .get(&scope)
-            .into_iter()
-            .flat_map(BTreeMap::values)
-        {
+        for spec in self.specs.get(&scope).into_iter().flat_map(VecMap::values) {
             let key = spec.full_key(unit);
             if Self::check_access(spec, &key, unit, Action::Read).is_err() {
                 continue;

@@ -5,14 +5,13 @@
 //! all, and one tab's requests are answered at most once per
 //! [`SYNC_ANSWER_INTERVAL_MS`].
 
-use std::collections::BTreeMap;
-
 use super::Replica;
 use crate::id::{ApartmentId, TabId};
 use crate::limits::{MAX_MESSAGE_BYTES, MAX_SYNC_STATES, encoded_len, split_by_len};
 use crate::message::{Digest, Have, Message, SyncEntry};
 use crate::scope::{FullKey, Lifetime};
 use crate::strategy::KeyState;
+use crate::vec_map::VecMap;
 
 /// A tab's sync requests are answered at most this often (ms); a tab that
 /// asks in a loop costs each other tab one answer per interval.
@@ -102,12 +101,13 @@ impl Replica {
         }
         // Only keys both sides share count: global ones, and this
         // apartment's when the asker serves it too.
-        let mut theirs: BTreeMap<&FullKey, u64> = BTreeMap::new();
-        // Inserted one by one: collecting into a map compiles a sort of its own
-        // for each place that collects (about 4 KiB of wasm each).
-        for digest in have.digests.iter().filter(|d| !self.is_foreign(&d.key)) {
-            theirs.insert(&digest.key, digest.hash);
-        }
+        // A repeated key keeps its last digest, in any order (sorted once).
+        let theirs: VecMap<&FullKey, u64> = have
+            .digests
+            .iter()
+            .filter(|d| !self.is_foreign(&d.key))
+            .map(|digest| (&digest.key, digest.hash))
+            .collect();
         let asker = have.apartment.as_ref();
         let mine = self.have(asker);
         let mut differs = mine.digests.len() != theirs.len();
@@ -139,10 +139,11 @@ impl Replica {
     /// differently (by its digests), sent back without digests so the
     /// exchange ends here.
     pub(super) fn push_back(&self, to: TabId, theirs: &Have) -> Vec<Message> {
-        let mut digests: BTreeMap<&FullKey, u64> = BTreeMap::new();
-        for digest in &theirs.digests {
-            digests.insert(&digest.key, digest.hash);
-        }
+        let digests: VecMap<&FullKey, u64> = theirs
+            .digests
+            .iter()
+            .map(|digest| (&digest.key, digest.hash))
+            .collect();
         let states: Vec<SyncEntry> = self
             .syncing(theirs.apartment.as_ref())
             .filter(|(key, schema, state)| digests.get(key) != Some(&digest_of(*schema, state)))

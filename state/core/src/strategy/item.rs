@@ -181,15 +181,10 @@ impl KeyState {
                     }
                     i = 1;
                 }
-                let ids: Vec<OpId> = state.slots().map(|s| s.slot).collect();
-                for id in ids {
-                    if is_picked(i)
-                        && let Some(slot) = state.slots_mut().remove(&id)
-                    {
-                        o.slots_mut().insert(id, slot);
-                    }
+                *o.slots_mut() = state.slots_mut().take_where(|_, _| {
                     i += 1;
-                }
+                    is_picked(i - 1)
+                });
                 if picked.iter().any(|&p| p >= i) {
                     let folded = state.folded_mut();
                     let empty = Folded {
@@ -201,25 +196,14 @@ impl KeyState {
                 }
             }
             (Self::UserResolve(state), Self::UserResolve(o)) => {
-                let ids: Vec<OpId> = state.entries().map(|e| e.id).collect();
+                // Entries, then watermarks: numbered in `visit`'s order.
                 let mut i = 0;
-                for id in ids {
-                    if is_picked(i)
-                        && let Some(entry) = state.entries_mut().remove(&id)
-                    {
-                        o.entries_mut().insert(id, entry);
-                    }
+                let mut pick = || {
                     i += 1;
-                }
-                let tabs: Vec<TabId> = state.seen().map(|s| s.tab).collect();
-                for tab in tabs {
-                    if is_picked(i)
-                        && let Some(seen) = state.seen_mut().remove(&tab)
-                    {
-                        o.seen_mut().insert(tab, seen);
-                    }
-                    i += 1;
-                }
+                    is_picked(i - 1)
+                };
+                *o.entries_mut() = state.entries_mut().take_where(|_, _| pick());
+                *o.seen_mut() = state.seen_mut().take_where(|_, _| pick());
             }
             _ => {}
         }

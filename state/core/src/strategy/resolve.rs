@@ -19,8 +19,6 @@
 //! the state holds at most one entry and one watermark per tab that wrote
 //! recently, whatever the number of writes.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -30,6 +28,7 @@ use crate::error::Result;
 use crate::id::{TabId, UnitAddress};
 use crate::limits::COMPACT_AFTER_MS;
 use crate::op::OpId;
+use crate::vec_map::{VecMap, in_key_order};
 
 /// Every write of one tab up to `seq` is superseded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,8 +53,8 @@ impl Seen {
 /// The state of a user-resolve key.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ResolveState {
-    entries: BTreeMap<OpId, Entry>,
-    seen: BTreeMap<TabId, Seen>,
+    entries: VecMap<OpId, Entry>,
+    seen: VecMap<TabId, Seen>,
 }
 
 /// JSON shape: op ids are not strings, so entries and watermarks travel as
@@ -76,25 +75,25 @@ impl<'de> Deserialize<'de> for ResolveState {
         let wire = ResolveWire::deserialize(deserializer)?;
         let newest = wire.entries.iter().map(|e| e.stamp).max();
         let mut state = ResolveState::default();
-        for seen in wire.seen {
-            state.join_seen(seen);
-        }
-        for id in wire.tombstones {
+        let mut seen = wire.seen;
+        seen.extend(wire.tombstones.into_iter().map(|id| Seen {
+            tab: id.tab,
+            seq: id.seq,
             // Old tombstones carry no stamp: date them with the newest
             // entry so they outlive every write they could kill.
-            let stamp = newest.unwrap_or(Stamp {
+            stamp: newest.unwrap_or(Stamp {
                 wall_ms: 0,
                 counter: 0,
                 tab: id.tab,
-            });
-            state.join_seen(Seen {
-                tab: id.tab,
-                seq: id.seq,
-                stamp,
-                writer: None,
-            });
+            }),
+            writer: None,
+        }));
+        // Joined in key order, each after the last: input in any order
+        // costs a sort, not a move of every entry per entry.
+        for seen in in_key_order(seen, |seen| &seen.tab) {
+            state.join_seen(seen);
         }
-        for entry in wire.entries {
+        for entry in in_key_order(wire.entries, |entry| &entry.id) {
             state.insert(entry);
         }
         state.normalize();
@@ -181,9 +180,9 @@ impl ResolveState {
             .unwrap_or(0);
         let horizon = newest.saturating_sub(COMPACT_AFTER_MS);
         self.seen.retain(|_, seen| seen.stamp.wall_ms >= horizon);
-        let mut newest_per_tab: BTreeMap<TabId, u64> = BTreeMap::new();
+        let mut newest_per_tab: VecMap<TabId, u64> = VecMap::new();
         for id in self.entries.keys() {
-            let seq = newest_per_tab.entry(id.tab).or_default();
+            let seq = newest_per_tab.get_or_default(id.tab);
             *seq = (*seq).max(id.seq);
         }
         let seen = &self.seen;
@@ -256,11 +255,11 @@ impl ResolveState {
         Ok(())
     }
 
-    pub(crate) fn entries_mut(&mut self) -> &mut BTreeMap<OpId, Entry> {
+    pub(crate) fn entries_mut(&mut self) -> &mut VecMap<OpId, Entry> {
         &mut self.entries
     }
 
-    pub(crate) fn seen_mut(&mut self) -> &mut BTreeMap<TabId, Seen> {
+    pub(crate) fn seen_mut(&mut self) -> &mut VecMap<TabId, Seen> {
         &mut self.seen
     }
 }
@@ -297,8 +296,8 @@ mod tests {
             state.apply(write, &live);
         }
         state.merge(&ResolveState {
-            entries: BTreeMap::from([(first.id, first)]),
-            seen: BTreeMap::new(),
+            entries: [(first.id, first)].into_iter().collect(),
+            seen: VecMap::new(),
         });
         assert_eq!(state.entries.len(), 1);
         assert!(state.seen.len() <= 2);

@@ -31,12 +31,11 @@
 mod parts;
 mod wire;
 
-use std::collections::BTreeMap;
-
 use crate::clock::Stamp;
 use crate::id::TabId;
 use crate::limits::{COMPACT_AFTER_MS, MAX_OP_ITEMS, MAX_SUM_SLOTS, ROTATE_SLOT_AFTER_MS};
 use crate::op::OpId;
+use crate::vec_map::VecMap;
 
 pub use parts::{Folded, Observed, Reset, Slot, Totals};
 
@@ -45,7 +44,7 @@ pub use parts::{Folded, Observed, Reset, Slot, Totals};
 pub struct SumState {
     reset: Option<Reset>,
     folded: Folded,
-    slots: BTreeMap<OpId, Slot>,
+    slots: VecMap<OpId, Slot>,
 }
 
 impl SumState {
@@ -279,7 +278,7 @@ impl SumState {
         &mut self.folded
     }
 
-    pub(crate) fn slots_mut(&mut self) -> &mut BTreeMap<OpId, Slot> {
+    pub(crate) fn slots_mut(&mut self) -> &mut VecMap<OpId, Slot> {
         &mut self.slots
     }
 }

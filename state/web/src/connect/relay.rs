@@ -58,7 +58,7 @@ pub(super) const TICK_MS: u32 = 1_000;
 
 thread_local! {
     /// Each apartment's relay status on this page, for `gaesup.relay()`.
-    static STATUSES: RefCell<std::collections::BTreeMap<String, RelayStatus>> =
+    static STATUSES: RefCell<gaesup_state_core::vec_map::VecMap<String, RelayStatus>> =
         RefCell::default();
 }
 

@@ -1,12 +1,11 @@
 //! A sum state as JSON: slots as a list sorted by slot (op ids are not
 //! strings), and the shape older versions stored, read as folded totals.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 use super::{Folded, Reset, Slot, SumState, Totals};
 use crate::id::TabId;
+use crate::vec_map::{VecMap, in_key_order};
 
 /// JSON shape: slots as a list sorted by slot (op ids are not strings).
 /// `tabs` is the shape stored by versions before resets and folding: one
@@ -20,7 +19,7 @@ struct SumWire {
     #[serde(default)]
     slots: Vec<Slot>,
     #[serde(default)]
-    tabs: BTreeMap<TabId, Totals>,
+    tabs: VecMap<TabId, Totals>,
 }
 
 impl<'de> Deserialize<'de> for SumState {
@@ -29,13 +28,15 @@ impl<'de> Deserialize<'de> for SumState {
         let mut state = SumState {
             reset: wire.reset,
             folded: wire.folded,
-            slots: BTreeMap::new(),
+            slots: VecMap::new(),
         };
         for (_, totals) in wire.tabs {
             state.folded.p = state.folded.p.saturating_add(totals.p);
             state.folded.n = state.folded.n.saturating_add(totals.n);
         }
-        for slot in wire.slots {
+        // In key order, each after the last: input in any order costs a
+        // sort, not a move of every slot per slot.
+        for slot in in_key_order(wire.slots, |slot| &slot.slot) {
             state.join_slot(slot);
         }
         state.normalize();
