@@ -950,7 +950,7 @@ impl Link {
         let held = self.held();
         let pending = self.outbox.values().filter(|op| !held.contains(&op.id));
         let ops = self.push_groups(pending).into_iter().next()?;
-        serde_json::to_string(&Push { ops }).ok()
+        gaesup_state_core::to_text(&Push { ops }).ok()
     }
 
     /// The query of a long poll of `stream` (path and query, no host).
@@ -1010,7 +1010,7 @@ impl Link {
 /// Writes `op` to the outbox in `storage`, for whichever tab holds the
 /// link to send: what a tab that does not hold it does with its own ops.
 pub fn write_outbox_entry(op: &Op, storage: &mut dyn Storage) -> Result<(), QueueError> {
-    let text = serde_json::to_string(op).map_err(|err| {
+    let text = gaesup_state_core::to_text(op).map_err(|err| {
         QueueError::Storage(StorageError::Other(format!(
             "op {} does not encode: {err}",
             op.id

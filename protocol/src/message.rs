@@ -285,7 +285,7 @@ struct In<'a> {
 }
 
 fn encode<B: Serialize>(kind: &str, body: &B) -> Result<String, ProtocolError> {
-    let text = serde_json::to_string(&Out {
+    let text = gaesup_state_core::to_text(&Out {
         v: PROTOCOL_VERSION,
         kind,
         body,

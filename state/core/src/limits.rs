@@ -311,10 +311,50 @@ pub(crate) fn check_value_at(value: &Value, depth: usize, what: &'static str) ->
 /// Serialized JSON length of `value` without building the text; counting
 /// stops a little past `limit`.
 pub fn encoded_len<T: serde::Serialize + ?Sized>(value: &T, limit: usize) -> usize {
-    let mut counter = Counter { count: 0, limit };
+    let mut sink = Sink::Count { count: 0, limit };
     // The only error is the counter refusing to go on past the limit.
-    let _ = serde_json::to_writer(&mut counter, value);
-    counter.count
+    let _ = serde_json::to_writer(&mut sink, value);
+    match sink {
+        Sink::Count { count, .. } => count,
+        Sink::Text(_) | Sink::Hash(_) => 0,
+    }
+}
+
+/// `value` as JSON text, as `serde_json::to_string` writes it, through
+/// the writer [`encoded_len`] counts with: a type's `Serialize` code is
+/// then compiled once for both (some 10 KiB of wasm for the core's
+/// types), at the price of checking the text is UTF-8 (it always is).
+pub fn to_text<T: serde::Serialize + ?Sized>(value: &T) -> serde_json::Result<String> {
+    let mut sink = Sink::Text(Vec::with_capacity(128));
+    serde_json::to_writer(&mut sink, value)?;
+    let bytes = match sink {
+        Sink::Text(bytes) => bytes,
+        Sink::Count { .. } | Sink::Hash(_) => Vec::new(),
+    };
+    String::from_utf8(bytes).map_err(<serde_json::Error as serde::ser::Error>::custom)
+}
+
+/// The 64-bit FNV-1a hash of `value`'s JSON text, as [`to_text`] writes
+/// it, without building the text; `None` if it does not serialize.
+pub(crate) fn text_hash<T: serde::Serialize + ?Sized>(value: &T) -> Option<u64> {
+    let mut sink = Sink::Hash(FNV_OFFSET);
+    serde_json::to_writer(&mut sink, value).ok()?;
+    match sink {
+        Sink::Hash(hash) => Some(hash),
+        Sink::Count { .. } | Sink::Text(_) => None,
+    }
+}
+
+/// FNV-1a's starting value: the hash of no bytes.
+pub(crate) const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a of `bytes`, continuing from `hash`.
+pub(crate) fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
 }
 
 /// Splits `items`, each with its encoded length, in order, into groups of
@@ -346,16 +386,25 @@ pub fn split_by_len<T>(
     groups
 }
 
-struct Counter {
-    count: usize,
-    limit: usize,
+/// Where serialized JSON goes: counted (stopping past a limit), kept as
+/// text, or hashed. One writer type for all three.
+enum Sink {
+    Count { count: usize, limit: usize },
+    Text(Vec<u8>),
+    Hash(u64),
 }
 
-impl io::Write for Counter {
+impl io::Write for Sink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.count = self.count.saturating_add(buf.len());
-        if self.count > self.limit {
-            return Err(io::Error::other("over limit"));
+        match self {
+            Self::Count { count, limit } => {
+                *count = count.saturating_add(buf.len());
+                if *count > *limit {
+                    return Err(io::Error::other("over limit"));
+                }
+            }
+            Self::Text(bytes) => bytes.extend_from_slice(buf),
+            Self::Hash(hash) => *hash = fnv1a(*hash, buf),
         }
         Ok(buf.len())
     }
@@ -369,7 +418,7 @@ impl io::Write for Counter {
 /// different values carrying the same stamp and op id (forged or buggy ops),
 /// so even then every replica keeps the same one.
 pub(crate) fn canonical(value: &Value) -> String {
-    serde_json::to_string(value).unwrap_or_default()
+    to_text(value).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -427,6 +476,34 @@ mod tests {
                 "{value}"
             );
         }
+    }
+
+    /// The one writer writes what `serde_json` writes: the same text, its
+    /// length, and the FNV-1a hash of that text (an independent byte loop).
+    #[test]
+    fn text_length_and_hash_come_from_the_same_text() {
+        let every_byte: String = (0u8..=0x7f).map(char::from).collect();
+        for value in [
+            json!(null),
+            json!(-1.5e300),
+            json!(every_byte),
+            json!("é ☃ 🎉"),
+            json!({"k\"": {"x": [true, 1, null]}, "b": []}),
+        ] {
+            let text = serde_json::to_string(&value).unwrap();
+            assert_eq!(to_text(&value).unwrap(), text);
+            assert_eq!(encoded_len(&value, usize::MAX), text.len());
+            let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+            for byte in text.bytes() {
+                hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+            }
+            assert_eq!(text_hash(&value), Some(hash), "{text}");
+        }
+        // A map whose keys JSON cannot write: an error, as serde_json says.
+        let bad: std::collections::BTreeMap<Vec<u8>, u8> = [(vec![1], 1)].into_iter().collect();
+        assert!(serde_json::to_string(&bad).is_err());
+        assert!(to_text(&bad).is_err());
+        assert_eq!(text_hash(&bad), None);
     }
 
     #[test]

@@ -151,7 +151,7 @@ impl Message {
     /// Encodes the message, refusing to produce text other tabs would
     /// refuse as too large.
     pub fn encode(&self) -> Result<String> {
-        let text = serde_json::to_string(self).map_err(|err| Error::Malformed {
+        let text = crate::limits::to_text(self).map_err(|err| Error::Malformed {
             what: "message",
             reason: err.to_string(),
         })?;

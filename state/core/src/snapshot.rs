@@ -64,7 +64,7 @@ impl Snapshot {
 
     /// The snapshot as JSON text.
     pub fn to_json(&self) -> Result<String> {
-        serde_json::to_string(self).map_err(|err| Error::InvalidSnapshot {
+        crate::limits::to_text(self).map_err(|err| Error::InvalidSnapshot {
             reason: err.to_string(),
         })
     }

@@ -127,7 +127,7 @@ impl Replica {
             let _ = ahead.merge(held);
             Some(ahead)
         });
-        let text = match serde_json::to_string(&StoredRef {
+        let text = match crate::limits::to_text(&StoredRef {
             schema: spec.schema().version(),
             state,
             ahead,

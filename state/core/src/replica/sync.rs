@@ -7,7 +7,9 @@
 
 use super::Replica;
 use crate::id::{ApartmentId, TabId};
-use crate::limits::{MAX_MESSAGE_BYTES, MAX_SYNC_STATES, encoded_len, split_by_len};
+use crate::limits::{
+    FNV_OFFSET, MAX_MESSAGE_BYTES, MAX_SYNC_STATES, encoded_len, split_by_len, text_hash,
+};
 use crate::message::{Digest, Have, Message, SyncEntry};
 use crate::scope::{FullKey, Lifetime};
 use crate::strategy::KeyState;
@@ -22,18 +24,9 @@ const ANSWERED_MEMORY: usize = 64;
 
 /// 64-bit FNV-1a: stable across builds and platforms (the standard
 /// library's hashers are not), and enough to tell states apart.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in bytes {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash
-}
-
 fn digest_of(schema: u32, state: &KeyState) -> u64 {
-    let text = serde_json::to_string(&(schema, state)).unwrap_or_default();
-    fnv1a(text.as_bytes())
+    // A state that does not serialize hashes as empty text.
+    text_hash(&(schema, state)).unwrap_or(FNV_OFFSET)
 }
 
 impl Replica {

@@ -62,7 +62,7 @@ fn parse(text: &str) -> Result<Value> {
 
 /// JSON → JavaScript value, through `JSON.parse`.
 pub(super) fn to_js(value: &Value) -> JsValue {
-    serde_json::to_string(value)
+    gaesup_state_core::to_text(value)
         .ok()
         .and_then(|text| JSON::parse(&text).ok())
         .unwrap_or(JsValue::NULL)

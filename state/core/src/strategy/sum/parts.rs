@@ -124,7 +124,7 @@ impl Reset {
 }
 
 fn canonical_reset(reset: &Reset) -> String {
-    serde_json::to_string(reset).unwrap_or_default()
+    crate::limits::to_text(reset).unwrap_or_default()
 }
 
 /// Slots folded away: what they added on top of the winning reset.

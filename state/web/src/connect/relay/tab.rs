@@ -103,7 +103,7 @@ impl Remote {
     }
 
     pub(super) fn announce(&self, announce: &Announce) {
-        if let (Some(channel), Ok(text)) = (&self.channel, serde_json::to_string(announce)) {
+        if let (Some(channel), Ok(text)) = (&self.channel, gaesup_state_core::to_text(announce)) {
             let _ = channel.post_message(&text.into());
         }
     }
