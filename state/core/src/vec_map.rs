@@ -121,7 +121,8 @@ impl<K, V> VecMap<K, V> {
         self.items.last().map(|(k, v)| (k, v))
     }
 
-    /// Removes and returns the entry with the smallest key.
+    /// Removes and returns the entry with the smallest key. It moves
+    /// every other entry: O(n), unlike a B-tree's.
     pub fn pop_first(&mut self) -> Option<(K, V)> {
         (!self.items.is_empty()).then(|| self.items.remove(0))
     }
@@ -195,10 +196,16 @@ impl<K: Ord, V> VecMap<K, V> {
                 .get_mut(at)
                 .map(|(_, old)| std::mem::replace(old, value)),
             Err(at) => {
-                self.items.insert(at, (key, value));
+                self.put_at(at, key, value);
                 None
             }
         }
+    }
+
+    /// Puts an entry at `at`, moving the entries after it.
+    fn put_at(&mut self, at: usize, key: K, value: V) {
+        moved(self.items.len().saturating_sub(at));
+        self.items.insert(at, (key, value));
     }
 
     /// [`find`](Self::find), answering at once for a key after the last.
@@ -215,7 +222,7 @@ impl<K: Ord, V> VecMap<K, V> {
         let at = match self.slot(&key) {
             Ok(at) => at,
             Err(at) => {
-                self.items.insert(at, (key, make()));
+                self.put_at(at, key, make());
                 at
             }
         };
@@ -246,12 +253,86 @@ impl<K: Ord, V> VecMap<K, V> {
     /// would leave).
     fn from_vec(items: Vec<(K, V)>) -> Self {
         let mut map = Self::new();
-        // In order, each entry goes after the last or replaces it.
-        for (key, value) in in_key_order(items, |(key, _)| key) {
-            map.insert(key, value);
-        }
+        map.join_all(items, replace);
         map
     }
+
+    /// Adds `entries`, in any order, as inserting them one by one would,
+    /// except that an entry whose key is here already (or came earlier in
+    /// `entries`) is combined with it by `join(current, incoming)`
+    /// instead of replacing it.
+    ///
+    /// Costs O(m log m + n) for m entries into a map of n, whatever their
+    /// order: inserting many keys one by one between the keys of a large
+    /// map would move its tail each time, O(m · n), which a peer choosing
+    /// the keys could make slow on purpose.
+    pub fn join_all(&mut self, entries: Vec<(K, V)>, mut join: impl FnMut(&mut V, V)) {
+        let entries = in_key_order(entries, |(key, _)| key);
+        let after_last = match (self.items.last(), entries.first()) {
+            (Some((last, _)), Some((first, _))) => last < first,
+            _ => true,
+        };
+        if after_last || entries.len() <= FEW {
+            // Each one appended, or few moves of the tail.
+            for (key, value) in entries {
+                match self.slot(&key) {
+                    Ok(at) => {
+                        if let Some((_, current)) = self.items.get_mut(at) {
+                            join(current, value);
+                        }
+                    }
+                    Err(at) => self.put_at(at, key, value),
+                }
+            }
+            return;
+        }
+        // One pass over both, each in key order.
+        let mut old = std::mem::take(&mut self.items).into_iter().peekable();
+        let mut out = Vec::with_capacity(old.len().saturating_add(entries.len()));
+        for (key, value) in entries {
+            while let Some(before) = old.next_if(|(k, _)| *k < key) {
+                out.push(before);
+            }
+            match out.last_mut() {
+                // Repeated in `entries`.
+                Some((k, current)) if *k == key => join(current, value),
+                _ => match old.next_if(|(k, _)| *k == key) {
+                    Some((k, mut current)) => {
+                        join(&mut current, value);
+                        out.push((k, current));
+                    }
+                    None => out.push((key, value)),
+                },
+            }
+        }
+        out.extend(old);
+        moved(out.len());
+        self.items = out;
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// How many entries this thread's maps have moved to make room (or
+    /// rebuilt): how a test tells a linear join from a quadratic one
+    /// without timing it.
+    pub(crate) static MOVED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Counts `n` entries moved (in tests; nothing otherwise).
+#[cfg_attr(not(test), allow(unused_variables))]
+fn moved(n: usize) {
+    #[cfg(test)]
+    MOVED.with(|moved| moved.set(moved.get().saturating_add(n)));
+}
+
+/// Up to how many entries [`VecMap::join_all`] inserts one by one: each
+/// moves the tail at most once, so a few cost no more than one pass.
+const FEW: usize = 8;
+
+/// The `join` of [`VecMap::join_all`] that keeps the incoming value.
+fn replace<V>(current: &mut V, incoming: V) {
+    *current = incoming;
 }
 
 /// `items` sorted by `key`, stably (equal keys keep their order), in
@@ -314,11 +395,11 @@ impl<K: Ord, V> FromIterator<(K, V)> for VecMap<K, V> {
     }
 }
 
+/// As inserting each entry, in O(m log m + n) whatever their order (see
+/// [`VecMap::join_all`]).
 impl<K: Ord, V> Extend<(K, V)> for VecMap<K, V> {
     fn extend<I: IntoIterator<Item = (K, V)>>(&mut self, iter: I) {
-        for (key, value) in iter {
-            self.insert(key, value);
-        }
+        self.join_all(iter.into_iter().collect(), replace);
     }
 }
 
@@ -468,11 +549,10 @@ impl<K: Ord> FromIterator<K> for VecSet<K> {
     }
 }
 
+/// As inserting each member, in O(m log m + n) whatever their order.
 impl<K: Ord> Extend<K> for VecSet<K> {
     fn extend<I: IntoIterator<Item = K>>(&mut self, iter: I) {
-        for key in iter {
-            self.insert(key);
-        }
+        self.map.extend(iter.into_iter().map(|k| (k, ())));
     }
 }
 
@@ -655,6 +735,80 @@ mod tests {
             oracle.sort_by_key(|(k, _)| *k);
             prop_assert_eq!(super::in_key_order(items, |(k, _)| k), oracle);
         }
+    }
+
+    proptest! {
+        /// `join_all` is inserting one by one where an existing (or
+        /// earlier) key is joined, not replaced: against `BTreeMap`'s
+        /// entries, with an order-sensitive join, for both of its paths
+        /// (a few entries, many, after the last key or between keys).
+        /// `extend` is the same with the incoming value kept.
+        #[test]
+        fn join_all_joins_as_one_by_one_inserts_would(
+            start in prop::collection::vec((any::<u8>(), any::<u16>()), 0..60),
+            incoming in prop::collection::vec((any::<u8>(), any::<u16>()), 0..60),
+            shift in any::<bool>(),
+        ) {
+            // Shifted, the incoming keys all lie after the map's.
+            let incoming: Vec<(u16, u16)> = incoming
+                .into_iter()
+                .map(|(k, v)| (if shift { u16::from(k) + 256 } else { u16::from(k) }, v))
+                .collect();
+            let start: Vec<(u16, u16)> = start.into_iter().map(|(k, v)| (u16::from(k), v)).collect();
+            let join = |current: &mut u16, new: u16| *current = current.wrapping_mul(31).wrapping_add(new);
+
+            let mut ours: VecMap<u16, u16> = start.iter().copied().collect();
+            let mut oracle: BTreeMap<u16, u16> = start.iter().copied().collect();
+            ours.join_all(incoming.clone(), join);
+            for (k, v) in incoming.iter().copied() {
+                oracle.entry(k).and_modify(|current| join(current, v)).or_insert(v);
+            }
+            prop_assert!(ours.iter().eq(oracle.iter()));
+
+            let mut ours: VecMap<u16, u16> = start.iter().copied().collect();
+            let mut oracle: BTreeMap<u16, u16> = start.iter().copied().collect();
+            ours.extend(incoming.iter().copied());
+            oracle.extend(incoming.iter().copied());
+            prop_assert!(ours.iter().eq(oracle.iter()));
+
+            let mut ours: VecSet<u16> = start.iter().map(|(k, _)| *k).collect();
+            let mut oracle: BTreeSet<u16> = start.iter().map(|(k, _)| *k).collect();
+            ours.extend(incoming.iter().map(|(k, _)| *k));
+            oracle.extend(incoming.iter().map(|(k, _)| *k));
+            prop_assert!(ours.iter().eq(oracle.iter()));
+        }
+    }
+
+    /// Many keys joined between the keys of a large map take one pass, not
+    /// a move of the map's tail per key: 300,000 into 300,000 would move
+    /// some 4.5 × 10^10 entries one by one, and moves 600,000 merged.
+    #[test]
+    fn many_keys_between_a_large_maps_keys_are_merged_in_one_pass() {
+        let n = 300_000u32;
+        let mut map: VecMap<u32, u32> = (0..n).map(|k| (2 * k, 0)).collect();
+        // Odd keys, descending, each twice: joined, the second adds one.
+        let incoming: Vec<(u32, u32)> = (0..n)
+            .rev()
+            .flat_map(|k| [(2 * k + 1, 0), (2 * k + 1, 1)])
+            .collect();
+        let before = super::MOVED.with(std::cell::Cell::get);
+        map.join_all(incoming, |current, new| *current += new);
+        let moved = super::MOVED.with(std::cell::Cell::get) - before;
+        // One by one, each key would move the even keys after it.
+        assert!(
+            moved <= 2 * n as usize,
+            "{moved} entries moved for {n} keys"
+        );
+        map.join_all(vec![(0, 5), (4, 7)], |current, new| *current += new);
+        assert_eq!(map.len(), 2 * n as usize);
+        assert!(map.keys().copied().eq(0..2 * n));
+        assert!(map.iter().all(|(k, v)| *v
+            == match k {
+                0 => 5,
+                4 => 7,
+                k if k % 2 == 1 => 1,
+                _ => 0,
+            }));
     }
 
     /// Entries in reverse order are sorted, not inserted one by one at the

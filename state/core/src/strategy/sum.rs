@@ -179,9 +179,7 @@ impl SumState {
         {
             self.folded = other.folded.clone();
         }
-        for slot in other.slots.values() {
-            self.join_slot(slot.clone());
-        }
+        self.join_slots(other.slots.values().cloned().collect());
         self.normalize();
     }
 
@@ -192,8 +190,10 @@ impl SumState {
     /// count again on top of it. A raised slot is compacted when the real
     /// one would be, so raising twice changes nothing.
     fn raise(&mut self, reset: &Reset) {
-        for observed in &reset.observed {
-            self.join_slot(Slot {
+        let raised = reset
+            .observed
+            .iter()
+            .map(|observed| Slot {
                 slot: observed.slot,
                 seq: observed.slot.seq,
                 last: Stamp {
@@ -204,8 +204,9 @@ impl SumState {
                 writer: reset.writer.clone(),
                 p: observed.p,
                 n: observed.n,
-            });
-        }
+            })
+            .collect();
+        self.join_slots(raised);
     }
 
     fn join_reset(&mut self, reset: Reset) {
@@ -216,6 +217,15 @@ impl SumState {
         {
             self.reset = Some(reset);
         }
+    }
+
+    /// Joins slots, in any order, into these, in one pass however many
+    /// there are (see [`VecMap::join_all`]).
+    fn join_slots(&mut self, slots: Vec<Slot>) {
+        self.slots.join_all(
+            slots.into_iter().map(|slot| (slot.slot, slot)).collect(),
+            |current, slot| current.join(&slot),
+        );
     }
 
     fn join_slot(&mut self, slot: Slot) {

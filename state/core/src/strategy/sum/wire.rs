@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Folded, Reset, Slot, SumState, Totals};
 use crate::id::TabId;
-use crate::vec_map::{VecMap, in_key_order};
+use crate::vec_map::VecMap;
 
 /// JSON shape: slots as a list sorted by slot (op ids are not strings).
 /// `tabs` is the shape stored by versions before resets and folding: one
@@ -34,11 +34,7 @@ impl<'de> Deserialize<'de> for SumState {
             state.folded.p = state.folded.p.saturating_add(totals.p);
             state.folded.n = state.folded.n.saturating_add(totals.n);
         }
-        // In key order, each after the last: input in any order costs a
-        // sort, not a move of every slot per slot.
-        for slot in in_key_order(wire.slots, |slot| &slot.slot) {
-            state.join_slot(slot);
-        }
+        state.join_slots(wire.slots);
         state.normalize();
         Ok(state)
     }
