@@ -109,6 +109,37 @@ fn an_app_without_an_inspector_keeps_no_log_and_counts_no_revisions() {
 }
 
 #[test]
+fn the_recent_log_is_the_newest_entries_newest_first() {
+    Owner::new().with(|| {
+        let state = manager(1);
+        let unit = address("main/lobby/counter");
+        let key = motto();
+        state.declare(&key).unwrap();
+        assert!(state.recent_log(5).is_empty());
+        // Past the capacity: the oldest entries are gone from both.
+        let writes = gaesup_state::LOG_CAPACITY + 3;
+        for i in 0..writes {
+            state.set(&unit, &key, format!("v{i}")).unwrap();
+        }
+        let all = state.log();
+        assert_eq!(all.len(), gaesup_state::LOG_CAPACITY);
+        assert_eq!(all[0].change.new, json!("v3").into());
+
+        let recent = state.recent_log(3);
+        let newest: Vec<_> = all.iter().rev().take(3).cloned().collect();
+        assert_eq!(recent, newest);
+        assert_eq!(
+            recent[0].change.new,
+            json!(format!("v{}", writes - 1)).into()
+        );
+        assert_eq!(
+            state.recent_log(usize::MAX),
+            all.into_iter().rev().collect::<Vec<_>>()
+        );
+    });
+}
+
+#[test]
 fn revision_moves_on_every_inspectable_change_and_only_then() {
     Owner::new().with(|| {
         let state = manager(1);

@@ -68,6 +68,17 @@ impl StateManager {
             .unwrap_or_default()
     }
 
+    /// The newest `n` entries of the [`log`](Self::log), newest first: what
+    /// a view showing the latest few copies, rather than the whole log.
+    pub fn recent_log(&self, n: usize) -> Vec<LogEntry> {
+        self.shared()
+            .map(|s| {
+                s.inspected.set(true);
+                s.log.borrow().iter().rev().take(n).cloned().collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Counts every change an inspector could show: a local write (even of
     /// the same value: its stamp and writer move), a message from another
     /// tab, a key declared, a subscription that came or went, a
