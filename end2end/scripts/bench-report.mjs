@@ -524,7 +524,7 @@ if (ops) {
     row(['update 100 rows', ms(t.signals.update_ms), ms(t.state.update_ms), x(t.update_ratio)]);
   }
   lines.push('');
-  lines.push('### Selective subscriptions', '', 'N subscribers on distinct paths `p0…pN-1` of one key; each update changes `p0` only. Sparse: the value is `{p0}` whatever N, set whole (isolates the subscriber cost). Whole: the value holds all N fields and each update sets a copy of it with `p0` changed (the copy, the check and the diff grow with N). Path: the same N fields, each update a `set_path` of `p0`, which changes the stored value in place.', '');
+  lines.push('### Selective subscriptions', '', 'N subscribers on distinct paths `p0…pN-1` of one key; each update changes `p0` only. Sparse: the value is `{p0}` whatever N, set whole (isolates the subscriber cost). Whole: the value holds all N fields and each update sets a copy of it with `p0` changed (the copy, the check and the diff grow with N). Path: the same N fields, each update a `set_path` of `p0`, which changes the stored value in place. Each row is the median of 5 runs; a run times 5,000 updates (sparse, path) or 200 (whole), and each round runs every N in turn.', '');
   row(['N', 'value', 'notifications per update', 'time per update']);
   row(['---:', '---', '---:', '---:']);
   for (const p of ops.paths) row([p.subscribers.toLocaleString('en-US'), pathKind(p), p.notified_per_update, `${p.us_per_update.toFixed(1)} µs`]);
