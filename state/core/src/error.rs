@@ -200,8 +200,8 @@ pub enum Error {
         /// The allowed lead.
         max_ahead_ms: u64,
     },
-    /// A counter's per-tab total would overflow `u64`, or a delta does not
-    /// fit `i64`.
+    /// An increment would take a counter further past the `i64` range, or
+    /// a delta does not fit `i64`.
     #[error("counter {key} would overflow")]
     Overflow {
         /// The key.

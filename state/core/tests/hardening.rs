@@ -518,6 +518,89 @@ fn two_tabs_resetting_a_counter_at_once_both_end_at_zero() {
     assert_eq!(b.get(&u, &k).unwrap(), 12);
 }
 
+/// A peer's reset that observes a slot in the name of `victim`'s tab: the
+/// slot id and totals are the sender's choice.
+fn forged_reset(
+    sender: &mut Replica,
+    k: &SharedKey<i64>,
+    u: &UnitAddress,
+    victim: TabId,
+    seq: u64,
+    p: u64,
+) -> Message {
+    let mut op = sender.set(u, k, 0).unwrap().op;
+    let gaesup_state_core::Payload::Reset { observed, .. } = &mut op.payload else {
+        panic!("a set of a sum key is a reset: {:?}", op.payload);
+    };
+    observed.clear();
+    observed.push(gaesup_state_core::Observed {
+        slot: gaesup_state_core::OpId { tab: victim, seq },
+        p,
+        n: 0,
+        last: op.stamp.wall_ms,
+    });
+    Message::Ops(gaesup_state_core::OpGroup { ops: vec![op] })
+}
+
+#[test]
+fn a_reset_observing_a_slot_in_another_tabs_name_cannot_stop_its_increments() {
+    // Found by a hostile review: the victim took the forged slot for its
+    // own newest (it names the victim's tab with a later slot id) and
+    // built increments its own checks refused (a slot opened after the
+    // op adding to it), so the counter refused every increment from that
+    // tab for days; a forged total at u64::MAX made them overflow.
+    let k = key::<i64>("count", Scope::Apartment, Strategy::Sum);
+    let u = unit("apt/b/u");
+    // A later slot id in the victim's name; the victim's own slot raised
+    // to the brink of u64; both at once.
+    for (forged_seq, p) in [
+        (Some(1_000_000), 0),
+        (None, u64::MAX - 1),
+        (Some(u64::MAX), u64::MAX),
+    ] {
+        let clock = ManualClock::new(NOW);
+        // The forger applies its own honest reset; what it sends differs,
+        // so the victim is compared with an honest tab that got the same.
+        let (mut victim, mut forger, mut honest) =
+            (store(1, &clock), store(2, &clock), store(3, &clock));
+        for replica in [&mut victim, &mut forger, &mut honest] {
+            replica.declare(&k).unwrap();
+        }
+        let first = victim.increment(&u, &k, 1).unwrap();
+        for peer in [&mut forger, &mut honest] {
+            assert!(deliver(first.message.as_ref().unwrap(), peer).is_empty());
+        }
+        clock.advance(1);
+        let seq = forged_seq.unwrap_or(first.op.id.seq);
+        let forged = forged_reset(&mut forger, &k, &u, victim.tab(), seq, p);
+        for replica in [&mut victim, &mut honest] {
+            assert!(deliver(&forged, replica).is_empty(), "a well-formed reset");
+        }
+        let before = victim.get(&u, &k).unwrap();
+        for _ in 0..3 {
+            let plus = victim
+                .increment(&u, &k, 3)
+                .unwrap_or_else(|err| panic!("forged slot {seq} at {p}: {err}"));
+            assert!(deliver(plus.message.as_ref().unwrap(), &mut honest).is_empty());
+        }
+        assert_eq!(victim.get(&u, &k).unwrap(), before + 9);
+        // Every replica counts them alike, in as few slots.
+        assert_eq!(honest.get(&u, &k).unwrap(), before + 9);
+        assert_eq!(
+            serde_json::to_string(honest.states()).unwrap(),
+            serde_json::to_string(victim.states()).unwrap()
+        );
+        let gaesup_state_core::KeyState::Sum(sum) = victim.state(&k.full_key(&u)).unwrap() else {
+            panic!("a sum key holds a sum state");
+        };
+        assert!(
+            sum.slots().count() <= 3,
+            "{:?}",
+            sum.slots().collect::<Vec<_>>()
+        );
+    }
+}
+
 // 9. A sync request gets only what the requester lacks.
 
 #[test]

@@ -15,7 +15,7 @@ use crate::limits::{MAX_FIELD_NAME_BYTES, MAX_OP_ITEMS, MAX_SUM_SLOTS, check_val
 use crate::op::{OpId, Payload};
 use crate::permission::Action;
 use crate::scope::FullKey;
-use crate::strategy::{KeyState, Strategy, Totals, merge_diff};
+use crate::strategy::{KeyState, Strategy, SumState, Totals, merge_diff};
 
 /// What a local write asks for, before the strategy turns it into a payload.
 #[derive(Debug, Clone)]
@@ -301,8 +301,16 @@ fn fields_fit(object: &serde_json::Map<String, Value>) -> bool {
     object.keys().all(|name| name.len() <= MAX_FIELD_NAME_BYTES)
 }
 
-/// A sum key's increment: the writer's slot (its newest, or a new one) and
-/// the slot's totals after adding `delta`.
+/// A sum key's increment: the writer's slot and the slot's totals after
+/// adding `delta`. The slot is this tab's newest (see
+/// [`SumState::slot_for`]) if it can take `delta`, else a new one.
+///
+/// A reset tells the totals of the slots its writer observed, and every
+/// replica raises those slots to them (see `SumState::raise`): a peer can
+/// raise this tab's slot so close to `u64::MAX` that an increment would
+/// overflow it. A new slot counts the increment instead, alike everywhere.
+/// What is refused ([`Error::Overflow`]) is an increment taking the
+/// counter itself further past the `i64` range.
 fn count(
     context: &Context,
     key: &FullKey,
@@ -313,7 +321,15 @@ fn count(
         Some(KeyState::Sum(sum)) => Some(sum),
         _ => None,
     };
-    let (slot, totals) = match sum.and_then(|s| s.slot_for(context.tab, context.now)) {
+    let overflow = || Error::Overflow { key: key.clone() };
+    let after = sum.map_or(0, SumState::wide_total) + i128::from(delta);
+    if (delta > 0 && after > i128::from(i64::MAX)) || (delta < 0 && after < i128::from(i64::MIN)) {
+        return Err(overflow());
+    }
+    let own = sum
+        .and_then(|s| s.slot_for(context.tab, context.next.seq, context.now))
+        .and_then(|(slot, totals)| added(totals, delta).map(|after| (slot, after)));
+    let (slot, (p, n)) = match own {
         Some(found) => found,
         None => {
             if sum.is_some_and(|s| s.slots().count() >= MAX_SUM_SLOTS) {
@@ -323,21 +339,20 @@ fn count(
                     limit: MAX_SUM_SLOTS,
                 });
             }
-            (context.next, Totals::default())
+            // From zero: |delta| ≤ 2^63 always fits.
+            let totals = added(Totals::default(), delta).ok_or_else(overflow)?;
+            (context.next, totals)
         }
     };
-    let overflow = || Error::Overflow { key: key.clone() };
-    let magnitude = delta.unsigned_abs();
-    let (p, n) = if delta >= 0 {
-        (
-            totals.p.checked_add(magnitude).ok_or_else(overflow)?,
-            totals.n,
-        )
-    } else {
-        (
-            totals.p,
-            totals.n.checked_add(magnitude).ok_or_else(overflow)?,
-        )
-    };
     Ok(Payload::Count { slot, p, n })
+}
+
+/// A slot's totals `(p, n)` after adding `delta`, unless one overflows.
+fn added(totals: Totals, delta: i64) -> Option<(u64, u64)> {
+    let magnitude = delta.unsigned_abs();
+    if delta >= 0 {
+        Some((totals.p.checked_add(magnitude)?, totals.n))
+    } else {
+        Some((totals.p, totals.n.checked_add(magnitude)?))
+    }
 }

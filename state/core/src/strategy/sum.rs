@@ -110,6 +110,12 @@ impl SumState {
     /// The counter's value, clamped to the `i64` range (accumulated in
     /// `i128`, so the clamp only bites on absurd totals).
     pub fn total(&self) -> i64 {
+        let sum = self.wide_total();
+        i64::try_from(sum).unwrap_or(if sum < 0 { i64::MIN } else { i64::MAX })
+    }
+
+    /// The counter's value before [`total`](Self::total) clamps it.
+    pub(crate) fn wide_total(&self) -> i128 {
         let target = self.reset.as_ref().map_or(0, |r| i128::from(r.target));
         let folded = Totals {
             p: self.folded.p,
@@ -121,18 +127,22 @@ impl SumState {
             .values()
             .map(|s| s.totals().above(self.observed(&s.slot)).net())
             .sum();
-        let sum = target + folded + live;
-        i64::try_from(sum).unwrap_or(if sum < 0 { i64::MIN } else { i64::MAX })
+        target + folded + live
     }
 
     /// The slot a writer on `tab` adds to at `now_ms`, with its current
     /// totals: its newest slot, unless that was last written so long ago
     /// that a replica whose clock runs ahead may have folded it; then a new
     /// slot (`None`), whose id will be the op's own.
-    pub fn slot_for(&self, tab: TabId, now_ms: u64) -> Option<(OpId, Totals)> {
+    ///
+    /// Only slots with a sequence number below `next_seq` (the writer's
+    /// next op) count: a slot opened by a later op is not the writer's, it
+    /// was named in its name by a peer's reset (see `raise`), and an op
+    /// adding to it would be refused everywhere.
+    pub fn slot_for(&self, tab: TabId, next_seq: u64, now_ms: u64) -> Option<(OpId, Totals)> {
         self.slots
             .values()
-            .filter(|s| s.slot.tab == tab)
+            .filter(|s| s.slot.tab == tab && s.slot.seq < next_seq)
             .max_by_key(|s| s.slot)
             .filter(|s| now_ms.saturating_sub(s.last.wall_ms) < ROTATE_SLOT_AFTER_MS)
             .map(|s| (s.slot, s.totals()))
