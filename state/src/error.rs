@@ -18,6 +18,14 @@ pub enum StateError {
     /// The apartment that owned the state manager was unmounted.
     #[error("the state manager is gone (its apartment was unmounted)")]
     Disposed,
+    /// The state manager was called from inside one of its own calls: a
+    /// batch's closure, `with_replica`'s, a schema migration, or a value's
+    /// `Serialize` or `Deserialize` calling back in. Make the call after
+    /// the outer one returns (in a batch, write through its `Batch`).
+    #[error(
+        "the state manager was called from inside one of its own calls (a batch, with_replica, a migration or a value's serde); call it after that returns"
+    )]
+    Busy,
     /// An optimistic write was rejected by its confirmation and rolled back.
     #[error("write to {key} was rejected and rolled back: {reason}")]
     Rejected {
@@ -72,6 +80,7 @@ impl StateError {
             Self::Core(err) => err.code(),
             Self::NoUnit { .. } => "no_unit",
             Self::Disposed => "disposed",
+            Self::Busy => "busy",
             Self::Rejected { .. } => "rejected",
             Self::NoConfirmer => "no_confirmer",
             Self::BadValue { .. } => "bad_value",

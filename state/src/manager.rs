@@ -32,7 +32,7 @@ mod subscribe;
 mod sync;
 mod write;
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, Ref, RefCell, RefMut};
 use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
 
@@ -135,6 +135,22 @@ impl std::fmt::Debug for StateManager {
     }
 }
 
+impl Shared {
+    /// The replica, or [`StateError::Busy`] when a call of this manager is
+    /// using it (a user's closure, migration or serde impl called back in):
+    /// an error the caller sees, where a second borrow would panic and, in
+    /// a release build, abort the whole page.
+    fn replica(&self) -> Result<Ref<'_, Replica>> {
+        self.replica.try_borrow().map_err(|_| StateError::Busy)
+    }
+
+    /// The replica to change, or [`StateError::Busy`] (see
+    /// [`replica`](Self::replica)).
+    fn replica_mut(&self) -> Result<RefMut<'_, Replica>> {
+        self.replica.try_borrow_mut().map_err(|_| StateError::Busy)
+    }
+}
+
 impl StateManager {
     /// A manager for tab `tab` reading time from `clock`, owned by the
     /// current reactive owner.
@@ -195,12 +211,12 @@ impl StateManager {
 
     /// This tab's id.
     pub fn tab(&self) -> Result<TabId> {
-        Ok(self.shared()?.replica.borrow().tab())
+        Ok(self.shared()?.replica()?.tab())
     }
 
     /// Reads the replica (for inspection: keys, states, quarantine).
     pub fn with_replica<R>(&self, read: impl FnOnce(&Replica) -> R) -> Result<R> {
-        Ok(read(&self.shared()?.replica.borrow()))
+        Ok(read(&*self.shared()?.replica()?))
     }
 
     /// Refuses local writes to persistent keys with
@@ -208,7 +224,7 @@ impl StateManager {
     /// `waiting` is `Some` (a relay's outbox is full; see
     /// [`Replica::set_backlog`]); `None` lifts it.
     pub fn set_backlog(&self, waiting: Option<usize>) -> Result<()> {
-        self.shared()?.replica.borrow_mut().set_backlog(waiting);
+        self.shared()?.replica_mut()?.set_backlog(waiting);
         Ok(())
     }
 

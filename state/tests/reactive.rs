@@ -389,6 +389,46 @@ fn a_hook_replaces_items_of_a_list_and_rows_see_only_their_own() {
 }
 
 #[test]
+fn the_manager_called_from_inside_its_own_call_says_busy_instead_of_panicking() {
+    // Found by a review: a second borrow of the replica panicked, and a
+    // release build aborts the whole page on a panic.
+    let owner = Owner::new();
+    owner.with(|| {
+        let state = manager(1);
+        let key = count_key();
+        let (_u, (hook, unit)) = in_unit(state, "main/lobby/u", || {
+            (use_shared_state(&key), use_unit_state())
+        });
+        let address: UnitAddress = "main/lobby/u".parse().unwrap();
+        // A hook's setter and a read from inside a batch: refused, the
+        // batch's own writes still apply.
+        let mut inside = None;
+        unit.batch(|batch| {
+            hook.set.set(7);
+            inside = Some(state.get(&address, &key));
+            batch.set(&key, 1)
+        })
+        .unwrap();
+        assert_eq!(inside, Some(Err(StateError::Busy)));
+        assert_eq!(hook.meta.error.get_untracked(), Some(StateError::Busy));
+        assert_eq!(hook.value.get_untracked(), 1);
+        // A write from inside a read; reads inside a read are fine.
+        let nested = state.with_replica(|_| {
+            (
+                state.set(&address, &key, 2).map(|_| ()),
+                state.get(&address, &key),
+                state.keys().len(),
+            )
+        });
+        assert_eq!(nested.unwrap(), (Err(StateError::Busy), Ok(1), 1));
+        assert_eq!(StateError::Busy.code(), "busy");
+        // Nothing stays borrowed.
+        state.set(&address, &key, 3).unwrap();
+        assert_eq!(hook.value.get_untracked(), 3);
+    });
+}
+
+#[test]
 fn hook_outside_a_unit_reports_instead_of_panicking() {
     let owner = Owner::new();
     owner.with(|| {

@@ -105,11 +105,15 @@ impl StateManager {
     /// with its declaration, current version, last writer and subscriber
     /// count: what a devtools panel lists. Keys only declared (never
     /// written, nobody subscribed) have no full key yet and are left out.
+    /// Empty once the manager is disposed, and when called from inside
+    /// one of its own calls (see [`StateError::Busy`](crate::StateError::Busy)).
     pub fn keys(&self) -> Vec<KeyInfo> {
         let Ok(shared) = self.shared() else {
             return Vec::new();
         };
-        let replica = shared.replica.borrow();
+        let Ok(replica) = shared.replica() else {
+            return Vec::new();
+        };
         let subscribers = shared.subscribers.borrow();
         // Two sorted runs, merged and each key once.
         let names: VecSet<&FullKey> = replica.states().keys().chain(subscribers.keys()).collect();

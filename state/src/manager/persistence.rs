@@ -24,7 +24,7 @@ impl StateManager {
     pub fn declare<T>(&self, key: &SharedKey<T>) -> Result<()> {
         let shared = self.shared()?;
         let (new, declared) = {
-            let mut replica = shared.replica.borrow_mut();
+            let mut replica = shared.replica_mut()?;
             let before = replica.specs().count();
             let declared = replica.declare(key)?;
             (replica.specs().count() > before, declared)
@@ -32,7 +32,7 @@ impl StateManager {
         if new {
             let spec = key.spec();
             let report = {
-                let mut replica = shared.replica.borrow_mut();
+                let mut replica = shared.replica_mut()?;
                 let mut storages = shared.storages.borrow_mut();
                 match storages.get_mut(spec.lifetime()) {
                     Some(storage) => Some(replica.load_declared(spec, storage)?),
@@ -110,7 +110,7 @@ impl StateManager {
     ) -> Result<Vec<R>> {
         let mut reports = Vec::new();
         {
-            let mut replica = shared.replica.borrow_mut();
+            let mut replica = shared.replica_mut()?;
             let mut storages = shared.storages.borrow_mut();
             for (lifetime, storage) in storages.each(only) {
                 reports.push(each(&mut replica, lifetime, storage)?);
@@ -134,7 +134,12 @@ impl StateManager {
     /// Publishes the replica's quarantine list if it changed (called with
     /// nothing borrowed: the signal may run effects at once).
     pub(super) fn refresh_quarantine(shared: &Shared) {
-        let now: Vec<Quarantine> = shared.replica.borrow().quarantined().cloned().collect();
+        // Busy only inside a call that fails as busy itself: the next
+        // settle refreshes.
+        let now: Vec<Quarantine> = match shared.replica() {
+            Ok(replica) => replica.quarantined().cloned().collect(),
+            Err(_) => return,
+        };
         if shared.quarantine.with_untracked(|list| *list != now) {
             shared.quarantine.set(now);
         }
@@ -172,7 +177,7 @@ impl StateManager {
     /// quarantine copy, or else from the untouched original entry.
     pub fn quarantined_raw(&self, key: &FullKey) -> Result<Option<String>> {
         let shared = self.shared()?;
-        let lifetime = shared.replica.borrow().spec_for(key)?.lifetime();
+        let lifetime = shared.replica()?.spec_for(key)?.lifetime();
         let storages = shared.storages.borrow();
         let Some(storage) = storages.get(lifetime) else {
             return Ok(None);
@@ -189,9 +194,9 @@ impl StateManager {
     /// flush.
     pub fn discard_quarantine(&self, key: &FullKey) -> Result<()> {
         let shared = self.shared()?;
-        let lifetime = shared.replica.borrow().spec_for(key)?.lifetime();
+        let lifetime = shared.replica()?.spec_for(key)?.lifetime();
         {
-            let mut replica = shared.replica.borrow_mut();
+            let mut replica = shared.replica_mut()?;
             let mut storages = shared.storages.borrow_mut();
             if let Some(storage) = storages.get_mut(lifetime) {
                 replica.discard_quarantine(key, storage)?;
@@ -205,11 +210,11 @@ impl StateManager {
 
     /// Marks every stored key as changed, so the next flush writes it again
     /// (after another tab cleared the storage).
-    pub fn mark_all_dirty(&self) {
-        if let Ok(shared) = self.shared() {
-            shared.replica.borrow_mut().mark_all_dirty();
-            self.notify_dirty(&shared);
-        }
+    pub fn mark_all_dirty(&self) -> Result<()> {
+        let shared = self.shared()?;
+        shared.replica_mut()?.mark_all_dirty();
+        self.notify_dirty(&shared);
+        Ok(())
     }
 
     pub(super) fn notify_dirty(&self, shared: &Shared) {

@@ -10,12 +10,12 @@ use crate::error::Result;
 impl StateManager {
     /// The value of `key` as `unit` sees it.
     pub fn get<T: DeserializeOwned>(&self, unit: &UnitAddress, key: &SharedKey<T>) -> Result<T> {
-        Ok(self.shared()?.replica.borrow().get(unit, key)?)
+        Ok(self.shared()?.replica()?.get(unit, key)?)
     }
 
     /// The value of `key` as JSON.
     pub fn get_value<T>(&self, unit: &UnitAddress, key: &SharedKey<T>) -> Result<Value> {
-        Ok(self.shared()?.replica.borrow().get_value(unit, key)?)
+        Ok(self.shared()?.replica()?.get_value(unit, key)?)
     }
 
     /// The sub-value of `key` at `path`, if present. Copies only that part
@@ -27,7 +27,7 @@ impl StateManager {
         key: &SharedKey<T>,
         path: &Path,
     ) -> Result<Option<Value>> {
-        Ok(self.shared()?.replica.borrow().get_path(unit, key, path)?)
+        Ok(self.shared()?.replica()?.get_path(unit, key, path)?)
     }
 
     /// Open conflicts of a user-resolve key, winner first.
@@ -36,6 +36,6 @@ impl StateManager {
         unit: &UnitAddress,
         key: &SharedKey<T>,
     ) -> Result<Vec<Conflict<T>>> {
-        Ok(self.shared()?.replica.borrow().conflicts(unit, key)?)
+        Ok(self.shared()?.replica()?.conflicts(unit, key)?)
     }
 }

@@ -13,7 +13,7 @@ impl StateManager {
     /// apartment too.
     pub fn snapshot(&self, unit: &UnitAddress, scope: Scope) -> Result<String> {
         let shared = self.shared()?;
-        let snapshot = shared.replica.borrow().snapshot(unit, scope);
+        let snapshot = shared.replica()?.snapshot(unit, scope);
         Ok(snapshot.to_json()?)
     }
 
@@ -23,7 +23,7 @@ impl StateManager {
     /// local write.
     pub fn restore(&self, unit: &UnitAddress, text: &str) -> Result<BatchWrite> {
         let shared = self.shared()?;
-        let restored = shared.replica.borrow_mut().restore(unit, text)?;
+        let restored = shared.replica_mut()?.restore(unit, text)?;
         self.publish(
             &shared,
             &restored.changes,

@@ -115,7 +115,7 @@ impl StateManager {
         on_change: impl Fn(&Change) + 'static,
     ) -> Result<SubscriptionId> {
         let shared = self.shared()?;
-        let full = shared.replica.borrow().subscribe(unit, key)?;
+        let full = shared.replica()?.subscribe(unit, key)?;
         let subscriber = Subscriber {
             path,
             on_change: Rc::new(on_change),

@@ -25,7 +25,7 @@ impl StateManager {
     /// Asks the other tabs for their state (a new or re-awakened tab).
     pub fn request_sync(&self) -> Result<()> {
         let shared = self.shared()?;
-        let request = shared.replica.borrow().sync_request();
+        let request = shared.replica()?.sync_request();
         Self::send(&shared, &request);
         Ok(())
     }
@@ -45,7 +45,7 @@ impl StateManager {
     /// [`dropped`](Self::dropped) and changes nothing.
     pub fn receive_text(&self, text: &str) -> Result<Inbound> {
         let shared = self.shared()?;
-        let inbound = shared.replica.borrow_mut().receive_text(text);
+        let inbound = shared.replica_mut()?.receive_text(text);
         self.publish(&shared, &inbound.changes, None, Origin::Remote);
         for reply in &inbound.replies {
             Self::send(&shared, reply);

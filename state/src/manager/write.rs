@@ -147,30 +147,32 @@ impl StateManager {
     /// Publishes what the replica changed on its own since it last said
     /// (writes held for a clock that has now caught up, or set aside
     /// because this tab's clock went back).
-    pub(super) fn poll(&self, shared: &Shared) {
-        let changes = shared.replica.borrow_mut().poll();
+    pub(super) fn poll(&self, shared: &Shared) -> Result<()> {
+        let changes = shared.replica_mut()?.poll();
         if !changes.is_empty() {
             self.publish(shared, &changes, None, Origin::Remote);
         }
+        Ok(())
     }
 
     /// Runs a local write (or revert) on the replica, then publishes what
     /// it set aside first (its own writes ahead of a clock that went
     /// back): before the write's own change, whose old value already shows
-    /// it, and even when the write itself was refused.
+    /// it, and even when the write itself was refused. A busy manager
+    /// runs nothing.
     fn run_local<R>(
         &self,
         shared: &Shared,
         run: impl FnOnce(&mut Replica) -> gaesup_state_core::Result<R>,
-    ) -> gaesup_state_core::Result<R> {
-        let mut replica = shared.replica.borrow_mut();
+    ) -> Result<R> {
+        let mut replica = shared.replica_mut()?;
         let done = run(&mut replica);
         let earlier = replica.take_unreported();
         drop(replica);
         if !earlier.is_empty() {
             self.publish(shared, &earlier, None, Origin::Remote);
         }
-        done
+        Ok(done?)
     }
 
     pub(super) fn write(
@@ -180,8 +182,8 @@ impl StateManager {
         let shared = self.shared()?;
         // Held items may be due: admitted before the write, as time goes.
         // Otherwise nothing to poll, and no clock read for it.
-        if shared.replica.borrow().polls_due() {
-            self.poll(&shared);
+        if shared.replica()?.polls_due() {
+            self.poll(&shared)?;
         }
         // The write is published where it lies and returned as it is: a
         // `Write` is some 300 bytes, and each `?` on the way out moved it.
@@ -189,7 +191,7 @@ impl StateManager {
         if let Ok(write) = &done {
             self.publish_local(&shared, write);
         }
-        Ok(done?)
+        done
     }
 
     /// Publishes a local write: its change and its message.
@@ -209,8 +211,8 @@ impl StateManager {
         writes: impl FnOnce(&mut Batch<'_>) -> gaesup_state_core::Result<()>,
     ) -> Result<BatchWrite> {
         let shared = self.shared()?;
-        self.poll(&shared);
-        let batch = shared.replica.borrow_mut().batch(writes)?;
+        self.poll(&shared)?;
+        let batch = shared.replica_mut()?.batch(writes)?;
         self.publish(
             &shared,
             &batch.changes,

@@ -58,7 +58,9 @@ pub(super) fn page_listeners(window: &Window, weak: &Weak<Inner>) -> Vec<EventLi
                 inner.writer.notice(
                     "Another tab cleared the browser storage; this tab keeps its values and saves them again.".to_owned(),
                 );
-                inner.manager.mark_all_dirty();
+                // Fails only for a manager gone or busy, neither of which
+                // a storage event finds.
+                let _ = inner.manager.mark_all_dirty();
                 inner.reload_soon();
             }
             Some(key) if key.starts_with(STATE_PREFIX) => inner.reload_soon_named(key),
