@@ -213,13 +213,25 @@ fn a_refused_batch_subscription_leaves_nothing_behind() {
         manager.declare(&shared("a")).unwrap();
         let out = js(r#"
             const u = window.gaesup.unit('js6/b/el');
+            // A getter that throws, a revoked proxy, a list refused by its
+            // length alone, not a list: each an error with a code, and the
+            // handle still works after them.
+            const trap = ['a', 'a'];
+            Object.defineProperty(trap, 1, { get() { throw new Error('boom'); } });
+            const { proxy: revoked, revoke } = Proxy.revocable([], {});
+            revoke();
             const codes = [];
-            for (const names of [['a', 'missing'], [], [1]]) {
+            for (const names of [['a', 'missing'], [], [1], trap, revoked, new Array(5e8), 'a']) {
                 try { u.subscribeBatch(names, () => {}); codes.push('ok'); } catch (e) { codes.push(e.code); }
             }
+            const stop = u.subscribeBatch(['a'], () => {});
+            stop();
             return codes;
         "#);
-        assert_eq!(out, r#"["unknown_key","bad_value","bad_value"]"#);
+        assert_eq!(
+            out,
+            r#"["unknown_key","bad_value","bad_value","bad_value","bad_value","bad_value","bad_value"]"#
+        );
         assert_eq!(manager.subscription_count(), 0);
     });
 }

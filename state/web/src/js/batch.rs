@@ -5,11 +5,13 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use gaesup_state::Result;
-use js_sys::{Array, Function, Object, Reflect};
+use gaesup_state_core::MAX_GROUP_OPS;
+use js_sys::{Function, Object, Reflect};
 use serde_json::Value;
 use wasm_bindgen::JsValue;
 
 use super::convert::to_js;
+use super::unit::{list_item, list_length};
 use super::{JsUnit, bad, stopper};
 
 /// The changes a batch subscription has gathered in the current task.
@@ -55,16 +57,26 @@ impl BatchWatch {
 }
 
 impl JsUnit {
+    /// Names are read by index through `Reflect` (a proxy or getter that
+    /// throws is an error, not an exception through this frame), at most
+    /// [`MAX_GROUP_OPS`] of them: the most keys one batch writes.
     pub(super) fn try_subscribe_batch(
         &self,
-        names: &Array,
+        names: &JsValue,
         callback: Function,
     ) -> Result<Function> {
+        const SHAPE: &str = "subscribeBatch takes an array of key names";
+        let count = list_length(names)?.ok_or_else(|| bad(SHAPE))?;
+        if usize::try_from(count).map_or(true, |n| n > MAX_GROUP_OPS) {
+            return Err(bad(format!(
+                "subscribeBatch watches at most {MAX_GROUP_OPS} keys"
+            )));
+        }
         let mut keys = BTreeMap::new();
-        for name in names.iter() {
-            let name = name
+        for at in 0..count {
+            let name = list_item(names, at)?
                 .as_string()
-                .ok_or_else(|| bad("subscribeBatch takes an array of key names"))?;
+                .ok_or_else(|| bad(SHAPE))?;
             let key = self.key(&name)?;
             keys.insert(name, key);
         }

@@ -3,7 +3,7 @@
 
 use gaesup_state::{Confirmation, Result, StateError};
 use gaesup_state_core::{Event, FullKey, KeyName, KeyState, Path, Scope};
-use js_sys::{Array, Function, Object, Reflect};
+use js_sys::{Function, Object, Reflect};
 use wasm_bindgen::prelude::*;
 
 use super::convert::{EventOptions, JsonBudget, SubscribeOptions, from_js, options, to_js};
@@ -248,7 +248,7 @@ impl JsUnit {
     #[wasm_bindgen(js_name = subscribeBatch)]
     pub fn subscribe_batch(
         &self,
-        names: Array,
+        names: JsValue,
         callback: Function,
     ) -> std::result::Result<Function, JsValue> {
         self.try_subscribe_batch(&names, callback)
@@ -314,14 +314,8 @@ impl JsUnit {
 /// back as that exception, with nothing written.
 fn path_writes(writes: &JsValue) -> Result<Vec<(Path, serde_json::Value)>> {
     const SHAPE: &str = "setPaths takes a list of [path, value] pairs";
-    let length = |list: &JsValue| -> Result<Option<u32>> {
-        if !is_array(list).map_err(thrown)? {
-            return Ok(None);
-        }
-        let length = Reflect::get(list, &JsValue::from_str("length")).map_err(thrown)?;
-        Ok(length.as_f64().and_then(|n| u32::try_from(n as i64).ok()))
-    };
-    let item = |list: &JsValue, at: u32| Reflect::get_u32(list, at).map_err(thrown);
+    let length = list_length;
+    let item = list_item;
     let Some(count) = length(writes)? else {
         return Err(bad(SHAPE));
     };
@@ -347,6 +341,22 @@ fn path_writes(writes: &JsValue) -> Result<Vec<(Path, serde_json::Value)>> {
         pairs.push((Path::parse(&path)?, value));
     }
     Ok(pairs)
+}
+
+/// The length of `list` if it is an array, read through `Reflect` so a
+/// proxy or getter that throws comes back as an error: an exception
+/// crossing this crate's frames would leave the unit's handle borrowed.
+pub(super) fn list_length(list: &JsValue) -> Result<Option<u32>> {
+    if !is_array(list).map_err(thrown)? {
+        return Ok(None);
+    }
+    let length = Reflect::get(list, &JsValue::from_str("length")).map_err(thrown)?;
+    Ok(length.as_f64().and_then(|n| u32::try_from(n as i64).ok()))
+}
+
+/// Item `at` of `list`, read as [`list_length`] reads the length.
+pub(super) fn list_item(list: &JsValue, at: u32) -> Result<JsValue> {
+    Reflect::get_u32(list, at).map_err(thrown)
 }
 
 #[wasm_bindgen]
