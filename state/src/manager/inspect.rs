@@ -2,6 +2,8 @@
 //! version, the recent operations, and a revision that moves whenever any
 //! of it does.
 
+use std::collections::VecDeque;
+
 use gaesup_state_core::vec_map::VecSet;
 use gaesup_state_core::{Change, FullKey, KeyState, Lifetime, Scope, Stamp, Strategy, UnitAddress};
 use leptos::prelude::*;
@@ -60,21 +62,21 @@ impl StateManager {
     /// pays nothing for it (a copy of every change); an inspector calls
     /// one of them when it mounts.
     pub fn log(&self) -> Vec<LogEntry> {
-        self.shared()
-            .map(|s| {
-                s.inspected.set(true);
-                s.log.borrow().iter().cloned().collect()
-            })
-            .unwrap_or_default()
+        self.read_log(|log| log.iter().cloned().collect())
     }
 
     /// The newest `n` entries of the [`log`](Self::log), newest first: what
     /// a view showing the latest few copies, rather than the whole log.
     pub fn recent_log(&self, n: usize) -> Vec<LogEntry> {
+        self.read_log(|log| log.iter().rev().take(n).cloned().collect())
+    }
+
+    /// Reads the log, keeping it from now on (nothing once disposed).
+    fn read_log(&self, read: impl FnOnce(&VecDeque<LogEntry>) -> Vec<LogEntry>) -> Vec<LogEntry> {
         self.shared()
             .map(|s| {
                 s.inspected.set(true);
-                s.log.borrow().iter().rev().take(n).cloned().collect()
+                read(&s.log.borrow())
             })
             .unwrap_or_default()
     }

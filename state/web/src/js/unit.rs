@@ -314,9 +314,7 @@ impl JsUnit {
 /// back as that exception, with nothing written.
 fn path_writes(writes: &JsValue) -> Result<Vec<(Path, serde_json::Value)>> {
     const SHAPE: &str = "setPaths takes a list of [path, value] pairs";
-    let length = list_length;
-    let item = list_item;
-    let Some(count) = length(writes)? else {
+    let Some(count) = list_length(writes)? else {
         return Err(bad(SHAPE));
     };
     if usize::try_from(count).map_or(true, |n| n > gaesup_state_core::MAX_PATH_WRITES) {
@@ -329,15 +327,15 @@ fn path_writes(writes: &JsValue) -> Result<Vec<(Path, serde_json::Value)>> {
     let mut budget = JsonBudget::new();
     let mut pairs = Vec::new();
     for at in 0..count {
-        let pair = item(writes, at)?;
-        let path = match length(&pair)? {
-            Some(2) => item(&pair, 0)?.as_string(),
+        let pair = list_item(writes, at)?;
+        let path = match list_length(&pair)? {
+            Some(2) => list_item(&pair, 0)?.as_string(),
             _ => None,
         };
         let Some(path) = path else {
             return Err(bad(format!("{SHAPE}; item {at} is not one")));
         };
-        let value = budget.convert(&item(&pair, 1)?)?;
+        let value = budget.convert(&list_item(&pair, 1)?)?;
         pairs.push((Path::parse(&path)?, value));
     }
     Ok(pairs)
