@@ -203,6 +203,10 @@ export class Proxy {
         return;
       }
       const relay = connect(this.targetPort, '127.0.0.1');
+      // No Nagle on either leg, as on the browser's and the relay's own
+      // sockets: the proxy must not add delays of its own.
+      client.setNoDelay(true);
+      relay.setNoDelay(true);
       const pair = { client, relay, frozen: false, websocket: false };
       this.pairs.add(pair);
       client.once('data', (head) => {

@@ -34,7 +34,8 @@ type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(relay: &Relay, subscribe: bool, cursor: Option<u64>) -> Socket {
-    let (mut socket, _) = tokio_tungstenite::connect_async(relay.ws_url())
+    // TCP_NODELAY, as browsers set it on their sockets.
+    let (mut socket, _) = tokio_tungstenite::connect_async_with_config(relay.ws_url(), None, true)
         .await
         .unwrap();
     let hello = ClientMessage::Hello(Hello {

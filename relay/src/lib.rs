@@ -66,6 +66,7 @@ use axum::http::{HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use clap::Parser;
 use tokio::sync::watch;
 
@@ -221,6 +222,16 @@ pub async fn serve(config: Serve, secret: Vec<u8>) -> Result<(), String> {
         tracing::info!("shutting down");
         let _ = stop.send(true);
     };
+    // Frames are small and each is sent as soon as it is ready (an ack, an
+    // op for a subscriber): with Nagle's algorithm a frame written while the
+    // previous one waits for its TCP ACK stays in the kernel until that ACK
+    // comes, which the peer may delay by up to 40 ms. A device answering a
+    // change at once then waited ~25 ms per hop on loopback.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::warn!(%err, "cannot set TCP_NODELAY on a connection");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(graceful)
         .await
