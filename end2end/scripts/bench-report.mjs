@@ -322,6 +322,7 @@ const headline = {
   'Cross-tab latency, BroadcastChannel, one way, p95 (ms)': latency?.broadcastChannel?.oneWay.p95 ?? null,
   'Cold load, interactive, unthrottled, median (ms)': loads?.app?.unthrottled.p50 ?? null,
   'Cold load, interactive, 4G, median (ms)': loads?.app?.four_g.p50 ?? null,
+  'device → relay → device, p95, round trip / 2 (ms)': devices?.propagation.halfRoundTrip.p95 ?? null,
 };
 writeFileSync(join(dir, 'headline.json'), JSON.stringify({ date: machine.date, headline }, null, 2));
 const baselinePath = join(dirname(fileURLToPath(import.meta.url)), '../bench/baseline.json');
