@@ -13,20 +13,68 @@ import { Relay } from '../scripts/relay.mjs';
 // - propagation: device A writes, device B's subscriber runs; B answers
 //   through the relay and A halves the round trip (no shared clock
 //   needed), and the one-way time on the shared wall clock beside it;
+//   then the same between two devices whose pages have no WebSocket (the
+//   HTTP fallback: pushes, and long polls of the apartment's stream);
 // - outbox flush: 1,000 ops made while the relay was down, time from
 //   coming back online until the relay acknowledged the last one.
 const SAMPLES = Number(process.env.DEVICE_SAMPLES ?? 300);
+const HTTP_SAMPLES = Number(process.env.DEVICE_HTTP_SAMPLES ?? 100);
 const OUTBOX_OPS = Number(process.env.OUTBOX_OPS ?? 1000);
 const here = dirname(fileURLToPath(import.meta.url));
 const OUT = process.env.BENCH_OUT_DEVICES ?? resolve(here, '../../target/bench/device-sync.json');
 
-async function device(browser: import('@playwright/test').Browser, config: { url: string; token: string }) {
+type Device = { context: import('@playwright/test').BrowserContext; page: import('@playwright/test').Page };
+
+/// A browser context of the app linked to the relay of `config`; with
+/// `http`, its pages have no WebSocket (as behind a proxy that blocks
+/// them), so it syncs through the HTTP fallback.
+async function device(browser: import('@playwright/test').Browser, config: { url: string; token: string }, http = false): Promise<Device> {
   const context = await browser.newContext();
   await context.route('**/relay.json', (route) => route.fulfill({ json: config }));
+  if (http) await context.addInitScript(() => Reflect.deleteProperty(window, 'WebSocket'));
   const page = await context.newPage();
   await page.goto('/');
-  await page.waitForFunction(() => (window as any).gaesup?.relay('main')?.link === 'connected');
+  const link = http ? 'HTTP fallback' : 'connected';
+  await page.waitForFunction((link) => (window as any).gaesup?.relay('main')?.link === link, link);
   return { context, page };
+}
+
+/// `samples` pings from A answered by B (see the top of this file):
+/// A's round trips and B's one-way times, in ms.
+async function pingPong(a: Device, b: Device, samples: number) {
+  await b.page.evaluate(() => {
+    const ping = (window as any).gaesup.unit('main/study/notes-a');
+    const pong = (window as any).gaesup.unit('main/study/notes-b');
+    (window as any).oneWay = [];
+    // Unsubscribed at the end, so this device answers no later pair's pings.
+    (window as any).stopAnswering = ping.subscribe('notes', (text: string) => {
+      if (!text.startsWith('{')) return;
+      const { i, t } = JSON.parse(text);
+      (window as any).oneWay.push(performance.timeOrigin + performance.now() - t);
+      pong.set('notes', String(i));
+    });
+  });
+  const roundTrips: number[] = await a.page.evaluate(async (samples) => {
+    const ping = (window as any).gaesup.unit('main/study/notes-a');
+    const pong = (window as any).gaesup.unit('main/study/notes-b');
+    let waiting: ((i: string) => void) | null = null;
+    const stop = pong.subscribe('notes', (text: string) => waiting?.(text));
+    const times: number[] = [];
+    for (let i = 0; i < samples; i += 1) {
+      const answered = new Promise<string>((done) => (waiting = (text) => text === String(i) && done(text)));
+      const start = performance.now();
+      ping.set('notes', JSON.stringify({ i, t: performance.timeOrigin + start }));
+      await answered;
+      times.push(performance.now() - start);
+    }
+    stop();
+    return times;
+  }, samples);
+  const oneWay: number[] = await b.page.evaluate(() => {
+    (window as any).stopAnswering();
+    return (window as any).oneWay;
+  });
+  return { oneWay: stats(oneWay), halfRoundTrip: stats(roundTrips.map((t) => t / 2)) };
 }
 
 test('device sync', async ({ browser, browserName }) => {
@@ -37,35 +85,14 @@ test('device sync', async ({ browser, browserName }) => {
     const a = await device(browser, config);
     const b = await device(browser, config);
 
-    // B: on each ping (notes of notes-a), record the one-way time and
-    // answer on notes of notes-b.
-    await b.page.evaluate(() => {
-      const ping = (window as any).gaesup.unit('main/study/notes-a');
-      const pong = (window as any).gaesup.unit('main/study/notes-b');
-      (window as any).oneWay = [];
-      ping.subscribe('notes', (text: string) => {
-        if (!text.startsWith('{')) return;
-        const { i, t } = JSON.parse(text);
-        (window as any).oneWay.push(performance.timeOrigin + performance.now() - t);
-        pong.set('notes', String(i));
-      });
-    });
-    const roundTrips: number[] = await a.page.evaluate(async (samples) => {
-      const ping = (window as any).gaesup.unit('main/study/notes-a');
-      const pong = (window as any).gaesup.unit('main/study/notes-b');
-      let waiting: ((i: string) => void) | null = null;
-      pong.subscribe('notes', (text: string) => waiting?.(text));
-      const times: number[] = [];
-      for (let i = 0; i < samples; i += 1) {
-        const answered = new Promise<string>((done) => (waiting = (text) => text === String(i) && done(text)));
-        const start = performance.now();
-        ping.set('notes', JSON.stringify({ i, t: performance.timeOrigin + start }));
-        await answered;
-        times.push(performance.now() - start);
-      }
-      return times;
-    }, SAMPLES);
-    const oneWay: number[] = await b.page.evaluate(() => (window as any).oneWay);
+    const propagation = await pingPong(a, b, SAMPLES);
+
+    // The same over the HTTP fallback, between two more devices.
+    const httpA = await device(browser, config, true);
+    const httpB = await device(browser, config, true);
+    const httpPropagation = await pingPong(httpA, httpB, HTTP_SAMPLES);
+    await httpA.context.close();
+    await httpB.context.close();
 
     // Outbox flush: the relay goes away, A makes OUTBOX_OPS increments,
     // the relay comes back; the clock starts when A is told it is online.
@@ -89,7 +116,8 @@ test('device sync', async ({ browser, browserName }) => {
     const result = {
       browser: `${browserName} ${browser.version()}`,
       samples: SAMPLES,
-      propagation: { oneWay: stats(oneWay), halfRoundTrip: stats(roundTrips.map((t) => t / 2)) },
+      propagation,
+      http: { samples: HTTP_SAMPLES, propagation: httpPropagation },
       outbox: { ops: OUTBOX_OPS, flushMs },
     };
     mkdirSync(dirname(OUT), { recursive: true });

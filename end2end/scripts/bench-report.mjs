@@ -303,6 +303,10 @@ if (devices) {
     { name: 'device → relay → device, p95 (round trip / 2)', measured: ms(p.p95), target: '≤ 50 ms', met: p.p95 <= 50 },
     { name: `flush a ${devices.outbox.ops}-op outbox after coming back online`, measured: ms(devices.outbox.flushMs), target: '≤ 5 s', met: devices.outbox.flushMs <= 5000 },
   );
+  if (devices.http) {
+    const h = devices.http.propagation.halfRoundTrip;
+    goals.push({ name: 'HTTP fallback: device → relay → device, p95 (round trip / 2)', measured: ms(h.p95), target: '(no goal; the WebSocket is the fast path)', met: undefined });
+  }
 }
 
 // The numbers this snapshot is compared on with the committed baseline
@@ -323,6 +327,7 @@ const headline = {
   'Cold load, interactive, unthrottled, median (ms)': loads?.app?.unthrottled.p50 ?? null,
   'Cold load, interactive, 4G, median (ms)': loads?.app?.four_g.p50 ?? null,
   'device → relay → device, p95, round trip / 2 (ms)': devices?.propagation.halfRoundTrip.p95 ?? null,
+  'HTTP fallback: device → relay → device, p95, round trip / 2 (ms)': devices?.http?.propagation.halfRoundTrip.p95 ?? null,
 };
 writeFileSync(join(dir, 'headline.json'), JSON.stringify({ date: machine.date, headline }, null, 2));
 const baselinePath = join(dirname(fileURLToPath(import.meta.url)), '../bench/baseline.json');
@@ -663,12 +668,18 @@ if (relay) {
   }
 }
 if (devices) {
-  lines.push('## Between devices', '', `Two browser contexts of the release app and the relay (debug build, durable store) on loopback. Device A writes a persistent key, device B's subscriber runs and answers the same way; ${devices.samples} samples. The relay's own share is its push → ack time above (the commit to disk dominates it).`, '');
+  lines.push('## Between devices', '', `Two browser contexts of the release app and the relay (debug build, durable store) on loopback. Device A writes a persistent key, device B's subscriber runs and answers the same way; ${devices.samples} samples. The relay's own share is its push → ack time above (the commit to disk dominates it).${devices.http ? ` Then the same between two more contexts whose pages have no \`WebSocket\` (as behind a proxy that blocks them), so they sync through the HTTP fallback: a push per burst of writes, and a long poll of the apartment's stream; ${devices.http.samples} samples.` : ''}`, '');
   row(['path', 'samples', 'p50', 'p95', 'p99', 'mean']);
   row(['---', '---:', '---:', '---:', '---:', '---:']);
   for (const [name, s] of [
     ['device → relay → device, one way', devices.propagation.oneWay],
     ['device → relay → device, round trip / 2', devices.propagation.halfRoundTrip],
+    ...(devices.http
+      ? [
+          ['HTTP fallback: device → relay → device, one way', devices.http.propagation.oneWay],
+          ['HTTP fallback: device → relay → device, round trip / 2', devices.http.propagation.halfRoundTrip],
+        ]
+      : []),
   ]) row([name, s.n, ms(s.p50), ms(s.p95), ms(s.p99), ms(s.mean)]);
   lines.push('', `Outbox: ${devices.outbox.ops} increments made while the relay was down were all acknowledged ${ms(devices.outbox.flushMs)} after the device came back online (reconnect included).`, '');
 }

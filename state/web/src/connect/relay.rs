@@ -116,6 +116,8 @@ pub(super) struct Remote {
     /// A re-read of the outbox, due shortly (other tabs' ops come in
     /// bursts).
     refresh: RefCell<Option<Timeout>>,
+    /// Wakes the HTTP fallback's push loop when ops join the outbox.
+    push_wake: Rc<http::Wake>,
     ticker: RefCell<Option<Interval>>,
     leadership: RefCell<Option<leader::Leadership>>,
     channel: Option<BroadcastChannel>,
@@ -151,6 +153,7 @@ impl Remote {
             generation: Cell::new(0),
             reconnect: RefCell::new(None),
             refresh: RefCell::new(None),
+            push_wake: Rc::default(),
             ticker: RefCell::new(None),
             leadership: RefCell::new(None),
             channel,

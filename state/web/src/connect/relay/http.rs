@@ -1,6 +1,10 @@
 //! The HTTP fallback: pushes and long polls, while WebSockets fail.
 
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::{Rc, Weak};
+use std::task::{Context, Poll, Waker};
 
 use gaesup_protocol::{Link, LinkStatus, StreamId};
 
@@ -9,7 +13,10 @@ use super::{Remote, now_ms, wire};
 /// Longest long poll on the HTTP fallback (of the apartment's stream;
 /// global keys are looked at between two, so they arrive within this).
 const PULL_WAIT_MS: u64 = 10_000;
-/// How often the HTTP fallback looks for ops to push.
+/// How often the HTTP fallback's push loop looks for ops to push when
+/// nothing woke it: new ops of this browser wake it at once (see
+/// [`Wake`]); this catches ops that became sendable otherwise (one held
+/// back until a previous push was answered, say).
 const PUSH_EVERY_MS: u32 = 200;
 /// Pause after a refused or unreadable answer (a rate limit, a relay in
 /// trouble), so a loop never hammers it.
@@ -45,7 +52,61 @@ impl Remote {
     }
 }
 
+/// A wake-up call for the push loop: [`notify`](Self::notify) makes the
+/// loop's current (or next) wait end at once. Notifications while the loop
+/// is busy pushing are not lost, and several count as one.
+#[derive(Default)]
+pub(super) struct Wake {
+    /// Notified since the loop last looked, and the loop's waker if it
+    /// waits.
+    state: RefCell<(bool, Option<Waker>)>,
+}
+
+impl Wake {
+    /// Something may be ready to push.
+    pub(super) fn notify(&self) {
+        let waker = {
+            let mut state = self.state.borrow_mut();
+            state.0 = true;
+            state.1.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Whether it was notified since the last call (clearing it), or else
+    /// registers `cx`'s waker.
+    fn take(&self, cx: &Context<'_>) -> bool {
+        let mut state = self.state.borrow_mut();
+        if std::mem::take(&mut state.0) {
+            state.1 = None;
+            true
+        } else {
+            state.1 = Some(cx.waker().clone());
+            false
+        }
+    }
+
+    /// Until notified, or `PUSH_EVERY_MS` at most.
+    async fn wait(&self) {
+        let mut timer = gloo_timers::future::TimeoutFuture::new(PUSH_EVERY_MS);
+        std::future::poll_fn(|cx| {
+            if self.take(cx) {
+                Poll::Ready(())
+            } else {
+                Pin::new(&mut timer).poll(cx)
+            }
+        })
+        .await;
+    }
+}
+
 pub(super) async fn push_loop(weak: Weak<Remote>, generation: u64) {
+    let wake = match weak.upgrade() {
+        Some(remote) => Rc::clone(&remote.push_wake),
+        None => return,
+    };
     loop {
         let request = {
             let Some(remote) = weak.upgrade() else {
@@ -75,7 +136,7 @@ pub(super) async fn push_loop(weak: Weak<Remote>, generation: u64) {
                 Next::Wait => gloo_timers::future::TimeoutFuture::new(RETRY_AFTER_MS).await,
             }
         } else {
-            gloo_timers::future::TimeoutFuture::new(PUSH_EVERY_MS).await;
+            wake.wait().await;
         }
     }
 }
@@ -153,4 +214,47 @@ fn take_answer(
     }
     remote.publish();
     next
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Waker};
+
+    use super::Wake;
+
+    /// A waker that counts its wake-ups.
+    struct Count(AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_notification_before_the_loop_waits_is_kept_once() {
+        let wake = Wake::default();
+        let cx = Context::from_waker(Waker::noop());
+        assert!(!wake.take(&cx), "nothing notified yet");
+        wake.notify();
+        wake.notify();
+        assert!(wake.take(&cx), "a notification made while busy is kept");
+        assert!(!wake.take(&cx), "several notifications count as one");
+    }
+
+    #[test]
+    fn a_notification_wakes_the_waiting_loop_once() {
+        let wake = Wake::default();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&count));
+        assert!(!wake.take(&Context::from_waker(&waker)));
+        wake.notify();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        // The waker was used up: a second notification only sets the flag.
+        wake.notify();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert!(wake.take(&Context::from_waker(&waker)));
+    }
 }

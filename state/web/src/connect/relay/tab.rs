@@ -40,7 +40,10 @@ impl Remote {
         };
         drop((link, storage));
         match result {
-            Ok(Some(frames)) => self.send_frames(&frames),
+            Ok(Some(frames)) => {
+                self.send_frames(&frames);
+                self.push_wake.notify();
+            }
             Ok(None) => {
                 self.status
                     .update(|status| status.waiting = status.waiting.saturating_add(1));
@@ -76,6 +79,7 @@ impl Remote {
             }
         };
         self.send_frames(&frames);
+        self.push_wake.notify();
         self.publish();
     }
 
