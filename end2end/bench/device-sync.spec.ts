@@ -40,36 +40,43 @@ async function device(browser: import('@playwright/test').Browser, config: { url
 }
 
 /// `samples` pings from A answered by B (see the top of this file):
-/// A's round trips and B's one-way times, in ms.
-async function pingPong(a: Device, b: Device, samples: number) {
-  await b.page.evaluate(() => {
+/// A's round trips and B's one-way times, in ms. Pings and answers carry
+/// `run`, so a device still catching up on an earlier pair's pings (a
+/// link reads as connected before its catch-up ends) neither answers nor
+/// times them.
+async function pingPong(a: Device, b: Device, samples: number, run: string) {
+  await b.page.evaluate((run) => {
     const ping = (window as any).gaesup.unit('main/study/notes-a');
     const pong = (window as any).gaesup.unit('main/study/notes-b');
     (window as any).oneWay = [];
     // Unsubscribed at the end, so this device answers no later pair's pings.
     (window as any).stopAnswering = ping.subscribe('notes', (text: string) => {
       if (!text.startsWith('{')) return;
-      const { i, t } = JSON.parse(text);
-      (window as any).oneWay.push(performance.timeOrigin + performance.now() - t);
-      pong.set('notes', String(i));
+      const ping = JSON.parse(text);
+      if (ping.run !== run) return;
+      (window as any).oneWay.push(performance.timeOrigin + performance.now() - ping.t);
+      pong.set('notes', `${run}:${ping.i}`);
     });
-  });
-  const roundTrips: number[] = await a.page.evaluate(async (samples) => {
-    const ping = (window as any).gaesup.unit('main/study/notes-a');
-    const pong = (window as any).gaesup.unit('main/study/notes-b');
-    let waiting: ((i: string) => void) | null = null;
-    const stop = pong.subscribe('notes', (text: string) => waiting?.(text));
-    const times: number[] = [];
-    for (let i = 0; i < samples; i += 1) {
-      const answered = new Promise<string>((done) => (waiting = (text) => text === String(i) && done(text)));
-      const start = performance.now();
-      ping.set('notes', JSON.stringify({ i, t: performance.timeOrigin + start }));
-      await answered;
-      times.push(performance.now() - start);
-    }
-    stop();
-    return times;
-  }, samples);
+  }, run);
+  const roundTrips: number[] = await a.page.evaluate(
+    async ({ samples, run }) => {
+      const ping = (window as any).gaesup.unit('main/study/notes-a');
+      const pong = (window as any).gaesup.unit('main/study/notes-b');
+      let waiting: ((text: string) => void) | null = null;
+      const stop = pong.subscribe('notes', (text: string) => waiting?.(text));
+      const times: number[] = [];
+      for (let i = 0; i < samples; i += 1) {
+        const answered = new Promise<string>((done) => (waiting = (text) => text === `${run}:${i}` && done(text)));
+        const start = performance.now();
+        ping.set('notes', JSON.stringify({ run, i, t: performance.timeOrigin + start }));
+        await answered;
+        times.push(performance.now() - start);
+      }
+      stop();
+      return times;
+    },
+    { samples, run },
+  );
   const oneWay: number[] = await b.page.evaluate(() => {
     (window as any).stopAnswering();
     return (window as any).oneWay;
@@ -85,12 +92,19 @@ test('device sync', async ({ browser, browserName }) => {
     const a = await device(browser, config);
     const b = await device(browser, config);
 
-    const propagation = await pingPong(a, b, SAMPLES);
+    const propagation = await pingPong(a, b, SAMPLES, 'websocket');
 
     // The same over the HTTP fallback, between two more devices.
     const httpA = await device(browser, config, true);
     const httpB = await device(browser, config, true);
-    const httpPropagation = await pingPong(httpA, httpB, HTTP_SAMPLES);
+    // Caught up with the first pair's pings and answers before timing.
+    for (const d of [httpA, httpB]) {
+      await d.page.waitForFunction(
+        (last) => (window as any).gaesup.unit('main/study/notes-b').get('notes') === last,
+        `websocket:${SAMPLES - 1}`,
+      );
+    }
+    const httpPropagation = await pingPong(httpA, httpB, HTTP_SAMPLES, 'http');
     await httpA.context.close();
     await httpB.context.close();
 
