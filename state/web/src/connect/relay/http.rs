@@ -15,8 +15,8 @@ use super::{Remote, now_ms, wire};
 const PULL_WAIT_MS: u64 = 10_000;
 /// How often the HTTP fallback's push loop looks for ops to push when
 /// nothing woke it: new ops of this browser wake it at once (see
-/// [`Wake`]); this catches ops that became sendable otherwise (one held
-/// back until a previous push was answered, say).
+/// [`Wake`]), so this is only a safety net (a wake-up taken by a loop of
+/// an older generation on its way out, say).
 const PUSH_EVERY_MS: u32 = 200;
 /// Pause after a refused or unreadable answer (a rate limit, a relay in
 /// trouble), so a loop never hammers it.
@@ -90,12 +90,20 @@ impl Wake {
 
     /// Until notified, or `PUSH_EVERY_MS` at most.
     async fn wait(&self) {
-        let mut timer = gloo_timers::future::TimeoutFuture::new(PUSH_EVERY_MS);
+        self.wait_or(gloo_timers::future::TimeoutFuture::new(PUSH_EVERY_MS))
+            .await;
+    }
+
+    /// Until notified or `timer` ends. The timer is polled first: a loop
+    /// whose timer ended leaves the notification (and the waker slot) to
+    /// whichever loop waits next, which matters when a loop of an older
+    /// generation wakes on its way out.
+    async fn wait_or(&self, mut timer: impl Future<Output = ()> + Unpin) {
         std::future::poll_fn(|cx| {
-            if self.take(cx) {
+            if Pin::new(&mut timer).poll(cx).is_ready() || self.take(cx) {
                 Poll::Ready(())
             } else {
-                Pin::new(&mut timer).poll(cx)
+                Poll::Pending
             }
         })
         .await;
@@ -242,6 +250,28 @@ mod tests {
         wake.notify();
         assert!(wake.take(&cx), "a notification made while busy is kept");
         assert!(!wake.take(&cx), "several notifications count as one");
+    }
+
+    /// Polls `future` once.
+    fn poll_once<F: std::future::Future>(future: F) -> std::task::Poll<F::Output> {
+        let mut future = std::pin::pin!(future);
+        future
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    #[test]
+    fn a_wait_ends_on_a_notification_or_its_timer_and_a_timer_leaves_the_notification() {
+        let wake = Wake::default();
+        assert!(poll_once(wake.wait_or(std::future::pending())).is_pending());
+        wake.notify();
+        assert!(poll_once(wake.wait_or(std::future::pending())).is_ready());
+        assert!(poll_once(wake.wait_or(std::future::pending())).is_pending());
+        // A wait whose timer ended (an old loop leaving) does not take a
+        // notification meant for the next loop.
+        wake.notify();
+        assert!(poll_once(wake.wait_or(std::future::ready(()))).is_ready());
+        assert!(poll_once(wake.wait_or(std::future::pending())).is_ready());
     }
 
     #[test]
