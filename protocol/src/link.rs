@@ -245,6 +245,37 @@ pub struct Link {
     /// that brings it back.
     answered: std::collections::VecDeque<OpId>,
     answered_set: BTreeSet<OpId>,
+    /// Snapshots coming in pieces: the last key of the piece merged so far
+    /// (the next is asked for after it) and the lowest number the pieces
+    /// said, which the cursor moves to once the last piece is merged.
+    pieces: BTreeMap<StreamId, Piece>,
+    /// The highest number each stream's stored cursor may take on this
+    /// page: an op or snapshot state before it was kept in memory only
+    /// (for a key no tab had declared yet, or refused by this version for
+    /// now), so a reload must fetch it again.
+    pins: BTreeMap<StreamId, u64>,
+}
+
+/// `text` as a URL query value: bytes other than letters, digits and
+/// `-._~:/` percent-encoded (a key name may hold `&`, `#`, `+`, spaces…).
+fn encode_query(text: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~:/".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
+    out
+}
+
+/// A snapshot merged up to a key, its other pieces still to come.
+#[derive(Debug, Clone)]
+struct Piece {
+    after: FullKey,
+    floor: u64,
 }
 
 impl Link {
@@ -288,6 +319,8 @@ impl Link {
             resync: BTreeSet::new(),
             resyncing: BTreeSet::new(),
             snapshotted: BTreeSet::new(),
+            pieces: BTreeMap::new(),
+            pins: BTreeMap::new(),
             answered: std::collections::VecDeque::new(),
             answered_set: BTreeSet::new(),
         };
@@ -460,6 +493,7 @@ impl Link {
         self.caught_up.clear();
         self.heard.clear();
         self.snapshotted.clear();
+        self.pieces.clear();
         let hello = ClientMessage::Hello(Hello {
             client: self.client.clone(),
             token: self.token.clone(),
@@ -483,6 +517,7 @@ impl Link {
         self.caught_up.clear();
         self.heard.clear();
         self.snapshotted.clear();
+        self.pieces.clear();
         if matches!(self.status, LinkStatus::Refused(_) | LinkStatus::Off) {
             return None;
         }
@@ -517,6 +552,7 @@ impl Link {
         self.caught_up.clear();
         self.heard.clear();
         self.snapshotted.clear();
+        self.pieces.clear();
         self.socket_retry_at_ms = None;
         if !matches!(self.status, LinkStatus::Refused(_) | LinkStatus::Off) {
             self.status = LinkStatus::Offline;
@@ -609,11 +645,14 @@ impl Link {
                     out.ops.push((body.stream.clone(), body.ops));
                 }
             }
-            ServerMessage::Snapshot(snapshot) => {
+            ServerMessage::Snapshot(mut snapshot) => {
                 // Caught up only once all of it came: a snapshot may take
                 // several messages.
                 self.heard.insert(snapshot.stream.clone());
-                self.snapshotted.insert(snapshot.stream.clone());
+                self.piece_of(&mut snapshot);
+                if !snapshot.more {
+                    self.snapshotted.insert(snapshot.stream.clone());
+                }
                 // Merging it may drop what lies behind this device's own
                 // horizon without a word: never re-base this stream.
                 self.mark_no_rebase(&snapshot.stream, storage);
@@ -742,6 +781,48 @@ impl Link {
                 self.answered_set.remove(&oldest);
             }
         }
+    }
+
+    /// Keeps track of a snapshot that comes in pieces. A piece with
+    /// [`more`](Snapshot::more) to come is remembered (the next is asked
+    /// for after its last key, over HTTP); the last piece's number becomes
+    /// the lowest any piece said, as keys merged from earlier pieces are
+    /// only as recent as those. A piece that would not move past the one
+    /// before (no states, or a key not after the last: a relay in error)
+    /// ends the snapshot there rather than loop on it.
+    fn piece_of(&mut self, snapshot: &mut Snapshot) {
+        let before = self.pieces.remove(&snapshot.stream);
+        if let Some(before) = &before {
+            snapshot.seq = snapshot.seq.min(before.floor);
+        }
+        if !snapshot.more {
+            return;
+        }
+        let last = snapshot.states.last().map(|entry| &entry.key);
+        match last {
+            Some(last) if before.as_ref().is_none_or(|before| *last > before.after) => {
+                self.pieces.insert(
+                    snapshot.stream.clone(),
+                    Piece {
+                        after: last.clone(),
+                        floor: snapshot.seq,
+                    },
+                );
+            }
+            _ => snapshot.more = false,
+        }
+    }
+
+    /// Keeps `stream`'s stored cursor at `through` at most for the rest of
+    /// this page (see [`save_cursor`](Self::save_cursor)): something after
+    /// it was kept in memory only, or refused by this version for now, so
+    /// a reload must fetch it again. The cursor this page asks the relay
+    /// from still moves on.
+    pub fn pin_cursor(&mut self, stream: &StreamId, through: u64) {
+        self.pins
+            .entry(stream.clone())
+            .and_modify(|pin| *pin = (*pin).min(through))
+            .or_insert(through);
     }
 
     fn mark_no_rebase(&mut self, stream: &StreamId, storage: &mut dyn Storage) {
@@ -928,12 +1009,14 @@ impl Link {
     }
 
     /// Records that everything up to `seq` of `stream` was applied and
-    /// saved: later sessions resume after it.
+    /// saved: later sessions resume after it (or after the stream's pin,
+    /// if lower: see [`pin_cursor`](Self::pin_cursor)).
     pub fn save_cursor(&mut self, stream: &StreamId, seq: u64, storage: &mut dyn Storage) {
         let cursor = self.cursors.entry(stream.clone()).or_default();
         if seq > *cursor {
             *cursor = seq;
-            let _ = storage.set(&format!("{CURSOR_PREFIX}{stream}"), &seq.to_string());
+            let stored = self.pins.get(stream).map_or(seq, |pin| seq.min(*pin));
+            let _ = storage.set(&format!("{CURSOR_PREFIX}{stream}"), &stored.to_string());
         }
     }
 
@@ -953,18 +1036,25 @@ impl Link {
         gaesup_state_core::to_text(&Push { ops }).ok()
     }
 
-    /// The query of a long poll of `stream` (path and query, no host).
+    /// The query of a long poll of `stream` (path and query, no host): for
+    /// a snapshot coming in pieces, the next piece.
     pub fn http_pull(&self, stream: &StreamId, wait_ms: u64) -> String {
+        let after = self.pieces.get(stream).map_or_else(String::new, |piece| {
+            format!("&after={}", encode_query(piece.after.as_str()))
+        });
         format!(
-            "/v1/pull?stream={stream}&cursor={}&wait_ms={wait_ms}",
+            "/v1/pull?stream={stream}&cursor={}&wait_ms={wait_ms}{after}",
             self.pull_cursor(stream)
         )
     }
 
     /// The cursor to ask the relay from: past any head (which the relay
-    /// answers with a snapshot) for a stream to take whole.
+    /// answers with a snapshot) for a stream to take whole, or whose
+    /// snapshot's next piece is due.
     fn pull_cursor(&self, stream: &StreamId) -> u64 {
-        if self.resyncing.contains(stream) && !self.snapshotted.contains(stream) {
+        if self.pieces.contains_key(stream)
+            || (self.resyncing.contains(stream) && !self.snapshotted.contains(stream))
+        {
             u64::MAX
         } else {
             self.cursor(stream)
@@ -1212,6 +1302,109 @@ mod tests {
         out
     }
 
+    /// The states of two apartment keys, `a` and `b` (in key order).
+    fn two_states() -> Vec<gaesup_state_core::SyncEntry> {
+        let mut store = Replica::new(TabId::new(1), ManualClock::new(1_000));
+        let unit: gaesup_state_core::UnitAddress = "main/b/u".parse().unwrap();
+        for name in ["a", "b"] {
+            let key = SharedKey::<i64>::builder(name)
+                .scope(Scope::Apartment)
+                .lifetime(Lifetime::Persistent)
+                .build()
+                .unwrap();
+            store.declare(&key).unwrap();
+            store.set(&unit, &key, 1).unwrap();
+        }
+        store
+            .states()
+            .iter()
+            .map(|(key, state)| gaesup_state_core::SyncEntry {
+                key: key.clone(),
+                schema: 1,
+                state: state.clone(),
+            })
+            .collect()
+    }
+
+    fn piece(seq: u64, states: Vec<gaesup_state_core::SyncEntry>, more: bool) -> String {
+        ServerMessage::Snapshot(Snapshot {
+            stream: "apartment:main".parse().unwrap(),
+            seq,
+            states,
+            more,
+        })
+        .encode()
+        .unwrap()
+    }
+
+    #[test]
+    fn a_snapshot_in_pieces_moves_the_cursor_only_once_its_last_piece_came() {
+        let mut storage = MemoryStorage::new();
+        let mut link = link(&storage);
+        let main: StreamId = "apartment:main".parse().unwrap();
+        let states = two_states();
+        let (a, b) = (states[0].clone(), states[1].clone());
+        // The first piece: merged, but no cursor to save yet; the next
+        // pull asks for the piece after its last key, of a snapshot.
+        let out = feed(&mut link, &piece(7, vec![a.clone()], true), 1, &mut storage);
+        assert!(out.snapshots[0].more);
+        let pull = link.http_pull(&main, 0);
+        assert!(pull.contains(&format!("cursor={}", u64::MAX)), "{pull}");
+        assert!(
+            pull.ends_with(&format!("&after={}", encode_query(a.key.as_str()))),
+            "{pull}"
+        );
+        // The last piece, of a stream that moved on meanwhile: the cursor
+        // may go only as far as the first piece's number.
+        let out = feed(
+            &mut link,
+            &piece(9, vec![b.clone()], false),
+            2,
+            &mut storage,
+        );
+        assert!(!out.snapshots[0].more);
+        assert_eq!(out.snapshots[0].seq, 7);
+        assert!(!link.http_pull(&main, 0).contains("after="));
+        // A relay in error that says more without moving on ends the
+        // snapshot rather than loop: no states, or a key not after the
+        // last one.
+        let out = feed(&mut link, &piece(9, Vec::new(), true), 3, &mut storage);
+        assert!(!out.snapshots[0].more);
+        feed(&mut link, &piece(9, vec![b.clone()], true), 4, &mut storage);
+        let out = feed(&mut link, &piece(10, vec![a], true), 5, &mut storage);
+        assert!(!out.snapshots[0].more);
+        assert_eq!(out.snapshots[0].seq, 9);
+        // A connection that ends between pieces starts the snapshot over.
+        feed(&mut link, &piece(11, vec![b], true), 6, &mut storage);
+        link.on_close(0.0, 7);
+        assert!(!link.http_pull(&main, 0).contains("after="));
+    }
+
+    #[test]
+    fn a_key_in_a_query_is_percent_encoded() {
+        assert_eq!(
+            encode_query("apartment:main/a&b=c d#é"),
+            "apartment:main/a%26b%3Dc%20d%23%C3%A9"
+        );
+    }
+
+    #[test]
+    fn a_pinned_cursor_is_stored_no_further_than_its_pin() {
+        let mut storage = MemoryStorage::new();
+        let mut link = link(&storage);
+        let main: StreamId = "apartment:main".parse().unwrap();
+        link.save_cursor(&main, 3, &mut storage);
+        // Op 5 was kept in memory only: this page reads on past it, the
+        // next page fetches it again.
+        link.pin_cursor(&main, 4);
+        link.save_cursor(&main, 10, &mut storage);
+        assert_eq!(link.cursor(&main), 10);
+        assert!(link.http_pull(&main, 0).contains("cursor=10&"));
+        link.pin_cursor(&main, 8);
+        link.save_cursor(&main, 12, &mut storage);
+        assert_eq!(self::link(&storage).cursor(&main), 4);
+    }
+
     #[test]
     fn a_stale_counter_op_waits_for_catch_up_and_is_answered_by_its_rebase() {
         let mut storage = MemoryStorage::new();
@@ -1362,6 +1555,7 @@ mod tests {
             stream: "apartment:main".parse().unwrap(),
             seq: 7,
             states: Vec::new(),
+            more: false,
         });
         feed(&mut link, &welcome(10_000), 6, &mut storage);
         feed(&mut link, &snapshot.encode().unwrap(), 6, &mut storage);
@@ -1398,6 +1592,7 @@ mod tests {
                     stream: main.clone(),
                     seq: 3,
                     states: Vec::new(),
+                    more: false,
                 });
                 feed(&mut link, &whole.encode().unwrap(), 1, &mut storage);
             } else {

@@ -176,6 +176,16 @@ pub struct Snapshot {
     pub seq: u64,
     /// One state per key.
     pub states: Vec<SyncEntry>,
+    /// Another piece of this snapshot follows: the states of the keys
+    /// after this piece's last (a stream's states may take several
+    /// messages). A device moves its cursor only once the last piece is
+    /// merged, so a socket or page closed between two pieces takes the
+    /// snapshot again rather than skip the keys it had not received. Over
+    /// HTTP the next piece is asked for with the last key of this one
+    /// (`after=` of `/v1/pull`); a relay that predates pieces never says
+    /// it (and sends the whole snapshot over a socket).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub more: bool,
 }
 
 impl Snapshot {
@@ -582,6 +592,7 @@ mod tests {
             stream: "apartment:main".parse().unwrap(),
             seq: 9,
             states: all,
+            more: false,
         };
         let (groups, refused) = snapshot.into_tab_groups();
         let left_out: Vec<&FullKey> = refused.iter().map(|(key, _)| key).collect();

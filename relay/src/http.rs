@@ -4,8 +4,8 @@
 //! | route | in | out |
 //! |---|---|---|
 //! | `POST /v1/push` | a push body `{"ops": […]}` | an ack message |
-//! | `GET /v1/pull?stream=…&cursor=…&wait_ms=…` | | an ops or snapshot message, waiting up to `wait_ms` for new ops |
-//! | `GET /v1/snapshot?stream=…` | | a snapshot message |
+//! | `GET /v1/pull?stream=…&cursor=…&wait_ms=…[&after=…]` | | an ops or snapshot message, waiting up to `wait_ms` for new ops; a snapshot's next piece after the key `after` |
+//! | `GET /v1/snapshot?stream=…[&after=…]` | | a snapshot message (its next piece after the key `after`) |
 //! | `GET /health` | | `{"ok": true, …}` |
 //! | `GET /metrics` | | counters, Prometheus text |
 //!
@@ -23,7 +23,7 @@ use gaesup_protocol::{
     Ack, AckStatus, Acks, ErrorBody, ProtocolError, Push, ServerMessage, StreamId, Subscription,
     code,
 };
-use gaesup_state_core::{MAX_MESSAGE_BYTES, encoded_len, parse_untrusted};
+use gaesup_state_core::{FullKey, MAX_MESSAGE_BYTES, encoded_len, parse_untrusted};
 use serde::Deserialize;
 
 use crate::AppState;
@@ -159,7 +159,8 @@ pub async fn push(State(app): State<Arc<AppState>>, headers: HeaderMap, body: By
         );
     }
     app.metrics.pushed();
-    if !app.take_http(&claims.sub, push.ops.len()) {
+    // A push of nothing still costs a turn: it is work for the hub.
+    if !app.take_http(&claims.sub, push.ops.len().max(1)) {
         let error = ProtocolError::new(code::RATE_LIMITED, "too many ops per second; resend later");
         app.metrics.refused(code::RATE_LIMITED);
         let acks = all_refused(&push.ops, &error);
@@ -187,6 +188,20 @@ pub struct PullQuery {
     cursor: Option<u64>,
     #[serde(default)]
     wait_ms: Option<u64>,
+    /// The last key of the snapshot piece the device has: the answer is
+    /// the next piece, if it still takes a snapshot.
+    #[serde(default)]
+    after: Option<String>,
+}
+
+/// The `after` key of a query: the last key of a snapshot piece.
+fn after_key(after: Option<&str>) -> Result<Option<FullKey>, ProtocolError> {
+    after
+        .map(|key| {
+            key.parse::<FullKey>()
+                .map_err(|err| ProtocolError::new(code::MALFORMED, format!("after: {err}")))
+        })
+        .transpose()
 }
 
 /// The token's claims and the stream a read names.
@@ -213,6 +228,10 @@ pub async fn pull(
         Ok(found) => found,
         Err(error) => return refuse(&app, &error),
     };
+    let after = match after_key(query.after.as_deref()) {
+        Ok(after) => after,
+        Err(error) => return refuse(&app, &error),
+    };
     let subscription = Subscription {
         stream,
         cursor: query.cursor,
@@ -225,7 +244,12 @@ pub async fn pull(
         let committed = app.hub.committed.notified();
         let answer = match app
             .hub
-            .pull(Arc::clone(&claims), subscription.clone(), 512)
+            .pull(
+                Arc::clone(&claims),
+                subscription.clone(),
+                512,
+                after.clone(),
+            )
             .await
         {
             Ok(answer) => answer,
@@ -248,6 +272,9 @@ pub async fn pull(
 #[derive(Debug, Deserialize)]
 pub struct SnapshotQuery {
     stream: String,
+    /// As for [`PullQuery`]: the next piece after this key.
+    #[serde(default)]
+    after: Option<String>,
 }
 
 /// `GET /v1/snapshot`: the stream's canonical states.
@@ -260,12 +287,16 @@ pub async fn snapshot(
         Ok(found) => found,
         Err(error) => return refuse(&app, &error),
     };
+    let after = match after_key(query.after.as_deref()) {
+        Ok(after) => after,
+        Err(error) => return refuse(&app, &error),
+    };
     // A cursor past any head always answers with a snapshot.
     let subscription = Subscription {
         stream,
         cursor: Some(u64::MAX),
     };
-    match app.hub.pull(claims, subscription, 0).await {
+    match app.hub.pull(claims, subscription, 0, after).await {
         Ok(answer) => json(StatusCode::OK, &answer),
         Err(error) => refuse(&app, &error),
     }

@@ -99,6 +99,7 @@ enum Request {
         claims: Arc<Claims>,
         subscription: Subscription,
         limit: usize,
+        after: Option<FullKey>,
         reply: oneshot::Sender<Result<ServerMessage, ProtocolError>>,
     },
     /// Answered once `conn`'s streams hold everything the store holds.
@@ -309,6 +310,7 @@ impl Hub {
         claims: Arc<Claims>,
         subscription: Subscription,
         limit: usize,
+        after: Option<FullKey>,
     ) -> Result<ServerMessage, ProtocolError> {
         let (reply, wait) = oneshot::channel();
         self.requests
@@ -316,6 +318,7 @@ impl Hub {
                 claims,
                 subscription,
                 limit,
+                after,
                 reply,
             })
             .await
@@ -641,9 +644,11 @@ impl State {
                 claims,
                 subscription,
                 limit,
+                after,
                 reply,
             } => {
-                let _ = reply.send(self.pull(&claims, &subscription, limit).await);
+                let answer = self.pull(&claims, &subscription, limit, after.as_ref());
+                let _ = reply.send(answer.await);
             }
             Request::Remote { stream, ops } => {
                 self.remote(&stream, ops).await;
@@ -806,6 +811,12 @@ impl State {
         for conn in conns {
             self.barrier(conn).await;
         }
+        // Only a commit wakes the long polls waiting for one (a push of
+        // nothing, or of refused ops, would have them all ask again).
+        let committed = statuses
+            .iter()
+            .flatten()
+            .any(|status| matches!(status, Some(AckStatus::Applied { .. })));
         for ((_, ops, reply, _), statuses) in pushes.into_iter().zip(statuses) {
             let acks = ops
                 .iter()
@@ -823,7 +834,9 @@ impl State {
                 .collect();
             let _ = reply.send(acks);
         }
-        self.committed.notify_waiters();
+        if committed {
+            self.committed.notify_waiters();
+        }
         self.trim().await;
     }
 
@@ -1107,6 +1120,7 @@ impl State {
         subscriptions: Vec<Subscription>,
         outlet: Outlet,
     ) -> Result<(), ProtocolError> {
+        let mut named = BTreeSet::new();
         for subscription in &subscriptions {
             if !claims.can_read(&subscription.stream) {
                 return Err(ProtocolError::new(
@@ -1114,10 +1128,20 @@ impl State {
                     format!("the token may not read {}", subscription.stream),
                 ));
             }
+            // Each would be caught up again, whole, into memory.
+            if !named.insert(&subscription.stream) {
+                return Err(ProtocolError::new(
+                    code::MALFORMED,
+                    format!("the hello subscribes to {} twice", subscription.stream),
+                ));
+            }
         }
         let mut streams = BTreeSet::new();
         for subscription in &subscriptions {
-            for message in self.catch_up(&claims, subscription, usize::MAX).await? {
+            for message in self
+                .catch_up(&claims, subscription, usize::MAX, None)
+                .await?
+            {
                 // Queued here, in the same step that registers the
                 // subscriber, so nothing live can overtake it.
                 if outlet.catch_up.send(message).is_err() {
@@ -1142,6 +1166,7 @@ impl State {
         claims: &Claims,
         subscription: &Subscription,
         limit: usize,
+        after: Option<&FullKey>,
     ) -> Result<ServerMessage, ProtocolError> {
         if !claims.can_read(&subscription.stream) {
             return Err(ProtocolError::new(
@@ -1149,7 +1174,10 @@ impl State {
                 format!("the token may not read {}", subscription.stream),
             ));
         }
-        let mut messages = self.catch_up(claims, subscription, limit).await?;
+        // One message an answer: a snapshot in several pieces is taken a
+        // piece at a time, each asked for after the last key of the one
+        // before (its `more` says another follows).
+        let mut messages = self.catch_up(claims, subscription, limit, after).await?;
         Ok(if messages.is_empty() {
             ServerMessage::Ops(OpsBody {
                 stream: subscription.stream.clone(),
@@ -1170,6 +1198,7 @@ impl State {
         claims: &Claims,
         subscription: &Subscription,
         limit: usize,
+        after_key: Option<&FullKey>,
     ) -> Result<Vec<ServerMessage>, ProtocolError> {
         let id = subscription.stream.clone();
         self.ensure(&id).await?;
@@ -1191,7 +1220,7 @@ impl State {
         }
         if cursor > head || cursor + 1 < first {
             self.metrics.snapshot();
-            return Ok(self.snapshot(claims, &id));
+            return Ok(self.snapshot(claims, &id, after_key));
         }
         let mut messages = Vec::new();
         let mut after = cursor;
@@ -1206,7 +1235,7 @@ impl State {
                 // Another node trimmed the log past this cursor (or between
                 // two reads): what was read would leave a gap.
                 self.metrics.snapshot();
-                return Ok(self.snapshot(claims, &id));
+                return Ok(self.snapshot(claims, &id, after_key));
             }
             let mut ops = Vec::with_capacity(rows.len());
             for (seq, body) in rows {
@@ -1236,12 +1265,27 @@ impl State {
     /// The stream's canonical states the token may read, as snapshot
     /// messages that each fit a frame and hold at most
     /// [`MAX_SYNC_STATES`] states (a browser hands each snapshot to its
-    /// tabs as one sync message, which holds no more).
-    fn snapshot(&self, claims: &Claims, id: &StreamId) -> Vec<ServerMessage> {
+    /// tabs as one sync message, which holds no more). Only the keys after
+    /// `after` (in key order), when given: the rest of a snapshot whose
+    /// pieces are asked for one at a time. Every piece but the last says
+    /// [`more`](Snapshot::more).
+    fn snapshot(
+        &self,
+        claims: &Claims,
+        id: &StreamId,
+        after: Option<&FullKey>,
+    ) -> Vec<ServerMessage> {
         let Some(stream) = self.streams.get(id) else {
             return Vec::new();
         };
-        let entries = stream.replica.states().iter().filter_map(|(key, state)| {
+        let states = match after {
+            Some(after) => stream.replica.states().range::<FullKey, _>((
+                std::ops::Bound::Excluded(after),
+                std::ops::Bound::Unbounded,
+            )),
+            None => stream.replica.states().range::<FullKey, _>(..),
+        };
+        let entries = states.filter_map(|(key, state)| {
             if !claims.can_read_key(key) {
                 return None;
             }
@@ -1259,13 +1303,16 @@ impl State {
         if chunks.is_empty() {
             chunks.push(Vec::new());
         }
+        let last = chunks.len() - 1;
         chunks
             .into_iter()
-            .map(|states| {
+            .enumerate()
+            .map(|(i, states)| {
                 ServerMessage::Snapshot(Snapshot {
                     stream: id.clone(),
                     seq: stream.head,
                     states,
+                    more: i < last,
                 })
             })
             .collect()

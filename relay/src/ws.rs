@@ -171,6 +171,11 @@ async fn serve(app: Arc<AppState>, socket: WebSocket) {
                 }
             }
             _ = ticker.tick() => {
+                // Tokens are short-lived so that a device can be cut off:
+                // a socket opened with one ends when it does.
+                if let Some(reason) = session.expired() {
+                    break Some(reason);
+                }
                 if last_heard.elapsed() > heartbeat * 3 {
                     break Some(close(CLOSE_SILENT, "no message for three heartbeats"));
                 }
@@ -205,6 +210,22 @@ struct Session {
 }
 
 impl Session {
+    /// The close frame for a socket whose token has expired since its
+    /// hello (said to the device first), if it has.
+    fn expired(&self) -> Option<Message> {
+        let claims = self.claims.as_ref()?;
+        let now = now_ms() / 1000;
+        if claims.exp > now {
+            return None;
+        }
+        let error = crate::token::TokenError::Expired {
+            exp: claims.exp,
+            now,
+        };
+        self.error(&ProtocolError::new(error.code(), error.to_string()));
+        Some(close(CLOSE_UNAUTHORIZED, code::TOKEN_EXPIRED))
+    }
+
     fn error(&self, error: &ProtocolError) {
         self.app.metrics.refused(error.code);
         let _ = self.send.try_send(ServerMessage::Error(ErrorBody {
@@ -269,6 +290,9 @@ impl Session {
                     self.error(&ProtocolError::new(code::NO_HELLO, "say hello first"));
                     return None;
                 };
+                if let Some(reason) = self.expired() {
+                    return Some(reason);
+                }
                 self.app.metrics.pushed();
                 if push.ops.len() > self.app.config.max_ops_per_push {
                     self.error(&ProtocolError::new(
@@ -281,7 +305,8 @@ impl Session {
                     ));
                     return None;
                 }
-                let acks = if self.bucket.take(push.ops.len()) {
+                // A push of nothing still costs a turn: it is work for the hub.
+                let acks = if self.bucket.take(push.ops.len().max(1)) {
                     match self
                         .app
                         .hub

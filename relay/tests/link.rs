@@ -183,8 +183,12 @@ impl Browser {
                 self.device.store.merge_state(entry).unwrap();
             }
             self.save();
-            self.link
-                .save_cursor(&snapshot.stream, snapshot.seq, &mut self.storage);
+            // As the browser does: the cursor moves once the last piece is
+            // merged (the link set its number).
+            if !snapshot.more {
+                self.link
+                    .save_cursor(&snapshot.stream, snapshot.seq, &mut self.storage);
+            }
         }
         out.absorb(self.link.settle(&mut self.storage));
         let mut send = std::mem::take(&mut out.send);
@@ -738,8 +742,10 @@ async fn over_http_too_offline_writes_larger_than_a_frame_together_all_reach_the
 
 /// A device behind the trimmed log gets the stream's states as snapshots;
 /// the browser hands each to its tabs as one sync message, which holds at
-/// most MAX_SYNC_STATES states, so a stream with more keys comes in pieces.
-async fn a_snapshot_of_more_states_than_a_sync_message_holds_comes_in_pieces(backend: Backend) {
+/// most MAX_SYNC_STATES states, so a stream with more keys comes in pieces
+/// (over HTTP one a request, each asked for after the last key of the one
+/// before).
+async fn snapshot_in_pieces(http: bool, backend: Backend) {
     tokio::task::LocalSet::new()
         .run_until(async {
             let relay = Relay::on(backend, &["--log-keep", "16"]);
@@ -782,6 +788,7 @@ async fn a_snapshot_of_more_states_than_a_sync_message_holds_comes_in_pieces(bac
                 .await;
             assert_eq!(a.link.waiting(), 0);
             let mut b = Browser::new(2, Some(main_rw()));
+            b.ws_blocked = http;
             b.pump_until(&relay, "B has every state A wrote", |b| {
                 b.device.store.states() == a.device.store.states()
             })
@@ -794,8 +801,26 @@ async fn a_snapshot_of_more_states_than_a_sync_message_holds_comes_in_pieces(bac
                 b.snapshot_sizes
             );
             assert_eq!(b.device.store.states(), a.device.store.states());
+            // Its cursor moved to the snapshot's number once every piece
+            // was merged, and a reload resumes there.
+            let stream: StreamId = "apartment:main".parse().unwrap();
+            b.pump_until(&relay, "B's cursor reaches the head", |b| {
+                b.link.cursor(&stream) > 0
+            })
+            .await;
+            let cursor = b.link.cursor(&stream);
+            let b = b.reload(3, Some(main_rw()));
+            assert_eq!(b.link.cursor(&stream), cursor);
         })
         .await;
+}
+
+async fn a_snapshot_of_more_states_than_a_sync_message_holds_comes_in_pieces(backend: Backend) {
+    snapshot_in_pieces(false, backend).await;
+}
+
+async fn over_http_too_a_snapshot_in_pieces_brings_every_state(backend: Backend) {
+    snapshot_in_pieces(true, backend).await;
 }
 
 /// Each ack carries the key's value after the op: acks of small patches to
@@ -880,6 +905,7 @@ support::on_both_backends!(
     acks_adding_up_past_a_frame_all_arrive,
     over_http_too_acks_adding_up_past_a_frame_all_arrive,
     a_snapshot_of_more_states_than_a_sync_message_holds_comes_in_pieces,
+    over_http_too_a_snapshot_in_pieces_brings_every_state,
     offline_writes_larger_than_a_frame_together_all_reach_the_relay,
     over_http_too_offline_writes_larger_than_a_frame_together_all_reach_the_relay,
     offline_edits_survive_a_reload_and_reach_another_device,

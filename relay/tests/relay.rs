@@ -485,6 +485,56 @@ async fn a_silent_socket_is_closed_within_three_heartbeats(backend: Backend) {
     let _ = StreamId::Global;
 }
 
+/// A token checked once at the hello would outlive its expiry for as long
+/// as the socket stays open: a push after it is refused and the socket
+/// closed, and a socket that only reads is closed within a heartbeat.
+async fn a_socket_ends_when_its_token_does(backend: Backend) {
+    let soon = || token_until(&[("main", Access::Rw, None)], None, support::now_s() + 2);
+    let mut device = Device::new(1);
+    // A heartbeat longer than the test: only the push finds the expiry.
+    let relay = Relay::on(backend, &["--heartbeat-ms", "20000"]);
+    let mut writer = Client::writer(&relay, &soon()).await;
+    assert!(matches!(
+        writer.push(vec![device.count(1)]).await[0].status,
+        AckStatus::Applied { .. }
+    ));
+    // A short one: the heartbeat finds it (the reader answers pings
+    // while it waits, so only the expiry closes it).
+    let beating = Relay::on(backend, &["--heartbeat-ms", "200"]);
+    let mut reader = Client::connect(&beating, &soon(), None).await;
+    assert_eq!(reader.error_code().await, code::TOKEN_EXPIRED);
+    assert_eq!(reader.closed().await.map(|c| c.0), Some(4001));
+    // The writer's token, made first, has expired too.
+    writer
+        .send(&ClientMessage::Push(Push {
+            ops: vec![device.count(1)],
+        }))
+        .await;
+    assert_eq!(writer.error_code().await, code::TOKEN_EXPIRED);
+    assert_eq!(writer.closed().await.map(|c| c.0), Some(4001));
+    // The refused op was not applied.
+    assert_eq!(main_snapshot(&relay).await.seq, 1);
+}
+
+/// Each subscription of a hello is caught up whole, into memory: one
+/// naming a stream twice is refused, not served twice.
+async fn a_hello_naming_a_stream_twice_is_refused(backend: Backend) {
+    let relay = Relay::on(backend, &[]);
+    let mut client = Client::raw(&relay).await;
+    let twice = Subscription {
+        stream: main_stream(),
+        cursor: None,
+    };
+    client
+        .send(&ClientMessage::Hello(Hello {
+            client: "x".into(),
+            token: Some(main_rw()),
+            subscribe: vec![twice.clone(), twice],
+        }))
+        .await;
+    assert_eq!(client.error_code().await, code::MALFORMED);
+}
+
 async fn sigterm_finishes_what_is_in_flight_and_exits_cleanly(backend: Backend) {
     let mut relay = Relay::on(backend, &[]);
     let mut client = Client::connect(&relay, &main_rw(), None).await;
@@ -511,4 +561,6 @@ support::on_both_backends!(
     the_http_fallback_pushes_pulls_with_a_long_poll_and_snapshots,
     a_silent_socket_is_closed_within_three_heartbeats,
     sigterm_finishes_what_is_in_flight_and_exits_cleanly,
+    a_socket_ends_when_its_token_does,
+    a_hello_naming_a_stream_twice_is_refused,
 );

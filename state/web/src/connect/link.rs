@@ -135,7 +135,7 @@ impl Inner {
     /// Text from another tab: to the manager, and to the relay link (the
     /// tab that holds it sends what the other tabs queued).
     fn receive_from_tab(&self, text: &str) {
-        let stale = self.receive(text);
+        let stale = self.receive(text).stale;
         // Marked for the relay link, whichever tab holds it (see
         // `gaesup_protocol::mark_refused_stale`).
         self.relay_refused_stale(&stale);
@@ -143,22 +143,26 @@ impl Inner {
     }
 
     /// Hands text to the manager and counts the outcome: a sync, or a
-    /// dropped message. Returns the keys of ops refused as stale (this
-    /// tab's own writes moved a counter's horizon past them).
-    pub(super) fn receive(&self, text: &str) -> Vec<FullKey> {
+    /// dropped message.
+    pub(super) fn receive(&self, text: &str) -> Received {
         let Ok(inbound) = self.manager.receive_text(text) else {
-            return Vec::new();
+            // Nothing of it applied (the manager is gone or busy).
+            return Received {
+                stale: Vec::new(),
+                unsaved: true,
+            };
         };
         // Another apartment's message (all apartments share the channel,
         // for global keys) is neither a sync with another tab nor hostile.
         if inbound.foreign {
-            return Vec::new();
+            return Received::default();
         }
         if inbound.errors.iter().all(StateManager::is_not_for_this_tab) {
             self.writer.last_sync_ms.try_set(Some(js_sys::Date::now()));
         } else {
             self.writer.dropped_one();
         }
+        let unsaved = inbound.held > 0 || inbound.errors.iter().any(Received::for_now);
         let stale: Vec<FullKey> = inbound
             .errors
             .into_iter()
@@ -167,6 +171,34 @@ impl Inner {
                 _ => None,
             })
             .collect();
-        stale
+        Received { stale, unsaved }
+    }
+}
+
+/// What this tab made of a message from another tab or the relay.
+#[derive(Debug, Default)]
+pub(super) struct Received {
+    /// Keys of ops refused as stale (this tab's own writes moved a
+    /// counter's horizon past them).
+    pub stale: Vec<FullKey>,
+    /// Some of it was not saved: kept in memory only (for a key no unit
+    /// here declared yet, or stamped ahead of this clock), refused by this
+    /// version or its limits for now, or not taken at all. What the relay
+    /// sent must then come again after a reload.
+    pub unsaved: bool,
+}
+
+impl Received {
+    /// A refusal that another page (a unit declaring the key, newer code,
+    /// a corrected clock, room freed) may not repeat.
+    fn for_now(error: &CoreError) -> bool {
+        matches!(
+            error,
+            CoreError::UnknownKey { .. }
+                | CoreError::NewerSchema { .. }
+                | CoreError::ClockSkew { .. }
+                | CoreError::TooLarge { .. }
+                | CoreError::TooManyKeys { .. }
+        )
     }
 }

@@ -323,6 +323,9 @@ impl Remote {
     /// Applies the relay's ops one by one (one hostile op refuses only
     /// itself), passes them to the other tabs, saves, then moves the
     /// cursor: a reload in between fetches them again, never skips them.
+    /// An op this tab kept in memory only (its key not declared here yet,
+    /// say) or refused for now pins the stored cursor before it for the
+    /// rest of the page, so a reload fetches it again too.
     pub(super) fn apply_ops(&self, stream: &StreamId, ops: Vec<Sequenced>) {
         let Some(conn) = self.conn.upgrade() else {
             return;
@@ -331,6 +334,7 @@ impl Remote {
             return;
         };
         let mut stale = Vec::new();
+        let mut unsaved = None;
         for sequenced in ops {
             // This browser's own ops come back. Applied again (harmless, and
             // it restores one a crash kept from being saved), not passed on
@@ -339,12 +343,16 @@ impl Remote {
             let own = self
                 .with_link(|link, _| link.is_own(&sequenced.op.id))
                 .unwrap_or(false);
+            let seq = sequenced.seq;
             let message = Message::Ops(OpGroup {
                 ops: vec![sequenced.op],
             });
-            let refused = conn.receive_relayed(&message, !own);
+            let received = conn.receive_relayed(&message, !own);
+            if received.unsaved && unsaved.is_none() {
+                unsaved = Some(seq);
+            }
             if !own {
-                stale.extend(refused);
+                stale.extend(received.stale);
             }
         }
         conn.save_now();
@@ -352,6 +360,9 @@ impl Remote {
             // Before the cursor moves past the refused ops.
             for key in &stale {
                 link.refused_stale(key, storage);
+            }
+            if let Some(seq) = unsaved {
+                link.pin_cursor(stream, seq.saturating_sub(1));
             }
             link.save_cursor(stream, last, storage);
         });
@@ -369,7 +380,9 @@ impl Remote {
         let Ok(from) = conn.manager.tab() else {
             return;
         };
-        let (stream, seq) = (snapshot.stream.clone(), snapshot.seq);
+        // The link set `seq` and `more` for a snapshot in pieces: the
+        // cursor moves only once the last piece is merged.
+        let (stream, seq, more) = (snapshot.stream.clone(), snapshot.seq, snapshot.more);
         let (groups, refused) = snapshot.into_tab_groups();
         if let Some((key, err)) = refused.first() {
             self.notice(format!(
@@ -378,6 +391,7 @@ impl Remote {
                 groups.iter().map(Vec::len).sum::<usize>()
             ));
         }
+        let mut unsaved = false;
         for states in groups {
             let message = Message::SyncState {
                 from,
@@ -385,9 +399,17 @@ impl Remote {
                 states,
                 have: None,
             };
-            let _ = conn.receive_relayed(&message, true);
+            unsaved |= conn.receive_relayed(&message, true).unsaved;
         }
         conn.save_now();
-        self.with_link(|link, storage| link.save_cursor(&stream, seq, storage));
+        self.with_link(|link, storage| {
+            if unsaved {
+                let before = link.cursor(&stream);
+                link.pin_cursor(&stream, before);
+            }
+            if !more {
+                link.save_cursor(&stream, seq, storage);
+            }
+        });
     }
 }

@@ -10,6 +10,7 @@ use gloo_timers::callback::Timeout;
 use leptos::prelude::{GetUntracked, Set, Update, WithUntracked};
 
 use super::super::Inner;
+use super::super::link::Received;
 use super::{Announce, RelayState, Remote, STATUSES, is_transient};
 use crate::storage::BrowserStorage;
 
@@ -21,8 +22,18 @@ impl Remote {
     pub(super) fn queue(&self, op: Op) {
         let mut storage = self.storage.borrow_mut();
         let mut link = self.link.borrow_mut();
+        let mut unsaved = None;
         let result = match (link.as_mut(), storage.as_mut()) {
-            (Some(link), Some(storage)) => link.queue(op, storage).map(Some),
+            (Some(link), Some(storage)) => match link.queue(op.clone(), storage) {
+                // Storage refused the entry (full, say): the op still goes
+                // while this page is open, from the outbox in memory.
+                Err(gaesup_protocol::QueueError::Storage(err)) => {
+                    unsaved = Some(err);
+                    let mut memory = gaesup_state_core::MemoryStorage::new();
+                    link.queue(op, &mut memory).map(Some)
+                }
+                other => other.map(Some),
+            },
             (Some(link), None) => {
                 // No storage: the outbox lives in this page only.
                 let mut memory = gaesup_state_core::MemoryStorage::new();
@@ -39,6 +50,11 @@ impl Remote {
             (None, None) => Ok(None),
         };
         drop((link, storage));
+        if let Some(err) = unsaved {
+            self.notice(format!(
+                "A write could not be saved for the relay ({err}): it is sent while this page is open, and lost if the page closes first."
+            ));
+        }
         match result {
             Ok(Some(frames)) => {
                 self.send_frames(&frames);
@@ -237,17 +253,19 @@ impl Inner {
 
     /// Applies a message from the relay and, unless it is this browser's
     /// own op coming back (`forward: false`: the other tabs have it), passes
-    /// it on to the other tabs (not to the relay again). Returns the keys of
-    /// ops refused as stale.
-    pub(super) fn receive_relayed(&self, message: &Message, forward: bool) -> Vec<FullKey> {
+    /// it on to the other tabs (not to the relay again).
+    pub(super) fn receive_relayed(&self, message: &Message, forward: bool) -> Received {
         let Ok(text) = message.encode() else {
-            return Vec::new();
+            return Received {
+                stale: Vec::new(),
+                unsaved: true,
+            };
         };
-        let stale = self.receive(&text);
+        let received = self.receive(&text);
         if forward && let Some(opened) = &self.transport {
             let _ = opened.transport.send(message);
         }
-        stale
+        received
     }
 
     /// This tab refused ops of these keys as stale: with a relay, mark
