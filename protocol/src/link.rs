@@ -70,6 +70,10 @@ pub fn mark_refused_stale(key: &FullKey, storage: &mut dyn Storage) {
 }
 /// Most ops sent in one push.
 const PUSH_OPS: usize = 256;
+/// How long ops the relay refused for now (rate limited, storage trouble,
+/// shutting down) wait in the outbox before a connection that stays up
+/// sends them again.
+const RESEND_AFTER_MS: u64 = 1_000;
 /// Room left in a push for its envelope (`{"v":…,"type":"push","body":{"ops":[…]}}`).
 const PUSH_ENVELOPE_BYTES: usize = 64;
 /// Heartbeat before the relay says its own.
@@ -214,6 +218,9 @@ pub struct Link {
     /// WebSockets are blocked.
     socket_unproven: bool,
     last_ack_ms: Option<u64>,
+    /// When ops the relay refused for now (rate limited, storage trouble)
+    /// go again on this connection, if some did.
+    resend_at_ms: Option<u64>,
     outbox_limit: usize,
     /// Streams whose ops this connection has received up to the relay's
     /// head (cleared whenever the connection changes).
@@ -309,6 +316,7 @@ impl Link {
             socket_retry_at_ms: None,
             socket_unproven: false,
             last_ack_ms: None,
+            resend_at_ms: None,
             outbox_limit: MAX_OUTBOX,
             caught_up: BTreeSet::new(),
             heard: BTreeSet::new(),
@@ -449,8 +457,11 @@ impl Link {
     /// large for any push on its own (only a relay with a frame limit
     /// under one value's size has those) is left out and stays queued.
     fn push_groups<'o>(&self, ops: impl Iterator<Item = &'o Op>) -> Vec<Vec<Op>> {
+        // A push of more ops than the relay takes in a second could never
+        // pass its rate limit (its bucket holds two seconds' worth).
         let (max_bytes, max_ops) = self.limits.map_or((MAX_MESSAGE_BYTES, PUSH_OPS), |l| {
-            (l.max_frame_bytes, l.max_ops_per_push)
+            let per_second = usize::try_from(l.max_ops_per_second).unwrap_or(usize::MAX);
+            (l.max_frame_bytes, l.max_ops_per_push.min(per_second))
         });
         let most_ops = max_ops.clamp(1, PUSH_OPS);
         let budget = max_bytes
@@ -490,6 +501,7 @@ impl Link {
         self.opened = true;
         self.last_heard_ms = now_ms;
         self.in_flight.clear();
+        self.resend_at_ms = None;
         self.caught_up.clear();
         self.heard.clear();
         self.snapshotted.clear();
@@ -514,6 +526,7 @@ impl Link {
     /// `[0, 1)`; `None` when no retry should happen (refused token).
     pub fn on_close(&mut self, jitter: f64, now_ms: u64) -> Option<u64> {
         self.in_flight.clear();
+        self.resend_at_ms = None;
         self.caught_up.clear();
         self.heard.clear();
         self.snapshotted.clear();
@@ -549,6 +562,7 @@ impl Link {
     /// proxy. Back to trying the WebSocket, after the returned delay (ms).
     pub fn on_http_failed(&mut self, jitter: f64) -> u64 {
         self.in_flight.clear();
+        self.resend_at_ms = None;
         self.caught_up.clear();
         self.heard.clear();
         self.snapshotted.clear();
@@ -971,6 +985,11 @@ impl Link {
 
     fn acknowledged(&mut self, ack: &Ack, now_ms: u64, storage: &mut dyn Storage) {
         self.in_flight.remove(&ack.op);
+        if is_transient(&ack.status) && self.resend_at_ms.is_none() {
+            // It stays in the outbox; a tick sends it again (nothing else
+            // would on a socket that stays up).
+            self.resend_at_ms = Some(now_ms.saturating_add(RESEND_AFTER_MS));
+        }
         match &ack.status {
             AckStatus::Applied { .. } | AckStatus::Duplicate { .. } | AckStatus::Refused { .. }
                 if !is_transient(&ack.status) =>
@@ -994,6 +1013,13 @@ impl Link {
         }
         if now_ms.saturating_sub(self.last_heard_ms) > self.heartbeat_ms * 3 {
             return (Vec::new(), true);
+        }
+        if self.resend_at_ms.is_some_and(|at| now_ms >= at) {
+            self.resend_at_ms = None;
+            let frames = self.pushes();
+            if !frames.is_empty() {
+                return (frames, false);
+            }
         }
         if now_ms.saturating_sub(self.last_ping_ms) >= self.heartbeat_ms {
             self.last_ping_ms = now_ms;
@@ -1227,6 +1253,12 @@ mod tests {
         });
         link.on_text(&limited.encode().unwrap(), 2, &mut storage);
         assert_eq!(link.waiting(), 1);
+        // ... and goes again a second later on the same socket, once.
+        assert!(link.tick(2 + RESEND_AFTER_MS - 1).0.is_empty());
+        let (again, close) = link.tick(2 + RESEND_AFTER_MS);
+        assert!(!close);
+        assert_eq!(pushed(&again), [vec![first.id]]);
+        assert!(link.tick(2 + 2 * RESEND_AFTER_MS).0.is_empty());
         let applied = ServerMessage::Ack(Acks {
             acks: vec![Ack {
                 op: first.id,
@@ -1873,6 +1905,30 @@ mod tests {
                 other => panic!("not a push: {other:?}"),
             })
             .collect()
+    }
+
+    #[test]
+    fn no_push_holds_more_ops_than_the_relay_takes_in_a_second() {
+        let mut storage = MemoryStorage::new();
+        let mut store = Replica::new(TabId::new(1), ManualClock::new(1_000));
+        let mut link = link(&storage);
+        for n in 1..=5 {
+            link.queue(op(&mut store, n), &mut storage).unwrap();
+        }
+        link.on_open(0);
+        let welcome = ServerMessage::Welcome(Welcome {
+            node: "n".into(),
+            heartbeat_ms: 10_000,
+            limits: crate::message::Limits {
+                max_frame_bytes: 1 << 20,
+                max_ops_per_push: 512,
+                max_ops_per_second: 2,
+            },
+        });
+        let out = feed(&mut link, &welcome.encode().unwrap(), 1, &mut storage);
+        let frames = pushed(&out.send);
+        assert!(frames.iter().all(|ops| ops.len() <= 2), "{frames:?}");
+        assert_eq!(frames.concat().len(), 5);
     }
 
     #[test]
