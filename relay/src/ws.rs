@@ -99,7 +99,23 @@ async fn serve(app: Arc<AppState>, socket: WebSocket) {
     let (catch_up, mut missed) = mpsc::unbounded_channel::<ServerMessage>();
     let (closing, mut close_rx) = mpsc::channel::<Message>(1);
     let slow = Arc::new(Notify::new());
+    // A device that stops reading fills the socket's buffers: a frame that
+    // cannot be written within this is the end of the connection (it
+    // would otherwise hold the session, its slot and a shutdown forever).
+    let patience = Duration::from_millis(app.config.heartbeat_ms.max(50)) * 3;
+    let stuck = Arc::clone(&slow);
     let writer = tokio::spawn(async move {
+        let write = async |sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+                           frame: Message| {
+            match tokio::time::timeout(patience, sink.send(frame)).await {
+                Ok(Ok(())) => true,
+                Ok(Err(_)) => false,
+                Err(_) => {
+                    stuck.notify_one();
+                    false
+                }
+            }
+        };
         loop {
             tokio::select! {
                 biased;
@@ -107,31 +123,31 @@ async fn serve(app: Arc<AppState>, socket: WebSocket) {
                     // What was queued before the close (the error saying
                     // why) goes first.
                     while let Ok(message) = missed.try_recv().or_else(|_| outgoing.try_recv()) {
-                        if let Some(text) = text(&message) && sink.send(text).await.is_err() {
+                        if let Some(text) = text(&message) && !write(&mut sink, text).await {
                             break;
                         }
                     }
                     if let Some(frame) = frame {
-                        let _ = sink.send(frame).await;
+                        let _ = write(&mut sink, frame).await;
                     }
                     break;
                 }
                 Some(message) = missed.recv() => {
                     let Some(frame) = text(&message) else { continue };
-                    if sink.send(frame).await.is_err() {
+                    if !write(&mut sink, frame).await {
                         break;
                     }
                 }
                 message = outgoing.recv() => {
                     let Some(message) = message else { break };
                     let Some(frame) = text(&message) else { continue };
-                    if sink.send(frame).await.is_err() {
+                    if !write(&mut sink, frame).await {
                         break;
                     }
                 }
             }
         }
-        let _ = sink.close().await;
+        let _ = tokio::time::timeout(patience, sink.close()).await;
     });
     let mut session = Session {
         app: Arc::clone(&app),
@@ -335,9 +351,14 @@ impl Session {
                     // and gets duplicates).
                     return Some(close(CLOSE_SLOW, code::SLOW_CONSUMER));
                 }
-                // Acks must not be lost to a full queue: wait for room.
+                // Acks must not be lost to a full queue: wait for room, as
+                // long as a device that reads would take to make some.
+                let patience = Duration::from_millis(self.app.config.heartbeat_ms.max(50)) * 3;
                 for acks in ack_frames(acks) {
-                    let _ = self.send.send(ServerMessage::Ack(Acks { acks })).await;
+                    let queued = self.send.send(ServerMessage::Ack(Acks { acks }));
+                    if tokio::time::timeout(patience, queued).await.is_err() {
+                        return Some(close(CLOSE_SLOW, code::SLOW_CONSUMER));
+                    }
                 }
                 None
             }

@@ -516,6 +516,47 @@ async fn a_socket_ends_when_its_token_does(backend: Backend) {
     assert_eq!(main_snapshot(&relay).await.seq, 1);
 }
 
+/// A device that stops reading fills its socket's buffers: the relay lets
+/// it go within a few heartbeats, rather than hold the connection (and
+/// its own shutdown) for as long as the device keeps the socket open.
+async fn a_device_that_never_reads_is_let_go(backend: Backend) {
+    let mut relay = Relay::on(backend, &["--heartbeat-ms", "200"]);
+    let mut device = Device::new(1);
+    let mut writer = Client::writer(&relay, &main_rw()).await;
+    // 24 MB of log: more than the loopback socket's buffers take.
+    let text = "x".repeat(200 << 10);
+    for _ in 0..120 {
+        writer.push(vec![device.note(&text)]).await;
+    }
+    drop(writer);
+    let mut deaf = Client::raw(&relay).await;
+    deaf.send(&ClientMessage::Hello(Hello {
+        client: "deaf".into(),
+        token: Some(main_rw()),
+        subscribe: vec![Subscription {
+            stream: main_stream(),
+            cursor: Some(0),
+        }],
+    }))
+    .await;
+    let deadline = std::time::Instant::now() + support::DEADLINE;
+    loop {
+        let (_, body) = http("GET", relay.url("/health"), None, None).await;
+        let health: Value = serde_json::from_str(&body).unwrap();
+        if health["connections"] == json!(0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the device that never reads still holds its connection: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let status = relay.terminate();
+    assert!(status.success(), "{status:?}");
+    drop(deaf);
+}
+
 /// Each subscription of a hello is caught up whole, into memory: one
 /// naming a stream twice is refused, not served twice.
 async fn a_hello_naming_a_stream_twice_is_refused(backend: Backend) {
@@ -563,4 +604,5 @@ support::on_both_backends!(
     sigterm_finishes_what_is_in_flight_and_exits_cleanly,
     a_socket_ends_when_its_token_does,
     a_hello_naming_a_stream_twice_is_refused,
+    a_device_that_never_reads_is_let_go,
 );
