@@ -95,6 +95,10 @@ pub mod code {
     /// Keys that live in memory or for one browser session do not travel to
     /// other devices.
     pub const NOT_RELAYED: &str = "not_relayed";
+    /// Another op already holds this op's id (tab and number) in the
+    /// stream: a peer pushed a different op under an id it saw fanned out.
+    /// The same op again is a duplicate, not this.
+    pub const OP_ID_TAKEN: &str = "op_id_taken";
     /// The relay is shutting down; reconnect to it or another node.
     pub const SHUTTING_DOWN: &str = "shutting_down";
     /// The relay failed to store the op (nothing was acknowledged).

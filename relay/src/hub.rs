@@ -373,6 +373,11 @@ fn new_stream(declarations: &[Arc<KeySpec>], id: StreamId) -> Stream {
     }
 }
 
+/// The op ids a push names that the log holds already: (stream, id) →
+/// the number and the op stored under it (`None` if it could not be read
+/// back), or why the log could not be asked.
+type Known = BTreeMap<(StreamId, String), Result<(u64, Option<Op>), String>>;
+
 /// One push attempt's work on one stream: the ops admitted against the
 /// stream's head, where their acks go, and what to fan out once stored.
 #[derive(Default)]
@@ -383,8 +388,9 @@ struct Part {
     /// (push, op) of every op of this stream decided in this attempt.
     decided: Vec<(usize, usize)>,
     fanout: Vec<Sequenced>,
-    /// Op ids in this part: the number each got.
-    in_part: BTreeMap<String, u64>,
+    /// Op ids in this part: the number each got, and where the op is in
+    /// `fanout`.
+    in_part: BTreeMap<String, (u64, usize)>,
 }
 
 impl State {
@@ -860,7 +866,7 @@ impl State {
                 }
             }
         }
-        let mut known: BTreeMap<(StreamId, String), Result<u64, String>> = BTreeMap::new();
+        let mut known: Known = BTreeMap::new();
         for (id, ids) in wanted {
             if let Err(err) = self.ensure(&id).await {
                 for op_id in ids {
@@ -872,7 +878,10 @@ impl State {
                 Ok(seqs) => {
                     for (op_id, seq) in ids.into_iter().zip(seqs) {
                         if let Some(seq) = seq {
-                            known.insert((id.clone(), op_id), Ok(seq));
+                            // What the log holds under the id, to tell the
+                            // same op again from another one under its id.
+                            let stored = self.stored_op(&id, seq).await;
+                            known.insert((id.clone(), op_id), Ok((seq, stored)));
                         }
                     }
                 }
@@ -996,12 +1005,27 @@ impl State {
         conflicts
     }
 
+    /// The op the log holds at `seq` of `id`, if it can be read back (it
+    /// may have been trimmed meanwhile).
+    async fn stored_op(&self, id: &StreamId, seq: u64) -> Option<Op> {
+        let rows = self
+            .store
+            .ops_after(&id.to_string(), seq.checked_sub(1)?, 1)
+            .await
+            .ok()?;
+        let (at, body) = rows.into_iter().next()?;
+        if at != seq {
+            return None;
+        }
+        serde_json::from_str(&body).ok()
+    }
+
     fn admit(
         &mut self,
         claims: &Claims,
         op: &Op,
         id: &StreamId,
-        known: &BTreeMap<(StreamId, String), Result<u64, String>>,
+        known: &Known,
         part: &mut Part,
     ) -> AckStatus {
         if !claims.can_write_key(&op.key) {
@@ -1011,21 +1035,31 @@ impl State {
             );
         }
         let op_id = op.id.to_string();
-        if let Some(seq) = part.in_part.get(&op_id) {
+        // An id already in the log is a duplicate only if it is the same op:
+        // a peer that read another device's op ids must not be able to push
+        // something else under the next one and have that device's real op
+        // answered as already stored (and dropped from its outbox).
+        let holder = match part.in_part.get(&op_id) {
+            Some((seq, at)) => Some((*seq, part.fanout.get(*at).map(|s| &s.op))),
+            None => match known.get(&(id.clone(), op_id.clone())) {
+                Some(Ok((seq, stored))) => Some((*seq, stored.as_ref())),
+                Some(Err(err)) => return refused(code::STORAGE, err.clone()),
+                None => None,
+            },
+        };
+        if let Some((seq, stored)) = holder {
+            // A stored op that could not be read back is taken to be this
+            // one, as before ids were compared.
+            if stored.is_some_and(|stored| stored != op) {
+                return refused(
+                    code::OP_ID_TAKEN,
+                    format!("another op already holds the id {op_id} in {id}"),
+                );
+            }
             return AckStatus::Duplicate {
                 stream: id.clone(),
-                seq: *seq,
+                seq,
             };
-        }
-        match known.get(&(id.clone(), op_id.clone())) {
-            Some(Ok(seq)) => {
-                return AckStatus::Duplicate {
-                    stream: id.clone(),
-                    seq: *seq,
-                };
-            }
-            Some(Err(err)) => return refused(code::STORAGE, err.clone()),
-            None => {}
         }
         let now = now_ms();
         let Some(stream) = self.streams.get_mut(id) else {
@@ -1075,7 +1109,7 @@ impl State {
             op_id: op_id.clone(),
             body: serde_json::to_string(op).unwrap_or_default(),
         });
-        part.in_part.insert(op_id, seq);
+        part.in_part.insert(op_id, (seq, part.fanout.len()));
         part.keys.insert(op.key.clone());
         part.fanout.push(Sequenced {
             seq,

@@ -516,6 +516,41 @@ async fn a_socket_ends_when_its_token_does(backend: Backend) {
     assert_eq!(main_snapshot(&relay).await.seq, 1);
 }
 
+/// Op ids are fanned out: a peer that may write one key of an apartment
+/// learns another device's tab and next number. Another op under that id
+/// is refused, before the device's real op and after it (in one push
+/// too), and never answered as a duplicate of it.
+async fn another_op_under_a_taken_id_is_refused_not_a_duplicate(backend: Backend) {
+    let relay = Relay::on(backend, &[]);
+    let mut client = Client::writer(&relay, &main_rw()).await;
+    let (mut squatter, mut victim) = (Device::new(7), Device::new(7));
+    let squat = squatter.count(1);
+    let real = victim.note("mine");
+    assert_eq!(squat.id, real.id);
+    assert!(matches!(
+        client.push(vec![squat.clone()]).await[0].status,
+        AckStatus::Applied { seq: 1, .. }
+    ));
+    let acks = client.push(vec![real.clone()]).await;
+    assert_eq!(refusal(&acks[0].status), code::OP_ID_TAKEN, "{acks:?}");
+    // The same op again is still a duplicate.
+    assert!(matches!(
+        client.push(vec![squat]).await[0].status,
+        AckStatus::Duplicate { seq: 1, .. }
+    ));
+    // Two different ops under one new id in one push: the first holds it.
+    let (mut first, mut second) = (Device::new(8), Device::new(8));
+    let acks = client
+        .push(vec![first.note("first"), second.count(1)])
+        .await;
+    assert!(
+        matches!(acks[0].status, AckStatus::Applied { .. }),
+        "{acks:?}"
+    );
+    assert_eq!(refusal(&acks[1].status), code::OP_ID_TAKEN, "{acks:?}");
+    assert_eq!(main_snapshot(&relay).await.seq, 2);
+}
+
 /// A device that stops reading fills its socket's buffers: the relay lets
 /// it go within a few heartbeats, rather than hold the connection (and
 /// its own shutdown) for as long as the device keeps the socket open.
@@ -605,4 +640,5 @@ support::on_both_backends!(
     a_socket_ends_when_its_token_does,
     a_hello_naming_a_stream_twice_is_refused,
     a_device_that_never_reads_is_let_go,
+    another_op_under_a_taken_id_is_refused_not_a_duplicate,
 );
