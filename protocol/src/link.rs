@@ -261,6 +261,8 @@ pub struct Link {
     /// (for a key no tab had declared yet, or refused by this version for
     /// now), so a reload must fetch it again.
     pins: BTreeMap<StreamId, u64>,
+    /// Outbox ops storage refused (see [`Link::queue_unsaved`]).
+    unsaved: BTreeMap<OpId, Op>,
 }
 
 /// `text` as a URL query value: bytes other than letters, digits and
@@ -329,6 +331,7 @@ impl Link {
             snapshotted: BTreeSet::new(),
             pieces: BTreeMap::new(),
             pins: BTreeMap::new(),
+            unsaved: BTreeMap::new(),
             answered: std::collections::VecDeque::new(),
             answered_set: BTreeSet::new(),
         };
@@ -387,6 +390,10 @@ impl Link {
                 outbox.insert((op.stamp, op.id), op);
             }
         }
+        // Ops storage refused live in this page only.
+        for op in self.unsaved.values() {
+            outbox.insert((op.stamp, op.id), op.clone());
+        }
         self.outbox = outbox;
     }
 
@@ -416,28 +423,54 @@ impl Link {
     /// Writes `op` to the outbox before anything else happens to it, and
     /// (if connected) returns the frame that sends it.
     pub fn queue(&mut self, op: Op, storage: &mut dyn Storage) -> Result<Vec<String>, QueueError> {
-        // Ops refused as stale wait for the re-base that replaces them: they
-        // do not keep it (or anything else) out.
+        self.check_room()?;
+        write_outbox_entry(&op, storage)?;
+        Ok(self.enqueue(op))
+    }
+
+    /// [`queue`](Self::queue) for an op storage refused (full, or none):
+    /// it waits in this page's memory only, kept across
+    /// [`reload_outbox`](Self::reload_outbox) until the relay answers it,
+    /// and is lost if the page closes first.
+    pub fn queue_unsaved(&mut self, op: Op) -> Result<Vec<String>, QueueError> {
+        self.check_room()?;
+        self.unsaved.insert(op.id, op.clone());
+        Ok(self.enqueue(op))
+    }
+
+    /// Room in the outbox for one more op. Ops refused as stale wait for
+    /// the re-base that replaces them: they do not keep it (or anything
+    /// else) out.
+    fn check_room(&self) -> Result<(), QueueError> {
         let held = self.held().len();
         if self.outbox.len().saturating_sub(held) >= self.outbox_limit {
             return Err(QueueError::Full(self.outbox.len()));
         }
-        write_outbox_entry(&op, storage)?;
+        Ok(())
+    }
+
+    fn enqueue(&mut self, op: Op) -> Vec<String> {
         self.outbox.insert((op.stamp, op.id), op);
-        Ok(if self.status == LinkStatus::Connected {
+        if self.status == LinkStatus::Connected {
             self.pushes()
         } else {
             Vec::new()
-        })
+        }
     }
 
     /// Push frames for every op not yet sent in this session, oldest first.
     fn pushes(&mut self) -> Vec<String> {
+        self.pushes_at_most(usize::MAX)
+    }
+
+    /// [`pushes`](Self::pushes) of the oldest `most` ops not yet in flight.
+    fn pushes_at_most(&mut self, most: usize) -> Vec<String> {
         let held = self.held();
         let groups = self.push_groups(
             self.outbox
                 .values()
-                .filter(|op| !self.in_flight.contains(&op.id) && !held.contains(&op.id)),
+                .filter(|op| !self.in_flight.contains(&op.id) && !held.contains(&op.id))
+                .take(most),
         );
         let mut frames = Vec::new();
         for ops in groups {
@@ -945,6 +978,7 @@ impl Link {
             self.remember_answered(id);
             self.in_flight.remove(&id);
             self.outbox.retain(|_, op| op.id != id);
+            self.unsaved.remove(&id);
             let _ = storage.remove(&format!("{OUTBOX_PREFIX}{id}"));
         }
         match rebase {
@@ -995,6 +1029,7 @@ impl Link {
                 if !is_transient(&ack.status) =>
             {
                 self.outbox.retain(|_, op| op.id != ack.op);
+                self.unsaved.remove(&ack.op);
                 let _ = storage.remove(&format!("{OUTBOX_PREFIX}{}", ack.op));
                 self.last_ack_ms = Some(now_ms);
                 self.remember_answered(ack.op);
@@ -1015,8 +1050,15 @@ impl Link {
             return (Vec::new(), true);
         }
         if self.resend_at_ms.is_some_and(|at| now_ms >= at) {
-            self.resend_at_ms = None;
-            let frames = self.pushes();
+            // A second's worth at a time: what the relay takes.
+            let most = self.limits.map_or(PUSH_OPS, |l| {
+                usize::try_from(l.max_ops_per_second)
+                    .unwrap_or(usize::MAX)
+                    .max(1)
+            });
+            let frames = self.pushes_at_most(most);
+            let left = self.outbox.len() > self.in_flight.len() + self.held().len();
+            self.resend_at_ms = left.then(|| now_ms.saturating_add(RESEND_AFTER_MS));
             if !frames.is_empty() {
                 return (frames, false);
             }
@@ -1418,6 +1460,40 @@ mod tests {
             encode_query("apartment:main/a&b=c d#é"),
             "apartment:main/a%26b%3Dc%20d%23%C3%A9"
         );
+    }
+
+    #[test]
+    fn an_op_storage_refused_waits_in_memory_through_outbox_reloads_until_answered() {
+        let mut storage = MemoryStorage::new();
+        let mut store = Replica::new(TabId::new(1), ManualClock::new(1_000));
+        let mut link = link(&storage);
+        let (x, y) = (op(&mut store, 1), op(&mut store, 2));
+        link.queue_unsaved(x.clone()).unwrap();
+        // Another tab queued y: the leader reads the outbox again.
+        write_outbox_entry(&y, &mut storage).unwrap();
+        link.on_open(0);
+        feed(&mut link, &welcome(10_000), 1, &mut storage);
+        assert!(link.refresh_outbox(&storage).len() <= 1);
+        assert_eq!(link.waiting(), 2, "x is still there");
+        assert!(link.is_own(&x.id));
+        let applied = |id| {
+            ServerMessage::Ack(Acks {
+                acks: vec![Ack {
+                    op: id,
+                    status: AckStatus::Applied {
+                        stream: "apartment:main".parse().unwrap(),
+                        seq: 1,
+                        value: serde_json::Value::from(1),
+                    },
+                }],
+            })
+            .encode()
+            .unwrap()
+        };
+        feed(&mut link, &applied(x.id), 2, &mut storage);
+        link.reload_outbox(&storage);
+        assert_eq!(link.waiting(), 1, "answered: gone for good");
+        assert!(link.queued(&x.id).is_none());
     }
 
     #[test]
@@ -1928,7 +2004,31 @@ mod tests {
         let out = feed(&mut link, &welcome.encode().unwrap(), 1, &mut storage);
         let frames = pushed(&out.send);
         assert!(frames.iter().all(|ops| ops.len() <= 2), "{frames:?}");
-        assert_eq!(frames.concat().len(), 5);
+        let ids = frames.concat();
+        assert_eq!(ids.len(), 5);
+        // All refused for the rate: they go again a second's worth a
+        // second, oldest first.
+        let limited = ServerMessage::Ack(Acks {
+            acks: ids
+                .iter()
+                .map(|id| Ack {
+                    op: *id,
+                    status: AckStatus::Refused {
+                        code: crate::code::RATE_LIMITED.into(),
+                        message: String::new(),
+                    },
+                })
+                .collect(),
+        });
+        feed(&mut link, &limited.encode().unwrap(), 2, &mut storage);
+        let mut again = Vec::new();
+        for second in 1..=4 {
+            let (frames, _) = link.tick(2 + second * RESEND_AFTER_MS);
+            let sent = pushed(&frames).concat();
+            assert!(sent.len() <= 2, "second {second}: {sent:?}");
+            again.extend(sent);
+        }
+        assert_eq!(again, ids, "each once, in order");
     }
 
     #[test]

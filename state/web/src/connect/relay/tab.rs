@@ -29,16 +29,12 @@ impl Remote {
                 // while this page is open, from the outbox in memory.
                 Err(gaesup_protocol::QueueError::Storage(err)) => {
                     unsaved = Some(err);
-                    let mut memory = gaesup_state_core::MemoryStorage::new();
-                    link.queue(op, &mut memory).map(Some)
+                    link.queue_unsaved(op).map(Some)
                 }
                 other => other.map(Some),
             },
-            (Some(link), None) => {
-                // No storage: the outbox lives in this page only.
-                let mut memory = gaesup_state_core::MemoryStorage::new();
-                link.queue(op, &mut memory).map(Some)
-            }
+            // No storage: the outbox lives in this page only.
+            (Some(link), None) => link.queue_unsaved(op).map(Some),
             (None, Some(storage)) => {
                 let waiting = self.status.with_untracked(|s| s.waiting);
                 if waiting >= self.config.outbox_limit() {
