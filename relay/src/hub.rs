@@ -32,7 +32,6 @@ use gaesup_protocol::{
 use gaesup_state_core::{
     FullKey, KeySpec, KeyState, Lifetime, MAX_CLOCK_AHEAD_MS, MAX_MESSAGE_BYTES, MAX_SYNC_STATES,
     MemoryStorage, Op, Replica, STATE_PREFIX, SharedKey, Storage, SyncEntry, TabId, encoded_len,
-    split_by_len,
 };
 use tokio::sync::{Notify, mpsc, oneshot};
 
@@ -371,6 +370,39 @@ fn new_stream(declarations: &[Arc<KeySpec>], id: StreamId) -> Stream {
         head: 0,
         first: 1,
     }
+}
+
+/// The first `pieces` groups [`split_by_len`](gaesup_state_core::split_by_len) makes of `items` (each at
+/// most `budget` bytes, a comma counted per item, and `most` items), read
+/// no further than one item past them; and whether items are left.
+fn first_chunks<T>(
+    items: impl Iterator<Item = (T, usize)>,
+    budget: usize,
+    most: usize,
+    pieces: usize,
+) -> (Vec<Vec<T>>, bool) {
+    let mut items = items.peekable();
+    let mut chunks = Vec::new();
+    while chunks.len() < pieces {
+        let mut chunk = Vec::new();
+        let mut size = 0usize;
+        while let Some((_, len)) = items.peek() {
+            let len = len.saturating_add(1);
+            if !chunk.is_empty() && (chunk.len() >= most || size.saturating_add(len) > budget) {
+                break;
+            }
+            size = size.saturating_add(len);
+            if let Some((item, _)) = items.next() {
+                chunk.push(item);
+            }
+        }
+        if chunk.is_empty() {
+            break;
+        }
+        chunks.push(chunk);
+    }
+    let left = items.peek().is_some();
+    (chunks, left)
 }
 
 /// The op ids a push names that the log holds already: (stream, id) →
@@ -1173,7 +1205,7 @@ impl State {
         let mut streams = BTreeSet::new();
         for subscription in &subscriptions {
             for message in self
-                .catch_up(&claims, subscription, usize::MAX, None)
+                .catch_up(&claims, subscription, usize::MAX, (None, usize::MAX))
                 .await?
             {
                 // Queued here, in the same step that registers the
@@ -1211,7 +1243,9 @@ impl State {
         // One message an answer: a snapshot in several pieces is taken a
         // piece at a time, each asked for after the last key of the one
         // before (its `more` says another follows).
-        let mut messages = self.catch_up(claims, subscription, limit, after).await?;
+        let mut messages = self
+            .catch_up(claims, subscription, limit, (after, 1))
+            .await?;
         Ok(if messages.is_empty() {
             ServerMessage::Ops(OpsBody {
                 stream: subscription.stream.clone(),
@@ -1232,7 +1266,7 @@ impl State {
         claims: &Claims,
         subscription: &Subscription,
         limit: usize,
-        after_key: Option<&FullKey>,
+        (after_key, pieces): (Option<&FullKey>, usize),
     ) -> Result<Vec<ServerMessage>, ProtocolError> {
         let id = subscription.stream.clone();
         self.ensure(&id).await?;
@@ -1254,7 +1288,7 @@ impl State {
         }
         if cursor > head || cursor + 1 < first {
             self.metrics.snapshot();
-            return Ok(self.snapshot(claims, &id, after_key));
+            return Ok(self.snapshot(claims, &id, after_key, pieces));
         }
         let mut messages = Vec::new();
         let mut after = cursor;
@@ -1269,7 +1303,7 @@ impl State {
                 // Another node trimmed the log past this cursor (or between
                 // two reads): what was read would leave a gap.
                 self.metrics.snapshot();
-                return Ok(self.snapshot(claims, &id, after_key));
+                return Ok(self.snapshot(claims, &id, after_key, pieces));
             }
             let mut ops = Vec::with_capacity(rows.len());
             for (seq, body) in rows {
@@ -1302,12 +1336,15 @@ impl State {
     /// tabs as one sync message, which holds no more). Only the keys after
     /// `after` (in key order), when given: the rest of a snapshot whose
     /// pieces are asked for one at a time. Every piece but the last says
-    /// [`more`](Snapshot::more).
+    /// [`more`](Snapshot::more). At most `pieces` pieces are made (over
+    /// HTTP one, the rest left unread: a stream of many pieces must not
+    /// cost the hub every remaining piece on each request).
     fn snapshot(
         &self,
         claims: &Claims,
         id: &StreamId,
         after: Option<&FullKey>,
+        pieces: usize,
     ) -> Vec<ServerMessage> {
         let Some(stream) = self.streams.get(id) else {
             return Vec::new();
@@ -1332,7 +1369,12 @@ impl State {
             let len = encoded_len(&entry, MAX_MESSAGE_BYTES);
             Some((entry, len))
         });
-        let mut chunks = split_by_len(entries, MAX_MESSAGE_BYTES - FRAME_SLACK, MAX_SYNC_STATES);
+        let (mut chunks, left) = first_chunks(
+            entries,
+            MAX_MESSAGE_BYTES - FRAME_SLACK,
+            MAX_SYNC_STATES,
+            pieces,
+        );
         // An empty stream still answers with one (empty) snapshot.
         if chunks.is_empty() {
             chunks.push(Vec::new());
@@ -1346,7 +1388,7 @@ impl State {
                     stream: id.clone(),
                     seq: stream.head,
                     states,
-                    more: i < last,
+                    more: i < last || left,
                 })
             })
             .collect()
@@ -1416,4 +1458,32 @@ fn stored_state(replica: &Replica, key: &FullKey) -> Option<String> {
         state,
     })
     .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_chunks;
+    use gaesup_state_core::split_by_len;
+
+    #[test]
+    fn the_first_chunks_are_those_split_by_len_makes() {
+        // Lengths from a small generator: a mix of small items, items near
+        // the budget and items past it (alone in a chunk).
+        let mut seed = 7u64;
+        let mut next = move || {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (seed >> 33) as usize
+        };
+        for round in 0..200 {
+            let items: Vec<(usize, usize)> = (0..next() % 40).map(|i| (i, next() % 120)).collect();
+            let (budget, most) = (50 + next() % 100, 1 + next() % 6);
+            let all = split_by_len(items.iter().copied(), budget, most);
+            for pieces in [1, 2, 3, usize::MAX] {
+                let (first, left) = first_chunks(items.iter().copied(), budget, most, pieces);
+                let want = all.len().min(pieces);
+                assert_eq!(first, all[..want], "round {round}, {pieces} pieces");
+                assert_eq!(left, all.len() > want, "round {round}, {pieces} pieces");
+            }
+        }
+    }
 }
