@@ -263,6 +263,10 @@ pub struct Link {
     pins: BTreeMap<StreamId, u64>,
     /// Outbox ops storage refused (see [`Link::queue_unsaved`]).
     unsaved: BTreeMap<OpId, Op>,
+    /// The number the last ops message of each stream covered past its
+    /// last op (see [`OpsBody::through`](crate::message::OpsBody)): the
+    /// cursor moves there once those ops are saved.
+    covered: BTreeMap<StreamId, u64>,
 }
 
 /// `text` as a URL query value: bytes other than letters, digits and
@@ -332,6 +336,7 @@ impl Link {
             pieces: BTreeMap::new(),
             pins: BTreeMap::new(),
             unsaved: BTreeMap::new(),
+            covered: BTreeMap::new(),
             answered: std::collections::VecDeque::new(),
             answered_set: BTreeSet::new(),
         };
@@ -539,6 +544,7 @@ impl Link {
         self.heard.clear();
         self.snapshotted.clear();
         self.pieces.clear();
+        self.covered.clear();
         let hello = ClientMessage::Hello(Hello {
             client: self.client.clone(),
             token: self.token.clone(),
@@ -564,6 +570,7 @@ impl Link {
         self.heard.clear();
         self.snapshotted.clear();
         self.pieces.clear();
+        self.covered.clear();
         if matches!(self.status, LinkStatus::Refused(_) | LinkStatus::Off) {
             return None;
         }
@@ -600,6 +607,7 @@ impl Link {
         self.heard.clear();
         self.snapshotted.clear();
         self.pieces.clear();
+        self.covered.clear();
         self.socket_retry_at_ms = None;
         if !matches!(self.status, LinkStatus::Refused(_) | LinkStatus::Off) {
             self.status = LinkStatus::Offline;
@@ -681,12 +689,27 @@ impl Link {
             }
             ServerMessage::Ops(body) => {
                 self.heard.insert(body.stream.clone());
-                let reached = body
-                    .ops
-                    .last()
-                    .map_or_else(|| self.cursor(&body.stream), |last| last.seq);
+                let last = body.ops.last().map(|last| last.seq);
+                // Ops this device may not read, between its last op and
+                // `through`: its cursor moves past them too (once the ops
+                // before are applied, or now if there are none).
+                let through = body
+                    .through
+                    .filter(|through| *through <= body.head && last.is_none_or(|l| *through > l));
+                let reached = through
+                    .or(last)
+                    .unwrap_or_else(|| self.cursor(&body.stream));
                 if reached >= body.head {
                     self.caught_up.insert(body.stream.clone());
+                }
+                match through {
+                    Some(through) if body.ops.is_empty() => {
+                        self.save_cursor(&body.stream, through, storage);
+                    }
+                    Some(through) => {
+                        self.covered.insert(body.stream.clone(), through);
+                    }
+                    None => {}
                 }
                 if !body.ops.is_empty() {
                     out.ops.push((body.stream.clone(), body.ops));
@@ -1080,6 +1103,11 @@ impl Link {
     /// saved: later sessions resume after it (or after the stream's pin,
     /// if lower: see [`pin_cursor`](Self::pin_cursor)).
     pub fn save_cursor(&mut self, stream: &StreamId, seq: u64, storage: &mut dyn Storage) {
+        // The last ops applied were followed by ops not for this device.
+        let seq = match self.covered.remove(stream) {
+            Some(through) if through > seq => through,
+            _ => seq,
+        };
         let cursor = self.cursors.entry(stream.clone()).or_default();
         if seq > *cursor {
             *cursor = seq;
@@ -1359,6 +1387,7 @@ mod tests {
             stream: "apartment:main".parse().unwrap(),
             ops: Vec::new(),
             head,
+            through: None,
         })
         .encode()
         .unwrap()
@@ -1497,6 +1526,43 @@ mod tests {
     }
 
     #[test]
+    fn ops_this_device_may_not_read_move_its_cursor_once_the_ops_before_are_saved() {
+        let mut storage = MemoryStorage::new();
+        let mut store = Replica::new(TabId::new(1), ManualClock::new(1_000));
+        let mut link = link(&storage);
+        let main: StreamId = "apartment:main".parse().unwrap();
+        let ops = |ops: Vec<Sequenced>, head, through| {
+            ServerMessage::Ops(crate::message::OpsBody {
+                stream: "apartment:main".parse().unwrap(),
+                ops,
+                head,
+                through,
+            })
+            .encode()
+            .unwrap()
+        };
+        // Nothing it may read up to 600: the cursor moves at once, and the
+        // next pull asks from there.
+        feed(&mut link, &ops(Vec::new(), 900, Some(600)), 1, &mut storage);
+        assert_eq!(link.cursor(&main), 600);
+        assert!(link.http_pull(&main, 0).contains("cursor=600&"));
+        // One op it may read, then more it may not: the adapter saves the
+        // op, and the cursor goes to 800.
+        let x = Sequenced {
+            seq: 601,
+            op: op(&mut store, 1),
+        };
+        let out = feed(&mut link, &ops(vec![x], 900, Some(800)), 2, &mut storage);
+        assert_eq!(link.cursor(&main), 600, "not before the op is saved");
+        let (_, applied) = &out.ops[0];
+        link.save_cursor(&main, applied[0].seq, &mut storage);
+        assert_eq!(self::link(&storage).cursor(&main), 800);
+        // A `through` past the head, or behind the last op, is ignored.
+        feed(&mut link, &ops(Vec::new(), 900, Some(950)), 3, &mut storage);
+        assert_eq!(link.cursor(&main), 800);
+    }
+
+    #[test]
     fn a_pinned_cursor_is_stored_no_further_than_its_pin() {
         let mut storage = MemoryStorage::new();
         let mut link = link(&storage);
@@ -1545,6 +1611,7 @@ mod tests {
                 op: x.clone(),
             }],
             head: 2,
+            through: None,
         });
         let out = feed(&mut link, &behind.encode().unwrap(), 3, &mut storage);
         assert!(out.rebase.is_empty());
@@ -1553,6 +1620,7 @@ mod tests {
             stream: "apartment:main".parse().unwrap(),
             ops: Vec::new(),
             head: 0,
+            through: None,
         });
         let out = feed(&mut link, &caught_up.encode().unwrap(), 3, &mut storage);
         assert_eq!(out.rebase.len(), 1, "one re-base per key");

@@ -164,6 +164,14 @@ pub struct OpsBody {
     pub ops: Vec<Sequenced>,
     /// The stream's newest number on the relay when this was sent.
     pub head: u64,
+    /// The last number this message covers, when past its last op: the
+    /// ops between are not for this device (its token may not read their
+    /// keys), so its cursor moves there too. Without it a device whose
+    /// catch-up met only such ops could never move its cursor (and over
+    /// HTTP would ask again at once, forever). Relays that predate it
+    /// never say it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub through: Option<u64>,
 }
 
 /// The state of a stream, for a device whose cursor is older than the log

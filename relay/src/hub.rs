@@ -1166,7 +1166,7 @@ impl State {
                 .filter(|s| subscriber.claims.can_read_key(&s.op.key))
                 .cloned()
                 .collect();
-            for message in ops_messages(id, visible, head) {
+            for message in ops_messages(id, visible, head, 0) {
                 if subscriber.outlet.send.try_send(message).is_err() {
                     slow.push(*conn);
                     break;
@@ -1251,6 +1251,7 @@ impl State {
                 stream: subscription.stream.clone(),
                 ops: Vec::new(),
                 head: self.streams.get(&subscription.stream).map_or(0, |s| s.head),
+                through: None,
             })
         } else {
             messages.swap_remove(0)
@@ -1284,6 +1285,7 @@ impl State {
                 stream: id,
                 ops: Vec::new(),
                 head,
+                through: None,
             })]);
         }
         if cursor > head || cursor + 1 < first {
@@ -1318,13 +1320,14 @@ impl State {
                     Err(err) => tracing::error!(seq, error = %err, "a stored op does not parse"),
                 }
             }
-            messages.extend(ops_messages(&id, ops, head));
+            messages.extend(ops_messages(&id, ops, head, after));
         }
         if messages.is_empty() {
             messages.push(ServerMessage::Ops(OpsBody {
                 stream: id,
                 ops: Vec::new(),
                 head,
+                through: None,
             }));
         }
         Ok(messages)
@@ -1417,7 +1420,9 @@ impl State {
 }
 
 /// `ops` as messages that each fit a frame (at least one message).
-fn ops_messages(id: &StreamId, ops: Vec<Sequenced>, head: u64) -> Vec<ServerMessage> {
+/// `ops` in messages that each fit a frame; the last says `through` (the
+/// last number read for them) when it lies past its last op.
+fn ops_messages(id: &StreamId, ops: Vec<Sequenced>, head: u64, through: u64) -> Vec<ServerMessage> {
     let mut messages = Vec::new();
     let mut chunk = Vec::new();
     let mut size = 0;
@@ -1428,6 +1433,7 @@ fn ops_messages(id: &StreamId, ops: Vec<Sequenced>, head: u64) -> Vec<ServerMess
                 stream: id.clone(),
                 ops: std::mem::take(&mut chunk),
                 head,
+                through: None,
             }));
             size = 0;
         }
@@ -1435,10 +1441,12 @@ fn ops_messages(id: &StreamId, ops: Vec<Sequenced>, head: u64) -> Vec<ServerMess
         chunk.push(op);
     }
     if !chunk.is_empty() || messages.is_empty() {
+        let last = chunk.last().map_or(0, |op| op.seq);
         messages.push(ServerMessage::Ops(OpsBody {
             stream: id.clone(),
             ops: chunk,
             head,
+            through: (through > last).then_some(through),
         }));
     }
     messages

@@ -449,6 +449,39 @@ async fn the_http_fallback_pushes_pulls_with_a_long_poll_and_snapshots(backend: 
     let _ = Value::Null;
 }
 
+/// A token narrowed to one building may not read the apartment's own keys:
+/// a catch-up that meets only those must still move the device's cursor
+/// (`through`), or its next pull asks for the same ops again, at once,
+/// forever, and never reaches the ops it may read after them.
+async fn a_narrowed_device_on_http_moves_past_ops_it_may_not_read(backend: Backend) {
+    let relay = Relay::on(backend, &[]);
+    let mut device = Device::new(1);
+    let mut writer = Client::writer(&relay, &main_rw()).await;
+    for _ in 0..6 {
+        let notes = (0..100).map(|n| device.note(&format!("{n}"))).collect();
+        writer.push(notes).await;
+    }
+    writer.push(vec![device.count(1)]).await;
+    let lobby = token(&[("main", Access::R, Some(&["lobby"]))], None);
+    let mut cursor = 0;
+    let mut read = Vec::new();
+    for _ in 0..3 {
+        let url = relay.url(&format!(
+            "/v1/pull?stream=apartment:main&cursor={cursor}&wait_ms=0"
+        ));
+        let (status, body) = http("GET", url, Some(lobby.clone()), None).await;
+        assert_eq!(status, 200, "{body}");
+        let ServerMessage::Ops(ops) = ServerMessage::decode(&body).unwrap() else {
+            panic!("{body}")
+        };
+        read.extend(ops.ops.iter().map(|s| s.seq));
+        let last = ops.ops.last().map_or(cursor, |s| s.seq);
+        cursor = ops.through.unwrap_or(last).max(last);
+    }
+    assert_eq!(read, [601], "the one op it may read");
+    assert_eq!(cursor, 601);
+}
+
 async fn a_silent_socket_is_closed_within_three_heartbeats(backend: Backend) {
     let relay = Relay::on(backend, &["--heartbeat-ms", "200"]);
     let mut silent = Client::raw(&relay).await;
@@ -641,4 +674,5 @@ support::on_both_backends!(
     a_hello_naming_a_stream_twice_is_refused,
     a_device_that_never_reads_is_let_go,
     another_op_under_a_taken_id_is_refused_not_a_duplicate,
+    a_narrowed_device_on_http_moves_past_ops_it_may_not_read,
 );
