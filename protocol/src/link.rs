@@ -267,6 +267,9 @@ pub struct Link {
     /// last op (see [`OpsBody::through`](crate::message::OpsBody)): the
     /// cursor moves there once those ops are saved.
     covered: BTreeMap<StreamId, u64>,
+    /// Streams the relay refused to let this device read (see
+    /// [`Link::forbid`]).
+    forbidden: BTreeSet<StreamId>,
 }
 
 /// `text` as a URL query value: bytes other than letters, digits and
@@ -337,6 +340,7 @@ impl Link {
             pins: BTreeMap::new(),
             unsaved: BTreeMap::new(),
             covered: BTreeMap::new(),
+            forbidden: BTreeSet::new(),
             answered: std::collections::VecDeque::new(),
             answered_set: BTreeSet::new(),
         };
@@ -883,6 +887,19 @@ impl Link {
         }
     }
 
+    /// The relay refused to let this device read `stream` (its token has
+    /// no grant for it: a token without global keys, say): the HTTP
+    /// fallback stops pulling it, the other streams go on.
+    pub fn forbid(&mut self, stream: &StreamId) {
+        self.forbidden.insert(stream.clone());
+    }
+
+    /// Whether the HTTP fallback pulls `stream` (see
+    /// [`forbid`](Self::forbid)).
+    pub fn may_pull(&self, stream: &StreamId) -> bool {
+        !self.forbidden.contains(stream)
+    }
+
     /// Keeps `stream`'s stored cursor at `through` at most for the rest of
     /// this page (see [`save_cursor`](Self::save_cursor)): something after
     /// it was kept in memory only, or refused by this version for now, so
@@ -1178,7 +1195,10 @@ impl Link {
             self.socket_unproven = false;
             self.socket_retry_at_ms = Some(0);
         }
-        if (status == 401 || status == 403) && !matches!(self.status, LinkStatus::Refused(_)) {
+        // A bad or expired token ends the link; a stream the token may not
+        // read (403) ends only the pulls of that stream (see
+        // [`forbid`](Self::forbid)).
+        if status == 401 && !matches!(self.status, LinkStatus::Refused(_)) {
             if let Some((code, _)) = &out.error {
                 self.status = LinkStatus::Refused(code.clone());
             }
@@ -1560,6 +1580,36 @@ mod tests {
         // A `through` past the head, or behind the last op, is ignored.
         feed(&mut link, &ops(Vec::new(), 900, Some(950)), 3, &mut storage);
         assert_eq!(link.cursor(&main), 800);
+    }
+
+    #[test]
+    fn a_stream_the_token_may_not_read_stops_its_pulls_not_the_link() {
+        let mut storage = MemoryStorage::new();
+        let mut link = link(&storage);
+        link.on_close(0.0, 0);
+        link.on_close(0.0, 1);
+        assert_eq!(link.status(), &LinkStatus::HttpFallback);
+        let forbidden = ServerMessage::Error(crate::message::ErrorBody {
+            code: crate::code::FORBIDDEN.into(),
+            message: "the token may not read global".into(),
+        })
+        .encode()
+        .unwrap();
+        let out = link.on_http(403, &forbidden, 2, &mut storage);
+        assert!(!out.close);
+        assert_eq!(link.status(), &LinkStatus::HttpFallback, "not refused");
+        link.forbid(&StreamId::Global);
+        assert!(!link.may_pull(&StreamId::Global));
+        assert!(link.may_pull(&"apartment:main".parse().unwrap()));
+        // A bad token still ends it.
+        let unauthorized = ServerMessage::Error(crate::message::ErrorBody {
+            code: crate::code::UNAUTHORIZED.into(),
+            message: "bad token".into(),
+        })
+        .encode()
+        .unwrap();
+        assert!(link.on_http(401, &unauthorized, 3, &mut storage).close);
+        assert!(matches!(link.status(), LinkStatus::Refused(_)));
     }
 
     #[test]

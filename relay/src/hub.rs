@@ -26,8 +26,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use gaesup_protocol::{
-    Ack, AckStatus, OpsBody, ProtocolError, Sequenced, ServerMessage, Snapshot, StreamId,
-    Subscription, code,
+    Ack, AckStatus, ErrorBody, OpsBody, ProtocolError, Sequenced, ServerMessage, Snapshot,
+    StreamId, Subscription, code,
 };
 use gaesup_state_core::{
     FullKey, KeySpec, KeyState, Lifetime, MAX_CLOCK_AHEAD_MS, MAX_MESSAGE_BYTES, MAX_SYNC_STATES,
@@ -45,6 +45,13 @@ const MAX_BATCH_OPS: usize = 4096;
 /// How long a push is admitted again after other nodes committed to the
 /// same stream first, before it is refused as busy.
 const MAX_RETRYING: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How far the clocks of relay nodes sharing a store may differ. A node
+/// admits ops stamped up to this much less than the core's own horizon
+/// ([`MAX_CLOCK_AHEAD_MS`]) ahead of its clock, so another node whose
+/// clock lags by less applies them as they come instead of holding them
+/// for later (which it would never do: its stored state would lack them).
+pub const NODE_CLOCK_SLACK_MS: u64 = 60 * 60 * 1000;
 /// Room for a message's envelope around its ops or states.
 pub(crate) const FRAME_SLACK: usize = 4096;
 
@@ -1116,7 +1123,7 @@ impl State {
                 ),
             );
         }
-        if op.stamp.wall_ms > now.saturating_add(MAX_CLOCK_AHEAD_MS) {
+        if op.stamp.wall_ms > now.saturating_add(MAX_CLOCK_AHEAD_MS - NODE_CLOCK_SLACK_MS) {
             return refused(
                 "clock_skew",
                 format!(
@@ -1188,12 +1195,6 @@ impl State {
     ) -> Result<(), ProtocolError> {
         let mut named = BTreeSet::new();
         for subscription in &subscriptions {
-            if !claims.can_read(&subscription.stream) {
-                return Err(ProtocolError::new(
-                    code::FORBIDDEN,
-                    format!("the token may not read {}", subscription.stream),
-                ));
-            }
             // Each would be caught up again, whole, into memory.
             if !named.insert(&subscription.stream) {
                 return Err(ProtocolError::new(
@@ -1204,6 +1205,23 @@ impl State {
         }
         let mut streams = BTreeSet::new();
         for subscription in &subscriptions {
+            // A stream the token may not read is refused on its own (a page
+            // follows its apartment and the global keys; a token without a
+            // global grant still syncs the apartment).
+            if !claims.can_read(&subscription.stream) {
+                self.metrics.refused(code::FORBIDDEN);
+                let refusal = ServerMessage::Error(ErrorBody {
+                    code: code::FORBIDDEN.to_owned(),
+                    message: format!(
+                        "the token may not read {}; the other streams are followed",
+                        subscription.stream
+                    ),
+                });
+                if outlet.catch_up.send(refusal).is_err() {
+                    return Ok(());
+                }
+                continue;
+            }
             for message in self
                 .catch_up(&claims, subscription, usize::MAX, (None, usize::MAX))
                 .await?

@@ -584,6 +584,73 @@ async fn another_op_under_a_taken_id_is_refused_not_a_duplicate(backend: Backend
     assert_eq!(main_snapshot(&relay).await.seq, 2);
 }
 
+/// A node admits ops stamped at most 23 h ahead of its clock, an hour
+/// short of the core's horizon: another node of the same store whose clock
+/// lags by less than that applies them instead of holding them (for ever:
+/// nothing would admit them later, and its stored state would lack them).
+async fn ops_stamped_near_the_horizon_are_refused_so_every_node_applies_what_one_admits(
+    backend: Backend,
+) {
+    let relay = Relay::on(backend, &[]);
+    let mut client = Client::writer(&relay, &main_rw()).await;
+    let ahead = |ms: u64| {
+        let clock = support::clock();
+        clock.set(gaesup_relay::hub::now_ms() + ms);
+        Device::with_clock(3, clock)
+    };
+    let mut near = ahead(gaesup_state_core::MAX_CLOCK_AHEAD_MS - 30 * 60 * 1000);
+    let acks = client.push(vec![near.count(1)]).await;
+    assert_eq!(refusal(&acks[0].status), "clock_skew", "{acks:?}");
+    let limit = gaesup_state_core::MAX_CLOCK_AHEAD_MS - gaesup_relay::hub::NODE_CLOCK_SLACK_MS;
+    let mut within = ahead(limit - 60 * 1000);
+    let acks = client.push(vec![within.count(1)]).await;
+    assert!(
+        matches!(acks[0].status, AckStatus::Applied { .. }),
+        "{acks:?}"
+    );
+}
+
+/// A page follows its apartment and the global keys; a token without a
+/// global grant is refused the global stream alone, and the apartment still
+/// syncs.
+async fn a_stream_the_token_may_not_read_is_refused_alone(backend: Backend) {
+    let relay = Relay::on(backend, &[]);
+    let main_only = token(&[("main", Access::Rw, None)], None);
+    let mut device = Device::new(1);
+    let mut writer = Client::writer(&relay, &main_rw()).await;
+    writer.push(vec![device.count(1)]).await;
+    let mut client = Client::raw(&relay).await;
+    client
+        .send(&ClientMessage::Hello(Hello {
+            client: "x".into(),
+            token: Some(main_only),
+            subscribe: vec![
+                Subscription {
+                    stream: main_stream(),
+                    cursor: Some(0),
+                },
+                Subscription {
+                    stream: StreamId::Global,
+                    cursor: Some(0),
+                },
+            ],
+        }))
+        .await;
+    assert_eq!(client.error_code().await, code::FORBIDDEN);
+    let caught_up = client
+        .wait_for(|m| matches!(m, ServerMessage::Ops(body) if body.stream == main_stream()))
+        .await;
+    let ServerMessage::Ops(body) = caught_up else {
+        unreachable!()
+    };
+    assert_eq!(body.ops.len(), 1);
+    // Live ops of the apartment still come.
+    writer.push(vec![device.count(1)]).await;
+    client
+        .wait_for(|m| matches!(m, ServerMessage::Ops(body) if body.ops.iter().any(|s| s.seq == 2)))
+        .await;
+}
+
 /// A device that stops reading fills its socket's buffers: the relay lets
 /// it go within a few heartbeats, rather than hold the connection (and
 /// its own shutdown) for as long as the device keeps the socket open.
@@ -675,4 +742,6 @@ support::on_both_backends!(
     a_device_that_never_reads_is_let_go,
     another_op_under_a_taken_id_is_refused_not_a_duplicate,
     a_narrowed_device_on_http_moves_past_ops_it_may_not_read,
+    ops_stamped_near_the_horizon_are_refused_so_every_node_applies_what_one_admits,
+    a_stream_the_token_may_not_read_is_refused_alone,
 );

@@ -154,8 +154,7 @@ pub(super) async fn push_loop(weak: Weak<Remote>, generation: u64) {
 /// browser opens at most six HTTP/1.1 connections to a host and every
 /// apartment's link shares them (pushes must still get through).
 pub(super) async fn pull_loop(weak: Weak<Remote>, generation: u64, streams: Vec<StreamId>) {
-    for (index, stream) in streams.iter().enumerate().cycle() {
-        let wait = if index == 0 { PULL_WAIT_MS } else { 0 };
+    for stream in streams.iter().cycle() {
         let (url, token) = {
             let Some(remote) = weak.upgrade() else {
                 return;
@@ -163,20 +162,32 @@ pub(super) async fn pull_loop(weak: Weak<Remote>, generation: u64, streams: Vec<
             if !remote.on_http(generation) {
                 return;
             }
-            let Some(path) = remote
-                .link
-                .borrow()
-                .as_ref()
-                .map(|link| link.http_pull(stream, wait))
-            else {
+            let link = remote.link.borrow();
+            let Some(link) = link.as_ref() else {
                 return;
             };
+            // Streams the token may not read are not asked for; the first
+            // of the others waits for news (a long poll), the rest answer
+            // at once.
+            let Some(first) = streams.iter().find(|s| link.may_pull(s)) else {
+                return;
+            };
+            if !link.may_pull(stream) {
+                continue;
+            }
+            let wait = if stream == first { PULL_WAIT_MS } else { 0 };
+            let path = link.http_pull(stream, wait);
             (
                 remote.config.http_url(&path),
                 remote.config.token().to_owned(),
             )
         };
         let answer = wire::request("GET", &url, &token, None).await;
+        if matches!(answer, Ok((403, _)))
+            && let Some(remote) = weak.upgrade()
+        {
+            remote.with_link(|link, _| link.forbid(stream));
+        }
         match take_answer(&weak, generation, answer) {
             Next::Stop => return,
             Next::Go => {}
