@@ -350,6 +350,31 @@ test.describe('two devices through a relay', () => {
     b.expectNoErrors();
   });
 
+  test('no localStorage: every tab links itself, and each tab\'s writes reach the other device', async ({ browser }) => {
+    const config = configFor(relay.url, relay.token());
+    const a = await Device.open(browser, config);
+    const b = await Device.open(browser, config, null);
+    await b.context.addInitScript(() => {
+      // Storage disabled (a privacy setting, or a sandboxed frame).
+      Object.defineProperty(window, 'localStorage', {
+        get() {
+          throw new DOMException('The operation is insecure.', 'SecurityError');
+        },
+      });
+    });
+    const first = await b.newPage('/');
+    const second = await b.newPage('/');
+    for (const page of [first, second]) await expect(b.relayLink(page)).toHaveText('connected');
+    // Both tabs write; with one link for the browser, the tab without it
+    // would have nowhere to put its writes for the relay.
+    await b.increment(counter, 'count', 2, first);
+    await b.increment(counter, 'count', 3, second);
+    await expect.poll(() => a.get(counter, 'count')).toBe(5);
+    await a.increment(counter, 'count', 10);
+    for (const page of [first, second]) await expect.poll(() => b.get(counter, 'count', page)).toBe(15);
+    a.expectNoErrors();
+  });
+
   test('one connection per browser: the tab holding it relays for the others, and another takes over when it closes', async ({ browser }) => {
     const config = configFor(relay.url, relay.token());
     const a = await Device.open(browser, config);

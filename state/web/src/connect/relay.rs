@@ -165,19 +165,29 @@ impl Remote {
             link: "waiting for the tab that holds the link".to_owned(),
             ..RelayStatus::default()
         });
+        remote.listen();
+        // The tabs of a browser share one link through the outbox in
+        // localStorage. Without it there is nothing to share: each tab
+        // links itself, before its first writes (`early`) are queued, so
+        // they go from its own outbox in memory.
+        let shared = remote.storage.borrow().is_some();
+        if !shared {
+            remote.lead();
+        }
         for op in early {
             remote.queue(op);
         }
-        remote.listen();
-        let weak = Rc::downgrade(&remote);
-        let granted = move || {
-            if let Some(remote) = weak.upgrade() {
-                remote.lead();
+        if shared {
+            let weak = Rc::downgrade(&remote);
+            let granted = move || {
+                if let Some(remote) = weak.upgrade() {
+                    remote.lead();
+                }
+            };
+            match leader::request(&format!("gaesup-relay/{apartment}"), granted.clone()) {
+                Ok(leadership) => *remote.leadership.borrow_mut() = Some(leadership),
+                Err(_) => granted(),
             }
-        };
-        match leader::request(&format!("gaesup-relay/{apartment}"), granted.clone()) {
-            Ok(leadership) => *remote.leadership.borrow_mut() = Some(leadership),
-            Err(_) => granted(),
         }
         // Ask the leading tab (if another) for its status.
         remote.announce(&Announce::Ask);
