@@ -478,8 +478,8 @@ impl Link {
         let groups = self.push_groups(
             self.outbox
                 .values()
-                .filter(|op| !self.in_flight.contains(&op.id) && !held.contains(&op.id))
-                .take(most),
+                .filter(|op| !self.in_flight.contains(&op.id) && !held.contains(&op.id)),
+            most,
         );
         let mut frames = Vec::new();
         for ops in groups {
@@ -498,7 +498,7 @@ impl Link {
     /// fails to encode for its size and holds the outbox up. An op too
     /// large for any push on its own (only a relay with a frame limit
     /// under one value's size has those) is left out and stays queued.
-    fn push_groups<'o>(&self, ops: impl Iterator<Item = &'o Op>) -> Vec<Vec<Op>> {
+    fn push_groups<'o>(&self, ops: impl Iterator<Item = &'o Op>, most: usize) -> Vec<Vec<Op>> {
         // A push of more ops than the relay takes in a second could never
         // pass its rate limit (its bucket holds two seconds' worth).
         let (max_bytes, max_ops) = self.limits.map_or((MAX_MESSAGE_BYTES, PUSH_OPS), |l| {
@@ -509,11 +509,13 @@ impl Link {
         let budget = max_bytes
             .min(MAX_MESSAGE_BYTES)
             .saturating_sub(PUSH_ENVELOPE_BYTES);
-        let sendable = ops.filter_map(|op| {
-            // With the comma after it, within one push.
-            let len = encoded_len(op, budget);
-            (len < budget).then(|| (op.clone(), len))
-        });
+        let sendable = ops
+            .filter_map(|op| {
+                // With the comma after it, within one push.
+                let len = encoded_len(op, budget);
+                (len < budget).then(|| (op.clone(), len))
+            })
+            .take(most);
         split_by_len(sendable, budget, most_ops)
     }
 
@@ -548,6 +550,7 @@ impl Link {
         self.heard.clear();
         self.snapshotted.clear();
         self.pieces.clear();
+        self.forbidden.clear();
         self.covered.clear();
         let hello = ClientMessage::Hello(Hello {
             client: self.client.clone(),
@@ -611,6 +614,7 @@ impl Link {
         self.heard.clear();
         self.snapshotted.clear();
         self.pieces.clear();
+        self.forbidden.clear();
         self.covered.clear();
         self.socket_retry_at_ms = None;
         if !matches!(self.status, LinkStatus::Refused(_) | LinkStatus::Off) {
@@ -624,6 +628,7 @@ impl Link {
     /// The browser came back online: retry at once, backoff reset.
     pub fn online(&mut self) {
         self.failures = 0;
+        self.forbidden.clear();
         if self.status == LinkStatus::HttpFallback {
             // Try the WebSocket again now, whatever the clock says.
             self.socket_retry_at_ms = Some(0);
@@ -889,9 +894,22 @@ impl Link {
 
     /// The relay refused to let this device read `stream` (its token has
     /// no grant for it: a token without global keys, say): the HTTP
-    /// fallback stops pulling it, the other streams go on.
-    pub fn forbid(&mut self, stream: &StreamId) {
+    /// fallback stops pulling it until the link reconnects, the other
+    /// streams go on. When it may read none of them the link is refused,
+    /// as for a bad token. Only a refusal the relay itself said (an error
+    /// of code `forbidden`) counts: a proxy's 403 page is no such word.
+    pub fn forbid(&mut self, stream: &StreamId, answer: &str) {
+        let said = matches!(
+            ServerMessage::decode(answer),
+            Ok(ServerMessage::Error(body)) if body.code == crate::code::FORBIDDEN
+        );
+        if !said {
+            return;
+        }
         self.forbidden.insert(stream.clone());
+        if self.streams.iter().all(|s| self.forbidden.contains(s)) {
+            self.status = LinkStatus::Refused(crate::code::FORBIDDEN.to_owned());
+        }
     }
 
     /// Whether the HTTP fallback pulls `stream` (see
@@ -1097,7 +1115,11 @@ impl Link {
                     .max(1)
             });
             let frames = self.pushes_at_most(most);
-            let left = self.outbox.len() > self.in_flight.len() + self.held().len();
+            let held = self.held();
+            let left = self
+                .outbox
+                .values()
+                .any(|op| !self.in_flight.contains(&op.id) && !held.contains(&op.id));
             self.resend_at_ms = left.then(|| now_ms.saturating_add(RESEND_AFTER_MS));
             if !frames.is_empty() {
                 return (frames, false);
@@ -1145,7 +1167,7 @@ impl Link {
     pub fn http_push(&self) -> Option<String> {
         let held = self.held();
         let pending = self.outbox.values().filter(|op| !held.contains(&op.id));
-        let ops = self.push_groups(pending).into_iter().next()?;
+        let ops = self.push_groups(pending, usize::MAX).into_iter().next()?;
         gaesup_state_core::to_text(&Push { ops }).ok()
     }
 
@@ -1580,6 +1602,14 @@ mod tests {
         // A `through` past the head, or behind the last op, is ignored.
         feed(&mut link, &ops(Vec::new(), 900, Some(950)), 3, &mut storage);
         assert_eq!(link.cursor(&main), 800);
+        let y = Sequenced {
+            seq: 801,
+            op: op(&mut store, 2),
+        };
+        let out = feed(&mut link, &ops(vec![y], 900, Some(700)), 4, &mut storage);
+        let (_, applied) = &out.ops[0];
+        link.save_cursor(&main, applied[0].seq, &mut storage);
+        assert_eq!(link.cursor(&main), 801);
     }
 
     #[test]
@@ -1598,9 +1628,26 @@ mod tests {
         let out = link.on_http(403, &forbidden, 2, &mut storage);
         assert!(!out.close);
         assert_eq!(link.status(), &LinkStatus::HttpFallback, "not refused");
-        link.forbid(&StreamId::Global);
+        let main: StreamId = "apartment:main".parse().unwrap();
+        // A proxy's 403 page is not the relay's word.
+        link.forbid(&StreamId::Global, "<html>Forbidden</html>");
+        assert!(link.may_pull(&StreamId::Global));
+        link.forbid(&StreamId::Global, &forbidden);
         assert!(!link.may_pull(&StreamId::Global));
-        assert!(link.may_pull(&"apartment:main".parse().unwrap()));
+        assert!(link.may_pull(&main));
+        // Back online: asked again.
+        link.online();
+        assert!(link.may_pull(&StreamId::Global));
+        // Nothing it may read: refused, as for a bad token.
+        link.forbid(&StreamId::Global, &forbidden);
+        link.forbid(&main, &forbidden);
+        assert_eq!(
+            link.status(),
+            &LinkStatus::Refused(crate::code::FORBIDDEN.into())
+        );
+        let mut link = self::link(&storage);
+        link.on_close(0.0, 0);
+        link.on_close(0.0, 1);
         // A bad token still ends it.
         let unauthorized = ServerMessage::Error(crate::message::ErrorBody {
             code: crate::code::UNAUTHORIZED.into(),

@@ -170,7 +170,12 @@ impl Remote {
         // localStorage. Without it there is nothing to share: each tab
         // links itself, before its first writes (`early`) are queued, so
         // they go from its own outbox in memory.
-        let shared = remote.storage.borrow().is_some();
+        // A storage that refuses writes (no quota, full) shares nothing
+        // either: tried once with a key of its own.
+        let shared = remote.storage.borrow_mut().as_mut().is_some_and(|storage| {
+            let probe = "gaesup/relay-probe";
+            storage.set(probe, "1").is_ok() && storage.remove(probe).is_ok()
+        });
         if !shared {
             remote.lead();
         }
@@ -237,6 +242,9 @@ fn relay_error_notice(code: &str, message: &str) -> String {
     match code {
         gaesup_protocol::code::UNAUTHORIZED => format!(
             "The relay refused this app's token ({message}); changes stay on this device and wait in the outbox until the deployment's relay.json holds a valid token."
+        ),
+        gaesup_protocol::code::FORBIDDEN => format!(
+            "The relay's token does not cover everything this page follows ({message}); the rest syncs."
         ),
         gaesup_protocol::code::TOKEN_EXPIRED => format!(
             "The relay token has expired ({message}); changes stay on this device and wait in the outbox until the deployment's relay.json holds a new token."

@@ -183,10 +183,10 @@ pub(super) async fn pull_loop(weak: Weak<Remote>, generation: u64, streams: Vec<
             )
         };
         let answer = wire::request("GET", &url, &token, None).await;
-        if matches!(answer, Ok((403, _)))
+        if let Ok((403, text)) = &answer
             && let Some(remote) = weak.upgrade()
         {
-            remote.with_link(|link, _| link.forbid(stream));
+            remote.with_link(|link, _| link.forbid(stream, text));
         }
         match take_answer(&weak, generation, answer) {
             Next::Stop => return,
