@@ -37,7 +37,14 @@
 //! scope) or the global keys. The relay numbers the ops of each stream
 //! 1, 2, 3, … as it makes them durable; a device remembers the last number
 //! it applied (its cursor) and asks to resume after it. A cursor older
-//! than the log the relay kept gets a [`Snapshot`] instead.
+//! than the log the relay kept gets a [`Snapshot`] instead, in pieces when
+//! the states do not fit one message ([`Snapshot::more`]; over HTTP each
+//! piece is asked for after the last key of the one before), and the
+//! cursor moves only once the last piece is merged. Ops a device's token
+//! may not read are left out of what it gets; an ops message then says how
+//! far it read ([`OpsBody::through`]), so the cursor moves past them too.
+//! A device moves its stored cursor only past what it saved: an op it
+//! could only hold in memory pins it ([`Link::pin_cursor`]).
 //!
 //! # Messages
 //!
