@@ -1296,14 +1296,22 @@ mod tests {
     /// A welcome from a relay taking frames of `max_frame_bytes` and
     /// `max_ops_per_push` ops per push.
     fn welcome_with(heartbeat_ms: u64, max_frame_bytes: usize, max_ops_per_push: usize) -> String {
-        ServerMessage::Welcome(Welcome {
-            node: "n".into(),
+        welcome_limits(
             heartbeat_ms,
-            limits: crate::message::Limits {
+            crate::message::Limits {
                 max_frame_bytes,
                 max_ops_per_push,
                 max_ops_per_second: 100,
             },
+        )
+    }
+
+    /// A welcome from a relay announcing `limits`.
+    fn welcome_limits(heartbeat_ms: u64, limits: crate::message::Limits) -> String {
+        ServerMessage::Welcome(Welcome {
+            node: "n".into(),
+            heartbeat_ms,
+            limits,
         })
         .encode()
         .unwrap()
@@ -1342,16 +1350,7 @@ mod tests {
             0
         );
         link.on_open(0);
-        let welcome = ServerMessage::Welcome(Welcome {
-            node: "n".into(),
-            heartbeat_ms: 10_000,
-            limits: crate::message::Limits {
-                max_frame_bytes: 1 << 20,
-                max_ops_per_push: 512,
-                max_ops_per_second: 100,
-            },
-        });
-        let out = link.on_text(&welcome.encode().unwrap(), 1, &mut storage);
+        let out = link.on_text(&welcome(10_000), 1, &mut storage);
         assert_eq!(out.send.len(), 1, "the outbox goes on welcome");
         // Rate limited: stays.
         let limited = ServerMessage::Ack(Acks {
@@ -1547,21 +1546,7 @@ mod tests {
         assert!(link.refresh_outbox(&storage).len() <= 1);
         assert_eq!(link.waiting(), 2, "x is still there");
         assert!(link.is_own(&x.id));
-        let applied = |id| {
-            ServerMessage::Ack(Acks {
-                acks: vec![Ack {
-                    op: id,
-                    status: AckStatus::Applied {
-                        stream: "apartment:main".parse().unwrap(),
-                        seq: 1,
-                        value: serde_json::Value::from(1),
-                    },
-                }],
-            })
-            .encode()
-            .unwrap()
-        };
-        feed(&mut link, &applied(x.id), 2, &mut storage);
+        feed(&mut link, &acks(&[(x.id, "")]), 2, &mut storage);
         link.reload_outbox(&storage);
         assert_eq!(link.waiting(), 1, "answered: gone for good");
         assert!(link.queued(&x.id).is_none());
@@ -2157,35 +2142,23 @@ mod tests {
             link.queue(op(&mut store, n), &mut storage).unwrap();
         }
         link.on_open(0);
-        let welcome = ServerMessage::Welcome(Welcome {
-            node: "n".into(),
-            heartbeat_ms: 10_000,
-            limits: crate::message::Limits {
-                max_frame_bytes: 1 << 20,
-                max_ops_per_push: 512,
-                max_ops_per_second: 2,
-            },
-        });
-        let out = feed(&mut link, &welcome.encode().unwrap(), 1, &mut storage);
+        let limits = crate::message::Limits {
+            max_frame_bytes: 1 << 20,
+            max_ops_per_push: 512,
+            max_ops_per_second: 2,
+        };
+        let out = feed(&mut link, &welcome_limits(10_000, limits), 1, &mut storage);
         let frames = pushed(&out.send);
         assert!(frames.iter().all(|ops| ops.len() <= 2), "{frames:?}");
         let ids = frames.concat();
         assert_eq!(ids.len(), 5);
         // All refused for the rate: they go again a second's worth a
         // second, oldest first.
-        let limited = ServerMessage::Ack(Acks {
-            acks: ids
-                .iter()
-                .map(|id| Ack {
-                    op: *id,
-                    status: AckStatus::Refused {
-                        code: crate::code::RATE_LIMITED.into(),
-                        message: String::new(),
-                    },
-                })
-                .collect(),
-        });
-        feed(&mut link, &limited.encode().unwrap(), 2, &mut storage);
+        let limited: Vec<(OpId, &str)> = ids
+            .iter()
+            .map(|id| (*id, crate::code::RATE_LIMITED))
+            .collect();
+        feed(&mut link, &acks(&limited), 2, &mut storage);
         let mut again = Vec::new();
         for second in 1..=4 {
             let (frames, _) = link.tick(2 + second * RESEND_AFTER_MS);
