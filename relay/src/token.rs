@@ -124,16 +124,21 @@ pub fn verify(secret: &[u8], token: &str, now: u64) -> Result<Claims, TokenError
         .map_err(|_| TokenError::Invalid("claims are not base64url"))?;
     let claims: Claims =
         serde_json::from_slice(&json).map_err(|_| TokenError::Invalid("claims do not parse"))?;
-    if claims.exp <= now {
-        return Err(TokenError::Expired {
-            exp: claims.exp,
-            now,
-        });
-    }
+    claims.check_expiry(now)?;
     Ok(claims)
 }
 
 impl Claims {
+    /// [`TokenError::Expired`] once `now` (seconds since the Unix epoch)
+    /// reaches the expiry: checked at the hello and, on a socket that
+    /// stays open, on every push and heartbeat after it.
+    pub fn check_expiry(&self, now: u64) -> Result<(), TokenError> {
+        if self.exp <= now {
+            return Err(TokenError::Expired { exp: self.exp, now });
+        }
+        Ok(())
+    }
+
     /// Whether the token may read `stream` at all (a building-narrowed
     /// grant reads part of it; see [`Claims::can_read_key`]).
     pub fn can_read(&self, stream: &StreamId) -> bool {

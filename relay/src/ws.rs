@@ -91,6 +91,12 @@ fn close(code: u16, reason: &str) -> Message {
     }))
 }
 
+/// The relay's heartbeat (pings, and the unit of its patience with a
+/// silent or stuck device).
+fn heartbeat_of(app: &AppState) -> Duration {
+    Duration::from_millis(app.config.heartbeat_ms.max(50))
+}
+
 async fn serve(app: Arc<AppState>, socket: WebSocket) {
     app.metrics.connected();
     let conn = app.next_conn();
@@ -102,7 +108,7 @@ async fn serve(app: Arc<AppState>, socket: WebSocket) {
     // A device that stops reading fills the socket's buffers: a frame that
     // cannot be written within this is the end of the connection (it
     // would otherwise hold the session, its slot and a shutdown forever).
-    let patience = Duration::from_millis(app.config.heartbeat_ms.max(50)) * 3;
+    let patience = heartbeat_of(&app) * 3;
     let stuck = Arc::clone(&slow);
     let writer = tokio::spawn(async move {
         let write = async |sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
@@ -162,7 +168,7 @@ async fn serve(app: Arc<AppState>, socket: WebSocket) {
             dropped: Arc::new(AtomicBool::new(false)),
         },
     };
-    let heartbeat = Duration::from_millis(app.config.heartbeat_ms.max(50));
+    let heartbeat = heartbeat_of(&app);
     let mut ticker = tokio::time::interval(heartbeat);
     ticker.tick().await;
     let mut last_heard = tokio::time::Instant::now();
@@ -229,15 +235,7 @@ impl Session {
     /// The close frame for a socket whose token has expired since its
     /// hello (said to the device first), if it has.
     fn expired(&self) -> Option<Message> {
-        let claims = self.claims.as_ref()?;
-        let now = now_ms() / 1000;
-        if claims.exp > now {
-            return None;
-        }
-        let error = crate::token::TokenError::Expired {
-            exp: claims.exp,
-            now,
-        };
+        let error = self.claims.as_ref()?.check_expiry(now_ms() / 1000).err()?;
         self.error(&ProtocolError::new(error.code(), error.to_string()));
         Some(close(CLOSE_UNAUTHORIZED, code::TOKEN_EXPIRED))
     }
@@ -353,7 +351,7 @@ impl Session {
                 }
                 // Acks must not be lost to a full queue: wait for room, as
                 // long as a device that reads would take to make some.
-                let patience = Duration::from_millis(self.app.config.heartbeat_ms.max(50)) * 3;
+                let patience = heartbeat_of(&self.app) * 3;
                 for acks in ack_frames(acks) {
                     let queued = self.send.send(ServerMessage::Ack(Acks { acks }));
                     if tokio::time::timeout(patience, queued).await.is_err() {
