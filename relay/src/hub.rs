@@ -32,6 +32,7 @@ use gaesup_protocol::{
 use gaesup_state_core::{
     FullKey, KeySpec, KeyState, Lifetime, MAX_CLOCK_AHEAD_MS, MAX_MESSAGE_BYTES, MAX_SYNC_STATES,
     MemoryStorage, Op, Replica, STATE_PREFIX, SharedKey, Storage, SyncEntry, TabId, encoded_len,
+    first_groups_by_len,
 };
 use tokio::sync::{Notify, mpsc, oneshot};
 
@@ -377,39 +378,6 @@ fn new_stream(declarations: &[Arc<KeySpec>], id: StreamId) -> Stream {
         head: 0,
         first: 1,
     }
-}
-
-/// The first `pieces` groups [`split_by_len`](gaesup_state_core::split_by_len) makes of `items` (each at
-/// most `budget` bytes, a comma counted per item, and `most` items), read
-/// no further than one item past them; and whether items are left.
-fn first_chunks<T>(
-    items: impl Iterator<Item = (T, usize)>,
-    budget: usize,
-    most: usize,
-    pieces: usize,
-) -> (Vec<Vec<T>>, bool) {
-    let mut items = items.peekable();
-    let mut chunks = Vec::new();
-    while chunks.len() < pieces {
-        let mut chunk = Vec::new();
-        let mut size = 0usize;
-        while let Some((_, len)) = items.peek() {
-            let len = len.saturating_add(1);
-            if !chunk.is_empty() && (chunk.len() >= most || size.saturating_add(len) > budget) {
-                break;
-            }
-            size = size.saturating_add(len);
-            if let Some((item, _)) = items.next() {
-                chunk.push(item);
-            }
-        }
-        if chunk.is_empty() {
-            break;
-        }
-        chunks.push(chunk);
-    }
-    let left = items.peek().is_some();
-    (chunks, left)
 }
 
 /// The op ids a push names that the log holds already: (stream, id) →
@@ -1390,7 +1358,7 @@ impl State {
             let len = encoded_len(&entry, MAX_MESSAGE_BYTES);
             Some((entry, len))
         });
-        let (mut chunks, left) = first_chunks(
+        let (mut chunks, left) = first_groups_by_len(
             entries,
             MAX_MESSAGE_BYTES - FRAME_SLACK,
             MAX_SYNC_STATES,
@@ -1484,32 +1452,4 @@ fn stored_state(replica: &Replica, key: &FullKey) -> Option<String> {
         state,
     })
     .ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::first_chunks;
-    use gaesup_state_core::split_by_len;
-
-    #[test]
-    fn the_first_chunks_are_those_split_by_len_makes() {
-        // Lengths from a small generator: a mix of small items, items near
-        // the budget and items past it (alone in a chunk).
-        let mut seed = 7u64;
-        let mut next = move || {
-            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-            (seed >> 33) as usize
-        };
-        for round in 0..200 {
-            let items: Vec<(usize, usize)> = (0..next() % 40).map(|i| (i, next() % 120)).collect();
-            let (budget, most) = (50 + next() % 100, 1 + next() % 6);
-            let all = split_by_len(items.iter().copied(), budget, most);
-            for pieces in [1, 2, 3, usize::MAX] {
-                let (first, left) = first_chunks(items.iter().copied(), budget, most, pieces);
-                let want = all.len().min(pieces);
-                assert_eq!(first, all[..want], "round {round}, {pieces} pieces");
-                assert_eq!(left, all.len() > want, "round {round}, {pieces} pieces");
-            }
-        }
-    }
 }

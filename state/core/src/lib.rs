@@ -183,7 +183,9 @@ pub use limits::{
     MAX_PARKED_KEYS, MAX_PATH_WRITES, MAX_SNAPSHOT_BYTES, MAX_STATE_BYTES, MAX_STORED_BYTES,
     MAX_SUM_SLOTS, MAX_SYNC_STATES, MAX_VALUE_BYTES, MAX_VALUE_DEPTH, ROTATE_SLOT_AFTER_MS,
 };
-pub use limits::{encoded_len, parse_bounded as parse_untrusted, split_by_len, to_text};
+pub use limits::{
+    encoded_len, first_groups_by_len, parse_bounded as parse_untrusted, split_by_len, to_text,
+};
 pub use message::{Digest, Event, Have, Message, PROTOCOL_VERSION, SyncEntry};
 pub use op::{Op, OpGroup, OpId, Payload};
 pub use path::{MAX_PATH_DEPTH, MAX_SEGMENT_LEN, Path};

@@ -368,22 +368,41 @@ pub fn split_by_len<T>(
     budget: usize,
     most: usize,
 ) -> Vec<Vec<T>> {
-    let mut groups = Vec::new();
-    let mut group = Vec::new();
-    let mut size = 0usize;
-    for (item, len) in items {
-        let len = len.saturating_add(1);
-        if !group.is_empty() && (group.len() >= most || size.saturating_add(len) > budget) {
-            groups.push(std::mem::take(&mut group));
-            size = 0;
+    first_groups_by_len(items, budget, most, usize::MAX).0
+}
+
+/// The first `groups` groups [`split_by_len`] makes of `items`, reading no
+/// further than one item past them, and whether items are left: a list
+/// sent a group at a time (a relay's snapshot over HTTP) costs what the
+/// group costs, not what the whole list does.
+pub fn first_groups_by_len<T>(
+    items: impl IntoIterator<Item = (T, usize)>,
+    budget: usize,
+    most: usize,
+    groups: usize,
+) -> (Vec<Vec<T>>, bool) {
+    let mut items = items.into_iter().peekable();
+    let mut made = Vec::new();
+    while made.len() < groups {
+        let mut group = Vec::new();
+        let mut size = 0usize;
+        while let Some((_, len)) = items.peek() {
+            let len = len.saturating_add(1);
+            if !group.is_empty() && (group.len() >= most || size.saturating_add(len) > budget) {
+                break;
+            }
+            size = size.saturating_add(len);
+            if let Some((item, _)) = items.next() {
+                group.push(item);
+            }
         }
-        size = size.saturating_add(len);
-        group.push(item);
+        if group.is_empty() {
+            break;
+        }
+        made.push(group);
     }
-    if !group.is_empty() {
-        groups.push(group);
-    }
-    groups
+    let left = items.peek().is_some();
+    (made, left)
 }
 
 /// Where serialized JSON goes: counted (stopping past a limit), kept as
@@ -519,6 +538,51 @@ mod tests {
             vec![vec![1, 2], vec![3]]
         );
         assert!(split_by_len(Vec::<(u8, usize)>::new(), 10, 10).is_empty());
+    }
+
+    /// Groups made the plain way, all at once: the oracle for
+    /// [`first_groups_by_len`].
+    fn groups_at_once(items: &[(usize, usize)], budget: usize, most: usize) -> Vec<Vec<usize>> {
+        let mut groups = Vec::new();
+        let mut group = Vec::new();
+        let mut size = 0usize;
+        for &(item, len) in items {
+            let len = len + 1;
+            if !group.is_empty() && (group.len() >= most || size + len > budget) {
+                groups.push(std::mem::take(&mut group));
+                size = 0;
+            }
+            size += len;
+            group.push(item);
+        }
+        if !group.is_empty() {
+            groups.push(group);
+        }
+        groups
+    }
+
+    #[test]
+    fn the_first_groups_are_those_of_the_whole_split_and_say_what_is_left() {
+        // Lengths from a small generator: a mix of small items, items near
+        // the budget and items past it (alone in a group).
+        let mut seed = 7u64;
+        let mut next = move || {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            usize::try_from(seed >> 33).unwrap_or(0)
+        };
+        for round in 0..200 {
+            let items: Vec<(usize, usize)> = (0..next() % 40).map(|i| (i, next() % 120)).collect();
+            let (budget, most) = (50 + next() % 100, 1 + next() % 6);
+            let all = groups_at_once(&items, budget, most);
+            assert_eq!(split_by_len(items.iter().copied(), budget, most), all);
+            for groups in [1, 2, 3, usize::MAX] {
+                let (first, left) =
+                    first_groups_by_len(items.iter().copied(), budget, most, groups);
+                let want = all.len().min(groups);
+                assert_eq!(first, all[..want], "round {round}, {groups} groups");
+                assert_eq!(left, all.len() > want, "round {round}, {groups} groups");
+            }
+        }
     }
 
     #[test]
