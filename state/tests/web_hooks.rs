@@ -1,11 +1,13 @@
-//! Hooks whose behaviour needs the browser's task queue: optimistic writes.
+//! What needs the browser's task queue: optimistic writes, and the system
+//! clock's one reading per task.
 #![cfg(target_arch = "wasm32")]
 #![allow(clippy::unwrap_used, reason = "tests: a failure should fail loudly")]
 
 use futures_channel::oneshot;
+use gaesup_state::core::Clock;
 use gaesup_state::core::{ManualClock, TabId};
 use gaesup_state::prelude::*;
-use gaesup_state::{StateManager, UnitAddress, UnitContext, UseSharedStateReturn};
+use gaesup_state::{StateManager, SystemClock, UnitAddress, UnitContext, UseSharedStateReturn};
 use leptos::prelude::*;
 use wasm_bindgen_test::*;
 
@@ -95,4 +97,17 @@ async fn confirmed_write_stays() {
     assert!(!state.meta.pending.get_untracked());
     assert_eq!(state.value.get_untracked(), "kept");
     assert!(state.meta.error.get_untracked().is_none());
+}
+
+#[wasm_bindgen_test]
+async fn the_system_clock_reads_afresh_once_the_task_ends() {
+    // Whatever an earlier test read is forgotten by now.
+    settle().await;
+    let first = SystemClock.now_ms();
+    // Spin on Date.now() itself (not the clock under test) until the wall
+    // clock has moved on.
+    while (js_sys::Date::now() as u64) <= first {}
+    assert_eq!(SystemClock.now_ms(), first, "one reading serves the task");
+    settle().await;
+    assert!(SystemClock.now_ms() > first, "the next task reads afresh");
 }
