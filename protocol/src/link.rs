@@ -254,7 +254,8 @@ pub struct Link {
     answered_set: BTreeSet<OpId>,
     /// Snapshots coming in pieces: the last key of the piece merged so far
     /// (the next is asked for after it) and the lowest number the pieces
-    /// said, which the cursor moves to once the last piece is merged.
+    /// said, which the cursor moves to once the last piece is merged. Kept
+    /// across connections: the next asks for the pieces after it.
     pieces: BTreeMap<StreamId, Piece>,
     /// The highest number each stream's stored cursor may take on this
     /// page: an op or snapshot state before it was kept in memory only
@@ -549,7 +550,6 @@ impl Link {
         self.caught_up.clear();
         self.heard.clear();
         self.snapshotted.clear();
-        self.pieces.clear();
         self.forbidden.clear();
         self.covered.clear();
         let hello = ClientMessage::Hello(Hello {
@@ -561,6 +561,7 @@ impl Link {
                 .map(|stream| Subscription {
                     stream: stream.clone(),
                     cursor: Some(self.pull_cursor(stream)),
+                    after: self.pieces.get(stream).map(|piece| piece.after.clone()),
                 })
                 .collect(),
         });
@@ -576,7 +577,6 @@ impl Link {
         self.caught_up.clear();
         self.heard.clear();
         self.snapshotted.clear();
-        self.pieces.clear();
         self.covered.clear();
         if matches!(self.status, LinkStatus::Refused(_) | LinkStatus::Off) {
             return None;
@@ -613,7 +613,6 @@ impl Link {
         self.caught_up.clear();
         self.heard.clear();
         self.snapshotted.clear();
-        self.pieces.clear();
         self.forbidden.clear();
         self.covered.clear();
         self.socket_retry_at_ms = None;
@@ -864,31 +863,36 @@ impl Link {
 
     /// Keeps track of a snapshot that comes in pieces. A piece with
     /// [`more`](Snapshot::more) to come is remembered (the next is asked
-    /// for after its last key, over HTTP); the last piece's number becomes
-    /// the lowest any piece said, as keys merged from earlier pieces are
-    /// only as recent as those. A piece that would not move past the one
-    /// before (no states, or a key not after the last: a relay in error)
-    /// ends the snapshot there rather than loop on it.
+    /// for after its last key: over HTTP in the pull, over a socket that
+    /// closed between pieces in the next hello); the last piece's number
+    /// becomes the lowest any piece said, as keys merged from earlier
+    /// pieces are only as recent as those.
+    ///
+    /// A piece that starts over from the first key (a relay that predates
+    /// resuming over a socket, or one of another node) is one of a new run
+    /// of pieces that covers the stream by itself: it goes on from its own
+    /// last key, keeping the lowest number, so nothing is skipped whatever
+    /// mix of runs ends the snapshot. A piece with more to come but no
+    /// states (a relay in error) ends the snapshot there rather than ask
+    /// again after the same key forever.
     fn piece_of(&mut self, snapshot: &mut Snapshot) {
-        let before = self.pieces.remove(&snapshot.stream);
-        if let Some(before) = &before {
+        if let Some(before) = self.pieces.remove(&snapshot.stream) {
             snapshot.seq = snapshot.seq.min(before.floor);
         }
         if !snapshot.more {
             return;
         }
-        let last = snapshot.states.last().map(|entry| &entry.key);
-        match last {
-            Some(last) if before.as_ref().is_none_or(|before| *last > before.after) => {
+        match snapshot.states.last() {
+            Some(last) => {
                 self.pieces.insert(
                     snapshot.stream.clone(),
                     Piece {
-                        after: last.clone(),
+                        after: last.key.clone(),
                         floor: snapshot.seq,
                     },
                 );
             }
-            _ => snapshot.more = false,
+            None => snapshot.more = false,
         }
     }
 
@@ -1509,19 +1513,52 @@ mod tests {
         assert!(!out.snapshots[0].more);
         assert_eq!(out.snapshots[0].seq, 7);
         assert!(!link.http_pull(&main, 0).contains("after="));
-        // A relay in error that says more without moving on ends the
-        // snapshot rather than loop: no states, or a key not after the
-        // last one.
+        // A relay in error that says more with no states ends the
+        // snapshot rather than ask after the same key forever.
         let out = feed(&mut link, &piece(9, Vec::new(), true), 3, &mut storage);
         assert!(!out.snapshots[0].more);
+        // A relay that starts over (from a key not after the last one):
+        // its run goes on from its own last key, at the lowest number.
         feed(&mut link, &piece(9, vec![b.clone()], true), 4, &mut storage);
-        let out = feed(&mut link, &piece(10, vec![a], true), 5, &mut storage);
+        let out = feed(
+            &mut link,
+            &piece(10, vec![a.clone()], true),
+            5,
+            &mut storage,
+        );
+        assert!(out.snapshots[0].more);
+        let pull = link.http_pull(&main, 0);
+        assert!(pull.ends_with(&format!("&after={}", encode_query(a.key.as_str()))));
+        let out = feed(
+            &mut link,
+            &piece(12, vec![b.clone()], false),
+            6,
+            &mut storage,
+        );
         assert!(!out.snapshots[0].more);
         assert_eq!(out.snapshots[0].seq, 9);
-        // A connection that ends between pieces starts the snapshot over.
-        feed(&mut link, &piece(11, vec![b], true), 6, &mut storage);
-        link.on_close(0.0, 7);
-        assert!(!link.http_pull(&main, 0).contains("after="));
+        // A connection that ends between pieces goes on after the last
+        // key merged: the next hello asks for the rest of the snapshot.
+        feed(
+            &mut link,
+            &piece(11, vec![a.clone()], true),
+            7,
+            &mut storage,
+        );
+        link.on_close(0.0, 8);
+        let hello = link.on_open(9).join("");
+        assert!(
+            hello.contains(&format!(r#""after":"{}""#, a.key)),
+            "{hello}"
+        );
+        assert!(
+            hello.contains(&format!(r#""cursor":{}"#, u64::MAX)),
+            "{hello}"
+        );
+        let out = feed(&mut link, &piece(13, vec![b], false), 10, &mut storage);
+        assert_eq!(out.snapshots[0].seq, 11);
+        let hello = link.on_open(11).join("");
+        assert!(!hello.contains("after"), "{hello}");
     }
 
     #[test]

@@ -40,6 +40,11 @@ struct Browser {
     acks: Vec<gaesup_protocol::Ack>,
     /// The number of states in each snapshot received, in order.
     snapshot_sizes: Vec<usize>,
+    /// Cut the socket once it brought this many snapshot pieces with more
+    /// to come (a connection that never lasts a whole snapshot).
+    pieces_per_connection: Option<usize>,
+    /// Snapshot pieces with more to come the open socket brought.
+    pieces_on_socket: usize,
     /// The code of every error the link reported, in order.
     errors: Vec<String>,
 }
@@ -70,6 +75,8 @@ impl Browser {
             pending: Vec::new(),
             acks: Vec::new(),
             snapshot_sizes: Vec::new(),
+            pieces_per_connection: None,
+            pieces_on_socket: 0,
             errors: Vec::new(),
         }
     }
@@ -95,6 +102,8 @@ impl Browser {
             pending: Vec::new(),
             acks: Vec::new(),
             snapshot_sizes: Vec::new(),
+            pieces_per_connection: None,
+            pieces_on_socket: 0,
             errors: Vec::new(),
         }
     }
@@ -177,8 +186,15 @@ impl Browser {
                 self.link.save_cursor(&stream, seq, &mut self.storage);
             }
         }
+        let mut cut = false;
         for snapshot in std::mem::take(&mut out.snapshots) {
             self.snapshot_sizes.push(snapshot.states.len());
+            if snapshot.more {
+                self.pieces_on_socket += 1;
+                cut |= self
+                    .pieces_per_connection
+                    .is_some_and(|n| self.pieces_on_socket >= n);
+            }
             for entry in &snapshot.states {
                 self.device.store.merge_state(entry).unwrap();
             }
@@ -209,7 +225,7 @@ impl Browser {
         }
         self.acks.extend(out.acks);
         self.errors.extend(out.error.map(|(code, _)| code));
-        (send, out.close)
+        (send, out.close || cut)
     }
 
     /// Runs the adapter's loop against `relay` for a fixed time, whatever
@@ -261,6 +277,7 @@ impl Browser {
             };
             match opened {
                 Some((mut socket, _)) => {
+                    self.pieces_on_socket = 0;
                     for frame in self.link.on_open(now_ms()) {
                         socket.send(Message::text(frame)).await.unwrap();
                     }
@@ -740,12 +757,22 @@ async fn over_http_too_offline_writes_larger_than_a_frame_together_all_reach_the
         .await;
 }
 
+/// How a device reaches the relay in [`snapshot_in_pieces`].
+#[derive(Clone, Copy, PartialEq)]
+enum Reach {
+    Socket,
+    Http,
+    /// A socket cut after every snapshot piece with more to come.
+    ShortSockets,
+}
+
 /// A device behind the trimmed log gets the stream's states as snapshots;
 /// the browser hands each to its tabs as one sync message, which holds at
 /// most MAX_SYNC_STATES states, so a stream with more keys comes in pieces
 /// (over HTTP one a request, each asked for after the last key of the one
-/// before).
-async fn snapshot_in_pieces(http: bool, backend: Backend) {
+/// before; over a socket that closed between pieces, the next hello asks
+/// for those after the last key merged). Every state comes exactly once.
+async fn snapshot_in_pieces(reach: Reach, backend: Backend) {
     tokio::task::LocalSet::new()
         .run_until(async {
             let relay = Relay::on(backend, &["--log-keep", "16"]);
@@ -788,7 +815,10 @@ async fn snapshot_in_pieces(http: bool, backend: Backend) {
                 .await;
             assert_eq!(a.link.waiting(), 0);
             let mut b = Browser::new(2, Some(main_rw()));
-            b.ws_blocked = http;
+            b.ws_blocked = reach == Reach::Http;
+            if reach == Reach::ShortSockets {
+                b.pieces_per_connection = Some(1);
+            }
             b.pump_until(&relay, "B has every state A wrote", |b| {
                 b.device.store.states() == a.device.store.states()
             })
@@ -801,6 +831,14 @@ async fn snapshot_in_pieces(http: bool, backend: Backend) {
                 b.snapshot_sizes
             );
             assert_eq!(b.device.store.states(), a.device.store.states());
+            // No piece started over: each state came once.
+            let received: usize = b.snapshot_sizes.iter().sum();
+            assert_eq!(
+                received,
+                a.device.store.states().len(),
+                "{:?}",
+                b.snapshot_sizes
+            );
             // Its cursor moved to the snapshot's number once every piece
             // was merged, and a reload resumes there.
             let stream: StreamId = "apartment:main".parse().unwrap();
@@ -816,11 +854,18 @@ async fn snapshot_in_pieces(http: bool, backend: Backend) {
 }
 
 async fn a_snapshot_of_more_states_than_a_sync_message_holds_comes_in_pieces(backend: Backend) {
-    snapshot_in_pieces(false, backend).await;
+    snapshot_in_pieces(Reach::Socket, backend).await;
 }
 
 async fn over_http_too_a_snapshot_in_pieces_brings_every_state(backend: Backend) {
-    snapshot_in_pieces(true, backend).await;
+    snapshot_in_pieces(Reach::Http, backend).await;
+}
+
+/// Before, a socket that closed between two pieces started the snapshot
+/// over on the next: a device whose connections never lasted a whole
+/// snapshot never caught up.
+async fn sockets_cut_between_pieces_resume_the_snapshot_after_the_last_key(backend: Backend) {
+    snapshot_in_pieces(Reach::ShortSockets, backend).await;
 }
 
 /// Each ack carries the key's value after the op: acks of small patches to
@@ -906,6 +951,7 @@ support::on_both_backends!(
     over_http_too_acks_adding_up_past_a_frame_all_arrive,
     a_snapshot_of_more_states_than_a_sync_message_holds_comes_in_pieces,
     over_http_too_a_snapshot_in_pieces_brings_every_state,
+    sockets_cut_between_pieces_resume_the_snapshot_after_the_last_key,
     offline_writes_larger_than_a_frame_together_all_reach_the_relay,
     over_http_too_offline_writes_larger_than_a_frame_together_all_reach_the_relay,
     offline_edits_survive_a_reload_and_reach_another_device,
