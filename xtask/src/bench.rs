@@ -157,3 +157,44 @@ fn twiggy(env: &ToolEnv) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// `cargo xtask profile [expression]`: where a benchmark-page export spends
+/// its time in Chromium, per wasm function (`end2end/scripts/wasm-profile.mjs`:
+/// a sampling profile of one call). The page is built as the bench builds it
+/// but without wasm-opt, which would strip the function names, so absolute
+/// times differ a little from the bench's.
+pub fn profile(args: &[String]) -> Result<(), String> {
+    let expression = match args {
+        [] => "set_bench(1, 1000000)",
+        [one] => one.as_str(),
+        _ => return Err("usage: cargo xtask profile [expression]".to_owned()),
+    };
+    let env = setup::ensure(setup::Purpose::Bench)?;
+    Cmd::new("cargo")
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-unknown-unknown",
+            "-p",
+            "bench-page",
+        ])
+        .run()?;
+    Cmd::new("wasm-bindgen")
+        .args([
+            "--target",
+            "web",
+            "--out-dir",
+            "target/profile",
+            "--out-name",
+            "page",
+            "target/wasm32-unknown-unknown/release/bench-page.wasm",
+        ])
+        .env_path(&env)
+        .run()?;
+    Cmd::new("node")
+        .args(["scripts/wasm-profile.mjs", "../target/profile", expression])
+        .dir("end2end")
+        .env_path(&env)
+        .run()
+}

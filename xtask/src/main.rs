@@ -37,6 +37,9 @@ commands:
   bench    measurements (never assertions): sizes against a bare Leptos build, state
            ops against zustand and plain signals, hydration, memory, cross-tab
            latency in Chromium; target/bench/results.json and BENCHMARKS.md
+  profile [expression]
+           where a benchmark-page export (default `set_bench(1, 1000000)`) spends its
+           time in Chromium, per wasm function: a sampling profile of one call
   help     this text
 ";
 
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         Some("setup") => setup::ensure(setup::Purpose::Test).map(|_| ()),
         Some("size") => size_command(),
         Some("bench") => bench(),
+        Some("profile") => bench::profile(&args[1..]),
         Some("new-unit") => new_unit::command(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             print!("{HELP}");
