@@ -203,9 +203,24 @@ id_type!(
 ///
 /// Cloning is cheap (the parts are shared): every op and recorded write
 /// carries its writer's address.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct UnitAddress(std::sync::Arc<AddressParts>);
+
+impl std::hash::Hash for UnitAddress {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // The parts, as equality compares them.
+        self.0.hash(state);
+    }
+}
+
+impl PartialEq for UnitAddress {
+    fn eq(&self, other: &Self) -> bool {
+        // Clones of one address (a unit's every write) share their parts:
+        // equal without comparing three names.
+        std::sync::Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct AddressParts {

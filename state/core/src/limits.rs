@@ -240,7 +240,11 @@ pub(crate) fn string_len_bound(text: &str) -> usize {
 /// colons and keys around them); only a value whose bound passes the limit
 /// is serialized (counted, not built) to measure it exactly.
 pub(crate) fn check_value(value: &Value, what: &'static str) -> Result<usize> {
-    check_value_at(value, 0, what)
+    // A scalar within the limit (most writes) has nothing to walk.
+    match scalar_len_bound(value) {
+        Some(len) if len <= MAX_VALUE_BYTES => Ok(len),
+        _ => check_value_at(value, 0, what),
+    }
 }
 
 /// [`check_value`] for a value put `depth` levels deep inside another (a

@@ -348,7 +348,8 @@ impl std::borrow::Borrow<str> for FullKey {
 
 impl PartialEq for FullKey {
     fn eq(&self, other: &Self) -> bool {
-        self.text == other.text
+        // As in `cmp`: twins share their text.
+        Arc::ptr_eq(&self.text, &other.text) || self.text == other.text
     }
 }
 

@@ -50,6 +50,10 @@ pub(super) struct Held {
 impl Held {
     /// The earliest local time at which a held item may apply.
     fn due(&self) -> Option<u64> {
+        // Asked before every write: nothing held is the usual answer.
+        if self.items.is_empty() {
+            return None;
+        }
         self.items
             .values()
             .flat_map(|items| items.iter().filter_map(|(_, due, _)| *due))
