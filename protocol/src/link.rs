@@ -271,6 +271,10 @@ pub struct Link {
     /// Streams the relay refused to let this device read (see
     /// [`Link::forbid`]).
     forbidden: BTreeSet<StreamId>,
+    /// Streams with a snapshot in pieces whose next piece is the first on
+    /// a new socket: a relay that predates resuming may start the
+    /// snapshot over there (see [`Link::piece_of`]).
+    fresh: BTreeSet<StreamId>,
 }
 
 /// `text` as a URL query value: bytes other than letters, digits and
@@ -342,6 +346,7 @@ impl Link {
             unsaved: BTreeMap::new(),
             covered: BTreeMap::new(),
             forbidden: BTreeSet::new(),
+            fresh: BTreeSet::new(),
             answered: std::collections::VecDeque::new(),
             answered_set: BTreeSet::new(),
         };
@@ -552,6 +557,7 @@ impl Link {
         self.snapshotted.clear();
         self.forbidden.clear();
         self.covered.clear();
+        self.fresh = self.pieces.keys().cloned().collect();
         let hello = ClientMessage::Hello(Hello {
             client: self.client.clone(),
             token: self.token.clone(),
@@ -634,8 +640,20 @@ impl Link {
         }
     }
 
-    /// A text frame from the relay.
+    /// A text frame from the relay, on the socket.
     pub fn on_text(&mut self, text: &str, now_ms: u64, storage: &mut dyn Storage) -> LinkOutput {
+        self.on_frame(text, now_ms, storage, true)
+    }
+
+    /// A message from the relay: a socket's text frame (`socket`) or an
+    /// HTTP answer's body.
+    fn on_frame(
+        &mut self,
+        text: &str,
+        now_ms: u64,
+        storage: &mut dyn Storage,
+        socket: bool,
+    ) -> LinkOutput {
         self.last_heard_ms = now_ms;
         let mut out = LinkOutput::default();
         let message = match ServerMessage::decode(text) {
@@ -645,7 +663,7 @@ impl Link {
                 return out;
             }
         };
-        self.on_message(message, now_ms, storage, &mut out);
+        self.on_message(message, now_ms, storage, &mut out, socket);
         out
     }
 
@@ -655,6 +673,7 @@ impl Link {
         now_ms: u64,
         storage: &mut dyn Storage,
         out: &mut LinkOutput,
+        socket: bool,
     ) {
         match message {
             ServerMessage::Welcome(welcome) => {
@@ -727,9 +746,16 @@ impl Link {
                 // Caught up only once all of it came: a snapshot may take
                 // several messages.
                 self.heard.insert(snapshot.stream.clone());
-                self.piece_of(&mut snapshot);
+                let spliced = self.piece_of(&mut snapshot);
                 if !snapshot.more {
                     self.snapshotted.insert(snapshot.stream.clone());
+                    if spliced && socket {
+                        // Its first pieces are older than its last: the
+                        // ops this socket sends next follow the last, so
+                        // those between would be skipped. The next hello
+                        // asks from the first piece's number instead.
+                        out.close = true;
+                    }
                 }
                 // Merging it may drop what lies behind this device's own
                 // horizon without a word: never re-base this stream.
@@ -866,24 +892,34 @@ impl Link {
     /// for after its last key: over HTTP in the pull, over a socket that
     /// closed between pieces in the next hello); the last piece's number
     /// becomes the lowest any piece said, as keys merged from earlier
-    /// pieces are only as recent as those.
+    /// pieces are only as recent as those. Returns whether it was lowered
+    /// (the pieces came at different heads).
     ///
-    /// A piece that starts over from the first key (a relay that predates
-    /// resuming over a socket, or one of another node) is one of a new run
-    /// of pieces that covers the stream by itself: it goes on from its own
-    /// last key, keeping the lowest number, so nothing is skipped whatever
-    /// mix of runs ends the snapshot. A piece with more to come but no
-    /// states (a relay in error) ends the snapshot there rather than ask
-    /// again after the same key forever.
-    fn piece_of(&mut self, snapshot: &mut Snapshot) {
+    /// The first piece on a new socket may start over from the first key
+    /// (a relay that predates resuming): a new run of pieces, which covers
+    /// the stream by itself, so it goes on from its own last key, keeping
+    /// the lowest number. Anywhere else, a piece with more to come that
+    /// does not move on (no states, or a first key not after the last
+    /// merged: a relay in error) ends the snapshot there rather than ask
+    /// for the same piece forever.
+    fn piece_of(&mut self, snapshot: &mut Snapshot) -> bool {
+        let fresh = self.fresh.remove(&snapshot.stream);
+        let mut lowered = false;
+        let mut stuck = false;
         if let Some(before) = self.pieces.remove(&snapshot.stream) {
+            lowered = before.floor < snapshot.seq;
             snapshot.seq = snapshot.seq.min(before.floor);
+            stuck = !fresh
+                && snapshot
+                    .states
+                    .first()
+                    .is_some_and(|entry| entry.key <= before.after);
         }
         if !snapshot.more {
-            return;
+            return lowered;
         }
         match snapshot.states.last() {
-            Some(last) => {
+            Some(last) if !stuck => {
                 self.pieces.insert(
                     snapshot.stream.clone(),
                     Piece {
@@ -892,8 +928,9 @@ impl Link {
                     },
                 );
             }
-            None => snapshot.more = false,
+            _ => snapshot.more = false,
         }
+        lowered
     }
 
     /// The relay refused to let this device read `stream` (its token has
@@ -983,6 +1020,8 @@ impl Link {
         for stream in due {
             self.resync.remove(&stream);
             self.snapshotted.remove(&stream);
+            // Taken whole: not the rest of a snapshot begun before.
+            self.pieces.remove(&stream);
             self.resyncing.insert(stream);
             if self.opened {
                 out.close = true;
@@ -1208,7 +1247,7 @@ impl Link {
         now_ms: u64,
         storage: &mut dyn Storage,
     ) -> LinkOutput {
-        let mut out = self.on_text(text, now_ms, storage);
+        let mut out = self.on_frame(text, now_ms, storage, false);
         // Only the relay's own answer says it is up: a proxy's 502 page
         // while it restarts does not.
         let from_relay = (200..300).contains(&status);
@@ -1502,23 +1541,19 @@ mod tests {
             pull.ends_with(&format!("&after={}", encode_query(a.key.as_str()))),
             "{pull}"
         );
-        // The last piece, of a stream that moved on meanwhile: the cursor
-        // may go only as far as the first piece's number.
-        let out = feed(
-            &mut link,
-            &piece(9, vec![b.clone()], false),
-            2,
-            &mut storage,
-        );
+        // The last piece, of a stream that moved on meanwhile (over HTTP):
+        // the cursor may go only as far as the first piece's number, and
+        // the next pull asks from there.
+        let out = link.on_http(200, &piece(9, vec![b.clone()], false), 2, &mut storage);
         assert!(!out.snapshots[0].more);
         assert_eq!(out.snapshots[0].seq, 7);
+        assert!(!out.close);
         assert!(!link.http_pull(&main, 0).contains("after="));
-        // A relay in error that says more with no states ends the
-        // snapshot rather than ask after the same key forever.
+        // A relay in error that says more without moving on ends the
+        // snapshot rather than loop: no states, or a first key not after
+        // the last merged.
         let out = feed(&mut link, &piece(9, Vec::new(), true), 3, &mut storage);
         assert!(!out.snapshots[0].more);
-        // A relay that starts over (from a key not after the last one):
-        // its run goes on from its own last key, at the lowest number.
         feed(&mut link, &piece(9, vec![b.clone()], true), 4, &mut storage);
         let out = feed(
             &mut link,
@@ -1526,27 +1561,18 @@ mod tests {
             5,
             &mut storage,
         );
-        assert!(out.snapshots[0].more);
-        let pull = link.http_pull(&main, 0);
-        assert!(pull.ends_with(&format!("&after={}", encode_query(a.key.as_str()))));
-        let out = feed(
-            &mut link,
-            &piece(12, vec![b.clone()], false),
-            6,
-            &mut storage,
-        );
         assert!(!out.snapshots[0].more);
         assert_eq!(out.snapshots[0].seq, 9);
-        // A connection that ends between pieces goes on after the last
-        // key merged: the next hello asks for the rest of the snapshot.
+        // A socket that closes between pieces: the next hello asks for
+        // those after the last key merged.
         feed(
             &mut link,
             &piece(11, vec![a.clone()], true),
-            7,
+            6,
             &mut storage,
         );
-        link.on_close(0.0, 8);
-        let hello = link.on_open(9).join("");
+        link.on_close(0.0, 7);
+        let hello = link.on_open(8).join("");
         assert!(
             hello.contains(&format!(r#""after":"{}""#, a.key)),
             "{hello}"
@@ -1555,10 +1581,74 @@ mod tests {
             hello.contains(&format!(r#""cursor":{}"#, u64::MAX)),
             "{hello}"
         );
-        let out = feed(&mut link, &piece(13, vec![b], false), 10, &mut storage);
+        // The rest, at a later head: merged, the cursor saved at the first
+        // piece's number, and the socket closed, since the ops it sends
+        // next would follow the later head.
+        let out = feed(
+            &mut link,
+            &piece(13, vec![b.clone()], false),
+            9,
+            &mut storage,
+        );
         assert_eq!(out.snapshots[0].seq, 11);
+        assert!(out.close);
+        link.on_close(0.0, 10);
         let hello = link.on_open(11).join("");
         assert!(!hello.contains("after"), "{hello}");
+        // A relay that predates resuming starts over on the new socket:
+        // its run of pieces goes on from its own last key.
+        feed(
+            &mut link,
+            &piece(14, vec![b.clone()], true),
+            12,
+            &mut storage,
+        );
+        link.on_close(0.0, 13);
+        link.on_open(14);
+        let out = feed(
+            &mut link,
+            &piece(15, vec![a.clone()], true),
+            15,
+            &mut storage,
+        );
+        assert!(out.snapshots[0].more, "a new run, not a relay in error");
+        let out = feed(
+            &mut link,
+            &piece(15, vec![b.clone()], false),
+            16,
+            &mut storage,
+        );
+        assert_eq!(out.snapshots[0].seq, 14);
+        // Pieces at one head close nothing.
+        feed(&mut link, &piece(16, vec![a], true), 17, &mut storage);
+        let out = feed(&mut link, &piece(16, vec![b], false), 18, &mut storage);
+        assert_eq!(out.snapshots[0].seq, 16);
+        assert!(!out.close);
+    }
+
+    #[test]
+    fn a_stream_taken_whole_starts_its_snapshot_from_the_first_key() {
+        let mut storage = MemoryStorage::new();
+        let mut link = link(&storage);
+        let (a, b) = {
+            let states = two_states();
+            (states[0].clone(), states[1].clone())
+        };
+        link.on_open(0);
+        feed(&mut link, &welcome(10_000), 1, &mut storage);
+        feed(&mut link, &piece(7, vec![a.clone()], true), 2, &mut storage);
+        // An op of this stream was refused as stale: the stream is to be
+        // taken whole, which the rest of the snapshot under way is not.
+        link.refused_stale(&b.key, &mut storage);
+        let out = link.settle(&mut storage);
+        assert!(out.close);
+        link.on_close(0.0, 3);
+        let hello = link.on_open(4).join("");
+        assert!(!hello.contains("after"), "{hello}");
+        assert!(
+            hello.contains(&format!(r#""cursor":{}"#, u64::MAX)),
+            "{hello}"
+        );
     }
 
     #[test]

@@ -757,6 +757,52 @@ async fn over_http_too_offline_writes_larger_than_a_frame_together_all_reach_the
         .await;
 }
 
+/// Writes every key of the apartment's stream, the building- and
+/// unit-scoped ones under as many units as one declaration may hold (more
+/// states than one sync message may carry), and queues the ops: the
+/// number written. Again, it writes every key it may write again (a
+/// first-write-wins key only once).
+fn write_every_key(a: &mut Browser) -> usize {
+    let mut written = 0;
+    for name in [
+        "count",
+        "notes",
+        "template-note",
+        "todos",
+        "cart",
+        "shared-note",
+    ] {
+        let key = a.device.key(name);
+        let spec = key.spec();
+        let units = match spec.scope() {
+            Scope::Apartment => 1,
+            _ => MAX_KEYS_PER_DECLARATION,
+        };
+        for n in 0..units {
+            let unit: gaesup_state_core::UnitAddress = format!("main/b{n}/u{n}").parse().unwrap();
+            let write = match spec.strategy() {
+                Strategy::Sum => a.device.store.increment(&unit, &key, 1),
+                _ => a
+                    .device
+                    .store
+                    .set(&unit, &key, spec.default_value().clone()),
+            };
+            match write {
+                Ok(write) => {
+                    // Frames to send at once, if a socket is open.
+                    let frames = a.link.queue(write.op, &mut a.storage).unwrap();
+                    a.pending.extend(frames);
+                    written += 1;
+                }
+                Err(gaesup_state_core::Error::FirstWriteWins { .. }) => {}
+                Err(err) => panic!("{name}: {err}"),
+            }
+        }
+    }
+    a.save();
+    written
+}
+
 /// How a device reaches the relay in [`snapshot_in_pieces`].
 #[derive(Clone, Copy, PartialEq)]
 enum Reach {
@@ -777,40 +823,8 @@ async fn snapshot_in_pieces(reach: Reach, backend: Backend) {
         .run_until(async {
             let relay = Relay::on(backend, &["--log-keep", "16"]);
             let mut a = Browser::new(1, Some(main_rw()));
-            // Every key of the apartment's stream, the building- and
-            // unit-scoped ones under as many units as one declaration may
-            // hold: more states than one sync message may carry.
-            let mut written = 0;
-            for name in [
-                "count",
-                "notes",
-                "template-note",
-                "todos",
-                "cart",
-                "shared-note",
-            ] {
-                let key = a.device.key(name);
-                let spec = key.spec();
-                let units = match spec.scope() {
-                    Scope::Apartment => 1,
-                    _ => MAX_KEYS_PER_DECLARATION,
-                };
-                for n in 0..units {
-                    let unit: gaesup_state_core::UnitAddress =
-                        format!("main/b{n}/u{n}").parse().unwrap();
-                    let write = match spec.strategy() {
-                        Strategy::Sum => a.device.store.increment(&unit, &key, 1),
-                        _ => a
-                            .device
-                            .store
-                            .set(&unit, &key, spec.default_value().clone()),
-                    };
-                    a.link.queue(write.unwrap().op, &mut a.storage).unwrap();
-                    written += 1;
-                }
-            }
+            let written = write_every_key(&mut a);
             assert!(written > MAX_SYNC_STATES);
-            a.save();
             a.pump_until(&relay, "A's writes are acknowledged", Browser::flushed)
                 .await;
             assert_eq!(a.link.waiting(), 0);
@@ -866,6 +880,44 @@ async fn over_http_too_a_snapshot_in_pieces_brings_every_state(backend: Backend)
 /// snapshot never caught up.
 async fn sockets_cut_between_pieces_resume_the_snapshot_after_the_last_key(backend: Backend) {
     snapshot_in_pieces(Reach::ShortSockets, backend).await;
+}
+
+/// A snapshot resumed on a later socket is spliced from two heads: the
+/// keys of its first pieces are only as recent as the first. What was
+/// written to them in between must still come, though the socket that
+/// brought the last piece goes on from the later head.
+async fn writes_between_the_pieces_of_a_resumed_snapshot_still_arrive(backend: Backend) {
+    tokio::task::LocalSet::new()
+        .run_until(async {
+            let relay = Relay::on(backend, &["--log-keep", "16"]);
+            let mut a = Browser::new(1, Some(main_rw()));
+            write_every_key(&mut a);
+            a.pump_until(&relay, "A's writes are acknowledged", Browser::flushed)
+                .await;
+            let mut b = Browser::new(2, Some(main_rw()));
+            b.pieces_per_connection = Some(1);
+            b.pump_until(&relay, "B has the first piece", |b| {
+                !b.snapshot_sizes.is_empty()
+            })
+            .await;
+            assert!(b.socket.is_none(), "cut after the first piece");
+            // Every key again, those of B's first piece among them.
+            assert!(write_every_key(&mut a) > 0);
+            a.pump_until(
+                &relay,
+                "A's second writes are acknowledged",
+                Browser::flushed,
+            )
+            .await;
+            // The rest of the snapshot on sockets that last as long as
+            // they need.
+            b.pieces_per_connection = None;
+            b.pump_until(&relay, "B has every state A wrote", |b| {
+                b.device.store.states() == a.device.store.states()
+            })
+            .await;
+        })
+        .await;
 }
 
 /// Each ack carries the key's value after the op: acks of small patches to
@@ -952,6 +1004,7 @@ support::on_both_backends!(
     a_snapshot_of_more_states_than_a_sync_message_holds_comes_in_pieces,
     over_http_too_a_snapshot_in_pieces_brings_every_state,
     sockets_cut_between_pieces_resume_the_snapshot_after_the_last_key,
+    writes_between_the_pieces_of_a_resumed_snapshot_still_arrive,
     offline_writes_larger_than_a_frame_together_all_reach_the_relay,
     over_http_too_offline_writes_larger_than_a_frame_together_all_reach_the_relay,
     offline_edits_survive_a_reload_and_reach_another_device,

@@ -374,10 +374,20 @@ impl Remote {
     /// is left out and said, rather than the tabs refusing them all while
     /// the cursor moves past them.
     pub(super) fn apply_snapshot(&self, snapshot: Snapshot) {
+        // A piece not merged must not let a later one move the stored
+        // cursor past it (the link counts it merged).
+        let skipped = |stream: &StreamId| {
+            self.with_link(|link, _| {
+                let before = link.cursor(stream);
+                link.pin_cursor(stream, before);
+            });
+        };
         let Some(conn) = self.conn.upgrade() else {
+            skipped(&snapshot.stream);
             return;
         };
         let Ok(from) = conn.manager.tab() else {
+            skipped(&snapshot.stream);
             return;
         };
         // The link set `seq` and `more` for a snapshot in pieces: the
