@@ -24,7 +24,6 @@
 //!     subscribe: vec![Subscription {
 //!         stream: StreamId::Apartment("main".parse().unwrap()),
 //!         cursor: Some(41),
-//!         after: None,
 //!     }],
 //! });
 //! let text = hello.encode().unwrap();

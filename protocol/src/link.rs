@@ -254,8 +254,7 @@ pub struct Link {
     answered_set: BTreeSet<OpId>,
     /// Snapshots coming in pieces: the last key of the piece merged so far
     /// (the next is asked for after it) and the lowest number the pieces
-    /// said, which the cursor moves to once the last piece is merged. Kept
-    /// across connections: the next asks for the pieces after it.
+    /// said, which the cursor moves to once the last piece is merged.
     pieces: BTreeMap<StreamId, Piece>,
     /// The highest number each stream's stored cursor may take on this
     /// page: an op or snapshot state before it was kept in memory only
@@ -271,10 +270,6 @@ pub struct Link {
     /// Streams the relay refused to let this device read (see
     /// [`Link::forbid`]).
     forbidden: BTreeSet<StreamId>,
-    /// Streams with a snapshot in pieces whose next piece is the first on
-    /// a new socket: a relay that predates resuming may start the
-    /// snapshot over there (see [`Link::piece_of`]).
-    fresh: BTreeSet<StreamId>,
 }
 
 /// `text` as a URL query value: bytes other than letters, digits and
@@ -346,7 +341,6 @@ impl Link {
             unsaved: BTreeMap::new(),
             covered: BTreeMap::new(),
             forbidden: BTreeSet::new(),
-            fresh: BTreeSet::new(),
             answered: std::collections::VecDeque::new(),
             answered_set: BTreeSet::new(),
         };
@@ -555,9 +549,9 @@ impl Link {
         self.caught_up.clear();
         self.heard.clear();
         self.snapshotted.clear();
+        self.pieces.clear();
         self.forbidden.clear();
         self.covered.clear();
-        self.fresh = self.pieces.keys().cloned().collect();
         let hello = ClientMessage::Hello(Hello {
             client: self.client.clone(),
             token: self.token.clone(),
@@ -567,7 +561,6 @@ impl Link {
                 .map(|stream| Subscription {
                     stream: stream.clone(),
                     cursor: Some(self.pull_cursor(stream)),
-                    after: self.pieces.get(stream).map(|piece| piece.after.clone()),
                 })
                 .collect(),
         });
@@ -583,6 +576,7 @@ impl Link {
         self.caught_up.clear();
         self.heard.clear();
         self.snapshotted.clear();
+        self.pieces.clear();
         self.covered.clear();
         if matches!(self.status, LinkStatus::Refused(_) | LinkStatus::Off) {
             return None;
@@ -619,6 +613,7 @@ impl Link {
         self.caught_up.clear();
         self.heard.clear();
         self.snapshotted.clear();
+        self.pieces.clear();
         self.forbidden.clear();
         self.covered.clear();
         self.socket_retry_at_ms = None;
@@ -640,20 +635,8 @@ impl Link {
         }
     }
 
-    /// A text frame from the relay, on the socket.
+    /// A text frame from the relay.
     pub fn on_text(&mut self, text: &str, now_ms: u64, storage: &mut dyn Storage) -> LinkOutput {
-        self.on_frame(text, now_ms, storage, true)
-    }
-
-    /// A message from the relay: a socket's text frame (`socket`) or an
-    /// HTTP answer's body.
-    fn on_frame(
-        &mut self,
-        text: &str,
-        now_ms: u64,
-        storage: &mut dyn Storage,
-        socket: bool,
-    ) -> LinkOutput {
         self.last_heard_ms = now_ms;
         let mut out = LinkOutput::default();
         let message = match ServerMessage::decode(text) {
@@ -663,7 +646,7 @@ impl Link {
                 return out;
             }
         };
-        self.on_message(message, now_ms, storage, &mut out, socket);
+        self.on_message(message, now_ms, storage, &mut out);
         out
     }
 
@@ -673,7 +656,6 @@ impl Link {
         now_ms: u64,
         storage: &mut dyn Storage,
         out: &mut LinkOutput,
-        socket: bool,
     ) {
         match message {
             ServerMessage::Welcome(welcome) => {
@@ -746,16 +728,9 @@ impl Link {
                 // Caught up only once all of it came: a snapshot may take
                 // several messages.
                 self.heard.insert(snapshot.stream.clone());
-                let spliced = self.piece_of(&mut snapshot);
+                self.piece_of(&mut snapshot);
                 if !snapshot.more {
                     self.snapshotted.insert(snapshot.stream.clone());
-                    if spliced && socket {
-                        // Its first pieces are older than its last: the
-                        // ops this socket sends next follow the last, so
-                        // those between would be skipped. The next hello
-                        // asks from the first piece's number instead.
-                        out.close = true;
-                    }
                 }
                 // Merging it may drop what lies behind this device's own
                 // horizon without a word: never re-base this stream.
@@ -889,48 +864,32 @@ impl Link {
 
     /// Keeps track of a snapshot that comes in pieces. A piece with
     /// [`more`](Snapshot::more) to come is remembered (the next is asked
-    /// for after its last key: over HTTP in the pull, over a socket that
-    /// closed between pieces in the next hello); the last piece's number
-    /// becomes the lowest any piece said, as keys merged from earlier
-    /// pieces are only as recent as those. Returns whether it was lowered
-    /// (the pieces came at different heads).
-    ///
-    /// The first piece on a new socket may start over from the first key
-    /// (a relay that predates resuming): a new run of pieces, which covers
-    /// the stream by itself, so it goes on from its own last key, keeping
-    /// the lowest number. Anywhere else, a piece with more to come that
-    /// does not move on (no states, or a first key not after the last
-    /// merged: a relay in error) ends the snapshot there rather than ask
-    /// for the same piece forever.
-    fn piece_of(&mut self, snapshot: &mut Snapshot) -> bool {
-        let fresh = self.fresh.remove(&snapshot.stream);
-        let mut lowered = false;
-        let mut stuck = false;
-        if let Some(before) = self.pieces.remove(&snapshot.stream) {
-            lowered = before.floor < snapshot.seq;
+    /// for after its last key, over HTTP); the last piece's number becomes
+    /// the lowest any piece said, as keys merged from earlier pieces are
+    /// only as recent as those. A piece that would not move past the one
+    /// before (no states, or a key not after the last: a relay in error)
+    /// ends the snapshot there rather than loop on it.
+    fn piece_of(&mut self, snapshot: &mut Snapshot) {
+        let before = self.pieces.remove(&snapshot.stream);
+        if let Some(before) = &before {
             snapshot.seq = snapshot.seq.min(before.floor);
-            stuck = !fresh
-                && snapshot
-                    .states
-                    .first()
-                    .is_some_and(|entry| entry.key <= before.after);
         }
         if !snapshot.more {
-            return lowered;
+            return;
         }
-        match snapshot.states.last() {
-            Some(last) if !stuck => {
+        let last = snapshot.states.last().map(|entry| &entry.key);
+        match last {
+            Some(last) if before.as_ref().is_none_or(|before| *last > before.after) => {
                 self.pieces.insert(
                     snapshot.stream.clone(),
                     Piece {
-                        after: last.key.clone(),
+                        after: last.clone(),
                         floor: snapshot.seq,
                     },
                 );
             }
             _ => snapshot.more = false,
         }
-        lowered
     }
 
     /// The relay refused to let this device read `stream` (its token has
@@ -1020,8 +979,6 @@ impl Link {
         for stream in due {
             self.resync.remove(&stream);
             self.snapshotted.remove(&stream);
-            // Taken whole: not the rest of a snapshot begun before.
-            self.pieces.remove(&stream);
             self.resyncing.insert(stream);
             if self.opened {
                 out.close = true;
@@ -1247,7 +1204,7 @@ impl Link {
         now_ms: u64,
         storage: &mut dyn Storage,
     ) -> LinkOutput {
-        let mut out = self.on_frame(text, now_ms, storage, false);
+        let mut out = self.on_text(text, now_ms, storage);
         // Only the relay's own answer says it is up: a proxy's 502 page
         // while it restarts does not.
         let from_relay = (200..300).contains(&status);
@@ -1541,114 +1498,30 @@ mod tests {
             pull.ends_with(&format!("&after={}", encode_query(a.key.as_str()))),
             "{pull}"
         );
-        // The last piece, of a stream that moved on meanwhile (over HTTP):
-        // the cursor may go only as far as the first piece's number, and
-        // the next pull asks from there.
-        let out = link.on_http(200, &piece(9, vec![b.clone()], false), 2, &mut storage);
+        // The last piece, of a stream that moved on meanwhile: the cursor
+        // may go only as far as the first piece's number.
+        let out = feed(
+            &mut link,
+            &piece(9, vec![b.clone()], false),
+            2,
+            &mut storage,
+        );
         assert!(!out.snapshots[0].more);
         assert_eq!(out.snapshots[0].seq, 7);
-        assert!(!out.close);
         assert!(!link.http_pull(&main, 0).contains("after="));
         // A relay in error that says more without moving on ends the
-        // snapshot rather than loop: no states, or a first key not after
-        // the last merged.
+        // snapshot rather than loop: no states, or a key not after the
+        // last one.
         let out = feed(&mut link, &piece(9, Vec::new(), true), 3, &mut storage);
         assert!(!out.snapshots[0].more);
         feed(&mut link, &piece(9, vec![b.clone()], true), 4, &mut storage);
-        let out = feed(
-            &mut link,
-            &piece(10, vec![a.clone()], true),
-            5,
-            &mut storage,
-        );
+        let out = feed(&mut link, &piece(10, vec![a], true), 5, &mut storage);
         assert!(!out.snapshots[0].more);
         assert_eq!(out.snapshots[0].seq, 9);
-        // A socket that closes between pieces: the next hello asks for
-        // those after the last key merged.
-        feed(
-            &mut link,
-            &piece(11, vec![a.clone()], true),
-            6,
-            &mut storage,
-        );
+        // A connection that ends between pieces starts the snapshot over.
+        feed(&mut link, &piece(11, vec![b], true), 6, &mut storage);
         link.on_close(0.0, 7);
-        let hello = link.on_open(8).join("");
-        assert!(
-            hello.contains(&format!(r#""after":"{}""#, a.key)),
-            "{hello}"
-        );
-        assert!(
-            hello.contains(&format!(r#""cursor":{}"#, u64::MAX)),
-            "{hello}"
-        );
-        // The rest, at a later head: merged, the cursor saved at the first
-        // piece's number, and the socket closed, since the ops it sends
-        // next would follow the later head.
-        let out = feed(
-            &mut link,
-            &piece(13, vec![b.clone()], false),
-            9,
-            &mut storage,
-        );
-        assert_eq!(out.snapshots[0].seq, 11);
-        assert!(out.close);
-        link.on_close(0.0, 10);
-        let hello = link.on_open(11).join("");
-        assert!(!hello.contains("after"), "{hello}");
-        // A relay that predates resuming starts over on the new socket:
-        // its run of pieces goes on from its own last key.
-        feed(
-            &mut link,
-            &piece(14, vec![b.clone()], true),
-            12,
-            &mut storage,
-        );
-        link.on_close(0.0, 13);
-        link.on_open(14);
-        let out = feed(
-            &mut link,
-            &piece(15, vec![a.clone()], true),
-            15,
-            &mut storage,
-        );
-        assert!(out.snapshots[0].more, "a new run, not a relay in error");
-        let out = feed(
-            &mut link,
-            &piece(15, vec![b.clone()], false),
-            16,
-            &mut storage,
-        );
-        assert_eq!(out.snapshots[0].seq, 14);
-        // Pieces at one head close nothing.
-        feed(&mut link, &piece(16, vec![a], true), 17, &mut storage);
-        let out = feed(&mut link, &piece(16, vec![b], false), 18, &mut storage);
-        assert_eq!(out.snapshots[0].seq, 16);
-        assert!(!out.close);
-    }
-
-    #[test]
-    fn a_stream_taken_whole_starts_its_snapshot_from_the_first_key() {
-        let mut storage = MemoryStorage::new();
-        let mut link = link(&storage);
-        let (a, b) = {
-            let states = two_states();
-            (states[0].clone(), states[1].clone())
-        };
-        link.on_open(0);
-        feed(&mut link, &welcome(10_000), 1, &mut storage);
-        feed(&mut link, &piece(7, vec![a.clone()], true), 2, &mut storage);
-        // An op of this stream was refused as stale: the stream is to be
-        // taken whole, which the rest of the snapshot under way is not.
-        link.refused_stale(&b.key, &mut storage);
-        let out = link.settle(&mut storage);
-        assert!(out.close);
-        link.on_close(0.0, 3);
-        let hello = link.on_open(4).join("");
-        assert!(!hello.contains("after"), "{hello}");
-        assert!(
-            hello.contains(&format!(r#""cursor":{}"#, u64::MAX)),
-            "{hello}"
-        );
+        assert!(!link.http_pull(&main, 0).contains("after="));
     }
 
     #[test]

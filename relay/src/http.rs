@@ -235,7 +235,6 @@ pub async fn pull(
     let subscription = Subscription {
         stream,
         cursor: query.cursor,
-        after,
     };
     let wait = Duration::from_millis(query.wait_ms.unwrap_or(0).min(app.config.max_wait_ms));
     let deadline = tokio::time::Instant::now() + wait;
@@ -245,7 +244,12 @@ pub async fn pull(
         let committed = app.hub.committed.notified();
         let answer = match app
             .hub
-            .pull(Arc::clone(&claims), subscription.clone(), 512)
+            .pull(
+                Arc::clone(&claims),
+                subscription.clone(),
+                512,
+                after.clone(),
+            )
             .await
         {
             Ok(answer) => answer,
@@ -291,9 +295,8 @@ pub async fn snapshot(
     let subscription = Subscription {
         stream,
         cursor: Some(u64::MAX),
-        after,
     };
-    match app.hub.pull(claims, subscription, 0).await {
+    match app.hub.pull(claims, subscription, 0, after).await {
         Ok(answer) => json(StatusCode::OK, &answer),
         Err(error) => refuse(&app, &error),
     }

@@ -504,7 +504,6 @@ impl Client {
             vec![Subscription {
                 stream: main_stream(),
                 cursor,
-                after: None,
             }],
         )
         .await
