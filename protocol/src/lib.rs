@@ -24,6 +24,7 @@
 //!     subscribe: vec![Subscription {
 //!         stream: StreamId::Apartment("main".parse().unwrap()),
 //!         cursor: Some(41),
+//!         after: None,
 //!     }],
 //! });
 //! let text = hello.encode().unwrap();

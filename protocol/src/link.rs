@@ -254,8 +254,14 @@ pub struct Link {
     answered_set: BTreeSet<OpId>,
     /// Snapshots coming in pieces: the last key of the piece merged so far
     /// (the next is asked for after it) and the lowest number the pieces
-    /// said, which the cursor moves to once the last piece is merged.
+    /// said, which the cursor moves to once the last piece is merged. Kept
+    /// across connections: the next asks for the pieces after it.
     pieces: BTreeMap<StreamId, Piece>,
+    /// The key each stream's last HTTP pull asked for the piece after
+    /// (`None`: no piece under way then): an answer to a pull made before
+    /// the pieces changed (a resync dropped them) is not counted, whether
+    /// or not the relay says which key its piece follows.
+    asked: BTreeMap<StreamId, Option<FullKey>>,
     /// The highest number each stream's stored cursor may take on this
     /// page: an op or snapshot state before it was kept in memory only
     /// (for a key no tab had declared yet, or refused by this version for
@@ -292,6 +298,16 @@ fn encode_query(text: &str) -> String {
 struct Piece {
     after: FullKey,
     floor: u64,
+}
+
+/// What a snapshot piece was to the snapshot being taken (see
+/// [`Link::piece_of`]).
+enum Piecing {
+    /// Merged and counted; `lowered`: its number was lowered to an earlier
+    /// piece's (the pieces came at different heads).
+    Counted { lowered: bool },
+    /// An answer to an older request: merged, not counted.
+    Stale,
 }
 
 impl Link {
@@ -337,6 +353,7 @@ impl Link {
             resyncing: BTreeSet::new(),
             snapshotted: BTreeSet::new(),
             pieces: BTreeMap::new(),
+            asked: BTreeMap::new(),
             pins: BTreeMap::new(),
             unsaved: BTreeMap::new(),
             covered: BTreeMap::new(),
@@ -549,7 +566,6 @@ impl Link {
         self.caught_up.clear();
         self.heard.clear();
         self.snapshotted.clear();
-        self.pieces.clear();
         self.forbidden.clear();
         self.covered.clear();
         let hello = ClientMessage::Hello(Hello {
@@ -561,6 +577,7 @@ impl Link {
                 .map(|stream| Subscription {
                     stream: stream.clone(),
                     cursor: Some(self.pull_cursor(stream)),
+                    after: self.pieces.get(stream).map(|piece| piece.after.clone()),
                 })
                 .collect(),
         });
@@ -576,7 +593,6 @@ impl Link {
         self.caught_up.clear();
         self.heard.clear();
         self.snapshotted.clear();
-        self.pieces.clear();
         self.covered.clear();
         if matches!(self.status, LinkStatus::Refused(_) | LinkStatus::Off) {
             return None;
@@ -613,7 +629,6 @@ impl Link {
         self.caught_up.clear();
         self.heard.clear();
         self.snapshotted.clear();
-        self.pieces.clear();
         self.forbidden.clear();
         self.covered.clear();
         self.socket_retry_at_ms = None;
@@ -635,8 +650,20 @@ impl Link {
         }
     }
 
-    /// A text frame from the relay.
+    /// A text frame from the relay, on the socket.
     pub fn on_text(&mut self, text: &str, now_ms: u64, storage: &mut dyn Storage) -> LinkOutput {
+        self.on_frame(text, now_ms, storage, true)
+    }
+
+    /// A message from the relay: a socket's text frame (`socket`) or an
+    /// HTTP answer's body.
+    fn on_frame(
+        &mut self,
+        text: &str,
+        now_ms: u64,
+        storage: &mut dyn Storage,
+        socket: bool,
+    ) -> LinkOutput {
         self.last_heard_ms = now_ms;
         let mut out = LinkOutput::default();
         let message = match ServerMessage::decode(text) {
@@ -646,7 +673,7 @@ impl Link {
                 return out;
             }
         };
-        self.on_message(message, now_ms, storage, &mut out);
+        self.on_message(message, now_ms, storage, &mut out, socket);
         out
     }
 
@@ -656,6 +683,7 @@ impl Link {
         now_ms: u64,
         storage: &mut dyn Storage,
         out: &mut LinkOutput,
+        socket: bool,
     ) {
         match message {
             ServerMessage::Welcome(welcome) => {
@@ -728,9 +756,25 @@ impl Link {
                 // Caught up only once all of it came: a snapshot may take
                 // several messages.
                 self.heard.insert(snapshot.stream.clone());
-                self.piece_of(&mut snapshot);
-                if !snapshot.more {
-                    self.snapshotted.insert(snapshot.stream.clone());
+                match self.piece_of(&mut snapshot, socket) {
+                    // A socket whose pieces follow another key than the
+                    // one merged last brings nothing that counts: the next
+                    // hello asks after the right one.
+                    Piecing::Stale => out.close |= socket,
+                    Piecing::Counted { lowered } if !snapshot.more => {
+                        self.snapshotted.insert(snapshot.stream.clone());
+                        // Its first pieces are older than its last: the
+                        // ops this socket sends next follow the last, so
+                        // those written between would be skipped. The next
+                        // hello asks from the oldest piece's number. (Over
+                        // HTTP the next pull does. A last piece that
+                        // follows no key ends a run from the first key on
+                        // this socket, at one head: nothing to skip, and a
+                        // relay that predates `more` still has pieces of it
+                        // to send.)
+                        out.close |= lowered && socket && snapshot.after.is_some();
+                    }
+                    Piecing::Counted { .. } => {}
                 }
                 // Merging it may drop what lies behind this device's own
                 // horizon without a word: never re-base this stream.
@@ -864,32 +908,65 @@ impl Link {
 
     /// Keeps track of a snapshot that comes in pieces. A piece with
     /// [`more`](Snapshot::more) to come is remembered (the next is asked
-    /// for after its last key, over HTTP); the last piece's number becomes
-    /// the lowest any piece said, as keys merged from earlier pieces are
-    /// only as recent as those. A piece that would not move past the one
-    /// before (no states, or a key not after the last: a relay in error)
-    /// ends the snapshot there rather than loop on it.
-    fn piece_of(&mut self, snapshot: &mut Snapshot) {
+    /// for after its last key: over HTTP in the pull, over a socket that
+    /// closed between pieces in the next hello); the last piece's number
+    /// becomes the lowest any piece said, as keys merged from earlier
+    /// pieces are only as recent as those.
+    ///
+    /// A piece that says which key it follows ([`Snapshot::after`]) counts
+    /// only if that is the key merged last, and an HTTP answer only if the
+    /// pull was asked after the key merged last (`socket`: it came on the
+    /// socket): otherwise it answers an older request (a pull still in
+    /// flight when a socket opened, or when a resync dropped the pieces
+    /// under way) and is [`Piecing::Stale`]: merged, as any canonical state
+    /// may be, but not counted, and the snapshot goes on. A piece that says none starts at the first key (or
+    /// comes from a relay that predates `after`, which starts over or
+    /// answers the `after=` it was asked): a new run of pieces that covers
+    /// the stream from the first key with what was merged before, keeping
+    /// the lowest number. A piece with more to come but no states (a relay
+    /// in error) ends the snapshot there rather than ask again after the
+    /// same key forever.
+    fn piece_of(&mut self, snapshot: &mut Snapshot, socket: bool) -> Piecing {
         let before = self.pieces.remove(&snapshot.stream);
-        if let Some(before) = &before {
+        let merged = before.as_ref().map(|before| &before.after);
+        let asked = if socket {
+            None
+        } else {
+            self.asked.remove(&snapshot.stream)
+        };
+        let stale = snapshot
+            .after
+            .as_ref()
+            .is_some_and(|follows| merged != Some(follows))
+            || asked.is_some_and(|asked| asked.as_ref() != merged);
+        if stale {
+            if let Some(before) = before {
+                self.pieces.insert(snapshot.stream.clone(), before);
+            }
+            // Not the end of anything: the cursor stays where it is.
+            snapshot.more = true;
+            return Piecing::Stale;
+        }
+        let mut lowered = false;
+        if let Some(before) = before {
+            lowered = before.floor < snapshot.seq;
             snapshot.seq = snapshot.seq.min(before.floor);
         }
-        if !snapshot.more {
-            return;
-        }
-        let last = snapshot.states.last().map(|entry| &entry.key);
-        match last {
-            Some(last) if before.as_ref().is_none_or(|before| *last > before.after) => {
-                self.pieces.insert(
-                    snapshot.stream.clone(),
-                    Piece {
-                        after: last.clone(),
-                        floor: snapshot.seq,
-                    },
-                );
+        if snapshot.more {
+            match snapshot.states.last() {
+                Some(last) => {
+                    self.pieces.insert(
+                        snapshot.stream.clone(),
+                        Piece {
+                            after: last.key.clone(),
+                            floor: snapshot.seq,
+                        },
+                    );
+                }
+                None => snapshot.more = false,
             }
-            _ => snapshot.more = false,
         }
+        Piecing::Counted { lowered }
     }
 
     /// The relay refused to let this device read `stream` (its token has
@@ -979,6 +1056,9 @@ impl Link {
         for stream in due {
             self.resync.remove(&stream);
             self.snapshotted.remove(&stream);
+            // Taken whole: not the rest of a snapshot begun before (an
+            // answer to a pull for that rest is then stale).
+            self.pieces.remove(&stream);
             self.resyncing.insert(stream);
             if self.opened {
                 out.close = true;
@@ -1173,10 +1253,12 @@ impl Link {
 
     /// The query of a long poll of `stream` (path and query, no host): for
     /// a snapshot coming in pieces, the next piece.
-    pub fn http_pull(&self, stream: &StreamId, wait_ms: u64) -> String {
-        let after = self.pieces.get(stream).map_or_else(String::new, |piece| {
-            format!("&after={}", encode_query(piece.after.as_str()))
+    pub fn http_pull(&mut self, stream: &StreamId, wait_ms: u64) -> String {
+        let asked = self.pieces.get(stream).map(|piece| piece.after.clone());
+        let after = asked.as_ref().map_or_else(String::new, |after| {
+            format!("&after={}", encode_query(after.as_str()))
         });
+        self.asked.insert(stream.clone(), asked);
         format!(
             "/v1/pull?stream={stream}&cursor={}&wait_ms={wait_ms}{after}",
             self.pull_cursor(stream)
@@ -1204,7 +1286,7 @@ impl Link {
         now_ms: u64,
         storage: &mut dyn Storage,
     ) -> LinkOutput {
-        let mut out = self.on_text(text, now_ms, storage);
+        let mut out = self.on_frame(text, now_ms, storage, false);
         // Only the relay's own answer says it is up: a proxy's 502 page
         // while it restarts does not.
         let from_relay = (200..300).contains(&status);
@@ -1471,11 +1553,22 @@ mod tests {
     }
 
     fn piece(seq: u64, states: Vec<gaesup_state_core::SyncEntry>, more: bool) -> String {
+        piece_after(seq, states, more, None)
+    }
+
+    /// A snapshot piece that says it follows `after`.
+    fn piece_after(
+        seq: u64,
+        states: Vec<gaesup_state_core::SyncEntry>,
+        more: bool,
+        after: Option<&gaesup_state_core::SyncEntry>,
+    ) -> String {
         ServerMessage::Snapshot(Snapshot {
             stream: "apartment:main".parse().unwrap(),
             seq,
             states,
             more,
+            after: after.map(|entry| entry.key.clone()),
         })
         .encode()
         .unwrap()
@@ -1490,7 +1583,7 @@ mod tests {
         let (a, b) = (states[0].clone(), states[1].clone());
         // The first piece: merged, but no cursor to save yet; the next
         // pull asks for the piece after its last key, of a snapshot.
-        let out = feed(&mut link, &piece(7, vec![a.clone()], true), 1, &mut storage);
+        let out = link.on_http(200, &piece(7, vec![a.clone()], true), 1, &mut storage);
         assert!(out.snapshots[0].more);
         let pull = link.http_pull(&main, 0);
         assert!(pull.contains(&format!("cursor={}", u64::MAX)), "{pull}");
@@ -1499,29 +1592,203 @@ mod tests {
             "{pull}"
         );
         // The last piece, of a stream that moved on meanwhile: the cursor
-        // may go only as far as the first piece's number.
-        let out = feed(
-            &mut link,
-            &piece(9, vec![b.clone()], false),
-            2,
-            &mut storage,
-        );
+        // may go only as far as the first piece's number, and the next
+        // pull asks from there (over HTTP nothing closes).
+        let last = piece_after(9, vec![b.clone()], false, Some(&a));
+        let out = link.on_http(200, &last, 2, &mut storage);
         assert!(!out.snapshots[0].more);
         assert_eq!(out.snapshots[0].seq, 7);
+        assert!(!out.close);
         assert!(!link.http_pull(&main, 0).contains("after="));
-        // A relay in error that says more without moving on ends the
-        // snapshot rather than loop: no states, or a key not after the
-        // last one.
+        // A relay in error that says more with no states ends the
+        // snapshot rather than ask after the same key forever.
         let out = feed(&mut link, &piece(9, Vec::new(), true), 3, &mut storage);
         assert!(!out.snapshots[0].more);
-        feed(&mut link, &piece(9, vec![b.clone()], true), 4, &mut storage);
-        let out = feed(&mut link, &piece(10, vec![a], true), 5, &mut storage);
-        assert!(!out.snapshots[0].more);
+        // A piece that says no key starts a new run from the first key
+        // (a relay that predates `after` starting over): it goes on from
+        // its own last key, at the lowest number.
+        link.on_http(200, &piece(9, vec![b.clone()], true), 4, &mut storage);
+        let out = link.on_http(200, &piece(10, vec![a.clone()], true), 5, &mut storage);
+        assert!(out.snapshots[0].more);
+        let pull = link.http_pull(&main, 0);
+        assert!(pull.ends_with(&format!("&after={}", encode_query(a.key.as_str()))));
+        let last = piece_after(12, vec![b.clone()], false, Some(&a));
+        let out = link.on_http(200, &last, 6, &mut storage);
         assert_eq!(out.snapshots[0].seq, 9);
-        // A connection that ends between pieces starts the snapshot over.
-        feed(&mut link, &piece(11, vec![b], true), 6, &mut storage);
-        link.on_close(0.0, 7);
-        assert!(!link.http_pull(&main, 0).contains("after="));
+        // Pieces at one head, on one socket, close nothing.
+        feed(
+            &mut link,
+            &piece(16, vec![a.clone()], true),
+            7,
+            &mut storage,
+        );
+        let last = piece_after(16, vec![b.clone()], false, Some(&a));
+        let out = feed(&mut link, &last, 8, &mut storage);
+        assert_eq!(out.snapshots[0].seq, 16);
+        assert!(!out.close);
+    }
+
+    #[test]
+    fn a_snapshot_cut_between_pieces_goes_on_after_the_last_key_on_the_next_socket() {
+        let mut storage = MemoryStorage::new();
+        let mut link = link(&storage);
+        let (a, b) = {
+            let states = two_states();
+            (states[0].clone(), states[1].clone())
+        };
+        link.on_open(0);
+        feed(
+            &mut link,
+            &piece(11, vec![a.clone()], true),
+            1,
+            &mut storage,
+        );
+        link.on_close(0.0, 2);
+        let hello = link.on_open(3).join("");
+        assert!(
+            hello.contains(&format!(r#""after":"{}""#, a.key)),
+            "{hello}"
+        );
+        assert!(
+            hello.contains(&format!(r#""cursor":{}"#, u64::MAX)),
+            "{hello}"
+        );
+        // The rest, at a later head: merged, the cursor saved at the first
+        // piece's number, and the socket closed, since the ops it sends
+        // next would follow the later head.
+        let rest = piece_after(13, vec![b.clone()], false, Some(&a));
+        let out = feed(&mut link, &rest, 4, &mut storage);
+        assert_eq!(out.snapshots[0].seq, 11);
+        assert!(out.close);
+        link.on_close(0.0, 5);
+        let hello = link.on_open(6).join("");
+        assert!(!hello.contains("after"), "{hello}");
+    }
+
+    #[test]
+    fn an_answer_to_an_older_request_for_a_piece_is_not_counted() {
+        let mut storage = MemoryStorage::new();
+        let mut link = link(&storage);
+        let main: StreamId = "apartment:main".parse().unwrap();
+        let (a, b) = {
+            let states = two_states();
+            (states[0].clone(), states[1].clone())
+        };
+        // Over HTTP: after `a`, a pull for the piece after `b` was still in
+        // flight (an earlier run). Its answer follows another key than the
+        // one merged last: merged, but neither the end of the snapshot nor
+        // a step of it.
+        link.on_http(200, &piece(7, vec![a.clone()], true), 1, &mut storage);
+        let old = piece_after(8, vec![b.clone()], false, Some(&b));
+        let out = link.on_http(200, &old, 2, &mut storage);
+        assert!(out.snapshots[0].more, "not the end");
+        assert!(!out.close);
+        let pull = link.http_pull(&main, 0);
+        assert!(pull.ends_with(&format!("&after={}", encode_query(a.key.as_str()))));
+        // On a socket the same closes it: the next hello asks after the
+        // key merged last.
+        link.on_open(3);
+        let out = feed(&mut link, &old, 4, &mut storage);
+        assert!(out.snapshots[0].more);
+        assert!(out.close);
+        link.on_close(0.0, 5);
+        let hello = link.on_open(6).join("");
+        assert!(
+            hello.contains(&format!(r#""after":"{}""#, a.key)),
+            "{hello}"
+        );
+        // With no snapshot under way, a piece that follows a key is stale
+        // too.
+        let mut other = Link::new(
+            "other".to_owned(),
+            Some("token".to_owned()),
+            vec![main.clone()],
+            &storage,
+        );
+        let out = other.on_http(200, &old, 7, &mut storage);
+        assert!(out.snapshots[0].more);
+        assert!(!other.http_pull(&main, 0).contains("after="));
+    }
+
+    #[test]
+    fn a_stream_taken_whole_starts_its_snapshot_from_the_first_key() {
+        let mut storage = MemoryStorage::new();
+        let mut link = link(&storage);
+        let (a, b) = {
+            let states = two_states();
+            (states[0].clone(), states[1].clone())
+        };
+        link.on_open(0);
+        feed(&mut link, &welcome(10_000), 1, &mut storage);
+        feed(&mut link, &piece(7, vec![a.clone()], true), 2, &mut storage);
+        // An op of this stream was refused as stale: the stream is to be
+        // taken whole, which the rest of the snapshot under way is not.
+        link.refused_stale(&b.key, &mut storage);
+        let out = link.settle(&mut storage);
+        assert!(out.close);
+        link.on_close(0.0, 3);
+        let hello = link.on_open(4).join("");
+        assert!(!hello.contains("after"), "{hello}");
+        assert!(
+            hello.contains(&format!(r#""cursor":{}"#, u64::MAX)),
+            "{hello}"
+        );
+        // An answer to the pull for that rest is not counted.
+        let out = feed(
+            &mut link,
+            &piece_after(8, vec![b], false, Some(&a)),
+            5,
+            &mut storage,
+        );
+        assert!(out.snapshots[0].more);
+    }
+
+    #[test]
+    fn an_answer_to_a_pull_made_before_a_resync_is_not_counted_even_without_an_echo() {
+        let mut storage = MemoryStorage::new();
+        let mut link = link(&storage);
+        let main: StreamId = "apartment:main".parse().unwrap();
+        let (a, b) = {
+            let states = two_states();
+            (states[0].clone(), states[1].clone())
+        };
+        // A relay that does not say which key a piece follows.
+        link.on_http(200, &piece(7, vec![a.clone()], true), 1, &mut storage);
+        let pull = link.http_pull(&main, 0);
+        assert!(pull.contains("after="), "{pull}");
+        // While that pull is out, the stream is to be taken whole.
+        link.refused_stale(&b.key, &mut storage);
+        link.settle(&mut storage);
+        // Its answer, the rest after `a`, is no snapshot from the first
+        // key: merged, not counted, and the cursor stays.
+        let out = link.on_http(200, &piece(8, vec![b], false), 2, &mut storage);
+        assert!(out.snapshots[0].more, "counted as a whole snapshot");
+        let pull = link.http_pull(&main, 0);
+        assert!(!pull.contains("after="), "{pull}");
+        assert!(pull.contains(&format!("cursor={}", u64::MAX)), "{pull}");
+    }
+
+    #[test]
+    fn a_last_piece_from_the_first_key_on_a_socket_closes_nothing() {
+        let mut storage = MemoryStorage::new();
+        let mut link = link(&storage);
+        let (a, b) = {
+            let states = two_states();
+            (states[0].clone(), states[1].clone())
+        };
+        link.on_open(0);
+        feed(&mut link, &piece(9, vec![a.clone()], true), 1, &mut storage);
+        link.on_close(0.0, 2);
+        link.on_open(3);
+        // A relay that predates `more` sends its whole snapshot in
+        // messages that each look like the last, from the first key: the
+        // first must not close the socket before the others come.
+        let out = feed(&mut link, &piece(12, vec![a], false), 4, &mut storage);
+        assert_eq!(out.snapshots[0].seq, 9);
+        assert!(!out.close);
+        let out = feed(&mut link, &piece(12, vec![b], false), 5, &mut storage);
+        assert_eq!(out.snapshots[0].seq, 12);
+        assert!(!out.close);
     }
 
     #[test]
@@ -1814,6 +2081,7 @@ mod tests {
             seq: 7,
             states: Vec::new(),
             more: false,
+            after: None,
         });
         feed(&mut link, &welcome(10_000), 6, &mut storage);
         feed(&mut link, &snapshot.encode().unwrap(), 6, &mut storage);
@@ -1851,6 +2119,7 @@ mod tests {
                     seq: 3,
                     states: Vec::new(),
                     more: false,
+                    after: None,
                 });
                 feed(&mut link, &whole.encode().unwrap(), 1, &mut storage);
             } else {

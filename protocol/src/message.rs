@@ -194,6 +194,13 @@ pub struct Snapshot {
     /// it (and sends the whole snapshot over a socket).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub more: bool,
+    /// The key this piece's states follow (the last of the piece before,
+    /// or the `after` the device asked with); absent for a piece that
+    /// starts at the stream's first key. A device tells by it an answer to
+    /// an older request from the next piece of the snapshot it is taking;
+    /// a relay that predates it never says it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<FullKey>,
 }
 
 impl Snapshot {
@@ -601,6 +608,7 @@ mod tests {
             seq: 9,
             states: all,
             more: false,
+            after: None,
         };
         let (groups, refused) = snapshot.into_tab_groups();
         let left_out: Vec<&FullKey> = refused.iter().map(|(key, _)| key).collect();

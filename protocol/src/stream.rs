@@ -85,6 +85,16 @@ pub struct Subscription {
     /// The device's cursor.
     #[serde(default)]
     pub cursor: Option<u64>,
+    /// The last key of the snapshot pieces the device merged so far, when
+    /// a connection ended between two pieces (its cursor is then past any
+    /// head, which asks for a snapshot): the relay sends only the pieces
+    /// after it, so a device whose connections are short still gets every
+    /// state, a piece or more a connection. Over HTTP, the `after=` of a
+    /// pull. A relay that predates it starts the snapshot over, which the
+    /// device sees in a first piece that says it follows no key
+    /// ([`Snapshot::after`](crate::message::Snapshot::after)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<FullKey>,
 }
 
 /// An op with the number the relay gave it in its stream.

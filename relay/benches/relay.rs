@@ -45,6 +45,7 @@ async fn connect(relay: &Relay, subscribe: bool, cursor: Option<u64>) -> Socket 
             vec![Subscription {
                 stream: main_stream(),
                 cursor,
+                after: None,
             }]
         } else {
             Vec::new()
@@ -237,6 +238,7 @@ async fn sockets() -> serde_json::Value {
                         subscribe: vec![Subscription {
                             stream: main_stream(),
                             cursor: Some(0),
+                            after: None,
                         }],
                     });
                     if socket

@@ -235,6 +235,7 @@ pub async fn pull(
     let subscription = Subscription {
         stream,
         cursor: query.cursor,
+        after,
     };
     let wait = Duration::from_millis(query.wait_ms.unwrap_or(0).min(app.config.max_wait_ms));
     let deadline = tokio::time::Instant::now() + wait;
@@ -244,12 +245,7 @@ pub async fn pull(
         let committed = app.hub.committed.notified();
         let answer = match app
             .hub
-            .pull(
-                Arc::clone(&claims),
-                subscription.clone(),
-                512,
-                after.clone(),
-            )
+            .pull(Arc::clone(&claims), subscription.clone(), 512)
             .await
         {
             Ok(answer) => answer,
@@ -295,8 +291,9 @@ pub async fn snapshot(
     let subscription = Subscription {
         stream,
         cursor: Some(u64::MAX),
+        after,
     };
-    match app.hub.pull(claims, subscription, 0, after).await {
+    match app.hub.pull(claims, subscription, 0).await {
         Ok(answer) => json(StatusCode::OK, &answer),
         Err(error) => refuse(&app, &error),
     }

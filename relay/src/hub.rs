@@ -106,7 +106,6 @@ enum Request {
         claims: Arc<Claims>,
         subscription: Subscription,
         limit: usize,
-        after: Option<FullKey>,
         reply: oneshot::Sender<Result<ServerMessage, ProtocolError>>,
     },
     /// Answered once `conn`'s streams hold everything the store holds.
@@ -311,13 +310,13 @@ impl Hub {
     }
 
     /// What a device at `subscription`'s cursor lacks: ops (at most
-    /// `limit`, possibly none) or a snapshot.
+    /// `limit`, possibly none) or a snapshot (its next piece after the
+    /// subscription's `after` key, when given).
     pub async fn pull(
         &self,
         claims: Arc<Claims>,
         subscription: Subscription,
         limit: usize,
-        after: Option<FullKey>,
     ) -> Result<ServerMessage, ProtocolError> {
         let (reply, wait) = oneshot::channel();
         self.requests
@@ -325,7 +324,6 @@ impl Hub {
                 claims,
                 subscription,
                 limit,
-                after,
                 reply,
             })
             .await
@@ -657,10 +655,9 @@ impl State {
                 claims,
                 subscription,
                 limit,
-                after,
                 reply,
             } => {
-                let answer = self.pull(&claims, &subscription, limit, after.as_ref());
+                let answer = self.pull(&claims, &subscription, limit);
                 let _ = reply.send(answer.await);
             }
             Request::Remote { stream, ops } => {
@@ -1190,8 +1187,11 @@ impl State {
                 }
                 continue;
             }
+            // A device whose last connection ended between two snapshot
+            // pieces asks (`after`) for the pieces after the last key it
+            // merged: every piece from there is queued.
             for message in self
-                .catch_up(&claims, subscription, usize::MAX, (None, usize::MAX))
+                .catch_up(&claims, subscription, usize::MAX, usize::MAX)
                 .await?
             {
                 // Queued here, in the same step that registers the
@@ -1218,7 +1218,6 @@ impl State {
         claims: &Claims,
         subscription: &Subscription,
         limit: usize,
-        after: Option<&FullKey>,
     ) -> Result<ServerMessage, ProtocolError> {
         if !claims.can_read(&subscription.stream) {
             return Err(ProtocolError::new(
@@ -1229,9 +1228,7 @@ impl State {
         // One message an answer: a snapshot in several pieces is taken a
         // piece at a time, each asked for after the last key of the one
         // before (its `more` says another follows).
-        let mut messages = self
-            .catch_up(claims, subscription, limit, (after, 1))
-            .await?;
+        let mut messages = self.catch_up(claims, subscription, limit, 1).await?;
         Ok(if messages.is_empty() {
             ServerMessage::Ops(OpsBody {
                 stream: subscription.stream.clone(),
@@ -1246,14 +1243,15 @@ impl State {
 
     /// What a device at a cursor lacks: the ops after it (at most `limit`),
     /// or a snapshot when the log no longer reaches back to it (or the
-    /// device claims a number the relay never gave). Always at least one
+    /// device claims a number the relay never gave): at most `pieces` of
+    /// it, from the subscription's `after` key on. Always at least one
     /// message, saying the head.
     async fn catch_up(
         &mut self,
         claims: &Claims,
         subscription: &Subscription,
         limit: usize,
-        (after_key, pieces): (Option<&FullKey>, usize),
+        pieces: usize,
     ) -> Result<Vec<ServerMessage>, ProtocolError> {
         let id = subscription.stream.clone();
         self.ensure(&id).await?;
@@ -1276,7 +1274,7 @@ impl State {
         }
         if cursor > head || cursor + 1 < first {
             self.metrics.snapshot();
-            return Ok(self.snapshot(claims, &id, after_key, pieces));
+            return Ok(self.snapshot(claims, &id, subscription.after.as_ref(), pieces));
         }
         let mut messages = Vec::new();
         let mut after = cursor;
@@ -1291,7 +1289,7 @@ impl State {
                 // Another node trimmed the log past this cursor (or between
                 // two reads): what was read would leave a gap.
                 self.metrics.snapshot();
-                return Ok(self.snapshot(claims, &id, after_key, pieces));
+                return Ok(self.snapshot(claims, &id, subscription.after.as_ref(), pieces));
             }
             let mut ops = Vec::with_capacity(rows.len());
             for (seq, body) in rows {
@@ -1369,15 +1367,21 @@ impl State {
             chunks.push(Vec::new());
         }
         let last = chunks.len() - 1;
+        // Each piece says which key it follows: the one asked after, then
+        // the last of the piece before.
+        let mut follows = after.cloned();
         chunks
             .into_iter()
             .enumerate()
             .map(|(i, states)| {
+                let after =
+                    std::mem::replace(&mut follows, states.last().map(|entry| entry.key.clone()));
                 ServerMessage::Snapshot(Snapshot {
                     stream: id.clone(),
                     seq: stream.head,
                     states,
                     more: i < last || left,
+                    after,
                 })
             })
             .collect()

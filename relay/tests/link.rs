@@ -40,6 +40,16 @@ struct Browser {
     acks: Vec<gaesup_protocol::Ack>,
     /// The number of states in each snapshot received, in order.
     snapshot_sizes: Vec<usize>,
+    /// The key each snapshot received said it follows, and its last key.
+    snapshot_keys: Vec<(
+        Option<gaesup_state_core::FullKey>,
+        Option<gaesup_state_core::FullKey>,
+    )>,
+    /// Cut the socket once it brought this many snapshot pieces with more
+    /// to come (a connection that never lasts a whole snapshot).
+    pieces_per_connection: Option<usize>,
+    /// Snapshot pieces with more to come the open socket brought.
+    pieces_on_socket: usize,
     /// The code of every error the link reported, in order.
     errors: Vec<String>,
 }
@@ -70,6 +80,9 @@ impl Browser {
             pending: Vec::new(),
             acks: Vec::new(),
             snapshot_sizes: Vec::new(),
+            snapshot_keys: Vec::new(),
+            pieces_per_connection: None,
+            pieces_on_socket: 0,
             errors: Vec::new(),
         }
     }
@@ -95,6 +108,9 @@ impl Browser {
             pending: Vec::new(),
             acks: Vec::new(),
             snapshot_sizes: Vec::new(),
+            snapshot_keys: Vec::new(),
+            pieces_per_connection: None,
+            pieces_on_socket: 0,
             errors: Vec::new(),
         }
     }
@@ -177,8 +193,19 @@ impl Browser {
                 self.link.save_cursor(&stream, seq, &mut self.storage);
             }
         }
+        let mut cut = false;
         for snapshot in std::mem::take(&mut out.snapshots) {
             self.snapshot_sizes.push(snapshot.states.len());
+            self.snapshot_keys.push((
+                snapshot.after.clone(),
+                snapshot.states.last().map(|entry| entry.key.clone()),
+            ));
+            if snapshot.more {
+                self.pieces_on_socket += 1;
+                cut |= self
+                    .pieces_per_connection
+                    .is_some_and(|n| self.pieces_on_socket >= n);
+            }
             for entry in &snapshot.states {
                 self.device.store.merge_state(entry).unwrap();
             }
@@ -209,7 +236,7 @@ impl Browser {
         }
         self.acks.extend(out.acks);
         self.errors.extend(out.error.map(|(code, _)| code));
-        (send, out.close)
+        (send, out.close || cut)
     }
 
     /// Runs the adapter's loop against `relay` for a fixed time, whatever
@@ -261,6 +288,7 @@ impl Browser {
             };
             match opened {
                 Some((mut socket, _)) => {
+                    self.pieces_on_socket = 0;
                     for frame in self.link.on_open(now_ms()) {
                         socket.send(Message::text(frame)).await.unwrap();
                     }
@@ -740,55 +768,82 @@ async fn over_http_too_offline_writes_larger_than_a_frame_together_all_reach_the
         .await;
 }
 
+/// Writes every key of the apartment's stream, the building- and
+/// unit-scoped ones under as many units as one declaration may hold (more
+/// states than one sync message may carry), and queues the ops: the
+/// number written. Again, it writes every key it may write again (a
+/// first-write-wins key only once).
+fn write_every_key(a: &mut Browser) -> usize {
+    let mut written = 0;
+    for name in [
+        "count",
+        "notes",
+        "template-note",
+        "todos",
+        "cart",
+        "shared-note",
+    ] {
+        let key = a.device.key(name);
+        let spec = key.spec();
+        let units = match spec.scope() {
+            Scope::Apartment => 1,
+            _ => MAX_KEYS_PER_DECLARATION,
+        };
+        for n in 0..units {
+            let unit: gaesup_state_core::UnitAddress = format!("main/b{n}/u{n}").parse().unwrap();
+            let write = match spec.strategy() {
+                Strategy::Sum => a.device.store.increment(&unit, &key, 1),
+                _ => a
+                    .device
+                    .store
+                    .set(&unit, &key, spec.default_value().clone()),
+            };
+            match write {
+                Ok(write) => {
+                    // Frames to send at once, if a socket is open.
+                    let frames = a.link.queue(write.op, &mut a.storage).unwrap();
+                    a.pending.extend(frames);
+                    written += 1;
+                }
+                Err(gaesup_state_core::Error::FirstWriteWins { .. }) => {}
+                Err(err) => panic!("{name}: {err}"),
+            }
+        }
+    }
+    a.save();
+    written
+}
+
+/// How a device reaches the relay in [`snapshot_in_pieces`].
+#[derive(Clone, Copy, PartialEq)]
+enum Reach {
+    Socket,
+    Http,
+    /// A socket cut after every snapshot piece with more to come.
+    ShortSockets,
+}
+
 /// A device behind the trimmed log gets the stream's states as snapshots;
 /// the browser hands each to its tabs as one sync message, which holds at
 /// most MAX_SYNC_STATES states, so a stream with more keys comes in pieces
 /// (over HTTP one a request, each asked for after the last key of the one
-/// before).
-async fn snapshot_in_pieces(http: bool, backend: Backend) {
+/// before; over a socket that closed between pieces, the next hello asks
+/// for those after the last key merged). Every state comes exactly once.
+async fn snapshot_in_pieces(reach: Reach, backend: Backend) {
     tokio::task::LocalSet::new()
         .run_until(async {
             let relay = Relay::on(backend, &["--log-keep", "16"]);
             let mut a = Browser::new(1, Some(main_rw()));
-            // Every key of the apartment's stream, the building- and
-            // unit-scoped ones under as many units as one declaration may
-            // hold: more states than one sync message may carry.
-            let mut written = 0;
-            for name in [
-                "count",
-                "notes",
-                "template-note",
-                "todos",
-                "cart",
-                "shared-note",
-            ] {
-                let key = a.device.key(name);
-                let spec = key.spec();
-                let units = match spec.scope() {
-                    Scope::Apartment => 1,
-                    _ => MAX_KEYS_PER_DECLARATION,
-                };
-                for n in 0..units {
-                    let unit: gaesup_state_core::UnitAddress =
-                        format!("main/b{n}/u{n}").parse().unwrap();
-                    let write = match spec.strategy() {
-                        Strategy::Sum => a.device.store.increment(&unit, &key, 1),
-                        _ => a
-                            .device
-                            .store
-                            .set(&unit, &key, spec.default_value().clone()),
-                    };
-                    a.link.queue(write.unwrap().op, &mut a.storage).unwrap();
-                    written += 1;
-                }
-            }
+            let written = write_every_key(&mut a);
             assert!(written > MAX_SYNC_STATES);
-            a.save();
             a.pump_until(&relay, "A's writes are acknowledged", Browser::flushed)
                 .await;
             assert_eq!(a.link.waiting(), 0);
             let mut b = Browser::new(2, Some(main_rw()));
-            b.ws_blocked = http;
+            b.ws_blocked = reach == Reach::Http;
+            if reach == Reach::ShortSockets {
+                b.pieces_per_connection = Some(1);
+            }
             b.pump_until(&relay, "B has every state A wrote", |b| {
                 b.device.store.states() == a.device.store.states()
             })
@@ -801,6 +856,20 @@ async fn snapshot_in_pieces(http: bool, backend: Backend) {
                 b.snapshot_sizes
             );
             assert_eq!(b.device.store.states(), a.device.store.states());
+            // No piece started over: each state came once, each piece
+            // saying it follows the last key of the one before.
+            let received: usize = b.snapshot_sizes.iter().sum();
+            assert_eq!(
+                received,
+                a.device.store.states().len(),
+                "{:?}",
+                b.snapshot_sizes
+            );
+            let mut follows = None;
+            for (after, last) in &b.snapshot_keys {
+                assert_eq!(*after, follows, "{:?}", b.snapshot_keys);
+                follows = last.clone();
+            }
             // Its cursor moved to the snapshot's number once every piece
             // was merged, and a reload resumes there.
             let stream: StreamId = "apartment:main".parse().unwrap();
@@ -816,11 +885,56 @@ async fn snapshot_in_pieces(http: bool, backend: Backend) {
 }
 
 async fn a_snapshot_of_more_states_than_a_sync_message_holds_comes_in_pieces(backend: Backend) {
-    snapshot_in_pieces(false, backend).await;
+    snapshot_in_pieces(Reach::Socket, backend).await;
 }
 
 async fn over_http_too_a_snapshot_in_pieces_brings_every_state(backend: Backend) {
-    snapshot_in_pieces(true, backend).await;
+    snapshot_in_pieces(Reach::Http, backend).await;
+}
+
+/// Before, a socket that closed between two pieces started the snapshot
+/// over on the next: a device whose connections never lasted a whole
+/// snapshot never caught up.
+async fn sockets_cut_between_pieces_resume_the_snapshot_after_the_last_key(backend: Backend) {
+    snapshot_in_pieces(Reach::ShortSockets, backend).await;
+}
+
+/// A snapshot resumed on a later socket is spliced from two heads: the
+/// keys of its first pieces are only as recent as the first. What was
+/// written to them in between must still come, though the socket that
+/// brought the last piece goes on from the later head.
+async fn writes_between_the_pieces_of_a_resumed_snapshot_still_arrive(backend: Backend) {
+    tokio::task::LocalSet::new()
+        .run_until(async {
+            let relay = Relay::on(backend, &["--log-keep", "16"]);
+            let mut a = Browser::new(1, Some(main_rw()));
+            write_every_key(&mut a);
+            a.pump_until(&relay, "A's writes are acknowledged", Browser::flushed)
+                .await;
+            let mut b = Browser::new(2, Some(main_rw()));
+            b.pieces_per_connection = Some(1);
+            b.pump_until(&relay, "B has the first piece", |b| {
+                !b.snapshot_sizes.is_empty()
+            })
+            .await;
+            assert!(b.socket.is_none(), "cut after the first piece");
+            // Every key again, those of B's first piece among them.
+            assert!(write_every_key(&mut a) > 0);
+            a.pump_until(
+                &relay,
+                "A's second writes are acknowledged",
+                Browser::flushed,
+            )
+            .await;
+            // The rest of the snapshot on sockets that last as long as
+            // they need.
+            b.pieces_per_connection = None;
+            b.pump_until(&relay, "B has every state A wrote", |b| {
+                b.device.store.states() == a.device.store.states()
+            })
+            .await;
+        })
+        .await;
 }
 
 /// Each ack carries the key's value after the op: acks of small patches to
@@ -906,6 +1020,8 @@ support::on_both_backends!(
     over_http_too_acks_adding_up_past_a_frame_all_arrive,
     a_snapshot_of_more_states_than_a_sync_message_holds_comes_in_pieces,
     over_http_too_a_snapshot_in_pieces_brings_every_state,
+    sockets_cut_between_pieces_resume_the_snapshot_after_the_last_key,
+    writes_between_the_pieces_of_a_resumed_snapshot_still_arrive,
     offline_writes_larger_than_a_frame_together_all_reach_the_relay,
     over_http_too_offline_writes_larger_than_a_frame_together_all_reach_the_relay,
     offline_edits_survive_a_reload_and_reach_another_device,

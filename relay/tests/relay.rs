@@ -161,6 +161,7 @@ async fn every_auth_case_is_refused_with_its_code(backend: Backend) {
             subscribe: vec![Subscription {
                 stream: main_stream(),
                 cursor: None,
+                after: None,
             }],
         }))
         .await;
@@ -628,10 +629,12 @@ async fn a_stream_the_token_may_not_read_is_refused_alone(backend: Backend) {
                 Subscription {
                     stream: main_stream(),
                     cursor: Some(0),
+                    after: None,
                 },
                 Subscription {
                     stream: StreamId::Global,
                     cursor: Some(0),
+                    after: None,
                 },
             ],
         }))
@@ -686,6 +689,7 @@ async fn a_device_that_never_reads_is_let_go(backend: Backend) {
         subscribe: vec![Subscription {
             stream: main_stream(),
             cursor: Some(0),
+            after: None,
         }],
     }))
     .await;
@@ -715,6 +719,7 @@ async fn a_hello_naming_a_stream_twice_is_refused(backend: Backend) {
     let twice = Subscription {
         stream: main_stream(),
         cursor: None,
+        after: None,
     };
     client
         .send(&ClientMessage::Hello(Hello {

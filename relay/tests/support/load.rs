@@ -174,6 +174,7 @@ pub async fn observer(id: u64, port: Arc<AtomicU16>, shared: Arc<Shared>) -> Obs
         let subscribe = vec![Subscription {
             stream: main_stream(),
             cursor: Some(cursor),
+            after: None,
         }];
         let Some(mut socket) = open(&port, format!("observer-{id}"), subscribe).await else {
             continue;

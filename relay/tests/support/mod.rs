@@ -504,6 +504,7 @@ impl Client {
             vec![Subscription {
                 stream: main_stream(),
                 cursor,
+                after: None,
             }],
         )
         .await

@@ -162,8 +162,8 @@ pub(super) async fn pull_loop(weak: Weak<Remote>, generation: u64, streams: Vec<
             if !remote.on_http(generation) {
                 return;
             }
-            let link = remote.link.borrow();
-            let Some(link) = link.as_ref() else {
+            let mut link = remote.link.borrow_mut();
+            let Some(link) = link.as_mut() else {
                 return;
             };
             // Streams the token may not read are not asked for; the first
