@@ -1574,13 +1574,25 @@ mod tests {
         .unwrap()
     }
 
+    /// A fresh link on fresh storage, the apartment stream it follows,
+    /// and the states of its keys `a` and `b`, for the snapshot tests.
+    fn pieces_fixture() -> (
+        MemoryStorage,
+        Link,
+        StreamId,
+        gaesup_state_core::SyncEntry,
+        gaesup_state_core::SyncEntry,
+    ) {
+        let storage = MemoryStorage::new();
+        let link = link(&storage);
+        let mut states = two_states().into_iter();
+        let (a, b) = (states.next().unwrap(), states.next().unwrap());
+        (storage, link, "apartment:main".parse().unwrap(), a, b)
+    }
+
     #[test]
     fn a_snapshot_in_pieces_moves_the_cursor_only_once_its_last_piece_came() {
-        let mut storage = MemoryStorage::new();
-        let mut link = link(&storage);
-        let main: StreamId = "apartment:main".parse().unwrap();
-        let states = two_states();
-        let (a, b) = (states[0].clone(), states[1].clone());
+        let (mut storage, mut link, main, a, b) = pieces_fixture();
         // The first piece: merged, but no cursor to save yet; the next
         // pull asks for the piece after its last key, of a snapshot.
         let out = link.on_http(200, &piece(7, vec![a.clone()], true), 1, &mut storage);
@@ -1630,12 +1642,7 @@ mod tests {
 
     #[test]
     fn a_snapshot_cut_between_pieces_goes_on_after_the_last_key_on_the_next_socket() {
-        let mut storage = MemoryStorage::new();
-        let mut link = link(&storage);
-        let (a, b) = {
-            let states = two_states();
-            (states[0].clone(), states[1].clone())
-        };
+        let (mut storage, mut link, _, a, b) = pieces_fixture();
         link.on_open(0);
         feed(
             &mut link,
@@ -1667,13 +1674,7 @@ mod tests {
 
     #[test]
     fn an_answer_to_an_older_request_for_a_piece_is_not_counted() {
-        let mut storage = MemoryStorage::new();
-        let mut link = link(&storage);
-        let main: StreamId = "apartment:main".parse().unwrap();
-        let (a, b) = {
-            let states = two_states();
-            (states[0].clone(), states[1].clone())
-        };
+        let (mut storage, mut link, main, a, b) = pieces_fixture();
         // Over HTTP: after `a`, a pull for the piece after `b` was still in
         // flight (an earlier run). Its answer follows another key than the
         // one merged last: merged, but neither the end of the snapshot nor
@@ -1712,12 +1713,7 @@ mod tests {
 
     #[test]
     fn a_stream_taken_whole_starts_its_snapshot_from_the_first_key() {
-        let mut storage = MemoryStorage::new();
-        let mut link = link(&storage);
-        let (a, b) = {
-            let states = two_states();
-            (states[0].clone(), states[1].clone())
-        };
+        let (mut storage, mut link, _, a, b) = pieces_fixture();
         link.on_open(0);
         feed(&mut link, &welcome(10_000), 1, &mut storage);
         feed(&mut link, &piece(7, vec![a.clone()], true), 2, &mut storage);
@@ -1745,13 +1741,7 @@ mod tests {
 
     #[test]
     fn an_answer_to_a_pull_made_before_a_resync_is_not_counted_even_without_an_echo() {
-        let mut storage = MemoryStorage::new();
-        let mut link = link(&storage);
-        let main: StreamId = "apartment:main".parse().unwrap();
-        let (a, b) = {
-            let states = two_states();
-            (states[0].clone(), states[1].clone())
-        };
+        let (mut storage, mut link, main, a, b) = pieces_fixture();
         // A relay that does not say which key a piece follows.
         link.on_http(200, &piece(7, vec![a.clone()], true), 1, &mut storage);
         let pull = link.http_pull(&main, 0);
@@ -1770,12 +1760,7 @@ mod tests {
 
     #[test]
     fn a_last_piece_from_the_first_key_on_a_socket_closes_nothing() {
-        let mut storage = MemoryStorage::new();
-        let mut link = link(&storage);
-        let (a, b) = {
-            let states = two_states();
-            (states[0].clone(), states[1].clone())
-        };
+        let (mut storage, mut link, _, a, b) = pieces_fixture();
         link.on_open(0);
         feed(&mut link, &piece(9, vec![a.clone()], true), 1, &mut storage);
         link.on_close(0.0, 2);
