@@ -247,6 +247,13 @@ pub struct Link {
     resyncing: BTreeSet<StreamId>,
     /// Streams this connection carried a snapshot of.
     snapshotted: BTreeSet<StreamId>,
+    /// Streams taken whole whose snapshot is known whole though its
+    /// connection ended: its last piece continued a run of pieces (only a
+    /// relay that marks pieces says which key one follows), so unlike
+    /// [`snapshotted`](Self::snapshotted) it needs no catch-up on the same
+    /// connection to be trusted; the next connection catches up from its
+    /// number. Cleared when the resync ends or begins again.
+    whole: BTreeSet<StreamId>,
     /// Ops of this browser's the relay answered lately, oldest first (at
     /// most [`MAX_OUTBOX`]): over HTTP an op's ack may come before the pull
     /// that brings it back.
@@ -352,6 +359,7 @@ impl Link {
             resync: BTreeSet::new(),
             resyncing: BTreeSet::new(),
             snapshotted: BTreeSet::new(),
+            whole: BTreeSet::new(),
             pieces: BTreeMap::new(),
             asked: BTreeMap::new(),
             pins: BTreeMap::new(),
@@ -763,6 +771,9 @@ impl Link {
                     Piecing::Stale => out.close |= socket,
                     Piecing::Counted { lowered } if !snapshot.more => {
                         self.snapshotted.insert(snapshot.stream.clone());
+                        if snapshot.after.is_some() && self.resyncing.contains(&snapshot.stream) {
+                            self.whole.insert(snapshot.stream.clone());
+                        }
                         // Its first pieces are older than its last: the
                         // ops this socket sends next follow the last, so
                         // those written between would be skipped. The next
@@ -1023,10 +1034,14 @@ impl Link {
         let done: Vec<StreamId> = self
             .resyncing
             .iter()
-            .filter(|s| self.snapshotted.contains(*s) && self.caught_up.contains(*s))
+            .filter(|s| {
+                (self.snapshotted.contains(*s) || self.whole.contains(*s))
+                    && self.caught_up.contains(*s)
+            })
             .cloned()
             .collect();
         for stream in done {
+            self.whole.remove(&stream);
             self.resyncing.remove(&stream);
             let _ = storage.remove(&format!("{RESYNC_PREFIX}{stream}"));
         }
@@ -1056,6 +1071,7 @@ impl Link {
         for stream in due {
             self.resync.remove(&stream);
             self.snapshotted.remove(&stream);
+            self.whole.remove(&stream);
             // Taken whole: not the rest of a snapshot begun before (an
             // answer to a pull for that rest is then stale).
             self.pieces.remove(&stream);
@@ -1270,7 +1286,9 @@ impl Link {
     /// snapshot's next piece is due.
     fn pull_cursor(&self, stream: &StreamId) -> u64 {
         if self.pieces.contains_key(stream)
-            || (self.resyncing.contains(stream) && !self.snapshotted.contains(stream))
+            || (self.resyncing.contains(stream)
+                && !self.snapshotted.contains(stream)
+                && !self.whole.contains(stream))
         {
             u64::MAX
         } else {
@@ -1774,6 +1792,54 @@ mod tests {
         let out = feed(&mut link, &piece(12, vec![b], false), 5, &mut storage);
         assert_eq!(out.snapshots[0].seq, 12);
         assert!(!out.close);
+    }
+
+    #[test]
+    fn a_resync_whose_snapshot_spans_two_sockets_catches_up_from_its_number() {
+        let (mut storage, mut link, main, a, b) = pieces_fixture();
+        let cursor = |link: &mut Link| {
+            let hello = link.on_open(0).join("");
+            link.on_close(0.0, 0);
+            hello
+        };
+        link.on_open(0);
+        feed(&mut link, &welcome(10_000), 1, &mut storage);
+        link.refused_stale(&b.key, &mut storage);
+        assert!(link.settle(&mut storage).close);
+        link.on_close(0.0, 2);
+        // Taken whole: the first piece on one socket, the rest, at a later
+        // head, on the next, which then closes.
+        link.on_open(3);
+        feed(&mut link, &piece(7, vec![a.clone()], true), 4, &mut storage);
+        link.on_close(0.0, 5);
+        link.on_open(6);
+        let rest = piece_after(9, vec![b], false, Some(&a));
+        assert!(feed(&mut link, &rest, 7, &mut storage).close);
+        link.save_cursor(&main, 7, &mut storage);
+        link.on_close(0.0, 8);
+        // The next socket catches up from the snapshot's number, not the
+        // whole stream again.
+        let hello = cursor(&mut link);
+        assert!(hello.contains(r#""cursor":7"#), "{hello}");
+        link.on_open(9);
+        feed(&mut link, &welcome(10_000), 10, &mut storage);
+        let caught_up = ServerMessage::Ops(crate::message::OpsBody {
+            stream: main.clone(),
+            ops: Vec::new(),
+            head: 7,
+            through: None,
+        });
+        feed(&mut link, &caught_up.encode().unwrap(), 10, &mut storage);
+        let pong = ServerMessage::Pong(Ping { at: 10 }).encode().unwrap();
+        feed(&mut link, &pong, 11, &mut storage);
+        assert!(
+            storage
+                .get(&format!("{RESYNC_PREFIX}{main}"))
+                .unwrap()
+                .is_none()
+        );
+        link.on_close(0.0, 12);
+        assert!(cursor(&mut link).contains(r#""cursor":7"#));
     }
 
     #[test]
