@@ -240,11 +240,7 @@ pub(crate) fn string_len_bound(text: &str) -> usize {
 /// colons and keys around them); only a value whose bound passes the limit
 /// is serialized (counted, not built) to measure it exactly.
 pub(crate) fn check_value(value: &Value, what: &'static str) -> Result<usize> {
-    // A scalar within the limit (most writes) has nothing to walk.
-    match scalar_len_bound(value) {
-        Some(len) if len <= MAX_VALUE_BYTES => Ok(len),
-        _ => check_value_at(value, 0, what),
-    }
+    check_value_at(value, 0, what)
 }
 
 /// [`check_value`] for a value put `depth` levels deep inside another (a
@@ -263,14 +259,20 @@ pub(crate) fn check_value_at(value: &Value, depth: usize, what: &'static str) ->
             None => stack.push((child, depth)),
         }
     }
-    let mut bound = 0usize;
-    let mut stack = Vec::new();
     if depth > MAX_VALUE_DEPTH {
         return Err(Error::TooDeep {
             what,
             limit: MAX_VALUE_DEPTH,
         });
     }
+    // A scalar within the limit (most writes) has nothing to walk.
+    if let Some(len) = scalar_len_bound(value)
+        && len <= MAX_VALUE_BYTES
+    {
+        return Ok(len);
+    }
+    let mut bound = 0usize;
+    let mut stack = Vec::new();
     visit(value, depth, &mut bound, &mut stack);
     while let Some((container, depth)) = stack.pop() {
         if depth + 1 > MAX_VALUE_DEPTH {
