@@ -497,15 +497,18 @@ impl Link {
         self.pushes_at_most(usize::MAX)
     }
 
+    /// Outbox ops to send, oldest first: neither in flight nor `held`
+    /// (see [`held`](Self::held)).
+    fn unsent<'s>(&'s self, held: &'s BTreeSet<OpId>) -> impl Iterator<Item = &'s Op> {
+        self.outbox
+            .values()
+            .filter(|op| !self.in_flight.contains(&op.id) && !held.contains(&op.id))
+    }
+
     /// [`pushes`](Self::pushes) of the oldest `most` ops not yet in flight.
     fn pushes_at_most(&mut self, most: usize) -> Vec<String> {
         let held = self.held();
-        let groups = self.push_groups(
-            self.outbox
-                .values()
-                .filter(|op| !self.in_flight.contains(&op.id) && !held.contains(&op.id)),
-            most,
-        );
+        let groups = self.push_groups(self.unsent(&held), most);
         let mut frames = Vec::new();
         for ops in groups {
             let ids: Vec<OpId> = ops.iter().map(|op| op.id).collect();
@@ -564,18 +567,25 @@ impl Link {
         }
     }
 
-    /// The socket opened: say hello (with every cursor) and send the
-    /// outbox.
-    pub fn on_open(&mut self, now_ms: u64) -> Vec<String> {
-        self.opened = true;
-        self.last_heard_ms = now_ms;
+    /// Forgets what held for one connection only: ops in flight, what it
+    /// brought and caught up. (Snapshot pieces under way stay: the next
+    /// connection asks for the rest.)
+    fn connection_ended(&mut self) {
         self.in_flight.clear();
         self.resend_at_ms = None;
         self.caught_up.clear();
         self.heard.clear();
         self.snapshotted.clear();
-        self.forbidden.clear();
         self.covered.clear();
+    }
+
+    /// The socket opened: say hello (with every cursor) and send the
+    /// outbox.
+    pub fn on_open(&mut self, now_ms: u64) -> Vec<String> {
+        self.opened = true;
+        self.last_heard_ms = now_ms;
+        self.connection_ended();
+        self.forbidden.clear();
         let hello = ClientMessage::Hello(Hello {
             client: self.client.clone(),
             token: self.token.clone(),
@@ -596,12 +606,7 @@ impl Link {
     /// the next attempt: jittered exponential backoff, from `jitter` in
     /// `[0, 1)`; `None` when no retry should happen (refused token).
     pub fn on_close(&mut self, jitter: f64, now_ms: u64) -> Option<u64> {
-        self.in_flight.clear();
-        self.resend_at_ms = None;
-        self.caught_up.clear();
-        self.heard.clear();
-        self.snapshotted.clear();
-        self.covered.clear();
+        self.connection_ended();
         if matches!(self.status, LinkStatus::Refused(_) | LinkStatus::Off) {
             return None;
         }
@@ -632,13 +637,8 @@ impl Link {
     /// WebSocket): the relay is down or the device offline, not behind a
     /// proxy. Back to trying the WebSocket, after the returned delay (ms).
     pub fn on_http_failed(&mut self, jitter: f64) -> u64 {
-        self.in_flight.clear();
-        self.resend_at_ms = None;
-        self.caught_up.clear();
-        self.heard.clear();
-        self.snapshotted.clear();
+        self.connection_ended();
         self.forbidden.clear();
-        self.covered.clear();
         self.socket_retry_at_ms = None;
         if !matches!(self.status, LinkStatus::Refused(_) | LinkStatus::Off) {
             self.status = LinkStatus::Offline;
@@ -930,13 +930,13 @@ impl Link {
     /// socket): otherwise it answers an older request (a pull still in
     /// flight when a socket opened, or when a resync dropped the pieces
     /// under way) and is [`Piecing::Stale`]: merged, as any canonical state
-    /// may be, but not counted, and the snapshot goes on. A piece that says none starts at the first key (or
-    /// comes from a relay that predates `after`, which starts over or
-    /// answers the `after=` it was asked): a new run of pieces that covers
-    /// the stream from the first key with what was merged before, keeping
-    /// the lowest number. A piece with more to come but no states (a relay
-    /// in error) ends the snapshot there rather than ask again after the
-    /// same key forever.
+    /// may be, but not counted, and the snapshot goes on. A piece that
+    /// says none starts at the first key (or comes from a relay that
+    /// predates `after`, which starts over or answers the `after=` it was
+    /// asked): a new run of pieces that covers the stream from the first
+    /// key with what was merged before, keeping the lowest number. A piece
+    /// with more to come but no states (a relay in error) ends the
+    /// snapshot there rather than ask again after the same key forever.
     fn piece_of(&mut self, snapshot: &mut Snapshot, socket: bool) -> Piecing {
         let before = self.pieces.remove(&snapshot.stream);
         let merged = before.as_ref().map(|before| &before.after);
@@ -1016,6 +1016,12 @@ impl Link {
             .entry(stream.clone())
             .and_modify(|pin| *pin = (*pin).min(through))
             .or_insert(through);
+    }
+
+    /// [`pin_cursor`](Self::pin_cursor) at the cursor `stream` has now:
+    /// what comes next was not saved.
+    pub fn pin_here(&mut self, stream: &StreamId) {
+        self.pin_cursor(stream, self.cursor(stream));
     }
 
     fn mark_no_rebase(&mut self, stream: &StreamId, storage: &mut dyn Storage) {
@@ -1212,10 +1218,7 @@ impl Link {
             });
             let frames = self.pushes_at_most(most);
             let held = self.held();
-            let left = self
-                .outbox
-                .values()
-                .any(|op| !self.in_flight.contains(&op.id) && !held.contains(&op.id));
+            let left = self.unsent(&held).next().is_some();
             self.resend_at_ms = left.then(|| now_ms.saturating_add(RESEND_AFTER_MS));
             if !frames.is_empty() {
                 return (frames, false);

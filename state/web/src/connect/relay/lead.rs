@@ -376,18 +376,13 @@ impl Remote {
     pub(super) fn apply_snapshot(&self, snapshot: Snapshot) {
         // A piece not merged must not let a later one move the stored
         // cursor past it (the link counts it merged).
-        let skipped = |stream: &StreamId| {
-            self.with_link(|link, _| {
-                let before = link.cursor(stream);
-                link.pin_cursor(stream, before);
-            });
-        };
+        let skipped = || self.with_link(|link, _| link.pin_here(&snapshot.stream));
         let Some(conn) = self.conn.upgrade() else {
-            skipped(&snapshot.stream);
+            skipped();
             return;
         };
         let Ok(from) = conn.manager.tab() else {
-            skipped(&snapshot.stream);
+            skipped();
             return;
         };
         // The link set `seq` and `more` for a snapshot in pieces: the
@@ -414,8 +409,7 @@ impl Remote {
         conn.save_now();
         self.with_link(|link, storage| {
             if unsaved {
-                let before = link.cursor(&stream);
-                link.pin_cursor(&stream, before);
+                link.pin_here(&stream);
             }
             if !more {
                 link.save_cursor(&stream, seq, storage);
