@@ -4,7 +4,8 @@
 //!
 //! A measurement, never an assertion: prints a Markdown table. The same
 //! shapes as `bench/page`: one key written with no subscriber and with one
-//! whole-key subscriber (an integer), then a small struct with one; the
+//! whole-key subscriber (an integer), then a small struct with one, then
+//! an integer through a hook's setter with three readers; the
 //! 1,000-row table's update (get the rows, change every tenth, set them;
 //! one path subscriber per row); one field of a value of N fields with a
 //! path subscriber per field (the caller builds each new value, as a
@@ -23,7 +24,8 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use gaesup_state::core::{ApartmentId, BuildingId, UnitAddress, UnitId};
-use gaesup_state::{Lifetime, Path, Scope, SharedKey, StateManager};
+use gaesup_state::{Lifetime, Path, Scope, SharedKey, StateManager, UnitContext, use_shared_state};
+use leptos::prelude::{ImmediateEffect, Track, provide_context};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -93,6 +95,30 @@ fn set_struct() -> Duration {
     })
 }
 
+/// A unit's write through its hook (`use_shared_state`), with one reader
+/// each of the value, the last writer and the error, as a view holds
+/// them: what a click in a unit costs before the DOM.
+fn hook_set() -> Duration {
+    let manager = StateManager::with_system_clock();
+    let key = SharedKey::<i64>::builder("n")
+        .scope(Scope::Apartment)
+        .lifetime(Lifetime::Memory)
+        .build()
+        .expect("key");
+    provide_context(UnitContext {
+        address: unit(),
+        manager,
+    });
+    let hook = use_shared_state(&key);
+    let (value, meta) = (hook.value, hook.meta);
+    let _readers = [
+        ImmediateEffect::new(move || value.track()),
+        ImmediateEffect::new(move || meta.last_writer.track()),
+        ImmediateEffect::new(move || meta.error.track()),
+    ];
+    per_run(200_000, |i| hook.set.set(i64::from(i)))
+}
+
 /// The 1,000-row table of the bench page without the DOM: one subscriber
 /// per row index; each round changes every 10th row, with one `set_items`
 /// (`whole == false`) or a `get` + `set` of the whole list.
@@ -155,10 +181,11 @@ fn main() {
         .skip(1)
         .filter(|arg| !arg.starts_with("--"))
         .collect();
-    let cases: [Case; 8] = [
+    let cases: [Case; 9] = [
         ("set an integer, 0 subscribers", || set_integer(0)),
         ("set an integer, 1 subscriber", || set_integer(1)),
         ("set a small struct, 1 subscriber", set_struct),
+        ("a hook's set of an integer, 3 readers", hook_set),
         ("1,000-row table: update 100 rows (set_items)", || {
             table(false)
         }),

@@ -282,6 +282,58 @@ fn refused_write_shows_error_and_keeps_value() {
 }
 
 #[test]
+fn writes_that_succeed_do_not_wake_readers_of_the_error() {
+    let owner = Owner::new();
+    owner.with(|| {
+        let state = manager(1);
+        let positive = SharedKey::<i64>::builder("positive")
+            .scope(Scope::Building)
+            .build()
+            .unwrap();
+        let (_u, hook) = in_unit(state, "main/lobby/u", || {
+            use_shared_state_with_options(
+                &positive,
+                UseSharedStateOptions::default().validate(|n: &i64| {
+                    if *n > 0 {
+                        Ok(())
+                    } else {
+                        Err("must be positive".to_owned())
+                    }
+                }),
+            )
+        });
+        let error = hook.meta.error;
+        let (error_runs, _effect) = runs(move || {
+            error.track();
+        });
+        for n in 1..=3 {
+            hook.set.set(n);
+        }
+        hook.set.update(|n| *n += 1);
+        assert_eq!(hook.value.get_untracked(), 4);
+        assert_eq!(
+            error_runs.load(Ordering::SeqCst),
+            1,
+            "no error came or went"
+        );
+
+        hook.set.set(-1);
+        assert_eq!(error_runs.load(Ordering::SeqCst), 2, "the refusal shows");
+        hook.set.set(-2);
+        assert_eq!(
+            error_runs.load(Ordering::SeqCst),
+            3,
+            "a new refusal replaces it"
+        );
+        hook.set.set(5);
+        assert!(error.get_untracked().is_none());
+        assert_eq!(error_runs.load(Ordering::SeqCst), 4, "a success clears it");
+        hook.set.set(6);
+        assert_eq!(error_runs.load(Ordering::SeqCst), 4);
+    });
+}
+
+#[test]
 fn a_hook_writes_at_a_path_and_its_validator_sees_the_whole_value() {
     let owner = Owner::new();
     owner.with(|| {
@@ -454,12 +506,37 @@ fn metadata_names_the_last_writer() {
             || use_shared_state(&count_key()),
         );
         assert_eq!(hook.meta.last_writer.get_untracked(), None);
+        let (last_writer, version) = (hook.meta.last_writer, hook.meta.version);
+        let (writer_runs, _writer_effect) = runs(move || last_writer.track());
+        let (version_runs, _version_effect) = runs(move || version.track());
         hook.set.set(2);
         assert_eq!(
             hook.meta.last_writer.get_untracked().map(|a| a.to_string()),
             Some("main/lobby/writer".to_owned())
         );
         assert!(hook.meta.version.get_untracked().is_some());
+        hook.set.set(3);
+        hook.set.set(4);
+        assert_eq!(
+            writer_runs.load(Ordering::SeqCst),
+            2,
+            "the same writer again"
+        );
+        assert_eq!(
+            version_runs.load(Ordering::SeqCst),
+            4,
+            "a new stamp per write"
+        );
+
+        let (_v, visitor) = in_unit(state, "main/lobby/visitor", || {
+            use_shared_state(&count_key())
+        });
+        visitor.set.set(5);
+        assert_eq!(writer_runs.load(Ordering::SeqCst), 3, "another writer");
+        assert_eq!(
+            hook.meta.last_writer.get_untracked().map(|a| a.to_string()),
+            Some("main/lobby/visitor".to_owned())
+        );
     });
 }
 
@@ -478,7 +555,15 @@ fn building_events_reach_the_building_only() {
         let (_c, stranger) = in_unit(state, "main/shop/c", || {
             use_container_event::<String>(topic, Scope::Building)
         });
+        let error = sender.error;
+        let (error_runs, _effect) = runs(move || error.track());
         sender.emit.emit("hi".to_owned());
+        sender.emit.emit("hi".to_owned());
+        assert_eq!(
+            error_runs.load(Ordering::SeqCst),
+            1,
+            "no error came or went"
+        );
         assert_eq!(neighbour.last.get_untracked().as_deref(), Some("hi"));
         assert_eq!(
             neighbour.last_sender.get_untracked().map(|a| a.to_string()),

@@ -194,8 +194,16 @@ fn watch(
             if let Ok(Some((writer, stamp))) =
                 manager.with_replica(|replica| replica.last_write(&full))
             {
-                let _ = last_writer.try_set(Some(writer));
-                let _ = version.try_set(Some(stamp));
+                // Set only what moved: a set wakes every reader, and one
+                // unit writing again leaves the writer as it was.
+                if last_writer.try_with_untracked(|held| held.as_ref() != Some(&writer))
+                    == Some(true)
+                {
+                    let _ = last_writer.try_set(Some(writer));
+                }
+                if version.try_with_untracked(|held| *held != Some(stamp)) == Some(true) {
+                    let _ = version.try_set(Some(stamp));
+                }
             }
             if let Some(Err(err)) = on_conflicts.as_ref().map(|read| read()) {
                 let _ = error.try_set(Some(err));

@@ -69,8 +69,15 @@ where
         }
     }
 
+    /// Shows `result`'s failure in [`StateMeta::error`](crate::StateMeta::error),
+    /// or clears the error a success ends. A success after a success sets
+    /// nothing: every write goes through here, and a set signal wakes what
+    /// reads it even when its value stays `None`.
     fn record<R>(&self, result: Result<R>) -> Result<R> {
-        let _ = self.error.try_set(result.as_ref().err().cloned());
+        let showing = self.error.try_with_untracked(Option::is_some);
+        if result.is_err() || showing == Some(true) {
+            let _ = self.error.try_set(result.as_ref().err().cloned());
+        }
         result
     }
 
