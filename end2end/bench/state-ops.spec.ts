@@ -138,6 +138,28 @@ test('state ops', async ({ page, browser, browserName }) => {
   };
   set.core = core;
 
+  // A unit's write through its hook, against a plain signal: each with
+  // synchronous readers (ImmediateEffect), the hook's of the value, the
+  // last writer and the error, the signal's of its value. Calls alternate.
+  const HOOK_N = 20_000;
+  for (let i = 0; i < 3; i += 1) {
+    await call(page, 'hook_set_bench', 5 * HOOK_N, false);
+    await call(page, 'hook_set_bench', 5 * HOOK_N, true);
+  }
+  const hookPairs = await rounds(async () => ({
+    hook: await call(page, 'hook_set_bench', HOOK_N, false),
+    plain: await call(page, 'hook_set_bench', HOOK_N, true),
+  }));
+  for (const { hook, plain } of hookPairs) {
+    // Each write wakes the value's reader once (plus its first run).
+    if (hook.reads !== HOOK_N + 1 || plain.reads !== HOOK_N + 1) {
+      throw new Error(`hook bench: ${hook.reads} / ${plain.reads} reads for ${HOOK_N} writes`);
+    }
+  }
+  const hookUs = (median(hookPairs.map((p) => p.hook.ms)) / HOOK_N) * 1000;
+  const signalUs = (median(hookPairs.map((p) => p.plain.ms)) / HOOK_N) * 1000;
+  set.hook = { n: HOOK_N, us_per_op: hookUs, signal_us_per_op: signalUs, ratio: hookUs / signalUs };
+
   // 2. The 1,000-row table, state manager against plain signals. Each call
   // builds the table and runs 20 update rounds; calls alternate.
   const ROWS = 1000;

@@ -318,6 +318,7 @@ const headline = {
   'set + notify 1 subscriber (µs/op)': s1?.gaesup.us_per_op ?? null,
   'set + notify 1 subscriber (× zustand)': s1?.ratio ?? null,
   "core's Replica::set (µs/op)": ops?.set.core?.store_us_per_op ?? null,
+  "a hook's set, 3 readers (× plain signal)": ops?.set.hook?.ratio ?? null,
   '1,000-row table, update 100 rows (× signals)': t?.update_ratio ?? null,
   '1,000-row table, update 100 rows, get + set of the whole list (× signals)': t?.whole_update_ratio ?? null,
   '10,000-field value, update one field (ms)': field10k ? field10k.us_per_update / 1000 : null,
@@ -513,6 +514,13 @@ if (ops) {
     lines.push(
       '',
       `Where a write goes (0 subscribers): the core's \`Replica::set\` alone takes ${c.store_us_per_op.toFixed(3)} µs (${c.store_fixed_clock_us_per_op.toFixed(3)} µs with a fixed clock instead of \`Date.now()\`); the manager around it (notification pass and the change it hands out; the operation log only once an inspector asks for it) brings it to ${s0.gaesup.us_per_op.toFixed(3)} µs.`,
+    );
+  }
+  const h = ops.set.hook;
+  if (h) {
+    lines.push(
+      '',
+      `A unit's write through its hook (\`use_shared_state\`'s setter, ${h.n.toLocaleString('en-US')} writes, with \`ImmediateEffect\`s reading the value, the last writer and the error, as a view does): ${h.us_per_op.toFixed(3)} µs/op, against ${h.signal_us_per_op.toFixed(3)} µs/op for a plain \`RwSignal<i64>\` with one effect reading it (${x(h.ratio)}).`,
     );
   }
   lines.push('');

@@ -3,9 +3,13 @@
 
 use std::cell::Cell;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use gaesup_state::core::{MAX_GROUP_OPS, ManualClock, Replica, TabId};
-use gaesup_state::{Lifetime, Path, SharedKey, StateManager, SystemClock};
+use gaesup_state::{
+    Lifetime, Path, SharedKey, StateManager, SystemClock, UnitContext, use_shared_state,
+};
 use leptos::prelude::*;
 use serde_json::{Map, Value, json};
 use wasm_bindgen::prelude::*;
@@ -57,6 +61,62 @@ pub fn set_bench(subscribers: u32, n: u32) -> Result<String, JsValue> {
         }
         let ms = now() - start;
         Ok(report(json!({ "ms": ms, "notified": counter.take() })))
+    })
+}
+
+/// `n` writes as a unit writes: through its hook's setter
+/// (`use_shared_state`), with three synchronous readers (`ImmediateEffect`)
+/// of what a unit's view shows: the value, the last writer and the error.
+/// With `plain`, the same `n` writes of a plain `RwSignal<i64>` with one
+/// reader of its value, the baseline: `{ms, reads}` (reads: how often the
+/// value's reader ran, the first run included).
+#[wasm_bindgen]
+pub fn hook_set_bench(n: u32, plain: bool) -> Result<String, JsValue> {
+    owned(|| {
+        // An effect's closure must be `Send`: the count is atomic.
+        let reads = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&reads);
+        let count = move || counted.fetch_add(1, Ordering::Relaxed);
+        let ms = if plain {
+            let value = RwSignal::new(0_i64);
+            let _reader = ImmediateEffect::new(move || {
+                value.track();
+                count();
+            });
+            let start = now();
+            for i in 0..n {
+                value.set(i64::from(i) + 1);
+            }
+            now() - start
+        } else {
+            let key: SharedKey<i64> = key("n", Lifetime::Memory)?;
+            provide_context(UnitContext {
+                address: address("hooks")?,
+                manager: StateManager::with_system_clock(),
+            });
+            let hook = use_shared_state(&key);
+            let (value, meta) = (hook.value, hook.meta);
+            let _readers = (
+                ImmediateEffect::new(move || {
+                    value.track();
+                    count();
+                }),
+                ImmediateEffect::new(move || meta.last_writer.track()),
+                ImmediateEffect::new(move || meta.error.track()),
+            );
+            let start = now();
+            for i in 0..n {
+                hook.set.set(i64::from(i) + 1);
+            }
+            let ms = now() - start;
+            if value.get_untracked() != i64::from(n) {
+                return Err(js("the hook lost writes"));
+            }
+            ms
+        };
+        Ok(report(
+            json!({ "ms": ms, "reads": reads.load(Ordering::Relaxed) }),
+        ))
     })
 }
 
