@@ -541,6 +541,41 @@ fn metadata_names_the_last_writer() {
 }
 
 #[test]
+fn metadata_read_inside_a_batch_keeps_what_it_held_then_follows_the_batch() {
+    let owner = Owner::new();
+    owner.with(|| {
+        let state = manager(1);
+        let (_u, hook) = in_unit(
+            state,
+            "main/lobby/writer",
+            || use_shared_state(&count_key()),
+        );
+        hook.set.set(1);
+        let writer = |hook: &gaesup_state::UseSharedStateReturn<i64>| {
+            hook.meta.last_writer.get_untracked().map(|a| a.to_string())
+        };
+        assert_eq!(writer(&hook).as_deref(), Some("main/lobby/writer"));
+        // Another unit writes: the metadata is stale, computed at the next
+        // read, which comes while the manager is busy with a batch.
+        let other: UnitAddress = "main/lobby/other".parse().unwrap();
+        state.set(&other, &count_key(), 2).unwrap();
+        let third: UnitAddress = "main/lobby/third".parse().unwrap();
+        state
+            .batch(|batch| {
+                assert_eq!(
+                    writer(&hook).as_deref(),
+                    Some("main/lobby/writer"),
+                    "busy: the metadata keeps what it held"
+                );
+                batch.set(&third, &count_key(), 3)
+            })
+            .unwrap();
+        assert_eq!(hook.value.get_untracked(), 3);
+        assert_eq!(writer(&hook).as_deref(), Some("main/lobby/third"));
+    });
+}
+
+#[test]
 fn building_events_reach_the_building_only() {
     let owner = Owner::new();
     owner.with(|| {
