@@ -516,11 +516,11 @@ if (ops) {
       `Where a write goes (0 subscribers): the core's \`Replica::set\` alone takes ${c.store_us_per_op.toFixed(3)} µs (${c.store_fixed_clock_us_per_op.toFixed(3)} µs with a fixed clock instead of \`Date.now()\`); the manager around it (notification pass and the change it hands out; the operation log only once an inspector asks for it) brings it to ${s0.gaesup.us_per_op.toFixed(3)} µs.`,
     );
   }
-  const h = ops.set.hook;
-  if (h) {
+  const hookSet = ops.set.hook;
+  if (hookSet) {
     lines.push(
       '',
-      `A unit's write through its hook (\`use_shared_state\`'s setter, ${h.n.toLocaleString('en-US')} writes, with \`ImmediateEffect\`s reading the value, the last writer and the error, as a view does): ${h.us_per_op.toFixed(3)} µs/op, against ${h.signal_us_per_op.toFixed(3)} µs/op for a plain \`RwSignal<i64>\` with one effect reading it (${x(h.ratio)}).`,
+      `A unit's write through its hook (\`use_shared_state\`'s setter, ${hookSet.n.toLocaleString('en-US')} writes, with \`ImmediateEffect\`s reading the value, the last writer and the error, as a view does): ${hookSet.us_per_op.toFixed(3)} µs/op, against ${hookSet.signal_us_per_op.toFixed(3)} µs/op for a plain \`RwSignal<i64>\` with one effect reading it (${x(hookSet.ratio)}).`,
     );
   }
   lines.push('');
