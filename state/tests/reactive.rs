@@ -541,7 +541,7 @@ fn metadata_names_the_last_writer() {
 }
 
 #[test]
-fn metadata_read_inside_a_batch_keeps_what_it_held_then_follows_the_batch() {
+fn metadata_read_inside_a_batch_shows_the_last_write_delivered() {
     let owner = Owner::new();
     owner.with(|| {
         let state = manager(1);
@@ -555,23 +555,28 @@ fn metadata_read_inside_a_batch_keeps_what_it_held_then_follows_the_batch() {
             hook.meta.last_writer.get_untracked().map(|a| a.to_string())
         };
         assert_eq!(writer(&hook).as_deref(), Some("main/lobby/writer"));
-        // Another unit writes: the metadata is stale, computed at the next
-        // read, which comes while the manager is busy with a batch.
+        let version = hook.meta.version;
+        // Another unit writes, and nothing reads the metadata until a
+        // batch runs (the replica cannot be read inside one): it must show
+        // that write there, and still after a batch of another key.
         let other: UnitAddress = "main/lobby/other".parse().unwrap();
         state.set(&other, &count_key(), 2).unwrap();
-        let third: UnitAddress = "main/lobby/third".parse().unwrap();
+        let written = version.get_untracked();
+        assert!(written.is_some());
+        let elsewhere = SharedKey::<i64>::builder("elsewhere")
+            .scope(Scope::Building)
+            .build()
+            .unwrap();
+        state.declare(&elsewhere).unwrap();
         state
             .batch(|batch| {
-                assert_eq!(
-                    writer(&hook).as_deref(),
-                    Some("main/lobby/writer"),
-                    "busy: the metadata keeps what it held"
-                );
-                batch.set(&third, &count_key(), 3)
+                assert_eq!(writer(&hook).as_deref(), Some("main/lobby/other"));
+                assert_eq!(version.get_untracked(), written);
+                batch.set(&other, &elsewhere, 3)
             })
             .unwrap();
-        assert_eq!(hook.value.get_untracked(), 3);
-        assert_eq!(writer(&hook).as_deref(), Some("main/lobby/third"));
+        assert_eq!(writer(&hook).as_deref(), Some("main/lobby/other"));
+        assert_eq!(version.get_untracked(), written);
     });
 }
 

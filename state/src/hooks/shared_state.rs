@@ -178,86 +178,65 @@ struct Watched {
 
 /// The part of [`use_shared_state`] that does not depend on the value's
 /// type: the metadata signals, and (if the key opened) the subscription
-/// that decodes each change through `on_value` and refreshes the
-/// conflicts, ended with the calling component.
-///
-/// The last writer and the version are memos of the replica, computed
-/// when read: a change only marks them stale, so a write costs nothing
-/// for them while no view shows them, and wakes a reader only when what
-/// it reads moved (one unit writing again leaves the writer as it was).
+/// that decodes each change through `on_value` and refreshes the writer,
+/// version and conflicts, ended with the calling component.
 fn watch(
     error: RwSignal<Option<StateError>>,
     target: Option<(UnitContext, SharedKey<Value>, OnValue, Option<OnConflicts>)>,
 ) -> Watched {
     let pending = RwSignal::new(0_u32);
-    let (last_writer, version) = match target {
-        Some((unit, key, on_value, on_conflicts)) => {
-            let manager = unit.manager;
-            let full = key.full_key(&unit.address);
-            let changed = ArcTrigger::new();
-            let last_write = {
-                let changed = changed.clone();
-                move || {
-                    changed.track();
-                    manager.with_replica(|replica| replica.last_write(&full))
+    let last_writer = RwSignal::new(None);
+    let version = RwSignal::new(None);
+    if let Some((unit, key, on_value, on_conflicts)) = target {
+        let manager = unit.manager;
+        let full = key.full_key(&unit.address);
+        let refresh = move || {
+            if let Ok(Some((writer, stamp))) =
+                manager.with_replica(|replica| replica.last_write(&full))
+            {
+                // Set only what moved: a set wakes every reader, and one
+                // unit writing again leaves the writer as it was.
+                if last_writer.try_with_untracked(|held| held.as_ref() != Some(&writer))
+                    == Some(true)
+                {
+                    let _ = last_writer.try_set(Some(writer));
                 }
-            };
-            let metadata = (
-                last_write_memo(last_write.clone(), |(writer, _)| writer),
-                last_write_memo(last_write, |(_, stamp)| stamp),
-            );
-            let refresh = move || {
-                if let Some(Err(err)) = on_conflicts.as_ref().map(|read| read()) {
-                    let _ = error.try_set(Some(err));
+                if version.try_with_untracked(|held| *held != Some(stamp)) == Some(true) {
+                    let _ = version.try_set(Some(stamp));
                 }
-            };
-            refresh();
-            let subscribed = manager.subscribe(&unit.address, &key, None, move |change| {
-                changed.notify();
-                if let Err(reason) = on_value(&change.new) {
-                    let mismatch = gaesup_state_core::Error::TypeMismatch {
-                        key: change.key.to_string(),
-                        reason,
-                    };
-                    let _ = error.try_set(Some(mismatch.into()));
-                }
-                refresh();
-            });
-            match subscribed {
-                Ok(id) => on_cleanup(move || {
-                    manager.unsubscribe(id);
-                }),
-                Err(err) => error.set(Some(err)),
             }
-            metadata
+            if let Some(Err(err)) = on_conflicts.as_ref().map(|read| read()) {
+                let _ = error.try_set(Some(err));
+            }
+        };
+        refresh();
+        let subscribed = manager.subscribe(&unit.address, &key, None, move |change| {
+            if let Err(reason) = on_value(&change.new) {
+                let mismatch = gaesup_state_core::Error::TypeMismatch {
+                    key: change.key.to_string(),
+                    reason,
+                };
+                let _ = error.try_set(Some(mismatch.into()));
+            }
+            refresh();
+        });
+        match subscribed {
+            Ok(id) => on_cleanup(move || {
+                manager.unsubscribe(id);
+            }),
+            Err(err) => error.set(Some(err)),
         }
-        None => (Signal::stored(None), Signal::stored(None)),
-    };
+    }
     Watched {
         pending,
         meta: StateMeta {
             pending: Signal::derive(move || pending.get() > 0),
             error: error.into(),
-            last_writer,
-            version,
+            last_writer: last_writer.into(),
+            version: version.into(),
             error_slot: error,
         },
     }
-}
-
-/// A memo of one part of the key's last write, read through `last_write`
-/// (which tracks the hook's changes). Read while the manager is busy (from
-/// inside one of its calls, such as a batch) it keeps what it held until
-/// the key next changes: the replica cannot be read then.
-fn last_write_memo<M: PartialEq + Clone + Send + Sync + 'static>(
-    last_write: impl Fn() -> crate::error::Result<Option<(UnitAddress, Stamp)>> + Send + Sync + 'static,
-    part: fn((UnitAddress, Stamp)) -> M,
-) -> Signal<Option<M>> {
-    Memo::new(move |held: Option<&Option<M>>| match last_write() {
-        Ok(found) => found.map(part),
-        Err(_) => held.cloned().flatten(),
-    })
-    .into()
 }
 
 /// Declares the key for the enclosing unit and reads its value. On failure
