@@ -17,3 +17,25 @@ pub use shared_state::{
 pub use state_path::{UseStatePathReturn, use_state_path};
 pub use state_setter::StateSetter;
 pub use unit_state::{UnitBatch, UseUnitStateReturn, use_unit_state};
+
+use leptos::prelude::*;
+
+use crate::error::StateError;
+
+/// Shows `outcome` in a hook's error signal: a failure always (a new one
+/// replaces the last, even an equal one), a success only to clear an error
+/// shown. Every write and every event passes here, and a set wakes every
+/// reader even when the signal stays `None`.
+fn record_error(error: RwSignal<Option<StateError>>, outcome: Option<StateError>) {
+    if outcome.is_some() || error.try_with_untracked(Option::is_some) == Some(true) {
+        let _ = error.try_set(outcome);
+    }
+}
+
+/// Sets `signal` to `value` unless it holds it already: a set wakes every
+/// reader, moved or not.
+fn set_if_changed<T: PartialEq + Send + Sync + 'static>(signal: RwSignal<T>, value: T) {
+    if signal.try_with_untracked(|held| *held != value) == Some(true) {
+        let _ = signal.try_set(value);
+    }
+}

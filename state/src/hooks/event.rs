@@ -77,13 +77,7 @@ impl<E: 'static> Copy for EventEmitter<E> {}
 impl<E: Serialize + 'static> EventEmitter<E> {
     /// Sends `event` to every listener of the topic in scope.
     pub fn emit(&self, event: E) {
-        let result = self.try_emit(event);
-        // As a setter records a write: a success after a success sets
-        // nothing, so readers of the error are not woken per event.
-        let showing = self.error.try_with_untracked(Option::is_some);
-        if result.is_err() || showing == Some(true) {
-            let _ = self.error.try_set(result.err());
-        }
+        super::record_error(self.error, self.try_emit(event).err());
     }
 
     /// [`emit`](Self::emit), returning why it failed.

@@ -194,16 +194,9 @@ fn watch(
             if let Ok(Some((writer, stamp))) =
                 manager.with_replica(|replica| replica.last_write(&full))
             {
-                // Set only what moved: a set wakes every reader, and one
-                // unit writing again leaves the writer as it was.
-                if last_writer.try_with_untracked(|held| held.as_ref() != Some(&writer))
-                    == Some(true)
-                {
-                    let _ = last_writer.try_set(Some(writer));
-                }
-                if version.try_with_untracked(|held| *held != Some(stamp)) == Some(true) {
-                    let _ = version.try_set(Some(stamp));
-                }
+                // One unit writing again leaves the writer as it was.
+                super::set_if_changed(last_writer, Some(writer));
+                super::set_if_changed(version, Some(stamp));
             }
             if let Some(Err(err)) = on_conflicts.as_ref().map(|read| read()) {
                 let _ = error.try_set(Some(err));

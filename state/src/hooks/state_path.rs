@@ -67,9 +67,6 @@ where
     let manager = unit.manager;
     manager.declare(key)?;
     let first = manager.get_path(&unit.address, key, &path)?;
-    // Whether `error` holds an error: the hook alone sets it, so this
-    // knows without a look into the signal on every notification.
-    let failed = std::cell::Cell::new(false);
     let decode = {
         let path = path.clone();
         move |found: Option<&Value>| match found {
@@ -79,21 +76,17 @@ where
             Some(found) => match P::deserialize(found) {
                 Ok(found) => {
                     let _ = value.try_set(Some(found));
-                    // Set only to clear an error: a set tells its readers
-                    // even when nothing changed.
-                    if failed.replace(false) {
-                        let _ = error.try_set(None);
-                    }
+                    super::record_error(error, None);
                 }
                 Err(err) => {
-                    failed.set(true);
                     let _ = value.try_set(None);
-                    let _ = error.try_set(Some(StateError::Core(
-                        gaesup_state_core::Error::TypeMismatch {
+                    super::record_error(
+                        error,
+                        Some(StateError::Core(gaesup_state_core::Error::TypeMismatch {
                             key: path.to_string(),
                             reason: err.to_string(),
-                        },
-                    )));
+                        })),
+                    );
                 }
             },
         }

@@ -70,14 +70,9 @@ where
     }
 
     /// Shows `result`'s failure in [`StateMeta::error`](crate::StateMeta::error),
-    /// or clears the error a success ends. A success after a success sets
-    /// nothing: every write goes through here, and a set signal wakes what
-    /// reads it even when its value stays `None`.
+    /// or clears the error a success ends (see [`record_error`](super::record_error)).
     fn record<R>(&self, result: Result<R>) -> Result<R> {
-        let showing = self.error.try_with_untracked(Option::is_some);
-        if result.is_err() || showing == Some(true) {
-            let _ = self.error.try_set(result.as_ref().err().cloned());
-        }
+        super::record_error(self.error, result.as_ref().err().cloned());
         result
     }
 
