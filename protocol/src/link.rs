@@ -45,6 +45,7 @@ use crate::message::{
     Ack, AckStatus, ClientMessage, Hello, Limits, Ping, Push, ServerMessage, Snapshot,
 };
 use crate::stream::{Sequenced, StreamId, Subscription};
+use gaesup_state_core::vec_map::{VecMap, VecSet};
 
 /// Most ops waiting in the outbox.
 pub const MAX_OUTBOX: usize = 10_000;
@@ -200,7 +201,7 @@ pub struct Link {
     client: String,
     token: Option<String>,
     streams: Vec<StreamId>,
-    cursors: BTreeMap<StreamId, u64>,
+    cursors: VecMap<StreamId, u64>,
     outbox: BTreeMap<(Stamp, OpId), Op>,
     in_flight: BTreeSet<OpId>,
     status: LinkStatus,
@@ -224,36 +225,36 @@ pub struct Link {
     outbox_limit: usize,
     /// Streams whose ops this connection has received up to the relay's
     /// head (cleared whenever the connection changes).
-    caught_up: BTreeSet<StreamId>,
+    caught_up: VecSet<StreamId>,
     /// Streams this socket has carried ops or a snapshot of: the relay
     /// sends every subscribed stream's catch-up before any ack.
-    heard: BTreeSet<StreamId>,
+    heard: VecSet<StreamId>,
     /// Stale ops per key, waiting for every stream to catch up.
-    stale: BTreeMap<FullKey, Held>,
+    stale: VecMap<FullKey, Held>,
     /// Released to the adapter, waiting for [`Link::rebased`].
-    rebasing: BTreeMap<FullKey, Held>,
+    rebasing: VecMap<FullKey, Held>,
     /// Re-base ops in flight, and the held ops their ack answers.
-    rebases: BTreeMap<OpId, (FullKey, Vec<OpId>)>,
+    rebases: VecMap<OpId, (FullKey, Vec<OpId>)>,
     /// Streams this device must never re-base a key of (kept in storage):
     /// it refused one of their ops from the relay as stale, or merged a
     /// snapshot of them, so its totals may lack something the relay counts.
-    no_rebase: BTreeSet<StreamId>,
+    no_rebase: VecSet<StreamId>,
     /// Streams to take whole from the relay (a snapshot) once none of
     /// their ops waits in the outbox: this device refused some of their
     /// ops as stale.
-    resync: BTreeSet<StreamId>,
+    resync: VecSet<StreamId>,
     /// Streams asked for whole, until their snapshot came and the stream
     /// then caught up on the same connection (kept across reconnections).
-    resyncing: BTreeSet<StreamId>,
+    resyncing: VecSet<StreamId>,
     /// Streams this connection carried a snapshot of.
-    snapshotted: BTreeSet<StreamId>,
+    snapshotted: VecSet<StreamId>,
     /// Streams taken whole whose snapshot is known whole though its
     /// connection ended: its last piece continued a run of pieces (only a
     /// relay that marks pieces says which key one follows), so unlike
     /// [`snapshotted`](Self::snapshotted) it needs no catch-up on the same
     /// connection to be trusted; the next connection catches up from its
     /// number. Cleared when the resync ends or begins again.
-    whole: BTreeSet<StreamId>,
+    whole: VecSet<StreamId>,
     /// Ops of this browser's the relay answered lately, oldest first (at
     /// most [`MAX_OUTBOX`]): over HTTP an op's ack may come before the pull
     /// that brings it back.
@@ -263,26 +264,36 @@ pub struct Link {
     /// (the next is asked for after it) and the lowest number the pieces
     /// said, which the cursor moves to once the last piece is merged. Kept
     /// across connections: the next asks for the pieces after it.
-    pieces: BTreeMap<StreamId, Piece>,
+    pieces: VecMap<StreamId, Piece>,
     /// The key each stream's last HTTP pull asked for the piece after
     /// (`None`: no piece under way then): an answer to a pull made before
     /// the pieces changed (a resync dropped them) is not counted, whether
     /// or not the relay says which key its piece follows.
-    asked: BTreeMap<StreamId, Option<FullKey>>,
+    asked: VecMap<StreamId, Option<FullKey>>,
     /// The highest number each stream's stored cursor may take on this
     /// page: an op or snapshot state before it was kept in memory only
     /// (for a key no tab had declared yet, or refused by this version for
     /// now), so a reload must fetch it again.
-    pins: BTreeMap<StreamId, u64>,
+    pins: VecMap<StreamId, u64>,
     /// Outbox ops storage refused (see [`Link::queue_unsaved`]).
     unsaved: BTreeMap<OpId, Op>,
     /// The number the last ops message of each stream covered past its
     /// last op (see [`OpsBody::through`](crate::message::OpsBody)): the
     /// cursor moves there once those ops are saved.
-    covered: BTreeMap<StreamId, u64>,
+    covered: VecMap<StreamId, u64>,
     /// Streams the relay refused to let this device read (see
     /// [`Link::forbid`]).
-    forbidden: BTreeSet<StreamId>,
+    forbidden: VecSet<StreamId>,
+}
+
+/// The stream an ops or snapshot message carries, and what to call the
+/// message.
+fn carried(message: &ServerMessage) -> Option<(&StreamId, &'static str)> {
+    match message {
+        ServerMessage::Ops(body) => Some((&body.stream, "ops")),
+        ServerMessage::Snapshot(snapshot) => Some((&snapshot.stream, "a snapshot")),
+        _ => None,
+    }
 }
 
 /// `text` as a URL query value: bytes other than letters, digits and
@@ -336,7 +347,7 @@ impl Link {
             client,
             token,
             streams,
-            cursors: BTreeMap::new(),
+            cursors: VecMap::new(),
             outbox: BTreeMap::new(),
             in_flight: BTreeSet::new(),
             heartbeat_ms: DEFAULT_HEARTBEAT_MS,
@@ -350,22 +361,22 @@ impl Link {
             last_ack_ms: None,
             resend_at_ms: None,
             outbox_limit: MAX_OUTBOX,
-            caught_up: BTreeSet::new(),
-            heard: BTreeSet::new(),
-            stale: BTreeMap::new(),
-            rebasing: BTreeMap::new(),
-            rebases: BTreeMap::new(),
-            no_rebase: BTreeSet::new(),
-            resync: BTreeSet::new(),
-            resyncing: BTreeSet::new(),
-            snapshotted: BTreeSet::new(),
-            whole: BTreeSet::new(),
-            pieces: BTreeMap::new(),
-            asked: BTreeMap::new(),
-            pins: BTreeMap::new(),
+            caught_up: VecSet::default(),
+            heard: VecSet::default(),
+            stale: VecMap::new(),
+            rebasing: VecMap::new(),
+            rebases: VecMap::new(),
+            no_rebase: VecSet::default(),
+            resync: VecSet::default(),
+            resyncing: VecSet::default(),
+            snapshotted: VecSet::default(),
+            whole: VecSet::default(),
+            pieces: VecMap::new(),
+            asked: VecMap::new(),
+            pins: VecMap::new(),
             unsaved: BTreeMap::new(),
-            covered: BTreeMap::new(),
-            forbidden: BTreeSet::new(),
+            covered: VecMap::new(),
+            forbidden: VecSet::default(),
             answered: std::collections::VecDeque::new(),
             answered_set: BTreeSet::new(),
         };
@@ -693,6 +704,21 @@ impl Link {
         out: &mut LinkOutput,
         socket: bool,
     ) {
+        if let Some((stream, what)) = carried(&message)
+            && !self.streams.contains(stream)
+        {
+            // A relay sends only the streams a hello or pull asked for.
+            // One that does not is broken or hostile: taking it would
+            // store a cursor per stream it names (without bound) and
+            // apply what the device never asked for.
+            out.error = Some((
+                crate::code::MALFORMED.to_owned(),
+                format!(
+                    "the relay sent {what} of stream {stream}, which this device does not follow; ignored"
+                ),
+            ));
+            return;
+        }
         match message {
             ServerMessage::Welcome(welcome) => {
                 self.heartbeat_ms = welcome.heartbeat_ms.clamp(1_000, 60_000);
@@ -828,7 +854,7 @@ impl Link {
         }
         // Whatever came before is no proof the stream is caught up now.
         self.caught_up.remove(&StreamId::of(&op.key));
-        let held = self.stale.entry(op.key.clone()).or_insert_with(|| Held {
+        let held = self.stale.get_or_insert_with(op.key.clone(), || Held {
             writer: op.writer.clone(),
             ops: BTreeMap::new(),
         });
@@ -1012,10 +1038,8 @@ impl Link {
     /// a reload must fetch it again. The cursor this page asks the relay
     /// from still moves on.
     pub fn pin_cursor(&mut self, stream: &StreamId, through: u64) {
-        self.pins
-            .entry(stream.clone())
-            .and_modify(|pin| *pin = (*pin).min(through))
-            .or_insert(through);
+        let pin = self.pins.get_or_insert_with(stream.clone(), || through);
+        *pin = (*pin).min(through);
     }
 
     /// [`pin_cursor`](Self::pin_cursor) at the cursor `stream` has now:
@@ -1145,8 +1169,7 @@ impl Link {
             Some(rebase) => {
                 let ids = held.ops.into_keys();
                 self.rebases
-                    .entry(rebase)
-                    .or_insert_with(|| (key.clone(), Vec::new()))
+                    .get_or_insert_with(rebase, || (key.clone(), Vec::new()))
                     .1
                     .extend(ids);
                 Vec::new()
@@ -1246,7 +1269,7 @@ impl Link {
             Some(through) if through > seq => through,
             _ => seq,
         };
-        let cursor = self.cursors.entry(stream.clone()).or_default();
+        let cursor = self.cursors.get_or_default(stream.clone());
         if seq > *cursor {
             *cursor = seq;
             let stored = self.pins.get(stream).map_or(seq, |pin| seq.min(*pin));
@@ -1609,6 +1632,62 @@ mod tests {
         let mut states = two_states().into_iter();
         let (a, b) = (states.next().unwrap(), states.next().unwrap());
         (storage, link, "apartment:main".parse().unwrap(), a, b)
+    }
+
+    #[test]
+    fn ops_and_snapshots_of_streams_the_device_does_not_follow_are_refused_unstored() {
+        let (mut storage, mut link, main, a, _) = pieces_fixture();
+        link.on_open(0);
+        link.on_text(&welcome(10_000), 0, &mut storage);
+        let before = storage.keys().unwrap();
+        for n in 0..50 {
+            let stream: StreamId = format!("apartment:stranger{n}").parse().unwrap();
+            let ops = ServerMessage::Ops(crate::message::OpsBody {
+                stream: stream.clone(),
+                ops: Vec::new(),
+                head: 7,
+                through: Some(7),
+            })
+            .encode()
+            .unwrap();
+            let out = feed(&mut link, &ops, 1, &mut storage);
+            let (code, message) = out.error.expect("refused");
+            assert_eq!(code, crate::code::MALFORMED);
+            assert!(
+                message.contains(&format!("ops of stream {stream}")),
+                "{message}"
+            );
+            assert!(out.ops.is_empty() && out.send.is_empty() && !out.close);
+            let snapshot = ServerMessage::Snapshot(Snapshot {
+                stream: stream.clone(),
+                seq: 7,
+                states: vec![a.clone()],
+                more: false,
+                after: None,
+            })
+            .encode()
+            .unwrap();
+            let out = feed(&mut link, &snapshot, 1, &mut storage);
+            assert!(
+                out.error
+                    .expect("refused")
+                    .1
+                    .contains("a snapshot of stream")
+            );
+            assert!(out.snapshots.is_empty());
+            assert_eq!(link.cursor(&stream), 0);
+        }
+        assert_eq!(storage.keys().unwrap(), before, "nothing stored for them");
+        // The stream it follows is taken as before.
+        let out = feed(&mut link, &no_ops(3), 2, &mut storage);
+        assert_eq!(out.error, None);
+        assert_eq!(
+            link.cursor(&main),
+            0,
+            "moved once ops are saved, not before"
+        );
+        link.save_cursor(&main, 3, &mut storage);
+        assert_eq!(link.cursor(&main), 3);
     }
 
     #[test]
