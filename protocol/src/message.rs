@@ -138,13 +138,133 @@ pub enum AckStatus {
 }
 
 /// One op's acknowledgement.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// On the wire its status's fields sit beside `op`, named by `status`:
+/// `{"op":…,"status":"applied","stream":…,"seq":3,"value":…}`. Read and
+/// written through [`AckIn`] and [`AckOut`] rather than as a flattened,
+/// internally tagged enum, which serde reads by buffering each ack in a
+/// generic tree of content and reading that again: a second deserializer
+/// in every build (some 20 KiB of wasm) for the same text.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Ack {
     /// The op.
     pub op: OpId,
     /// What became of it.
-    #[serde(flatten)]
     pub status: AckStatus,
+}
+
+/// An [`Ack`] as it is read: every status's fields, each optional.
+#[derive(Deserialize)]
+struct AckIn {
+    op: OpId,
+    status: AckKind,
+    stream: Option<StreamId>,
+    seq: Option<u64>,
+    /// `None` if absent; `Some(Null)` if `null`.
+    #[serde(default, deserialize_with = "present")]
+    value: Option<Value>,
+    code: Option<String>,
+    message: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum AckKind {
+    Applied,
+    Duplicate,
+    Refused,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(input: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(input).map(Some)
+}
+
+/// An [`Ack`] as it is written, borrowed: `op`, `status`, then the
+/// status's fields in the order they are declared.
+#[derive(Serialize)]
+struct AckOut<'a> {
+    op: &'a OpId,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream: Option<&'a StreamId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+}
+
+impl Serialize for Ack {
+    fn serialize<S: serde::Serializer>(&self, out: S) -> Result<S::Ok, S::Error> {
+        let mut wire = AckOut {
+            op: &self.op,
+            status: "",
+            stream: None,
+            seq: None,
+            value: None,
+            code: None,
+            message: None,
+        };
+        match &self.status {
+            AckStatus::Applied { stream, seq, value } => {
+                wire.status = "applied";
+                (wire.stream, wire.seq, wire.value) = (Some(stream), Some(*seq), Some(value));
+            }
+            AckStatus::Duplicate { stream, seq } => {
+                wire.status = "duplicate";
+                (wire.stream, wire.seq) = (Some(stream), Some(*seq));
+            }
+            AckStatus::Refused { code, message } => {
+                wire.status = "refused";
+                (wire.code, wire.message) = (Some(code.as_str()), Some(message.as_str()));
+            }
+        }
+        wire.serialize(out)
+    }
+}
+
+impl<'de> Deserialize<'de> for Ack {
+    fn deserialize<D: serde::Deserializer<'de>>(input: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let AckIn {
+            op,
+            status,
+            stream,
+            seq,
+            value,
+            code,
+            message,
+        } = AckIn::deserialize(input)?;
+        let given = |field: &'static str, found: bool| match found {
+            true => Ok(()),
+            false => Err(D::Error::missing_field(field)),
+        };
+        let status = match (status, stream, seq, value, code, message) {
+            (AckKind::Applied, Some(stream), Some(seq), Some(value), _, _) => {
+                AckStatus::Applied { stream, seq, value }
+            }
+            (AckKind::Duplicate, Some(stream), Some(seq), _, _, _) => {
+                AckStatus::Duplicate { stream, seq }
+            }
+            (AckKind::Refused, _, _, _, Some(code), Some(message)) => {
+                AckStatus::Refused { code, message }
+            }
+            // Named as the first field missing, in the order declared.
+            (AckKind::Applied | AckKind::Duplicate, stream, seq, _, _, _) => {
+                given("stream", stream.is_some())?;
+                given("seq", seq.is_some())?;
+                return Err(D::Error::missing_field("value"));
+            }
+            (AckKind::Refused, _, _, _, code, _) => {
+                given("code", code.is_some())?;
+                return Err(D::Error::missing_field("message"));
+            }
+        };
+        Ok(Self { op, status })
+    }
 }
 
 /// Acknowledgements of a push, one per op, in order.
@@ -498,6 +618,126 @@ mod tests {
             ClientMessage::decode(&huge).unwrap_err().code,
             code::FRAME_TOO_LARGE
         );
+    }
+
+    /// The ack as serde derives it (a flattened, internally tagged
+    /// enum): the oracle [`Ack`]'s hand-written reading and writing must
+    /// match.
+    mod derived {
+        use super::*;
+
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        pub struct Ack {
+            pub op: OpId,
+            #[serde(flatten)]
+            pub status: AckStatus,
+        }
+    }
+
+    #[test]
+    fn acks_read_and_write_as_serde_derives_them() {
+        let op = OpId {
+            tab: gaesup_state_core::TabId::new(3),
+            seq: 9,
+        };
+        let statuses = [
+            AckStatus::Applied {
+                stream: StreamId::Global,
+                seq: 7,
+                value: serde_json::json!({"a": [1, null], "b": "x"}),
+            },
+            AckStatus::Applied {
+                stream: "apartment:main".parse().unwrap(),
+                seq: 0,
+                value: Value::Null,
+            },
+            AckStatus::Duplicate {
+                stream: StreamId::Global,
+                seq: u64::MAX,
+            },
+            AckStatus::Refused {
+                code: code::STALE.to_owned(),
+                message: "too \"old\"".to_owned(),
+            },
+        ];
+        for status in statuses {
+            let ours = Ack { op, status };
+            let theirs = derived::Ack {
+                op,
+                status: ours.status.clone(),
+            };
+            let text = serde_json::to_string(&ours).unwrap();
+            assert_eq!(text, serde_json::to_string(&theirs).unwrap());
+            assert_eq!(serde_json::from_str::<Ack>(&text).unwrap(), ours);
+        }
+        let id = format!(r#""op":{}"#, serde_json::to_string(&op).unwrap());
+        let texts = [
+            // Any order, extra fields, a null value.
+            format!(r#"{{"status":"applied","seq":1,{id},"value":null,"stream":"global"}}"#),
+            format!(r#"{{{id},"status":"duplicate","stream":"global","seq":1,"later":[1]}}"#),
+            format!(r#"{{{id},"status":"refused","code":"stale","message":"m","seq":2}}"#),
+            // Missing fields, each status.
+            format!(r#"{{{id},"status":"applied","stream":"global","seq":1}}"#),
+            format!(r#"{{{id},"status":"applied","seq":1,"value":1}}"#),
+            format!(r#"{{{id},"status":"applied","stream":"global","value":1}}"#),
+            format!(r#"{{{id},"status":"duplicate","stream":"global"}}"#),
+            format!(r#"{{{id},"status":"duplicate","seq":2}}"#),
+            format!(r#"{{{id},"status":"refused","code":"stale"}}"#),
+            format!(r#"{{{id},"status":"refused","message":"m"}}"#),
+            format!(r#"{{{id}}}"#),
+            r#"{"status":"duplicate","stream":"global","seq":1}"#.to_owned(),
+            r#"{"op":"3-x","status":"duplicate","stream":"global","seq":1}"#.to_owned(),
+            // Wrong status, wrong types.
+            format!(r#"{{{id},"status":"done","stream":"global","seq":1}}"#),
+            format!(r#"{{{id},"status":7}}"#),
+            format!(r#"{{{id},"status":"duplicate","stream":"global","seq":-1}}"#),
+            format!(r#"{{{id},"status":"refused","code":1,"message":"m"}}"#),
+            format!(r#"{{{id},"status":"applied","stream":"nowhere","seq":1,"value":1}}"#),
+            r#"[1,2]"#.to_owned(),
+        ];
+        for text in &texts {
+            let ours = serde_json::from_str::<Ack>(text);
+            let theirs = serde_json::from_str::<derived::Ack>(text);
+            match (&ours, &theirs) {
+                (Ok(ours), Ok(theirs)) => {
+                    assert_eq!(
+                        (ours.op, &ours.status),
+                        (theirs.op, &theirs.status),
+                        "{text}"
+                    );
+                }
+                (Err(ours), Err(theirs)) => {
+                    // The same missing field named, where one is.
+                    let missing = |err: &serde_json::Error| {
+                        let err = err.to_string();
+                        err.find("missing field")
+                            .map(|at| err[at..].split('`').nth(1).map(str::to_owned))
+                    };
+                    assert_eq!(missing(ours), missing(theirs), "{text}: {ours} / {theirs}");
+                }
+                _ => panic!("{text}: {ours:?} / {theirs:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn acks_refuse_a_field_of_another_status_with_the_wrong_type() {
+        // Stricter than serde's enum, never laxer: every status's fields
+        // are read whatever the status, so a wrong type in one is refused
+        // where the enum skipped it.
+        let op = serde_json::to_string(&OpId {
+            tab: gaesup_state_core::TabId::new(3),
+            seq: 9,
+        })
+        .unwrap();
+        for text in [
+            format!(r#"{{"op":{op},"status":"refused","code":"c","message":"m","seq":"x"}}"#),
+            format!(r#"{{"op":{op},"status":"duplicate","stream":"global","seq":1,"code":5}}"#),
+        ] {
+            assert!(serde_json::from_str::<derived::Ack>(&text).is_ok());
+            let err = serde_json::from_str::<Ack>(&text).unwrap_err().to_string();
+            assert!(err.starts_with("invalid type"), "{err}");
+        }
     }
 
     #[test]

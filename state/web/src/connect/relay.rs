@@ -70,8 +70,9 @@ pub(crate) fn relay_status(apartment: &str) -> Option<RelayStatus> {
 }
 
 /// What the tab holding the link tells the browser's other tabs (and what
-/// they ask), on the apartment's relay channel.
-#[derive(serde::Serialize, serde::Deserialize)]
+/// they ask), on the apartment's relay channel: `{"kind":"status",…}`,
+/// the variant's fields beside `kind`. Read by [`Announce::decode`].
+#[derive(Debug, PartialEq, serde::Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum Announce {
     /// A tab asks for the status.
@@ -84,6 +85,37 @@ enum Announce {
         /// The keys of the acknowledged ops, where known.
         keys: Vec<(OpId, FullKey)>,
     },
+}
+
+impl Announce {
+    /// Reads what another tab announced: its `kind` first, then the text
+    /// again as that kind's fields. (Serde's derived reader for a tag
+    /// among the fields buffers the message in a generic tree of content
+    /// and reads that, a second deserializer in the app's wasm; these
+    /// messages are few and small, so reading twice costs nothing.)
+    /// `None` for anything else, such as an announcement of a newer
+    /// version this one does not know.
+    fn decode(text: &str) -> Option<Self> {
+        #[derive(serde::Deserialize)]
+        struct Kind<'a> {
+            #[serde(borrow)]
+            kind: std::borrow::Cow<'a, str>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Acks {
+            acks: Vec<Ack>,
+            keys: Vec<(OpId, FullKey)>,
+        }
+        let kind: Kind<'_> = serde_json::from_str(text).ok()?;
+        match kind.kind.as_ref() {
+            "ask" => Some(Self::Ask),
+            "status" => serde_json::from_str(text).ok().map(Self::Status),
+            "acks" => serde_json::from_str(text)
+                .ok()
+                .map(|Acks { acks, keys }| Self::Acks { acks, keys }),
+            _ => None,
+        }
+    }
 }
 
 /// What a connection does about a relay, before and after the app knows
@@ -277,4 +309,99 @@ fn device_id(storage: &BrowserStorage) -> String {
     let mut storage = storage.clone();
     let _ = storage.set(DEVICE_KEY, &id);
     id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gaesup_protocol::{AckStatus, StreamId};
+    use gaesup_state_core::TabId;
+
+    /// The announcement as serde derives its reader: the oracle of
+    /// [`Announce::decode`].
+    #[derive(Debug, PartialEq, serde::Deserialize)]
+    #[serde(tag = "kind", rename_all = "snake_case")]
+    enum Derived {
+        Ask,
+        Status(RelayStatus),
+        Acks {
+            acks: Vec<Ack>,
+            keys: Vec<(OpId, FullKey)>,
+        },
+    }
+
+    impl From<Derived> for Announce {
+        fn from(derived: Derived) -> Self {
+            match derived {
+                Derived::Ask => Self::Ask,
+                Derived::Status(status) => Self::Status(status),
+                Derived::Acks { acks, keys } => Self::Acks { acks, keys },
+            }
+        }
+    }
+
+    #[test]
+    fn announcements_read_as_serde_derives_them() {
+        let op = OpId {
+            tab: TabId::new(4),
+            seq: 2,
+        };
+        let key: FullKey = "global/count".parse().unwrap();
+        let written = [
+            Announce::Ask,
+            Announce::Status(RelayStatus {
+                link: "connected".to_owned(),
+                waiting: 3,
+                last_ack_ms: Some(1.5),
+                here: true,
+            }),
+            Announce::Status(RelayStatus::off()),
+            Announce::Acks {
+                acks: vec![Ack {
+                    op,
+                    status: AckStatus::Duplicate {
+                        stream: StreamId::Global,
+                        seq: 8,
+                    },
+                }],
+                keys: vec![(op, key)],
+            },
+            Announce::Acks {
+                acks: Vec::new(),
+                keys: Vec::new(),
+            },
+        ];
+        let mut texts: Vec<String> = written
+            .iter()
+            .map(|announce| serde_json::to_string(announce).unwrap())
+            .collect();
+        for (announce, text) in written.iter().zip(&texts) {
+            assert_eq!(Announce::decode(text).as_ref(), Some(announce), "{text}");
+        }
+        texts.extend(
+            [
+                // Another order, fields this version does not know.
+                r#"{"link":"offline","kind":"status","waiting":0,"last_ack_ms":null,"here":false,"new":1}"#,
+                r#"{"kind":"ask","extra":[1]}"#,
+                // A kind of a later version, missing or mistyped fields.
+                r#"{"kind":"goodbye"}"#,
+                r#"{"kind":"status","link":"x"}"#,
+                r#"{"kind":"acks","acks":[]}"#,
+                r#"{"kind":"acks","acks":{},"keys":[]}"#,
+                r#"{"kind":7}"#,
+                r#"{"waiting":1}"#,
+                r#"["ask"]"#,
+                r#""ask""#,
+                "not json",
+                "",
+            ]
+            .map(str::to_owned),
+        );
+        for text in &texts {
+            let derived = serde_json::from_str::<Derived>(text)
+                .ok()
+                .map(Announce::from);
+            assert_eq!(Announce::decode(text), derived, "{text}");
+        }
+    }
 }

@@ -103,7 +103,7 @@ impl Remote {
 
     /// A word from the tab holding the link (or a tab asking for it).
     pub(super) fn on_status_message(&self, text: &str) {
-        let Ok(announce) = serde_json::from_str::<Announce>(text) else {
+        let Some(announce) = Announce::decode(text) else {
             return;
         };
         let leading = self.link.borrow().is_some();
