@@ -144,7 +144,11 @@ pub enum AckStatus {
 /// written through [`AckIn`] and [`AckOut`] rather than as a flattened,
 /// internally tagged enum, which serde reads by buffering each ack in a
 /// generic tree of content and reading that again: a second deserializer
-/// in every build (some 20 KiB of wasm) for the same text.
+/// in every build (some 20 KiB of wasm) for the same text. It writes the
+/// same bytes, and reads what the enum read, except that a field of
+/// another status with the wrong type or given twice, or a status given
+/// as its index, is refused, and the fields as an array (in their order)
+/// are taken, as for every other struct of the protocol.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ack {
     /// The op.
@@ -721,23 +725,53 @@ mod tests {
     }
 
     #[test]
-    fn acks_refuse_a_field_of_another_status_with_the_wrong_type() {
-        // Stricter than serde's enum, never laxer: every status's fields
-        // are read whatever the status, so a wrong type in one is refused
-        // where the enum skipped it.
+    fn acks_differ_from_serde_derived_enum_only_where_documented() {
         let op = serde_json::to_string(&OpId {
             tab: gaesup_state_core::TabId::new(3),
             seq: 9,
         })
         .unwrap();
-        for text in [
-            format!(r#"{{"op":{op},"status":"refused","code":"c","message":"m","seq":"x"}}"#),
-            format!(r#"{{"op":{op},"status":"duplicate","stream":"global","seq":1,"code":5}}"#),
+        // Refused where the enum took them: every status's fields are read
+        // whatever the status (a wrong type, or a field given twice), and
+        // a status is its name, never its index.
+        for (text, error) in [
+            (
+                format!(r#"{{"op":{op},"status":"refused","code":"c","message":"m","seq":"x"}}"#),
+                "invalid type",
+            ),
+            (
+                format!(r#"{{"op":{op},"status":"duplicate","stream":"global","seq":1,"code":5}}"#),
+                "invalid type",
+            ),
+            (
+                format!(
+                    r#"{{"op":{op},"status":"refused","code":"c","message":"m","seq":1,"seq":2}}"#
+                ),
+                "duplicate field `seq`",
+            ),
+            (
+                format!(r#"{{"op":{op},"status":1,"stream":"global","seq":5}}"#),
+                "expected value",
+            ),
         ] {
-            assert!(serde_json::from_str::<derived::Ack>(&text).is_ok());
+            assert!(
+                serde_json::from_str::<derived::Ack>(&text).is_ok(),
+                "{text}"
+            );
             let err = serde_json::from_str::<Ack>(&text).unwrap_err().to_string();
-            assert!(err.starts_with("invalid type"), "{err}");
+            assert!(err.starts_with(error), "{text}: {err}");
         }
+        // Taken where the enum refused it: the fields as an array in their
+        // declared order, as every derived struct of the protocol takes.
+        let array = format!(r#"[{op},"duplicate","global",5,null,null,null]"#);
+        assert!(serde_json::from_str::<derived::Ack>(&array).is_err());
+        assert_eq!(
+            serde_json::from_str::<Ack>(&array).unwrap().status,
+            AckStatus::Duplicate {
+                stream: StreamId::Global,
+                seq: 5
+            }
+        );
     }
 
     #[test]

@@ -94,7 +94,8 @@ impl Announce {
     /// and reads that, a second deserializer in the app's wasm; these
     /// messages are few and small, so reading twice costs nothing.)
     /// `None` for anything else, such as an announcement of a newer
-    /// version this one does not know.
+    /// version this one does not know (or one written as an array, which
+    /// serde's reader also took and no tab writes).
     fn decode(text: &str) -> Option<Self> {
         #[derive(serde::Deserialize)]
         struct Kind<'a> {
@@ -403,5 +404,10 @@ mod tests {
                 .map(Announce::from);
             assert_eq!(Announce::decode(text), derived, "{text}");
         }
+        // The one difference: serde's reader also took a variant as an
+        // array of its kind and fields, which no tab writes.
+        let array = r#"["status","connected",1,null,true]"#;
+        assert!(serde_json::from_str::<Derived>(array).is_ok());
+        assert_eq!(Announce::decode(array), None);
     }
 }
