@@ -9,8 +9,6 @@
 //! [`Error::TooLarge`] (this replica's own writes set aside after its clock
 //! was set back are always kept).
 
-use std::collections::BTreeMap;
-
 use super::{Change, Declared, Replica};
 use crate::error::{Error, Result};
 use crate::id::UnitAddress;
@@ -20,6 +18,7 @@ use crate::message::{Message, SyncEntry};
 use crate::op::Op;
 use crate::scope::FullKey;
 use crate::snapshot::SnapshotEntry;
+use crate::vec_map::VecMap;
 
 /// One held item.
 #[derive(Debug, Clone)]
@@ -40,10 +39,14 @@ pub(super) struct HeldRestore {
 /// back: saved with the key's state, never dropped).
 type Entry = (HeldItem, Option<u64>, bool);
 
+/// Kept in sorted vectors: the restores number at most
+/// [`MAX_PARKED_KEYS`], and the items' keys at most what
+/// [`MAX_HELD_BYTES`] holds, or this replica's own keys with writes set
+/// aside (few, and shed in key order: each joins at the end).
 #[derive(Debug, Default)]
 pub(super) struct Held {
-    items: BTreeMap<FullKey, Vec<Entry>>,
-    restores: BTreeMap<FullKey, HeldRestore>,
+    items: VecMap<FullKey, Vec<Entry>>,
+    restores: VecMap<FullKey, HeldRestore>,
     bytes: usize,
 }
 
@@ -132,8 +135,7 @@ impl Replica {
         self.held.bytes = self.held.bytes.saturating_add(size);
         self.held
             .items
-            .entry(key.clone())
-            .or_default()
+            .get_or_default(key.clone())
             .push((item, due, own));
         Ok(())
     }
@@ -178,22 +180,20 @@ impl Replica {
         mut wanted: impl FnMut(&FullKey, Option<u64>) -> bool,
     ) -> Vec<HeldItem> {
         let mut taken = Vec::new();
-        let keys: Vec<FullKey> = self.held.items.keys().cloned().collect();
-        for key in keys {
-            let Some(items) = self.held.items.remove(&key) else {
-                continue;
-            };
-            let (take, keep): (Vec<_>, Vec<_>) = items
+        let bytes = &mut self.held.bytes;
+        // One pass, in key order: a key's items that are wanted leave it,
+        // and a key left with none leaves the map.
+        self.held.items.retain(|key, items| {
+            let (take, keep): (Vec<_>, Vec<_>) = std::mem::take(items)
                 .into_iter()
-                .partition(|(_, due, _)| wanted(&key, *due));
+                .partition(|(_, due, _)| wanted(key, *due));
             for (item, _, _) in take {
-                self.held.bytes = self.held.bytes.saturating_sub(item_size(&item));
+                *bytes = bytes.saturating_sub(item_size(&item));
                 taken.push(item);
             }
-            if !keep.is_empty() {
-                self.held.items.insert(key, keep);
-            }
-        }
+            *items = keep;
+            !items.is_empty()
+        });
         taken
     }
 
@@ -207,16 +207,7 @@ impl Replica {
         let inbound = self.readmit(items);
         declared.changes = inbound.changes;
         declared.errors = inbound.errors;
-        let restores: Vec<(FullKey, HeldRestore)> = self
-            .held
-            .restores
-            .keys()
-            .filter(|key| matches(key))
-            .cloned()
-            .collect::<Vec<_>>()
-            .into_iter()
-            .filter_map(|key| self.held.restores.remove(&key).map(|r| (key, r)))
-            .collect();
+        let restores = self.held.restores.take_where(|key, _| matches(key));
         for (_, restore) in restores {
             self.held.bytes = self
                 .held
