@@ -2,29 +2,32 @@
 //! Subscribers to values have their own two-level registry (key, then
 //! path), in `subscribe.rs`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
 
-/// Items registered under an ordered key `K`, removable by id.
+use rustc_hash::FxHashMap;
+
+/// Items registered under a key `K`, removable by id.
 ///
 /// Lookup by key is what notification needs (only the watchers of a
-/// changed key are visited); removal by id is what cleanup needs.
+/// changed key are visited); removal by id is what cleanup needs. Both
+/// maps are hashed: neither is walked in order.
 pub(crate) struct Registry<K, T> {
     next: u64,
-    by_key: BTreeMap<K, Vec<(u64, T)>>,
-    keys: HashMap<u64, K>,
+    by_key: FxHashMap<K, Vec<(u64, T)>>,
+    keys: FxHashMap<u64, K>,
 }
 
 impl<K, T> Default for Registry<K, T> {
     fn default() -> Self {
         Self {
             next: 0,
-            by_key: BTreeMap::new(),
-            keys: HashMap::new(),
+            by_key: FxHashMap::default(),
+            keys: FxHashMap::default(),
         }
     }
 }
 
-impl<K: Ord + Clone, T> Registry<K, T> {
+impl<K: Hash + Eq + Clone, T> Registry<K, T> {
     /// Registers `item` under `key`; the id removes it again.
     pub(crate) fn insert(&mut self, key: K, item: T) -> u64 {
         self.next += 1;

@@ -1,7 +1,6 @@
 //! Who watches what: subscriptions to a key, or to a path inside it,
 //! filed so that a change visits only the subscribers it may concern.
 
-use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use gaesup_state_core::{Change, FullKey, Path, SharedKey, UnitAddress};
@@ -28,9 +27,10 @@ pub(super) struct Subscriber {
 #[derive(Default)]
 pub(super) struct Subscribers {
     next: u64,
-    by_key: BTreeMap<FullKey, Watchers>,
+    /// Hashed: looked up on every change, and never walked in order.
+    by_key: FxHashMap<FullKey, Watchers>,
     /// Where each subscription is filed, to remove it by id.
-    filed: HashMap<u64, (FullKey, Option<String>)>,
+    filed: FxHashMap<u64, (FullKey, Option<String>)>,
 }
 
 /// The subscribers of one key.
