@@ -1,23 +1,23 @@
 //! One state manager per apartment of the manifest.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use gaesup_state::StateManager;
+use gaesup_state::core::vec_map::VecMap;
 
 use crate::manifest::Manifest;
 
 /// The apartments' state managers, made once at start-up under the app's
 /// root owner, so they outlive every route change.
 #[derive(Clone, Debug)]
-pub struct Managers(Arc<BTreeMap<String, StateManager>>);
+pub struct Managers(Arc<VecMap<String, StateManager>>);
 
 impl Managers {
     /// A manager (random tab id, system clock) for each apartment.
     pub fn new(manifest: &Manifest) -> Self {
         // Inserted one by one: collecting into a map compiles a sort of its
         // own for each place that collects (about 4 KiB of wasm each).
-        let mut managers = BTreeMap::new();
+        let mut managers = VecMap::new();
         for apartment in &manifest.apartments {
             managers.insert(apartment.id.clone(), StateManager::with_system_clock());
         }

@@ -7,9 +7,9 @@
 //! panel, which the user can dismiss; entries set aside because they could
 //! not be read can be exported (their raw text is kept) or discarded.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use gaesup_state::core::vec_map::{VecMap, VecSet};
 use gaesup_state::core::{FullKey, Quarantine};
 use gaesup_state::display::{byte_size, clock_time, data_url};
 use gaesup_state::{StateManager, SyncStatus};
@@ -24,7 +24,7 @@ const RELAY_CONFIG: &str = "relay.json";
 
 /// Each apartment's sync status, by apartment id.
 #[derive(Clone, Debug, Default)]
-pub struct SyncStatuses(Arc<BTreeMap<String, SyncStatus>>);
+pub struct SyncStatuses(Arc<VecMap<String, SyncStatus>>);
 
 impl SyncStatuses {
     /// The status of `apartment`.
@@ -43,7 +43,7 @@ pub fn connect_all(managers: &Managers) -> SyncStatuses {
 
     use gaesup_state_web::{ConnectOptions, connect_browser_with_options};
 
-    let mut statuses = BTreeMap::new();
+    let mut statuses = VecMap::new();
     let mut live = Vec::new();
     let mut relays = Vec::new();
     for (id, manager) in managers.iter() {
@@ -117,7 +117,7 @@ pub fn SyncPanel(
     /// Its state manager (for the set-aside entries).
     manager: StateManager,
 ) -> impl IntoView {
-    let dismissed = RwSignal::new(BTreeSet::<usize>::new());
+    let dismissed = RwSignal::new(VecSet::<usize>::default());
     let quarantined = manager.quarantine_signal();
     let notices = move || {
         status

@@ -53,9 +53,9 @@ mod unit;
 mod write;
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 
 use gaesup_state::{Result, StateError, StateManager, UnitContext};
+use gaesup_state_core::vec_map::VecMap;
 use gaesup_state_core::{SharedKey, UnitAddress};
 use js_sys::{Function, Object, Reflect};
 use serde_json::Value;
@@ -65,7 +65,7 @@ pub use write::JsWrite;
 
 thread_local! {
     /// The apartments JavaScript units may join, by id.
-    static APARTMENTS: RefCell<BTreeMap<String, StateManager>> = RefCell::default();
+    static APARTMENTS: RefCell<VecMap<String, StateManager>> = RefCell::default();
 }
 
 /// Publishes `window.gaesup` for these apartments (call once at start-up,
@@ -149,5 +149,5 @@ fn stopper(stop: impl Fn() + 'static) -> Function {
 #[wasm_bindgen(js_name = GaesupUnit)]
 pub struct JsUnit {
     unit: UnitContext,
-    keys: RefCell<BTreeMap<String, SharedKey<Value>>>,
+    keys: RefCell<VecMap<String, SharedKey<Value>>>,
 }
