@@ -200,6 +200,17 @@ impl Db {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The op of `stream` at `seq`, if the log holds it.
+    pub fn op_at(&self, stream: &str, seq: u64) -> Result<Option<String>, DbError> {
+        let read = self.reader();
+        let mut query =
+            read.prepare_cached("SELECT body FROM ops WHERE stream = ?1 AND seq = ?2")?;
+        let seq = i64::try_from(seq).unwrap_or(i64::MAX);
+        Ok(query
+            .query_row(params![stream, seq], |row| row.get(0))
+            .optional()?)
+    }
+
     /// The number `op_id` got in `stream`, if it is in the log.
     pub fn seq_of(&self, stream: &str, op_id: &str) -> Result<Option<u64>, DbError> {
         let read = self.reader();

@@ -880,13 +880,17 @@ impl State {
             }
             match self.store.seqs_of(&id.to_string(), &ids).await {
                 Ok(seqs) => {
-                    for (op_id, seq) in ids.into_iter().zip(seqs) {
-                        if let Some(seq) = seq {
-                            // What the log holds under the id, to tell the
-                            // same op again from another one under its id.
-                            let stored = self.stored_op(&id, seq).await;
-                            known.insert((id.clone(), op_id), Ok((seq, stored)));
-                        }
+                    let held: Vec<(String, u64)> = ids
+                        .into_iter()
+                        .zip(seqs)
+                        .filter_map(|(op_id, seq)| Some((op_id, seq?)))
+                        .collect();
+                    // What the log holds under each id, to tell the same op
+                    // again from another one under its id: read together
+                    // (a device resending its outbox brings many).
+                    let stored = self.stored_ops(&id, &held).await;
+                    for ((op_id, seq), stored) in held.into_iter().zip(stored) {
+                        known.insert((id.clone(), op_id), Ok((seq, stored)));
                     }
                 }
                 Err(err) => {
@@ -1009,19 +1013,17 @@ impl State {
         conflicts
     }
 
-    /// The op the log holds at `seq` of `id`, if it can be read back (it
-    /// may have been trimmed meanwhile).
-    async fn stored_op(&self, id: &StreamId, seq: u64) -> Option<Op> {
-        let rows = self
-            .store
-            .ops_after(&id.to_string(), seq.checked_sub(1)?, 1)
-            .await
-            .ok()?;
-        let (at, body) = rows.into_iter().next()?;
-        if at != seq {
-            return None;
+    /// The op the log holds at each number of `held` of `id`, where it can
+    /// be read back (it may have been trimmed meanwhile), in one read.
+    async fn stored_ops(&self, id: &StreamId, held: &[(String, u64)]) -> Vec<Option<Op>> {
+        let seqs: Vec<u64> = held.iter().map(|(_, seq)| *seq).collect();
+        match self.store.ops_at(&id.to_string(), &seqs).await {
+            Ok(bodies) => bodies
+                .into_iter()
+                .map(|body| body.and_then(|body| serde_json::from_str(&body).ok()))
+                .collect(),
+            Err(_) => vec![None; seqs.len()],
         }
-        serde_json::from_str(&body).ok()
     }
 
     fn admit(

@@ -160,6 +160,24 @@ impl Store {
         }
     }
 
+    /// The ops of `stream` at `seqs`, one per number, in the same order:
+    /// `None` where the log holds none (trimmed meanwhile). One read in
+    /// all (a statement per number in SQLite, in process; one pipelined
+    /// round trip to Redis), however many there are.
+    pub async fn ops_at(
+        &self,
+        stream: &str,
+        seqs: &[u64],
+    ) -> Result<Vec<Option<String>>, StoreError> {
+        match self {
+            Self::Sqlite(db) => Ok(seqs
+                .iter()
+                .map(|seq| db.op_at(stream, *seq))
+                .collect::<Result<_, _>>()?),
+            Self::Redis(redis) => redis.ops_at(stream, seqs).await,
+        }
+    }
+
     /// Makes each stream's part durable; one result per part, in order.
     /// SQLite commits them all in one transaction (all succeed or all
     /// fail); Redis commits each stream atomically on its own.
@@ -499,6 +517,32 @@ impl RedisStore {
             .query_async(&mut self.connection())
             .await?;
         rows.iter().map(|(id, fields)| entry(id, fields)).collect()
+    }
+
+    async fn ops_at(&self, stream: &str, seqs: &[u64]) -> Result<Vec<Option<String>>, StoreError> {
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let log = key(stream, "log");
+        let mut pipe = redis::pipe();
+        for seq in seqs {
+            let id = format!("{seq}-0");
+            pipe.cmd("XRANGE").arg(&log).arg(&id).arg(&id);
+        }
+        let answers: Vec<Vec<(String, Vec<String>)>> =
+            pipe.query_async(&mut self.connection()).await?;
+        seqs.iter()
+            .zip(answers)
+            .map(|(seq, rows)| match rows.first() {
+                None => Ok(None),
+                Some((id, fields)) => match entry(id, fields)? {
+                    (at, body) if at == *seq => Ok(Some(body)),
+                    (at, _) => Err(StoreError::Corrupt(format!(
+                        "asked for log entry {seq}, got {at}"
+                    ))),
+                },
+            })
+            .collect()
     }
 
     async fn commit(&self, part: StreamCommit) -> Result<(), CommitError> {

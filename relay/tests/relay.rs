@@ -585,6 +585,55 @@ async fn another_op_under_a_taken_id_is_refused_not_a_duplicate(backend: Backend
     assert_eq!(main_snapshot(&relay).await.seq, 2);
 }
 
+/// A device back from a lost connection resends its outbox: every op
+/// already in the log (read back together, among other devices' ops) is a
+/// duplicate at the number it got, and an op under an id a peer took
+/// first is still refused, in the same push.
+async fn a_resent_outbox_is_answered_as_duplicates_in_one_push(backend: Backend) {
+    let relay = Relay::on(backend, &[]);
+    let mut client = Client::writer(&relay, &main_rw()).await;
+    let (mut device, mut other) = (Device::new(5), Device::new(6));
+    let mut sent = Vec::new();
+    for n in 0..40 {
+        let op = if n % 3 == 0 {
+            device.note(&format!("note {n}"))
+        } else {
+            device.count(1)
+        };
+        let AckStatus::Applied { seq, .. } = client.push(vec![op.clone()]).await[0].status else {
+            panic!("not applied");
+        };
+        sent.push((op, seq));
+        // Another device's op between each: the numbers are not a run.
+        let acks = client.push(vec![other.count(1)]).await;
+        assert!(matches!(acks[0].status, AckStatus::Applied { .. }));
+    }
+    let real = device.count(2);
+    let mut squatter = Device::new(5);
+    for n in 0..40 {
+        squatter.note(&format!("squatter {n}"));
+    }
+    let squat = squatter.note("squat");
+    assert_eq!(squat.id, real.id);
+    assert!(matches!(
+        client.push(vec![squat]).await[0].status,
+        AckStatus::Applied { .. }
+    ));
+    let mut resend: Vec<gaesup_state_core::Op> =
+        sent.iter().rev().map(|(op, _)| op.clone()).collect();
+    resend.push(real);
+    let acks = client.push(resend).await;
+    for ((op, seq), ack) in sent.iter().rev().zip(&acks) {
+        assert_eq!(ack.op, op.id);
+        assert!(
+            matches!(ack.status, AckStatus::Duplicate { seq: s, .. } if s == *seq),
+            "{op:?}: {ack:?}"
+        );
+    }
+    assert_eq!(refusal(&acks[40].status), code::OP_ID_TAKEN, "{acks:?}");
+    assert_eq!(main_snapshot(&relay).await.seq, 81);
+}
+
 /// A node admits ops stamped at most 23 h ahead of its clock, an hour
 /// short of the core's horizon: another node of the same store whose clock
 /// lags by less than that applies them instead of holding them (for ever:
@@ -761,6 +810,7 @@ support::on_both_backends!(
     a_hello_naming_a_stream_twice_is_refused,
     a_device_that_never_reads_is_let_go,
     another_op_under_a_taken_id_is_refused_not_a_duplicate,
+    a_resent_outbox_is_answered_as_duplicates_in_one_push,
     a_narrowed_device_on_http_moves_past_ops_it_may_not_read,
     ops_stamped_near_the_horizon_are_refused_so_every_node_applies_what_one_admits,
     a_stream_the_token_may_not_read_is_refused_alone,
