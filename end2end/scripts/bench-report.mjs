@@ -668,6 +668,12 @@ if (relay) {
     ]) row([name, Math.round(r.throughput.ops_per_second), `${ms(r.delivery.p50_ms)} / ${ms(r.delivery.p95_ms)}`]);
     lines.push('');
   }
+  if (relay.resend) {
+    lines.push(
+      `A device whose acks were lost resends ${relay.resend.embedded.ops} ops the relay already holds, in one push (its ops lie among another device's in the log); the relay reads each back to tell the same op again from another one under its id, and answers every one as a duplicate. Push → acks, median of 5: embedded store ${ms(relay.resend.embedded.median_ms)}, Redis with one node ${ms(relay.resend.redis_1_node.median_ms)}.`,
+      '',
+    );
+  }
   if (relay.failover) {
     lines.push(
       `A device on node B while a writer pushes on node A; B is SIGKILLed and the device reconnects to A at once from its cursor (as it would through a load balancer; the browser's link waits its reconnect delay first). From the kill to the first op it receives on A, over ${relay.failover.kills} kills: median ${ms(relay.failover.p50_ms)}, worst ${ms(relay.failover.max_ms)}.`,

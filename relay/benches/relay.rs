@@ -14,7 +14,13 @@
 //!   two nodes (writers on both, the reader on the other node), each with
 //!   its own `redis-server` (AOF, `appendfsync always`);
 //! - the time for a device whose node is SIGKILLed to resume on the other
-//!   node: from the kill to the first op it receives there.
+//!   node: from the kill to the first op it receives there;
+//! - a device resending 512 ops the relay already holds (its acks were
+//!   lost), each read back to tell it from another op under its id: push
+//!   → acks, on the embedded store and on Redis.
+//!
+//! Names given as arguments (`-- resend`) run those sections alone and
+//! print them without writing `relay.json`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -332,6 +338,60 @@ async fn delivery_on(from: &Relay, to: &Relay) -> serde_json::Value {
 
 const FAST: [&str; 4] = ["--max-ops-per-second", "1000000", "--log-keep", "1000000"];
 
+/// A device pushes 512 ops (among another device's), then pushes them all
+/// again in one push: the time from that push to its acks (all duplicates),
+/// median of 5, on `relay`.
+async fn resend_on(relay: &Relay) -> serde_json::Value {
+    const OPS: usize = 512;
+    let mut socket = connect(relay, false, None).await;
+    until(&mut socket, |m| matches!(m, ServerMessage::Welcome(_))).await;
+    let mine = ops(1, OPS);
+    let others = ops(2, OPS);
+    for (a, b) in mine.chunks(32).zip(others.chunks(32)) {
+        for batch in [a, b] {
+            let push = ClientMessage::Push(Push {
+                ops: batch.to_vec(),
+            });
+            socket
+                .send(Message::text(push.encode().unwrap()))
+                .await
+                .unwrap();
+            until(&mut socket, |m| matches!(m, ServerMessage::Ack(_))).await;
+        }
+    }
+    let mut samples = Vec::new();
+    for _ in 0..5 {
+        let push = ClientMessage::Push(Push { ops: mine.clone() });
+        let started = Instant::now();
+        socket
+            .send(Message::text(push.encode().unwrap()))
+            .await
+            .unwrap();
+        let ServerMessage::Ack(acks) =
+            until(&mut socket, |m| matches!(m, ServerMessage::Ack(_))).await
+        else {
+            unreachable!();
+        };
+        samples.push(started.elapsed().as_secs_f64() * 1000.0);
+        assert!(
+            acks.acks
+                .iter()
+                .all(|ack| matches!(ack.status, gaesup_protocol::AckStatus::Duplicate { .. })),
+            "a resent op was not a duplicate"
+        );
+    }
+    samples.sort_by(f64::total_cmp);
+    json!({"ops": OPS, "median_ms": percentile(&samples, 0.5)})
+}
+
+/// [`resend_on`] on the embedded store and on Redis with one node.
+async fn resend() -> serde_json::Value {
+    let embedded = resend_on(&Relay::start(&FAST)).await;
+    let redis = RedisServer::start();
+    let redis = resend_on(&Relay::node(&redis, &FAST)).await;
+    json!({"embedded": embedded, "redis_1_node": redis})
+}
+
 /// Acked ops/s and push → delivery on each store: embedded, Redis with one
 /// node, Redis with two nodes.
 async fn stores() -> serde_json::Value {
@@ -437,6 +497,28 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    // `cargo bench` passes `--bench`; anything else names sections.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|arg| !arg.starts_with("--"))
+        .collect();
+    if !only.is_empty() {
+        let results = runtime.block_on(async {
+            let mut results = serde_json::Map::new();
+            for name in &only {
+                let result = match name.as_str() {
+                    "resend" => resend().await,
+                    "stores" => stores().await,
+                    "failover" => failover().await,
+                    other => panic!("no section {other:?} (resend, stores, failover)"),
+                };
+                results.insert(name.clone(), result);
+            }
+            results
+        });
+        println!("{}", serde_json::to_string_pretty(&results).unwrap());
+        return;
+    }
     let results = runtime.block_on(async {
         json!({
             "throughput": throughput().await,
@@ -446,6 +528,7 @@ fn main() {
             "catch_up": catch_up().await,
             "stores": stores().await,
             "failover": failover().await,
+            "resend": resend().await,
         })
     });
     let text = serde_json::to_string_pretty(&results).unwrap();
