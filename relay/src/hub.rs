@@ -43,6 +43,9 @@ use crate::token::Claims;
 
 /// Most ops one commit takes (more wait for the next one).
 const MAX_BATCH_OPS: usize = 4096;
+/// Ops under repeated ids read back per store read (one round trip to
+/// Redis): a batch may repeat thousands, each up to a frame in size.
+const READ_BACK_CHUNK: usize = 64;
 /// How long a push is admitted again after other nodes committed to the
 /// same stream first, before it is refused as busy.
 const MAX_RETRYING: std::time::Duration = std::time::Duration::from_secs(5);
@@ -1014,16 +1017,33 @@ impl State {
     }
 
     /// The op the log holds at each number of `held` of `id`, where it can
-    /// be read back (it may have been trimmed meanwhile), in one read.
+    /// be read back (it may have been trimmed meanwhile): read
+    /// [`READ_BACK_CHUNK`] at a time. A chunk whose read fails is read again
+    /// one op at a time, so a failure costs only the ops it touches their
+    /// check (an op not read back is taken to be the pushed one), never a
+    /// whole batch of other devices' ops.
     async fn stored_ops(&self, id: &StreamId, held: &[(String, u64)]) -> Vec<Option<Op>> {
+        let stream = id.to_string();
+        let decode = |body: Option<String>| body.and_then(|body| serde_json::from_str(&body).ok());
         let seqs: Vec<u64> = held.iter().map(|(_, seq)| *seq).collect();
-        match self.store.ops_at(&id.to_string(), &seqs).await {
-            Ok(bodies) => bodies
-                .into_iter()
-                .map(|body| body.and_then(|body| serde_json::from_str(&body).ok()))
-                .collect(),
-            Err(_) => vec![None; seqs.len()],
+        let mut stored = Vec::with_capacity(seqs.len());
+        for chunk in seqs.chunks(READ_BACK_CHUNK) {
+            match self.store.ops_at(&stream, chunk).await {
+                Ok(bodies) => stored.extend(bodies.into_iter().map(decode)),
+                Err(err) => {
+                    tracing::warn!(stream = %stream, ops = chunk.len(), error = %err, "reading ops back failed; reading them one at a time");
+                    for seq in chunk {
+                        let body = match self.store.ops_at(&stream, std::slice::from_ref(seq)).await
+                        {
+                            Ok(mut bodies) => bodies.pop().flatten(),
+                            Err(_) => None,
+                        };
+                        stored.push(decode(body));
+                    }
+                }
+            }
         }
+        stored
     }
 
     fn admit(
