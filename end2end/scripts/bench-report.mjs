@@ -670,7 +670,7 @@ if (relay) {
   }
   if (relay.resend) {
     lines.push(
-      `A device whose acks were lost resends ${relay.resend.embedded.ops} ops the relay already holds, in one push (its ops lie among another device's in the log); the relay reads each back to tell the same op again from another one under its id, and answers every one as a duplicate. Push → acks, median of 5: embedded store ${ms(relay.resend.embedded.median_ms)}, Redis with one node ${ms(relay.resend.redis_1_node.median_ms)}.`,
+      `A device whose acks were lost resends ${relay.resend.embedded.ops} ops the relay already holds, in one push with another op under the id of its first (its ops lie among another device's in the log); the relay reads each back to tell the same op again from another one under its id, answers the resent ones as duplicates and refuses the other. Push → acks, median of 5: embedded store ${ms(relay.resend.embedded.median_ms)}, Redis with one node ${ms(relay.resend.redis_1_node.median_ms)}.`,
       '',
     );
   }

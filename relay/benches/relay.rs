@@ -15,9 +15,10 @@
 //!   its own `redis-server` (AOF, `appendfsync always`);
 //! - the time for a device whose node is SIGKILLed to resume on the other
 //!   node: from the kill to the first op it receives there;
-//! - a device resending 512 ops the relay already holds (its acks were
-//!   lost), each read back to tell it from another op under its id: push
-//!   → acks, on the embedded store and on Redis.
+//! - a device resending 511 ops the relay already holds (its acks were
+//!   lost) and one other op under a held id, each read back to tell the
+//!   same op from another one: push → acks, on the embedded store and on
+//!   Redis.
 //!
 //! Names given as arguments (`-- resend`) run those sections alone and
 //! print them without writing `relay.json`.
@@ -338,11 +339,14 @@ async fn delivery_on(from: &Relay, to: &Relay) -> serde_json::Value {
 
 const FAST: [&str; 4] = ["--max-ops-per-second", "1000000", "--log-keep", "1000000"];
 
-/// A device pushes 512 ops (among another device's), then pushes them all
-/// again in one push: the time from that push to its acks (all duplicates),
-/// median of 5, on `relay`.
+/// A device pushes 511 ops (among another device's), then pushes them all
+/// again in one push with another op under the id of its first: the time
+/// from that push to its acks, median of 5, on `relay`. Every resent op
+/// must come back a duplicate and the other one refused (an op the relay
+/// could not read back would pass as a duplicate too: the refusal shows
+/// the reads worked).
 async fn resend_on(relay: &Relay) -> serde_json::Value {
-    const OPS: usize = 512;
+    const OPS: usize = 511;
     let mut socket = connect(relay, false, None).await;
     until(&mut socket, |m| matches!(m, ServerMessage::Welcome(_))).await;
     let mine = ops(1, OPS);
@@ -359,9 +363,15 @@ async fn resend_on(relay: &Relay) -> serde_json::Value {
             until(&mut socket, |m| matches!(m, ServerMessage::Ack(_))).await;
         }
     }
+    let squat = Device::new(1).note("not the first op");
+    assert_eq!(squat.id, mine[0].id);
+    let mut resent = mine.clone();
+    resent.push(squat);
     let mut samples = Vec::new();
     for _ in 0..5 {
-        let push = ClientMessage::Push(Push { ops: mine.clone() });
+        let push = ClientMessage::Push(Push {
+            ops: resent.clone(),
+        });
         let started = Instant::now();
         socket
             .send(Message::text(push.encode().unwrap()))
@@ -373,11 +383,16 @@ async fn resend_on(relay: &Relay) -> serde_json::Value {
             unreachable!();
         };
         samples.push(started.elapsed().as_secs_f64() * 1000.0);
+        let (squatted, resent) = acks.acks.split_last().unwrap();
         assert!(
-            acks.acks
+            resent
                 .iter()
                 .all(|ack| matches!(ack.status, gaesup_protocol::AckStatus::Duplicate { .. })),
             "a resent op was not a duplicate"
+        );
+        assert!(
+            matches!(&squatted.status, gaesup_protocol::AckStatus::Refused { code, .. } if code == gaesup_protocol::code::OP_ID_TAKEN),
+            "the op under a taken id was not refused: {squatted:?}"
         );
     }
     samples.sort_by(f64::total_cmp);
