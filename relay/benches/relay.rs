@@ -20,8 +20,8 @@
 //!   same op from another one: push → acks, on the embedded store and on
 //!   Redis.
 //!
-//! Names given as arguments (`-- resend`) run those sections alone and
-//! print them without writing `relay.json`.
+//! Names given as arguments (`-- resend`, any of `SECTIONS`) run those
+//! sections alone and print them without writing `relay.json`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -31,7 +31,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use gaesup_protocol::{ClientMessage, Hello, Push, ServerMessage, Subscription};
+use gaesup_protocol::{Acks, ClientMessage, Hello, Push, ServerMessage, Subscription};
 use gaesup_state_core::Op;
 use serde_json::json;
 use support::{Device, RedisServer, Relay, main_rw, main_stream};
@@ -76,6 +76,20 @@ async fn until(socket: &mut Socket, wanted: impl Fn(&ServerMessage) -> bool) -> 
             return message;
         }
     }
+}
+
+/// Pushes `ops` and waits for their acks.
+async fn push(socket: &mut Socket, ops: Vec<Op>) -> Acks {
+    let push = ClientMessage::Push(Push { ops });
+    socket
+        .send(Message::text(push.encode().unwrap()))
+        .await
+        .unwrap();
+    let ServerMessage::Ack(acks) = until(socket, |m| matches!(m, ServerMessage::Ack(_))).await
+    else {
+        unreachable!("until returns an ack");
+    };
+    acks
 }
 
 fn ops(device: u64, n: usize) -> Vec<Op> {
@@ -133,12 +147,7 @@ async fn throughput_on(nodes: &[&Relay]) -> serde_json::Value {
         .map(|(mut socket, batches)| {
             tokio::spawn(async move {
                 for ops in batches {
-                    let push = ClientMessage::Push(Push { ops });
-                    socket
-                        .send(Message::text(push.encode().unwrap()))
-                        .await
-                        .unwrap();
-                    until(&mut socket, |m| matches!(m, ServerMessage::Ack(_))).await;
+                    push(&mut socket, ops).await;
                 }
             })
         })
@@ -157,13 +166,8 @@ async fn latency() -> serde_json::Value {
     until(&mut socket, |m| matches!(m, ServerMessage::Welcome(_))).await;
     let mut samples = Vec::new();
     for op in ops(1, 2_000) {
-        let push = ClientMessage::Push(Push { ops: vec![op] });
         let started = Instant::now();
-        socket
-            .send(Message::text(push.encode().unwrap()))
-            .await
-            .unwrap();
-        until(&mut socket, |m| matches!(m, ServerMessage::Ack(_))).await;
+        push(&mut socket, vec![op]).await;
         samples.push(started.elapsed().as_secs_f64() * 1000.0);
     }
     samples.sort_by(f64::total_cmp);
@@ -204,14 +208,7 @@ async fn fanout() -> serde_json::Value {
     until(&mut writer, |m| matches!(m, ServerMessage::Welcome(_))).await;
     let started = Instant::now();
     for chunk in ops(1, OPS).chunks(50) {
-        let push = ClientMessage::Push(Push {
-            ops: chunk.to_vec(),
-        });
-        writer
-            .send(Message::text(push.encode().unwrap()))
-            .await
-            .unwrap();
-        until(&mut writer, |m| matches!(m, ServerMessage::Ack(_))).await;
+        push(&mut writer, chunk.to_vec()).await;
     }
     for task in tasks {
         task.await.unwrap();
@@ -283,14 +280,7 @@ async fn catch_up() -> serde_json::Value {
     let mut writer = connect(&relay, false, None).await;
     until(&mut writer, |m| matches!(m, ServerMessage::Welcome(_))).await;
     for chunk in ops(1, BEHIND).chunks(500) {
-        let push = ClientMessage::Push(Push {
-            ops: chunk.to_vec(),
-        });
-        writer
-            .send(Message::text(push.encode().unwrap()))
-            .await
-            .unwrap();
-        until(&mut writer, |m| matches!(m, ServerMessage::Ack(_))).await;
+        push(&mut writer, chunk.to_vec()).await;
     }
     let started = Instant::now();
     let mut reader = connect(&relay, true, Some(0)).await;
@@ -353,14 +343,7 @@ async fn resend_on(relay: &Relay) -> serde_json::Value {
     let others = ops(2, OPS);
     for (a, b) in mine.chunks(32).zip(others.chunks(32)) {
         for batch in [a, b] {
-            let push = ClientMessage::Push(Push {
-                ops: batch.to_vec(),
-            });
-            socket
-                .send(Message::text(push.encode().unwrap()))
-                .await
-                .unwrap();
-            until(&mut socket, |m| matches!(m, ServerMessage::Ack(_))).await;
+            push(&mut socket, batch.to_vec()).await;
         }
     }
     let squat = Device::new(1).note("not the first op");
@@ -369,19 +352,9 @@ async fn resend_on(relay: &Relay) -> serde_json::Value {
     resent.push(squat);
     let mut samples = Vec::new();
     for _ in 0..5 {
-        let push = ClientMessage::Push(Push {
-            ops: resent.clone(),
-        });
+        let ops = resent.clone();
         let started = Instant::now();
-        socket
-            .send(Message::text(push.encode().unwrap()))
-            .await
-            .unwrap();
-        let ServerMessage::Ack(acks) =
-            until(&mut socket, |m| matches!(m, ServerMessage::Ack(_))).await
-        else {
-            unreachable!();
-        };
+        let acks = push(&mut socket, ops).await;
         samples.push(started.elapsed().as_secs_f64() * 1000.0);
         let (squatted, resent) = acks.acks.split_last().unwrap();
         assert!(
@@ -454,12 +427,7 @@ async fn failover() -> serde_json::Value {
                 if stop.load(std::sync::atomic::Ordering::SeqCst) {
                     break;
                 }
-                let push = ClientMessage::Push(Push { ops: vec![op] });
-                writer
-                    .send(Message::text(push.encode().unwrap()))
-                    .await
-                    .unwrap();
-                until(&mut writer, |m| matches!(m, ServerMessage::Ack(_))).await;
+                push(&mut writer, vec![op]).await;
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
         })
@@ -507,6 +475,33 @@ async fn failover() -> serde_json::Value {
     })
 }
 
+/// Every section, in the order a full run takes them.
+const SECTIONS: [&str; 8] = [
+    "throughput",
+    "latency",
+    "fanout",
+    "sockets",
+    "catch_up",
+    "stores",
+    "failover",
+    "resend",
+];
+
+/// Runs the section `name` (one of [`SECTIONS`]).
+async fn section(name: &str) -> serde_json::Value {
+    match name {
+        "throughput" => throughput().await,
+        "latency" => latency().await,
+        "fanout" => fanout().await,
+        "sockets" => sockets().await,
+        "catch_up" => catch_up().await,
+        "stores" => stores().await,
+        "failover" => failover().await,
+        "resend" => resend().await,
+        other => unreachable!("no section {other:?}"),
+    }
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -517,37 +512,23 @@ fn main() {
         .skip(1)
         .filter(|arg| !arg.starts_with("--"))
         .collect();
-    if !only.is_empty() {
-        let results = runtime.block_on(async {
-            let mut results = serde_json::Map::new();
-            for name in &only {
-                let result = match name.as_str() {
-                    "resend" => resend().await,
-                    "stores" => stores().await,
-                    "failover" => failover().await,
-                    other => panic!("no section {other:?} (resend, stores, failover)"),
-                };
-                results.insert(name.clone(), result);
-            }
-            results
-        });
-        println!("{}", serde_json::to_string_pretty(&results).unwrap());
-        return;
+    if let Some(unknown) = only.iter().find(|name| !SECTIONS.contains(&name.as_str())) {
+        panic!("no section {unknown:?} (one of {SECTIONS:?})");
     }
     let results = runtime.block_on(async {
-        json!({
-            "throughput": throughput().await,
-            "latency": latency().await,
-            "fanout": fanout().await,
-            "sockets": sockets().await,
-            "catch_up": catch_up().await,
-            "stores": stores().await,
-            "failover": failover().await,
-            "resend": resend().await,
-        })
+        let mut results = serde_json::Map::new();
+        for name in SECTIONS {
+            if only.is_empty() || only.iter().any(|wanted| wanted == name) {
+                results.insert(name.to_owned(), section(name).await);
+            }
+        }
+        results
     });
     let text = serde_json::to_string_pretty(&results).unwrap();
     println!("{text}");
+    if !only.is_empty() {
+        return;
+    }
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("relay.json"), text).unwrap();
