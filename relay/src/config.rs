@@ -97,7 +97,11 @@ pub struct Mint {
     /// Sign with the development secret.
     #[arg(long)]
     pub dev: bool,
-    /// Who the token is for.
+    /// Who the token is for: a person, or an account whose devices trust
+    /// each other. A tab's op ids belong to the subject whose token pushed
+    /// its first op, so give each its own subject, and keep it when a
+    /// token is renewed (a device's unsent ops pushed under another
+    /// subject are refused as `tab_taken`).
     #[arg(long, default_value = "device")]
     pub subject: String,
     /// Lifetime in seconds.

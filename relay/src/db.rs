@@ -14,6 +14,7 @@
 //! Writes go through one thread (SQLite serializes writers anyway);
 //! reads use their own connection.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Mutex, mpsc};
 
@@ -29,6 +30,15 @@ pub enum DbError {
     /// The writer thread is gone (the relay is shutting down).
     #[error("the store is closed")]
     Closed,
+    /// A commit would append an op of a tab another token's subject owns
+    /// in the stream (the hub checks first; nothing was written).
+    #[error("tab {tab} of {stream} belongs to another token")]
+    TabTaken {
+        /// The stream.
+        stream: String,
+        /// The tab.
+        tab: String,
+    },
 }
 
 /// One op appended to a stream's log.
@@ -42,6 +52,11 @@ pub struct Row {
     pub op_id: String,
     /// The op as JSON.
     pub body: String,
+    /// The tab that issued it (the op id's first half).
+    pub tab: String,
+    /// The subject of the token that pushed it: the tab's owner in this
+    /// stream from its first op on, while the log holds any of its ops.
+    pub owner: String,
 }
 
 /// What one batch makes durable.
@@ -103,7 +118,10 @@ impl Db {
                  stream TEXT NOT NULL, key TEXT NOT NULL, stored TEXT NOT NULL,
                  PRIMARY KEY (stream, key)) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS streams (
-                 stream TEXT PRIMARY KEY, head INTEGER NOT NULL, first INTEGER NOT NULL) WITHOUT ROWID;",
+                 stream TEXT PRIMARY KEY, head INTEGER NOT NULL, first INTEGER NOT NULL) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS tabs (
+                 stream TEXT NOT NULL, tab TEXT NOT NULL, owner TEXT NOT NULL, last INTEGER NOT NULL,
+                 PRIMARY KEY (stream, tab)) WITHOUT ROWID;",
         )?;
         let read = open_connection(&path)?;
         let (jobs, inbox) = mpsc::channel::<Job>();
@@ -222,6 +240,17 @@ impl Db {
         Ok(seq.map(|s| s.try_into().unwrap_or(0)))
     }
 
+    /// The subject of the token that owns `tab` in `stream` (pushed its
+    /// first op still in the log), if any.
+    pub fn tab_owner(&self, stream: &str, tab: &str) -> Result<Option<String>, DbError> {
+        let read = self.reader();
+        let mut query =
+            read.prepare_cached("SELECT owner FROM tabs WHERE stream = ?1 AND tab = ?2")?;
+        Ok(query
+            .query_row([stream, tab], |row| row.get(0))
+            .optional()?)
+    }
+
     /// How many ops the log holds in all.
     pub fn log_len(&self) -> Result<u64, DbError> {
         let read = self.reader();
@@ -248,13 +277,37 @@ fn apply(connection: &mut Connection, commit: &Commit) -> Result<(), DbError> {
     {
         let mut insert = tx
             .prepare_cached("INSERT INTO ops (stream, seq, op_id, body) VALUES (?1, ?2, ?3, ?4)")?;
+        // A tab's first op binds it to its pusher's subject; later ones
+        // move its last number, and only if they come from that subject.
+        let mut tab = tx.prepare_cached(
+            "INSERT INTO tabs (stream, tab, owner, last) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (stream, tab) DO UPDATE SET last = MAX(last, excluded.last)
+             WHERE owner = excluded.owner",
+        )?;
+        // Each tab once per commit, with its newest op.
+        let mut tabs: BTreeMap<(&str, &str), (&str, i64)> = BTreeMap::new();
         for row in &commit.ops {
-            insert.execute(params![
-                row.stream,
-                i64::try_from(row.seq).unwrap_or(i64::MAX),
-                row.op_id,
-                row.body
-            ])?;
+            let seq = i64::try_from(row.seq).unwrap_or(i64::MAX);
+            insert.execute(params![row.stream, seq, row.op_id, row.body])?;
+            let (owner, last) = tabs
+                .entry((&row.stream, &row.tab))
+                .or_insert((&row.owner, seq));
+            if *owner != row.owner {
+                return Err(DbError::TabTaken {
+                    stream: row.stream.clone(),
+                    tab: row.tab.clone(),
+                });
+            }
+            *last = (*last).max(seq);
+        }
+        for ((stream, name), (owner, last)) in tabs {
+            if tab.execute(params![stream, name, owner, last])? == 0 {
+                // Dropped with the transaction: nothing is written.
+                return Err(DbError::TabTaken {
+                    stream: stream.to_owned(),
+                    tab: name.to_owned(),
+                });
+            }
         }
         let mut state = tx.prepare_cached(
             "INSERT INTO states (stream, key, stored) VALUES (?1, ?2, ?3)
@@ -289,6 +342,12 @@ fn trim(connection: &mut Connection, stream: &str, keep: u64) -> Result<u64, DbE
     let first = (head - keep + 1).max(1);
     tx.execute(
         "DELETE FROM ops WHERE stream = ?1 AND seq < ?2",
+        params![stream, first],
+    )?;
+    // A tab none of whose ops is left owns nothing any more: the table
+    // stays as small as the log.
+    tx.execute(
+        "DELETE FROM tabs WHERE stream = ?1 AND last < ?2",
         params![stream, first],
     )?;
     tx.execute(

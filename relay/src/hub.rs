@@ -381,10 +381,21 @@ fn new_stream(declarations: &[Arc<KeySpec>], id: StreamId) -> Stream {
     }
 }
 
-/// The op ids a push names that the log holds already: (stream, id) →
-/// the number and the op stored under it (`None` if it could not be read
-/// back), or why the log could not be asked.
-type Known = BTreeMap<(StreamId, String), Result<(u64, Option<Op>), String>>;
+/// An answer of the store about one (stream, op id or tab), or why the
+/// store could not be asked.
+type Asked<T> = BTreeMap<(StreamId, String), Result<T, String>>;
+
+/// What the store holds about the ops of a push, read before admitting
+/// them.
+#[derive(Default)]
+struct Known {
+    /// The op ids the log holds already: the number and the op stored
+    /// under it (`None` if it could not be read back).
+    ids: Asked<(u64, Option<Op>)>,
+    /// The tabs the ops name: the subject of the token that owns the tab
+    /// in the stream (`None`: nobody yet).
+    owners: Asked<Option<String>>,
+}
 
 /// One push attempt's work on one stream: the ops admitted against the
 /// stream's head, where their acks go, and what to fan out once stored.
@@ -399,6 +410,10 @@ struct Part {
     /// Op ids in this part: the number each got, and where the op is in
     /// `fanout`.
     in_part: BTreeMap<String, (u64, usize)>,
+    /// Tabs of the ops in this part, each with the subject that pushed
+    /// them: a tab owned by nobody in the store is owned by the first
+    /// subject admitted with it here.
+    owners: BTreeMap<String, String>,
 }
 
 impl State {
@@ -861,28 +876,38 @@ impl State {
         pushes: &[Pending],
         statuses: &mut [Vec<Option<AckStatus>>],
     ) -> Vec<StreamId> {
-        // The op ids each stream's log already holds.
-        let mut wanted: BTreeMap<StreamId, Vec<String>> = BTreeMap::new();
+        // The op ids each stream's log already holds, and who owns the
+        // tabs that issued them.
+        let mut wanted: BTreeMap<StreamId, (Vec<String>, BTreeSet<String>)> = BTreeMap::new();
         for (i, (_, ops, _, _)) in pushes.iter().enumerate() {
             for (j, op) in ops.iter().enumerate() {
                 if statuses[i][j].is_none() {
-                    wanted
-                        .entry(StreamId::of(&op.key))
-                        .or_default()
-                        .push(op.id.to_string());
+                    let (ids, tabs) = wanted.entry(StreamId::of(&op.key)).or_default();
+                    ids.push(op.id.to_string());
+                    tabs.insert(op.id.tab.to_string());
                 }
             }
         }
-        let mut known: Known = BTreeMap::new();
-        for (id, ids) in wanted {
+        let mut known = Known::default();
+        for (id, (ids, tabs)) in wanted {
             if let Err(err) = self.ensure(&id).await {
                 for op_id in ids {
-                    known.insert((id.clone(), op_id), Err(err.message.clone()));
+                    known
+                        .ids
+                        .insert((id.clone(), op_id), Err(err.message.clone()));
                 }
                 continue;
             }
-            match self.store.seqs_of(&id.to_string(), &ids).await {
-                Ok(seqs) => {
+            let tabs: Vec<String> = tabs.into_iter().collect();
+            match self
+                .store
+                .seqs_and_owners(&id.to_string(), &ids, &tabs)
+                .await
+            {
+                Ok((seqs, owners)) => {
+                    for (tab, owner) in tabs.into_iter().zip(owners) {
+                        known.owners.insert((id.clone(), tab), Ok(owner));
+                    }
                     let held: Vec<(String, u64)> = ids
                         .into_iter()
                         .zip(seqs)
@@ -893,12 +918,13 @@ impl State {
                     // (a device resending its outbox brings many).
                     let stored = self.stored_ops(&id, &held).await;
                     for ((op_id, seq), stored) in held.into_iter().zip(stored) {
-                        known.insert((id.clone(), op_id), Ok((seq, stored)));
+                        known.ids.insert((id.clone(), op_id), Ok((seq, stored)));
                     }
                 }
                 Err(err) => {
+                    // Each op is refused at its id, before its tab is asked.
                     for op_id in ids {
-                        known.insert((id.clone(), op_id), Err(err.to_string()));
+                        known.ids.insert((id.clone(), op_id), Err(err.to_string()));
                     }
                 }
             }
@@ -1067,7 +1093,7 @@ impl State {
         // answered as already stored (and dropped from its outbox).
         let holder = match part.in_part.get(&op_id) {
             Some((seq, at)) => Some((*seq, part.fanout.get(*at).map(|s| &s.op))),
-            None => match known.get(&(id.clone(), op_id.clone())) {
+            None => match known.ids.get(&(id.clone(), op_id.clone())) {
                 Some(Ok((seq, stored))) => Some((*seq, stored.as_ref())),
                 Some(Err(err)) => return refused(code::STORAGE, err.clone()),
                 None => None,
@@ -1086,6 +1112,24 @@ impl State {
                 stream: id.clone(),
                 seq,
             };
+        }
+        // A tab's ops come from the token subject that pushed its first one
+        // (still in the log): another token that read the tab's op ids must
+        // not take its next id before the tab does.
+        let tab = op.id.tab.to_string();
+        let owner = match part.owners.get(&tab) {
+            Some(owner) => Some(owner.as_str()),
+            None => match known.owners.get(&(id.clone(), tab.clone())) {
+                Some(Ok(owner)) => owner.as_deref(),
+                Some(Err(err)) => return refused(code::STORAGE, err.clone()),
+                None => None,
+            },
+        };
+        if owner.is_some_and(|owner| owner != claims.sub) {
+            return refused(
+                code::TAB_TAKEN,
+                format!("the tab {tab} of {id} belongs to another token's subject"),
+            );
         }
         let now = now_ms();
         let Some(stream) = self.streams.get_mut(id) else {
@@ -1134,7 +1178,10 @@ impl State {
             seq,
             op_id: op_id.clone(),
             body: serde_json::to_string(op).unwrap_or_default(),
+            tab: tab.clone(),
+            owner: claims.sub.clone(),
         });
+        part.owners.entry(tab).or_insert_with(|| claims.sub.clone());
         part.in_part.insert(op_id, (seq, part.fanout.len()));
         part.keys.insert(op.key.clone());
         part.fanout.push(Sequenced {

@@ -26,6 +26,12 @@
 //! - A resend is harmless: an op id already in the log is acknowledged as a
 //!   duplicate with its first number (on Redis, checked again inside the
 //!   commit script, atomically with the append).
+//! - Op ids cannot be squatted across tokens: a tab (the first half of an
+//!   op id) belongs, in each stream, to the token subject that pushed its
+//!   first op, for as long as the log holds any of its ops; another
+//!   subject's op of that tab is refused (`tab_taken`), so a peer that read
+//!   a device's op ids cannot push under its next one first. The owner is
+//!   stored with the ops (and checked again inside Redis's commit script).
 //! - Any node will do: with Redis, a stream's numbers are the same on every
 //!   node, each node applies and sends on what the others commit, in log
 //!   order, and answers a device as caught up only with what Redis holds.

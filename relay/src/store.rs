@@ -147,6 +147,45 @@ impl Store {
         }
     }
 
+    /// [`seqs_of`](Self::seqs_of) `ids` and [`tab_owners`](Self::tab_owners)
+    /// of `tabs`, read together (one round trip to Redis): what a push
+    /// needs to know before its ops are admitted.
+    pub async fn seqs_and_owners(
+        &self,
+        stream: &str,
+        ids: &[String],
+        tabs: &[String],
+    ) -> Result<(Vec<Option<u64>>, Vec<Option<String>>), StoreError> {
+        match self {
+            Self::Sqlite(db) => {
+                let seqs = ids.iter().map(|id| db.seq_of(stream, id));
+                let owners = tabs.iter().map(|tab| db.tab_owner(stream, tab));
+                Ok((
+                    seqs.collect::<Result<_, _>>()?,
+                    owners.collect::<Result<_, _>>()?,
+                ))
+            }
+            Self::Redis(redis) => redis.seqs_and_owners(stream, ids, tabs).await,
+        }
+    }
+
+    /// The subject of the token that owns each of `tabs` in `stream` (see
+    /// [`Row::owner`]), in the same order: `None` for a tab none of whose
+    /// ops the log holds.
+    pub async fn tab_owners(
+        &self,
+        stream: &str,
+        tabs: &[String],
+    ) -> Result<Vec<Option<String>>, StoreError> {
+        match self {
+            Self::Sqlite(db) => Ok(tabs
+                .iter()
+                .map(|tab| db.tab_owner(stream, tab))
+                .collect::<Result<_, _>>()?),
+            Self::Redis(redis) => redis.tab_owners(stream, tabs).await,
+        }
+    }
+
     /// The ops of `stream` after `after`, at most `limit`, in order.
     pub async fn ops_after(
         &self,
@@ -250,12 +289,16 @@ impl Store {
 ///   `<seq>-0` and the fields `id` (the op id) and `op` (the op as JSON);
 /// - `gaesup:{s}:ids`: op id → number, for deduplication (trimmed with the
 ///   log);
+/// - `gaesup:{s}:tabs`: tab → `<last number> <owner>`, the subject of the
+///   token that pushed the tab's first op and the number of its newest
+///   (dropped by the trim that drops that op);
 /// - `gaesup:{s}:state`: full key → canonical state (the snapshot);
 /// - `gaesup:{s}:head` and `gaesup:{s}:first`: newest and oldest numbers;
 ///
 /// and `gaesup:streams`, the set of stream names. A commit is one Lua
-/// script per stream: it checks the head and the op ids, appends, records
-/// the ids, writes the states and moves the head, all or nothing.
+/// script per stream: it checks the head, the op ids and the tabs'
+/// owners, appends, records the ids and the tabs, writes the states and
+/// moves the head, all or nothing.
 pub struct RedisStore {
     commands: ConnectionManager,
     client: redis::Client,
@@ -269,12 +312,14 @@ pub struct RedisStore {
     node: u64,
 }
 
-/// KEYS: head, log, ids, state, first, turn. ARGV: base, node, n, then n
-/// times (seq, op id, op), then m, then m times (key, state).
+/// KEYS: head, log, ids, state, first, turn, tabs. ARGV: base, node, n,
+/// then n times (seq, op id, op, tab, owner), then m, then m times (key,
+/// state).
 ///
-/// Returns 1 when committed, -1 when an op id is already in the log, -2
-/// while another node has its turn, and -(head + 3) when the head is not
-/// `base`. A node that meets a moved head takes the turn (if nobody has
+/// Returns 1 when committed, -1 when an op id is already in the log or a
+/// tab is owned by another subject (the hub reads both again and refuses
+/// what it must), -2 while another node has its turn, and -(head + 3) when
+/// the head is not `base`. A node that meets a moved head takes the turn (if nobody has
 /// it): other nodes' commits wait until it committed, gave the turn up
 /// (nothing left to commit) or the turn expired (250 ms), so a node cannot
 /// lose every race to a busier one. All checks come before any write: a
@@ -288,18 +333,29 @@ if head ~= tonumber(ARGV[1]) then
   return -(head + 3)
 end
 local n = tonumber(ARGV[3])
+local owners, last = {}, {}
 for k = 0, n - 1 do
-  if tonumber(ARGV[4 + 3 * k]) ~= head + k + 1 then
+  if tonumber(ARGV[4 + 5 * k]) ~= head + k + 1 then
     return redis.error_reply('op numbers out of order')
   end
-  if redis.call('HEXISTS', KEYS[3], ARGV[5 + 3 * k]) == 1 then return -1 end
+  if redis.call('HEXISTS', KEYS[3], ARGV[5 + 5 * k]) == 1 then return -1 end
+  local tab, owner = ARGV[7 + 5 * k], ARGV[8 + 5 * k]
+  if owners[tab] == nil then
+    local held = redis.call('HGET', KEYS[7], tab)
+    owners[tab] = held and string.sub(held, string.find(held, ' ', 1, true) + 1) or owner
+  end
+  if owners[tab] ~= owner then return -1 end
+  last[tab] = ARGV[4 + 5 * k]
 end
 for k = 0, n - 1 do
-  local seq = ARGV[4 + 3 * k]
-  redis.call('XADD', KEYS[2], seq .. '-0', 'id', ARGV[5 + 3 * k], 'op', ARGV[6 + 3 * k])
-  redis.call('HSET', KEYS[3], ARGV[5 + 3 * k], seq)
+  local seq = ARGV[4 + 5 * k]
+  redis.call('XADD', KEYS[2], seq .. '-0', 'id', ARGV[5 + 5 * k], 'op', ARGV[6 + 5 * k])
+  redis.call('HSET', KEYS[3], ARGV[5 + 5 * k], seq)
 end
-local i = 4 + 3 * n
+for tab, seq in pairs(last) do
+  redis.call('HSET', KEYS[7], tab, seq .. ' ' .. owners[tab])
+end
+local i = 4 + 5 * n
 local m = tonumber(ARGV[i])
 for k = 0, m - 1 do
   redis.call('HSET', KEYS[4], ARGV[i + 1 + 2 * k], ARGV[i + 2 + 2 * k])
@@ -319,7 +375,16 @@ local gone = redis.call('XRANGE', KEYS[2], '-', string.format('%d', first - 1) .
 for _, entry in ipairs(gone) do
   local fields = entry[2]
   for f = 1, #fields, 2 do
-    if fields[f] == 'id' then redis.call('HDEL', KEYS[3], fields[f + 1]) end
+    if fields[f] == 'id' then
+      local id = fields[f + 1]
+      redis.call('HDEL', KEYS[3], id)
+      local tab = string.match(id, '^(.*):')
+      local held = tab and redis.call('HGET', KEYS[5], tab)
+      local last = held and tonumber(string.match(held, '^%d+'))
+      if last and last < first then
+        redis.call('HDEL', KEYS[5], tab)
+      end
+    end
   end
 end
 redis.call('XTRIM', KEYS[2], 'MINID', string.format('%d', first) .. '-0')
@@ -334,6 +399,19 @@ return 0
 ";
 
 const STREAMS: &str = "gaesup:streams";
+
+/// The owners in `gaesup:{s}:tabs` values (`<last number> <owner>`).
+fn owners_of(held: Vec<Option<String>>) -> Result<Vec<Option<String>>, StoreError> {
+    held.into_iter()
+        .map(|held| {
+            held.map(|held| match held.split_once(' ') {
+                Some((last, owner)) if last.parse::<u64>().is_ok() => Ok(owner.to_owned()),
+                _ => Err(StoreError::Corrupt(format!("tab owner {held:?}"))),
+            })
+            .transpose()
+        })
+        .collect()
+}
 
 /// A random id for this process.
 fn process_id() -> u64 {
@@ -499,6 +577,46 @@ impl RedisStore {
         Ok(seqs)
     }
 
+    async fn tab_owners(
+        &self,
+        stream: &str,
+        tabs: &[String],
+    ) -> Result<Vec<Option<String>>, StoreError> {
+        if tabs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let held: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(key(stream, "tabs"))
+            .arg(tabs)
+            .query_async(&mut self.connection())
+            .await?;
+        owners_of(held)
+    }
+
+    async fn seqs_and_owners(
+        &self,
+        stream: &str,
+        ids: &[String],
+        tabs: &[String],
+    ) -> Result<(Vec<Option<u64>>, Vec<Option<String>>), StoreError> {
+        if ids.is_empty() || tabs.is_empty() {
+            return Ok((
+                self.seqs_of(stream, ids).await?,
+                self.tab_owners(stream, tabs).await?,
+            ));
+        }
+        let (seqs, held): (Vec<Option<u64>>, Vec<Option<String>>) = redis::pipe()
+            .cmd("HMGET")
+            .arg(key(stream, "ids"))
+            .arg(ids)
+            .cmd("HMGET")
+            .arg(key(stream, "tabs"))
+            .arg(tabs)
+            .query_async(&mut self.connection())
+            .await?;
+        Ok((seqs, owners_of(held)?))
+    }
+
     async fn ops_after(
         &self,
         stream: &str,
@@ -563,11 +681,17 @@ impl RedisStore {
             .key(key(stream, "state"))
             .key(key(stream, "first"))
             .key(key(stream, "turn"))
+            .key(key(stream, "tabs"))
             .arg(part.base)
             .arg(self.node)
             .arg(part.ops.len());
         for row in &part.ops {
-            invocation.arg(row.seq).arg(&row.op_id).arg(&row.body);
+            invocation
+                .arg(row.seq)
+                .arg(&row.op_id)
+                .arg(&row.body)
+                .arg(&row.tab)
+                .arg(&row.owner);
         }
         invocation.arg(part.states.len());
         for (full_key, stored) in &part.states {
@@ -619,6 +743,7 @@ impl RedisStore {
             .key(key(stream, "log"))
             .key(key(stream, "ids"))
             .key(key(stream, "first"))
+            .key(key(stream, "tabs"))
             .arg(keep)
             .invoke_async(&mut self.connection())
             .await?;

@@ -12,13 +12,13 @@ mod support;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
 
-use gaesup_protocol::{ClientMessage, Ping, Push, ServerMessage};
+use gaesup_protocol::{AckStatus, ClientMessage, Ping, Push, ServerMessage};
 use serde_json::json;
 use support::load::{
     KEEP_WHOLE_LOG, Observed, Shared, Tally, acked_at_least, check, finish, observed, observer,
     writer,
 };
-use support::{Client, Device, RedisServer, Relay, main_rw, main_snapshot};
+use support::{Client, Device, RedisServer, Relay, main_rw, main_rw_as, main_snapshot};
 
 /// The writers' tasks.
 type Writers = Vec<tokio::task::JoinHandle<(support::load::Acked, usize)>>;
@@ -264,5 +264,34 @@ async fn a_lagging_node_answers_with_what_the_store_holds() {
     assert!(
         matches!(first.last(), Some(ServerMessage::Ops(body)) if body.head == 5 && body.ops.is_empty()),
         "a cursor at the store's head needs nothing: {first:?}"
+    );
+}
+
+/// A tab's owner is the store's, not a node's: a peer on node A (whose
+/// reader lags behind, so A has not applied what B committed) cannot take
+/// the next op id of a tab whose first op another subject pushed on B.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tab_owned_on_one_node_cannot_be_taken_on_another() {
+    let redis = RedisServer::start();
+    let a = Relay::node(&redis, &["--follow-delay-ms", "10000"]);
+    let b = Relay::node(&redis, &[]);
+    let mut alice = Client::writer(&b, &main_rw_as("alice")).await;
+    let mut mallory = Client::writer(&a, &main_rw_as("mallory")).await;
+    let (mut victim, mut squatter) = (Device::new(7), Device::new(7));
+    let acks = alice.push(vec![victim.note("one")]).await;
+    assert!(
+        matches!(acks[0].status, AckStatus::Applied { seq: 1, .. }),
+        "{acks:?}"
+    );
+    let _ = squatter.count(1);
+    let acks = mallory.push(vec![squatter.count(1)]).await;
+    assert!(
+        matches!(&acks[0].status, AckStatus::Refused { code, .. } if code == gaesup_protocol::code::TAB_TAKEN),
+        "{acks:?}"
+    );
+    let acks = alice.push(vec![victim.note("two")]).await;
+    assert!(
+        matches!(acks[0].status, AckStatus::Applied { seq: 2, .. }),
+        "{acks:?}"
     );
 }

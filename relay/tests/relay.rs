@@ -11,8 +11,8 @@ use gaesup_protocol::{
 use gaesup_relay::token::Access;
 use serde_json::{Value, json};
 use support::{
-    Backend, Client, Device, Relay, error_code, http, main_rw, main_snapshot, main_stream, token,
-    token_until,
+    Backend, Client, Device, Relay, error_code, http, main_rw, main_rw_as, main_snapshot,
+    main_stream, token, token_until,
 };
 
 fn applied_seq(status: &AckStatus) -> u64 {
@@ -585,6 +585,65 @@ async fn another_op_under_a_taken_id_is_refused_not_a_duplicate(backend: Backend
     assert_eq!(main_snapshot(&relay).await.seq, 2);
 }
 
+/// A tab belongs to the token subject that pushed its first op: a peer
+/// with a token of its own that read the tab's op ids (they are fanned
+/// out) cannot take the tab's next id before the tab does, even after
+/// the relay is killed and started again; it can still write under tabs
+/// of its own, and the same op again is still only a duplicate.
+async fn a_tab_belongs_to_the_subject_that_pushed_its_first_op(backend: Backend) {
+    let mut relay = Relay::on(backend, &[]);
+    let mut alice = Client::writer(&relay, &main_rw_as("alice")).await;
+    let mut mallory = Client::writer(&relay, &main_rw_as("mallory")).await;
+    let (mut victim, mut squatter) = (Device::new(7), Device::new(7));
+    let first = victim.note("one");
+    assert!(matches!(
+        alice.push(vec![first.clone()]).await[0].status,
+        AckStatus::Applied { seq: 1, .. }
+    ));
+    // The squatter's second op takes the id the victim writes next.
+    let _ = squatter.count(1);
+    let squat = squatter.count(1);
+    let acks = mallory.push(vec![squat.clone()]).await;
+    assert_eq!(refusal(&acks[0].status), code::TAB_TAKEN, "{acks:?}");
+    let real = victim.note("two");
+    assert_eq!(real.id, squat.id);
+    assert!(matches!(
+        alice.push(vec![real.clone()]).await[0].status,
+        AckStatus::Applied { seq: 2, .. }
+    ));
+    // A replay of the victim's own op changes nothing.
+    assert!(matches!(
+        mallory.push(vec![real]).await[0].status,
+        AckStatus::Duplicate { seq: 2, .. }
+    ));
+    // A tab first pushed by mallory is hers, in the same push as a squat.
+    let mut own = Device::new(9);
+    let next = squatter.count(1);
+    let acks = mallory.push(vec![own.count(1), next]).await;
+    assert!(
+        matches!(acks[0].status, AckStatus::Applied { seq: 3, .. }),
+        "{acks:?}"
+    );
+    assert_eq!(refusal(&acks[1].status), code::TAB_TAKEN, "{acks:?}");
+    let mut theirs = Device::new(9);
+    let _ = theirs.count(1);
+    let acks = alice.push(vec![theirs.note("theirs")]).await;
+    assert_eq!(refusal(&acks[0].status), code::TAB_TAKEN, "{acks:?}");
+    // Owners are stored with the log: a relay killed and started again
+    // still knows them.
+    drop((alice, mallory));
+    relay.restart();
+    let mut mallory = Client::writer(&relay, &main_rw_as("mallory")).await;
+    let acks = mallory.push(vec![squatter.count(1)]).await;
+    assert_eq!(refusal(&acks[0].status), code::TAB_TAKEN, "{acks:?}");
+    let mut alice = Client::writer(&relay, &main_rw_as("alice")).await;
+    assert!(matches!(
+        alice.push(vec![victim.note("three")]).await[0].status,
+        AckStatus::Applied { seq: 4, .. }
+    ));
+    assert_eq!(main_snapshot(&relay).await.seq, 4);
+}
+
 /// A device back from a lost connection resends its outbox: every op
 /// already in the log (read back together, among other devices' ops) is a
 /// duplicate at the number it got, and an op under an id a peer took
@@ -810,6 +869,7 @@ support::on_both_backends!(
     a_hello_naming_a_stream_twice_is_refused,
     a_device_that_never_reads_is_let_go,
     another_op_under_a_taken_id_is_refused_not_a_duplicate,
+    a_tab_belongs_to_the_subject_that_pushed_its_first_op,
     a_resent_outbox_is_answered_as_duplicates_in_one_push,
     a_narrowed_device_on_http_moves_past_ops_it_may_not_read,
     ops_stamped_near_the_horizon_are_refused_so_every_node_applies_what_one_admits,

@@ -375,8 +375,28 @@ pub fn token_until(
     global: Option<Access>,
     exp: u64,
 ) -> String {
+    mint_for("test", apartments, global, exp)
+}
+
+/// Read-write on apartment `main` and the global keys, for the token
+/// subject `sub` (another person, or another account's devices).
+pub fn main_rw_as(sub: &str) -> String {
+    mint_for(
+        sub,
+        &[("main", Access::Rw, None)],
+        Some(Access::Rw),
+        now_s() + 3600,
+    )
+}
+
+fn mint_for(
+    sub: &str,
+    apartments: &[(&str, Access, Option<&[&str]>)],
+    global: Option<Access>,
+    exp: u64,
+) -> String {
     let claims = Claims {
-        sub: "test".into(),
+        sub: sub.into(),
         exp,
         apartments: apartments
             .iter()
