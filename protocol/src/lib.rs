@@ -107,11 +107,12 @@ pub mod code {
     /// stream: a peer pushed a different op under an id it saw fanned out.
     /// The same op again is a duplicate, not this.
     pub const OP_ID_TAKEN: &str = "op_id_taken";
-    /// The op's tab belongs to another token's subject in the stream: the
-    /// subject whose token pushed the tab's first op (while the log holds
-    /// any of its ops) owns the tab's ids, so a peer that read them cannot
-    /// take the next one first. A device that meets it for its own op
-    /// pushed it with a token of another subject than before.
+    /// The op's tab belongs to another token subject: the subject whose
+    /// token pushed the tab's first op owns the tab's ids (until the tab
+    /// has had no op for 30 days), so a peer that read them cannot take
+    /// the next one first. A device meets it for its own op when it pushes
+    /// with a token of another subject than before, or when a peer took its
+    /// tab after 30 days without an op.
     pub const TAB_TAKEN: &str = "tab_taken";
     /// The relay is shutting down; reconnect to it or another node.
     pub const SHUTTING_DOWN: &str = "shutting_down";

@@ -88,6 +88,10 @@ pub struct Serve {
     pub max_wait_ms: u64,
 }
 
+/// The subject of a token minted without `--subject`: every such token
+/// shares it, and with it the tabs its devices write under.
+pub const SHARED_SUBJECT: &str = "device";
+
 /// Options of `mint-token`.
 #[derive(Debug, Args)]
 pub struct Mint {
@@ -99,10 +103,10 @@ pub struct Mint {
     pub dev: bool,
     /// Who the token is for: a person, or an account whose devices trust
     /// each other. A tab's op ids belong to the subject whose token pushed
-    /// its first op, so give each its own subject, and keep it when a
-    /// token is renewed (a device's unsent ops pushed under another
-    /// subject are refused as `tab_taken`).
-    #[arg(long, default_value = "device")]
+    /// its first op, so give each its own subject (without one, every token
+    /// shares `device`), and keep it when a token is renewed (a device's
+    /// unsent ops pushed under another subject are refused as `tab_taken`).
+    #[arg(long, default_value = SHARED_SUBJECT)]
     pub subject: String,
     /// Lifetime in seconds.
     #[arg(long, default_value_t = 3600)]

@@ -21,6 +21,8 @@ use std::sync::{Mutex, mpsc};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
+use crate::store::{LEGACY_OWNER, TAB_OWNER_TTL_MS};
+
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -30,15 +32,10 @@ pub enum DbError {
     /// The writer thread is gone (the relay is shutting down).
     #[error("the store is closed")]
     Closed,
-    /// A commit would append an op of a tab another token's subject owns
-    /// in the stream (the hub checks first; nothing was written).
-    #[error("tab {tab} of {stream} belongs to another token")]
-    TabTaken {
-        /// The stream.
-        stream: String,
-        /// The tab.
-        tab: String,
-    },
+    /// A commit would append an op of a tab another token subject owns
+    /// (the hub checks first; nothing was written).
+    #[error("tab {0} belongs to another token subject")]
+    TabTaken(String),
 }
 
 /// One op appended to a stream's log.
@@ -54,9 +51,13 @@ pub struct Row {
     pub body: String,
     /// The tab that issued it (the op id's first half).
     pub tab: String,
-    /// The subject of the token that pushed it: the tab's owner in this
-    /// stream from its first op on, while the log holds any of its ops.
-    pub owner: String,
+    /// The tab's owner, to record with the op (its last op's time moves):
+    /// the subject of the token that pushed it (see
+    /// [`Store::claim_tabs`](crate::store::Store::claim_tabs)), or
+    /// [`LEGACY_OWNER`] for a tab from before owners. `None` when the hub
+    /// saw the owner recorded less than an hour ago (a tab's owner lasts 30
+    /// days from its last recorded op).
+    pub owner: Option<String>,
 }
 
 /// What one batch makes durable.
@@ -109,6 +110,14 @@ impl Db {
         })?;
         let path = dir.join("relay.sqlite3");
         let write = open_connection(&path)?;
+        let owners_existed = write
+            .query_row(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tab_owners'",
+                [],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some();
         write.execute_batch(
             "CREATE TABLE IF NOT EXISTS ops (
                  stream TEXT NOT NULL, seq INTEGER NOT NULL, op_id TEXT NOT NULL, body TEXT NOT NULL,
@@ -119,10 +128,20 @@ impl Db {
                  PRIMARY KEY (stream, key)) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS streams (
                  stream TEXT PRIMARY KEY, head INTEGER NOT NULL, first INTEGER NOT NULL) WITHOUT ROWID;
-             CREATE TABLE IF NOT EXISTS tabs (
-                 stream TEXT NOT NULL, tab TEXT NOT NULL, owner TEXT NOT NULL, last INTEGER NOT NULL,
-                 PRIMARY KEY (stream, tab)) WITHOUT ROWID;",
+             CREATE TABLE IF NOT EXISTS tab_owners (
+                 tab TEXT PRIMARY KEY, owner TEXT NOT NULL, last_ms INTEGER NOT NULL) WITHOUT ROWID;
+             CREATE INDEX IF NOT EXISTS tab_owners_by_last ON tab_owners (last_ms);",
         )?;
+        if !owners_existed {
+            // A store written before tabs had owners: the tabs its log holds
+            // (whose ids peers may have read) are nobody's to take, as before.
+            write.execute(
+                "INSERT OR IGNORE INTO tab_owners (tab, owner, last_ms)
+                 SELECT DISTINCT substr(op_id, 1, instr(op_id, ':') - 1), ?1, ?2 FROM ops
+                 WHERE instr(op_id, ':') > 1",
+                params![LEGACY_OWNER, now_ms()],
+            )?;
+        }
         let read = open_connection(&path)?;
         let (jobs, inbox) = mpsc::channel::<Job>();
         std::thread::Builder::new()
@@ -240,14 +259,15 @@ impl Db {
         Ok(seq.map(|s| s.try_into().unwrap_or(0)))
     }
 
-    /// The subject of the token that owns `tab` in `stream` (pushed its
-    /// first op still in the log), if any.
-    pub fn tab_owner(&self, stream: &str, tab: &str) -> Result<Option<String>, DbError> {
+    /// The subject of the token that owns `tab`: the one whose op of it
+    /// was committed first, unless the tab has had no op for
+    /// [`TAB_OWNER_TTL_MS`].
+    pub fn tab_owner(&self, tab: &str) -> Result<Option<String>, DbError> {
         let read = self.reader();
         let mut query =
-            read.prepare_cached("SELECT owner FROM tabs WHERE stream = ?1 AND tab = ?2")?;
+            read.prepare_cached("SELECT owner FROM tab_owners WHERE tab = ?1 AND last_ms >= ?2")?;
         Ok(query
-            .query_row([stream, tab], |row| row.get(0))
+            .query_row(params![tab, owners_expired_before()], |row| row.get(0))
             .optional()?)
     }
 
@@ -272,41 +292,51 @@ fn writer(mut connection: Connection, inbox: mpsc::Receiver<Job>) {
     }
 }
 
+/// Now, in milliseconds since the epoch.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Owners whose tab's last op is older than this have expired.
+fn owners_expired_before() -> i64 {
+    now_ms().saturating_sub(i64::try_from(TAB_OWNER_TTL_MS).unwrap_or(i64::MAX))
+}
+
 fn apply(connection: &mut Connection, commit: &Commit) -> Result<(), DbError> {
     let tx = connection.transaction()?;
     {
         let mut insert = tx
             .prepare_cached("INSERT INTO ops (stream, seq, op_id, body) VALUES (?1, ?2, ?3, ?4)")?;
-        // A tab's first op binds it to its pusher's subject; later ones
-        // move its last number, and only if they come from that subject.
-        let mut tab = tx.prepare_cached(
-            "INSERT INTO tabs (stream, tab, owner, last) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (stream, tab) DO UPDATE SET last = MAX(last, excluded.last)
-             WHERE owner = excluded.owner",
-        )?;
-        // Each tab once per commit, with its newest op.
-        let mut tabs: BTreeMap<(&str, &str), (&str, i64)> = BTreeMap::new();
+        // Each tab once: owned by its pusher if nobody owns it (or its
+        // owner expired), its last op moved if the pusher owns it (or it is
+        // a tab from before owners, which stays nobody's).
+        let mut tabs: BTreeMap<&str, &str> = BTreeMap::new();
         for row in &commit.ops {
-            let seq = i64::try_from(row.seq).unwrap_or(i64::MAX);
-            insert.execute(params![row.stream, seq, row.op_id, row.body])?;
-            let (owner, last) = tabs
-                .entry((&row.stream, &row.tab))
-                .or_insert((&row.owner, seq));
-            if *owner != row.owner {
-                return Err(DbError::TabTaken {
-                    stream: row.stream.clone(),
-                    tab: row.tab.clone(),
-                });
+            insert.execute(params![
+                row.stream,
+                i64::try_from(row.seq).unwrap_or(i64::MAX),
+                row.op_id,
+                row.body
+            ])?;
+            let Some(pusher) = &row.owner else { continue };
+            if *tabs.entry(&row.tab).or_insert(pusher) != pusher {
+                return Err(DbError::TabTaken(row.tab.clone()));
             }
-            *last = (*last).max(seq);
         }
-        for ((stream, name), (owner, last)) in tabs {
-            if tab.execute(params![stream, name, owner, last])? == 0 {
+        let mut owner = tx.prepare_cached(
+            "INSERT INTO tab_owners (tab, owner, last_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (tab) DO UPDATE SET
+                 owner = CASE WHEN last_ms < ?4 THEN excluded.owner ELSE owner END,
+                 last_ms = MAX(last_ms, excluded.last_ms)
+             WHERE owner = excluded.owner OR owner = ?5 OR last_ms < ?4",
+        )?;
+        let (now, expired) = (now_ms(), owners_expired_before());
+        for (tab, pusher) in tabs {
+            if owner.execute(params![tab, pusher, now, expired, LEGACY_OWNER])? == 0 {
                 // Dropped with the transaction: nothing is written.
-                return Err(DbError::TabTaken {
-                    stream: stream.to_owned(),
-                    tab: name.to_owned(),
-                });
+                return Err(DbError::TabTaken(tab.to_owned()));
             }
         }
         let mut state = tx.prepare_cached(
@@ -344,15 +374,15 @@ fn trim(connection: &mut Connection, stream: &str, keep: u64) -> Result<u64, DbE
         "DELETE FROM ops WHERE stream = ?1 AND seq < ?2",
         params![stream, first],
     )?;
-    // A tab none of whose ops is left owns nothing any more: the table
-    // stays as small as the log.
-    tx.execute(
-        "DELETE FROM tabs WHERE stream = ?1 AND last < ?2",
-        params![stream, first],
-    )?;
     tx.execute(
         "UPDATE streams SET first = MAX(first, ?2) WHERE stream = ?1",
         params![stream, first],
+    )?;
+    // Owners go by time, not by the log: a peer that floods a stream until
+    // a tab's ops are trimmed must not free the tab.
+    tx.execute(
+        "DELETE FROM tab_owners WHERE last_ms < ?1",
+        [owners_expired_before()],
     )?;
     tx.commit()?;
     Ok(first.try_into().unwrap_or(1))

@@ -21,9 +21,10 @@
 //! fanned out here in log order; every subscriber therefore sees each
 //! stream's numbers without a gap, whichever node committed them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use gaesup_protocol::{
     Ack, AckStatus, ErrorBody, OpsBody, ProtocolError, Sequenced, ServerMessage, Snapshot,
@@ -38,7 +39,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::db::Row;
 use crate::metrics::Metrics;
-use crate::store::{CommitError, Store, StreamCommit};
+use crate::store::{CommitError, LEGACY_OWNER, Store, StreamCommit};
 use crate::token::Claims;
 
 /// Most ops one commit takes (more wait for the next one).
@@ -162,7 +163,17 @@ struct State {
     committed: Arc<Notify>,
     /// Ops kept per stream behind the head before the log is trimmed.
     keep: u64,
+    /// Tabs this node committed ops of lately, with their owner and when:
+    /// an owner lasts [`crate::store::TAB_OWNER_TTL_MS`] from its last op,
+    /// so one seen less than [`OWNER_RECHECK`] ago is still the owner, and
+    /// the store is not asked again (nor the owner's time renewed) until
+    /// then.
+    owners: HashMap<String, (String, Instant)>,
 }
+
+/// How long a tab's owner seen at a commit is taken as known (see
+/// `State::owners`): the store renews an owner's time at most this late.
+const OWNER_RECHECK: Duration = Duration::from_secs(3600);
 
 /// The relay's own replica id: random per start, so no device's op can
 /// claim it.
@@ -381,20 +392,22 @@ fn new_stream(declarations: &[Arc<KeySpec>], id: StreamId) -> Stream {
     }
 }
 
-/// An answer of the store about one (stream, op id or tab), or why the
-/// store could not be asked.
-type Asked<T> = BTreeMap<(StreamId, String), Result<T, String>>;
+/// What the log holds under an op id: its number and the op (`None` if
+/// it could not be read back), or why the log could not be asked.
+type Held = Result<(u64, Option<Op>), String>;
 
 /// What the store holds about the ops of a push, read before admitting
 /// them.
 #[derive(Default)]
 struct Known {
-    /// The op ids the log holds already: the number and the op stored
-    /// under it (`None` if it could not be read back).
-    ids: Asked<(u64, Option<Op>)>,
-    /// The tabs the ops name: the subject of the token that owns the tab
-    /// in the stream (`None`: nobody yet).
-    owners: Asked<Option<String>>,
+    /// The op ids the log holds already, by (stream, id).
+    ids: BTreeMap<(StreamId, String), Held>,
+    /// Tabs whose owner this node saw renewed less than [`OWNER_RECHECK`]
+    /// ago: neither asked nor recorded again.
+    fresh: BTreeSet<String>,
+    /// The owner of each tab the ops name (see [`Store::claim_tabs`]), or
+    /// why the store could not be asked.
+    owners: BTreeMap<String, Result<String, String>>,
 }
 
 /// One push attempt's work on one stream: the ops admitted against the
@@ -410,10 +423,6 @@ struct Part {
     /// Op ids in this part: the number each got, and where the op is in
     /// `fanout`.
     in_part: BTreeMap<String, (u64, usize)>,
-    /// Tabs of the ops in this part, each with the subject that pushed
-    /// them: a tab owned by nobody in the store is owned by the first
-    /// subject admitted with it here.
-    owners: BTreeMap<String, String>,
 }
 
 impl State {
@@ -434,6 +443,7 @@ impl State {
             metrics,
             committed,
             keep,
+            owners: HashMap::new(),
         };
         let names = state
             .store
@@ -877,37 +887,55 @@ impl State {
         statuses: &mut [Vec<Option<AckStatus>>],
     ) -> Vec<StreamId> {
         // The op ids each stream's log already holds, and who owns the
-        // tabs that issued them.
-        let mut wanted: BTreeMap<StreamId, (Vec<String>, BTreeSet<String>)> = BTreeMap::new();
-        for (i, (_, ops, _, _)) in pushes.iter().enumerate() {
+        // tabs that issued the ops the pushers may write (asked once per
+        // tab, by its first pusher here: a later one gets that answer).
+        let mut wanted: BTreeMap<StreamId, Vec<String>> = BTreeMap::new();
+        let mut tabs: BTreeMap<String, String> = BTreeMap::new();
+        let mut known = Known::default();
+        for (i, (claims, ops, _, _)) in pushes.iter().enumerate() {
             for (j, op) in ops.iter().enumerate() {
                 if statuses[i][j].is_none() {
-                    let (ids, tabs) = wanted.entry(StreamId::of(&op.key)).or_default();
-                    ids.push(op.id.to_string());
-                    tabs.insert(op.id.tab.to_string());
+                    wanted
+                        .entry(StreamId::of(&op.key))
+                        .or_default()
+                        .push(op.id.to_string());
+                    let tab = op.id.tab.to_string();
+                    match self.owners.get(&tab) {
+                        Some((owner, seen)) if seen.elapsed() < OWNER_RECHECK => {
+                            known.owners.insert(tab.clone(), Ok(owner.clone()));
+                            known.fresh.insert(tab);
+                        }
+                        _ if claims.can_write_key(&op.key) => {
+                            tabs.entry(tab).or_insert_with(|| claims.sub.clone());
+                        }
+                        _ => {}
+                    }
                 }
             }
         }
-        let mut known = Known::default();
-        for (id, (ids, tabs)) in wanted {
-            if let Err(err) = self.ensure(&id).await {
-                for op_id in ids {
-                    known
-                        .ids
-                        .insert((id.clone(), op_id), Err(err.message.clone()));
-                }
-                continue;
-            }
-            let tabs: Vec<String> = tabs.into_iter().collect();
-            match self
-                .store
-                .seqs_and_owners(&id.to_string(), &ids, &tabs)
-                .await
-            {
-                Ok((seqs, owners)) => {
-                    for (tab, owner) in tabs.into_iter().zip(owners) {
-                        known.owners.insert((id.clone(), tab), Ok(owner));
+        let mut ready = Vec::with_capacity(wanted.len());
+        for (id, ids) in wanted {
+            match self.ensure(&id).await {
+                Ok(()) => ready.push((id, ids)),
+                Err(err) => {
+                    for op_id in ids {
+                        known
+                            .ids
+                            .insert((id.clone(), op_id), Err(err.message.clone()));
                     }
+                }
+            }
+        }
+        let lookups: Vec<(String, Vec<String>)> = ready
+            .iter()
+            .map(|(id, ids)| (id.to_string(), ids.clone()))
+            .collect();
+        let asked: Vec<(String, String)> = tabs.into_iter().collect();
+        match self.store.seqs_and_claims(&lookups, &asked).await {
+            Ok((seqs, owners)) => {
+                let asked = asked.into_iter().map(|(tab, _)| tab);
+                known.owners.extend(asked.zip(owners.into_iter().map(Ok)));
+                for ((id, ids), seqs) in ready.into_iter().zip(seqs) {
                     let held: Vec<(String, u64)> = ids
                         .into_iter()
                         .zip(seqs)
@@ -921,11 +949,15 @@ impl State {
                         known.ids.insert((id.clone(), op_id), Ok((seq, stored)));
                     }
                 }
-                Err(err) => {
-                    // Each op is refused at its id, before its tab is asked.
+            }
+            Err(err) => {
+                for (id, ids) in ready {
                     for op_id in ids {
                         known.ids.insert((id.clone(), op_id), Err(err.to_string()));
                     }
+                }
+                for (tab, _) in asked {
+                    known.owners.insert(tab, Err(err.to_string()));
                 }
             }
         }
@@ -946,6 +978,7 @@ impl State {
             }
         }
         let mut order = Vec::new();
+        let mut owned = Vec::new();
         let mut commits = Vec::new();
         for (id, part) in &mut parts {
             if part.rows.is_empty() {
@@ -962,6 +995,12 @@ impl State {
                 })
                 .collect();
             order.push(id.clone());
+            owned.push(
+                part.rows
+                    .iter()
+                    .filter_map(|row| Some((row.tab.clone(), row.owner.clone()?)))
+                    .collect::<Vec<_>>(),
+            );
             commits.push(StreamCommit {
                 stream: id.to_string(),
                 base: part.base,
@@ -976,12 +1015,13 @@ impl State {
         let results = self.store.commit(commits).await;
         let mut conflicts = Vec::new();
         let mut stored = 0;
-        for (id, result) in order.into_iter().zip(results) {
+        for ((id, result), owned) in order.into_iter().zip(results).zip(owned) {
             let Some(part) = parts.remove(&id) else {
                 continue;
             };
             match result {
                 Ok(()) => {
+                    self.saw_owners(owned);
                     stored += part.fanout.len();
                     if let Some(last) = part.fanout.last().map(|s| s.seq) {
                         // Fanned out before the acks go: a device that reads
@@ -1040,6 +1080,19 @@ impl State {
             self.metrics.commit(stored, started.elapsed());
         }
         conflicts
+    }
+
+    /// Notes the owners of tabs whose ops were just committed (each owner's
+    /// time was renewed by it), forgetting those seen too long ago.
+    fn saw_owners(&mut self, owned: Vec<(String, String)>) {
+        if self.owners.len() > 4096 {
+            self.owners
+                .retain(|_, (_, seen)| seen.elapsed() < OWNER_RECHECK);
+        }
+        let now = Instant::now();
+        for (tab, owner) in owned {
+            self.owners.insert(tab, (owner, now));
+        }
     }
 
     /// The op the log holds at each number of `held` of `id`, where it can
@@ -1113,24 +1166,21 @@ impl State {
                 seq,
             };
         }
-        // A tab's ops come from the token subject that pushed its first one
-        // (still in the log): another token that read the tab's op ids must
-        // not take its next id before the tab does.
+        // A tab's ops come from the token subject that pushed its first one:
+        // another token that read the tab's op ids (they are fanned out)
+        // must not take its next id before the tab does.
         let tab = op.id.tab.to_string();
-        let owner = match part.owners.get(&tab) {
-            Some(owner) => Some(owner.as_str()),
-            None => match known.owners.get(&(id.clone(), tab.clone())) {
-                Some(Ok(owner)) => owner.as_deref(),
-                Some(Err(err)) => return refused(code::STORAGE, err.clone()),
-                None => None,
-            },
+        let owner = match known.owners.get(&tab) {
+            Some(Ok(owner)) if *owner == claims.sub || owner == LEGACY_OWNER => owner.clone(),
+            Some(Ok(_)) => {
+                return refused(
+                    code::TAB_TAKEN,
+                    format!("the tab {tab} belongs to another token subject"),
+                );
+            }
+            Some(Err(err)) => return refused(code::STORAGE, err.clone()),
+            None => return refused(code::STORAGE, "the tab's owner could not be read"),
         };
-        if owner.is_some_and(|owner| owner != claims.sub) {
-            return refused(
-                code::TAB_TAKEN,
-                format!("the tab {tab} of {id} belongs to another token's subject"),
-            );
-        }
         let now = now_ms();
         let Some(stream) = self.streams.get_mut(id) else {
             return refused(code::STORAGE, "the stream could not be loaded");
@@ -1178,10 +1228,10 @@ impl State {
             seq,
             op_id: op_id.clone(),
             body: serde_json::to_string(op).unwrap_or_default(),
-            tab: tab.clone(),
-            owner: claims.sub.clone(),
+            // Recorded (SQLite) unless seen renewed lately.
+            owner: (!known.fresh.contains(&tab)).then_some(owner),
+            tab,
         });
-        part.owners.entry(tab).or_insert_with(|| claims.sub.clone());
         part.in_part.insert(op_id, (seq, part.fanout.len()));
         part.keys.insert(op.key.clone());
         part.fanout.push(Sequenced {

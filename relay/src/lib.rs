@@ -26,12 +26,14 @@
 //! - A resend is harmless: an op id already in the log is acknowledged as a
 //!   duplicate with its first number (on Redis, checked again inside the
 //!   commit script, atomically with the append).
-//! - Op ids cannot be squatted across tokens: a tab (the first half of an
-//!   op id) belongs, in each stream, to the token subject that pushed its
-//!   first op, for as long as the log holds any of its ops; another
-//!   subject's op of that tab is refused (`tab_taken`), so a peer that read
-//!   a device's op ids cannot push under its next one first. The owner is
-//!   stored with the ops (and checked again inside Redis's commit script).
+//! - A tab (the first half of an op id) belongs to the token subject that
+//!   pushed its first op, in every stream, until it has had no op for 30
+//!   days (a trim of the log does not free it); another subject's op of it
+//!   is refused (`tab_taken`), so a peer that read a device's op ids (they
+//!   are fanned out) cannot push under its next one first. Redis claims a
+//!   tab for every node before the push's ops are committed; SQLite records
+//!   the owner with the commit. Tabs a store held before owners existed are
+//!   nobody's (anyone may push them, as before; none may take them).
 //! - Any node will do: with Redis, a stream's numbers are the same on every
 //!   node, each node applies and sends on what the others commit, in log
 //!   order, and answers a device as caught up only with what Redis holds.
@@ -319,6 +321,13 @@ fn parse_access(text: &str) -> Result<Access, String> {
 /// Builds and signs a token from `mint-token`'s options.
 pub fn mint(options: &Mint) -> Result<String, String> {
     let secret = config::secret(options.secret_file.as_ref(), options.dev)?;
+    if options.subject == config::SHARED_SUBJECT {
+        tracing::warn!(
+            "the token's subject is {:?}, as every token minted without --subject: devices \
+             holding such tokens can take each other's op ids (give each person a subject)",
+            config::SHARED_SUBJECT
+        );
+    }
     let mut apartments = BTreeMap::new();
     for grant in &options.apartments {
         let (apartment, rest) = grant

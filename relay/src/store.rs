@@ -38,6 +38,19 @@ pub enum StoreError {
     Transaction(String),
 }
 
+/// How long a tab stays its owner's after its last op: 30 days. A tab's
+/// owner is the subject of the token that pushed its first op (see
+/// [`Store::claim_tabs`]); an owner goes by time, never with the log, so
+/// a peer that floods a stream until a tab's ops are trimmed does not free
+/// the tab.
+pub const TAB_OWNER_TTL_MS: u64 = 30 * 24 * 3_600_000;
+
+/// The owner of the tabs a store held ops of before tabs had owners: any
+/// subject may push their ops (as before), none may take them. No token
+/// subject can be it (`mint-token` takes the subject from the command
+/// line, which cannot hold a NUL).
+pub const LEGACY_OWNER: &str = "\u{0}legacy";
+
 /// Why one stream's part of a commit was not made durable.
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
@@ -147,42 +160,54 @@ impl Store {
         }
     }
 
-    /// [`seqs_of`](Self::seqs_of) `ids` and [`tab_owners`](Self::tab_owners)
-    /// of `tabs`, read together (one round trip to Redis): what a push
-    /// needs to know before its ops are admitted.
-    pub async fn seqs_and_owners(
-        &self,
-        stream: &str,
-        ids: &[String],
-        tabs: &[String],
-    ) -> Result<(Vec<Option<u64>>, Vec<Option<String>>), StoreError> {
+    /// The owner of each tab asked for, in the order asked: the subject of
+    /// the token whose op of the tab was first pushed (while the tab has
+    /// had an op within [`TAB_OWNER_TTL_MS`]), [`LEGACY_OWNER`] for a tab
+    /// the log held before tabs had owners, or else the subject asking,
+    /// which owns the tab from then on. A tab is owned across streams
+    /// (a page writes its apartment's and the global keys under one tab).
+    ///
+    /// Redis claims each tab here, atomically, for every node (the push's
+    /// ops are committed after it, so no peer can have read a tab's id
+    /// before its owner claimed it) and extends the owner's time; SQLite,
+    /// whose only writer is this node's hub, records the owner and the
+    /// time with each commit.
+    pub async fn claim_tabs(&self, asked: &[(String, String)]) -> Result<Vec<String>, StoreError> {
         match self {
             Self::Sqlite(db) => {
-                let seqs = ids.iter().map(|id| db.seq_of(stream, id));
-                let owners = tabs.iter().map(|tab| db.tab_owner(stream, tab));
-                Ok((
-                    seqs.collect::<Result<_, _>>()?,
-                    owners.collect::<Result<_, _>>()?,
-                ))
+                let mut owners: BTreeMap<&str, String> = BTreeMap::new();
+                let mut answers = Vec::with_capacity(asked.len());
+                for (tab, subject) in asked {
+                    let owner = match owners.get(tab.as_str()) {
+                        Some(owner) => owner.clone(),
+                        None => db.tab_owner(tab)?.unwrap_or_else(|| subject.clone()),
+                    };
+                    owners.insert(tab, owner.clone());
+                    answers.push(owner);
+                }
+                Ok(answers)
             }
-            Self::Redis(redis) => redis.seqs_and_owners(stream, ids, tabs).await,
+            Self::Redis(redis) => redis.claim_tabs(asked).await,
         }
     }
 
-    /// The subject of the token that owns each of `tabs` in `stream` (see
-    /// [`Row::owner`]), in the same order: `None` for a tab none of whose
-    /// ops the log holds.
-    pub async fn tab_owners(
+    /// [`seqs_of`](Self::seqs_of) each stream's ids and
+    /// [`claim_tabs`](Self::claim_tabs) `asked`, together (one round trip to
+    /// Redis): what a push needs before its ops are admitted.
+    pub async fn seqs_and_claims(
         &self,
-        stream: &str,
-        tabs: &[String],
-    ) -> Result<Vec<Option<String>>, StoreError> {
+        lookups: &[(String, Vec<String>)],
+        asked: &[(String, String)],
+    ) -> Result<(Vec<Vec<Option<u64>>>, Vec<String>), StoreError> {
         match self {
-            Self::Sqlite(db) => Ok(tabs
-                .iter()
-                .map(|tab| db.tab_owner(stream, tab))
-                .collect::<Result<_, _>>()?),
-            Self::Redis(redis) => redis.tab_owners(stream, tabs).await,
+            Self::Sqlite(_) => {
+                let mut seqs = Vec::with_capacity(lookups.len());
+                for (stream, ids) in lookups {
+                    seqs.push(Box::pin(self.seqs_of(stream, ids)).await?);
+                }
+                Ok((seqs, Box::pin(self.claim_tabs(asked)).await?))
+            }
+            Self::Redis(redis) => redis.seqs_and_claims(lookups, asked).await,
         }
     }
 
@@ -289,16 +314,16 @@ impl Store {
 ///   `<seq>-0` and the fields `id` (the op id) and `op` (the op as JSON);
 /// - `gaesup:{s}:ids`: op id → number, for deduplication (trimmed with the
 ///   log);
-/// - `gaesup:{s}:tabs`: tab → `<last number> <owner>`, the subject of the
-///   token that pushed the tab's first op and the number of its newest
-///   (dropped by the trim that drops that op);
 /// - `gaesup:{s}:state`: full key → canonical state (the snapshot);
 /// - `gaesup:{s}:head` and `gaesup:{s}:first`: newest and oldest numbers;
 ///
-/// and `gaesup:streams`, the set of stream names. A commit is one Lua
-/// script per stream: it checks the head, the op ids and the tabs'
-/// owners, appends, records the ids and the tabs, writes the states and
-/// moves the head, all or nothing.
+/// and `gaesup:streams`, the set of stream names; per tab `t`,
+/// `gaesup:tab:t`, the subject that owns it (expiring
+/// [`TAB_OWNER_TTL_MS`] after its last push); `gaesup:tabs-seeded`, set
+/// once the tabs of a store written before tabs had owners were given
+/// [`LEGACY_OWNER`]. A commit is one Lua
+/// script per stream: it checks the head and the op ids, appends, records
+/// the ids, writes the states and moves the head, all or nothing.
 pub struct RedisStore {
     commands: ConnectionManager,
     client: redis::Client,
@@ -312,14 +337,12 @@ pub struct RedisStore {
     node: u64,
 }
 
-/// KEYS: head, log, ids, state, first, turn, tabs. ARGV: base, node, n,
-/// then n times (seq, op id, op, tab, owner), then m, then m times (key,
-/// state).
+/// KEYS: head, log, ids, state, first, turn. ARGV: base, node, n, then n
+/// times (seq, op id, op), then m, then m times (key, state).
 ///
-/// Returns 1 when committed, -1 when an op id is already in the log or a
-/// tab is owned by another subject (the hub reads both again and refuses
-/// what it must), -2 while another node has its turn, and -(head + 3) when
-/// the head is not `base`. A node that meets a moved head takes the turn (if nobody has
+/// Returns 1 when committed, -1 when an op id is already in the log, -2
+/// while another node has its turn, and -(head + 3) when the head is not
+/// `base`. A node that meets a moved head takes the turn (if nobody has
 /// it): other nodes' commits wait until it committed, gave the turn up
 /// (nothing left to commit) or the turn expired (250 ms), so a node cannot
 /// lose every race to a busier one. All checks come before any write: a
@@ -333,29 +356,18 @@ if head ~= tonumber(ARGV[1]) then
   return -(head + 3)
 end
 local n = tonumber(ARGV[3])
-local owners, last = {}, {}
 for k = 0, n - 1 do
-  if tonumber(ARGV[4 + 5 * k]) ~= head + k + 1 then
+  if tonumber(ARGV[4 + 3 * k]) ~= head + k + 1 then
     return redis.error_reply('op numbers out of order')
   end
-  if redis.call('HEXISTS', KEYS[3], ARGV[5 + 5 * k]) == 1 then return -1 end
-  local tab, owner = ARGV[7 + 5 * k], ARGV[8 + 5 * k]
-  if owners[tab] == nil then
-    local held = redis.call('HGET', KEYS[7], tab)
-    owners[tab] = held and string.sub(held, string.find(held, ' ', 1, true) + 1) or owner
-  end
-  if owners[tab] ~= owner then return -1 end
-  last[tab] = ARGV[4 + 5 * k]
+  if redis.call('HEXISTS', KEYS[3], ARGV[5 + 3 * k]) == 1 then return -1 end
 end
 for k = 0, n - 1 do
-  local seq = ARGV[4 + 5 * k]
-  redis.call('XADD', KEYS[2], seq .. '-0', 'id', ARGV[5 + 5 * k], 'op', ARGV[6 + 5 * k])
-  redis.call('HSET', KEYS[3], ARGV[5 + 5 * k], seq)
+  local seq = ARGV[4 + 3 * k]
+  redis.call('XADD', KEYS[2], seq .. '-0', 'id', ARGV[5 + 3 * k], 'op', ARGV[6 + 3 * k])
+  redis.call('HSET', KEYS[3], ARGV[5 + 3 * k], seq)
 end
-for tab, seq in pairs(last) do
-  redis.call('HSET', KEYS[7], tab, seq .. ' ' .. owners[tab])
-end
-local i = 4 + 5 * n
+local i = 4 + 3 * n
 local m = tonumber(ARGV[i])
 for k = 0, m - 1 do
   redis.call('HSET', KEYS[4], ARGV[i + 1 + 2 * k], ARGV[i + 2 + 2 * k])
@@ -375,21 +387,24 @@ local gone = redis.call('XRANGE', KEYS[2], '-', string.format('%d', first - 1) .
 for _, entry in ipairs(gone) do
   local fields = entry[2]
   for f = 1, #fields, 2 do
-    if fields[f] == 'id' then
-      local id = fields[f + 1]
-      redis.call('HDEL', KEYS[3], id)
-      local tab = string.match(id, '^(.*):')
-      local held = tab and redis.call('HGET', KEYS[5], tab)
-      local last = held and tonumber(string.match(held, '^%d+'))
-      if last and last < first then
-        redis.call('HDEL', KEYS[5], tab)
-      end
-    end
+    if fields[f] == 'id' then redis.call('HDEL', KEYS[3], fields[f + 1]) end
   end
 end
 redis.call('XTRIM', KEYS[2], 'MINID', string.format('%d', first) .. '-0')
 redis.call('SET', KEYS[4], string.format('%d', first))
 return first
+";
+
+/// KEYS: the tab's owner key. ARGV: the subject asking, the owner's time
+/// to live in ms, [`LEGACY_OWNER`]. Returns the tab's owner: the one it
+/// has (another subject's, untouched), or the asker's (claimed or kept,
+/// its time to live renewed); a legacy tab stays legacy, renewed.
+const CLAIM_SCRIPT: &str = r"
+local owner = redis.call('GET', KEYS[1])
+if owner and owner ~= ARGV[1] and owner ~= ARGV[3] then return owner end
+owner = owner or ARGV[1]
+redis.call('SET', KEYS[1], owner, 'PX', ARGV[2])
+return owner
 ";
 
 /// KEYS: turn. ARGV: node. Deletes the turn if this node holds it.
@@ -399,18 +414,56 @@ return 0
 ";
 
 const STREAMS: &str = "gaesup:streams";
+const TABS_SEEDED: &str = "gaesup:tabs-seeded";
 
-/// The owners in `gaesup:{s}:tabs` values (`<last number> <owner>`).
-fn owners_of(held: Vec<Option<String>>) -> Result<Vec<Option<String>>, StoreError> {
-    held.into_iter()
-        .map(|held| {
-            held.map(|held| match held.split_once(' ') {
-                Some((last, owner)) if last.parse::<u64>().is_ok() => Ok(owner.to_owned()),
-                _ => Err(StoreError::Corrupt(format!("tab owner {held:?}"))),
-            })
-            .transpose()
-        })
-        .collect()
+fn tab_key(tab: &str) -> String {
+    format!("gaesup:tab:{tab}")
+}
+
+/// Gives every tab of the log [`LEGACY_OWNER`] (where it has no owner)
+/// the first time a node of this version meets a store: its ids may have
+/// been read by peers before tabs had owners. Once per store: marked
+/// done after every stream's tabs (nodes starting together each seed, to
+/// the same effect; one killed midway leaves it to the next).
+async fn seed_legacy_tabs(commands: &mut ConnectionManager) -> Result<(), StoreError> {
+    let done: bool = redis::cmd("EXISTS")
+        .arg(TABS_SEEDED)
+        .query_async(commands)
+        .await?;
+    if done {
+        return Ok(());
+    }
+    let streams: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(STREAMS)
+        .query_async(commands)
+        .await?;
+    for stream in streams {
+        let ids: Vec<String> = redis::cmd("HKEYS")
+            .arg(key(&stream, "ids"))
+            .query_async(commands)
+            .await?;
+        let tabs: BTreeSet<&str> = ids
+            .iter()
+            .filter_map(|id| id.split_once(':').map(|(tab, _)| tab))
+            .collect();
+        let mut pipe = redis::pipe();
+        for tab in tabs {
+            pipe.cmd("SET")
+                .arg(tab_key(tab))
+                .arg(LEGACY_OWNER)
+                .arg("NX")
+                .arg("PX")
+                .arg(TAB_OWNER_TTL_MS)
+                .ignore();
+        }
+        let () = pipe.query_async(commands).await?;
+    }
+    let () = redis::cmd("SET")
+        .arg(TABS_SEEDED)
+        .arg("1")
+        .query_async(commands)
+        .await?;
+    Ok(())
 }
 
 /// A random id for this process.
@@ -525,6 +578,7 @@ impl RedisStore {
                  with appendonly yes and appendfsync always, or acks may be lost"
             ),
         }
+        seed_legacy_tabs(&mut commands).await?;
         Ok(Self {
             commands,
             client,
@@ -539,6 +593,62 @@ impl RedisStore {
 
     fn connection(&self) -> ConnectionManager {
         self.commands.clone()
+    }
+
+    async fn claim_tabs(&self, asked: &[(String, String)]) -> Result<Vec<String>, StoreError> {
+        Ok(self.seqs_and_claims(&[], asked).await?.1)
+    }
+
+    async fn seqs_and_claims(
+        &self,
+        lookups: &[(String, Vec<String>)],
+        asked: &[(String, String)],
+    ) -> Result<(Vec<Vec<Option<u64>>>, Vec<String>), StoreError> {
+        let mut pipe = redis::pipe();
+        // HMGET needs a field: a stream with no id to look up is not asked.
+        let asking = lookups.iter().filter(|(_, ids)| !ids.is_empty());
+        for (stream, ids) in asking.clone() {
+            pipe.cmd("HMGET").arg(key(stream, "ids")).arg(ids);
+        }
+        // EVAL, not EVALSHA: a pipeline does not load a script Redis lost
+        // (restarted), and Redis caches what it compiled.
+        for (tab, subject) in asked {
+            pipe.cmd("EVAL")
+                .arg(CLAIM_SCRIPT)
+                .arg(1)
+                .arg(tab_key(tab))
+                .arg(subject)
+                .arg(TAB_OWNER_TTL_MS)
+                .arg(LEGACY_OWNER);
+        }
+        let asked_seqs = asking.count();
+        let mut replies: Vec<redis::Value> = if asked_seqs + asked.len() == 0 {
+            Vec::new()
+        } else {
+            pipe.query_async(&mut self.connection()).await?
+        };
+        let owners = replies.split_off(asked_seqs.min(replies.len()));
+        let parse = |err: redis::ParsingError| StoreError::Corrupt(err.to_string());
+        let mut found = replies
+            .into_iter()
+            .map(redis::from_redis_value::<Vec<Option<u64>>>);
+        let seqs = lookups
+            .iter()
+            .map(|(_, ids)| {
+                if ids.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    found.next().unwrap_or(Ok(Vec::new()))
+                }
+            })
+            .collect::<Result<_, _>>()
+            .map_err(parse)?;
+        let owners = owners
+            .into_iter()
+            .map(redis::from_redis_value)
+            .collect::<Result<_, _>>()
+            .map_err(parse)?;
+        Ok((seqs, owners))
     }
 
     async fn stream_names(&self) -> Result<Vec<String>, StoreError> {
@@ -575,46 +685,6 @@ impl RedisStore {
             .query_async(&mut self.connection())
             .await?;
         Ok(seqs)
-    }
-
-    async fn tab_owners(
-        &self,
-        stream: &str,
-        tabs: &[String],
-    ) -> Result<Vec<Option<String>>, StoreError> {
-        if tabs.is_empty() {
-            return Ok(Vec::new());
-        }
-        let held: Vec<Option<String>> = redis::cmd("HMGET")
-            .arg(key(stream, "tabs"))
-            .arg(tabs)
-            .query_async(&mut self.connection())
-            .await?;
-        owners_of(held)
-    }
-
-    async fn seqs_and_owners(
-        &self,
-        stream: &str,
-        ids: &[String],
-        tabs: &[String],
-    ) -> Result<(Vec<Option<u64>>, Vec<Option<String>>), StoreError> {
-        if ids.is_empty() || tabs.is_empty() {
-            return Ok((
-                self.seqs_of(stream, ids).await?,
-                self.tab_owners(stream, tabs).await?,
-            ));
-        }
-        let (seqs, held): (Vec<Option<u64>>, Vec<Option<String>>) = redis::pipe()
-            .cmd("HMGET")
-            .arg(key(stream, "ids"))
-            .arg(ids)
-            .cmd("HMGET")
-            .arg(key(stream, "tabs"))
-            .arg(tabs)
-            .query_async(&mut self.connection())
-            .await?;
-        Ok((seqs, owners_of(held)?))
     }
 
     async fn ops_after(
@@ -681,17 +751,11 @@ impl RedisStore {
             .key(key(stream, "state"))
             .key(key(stream, "first"))
             .key(key(stream, "turn"))
-            .key(key(stream, "tabs"))
             .arg(part.base)
             .arg(self.node)
             .arg(part.ops.len());
         for row in &part.ops {
-            invocation
-                .arg(row.seq)
-                .arg(&row.op_id)
-                .arg(&row.body)
-                .arg(&row.tab)
-                .arg(&row.owner);
+            invocation.arg(row.seq).arg(&row.op_id).arg(&row.body);
         }
         invocation.arg(part.states.len());
         for (full_key, stored) in &part.states {
@@ -743,7 +807,6 @@ impl RedisStore {
             .key(key(stream, "log"))
             .key(key(stream, "ids"))
             .key(key(stream, "first"))
-            .key(key(stream, "tabs"))
             .arg(keep)
             .invoke_async(&mut self.connection())
             .await?;

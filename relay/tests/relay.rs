@@ -587,11 +587,13 @@ async fn another_op_under_a_taken_id_is_refused_not_a_duplicate(backend: Backend
 
 /// A tab belongs to the token subject that pushed its first op: a peer
 /// with a token of its own that read the tab's op ids (they are fanned
-/// out) cannot take the tab's next id before the tab does, even after
-/// the relay is killed and started again; it can still write under tabs
-/// of its own, and the same op again is still only a duplicate.
+/// out) cannot take the tab's next id before the tab does, in the stream
+/// it read them in or any other, nor after flooding the stream until the
+/// tab's ops are trimmed, nor after the relay is killed and started
+/// again; it can still write under tabs of its own, and the same op again
+/// is still only a duplicate.
 async fn a_tab_belongs_to_the_subject_that_pushed_its_first_op(backend: Backend) {
-    let mut relay = Relay::on(backend, &[]);
+    let mut relay = Relay::on(backend, &["--log-keep", "10"]);
     let mut alice = Client::writer(&relay, &main_rw_as("alice")).await;
     let mut mallory = Client::writer(&relay, &main_rw_as("mallory")).await;
     let (mut victim, mut squatter) = (Device::new(7), Device::new(7));
@@ -604,6 +606,9 @@ async fn a_tab_belongs_to_the_subject_that_pushed_its_first_op(backend: Backend)
     let _ = squatter.count(1);
     let squat = squatter.count(1);
     let acks = mallory.push(vec![squat.clone()]).await;
+    assert_eq!(refusal(&acks[0].status), code::TAB_TAKEN, "{acks:?}");
+    // In the global stream, where the victim's tab has written nothing yet.
+    let acks = mallory.push(vec![squatter.theme("dark")]).await;
     assert_eq!(refusal(&acks[0].status), code::TAB_TAKEN, "{acks:?}");
     let real = victim.note("two");
     assert_eq!(real.id, squat.id);
@@ -618,8 +623,7 @@ async fn a_tab_belongs_to_the_subject_that_pushed_its_first_op(backend: Backend)
     ));
     // A tab first pushed by mallory is hers, in the same push as a squat.
     let mut own = Device::new(9);
-    let next = squatter.count(1);
-    let acks = mallory.push(vec![own.count(1), next]).await;
+    let acks = mallory.push(vec![own.count(1), squatter.count(1)]).await;
     assert!(
         matches!(acks[0].status, AckStatus::Applied { seq: 3, .. }),
         "{acks:?}"
@@ -629,8 +633,32 @@ async fn a_tab_belongs_to_the_subject_that_pushed_its_first_op(backend: Backend)
     let _ = theirs.count(1);
     let acks = alice.push(vec![theirs.note("theirs")]).await;
     assert_eq!(refusal(&acks[0].status), code::TAB_TAKEN, "{acks:?}");
-    // Owners are stored with the log: a relay killed and started again
-    // still knows them.
+    // Flooded until the log (10 kept) holds none of the victim's ops.
+    for _ in 0..30 {
+        let acks = mallory.push(vec![own.count(1)]).await;
+        assert!(
+            matches!(acks[0].status, AckStatus::Applied { .. }),
+            "{acks:?}"
+        );
+    }
+    let (status, body) = http(
+        "GET",
+        relay.url("/v1/pull?stream=apartment:main&cursor=0"),
+        Some(main_rw()),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        matches!(
+            ServerMessage::decode(&body).unwrap(),
+            ServerMessage::Snapshot(_)
+        ),
+        "the log no longer holds op 2: {body}"
+    );
+    let acks = mallory.push(vec![squatter.count(1)]).await;
+    assert_eq!(refusal(&acks[0].status), code::TAB_TAKEN, "{acks:?}");
+    // Owners are stored: a relay killed and started again still knows them.
     drop((alice, mallory));
     relay.restart();
     let mut mallory = Client::writer(&relay, &main_rw_as("mallory")).await;
@@ -639,9 +667,9 @@ async fn a_tab_belongs_to_the_subject_that_pushed_its_first_op(backend: Backend)
     let mut alice = Client::writer(&relay, &main_rw_as("alice")).await;
     assert!(matches!(
         alice.push(vec![victim.note("three")]).await[0].status,
-        AckStatus::Applied { seq: 4, .. }
+        AckStatus::Applied { seq: 34, .. }
     ));
-    assert_eq!(main_snapshot(&relay).await.seq, 4);
+    assert_eq!(main_snapshot(&relay).await.seq, 34);
 }
 
 /// A device back from a lost connection resends its outbox: every op
