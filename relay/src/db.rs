@@ -109,8 +109,11 @@ impl Db {
             ))
         })?;
         let path = dir.join("relay.sqlite3");
-        let write = open_connection(&path)?;
-        let owners_existed = write
+        let mut write = open_connection(&path)?;
+        // One transaction: a relay killed midway creates neither the owners
+        // nor their seeding, and the next start does both.
+        let tx = write.transaction()?;
+        let owners_existed = tx
             .query_row(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tab_owners'",
                 [],
@@ -118,7 +121,7 @@ impl Db {
             )
             .optional()?
             .is_some();
-        write.execute_batch(
+        tx.execute_batch(
             "CREATE TABLE IF NOT EXISTS ops (
                  stream TEXT NOT NULL, seq INTEGER NOT NULL, op_id TEXT NOT NULL, body TEXT NOT NULL,
                  PRIMARY KEY (stream, seq)) WITHOUT ROWID;
@@ -135,13 +138,14 @@ impl Db {
         if !owners_existed {
             // A store written before tabs had owners: the tabs its log holds
             // (whose ids peers may have read) are nobody's to take, as before.
-            write.execute(
+            tx.execute(
                 "INSERT OR IGNORE INTO tab_owners (tab, owner, last_ms)
                  SELECT DISTINCT substr(op_id, 1, instr(op_id, ':') - 1), ?1, ?2 FROM ops
                  WHERE instr(op_id, ':') > 1",
                 params![LEGACY_OWNER, now_ms()],
             )?;
         }
+        tx.commit()?;
         let read = open_connection(&path)?;
         let (jobs, inbox) = mpsc::channel::<Job>();
         std::thread::Builder::new()
@@ -310,8 +314,9 @@ fn apply(connection: &mut Connection, commit: &Commit) -> Result<(), DbError> {
         let mut insert = tx
             .prepare_cached("INSERT INTO ops (stream, seq, op_id, body) VALUES (?1, ?2, ?3, ?4)")?;
         // Each tab once: owned by its pusher if nobody owns it (or its
-        // owner expired), its last op moved if the pusher owns it (or it is
-        // a tab from before owners, which stays nobody's).
+        // owner expired), its last op moved if the pusher owns it; a tab
+        // from before owners stays nobody's, and its time is not moved (it
+        // runs out 30 days after the upgrade).
         let mut tabs: BTreeMap<&str, &str> = BTreeMap::new();
         for row in &commit.ops {
             insert.execute(params![
@@ -329,7 +334,8 @@ fn apply(connection: &mut Connection, commit: &Commit) -> Result<(), DbError> {
             "INSERT INTO tab_owners (tab, owner, last_ms) VALUES (?1, ?2, ?3)
              ON CONFLICT (tab) DO UPDATE SET
                  owner = CASE WHEN last_ms < ?4 THEN excluded.owner ELSE owner END,
-                 last_ms = MAX(last_ms, excluded.last_ms)
+                 last_ms = CASE WHEN last_ms >= ?4 AND owner = ?5 THEN last_ms
+                                ELSE MAX(last_ms, excluded.last_ms) END
              WHERE owner = excluded.owner OR owner = ?5 OR last_ms < ?4",
         )?;
         let (now, expired) = (now_ms(), owners_expired_before());

@@ -163,17 +163,63 @@ struct State {
     committed: Arc<Notify>,
     /// Ops kept per stream behind the head before the log is trimmed.
     keep: u64,
-    /// Tabs this node committed ops of lately, with their owner and when:
-    /// an owner lasts [`crate::store::TAB_OWNER_TTL_MS`] from its last op,
-    /// so one seen less than [`OWNER_RECHECK`] ago is still the owner, and
-    /// the store is not asked again (nor the owner's time renewed) until
-    /// then.
-    owners: HashMap<String, (String, Instant)>,
+    /// Owners of tabs this node committed ops of lately: see [`Seen`].
+    seen: Seen,
+    /// Per token subject, the tabs this node asked the store to claim in
+    /// the current hour, and when that hour began: see
+    /// [`MAX_TAB_CLAIMS_PER_HOUR`].
+    claims: HashMap<String, (u32, Instant)>,
 }
 
 /// How long a tab's owner seen at a commit is taken as known (see
-/// `State::owners`): the store renews an owner's time at most this late.
+/// [`Seen`]): the store renews an owner's time at most this late.
 const OWNER_RECHECK: Duration = Duration::from_secs(3600);
+
+/// Most tabs one token subject may have this node claim in an hour. Each
+/// claim is a record the store keeps for 30 days: a subject writing from
+/// ever new tabs must not grow it without bound. Past it, the subject's
+/// new tabs are left unowned (their ops go in, as before tabs had
+/// owners); tabs it owns, and other subjects' tabs, are checked as ever.
+const MAX_TAB_CLAIMS_PER_HOUR: u32 = 600;
+
+/// The owners of tabs whose ops this node committed, with when the store
+/// renewed each: an owner lasts [`crate::store::TAB_OWNER_TTL_MS`] from
+/// its last renewal, so one renewed less than [`OWNER_RECHECK`] ago is
+/// still the owner, and the store is neither asked again nor renews it
+/// until then. Two generations, swapped every [`OWNER_RECHECK`]: memory
+/// holds at most two hours of commits' tabs, and forgetting is O(1).
+struct Seen {
+    now: HashMap<String, (String, Instant)>,
+    before: HashMap<String, (String, Instant)>,
+    since: Instant,
+}
+
+impl Seen {
+    fn new() -> Self {
+        Self {
+            now: HashMap::new(),
+            before: HashMap::new(),
+            since: Instant::now(),
+        }
+    }
+
+    /// The owner of `tab`, if renewed less than [`OWNER_RECHECK`] ago.
+    fn fresh(&self, tab: &str) -> Option<&String> {
+        let (owner, renewed) = self.now.get(tab).or_else(|| self.before.get(tab))?;
+        (renewed.elapsed() < OWNER_RECHECK).then_some(owner)
+    }
+
+    fn renewed(&mut self, owned: Vec<(String, String)>) {
+        if self.since.elapsed() >= OWNER_RECHECK {
+            self.before = std::mem::take(&mut self.now);
+            self.since = Instant::now();
+        }
+        let now = Instant::now();
+        for (tab, owner) in owned {
+            self.now.insert(tab, (owner, now));
+        }
+    }
+}
 
 /// The relay's own replica id: random per start, so no device's op can
 /// claim it.
@@ -403,11 +449,12 @@ struct Known {
     /// The op ids the log holds already, by (stream, id).
     ids: BTreeMap<(StreamId, String), Held>,
     /// Tabs whose owner this node saw renewed less than [`OWNER_RECHECK`]
-    /// ago: neither asked nor recorded again.
+    /// ago: neither asked nor renewed again.
     fresh: BTreeSet<String>,
-    /// The owner of each tab the ops name (see [`Store::claim_tabs`]), or
-    /// why the store could not be asked.
-    owners: BTreeMap<String, Result<String, String>>,
+    /// The owner of each tab the ops name (see [`Store::claim_tabs`];
+    /// `None`: nobody's, past its pusher's claims), or why the store could
+    /// not be asked.
+    owners: BTreeMap<String, Result<Option<String>, String>>,
 }
 
 /// One push attempt's work on one stream: the ops admitted against the
@@ -443,7 +490,8 @@ impl State {
             metrics,
             committed,
             keep,
-            owners: HashMap::new(),
+            seen: Seen::new(),
+            claims: HashMap::new(),
         };
         let names = state
             .store
@@ -890,7 +938,7 @@ impl State {
         // tabs that issued the ops the pushers may write (asked once per
         // tab, by its first pusher here: a later one gets that answer).
         let mut wanted: BTreeMap<StreamId, Vec<String>> = BTreeMap::new();
-        let mut tabs: BTreeMap<String, String> = BTreeMap::new();
+        let mut tabs: BTreeMap<String, Option<String>> = BTreeMap::new();
         let mut known = Known::default();
         for (i, (claims, ops, _, _)) in pushes.iter().enumerate() {
             for (j, op) in ops.iter().enumerate() {
@@ -900,15 +948,12 @@ impl State {
                         .or_default()
                         .push(op.id.to_string());
                     let tab = op.id.tab.to_string();
-                    match self.owners.get(&tab) {
-                        Some((owner, seen)) if seen.elapsed() < OWNER_RECHECK => {
-                            known.owners.insert(tab.clone(), Ok(owner.clone()));
-                            known.fresh.insert(tab);
-                        }
-                        _ if claims.can_write_key(&op.key) => {
-                            tabs.entry(tab).or_insert_with(|| claims.sub.clone());
-                        }
-                        _ => {}
+                    if let Some(owner) = self.seen.fresh(&tab) {
+                        known.owners.insert(tab.clone(), Ok(Some(owner.clone())));
+                        known.fresh.insert(tab);
+                    } else if claims.can_write_key(&op.key) && !tabs.contains_key(&tab) {
+                        let claim = Self::may_claim(&mut self.claims, &claims.sub);
+                        tabs.insert(tab, claim.then(|| claims.sub.clone()));
                     }
                 }
             }
@@ -930,7 +975,7 @@ impl State {
             .iter()
             .map(|(id, ids)| (id.to_string(), ids.clone()))
             .collect();
-        let asked: Vec<(String, String)> = tabs.into_iter().collect();
+        let asked: Vec<(String, Option<String>)> = tabs.into_iter().collect();
         match self.store.seqs_and_claims(&lookups, &asked).await {
             Ok((seqs, owners)) => {
                 let asked = asked.into_iter().map(|(tab, _)| tab);
@@ -979,6 +1024,7 @@ impl State {
         }
         let mut order = Vec::new();
         let mut owned = Vec::new();
+        let mut renewed = Vec::new();
         let mut commits = Vec::new();
         for (id, part) in &mut parts {
             if part.rows.is_empty() {
@@ -1021,7 +1067,7 @@ impl State {
             };
             match result {
                 Ok(()) => {
-                    self.saw_owners(owned);
+                    renewed.extend(owned);
                     stored += part.fanout.len();
                     if let Some(last) = part.fanout.last().map(|s| s.seq) {
                         // Fanned out before the acks go: a device that reads
@@ -1079,20 +1125,36 @@ impl State {
         if stored > 0 {
             self.metrics.commit(stored, started.elapsed());
         }
+        // The owners of committed ops get their full time (a tab from
+        // before owners keeps the time it was given, and runs out).
+        let renew: Vec<(String, String)> = renewed
+            .iter()
+            .filter(|(_, owner)| owner != LEGACY_OWNER)
+            .cloned()
+            .collect();
+        match self.store.renew_tabs(&renew).await {
+            Ok(()) => self.seen.renewed(renewed),
+            Err(err) => {
+                tracing::warn!(error = %err, tabs = renew.len(), "renewing tab owners failed; asked again at their next push")
+            }
+        }
         conflicts
     }
 
-    /// Notes the owners of tabs whose ops were just committed (each owner's
-    /// time was renewed by it), forgetting those seen too long ago.
-    fn saw_owners(&mut self, owned: Vec<(String, String)>) {
-        if self.owners.len() > 4096 {
-            self.owners
-                .retain(|_, (_, seen)| seen.elapsed() < OWNER_RECHECK);
+    /// Whether `subject` may have one more tab claimed this hour (counted).
+    fn may_claim(claims: &mut HashMap<String, (u32, Instant)>, subject: &str) -> bool {
+        if claims.len() > 4096 {
+            claims.retain(|_, (_, since)| since.elapsed() < Duration::from_secs(3600));
         }
-        let now = Instant::now();
-        for (tab, owner) in owned {
-            self.owners.insert(tab, (owner, now));
+        let (count, since) = claims
+            .entry(subject.to_owned())
+            .or_insert((0, Instant::now()));
+        if since.elapsed() >= Duration::from_secs(3600) {
+            *count = 0;
+            *since = Instant::now();
         }
+        *count += 1;
+        *count <= MAX_TAB_CLAIMS_PER_HOUR
     }
 
     /// The op the log holds at each number of `held` of `id`, where it can
@@ -1171,8 +1233,12 @@ impl State {
         // must not take its next id before the tab does.
         let tab = op.id.tab.to_string();
         let owner = match known.owners.get(&tab) {
-            Some(Ok(owner)) if *owner == claims.sub || owner == LEGACY_OWNER => owner.clone(),
-            Some(Ok(_)) => {
+            Some(Ok(Some(owner))) if *owner == claims.sub || owner == LEGACY_OWNER => {
+                Some(owner.clone())
+            }
+            // Nobody's: its pusher is past its claims (recorded for none).
+            Some(Ok(None)) => None,
+            Some(Ok(Some(_))) => {
                 return refused(
                     code::TAB_TAKEN,
                     format!("the tab {tab} belongs to another token subject"),
@@ -1229,7 +1295,7 @@ impl State {
             op_id: op_id.clone(),
             body: serde_json::to_string(op).unwrap_or_default(),
             // Recorded (SQLite) unless seen renewed lately.
-            owner: (!known.fresh.contains(&tab)).then_some(owner),
+            owner: owner.filter(|_| !known.fresh.contains(&tab)),
             tab,
         });
         part.in_part.insert(op_id, (seq, part.fanout.len()));

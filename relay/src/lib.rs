@@ -26,14 +26,18 @@
 //! - A resend is harmless: an op id already in the log is acknowledged as a
 //!   duplicate with its first number (on Redis, checked again inside the
 //!   commit script, atomically with the append).
-//! - A tab (the first half of an op id) belongs to the token subject that
-//!   pushed its first op, in every stream, until it has had no op for 30
-//!   days (a trim of the log does not free it); another subject's op of it
-//!   is refused (`tab_taken`), so a peer that read a device's op ids (they
-//!   are fanned out) cannot push under its next one first. Redis claims a
-//!   tab for every node before the push's ops are committed; SQLite records
-//!   the owner with the commit. Tabs a store held before owners existed are
-//!   nobody's (anyone may push them, as before; none may take them).
+//! - A tab (the first half of an op id) belongs to the token subject whose
+//!   op of it was first committed, in every stream, until it has had no
+//!   op for 30 days (a trim of the log does not free it); another
+//!   subject's op of it is refused (`tab_taken`), so a peer that read a
+//!   device's op ids (they are fanned out) cannot push under its next one
+//!   first. Redis claims a tab for every node, for minutes, before the
+//!   push's ops are committed, and gives the owner its 30 days once they
+//!   are; SQLite records the owner with the commit. A subject gets at most
+//!   600 new tabs owned an hour per node (past that its tabs are left
+//!   unowned, as before owners). Tabs a store's log held before owners
+//!   existed are nobody's for 30 days (anyone may push them, none may take
+//!   them).
 //! - Any node will do: with Redis, a stream's numbers are the same on every
 //!   node, each node applies and sends on what the others commit, in log
 //!   order, and answers a device as caught up only with what Redis holds.

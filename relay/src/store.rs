@@ -51,6 +51,11 @@ pub const TAB_OWNER_TTL_MS: u64 = 30 * 24 * 3_600_000;
 /// line, which cannot hold a NUL).
 pub const LEGACY_OWNER: &str = "\u{0}legacy";
 
+/// How long Redis holds a claim before the claimant's op is committed:
+/// ten minutes, so that ops refused after their claim (an unknown key, a
+/// skewed clock) leave nothing that lasts.
+pub const TAB_CLAIM_MS: u64 = 10 * 60_000;
+
 /// Why one stream's part of a commit was not made durable.
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
@@ -161,26 +166,32 @@ impl Store {
     }
 
     /// The owner of each tab asked for, in the order asked: the subject of
-    /// the token whose op of the tab was first pushed (while the tab has
-    /// had an op within [`TAB_OWNER_TTL_MS`]), [`LEGACY_OWNER`] for a tab
-    /// the log held before tabs had owners, or else the subject asking,
-    /// which owns the tab from then on. A tab is owned across streams
-    /// (a page writes its apartment's and the global keys under one tab).
+    /// the token whose op of the tab was first committed (while the tab
+    /// has had an op within [`TAB_OWNER_TTL_MS`]), or [`LEGACY_OWNER`] for
+    /// a tab the log held before tabs had owners; else, for a tab asked
+    /// with a subject, that subject (it claims the tab), and `None` for
+    /// one asked without (only read). A tab is owned across streams (a page
+    /// writes its apartment's and the global keys under one tab).
     ///
-    /// Redis claims each tab here, atomically, for every node (the push's
-    /// ops are committed after it, so no peer can have read a tab's id
-    /// before its owner claimed it) and extends the owner's time; SQLite,
-    /// whose only writer is this node's hub, records the owner and the
-    /// time with each commit.
-    pub async fn claim_tabs(&self, asked: &[(String, String)]) -> Result<Vec<String>, StoreError> {
+    /// Redis claims a tab here for every node, atomically, for
+    /// [`TAB_CLAIM_MS`] (the push's ops are committed after it, so no peer
+    /// can have read a tab's id before its owner claimed it), and
+    /// [`renew_tabs`](Self::renew_tabs) gives the owner of a committed op
+    /// its full time: an op refused after the claim leaves nothing that
+    /// lasts. SQLite, whose only writer is this node's hub, records owners
+    /// with the commit.
+    pub async fn claim_tabs(
+        &self,
+        asked: &[(String, Option<String>)],
+    ) -> Result<Vec<Option<String>>, StoreError> {
         match self {
             Self::Sqlite(db) => {
-                let mut owners: BTreeMap<&str, String> = BTreeMap::new();
+                let mut owners: BTreeMap<&str, Option<String>> = BTreeMap::new();
                 let mut answers = Vec::with_capacity(asked.len());
                 for (tab, subject) in asked {
                     let owner = match owners.get(tab.as_str()) {
-                        Some(owner) => owner.clone(),
-                        None => db.tab_owner(tab)?.unwrap_or_else(|| subject.clone()),
+                        Some(Some(owner)) => Some(owner.clone()),
+                        _ => db.tab_owner(tab)?.or_else(|| subject.clone()),
                     };
                     owners.insert(tab, owner.clone());
                     answers.push(owner);
@@ -191,14 +202,25 @@ impl Store {
         }
     }
 
+    /// Gives each (tab, owner) whose op was just committed the owner's
+    /// full time, [`TAB_OWNER_TTL_MS`] from now (Redis; SQLite recorded it
+    /// with the commit). A tab another subject claimed meanwhile (its
+    /// claim ran out first) is left to it.
+    pub async fn renew_tabs(&self, owned: &[(String, String)]) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(_) => Ok(()),
+            Self::Redis(redis) => redis.renew_tabs(owned).await,
+        }
+    }
+
     /// [`seqs_of`](Self::seqs_of) each stream's ids and
     /// [`claim_tabs`](Self::claim_tabs) `asked`, together (one round trip to
     /// Redis): what a push needs before its ops are admitted.
     pub async fn seqs_and_claims(
         &self,
         lookups: &[(String, Vec<String>)],
-        asked: &[(String, String)],
-    ) -> Result<(Vec<Vec<Option<u64>>>, Vec<String>), StoreError> {
+        asked: &[(String, Option<String>)],
+    ) -> Result<(Vec<Vec<Option<u64>>>, Vec<Option<String>>), StoreError> {
         match self {
             Self::Sqlite(_) => {
                 let mut seqs = Vec::with_capacity(lookups.len());
@@ -318,10 +340,10 @@ impl Store {
 /// - `gaesup:{s}:head` and `gaesup:{s}:first`: newest and oldest numbers;
 ///
 /// and `gaesup:streams`, the set of stream names; per tab `t`,
-/// `gaesup:tab:t`, the subject that owns it (expiring
-/// [`TAB_OWNER_TTL_MS`] after its last push); `gaesup:tabs-seeded`, set
-/// once the tabs of a store written before tabs had owners were given
-/// [`LEGACY_OWNER`]. A commit is one Lua
+/// `gaesup:tab:t`, the subject that owns it (expiring [`TAB_CLAIM_MS`]
+/// after a claim, [`TAB_OWNER_TTL_MS`] after its last committed op);
+/// `gaesup:tabs-seeded`, set once the tabs of a store written before tabs
+/// had owners were given [`LEGACY_OWNER`]. A commit is one Lua
 /// script per stream: it checks the head and the op ids, appends, records
 /// the ids, writes the states and moves the head, all or nothing.
 pub struct RedisStore {
@@ -395,16 +417,25 @@ redis.call('SET', KEYS[4], string.format('%d', first))
 return first
 ";
 
-/// KEYS: the tab's owner key. ARGV: the subject asking, the owner's time
-/// to live in ms, [`LEGACY_OWNER`]. Returns the tab's owner: the one it
-/// has (another subject's, untouched), or the asker's (claimed or kept,
-/// its time to live renewed); a legacy tab stays legacy, renewed.
+/// KEYS: the tab's owner key. ARGV: the subject asking, the claim's time
+/// to live in ms. Returns the tab's owner, untouched if it has one; else
+/// the asker, who holds it for that long (until its op is committed and
+/// [`RENEW_SCRIPT`] gives it the owner's full time).
 const CLAIM_SCRIPT: &str = r"
 local owner = redis.call('GET', KEYS[1])
-if owner and owner ~= ARGV[1] and owner ~= ARGV[3] then return owner end
-owner = owner or ARGV[1]
-redis.call('SET', KEYS[1], owner, 'PX', ARGV[2])
-return owner
+if owner then return owner end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return ARGV[1]
+";
+
+/// KEYS: the tab's owner key. ARGV: the owner, its time to live in ms.
+/// Renews the owner's time if the tab is still its (or nobody's: a claim
+/// that ran out before its commit).
+const RENEW_SCRIPT: &str = r"
+local owner = redis.call('GET', KEYS[1])
+if owner and owner ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
 ";
 
 /// KEYS: turn. ARGV: node. Deletes the turn if this node holds it.
@@ -567,8 +598,8 @@ impl RedisStore {
                 if policy != "noeviction" {
                     tracing::warn!(
                         "Redis runs with maxmemory-policy {policy}: when full it may evict the \
-                         relay's logs, op ids or heads (ops lost or applied twice). Set \
-                         `maxmemory-policy noeviction`."
+                         relay's logs, op ids or heads (ops lost or applied twice) or tab owners \
+                         (a peer may then take a device's tab). Set `maxmemory-policy noeviction`."
                     );
                 }
             }
@@ -595,15 +626,35 @@ impl RedisStore {
         self.commands.clone()
     }
 
-    async fn claim_tabs(&self, asked: &[(String, String)]) -> Result<Vec<String>, StoreError> {
+    async fn claim_tabs(
+        &self,
+        asked: &[(String, Option<String>)],
+    ) -> Result<Vec<Option<String>>, StoreError> {
         Ok(self.seqs_and_claims(&[], asked).await?.1)
+    }
+
+    async fn renew_tabs(&self, owned: &[(String, String)]) -> Result<(), StoreError> {
+        if owned.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (tab, owner) in owned {
+            pipe.cmd("EVAL")
+                .arg(RENEW_SCRIPT)
+                .arg(1)
+                .arg(tab_key(tab))
+                .arg(owner)
+                .arg(TAB_OWNER_TTL_MS)
+                .ignore();
+        }
+        Ok(pipe.query_async(&mut self.connection()).await?)
     }
 
     async fn seqs_and_claims(
         &self,
         lookups: &[(String, Vec<String>)],
-        asked: &[(String, String)],
-    ) -> Result<(Vec<Vec<Option<u64>>>, Vec<String>), StoreError> {
+        asked: &[(String, Option<String>)],
+    ) -> Result<(Vec<Vec<Option<u64>>>, Vec<Option<String>>), StoreError> {
         let mut pipe = redis::pipe();
         // HMGET needs a field: a stream with no id to look up is not asked.
         let asking = lookups.iter().filter(|(_, ids)| !ids.is_empty());
@@ -613,13 +664,16 @@ impl RedisStore {
         // EVAL, not EVALSHA: a pipeline does not load a script Redis lost
         // (restarted), and Redis caches what it compiled.
         for (tab, subject) in asked {
-            pipe.cmd("EVAL")
-                .arg(CLAIM_SCRIPT)
-                .arg(1)
-                .arg(tab_key(tab))
-                .arg(subject)
-                .arg(TAB_OWNER_TTL_MS)
-                .arg(LEGACY_OWNER);
+            match subject {
+                Some(subject) => pipe
+                    .cmd("EVAL")
+                    .arg(CLAIM_SCRIPT)
+                    .arg(1)
+                    .arg(tab_key(tab))
+                    .arg(subject)
+                    .arg(TAB_CLAIM_MS),
+                None => pipe.cmd("GET").arg(tab_key(tab)),
+            };
         }
         let asked_seqs = asking.count();
         let mut replies: Vec<redis::Value> = if asked_seqs + asked.len() == 0 {
@@ -627,7 +681,14 @@ impl RedisStore {
         } else {
             pipe.query_async(&mut self.connection()).await?
         };
-        let owners = replies.split_off(asked_seqs.min(replies.len()));
+        if replies.len() != asked_seqs + asked.len() {
+            return Err(StoreError::Corrupt(format!(
+                "{} replies to {} commands",
+                replies.len(),
+                asked_seqs + asked.len()
+            )));
+        }
+        let owners = replies.split_off(asked_seqs);
         let parse = |err: redis::ParsingError| StoreError::Corrupt(err.to_string());
         let mut found = replies
             .into_iter()

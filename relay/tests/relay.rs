@@ -672,6 +672,148 @@ async fn a_tab_belongs_to_the_subject_that_pushed_its_first_op(backend: Backend)
     assert_eq!(main_snapshot(&relay).await.seq, 34);
 }
 
+/// Where the store keeps `tab`'s owner, if anywhere: SQLite's row, or
+/// Redis's key with its time to live (ms).
+async fn stored_owner(relay: &Relay, tab: u64) -> Option<(String, Option<i64>)> {
+    let tab = format!("{tab:016x}");
+    match relay.redis() {
+        Some(redis) => {
+            let client = ::redis::Client::open(redis.url()).unwrap();
+            let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+            let key = format!("gaesup:tab:{tab}");
+            let owner: Option<String> = ::redis::cmd("GET")
+                .arg(&key)
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+            let ttl: i64 = ::redis::cmd("PTTL")
+                .arg(&key)
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+            owner.map(|owner| (owner, Some(ttl)))
+        }
+        None => {
+            let db = rusqlite::Connection::open(relay.data.join("relay.sqlite3")).unwrap();
+            db.query_row(
+                "SELECT owner FROM tab_owners WHERE tab = ?1",
+                [tab],
+                |row| row.get(0),
+            )
+            .ok()
+            .map(|owner| (owner, None))
+        }
+    }
+}
+
+/// An op refused after its tab was claimed (here, stamped too far ahead)
+/// leaves no owner that lasts: on Redis the claim runs out within
+/// minutes, SQLite records nothing; a committed op's owner lasts 30 days.
+async fn an_op_refused_after_its_claim_leaves_no_lasting_owner(backend: Backend) {
+    let relay = Relay::on(backend, &[]);
+    let mut mallory = Client::writer(&relay, &main_rw_as("mallory")).await;
+    let clock = support::clock();
+    clock.set(gaesup_relay::hub::now_ms() + 2 * 24 * 3_600_000);
+    let mut ahead = Device::with_clock(11, clock);
+    let acks = mallory.push(vec![ahead.count(1)]).await;
+    assert_eq!(refusal(&acks[0].status), "clock_skew", "{acks:?}");
+    let claim = i64::try_from(gaesup_relay::store::TAB_CLAIM_MS).unwrap();
+    match stored_owner(&relay, 11).await {
+        None => {}
+        Some((owner, Some(ttl))) => assert!(owner == "mallory" && ttl <= claim, "{ttl}"),
+        Some(other) => panic!("SQLite recorded a refused op's tab: {other:?}"),
+    }
+    let acks = mallory.push(vec![Device::new(12).count(1)]).await;
+    assert!(
+        matches!(acks[0].status, AckStatus::Applied { .. }),
+        "{acks:?}"
+    );
+    let full = i64::try_from(gaesup_relay::store::TAB_OWNER_TTL_MS).unwrap();
+    match stored_owner(&relay, 12).await {
+        Some((owner, Some(ttl))) => assert!(owner == "mallory" && ttl > full - 60_000, "{ttl}"),
+        Some((owner, None)) => assert_eq!(owner, "mallory"),
+        None => panic!("no owner stored for a committed op's tab"),
+    }
+}
+
+/// A subject may have at most 600 tabs claimed an hour on a node (each is
+/// a record kept 30 days): past that, its new tabs are left unowned, their
+/// ops still applied, and the tabs it owns are still its own.
+async fn a_subject_s_new_tabs_past_its_hourly_claims_are_left_unowned(backend: Backend) {
+    let relay = Relay::on(backend, &["--max-ops-per-second", "100000"]);
+    let mut mallory = Client::writer(&relay, &main_rw_as("mallory")).await;
+    let mut alice = Client::writer(&relay, &main_rw_as("alice")).await;
+    let mut devices: Vec<Device> = (1_000..1_601).map(Device::new).collect();
+    for chunk in devices.chunks_mut(300) {
+        let ops = chunk.iter_mut().map(|device| device.count(1)).collect();
+        let acks = mallory.push(ops).await;
+        assert!(
+            acks.iter()
+                .all(|ack| matches!(ack.status, AckStatus::Applied { .. })),
+            "{acks:?}"
+        );
+    }
+    // The first tab is mallory's; the 601st is nobody's.
+    let mut first = Device::new(1_000);
+    let _ = first.count(1);
+    let acks = alice.push(vec![first.count(1)]).await;
+    assert_eq!(refusal(&acks[0].status), code::TAB_TAKEN, "{acks:?}");
+    assert!(stored_owner(&relay, 1_600).await.is_none());
+    let mut last = Device::new(1_600);
+    let _ = last.count(1);
+    let acks = alice.push(vec![last.count(1)]).await;
+    assert!(
+        matches!(acks[0].status, AckStatus::Applied { .. }),
+        "{acks:?}"
+    );
+}
+
+/// A store written before tabs had owners (SQLite: its owners table
+/// dropped while the relay was down): the tabs its log holds stay
+/// anybody's to push and nobody's to take; new tabs are owned.
+#[tokio::test(flavor = "multi_thread")]
+async fn tabs_of_a_store_from_before_owners_are_anybody_s_to_push() {
+    let mut relay = Relay::start(&[]);
+    let mut alice = Client::writer(&relay, &main_rw_as("alice")).await;
+    let mut victim = Device::new(21);
+    let acks = alice.push(vec![victim.note("before")]).await;
+    assert!(
+        matches!(acks[0].status, AckStatus::Applied { .. }),
+        "{acks:?}"
+    );
+    drop(alice);
+    relay.kill();
+    let db = rusqlite::Connection::open(relay.data.join("relay.sqlite3")).unwrap();
+    db.execute_batch("DROP TABLE tab_owners").unwrap();
+    drop(db);
+    relay.restart();
+    let mut mallory = Client::writer(&relay, &main_rw_as("mallory")).await;
+    let mut squatter = Device::new(21);
+    let _ = squatter.count(1);
+    let acks = mallory.push(vec![squatter.count(1)]).await;
+    assert!(
+        matches!(acks[0].status, AckStatus::Applied { .. }),
+        "{acks:?}"
+    );
+    let mut alice = Client::writer(&relay, &main_rw_as("alice")).await;
+    let _ = victim.note("lost to the squat, as before owners");
+    let acks = alice.push(vec![victim.note("after")]).await;
+    assert!(
+        matches!(acks[0].status, AckStatus::Applied { .. }),
+        "{acks:?}"
+    );
+    let mut own = Device::new(22);
+    let acks = mallory.push(vec![own.count(1)]).await;
+    assert!(
+        matches!(acks[0].status, AckStatus::Applied { .. }),
+        "{acks:?}"
+    );
+    let mut taken = Device::new(22);
+    let _ = taken.count(1);
+    let acks = alice.push(vec![taken.count(1)]).await;
+    assert_eq!(refusal(&acks[0].status), code::TAB_TAKEN, "{acks:?}");
+}
+
 /// A device back from a lost connection resends its outbox: every op
 /// already in the log (read back together, among other devices' ops) is a
 /// duplicate at the number it got, and an op under an id a peer took
@@ -898,6 +1040,8 @@ support::on_both_backends!(
     a_device_that_never_reads_is_let_go,
     another_op_under_a_taken_id_is_refused_not_a_duplicate,
     a_tab_belongs_to_the_subject_that_pushed_its_first_op,
+    an_op_refused_after_its_claim_leaves_no_lasting_owner,
+    a_subject_s_new_tabs_past_its_hourly_claims_are_left_unowned,
     a_resent_outbox_is_answered_as_duplicates_in_one_push,
     a_narrowed_device_on_http_moves_past_ops_it_may_not_read,
     ops_stamped_near_the_horizon_are_refused_so_every_node_applies_what_one_admits,

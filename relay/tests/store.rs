@@ -7,7 +7,9 @@
 mod support;
 
 use gaesup_relay::db::{Db, Row};
-use gaesup_relay::store::{LEGACY_OWNER, RedisStore, Store, StreamCommit, TAB_OWNER_TTL_MS};
+use gaesup_relay::store::{
+    LEGACY_OWNER, RedisStore, Store, StreamCommit, TAB_CLAIM_MS, TAB_OWNER_TTL_MS,
+};
 use support::RedisServer;
 
 const STREAM: &str = "apartment:main";
@@ -28,7 +30,14 @@ fn row(stream: &str, seq: u64, tab: &str, owner: &str) -> Row {
     }
 }
 
+/// Commits `ops` as the hub does: the owners of their tabs then get
+/// their full time.
 async fn commit(store: &Store, stream: &str, base: u64, ops: Vec<Row>) -> bool {
+    let owned: Vec<(String, String)> = ops
+        .iter()
+        .filter_map(|row| Some((row.tab.clone(), row.owner.clone()?)))
+        .filter(|(_, owner)| owner != LEGACY_OWNER)
+        .collect();
     let results = store
         .commit(vec![StreamCommit {
             stream: stream.to_owned(),
@@ -38,7 +47,11 @@ async fn commit(store: &Store, stream: &str, base: u64, ops: Vec<Row>) -> bool {
         }])
         .await;
     assert_eq!(results.len(), 1);
-    results.into_iter().all(|result| result.is_ok())
+    let committed = results.into_iter().all(|result| result.is_ok());
+    if committed {
+        store.renew_tabs(&owned).await.unwrap();
+    }
+    committed
 }
 
 /// Ten ops in the log, trimmed to the newest four (7 to 10): `ops_at`
@@ -77,13 +90,28 @@ async fn redis_ops_at_answers_each_number_in_the_order_asked() {
     ops_at_answers_each_number_in_the_order_asked(store).await;
 }
 
-/// The owners `store` answers for `asked` (tab, subject) pairs.
+/// The owners `store` answers for `asked` (tab, subject) pairs, each
+/// subject claiming the tab; `-` for none.
 async fn claim(store: &Store, asked: &[(&str, &str)]) -> Vec<String> {
-    let asked: Vec<(String, String)> = asked
+    let asked: Vec<(String, Option<String>)> = asked
         .iter()
-        .map(|(tab, subject)| ((*tab).to_owned(), (*subject).to_owned()))
+        .map(|(tab, subject)| ((*tab).to_owned(), Some((*subject).to_owned())))
         .collect();
-    store.claim_tabs(&asked).await.unwrap()
+    answers(store.claim_tabs(&asked).await.unwrap())
+}
+
+/// The owners of `tabs`, read without claiming any; `-` for none.
+async fn owners(store: &Store, tabs: &[&str]) -> Vec<String> {
+    let asked: Vec<(String, Option<String>)> =
+        tabs.iter().map(|tab| ((*tab).to_owned(), None)).collect();
+    answers(store.claim_tabs(&asked).await.unwrap())
+}
+
+fn answers(owners: Vec<Option<String>>) -> Vec<String> {
+    owners
+        .into_iter()
+        .map(|owner| owner.unwrap_or_else(|| "-".to_owned()))
+        .collect()
 }
 
 /// A tab belongs to the subject that pushed its first op, in every stream
@@ -114,12 +142,15 @@ async fn a_tab_belongs_to_its_first_pusher_in_every_stream(store: &Store) {
         ("global".to_owned(), ids(&["b:1"])),
     ];
     let asked = [
-        ("c".to_owned(), "carol".to_owned()),
-        ("b".to_owned(), "mallory".to_owned()),
+        ("c".to_owned(), Some("carol".to_owned())),
+        ("b".to_owned(), Some("mallory".to_owned())),
+        ("d".to_owned(), None),
     ];
-    let (seqs, owners) = store.seqs_and_claims(&lookups, &asked).await.unwrap();
+    let (seqs, found) = store.seqs_and_claims(&lookups, &asked).await.unwrap();
     assert_eq!(seqs, [vec![Some(2), None, Some(1)], vec![], vec![Some(1)]]);
-    assert_eq!(owners, ["carol", "bob"]);
+    assert_eq!(answers(found), ["carol", "bob", "-"]);
+    // Read without a claim, an unowned tab stays unowned.
+    assert_eq!(owners(store, &["d", "a"]).await, ["-", "alice"]);
     // Flooded and trimmed past every op of a.
     let flood = (3..=12)
         .map(|seq| row(STREAM, seq, "m", "mallory"))
@@ -168,19 +199,30 @@ async fn redis_a_tab_belongs_to_its_first_pusher_in_every_stream() {
     let redis = RedisServer::start();
     let store = Store::Redis(Box::new(RedisStore::connect(&redis.url()).await.unwrap()));
     a_tab_belongs_to_its_first_pusher_in_every_stream(&store).await;
-    // Each push renews its owner's time; when it runs out the tab is free.
+    // A committed op gives its owner the full time; a claim whose op was
+    // never committed (refused after the claim) holds only minutes; a tab
+    // read without a claim is not written at all.
     let client = redis::Client::open(redis.url()).unwrap();
     let mut raw = client.get_multiplexed_async_connection().await.unwrap();
-    let ttl: i64 = redis::cmd("PTTL")
-        .arg("gaesup:tab:a")
-        .query_async(&mut raw)
+    let mut ttl = async |tab: &str| -> i64 {
+        redis::cmd("PTTL")
+            .arg(format!("gaesup:tab:{tab}"))
+            .query_async(&mut raw)
+            .await
+            .unwrap()
+    };
+    let full = i64::try_from(TAB_OWNER_TTL_MS).unwrap();
+    let (a, c, d) = (ttl("a").await, ttl("c").await, ttl("d").await);
+    assert!(a > full - 60_000 && a <= full, "{a}");
+    assert!(c > 0 && c <= i64::try_from(TAB_CLAIM_MS).unwrap(), "{c}");
+    assert_eq!(d, -2, "no key");
+    // Renewing for another subject leaves the tab to its owner.
+    store
+        .renew_tabs(&[("b".to_owned(), "mallory".to_owned())])
         .await
         .unwrap();
-    let ttl = u64::try_from(ttl).unwrap();
-    assert!(
-        ttl > TAB_OWNER_TTL_MS - 60_000 && ttl <= TAB_OWNER_TTL_MS,
-        "{ttl}"
-    );
+    assert_eq!(owners(&store, &["b"]).await, ["bob"]);
+    // When the owner's time runs out, the tab is free.
     let () = redis::cmd("PEXPIRE")
         .arg("gaesup:tab:a")
         .arg(0)
@@ -210,13 +252,20 @@ async fn sqlite_tabs_from_before_owners_are_nobody_s() {
         claim(&store, &[("old", "mallory"), ("new", "mallory")]).await,
         [LEGACY_OWNER, "mallory"]
     );
-    // Pushed by anyone, it stays nobody's.
+    // Pushed by anyone, it stays nobody's, and its time is not moved: it
+    // runs out 30 days after the upgrade.
+    let seeded = "SELECT last_ms FROM tab_owners WHERE tab = 'old'";
+    let at: i64 = db.query_row(seeded, [], |row| row.get(0)).unwrap();
+    db.execute("UPDATE tab_owners SET last_ms = last_ms - 1000", [])
+        .unwrap();
     let ops = vec![
         row(STREAM, 2, "old", LEGACY_OWNER),
         row(STREAM, 3, "new", "mallory"),
     ];
     assert!(commit(&store, STREAM, 1, ops).await);
     assert_eq!(claim(&store, &[("old", "bob")]).await, [LEGACY_OWNER]);
+    let after: i64 = db.query_row(seeded, [], |row| row.get(0)).unwrap();
+    assert_eq!(after, at - 1000);
 }
 
 #[tokio::test]
@@ -229,6 +278,7 @@ async fn redis_tabs_from_before_owners_are_nobody_s() {
     let mut raw = client.get_multiplexed_async_connection().await.unwrap();
     let () = redis::cmd("DEL")
         .arg("gaesup:tabs-seeded")
+        .arg("gaesup:tab:old")
         .query_async(&mut raw)
         .await
         .unwrap();
@@ -237,5 +287,18 @@ async fn redis_tabs_from_before_owners_are_nobody_s() {
         claim(&store, &[("old", "mallory"), ("new", "mallory")]).await,
         [LEGACY_OWNER, "mallory"]
     );
+    // Its time is the seeding's: claims do not renew it.
+    let () = redis::cmd("PEXPIRE")
+        .arg("gaesup:tab:old")
+        .arg(100_000)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
     assert_eq!(claim(&store, &[("old", "bob")]).await, [LEGACY_OWNER]);
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg("gaesup:tab:old")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(ttl > 0 && ttl <= 100_000, "{ttl}");
 }
