@@ -165,10 +165,39 @@ struct State {
     keep: u64,
     /// Owners of tabs this node committed ops of lately: see [`Seen`].
     seen: Seen,
-    /// Per token subject, the tabs this node asked the store to claim in
-    /// the current hour, and when that hour began: see
-    /// [`MAX_TAB_CLAIMS_PER_HOUR`].
-    claims: HashMap<String, (u32, Instant)>,
+    /// Tabs claimed per token subject this hour: see [`ClaimCount`].
+    claims: ClaimCount,
+}
+
+/// How many tabs each token subject had this node claim in the current
+/// hour (all subjects' hours begin together, and the counts are dropped
+/// whole when it ends): see [`MAX_TAB_CLAIMS_PER_HOUR`].
+struct ClaimCount {
+    counts: HashMap<String, u32>,
+    since: Instant,
+}
+
+impl ClaimCount {
+    fn new() -> Self {
+        Self {
+            counts: HashMap::new(),
+            since: Instant::now(),
+        }
+    }
+
+    /// Whether `subject` may have one more tab claimed this hour (counted).
+    fn allow(&mut self, subject: &str) -> bool {
+        if self.since.elapsed() >= Duration::from_secs(3600) {
+            self.counts.clear();
+            self.since = Instant::now();
+        }
+        let count = self.counts.entry(subject.to_owned()).or_insert(0);
+        if *count >= MAX_TAB_CLAIMS_PER_HOUR {
+            return false;
+        }
+        *count += 1;
+        true
+    }
 }
 
 /// How long a tab's owner seen at a commit is taken as known (see
@@ -491,7 +520,7 @@ impl State {
             committed,
             keep,
             seen: Seen::new(),
-            claims: HashMap::new(),
+            claims: ClaimCount::new(),
         };
         let names = state
             .store
@@ -938,7 +967,7 @@ impl State {
         // tabs that issued the ops the pushers may write (asked once per
         // tab, by its first pusher here: a later one gets that answer).
         let mut wanted: BTreeMap<StreamId, Vec<String>> = BTreeMap::new();
-        let mut tabs: BTreeMap<String, Option<String>> = BTreeMap::new();
+        let mut tabs: BTreeSet<String> = BTreeSet::new();
         let mut known = Known::default();
         for (i, (claims, ops, _, _)) in pushes.iter().enumerate() {
             for (j, op) in ops.iter().enumerate() {
@@ -951,9 +980,8 @@ impl State {
                     if let Some(owner) = self.seen.fresh(&tab) {
                         known.owners.insert(tab.clone(), Ok(Some(owner.clone())));
                         known.fresh.insert(tab);
-                    } else if claims.can_write_key(&op.key) && !tabs.contains_key(&tab) {
-                        let claim = Self::may_claim(&mut self.claims, &claims.sub);
-                        tabs.insert(tab, claim.then(|| claims.sub.clone()));
+                    } else if claims.can_write_key(&op.key) {
+                        tabs.insert(tab);
                     }
                 }
             }
@@ -975,10 +1003,10 @@ impl State {
             .iter()
             .map(|(id, ids)| (id.to_string(), ids.clone()))
             .collect();
-        let asked: Vec<(String, Option<String>)> = tabs.into_iter().collect();
-        match self.store.seqs_and_claims(&lookups, &asked).await {
+        let asked: Vec<String> = tabs.into_iter().collect();
+        match self.store.seqs_and_owners(&lookups, &asked).await {
             Ok((seqs, owners)) => {
-                let asked = asked.into_iter().map(|(tab, _)| tab);
+                let asked = asked.into_iter();
                 known.owners.extend(asked.zip(owners.into_iter().map(Ok)));
                 for ((id, ids), seqs) in ready.into_iter().zip(seqs) {
                     let held: Vec<(String, u64)> = ids
@@ -1001,12 +1029,13 @@ impl State {
                         known.ids.insert((id.clone(), op_id), Err(err.to_string()));
                     }
                 }
-                for (tab, _) in asked {
+                for tab in asked {
                     known.owners.insert(tab, Err(err.to_string()));
                 }
             }
         }
         let mut parts: BTreeMap<StreamId, Part> = BTreeMap::new();
+        let mut new_tabs: BTreeMap<String, String> = BTreeMap::new();
         for (i, (claims, ops, _, _)) in pushes.iter().enumerate() {
             for (j, op) in ops.iter().enumerate() {
                 if statuses[i][j].is_some() {
@@ -1019,9 +1048,53 @@ impl State {
                     ..Part::default()
                 });
                 part.decided.push((i, j));
-                statuses[i][j] = Some(self.admit(claims, op, &id, &known, part));
+                let status = self.admit(claims, op, &id, &known, part, &mut new_tabs);
+                statuses[i][j] = Some(status);
             }
         }
+        // The tabs nobody owned, each its first admitted pusher's: claimed
+        // before their ops are committed (no peer can have read their ids
+        // yet), within each subject's hourly claims (past them a tab is
+        // left unowned: its ops go in, recorded for nobody).
+        let mut claimed = Vec::with_capacity(new_tabs.len());
+        for (tab, subject) in new_tabs {
+            if self.claims.allow(&subject) {
+                claimed.push((tab, subject));
+            } else {
+                let rows = parts.values_mut().flat_map(|part| part.rows.iter_mut());
+                rows.filter(|row| row.tab == tab)
+                    .for_each(|row| row.owner = None);
+            }
+        }
+        let outcome = self.store.claim_tabs(&claimed).await;
+        if !matches!(&outcome, Ok(done) if done.iter().all(|done| *done)) {
+            // Another subject's claim came first (or the store failed):
+            // nothing of this attempt is committed; its streams are
+            // reloaded, and the ops it applied admitted again (or refused).
+            let again = match outcome {
+                Ok(_) => None,
+                Err(err) => Some(refused(
+                    code::STORAGE,
+                    format!("claiming tabs failed: {err}"),
+                )),
+            };
+            let mut conflicts = Vec::new();
+            for (id, part) in parts {
+                for (i, j) in part.decided {
+                    if matches!(statuses[i][j], Some(AckStatus::Applied { .. })) {
+                        statuses[i][j].clone_from(&again);
+                    }
+                }
+                if !part.rows.is_empty() {
+                    self.resync(&id).await;
+                    if again.is_none() {
+                        conflicts.push(id);
+                    }
+                }
+            }
+            return conflicts;
+        }
+        let claimed: BTreeSet<String> = claimed.into_iter().map(|(tab, _)| tab).collect();
         let mut order = Vec::new();
         let mut owned = Vec::new();
         let mut renewed = Vec::new();
@@ -1126,35 +1199,26 @@ impl State {
             self.metrics.commit(stored, started.elapsed());
         }
         // The owners of committed ops get their full time (a tab from
-        // before owners keeps the time it was given, and runs out).
-        let renew: Vec<(String, String)> = renewed
-            .iter()
-            .filter(|(_, owner)| owner != LEGACY_OWNER)
-            .cloned()
-            .collect();
+        // before owners keeps the time it was given, and runs out). Only
+        // what the store renewed is taken as known for the next hour.
+        let by_tab: BTreeMap<String, String> = renewed.into_iter().collect();
+        let (known_now, renew): (Vec<_>, Vec<_>) = by_tab
+            .into_iter()
+            .partition(|(tab, owner)| owner == LEGACY_OWNER || claimed.contains(tab));
         match self.store.renew_tabs(&renew).await {
-            Ok(()) => self.seen.renewed(renewed),
+            Ok(done) => {
+                let renewed = renew
+                    .into_iter()
+                    .zip(done)
+                    .filter_map(|(tab, done)| done.then_some(tab));
+                self.seen
+                    .renewed(known_now.into_iter().chain(renewed).collect());
+            }
             Err(err) => {
                 tracing::warn!(error = %err, tabs = renew.len(), "renewing tab owners failed; asked again at their next push")
             }
         }
         conflicts
-    }
-
-    /// Whether `subject` may have one more tab claimed this hour (counted).
-    fn may_claim(claims: &mut HashMap<String, (u32, Instant)>, subject: &str) -> bool {
-        if claims.len() > 4096 {
-            claims.retain(|_, (_, since)| since.elapsed() < Duration::from_secs(3600));
-        }
-        let (count, since) = claims
-            .entry(subject.to_owned())
-            .or_insert((0, Instant::now()));
-        if since.elapsed() >= Duration::from_secs(3600) {
-            *count = 0;
-            *since = Instant::now();
-        }
-        *count += 1;
-        *count <= MAX_TAB_CLAIMS_PER_HOUR
     }
 
     /// The op the log holds at each number of `held` of `id`, where it can
@@ -1194,6 +1258,7 @@ impl State {
         id: &StreamId,
         known: &Known,
         part: &mut Part,
+        new_tabs: &mut BTreeMap<String, String>,
     ) -> AckStatus {
         if !claims.can_write_key(&op.key) {
             return refused(
@@ -1236,8 +1301,16 @@ impl State {
             Some(Ok(Some(owner))) if *owner == claims.sub || owner == LEGACY_OWNER => {
                 Some(owner.clone())
             }
-            // Nobody's: its pusher is past its claims (recorded for none).
-            Some(Ok(None)) => None,
+            // Nobody's: the first pusher admitted here claims it.
+            Some(Ok(None)) => match new_tabs.get(&tab) {
+                Some(first) if *first != claims.sub => {
+                    return refused(
+                        code::TAB_TAKEN,
+                        format!("the tab {tab} belongs to another token subject"),
+                    );
+                }
+                _ => Some(claims.sub.clone()),
+            },
             Some(Ok(Some(_))) => {
                 return refused(
                     code::TAB_TAKEN,
@@ -1289,6 +1362,11 @@ impl State {
             .state(&op.key)
             .and_then(KeyState::value)
             .unwrap_or_else(|| spec.default_value().clone());
+        if matches!(known.owners.get(&tab), Some(Ok(None))) {
+            new_tabs
+                .entry(tab.clone())
+                .or_insert_with(|| claims.sub.clone());
+        }
         part.rows.push(Row {
             stream: id.to_string(),
             seq,

@@ -31,9 +31,10 @@
 //!   op for 30 days (a trim of the log does not free it); another
 //!   subject's op of it is refused (`tab_taken`), so a peer that read a
 //!   device's op ids (they are fanned out) cannot push under its next one
-//!   first. Redis claims a tab for every node, for minutes, before the
-//!   push's ops are committed, and gives the owner its 30 days once they
-//!   are; SQLite records the owner with the commit. A subject gets at most
+//!   first. A new tab is claimed for its pusher once its op is admitted
+//!   and before it is committed (on Redis for every node, atomically;
+//!   SQLite records it with the commit), so an op the relay refuses leaves
+//!   no owner, and no peer can have read the id first. A subject gets at most
 //!   600 new tabs owned an hour per node (past that its tabs are left
 //!   unowned, as before owners). Tabs a store's log held before owners
 //!   existed are nobody's for 30 days (anyone may push them, none may take

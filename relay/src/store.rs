@@ -51,11 +51,6 @@ pub const TAB_OWNER_TTL_MS: u64 = 30 * 24 * 3_600_000;
 /// line, which cannot hold a NUL).
 pub const LEGACY_OWNER: &str = "\u{0}legacy";
 
-/// How long Redis holds a claim before the claimant's op is committed:
-/// ten minutes, so that ops refused after their claim (an unknown key, a
-/// skewed clock) leave nothing that lasts.
-pub const TAB_CLAIM_MS: u64 = 10 * 60_000;
-
 /// Why one stream's part of a commit was not made durable.
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
@@ -165,71 +160,59 @@ impl Store {
         }
     }
 
-    /// The owner of each tab asked for, in the order asked: the subject of
-    /// the token whose op of the tab was first committed (while the tab
-    /// has had an op within [`TAB_OWNER_TTL_MS`]), or [`LEGACY_OWNER`] for
-    /// a tab the log held before tabs had owners; else, for a tab asked
-    /// with a subject, that subject (it claims the tab), and `None` for
-    /// one asked without (only read). A tab is owned across streams (a page
-    /// writes its apartment's and the global keys under one tab).
-    ///
-    /// Redis claims a tab here for every node, atomically, for
-    /// [`TAB_CLAIM_MS`] (the push's ops are committed after it, so no peer
-    /// can have read a tab's id before its owner claimed it), and
-    /// [`renew_tabs`](Self::renew_tabs) gives the owner of a committed op
-    /// its full time: an op refused after the claim leaves nothing that
-    /// lasts. SQLite, whose only writer is this node's hub, records owners
-    /// with the commit.
-    pub async fn claim_tabs(
-        &self,
-        asked: &[(String, Option<String>)],
-    ) -> Result<Vec<Option<String>>, StoreError> {
+    /// The owner of each of `tabs`, in the same order: the subject of the
+    /// token whose op of the tab was first committed (while the tab has
+    /// had an op within [`TAB_OWNER_TTL_MS`]), [`LEGACY_OWNER`] for a tab
+    /// the log held before tabs had owners, `None` for a tab nobody owns.
+    /// A tab is owned across streams (a page writes its apartment's and the
+    /// global keys under one tab).
+    pub async fn tab_owners(&self, tabs: &[String]) -> Result<Vec<Option<String>>, StoreError> {
+        Ok(self.seqs_and_owners(&[], tabs).await?.1)
+    }
+
+    /// Makes each (tab, subject) the tab's owner, for
+    /// [`TAB_OWNER_TTL_MS`], unless the tab has one: `true` where it did.
+    /// The hub claims the new tabs of the ops it admitted before it commits
+    /// them, so no peer can have read a tab's id before its owner has it,
+    /// and an op refused before leaves nothing. Redis claims for every
+    /// node, atomically; SQLite, whose only writer is this node's hub,
+    /// records owners with the commit (`true` here).
+    pub async fn claim_tabs(&self, claims: &[(String, String)]) -> Result<Vec<bool>, StoreError> {
         match self {
-            Self::Sqlite(db) => {
-                let mut owners: BTreeMap<&str, Option<String>> = BTreeMap::new();
-                let mut answers = Vec::with_capacity(asked.len());
-                for (tab, subject) in asked {
-                    let owner = match owners.get(tab.as_str()) {
-                        Some(Some(owner)) => Some(owner.clone()),
-                        _ => db.tab_owner(tab)?.or_else(|| subject.clone()),
-                    };
-                    owners.insert(tab, owner.clone());
-                    answers.push(owner);
-                }
-                Ok(answers)
-            }
-            Self::Redis(redis) => redis.claim_tabs(asked).await,
+            Self::Sqlite(_) => Ok(vec![true; claims.len()]),
+            Self::Redis(redis) => redis.claim_tabs(claims).await,
         }
     }
 
     /// Gives each (tab, owner) whose op was just committed the owner's
     /// full time, [`TAB_OWNER_TTL_MS`] from now (Redis; SQLite recorded it
-    /// with the commit). A tab another subject claimed meanwhile (its
-    /// claim ran out first) is left to it.
-    pub async fn renew_tabs(&self, owned: &[(String, String)]) -> Result<(), StoreError> {
+    /// with the commit). A tab another subject holds is left to it: `false`
+    /// in its place.
+    pub async fn renew_tabs(&self, owned: &[(String, String)]) -> Result<Vec<bool>, StoreError> {
         match self {
-            Self::Sqlite(_) => Ok(()),
+            Self::Sqlite(_) => Ok(vec![true; owned.len()]),
             Self::Redis(redis) => redis.renew_tabs(owned).await,
         }
     }
 
     /// [`seqs_of`](Self::seqs_of) each stream's ids and
-    /// [`claim_tabs`](Self::claim_tabs) `asked`, together (one round trip to
-    /// Redis): what a push needs before its ops are admitted.
-    pub async fn seqs_and_claims(
+    /// [`tab_owners`](Self::tab_owners) of `tabs`, together (one round trip
+    /// to Redis): what a push needs before its ops are admitted.
+    pub async fn seqs_and_owners(
         &self,
         lookups: &[(String, Vec<String>)],
-        asked: &[(String, Option<String>)],
+        tabs: &[String],
     ) -> Result<(Vec<Vec<Option<u64>>>, Vec<Option<String>>), StoreError> {
         match self {
-            Self::Sqlite(_) => {
+            Self::Sqlite(db) => {
                 let mut seqs = Vec::with_capacity(lookups.len());
                 for (stream, ids) in lookups {
                     seqs.push(Box::pin(self.seqs_of(stream, ids)).await?);
                 }
-                Ok((seqs, Box::pin(self.claim_tabs(asked)).await?))
+                let owners = tabs.iter().map(|tab| db.tab_owner(tab));
+                Ok((seqs, owners.collect::<Result<_, _>>()?))
             }
-            Self::Redis(redis) => redis.seqs_and_claims(lookups, asked).await,
+            Self::Redis(redis) => redis.seqs_and_owners(lookups, tabs).await,
         }
     }
 
@@ -340,8 +323,8 @@ impl Store {
 /// - `gaesup:{s}:head` and `gaesup:{s}:first`: newest and oldest numbers;
 ///
 /// and `gaesup:streams`, the set of stream names; per tab `t`,
-/// `gaesup:tab:t`, the subject that owns it (expiring [`TAB_CLAIM_MS`]
-/// after a claim, [`TAB_OWNER_TTL_MS`] after its last committed op);
+/// `gaesup:tab:t`, the subject that owns it (expiring
+/// [`TAB_OWNER_TTL_MS`] after its last op was committed);
 /// `gaesup:tabs-seeded`, set once the tabs of a store written before tabs
 /// had owners were given [`LEGACY_OWNER`]. A commit is one Lua
 /// script per stream: it checks the head and the op ids, appends, records
@@ -417,20 +400,9 @@ redis.call('SET', KEYS[4], string.format('%d', first))
 return first
 ";
 
-/// KEYS: the tab's owner key. ARGV: the subject asking, the claim's time
-/// to live in ms. Returns the tab's owner, untouched if it has one; else
-/// the asker, who holds it for that long (until its op is committed and
-/// [`RENEW_SCRIPT`] gives it the owner's full time).
-const CLAIM_SCRIPT: &str = r"
-local owner = redis.call('GET', KEYS[1])
-if owner then return owner end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return ARGV[1]
-";
-
 /// KEYS: the tab's owner key. ARGV: the owner, its time to live in ms.
-/// Renews the owner's time if the tab is still its (or nobody's: a claim
-/// that ran out before its commit).
+/// Renews the owner's time if the tab is still its (or nobody's: its time
+/// ran out).
 const RENEW_SCRIPT: &str = r"
 local owner = redis.call('GET', KEYS[1])
 if owner and owner ~= ARGV[1] then return 0 end
@@ -495,6 +467,18 @@ async fn seed_legacy_tabs(commands: &mut ConnectionManager) -> Result<(), StoreE
         .query_async(commands)
         .await?;
     Ok(())
+}
+
+/// `replies`, if there are `expected` of them.
+fn counted<T>(replies: Vec<T>, expected: usize) -> Result<Vec<T>, StoreError> {
+    if replies.len() == expected {
+        Ok(replies)
+    } else {
+        Err(StoreError::Corrupt(format!(
+            "{} replies to {expected} commands",
+            replies.len()
+        )))
+    }
 }
 
 /// A random id for this process.
@@ -626,17 +610,29 @@ impl RedisStore {
         self.commands.clone()
     }
 
-    async fn claim_tabs(
-        &self,
-        asked: &[(String, Option<String>)],
-    ) -> Result<Vec<Option<String>>, StoreError> {
-        Ok(self.seqs_and_claims(&[], asked).await?.1)
+    async fn claim_tabs(&self, claims: &[(String, String)]) -> Result<Vec<bool>, StoreError> {
+        if claims.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for (tab, owner) in claims {
+            pipe.cmd("SET")
+                .arg(tab_key(tab))
+                .arg(owner)
+                .arg("NX")
+                .arg("PX")
+                .arg(TAB_OWNER_TTL_MS);
+        }
+        let set: Vec<Option<String>> = pipe.query_async(&mut self.connection()).await?;
+        counted(set, claims.len()).map(|set| set.into_iter().map(|reply| reply.is_some()).collect())
     }
 
-    async fn renew_tabs(&self, owned: &[(String, String)]) -> Result<(), StoreError> {
+    async fn renew_tabs(&self, owned: &[(String, String)]) -> Result<Vec<bool>, StoreError> {
         if owned.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
+        // EVAL, not EVALSHA: a pipeline does not load a script Redis lost
+        // (restarted), and Redis caches what it compiled.
         let mut pipe = redis::pipe();
         for (tab, owner) in owned {
             pipe.cmd("EVAL")
@@ -644,16 +640,16 @@ impl RedisStore {
                 .arg(1)
                 .arg(tab_key(tab))
                 .arg(owner)
-                .arg(TAB_OWNER_TTL_MS)
-                .ignore();
+                .arg(TAB_OWNER_TTL_MS);
         }
-        Ok(pipe.query_async(&mut self.connection()).await?)
+        let renewed: Vec<i64> = pipe.query_async(&mut self.connection()).await?;
+        counted(renewed, owned.len()).map(|done| done.into_iter().map(|done| done == 1).collect())
     }
 
-    async fn seqs_and_claims(
+    async fn seqs_and_owners(
         &self,
         lookups: &[(String, Vec<String>)],
-        asked: &[(String, Option<String>)],
+        tabs: &[String],
     ) -> Result<(Vec<Vec<Option<u64>>>, Vec<Option<String>>), StoreError> {
         let mut pipe = redis::pipe();
         // HMGET needs a field: a stream with no id to look up is not asked.
@@ -661,33 +657,16 @@ impl RedisStore {
         for (stream, ids) in asking.clone() {
             pipe.cmd("HMGET").arg(key(stream, "ids")).arg(ids);
         }
-        // EVAL, not EVALSHA: a pipeline does not load a script Redis lost
-        // (restarted), and Redis caches what it compiled.
-        for (tab, subject) in asked {
-            match subject {
-                Some(subject) => pipe
-                    .cmd("EVAL")
-                    .arg(CLAIM_SCRIPT)
-                    .arg(1)
-                    .arg(tab_key(tab))
-                    .arg(subject)
-                    .arg(TAB_CLAIM_MS),
-                None => pipe.cmd("GET").arg(tab_key(tab)),
-            };
+        for tab in tabs {
+            pipe.cmd("GET").arg(tab_key(tab));
         }
         let asked_seqs = asking.count();
-        let mut replies: Vec<redis::Value> = if asked_seqs + asked.len() == 0 {
+        let replies: Vec<redis::Value> = if asked_seqs + tabs.len() == 0 {
             Vec::new()
         } else {
             pipe.query_async(&mut self.connection()).await?
         };
-        if replies.len() != asked_seqs + asked.len() {
-            return Err(StoreError::Corrupt(format!(
-                "{} replies to {} commands",
-                replies.len(),
-                asked_seqs + asked.len()
-            )));
-        }
+        let mut replies = counted(replies, asked_seqs + tabs.len())?;
         let owners = replies.split_off(asked_seqs);
         let parse = |err: redis::ParsingError| StoreError::Corrupt(err.to_string());
         let mut found = replies

@@ -7,9 +7,7 @@
 mod support;
 
 use gaesup_relay::db::{Db, Row};
-use gaesup_relay::store::{
-    LEGACY_OWNER, RedisStore, Store, StreamCommit, TAB_CLAIM_MS, TAB_OWNER_TTL_MS,
-};
+use gaesup_relay::store::{LEGACY_OWNER, RedisStore, Store, StreamCommit, TAB_OWNER_TTL_MS};
 use support::RedisServer;
 
 const STREAM: &str = "apartment:main";
@@ -30,14 +28,33 @@ fn row(stream: &str, seq: u64, tab: &str, owner: &str) -> Row {
     }
 }
 
-/// Commits `ops` as the hub does: the owners of their tabs then get
-/// their full time.
+/// Commits `ops` as the hub does: the tabs nobody owns are claimed for
+/// their first pusher first (false, and nothing committed, if one of
+/// them is another's by then), then the owners of the others get their
+/// full time.
 async fn commit(store: &Store, stream: &str, base: u64, ops: Vec<Row>) -> bool {
-    let owned: Vec<(String, String)> = ops
+    let mut owned: Vec<(String, String)> = ops
         .iter()
         .filter_map(|row| Some((row.tab.clone(), row.owner.clone()?)))
-        .filter(|(_, owner)| owner != LEGACY_OWNER)
         .collect();
+    owned.sort();
+    owned.dedup_by(|a, b| a.0 == b.0);
+    let tabs: Vec<String> = owned.iter().map(|(tab, _)| tab.clone()).collect();
+    let current = store.tab_owners(&tabs).await.unwrap();
+    let (new, known): (Vec<_>, Vec<_>) = owned
+        .into_iter()
+        .zip(current)
+        .partition(|(_, current)| current.is_none());
+    let new: Vec<(String, String)> = new.into_iter().map(|(owned, _)| owned).collect();
+    if !store
+        .claim_tabs(&new)
+        .await
+        .unwrap()
+        .iter()
+        .all(|done| *done)
+    {
+        return false;
+    }
     let results = store
         .commit(vec![StreamCommit {
             stream: stream.to_owned(),
@@ -49,7 +66,13 @@ async fn commit(store: &Store, stream: &str, base: u64, ops: Vec<Row>) -> bool {
     assert_eq!(results.len(), 1);
     let committed = results.into_iter().all(|result| result.is_ok());
     if committed {
-        store.renew_tabs(&owned).await.unwrap();
+        let renew: Vec<(String, String)> = known
+            .into_iter()
+            .map(|(owned, _)| owned)
+            .filter(|(_, owner)| owner != LEGACY_OWNER)
+            .collect();
+        let renewed = store.renew_tabs(&renew).await.unwrap();
+        assert!(renewed.iter().all(|done| *done), "{renew:?}: {renewed:?}");
     }
     committed
 }
@@ -90,49 +113,28 @@ async fn redis_ops_at_answers_each_number_in_the_order_asked() {
     ops_at_answers_each_number_in_the_order_asked(store).await;
 }
 
-/// The owners `store` answers for `asked` (tab, subject) pairs, each
-/// subject claiming the tab; `-` for none.
-async fn claim(store: &Store, asked: &[(&str, &str)]) -> Vec<String> {
-    let asked: Vec<(String, Option<String>)> = asked
-        .iter()
-        .map(|(tab, subject)| ((*tab).to_owned(), Some((*subject).to_owned())))
-        .collect();
-    answers(store.claim_tabs(&asked).await.unwrap())
-}
-
-/// The owners of `tabs`, read without claiming any; `-` for none.
+/// The owners of `tabs`; `-` for none.
 async fn owners(store: &Store, tabs: &[&str]) -> Vec<String> {
-    let asked: Vec<(String, Option<String>)> =
-        tabs.iter().map(|tab| ((*tab).to_owned(), None)).collect();
-    answers(store.claim_tabs(&asked).await.unwrap())
-}
-
-fn answers(owners: Vec<Option<String>>) -> Vec<String> {
+    let tabs: Vec<String> = tabs.iter().map(|tab| (*tab).to_owned()).collect();
+    let owners = store.tab_owners(&tabs).await.unwrap();
     owners
         .into_iter()
         .map(|owner| owner.unwrap_or_else(|| "-".to_owned()))
         .collect()
 }
 
-/// A tab belongs to the subject that pushed its first op, in every stream
-/// (a page writes its apartment's and the global keys under one tab), and
-/// a trim of the log does not free it: a peer that floods a stream until
-/// a tab's ops are gone must not be able to take it.
+/// A tab belongs to the subject whose op of it was first committed, in
+/// every stream (a page writes its apartment's and the global keys under
+/// one tab), and a trim of the log does not free it: a peer that floods a
+/// stream until a tab's ops are gone must not be able to take it.
 async fn a_tab_belongs_to_its_first_pusher_in_every_stream(store: &Store) {
-    // New tabs: the first asker of each gets it.
-    assert_eq!(
-        claim(store, &[("a", "alice"), ("b", "bob"), ("a", "mallory")]).await,
-        ["alice", "bob", "alice"]
-    );
+    assert_eq!(owners(store, &["a", "b"]).await, ["-", "-"]);
     let ops = vec![row(STREAM, 1, "a", "alice"), row(STREAM, 2, "b", "bob")];
     assert!(commit(store, STREAM, 0, ops).await);
-    assert_eq!(
-        claim(store, &[("a", "mallory"), ("b", "bob"), ("a", "alice")]).await,
-        ["alice", "bob", "alice"]
-    );
+    assert_eq!(owners(store, &["b", "a", "c"]).await, ["bob", "alice", "-"]);
     // Another stream: the same owners.
     assert!(commit(store, "global", 0, vec![row("global", 1, "b", "bob")]).await);
-    assert_eq!(claim(store, &[("a", "mallory")]).await, ["alice"]);
+    assert_eq!(owners(store, &["a", "b"]).await, ["alice", "bob"]);
     // Read with the numbers of op ids of several streams, each answer in
     // its place (a stream with no id to look up among them).
     let ids = |ids: &[&str]| ids.iter().map(|id| (*id).to_owned()).collect::<Vec<_>>();
@@ -141,26 +143,19 @@ async fn a_tab_belongs_to_its_first_pusher_in_every_stream(store: &Store) {
         ("apartment:none".to_owned(), Vec::new()),
         ("global".to_owned(), ids(&["b:1"])),
     ];
-    let asked = [
-        ("c".to_owned(), Some("carol".to_owned())),
-        ("b".to_owned(), Some("mallory".to_owned())),
-        ("d".to_owned(), None),
-    ];
-    let (seqs, found) = store.seqs_and_claims(&lookups, &asked).await.unwrap();
+    let (seqs, found) = store
+        .seqs_and_owners(&lookups, &ids(&["c", "b"]))
+        .await
+        .unwrap();
     assert_eq!(seqs, [vec![Some(2), None, Some(1)], vec![], vec![Some(1)]]);
-    assert_eq!(answers(found), ["carol", "bob", "-"]);
-    // Read without a claim, an unowned tab stays unowned.
-    assert_eq!(owners(store, &["d", "a"]).await, ["-", "alice"]);
+    assert_eq!(found, [None, Some("bob".to_owned())]);
     // Flooded and trimmed past every op of a.
     let flood = (3..=12)
         .map(|seq| row(STREAM, seq, "m", "mallory"))
         .collect();
     assert!(commit(store, STREAM, 2, flood).await);
     assert_eq!(store.trim(STREAM, 2).await.unwrap(), 11);
-    assert_eq!(
-        claim(store, &[("a", "mallory"), ("m", "mallory")]).await,
-        ["alice", "mallory"]
-    );
+    assert_eq!(owners(store, &["a", "m"]).await, ["alice", "mallory"]);
 }
 
 #[tokio::test]
@@ -174,9 +169,17 @@ async fn sqlite_a_tab_belongs_to_its_first_pusher_in_every_stream() {
         row(STREAM, 13, "n", "nina"),
         row(STREAM, 14, "a", "mallory"),
     ];
-    assert!(!commit(&store, STREAM, 12, ops).await);
+    let results = store
+        .commit(vec![StreamCommit {
+            stream: STREAM.to_owned(),
+            base: 12,
+            ops,
+            states: Vec::new(),
+        }])
+        .await;
+    assert!(results[0].is_err());
     assert_eq!(store.head(STREAM).await.unwrap(), 12);
-    assert_eq!(claim(&store, &[("n", "mallory")]).await, ["mallory"]);
+    assert_eq!(owners(&store, &["n"]).await, ["-"]);
     // An owner whose tab has had no op for the owner's time is gone.
     let db = rusqlite::Connection::open(dir.path().join("relay.sqlite3")).unwrap();
     let before = support::now_s() * 1000 - TAB_OWNER_TTL_MS - 1;
@@ -185,13 +188,9 @@ async fn sqlite_a_tab_belongs_to_its_first_pusher_in_every_stream() {
         [before],
     )
     .unwrap();
-    assert_eq!(
-        claim(&store, &[("a", "mallory"), ("b", "mallory")]).await,
-        ["mallory", "bob"]
-    );
-    let ops = vec![row(STREAM, 13, "a", "mallory")];
-    assert!(commit(&store, STREAM, 12, ops).await);
-    assert_eq!(claim(&store, &[("a", "alice")]).await, ["mallory"]);
+    assert_eq!(owners(&store, &["a", "b"]).await, ["-", "bob"]);
+    assert!(commit(&store, STREAM, 12, vec![row(STREAM, 13, "a", "mallory")]).await);
+    assert_eq!(owners(&store, &["a"]).await, ["mallory"]);
 }
 
 #[tokio::test]
@@ -199,28 +198,43 @@ async fn redis_a_tab_belongs_to_its_first_pusher_in_every_stream() {
     let redis = RedisServer::start();
     let store = Store::Redis(Box::new(RedisStore::connect(&redis.url()).await.unwrap()));
     a_tab_belongs_to_its_first_pusher_in_every_stream(&store).await;
-    // A committed op gives its owner the full time; a claim whose op was
-    // never committed (refused after the claim) holds only minutes; a tab
-    // read without a claim is not written at all.
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
-    let mut ttl = async |tab: &str| -> i64 {
-        redis::cmd("PTTL")
-            .arg(format!("gaesup:tab:{tab}"))
-            .query_async(&mut raw)
-            .await
-            .unwrap()
-    };
-    let full = i64::try_from(TAB_OWNER_TTL_MS).unwrap();
-    let (a, c, d) = (ttl("a").await, ttl("c").await, ttl("d").await);
-    assert!(a > full - 60_000 && a <= full, "{a}");
-    assert!(c > 0 && c <= i64::try_from(TAB_CLAIM_MS).unwrap(), "{c}");
-    assert_eq!(d, -2, "no key");
-    // Renewing for another subject leaves the tab to its owner.
-    store
-        .renew_tabs(&[("b".to_owned(), "mallory".to_owned())])
+    let pair = |tab: &str, subject: &str| (tab.to_owned(), subject.to_owned());
+    // A claim is taken once, for every node: the first claimant's.
+    let claimed = store
+        .claim_tabs(&[
+            pair("c", "carol"),
+            pair("a", "mallory"),
+            pair("c", "mallory"),
+        ])
         .await
         .unwrap();
+    assert_eq!(claimed, [true, false, false]);
+    assert_eq!(owners(&store, &["c", "a"]).await, ["carol", "alice"]);
+    // An owner has 30 days from its last renewal.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let full = i64::try_from(TAB_OWNER_TTL_MS).unwrap();
+    let () = redis::cmd("PEXPIRE")
+        .arg("gaesup:tab:a")
+        .arg(100_000)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.renew_tabs(&[pair("a", "alice")]).await.unwrap(),
+        [true]
+    );
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg("gaesup:tab:a")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(ttl > full - 60_000 && ttl <= full, "{ttl}");
+    // Renewing for another subject leaves the tab to its owner.
+    assert_eq!(
+        store.renew_tabs(&[pair("b", "mallory")]).await.unwrap(),
+        [false]
+    );
     assert_eq!(owners(&store, &["b"]).await, ["bob"]);
     // When the owner's time runs out, the tab is free.
     let () = redis::cmd("PEXPIRE")
@@ -229,15 +243,17 @@ async fn redis_a_tab_belongs_to_its_first_pusher_in_every_stream() {
         .query_async(&mut raw)
         .await
         .unwrap();
+    assert_eq!(owners(&store, &["a", "b"]).await, ["-", "bob"]);
     assert_eq!(
-        claim(&store, &[("a", "mallory"), ("b", "mallory")]).await,
-        ["mallory", "bob"]
+        store.claim_tabs(&[pair("a", "mallory")]).await.unwrap(),
+        [true]
     );
 }
 
 /// A store written before tabs had owners: the tabs its log holds (whose
 /// ids peers may have read) are nobody's to take, and anybody's to push,
-/// as before; a new tab is its first pusher's.
+/// as before, until 30 days after the upgrade (pushes do not renew them);
+/// a new tab is its first pusher's.
 #[tokio::test]
 async fn sqlite_tabs_from_before_owners_are_nobody_s() {
     let dir = tempfile::tempdir().unwrap();
@@ -248,12 +264,7 @@ async fn sqlite_tabs_from_before_owners_are_nobody_s() {
     let db = rusqlite::Connection::open(dir.path().join("relay.sqlite3")).unwrap();
     db.execute_batch("DROP TABLE tab_owners").unwrap();
     let store = Store::Sqlite(Db::open(dir.path()).unwrap());
-    assert_eq!(
-        claim(&store, &[("old", "mallory"), ("new", "mallory")]).await,
-        [LEGACY_OWNER, "mallory"]
-    );
-    // Pushed by anyone, it stays nobody's, and its time is not moved: it
-    // runs out 30 days after the upgrade.
+    assert_eq!(owners(&store, &["old", "new"]).await, [LEGACY_OWNER, "-"]);
     let seeded = "SELECT last_ms FROM tab_owners WHERE tab = 'old'";
     let at: i64 = db.query_row(seeded, [], |row| row.get(0)).unwrap();
     db.execute("UPDATE tab_owners SET last_ms = last_ms - 1000", [])
@@ -263,7 +274,10 @@ async fn sqlite_tabs_from_before_owners_are_nobody_s() {
         row(STREAM, 3, "new", "mallory"),
     ];
     assert!(commit(&store, STREAM, 1, ops).await);
-    assert_eq!(claim(&store, &[("old", "bob")]).await, [LEGACY_OWNER]);
+    assert_eq!(
+        owners(&store, &["old", "new"]).await,
+        [LEGACY_OWNER, "mallory"]
+    );
     let after: i64 = db.query_row(seeded, [], |row| row.get(0)).unwrap();
     assert_eq!(after, at - 1000);
 }
@@ -283,22 +297,11 @@ async fn redis_tabs_from_before_owners_are_nobody_s() {
         .await
         .unwrap();
     let store = Store::Redis(Box::new(RedisStore::connect(&redis.url()).await.unwrap()));
+    assert_eq!(owners(&store, &["old", "new"]).await, [LEGACY_OWNER, "-"]);
+    let pair = |tab: &str, subject: &str| (tab.to_owned(), subject.to_owned());
     assert_eq!(
-        claim(&store, &[("old", "mallory"), ("new", "mallory")]).await,
-        [LEGACY_OWNER, "mallory"]
+        store.claim_tabs(&[pair("old", "mallory")]).await.unwrap(),
+        [false]
     );
-    // Its time is the seeding's: claims do not renew it.
-    let () = redis::cmd("PEXPIRE")
-        .arg("gaesup:tab:old")
-        .arg(100_000)
-        .query_async(&mut raw)
-        .await
-        .unwrap();
-    assert_eq!(claim(&store, &[("old", "bob")]).await, [LEGACY_OWNER]);
-    let ttl: i64 = redis::cmd("PTTL")
-        .arg("gaesup:tab:old")
-        .query_async(&mut raw)
-        .await
-        .unwrap();
-    assert!(ttl > 0 && ttl <= 100_000, "{ttl}");
+    assert_eq!(owners(&store, &["old"]).await, [LEGACY_OWNER]);
 }
