@@ -341,7 +341,11 @@ fn apply(connection: &mut Connection, commit: &Commit) -> Result<(), DbError> {
         let (now, expired) = (now_ms(), owners_expired_before());
         for (tab, pusher) in tabs {
             if owner.execute(params![tab, pusher, now, expired, LEGACY_OWNER])? == 0 {
-                // Dropped with the transaction: nothing is written.
+                // Dropped with the transaction: nothing is written. The hub
+                // read the owner just before and is the only writer, so this
+                // is a check of the hub, reached by no honest push (but by a
+                // wall clock stepping back across an owner's expiry, which
+                // fails the whole commit: its devices resend).
                 return Err(DbError::TabTaken(tab.to_owned()));
             }
         }

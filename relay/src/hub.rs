@@ -198,6 +198,14 @@ impl ClaimCount {
         *count += 1;
         true
     }
+
+    /// Gives back a claim [`allow`](Self::allow) counted that the store did
+    /// not make.
+    fn refund(&mut self, subject: &str) {
+        if let Some(count) = self.counts.get_mut(subject) {
+            *count = count.saturating_sub(1);
+        }
+    }
 }
 
 /// How long a tab's owner seen at a commit is taken as known (see
@@ -1066,35 +1074,57 @@ impl State {
                     .for_each(|row| row.owner = None);
             }
         }
-        let outcome = self.store.claim_tabs(&claimed).await;
-        if !matches!(&outcome, Ok(done) if done.iter().all(|done| *done)) {
-            // Another subject's claim came first (or the store failed):
-            // nothing of this attempt is committed; its streams are
-            // reloaded, and the ops it applied admitted again (or refused).
-            let again = match outcome {
-                Ok(_) => None,
-                Err(err) => Some(refused(
-                    code::STORAGE,
-                    format!("claiming tabs failed: {err}"),
-                )),
-            };
-            let mut conflicts = Vec::new();
-            for (id, part) in parts {
+        let (lost, again) = match self.store.claim_tabs(&claimed).await {
+            Ok(done) => {
+                let lost: BTreeSet<String> = claimed
+                    .iter()
+                    .zip(&done)
+                    .filter(|(_, done)| !**done)
+                    .map(|((tab, _), _)| tab.clone())
+                    .collect();
+                (lost, None)
+            }
+            Err(err) => {
+                let lost = claimed.iter().map(|(tab, _)| tab.clone()).collect();
+                let refusal = refused(code::STORAGE, format!("claiming tabs failed: {err}"));
+                (lost, Some(refusal))
+            }
+        };
+        // A claim lost to another subject (or not made: the store failed)
+        // sends the streams holding that tab's ops back: none of their ops
+        // is committed, the streams are reloaded, and every op decided on
+        // them is decided again (as after a commit's conflict: a duplicate
+        // of an op admitted here points at a number that will not be
+        // committed). The other streams go on.
+        let mut conflicts = Vec::new();
+        if !lost.is_empty() {
+            for (_, subject) in claimed.iter().filter(|(tab, _)| lost.contains(tab)) {
+                self.claims.refund(subject);
+            }
+            let hit: Vec<StreamId> = parts
+                .iter()
+                .filter(|(_, part)| part.rows.iter().any(|row| lost.contains(&row.tab)))
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in hit {
+                let Some(part) = parts.remove(&id) else {
+                    continue;
+                };
                 for (i, j) in part.decided {
-                    if matches!(statuses[i][j], Some(AckStatus::Applied { .. })) {
-                        statuses[i][j].clone_from(&again);
-                    }
+                    statuses[i][j].clone_from(&again);
                 }
-                if !part.rows.is_empty() {
-                    self.resync(&id).await;
-                    if again.is_none() {
-                        conflicts.push(id);
-                    }
+                self.metrics.conflict();
+                self.resync(&id).await;
+                if again.is_none() {
+                    conflicts.push(id);
                 }
             }
-            return conflicts;
         }
-        let claimed: BTreeSet<String> = claimed.into_iter().map(|(tab, _)| tab).collect();
+        let claimed: BTreeSet<String> = claimed
+            .into_iter()
+            .map(|(tab, _)| tab)
+            .filter(|tab| !lost.contains(tab))
+            .collect();
         let mut order = Vec::new();
         let mut owned = Vec::new();
         let mut renewed = Vec::new();
@@ -1128,11 +1158,10 @@ impl State {
             });
         }
         if commits.is_empty() {
-            return Vec::new();
+            return conflicts;
         }
         let started = std::time::Instant::now();
         let results = self.store.commit(commits).await;
-        let mut conflicts = Vec::new();
         let mut stored = 0;
         for ((id, result), owned) in order.into_iter().zip(results).zip(owned) {
             let Some(part) = parts.remove(&id) else {

@@ -27,18 +27,18 @@
 //!   duplicate with its first number (on Redis, checked again inside the
 //!   commit script, atomically with the append).
 //! - A tab (the first half of an op id) belongs to the token subject whose
-//!   op of it was first committed, in every stream, until it has had no
+//!   op of it was first admitted, in every stream, until it has had no
 //!   op for 30 days (a trim of the log does not free it); another
 //!   subject's op of it is refused (`tab_taken`), so a peer that read a
 //!   device's op ids (they are fanned out) cannot push under its next one
 //!   first. A new tab is claimed for its pusher once its op is admitted
 //!   and before it is committed (on Redis for every node, atomically;
-//!   SQLite records it with the commit), so an op the relay refuses leaves
-//!   no owner, and no peer can have read the id first. A subject gets at most
-//!   600 new tabs owned an hour per node (past that its tabs are left
-//!   unowned, as before owners). Tabs a store's log held before owners
-//!   existed are nobody's for 30 days (anyone may push them, none may take
-//!   them).
+//!   SQLite records it with the commit), so an op refused when admitted
+//!   leaves no owner, and no peer can have read the id first. A subject
+//!   gets at most 600 new tabs claimed an hour per node (past that its tabs
+//!   are left unowned, as before owners). Tabs a store's log held before
+//!   owners existed are nobody's for 30 days (anyone may push them, none
+//!   may take them).
 //! - Any node will do: with Redis, a stream's numbers are the same on every
 //!   node, each node applies and sends on what the others commit, in log
 //!   order, and answers a device as caught up only with what Redis holds.

@@ -161,7 +161,7 @@ impl Store {
     }
 
     /// The owner of each of `tabs`, in the same order: the subject of the
-    /// token whose op of the tab was first committed (while the tab has
+    /// token whose op of the tab was first admitted (while the tab has
     /// had an op within [`TAB_OWNER_TTL_MS`]), [`LEGACY_OWNER`] for a tab
     /// the log held before tabs had owners, `None` for a tab nobody owns.
     /// A tab is owned across streams (a page writes its apartment's and the
@@ -171,12 +171,14 @@ impl Store {
     }
 
     /// Makes each (tab, subject) the tab's owner, for
-    /// [`TAB_OWNER_TTL_MS`], unless the tab has one: `true` where it did.
-    /// The hub claims the new tabs of the ops it admitted before it commits
-    /// them, so no peer can have read a tab's id before its owner has it,
-    /// and an op refused before leaves nothing. Redis claims for every
-    /// node, atomically; SQLite, whose only writer is this node's hub,
-    /// records owners with the commit (`true` here).
+    /// [`TAB_OWNER_TTL_MS`], unless the tab has one: `true` where the tab
+    /// is the subject's now. The hub claims the new tabs of the ops it
+    /// admitted before it commits them, so no peer can have read a tab's
+    /// id before its owner has it, and an op refused when admitted leaves
+    /// nothing (one whose commit then fails leaves its subject the owner).
+    /// Redis claims each tab for every node, atomically; SQLite, whose only
+    /// writer is this node's hub, records owners with the commit (`true`
+    /// here).
     pub async fn claim_tabs(&self, claims: &[(String, String)]) -> Result<Vec<bool>, StoreError> {
         match self {
             Self::Sqlite(_) => Ok(vec![true; claims.len()]),
@@ -614,17 +616,25 @@ impl RedisStore {
         if claims.is_empty() {
             return Ok(Vec::new());
         }
+        // SET NX GET: the owner it held, if any (the same subject pushing
+        // one new tab through two nodes at once has it either way).
         let mut pipe = redis::pipe();
         for (tab, owner) in claims {
             pipe.cmd("SET")
                 .arg(tab_key(tab))
                 .arg(owner)
                 .arg("NX")
+                .arg("GET")
                 .arg("PX")
                 .arg(TAB_OWNER_TTL_MS);
         }
-        let set: Vec<Option<String>> = pipe.query_async(&mut self.connection()).await?;
-        counted(set, claims.len()).map(|set| set.into_iter().map(|reply| reply.is_some()).collect())
+        let held: Vec<Option<String>> = pipe.query_async(&mut self.connection()).await?;
+        let held = counted(held, claims.len())?;
+        Ok(held
+            .into_iter()
+            .zip(claims)
+            .map(|(held, (_, owner))| held.is_none_or(|held| held == *owner))
+            .collect())
     }
 
     async fn renew_tabs(&self, owned: &[(String, String)]) -> Result<Vec<bool>, StoreError> {

@@ -199,16 +199,18 @@ async fn redis_a_tab_belongs_to_its_first_pusher_in_every_stream() {
     let store = Store::Redis(Box::new(RedisStore::connect(&redis.url()).await.unwrap()));
     a_tab_belongs_to_its_first_pusher_in_every_stream(&store).await;
     let pair = |tab: &str, subject: &str| (tab.to_owned(), subject.to_owned());
-    // A claim is taken once, for every node: the first claimant's.
+    // A claim is taken once, for every node: the first claimant's (who
+    // has it again if it claims again, as through another node).
     let claimed = store
         .claim_tabs(&[
             pair("c", "carol"),
             pair("a", "mallory"),
             pair("c", "mallory"),
+            pair("c", "carol"),
         ])
         .await
         .unwrap();
-    assert_eq!(claimed, [true, false, false]);
+    assert_eq!(claimed, [true, false, false, true]);
     assert_eq!(owners(&store, &["c", "a"]).await, ["carol", "alice"]);
     // An owner has 30 days from its last renewal.
     let client = redis::Client::open(redis.url()).unwrap();
