@@ -1098,12 +1098,23 @@ impl State {
         // committed). The other streams go on.
         let mut conflicts = Vec::new();
         if !lost.is_empty() {
-            for (_, subject) in claimed.iter().filter(|(tab, _)| lost.contains(tab)) {
-                self.claims.refund(subject);
+            // Claims lost to another subject were not made; after a store
+            // error some may have been, and stay counted.
+            if again.is_none() {
+                for (_, subject) in claimed.iter().filter(|(tab, _)| lost.contains(tab)) {
+                    self.claims.refund(subject);
+                }
             }
+            // Every stream with an op of a lost tab, admitted or not (the
+            // first-pusher rule refuses across streams).
             let hit: Vec<StreamId> = parts
                 .iter()
-                .filter(|(_, part)| part.rows.iter().any(|row| lost.contains(&row.tab)))
+                .filter(|(_, part)| {
+                    part.decided.iter().any(|(i, j)| {
+                        let tab = pushes[*i].1.get(*j).map(|op| op.id.tab.to_string());
+                        tab.is_some_and(|tab| lost.contains(&tab))
+                    })
+                })
                 .map(|(id, _)| id.clone())
                 .collect();
             for id in hit {
@@ -1113,9 +1124,11 @@ impl State {
                 for (i, j) in part.decided {
                     statuses[i][j].clone_from(&again);
                 }
-                self.metrics.conflict();
-                self.resync(&id).await;
+                if !part.rows.is_empty() {
+                    self.resync(&id).await;
+                }
                 if again.is_none() {
+                    self.metrics.conflict();
                     conflicts.push(id);
                 }
             }

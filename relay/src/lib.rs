@@ -34,7 +34,8 @@
 //!   first. A new tab is claimed for its pusher once its op is admitted
 //!   and before it is committed (on Redis for every node, atomically;
 //!   SQLite records it with the commit), so an op refused when admitted
-//!   leaves no owner, and no peer can have read the id first. A subject
+//!   leaves no owner (one whose claim or commit fails may leave its pusher
+//!   the owner), and no peer can have read the id first. A subject
 //!   gets at most 600 new tabs claimed an hour per node (past that its tabs
 //!   are left unowned, as before owners). Tabs a store's log held before
 //!   owners existed are nobody's for 30 days (anyone may push them, none

@@ -402,6 +402,16 @@ redis.call('SET', KEYS[4], string.format('%d', first))
 return first
 ";
 
+/// KEYS: the tab's owner key. ARGV: the subject, the owner's time to live
+/// in ms. Makes the subject the owner if the tab has none; returns the
+/// owner it had (nil if none).
+const CLAIM_SCRIPT: &str = r"
+local held = redis.call('GET', KEYS[1])
+if held then return held end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false
+";
+
 /// KEYS: the tab's owner key. ARGV: the owner, its time to live in ms.
 /// Renews the owner's time if the tab is still its (or nobody's: its time
 /// ran out).
@@ -616,16 +626,16 @@ impl RedisStore {
         if claims.is_empty() {
             return Ok(Vec::new());
         }
-        // SET NX GET: the owner it held, if any (the same subject pushing
-        // one new tab through two nodes at once has it either way).
+        // The owner each tab held, if any: the same subject pushing one new
+        // tab through two nodes at once has it either way. (A script, not
+        // SET NX GET, which Redis takes only from 7.0.)
         let mut pipe = redis::pipe();
         for (tab, owner) in claims {
-            pipe.cmd("SET")
+            pipe.cmd("EVAL")
+                .arg(CLAIM_SCRIPT)
+                .arg(1)
                 .arg(tab_key(tab))
                 .arg(owner)
-                .arg("NX")
-                .arg("GET")
-                .arg("PX")
                 .arg(TAB_OWNER_TTL_MS);
         }
         let held: Vec<Option<String>> = pipe.query_async(&mut self.connection()).await?;
