@@ -51,6 +51,11 @@ pub struct Serve {
     /// other nodes this long before applying it (a node that lags).
     #[arg(long, hide = true, default_value_t = 0)]
     pub follow_delay_ms: u64,
+    /// Fault injection for tests: hold this node's claims of new tabs
+    /// this long, between reading their owners and claiming them (another
+    /// node's claim then comes first). Redis only.
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub claim_delay_ms: u64,
     /// File holding the secret tokens are signed with.
     #[arg(long, env = "RELAY_SECRET_FILE")]
     pub secret_file: Option<PathBuf>,

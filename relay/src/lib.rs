@@ -185,7 +185,8 @@ pub async fn serve(config: Serve, secret: Vec<u8>) -> Result<(), String> {
         Some(url) => Store::Redis(Box::new(
             RedisStore::connect(url)
                 .await
-                .map_err(|err| format!("cannot use Redis at {url}: {err}"))?,
+                .map_err(|err| format!("cannot use Redis at {url}: {err}"))?
+                .with_claim_delay(std::time::Duration::from_millis(config.claim_delay_ms)),
         )),
         None => Store::Sqlite(Db::open(&config.data).map_err(|err| err.to_string())?),
     });

@@ -342,6 +342,8 @@ pub struct RedisStore {
     release: redis::Script,
     /// This process's id in turns (random per start).
     node: u64,
+    /// Fault injection: how long each claim of tabs waits first.
+    claim_delay: Duration,
 }
 
 /// KEYS: head, log, ids, state, first, turn. ARGV: base, node, n, then n
@@ -615,7 +617,16 @@ impl RedisStore {
             trim: redis::Script::new(TRIM_SCRIPT),
             release: redis::Script::new(RELEASE_SCRIPT),
             node: process_id(),
+            claim_delay: Duration::ZERO,
         })
+    }
+
+    /// Fault injection for tests: each claim of tabs waits `delay` first,
+    /// so that another node's claim of the same tab comes in between.
+    #[must_use]
+    pub fn with_claim_delay(mut self, delay: Duration) -> Self {
+        self.claim_delay = delay;
+        self
     }
 
     fn connection(&self) -> ConnectionManager {
@@ -625,6 +636,9 @@ impl RedisStore {
     async fn claim_tabs(&self, claims: &[(String, String)]) -> Result<Vec<bool>, StoreError> {
         if claims.is_empty() {
             return Ok(Vec::new());
+        }
+        if !self.claim_delay.is_zero() {
+            tokio::time::sleep(self.claim_delay).await;
         }
         // The owner each tab held, if any: the same subject pushing one new
         // tab through two nodes at once has it either way. (A script, not

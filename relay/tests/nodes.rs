@@ -295,3 +295,60 @@ async fn a_tab_owned_on_one_node_cannot_be_taken_on_another() {
         "{acks:?}"
     );
 }
+
+/// A claim lost between reading a tab's owner and claiming it (node A
+/// holds its claims back: fault injection; another subject claims the
+/// same new tab through node B meanwhile) sends A's stream back: the op
+/// and a second copy of it in the same push are both refused as
+/// `tab_taken` (no duplicate left pointing at a number never committed),
+/// while an op of another stream in the same push is committed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_claim_lost_to_another_node_sends_its_stream_back() {
+    let redis = RedisServer::start();
+    let a = Relay::node(&redis, &["--claim-delay-ms", "1500"]);
+    let b = Relay::node(&redis, &[]);
+    let mut alice = Client::writer(&a, &main_rw_as("alice")).await;
+    let mut bob = Client::writer(&b, &main_rw_as("bob")).await;
+    // Both nodes hold both streams already: A reads the new tab's owner
+    // (none) at once, well before B can claim it.
+    for (client, tab) in [(&mut alice, 41), (&mut bob, 42)] {
+        let mut warm = Device::new(tab);
+        let acks = client
+            .push(vec![warm.note("warm"), warm.theme("light")])
+            .await;
+        assert!(
+            acks.iter()
+                .all(|ack| matches!(ack.status, AckStatus::Applied { .. })),
+            "{acks:?}"
+        );
+    }
+    let (mut mine, mut theirs) = (Device::new(31), Device::new(31));
+    let note = mine.note("mine");
+    let theme = Device::new(32).theme("dark");
+    alice
+        .send(&ClientMessage::Push(Push {
+            ops: vec![note.clone(), note, theme],
+        }))
+        .await;
+    // Bob's op of the same tab (its next number) goes in through B while
+    // A holds its claim.
+    let _ = theirs.count(1);
+    let acks = bob.push(vec![theirs.count(1)]).await;
+    assert!(
+        matches!(acks[0].status, AckStatus::Applied { .. }),
+        "{acks:?}"
+    );
+    let ServerMessage::Ack(acks) = alice.wait_for(|m| matches!(m, ServerMessage::Ack(_))).await
+    else {
+        unreachable!("wait_for returns an ack");
+    };
+    let taken = |status: &AckStatus| matches!(status, AckStatus::Refused { code, .. } if code == gaesup_protocol::code::TAB_TAKEN);
+    assert!(
+        taken(&acks.acks[0].status) && taken(&acks.acks[1].status),
+        "{acks:?}"
+    );
+    assert!(
+        matches!(acks.acks[2].status, AckStatus::Applied { .. }),
+        "{acks:?}"
+    );
+}
