@@ -252,6 +252,11 @@ impl Db {
             .optional()?)
     }
 
+    /// The numbers `ids` got in `stream`, each where it is in the log.
+    pub fn seqs_of(&self, stream: &str, ids: &[String]) -> Result<Vec<Option<u64>>, DbError> {
+        ids.iter().map(|id| self.seq_of(stream, id)).collect()
+    }
+
     /// The number `op_id` got in `stream`, if it is in the log.
     pub fn seq_of(&self, stream: &str, op_id: &str) -> Result<Option<u64>, DbError> {
         let read = self.reader();
@@ -296,11 +301,9 @@ fn writer(mut connection: Connection, inbox: mpsc::Receiver<Job>) {
     }
 }
 
-/// Now, in milliseconds since the epoch.
+/// Now, in milliseconds since the epoch, as SQLite stores it.
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    i64::try_from(crate::hub::now_ms()).unwrap_or(i64::MAX)
 }
 
 /// Owners whose tab's last op is older than this have expired.

@@ -488,9 +488,9 @@ struct Known {
     /// Tabs whose owner this node saw renewed less than [`OWNER_RECHECK`]
     /// ago: neither asked nor renewed again.
     fresh: BTreeSet<String>,
-    /// The owner of each tab the ops name (see [`Store::claim_tabs`];
-    /// `None`: nobody's, past its pusher's claims), or why the store could
-    /// not be asked.
+    /// The owner of each tab the ops name (see [`Store::tab_owners`];
+    /// `None`: nobody's yet, so its first pusher admitted here claims it),
+    /// or why the store could not be asked.
     owners: BTreeMap<String, Result<Option<String>, String>>,
 }
 

@@ -152,10 +152,7 @@ impl Store {
         ids: &[String],
     ) -> Result<Vec<Option<u64>>, StoreError> {
         match self {
-            Self::Sqlite(db) => Ok(ids
-                .iter()
-                .map(|id| db.seq_of(stream, id))
-                .collect::<Result<_, _>>()?),
+            Self::Sqlite(db) => Ok(db.seqs_of(stream, ids)?),
             Self::Redis(redis) => redis.seqs_of(stream, ids).await,
         }
     }
@@ -207,12 +204,12 @@ impl Store {
     ) -> Result<(Vec<Vec<Option<u64>>>, Vec<Option<String>>), StoreError> {
         match self {
             Self::Sqlite(db) => {
-                let mut seqs = Vec::with_capacity(lookups.len());
-                for (stream, ids) in lookups {
-                    seqs.push(Box::pin(self.seqs_of(stream, ids)).await?);
-                }
+                let seqs = lookups.iter().map(|(stream, ids)| db.seqs_of(stream, ids));
                 let owners = tabs.iter().map(|tab| db.tab_owner(tab));
-                Ok((seqs, owners.collect::<Result<_, _>>()?))
+                Ok((
+                    seqs.collect::<Result<_, _>>()?,
+                    owners.collect::<Result<_, _>>()?,
+                ))
             }
             Self::Redis(redis) => redis.seqs_and_owners(lookups, tabs).await,
         }
@@ -643,17 +640,7 @@ impl RedisStore {
         // The owner each tab held, if any: the same subject pushing one new
         // tab through two nodes at once has it either way. (A script, not
         // SET NX GET, which Redis takes only from 7.0.)
-        let mut pipe = redis::pipe();
-        for (tab, owner) in claims {
-            pipe.cmd("EVAL")
-                .arg(CLAIM_SCRIPT)
-                .arg(1)
-                .arg(tab_key(tab))
-                .arg(owner)
-                .arg(TAB_OWNER_TTL_MS);
-        }
-        let held: Vec<Option<String>> = pipe.query_async(&mut self.connection()).await?;
-        let held = counted(held, claims.len())?;
+        let held: Vec<Option<String>> = self.each_tab(CLAIM_SCRIPT, claims).await?;
         Ok(held
             .into_iter()
             .zip(claims)
@@ -665,19 +652,30 @@ impl RedisStore {
         if owned.is_empty() {
             return Ok(Vec::new());
         }
+        let renewed: Vec<i64> = self.each_tab(RENEW_SCRIPT, owned).await?;
+        Ok(renewed.into_iter().map(|done| done == 1).collect())
+    }
+
+    /// Runs `script` (one of the tab scripts) on each (tab, subject), with
+    /// the owner's time to live, in one round trip; one reply each.
+    async fn each_tab<T: redis::FromRedisValue>(
+        &self,
+        script: &str,
+        tabs: &[(String, String)],
+    ) -> Result<Vec<T>, StoreError> {
         // EVAL, not EVALSHA: a pipeline does not load a script Redis lost
         // (restarted), and Redis caches what it compiled.
         let mut pipe = redis::pipe();
-        for (tab, owner) in owned {
+        for (tab, subject) in tabs {
             pipe.cmd("EVAL")
-                .arg(RENEW_SCRIPT)
+                .arg(script)
                 .arg(1)
                 .arg(tab_key(tab))
-                .arg(owner)
+                .arg(subject)
                 .arg(TAB_OWNER_TTL_MS);
         }
-        let renewed: Vec<i64> = pipe.query_async(&mut self.connection()).await?;
-        counted(renewed, owned.len()).map(|done| done.into_iter().map(|done| done == 1).collect())
+        let replies: Vec<T> = pipe.query_async(&mut self.connection()).await?;
+        counted(replies, tabs.len())
     }
 
     async fn seqs_and_owners(
