@@ -13,7 +13,7 @@ use std::time::Duration;
 use gaesup_protocol::{AckStatus, ServerMessage};
 use gaesup_state_core::Op;
 use serde_json::json;
-use support::{Client, Device, RedisServer, Relay, http, main_rw, main_snapshot};
+use support::{Client, Device, RedisServer, Relay, main_pull, main_rw, main_snapshot};
 
 /// splitmix64.
 struct Rng(u64);
@@ -195,14 +195,7 @@ async fn run(seed: u64, nodes: &[Relay]) {
             }
             sim.drain().await;
         }
-        let (_, body) = http(
-            "GET",
-            relay.url("/v1/pull?stream=apartment:main&cursor=0"),
-            Some(main_rw()),
-            None,
-        )
-        .await;
-        let head = match ServerMessage::decode(&body).unwrap() {
+        let head = match main_pull(relay, 0).await {
             ServerMessage::Ops(body) => body.head,
             ServerMessage::Snapshot(snapshot) => snapshot.seq,
             other => panic!("{other:?}"),

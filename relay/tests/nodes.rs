@@ -18,7 +18,7 @@ use support::load::{
     KEEP_WHOLE_LOG, Observed, Shared, Tally, acked_at_least, check, finish, observed, observer,
     writer,
 };
-use support::{Client, Device, RedisServer, Relay, main_rw, main_rw_as, main_snapshot};
+use support::{Client, Device, RedisServer, Relay, main_pull, main_rw, main_rw_as, main_snapshot};
 
 /// The writers' tasks.
 type Writers = Vec<tokio::task::JoinHandle<(support::load::Acked, usize)>>;
@@ -242,17 +242,10 @@ async fn a_lagging_node_answers_with_what_the_store_holds() {
     assert_eq!(seqs(&before_ack), [3], "B's op 3 comes before A's ack");
 
     on_b.push(vec![device.count(4)]).await;
-    let (status, body) = support::http(
-        "GET",
-        a.url("/v1/pull?stream=apartment:main&cursor=3"),
-        Some(main_rw()),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200);
+    let pulled = main_pull(&a, 3).await;
     assert!(
-        matches!(ServerMessage::decode(&body).unwrap(), ServerMessage::Ops(ref page) if page.head == 4 && page.ops.len() == 1),
-        "a pull from A brings B's op 4 and says the store's head: {body}"
+        matches!(pulled, ServerMessage::Ops(ref page) if page.head == 4 && page.ops.len() == 1),
+        "a pull from A brings B's op 4 and says the store's head: {pulled:?}"
     );
 
     on_b.push(vec![device.count(5)]).await;

@@ -11,8 +11,8 @@ use gaesup_protocol::{
 use gaesup_relay::token::Access;
 use serde_json::{Value, json};
 use support::{
-    Backend, Client, Device, Relay, error_code, http, main_rw, main_rw_as, main_snapshot,
-    main_stream, token, token_until,
+    Backend, Client, Device, Relay, error_code, http, main_pull, main_rw, main_rw_as,
+    main_snapshot, main_stream, token, token_until,
 };
 
 fn applied_seq(status: &AckStatus) -> u64 {
@@ -229,14 +229,7 @@ async fn every_auth_case_is_refused_with_its_code(backend: Backend) {
     .await;
     assert_eq!(status, 401);
     // Nothing of that reached the log.
-    let (_, body) = http(
-        "GET",
-        relay.url("/v1/pull?stream=apartment:main&cursor=0"),
-        Some(main_rw()),
-        None,
-    )
-    .await;
-    assert!(matches!(ServerMessage::decode(&body).unwrap(), ServerMessage::Ops(b) if b.head == 0));
+    assert!(matches!(main_pull(&relay, 0).await, ServerMessage::Ops(b) if b.head == 0));
 }
 
 async fn the_core_decides_on_the_relay_as_in_a_tab(backend: Backend) {
@@ -641,20 +634,10 @@ async fn a_tab_belongs_to_the_subject_that_pushed_its_first_op(backend: Backend)
             "{acks:?}"
         );
     }
-    let (status, body) = http(
-        "GET",
-        relay.url("/v1/pull?stream=apartment:main&cursor=0"),
-        Some(main_rw()),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200);
+    let pulled = main_pull(&relay, 0).await;
     assert!(
-        matches!(
-            ServerMessage::decode(&body).unwrap(),
-            ServerMessage::Snapshot(_)
-        ),
-        "the log no longer holds op 2: {body}"
+        matches!(pulled, ServerMessage::Snapshot(_)),
+        "the log no longer holds op 2: {pulled:?}"
     );
     let acks = mallory.push(vec![squatter.count(1)]).await;
     assert_eq!(refusal(&acks[0].status), code::TAB_TAKEN, "{acks:?}");

@@ -740,6 +740,15 @@ pub async fn main_snapshot(relay: &Relay) -> Snapshot {
     snapshot
 }
 
+/// What a pull of apartment `main` after `cursor` answers
+/// (`GET /v1/pull`, without waiting).
+pub async fn main_pull(relay: &Relay, cursor: u64) -> ServerMessage {
+    let url = relay.url(&format!("/v1/pull?stream=apartment:main&cursor={cursor}"));
+    let (status, body) = http("GET", url, Some(main_rw()), None).await;
+    assert_eq!(status, 200, "{body}");
+    ServerMessage::decode(&body).unwrap()
+}
+
 /// The code of an error message's text.
 pub fn error_code(text: &str) -> String {
     match ServerMessage::decode(text).unwrap() {
