@@ -28,12 +28,19 @@ pub fn clock_time(ms: f64) -> String {
     )
 }
 
-/// Bytes as a short human size.
+/// Bytes as a short human size: kibibytes to one decimal, rounded half
+/// up. In integers: a float's `{:.1}` would link the float formatter
+/// (about 12 KiB of wasm) into every build that shows a size.
 pub fn byte_size(bytes: usize) -> String {
     if bytes < 1024 {
         format!("{bytes} B")
     } else {
-        format!("{:.1} KiB", bytes as f64 / 1024.0)
+        let tenths = u64::try_from(bytes)
+            .unwrap_or(u64::MAX)
+            .saturating_mul(10)
+            .saturating_add(512)
+            / 1024;
+        format!("{}.{} KiB", tenths / 10, tenths % 10)
     }
 }
 
@@ -59,5 +66,13 @@ mod tests {
     fn byte_size_is_short() {
         assert_eq!(byte_size(12), "12 B");
         assert_eq!(byte_size(2048), "2.0 KiB");
+        assert_eq!(byte_size(1023), "1023 B");
+        assert_eq!(byte_size(1024), "1.0 KiB");
+        // 1.0498…, 1.0508…, 1.25 (a half: up) and 1.2998…
+        assert_eq!(byte_size(1075), "1.0 KiB");
+        assert_eq!(byte_size(1076), "1.1 KiB");
+        assert_eq!(byte_size(1280), "1.3 KiB");
+        assert_eq!(byte_size(1331), "1.3 KiB");
+        assert_eq!(byte_size(10 * 1024 * 1024), "10240.0 KiB");
     }
 }

@@ -105,6 +105,20 @@ fn errors_carry_stable_codes() {
             out,
             r#"["unknown_apartment","invalid_name","unknown_key","permission_denied","bad_value","ok","key_mismatch","bad_value"]"#
         );
+        // The refused delta shows as JavaScript writes the number.
+        let messages = js(r#"
+            const u = window.gaesup.unit('js3/b/el');
+            u.declare('total', { strategy: 'sum' });
+            return [0.5, 2 ** 60, -1e300].map((delta) => {
+                try { u.increment('total', delta); return 'ok'; } catch (e) { return e.message; }
+            });
+        "#);
+        for shown in ["0.5", "1152921504606847000", "-1e+300"] {
+            assert!(
+                messages.contains(&format!("increment {shown} is not a safe whole number")),
+                "{messages}"
+            );
+        }
     });
 }
 

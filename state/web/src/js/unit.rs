@@ -96,7 +96,14 @@ impl JsUnit {
     pub fn increment(&self, name: &str, delta: f64) -> std::result::Result<(), JsValue> {
         let write = || -> Result<()> {
             if delta.fract() != 0.0 || delta.abs() > 9_007_199_254_740_991.0 {
-                return Err(bad(format!("increment {delta} is not a safe whole number")));
+                // Shown as JavaScript writes it (Rust's float formatting
+                // would add about 12 KiB to the wasm for this one message).
+                let shown = String::from(
+                    js_sys::Number::from(delta)
+                        .to_string_with_radix(10)
+                        .unwrap_or_default(),
+                );
+                return Err(bad(format!("increment {shown} is not a safe whole number")));
             }
             let key = self.key(name)?;
             // Checked above: a safe integer converts exactly.
