@@ -395,6 +395,13 @@ impl<K: Ord, V> FromIterator<(K, V)> for VecMap<K, V> {
     }
 }
 
+/// As collecting the pairs (the `BTreeMap::from([...])` of a literal map).
+impl<K: Ord, V, const N: usize> From<[(K, V); N]> for VecMap<K, V> {
+    fn from(items: [(K, V); N]) -> Self {
+        Self::from_vec(Vec::from(items))
+    }
+}
+
 /// As inserting each entry, in O(m log m + n) whatever their order (see
 /// [`VecMap::join_all`]).
 impl<K: Ord, V> Extend<(K, V)> for VecMap<K, V> {
@@ -820,6 +827,13 @@ mod tests {
         let map: VecMap<u32, u32> = (0..n).rev().map(|k| (k, k)).collect();
         assert_eq!(map.len(), n as usize);
         assert!(map.keys().copied().eq(0..n));
+    }
+
+    #[test]
+    fn a_literal_map_is_sorted_and_keeps_a_repeated_key_last() {
+        let map = VecMap::from([(3, "c"), (1, "a"), (3, "C")]);
+        let oracle = std::collections::BTreeMap::from([(3, "c"), (1, "a"), (3, "C")]);
+        assert!(map.iter().eq(oracle.iter()));
     }
 
     #[test]

@@ -1,7 +1,5 @@
 //! The cart's view.
 
-use std::collections::BTreeMap;
-
 use gaesup_state::prelude::*;
 use leptos::prelude::*;
 
@@ -23,7 +21,7 @@ pub fn Cart() -> impl IntoView {
     };
     let cart = use_shared_state(&key);
     let (value, set, meta) = (cart.value, cart.set, cart.meta);
-    let is_empty = move || value.with(BTreeMap::is_empty);
+    let is_empty = move || value.with(CartLines::is_empty);
     let total = move || value.with(|cart| format_price(cart_total(cart)));
 
     // Keyed by product id and reading the line reactively, so a quantity

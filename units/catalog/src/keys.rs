@@ -1,9 +1,9 @@
 //! The cart key the catalog shares with the cart unit, and its value,
 //! declared the same way by the app and by the relay.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use gaesup_state_core::vec_map::VecMap;
 use gaesup_state_core::{KeySpec, Lifetime, Result, Scope, SharedKey, Strategy};
 
 /// One cart line: (product name, unit price in cents, quantity).
@@ -11,7 +11,7 @@ pub type CartLine = (String, u64, u32);
 
 /// The cart: product id → its line. Serialized as a JSON object with one
 /// field per product, which is what the merge strategy merges.
-pub type CartLines = BTreeMap<String, CartLine>;
+pub type CartLines = VecMap<String, CartLine>;
 
 /// The cart key shared with the cart unit: `apartment/{apartment}/cart`.
 pub fn cart_key() -> Result<SharedKey<CartLines>> {

@@ -22,8 +22,9 @@
 //!
 //! The cart unit declares the same key, identically: same name, rules and
 //! Rust type. The state manager refuses a key declared twice with
-//! different Rust types, so the type uses std types only,
-//! [`CartLines`] = `BTreeMap<String, (String, u64, u32)>`: product id →
+//! different Rust types, so the type uses std types and the core's
+//! ordered map only, [`CartLines`] = `VecMap<String, (String, u64, u32)>`
+//! (a sorted vector: a cart holds a few lines): product id →
 //! (name, unit price in cents, quantity). The catalog owns the products
 //! ([`PRODUCTS`]) and copies name and price into the line when it adds
 //! one, so the cart shows lines without knowing the catalog (as a shop's
@@ -77,9 +78,7 @@ pub const PRODUCTS: [Product; 4] = [
 /// Adds one `product` to `cart`, refreshing the line's name and price from
 /// the catalog.
 pub fn add_to_cart(cart: &mut CartLines, product: &Product) {
-    let line = cart
-        .entry(product.id.to_owned())
-        .or_insert_with(|| (String::new(), 0, 0));
+    let line = cart.get_or_insert_with(product.id.to_owned(), || (String::new(), 0, 0));
     line.0 = product.name.to_owned();
     line.1 = product.price_cents;
     line.2 = line.2.saturating_add(1);
@@ -120,14 +119,20 @@ mod tests {
         assert_eq!(quantity_in_cart(&cart, "green-tea"), 2);
         assert_eq!(quantity_in_cart(&cart, "mug"), 1);
         assert_eq!(quantity_in_cart(&cart, "teapot"), 0);
-        assert_eq!(cart["green-tea"], ("Green tea".to_owned(), 450, 2));
+        assert_eq!(
+            *cart.get("green-tea").unwrap(),
+            ("Green tea".to_owned(), 450, 2)
+        );
     }
 
     #[test]
     fn adding_refreshes_a_stale_line_and_never_overflows() {
         let mut cart = CartLines::from([("mug".to_owned(), ("Old mug".to_owned(), 1, u32::MAX))]);
         add_to_cart(&mut cart, &PRODUCTS[1]);
-        assert_eq!(cart["mug"], ("Mug".to_owned(), 1200, u32::MAX));
+        assert_eq!(
+            *cart.get("mug").unwrap(),
+            ("Mug".to_owned(), 1200, u32::MAX)
+        );
     }
 
     #[test]

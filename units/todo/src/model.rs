@@ -2,8 +2,7 @@
 //! it is shown, and how many are left. No Leptos here, so every rule is
 //! tested natively.
 
-use std::collections::BTreeMap;
-
+use gaesup_state_core::vec_map::VecMap;
 use serde::{Deserialize, Serialize};
 
 /// One todo (schema v2).
@@ -25,9 +24,12 @@ pub struct Todo {
 /// Keyed by id rather than an array because the key uses the merge
 /// strategy, which reconciles top-level fields one by one: a todo is the
 /// unit of conflict, so edits of different todos in two tabs both survive.
+/// Kept as the core's sorted vector rather than a `BTreeMap` (whose code
+/// would be compiled for this one type): ids start with the time, so a
+/// new todo lands at the end, and a list read back is sorted once.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct Todos(BTreeMap<String, Todo>);
+pub struct Todos(VecMap<String, Todo>);
 
 /// What saving an edit did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
