@@ -449,6 +449,16 @@ fn refused(code: &str, message: impl Into<String>) -> AckStatus {
     }
 }
 
+/// `forbidden`, if the token may not write `op`'s key.
+fn write_refusal(claims: &Claims, op: &Op) -> Option<AckStatus> {
+    (!claims.can_write_key(&op.key)).then(|| {
+        refused(
+            code::FORBIDDEN,
+            format!("the token may not write {}", op.key),
+        )
+    })
+}
+
 fn storage_error(err: impl std::fmt::Display) -> ProtocolError {
     ProtocolError::new(code::STORAGE, err.to_string())
 }
@@ -625,6 +635,7 @@ impl State {
             }
         }
         self.streams.insert(id.clone(), stream);
+        self.metrics.streams(self.streams.len());
         self.forward(id).await;
     }
 
@@ -979,6 +990,14 @@ impl State {
         let mut known = Known::default();
         for (i, (claims, ops, _, _)) in pushes.iter().enumerate() {
             for (j, op) in ops.iter().enumerate() {
+                // Refused before anything is loaded for it: an op naming
+                // an apartment the token may not write must not make this
+                // node load (and keep) a stream of that name.
+                if statuses[i][j].is_none()
+                    && let Some(refusal) = write_refusal(claims, op)
+                {
+                    statuses[i][j] = Some(refusal);
+                }
                 if statuses[i][j].is_none() {
                     wanted
                         .entry(StreamId::of(&op.key))
@@ -988,7 +1007,7 @@ impl State {
                     if let Some(owner) = self.seen.fresh(&tab) {
                         known.owners.insert(tab.clone(), Ok(Some(owner.clone())));
                         known.fresh.insert(tab);
-                    } else if claims.can_write_key(&op.key) {
+                    } else {
                         tabs.insert(tab);
                     }
                 }
@@ -1302,11 +1321,8 @@ impl State {
         part: &mut Part,
         new_tabs: &mut BTreeMap<String, String>,
     ) -> AckStatus {
-        if !claims.can_write_key(&op.key) {
-            return refused(
-                code::FORBIDDEN,
-                format!("the token may not write {}", op.key),
-            );
+        if let Some(refusal) = write_refusal(claims, op) {
+            return refusal;
         }
         let op_id = op.id.to_string();
         // An id already in the log is a duplicate only if it is the same op:

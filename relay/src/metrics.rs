@@ -22,6 +22,7 @@ pub struct Metrics {
     commit_micros: AtomicU64,
     conflicts: AtomicU64,
     remote: AtomicU64,
+    streams: AtomicU64,
     refusals: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -99,6 +100,12 @@ impl Metrics {
         self.remote.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// The hub now holds `n` streams in memory.
+    pub fn streams(&self, n: usize) {
+        self.streams
+            .store(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
     /// The Prometheus text exposition; `log_ops` is the log's length.
     pub fn render(&self, log_ops: u64) -> String {
         let mut out = String::new();
@@ -162,6 +169,11 @@ impl Metrics {
             out,
             "# HELP relay_connections Connections open.\n# TYPE relay_connections gauge\nrelay_connections {}",
             self.open_connections()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP relay_streams Streams this node holds in memory.\n# TYPE relay_streams gauge\nrelay_streams {}",
+            self.streams.load(Ordering::Relaxed)
         );
         let _ = writeln!(
             out,

@@ -657,6 +657,44 @@ async fn a_tab_belongs_to_the_subject_that_pushed_its_first_op(backend: Backend)
 
 /// Where the store keeps `tab`'s owner, if anywhere: SQLite's row, or
 /// Redis's key with its time to live (ms).
+/// Ops naming apartments the token may not write are refused before the
+/// hub loads anything for them: a peer cannot make a node hold a stream
+/// per apartment name it makes up.
+async fn ops_for_apartments_the_token_may_not_write_leave_no_stream_behind(backend: Backend) {
+    let relay = Relay::on(backend, &[]);
+    let mut writer = Client::writer(&relay, &main_rw()).await;
+    let mut device = Device::new(1);
+    assert!(matches!(
+        writer.push(vec![device.count(1)]).await[0].status,
+        AckStatus::Applied { .. }
+    ));
+    let held = streams_held(&relay).await;
+    let made_up: Vec<_> = (0..50)
+        .map(|i| {
+            let mut op = device.count(1);
+            op.key = format!("apartment/x{i}/count").parse().unwrap();
+            op
+        })
+        .collect();
+    let acks = writer.push(made_up).await;
+    assert!(
+        acks.iter()
+            .all(|ack| refusal(&ack.status) == code::FORBIDDEN),
+        "{acks:?}"
+    );
+    assert_eq!(streams_held(&relay).await, held);
+}
+
+/// The `relay_streams` gauge of `/metrics`.
+async fn streams_held(relay: &Relay) -> u64 {
+    let (_, metrics) = http("GET", relay.url("/metrics"), None, None).await;
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("relay_streams "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no relay_streams in {metrics}"))
+}
+
 async fn stored_owner(relay: &Relay, tab: u64) -> Option<(String, Option<i64>)> {
     let tab = format!("{tab:016x}");
     match relay.redis() {
@@ -1038,4 +1076,5 @@ support::on_both_backends!(
     a_narrowed_device_on_http_moves_past_ops_it_may_not_read,
     ops_stamped_near_the_horizon_are_refused_so_every_node_applies_what_one_admits,
     a_stream_the_token_may_not_read_is_refused_alone,
+    ops_for_apartments_the_token_may_not_write_leave_no_stream_behind,
 );
