@@ -685,6 +685,47 @@ async fn ops_for_apartments_the_token_may_not_write_leave_no_stream_behind(backe
     assert_eq!(streams_held(&relay).await, held);
 }
 
+/// A reset observing thousands of slots nobody wrote would leave a counter
+/// past the slot bound, which the relay (after a restart) and every device
+/// would set aside: refused, and the counter still counts.
+async fn a_reset_that_would_pass_the_slot_bound_is_refused(backend: Backend) {
+    use gaesup_state_core::{MAX_SUM_SLOTS, Observed, OpId, Payload, TabId};
+
+    let mut relay = Relay::on(backend, &[]);
+    let mut writer = Client::writer(&relay, &main_rw()).await;
+    let mut device = Device::new(1);
+    let first = device.count(1);
+    assert!(matches!(
+        writer.push(vec![first]).await[0].status,
+        AckStatus::Applied { .. }
+    ));
+    let mut reset = device.reset(0);
+    let stamp = reset.stamp.wall_ms;
+    let Payload::Reset { observed, .. } = &mut reset.payload else {
+        panic!("a set of a sum key is a reset: {:?}", reset.payload);
+    };
+    *observed = (0..MAX_SUM_SLOTS as u64)
+        .map(|t| Observed {
+            slot: OpId {
+                tab: TabId::new(0x100_000 + t),
+                seq: 1,
+            },
+            p: 1,
+            n: 0,
+            last: stamp,
+        })
+        .collect();
+    let acks = writer.push(vec![reset]).await;
+    assert_eq!(refusal(&acks[0].status), "too_large", "{acks:?}");
+    relay.restart();
+    let mut writer = Client::writer(&relay, &main_rw()).await;
+    let acks = writer.push(vec![device.count(2)]).await;
+    assert!(
+        matches!(&acks[0].status, AckStatus::Applied { value, .. } if *value == json!(3)),
+        "{acks:?}"
+    );
+}
+
 /// The `relay_streams` gauge of `/metrics`.
 async fn streams_held(relay: &Relay) -> u64 {
     let (_, metrics) = http("GET", relay.url("/metrics"), None, None).await;
@@ -1077,4 +1118,5 @@ support::on_both_backends!(
     ops_stamped_near_the_horizon_are_refused_so_every_node_applies_what_one_admits,
     a_stream_the_token_may_not_read_is_refused_alone,
     ops_for_apartments_the_token_may_not_write_leave_no_stream_behind,
+    a_reset_that_would_pass_the_slot_bound_is_refused,
 );

@@ -464,6 +464,15 @@ impl Device {
         self.store.increment(&lobby(), &key, delta).unwrap().op
     }
 
+    /// A reset of the lobby's counter to `target`.
+    pub fn reset(&mut self, target: i64) -> Op {
+        let key = self.key("count");
+        self.store
+            .set(&lobby(), &key, Value::from(target))
+            .unwrap()
+            .op
+    }
+
     /// A write of the shared note (`apartment/main/shared-note`).
     pub fn note(&mut self, text: &str) -> Op {
         let key = self.key("shared-note");

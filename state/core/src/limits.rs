@@ -48,7 +48,9 @@ pub const MAX_STATE_BYTES: usize = 896 << 10;
 /// under the hard limit instead of refusing each other's writes.
 pub const MAX_LOCAL_STATE_BYTES: usize = MAX_STATE_BYTES / 2;
 /// Most live slots of one sum key (one per writer that wrote within
-/// [`COMPACT_AFTER_MS`]), and most slots a reset may observe.
+/// [`COMPACT_AFTER_MS`]), and most slots a reset may observe. A group of
+/// ops, a reset or another tab's state that would leave more is refused
+/// whole: a state past it is refused by every replica that reads it.
 pub const MAX_SUM_SLOTS: usize = 4096;
 /// Most full keys one declaration may have in a replica (a private key has
 /// one per unit address, a building key one per building): a message

@@ -767,3 +767,102 @@ fn tabs_holding_more_keys_than_a_message_lists_still_sync_them_all() {
     assert_eq!(exchange(&mut b, &mut a), Vec::new());
     assert_eq!(a.get(&u, last).unwrap(), -1);
 }
+
+/// Found by a hostile review: the bound on a sum key's slots
+/// ([`MAX_SUM_SLOTS`]) was checked per count against the state before its
+/// group, and never for a reset's observed slots or for a join of two
+/// states. A group of counts from thousands of forged tabs, a reset
+/// observing 4,096 new slots, or a state from another tab could leave a
+/// state over the bound: set aside by the next load of every tab (the
+/// counter read its default), and every sync message holding it refused
+/// whole. Each is now refused before it changes anything.
+#[test]
+fn a_sum_key_never_takes_more_slots_than_a_replica_would_load() {
+    use gaesup_state_core::{MAX_SUM_SLOTS, Observed, OpGroup, OpId, Payload};
+
+    let clock = ManualClock::new(NOW);
+    let k = key::<i64>("count", Scope::Apartment, Strategy::Sum);
+    let u = unit("apt/b/u");
+    let (mut victim, mut sender, mut crowd) =
+        (store(1, &clock), store(2, &clock), store(3, &clock));
+    for replica in [&mut victim, &mut sender, &mut crowd] {
+        replica.declare(&k).unwrap();
+    }
+    victim.increment(&u, &k, 1).unwrap();
+    let template = sender.increment(&u, &k, 1).unwrap().op;
+    // `n` counts of 1, each opening a slot of its own forged tab.
+    let counts = |from: u64, n: u64| {
+        let ops = (from..from + n)
+            .map(|t| {
+                let mut op = template.clone();
+                op.id = OpId {
+                    tab: TabId::new(0x10_000 + t),
+                    seq: 1,
+                };
+                op.stamp.tab = op.id.tab;
+                op.payload = Payload::Count {
+                    slot: op.id,
+                    p: 1,
+                    n: 0,
+                };
+                op
+            })
+            .collect();
+        Message::Ops(OpGroup { ops })
+    };
+    let too_many = |errors: &[Error]| {
+        errors.iter().any(|e| {
+            matches!(
+                e,
+                Error::TooLarge {
+                    what: "sum slots",
+                    ..
+                }
+            )
+        })
+    };
+
+    // Counts: the group that would pass the bound is refused whole.
+    assert_eq!(deliver(&counts(0, 2_100), &mut victim), []);
+    let errors = deliver(&counts(2_100, 2_100), &mut victim);
+    assert!(too_many(&errors), "{errors:?}");
+    assert_eq!(victim.get(&u, &k).unwrap(), 2_101);
+
+    // A reset observing 4,096 slots the victim never saw.
+    let mut reset = sender.set(&u, &k, 0).unwrap().op;
+    let Payload::Reset { observed, .. } = &mut reset.payload else {
+        panic!("a set of a sum key is a reset: {:?}", reset.payload);
+    };
+    *observed = (0..MAX_SUM_SLOTS as u64)
+        .map(|t| Observed {
+            slot: OpId {
+                tab: TabId::new(0x100_000 + t),
+                seq: 1,
+            },
+            p: 1,
+            n: 0,
+            last: NOW,
+        })
+        .collect();
+    let errors = deliver(&Message::Ops(OpGroup { ops: vec![reset] }), &mut victim);
+    assert!(too_many(&errors), "{errors:?}");
+    assert_eq!(victim.get(&u, &k).unwrap(), 2_101);
+
+    // Another tab's state, within the bound on its own, past it joined.
+    assert_eq!(deliver(&counts(10_000, 3_000), &mut crowd), []);
+    let errors = exchange(&mut crowd, &mut victim);
+    assert!(too_many(&errors), "{errors:?}");
+    assert_eq!(victim.get(&u, &k).unwrap(), 2_101);
+
+    // What the victim stores loads again, whole.
+    let mut storage = MemoryStorage::new();
+    victim.persist(Lifetime::Persistent, &mut storage);
+    let mut reloaded = store(1, &clock);
+    reloaded.declare(&k).unwrap();
+    let load = reloaded.load(Lifetime::Persistent, &mut storage).unwrap();
+    assert!(load.quarantined.is_empty(), "{:?}", load.quarantined);
+    assert_eq!(reloaded.get(&u, &k).unwrap(), 2_101);
+    // ... and below the bound, slots still open.
+    assert_eq!(deliver(&counts(20_000, 10), &mut victim), []);
+    assert_eq!(victim.get(&u, &k).unwrap(), 2_111);
+}

@@ -17,7 +17,7 @@ use crate::limits::{MAX_KEYS_PER_DECLARATION, MAX_STATE_BYTES, encoded_len};
 use crate::message::{Message, SyncEntry};
 use crate::op::{Op, OpGroup};
 use crate::scope::FullKey;
-use crate::strategy::KeyState;
+use crate::strategy::{KeyState, SumState};
 use crate::vec_map::{VecMap, in_key_order};
 
 impl Replica {
@@ -107,6 +107,21 @@ impl Replica {
                         limit: MAX_KEYS_PER_DECLARATION,
                     });
                 }
+            }
+        }
+        // A sum key's slots, bounded as a state from outside is: a group
+        // of counts from many tabs, or a reset observing many slots, must
+        // not leave a state every replica would refuse.
+        for KeyOps { key, ops, .. } in &by_key {
+            let empty = SumState::default();
+            let sum = match self.states.get(key) {
+                Some(KeyState::Sum(sum)) => sum,
+                Some(_) => continue,
+                None => &empty,
+            };
+            let after = sum.slots_after(ops);
+            if after > sum.slot_count() {
+                SumState::check_slots(after)?;
             }
         }
         // Per key of `by_key`, the state it would grow to, tried where that
@@ -244,6 +259,18 @@ impl Replica {
         // the state as received) normalizes it, so every replica serializes
         // the same bytes.
         joined.merge(state)?;
+        // Two states each within the slot bound may join past it (slots
+        // from tabs the other never heard of): refused whole, as a group
+        // of ops would be, rather than kept and refused by every reader.
+        if let KeyState::Sum(sum) = &joined {
+            let had = match &old {
+                Some(KeyState::Sum(had)) => had.slot_count(),
+                _ => 0,
+            };
+            if sum.slot_count() > had {
+                SumState::check_slots(sum.slot_count())?;
+            }
+        }
         let size = if estimate > MAX_STATE_BYTES {
             Self::fits(&joined)?
         } else {

@@ -95,6 +95,48 @@ impl SumState {
         self.slots.values()
     }
 
+    /// Refuses a state holding more than [`MAX_SUM_SLOTS`] slots, as
+    /// [`validate`](Self::validate) would refuse it from outside: what
+    /// every join and every group of ops is checked against before it
+    /// changes anything, so no replica keeps a state the others (and its
+    /// own next load) would set aside.
+    pub(crate) fn check_slots(count: usize) -> crate::error::Result<()> {
+        if count > MAX_SUM_SLOTS {
+            return Err(crate::error::Error::TooLarge {
+                what: "sum slots",
+                size: count,
+                limit: MAX_SUM_SLOTS,
+            });
+        }
+        Ok(())
+    }
+
+    /// How many slots this state would hold after `ops`: one more for
+    /// each slot a count opens or a reset observes that is not here yet.
+    /// An upper bound (a fold may retire slots).
+    pub(crate) fn slots_after(&self, ops: &[crate::op::Op]) -> usize {
+        let mut new: Vec<OpId> = Vec::new();
+        for op in ops {
+            match &op.payload {
+                crate::op::Payload::Count { slot, .. } => new.push(*slot),
+                crate::op::Payload::Reset { observed, .. } => {
+                    new.extend(observed.iter().map(|o| o.slot));
+                }
+                _ => {}
+            }
+        }
+        new.retain(|slot| !self.slots.contains_key(slot));
+        // The map's own sort (compiled once for every item type).
+        let mut new = crate::vec_map::in_key_order(new, |slot| slot);
+        new.dedup();
+        self.slots.len().saturating_add(new.len())
+    }
+
+    /// How many live slots there are.
+    pub(crate) fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
     /// Slots last written before this wall time are folded (or covered by
     /// the reset) and ops for them are stale.
     pub fn floor(&self) -> u64 {
