@@ -554,6 +554,7 @@ impl State {
             state.store.follow(&name, stream.head);
             state.streams.insert(id, stream);
         }
+        state.metrics.streams(state.streams.len());
         Ok(state)
     }
 
@@ -611,6 +612,7 @@ impl State {
             Err(err) => {
                 tracing::error!(stream = %id, error = %err, "reloading the stream failed");
                 self.streams.remove(id);
+                self.metrics.streams(self.streams.len());
                 self.stale.insert(id.clone());
             }
         }

@@ -655,13 +655,11 @@ async fn a_tab_belongs_to_the_subject_that_pushed_its_first_op(backend: Backend)
     assert_eq!(main_snapshot(&relay).await.seq, 34);
 }
 
-/// Where the store keeps `tab`'s owner, if anywhere: SQLite's row, or
-/// Redis's key with its time to live (ms).
 /// Ops naming apartments the token may not write are refused before the
 /// hub loads anything for them: a peer cannot make a node hold a stream
 /// per apartment name it makes up.
 async fn ops_for_apartments_the_token_may_not_write_leave_no_stream_behind(backend: Backend) {
-    let relay = Relay::on(backend, &[]);
+    let mut relay = Relay::on(backend, &[]);
     let mut writer = Client::writer(&relay, &main_rw()).await;
     let mut device = Device::new(1);
     assert!(matches!(
@@ -682,6 +680,9 @@ async fn ops_for_apartments_the_token_may_not_write_leave_no_stream_behind(backe
             .all(|ack| refusal(&ack.status) == code::FORBIDDEN),
         "{acks:?}"
     );
+    assert_eq!(streams_held(&relay).await, held);
+    // A restarted relay counts the streams it loads from its store.
+    relay.restart();
     assert_eq!(streams_held(&relay).await, held);
 }
 
@@ -736,6 +737,8 @@ async fn streams_held(relay: &Relay) -> u64 {
         .unwrap_or_else(|| panic!("no relay_streams in {metrics}"))
 }
 
+/// Where the store keeps `tab`'s owner, if anywhere: SQLite's row, or
+/// Redis's key with its time to live (ms).
 async fn stored_owner(relay: &Relay, tab: u64) -> Option<(String, Option<i64>)> {
     let tab = format!("{tab:016x}");
     match relay.redis() {

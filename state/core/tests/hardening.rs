@@ -866,3 +866,71 @@ fn a_sum_key_never_takes_more_slots_than_a_replica_would_load() {
     assert_eq!(deliver(&counts(20_000, 10), &mut victim), []);
     assert_eq!(victim.get(&u, &k).unwrap(), 2_111);
 }
+
+/// Found by the review of the slot bound: counting every slot a group
+/// names, the check refused a reset whose later stamp and horizon fold
+/// the old slots away, which the replica took before the bound was
+/// checked at all. At the bound, what the ops leave decides.
+#[test]
+fn a_reset_that_folds_old_slots_is_taken_at_the_slot_bound() {
+    use gaesup_state_core::{COMPACT_AFTER_MS, MAX_SUM_SLOTS, Observed, OpGroup, OpId, Payload};
+
+    let clock = ManualClock::new(NOW);
+    let k = key::<i64>("count", Scope::Apartment, Strategy::Sum);
+    let u = unit("apt/b/u");
+    let (mut victim, mut sender) = (store(1, &clock), store(2, &clock));
+    for replica in [&mut victim, &mut sender] {
+        replica.declare(&k).unwrap();
+    }
+    let template = sender.increment(&u, &k, 1).unwrap().op;
+    let ops = (0..4_000u64)
+        .map(|t| {
+            let mut op = template.clone();
+            op.id = OpId {
+                tab: TabId::new(0x10_000 + t),
+                seq: 1,
+            };
+            op.stamp.tab = op.id.tab;
+            op.payload = Payload::Count {
+                slot: op.id,
+                p: 1,
+                n: 0,
+            };
+            op
+        })
+        .collect();
+    assert_eq!(deliver(&Message::Ops(OpGroup { ops }), &mut victim), []);
+    assert_eq!(victim.get(&u, &k).unwrap(), 4_000);
+
+    // A day past the fold window, a reset observing 200 slots of its own.
+    let later = NOW + COMPACT_AFTER_MS + 24 * HOUR;
+    clock.set(later);
+    let mut reset = sender.set(&u, &k, 0).unwrap().op;
+    let Payload::Reset { observed, .. } = &mut reset.payload else {
+        panic!("a set of a sum key is a reset: {:?}", reset.payload);
+    };
+    *observed = (0..200u64)
+        .map(|t| Observed {
+            slot: OpId {
+                tab: TabId::new(0x100_000 + t),
+                seq: 1,
+            },
+            p: 1,
+            n: 0,
+            last: later,
+        })
+        .collect();
+    const { assert!(4_000 + 200 > MAX_SUM_SLOTS) };
+    assert_eq!(
+        deliver(&Message::Ops(OpGroup { ops: vec![reset] }), &mut victim),
+        []
+    );
+    // The reset saw none of the 4,000 counts: they still count on top.
+    assert_eq!(victim.get(&u, &k).unwrap(), 4_000);
+    let mut storage = MemoryStorage::new();
+    victim.persist(Lifetime::Persistent, &mut storage);
+    let mut reloaded = store(1, &clock);
+    reloaded.declare(&k).unwrap();
+    let load = reloaded.load(Lifetime::Persistent, &mut storage).unwrap();
+    assert!(load.quarantined.is_empty(), "{:?}", load.quarantined);
+}

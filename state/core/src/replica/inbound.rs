@@ -120,8 +120,19 @@ impl Replica {
                 None => &empty,
             };
             let after = sum.slots_after(ops);
-            if after > sum.slot_count() {
-                SumState::check_slots(after)?;
+            if after > sum.slot_count() && SumState::check_slots(after).is_err() {
+                // That count keeps every slot: the ops may fold old ones
+                // (a later stamp, a reset's horizon). The state they leave
+                // decides.
+                let mut trial = KeyState::Sum(sum.clone());
+                for op in ops {
+                    trial.apply(op)?;
+                }
+                if let KeyState::Sum(tried) = &trial
+                    && tried.slot_count() > sum.slot_count()
+                {
+                    SumState::check_slots(tried.slot_count())?;
+                }
             }
         }
         // Per key of `by_key`, the state it would grow to, tried where that

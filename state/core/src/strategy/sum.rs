@@ -111,9 +111,10 @@ impl SumState {
         Ok(())
     }
 
-    /// How many slots this state would hold after `ops`: one more for
-    /// each slot a count opens or a reset observes that is not here yet.
-    /// An upper bound (a fold may retire slots).
+    /// How many slots this state would hold after `ops` if none were
+    /// folded: one more for each slot a count opens or a reset observes
+    /// that is not here yet. An upper bound (the ops may fold slots), so
+    /// a group it puts past the bound is tried on a copy before refusal.
     pub(crate) fn slots_after(&self, ops: &[crate::op::Op]) -> usize {
         let mut new: Vec<OpId> = Vec::new();
         for op in ops {
