@@ -22,8 +22,12 @@
 //! newest write are folded into `base` (a whole value carrying the identity
 //! of the newest write folded), so a field removed long ago leaves no entry
 //! behind. The fold is a function of the state, so replicas holding the
-//! same writes fold identically; a write older than the fold would lose to
-//! the new base anyway, as it already lost to what was folded.
+//! same writes fold identically. A write that arrives more than the window
+//! after a newer one is not always treated alike: on a replica that folded
+//! before it came, it loses to the new base, which carries the identity of
+//! the newest write folded; on one that did not, it may not (an older
+//! whole-value write is overlaid by the fields there). A known gap
+//! (README, "Known gaps"): the merge laws across the fold window fail.
 //!
 //! Migration keeps fields apart: the whole value is migrated, then each
 //! field entry takes its migrated value under its own identity, so two
