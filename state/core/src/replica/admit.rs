@@ -138,9 +138,11 @@ impl Replica {
                     horizon_ms: sum.floor(),
                 });
             }
+            // Counted and looked up, not walked: a group of thousands of
+            // counts would otherwise walk thousands of slots each.
             if let Payload::Count { slot, .. } = &op.payload
-                && !sum.slots().any(|s| s.slot == *slot)
-                && sum.slots().count() >= MAX_SUM_SLOTS
+                && sum.slot_count() >= MAX_SUM_SLOTS
+                && !sum.has_slot(slot)
             {
                 return Err(Error::TooLarge {
                     what: "sum slots",

@@ -332,7 +332,7 @@ fn count(
     let (slot, (p, n)) = match own {
         Some(found) => found,
         None => {
-            if sum.is_some_and(|s| s.slots().count() >= MAX_SUM_SLOTS) {
+            if sum.is_some_and(|s| s.slot_count() >= MAX_SUM_SLOTS) {
                 return Err(Error::TooLarge {
                     what: "sum slots",
                     size: MAX_SUM_SLOTS + 1,

@@ -138,6 +138,11 @@ impl SumState {
         self.slots.len()
     }
 
+    /// Whether `slot` is a live slot here.
+    pub(crate) fn has_slot(&self, slot: &OpId) -> bool {
+        self.slots.contains_key(slot)
+    }
+
     /// Slots last written before this wall time are folded (or covered by
     /// the reset) and ops for them are stale.
     pub fn floor(&self) -> u64 {
