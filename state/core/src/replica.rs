@@ -134,12 +134,10 @@ impl Change {
 
     /// A change that put `new`'s sub-values at `places`, none of them the
     /// root and none inside another, where each place's `old` was.
-    pub(crate) fn at(key: FullKey, mut places: Vec<Place>, new: Arc<Value>) -> Self {
+    pub(crate) fn at(key: FullKey, places: Vec<Place>, new: Arc<Value>) -> Self {
         // Items written in the order of their indices (`set_items`) are
         // already in this order, which then costs one pass to confirm.
-        if !places.is_sorted_by(|a, b| Place::order(a, b).is_le()) {
-            places.sort_unstable_by(Place::order);
-        }
+        let places = crate::vec_map::sorted_by(places, Place::order);
         Self {
             key,
             new,

@@ -343,12 +343,28 @@ fn replace<V>(current: &mut V, incoming: V) {
 /// The sort orders indices through a `dyn` comparison, so its code is
 /// compiled once, not once per item type as `sort_by` would be.
 pub fn in_key_order<T, K: Ord + ?Sized>(items: Vec<T>, key: impl Fn(&T) -> &K) -> Vec<T> {
-    if items.windows(2).all(|w| key(&w[0]) <= key(&w[1])) {
+    sorted_by(items, |a, b| key(a).cmp(key(b)))
+}
+
+/// `items` sorted by `cmp`, stably, in O(n log n); items already in order
+/// are returned as they are. The `sort_by` of this crate and of the apps
+/// built on it: the sort itself is compiled once (it orders indices
+/// through a `dyn` comparison), where the standard library's compiles
+/// some four kilobytes of wasm for each item type and comparison.
+///
+/// ```
+/// use gaesup_state_core::vec_map::sorted_by;
+///
+/// let words = sorted_by(vec!["pear", "fig", "apple", "kiwi"], |a, b| a.len().cmp(&b.len()));
+/// assert_eq!(words, ["fig", "pear", "kiwi", "apple"]);
+/// ```
+pub fn sorted_by<T>(items: Vec<T>, cmp: impl Fn(&T, &T) -> Ordering) -> Vec<T> {
+    if items.windows(2).all(|w| cmp(&w[0], &w[1]).is_le()) {
         return items;
     }
     let order = sorted_indices(items.len(), &|a, b| {
         match (items.get(a), items.get(b)) {
-            (Some(a), Some(b)) => key(a).cmp(key(b)),
+            (Some(a), Some(b)) => cmp(a, b),
             // Indices come from `0..len`: never reached.
             _ => Ordering::Equal,
         }

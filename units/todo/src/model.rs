@@ -181,13 +181,18 @@ impl Todos {
     /// Ids of the todos `filter` shows, in list order (position, then id,
     /// so every tab shows the same order).
     pub fn visible_ids(&self, filter: crate::Filter) -> Vec<String> {
-        let mut shown: Vec<(&String, &Todo)> = self
+        let shown: Vec<(&String, &Todo)> = self
             .0
             .iter()
             .filter(|(_, todo)| filter.shows(todo))
             .collect();
-        shown.sort_by(|(a_id, a), (b_id, b)| a.order.cmp(&b.order).then_with(|| a_id.cmp(b_id)));
-        shown.into_iter().map(|(id, _)| id.clone()).collect()
+        // The core's sort: compiled once for every type (see `sorted_by`).
+        gaesup_state_core::vec_map::sorted_by(shown, |(a_id, a), (b_id, b)| {
+            a.order.cmp(&b.order).then_with(|| a_id.cmp(b_id))
+        })
+        .into_iter()
+        .map(|(id, _)| id.clone())
+        .collect()
     }
 }
 

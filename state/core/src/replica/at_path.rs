@@ -374,7 +374,7 @@ fn ignored_by<T: DeserializeOwned>(value: &Value) -> Result<Vec<Vec<String>>, St
 /// and none inside another (or the same), so that no write's place depends
 /// on another's and the order they are given in does not matter. Also
 /// refuses no writes at all, and more than [`MAX_PATH_WRITES`].
-fn check_apart(mut paths: Vec<&Path>) -> Result<()> {
+fn check_apart(paths: Vec<&Path>) -> Result<()> {
     let bad = |path: &Path, reason| Error::InvalidPath {
         path: preview(&path.to_string()),
         reason,
@@ -399,9 +399,7 @@ fn check_apart(mut paths: Vec<&Path>) -> Result<()> {
     // another, one lies inside the path just before it.
     // Items written in the order of their indices are in this order
     // already: one pass confirms it.
-    if !paths.is_sorted_by(|a, b| a.place_order(b).is_le()) {
-        paths.sort_unstable_by(|a, b| a.place_order(b));
-    }
+    let paths = crate::vec_map::sorted_by(paths, |a, b| a.place_order(b));
     match paths.windows(2).find(|pair| pair[1].starts_with(pair[0])) {
         None => Ok(()),
         Some(pair) => Err(bad(

@@ -228,13 +228,12 @@ impl ResolveState {
 
     /// The entries in conflict (none unless two or more), winner first.
     fn in_conflict(&self) -> impl Iterator<Item = &Entry> {
-        let mut entries: Vec<&Entry> = if self.entries.len() < 2 {
+        let entries: Vec<&Entry> = if self.entries.len() < 2 {
             Vec::new()
         } else {
             self.entries.values().collect()
         };
-        entries.sort_by(|a, b| b.order(a));
-        entries.into_iter()
+        crate::vec_map::sorted_by(entries, |a, b| b.order(a)).into_iter()
     }
 
     pub(crate) fn migrate(&mut self, step: &mut dyn FnMut(Value) -> Result<Value>) -> Result<()> {
