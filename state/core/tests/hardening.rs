@@ -768,6 +768,57 @@ fn tabs_holding_more_keys_than_a_message_lists_still_sync_them_all() {
     assert_eq!(a.get(&u, last).unwrap(), -1);
 }
 
+/// Counts of 1 like `template`, each opening a slot of its own forged tab
+/// (`0x10_000 + t` for each `t` of `tabs`).
+fn forged_counts(template: &gaesup_state_core::Op, tabs: std::ops::Range<u64>) -> Message {
+    use gaesup_state_core::{OpGroup, OpId, Payload};
+    let ops = tabs
+        .map(|t| {
+            let mut op = template.clone();
+            op.id = OpId {
+                tab: TabId::new(0x10_000 + t),
+                seq: 1,
+            };
+            op.stamp.tab = op.id.tab;
+            op.payload = Payload::Count {
+                slot: op.id,
+                p: 1,
+                n: 0,
+            };
+            op
+        })
+        .collect();
+    Message::Ops(OpGroup { ops })
+}
+
+/// `sender`'s reset of `k` to 0, observing `slots` slots of 1 that nobody
+/// here wrote (forged tabs from `0x100_000`), last written at `last`.
+fn reset_observing(
+    sender: &mut Replica,
+    k: &SharedKey<i64>,
+    u: &UnitAddress,
+    slots: u64,
+    last: u64,
+) -> Message {
+    use gaesup_state_core::{Observed, OpGroup, OpId, Payload};
+    let mut reset = sender.set(u, k, 0).unwrap().op;
+    let Payload::Reset { observed, .. } = &mut reset.payload else {
+        panic!("a set of a sum key is a reset: {:?}", reset.payload);
+    };
+    *observed = (0..slots)
+        .map(|t| Observed {
+            slot: OpId {
+                tab: TabId::new(0x100_000 + t),
+                seq: 1,
+            },
+            p: 1,
+            n: 0,
+            last,
+        })
+        .collect();
+    Message::Ops(OpGroup { ops: vec![reset] })
+}
+
 /// Found by a hostile review: the bound on a sum key's slots
 /// ([`MAX_SUM_SLOTS`]) was checked per count against the state before its
 /// group, and never for a reset's observed slots or for a join of two
@@ -778,7 +829,7 @@ fn tabs_holding_more_keys_than_a_message_lists_still_sync_them_all() {
 /// whole. Each is now refused before it changes anything.
 #[test]
 fn a_sum_key_never_takes_more_slots_than_a_replica_would_load() {
-    use gaesup_state_core::{MAX_SUM_SLOTS, Observed, OpGroup, OpId, Payload};
+    use gaesup_state_core::MAX_SUM_SLOTS;
 
     let clock = ManualClock::new(NOW);
     let k = key::<i64>("count", Scope::Apartment, Strategy::Sum);
@@ -790,26 +841,7 @@ fn a_sum_key_never_takes_more_slots_than_a_replica_would_load() {
     }
     victim.increment(&u, &k, 1).unwrap();
     let template = sender.increment(&u, &k, 1).unwrap().op;
-    // `n` counts of 1, each opening a slot of its own forged tab.
-    let counts = |from: u64, n: u64| {
-        let ops = (from..from + n)
-            .map(|t| {
-                let mut op = template.clone();
-                op.id = OpId {
-                    tab: TabId::new(0x10_000 + t),
-                    seq: 1,
-                };
-                op.stamp.tab = op.id.tab;
-                op.payload = Payload::Count {
-                    slot: op.id,
-                    p: 1,
-                    n: 0,
-                };
-                op
-            })
-            .collect();
-        Message::Ops(OpGroup { ops })
-    };
+    let counts = |from: u64, n: u64| forged_counts(&template, from..from + n);
     let too_many = |errors: &[Error]| {
         errors.iter().any(|e| {
             matches!(
@@ -829,22 +861,8 @@ fn a_sum_key_never_takes_more_slots_than_a_replica_would_load() {
     assert_eq!(victim.get(&u, &k).unwrap(), 2_101);
 
     // A reset observing 4,096 slots the victim never saw.
-    let mut reset = sender.set(&u, &k, 0).unwrap().op;
-    let Payload::Reset { observed, .. } = &mut reset.payload else {
-        panic!("a set of a sum key is a reset: {:?}", reset.payload);
-    };
-    *observed = (0..MAX_SUM_SLOTS as u64)
-        .map(|t| Observed {
-            slot: OpId {
-                tab: TabId::new(0x100_000 + t),
-                seq: 1,
-            },
-            p: 1,
-            n: 0,
-            last: NOW,
-        })
-        .collect();
-    let errors = deliver(&Message::Ops(OpGroup { ops: vec![reset] }), &mut victim);
+    let reset = reset_observing(&mut sender, &k, &u, MAX_SUM_SLOTS as u64, NOW);
+    let errors = deliver(&reset, &mut victim);
     assert!(too_many(&errors), "{errors:?}");
     assert_eq!(victim.get(&u, &k).unwrap(), 2_101);
 
@@ -873,7 +891,7 @@ fn a_sum_key_never_takes_more_slots_than_a_replica_would_load() {
 /// checked at all. At the bound, what the ops leave decides.
 #[test]
 fn a_reset_that_folds_old_slots_is_taken_at_the_slot_bound() {
-    use gaesup_state_core::{COMPACT_AFTER_MS, MAX_SUM_SLOTS, Observed, OpGroup, OpId, Payload};
+    use gaesup_state_core::{COMPACT_AFTER_MS, MAX_SUM_SLOTS};
 
     let clock = ManualClock::new(NOW);
     let k = key::<i64>("count", Scope::Apartment, Strategy::Sum);
@@ -883,48 +901,18 @@ fn a_reset_that_folds_old_slots_is_taken_at_the_slot_bound() {
         replica.declare(&k).unwrap();
     }
     let template = sender.increment(&u, &k, 1).unwrap().op;
-    let ops = (0..4_000u64)
-        .map(|t| {
-            let mut op = template.clone();
-            op.id = OpId {
-                tab: TabId::new(0x10_000 + t),
-                seq: 1,
-            };
-            op.stamp.tab = op.id.tab;
-            op.payload = Payload::Count {
-                slot: op.id,
-                p: 1,
-                n: 0,
-            };
-            op
-        })
-        .collect();
-    assert_eq!(deliver(&Message::Ops(OpGroup { ops }), &mut victim), []);
+    assert_eq!(
+        deliver(&forged_counts(&template, 0..4_000), &mut victim),
+        []
+    );
     assert_eq!(victim.get(&u, &k).unwrap(), 4_000);
 
     // A day past the fold window, a reset observing 200 slots of its own.
     let later = NOW + COMPACT_AFTER_MS + 24 * HOUR;
     clock.set(later);
-    let mut reset = sender.set(&u, &k, 0).unwrap().op;
-    let Payload::Reset { observed, .. } = &mut reset.payload else {
-        panic!("a set of a sum key is a reset: {:?}", reset.payload);
-    };
-    *observed = (0..200u64)
-        .map(|t| Observed {
-            slot: OpId {
-                tab: TabId::new(0x100_000 + t),
-                seq: 1,
-            },
-            p: 1,
-            n: 0,
-            last: later,
-        })
-        .collect();
+    let reset = reset_observing(&mut sender, &k, &u, 200, later);
     const { assert!(4_000 + 200 > MAX_SUM_SLOTS) };
-    assert_eq!(
-        deliver(&Message::Ops(OpGroup { ops: vec![reset] }), &mut victim),
-        []
-    );
+    assert_eq!(deliver(&reset, &mut victim), []);
     // The reset saw none of the 4,000 counts: they still count on top.
     assert_eq!(victim.get(&u, &k).unwrap(), 4_000);
     let mut storage = MemoryStorage::new();
