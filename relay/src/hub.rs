@@ -449,16 +449,6 @@ fn refused(code: &str, message: impl Into<String>) -> AckStatus {
     }
 }
 
-/// `forbidden`, if the token may not write `op`'s key.
-fn write_refusal(claims: &Claims, op: &Op) -> Option<AckStatus> {
-    (!claims.can_write_key(&op.key)).then(|| {
-        refused(
-            code::FORBIDDEN,
-            format!("the token may not write {}", op.key),
-        )
-    })
-}
-
 fn storage_error(err: impl std::fmt::Display) -> ProtocolError {
     ProtocolError::new(code::STORAGE, err.to_string())
 }
@@ -995,10 +985,11 @@ impl State {
                 // Refused before anything is loaded for it: an op naming
                 // an apartment the token may not write must not make this
                 // node load (and keep) a stream of that name.
-                if statuses[i][j].is_none()
-                    && let Some(refusal) = write_refusal(claims, op)
-                {
-                    statuses[i][j] = Some(refusal);
+                if statuses[i][j].is_none() && !claims.can_write_key(&op.key) {
+                    statuses[i][j] = Some(refused(
+                        code::FORBIDDEN,
+                        format!("the token may not write {}", op.key),
+                    ));
                 }
                 if statuses[i][j].is_none() {
                     wanted
@@ -1314,6 +1305,8 @@ impl State {
         stored
     }
 
+    /// Decides one op of `claims`' push, which [`attempt`](Self::attempt)
+    /// has already refused if the token may not write its key.
     fn admit(
         &mut self,
         claims: &Claims,
@@ -1323,9 +1316,6 @@ impl State {
         part: &mut Part,
         new_tabs: &mut BTreeMap<String, String>,
     ) -> AckStatus {
-        if let Some(refusal) = write_refusal(claims, op) {
-            return refusal;
-        }
         let op_id = op.id.to_string();
         // An id already in the log is a duplicate only if it is the same op:
         // a peer that read another device's op ids must not be able to push
