@@ -16,20 +16,22 @@
 //! (`gaesup/cursor/<stream>`), written by the adapter only after what it
 //! applied is saved ([`Link::save_cursor`]), so a reload never skips ops.
 //!
-//! **Stale counters.** A device offline for longer than the compaction
-//! horizon finds its old counter ops refused as `stale`: every other
-//! replica has folded that stretch of the key away. Its own total still
-//! counts them, so the link does not let them go: it holds their acks,
-//! waits until the key's stream has caught up with the relay (a re-base
-//! made before would drop what the relay folded and the device never saw),
-//! and asks the adapter to re-base the key ([`LinkOutput::rebase`], then
-//! [`Link::rebased`]); the re-base (a fresh reset to the device's total)
-//! carries them, and the held ops are answered with its ack. The link
-//! decides in [`Link::settle`], once the adapter has applied what came.
+//! **Stale writes.** A device offline for longer than the compaction
+//! horizon finds its old counter and merge ops refused as `stale`: every
+//! other replica has compacted that stretch of the key away (see
+//! `KeyState::floor`). Its own state still holds their effect, so the link
+//! does not let them go: it holds their acks, waits until the key's stream
+//! has caught up with the relay (a re-base made before would drop or
+//! overwrite what the relay folded and the device never saw), and asks the
+//! adapter to re-base the key ([`LinkOutput::rebase`], then
+//! [`Link::rebased`]); the re-base (a fresh reset to the device's total,
+//! or the fields the refused merge ops wrote, as the device reads them
+//! now) carries them, and the held ops are answered with its ack. The
+//! link decides in [`Link::settle`], once the adapter has applied what came.
 //! Never for a stream the device caught up on from a snapshot, or of
 //! which it refused one of the relay's ops as stale
-//! ([`Link::refused_stale`]): its totals may then lack something the
-//! relay counts, which a re-base would make every device lose. The mark
+//! ([`Link::refused_stale`]): its state may then lack something the
+//! relay holds, which a re-base would make every device lose. The mark
 //! is kept in storage; the held ops are refused for good, and once none
 //! of the stream's ops waits in the outbox the link takes the stream
 //! whole from the relay (a snapshot, merged).
@@ -155,9 +157,9 @@ pub struct LinkOutput {
     pub close: bool,
     /// An error the relay reported about the link as a whole.
     pub error: Option<(String, String)>,
-    /// Sum keys to re-base now (see the module docs): for each, write
-    /// [`gaesup_state_core::Replica::rebase`] as `writer`, queue the write
-    /// and call [`Link::rebased`].
+    /// Sum and merge keys to re-base now (see the module docs): for each,
+    /// write [`gaesup_state_core::Replica::rebase`] as `writer` with
+    /// `fields`, queue the write and call [`Link::rebased`].
     pub rebase: Vec<Rebase>,
 }
 
@@ -178,13 +180,17 @@ impl LinkOutput {
     }
 }
 
-/// A sum key whose ops the relay refused as stale, to re-base.
+/// A sum or merge key whose ops the relay refused as stale, to re-base.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rebase {
     /// The key.
     pub key: FullKey,
     /// The writer of the first refused op (who may write the key).
     pub writer: UnitAddress,
+    /// For a merge key, the fields the refused ops wrote; `None` when one
+    /// of them wrote the whole value (and for counters). What
+    /// [`gaesup_state_core::Replica::rebase`] takes.
+    pub fields: Option<Vec<String>>,
 }
 
 /// Ops of a key refused as stale, held until a re-base carries them.
@@ -193,6 +199,49 @@ struct Held {
     writer: UnitAddress,
     /// Each op, with the relay's words about it.
     ops: BTreeMap<OpId, String>,
+    /// The fields the held merge patches wrote.
+    fields: BTreeSet<String>,
+    /// Whether a held op wrote the whole value (a set, or a counter op).
+    whole: bool,
+}
+
+impl Held {
+    fn new(writer: UnitAddress) -> Self {
+        Self {
+            writer,
+            ops: BTreeMap::new(),
+            fields: BTreeSet::new(),
+            whole: false,
+        }
+    }
+
+    /// Holds `op`, refused with `message`.
+    fn hold(&mut self, op: &Op, message: &str) {
+        self.ops.insert(op.id, message.to_owned());
+        match &op.payload {
+            Payload::Patch { set, remove } => {
+                self.fields.extend(set.keys().cloned());
+                self.fields.extend(remove.iter().cloned());
+            }
+            _ => self.whole = true,
+        }
+    }
+
+    /// Adds what `later` holds.
+    fn absorb(&mut self, later: Held) {
+        self.ops.extend(later.ops);
+        self.fields.extend(later.fields);
+        self.whole |= later.whole;
+    }
+
+    /// What a re-base of `key` must write again.
+    fn rebase(&self, key: &FullKey) -> Rebase {
+        Rebase {
+            key: key.clone(),
+            writer: self.writer.clone(),
+            fields: (!self.whole).then(|| self.fields.iter().cloned().collect()),
+        }
+    }
 }
 
 /// The link's state.
@@ -835,8 +884,8 @@ impl Link {
         }
     }
 
-    /// Holds `ack` back if it refuses a counter op as stale (and the op is
-    /// not itself a re-base): the op stays in the outbox until a re-base
+    /// Holds `ack` back if it refuses a counter or merge op as stale (and
+    /// the op is not itself a re-base): the op stays in the outbox until a re-base
     /// carries it, and is not sent again on this connection.
     fn hold_stale(&mut self, ack: &Ack) -> bool {
         let AckStatus::Refused { code, message } = &ack.status else {
@@ -849,16 +898,13 @@ impl Link {
         let Some(op) = self.outbox.values().find(|op| op.id == ack.op) else {
             return false;
         };
-        if !matches!(op.payload, Payload::Count { .. } | Payload::Reset { .. }) {
-            return false;
-        }
+        // Only counter and merge keys have a floor (`KeyState::floor`):
+        // whatever the relay refused as stale is one of theirs.
         // Whatever came before is no proof the stream is caught up now.
         self.caught_up.remove(&StreamId::of(&op.key));
-        let held = self.stale.get_or_insert_with(op.key.clone(), || Held {
-            writer: op.writer.clone(),
-            ops: BTreeMap::new(),
-        });
-        held.ops.insert(ack.op, message.clone());
+        self.stale
+            .get_or_insert_with(op.key.clone(), || Held::new(op.writer.clone()))
+            .hold(op, message);
         true
     }
 
@@ -1130,13 +1176,13 @@ impl Link {
                     out.acks.extend(refused);
                     continue;
                 }
-                out.rebase.push(Rebase {
-                    key: key.clone(),
-                    writer: held.writer.clone(),
-                });
                 match self.rebasing.get_mut(&key) {
-                    Some(earlier) => earlier.ops.extend(held.ops),
+                    Some(earlier) => {
+                        earlier.absorb(held);
+                        out.rebase.push(earlier.rebase(&key));
+                    }
                     None => {
+                        out.rebase.push(held.rebase(&key));
                         self.rebasing.insert(key, held);
                     }
                 }
@@ -2107,7 +2153,10 @@ mod tests {
         let out = feed(&mut link, &caught_up.encode().unwrap(), 3, &mut storage);
         assert_eq!(out.rebase.len(), 1, "one re-base per key");
         assert_eq!(out.rebase[0].key, x.key);
-        let rebase = store.rebase(&out.rebase[0].writer, &x.key).unwrap().op;
+        let rebase = store
+            .rebase(&out.rebase[0].writer, &x.key, None)
+            .unwrap()
+            .op;
         link.queue(rebase.clone(), &mut storage).unwrap();
         assert!(
             link.rebased(&x.key, Some(rebase.id), &mut storage)
@@ -2124,6 +2173,55 @@ mod tests {
                 .all(|ack| matches!(ack.status, AckStatus::Applied { .. }))
         );
         assert_eq!(link.waiting(), 0);
+    }
+
+    /// A merge key's stale ops are held like a counter's; the re-base
+    /// names the fields their patches wrote, or none once one of them
+    /// wrote the whole value.
+    #[test]
+    fn stale_merge_ops_ask_to_rebase_the_fields_they_wrote() {
+        let mut storage = MemoryStorage::new();
+        let mut store = Replica::new(TabId::new(1), ManualClock::new(1_000));
+        let cart =
+            SharedKey::<serde_json::Value>::builder_with_default("cart", serde_json::json!({}))
+                .scope(Scope::Apartment)
+                .lifetime(Lifetime::Persistent)
+                .strategy(Strategy::Merge)
+                .build()
+                .unwrap();
+        store.declare(&cart).unwrap();
+        let u: UnitAddress = "main/b/u".parse().unwrap();
+        let mut write = |value| store.set(&u, &cart, value).unwrap().op;
+        let first = write(serde_json::json!({"x": 1, "y": 1}));
+        let second = write(serde_json::json!({"x": 1, "z": 2}));
+        let whole = write(serde_json::json!(7));
+        let stale = crate::code::STALE;
+        let mut rebase_after = |refused: &[&Op]| {
+            let mut link = link(&storage);
+            for op in refused {
+                link.queue((*op).clone(), &mut storage).unwrap();
+            }
+            link.on_open(0);
+            feed(&mut link, &welcome(10_000), 1, &mut storage);
+            feed(&mut link, &catch_up(), 1, &mut storage);
+            let list: Vec<(OpId, &str)> = refused.iter().map(|op| (op.id, stale)).collect();
+            let out = feed(&mut link, &acks(&list), 2, &mut storage);
+            assert!(out.acks.is_empty(), "held, not reported: {out:?}");
+            for op in refused {
+                let _ = storage.remove(&format!("{OUTBOX_PREFIX}{}", op.id));
+            }
+            out.rebase
+        };
+        let rebase = rebase_after(&[&first, &second]);
+        assert_eq!(rebase.len(), 1, "{rebase:?}");
+        assert_eq!(rebase[0].key, first.key);
+        // Patches: x and y, then y removed and z set.
+        assert_eq!(
+            rebase[0].fields.as_deref(),
+            Some(&["x", "y", "z"].map(String::from)[..])
+        );
+        let rebase = rebase_after(&[&second, &whole]);
+        assert_eq!(rebase[0].fields, None, "a whole value went");
     }
 
     #[test]
@@ -2153,7 +2251,10 @@ mod tests {
         };
         let out = feed(&mut link, &acks(&[(other, "")]), 3, &mut storage);
         assert_eq!(out.rebase.len(), 1);
-        let rebase = store.rebase(&out.rebase[0].writer, &x.key).unwrap().op;
+        let rebase = store
+            .rebase(&out.rebase[0].writer, &x.key, None)
+            .unwrap()
+            .op;
         link.queue(rebase.clone(), &mut storage).unwrap();
         link.rebased(&x.key, Some(rebase.id), &mut storage);
         // A relay that refuses everything as stale gets no loop: the
@@ -2282,7 +2383,10 @@ mod tests {
         feed(&mut link, &catch_up(), 0, &mut storage);
         let out = feed(&mut link, &acks(&[(x.id, stale)]), 1, &mut storage);
         assert_eq!(out.rebase.len(), 1);
-        let unqueued = store.rebase(&out.rebase[0].writer, &x.key).unwrap().op;
+        let unqueued = store
+            .rebase(&out.rebase[0].writer, &x.key, None)
+            .unwrap()
+            .op;
         let refused = link.rebased(&x.key, Some(unqueued.id), &mut storage);
         assert!(matches!(&refused[..], [ack] if ack.op == x.id));
         assert_eq!(link.waiting(), 0);
@@ -2308,7 +2412,10 @@ mod tests {
         );
         assert_eq!(out.rebase.len(), 1);
         store.set_backlog(Some(2));
-        let rebase = store.rebase(&out.rebase[0].writer, &x.key).unwrap().op;
+        let rebase = store
+            .rebase(&out.rebase[0].writer, &x.key, None)
+            .unwrap()
+            .op;
         link.queue(rebase.clone(), &mut storage).unwrap();
         assert!(
             link.rebased(&x.key, Some(rebase.id), &mut storage)

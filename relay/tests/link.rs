@@ -132,6 +132,15 @@ impl Browser {
         self.pending = frames;
     }
 
+    /// Writes the cart, as [`count`](Self::count) increments.
+    fn cart(&mut self, lines: serde_json::Value) {
+        let op = self.device.cart(lines);
+        self.save();
+        let frames = self.link.queue(op, &mut self.storage).unwrap();
+        assert!(frames.is_empty() || self.socket.is_some());
+        self.pending = frames;
+    }
+
     fn save(&mut self) {
         self.device
             .store
@@ -221,7 +230,10 @@ impl Browser {
         let mut send = std::mem::take(&mut out.send);
         // What the browser's leading tab does with a stale counter.
         for rebase in std::mem::take(&mut out.rebase) {
-            let written = self.device.store.rebase(&rebase.writer, &rebase.key);
+            let written =
+                self.device
+                    .store
+                    .rebase(&rebase.writer, &rebase.key, rebase.fields.as_deref());
             let id = match written {
                 Ok(write) => {
                     self.save();
@@ -563,6 +575,89 @@ async fn a_device_away_past_the_horizon_rebases_its_counter_and_nothing_is_lost(
 async fn over_http_the_rebase_waits_until_the_device_has_caught_up(backend: Backend) {
     tokio::task::LocalSet::new()
         .run_until(away_past_the_horizon(true, backend))
+        .await;
+}
+
+/// A cart of `(product, quantity)` lines, as the cart unit stores them.
+fn lines(items: &[(&str, u32)]) -> serde_json::Value {
+    let lines: serde_json::Map<String, serde_json::Value> = items
+        .iter()
+        .map(|(id, quantity)| ((*id).to_owned(), json!([id.to_uppercase(), 100, quantity])))
+        .collect();
+    serde_json::Value::Object(lines)
+}
+
+/// The same for a merge key. A, twenty days back, writes the cart, then
+/// offline changes apple and adds fig; C, two days later, changes apple
+/// again (newer than A's); B today changes pear, so on the relay A's
+/// offline write falls behind the fold and is refused as stale. A catches
+/// up and re-bases the fields its write touched as it reads them then:
+/// its fig, C's apple (a re-base takes back nothing a later write
+/// decided). Every device ends with the same cart.
+async fn cart_away_past_the_horizon(http: bool, backend: Backend) {
+    let relay = Relay::on(backend, &[]);
+    let (mut a, clock) = twenty_days_ago();
+    a.cart(lines(&[("apple", 1), ("pear", 1)]));
+    a.pump_until(&relay, "A's cart is acknowledged", Browser::flushed)
+        .await;
+    a.socket = None;
+    a.link.on_close(0.0, now_ms());
+    a.cart(lines(&[("apple", 2), ("pear", 1), ("fig", 1)]));
+    let later = support::clock();
+    later.set(now_ms() - 18 * DAY_MS);
+    let mut c = Browser::on(Device::with_clock(3, later), Some(main_rw()));
+    c.pump_until(&relay, "C has A's cart", |c| {
+        c.read("cart") == lines(&[("apple", 1), ("pear", 1)])
+    })
+    .await;
+    c.cart(lines(&[("apple", 5), ("pear", 1)]));
+    c.pump_until(&relay, "C's apple is acknowledged", Browser::flushed)
+        .await;
+    let mut b = Browser::new(2, Some(main_rw()));
+    b.pump_until(&relay, "B has C's apple", |b| {
+        b.read("cart") == lines(&[("apple", 5), ("pear", 1)])
+    })
+    .await;
+    b.cart(lines(&[("apple", 5), ("pear", 3)]));
+    b.pump_until(&relay, "B's pear is acknowledged", Browser::flushed)
+        .await;
+    clock.set(now_ms());
+    a.ws_blocked = http;
+    a.link.online();
+    let expected = lines(&[("apple", 5), ("pear", 3), ("fig", 1)]);
+    a.pump_until(&relay, "A's outbox is answered", |a| {
+        a.flushed() && a.read("cart") == expected
+    })
+    .await;
+    b.pump_until(&relay, "B has A's re-based fig", |b| {
+        b.read("cart") == expected
+    })
+    .await;
+    assert_eq!(a.read("cart"), expected);
+    assert_eq!(
+        b.read("cart"),
+        expected,
+        "A's fig reached B; C's apple stays"
+    );
+    assert!(refused(&a).is_empty(), "{:?}", a.acks);
+    assert_eq!(a.acks.len(), 3, "two writes and the re-base: {:?}", a.acks);
+    let mut fresh = Browser::new(5, Some(main_rw()));
+    fresh
+        .pump_until(&relay, "a fresh device has the same cart", |f| {
+            f.read("cart") == expected
+        })
+        .await;
+}
+
+async fn a_device_away_past_the_horizon_rebases_the_cart_lines_it_wrote(backend: Backend) {
+    tokio::task::LocalSet::new()
+        .run_until(cart_away_past_the_horizon(false, backend))
+        .await;
+}
+
+async fn over_http_too_the_cart_lines_are_rebased_once_caught_up(backend: Backend) {
+    tokio::task::LocalSet::new()
+        .run_until(cart_away_past_the_horizon(true, backend))
         .await;
 }
 
@@ -1029,6 +1124,8 @@ support::on_both_backends!(
     blocked_websockets_fall_back_to_http_and_still_sync,
     a_device_away_past_the_horizon_rebases_its_counter_and_nothing_is_lost,
     over_http_the_rebase_waits_until_the_device_has_caught_up,
+    a_device_away_past_the_horizon_rebases_the_cart_lines_it_wrote,
+    over_http_too_the_cart_lines_are_rebased_once_caught_up,
     a_device_that_refused_a_relayed_op_as_stale_does_not_rebase_over_it,
     over_http_too_the_device_does_not_rebase_over_a_relayed_op_it_refused,
     a_device_that_caught_up_from_a_snapshot_does_not_rebase,

@@ -482,6 +482,13 @@ impl Device {
             .op
     }
 
+    /// A write of the cart (`apartment/main/cart`, a merge key): only the
+    /// lines that differ from what this device holds go out.
+    pub fn cart(&mut self, lines: Value) -> Op {
+        let key = self.key("cart");
+        self.store.set(&lobby(), &key, lines).unwrap().op
+    }
+
     /// A write of the global theme.
     pub fn theme(&mut self, theme: &str) -> Op {
         let key = self.key("theme");

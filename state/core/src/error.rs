@@ -231,10 +231,12 @@ pub enum Error {
         /// The claimed op id.
         op: OpId,
     },
-    /// A counter op arrived after the slot it adds to was folded away (it
-    /// was held back longer than
-    /// [`COMPACT_AFTER_MS`](crate::COMPACT_AFTER_MS) behind newer writes):
-    /// counting it now could count it twice, so it is refused.
+    /// An op arrived after its key compacted the stretch it was stamped in
+    /// (it was held back longer than
+    /// [`COMPACT_AFTER_MS`](crate::COMPACT_AFTER_MS) behind newer writes;
+    /// see [`KeyState::floor`](crate::KeyState::floor)): a counter op could
+    /// count twice, a merge write could end differently on replicas that
+    /// folded before it came and on those that did not, so it is refused.
     #[error(
         "a write to {key} stamped at {wall_ms} ms arrived after its key was compacted up to {horizon_ms} ms"
     )]

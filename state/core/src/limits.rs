@@ -65,10 +65,9 @@ pub const MAX_HELD_BYTES: usize = 1 << 20;
 /// How long a write stays individually visible inside a key's state:
 /// writes more than this older than the key's newest write are compacted
 /// (sum slots folded, superseded ids and old conflicts dropped, old merge
-/// fields folded into the whole value). A sum op that reaches a replica
-/// later than that is refused as stale ([`Error::Stale`]). A merge op is
-/// not, and is not always applied alike by replicas that folded before it
-/// came and replicas that did not (README, "Known gaps").
+/// fields folded into the whole value). A sum or merge op that reaches a
+/// replica later than that behind the key's newest write is refused as
+/// stale ([`Error::Stale`], see [`KeyState::floor`](crate::KeyState::floor)).
 pub const COMPACT_AFTER_MS: u64 = 14 * 24 * 60 * 60 * 1000;
 /// A sum writer opens a new slot instead of adding to one it last wrote
 /// this long ago: replicas whose clocks run ahead (by at most

@@ -322,6 +322,19 @@ impl KeyState {
         Ok(())
     }
 
+    /// Writes stamped before this wall time are refused as stale: they lie
+    /// behind what the state compacted, where replicas could not all judge
+    /// them alike (sum and merge keys; see [`SumState::floor`] and
+    /// [`MergeState::floor`]). `None` for strategies that compact nothing a
+    /// late write needs.
+    pub fn floor(&self) -> Option<u64> {
+        match self {
+            Self::Sum(state) => Some(state.floor()),
+            Self::Merge(state) => Some(state.floor()),
+            Self::LastWriteWins(_) | Self::FirstWriteWins(_) | Self::UserResolve(_) => None,
+        }
+    }
+
     /// The materialized value, or `None` if nothing was ever written (the
     /// key then reads its default). Sum keys always have a value.
     pub fn value(&self) -> Option<Value> {

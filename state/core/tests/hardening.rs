@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 
 use gaesup_state_core::{
-    Access, Error, Lifetime, MAX_SYNC_STATES, ManualClock, MemoryStorage, Message, Replica,
-    SYNC_ANSWER_INTERVAL_MS, Scope, SharedKey, Strategy, TabId, UnitAddress,
+    Access, Error, Lifetime, MAX_SYNC_STATES, ManualClock, MemoryStorage, Message, Payload,
+    Replica, SYNC_ANSWER_INTERVAL_MS, Scope, SharedKey, Strategy, TabId, UnitAddress,
 };
 use serde_json::{Value, json};
 
@@ -717,7 +717,7 @@ fn a_device_back_after_the_horizon_rebases_and_every_replica_counts_its_incremen
     assert_eq!(relay.get(&u, &k).unwrap(), 11, "the stale ops are missing");
     // b counts again before it hears of the re-base: that still counts.
     let concurrent = b.increment(&u, &k, 100).unwrap();
-    let rebase = a.rebase(&u, &k.full_key(&u)).unwrap();
+    let rebase = a.rebase(&u, &k.full_key(&u), None).unwrap();
     assert!(rebase.change.is_none(), "a's own total does not move");
     for message in [&rebase.message, &concurrent.message] {
         deliver(message.as_ref().unwrap(), &mut relay);
@@ -731,12 +731,96 @@ fn a_device_back_after_the_horizon_rebases_and_every_replica_counts_its_incremen
     let note = key::<String>("note", Scope::Apartment, Strategy::LastWriteWins);
     a.declare(&note).unwrap();
     assert!(matches!(
-        a.rebase(&u, &note.full_key(&u)),
+        a.rebase(&u, &note.full_key(&u), None),
         Err(Error::WrongStrategy { .. })
     ));
     let guarded = writable_only_by::<i64>("guarded", Strategy::Sum, "other");
     a.declare(&guarded).unwrap();
-    assert_permission_denied(&[a.rebase(&u, &guarded.full_key(&u)).unwrap_err()]);
+    assert_permission_denied(&[a.rebase(&u, &guarded.full_key(&u), None).unwrap_err()]);
+}
+
+// The same edge for merge keys: a write stamped behind the fold would be
+// judged differently by replicas that folded before it came and by those
+// that did not, so it is refused as stale; the device that made it re-bases
+// the fields it wrote, as it reads them after catching up.
+
+#[test]
+fn a_merge_write_back_after_the_horizon_is_refused_and_its_fields_rebased() {
+    type Cart = BTreeMap<String, i64>;
+    let clock = ManualClock::new(NOW);
+    let k = key::<Cart>("cart", Scope::Apartment, Strategy::Merge);
+    let u = unit("apt/b/u");
+    let (mut a, mut b, mut relay) = (store(1, &clock), store(2, &clock), store(9, &clock));
+    for replica in [&mut a, &mut b, &mut relay] {
+        replica.declare(&k).unwrap();
+    }
+    let cart = |pairs: &[(&str, i64)]| -> Cart {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+    };
+    let first = a.set(&u, &k, cart(&[("x", 1), ("y", 1)])).unwrap();
+    for to in [&mut relay, &mut b] {
+        deliver(first.message.as_ref().unwrap(), to);
+    }
+    // a, offline, changes x and drops y...
+    let offline = a.set(&u, &k, cart(&[("x", 2)])).unwrap();
+    // ... while b changes x again a day later, and z, then z once more
+    // fifteen days after that: the relay folds b's first write.
+    clock.advance(24 * HOUR);
+    let newer = b
+        .set(&u, &k, cart(&[("x", 7), ("y", 1), ("z", 5)]))
+        .unwrap();
+    clock.advance(15 * 24 * HOUR);
+    let newest = b
+        .set(&u, &k, cart(&[("x", 7), ("y", 1), ("z", 6)]))
+        .unwrap();
+    for write in [&newer, &newest] {
+        assert!(deliver(write.message.as_ref().unwrap(), &mut relay).is_empty());
+        // a comes back and catches up first.
+        assert!(deliver(write.message.as_ref().unwrap(), &mut a).is_empty());
+    }
+    let before = relay.states().clone();
+    let errors = deliver(offline.message.as_ref().unwrap(), &mut relay);
+    assert!(matches!(errors[..], [Error::Stale { .. }]), "{errors:?}");
+    assert_eq!(relay.states(), &before, "a stale write changes nothing");
+    // b's x is newer than a's: a reads it too; y is gone only on a.
+    assert_eq!(a.get(&u, &k).unwrap(), cart(&[("x", 7), ("z", 6)]));
+    assert_eq!(
+        relay.get(&u, &k).unwrap(),
+        cart(&[("x", 7), ("y", 1), ("z", 6)])
+    );
+    // b edits z before it hears of the re-base: that edit stays.
+    let concurrent = b
+        .set(&u, &k, cart(&[("x", 7), ("y", 1), ("z", 8)]))
+        .unwrap();
+    let fields = [String::from("x"), String::from("y")];
+    let rebase = a.rebase(&u, &k.full_key(&u), Some(&fields)).unwrap();
+    assert!(rebase.change.is_none(), "a's own value does not move");
+    match &rebase.op.payload {
+        Payload::Patch { set, remove } => {
+            assert_eq!(set.len(), 1, "x as a reads it: {set:?}");
+            assert_eq!(set.get("x"), Some(&json!(7)));
+            assert!(remove.contains("y") && remove.len() == 1, "{remove:?}");
+        }
+        other => panic!("a whole value for two fields: {other:?}"),
+    }
+    for message in [&rebase.message, &concurrent.message] {
+        assert!(deliver(message.as_ref().unwrap(), &mut relay).is_empty());
+    }
+    deliver(rebase.message.as_ref().unwrap(), &mut b);
+    deliver(concurrent.message.as_ref().unwrap(), &mut a);
+    for replica in [&a, &b, &relay] {
+        assert_eq!(replica.get(&u, &k).unwrap(), cart(&[("x", 7), ("z", 8)]));
+    }
+    // Without fields (a refused write was a whole value), the whole value
+    // goes out; a key that holds nothing has nothing to re-base.
+    let whole = a.rebase(&u, &k.full_key(&u), None).unwrap();
+    assert!(matches!(whole.op.payload, Payload::Set { .. }));
+    let empty = key::<Cart>("empty", Scope::Apartment, Strategy::Merge);
+    a.declare(&empty).unwrap();
+    assert!(matches!(
+        a.rebase(&u, &empty.full_key(&u), None),
+        Err(Error::Malformed { .. })
+    ));
 }
 
 /// A sync request or answer lists at most MAX_SYNC_STATES digests (every

@@ -28,9 +28,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use gaesup_state_core::{
-    Access, Error, FullKey, KeyState, Lifetime, MAX_CLOCK_AHEAD_MS, MAX_HOLD_AHEAD_MS,
-    MAX_VALUE_BYTES, ManualClock, Message, Op, OpGroup, OpId, Payload, Replica, Scope, SharedKey,
-    Stamp, Strategy as Kind, TabId, UnitAddress,
+    Access, COMPACT_AFTER_MS, Error, FullKey, KeyState, Lifetime, MAX_CLOCK_AHEAD_MS,
+    MAX_HOLD_AHEAD_MS, MAX_VALUE_BYTES, ManualClock, Message, Op, OpGroup, OpId, Payload, Replica,
+    Scope, SharedKey, Stamp, Strategy as Kind, TabId, UnitAddress,
 };
 use proptest::collection::{btree_map, btree_set, vec};
 use proptest::prelude::*;
@@ -147,7 +147,14 @@ fn merge_payload() -> impl Strategy<Value = Payload> {
 }
 
 fn merge_ops() -> impl Strategy<Value = Vec<Op>> {
-    vec((stamp_parts(), merge_payload()), 0..12).prop_map(|items| {
+    merge_ops_stamped(stamp_parts())
+}
+
+/// Merge ops stamped from `stamps` (tab, wall, counter).
+fn merge_ops_stamped(
+    stamps: impl Strategy<Value = (u8, u64, u32)>,
+) -> impl Strategy<Value = Vec<Op>> {
+    vec((stamps, merge_payload()), 0..12).prop_map(|items| {
         items
             .into_iter()
             .enumerate()
@@ -398,6 +405,180 @@ proptest! {
         let state = state_of(Kind::UserResolve, [&pick, &second, &first]);
         prop_assert_eq!(state.value(), Some(z));
         prop_assert!(state.conflicts().is_empty());
+    }
+}
+
+// ----- across the fold window ---------------------------------------------------
+//
+// Merge fields more than COMPACT_AFTER_MS behind a key's newest write are
+// folded into its base, which forgets which field each folded write
+// touched. A write stamped behind that (late) is refused as stale; every
+// write a replica admits is judged exactly. The oracle knows nothing of
+// folds or floors: per field, the newest admitted write that said
+// anything about it.
+
+const DAY: u64 = 24 * 3_600_000;
+
+/// Merge ops stamped on both sides of the fold window, so that some
+/// arrive after a newer write moved the key's floor past them.
+fn merge_ops_across_the_fold_window() -> impl Strategy<Value = Vec<Op>> {
+    let wall = prop_oneof![
+        0..2u64,
+        Just(COMPACT_AFTER_MS),
+        Just(COMPACT_AFTER_MS + DAY),
+        Just(2 * COMPACT_AFTER_MS + 2 * DAY),
+    ];
+    merge_ops_stamped((1..=3u8, wall, 0..2u32))
+}
+
+/// The value `ops` make, from the definition alone: the newest whole
+/// value, with every field a newer patch wrote laid over it (over a value
+/// that is not an object, those fields alone).
+fn merge_oracle(ops: &[&Op]) -> Option<Value> {
+    let order = |op: &Op| (op.stamp, op.id);
+    let base = ops
+        .iter()
+        .filter(|op| matches!(op.payload, Payload::Set { .. }))
+        .max_by_key(|op| order(op));
+    let mut fields: BTreeMap<String, ((Stamp, OpId), Option<Value>)> = BTreeMap::new();
+    for op in ops {
+        if base.is_some_and(|base| order(op) <= order(base)) {
+            continue;
+        }
+        let Payload::Patch { set, remove } = &op.payload else {
+            continue;
+        };
+        let said = set
+            .iter()
+            .map(|(name, value)| (name, Some(value.clone())))
+            .chain(remove.iter().map(|name| (name, None)));
+        for (name, value) in said {
+            if fields.get(name).is_none_or(|(seen, _)| order(op) > *seen) {
+                fields.insert(name.clone(), (order(op), value));
+            }
+        }
+    }
+    let base = base.map(|op| match &op.payload {
+        Payload::Set { value } => Value::clone(value),
+        _ => unreachable!(),
+    });
+    let mut object = match base {
+        Some(Value::Object(object)) => object,
+        _ if fields.is_empty() => return base,
+        _ => serde_json::Map::new(),
+    };
+    for (name, (_, value)) in fields {
+        match value {
+            Some(value) => object.insert(name, value),
+            None => object.remove(&name),
+        };
+    }
+    Some(Value::Object(object))
+}
+
+/// A patch that reached a replica before a newer whole value is beaten by
+/// it, also when the whole value moves the fold past the patch: the fold
+/// once laid the beaten fields over the newer value.
+#[test]
+fn a_fold_never_lays_beaten_fields_over_a_newer_whole_value() {
+    let patch = op(
+        1,
+        1,
+        COMPACT_AFTER_MS + DAY,
+        0,
+        Payload::Patch {
+            set: BTreeMap::from([(String::from("a"), json!(2))]),
+            remove: BTreeSet::new(),
+        },
+    );
+    let whole = op(
+        2,
+        2,
+        2 * COMPACT_AFTER_MS + 2 * DAY,
+        0,
+        Payload::Set {
+            value: json!("whole").into(),
+        },
+    );
+    for order in [[&patch, &whole], [&whole, &patch]] {
+        assert_eq!(state_of(Kind::Merge, order).value(), Some(json!("whole")));
+    }
+}
+
+proptest! {
+    /// One replica (a relay, say) takes ops stamped across the fold window
+    /// in any order, with duplicates: it refuses some as stale, and holds
+    /// exactly what the ops it admitted make.
+    #[test]
+    fn a_replica_holds_exactly_what_it_admitted_across_the_fold_window(
+        (ops, schedule) in merge_ops_across_the_fold_window().prop_flat_map(deliveries),
+    ) {
+        let k = SharedKey::<Value>::builder_with_default("k", Value::Null)
+            .scope(Scope::Apartment)
+            .lifetime(Lifetime::Ephemeral)
+            .strategy(Kind::Merge)
+            .build()
+            .unwrap();
+        let clock = ManualClock::new(2 * COMPACT_AFTER_MS + 3 * DAY);
+        let mut relay = Replica::new(TabId::new(99), clock);
+        relay.declare(&k).unwrap();
+        let mut admitted = BTreeSet::new();
+        let mut stale = 0;
+        for op in &schedule {
+            let message = Message::Ops(OpGroup { ops: vec![op.clone()] });
+            let inbound = relay.receive_text(&message.encode().unwrap());
+            match &inbound.errors[..] {
+                [] => {
+                    admitted.insert(op.id);
+                }
+                [Error::Stale { .. }] => stale += 1,
+                errors => prop_assert!(false, "{errors:?}"),
+            }
+        }
+        let kept: Vec<&Op> = ops.iter().filter(|op| admitted.contains(&op.id)).collect();
+        let unit: UnitAddress = "a/b/u".parse().unwrap();
+        let held = relay.get_value(&unit, &k).unwrap();
+        prop_assert_eq!(
+            held,
+            merge_oracle(&kept).unwrap_or(Value::Null),
+            "admitted {} of {} ops ({} stale deliveries)",
+            kept.len(),
+            ops.len(),
+            stale
+        );
+    }
+
+    /// A write stamped behind a state's floor changes nothing there, even
+    /// applied directly (the state itself, not only admission, refuses it).
+    #[test]
+    fn a_late_merge_write_changes_nothing(
+        ops in merge_ops_across_the_fold_window(),
+        late in ((1..=3u8, 0..2u32), merge_payload()),
+    ) {
+        let state = state_of(Kind::Merge, &ops);
+        let Some(floor) = state.floor().filter(|floor| *floor > 0) else {
+            return Ok(());
+        };
+        let ((tab, counter), payload) = late;
+        let late = op(99, tab, floor - 1, counter, payload);
+        let mut after = state.clone();
+        after.apply(&late).unwrap();
+        assert_same(&after, &state)?;
+    }
+
+    /// Whatever a replica admitted, joining states across the window is
+    /// still commutative and idempotent (the state exchange between tabs
+    /// and a relay's snapshots rely on it).
+    #[test]
+    fn across_the_fold_window_joins_commute_and_are_idempotent(
+        ops in merge_ops_across_the_fold_window(),
+        a in any::<u64>(),
+        b in any::<u64>(),
+    ) {
+        let x = state_of(Kind::Merge, pick(&ops, a));
+        let y = state_of(Kind::Merge, pick(&ops, b));
+        assert_same(&merged(&x, &y), &merged(&y, &x))?;
+        assert_same(&merged(&x, &x), &x)?;
     }
 }
 

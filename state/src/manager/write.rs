@@ -121,11 +121,17 @@ impl StateManager {
         self.write(|replica| replica.resolve(unit, key, value))
     }
 
-    /// Re-bases the sum key `key` on this tab's total, for `unit` (see
-    /// [`Replica::rebase`]): what the relay link does when the relay
-    /// refused this device's counter ops as stale.
-    pub fn rebase(&self, unit: &UnitAddress, key: &FullKey) -> Result<Write> {
-        self.write(|replica| replica.rebase(unit, key))
+    /// Re-bases `key` on what this tab holds, for `unit` (see
+    /// [`Replica::rebase`], which says what `fields` are): what the relay
+    /// link does when the relay refused this device's counter or merge ops
+    /// as stale.
+    pub fn rebase(
+        &self,
+        unit: &UnitAddress,
+        key: &FullKey,
+        fields: Option<&[String]>,
+    ) -> Result<Write> {
+        self.write(|replica| replica.rebase(unit, key, fields))
     }
 
     /// Undoes the local write `written` if nobody wrote over it since

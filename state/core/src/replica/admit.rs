@@ -130,14 +130,16 @@ impl Replica {
             return Ok(Some(due));
         }
         let state = self.states.get(&op.key);
+        if let Some(floor) = state.and_then(KeyState::floor)
+            && op.stamp.wall_ms < floor
+        {
+            return Err(Error::Stale {
+                key: op.key.clone(),
+                wall_ms: op.stamp.wall_ms,
+                horizon_ms: floor,
+            });
+        }
         if let Some(KeyState::Sum(sum)) = state {
-            if op.stamp.wall_ms < sum.floor() {
-                return Err(Error::Stale {
-                    key: op.key.clone(),
-                    wall_ms: op.stamp.wall_ms,
-                    horizon_ms: sum.floor(),
-                });
-            }
             // Counted and looked up, not walked: a group of thousands of
             // counts would otherwise walk thousands of slots each.
             if let Payload::Count { slot, .. } = &op.payload

@@ -14,11 +14,13 @@ use crate::clock::Stamp;
 use crate::error::{Error, Result};
 use crate::id::UnitAddress;
 use crate::key::{KeySpec, SharedKey};
-use crate::limits::{MAX_LOCAL_STATE_BYTES, MAX_STATE_BYTES, encoded_len, scalar_len_bound};
+use crate::limits::{
+    MAX_LOCAL_STATE_BYTES, MAX_OP_ITEMS, MAX_STATE_BYTES, encoded_len, scalar_len_bound,
+};
 use crate::message::Message;
 use crate::op::{Op, OpGroup, OpId, Payload};
 use crate::scope::{FullKey, Lifetime};
-use crate::strategy::KeyState;
+use crate::strategy::{KeyState, Strategy};
 
 /// How [`Replica::write_payload`] stamps and sizes a local write.
 pub(super) struct Stamping {
@@ -29,6 +31,33 @@ pub(super) struct Stamping {
     /// An upper bound of a set's value size, if measured already (see
     /// [`Sink::put`]).
     pub value_len: Option<usize>,
+}
+
+/// A merge key's re-base (see [`Replica::rebase`]): `fields` as `value`
+/// has them now, or `value` whole.
+fn rebase_payload(value: serde_json::Value, fields: Option<&[String]>) -> Payload {
+    match (value, fields) {
+        (serde_json::Value::Object(mut object), Some(fields))
+            if !fields.is_empty() && fields.len() <= MAX_OP_ITEMS =>
+        {
+            let mut set = std::collections::BTreeMap::new();
+            let mut remove = std::collections::BTreeSet::new();
+            for name in fields {
+                match object.remove(name) {
+                    Some(value) => {
+                        set.insert(name.clone(), value);
+                    }
+                    None => {
+                        remove.insert(name.clone());
+                    }
+                }
+            }
+            Payload::Patch { set, remove }
+        }
+        (value, _) => Payload::Set {
+            value: Arc::new(value),
+        },
+    }
 }
 
 /// Slack added to a size estimate per write: the op's stamp, id and writer
@@ -97,48 +126,86 @@ impl Replica {
         put_value(self, unit, key, value, Intent::Resolve)
     }
 
-    /// Re-bases the sum key `key` on what this replica counts now, on behalf
-    /// of `unit`: a reset to the current total that observes every slot
-    /// held here, stamped now.
+    /// Re-bases `key` on what this replica holds now, on behalf of `unit`:
+    /// the write a device makes when the relay refused its old writes to
+    /// the key as stale (it was offline for longer than the compaction
+    /// horizon, so those writes fall behind the key's floor everywhere
+    /// else, see [`KeyState::floor`]). This replica still holds their
+    /// effect; a fresh write carries it to every replica.
     ///
-    /// This is how a device carries increments a relay refused as stale (it
-    /// was offline for longer than the compaction horizon, so its old ops
-    /// fall behind the key's floor everywhere else): its own total still
-    /// counts them, and a fresh reset to that total makes every replica
-    /// count them too. Increments made elsewhere that this replica has not
-    /// seen still count on top, as for any reset; the caller must have
-    /// caught up with the relay first, or slots the relay already folded
-    /// away (and this replica never saw) would be dropped.
+    /// - A sum key: a reset to the current total that observes every slot
+    ///   held here. Increments made elsewhere that this replica has not
+    ///   seen still count on top, as for any reset.
+    /// - A merge key: `fields` are the fields the refused writes touched
+    ///   (`None` when one of them was a whole value). Each is written
+    ///   again as this replica reads it now: set if present, removed if
+    ///   not. Where a newer write (from anywhere) overrode a refused one
+    ///   here, the newer value is what goes out, so the re-base takes back
+    ///   nothing a later write decided. With `None`, more fields than an
+    ///   op carries, or a value that is not an object, the whole value
+    ///   goes out (replacing concurrent edits stamped before it, as any
+    ///   whole write does).
     ///
-    /// Fails with [`Error::WrongStrategy`] for a key that is not a sum, and
+    /// The caller must have caught up with the relay first, or what the
+    /// relay already folded away (and this replica never saw) would be
+    /// dropped or overwritten.
+    ///
+    /// Fails with [`Error::WrongStrategy`] for a key of another strategy,
+    /// with [`Error::Malformed`] for a merge key that holds nothing, and
     /// with the usual errors where `unit` may not write `key`; a backlog
     /// does not refuse it (it replaces writes that wait). Unlike a
-    /// [`set`](Self::set) of the same total, the result is a write even
+    /// [`set`](Self::set) of the same value, the result is a write even
     /// when nothing visible changes.
-    pub fn rebase(&mut self, unit: &UnitAddress, key: &FullKey) -> Result<Write> {
+    pub fn rebase(
+        &mut self,
+        unit: &UnitAddress,
+        key: &FullKey,
+        fields: Option<&[String]>,
+    ) -> Result<Write> {
         let spec = self.spec_for(key)?;
         self.check_apartment(key)?;
         Self::check_access(&spec, key, unit, crate::permission::Action::Write)?;
         // Not refused by a backlog (see `set_backlog`): it replaces the
         // refused writes waiting in the outbox, which is why it is full.
-        if spec.strategy() != crate::strategy::Strategy::Sum {
-            return Err(Error::WrongStrategy {
+        match (spec.strategy(), self.states.get(key)) {
+            (Strategy::Sum, state) => {
+                let total = match state {
+                    Some(KeyState::Sum(sum)) => sum.total(),
+                    _ => 0,
+                };
+                self.write(
+                    &spec,
+                    key.clone(),
+                    unit,
+                    Intent::Set(serde_json::Value::from(total)),
+                    None,
+                )
+            }
+            (Strategy::Merge, state) => {
+                let Some(value) = state.and_then(KeyState::value) else {
+                    return Err(Error::Malformed {
+                        what: "re-base",
+                        reason: format!("{key} holds nothing here to write again"),
+                    });
+                };
+                let payload = rebase_payload(value, fields);
+                if let Payload::Set { value } = &payload {
+                    // Checked as every receiver checks a whole value.
+                    spec.check_type(key.as_str(), value)?;
+                }
+                let how = Stamping {
+                    now: self.now(),
+                    reuse: None,
+                    value_len: None,
+                };
+                self.write_payload(&spec, key.clone(), unit, payload, how)
+            }
+            (strategy, _) => Err(Error::WrongStrategy {
                 key: key.to_string(),
-                strategy: spec.strategy(),
+                strategy,
                 operation: "rebase",
-            });
+            }),
         }
-        let total = match self.states.get(key) {
-            Some(KeyState::Sum(sum)) => sum.total(),
-            _ => 0,
-        };
-        self.write(
-            &spec,
-            key.clone(),
-            unit,
-            Intent::Set(serde_json::Value::from(total)),
-            None,
-        )
     }
 
     /// Runs several writes atomically: either every write of `f` applies

@@ -22,12 +22,22 @@
 //! newest write are folded into `base` (a whole value carrying the identity
 //! of the newest write folded), so a field removed long ago leaves no entry
 //! behind. The fold is a function of the state, so replicas holding the
-//! same writes fold identically. A write that arrives more than the window
-//! after a newer one is not always treated alike: on a replica that folded
-//! before it came, it loses to the new base, which carries the identity of
-//! the newest write folded; on one that did not, it may not (an older
-//! whole-value write is overlaid by the fields there). A known gap
-//! (README, "Known gaps"): the merge laws across the fold window fail.
+//! same writes fold identically.
+//!
+//! **Floor.** A folded base no longer says which field each folded write
+//! touched, so a write stamped behind the fold could not be judged alike by
+//! a replica that folded before it came and one that did not. Such a write
+//! is *late*: stamped before [`MergeState::floor`] (the newest write's wall
+//! time less [`COMPACT_AFTER_MS`]). Applying one changes nothing, and a
+//! replica refuses it as an op with [`Error::Stale`](crate::Error::Stale),
+//! as it does a counter's, so the relay never takes it into its log and
+//! the device that made it hears so (it then re-bases the key, see
+//! [`Replica::rebase`](crate::Replica::rebase)). Every write at or above
+//! the floor beats every folded one on stamp, so it is judged exactly.
+//! What a write admitted in time did is therefore the same on every
+//! replica; which late writes came in time is not, and only the relay's
+//! order (and the re-base of what it refused) settles that. States joined
+//! whole (another tab's, a snapshot) are folded, not refused.
 //!
 //! Migration keeps fields apart: the whole value is migrated, then each
 //! field entry takes its migrated value under its own identity, so two
@@ -109,6 +119,10 @@ pub struct MergeState {
 
 impl MergeState {
     pub(crate) fn apply_set(&mut self, entry: Entry) {
+        if entry.stamp.wall_ms < self.floor() {
+            // Late (see the module docs): judged alike nowhere, so nowhere.
+            return;
+        }
         self.keep_base(entry);
         self.prune();
     }
@@ -119,6 +133,10 @@ impl MergeState {
         set: &BTreeMap<String, Value>,
         remove: &BTreeSet<String>,
     ) {
+        if op.stamp.wall_ms < self.floor() {
+            // Late (see the module docs): judged alike nowhere, so nowhere.
+            return;
+        }
         let field = |value: Option<Value>| FieldEntry {
             stamp: op.stamp,
             id: op.id,
@@ -168,15 +186,27 @@ impl MergeState {
     }
 
     fn prune(&mut self) {
+        // Beaten fields go first: folded, they would be laid over the newer
+        // base they lost to.
+        // The fold's base is older than every field it leaves (those lie
+        // at or above the horizon), so it beats none of them.
+        self.drop_beaten();
         self.compact();
+    }
+
+    /// Drops the field entries the base is newer than.
+    fn drop_beaten(&mut self) {
         if let Some(base) = &self.base {
             let floor = (base.stamp, base.id);
             self.fields.retain(|_, field| field.as_entry_key() > floor);
         }
     }
 
-    /// Folds field entries older than the horizon into the base.
-    fn compact(&mut self) {
+    /// Writes stamped before this wall time are late (see the module
+    /// docs): they change nothing, and a replica refuses them as ops with
+    /// [`Error::Stale`](crate::Error::Stale). It is also the horizon of the
+    /// fold.
+    pub fn floor(&self) -> u64 {
         let newest = self
             .fields
             .values()
@@ -184,7 +214,12 @@ impl MergeState {
             .chain(self.base.iter().map(|b| b.stamp.wall_ms))
             .max()
             .unwrap_or(0);
-        let horizon = newest.saturating_sub(COMPACT_AFTER_MS);
+        newest.saturating_sub(COMPACT_AFTER_MS)
+    }
+
+    /// Folds field entries older than the horizon into the base.
+    fn compact(&mut self) {
+        let horizon = self.floor();
         if !self.fields.values().any(|f| f.stamp.wall_ms < horizon) {
             return;
         }

@@ -15,7 +15,8 @@
 //!
 //! Watermarks and conflicting entries more than [`COMPACT_AFTER_MS`] older
 //! than the newest write are dropped (a conflict that old is settled in
-//! favour of the newer write, and an op that old is refused as stale), so
+//! favour of the newer write, and an op that old changes nothing: it is
+//! dropped alike whether it came before the newer write or after), so
 //! the state holds at most one entry and one watermark per tab that wrote
 //! recently, whatever the number of writes.
 

@@ -253,7 +253,7 @@ impl Remote {
             {
                 self.notice(if code == gaesup_protocol::code::STALE {
                     format!(
-                        "The relay refused write {} as stale ({message}): this device was away for longer than {} days, and it takes the relay's state of that counter instead.",
+                        "The relay refused write {} as stale ({message}): this device was away for longer than {} days, and it takes the relay's state of that key instead.",
                         ack.op,
                         COMPACT_AFTER_MS / DAY_MS
                     )
@@ -278,18 +278,21 @@ impl Remote {
         }
     }
 
-    /// The relay refused this browser's old writes to a counter as stale
-    /// (it was offline for longer than the compaction horizon): re-base
-    /// the counter on this tab's total, which still counts them, so the
-    /// other devices count them too. The re-base goes through the outbox
-    /// like any write; its ack answers the refused writes.
+    /// The relay refused this browser's old writes to a counter or a
+    /// merge key as stale (it was offline for longer than the compaction
+    /// horizon): re-base the key on this tab's state, which still holds
+    /// them (a counter's total, or the fields they wrote), so the other
+    /// devices get them too. The re-base goes through the outbox like any
+    /// write; its ack answers the refused writes.
     fn rebase(self: &Rc<Self>, rebase: &Rebase) {
         let Some(conn) = self.conn.upgrade() else {
             // The page is going: the held writes stay in the outbox for
             // the next one.
             return;
         };
-        let written = conn.manager.rebase(&rebase.writer, &rebase.key);
+        let written = conn
+            .manager
+            .rebase(&rebase.writer, &rebase.key, rebase.fields.as_deref());
         let id = written.as_ref().ok().map(|write| write.op.id);
         let refused = self
             .with_link(|link, storage| link.rebased(&rebase.key, id, storage))
@@ -301,13 +304,13 @@ impl Remote {
         );
         self.notice(match written {
             Ok(_) if refused.is_empty() => format!(
-                "{what}; they were carried over in a new write so the other devices count them too."
+                "{what}; they were carried over in a new write so the other devices get them too."
             ),
             Ok(_) => format!(
-                "{what}, and could not be carried over (the new write could not wait in the outbox); this device takes the relay's state of that counter instead."
+                "{what}, and could not be carried over (the new write could not wait in the outbox); this device takes the relay's state of that key instead."
             ),
             Err(err) => format!(
-                "{what}, and could not be carried over ({err}); this device takes the relay's state of that counter instead."
+                "{what}, and could not be carried over ({err}); this device takes the relay's state of that key instead."
             ),
         });
         if !refused.is_empty() {
