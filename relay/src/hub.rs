@@ -77,9 +77,10 @@ pub type ConnId = u64;
 pub struct Outlet {
     /// Live messages for the device (bounded: a slow reader fills it).
     pub send: mpsc::Sender<ServerMessage>,
-    /// What a device missed, sent before anything live (bounded by the log
-    /// the relay keeps, or a snapshot).
-    pub catch_up: mpsc::UnboundedSender<ServerMessage>,
+    /// What a device missed, sent before anything live: a few messages,
+    /// and the catch-ups the connection fetches a page at a time (see
+    /// [`Missed`]).
+    pub catch_up: mpsc::UnboundedSender<Missed>,
     /// Notified when the queue was full: the connection closes with
     /// `slow_consumer` and the device resyncs from its cursor.
     pub slow: Arc<Notify>,
@@ -88,6 +89,45 @@ pub struct Outlet {
     /// an ack to mean it has every op committed before).
     pub dropped: Arc<AtomicBool>,
 }
+
+/// What a connection sends before anything live.
+pub enum Missed {
+    /// One message (the welcome, a refusal, "nothing missed").
+    Message(ServerMessage),
+    /// A stream to catch up on, up to the head it had when the device
+    /// subscribed (what came after is sent live): the connection asks the
+    /// hub for it a page at a time ([`Hub::page`]) and writes each page
+    /// before it asks for the next, so a device that reads slowly, or not
+    /// at all, holds one page of it in the relay's memory, not the log.
+    CatchUp(CatchUp),
+}
+
+/// A catch-up in progress (see [`Missed::CatchUp`]).
+pub struct CatchUp {
+    /// Whose: what the token may read.
+    pub claims: Arc<Claims>,
+    /// Where it stands: the cursor, or the snapshot's last key sent.
+    pub subscription: Subscription,
+    /// The head when the device subscribed: ops after it come live.
+    pub until: u64,
+}
+
+/// One page of a catch-up ([`Hub::page`]).
+pub struct Page {
+    /// The messages to send.
+    pub messages: Vec<ServerMessage>,
+    /// Where the next page starts; `None` once the catch-up is done.
+    pub next: Option<Subscription>,
+}
+
+/// Most ops one catch-up page reads.
+const PAGE_OPS: usize = 512;
+/// Most ops one page reads from the store at a time.
+const PAGE_READ_OPS: usize = 64;
+/// Ops a page reads first, before it knows how large they are.
+const FIRST_READ_OPS: usize = 4;
+/// A page ends once its ops hold this many bytes (their stored text).
+const PAGE_BYTES: usize = 1 << 20;
 
 enum Request {
     Push {
@@ -111,6 +151,12 @@ enum Request {
         subscription: Subscription,
         limit: usize,
         reply: oneshot::Sender<Result<ServerMessage, ProtocolError>>,
+    },
+    Page {
+        claims: Arc<Claims>,
+        subscription: Subscription,
+        until: u64,
+        reply: oneshot::Sender<Result<Page, ProtocolError>>,
     },
     /// Answered once `conn`'s streams hold everything the store holds.
     Barrier {
@@ -421,6 +467,30 @@ impl Hub {
                 claims,
                 subscription,
                 limit,
+                reply,
+            })
+            .await
+            .map_err(|_| shutting_down())?;
+        wait.await.map_err(|_| shutting_down())?
+    }
+
+    /// The next page of a catch-up (see [`Missed::CatchUp`]): ops after the
+    /// subscription's cursor up to `until` (at most [`PAGE_OPS`], fewer
+    /// past [`PAGE_BYTES`]), or the next piece of a snapshot, which says
+    /// `until` as its number (its states may hold later ops, which come
+    /// live and apply again harmlessly).
+    pub async fn page(
+        &self,
+        claims: Arc<Claims>,
+        subscription: Subscription,
+        until: u64,
+    ) -> Result<Page, ProtocolError> {
+        let (reply, wait) = oneshot::channel();
+        self.requests
+            .send(Request::Page {
+                claims,
+                subscription,
+                until,
                 reply,
             })
             .await
@@ -775,6 +845,17 @@ impl State {
             } => {
                 let answer = self.pull(&claims, &subscription, limit);
                 let _ = reply.send(answer.await);
+            }
+            Request::Page {
+                claims,
+                subscription,
+                until,
+                reply,
+            } => {
+                let page = self
+                    .catch_up(&claims, &subscription, PAGE_OPS, 1, Some(until))
+                    .await;
+                let _ = reply.send(page);
             }
             Request::Remote { stream, ops } => {
                 self.remote(&stream, ops).await;
@@ -1473,7 +1554,7 @@ impl State {
     ) -> Result<(), ProtocolError> {
         let mut named = BTreeSet::new();
         for subscription in &subscriptions {
-            // Each would be caught up again, whole, into memory.
+            // Each would be caught up again, page by page.
             if !named.insert(&subscription.stream) {
                 return Err(ProtocolError::new(
                     code::MALFORMED,
@@ -1495,23 +1576,34 @@ impl State {
                         subscription.stream
                     ),
                 });
-                if outlet.catch_up.send(refusal).is_err() {
+                if outlet.catch_up.send(Missed::Message(refusal)).is_err() {
                     return Ok(());
                 }
                 continue;
             }
-            // A device whose last connection ended between two snapshot
-            // pieces asks (`after`) for the pieces after the last key it
-            // merged: every piece from there is queued.
-            for message in self
-                .catch_up(&claims, subscription, usize::MAX, usize::MAX)
-                .await?
-            {
-                // Queued here, in the same step that registers the
-                // subscriber, so nothing live can overtake it.
-                if outlet.catch_up.send(message).is_err() {
-                    return Ok(());
-                }
+            // What it missed, up to the head now: nothing, or a catch-up
+            // the connection fetches a page at a time (a device whose last
+            // connection ended between two snapshot pieces asks, with
+            // `after`, for the pieces after the last key it merged).
+            let (head, _) = self.head_of(&subscription.stream).await?;
+            let missed = if subscription.cursor.unwrap_or(0) == head {
+                Missed::Message(ServerMessage::Ops(OpsBody {
+                    stream: subscription.stream.clone(),
+                    ops: Vec::new(),
+                    head,
+                    through: None,
+                }))
+            } else {
+                Missed::CatchUp(CatchUp {
+                    claims: Arc::clone(&claims),
+                    subscription: subscription.clone(),
+                    until: head,
+                })
+            };
+            // Queued here, in the same step that registers the subscriber,
+            // so nothing live can overtake it.
+            if outlet.catch_up.send(missed).is_err() {
+                return Ok(());
             }
             streams.insert(subscription.stream.clone());
         }
@@ -1541,8 +1633,8 @@ impl State {
         // One message an answer: a snapshot in several pieces is taken a
         // piece at a time, each asked for after the last key of the one
         // before (its `more` says another follows).
-        let mut messages = self.catch_up(claims, subscription, limit, 1).await?;
-        Ok(if messages.is_empty() {
+        let mut page = self.catch_up(claims, subscription, limit, 1, None).await?;
+        Ok(if page.messages.is_empty() {
             ServerMessage::Ops(OpsBody {
                 stream: subscription.stream.clone(),
                 ops: Vec::new(),
@@ -1550,84 +1642,102 @@ impl State {
                 through: None,
             })
         } else {
-            messages.swap_remove(0)
+            page.messages.swap_remove(0)
         })
     }
 
-    /// What a device at a cursor lacks: the ops after it (at most `limit`),
-    /// or a snapshot when the log no longer reaches back to it (or the
-    /// device claims a number the relay never gave): at most `pieces` of
-    /// it, from the subscription's `after` key on. Always at least one
-    /// message, saying the head.
+    /// The stream `id` loaded (with a shared store, brought up to the
+    /// store's head): its head and the first number its log holds.
+    async fn head_of(&mut self, id: &StreamId) -> Result<(u64, u64), ProtocolError> {
+        self.ensure(id).await?;
+        // With several nodes this one may lag the store: a cursor past its
+        // head is then no reason for a snapshot, and an answer saying the
+        // head must say the store's.
+        self.refresh(id).await;
+        Ok(self
+            .streams
+            .get(id)
+            .map_or((0, 1), |stream| (stream.head, stream.first)))
+    }
+
+    /// What a device at a cursor lacks: the ops after it (at most `limit`,
+    /// fewer once they hold [`PAGE_BYTES`]), or a snapshot when the log no
+    /// longer reaches back to it (or the device claims a number the relay
+    /// never gave): at most `pieces` of it, from the subscription's
+    /// `after` key on. Always at least one message, saying the head, or
+    /// `until` when given (a catch-up that stops there: later ops come
+    /// live).
     async fn catch_up(
         &mut self,
         claims: &Claims,
         subscription: &Subscription,
         limit: usize,
         pieces: usize,
-    ) -> Result<Vec<ServerMessage>, ProtocolError> {
+        until: Option<u64>,
+    ) -> Result<Page, ProtocolError> {
         let id = subscription.stream.clone();
-        self.ensure(&id).await?;
-        // With several nodes this one may lag the store: a cursor past its
-        // head is then no reason for a snapshot, and an answer saying the
-        // head must say the store's.
-        self.refresh(&id).await;
-        let (head, first) = self
-            .streams
-            .get(&id)
-            .map_or((0, 1), |stream| (stream.head, stream.first));
+        let (now, first) = self.head_of(&id).await?;
+        let head = until.map_or(now, |until| until.min(now));
         let cursor = subscription.cursor.unwrap_or(0);
         if cursor == head {
-            return Ok(vec![ServerMessage::Ops(OpsBody {
-                stream: id,
-                ops: Vec::new(),
-                head,
-                through: None,
-            })]);
+            return Ok(Page {
+                messages: vec![ServerMessage::Ops(OpsBody {
+                    stream: id,
+                    ops: Vec::new(),
+                    head,
+                    through: None,
+                })],
+                next: None,
+            });
         }
         if cursor > head || cursor + 1 < first {
             self.metrics.snapshot();
-            return Ok(self.snapshot(claims, &id, subscription.after.as_ref(), pieces));
+            return Ok(self.snapshot(claims, subscription, pieces, head));
         }
-        let mut messages = Vec::new();
+        let mut ops = Vec::new();
         let mut after = cursor;
         let mut sent = 0usize;
-        while after < head && sent < limit {
+        let mut bytes = 0usize;
+        while after < head && sent < limit && bytes < PAGE_BYTES {
+            // Few rows first, then as many as the page has room for at the
+            // size they have been: a read of large ops costs what it holds.
+            let room = match bytes.checked_div(sent) {
+                Some(per_op) => ((PAGE_BYTES - bytes) / per_op.max(1)).clamp(1, PAGE_READ_OPS),
+                None => FIRST_READ_OPS,
+            };
             let rows = self
                 .store
-                .ops_after(&id.to_string(), after, 512.min(limit - sent))
+                .ops_after(&id.to_string(), after, room.min(limit - sent))
                 .await
                 .map_err(storage_error)?;
             if rows.first().map(|(seq, _)| *seq) != Some(after + 1) {
                 // Another node trimmed the log past this cursor (or between
                 // two reads): what was read would leave a gap.
                 self.metrics.snapshot();
-                return Ok(self.snapshot(claims, &id, subscription.after.as_ref(), pieces));
+                return Ok(self.snapshot(claims, subscription, pieces, head));
             }
-            let mut ops = Vec::with_capacity(rows.len());
             for (seq, body) in rows {
                 if seq > head {
                     break;
                 }
                 after = seq;
                 sent += 1;
+                bytes += body.len();
                 match serde_json::from_str::<Op>(&body) {
                     Ok(op) if claims.can_read_key(&op.key) => ops.push(Sequenced { seq, op }),
                     Ok(_) => {}
                     Err(err) => tracing::error!(seq, error = %err, "a stored op does not parse"),
                 }
             }
-            messages.extend(ops_messages(&id, ops, head, after));
         }
-        if messages.is_empty() {
-            messages.push(ServerMessage::Ops(OpsBody {
-                stream: id,
-                ops: Vec::new(),
-                head,
-                through: None,
-            }));
-        }
-        Ok(messages)
+        // At least one message, saying how far this read (`through`).
+        let messages = ops_messages(&id, ops, head, after);
+        let next = (after < head).then_some(Subscription {
+            stream: id,
+            cursor: Some(after),
+            after: None,
+        });
+        Ok(Page { messages, next })
     }
 
     /// The stream's canonical states the token may read, as snapshot
@@ -1639,15 +1749,24 @@ impl State {
     /// [`more`](Snapshot::more). At most `pieces` pieces are made (over
     /// HTTP one, the rest left unread: a stream of many pieces must not
     /// cost the hub every remaining piece on each request).
+    ///
+    /// Each piece says `head` as its number: the stream's head, or less
+    /// (a catch-up's `until`: states holding later ops are harmless, those
+    /// ops come live and apply again).
     fn snapshot(
         &self,
         claims: &Claims,
-        id: &StreamId,
-        after: Option<&FullKey>,
+        subscription: &Subscription,
         pieces: usize,
-    ) -> Vec<ServerMessage> {
+        head: u64,
+    ) -> Page {
+        let id = &subscription.stream;
+        let after = subscription.after.as_ref();
         let Some(stream) = self.streams.get(id) else {
-            return Vec::new();
+            return Page {
+                messages: Vec::new(),
+                next: None,
+            };
         };
         let states = match after {
             Some(after) => stream.replica.states().range::<FullKey, _>((
@@ -1683,7 +1802,7 @@ impl State {
         // Each piece says which key it follows: the one asked after, then
         // the last of the piece before.
         let mut follows = after.cloned();
-        chunks
+        let messages = chunks
             .into_iter()
             .enumerate()
             .map(|(i, states)| {
@@ -1691,13 +1810,19 @@ impl State {
                     std::mem::replace(&mut follows, states.last().map(|entry| entry.key.clone()));
                 ServerMessage::Snapshot(Snapshot {
                     stream: id.clone(),
-                    seq: stream.head,
+                    seq: head.min(stream.head),
                     states,
                     more: i < last || left,
                     after,
                 })
             })
-            .collect()
+            .collect();
+        let next = left.then(|| Subscription {
+            stream: id.clone(),
+            cursor: subscription.cursor,
+            after: follows,
+        });
+        Page { messages, next }
     }
 
     /// Trims each stream's log to the newest `keep` ops, behind the

@@ -24,7 +24,7 @@ use gaesup_state_core::{MAX_MESSAGE_BYTES, encoded_len, split_by_len};
 use tokio::sync::{Notify, mpsc};
 
 use crate::AppState;
-use crate::hub::{FRAME_SLACK, Outlet, now_ms};
+use crate::hub::{CatchUp, FRAME_SLACK, Missed, Outlet, now_ms};
 use crate::limits::Bucket;
 use crate::token::{self, Claims};
 
@@ -102,7 +102,7 @@ async fn serve(app: Arc<AppState>, socket: WebSocket) {
     let conn = app.next_conn();
     let (mut sink, mut incoming) = socket.split();
     let (send, mut outgoing) = mpsc::channel::<ServerMessage>(app.config.send_queue);
-    let (catch_up, mut missed) = mpsc::unbounded_channel::<ServerMessage>();
+    let (catch_up, mut missed) = mpsc::unbounded_channel::<Missed>();
     let (closing, mut close_rx) = mpsc::channel::<Message>(1);
     let slow = Arc::new(Notify::new());
     // A device that stops reading fills the socket's buffers: a frame that
@@ -110,6 +110,7 @@ async fn serve(app: Arc<AppState>, socket: WebSocket) {
     // would otherwise hold the session, its slot and a shutdown forever).
     let patience = heartbeat_of(&app) * 3;
     let stuck = Arc::clone(&slow);
+    let hub = app.hub.clone();
     let writer = tokio::spawn(async move {
         let write = async |sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
                            frame: Message| {
@@ -122,36 +123,90 @@ async fn serve(app: Arc<AppState>, socket: WebSocket) {
                 }
             }
         };
-        loop {
-            tokio::select! {
-                biased;
-                frame = close_rx.recv() => {
-                    // What was queued before the close (the error saying
-                    // why) goes first.
-                    while let Ok(message) = missed.try_recv().or_else(|_| outgoing.try_recv()) {
-                        if let Some(text) = text(&message) && !write(&mut sink, text).await {
-                            break;
+        // A catch-up in progress: each page is fetched once the one before
+        // is written, and nothing live goes out before the last.
+        let mut catching: Option<CatchUp> = None;
+        let ending = loop {
+            let Some(job) = catching.take() else {
+                tokio::select! {
+                    biased;
+                    frame = close_rx.recv() => break frame,
+                    Some(item) = missed.recv() => match item {
+                        Missed::Message(message) => {
+                            if let Some(frame) = text(&message) && !write(&mut sink, frame).await {
+                                break None;
+                            }
+                        }
+                        Missed::CatchUp(job) => catching = Some(job),
+                    },
+                    message = outgoing.recv() => {
+                        let Some(message) = message else { break None };
+                        let Some(frame) = text(&message) else { continue };
+                        if !write(&mut sink, frame).await {
+                            break None;
                         }
                     }
-                    if let Some(frame) = frame {
-                        let _ = write(&mut sink, frame).await;
-                    }
-                    break;
                 }
-                Some(message) = missed.recv() => {
-                    let Some(frame) = text(&message) else { continue };
-                    if !write(&mut sink, frame).await {
-                        break;
+                continue;
+            };
+            // Closing (or the session gone) ends the catch-up.
+            match close_rx.try_recv() {
+                Ok(frame) => break Some(frame),
+                Err(mpsc::error::TryRecvError::Disconnected) => break None,
+                Err(mpsc::error::TryRecvError::Empty) => {}
+            }
+            let page = hub
+                .page(Arc::clone(&job.claims), job.subscription.clone(), job.until)
+                .await;
+            match page {
+                Ok(page) => {
+                    let mut written = true;
+                    for message in &page.messages {
+                        if let Some(frame) = text(message) {
+                            written = written && write(&mut sink, frame).await;
+                        }
                     }
+                    if !written {
+                        break None;
+                    }
+                    catching = page.next.map(|subscription| CatchUp {
+                        subscription,
+                        ..job
+                    });
                 }
-                message = outgoing.recv() => {
-                    let Some(message) = message else { break };
-                    let Some(frame) = text(&message) else { continue };
-                    if !write(&mut sink, frame).await {
-                        break;
+                Err(error) => {
+                    // The store could not be read, or the relay is going:
+                    // the device comes back and catches up from its cursor.
+                    let said = ServerMessage::Error(ErrorBody {
+                        code: error.code.to_owned(),
+                        message: error.message.clone(),
+                    });
+                    if let Some(frame) = text(&said) {
+                        write(&mut sink, frame).await;
                     }
+                    break Some(close(CLOSE_GOING_AWAY, error.code));
                 }
             }
+        };
+        // What was queued before the close (the error saying why) goes
+        // first; a catch-up not begun is left (the device resumes it).
+        while let Ok(item) = missed.try_recv() {
+            if let Missed::Message(message) = item
+                && let Some(text) = text(&message)
+                && !write(&mut sink, text).await
+            {
+                break;
+            }
+        }
+        while let Ok(message) = outgoing.try_recv() {
+            if let Some(text) = text(&message)
+                && !write(&mut sink, text).await
+            {
+                break;
+            }
+        }
+        if let Some(frame) = ending {
+            let _ = write(&mut sink, frame).await;
         }
         let _ = tokio::time::timeout(patience, sink.close()).await;
     });
@@ -278,11 +333,15 @@ impl Session {
                     }
                 };
                 tracing::debug!(client = %hello.client, subject = %claims.sub, "hello");
-                let _ = self.send.try_send(ServerMessage::Welcome(Welcome {
-                    node: self.app.config.node.clone(),
-                    heartbeat_ms: self.app.config.heartbeat_ms,
-                    limits: self.app.config.limits(),
-                }));
+                // Before the catch-ups, which hold back everything live.
+                let _ = self
+                    .outlet
+                    .catch_up
+                    .send(Missed::Message(ServerMessage::Welcome(Welcome {
+                        node: self.app.config.node.clone(),
+                        heartbeat_ms: self.app.config.heartbeat_ms,
+                        limits: self.app.config.limits(),
+                    })));
                 self.claims = Some(Arc::clone(&claims));
                 if let Err(error) = self
                     .app

@@ -1021,20 +1021,18 @@ async fn a_stream_the_token_may_not_read_is_refused_alone(backend: Backend) {
     }
 }
 
-/// A device that stops reading fills its socket's buffers: the relay lets
-/// it go within a few heartbeats, rather than hold the connection (and
-/// its own shutdown) for as long as the device keeps the socket open.
-async fn a_device_that_never_reads_is_let_go(backend: Backend) {
-    let mut relay = Relay::on(backend, &["--heartbeat-ms", "200"]);
-    let mut device = Device::new(1);
-    let mut writer = Client::writer(&relay, &main_rw()).await;
-    // 24 MB of log: more than the loopback socket's buffers take.
+/// 120 notes of 200 KiB: 24 MB of log, more than a loopback socket's
+/// buffers take.
+async fn write_a_large_log(writer: &mut Client, device: &mut Device) {
     let text = "x".repeat(200 << 10);
     for _ in 0..120 {
         writer.push(vec![device.note(&text)]).await;
     }
-    drop(writer);
-    let mut deaf = Client::raw(&relay).await;
+}
+
+/// A device that says hello following `main` from 0, then reads nothing.
+async fn deaf_from_zero(relay: &Relay) -> Client {
+    let mut deaf = Client::raw(relay).await;
     deaf.send(&ClientMessage::Hello(Hello {
         client: "deaf".into(),
         token: Some(main_rw()),
@@ -1045,6 +1043,19 @@ async fn a_device_that_never_reads_is_let_go(backend: Backend) {
         }],
     }))
     .await;
+    deaf
+}
+
+/// A device that stops reading fills its socket's buffers: the relay lets
+/// it go within a few heartbeats, rather than hold the connection (and
+/// its own shutdown) for as long as the device keeps the socket open.
+async fn a_device_that_never_reads_is_let_go(backend: Backend) {
+    let mut relay = Relay::on(backend, &["--heartbeat-ms", "200"]);
+    let mut device = Device::new(1);
+    let mut writer = Client::writer(&relay, &main_rw()).await;
+    write_a_large_log(&mut writer, &mut device).await;
+    drop(writer);
+    let deaf = deaf_from_zero(&relay).await;
     let deadline = std::time::Instant::now() + support::DEADLINE;
     loop {
         let (_, body) = http("GET", relay.url("/health"), None, None).await;
@@ -1061,6 +1072,108 @@ async fn a_device_that_never_reads_is_let_go(backend: Backend) {
     let status = relay.terminate();
     assert!(status.success(), "{status:?}");
     drop(deaf);
+}
+
+/// The relay process's resident memory, in KiB.
+fn resident_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// A device catching up from cursor 0 costs the relay one page of the log
+/// at a time, fetched once the page before is written: eight devices that
+/// subscribe and then read nothing, against a 24 MB log, hold a few MB
+/// between them (before, each had the whole log read into memory for it
+/// at once, on the hub's thread). The hub still serves everyone else, and
+/// a device that reads gets all of it, in order.
+async fn devices_that_never_read_their_catch_up_hold_a_page_each(backend: Backend) {
+    let relay = Relay::on(backend, &[]);
+    let mut device = Device::new(1);
+    let mut writer = Client::writer(&relay, &main_rw()).await;
+    write_a_large_log(&mut writer, &mut device).await;
+    let before = resident_kib(relay.pid());
+    let mut deaf = Vec::new();
+    for _ in 0..8 {
+        let mut client = deaf_from_zero(&relay).await;
+        // The welcome, then the first of what it missed: the hub has taken
+        // the subscription (and, before, queued the whole log for it).
+        for _ in 0..2 {
+            client.read_silently().await.unwrap();
+        }
+        deaf.push(client);
+    }
+    let grown = resident_kib(relay.pid()).saturating_sub(before);
+    assert!(
+        grown < 48 << 10,
+        "eight deaf catch-ups took {grown} KiB (the log is 24 MB)"
+    );
+    // Everyone else is served meanwhile, and a reader gets every op.
+    let acks = writer.push(vec![device.note("after")]).await;
+    assert_eq!(applied_seq(&acks[0].status), 121);
+    let mut reader = Client::connect(&relay, &main_rw(), Some(0)).await;
+    let mut seen = 0;
+    while seen < 121 {
+        match reader
+            .wait_for(|m| matches!(m, ServerMessage::Ops(_)))
+            .await
+        {
+            ServerMessage::Ops(body) => {
+                for op in &body.ops {
+                    assert_eq!(op.seq, seen + 1, "a gap or a repeat");
+                    seen = op.seq;
+                }
+            }
+            _ => unreachable!(),
+        }
+    }
+    drop(deaf);
+}
+
+/// A catch-up of several pages while ops keep coming: every number once,
+/// in order, the live ones after the last page, and an ack only once
+/// everything committed before it was sent (a device takes an ack to mean
+/// it has caught up).
+async fn a_catch_up_of_many_pages_meets_live_ops_without_a_gap(backend: Backend) {
+    let relay = Relay::on(backend, &[]);
+    let mut device = Device::new(1);
+    let mut writer = Client::writer(&relay, &main_rw()).await;
+    for _ in 0..6 {
+        let ops = (0..250).map(|_| device.count(1)).collect();
+        writer.push(ops).await;
+    }
+    let mut reader = Client::connect(&relay, &main_rw(), Some(0)).await;
+    // Live ops pushed while the reader catches up, and one of its own.
+    let live = writer.push(vec![device.count(1)]).await;
+    assert_eq!(applied_seq(&live[0].status), 1_501);
+    let mut own = Device::new(2);
+    reader
+        .send(&ClientMessage::Push(Push {
+            ops: vec![own.count(1)],
+        }))
+        .await;
+    let mut seen = 0;
+    let mut acked = false;
+    while !acked {
+        match reader.next().await.unwrap() {
+            ServerMessage::Ops(body) => {
+                for op in &body.ops {
+                    assert_eq!(op.seq, seen + 1, "a gap or a repeat");
+                    seen = op.seq;
+                }
+            }
+            ServerMessage::Ack(acks) => {
+                // The relay fans a push's ops out before its ack.
+                assert_eq!(seen, 1_502, "an ack before everything committed");
+                assert_eq!(applied_seq(&acks.acks[0].status), 1_502);
+                acked = true;
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Each subscription of a hello is caught up whole, into memory: one
@@ -1122,4 +1235,6 @@ support::on_both_backends!(
     a_stream_the_token_may_not_read_is_refused_alone,
     ops_for_apartments_the_token_may_not_write_leave_no_stream_behind,
     a_reset_that_would_pass_the_slot_bound_is_refused,
+    devices_that_never_read_their_catch_up_hold_a_page_each,
+    a_catch_up_of_many_pages_meets_live_ops_without_a_gap,
 );
