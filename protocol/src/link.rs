@@ -63,7 +63,7 @@ pub const RESYNC_PREFIX: &str = "gaesup/resync/";
 
 /// Marks, in the storage every tab of the browser shares, that this
 /// device refused an op of `key`'s stream as stale (any tab, whatever
-/// brought the op): its totals may lack what the relay counts, so the
+/// brought the op): its state may lack what the relay holds, so the
 /// stream is never re-based from here, and the tab holding the link takes
 /// it whole from the relay (see [`Link::refused_stale`]).
 pub fn mark_refused_stale(key: &FullKey, storage: &mut dyn Storage) {
@@ -286,7 +286,7 @@ pub struct Link {
     rebases: VecMap<OpId, (FullKey, Vec<OpId>)>,
     /// Streams this device must never re-base a key of (kept in storage):
     /// it refused one of their ops from the relay as stale, or merged a
-    /// snapshot of them, so its totals may lack something the relay counts.
+    /// snapshot of them, so its state may lack something the relay holds.
     no_rebase: VecSet<StreamId>,
     /// Streams to take whole from the relay (a snapshot) once none of
     /// their ops waits in the outbox: this device refused some of their
@@ -920,8 +920,8 @@ impl Link {
     }
 
     /// The adapter applied an op of `key` from the relay and this device
-    /// refused it as stale (its own writes moved its horizon past it). Its
-    /// totals then lack what the relay counts, and a re-base would make
+    /// refused it as stale (its own writes moved its floor past it). Its
+    /// state then lacks what the relay holds, and a re-base would make
     /// every device lose it: the stream is never re-based from here (the
     /// mark is kept in storage, before the cursor moves past the op), its
     /// ops refused as stale are refused for good, and once none of its ops
@@ -1101,7 +1101,7 @@ impl Link {
     }
 
     /// What the link decides once the adapter has applied (and saved) what
-    /// the last messages brought: re-bases of stale counters whose stream
+    /// the last messages brought: re-bases of stale keys whose stream
     /// has caught up, refusals of those it must not re-base, and streams
     /// to take whole. Called after every message's ops were applied: only
     /// then does the link know whether any of them was refused as stale.
@@ -1129,8 +1129,8 @@ impl Link {
 
     /// Streams to take whole whose ops no longer wait in the outbox: their
     /// snapshot now holds everything this device sent, and merging it
-    /// brings what the device refused as stale (the relay's folded totals
-    /// cover it). On a socket that means reconnecting, since a stream's
+    /// brings what the device refused as stale (the relay's compacted
+    /// state covers it). On a socket that means reconnecting, since a stream's
     /// cursor is said in the hello; on HTTP the next pull asks for it.
     fn resync_due(&mut self, out: &mut LinkOutput) {
         let due: Vec<StreamId> = self

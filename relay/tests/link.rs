@@ -52,6 +52,8 @@ struct Browser {
     pieces_on_socket: usize,
     /// The code of every error the link reported, in order.
     errors: Vec<String>,
+    /// Every re-base this device wrote, in order.
+    rebases: Vec<gaesup_state_core::Op>,
 }
 
 fn streams() -> Vec<StreamId> {
@@ -84,6 +86,7 @@ impl Browser {
             pieces_per_connection: None,
             pieces_on_socket: 0,
             errors: Vec::new(),
+            rebases: Vec::new(),
         }
     }
 
@@ -112,6 +115,7 @@ impl Browser {
             pieces_per_connection: None,
             pieces_on_socket: 0,
             errors: Vec::new(),
+            rebases: Vec::new(),
         }
     }
 
@@ -237,6 +241,7 @@ impl Browser {
             let id = match written {
                 Ok(write) => {
                     self.save();
+                    self.rebases.push(write.op.clone());
                     let id = write.op.id;
                     send.extend(self.link.queue(write.op, &mut self.storage).unwrap());
                     Some(id)
@@ -641,6 +646,17 @@ async fn cart_away_past_the_horizon(http: bool, backend: Backend) {
     );
     assert!(refused(&a).is_empty(), "{:?}", a.acks);
     assert_eq!(a.acks.len(), 3, "two writes and the re-base: {:?}", a.acks);
+    // The fields A's refused write touched, not the whole cart.
+    match &a.rebases[..] {
+        [rebase] => match &rebase.payload {
+            gaesup_state_core::Payload::Patch { set, remove } => {
+                let fields: Vec<&String> = set.keys().chain(remove).collect();
+                assert_eq!(fields, ["apple", "fig"], "{rebase:?}");
+            }
+            other => panic!("a whole value: {other:?}"),
+        },
+        other => panic!("one re-base: {other:?}"),
+    }
     let mut fresh = Browser::new(5, Some(main_rw()));
     fresh
         .pump_until(&relay, "a fresh device has the same cart", |f| {

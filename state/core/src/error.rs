@@ -238,14 +238,14 @@ pub enum Error {
     /// count twice, a merge write could end differently on replicas that
     /// folded before it came and on those that did not, so it is refused.
     #[error(
-        "a write to {key} stamped at {wall_ms} ms arrived after its key was compacted up to {horizon_ms} ms"
+        "a write to {key} stamped at {wall_ms} ms arrived behind the key's floor at {horizon_ms} ms (more than 14 days before its newest write)"
     )]
     Stale {
         /// The key.
         key: FullKey,
         /// The write's wall time.
         wall_ms: u64,
-        /// The key's compaction horizon.
+        /// The key's floor (see [`KeyState::floor`](crate::KeyState::floor)).
         horizon_ms: u64,
     },
     /// One declaration would get more full keys (units, buildings) than

@@ -823,6 +823,38 @@ fn a_merge_write_back_after_the_horizon_is_refused_and_its_fields_rebased() {
     ));
 }
 
+// A revert reuses the reverted write's stamp. Where that write's field is
+// still unfolded behind the floor (folding it would make a value past the
+// limits), the revert would change nothing here and be refused as stale
+// everywhere else: it is refused as stale at once, not reported as done.
+
+#[test]
+fn a_revert_stamped_behind_the_floor_is_refused_not_ignored() {
+    let clock = ManualClock::new(NOW);
+    let k = key::<Value>("doc", Scope::Apartment, Strategy::Merge);
+    let u = unit("apt/b/u");
+    let mut a = store(1, &clock);
+    a.declare(&k).unwrap();
+    a.set(&u, &k, json!({"big": "x".repeat(200 << 10)}))
+        .unwrap();
+    let written = a
+        .set(
+            &u,
+            &k,
+            json!({"big": "x".repeat(200 << 10), "more": "y".repeat(100 << 10)}),
+        )
+        .unwrap();
+    clock.advance(15 * 24 * HOUR);
+    let mut now = a.get(&u, &k).unwrap();
+    now["small"] = json!(1);
+    a.set(&u, &k, now.clone()).unwrap();
+    // The field is still the written one (too large to fold): a revert
+    // has something to undo, at the old stamp.
+    let err = a.revert(&u, &k, &written).unwrap_err();
+    assert!(matches!(err, Error::Stale { .. }), "{err:?}");
+    assert_eq!(a.get(&u, &k).unwrap(), now, "nothing changed");
+}
+
 /// A sync request or answer lists at most MAX_SYNC_STATES digests (every
 /// tab refuses a longer list): tabs holding more keys than that list some
 /// and still sync all, the unlisted ones counted as missing.

@@ -535,6 +535,13 @@ proptest! {
                 errors => prop_assert!(false, "{errors:?}"),
             }
         }
+        // Refused only what lies behind the newest write's window.
+        let newest = ops.iter().map(|op| op.stamp.wall_ms).max().unwrap_or(0);
+        for op in &ops {
+            if op.stamp.wall_ms >= newest.saturating_sub(COMPACT_AFTER_MS) {
+                prop_assert!(admitted.contains(&op.id), "refused in time: {op:?}");
+            }
+        }
         let kept: Vec<&Op> = ops.iter().filter(|op| admitted.contains(&op.id)).collect();
         let unit: UnitAddress = "a/b/u".parse().unwrap();
         let held = relay.get_value(&unit, &k).unwrap();

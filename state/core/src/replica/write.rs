@@ -37,9 +37,9 @@ pub(super) struct Stamping {
 /// has them now, or `value` whole.
 fn rebase_payload(value: serde_json::Value, fields: Option<&[String]>) -> Payload {
     match (value, fields) {
-        (serde_json::Value::Object(mut object), Some(fields))
-            if !fields.is_empty() && fields.len() <= MAX_OP_ITEMS =>
-        {
+        // No fields (the refused writes were empty patches): an empty
+        // patch, which still answers them.
+        (serde_json::Value::Object(mut object), Some(fields)) if fields.len() <= MAX_OP_ITEMS => {
             let mut set = std::collections::BTreeMap::new();
             let mut remove = std::collections::BTreeSet::new();
             for name in fields {
@@ -181,8 +181,12 @@ impl Replica {
                     None,
                 )
             }
-            (Strategy::Merge, state) => {
-                let Some(value) = state.and_then(KeyState::value) else {
+            (Strategy::Merge, _) => {
+                // As any write: stamps past the clock's bound go first, so
+                // the re-base is newer than everything held here.
+                let now = self.now();
+                self.shed_future_at(now);
+                let Some(value) = self.states.get(key).and_then(KeyState::value) else {
                     return Err(Error::Malformed {
                         what: "re-base",
                         reason: format!("{key} holds nothing here to write again"),
@@ -194,7 +198,7 @@ impl Replica {
                     spec.check_type(key.as_str(), value)?;
                 }
                 let how = Stamping {
-                    now: self.now(),
+                    now,
                     reuse: None,
                     value_len: None,
                 };
@@ -274,6 +278,18 @@ impl Replica {
         // sequence number back.
         let seq = self.seq;
         let op = self.stamp_op(spec, key, unit, payload, &how)?;
+        // Only a reused stamp (a revert) can lie behind the key's floor:
+        // it would change nothing here and be refused everywhere else.
+        if let Some(floor) = self.states.get(&op.key).and_then(KeyState::floor)
+            && op.stamp.wall_ms < floor
+        {
+            self.seq = seq;
+            return Err(Error::Stale {
+                key: op.key,
+                wall_ms: op.stamp.wall_ms,
+                horizon_ms: floor,
+            });
+        }
         let change = match self.apply_sized(spec, &op, how.value_len) {
             Ok(change) => change,
             Err(err) => {

@@ -178,8 +178,8 @@ impl Inner {
 /// What this tab made of a message from another tab or the relay.
 #[derive(Debug, Default)]
 pub(super) struct Received {
-    /// Keys of ops refused as stale (this tab's own writes moved a
-    /// counter's horizon past them).
+    /// Keys of ops refused as stale (this tab's own writes moved a counter's
+    /// or a merge key's floor past them).
     pub stale: Vec<FullKey>,
     /// Some of it was not saved: kept in memory only (for a key no unit
     /// here declared yet, or stamped ahead of this clock), refused by this

@@ -236,7 +236,7 @@ impl Remote {
             self.apply_snapshot(snapshot);
         }
         // Only with what came applied does the link know whether a stale
-        // counter may be re-based.
+        // key may be re-based.
         if let Some(settled) = self.with_link(|link, storage| link.settle(storage)) {
             out.absorb(settled);
         }
@@ -253,7 +253,7 @@ impl Remote {
             {
                 self.notice(if code == gaesup_protocol::code::STALE {
                     format!(
-                        "The relay refused write {} as stale ({message}): this device was away for longer than {} days, and it takes the relay's state of that key instead.",
+                        "The relay refused write {} as stale ({message}): it was made more than {} days before the key's newest write (this device was away that long, or its clock is behind), and this device takes the relay's state of that key instead.",
                         ack.op,
                         COMPACT_AFTER_MS / DAY_MS
                     )
