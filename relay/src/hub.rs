@@ -122,8 +122,10 @@ pub struct Page {
 
 /// Most ops one catch-up page reads.
 const PAGE_OPS: usize = 512;
-/// Most ops one page reads from the store at a time.
-const PAGE_READ_OPS: usize = 64;
+/// Most ops one page reads from the store at a time: a page holds at
+/// most [`PAGE_BYTES`] plus this many ops (each at most a frame), however
+/// small the ops read before them were.
+const PAGE_READ_OPS: usize = 16;
 /// Ops a page reads first, before it knows how large they are.
 const FIRST_READ_OPS: usize = 4;
 /// A page ends once its ops hold this many bytes (their stored text).
@@ -1654,10 +1656,12 @@ impl State {
         // head is then no reason for a snapshot, and an answer saying the
         // head must say the store's.
         self.refresh(id).await;
-        Ok(self
-            .streams
+        // Dropped from memory by a reload that failed: its head is not
+        // known (a head of 0 would end a catch-up with nothing said).
+        self.streams
             .get(id)
-            .map_or((0, 1), |stream| (stream.head, stream.first)))
+            .map(|stream| (stream.head, stream.first))
+            .ok_or_else(|| storage_error(format!("{id} could not be loaded")))
     }
 
     /// What a device at a cursor lacks: the ops after it (at most `limit`,

@@ -111,6 +111,7 @@ async fn serve(app: Arc<AppState>, socket: WebSocket) {
     let patience = heartbeat_of(&app) * 3;
     let stuck = Arc::clone(&slow);
     let hub = app.hub.clone();
+    let metrics = Arc::clone(&app.metrics);
     let writer = tokio::spawn(async move {
         let write = async |sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
                            frame: Message| {
@@ -126,33 +127,41 @@ async fn serve(app: Arc<AppState>, socket: WebSocket) {
         // A catch-up in progress: each page is fetched once the one before
         // is written, and nothing live goes out before the last.
         let mut catching: Option<CatchUp> = None;
-        let ending = loop {
+        // How the loop ended: the close frame to send, if any, and whether
+        // a write failed (nothing more is written then).
+        let (ending, broken) = loop {
             let Some(job) = catching.take() else {
                 tokio::select! {
                     biased;
-                    frame = close_rx.recv() => break frame,
+                    frame = close_rx.recv() => break (frame, false),
                     Some(item) = missed.recv() => match item {
                         Missed::Message(message) => {
                             if let Some(frame) = text(&message) && !write(&mut sink, frame).await {
-                                break None;
+                                break (None, true);
                             }
                         }
                         Missed::CatchUp(job) => catching = Some(job),
                     },
                     message = outgoing.recv() => {
-                        let Some(message) = message else { break None };
+                        let Some(message) = message else { break (None, false) };
                         let Some(frame) = text(&message) else { continue };
                         if !write(&mut sink, frame).await {
-                            break None;
+                            break (None, true);
                         }
                     }
                 }
                 continue;
             };
-            // Closing (or the session gone) ends the catch-up.
+            // Closing (or the session gone) ends the catch-up unfinished.
             match close_rx.try_recv() {
-                Ok(frame) => break Some(frame),
-                Err(mpsc::error::TryRecvError::Disconnected) => break None,
+                Ok(frame) => {
+                    catching = Some(job);
+                    break (Some(frame), false);
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    catching = Some(job);
+                    break (None, false);
+                }
                 Err(mpsc::error::TryRecvError::Empty) => {}
             }
             let page = hub
@@ -167,7 +176,7 @@ async fn serve(app: Arc<AppState>, socket: WebSocket) {
                         }
                     }
                     if !written {
-                        break None;
+                        break (None, true);
                     }
                     catching = page.next.map(|subscription| CatchUp {
                         subscription,
@@ -177,36 +186,57 @@ async fn serve(app: Arc<AppState>, socket: WebSocket) {
                 Err(error) => {
                     // The store could not be read, or the relay is going:
                     // the device comes back and catches up from its cursor.
+                    // The session is told to end (it would otherwise wait
+                    // for the device to go).
+                    metrics.refused(error.code);
+                    catching = Some(job);
                     let said = ServerMessage::Error(ErrorBody {
                         code: error.code.to_owned(),
                         message: error.message.clone(),
                     });
-                    if let Some(frame) = text(&said) {
-                        write(&mut sink, frame).await;
+                    if let Some(frame) = text(&said)
+                        && !write(&mut sink, frame).await
+                    {
+                        break (None, true);
                     }
-                    break Some(close(CLOSE_GOING_AWAY, error.code));
+                    stuck.notify_one();
+                    break (Some(close(CLOSE_GOING_AWAY, error.code)), false);
                 }
             }
         };
-        // What was queued before the close (the error saying why) goes
-        // first; a catch-up not begun is left (the device resumes it).
-        while let Ok(item) = missed.try_recv() {
-            if let Missed::Message(message) = item
-                && let Some(text) = text(&message)
-                && !write(&mut sink, text).await
-            {
-                break;
+        if !broken {
+            // A catch-up cut short leaves a gap before whatever is live:
+            // nothing live may follow it (an op past the gap would move the
+            // device's cursor over it; an ack or a pong would say it caught
+            // up). Only errors still go, saying why the socket closes; the
+            // device resumes from its cursor.
+            let mut unfinished = catching.is_some();
+            while let Ok(item) = missed.try_recv() {
+                match item {
+                    Missed::Message(message) if !unfinished => {
+                        if let Some(text) = text(&message)
+                            && !write(&mut sink, text).await
+                        {
+                            break;
+                        }
+                    }
+                    Missed::Message(_) => {}
+                    Missed::CatchUp(_) => unfinished = true,
+                }
             }
-        }
-        while let Ok(message) = outgoing.try_recv() {
-            if let Some(text) = text(&message)
-                && !write(&mut sink, text).await
-            {
-                break;
+            while let Ok(message) = outgoing.try_recv() {
+                if unfinished && !matches!(message, ServerMessage::Error(_)) {
+                    continue;
+                }
+                if let Some(text) = text(&message)
+                    && !write(&mut sink, text).await
+                {
+                    break;
+                }
             }
-        }
-        if let Some(frame) = ending {
-            let _ = write(&mut sink, frame).await;
+            if let Some(frame) = ending {
+                let _ = write(&mut sink, frame).await;
+            }
         }
         let _ = tokio::time::timeout(patience, sink.close()).await;
     });
