@@ -956,11 +956,12 @@ impl Link {
         }
     }
 
-    /// On a socket the relay sends every subscribed stream's catch-up
-    /// before it reads anything the device sends, and fans out the ops
-    /// committed with a push before its ack: an ack or a pong means every
-    /// stream this socket carried has caught up. (Over HTTP a pull must
-    /// reach the head.)
+    /// On a socket the relay writes every subscribed stream's catch-up
+    /// before any ack or pong (and none at all on a socket that closes
+    /// before its catch-up is through), and fans out the ops committed
+    /// with a push before its ack: an ack or a pong means every stream
+    /// this socket carried has caught up. (Over HTTP a pull must reach
+    /// the head.)
     fn socket_caught_up(&mut self) {
         if self.opened && self.status == LinkStatus::Connected {
             self.caught_up.extend(self.heard.iter().cloned());
@@ -1186,6 +1187,24 @@ impl Link {
                         self.rebasing.insert(key, held);
                     }
                 }
+            }
+        }
+    }
+
+    /// The adapter cannot re-base `key` yet: this tab has not declared it
+    /// (its unit is not shown here). The held ops stay in the outbox,
+    /// unanswered and not sent again on this connection, and the re-base
+    /// is asked for again at the next [`settle`](Self::settle), until a
+    /// tab holding the link can write it (after a reload, the outbox is
+    /// sent again and refused again, and held again).
+    pub fn rebase_later(&mut self, key: &FullKey) {
+        let Some(held) = self.rebasing.remove(key) else {
+            return;
+        };
+        match self.stale.get_mut(key) {
+            Some(later) => later.absorb(held),
+            None => {
+                self.stale.insert(key.clone(), held);
             }
         }
     }
@@ -2222,6 +2241,50 @@ mod tests {
         );
         let rebase = rebase_after(&[&second, &whole]);
         assert_eq!(rebase[0].fields, None, "a whole value went");
+    }
+
+    /// A tab that cannot write the re-base yet (the key is not declared
+    /// there) puts it off: the held op waits, unanswered, and the re-base
+    /// is asked for again, with the same fields, at the next settle.
+    #[test]
+    fn a_rebase_put_off_is_asked_for_again_and_nothing_is_answered() {
+        let mut storage = MemoryStorage::new();
+        let mut store = Replica::new(TabId::new(1), ManualClock::new(1_000));
+        let x = op(&mut store, 1);
+        let mut link = link(&storage);
+        link.queue(x.clone(), &mut storage).unwrap();
+        link.on_open(0);
+        feed(&mut link, &welcome(10_000), 1, &mut storage);
+        feed(&mut link, &catch_up(), 1, &mut storage);
+        let out = feed(
+            &mut link,
+            &acks(&[(x.id, crate::code::STALE)]),
+            2,
+            &mut storage,
+        );
+        assert_eq!(out.rebase.len(), 1, "{out:?}");
+        link.rebase_later(&x.key);
+        assert_eq!(link.waiting(), 1, "still in the outbox");
+        let out = feed(&mut link, &catch_up(), 3, &mut storage);
+        assert!(out.acks.is_empty(), "nothing answered: {out:?}");
+        assert_eq!(
+            out.rebase,
+            vec![Rebase {
+                key: x.key.clone(),
+                writer: x.writer.clone(),
+                fields: None
+            }]
+        );
+        let rebase = store.rebase(&x.writer, &x.key, None).unwrap().op;
+        link.queue(rebase.clone(), &mut storage).unwrap();
+        assert!(
+            link.rebased(&x.key, Some(rebase.id), &mut storage)
+                .is_empty()
+        );
+        let out = feed(&mut link, &acks(&[(rebase.id, "")]), 4, &mut storage);
+        let answered: BTreeSet<OpId> = out.acks.iter().map(|ack| ack.op).collect();
+        assert_eq!(answered, BTreeSet::from([x.id, rebase.id]));
+        assert_eq!(link.waiting(), 0);
     }
 
     #[test]

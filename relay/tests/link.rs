@@ -92,9 +92,18 @@ impl Browser {
 
     /// A reload: a new page (new tab id) over the same storage.
     fn reload(self, tab: u64, token: Option<String>) -> Self {
+        self.reload_onto(Device::new(tab), token)
+    }
+
+    /// A reload onto a page that has not declared the key `missing`.
+    fn reload_without(self, tab: u64, token: Option<String>, missing: &str) -> Self {
+        self.reload_onto(Device::without(tab, missing), token)
+    }
+
+    fn reload_onto(self, mut device: Device, token: Option<String>) -> Self {
         let storage = self.storage;
+        let tab = device.store.tab();
         let link = Link::new(format!("device-{tab}"), token, streams(), &storage);
-        let mut device = Device::new(tab);
         device
             .store
             .load(
@@ -134,6 +143,18 @@ impl Browser {
         let frames = self.link.queue(op, &mut self.storage).unwrap();
         assert!(frames.is_empty() || self.socket.is_some());
         self.pending = frames;
+    }
+
+    /// Declares the key `name` as a page does when its unit shows: then
+    /// merges what storage holds of it.
+    fn declare(&mut self, name: &str) {
+        let key = self.device.key(name);
+        let declared = self
+            .device
+            .store
+            .declare_from(&key, Some(&mut self.storage))
+            .unwrap();
+        declared.loaded.unwrap().unwrap();
     }
 
     /// Writes the cart, as [`count`](Self::count) increments.
@@ -238,6 +259,11 @@ impl Browser {
                 self.device
                     .store
                     .rebase(&rebase.writer, &rebase.key, rebase.fields.as_deref());
+            if let Err(gaesup_state_core::Error::UnknownKey { .. }) = written {
+                // Not declared on this page: the held writes wait.
+                self.link.rebase_later(&rebase.key);
+                continue;
+            }
             let id = match written {
                 Ok(write) => {
                     self.save();
@@ -599,11 +625,13 @@ fn lines(items: &[(&str, u32)]) -> serde_json::Value {
 /// up and re-bases the fields its write touched as it reads them then:
 /// its fig, C's apple (a re-base takes back nothing a later write
 /// decided). Every device ends with the same cart.
-async fn cart_away_past_the_horizon(http: bool, backend: Backend) {
-    let relay = Relay::on(backend, &[]);
+/// A's cart twenty days back, its offline edit, C's apple two days later
+/// and B's pear today (see [`cart_away_past_the_horizon`]); A's clock set
+/// back to now, A still offline. Returns A and B.
+async fn cart_edited_while_a_was_away(relay: &Relay) -> (Browser, Browser) {
     let (mut a, clock) = twenty_days_ago();
     a.cart(lines(&[("apple", 1), ("pear", 1)]));
-    a.pump_until(&relay, "A's cart is acknowledged", Browser::flushed)
+    a.pump_until(relay, "A's cart is acknowledged", Browser::flushed)
         .await;
     a.socket = None;
     a.link.on_close(0.0, now_ms());
@@ -611,22 +639,28 @@ async fn cart_away_past_the_horizon(http: bool, backend: Backend) {
     let later = support::clock();
     later.set(now_ms() - 18 * DAY_MS);
     let mut c = Browser::on(Device::with_clock(3, later), Some(main_rw()));
-    c.pump_until(&relay, "C has A's cart", |c| {
+    c.pump_until(relay, "C has A's cart", |c| {
         c.read("cart") == lines(&[("apple", 1), ("pear", 1)])
     })
     .await;
     c.cart(lines(&[("apple", 5), ("pear", 1)]));
-    c.pump_until(&relay, "C's apple is acknowledged", Browser::flushed)
+    c.pump_until(relay, "C's apple is acknowledged", Browser::flushed)
         .await;
     let mut b = Browser::new(2, Some(main_rw()));
-    b.pump_until(&relay, "B has C's apple", |b| {
+    b.pump_until(relay, "B has C's apple", |b| {
         b.read("cart") == lines(&[("apple", 5), ("pear", 1)])
     })
     .await;
     b.cart(lines(&[("apple", 5), ("pear", 3)]));
-    b.pump_until(&relay, "B's pear is acknowledged", Browser::flushed)
+    b.pump_until(relay, "B's pear is acknowledged", Browser::flushed)
         .await;
     clock.set(now_ms());
+    (a, b)
+}
+
+async fn cart_away_past_the_horizon(http: bool, backend: Backend) {
+    let relay = Relay::on(backend, &[]);
+    let (mut a, mut b) = cart_edited_while_a_was_away(&relay).await;
     a.ws_blocked = http;
     a.link.online();
     let expected = lines(&[("apple", 5), ("pear", 3), ("fig", 1)]);
@@ -661,6 +695,47 @@ async fn cart_away_past_the_horizon(http: bool, backend: Backend) {
     fresh
         .pump_until(&relay, "a fresh device has the same cart", |f| {
             f.read("cart") == expected
+        })
+        .await;
+}
+
+/// A comes back on a page that does not show the cart (its unit is not
+/// on it), so the tab holding the link cannot write the re-base when the
+/// relay refuses A's offline edit as stale: the edit waits in the outbox,
+/// unanswered and not refused, and is re-based once the cart shows.
+async fn a_rebase_waits_until_the_key_is_declared(backend: Backend) {
+    tokio::task::LocalSet::new()
+        .run_until(async {
+            let relay = Relay::on(backend, &[]);
+            let (a, mut b) = cart_edited_while_a_was_away(&relay).await;
+            let mut a = a.reload_without(11, Some(main_rw()), "cart");
+            a.pump_until(&relay, "A heard back from the relay", |a| {
+                a.link.status() == &LinkStatus::Connected && a.heard_own_writes()
+            })
+            .await;
+            // Fixed time: nothing may be refused while the cart is unknown.
+            a.pump(&relay, 1_000).await;
+            assert!(a.acks.is_empty(), "{:?}", a.acks);
+            assert!(a.rebases.is_empty(), "{:?}", a.rebases);
+            assert_eq!(a.link.waiting(), 1, "the offline edit still waits");
+            a.declare("cart");
+            eprintln!("DECLARED {}", a.read("cart"));
+            a.pump(&relay, 12_000).await;
+            eprintln!(
+                "A CART {} acks {:?} rebases {:?}",
+                a.read("cart"),
+                a.acks,
+                a.rebases
+            );
+            let expected = lines(&[("apple", 5), ("pear", 3), ("fig", 1)]);
+            a.pump_until(&relay, "A re-based the cart", |a| {
+                a.flushed() && a.read("cart") == expected
+            })
+            .await;
+            b.pump_until(&relay, "B has A's fig", |b| b.read("cart") == expected)
+                .await;
+            assert!(refused(&a).is_empty(), "{:?}", a.acks);
+            assert_eq!(a.rebases.len(), 1, "{:?}", a.rebases);
         })
         .await;
 }
@@ -1142,6 +1217,7 @@ support::on_both_backends!(
     over_http_the_rebase_waits_until_the_device_has_caught_up,
     a_device_away_past_the_horizon_rebases_the_cart_lines_it_wrote,
     over_http_too_the_cart_lines_are_rebased_once_caught_up,
+    a_rebase_waits_until_the_key_is_declared,
     a_device_that_refused_a_relayed_op_as_stale_does_not_rebase_over_it,
     over_http_too_the_device_does_not_rebase_over_a_relayed_op_it_refused,
     a_device_that_caught_up_from_a_snapshot_does_not_rebase,

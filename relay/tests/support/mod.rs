@@ -441,10 +441,25 @@ impl Device {
         Self::on(Replica::new(TabId::new(tab), clock))
     }
 
-    fn on(mut store: Replica) -> Self {
+    fn on(store: Replica) -> Self {
+        Self::on_without(store, None)
+    }
+
+    /// A device whose page has not declared the key `missing` (its unit
+    /// is not shown there).
+    pub fn without(tab: u64, missing: &str) -> Self {
+        Self::on_without(
+            Replica::new(TabId::new(tab), gaesup_relay::hub::now_ms),
+            Some(missing),
+        )
+    }
+
+    fn on_without(mut store: Replica, missing: Option<&str>) -> Self {
         let keys = gaesup_keys::declarations().unwrap();
         for spec in &keys {
-            store.declare(&SharedKey::erased(Arc::clone(spec))).unwrap();
+            if Some(spec.name().as_str()) != missing {
+                store.declare(&SharedKey::erased(Arc::clone(spec))).unwrap();
+            }
         }
         Self { store, keys }
     }

@@ -855,6 +855,50 @@ fn a_revert_stamped_behind_the_floor_is_refused_not_ignored() {
     assert_eq!(a.get(&u, &k).unwrap(), now, "nothing changed");
 }
 
+// A page declares a key when its unit shows. Writes other replicas made to
+// it may have come before (held), and what an earlier page stored lies in
+// storage. Applied over what is stored, those writes are judged field by
+// field; a stored state joined over a newer fold lost the fields the fold
+// did not name.
+
+#[test]
+fn a_key_declared_late_loads_what_is_stored_before_the_writes_held_for_it() {
+    type Cart = BTreeMap<String, i64>;
+    let clock = ManualClock::new(NOW);
+    let k = key::<Cart>("cart", Scope::Apartment, Strategy::Merge);
+    let u = unit("apt/b/u");
+    let mut storage = MemoryStorage::new();
+    // An earlier page wrote fig and stored it.
+    let mut earlier = store(1, &clock);
+    earlier.declare(&k).unwrap();
+    earlier.set(&u, &k, [("fig".to_owned(), 1)].into()).unwrap();
+    earlier.persist(Lifetime::Persistent, &mut storage);
+    // Another device writes apple two days later and pear fifteen days
+    // after that; this page has not declared the cart yet.
+    let mut other = store(2, &clock);
+    other.declare(&k).unwrap();
+    clock.advance(48 * HOUR);
+    let apple = other.set(&u, &k, [("apple".to_owned(), 5)].into()).unwrap();
+    clock.advance(15 * 24 * HOUR);
+    let pear = other
+        .set(
+            &u,
+            &k,
+            [("apple".to_owned(), 5), ("pear".to_owned(), 3)].into(),
+        )
+        .unwrap();
+    let mut page = store(3, &clock);
+    for write in [&apple, &pear] {
+        deliver(write.message.as_ref().unwrap(), &mut page);
+    }
+    let declared = page.declare_from(&k, Some(&mut storage)).unwrap();
+    declared.loaded.unwrap().unwrap();
+    let all: Cart = [("apple", 5), ("fig", 1), ("pear", 3)]
+        .map(|(k, v)| (k.to_owned(), v))
+        .into();
+    assert_eq!(page.get(&u, &k).unwrap(), all);
+}
+
 /// A sync request or answer lists at most MAX_SYNC_STATES digests (every
 /// tab refuses a longer list): tabs holding more keys than that list some
 /// and still sync all, the unlisted ones counted as missing.

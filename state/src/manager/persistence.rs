@@ -25,20 +25,14 @@ impl StateManager {
         let shared = self.shared()?;
         let (new, declared) = {
             let mut replica = shared.replica_mut()?;
+            let mut storages = shared.storages.borrow_mut();
             let before = replica.specs().count();
-            let declared = replica.declare(key)?;
+            // What is stored first, then what was held for the key (see
+            // `Replica::declare_from`).
+            let declared = replica.declare_from(key, storages.get_mut(key.spec().lifetime()))?;
             (replica.specs().count() > before, declared)
         };
         if new {
-            let spec = key.spec();
-            let report = {
-                let mut replica = shared.replica_mut()?;
-                let mut storages = shared.storages.borrow_mut();
-                match storages.get_mut(spec.lifetime()) {
-                    Some(storage) => Some(replica.load_declared(spec, storage)?),
-                    None => None,
-                }
-            };
             self.publish(
                 &shared,
                 &declared.changes,
@@ -46,8 +40,13 @@ impl StateManager {
                 Origin::Remote,
             );
             Self::record_dropped(&shared, &declared.errors);
-            if let Some(report) = report {
-                self.settle(&shared, &report.changes);
+            match declared.loaded {
+                Some(Ok(report)) => self.settle(&shared, &report.changes),
+                Some(Err(err)) => {
+                    Self::bump(&shared);
+                    return Err(err.into());
+                }
+                None => {}
             }
             Self::bump(&shared);
         }

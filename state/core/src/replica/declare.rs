@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{Change, Replica};
+use super::{Change, LoadReport, Replica};
 use crate::error::{Error, Result};
 use crate::id::{ApartmentId, UnitAddress};
 use crate::key::{KeySpec, SharedKey};
@@ -10,6 +10,7 @@ use crate::limits::MAX_KEYS_PER_DECLARATION;
 use crate::message::Message;
 use crate::permission::Action;
 use crate::scope::{FullKey, Scope};
+use crate::storage::Storage;
 use crate::vec_map::VecMap;
 
 /// What declaring a key brought in: writes that were waiting for it.
@@ -22,6 +23,10 @@ pub struct Declared {
     pub message: Option<Message>,
     /// Held items refused now that the key's rules are known.
     pub errors: Vec<Error>,
+    /// What loading the key's stored entries did, when a storage was
+    /// given ([`Replica::declare_from`]); `Err` when the storage could not
+    /// list its keys.
+    pub loaded: Option<Result<LoadReport>>,
 }
 
 impl Replica {
@@ -74,6 +79,22 @@ impl Replica {
     /// tab has more units mounted) were kept: they are admitted now, as are
     /// restores that named it, and [`Declared`] reports what they changed.
     pub fn declare<T>(&mut self, key: &SharedKey<T>) -> Result<Declared> {
+        self.declare_from(key, None)
+    }
+
+    /// [`declare`](Self::declare), loading a newly declared key's stored
+    /// entries from `storage` (that of its lifetime) *before* the writes
+    /// held for it are admitted, as a page does when a unit shows.
+    ///
+    /// The order matters for a merge key: ops applied over what is stored
+    /// are judged field by field, while a stored state joined over a newer
+    /// fold could lose the fields the fold does not name (see
+    /// [`MergeState`](crate::MergeState)).
+    pub fn declare_from<T>(
+        &mut self,
+        key: &SharedKey<T>,
+        storage: Option<&mut dyn Storage>,
+    ) -> Result<Declared> {
         let spec = key.spec();
         let by_name = self.specs.get_or_default(spec.scope());
         match by_name.get(spec.name().as_str()) {
@@ -87,7 +108,10 @@ impl Replica {
                 }),
             None => {
                 by_name.insert(spec.name().clone(), Arc::clone(spec));
-                Ok(self.release_held(spec))
+                let loaded = storage.map(|storage| self.load_declared(spec, storage));
+                let mut declared = self.release_held(spec);
+                declared.loaded = loaded;
+                Ok(declared)
             }
         }
     }

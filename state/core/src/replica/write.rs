@@ -278,9 +278,11 @@ impl Replica {
         // sequence number back.
         let seq = self.seq;
         let op = self.stamp_op(spec, key, unit, payload, &how)?;
-        // Only a reused stamp (a revert) can lie behind the key's floor:
-        // it would change nothing here and be refused everywhere else.
-        if let Some(floor) = self.states.get(&op.key).and_then(KeyState::floor)
+        // Only a reused stamp (a revert) can lie behind the key's floor
+        // (a fresh one is never more than a day behind anything held): it
+        // would change nothing here and be refused everywhere else.
+        if how.reuse.is_some()
+            && let Some(floor) = self.states.get(&op.key).and_then(KeyState::floor)
             && op.stamp.wall_ms < floor
         {
             self.seq = seq;

@@ -119,12 +119,14 @@ pub struct MergeState {
 
 impl MergeState {
     pub(crate) fn apply_set(&mut self, entry: Entry) {
-        if entry.stamp.wall_ms < self.floor() {
+        let newest = self.newest_wall();
+        let wall = entry.stamp.wall_ms;
+        if wall < newest.saturating_sub(COMPACT_AFTER_MS) {
             // Late (see the module docs): judged alike nowhere, so nowhere.
             return;
         }
         self.keep_base(entry);
-        self.prune();
+        self.prune_at(newest.max(wall));
     }
 
     pub(crate) fn apply_patch(
@@ -133,7 +135,9 @@ impl MergeState {
         set: &BTreeMap<String, Value>,
         remove: &BTreeSet<String>,
     ) {
-        if op.stamp.wall_ms < self.floor() {
+        let newest = self.newest_wall();
+        let wall = op.stamp.wall_ms;
+        if wall < newest.saturating_sub(COMPACT_AFTER_MS) {
             // Late (see the module docs): judged alike nowhere, so nowhere.
             return;
         }
@@ -149,7 +153,14 @@ impl MergeState {
         for name in remove {
             self.keep_field(name, field(None));
         }
-        self.prune();
+        // An empty patch leaves no entry: the newest write held is still
+        // the one before (the fold must follow what the state holds).
+        let held = if set.is_empty() && remove.is_empty() {
+            newest
+        } else {
+            newest.max(wall)
+        };
+        self.prune_at(held);
     }
 
     pub(crate) fn merge(&mut self, other: &MergeState) {
@@ -186,12 +197,16 @@ impl MergeState {
     }
 
     fn prune(&mut self) {
+        self.prune_at(self.newest_wall());
+    }
+
+    /// [`prune`](Self::prune), the newest write's wall time known.
+    fn prune_at(&mut self, newest: u64) {
         // Beaten fields go first: folded, they would be laid over the newer
-        // base they lost to.
-        // The fold's base is older than every field it leaves (those lie
-        // at or above the horizon), so it beats none of them.
+        // base they lost to. The fold's base is older than every field it
+        // leaves (those lie at or above the horizon), so it beats none.
         self.drop_beaten();
-        self.compact();
+        self.compact(newest.saturating_sub(COMPACT_AFTER_MS));
     }
 
     /// Drops the field entries the base is newer than.
@@ -207,19 +222,21 @@ impl MergeState {
     /// [`Error::Stale`](crate::Error::Stale). It is also the horizon of the
     /// fold.
     pub fn floor(&self) -> u64 {
-        let newest = self
-            .fields
+        self.newest_wall().saturating_sub(COMPACT_AFTER_MS)
+    }
+
+    /// The wall time of the newest write held (0 for none).
+    fn newest_wall(&self) -> u64 {
+        self.fields
             .values()
             .map(|f| f.stamp.wall_ms)
             .chain(self.base.iter().map(|b| b.stamp.wall_ms))
             .max()
-            .unwrap_or(0);
-        newest.saturating_sub(COMPACT_AFTER_MS)
+            .unwrap_or(0)
     }
 
-    /// Folds field entries older than the horizon into the base.
-    fn compact(&mut self) {
-        let horizon = self.floor();
+    /// Folds field entries older than `horizon` into the base.
+    fn compact(&mut self, horizon: u64) {
         if !self.fields.values().any(|f| f.stamp.wall_ms < horizon) {
             return;
         }

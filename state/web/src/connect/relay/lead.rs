@@ -293,6 +293,16 @@ impl Remote {
         let written = conn
             .manager
             .rebase(&rebase.writer, &rebase.key, rebase.fields.as_deref());
+        if let Err(gaesup_state::StateError::Core(gaesup_state_core::Error::UnknownKey {
+            ..
+        })) = &written
+        {
+            // Not declared in this tab (its unit is not shown here): the
+            // held writes wait in the outbox until a tab holding the link
+            // can write the key, rather than be refused for good.
+            self.with_link(|link, _| link.rebase_later(&rebase.key));
+            return;
+        }
         let id = written.as_ref().ok().map(|write| write.op.id);
         let refused = self
             .with_link(|link, storage| link.rebased(&rebase.key, id, storage))
