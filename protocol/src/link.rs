@@ -203,6 +203,10 @@ struct Held {
     fields: BTreeSet<String>,
     /// Whether a held op wrote the whole value (a set, or a counter op).
     whole: bool,
+    /// The tab holding the link could not write the re-base yet (see
+    /// [`Link::rebase_later`]): these ops keep no stream from being taken
+    /// whole meanwhile.
+    put_off: bool,
 }
 
 impl Held {
@@ -212,6 +216,7 @@ impl Held {
             ops: BTreeMap::new(),
             fields: BTreeSet::new(),
             whole: false,
+            put_off: false,
         }
     }
 
@@ -232,6 +237,7 @@ impl Held {
         self.ops.extend(later.ops);
         self.fields.extend(later.fields);
         self.whole |= later.whole;
+        self.put_off &= later.put_off;
     }
 
     /// What a re-base of `key` must write again.
@@ -1138,10 +1144,13 @@ impl Link {
             .resync
             .iter()
             .filter(|stream| {
-                !self
-                    .outbox
-                    .values()
-                    .any(|op| StreamId::of(&op.key) == **stream)
+                !self.outbox.values().any(|op| {
+                    StreamId::of(&op.key) == **stream
+                        && !self
+                            .stale
+                            .get(&op.key)
+                            .is_some_and(|held| held.put_off && held.ops.contains_key(&op.id))
+                })
             })
             .cloned()
             .collect();
@@ -1197,16 +1206,19 @@ impl Link {
     /// is asked for again at the next [`settle`](Self::settle), until a
     /// tab holding the link can write it (after a reload, the outbox is
     /// sent again and refused again, and held again).
+    ///
+    /// While it waits, its ops keep no stream from being taken whole (a
+    /// resync the stream needs for another key goes ahead; the re-base is
+    /// then refused, as for any stream taken whole).
     pub fn rebase_later(&mut self, key: &FullKey) {
-        let Some(held) = self.rebasing.remove(key) else {
+        let Some(mut held) = self.rebasing.remove(key) else {
             return;
         };
-        match self.stale.get_mut(key) {
-            Some(later) => later.absorb(held),
-            None => {
-                self.stale.insert(key.clone(), held);
-            }
+        held.put_off = true;
+        if let Some(later) = self.stale.remove(key) {
+            held.absorb(later);
         }
+        self.stale.insert(key.clone(), held);
     }
 
     /// The adapter re-based `key` with the op `rebase` (already queued), or
@@ -2267,6 +2279,7 @@ mod tests {
         assert_eq!(link.waiting(), 1, "still in the outbox");
         let out = feed(&mut link, &catch_up(), 3, &mut storage);
         assert!(out.acks.is_empty(), "nothing answered: {out:?}");
+        assert!(out.send.is_empty(), "not sent again: {out:?}");
         assert_eq!(
             out.rebase,
             vec![Rebase {

@@ -209,32 +209,38 @@ async fn serve(app: Arc<AppState>, socket: WebSocket) {
             // nothing live may follow it (an op past the gap would move the
             // device's cursor over it; an ack or a pong would say it caught
             // up). Only errors still go, saying why the socket closes; the
-            // device resumes from its cursor.
-            let mut unfinished = catching.is_some();
+            // device resumes from its cursor. Whether one was cut short is
+            // known before anything is written; the first write that fails
+            // ends the flush (each could take the whole patience).
+            let mut left = Vec::new();
             while let Ok(item) = missed.try_recv() {
-                match item {
-                    Missed::Message(message) if !unfinished => {
-                        if let Some(text) = text(&message)
-                            && !write(&mut sink, text).await
-                        {
-                            break;
-                        }
-                    }
-                    Missed::Message(_) => {}
-                    Missed::CatchUp(_) => unfinished = true,
-                }
+                left.push(item);
             }
+            let unfinished =
+                catching.is_some() || left.iter().any(|item| matches!(item, Missed::CatchUp(_)));
+            let mut queued: Vec<ServerMessage> = left
+                .into_iter()
+                .filter_map(|item| match item {
+                    Missed::Message(message) => Some(message),
+                    Missed::CatchUp(_) => None,
+                })
+                .collect();
             while let Ok(message) = outgoing.try_recv() {
+                queued.push(message);
+            }
+            let mut flushed = true;
+            for message in queued {
                 if unfinished && !matches!(message, ServerMessage::Error(_)) {
                     continue;
                 }
                 if let Some(text) = text(&message)
                     && !write(&mut sink, text).await
                 {
+                    flushed = false;
                     break;
                 }
             }
-            if let Some(frame) = ending {
+            if flushed && let Some(frame) = ending {
                 let _ = write(&mut sink, frame).await;
             }
         }

@@ -855,6 +855,28 @@ fn a_revert_stamped_behind_the_floor_is_refused_not_ignored() {
     assert_eq!(a.get(&u, &k).unwrap(), now, "nothing changed");
 }
 
+// A counter's floor is its folded horizon, which a state from a replica
+// whose clock runs weeks ahead carries past this one's clock: an increment
+// here would change nothing and be refused everywhere, so it is refused at
+// once rather than reported as done.
+
+#[test]
+fn an_increment_behind_a_counter_s_folded_horizon_is_refused_not_ignored() {
+    let ahead = ManualClock::new(NOW + 30 * 24 * HOUR);
+    let behind = ManualClock::new(NOW);
+    let k = key::<i64>("count", Scope::Apartment, Strategy::Sum);
+    let u = unit("apt/b/u");
+    let (mut a, mut b) = (store(1, &ahead), store(2, &behind));
+    a.declare(&k).unwrap();
+    b.declare(&k).unwrap();
+    a.increment(&u, &k, 1).unwrap();
+    ahead.advance(15 * 24 * HOUR);
+    a.increment(&u, &k, 1).unwrap();
+    exchange(&mut a, &mut b);
+    let err = b.increment(&u, &k, 5).unwrap_err();
+    assert!(matches!(err, Error::Stale { .. }), "{err:?}");
+}
+
 // A page declares a key when its unit shows. Writes other replicas made to
 // it may have come before (held), and what an earlier page stored lies in
 // storage. Applied over what is stored, those writes are judged field by

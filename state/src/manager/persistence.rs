@@ -33,6 +33,16 @@ impl StateManager {
             (replica.specs().count() > before, declared)
         };
         if new {
+            // In the order they were applied: what was stored, then what
+            // was held.
+            let loaded = match declared.loaded {
+                Some(Ok(report)) => {
+                    self.settle(&shared, &report.changes);
+                    Ok(())
+                }
+                Some(Err(err)) => Err(err),
+                None => Ok(()),
+            };
             self.publish(
                 &shared,
                 &declared.changes,
@@ -40,15 +50,8 @@ impl StateManager {
                 Origin::Remote,
             );
             Self::record_dropped(&shared, &declared.errors);
-            match declared.loaded {
-                Some(Ok(report)) => self.settle(&shared, &report.changes),
-                Some(Err(err)) => {
-                    Self::bump(&shared);
-                    return Err(err.into());
-                }
-                None => {}
-            }
             Self::bump(&shared);
+            loaded?;
         }
         Ok(())
     }

@@ -278,10 +278,12 @@ impl Replica {
         // sequence number back.
         let seq = self.seq;
         let op = self.stamp_op(spec, key, unit, payload, &how)?;
-        // Only a reused stamp (a revert) can lie behind the key's floor
-        // (a fresh one is never more than a day behind anything held): it
-        // would change nothing here and be refused everywhere else.
-        if how.reuse.is_some()
+        // A write behind the key's floor would change nothing here and be
+        // refused everywhere else. A fresh stamp is never more than a day
+        // behind any write held, so only a reused one (a revert) can lie
+        // behind a merge key's floor; a counter's floor is its folded
+        // horizon, which a state taken in can carry past this clock.
+        if (how.reuse.is_some() || spec.strategy() == Strategy::Sum)
             && let Some(floor) = self.states.get(&op.key).and_then(KeyState::floor)
             && op.stamp.wall_ms < floor
         {
