@@ -17,9 +17,9 @@
 //! applied is saved ([`Link::save_cursor`]), so a reload never skips ops.
 //!
 //! **Stale writes.** A device offline for longer than the compaction
-//! horizon finds its old counter and merge ops refused as `stale`: every
-//! other replica has compacted that stretch of the key away (see
-//! `KeyState::floor`). Its own state still holds their effect, so the link
+//! horizon finds its old counter and merge ops refused as `stale`: they
+//! lie more than 14 days behind the key's newest write on the relay (see
+//! `KeyState::floor`), where replicas cannot all judge them alike. Its own state still holds their effect, so the link
 //! does not let them go: it holds their acks, waits until the key's stream
 //! has caught up with the relay (a re-base made before would drop or
 //! overwrite what the relay folded and the device never saw), and asks the
@@ -159,7 +159,8 @@ pub struct LinkOutput {
     pub error: Option<(String, String)>,
     /// Sum and merge keys to re-base now (see the module docs): for each,
     /// write [`gaesup_state_core::Replica::rebase`] as `writer` with
-    /// `fields`, queue the write and call [`Link::rebased`].
+    /// `fields`, queue the write and call [`Link::rebased`]; or, when this
+    /// tab has not declared the key, call [`Link::rebase_later`].
     pub rebase: Vec<Rebase>,
 }
 
@@ -1145,11 +1146,12 @@ impl Link {
             .iter()
             .filter(|stream| {
                 !self.outbox.values().any(|op| {
+                    // Waiting for a re-base put off: held again (`stale`)
+                    // or handed out for another try (`rebasing`).
+                    let put_off = |held: &Held| held.put_off && held.ops.contains_key(&op.id);
                     StreamId::of(&op.key) == **stream
-                        && !self
-                            .stale
-                            .get(&op.key)
-                            .is_some_and(|held| held.put_off && held.ops.contains_key(&op.id))
+                        && !self.stale.get(&op.key).is_some_and(put_off)
+                        && !self.rebasing.get(&op.key).is_some_and(put_off)
                 })
             })
             .cloned()
@@ -1214,10 +1216,10 @@ impl Link {
         let Some(mut held) = self.rebasing.remove(key) else {
             return;
         };
-        held.put_off = true;
         if let Some(later) = self.stale.remove(key) {
             held.absorb(later);
         }
+        held.put_off = true;
         self.stale.insert(key.clone(), held);
     }
 
@@ -1466,19 +1468,45 @@ mod tests {
     use super::*;
     use crate::message::{Acks, Welcome};
     use gaesup_state_core::{
-        Lifetime, ManualClock, MemoryStorage, Replica, Scope, SharedKey, Strategy, TabId,
+        Lifetime, ManualClock, MemoryStorage, Replica, Scope, SharedKey, SharedKeyBuilder,
+        Strategy, TabId,
     };
 
-    fn op(store: &mut Replica, n: i64) -> Op {
-        let key = SharedKey::<i64>::builder("count")
+    /// An apartment key that persists, declared on `store`.
+    fn declared<T>(
+        store: &mut Replica,
+        key: SharedKeyBuilder<T>,
+        strategy: Strategy,
+    ) -> SharedKey<T>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + 'static,
+    {
+        let key = key
             .scope(Scope::Apartment)
             .lifetime(Lifetime::Persistent)
-            .strategy(Strategy::Sum)
+            .strategy(strategy)
             .build()
             .unwrap();
         store.declare(&key).unwrap();
+        key
+    }
+
+    fn op(store: &mut Replica, n: i64) -> Op {
+        let key = declared(store, SharedKey::<i64>::builder("count"), Strategy::Sum);
         store
             .increment(&"main/b/u".parse().unwrap(), &key, n)
+            .unwrap()
+            .op
+    }
+
+    /// A write of the cart (a merge key) on `store`: a patch of the lines
+    /// that differ from what `store` holds.
+    fn cart_op(store: &mut Replica, value: serde_json::Value) -> Op {
+        let builder =
+            SharedKey::<serde_json::Value>::builder_with_default("cart", serde_json::json!({}));
+        let key = declared(store, builder, Strategy::Merge);
+        store
+            .set(&"main/b/u".parse().unwrap(), &key, value)
             .unwrap()
             .op
     }
@@ -2213,16 +2241,7 @@ mod tests {
     fn stale_merge_ops_ask_to_rebase_the_fields_they_wrote() {
         let mut storage = MemoryStorage::new();
         let mut store = Replica::new(TabId::new(1), ManualClock::new(1_000));
-        let cart =
-            SharedKey::<serde_json::Value>::builder_with_default("cart", serde_json::json!({}))
-                .scope(Scope::Apartment)
-                .lifetime(Lifetime::Persistent)
-                .strategy(Strategy::Merge)
-                .build()
-                .unwrap();
-        store.declare(&cart).unwrap();
-        let u: UnitAddress = "main/b/u".parse().unwrap();
-        let mut write = |value| store.set(&u, &cart, value).unwrap().op;
+        let mut write = |value| cart_op(&mut store, value);
         let first = write(serde_json::json!({"x": 1, "y": 1}));
         let second = write(serde_json::json!({"x": 1, "z": 2}));
         let whole = write(serde_json::json!(7));
@@ -2262,7 +2281,7 @@ mod tests {
     fn a_rebase_put_off_is_asked_for_again_and_nothing_is_answered() {
         let mut storage = MemoryStorage::new();
         let mut store = Replica::new(TabId::new(1), ManualClock::new(1_000));
-        let x = op(&mut store, 1);
+        let x = cart_op(&mut store, serde_json::json!({"fig": 1}));
         let mut link = link(&storage);
         link.queue(x.clone(), &mut storage).unwrap();
         link.on_open(0);
@@ -2274,21 +2293,21 @@ mod tests {
             2,
             &mut storage,
         );
-        assert_eq!(out.rebase.len(), 1, "{out:?}");
+        let asked = vec![Rebase {
+            key: x.key.clone(),
+            writer: x.writer.clone(),
+            fields: Some(vec![String::from("fig")]),
+        }];
+        assert_eq!(out.rebase, asked);
         link.rebase_later(&x.key);
         assert_eq!(link.waiting(), 1, "still in the outbox");
         let out = feed(&mut link, &catch_up(), 3, &mut storage);
         assert!(out.acks.is_empty(), "nothing answered: {out:?}");
-        assert!(out.send.is_empty(), "not sent again: {out:?}");
-        assert_eq!(
-            out.rebase,
-            vec![Rebase {
-                key: x.key.clone(),
-                writer: x.writer.clone(),
-                fields: None
-            }]
-        );
-        let rebase = store.rebase(&x.writer, &x.key, None).unwrap().op;
+        assert_eq!(out.rebase, asked);
+        let rebase = store
+            .rebase(&x.writer, &x.key, Some(&["fig".into()]))
+            .unwrap()
+            .op;
         link.queue(rebase.clone(), &mut storage).unwrap();
         assert!(
             link.rebased(&x.key, Some(rebase.id), &mut storage)
@@ -2298,6 +2317,40 @@ mod tests {
         let answered: BTreeSet<OpId> = out.acks.iter().map(|ack| ack.op).collect();
         assert_eq!(answered, BTreeSet::from([x.id, rebase.id]));
         assert_eq!(link.waiting(), 0);
+    }
+
+    /// Ops waiting for a re-base put off do not hold back taking their
+    /// stream whole, which another key of it needs (its re-base could not
+    /// be written): the socket closes to ask for it.
+    #[test]
+    fn a_rebase_put_off_does_not_hold_back_a_resync_of_its_stream() {
+        let mut storage = MemoryStorage::new();
+        let mut store = Replica::new(TabId::new(1), ManualClock::new(1_000));
+        let (count, cart) = (
+            op(&mut store, 1),
+            cart_op(&mut store, serde_json::json!({"fig": 1})),
+        );
+        let mut link = link(&storage);
+        link.queue(count.clone(), &mut storage).unwrap();
+        link.queue(cart.clone(), &mut storage).unwrap();
+        link.on_open(0);
+        feed(&mut link, &welcome(10_000), 1, &mut storage);
+        feed(&mut link, &catch_up(), 1, &mut storage);
+        let stale = crate::code::STALE;
+        let out = feed(
+            &mut link,
+            &acks(&[(count.id, stale), (cart.id, stale)]),
+            2,
+            &mut storage,
+        );
+        assert_eq!(out.rebase.len(), 2, "{out:?}");
+        // The cart is not declared here; the counter's re-base failed.
+        link.rebase_later(&cart.key);
+        let refused = link.rebased(&count.key, None, &mut storage);
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert_eq!(link.waiting(), 1, "the cart's op still waits");
+        let out = feed(&mut link, &catch_up(), 3, &mut storage);
+        assert!(out.close, "the stream is taken whole: {out:?}");
     }
 
     #[test]

@@ -477,10 +477,12 @@ impl Hub {
     }
 
     /// The next page of a catch-up (see [`Missed::CatchUp`]): ops after the
-    /// subscription's cursor up to `until` (at most [`PAGE_OPS`], fewer
-    /// past [`PAGE_BYTES`]), or the next piece of a snapshot, which says
-    /// `until` as its number (its states may hold later ops, which come
-    /// live and apply again harmlessly).
+    /// subscription's cursor up to `until` (at most 512, stopping once they
+    /// hold 1 MiB, read 16 at most at a time), or the next piece of a
+    /// snapshot, which says `until` as its number. Its states may hold
+    /// later ops, which come live and apply again: harmlessly, unless a
+    /// later op in the piece lies 14 days past one of them, which the
+    /// device then refuses as stale and takes the stream whole.
     pub async fn page(
         &self,
         claims: Arc<Claims>,

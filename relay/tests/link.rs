@@ -54,6 +54,8 @@ struct Browser {
     errors: Vec<String>,
     /// Every re-base this device wrote, in order.
     rebases: Vec<gaesup_state_core::Op>,
+    /// Re-bases put off: the key was not declared on this page.
+    put_off: usize,
 }
 
 fn streams() -> Vec<StreamId> {
@@ -87,6 +89,7 @@ impl Browser {
             pieces_on_socket: 0,
             errors: Vec::new(),
             rebases: Vec::new(),
+            put_off: 0,
         }
     }
 
@@ -125,6 +128,7 @@ impl Browser {
             pieces_on_socket: 0,
             errors: Vec::new(),
             rebases: Vec::new(),
+            put_off: 0,
         }
     }
 
@@ -262,6 +266,7 @@ impl Browser {
             if let Err(gaesup_state_core::Error::UnknownKey { .. }) = written {
                 // Not declared on this page: the held writes wait.
                 self.link.rebase_later(&rebase.key);
+                self.put_off += 1;
                 continue;
             }
             let id = match written {
@@ -710,15 +715,17 @@ async fn a_rebase_waits_until_the_key_is_declared(backend: Backend) {
             let relay = Relay::on(backend, &["--heartbeat-ms", "1000"]);
             let (a, mut b) = cart_edited_while_a_was_away(&relay).await;
             let mut a = a.reload_without(11, Some(main_rw()), "cart");
-            a.pump_until(&relay, "A heard back from the relay", |a| {
-                a.link.status() == &LinkStatus::Connected && a.heard_own_writes()
-            })
-            .await;
+            a.pump_until(&relay, "A's re-base is put off", |a| a.put_off > 0)
+                .await;
             // Fixed time: nothing may be refused while the cart is unknown.
             a.pump(&relay, 1_000).await;
             assert!(a.acks.is_empty(), "{:?}", a.acks);
             assert!(a.rebases.is_empty(), "{:?}", a.rebases);
             assert_eq!(a.link.waiting(), 1, "the offline edit still waits");
+            assert!(
+                a.put_off > 0,
+                "the relay refused it and the re-base was put off"
+            );
             a.declare("cart");
             let expected = lines(&[("apple", 5), ("pear", 3), ("fig", 1)]);
             a.pump_until(&relay, "A re-based the cart", |a| {

@@ -323,9 +323,9 @@ impl KeyState {
     }
 
     /// Writes stamped before this wall time are refused as stale: they lie
-    /// behind what the state compacted, where replicas could not all judge
-    /// them alike (sum and merge keys; see [`SumState::floor`] and
-    /// [`MergeState::floor`]). `None` for strategies that compact nothing a
+    /// more than 14 days behind the key's newest write, where replicas that
+    /// compacted and replicas that did not could not judge them alike (sum
+    /// and merge keys; see [`SumState::floor`] and [`MergeState::floor`]). `None` for strategies that compact nothing a
     /// late write needs.
     pub fn floor(&self) -> Option<u64> {
         match self {

@@ -134,8 +134,8 @@ impl Replica {
     /// effect; a fresh write carries it to every replica.
     ///
     /// - A sum key: a reset to the current total that observes every slot
-    ///   held here. Increments made elsewhere that this replica has not
-    ///   seen still count on top, as for any reset.
+    ///   held here (`fields` is ignored). Increments made elsewhere that
+    ///   this replica has not seen still count on top, as for any reset.
     /// - A merge key: `fields` are the fields the refused writes touched
     ///   (`None` when one of them was a whole value). Each is written
     ///   again as this replica reads it now: set if present, removed if

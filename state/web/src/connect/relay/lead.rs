@@ -309,7 +309,7 @@ impl Remote {
             .unwrap_or_default();
         let days = COMPACT_AFTER_MS / DAY_MS;
         let what = format!(
-            "Writes to {} made while this device was offline for more than {days} days came back stale from the relay",
+            "Writes to {} made more than {days} days before the key's newest write (this device was offline that long, or its clock is behind) came back stale from the relay",
             rebase.key
         );
         self.notice(match written {
