@@ -129,16 +129,8 @@ impl Replica {
         if let Some(due) = self.window(&op.stamp)? {
             return Ok(Some(due));
         }
+        self.check_floor(&op.key, op.stamp.wall_ms)?;
         let state = self.states.get(&op.key);
-        if let Some(floor) = state.and_then(KeyState::floor)
-            && op.stamp.wall_ms < floor
-        {
-            return Err(Error::Stale {
-                key: op.key.clone(),
-                wall_ms: op.stamp.wall_ms,
-                horizon_ms: floor,
-            });
-        }
         if let Some(KeyState::Sum(sum)) = state {
             // Counted and looked up, not walked: a group of thousands of
             // counts would otherwise walk thousands of slots each.
@@ -155,6 +147,20 @@ impl Replica {
         }
         self.check_room(spec, &op.key)?;
         Ok(None)
+    }
+
+    /// Refuses a write to `key` stamped at `wall_ms` behind the key's
+    /// floor ([`KeyState::floor`]): it would change nothing here and be
+    /// refused everywhere else.
+    pub(super) fn check_floor(&self, key: &FullKey, wall_ms: u64) -> Result<()> {
+        match self.states.get(key).and_then(KeyState::floor) {
+            Some(floor) if wall_ms < floor => Err(Error::Stale {
+                key: key.clone(),
+                wall_ms,
+                horizon_ms: floor,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// `Ok(None)` when a stamp may apply now, `Ok(Some(due))` when it may

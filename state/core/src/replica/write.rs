@@ -284,15 +284,10 @@ impl Replica {
         // behind a merge key's floor; a counter's floor is its folded
         // horizon, which a state taken in can carry past this clock.
         if (how.reuse.is_some() || spec.strategy() == Strategy::Sum)
-            && let Some(floor) = self.states.get(&op.key).and_then(KeyState::floor)
-            && op.stamp.wall_ms < floor
+            && let Err(err) = self.check_floor(&op.key, op.stamp.wall_ms)
         {
             self.seq = seq;
-            return Err(Error::Stale {
-                key: op.key,
-                wall_ms: op.stamp.wall_ms,
-                horizon_ms: floor,
-            });
+            return Err(err);
         }
         let change = match self.apply_sized(spec, &op, how.value_len) {
             Ok(change) => change,

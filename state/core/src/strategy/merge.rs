@@ -119,12 +119,10 @@ pub struct MergeState {
 
 impl MergeState {
     pub(crate) fn apply_set(&mut self, entry: Entry) {
-        let newest = self.newest_wall();
         let wall = entry.stamp.wall_ms;
-        if wall < newest.saturating_sub(COMPACT_AFTER_MS) {
-            // Late (see the module docs): judged alike nowhere, so nowhere.
+        let Some(newest) = self.in_time(wall) else {
             return;
-        }
+        };
         self.keep_base(entry);
         self.prune_at(newest.max(wall));
     }
@@ -135,12 +133,10 @@ impl MergeState {
         set: &BTreeMap<String, Value>,
         remove: &BTreeSet<String>,
     ) {
-        let newest = self.newest_wall();
         let wall = op.stamp.wall_ms;
-        if wall < newest.saturating_sub(COMPACT_AFTER_MS) {
-            // Late (see the module docs): judged alike nowhere, so nowhere.
+        let Some(newest) = self.in_time(wall) else {
             return;
-        }
+        };
         let field = |value: Option<Value>| FieldEntry {
             stamp: op.stamp,
             id: op.id,
@@ -223,6 +219,14 @@ impl MergeState {
     /// fold.
     pub fn floor(&self) -> u64 {
         self.newest_wall().saturating_sub(COMPACT_AFTER_MS)
+    }
+
+    /// The newest write's wall time, if a write stamped at `wall` is not
+    /// late (see the module docs); `None` if it is: judged alike nowhere,
+    /// it changes nothing anywhere.
+    fn in_time(&self, wall: u64) -> Option<u64> {
+        let newest = self.newest_wall();
+        (wall >= newest.saturating_sub(COMPACT_AFTER_MS)).then_some(newest)
     }
 
     /// The wall time of the newest write held (0 for none).
