@@ -20,8 +20,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use gaesup_protocol::{
-    Ack, AckStatus, Acks, ErrorBody, ProtocolError, Push, ServerMessage, StreamId, Subscription,
-    code,
+    Ack, AckStatus, Acks, ProtocolError, Push, ServerMessage, StreamId, Subscription, code,
 };
 use gaesup_state_core::{FullKey, MAX_MESSAGE_BYTES, encoded_len, parse_untrusted};
 use serde::Deserialize;
@@ -96,13 +95,7 @@ fn fitting(mut acks: Vec<Ack>) -> Vec<Ack> {
 
 /// A JSON error message with the status that fits its code.
 pub fn error_response(status: StatusCode, error: &ProtocolError) -> Response {
-    json(
-        status,
-        &ServerMessage::Error(ErrorBody {
-            code: error.code.to_owned(),
-            message: error.message.clone(),
-        }),
-    )
+    json(status, &ServerMessage::Error(error.body()))
 }
 
 fn refuse(app: &AppState, error: &ProtocolError) -> Response {

@@ -1591,12 +1591,7 @@ impl State {
             // `after`, for the pieces after the last key it merged).
             let (head, _) = self.head_of(&subscription.stream).await?;
             let missed = if subscription.cursor.unwrap_or(0) == head {
-                Missed::Message(ServerMessage::Ops(OpsBody {
-                    stream: subscription.stream.clone(),
-                    ops: Vec::new(),
-                    head,
-                    through: None,
-                }))
+                Missed::Message(nothing_missed(subscription.stream.clone(), head))
             } else {
                 Missed::CatchUp(CatchUp {
                     claims: Arc::clone(&claims),
@@ -1639,12 +1634,8 @@ impl State {
         // before (its `more` says another follows).
         let mut page = self.catch_up(claims, subscription, limit, 1, None).await?;
         Ok(if page.messages.is_empty() {
-            ServerMessage::Ops(OpsBody {
-                stream: subscription.stream.clone(),
-                ops: Vec::new(),
-                head: self.streams.get(&subscription.stream).map_or(0, |s| s.head),
-                through: None,
-            })
+            let head = self.streams.get(&subscription.stream).map_or(0, |s| s.head);
+            nothing_missed(subscription.stream.clone(), head)
         } else {
             page.messages.swap_remove(0)
         })
@@ -1687,12 +1678,7 @@ impl State {
         let cursor = subscription.cursor.unwrap_or(0);
         if cursor == head {
             return Ok(Page {
-                messages: vec![ServerMessage::Ops(OpsBody {
-                    stream: id,
-                    ops: Vec::new(),
-                    head,
-                    through: None,
-                })],
+                messages: vec![nothing_missed(id, head)],
                 next: None,
             });
         }
@@ -1851,6 +1837,16 @@ impl State {
             }
         }
     }
+}
+
+/// "Nothing after your cursor": `stream`'s head is `head`.
+fn nothing_missed(stream: StreamId, head: u64) -> ServerMessage {
+    ServerMessage::Ops(OpsBody {
+        stream,
+        ops: Vec::new(),
+        head,
+        through: None,
+    })
 }
 
 /// `ops` as messages that each fit a frame (at least one message).

@@ -17,8 +17,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use gaesup_protocol::{
-    Ack, AckStatus, Acks, ClientMessage, ErrorBody, Ping, ProtocolError, ServerMessage, Welcome,
-    code,
+    Ack, AckStatus, Acks, ClientMessage, Ping, ProtocolError, ServerMessage, Welcome, code,
 };
 use gaesup_state_core::{MAX_MESSAGE_BYTES, encoded_len, split_by_len};
 use tokio::sync::{Notify, mpsc};
@@ -190,11 +189,7 @@ async fn serve(app: Arc<AppState>, socket: WebSocket) {
                     // for the device to go).
                     metrics.refused(error.code);
                     catching = Some(job);
-                    let said = ServerMessage::Error(ErrorBody {
-                        code: error.code.to_owned(),
-                        message: error.message.clone(),
-                    });
-                    if let Some(frame) = text(&said)
+                    if let Some(frame) = text(&ServerMessage::Error(error.body()))
                         && !write(&mut sink, frame).await
                     {
                         break (None, true);
@@ -333,10 +328,7 @@ impl Session {
 
     fn error(&self, error: &ProtocolError) {
         self.app.metrics.refused(error.code);
-        let _ = self.send.try_send(ServerMessage::Error(ErrorBody {
-            code: error.code.to_owned(),
-            message: error.message.clone(),
-        }));
+        let _ = self.send.try_send(ServerMessage::Error(error.body()));
     }
 
     /// Handles one text frame; `Some(close frame)` ends the session.
