@@ -2234,6 +2234,21 @@ mod tests {
         assert_eq!(link.waiting(), 0);
     }
 
+    /// A link that queued `ops`, connected and caught up, then heard the
+    /// relay refuse them all as stale; and what it said then.
+    fn refused_as_stale(ops: &[&Op], storage: &mut MemoryStorage) -> (Link, LinkOutput) {
+        let mut link = link(storage);
+        for op in ops {
+            link.queue((*op).clone(), storage).unwrap();
+        }
+        link.on_open(0);
+        feed(&mut link, &welcome(10_000), 1, storage);
+        feed(&mut link, &catch_up(), 1, storage);
+        let stale: Vec<(OpId, &str)> = ops.iter().map(|op| (op.id, crate::code::STALE)).collect();
+        let out = feed(&mut link, &acks(&stale), 2, storage);
+        (link, out)
+    }
+
     /// A merge key's stale ops are held like a counter's; the re-base
     /// names the fields their patches wrote, or none once one of them
     /// wrote the whole value.
@@ -2245,17 +2260,8 @@ mod tests {
         let first = write(serde_json::json!({"x": 1, "y": 1}));
         let second = write(serde_json::json!({"x": 1, "z": 2}));
         let whole = write(serde_json::json!(7));
-        let stale = crate::code::STALE;
         let mut rebase_after = |refused: &[&Op]| {
-            let mut link = link(&storage);
-            for op in refused {
-                link.queue((*op).clone(), &mut storage).unwrap();
-            }
-            link.on_open(0);
-            feed(&mut link, &welcome(10_000), 1, &mut storage);
-            feed(&mut link, &catch_up(), 1, &mut storage);
-            let list: Vec<(OpId, &str)> = refused.iter().map(|op| (op.id, stale)).collect();
-            let out = feed(&mut link, &acks(&list), 2, &mut storage);
+            let (_, out) = refused_as_stale(refused, &mut storage);
             assert!(out.acks.is_empty(), "held, not reported: {out:?}");
             for op in refused {
                 let _ = storage.remove(&format!("{OUTBOX_PREFIX}{}", op.id));
@@ -2282,17 +2288,7 @@ mod tests {
         let mut storage = MemoryStorage::new();
         let mut store = Replica::new(TabId::new(1), ManualClock::new(1_000));
         let x = cart_op(&mut store, serde_json::json!({"fig": 1}));
-        let mut link = link(&storage);
-        link.queue(x.clone(), &mut storage).unwrap();
-        link.on_open(0);
-        feed(&mut link, &welcome(10_000), 1, &mut storage);
-        feed(&mut link, &catch_up(), 1, &mut storage);
-        let out = feed(
-            &mut link,
-            &acks(&[(x.id, crate::code::STALE)]),
-            2,
-            &mut storage,
-        );
+        let (mut link, out) = refused_as_stale(&[&x], &mut storage);
         let asked = vec![Rebase {
             key: x.key.clone(),
             writer: x.writer.clone(),
@@ -2330,19 +2326,7 @@ mod tests {
             op(&mut store, 1),
             cart_op(&mut store, serde_json::json!({"fig": 1})),
         );
-        let mut link = link(&storage);
-        link.queue(count.clone(), &mut storage).unwrap();
-        link.queue(cart.clone(), &mut storage).unwrap();
-        link.on_open(0);
-        feed(&mut link, &welcome(10_000), 1, &mut storage);
-        feed(&mut link, &catch_up(), 1, &mut storage);
-        let stale = crate::code::STALE;
-        let out = feed(
-            &mut link,
-            &acks(&[(count.id, stale), (cart.id, stale)]),
-            2,
-            &mut storage,
-        );
+        let (mut link, out) = refused_as_stale(&[&count, &cart], &mut storage);
         assert_eq!(out.rebase.len(), 2, "{out:?}");
         // The cart is not declared here; the counter's re-base failed.
         link.rebase_later(&cart.key);
