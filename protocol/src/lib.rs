@@ -118,9 +118,7 @@ pub mod code {
     pub const SHUTTING_DOWN: &str = "shutting_down";
     /// The relay failed to store the op (nothing was acknowledged).
     pub const STORAGE: &str = "storage";
-    /// A counter's or merge key's op older than the key's floor (14 days
-    /// behind its newest write) or stamped more than 11 days behind the
-    /// relay's clock: its writer was offline for that long (or its clock
-    /// is that far behind). The device re-bases the key once caught up.
+    /// A sum key's op older than the key's compaction horizon (its writer
+    /// was offline for longer than that); the device re-bases the key.
     pub const STALE: &str = "stale";
 }

@@ -56,12 +56,6 @@ pub struct Serve {
     /// node's claim then comes first). Redis only.
     #[arg(long, hide = true, default_value_t = 0)]
     pub claim_delay_ms: u64,
-    /// For tests: admit counter and merge ops however far behind this
-    /// node's clock they are stamped, as relays did before
-    /// [`MAX_BEHIND_MS`](crate::hub::MAX_BEHIND_MS) (tests stage weeks of
-    /// a device's time against a relay whose clock is real).
-    #[arg(long, hide = true)]
-    pub admit_late_ops: bool,
     /// File holding the secret tokens are signed with.
     #[arg(long, env = "RELAY_SECRET_FILE")]
     pub secret_file: Option<PathBuf>,

@@ -4,13 +4,11 @@
 //! Each stream has a replica of the same core the tabs run, with the app's
 //! declarations: an op is admitted by it exactly as a tab would admit it
 //! (strategy, schema and migrations, types, permissions, clock window,
-//! limits), and more strictly where its clock is concerned: at most 23 h
-//! ahead of it ([`NODE_CLOCK_SLACK_MS`]) and, for counters and merge keys,
-//! at most 11 days behind it ([`MAX_BEHIND_MS`]). The value it leaves is
-//! the canonical value every device converges to. Ops are applied in
-//! memory, then made durable in batches (every push waiting in the queue
-//! goes into one transaction, so many writers share one disk sync), and
-//! only then acknowledged and sent to subscribers. If the commit fails, the touched streams are reloaded
+//! limits), and the value it leaves is the canonical value every device
+//! converges to. Ops are applied in memory, then made durable in batches
+//! (every push waiting in the queue goes into one transaction, so many
+//! writers share one disk sync), and only then acknowledged and sent to
+//! subscribers. If the commit fails, the touched streams are reloaded
 //! from the store and every op of the batch is refused: nothing is ever
 //! acknowledged that is not on disk.
 //!
@@ -33,9 +31,9 @@ use gaesup_protocol::{
     StreamId, Subscription, code,
 };
 use gaesup_state_core::{
-    COMPACT_AFTER_MS, FullKey, KeySpec, KeyState, Lifetime, MAX_CLOCK_AHEAD_MS, MAX_MESSAGE_BYTES,
-    MAX_SYNC_STATES, MemoryStorage, Op, Replica, STATE_PREFIX, SharedKey, Storage, Strategy,
-    SyncEntry, TabId, encoded_len, first_groups_by_len,
+    FullKey, KeySpec, KeyState, Lifetime, MAX_CLOCK_AHEAD_MS, MAX_MESSAGE_BYTES, MAX_SYNC_STATES,
+    MemoryStorage, Op, Replica, STATE_PREFIX, SharedKey, Storage, SyncEntry, TabId, encoded_len,
+    first_groups_by_len,
 };
 use tokio::sync::{Notify, mpsc, oneshot};
 
@@ -59,22 +57,6 @@ const MAX_RETRYING: std::time::Duration = std::time::Duration::from_secs(5);
 /// clock lags by less applies them as they come instead of holding them
 /// for later (which it would never do: its stored state would lack them).
 pub const NODE_CLOCK_SLACK_MS: u64 = 60 * 60 * 1000;
-/// How far behind this node's clock a counter's or merge key's op may be
-/// stamped: the core's horizon ([`COMPACT_AFTER_MS`], 14 days) less three
-/// days ([`MAX_CLOCK_AHEAD_MS`] each), so 11 days. Older ones are refused
-/// as [`code::STALE`], and the device that wrote them re-bases them.
-///
-/// Why: a replica refuses a counter's or merge key's op stamped more than
-/// the horizon behind its own newest write to the key
-/// ([`KeyState::floor`]), and that write is at most a day ahead of the
-/// time (no relay admits a later stamp). Every op a relay admits is then
-/// taken by each device that gets it within a day, with a day more for
-/// the relay's own clock being off. Without the bound, a peer could push
-/// an op stamped weeks back to a key nobody wrote lately: the relay's
-/// state takes it, and a device whose fresh write to the key has not
-/// reached the relay yet refuses it as stale, which marks the device's
-/// stream against re-basing for good.
-pub const MAX_BEHIND_MS: u64 = COMPACT_AFTER_MS - 3 * MAX_CLOCK_AHEAD_MS;
 /// Room for a message's envelope around its ops or states.
 pub(crate) const FRAME_SLACK: usize = 4096;
 
@@ -229,9 +211,6 @@ struct State {
     committed: Arc<Notify>,
     /// Ops kept per stream behind the head before the log is trimmed.
     keep: u64,
-    /// Whether counter and merge ops stamped more than [`MAX_BEHIND_MS`]
-    /// behind this node's clock are admitted anyway (a test option).
-    admit_late: bool,
     /// Owners of tabs this node committed ops of lately: see [`Seen`].
     seen: Seen,
     /// Tabs claimed per token subject this hour: see [`ClaimCount`].
@@ -353,7 +332,6 @@ impl Hub {
         declarations: Vec<Arc<KeySpec>>,
         metrics: Arc<Metrics>,
         keep: u64,
-        admit_late: bool,
     ) -> Result<(Self, tokio::task::JoinHandle<()>), String> {
         let committed = Arc::new(Notify::new());
         let shared = store.shared();
@@ -374,22 +352,14 @@ impl Hub {
                     }
                 };
                 runtime.block_on(async move {
-                    let state = match State::load_all(
-                        store,
-                        declarations,
-                        metrics,
-                        notify,
-                        keep,
-                        admit_late,
-                    )
-                    .await
-                    {
-                        Ok(state) => state,
-                        Err(err) => {
-                            let _ = ready.send(Err(err));
-                            return;
-                        }
-                    };
+                    let state =
+                        match State::load_all(store, declarations, metrics, notify, keep).await {
+                            Ok(state) => state,
+                            Err(err) => {
+                                let _ = ready.send(Err(err));
+                                return;
+                            }
+                        };
                     let _ = ready.send(Ok(()));
                     state.run(inbox).await;
                 });
@@ -620,7 +590,6 @@ impl State {
         metrics: Arc<Metrics>,
         committed: Arc<Notify>,
         keep: u64,
-        admit_late: bool,
     ) -> Result<Self, String> {
         let mut state = State {
             store,
@@ -632,7 +601,6 @@ impl State {
             metrics,
             committed,
             keep,
-            admit_late,
             seen: Seen::new(),
             claims: ClaimCount::new(),
         };
@@ -1516,22 +1484,6 @@ impl State {
                 format!(
                     "the op is stamped {} ms ahead of the relay's clock; check the device's time",
                     op.stamp.wall_ms - now
-                ),
-            );
-        }
-        let behind = now.saturating_sub(op.stamp.wall_ms);
-        if behind > MAX_BEHIND_MS
-            && !self.admit_late
-            && matches!(spec.strategy(), Strategy::Sum | Strategy::Merge)
-        {
-            return refused(
-                code::STALE,
-                format!(
-                    "the op is stamped {:.1} days behind the relay's clock, more than the {} days \
-                     a counter's or merge key's writes may lag; if this device's clock is that far \
-                     behind, set it right",
-                    behind as f64 / 86_400_000.0,
-                    MAX_BEHIND_MS / 86_400_000
                 ),
             );
         }

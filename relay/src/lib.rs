@@ -197,7 +197,6 @@ pub async fn serve(config: Serve, secret: Vec<u8>) -> Result<(), String> {
         declarations,
         Arc::clone(&metrics),
         config.log_keep.max(1),
-        config.admit_late_ops,
     )
     .await?;
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -509,15 +509,6 @@ async fn blocked_websockets_fall_back_to_http_and_still_sync(backend: Backend) {
 
 const DAY_MS: u64 = 24 * 60 * 60 * 1000;
 
-/// The relay option that admits counter and merge ops however far behind
-/// its clock they are stamped, as relays before `MAX_BEHIND_MS` did. The
-/// tests below that pass it stage weeks of devices' time (a device online
-/// twenty days back, another two days later) against a relay whose clock
-/// is real: they show what a device does with what such a relay admits,
-/// and with what its own state refuses as stale. The tests after them run
-/// the relay as deployed.
-const LATE: &str = "--admit-late-ops";
-
 /// Device A, its clock twenty days back.
 fn twenty_days_ago() -> (Browser, ManualClock) {
     let clock = support::clock();
@@ -583,7 +574,7 @@ fn refused(browser: &Browser) -> Vec<&gaesup_protocol::Ack> {
 /// every device ends at the exact total, and A's offline writes are
 /// answered with the re-base's ack.
 async fn away_past_the_horizon(http: bool, backend: Backend) {
-    let relay = Relay::on(backend, &[LATE]);
+    let relay = Relay::on(backend, &[]);
     let (mut a, clock) = away_twenty_days(&relay).await;
     a.count(3);
     assert_eq!(a.link.waiting(), 2);
@@ -673,7 +664,7 @@ async fn cart_edited_while_a_was_away(relay: &Relay) -> (Browser, Browser) {
 /// its fig, C's apple (a re-base takes back nothing a later write
 /// decided). Every device ends with the same cart.
 async fn cart_away_past_the_horizon(http: bool, backend: Backend) {
-    let relay = Relay::on(backend, &[LATE]);
+    let relay = Relay::on(backend, &[]);
     let (mut a, mut b) = cart_edited_while_a_was_away(&relay).await;
     a.ws_blocked = http;
     a.link.online();
@@ -721,7 +712,7 @@ async fn cart_away_past_the_horizon(http: bool, backend: Backend) {
 async fn a_rebase_waits_until_the_key_is_declared(backend: Backend) {
     tokio::task::LocalSet::new()
         .run_until(async {
-            let relay = Relay::on(backend, &[LATE, "--heartbeat-ms", "1000"]);
+            let relay = Relay::on(backend, &["--heartbeat-ms", "1000"]);
             let (a, mut b) = cart_edited_while_a_was_away(&relay).await;
             let mut a = a.reload_without(11, Some(main_rw()), "cart");
             a.pump_until(&relay, "A's re-base is put off", |a| a.put_off > 0)
@@ -769,7 +760,7 @@ async fn over_http_too_the_cart_lines_are_rebased_once_caught_up(backend: Backen
 /// which counts C's: every device agrees. Over HTTP the push's answer may
 /// come before the pull that brings C's count: the decision waits for it.
 async fn refused_a_relayed_op(http: bool, backend: Backend) {
-    let relay = Relay::on(backend, &[LATE]);
+    let relay = Relay::on(backend, &[]);
     let (mut a, clock) = away_twenty_days(&relay).await;
     clock.set(now_ms() - DAY_MS);
     a.count(3);
@@ -813,7 +804,7 @@ async fn over_http_too_the_device_does_not_rebase_over_a_relayed_op_it_refused(b
 async fn a_device_that_caught_up_from_a_snapshot_does_not_rebase(backend: Backend) {
     tokio::task::LocalSet::new()
         .run_until(async {
-            let relay = Relay::on(backend, &[LATE, "--log-keep", "1"]);
+            let relay = Relay::on(backend, &["--log-keep", "1"]);
             let (mut a, clock) = away_twenty_days(&relay).await;
             let mut b = b_counts_and_a_comes_back(&relay, &mut a, &clock).await;
             a.pump_until(&relay, "A took the relay's count", |a| {
@@ -849,7 +840,7 @@ async fn a_device_that_caught_up_from_a_snapshot_does_not_rebase(backend: Backen
 async fn a_device_that_counted_before_catching_up_takes_the_relay_s_count(backend: Backend) {
     tokio::task::LocalSet::new()
         .run_until(async {
-            let relay = Relay::on(backend, &[LATE]);
+            let relay = Relay::on(backend, &[]);
             let (mut a, clock) = twenty_days_ago();
             a.count(1);
             a.pump_until(&relay, "A's count is acknowledged", Browser::flushed)
@@ -886,7 +877,7 @@ async fn a_device_that_counted_before_catching_up_takes_the_relay_s_count(backen
 /// missed, so nothing marks the stream against re-basing. Over HTTP the
 /// ack comes before the pull that brings the op back.
 async fn own_writes_come_back(http: bool, backend: Backend) {
-    let relay = Relay::on(backend, &[LATE]);
+    let relay = Relay::on(backend, &[]);
     let (mut a, clock) = twenty_days_ago();
     a.ws_blocked = http;
     a.count(2);
@@ -920,142 +911,6 @@ async fn a_device_s_own_writes_coming_back_do_not_mark_the_stream(backend: Backe
 async fn over_http_too_a_device_s_own_writes_coming_back_do_not_mark_the_stream(backend: Backend) {
     tokio::task::LocalSet::new()
         .run_until(own_writes_come_back(true, backend))
-        .await;
-}
-
-/// The relay as deployed, and the lever it closes: a peer pushes an
-/// increment and a cart line stamped twenty days back, to keys nobody
-/// wrote since (so the relay's own state would take them), while A's fresh
-/// writes to both keys have not reached the relay yet. A would refuse the
-/// peer's ops as stale once they came (its own writes moved its floor past
-/// them) and mark its stream against re-basing for good. The relay refuses
-/// them by its clock instead: A's stream stays unmarked, and every device
-/// holds A's writes alone.
-async fn a_peer_cannot_push_old_ops_that_mark_a_device_s_stream(backend: Backend) {
-    tokio::task::LocalSet::new()
-        .run_until(async {
-            let relay = Relay::on(backend, &[]);
-            let mut a = Browser::new(1, Some(main_rw()));
-            a.count(5);
-            a.cart(lines(&[("apple", 1)]));
-            let clock = support::clock();
-            clock.set(now_ms() - 20 * DAY_MS);
-            let mut old = Device::with_clock(9, clock);
-            let mut peer = support::Client::writer(&relay, &main_rw()).await;
-            let acks = peer
-                .push(vec![old.count(1), old.cart(lines(&[("fig", 1)]))])
-                .await;
-            for ack in &acks {
-                assert!(
-                    matches!(&ack.status, gaesup_protocol::AckStatus::Refused { code, .. }
-                        if code == gaesup_protocol::code::STALE),
-                    "{acks:?}"
-                );
-            }
-            a.pump_until(&relay, "A's writes are acknowledged and came back", |a| {
-                a.flushed() && a.heard_own_writes()
-            })
-            .await;
-            assert!(refused(&a).is_empty(), "{:?}", a.acks);
-            let mark = format!("{}apartment:main", gaesup_protocol::link::NO_REBASE_PREFIX);
-            assert_eq!(
-                a.storage.get(&mark).unwrap(),
-                None,
-                "A's stream is not marked"
-            );
-            assert_eq!(a.value(), json!(5));
-            let mut fresh = Browser::new(5, Some(main_rw()));
-            fresh
-                .pump_until(&relay, "a fresh device has A's writes", |f| {
-                    f.value() == json!(5) && f.read("cart") == lines(&[("apple", 1)])
-                })
-                .await;
-        })
-        .await;
-}
-
-/// The relay as deployed: A, its clock right, counts and fills the cart
-/// offline twenty days ago (it has heard nothing newer, so its writes are
-/// stamped then), while C counts today. A comes back today: the relay
-/// refuses A's writes by its clock (more than 11 days behind), and A
-/// re-bases them once caught up. Every device counts both, and has A's
-/// cart.
-async fn back_after_twenty_days(http: bool, backend: Backend) {
-    let relay = Relay::on(backend, &[]);
-    let (mut a, clock) = twenty_days_ago();
-    a.ws_blocked = http;
-    a.count(2);
-    a.cart(lines(&[("apple", 1), ("fig", 1)]));
-    let mut c = Browser::new(3, Some(main_rw()));
-    c.count(100);
-    c.pump_until(&relay, "C's count is acknowledged", Browser::flushed)
-        .await;
-    clock.set(now_ms());
-    a.pump_until(&relay, "A's outbox is answered and A has C's count", |a| {
-        a.flushed() && a.value() == json!(102)
-    })
-    .await;
-    assert!(refused(&a).is_empty(), "{:?}", a.acks);
-    assert_eq!(a.rebases.len(), 2, "{:?}", a.rebases);
-    assert_eq!(a.read("cart"), lines(&[("apple", 1), ("fig", 1)]));
-    c.pump_until(&relay, "C has A's re-based writes", |c| {
-        c.value() == json!(102) && c.read("cart") == lines(&[("apple", 1), ("fig", 1)])
-    })
-    .await;
-}
-
-async fn a_device_back_after_twenty_days_rebases_what_the_relay_refuses_by_its_clock(
-    backend: Backend,
-) {
-    tokio::task::LocalSet::new()
-        .run_until(back_after_twenty_days(false, backend))
-        .await;
-}
-
-async fn over_http_too_a_device_back_after_twenty_days_rebases_its_writes(backend: Backend) {
-    tokio::task::LocalSet::new()
-        .run_until(back_after_twenty_days(true, backend))
-        .await;
-}
-
-/// The limit the bound brings, pinned: a device whose clock stays twenty
-/// days behind, on a stream nobody else wrote lately (so nothing it hears
-/// moves its clock forward), writes a counter. The relay refuses the
-/// increment, and the re-base too (stamped by the same clock): the device
-/// is told to set its clock right and the write is refused for good. The
-/// device still shows its count, apart from every other device's, as a
-/// device more than a day ahead does with the writes the relay refuses.
-async fn a_device_whose_clock_stays_far_behind_is_told_to_set_it_right(backend: Backend) {
-    tokio::task::LocalSet::new()
-        .run_until(async {
-            let relay = Relay::on(backend, &[]);
-            let (mut a, _clock) = twenty_days_ago();
-            a.count(1);
-            a.pump_until(&relay, "A's count and its re-base are answered", |a| {
-                a.flushed() && a.acks.len() == 2
-            })
-            .await;
-            assert_eq!(a.rebases.len(), 1, "{:?}", a.rebases);
-            assert_eq!(a.value(), json!(1), "A still shows its count");
-            // The increment, answered with its re-base's word, and the
-            // re-base.
-            let refusals = refused(&a);
-            assert_eq!(refusals.len(), 2, "{refusals:?}");
-            for ack in refusals {
-                match &ack.status {
-                    gaesup_protocol::AckStatus::Refused { code, message } => {
-                        assert_eq!(code, gaesup_protocol::code::STALE);
-                        assert!(message.contains("set it right"), "{message}");
-                    }
-                    other => panic!("{other:?}"),
-                }
-            }
-            assert_eq!(
-                support::main_snapshot(&relay).await.seq,
-                0,
-                "the relay admitted nothing"
-            );
-        })
         .await;
 }
 
@@ -1369,8 +1224,4 @@ support::on_both_backends!(
     a_device_that_counted_before_catching_up_takes_the_relay_s_count,
     a_device_s_own_writes_coming_back_do_not_mark_the_stream,
     over_http_too_a_device_s_own_writes_coming_back_do_not_mark_the_stream,
-    a_peer_cannot_push_old_ops_that_mark_a_device_s_stream,
-    a_device_back_after_twenty_days_rebases_what_the_relay_refuses_by_its_clock,
-    over_http_too_a_device_back_after_twenty_days_rebases_its_writes,
-    a_device_whose_clock_stays_far_behind_is_told_to_set_it_right,
 );
