@@ -156,8 +156,6 @@ impl KeyState {
                 o.entry = reg.entry.take();
             }
             (Self::Merge(state), Self::Merge(o)) => {
-                // Entries leave the state: a fold refused before may fit.
-                state.forget_refused_fold();
                 let mut i = 0;
                 if state.base.is_some() {
                     if is_picked(0) {

@@ -57,7 +57,10 @@ use super::Entry;
 use crate::clock::Stamp;
 use crate::error::Result;
 use crate::id::UnitAddress;
-use crate::limits::{COMPACT_AFTER_MS, canonical, check_value};
+use crate::limits::{
+    COMPACT_AFTER_MS, MAX_VALUE_BYTES, canonical, check_value, check_value_at, encoded_len,
+    exact_len,
+};
 use crate::op::{Op, OpId};
 
 /// The last write to one field of a merge key.
@@ -78,6 +81,43 @@ pub struct FieldEntry {
         deserialize_with = "present"
     )]
     pub value: Option<Value>,
+    /// What the value costs inside a folded object, once measured.
+    #[serde(skip)]
+    measured: Measured,
+}
+
+/// What a value costs as one field of a folded object (see
+/// [`MergeState::compact`]): measured once per field entry (and per base),
+/// so a fold the value limits refuse is told so without building it.
+/// Not part of the state: never stored, sent or compared.
+#[derive(Debug, Clone, Copy, Default)]
+struct Measured(Option<Fit>);
+
+impl PartialEq for Measured {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+/// One field of a folded object, measured.
+#[derive(Debug, Clone, Copy)]
+struct Fit {
+    /// The field's length in the object's JSON text: its name, the colon
+    /// and its value.
+    len: usize,
+    /// Whether the value alone, one level down, fails the value limits
+    /// (too deep there, or too large whatever holds it): then so does any
+    /// object holding it as a field.
+    refused: bool,
+}
+
+impl Fit {
+    fn of(name: &str, value: &Value) -> Self {
+        Self {
+            len: encoded_len(name, usize::MAX) + 1 + exact_len(value, usize::MAX),
+            refused: check_value_at(value, 1, "state value").is_err(),
+        }
+    }
 }
 
 fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
@@ -115,32 +155,30 @@ pub struct MergeState {
     /// The newest write to each field, only for writes newer than `base`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub fields: BTreeMap<String, FieldEntry>,
-    /// A fold the value limits refused, remembered so that it is not tried
-    /// again while nothing it would fold changed: see [`RefusedFold`].
+    /// The base's fields, measured (see [`Measured`]).
     #[serde(skip)]
-    refused: RefusedFold,
+    base_measured: BaseMeasured,
 }
 
-/// The horizon of the last fold [`MergeState::compact`] tried and the
-/// value limits refused (the folded value too large or too deep), if
-/// nothing it would fold changed since.
-///
-/// Such fields stay unfolded, and without this every later op would build
-/// and measure the whole folded value again only to refuse it again: a
-/// peer's large fields stamped near the horizon, then a stream of small
-/// patches, would cost each replica (the relay's hub too) a walk of the
-/// whole value per op. The fold's outcome depends only on the base and
-/// the field entries behind the horizon, so it is skipped while the base
-/// and every entry behind the remembered horizon are untouched (this
-/// module forgets it wherever it changes them) and no entry lies between
-/// that horizon and the new one.
-///
-/// Not part of the state: two states equal in their writes are equal
-/// whatever each remembers, and it is never stored or sent.
-#[derive(Debug, Clone, Copy, Default)]
-struct RefusedFold(Option<u64>);
+/// The fields of a base object, measured once per base value. Not part
+/// of the state, as [`Measured`].
+#[derive(Debug, Clone, Default)]
+struct BaseMeasured(Option<Arc<BaseFits>>);
 
-impl PartialEq for RefusedFold {
+/// A base object's fields, measured.
+#[derive(Debug)]
+struct BaseFits {
+    /// The value measured (held, so it is known to be the same one).
+    value: Arc<Value>,
+    /// Each field's [`Fit`].
+    fits: BTreeMap<String, Fit>,
+    /// The sum of their lengths.
+    len: usize,
+    /// The fields that fail the value limits on their own (mostly none).
+    refused: Vec<String>,
+}
+
+impl PartialEq for BaseMeasured {
     fn eq(&self, _: &Self) -> bool {
         true
     }
@@ -171,6 +209,7 @@ impl MergeState {
             id: op.id,
             writer: op.writer.clone(),
             value,
+            measured: Measured::default(),
         };
         for (name, value) in set {
             self.keep_field(name, field(Some(value.clone())));
@@ -205,38 +244,20 @@ impl MergeState {
             .is_none_or(|current| candidate.order(current).is_gt());
         if replace {
             self.base = Some(candidate);
-            self.forget_refused_fold();
         }
     }
 
     fn keep_field(&mut self, name: &str, candidate: FieldEntry) {
-        // Whether an entry behind the horizon of a refused fold changes.
-        let behind = |wall: u64| self.refused.0.is_some_and(|horizon| wall < horizon);
         match self.fields.get_mut(name) {
             Some(current) => {
                 if candidate.order(current).is_gt() {
-                    let changed = behind(current.stamp.wall_ms) || behind(candidate.stamp.wall_ms);
                     *current = candidate;
-                    if changed {
-                        self.forget_refused_fold();
-                    }
                 }
             }
             None => {
-                if behind(candidate.stamp.wall_ms) {
-                    self.forget_refused_fold();
-                }
                 self.fields.insert(name.to_owned(), candidate);
             }
         }
-    }
-
-    /// Forgets the refused fold (see [`RefusedFold`]): the next prune
-    /// tries it again. For whatever changes the base or the fields other
-    /// than through [`keep_base`](Self::keep_base) and
-    /// [`keep_field`](Self::keep_field).
-    pub(crate) fn forget_refused_fold(&mut self) {
-        self.refused = RefusedFold(None);
     }
 
     fn prune(&mut self) {
@@ -256,9 +277,6 @@ impl MergeState {
     fn drop_beaten(&mut self) {
         if let Some(base) = &self.base {
             let floor = (base.stamp, base.id);
-            // Forgets no refused fold: every field was newer than the base
-            // at the last prune, so what goes here came since, through
-            // `keep_base` or `keep_field`, which forget one where it counts.
             self.fields.retain(|_, field| field.as_entry_key() > floor);
         }
     }
@@ -294,17 +312,9 @@ impl MergeState {
         if !self.fields.values().any(|f| f.stamp.wall_ms < horizon) {
             return;
         }
-        // The same fold as one refused before: nothing behind its horizon
-        // changed (see `RefusedFold`), and nothing lies between that
-        // horizon and this one.
-        if let RefusedFold(Some(refused)) = self.refused
-            && refused <= horizon
-            && !self
-                .fields
-                .values()
-                .any(|f| (refused..horizon).contains(&f.stamp.wall_ms))
-        {
-            self.refused = RefusedFold(Some(horizon));
+        if self.fold_is_refused(horizon) {
+            #[cfg(test)]
+            tests::FOLDS_MEASURED_OUT.with(|out| out.set(out.get() + 1));
             return;
         }
         // Inserted one by one: collecting into a map compiles a sort of its own
@@ -325,17 +335,15 @@ impl MergeState {
         };
         let writer = writer.clone();
         #[cfg(test)]
-        tests::FOLDS_TRIED.with(|tried| tried.set(tried.get() + 1));
+        tests::FOLDS_BUILT.with(|built| built.set(built.get() + 1));
         let value = materialize(self.base.as_ref().map(|b| &*b.value), &old).unwrap_or(Value::Null);
         // The base is checked like any value wherever the state is read
         // (a reload, a sync, the relay): one over the value limits would get
         // the whole key refused there. Such fields stay unfolded, as on a
         // replica that has not compacted yet.
         if check_value(&value, "state value").is_err() {
-            self.refused = RefusedFold(Some(horizon));
             return;
         }
-        self.forget_refused_fold();
         self.fields.retain(|_, f| f.stamp.wall_ms >= horizon);
         self.base = Some(Entry {
             stamp,
@@ -345,14 +353,99 @@ impl MergeState {
         });
     }
 
+    /// Whether the value limits refuse the fold at `horizon` for certain,
+    /// told from the measures of the fields it would hold (each measured
+    /// once), without building it: the folded object's exact length, and
+    /// whether a field fails the limits on its own there. Where they do
+    /// not tell, the fold is built and checked.
+    ///
+    /// Fields too large to fold together stay unfolded, and every later op
+    /// tries the fold again: built each time, a peer's large fields behind
+    /// the horizon, then a stream of small patches, would cost every
+    /// replica (the relay's hub too) a walk of the whole value per op.
+    fn fold_is_refused(&mut self, horizon: u64) -> bool {
+        #[cfg(test)]
+        if tests::UNMEASURED.with(std::cell::Cell::get) {
+            return false;
+        }
+        // The folded object: the base's fields (if it is an object) less
+        // those an old entry sets or removes, and the old entries' values.
+        let base = match &self.base {
+            Some(base) if base.value.is_object() => Some(self.base_fits(&Arc::clone(&base.value))),
+            _ => None,
+        };
+        let (mut count, mut len) = base.as_ref().map_or((0, 0), |b| (b.fits.len(), b.len));
+        let mut refused = false;
+        for (name, field) in &mut self.fields {
+            if field.stamp.wall_ms >= horizon {
+                continue;
+            }
+            if let Some(fit) = base.as_ref().and_then(|b| b.fits.get(name)) {
+                count -= 1;
+                len -= fit.len;
+            }
+            if let Some(value) = &field.value {
+                let fit = *field.measured.0.get_or_insert_with(|| Fit::of(name, value));
+                count += 1;
+                len = len.saturating_add(fit.len);
+                refused |= fit.refused;
+            }
+        }
+        // A base field left in the object that fails on its own.
+        if let Some(base) = &base {
+            refused |= base.refused.iter().any(|name| {
+                self.fields
+                    .get(name)
+                    .is_none_or(|field| field.stamp.wall_ms >= horizon)
+            });
+        }
+        // Braces, and a comma between fields.
+        let size = len.saturating_add(2 + count.saturating_sub(1));
+        refused || size > MAX_VALUE_BYTES
+    }
+
+    /// The measures of the base object `value`'s fields: kept while the
+    /// base is that value.
+    fn base_fits(&mut self, value: &Arc<Value>) -> Arc<BaseFits> {
+        if let Some(kept) = &self.base_measured.0
+            && Arc::ptr_eq(&kept.value, value)
+        {
+            return Arc::clone(kept);
+        }
+        let mut fits = BTreeMap::new();
+        let mut len = 0usize;
+        let mut refused = Vec::new();
+        if let Value::Object(map) = &**value {
+            for (name, field) in map {
+                let fit = Fit::of(name, field);
+                len = len.saturating_add(fit.len);
+                if fit.refused {
+                    refused.push(name.clone());
+                }
+                fits.insert(name.clone(), fit);
+            }
+        }
+        let measured = Arc::new(BaseFits {
+            value: Arc::clone(value),
+            fits,
+            len,
+            refused,
+        });
+        self.base_measured = BaseMeasured(Some(Arc::clone(&measured)));
+        measured
+    }
+
     /// The materialized value (see the module docs).
     pub fn value(&self) -> Option<Value> {
         materialize(self.base.as_ref().map(|entry| &*entry.value), &self.fields)
     }
 
     pub(crate) fn migrate(&mut self, step: &mut dyn FnMut(Value) -> Result<Value>) -> Result<()> {
-        // Values change under the same identities.
-        self.forget_refused_fold();
+        // Values change under the same identities: measured again.
+        self.base_measured = BaseMeasured(None);
+        for field in self.fields.values_mut() {
+            field.measured = Measured::default();
+        }
         let Some(value) = self.value() else {
             return Ok(());
         };
@@ -446,15 +539,24 @@ mod tests {
     use serde_json::json;
 
     thread_local! {
-        /// Folds [`MergeState::compact`] built and measured on this thread.
-        pub(super) static FOLDS_TRIED: Cell<usize> = const { Cell::new(0) };
+        /// Folds [`MergeState::compact`] built (and checked) on this thread.
+        pub(super) static FOLDS_BUILT: Cell<usize> = const { Cell::new(0) };
+        /// Folds it found refused from the measures alone, unbuilt.
+        pub(super) static FOLDS_MEASURED_OUT: Cell<usize> = const { Cell::new(0) };
+        /// Set while the plain twin changes: no fold is told refused from
+        /// the measures (every fold is built and checked, as before them).
+        pub(super) static UNMEASURED: Cell<bool> = const { Cell::new(false) };
     }
 
     const DAY: u64 = 24 * 60 * 60 * 1000;
     const T0: u64 = 1_700_000_000_000;
 
-    fn tried() -> usize {
-        FOLDS_TRIED.with(Cell::get)
+    fn built() -> usize {
+        FOLDS_BUILT.with(Cell::get)
+    }
+
+    fn measured_out() -> usize {
+        FOLDS_MEASURED_OUT.with(Cell::get)
     }
 
     fn patch(tab: u64, seq: u64, wall: u64, set: &[(&str, Value)], remove: &[&str]) -> Op {
@@ -503,53 +605,64 @@ mod tests {
         }
     }
 
-    /// The same state twice: `remembering` as the module keeps it, and
-    /// `plain`, which forgets every refused fold before each change (so
-    /// tries every fold, as before the memo). After each step both must
-    /// hold the same writes, folded alike.
+    /// The same state twice: `measured` as the module keeps it, and
+    /// `plain`, changed with every fold built and checked (as before the
+    /// measures). After each step both must hold the same writes, folded
+    /// alike.
     struct Twins {
-        remembering: MergeState,
+        measured: MergeState,
         plain: MergeState,
     }
 
     impl Twins {
+        fn new() -> Self {
+            Self {
+                measured: MergeState::default(),
+                plain: MergeState::default(),
+            }
+        }
+
         fn step(&mut self, change: impl Fn(&mut MergeState)) {
-            change(&mut self.remembering);
-            self.plain.forget_refused_fold();
+            change(&mut self.measured);
+            UNMEASURED.with(|unmeasured| unmeasured.set(true));
             change(&mut self.plain);
+            UNMEASURED.with(|unmeasured| unmeasured.set(false));
             assert_eq!(
-                serde_json::to_string(&self.remembering).unwrap(),
+                serde_json::to_string(&self.measured).unwrap(),
                 serde_json::to_string(&self.plain).unwrap()
             );
         }
     }
 
-    /// Two fields written by two devices, each of which fits a value but
-    /// not both together, fall behind the horizon: the fold that would
-    /// lay them into the base is refused by the value limits. It is built
-    /// and measured once, not again on each later patch, and tried again
-    /// once something it would fold changes: then it fits, and folds
-    /// exactly as a state that never remembered anything.
-    #[test]
-    fn a_refused_fold_is_tried_again_only_once_what_it_folds_changed() {
+    /// Twins holding `a` and `b`, 150 KiB each, written by two devices at
+    /// `T0`: each fits a value, both together do not.
+    fn two_large_fields() -> (Value, Twins) {
         let big = Value::from("x".repeat(150 << 10));
-        let mut twins = Twins {
-            remembering: MergeState::default(),
-            plain: MergeState::default(),
-        };
+        let mut twins = Twins::new();
         twins.step(|s| apply(s, &patch(1, 1, T0, &[("a", big.clone())], &[])));
         twins.step(|s| apply(s, &patch(2, 1, T0 + 1, &[("b", big.clone())], &[])));
-        let before = tried();
+        (big, twins)
+    }
+
+    /// Two fields written by two devices, each of which fits a value but
+    /// not both together, fall behind the horizon: the fold that would lay
+    /// them into the base is refused by the value limits. It is told so
+    /// from the fields' measures, never built, on every later patch; and
+    /// it is built once it fits, folding exactly as before.
+    #[test]
+    fn a_fold_too_large_is_told_from_the_measures_and_built_once_it_fits() {
+        let (big, mut twins) = two_large_fields();
+        let (built_before, out_before) = (built(), measured_out());
         let later = T0 + 15 * DAY;
         twins.step(|s| apply(s, &patch(3, 1, later, &[("z", Value::from(0))], &[])));
-        // Both twins tried it, and both refused it: nothing folded.
-        assert_eq!(tried() - before, 2);
-        assert_eq!(twins.remembering.fields.len(), 3);
-        assert!(twins.remembering.base.is_none());
+        // Refused: the plain twin built it, the other did not.
+        assert_eq!(built() - built_before, 1);
+        assert_eq!(measured_out() - out_before, 1);
+        assert_eq!(twins.measured.fields.len(), 3);
+        assert!(twins.measured.base.is_none());
 
-        // A hundred small patches: the plain twin tries the fold each
-        // time, the other never.
-        let before = tried();
+        // A hundred small patches: only the plain twin builds the fold.
+        let built_before = built();
         for i in 1..=100 {
             twins.step(|s| {
                 apply(
@@ -558,87 +671,137 @@ mod tests {
                 )
             });
         }
-        assert_eq!(tried() - before, 100, "only the plain twin tried");
+        assert_eq!(built() - built_before, 100, "only the plain twin built it");
 
-        // A join bringing nothing behind the horizon changes nothing.
-        let mut other = MergeState::default();
-        apply(
-            &mut other,
-            &patch(4, 1, later + 200, &[("y", Value::from(1))], &[]),
-        );
-        let before = tried();
-        twins.step(|s| s.merge(&other));
-        assert_eq!(tried() - before, 1, "only the plain twin tried");
-
-        // A join bringing an entry behind the horizon (a newer write of
-        // `b`, still old): the fold is tried again, and still refused.
+        // A join bringing a newer `b`, still behind the horizon: refused
+        // again, from its measure.
         let mut old = MergeState::default();
         apply(&mut old, &patch(5, 1, T0 + 2, &[("b", big.clone())], &[]));
-        let before = tried();
+        let built_before = built();
         twins.step(|s| s.merge(&old));
-        assert_eq!(tried() - before, 2, "both twins tried");
+        assert_eq!(built() - built_before, 1, "only the plain twin built it");
 
-        // A new write of `a` (in time) takes it out of the fold, which
-        // now fits: both fold `b` alone into the base.
-        let before = tried();
+        // A new write of `a` (in time) takes it out of the fold, which now
+        // fits: both build it, and fold `b` alone into the base.
+        let built_before = built();
         twins.step(|s| {
             apply(
                 s,
                 &patch(3, 200, later + 300, &[("a", Value::from(""))], &[]),
             )
         });
-        assert_eq!(tried() - before, 2, "both twins tried");
-        let folded = twins.remembering.base.as_ref().expect("b folded");
+        assert_eq!(built() - built_before, 2, "both built it");
+        let folded = twins.measured.base.as_ref().expect("b folded");
         assert_eq!(folded.value.get("b"), Some(&big));
-        assert!(!twins.remembering.fields.contains_key("b"));
-        assert_eq!(
-            twins.remembering.value().unwrap()["a"],
-            Value::from(""),
-            "the newer write of a stays a field"
-        );
+        assert!(!twins.measured.fields.contains_key("b"));
+        assert_eq!(twins.measured.value().unwrap()["a"], Value::from(""));
+    }
 
-        // A join bringing a whole value older than the fields behind the
-        // horizon but newer than the base they would fold into: the fold
-        // is laid over it instead, and now fits.
-        let mut twins = Twins {
-            remembering: MergeState::default(),
-            plain: MergeState::default(),
-        };
-        let large = json!({ "x": big.clone() });
-        twins.step(|s| apply(s, &whole(1, 1, T0, large.clone())));
+    /// What an attacker with write access tried against the first version
+    /// (which remembered a refused fold until an entry behind it changed):
+    /// rewriting a small field at the very floor, so an entry behind the
+    /// fold changes on every op. The measures still tell the fold
+    /// refused: nothing large is walked again.
+    #[test]
+    fn rewriting_a_field_at_the_floor_never_builds_a_refused_fold_again() {
+        let (_, mut twins) = two_large_fields();
+        twins.step(|s| apply(s, &patch(3, 1, T0 + 2, &[("p", Value::from(0))], &[])));
+        let later = T0 + 15 * DAY;
+        let built_before = built();
+        for i in 0..100 {
+            // The newest moves on by a millisecond; `p` is written again
+            // at the new floor, still behind the horizon.
+            let newest = later + i;
+            twins.step(|s| apply(s, &patch(4, 1 + i, newest, &[("q", Value::from(i))], &[])));
+            let floor = newest - COMPACT_AFTER_MS;
+            twins.step(|s| apply(s, &patch(5, 1 + i, floor, &[("p", Value::from(i))], &[])));
+        }
+        assert_eq!(built() - built_before, 200, "only the plain twin built it");
+        assert!(twins.measured.base.is_none(), "never folded");
+    }
+
+    /// A value nested so deep that it passes as a value but not one level
+    /// down, as a field of an object.
+    fn too_deep_for_a_field() -> Value {
+        let mut deep = json!(1);
+        while check_value_at(&deep, 1, "probe").is_ok() {
+            deep = json!([deep]);
+        }
+        deep
+    }
+
+    /// A field nested so deep that it passes as a value but not one level
+    /// down, as a field of the folded object: the fold is refused for
+    /// depth, told from the field's measure.
+    #[test]
+    fn a_fold_too_deep_is_told_from_the_measures() {
+        let deep = too_deep_for_a_field();
+        assert!(check_value(&deep, "probe").is_ok());
+        let mut twins = Twins::new();
+        twins.step(|s| apply(s, &patch(1, 1, T0, &[("a", deep.clone())], &[])));
+        let (built_before, out_before) = (built(), measured_out());
+        twins.step(|s| {
+            apply(
+                s,
+                &patch(2, 1, T0 + 15 * DAY, &[("z", Value::from(0))], &[]),
+            )
+        });
+        assert_eq!(built() - built_before, 1, "only the plain twin built it");
+        assert_eq!(measured_out() - out_before, 1);
+        assert!(twins.measured.fields.contains_key("a"), "not folded");
+    }
+
+    /// A base (joined as it is, never checked) holding a field too deep
+    /// for a value: any fold that leaves that field in place is refused,
+    /// told from the base's measures; one that replaces it is built.
+    #[test]
+    fn a_base_field_too_deep_counts_until_an_old_field_replaces_it() {
+        let deep = too_deep_for_a_field();
+        let later = T0 + 15 * DAY;
+        let mut base = MergeState::default();
+        apply(&mut base, &whole(1, 1, T0, json!({ "a": deep, "k": 1 })));
+        for (replaced, folded) in [(false, false), (true, true)] {
+            let mut twins = Twins::new();
+            twins.step(|s| s.merge(&base));
+            let name = if replaced { "a" } else { "b" };
+            twins.step(|s| apply(s, &patch(2, 1, T0 + 1, &[(name, Value::from(0))], &[])));
+            let out_before = measured_out();
+            twins.step(|s| apply(s, &patch(3, 1, later, &[("z", Value::from(0))], &[])));
+            assert_eq!(measured_out() - out_before, usize::from(!folded));
+            assert_eq!(twins.measured.fields.contains_key(name), !folded);
+        }
+    }
+
+    /// A base object holding a large field, and an old field that fits a
+    /// value but not beside it; then a join of an older base without it
+    /// (the fold now fits over it), and a migration that shrinks the
+    /// values under the same identities (measured again).
+    #[test]
+    fn the_base_s_fields_count_and_are_measured_again_when_they_change() {
+        let big = Value::from("x".repeat(150 << 10));
+        let later = T0 + 15 * DAY;
+        let mut twins = Twins::new();
+        twins.step(|s| apply(s, &whole(1, 1, T0, json!({ "x": big.clone() }))));
         twins.step(|s| apply(s, &patch(2, 1, T0 + 20, &[("b", big.clone())], &[])));
+        let out_before = measured_out();
         twins.step(|s| apply(s, &patch(3, 1, later, &[("z", Value::from(0))], &[])));
-        assert!(
-            twins.remembering.fields.contains_key("b"),
-            "refused: x and b"
-        );
+        assert_eq!(measured_out() - out_before, 1, "x and b together: refused");
+        assert!(twins.measured.fields.contains_key("b"));
+        // `b` rewritten at its own place would fit over a base without x.
         let mut small = MergeState::default();
         apply(&mut small, &whole(4, 1, T0 + 10, json!({ "w": 1 })));
         twins.step(|s| s.merge(&small));
-        assert!(
-            !twins.remembering.fields.contains_key("b"),
-            "b folded over w"
-        );
+        assert!(!twins.measured.fields.contains_key("b"), "b folded over w");
         assert_eq!(
-            twins.remembering.value().unwrap(),
+            twins.measured.value().unwrap(),
             json!({ "w": 1, "b": big.clone(), "z": 0 })
         );
 
-        // A migration that shrinks the values under the same identities,
-        // and a split that takes a field out: after each, the next write
-        // tries the fold again, which now fits.
-        let refused_twins = || {
-            let mut twins = Twins {
-                remembering: MergeState::default(),
-                plain: MergeState::default(),
-            };
-            twins.step(|s| apply(s, &patch(1, 1, T0, &[("a", big.clone())], &[])));
-            twins.step(|s| apply(s, &patch(2, 1, T0 + 1, &[("b", big.clone())], &[])));
-            twins.step(|s| apply(s, &patch(3, 1, later, &[("z", Value::from(0))], &[])));
-            assert!(twins.remembering.base.is_none(), "refused");
-            twins
-        };
-        let mut twins = refused_twins();
+        let mut twins = Twins::new();
+        twins.step(|s| apply(s, &patch(1, 1, T0, &[("a", big.clone())], &[])));
+        twins.step(|s| apply(s, &patch(2, 1, T0 + 20, &[("b", big.clone())], &[])));
+        twins.step(|s| apply(s, &patch(3, 1, later, &[("z", Value::from(0))], &[])));
+        assert!(twins.measured.fields.contains_key("b"), "refused");
         twins.step(|s| {
             s.migrate(&mut |mut v| {
                 for field in v.as_object_mut().into_iter().flat_map(|o| o.values_mut()) {
@@ -651,49 +814,77 @@ mod tests {
             .unwrap();
         });
         twins.step(|s| apply(s, &patch(3, 2, later + 1, &[("z", Value::from(1))], &[])));
-        assert!(twins.remembering.base.is_some(), "folded once shrunk");
-        let mut twins = refused_twins();
-        twins.step(|s| {
-            let mut whole = crate::KeyState::Merge(std::mem::take(s));
-            let _b = whole.split(&mut |item| {
-                matches!(item.kind, crate::strategy::item::ItemKind::Field("b"))
-            });
-            let crate::KeyState::Merge(rest) = whole else {
-                unreachable!()
-            };
-            *s = rest;
-        });
-        twins.step(|s| apply(s, &patch(3, 2, later + 1, &[("z", Value::from(1))], &[])));
-        assert!(twins.remembering.base.is_some(), "a folded once b left");
-
-        // And once the horizon passes a field written after the refusal,
-        // the fold is tried again (it has something new to fold).
-        let mut twins = Twins {
-            remembering: MergeState::default(),
-            plain: MergeState::default(),
-        };
-        twins.step(|s| apply(s, &patch(1, 1, T0, &[("a", big.clone())], &[])));
-        twins.step(|s| apply(s, &patch(2, 1, T0 + 1, &[("b", big.clone())], &[])));
-        twins.step(|s| apply(s, &patch(3, 1, T0 + DAY, &[("c", Value::from(1))], &[])));
-        twins.step(|s| apply(s, &patch(3, 2, later, &[("z", Value::from(0))], &[])));
-        let before = tried();
-        // `c` falls behind the horizon now: tried again (and refused).
-        twins.step(|s| {
-            apply(
-                s,
-                &patch(3, 3, later + 2 * DAY, &[("z", Value::from(1))], &[]),
-            )
-        });
-        assert_eq!(tried() - before, 2, "both twins tried");
+        assert!(
+            !twins.measured.fields.contains_key("b"),
+            "folded once shrunk"
+        );
     }
 
-    /// Random writes, joins and a migration on both twins: fields of up
-    /// to 100 KiB (three together pass a value's limit, so folds are
-    /// refused and then fit again as fields are rewritten or removed),
-    /// stamped over a month, out of order by up to three days. Whatever the remembering
-    /// twin skips, it must end each step exactly as the plain one.
+    /// `n` such that `build(n)`'s JSON text is `target` bytes long (its
+    /// length grows by one with `n`).
+    fn sized(target: usize, build: impl Fn(usize) -> Value) -> usize {
+        let at = |n| serde_json::to_string(&build(n)).unwrap().len();
+        target + 1000 - at(1000)
+    }
+
+    /// Folds at the limit to the byte: one whose text is exactly a value's
+    /// limit is built and folds, one a byte longer is told refused, with
+    /// old fields only and with old fields laid over a base object (which
+    /// one of them overrides: the base's field no longer counts).
     #[test]
-    fn remembering_a_refused_fold_never_changes_what_the_state_holds() {
+    fn a_fold_at_the_limit_to_the_byte_is_told_apart() {
+        let x = |n: usize| Value::from("x".repeat(n));
+        let later = T0 + 15 * DAY;
+        for extra in [0, 1] {
+            // Old fields only: {"a": …, "b": …}.
+            let a = x(150 << 10);
+            let n = sized(
+                MAX_VALUE_BYTES + extra,
+                |n| json!({ "a": a.clone(), "b": x(n) }),
+            );
+            let mut twins = Twins::new();
+            twins.step(|s| apply(s, &patch(1, 1, T0, &[("a", a.clone())], &[])));
+            twins.step(|s| apply(s, &patch(2, 1, T0 + 1, &[("b", x(n))], &[])));
+            let out_before = measured_out();
+            twins.step(|s| apply(s, &patch(3, 1, later, &[("z", Value::from(0))], &[])));
+            assert_eq!(twins.measured.base.is_some(), extra == 0, "extra {extra}");
+            assert_eq!(measured_out() - out_before, extra, "told refused unbuilt");
+
+            // Over a base {"x": …, "y": …} whose `x` an old field empties:
+            // {"x": "", "y": …, "b": …}.
+            let y = x(100 << 10);
+            let n = sized(
+                MAX_VALUE_BYTES + extra,
+                |n| json!({ "x": "", "y": y.clone(), "b": x(n) }),
+            );
+            let mut twins = Twins::new();
+            twins.step(|s| {
+                apply(
+                    s,
+                    &whole(1, 1, T0, json!({ "x": x(140 << 10), "y": y.clone() })),
+                )
+            });
+            twins.step(|s| apply(s, &patch(2, 1, T0 + 1, &[("x", Value::from(""))], &[])));
+            twins.step(|s| apply(s, &patch(2, 2, T0 + 2, &[("b", x(n))], &[])));
+            let out_before = measured_out();
+            twins.step(|s| apply(s, &patch(3, 1, later, &[("z", Value::from(0))], &[])));
+            assert_eq!(measured_out() - out_before, extra, "told refused unbuilt");
+            assert_eq!(
+                twins.measured.fields.contains_key("b"),
+                extra == 1,
+                "extra {extra}: folded only at the limit"
+            );
+        }
+    }
+
+    /// Random writes, joins and a migration on both twins: fields of 130
+    /// KiB (two together pass a value's limit, so folds are refused and
+    /// then fit again as fields are rewritten or removed), a base now and
+    /// then, stamped over a month, out of order by up to three days.
+    /// Whatever the measured twin leaves unbuilt, it must end each step
+    /// exactly as the plain one.
+    #[test]
+    fn measuring_a_fold_never_changes_what_the_state_holds() {
         struct Rng(u64);
         impl Rng {
             fn below(&mut self, n: u64) -> u64 {
@@ -708,20 +899,16 @@ mod tests {
         let small_names = ["p", "q", "r", "s", "t"];
         for seed in 0..8 {
             let mut rng = Rng(seed);
-            let mut twins = Twins {
-                remembering: MergeState::default(),
-                plain: MergeState::default(),
-            };
-            let mut refused_seen = false;
+            let mut twins = Twins::new();
+            let (out_before, built_before) = (measured_out(), built());
             for seq in 1..=300 {
                 // Time goes on, a month over the run, each write up to
                 // three days off it (some late, most in time).
                 let wall = T0 + seq * (30 * DAY / 300) + rng.below(3 * DAY);
-                // The first week writes the large fields (two of 130 KiB
-                // together pass a value's limit); later, mostly other
-                // fields, so large ones age past the horizon, and now and
-                // then (in the last days) a small value or a removal of a
-                // large one, after which a refused fold may fit.
+                // The first week writes the large fields; later, mostly
+                // other fields, so large ones age past the horizon, and in
+                // the last days a small value or a removal of a large one,
+                // after which a refused fold may fit.
                 let large = seq <= 70 || (seq > 250 && rng.below(8) == 0);
                 let name = if large {
                     large_names[rng.below(5) as usize]
@@ -737,15 +924,14 @@ mod tests {
                 let op = match rng.below(24) {
                     0..=3 => patch(tab, seq, wall, &[], &[name]),
                     // A whole value in the last days, stamped up to a week
-                    // back (it may land behind the horizon of a refused
-                    // fold; a newer one drops every field before it).
+                    // back (a newer one drops every field before it).
                     4 if seq > 240 => {
                         whole(tab, seq, wall - rng.below(7 * DAY), json!({ "w": seq }))
                     }
                     _ => patch(tab, seq, wall, &[(name, value)], &[]),
                 };
                 match rng.below(10) {
-                    // A join of a state holding the op (and what it folds).
+                    // A join of a state holding the op.
                     0 => {
                         let mut other = MergeState::default();
                         apply(&mut other, &op);
@@ -756,9 +942,12 @@ mod tests {
                     }),
                     _ => twins.step(|s| apply(s, &op)),
                 }
-                refused_seen |= twins.remembering.refused.0.is_some();
             }
-            assert!(refused_seen, "seed {seed}: no fold was ever refused");
+            assert!(
+                measured_out() > out_before,
+                "seed {seed}: no fold was ever told refused"
+            );
+            assert!(built() > built_before, "seed {seed}: no fold was built");
         }
     }
 }
