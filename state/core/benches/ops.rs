@@ -172,8 +172,9 @@ fn main() {
 /// written on two devices (each value fits, both together do not), lie
 /// behind the horizon. Times the small patches another device makes
 /// afterwards, applied here (what every tab and the relay's hub pay per
-/// op: the fold is not built and measured again while nothing it would
-/// fold changes).
+/// op: the fields' measures tell the fold refused without building it),
+/// then the same with a writer rewriting a small field at the key's floor
+/// between them.
 fn refused_fold(unit: &UnitAddress) {
     const PATCHES: u64 = 1_000;
     let doc = SharedKey::<Value>::builder("doc")

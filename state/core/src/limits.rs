@@ -69,6 +69,13 @@ pub const MAX_HELD_BYTES: usize = 1 << 20;
 /// replica later than that behind the key's newest write is refused as
 /// stale ([`Error::Stale`], see [`KeyState::floor`](crate::KeyState::floor)).
 pub const COMPACT_AFTER_MS: u64 = 14 * 24 * 60 * 60 * 1000;
+/// How far a merge key's fold horizon moves at a time: it is the key's
+/// floor ([`MergeState::floor`](crate::MergeState::floor)) rounded down
+/// to a whole step, so folds (each rebuilds the whole base) happen at most
+/// once a step of the newest write's time, whoever stamps fields at the
+/// floor. Below the floor, so every write admitted in time still beats
+/// every folded one.
+pub const FOLD_STEP_MS: u64 = 60 * 60 * 1000;
 /// A sum writer opens a new slot instead of adding to one it last wrote
 /// this long ago: replicas whose clocks run ahead (by at most
 /// [`MAX_CLOCK_AHEAD_MS`](crate::MAX_CLOCK_AHEAD_MS), plus as much again

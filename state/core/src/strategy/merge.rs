@@ -21,8 +21,11 @@
 //! Compaction: field entries more than [`COMPACT_AFTER_MS`] older than the
 //! newest write are folded into `base` (a whole value carrying the identity
 //! of the newest write folded), so a field removed long ago leaves no entry
-//! behind. The fold is a function of the state, so replicas holding the
-//! same writes fold identically.
+//! behind. The fold's horizon moves by whole hours ([`FOLD_STEP_MS`]): a
+//! fold rebuilds the whole base, and a writer stamping a field at the
+//! floor, then another write a millisecond later, and so on, would
+//! otherwise have every other op rebuild it. The fold is a function of
+//! the state, so replicas holding the same writes fold identically.
 //!
 //! **Floor.** A folded base no longer says which field each folded write
 //! touched, so a write stamped behind the fold could not be judged alike by
@@ -48,7 +51,7 @@
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
@@ -58,10 +61,17 @@ use crate::clock::Stamp;
 use crate::error::Result;
 use crate::id::UnitAddress;
 use crate::limits::{
-    COMPACT_AFTER_MS, MAX_VALUE_BYTES, canonical, check_value, check_value_at, encoded_len,
-    exact_len,
+    COMPACT_AFTER_MS, FOLD_STEP_MS, MAX_VALUE_BYTES, canonical, check_value, check_value_at,
+    encoded_len, exact_len,
 };
 use crate::op::{Op, OpId};
+
+/// The fold's horizon when the newest write is stamped `newest`: field
+/// entries stamped before it are folded.
+fn fold_horizon(newest: u64) -> u64 {
+    let floor = newest.saturating_sub(COMPACT_AFTER_MS);
+    floor - floor % FOLD_STEP_MS
+}
 
 /// The last write to one field of a merge key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -168,8 +178,10 @@ struct BaseMeasured(Option<Arc<BaseFits>>);
 /// A base object's fields, measured.
 #[derive(Debug)]
 struct BaseFits {
-    /// The value measured (held, so it is known to be the same one).
-    value: Arc<Value>,
+    /// The value measured: a weak handle, which keeps its allocation from
+    /// being reused (so a pointer equal to it is the same value) but not
+    /// its contents alive once the base is gone.
+    value: Weak<Value>,
     /// Each field's [`Fit`].
     fits: BTreeMap<String, Fit>,
     /// The sum of their lengths.
@@ -270,7 +282,7 @@ impl MergeState {
         // base they lost to. The fold's base is older than every field it
         // leaves (those lie at or above the horizon), so it beats none.
         self.drop_beaten();
-        self.compact(newest.saturating_sub(COMPACT_AFTER_MS));
+        self.compact(fold_horizon(newest));
     }
 
     /// Drops the field entries the base is newer than.
@@ -283,8 +295,8 @@ impl MergeState {
 
     /// Writes stamped before this wall time are late (see the module
     /// docs): they change nothing, and a replica refuses them as ops with
-    /// [`Error::Stale`](crate::Error::Stale). It is also the horizon of the
-    /// fold.
+    /// [`Error::Stale`](crate::Error::Stale). The fold's horizon is this,
+    /// rounded down to a whole [`FOLD_STEP_MS`].
     pub fn floor(&self) -> u64 {
         self.newest_wall().saturating_sub(COMPACT_AFTER_MS)
     }
@@ -408,7 +420,7 @@ impl MergeState {
     /// base is that value.
     fn base_fits(&mut self, value: &Arc<Value>) -> Arc<BaseFits> {
         if let Some(kept) = &self.base_measured.0
-            && Arc::ptr_eq(&kept.value, value)
+            && std::ptr::eq(kept.value.as_ptr(), Arc::as_ptr(value))
         {
             return Arc::clone(kept);
         }
@@ -426,7 +438,7 @@ impl MergeState {
             }
         }
         let measured = Arc::new(BaseFits {
-            value: Arc::clone(value),
+            value: Arc::downgrade(value),
             fits,
             len,
             refused,
@@ -730,6 +742,41 @@ mod tests {
         deep
     }
 
+    /// A base near a value's limit, and a writer stamping a small field
+    /// at the floor, then another a millisecond later, and so on: each of
+    /// its floor writes falls behind the floor at once, and folding each
+    /// would rebuild the whole base every other op. The fold's horizon
+    /// moves by whole hours, so they wait and fold together, once the
+    /// newest write crosses the next hour.
+    #[test]
+    fn fields_stamped_at_the_floor_fold_once_an_hour_not_once_an_op() {
+        let mut twins = Twins::new();
+        let base = json!({ "x": "x".repeat(200 << 10) });
+        twins.step(|s| apply(s, &whole(1, 1, T0, base.clone())));
+        // Within one hour of the horizon's steps.
+        let later = T0 + 15 * DAY;
+        let start = later - later % FOLD_STEP_MS + 1;
+        let built_before = built();
+        for i in 0..100 {
+            let newest = start + i;
+            twins.step(|s| apply(s, &patch(4, 1 + i, newest, &[("q", Value::from(i))], &[])));
+            let floor = newest - COMPACT_AFTER_MS;
+            let name = format!("p{i}");
+            twins.step(|s| apply(s, &patch(5, 1 + i, floor, &[(&name, Value::from(i))], &[])));
+        }
+        // The first op folded the fields older than the horizon's step
+        // (none but the base): nothing was built after.
+        assert!(built() - built_before <= 2, "{}", built() - built_before);
+        assert_eq!(twins.measured.fields.len(), 101, "p0..p99 and q wait");
+        // The next hour: they all fold, in one build per twin.
+        let built_before = built();
+        let next = start - 1 + FOLD_STEP_MS + COMPACT_AFTER_MS;
+        twins.step(|s| apply(s, &patch(4, 500, next + 1, &[("q", Value::from(-1))], &[])));
+        assert_eq!(built() - built_before, 2);
+        assert_eq!(twins.measured.fields.len(), 1, "only q is left");
+        assert_eq!(twins.measured.value().unwrap()["p99"], Value::from(99));
+    }
+
     /// A field nested so deep that it passes as a value but not one level
     /// down, as a field of the folded object: the fold is refused for
     /// depth, told from the field's measure.
@@ -770,6 +817,16 @@ mod tests {
             assert_eq!(measured_out() - out_before, usize::from(!folded));
             assert_eq!(twins.measured.fields.contains_key(name), !folded);
         }
+        // A write of `a` in time does not take it out of the fold (the
+        // fold lays only old entries over the base): still refused.
+        let mut twins = Twins::new();
+        twins.step(|s| s.merge(&base));
+        twins.step(|s| apply(s, &patch(2, 1, T0 + 1, &[("b", Value::from(0))], &[])));
+        twins.step(|s| apply(s, &patch(2, 2, later - 1, &[("a", Value::from(0))], &[])));
+        let out_before = measured_out();
+        twins.step(|s| apply(s, &patch(3, 1, later, &[("z", Value::from(0))], &[])));
+        assert_eq!(measured_out() - out_before, 1);
+        assert!(twins.measured.fields.contains_key("b"), "not folded");
     }
 
     /// A base object holding a large field, and an old field that fits a
@@ -874,6 +931,42 @@ mod tests {
                 extra == 1,
                 "extra {extra}: folded only at the limit"
             );
+
+            // The same base, whose `x` an old entry removes:
+            // {"y": …, "b": …}.
+            let n = sized(
+                MAX_VALUE_BYTES + extra,
+                |n| json!({ "y": y.clone(), "b": x(n) }),
+            );
+            let mut twins = Twins::new();
+            twins.step(|s| {
+                apply(
+                    s,
+                    &whole(1, 1, T0, json!({ "x": x(140 << 10), "y": y.clone() })),
+                )
+            });
+            twins.step(|s| apply(s, &patch(2, 1, T0 + 1, &[], &["x"])));
+            twins.step(|s| apply(s, &patch(2, 2, T0 + 2, &[("b", x(n))], &[])));
+            let out_before = measured_out();
+            twins.step(|s| apply(s, &patch(3, 1, later, &[("z", Value::from(0))], &[])));
+            assert_eq!(measured_out() - out_before, extra, "told refused unbuilt");
+            assert_eq!(twins.measured.fields.contains_key("b"), extra == 1);
+
+            // Names and text that need escapes, a float, nested values,
+            // over a base of the same kind.
+            let odd = json!({ "tab\t": [1.5, -2, {"q\"uote": "line\nbreak"}], "é": 3.25e-7 });
+            let n = sized(
+                MAX_VALUE_BYTES + extra,
+                |n| json!({ "w\\": odd.clone(), "n\"": x(n), "s": "\u{1}\u{7f}" }),
+            );
+            let mut twins = Twins::new();
+            twins.step(|s| apply(s, &whole(1, 1, T0, json!({ "s": "\u{1}\u{7f}" }))));
+            twins.step(|s| apply(s, &patch(2, 1, T0 + 1, &[("w\\", odd.clone())], &[])));
+            twins.step(|s| apply(s, &patch(2, 2, T0 + 2, &[("n\"", x(n))], &[])));
+            let out_before = measured_out();
+            twins.step(|s| apply(s, &patch(3, 1, later, &[("z", Value::from(0))], &[])));
+            assert_eq!(measured_out() - out_before, extra, "told refused unbuilt");
+            assert_eq!(twins.measured.fields.contains_key("n\""), extra == 1);
         }
     }
 
