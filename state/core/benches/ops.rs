@@ -15,8 +15,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use gaesup_state_core::{
-    COMPACT_AFTER_MS, Lifetime, ManualClock, Message, Op, Replica, Scope, SharedKey, Strategy,
-    TabId, UnitAddress,
+    COMPACT_AFTER_MS, FOLD_STEP_MS, Lifetime, ManualClock, Message, Op, Replica, Scope, SharedKey,
+    Strategy, TabId, UnitAddress,
 };
 use serde_json::{Map, Value, json};
 
@@ -210,17 +210,19 @@ fn refused_fold(unit: &UnitAddress) {
     }
     let elapsed = started.elapsed();
     black_box(c.get_value(unit, &doc).expect("get"));
-    // A writer that also rewrites a small field at the very floor between
-    // its patches, so an entry behind the fold changes on every other op.
+    // A writer that also rewrites a small field at the key's floor between
+    // its patches, each patch an hour on (so the fold's horizon steps past
+    // the field): an entry behind the fold changes on every other op.
     let at_floor = ManualClock::new(1_700_000_000_000 + 15 * day - COMPACT_AFTER_MS);
     let mut old = Replica::new(TabId::new(5), at_floor.clone());
     old.declare(&doc).expect("declare");
     old.apply_remote(&base).expect("apply");
     let mut mixed = Vec::new();
     for i in 0..PATCHES / 2 {
-        clock.set(1_700_000_000_000 + 15 * day + 1_000 + i);
+        let newest = 1_700_000_000_000 + 15 * day + 1_000 + i * FOLD_STEP_MS;
+        clock.set(newest);
         mixed.push(writer.set(unit, &doc, json!({ "z": i })).expect("set").op);
-        at_floor.set(1_700_000_000_000 + 15 * day + 1_000 + i - COMPACT_AFTER_MS);
+        at_floor.set(newest - COMPACT_AFTER_MS);
         mixed.push(old.set(unit, &doc, json!({ "p": i })).expect("set").op);
     }
     let started = Instant::now();
@@ -233,7 +235,7 @@ fn refused_fold(unit: &UnitAddress) {
         "\nA merge key holding two fields of 150 KiB behind its horizon, whose fold into one \
          value the value limits refuse: a small patch from another device, applied: {:.1} µs \
          per op ({PATCHES} patches); with every other patch rewriting a small field at the \
-         key's floor: {:.1} µs per op.",
+         key's floor, an hour on each time: {:.1} µs per op.",
         elapsed.as_secs_f64() * 1e6 / PATCHES as f64,
         rewritten.as_secs_f64() * 1e6 / PATCHES as f64
     );

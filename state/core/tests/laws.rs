@@ -28,7 +28,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use gaesup_state_core::{
-    Access, COMPACT_AFTER_MS, Error, FullKey, KeyState, Lifetime, MAX_CLOCK_AHEAD_MS,
+    Access, COMPACT_AFTER_MS, Error, FOLD_STEP_MS, FullKey, KeyState, Lifetime, MAX_CLOCK_AHEAD_MS,
     MAX_HOLD_AHEAD_MS, MAX_VALUE_BYTES, ManualClock, Message, Op, OpGroup, OpId, Payload, Replica,
     Scope, SharedKey, Stamp, Strategy as Kind, TabId, UnitAddress,
 };
@@ -410,21 +410,28 @@ proptest! {
 
 // ----- across the fold window ---------------------------------------------------
 //
-// Merge fields more than COMPACT_AFTER_MS behind a key's newest write are
-// folded into its base, which forgets which field each folded write
-// touched. A write stamped behind that (late) is refused as stale; every
-// write a replica admits is judged exactly. The oracle knows nothing of
-// folds or floors: per field, the newest admitted write that said
-// anything about it.
+// Merge fields behind a key's floor (COMPACT_AFTER_MS behind its newest
+// write), rounded down to a whole FOLD_STEP_MS, are folded into its base,
+// which forgets which field each folded write touched. A write stamped
+// behind the floor (late) is refused as stale; every write a replica
+// admits is judged exactly. The oracle knows nothing of folds or floors:
+// per field, the newest admitted write that said anything about it.
 
 const DAY: u64 = 24 * 3_600_000;
 
 /// Merge ops stamped on both sides of the fold window, so that some
-/// arrive after a newer write moved the key's floor past them.
+/// arrive after a newer write moved the key's floor past them; some
+/// stamped off the hour, so that the floor and the fold's horizon (the
+/// floor rounded down to an hour) differ, and some between the two.
 fn merge_ops_across_the_fold_window() -> impl Strategy<Value = Vec<Op>> {
     let wall = prop_oneof![
         0..2u64,
+        Just(FOLD_STEP_MS / 2),
+        Just(FOLD_STEP_MS / 2 + 1),
+        Just(FOLD_STEP_MS - 1),
         Just(COMPACT_AFTER_MS),
+        Just(COMPACT_AFTER_MS + FOLD_STEP_MS / 2 + 1),
+        Just(COMPACT_AFTER_MS + FOLD_STEP_MS - 1),
         Just(COMPACT_AFTER_MS + DAY),
         Just(2 * COMPACT_AFTER_MS + 2 * DAY),
     ];

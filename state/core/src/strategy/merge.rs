@@ -711,9 +711,10 @@ mod tests {
 
     /// What an attacker with write access tried against the first version
     /// (which remembered a refused fold until an entry behind it changed):
-    /// rewriting a small field at the very floor, so an entry behind the
-    /// fold changes on every op. The measures still tell the fold
-    /// refused: nothing large is walked again.
+    /// rewriting a small field at the floor, then moving the newest write
+    /// on (by an hour, so the fold's horizon steps past it), so an entry
+    /// behind the fold changes on every other op. The measures still tell
+    /// the fold refused: nothing large is walked again.
     #[test]
     fn rewriting_a_field_at_the_floor_never_builds_a_refused_fold_again() {
         let (_, mut twins) = two_large_fields();
@@ -721,15 +722,14 @@ mod tests {
         let later = T0 + 15 * DAY;
         let built_before = built();
         for i in 0..100 {
-            // The newest moves on by a millisecond; `p` is written again
-            // at the new floor, still behind the horizon.
-            let newest = later + i;
+            let newest = later + i * FOLD_STEP_MS;
             twins.step(|s| apply(s, &patch(4, 1 + i, newest, &[("q", Value::from(i))], &[])));
             let floor = newest - COMPACT_AFTER_MS;
             twins.step(|s| apply(s, &patch(5, 1 + i, floor, &[("p", Value::from(i))], &[])));
         }
         assert_eq!(built() - built_before, 200, "only the plain twin built it");
         assert!(twins.measured.base.is_none(), "never folded");
+        assert!(twins.measured.fields.contains_key("p"));
     }
 
     /// A value nested so deep that it passes as a value but not one level
@@ -746,35 +746,71 @@ mod tests {
     /// at the floor, then another a millisecond later, and so on: each of
     /// its floor writes falls behind the floor at once, and folding each
     /// would rebuild the whole base every other op. The fold's horizon
-    /// moves by whole hours, so they wait and fold together, once the
-    /// newest write crosses the next hour.
+    /// moves by whole hours, so they wait, and fold together once the
+    /// newest write reaches the next hour (not a millisecond before).
     #[test]
     fn fields_stamped_at_the_floor_fold_once_an_hour_not_once_an_op() {
         let mut twins = Twins::new();
         let base = json!({ "x": "x".repeat(200 << 10) });
         twins.step(|s| apply(s, &whole(1, 1, T0, base.clone())));
-        // Within one hour of the horizon's steps.
         let later = T0 + 15 * DAY;
-        let start = later - later % FOLD_STEP_MS + 1;
+        let hour = later - later % FOLD_STEP_MS;
         let built_before = built();
         for i in 0..100 {
-            let newest = start + i;
+            let newest = hour + 1 + i;
             twins.step(|s| apply(s, &patch(4, 1 + i, newest, &[("q", Value::from(i))], &[])));
             let floor = newest - COMPACT_AFTER_MS;
             let name = format!("p{i}");
             twins.step(|s| apply(s, &patch(5, 1 + i, floor, &[(&name, Value::from(i))], &[])));
         }
-        // The first op folded the fields older than the horizon's step
-        // (none but the base): nothing was built after.
-        assert!(built() - built_before <= 2, "{}", built() - built_before);
+        assert_eq!(built() - built_before, 0, "nothing behind the horizon");
         assert_eq!(twins.measured.fields.len(), 101, "p0..p99 and q wait");
-        // The next hour: they all fold, in one build per twin.
-        let built_before = built();
-        let next = start - 1 + FOLD_STEP_MS + COMPACT_AFTER_MS;
-        twins.step(|s| apply(s, &patch(4, 500, next + 1, &[("q", Value::from(-1))], &[])));
-        assert_eq!(built() - built_before, 2);
+        let last = hour + FOLD_STEP_MS - 1;
+        twins.step(|s| apply(s, &patch(4, 500, last, &[("q", Value::from(-1))], &[])));
+        assert_eq!(
+            built() - built_before,
+            0,
+            "the last millisecond of the hour"
+        );
+        assert_eq!(twins.measured.fields.len(), 101);
+        twins.step(|s| apply(s, &patch(4, 501, last + 1, &[("q", Value::from(-2))], &[])));
+        assert_eq!(built() - built_before, 2, "one fold per twin");
         assert_eq!(twins.measured.fields.len(), 1, "only q is left");
         assert_eq!(twins.measured.value().unwrap()["p99"], Value::from(99));
+    }
+
+    /// Between the fold's horizon and the floor: the newest write half an
+    /// hour past a whole hour of the window, a field written just under
+    /// that hour, then another written exactly at the floor (in time).
+    /// The first may not be folded (the fold's base, carrying its
+    /// identity, would beat the second, which it never touched): the
+    /// horizon is the floor rounded down, not up.
+    #[test]
+    fn a_write_admitted_at_the_floor_is_never_beaten_by_a_fold() {
+        let hour = T0 - T0 % FOLD_STEP_MS;
+        let mut twins = Twins::new();
+        let newest = hour + COMPACT_AFTER_MS + FOLD_STEP_MS / 2 + 1;
+        twins.step(|s| apply(s, &patch(1, 1, newest, &[("f1", Value::from(1))], &[])));
+        twins.step(|s| {
+            apply(
+                s,
+                &patch(
+                    2,
+                    1,
+                    hour + FOLD_STEP_MS - 1,
+                    &[("f3", Value::from(3))],
+                    &[],
+                ),
+            )
+        });
+        let floor = newest - COMPACT_AFTER_MS;
+        assert_eq!(twins.measured.floor(), floor);
+        twins.step(|s| apply(s, &patch(3, 1, floor, &[("f2", Value::from(2))], &[])));
+        assert_eq!(
+            twins.measured.value().unwrap(),
+            json!({ "f1": 1, "f2": 2, "f3": 3 })
+        );
+        assert!(twins.measured.base.is_none(), "nothing folded yet");
     }
 
     /// A field nested so deep that it passes as a value but not one level
