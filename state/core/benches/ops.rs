@@ -15,8 +15,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use gaesup_state_core::{
-    COMPACT_AFTER_MS, FOLD_STEP_MS, Lifetime, ManualClock, Message, Op, Replica, Scope, SharedKey,
-    Strategy, TabId, UnitAddress,
+    COMPACT_AFTER_MS, FOLD_STEP_MS, Lifetime, MAX_STATE_BYTES, ManualClock, Message, Op, Replica,
+    Scope, SharedKey, Strategy, TabId, UnitAddress, encoded_len,
 };
 use serde_json::{Map, Value, json};
 
@@ -166,6 +166,78 @@ fn main() {
         );
     }
     refused_fold(&unit);
+    near_the_state_limit(&unit);
+}
+
+/// A merge key whose state lies within 300 bytes of
+/// [`MAX_STATE_BYTES`]: four fields of 200 KiB from four devices and one
+/// filling the rest. Times small patches from another device applied
+/// there, against the same patches at 90 % of the limit (before the fill):
+/// near the limit, each op is tried on a copy of the state, measured whole
+/// (an op that would pass the limit must change nothing).
+fn near_the_state_limit(unit: &UnitAddress) {
+    const PATCHES: u64 = 200;
+    let doc = SharedKey::<Value>::builder("doc")
+        .scope(Scope::Apartment)
+        .lifetime(Lifetime::Ephemeral)
+        .strategy(Strategy::Merge)
+        .build()
+        .expect("valid key");
+    let t0 = 1_700_000_000_000;
+    let clock = ManualClock::new(t0);
+    let store = |tab| {
+        let mut store = Replica::new(TabId::new(tab), clock.clone());
+        store.declare(&doc).expect("declare");
+        store
+    };
+    let mut relay = store(99);
+    let big = "x".repeat(200 << 10);
+    for tab in 1..=4 {
+        let op = store(tab)
+            .set(unit, &doc, json!({ format!("f{tab}"): big }))
+            .expect("set")
+            .op;
+        relay.apply_remote(&op).expect("apply");
+    }
+    let mut writer = store(50);
+    // `PATCHES` small patches made from `from` ms on, applied to `relay`.
+    let mut patches = |relay: &mut Replica, from: u64| -> Duration {
+        let ops: Vec<Op> = (0..PATCHES)
+            .map(|i| {
+                clock.set(t0 + from + i);
+                writer
+                    .set(unit, &doc, json!({ "z": from + i }))
+                    .expect("set")
+                    .op
+            })
+            .collect();
+        let started = Instant::now();
+        for op in &ops {
+            relay.apply_remote(op).expect("apply");
+        }
+        started.elapsed()
+    };
+    let roomy = patches(&mut relay, 1_000);
+    let state_len = |relay: &Replica| {
+        relay
+            .state(&doc.full_key(unit))
+            .map_or(0, |state| encoded_len(state, usize::MAX))
+    };
+    let fill = MAX_STATE_BYTES - state_len(&relay) - 300;
+    let op = store(20)
+        .set(unit, &doc, json!({ "g": "y".repeat(fill) }))
+        .expect("set")
+        .op;
+    relay.apply_remote(&op).expect("apply");
+    let full = patches(&mut relay, 2_000);
+    println!(
+        "\nA merge key whose state holds 800 KiB of fields: a small patch applied at 90 % of a \
+         state's limit: {:.0} µs per op; within 300 bytes of it ({} of {MAX_STATE_BYTES} bytes): \
+         {:.0} µs per op ({PATCHES} patches each).",
+        roomy.as_secs_f64() * 1e6 / PATCHES as f64,
+        state_len(&relay),
+        full.as_secs_f64() * 1e6 / PATCHES as f64
+    );
 }
 
 /// A merge key whose fold the value limits refuse: two fields of 150 KiB,
