@@ -1671,6 +1671,27 @@ mod tests {
     }
 
     /// A message, then what the link settles once the adapter applied it.
+    /// Writes the re-base `asked` for as the browser's adapter does:
+    /// queued, and told to the link, which answers nothing yet. Returns
+    /// the re-base op.
+    fn write_rebase(
+        link: &mut Link,
+        store: &mut Replica,
+        asked: &Rebase,
+        storage: &mut MemoryStorage,
+    ) -> Op {
+        let rebase = store
+            .rebase(&asked.writer, &asked.key, asked.fields.as_deref())
+            .unwrap()
+            .op;
+        link.queue(rebase.clone(), storage).unwrap();
+        assert!(
+            link.rebased(&asked.key, Some(rebase.id), storage)
+                .is_empty()
+        );
+        rebase
+    }
+
     fn feed(link: &mut Link, text: &str, now: u64, storage: &mut MemoryStorage) -> LinkOutput {
         let mut out = link.on_text(text, now, storage);
         out.absorb(link.settle(storage));
@@ -2212,15 +2233,7 @@ mod tests {
         let out = feed(&mut link, &caught_up.encode().unwrap(), 3, &mut storage);
         assert_eq!(out.rebase.len(), 1, "one re-base per key");
         assert_eq!(out.rebase[0].key, x.key);
-        let rebase = store
-            .rebase(&out.rebase[0].writer, &x.key, None)
-            .unwrap()
-            .op;
-        link.queue(rebase.clone(), &mut storage).unwrap();
-        assert!(
-            link.rebased(&x.key, Some(rebase.id), &mut storage)
-                .is_empty()
-        );
+        let rebase = write_rebase(&mut link, &mut store, &out.rebase[0], &mut storage);
         assert_eq!(link.waiting(), 1, "only the re-base waits");
         // Its ack answers the held ops too.
         let out = feed(&mut link, &acks(&[(rebase.id, "")]), 4, &mut storage);
@@ -2300,15 +2313,7 @@ mod tests {
         let out = feed(&mut link, &catch_up(), 3, &mut storage);
         assert!(out.acks.is_empty(), "nothing answered: {out:?}");
         assert_eq!(out.rebase, asked);
-        let rebase = store
-            .rebase(&x.writer, &x.key, Some(&["fig".into()]))
-            .unwrap()
-            .op;
-        link.queue(rebase.clone(), &mut storage).unwrap();
-        assert!(
-            link.rebased(&x.key, Some(rebase.id), &mut storage)
-                .is_empty()
-        );
+        let rebase = write_rebase(&mut link, &mut store, &out.rebase[0], &mut storage);
         let out = feed(&mut link, &acks(&[(rebase.id, "")]), 4, &mut storage);
         let answered: BTreeSet<OpId> = out.acks.iter().map(|ack| ack.op).collect();
         assert_eq!(answered, BTreeSet::from([x.id, rebase.id]));
@@ -2364,12 +2369,7 @@ mod tests {
         };
         let out = feed(&mut link, &acks(&[(other, "")]), 3, &mut storage);
         assert_eq!(out.rebase.len(), 1);
-        let rebase = store
-            .rebase(&out.rebase[0].writer, &x.key, None)
-            .unwrap()
-            .op;
-        link.queue(rebase.clone(), &mut storage).unwrap();
-        link.rebased(&x.key, Some(rebase.id), &mut storage);
+        let rebase = write_rebase(&mut link, &mut store, &out.rebase[0], &mut storage);
         // A relay that refuses everything as stale gets no loop: the
         // re-base's refusal is final, and answers what it carried.
         let out = feed(&mut link, &acks(&[(rebase.id, stale)]), 4, &mut storage);
@@ -2525,15 +2525,7 @@ mod tests {
         );
         assert_eq!(out.rebase.len(), 1);
         store.set_backlog(Some(2));
-        let rebase = store
-            .rebase(&out.rebase[0].writer, &x.key, None)
-            .unwrap()
-            .op;
-        link.queue(rebase.clone(), &mut storage).unwrap();
-        assert!(
-            link.rebased(&x.key, Some(rebase.id), &mut storage)
-                .is_empty()
-        );
+        write_rebase(&mut link, &mut store, &out.rebase[0], &mut storage);
         assert_eq!(link.waiting(), 1, "the re-base replaced them");
         store.set_backlog(None);
         let z = op(&mut store, 3);
