@@ -21,6 +21,8 @@ use gaesup_state_core::{
 use serde_json::{Map, Value, json};
 
 const OPS: usize = 20_000;
+/// The wall time every bench starts at.
+const T0: u64 = 1_700_000_000_000;
 
 struct Row {
     name: &'static str,
@@ -43,14 +45,17 @@ fn key(name: &str, scope: Scope, strategy: Strategy) -> SharedKey<Value> {
         .expect("valid key")
 }
 
+/// A store of tab `tab` on `clock`, with `keys` declared.
+fn replica(tab: u64, clock: &ManualClock, keys: &[SharedKey<Value>]) -> Replica {
+    let mut store = Replica::new(TabId::new(tab), clock.clone());
+    for key in keys {
+        store.declare(key).expect("declare");
+    }
+    store
+}
+
 fn pair(keys: &[SharedKey<Value>]) -> (Replica, Replica, Replica) {
-    let make = |tab| {
-        let mut store = Replica::new(TabId::new(tab), ManualClock::new(1_700_000_000_000));
-        for key in keys {
-            store.declare(key).expect("declare");
-        }
-        store
-    };
+    let make = |tab| replica(tab, &ManualClock::new(T0), keys);
     (make(1), make(2), make(3))
 }
 
@@ -177,19 +182,9 @@ fn main() {
 /// (an op that would pass the limit must change nothing).
 fn near_the_state_limit(unit: &UnitAddress) {
     const PATCHES: u64 = 200;
-    let doc = SharedKey::<Value>::builder("doc")
-        .scope(Scope::Apartment)
-        .lifetime(Lifetime::Ephemeral)
-        .strategy(Strategy::Merge)
-        .build()
-        .expect("valid key");
-    let t0 = 1_700_000_000_000;
-    let clock = ManualClock::new(t0);
-    let store = |tab| {
-        let mut store = Replica::new(TabId::new(tab), clock.clone());
-        store.declare(&doc).expect("declare");
-        store
-    };
+    let doc = key("doc", Scope::Apartment, Strategy::Merge);
+    let clock = ManualClock::new(T0);
+    let store = |tab| replica(tab, &clock, std::slice::from_ref(&doc));
     let mut relay = store(99);
     let big = "x".repeat(200 << 10);
     for tab in 1..=4 {
@@ -204,7 +199,7 @@ fn near_the_state_limit(unit: &UnitAddress) {
     let mut patches = |relay: &mut Replica, from: u64| -> Duration {
         let ops: Vec<Op> = (0..PATCHES)
             .map(|i| {
-                clock.set(t0 + from + i);
+                clock.set(T0 + from + i);
                 writer
                     .set(unit, &doc, json!({ "z": from + i }))
                     .expect("set")
@@ -249,19 +244,10 @@ fn near_the_state_limit(unit: &UnitAddress) {
 /// between them.
 fn refused_fold(unit: &UnitAddress) {
     const PATCHES: u64 = 1_000;
-    let doc = SharedKey::<Value>::builder("doc")
-        .scope(Scope::Apartment)
-        .lifetime(Lifetime::Ephemeral)
-        .strategy(Strategy::Merge)
-        .build()
-        .expect("valid key");
+    let doc = key("doc", Scope::Apartment, Strategy::Merge);
     let day = 24 * 60 * 60 * 1000;
-    let clock = ManualClock::new(1_700_000_000_000);
-    let store = |tab| {
-        let mut store = Replica::new(TabId::new(tab), clock.clone());
-        store.declare(&doc).expect("declare");
-        store
-    };
+    let clock = ManualClock::new(T0);
+    let store = |tab| replica(tab, &clock, std::slice::from_ref(&doc));
     let (mut a, mut b, mut c, mut writer) = (store(1), store(2), store(3), store(4));
     let base = a.set(unit, &doc, json!({})).expect("set").op;
     for store in [&mut b, &mut c, &mut writer] {
@@ -272,7 +258,7 @@ fn refused_fold(unit: &UnitAddress) {
     let second = b.set(unit, &doc, json!({ "b": big })).expect("set").op;
     c.apply_remote(&first).expect("apply");
     c.apply_remote(&second).expect("apply");
-    clock.set(1_700_000_000_000 + 15 * day);
+    clock.set(T0 + 15 * day);
     let patches: Vec<Op> = (0..PATCHES)
         .map(|i| writer.set(unit, &doc, json!({ "z": i })).expect("set").op)
         .collect();
@@ -285,13 +271,12 @@ fn refused_fold(unit: &UnitAddress) {
     // A writer that also rewrites a small field at the key's floor between
     // its patches, each patch an hour on (so the fold's horizon steps past
     // the field): an entry behind the fold changes on every other op.
-    let at_floor = ManualClock::new(1_700_000_000_000 + 15 * day - COMPACT_AFTER_MS);
-    let mut old = Replica::new(TabId::new(5), at_floor.clone());
-    old.declare(&doc).expect("declare");
+    let at_floor = ManualClock::new(T0 + 15 * day - COMPACT_AFTER_MS);
+    let mut old = replica(5, &at_floor, std::slice::from_ref(&doc));
     old.apply_remote(&base).expect("apply");
     let mut mixed = Vec::new();
     for i in 0..PATCHES / 2 {
-        let newest = 1_700_000_000_000 + 15 * day + 1_000 + i * FOLD_STEP_MS;
+        let newest = T0 + 15 * day + 1_000 + i * FOLD_STEP_MS;
         clock.set(newest);
         mixed.push(writer.set(unit, &doc, json!({ "z": i })).expect("set").op);
         at_floor.set(newest - COMPACT_AFTER_MS);
