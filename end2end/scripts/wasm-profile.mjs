@@ -26,7 +26,8 @@ if (!dirArg || !expression) {
 const root = resolve(dirArg);
 const rows = Number(rowsArg);
 
-const page = `<!doctype html><meta charset="utf-8"><script type="module">
+// The stage element is where the views of `table_bench` mount.
+const page = `<!doctype html><meta charset="utf-8"><div id="stage"></div><script type="module">
 import init, * as exports from './page.js';
 window.ready = init().then(() => { window.exports = exports; });
 </script>`;

@@ -7,7 +7,9 @@
 //! whole-key subscriber (an integer), then a small struct with one, then
 //! an integer through a hook's setter with three readers; the
 //! 1,000-row table's update (get the rows, change every tenth, set them;
-//! one path subscriber per row); one field of a value of N fields with a
+//! one path subscriber per row), then as the page builds it (each row a
+//! `use_state_path` hook read by an effect) beside the page's baseline of
+//! one plain signal per row; one field of a value of N fields with a
 //! path subscriber per field (the caller builds each new value, as a
 //! whole-value API asks).
 //!
@@ -24,8 +26,10 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use gaesup_state::core::{ApartmentId, BuildingId, UnitAddress, UnitId};
-use gaesup_state::{Lifetime, Path, Scope, SharedKey, StateManager, UnitContext, use_shared_state};
-use leptos::prelude::{ImmediateEffect, Track, provide_context};
+use gaesup_state::{
+    Lifetime, Path, Scope, SharedKey, StateManager, UnitContext, use_shared_state, use_state_path,
+};
+use leptos::prelude::{ImmediateEffect, RwSignal, Set, Track, With, provide_context};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -155,6 +159,52 @@ fn table(whole: bool) -> Duration {
     })
 }
 
+/// The same table as the bench page builds it: each row watches its index
+/// through [`use_state_path`] and one reader (an effect, as a view's text
+/// node) reads its signal; each round writes every 10th row with one
+/// `set_items`. `signals: true` is the page's baseline instead: one
+/// `RwSignal<String>` per row, each with its reader, 100 `set`s a round.
+fn table_of_rows(signals: bool) -> Duration {
+    const ROWS: usize = 1_000;
+    let (manager, unit, key) = declared::<Vec<String>>("rows");
+    let rows: Vec<String> = (0..ROWS).map(|i| format!("row {i}")).collect();
+    if signals {
+        let cells: Vec<RwSignal<String>> = rows.into_iter().map(RwSignal::new).collect();
+        let _readers: Vec<_> = cells
+            .iter()
+            .map(|&cell| {
+                ImmediateEffect::new(move || {
+                    black_box(cell.with(String::len));
+                })
+            })
+            .collect();
+        return per_run(2_000, |round| {
+            for i in (0..ROWS).step_by(10) {
+                cells[i].set(format!("row {i} round {round}"));
+            }
+        });
+    }
+    manager.set(&unit, &key, rows).unwrap();
+    provide_context(UnitContext {
+        address: unit.clone(),
+        manager,
+    });
+    let _readers: Vec<_> = (0..ROWS)
+        .map(|i| {
+            let cell = use_state_path::<Vec<String>, String>(&key, &i.to_string());
+            ImmediateEffect::new(move || {
+                black_box(cell.value.with(|row| row.as_ref().map(String::len)));
+            })
+        })
+        .collect();
+    per_run(2_000, |round| {
+        let items = (0..ROWS)
+            .step_by(10)
+            .map(|i| (i, format!("row {i} round {round}")));
+        manager.set_items(&unit, &key, items).unwrap();
+    })
+}
+
 fn one_field_of(fields: u32) -> Duration {
     let (manager, unit, key) = declared::<Value>("doc");
     let base: Map<String, Value> = (0..fields).map(|i| (format!("p{i}"), json!(0))).collect();
@@ -181,7 +231,7 @@ fn main() {
         .skip(1)
         .filter(|arg| !arg.starts_with("--"))
         .collect();
-    let cases: [Case; 9] = [
+    let cases: [Case; 11] = [
         ("set an integer, 0 subscribers", || set_integer(0)),
         ("set an integer, 1 subscriber", || set_integer(1)),
         ("set a small struct, 1 subscriber", set_struct),
@@ -191,6 +241,13 @@ fn main() {
         }),
         ("1,000-row table: update 100 rows (get + set)", || {
             table(true)
+        }),
+        (
+            "1,000-row table: update 100 rows (use_state_path rows)",
+            || table_of_rows(false),
+        ),
+        ("1,000-row table: update 100 rows (plain signals)", || {
+            table_of_rows(true)
         }),
         ("one field of 100 (100 path subscribers)", || {
             one_field_of(100)
