@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 /// An ordered log of ops: one apartment's keys, or the global keys.
 ///
 /// On the wire, `"apartment:<id>"` or `"global"`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
 pub enum StreamId {
     /// Private, building and apartment keys of one apartment.
     Apartment(ApartmentId),
@@ -76,6 +76,13 @@ impl From<StreamId> for String {
     }
 }
 
+/// As its text, written straight into the output (no `String` made).
+impl Serialize for StreamId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 /// A stream a device follows, and the last sequence number it applied
 /// (`None`: nothing yet, send everything).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +116,16 @@ pub struct Sequenced {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streams_serialize_as_the_strings_they_were() {
+        for text in ["global", "apartment:main", "apartment:a \"q\" \\ é"] {
+            let stream: StreamId = text.parse().unwrap();
+            let json = serde_json::to_string(&stream).unwrap();
+            assert_eq!(json, serde_json::to_string(text).unwrap());
+            assert_eq!(serde_json::from_str::<StreamId>(&json).unwrap(), stream);
+        }
+    }
 
     #[test]
     fn streams_round_trip_and_refuse_garbage() {

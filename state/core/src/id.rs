@@ -203,8 +203,8 @@ id_type!(
 ///
 /// Cloning is cheap (the parts are shared): every op and recorded write
 /// carries its writer's address.
-#[derive(Debug, Clone, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
 pub struct UnitAddress(std::sync::Arc<AddressParts>);
 
 impl std::hash::Hash for UnitAddress {
@@ -293,6 +293,18 @@ impl From<UnitAddress> for String {
     }
 }
 
+/// As its text (`apartment/building/unit`), written straight into the
+/// output: every op and stored entry names its writer, and a conversion
+/// to a `String` first cost an allocation each time.
+impl Serialize for UnitAddress {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 impl fmt::Display for UnitAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -313,8 +325,8 @@ impl fmt::Display for UnitAddress {
 /// behind what other tabs saw, and its next increments would be hidden.
 /// On the wire it is 16 hex digits in a string, because JSON numbers above
 /// 2^53 lose precision in any JavaScript tooling that touches them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
 pub struct TabId(u64);
 
 impl TabId {
@@ -360,6 +372,17 @@ impl From<TabId> for String {
     }
 }
 
+/// As its 16 hex digits, written straight into the output (every stamp
+/// and op id holds one: no `String` is made for it).
+impl Serialize for TabId {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 impl fmt::Display for TabId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:016x}", self.0)
@@ -369,6 +392,34 @@ impl fmt::Display for TabId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Written straight into the output, a tab id and an address are what
+    /// their text was as a `String` (the form they had on the wire and in
+    /// storage), as values and as map keys, and they read back.
+    #[test]
+    fn ids_serialize_as_the_strings_they_were() {
+        let tabs = [TabId::new(0), TabId::new(0xabc), TabId::new(u64::MAX)];
+        for tab in tabs {
+            let text = serde_json::to_string(&tab).unwrap();
+            assert_eq!(text, serde_json::to_string(&String::from(tab)).unwrap());
+            assert_eq!(serde_json::from_str::<TabId>(&text).unwrap(), tab);
+        }
+        let map: std::collections::BTreeMap<TabId, u8> = tabs.into_iter().zip(0..).collect();
+        let as_text: std::collections::BTreeMap<String, u8> = map
+            .iter()
+            .map(|(tab, n)| (String::from(*tab), *n))
+            .collect();
+        assert_eq!(
+            serde_json::to_string(&map).unwrap(),
+            serde_json::to_string(&as_text).unwrap()
+        );
+        for text in ["a/b/u", "a \"quoted\"/back\\slash/é ☃ \u{2028}x"] {
+            let address: UnitAddress = text.parse().unwrap();
+            let json = serde_json::to_string(&address).unwrap();
+            assert_eq!(json, serde_json::to_string(text).unwrap());
+            assert_eq!(serde_json::from_str::<UnitAddress>(&json).unwrap(), address);
+        }
+    }
 
     #[test]
     fn grammar_rejects_hostile_names() {

@@ -121,8 +121,8 @@ const STACK_KEY_LEN: usize = "private".len() + 4 * (1 + crate::id::MAX_ID_LEN);
 /// key name in two buildings, or two units' private keys, never collide, and
 /// a unit cannot even name another unit's private key (the address comes
 /// from the caller). Parsing from the wire validates every segment.
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, Deserialize)]
+#[serde(try_from = "String")]
 pub struct FullKey {
     // The text is the identity: equality, ordering and hashing are the
     // text's, so maps of full keys serialize in the same order everywhere.
@@ -338,6 +338,17 @@ impl From<FullKey> for String {
     }
 }
 
+/// As its text, borrowed: every op, message and stored entry names its
+/// key, and a copy into a `String` first cost an allocation each time.
+impl Serialize for FullKey {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.text)
+    }
+}
+
 // Equality, ordering and hashing are the text's, so a map of full keys can
 // be searched by the text alone (see `FullKey::find_or_new`).
 impl std::borrow::Borrow<str> for FullKey {
@@ -396,6 +407,34 @@ impl fmt::Display for FullKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A full key is written as its text, borrowed: the string it was
+    /// converted to before, as a value and as a map key.
+    #[test]
+    fn a_full_key_serializes_as_the_string_it_was() {
+        let unit: UnitAddress = "a/b \"q\"/u\\v".parse().unwrap();
+        let name: KeyName = "k é".parse().unwrap();
+        for scope in [
+            Scope::Private,
+            Scope::Building,
+            Scope::Apartment,
+            Scope::Global,
+        ] {
+            let key = FullKey::new(scope, &unit, &name);
+            let json = serde_json::to_string(&key).unwrap();
+            assert_eq!(
+                json,
+                serde_json::to_string(&String::from(key.clone())).unwrap()
+            );
+            assert_eq!(serde_json::from_str::<FullKey>(&json).unwrap(), key);
+            let map = std::collections::BTreeMap::from([(key.clone(), 1)]);
+            let as_text = std::collections::BTreeMap::from([(String::from(key), 1)]);
+            assert_eq!(
+                serde_json::to_string(&map).unwrap(),
+                serde_json::to_string(&as_text).unwrap()
+            );
+        }
+    }
 
     fn address(text: &str) -> UnitAddress {
         text.parse().unwrap()
