@@ -223,7 +223,7 @@ fn plain(text: &str) -> bool {
 }
 
 /// Decimal digits of `n`.
-fn digits(n: u64) -> usize {
+pub(crate) fn digits(n: u64) -> usize {
     n.checked_ilog10().map_or(1, |log| log as usize + 1)
 }
 

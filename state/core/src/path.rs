@@ -122,6 +122,16 @@ impl std::hash::Hash for Text {
 }
 
 impl Segment {
+    /// The sub-value this segment names inside `value`: an object's field,
+    /// or a list's item.
+    fn step<'v>(&self, value: &'v Value) -> Option<&'v Value> {
+        match value {
+            Value::Object(map) => map.get(self.text.as_str()),
+            Value::Array(items) => self.index.and_then(|i| items.get(i)),
+            _ => None,
+        }
+    }
+
     /// Whether two segments are the same: two indices by their numbers
     /// (a segment's index is read from its text, canonical decimals only,
     /// so equal numbers mean equal text), anything else by its text.
@@ -252,13 +262,25 @@ impl Path {
 
     /// The sub-value at this path, if every step exists.
     pub fn get<'v>(&self, value: &'v Value) -> Option<&'v Value> {
-        Self::walk(self.segments.as_slice(), value)
+        match &self.segments {
+            // One step (a row, a field): what a path subscriber asks after
+            // every write under its head.
+            Segments::One(segment) => segment.step(value),
+            segments => Self::walk(segments.as_slice(), value),
+        }
     }
 
     /// Whether the sub-values at this path differ between `old` and `new`
     /// (a missing sub-value differs from any present one).
     pub fn changed(&self, old: &Value, new: &Value) -> bool {
         self.get(old) != self.get(new)
+    }
+
+    /// Whether this path names the same place as `other`: segment by
+    /// segment, as [`starts_with`](Self::starts_with) compares them.
+    pub(crate) fn same(&self, other: &Path) -> bool {
+        let (mine, theirs) = (self.segments.as_slice(), other.segments.as_slice());
+        mine.len() == theirs.len() && mine.iter().zip(theirs).all(|(a, b)| a.same(b))
     }
 
     /// Whether this path starts with every segment of `prefix` (a path
@@ -276,6 +298,12 @@ impl Path {
     /// search, and among places none of which lies inside another, the
     /// only one that can hold a path is the one sorted just before it.
     pub(crate) fn place_order(&self, other: &Path) -> std::cmp::Ordering {
+        // Two list items (the places `set_items` writes): their numbers.
+        if let (Segments::One(a), Segments::One(b)) = (&self.segments, &other.segments)
+            && let (Some(a), Some(b)) = (a.index, b.index)
+        {
+            return a.cmp(&b);
+        }
         let (mine, theirs) = (self.segments.as_slice(), other.segments.as_slice());
         for (a, b) in mine.iter().zip(theirs) {
             let order = match (a.index, b.index) {
@@ -316,11 +344,7 @@ impl Path {
     fn walk<'v>(segments: &[Segment], value: &'v Value) -> Option<&'v Value> {
         segments
             .iter()
-            .try_fold(value, |current, segment| match current {
-                Value::Object(map) => map.get(segment.text.as_str()),
-                Value::Array(items) => segment.index.and_then(|i| items.get(i)),
-                _ => None,
-            })
+            .try_fold(value, |current, segment| segment.step(current))
     }
 
     /// Puts `value` at this path inside `target` and returns what was

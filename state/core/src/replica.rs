@@ -180,6 +180,14 @@ impl Change {
     /// apart), or at any run of them that holds every place inside `path`
     /// and the one holding it.
     fn touches_at(places: &[Place], new: &Value, path: &Path) -> bool {
+        // A subscriber watching the very place written (a row of a list
+        // written by `set_items`): that place alone decides, with no
+        // search.
+        if let [place] = places
+            && place.path.same(path)
+        {
+            return place.changed(new);
+        }
         // Places inside `path` (or `path` itself) sort from here on,
         // together; a place holding `path` just before.
         let from = places.partition_point(|place| place.path.place_order(path).is_lt());
