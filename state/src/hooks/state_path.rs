@@ -1,5 +1,7 @@
 //! `use_state_path`: watch one path inside a key's value.
 
+use std::cell::Cell;
+
 use gaesup_state_core::{Path, SharedKey};
 use leptos::prelude::*;
 use serde::Serialize;
@@ -69,6 +71,11 @@ where
     let first = manager.get_path(&unit.address, key, &path)?;
     let decode = {
         let path = path.clone();
+        // Whether `error` shows a decoding error: only this closure sets it
+        // from here on, so a success asks it nothing (a look into a signal
+        // per notification costs a row of a long list what its own signal
+        // costs).
+        let shown = Cell::new(false);
         move |found: Option<&Value>| match found {
             None => {
                 let _ = value.try_set(None);
@@ -76,17 +83,19 @@ where
             Some(found) => match P::deserialize(found) {
                 Ok(found) => {
                     let _ = value.try_set(Some(found));
-                    super::record_error(error, None);
+                    if shown.replace(false) {
+                        let _ = error.try_set(None);
+                    }
                 }
                 Err(err) => {
                     let _ = value.try_set(None);
-                    super::record_error(
-                        error,
-                        Some(StateError::Core(gaesup_state_core::Error::TypeMismatch {
+                    shown.set(true);
+                    let _ = error.try_set(Some(StateError::Core(
+                        gaesup_state_core::Error::TypeMismatch {
                             key: path.to_string(),
                             reason: err.to_string(),
-                        })),
-                    );
+                        },
+                    )));
                 }
             },
         }
