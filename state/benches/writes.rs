@@ -29,7 +29,7 @@ use gaesup_state::core::{ApartmentId, BuildingId, UnitAddress, UnitId};
 use gaesup_state::{
     Lifetime, Path, Scope, SharedKey, StateManager, UnitContext, use_shared_state, use_state_path,
 };
-use leptos::prelude::{ImmediateEffect, RwSignal, Set, Track, With, provide_context};
+use leptos::prelude::{GetUntracked, ImmediateEffect, RwSignal, Set, Track, With, provide_context};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -189,11 +189,22 @@ fn table_of_rows(signals: bool) -> Duration {
         address: unit.clone(),
         manager,
     });
-    let _readers: Vec<_> = (0..ROWS)
-        .map(|i| {
-            let cell = use_state_path::<Vec<String>, String>(&key, &i.to_string());
+    let cells: Vec<_> = (0..ROWS)
+        .map(|i| use_state_path::<Vec<String>, String>(&key, &i.to_string()))
+        .collect();
+    // A hook that failed to watch would leave its row out of the count.
+    assert!(
+        cells
+            .iter()
+            .all(|cell| cell.error.get_untracked().is_none()),
+        "a row's hook is not watching"
+    );
+    let _readers: Vec<_> = cells
+        .iter()
+        .map(|cell| {
+            let value = cell.value;
             ImmediateEffect::new(move || {
-                black_box(cell.value.with(|row| row.as_ref().map(String::len)));
+                black_box(value.with(|row| row.as_ref().map(String::len)));
             })
         })
         .collect();
