@@ -2,7 +2,7 @@
 //!
 //! A micro-frontend app is an *apartment* made of *buildings* (regions of the
 //! page) that hold *units* (independent micro-frontends, one crate each under
-//! `units/`). The shell reads the [manifest](manifest) to know what exists,
+//! `units/`). The shell reads the [`manifest`] to know what exists,
 //! renders it, and routes between the whole apartment, one building and one
 //! focused unit:
 //!

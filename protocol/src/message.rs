@@ -141,7 +141,7 @@ pub enum AckStatus {
 ///
 /// On the wire its status's fields sit beside `op`, named by `status`:
 /// `{"op":…,"status":"applied","stream":…,"seq":3,"value":…}`. Read and
-/// written through [`AckIn`] and [`AckOut`] rather than as a flattened,
+/// written through `AckIn` and `AckOut` (private) rather than as a flattened,
 /// internally tagged enum, which serde reads by buffering each ack in a
 /// generic tree of content and reading that again: a second deserializer
 /// in every build (some 20 KiB of wasm) for the same text. It writes the
