@@ -249,11 +249,13 @@ impl Change {
                 let mut rest = places.as_slice();
                 while let Some(first) = rest.first() {
                     let name = first.path.first().unwrap_or_default();
-                    let run = rest
+                    // The first place, and those after it under its segment.
+                    let run = 1 + rest
                         .iter()
+                        .skip(1)
                         .take_while(|place| place.path.same_first(&first.path))
                         .count();
-                    let (under, after) = rest.split_at(run.max(1));
+                    let (under, after) = rest.split_at(run);
                     heads.push(Head {
                         name: Cow::Borrowed(name),
                         change: self,
@@ -283,6 +285,13 @@ impl Head<'_> {
     /// name (for any other path, whether the change touches it is not
     /// this head's to say: false).
     pub fn touches(&self, path: &Path) -> bool {
+        // The one place written under this head, watched as it is (a row
+        // of a list written by `set_items`): it alone decides.
+        if let [place] = self.places
+            && place.path.same(path)
+        {
+            return place.changed(&self.change.new);
+        }
         let under = match self.places.first() {
             // Compared as segments: an index is not read as text.
             Some(place) => place.path.same_first(path),
