@@ -432,6 +432,41 @@ fn heads_of_items_written_by_index_answer_for_parsed_paths() {
     }
 }
 
+/// A head with one place, asked about the paths inside that place (what a
+/// subscriber to one field of a written object asks): each answers by what
+/// changed there, not by the place as a whole.
+#[test]
+fn a_head_of_one_place_tells_the_paths_inside_it_apart() {
+    let writer = unit("main/shop/cart");
+    let key = doc_key(Strategy::LastWriteWins, Lifetime::Memory);
+    let mut store = replica(1);
+    store.declare(&key).unwrap();
+    drop(
+        store
+            .set(&writer, &key, json!({"n": {"a": 1, "b": 2}, "m": 0}))
+            .unwrap(),
+    );
+    let write = store
+        .set_path(&writer, &key, &path("n"), json!({"a": 1, "b": 3}))
+        .unwrap();
+    let change = write.change.unwrap();
+    let heads = change.heads().unwrap();
+    let names: Vec<&str> = heads.iter().map(|head| head.name.as_ref()).collect();
+    assert_eq!(names, ["n"]);
+    for (probe, expected) in [
+        ("n", true),
+        ("n.b", true),
+        ("n.a", false),
+        ("n.c", false),
+        ("m", false),
+        ("nn", false),
+    ] {
+        let at = path(probe);
+        assert_eq!(heads[0].touches(&at), expected, "{probe}");
+        assert_eq!(change.touches(&at), expected, "{probe}");
+    }
+}
+
 #[test]
 fn items_of_a_typed_list_are_written_in_place() {
     let writer = unit("main/shop/cart");
