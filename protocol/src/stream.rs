@@ -124,6 +124,18 @@ mod tests {
             let json = serde_json::to_string(&stream).unwrap();
             assert_eq!(json, serde_json::to_string(text).unwrap());
             assert_eq!(serde_json::from_str::<StreamId>(&json).unwrap(), stream);
+            // As a map key (a device's cursors are kept by stream), and
+            // through a `Value`.
+            let map = std::collections::BTreeMap::from([(stream.clone(), 1)]);
+            let as_text = std::collections::BTreeMap::from([(text, 1)]);
+            assert_eq!(
+                serde_json::to_string(&map).unwrap(),
+                serde_json::to_string(&as_text).unwrap()
+            );
+            assert_eq!(
+                serde_json::to_value(&map).unwrap(),
+                serde_json::to_value(&as_text).unwrap()
+            );
         }
     }
 

@@ -389,6 +389,20 @@ impl fmt::Display for TabId {
     }
 }
 
+/// Asserts that `a` and `b` serialize alike: as JSON text and as a
+/// `serde_json::Value` (each goes through its own serializer).
+#[cfg(test)]
+pub(crate) fn assert_same_json<A: Serialize + ?Sized, B: Serialize + ?Sized>(a: &A, b: &B) {
+    assert_eq!(
+        serde_json::to_string(a).unwrap(),
+        serde_json::to_string(b).unwrap()
+    );
+    assert_eq!(
+        serde_json::to_value(a).unwrap(),
+        serde_json::to_value(b).unwrap()
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -409,15 +423,15 @@ mod tests {
             .iter()
             .map(|(tab, n)| (String::from(*tab), *n))
             .collect();
-        assert_eq!(
-            serde_json::to_string(&map).unwrap(),
-            serde_json::to_string(&as_text).unwrap()
-        );
+        assert_same_json(&map, &as_text);
         for text in ["a/b/u", "a \"quoted\"/back\\slash/é ☃ \u{2028}x"] {
             let address: UnitAddress = text.parse().unwrap();
             let json = serde_json::to_string(&address).unwrap();
             assert_eq!(json, serde_json::to_string(text).unwrap());
             assert_eq!(serde_json::from_str::<UnitAddress>(&json).unwrap(), address);
+            let map = std::collections::BTreeMap::from([(address.clone(), 1)]);
+            let as_text = std::collections::BTreeMap::from([(text, 1)]);
+            assert_same_json(&map, &as_text);
         }
     }
 
