@@ -53,7 +53,10 @@ impl Segments {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Equal as [`Segment::same`] says, hashed as its text: a segment's index
+/// is read from its text, so equal texts mean equal indices and equal
+/// indices equal texts.
+#[derive(Debug, Clone, Eq)]
 struct Segment {
     text: Text,
     /// The segment read as an array index, when it is one.
@@ -118,6 +121,18 @@ impl Eq for Text {}
 impl std::hash::Hash for Text {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         self.as_str().hash(state);
+    }
+}
+
+impl PartialEq for Segment {
+    fn eq(&self, other: &Self) -> bool {
+        self.same(other)
+    }
+}
+
+impl std::hash::Hash for Segment {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.text.hash(state);
     }
 }
 
@@ -274,13 +289,6 @@ impl Path {
     /// (a missing sub-value differs from any present one).
     pub fn changed(&self, old: &Value, new: &Value) -> bool {
         self.get(old) != self.get(new)
-    }
-
-    /// Whether this path names the same place as `other`: segment by
-    /// segment, as [`starts_with`](Self::starts_with) compares them.
-    pub(crate) fn same(&self, other: &Path) -> bool {
-        let (mine, theirs) = (self.segments.as_slice(), other.segments.as_slice());
-        mine.len() == theirs.len() && mine.iter().zip(theirs).all(|(a, b)| a.same(b))
     }
 
     /// Whether this path starts with every segment of `prefix` (a path

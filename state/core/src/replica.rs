@@ -184,7 +184,7 @@ impl Change {
         // written by `set_items`): that place alone decides, with no
         // search.
         if let [place] = places
-            && place.path.same(path)
+            && place.path == *path
         {
             return place.changed(new);
         }
@@ -285,13 +285,6 @@ impl Head<'_> {
     /// name (for any other path, whether the change touches it is not
     /// this head's to say: false).
     pub fn touches(&self, path: &Path) -> bool {
-        // The one place written under this head, watched as it is (a row
-        // of a list written by `set_items`): it alone decides.
-        if let [place] = self.places
-            && place.path.same(path)
-        {
-            return place.changed(&self.change.new);
-        }
         let under = match self.places.first() {
             // Compared as segments: an index is not read as text.
             Some(place) => place.path.same_first(path),
