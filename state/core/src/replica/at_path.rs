@@ -424,16 +424,6 @@ fn check_apart(paths: Vec<&Path>) -> Result<()> {
             "the root path names the whole value, with other places: set it alone",
         ));
     }
-    // Places of one segment each, in increasing order (items written in
-    // the order of their indices): all different, so apart, found in one
-    // pass that allocates nothing.
-    if paths.iter().all(|path| path.len() == 1)
-        && paths
-            .windows(2)
-            .all(|pair| pair[0].place_order(pair[1]).is_lt())
-    {
-        return Ok(());
-    }
     // Sorted by `Path::place_order`, every path inside another sorts
     // right after it, before any path not inside it: if one lies inside
     // another, one lies inside the path just before it.
