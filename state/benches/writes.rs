@@ -166,7 +166,6 @@ fn table(whole: bool) -> Duration {
 /// `RwSignal<String>` per row, each with its reader, 100 `set`s a round.
 fn table_of_rows(signals: bool) -> Duration {
     const ROWS: usize = 1_000;
-    let (manager, unit, key) = declared::<Vec<String>>("rows");
     let rows: Vec<String> = (0..ROWS).map(|i| format!("row {i}")).collect();
     if signals {
         let cells: Vec<RwSignal<String>> = rows.into_iter().map(RwSignal::new).collect();
@@ -184,6 +183,7 @@ fn table_of_rows(signals: bool) -> Duration {
             }
         });
     }
+    let (manager, unit, key) = declared::<Vec<String>>("rows");
     manager.set(&unit, &key, rows).unwrap();
     provide_context(UnitContext {
         address: unit.clone(),
