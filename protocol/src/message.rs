@@ -103,7 +103,10 @@ pub struct Limits {
     pub max_frame_bytes: usize,
     /// Most ops in one push.
     pub max_ops_per_push: usize,
-    /// Most ops per second on one connection.
+    /// Most ops per second on one connection. A relay may count an op as
+    /// more than one by the work it cost (this one: once more per 16 KiB
+    /// of its ack), refusing the next pushes as rate limited until time
+    /// has repaid it.
     pub max_ops_per_second: u32,
 }
 

@@ -27,6 +27,7 @@ use serde::Deserialize;
 
 use crate::AppState;
 use crate::hub::{FRAME_SLACK, now_ms};
+use crate::limits::push_cost;
 use crate::token::{self, Claims};
 use crate::ws::all_refused;
 
@@ -61,8 +62,10 @@ fn json(status: StatusCode, message: &ServerMessage) -> Response {
 /// key's whole value, so the acks of one push (small patches of a large
 /// merged value) can add up past a frame, which would not encode: acks
 /// that no longer fit lose their value and say only where the op landed,
-/// as the ack of a resend would (a device takes both as confirmed).
-fn fitting(mut acks: Vec<Ack>) -> Vec<Ack> {
+/// as the ack of a resend would (a device takes both as confirmed). Also
+/// the length each ack had before (what building it cost: see
+/// [`push_cost`]).
+fn fitting(mut acks: Vec<Ack>) -> (Vec<Ack>, Vec<usize>) {
     let budget = MAX_MESSAGE_BYTES - FRAME_SLACK;
     let valueless = |ack: &Ack| match &ack.status {
         AckStatus::Applied { stream, seq, .. } => Some(Ack {
@@ -75,22 +78,24 @@ fn fitting(mut acks: Vec<Ack>) -> Vec<Ack> {
         _ => None,
     };
     let len = |ack: &Ack| encoded_len(ack, budget).saturating_add(1);
+    let lens: Vec<usize> = acks.iter().map(len).collect();
     // What the answer takes with no value at all, then each value in
     // order while it still fits.
     let mut total: usize = acks
         .iter()
-        .map(|ack| valueless(ack).as_ref().map_or_else(|| len(ack), len))
+        .zip(&lens)
+        .map(|(ack, full)| valueless(ack).as_ref().map_or(*full, len))
         .sum();
-    for ack in &mut acks {
+    for (ack, full) in acks.iter_mut().zip(&lens) {
         let Some(bare) = valueless(ack) else { continue };
-        let extra = len(ack).saturating_sub(len(&bare));
+        let extra = full.saturating_sub(len(&bare));
         if total.saturating_add(extra) <= budget {
             total += extra;
         } else {
             *ack = bare;
         }
     }
-    acks
+    (acks, lens)
 }
 
 /// A JSON error message with the status that fits its code.
@@ -153,7 +158,8 @@ pub async fn push(State(app): State<Arc<AppState>>, headers: HeaderMap, body: By
     }
     app.metrics.pushed();
     // A push of nothing still costs a turn: it is work for the hub.
-    if !app.take_http(&claims.sub, push.ops.len().max(1)) {
+    let taken = push.ops.len().max(1);
+    if !app.take_http(&claims.sub, taken) {
         let error = ProtocolError::new(code::RATE_LIMITED, "too many ops per second; resend later");
         app.metrics.refused(code::RATE_LIMITED);
         let acks = all_refused(&push.ops, &error);
@@ -162,13 +168,15 @@ pub async fn push(State(app): State<Arc<AppState>>, headers: HeaderMap, body: By
             &ServerMessage::Ack(Acks { acks }),
         );
     }
+    let subject = claims.sub.clone();
     match app.hub.push(claims, push.ops, None).await {
-        Ok(acks) => json(
-            StatusCode::OK,
-            &ServerMessage::Ack(Acks {
-                acks: fitting(acks),
-            }),
-        ),
+        Ok(pushed) => {
+            let (acks, lens) = fitting(pushed.acks);
+            // What the push cost past the ops taken for it.
+            let cost = push_cost(lens, pushed.measured);
+            app.charge_http(&subject, cost.saturating_sub(taken));
+            json(StatusCode::OK, &ServerMessage::Ack(Acks { acks }))
+        }
         Err(error) => refuse(&app, &error),
     }
 }

@@ -65,9 +65,20 @@ pub(crate) const FRAME_SLACK: usize = 4096;
 type Pending = (
     Arc<Claims>,
     Vec<Op>,
-    oneshot::Sender<Vec<Ack>>,
+    oneshot::Sender<Pushed>,
     Option<ConnId>,
 );
+
+/// The hub's answer to a push.
+#[derive(Debug)]
+pub struct Pushed {
+    /// One ack per op, in order.
+    pub acks: Vec<Ack>,
+    /// Bytes of key state the core measured to refuse ops of the push past
+    /// the size limit: work their short acks do not show (see
+    /// [`push_cost`](crate::limits::push_cost)).
+    pub measured: usize,
+}
 
 /// A connection's id, for subscriptions.
 pub type ConnId = u64;
@@ -135,7 +146,7 @@ enum Request {
     Push {
         claims: Arc<Claims>,
         ops: Vec<Op>,
-        reply: oneshot::Sender<Vec<Ack>>,
+        reply: oneshot::Sender<Pushed>,
         conn: Option<ConnId>,
     },
     Subscribe {
@@ -381,15 +392,16 @@ impl Hub {
         ))
     }
 
-    /// Applies, stores and acknowledges `ops` (one ack each, in order).
-    /// `conn`: the socket they came on. Its acks come after every op of its
-    /// streams the store held when they were committed.
+    /// Applies, stores and acknowledges `ops` (one ack each, in order),
+    /// with what refusing some of them cost (see [`Pushed`]). `conn`: the
+    /// socket they came on. Its acks come after every op of its streams
+    /// the store held when they were committed.
     pub async fn push(
         &self,
         claims: Arc<Claims>,
         ops: Vec<Op>,
         conn: Option<ConnId>,
-    ) -> Result<Vec<Ack>, ProtocolError> {
+    ) -> Result<Pushed, ProtocolError> {
         let (reply, wait) = oneshot::channel();
         self.requests
             .send(Request::Push {
@@ -577,6 +589,8 @@ struct Part {
     keys: BTreeSet<FullKey>,
     /// (push, op) of every op of this stream decided in this attempt.
     decided: Vec<(usize, usize)>,
+    /// Bytes of state measured to refuse ops over the size limit, so far.
+    measured: usize,
     fanout: Vec<Sequenced>,
     /// Op ids in this part: the number each got, and where the op is in
     /// `fanout`.
@@ -1002,8 +1016,10 @@ impl State {
             .collect();
         let deadline = std::time::Instant::now() + MAX_RETRYING;
         let mut conflicted = BTreeSet::new();
+        // Per push, across attempts: each attempt did the work again.
+        let mut measured = vec![0_usize; pushes.len()];
         loop {
-            let conflicts = self.attempt(&pushes, &mut statuses).await;
+            let conflicts = self.attempt(&pushes, &mut statuses, &mut measured).await;
             let done = conflicts.is_empty() || std::time::Instant::now() >= deadline;
             conflicted.extend(conflicts);
             if done {
@@ -1028,7 +1044,8 @@ impl State {
             .iter()
             .flatten()
             .any(|status| matches!(status, Some(AckStatus::Applied { .. })));
-        for ((_, ops, reply, _), statuses) in pushes.into_iter().zip(statuses) {
+        let answers = pushes.into_iter().zip(statuses).zip(measured);
+        for (((_, ops, reply, _), statuses), measured) in answers {
             let acks = ops
                 .iter()
                 .zip(statuses)
@@ -1043,7 +1060,7 @@ impl State {
                     Ack { op: op.id, status }
                 })
                 .collect();
-            let _ = reply.send(acks);
+            let _ = reply.send(Pushed { acks, measured });
         }
         if committed {
             self.committed.notify_waiters();
@@ -1053,11 +1070,13 @@ impl State {
 
     /// One round of [`push`](Self::push) over the ops not yet decided;
     /// returns the streams that met a conflict (their ops are undecided
-    /// again).
+    /// again). Adds to `measured` (per push) the state the core measured to
+    /// refuse ops past the size limit.
     async fn attempt(
         &mut self,
         pushes: &[Pending],
         statuses: &mut [Vec<Option<AckStatus>>],
+        measured: &mut [usize],
     ) -> Vec<StreamId> {
         // The op ids each stream's log already holds, and who owns the
         // tabs that issued the ops the pushers may write (asked once per
@@ -1153,7 +1172,9 @@ impl State {
                     ..Part::default()
                 });
                 part.decided.push((i, j));
+                let before = part.measured;
                 let status = self.admit(claims, op, &id, &known, part, &mut new_tabs);
+                measured[i] = measured[i].saturating_add(part.measured - before);
                 statuses[i][j] = Some(status);
             }
         }
@@ -1488,6 +1509,11 @@ impl State {
             );
         }
         if let Err(err) = stream.replica.apply_remote(op) {
+            // A state tried whole and found too large: the work that cost
+            // counts against the pusher's rate (see `limits::push_cost`).
+            if let gaesup_state_core::Error::TooLarge { size, .. } = &err {
+                part.measured = part.measured.saturating_add(*size);
+            }
             return refused(err.code(), err.to_string());
         }
         stream.head += 1;

@@ -48,7 +48,8 @@
 //! - Every op is checked: the token's grants (apartment, buildings, read or
 //!   write, global keys), then the core (declared key, lifetime, strategy,
 //!   schema, types, permissions, clock window, limits).
-//! - Bounded: frames, ops per push, ops per second, connections, and each
+//! - Bounded: frames, ops per push, ops per second (each op weighted by
+//!   the work it cost: [`limits::push_cost`]), connections, and each
 //!   device's send queue (a slow device is disconnected and resyncs).
 //!
 //! # Modules
@@ -117,6 +118,19 @@ impl AppState {
 
     /// Takes `n` ops from the HTTP rate budget of token subject `sub`.
     fn take_http(&self, sub: &str, n: usize) -> bool {
+        self.http_bucket(sub, |bucket| bucket.take(n))
+    }
+
+    /// Charges `n` more ops to the HTTP rate budget of `sub`, after the
+    /// fact (see [`Bucket::charge`]).
+    fn charge_http(&self, sub: &str, n: usize) {
+        if n > 0 {
+            self.http_bucket(sub, |bucket| bucket.charge(n));
+        }
+    }
+
+    /// Runs `with` on the HTTP bucket of `sub`.
+    fn http_bucket<R>(&self, sub: &str, with: impl FnOnce(&mut Bucket) -> R) -> R {
         let mut buckets = self
             .http_buckets
             .lock()
@@ -125,10 +139,11 @@ impl AppState {
             // Bounded: forget everyone (they start again with a full bucket).
             buckets.clear();
         }
-        buckets
-            .entry(sub.to_owned())
-            .or_insert_with(|| Bucket::new(self.config.max_ops_per_second))
-            .take(n)
+        with(
+            buckets
+                .entry(sub.to_owned())
+                .or_insert_with(|| Bucket::new(self.config.max_ops_per_second)),
+        )
     }
 }
 

@@ -1282,6 +1282,132 @@ async fn sigterm_finishes_what_is_in_flight_and_exits_cleanly(backend: Backend) 
     assert_eq!(snapshot.seq, 20);
 }
 
+/// Cart lines `{prefix}0..{prefix}{n-1}`, each named with `bytes` bytes:
+/// large values made of fields a merge key merges.
+fn heavy_lines(prefix: &str, n: usize, bytes: usize, quantity: u32) -> Value {
+    let lines: serde_json::Map<String, Value> = (0..n)
+        .map(|i| {
+            (
+                format!("{prefix}{i}"),
+                json!(["x".repeat(bytes), 100, quantity]),
+            )
+        })
+        .collect();
+    Value::Object(lines)
+}
+
+fn rate_limited(acks: &[gaesup_protocol::Ack]) -> bool {
+    acks.iter()
+        .any(|a| matches!(&a.status, AckStatus::Refused { code: c, .. } if c == code::RATE_LIMITED))
+}
+
+/// A push counts against the rate limit by the work it cost the hub, not
+/// only by its ops: a small patch of a large merge key costs building the
+/// key's whole value (its ack carries it), and an op refused near the
+/// state's size limit costs trying the whole state. A peer sending such
+/// ops at the rate small ones may go is refused long before; small ops on
+/// small keys go as before (WebSocket and HTTP alike).
+async fn ops_count_against_the_rate_by_the_work_they_cost(backend: Backend) {
+    // A bucket of 100 ops (two seconds of 50).
+    let relay = Relay::on(backend, &["--max-ops-per-second", "50"]);
+    // A cart of about 800 KB: four writes of ten 20 KB lines, from two
+    // devices (each holds at most 448 KiB of its own), each pushed on a
+    // connection of its own so that building it is not rate limited.
+    // (A device writes its whole cart: its second write adds ten lines.)
+    let mut devices = [Device::new(1), Device::new(2)];
+    for (device, lines) in [(0, 10), (0, 20), (1, 10), (1, 20)] {
+        let prefix = ["a", "b"][device];
+        let op = devices[device].cart(heavy_lines(prefix, lines, 20_000, 1));
+        let mut client = Client::connect(&relay, &main_rw(), None).await;
+        let acks = client.push(vec![op]).await;
+        applied_seq(&acks[0].status);
+    }
+
+    // Small patches of it: each ack carries the whole cart, so each push
+    // costs about 50 ops (the bucket holds two; time adds one every 20 ms).
+    // By count, twenty of them would cost 20.
+    let mut patcher = Device::new(3);
+    let mut heavy = Client::connect(&relay, &main_rw(), None).await;
+    let mut pushed = 0;
+    for quantity in 1..=20 {
+        let acks = heavy
+            .push(vec![patcher.cart(heavy_lines("f", 1, 10, quantity))])
+            .await;
+        if rate_limited(&acks) {
+            break;
+        }
+        applied_seq(&acks[0].status);
+        pushed += 1;
+    }
+    assert!(
+        (1..10).contains(&pushed),
+        "small patches of an 800 KB cart were rate limited after {pushed} pushes, not 1 to 9"
+    );
+
+    // Ops refused because the state would pass its limit: short acks, but
+    // each was tried on the whole state first.
+    let mut grower = Device::new(4);
+    let mut refused = Client::connect(&relay, &main_rw(), None).await;
+    let mut tried = 0;
+    for quantity in 1..=20 {
+        let acks = refused
+            .push(vec![grower.cart(heavy_lines("g", 1, 120_000, quantity))])
+            .await;
+        if rate_limited(&acks) {
+            break;
+        }
+        assert_eq!(refusal(&acks[0].status), "too_large");
+        tried += 1;
+    }
+    assert!(
+        (1..10).contains(&tried),
+        "ops refused at the size limit were rate limited after {tried} pushes, not 1 to 9"
+    );
+
+    // Small ops of a small key: twenty pushes cost twenty ops, well within.
+    let mut counter = Device::new(5);
+    let mut light = Client::connect(&relay, &main_rw(), None).await;
+    for _ in 0..20 {
+        let acks = light.push(vec![counter.count(1)]).await;
+        applied_seq(&acks[0].status);
+    }
+
+    // Over HTTP, per token subject: the same. (A tab's ops come from the
+    // subject that pushed its first one: new devices for new subjects.)
+    let push = |op| serde_json::to_string(&Push { ops: vec![op] }).unwrap();
+    let mut patcher = Device::new(6);
+    let mut counter = Device::new(7);
+    let mut over_http = 0;
+    for quantity in 21..=40 {
+        let (status, _) = http(
+            "POST",
+            relay.url("/v1/push"),
+            Some(main_rw_as("heavy")),
+            Some(push(patcher.cart(heavy_lines("f", 1, 10, quantity)))),
+        )
+        .await;
+        if status == 429 {
+            break;
+        }
+        assert_eq!(status, 200);
+        over_http += 1;
+    }
+    assert!(
+        (1..10).contains(&over_http),
+        "small patches over HTTP were rate limited after {over_http} pushes, not 1 to 9"
+    );
+    for _ in 0..20 {
+        let (status, body) = http(
+            "POST",
+            relay.url("/v1/push"),
+            Some(main_rw_as("light")),
+            Some(push(counter.count(1))),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+}
+
 support::on_both_backends!(
     the_same_op_twice_is_one_op_and_the_ack_carries_the_canonical_value,
     a_device_catches_up_from_its_cursor_then_gets_live_ops,
@@ -1289,6 +1415,7 @@ support::on_both_backends!(
     every_auth_case_is_refused_with_its_code,
     the_core_decides_on_the_relay_as_in_a_tab,
     every_limit_answers_with_its_code_and_the_relay_keeps_serving,
+    ops_count_against_the_rate_by_the_work_they_cost,
     malformed_frames_get_specific_codes_and_others_are_still_served,
     a_slow_reader_is_disconnected_and_resyncs_from_its_cursor,
     the_http_fallback_pushes_pulls_with_a_long_poll_and_snapshots,
