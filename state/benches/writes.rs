@@ -11,7 +11,8 @@
 //! `use_state_path` hook read by an effect) beside the page's baseline of
 //! one plain signal per row; one field of a value of N fields with a
 //! path subscriber per field (the caller builds each new value, as a
-//! whole-value API asks).
+//! whole-value API asks). Beside the integer writes, a model of the least
+//! a replicated last-write-wins write does (see [`floor_model`]).
 //!
 //! Run with `cargo bench -p gaesup-state --bench writes`; to profile one
 //! case, `cargo bench -p gaesup-state --bench writes -- <case>` runs only
@@ -84,6 +85,42 @@ fn set_integer(subscribers: usize) -> Duration {
     per_run(200_000, |i| {
         black_box(manager.set(&unit, &key, i64::from(i)).unwrap());
     })
+}
+
+/// The least any replicated last-write-wins store does per write, as a
+/// yardstick for "set an integer, 1 subscriber": the value turned into
+/// JSON, the clock read and a hybrid stamp taken, the key looked up, the
+/// entry replaced, the subscriber told if the value changed, the old value
+/// freed. No scopes, permissions, size limits, op ids or writers, change
+/// records or routing by path: what the manager adds is the difference.
+fn floor_model() -> Duration {
+    use gaesup_state::core::{Clock, FullKey, Hlc, Stamp, TabId};
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    let clock = gaesup_state::SystemClock;
+    let mut hlc = Hlc::new(TabId::new(7));
+    let key: FullKey = "apartment/main/n".parse().unwrap();
+    let mut entries: BTreeMap<FullKey, (Arc<Value>, Stamp)> = BTreeMap::new();
+    entries.insert(key.clone(), (Arc::new(Value::Null), hlc.tick(0)));
+    let told = Cell::new(0_u32);
+    type Subscriber<'a> = Box<dyn Fn(&Value) + 'a>;
+    let subscribers: Vec<Subscriber<'_>> = vec![Box::new(|value| {
+        black_box(value);
+        told.set(told.get() + 1);
+    })];
+    let time = per_run(200_000, |i| {
+        let value = serde_json::to_value(i64::from(i)).unwrap();
+        let stamp = hlc.tick(clock.now_ms());
+        let entry = entries.get_mut(black_box(&key)).unwrap();
+        let old = std::mem::replace(entry, (Arc::new(value), stamp));
+        if *old.0 != *entry.0 {
+            subscribers.iter().for_each(|tell| tell(&entry.0));
+        }
+        drop(black_box(old));
+    });
+    assert!(told.get() > 0, "the model's subscriber was never told");
+    time
 }
 
 fn set_struct() -> Duration {
@@ -242,8 +279,12 @@ fn main() {
         .skip(1)
         .filter(|arg| !arg.starts_with("--"))
         .collect();
-    let cases: [Case; 11] = [
+    let cases: [Case; 12] = [
         ("set an integer, 0 subscribers", || set_integer(0)),
+        (
+            "floor model: a bare replicated write, 1 subscriber",
+            floor_model,
+        ),
         ("set an integer, 1 subscriber", || set_integer(1)),
         ("set a small struct, 1 subscriber", set_struct),
         ("a hook's set of an integer, 3 readers", hook_set),
