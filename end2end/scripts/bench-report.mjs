@@ -612,6 +612,19 @@ if (loads) {
     ['bare Leptos (`bench/hello`)', loads.hello],
   ]) row([name, kib(r.bytes), ms(r.unthrottled.p50, 0), ms(r.unthrottled.p95, 0), ms(r.four_g.p50, 0), ms(r.four_g.p95, 0)]);
   lines.push('');
+  if (loads.app.traced && loads.hello.traced) {
+    lines.push(
+      `Where an unthrottled load's time goes: ${loads.traced} more loads of each, traced (Chromium's \`v8.wasm\` trace; tracing slows a load, so these are not the timed ones), medians. V8 compiles a wasm function on the main thread the first time it runs; the column counts that work before the button appeared.`,
+      '',
+    );
+    row(['build', 'wasm arrived', 'compiling wasm on first call', 'functions compiled', 'button (traced)']);
+    row(['---', '---:', '---:', '---:', '---:']);
+    for (const [name, t] of [
+      ['app (apartment page)', loads.app.traced],
+      ['bare Leptos (`bench/hello`)', loads.hello.traced],
+    ]) row([name, ms(t.wasm_fetched_ms, 0), ms(t.lazy_compile_ms, 0), t.lazy_functions.toLocaleString('en-US'), ms(t.ready_ms, 0)]);
+    lines.push('');
+  }
   lines.push(
     chart(
       'load-time.svg',
