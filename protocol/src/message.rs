@@ -104,9 +104,9 @@ pub struct Limits {
     /// Most ops in one push.
     pub max_ops_per_push: usize,
     /// Most ops per second on one connection. A relay may count an op as
-    /// more than one by the work it cost (this one: once more per 16 KiB
-    /// of its ack), refusing the next pushes as rate limited until time
-    /// has repaid it.
+    /// more than one by the work it costs (this one: once more per 16 KiB
+    /// of its key's state); ops of a push past what the connection may
+    /// spend then are refused as rate limited, with every op after them.
     pub max_ops_per_second: u32,
 }
 

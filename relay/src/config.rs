@@ -72,8 +72,8 @@ pub struct Serve {
     #[arg(long, env = "RELAY_MAX_OPS_PER_PUSH", default_value_t = 512)]
     pub max_ops_per_push: usize,
     /// Most ops per second on one connection (HTTP: per token subject). An
-    /// op counts once more per 16 KiB of its ack (an applied op's carries
-    /// the key's value) and of any state tried whole to refuse it.
+    /// op the core applies or tries counts once more per 16 KiB of its
+    /// key's state (the work it costs grows with it).
     #[arg(long, env = "RELAY_MAX_OPS_PER_SECOND", default_value_t = 2000)]
     pub max_ops_per_second: u32,
     /// Most WebSocket connections this node holds.

@@ -27,7 +27,7 @@ use serde::Deserialize;
 
 use crate::AppState;
 use crate::hub::{FRAME_SLACK, now_ms};
-use crate::limits::push_cost;
+use crate::limits::MAX_OP_COST;
 use crate::token::{self, Claims};
 use crate::ws::all_refused;
 
@@ -62,10 +62,8 @@ fn json(status: StatusCode, message: &ServerMessage) -> Response {
 /// key's whole value, so the acks of one push (small patches of a large
 /// merged value) can add up past a frame, which would not encode: acks
 /// that no longer fit lose their value and say only where the op landed,
-/// as the ack of a resend would (a device takes both as confirmed). Also
-/// the length each ack had before (what building it cost: see
-/// [`push_cost`]).
-fn fitting(mut acks: Vec<Ack>) -> (Vec<Ack>, Vec<usize>) {
+/// as the ack of a resend would (a device takes both as confirmed).
+fn fitting(mut acks: Vec<Ack>) -> Vec<Ack> {
     let budget = MAX_MESSAGE_BYTES - FRAME_SLACK;
     let valueless = |ack: &Ack| match &ack.status {
         AckStatus::Applied { stream, seq, .. } => Some(Ack {
@@ -78,24 +76,22 @@ fn fitting(mut acks: Vec<Ack>) -> (Vec<Ack>, Vec<usize>) {
         _ => None,
     };
     let len = |ack: &Ack| encoded_len(ack, budget).saturating_add(1);
-    let lens: Vec<usize> = acks.iter().map(len).collect();
     // What the answer takes with no value at all, then each value in
     // order while it still fits.
     let mut total: usize = acks
         .iter()
-        .zip(&lens)
-        .map(|(ack, full)| valueless(ack).as_ref().map_or(*full, len))
+        .map(|ack| valueless(ack).as_ref().map_or_else(|| len(ack), len))
         .sum();
-    for (ack, full) in acks.iter_mut().zip(&lens) {
+    for ack in &mut acks {
         let Some(bare) = valueless(ack) else { continue };
-        let extra = full.saturating_sub(len(&bare));
+        let extra = len(ack).saturating_sub(len(&bare));
         if total.saturating_add(extra) <= budget {
             total += extra;
         } else {
             *ack = bare;
         }
     }
-    (acks, lens)
+    acks
 }
 
 /// A JSON error message with the status that fits its code.
@@ -157,9 +153,11 @@ pub async fn push(State(app): State<Arc<AppState>>, headers: HeaderMap, body: By
         );
     }
     app.metrics.pushed();
-    // A push of nothing still costs a turn: it is work for the hub.
-    let taken = push.ops.len().max(1);
-    if !app.take_http(&claims.sub, taken) {
+    // What the push may cost (see the WebSocket's), set aside from the
+    // subject's budget: pushes of one subject handled at once share it.
+    let most = push.ops.len().max(1).saturating_mul(MAX_OP_COST);
+    let budget = app.reserve_http(&claims.sub, most);
+    if budget == 0 {
         let error = ProtocolError::new(code::RATE_LIMITED, "too many ops per second; resend later");
         app.metrics.refused(code::RATE_LIMITED);
         let acks = all_refused(&push.ops, &error);
@@ -169,15 +167,20 @@ pub async fn push(State(app): State<Arc<AppState>>, headers: HeaderMap, body: By
         );
     }
     let subject = claims.sub.clone();
-    match app.hub.push(claims, push.ops, None).await {
+    match app.hub.push(claims, push.ops, None, budget).await {
         Ok(pushed) => {
-            let (acks, lens) = fitting(pushed.acks);
-            // What the push cost past the ops taken for it.
-            let cost = push_cost(lens, pushed.measured);
-            app.charge_http(&subject, cost.saturating_sub(taken));
-            json(StatusCode::OK, &ServerMessage::Ack(Acks { acks }))
+            app.refund_http(&subject, budget - pushed.spent);
+            json(
+                StatusCode::OK,
+                &ServerMessage::Ack(Acks {
+                    acks: fitting(pushed.acks),
+                }),
+            )
         }
-        Err(error) => refuse(&app, &error),
+        Err(error) => {
+            app.refund_http(&subject, budget);
+            refuse(&app, &error)
+        }
     }
 }
 

@@ -38,6 +38,7 @@ use gaesup_state_core::{
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::db::Row;
+use crate::limits::op_cost;
 use crate::metrics::Metrics;
 use crate::store::{CommitError, LEGACY_OWNER, Store, StreamCommit};
 use crate::token::Claims;
@@ -60,24 +61,27 @@ pub const NODE_CLOCK_SLACK_MS: u64 = 60 * 60 * 1000;
 /// Room for a message's envelope around its ops or states.
 pub(crate) const FRAME_SLACK: usize = 4096;
 
-/// A push waiting in the hub: who pushed, the ops, where the acks go, and
-/// the socket it came on (none over HTTP).
-type Pending = (
-    Arc<Claims>,
-    Vec<Op>,
-    oneshot::Sender<Pushed>,
-    Option<ConnId>,
-);
+/// A push waiting in the hub.
+struct Pending {
+    claims: Arc<Claims>,
+    ops: Vec<Op>,
+    /// Where the answer goes.
+    reply: oneshot::Sender<Pushed>,
+    /// The socket it came on (none over HTTP).
+    conn: Option<ConnId>,
+    /// What its ops may cost, in ops' worth (see [`op_cost`]).
+    budget: usize,
+}
 
 /// The hub's answer to a push.
 #[derive(Debug)]
 pub struct Pushed {
-    /// One ack per op, in order.
+    /// One ack per op, in order. Ops past the push's budget are refused as
+    /// rate limited, with every op after them.
     pub acks: Vec<Ack>,
-    /// Bytes of key state the core measured to refuse ops of the push past
-    /// the size limit: work their short acks do not show (see
-    /// [`push_cost`](crate::limits::push_cost)).
-    pub measured: usize,
+    /// What its ops cost, in ops' worth (at most its budget): one each,
+    /// and for each op the core applied or tried, [`op_cost`] of its key.
+    pub spent: usize,
 }
 
 /// A connection's id, for subscriptions.
@@ -148,6 +152,7 @@ enum Request {
         ops: Vec<Op>,
         reply: oneshot::Sender<Pushed>,
         conn: Option<ConnId>,
+        budget: usize,
     },
     Subscribe {
         conn: ConnId,
@@ -198,6 +203,9 @@ struct Stream {
     replica: Replica,
     head: u64,
     first: u64,
+    /// Each key's state as this node last stored or loaded it, in bytes:
+    /// what an op on the key costs (see [`op_cost`]).
+    stored: BTreeMap<FullKey, usize>,
 }
 
 struct Subscriber {
@@ -393,14 +401,15 @@ impl Hub {
     }
 
     /// Applies, stores and acknowledges `ops` (one ack each, in order),
-    /// with what refusing some of them cost (see [`Pushed`]). `conn`: the
-    /// socket they came on. Its acks come after every op of its streams
-    /// the store held when they were committed.
+    /// spending at most `budget` ops' worth on them (see [`Pushed`]).
+    /// `conn`: the socket they came on. Its acks come after every op of
+    /// its streams the store held when they were committed.
     pub async fn push(
         &self,
         claims: Arc<Claims>,
         ops: Vec<Op>,
         conn: Option<ConnId>,
+        budget: usize,
     ) -> Result<Pushed, ProtocolError> {
         let (reply, wait) = oneshot::channel();
         self.requests
@@ -409,6 +418,7 @@ impl Hub {
                 ops,
                 reply,
                 conn,
+                budget,
             })
             .await
             .map_err(|_| shutting_down())?;
@@ -558,6 +568,7 @@ fn new_stream(declarations: &[Arc<KeySpec>], id: StreamId) -> Stream {
         replica,
         head: 0,
         first: 1,
+        stored: BTreeMap::new(),
     }
 }
 
@@ -589,8 +600,8 @@ struct Part {
     keys: BTreeSet<FullKey>,
     /// (push, op) of every op of this stream decided in this attempt.
     decided: Vec<(usize, usize)>,
-    /// Bytes of state measured to refuse ops over the size limit, so far.
-    measured: usize,
+    /// How many of them the core applied or tried.
+    tried: usize,
     fanout: Vec<Sequenced>,
     /// Op ids in this part: the number each got, and where the op is in
     /// `fanout`.
@@ -653,6 +664,9 @@ impl State {
         stream.first = loaded.first;
         let mut storage = MemoryStorage::new();
         for (key, stored) in loaded.states {
+            if let Ok(full) = key.parse::<FullKey>() {
+                stream.stored.insert(full, stored.len());
+            }
             storage
                 .set(&format!("{STATE_PREFIX}{key}"), &stored)
                 .map_err(|err| err.to_string())?;
@@ -812,9 +826,16 @@ impl State {
                         ops: batch,
                         reply,
                         conn,
+                        budget,
                     } => {
                         ops += batch.len();
-                        pushes.push((claims, batch, reply, conn));
+                        pushes.push(Pending {
+                            claims,
+                            ops: batch,
+                            reply,
+                            conn,
+                            budget,
+                        });
                     }
                     other => others.push(other),
                 }
@@ -1012,14 +1033,14 @@ impl State {
     async fn push(&mut self, pushes: Vec<Pending>) {
         let mut statuses: Vec<Vec<Option<AckStatus>>> = pushes
             .iter()
-            .map(|(_, ops, _, _)| vec![None; ops.len()])
+            .map(|push| vec![None; push.ops.len()])
             .collect();
         let deadline = std::time::Instant::now() + MAX_RETRYING;
         let mut conflicted = BTreeSet::new();
-        // Per push, across attempts: each attempt did the work again.
-        let mut measured = vec![0_usize; pushes.len()];
+        // Per push, across attempts: each attempt does the work again.
+        let mut spent = vec![0_usize; pushes.len()];
         loop {
-            let conflicts = self.attempt(&pushes, &mut statuses, &mut measured).await;
+            let conflicts = self.attempt(&pushes, &mut statuses, &mut spent).await;
             let done = conflicts.is_empty() || std::time::Instant::now() >= deadline;
             conflicted.extend(conflicts);
             if done {
@@ -1034,7 +1055,7 @@ impl State {
         // An ack on a socket means its device has every op of its streams
         // committed before (its link relies on it): with several nodes, bring
         // what the others committed first.
-        let conns: BTreeSet<ConnId> = pushes.iter().filter_map(|p| p.3).collect();
+        let conns: BTreeSet<ConnId> = pushes.iter().filter_map(|p| p.conn).collect();
         for conn in conns {
             self.barrier(conn).await;
         }
@@ -1044,9 +1065,9 @@ impl State {
             .iter()
             .flatten()
             .any(|status| matches!(status, Some(AckStatus::Applied { .. })));
-        let answers = pushes.into_iter().zip(statuses).zip(measured);
-        for (((_, ops, reply, _), statuses), measured) in answers {
-            let acks = ops
+        for ((push, statuses), spent) in pushes.into_iter().zip(statuses).zip(spent) {
+            let acks = push
+                .ops
                 .iter()
                 .zip(statuses)
                 .map(|(op, status)| {
@@ -1060,7 +1081,9 @@ impl State {
                     Ack { op: op.id, status }
                 })
                 .collect();
-            let _ = reply.send(Pushed { acks, measured });
+            // A push of nothing still cost a turn.
+            let spent = spent.max(1).min(push.budget);
+            let _ = push.reply.send(Pushed { acks, spent });
         }
         if committed {
             self.committed.notify_waiters();
@@ -1070,13 +1093,15 @@ impl State {
 
     /// One round of [`push`](Self::push) over the ops not yet decided;
     /// returns the streams that met a conflict (their ops are undecided
-    /// again). Adds to `measured` (per push) the state the core measured to
-    /// refuse ops past the size limit.
+    /// again). What each push's ops cost is added to `spent`; once a push
+    /// has not the budget for its next op, that op and the rest of the
+    /// push are refused as rate limited (its device sends them again, in
+    /// order).
     async fn attempt(
         &mut self,
         pushes: &[Pending],
         statuses: &mut [Vec<Option<AckStatus>>],
-        measured: &mut [usize],
+        spent: &mut [usize],
     ) -> Vec<StreamId> {
         // The op ids each stream's log already holds, and who owns the
         // tabs that issued the ops the pushers may write (asked once per
@@ -1084,8 +1109,9 @@ impl State {
         let mut wanted: BTreeMap<StreamId, Vec<String>> = BTreeMap::new();
         let mut tabs: BTreeSet<String> = BTreeSet::new();
         let mut known = Known::default();
-        for (i, (claims, ops, _, _)) in pushes.iter().enumerate() {
-            for (j, op) in ops.iter().enumerate() {
+        for (i, push) in pushes.iter().enumerate() {
+            let claims = &push.claims;
+            for (j, op) in push.ops.iter().enumerate() {
                 // Refused before anything is loaded for it: an op naming
                 // an apartment the token may not write must not make this
                 // node load (and keep) a stream of that name.
@@ -1160,21 +1186,39 @@ impl State {
         }
         let mut parts: BTreeMap<StreamId, Part> = BTreeMap::new();
         let mut new_tabs: BTreeMap<String, String> = BTreeMap::new();
-        for (i, (claims, ops, _, _)) in pushes.iter().enumerate() {
-            for (j, op) in ops.iter().enumerate() {
+        for (i, push) in pushes.iter().enumerate() {
+            let mut exhausted = false;
+            for (j, op) in push.ops.iter().enumerate() {
                 if statuses[i][j].is_some() {
                     continue;
                 }
                 let id = StreamId::of(&op.key);
+                // What applying it costs, if the core gets that far.
+                let cost = op_cost(
+                    self.streams
+                        .get(&id)
+                        .and_then(|stream| stream.stored.get(&op.key))
+                        .copied()
+                        .unwrap_or(0),
+                );
+                exhausted |= spent[i].saturating_add(cost) > push.budget;
+                if exhausted {
+                    statuses[i][j] = Some(refused(
+                        code::RATE_LIMITED,
+                        "the push cost more than the connection's rate allows now; resend later",
+                    ));
+                    continue;
+                }
                 let head = self.streams.get(&id).map_or(0, |s| s.head);
                 let part = parts.entry(id.clone()).or_insert_with(|| Part {
                     base: head,
                     ..Part::default()
                 });
                 part.decided.push((i, j));
-                let before = part.measured;
-                let status = self.admit(claims, op, &id, &known, part, &mut new_tabs);
-                measured[i] = measured[i].saturating_add(part.measured - before);
+                let tried = part.tried;
+                let status = self.admit(&push.claims, op, &id, &known, part, &mut new_tabs);
+                // Refused before the core took it: one op's worth.
+                spent[i] += if part.tried > tried { cost } else { 1 };
                 statuses[i][j] = Some(status);
             }
         }
@@ -1229,7 +1273,7 @@ impl State {
                 .iter()
                 .filter(|(_, part)| {
                     part.decided.iter().any(|(i, j)| {
-                        let tab = pushes[*i].1.get(*j).map(|op| op.id.tab.to_string());
+                        let tab = pushes[*i].ops.get(*j).map(|op| op.id.tab.to_string());
                         tab.is_some_and(|tab| lost.contains(&tab))
                     })
                 })
@@ -1258,6 +1302,8 @@ impl State {
             .collect();
         let mut order = Vec::new();
         let mut owned = Vec::new();
+        // Per stream committed, each key's stored state's length.
+        let mut sizes = Vec::new();
         let mut renewed = Vec::new();
         let mut commits = Vec::new();
         for (id, part) in &mut parts {
@@ -1267,13 +1313,15 @@ impl State {
             let Some(stream) = self.streams.get(id) else {
                 continue;
             };
-            let states = part
-                .keys
-                .iter()
-                .filter_map(|key| {
-                    stored_state(&stream.replica, key).map(|stored| (key.to_string(), stored))
-                })
-                .collect();
+            let mut states = Vec::with_capacity(part.keys.len());
+            let mut lens = Vec::with_capacity(part.keys.len());
+            for key in &part.keys {
+                if let Some(stored) = stored_state(&stream.replica, key) {
+                    lens.push((key.clone(), stored.len()));
+                    states.push((key.to_string(), stored));
+                }
+            }
+            sizes.push(lens);
             order.push(id.clone());
             owned.push(
                 part.rows
@@ -1294,13 +1342,17 @@ impl State {
         let started = std::time::Instant::now();
         let results = self.store.commit(commits).await;
         let mut stored = 0;
-        for ((id, result), owned) in order.into_iter().zip(results).zip(owned) {
+        let committed = order.into_iter().zip(results).zip(owned).zip(sizes);
+        for (((id, result), owned), lens) in committed {
             let Some(part) = parts.remove(&id) else {
                 continue;
             };
             match result {
                 Ok(()) => {
                     renewed.extend(owned);
+                    if let Some(stream) = self.streams.get_mut(&id) {
+                        stream.stored.extend(lens);
+                    }
                     stored += part.fanout.len();
                     if let Some(last) = part.fanout.last().map(|s| s.seq) {
                         // Fanned out before the acks go: a device that reads
@@ -1336,7 +1388,7 @@ impl State {
                             Err(_) => BTreeMap::new(),
                         };
                     for (i, j) in part.decided {
-                        let op_id = pushes[i].1[j].id.to_string();
+                        let op_id = pushes[i].ops[j].id.to_string();
                         // Applied here, or a second copy in this part (its
                         // Duplicate pointed at the first, not stored either).
                         if !part.in_part.contains_key(&op_id) {
@@ -1508,12 +1560,8 @@ impl State {
                 ),
             );
         }
+        part.tried += 1;
         if let Err(err) = stream.replica.apply_remote(op) {
-            // A state tried whole and found too large: the work that cost
-            // counts against the pusher's rate (see `limits::push_cost`).
-            if let gaesup_state_core::Error::TooLarge { size, .. } = &err {
-                part.measured = part.measured.saturating_add(*size);
-            }
             return refused(err.code(), err.to_string());
         }
         stream.head += 1;

@@ -49,8 +49,8 @@
 //!   write, global keys), then the core (declared key, lifetime, strategy,
 //!   schema, types, permissions, clock window, limits).
 //! - Bounded: frames, ops per push, ops per second (each op weighted by
-//!   the work it cost: [`limits::push_cost`]), connections, and each
-//!   device's send queue (a slow device is disconnected and resyncs).
+//!   the size of its key's state: [`limits::op_cost`]), connections, and
+//!   each device's send queue (a slow device is disconnected and resyncs).
 //!
 //! # Modules
 //!
@@ -116,16 +116,16 @@ impl AppState {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Takes `n` ops from the HTTP rate budget of token subject `sub`.
-    fn take_http(&self, sub: &str, n: usize) -> bool {
-        self.http_bucket(sub, |bucket| bucket.take(n))
+    /// Sets aside up to `most` ops' worth of the HTTP rate budget of token
+    /// subject `sub` (see [`Bucket::reserve`]).
+    fn reserve_http(&self, sub: &str, most: usize) -> usize {
+        self.http_bucket(sub, |bucket| bucket.reserve(most))
     }
 
-    /// Charges `n` more ops to the HTTP rate budget of `sub`, after the
-    /// fact (see [`Bucket::charge`]).
-    fn charge_http(&self, sub: &str, n: usize) {
+    /// Gives back to `sub`'s HTTP budget what a push did not spend.
+    fn refund_http(&self, sub: &str, n: usize) {
         if n > 0 {
-            self.http_bucket(sub, |bucket| bucket.charge(n));
+            self.http_bucket(sub, |bucket| bucket.refund(n));
         }
     }
 

@@ -24,7 +24,7 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::AppState;
 use crate::hub::{CatchUp, FRAME_SLACK, Missed, Outlet, now_ms};
-use crate::limits::{Bucket, push_cost};
+use crate::limits::{Bucket, MAX_OP_COST};
 use crate::token::{self, Claims};
 
 /// Close code: the token was refused.
@@ -58,24 +58,16 @@ pub async fn upgrade(State(app): State<Arc<AppState>>, ws: WebSocketUpgrade) -> 
         .into_response()
 }
 
-/// Each ack with its serialized length (counted up to a frame's budget).
-fn sized_acks(acks: Vec<Ack>) -> Vec<(Ack, usize)> {
+/// `acks` in order, as messages that each fit a frame: an applied op's ack
+/// carries its key's whole value, so the acks of one push (small patches of
+/// a large merged value) can add up past a frame, which would not encode
+/// and never reach the device.
+fn ack_frames(acks: Vec<Ack>) -> Vec<Vec<Ack>> {
     let budget = MAX_MESSAGE_BYTES - FRAME_SLACK;
-    acks.into_iter()
-        .map(|ack| {
-            let len = encoded_len(&ack, budget);
-            (ack, len)
-        })
-        .collect()
-}
-
-/// The acks (with their lengths, from [`sized_acks`]) in order, as
-/// messages that each fit a frame: an applied op's ack carries its key's
-/// whole value, so the acks of one push (small patches of a large merged
-/// value) can add up past a frame, which would not encode and never reach
-/// the device.
-fn ack_frames(sized: Vec<(Ack, usize)>) -> Vec<Vec<Ack>> {
-    let budget = MAX_MESSAGE_BYTES - FRAME_SLACK;
+    let sized = acks.into_iter().map(|ack| {
+        let len = encoded_len(&ack, budget);
+        (ack, len)
+    });
     let mut frames = split_by_len(sized, budget, usize::MAX);
     // A push of no ops still gets its (empty) ack.
     if frames.is_empty() {
@@ -414,17 +406,26 @@ impl Session {
                     ));
                     return None;
                 }
-                // A push of nothing still costs a turn: it is work for the hub.
-                let taken = push.ops.len().max(1);
-                let (acks, measured) = if self.bucket.take(taken) {
-                    match self
+                // What the push may cost (each op at most `MAX_OP_COST`; a
+                // push of nothing still costs a turn: it is work for the
+                // hub), set aside; what it does not spend goes back.
+                let most = push.ops.len().max(1).saturating_mul(MAX_OP_COST);
+                let budget = self.bucket.reserve(most);
+                let acks = if budget > 0 {
+                    let pushed = self
                         .app
                         .hub
-                        .push(claims, push.ops.clone(), Some(self.conn))
-                        .await
-                    {
-                        Ok(pushed) => (pushed.acks, Some(pushed.measured)),
-                        Err(error) => (all_refused(&push.ops, &error), None),
+                        .push(claims, push.ops.clone(), Some(self.conn), budget)
+                        .await;
+                    match pushed {
+                        Ok(pushed) => {
+                            self.bucket.refund(budget - pushed.spent);
+                            pushed.acks
+                        }
+                        Err(error) => {
+                            self.bucket.refund(budget);
+                            all_refused(&push.ops, &error)
+                        }
                     }
                 } else {
                     // An ack still means caught up (see `Hub::barrier`).
@@ -437,15 +438,8 @@ impl Session {
                         ),
                     );
                     self.app.metrics.refused(code::RATE_LIMITED);
-                    (all_refused(&push.ops, &error), None)
+                    all_refused(&push.ops, &error)
                 };
-                let sized = sized_acks(acks);
-                if let Some(measured) = measured {
-                    // What the push cost past the ops taken for it: an ack
-                    // carrying a large value took building it.
-                    let cost = push_cost(sized.iter().map(|(_, len)| *len), measured);
-                    self.bucket.charge(cost.saturating_sub(taken));
-                }
                 if self.outlet.dropped.load(Ordering::SeqCst) {
                     // Ops committed before these acks did not all reach the
                     // device: no ack (it pushes again after reconnecting,
@@ -455,7 +449,7 @@ impl Session {
                 // Acks must not be lost to a full queue: wait for room, as
                 // long as a device that reads would take to make some.
                 let patience = heartbeat_of(&self.app) * 3;
-                for acks in ack_frames(sized) {
+                for acks in ack_frames(acks) {
                     let queued = self.send.send(ServerMessage::Ack(Acks { acks }));
                     if tokio::time::timeout(patience, queued).await.is_err() {
                         return Some(close(CLOSE_SLOW, code::SLOW_CONSUMER));

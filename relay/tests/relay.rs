@@ -1344,6 +1344,34 @@ async fn ops_count_against_the_rate_by_the_work_they_cost(backend: Backend) {
         "small patches of an 800 KB cart were rate limited after {pushed} pushes, not 1 to 9"
     );
 
+    // Within one push: what the budget covers goes in, the rest (even an op
+    // that alone would fit) is refused as rate limited, to be sent again in
+    // order. A fresh connection's budget (100) covers two ops on the cart.
+    let mut other = Device::new(8);
+    let mut partial = Client::connect(&relay, &main_rw(), None).await;
+    let ops = vec![
+        patcher.cart(heavy_lines("f", 1, 10, 21)),
+        patcher.cart(heavy_lines("f", 1, 10, 22)),
+        patcher.cart(heavy_lines("f", 1, 10, 23)),
+        other.count(1),
+    ];
+    partial.send(&ClientMessage::Push(Push { ops })).await;
+    // Each ack carrying the cart takes a frame of its own.
+    let mut acks = Vec::new();
+    while acks.len() < 4 {
+        match partial
+            .wait_for(|m| matches!(m, ServerMessage::Ack(_)))
+            .await
+        {
+            ServerMessage::Ack(more) => acks.extend(more.acks),
+            _ => unreachable!(),
+        }
+    }
+    applied_seq(&acks[0].status);
+    applied_seq(&acks[1].status);
+    assert!(rate_limited(&acks[2..3]), "{:?}", acks[2]);
+    assert!(rate_limited(&acks[3..]), "{:?}", acks[3]);
+
     // Ops refused because the state would pass its limit: short acks, but
     // each was tried on the whole state first.
     let mut grower = Device::new(4);
