@@ -27,7 +27,6 @@ use serde::Deserialize;
 
 use crate::AppState;
 use crate::hub::{FRAME_SLACK, now_ms};
-use crate::limits::MAX_OP_COST;
 use crate::token::{self, Claims};
 use crate::ws::all_refused;
 
@@ -153,11 +152,9 @@ pub async fn push(State(app): State<Arc<AppState>>, headers: HeaderMap, body: By
         );
     }
     app.metrics.pushed();
-    // What the push may cost (see the WebSocket's), set aside from the
-    // subject's budget: pushes of one subject handled at once share it.
-    let most = push.ops.len().max(1).saturating_mul(MAX_OP_COST);
-    let budget = app.reserve_http(&claims.sub, most);
-    if budget == 0 {
+    // An op's worth per op (a push of nothing still costs a turn: it is
+    // work for the hub); the hub draws what ops on large keys cost more.
+    let Some(bucket) = app.take_http(&claims.sub, push.ops.len().max(1)) else {
         let error = ProtocolError::new(code::RATE_LIMITED, "too many ops per second; resend later");
         app.metrics.refused(code::RATE_LIMITED);
         let acks = all_refused(&push.ops, &error);
@@ -165,22 +162,15 @@ pub async fn push(State(app): State<Arc<AppState>>, headers: HeaderMap, body: By
             StatusCode::TOO_MANY_REQUESTS,
             &ServerMessage::Ack(Acks { acks }),
         );
-    }
-    let subject = claims.sub.clone();
-    match app.hub.push(claims, push.ops, None, budget).await {
-        Ok(pushed) => {
-            app.refund_http(&subject, budget - pushed.spent);
-            json(
-                StatusCode::OK,
-                &ServerMessage::Ack(Acks {
-                    acks: fitting(pushed.acks),
-                }),
-            )
-        }
-        Err(error) => {
-            app.refund_http(&subject, budget);
-            refuse(&app, &error)
-        }
+    };
+    match app.hub.push(claims, push.ops, None, bucket).await {
+        Ok(acks) => json(
+            StatusCode::OK,
+            &ServerMessage::Ack(Acks {
+                acks: fitting(acks),
+            }),
+        ),
+        Err(error) => refuse(&app, &error),
     }
 }
 

@@ -38,7 +38,7 @@ use gaesup_state_core::{
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::db::Row;
-use crate::limits::op_cost;
+use crate::limits::{SharedBucket, extra_cost};
 use crate::metrics::Metrics;
 use crate::store::{CommitError, LEGACY_OWNER, Store, StreamCommit};
 use crate::token::Claims;
@@ -65,23 +65,13 @@ pub(crate) const FRAME_SLACK: usize = 4096;
 struct Pending {
     claims: Arc<Claims>,
     ops: Vec<Op>,
-    /// Where the answer goes.
-    reply: oneshot::Sender<Pushed>,
+    /// Where the acks go.
+    reply: oneshot::Sender<Vec<Ack>>,
     /// The socket it came on (none over HTTP).
     conn: Option<ConnId>,
-    /// What its ops may cost, in ops' worth (see [`op_cost`]).
-    budget: usize,
-}
-
-/// The hub's answer to a push.
-#[derive(Debug)]
-pub struct Pushed {
-    /// One ack per op, in order. Ops past the push's budget are refused as
-    /// rate limited, with every op after them.
-    pub acks: Vec<Ack>,
-    /// What its ops cost, in ops' worth (at most its budget): one each,
-    /// and for each op the core applied or tried, [`op_cost`] of its key.
-    pub spent: usize,
+    /// The pusher's rate budget, which each op the core takes draws its
+    /// [`extra_cost`] from.
+    bucket: SharedBucket,
 }
 
 /// A connection's id, for subscriptions.
@@ -150,9 +140,9 @@ enum Request {
     Push {
         claims: Arc<Claims>,
         ops: Vec<Op>,
-        reply: oneshot::Sender<Pushed>,
+        reply: oneshot::Sender<Vec<Ack>>,
         conn: Option<ConnId>,
-        budget: usize,
+        bucket: SharedBucket,
     },
     Subscribe {
         conn: ConnId,
@@ -203,9 +193,19 @@ struct Stream {
     replica: Replica,
     head: u64,
     first: u64,
-    /// Each key's state as this node last stored or loaded it, in bytes:
-    /// what an op on the key costs (see [`op_cost`]).
+    /// Each key's state in bytes, as this node last stored or loaded it,
+    /// grown by each op applied since: what an op on the key costs (see
+    /// [`extra_cost`]).
     stored: BTreeMap<FullKey, usize>,
+}
+
+impl Stream {
+    /// Counts `bytes` more of `key`'s state (an op applied to it) until
+    /// its next commit measures it.
+    fn grew(&mut self, key: &FullKey, bytes: usize) {
+        let stored = self.stored.entry(key.clone()).or_insert(0);
+        *stored = stored.saturating_add(bytes);
+    }
 }
 
 struct Subscriber {
@@ -400,17 +400,19 @@ impl Hub {
         ))
     }
 
-    /// Applies, stores and acknowledges `ops` (one ack each, in order),
-    /// spending at most `budget` ops' worth on them (see [`Pushed`]).
-    /// `conn`: the socket they came on. Its acks come after every op of
-    /// its streams the store held when they were committed.
+    /// Applies, stores and acknowledges `ops` (one ack each, in order).
+    /// `conn`: the socket they came on. Its acks come after every op of its
+    /// streams the store held when they were committed. Each op the core
+    /// takes first draws its [`extra_cost`] from `bucket` (the pusher's,
+    /// which already paid an op's worth per op): one it cannot draw for is
+    /// refused as rate limited, and so is every later op of the push.
     pub async fn push(
         &self,
         claims: Arc<Claims>,
         ops: Vec<Op>,
         conn: Option<ConnId>,
-        budget: usize,
-    ) -> Result<Pushed, ProtocolError> {
+        bucket: SharedBucket,
+    ) -> Result<Vec<Ack>, ProtocolError> {
         let (reply, wait) = oneshot::channel();
         self.requests
             .send(Request::Push {
@@ -418,7 +420,7 @@ impl Hub {
                 ops,
                 reply,
                 conn,
-                budget,
+                bucket,
             })
             .await
             .map_err(|_| shutting_down())?;
@@ -545,6 +547,14 @@ fn refused(code: &str, message: impl Into<String>) -> AckStatus {
     }
 }
 
+/// An op refused because its pusher's rate budget could not pay for it.
+fn rate_limited() -> AckStatus {
+    refused(
+        code::RATE_LIMITED,
+        "the push cost more than the pusher's rate allows now (ops on large keys cost more); resend later",
+    )
+}
+
 fn storage_error(err: impl std::fmt::Display) -> ProtocolError {
     ProtocolError::new(code::STORAGE, err.to_string())
 }
@@ -600,8 +610,8 @@ struct Part {
     keys: BTreeSet<FullKey>,
     /// (push, op) of every op of this stream decided in this attempt.
     decided: Vec<(usize, usize)>,
-    /// How many of them the core applied or tried.
-    tried: usize,
+    /// The bucket of the push whose op is being admitted.
+    drawing: Option<SharedBucket>,
     fanout: Vec<Sequenced>,
     /// Op ids in this part: the number each got, and where the op is in
     /// `fanout`.
@@ -826,7 +836,7 @@ impl State {
                         ops: batch,
                         reply,
                         conn,
-                        budget,
+                        bucket,
                     } => {
                         ops += batch.len();
                         pushes.push(Pending {
@@ -834,7 +844,7 @@ impl State {
                             ops: batch,
                             reply,
                             conn,
-                            budget,
+                            bucket,
                         });
                     }
                     other => others.push(other),
@@ -1014,6 +1024,7 @@ impl State {
                 resync = true;
                 break;
             }
+            stream.grew(&op.key, body.len());
             stream.head = seq;
             live.push(Sequenced { seq, op });
         }
@@ -1037,10 +1048,8 @@ impl State {
             .collect();
         let deadline = std::time::Instant::now() + MAX_RETRYING;
         let mut conflicted = BTreeSet::new();
-        // Per push, across attempts: each attempt does the work again.
-        let mut spent = vec![0_usize; pushes.len()];
         loop {
-            let conflicts = self.attempt(&pushes, &mut statuses, &mut spent).await;
+            let conflicts = self.attempt(&pushes, &mut statuses).await;
             let done = conflicts.is_empty() || std::time::Instant::now() >= deadline;
             conflicted.extend(conflicts);
             if done {
@@ -1065,7 +1074,7 @@ impl State {
             .iter()
             .flatten()
             .any(|status| matches!(status, Some(AckStatus::Applied { .. })));
-        for ((push, statuses), spent) in pushes.into_iter().zip(statuses).zip(spent) {
+        for (push, statuses) in pushes.into_iter().zip(statuses) {
             let acks = push
                 .ops
                 .iter()
@@ -1081,9 +1090,7 @@ impl State {
                     Ack { op: op.id, status }
                 })
                 .collect();
-            // A push of nothing still cost a turn.
-            let spent = spent.max(1).min(push.budget);
-            let _ = push.reply.send(Pushed { acks, spent });
+            let _ = push.reply.send(acks);
         }
         if committed {
             self.committed.notify_waiters();
@@ -1093,15 +1100,11 @@ impl State {
 
     /// One round of [`push`](Self::push) over the ops not yet decided;
     /// returns the streams that met a conflict (their ops are undecided
-    /// again). What each push's ops cost is added to `spent`; once a push
-    /// has not the budget for its next op, that op and the rest of the
-    /// push are refused as rate limited (its device sends them again, in
-    /// order).
+    /// again).
     async fn attempt(
         &mut self,
         pushes: &[Pending],
         statuses: &mut [Vec<Option<AckStatus>>],
-        spent: &mut [usize],
     ) -> Vec<StreamId> {
         // The op ids each stream's log already holds, and who owns the
         // tabs that issued the ops the pushers may write (asked once per
@@ -1187,38 +1190,27 @@ impl State {
         let mut parts: BTreeMap<StreamId, Part> = BTreeMap::new();
         let mut new_tabs: BTreeMap<String, String> = BTreeMap::new();
         for (i, push) in pushes.iter().enumerate() {
+            // Once an op of the push could not draw its cost, the rest of
+            // the push is refused too: the device sends them again later.
             let mut exhausted = false;
             for (j, op) in push.ops.iter().enumerate() {
                 if statuses[i][j].is_some() {
                     continue;
                 }
-                let id = StreamId::of(&op.key);
-                // What applying it costs, if the core gets that far.
-                let cost = op_cost(
-                    self.streams
-                        .get(&id)
-                        .and_then(|stream| stream.stored.get(&op.key))
-                        .copied()
-                        .unwrap_or(0),
-                );
-                exhausted |= spent[i].saturating_add(cost) > push.budget;
                 if exhausted {
-                    statuses[i][j] = Some(refused(
-                        code::RATE_LIMITED,
-                        "the push cost more than the connection's rate allows now; resend later",
-                    ));
+                    statuses[i][j] = Some(rate_limited());
                     continue;
                 }
+                let id = StreamId::of(&op.key);
                 let head = self.streams.get(&id).map_or(0, |s| s.head);
                 let part = parts.entry(id.clone()).or_insert_with(|| Part {
                     base: head,
                     ..Part::default()
                 });
                 part.decided.push((i, j));
-                let tried = part.tried;
+                part.drawing = Some(push.bucket.clone());
                 let status = self.admit(&push.claims, op, &id, &known, part, &mut new_tabs);
-                // Refused before the core took it: one op's worth.
-                spent[i] += if part.tried > tried { cost } else { 1 };
+                exhausted = matches!(&status, AckStatus::Refused { code, .. } if code == code::RATE_LIMITED);
                 statuses[i][j] = Some(status);
             }
         }
@@ -1560,12 +1552,21 @@ impl State {
                 ),
             );
         }
-        part.tried += 1;
+        // The work the core is about to do grows with the key's state.
+        let extra = extra_cost(stream.stored.get(&op.key).copied().unwrap_or(0));
+        if let Some(bucket) = &part.drawing
+            && !bucket.draw(extra)
+        {
+            return rate_limited();
+        }
         if let Err(err) = stream.replica.apply_remote(op) {
             return refused(err.code(), err.to_string());
         }
         stream.head += 1;
         let seq = stream.head;
+        // Until the commit measures the state: it may have grown by the op.
+        let body = serde_json::to_string(op).unwrap_or_default();
+        stream.grew(&op.key, body.len());
         let value = stream
             .replica
             .state(&op.key)
@@ -1580,7 +1581,7 @@ impl State {
             stream: id.to_string(),
             seq,
             op_id: op_id.clone(),
-            body: serde_json::to_string(op).unwrap_or_default(),
+            body,
             // Recorded (SQLite) unless seen renewed lately.
             owner: owner.filter(|_| !known.fresh.contains(&tab)),
             tab,

@@ -48,9 +48,9 @@
 //! - Every op is checked: the token's grants (apartment, buildings, read or
 //!   write, global keys), then the core (declared key, lifetime, strategy,
 //!   schema, types, permissions, clock window, limits).
-//! - Bounded: frames, ops per push, ops per second (each op weighted by
-//!   the size of its key's state: [`limits::op_cost`]), connections, and
-//!   each device's send queue (a slow device is disconnected and resyncs).
+//! - Bounded: frames, ops per push, ops per second (an op on a large key
+//!   counting for more: [`limits`]), connections, and each device's send
+//!   queue (a slow device is disconnected and resyncs).
 //!
 //! # Modules
 //!
@@ -88,7 +88,7 @@ use tokio::sync::watch;
 use crate::config::{Cli, Command, Mint, Serve};
 use crate::db::Db;
 use crate::hub::Hub;
-use crate::limits::Bucket;
+use crate::limits::SharedBucket;
 use crate::metrics::Metrics;
 use crate::store::{RedisStore, Store};
 use crate::token::{Access, Claims, Grant};
@@ -108,7 +108,7 @@ pub struct AppState {
     /// Flips to `true` when the relay starts shutting down.
     pub shutdown: watch::Receiver<bool>,
     next_conn: AtomicU64,
-    http_buckets: Mutex<BTreeMap<String, Bucket>>,
+    http_buckets: Mutex<BTreeMap<String, SharedBucket>>,
 }
 
 impl AppState {
@@ -116,21 +116,9 @@ impl AppState {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Sets aside up to `most` ops' worth of the HTTP rate budget of token
-    /// subject `sub` (see [`Bucket::reserve`]).
-    fn reserve_http(&self, sub: &str, most: usize) -> usize {
-        self.http_bucket(sub, |bucket| bucket.reserve(most))
-    }
-
-    /// Gives back to `sub`'s HTTP budget what a push did not spend.
-    fn refund_http(&self, sub: &str, n: usize) {
-        if n > 0 {
-            self.http_bucket(sub, |bucket| bucket.refund(n));
-        }
-    }
-
-    /// Runs `with` on the HTTP bucket of `sub`.
-    fn http_bucket<R>(&self, sub: &str, with: impl FnOnce(&mut Bucket) -> R) -> R {
+    /// Takes `n` ops from the HTTP rate budget of token subject `sub`; its
+    /// bucket (for the hub to draw more from) if there was enough.
+    fn take_http(&self, sub: &str, n: usize) -> Option<SharedBucket> {
         let mut buckets = self
             .http_buckets
             .lock()
@@ -139,11 +127,10 @@ impl AppState {
             // Bounded: forget everyone (they start again with a full bucket).
             buckets.clear();
         }
-        with(
-            buckets
-                .entry(sub.to_owned())
-                .or_insert_with(|| Bucket::new(self.config.max_ops_per_second)),
-        )
+        let bucket = buckets
+            .entry(sub.to_owned())
+            .or_insert_with(|| SharedBucket::new(self.config.max_ops_per_second));
+        bucket.take(n).then(|| bucket.clone())
     }
 }
 

@@ -1,12 +1,18 @@
 //! Rate limits: a token bucket per connection (or per token subject over
 //! HTTP), counting the work a push costs the hub, not only its ops.
+//!
+//! A push takes one op's worth per op before the hub sees it (refused
+//! whole if the bucket holds less). The hub then draws, for each op the
+//! core applies or tries, [`extra_cost`] more from the same bucket, right
+//! before the core takes the op; an op it cannot draw for is refused as
+//! rate limited, with the rest of its push, and the device sends them
+//! again later.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use gaesup_state_core::MAX_STATE_BYTES;
-
 /// Bytes of a key's state that count as one more op against the rate
-/// limit, for each op on that key the core applies (or tries to).
+/// limit, for each op on that key the core applies or tries.
 ///
 /// The hub's work for an op grows with the key's state: applying it to a
 /// merge key builds the key's whole value for its ack, near the state's
@@ -20,14 +26,10 @@ use gaesup_state_core::MAX_STATE_BYTES;
 /// limit (896 KiB).
 pub const WORK_UNIT_BYTES: usize = 16 << 10;
 
-/// The most one op costs ([`op_cost`] of a state at its limit, with room
-/// for the schema around it).
-pub const MAX_OP_COST: usize = 1 + (MAX_STATE_BYTES + 1024) / WORK_UNIT_BYTES;
-
-/// What one op the core applies (or tries) costs, on a key whose state took
-/// `stored` bytes when last written (see [`WORK_UNIT_BYTES`]).
-pub fn op_cost(stored: usize) -> usize {
-    (1 + stored / WORK_UNIT_BYTES).min(MAX_OP_COST)
+/// What an op the core applies or tries costs past its one op's worth, on
+/// a key whose state takes `stored` bytes (see [`WORK_UNIT_BYTES`]).
+pub fn extra_cost(stored: usize) -> usize {
+    stored / WORK_UNIT_BYTES
 }
 
 /// Allows `rate` ops' worth per second on average, bursts of up to two
@@ -50,44 +52,67 @@ impl Bucket {
         }
     }
 
-    /// Sets aside what the bucket holds, in whole ops, at most `most`, for
-    /// a push about to be handled: its budget (0: not one op's worth, the
-    /// push is refused). What the push did not spend goes back with
-    /// [`refund`](Self::refund). Pushes handled at once (over HTTP, one
-    /// token subject's) share what the bucket holds rather than each
-    /// spending all of it.
-    pub fn reserve(&mut self, most: usize) -> usize {
-        self.reserve_at(most, Instant::now())
+    /// Takes `n` ops' worth if there is enough; `false` (and takes nothing)
+    /// otherwise.
+    pub fn take(&mut self, n: usize) -> bool {
+        self.take_at(n, Instant::now())
     }
 
-    fn reserve_at(&mut self, most: usize, now: Instant) -> usize {
-        self.refill(now);
-        // At most two seconds of a u32 rate, and not negative: the cast is
-        // exact.
-        let whole = self.tokens.floor().max(0.0) as usize;
-        let reserved = whole.min(most);
-        // Counts this small are exact in an f64.
-        self.tokens -= reserved as f64;
-        reserved
-    }
-
-    /// Gives back `n` ops' worth set aside by [`reserve`](Self::reserve)
-    /// and not spent.
-    pub fn refund(&mut self, n: usize) {
-        self.refund_at(n, Instant::now());
-    }
-
-    fn refund_at(&mut self, n: usize, now: Instant) {
-        self.refill(now);
-        self.tokens = (self.tokens + n as f64).min(self.rate * 2.0);
-    }
-
-    /// Adds what the time since the last call earned, up to two seconds'
-    /// worth.
-    fn refill(&mut self, now: Instant) {
-        let earned = now.duration_since(self.last).as_secs_f64() * self.rate;
-        self.tokens = (self.tokens + earned).min(self.rate * 2.0);
+    /// [`take`](Self::take) at the instant `now`.
+    fn take_at(&mut self, n: usize, now: Instant) -> bool {
+        let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + refill).min(self.rate * 2.0);
         self.last = now;
+        // Counts are small (bounded by the ops per push, or by one second's
+        // worth): the cast is exact.
+        let n = n as f64;
+        if n > self.tokens {
+            return false;
+        }
+        self.tokens -= n;
+        true
+    }
+
+    /// Takes an op's `extra` cost, at most one second's worth: a bucket
+    /// whose push took at most a second's worth of ops (what a device
+    /// sends at once) holds that much once it has filled, so an op on a
+    /// key of any size goes in at last, however low the rate.
+    pub fn draw(&mut self, extra: usize) -> bool {
+        self.draw_at(extra, Instant::now())
+    }
+
+    fn draw_at(&mut self, extra: usize, now: Instant) -> bool {
+        // A u32 rate, not negative: the cast is exact.
+        let second = self.rate as usize;
+        self.take_at(extra.min(second), now)
+    }
+}
+
+/// A [`Bucket`] the endpoint and the hub both draw from: the endpoint an
+/// op's worth per op of a push, the hub the [`extra_cost`] of each.
+#[derive(Debug, Clone)]
+pub struct SharedBucket(Arc<Mutex<Bucket>>);
+
+impl SharedBucket {
+    /// A full bucket for `rate` ops per second.
+    pub fn new(rate: u32) -> Self {
+        Self(Arc::new(Mutex::new(Bucket::new(rate))))
+    }
+
+    /// [`Bucket::take`].
+    pub fn take(&self, n: usize) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take(n)
+    }
+
+    /// [`Bucket::draw`].
+    pub fn draw(&self, extra: usize) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .draw(extra)
     }
 }
 
@@ -99,51 +124,41 @@ mod tests {
     fn a_burst_past_two_seconds_worth_is_refused() {
         let mut bucket = Bucket::new(10);
         let start = bucket.last;
-        assert_eq!(bucket.reserve_at(20, start), 20);
-        assert_eq!(
-            bucket.reserve_at(1, start),
-            0,
-            "the burst emptied the bucket"
-        );
+        assert!(bucket.take_at(20, start));
+        assert!(!bucket.take_at(1, start), "the burst emptied the bucket");
         let later = start + std::time::Duration::from_millis(500);
-        assert_eq!(bucket.reserve_at(8, later), 5, "half a second refills five");
-        assert_eq!(bucket.reserve_at(1, later), 0);
+        assert!(bucket.take_at(5, later), "half a second refills five");
+        assert!(!bucket.take_at(1, later));
         let much_later = later + std::time::Duration::from_secs(60);
-        assert_eq!(
-            bucket.reserve_at(100, much_later),
-            20,
-            "full again, not more"
-        );
+        assert!(bucket.take_at(20, much_later), "full again, not more");
+        assert!(!bucket.take_at(1, much_later));
     }
 
     #[test]
-    fn what_a_push_did_not_spend_goes_back() {
+    fn an_op_s_extra_cost_is_drawn_up_to_one_second_s_worth() {
         let mut bucket = Bucket::new(10);
         let start = bucket.last;
-        assert_eq!(bucket.reserve_at(15, start), 15);
-        // Two pushes at once share the bucket: the second gets the rest.
-        assert_eq!(bucket.reserve_at(15, start), 5);
-        bucket.refund_at(12, start);
-        bucket.refund_at(0, start);
-        assert_eq!(bucket.reserve_at(100, start), 12);
-        // A refund never fills the bucket past two seconds' worth.
-        let later = start + std::time::Duration::from_secs(3);
-        bucket.refund_at(12, later);
-        assert_eq!(bucket.reserve_at(100, later), 20);
+        assert!(bucket.take_at(3, start), "the push's three ops");
+        // An op on a key of 800 KiB costs 50 more: a second's worth (10).
+        assert!(bucket.draw_at(extra_cost(800 << 10), start));
+        assert!(bucket.draw_at(4, start));
+        assert!(
+            !bucket.draw_at(4, start),
+            "three left: refused, nothing taken"
+        );
+        assert!(bucket.draw_at(3, start));
+        assert!(
+            bucket.draw_at(0, start),
+            "a small key's op costs nothing more"
+        );
     }
 
     #[test]
-    fn an_op_costs_one_and_one_more_per_16_kib_of_state() {
-        assert_eq!(op_cost(0), 1);
-        assert_eq!(op_cost(WORK_UNIT_BYTES - 1), 1);
-        assert_eq!(op_cost(WORK_UNIT_BYTES), 2);
-        assert_eq!(op_cost(800 << 10), 51);
-        assert_eq!(op_cost(MAX_STATE_BYTES), 57);
-        assert_eq!(MAX_OP_COST, 57);
-        assert_eq!(
-            op_cost(usize::MAX),
-            MAX_OP_COST,
-            "a stored state past the limit"
-        );
+    fn an_op_costs_one_more_per_16_kib_of_state() {
+        assert_eq!(extra_cost(0), 0);
+        assert_eq!(extra_cost(WORK_UNIT_BYTES - 1), 0);
+        assert_eq!(extra_cost(WORK_UNIT_BYTES), 1);
+        assert_eq!(extra_cost(800 << 10), 50);
+        assert_eq!(extra_cost(gaesup_state_core::MAX_STATE_BYTES), 56);
     }
 }

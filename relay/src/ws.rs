@@ -24,7 +24,7 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::AppState;
 use crate::hub::{CatchUp, FRAME_SLACK, Missed, Outlet, now_ms};
-use crate::limits::{Bucket, MAX_OP_COST};
+use crate::limits::SharedBucket;
 use crate::token::{self, Claims};
 
 /// Close code: the token was refused.
@@ -245,7 +245,7 @@ async fn serve(app: Arc<AppState>, socket: WebSocket) {
         app: Arc::clone(&app),
         conn,
         claims: None,
-        bucket: Bucket::new(app.config.max_ops_per_second),
+        bucket: SharedBucket::new(app.config.max_ops_per_second),
         send: send.clone(),
         outlet: Outlet {
             send,
@@ -312,7 +312,7 @@ struct Session {
     app: Arc<AppState>,
     conn: u64,
     claims: Option<Arc<Claims>>,
-    bucket: Bucket,
+    bucket: SharedBucket,
     send: mpsc::Sender<ServerMessage>,
     outlet: Outlet,
 }
@@ -406,26 +406,23 @@ impl Session {
                     ));
                     return None;
                 }
-                // What the push may cost (each op at most `MAX_OP_COST`; a
-                // push of nothing still costs a turn: it is work for the
-                // hub), set aside; what it does not spend goes back.
-                let most = push.ops.len().max(1).saturating_mul(MAX_OP_COST);
-                let budget = self.bucket.reserve(most);
-                let acks = if budget > 0 {
-                    let pushed = self
+                // An op's worth per op (a push of nothing still costs a
+                // turn: it is work for the hub); the hub draws what ops on
+                // large keys cost more.
+                let acks = if self.bucket.take(push.ops.len().max(1)) {
+                    match self
                         .app
                         .hub
-                        .push(claims, push.ops.clone(), Some(self.conn), budget)
-                        .await;
-                    match pushed {
-                        Ok(pushed) => {
-                            self.bucket.refund(budget - pushed.spent);
-                            pushed.acks
-                        }
-                        Err(error) => {
-                            self.bucket.refund(budget);
-                            all_refused(&push.ops, &error)
-                        }
+                        .push(
+                            claims,
+                            push.ops.clone(),
+                            Some(self.conn),
+                            self.bucket.clone(),
+                        )
+                        .await
+                    {
+                        Ok(acks) => acks,
+                        Err(error) => all_refused(&push.ops, &error),
                     }
                 } else {
                     // An ack still means caught up (see `Hub::barrier`).
@@ -433,7 +430,7 @@ impl Session {
                     let error = ProtocolError::new(
                         code::RATE_LIMITED,
                         format!(
-                            "more than {} ops per second; resend later",
+                            "more than {} ops' worth per second (an op on a large key counts for more); resend later",
                             self.app.config.max_ops_per_second
                         ),
                     );

@@ -1296,6 +1296,42 @@ fn heavy_lines(prefix: &str, n: usize, bytes: usize, quantity: u32) -> Value {
     Value::Object(lines)
 }
 
+/// Pushes `ops` and gathers their acks, however many frames they take (an
+/// ack carrying a large value takes one of its own).
+async fn push_all(
+    client: &mut Client,
+    ops: Vec<gaesup_state_core::Op>,
+) -> Vec<gaesup_protocol::Ack> {
+    let wanted = ops.len();
+    client.send(&ClientMessage::Push(Push { ops })).await;
+    let mut acks = Vec::new();
+    while acks.len() < wanted {
+        match client
+            .wait_for(|m| matches!(m, ServerMessage::Ack(_)))
+            .await
+        {
+            ServerMessage::Ack(more) => acks.extend(more.acks),
+            _ => unreachable!(),
+        }
+    }
+    acks
+}
+
+/// The first ack refused as rate limited, after checking that every ack
+/// before it was applied and every one after it refused so too.
+fn refused_from(acks: &[gaesup_protocol::Ack]) -> Option<usize> {
+    let first = acks
+        .iter()
+        .position(|ack| rate_limited(std::slice::from_ref(ack)))?;
+    for ack in &acks[..first] {
+        applied_seq(&ack.status);
+    }
+    for ack in &acks[first..] {
+        assert!(rate_limited(std::slice::from_ref(ack)), "{ack:?}");
+    }
+    Some(first)
+}
+
 fn rate_limited(acks: &[gaesup_protocol::Ack]) -> bool {
     acks.iter()
         .any(|a| matches!(&a.status, AckStatus::Refused { code: c, .. } if c == code::RATE_LIMITED))
@@ -1310,23 +1346,36 @@ fn rate_limited(acks: &[gaesup_protocol::Ack]) -> bool {
 async fn ops_count_against_the_rate_by_the_work_they_cost(backend: Backend) {
     // A bucket of 100 ops (two seconds of 50).
     let relay = Relay::on(backend, &["--max-ops-per-second", "50"]);
-    // A cart of about 800 KB: four writes of ten 20 KB lines, from two
-    // devices (each holds at most 448 KiB of its own), each pushed on a
-    // connection of its own so that building it is not rate limited.
-    // (A device writes its whole cart: its second write adds ten lines.)
-    let mut devices = [Device::new(1), Device::new(2)];
-    for (device, lines) in [(0, 10), (0, 20), (1, 10), (1, 20)] {
-        let prefix = ["a", "b"][device];
-        let op = devices[device].cart(heavy_lines(prefix, lines, 20_000, 1));
+    let mut patcher = Device::new(3);
+
+    // A key that grows within one push: its next ops cost what it grew to
+    // before any commit measured it. The cart gets twenty 20 KB lines
+    // (400 KB: an op on it costs 24 more), then ten small patches.
+    let mut first = Device::new(1);
+    let mut growing = Client::connect(&relay, &main_rw(), None).await;
+    let mut ops = vec![first.cart(heavy_lines("a", 20, 20_000, 1))];
+    ops.extend((101..=110).map(|quantity| patcher.cart(heavy_lines("f", 1, 10, quantity))));
+    let acks = push_all(&mut growing, ops).await;
+    applied_seq(&acks[0].status);
+    let refused = refused_from(&acks).expect("the bucket paid for ten patches of 400 KB");
+    assert!(
+        (2..=8).contains(&refused),
+        "{refused} ops of the growing cart went in before the first refused"
+    );
+
+    // A cart of about 800 KB: another device adds twenty lines (each
+    // device holds at most 448 KiB of its own; a device writes its whole
+    // cart, so its second write adds ten), each write on a connection of
+    // its own so that building the cart is not rate limited.
+    let mut second = Device::new(2);
+    for lines in [10, 20] {
+        let op = second.cart(heavy_lines("b", lines, 20_000, 1));
         let mut client = Client::connect(&relay, &main_rw(), None).await;
-        let acks = client.push(vec![op]).await;
-        applied_seq(&acks[0].status);
+        applied_seq(&push_all(&mut client, vec![op]).await[0].status);
     }
 
-    // Small patches of it: each ack carries the whole cart, so each push
-    // costs about 50 ops (the bucket holds two; time adds one every 20 ms).
-    // By count, twenty of them would cost 20.
-    let mut patcher = Device::new(3);
+    // Small patches of it: each costs about 50 ops (the bucket holds 100;
+    // time adds one every 20 ms). By count, twenty of them would cost 20.
     let mut heavy = Client::connect(&relay, &main_rw(), None).await;
     let mut pushed = 0;
     for quantity in 1..=20 {
@@ -1344,33 +1393,23 @@ async fn ops_count_against_the_rate_by_the_work_they_cost(backend: Backend) {
         "small patches of an 800 KB cart were rate limited after {pushed} pushes, not 1 to 9"
     );
 
-    // Within one push: what the budget covers goes in, the rest (even an op
-    // that alone would fit) is refused as rate limited, to be sent again in
-    // order. A fresh connection's budget (100) covers two ops on the cart.
+    // Within one push: the ops the bucket pays for go in; from the first
+    // it cannot, the rest (even an op that alone would fit) is refused as
+    // rate limited, for the device to send again. A fresh connection's
+    // bucket (100, less 6 for the push's ops) pays for one or two ops on
+    // the cart (50 each, less what time adds meanwhile).
     let mut other = Device::new(8);
     let mut partial = Client::connect(&relay, &main_rw(), None).await;
-    let ops = vec![
-        patcher.cart(heavy_lines("f", 1, 10, 21)),
-        patcher.cart(heavy_lines("f", 1, 10, 22)),
-        patcher.cart(heavy_lines("f", 1, 10, 23)),
-        other.count(1),
-    ];
-    partial.send(&ClientMessage::Push(Push { ops })).await;
-    // Each ack carrying the cart takes a frame of its own.
-    let mut acks = Vec::new();
-    while acks.len() < 4 {
-        match partial
-            .wait_for(|m| matches!(m, ServerMessage::Ack(_)))
-            .await
-        {
-            ServerMessage::Ack(more) => acks.extend(more.acks),
-            _ => unreachable!(),
-        }
-    }
-    applied_seq(&acks[0].status);
-    applied_seq(&acks[1].status);
-    assert!(rate_limited(&acks[2..3]), "{:?}", acks[2]);
-    assert!(rate_limited(&acks[3..]), "{:?}", acks[3]);
+    let mut ops: Vec<_> = (21..26)
+        .map(|quantity| patcher.cart(heavy_lines("f", 1, 10, quantity)))
+        .collect();
+    ops.push(other.count(1));
+    let acks = push_all(&mut partial, ops).await;
+    let refused = refused_from(&acks).expect("the bucket paid for five patches of 800 KB");
+    assert!(
+        (1..=3).contains(&refused),
+        "{refused} ops went in before the first refused"
+    );
 
     // Ops refused because the state would pass its limit: short acks, but
     // each was tried on the whole state first.
@@ -1407,17 +1446,22 @@ async fn ops_count_against_the_rate_by_the_work_they_cost(backend: Backend) {
     let mut counter = Device::new(7);
     let mut over_http = 0;
     for quantity in 21..=40 {
-        let (status, _) = http(
+        let (status, body) = http(
             "POST",
             relay.url("/v1/push"),
             Some(main_rw_as("heavy")),
             Some(push(patcher.cart(heavy_lines("f", 1, 10, quantity)))),
         )
         .await;
-        if status == 429 {
+        // Refused whole (429), or by the hub (its ack).
+        let ServerMessage::Ack(acks) = ServerMessage::decode(&body).unwrap() else {
+            panic!("{body}")
+        };
+        if status == 429 || rate_limited(&acks.acks) {
             break;
         }
         assert_eq!(status, 200);
+        applied_seq(&acks.acks[0].status);
         over_http += 1;
     }
     assert!(
