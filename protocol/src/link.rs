@@ -251,6 +251,51 @@ impl Held {
     }
 }
 
+/// How many ops a resend sends. A relay counts an op on a large key as
+/// several against its rate (see
+/// [`Limits::max_ops_per_second`](crate::Limits::max_ops_per_second)),
+/// and takes a push's one-per-op part before it applies any: a resend of a
+/// second's worth of such ops would spend each second's refill on ops it
+/// then refuses, and the first op would never go in. So after a resend
+/// the relay refused some of as rate limited, the next sends as many as
+/// that one got in (at least one), and each resend it takes whole doubles
+/// that again, up to a second's worth.
+#[derive(Debug, Default)]
+struct Resend {
+    /// The most the next resend sends (`None`: a second's worth).
+    most: Option<usize>,
+    /// Since the last resend: ops the relay took (applied or already
+    /// held), and whether it refused any as rate limited.
+    taken: usize,
+    limited: bool,
+}
+
+impl Resend {
+    fn answered(&mut self, status: &AckStatus) {
+        match status {
+            AckStatus::Applied { .. } | AckStatus::Duplicate { .. } => self.taken += 1,
+            AckStatus::Refused { code, .. } if code == crate::code::RATE_LIMITED => {
+                self.limited = true;
+            }
+            AckStatus::Refused { .. } => {}
+        }
+    }
+
+    /// How many ops this resend sends, at most `second`.
+    fn next(&mut self, second: usize) -> usize {
+        let most = match (self.limited, self.most) {
+            (true, _) => Some(self.taken.max(1)),
+            (false, Some(most)) => Some(most.saturating_mul(2)),
+            (false, None) => None,
+        }
+        .filter(|most| *most < second);
+        self.most = most;
+        self.taken = 0;
+        self.limited = false;
+        most.unwrap_or(second)
+    }
+}
+
 /// The link's state.
 #[derive(Debug)]
 pub struct Link {
@@ -278,6 +323,9 @@ pub struct Link {
     /// When ops the relay refused for now (rate limited, storage trouble)
     /// go again on this connection, if some did.
     resend_at_ms: Option<u64>,
+    /// How many ops the next resend sends at most, while the relay's rate
+    /// limit refuses some (see [`Resend`]).
+    resend: Resend,
     outbox_limit: usize,
     /// Streams whose ops this connection has received up to the relay's
     /// head (cleared whenever the connection changes).
@@ -416,6 +464,7 @@ impl Link {
             socket_unproven: false,
             last_ack_ms: None,
             resend_at_ms: None,
+            resend: Resend::default(),
             outbox_limit: MAX_OUTBOX,
             caught_up: VecSet::default(),
             heard: VecSet::default(),
@@ -640,6 +689,8 @@ impl Link {
     fn connection_ended(&mut self) {
         self.in_flight.clear();
         self.resend_at_ms = None;
+        // The next connection's budget is its own.
+        self.resend = Resend::default();
         self.caught_up.clear();
         self.heard.clear();
         self.snapshotted.clear();
@@ -1281,6 +1332,7 @@ impl Link {
 
     fn acknowledged(&mut self, ack: &Ack, now_ms: u64, storage: &mut dyn Storage) {
         self.in_flight.remove(&ack.op);
+        self.resend.answered(&ack.status);
         if is_transient(&ack.status) && self.resend_at_ms.is_none() {
             // It stays in the outbox; a tick sends it again (nothing else
             // would on a socket that stays up).
@@ -1312,12 +1364,14 @@ impl Link {
             return (Vec::new(), true);
         }
         if self.resend_at_ms.is_some_and(|at| now_ms >= at) {
-            // A second's worth at a time: what the relay takes.
-            let most = self.limits.map_or(PUSH_OPS, |l| {
+            // A second's worth at a time (what the relay takes of small
+            // ops), fewer while its rate limit refuses some.
+            let second = self.limits.map_or(PUSH_OPS, |l| {
                 usize::try_from(l.max_ops_per_second)
                     .unwrap_or(usize::MAX)
                     .max(1)
             });
+            let most = self.resend.next(second);
             let frames = self.pushes_at_most(most);
             let held = self.held();
             let left = self.unsent(&held).next().is_some();
@@ -2781,6 +2835,67 @@ mod tests {
             again.extend(sent);
         }
         assert_eq!(again, ids, "each once, in order");
+    }
+
+    #[test]
+    fn after_ops_refused_for_the_rate_a_resend_sends_what_the_relay_took_then_doubles() {
+        // A relay counting ops on a large key as many (see `Resend`): a
+        // resend of a second's worth would spend the refill on ops it then
+        // refuses.
+        let mut storage = MemoryStorage::new();
+        let mut store = Replica::new(TabId::new(1), ManualClock::new(1_000));
+        let mut link = link(&storage);
+        for n in 1..=40 {
+            link.queue(op(&mut store, n), &mut storage).unwrap();
+        }
+        link.on_open(0);
+        let limits = crate::message::Limits {
+            max_frame_bytes: 1 << 20,
+            max_ops_per_push: 512,
+            max_ops_per_second: 50,
+        };
+        let out = feed(&mut link, &welcome_limits(10_000, limits), 1, &mut storage);
+        let ids = pushed(&out.send).concat();
+        assert_eq!(ids.len(), 40);
+        // The relay took the first; the rest it refused for the rate.
+        let mut answer: Vec<(OpId, &str)> = vec![(ids[0], "")];
+        answer.extend(ids[1..].iter().map(|id| (*id, crate::code::RATE_LIMITED)));
+        feed(&mut link, &acks(&answer), 2, &mut storage);
+        let mut next = 1;
+        let mut now = 2;
+        // (what the relay answers each resend, how many that resend holds)
+        for (took_all, expected) in [(false, 1), (false, 1), (true, 1), (true, 2), (true, 4)] {
+            now += RESEND_AFTER_MS;
+            let (frames, _) = link.tick(now);
+            let sent = pushed(&frames).concat();
+            assert_eq!(sent, ids[next..next + expected], "at {now}");
+            let answer: Vec<(OpId, &str)> = sent
+                .iter()
+                .map(|id| {
+                    (
+                        *id,
+                        if took_all {
+                            ""
+                        } else {
+                            crate::code::RATE_LIMITED
+                        },
+                    )
+                })
+                .collect();
+            feed(&mut link, &acks(&answer), now, &mut storage);
+            if took_all {
+                next += expected;
+            }
+        }
+        // Once resends are taken whole, they grow back to a second's worth.
+        for _ in 0..3 {
+            now += RESEND_AFTER_MS;
+            let sent = pushed(&link.tick(now).0).concat();
+            let answer: Vec<(OpId, &str)> = sent.iter().map(|id| (*id, "")).collect();
+            feed(&mut link, &acks(&answer), now, &mut storage);
+            next += sent.len();
+        }
+        assert_eq!(next, 40, "every op went in, each once, in order");
     }
 
     #[test]

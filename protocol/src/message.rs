@@ -103,10 +103,11 @@ pub struct Limits {
     pub max_frame_bytes: usize,
     /// Most ops in one push.
     pub max_ops_per_push: usize,
-    /// Most ops per second on one connection. A relay may count an op as
-    /// more than one by the work it costs (this one: once more per 16 KiB
-    /// of its key's state); ops of a push past what the connection may
-    /// spend then are refused as rate limited, with every op after them.
+    /// Most ops per second on one connection (over HTTP, per token
+    /// subject). The relay of this crate counts an op the core applies or
+    /// tries once more per 16 KiB of its key's state, at most a second's
+    /// worth; an op it cannot pay for is refused as rate limited, and so
+    /// are the later ops of its push.
     pub max_ops_per_second: u32,
 }
 

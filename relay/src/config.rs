@@ -73,7 +73,8 @@ pub struct Serve {
     pub max_ops_per_push: usize,
     /// Most ops per second on one connection (HTTP: per token subject). An
     /// op the core applies or tries counts once more per 16 KiB of its
-    /// key's state (the work it costs grows with it).
+    /// key's state (the work it costs grows with it), at most a second's
+    /// worth.
     #[arg(long, env = "RELAY_MAX_OPS_PER_SECOND", default_value_t = 2000)]
     pub max_ops_per_second: u32,
     /// Most WebSocket connections this node holds.

@@ -38,7 +38,7 @@ use gaesup_state_core::{
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::db::Row;
-use crate::limits::{SharedBucket, extra_cost};
+use crate::limits::{MAX_STORED_BYTES, SharedBucket, extra_cost, growth_bound};
 use crate::metrics::Metrics;
 use crate::store::{CommitError, LEGACY_OWNER, Store, StreamCommit};
 use crate::token::Claims;
@@ -200,11 +200,14 @@ struct Stream {
 }
 
 impl Stream {
-    /// Counts `bytes` more of `key`'s state (an op applied to it) until
-    /// its next commit measures it.
-    fn grew(&mut self, key: &FullKey, bytes: usize) {
-        let stored = self.stored.entry(key.clone()).or_insert(0);
-        *stored = stored.saturating_add(bytes);
+    /// Counts what `op` (`body` serialized) may have added to its key's
+    /// state ([`growth_bound`]) until the key's next commit measures it;
+    /// never past the state limit.
+    fn grew(&mut self, op: &Op, body: usize) {
+        let stored = self.stored.entry(op.key.clone()).or_insert(0);
+        *stored = stored
+            .saturating_add(growth_bound(op, body))
+            .min(MAX_STORED_BYTES);
     }
 }
 
@@ -610,8 +613,6 @@ struct Part {
     keys: BTreeSet<FullKey>,
     /// (push, op) of every op of this stream decided in this attempt.
     decided: Vec<(usize, usize)>,
-    /// The bucket of the push whose op is being admitted.
-    drawing: Option<SharedBucket>,
     fanout: Vec<Sequenced>,
     /// Op ids in this part: the number each got, and where the op is in
     /// `fanout`.
@@ -1024,7 +1025,7 @@ impl State {
                 resync = true;
                 break;
             }
-            stream.grew(&op.key, body.len());
+            stream.grew(&op, body.len());
             stream.head = seq;
             live.push(Sequenced { seq, op });
         }
@@ -1208,8 +1209,7 @@ impl State {
                     ..Part::default()
                 });
                 part.decided.push((i, j));
-                part.drawing = Some(push.bucket.clone());
-                let status = self.admit(&push.claims, op, &id, &known, part, &mut new_tabs);
+                let status = self.admit(push, op, &id, &known, part, &mut new_tabs);
                 exhausted = matches!(&status, AckStatus::Refused { code, .. } if code == code::RATE_LIMITED);
                 statuses[i][j] = Some(status);
             }
@@ -1459,13 +1459,14 @@ impl State {
     /// has already refused if the token may not write its key.
     fn admit(
         &mut self,
-        claims: &Claims,
+        push: &Pending,
         op: &Op,
         id: &StreamId,
         known: &Known,
         part: &mut Part,
         new_tabs: &mut BTreeMap<String, String>,
     ) -> AckStatus {
+        let claims = &push.claims;
         let op_id = op.id.to_string();
         // An id already in the log is a duplicate only if it is the same op:
         // a peer that read another device's op ids must not be able to push
@@ -1554,9 +1555,7 @@ impl State {
         }
         // The work the core is about to do grows with the key's state.
         let extra = extra_cost(stream.stored.get(&op.key).copied().unwrap_or(0));
-        if let Some(bucket) = &part.drawing
-            && !bucket.draw(extra)
-        {
+        if !push.bucket.draw(extra) {
             return rate_limited();
         }
         if let Err(err) = stream.replica.apply_remote(op) {
@@ -1566,7 +1565,7 @@ impl State {
         let seq = stream.head;
         // Until the commit measures the state: it may have grown by the op.
         let body = serde_json::to_string(op).unwrap_or_default();
-        stream.grew(&op.key, body.len());
+        stream.grew(op, body.len());
         let value = stream
             .replica
             .state(&op.key)

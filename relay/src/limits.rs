@@ -5,11 +5,16 @@
 //! whole if the bucket holds less). The hub then draws, for each op the
 //! core applies or tries, [`extra_cost`] more from the same bucket, right
 //! before the core takes the op; an op it cannot draw for is refused as
-//! rate limited, with the rest of its push, and the device sends them
-//! again later.
+//! rate limited, and so are the push's later ops in that attempt. The
+//! device sends them again later, fewer at a time while some are refused
+//! (`gaesup_protocol::Link`). The size an op is charged for is the key's
+//! stored state as last committed or loaded, grown by [`growth_bound`] of
+//! each op applied since, never past [`MAX_STORED_BYTES`].
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
+
+use gaesup_state_core::{MAX_STATE_BYTES, Op, Payload};
 
 /// Bytes of a key's state that count as one more op against the rate
 /// limit, for each op on that key the core applies or tries.
@@ -30,6 +35,32 @@ pub const WORK_UNIT_BYTES: usize = 16 << 10;
 /// a key whose state takes `stored` bytes (see [`WORK_UNIT_BYTES`]).
 pub fn extra_cost(stored: usize) -> usize {
     stored / WORK_UNIT_BYTES
+}
+
+/// The most a key's stored state takes: the state limit, with room for the
+/// schema around it. Counted sizes stop there, so an op costs at most 57.
+pub const MAX_STORED_BYTES: usize = MAX_STATE_BYTES + 1024;
+
+/// Bytes a stored state keeps per item of an op past the op's own text: a
+/// merge key keeps each field's stamp, id and writer (the op carries them
+/// once), a counter a slot per tab.
+const ITEM_BYTES: usize = 192;
+
+/// An upper bound of what applying `op` (`body` bytes serialized) adds to
+/// its key's stored state: its text, and per field it sets or removes (one
+/// for any other op) the stamp, id and writer kept beside it.
+pub fn growth_bound(op: &Op, body: usize) -> usize {
+    let items = match &op.payload {
+        Payload::Patch { set, remove } => set.len().saturating_add(remove.len()).max(1),
+        _ => 1,
+    };
+    let writer = &op.writer;
+    let writer_len = writer.apartment().as_str().len()
+        + writer.building().as_str().len()
+        + writer.unit().as_str().len()
+        + 2;
+    let per_item = ITEM_BYTES.saturating_add(writer_len);
+    body.saturating_add(items.saturating_mul(per_item))
 }
 
 /// Allows `rate` ops' worth per second on average, bursts of up to two
@@ -153,12 +184,95 @@ mod tests {
         );
     }
 
+    /// `growth_bound` against what ops really add to a stored state: a
+    /// merge patch of many tiny fields (each kept with its stamp, id and
+    /// writer), a counter's slot per tab, a whole value.
+    #[test]
+    fn the_growth_bound_covers_what_an_op_adds_to_the_state() {
+        use gaesup_state_core::{
+            Lifetime, ManualClock, Replica, Scope, SharedKey, Strategy, TabId, UnitAddress,
+        };
+        use serde_json::{Map, Value, json};
+
+        let writer: UnitAddress = "main/a-rather-long-building-name/and-a-long-unit-name"
+            .parse()
+            .unwrap();
+        let key = |name: &str, strategy| {
+            let default = if strategy == Strategy::Sum {
+                json!(0)
+            } else {
+                json!({})
+            };
+            SharedKey::<Value>::builder_with_default(name, default)
+                .scope(Scope::Apartment)
+                .lifetime(Lifetime::Persistent)
+                .strategy(strategy)
+                .build()
+                .unwrap()
+        };
+        let (merge, sum, whole) = (
+            key("merge", Strategy::Merge),
+            key("sum", Strategy::Sum),
+            key("whole", Strategy::LastWriteWins),
+        );
+        let mut relay = Replica::new(TabId::new(1), ManualClock::new(1_000));
+        for declared in [&merge, &sum, &whole] {
+            relay.declare(declared).unwrap();
+        }
+        let stored = |replica: &Replica, key: &SharedKey<Value>| {
+            let full = key.full_key(&"main/b/u".parse().unwrap());
+            replica
+                .state(&full)
+                .map_or(0, |state| serde_json::to_string(state).unwrap().len())
+        };
+        let mut ops = Vec::new();
+        for tab in 2..6 {
+            let mut device = Replica::new(TabId::new(tab), ManualClock::new(1_000 + tab));
+            for declared in [&merge, &sum, &whole] {
+                device.declare(declared).unwrap();
+            }
+            let fields: Map<String, Value> = (0..1024)
+                .map(|i| (format!("{tab}{i}"), Value::from(i % 10)))
+                .collect();
+            ops.push(
+                device
+                    .set(&writer, &merge, Value::Object(fields))
+                    .unwrap()
+                    .op,
+            );
+            ops.push(device.increment(&writer, &sum, 1).unwrap().op);
+            ops.push(
+                device
+                    .set(&writer, &whole, json!("x".repeat(500)))
+                    .unwrap()
+                    .op,
+            );
+        }
+        for op in ops {
+            let declared = [&merge, &sum, &whole]
+                .into_iter()
+                .find(|k| k.full_key(&"main/b/u".parse().unwrap()) == op.key)
+                .unwrap();
+            let before = stored(&relay, declared);
+            relay.apply_remote(&op).unwrap();
+            let added = stored(&relay, declared).saturating_sub(before);
+            let body = serde_json::to_string(&op).unwrap().len();
+            assert!(
+                growth_bound(&op, body) >= added,
+                "{:?}: bound {} < {added} added",
+                op.key,
+                growth_bound(&op, body)
+            );
+        }
+    }
+
     #[test]
     fn an_op_costs_one_more_per_16_kib_of_state() {
         assert_eq!(extra_cost(0), 0);
         assert_eq!(extra_cost(WORK_UNIT_BYTES - 1), 0);
         assert_eq!(extra_cost(WORK_UNIT_BYTES), 1);
         assert_eq!(extra_cost(800 << 10), 50);
-        assert_eq!(extra_cost(gaesup_state_core::MAX_STATE_BYTES), 56);
+        assert_eq!(extra_cost(MAX_STATE_BYTES), 56);
+        assert_eq!(extra_cost(MAX_STORED_BYTES), 56, "an op costs at most 57");
     }
 }
