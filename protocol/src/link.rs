@@ -259,7 +259,9 @@ impl Held {
 /// then refuses, and the first op would never go in. So after a resend
 /// the relay refused some of as rate limited, the next sends as many as
 /// that one got in (at least one), and each resend it takes whole doubles
-/// that again, up to a second's worth.
+/// that again, up to a second's worth (one with nothing answered yet sends
+/// as many as the last). Meanwhile new writes wait for the resends (see
+/// [`Link::pushes`]).
 #[derive(Debug, Default)]
 struct Resend {
     /// The most the next resend sends (`None`: a second's worth).
@@ -285,8 +287,9 @@ impl Resend {
     fn next(&mut self, second: usize) -> usize {
         let most = match (self.limited, self.most) {
             (true, _) => Some(self.taken.max(1)),
-            (false, Some(most)) => Some(most.saturating_mul(2)),
-            (false, None) => None,
+            (false, Some(most)) if self.taken > 0 => Some(most.saturating_mul(2)),
+            // Nothing answered since (a slow relay): as many as before.
+            (false, most) => most,
         }
         .filter(|most| *most < second);
         self.most = most;
@@ -608,8 +611,15 @@ impl Link {
         }
     }
 
-    /// Push frames for every op not yet sent in this session, oldest first.
+    /// Push frames for every op not yet sent in this session, oldest first;
+    /// none while ops the relay refused for now wait for their resend (the
+    /// next [`tick`](Self::tick) sends them first, as many as it may: a
+    /// new write pushed meanwhile would take the relay's budget ahead of
+    /// them, see [`Resend`]).
     fn pushes(&mut self) -> Vec<String> {
+        if self.resend_at_ms.is_some() {
+            return Vec::new();
+        }
         self.pushes_at_most(usize::MAX)
     }
 
@@ -2829,9 +2839,12 @@ mod tests {
         feed(&mut link, &acks(&limited), 2, &mut storage);
         let mut again = Vec::new();
         for second in 1..=4 {
-            let (frames, _) = link.tick(2 + second * RESEND_AFTER_MS);
+            let now = 2 + second * RESEND_AFTER_MS;
+            let (frames, _) = link.tick(now);
             let sent = pushed(&frames).concat();
             assert!(sent.len() <= 2, "second {second}: {sent:?}");
+            let taken: Vec<(OpId, &str)> = sent.iter().map(|id| (*id, "")).collect();
+            feed(&mut link, &acks(&taken), now, &mut storage);
             again.extend(sent);
         }
         assert_eq!(again, ids, "each once, in order");
@@ -2887,15 +2900,38 @@ mod tests {
                 next += expected;
             }
         }
-        // Once resends are taken whole, they grow back to a second's worth.
+        // A new write while resends wait goes after them, not ahead.
+        let late = op(&mut store, 41);
+        assert!(link.queue(late.clone(), &mut storage).unwrap().is_empty());
+        // A resend nothing answered yet does not grow.
+        now += RESEND_AFTER_MS;
+        let unanswered = pushed(&link.tick(now).0).concat();
+        assert_eq!(unanswered, ids[next..next + 8]);
+        now += RESEND_AFTER_MS;
+        let more = pushed(&link.tick(now).0).concat();
+        assert_eq!(more, ids[next + 8..next + 16], "as many as the last");
+        let answer: Vec<(OpId, &str)> =
+            unanswered.iter().chain(&more).map(|id| (*id, "")).collect();
+        feed(&mut link, &acks(&answer), now, &mut storage);
+        next += 16;
+        // Once resends are taken whole, they grow back to a second's worth
+        // (then pings, due by now, are all a tick sends).
+        let mut rest = Vec::new();
         for _ in 0..3 {
             now += RESEND_AFTER_MS;
-            let sent = pushed(&link.tick(now).0).concat();
+            let (frames, _) = link.tick(now);
+            let frames: Vec<String> = frames
+                .into_iter()
+                .filter(|frame| matches!(ClientMessage::decode(frame), Ok(ClientMessage::Push(_))))
+                .collect();
+            let sent = pushed(&frames).concat();
             let answer: Vec<(OpId, &str)> = sent.iter().map(|id| (*id, "")).collect();
             feed(&mut link, &acks(&answer), now, &mut storage);
-            next += sent.len();
+            rest.extend(sent);
         }
-        assert_eq!(next, 40, "every op went in, each once, in order");
+        let mut expected = ids[next..].to_vec();
+        expected.push(late.id);
+        assert_eq!(rest, expected, "every op went in, each once, in order");
     }
 
     #[test]

@@ -193,22 +193,59 @@ struct Stream {
     replica: Replica,
     head: u64,
     first: u64,
-    /// Each key's state in bytes, as this node last stored or loaded it,
-    /// grown by each op applied since: what an op on the key costs (see
-    /// [`extra_cost`]).
-    stored: BTreeMap<FullKey, usize>,
+    /// Each key's state in bytes, as this node last measured it (stored,
+    /// loaded, or measured again to charge an op), and as counted since:
+    /// what an op on the key costs (see [`Stream::extra_for`]).
+    sizes: BTreeMap<FullKey, Size>,
 }
 
 impl Stream {
     /// Counts what `op` (`body` serialized) may have added to its key's
-    /// state ([`growth_bound`]) until the key's next commit measures it;
-    /// never past the state limit.
+    /// state ([`growth_bound`]), never past the state limit.
     fn grew(&mut self, op: &Op, body: usize) {
-        let stored = self.stored.entry(op.key.clone()).or_insert(0);
-        *stored = stored
+        let size = self.sizes.entry(op.key.clone()).or_default();
+        size.counted = size
+            .counted
             .saturating_add(growth_bound(op, body))
             .min(MAX_STORED_BYTES);
     }
+
+    /// Sets `key`'s size as measured (`bytes` of stored state).
+    fn measured(&mut self, key: FullKey, bytes: usize) {
+        self.sizes.insert(
+            key,
+            Size {
+                measured: bytes,
+                counted: bytes,
+            },
+        );
+    }
+
+    /// What an op on `key` costs past its one op's worth ([`extra_cost`])
+    /// by the key's counted size. A count that would cost more than the
+    /// last measure did is measured again first (the state serialized, as
+    /// a commit does): an over-count (ops that replaced rather than added,
+    /// ops of other nodes) never charges more than the state's real size,
+    /// and the measure's work is paid for by the rise it confirms.
+    fn extra_for(&mut self, key: &FullKey) -> usize {
+        let Some(size) = self.sizes.get(key).copied() else {
+            return 0;
+        };
+        if extra_cost(size.counted) > extra_cost(size.measured) {
+            let exact = stored_state(&self.replica, key).map_or(0, |stored| stored.len());
+            self.measured(key.clone(), exact);
+            return extra_cost(exact);
+        }
+        extra_cost(size.counted)
+    }
+}
+
+/// A key's stored state in bytes: as last measured, and that grown by a
+/// bound of what each op applied since may have added.
+#[derive(Debug, Clone, Copy, Default)]
+struct Size {
+    measured: usize,
+    counted: usize,
 }
 
 struct Subscriber {
@@ -581,7 +618,7 @@ fn new_stream(declarations: &[Arc<KeySpec>], id: StreamId) -> Stream {
         replica,
         head: 0,
         first: 1,
-        stored: BTreeMap::new(),
+        sizes: BTreeMap::new(),
     }
 }
 
@@ -676,7 +713,7 @@ impl State {
         let mut storage = MemoryStorage::new();
         for (key, stored) in loaded.states {
             if let Ok(full) = key.parse::<FullKey>() {
-                stream.stored.insert(full, stored.len());
+                stream.measured(full, stored.len());
             }
             storage
                 .set(&format!("{STATE_PREFIX}{key}"), &stored)
@@ -1343,7 +1380,9 @@ impl State {
                 Ok(()) => {
                     renewed.extend(owned);
                     if let Some(stream) = self.streams.get_mut(&id) {
-                        stream.stored.extend(lens);
+                        for (key, len) in lens {
+                            stream.measured(key, len);
+                        }
                     }
                     stored += part.fanout.len();
                     if let Some(last) = part.fanout.last().map(|s| s.seq) {
@@ -1554,7 +1593,7 @@ impl State {
             );
         }
         // The work the core is about to do grows with the key's state.
-        let extra = extra_cost(stream.stored.get(&op.key).copied().unwrap_or(0));
+        let extra = stream.extra_for(&op.key);
         if !push.bucket.draw(extra) {
             return rate_limited();
         }

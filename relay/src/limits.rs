@@ -41,25 +41,27 @@ pub fn extra_cost(stored: usize) -> usize {
 /// schema around it. Counted sizes stop there, so an op costs at most 57.
 pub const MAX_STORED_BYTES: usize = MAX_STATE_BYTES + 1024;
 
-/// Bytes a stored state keeps per item of an op past the op's own text: a
-/// merge key keeps each field's stamp, id and writer (the op carries them
-/// once), a counter a slot per tab.
-const ITEM_BYTES: usize = 192;
+/// Bytes a stored state keeps per item of an op past the op's own text
+/// and its writer: a merge key keeps each field's stamp and id beside its
+/// writer (the op carries them once), a counter a slot per tab it observed
+/// (with its sequence numbers and totals), a user-resolve key what it saw
+/// of each entry it supersedes.
+const ITEM_BYTES: usize = 256;
 
 /// An upper bound of what applying `op` (`body` bytes serialized) adds to
-/// its key's stored state: its text, and per field it sets or removes (one
-/// for any other op) the stamp, id and writer kept beside it.
+/// its key's stored state: its text, and per item (each field a patch sets
+/// or removes, each slot a reset observed, each entry a resolution
+/// supersedes, and one more) the stamp, id and writer kept beside it.
 pub fn growth_bound(op: &Op, body: usize) -> usize {
-    let items = match &op.payload {
-        Payload::Patch { set, remove } => set.len().saturating_add(remove.len()).max(1),
-        _ => 1,
+    let items = 1 + match &op.payload {
+        Payload::Patch { set, remove } => set.len().saturating_add(remove.len()),
+        Payload::Reset { observed, .. } => observed.len(),
+        Payload::Resolve { supersedes, .. } => supersedes.len(),
+        Payload::Set { .. } | Payload::Count { .. } => 0,
     };
-    let writer = &op.writer;
-    let writer_len = writer.apartment().as_str().len()
-        + writer.building().as_str().len()
-        + writer.unit().as_str().len()
-        + 2;
-    let per_item = ITEM_BYTES.saturating_add(writer_len);
+    // Serialized: an id may hold characters JSON escapes.
+    let writer = serde_json::to_string(&op.writer).map_or(usize::MAX, |text| text.len());
+    let per_item = ITEM_BYTES.saturating_add(writer);
     body.saturating_add(items.saturating_mul(per_item))
 }
 

@@ -1431,6 +1431,17 @@ async fn ops_count_against_the_rate_by_the_work_they_cost(backend: Backend) {
         "ops refused at the size limit were rate limited after {tried} pushes, not 1 to 9"
     );
 
+    // A key written over and over in one push (a 5 KB note, 90 times):
+    // each op costs what the key holds, not the sum of what was written.
+    let mut writer = Device::new(9);
+    let mut rewriting = Client::connect(&relay, &main_rw(), None).await;
+    let notes: Vec<_> = (0..90)
+        .map(|i| writer.note(&format!("{i:05}{}", "n".repeat(5_000))))
+        .collect();
+    for ack in push_all(&mut rewriting, notes).await {
+        applied_seq(&ack.status);
+    }
+
     // Small ops of a small key: twenty pushes cost twenty ops, well within.
     let mut counter = Device::new(5);
     let mut light = Client::connect(&relay, &main_rw(), None).await;
