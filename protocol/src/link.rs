@@ -259,8 +259,8 @@ impl Held {
 /// then refuses, and the first op would never go in. So after a resend
 /// the relay refused some of as rate limited, the next sends as many as
 /// that one got in (at least one), and each resend it takes whole doubles
-/// that again, up to a second's worth (one with nothing answered yet sends
-/// as many as the last). Meanwhile new writes wait for the resends (see
+/// that again, up to a second's worth (one not all answered yet sends as
+/// many as the last). Meanwhile new writes wait for the resends (see
 /// [`Link::pushes`]).
 #[derive(Debug, Default)]
 struct Resend {
@@ -275,11 +275,13 @@ struct Resend {
 impl Resend {
     fn answered(&mut self, status: &AckStatus) {
         match status {
-            AckStatus::Applied { .. } | AckStatus::Duplicate { .. } => self.taken += 1,
             AckStatus::Refused { code, .. } if code == crate::code::RATE_LIMITED => {
                 self.limited = true;
             }
-            AckStatus::Refused { .. } => {}
+            // Storage trouble, shutting down: not an answer about the rate.
+            status if is_transient(status) => {}
+            // Applied, already held, or refused for good: the relay took it.
+            _ => self.taken += 1,
         }
     }
 
@@ -287,8 +289,8 @@ impl Resend {
     fn next(&mut self, second: usize) -> usize {
         let most = match (self.limited, self.most) {
             (true, _) => Some(self.taken.max(1)),
-            (false, Some(most)) if self.taken > 0 => Some(most.saturating_mul(2)),
-            // Nothing answered since (a slow relay): as many as before.
+            (false, Some(most)) if self.taken >= most => Some(most.saturating_mul(2)),
+            // Not all answered since (a slow relay): as many as before.
             (false, most) => most,
         }
         .filter(|most| *most < second);
@@ -1373,7 +1375,12 @@ impl Link {
         if now_ms.saturating_sub(self.last_heard_ms) > self.heartbeat_ms * 3 {
             return (Vec::new(), true);
         }
-        if self.resend_at_ms.is_some_and(|at| now_ms >= at) {
+        // Due, or set further ahead than a resend waits (the clock went
+        // back): ops wait for it, new writes too.
+        if self
+            .resend_at_ms
+            .is_some_and(|at| now_ms >= at || at > now_ms.saturating_add(RESEND_AFTER_MS))
+        {
             // A second's worth at a time (what the relay takes of small
             // ops), fewer while its rate limit refuses some.
             let second = self.limits.map_or(PUSH_OPS, |l| {
@@ -1384,7 +1391,9 @@ impl Link {
             let most = self.resend.next(second);
             let frames = self.pushes_at_most(most);
             let held = self.held();
-            let left = self.unsent(&held).next().is_some();
+            // Ops left that a push can carry (one too large for any is left
+            // out for good, and must not hold new writes back).
+            let left = !self.push_groups(self.unsent(&held), 1).is_empty();
             self.resend_at_ms = left.then(|| now_ms.saturating_add(RESEND_AFTER_MS));
             if !frames.is_empty() {
                 return (frames, false);

@@ -223,18 +223,18 @@ impl Stream {
 
     /// What an op on `key` costs past its one op's worth ([`extra_cost`])
     /// by the key's counted size. A count that would cost more than the
-    /// last measure did is measured again first (the state serialized, as
-    /// a commit does): an over-count (ops that replaced rather than added,
-    /// ops of other nodes) never charges more than the state's real size,
-    /// and the measure's work is paid for by the rise it confirms.
+    /// last measure did is measured again first (the state walked as a
+    /// commit serializes it): an over-count (ops that replaced rather than
+    /// added, ops of other nodes) never charges more than the state holds.
+    /// The op that needed a measure pays for it too: as much again.
     fn extra_for(&mut self, key: &FullKey) -> usize {
         let Some(size) = self.sizes.get(key).copied() else {
             return 0;
         };
         if extra_cost(size.counted) > extra_cost(size.measured) {
-            let exact = stored_state(&self.replica, key).map_or(0, |stored| stored.len());
+            let exact = stored_len(&self.replica, key);
             self.measured(key.clone(), exact);
-            return extra_cost(exact);
+            return extra_cost(exact).saturating_mul(2);
         }
         extra_cost(size.counted)
     }
@@ -1995,18 +1995,92 @@ fn ops_messages(id: &StreamId, ops: Vec<Sequenced>, head: u64, through: u64) -> 
     messages
 }
 
-/// A key's state as stored (the core's stored form: schema and state).
-fn stored_state(replica: &Replica, key: &FullKey) -> Option<String> {
-    #[derive(serde::Serialize)]
-    struct Stored<'a> {
-        schema: u32,
-        state: &'a KeyState,
+/// The core's stored form of a key's state: schema and state.
+#[derive(serde::Serialize)]
+struct Stored<'a> {
+    schema: u32,
+    state: &'a KeyState,
+}
+
+impl<'a> Stored<'a> {
+    fn of(replica: &'a Replica, key: &FullKey) -> Option<Self> {
+        Some(Self {
+            state: replica.state(key)?,
+            schema: replica.spec_for(key).ok()?.schema().version(),
+        })
     }
-    let state = replica.state(key)?;
-    let spec = replica.spec_for(key).ok()?;
-    serde_json::to_string(&Stored {
-        schema: spec.schema().version(),
-        state,
-    })
-    .ok()
+}
+
+/// A key's state as stored.
+fn stored_state(replica: &Replica, key: &FullKey) -> Option<String> {
+    serde_json::to_string(&Stored::of(replica, key)?).ok()
+}
+
+/// The length of [`stored_state`], counted without building it.
+fn stored_len(replica: &Replica, key: &FullKey) -> usize {
+    Stored::of(replica, key).map_or(0, |stored| encoded_len(&stored, usize::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gaesup_state_core::{ManualClock, UnitAddress};
+    use serde_json::Value;
+
+    /// A stream of apartment `main` and a device writing its shared note.
+    fn note_writer() -> (Stream, Replica, SharedKey<Value>, UnitAddress) {
+        let declarations = gaesup_keys::declarations().unwrap();
+        let stream = new_stream(&declarations, "apartment:main".parse().unwrap());
+        let mut device = Replica::new(TabId::new(2), ManualClock::new(1_000));
+        let spec = declarations
+            .iter()
+            .find(|spec| spec.name().as_str() == "shared-note")
+            .unwrap();
+        let key = SharedKey::erased(Arc::clone(spec));
+        device.declare(&key).unwrap();
+        (stream, device, key, "main/lobby/notes".parse().unwrap())
+    }
+
+    /// Applies a note of `bytes` written on `device` to `stream`, counted
+    /// as the hub counts it.
+    fn write(
+        stream: &mut Stream,
+        device: &mut Replica,
+        key: &SharedKey<Value>,
+        at: &UnitAddress,
+        bytes: usize,
+        n: usize,
+    ) -> Op {
+        let op = device
+            .set(at, key, Value::from(format!("{n:06}{}", "x".repeat(bytes))))
+            .unwrap()
+            .op;
+        stream.replica.apply_remote(&op).unwrap();
+        stream.grew(&op, serde_json::to_string(&op).unwrap().len());
+        op
+    }
+
+    #[test]
+    fn an_op_pays_for_what_the_key_holds_and_for_a_measure_it_needs() {
+        let (mut stream, mut device, key, at) = note_writer();
+        let op = write(&mut stream, &mut device, &key, &at, 40_000, 0);
+        assert_eq!(
+            stream.extra_for(&"apartment/main/nothing".parse().unwrap()),
+            0
+        );
+        // Counted past the last measure (none): measured, and that op pays
+        // for the measure as much again.
+        let exact = stored_len(&stream.replica, &op.key);
+        assert!(exact > 40_000 && exact < 41_000, "{exact}");
+        assert_eq!(stream.extra_for(&op.key), 2 * extra_cost(exact));
+        assert_eq!(stream.extra_for(&op.key), extra_cost(exact), "measured now");
+        // The same note rewritten a hundred times is counted as growing,
+        // never past the state limit, and measured at what it holds.
+        for n in 1..=100 {
+            write(&mut stream, &mut device, &key, &at, 40_000, n);
+        }
+        assert_eq!(stream.sizes[&op.key].counted, MAX_STORED_BYTES);
+        assert_eq!(stream.extra_for(&op.key), 2 * extra_cost(exact));
+        assert_eq!(stream.extra_for(&op.key), extra_cost(exact));
+    }
 }
