@@ -8,13 +8,15 @@
 //! rate limited, and so are the push's later ops in that attempt. The
 //! device sends them again later, fewer at a time while some are refused
 //! (`gaesup_protocol::Link`). The size an op is charged for is the key's
-//! stored state as last committed or loaded, grown by [`growth_bound`] of
-//! each op applied since, never past [`MAX_STORED_BYTES`].
+//! stored state as the hub last measured it (committed, loaded, or
+//! measured again when the count below would charge more), grown by
+//! [`growth_bound`] of each op applied since, never past
+//! [`MAX_STORED_BYTES`].
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use gaesup_state_core::{MAX_STATE_BYTES, Op, Payload};
+use gaesup_state_core::{MAX_STATE_BYTES, Op, Payload, encoded_len};
 
 /// Bytes of a key's state that count as one more op against the rate
 /// limit, for each op on that key the core applies or tries.
@@ -59,8 +61,9 @@ pub fn growth_bound(op: &Op, body: usize) -> usize {
         Payload::Resolve { supersedes, .. } => supersedes.len(),
         Payload::Set { .. } | Payload::Count { .. } => 0,
     };
-    // Serialized: an id may hold characters JSON escapes.
-    let writer = serde_json::to_string(&op.writer).map_or(usize::MAX, |text| text.len());
+    // Serialized (an id may hold characters JSON escapes), counted without
+    // building the text: this runs for every op the hub applies.
+    let writer = encoded_len(&op.writer, usize::MAX);
     let per_item = ITEM_BYTES.saturating_add(writer);
     body.saturating_add(items.saturating_mul(per_item))
 }
