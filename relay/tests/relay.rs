@@ -1317,6 +1317,24 @@ async fn push_all(
     acks
 }
 
+/// Pushes one op at a time, the `n`th made by `op(n)`, until the relay
+/// refuses one as rate limited, each answer before it checked by
+/// `answered`: how many went through, of at most 20.
+async fn pushes_until_limited(
+    client: &mut Client,
+    mut op: impl FnMut(u32) -> gaesup_state_core::Op,
+    answered: impl Fn(&AckStatus),
+) -> u32 {
+    for n in 1..=20 {
+        let acks = client.push(vec![op(n)]).await;
+        if rate_limited(&acks) {
+            return n - 1;
+        }
+        answered(&acks[0].status);
+    }
+    20
+}
+
 /// The first ack refused as rate limited, after checking that every ack
 /// before it was applied and every one after it refused so too.
 fn refused_from(acks: &[gaesup_protocol::Ack]) -> Option<usize> {
@@ -1377,17 +1395,14 @@ async fn ops_count_against_the_rate_by_the_work_they_cost(backend: Backend) {
     // Small patches of it: each costs about 50 ops (the bucket holds 100;
     // time adds one every 20 ms). By count, twenty of them would cost 20.
     let mut heavy = Client::connect(&relay, &main_rw(), None).await;
-    let mut pushed = 0;
-    for quantity in 1..=20 {
-        let acks = heavy
-            .push(vec![patcher.cart(heavy_lines("f", 1, 10, quantity))])
-            .await;
-        if rate_limited(&acks) {
-            break;
-        }
-        applied_seq(&acks[0].status);
-        pushed += 1;
-    }
+    let pushed = pushes_until_limited(
+        &mut heavy,
+        |quantity| patcher.cart(heavy_lines("f", 1, 10, quantity)),
+        |status| {
+            applied_seq(status);
+        },
+    )
+    .await;
     assert!(
         (1..10).contains(&pushed),
         "small patches of an 800 KB cart were rate limited after {pushed} pushes, not 1 to 9"
@@ -1414,18 +1429,13 @@ async fn ops_count_against_the_rate_by_the_work_they_cost(backend: Backend) {
     // Ops refused because the state would pass its limit: short acks, but
     // each was tried on the whole state first.
     let mut grower = Device::new(4);
-    let mut refused = Client::connect(&relay, &main_rw(), None).await;
-    let mut tried = 0;
-    for quantity in 1..=20 {
-        let acks = refused
-            .push(vec![grower.cart(heavy_lines("g", 1, 120_000, quantity))])
-            .await;
-        if rate_limited(&acks) {
-            break;
-        }
-        assert_eq!(refusal(&acks[0].status), "too_large");
-        tried += 1;
-    }
+    let mut at_limit = Client::connect(&relay, &main_rw(), None).await;
+    let tried = pushes_until_limited(
+        &mut at_limit,
+        |quantity| grower.cart(heavy_lines("g", 1, 120_000, quantity)),
+        |status| assert_eq!(refusal(status), "too_large"),
+    )
+    .await;
     assert!(
         (1..10).contains(&tried),
         "ops refused at the size limit were rate limited after {tried} pushes, not 1 to 9"
