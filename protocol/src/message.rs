@@ -103,8 +103,9 @@ pub struct Limits {
     pub max_frame_bytes: usize,
     /// Most ops in one push.
     pub max_ops_per_push: usize,
-    /// Most ops per second on one connection (over HTTP, per token
-    /// subject). The relay of this crate counts an op the core applies or
+    /// Most ops per second per token subject (on one relay node, shared
+    /// by all the subject's connections and HTTP pushes: devices of one
+    /// subject share it). The relay of this crate counts an op the core applies or
     /// tries once more per 16 KiB of its key's state, at most a second's
     /// worth; an op it cannot pay for is refused as rate limited, and so
     /// are the later ops of its push.

@@ -71,7 +71,8 @@ pub struct Serve {
     /// Most ops in one push.
     #[arg(long, env = "RELAY_MAX_OPS_PER_PUSH", default_value_t = 512)]
     pub max_ops_per_push: usize,
-    /// Most ops per second on one connection (HTTP: per token subject). An
+    /// Most ops per second per token subject on this node, shared by all
+    /// its WebSocket connections and HTTP pushes. An
     /// op the core applies or tries counts once more per 16 KiB of its
     /// key's state (the work it costs grows with it), at most a second's
     /// worth.

@@ -48,9 +48,10 @@
 //! - Every op is checked: the token's grants (apartment, buildings, read or
 //!   write, global keys), then the core (declared key, lifetime, strategy,
 //!   schema, types, permissions, clock window, limits).
-//! - Bounded: frames, ops per push, ops per second (an op on a large key
-//!   counting for more: [`limits`]), connections, and each device's send
-//!   queue (a slow device is disconnected and resyncs).
+//! - Bounded: frames, ops per push, ops per second per token subject (an
+//!   op on a large key counting for more: [`limits`]), connections, and
+//!   each device's send queue (a slow device is disconnected and
+//!   resyncs).
 //!
 //! # Modules
 //!
@@ -72,8 +73,8 @@ pub mod ws;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -88,7 +89,7 @@ use tokio::sync::watch;
 use crate::config::{Cli, Command, Mint, Serve};
 use crate::db::Db;
 use crate::hub::Hub;
-use crate::limits::SharedBucket;
+use crate::limits::{Budgets, SharedBucket};
 use crate::metrics::Metrics;
 use crate::store::{RedisStore, Store};
 use crate::token::{Access, Claims, Grant};
@@ -108,7 +109,9 @@ pub struct AppState {
     /// Flips to `true` when the relay starts shutting down.
     pub shutdown: watch::Receiver<bool>,
     next_conn: AtomicU64,
-    http_buckets: Mutex<BTreeMap<String, SharedBucket>>,
+    /// Each token subject's rate budget, shared by its connections and
+    /// its HTTP pushes.
+    budgets: Budgets,
 }
 
 impl AppState {
@@ -116,21 +119,16 @@ impl AppState {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Takes `n` ops from the HTTP rate budget of token subject `sub`; its
+    /// The rate budget of token subject `sub` (see [`Budgets`]).
+    fn budget(&self, sub: &str) -> SharedBucket {
+        self.budgets.of(sub)
+    }
+
+    /// Takes `n` ops from the rate budget of token subject `sub`; its
     /// bucket (for the hub to draw more from) if there was enough.
     fn take_http(&self, sub: &str, n: usize) -> Option<SharedBucket> {
-        let mut buckets = self
-            .http_buckets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if buckets.len() > 10_000 && !buckets.contains_key(sub) {
-            // Bounded: forget everyone (they start again with a full bucket).
-            buckets.clear();
-        }
-        let bucket = buckets
-            .entry(sub.to_owned())
-            .or_insert_with(|| SharedBucket::new(self.config.max_ops_per_second));
-        bucket.take(n).then(|| bucket.clone())
+        let bucket = self.budget(sub);
+        bucket.take(n).then_some(bucket)
     }
 }
 
@@ -223,7 +221,7 @@ pub async fn serve(config: Serve, secret: Vec<u8>) -> Result<(), String> {
         store,
         shutdown,
         next_conn: AtomicU64::new(1),
-        http_buckets: Mutex::new(BTreeMap::new()),
+        budgets: Budgets::new(config.max_ops_per_second),
     });
     // The first line of output: tests and scripts read the port from it.
     println!("relay listening on http://{address}");

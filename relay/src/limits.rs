@@ -1,5 +1,6 @@
-//! Rate limits: a token bucket per connection (or per token subject over
-//! HTTP), counting the work a push costs the hub, not only its ops.
+//! Rate limits: a token bucket per token subject ([`Budgets`]), shared by
+//! all its WebSocket connections and HTTP pushes on a node, counting the
+//! work a push costs the hub, not only its ops.
 //!
 //! A push takes one op's worth per op before the hub sees it (refused
 //! whole if the bucket holds less). The hub then draws, for each op the
@@ -13,6 +14,7 @@
 //! [`growth_bound`] of each op applied since, never past
 //! [`MAX_STORED_BYTES`].
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -27,7 +29,7 @@ use gaesup_state_core::{MAX_STATE_BYTES, Op, Payload, encoded_len};
 /// every commit writes the whole state of each key it changed (`cargo bench
 /// -p gaesup-state-core`: a small patch to a merge key of 800 KiB costs
 /// about 90 µs to apply, 400 µs within a few hundred bytes of the limit,
-/// against a few µs for a small key). Counted by ops alone, one connection's
+/// against a few µs for a small key). Counted by ops alone, one subject's
 /// 2,000 such ops a second would keep the hub busy. An op on a key whose
 /// state takes S bytes counts as 1 + S / 16 KiB instead: 57 at the state
 /// limit (896 KiB).
@@ -122,6 +124,13 @@ impl Bucket {
         let second = self.rate as usize;
         self.take_at(extra.min(second), now)
     }
+
+    /// Whether the bucket has filled up again by `now`: a new one would
+    /// hold as much, so forgetting it gives nobody more.
+    fn is_full_at(&self, now: Instant) -> bool {
+        let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
+        self.tokens + refill >= self.rate * 2.0
+    }
 }
 
 /// A [`Bucket`] the endpoint and the hub both draw from: the endpoint an
@@ -150,11 +159,147 @@ impl SharedBucket {
             .unwrap_or_else(PoisonError::into_inner)
             .draw(extra)
     }
+
+    /// Whether nobody but the caller holds it (no connection, no push in
+    /// flight) and it has filled up again by `now`.
+    fn is_idle_at(&self, now: Instant) -> bool {
+        Arc::strong_count(&self.0) == 1
+            && self
+                .0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_full_at(now)
+    }
+}
+
+/// The rate budget of each token subject on this node: one
+/// [`SharedBucket`] per subject, which every WebSocket connection of that
+/// subject and every HTTP push of it draws from. A peer holding one token
+/// gets no more ops a second by opening more connections, or new ones:
+/// the bucket is the subject's, not the connection's, and a new
+/// connection finds it as the last one left it.
+///
+/// A subject's bucket is forgotten only once nothing holds it (no live
+/// connection, no push in the hub) and it has filled up again, when a new
+/// one would be the same. The map is swept when it has doubled since the
+/// last sweep, so it holds at most about twice the subjects that are
+/// connected or drew from their budget in the last two seconds.
+#[derive(Debug)]
+pub struct Budgets {
+    rate: u32,
+    held: Mutex<Held>,
+}
+
+#[derive(Debug)]
+struct Held {
+    buckets: HashMap<String, SharedBucket>,
+    /// The size at which the next sweep runs.
+    sweep_at: usize,
+}
+
+/// The fewest subjects held before a sweep.
+const SWEEP_FLOOR: usize = 1024;
+
+impl Budgets {
+    /// No subject yet; each starts with a full bucket for `rate` ops a
+    /// second.
+    pub fn new(rate: u32) -> Self {
+        Self {
+            rate,
+            held: Mutex::new(Held {
+                buckets: HashMap::new(),
+                sweep_at: SWEEP_FLOOR,
+            }),
+        }
+    }
+
+    /// The bucket of token subject `sub`, full if it is new.
+    pub fn of(&self, sub: &str) -> SharedBucket {
+        self.of_at(sub, Instant::now())
+    }
+
+    fn of_at(&self, sub: &str, now: Instant) -> SharedBucket {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(bucket) = held.buckets.get(sub) {
+            return bucket.clone();
+        }
+        if held.buckets.len() >= held.sweep_at {
+            held.buckets.retain(|_, bucket| !bucket.is_idle_at(now));
+            held.sweep_at = held.buckets.len().saturating_mul(2).max(SWEEP_FLOOR);
+        }
+        let bucket = SharedBucket::new(self.rate);
+        held.buckets.insert(sub.to_owned(), bucket.clone());
+        bucket
+    }
+
+    /// How many subjects' buckets are held.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .buckets
+            .len()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_subject_has_one_budget_however_many_connections_it_opens() {
+        let budgets = Budgets::new(10);
+        let first = budgets.of("mallory");
+        assert!(first.take(20), "a new subject's full bucket");
+        // A second connection (or an HTTP push) of the same subject, and a
+        // connection opened after the first closed: the same, empty bucket.
+        let second = budgets.of("mallory");
+        assert!(!second.take(1));
+        drop((first, second));
+        assert!(
+            !budgets.of("mallory").take(1),
+            "a new connection starts empty"
+        );
+        // Another subject has its own.
+        assert!(budgets.of("alice").take(20));
+    }
+
+    #[test]
+    fn a_sweep_forgets_only_buckets_nobody_holds_that_filled_up_again() {
+        let budgets = Budgets::new(10);
+        let held = budgets.of("held");
+        let spent = budgets.of("spent");
+        // A second's worth: a second to fill up again.
+        assert!(spent.take(10));
+        drop(spent);
+        drop(budgets.of("full"));
+        for n in 3..SWEEP_FLOOR {
+            drop(budgets.of(&format!("s{n}")));
+        }
+        assert_eq!(budgets.len(), SWEEP_FLOOR, "no sweep below the floor");
+        // The next new subject sweeps: kept are the bucket a connection
+        // holds and the one still filling up; the full ones nobody holds
+        // are forgotten.
+        let later = Instant::now() + std::time::Duration::from_millis(50);
+        drop(budgets.of_at("last", later));
+        assert_eq!(budgets.len(), 3, "held, spent and the new one");
+        assert!(held.take(20), "the held bucket, untouched");
+        let spent = budgets.of("spent");
+        assert!(!spent.take(11), "the spent one kept its debt");
+        assert!(spent.take(10));
+        // The next sweep waits until the map has reached the floor again.
+        for n in 3..SWEEP_FLOOR {
+            drop(budgets.of(&format!("t{n}")));
+        }
+        assert_eq!(budgets.len(), SWEEP_FLOOR);
+        drop(budgets.of("next"));
+        assert_eq!(
+            budgets.len(),
+            3,
+            "held, spent (in debt again) and the new one"
+        );
+    }
 
     #[test]
     fn a_burst_past_two_seconds_worth_is_refused() {

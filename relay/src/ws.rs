@@ -245,7 +245,7 @@ async fn serve(app: Arc<AppState>, socket: WebSocket) {
         app: Arc::clone(&app),
         conn,
         claims: None,
-        bucket: SharedBucket::new(app.config.max_ops_per_second),
+        bucket: None,
         send: send.clone(),
         outlet: Outlet {
             send,
@@ -312,7 +312,9 @@ struct Session {
     app: Arc<AppState>,
     conn: u64,
     claims: Option<Arc<Claims>>,
-    bucket: SharedBucket,
+    /// The rate budget of the token's subject, shared with its other
+    /// connections and HTTP pushes; set with `claims`.
+    bucket: Option<SharedBucket>,
     send: mpsc::Sender<ServerMessage>,
     outlet: Outlet,
 }
@@ -371,6 +373,7 @@ impl Session {
                         limits: self.app.config.limits(),
                     })));
                 self.claims = Some(Arc::clone(&claims));
+                self.bucket = Some(self.app.budget(&claims.sub));
                 if let Err(error) = self
                     .app
                     .hub
@@ -387,7 +390,8 @@ impl Session {
                 None
             }
             ClientMessage::Push(push) => {
-                let Some(claims) = self.claims.clone() else {
+                let (Some(claims), Some(bucket)) = (self.claims.clone(), self.bucket.clone())
+                else {
                     self.error(&ProtocolError::new(code::NO_HELLO, "say hello first"));
                     return None;
                 };
@@ -409,16 +413,11 @@ impl Session {
                 // An op's worth per op (a push of nothing still costs a
                 // turn: it is work for the hub); the hub draws what ops on
                 // large keys cost more.
-                let acks = if self.bucket.take(push.ops.len().max(1)) {
+                let acks = if bucket.take(push.ops.len().max(1)) {
                     match self
                         .app
                         .hub
-                        .push(
-                            claims,
-                            push.ops.clone(),
-                            Some(self.conn),
-                            self.bucket.clone(),
-                        )
+                        .push(claims, push.ops.clone(), Some(self.conn), bucket)
                         .await
                     {
                         Ok(acks) => acks,

@@ -1362,7 +1362,10 @@ fn rate_limited(acks: &[gaesup_protocol::Ack]) -> bool {
 /// ops at the rate small ones may go is refused long before; small ops on
 /// small keys go as before (WebSocket and HTTP alike).
 async fn ops_count_against_the_rate_by_the_work_they_cost(backend: Backend) {
-    // A bucket of 100 ops (two seconds of 50).
+    // A bucket of 100 ops (two seconds of 50) per token subject: each step
+    // below that needs a full one pushes as a subject of its own, with
+    // devices of its own (a tab's ops come from the subject that pushed
+    // its first one).
     let relay = Relay::on(backend, &["--max-ops-per-second", "50"]);
     let mut patcher = Device::new(3);
 
@@ -1381,20 +1384,20 @@ async fn ops_count_against_the_rate_by_the_work_they_cost(backend: Backend) {
         "{refused} ops of the growing cart went in before the first refused"
     );
 
-    // A cart of about 800 KB: another device adds twenty lines (each
-    // device holds at most 448 KiB of its own; a device writes its whole
-    // cart, so its second write adds ten), each write on a connection of
-    // its own so that building the cart is not rate limited.
-    let mut second = Device::new(2);
-    for lines in [10, 20] {
-        let op = second.cart(heavy_lines("b", lines, 20_000, 1));
-        let mut client = Client::connect(&relay, &main_rw(), None).await;
+    // A cart of about 800 KB: two more devices add ten lines each (a
+    // device holds at most 448 KiB of its own), each as a subject of its
+    // own so that building the cart is not rate limited.
+    for (tab, prefix) in [(2, "b"), (12, "c")] {
+        let op = Device::new(tab).cart(heavy_lines(prefix, 10, 20_000, 1));
+        let token = main_rw_as(&format!("builder-{prefix}"));
+        let mut client = Client::connect(&relay, &token, None).await;
         applied_seq(&push_all(&mut client, vec![op]).await[0].status);
     }
 
     // Small patches of it: each costs about 50 ops (the bucket holds 100;
     // time adds one every 20 ms). By count, twenty of them would cost 20.
-    let mut heavy = Client::connect(&relay, &main_rw(), None).await;
+    let mut patcher = Device::new(10);
+    let mut heavy = Client::connect(&relay, &main_rw_as("heavy-ws"), None).await;
     let pushed = pushes_until_limited(
         &mut heavy,
         |quantity| patcher.cart(heavy_lines("f", 1, 10, quantity)),
@@ -1410,11 +1413,12 @@ async fn ops_count_against_the_rate_by_the_work_they_cost(backend: Backend) {
 
     // Within one push: the ops the bucket pays for go in; from the first
     // it cannot, the rest (even an op that alone would fit) is refused as
-    // rate limited, for the device to send again. A fresh connection's
+    // rate limited, for the device to send again. A fresh subject's
     // bucket (100, less 6 for the push's ops) pays for one or two ops on
     // the cart (50 each, less what time adds meanwhile).
+    let mut patcher = Device::new(11);
     let mut other = Device::new(8);
-    let mut partial = Client::connect(&relay, &main_rw(), None).await;
+    let mut partial = Client::connect(&relay, &main_rw_as("partial"), None).await;
     let mut ops: Vec<_> = (21..26)
         .map(|quantity| patcher.cart(heavy_lines("f", 1, 10, quantity)))
         .collect();
@@ -1429,7 +1433,7 @@ async fn ops_count_against_the_rate_by_the_work_they_cost(backend: Backend) {
     // Ops refused because the state would pass its limit: short acks, but
     // each was tried on the whole state first.
     let mut grower = Device::new(4);
-    let mut at_limit = Client::connect(&relay, &main_rw(), None).await;
+    let mut at_limit = Client::connect(&relay, &main_rw_as("at-limit"), None).await;
     let tried = pushes_until_limited(
         &mut at_limit,
         |quantity| grower.cart(heavy_lines("g", 1, 120_000, quantity)),
@@ -1444,7 +1448,7 @@ async fn ops_count_against_the_rate_by_the_work_they_cost(backend: Backend) {
     // A key written over and over in one push (a 5 KB note, 90 times):
     // each op costs what the key holds, not the sum of what was written.
     let mut writer = Device::new(9);
-    let mut rewriting = Client::connect(&relay, &main_rw(), None).await;
+    let mut rewriting = Client::connect(&relay, &main_rw_as("rewriting"), None).await;
     let notes: Vec<_> = (0..90)
         .map(|i| writer.note(&format!("{i:05}{}", "n".repeat(5_000))))
         .collect();
@@ -1454,14 +1458,13 @@ async fn ops_count_against_the_rate_by_the_work_they_cost(backend: Backend) {
 
     // Small ops of a small key: twenty pushes cost twenty ops, well within.
     let mut counter = Device::new(5);
-    let mut light = Client::connect(&relay, &main_rw(), None).await;
+    let mut light = Client::connect(&relay, &main_rw_as("light-ws"), None).await;
     for _ in 0..20 {
         let acks = light.push(vec![counter.count(1)]).await;
         applied_seq(&acks[0].status);
     }
 
-    // Over HTTP, per token subject: the same. (A tab's ops come from the
-    // subject that pushed its first one: new devices for new subjects.)
+    // Over HTTP: the same.
     let push = |op| serde_json::to_string(&Push { ops: vec![op] }).unwrap();
     let mut patcher = Device::new(6);
     let mut counter = Device::new(7);
@@ -1501,6 +1504,48 @@ async fn ops_count_against_the_rate_by_the_work_they_cost(backend: Backend) {
     }
 }
 
+/// Pushes `ops` and checks they are all refused as rate limited.
+async fn refused_whole(client: &mut Client, ops: Vec<gaesup_state_core::Op>, what: &str) {
+    let acks = push_all(client, ops).await;
+    assert_eq!(refused_from(&acks), Some(0), "{what}");
+}
+
+/// The rate budget is the token subject's, not the connection's: a peer
+/// holding one token gets no more ops a second by opening more sockets,
+/// by opening a new one once its budget is spent, or by pushing over HTTP
+/// beside them. Another subject keeps its own budget.
+async fn a_subject_s_connections_and_http_pushes_share_one_budget(backend: Backend) {
+    // A bucket of 100 ops (two seconds of 50). Pushes of 90 small ops: the
+    // first spends all but 10, and the bucket takes 1.6 s to hold 90
+    // again, far longer than the steps below take.
+    let relay = Relay::on(backend, &["--max-ops-per-second", "50"]);
+    let token = main_rw_as("mallory");
+    let mut device = Device::new(1);
+    let mut ninety = || (0..90).map(|_| device.count(1)).collect::<Vec<_>>();
+    let mut first = Client::connect(&relay, &token, None).await;
+    for ack in push_all(&mut first, ninety()).await {
+        applied_seq(&ack.status);
+    }
+    // A second socket beside the first, then a third once both closed:
+    // the same spent budget, so each push is refused whole.
+    let mut second = Client::connect(&relay, &token, None).await;
+    refused_whole(&mut second, ninety(), "a second socket, beside the first").await;
+    drop((first, second));
+    let mut third = Client::connect(&relay, &token, None).await;
+    refused_whole(&mut third, ninety(), "a new socket, once both closed").await;
+    // Over HTTP: the same budget.
+    let push = serde_json::to_string(&Push { ops: ninety() }).unwrap();
+    let (status, body) = http("POST", relay.url("/v1/push"), Some(token), Some(push)).await;
+    assert_eq!(status, 429, "{body}");
+    // Another subject, its own full budget.
+    let mut other = Device::new(2);
+    let ops: Vec<_> = (0..90).map(|_| other.count(1)).collect();
+    let mut alice = Client::connect(&relay, &main_rw_as("alice"), None).await;
+    for ack in push_all(&mut alice, ops).await {
+        applied_seq(&ack.status);
+    }
+}
+
 support::on_both_backends!(
     the_same_op_twice_is_one_op_and_the_ack_carries_the_canonical_value,
     a_device_catches_up_from_its_cursor_then_gets_live_ops,
@@ -1509,6 +1554,7 @@ support::on_both_backends!(
     the_core_decides_on_the_relay_as_in_a_tab,
     every_limit_answers_with_its_code_and_the_relay_keeps_serving,
     ops_count_against_the_rate_by_the_work_they_cost,
+    a_subject_s_connections_and_http_pushes_share_one_budget,
     malformed_frames_get_specific_codes_and_others_are_still_served,
     a_slow_reader_is_disconnected_and_resyncs_from_its_cursor,
     the_http_fallback_pushes_pulls_with_a_long_poll_and_snapshots,

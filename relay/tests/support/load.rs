@@ -15,7 +15,7 @@ use gaesup_state_core::{Op, OpId};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{Device, Relay, http, lobby, main_rw, main_snapshot, main_stream};
+use super::{Device, Relay, http, lobby, main_rw, main_rw_as, main_snapshot, main_stream};
 
 /// Arguments for a relay whose whole log [`check`] reads afterwards: the
 /// writers push as fast as the machine lets them, so a run can pass the
@@ -39,7 +39,9 @@ type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A socket to the relay whose port `port` holds now, hello said (as
-/// `client`, following `subscribe`); `None` if it cannot be reached (after
+/// `client`, a token subject of its own, following `subscribe`: the
+/// relay's rate budget is per subject, and each writer here pushes as fast
+/// as it can); `None` if it cannot be reached (after
 /// a short pause, so a caller looping on it does not spin) or closed at
 /// once.
 async fn open(port: &AtomicU16, client: String, subscribe: Vec<Subscription>) -> Option<Socket> {
@@ -49,8 +51,8 @@ async fn open(port: &AtomicU16, client: String, subscribe: Vec<Subscription>) ->
         return None;
     };
     let hello = ClientMessage::Hello(Hello {
+        token: Some(main_rw_as(&client)),
         client,
-        token: Some(main_rw()),
         subscribe,
     });
     socket
