@@ -261,7 +261,7 @@ impl Held {
 /// that one got in (at least one), and each resend it takes whole doubles
 /// that again, up to a second's worth (one not all answered yet sends as
 /// many as the last). Meanwhile new writes wait for the resends (see
-/// [`Link::pushes`]).
+/// [`Link::pushes`]); over HTTP alike (see [`Link::http_push`]).
 #[derive(Debug, Default)]
 struct Resend {
     /// The most the next resend sends (`None`: a second's worth).
@@ -1375,20 +1375,8 @@ impl Link {
         if now_ms.saturating_sub(self.last_heard_ms) > self.heartbeat_ms * 3 {
             return (Vec::new(), true);
         }
-        // Due, or set further ahead than a resend waits (the clock went
-        // back): ops wait for it, new writes too.
-        if self
-            .resend_at_ms
-            .is_some_and(|at| now_ms >= at || at > now_ms.saturating_add(RESEND_AFTER_MS))
-        {
-            // A second's worth at a time (what the relay takes of small
-            // ops), fewer while its rate limit refuses some.
-            let second = self.limits.map_or(PUSH_OPS, |l| {
-                usize::try_from(l.max_ops_per_second)
-                    .unwrap_or(usize::MAX)
-                    .max(1)
-            });
-            let most = self.resend.next(second);
+        if self.resend_due(now_ms) {
+            let most = self.resend.next(self.second());
             let frames = self.pushes_at_most(most);
             let held = self.held();
             // Ops left that a push can carry (one too large for any is left
@@ -1410,6 +1398,24 @@ impl Link {
             );
         }
         (Vec::new(), false)
+    }
+
+    /// Whether a resend is due at `now_ms`: it was set and its time has
+    /// come, or it was set further ahead than a resend waits (the clock
+    /// went back). Until then ops wait for it, new writes too.
+    fn resend_due(&self, now_ms: u64) -> bool {
+        self.resend_at_ms
+            .is_some_and(|at| now_ms >= at || at > now_ms.saturating_add(RESEND_AFTER_MS))
+    }
+
+    /// A second's worth of ops (what the relay takes of small ops), the
+    /// most a resend sends.
+    fn second(&self) -> usize {
+        self.limits.map_or(PUSH_OPS, |l| {
+            usize::try_from(l.max_ops_per_second)
+                .unwrap_or(usize::MAX)
+                .max(1)
+        })
     }
 
     /// Records that everything up to `seq` of `stream` was applied and
@@ -1437,12 +1443,36 @@ impl Link {
     }
 
     /// A push body for the oldest ops in the outbox (one push's worth,
-    /// within the relay's limits), or `None` when there is nothing to send.
-    pub fn http_push(&self) -> Option<String> {
+    /// within the relay's limits), or `None` when there is nothing to send
+    /// now.
+    ///
+    /// Paced as over a socket (see [`tick`](Self::tick)): once the relay refused
+    /// ops for now (rate limited, storage trouble), nothing goes until the
+    /// resend is due (`None` before `now_ms` reaches it); a resend sends
+    /// only as many as the last one got in, doubling once one is answered
+    /// whole; ops left past it, and new writes, wait for the next resend.
+    pub fn http_push(&mut self, now_ms: u64) -> Option<String> {
+        let resending = self.resend_at_ms.is_some();
+        let most = match (resending, self.resend_due(now_ms)) {
+            (false, _) => usize::MAX,
+            (true, true) => self.resend.next(self.second()),
+            (true, false) => return None,
+        };
         let held = self.held();
         let pending = self.outbox.values().filter(|op| !held.contains(&op.id));
-        let ops = self.push_groups(pending, usize::MAX).into_iter().next()?;
-        gaesup_state_core::to_text(&Push { ops }).ok()
+        let ops = self.push_groups(pending, most).into_iter().next();
+        if resending {
+            let sent: BTreeSet<OpId> = ops.iter().flatten().map(|op| op.id).collect();
+            let rest = self
+                .outbox
+                .values()
+                .filter(|op| !held.contains(&op.id) && !sent.contains(&op.id));
+            // Ops left that a push can carry (one too large for any is
+            // left out for good, and must not hold new writes back).
+            let left = !self.push_groups(rest, 1).is_empty();
+            self.resend_at_ms = left.then(|| now_ms.saturating_add(RESEND_AFTER_MS));
+        }
+        gaesup_state_core::to_text(&Push { ops: ops? }).ok()
     }
 
     /// The query of a long poll of `stream` (path and query, no host): for
@@ -2283,7 +2313,7 @@ mod tests {
         );
         assert!(out.acks.is_empty() && out.rebase.is_empty(), "{out:?}");
         assert_eq!(link.waiting(), 2, "kept until a re-base carries them");
-        assert!(link.http_push().is_none());
+        assert!(link.http_push(2).is_none());
         // Ops short of the head: not caught up yet.
         let behind = ServerMessage::Ops(crate::message::OpsBody {
             stream: "apartment:main".parse().unwrap(),
@@ -2820,14 +2850,20 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn no_push_holds_more_ops_than_the_relay_takes_in_a_second() {
+    /// A link with `n` ops of `store` (tab 1) queued, and its storage.
+    fn queued(n: i64) -> (MemoryStorage, Replica, Link) {
         let mut storage = MemoryStorage::new();
         let mut store = Replica::new(TabId::new(1), ManualClock::new(1_000));
         let mut link = link(&storage);
-        for n in 1..=5 {
+        for n in 1..=n {
             link.queue(op(&mut store, n), &mut storage).unwrap();
         }
+        (storage, store, link)
+    }
+
+    #[test]
+    fn no_push_holds_more_ops_than_the_relay_takes_in_a_second() {
+        let (mut storage, _, mut link) = queued(5);
         link.on_open(0);
         let limits = crate::message::Limits {
             max_frame_bytes: 1 << 20,
@@ -2864,12 +2900,7 @@ mod tests {
         // A relay counting ops on a large key as many (see `Resend`): a
         // resend of a second's worth would spend the refill on ops it then
         // refuses.
-        let mut storage = MemoryStorage::new();
-        let mut store = Replica::new(TabId::new(1), ManualClock::new(1_000));
-        let mut link = link(&storage);
-        for n in 1..=40 {
-            link.queue(op(&mut store, n), &mut storage).unwrap();
-        }
+        let (mut storage, mut store, mut link) = queued(40);
         link.on_open(0);
         let limits = crate::message::Limits {
             max_frame_bytes: 1 << 20,
@@ -2944,6 +2975,70 @@ mod tests {
     }
 
     #[test]
+    fn over_http_ops_refused_for_the_rate_wait_and_resend_as_over_a_socket() {
+        let (mut storage, mut store, mut link) = queued(40);
+        // Two sockets that never opened: HTTP.
+        for now in [0, 10] {
+            link.connecting();
+            link.on_close(0.5, now);
+        }
+        assert_eq!(link.status(), &LinkStatus::HttpFallback);
+        let ids_of = |body: Option<String>| -> Vec<OpId> {
+            body.map_or_else(Vec::new, |body| {
+                let push: Push = serde_json::from_str(&body).unwrap();
+                push.ops.iter().map(|op| op.id).collect()
+            })
+        };
+        let mut now = 20;
+        let ids = ids_of(link.http_push(now));
+        assert_eq!(ids.len(), 40);
+        // The relay took the first; the rest it refused for the rate.
+        let mut answer: Vec<(OpId, &str)> = vec![(ids[0], "")];
+        answer.extend(ids[1..].iter().map(|id| (*id, crate::code::RATE_LIMITED)));
+        link.on_http(200, &acks(&answer), now, &mut storage);
+        assert!(link.http_push(now).is_none(), "the refused ops wait");
+        let mut next = 1;
+        // (how the relay answers each resend, how many that resend holds)
+        for (answer, expected) in [(429, 1), (200, 1), (200, 2), (200, 4)] {
+            now += RESEND_AFTER_MS;
+            let sent = ids_of(link.http_push(now));
+            assert_eq!(sent, ids[next..next + expected], "at {now}");
+            assert!(link.http_push(now).is_none(), "the rest wait a second");
+            let code = if answer == 429 {
+                crate::code::RATE_LIMITED
+            } else {
+                ""
+            };
+            let answered: Vec<(OpId, &str)> = sent.iter().map(|id| (*id, code)).collect();
+            link.on_http(answer, &acks(&answered), now, &mut storage);
+            if answer == 200 {
+                next += expected;
+            }
+        }
+        // A new write while resends wait goes after them, not ahead.
+        let late = op(&mut store, 41);
+        link.queue(late.clone(), &mut storage).unwrap();
+        assert!(link.http_push(now).is_none());
+        // Resends grow back to a second's worth, every op going once, in
+        // order, the new write last.
+        let mut rest = Vec::new();
+        while rest.len() < ids.len() - next + 1 {
+            now += RESEND_AFTER_MS;
+            let sent = ids_of(link.http_push(now));
+            let answer: Vec<(OpId, &str)> = sent.iter().map(|id| (*id, "")).collect();
+            link.on_http(200, &acks(&answer), now, &mut storage);
+            rest.extend(sent);
+        }
+        let mut expected = ids[next..].to_vec();
+        expected.push(late.id);
+        assert_eq!(rest, expected);
+        assert!(
+            link.http_push(now + RESEND_AFTER_MS).is_none(),
+            "nothing left"
+        );
+    }
+
+    #[test]
     fn ops_that_add_up_past_a_frame_go_in_several_pushes_and_none_is_left_behind() {
         let mut storage = MemoryStorage::new();
         let mut store = Replica::new(TabId::new(1), ManualClock::new(1_000));
@@ -2965,7 +3060,7 @@ mod tests {
         let sent: Vec<OpId> = pushed(&out.send).concat();
         assert_eq!(sent, ops.iter().map(|op| op.id).collect::<Vec<_>>());
         // Over HTTP: the oldest push's worth, within a frame.
-        let body = link.http_push().unwrap();
+        let body = link.http_push(1).unwrap();
         assert!(body.len() <= MAX_MESSAGE_BYTES, "{} bytes", body.len());
         let push: Push = serde_json::from_str(&body).unwrap();
         assert_eq!(push.ops[0].id, ops[0].id);

@@ -349,7 +349,7 @@ impl Browser {
         }
         if self.link.status() == &LinkStatus::HttpFallback {
             let mut requests = Vec::new();
-            if let Some(body) = self.link.http_push() {
+            if let Some(body) = self.link.http_push(now_ms()) {
                 requests.push(("POST", "/v1/push".to_owned(), Some(body)));
             }
             for stream in streams() {

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker};
 
-use gaesup_protocol::{Link, LinkStatus, StreamId};
+use gaesup_protocol::{LinkStatus, StreamId};
 
 use super::{Remote, now_ms, wire};
 
@@ -125,9 +125,9 @@ pub(super) async fn push_loop(weak: Weak<Remote>, generation: u64) {
             }
             remote
                 .link
-                .borrow()
-                .as_ref()
-                .and_then(Link::http_push)
+                .borrow_mut()
+                .as_mut()
+                .and_then(|link| link.http_push(now_ms()))
                 .map(|body| {
                     (
                         remote.config.http_url("/v1/push"),
