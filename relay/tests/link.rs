@@ -381,6 +381,18 @@ impl Browser {
         for frame in pending {
             let _ = socket.send(Message::text(frame)).await;
         }
+        // As the browser's timer does (each second; a tick does nothing
+        // before it is due): pings, resends of ops refused for now, and
+        // the close of a socket silent for three heartbeats.
+        let (frames, silent) = self.link.tick(now_ms());
+        for frame in frames {
+            let _ = socket.send(Message::text(frame)).await;
+        }
+        if silent {
+            self.socket = None;
+            self.link.on_close(0.0, now_ms());
+            return;
+        }
         match tokio::time::timeout(Duration::from_millis(30), socket.next()).await {
             Err(_) => {}
             Ok(Some(Ok(Message::Text(text)))) => {
@@ -404,6 +416,48 @@ impl Browser {
             }
         }
     }
+}
+
+/// A device back with more offline writes than the relay takes at once
+/// (five ops a second, bursts of ten): the pushes past the budget are
+/// refused for now, as rate limited, and the device sends them again,
+/// paced, until every one is in. None is refused for good, and another
+/// device counts them all.
+async fn rate_limited_offline_writes(http: bool, backend: Backend) {
+    let relay = Relay::on(backend, &["--max-ops-per-second", "5"]);
+    let mut a = Browser::new(1, Some(main_rw()));
+    a.ws_blocked = http;
+    for _ in 0..25 {
+        a.count(1);
+    }
+    a.pump_until(&relay, "A's 25 counts are acknowledged", Browser::flushed)
+        .await;
+    let limited = |ack: &&gaesup_protocol::Ack| {
+        matches!(&ack.status, gaesup_protocol::AckStatus::Refused { code, .. }
+            if code == gaesup_protocol::code::RATE_LIMITED)
+    };
+    assert!(
+        a.acks.iter().any(|ack| limited(&ack)),
+        "none was rate limited"
+    );
+    let answered: Vec<_> = a.acks.iter().filter(|ack| !limited(ack)).collect();
+    assert_eq!(answered.len(), 25, "{:?}", a.acks);
+    assert!(refused(&a).iter().all(limited), "{:?}", a.acks);
+    let mut b = Browser::new(2, Some(main_rw()));
+    b.pump_until(&relay, "B has A's 25 counts", |b| b.value() == json!(25))
+        .await;
+}
+
+async fn offline_writes_past_the_rate_are_resent_until_all_are_in(backend: Backend) {
+    tokio::task::LocalSet::new()
+        .run_until(rate_limited_offline_writes(false, backend))
+        .await;
+}
+
+async fn over_http_too_offline_writes_past_the_rate_are_resent_until_all_are_in(backend: Backend) {
+    tokio::task::LocalSet::new()
+        .run_until(rate_limited_offline_writes(true, backend))
+        .await;
 }
 
 async fn offline_edits_survive_a_reload_and_reach_another_device(backend: Backend) {
@@ -1210,6 +1264,8 @@ support::on_both_backends!(
     writes_between_the_pieces_of_a_resumed_snapshot_still_arrive,
     offline_writes_larger_than_a_frame_together_all_reach_the_relay,
     over_http_too_offline_writes_larger_than_a_frame_together_all_reach_the_relay,
+    offline_writes_past_the_rate_are_resent_until_all_are_in,
+    over_http_too_offline_writes_past_the_rate_are_resent_until_all_are_in,
     offline_edits_survive_a_reload_and_reach_another_device,
     a_refused_token_stops_the_link_and_the_edits_stay,
     blocked_websockets_fall_back_to_http_and_still_sync,
