@@ -88,8 +88,8 @@ pub mod code {
     pub const FRAME_TOO_LARGE: &str = "frame_too_large";
     /// More ops in one push than allowed.
     pub const TOO_MANY_OPS: &str = "too_many_ops";
-    /// More ops per second than allowed on this connection, or for this
-    /// token subject over HTTP (counted by the work they cost: see
+    /// More ops per second than allowed for this token subject, on all its
+    /// connections and HTTP pushes together (counted by the work they cost: see
     /// [`Limits::max_ops_per_second`](crate::Limits::max_ops_per_second)).
     pub const RATE_LIMITED: &str = "rate_limited";
     /// The node holds as many connections as it may.

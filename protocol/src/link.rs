@@ -700,9 +700,9 @@ impl Link {
     /// connection asks for the rest.)
     fn connection_ended(&mut self) {
         self.in_flight.clear();
-        self.resend_at_ms = None;
-        // The next connection's budget is its own.
-        self.resend = Resend::default();
+        // Resends keep their time and size: the relay's rate budget is the
+        // token subject's, and a new connection finds it as the last one
+        // left it (ops in flight on this one go with the next resend).
         self.caught_up.clear();
         self.heard.clear();
         self.snapshotted.clear();
@@ -2972,6 +2972,32 @@ mod tests {
         let mut expected = ids[next..].to_vec();
         expected.push(late.id);
         assert_eq!(rest, expected, "every op went in, each once, in order");
+    }
+
+    #[test]
+    fn a_new_connection_keeps_the_pace_of_resends() {
+        let (mut storage, _, mut link) = queued(10);
+        let limits = crate::message::Limits {
+            max_frame_bytes: 1 << 20,
+            max_ops_per_push: 512,
+            max_ops_per_second: 50,
+        };
+        link.on_open(0);
+        let out = feed(&mut link, &welcome_limits(10_000, limits), 1, &mut storage);
+        let ids = pushed(&out.send).concat();
+        let mut answer: Vec<(OpId, &str)> = vec![(ids[0], "")];
+        answer.extend(ids[1..].iter().map(|id| (*id, crate::code::RATE_LIMITED)));
+        feed(&mut link, &acks(&answer), 2, &mut storage);
+        // The socket drops and another opens at once. The relay's budget
+        // is the token subject's, as spent as it was: the refused ops wait
+        // for their resend, as many as the last push got in.
+        link.on_close(0.0, 3);
+        link.connecting();
+        link.on_open(4);
+        let out = feed(&mut link, &welcome_limits(10_000, limits), 5, &mut storage);
+        assert_eq!(pushed(&out.send).concat(), Vec::<OpId>::new());
+        let (frames, _) = link.tick(2 + RESEND_AFTER_MS);
+        assert_eq!(pushed(&frames).concat(), ids[1..2]);
     }
 
     #[test]

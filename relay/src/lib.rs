@@ -331,7 +331,8 @@ pub fn mint(options: &Mint) -> Result<String, String> {
     if options.subject == config::SHARED_SUBJECT {
         tracing::warn!(
             "the token's subject is {:?}, as every token minted without --subject: devices \
-             holding such tokens can take each other's op ids (give each person a subject)",
+             holding such tokens can take each other's op ids, and share one rate budget \
+             (give each person a subject)",
             config::SHARED_SUBJECT
         );
     }

@@ -1515,31 +1515,31 @@ async fn refused_whole(client: &mut Client, ops: Vec<gaesup_state_core::Op>, wha
 /// by opening a new one once its budget is spent, or by pushing over HTTP
 /// beside them. Another subject keeps its own budget.
 async fn a_subject_s_connections_and_http_pushes_share_one_budget(backend: Backend) {
-    // A bucket of 100 ops (two seconds of 50). Pushes of 90 small ops: the
-    // first spends all but 10, and the bucket takes 1.6 s to hold 90
-    // again, far longer than the steps below take.
+    // A bucket of 100 ops (two seconds of 50). Pushes of 100 small ops:
+    // the first empties it, and it takes two seconds to hold 100 again,
+    // far longer than the steps below take (a refused push takes nothing).
     let relay = Relay::on(backend, &["--max-ops-per-second", "50"]);
     let token = main_rw_as("mallory");
     let mut device = Device::new(1);
-    let mut ninety = || (0..90).map(|_| device.count(1)).collect::<Vec<_>>();
+    let mut whole = || (0..100).map(|_| device.count(1)).collect::<Vec<_>>();
     let mut first = Client::connect(&relay, &token, None).await;
-    for ack in push_all(&mut first, ninety()).await {
+    for ack in push_all(&mut first, whole()).await {
         applied_seq(&ack.status);
     }
     // A second socket beside the first, then a third once both closed:
     // the same spent budget, so each push is refused whole.
     let mut second = Client::connect(&relay, &token, None).await;
-    refused_whole(&mut second, ninety(), "a second socket, beside the first").await;
+    refused_whole(&mut second, whole(), "a second socket, beside the first").await;
     drop((first, second));
     let mut third = Client::connect(&relay, &token, None).await;
-    refused_whole(&mut third, ninety(), "a new socket, once both closed").await;
+    refused_whole(&mut third, whole(), "a new socket, once both closed").await;
     // Over HTTP: the same budget.
-    let push = serde_json::to_string(&Push { ops: ninety() }).unwrap();
+    let push = serde_json::to_string(&Push { ops: whole() }).unwrap();
     let (status, body) = http("POST", relay.url("/v1/push"), Some(token), Some(push)).await;
     assert_eq!(status, 429, "{body}");
     // Another subject, its own full budget.
     let mut other = Device::new(2);
-    let ops: Vec<_> = (0..90).map(|_| other.count(1)).collect();
+    let ops: Vec<_> = (0..100).map(|_| other.count(1)).collect();
     let mut alice = Client::connect(&relay, &main_rw_as("alice"), None).await;
     for ack in push_all(&mut alice, ops).await {
         applied_seq(&ack.status);
