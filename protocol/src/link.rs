@@ -10,7 +10,8 @@
 //! restarts (every tab of a browser shares it), is bounded
 //! ([`MAX_OUTBOX`]; past it [`Link::queue`] refuses with a specific error
 //! and nothing is dropped), and is sent oldest first (by stamp) on every
-//! (re)connection. Ops carry their ids, so a resend is harmless.
+//! (re)connection, or, while the relay's rate limit paces resends, when
+//! the next resend is due. Ops carry their ids, so a resend is harmless.
 //!
 //! **Cursors.** The last number applied per stream
 //! (`gaesup/cursor/<stream>`), written by the adapter only after what it
@@ -74,8 +75,9 @@ pub fn mark_refused_stale(key: &FullKey, storage: &mut dyn Storage) {
 /// Most ops sent in one push.
 const PUSH_OPS: usize = 256;
 /// How long ops the relay refused for now (rate limited, storage trouble,
-/// shutting down) wait in the outbox before a connection that stays up
-/// sends them again.
+/// shutting down) wait in the outbox before they go again (over a socket
+/// or HTTP, unless a new connection takes them first: see
+/// [`Link::connection_ended`]).
 const RESEND_AFTER_MS: u64 = 1_000;
 /// Room left in a push for its envelope (`{"v":…,"type":"push","body":{"ops":[…]}}`).
 const PUSH_ENVELOPE_BYTES: usize = 64;
@@ -285,6 +287,13 @@ impl Resend {
         }
     }
 
+    /// Whether the relay's rate limit shapes the resends: it refused some
+    /// since the last resend, or the next one is still held below a
+    /// second's worth.
+    fn paced(&self) -> bool {
+        self.limited || self.most.is_some()
+    }
+
     /// How many ops this resend sends, at most `second`.
     fn next(&mut self, second: usize) -> usize {
         let most = match (self.limited, self.most) {
@@ -326,8 +335,11 @@ pub struct Link {
     socket_unproven: bool,
     last_ack_ms: Option<u64>,
     /// When ops the relay refused for now (rate limited, storage trouble)
-    /// go again on this connection, if some did.
+    /// go again, if some did.
     resend_at_ms: Option<u64>,
+    /// Over HTTP, what is left of the resend under way (a push carries
+    /// fewer ops than a resend may: the rest go in the next pushes).
+    quota: Option<usize>,
     /// How many ops the next resend sends at most, while the relay's rate
     /// limit refuses some (see [`Resend`]).
     resend: Resend,
@@ -469,6 +481,7 @@ impl Link {
             socket_unproven: false,
             last_ack_ms: None,
             resend_at_ms: None,
+            quota: None,
             resend: Resend::default(),
             outbox_limit: MAX_OUTBOX,
             caught_up: VecSet::default(),
@@ -648,6 +661,28 @@ impl Link {
         frames
     }
 
+    /// The first push [`push_groups`](Self::push_groups) would make of
+    /// `ops`, looking at no more of them than one push can hold.
+    fn first_push<'o>(&self, ops: impl Iterator<Item = &'o Op>, most: usize) -> Option<Vec<Op>> {
+        let (_, per_push) = self.push_caps();
+        self.push_groups(ops, most.min(per_push)).into_iter().next()
+    }
+
+    /// The most bytes and ops one push holds: what the relay's welcome
+    /// said (before one, this build's limits), no more ops than it takes
+    /// in a second (its bucket holds two seconds' worth: a larger push
+    /// could never pass).
+    fn push_caps(&self) -> (usize, usize) {
+        let (max_bytes, max_ops) = self.limits.map_or((MAX_MESSAGE_BYTES, PUSH_OPS), |l| {
+            let per_second = usize::try_from(l.max_ops_per_second).unwrap_or(usize::MAX);
+            (l.max_frame_bytes, l.max_ops_per_push.min(per_second))
+        });
+        let budget = max_bytes
+            .min(MAX_MESSAGE_BYTES)
+            .saturating_sub(PUSH_ENVELOPE_BYTES);
+        (budget, max_ops.clamp(1, PUSH_OPS))
+    }
+
     /// Splits `ops` (oldest first) into pushes the relay takes: at most its
     /// ops per push and, encoded, at most its frame size (what its welcome
     /// said; before one, this build's limits), so no push is refused or
@@ -655,16 +690,7 @@ impl Link {
     /// large for any push on its own (only a relay with a frame limit
     /// under one value's size has those) is left out and stays queued.
     fn push_groups<'o>(&self, ops: impl Iterator<Item = &'o Op>, most: usize) -> Vec<Vec<Op>> {
-        // A push of more ops than the relay takes in a second could never
-        // pass its rate limit (its bucket holds two seconds' worth).
-        let (max_bytes, max_ops) = self.limits.map_or((MAX_MESSAGE_BYTES, PUSH_OPS), |l| {
-            let per_second = usize::try_from(l.max_ops_per_second).unwrap_or(usize::MAX);
-            (l.max_frame_bytes, l.max_ops_per_push.min(per_second))
-        });
-        let most_ops = max_ops.clamp(1, PUSH_OPS);
-        let budget = max_bytes
-            .min(MAX_MESSAGE_BYTES)
-            .saturating_sub(PUSH_ENVELOPE_BYTES);
+        let (budget, most_ops) = self.push_caps();
         let sendable = ops
             .filter_map(|op| {
                 // With the comma after it, within one push.
@@ -700,9 +726,16 @@ impl Link {
     /// connection asks for the rest.)
     fn connection_ended(&mut self) {
         self.in_flight.clear();
-        // Resends keep their time and size: the relay's rate budget is the
-        // token subject's, and a new connection finds it as the last one
-        // left it (ops in flight on this one go with the next resend).
+        self.quota = None;
+        // Resends the relay's rate limit paces keep their time and size:
+        // the budget is the token subject's, and a socket to the same node
+        // finds it as the last one left it (ops in flight on this one go
+        // with the next resend). Ops refused for another reason (storage
+        // trouble, shutting down) go at once on the next connection.
+        if !self.resend.paced() {
+            self.resend_at_ms = None;
+            self.resend = Resend::default();
+        }
         self.caught_up.clear();
         self.heard.clear();
         self.snapshotted.clear();
@@ -846,7 +879,13 @@ impl Link {
                 self.failures = 0;
                 self.socket_retry_at_ms = None;
                 self.socket_unproven = false;
-                out.send.extend(self.pushes());
+                // A resend due (kept from the last connection) goes now.
+                let frames = if self.resend_due(now_ms) {
+                    self.resend_frames(now_ms)
+                } else {
+                    self.pushes()
+                };
+                out.send.extend(frames);
             }
             ServerMessage::Ack(acks) => {
                 for ack in acks.acks {
@@ -1345,10 +1384,15 @@ impl Link {
     fn acknowledged(&mut self, ack: &Ack, now_ms: u64, storage: &mut dyn Storage) {
         self.in_flight.remove(&ack.op);
         self.resend.answered(&ack.status);
-        if is_transient(&ack.status) && self.resend_at_ms.is_none() {
-            // It stays in the outbox; a tick sends it again (nothing else
-            // would on a socket that stays up).
-            self.resend_at_ms = Some(now_ms.saturating_add(RESEND_AFTER_MS));
+        if is_transient(&ack.status) {
+            // Refused for now: the resend under way over HTTP stops (what
+            // the relay refuses now it refuses again at once).
+            self.quota = None;
+            if self.resend_at_ms.is_none() {
+                // It stays in the outbox; the next resend (a tick, an HTTP
+                // push, a new connection) sends it again.
+                self.resend_at_ms = Some(now_ms.saturating_add(RESEND_AFTER_MS));
+            }
         }
         match &ack.status {
             AckStatus::Applied { .. } | AckStatus::Duplicate { .. } | AckStatus::Refused { .. }
@@ -1376,13 +1420,7 @@ impl Link {
             return (Vec::new(), true);
         }
         if self.resend_due(now_ms) {
-            let most = self.resend.next(self.second());
-            let frames = self.pushes_at_most(most);
-            let held = self.held();
-            // Ops left that a push can carry (one too large for any is left
-            // out for good, and must not hold new writes back).
-            let left = !self.push_groups(self.unsent(&held), 1).is_empty();
-            self.resend_at_ms = left.then(|| now_ms.saturating_add(RESEND_AFTER_MS));
+            let frames = self.resend_frames(now_ms);
             if !frames.is_empty() {
                 return (frames, false);
             }
@@ -1398,6 +1436,29 @@ impl Link {
             );
         }
         (Vec::new(), false)
+    }
+
+    /// The resend due now, over a socket: as many ops as [`Resend`]
+    /// allows, in as many pushes as they take.
+    fn resend_frames(&mut self, now_ms: u64) -> Vec<String> {
+        let most = self.resend.next(self.second());
+        let frames = self.pushes_at_most(most);
+        let held = self.held();
+        let left = !self.push_groups(self.unsent(&held), 1).is_empty();
+        self.resend_done(left, now_ms);
+        frames
+    }
+
+    /// A resend was sent, leaving ops that a push can carry or not (one too
+    /// large for any is left out for good, and must not hold new writes
+    /// back): the next one a second later, or none. With none left the
+    /// round of resends is over, and the next starts afresh from what its
+    /// acks say (a round paced down long ago must not slow a later one).
+    fn resend_done(&mut self, left: bool, now_ms: u64) {
+        self.resend_at_ms = left.then(|| now_ms.saturating_add(RESEND_AFTER_MS));
+        if !left {
+            self.resend = Resend::default();
+        }
     }
 
     /// Whether a resend is due at `now_ms`: it was set and its time has
@@ -1446,31 +1507,39 @@ impl Link {
     /// within the relay's limits), or `None` when there is nothing to send
     /// now.
     ///
-    /// Paced as over a socket (see [`tick`](Self::tick)): once the relay refused
-    /// ops for now (rate limited, storage trouble), nothing goes until the
-    /// resend is due (`None` before `now_ms` reaches it); a resend sends
-    /// only as many as the last one got in, doubling once one is answered
-    /// whole; ops left past it, and new writes, wait for the next resend.
+    /// Paced as over a socket (see [`tick`](Self::tick)): once the relay
+    /// refused ops for now (rate limited, storage trouble), nothing goes
+    /// until the resend is due (`None` before `now_ms` reaches it); a
+    /// resend sends only as many as the last one got in, doubling once one
+    /// is answered whole, in as many pushes as that takes (unless one is
+    /// refused for now again: the rest wait); ops left past it, and new
+    /// writes, wait for the next resend.
     pub fn http_push(&mut self, now_ms: u64) -> Option<String> {
-        let resending = self.resend_at_ms.is_some();
-        let most = match (resending, self.resend_due(now_ms)) {
-            (false, _) => usize::MAX,
-            (true, true) => self.resend.next(self.second()),
-            (true, false) => return None,
+        let most = match (self.quota, self.resend_at_ms) {
+            (Some(quota), _) => quota,
+            (None, None) => usize::MAX,
+            (None, Some(_)) if self.resend_due(now_ms) => {
+                // The next resend, a second from the start of this one.
+                self.resend_at_ms = Some(now_ms.saturating_add(RESEND_AFTER_MS));
+                self.resend.next(self.second())
+            }
+            (None, Some(_)) => return None,
         };
         let held = self.held();
         let pending = self.outbox.values().filter(|op| !held.contains(&op.id));
-        let ops = self.push_groups(pending, most).into_iter().next();
-        if resending {
+        let ops = self.first_push(pending, most);
+        if self.resend_at_ms.is_some() {
             let sent: BTreeSet<OpId> = ops.iter().flatten().map(|op| op.id).collect();
             let rest = self
                 .outbox
                 .values()
                 .filter(|op| !held.contains(&op.id) && !sent.contains(&op.id));
-            // Ops left that a push can carry (one too large for any is
-            // left out for good, and must not hold new writes back).
             let left = !self.push_groups(rest, 1).is_empty();
-            self.resend_at_ms = left.then(|| now_ms.saturating_add(RESEND_AFTER_MS));
+            let quota = most.saturating_sub(sent.len());
+            self.quota = (left && quota > 0).then_some(quota);
+            if !left {
+                self.resend_done(false, now_ms);
+            }
         }
         gaesup_state_core::to_text(&Push { ops: ops? }).ok()
     }
@@ -2850,6 +2919,16 @@ mod tests {
             .collect()
     }
 
+    /// A relay's limits: frames of 1 MiB, `per_push` ops a push,
+    /// `per_second` ops a second.
+    fn limits(per_push: usize, per_second: u32) -> crate::message::Limits {
+        crate::message::Limits {
+            max_frame_bytes: 1 << 20,
+            max_ops_per_push: per_push,
+            max_ops_per_second: per_second,
+        }
+    }
+
     /// A link with `n` ops of `store` (tab 1) queued, and its storage.
     fn queued(n: i64) -> (MemoryStorage, Replica, Link) {
         let mut storage = MemoryStorage::new();
@@ -2865,11 +2944,7 @@ mod tests {
     fn no_push_holds_more_ops_than_the_relay_takes_in_a_second() {
         let (mut storage, _, mut link) = queued(5);
         link.on_open(0);
-        let limits = crate::message::Limits {
-            max_frame_bytes: 1 << 20,
-            max_ops_per_push: 512,
-            max_ops_per_second: 2,
-        };
+        let limits = limits(512, 2);
         let out = feed(&mut link, &welcome_limits(10_000, limits), 1, &mut storage);
         let frames = pushed(&out.send);
         assert!(frames.iter().all(|ops| ops.len() <= 2), "{frames:?}");
@@ -2902,11 +2977,7 @@ mod tests {
         // refuses.
         let (mut storage, mut store, mut link) = queued(40);
         link.on_open(0);
-        let limits = crate::message::Limits {
-            max_frame_bytes: 1 << 20,
-            max_ops_per_push: 512,
-            max_ops_per_second: 50,
-        };
+        let limits = limits(512, 50);
         let out = feed(&mut link, &welcome_limits(10_000, limits), 1, &mut storage);
         let ids = pushed(&out.send).concat();
         assert_eq!(ids.len(), 40);
@@ -2977,11 +3048,7 @@ mod tests {
     #[test]
     fn a_new_connection_keeps_the_pace_of_resends() {
         let (mut storage, _, mut link) = queued(10);
-        let limits = crate::message::Limits {
-            max_frame_bytes: 1 << 20,
-            max_ops_per_push: 512,
-            max_ops_per_second: 50,
-        };
+        let limits = limits(512, 50);
         link.on_open(0);
         let out = feed(&mut link, &welcome_limits(10_000, limits), 1, &mut storage);
         let ids = pushed(&out.send).concat();
@@ -3001,12 +3068,83 @@ mod tests {
     }
 
     #[test]
+    fn ops_refused_for_storage_trouble_go_at_once_on_a_new_connection_and_whole() {
+        let (mut storage, mut store, mut link) = queued(10);
+        let limits = limits(512, 50);
+        let answer = |link: &mut Link, ids: &[OpId], code, now, storage: &mut MemoryStorage| {
+            let answered: Vec<(OpId, &str)> = ids.iter().map(|id| (*id, code)).collect();
+            feed(link, &acks(&answered), now, storage);
+        };
+        link.on_open(0);
+        let out = feed(&mut link, &welcome_limits(10_000, limits), 1, &mut storage);
+        let ids = pushed(&out.send).concat();
+        // A round paced down by the rate limit, to its end: 1, 2, 4, then
+        // the last 2.
+        answer(&mut link, &ids[..1], "", 2, &mut storage);
+        answer(
+            &mut link,
+            &ids[1..],
+            crate::code::RATE_LIMITED,
+            2,
+            &mut storage,
+        );
+        let mut now = 2;
+        let mut next = 1;
+        for expected in [1, 2, 4, 2] {
+            now += RESEND_AFTER_MS;
+            let sent = pushed(&link.tick(now).0).concat();
+            assert_eq!(sent, ids[next..next + expected]);
+            answer(&mut link, &sent, "", now, &mut storage);
+            next += expected;
+        }
+        // Later writes the relay cannot store for now: their resend is a
+        // second's worth again, not what the old round was paced down to.
+        let later: Vec<OpId> = (11..=20)
+            .flat_map(|n| link.queue(op(&mut store, n), &mut storage).unwrap())
+            .flat_map(|frame| pushed(&[frame]).concat())
+            .collect();
+        assert_eq!(later.len(), 10);
+        answer(&mut link, &later, crate::code::STORAGE, now, &mut storage);
+        now += RESEND_AFTER_MS;
+        assert_eq!(pushed(&link.tick(now).0).concat(), later);
+        answer(&mut link, &later[..5], "", now, &mut storage);
+        answer(
+            &mut link,
+            &later[5..],
+            crate::code::SHUTTING_DOWN,
+            now,
+            &mut storage,
+        );
+        // The relay restarts: the next connection sends what it refused at
+        // once, without waiting for the resend.
+        link.on_close(0.0, now);
+        link.connecting();
+        link.on_open(now + 1);
+        let out = feed(
+            &mut link,
+            &welcome_limits(10_000, limits),
+            now + 1,
+            &mut storage,
+        );
+        assert_eq!(pushed(&out.send).concat(), later[5..]);
+    }
+
+    #[test]
     fn over_http_ops_refused_for_the_rate_wait_and_resend_as_over_a_socket() {
-        let (mut storage, mut store, mut link) = queued(40);
-        // Two sockets that never opened: HTTP.
-        for now in [0, 10] {
-            link.connecting();
+        let (mut storage, mut store, mut link) = queued(60);
+        // A relay taking 10 ops a push and 50 a second, heard of over a
+        // socket that then fails twice more: HTTP.
+        let limits = limits(10, 50);
+        link.on_open(0);
+        let welcome = ServerMessage::Welcome(Welcome {
+            node: "n".into(),
+            heartbeat_ms: 10_000,
+            limits,
+        });
+        link.on_text(&welcome.encode().unwrap(), 0, &mut storage);
+        for now in [1, 2, 3] {
             link.on_close(0.5, now);
+            link.connecting();
         }
         assert_eq!(link.status(), &LinkStatus::HttpFallback);
         let ids_of = |body: Option<String>| -> Vec<OpId> {
@@ -3016,52 +3154,61 @@ mod tests {
             })
         };
         let mut now = 20;
-        let ids = ids_of(link.http_push(now));
-        assert_eq!(ids.len(), 40);
+        let first = ids_of(link.http_push(now));
+        assert_eq!(first.len(), 10, "a push's worth");
+        let ids: Vec<OpId> = link.outbox.values().map(|op| op.id).collect();
+        assert_eq!(first, ids[..10]);
         // The relay took the first; the rest it refused for the rate.
         let mut answer: Vec<(OpId, &str)> = vec![(ids[0], "")];
-        answer.extend(ids[1..].iter().map(|id| (*id, crate::code::RATE_LIMITED)));
+        answer.extend(first[1..].iter().map(|id| (*id, crate::code::RATE_LIMITED)));
         link.on_http(200, &acks(&answer), now, &mut storage);
         assert!(link.http_push(now).is_none(), "the refused ops wait");
         let mut next = 1;
-        // (how the relay answers each resend, how many that resend holds)
-        for (answer, expected) in [(429, 1), (200, 1), (200, 2), (200, 4)] {
+        // (how the relay answers each push, how many ops each resend holds:
+        // 16 go in two pushes, 10 and 6, one right after the other)
+        let rounds = [(429, 1), (200, 1), (200, 2), (200, 4), (200, 8), (200, 16)];
+        for (answer, expected) in rounds {
             now += RESEND_AFTER_MS;
-            let sent = ids_of(link.http_push(now));
+            let mut sent = Vec::new();
+            while let Some(body) = link.http_push(now) {
+                let pushed = ids_of(Some(body));
+                assert!(pushed.len() <= 10);
+                let code = if answer == 429 {
+                    crate::code::RATE_LIMITED
+                } else {
+                    ""
+                };
+                let answered: Vec<(OpId, &str)> = pushed.iter().map(|id| (*id, code)).collect();
+                link.on_http(answer, &acks(&answered), now, &mut storage);
+                sent.extend(pushed);
+            }
             assert_eq!(sent, ids[next..next + expected], "at {now}");
-            assert!(link.http_push(now).is_none(), "the rest wait a second");
-            let code = if answer == 429 {
-                crate::code::RATE_LIMITED
-            } else {
-                ""
-            };
-            let answered: Vec<(OpId, &str)> = sent.iter().map(|id| (*id, code)).collect();
-            link.on_http(answer, &acks(&answered), now, &mut storage);
             if answer == 200 {
                 next += expected;
             }
         }
         // A new write while resends wait goes after them, not ahead.
-        let late = op(&mut store, 41);
+        let late = op(&mut store, 61);
         link.queue(late.clone(), &mut storage).unwrap();
         assert!(link.http_push(now).is_none());
-        // Resends grow back to a second's worth, every op going once, in
-        // order, the new write last.
+        // The rest, every op once, in order, the new write last; then the
+        // round is over and nothing waits.
         let mut rest = Vec::new();
         while rest.len() < ids.len() - next + 1 {
             now += RESEND_AFTER_MS;
-            let sent = ids_of(link.http_push(now));
-            let answer: Vec<(OpId, &str)> = sent.iter().map(|id| (*id, "")).collect();
-            link.on_http(200, &acks(&answer), now, &mut storage);
-            rest.extend(sent);
+            while let Some(body) = link.http_push(now) {
+                let pushed = ids_of(Some(body));
+                let answer: Vec<(OpId, &str)> = pushed.iter().map(|id| (*id, "")).collect();
+                link.on_http(200, &acks(&answer), now, &mut storage);
+                rest.extend(pushed);
+            }
         }
         let mut expected = ids[next..].to_vec();
         expected.push(late.id);
         assert_eq!(rest, expected);
-        assert!(
-            link.http_push(now + RESEND_AFTER_MS).is_none(),
-            "nothing left"
-        );
+        let another = op(&mut store, 62);
+        link.queue(another.clone(), &mut storage).unwrap();
+        assert_eq!(ids_of(link.http_push(now)), vec![another.id], "at once");
     }
 
     #[test]

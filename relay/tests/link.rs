@@ -419,7 +419,7 @@ impl Browser {
 }
 
 /// A device back with more offline writes than the relay takes at once
-/// (five ops a second, bursts of ten): the pushes past the budget are
+/// (15, at five ops a second, bursts of ten): the pushes past the budget are
 /// refused for now, as rate limited, and the device sends them again,
 /// paced, until every one is in. None is refused for good, and another
 /// device counts them all.
@@ -427,10 +427,10 @@ async fn rate_limited_offline_writes(http: bool, backend: Backend) {
     let relay = Relay::on(backend, &["--max-ops-per-second", "5"]);
     let mut a = Browser::new(1, Some(main_rw()));
     a.ws_blocked = http;
-    for _ in 0..25 {
+    for _ in 0..15 {
         a.count(1);
     }
-    a.pump_until(&relay, "A's 25 counts are acknowledged", Browser::flushed)
+    a.pump_until(&relay, "A's 15 counts are acknowledged", Browser::flushed)
         .await;
     let limited = |ack: &&gaesup_protocol::Ack| {
         matches!(&ack.status, gaesup_protocol::AckStatus::Refused { code, .. }
@@ -441,10 +441,10 @@ async fn rate_limited_offline_writes(http: bool, backend: Backend) {
         "none was rate limited"
     );
     let answered: Vec<_> = a.acks.iter().filter(|ack| !limited(ack)).collect();
-    assert_eq!(answered.len(), 25, "{:?}", a.acks);
+    assert_eq!(answered.len(), 15, "{:?}", a.acks);
     assert!(refused(&a).iter().all(limited), "{:?}", a.acks);
     let mut b = Browser::new(2, Some(main_rw()));
-    b.pump_until(&relay, "B has A's 25 counts", |b| b.value() == json!(25))
+    b.pump_until(&relay, "B has A's 15 counts", |b| b.value() == json!(15))
         .await;
 }
 
