@@ -272,6 +272,9 @@ struct Resend {
     /// held), and whether it refused any as rate limited.
     taken: usize,
     limited: bool,
+    /// Whether the relay refused any op as rate limited since the round
+    /// of resends began: it paces them, whatever size they grew back to.
+    rate_round: bool,
 }
 
 impl Resend {
@@ -279,6 +282,7 @@ impl Resend {
         match status {
             AckStatus::Refused { code, .. } if code == crate::code::RATE_LIMITED => {
                 self.limited = true;
+                self.rate_round = true;
             }
             // Storage trouble, shutting down: not an answer about the rate.
             status if is_transient(status) => {}
@@ -287,11 +291,19 @@ impl Resend {
         }
     }
 
-    /// Whether the relay's rate limit shapes the resends: it refused some
-    /// since the last resend, or the next one is still held below a
-    /// second's worth.
+    /// Whether the relay's rate limit shapes this round of resends: it
+    /// refused some as rate limited since the round began.
     fn paced(&self) -> bool {
-        self.limited || self.most.is_some()
+        self.rate_round
+    }
+
+    /// The round of resends is over (nothing left to resend): the next
+    /// starts from what its own acks say, at a second's worth unless they
+    /// refuse some for the rate. What was taken since the last resend
+    /// still counts (its acks may come after).
+    fn round_over(&mut self) {
+        self.most = None;
+        self.rate_round = false;
     }
 
     /// How many ops this resend sends, at most `second`.
@@ -1444,7 +1456,10 @@ impl Link {
         let most = self.resend.next(self.second());
         let frames = self.pushes_at_most(most);
         let held = self.held();
-        let left = !self.push_groups(self.unsent(&held), 1).is_empty();
+        // Ops still unanswered keep the round open: new writes must not go
+        // ahead of a resend the relay may yet refuse.
+        let left =
+            !self.in_flight.is_empty() || !self.push_groups(self.unsent(&held), 1).is_empty();
         self.resend_done(left, now_ms);
         frames
     }
@@ -1452,12 +1467,12 @@ impl Link {
     /// A resend was sent, leaving ops that a push can carry or not (one too
     /// large for any is left out for good, and must not hold new writes
     /// back): the next one a second later, or none. With none left the
-    /// round of resends is over, and the next starts afresh from what its
-    /// acks say (a round paced down long ago must not slow a later one).
+    /// round of resends is over (a round paced down long ago must not
+    /// slow a later one: see [`Resend::round_over`]).
     fn resend_done(&mut self, left: bool, now_ms: u64) {
         self.resend_at_ms = left.then(|| now_ms.saturating_add(RESEND_AFTER_MS));
         if !left {
-            self.resend = Resend::default();
+            self.resend.round_over();
         }
     }
 
@@ -1582,6 +1597,19 @@ impl Link {
         storage: &mut dyn Storage,
     ) -> LinkOutput {
         let mut out = self.on_frame(text, now_ms, storage, false);
+        if out
+            .error
+            .as_ref()
+            .is_some_and(|(code, _)| is_transient_code(code))
+        {
+            // Refused for now as a whole, without an ack per op (a push
+            // the relay could not store, or it is shutting down): the
+            // resend under way stops, and the ops go again at the next.
+            self.quota = None;
+            if self.resend_at_ms.is_none() {
+                self.resend_at_ms = Some(now_ms.saturating_add(RESEND_AFTER_MS));
+            }
+        }
         // Only the relay's own answer says it is up: a proxy's 502 page
         // while it restarts does not.
         let from_relay = (200..300).contains(&status);
@@ -1626,13 +1654,14 @@ pub fn write_outbox_entry(op: &Op, storage: &mut dyn Storage) -> Result<(), Queu
 }
 
 fn is_transient(status: &AckStatus) -> bool {
-    matches!(
-        status,
-        AckStatus::Refused { code, .. }
-            if code == crate::code::RATE_LIMITED
-                || code == crate::code::STORAGE
-                || code == crate::code::SHUTTING_DOWN
-    )
+    matches!(status, AckStatus::Refused { code, .. } if is_transient_code(code))
+}
+
+/// Whether a refusal with `code` is only for now (the op goes again).
+fn is_transient_code(code: &str) -> bool {
+    code == crate::code::RATE_LIMITED
+        || code == crate::code::STORAGE
+        || code == crate::code::SHUTTING_DOWN
 }
 
 #[cfg(test)]
@@ -3045,26 +3074,44 @@ mod tests {
         assert_eq!(rest, expected, "every op went in, each once, in order");
     }
 
+    /// The socket closes at `now` and another opens and is welcomed
+    /// (`limits`): the ops the welcome sends.
+    fn reconnect(
+        link: &mut Link,
+        limits: crate::message::Limits,
+        now: u64,
+        storage: &mut MemoryStorage,
+    ) -> Vec<OpId> {
+        link.on_close(0.0, now);
+        link.connecting();
+        link.on_open(now + 1);
+        let out = feed(link, &welcome_limits(10_000, limits), now + 2, storage);
+        pushed(&out.send).concat()
+    }
+
     #[test]
     fn a_new_connection_keeps_the_pace_of_resends() {
-        let (mut storage, _, mut link) = queued(10);
+        let (mut storage, _, mut link) = queued(200);
         let limits = limits(512, 50);
         link.on_open(0);
         let out = feed(&mut link, &welcome_limits(10_000, limits), 1, &mut storage);
         let ids = pushed(&out.send).concat();
-        let mut answer: Vec<(OpId, &str)> = vec![(ids[0], "")];
-        answer.extend(ids[1..].iter().map(|id| (*id, crate::code::RATE_LIMITED)));
+        assert_eq!(ids.len(), 200, "four pushes of a second's worth");
+        // The relay's bucket held two seconds' worth: it took 100.
+        let mut answer: Vec<(OpId, &str)> = ids[..100].iter().map(|id| (*id, "")).collect();
+        answer.extend(ids[100..].iter().map(|id| (*id, crate::code::RATE_LIMITED)));
         feed(&mut link, &acks(&answer), 2, &mut storage);
-        // The socket drops and another opens at once. The relay's budget
-        // is the token subject's, as spent as it was: the refused ops wait
-        // for their resend, as many as the last push got in.
-        link.on_close(0.0, 3);
-        link.connecting();
-        link.on_open(4);
-        let out = feed(&mut link, &welcome_limits(10_000, limits), 5, &mut storage);
-        assert_eq!(pushed(&out.send).concat(), Vec::<OpId>::new());
-        let (frames, _) = link.tick(2 + RESEND_AFTER_MS);
-        assert_eq!(pushed(&frames).concat(), ids[1..2]);
+        // The socket drops and another opens at once, twice: right after
+        // the refusal, then after a resend grown back to a second's worth
+        // (unanswered). The relay's budget is the token subject's, as
+        // spent as it was: nothing goes before the resend is due.
+        let mut now = 2;
+        for _ in 0..2 {
+            let sent = reconnect(&mut link, limits, now + 1, &mut storage);
+            assert_eq!(sent, Vec::<OpId>::new(), "at {now}");
+            now += RESEND_AFTER_MS;
+            assert_eq!(pushed(&link.tick(now).0).concat(), ids[100..150]);
+        }
     }
 
     #[test]
@@ -3097,9 +3144,25 @@ mod tests {
             answer(&mut link, &sent, "", now, &mut storage);
             next += expected;
         }
+        // The round ends at the next tick, once its last resend was
+        // answered (until then new writes wait behind it).
+        assert!(
+            link.queue(op(&mut store, 11), &mut storage)
+                .unwrap()
+                .is_empty()
+        );
+        now += RESEND_AFTER_MS;
+        let last = pushed(&link.tick(now).0).concat();
+        assert_eq!(last.len(), 1, "the write that waited");
+        answer(&mut link, &last, "", now, &mut storage);
+        now += RESEND_AFTER_MS;
+        assert!(
+            link.tick(now).0.is_empty(),
+            "nothing left: the round is over"
+        );
         // Later writes the relay cannot store for now: their resend is a
         // second's worth again, not what the old round was paced down to.
-        let later: Vec<OpId> = (11..=20)
+        let later: Vec<OpId> = (12..=21)
             .flat_map(|n| link.queue(op(&mut store, n), &mut storage).unwrap())
             .flat_map(|frame| pushed(&[frame]).concat())
             .collect();
@@ -3117,42 +3180,71 @@ mod tests {
         );
         // The relay restarts: the next connection sends what it refused at
         // once, without waiting for the resend.
-        link.on_close(0.0, now);
-        link.connecting();
-        link.on_open(now + 1);
-        let out = feed(
-            &mut link,
-            &welcome_limits(10_000, limits),
-            now + 1,
-            &mut storage,
-        );
-        assert_eq!(pushed(&out.send).concat(), later[5..]);
+        let sent = reconnect(&mut link, limits, now, &mut storage);
+        assert_eq!(sent, later[5..]);
     }
 
-    #[test]
-    fn over_http_ops_refused_for_the_rate_wait_and_resend_as_over_a_socket() {
-        let (mut storage, mut store, mut link) = queued(60);
-        // A relay taking 10 ops a push and 50 a second, heard of over a
-        // socket that then fails twice more: HTTP.
-        let limits = limits(10, 50);
+    /// `link` hears of the relay's `limits` over a socket that then
+    /// fails, and twice more: on HTTP.
+    fn on_http_after_a_welcome(
+        link: &mut Link,
+        limits: crate::message::Limits,
+        storage: &mut MemoryStorage,
+    ) {
         link.on_open(0);
-        let welcome = ServerMessage::Welcome(Welcome {
-            node: "n".into(),
-            heartbeat_ms: 10_000,
-            limits,
-        });
-        link.on_text(&welcome.encode().unwrap(), 0, &mut storage);
+        link.on_text(&welcome_limits(10_000, limits), 0, storage);
         for now in [1, 2, 3] {
             link.on_close(0.5, now);
             link.connecting();
         }
         assert_eq!(link.status(), &LinkStatus::HttpFallback);
-        let ids_of = |body: Option<String>| -> Vec<OpId> {
-            body.map_or_else(Vec::new, |body| {
-                let push: Push = serde_json::from_str(&body).unwrap();
-                push.ops.iter().map(|op| op.id).collect()
-            })
-        };
+    }
+
+    /// The ids of the ops an HTTP push body carries (none without one).
+    fn ids_of(body: Option<String>) -> Vec<OpId> {
+        body.map_or_else(Vec::new, |body| {
+            let push: Push = serde_json::from_str(&body).unwrap();
+            push.ops.iter().map(|op| op.id).collect()
+        })
+    }
+
+    #[test]
+    fn over_http_a_push_refused_whole_for_now_stops_the_resend_under_way() {
+        let (mut storage, _, mut link) = queued(30);
+        on_http_after_a_welcome(&mut link, limits(10, 50), &mut storage);
+        // The relay cannot store (an error, no ack per op).
+        let trouble = ServerMessage::Error(crate::message::ErrorBody {
+            code: crate::code::STORAGE.into(),
+            message: "the store is unreachable".into(),
+        })
+        .encode()
+        .unwrap();
+        let ids: Vec<OpId> = link.outbox.values().map(|op| op.id).collect();
+        assert_eq!(ids_of(link.http_push(10)), ids[..10]);
+        link.on_http(500, &trouble, 10, &mut storage);
+        assert!(link.http_push(10).is_none(), "they wait for the resend");
+        // The resend: a second's worth, three pushes; the relay takes the
+        // first and cannot store the second, and the third waits.
+        let now = 10 + RESEND_AFTER_MS;
+        let first = ids_of(link.http_push(now));
+        assert_eq!(first, ids[..10]);
+        let applied: Vec<(OpId, &str)> = first.iter().map(|id| (*id, "")).collect();
+        link.on_http(200, &acks(&applied), now, &mut storage);
+        assert_eq!(ids_of(link.http_push(now)), ids[10..20]);
+        link.on_http(500, &trouble, now, &mut storage);
+        assert!(
+            link.http_push(now).is_none(),
+            "the rest of the resend waits"
+        );
+        let later = now + RESEND_AFTER_MS;
+        assert_eq!(ids_of(link.http_push(later)), ids[10..20]);
+    }
+
+    #[test]
+    fn over_http_ops_refused_for_the_rate_wait_and_resend_as_over_a_socket() {
+        let (mut storage, mut store, mut link) = queued(60);
+        // A relay taking 10 ops a push and 50 a second.
+        on_http_after_a_welcome(&mut link, limits(10, 50), &mut storage);
         let mut now = 20;
         let first = ids_of(link.http_push(now));
         assert_eq!(first.len(), 10, "a push's worth");
@@ -3187,6 +3279,19 @@ mod tests {
                 next += expected;
             }
         }
+        // A resend spanning pushes (32: 10, 10, 10, 2) stops at the first
+        // the relay refuses in part for now: the rest of it waits.
+        now += RESEND_AFTER_MS;
+        let sent = ids_of(link.http_push(now));
+        assert_eq!(sent, ids[next..next + 10]);
+        let mut answer: Vec<(OpId, &str)> = sent[..5].iter().map(|id| (*id, "")).collect();
+        answer.extend(sent[5..].iter().map(|id| (*id, crate::code::RATE_LIMITED)));
+        link.on_http(200, &acks(&answer), now, &mut storage);
+        assert!(
+            link.http_push(now).is_none(),
+            "the rest of the resend waits"
+        );
+        next += 5;
         // A new write while resends wait goes after them, not ahead.
         let late = op(&mut store, 61);
         link.queue(late.clone(), &mut storage).unwrap();
