@@ -333,9 +333,11 @@ pub struct Link {
     in_flight: BTreeSet<OpId>,
     status: LinkStatus,
     heartbeat_ms: u64,
-    /// What the relay said it accepts (its welcome); until one, this
-    /// build's own limits.
+    /// What the relay said it accepts (its welcome, or `GET /v1/limits`
+    /// over HTTP); until then, this build's own limits.
     limits: Option<Limits>,
+    /// Whether the relay was asked for its limits over HTTP.
+    limits_asked: bool,
     last_heard_ms: u64,
     last_ping_ms: u64,
     failures: u32,
@@ -485,6 +487,7 @@ impl Link {
             in_flight: BTreeSet::new(),
             heartbeat_ms: DEFAULT_HEARTBEAT_MS,
             limits: None,
+            limits_asked: false,
             last_heard_ms: 0,
             last_ping_ms: 0,
             failures: 0,
@@ -1512,6 +1515,29 @@ impl Link {
     }
 
     // ----- HTTP fallback ------------------------------------------------
+
+    /// The path to ask the relay's limits at (`GET`, before any push),
+    /// once, while the link knows none: a link on HTTP alone has had no
+    /// welcome, and a push past the relay's limits (ops a push, frame
+    /// size) would be refused again and again.
+    pub fn http_limits(&mut self) -> Option<&'static str> {
+        if self.limits.is_some() || self.limits_asked {
+            return None;
+        }
+        self.limits_asked = true;
+        Some("/v1/limits")
+    }
+
+    /// The answer to [`http_limits`](Self::http_limits): the relay's
+    /// limits, if it said them (a relay from before the route answers 404:
+    /// the link keeps this build's limits).
+    pub fn on_http_limits(&mut self, status: u16, text: &str) {
+        if (200..300).contains(&status)
+            && let Ok(limits) = gaesup_state_core::parse_untrusted::<Limits>(text, 1024, "limits")
+        {
+            self.limits = Some(limits);
+        }
+    }
 
     /// The token, for an `Authorization: Bearer` header.
     pub fn token(&self) -> Option<&str> {
@@ -3206,6 +3232,38 @@ mod tests {
             let push: Push = serde_json::from_str(&body).unwrap();
             push.ops.iter().map(|op| op.id).collect()
         })
+    }
+
+    #[test]
+    fn a_link_on_http_alone_asks_the_relay_s_limits_once_and_keeps_to_them() {
+        let (_, _, mut link) = queued(12);
+        for now in [0, 10] {
+            link.connecting();
+            link.on_close(0.5, now);
+        }
+        assert_eq!(link.status(), &LinkStatus::HttpFallback);
+        // A relay from before the route: this build's limits stay, and
+        // the link does not ask again.
+        assert_eq!(link.http_limits(), Some("/v1/limits"));
+        link.on_http_limits(404, "not found");
+        assert_eq!(link.http_limits(), None);
+        assert_eq!(ids_of(link.http_push(20)).len(), 12);
+        // One that says them: five ops a push.
+        let (_, _, mut told) = queued(12);
+        for now in [0, 10] {
+            told.connecting();
+            told.on_close(0.5, now);
+        }
+        let path = told.http_limits().unwrap();
+        assert_eq!(path, "/v1/limits");
+        let said = serde_json::to_string(&limits(5, 50)).unwrap();
+        told.on_http_limits(200, &said);
+        assert_eq!(told.http_limits(), None, "asked once");
+        let first = ids_of(told.http_push(20));
+        assert_eq!(first.len(), 5);
+        // A broken answer changes nothing.
+        link.on_http_limits(200, "{\"max_ops_per_push\": \"many\"}");
+        assert_eq!(link.limits, None);
     }
 
     #[test]

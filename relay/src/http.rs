@@ -6,6 +6,7 @@
 //! | `POST /v1/push` | a push body `{"ops": […]}` | an ack message |
 //! | `GET /v1/pull?stream=…&cursor=…&wait_ms=…[&after=…]` | | an ops or snapshot message, waiting up to `wait_ms` for new ops; a snapshot's next piece after the key `after` |
 //! | `GET /v1/snapshot?stream=…[&after=…]` | | a snapshot message (its next piece after the key `after`) |
+//! | `GET /v1/limits` | | the limits a welcome carries, for a device on HTTP alone |
 //! | `GET /health` | | `{"ok": true, …}` |
 //! | `GET /metrics` | | counters, Prometheus text |
 //!
@@ -291,6 +292,14 @@ pub async fn snapshot(
         Ok(answer) => json(StatusCode::OK, &answer),
         Err(error) => refuse(&app, &error),
     }
+}
+
+/// `GET /v1/limits`: what this node accepts (frame size, ops per push and
+/// per second), as a welcome says it over a socket; a device that reaches
+/// the relay over HTTP alone asks for it before it pushes. Not secret: no
+/// token needed.
+pub async fn limits(State(app): State<Arc<AppState>>) -> Response {
+    (StatusCode::OK, axum::Json(app.config.limits())).into_response()
 }
 
 /// `GET /health`.

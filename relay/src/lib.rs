@@ -141,6 +141,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/push", post(http::push).options(preflight))
         .route("/v1/pull", get(http::pull).options(preflight))
         .route("/v1/snapshot", get(http::snapshot).options(preflight))
+        .route("/v1/limits", get(http::limits).options(preflight))
         .route("/health", get(http::health))
         .route("/metrics", get(http::metrics))
         // The handler checks the exact limit and answers with a code; this

@@ -348,6 +348,13 @@ impl Browser {
             }
         }
         if self.link.status() == &LinkStatus::HttpFallback {
+            // As the browser's push loop does: the relay's limits first.
+            if let Some(path) = self.link.http_limits()
+                && let Some((status, text)) =
+                    support::try_http("GET", relay.url(path), Some(main_rw()), None).await
+            {
+                self.link.on_http_limits(status, &text);
+            }
             let mut requests = Vec::new();
             if let Some(body) = self.link.http_push(now_ms()) {
                 requests.push(("POST", "/v1/push".to_owned(), Some(body)));
@@ -418,20 +425,37 @@ impl Browser {
     }
 }
 
+/// A relay started with `args`, and device A (over HTTP alone if `http`)
+/// once `n` counts it made offline were all acknowledged.
+async fn flushed_offline_counts(
+    backend: Backend,
+    args: &[&str],
+    http: bool,
+    n: usize,
+) -> (Relay, Browser) {
+    let relay = Relay::on(backend, args);
+    let mut a = Browser::new(1, Some(main_rw()));
+    a.ws_blocked = http;
+    for _ in 0..n {
+        a.count(1);
+    }
+    a.pump_until(
+        &relay,
+        &format!("A's {n} counts are acknowledged"),
+        Browser::flushed,
+    )
+    .await;
+    (relay, a)
+}
+
 /// A device back with more offline writes than the relay takes at once
 /// (15, at five ops a second, bursts of ten): the pushes past the budget are
 /// refused for now, as rate limited, and the device sends them again,
 /// paced, until every one is in. None is refused for good, and another
 /// device counts them all.
 async fn rate_limited_offline_writes(http: bool, backend: Backend) {
-    let relay = Relay::on(backend, &["--max-ops-per-second", "5"]);
-    let mut a = Browser::new(1, Some(main_rw()));
-    a.ws_blocked = http;
-    for _ in 0..15 {
-        a.count(1);
-    }
-    a.pump_until(&relay, "A's 15 counts are acknowledged", Browser::flushed)
-        .await;
+    let (relay, a) =
+        flushed_offline_counts(backend, &["--max-ops-per-second", "5"], http, 15).await;
     let limited = |ack: &&gaesup_protocol::Ack| {
         matches!(&ack.status, gaesup_protocol::AckStatus::Refused { code, .. }
             if code == gaesup_protocol::code::RATE_LIMITED)
@@ -457,6 +481,21 @@ async fn offline_writes_past_the_rate_are_resent_until_all_are_in(backend: Backe
 async fn over_http_too_offline_writes_past_the_rate_are_resent_until_all_are_in(backend: Backend) {
     tokio::task::LocalSet::new()
         .run_until(rate_limited_offline_writes(true, backend))
+        .await;
+}
+
+/// A device whose WebSocket never gets through, to a relay taking five
+/// ops a push (this build pushes up to 256): it asks the relay's limits
+/// over HTTP before pushing, and its offline writes all go in.
+async fn over_http_alone_a_device_keeps_to_the_relay_s_limits(backend: Backend) {
+    tokio::task::LocalSet::new()
+        .run_until(async {
+            let (_relay, a) =
+                flushed_offline_counts(backend, &["--max-ops-per-push", "5"], true, 12).await;
+            assert!(refused(&a).is_empty(), "{:?}", a.acks);
+            assert!(a.errors.is_empty(), "{:?}", a.errors);
+            assert_eq!(a.link.status(), &LinkStatus::HttpFallback);
+        })
         .await;
 }
 
@@ -1266,6 +1305,7 @@ support::on_both_backends!(
     over_http_too_offline_writes_larger_than_a_frame_together_all_reach_the_relay,
     offline_writes_past_the_rate_are_resent_until_all_are_in,
     over_http_too_offline_writes_past_the_rate_are_resent_until_all_are_in,
+    over_http_alone_a_device_keeps_to_the_relay_s_limits,
     offline_edits_survive_a_reload_and_reach_another_device,
     a_refused_token_stops_the_link_and_the_edits_stay,
     blocked_websockets_fall_back_to_http_and_still_sync,

@@ -116,6 +116,26 @@ pub(super) async fn push_loop(weak: Weak<Remote>, generation: u64) {
         None => return,
     };
     loop {
+        // A link that never had a socket asks the relay's limits first (it
+        // heard no welcome), so its pushes keep within them.
+        let ask = {
+            let Some(remote) = weak.upgrade() else {
+                return;
+            };
+            let path = remote.with_link(|link, _| link.http_limits()).flatten();
+            path.map(|path| {
+                (
+                    remote.config.http_url(path),
+                    remote.config.token().to_owned(),
+                )
+            })
+        };
+        if let Some((url, token)) = ask {
+            let answer = wire::request("GET", &url, &token, None).await;
+            if let (Some(remote), Ok((status, text))) = (weak.upgrade(), answer) {
+                remote.with_link(|link, _| link.on_http_limits(status, &text));
+            }
+        }
         let request = {
             let Some(remote) = weak.upgrade() else {
                 return;
