@@ -336,8 +336,11 @@ pub struct Link {
     /// What the relay said it accepts (its welcome, or `GET /v1/limits`
     /// over HTTP); until then, this build's own limits.
     limits: Option<Limits>,
-    /// Whether the relay was asked for its limits over HTTP.
-    limits_asked: bool,
+    /// Whether the relay answered the ask for its limits over HTTP for
+    /// good (with them, or as a relay from before the route), and whether
+    /// an ask is out.
+    limits_settled: bool,
+    limits_asking: bool,
     last_heard_ms: u64,
     last_ping_ms: u64,
     failures: u32,
@@ -487,7 +490,8 @@ impl Link {
             in_flight: BTreeSet::new(),
             heartbeat_ms: DEFAULT_HEARTBEAT_MS,
             limits: None,
-            limits_asked: false,
+            limits_settled: false,
+            limits_asking: false,
             last_heard_ms: 0,
             last_ping_ms: 0,
             failures: 0,
@@ -1516,26 +1520,43 @@ impl Link {
 
     // ----- HTTP fallback ------------------------------------------------
 
-    /// The path to ask the relay's limits at (`GET`, before any push),
-    /// once, while the link knows none: a link on HTTP alone has had no
-    /// welcome, and a push past the relay's limits (ops a push, frame
-    /// size) would be refused again and again.
+    /// The path to ask the relay's limits at (`GET`, before a push), while
+    /// the link knows none and has ops to push: a link on HTTP alone has
+    /// had no welcome, and a push past the relay's limits (ops a push,
+    /// frame size) would be refused again and again. Asked until the
+    /// relay answers for good (see [`on_http_limits`](Self::on_http_limits)),
+    /// one ask at a time.
     pub fn http_limits(&mut self) -> Option<&'static str> {
-        if self.limits.is_some() || self.limits_asked {
+        if self.limits.is_some()
+            || self.limits_settled
+            || self.limits_asking
+            || self.outbox.is_empty()
+        {
             return None;
         }
-        self.limits_asked = true;
+        self.limits_asking = true;
         Some("/v1/limits")
     }
 
-    /// The answer to [`http_limits`](Self::http_limits): the relay's
-    /// limits, if it said them (a relay from before the route answers 404:
-    /// the link keeps this build's limits).
-    pub fn on_http_limits(&mut self, status: u16, text: &str) {
-        if (200..300).contains(&status)
-            && let Ok(limits) = gaesup_state_core::parse_untrusted::<Limits>(text, 1024, "limits")
-        {
-            self.limits = Some(limits);
+    /// The answer to [`http_limits`](Self::http_limits), `None` if the
+    /// request failed: the relay's limits, if it said them and no welcome
+    /// said them first; a relay from before the route (404, 405) leaves
+    /// this build's limits, for good. Anything else (a failure, a proxy's
+    /// error page, a body that is not limits) asks again before the next
+    /// push.
+    pub fn on_http_limits(&mut self, answer: Option<(u16, &str)>) {
+        self.limits_asking = false;
+        match answer {
+            Some((200..=299, text)) => {
+                if let Ok(limits) =
+                    gaesup_state_core::parse_untrusted::<Limits>(text, 1024, "limits")
+                    && self.limits.is_none()
+                {
+                    self.limits = Some(limits);
+                }
+            }
+            Some((404 | 405, _)) => self.limits_settled = true,
+            _ => {}
         }
     }
 
@@ -1623,6 +1644,15 @@ impl Link {
         storage: &mut dyn Storage,
     ) -> LinkOutput {
         let mut out = self.on_frame(text, now_ms, storage, false);
+        if out.error.as_ref().is_some_and(|(code, _)| {
+            code == crate::code::TOO_MANY_OPS || code == crate::code::FRAME_TOO_LARGE
+        }) {
+            // A push past the relay's limits: what the link holds of them
+            // is stale (the relay restarted with others) or was never
+            // heard. Ask again.
+            self.limits = None;
+            self.limits_settled = false;
+        }
         if out
             .error
             .as_ref()
@@ -3235,35 +3265,56 @@ mod tests {
     }
 
     #[test]
-    fn a_link_on_http_alone_asks_the_relay_s_limits_once_and_keeps_to_them() {
-        let (_, _, mut link) = queued(12);
-        for now in [0, 10] {
-            link.connecting();
-            link.on_close(0.5, now);
-        }
-        assert_eq!(link.status(), &LinkStatus::HttpFallback);
-        // A relay from before the route: this build's limits stay, and
-        // the link does not ask again.
+    fn a_link_on_http_alone_asks_the_relay_s_limits_until_it_answers_for_good() {
+        let to_http = |link: &mut Link| {
+            for now in [0, 10] {
+                link.connecting();
+                link.on_close(0.5, now);
+            }
+            assert_eq!(link.status(), &LinkStatus::HttpFallback);
+        };
+        // Nothing to push, nothing to ask.
+        let (_, _, mut idle) = queued(0);
+        to_http(&mut idle);
+        assert_eq!(idle.http_limits(), None);
+        let (mut storage, _, mut link) = queued(12);
+        to_http(&mut link);
+        // One ask at a time; a failed one, or a proxy's error page, is
+        // asked again.
         assert_eq!(link.http_limits(), Some("/v1/limits"));
-        link.on_http_limits(404, "not found");
-        assert_eq!(link.http_limits(), None);
-        assert_eq!(ids_of(link.http_push(20)).len(), 12);
-        // One that says them: five ops a push.
-        let (_, _, mut told) = queued(12);
-        for now in [0, 10] {
-            told.connecting();
-            told.on_close(0.5, now);
-        }
-        let path = told.http_limits().unwrap();
-        assert_eq!(path, "/v1/limits");
-        let said = serde_json::to_string(&limits(5, 50)).unwrap();
-        told.on_http_limits(200, &said);
-        assert_eq!(told.http_limits(), None, "asked once");
-        let first = ids_of(told.http_push(20));
-        assert_eq!(first.len(), 5);
+        assert_eq!(link.http_limits(), None, "one ask at a time");
+        link.on_http_limits(None);
+        assert_eq!(link.http_limits(), Some("/v1/limits"));
+        link.on_http_limits(Some((502, "<html>Bad Gateway</html>")));
+        assert_eq!(link.http_limits(), Some("/v1/limits"));
         // A broken answer changes nothing.
-        link.on_http_limits(200, "{\"max_ops_per_push\": \"many\"}");
+        link.on_http_limits(Some((200, "{\"max_ops_per_push\": \"many\"}")));
         assert_eq!(link.limits, None);
+        // The relay says them: five ops a push.
+        assert_eq!(link.http_limits(), Some("/v1/limits"));
+        let said = serde_json::to_string(&limits(5, 50)).unwrap();
+        link.on_http_limits(Some((200, &said)));
+        assert_eq!(link.http_limits(), None, "known");
+        assert_eq!(ids_of(link.http_push(20)).len(), 5);
+        // A push past them (the relay restarted with others): asked again.
+        let refusal = ServerMessage::Error(crate::message::ErrorBody {
+            code: crate::code::TOO_MANY_OPS.into(),
+            message: "5 ops in one push; at most 2".into(),
+        })
+        .encode()
+        .unwrap();
+        link.on_http(400, &refusal, 21, &mut storage);
+        assert_eq!(link.http_limits(), Some("/v1/limits"));
+        // A relay from before the route: this build's limits, for good.
+        link.on_http_limits(Some((404, "not found")));
+        assert_eq!(link.http_limits(), None);
+        assert_eq!(ids_of(link.http_push(22)).len(), 12);
+        // A late answer never replaces what a welcome said.
+        let (mut storage, _, mut welcomed) = queued(12);
+        welcomed.on_open(0);
+        welcomed.on_text(&welcome_limits(10_000, limits(7, 50)), 0, &mut storage);
+        welcomed.on_http_limits(Some((200, &said)));
+        assert_eq!(welcomed.limits, Some(limits(7, 50)));
     }
 
     #[test]

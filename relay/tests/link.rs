@@ -349,11 +349,13 @@ impl Browser {
         }
         if self.link.status() == &LinkStatus::HttpFallback {
             // As the browser's push loop does: the relay's limits first.
-            if let Some(path) = self.link.http_limits()
-                && let Some((status, text)) =
-                    support::try_http("GET", relay.url(path), Some(main_rw()), None).await
-            {
-                self.link.on_http_limits(status, &text);
+            if let Some(path) = self.link.http_limits() {
+                let answer = support::try_http("GET", relay.url(path), Some(main_rw()), None).await;
+                self.link.on_http_limits(
+                    answer
+                        .as_ref()
+                        .map(|(status, text)| (*status, text.as_str())),
+                );
             }
             let mut requests = Vec::new();
             if let Some(body) = self.link.http_push(now_ms()) {
@@ -460,8 +462,11 @@ async fn rate_limited_offline_writes(http: bool, backend: Backend) {
         matches!(&ack.status, gaesup_protocol::AckStatus::Refused { code, .. }
             if code == gaesup_protocol::code::RATE_LIMITED)
     };
+    // Over a socket the welcome sends every push at once, past the
+    // bucket; over HTTP one push a turn, which passes the bucket too as
+    // long as a turn takes under a second: not asserted there.
     assert!(
-        a.acks.iter().any(|ack| limited(&ack)),
+        http || a.acks.iter().any(|ack| limited(&ack)),
         "none was rate limited"
     );
     let answered: Vec<_> = a.acks.iter().filter(|ack| !limited(ack)).collect();

@@ -132,8 +132,12 @@ pub(super) async fn push_loop(weak: Weak<Remote>, generation: u64) {
         };
         if let Some((url, token)) = ask {
             let answer = wire::request("GET", &url, &token, None).await;
-            if let (Some(remote), Ok((status, text))) = (weak.upgrade(), answer) {
-                remote.with_link(|link, _| link.on_http_limits(status, &text));
+            if let Some(remote) = weak.upgrade() {
+                let answer = answer
+                    .as_ref()
+                    .ok()
+                    .map(|(status, text)| (*status, text.as_str()));
+                remote.with_link(|link, _| link.on_http_limits(answer));
             }
         }
         let request = {
