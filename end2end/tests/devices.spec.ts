@@ -350,6 +350,35 @@ test.describe('two devices through a relay', () => {
     b.expectNoErrors();
   });
 
+  test('over HTTP, a request the relay never answers is given up and the write still arrives', async ({ browser }) => {
+    // A request is given up after 20 s.
+    test.setTimeout(60_000);
+    const config = configFor(relay.url, relay.token());
+    const a = await Device.open(browser, config);
+    const b = await Device.open(browser, config, null);
+    await b.context.addInitScript(() => {
+      Reflect.deleteProperty(window, 'WebSocket');
+    });
+    // The first ask for the relay's limits (made before b's first push)
+    // is held open, as a stuck proxy would: b must give it up (after 20 s)
+    // rather than hold its writes behind it.
+    let held = false;
+    await b.context.route('**/v1/limits', async (route) => {
+      if (!held) {
+        held = true;
+        return;
+      }
+      await route.continue();
+    });
+    await b.newPage('/');
+    await expect(b.relayLink()).toHaveText('HTTP fallback');
+    await b.increment(counter, 'count', 7);
+    await expect.poll(() => held).toBe(true);
+    await expect.poll(() => a.get(counter, 'count'), { timeout: 45_000 }).toBe(7);
+    await expect(b.waiting()).toHaveText('0');
+    a.expectNoErrors();
+  });
+
   test('no localStorage: every tab links itself, and each tab\'s writes reach the other device', async ({ browser }) => {
     const config = configFor(relay.url, relay.token());
     const a = await Device.open(browser, config);

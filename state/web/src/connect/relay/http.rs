@@ -21,6 +21,9 @@ const PUSH_EVERY_MS: u32 = 200;
 /// Pause after a refused or unreadable answer (a rate limit, a relay in
 /// trouble), so a loop never hammers it.
 const RETRY_AFTER_MS: u32 = 2_000;
+/// Longest wait for a relay's whole answer past what a long poll asks it
+/// to wait: a request held open longer counts as the relay unreachable.
+const ANSWER_WITHIN_MS: u32 = 20_000;
 
 impl Remote {
     // ----- HTTP fallback ------------------------------------------------
@@ -131,7 +134,7 @@ pub(super) async fn push_loop(weak: Weak<Remote>, generation: u64) {
             })
         };
         if let Some((url, token)) = ask {
-            let answer = wire::request("GET", &url, &token, None).await;
+            let answer = wire::request("GET", &url, &token, None, ANSWER_WITHIN_MS).await;
             if let Some(remote) = weak.upgrade() {
                 let answer = answer
                     .as_ref()
@@ -161,7 +164,7 @@ pub(super) async fn push_loop(weak: Weak<Remote>, generation: u64) {
                 })
         };
         if let Some((url, token, body)) = request {
-            let answer = wire::request("POST", &url, &token, Some(&body)).await;
+            let answer = wire::request("POST", &url, &token, Some(&body), ANSWER_WITHIN_MS).await;
             match take_answer(&weak, generation, answer) {
                 Next::Stop => return,
                 Next::Go => {}
@@ -179,7 +182,7 @@ pub(super) async fn push_loop(weak: Weak<Remote>, generation: u64) {
 /// apartment's link shares them (pushes must still get through).
 pub(super) async fn pull_loop(weak: Weak<Remote>, generation: u64, streams: Vec<StreamId>) {
     for stream in streams.iter().cycle() {
-        let (url, token) = {
+        let (url, token, wait) = {
             let Some(remote) = weak.upgrade() else {
                 return;
             };
@@ -204,9 +207,12 @@ pub(super) async fn pull_loop(weak: Weak<Remote>, generation: u64, streams: Vec<
             (
                 remote.config.http_url(&path),
                 remote.config.token().to_owned(),
+                wait,
             )
         };
-        let answer = wire::request("GET", &url, &token, None).await;
+        let within =
+            u32::try_from(wait).map_or(u32::MAX, |wait| wait.saturating_add(ANSWER_WITHIN_MS));
+        let answer = wire::request("GET", &url, &token, None, within).await;
         if let Ok((403, text)) = &answer
             && let Some(remote) = weak.upgrade()
         {

@@ -73,16 +73,20 @@ impl Drop for Socket {
 }
 
 /// An HTTP request to the relay: `(status, body)`, or `Err` when the relay
-/// could not be reached at all (down, or this device offline).
+/// could not be reached at all (down, or this device offline), or did not
+/// answer whole within `timeout_ms` (a relay or proxy that holds the
+/// request open would otherwise hold the loop that sent it for good).
 pub(super) async fn request(
     method: &str,
     url: &str,
     token: &str,
     body: Option<&str>,
+    timeout_ms: u32,
 ) -> Result<(u16, String), String> {
     let window = web_sys::window().ok_or("no window")?;
     let init = web_sys::RequestInit::new();
     init.set_method(method);
+    init.set_signal(Some(&web_sys::AbortSignal::timeout_with_u32(timeout_ms)));
     let headers = web_sys::Headers::new().map_err(|err| describe(&err))?;
     headers
         .set("Authorization", &format!("Bearer {token}"))
