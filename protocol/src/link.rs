@@ -79,6 +79,11 @@ const PUSH_OPS: usize = 256;
 /// or HTTP, unless a new connection takes them first: see
 /// [`Link::connection_ended`]).
 const RESEND_AFTER_MS: u64 = 1_000;
+/// How early a resend may go: a timer firing a little before its second.
+const RESEND_SLACK_MS: u64 = 250;
+/// How long an ask for the relay's limits that got no answer waits before
+/// it is made again.
+const LIMITS_RETRY_MS: u64 = 2_000;
 /// Room left in a push for its envelope (`{"v":…,"type":"push","body":{"ops":[…]}}`).
 const PUSH_ENVELOPE_BYTES: usize = 64;
 /// Heartbeat before the relay says its own.
@@ -275,6 +280,9 @@ struct Resend {
     /// Whether the relay refused any op as rate limited since the round
     /// of resends began: it paces them, whatever size they grew back to.
     rate_round: bool,
+    /// Whether it refused any op for now (for any reason) since the last
+    /// resend.
+    held_back: bool,
 }
 
 impl Resend {
@@ -283,9 +291,10 @@ impl Resend {
             AckStatus::Refused { code, .. } if code == crate::code::RATE_LIMITED => {
                 self.limited = true;
                 self.rate_round = true;
+                self.held_back = true;
             }
             // Storage trouble, shutting down: not an answer about the rate.
-            status if is_transient(status) => {}
+            status if is_transient(status) => self.held_back = true,
             // Applied, already held, or refused for good: the relay took it.
             _ => self.taken += 1,
         }
@@ -318,7 +327,14 @@ impl Resend {
         self.most = most;
         self.taken = 0;
         self.limited = false;
+        self.held_back = false;
         most.unwrap_or(second)
+    }
+
+    /// Whether the last resend went in whole at a second's worth: the
+    /// relay takes what comes at its pace again.
+    fn settled(&self) -> bool {
+        !self.held_back && self.most.is_none()
     }
 }
 
@@ -341,6 +357,8 @@ pub struct Link {
     /// an ask is out.
     limits_settled: bool,
     limits_asking: bool,
+    /// Before this, an ask that got no answer is not made again.
+    limits_retry_at_ms: u64,
     last_heard_ms: u64,
     last_ping_ms: u64,
     failures: u32,
@@ -492,6 +510,7 @@ impl Link {
             limits: None,
             limits_settled: false,
             limits_asking: false,
+            limits_retry_at_ms: 0,
             last_heard_ms: 0,
             last_ping_ms: 0,
             failures: 0,
@@ -898,6 +917,15 @@ impl Link {
                 self.failures = 0;
                 self.socket_retry_at_ms = None;
                 self.socket_unproven = false;
+                // A pace kept from a connection that ended long enough ago
+                // for the relay's bucket to fill again (two seconds' worth)
+                // no longer holds.
+                if self
+                    .resend_at_ms
+                    .is_some_and(|at| now_ms >= at.saturating_add(2 * RESEND_AFTER_MS))
+                {
+                    self.resend = Resend::default();
+                }
                 // A resend due (kept from the last connection) goes now.
                 let frames = if self.resend_due(now_ms) {
                     self.resend_frames(now_ms)
@@ -932,6 +960,17 @@ impl Link {
                         }
                     }
                     out.acks.push(ack);
+                }
+                // The round's last resend answered whole at a second's
+                // worth, with at most a second's worth waiting: the round
+                // is over, and what waits goes now (new writes under a
+                // steady stream must not wait for ticks for good).
+                if self.resend_at_ms.is_some() && self.round_settled() {
+                    self.resend_done(false, now_ms);
+                    self.quota = None;
+                    if socket {
+                        out.send.extend(self.pushes());
+                    }
                 }
                 self.socket_caught_up();
             }
@@ -1464,11 +1503,27 @@ impl Link {
         let frames = self.pushes_at_most(most);
         let held = self.held();
         // Ops still unanswered keep the round open: new writes must not go
-        // ahead of a resend the relay may yet refuse.
-        let left =
-            !self.in_flight.is_empty() || !self.push_groups(self.unsent(&held), 1).is_empty();
+        // ahead of a resend the relay may yet refuse (ops held as stale
+        // wait for a re-base, not for the relay: they do not).
+        let left = self.in_flight.iter().any(|id| !held.contains(id))
+            || !self.push_groups(self.unsent(&held), 1).is_empty();
         self.resend_done(left, now_ms);
         frames
+    }
+
+    /// Whether the round of resends can end now: its last resend was
+    /// answered whole at a second's worth (no op of it unanswered but
+    /// those held as stale), and no more than a second's worth waits.
+    fn round_settled(&self) -> bool {
+        if !self.resend.settled() {
+            return false;
+        }
+        let held = self.held();
+        if self.in_flight.iter().any(|id| !held.contains(id)) {
+            return false;
+        }
+        let second = self.second();
+        self.unsent(&held).nth(second).is_none()
     }
 
     /// A resend was sent, leaving ops that a push can carry or not (one too
@@ -1487,8 +1542,12 @@ impl Link {
     /// come, or it was set further ahead than a resend waits (the clock
     /// went back). Until then ops wait for it, new writes too.
     fn resend_due(&self, now_ms: u64) -> bool {
-        self.resend_at_ms
-            .is_some_and(|at| now_ms >= at || at > now_ms.saturating_add(RESEND_AFTER_MS))
+        // A tick a little early (timers drift) must not put the resend off
+        // by a whole tick.
+        self.resend_at_ms.is_some_and(|at| {
+            now_ms.saturating_add(RESEND_SLACK_MS) >= at
+                || at > now_ms.saturating_add(RESEND_AFTER_MS)
+        })
     }
 
     /// A second's worth of ops (what the relay takes of small ops), the
@@ -1525,12 +1584,13 @@ impl Link {
     /// had no welcome, and a push past the relay's limits (ops a push,
     /// frame size) would be refused again and again. Asked until the
     /// relay answers for good (see [`on_http_limits`](Self::on_http_limits)),
-    /// one ask at a time.
-    pub fn http_limits(&mut self) -> Option<&'static str> {
+    /// one ask at a time, at most one every two seconds.
+    pub fn http_limits(&mut self, now_ms: u64) -> Option<&'static str> {
         if self.limits.is_some()
             || self.limits_settled
             || self.limits_asking
             || self.outbox.is_empty()
+            || now_ms < self.limits_retry_at_ms
         {
             return None;
         }
@@ -1538,16 +1598,17 @@ impl Link {
         Some("/v1/limits")
     }
 
-    /// The answer to [`http_limits`](Self::http_limits), `None` if the
-    /// request failed: the relay's limits, if it said them and no welcome
-    /// said them first; a relay from before the route (404, 405) leaves
-    /// this build's limits, for good. Anything else (a failure, a proxy's
-    /// error page, a body that is not limits) asks again before the next
-    /// push.
-    pub fn on_http_limits(&mut self, answer: Option<(u16, &str)>) {
+    /// The answer to [`http_limits`](Self::http_limits) at `now_ms`,
+    /// `None` if the request failed: the relay's limits, if it said them
+    /// and no welcome said them first. Any other answer of a relay (not
+    /// limits, or 404 or 405 from a relay from before the route) leaves
+    /// this build's limits, for good; a failure or an error page is asked
+    /// again two seconds later.
+    pub fn on_http_limits(&mut self, answer: Option<(u16, &str)>, now_ms: u64) {
         self.limits_asking = false;
         match answer {
             Some((200..=299, text)) => {
+                self.limits_settled = true;
                 if let Ok(limits) =
                     gaesup_state_core::parse_untrusted::<Limits>(text, 1024, "limits")
                     && self.limits.is_none()
@@ -1556,7 +1617,7 @@ impl Link {
                 }
             }
             Some((404 | 405, _)) => self.limits_settled = true,
-            _ => {}
+            _ => self.limits_retry_at_ms = now_ms.saturating_add(LIMITS_RETRY_MS),
         }
     }
 
@@ -1853,7 +1914,11 @@ mod tests {
         link.on_text(&limited.encode().unwrap(), 2, &mut storage);
         assert_eq!(link.waiting(), 1);
         // ... and goes again a second later on the same socket, once.
-        assert!(link.tick(2 + RESEND_AFTER_MS - 1).0.is_empty());
+        assert!(
+            link.tick(2 + RESEND_AFTER_MS - RESEND_SLACK_MS - 1)
+                .0
+                .is_empty()
+        );
         let (again, close) = link.tick(2 + RESEND_AFTER_MS);
         assert!(!close);
         assert_eq!(pushed(&again), [vec![first.id]]);
@@ -3036,20 +3101,23 @@ mod tests {
         let ids = frames.concat();
         assert_eq!(ids.len(), 5);
         // All refused for the rate: they go again a second's worth a
-        // second, oldest first.
+        // second at most, oldest first (the last once a resend of a
+        // second's worth went in whole, with its answer).
         let limited: Vec<(OpId, &str)> = ids
             .iter()
             .map(|id| (*id, crate::code::RATE_LIMITED))
             .collect();
         feed(&mut link, &acks(&limited), 2, &mut storage);
         let mut again = Vec::new();
+        let mut answered = Vec::new();
         for second in 1..=4 {
             let now = 2 + second * RESEND_AFTER_MS;
             let (frames, _) = link.tick(now);
-            let sent = pushed(&frames).concat();
+            let mut sent = pushed(&frames).concat();
+            sent.append(&mut answered);
             assert!(sent.len() <= 2, "second {second}: {sent:?}");
             let taken: Vec<(OpId, &str)> = sent.iter().map(|id| (*id, "")).collect();
-            feed(&mut link, &acks(&taken), now, &mut storage);
+            answered = pushed(&feed(&mut link, &acks(&taken), now, &mut storage).send).concat();
             again.extend(sent);
         }
         assert_eq!(again, ids, "each once, in order");
@@ -3130,6 +3198,45 @@ mod tests {
         assert_eq!(rest, expected, "every op went in, each once, in order");
     }
 
+    /// The relay answers each of `ids` with `code` (empty: applied) at
+    /// `now`: what the link sends then.
+    fn answer_all(
+        link: &mut Link,
+        ids: &[OpId],
+        code: &str,
+        now: u64,
+        storage: &mut MemoryStorage,
+    ) -> Vec<String> {
+        let answered: Vec<(OpId, &str)> = ids.iter().map(|id| (*id, code)).collect();
+        feed(link, &acks(&answered), now, storage).send
+    }
+
+    /// The relay answers the first `k` of `ids` with `code` (empty:
+    /// applied) and refuses the rest as rate limited, at `now`.
+    fn answer_then_limit(
+        link: &mut Link,
+        ids: &[OpId],
+        k: usize,
+        code: &str,
+        now: u64,
+        storage: &mut MemoryStorage,
+    ) {
+        answer_all(link, &ids[..k], code, now, storage);
+        answer_all(link, &ids[k..], crate::code::RATE_LIMITED, now, storage);
+    }
+
+    /// A link with `n` ops queued, opened and welcomed by a relay of
+    /// `limits` at 1: its storage, and the ops the welcome sent.
+    fn welcomed(
+        n: i64,
+        limits: crate::message::Limits,
+    ) -> (MemoryStorage, Replica, Link, Vec<OpId>) {
+        let (mut storage, store, mut link) = queued(n);
+        link.on_open(0);
+        let out = feed(&mut link, &welcome_limits(10_000, limits), 1, &mut storage);
+        (storage, store, link, pushed(&out.send).concat())
+    }
+
     /// The socket closes at `now` and another opens and is welcomed
     /// (`limits`): the ops the welcome sends.
     fn reconnect(
@@ -3171,33 +3278,56 @@ mod tests {
     }
 
     #[test]
+    fn a_round_of_resends_ends_once_one_goes_in_whole_and_new_writes_go_at_once() {
+        // Half refused for the rate; the resend (a second's worth) goes in
+        // whole: the round is over with its answer, and the next write
+        // goes at once, not at the next tick.
+        let (mut storage, mut store, mut link, ids) = welcomed(10, limits(512, 5));
+        answer_then_limit(&mut link, &ids, 5, "", 2, &mut storage);
+        let resent = pushed(&link.tick(2 + RESEND_AFTER_MS).0).concat();
+        assert_eq!(resent, ids[5..]);
+        answer_all(&mut link, &resent, "", 3 + RESEND_AFTER_MS, &mut storage);
+        let next = link.queue(op(&mut store, 11), &mut storage).unwrap();
+        assert_eq!(pushed(&next).concat().len(), 1, "at once");
+        // An op held as stale (it waits for a re-base, not for the relay)
+        // does not keep a round open.
+        let (mut storage, mut store, mut link, ids) = welcomed(2, limits(512, 50));
+        answer_then_limit(&mut link, &ids, 1, crate::code::STALE, 2, &mut storage);
+        let mut now = 2;
+        for _ in 0..3 {
+            now += RESEND_AFTER_MS;
+            let sent = pushed(&link.tick(now).0).concat();
+            answer_all(&mut link, &sent, "", now, &mut storage);
+        }
+        let next = link.queue(op(&mut store, 12), &mut storage).unwrap();
+        assert_eq!(pushed(&next).concat().len(), 1, "at once");
+    }
+
+    #[test]
+    fn a_pace_kept_from_a_connection_long_gone_no_longer_holds() {
+        let limits = limits(512, 5);
+        let (mut storage, _, mut link, ids) = welcomed(10, limits);
+        answer_then_limit(&mut link, &ids, 1, "", 2, &mut storage);
+        // Back five seconds later: the relay's bucket has filled again,
+        // and the resend is a second's worth, not the one op that got in.
+        let sent = reconnect(&mut link, limits, 2 + 5 * RESEND_AFTER_MS, &mut storage);
+        assert_eq!(sent, ids[1..6]);
+    }
+
+    #[test]
     fn ops_refused_for_storage_trouble_go_at_once_on_a_new_connection_and_whole() {
-        let (mut storage, mut store, mut link) = queued(10);
         let limits = limits(512, 50);
-        let answer = |link: &mut Link, ids: &[OpId], code, now, storage: &mut MemoryStorage| {
-            let answered: Vec<(OpId, &str)> = ids.iter().map(|id| (*id, code)).collect();
-            feed(link, &acks(&answered), now, storage);
-        };
-        link.on_open(0);
-        let out = feed(&mut link, &welcome_limits(10_000, limits), 1, &mut storage);
-        let ids = pushed(&out.send).concat();
+        let (mut storage, mut store, mut link, ids) = welcomed(10, limits);
         // A round paced down by the rate limit, to its end: 1, 2, 4, then
         // the last 2.
-        answer(&mut link, &ids[..1], "", 2, &mut storage);
-        answer(
-            &mut link,
-            &ids[1..],
-            crate::code::RATE_LIMITED,
-            2,
-            &mut storage,
-        );
+        answer_then_limit(&mut link, &ids, 1, "", 2, &mut storage);
         let mut now = 2;
         let mut next = 1;
         for expected in [1, 2, 4, 2] {
             now += RESEND_AFTER_MS;
             let sent = pushed(&link.tick(now).0).concat();
             assert_eq!(sent, ids[next..next + expected]);
-            answer(&mut link, &sent, "", now, &mut storage);
+            answer_all(&mut link, &sent, "", now, &mut storage);
             next += expected;
         }
         // The round ends at the next tick, once its last resend was
@@ -3210,7 +3340,7 @@ mod tests {
         now += RESEND_AFTER_MS;
         let last = pushed(&link.tick(now).0).concat();
         assert_eq!(last.len(), 1, "the write that waited");
-        answer(&mut link, &last, "", now, &mut storage);
+        answer_all(&mut link, &last, "", now, &mut storage);
         now += RESEND_AFTER_MS;
         assert!(
             link.tick(now).0.is_empty(),
@@ -3223,11 +3353,11 @@ mod tests {
             .flat_map(|frame| pushed(&[frame]).concat())
             .collect();
         assert_eq!(later.len(), 10);
-        answer(&mut link, &later, crate::code::STORAGE, now, &mut storage);
+        answer_all(&mut link, &later, crate::code::STORAGE, now, &mut storage);
         now += RESEND_AFTER_MS;
         assert_eq!(pushed(&link.tick(now).0).concat(), later);
-        answer(&mut link, &later[..5], "", now, &mut storage);
-        answer(
+        answer_all(&mut link, &later[..5], "", now, &mut storage);
+        answer_all(
             &mut link,
             &later[5..],
             crate::code::SHUTTING_DOWN,
@@ -3273,29 +3403,27 @@ mod tests {
             }
             assert_eq!(link.status(), &LinkStatus::HttpFallback);
         };
+        const ASK: Option<&str> = Some("/v1/limits");
         // Nothing to push, nothing to ask.
         let (_, _, mut idle) = queued(0);
         to_http(&mut idle);
-        assert_eq!(idle.http_limits(), None);
+        assert_eq!(idle.http_limits(20), None);
         let (mut storage, _, mut link) = queued(12);
         to_http(&mut link);
         // One ask at a time; a failed one, or a proxy's error page, is
-        // asked again.
-        assert_eq!(link.http_limits(), Some("/v1/limits"));
-        assert_eq!(link.http_limits(), None, "one ask at a time");
-        link.on_http_limits(None);
-        assert_eq!(link.http_limits(), Some("/v1/limits"));
-        link.on_http_limits(Some((502, "<html>Bad Gateway</html>")));
-        assert_eq!(link.http_limits(), Some("/v1/limits"));
-        // A broken answer changes nothing.
-        link.on_http_limits(Some((200, "{\"max_ops_per_push\": \"many\"}")));
-        assert_eq!(link.limits, None);
+        // asked again two seconds later.
+        assert_eq!(link.http_limits(20), ASK);
+        assert_eq!(link.http_limits(20), None, "one ask at a time");
+        link.on_http_limits(None, 30);
+        assert_eq!(link.http_limits(30 + LIMITS_RETRY_MS - 1), None, "not yet");
+        assert_eq!(link.http_limits(30 + LIMITS_RETRY_MS), ASK);
+        link.on_http_limits(Some((502, "<html>Bad Gateway</html>")), 3_000);
+        assert_eq!(link.http_limits(3_000 + LIMITS_RETRY_MS), ASK);
         // The relay says them: five ops a push.
-        assert_eq!(link.http_limits(), Some("/v1/limits"));
         let said = serde_json::to_string(&limits(5, 50)).unwrap();
-        link.on_http_limits(Some((200, &said)));
-        assert_eq!(link.http_limits(), None, "known");
-        assert_eq!(ids_of(link.http_push(20)).len(), 5);
+        link.on_http_limits(Some((200, &said)), 6_000);
+        assert_eq!(link.http_limits(9_000), None, "known");
+        assert_eq!(ids_of(link.http_push(9_000)).len(), 5);
         // A push past them (the relay restarted with others): asked again.
         let refusal = ServerMessage::Error(crate::message::ErrorBody {
             code: crate::code::TOO_MANY_OPS.into(),
@@ -3303,17 +3431,25 @@ mod tests {
         })
         .encode()
         .unwrap();
-        link.on_http(400, &refusal, 21, &mut storage);
-        assert_eq!(link.http_limits(), Some("/v1/limits"));
+        link.on_http(400, &refusal, 9_001, &mut storage);
+        assert_eq!(link.http_limits(9_001), ASK);
         // A relay from before the route: this build's limits, for good.
-        link.on_http_limits(Some((404, "not found")));
-        assert_eq!(link.http_limits(), None);
-        assert_eq!(ids_of(link.http_push(22)).len(), 12);
+        link.on_http_limits(Some((404, "not found")), 9_002);
+        assert_eq!(link.http_limits(99_000), None);
+        assert_eq!(ids_of(link.http_push(99_000)).len(), 12);
+        // An answer that is not limits (a site's page for any path) is the
+        // relay's word too: nothing changes, nothing is asked again.
+        let (_, _, mut other) = queued(12);
+        to_http(&mut other);
+        assert_eq!(other.http_limits(20), ASK);
+        other.on_http_limits(Some((200, "<!doctype html><title>App</title>")), 20);
+        assert_eq!(other.limits, None);
+        assert_eq!(other.http_limits(99_000), None);
         // A late answer never replaces what a welcome said.
         let (mut storage, _, mut welcomed) = queued(12);
         welcomed.on_open(0);
         welcomed.on_text(&welcome_limits(10_000, limits(7, 50)), 0, &mut storage);
-        welcomed.on_http_limits(Some((200, &said)));
+        welcomed.on_http_limits(Some((200, &said)), 1);
         assert_eq!(welcomed.limits, Some(limits(7, 50)));
     }
 

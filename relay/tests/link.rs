@@ -349,13 +349,12 @@ impl Browser {
         }
         if self.link.status() == &LinkStatus::HttpFallback {
             // As the browser's push loop does: the relay's limits first.
-            if let Some(path) = self.link.http_limits() {
+            if let Some(path) = self.link.http_limits(now_ms()) {
                 let answer = support::try_http("GET", relay.url(path), Some(main_rw()), None).await;
-                self.link.on_http_limits(
-                    answer
-                        .as_ref()
-                        .map(|(status, text)| (*status, text.as_str())),
-                );
+                let answer = answer
+                    .as_ref()
+                    .map(|(status, text)| (*status, text.as_str()));
+                self.link.on_http_limits(answer, now_ms());
             }
             let mut requests = Vec::new();
             if let Some(body) = self.link.http_push(now_ms()) {

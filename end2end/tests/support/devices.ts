@@ -18,6 +18,8 @@ const networkNoise = [
   /WebSocket connection to .* failed/,
   /Failed to load resource: net::ERR_[A-Z_]+/,
   /Failed to load resource: the server responded with a status of 40[13]/,
+  // The relay's rate limit, answered over HTTP (the ops go again).
+  /Failed to load resource: the server responded with a status of 429/,
 ];
 
 declare global {

@@ -125,7 +125,9 @@ pub(super) async fn push_loop(weak: Weak<Remote>, generation: u64) {
             let Some(remote) = weak.upgrade() else {
                 return;
             };
-            let path = remote.with_link(|link, _| link.http_limits()).flatten();
+            let path = remote
+                .with_link(|link, _| link.http_limits(now_ms()))
+                .flatten();
             path.map(|path| {
                 (
                     remote.config.http_url(path),
@@ -140,7 +142,7 @@ pub(super) async fn push_loop(weak: Weak<Remote>, generation: u64) {
                     .as_ref()
                     .ok()
                     .map(|(status, text)| (*status, text.as_str()));
-                remote.with_link(|link, _| link.on_http_limits(answer));
+                remote.with_link(|link, _| link.on_http_limits(answer, now_ms()));
             }
         }
         let request = {
