@@ -84,6 +84,9 @@ const RESEND_SLACK_MS: u64 = 250;
 /// How long an ask for the relay's limits that got no answer waits before
 /// it is made again.
 const LIMITS_RETRY_MS: u64 = 2_000;
+/// How long an ask for the relay's limits answered with something else
+/// than limits waits before it is made again.
+const LIMITS_RETRY_LATER_MS: u64 = 60_000;
 /// Room left in a push for its envelope (`{"v":…,"type":"push","body":{"ops":[…]}}`).
 const PUSH_ENVELOPE_BYTES: usize = 64;
 /// Heartbeat before the relay says its own.
@@ -283,6 +286,9 @@ struct Resend {
     /// Whether it refused any op for now (for any reason) since the last
     /// resend.
     held_back: bool,
+    /// How many ops the last resend sent: what the relay's bucket paid
+    /// for just now.
+    last_sent: usize,
 }
 
 impl Resend {
@@ -1500,7 +1506,9 @@ impl Link {
     /// allows, in as many pushes as they take.
     fn resend_frames(&mut self, now_ms: u64) -> Vec<String> {
         let most = self.resend.next(self.second());
+        let before = self.in_flight.len();
         let frames = self.pushes_at_most(most);
+        self.resend.last_sent = self.in_flight.len().saturating_sub(before);
         let held = self.held();
         // Ops still unanswered keep the round open: new writes must not go
         // ahead of a resend the relay may yet refuse (ops held as stale
@@ -1515,15 +1523,20 @@ impl Link {
     /// answered whole at a second's worth (no op of it unanswered but
     /// those held as stale), and no more than a second's worth waits.
     fn round_settled(&self) -> bool {
-        if !self.resend.settled() {
+        // Over HTTP, a resend under way (more pushes of it to come) is not
+        // answered whole yet.
+        if !self.resend.settled() || self.quota.is_some() {
             return false;
         }
         let held = self.held();
         if self.in_flight.iter().any(|id| !held.contains(id)) {
             return false;
         }
-        let second = self.second();
-        self.unsent(&held).nth(second).is_none()
+        // What waits goes at once with the round's end, right after the
+        // resend the relay just paid for: the two together within a
+        // second's worth.
+        let room = self.second().saturating_sub(self.resend.last_sent);
+        self.unsent(&held).nth(room).is_none()
     }
 
     /// A resend was sent, leaving ops that a push can carry or not (one too
@@ -1532,9 +1545,21 @@ impl Link {
     /// round of resends is over (a round paced down long ago must not
     /// slow a later one: see [`Resend::round_over`]).
     fn resend_done(&mut self, left: bool, now_ms: u64) {
-        self.resend_at_ms = left.then(|| now_ms.saturating_add(RESEND_AFTER_MS));
+        let from = self.resend_base(now_ms);
+        self.resend_at_ms = left.then(|| from.saturating_add(RESEND_AFTER_MS));
         if !left {
             self.resend.round_over();
+        }
+    }
+
+    /// When the resend going at `now_ms` was due: the next one is a second
+    /// after it, so one sent a little early (see [`resend_due`](Self::resend_due))
+    /// does not bring the next ones earlier too. A time set further ahead
+    /// than a resend waits (the clock went back) counts from now.
+    fn resend_base(&self, now_ms: u64) -> u64 {
+        match self.resend_at_ms {
+            Some(at) if at > now_ms && at <= now_ms.saturating_add(RESEND_AFTER_MS) => at,
+            _ => now_ms,
         }
     }
 
@@ -1600,20 +1625,24 @@ impl Link {
 
     /// The answer to [`http_limits`](Self::http_limits) at `now_ms`,
     /// `None` if the request failed: the relay's limits, if it said them
-    /// and no welcome said them first. Any other answer of a relay (not
-    /// limits, or 404 or 405 from a relay from before the route) leaves
-    /// this build's limits, for good; a failure or an error page is asked
-    /// again two seconds later.
+    /// and no welcome said them first. A relay from before the route (404
+    /// or 405) leaves this build's limits, for good; a failure or an error
+    /// page is asked again two seconds later, and a page that is not
+    /// limits (a site's page for any path, a captive portal) a minute
+    /// later.
     pub fn on_http_limits(&mut self, answer: Option<(u16, &str)>, now_ms: u64) {
         self.limits_asking = false;
         match answer {
             Some((200..=299, text)) => {
-                self.limits_settled = true;
-                if let Ok(limits) =
-                    gaesup_state_core::parse_untrusted::<Limits>(text, 1024, "limits")
-                    && self.limits.is_none()
-                {
-                    self.limits = Some(limits);
+                match gaesup_state_core::parse_untrusted::<Limits>(text, 1024, "limits") {
+                    Ok(limits) => {
+                        if self.limits.is_none() {
+                            self.limits = Some(limits);
+                        }
+                    }
+                    Err(_) => {
+                        self.limits_retry_at_ms = now_ms.saturating_add(LIMITS_RETRY_LATER_MS);
+                    }
                 }
             }
             Some((404 | 405, _)) => self.limits_settled = true,
@@ -1642,8 +1671,10 @@ impl Link {
             (Some(quota), _) => quota,
             (None, None) => usize::MAX,
             (None, Some(_)) if self.resend_due(now_ms) => {
-                // The next resend, a second from the start of this one.
-                self.resend_at_ms = Some(now_ms.saturating_add(RESEND_AFTER_MS));
+                // The next resend, a second from when this one was due.
+                let from = self.resend_base(now_ms);
+                self.resend_at_ms = Some(from.saturating_add(RESEND_AFTER_MS));
+                self.resend.last_sent = 0;
                 self.resend.next(self.second())
             }
             (None, Some(_)) => return None,
@@ -1658,6 +1689,7 @@ impl Link {
                 .values()
                 .filter(|op| !held.contains(&op.id) && !sent.contains(&op.id));
             let left = !self.push_groups(rest, 1).is_empty();
+            self.resend.last_sent = self.resend.last_sent.saturating_add(sent.len());
             let quota = most.saturating_sub(sent.len());
             self.quota = (left && quota > 0).then_some(quota);
             if !left {
@@ -3109,15 +3141,19 @@ mod tests {
             .collect();
         feed(&mut link, &acks(&limited), 2, &mut storage);
         let mut again = Vec::new();
-        let mut answered = Vec::new();
         for second in 1..=4 {
             let now = 2 + second * RESEND_AFTER_MS;
             let (frames, _) = link.tick(now);
             let mut sent = pushed(&frames).concat();
-            sent.append(&mut answered);
-            assert!(sent.len() <= 2, "second {second}: {sent:?}");
             let taken: Vec<(OpId, &str)> = sent.iter().map(|id| (*id, "")).collect();
-            answered = pushed(&feed(&mut link, &acks(&taken), now, &mut storage).send).concat();
+            // What the round's end sends with the answer counts for the
+            // same second.
+            let ended = feed(&mut link, &acks(&taken), now, &mut storage).send;
+            sent.extend(pushed(&ended).concat());
+            assert!(sent.len() <= 2, "second {second}: {sent:?}");
+            let taken: Vec<(OpId, &str)> =
+                pushed(&ended).concat().iter().map(|id| (*id, "")).collect();
+            feed(&mut link, &acks(&taken), now, &mut storage);
             again.extend(sent);
         }
         assert_eq!(again, ids, "each once, in order");
@@ -3304,6 +3340,60 @@ mod tests {
     }
 
     #[test]
+    fn a_resend_a_little_early_does_not_bring_the_next_ones_earlier() {
+        let (mut storage, _, mut link, ids) = welcomed(10, limits(512, 1));
+        answer_then_limit(&mut link, &ids, 1, "", 2, &mut storage);
+        // Due at 1002: a tick 100 ms early sends it.
+        let at = 2 + RESEND_AFTER_MS;
+        assert_eq!(pushed(&link.tick(at - 100).0).concat(), ids[1..2]);
+        answer_all(&mut link, &ids[1..2], "", at - 100, &mut storage);
+        // The next is due a second after 1002, not after 902.
+        assert!(
+            link.tick(at + RESEND_AFTER_MS - RESEND_SLACK_MS - 50)
+                .0
+                .is_empty()
+        );
+        assert_eq!(
+            pushed(&link.tick(at + RESEND_AFTER_MS).0).concat(),
+            ids[2..3]
+        );
+    }
+
+    #[test]
+    fn over_http_a_resend_spanning_pushes_and_the_round_s_end_send_a_second_s_worth() {
+        // Two ops a push, five a second: a resend of a second's worth
+        // takes three pushes; seven ops wait for it.
+        let (mut storage, _, mut link) = queued(13);
+        on_http_after_a_welcome(&mut link, limits(2, 5), &mut storage);
+        // Three pushes go in (six ops), the fourth is refused for the
+        // rate: the next resend is a second's worth (three pushes), a
+        // second later.
+        for _ in 0..3 {
+            let pushed = ids_of(link.http_push(20));
+            answer_all(&mut link, &pushed, "", 20, &mut storage);
+        }
+        let refused = ids_of(link.http_push(20));
+        answer_all(
+            &mut link,
+            &refused,
+            crate::code::RATE_LIMITED,
+            20,
+            &mut storage,
+        );
+        // Answered whole push by push, it sends no more than a second's
+        // worth.
+        let now = 20 + RESEND_AFTER_MS;
+        let mut sent = Vec::new();
+        while let Some(body) = link.http_push(now) {
+            let pushed = ids_of(Some(body));
+            let applied: Vec<(OpId, &str)> = pushed.iter().map(|id| (*id, "")).collect();
+            link.on_http(200, &acks(&applied), now, &mut storage);
+            sent.extend(pushed);
+        }
+        assert!(sent.len() <= 5, "{} ops in one second", sent.len());
+    }
+
+    #[test]
     fn a_pace_kept_from_a_connection_long_gone_no_longer_holds() {
         let limits = limits(512, 5);
         let (mut storage, _, mut link, ids) = welcomed(10, limits);
@@ -3437,14 +3527,16 @@ mod tests {
         link.on_http_limits(Some((404, "not found")), 9_002);
         assert_eq!(link.http_limits(99_000), None);
         assert_eq!(ids_of(link.http_push(99_000)).len(), 12);
-        // An answer that is not limits (a site's page for any path) is the
-        // relay's word too: nothing changes, nothing is asked again.
+        // An answer that is not limits (a site's page for any path, a
+        // captive portal) changes nothing, and is asked again a minute
+        // later.
         let (_, _, mut other) = queued(12);
         to_http(&mut other);
         assert_eq!(other.http_limits(20), ASK);
         other.on_http_limits(Some((200, "<!doctype html><title>App</title>")), 20);
         assert_eq!(other.limits, None);
-        assert_eq!(other.http_limits(99_000), None);
+        assert_eq!(other.http_limits(20 + LIMITS_RETRY_LATER_MS - 1), None);
+        assert_eq!(other.http_limits(20 + LIMITS_RETRY_LATER_MS), ASK);
         // A late answer never replaces what a welcome said.
         let (mut storage, _, mut welcomed) = queued(12);
         welcomed.on_open(0);
