@@ -1508,7 +1508,12 @@ impl Link {
         let most = self.resend.next(self.second());
         let before = self.in_flight.len();
         let frames = self.pushes_at_most(most);
-        self.resend.last_sent = self.in_flight.len().saturating_sub(before);
+        // A resend that found nothing to send leaves the last one's count
+        // (its ops may still be unanswered).
+        let sent = self.in_flight.len().saturating_sub(before);
+        if sent > 0 {
+            self.resend.last_sent = sent;
+        }
         let held = self.held();
         // Ops still unanswered keep the round open: new writes must not go
         // ahead of a resend the relay may yet refuse (ops held as stale
@@ -1536,7 +1541,14 @@ impl Link {
         // resend the relay just paid for: the two together within a
         // second's worth.
         let room = self.second().saturating_sub(self.resend.last_sent);
-        self.unsent(&held).nth(room).is_none()
+        // Counted as pushes carry them (an op too large for any is left
+        // out for good).
+        let waiting: usize = self
+            .push_groups(self.unsent(&held), room.saturating_add(1))
+            .iter()
+            .map(Vec::len)
+            .sum();
+        waiting <= room
     }
 
     /// A resend was sent, leaving ops that a push can carry or not (one too
@@ -1569,9 +1581,12 @@ impl Link {
     fn resend_due(&self, now_ms: u64) -> bool {
         // A tick a little early (timers drift) must not put the resend off
         // by a whole tick.
+        // A time further ahead than the next resend can be (a second
+        // after one sent early: see `resend_base`) means the clock went
+        // back.
         self.resend_at_ms.is_some_and(|at| {
             now_ms.saturating_add(RESEND_SLACK_MS) >= at
-                || at > now_ms.saturating_add(RESEND_AFTER_MS)
+                || at > now_ms.saturating_add(RESEND_AFTER_MS + RESEND_SLACK_MS)
         })
     }
 
@@ -1692,7 +1707,11 @@ impl Link {
             self.resend.last_sent = self.resend.last_sent.saturating_add(sent.len());
             let quota = most.saturating_sub(sent.len());
             self.quota = (left && quota > 0).then_some(quota);
-            if !left {
+            // A resend that took the last ops ends its round with its
+            // answer (see `round_settled`), not before: writes made
+            // meanwhile must keep within the second's worth. One that
+            // found nothing ends it now (no answer will come).
+            if !left && sent.is_empty() {
                 self.resend_done(false, now_ms);
             }
         }
@@ -3347,6 +3366,9 @@ mod tests {
         let at = 2 + RESEND_AFTER_MS;
         assert_eq!(pushed(&link.tick(at - 100).0).concat(), ids[1..2]);
         answer_all(&mut link, &ids[1..2], "", at - 100, &mut storage);
+        // Not again before it was due, nor when it was.
+        assert!(link.tick(at - 99).0.is_empty());
+        assert!(link.tick(at).0.is_empty());
         // The next is due a second after 1002, not after 902.
         assert!(
             link.tick(at + RESEND_AFTER_MS - RESEND_SLACK_MS - 50)
@@ -3363,7 +3385,7 @@ mod tests {
     fn over_http_a_resend_spanning_pushes_and_the_round_s_end_send_a_second_s_worth() {
         // Two ops a push, five a second: a resend of a second's worth
         // takes three pushes; seven ops wait for it.
-        let (mut storage, _, mut link) = queued(13);
+        let (mut storage, mut store, mut link) = queued(13);
         on_http_after_a_welcome(&mut link, limits(2, 5), &mut storage);
         // Three pushes go in (six ops), the fourth is refused for the
         // rate: the next resend is a second's worth (three pushes), a
@@ -3380,17 +3402,36 @@ mod tests {
             20,
             &mut storage,
         );
-        // Answered whole push by push, it sends no more than a second's
-        // worth.
-        let now = 20 + RESEND_AFTER_MS;
-        let mut sent = Vec::new();
-        while let Some(body) = link.http_push(now) {
-            let pushed = ids_of(Some(body));
-            let applied: Vec<(OpId, &str)> = pushed.iter().map(|id| (*id, "")).collect();
-            link.on_http(200, &acks(&applied), now, &mut storage);
-            sent.extend(pushed);
+        // Answered whole push by push, it sends a second's worth, 100 ms
+        // early; then nothing until a second after it was due.
+        let waiting: Vec<OpId> = link.outbox.values().map(|op| op.id).collect();
+        assert_eq!(waiting.len(), 7);
+        let at = 20 + RESEND_AFTER_MS;
+        let send_all = |link: &mut Link, now, storage: &mut MemoryStorage| {
+            let mut sent = Vec::new();
+            while let Some(body) = link.http_push(now) {
+                let pushed = ids_of(Some(body));
+                answer_all(link, &pushed, "", now, storage);
+                sent.extend(pushed);
+            }
+            sent
+        };
+        assert_eq!(send_all(&mut link, at - 100, &mut storage), waiting[..5]);
+        assert_eq!(send_all(&mut link, at, &mut storage), Vec::<OpId>::new());
+        // The next takes the last two; four writes made while its push is
+        // out wait for the round's end or the next resend, so that the
+        // second holds no more than its worth.
+        let next = at + RESEND_AFTER_MS;
+        assert_eq!(ids_of(link.http_push(next)), waiting[5..]);
+        for n in 14..=17 {
+            link.queue(op(&mut store, n), &mut storage).unwrap();
         }
-        assert!(sent.len() <= 5, "{} ops in one second", sent.len());
+        answer_all(&mut link, &waiting[5..], "", next, &mut storage);
+        assert!(link.http_push(next).is_none(), "2 + 4 > 5");
+        assert_eq!(
+            send_all(&mut link, next + RESEND_AFTER_MS, &mut storage).len(),
+            4
+        );
     }
 
     #[test]
@@ -3648,9 +3689,21 @@ mod tests {
         let mut expected = ids[next..].to_vec();
         expected.push(late.id);
         assert_eq!(rest, expected);
+        // The round, paced below a second's worth still, goes on: a new
+        // write goes with the next resend; that one, answered whole, and
+        // the next finding nothing, end it; then a write goes at once.
         let another = op(&mut store, 62);
         link.queue(another.clone(), &mut storage).unwrap();
-        assert_eq!(ids_of(link.http_push(now)), vec![another.id], "at once");
+        assert!(link.http_push(now).is_none(), "paced still");
+        now += RESEND_AFTER_MS;
+        let went = ids_of(link.http_push(now));
+        assert_eq!(went, vec![another.id]);
+        link.on_http(200, &acks(&[(another.id, "")]), now, &mut storage);
+        now += RESEND_AFTER_MS;
+        assert!(link.http_push(now).is_none(), "nothing left");
+        let third = op(&mut store, 63);
+        link.queue(third.clone(), &mut storage).unwrap();
+        assert_eq!(ids_of(link.http_push(now)), vec![third.id], "at once");
     }
 
     #[test]
