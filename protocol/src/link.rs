@@ -337,10 +337,16 @@ impl Resend {
         most.unwrap_or(second)
     }
 
-    /// Whether the last resend went in whole at a second's worth: the
-    /// relay takes what comes at its pace again.
+    /// Whether the relay refused nothing for now since the last resend
+    /// (once that resend is answered: it went in whole).
     fn settled(&self) -> bool {
-        !self.held_back && self.most.is_none()
+        !self.held_back
+    }
+
+    /// The most the resends of this round send a second: the last one's
+    /// size.
+    fn pace(&self, second: usize) -> usize {
+        self.most.unwrap_or(second).min(second)
     }
 }
 
@@ -1538,17 +1544,23 @@ impl Link {
             return false;
         }
         // What waits goes at once with the round's end, right after the
-        // resend the relay just paid for: the two together within a
-        // second's worth.
-        let room = self.second().saturating_sub(self.resend.last_sent);
-        // Counted as pushes carry them (an op too large for any is left
-        // out for good).
-        let waiting: usize = self
-            .push_groups(self.unsent(&held), room.saturating_add(1))
-            .iter()
-            .map(Vec::len)
-            .sum();
-        waiting <= room
+        // resend the relay just paid for: the two together within the
+        // round's pace (a second's worth once it grew back). A resend that
+        // took all there was ends the round too, so writes trickling in
+        // go at once again.
+        let room = self
+            .resend
+            .pace(self.second())
+            .saturating_sub(self.resend.last_sent);
+        if self.unsent(&held).nth(room).is_none() {
+            return true;
+        }
+        // Ops too large for any push are left out for good: not waiting.
+        let (budget, _) = self.push_caps();
+        self.unsent(&held)
+            .filter(|op| encoded_len(op, budget) < budget)
+            .nth(room)
+            .is_none()
     }
 
     /// A resend was sent, leaving ops that a push can carry or not (one too
@@ -3266,6 +3278,19 @@ mod tests {
         feed(link, &acks(&answered), now, storage).send
     }
 
+    /// [`answer_all`] over HTTP: an ack answer to a push.
+    fn answer_http(
+        link: &mut Link,
+        ids: &[OpId],
+        code: &str,
+        now: u64,
+        storage: &mut MemoryStorage,
+    ) {
+        let answered: Vec<(OpId, &str)> = ids.iter().map(|id| (*id, code)).collect();
+        let out = link.on_http(200, &acks(&answered), now, storage);
+        assert!(out.send.is_empty(), "nothing goes over a socket");
+    }
+
     /// The relay answers the first `k` of `ids` with `code` (empty:
     /// applied) and refuses the rest as rate limited, at `now`.
     fn answer_then_limit(
@@ -3382,6 +3407,21 @@ mod tests {
     }
 
     #[test]
+    fn a_resend_set_further_ahead_than_one_can_be_means_the_clock_went_back() {
+        let (mut storage, _, mut link, ids) = welcomed(10, limits(512, 50));
+        answer_then_limit(&mut link, &ids, 1, "", 5_000, &mut storage);
+        // Due at 6000; the furthest a next resend can be set is 1250 ms
+        // ahead (a second after one sent 250 ms early).
+        assert!(
+            link.tick(6_000 - RESEND_AFTER_MS - RESEND_SLACK_MS)
+                .0
+                .is_empty()
+        );
+        let back = 6_000 - RESEND_AFTER_MS - RESEND_SLACK_MS - 1;
+        assert_eq!(pushed(&link.tick(back).0).concat(), ids[1..2]);
+    }
+
+    #[test]
     fn over_http_a_resend_spanning_pushes_and_the_round_s_end_send_a_second_s_worth() {
         // Two ops a push, five a second: a resend of a second's worth
         // takes three pushes; seven ops wait for it.
@@ -3392,10 +3432,10 @@ mod tests {
         // second later.
         for _ in 0..3 {
             let pushed = ids_of(link.http_push(20));
-            answer_all(&mut link, &pushed, "", 20, &mut storage);
+            answer_http(&mut link, &pushed, "", 20, &mut storage);
         }
         let refused = ids_of(link.http_push(20));
-        answer_all(
+        answer_http(
             &mut link,
             &refused,
             crate::code::RATE_LIMITED,
@@ -3411,7 +3451,7 @@ mod tests {
             let mut sent = Vec::new();
             while let Some(body) = link.http_push(now) {
                 let pushed = ids_of(Some(body));
-                answer_all(link, &pushed, "", now, storage);
+                answer_http(link, &pushed, "", now, storage);
                 sent.extend(pushed);
             }
             sent
@@ -3426,7 +3466,7 @@ mod tests {
         for n in 14..=17 {
             link.queue(op(&mut store, n), &mut storage).unwrap();
         }
-        answer_all(&mut link, &waiting[5..], "", next, &mut storage);
+        answer_http(&mut link, &waiting[5..], "", next, &mut storage);
         assert!(link.http_push(next).is_none(), "2 + 4 > 5");
         assert_eq!(
             send_all(&mut link, next + RESEND_AFTER_MS, &mut storage).len(),
@@ -3461,22 +3501,11 @@ mod tests {
             answer_all(&mut link, &sent, "", now, &mut storage);
             next += expected;
         }
-        // The round ends at the next tick, once its last resend was
-        // answered (until then new writes wait behind it).
-        assert!(
-            link.queue(op(&mut store, 11), &mut storage)
-                .unwrap()
-                .is_empty()
-        );
-        now += RESEND_AFTER_MS;
-        let last = pushed(&link.tick(now).0).concat();
-        assert_eq!(last.len(), 1, "the write that waited");
-        answer_all(&mut link, &last, "", now, &mut storage);
-        now += RESEND_AFTER_MS;
-        assert!(
-            link.tick(now).0.is_empty(),
-            "nothing left: the round is over"
-        );
+        // The last resend took all there was and went in whole: the round
+        // is over with its answer, and a new write goes at once.
+        let last = link.queue(op(&mut store, 11), &mut storage).unwrap();
+        assert_eq!(pushed(&last).concat().len(), 1, "at once");
+        answer_all(&mut link, &pushed(&last).concat(), "", now, &mut storage);
         // Later writes the relay cannot store for now: their resend is a
         // second's worth again, not what the old round was paced down to.
         let later: Vec<OpId> = (12..=21)
@@ -3689,21 +3718,11 @@ mod tests {
         let mut expected = ids[next..].to_vec();
         expected.push(late.id);
         assert_eq!(rest, expected);
-        // The round, paced below a second's worth still, goes on: a new
-        // write goes with the next resend; that one, answered whole, and
-        // the next finding nothing, end it; then a write goes at once.
+        // The last resend took all there was and went in whole: the round
+        // is over with its answer, and a new write goes at once.
         let another = op(&mut store, 62);
         link.queue(another.clone(), &mut storage).unwrap();
-        assert!(link.http_push(now).is_none(), "paced still");
-        now += RESEND_AFTER_MS;
-        let went = ids_of(link.http_push(now));
-        assert_eq!(went, vec![another.id]);
-        link.on_http(200, &acks(&[(another.id, "")]), now, &mut storage);
-        now += RESEND_AFTER_MS;
-        assert!(link.http_push(now).is_none(), "nothing left");
-        let third = op(&mut store, 63);
-        link.queue(third.clone(), &mut storage).unwrap();
-        assert_eq!(ids_of(link.http_push(now)), vec![third.id], "at once");
+        assert_eq!(ids_of(link.http_push(now)), vec![another.id], "at once");
     }
 
     #[test]
