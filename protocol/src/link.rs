@@ -973,9 +973,9 @@ impl Link {
                     }
                     out.acks.push(ack);
                 }
-                // The round's last resend answered whole at a second's
-                // worth, with at most a second's worth waiting: the round
-                // is over, and what waits goes now (new writes under a
+                // The round's last resend answered whole, with no more
+                // waiting than its pace leaves room for: the round is
+                // over, and what waits goes now (new writes under a
                 // steady stream must not wait for ticks for good).
                 if self.resend_at_ms.is_some() && self.round_settled() {
                     self.resend_done(false, now_ms);
@@ -1531,8 +1531,9 @@ impl Link {
     }
 
     /// Whether the round of resends can end now: its last resend was
-    /// answered whole at a second's worth (no op of it unanswered but
-    /// those held as stale), and no more than a second's worth waits.
+    /// answered whole (no op of it unanswered but those held as stale, and
+    /// over HTTP all its pushes sent), and what waits fits in what that
+    /// resend left of the round's pace.
     fn round_settled(&self) -> bool {
         // Over HTTP, a resend under way (more pushes of it to come) is not
         // answered whole yet.
@@ -3472,6 +3473,43 @@ mod tests {
             send_all(&mut link, next + RESEND_AFTER_MS, &mut storage).len(),
             4
         );
+    }
+
+    #[test]
+    fn a_round_ends_with_what_its_pace_leaves_room_for_waiting_and_no_more() {
+        // Refused for the rate; resends of 1, 2, then 4 of which only 3
+        // are left: room for one more in that second. Writes made while
+        // that last resend is out go with its answer if they fit.
+        for (writes, at_once) in [(1, true), (2, false)] {
+            let (mut storage, mut store, mut link, ids) = welcomed(7, limits(512, 50));
+            answer_then_limit(&mut link, &ids, 1, "", 2, &mut storage);
+            let mut now = 2;
+            for expected in [1, 2] {
+                now += RESEND_AFTER_MS;
+                let sent = pushed(&link.tick(now).0).concat();
+                assert_eq!(sent.len(), expected);
+                answer_all(&mut link, &sent, "", now, &mut storage);
+            }
+            now += RESEND_AFTER_MS;
+            let last = pushed(&link.tick(now).0).concat();
+            assert_eq!(last, ids[4..7]);
+            let made: Vec<OpId> = (8..8 + writes)
+                .map(|n| {
+                    let op = op(&mut store, n);
+                    assert!(link.queue(op.clone(), &mut storage).unwrap().is_empty());
+                    op.id
+                })
+                .collect();
+            let ended = answer_all(&mut link, &last, "", now, &mut storage);
+            let went = pushed(&ended).concat();
+            if at_once {
+                assert_eq!(went, made, "one fits: it goes with the answer");
+            } else {
+                assert!(went.is_empty(), "two do not: they wait");
+                let next = pushed(&link.tick(now + RESEND_AFTER_MS).0).concat();
+                assert_eq!(next, made);
+            }
+        }
     }
 
     #[test]
