@@ -733,6 +733,14 @@ impl Link {
         (budget, max_ops.clamp(1, PUSH_OPS))
     }
 
+    /// The ops of `ops` a push can carry: an op too large for any push on
+    /// its own is left out for good, so it neither waits nor holds new
+    /// writes back (the same test as [`push_groups`](Self::push_groups)'s).
+    fn carriable<'o>(&self, ops: impl Iterator<Item = &'o Op>) -> impl Iterator<Item = &'o Op> {
+        let (budget, _) = self.push_caps();
+        ops.filter(move |op| encoded_len(*op, budget) < budget)
+    }
+
     /// Splits `ops` (oldest first) into pushes the relay takes: at most its
     /// ops per push and, encoded, at most its frame size (what its welcome
     /// said; before one, this build's limits), so no push is refused or
@@ -979,7 +987,6 @@ impl Link {
                 // steady stream must not wait for ticks for good).
                 if self.resend_at_ms.is_some() && self.round_settled() {
                     self.resend_done(false, now_ms);
-                    self.quota = None;
                     if socket {
                         out.send.extend(self.pushes());
                     }
@@ -1525,7 +1532,7 @@ impl Link {
         // ahead of a resend the relay may yet refuse (ops held as stale
         // wait for a re-base, not for the relay: they do not).
         let left = self.in_flight.iter().any(|id| !held.contains(id))
-            || !self.push_groups(self.unsent(&held), 1).is_empty();
+            || self.carriable(self.unsent(&held)).next().is_some();
         self.resend_done(left, now_ms);
         frames
     }
@@ -1553,15 +1560,11 @@ impl Link {
             .resend
             .pace(self.second())
             .saturating_sub(self.resend.last_sent);
+        // Counted as pushes carry them; measured only when more wait.
         if self.unsent(&held).nth(room).is_none() {
             return true;
         }
-        // Ops too large for any push are left out for good: not waiting.
-        let (budget, _) = self.push_caps();
-        self.unsent(&held)
-            .filter(|op| encoded_len(op, budget) < budget)
-            .nth(room)
-            .is_none()
+        self.carriable(self.unsent(&held)).nth(room).is_none()
     }
 
     /// A resend was sent, leaving ops that a push can carry or not (one too
@@ -1716,7 +1719,7 @@ impl Link {
                 .outbox
                 .values()
                 .filter(|op| !held.contains(&op.id) && !sent.contains(&op.id));
-            let left = !self.push_groups(rest, 1).is_empty();
+            let left = self.carriable(rest).next().is_some();
             self.resend.last_sent = self.resend.last_sent.saturating_add(sent.len());
             let quota = most.saturating_sub(sent.len());
             self.quota = (left && quota > 0).then_some(quota);

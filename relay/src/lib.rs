@@ -119,15 +119,10 @@ impl AppState {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// The rate budget of token subject `sub` (see [`Budgets`]).
-    fn budget(&self, sub: &str) -> SharedBucket {
-        self.budgets.of(sub)
-    }
-
     /// Takes `n` ops from the rate budget of token subject `sub`; its
     /// bucket (for the hub to draw more from) if there was enough.
     fn take_http(&self, sub: &str, n: usize) -> Option<SharedBucket> {
-        let bucket = self.budget(sub);
+        let bucket = self.budgets.of(sub);
         bucket.take(n).then_some(bucket)
     }
 }

@@ -373,7 +373,7 @@ impl Session {
                         limits: self.app.config.limits(),
                     })));
                 self.claims = Some(Arc::clone(&claims));
-                self.bucket = Some(self.app.budget(&claims.sub));
+                self.bucket = Some(self.app.budgets.of(&claims.sub));
                 if let Err(error) = self
                     .app
                     .hub
