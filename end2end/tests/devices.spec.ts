@@ -331,17 +331,28 @@ test.describe('two devices through a relay', () => {
     b.expectNoErrors();
   });
 
-  test('WebSocket removed from the page: sync goes through the HTTP fallback', async ({ browser }) => {
-    const config = configFor(relay.url, relay.token());
+  /** Device a, and device b whose page has no WebSocket (a proxy that
+   * blocks them, as the page sees it), so it syncs over HTTP; `prepare`
+   * runs on b before its page opens. */
+  const overHttp = async (
+    browser: import('@playwright/test').Browser,
+    config: ReturnType<typeof configFor>,
+    prepare = async (_: Device): Promise<unknown> => undefined,
+  ) => {
     const a = await Device.open(browser, config);
     const b = await Device.open(browser, config, null);
     await b.context.addInitScript(() => {
-      // A proxy that blocks WebSockets, as the page sees it.
       Reflect.deleteProperty(window, 'WebSocket');
     });
+    await prepare(b);
     await b.newPage('/');
     await expect(a.relayLink()).toHaveText('connected');
     await expect(b.relayLink()).toHaveText('HTTP fallback');
+    return [a, b] as const;
+  };
+
+  test('WebSocket removed from the page: sync goes through the HTTP fallback', async ({ browser }) => {
+    const [a, b] = await overHttp(browser, configFor(relay.url, relay.token()));
     await a.increment(counter, 'count', 4);
     await b.increment(counter, 'count', 40);
     for (const device of [a, b]) await expect.poll(() => device.get(counter, 'count')).toBe(44);
@@ -353,30 +364,53 @@ test.describe('two devices through a relay', () => {
   test('over HTTP, a request the relay never answers is given up and the write still arrives', async ({ browser }) => {
     // A request is given up after 20 s.
     test.setTimeout(60_000);
-    const config = configFor(relay.url, relay.token());
-    const a = await Device.open(browser, config);
-    const b = await Device.open(browser, config, null);
-    await b.context.addInitScript(() => {
-      Reflect.deleteProperty(window, 'WebSocket');
-    });
     // The first ask for the relay's limits (made before b's first push)
     // is held open, as a stuck proxy would: b must give it up (after 20 s)
     // rather than hold its writes behind it.
     let held = false;
-    await b.context.route('**/v1/limits', async (route) => {
-      if (!held) {
-        held = true;
-        return;
-      }
-      await route.continue();
-    });
-    await b.newPage('/');
-    await expect(b.relayLink()).toHaveText('HTTP fallback');
+    const [a, b] = await overHttp(browser, configFor(relay.url, relay.token()), (b) =>
+      b.context.route('**/v1/limits', async (route) => {
+        if (!held) {
+          held = true;
+          return;
+        }
+        await route.continue();
+      }),
+    );
     await b.increment(counter, 'count', 7);
     await expect.poll(() => held).toBe(true);
     await expect.poll(() => a.get(counter, 'count'), { timeout: 45_000 }).toBe(7);
     await expect(b.waiting()).toHaveText('0');
     a.expectNoErrors();
+  });
+
+  test('over HTTP alone, offline writes past a relay\'s push size and rate all arrive, each once', async ({ browser }) => {
+    // Its own relay, taking 3 ops a push and 5 a second (bursts of 10):
+    // 24 writes made while it is down must go as pushes it takes, paced to
+    // its rate, by the page's HTTP loop (a push of more than 3 is refused
+    // as too_many_ops for good, and one past the rate as rate_limited).
+    const limited = await new Relay(['--max-ops-per-push', '3', '--max-ops-per-second', '5']).start();
+    try {
+      const [a, b] = await overHttp(browser, configFor(limited.url, limited.token()));
+      await limited.kill();
+      const writes = 24;
+      for (let i = 0; i < writes; i += 1) await b.increment(counter, 'count', 1);
+      expect(await b.outbox()).toBe(writes);
+      await limited.restart();
+      // About 3 s at the relay's rate, more while the page finds it again.
+      await expect.poll(() => a.get(counter, 'count'), { timeout: 45_000 }).toBe(writes);
+      await expect(b.waiting()).toHaveText('0');
+      expect(await b.get(counter, 'count')).toBe(writes);
+      // No push went past the relay's limits, and no write was refused:
+      // either would show a notice.
+      await expect(b.notices()).toHaveCount(0);
+      const metrics = await (await fetch(limited.url.replace('ws:', 'http:') + '/metrics')).text();
+      expect(metrics).not.toMatch(/code="too_many_ops"/);
+      a.expectNoErrors();
+      b.expectNoErrors();
+    } finally {
+      await limited.stop();
+    }
   });
 
   test('no localStorage: every tab links itself, and each tab\'s writes reach the other device', async ({ browser }) => {

@@ -62,7 +62,7 @@ mod message;
 mod stream;
 
 pub use link::{
-    Link, LinkOutput, LinkStatus, MAX_OUTBOX, QueueError, Rebase, mark_refused_stale,
+    LimitsAsk, Link, LinkOutput, LinkStatus, MAX_OUTBOX, QueueError, Rebase, mark_refused_stale,
     write_outbox_entry,
 };
 pub use message::{

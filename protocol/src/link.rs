@@ -191,6 +191,21 @@ impl LinkOutput {
     }
 }
 
+/// An ask for the relay's limits over HTTP (see [`Link::http_limits`]),
+/// to hand back with its answer to [`Link::on_http_limits`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitsAsk {
+    /// The connection it was asked on.
+    connection: u64,
+}
+
+impl LimitsAsk {
+    /// The path to `GET`.
+    pub fn path(&self) -> &'static str {
+        "/v1/limits"
+    }
+}
+
 /// A sum or merge key whose ops the relay refused as stale, to re-base.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rebase {
@@ -365,12 +380,16 @@ pub struct Link {
     /// over HTTP); until then, this build's own limits.
     limits: Option<Limits>,
     /// Whether the relay answered the ask for its limits over HTTP for
-    /// good (with them, or as a relay from before the route), and whether
-    /// an ask is out.
+    /// good (with them, or as a relay from before the route), and the
+    /// connection whose ask is out, if one is.
     limits_settled: bool,
-    limits_asking: bool,
-    /// Before this, an ask that got no answer is not made again.
+    limits_asking: Option<u64>,
+    /// Before this, an ask that got no answer is not made again (on the
+    /// same connection: the next asks at once).
     limits_retry_at_ms: u64,
+    /// Connections ended so far: what tells an answer to an ask of an
+    /// earlier connection from one of this connection.
+    connections: u64,
     last_heard_ms: u64,
     last_ping_ms: u64,
     failures: u32,
@@ -521,8 +540,9 @@ impl Link {
             heartbeat_ms: DEFAULT_HEARTBEAT_MS,
             limits: None,
             limits_settled: false,
-            limits_asking: false,
+            limits_asking: None,
             limits_retry_at_ms: 0,
+            connections: 0,
             last_heard_ms: 0,
             last_ping_ms: 0,
             failures: 0,
@@ -785,6 +805,14 @@ impl Link {
     fn connection_ended(&mut self) {
         self.in_flight.clear();
         self.quota = None;
+        // The next connection on HTTP asks the relay's limits before its
+        // first push, however soon: an ask that failed (or is still out)
+        // on this one was made while the relay was down, or through a
+        // connection that is gone, and the relay may have come back with
+        // other limits (a push past them is refused as too_many_ops).
+        self.connections = self.connections.wrapping_add(1);
+        self.limits_asking = None;
+        self.limits_retry_at_ms = 0;
         // Resends the relay's rate limit paces keep their time and size:
         // the budget is the token subject's, and a socket to the same node
         // finds it as the last one left it (ops in flight on this one go
@@ -1641,17 +1669,19 @@ impl Link {
     /// frame size) would be refused again and again. Asked until the
     /// relay answers for good (see [`on_http_limits`](Self::on_http_limits)),
     /// one ask at a time, at most one every two seconds.
-    pub fn http_limits(&mut self, now_ms: u64) -> Option<&'static str> {
+    pub fn http_limits(&mut self, now_ms: u64) -> Option<LimitsAsk> {
         if self.limits.is_some()
             || self.limits_settled
-            || self.limits_asking
+            || self.limits_asking.is_some()
             || self.outbox.is_empty()
             || now_ms < self.limits_retry_at_ms
         {
             return None;
         }
-        self.limits_asking = true;
-        Some("/v1/limits")
+        self.limits_asking = Some(self.connections);
+        Some(LimitsAsk {
+            connection: self.connections,
+        })
     }
 
     /// The answer to [`http_limits`](Self::http_limits) at `now_ms`,
@@ -1660,21 +1690,33 @@ impl Link {
     /// or 405) leaves this build's limits, for good; a failure or an error
     /// page is asked again two seconds later, and a page that is not
     /// limits (a site's page for any path, a captive portal) a minute
-    /// later.
-    pub fn on_http_limits(&mut self, answer: Option<(u16, &str)>, now_ms: u64) {
-        self.limits_asking = false;
-        match answer {
+    /// later. An ask made on a connection that has ended since only
+    /// brings limits, if the relay said them: its failure says nothing of
+    /// this connection, which asks on its own.
+    pub fn on_http_limits(&mut self, ask: LimitsAsk, answer: Option<(u16, &str)>, now_ms: u64) {
+        let current = ask.connection == self.connections;
+        if current {
+            self.limits_asking = None;
+        }
+        let said = match answer {
             Some((200..=299, text)) => {
-                match gaesup_state_core::parse_untrusted::<Limits>(text, 1024, "limits") {
-                    Ok(limits) => {
-                        if self.limits.is_none() {
-                            self.limits = Some(limits);
-                        }
-                    }
-                    Err(_) => {
-                        self.limits_retry_at_ms = now_ms.saturating_add(LIMITS_RETRY_LATER_MS);
-                    }
-                }
+                gaesup_state_core::parse_untrusted::<Limits>(text, 1024, "limits").ok()
+            }
+            _ => None,
+        };
+        if let Some(limits) = said {
+            if self.limits.is_none() {
+                self.limits = Some(limits);
+            }
+            return;
+        }
+        if !current {
+            return;
+        }
+        match answer {
+            // A page that is not limits (a site's page for any path).
+            Some((200..=299, _)) => {
+                self.limits_retry_at_ms = now_ms.saturating_add(LIMITS_RETRY_LATER_MS);
             }
             Some((404 | 405, _)) => self.limits_settled = true,
             _ => self.limits_retry_at_ms = now_ms.saturating_add(LIMITS_RETRY_MS),
@@ -1780,6 +1822,7 @@ impl Link {
             // heard. Ask again.
             self.limits = None;
             self.limits_settled = false;
+            self.limits_retry_at_ms = 0;
         }
         if out
             .error
@@ -3604,7 +3647,6 @@ mod tests {
             }
             assert_eq!(link.status(), &LinkStatus::HttpFallback);
         };
-        const ASK: Option<&str> = Some("/v1/limits");
         // Nothing to push, nothing to ask.
         let (_, _, mut idle) = queued(0);
         to_http(&mut idle);
@@ -3613,19 +3655,23 @@ mod tests {
         to_http(&mut link);
         // One ask at a time; a failed one, or a proxy's error page, is
         // asked again two seconds later.
-        assert_eq!(link.http_limits(20), ASK);
+        let ask = link.http_limits(20).expect("asked");
+        assert_eq!(ask.path(), "/v1/limits");
         assert_eq!(link.http_limits(20), None, "one ask at a time");
-        link.on_http_limits(None, 30);
+        link.on_http_limits(ask, None, 30);
         assert_eq!(link.http_limits(30 + LIMITS_RETRY_MS - 1), None, "not yet");
-        assert_eq!(link.http_limits(30 + LIMITS_RETRY_MS), ASK);
-        link.on_http_limits(Some((502, "<html>Bad Gateway</html>")), 3_000);
-        assert_eq!(link.http_limits(3_000 + LIMITS_RETRY_MS), ASK);
+        let ask = link.http_limits(30 + LIMITS_RETRY_MS).expect("asked again");
+        link.on_http_limits(ask, Some((502, "<html>Bad Gateway</html>")), 3_000);
+        let ask = link
+            .http_limits(3_000 + LIMITS_RETRY_MS)
+            .expect("asked again");
         // The relay says them: five ops a push.
         let said = serde_json::to_string(&limits(5, 50)).unwrap();
-        link.on_http_limits(Some((200, &said)), 6_000);
+        link.on_http_limits(ask, Some((200, &said)), 6_000);
         assert_eq!(link.http_limits(9_000), None, "known");
         assert_eq!(ids_of(link.http_push(9_000)).len(), 5);
-        // A push past them (the relay restarted with others): asked again.
+        // A push past them (the relay restarted with others): asked again,
+        // at once even after an ask that failed just now.
         let refusal = ServerMessage::Error(crate::message::ErrorBody {
             code: crate::code::TOO_MANY_OPS.into(),
             message: "5 ops in one push; at most 2".into(),
@@ -3633,9 +3679,12 @@ mod tests {
         .encode()
         .unwrap();
         link.on_http(400, &refusal, 9_001, &mut storage);
-        assert_eq!(link.http_limits(9_001), ASK);
+        let ask = link.http_limits(9_001).expect("asked again");
+        link.on_http_limits(ask, None, 9_002);
+        link.on_http(400, &refusal, 9_003, &mut storage);
+        let ask = link.http_limits(9_003).expect("asked at once");
         // A relay from before the route: this build's limits, for good.
-        link.on_http_limits(Some((404, "not found")), 9_002);
+        link.on_http_limits(ask, Some((404, "not found")), 9_004);
         assert_eq!(link.http_limits(99_000), None);
         assert_eq!(ids_of(link.http_push(99_000)).len(), 12);
         // An answer that is not limits (a site's page for any path, a
@@ -3643,17 +3692,62 @@ mod tests {
         // later.
         let (_, _, mut other) = queued(12);
         to_http(&mut other);
-        assert_eq!(other.http_limits(20), ASK);
-        other.on_http_limits(Some((200, "<!doctype html><title>App</title>")), 20);
+        let ask = other.http_limits(20).expect("asked");
+        other.on_http_limits(ask, Some((200, "<!doctype html><title>App</title>")), 20);
         assert_eq!(other.limits, None);
         assert_eq!(other.http_limits(20 + LIMITS_RETRY_LATER_MS - 1), None);
-        assert_eq!(other.http_limits(20 + LIMITS_RETRY_LATER_MS), ASK);
+        assert!(other.http_limits(20 + LIMITS_RETRY_LATER_MS).is_some());
         // A late answer never replaces what a welcome said.
         let (mut storage, _, mut welcomed) = queued(12);
-        welcomed.on_open(0);
-        welcomed.on_text(&welcome_limits(10_000, limits(7, 50)), 0, &mut storage);
-        welcomed.on_http_limits(Some((200, &said)), 1);
+        to_http(&mut welcomed);
+        let ask = welcomed.http_limits(20).expect("asked");
+        welcomed.on_open(30);
+        welcomed.on_text(&welcome_limits(10_000, limits(7, 50)), 30, &mut storage);
+        welcomed.on_http_limits(ask, Some((200, &said)), 40);
         assert_eq!(welcomed.limits, Some(limits(7, 50)));
+    }
+
+    #[test]
+    fn an_ask_for_limits_from_a_connection_gone_neither_holds_nor_delays_the_next() {
+        let to_http = |link: &mut Link, now: u64| {
+            for now in [now, now + 10] {
+                link.connecting();
+                link.on_close(0.5, now);
+            }
+            assert_eq!(link.status(), &LinkStatus::HttpFallback);
+        };
+        // The relay goes down while the link is on HTTP with ops to push:
+        // a pull finds nobody (the connection ends), then the ask out
+        // finds nobody either.
+        let (_, _, mut link) = queued(12);
+        to_http(&mut link, 0);
+        let lost = link.http_limits(20).expect("asked");
+        link.on_http_failed(0.5);
+        link.on_http_limits(lost, None, 30);
+        // The relay is back a moment later: the next connection asks
+        // before it pushes, whatever the failure just now said.
+        to_http(&mut link, 1_000);
+        let ask = link.http_limits(1_020).expect("asked at once");
+        // Nor does an ask still out from the connection before hold it:
+        // it asks on its own, and the old one's failure changes nothing.
+        let (_, _, mut held) = queued(12);
+        to_http(&mut held, 0);
+        let stuck = held.http_limits(20).expect("asked");
+        held.on_http_failed(0.5);
+        to_http(&mut held, 1_000);
+        let fresh = held
+            .http_limits(1_020)
+            .expect("asked on the new connection");
+        held.on_http_limits(stuck, None, 21_000);
+        assert_eq!(held.http_limits(21_000), None, "its own ask is still out");
+        // An old ask that brings the limits is as good as any.
+        let said = serde_json::to_string(&limits(5, 50)).unwrap();
+        link.on_http_limits(lost, Some((200, &said)), 1_030);
+        assert_eq!(link.limits, Some(limits(5, 50)));
+        link.on_http_limits(ask, Some((502, "Bad Gateway")), 1_040);
+        assert_eq!(link.limits, Some(limits(5, 50)));
+        held.on_http_limits(fresh, Some((200, &said)), 21_010);
+        assert_eq!(ids_of(held.http_push(21_010)).len(), 5);
     }
 
     #[test]

@@ -349,12 +349,13 @@ impl Browser {
         }
         if self.link.status() == &LinkStatus::HttpFallback {
             // As the browser's push loop does: the relay's limits first.
-            if let Some(path) = self.link.http_limits(now_ms()) {
-                let answer = support::try_http("GET", relay.url(path), Some(main_rw()), None).await;
+            if let Some(ask) = self.link.http_limits(now_ms()) {
+                let answer =
+                    support::try_http("GET", relay.url(ask.path()), Some(main_rw()), None).await;
                 let answer = answer
                     .as_ref()
                     .map(|(status, text)| (*status, text.as_str()));
-                self.link.on_http_limits(answer, now_ms());
+                self.link.on_http_limits(ask, answer, now_ms());
             }
             let mut requests = Vec::new();
             if let Some(body) = self.link.http_push(now_ms()) {

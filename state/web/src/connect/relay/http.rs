@@ -125,24 +125,25 @@ pub(super) async fn push_loop(weak: Weak<Remote>, generation: u64) {
             let Some(remote) = weak.upgrade() else {
                 return;
             };
-            let path = remote
+            let ask = remote
                 .with_link(|link, _| link.http_limits(now_ms()))
                 .flatten();
-            path.map(|path| {
+            ask.map(|ask| {
                 (
-                    remote.config.http_url(path),
+                    ask,
+                    remote.config.http_url(ask.path()),
                     remote.config.token().to_owned(),
                 )
             })
         };
-        if let Some((url, token)) = ask {
+        if let Some((ask, url, token)) = ask {
             let answer = wire::request("GET", &url, &token, None, ANSWER_WITHIN_MS).await;
             if let Some(remote) = weak.upgrade() {
                 let answer = answer
                     .as_ref()
                     .ok()
                     .map(|(status, text)| (*status, text.as_str()));
-                remote.with_link(|link, _| link.on_http_limits(answer, now_ms()));
+                remote.with_link(|link, _| link.on_http_limits(ask, answer, now_ms()));
             }
         }
         let request = {
