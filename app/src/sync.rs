@@ -71,17 +71,10 @@ pub fn connect_all(managers: &Managers) -> SyncStatuses {
     // The connections detach when dropped; keep them for the app's life.
     StoredValue::new_local(live);
     // Other devices: the relay named by relay.json beside the app, if any
-    // (the deployment's choice, not the build's). With none, the app makes
-    // no request beyond this one file.
-    leptos::task::spawn_local(async move {
-        match gaesup_state_web::fetch_relay_config(RELAY_CONFIG).await {
-            Ok(Some(config)) => relays.iter().for_each(|relay| relay.attach(config.clone())),
-            Ok(None) => relays.iter().for_each(|relay| relay.none(None)),
-            Err(problem) => relays
-                .iter()
-                .for_each(|relay| relay.none(Some(problem.clone()))),
-        }
-    });
+    // (the deployment's choice, not the build's), asked for again while it
+    // cannot be fetched. With none, the app makes no request beyond this
+    // one file.
+    leptos::task::spawn_local(gaesup_state_web::follow_relay_config(RELAY_CONFIG, relays));
     SyncStatuses(Arc::new(statuses))
 }
 

@@ -413,6 +413,34 @@ test.describe('two devices through a relay', () => {
     }
   });
 
+  test('relay.json unreachable at first: asked for again, and writes made meanwhile (a reload among them) reach the other device', async ({ browser }) => {
+    const config = configFor(relay.url, relay.token());
+    const a = await Device.open(browser, config);
+    const b = await Device.open(browser, config, null);
+    // A network that fails relay.json (as a flaky connection or a server
+    // answering 503 would) until the test lets it through.
+    let reachable = false;
+    await b.context.unroute('**/relay.json');
+    await b.context.route('**/relay.json', (route) =>
+      reachable ? route.fulfill({ json: config }) : route.abort('connectionfailed'),
+    );
+    await b.newPage('/');
+    await expect(b.notices().filter({ hasText: "The relay's configuration could not be fetched" })).toHaveCount(1);
+    await b.increment(counter, 'count', 5);
+    // In the outbox already, not only in the page: a reload keeps it.
+    expect(await b.outbox()).toBe(1);
+    await b.reload();
+    await b.increment(counter, 'count', 20);
+    expect(await b.outbox()).toBe(2);
+    reachable = true;
+    // Asked again within 30 s (backoff from one second).
+    await expect.poll(() => a.get(counter, 'count'), { timeout: 45_000 }).toBe(25);
+    await expect(b.relayLink()).toHaveText('connected');
+    await expect(b.waiting()).toHaveText('0');
+    a.expectNoErrors();
+    b.expectNoErrors();
+  });
+
   test('no localStorage: every tab links itself, and each tab\'s writes reach the other device', async ({ browser }) => {
     const config = configFor(relay.url, relay.token());
     const a = await Device.open(browser, config);
@@ -507,6 +535,26 @@ test.describe('no relay, or a broken one', () => {
     expect(requests.filter((url) => !url.startsWith(origin) && !url.startsWith('data:'))).toEqual([]);
     expect(sockets).toEqual([]);
     expect(await page.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith('gaesup/outbox/')))).toEqual([]);
+    await context.close();
+  });
+
+  test('writes made while relay.json is read wait in the outbox, and leave it when it names no relay', async ({ browser }) => {
+    const context = await browser.newContext();
+    // relay.json answers only once the page has written.
+    let answer: (() => void) | null = null;
+    await context.route('**/relay.json', (route) => {
+      answer = () => void route.fulfill({ json: {} });
+    });
+    const page = await context.newPage();
+    await page.goto('/');
+    await page.waitForFunction(() => window.gaesup !== undefined);
+    await page.evaluate(() => window.gaesup.unit('main/lobby/counter').increment('count', 1));
+    const outbox = () => page.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith('gaesup/outbox/')).length);
+    expect(await outbox()).toBe(1);
+    await expect.poll(() => answer !== null).toBe(true);
+    answer!();
+    await expect.poll(outbox).toBe(0);
+    expect(await page.evaluate(() => window.gaesup.unit('main/lobby/counter').get('count'))).toBe(1);
     await context.close();
   });
 

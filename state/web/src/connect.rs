@@ -23,9 +23,9 @@ use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
 
 use gaesup_state::{StateManager, SyncStatus};
-use gaesup_state_core::{ApartmentId, Lifetime};
+use gaesup_state_core::{ApartmentId, Lifetime, Storage};
 use gloo_events::EventListener;
-use leptos::prelude::Set;
+use leptos::prelude::{Set, WithUntracked};
 use wasm_bindgen::closure::Closure;
 use web_sys::{Document, Window};
 
@@ -35,7 +35,7 @@ use crate::storage::BrowserStorage;
 pub use options::{ConnectOptions, TransportChoice, TransportKind};
 #[cfg(feature = "js")]
 pub(crate) use relay::relay_status;
-pub use relay::{RelayConfig, fetch_relay_config};
+pub use relay::{RelayConfig, RelayConfigError, fetch_relay_config, follow_relay_config};
 
 /// Connects `manager` to this page's storages and to the other tabs of
 /// `apartment`; see [`connect_browser_with_options`].
@@ -230,8 +230,9 @@ impl RelayHandle {
     }
 
     /// No relay: ops waiting for the configuration are forgotten (they are
-    /// applied and saved on this device as always); `problem` (a
-    /// configuration that could not be read) becomes a notice.
+    /// applied and saved on this device as always), and taken out of the
+    /// outbox in `localStorage`; `problem` (a configuration that could not
+    /// be read) becomes a notice.
     pub fn none(&self, problem: Option<String>) {
         let Some(inner) = self.0.upgrade() else {
             return;
@@ -239,12 +240,64 @@ impl RelayHandle {
         if matches!(&*inner.relay.borrow(), relay::RelayState::Attached(_)) {
             return;
         }
-        inner.relay.replace(relay::RelayState::None);
+        if let relay::RelayState::Waiting(early) = inner.relay.replace(relay::RelayState::None)
+            && let Ok(mut storage) = BrowserStorage::local()
+        {
+            for op in early {
+                let _ = storage.remove(&format!(
+                    "{}{}",
+                    gaesup_protocol::link::OUTBOX_PREFIX,
+                    op.id
+                ));
+            }
+        }
+        inner.writer.relay.set(gaesup_state::RelayStatus::off());
         let _ = inner.manager.set_backlog(None);
         if let Some(problem) = problem {
             inner.writer.notice(format!(
                 "No sync with other devices: {problem}. This device keeps working and syncs between its own tabs."
             ));
         }
+    }
+
+    /// The configuration cannot be fetched for now (`problem`), and is
+    /// asked for again in `retry_ms`: ops bound for a relay go on
+    /// waiting, in the outbox in `localStorage`, and the first time this
+    /// is said it becomes a notice.
+    pub fn unreachable(&self, problem: &str, retry_ms: u32) {
+        let Some(inner) = self.0.upgrade() else {
+            return;
+        };
+        let waiting = match &mut *inner.relay.borrow_mut() {
+            relay::RelayState::Attached(_) => return,
+            // Connected without `expect_relay`: ops wait from now on.
+            state @ relay::RelayState::None => {
+                *state = relay::RelayState::Waiting(Vec::new());
+                0
+            }
+            relay::RelayState::Waiting(early) => early.len(),
+        };
+        let first = inner
+            .writer
+            .relay
+            .with_untracked(|status| !status.is_configured());
+        inner.writer.relay.set(gaesup_state::RelayStatus {
+            link: format!(
+                "waiting for the relay's configuration (asked again in {} s)",
+                retry_ms.div_ceil(1_000)
+            ),
+            waiting,
+            ..gaesup_state::RelayStatus::default()
+        });
+        if first {
+            inner.writer.notice(format!(
+                "The relay's configuration could not be fetched ({problem}); it is asked for again, and changes wait in the outbox meanwhile."
+            ));
+        }
+    }
+
+    /// Whether the connection is still there.
+    pub fn is_live(&self) -> bool {
+        self.0.strong_count() > 0
     }
 }

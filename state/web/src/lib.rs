@@ -53,19 +53,17 @@
 //!
 //! [`RelayHandle::attach`] (from [`WebSync::relay`]) links a connection to
 //! a relay named by a [`RelayConfig`] (read from `relay.json` with
-//! [`fetch_relay_config`]): one tab per browser and apartment holds the
-//! link (Web Locks), every tab writes its persistent ops to an outbox in
-//! `localStorage` first, and the link falls back to HTTP when WebSockets
-//! fail. Connect with [`ConnectOptions::expect_relay`] so writes made while
-//! the configuration is read wait for it.
+//! [`fetch_relay_config`], or followed with [`follow_relay_config`], which
+//! asks again while it cannot be fetched): one tab per browser and
+//! apartment holds the link (Web Locks), every tab writes its persistent
+//! ops to an outbox in `localStorage` first, and the link falls back to
+//! HTTP when WebSockets fail. Connect with
+//! [`ConnectOptions::expect_relay`] so writes made while the configuration
+//! is read wait for it.
 //!
 //! ```no_run
 //! # async fn f(sync: gaesup_state_web::WebSync) {
-//! match gaesup_state_web::fetch_relay_config("relay.json").await {
-//!     Ok(Some(config)) => sync.relay().attach(config),
-//!     Ok(None) => sync.relay().none(None),
-//!     Err(problem) => sync.relay().none(Some(problem)),
-//! }
+//! gaesup_state_web::follow_relay_config("relay.json", vec![sync.relay()]).await;
 //! # }
 //! ```
 //!
@@ -101,8 +99,9 @@ mod transport;
 pub use gaesup_state::SyncStatus;
 
 pub use connect::{
-    ConnectOptions, RelayConfig, RelayHandle, TransportChoice, TransportKind, WebSync,
-    connect_browser, connect_browser_with_options, fetch_relay_config,
+    ConnectOptions, RelayConfig, RelayConfigError, RelayHandle, TransportChoice, TransportKind,
+    WebSync, connect_browser, connect_browser_with_options, fetch_relay_config,
+    follow_relay_config,
 };
 pub use error::{Result, WebError};
 #[cfg(feature = "js")]

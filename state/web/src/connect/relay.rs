@@ -46,7 +46,7 @@ use gloo_timers::callback::{Interval, Timeout};
 use wasm_bindgen::JsCast;
 use web_sys::{BroadcastChannel, MessageEvent};
 
-pub use config::{RelayConfig, fetch_relay_config};
+pub use config::{RelayConfig, RelayConfigError, fetch_relay_config, follow_relay_config};
 
 use super::Inner;
 use crate::storage::BrowserStorage;

@@ -140,31 +140,127 @@ impl RelayConfig {
     }
 }
 
+/// Why `relay.json` gave no configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayConfigError {
+    /// It could not be fetched now: the network failed, or the server
+    /// answered that it is busy or broken (408, 429, 5xx). Asking again
+    /// later may bring it.
+    Unreachable(String),
+    /// It answered with something that is not a configuration (or an
+    /// error status that asking again does not change).
+    Invalid(String),
+}
+
+impl std::fmt::Display for RelayConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unreachable(problem) | Self::Invalid(problem) => f.write_str(problem),
+        }
+    }
+}
+
+impl std::error::Error for RelayConfigError {}
+
+impl RelayConfigError {
+    /// What an HTTP status other than 2xx and 404 says of the file at
+    /// `path`: worth asking again, or not.
+    fn of_status(path: &str, status: u16) -> Self {
+        let problem = format!("{path} answered HTTP {status}");
+        if matches!(status, 408 | 429 | 500..=599) {
+            Self::Unreachable(problem)
+        } else {
+            Self::Invalid(problem)
+        }
+    }
+}
+
 /// Fetches and parses the relay configuration at `path` (relative to the
-/// page's base URL). A missing file (404) means no relay; anything else
-/// that is not a configuration is an error to show, and the app then
-/// syncs between tabs only.
-pub async fn fetch_relay_config(path: &str) -> Result<Option<RelayConfig>, String> {
-    let window = web_sys::window().ok_or("no window")?;
+/// page's base URL). A missing file (404) means no relay; a network
+/// failure or a server that is busy or broken is
+/// [`RelayConfigError::Unreachable`] (see [`follow_relay_config`], which
+/// asks again); anything else that is not a configuration is
+/// [`RelayConfigError::Invalid`], an error to show, and the app then syncs
+/// between tabs only.
+pub async fn fetch_relay_config(path: &str) -> Result<Option<RelayConfig>, RelayConfigError> {
+    let window = web_sys::window().ok_or(RelayConfigError::Invalid("no window".to_owned()))?;
     let response = JsFuture::from(window.fetch_with_str(path))
         .await
-        .map_err(|err| format!("{path} could not be fetched ({})", describe(&err)))?;
-    let response: web_sys::Response = response
-        .dyn_into()
-        .map_err(|_| format!("{path}: fetch did not answer a response"))?;
+        .map_err(|err| {
+            RelayConfigError::Unreachable(format!(
+                "{path} could not be fetched ({})",
+                describe(&err)
+            ))
+        })?;
+    let response: web_sys::Response = response.dyn_into().map_err(|_| {
+        RelayConfigError::Invalid(format!("{path}: fetch did not answer a response"))
+    })?;
     if response.status() == 404 {
         return Ok(None);
     }
     if !response.ok() {
-        return Err(format!("{path} answered HTTP {}", response.status()));
+        return Err(RelayConfigError::of_status(path, response.status()));
     }
     let text = response
         .text()
-        .map_err(|err| describe(&err))
+        .map_err(|err| RelayConfigError::Invalid(describe(&err)))
         .map(JsFuture::from)?
         .await
-        .map_err(|err| format!("{path} could not be read ({})", describe(&err)))?;
-    RelayConfig::parse(&text.as_string().unwrap_or_default())
+        .map_err(|err| {
+            RelayConfigError::Unreachable(format!("{path} could not be read ({})", describe(&err)))
+        })?;
+    RelayConfig::parse(&text.as_string().unwrap_or_default()).map_err(RelayConfigError::Invalid)
+}
+
+/// The first wait before `relay.json` is asked for again, doubled after
+/// each failure up to [`CONFIG_RETRY_MAX_MS`].
+const CONFIG_RETRY_MS: u32 = 1_000;
+const CONFIG_RETRY_MAX_MS: u32 = 30_000;
+
+/// Reads the relay configuration at `path` for every connection of
+/// `relays` and tells each what it says ([`RelayHandle::attach`], or
+/// [`RelayHandle::none`]). While it cannot be fetched
+/// ([`RelayConfigError::Unreachable`]: the network or the server failed
+/// for now), each is told so ([`RelayHandle::unreachable`]: writes wait in
+/// the outbox in `localStorage`, not only in this page) and it is asked
+/// again, a second later and then twice as long each time, up to 30 s,
+/// until it answers or no connection is left.
+///
+/// ```no_run
+/// # async fn f(sync: gaesup_state_web::WebSync) {
+/// gaesup_state_web::follow_relay_config("relay.json", vec![sync.relay()]).await;
+/// # }
+/// ```
+///
+/// [`RelayHandle::attach`]: crate::RelayHandle::attach
+/// [`RelayHandle::none`]: crate::RelayHandle::none
+/// [`RelayHandle::unreachable`]: crate::RelayHandle::unreachable
+pub async fn follow_relay_config(path: &str, relays: Vec<crate::RelayHandle>) {
+    let mut wait = CONFIG_RETRY_MS;
+    loop {
+        let answer = fetch_relay_config(path).await;
+        let relays = relays.iter().filter(|relay| relay.is_live());
+        match answer {
+            Ok(Some(config)) => relays.for_each(|relay| relay.attach(config.clone())),
+            Ok(None) => relays.for_each(|relay| relay.none(None)),
+            Err(RelayConfigError::Invalid(problem)) => {
+                relays.for_each(|relay| relay.none(Some(problem.clone())));
+            }
+            Err(RelayConfigError::Unreachable(problem)) => {
+                let mut any = false;
+                for relay in relays {
+                    relay.unreachable(&problem, wait);
+                    any = true;
+                }
+                if any {
+                    gloo_timers::future::TimeoutFuture::new(wait).await;
+                    wait = wait.saturating_mul(2).min(CONFIG_RETRY_MAX_MS);
+                    continue;
+                }
+            }
+        }
+        return;
+    }
 }
 
 /// A thrown JavaScript value in words.
@@ -196,6 +292,28 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(small.outbox_limit(), 3);
+    }
+
+    #[test]
+    fn a_busy_or_broken_server_is_asked_again_and_other_statuses_are_not() {
+        for status in [408, 429, 500, 502, 503, 504] {
+            assert!(
+                matches!(
+                    RelayConfigError::of_status("relay.json", status),
+                    RelayConfigError::Unreachable(_)
+                ),
+                "{status}"
+            );
+        }
+        for status in [301, 400, 401, 403, 405, 410, 418] {
+            assert!(
+                matches!(
+                    RelayConfigError::of_status("relay.json", status),
+                    RelayConfigError::Invalid(_)
+                ),
+                "{status}"
+            );
+        }
     }
 
     #[test]

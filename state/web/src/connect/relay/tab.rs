@@ -218,7 +218,19 @@ impl Inner {
         match &mut *state {
             RelayState::None => {}
             RelayState::Waiting(early) => {
-                early.extend(group.ops.iter().filter(|op| self.relayable(op)).cloned());
+                // Into the outbox in localStorage as well, as every tab's
+                // ops go once a relay is attached: a page closed before
+                // the configuration comes (or while it cannot be fetched)
+                // loses none, and the tab holding the link (if another
+                // has one) takes them. Taken out again if no relay comes.
+                let mut storage = BrowserStorage::local().ok();
+                for op in group.ops.iter().filter(|op| self.relayable(op)) {
+                    if let Some(storage) = storage.as_mut() {
+                        // A refusal (full, say) leaves it in this page.
+                        let _ = write_outbox_entry(op, storage);
+                    }
+                    early.push(op.clone());
+                }
                 // Bounded like the outbox they are bound for.
                 if early.len() >= MAX_OUTBOX {
                     let _ = self.manager.set_backlog(Some(early.len()));
