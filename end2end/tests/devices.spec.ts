@@ -517,6 +517,31 @@ test.describe('a relay that cannot be used', () => {
       a.expectNoErrors();
     });
   }
+
+  test('a token that expires, then replaced in relay.json: the open page takes the new one and sends what waited', async ({ browser }) => {
+    let config = configFor(relay.url, relay.token({ ttl: 0 }));
+    const a = await Device.open(browser, config, null);
+    await a.context.unroute('**/relay.json');
+    await a.context.route('**/relay.json', (route) => route.fulfill({ json: config }));
+    await a.newPage('/');
+    // A second tab, which waits for the one holding the link.
+    const second = await a.newPage('/');
+    await expect(a.relayLink()).toHaveText('refused: token expired');
+    await a.increment(counter, 'count', 6, second);
+    await expect(a.waiting()).toHaveText('1');
+    // The deployment rotates the token; nobody reloads.
+    config = configFor(relay.url, relay.token());
+    const b = await Device.open(browser, config);
+    await expect(b.relayLink()).toHaveText('connected');
+    // Read again 5 s after the refusal, then 10 s, 20 s…
+    await expect.poll(() => b.get(counter, 'count'), { timeout: 45_000 }).toBe(6);
+    for (const page of a.pages) await expect(a.relayLink(page)).toHaveText('connected');
+    await expect(a.waiting()).toHaveText('0');
+    await b.increment(counter, 'count', 1);
+    for (const page of a.pages) await expect.poll(() => a.get(counter, 'count', page)).toBe(7);
+    a.expectNoErrors();
+    b.expectNoErrors();
+  });
 });
 
 test.describe('no relay, or a broken one', () => {

@@ -1849,13 +1849,18 @@ impl Link {
             self.socket_unproven = false;
             self.socket_retry_at_ms = Some(0);
         }
-        // A bad or expired token ends the link; a stream the token may not
-        // read (403) ends only the pulls of that stream (see
-        // [`forbid`](Self::forbid)).
-        if status == 401 && !matches!(self.status, LinkStatus::Refused(_)) {
-            if let Some((code, _)) = &out.error {
-                self.status = LinkStatus::Refused(code.clone());
-            }
+        // A bad or expired token ends the link, when the relay says so: a
+        // 401 page of something in between (a gateway asking for its own
+        // login) says nothing of the token, and is an error like any
+        // other. A stream the token may not read (403) ends only the
+        // pulls of that stream (see [`forbid`](Self::forbid)).
+        if status == 401
+            && !matches!(self.status, LinkStatus::Refused(_))
+            && let Some((code, _)) = out.error.as_ref().filter(|(code, _)| {
+                code == crate::code::UNAUTHORIZED || code == crate::code::TOKEN_EXPIRED
+            })
+        {
+            self.status = LinkStatus::Refused(code.clone());
             out.close = true;
         }
         out
@@ -2591,6 +2596,11 @@ mod tests {
         let mut link = self::link(&storage);
         link.on_close(0.0, 0);
         link.on_close(0.0, 1);
+        // A 401 page of something in between (a gateway's own login) is
+        // an error, not the relay refusing the token: the link goes on.
+        let gateway = link.on_http(401, "<html><h1>Sign in</h1></html>", 2, &mut storage);
+        assert!(gateway.error.is_some() && !gateway.close);
+        assert_eq!(link.status(), &LinkStatus::HttpFallback);
         // A bad token still ends it.
         let unauthorized = ServerMessage::Error(crate::message::ErrorBody {
             code: crate::code::UNAUTHORIZED.into(),

@@ -300,4 +300,16 @@ impl RelayHandle {
     pub fn is_live(&self) -> bool {
         self.0.strong_count() > 0
     }
+
+    /// Whether the relay refused the connection's token (bad, expired or
+    /// revoked), as the tab holding the link said last: only another
+    /// configuration links it again.
+    pub fn is_refused(&self) -> bool {
+        self.0.upgrade().is_some_and(|inner| {
+            inner
+                .writer
+                .relay
+                .with_untracked(|status| status.link.starts_with("refused"))
+        })
+    }
 }

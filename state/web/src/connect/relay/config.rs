@@ -216,15 +216,29 @@ pub async fn fetch_relay_config(path: &str) -> Result<Option<RelayConfig>, Relay
 /// each failure up to [`CONFIG_RETRY_MAX_MS`].
 const CONFIG_RETRY_MS: u32 = 1_000;
 const CONFIG_RETRY_MAX_MS: u32 = 30_000;
+/// How often linked connections are looked at for a token the relay
+/// refused.
+const REFUSED_LOOK_MS: u32 = 5_000;
+/// The first wait before `relay.json` is read again for a refused token,
+/// doubled each time it holds the same one, up to
+/// [`REFUSED_RETRY_MAX_MS`].
+const REFUSED_RETRY_MS: u32 = 5_000;
+const REFUSED_RETRY_MAX_MS: u32 = 300_000;
 
 /// Reads the relay configuration at `path` for every connection of
 /// `relays` and tells each what it says ([`RelayHandle::attach`], or
-/// [`RelayHandle::none`]). While it cannot be fetched
-/// ([`RelayConfigError::Unreachable`]: the network or the server failed
-/// for now), each is told so ([`RelayHandle::unreachable`]: writes wait in
-/// the outbox in `localStorage`, not only in this page) and it is asked
-/// again, a second later and then twice as long each time, up to 30 s,
-/// until it answers or no connection is left.
+/// [`RelayHandle::none`]), for as long as one of them is live:
+///
+/// - While it cannot be fetched ([`RelayConfigError::Unreachable`]: the
+///   network or the server failed for now), each is told so
+///   ([`RelayHandle::unreachable`]: writes wait in the outbox in
+///   `localStorage`, not only in this page) and it is asked again, a
+///   second later and then twice as long each time, up to 30 s.
+/// - Once linked, while the relay refuses a connection's token (expired,
+///   revoked: [`RelayHandle::is_refused`]) it is read again, 5 s later and
+///   then twice as long each time up to five minutes, and a configuration
+///   that changed (a deployment that rotated the token) links every
+///   connection again with it; what waited in the outbox then goes.
 ///
 /// ```no_run
 /// # async fn f(sync: gaesup_state_web::WebSync) {
@@ -235,31 +249,50 @@ const CONFIG_RETRY_MAX_MS: u32 = 30_000;
 /// [`RelayHandle::attach`]: crate::RelayHandle::attach
 /// [`RelayHandle::none`]: crate::RelayHandle::none
 /// [`RelayHandle::unreachable`]: crate::RelayHandle::unreachable
+/// [`RelayHandle::is_refused`]: crate::RelayHandle::is_refused
 pub async fn follow_relay_config(path: &str, relays: Vec<crate::RelayHandle>) {
+    let live = || relays.iter().filter(|relay| relay.is_live());
+    let sleep = |ms: u32| gloo_timers::future::TimeoutFuture::new(ms);
     let mut wait = CONFIG_RETRY_MS;
-    loop {
-        let answer = fetch_relay_config(path).await;
-        let relays = relays.iter().filter(|relay| relay.is_live());
-        match answer {
-            Ok(Some(config)) => relays.for_each(|relay| relay.attach(config.clone())),
-            Ok(None) => relays.for_each(|relay| relay.none(None)),
+    let mut linked = loop {
+        if live().next().is_none() {
+            return;
+        }
+        match fetch_relay_config(path).await {
+            Ok(Some(config)) => {
+                live().for_each(|relay| relay.attach(config.clone()));
+                break config;
+            }
+            Ok(None) => return live().for_each(|relay| relay.none(None)),
             Err(RelayConfigError::Invalid(problem)) => {
-                relays.for_each(|relay| relay.none(Some(problem.clone())));
+                return live().for_each(|relay| relay.none(Some(problem.clone())));
             }
             Err(RelayConfigError::Unreachable(problem)) => {
-                let mut any = false;
-                for relay in relays {
-                    relay.unreachable(&problem, wait);
-                    any = true;
-                }
-                if any {
-                    gloo_timers::future::TimeoutFuture::new(wait).await;
-                    wait = wait.saturating_mul(2).min(CONFIG_RETRY_MAX_MS);
-                    continue;
-                }
+                live().for_each(|relay| relay.unreachable(&problem, wait));
+                sleep(wait).await;
+                wait = wait.saturating_mul(2).min(CONFIG_RETRY_MAX_MS);
             }
         }
-        return;
+    };
+    let mut wait = REFUSED_RETRY_MS;
+    loop {
+        if live().next().is_none() {
+            return;
+        }
+        if !live().any(crate::RelayHandle::is_refused) {
+            wait = REFUSED_RETRY_MS;
+            sleep(REFUSED_LOOK_MS).await;
+            continue;
+        }
+        sleep(wait).await;
+        wait = wait.saturating_mul(2).min(REFUSED_RETRY_MAX_MS);
+        if let Ok(Some(config)) = fetch_relay_config(path).await
+            && config != linked
+        {
+            live().for_each(|relay| relay.attach(config.clone()));
+            linked = config;
+            wait = REFUSED_RETRY_MS;
+        }
     }
 }
 
