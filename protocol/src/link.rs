@@ -1661,6 +1661,23 @@ impl Link {
         }
     }
 
+    /// The last piece of a snapshot of `stream` at `seq` was merged and
+    /// saved: later sessions resume after `seq`, even where the cursor was
+    /// further on. The relay answers a cursor past its head with a
+    /// snapshot (its store was restored from an older backup, or
+    /// `relay.json` names another relay, or a broken relay once said a
+    /// wrong number): the ops that follow it come under numbers the old
+    /// cursor already passed, and kept there, the next session would skip
+    /// them. (Where the cursor was behind, this is
+    /// [`save_cursor`](Self::save_cursor).)
+    pub fn snapshot_saved(&mut self, stream: &StreamId, seq: u64, storage: &mut dyn Storage) {
+        self.covered.remove(stream);
+        let cursor = self.cursors.get_or_default(stream.clone());
+        *cursor = seq;
+        let stored = self.pins.get(stream).map_or(seq, |pin| seq.min(*pin));
+        let _ = storage.set(&format!("{CURSOR_PREFIX}{stream}"), &stored.to_string());
+    }
+
     // ----- HTTP fallback ------------------------------------------------
 
     /// The path to ask the relay's limits at (`GET`, before a push), while
@@ -2610,6 +2627,25 @@ mod tests {
         .unwrap();
         assert!(link.on_http(401, &unauthorized, 3, &mut storage).close);
         assert!(matches!(link.status(), LinkStatus::Refused(_)));
+    }
+
+    #[test]
+    fn a_whole_snapshot_sets_the_cursor_back_where_it_was_further_on() {
+        let mut storage = MemoryStorage::new();
+        let mut link = link(&storage);
+        let main: StreamId = "apartment:main".parse().unwrap();
+        link.save_cursor(&main, 5_000, &mut storage);
+        // Ops go no further back; a snapshot of a relay at 40 does.
+        link.save_cursor(&main, 40, &mut storage);
+        assert_eq!(link.cursor(&main), 5_000);
+        link.snapshot_saved(&main, 40, &mut storage);
+        assert_eq!(link.cursor(&main), 40);
+        assert_eq!(self::link(&storage).cursor(&main), 40);
+        assert!(link.http_pull(&main, 0).contains("cursor=40&"));
+        // Still stored no further than a pin.
+        link.pin_cursor(&main, 30);
+        link.snapshot_saved(&main, 35, &mut storage);
+        assert_eq!(self::link(&storage).cursor(&main), 30);
     }
 
     #[test]

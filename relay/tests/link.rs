@@ -137,7 +137,8 @@ impl Browser {
         self.save();
         let frames = self.link.queue(op, &mut self.storage).unwrap();
         assert!(frames.is_empty() || self.socket.is_some());
-        self.pending = frames;
+        // Pushes of earlier writes not sent yet go too.
+        self.pending.extend(frames);
     }
 
     /// Writes the shared note, as [`count`](Self::count) increments.
@@ -146,7 +147,8 @@ impl Browser {
         self.save();
         let frames = self.link.queue(op, &mut self.storage).unwrap();
         assert!(frames.is_empty() || self.socket.is_some());
-        self.pending = frames;
+        // Pushes of earlier writes not sent yet go too.
+        self.pending.extend(frames);
     }
 
     /// Declares the key `name` as a page does when its unit shows: then
@@ -167,7 +169,8 @@ impl Browser {
         self.save();
         let frames = self.link.queue(op, &mut self.storage).unwrap();
         assert!(frames.is_empty() || self.socket.is_some());
-        self.pending = frames;
+        // Pushes of earlier writes not sent yet go too.
+        self.pending.extend(frames);
     }
 
     fn save(&mut self) {
@@ -252,7 +255,7 @@ impl Browser {
             // merged (the link set its number).
             if !snapshot.more {
                 self.link
-                    .save_cursor(&snapshot.stream, snapshot.seq, &mut self.storage);
+                    .snapshot_saved(&snapshot.stream, snapshot.seq, &mut self.storage);
             }
         }
         out.absorb(self.link.settle(&mut self.storage));
@@ -541,6 +544,53 @@ async fn offline_edits_survive_a_reload_and_reach_another_device(backend: Backen
                 .await;
             assert_eq!(a.value(), json!(9));
             assert_eq!(a.device.store.states(), b.device.store.states());
+        })
+        .await;
+}
+
+/// A device whose cursor is past the relay's head (the relay's store was
+/// restored from an older backup, or relay.json now names another relay)
+/// takes the relay's snapshot, and after a reload every op that followed
+/// it, under numbers its old cursor had already passed.
+async fn a_cursor_past_the_relay_s_head_starts_again_from_its_snapshot(backend: Backend) {
+    tokio::task::LocalSet::new()
+        .run_until(async {
+            let mut old = Relay::on(backend, &[]);
+            let mut a = Browser::new(1, Some(main_rw()));
+            for _ in 0..5 {
+                a.count(1);
+            }
+            a.pump_until(&old, "A's five counts are in", Browser::flushed)
+                .await;
+            a.pump_until(&old, "A heard its own counts", Browser::heard_own_writes)
+                .await;
+            // Another relay, with less in it: one op.
+            old.kill();
+            let new = Relay::on(backend, &[]);
+            let mut b = Browser::new(2, Some(main_rw()));
+            b.count(10);
+            b.pump_until(&new, "B's count is in", Browser::flushed)
+                .await;
+            a.pump_until(&new, "A took the new relay's snapshot", |a| {
+                a.value() == json!(15)
+            })
+            .await;
+            // While A is away, C counts a hundred (op 2, under a number
+            // A's old cursor, 5, had passed), then B four more (3 to 6).
+            let mut c = Browser::new(3, Some(main_rw()));
+            c.count(100);
+            c.pump_until(&new, "C's count is in", Browser::flushed)
+                .await;
+            for _ in 0..4 {
+                b.count(1);
+            }
+            b.pump_until(&new, "B's counts are in", Browser::flushed)
+                .await;
+            let mut a = a.reload(11, Some(main_rw()));
+            a.pump_until(&new, "A has B's and C's counts", |a| {
+                a.value() == json!(119)
+            })
+            .await;
         })
         .await;
 }
@@ -1301,6 +1351,7 @@ async fn over_http_too_acks_adding_up_past_a_frame_all_arrive(backend: Backend) 
 
 support::on_both_backends!(
     acks_adding_up_past_a_frame_all_arrive,
+    a_cursor_past_the_relay_s_head_starts_again_from_its_snapshot,
     over_http_too_acks_adding_up_past_a_frame_all_arrive,
     a_snapshot_of_more_states_than_a_sync_message_holds_comes_in_pieces,
     over_http_too_a_snapshot_in_pieces_brings_every_state,

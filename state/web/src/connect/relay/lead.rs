@@ -425,7 +425,7 @@ impl Remote {
                 link.pin_here(&stream);
             }
             if !more {
-                link.save_cursor(&stream, seq, storage);
+                link.snapshot_saved(&stream, seq, storage);
             }
         });
     }
