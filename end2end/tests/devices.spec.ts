@@ -441,6 +441,28 @@ test.describe('two devices through a relay', () => {
     b.expectNoErrors();
   });
 
+  test('relayed writes this device could not save are fetched again after a reload', async ({ browser }) => {
+    const [a, b] = await devices(browser);
+    // b's localStorage refuses the counter's entry, as a full one would;
+    // its other entries (the relay's cursor among them) still go in.
+    await b.page.evaluate(() => {
+      const setItem = Storage.prototype.setItem;
+      Storage.prototype.setItem = function (key: string, value: string) {
+        if (this === localStorage && key.startsWith('gaesup/state/') && key.endsWith('/count')) {
+          throw new DOMException('the quota has been exceeded', 'QuotaExceededError');
+        }
+        setItem.call(this, key, value);
+      };
+    });
+    await a.increment(counter, 'count', 7);
+    await expect.poll(() => b.get(counter, 'count')).toBe(7);
+    await expect(b.notices().filter({ hasText: 'Could not save building/main/lobby/count' })).toHaveCount(1);
+    // A reload (its storage takes entries again) fetches the write again.
+    await b.reload();
+    await expect.poll(() => b.get(counter, 'count')).toBe(7);
+    a.expectNoErrors();
+  });
+
   test('no localStorage: every tab links itself, and each tab\'s writes reach the other device', async ({ browser }) => {
     const config = configFor(relay.url, relay.token());
     const a = await Device.open(browser, config);

@@ -68,13 +68,18 @@ impl Inner {
         }
     }
 
-    pub(super) fn save_now(&self) {
+    /// Saves at once; whether everything changed was written (see
+    /// [`save`](Self::save)).
+    pub(super) fn save_now(&self) -> bool {
         self.cancel_pending();
-        self.save();
+        self.save()
     }
 
-    /// Re-reads storage if another tab wrote, then writes what changed.
-    pub(super) fn save(&self) {
+    /// Re-reads storage if another tab wrote, then writes what changed:
+    /// `false` if a key could not be written (storage full, say: it stays
+    /// dirty and is tried again at the next save) or the manager could not
+    /// flush.
+    pub(super) fn save(&self) -> bool {
         let reread = std::mem::take(&mut *self.reread.borrow_mut());
         match reread {
             Reread::Nothing => {}
@@ -84,12 +89,14 @@ impl Inner {
             }
             Reread::All => self.reload(),
         }
-        if let Ok(reports) = self.manager.flush() {
-            self.writer.persist_reports(&reports);
-            if reports.iter().any(|r| !r.written.is_empty()) {
-                self.update_quota();
-            }
+        let Ok(reports) = self.manager.flush() else {
+            return false;
+        };
+        self.writer.persist_reports(&reports);
+        if reports.iter().any(|r| !r.written.is_empty()) {
+            self.update_quota();
         }
+        reports.iter().all(|r| r.failed.is_empty())
     }
 
     /// Storage events come one per key written: a burst re-reads the keys

@@ -343,7 +343,10 @@ impl Remote {
         let Some(conn) = self.conn.upgrade() else {
             return;
         };
-        let Some(last) = ops.last().map(|sequenced| sequenced.seq) else {
+        let (Some(first), Some(last)) = (
+            ops.first().map(|sequenced| sequenced.seq),
+            ops.last().map(|sequenced| sequenced.seq),
+        ) else {
             return;
         };
         let mut stale = Vec::new();
@@ -368,7 +371,12 @@ impl Remote {
                 stale.extend(received.stale);
             }
         }
-        conn.save_now();
+        // Storage that could not take what they changed (full, say) keeps
+        // the stored cursor before all of them: the page goes on (the save
+        // is tried again), a reload fetches them again.
+        if !conn.save_now() {
+            unsaved = Some(first);
+        }
         self.with_link(|link, storage| {
             // Before the cursor moves past the refused ops.
             for key in &stale {
@@ -419,7 +427,7 @@ impl Remote {
             };
             unsaved |= conn.receive_relayed(&message, true).unsaved;
         }
-        conn.save_now();
+        unsaved |= !conn.save_now();
         self.with_link(|link, storage| {
             if unsaved {
                 link.pin_here(&stream);
