@@ -463,6 +463,25 @@ test.describe('two devices through a relay', () => {
     a.expectNoErrors();
   });
 
+  test('localStorage cleared by another tab while writes wait: they still reach the other device', async ({ browser }) => {
+    const [a, b] = await devices(browser);
+    const second = await a.newPage('/');
+    await relay.kill();
+    // The tab holding the link writes twice; the other clears storage,
+    // then writes (the holder reads the outbox again).
+    await a.increment(counter, 'count', 2);
+    await a.increment(counter, 'count', 3);
+    await expect(a.waiting()).toHaveText('2');
+    await second.evaluate(() => localStorage.clear());
+    await a.increment(counter, 'count', 4, second);
+    await expect(a.waiting()).toHaveText('3');
+    await relay.restart();
+    await expect.poll(() => b.get(counter, 'count')).toBe(9);
+    await expect(a.waiting()).toHaveText('0');
+    a.expectNoErrors();
+    b.expectNoErrors();
+  });
+
   test('no localStorage: every tab links itself, and each tab\'s writes reach the other device', async ({ browser }) => {
     const config = configFor(relay.url, relay.token());
     const a = await Device.open(browser, config);

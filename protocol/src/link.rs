@@ -637,8 +637,23 @@ impl Link {
 
     /// Re-reads the outbox (other tabs of this browser queue their own ops
     /// there) and returns the frames that send what is new, if connected.
-    pub fn refresh_outbox(&mut self, storage: &dyn Storage) -> Vec<String> {
-        self.reload_outbox(storage);
+    ///
+    /// Only the relay's answer takes an op out of the outbox: one this
+    /// link holds that left storage meanwhile (another tab cleared it,
+    /// `localStorage.clear()`) is written back, and kept in this page if
+    /// storage refuses it.
+    pub fn refresh_outbox(&mut self, storage: &mut dyn Storage) -> Vec<String> {
+        let before = std::mem::take(&mut self.outbox);
+        self.reload_outbox(&*storage);
+        for (at, op) in before {
+            if self.outbox.contains_key(&at) {
+                continue;
+            }
+            if write_outbox_entry(&op, storage).is_err() {
+                self.unsaved.insert(op.id, op.clone());
+            }
+            self.outbox.insert(at, op);
+        }
         if self.status == LinkStatus::Connected {
             self.pushes()
         } else {
@@ -2523,12 +2538,38 @@ mod tests {
         write_outbox_entry(&y, &mut storage).unwrap();
         link.on_open(0);
         feed(&mut link, &welcome(10_000), 1, &mut storage);
-        assert!(link.refresh_outbox(&storage).len() <= 1);
+        assert!(link.refresh_outbox(&mut storage).len() <= 1);
         assert_eq!(link.waiting(), 2, "x is still there");
         assert!(link.is_own(&x.id));
         feed(&mut link, &acks(&[(x.id, "")]), 2, &mut storage);
         link.reload_outbox(&storage);
         assert_eq!(link.waiting(), 1, "answered: gone for good");
+        assert!(link.queued(&x.id).is_none());
+    }
+
+    #[test]
+    fn ops_cleared_from_storage_by_another_tab_are_written_back_until_answered() {
+        let mut storage = MemoryStorage::new();
+        let mut store = Replica::new(TabId::new(1), ManualClock::new(1_000));
+        let mut link = link(&storage);
+        let (x, y) = (op(&mut store, 1), op(&mut store, 2));
+        link.queue(x.clone(), &mut storage).unwrap();
+        link.queue(y.clone(), &mut storage).unwrap();
+        // Another tab clears localStorage; the leader reads the outbox
+        // again (a storage event, another tab's ops).
+        for key in storage.keys().unwrap() {
+            storage.remove(&key).unwrap();
+        }
+        link.refresh_outbox(&mut storage);
+        assert_eq!(link.waiting(), 2, "nothing answered them");
+        assert_eq!(self::link(&storage).waiting(), 2, "written back");
+        // The relay's answer still takes one out for good.
+        link.on_open(0);
+        feed(&mut link, &welcome(10_000), 1, &mut storage);
+        feed(&mut link, &acks(&[(x.id, "")]), 2, &mut storage);
+        link.refresh_outbox(&mut storage);
+        assert_eq!(link.waiting(), 1);
+        assert_eq!(self::link(&storage).waiting(), 1);
         assert!(link.queued(&x.id).is_none());
     }
 

@@ -84,8 +84,8 @@ impl Remote {
     pub(super) fn refresh_outbox(&self) {
         let frames = {
             let mut link = self.link.borrow_mut();
-            let storage = self.storage.borrow();
-            match (link.as_mut(), storage.as_ref()) {
+            let mut storage = self.storage.borrow_mut();
+            match (link.as_mut(), storage.as_mut()) {
                 (Some(link), Some(storage)) => link.refresh_outbox(storage),
                 _ => return,
             }
