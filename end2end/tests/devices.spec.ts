@@ -732,6 +732,20 @@ test.describe('writes confirmed by the relay', () => {
     a.expectNoErrors();
   });
 
+  test('a write the relay refuses, made in a tab that does not hold the link: that tab says so too', async ({ browser }) => {
+    const readOnly = relay.token({ apartments: ['main=r'], global: 'r' });
+    const a = await Device.open(browser, configFor(relay.url, readOnly));
+    const second = await a.newPage('/');
+    await expect(a.relayLink()).toHaveText('connected');
+    await expect(second.getByRole('region', { name: 'Storage and sync: Main apartment' })).toContainText('held by another tab');
+    await a.set('main/study/notes-a', 'notes', 'refused by the relay', second);
+    const refused = (page: import('@playwright/test').Page) =>
+      a.notices(page).filter({ hasText: /The relay refused write \S+ \(forbidden/ });
+    await expect(refused(second)).toHaveCount(1);
+    await expect(refused(a.page)).toHaveCount(1);
+    a.expectNoErrors();
+  });
+
   test('without a relay, setConfirmed keeps the write and throws no_confirmer', async ({ browser }) => {
     const a = await Device.open(browser, {});
     const outcome = await a.page.evaluate(() => {

@@ -13,6 +13,29 @@ use super::{Announce, Remote, TICK_MS, is_transient, now_ms, relay_error_notice,
 
 const DAY_MS: u64 = 24 * 60 * 60 * 1000;
 
+/// What a tab says of a write the relay refused for good (`None` for an
+/// ack that is not such a refusal).
+pub(super) fn refusal_notice(ack: &gaesup_protocol::Ack) -> Option<String> {
+    let AckStatus::Refused { code, message } = &ack.status else {
+        return None;
+    };
+    if is_transient(code) {
+        return None;
+    }
+    Some(if code == gaesup_protocol::code::STALE {
+        format!(
+            "The relay refused write {} as stale ({message}): it was made more than {} days before the key's newest write (this device was away that long, or its clock is behind), and this device takes the relay's state of that key instead.",
+            ack.op,
+            COMPACT_AFTER_MS / DAY_MS
+        )
+    } else {
+        format!(
+            "The relay refused write {} ({code}: {message}); it stays on this device only.",
+            ack.op
+        )
+    })
+}
+
 impl Remote {
     // ----- the leading tab ----------------------------------------------
 
@@ -247,23 +270,10 @@ impl Remote {
                 keys: out.keys.clone(),
             });
         }
-        for ack in &out.acks {
-            if let AckStatus::Refused { code, message } = &ack.status
-                && !is_transient(code)
-            {
-                self.notice(if code == gaesup_protocol::code::STALE {
-                    format!(
-                        "The relay refused write {} as stale ({message}): it was made more than {} days before the key's newest write (this device was away that long, or its clock is behind), and this device takes the relay's state of that key instead.",
-                        ack.op,
-                        COMPACT_AFTER_MS / DAY_MS
-                    )
-                } else {
-                    format!(
-                        "The relay refused write {} ({code}: {message}); it stays on this device only.",
-                        ack.op
-                    )
-                });
-            }
+        // Every refusal shows here; another tab shows those of its own
+        // writes too (see `confirm`).
+        for notice in out.acks.iter().filter_map(refusal_notice) {
+            self.notice(notice);
         }
         for rebase in &out.rebase {
             self.rebase(rebase);

@@ -145,11 +145,21 @@ impl Remote {
         self.status.set(status);
     }
 
-    /// Tells writes waiting on these acks.
+    /// Tells writes waiting on these acks; a tab that does not hold the
+    /// link also shows the refusals of its own writes (the one holding it
+    /// shows every refusal, but the user may be looking at this one).
     pub(super) fn confirm(&self, acks: &[Ack], keys: &[(OpId, FullKey)]) {
         let Some(conn) = self.conn.upgrade() else {
             return;
         };
+        if self.link.borrow().is_none()
+            && let Ok(tab) = conn.manager.tab()
+        {
+            let own = acks.iter().filter(|ack| ack.op.tab == tab);
+            for notice in own.filter_map(super::lead::refusal_notice) {
+                self.notice(notice);
+            }
+        }
         for ack in acks {
             let outcome = match &ack.status {
                 AckStatus::Applied { .. } | AckStatus::Duplicate { .. } => Confirmation::Confirmed,
