@@ -56,6 +56,17 @@ pub struct Serve {
     /// node's claim then comes first). Redis only.
     #[arg(long, hide = true, default_value_t = 0)]
     pub claim_delay_ms: u64,
+    /// A socket that has not said a valid hello this long after it opened
+    /// is closed: before one it has shown no token, and it would otherwise
+    /// hold a connection slot for as long as it pings. (Hidden: tests set
+    /// it short.)
+    #[arg(long, hide = true, default_value_t = 5_000)]
+    pub hello_within_ms: u64,
+    /// An HTTP push whose body has not arrived whole this long after its
+    /// token was checked is answered 408 and its body dropped. (Hidden:
+    /// tests set it short.)
+    #[arg(long, hide = true, default_value_t = 20_000)]
+    pub body_within_ms: u64,
     /// File holding the secret tokens are signed with.
     #[arg(long, env = "RELAY_SECRET_FILE")]
     pub secret_file: Option<PathBuf>,
@@ -85,6 +96,12 @@ pub struct Serve {
     /// disconnected (it then resyncs from its cursor).
     #[arg(long, env = "RELAY_SEND_QUEUE", default_value_t = 256)]
     pub send_queue: usize,
+    /// Bytes queued for one device before it counts as too slow, as with
+    /// `--send-queue` (a message can be as large as a frame: the count
+    /// alone would let one device that never reads hold hundreds of MiB).
+    /// One message larger than this still goes, alone.
+    #[arg(long, env = "RELAY_SEND_QUEUE_BYTES", default_value_t = 4 << 20)]
+    pub send_queue_bytes: usize,
     /// Heartbeat interval in ms; a socket silent for three of them is dead.
     #[arg(long, env = "RELAY_HEARTBEAT_MS", default_value_t = 10_000)]
     pub heartbeat_ms: u64,

@@ -8,7 +8,7 @@
 //! | `GET /v1/snapshot?stream=…[&after=…]` | | a snapshot message (its next piece after the key `after`) |
 //! | `GET /v1/limits` | | the limits a welcome carries, for a device on HTTP alone |
 //! | `GET /health` | | `{"ok": true, …}` |
-//! | `GET /metrics` | | counters, Prometheus text |
+//! | `GET /metrics` | | counters, Prometheus text (the log's length counted at most every 10 s) |
 //!
 //! The token goes in `Authorization: Bearer <token>`, never in the URL.
 //! Errors are JSON error messages with a stable code and a fitting status.
@@ -16,10 +16,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use gaesup_protocol::{
     Ack, AckStatus, Acks, ProtocolError, Push, ServerMessage, StreamId, Subscription, code,
 };
@@ -115,21 +116,79 @@ fn claims(app: &AppState, headers: &HeaderMap) -> Result<Arc<Claims>, ProtocolEr
         .map_err(|err| ProtocolError::new(err.code(), err.to_string()))
 }
 
-/// `POST /v1/push`.
-pub async fn push(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+/// Why a push's body was not read.
+enum BodyError {
+    /// More than the frame limit (by its `Content-Length`, or as it came).
+    TooLarge(String),
+    /// It did not arrive whole in time.
+    Late,
+    /// The connection failed midway, or the body's framing did.
+    Broken,
+}
+
+/// The body of a push, read only after its token was accepted: at most
+/// `limit` bytes, arriving whole within `within`.
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    within: Duration,
+) -> Result<Vec<u8>, BodyError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    if let Some(declared) = declared
+        && declared > u64::try_from(limit).unwrap_or(u64::MAX)
+    {
+        return Err(BodyError::TooLarge(format!(
+            "{declared} bytes, over {limit}"
+        )));
+    }
+    let read = async {
+        let mut stream = body.into_data_stream();
+        let mut read = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|_| BodyError::Broken)?;
+            if read.len().saturating_add(chunk.len()) > limit {
+                return Err(BodyError::TooLarge(format!("over {limit} bytes")));
+            }
+            read.extend_from_slice(&chunk);
+        }
+        Ok(read)
+    };
+    tokio::time::timeout(within, read)
+        .await
+        .unwrap_or(Err(BodyError::Late))
+}
+
+/// `POST /v1/push`. The token is checked before the body is read: a
+/// request without a valid one costs the relay its headers only.
+pub async fn push(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let claims = match claims(&app, &headers) {
         Ok(claims) => claims,
         Err(error) => return refuse(&app, &error),
     };
-    if body.len() > app.config.max_frame_bytes {
-        return refuse(
-            &app,
-            &ProtocolError::new(
-                code::FRAME_TOO_LARGE,
-                format!("{} bytes, over {}", body.len(), app.config.max_frame_bytes),
-            ),
-        );
-    }
+    let within = Duration::from_millis(app.config.body_within_ms);
+    let body = match read_body(&headers, body, app.config.max_frame_bytes, within).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge(message)) => {
+            return refuse(&app, &ProtocolError::new(code::FRAME_TOO_LARGE, message));
+        }
+        Err(BodyError::Late) => {
+            let error = ProtocolError::new(
+                code::MALFORMED,
+                format!("the body did not arrive within {} ms", within.as_millis()),
+            );
+            app.metrics.refused(error.code);
+            return error_response(StatusCode::REQUEST_TIMEOUT, &error);
+        }
+        Err(BodyError::Broken) => {
+            return refuse(
+                &app,
+                &ProtocolError::new(code::MALFORMED, "the body could not be read"),
+            );
+        }
+    };
     let Ok(text) = std::str::from_utf8(&body) else {
         return refuse(
             &app,
@@ -312,9 +371,13 @@ pub async fn health(State(app): State<Arc<AppState>>) -> Response {
     (StatusCode::OK, axum::Json(body)).into_response()
 }
 
-/// `GET /metrics`.
+/// `GET /metrics` (the log's length as last counted: see
+/// [`LogCount`](crate::metrics::LogCount)).
 pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
-    let log = app.store.log_len().await.unwrap_or(0);
+    let log = app
+        .log_count
+        .get(|| async { app.store.log_len().await.ok() })
+        .await;
     (
         StatusCode::OK,
         [(

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use axum::extract::ws::Utf8Bytes;
 use gaesup_protocol::{
     Ack, AckStatus, ErrorBody, OpsBody, ProtocolError, Sequenced, ServerMessage, Snapshot,
     StreamId, Subscription, code,
@@ -40,6 +41,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use crate::db::Row;
 use crate::limits::{MAX_STORED_BYTES, SharedBucket, extra_cost, growth_bound};
 use crate::metrics::Metrics;
+use crate::queue::{self, SendQueue};
 use crate::store::{CommitError, LEGACY_OWNER, Store, StreamCommit};
 use crate::token::Claims;
 
@@ -80,14 +82,16 @@ pub type ConnId = u64;
 /// What a connection receives, and how the hub tells it it was too slow.
 #[derive(Clone)]
 pub struct Outlet {
-    /// Live messages for the device (bounded: a slow reader fills it).
-    pub send: mpsc::Sender<ServerMessage>,
+    /// Live messages for the device (bounded by count and by bytes: a
+    /// slow reader fills it).
+    pub send: SendQueue,
     /// What a device missed, sent before anything live: a few messages,
     /// and the catch-ups the connection fetches a page at a time (see
     /// [`Missed`]).
     pub catch_up: mpsc::UnboundedSender<Missed>,
-    /// Notified when the queue was full: the connection closes with
-    /// `slow_consumer` and the device resyncs from its cursor.
+    /// Notified when the queue was full (by count or by bytes): the
+    /// connection closes with `slow_consumer` and the device resyncs from
+    /// its cursor.
     pub slow: Arc<Notify>,
     /// Set with `slow`, before it is notified: a fan-out to this
     /// connection was cut short, so no ack may follow on it (a device takes
@@ -1640,17 +1644,37 @@ impl State {
     fn fan_out(&mut self, id: &StreamId, ops: Vec<Sequenced>) {
         let head = self.streams.get(id).map_or(0, |s| s.head);
         let mut slow = Vec::new();
+        // Subscribers that may read the same of these ops (most often all
+        // of them) get the same messages: each is built and encoded once,
+        // and their queues share its text.
+        let mut encoded: HashMap<Vec<bool>, Vec<Utf8Bytes>> = HashMap::new();
         for (conn, subscriber) in &self.subscribers {
             if !subscriber.streams.contains(id) {
                 continue;
             }
-            let visible: Vec<Sequenced> = ops
+            let readable: Vec<bool> = ops
                 .iter()
-                .filter(|s| subscriber.claims.can_read_key(&s.op.key))
-                .cloned()
+                .map(|s| subscriber.claims.can_read_key(&s.op.key))
                 .collect();
-            for message in ops_messages(id, visible, head, 0) {
-                if subscriber.outlet.send.try_send(message).is_err() {
+            let messages = encoded.entry(readable).or_insert_with_key(|readable| {
+                let visible = ops
+                    .iter()
+                    .zip(readable)
+                    .filter(|(_, readable)| **readable)
+                    .map(|(s, _)| s.clone())
+                    .collect();
+                ops_messages(id, visible, head, 0)
+                    .iter()
+                    .filter_map(queue::encode)
+                    .collect()
+            });
+            for text in messages.iter() {
+                if subscriber
+                    .outlet
+                    .send
+                    .try_send_text(text.clone(), false)
+                    .is_err()
+                {
                     slow.push(*conn);
                     break;
                 }

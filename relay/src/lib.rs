@@ -49,15 +49,18 @@
 //!   write, global keys), then the core (declared key, lifetime, strategy,
 //!   schema, types, permissions, clock window, limits).
 //! - Bounded: frames, ops per push, ops per second per token subject (an
-//!   op on a large key counting for more: [`limits`]), connections, and
-//!   each device's send queue (a slow device is disconnected and
-//!   resyncs).
+//!   op on a large key counting for more: [`limits`]), connections (a
+//!   socket gets 5 s to say a valid hello), and each device's send queue,
+//!   by messages and by bytes (a slow device is disconnected and
+//!   resyncs); an HTTP push is read
+//!   only with a valid token, and for at most 20 s.
 //!
 //! # Modules
 //!
 //! [`config`] (flags and environment), [`token`] (signed grants), [`db`]
 //! (the embedded store), [`store`] (that or Redis, for several nodes), [`hub`] (replicas, numbering, commits, fan-out),
-//! [`ws`] and [`http`] (the endpoints), [`metrics`], [`limits`].
+//! [`ws`] and [`http`] (the endpoints), [`queue`] (each socket's send
+//! queue), [`metrics`], [`limits`].
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -67,6 +70,7 @@ pub mod http;
 pub mod hub;
 pub mod limits;
 pub mod metrics;
+pub mod queue;
 pub mod store;
 pub mod token;
 pub mod ws;
@@ -90,7 +94,7 @@ use crate::config::{Cli, Command, Mint, Serve};
 use crate::db::Db;
 use crate::hub::Hub;
 use crate::limits::{Budgets, SharedBucket};
-use crate::metrics::Metrics;
+use crate::metrics::{LogCount, Metrics};
 use crate::store::{RedisStore, Store};
 use crate::token::{Access, Claims, Grant};
 
@@ -109,6 +113,8 @@ pub struct AppState {
     /// Flips to `true` when the relay starts shutting down.
     pub shutdown: watch::Receiver<bool>,
     next_conn: AtomicU64,
+    /// The log's length for `/metrics`.
+    log_count: LogCount,
     /// Each token subject's rate budget, shared by its connections and
     /// its HTTP pushes.
     budgets: Budgets,
@@ -139,9 +145,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/limits", get(http::limits).options(preflight))
         .route("/health", get(http::health))
         .route("/metrics", get(http::metrics))
-        // The handler checks the exact limit and answers with a code; this
-        // only stops bodies far past it.
-        .layer(DefaultBodyLimit::max(limit.saturating_mul(2)))
+        // A push reads its own body (after its token, under this limit,
+        // answering with a code); this bounds any extractor that buffers.
+        .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn(cors))
         .with_state(state)
 }
@@ -217,6 +223,7 @@ pub async fn serve(config: Serve, secret: Vec<u8>) -> Result<(), String> {
         store,
         shutdown,
         next_conn: AtomicU64::new(1),
+        log_count: LogCount::new(metrics::LOG_COUNT_EVERY),
         budgets: Budgets::new(config.max_ops_per_second),
     });
     // The first line of output: tests and scripts read the port from it.

@@ -4,9 +4,50 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gaesup_protocol::AckStatus;
+
+/// How often `/metrics` counts the log, at most. Counting reads the whole
+/// log (on SQLite under the read connection the hub's catch-ups share; on
+/// Redis a round trip per stream), and `/metrics` needs no token.
+pub const LOG_COUNT_EVERY: Duration = Duration::from_secs(10);
+
+/// The log's length as `/metrics` shows it: counted at most once per
+/// interval however many requests ask (one that comes while it is being
+/// counted waits for that count rather than counting again).
+pub struct LogCount {
+    every: Duration,
+    last: tokio::sync::Mutex<Option<(Instant, u64)>>,
+}
+
+impl LogCount {
+    /// Counts at most once per `every`.
+    pub fn new(every: Duration) -> Self {
+        Self {
+            every,
+            last: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The last count if it is younger than the interval, else a new one
+    /// by `count` (`None`: it failed, and the last value stands until the
+    /// interval has passed again).
+    pub async fn get<F>(&self, count: impl FnOnce() -> F) -> u64
+    where
+        F: Future<Output = Option<u64>>,
+    {
+        let mut last = self.last.lock().await;
+        match *last {
+            Some((at, n)) if at.elapsed() < self.every => n,
+            previous => {
+                let n = count().await.or(previous.map(|(_, n)| n)).unwrap_or(0);
+                *last = Some((Instant::now(), n));
+                n
+            }
+        }
+    }
+}
 
 /// Everything the relay counts.
 #[derive(Default)]
@@ -106,7 +147,8 @@ impl Metrics {
             .store(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
-    /// The Prometheus text exposition; `log_ops` is the log's length.
+    /// The Prometheus text exposition; `log_ops` is the log's length (see
+    /// [`LogCount`]).
     pub fn render(&self, log_ops: u64) -> String {
         let mut out = String::new();
         let mut counter = |name: &str, help: &str, value: u64| {
@@ -177,7 +219,8 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
-            "# HELP relay_log_ops Ops in the log.\n# TYPE relay_log_ops gauge\nrelay_log_ops {log_ops}"
+            "# HELP relay_log_ops Ops in the log (counted at most every {} s).\n# TYPE relay_log_ops gauge\nrelay_log_ops {log_ops}",
+            LOG_COUNT_EVERY.as_secs()
         );
         let _ = writeln!(
             out,
@@ -191,5 +234,67 @@ impl Metrics {
             let _ = writeln!(out, "relay_refusals_total{{code=\"{code}\"}} {n}");
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::task::Poll;
+
+    use super::*;
+
+    /// Polls `future` once.
+    async fn poll_once<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
+        std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *future).poll(cx))).await
+    }
+
+    #[tokio::test]
+    async fn the_log_is_counted_once_per_interval_however_many_ask() {
+        let counts = AtomicU64::new(0);
+        let count = || async { Some(counts.fetch_add(1, Ordering::SeqCst) + 100) };
+        let cached = LogCount::new(Duration::from_secs(3600));
+        assert_eq!(cached.get(count).await, 100);
+        for _ in 0..10 {
+            assert_eq!(cached.get(count).await, 100);
+        }
+        assert_eq!(counts.load(Ordering::SeqCst), 1);
+        // An interval of nothing: every request counts.
+        let every = LogCount::new(Duration::ZERO);
+        every.get(count).await;
+        every.get(count).await;
+        assert_eq!(counts.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn requests_that_come_while_the_log_is_counted_wait_for_that_count() {
+        let counts = AtomicU64::new(0);
+        let (release, gate) = tokio::sync::oneshot::channel::<()>();
+        let cached = LogCount::new(Duration::from_secs(3600));
+        // The first request's count is under way (held at its gate)…
+        let mut first = Box::pin(cached.get(|| async {
+            counts.fetch_add(1, Ordering::SeqCst);
+            gate.await.ok().map(|()| 7)
+        }));
+        assert!(poll_once(&mut first).await.is_pending());
+        assert_eq!(counts.load(Ordering::SeqCst), 1);
+        // …when another asks.
+        let mut second = Box::pin(cached.get(|| async {
+            counts.fetch_add(1, Ordering::SeqCst);
+            Some(8)
+        }));
+        assert!(poll_once(&mut second).await.is_pending());
+        release.send(()).unwrap();
+        assert_eq!(first.await, 7);
+        assert_eq!(second.await, 7, "the first one's count");
+        assert_eq!(counts.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_count_keeps_the_last_value() {
+        let failing = LogCount::new(Duration::ZERO);
+        assert_eq!(failing.get(|| async { Some(5) }).await, 5);
+        assert_eq!(failing.get(|| async { None }).await, 5);
     }
 }

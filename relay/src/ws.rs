@@ -5,8 +5,9 @@
 //! behind the log. Heartbeats go both ways: the relay pings every
 //! `heartbeat_ms` and closes a socket silent for three of them. A message
 //! the relay cannot use gets an error with a specific code and the socket
-//! stays open; only a bad token, a slow reader, a silent socket or the
-//! relay shutting down close it (with a close code and reason).
+//! stays open; only a bad token, no valid hello within 5 s of opening, a
+//! slow reader, a silent socket or the relay shutting down close it (with
+//! a close code and reason).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,9 +26,10 @@ use tokio::sync::{Notify, mpsc};
 use crate::AppState;
 use crate::hub::{CatchUp, FRAME_SLACK, Missed, Outlet, now_ms};
 use crate::limits::SharedBucket;
+use crate::queue::SendQueue;
 use crate::token::{self, Claims};
 
-/// Close code: the token was refused.
+/// Close code: the token was refused, or no valid hello came in time.
 const CLOSE_UNAUTHORIZED: u16 = 4001;
 /// Close code: the device read too slowly.
 const CLOSE_SLOW: u16 = 4008;
@@ -100,7 +102,7 @@ async fn serve(app: Arc<AppState>, socket: WebSocket) {
     app.metrics.connected();
     let conn = app.next_conn();
     let (mut sink, mut incoming) = socket.split();
-    let (send, mut outgoing) = mpsc::channel::<ServerMessage>(app.config.send_queue);
+    let (send, mut outgoing) = SendQueue::new(app.config.send_queue, app.config.send_queue_bytes);
     let (catch_up, mut missed) = mpsc::unbounded_channel::<Missed>();
     let (closing, mut close_rx) = mpsc::channel::<Message>(1);
     let slow = Arc::new(Notify::new());
@@ -111,7 +113,7 @@ async fn serve(app: Arc<AppState>, socket: WebSocket) {
     let stuck = Arc::clone(&slow);
     let hub = app.hub.clone();
     let metrics = Arc::clone(&app.metrics);
-    let writer = tokio::spawn(async move {
+    let mut writer = tokio::spawn(async move {
         let write = async |sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
                            frame: Message| {
             match tokio::time::timeout(patience, sink.send(frame)).await {
@@ -141,10 +143,12 @@ async fn serve(app: Arc<AppState>, socket: WebSocket) {
                         }
                         Missed::CatchUp(job) => catching = Some(job),
                     },
-                    message = outgoing.recv() => {
-                        let Some(message) = message else { break (None, false) };
-                        let Some(frame) = text(&message) else { continue };
-                        if !write(&mut sink, frame).await {
+                    queued = outgoing.recv() => {
+                        let Some(queued) = queued else { break (None, false) };
+                        // Its bytes stay counted until it is written.
+                        let written = write(&mut sink, Message::Text(queued.text.clone())).await;
+                        drop(queued);
+                        if !written {
                             break (None, true);
                         }
                     }
@@ -213,24 +217,24 @@ async fn serve(app: Arc<AppState>, socket: WebSocket) {
             }
             let unfinished =
                 catching.is_some() || left.iter().any(|item| matches!(item, Missed::CatchUp(_)));
-            let mut queued: Vec<ServerMessage> = left
+            // (Whether each is an error, and its text.)
+            let mut queued: Vec<(bool, Message)> = left
                 .into_iter()
                 .filter_map(|item| match item {
-                    Missed::Message(message) => Some(message),
+                    Missed::Message(message) => text(&message)
+                        .map(|frame| (matches!(message, ServerMessage::Error(_)), frame)),
                     Missed::CatchUp(_) => None,
                 })
                 .collect();
             while let Ok(message) = outgoing.try_recv() {
-                queued.push(message);
+                queued.push((message.error, Message::Text(message.text.clone())));
             }
             let mut flushed = true;
-            for message in queued {
-                if unfinished && !matches!(message, ServerMessage::Error(_)) {
+            for (error, frame) in queued {
+                if unfinished && !error {
                     continue;
                 }
-                if let Some(text) = text(&message)
-                    && !write(&mut sink, text).await
-                {
+                if !write(&mut sink, frame).await {
                     flushed = false;
                     break;
                 }
@@ -258,12 +262,21 @@ async fn serve(app: Arc<AppState>, socket: WebSocket) {
     let mut ticker = tokio::time::interval(heartbeat);
     ticker.tick().await;
     let mut last_heard = tokio::time::Instant::now();
+    // Until a valid hello the socket has shown no token: it may hold a
+    // connection slot (and a message half sent) only this long.
+    let hello_due = tokio::time::sleep(Duration::from_millis(app.config.hello_within_ms));
+    tokio::pin!(hello_due);
     let mut shutdown = app.shutdown.clone();
     let reason = loop {
         tokio::select! {
             frame = incoming.next() => {
                 let Some(Ok(frame)) = frame else { break None };
-                last_heard = tokio::time::Instant::now();
+                // WebSocket pings cost nothing to send: before a hello
+                // they do not keep a socket alive.
+                let control = matches!(frame, Message::Ping(_) | Message::Pong(_));
+                if session.claims.is_some() || !control {
+                    last_heard = tokio::time::Instant::now();
+                }
                 match frame {
                     Message::Text(text) => {
                         if let Some(reason) = session.on_text(text.as_str()).await {
@@ -287,7 +300,11 @@ async fn serve(app: Arc<AppState>, socket: WebSocket) {
                 if last_heard.elapsed() > heartbeat * 3 {
                     break Some(close(CLOSE_SILENT, "no message for three heartbeats"));
                 }
-                let _ = session.send.try_send(ServerMessage::Ping(Ping { at: now_ms() }));
+                let _ = session.send.try_send(&ServerMessage::Ping(Ping { at: now_ms() }));
+            }
+            () = &mut hello_due, if session.claims.is_none() => {
+                session.error(&ProtocolError::new(code::NO_HELLO, "no hello in time"));
+                break Some(close(CLOSE_UNAUTHORIZED, code::NO_HELLO));
             }
             () = slow.notified() => {
                 break Some(close(CLOSE_SLOW, code::SLOW_CONSUMER));
@@ -303,8 +320,22 @@ async fn serve(app: Arc<AppState>, socket: WebSocket) {
         let _ = closing.send(frame).await;
     }
     drop(closing);
+    let hello_said = session.claims.is_some();
     drop(session);
-    let _ = writer.await;
+    if hello_said {
+        let _ = writer.await;
+    } else {
+        // A socket that never said hello is owed nothing but its error and
+        // close frame: one that does not read them does not get to hold
+        // its slot (and its buffers) for the writer's patience.
+        let hello_within = Duration::from_millis(app.config.hello_within_ms);
+        if tokio::time::timeout(hello_within, &mut writer)
+            .await
+            .is_err()
+        {
+            writer.abort();
+        }
+    }
     app.metrics.disconnected();
 }
 
@@ -315,7 +346,7 @@ struct Session {
     /// The rate budget of the token's subject, shared with its other
     /// connections and HTTP pushes; set with `claims`.
     bucket: Option<SharedBucket>,
-    send: mpsc::Sender<ServerMessage>,
+    send: SendQueue,
     outlet: Outlet,
 }
 
@@ -330,7 +361,7 @@ impl Session {
 
     fn error(&self, error: &ProtocolError) {
         self.app.metrics.refused(error.code);
-        let _ = self.send.try_send(ServerMessage::Error(error.body()));
+        let _ = self.send.try_send(&ServerMessage::Error(error.body()));
     }
 
     /// Handles one text frame; `Some(close frame)` ends the session.
@@ -446,7 +477,8 @@ impl Session {
                 // long as a device that reads would take to make some.
                 let patience = heartbeat_of(&self.app) * 3;
                 for acks in ack_frames(acks) {
-                    let queued = self.send.send(ServerMessage::Ack(Acks { acks }));
+                    let ack = ServerMessage::Ack(Acks { acks });
+                    let queued = self.send.send(&ack);
                     if tokio::time::timeout(patience, queued).await.is_err() {
                         return Some(close(CLOSE_SLOW, code::SLOW_CONSUMER));
                     }
@@ -459,7 +491,7 @@ impl Session {
                 // ping came): not after a cut fan-out.
                 self.app.hub.barrier(self.conn).await;
                 if !self.outlet.dropped.load(Ordering::SeqCst) {
-                    let _ = self.send.try_send(ServerMessage::Pong(ping));
+                    let _ = self.send.try_send(&ServerMessage::Pong(ping));
                 }
                 None
             }

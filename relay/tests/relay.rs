@@ -476,6 +476,35 @@ async fn a_narrowed_device_on_http_moves_past_ops_it_may_not_read(backend: Backe
     assert_eq!(cursor, 601);
 }
 
+/// A live fan-out is built once for the devices that may read the same of
+/// its ops: each still gets exactly what its token reads (a token narrowed
+/// to the lobby, the lobby's ops; the others, all), with the head.
+async fn live_ops_reach_each_device_as_its_token_reads_them(backend: Backend) {
+    let relay = Relay::on(backend, &[]);
+    let lobby = token(&[("main", Access::R, Some(&["lobby"]))], None);
+    let mut narrowed = Vec::new();
+    let mut whole = Vec::new();
+    for _ in 0..2 {
+        narrowed.push(Client::connect(&relay, &lobby, None).await);
+        whole.push(Client::connect(&relay, &main_rw(), None).await);
+    }
+    let mut writer = Client::writer(&relay, &main_rw()).await;
+    let mut device = Device::new(1);
+    writer
+        .push(vec![device.note("a"), device.count(1), device.note("b")])
+        .await;
+    let live = |m: &ServerMessage| matches!(m, ServerMessage::Ops(body) if body.head == 3);
+    for (clients, expected) in [(&mut narrowed, vec![2]), (&mut whole, vec![1, 2, 3])] {
+        for client in clients.iter_mut() {
+            let ServerMessage::Ops(body) = client.wait_for(live).await else {
+                unreachable!()
+            };
+            let seqs: Vec<u64> = body.ops.iter().map(|s| s.seq).collect();
+            assert_eq!(seqs, expected);
+        }
+    }
+}
+
 async fn a_silent_socket_is_closed_within_three_heartbeats(backend: Backend) {
     let relay = Relay::on(backend, &["--heartbeat-ms", "200"]);
     let mut silent = Client::raw(&relay).await;
@@ -541,6 +570,114 @@ async fn a_socket_ends_when_its_token_does(backend: Backend) {
     assert_eq!(writer.closed().await.map(|c| c.0), Some(4001));
     // The refused op was not applied.
     assert_eq!(main_snapshot(&relay).await.seq, 1);
+}
+
+/// A socket that never says hello has shown no token: it may not hold a
+/// connection slot for longer than the hello deadline, whether it says
+/// nothing or keeps it open with WebSocket pings. A device that said hello
+/// goes on.
+async fn a_socket_that_never_says_hello_is_closed_however_it_pings(backend: Backend) {
+    let relay = Relay::on(backend, &["--hello-within-ms", "2000"]);
+    let mut device = Device::new(1);
+    let mut honest = Client::connect(&relay, &main_rw(), None).await;
+    let mut mute = Client::raw(&relay).await;
+    let mut pinging = Client::raw(&relay).await;
+    let no_hello = Some((4001, code::NO_HELLO.to_owned()));
+    assert_eq!(
+        pinging
+            .ping_until_closed(std::time::Duration::from_millis(100))
+            .await,
+        no_hello
+    );
+    assert_eq!(pinging.error_code().await, code::NO_HELLO);
+    while mute.read_silently().await.is_some() {}
+    assert_eq!(mute.closed, no_hello);
+    // Past the deadline, the device that said hello is still served.
+    applied_seq(&honest.push(vec![device.count(1)]).await[0].status);
+    let mut late = Client::connect(&relay, &main_rw(), None).await;
+    applied_seq(&late.push(vec![device.count(1)]).await[0].status);
+}
+
+/// Before a hello, WebSocket pings do not count as a socket being heard:
+/// one that only pings is closed as silent, even with a hello deadline
+/// longer than its patience.
+async fn websocket_pings_before_a_hello_do_not_keep_a_socket_alive(backend: Backend) {
+    let relay = Relay::on(
+        backend,
+        &["--heartbeat-ms", "200", "--hello-within-ms", "600000"],
+    );
+    let mut pinging = Client::raw(&relay).await;
+    let closed = pinging
+        .ping_until_closed(std::time::Duration::from_millis(50))
+        .await;
+    assert_eq!(closed.map(|c| c.0), Some(4009));
+}
+
+/// A push's token is checked before its body is read: a request without a
+/// valid one is refused for it (as before, with its status and code)
+/// while its body, declared past the frame limit, has not even been sent.
+/// A valid one's body is read under the limit and a time bound.
+async fn a_push_is_refused_for_its_token_before_its_body_is_read(backend: Backend) {
+    let relay = Relay::on(
+        backend,
+        &["--max-frame-bytes", "65536", "--body-within-ms", "500"],
+    );
+    let head = |token: Option<&str>, length: usize| {
+        let authorization = token.map_or_else(String::new, |token| {
+            format!("\r\nAuthorization: Bearer {token}")
+        });
+        format!(
+            "POST /v1/push HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {length}{authorization}"
+        )
+    };
+    let expired = token_until(&[("main", Access::Rw, None)], None, support::now_s() - 1);
+    for (token, expected) in [
+        (None, code::UNAUTHORIZED),
+        (Some("gs1.x.y"), code::UNAUTHORIZED),
+        (Some(expired.as_str()), code::TOKEN_EXPIRED),
+    ] {
+        let (status, body) = support::raw_http(relay.port, &head(token, 200_000), b"").await;
+        assert_eq!(
+            (status, error_code(&body).as_str()),
+            (401, expected),
+            "{token:?}"
+        );
+    }
+    let valid = main_rw();
+    // Declared past the limit: refused for its size, unread.
+    let (status, body) = support::raw_http(relay.port, &head(Some(&valid), 200_000), b"").await;
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (413, code::FRAME_TOO_LARGE)
+    );
+    // Undeclared (chunked), refused once what came passes the limit.
+    let chunked = format!(
+        "POST /v1/push HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\nAuthorization: Bearer {valid}"
+    );
+    // One byte past the limit and no more: all of it is read.
+    let chunk = format!("{:x}\r\n{}", 65_537, "x".repeat(65_537));
+    let (status, body) = support::raw_http(relay.port, &chunked, chunk.as_bytes()).await;
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (413, code::FRAME_TOO_LARGE)
+    );
+    // A body that stops coming is given up.
+    let (status, body) =
+        support::raw_http(relay.port, &head(Some(&valid), 100), br#"{"ops":["#).await;
+    assert_eq!((status, error_code(&body).as_str()), (408, code::MALFORMED));
+    // A whole body is read and pushed.
+    let mut device = Device::new(1);
+    let push = serde_json::to_string(&Push {
+        ops: vec![device.count(1)],
+    })
+    .unwrap();
+    let (status, body) =
+        support::raw_http(relay.port, &head(Some(&valid), push.len()), push.as_bytes()).await;
+    assert_eq!(status, 200, "{body}");
+    let ServerMessage::Ack(acks) = ServerMessage::decode(&body).unwrap() else {
+        panic!("{body}")
+    };
+    assert_eq!(applied_seq(&acks.acks[0].status), 1);
 }
 
 /// Op ids are fanned out: a peer that may write one key of an apartment
@@ -1074,6 +1211,64 @@ async fn a_device_that_never_reads_is_let_go(backend: Backend) {
     drop(deaf);
 }
 
+/// A device's live queue is bounded by bytes as well as by messages: one
+/// that follows `main` and never reads is cut off as too slow once what
+/// waits for it passes `--send-queue-bytes` (here 1 MiB), though its count
+/// (10,000 messages) is far from full and its writer's patience (three
+/// heartbeats of a minute) far from spent; a device that reads gets
+/// everything.
+async fn a_device_that_never_reads_is_cut_off_by_its_queued_bytes(backend: Backend) {
+    let relay = Relay::on(
+        backend,
+        &[
+            "--send-queue",
+            "10000",
+            "--send-queue-bytes",
+            "1048576",
+            "--heartbeat-ms",
+            "60000",
+        ],
+    );
+    let mut deaf = Client::connect(&relay, &main_rw(), None).await;
+    let mut reader = Client::connect(&relay, &main_rw(), None).await;
+    let mut writer = Client::writer(&relay, &main_rw()).await;
+    let mut device = Device::new(1);
+    // The reader reads as the ops come.
+    let reading = tokio::spawn(async move {
+        let mut seen = 0;
+        while seen < 120 {
+            match reader
+                .wait_for(|m| matches!(m, ServerMessage::Ops(_)))
+                .await
+            {
+                ServerMessage::Ops(body) => {
+                    for op in &body.ops {
+                        assert_eq!(op.seq, seen + 1, "a gap or a repeat");
+                        seen = op.seq;
+                    }
+                }
+                _ => unreachable!(),
+            }
+        }
+        reader
+    });
+    // 24 MB: past the socket buffers between the relay and the deaf
+    // device, then past its byte budget, in 120 messages.
+    write_a_large_log(&mut writer, &mut device).await;
+    let mut reader = reading.await.unwrap();
+    // What was queued for the deaf device before it was cut off is still
+    // written, then the close.
+    let closed = deaf.closed().await;
+    assert_eq!(closed, Some((4008, code::SLOW_CONSUMER.to_owned())));
+    // The reader was not cut off: its pings are answered.
+    reader
+        .send(&ClientMessage::Ping(gaesup_protocol::Ping { at: 7 }))
+        .await;
+    reader
+        .wait_for(|m| matches!(m, ServerMessage::Pong(_)))
+        .await;
+}
+
 /// The relay process's resident memory, in KiB.
 fn resident_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -1561,14 +1756,19 @@ support::on_both_backends!(
     a_silent_socket_is_closed_within_three_heartbeats,
     sigterm_finishes_what_is_in_flight_and_exits_cleanly,
     a_socket_ends_when_its_token_does,
+    a_socket_that_never_says_hello_is_closed_however_it_pings,
+    websocket_pings_before_a_hello_do_not_keep_a_socket_alive,
+    a_push_is_refused_for_its_token_before_its_body_is_read,
     a_hello_naming_a_stream_twice_is_refused,
     a_device_that_never_reads_is_let_go,
+    a_device_that_never_reads_is_cut_off_by_its_queued_bytes,
     another_op_under_a_taken_id_is_refused_not_a_duplicate,
     a_tab_belongs_to_the_subject_that_pushed_its_first_op,
     an_op_refused_when_admitted_leaves_no_owner,
     a_subject_s_new_tabs_past_its_hourly_claims_are_left_unowned,
     a_resent_outbox_is_answered_as_duplicates_in_one_push,
     a_narrowed_device_on_http_moves_past_ops_it_may_not_read,
+    live_ops_reach_each_device_as_its_token_reads_them,
     ops_stamped_near_the_horizon_are_refused_so_every_node_applies_what_one_admits,
     a_stream_the_token_may_not_read_is_refused_alone,
     ops_for_apartments_the_token_may_not_write_leave_no_stream_behind,

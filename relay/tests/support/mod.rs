@@ -653,6 +653,34 @@ impl Client {
         }
     }
 
+    /// Sends a WebSocket ping (a control frame, no message) every `every`
+    /// until the relay closes the socket, keeping the messages it sends;
+    /// the close code and reason.
+    pub async fn ping_until_closed(&mut self, every: Duration) -> Option<(u16, String)> {
+        let deadline = Instant::now() + DEADLINE;
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    assert!(Instant::now() < deadline, "the relay did not close the socket in time");
+                    // Fails once the relay closed: the close frame follows.
+                    let _ = self.socket.send(Message::Ping(Default::default())).await;
+                }
+                frame = self.socket.next() => match frame {
+                    Some(Ok(Message::Text(text))) => {
+                        self.inbox.push_back(ServerMessage::decode(text.as_str()).unwrap());
+                    }
+                    Some(Ok(Message::Close(frame))) => {
+                        self.closed = frame.map(|f| (u16::from(f.code), f.reason.to_string()));
+                        return self.closed.clone();
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => return self.closed.clone(),
+                },
+            }
+        }
+    }
+
     /// Reads until a message matches (keeping the others in order).
     pub async fn wait_for(&mut self, wanted: impl Fn(&ServerMessage) -> bool) -> ServerMessage {
         if let Some(i) = self.inbox.iter().position(&wanted) {
@@ -786,4 +814,42 @@ pub fn error_code(text: &str) -> String {
         ServerMessage::Error(body) => body.code,
         other => panic!("not an error: {other:?}"),
     }
+}
+
+/// An HTTP request written by hand on a plain socket: `head` (the request
+/// line and headers), then `body` and nothing more, the connection left
+/// open (a body that trickles, or never comes); the status and body of
+/// the answer.
+pub async fn raw_http(port: u16, head: &str, body: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    socket
+        .write_all(format!("{head}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    socket.write_all(body).await.unwrap();
+    let answer = async {
+        let mut read = Vec::new();
+        let mut buffer = [0u8; 4096];
+        loop {
+            let text = String::from_utf8_lossy(&read).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head.lines().find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())?
+                });
+                if length.is_some_and(|length| body.len() >= length) {
+                    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+                    return (status, body.to_owned());
+                }
+            }
+            let n = socket.read(&mut buffer).await.unwrap();
+            assert!(n > 0, "the relay closed without an answer: {text:?}");
+            read.extend_from_slice(&buffer[..n]);
+        }
+    };
+    tokio::time::timeout(DEADLINE, answer)
+        .await
+        .expect("the relay answers in time")
 }
