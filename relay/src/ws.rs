@@ -106,6 +106,9 @@ async fn serve(app: Arc<AppState>, socket: WebSocket) {
     let (catch_up, mut missed) = mpsc::unbounded_channel::<Missed>();
     let (closing, mut close_rx) = mpsc::channel::<Message>(1);
     let slow = Arc::new(Notify::new());
+    // Set when a fan-out to this socket was cut short (see `Outlet`).
+    let dropped = Arc::new(AtomicBool::new(false));
+    let cut = Arc::clone(&dropped);
     // A device that stops reading fills the socket's buffers: a frame that
     // cannot be written within this is the end of the connection (it
     // would otherwise hold the session, its slot and a shutdown forever).
@@ -145,6 +148,13 @@ async fn serve(app: Arc<AppState>, socket: WebSocket) {
                     },
                     queued = outgoing.recv() => {
                         let Some(queued) = queued else { break (None, false) };
+                        // After a gap in what this socket was sent, nothing
+                        // but errors: an ack or a pong queued while the cut
+                        // fan-out waited (an ack waits for room) would say
+                        // the device caught up. The socket closes as slow.
+                        if !queued.error && cut.load(Ordering::SeqCst) {
+                            continue;
+                        }
                         // Its bytes stay counted until it is written.
                         let written = write(&mut sink, Message::Text(queued.text.clone())).await;
                         drop(queued);
@@ -204,10 +214,10 @@ async fn serve(app: Arc<AppState>, socket: WebSocket) {
             }
         };
         if !broken {
-            // A catch-up cut short leaves a gap before whatever is live:
-            // nothing live may follow it (an op past the gap would move the
-            // device's cursor over it; an ack or a pong would say it caught
-            // up). Only errors still go, saying why the socket closes; the
+            // A catch-up or a fan-out cut short leaves a gap before
+            // whatever is live: nothing live may follow it (an op past the
+            // gap would move the device's cursor over it; an ack or a pong
+            // would say it caught up). Only errors still go, saying why the socket closes; the
             // device resumes from its cursor. Whether one was cut short is
             // known before anything is written; the first write that fails
             // ends the flush (each could take the whole patience).
@@ -215,8 +225,9 @@ async fn serve(app: Arc<AppState>, socket: WebSocket) {
             while let Ok(item) = missed.try_recv() {
                 left.push(item);
             }
-            let unfinished =
-                catching.is_some() || left.iter().any(|item| matches!(item, Missed::CatchUp(_)));
+            let unfinished = catching.is_some()
+                || left.iter().any(|item| matches!(item, Missed::CatchUp(_)))
+                || cut.load(Ordering::SeqCst);
             // (Whether each is an error, and its text.)
             let mut queued: Vec<(bool, Message)> = left
                 .into_iter()
@@ -255,7 +266,7 @@ async fn serve(app: Arc<AppState>, socket: WebSocket) {
             send,
             catch_up,
             slow: Arc::clone(&slow),
-            dropped: Arc::new(AtomicBool::new(false)),
+            dropped,
         },
     };
     let heartbeat = heartbeat_of(&app);
