@@ -602,6 +602,13 @@ impl Link {
         self.last_ack_ms
     }
 
+    /// The ops storage refused, which wait in this page's memory only
+    /// (see [`queue_unsaved`](Self::queue_unsaved)): what a link that
+    /// replaces this one must take over.
+    pub fn unsaved(&self) -> Vec<Op> {
+        self.unsaved.values().cloned().collect()
+    }
+
     /// The cursor of `stream`.
     pub fn cursor(&self, stream: &StreamId) -> u64 {
         self.cursors.get(stream).copied().unwrap_or(0)
@@ -624,6 +631,9 @@ impl Link {
                 .and_then(|text| serde_json::from_str::<Op>(&text).ok())
                 .filter(|op| op.validate().is_ok())
                 .filter(|op| self.streams.contains(&StreamId::of(&op.key)))
+                // Answered here already, and written back since (by a page
+                // that still held it): not sent again from this page.
+                .filter(|op| !self.answered_set.contains(&op.id))
             {
                 outbox.insert((op.stamp, op.id), op);
             }
@@ -1685,9 +1695,19 @@ impl Link {
     /// cursor already passed, and kept there, the next session would skip
     /// them. (Where the cursor was behind, this is
     /// [`save_cursor`](Self::save_cursor).)
+    ///
+    /// A pin ([`pin_cursor`](Self::pin_cursor)) counts in the numbers of
+    /// the log it was taken in: where the snapshot lowered the cursor, what
+    /// it kept from being stored (a state of this snapshot not saved, say)
+    /// is fetched again from the start of this log.
     pub fn snapshot_saved(&mut self, stream: &StreamId, seq: u64, storage: &mut dyn Storage) {
         self.covered.remove(stream);
         let cursor = self.cursors.get_or_default(stream.clone());
+        if seq < *cursor
+            && let Some(pin) = self.pins.get_mut(stream)
+        {
+            *pin = 0;
+        }
         *cursor = seq;
         let stored = self.pins.get(stream).map_or(seq, |pin| seq.min(*pin));
         let _ = storage.set(&format!("{CURSOR_PREFIX}{stream}"), &stored.to_string());
@@ -2571,6 +2591,12 @@ mod tests {
         assert_eq!(link.waiting(), 1);
         assert_eq!(self::link(&storage).waiting(), 1);
         assert!(link.queued(&x.id).is_none());
+        // Another link that still held x (another apartment's, following
+        // the same stream) writes it back: this one does not send it again.
+        write_outbox_entry(&x, &mut storage).unwrap();
+        link.refresh_outbox(&mut storage);
+        assert_eq!(link.waiting(), 1);
+        assert!(link.queued(&x.id).is_none());
     }
 
     #[test]
@@ -2685,8 +2711,17 @@ mod tests {
         assert!(link.http_pull(&main, 0).contains("cursor=40&"));
         // Still stored no further than a pin.
         link.pin_cursor(&main, 30);
-        link.snapshot_saved(&main, 35, &mut storage);
+        link.snapshot_saved(&main, 45, &mut storage);
         assert_eq!(self::link(&storage).cursor(&main), 30);
+        // A snapshot that lowers the cursor, some of it not saved (the
+        // adapter pins where the cursor was): the next page fetches this
+        // log from its start, not from the snapshot's number.
+        let mut unsaved = self::link(&storage);
+        unsaved.save_cursor(&main, 5_000, &mut storage);
+        unsaved.pin_here(&main);
+        unsaved.snapshot_saved(&main, 40, &mut storage);
+        assert_eq!(unsaved.cursor(&main), 40, "this page goes on from it");
+        assert_eq!(self::link(&storage).cursor(&main), 0);
     }
 
     #[test]
