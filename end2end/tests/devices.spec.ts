@@ -15,6 +15,23 @@ const otherNotes = 'main/study/notes-b';
 const theme = 'main/settings/theme';
 const probe = 'main/lobby/probe';
 
+/** Makes `page`'s `area` refuse to store entries whose key matches
+ * `pattern`, as a full storage would (until the page reloads). */
+const refuseEntries = (page: import('@playwright/test').Page, area: 'localStorage' | 'sessionStorage', pattern: string) =>
+  page.evaluate(
+    ([area, pattern]) => {
+      const setItem = Storage.prototype.setItem;
+      const refused = new RegExp(pattern);
+      Storage.prototype.setItem = function (key: string, value: string) {
+        if (this === window[area] && refused.test(key)) {
+          throw new DOMException('the quota has been exceeded', 'QuotaExceededError');
+        }
+        setItem.call(this, key, value);
+      };
+    },
+    [area, pattern] as const,
+  );
+
 test.describe('two devices through a relay', () => {
   // Real relay processes, two or three browser contexts each, reconnections
   // with backoff: up to 17 s on a loaded 2-core machine, about twice that on
@@ -441,25 +458,82 @@ test.describe('two devices through a relay', () => {
     b.expectNoErrors();
   });
 
+  test('writes a tab made while its relay.json failed, sent by the tab holding the link, are not sent again once it links', async ({ browser }) => {
+    const config = configFor(relay.url, relay.token());
+    const [a, b] = await devices(browser);
+    // A second tab whose relay.json fails (the first one's came through).
+    let reachable = false;
+    await a.context.unroute('**/relay.json');
+    await a.context.route('**/relay.json', (route) =>
+      reachable ? route.fulfill({ json: config }) : route.abort('connectionfailed'),
+    );
+    const second = await a.newPage('/');
+    await expect(a.notices(second).filter({ hasText: "The relay's configuration could not be fetched" })).toHaveCount(1);
+    // Its write waits in the outbox, where the tab holding the link takes
+    // it and sends it.
+    await a.increment(counter, 'count', 5, second);
+    await expect.poll(() => b.get(counter, 'count')).toBe(5);
+    await expect(a.waiting()).toHaveText('0');
+    reachable = true;
+    await expect(a.relayLink(second)).toHaveText('connected', { timeout: 45_000 });
+    // The holder closes: the second tab takes the link over, with
+    // whatever the outbox holds.
+    await a.pages[0].close();
+    await expect(second.getByRole('region', { name: 'Storage and sync: Main apartment' })).toContainText('held by this tab');
+    await expect(a.relayLink(second)).toHaveText('connected');
+    await b.increment(counter, 'count', 1);
+    await expect.poll(() => a.get(counter, 'count', second)).toBe(6);
+    await expect(a.waiting(second)).toHaveText('0');
+    // Nothing was pushed twice.
+    const metrics = await (await fetch(relay.url.replace('ws:', 'http:') + '/metrics')).text();
+    expect(metrics).toMatch(/^relay_ops_duplicate_total 0$/m);
+    a.expectNoErrors();
+    b.expectNoErrors();
+  });
+
+  test('relay.json held open: given up after 10 s and asked again, and a write made meanwhile reaches the other device', async ({ browser }) => {
+    const config = configFor(relay.url, relay.token());
+    const a = await Device.open(browser, config);
+    const b = await Device.open(browser, config, null);
+    // The first request is never answered, as a stuck proxy would.
+    let held = false;
+    await b.context.unroute('**/relay.json');
+    await b.context.route('**/relay.json', (route) => {
+      if (held) return route.fulfill({ json: config });
+      held = true;
+    });
+    await b.newPage('/');
+    await b.increment(counter, 'count', 3);
+    await expect.poll(() => a.get(counter, 'count'), { timeout: 45_000 }).toBe(3);
+    await expect(b.relayLink()).toHaveText('connected');
+    a.expectNoErrors();
+    b.expectNoErrors();
+  });
+
   test('relayed writes this device could not save are fetched again after a reload', async ({ browser }) => {
     const [a, b] = await devices(browser);
     // b's localStorage refuses the counter's entry, as a full one would;
     // its other entries (the relay's cursor among them) still go in.
-    await b.page.evaluate(() => {
-      const setItem = Storage.prototype.setItem;
-      Storage.prototype.setItem = function (key: string, value: string) {
-        if (this === localStorage && key.startsWith('gaesup/state/') && key.endsWith('/count')) {
-          throw new DOMException('the quota has been exceeded', 'QuotaExceededError');
-        }
-        setItem.call(this, key, value);
-      };
-    });
+    await refuseEntries(b.page, 'localStorage', '^gaesup/state/.*/count$');
     await a.increment(counter, 'count', 7);
     await expect.poll(() => b.get(counter, 'count')).toBe(7);
     await expect(b.notices().filter({ hasText: 'Could not save building/main/lobby/count' })).toHaveCount(1);
     // A reload (its storage takes entries again) fetches the write again.
     await b.reload();
     await expect.poll(() => b.get(counter, 'count')).toBe(7);
+    // A key the relayed writes do not touch failing to save holds nothing
+    // back: b's session key cannot be saved (its sessionStorage refuses
+    // it), a's next count still moves the stored cursor.
+    await refuseEntries(b.page, 'sessionStorage', '/scratch$');
+    await b.declare(probe, 'scratch', { scope: 'apartment', lifetime: 'ephemeral' });
+    await b.set(probe, 'scratch', 'not saved here');
+    await expect(b.notices().filter({ hasText: /Could not save \S+\/scratch/ })).toHaveCount(1);
+    await a.increment(counter, 'count', 1);
+    await expect.poll(() => b.get(counter, 'count')).toBe(8);
+    // Ops 1 (7) and 2 (1): both applied, and stored.
+    await expect
+      .poll(() => b.page.evaluate(() => localStorage.getItem('gaesup/cursor/apartment:main')))
+      .toBe('2');
     a.expectNoErrors();
   });
 

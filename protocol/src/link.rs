@@ -619,22 +619,32 @@ impl Link {
     /// follows are taken: another apartment's link (with perhaps another
     /// token) sends its own.
     pub fn reload_outbox(&mut self, storage: &dyn Storage) {
+        self.read_outbox(storage);
+    }
+
+    /// [`reload_outbox`](Self::reload_outbox); the storage keys of the ops
+    /// it left out as answered by this link already (written back since
+    /// by a page or link that still held them), to take out.
+    fn read_outbox(&mut self, storage: &dyn Storage) -> Vec<String> {
         let Ok(keys) = storage.keys() else {
-            return;
+            return Vec::new();
         };
         let mut outbox = BTreeMap::new();
+        let mut answered = Vec::new();
         for key in keys.iter().filter(|k| k.starts_with(OUTBOX_PREFIX)) {
-            if let Some(op) = storage
+            let Some(op) = storage
                 .get(key)
                 .ok()
                 .flatten()
                 .and_then(|text| serde_json::from_str::<Op>(&text).ok())
                 .filter(|op| op.validate().is_ok())
                 .filter(|op| self.streams.contains(&StreamId::of(&op.key)))
-                // Answered here already, and written back since (by a page
-                // that still held it): not sent again from this page.
-                .filter(|op| !self.answered_set.contains(&op.id))
-            {
+            else {
+                continue;
+            };
+            if self.answered_set.contains(&op.id) {
+                answered.push(key.clone());
+            } else {
                 outbox.insert((op.stamp, op.id), op);
             }
         }
@@ -643,6 +653,7 @@ impl Link {
             outbox.insert((op.stamp, op.id), op.clone());
         }
         self.outbox = outbox;
+        answered
     }
 
     /// Re-reads the outbox (other tabs of this browser queue their own ops
@@ -654,7 +665,9 @@ impl Link {
     /// storage refuses it.
     pub fn refresh_outbox(&mut self, storage: &mut dyn Storage) -> Vec<String> {
         let before = std::mem::take(&mut self.outbox);
-        self.reload_outbox(&*storage);
+        for answered in self.read_outbox(&*storage) {
+            let _ = storage.remove(&answered);
+        }
         for (at, op) in before {
             if self.outbox.contains_key(&at) {
                 continue;
@@ -2592,11 +2605,13 @@ mod tests {
         assert_eq!(self::link(&storage).waiting(), 1);
         assert!(link.queued(&x.id).is_none());
         // Another link that still held x (another apartment's, following
-        // the same stream) writes it back: this one does not send it again.
+        // the same stream) writes it back: this one does not send it
+        // again, and takes it out.
         write_outbox_entry(&x, &mut storage).unwrap();
         link.refresh_outbox(&mut storage);
         assert_eq!(link.waiting(), 1);
         assert!(link.queued(&x.id).is_none());
+        assert_eq!(self::link(&storage).waiting(), 1);
     }
 
     #[test]

@@ -94,7 +94,7 @@ pub fn connect_browser_with_options(
             last_request: Cell::new(None),
             writer,
             relay: RefCell::new(if options.expect_relay {
-                relay::RelayState::Waiting(Vec::new())
+                relay::RelayState::Waiting(relay::Early::default())
             } else {
                 relay::RelayState::None
             }),
@@ -222,8 +222,14 @@ impl RelayHandle {
             return;
         };
         let early = match inner.relay.replace(relay::RelayState::None) {
-            relay::RelayState::Waiting(early) => early,
-            _ => Vec::new(),
+            // Those in storage are the outbox's already (and perhaps sent by
+            // another tab holding the link): queued again, one answered
+            // since would be written back and pushed twice.
+            relay::RelayState::Waiting(early) => early.unsaved,
+            // Ops storage refused wait in the old link's memory only: the
+            // new one takes them over.
+            relay::RelayState::Attached(old) => old.unsaved(),
+            relay::RelayState::None => Vec::new(),
         };
         let remote = relay::Remote::start(&inner, &inner.apartment, config, early);
         *inner.relay.borrow_mut() = relay::RelayState::Attached(remote);
@@ -243,12 +249,8 @@ impl RelayHandle {
         if let relay::RelayState::Waiting(early) = inner.relay.replace(relay::RelayState::None)
             && let Ok(mut storage) = BrowserStorage::local()
         {
-            for op in early {
-                let _ = storage.remove(&format!(
-                    "{}{}",
-                    gaesup_protocol::link::OUTBOX_PREFIX,
-                    op.id
-                ));
+            for id in early.saved {
+                let _ = storage.remove(&format!("{}{id}", gaesup_protocol::link::OUTBOX_PREFIX));
             }
         }
         inner.writer.relay.set(gaesup_state::RelayStatus::off());
@@ -272,7 +274,7 @@ impl RelayHandle {
             relay::RelayState::Attached(_) => return,
             // Connected without `expect_relay`: ops wait from now on.
             state @ relay::RelayState::None => {
-                *state = relay::RelayState::Waiting(Vec::new());
+                *state = relay::RelayState::Waiting(relay::Early::default());
                 0
             }
             relay::RelayState::Waiting(early) => early.len(),

@@ -124,12 +124,28 @@ impl Announce {
 pub(super) enum RelayState {
     /// No relay will come (the default).
     None,
-    /// The configuration is being read: ops bound for a relay wait here
-    /// (past [`MAX_OUTBOX`], writes of persistent keys are refused), then
-    /// go to the outbox or are forgotten.
-    Waiting(Vec<Op>),
+    /// The configuration is being read: ops bound for a relay wait (past
+    /// [`MAX_OUTBOX`], writes of persistent keys are refused), then go to
+    /// the outbox or are forgotten.
+    Waiting(Early),
     /// Linked (or trying to be).
     Attached(Rc<Remote>),
+}
+
+/// The ops a connection made while the relay's configuration was read.
+#[derive(Default)]
+pub(super) struct Early {
+    /// Written to the outbox in `localStorage` already: a tab holding the
+    /// link takes them from there (and answers them) like any tab's.
+    pub(super) saved: Vec<OpId>,
+    /// Storage refused them: they wait in this page, for its link.
+    pub(super) unsaved: Vec<Op>,
+}
+
+impl Early {
+    pub(super) fn len(&self) -> usize {
+        self.saved.len() + self.unsaved.len()
+    }
 }
 
 /// The link of one connection (one apartment's manager) to a relay.

@@ -5,12 +5,32 @@
 
 use std::collections::BTreeSet;
 
+use gaesup_state_core::FullKey;
 use leptos::prelude::Set;
 use wasm_bindgen::JsCast;
 use web_sys::Document;
 
 use super::Inner;
 use crate::storage::js_message;
+
+/// What a save could not write.
+pub(super) enum Unsaved {
+    /// These keys (storage full, say): they stay dirty, and the next save
+    /// tries them again.
+    Keys(Vec<FullKey>),
+    /// Nothing: the manager could not flush at all.
+    All,
+}
+
+impl Unsaved {
+    /// Whether any of `keys` may not be saved.
+    pub(super) fn any_of<'k>(&self, mut keys: impl Iterator<Item = &'k FullKey>) -> bool {
+        match self {
+            Self::Keys(failed) => keys.any(|key| failed.contains(key)),
+            Self::All => true,
+        }
+    }
+}
 
 /// What the next save re-reads from storage because other tabs wrote it.
 #[derive(Debug, Default)]
@@ -68,18 +88,16 @@ impl Inner {
         }
     }
 
-    /// Saves at once; whether everything changed was written (see
+    /// Saves at once; what could not be written (see
     /// [`save`](Self::save)).
-    pub(super) fn save_now(&self) -> bool {
+    pub(super) fn save_now(&self) -> Unsaved {
         self.cancel_pending();
         self.save()
     }
 
-    /// Re-reads storage if another tab wrote, then writes what changed:
-    /// `false` if a key could not be written (storage full, say: it stays
-    /// dirty and is tried again at the next save) or the manager could not
-    /// flush.
-    pub(super) fn save(&self) -> bool {
+    /// Re-reads storage if another tab wrote, then writes what changed;
+    /// says what could not be written.
+    pub(super) fn save(&self) -> Unsaved {
         let reread = std::mem::take(&mut *self.reread.borrow_mut());
         match reread {
             Reread::Nothing => {}
@@ -90,13 +108,19 @@ impl Inner {
             Reread::All => self.reload(),
         }
         let Ok(reports) = self.manager.flush() else {
-            return false;
+            return Unsaved::All;
         };
         self.writer.persist_reports(&reports);
         if reports.iter().any(|r| !r.written.is_empty()) {
             self.update_quota();
         }
-        reports.iter().all(|r| r.failed.is_empty())
+        Unsaved::Keys(
+            reports
+                .into_iter()
+                .flat_map(|report| report.failed)
+                .map(|(key, _)| key)
+                .collect(),
+        )
     }
 
     /// Storage events come one per key written: a burst re-reads the keys

@@ -143,9 +143,9 @@ impl RelayConfig {
 /// Why `relay.json` gave no configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RelayConfigError {
-    /// It could not be fetched now: the network failed, or the server
-    /// answered that it is busy or broken (408, 429, 5xx). Asking again
-    /// later may bring it.
+    /// It could not be fetched now: the network failed, the server
+    /// answered that it is busy or broken (408, 429, 5xx), or it did not
+    /// come whole within 10 s. Asking again later may bring it.
     Unreachable(String),
     /// It answered with something that is not a configuration (or an
     /// error status that asking again does not change).
@@ -184,7 +184,14 @@ impl RelayConfigError {
 /// between tabs only.
 pub async fn fetch_relay_config(path: &str) -> Result<Option<RelayConfig>, RelayConfigError> {
     let window = web_sys::window().ok_or(RelayConfigError::Invalid("no window".to_owned()))?;
-    let response = JsFuture::from(window.fetch_with_str(path))
+    // Given up (and so asked again) if it has not come whole in time: a
+    // server or proxy that holds the request open would hold the relay
+    // off for the page's life.
+    let init = web_sys::RequestInit::new();
+    init.set_signal(Some(&web_sys::AbortSignal::timeout_with_u32(
+        CONFIG_WITHIN_MS,
+    )));
+    let response = JsFuture::from(window.fetch_with_str_and_init(path, &init))
         .await
         .map_err(|err| {
             RelayConfigError::Unreachable(format!(
@@ -212,6 +219,9 @@ pub async fn fetch_relay_config(path: &str) -> Result<Option<RelayConfig>, Relay
     RelayConfig::parse(&text.as_string().unwrap_or_default()).map_err(RelayConfigError::Invalid)
 }
 
+/// How long `relay.json` may take to come whole.
+const CONFIG_WITHIN_MS: u32 = 10_000;
+
 /// The first wait before `relay.json` is asked for again, doubled after
 /// each failure up to [`CONFIG_RETRY_MAX_MS`].
 const CONFIG_RETRY_MS: u32 = 1_000;
@@ -223,7 +233,7 @@ const REFUSED_LOOK_MS: u32 = 5_000;
 /// doubled each time it holds the same one, up to
 /// [`REFUSED_RETRY_MAX_MS`].
 const REFUSED_RETRY_MS: u32 = 5_000;
-const REFUSED_RETRY_MAX_MS: u32 = 300_000;
+const REFUSED_RETRY_MAX_MS: u32 = 60_000;
 
 /// Reads the relay configuration at `path` for every connection of
 /// `relays` and tells each what it says ([`RelayHandle::attach`], or
@@ -236,7 +246,7 @@ const REFUSED_RETRY_MAX_MS: u32 = 300_000;
 ///   second later and then twice as long each time, up to 30 s.
 /// - Once linked, while the relay refuses a connection's token (expired,
 ///   revoked: [`RelayHandle::is_refused`]) it is read again, 5 s later and
-///   then twice as long each time up to five minutes, and a configuration
+///   then twice as long each time up to a minute, and a configuration
 ///   that changed (a deployment that rotated the token) links every
 ///   connection again with it; what waited in the outbox then goes.
 ///

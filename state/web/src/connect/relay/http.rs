@@ -125,6 +125,11 @@ pub(super) async fn push_loop(weak: Weak<Remote>, generation: u64) {
             let Some(remote) = weak.upgrade() else {
                 return;
             };
+            // A loop of an older connection (woken on its way out) must
+            // not make the ask the new one's loop would make.
+            if !remote.on_http(generation) {
+                return;
+            }
             let ask = remote
                 .with_link(|link, _| link.http_limits(now_ms()))
                 .flatten();

@@ -6,7 +6,7 @@ use std::rc::Rc;
 use gaesup_protocol::{
     AckStatus, Link, LinkOutput, LinkStatus, Rebase, Sequenced, Snapshot, StreamId,
 };
-use gaesup_state_core::{COMPACT_AFTER_MS, Message, OpGroup, Storage};
+use gaesup_state_core::{COMPACT_AFTER_MS, FullKey, Message, OpGroup, Storage};
 use gloo_timers::callback::{Interval, Timeout};
 
 use super::{Announce, Remote, TICK_MS, is_transient, now_ms, relay_error_notice, wire};
@@ -68,6 +68,16 @@ impl Remote {
             }
         }));
         self.connect();
+    }
+
+    /// The ops this tab's link holds in memory only (storage refused
+    /// them): none unless it leads.
+    pub(in crate::connect) fn unsaved(&self) -> Vec<gaesup_state_core::Op> {
+        self.link
+            .borrow()
+            .as_ref()
+            .map(Link::unsaved)
+            .unwrap_or_default()
     }
 
     pub(super) fn with_link<R>(
@@ -359,6 +369,7 @@ impl Remote {
         ) else {
             return;
         };
+        let keys: Vec<FullKey> = ops.iter().map(|s| s.op.key.clone()).collect();
         let mut stale = Vec::new();
         let mut unsaved = None;
         for sequenced in ops {
@@ -383,8 +394,9 @@ impl Remote {
         }
         // Storage that could not take what they changed (full, say) keeps
         // the stored cursor before all of them: the page goes on (the save
-        // is tried again), a reload fetches them again.
-        if !conn.save_now() {
+        // is tried again), a reload fetches them again. Keys they did not
+        // touch keep nothing back.
+        if conn.save_now().any_of(keys.iter()) {
             unsaved = Some(first);
         }
         self.with_link(|link, storage| {
@@ -419,6 +431,7 @@ impl Remote {
         // The link set `seq` and `more` for a snapshot in pieces: the
         // cursor moves only once the last piece is merged.
         let (stream, seq, more) = (snapshot.stream.clone(), snapshot.seq, snapshot.more);
+        let keys: Vec<FullKey> = snapshot.states.iter().map(|s| s.key.clone()).collect();
         let (groups, refused) = snapshot.into_tab_groups();
         if let Some((key, err)) = refused.first() {
             self.notice(format!(
@@ -437,7 +450,7 @@ impl Remote {
             };
             unsaved |= conn.receive_relayed(&message, true).unsaved;
         }
-        unsaved |= !conn.save_now();
+        unsaved |= conn.save_now().any_of(keys.iter());
         self.with_link(|link, storage| {
             if unsaved {
                 link.pin_here(&stream);

@@ -235,11 +235,15 @@ impl Inner {
                 // has one) takes them. Taken out again if no relay comes.
                 let mut storage = BrowserStorage::local().ok();
                 for op in group.ops.iter().filter(|op| self.relayable(op)) {
-                    if let Some(storage) = storage.as_mut() {
-                        // A refusal (full, say) leaves it in this page.
-                        let _ = write_outbox_entry(op, storage);
+                    let saved = storage
+                        .as_mut()
+                        .is_some_and(|storage| write_outbox_entry(op, storage).is_ok());
+                    if saved {
+                        early.saved.push(op.id);
+                    } else {
+                        // Refused (full, say), or no storage: in this page.
+                        early.unsaved.push(op.clone());
                     }
-                    early.push(op.clone());
                 }
                 // Bounded like the outbox they are bound for.
                 if early.len() >= MAX_OUTBOX {
