@@ -137,8 +137,13 @@ async fn read_body(
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    // A body declared up to twice the limit is read to its end (and
+    // dropped) before it is refused, so the client, still sending it,
+    // reads the refusal rather than a connection closed under it; one
+    // larger is refused at once.
+    let drain = limit.saturating_mul(2);
     if let Some(declared) = declared
-        && declared > u64::try_from(limit).unwrap_or(u64::MAX)
+        && declared > u64::try_from(drain).unwrap_or(u64::MAX)
     {
         return Err(BodyError::TooLarge(format!(
             "{declared} bytes, over {limit}"
@@ -147,12 +152,21 @@ async fn read_body(
     let read = async {
         let mut stream = body.into_data_stream();
         let mut read = Vec::new();
+        let mut seen = 0usize;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|_| BodyError::Broken)?;
-            if read.len().saturating_add(chunk.len()) > limit {
-                return Err(BodyError::TooLarge(format!("over {limit} bytes")));
+            seen = seen.saturating_add(chunk.len());
+            // Past the limit, a body of no declared length (whose end
+            // may never come) is refused at once.
+            if seen > drain || (seen > limit && declared.is_none()) {
+                break;
             }
-            read.extend_from_slice(&chunk);
+            if seen <= limit {
+                read.extend_from_slice(&chunk);
+            }
+        }
+        if seen > limit {
+            return Err(BodyError::TooLarge(format!("over {limit} bytes")));
         }
         Ok(read)
     };

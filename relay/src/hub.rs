@@ -840,6 +840,9 @@ impl State {
 
     fn drop_slow(&mut self, conn: ConnId) {
         if let Some(subscriber) = self.subscribers.remove(&conn) {
+            // Before the hub answers anything else of this connection's:
+            // an ack queued from now on follows the gap.
+            subscriber.outlet.send.cut().mark();
             subscriber.outlet.dropped.store(true, Ordering::SeqCst);
             subscriber.outlet.slow.notify_one();
             self.metrics.refused(code::SLOW_CONSUMER);

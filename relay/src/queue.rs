@@ -17,6 +17,7 @@
 //! share it).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::ws::Utf8Bytes;
 use gaesup_protocol::ServerMessage;
@@ -29,8 +30,41 @@ pub struct Queued {
     /// Whether it is an error (errors still go when a socket closes
     /// after a catch-up was cut short; nothing else does).
     pub error: bool,
+    /// Its place in the order messages were queued (see [`Cut`]).
+    position: u64,
     /// Its bytes of the budget, given back when it is dropped.
     _bytes: OwnedSemaphorePermit,
+}
+
+/// Where a fan-out to the socket was cut short, if it was: messages
+/// queued from then on come after a gap in what the device was sent.
+#[derive(Clone)]
+pub struct Cut {
+    /// The position of the next message to be queued.
+    next: Arc<AtomicU64>,
+    /// The first position after the gap (`u64::MAX`: no gap).
+    at: Arc<AtomicU64>,
+}
+
+impl Cut {
+    /// A fan-out to the socket was cut short now: everything queued from
+    /// now on follows the gap.
+    pub fn mark(&self) {
+        self.at
+            .fetch_min(self.next.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+
+    /// Whether `queued` was queued after a cut (only errors may still be
+    /// written then: an ack or a pong would tell the device it caught
+    /// up). What was queued before it precedes the gap, and goes.
+    pub fn follows(&self, queued: &Queued) -> bool {
+        queued.position >= self.at.load(Ordering::SeqCst)
+    }
+
+    /// Whether a fan-out was cut short at all.
+    pub fn is_marked(&self) -> bool {
+        self.at.load(Ordering::SeqCst) != u64::MAX
+    }
 }
 
 /// The queue had no room (by count or by bytes), or its socket is gone.
@@ -43,6 +77,7 @@ pub struct SendQueue {
     messages: mpsc::Sender<Queued>,
     bytes: Arc<Semaphore>,
     budget: u32,
+    cut: Cut,
 }
 
 impl SendQueue {
@@ -58,8 +93,22 @@ impl SendQueue {
                 usize::try_from(budget).unwrap_or(Semaphore::MAX_PERMITS),
             )),
             budget,
+            cut: Cut {
+                next: Arc::new(AtomicU64::new(0)),
+                at: Arc::new(AtomicU64::new(u64::MAX)),
+            },
         };
         (queue, receiver)
+    }
+
+    /// Where a fan-out to this queue's socket was cut short.
+    pub fn cut(&self) -> &Cut {
+        &self.cut
+    }
+
+    /// The next position, taken once a message has its room.
+    fn position(&self) -> u64 {
+        self.cut.next.fetch_add(1, Ordering::SeqCst)
     }
 
     /// What `text` takes of the budget: its length, or all of it.
@@ -78,6 +127,7 @@ impl SendQueue {
         slot.send(Queued {
             text,
             error,
+            position: self.position(),
             _bytes: bytes,
         });
         Ok(())
@@ -105,6 +155,7 @@ impl SendQueue {
         slot.send(Queued {
             text,
             error: is_error(message),
+            position: self.position(),
             _bytes: bytes,
         });
         Ok(())
@@ -173,6 +224,31 @@ mod tests {
         drop(receiver.try_recv().unwrap());
         queue.try_send_text(text(1), false).unwrap();
         assert_eq!(queue.try_send_text(text(5000), false), Err(Full));
+    }
+
+    #[tokio::test]
+    async fn what_was_queued_before_a_cut_goes_and_what_came_after_does_not() {
+        let (queue, mut receiver) = SendQueue::new(100, 1000);
+        queue.try_send_text(text(10), false).unwrap();
+        // An ack waiting for room when the cut comes is queued after it.
+        queue.try_send_text(text(985), false).unwrap();
+        let ack = ServerMessage::Ping(Ping { at: 1 });
+        let mut waiting = Box::pin(queue.send(&ack));
+        let polled =
+            std::future::poll_fn(|cx| std::task::Poll::Ready(waiting.as_mut().poll(cx))).await;
+        assert!(polled.is_pending());
+        assert!(!queue.cut().is_marked());
+        queue.cut().mark();
+        let cut = queue.cut().clone();
+        let before = [receiver.try_recv().unwrap(), receiver.try_recv().unwrap()];
+        assert!(before.iter().all(|queued| !cut.follows(queued)));
+        drop(before);
+        waiting.await.unwrap();
+        assert!(cut.follows(&receiver.try_recv().unwrap()));
+        // A second cut moves nothing back.
+        queue.cut().mark();
+        queue.try_send_text(text(1), false).unwrap();
+        assert!(cut.follows(&receiver.try_recv().unwrap()));
     }
 
     #[test]

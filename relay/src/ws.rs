@@ -106,9 +106,8 @@ async fn serve(app: Arc<AppState>, socket: WebSocket) {
     let (catch_up, mut missed) = mpsc::unbounded_channel::<Missed>();
     let (closing, mut close_rx) = mpsc::channel::<Message>(1);
     let slow = Arc::new(Notify::new());
-    // Set when a fan-out to this socket was cut short (see `Outlet`).
-    let dropped = Arc::new(AtomicBool::new(false));
-    let cut = Arc::clone(&dropped);
+    // Where a fan-out to this socket was cut short, if it was.
+    let cut = send.cut().clone();
     // A device that stops reading fills the socket's buffers: a frame that
     // cannot be written within this is the end of the connection (it
     // would otherwise hold the session, its slot and a shutdown forever).
@@ -149,10 +148,11 @@ async fn serve(app: Arc<AppState>, socket: WebSocket) {
                     queued = outgoing.recv() => {
                         let Some(queued) = queued else { break (None, false) };
                         // After a gap in what this socket was sent, nothing
-                        // but errors: an ack or a pong queued while the cut
-                        // fan-out waited (an ack waits for room) would say
-                        // the device caught up. The socket closes as slow.
-                        if !queued.error && cut.load(Ordering::SeqCst) {
+                        // but errors: an ack or a pong queued after the cut
+                        // (an ack may wait for room while it comes) would
+                        // say the device caught up. What was queued before
+                        // it goes. The socket closes as slow.
+                        if !queued.error && cut.follows(&queued) {
                             continue;
                         }
                         // Its bytes stay counted until it is written.
@@ -214,10 +214,10 @@ async fn serve(app: Arc<AppState>, socket: WebSocket) {
             }
         };
         if !broken {
-            // A catch-up or a fan-out cut short leaves a gap before
-            // whatever is live: nothing live may follow it (an op past the
-            // gap would move the device's cursor over it; an ack or a pong
-            // would say it caught up). Only errors still go, saying why the socket closes; the
+            // A catch-up cut short leaves a gap before whatever is live:
+            // nothing live may follow it (an op past the gap would move the
+            // device's cursor over it; an ack or a pong would say it caught
+            // up); a fan-out cut short, before what was queued after it. Only errors still go, saying why the socket closes; the
             // device resumes from its cursor. Whether one was cut short is
             // known before anything is written; the first write that fails
             // ends the flush (each could take the whole patience).
@@ -225,9 +225,8 @@ async fn serve(app: Arc<AppState>, socket: WebSocket) {
             while let Ok(item) = missed.try_recv() {
                 left.push(item);
             }
-            let unfinished = catching.is_some()
-                || left.iter().any(|item| matches!(item, Missed::CatchUp(_)))
-                || cut.load(Ordering::SeqCst);
+            let unfinished =
+                catching.is_some() || left.iter().any(|item| matches!(item, Missed::CatchUp(_)));
             // (Whether each is an error, and its text.)
             let mut queued: Vec<(bool, Message)> = left
                 .into_iter()
@@ -238,7 +237,10 @@ async fn serve(app: Arc<AppState>, socket: WebSocket) {
                 })
                 .collect();
             while let Ok(message) = outgoing.try_recv() {
-                queued.push((message.error, Message::Text(message.text.clone())));
+                // After a cut fan-out's gap, as an error or not at all.
+                if message.error || !cut.follows(&message) {
+                    queued.push((message.error, Message::Text(message.text.clone())));
+                }
             }
             let mut flushed = true;
             for (error, frame) in queued {
@@ -266,7 +268,7 @@ async fn serve(app: Arc<AppState>, socket: WebSocket) {
             send,
             catch_up,
             slow: Arc::clone(&slow),
-            dropped,
+            dropped: Arc::new(AtomicBool::new(false)),
         },
     };
     let heartbeat = heartbeat_of(&app);
