@@ -145,7 +145,8 @@ impl RelayConfig {
 pub enum RelayConfigError {
     /// It could not be fetched now: the network failed, the server
     /// answered that it is busy or broken (408, 429, 5xx), or it did not
-    /// come whole within 10 s. Asking again later may bring it.
+    /// come whole in time (10 s at first). Asking again later may bring
+    /// it.
     Unreachable(String),
     /// It answered with something that is not a configuration (or an
     /// error status that asking again does not change).
@@ -183,14 +184,17 @@ impl RelayConfigError {
 /// [`RelayConfigError::Invalid`], an error to show, and the app then syncs
 /// between tabs only.
 pub async fn fetch_relay_config(path: &str) -> Result<Option<RelayConfig>, RelayConfigError> {
+    fetch_within(path, CONFIG_WITHIN_MS).await
+}
+
+/// [`fetch_relay_config`], given up after `within_ms`.
+async fn fetch_within(path: &str, within_ms: u32) -> Result<Option<RelayConfig>, RelayConfigError> {
     let window = web_sys::window().ok_or(RelayConfigError::Invalid("no window".to_owned()))?;
     // Given up (and so asked again) if it has not come whole in time: a
     // server or proxy that holds the request open would hold the relay
     // off for the page's life.
     let init = web_sys::RequestInit::new();
-    init.set_signal(Some(&web_sys::AbortSignal::timeout_with_u32(
-        CONFIG_WITHIN_MS,
-    )));
+    init.set_signal(Some(&web_sys::AbortSignal::timeout_with_u32(within_ms)));
     let response = JsFuture::from(window.fetch_with_str_and_init(path, &init))
         .await
         .map_err(|err| {
@@ -219,8 +223,11 @@ pub async fn fetch_relay_config(path: &str) -> Result<Option<RelayConfig>, Relay
     RelayConfig::parse(&text.as_string().unwrap_or_default()).map_err(RelayConfigError::Invalid)
 }
 
-/// How long `relay.json` may take to come whole.
+/// How long `relay.json` may take to come whole, at first; after
+/// failures, twice the wait before the next ask, up to a minute (a slow
+/// network that takes longer still gets it).
 const CONFIG_WITHIN_MS: u32 = 10_000;
+const CONFIG_WITHIN_MAX_MS: u32 = 60_000;
 
 /// The first wait before `relay.json` is asked for again, doubled after
 /// each failure up to [`CONFIG_RETRY_MAX_MS`].
@@ -268,7 +275,10 @@ pub async fn follow_relay_config(path: &str, relays: Vec<crate::RelayHandle>) {
         if live().next().is_none() {
             return;
         }
-        match fetch_relay_config(path).await {
+        let within = CONFIG_WITHIN_MS
+            .max(wait.saturating_mul(2))
+            .min(CONFIG_WITHIN_MAX_MS);
+        match fetch_within(path, within).await {
             Ok(Some(config)) => {
                 live().for_each(|relay| relay.attach(config.clone()));
                 break config;
