@@ -380,10 +380,11 @@ pub struct Link {
     /// over HTTP); until then, this build's own limits.
     limits: Option<Limits>,
     /// Whether the relay answered the ask for its limits over HTTP for
-    /// good (with them, or as a relay from before the route), and the
-    /// connection whose ask is out, if one is.
+    /// good (with them, or as a relay from before the route), and whether
+    /// this connection's ask is out (an ask of an earlier one does not
+    /// count: see `connections`).
     limits_settled: bool,
-    limits_asking: Option<u64>,
+    limits_asking: bool,
     /// Before this, an ask that got no answer is not made again (on the
     /// same connection: the next asks at once).
     limits_retry_at_ms: u64,
@@ -540,7 +541,7 @@ impl Link {
             heartbeat_ms: DEFAULT_HEARTBEAT_MS,
             limits: None,
             limits_settled: false,
-            limits_asking: None,
+            limits_asking: false,
             limits_retry_at_ms: 0,
             connections: 0,
             last_heard_ms: 0,
@@ -849,7 +850,7 @@ impl Link {
         // connection that is gone, and the relay may have come back with
         // other limits (a push past them is refused as too_many_ops).
         self.connections = self.connections.wrapping_add(1);
-        self.limits_asking = None;
+        self.limits_asking = false;
         self.limits_retry_at_ms = 0;
         // Resends the relay's rate limit paces keep their time and size:
         // the budget is the token subject's, and a socket to the same node
@@ -1487,7 +1488,7 @@ impl Link {
             self.in_flight.remove(&id);
             self.outbox.retain(|_, op| op.id != id);
             self.unsaved.remove(&id);
-            let _ = storage.remove(&format!("{OUTBOX_PREFIX}{id}"));
+            remove_outbox_entry(id, storage);
         }
         match rebase {
             Some(rebase) => {
@@ -1543,7 +1544,7 @@ impl Link {
             {
                 self.outbox.retain(|_, op| op.id != ack.op);
                 self.unsaved.remove(&ack.op);
-                let _ = storage.remove(&format!("{OUTBOX_PREFIX}{}", ack.op));
+                remove_outbox_entry(ack.op, storage);
                 self.last_ack_ms = Some(now_ms);
                 self.remember_answered(ack.op);
             }
@@ -1694,9 +1695,15 @@ impl Link {
         let cursor = self.cursors.get_or_default(stream.clone());
         if seq > *cursor {
             *cursor = seq;
-            let stored = self.pins.get(stream).map_or(seq, |pin| seq.min(*pin));
-            let _ = storage.set(&format!("{CURSOR_PREFIX}{stream}"), &stored.to_string());
+            self.store_cursor(stream, seq, storage);
         }
+    }
+
+    /// Stores `seq` as `stream`'s cursor for later sessions, no further
+    /// than its pin.
+    fn store_cursor(&self, stream: &StreamId, seq: u64, storage: &mut dyn Storage) {
+        let stored = self.pins.get(stream).map_or(seq, |pin| seq.min(*pin));
+        let _ = storage.set(&format!("{CURSOR_PREFIX}{stream}"), &stored.to_string());
     }
 
     /// The last piece of a snapshot of `stream` at `seq` was merged and
@@ -1722,8 +1729,7 @@ impl Link {
             *pin = 0;
         }
         *cursor = seq;
-        let stored = self.pins.get(stream).map_or(seq, |pin| seq.min(*pin));
-        let _ = storage.set(&format!("{CURSOR_PREFIX}{stream}"), &stored.to_string());
+        self.store_cursor(stream, seq, storage);
     }
 
     // ----- HTTP fallback ------------------------------------------------
@@ -1737,13 +1743,13 @@ impl Link {
     pub fn http_limits(&mut self, now_ms: u64) -> Option<LimitsAsk> {
         if self.limits.is_some()
             || self.limits_settled
-            || self.limits_asking.is_some()
+            || self.limits_asking
             || self.outbox.is_empty()
             || now_ms < self.limits_retry_at_ms
         {
             return None;
         }
-        self.limits_asking = Some(self.connections);
+        self.limits_asking = true;
         Some(LimitsAsk {
             connection: self.connections,
         })
@@ -1761,7 +1767,7 @@ impl Link {
     pub fn on_http_limits(&mut self, ask: LimitsAsk, answer: Option<(u16, &str)>, now_ms: u64) {
         let current = ask.connection == self.connections;
         if current {
-            self.limits_asking = None;
+            self.limits_asking = false;
         }
         let said = match answer {
             Some((200..=299, text)) => {
@@ -1946,8 +1952,19 @@ pub fn write_outbox_entry(op: &Op, storage: &mut dyn Storage) -> Result<(), Queu
             op.id
         )))
     })?;
-    storage.set(&format!("{OUTBOX_PREFIX}{}", op.id), &text)?;
+    storage.set(&outbox_key(op.id), &text)?;
     Ok(())
+}
+
+/// Takes op `id` out of the outbox in `storage` (nothing if it is not
+/// there, or storage refuses: the relay answers it again as a
+/// duplicate).
+pub fn remove_outbox_entry(id: OpId, storage: &mut dyn Storage) {
+    let _ = storage.remove(&outbox_key(id));
+}
+
+fn outbox_key(id: OpId) -> String {
+    format!("{OUTBOX_PREFIX}{id}")
 }
 
 fn is_transient(status: &AckStatus) -> bool {
@@ -2846,7 +2863,7 @@ mod tests {
             let (_, out) = refused_as_stale(refused, &mut storage);
             assert!(out.acks.is_empty(), "held, not reported: {out:?}");
             for op in refused {
-                let _ = storage.remove(&format!("{OUTBOX_PREFIX}{}", op.id));
+                remove_outbox_entry(op.id, &mut storage);
             }
             out.rebase
         };

@@ -23,7 +23,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
 
 use gaesup_state::{StateManager, SyncStatus};
-use gaesup_state_core::{ApartmentId, Lifetime, Storage};
+use gaesup_state_core::{ApartmentId, Lifetime};
 use gloo_events::EventListener;
 use leptos::prelude::{Set, WithUntracked};
 use wasm_bindgen::closure::Closure;
@@ -250,7 +250,7 @@ impl RelayHandle {
             && let Ok(mut storage) = BrowserStorage::local()
         {
             for id in early.saved {
-                let _ = storage.remove(&format!("{}{id}", gaesup_protocol::link::OUTBOX_PREFIX));
+                gaesup_protocol::remove_outbox_entry(id, &mut storage);
             }
         }
         inner.writer.relay.set(gaesup_state::RelayStatus::off());
