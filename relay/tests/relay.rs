@@ -1235,21 +1235,7 @@ async fn a_device_that_never_reads_is_cut_off_by_its_queued_bytes(backend: Backe
     let mut device = Device::new(1);
     // The reader reads as the ops come.
     let reading = tokio::spawn(async move {
-        let mut seen = 0;
-        while seen < 120 {
-            match reader
-                .wait_for(|m| matches!(m, ServerMessage::Ops(_)))
-                .await
-            {
-                ServerMessage::Ops(body) => {
-                    for op in &body.ops {
-                        assert_eq!(op.seq, seen + 1, "a gap or a repeat");
-                        seen = op.seq;
-                    }
-                }
-                _ => unreachable!(),
-            }
-        }
+        reader.ops_in_order(120).await;
         reader
     });
     // 24 MB: past the socket buffers between the relay and the deaf
@@ -1310,21 +1296,7 @@ async fn devices_that_never_read_their_catch_up_hold_a_page_each(backend: Backen
     let acks = writer.push(vec![device.note("after")]).await;
     assert_eq!(applied_seq(&acks[0].status), 121);
     let mut reader = Client::connect(&relay, &main_rw(), Some(0)).await;
-    let mut seen = 0;
-    while seen < 121 {
-        match reader
-            .wait_for(|m| matches!(m, ServerMessage::Ops(_)))
-            .await
-        {
-            ServerMessage::Ops(body) => {
-                for op in &body.ops {
-                    assert_eq!(op.seq, seen + 1, "a gap or a repeat");
-                    seen = op.seq;
-                }
-            }
-            _ => unreachable!(),
-        }
-    }
+    reader.ops_in_order(121).await;
     drop(deaf);
 }
 

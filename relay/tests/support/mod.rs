@@ -697,6 +697,23 @@ impl Client {
         }
     }
 
+    /// Reads ops (keeping other messages) until op `through` came, each
+    /// from 1 exactly once and in order: a gap or a repeat fails.
+    pub async fn ops_in_order(&mut self, through: u64) {
+        let mut seen = 0;
+        while seen < through {
+            let ServerMessage::Ops(body) =
+                self.wait_for(|m| matches!(m, ServerMessage::Ops(_))).await
+            else {
+                unreachable!("wait_for returns what matched");
+            };
+            for op in &body.ops {
+                assert_eq!(op.seq, seen + 1, "a gap or a repeat");
+                seen = op.seq;
+            }
+        }
+    }
+
     /// Pushes and waits for the acks.
     pub async fn push(&mut self, ops: Vec<Op>) -> Vec<Ack> {
         self.send(&ClientMessage::Push(Push { ops })).await;
