@@ -537,6 +537,42 @@ test.describe('two devices through a relay', () => {
     a.expectNoErrors();
   });
 
+  test('a stored entry set aside, then discarded: the stream is taken whole again and what the entry held comes back', async ({ browser }) => {
+    const [a, b] = await devices(browser);
+    // The cart: a merge key, one field per product.
+    const cart = 'main/checkout/cart';
+    const tea = ['tea', 450, 1];
+    const jam = ['jam', 300, 2];
+    const oil = ['oil', 900, 1];
+    await a.set(cart, 'cart', { tea });
+    await expect.poll(() => b.get(cart, 'cart')).toEqual({ tea });
+    const entry = 'gaesup/state/apartment/main/cart';
+    await expect.poll(() => b.page.evaluate((entry) => localStorage.getItem(entry), entry)).toContain('"tea"');
+    // b's stored entry turns to garbage (a failing disk, an extension): the
+    // next load sets it aside, and the key reads its default.
+    await b.page.evaluate((entry) => localStorage.setItem(entry, '{ this is not json'), entry);
+    await b.reload();
+    const setAside = b.notices().filter({ hasText: 'apartment/main/cart was set aside' });
+    await expect(setAside).toHaveCount(1);
+    expect(await b.get(cart, 'cart')).toEqual({});
+    await expect(b.relayLink()).toHaveText('connected');
+    // a's next edit sends the field it changed, which is all b gets.
+    await a.set(cart, 'cart', { tea, jam });
+    await expect.poll(() => b.get(cart, 'cart')).toEqual({ jam });
+    // Discarded: the op that brought tea lies behind b's stored cursor, so
+    // b takes the stream whole from the relay. Its link does so at the
+    // next message the relay sends (here a's next edit).
+    await setAside.locator('..').getByRole('button', { name: 'Discard stored value' }).click();
+    await expect(setAside).toHaveCount(0);
+    await a.set(cart, 'cart', { tea, jam, oil });
+    await expect.poll(() => b.get(cart, 'cart')).toEqual({ tea, jam, oil });
+    await expect.poll(() => b.page.evaluate(() => localStorage.getItem('gaesup/resync/apartment:main'))).toBeNull();
+    await b.reload();
+    expect(await b.get(cart, 'cart')).toEqual({ tea, jam, oil });
+    a.expectNoErrors();
+    b.expectNoErrors();
+  });
+
   test('localStorage cleared by another tab while writes wait: they still reach the other device', async ({ browser }) => {
     const [a, b] = await devices(browser);
     const second = await a.newPage('/');

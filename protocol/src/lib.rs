@@ -63,7 +63,7 @@ mod stream;
 
 pub use link::{
     LimitsAsk, Link, LinkOutput, LinkStatus, MAX_OUTBOX, QueueError, Rebase, mark_refused_stale,
-    remove_outbox_entry, write_outbox_entry,
+    mark_resync, remove_outbox_entry, write_outbox_entry,
 };
 pub use message::{
     Ack, AckStatus, Acks, ClientMessage, ErrorBody, Hello, Limits, OpsBody, PROTOCOL_VERSION, Ping,

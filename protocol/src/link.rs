@@ -70,7 +70,17 @@ pub const RESYNC_PREFIX: &str = "gaesup/resync/";
 pub fn mark_refused_stale(key: &FullKey, storage: &mut dyn Storage) {
     let stream = StreamId::of(key);
     let _ = storage.set(&format!("{NO_REBASE_PREFIX}{stream}"), "1");
-    let _ = storage.set(&format!("{RESYNC_PREFIX}{stream}"), "1");
+    mark_resync(key, storage);
+}
+
+/// Marks, in the storage every tab of the browser shares, that `key`'s
+/// stream must be taken whole from the relay: this browser lost what it
+/// held of the key (its stored entry was set aside, then discarded), and
+/// the ops that brought it lie behind the stored cursor. The tab holding
+/// the link takes it at its next settle (see [`Link::settle`]); the mark
+/// stays until it has.
+pub fn mark_resync(key: &FullKey, storage: &mut dyn Storage) {
+    let _ = storage.set(&format!("{RESYNC_PREFIX}{}", StreamId::of(key)), "1");
 }
 /// Most ops sent in one push.
 const PUSH_OPS: usize = 256;
@@ -3034,6 +3044,29 @@ mod tests {
             link.http_pull(&"apartment:main".parse().unwrap(), 0)
                 .contains("cursor=0&")
         );
+    }
+
+    #[test]
+    fn a_stream_marked_by_a_discarded_entry_is_taken_whole_at_the_next_message() {
+        let mut storage = MemoryStorage::new();
+        let mut store = Replica::new(TabId::new(1), ManualClock::new(1_000));
+        let mut link = link(&storage);
+        let x = op(&mut store, 1);
+        link.on_open(0);
+        feed(&mut link, &welcome(10_000), 1, &mut storage);
+        // Another tab discarded the set-aside entry of x's key.
+        mark_resync(&x.key, &mut storage);
+        let main = "apartment:main";
+        assert!(
+            storage
+                .get(&format!("{NO_REBASE_PREFIX}{main}"))
+                .unwrap()
+                .is_none()
+        );
+        let pong = ServerMessage::Pong(Ping { at: 2 }).encode().unwrap();
+        assert!(feed(&mut link, &pong, 2, &mut storage).close);
+        link.on_close(0.0, 3);
+        assert!(link.on_open(4)[0].contains(&u64::MAX.to_string()), "whole");
     }
 
     #[test]

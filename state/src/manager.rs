@@ -73,6 +73,9 @@ struct Shared {
     inspected: Cell<bool>,
     dropped: RefCell<Vec<String>>,
     quarantine: ArcRwSignal<Vec<Quarantine>>,
+    /// Keys whose set-aside entry was discarded, until a sync layer takes
+    /// them (see [`StateManager::take_discarded`]).
+    discarded: RefCell<Vec<FullKey>>,
     revision: ArcRwSignal<u64>,
     /// Set while changes are being delivered to subscribers; a change
     /// published meanwhile (a subscriber wrote) waits in `pending`.
@@ -166,6 +169,7 @@ impl StateManager {
             inspected: Cell::new(false),
             dropped: RefCell::default(),
             quarantine: ArcRwSignal::new(Vec::new()),
+            discarded: RefCell::default(),
             revision: ArcRwSignal::new(0),
             delivering: Cell::new(false),
             pending: RefCell::default(),

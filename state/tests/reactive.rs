@@ -795,9 +795,13 @@ fn corrupt_stored_value_is_quarantined_exported_and_discarded() {
         state.flush().unwrap();
         assert_eq!(disk.get(&stored_at).unwrap().as_deref(), Some("{ not json"));
 
+        assert!(state.take_discarded().is_empty(), "nothing discarded yet");
         state.discard_quarantine(&full).unwrap();
         assert!(state.quarantined().is_empty());
         assert!(state.quarantine_signal().get_untracked().is_empty());
+        // Named once, for a sync layer to fetch its history again.
+        assert_eq!(state.take_discarded(), vec![full.clone()]);
+        assert!(state.take_discarded().is_empty());
         state.flush().unwrap();
         let saved = disk.get(&stored_at).unwrap().unwrap();
         assert!(saved.contains("new"), "{saved}");

@@ -193,7 +193,10 @@ impl StateManager {
 
     /// Gives up a quarantined entry (the user chose to discard it): both
     /// stored copies are removed and the key is saved again on the next
-    /// flush.
+    /// flush, from what this tab holds of it: what was written or received
+    /// since the entry was set aside. What the entry held is gone here; a
+    /// sync layer that can fetch it again asks for the keys discarded
+    /// ([`take_discarded`](Self::take_discarded)).
     pub fn discard_quarantine(&self, key: &FullKey) -> Result<()> {
         let shared = self.shared()?;
         let lifetime = shared.replica()?.spec_for(key)?.lifetime();
@@ -204,10 +207,20 @@ impl StateManager {
                 replica.discard_quarantine(key, storage)?;
             }
         }
+        shared.discarded.borrow_mut().push(key.clone());
         Self::refresh_quarantine(&shared);
         self.notify_dirty(&shared);
         Self::bump(&shared);
         Ok(())
+    }
+
+    /// The keys whose set-aside entry was discarded since the last call
+    /// (each once): the keys a relay link fetches whole again, since their
+    /// history before the entry was set aside is gone from this browser.
+    pub fn take_discarded(&self) -> Vec<FullKey> {
+        self.shared()
+            .map(|shared| std::mem::take(&mut *shared.discarded.borrow_mut()))
+            .unwrap_or_default()
     }
 
     /// Marks every stored key as changed, so the next flush writes it again

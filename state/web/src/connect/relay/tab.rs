@@ -5,7 +5,7 @@ use std::rc::Rc;
 
 use gaesup_protocol::{Ack, AckStatus, MAX_OUTBOX, write_outbox_entry};
 use gaesup_state::{Confirmation, RelayStatus};
-use gaesup_state_core::{FullKey, Lifetime, Message, Op, OpId};
+use gaesup_state_core::{FullKey, Lifetime, Message, Op, OpId, Storage};
 use gloo_timers::callback::Timeout;
 use leptos::prelude::{GetUntracked, Set, Update, WithUntracked};
 
@@ -294,6 +294,19 @@ impl Inner {
     /// their streams in the storage every tab shares, before any cursor
     /// moves past them.
     pub(in crate::connect) fn relay_refused_stale(&self, keys: &[FullKey]) {
+        self.mark_streams(keys, gaesup_protocol::mark_refused_stale);
+    }
+
+    /// The set-aside entries of these keys were discarded: with a relay,
+    /// mark their streams to be taken whole, which brings back what the
+    /// entries held (the ops behind the stored cursor are not sent again).
+    pub(in crate::connect) fn relay_discarded(&self, keys: &[FullKey]) {
+        self.mark_streams(keys, gaesup_protocol::mark_resync);
+    }
+
+    /// Marks the streams of `keys` with `mark`, unless no relay is
+    /// configured.
+    fn mark_streams(&self, keys: &[FullKey], mark: fn(&FullKey, &mut dyn Storage)) {
         if keys.is_empty() {
             return;
         }
@@ -308,7 +321,7 @@ impl Inner {
             return;
         };
         for key in keys {
-            gaesup_protocol::mark_refused_stale(key, &mut storage);
+            mark(key, &mut storage);
         }
     }
 }
