@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use gaesup_protocol::Limits;
 
+use crate::retention::Retention;
+
 /// The secret `--dev` uses. Public by construction: development only.
 pub const DEV_SECRET: &str = "gaesup-development-secret-do-not-deploy";
 
@@ -109,6 +111,13 @@ pub struct Serve {
     /// behind get a snapshot).
     #[arg(long, env = "RELAY_LOG_KEEP", default_value_t = 10_000)]
     pub log_keep: u64,
+    /// Bytes of ops (their stored text) kept per stream before the log is
+    /// trimmed, as with `--log-keep`: whichever bound is met first, the
+    /// newest op always kept. An op can be as large as a frame, so the
+    /// count alone would let a peer holding a write token keep gigabytes
+    /// per stream.
+    #[arg(long, env = "RELAY_LOG_KEEP_BYTES", default_value_t = 64 << 20)]
+    pub log_keep_bytes: u64,
     /// Longest long poll, in ms.
     #[arg(long, env = "RELAY_MAX_WAIT_MS", default_value_t = 25_000)]
     pub max_wait_ms: u64,
@@ -147,6 +156,14 @@ pub struct Mint {
 }
 
 impl Serve {
+    /// How much of each stream's log is kept (at least one op, one byte).
+    pub fn retention(&self) -> Retention {
+        Retention {
+            ops: self.log_keep.max(1),
+            bytes: self.log_keep_bytes.max(1),
+        }
+    }
+
     /// What devices are told the relay accepts.
     pub fn limits(&self) -> Limits {
         Limits {

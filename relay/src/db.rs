@@ -21,6 +21,7 @@ use std::sync::{Mutex, mpsc};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
+use crate::retention::{Retention, Trimmed, Walk};
 use crate::store::{LEGACY_OWNER, TAB_OWNER_TTL_MS};
 
 /// A storage failure.
@@ -83,7 +84,7 @@ pub struct StreamRow {
 
 enum Job {
     Commit(Commit, oneshot::Sender<Result<(), DbError>>),
-    Trim(String, u64, oneshot::Sender<Result<u64, DbError>>),
+    Trim(String, Retention, oneshot::Sender<Result<Trimmed, DbError>>),
 }
 
 /// The store's handle.
@@ -167,9 +168,9 @@ impl Db {
         wait.await.map_err(|_| DbError::Closed)?
     }
 
-    /// Drops ops of `stream` older than its newest `keep`; returns the new
-    /// oldest number kept.
-    pub async fn trim(&self, stream: &str, keep: u64) -> Result<u64, DbError> {
+    /// Drops the oldest ops of `stream` while its log holds more than
+    /// `keep` allows (see [`Walk`]); returns what the log holds now.
+    pub async fn trim(&self, stream: &str, keep: Retention) -> Result<Trimmed, DbError> {
         let (done, wait) = oneshot::channel();
         self.jobs
             .send(Job::Trim(stream.to_owned(), keep, done))
@@ -212,6 +213,14 @@ impl Db {
                 })
             })
             .optional()?)
+    }
+
+    /// The bytes of the ops the log of `stream` holds (their stored text).
+    pub fn log_bytes(&self, stream: &str) -> Result<u64, DbError> {
+        let read = self.reader();
+        let mut query = read.prepare_cached(LOG_BYTES)?;
+        let bytes: i64 = query.query_row([stream], |row| row.get(0))?;
+        Ok(bytes.try_into().unwrap_or(0))
     }
 
     /// Every stored state of `stream`: (full key, stored JSON).
@@ -371,18 +380,41 @@ fn apply(connection: &mut Connection, commit: &Commit) -> Result<(), DbError> {
     Ok(())
 }
 
-fn trim(connection: &mut Connection, stream: &str, keep: u64) -> Result<u64, DbError> {
+/// The bytes of one stream's ops: `octet_length`, the bytes of each text
+/// as stored (UTF-8), as Rust and Lua count them (`length` would count
+/// characters).
+const LOG_BYTES: &str = "SELECT COALESCE(SUM(octet_length(body)), 0) FROM ops WHERE stream = ?1";
+
+fn trim(connection: &mut Connection, stream: &str, keep: Retention) -> Result<Trimmed, DbError> {
     let tx = connection.transaction()?;
-    let head: i64 = tx
+    let (head, first): (i64, i64) = tx
         .query_row(
-            "SELECT head FROM streams WHERE stream = ?1",
+            "SELECT head, first FROM streams WHERE stream = ?1",
             [stream],
-            |row| row.get(0),
+            |row| Ok((row.get(0)?, row.get(1)?)),
         )
         .optional()?
-        .unwrap_or(0);
-    let keep = i64::try_from(keep).unwrap_or(i64::MAX);
-    let first = (head - keep + 1).max(1);
+        .unwrap_or((0, 1));
+    let bytes: i64 = tx.query_row(LOG_BYTES, [stream], |row| row.get(0))?;
+    let mut walk = Walk::new(
+        keep,
+        head.try_into().unwrap_or(0),
+        first.try_into().unwrap_or(1),
+        bytes.try_into().unwrap_or(0),
+    );
+    {
+        let mut oldest =
+            tx.prepare("SELECT seq, octet_length(body) FROM ops WHERE stream = ?1 ORDER BY seq")?;
+        let mut rows = oldest.query([stream])?;
+        while let Some(row) = rows.next()? {
+            let (seq, size): (i64, i64) = (row.get(0)?, row.get(1)?);
+            if !walk.drops(seq.try_into().unwrap_or(0), size.try_into().unwrap_or(0)) {
+                break;
+            }
+        }
+    }
+    let trimmed = walk.end();
+    let first = i64::try_from(trimmed.first).unwrap_or(i64::MAX);
     tx.execute(
         "DELETE FROM ops WHERE stream = ?1 AND seq < ?2",
         params![stream, first],
@@ -398,5 +430,5 @@ fn trim(connection: &mut Connection, stream: &str, keep: u64) -> Result<u64, DbE
         [owners_expired_before()],
     )?;
     tx.commit()?;
-    Ok(first.try_into().unwrap_or(1))
+    Ok(trimmed)
 }

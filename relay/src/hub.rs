@@ -42,6 +42,7 @@ use crate::db::Row;
 use crate::limits::{MAX_STORED_BYTES, SharedBucket, extra_cost, growth_bound};
 use crate::metrics::Metrics;
 use crate::queue::{self, SendQueue};
+use crate::retention::Retention;
 use crate::store::{CommitError, LEGACY_OWNER, Store, StreamCommit};
 use crate::token::Claims;
 
@@ -197,6 +198,11 @@ struct Stream {
     replica: Replica,
     head: u64,
     first: u64,
+    /// The bytes of the ops the log holds, as loaded or trimmed and grown
+    /// by every op committed since, here or (read back) at other nodes.
+    /// Other nodes' trims are not seen: it may count more than the log
+    /// holds, never less, and the trim it calls for answers the truth.
+    log_bytes: u64,
     /// Each key's state in bytes, as this node last measured it (stored,
     /// loaded, or measured again to charge an op), and as counted since:
     /// what an op on the key costs (see [`Stream::extra_for`]).
@@ -272,8 +278,8 @@ struct State {
     stale: BTreeSet<StreamId>,
     metrics: Arc<Metrics>,
     committed: Arc<Notify>,
-    /// Ops kept per stream behind the head before the log is trimmed.
-    keep: u64,
+    /// How much of each stream's log is kept.
+    keep: Retention,
     /// Owners of tabs this node committed ops of lately: see [`Seen`].
     seen: Seen,
     /// Tabs claimed per token subject this hour: see [`ClaimCount`].
@@ -394,7 +400,7 @@ impl Hub {
         store: Arc<Store>,
         declarations: Vec<Arc<KeySpec>>,
         metrics: Arc<Metrics>,
-        keep: u64,
+        keep: Retention,
     ) -> Result<(Self, tokio::task::JoinHandle<()>), String> {
         let committed = Arc::new(Notify::new());
         let shared = store.shared();
@@ -622,6 +628,7 @@ fn new_stream(declarations: &[Arc<KeySpec>], id: StreamId) -> Stream {
         replica,
         head: 0,
         first: 1,
+        log_bytes: 0,
         sizes: BTreeMap::new(),
     }
 }
@@ -666,7 +673,7 @@ impl State {
         declarations: Vec<Arc<KeySpec>>,
         metrics: Arc<Metrics>,
         committed: Arc<Notify>,
-        keep: u64,
+        keep: Retention,
     ) -> Result<Self, String> {
         let mut state = State {
             store,
@@ -714,6 +721,7 @@ impl State {
         };
         stream.head = loaded.head;
         stream.first = loaded.first;
+        stream.log_bytes = loaded.bytes;
         let mut storage = MemoryStorage::new();
         for (key, stored) in loaded.states {
             if let Ok(full) = key.parse::<FullKey>() {
@@ -1070,6 +1078,7 @@ impl State {
                 break;
             }
             stream.grew(&op, body.len());
+            stream.log_bytes = stream.log_bytes.saturating_add(body.len() as u64);
             stream.head = seq;
             live.push(Sequenced { seq, op });
         }
@@ -1338,7 +1347,8 @@ impl State {
             .collect();
         let mut order = Vec::new();
         let mut owned = Vec::new();
-        // Per stream committed, each key's stored state's length.
+        // Per stream committed, each key's stored state's length, and the
+        // bytes its ops add to the log.
         let mut sizes = Vec::new();
         let mut renewed = Vec::new();
         let mut commits = Vec::new();
@@ -1357,7 +1367,12 @@ impl State {
                     states.push((key.to_string(), stored));
                 }
             }
-            sizes.push(lens);
+            let added = part
+                .rows
+                .iter()
+                .map(|row| row.body.len() as u64)
+                .sum::<u64>();
+            sizes.push((lens, added));
             order.push(id.clone());
             owned.push(
                 part.rows
@@ -1379,7 +1394,7 @@ impl State {
         let results = self.store.commit(commits).await;
         let mut stored = 0;
         let committed = order.into_iter().zip(results).zip(owned).zip(sizes);
-        for (((id, result), owned), lens) in committed {
+        for (((id, result), owned), (lens, added)) in committed {
             let Some(part) = parts.remove(&id) else {
                 continue;
             };
@@ -1390,6 +1405,7 @@ impl State {
                         for (key, len) in lens {
                             stream.measured(key, len);
                         }
+                        stream.log_bytes = stream.log_bytes.saturating_add(added);
                     }
                     stored += part.fanout.len();
                     if let Some(last) = part.fanout.last().map(|s| s.seq) {
@@ -1957,20 +1973,25 @@ impl State {
         Page { messages, next }
     }
 
-    /// Trims each stream's log to the newest `keep` ops, behind the
-    /// canonical states (which are the snapshot).
+    /// Trims the log of each stream past its bounds by a quarter to the
+    /// newest ops within them (see [`Retention`]), behind the canonical
+    /// states (which are the snapshot).
     async fn trim(&mut self) {
         let due: Vec<StreamId> = self
             .streams
             .values()
-            .filter(|s| s.head.saturating_sub(s.first) + 1 > self.keep + self.keep / 4)
+            .filter(|s| {
+                let ops = s.head.saturating_sub(s.first) + 1;
+                self.keep.due(ops, s.log_bytes)
+            })
             .map(|s| s.id.clone())
             .collect();
         for id in due {
             match self.store.trim(&id.to_string(), self.keep).await {
-                Ok(first) => {
+                Ok(trimmed) => {
                     if let Some(stream) = self.streams.get_mut(&id) {
-                        stream.first = first;
+                        stream.first = trimmed.first;
+                        stream.log_bytes = trimmed.bytes;
                     }
                 }
                 Err(err) => tracing::warn!(stream = %id, error = %err, "trimming the log failed"),

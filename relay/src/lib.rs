@@ -53,14 +53,16 @@
 //!   socket gets 5 s to say a valid hello), and each device's send queue,
 //!   by messages and by bytes (a slow device is disconnected and
 //!   resyncs); an HTTP push is read
-//!   only with a valid token, and for at most 20 s.
+//!   only with a valid token, and for at most 20 s; each stream's log, by
+//!   ops and by bytes ([`retention`]).
 //!
 //! # Modules
 //!
 //! [`config`] (flags and environment), [`token`] (signed grants), [`db`]
-//! (the embedded store), [`store`] (that or Redis, for several nodes), [`hub`] (replicas, numbering, commits, fan-out),
-//! [`ws`] and [`http`] (the endpoints), [`queue`] (each socket's send
-//! queue), [`metrics`], [`limits`].
+//! (the embedded store), [`store`] (that or Redis, for several nodes),
+//! [`retention`] (how much of the log is kept), [`hub`] (replicas,
+//! numbering, commits, fan-out), [`ws`] and [`http`] (the endpoints),
+//! [`queue`] (each socket's send queue), [`metrics`], [`limits`].
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -71,6 +73,7 @@ pub mod hub;
 pub mod limits;
 pub mod metrics;
 pub mod queue;
+pub mod retention;
 pub mod store;
 pub mod token;
 pub mod ws;
@@ -198,7 +201,7 @@ pub async fn serve(config: Serve, secret: Vec<u8>) -> Result<(), String> {
         Arc::clone(&store),
         declarations,
         Arc::clone(&metrics),
-        config.log_keep.max(1),
+        config.retention(),
     )
     .await?;
     let listener = tokio::net::TcpListener::bind(config.listen)

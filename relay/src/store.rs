@@ -19,6 +19,7 @@ use redis::aio::ConnectionManager;
 use tokio::sync::Notify;
 
 use crate::db::{Commit, Db, DbError, Row};
+use crate::retention::{Retention, Trimmed};
 
 /// A failure of the store (the commit, a read, the connection).
 #[derive(Debug, thiserror::Error)]
@@ -63,13 +64,16 @@ pub enum CommitError {
     Failed(#[from] StoreError),
 }
 
-/// A stream as loaded: head, oldest kept number, canonical states.
+/// A stream as loaded: head, oldest kept number, the log's bytes,
+/// canonical states.
 #[derive(Debug, Default)]
 pub struct Loaded {
     /// Newest number (0: empty).
     pub head: u64,
     /// Oldest number still in the log.
     pub first: u64,
+    /// The bytes of the ops the log holds (their stored text).
+    pub bytes: u64,
     /// (full key, stored JSON).
     pub states: Vec<(String, String)>,
 }
@@ -111,8 +115,8 @@ impl Store {
         }
     }
 
-    /// A stream's head, oldest kept number and states, read together;
-    /// `None` for a stream never written.
+    /// A stream's head, oldest kept number, log bytes and states, read
+    /// together; `None` for a stream never written.
     pub async fn load(&self, stream: &str) -> Result<Option<Loaded>, StoreError> {
         match self {
             Self::Sqlite(db) => {
@@ -122,6 +126,7 @@ impl Store {
                 Ok(Some(Loaded {
                     head: row.head,
                     first: row.first,
+                    bytes: db.log_bytes(stream)?,
                     states: db.states(stream)?,
                 }))
             }
@@ -284,9 +289,12 @@ impl Store {
         }
     }
 
-    /// Drops ops of `stream` older than its newest `keep`; returns the new
-    /// oldest number kept.
-    pub async fn trim(&self, stream: &str, keep: u64) -> Result<u64, StoreError> {
+    /// Drops the oldest ops of `stream` while its log holds more ops or
+    /// bytes than `keep` allows (never the newest: see
+    /// [`Walk`](crate::retention::Walk)); returns where the log starts now
+    /// and the bytes it holds, as the store has them (with Redis, after
+    /// what every node committed and trimmed).
+    pub async fn trim(&self, stream: &str, keep: Retention) -> Result<Trimmed, StoreError> {
         match self {
             Self::Sqlite(db) => Ok(db.trim(stream, keep).await?),
             Self::Redis(redis) => redis.trim(stream, keep).await,
@@ -320,6 +328,10 @@ impl Store {
 ///   log);
 /// - `gaesup:{s}:state`: full key → canonical state (the snapshot);
 /// - `gaesup:{s}:head` and `gaesup:{s}:first`: newest and oldest numbers;
+/// - `gaesup:{s}:bytes`: the bytes of the log's ops (each entry's `op`
+///   field), as a hash of `bytes`, and `from` and `through`, the numbers
+///   they were counted over (kept by the commit and trim scripts; see
+///   `log_bytes_lua!` for a count an older node left behind);
 ///
 /// and `gaesup:streams`, the set of stream names; per tab `t`,
 /// `gaesup:tab:t`, the subject that owns it (expiring
@@ -343,8 +355,8 @@ pub struct RedisStore {
     claim_delay: Duration,
 }
 
-/// KEYS: head, log, ids, state, first, turn. ARGV: base, node, n, then n
-/// times (seq, op id, op), then m, then m times (key, state).
+/// KEYS: head, log, ids, state, first, turn, bytes. ARGV: base, node, n,
+/// then n times (seq, op id, op), then m, then m times (key, state).
 ///
 /// Returns 1 when committed, -1 when an op id is already in the log, -2
 /// while another node has its turn, and -(head + 3) when the head is not
@@ -353,6 +365,11 @@ pub struct RedisStore {
 /// (nothing left to commit) or the turn expired (250 ms), so a node cannot
 /// lose every race to a busier one. All checks come before any write: a
 /// refusal writes nothing.
+///
+/// The count of the log's bytes grows by these ops only if it counted
+/// every op before them; a count left behind (by a node of an older
+/// version, which does not keep it) is brought up to date by the next
+/// trim or load.
 const COMMIT_SCRIPT: &str = r"
 local turn = redis.call('GET', KEYS[6])
 if turn and turn ~= ARGV[2] then return -2 end
@@ -378,28 +395,129 @@ local m = tonumber(ARGV[i])
 for k = 0, m - 1 do
   redis.call('HSET', KEYS[4], ARGV[i + 1 + 2 * k], ARGV[i + 2 + 2 * k])
 end
+local first = tonumber(redis.call('GET', KEYS[5]) or '1')
+local added = 0
+for k = 0, n - 1 do added = added + #ARGV[6 + 3 * k] end
+local counted = redis.call('HMGET', KEYS[7], 'from', 'through')
+if head == 0 then
+  redis.call('HSET', KEYS[7], 'bytes', string.format('%d', added),
+    'from', string.format('%d', first), 'through', string.format('%d', n))
+elseif tonumber(counted[1]) == first and tonumber(counted[2]) == head then
+  redis.call('HINCRBY', KEYS[7], 'bytes', string.format('%d', added))
+  redis.call('HSET', KEYS[7], 'through', string.format('%d', head + n))
+end
 redis.call('SET', KEYS[1], string.format('%d', head + n))
 if redis.call('EXISTS', KEYS[5]) == 0 then redis.call('SET', KEYS[5], '1') end
 if turn then redis.call('DEL', KEYS[6]) end
 return 1
 ";
 
-const TRIM_SCRIPT: &str = r"
+/// The Lua function `log_bytes(log, counter, first, head)`: the bytes of
+/// the ops of the log `log` (its oldest number `first`, its newest
+/// `head`), from its `counter` ([`RedisStore`]'s `bytes` key).
+///
+/// The counter states the numbers it counted, `from` and `through`.
+/// Nodes of an older version commit and trim without it: ops committed
+/// past `through` are read and counted here (only those), and a log
+/// trimmed to another `first` than `from` (the sizes of the ops gone are
+/// not known) or a counter missing (a store older than it) is counted
+/// again whole. Either way the counter is left right for what the log
+/// holds.
+///
+/// The log is read 16 entries at a time: an op may be as large as a
+/// frame, and a script holds what it reads in memory.
+macro_rules! log_bytes_lua {
+    () => {
+        r"
+local function log_bytes(log, counter, first, head)
+  local c = redis.call('HMGET', counter, 'bytes', 'from', 'through')
+  local bytes, from, through = tonumber(c[1]), tonumber(c[2]), tonumber(c[3])
+  if not (bytes and from == first and through and through <= head) then
+    bytes, through = 0, 0
+  elseif through == head then
+    return bytes
+  end
+  local after = through
+  while after < head do
+    local page = redis.call('XRANGE', log, string.format('%d-0', after + 1),
+      string.format('%d-0', head), 'COUNT', 16)
+    if #page == 0 then break end
+    for _, entry in ipairs(page) do
+      local fields = entry[2]
+      for f = 1, #fields, 2 do
+        if fields[f] == 'op' then bytes = bytes + #fields[f + 1] end
+      end
+    end
+    after = tonumber(string.match(page[#page][1], '^%d+'))
+  end
+  redis.call('HSET', counter, 'bytes', string.format('%d', bytes),
+    'from', string.format('%d', first), 'through', string.format('%d', head))
+  return bytes
+end
+"
+    };
+}
+
+/// KEYS: head, log, ids, first, bytes. ARGV: ops kept, bytes kept.
+///
+/// Walks the log from its oldest op as [`Walk`](crate::retention::Walk)
+/// does, dropping each op (and its id) while the log holds more ops or
+/// bytes than kept, never the newest; returns the oldest number kept and
+/// the bytes the log holds. The log's bytes are brought up to date first
+/// (see `log_bytes_lua!`), so a trim is right whatever older nodes did.
+const TRIM_SCRIPT: &str = concat!(
+    log_bytes_lua!(),
+    r"
 local head = tonumber(redis.call('GET', KEYS[1]) or '0')
 local old = tonumber(redis.call('GET', KEYS[4]) or '1')
-local first = math.max(1, head - tonumber(ARGV[1]) + 1)
-if first <= old then return old end
-local gone = redis.call('XRANGE', KEYS[2], '-', string.format('%d', first - 1) .. '-0')
-for _, entry in ipairs(gone) do
-  local fields = entry[2]
-  for f = 1, #fields, 2 do
-    if fields[f] == 'id' then redis.call('HDEL', KEYS[3], fields[f + 1]) end
+if head == 0 then return {old, 0} end
+local bytes = log_bytes(KEYS[2], KEYS[5], old, head)
+local keep, keep_bytes = tonumber(ARGV[1]), tonumber(ARGV[2])
+local goal = math.max(1, head - keep + 1)
+local first = old
+local cursor = '-'
+local walking = true
+while walking do
+  local page = redis.call('XRANGE', KEYS[2], cursor, '+', 'COUNT', 16)
+  if #page == 0 then break end
+  for _, entry in ipairs(page) do
+    local seq = tonumber(string.match(entry[1], '^%d+'))
+    if seq >= head or (seq >= goal and bytes <= keep_bytes) then
+      walking = false
+      break
+    end
+    local fields = entry[2]
+    for f = 1, #fields, 2 do
+      if fields[f] == 'id' then redis.call('HDEL', KEYS[3], fields[f + 1])
+      elseif fields[f] == 'op' then bytes = bytes - #fields[f + 1] end
+    end
+    first = math.max(first, seq + 1)
+    cursor = string.format('%d-0', seq + 1)
   end
 end
-redis.call('XTRIM', KEYS[2], 'MINID', string.format('%d', first) .. '-0')
-redis.call('SET', KEYS[4], string.format('%d', first))
-return first
-";
+first = math.max(first, goal)
+if first > old then
+  redis.call('XTRIM', KEYS[2], 'MINID', string.format('%d-0', first))
+  redis.call('SET', KEYS[4], string.format('%d', first))
+  redis.call('HSET', KEYS[5], 'bytes', string.format('%d', bytes),
+    'from', string.format('%d', first), 'through', string.format('%d', head))
+end
+return {first, bytes}
+"
+);
+
+/// KEYS: head, log, first, bytes. The bytes of the log's ops (see
+/// `log_bytes_lua!`); 0 for a stream never written (nothing is written
+/// for it).
+const BYTES_SCRIPT: &str = concat!(
+    log_bytes_lua!(),
+    r"
+local head = redis.call('GET', KEYS[1])
+if not head then return 0 end
+local first = tonumber(redis.call('GET', KEYS[3]) or '1')
+return log_bytes(KEYS[2], KEYS[4], first, tonumber(head))
+"
+);
 
 /// KEYS: the tab's owner key. ARGV: the subject, the owner's time to live
 /// in ms. Makes the subject the owner if the tab has none; returns the
@@ -732,17 +850,27 @@ impl RedisStore {
     }
 
     async fn load(&self, stream: &str) -> Result<Option<Loaded>, StoreError> {
-        let (head, first, states): (Option<u64>, Option<u64>, Vec<(String, String)>) =
-            redis::pipe()
-                .atomic()
-                .get(key(stream, "head"))
-                .get(key(stream, "first"))
-                .hgetall(key(stream, "state"))
-                .query_async(&mut self.connection())
-                .await?;
+        type Reply = (Option<u64>, Option<u64>, Vec<(String, String)>, u64);
+        // EVAL, not EVALSHA, as in `each_tab`: the script runs inside the
+        // transaction, with the head and first it reads.
+        let (head, first, states, bytes): Reply = redis::pipe()
+            .atomic()
+            .get(key(stream, "head"))
+            .get(key(stream, "first"))
+            .hgetall(key(stream, "state"))
+            .cmd("EVAL")
+            .arg(BYTES_SCRIPT)
+            .arg(4)
+            .arg(key(stream, "head"))
+            .arg(key(stream, "log"))
+            .arg(key(stream, "first"))
+            .arg(key(stream, "bytes"))
+            .query_async(&mut self.connection())
+            .await?;
         Ok(head.map(|head| Loaded {
             head,
             first: first.unwrap_or(1),
+            bytes,
             states,
         }))
     }
@@ -823,6 +951,7 @@ impl RedisStore {
             .key(key(stream, "state"))
             .key(key(stream, "first"))
             .key(key(stream, "turn"))
+            .key(key(stream, "bytes"))
             .arg(part.base)
             .arg(self.node)
             .arg(part.ops.len());
@@ -872,17 +1001,19 @@ impl RedisStore {
         }
     }
 
-    async fn trim(&self, stream: &str, keep: u64) -> Result<u64, StoreError> {
-        let first: u64 = self
+    async fn trim(&self, stream: &str, keep: Retention) -> Result<Trimmed, StoreError> {
+        let (first, bytes): (u64, u64) = self
             .trim
             .key(key(stream, "head"))
             .key(key(stream, "log"))
             .key(key(stream, "ids"))
             .key(key(stream, "first"))
-            .arg(keep)
+            .key(key(stream, "bytes"))
+            .arg(keep.ops)
+            .arg(keep.bytes)
             .invoke_async(&mut self.connection())
             .await?;
-        Ok(first)
+        Ok(Trimmed { first, bytes })
     }
 
     async fn log_len(&self) -> Result<u64, StoreError> {

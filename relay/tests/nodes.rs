@@ -18,7 +18,10 @@ use support::load::{
     KEEP_WHOLE_LOG, Observed, Shared, Tally, acked_at_least, check, finish, observed, observer,
     writer,
 };
-use support::{Client, Device, RedisServer, Relay, main_pull, main_rw, main_rw_as, main_snapshot};
+use support::{
+    Client, Device, KeptLog, RedisServer, Relay, main_log_holds, main_pull, main_rw, main_rw_as,
+    main_snapshot, stored_len,
+};
 
 /// The writers' tasks.
 type Writers = Vec<tokio::task::JoinHandle<(support::load::Acked, usize)>>;
@@ -344,4 +347,44 @@ async fn a_claim_lost_to_another_node_sends_its_stream_back() {
         matches!(acks.acks[2].status, AckStatus::Applied { .. }),
         "{acks:?}"
     );
+}
+
+/// A node counts the bytes other nodes commit to the streams it holds:
+/// node B, which held the stream before node A wrote most of its log,
+/// trims the log by bytes at the op of its own that takes the log past
+/// the bound, and both nodes then serve the log from there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_trims_by_the_bytes_other_nodes_committed() {
+    let redis = RedisServer::start();
+    let args = ["--log-keep", "1000", "--log-keep-bytes", "8000"];
+    let (a, b) = (Relay::node(&redis, &args), Relay::node(&redis, &args));
+    let mut follower = Client::connect(&b, &main_rw(), Some(0)).await;
+    let mut on_a = Client::writer(&a, &main_rw()).await;
+    let mut log = KeptLog::new(1000, 8000);
+    let mut device = Device::new(1);
+    let last = loop {
+        let op = device.note(&format!("{}{}", log.head(), "x".repeat(1_500)));
+        if log.would_trim(stored_len(&op)) {
+            break op;
+        }
+        log.commit(stored_len(&op));
+        let acks = on_a.push(vec![op]).await;
+        assert!(
+            matches!(acks[0].status, AckStatus::Applied { .. }),
+            "{acks:?}"
+        );
+    };
+    // B has applied all of them (from its reader, as it follows the stream).
+    follower.ops_in_order(log.head()).await;
+    let first = log.first();
+    log.commit(stored_len(&last));
+    assert!(log.first() > first, "the op trims the log");
+    let mut on_b = Client::writer(&b, &main_rw()).await;
+    let acks = on_b.push(vec![last]).await;
+    assert!(
+        matches!(acks[0].status, AckStatus::Applied { seq, .. } if seq == log.head()),
+        "{acks:?}"
+    );
+    main_log_holds(&b, log.first(), log.head()).await;
+    main_log_holds(&a, log.first(), log.head()).await;
 }

@@ -11,8 +11,8 @@ use gaesup_protocol::{
 use gaesup_relay::token::Access;
 use serde_json::{Value, json};
 use support::{
-    Backend, Client, Device, Relay, error_code, http, main_pull, main_rw, main_rw_as,
-    main_snapshot, main_stream, token, token_until,
+    Backend, Client, Device, KeptLog, Relay, error_code, http, log_ops, main_log_holds, main_pull,
+    main_rw, main_rw_as, main_snapshot, main_stream, stored_len, token, token_until,
 };
 
 fn applied_seq(status: &AckStatus) -> u64 {
@@ -117,6 +117,100 @@ async fn a_device_behind_the_trimmed_log_gets_a_snapshot(backend: Backend) {
         .wait_for(|m| matches!(m, ServerMessage::Ops(_) | ServerMessage::Snapshot(_)))
         .await;
     assert!(matches!(message, ServerMessage::Ops(body) if body.ops.len() == 2));
+}
+
+/// `--log-keep-bytes` in the tests: a few ops of [`LARGE`] text.
+const KEEP_BYTES: u64 = 8_000;
+
+/// Most of an op's text.
+const LARGE: usize = 1_500;
+
+/// A peer holding a write token pushes large ops: the log keeps
+/// `--log-keep-bytes` of them, far fewer than `--log-keep` (a device
+/// behind gets a snapshot, `/metrics` counts what is kept), and a tab
+/// whose ops were trimmed is still its owner's.
+async fn the_log_is_trimmed_by_bytes_as_well_as_by_count(backend: Backend) {
+    let bytes = KEEP_BYTES.to_string();
+    let relay = Relay::on(backend, &["--log-keep", "1000", "--log-keep-bytes", &bytes]);
+    let mut alice = Client::writer(&relay, &main_rw_as("alice")).await;
+    let mut mallory = Client::writer(&relay, &main_rw_as("mallory")).await;
+    let mut log = KeptLog::new(1000, KEEP_BYTES);
+    let (mut victim, mut squatter) = (Device::new(7), Device::new(7));
+    let op = victim.note("mine");
+    log.commit(stored_len(&op));
+    assert_eq!(applied_seq(&alice.push(vec![op]).await[0].status), 1);
+    let mut flood = Device::new(9);
+    for n in 0..12 {
+        let op = flood.note(&format!("{n}{}", "x".repeat(LARGE)));
+        log.commit(stored_len(&op));
+        assert_eq!(applied_seq(&mallory.push(vec![op]).await[0].status), n + 2);
+    }
+    assert_eq!(log.head(), 13);
+    assert!(log.first() > 2, "by bytes, op 1 is gone: {}", log.first());
+    main_log_holds(&relay, log.first(), log.head()).await;
+    assert_eq!(log_ops(&relay).await, log.head() - log.first() + 1);
+    let _ = squatter.count(1);
+    let acks = mallory.push(vec![squatter.count(1)]).await;
+    assert_eq!(refusal(&acks[0].status), code::TAB_TAKEN, "{acks:?}");
+}
+
+/// Pushes large ops of `device` through `relay` while none of them would
+/// trim the log (`log` says); returns the next one, which would.
+async fn fill_to_the_brink(
+    relay: &Relay,
+    device: &mut Device,
+    log: &mut KeptLog,
+) -> gaesup_state_core::Op {
+    let mut writer = Client::writer(relay, &main_rw()).await;
+    loop {
+        let op = device.note(&format!("{}{}", log.head(), "x".repeat(LARGE)));
+        if log.would_trim(stored_len(&op)) {
+            return op;
+        }
+        log.commit(stored_len(&op));
+        assert_eq!(
+            applied_seq(&writer.push(vec![op]).await[0].status),
+            log.head()
+        );
+    }
+}
+
+/// The log's bytes are the store's, not the process's: a relay killed
+/// just before the op that takes the log past its bound, and started
+/// again, trims at that op as one that ran all along would (on Redis
+/// also once the log's count is gone, as from a store an older relay
+/// wrote).
+async fn the_log_s_bytes_are_known_again_after_a_restart(backend: Backend) {
+    let bytes = KEEP_BYTES.to_string();
+    let mut relay = Relay::on(backend, &["--log-keep", "1000", "--log-keep-bytes", &bytes]);
+    let mut log = KeptLog::new(1000, KEEP_BYTES);
+    let mut device = Device::new(1);
+    let rounds = if backend == Backend::Redis { 3 } else { 2 };
+    for round in 0..rounds {
+        let next = fill_to_the_brink(&relay, &mut device, &mut log).await;
+        if round == 2 {
+            // `::redis`: the crate (`redis` here is the tests' module).
+            let url = relay.redis().unwrap().url();
+            let client = ::redis::Client::open(url).unwrap();
+            let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+            let gone: u64 = ::redis::cmd("DEL")
+                .arg("gaesup:{apartment:main}:bytes")
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+            assert_eq!(gone, 1);
+        }
+        relay.restart();
+        let first = log.first();
+        log.commit(stored_len(&next));
+        assert!(log.first() > first, "the op trims the log");
+        let mut writer = Client::writer(&relay, &main_rw()).await;
+        assert_eq!(
+            applied_seq(&writer.push(vec![next]).await[0].status),
+            log.head()
+        );
+        main_log_holds(&relay, log.first(), log.head()).await;
+    }
 }
 
 async fn every_auth_case_is_refused_with_its_code(backend: Backend) {
@@ -1717,6 +1811,8 @@ support::on_both_backends!(
     the_same_op_twice_is_one_op_and_the_ack_carries_the_canonical_value,
     a_device_catches_up_from_its_cursor_then_gets_live_ops,
     a_device_behind_the_trimmed_log_gets_a_snapshot,
+    the_log_is_trimmed_by_bytes_as_well_as_by_count,
+    the_log_s_bytes_are_known_again_after_a_restart,
     every_auth_case_is_refused_with_its_code,
     the_core_decides_on_the_relay_as_in_a_tab,
     every_limit_answers_with_its_code_and_the_relay_keeps_serving,

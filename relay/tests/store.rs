@@ -7,6 +7,7 @@
 mod support;
 
 use gaesup_relay::db::{Db, Row};
+use gaesup_relay::retention::{Retention, Trimmed};
 use gaesup_relay::store::{LEGACY_OWNER, RedisStore, Store, StreamCommit, TAB_OWNER_TTL_MS};
 use support::RedisServer;
 
@@ -14,6 +15,39 @@ const STREAM: &str = "apartment:main";
 
 fn body(seq: u64) -> String {
     format!(r#"{{"n":{seq}}}"#)
+}
+
+/// At most `ops` ops kept, bytes without bound.
+fn count(ops: u64) -> Retention {
+    Retention {
+        ops,
+        bytes: u64::MAX,
+    }
+}
+
+/// At most `bytes` bytes kept, ops without bound.
+fn bytes(bytes: u64) -> Retention {
+    Retention {
+        ops: u64::MAX,
+        bytes,
+    }
+}
+
+/// The op `seq` of tab `t`, `size` bytes long.
+fn sized(seq: u64, size: usize) -> Row {
+    Row {
+        body: format!("{seq:>size$}"),
+        ..row(STREAM, seq, "t", "me")
+    }
+}
+
+/// Where the log of [`STREAM`] starts as loaded, and its bytes.
+async fn loaded(store: &Store) -> Trimmed {
+    let loaded = store.load(STREAM).await.unwrap().unwrap();
+    Trimmed {
+        first: loaded.first,
+        bytes: loaded.bytes,
+    }
 }
 
 /// The op `seq` of `stream`, issued by `tab` and pushed by `owner`.
@@ -84,7 +118,7 @@ async fn commit(store: &Store, stream: &str, base: u64, ops: Vec<Row>) -> bool {
 async fn ops_at_answers_each_number_in_the_order_asked(store: Store) {
     let rows = (1..=10).map(|seq| row(STREAM, seq, "t", "me")).collect();
     assert!(commit(&store, STREAM, 0, rows).await);
-    assert_eq!(store.trim(STREAM, 4).await.unwrap(), 7);
+    assert_eq!(store.trim(STREAM, count(4)).await.unwrap().first, 7);
 
     let asked = [9, 2, 12, 7, 10, 9, 6, 1];
     let expected: Vec<Option<String>> = asked
@@ -111,6 +145,220 @@ async fn redis_ops_at_answers_each_number_in_the_order_asked() {
     let redis = RedisServer::start();
     let store = Store::Redis(Box::new(RedisStore::connect(&redis.url()).await.unwrap()));
     ops_at_answers_each_number_in_the_order_asked(store).await;
+}
+
+/// The log's bytes are each op's stored text: counted as ops are
+/// committed, kept by the store (a store loaded again knows them), and
+/// bounded as the ops are: a trim drops the oldest ops (and their ids)
+/// while the log holds more bytes or more ops than kept, never the
+/// newest.
+async fn the_log_is_trimmed_by_its_bytes_and_they_are_stored(store: Store) {
+    let sizes = [100, 300, 200, 50, 400, 120, 80, 500, 60, 90];
+    let rows = (1..)
+        .zip(sizes)
+        .map(|(seq, size)| sized(seq, size))
+        .collect();
+    assert!(commit(&store, STREAM, 0, rows).await);
+    let all = Trimmed {
+        first: 1,
+        bytes: 1900,
+    };
+    assert_eq!(loaded(&store).await, all);
+    // Within both bounds: nothing goes.
+    assert_eq!(store.trim(STREAM, bytes(1900)).await.unwrap(), all);
+    // 90 + 60 + 500 + 80 + 120 = 850; with 400 more, past 1000.
+    let by_bytes = Trimmed {
+        first: 6,
+        bytes: 850,
+    };
+    assert_eq!(store.trim(STREAM, bytes(1000)).await.unwrap(), by_bytes);
+    assert_eq!(loaded(&store).await, by_bytes);
+    assert_eq!(
+        store.ops_at(STREAM, &[5, 6]).await.unwrap(),
+        [None, Some(format!("{:>120}", 6))]
+    );
+    let ids = ["t:5".to_owned(), "t:6".to_owned()];
+    assert_eq!(store.seqs_of(STREAM, &ids).await.unwrap(), [None, Some(6)]);
+    assert!(commit(&store, STREAM, 10, vec![sized(11, 700)]).await);
+    assert_eq!(
+        loaded(&store).await,
+        Trimmed {
+            first: 6,
+            bytes: 1550
+        }
+    );
+    // The count bound holds as before, the bytes following.
+    let by_count = Trimmed {
+        first: 9,
+        bytes: 850,
+    };
+    assert_eq!(store.trim(STREAM, count(3)).await.unwrap(), by_count);
+    assert_eq!(loaded(&store).await, by_count);
+    // The newest op stays, however large.
+    let newest = Trimmed {
+        first: 11,
+        bytes: 700,
+    };
+    assert_eq!(store.trim(STREAM, bytes(10)).await.unwrap(), newest);
+    assert_eq!(store.trim(STREAM, bytes(10)).await.unwrap(), newest);
+    assert_eq!(loaded(&store).await, newest);
+    // A stream never written has nothing to trim, and is not created.
+    assert_eq!(
+        store.trim("global", bytes(10)).await.unwrap(),
+        Trimmed { first: 1, bytes: 0 }
+    );
+    assert!(store.load("global").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn sqlite_the_log_is_trimmed_by_its_bytes_and_they_are_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::Sqlite(Db::open(dir.path()).unwrap());
+    the_log_is_trimmed_by_its_bytes_and_they_are_stored(store).await;
+    // Read from the ops themselves: right in a store opened again.
+    let store = Store::Sqlite(Db::open(dir.path()).unwrap());
+    assert_eq!(
+        loaded(&store).await,
+        Trimmed {
+            first: 11,
+            bytes: 700
+        }
+    );
+}
+
+#[tokio::test]
+async fn redis_the_log_is_trimmed_by_its_bytes_and_they_are_stored() {
+    let redis = RedisServer::start();
+    let store = Store::Redis(Box::new(RedisStore::connect(&redis.url()).await.unwrap()));
+    the_log_is_trimmed_by_its_bytes_and_they_are_stored(store).await;
+}
+
+/// A node of an older version shares the Redis store and keeps no count
+/// of the log's bytes: what it commits is counted when this version next
+/// trims or loads the stream (and the count goes on from there), what it
+/// trims has the log counted again, and so does a count that is missing
+/// (a store an older version wrote). The count is never left wrong.
+#[tokio::test]
+async fn redis_the_log_s_bytes_stay_right_beside_older_nodes() {
+    let redis = RedisServer::start();
+    let store = Store::Redis(Box::new(RedisStore::connect(&redis.url()).await.unwrap()));
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let key = |part: &str| format!("gaesup:{{{STREAM}}}:{part}");
+    // The count as stored: (bytes, from, through).
+    let counted = |raw: &mut redis::aio::MultiplexedConnection| {
+        let mut raw = raw.clone();
+        let counter = key("bytes");
+        async move {
+            let (bytes, from, through): (Option<u64>, Option<u64>, Option<u64>) =
+                redis::cmd("HMGET")
+                    .arg(counter)
+                    .arg("bytes")
+                    .arg("from")
+                    .arg("through")
+                    .query_async(&mut raw)
+                    .await
+                    .unwrap();
+            (bytes, from, through)
+        }
+    };
+    // What an older node's commit script does: append, record the id, move
+    // the head.
+    let older_commit = |raw: &mut redis::aio::MultiplexedConnection, row: Row| {
+        let mut raw = raw.clone();
+        let (log, ids, head) = (key("log"), key("ids"), key("head"));
+        async move {
+            let () = redis::pipe()
+                .atomic()
+                .cmd("XADD")
+                .arg(log)
+                .arg(format!("{}-0", row.seq))
+                .arg("id")
+                .arg(&row.op_id)
+                .arg("op")
+                .arg(&row.body)
+                .ignore()
+                .hset(ids, &row.op_id, row.seq)
+                .ignore()
+                .set(head, row.seq)
+                .ignore()
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+        }
+    };
+    let rows = (1..=4).map(|seq| sized(seq, 100 * seq as usize)).collect();
+    assert!(commit(&store, STREAM, 0, rows).await);
+    assert_eq!(counted(&mut raw).await, (Some(1000), Some(1), Some(4)));
+    older_commit(&mut raw, sized(5, 500)).await;
+    // Left behind by the older node; counted up to date by a load.
+    assert_eq!(counted(&mut raw).await, (Some(1000), Some(1), Some(4)));
+    let all = Trimmed {
+        first: 1,
+        bytes: 1500,
+    };
+    assert_eq!(loaded(&store).await, all);
+    assert_eq!(counted(&mut raw).await, (Some(1500), Some(1), Some(5)));
+    // This version's commits count on.
+    assert!(commit(&store, STREAM, 5, vec![sized(6, 600)]).await);
+    assert_eq!(counted(&mut raw).await, (Some(2100), Some(1), Some(6)));
+    // An older node's op, then one of this version: the count lags, and
+    // the next trim counts what it lacks before it trims. 100 + … + 800
+    // is 3600; 800 + 700 = 1500 fit in 2000, 600 more do not.
+    older_commit(&mut raw, sized(7, 700)).await;
+    assert!(commit(&store, STREAM, 7, vec![sized(8, 800)]).await);
+    assert_eq!(counted(&mut raw).await, (Some(2100), Some(1), Some(6)));
+    let trimmed = Trimmed {
+        first: 7,
+        bytes: 1500,
+    };
+    assert_eq!(store.trim(STREAM, bytes(2000)).await.unwrap(), trimmed);
+    assert_eq!(counted(&mut raw).await, (Some(1500), Some(7), Some(8)));
+    // What an older node's trim script does: drop ops and their ids, move
+    // the first number. The count's `from` no longer matches: counted
+    // again.
+    let () = redis::pipe()
+        .atomic()
+        .cmd("XTRIM")
+        .arg(key("log"))
+        .arg("MINID")
+        .arg("8-0")
+        .ignore()
+        .hdel(key("ids"), "t:7")
+        .ignore()
+        .set(key("first"), 8)
+        .ignore()
+        .query_async::<()>(&mut raw)
+        .await
+        .unwrap();
+    let older_trimmed = Trimmed {
+        first: 8,
+        bytes: 800,
+    };
+    assert_eq!(loaded(&store).await, older_trimmed);
+    assert_eq!(counted(&mut raw).await, (Some(800), Some(8), Some(8)));
+    // A count that is missing is counted again, by a load or a trim.
+    let () = redis::cmd("DEL")
+        .arg(key("bytes"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(loaded(&store).await, older_trimmed);
+    assert!(commit(&store, STREAM, 8, vec![sized(9, 900)]).await);
+    assert_eq!(counted(&mut raw).await, (Some(1700), Some(8), Some(9)));
+    let () = redis::cmd("DEL")
+        .arg(key("bytes"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.trim(STREAM, bytes(1000)).await.unwrap(),
+        Trimmed {
+            first: 9,
+            bytes: 900
+        }
+    );
+    assert_eq!(counted(&mut raw).await, (Some(900), Some(9), Some(9)));
 }
 
 /// The owners of `tabs`; `-` for none.
@@ -154,7 +402,7 @@ async fn a_tab_belongs_to_its_first_pusher_in_every_stream(store: &Store) {
         .map(|seq| row(STREAM, seq, "m", "mallory"))
         .collect();
     assert!(commit(store, STREAM, 2, flood).await);
-    assert_eq!(store.trim(STREAM, 2).await.unwrap(), 11);
+    assert_eq!(store.trim(STREAM, count(2)).await.unwrap().first, 11);
     assert_eq!(owners(store, &["a", "m"]).await, ["alice", "mallory"]);
 }
 

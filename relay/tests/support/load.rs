@@ -19,8 +19,14 @@ use super::{Device, Relay, http, lobby, main_rw, main_rw_as, main_snapshot, main
 
 /// Arguments for a relay whose whole log [`check`] reads afterwards: the
 /// writers push as fast as the machine lets them, so a run can pass the
-/// default of 10,000 ops kept, and a trimmed log answers with a snapshot.
-pub const KEEP_WHOLE_LOG: [&str; 2] = ["--log-keep", "100000000"];
+/// default of 10,000 ops kept (or of 64 MiB), and a trimmed log answers
+/// with a snapshot.
+pub const KEEP_WHOLE_LOG: [&str; 4] = [
+    "--log-keep",
+    "100000000",
+    "--log-keep-bytes",
+    "100000000000",
+];
 
 /// What a writer saw acknowledged: op id → delta.
 pub type Acked = BTreeMap<OpId, i64>;

@@ -870,3 +870,97 @@ pub async fn raw_http(port: u16, head: &str, body: &[u8]) -> (u16, String) {
         .await
         .expect("the relay answers in time")
 }
+
+/// The bytes an op takes in the log: its text as stored.
+pub fn stored_len(op: &Op) -> u64 {
+    serde_json::to_string(op).unwrap().len() as u64
+}
+
+/// A stream's log as the relay keeps it, written out again here: after a
+/// commit takes it past either bound by a quarter, the oldest ops go
+/// while it holds more ops or bytes than kept, the newest always stays.
+pub struct KeptLog {
+    ops: u64,
+    bytes: u64,
+    first: u64,
+    sizes: VecDeque<u64>,
+}
+
+impl KeptLog {
+    pub fn new(ops: u64, bytes: u64) -> Self {
+        Self {
+            ops,
+            bytes,
+            first: 1,
+            sizes: VecDeque::new(),
+        }
+    }
+
+    /// Whether committing an op of `size` bytes would trim the log.
+    pub fn would_trim(&self, size: u64) -> bool {
+        let ops = self.sizes.len() as u64 + 1;
+        let bytes = self.sizes.iter().sum::<u64>() + size;
+        ops > self.ops + self.ops / 4 || bytes > self.bytes + self.bytes / 4
+    }
+
+    /// An op of `size` bytes committed alone (then the log trimmed).
+    pub fn commit(&mut self, size: u64) {
+        let trims = self.would_trim(size);
+        self.sizes.push_back(size);
+        while trims
+            && self.sizes.len() > 1
+            && (self.sizes.len() as u64 > self.ops || self.sizes.iter().sum::<u64>() > self.bytes)
+        {
+            self.sizes.pop_front();
+            self.first += 1;
+        }
+    }
+
+    /// The oldest number the log holds.
+    pub fn first(&self) -> u64 {
+        self.first
+    }
+
+    /// The newest.
+    pub fn head(&self) -> u64 {
+        self.first + self.sizes.len() as u64 - 1
+    }
+}
+
+/// Checks that the log of apartment `main` holds `first` to `head`: a pull
+/// from just before `first` gets exactly those ops, one from further back
+/// a snapshot (the log no longer reaches it).
+pub async fn main_log_holds(relay: &Relay, first: u64, head: u64) {
+    // What a pull answered, short (the ops are large).
+    let said = |message: &ServerMessage| match message {
+        ServerMessage::Ops(body) => {
+            let seqs: Vec<u64> = body.ops.iter().map(|op| op.seq).collect();
+            format!("ops {seqs:?}")
+        }
+        ServerMessage::Snapshot(snapshot) => format!("a snapshot at {}", snapshot.seq),
+        other => format!("{other:?}"),
+    };
+    if first > 1 {
+        let behind = main_pull(relay, first - 2).await;
+        assert_eq!(
+            said(&behind),
+            format!("a snapshot at {head}"),
+            "op {} was trimmed",
+            first - 1
+        );
+    }
+    let within = main_pull(relay, first - 1).await;
+    let kept: Vec<u64> = (first..=head).collect();
+    assert_eq!(said(&within), format!("ops {kept:?}"), "the ops kept");
+}
+
+/// The `relay_log_ops` gauge of `/metrics` (counted at most every 10 s:
+/// ask once per relay).
+pub async fn log_ops(relay: &Relay) -> u64 {
+    let (_, metrics) = http("GET", relay.url("/metrics"), None, None).await;
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("relay_log_ops "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no relay_log_ops in {metrics}"))
+}
