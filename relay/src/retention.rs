@@ -32,10 +32,13 @@ pub struct Trimmed {
 impl Retention {
     /// Whether a log of `ops` ops and `bytes` bytes is due a trim: past
     /// either bound by a quarter of it (the slack spares a trim on every
-    /// commit).
+    /// commit), and holding an op a trim may drop. A log of its newest op
+    /// alone, larger than the bound (a bound below the frame size), is not
+    /// due: it would stay due after every trim.
     pub fn due(&self, ops: u64, bytes: u64) -> bool {
-        ops > self.ops.saturating_add(self.ops / 4)
-            || bytes > self.bytes.saturating_add(self.bytes / 4)
+        ops > 1
+            && (ops > self.ops.saturating_add(self.ops / 4)
+                || bytes > self.bytes.saturating_add(self.bytes / 4))
     }
 }
 
@@ -193,7 +196,9 @@ mod tests {
     fn a_trim_is_due_only_past_a_quarter_more_than_either_bound() {
         assert!(!KEEP.due(12, 125));
         assert!(KEEP.due(13, 0));
-        assert!(KEEP.due(1, 126));
+        assert!(KEEP.due(2, 126));
+        // Its newest op alone: nothing a trim may drop.
+        assert!(!KEEP.due(1, 126));
         let huge = Retention {
             ops: u64::MAX,
             bytes: u64::MAX,

@@ -474,8 +474,9 @@ if head == 0 then return {old, 0} end
 local bytes = log_bytes(KEYS[2], KEYS[5], old, head)
 local keep, keep_bytes = tonumber(ARGV[1]), tonumber(ARGV[2])
 local goal = math.max(1, head - keep + 1)
+if old >= goal and bytes <= keep_bytes then return {old, bytes} end
 local first = old
-local cursor = '-'
+local cursor = string.format('%d-0', old)
 local walking = true
 while walking do
   local page = redis.call('XRANGE', KEYS[2], cursor, '+', 'COUNT', 16)

@@ -233,6 +233,86 @@ async fn redis_the_log_is_trimmed_by_its_bytes_and_they_are_stored() {
     the_log_is_trimmed_by_its_bytes_and_they_are_stored(store).await;
 }
 
+/// The op `seq` of tab `t` in text of two bytes a character: `2 * chars`
+/// bytes long.
+fn wide(seq: u64, chars: usize) -> Row {
+    Row {
+        body: "é".repeat(chars),
+        ..row(STREAM, seq, "t", "me")
+    }
+}
+
+/// The oldest number kept and the bytes kept of a log of ops of `sizes`
+/// (the first numbered `from`) held within `bytes` bytes, the newest op
+/// always kept: counted here from the newest op back, apart from the
+/// stores' walk from the oldest.
+fn newest_within(sizes: &[u64], from: u64, bytes: u64) -> Trimmed {
+    let mut kept = 0;
+    let mut first = from + sizes.len() as u64;
+    for (at, size) in sizes.iter().enumerate().rev() {
+        let newest = at + 1 == sizes.len();
+        if !newest && kept + size > bytes {
+            break;
+        }
+        kept += size;
+        first -= 1;
+    }
+    Trimmed { first, bytes: kept }
+}
+
+/// A walk across many entries (the Redis scripts read the log 16 at a
+/// time) over text of several bytes a character: bytes are counted as
+/// bytes everywhere (SQLite's `octet_length`, Rust's and Lua's lengths),
+/// and one trim drops dozens of ops.
+async fn a_long_log_of_wide_text_is_counted_and_trimmed_in_bytes(store: &Store) -> Vec<u64> {
+    let rows: Vec<Row> = (1..=40).map(|seq| wide(seq, 10 + seq as usize)).collect();
+    let sizes: Vec<u64> = rows.iter().map(|row| row.body.len() as u64).collect();
+    assert_eq!(sizes[0], 22, "two bytes a character");
+    assert!(commit(store, STREAM, 0, rows).await);
+    let all = Trimmed {
+        first: 1,
+        bytes: sizes.iter().sum(),
+    };
+    assert_eq!(loaded(store).await, all);
+    let trimmed = newest_within(&sizes, 1, 600);
+    assert!(trimmed.first > 20, "{trimmed:?}");
+    assert_eq!(store.trim(STREAM, bytes(600)).await.unwrap(), trimmed);
+    assert_eq!(loaded(store).await, trimmed);
+    sizes[trimmed.first as usize - 1..].to_vec()
+}
+
+#[tokio::test]
+async fn sqlite_a_long_log_of_wide_text_is_counted_and_trimmed_in_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::Sqlite(Db::open(dir.path()).unwrap());
+    a_long_log_of_wide_text_is_counted_and_trimmed_in_bytes(&store).await;
+}
+
+/// On Redis also a count lost with a long log behind it: counted again
+/// page by page.
+#[tokio::test]
+async fn redis_a_long_log_of_wide_text_is_counted_and_trimmed_in_bytes() {
+    let redis = RedisServer::start();
+    let store = Store::Redis(Box::new(RedisStore::connect(&redis.url()).await.unwrap()));
+    let mut sizes = a_long_log_of_wide_text_is_counted_and_trimmed_in_bytes(&store).await;
+    let first = loaded(&store).await.first;
+    let rows: Vec<Row> = (41..=80).map(|seq| wide(seq, 7)).collect();
+    sizes.extend(rows.iter().map(|row| row.body.len() as u64));
+    assert!(commit(&store, STREAM, 40, rows).await);
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let () = redis::cmd("DEL")
+        .arg(format!("gaesup:{{{STREAM}}}:bytes"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let all = Trimmed {
+        first,
+        bytes: sizes.iter().sum(),
+    };
+    assert_eq!(loaded(&store).await, all);
+}
+
 /// A node of an older version shares the Redis store and keeps no count
 /// of the log's bytes: what it commits is counted when this version next
 /// trims or loads the stream (and the count goes on from there), what it
