@@ -107,6 +107,7 @@ test('state ops', async ({ page, browser, browserName }) => {
     for (const subscribers of [0, 1]) await call(page, 'set_bench', subscribers, 5 * SET_N);
     await call(page, 'core_set_bench', 5 * SET_N, false);
     await call(page, 'core_set_bench', 5 * SET_N, true);
+    await call(page, 'floor_set_bench', 5 * SET_N);
     await zustandSet(page, 1, ZUSTAND_N);
   }
   const set: Record<string, any> = {};
@@ -137,6 +138,20 @@ test('state ops', async ({ page, browser, browserName }) => {
       (median((await rounds(() => call(page, 'core_set_bench', SET_N, true))).map((r) => r.ms)) / SET_N) * 1000,
   };
   set.core = core;
+
+  // The floor: the least a replicated last-write-wins write does (JSON
+  // value, clock, hybrid stamp, map, one subscriber), against zustand in
+  // alternating rounds, as the rows above.
+  const floorPairs = await rounds(async () => ({
+    ours: await call(page, 'floor_set_bench', SET_N),
+    theirs: await zustandSet(page, 1, ZUSTAND_N),
+  }));
+  if (floorPairs.some((p) => p.ours.notified !== SET_N)) {
+    throw new Error(`floor bench: ${floorPairs[0].ours.notified} notifications for ${SET_N} writes`);
+  }
+  const floorUs = (median(floorPairs.map((p) => p.ours.ms)) / SET_N) * 1000;
+  const floorZustandUs = (median(floorPairs.map((p) => p.theirs.ms)) / ZUSTAND_N) * 1000;
+  set.floor = { n: SET_N, us_per_op: floorUs, zustand_us_per_op: floorZustandUs, ratio: floorUs / floorZustandUs };
 
   // A unit's write through its hook, against a plain signal: each with
   // synchronous readers (ImmediateEffect), the hook's of the value, the

@@ -147,6 +147,18 @@ const s0 = ops?.set.subscribers_0;
 const s1 = ops?.set.subscribers_1;
 goal('set, 0 subscribers', per(s0?.gaesup.ops_per_s), `zustand ${per(s0?.zustand.ops_per_s)}`, x(s0?.ratio), '(no goal; time/op vs zustand)', undefined);
 goal('set + notify 1 subscriber', per(s1?.gaesup.ops_per_s), `zustand ${per(s1?.zustand.ops_per_s)}`, x(s1?.ratio), '≤ 1.0× zustand (time/op)', s1 ? s1.ratio <= 1.0 : null);
+// Runs from before the floor model have none.
+const floor = ops?.set.floor;
+if (floor) {
+  goal(
+    'floor model: a bare replicated write + notify 1 subscriber (JSON value, `Date.now()`, hybrid stamp, map, callback)',
+    per(1e6 / floor.us_per_op),
+    `zustand ${per(1e6 / floor.zustand_us_per_op)}`,
+    x(floor.ratio),
+    '(no goal; the yardstick of the row above)',
+    undefined,
+  );
+}
 const t = ops?.table;
 goal(
   `1,000-row table, update ${t?.rows_changed_per_update ?? 100} rows${t?.state_whole ? ' (`set_items`)' : ''}`,
@@ -514,6 +526,12 @@ if (ops) {
     lines.push(
       '',
       `Where a write goes (0 subscribers): the core's \`Replica::set\` alone takes ${c.store_us_per_op.toFixed(3)} µs (${c.store_fixed_clock_us_per_op.toFixed(3)} µs with a fixed clock instead of \`Date.now()\`); the manager around it (notification pass and the change it hands out; the operation log only once an inspector asks for it) brings it to ${s0.gaesup.us_per_op.toFixed(3)} µs.`,
+    );
+  }
+  if (floor) {
+    lines.push(
+      '',
+      `The floor model (\`floor_set_bench\`): the least a replicated last-write-wins store does per write, in the same wasm build: the value turned into a \`serde_json::Value\`, \`Date.now()\` read and a hybrid stamp taken, the key found in a \`BTreeMap\`, the entry replaced, one subscriber told, the old value freed. No scopes, permissions, size limits, op ids, writers, change records, strategies or path routing. ${floor.us_per_op.toFixed(3)} µs/op, ${x(floor.ratio)} zustand in alternating rounds (zustand ${floor.zustand_us_per_op.toFixed(3)} µs/op there)${s1 ? `; set + notify 1 subscriber above is ${x(s1.gaesup.us_per_op / floor.us_per_op)} the floor` : ''}.`,
     );
   }
   const hookSet = ops.set.hook;

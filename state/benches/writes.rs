@@ -160,6 +160,14 @@ fn hook_set() -> Duration {
     per_run(200_000, |i| hook.set.set(i64::from(i)))
 }
 
+/// The baseline of [`hook_set`]: a plain signal with one synchronous
+/// reader of its value.
+fn signal_set() -> Duration {
+    let value = RwSignal::new(0_i64);
+    let _reader = ImmediateEffect::new(move || value.track());
+    per_run(200_000, |i| value.set(i64::from(i)))
+}
+
 /// The 1,000-row table of the bench page without the DOM: one subscriber
 /// per row index; each round changes every 10th row, with one `set_items`
 /// (`whole == false`) or a `get` + `set` of the whole list.
@@ -279,7 +287,7 @@ fn main() {
         .skip(1)
         .filter(|arg| !arg.starts_with("--"))
         .collect();
-    let cases: [Case; 12] = [
+    let cases: [Case; 13] = [
         ("set an integer, 0 subscribers", || set_integer(0)),
         (
             "floor model: a bare replicated write, 1 subscriber",
@@ -288,6 +296,7 @@ fn main() {
         ("set an integer, 1 subscriber", || set_integer(1)),
         ("set a small struct, 1 subscriber", set_struct),
         ("a hook's set of an integer, 3 readers", hook_set),
+        ("a plain signal's set, 1 reader", signal_set),
         ("1,000-row table: update 100 rows (set_items)", || {
             table(false)
         }),

@@ -144,6 +144,47 @@ pub fn core_set_bench(n: u32, manual_clock: bool) -> Result<String, JsValue> {
     Ok(report(json!({ "ms": ms })))
 }
 
+/// `n` writes of the least any replicated last-write-wins store does per
+/// write, with one subscriber: the value turned into JSON, `Date.now()`
+/// read and a hybrid stamp taken, the key looked up, the entry replaced,
+/// the subscriber told if the value changed, the old value freed: `{ms,
+/// notified}`. No scopes, permissions, size limits, op ids or writers,
+/// change records, strategies or routing by path. The yardstick of
+/// [`set_bench`] with one subscriber: what the manager adds is the
+/// difference (the native twin is `floor_model` in `state/benches/writes.rs`).
+#[wasm_bindgen]
+pub fn floor_set_bench(n: u32) -> Result<String, JsValue> {
+    use gaesup_state::core::{Clock, FullKey, Hlc, Stamp};
+    use std::collections::BTreeMap;
+
+    let mut hlc = Hlc::new(TabId::new(7));
+    let key: FullKey = "apartment/main/n".parse().map_err(js)?;
+    let mut entries: BTreeMap<FullKey, (Arc<Value>, Stamp)> = BTreeMap::new();
+    entries.insert(key.clone(), (Arc::new(Value::Null), hlc.tick(0)));
+    let notified = Counter::default();
+    let count = Rc::clone(&notified.0);
+    type Subscriber = Box<dyn Fn(&Value)>;
+    let subscribers: Vec<Subscriber> = vec![Box::new(move |value| {
+        std::hint::black_box(value);
+        count.set(count.get() + 1);
+    })];
+    let start = now();
+    for i in 0..n {
+        let value = serde_json::to_value(i64::from(i) + 1).map_err(js)?;
+        let stamp = hlc.tick(SystemClock.now_ms());
+        let entry = entries
+            .get_mut(std::hint::black_box(&key))
+            .ok_or_else(|| js("the model lost its key"))?;
+        let old = std::mem::replace(entry, (Arc::new(value), stamp));
+        if *old.0 != *entry.0 {
+            subscribers.iter().for_each(|tell| tell(&entry.0));
+        }
+        drop(std::hint::black_box(old));
+    }
+    let ms = now() - start;
+    Ok(report(json!({ "ms": ms, "notified": notified.take() })))
+}
+
 /// `subscribers` subscriptions on the distinct paths `p0`, `p1`, … of one
 /// key, then `updates` writes that change only `p0`:
 /// `{ms, notified, subscriptions}`.
