@@ -35,7 +35,10 @@
 //! relay holds, which a re-base would make every device lose. The mark
 //! is kept in storage; the held ops are refused for good, and once none
 //! of the stream's ops waits in the outbox the link takes the stream
-//! whole from the relay (a snapshot, merged).
+//! whole from the relay (a snapshot, merged). A stream is taken whole the
+//! same way when this browser lost what it held of one of its keys (an
+//! unreadable stored entry, discarded: [`mark_resync`]); the snapshot
+//! marks it never to re-base, as any snapshot does.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -77,8 +80,11 @@ pub fn mark_refused_stale(key: &FullKey, storage: &mut dyn Storage) {
 /// stream must be taken whole from the relay: this browser lost what it
 /// held of the key (its stored entry was set aside, then discarded), and
 /// the ops that brought it lie behind the stored cursor. The tab holding
-/// the link takes it at its next settle (see [`Link::settle`]); the mark
-/// stays until it has.
+/// the link reads the mark at its next settle (see [`Link::settle`]) and
+/// takes the stream whole once none of its ops waits in the outbox (a
+/// resync already under way takes it instead); the mark stays until the
+/// stream has been taken whole. Like any snapshot, that marks the stream
+/// never to re-base.
 pub fn mark_resync(key: &FullKey, storage: &mut dyn Storage) {
     let _ = storage.set(&format!("{RESYNC_PREFIX}{}", StreamId::of(key)), "1");
 }
@@ -439,7 +445,7 @@ pub struct Link {
     no_rebase: VecSet<StreamId>,
     /// Streams to take whole from the relay (a snapshot) once none of
     /// their ops waits in the outbox: this device refused some of their
-    /// ops as stale.
+    /// ops as stale, or lost what it held of one of their keys.
     resync: VecSet<StreamId>,
     /// Streams asked for whole, until their snapshot came and the stream
     /// then caught up on the same connection (kept across reconnections).
@@ -1200,7 +1206,7 @@ impl Link {
     }
 
     /// Reads the marks any tab of this browser left (see
-    /// [`mark_refused_stale`]).
+    /// [`mark_refused_stale`] and [`mark_resync`]).
     fn read_marks(&mut self, storage: &dyn Storage) {
         for stream in &self.streams {
             let marked = |prefix: &str| {
@@ -3019,21 +3025,15 @@ mod tests {
         link.on_close(0.0, 4);
         let hello = link.on_open(5);
         assert!(hello[0].contains(&u64::MAX.to_string()), "{hello:?}");
-        let snapshot = ServerMessage::Snapshot(Snapshot {
-            stream: "apartment:main".parse().unwrap(),
-            seq: 7,
-            states: Vec::new(),
-            more: false,
-            after: None,
-        });
+        let snapshot = piece_after(7, Vec::new(), false, None);
         feed(&mut link, &welcome(10_000), 6, &mut storage);
-        feed(&mut link, &snapshot.encode().unwrap(), 6, &mut storage);
+        feed(&mut link, &snapshot, 6, &mut storage);
         // Lost before it is known whole (a snapshot may take several
         // messages): asked again.
         link.on_close(0.0, 7);
         assert!(link.on_open(7)[0].contains(&u64::MAX.to_string()));
         feed(&mut link, &welcome(10_000), 8, &mut storage);
-        feed(&mut link, &snapshot.encode().unwrap(), 8, &mut storage);
+        feed(&mut link, &snapshot, 8, &mut storage);
         // A pong follows the whole catch-up: done, once.
         let pong = ServerMessage::Pong(Ping { at: 8 }).encode().unwrap();
         feed(&mut link, &pong, 9, &mut storage);
@@ -3056,17 +3056,28 @@ mod tests {
         feed(&mut link, &welcome(10_000), 1, &mut storage);
         // Another tab discarded the set-aside entry of x's key.
         mark_resync(&x.key, &mut storage);
-        let main = "apartment:main";
-        assert!(
-            storage
-                .get(&format!("{NO_REBASE_PREFIX}{main}"))
-                .unwrap()
-                .is_none()
-        );
+        let no_rebase = format!("{NO_REBASE_PREFIX}apartment:main");
+        assert!(storage.get(&no_rebase).unwrap().is_none());
         let pong = ServerMessage::Pong(Ping { at: 2 }).encode().unwrap();
         assert!(feed(&mut link, &pong, 2, &mut storage).close);
         link.on_close(0.0, 3);
         assert!(link.on_open(4)[0].contains(&u64::MAX.to_string()), "whole");
+        // The snapshot, as any, marks the stream never to re-base; once
+        // caught up, the mark to take it whole is gone.
+        feed(&mut link, &welcome(10_000), 5, &mut storage);
+        feed(
+            &mut link,
+            &piece_after(7, Vec::new(), false, None),
+            5,
+            &mut storage,
+        );
+        assert!(storage.get(&no_rebase).unwrap().is_some());
+        let pong = ServerMessage::Pong(Ping { at: 6 }).encode().unwrap();
+        feed(&mut link, &pong, 6, &mut storage);
+        let resync = format!("{RESYNC_PREFIX}apartment:main");
+        assert!(storage.get(&resync).unwrap().is_none());
+        link.on_close(0.0, 7);
+        assert!(!link.on_open(8)[0].contains(&u64::MAX.to_string()), "once");
     }
 
     #[test]

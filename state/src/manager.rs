@@ -56,6 +56,9 @@ use subscribe::Subscribers;
 
 /// What runs when a flush becomes due (see [`StateManager::on_dirty`]).
 type Schedulers = Rc<[Rc<dyn Fn()>]>;
+/// What runs as a set-aside entry is discarded (see
+/// [`StateManager::on_discard`]).
+type OnDiscard = Rc<dyn Fn(&FullKey)>;
 
 /// Everything one manager holds, behind its handle.
 struct Shared {
@@ -73,9 +76,9 @@ struct Shared {
     inspected: Cell<bool>,
     dropped: RefCell<Vec<String>>,
     quarantine: ArcRwSignal<Vec<Quarantine>>,
-    /// Keys whose set-aside entry was discarded, until a sync layer takes
-    /// them (see [`StateManager::take_discarded`]).
-    discarded: RefCell<Vec<FullKey>>,
+    /// What runs as a set-aside entry is discarded (see
+    /// [`StateManager::on_discard`]).
+    on_discard: RefCell<Rc<[OnDiscard]>>,
     revision: ArcRwSignal<u64>,
     /// Set while changes are being delivered to subscribers; a change
     /// published meanwhile (a subscriber wrote) waits in `pending`.
@@ -169,7 +172,7 @@ impl StateManager {
             inspected: Cell::new(false),
             dropped: RefCell::default(),
             quarantine: ArcRwSignal::new(Vec::new()),
-            discarded: RefCell::default(),
+            on_discard: RefCell::new(Rc::new([])),
             revision: ArcRwSignal::new(0),
             delivering: Cell::new(false),
             pending: RefCell::default(),

@@ -795,13 +795,27 @@ fn corrupt_stored_value_is_quarantined_exported_and_discarded() {
         state.flush().unwrap();
         assert_eq!(disk.get(&stored_at).unwrap().as_deref(), Some("{ not json"));
 
-        assert!(state.take_discarded().is_empty(), "nothing discarded yet");
+        // A sync layer hears of the discard while the entry is still there.
+        let heard = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let hook = {
+            let (heard, disk) = (std::rc::Rc::clone(&heard), disk.clone());
+            let stored_at = stored_at.clone();
+            move |key: &gaesup_state::core::FullKey| {
+                let entry = disk.get(&stored_at).unwrap();
+                heard.borrow_mut().push((key.clone(), entry));
+            }
+        };
+        state.on_discard(hook).unwrap();
         state.discard_quarantine(&full).unwrap();
         assert!(state.quarantined().is_empty());
         assert!(state.quarantine_signal().get_untracked().is_empty());
-        // Named once, for a sync layer to fetch its history again.
-        assert_eq!(state.take_discarded(), vec![full.clone()]);
-        assert!(state.take_discarded().is_empty());
+        assert_eq!(
+            *heard.borrow(),
+            [(full.clone(), Some("{ not json".to_owned()))]
+        );
+        // A key not set aside (a second click) is not heard of again.
+        state.discard_quarantine(&full).unwrap();
+        assert_eq!(heard.borrow().len(), 1);
         state.flush().unwrap();
         let saved = disk.get(&stored_at).unwrap().unwrap();
         assert!(saved.contains("new"), "{saved}");

@@ -195,11 +195,18 @@ impl StateManager {
     /// stored copies are removed and the key is saved again on the next
     /// flush, from what this tab holds of it: what was written or received
     /// since the entry was set aside. What the entry held is gone here; a
-    /// sync layer that can fetch it again asks for the keys discarded
-    /// ([`take_discarded`](Self::take_discarded)).
+    /// sync layer that can fetch it again hears of it first
+    /// ([`on_discard`](Self::on_discard)).
     pub fn discard_quarantine(&self, key: &FullKey) -> Result<()> {
         let shared = self.shared()?;
         let lifetime = shared.replica()?.spec_for(key)?.lifetime();
+        let quarantined = shared.replica()?.quarantined().any(|q| q.key == *key);
+        if quarantined {
+            let hooks = Rc::clone(&shared.on_discard.borrow());
+            for hook in hooks.iter() {
+                hook(key);
+            }
+        }
         {
             let mut replica = shared.replica_mut()?;
             let mut storages = shared.storages.borrow_mut();
@@ -207,20 +214,10 @@ impl StateManager {
                 replica.discard_quarantine(key, storage)?;
             }
         }
-        shared.discarded.borrow_mut().push(key.clone());
         Self::refresh_quarantine(&shared);
         self.notify_dirty(&shared);
         Self::bump(&shared);
         Ok(())
-    }
-
-    /// The keys whose set-aside entry was discarded since the last call
-    /// (each once): the keys a relay link fetches whole again, since their
-    /// history before the entry was set aside is gone from this browser.
-    pub fn take_discarded(&self) -> Vec<FullKey> {
-        self.shared()
-            .map(|shared| std::mem::take(&mut *shared.discarded.borrow_mut()))
-            .unwrap_or_default()
     }
 
     /// Marks every stored key as changed, so the next flush writes it again
@@ -251,6 +248,20 @@ impl StateManager {
         let mut schedulers = shared.on_dirty.borrow_mut();
         let added: Rc<dyn Fn()> = Rc::new(schedule);
         *schedulers = schedulers.iter().cloned().chain([added]).collect();
+        Ok(())
+    }
+
+    /// Runs `hook` with the key of each set-aside entry the user discards
+    /// ([`discard_quarantine`](Self::discard_quarantine)), before its
+    /// stored copies are removed: what the entry held is then gone from
+    /// this browser, and a sync layer that can fetch it again (a relay
+    /// link) records that it must, where a crash cannot lose the record
+    /// between the two.
+    pub fn on_discard(&self, hook: impl Fn(&FullKey) + 'static) -> Result<()> {
+        let shared = self.shared()?;
+        let mut hooks = shared.on_discard.borrow_mut();
+        let added: super::OnDiscard = Rc::new(hook);
+        *hooks = hooks.iter().cloned().chain([added]).collect();
         Ok(())
     }
 }

@@ -112,6 +112,12 @@ pub fn connect_browser_with_options(
             inner.schedule();
         }
     })?;
+    let weak = Rc::downgrade(&inner);
+    manager.on_discard(move |key| {
+        if let Some(inner) = weak.upgrade() {
+            inner.relay_discarded(key);
+        }
+    })?;
     writer.channel_up.try_set(inner.transport.is_some());
     inner.request_sync();
     inner.update_quota();

@@ -107,8 +107,6 @@ impl Inner {
             }
             Reread::All => self.reload(),
         }
-        // Before the flush saves what this tab holds of them.
-        self.relay_discarded(&self.manager.take_discarded());
         let Ok(reports) = self.manager.flush() else {
             return Unsaved::All;
         };

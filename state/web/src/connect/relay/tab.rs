@@ -209,10 +209,16 @@ impl Inner {
     /// Whether `op` is bound for a relay: its key persists (memory and
     /// session state stay on this device).
     fn relayable(&self, op: &Op) -> bool {
+        self.persists(&op.key)
+    }
+
+    /// Whether `key` persists: only such keys go to a relay (memory and
+    /// session state stay on this device).
+    fn persists(&self, key: &FullKey) -> bool {
         self.manager
             .with_replica(|replica| {
                 replica
-                    .spec_for(&op.key)
+                    .spec_for(key)
                     .is_ok_and(|spec| spec.lifetime() == Lifetime::Persistent)
             })
             .unwrap_or(false)
@@ -297,11 +303,14 @@ impl Inner {
         self.mark_streams(keys, gaesup_protocol::mark_refused_stale);
     }
 
-    /// The set-aside entries of these keys were discarded: with a relay,
-    /// mark their streams to be taken whole, which brings back what the
-    /// entries held (the ops behind the stored cursor are not sent again).
-    pub(in crate::connect) fn relay_discarded(&self, keys: &[FullKey]) {
-        self.mark_streams(keys, gaesup_protocol::mark_resync);
+    /// The set-aside entry of `key` is being discarded: with a relay, and
+    /// if the key goes to it (it persists), mark its stream to be taken
+    /// whole, which brings back what the entry held from the relay's
+    /// state (the ops behind the stored cursor are not sent again).
+    pub(in crate::connect) fn relay_discarded(&self, key: &FullKey) {
+        if self.persists(key) {
+            self.mark_streams(std::slice::from_ref(key), gaesup_protocol::mark_resync);
+        }
     }
 
     /// Marks the streams of `keys` with `mark`, unless no relay is
