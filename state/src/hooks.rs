@@ -31,11 +31,3 @@ fn record_error(error: RwSignal<Option<StateError>>, outcome: Option<StateError>
         let _ = error.try_set(outcome);
     }
 }
-
-/// Sets `signal` to `value` unless it holds it already: a set wakes every
-/// reader, moved or not.
-fn set_if_changed<T: PartialEq + Send + Sync + 'static>(signal: RwSignal<T>, value: T) {
-    if signal.try_with_untracked(|held| *held != value) == Some(true) {
-        let _ = signal.try_set(value);
-    }
-}

@@ -185,18 +185,29 @@ fn watch(
     target: Option<(UnitContext, SharedKey<Value>, OnValue, Option<OnConflicts>)>,
 ) -> Watched {
     let pending = RwSignal::new(0_u32);
-    let last_writer = RwSignal::new(None);
-    let version = RwSignal::new(None);
+    // Who wrote last and when, looked up after each change (the replica
+    // cannot be read inside a batch, when a reader may come) and kept
+    // here; the memos read it when someone reads them. Setting two
+    // signals on every change, read or not, cost a tenth of a hook's
+    // write; a memo of the writer also wakes its readers only when the
+    // writer changes.
+    let changed = Trigger::new();
+    let last = StoredValue::new(None::<(UnitAddress, Stamp)>);
+    let last_writer = Memo::new(move |_| {
+        changed.track();
+        last.with_value(|last| last.as_ref().map(|(writer, _)| writer.clone()))
+    });
+    let version = Memo::new(move |_| {
+        changed.track();
+        last.with_value(|last| last.as_ref().map(|(_, stamp)| *stamp))
+    });
     if let Some((unit, key, on_value, on_conflicts)) = target {
         let manager = unit.manager;
         let full = key.full_key(&unit.address);
         let refresh = move || {
-            if let Ok(Some((writer, stamp))) =
-                manager.with_replica(|replica| replica.last_write(&full))
-            {
-                // One unit writing again leaves the writer as it was.
-                super::set_if_changed(last_writer, Some(writer));
-                super::set_if_changed(version, Some(stamp));
+            if let Ok(found) = manager.with_replica(|replica| replica.last_write(&full)) {
+                last.set_value(found);
+                changed.notify();
             }
             if let Some(Err(err)) = on_conflicts.as_ref().map(|read| read()) {
                 let _ = error.try_set(Some(err));
