@@ -288,6 +288,16 @@ async fn sqlite_a_long_log_of_wide_text_is_counted_and_trimmed_in_bytes() {
     a_long_log_of_wide_text_is_counted_and_trimmed_in_bytes(&store).await;
 }
 
+/// Deletes the Redis counter of [`STREAM`]'s log bytes, as a store an
+/// older version wrote has none.
+async fn forget_byte_count(raw: &mut redis::aio::MultiplexedConnection) {
+    let () = redis::cmd("DEL")
+        .arg(format!("gaesup:{{{STREAM}}}:bytes"))
+        .query_async(raw)
+        .await
+        .unwrap();
+}
+
 /// On Redis also a count lost with a long log behind it: counted again
 /// page by page.
 #[tokio::test]
@@ -301,11 +311,7 @@ async fn redis_a_long_log_of_wide_text_is_counted_and_trimmed_in_bytes() {
     assert!(commit(&store, STREAM, 40, rows).await);
     let client = redis::Client::open(redis.url()).unwrap();
     let mut raw = client.get_multiplexed_async_connection().await.unwrap();
-    let () = redis::cmd("DEL")
-        .arg(format!("gaesup:{{{STREAM}}}:bytes"))
-        .query_async(&mut raw)
-        .await
-        .unwrap();
+    forget_byte_count(&mut raw).await;
     let all = Trimmed {
         first,
         bytes: sizes.iter().sum(),
@@ -418,19 +424,11 @@ async fn redis_the_log_s_bytes_stay_right_beside_older_nodes() {
     assert_eq!(loaded(&store).await, older_trimmed);
     assert_eq!(counted(&mut raw).await, (Some(800), Some(8), Some(8)));
     // A count that is missing is counted again, by a load or a trim.
-    let () = redis::cmd("DEL")
-        .arg(key("bytes"))
-        .query_async(&mut raw)
-        .await
-        .unwrap();
+    forget_byte_count(&mut raw).await;
     assert_eq!(loaded(&store).await, older_trimmed);
     assert!(commit(&store, STREAM, 8, vec![sized(9, 900)]).await);
     assert_eq!(counted(&mut raw).await, (Some(1700), Some(8), Some(9)));
-    let () = redis::cmd("DEL")
-        .arg(key("bytes"))
-        .query_async(&mut raw)
-        .await
-        .unwrap();
+    forget_byte_count(&mut raw).await;
     assert_eq!(
         store.trim(STREAM, bytes(1000)).await.unwrap(),
         Trimmed {

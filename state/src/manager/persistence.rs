@@ -3,6 +3,7 @@
 //! renders a default storage would have replaced), saving when a flush is
 //! due, and the entries set aside as unusable (quarantine).
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use gaesup_state_core::{
@@ -199,8 +200,11 @@ impl StateManager {
     /// ([`on_discard`](Self::on_discard)).
     pub fn discard_quarantine(&self, key: &FullKey) -> Result<()> {
         let shared = self.shared()?;
-        let lifetime = shared.replica()?.spec_for(key)?.lifetime();
-        let quarantined = shared.replica()?.quarantined().any(|q| q.key == *key);
+        let (lifetime, quarantined) = {
+            let replica = shared.replica()?;
+            let lifetime = replica.spec_for(key)?.lifetime();
+            (lifetime, replica.quarantined().any(|q| q.key == *key))
+        };
         if quarantined {
             let hooks = Rc::clone(&shared.on_discard.borrow());
             for hook in hooks.iter() {
@@ -245,9 +249,7 @@ impl StateManager {
     /// schedules one flush per animation frame). Only with storage attached.
     pub fn on_dirty(&self, schedule: impl Fn() + 'static) -> Result<()> {
         let shared = self.shared()?;
-        let mut schedulers = shared.on_dirty.borrow_mut();
-        let added: Rc<dyn Fn()> = Rc::new(schedule);
-        *schedulers = schedulers.iter().cloned().chain([added]).collect();
+        append(&shared.on_dirty, Rc::new(schedule));
         Ok(())
     }
 
@@ -259,9 +261,15 @@ impl StateManager {
     /// between the two.
     pub fn on_discard(&self, hook: impl Fn(&FullKey) + 'static) -> Result<()> {
         let shared = self.shared()?;
-        let mut hooks = shared.on_discard.borrow_mut();
-        let added: super::OnDiscard = Rc::new(hook);
-        *hooks = hooks.iter().cloned().chain([added]).collect();
+        append(&shared.on_discard, Rc::new(hook));
         Ok(())
     }
+}
+
+/// Adds `added` to a list of callbacks as a new list: a call running them
+/// holds the old one (by reference count, not a copy), and may register
+/// another meanwhile.
+fn append<F: ?Sized>(list: &RefCell<Rc<[Rc<F>]>>, added: Rc<F>) {
+    let mut list = list.borrow_mut();
+    *list = list.iter().cloned().chain([added]).collect();
 }
