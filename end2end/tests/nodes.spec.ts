@@ -3,8 +3,8 @@
 // always). Device B reaches its node through a proxy standing in for a load
 // balancer: when B's node is killed (SIGKILL) the proxy sends new
 // connections to the other node, and B resumes there from its cursor.
-import { test, expect } from '@playwright/test';
-import { Device, Proxy, Relay, RedisServer, configFor } from './support/devices';
+import { expect } from '@playwright/test';
+import { Device, Proxy, Relay, RedisServer, configFor, test } from './support/devices';
 
 const counter = 'main/lobby/counter';
 const notes = 'main/study/notes-a';

@@ -1,4 +1,4 @@
-import { expect, type Browser, type BrowserContext, type Page } from '@playwright/test';
+import { test as base, expect, type Browser, type BrowserContext, type Page } from '@playwright/test';
 // The real relay binary and a proxy that can cut it off (plain ESM, no types).
 // @ts-expect-error: a JavaScript module without declarations
 import { Relay, Proxy, RedisServer } from '../../scripts/relay.mjs';
@@ -35,6 +35,27 @@ declare global {
   }
 }
 
+/** The devices the running test opened (a worker runs one test at a time). */
+const opened = new Set<Device>();
+
+/**
+ * Playwright's `test`, closing every device a test opened when it ends.
+ * The worker's browser outlives the test: an unclosed context keeps its
+ * pages running (reconnecting to a relay that is gone, with timers and
+ * sockets), and the next tests' pages share the machine with all of them.
+ */
+export const test = base.extend<{ closeDevices: void }>({
+  closeDevices: [
+    async ({}, use) => {
+      await use();
+      const devices = [...opened];
+      opened.clear();
+      await Promise.all(devices.map((device) => device.close()));
+    },
+    { auto: true },
+  ],
+});
+
 /**
  * One device: its own browser context (own localStorage, own
  * BroadcastChannel world), told by its relay.json where the relay is.
@@ -49,6 +70,7 @@ export class Device {
 
   static async open(browser: Browser, relay: RelayJson, path: string | null = '/'): Promise<Device> {
     const device = new Device(await browser.newContext());
+    opened.add(device);
     await device.context.route('**/relay.json', (route) =>
       typeof relay === 'string'
         ? route.fulfill({ status: 200, contentType: 'application/json', body: relay })
@@ -123,6 +145,7 @@ export class Device {
   }
 
   async close() {
+    opened.delete(this);
     await this.context.close();
   }
 }
