@@ -132,14 +132,13 @@ impl Inner {
         })
     }
 
-    /// Text from another tab: to the manager, and to the relay link (the
-    /// tab that holds it sends what the other tabs queued).
+    /// Text from another tab: to the manager. (The ops it queued for the
+    /// relay reach the link through the outbox's storage events.)
     fn receive_from_tab(&self, text: &str) {
         let stale = self.receive(text).stale;
         // Marked for the relay link, whichever tab holds it (see
         // `gaesup_protocol::mark_refused_stale`).
         self.relay_refused_stale(&stale);
-        self.relay_incoming(text);
     }
 
     /// Hands text to the manager and counts the outcome: a sync, or a

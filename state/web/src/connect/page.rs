@@ -1,9 +1,11 @@
 //! The page events a connection follows: re-read when the tab becomes
 //! visible, save when it is hidden or left, re-read when another tab
-//! writes state or clears storage.
+//! writes state or clears storage, and (in the tab holding the relay link)
+//! take what another tab put in the outbox.
 
 use std::rc::Weak;
 
+use gaesup_protocol::link::OUTBOX_PREFIX;
 use gaesup_state_core::STATE_PREFIX;
 use gloo_events::EventListener;
 use web_sys::{VisibilityState, Window};
@@ -62,8 +64,16 @@ pub(super) fn page_listeners(window: &Window, weak: &Weak<Inner>) -> Vec<EventLi
                 // a storage event finds.
                 let _ = inner.manager.mark_all_dirty();
                 inner.reload_soon();
+                // The outbox went too: the tab holding the link writes
+                // back the ops it still waits on.
+                inner.relay_outbox_changed();
             }
             Some(key) if key.starts_with(STATE_PREFIX) => inner.reload_soon_named(key),
+            // Another tab queued an op for the relay (or took one out).
+            // Only this event says the entry is readable here: the other
+            // tab's message about the same write comes on another channel,
+            // and may come first.
+            Some(key) if key.starts_with(OUTBOX_PREFIX) => inner.relay_outbox_changed(),
             Some(_) => {}
         }
     }));

@@ -66,8 +66,9 @@ impl Remote {
         self.publish();
     }
 
-    /// Another tab of this browser sent ops: the leader soon takes what
-    /// they queued in the outbox (once per burst).
+    /// Another tab of this browser changed the outbox: the leader soon
+    /// reads it again (once per burst), sending what the others queued
+    /// and writing back what it waits on that is gone.
     pub(super) fn outbox_changed(self: &Rc<Self>) {
         if self.link.borrow().is_none() || self.refresh.borrow().is_some() {
             return;
@@ -266,12 +267,9 @@ impl Inner {
         }
     }
 
-    /// Another tab's message came in: if it carried ops, the leader looks
-    /// for them in the outbox.
-    pub(in crate::connect) fn relay_incoming(&self, text: &str) {
-        if !text.contains("\"ops\"") {
-            return;
-        }
+    /// Another tab changed the outbox in localStorage (or cleared
+    /// storage): the leader soon reads it again.
+    pub(in crate::connect) fn relay_outbox_changed(&self) {
         let remote = match &*self.relay.borrow() {
             RelayState::Attached(remote) => Rc::clone(remote),
             _ => return,
