@@ -591,8 +591,9 @@ test.describe('two devices through a relay', () => {
     await expect(a.waiting()).toHaveText('2');
     await second.evaluate(() => localStorage.clear());
     // The tab holding the link writes back what it waits on: a crash now
-    // would lose nothing.
-    await expect.poll(() => a.outbox()).toBe(2);
+    // would lose nothing. (Read in the tab that cleared, where the clear
+    // is certain to have happened.)
+    await expect.poll(() => a.outbox(second)).toBe(2);
     await a.increment(counter, 'count', 4, second);
     await expect(a.waiting()).toHaveText('3');
     await relay.restart();
@@ -648,6 +649,56 @@ test.describe('two devices through a relay', () => {
     await expect.poll(() => a.get(counter, 'count', second)).toBe(5);
     a.expectNoErrors();
     b.expectNoErrors();
+  });
+
+  test('tabs that each hold a link (no Web Locks) do not write back an op another tab had answered', async ({ browser }) => {
+    const token = relay.token();
+    const a = await Device.open(browser, configFor(relay.url, token), null);
+    await a.context.addInitScript(() => {
+      Object.defineProperty(navigator, 'locks', { get: () => undefined });
+    });
+    const first = await a.newPage('/');
+    // The second tab's relay.json names a relay that is never there: its
+    // link waits on every op in the outbox and is never answered.
+    const second = await a.newPage('/', async (page) => {
+      await page.route('**/relay.json', (route) => route.fulfill({ json: configFor('ws://127.0.0.1:9', token) }));
+      await page.addInitScript(() => {
+        const seen = window as unknown as { outboxRemovals: number };
+        seen.outboxRemovals = 0;
+        addEventListener('storage', (event) => {
+          if (event.key?.startsWith('gaesup/outbox/') && event.newValue === null) seen.outboxRemovals += 1;
+        });
+      });
+    });
+    await expect(a.relayLink(first)).toHaveText('connected');
+    await relay.kill();
+    await a.increment(counter, 'count', 1, first);
+    // Both links hold the op.
+    for (const page of [first, second]) await expect(a.waiting(page)).toHaveText('1');
+    // From here the second tab's timers of 20 ms (its re-read of the
+    // outbox) wait until the test runs them.
+    await second.evaluate(() => {
+      const held: (() => void)[] = [];
+      const setTimeout = window.setTimeout;
+      const page = window as unknown as { runHeld(): void };
+      page.runHeld = () => held.splice(0).forEach((callback) => callback());
+      window.setTimeout = ((callback: () => void, ms?: number, ...rest: unknown[]) =>
+        ms === 20 ? (held.push(callback), 0) : setTimeout(callback, ms, ...rest)) as typeof window.setTimeout;
+    });
+    await relay.restart();
+    // The first tab's link sends the op, has it answered and removes its
+    // entry; the second tab sees the removal.
+    await expect(a.waiting(first)).toHaveText('0');
+    await expect.poll(() => second.evaluate(() => (window as unknown as { outboxRemovals: number }).outboxRemovals)).toBeGreaterThan(0);
+    // Had the removal started a re-read, the second tab would write the
+    // entry back, the first remove it again, and so on while the second
+    // tab's relay stays away.
+    const left = await second.evaluate(() => {
+      (window as unknown as { runHeld(): void }).runHeld();
+      return Object.keys(localStorage).filter((key) => key.startsWith('gaesup/outbox/')).length;
+    });
+    expect(left).toBe(0);
+    a.expectNoErrors();
   });
 
   test('a write whose outbox entry becomes readable after its message to the other tabs still reaches the other device', async ({ browser }) => {

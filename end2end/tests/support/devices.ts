@@ -50,7 +50,8 @@ export const test = base.extend<{ closeDevices: void }>({
       await use();
       const devices = [...opened];
       opened.clear();
-      await Promise.all(devices.map((device) => device.close()));
+      const closed = await Promise.allSettled(devices.map((device) => device.close()));
+      for (const result of closed) if (result.status === 'rejected') throw result.reason;
     },
     { auto: true },
   ],
@@ -84,8 +85,10 @@ export class Device {
     return this.pages[0];
   }
 
-  async newPage(path = '/'): Promise<Page> {
+  /** Opens `path` in a new tab, once `prepare` (if any) set the page up. */
+  async newPage(path = '/', prepare?: (page: Page) => Promise<unknown>): Promise<Page> {
     const page = await this.context.newPage();
+    await prepare?.(page);
     page.on('pageerror', (error) => this.errors.push(`pageerror: ${error.message}`));
     page.on('console', (message) => {
       if (message.type() !== 'error') return;

@@ -132,13 +132,19 @@ impl Inner {
         })
     }
 
-    /// Text from another tab: to the manager. (The ops it queued for the
-    /// relay reach the link through the outbox's storage events.)
+    /// Text from another tab: to the manager, and to the relay link (the
+    /// tab that holds it sends what the other tabs queued).
     fn receive_from_tab(&self, text: &str) {
         let stale = self.receive(text).stale;
         // Marked for the relay link, whichever tab holds it (see
         // `gaesup_protocol::mark_refused_stale`).
         self.relay_refused_stale(&stale);
+        // The ops' outbox entries may not be readable here yet: their
+        // storage events read them again once they are (see `page.rs`).
+        // This read finds them if those events come first, or never come.
+        if text.contains("\"ops\"") {
+            self.relay_outbox_changed();
+        }
     }
 
     /// Hands text to the manager and counts the outcome: a sync, or a

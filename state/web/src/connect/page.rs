@@ -69,11 +69,17 @@ pub(super) fn page_listeners(window: &Window, weak: &Weak<Inner>) -> Vec<EventLi
                 inner.relay_outbox_changed();
             }
             Some(key) if key.starts_with(STATE_PREFIX) => inner.reload_soon_named(key),
-            // Another tab queued an op for the relay (or took one out).
-            // Only this event says the entry is readable here: the other
-            // tab's message about the same write comes on another channel,
-            // and may come first.
-            Some(key) if key.starts_with(OUTBOX_PREFIX) => inner.relay_outbox_changed(),
+            // Another tab queued an op for the relay. Only this event says
+            // the entry is readable here: the other tab's message about the
+            // same write comes on another channel, and may come first.
+            // A removal (an op answered) needs nothing, and must not
+            // start a re-read: tabs that each lead (no Web Locks) would
+            // write back and remove the same entries in turn.
+            Some(key) if key.starts_with(OUTBOX_PREFIX) => {
+                if event.new_value().is_some() {
+                    inner.relay_outbox_changed();
+                }
+            }
             Some(_) => {}
         }
     }));

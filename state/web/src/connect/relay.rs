@@ -18,9 +18,9 @@
 //! `localStorage` before anything else happens to them (so a reload, a
 //! crash or a closed tab loses none). **The leading tab** (one per
 //! browser and apartment, elected with Web Locks) sends the outbox (it
-//! reads it again on the storage event of each entry another tab writes:
-//! that tab's message about the write travels on another channel and may
-//! come before the entry is readable in this tab), applies
+//! reads it again on another tab's message about ops, and on the storage
+//! event of each entry another tab adds: the message travels on another
+//! channel and may come before the entry is readable in this tab), applies
 //! what the relay sends to its manager, passes it on to the other tabs
 //! like any tab message, saves it, and only then advances its cursor; it
 //! announces the link's status to the other tabs on a BroadcastChannel of

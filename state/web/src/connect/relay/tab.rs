@@ -66,9 +66,9 @@ impl Remote {
         self.publish();
     }
 
-    /// Another tab of this browser changed the outbox: the leader soon
-    /// reads it again (once per burst), sending what the others queued
-    /// and writing back what it waits on that is gone.
+    /// Another tab of this browser added to the outbox (or cleared it):
+    /// the leader soon reads it again (once per burst), sending what the
+    /// others queued and writing back what it waits on that is gone.
     pub(super) fn outbox_changed(self: &Rc<Self>) {
         if self.link.borrow().is_none() || self.refresh.borrow().is_some() {
             return;
@@ -267,7 +267,7 @@ impl Inner {
         }
     }
 
-    /// Another tab changed the outbox in localStorage (or cleared
+    /// Another tab put ops in the outbox in localStorage (or cleared
     /// storage): the leader soon reads it again.
     pub(in crate::connect) fn relay_outbox_changed(&self) {
         let remote = match &*self.relay.borrow() {
