@@ -4,7 +4,7 @@
 // (SIGKILL) or cut off behind a proxy for real.
 import { createServer, type Server } from 'node:http';
 import { once } from 'node:events';
-import { expect } from '@playwright/test';
+import { expect, type Page } from '@playwright/test';
 import { Device, Proxy, Relay, configFor, test } from './support/devices';
 import { SharedNoteUnit } from './support/units';
 
@@ -776,6 +776,33 @@ test.describe('a relay that cannot be used', () => {
     await expect(a.waiting()).toHaveText('0');
     await b.increment(counter, 'count', 1);
     for (const page of a.pages) await expect.poll(() => a.get(counter, 'count', page)).toBe(7);
+    a.expectNoErrors();
+    b.expectNoErrors();
+  });
+
+  test('a tab holding the link with a refused token reads relay.json again as soon as another tab links with a new one', async ({ browser }) => {
+    let config = configFor(relay.url, relay.token({ ttl: 0 }));
+    const a = await Device.open(browser, config, null);
+    const reads: Page[] = [];
+    await a.context.unroute('**/relay.json');
+    await a.context.route('**/relay.json', (route) => {
+      reads.push(route.request().frame().page());
+      return route.fulfill({ json: config });
+    });
+    const first = await a.newPage('/');
+    await expect(a.relayLink(first)).toHaveText('refused: token expired');
+    // It reads relay.json again 5 s after the refusal, then 10 s after
+    // that: its next turn is 20 s away.
+    await expect.poll(() => reads.filter((page) => page === first).length, { timeout: 30_000 }).toBe(3);
+    // The deployment rotates the token, and a tab opened now reads it;
+    // the first tab still holds the link (with the old token), and the
+    // new one waits for it.
+    config = configFor(relay.url, relay.token());
+    const second = await a.newPage('/');
+    await a.increment(counter, 'count', 4, second);
+    const b = await Device.open(browser, config);
+    await expect.poll(() => b.get(counter, 'count')).toBe(4);
+    for (const page of [first, second]) await expect(a.relayLink(page)).toHaveText('connected');
     a.expectNoErrors();
     b.expectNoErrors();
   });

@@ -2,10 +2,18 @@
 //! file served beside the app (`relay.json`), never compiled in, so one
 //! build serves a site with a relay and one without.
 
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::pin;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+
 use gaesup_protocol::MAX_OUTBOX;
+use gloo_events::EventListener;
 use serde::Deserialize;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
+use web_sys::BroadcastChannel;
 
 /// Longest token accepted from the configuration.
 const MAX_TOKEN_BYTES: usize = 4_096;
@@ -242,6 +250,76 @@ const REFUSED_LOOK_MS: u32 = 5_000;
 const REFUSED_RETRY_MS: u32 = 5_000;
 const REFUSED_RETRY_MAX_MS: u32 = 60_000;
 
+/// The channel on which a tab says it linked with the configuration it
+/// just read: another tab whose token the relay refuses reads it again
+/// at once instead of at its next turn (up to a minute away), so a tab
+/// still holding the old configuration (and perhaps the link, which the
+/// others wait for) does not hold the browser's sync back.
+const CONFIG_CHANNEL: &str = "gaesup-relay-config";
+
+/// What another tab said on [`CONFIG_CHANNEL`], kept until read, and the
+/// task to wake for it.
+#[derive(Default)]
+struct Said {
+    linked: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+/// This tab's end of [`CONFIG_CHANNEL`] (nothing without
+/// BroadcastChannel: each tab then keeps its own turns).
+struct ConfigChannel {
+    said: Rc<Said>,
+    channel: Option<BroadcastChannel>,
+    _listener: Option<EventListener>,
+}
+
+impl ConfigChannel {
+    fn open() -> Self {
+        let said = Rc::new(Said::default());
+        let channel = BroadcastChannel::new(CONFIG_CHANNEL).ok();
+        let listener = channel.as_ref().map(|channel| {
+            let said = Rc::clone(&said);
+            EventListener::new(channel, "message", move |_| {
+                said.linked.set(true);
+                if let Some(waker) = said.waker.borrow_mut().take() {
+                    waker.wake();
+                }
+            })
+        });
+        Self {
+            said,
+            channel,
+            _listener: listener,
+        }
+    }
+
+    /// Tells the other tabs this one linked with a configuration it read.
+    fn linked(&self) {
+        if let Some(channel) = &self.channel {
+            let _ = channel.post_message(&wasm_bindgen::JsValue::from_str("linked"));
+        }
+    }
+
+    /// Whether another tab linked since this was last asked.
+    fn take(&self) -> bool {
+        self.said.linked.replace(false)
+    }
+
+    /// Waits `ms`, or less if another tab links meanwhile (or did since
+    /// [`take`](Self::take) was last asked).
+    async fn wait(&self, ms: u32) {
+        let mut sleep = pin!(gloo_timers::future::TimeoutFuture::new(ms));
+        std::future::poll_fn(|cx| {
+            if self.take() || sleep.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            *self.said.waker.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+    }
+}
+
 /// Reads the relay configuration at `path` for every connection of
 /// `relays` and tells each what it says ([`RelayHandle::attach`], or
 /// [`RelayHandle::none`]), for as long as one of them is live:
@@ -256,6 +334,10 @@ const REFUSED_RETRY_MAX_MS: u32 = 60_000;
 ///   then twice as long each time up to a minute, and a configuration
 ///   that changed (a deployment that rotated the token) links every
 ///   connection again with it; what waited in the outbox then goes.
+///   It is read again at once when another tab of the browser links with
+///   the configuration it read (opened since, or it read the change
+///   first): the tab holding the link may be this one, with the old
+///   token, and every other tab waits for it.
 ///
 /// ```no_run
 /// # async fn f(sync: gaesup_state_web::WebSync) {
@@ -270,6 +352,7 @@ const REFUSED_RETRY_MAX_MS: u32 = 60_000;
 pub async fn follow_relay_config(path: &str, relays: Vec<crate::RelayHandle>) {
     let live = || relays.iter().filter(|relay| relay.is_live());
     let sleep = |ms: u32| gloo_timers::future::TimeoutFuture::new(ms);
+    let others = ConfigChannel::open();
     let mut wait = CONFIG_RETRY_MS;
     let mut linked = loop {
         if live().next().is_none() {
@@ -281,6 +364,7 @@ pub async fn follow_relay_config(path: &str, relays: Vec<crate::RelayHandle>) {
         match fetch_within(path, within).await {
             Ok(Some(config)) => {
                 live().for_each(|relay| relay.attach(config.clone()));
+                others.linked();
                 break config;
             }
             Ok(None) => return live().for_each(|relay| relay.none(None)),
@@ -301,15 +385,18 @@ pub async fn follow_relay_config(path: &str, relays: Vec<crate::RelayHandle>) {
         }
         if !live().any(crate::RelayHandle::is_refused) {
             wait = REFUSED_RETRY_MS;
+            // What other tabs said counts only while refused.
+            others.take();
             sleep(REFUSED_LOOK_MS).await;
             continue;
         }
-        sleep(wait).await;
+        others.wait(wait).await;
         wait = wait.saturating_mul(2).min(REFUSED_RETRY_MAX_MS);
         if let Ok(Some(config)) = fetch_relay_config(path).await
             && config != linked
         {
             live().for_each(|relay| relay.attach(config.clone()));
+            others.linked();
             linked = config;
             wait = REFUSED_RETRY_MS;
         }
