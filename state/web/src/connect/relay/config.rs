@@ -2,7 +2,7 @@
 //! file served beside the app (`relay.json`), never compiled in, so one
 //! build serves a site with a relay and one without.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::future::Future;
 use std::pin::pin;
 use std::rc::Rc;
@@ -142,6 +142,15 @@ impl RelayConfig {
         format!("{scheme}://{}{path}", self.base)
     }
 
+    /// The whole configuration as text, which two tabs compare to know
+    /// whether they hold the same one.
+    fn identity(&self) -> String {
+        format!(
+            "{} {} {} {}",
+            self.secure, self.outbox_limit, self.base, self.token
+        )
+    }
+
     /// The token.
     pub fn token(&self) -> &str {
         &self.token
@@ -250,18 +259,24 @@ const REFUSED_LOOK_MS: u32 = 5_000;
 const REFUSED_RETRY_MS: u32 = 5_000;
 const REFUSED_RETRY_MAX_MS: u32 = 60_000;
 
-/// The channel on which a tab says it linked with the configuration it
-/// just read: another tab whose token the relay refuses reads it again
-/// at once instead of at its next turn (up to a minute away), so a tab
-/// still holding the old configuration (and perhaps the link, which the
-/// others wait for) does not hold the browser's sync back.
+/// The channel on which a tab says which configuration it linked with
+/// (the one it read at load, or a change it read first). Another tab
+/// holding a different one reads `relay.json` again at once instead of
+/// at its next turn (up to a minute away, while its token is refused):
+/// the tab holding the link may be one with the old token, and every
+/// other tab waits for it.
 const CONFIG_CHANNEL: &str = "gaesup-relay-config";
 
-/// What another tab said on [`CONFIG_CHANNEL`], kept until read, and the
-/// task to wake for it.
+/// The least time between two reads of `relay.json` that other tabs'
+/// words started (a script of the site posting in a loop costs a read a
+/// second, no more).
+const TOLD_GAP_MS: u32 = 1_000;
+
+/// What other tabs said on [`CONFIG_CHANNEL`]: the last configuration one
+/// linked with, kept until read, and the task to wake for it.
 #[derive(Default)]
 struct Said {
-    linked: Cell<bool>,
+    linked: RefCell<Option<String>>,
     waker: RefCell<Option<Waker>>,
 }
 
@@ -279,9 +294,16 @@ impl ConfigChannel {
         let channel = BroadcastChannel::new(CONFIG_CHANNEL).ok();
         let listener = channel.as_ref().map(|channel| {
             let said = Rc::clone(&said);
-            EventListener::new(channel, "message", move |_| {
-                said.linked.set(true);
-                if let Some(waker) = said.waker.borrow_mut().take() {
+            EventListener::new(channel, "message", move |event| {
+                let Some(text) = event
+                    .dyn_ref::<web_sys::MessageEvent>()
+                    .and_then(|event| event.data().as_string())
+                else {
+                    return;
+                };
+                *said.linked.borrow_mut() = Some(text);
+                let waker = said.waker.borrow_mut().take();
+                if let Some(waker) = waker {
                     waker.wake();
                 }
             })
@@ -293,30 +315,39 @@ impl ConfigChannel {
         }
     }
 
-    /// Tells the other tabs this one linked with a configuration it read.
-    fn linked(&self) {
+    /// Tells the other tabs this one linked with `config`.
+    fn linked(&self, config: &RelayConfig) {
         if let Some(channel) = &self.channel {
-            let _ = channel.post_message(&wasm_bindgen::JsValue::from_str("linked"));
+            let _ = channel.post_message(&config.identity().into());
         }
     }
 
-    /// Whether another tab linked since this was last asked.
-    fn take(&self) -> bool {
-        self.said.linked.replace(false)
+    /// Whether another tab linked with a configuration other than `ours`
+    /// (as [`RelayConfig::identity`] says) since this was last asked.
+    fn other_than(&self, ours: &str) -> bool {
+        self.said
+            .linked
+            .borrow_mut()
+            .take()
+            .is_some_and(|theirs| theirs != ours)
     }
 
-    /// Waits `ms`, or less if another tab links meanwhile (or did since
-    /// [`take`](Self::take) was last asked).
-    async fn wait(&self, ms: u32) {
+    /// Waits `ms`, or less if another tab links with a configuration other
+    /// than `ours` meanwhile (or did since this was last asked): whether
+    /// one did.
+    async fn wait(&self, ms: u32, ours: &str) -> bool {
         let mut sleep = pin!(gloo_timers::future::TimeoutFuture::new(ms));
         std::future::poll_fn(|cx| {
-            if self.take() || sleep.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(());
+            if self.other_than(ours) {
+                return Poll::Ready(true);
+            }
+            if sleep.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(false);
             }
             *self.said.waker.borrow_mut() = Some(cx.waker().clone());
             Poll::Pending
         })
-        .await;
+        .await
     }
 }
 
@@ -334,10 +365,11 @@ impl ConfigChannel {
 ///   then twice as long each time up to a minute, and a configuration
 ///   that changed (a deployment that rotated the token) links every
 ///   connection again with it; what waited in the outbox then goes.
-///   It is read again at once when another tab of the browser links with
-///   the configuration it read (opened since, or it read the change
-///   first): the tab holding the link may be this one, with the old
-///   token, and every other tab waits for it.
+///   It is read again at once (whether or not the token is refused) when
+///   another tab of the browser links with a configuration other than
+///   this one's (opened since, or it read the change first): the tab
+///   holding the link may be this one, with the old token, and every
+///   other tab waits for it.
 ///
 /// ```no_run
 /// # async fn f(sync: gaesup_state_web::WebSync) {
@@ -352,7 +384,6 @@ impl ConfigChannel {
 pub async fn follow_relay_config(path: &str, relays: Vec<crate::RelayHandle>) {
     let live = || relays.iter().filter(|relay| relay.is_live());
     let sleep = |ms: u32| gloo_timers::future::TimeoutFuture::new(ms);
-    let others = ConfigChannel::open();
     let mut wait = CONFIG_RETRY_MS;
     let mut linked = loop {
         if live().next().is_none() {
@@ -364,7 +395,6 @@ pub async fn follow_relay_config(path: &str, relays: Vec<crate::RelayHandle>) {
         match fetch_within(path, within).await {
             Ok(Some(config)) => {
                 live().for_each(|relay| relay.attach(config.clone()));
-                others.linked();
                 break config;
             }
             Ok(None) => return live().for_each(|relay| relay.none(None)),
@@ -378,27 +408,40 @@ pub async fn follow_relay_config(path: &str, relays: Vec<crate::RelayHandle>) {
             }
         }
     };
+    let others = ConfigChannel::open();
+    others.linked(&linked);
+    let mut ours = linked.identity();
     let mut wait = REFUSED_RETRY_MS;
     loop {
         if live().next().is_none() {
             return;
         }
-        if !live().any(crate::RelayHandle::is_refused) {
+        let refused = live().any(crate::RelayHandle::is_refused);
+        if !refused {
             wait = REFUSED_RETRY_MS;
-            // What other tabs said counts only while refused.
-            others.take();
-            sleep(REFUSED_LOOK_MS).await;
-            continue;
         }
-        others.wait(wait).await;
-        wait = wait.saturating_mul(2).min(REFUSED_RETRY_MAX_MS);
+        // A refused token is read again at its turn; any configuration,
+        // once another tab links with a different one.
+        let told = others
+            .wait(if refused { wait } else { REFUSED_LOOK_MS }, &ours)
+            .await;
+        if !told {
+            if !refused {
+                continue;
+            }
+            wait = wait.saturating_mul(2).min(REFUSED_RETRY_MAX_MS);
+        }
         if let Ok(Some(config)) = fetch_relay_config(path).await
             && config != linked
         {
             live().for_each(|relay| relay.attach(config.clone()));
-            others.linked();
+            others.linked(&config);
+            ours = config.identity();
             linked = config;
             wait = REFUSED_RETRY_MS;
+        }
+        if told {
+            sleep(TOLD_GAP_MS).await;
         }
     }
 }
