@@ -91,6 +91,16 @@ pub struct Serve {
     /// worth.
     #[arg(long, env = "RELAY_MAX_OPS_PER_SECOND", default_value_t = 2000)]
     pub max_ops_per_second: u32,
+    /// Most reads per second per token subject on this node, shared by all
+    /// its WebSocket connections and HTTP requests: each HTTP pull (a long
+    /// poll counts once, however long it waits), snapshot, WebSocket hello
+    /// and (with a shared store) WebSocket ping counts one. Past it a read
+    /// is refused as `rate_limited` (HTTP 429; on a socket an error
+    /// message, and a hello's socket is closed); bursts of two seconds'
+    /// worth.
+    #[arg(long, env = "RELAY_MAX_READS_PER_SECOND", default_value_t = 5000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_reads_per_second: u32,
     /// Most WebSocket connections this node holds.
     #[arg(long, env = "RELAY_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: u64,

@@ -12,6 +12,14 @@
 //!
 //! The token goes in `Authorization: Bearer <token>`, never in the URL.
 //! Errors are JSON error messages with a stable code and a fitting status.
+//!
+//! Reads cost their token subject's read budget (`--max-reads-per-second`,
+//! shared with its sockets' pings): one per pull or snapshot request,
+//! however long a long poll waits; past it they are refused as
+//! `rate_limited` (429). A long poll is woken only by a change of the head
+//! of the stream it follows, and one whose cursor is the head this node
+//! knows is answered from that head, without asking the hub (with several
+//! nodes, its last answer still asks: see [`pull`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,9 +34,10 @@ use gaesup_protocol::{
 };
 use gaesup_state_core::{FullKey, MAX_MESSAGE_BYTES, encoded_len, parse_untrusted};
 use serde::Deserialize;
+use tokio::sync::watch;
 
 use crate::AppState;
-use crate::hub::{FRAME_SLACK, now_ms};
+use crate::hub::{FRAME_SLACK, nothing_missed, now_ms};
 use crate::token::{self, Claims};
 use crate::ws::all_refused;
 
@@ -114,6 +123,16 @@ fn claims(app: &AppState, headers: &HeaderMap) -> Result<Arc<Claims>, ProtocolEr
     token::verify(&app.secret, token, now_ms() / 1000)
         .map(Arc::new)
         .map_err(|err| ProtocolError::new(err.code(), err.to_string()))
+}
+
+/// Takes one read from the read budget of the token's subject; the
+/// refusal if it is spent.
+fn take_read(app: &AppState, claims: &Claims) -> Result<(), ProtocolError> {
+    if app.take_read(&claims.sub) {
+        Ok(())
+    } else {
+        Err(app.reads_refused())
+    }
 }
 
 /// Why a push's body was not read.
@@ -287,6 +306,15 @@ fn claims_and_stream(
 
 /// `GET /v1/pull`: what the device lacks after its cursor, waiting for new
 /// ops when there are none yet (long poll).
+///
+/// A poll waits on the head of its one stream (see
+/// [`Heads`](crate::hub::Heads)): commits to other streams do not wake it.
+/// While the head this node knows is the poll's cursor, the answer is
+/// "nothing new" from that head, without a request to the hub (nor a read
+/// of the store). With a shared store this node's head may lag what other
+/// nodes committed (its reader brings those): a pull that does not wait,
+/// and the last answer of a long poll, are then asked of the hub, which
+/// answers with what the store holds.
 pub async fn pull(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -300,6 +328,13 @@ pub async fn pull(
         Ok(after) => after,
         Err(error) => return refuse(&app, &error),
     };
+    if let Err(error) = take_read(&app, &claims) {
+        return refuse(&app, &error);
+    }
+    let cursor = query.cursor.unwrap_or(0);
+    // A piece of a snapshot, or a stream the token may not read: the
+    // hub's to answer.
+    let cacheable = after.is_none() && claims.can_read(&stream);
     let subscription = Subscription {
         stream,
         cursor: query.cursor,
@@ -308,26 +343,65 @@ pub async fn pull(
     let wait = Duration::from_millis(query.wait_ms.unwrap_or(0).min(app.config.max_wait_ms));
     let deadline = tokio::time::Instant::now() + wait;
     let mut shutdown = app.shutdown.clone();
+    let mut head = app.hub.heads.watch(&subscription.stream);
     loop {
-        // Listen before asking, so a commit in between is not missed.
-        let committed = app.hub.committed.notified();
-        let answer = match app
-            .hub
-            .pull(Arc::clone(&claims), subscription.clone(), 512)
-            .await
+        // A stream dropped from memory ends its watch: watch it again once
+        // the hub holds it (asked below meanwhile).
+        if head
+            .as_ref()
+            .is_some_and(|head| head.has_changed().is_err())
         {
-            Ok(answer) => answer,
-            Err(error) => return refuse(&app, &error),
+            head = app.hub.heads.watch(&subscription.stream);
+        }
+        let last = tokio::time::Instant::now() >= deadline;
+        // Marked seen before anything is asked: a commit from now on wakes
+        // the wait below.
+        let known = head.as_mut().map(|head| *head.borrow_and_update());
+        let answer = if cacheable && known == Some(cursor) && !(last && app.hub.shared()) {
+            app.metrics.read_cached();
+            nothing_missed(subscription.stream.clone(), cursor)
+        } else {
+            app.metrics.read_from_hub();
+            match app
+                .hub
+                .pull(Arc::clone(&claims), subscription.clone(), 512)
+                .await
+            {
+                Ok(answer) => answer,
+                Err(error) => return refuse(&app, &error),
+            }
         };
         let empty = matches!(&answer, ServerMessage::Ops(body) if body.ops.is_empty()
-            && Some(body.head) == subscription.cursor.or(Some(0)));
-        if !empty || tokio::time::Instant::now() >= deadline {
+            && body.head == cursor);
+        if !empty || last {
             return json(StatusCode::OK, &answer);
         }
+        if head.is_none() {
+            // The hub holds the stream now: look at its head once more
+            // (a commit may have come since it answered) before waiting.
+            head = app.hub.heads.watch(&subscription.stream);
+            if head.is_some() {
+                continue;
+            }
+        }
         tokio::select! {
-            () = committed => {}
+            () = moved(head.as_mut(), cursor) => {}
             () = tokio::time::sleep_until(deadline) => {}
             _ = shutdown.changed() => return json(StatusCode::OK, &answer),
+        }
+    }
+}
+
+/// Returns once the watched `head` is other than `cursor`, or its watch
+/// ends (the stream was dropped from memory: the hub is asked again);
+/// never without a watch.
+async fn moved(head: Option<&mut watch::Receiver<u64>>, cursor: u64) {
+    let Some(head) = head else {
+        return std::future::pending().await;
+    };
+    while head.changed().await.is_ok() {
+        if *head.borrow_and_update() != cursor {
+            return;
         }
     }
 }
@@ -355,6 +429,10 @@ pub async fn snapshot(
         Ok(after) => after,
         Err(error) => return refuse(&app, &error),
     };
+    if let Err(error) = take_read(&app, &claims) {
+        return refuse(&app, &error);
+    }
+    app.metrics.read_from_hub();
     // A cursor past any head always answers with a snapshot.
     let subscription = Subscription {
         stream,

@@ -22,8 +22,8 @@
 //! stream's numbers without a gap, whichever node committed them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
@@ -36,7 +36,7 @@ use gaesup_state_core::{
     MemoryStorage, Op, Replica, STATE_PREFIX, SharedKey, Storage, SyncEntry, TabId, encoded_len,
     first_groups_by_len,
 };
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::db::Row;
 use crate::limits::{MAX_STORED_BYTES, SharedBucket, extra_cost, growth_bound};
@@ -189,8 +189,59 @@ pub struct Hub {
     requests: mpsc::Sender<Request>,
     /// Whether other nodes write the same store (barriers are needed).
     shared: bool,
-    /// Notified after every commit (long polls wait on it).
-    pub committed: Arc<Notify>,
+    /// Each stream's head as this node made it known (long polls watch
+    /// the streams they follow).
+    pub heads: Arc<Heads>,
+}
+
+/// Each stream's head as this node last made it known: ops committed here
+/// (once stored, as they are fanned out), ops of other nodes applied here, or the
+/// stream loaded. A long poll watches the one stream it follows: a commit
+/// wakes only the polls of its stream, and a poll whose cursor is the head
+/// known here is answered without asking the hub ([`crate::http::pull`]).
+#[derive(Default)]
+pub struct Heads(RwLock<HashMap<StreamId, watch::Sender<u64>>>);
+
+impl Heads {
+    /// A watch of `id`'s head; `None` while the hub does not hold the
+    /// stream (never loaded here, or dropped after a failed reload: the
+    /// watch of a dropped stream ends).
+    pub fn watch(&self, id: &StreamId) -> Option<watch::Receiver<u64>> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+            .map(watch::Sender::subscribe)
+    }
+
+    /// Makes `head` known as `id`'s, waking its watchers if it moved.
+    fn publish(&self, id: &StreamId, head: u64) {
+        let moved = |known: &mut u64| std::mem::replace(known, head) != head;
+        if let Some(sender) = self
+            .0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+        {
+            sender.send_if_modified(moved);
+            return;
+        }
+        self.0
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(id.clone())
+            .or_insert_with(|| watch::channel(head).0)
+            .send_if_modified(moved);
+    }
+
+    /// Forgets `id` (dropped from memory): its watches end, and the polls
+    /// on it ask the hub.
+    fn forget(&self, id: &StreamId) {
+        self.0
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id);
+    }
 }
 
 struct Stream {
@@ -277,7 +328,7 @@ struct State {
     /// next tick.
     stale: BTreeSet<StreamId>,
     metrics: Arc<Metrics>,
-    committed: Arc<Notify>,
+    heads: Arc<Heads>,
     /// How much of each stream's log is kept.
     keep: Retention,
     /// Owners of tabs this node committed ops of lately: see [`Seen`].
@@ -402,11 +453,11 @@ impl Hub {
         metrics: Arc<Metrics>,
         keep: Retention,
     ) -> Result<(Self, tokio::task::JoinHandle<()>), String> {
-        let committed = Arc::new(Notify::new());
+        let heads = Arc::new(Heads::default());
         let shared = store.shared();
         let (requests, inbox) = mpsc::channel(1024);
         let (ready, started) = oneshot::channel::<Result<(), String>>();
-        let notify = Arc::clone(&committed);
+        let published = Arc::clone(&heads);
         let thread = std::thread::Builder::new()
             .name("relay-hub".into())
             .spawn(move || {
@@ -421,14 +472,15 @@ impl Hub {
                     }
                 };
                 runtime.block_on(async move {
-                    let state =
-                        match State::load_all(store, declarations, metrics, notify, keep).await {
-                            Ok(state) => state,
-                            Err(err) => {
-                                let _ = ready.send(Err(err));
-                                return;
-                            }
-                        };
+                    let state = match State::load_all(store, declarations, metrics, published, keep)
+                        .await
+                    {
+                        Ok(state) => state,
+                        Err(err) => {
+                            let _ = ready.send(Err(err));
+                            return;
+                        }
+                    };
                     let _ = ready.send(Ok(()));
                     state.run(inbox).await;
                 });
@@ -444,7 +496,7 @@ impl Hub {
             Self {
                 requests,
                 shared,
-                committed,
+                heads,
             },
             task,
         ))
@@ -475,6 +527,12 @@ impl Hub {
             .await
             .map_err(|_| shutting_down())?;
         wait.await.map_err(|_| shutting_down())
+    }
+
+    /// Whether other nodes write the same store: this node's heads may
+    /// then lag what the store holds.
+    pub fn shared(&self) -> bool {
+        self.shared
     }
 
     /// Returns once `conn` has been sent every op of its streams that the
@@ -672,7 +730,7 @@ impl State {
         store: Arc<Store>,
         declarations: Vec<Arc<KeySpec>>,
         metrics: Arc<Metrics>,
-        committed: Arc<Notify>,
+        heads: Arc<Heads>,
         keep: Retention,
     ) -> Result<Self, String> {
         let mut state = State {
@@ -683,7 +741,7 @@ impl State {
             sent: BTreeMap::new(),
             stale: BTreeSet::new(),
             metrics,
-            committed,
+            heads,
             keep,
             seen: Seen::new(),
             claims: ClaimCount::new(),
@@ -700,6 +758,7 @@ impl State {
             let stream = state.load(&id).await?;
             state.sent.insert(id.clone(), stream.head);
             state.store.follow(&name, stream.head);
+            state.heads.publish(&id, stream.head);
             state.streams.insert(id, stream);
         }
         state.metrics.streams(state.streams.len());
@@ -764,6 +823,7 @@ impl State {
             Err(err) => {
                 tracing::error!(stream = %id, error = %err, "reloading the stream failed");
                 self.streams.remove(id);
+                self.heads.forget(id);
                 self.metrics.streams(self.streams.len());
                 self.stale.insert(id.clone());
             }
@@ -791,6 +851,8 @@ impl State {
         self.streams.insert(id.clone(), stream);
         self.metrics.streams(self.streams.len());
         self.forward(id).await;
+        // After what it sends: a poll woken reads what subscribers have.
+        self.heads.publish(id, head);
     }
 
     /// Sends the subscribers of `id` the ops between what they were sent
@@ -961,7 +1023,6 @@ impl State {
             }
             Request::Remote { stream, ops } => {
                 self.remote(&stream, ops).await;
-                self.committed.notify_waiters();
             }
             Request::Barrier { conn, reply } => {
                 self.barrier(conn).await;
@@ -1011,8 +1072,7 @@ impl State {
                 return false;
             }
         };
-        let mut applied = false;
-        let caught_up = loop {
+        loop {
             let Some(head) = self.streams.get(id).map(|s| s.head) else {
                 break false;
             };
@@ -1026,21 +1086,14 @@ impl State {
                 break true;
             }
             match self.store.ops_after(&name, head, 512).await {
-                Ok(ops) if !ops.is_empty() => {
-                    self.remote(id, ops).await;
-                    applied = true;
-                }
+                Ok(ops) if !ops.is_empty() => self.remote(id, ops).await,
                 Ok(_) => break false,
                 Err(err) => {
                     tracing::warn!(stream = %id, error = %err, "reading the log failed");
                     break false;
                 }
             }
-        };
-        if applied {
-            self.committed.notify_waiters();
         }
-        caught_up
     }
 
     /// Applies and fans out ops another node committed. Ops at or below
@@ -1122,12 +1175,6 @@ impl State {
         for conn in conns {
             self.barrier(conn).await;
         }
-        // Only a commit wakes the long polls waiting for one (a push of
-        // nothing, or of refused ops, would have them all ask again).
-        let committed = statuses
-            .iter()
-            .flatten()
-            .any(|status| matches!(status, Some(AckStatus::Applied { .. })));
         for (push, statuses) in pushes.into_iter().zip(statuses) {
             let acks = push
                 .ops
@@ -1145,9 +1192,6 @@ impl State {
                 })
                 .collect();
             let _ = push.reply.send(acks);
-        }
-        if committed {
-            self.committed.notify_waiters();
         }
         self.trim().await;
     }
@@ -1660,8 +1704,11 @@ impl State {
         }
     }
 
+    /// Sends `ops` (stored) to the subscribers of `id`, and makes the
+    /// stream's head known to the long polls on it.
     fn fan_out(&mut self, id: &StreamId, ops: Vec<Sequenced>) {
         let head = self.streams.get(id).map_or(0, |s| s.head);
+        self.heads.publish(id, head);
         let mut slow = Vec::new();
         // Subscribers that may read the same of these ops (most often all
         // of them) get the same messages: each is built and encoded once,
@@ -2001,7 +2048,7 @@ impl State {
 }
 
 /// "Nothing after your cursor": `stream`'s head is `head`.
-fn nothing_missed(stream: StreamId, head: u64) -> ServerMessage {
+pub(crate) fn nothing_missed(stream: StreamId, head: u64) -> ServerMessage {
     ServerMessage::Ops(OpsBody {
         stream,
         ops: Vec::new(),

@@ -49,7 +49,11 @@
 //!   write, global keys), then the core (declared key, lifetime, strategy,
 //!   schema, types, permissions, clock window, limits).
 //! - Bounded: frames, ops per push, ops per second per token subject (an
-//!   op on a large key counting for more: [`limits`]), connections (a
+//!   op on a large key counting for more: [`limits`]), reads per second
+//!   per token subject (pulls, snapshots, hellos and, with a shared
+//!   store, pings; a long poll is woken
+//!   only by its own stream and, caught up, answered from the head in
+//!   memory: [`http`]), connections (a
 //!   socket gets 5 s to say a valid hello), and each device's send queue,
 //!   by messages and by bytes (a slow device is disconnected and
 //!   resyncs); an HTTP push is read
@@ -91,6 +95,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use clap::Parser;
+use gaesup_protocol::{ProtocolError, code};
 use tokio::sync::watch;
 
 use crate::config::{Cli, Command, Mint, Serve};
@@ -121,6 +126,9 @@ pub struct AppState {
     /// Each token subject's rate budget, shared by its connections and
     /// its HTTP pushes.
     budgets: Budgets,
+    /// Each token subject's read budget (pulls, snapshots, pings), shared
+    /// by its connections and its HTTP reads.
+    reads: Budgets,
 }
 
 impl AppState {
@@ -133,6 +141,23 @@ impl AppState {
     fn take_http(&self, sub: &str, n: usize) -> Option<SharedBucket> {
         let bucket = self.budgets.of(sub);
         bucket.take(n).then_some(bucket)
+    }
+
+    /// Takes one read from the read budget of token subject `sub`; `false`
+    /// (nothing taken) if it is spent.
+    fn take_read(&self, sub: &str) -> bool {
+        self.reads.of(sub).take(1)
+    }
+
+    /// The refusal of a read past the budget.
+    fn reads_refused(&self) -> ProtocolError {
+        ProtocolError::new(
+            code::RATE_LIMITED,
+            format!(
+                "more than {} reads per second (pulls, snapshots, hellos, pings); ask again later",
+                self.config.max_reads_per_second
+            ),
+        )
     }
 }
 
@@ -228,6 +253,7 @@ pub async fn serve(config: Serve, secret: Vec<u8>) -> Result<(), String> {
         next_conn: AtomicU64::new(1),
         log_count: LogCount::new(metrics::LOG_COUNT_EVERY),
         budgets: Budgets::new(config.max_ops_per_second),
+        reads: Budgets::new(config.max_reads_per_second),
     });
     // The first line of output: tests and scripts read the port from it.
     println!("relay listening on http://{address}");

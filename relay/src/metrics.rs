@@ -63,6 +63,8 @@ pub struct Metrics {
     commit_micros: AtomicU64,
     conflicts: AtomicU64,
     remote: AtomicU64,
+    reads_hub: AtomicU64,
+    reads_cached: AtomicU64,
     streams: AtomicU64,
     refusals: Mutex<BTreeMap<String, u64>>,
 }
@@ -141,6 +143,18 @@ impl Metrics {
         self.remote.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// An HTTP read (a pull, a snapshot, a long poll woken or at its
+    /// deadline) asked of the hub.
+    pub fn read_from_hub(&self) {
+        self.reads_hub.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An HTTP read answered from the head this node knows (no request to
+    /// the hub, no read of the store).
+    pub fn read_cached(&self) {
+        self.reads_cached.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The hub now holds `n` streams in memory.
     pub fn streams(&self, n: usize) {
         self.streams
@@ -206,6 +220,16 @@ impl Metrics {
             "relay_ops_remote_total",
             "Ops other nodes committed, applied on this node.",
             self.remote.load(Ordering::Relaxed),
+        );
+        counter(
+            "relay_reads_hub_total",
+            "HTTP reads (pulls, snapshots, long polls woken or ending) asked of the hub.",
+            self.reads_hub.load(Ordering::Relaxed),
+        );
+        counter(
+            "relay_reads_cached_total",
+            "HTTP reads answered from the head this node knows, without the hub or the store.",
+            self.reads_cached.load(Ordering::Relaxed),
         );
         let _ = writeln!(
             out,

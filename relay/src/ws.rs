@@ -263,6 +263,7 @@ async fn serve(app: Arc<AppState>, socket: WebSocket) {
         conn,
         claims: None,
         bucket: None,
+        reads: None,
         send: send.clone(),
         outlet: Outlet {
             send,
@@ -359,6 +360,9 @@ struct Session {
     /// The rate budget of the token's subject, shared with its other
     /// connections and HTTP pushes; set with `claims`.
     bucket: Option<SharedBucket>,
+    /// The read budget of the token's subject (with several nodes, each
+    /// ping takes one); set with `claims`.
+    reads: Option<SharedBucket>,
     send: SendQueue,
     outlet: Outlet,
 }
@@ -407,6 +411,13 @@ impl Session {
                     }
                 };
                 tracing::debug!(client = %hello.client, subject = %claims.sub, "hello");
+                // A hello is a read (its catch-ups, a snapshot perhaps): a
+                // peer that says hello and leaves in a loop pays for each.
+                if !self.app.take_read(&claims.sub) {
+                    let error = self.app.reads_refused();
+                    self.error(&error);
+                    return Some(close(CLOSE_GOING_AWAY, error.code));
+                }
                 // Before the catch-ups, which hold back everything live.
                 let _ = self
                     .outlet
@@ -418,6 +429,7 @@ impl Session {
                     })));
                 self.claims = Some(Arc::clone(&claims));
                 self.bucket = Some(self.app.budgets.of(&claims.sub));
+                self.reads = Some(self.app.reads.of(&claims.sub));
                 if let Err(error) = self
                     .app
                     .hub
@@ -499,6 +511,18 @@ impl Session {
                 None
             }
             ClientMessage::Ping(ping) => {
+                // With several nodes a pong waits for a read of the store
+                // per stream followed: a read, and no pong past the
+                // subject's budget. On one node it costs nothing and is
+                // not counted (a public site's visitors, who share one
+                // subject, ping every few seconds).
+                if self.app.hub.shared()
+                    && let Some(reads) = &self.reads
+                    && !reads.take(1)
+                {
+                    self.error(&self.app.reads_refused());
+                    return None;
+                }
                 // A pong follows everything sent before it, as an ack does
                 // (with several nodes, everything the store held when the
                 // ping came): not after a cut fan-out.

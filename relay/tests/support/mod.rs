@@ -825,6 +825,31 @@ pub async fn main_pull(relay: &Relay, cursor: u64) -> ServerMessage {
     ServerMessage::decode(&body).unwrap()
 }
 
+/// The value of counter or gauge `name` (unlabelled) in `relay`'s
+/// `/metrics`.
+pub async fn metric(relay: &Relay, name: &str) -> u64 {
+    let (_, metrics) = http("GET", relay.url("/metrics"), None, None).await;
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+}
+
+/// Waits (up to [`DEADLINE`]) until `relay`'s metric `name` is at least
+/// `n`.
+pub async fn metric_reaches(relay: &Relay, name: &str, n: u64) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let now = metric(relay, name).await;
+        if now >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name} stayed at {now}, not {n}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The code of an error message's text.
 pub fn error_code(text: &str) -> String {
     match ServerMessage::decode(text).unwrap() {
