@@ -320,6 +320,30 @@ test.describe('two devices through a relay', () => {
     }
   });
 
+  test('hellos past the relay\'s read budget are refused for now: no notice, the links come back, writes go through', async ({ browser }) => {
+    // One read a second (bursts of two) for the token's subject: the two
+    // devices' six sockets (one per apartment of the page) say hello at
+    // once, and most are refused and closed, then come back one by one.
+    const tight = await new Relay(['--max-reads-per-second', '1']).start();
+    try {
+      const config = configFor(tight.url, tight.token());
+      const [a, b] = [await Device.open(browser, config), await Device.open(browser, config)];
+      const refused = async () => {
+        const metrics = await (await fetch(tight.url.replace('ws:', 'http:') + '/metrics')).text();
+        return Number(/^relay_refusals_total\{code="rate_limited"\} (\d+)$/m.exec(metrics)?.[1] ?? 0);
+      };
+      await expect.poll(refused).toBeGreaterThanOrEqual(3);
+      for (const device of [a, b]) await expect(device.relayLink()).toHaveText('connected', { timeout: 30_000 });
+      await a.increment(counter, 'count', 2);
+      await expect.poll(() => b.get(counter, 'count')).toBe(2);
+      for (const device of [a, b]) await expect(device.notices().filter({ hasText: 'rate_limited' })).toHaveCount(0);
+      a.expectNoErrors();
+      b.expectNoErrors();
+    } finally {
+      await tight.stop();
+    }
+  });
+
   test('the relay killed (SIGKILL) and restarted while both devices write: nothing lost, nothing counted twice', async ({ browser }) => {
     const [a, b] = await devices(browser);
     let writing = true;

@@ -288,7 +288,12 @@ impl Remote {
         for rebase in &out.rebase {
             self.rebase(rebase);
         }
-        if let Some((code, message)) = out.error {
+        // A refusal for now (a read past the relay's budget, say) is
+        // asked again without a word: a busy relay must not fill the page
+        // with notices.
+        if let Some((code, message)) = out.error
+            && !is_transient(&code)
+        {
             self.notice(relay_error_notice(&code, &message));
         }
         if out.close {
