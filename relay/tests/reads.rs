@@ -36,26 +36,29 @@ fn long_poll(relay: &Relay, cursor: u64, sub: &str) -> tokio::task::JoinHandle<(
     tokio::spawn(http("GET", url, Some(main_rw_as(sub)), None))
 }
 
-/// Commits on the global stream do not wake a long poll of the
-/// apartment's: it costs the hub nothing until its own stream moves, and
-/// then one request.
-async fn a_long_poll_is_woken_only_by_commits_to_its_stream(backend: Backend) {
-    let relay = Relay::on(backend, &[]);
-    let mut writer = Client::writer(&relay, &main_rw()).await;
-    let mut device = Device::new(1);
-    writer.push(vec![device.count(1)]).await;
-    let (hub, cached) = (metric(&relay, HUB).await, metric(&relay, CACHED).await);
-
-    let poll = long_poll(&relay, 1, "reader");
+/// A long poll of `main` from cursor 1 on `polled` is not woken by
+/// `others` commits to the global stream made with `writer` (once
+/// `applied` says `polled` has them): it costs the hub nothing until its
+/// own stream moves, and then one request.
+async fn woken_only_by_its_stream(
+    polled: &Relay,
+    writer: &mut Client,
+    device: &mut Device,
+    others: usize,
+    applied: impl AsyncFn(),
+) {
+    let (hub, cached) = (metric(polled, HUB).await, metric(polled, CACHED).await);
+    let poll = long_poll(polled, 1, "reader");
     // Waiting once answered "nothing new" from the head in memory.
-    metric_reaches(&relay, CACHED, cached + 1).await;
-    for n in 0..20 {
+    metric_reaches(polled, CACHED, cached + 1).await;
+    for n in 0..others {
         writer
             .push(vec![device.theme(["light", "dark"][n % 2])])
             .await;
     }
+    applied().await;
     assert_eq!(
-        (metric(&relay, HUB).await, metric(&relay, CACHED).await),
+        (metric(polled, HUB).await, metric(polled, CACHED).await),
         (hub, cached + 1),
         "commits to another stream woke the poll"
     );
@@ -70,7 +73,17 @@ async fn a_long_poll_is_woken_only_by_commits_to_its_stream(backend: Backend) {
     );
     assert_eq!(status, 200, "{body}");
     assert_eq!(seqs(&body), [2]);
-    assert_eq!(metric(&relay, HUB).await, hub + 1, "one wake, one request");
+    assert_eq!(metric(polled, HUB).await, hub + 1, "one wake, one request");
+}
+
+/// Commits on the global stream do not wake a long poll of the
+/// apartment's (see [`woken_only_by_its_stream`]).
+async fn a_long_poll_is_woken_only_by_commits_to_its_stream(backend: Backend) {
+    let relay = Relay::on(backend, &[]);
+    let mut writer = Client::writer(&relay, &main_rw()).await;
+    let mut device = Device::new(1);
+    writer.push(vec![device.count(1)]).await;
+    woken_only_by_its_stream(&relay, &mut writer, &mut device, 20, async || {}).await;
 }
 
 /// On one node the head in memory is the store's: a pull at the head, a
@@ -123,35 +136,10 @@ async fn across_nodes_a_long_poll_is_woken_only_by_commits_to_its_stream() {
         .await;
     // A loads (and follows) both streams as it starts.
     let a = Relay::node(&redis, &[]);
-    let (hub, cached) = (metric(&a, HUB).await, metric(&a, CACHED).await);
     let remote = metric(&a, "relay_ops_remote_total").await;
-
-    let poll = long_poll(&a, 1, "reader");
-    metric_reaches(&a, CACHED, cached + 1).await;
-    for n in 0..10 {
-        writer
-            .push(vec![device.theme(["light", "dark"][n % 2])])
-            .await;
-    }
     // A applied them all (and would have woken a poll by now).
-    metric_reaches(&a, "relay_ops_remote_total", remote + 10).await;
-    assert_eq!(
-        (metric(&a, HUB).await, metric(&a, CACHED).await),
-        (hub, cached + 1),
-        "another node's commits to another stream woke A's poll"
-    );
-    assert!(!poll.is_finished(), "it still waits");
-
-    let pushed = Instant::now();
-    writer.push(vec![device.count(2)]).await;
-    let (status, body) = poll.await.unwrap();
-    assert!(
-        pushed.elapsed() < Duration::from_secs(10),
-        "woken, not ended"
-    );
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(seqs(&body), [2]);
-    assert_eq!(metric(&a, HUB).await, hub + 1, "one wake, one request");
+    let applied = async || metric_reaches(&a, "relay_ops_remote_total", remote + 10).await;
+    woken_only_by_its_stream(&a, &mut writer, &mut device, 10, applied).await;
 }
 
 /// Sends `request` until the relay refuses it for want of reads (at most
