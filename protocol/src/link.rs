@@ -411,6 +411,12 @@ pub struct Link {
     last_ping_ms: u64,
     failures: u32,
     opened: bool,
+    /// The relay refused something on this socket for now (a hello past
+    /// its read budget, storage trouble, shutting down).
+    refused_for_now: bool,
+    /// Sockets in a row that opened and ended after such a refusal: the
+    /// backoff grows with them, though each socket opened.
+    refused_closes: u32,
     socket_retry_at_ms: Option<u64>,
     /// On HTTP after socket failures never seen while the relay answered:
     /// they may only mean the relay was down (restarting, say), not that
@@ -564,6 +570,8 @@ impl Link {
             last_ping_ms: 0,
             failures: 0,
             opened: false,
+            refused_for_now: false,
+            refused_closes: 0,
             socket_retry_at_ms: None,
             socket_unproven: false,
             last_ack_ms: None,
@@ -887,6 +895,7 @@ impl Link {
     /// outbox.
     pub fn on_open(&mut self, now_ms: u64) -> Vec<String> {
         self.opened = true;
+        self.refused_for_now = false;
         self.last_heard_ms = now_ms;
         self.connection_ended();
         self.forbidden.clear();
@@ -914,8 +923,19 @@ impl Link {
         if matches!(self.status, LinkStatus::Refused(_) | LinkStatus::Off) {
             return None;
         }
+        // A socket that opened proves WebSockets get through, but one the
+        // relay refused for now (a hello past its read budget) is no
+        // reason to come back sooner: the wait grows as for a failure,
+        // without falling back to HTTP (whose reads the relay would count
+        // the same).
+        let refused_for_now = std::mem::take(&mut self.refused_for_now);
         if self.opened {
             self.failures = 0;
+            self.refused_closes = if refused_for_now {
+                self.refused_closes.saturating_add(1)
+            } else {
+                0
+            };
         } else {
             self.failures = self.failures.saturating_add(1);
         }
@@ -932,7 +952,8 @@ impl Link {
             return Some(0);
         }
         self.status = LinkStatus::Offline;
-        let base = 500u64.saturating_mul(1 << self.failures.min(6));
+        let tries = self.failures.max(self.refused_closes);
+        let base = 500u64.saturating_mul(1 << tries.min(6));
         let delay = (base as f64 * (0.5 + jitter.clamp(0.0, 1.0))).round() as u64;
         Some(delay.min(30_000))
     }
@@ -1142,6 +1163,9 @@ impl Link {
                     self.status = LinkStatus::Refused(body.code.clone());
                     out.close = true;
                 }
+                if socket && is_transient_code(&body.code) {
+                    self.refused_for_now = true;
+                }
                 out.error = Some((body.code, body.message));
             }
             ServerMessage::Ping(ping) => {
@@ -1149,7 +1173,11 @@ impl Link {
             }
             // It answers a ping sent after the welcome, so it follows every
             // stream's catch-up: as good as an ack.
-            ServerMessage::Pong(_) => self.socket_caught_up(),
+            ServerMessage::Pong(_) => {
+                // The socket works, whatever was refused on it before.
+                self.refused_for_now = false;
+                self.socket_caught_up();
+            }
         }
     }
 
@@ -2583,6 +2611,36 @@ mod tests {
         );
         link.on_close(0.0, 12);
         assert!(cursor(&mut link).contains(r#""cursor":7"#));
+    }
+
+    #[test]
+    fn sockets_the_relay_refuses_for_now_come_back_later_each_time() {
+        let mut storage = MemoryStorage::new();
+        let mut link = link(&storage);
+        // A hello past the relay's read budget: refused, and the socket
+        // closed, though it opened.
+        let refusal = ServerMessage::Error(crate::message::ErrorBody {
+            code: crate::code::RATE_LIMITED.into(),
+            message: "more than 1 reads per second".into(),
+        })
+        .encode()
+        .unwrap();
+        let delays: Vec<_> = (0..4)
+            .map(|now| {
+                link.on_open(now);
+                feed(&mut link, &refusal, now, &mut storage);
+                link.on_close(0.0, now)
+            })
+            .collect();
+        assert_eq!(delays, [Some(500), Some(1_000), Some(2_000), Some(4_000)]);
+        assert_eq!(link.status(), &LinkStatus::Offline, "no HTTP fallback");
+        // A socket that works (a pong) ends the run, even after a refusal.
+        link.on_open(10);
+        feed(&mut link, &welcome(10_000), 10, &mut storage);
+        feed(&mut link, &refusal, 11, &mut storage);
+        let pong = ServerMessage::Pong(Ping { at: 11 }).encode().unwrap();
+        feed(&mut link, &pong, 12, &mut storage);
+        assert_eq!(link.on_close(0.0, 13), Some(250));
     }
 
     #[test]

@@ -288,11 +288,11 @@ impl Remote {
         for rebase in &out.rebase {
             self.rebase(rebase);
         }
-        // A refusal for now (a read past the relay's budget, say) is
-        // asked again without a word: a busy relay must not fill the page
-        // with notices.
+        // A read past the relay's budget is asked again without a word:
+        // a busy relay is no problem of this page's. (Storage trouble or a
+        // relay shutting down is said: it may last.)
         if let Some((code, message)) = out.error
-            && !is_transient(&code)
+            && code != gaesup_protocol::code::RATE_LIMITED
         {
             self.notice(relay_error_notice(&code, &message));
         }
