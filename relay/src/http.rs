@@ -14,7 +14,8 @@
 //! Errors are JSON error messages with a stable code and a fitting status.
 //!
 //! Reads cost their token subject's read budget (`--max-reads-per-second`,
-//! shared with its sockets' pings): one per pull or snapshot request,
+//! shared with its sockets' hellos and, with a shared store, their
+//! pings): one per pull or snapshot request,
 //! however long a long poll waits; past it they are refused as
 //! `rate_limited` (429). A long poll is woken only by a change of the head
 //! of the stream it follows, and one whose cursor is the head this node
@@ -123,16 +124,6 @@ fn claims(app: &AppState, headers: &HeaderMap) -> Result<Arc<Claims>, ProtocolEr
     token::verify(&app.secret, token, now_ms() / 1000)
         .map(Arc::new)
         .map_err(|err| ProtocolError::new(err.code(), err.to_string()))
-}
-
-/// Takes one read from the read budget of the token's subject; the
-/// refusal if it is spent.
-fn take_read(app: &AppState, claims: &Claims) -> Result<(), ProtocolError> {
-    if app.take_read(&claims.sub) {
-        Ok(())
-    } else {
-        Err(app.reads_refused())
-    }
 }
 
 /// Why a push's body was not read.
@@ -328,7 +319,7 @@ pub async fn pull(
         Ok(after) => after,
         Err(error) => return refuse(&app, &error),
     };
-    if let Err(error) = take_read(&app, &claims) {
+    if let Err(error) = app.take_read(&claims.sub) {
         return refuse(&app, &error);
     }
     let cursor = query.cursor.unwrap_or(0);
@@ -429,7 +420,7 @@ pub async fn snapshot(
         Ok(after) => after,
         Err(error) => return refuse(&app, &error),
     };
-    if let Err(error) = take_read(&app, &claims) {
+    if let Err(error) = app.take_read(&claims.sub) {
         return refuse(&app, &error);
     }
     app.metrics.read_from_hub();

@@ -126,8 +126,9 @@ pub struct AppState {
     /// Each token subject's rate budget, shared by its connections and
     /// its HTTP pushes.
     budgets: Budgets,
-    /// Each token subject's read budget (pulls, snapshots, pings), shared
-    /// by its connections and its HTTP reads.
+    /// Each token subject's read budget (pulls, snapshots, hellos and,
+    /// with a shared store, pings), shared by its connections and its
+    /// HTTP reads.
     reads: Budgets,
 }
 
@@ -143,10 +144,14 @@ impl AppState {
         bucket.take(n).then_some(bucket)
     }
 
-    /// Takes one read from the read budget of token subject `sub`; `false`
-    /// (nothing taken) if it is spent.
-    fn take_read(&self, sub: &str) -> bool {
-        self.reads.of(sub).take(1)
+    /// Takes one read from the read budget of token subject `sub`; the
+    /// refusal (nothing taken) if it is spent.
+    fn take_read(&self, sub: &str) -> Result<(), ProtocolError> {
+        if self.reads.of(sub).take(1) {
+            Ok(())
+        } else {
+            Err(self.reads_refused())
+        }
     }
 
     /// The refusal of a read past the budget.

@@ -413,7 +413,8 @@ impl Session {
                 tracing::debug!(client = %hello.client, subject = %claims.sub, "hello");
                 // A hello is a read (its catch-ups, a snapshot perhaps): a
                 // peer that says hello and leaves in a loop pays for each.
-                if !self.app.take_read(&claims.sub) {
+                let reads = self.app.reads.of(&claims.sub);
+                if !reads.take(1) {
                     let error = self.app.reads_refused();
                     self.error(&error);
                     return Some(close(CLOSE_GOING_AWAY, error.code));
@@ -429,7 +430,7 @@ impl Session {
                     })));
                 self.claims = Some(Arc::clone(&claims));
                 self.bucket = Some(self.app.budgets.of(&claims.sub));
-                self.reads = Some(self.app.reads.of(&claims.sub));
+                self.reads = Some(reads);
                 if let Err(error) = self
                     .app
                     .hub

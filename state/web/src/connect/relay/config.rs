@@ -410,7 +410,6 @@ pub async fn follow_relay_config(path: &str, relays: Vec<crate::RelayHandle>) {
     };
     let others = ConfigChannel::open();
     others.linked(&linked);
-    let mut ours = linked.identity();
     let mut wait = REFUSED_RETRY_MS;
     loop {
         if live().next().is_none() {
@@ -423,7 +422,10 @@ pub async fn follow_relay_config(path: &str, relays: Vec<crate::RelayHandle>) {
         // A refused token is read again at its turn; any configuration,
         // once another tab links with a different one.
         let told = others
-            .wait(if refused { wait } else { REFUSED_LOOK_MS }, &ours)
+            .wait(
+                if refused { wait } else { REFUSED_LOOK_MS },
+                &linked.identity(),
+            )
             .await;
         if !told {
             if !refused {
@@ -436,7 +438,6 @@ pub async fn follow_relay_config(path: &str, relays: Vec<crate::RelayHandle>) {
         {
             live().for_each(|relay| relay.attach(config.clone()));
             others.linked(&config);
-            ours = config.identity();
             linked = config;
             wait = REFUSED_RETRY_MS;
         }
