@@ -174,6 +174,11 @@ export class Relay {
     }
   }
 
+  /** The relay's `/metrics` (Prometheus text). */
+  async metrics() {
+    return (await fetch(`http://127.0.0.1:${this.port}/metrics`)).text();
+  }
+
   /** A token signed with the development secret. */
   token({ apartments = ['main=rw', 'annex=rw', 'atelier=rw'], global = 'rw', ttl = 3600 } = {}) {
     const args = ['mint-token', '--dev', '--ttl', String(ttl)];

@@ -328,10 +328,8 @@ test.describe('two devices through a relay', () => {
     try {
       const config = configFor(tight.url, tight.token());
       const [a, b] = [await Device.open(browser, config), await Device.open(browser, config)];
-      const refused = async () => {
-        const metrics = await (await fetch(tight.url.replace('ws:', 'http:') + '/metrics')).text();
-        return Number(/^relay_refusals_total\{code="rate_limited"\} (\d+)$/m.exec(metrics)?.[1] ?? 0);
-      };
+      const refused = async () =>
+        Number(/^relay_refusals_total\{code="rate_limited"\} (\d+)$/m.exec(await tight.metrics())?.[1] ?? 0);
       await expect.poll(refused).toBeGreaterThanOrEqual(3);
       for (const device of [a, b]) await expect(device.relayLink()).toHaveText('connected', { timeout: 30_000 });
       await a.increment(counter, 'count', 2);
@@ -445,7 +443,7 @@ test.describe('two devices through a relay', () => {
       // No push went past the relay's limits, and no write was refused:
       // either would show a notice.
       await expect(b.notices()).toHaveCount(0);
-      const metrics = await (await fetch(limited.url.replace('ws:', 'http:') + '/metrics')).text();
+      const metrics = await limited.metrics();
       expect(metrics).not.toMatch(/code="too_many_ops"/);
       a.expectNoErrors();
       b.expectNoErrors();
@@ -509,7 +507,7 @@ test.describe('two devices through a relay', () => {
     await expect.poll(() => a.get(counter, 'count', second)).toBe(6);
     await expect(a.waiting(second)).toHaveText('0');
     // Nothing was pushed twice.
-    const metrics = await (await fetch(relay.url.replace('ws:', 'http:') + '/metrics')).text();
+    const metrics = await relay.metrics();
     expect(metrics).toMatch(/^relay_ops_duplicate_total 0$/m);
     a.expectNoErrors();
     b.expectNoErrors();

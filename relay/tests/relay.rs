@@ -12,7 +12,7 @@ use gaesup_relay::token::Access;
 use serde_json::{Value, json};
 use support::{
     Backend, Client, Device, KeptLog, Relay, error_code, http, log_ops, main_log_holds, main_pull,
-    main_rw, main_rw_as, main_snapshot, main_stream, stored_len, token, token_until,
+    main_rw, main_rw_as, main_snapshot, main_stream, metric, stored_len, token, token_until,
 };
 
 fn applied_seq(status: &AckStatus) -> u64 {
@@ -960,12 +960,7 @@ async fn a_reset_that_would_pass_the_slot_bound_is_refused(backend: Backend) {
 
 /// The `relay_streams` gauge of `/metrics`.
 async fn streams_held(relay: &Relay) -> u64 {
-    let (_, metrics) = http("GET", relay.url("/metrics"), None, None).await;
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("relay_streams "))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no relay_streams in {metrics}"))
+    metric(relay, "relay_streams").await
 }
 
 /// Where the store keeps `tab`'s owner, if anywhere: SQLite's row, or

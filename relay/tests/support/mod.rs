@@ -982,10 +982,5 @@ pub async fn main_log_holds(relay: &Relay, first: u64, head: u64) {
 /// The `relay_log_ops` gauge of `/metrics` (counted at most every 10 s:
 /// ask once per relay).
 pub async fn log_ops(relay: &Relay) -> u64 {
-    let (_, metrics) = http("GET", relay.url("/metrics"), None, None).await;
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("relay_log_ops "))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no relay_log_ops in {metrics}"))
+    metric(relay, "relay_log_ops").await
 }
