@@ -101,7 +101,11 @@ pub struct Serve {
     #[arg(long, env = "RELAY_MAX_READS_PER_SECOND", default_value_t = 5000,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_reads_per_second: u32,
-    /// Most WebSocket connections this node holds.
+    /// Most connections this node holds open: WebSockets (from their
+    /// upgrade), and HTTP long polls while they wait. Past it a socket is
+    /// refused, and so is a long poll about to wait, as
+    /// `too_many_connections` (HTTP 503). `/metrics` counts them as
+    /// `relay_connections` and `relay_polls_held`.
     #[arg(long, env = "RELAY_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: u64,
     /// Messages queued for one device before it counts as too slow and is

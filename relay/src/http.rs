@@ -18,9 +18,14 @@
 //! pings): one per pull or snapshot request,
 //! however long a long poll waits; past it they are refused as
 //! `rate_limited` (429). A long poll is woken only by a change of the head
-//! of the stream it follows, and one whose cursor is the head this node
-//! knows is answered from that head, without asking the hub (with several
-//! nodes, its last answer still asks: see [`pull`]).
+//! of the stream it follows; one whose cursor is the head this node knows
+//! is answered from that head, and one whose cursor lies among the
+//! stream's recent ops (the commit that woke it) from those, without
+//! asking the hub (with several nodes, after a read of the store's head,
+//! and an empty last answer still asks: see [`pull`]). While it waits it
+//! holds a connection: waiting polls and sockets share
+//! `--max-connections`, past which a poll about to wait is refused as
+//! `too_many_connections` (503).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,7 +43,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::AppState;
-use crate::hub::{FRAME_SLACK, nothing_missed, now_ms};
+use crate::hub::{FRAME_SLACK, nothing_missed, now_ms, ops_messages};
 use crate::token::{self, Claims};
 use crate::ws::all_refused;
 
@@ -302,9 +307,16 @@ fn claims_and_stream(
 /// [`Heads`](crate::hub::Heads)): commits to other streams do not wake it.
 /// While the head this node knows is the poll's cursor, the answer is
 /// "nothing new" from that head, without a request to the hub (nor a read
-/// of the store). With a shared store this node's head may lag what other
-/// nodes committed (its reader brings those): a pull that does not wait,
-/// and the last answer of a long poll, are then asked of the hub, which
+/// of the store). A poll whose cursor lies among the stream's recent ops
+/// (kept while polls come for it: the commit that woke this one, most
+/// often) is answered from them as the token may read them
+/// ([`Heads::lacks`](crate::hub::Heads::lacks)),
+/// without the hub either: a commit wakes every poll on its stream at
+/// once, and each asking the hub in turn would hold up every other
+/// stream. With a shared store this node's head may lag what other nodes
+/// committed (its reader brings those): such an answer says the store's
+/// head, read first, and a pull that does not wait with nothing there, or
+/// the empty last answer of a long poll, is asked of the hub, which
 /// answers with what the store holds.
 pub async fn pull(
     State(app): State<Arc<AppState>>,
@@ -335,6 +347,8 @@ pub async fn pull(
     let deadline = tokio::time::Instant::now() + wait;
     let mut shutdown = app.shutdown.clone();
     let mut head = app.hub.heads.watch(&subscription.stream);
+    // Counted against `--max-connections` from its first wait to its end.
+    let mut held = None;
     loop {
         // A stream dropped from memory ends its watch: watch it again once
         // the hub holds it (asked below meanwhile).
@@ -348,9 +362,21 @@ pub async fn pull(
         // Marked seen before anything is asked: a commit from now on wakes
         // the wait below.
         let known = head.as_mut().map(|head| *head.borrow_and_update());
+        // What the recent ops hold past the cursor (the commit that woke
+        // this poll, most often), if they hold all of it.
+        let lacks = if cacheable && known.is_some_and(|known| known != cursor) {
+            lacking(&app, &subscription.stream, cursor, &claims).await
+        } else {
+            None
+        };
         let answer = if cacheable && known == Some(cursor) && !(last && app.hub.shared()) {
             app.metrics.read_cached();
             nothing_missed(subscription.stream.clone(), cursor)
+        } else if let Some((head, lacks)) = lacks {
+            // Every poll a commit wakes is answered so, not one hub request
+            // after another (each a read of the store).
+            app.metrics.read_cached();
+            ops_messages(&subscription.stream, lacks.ops, head, lacks.through).swap_remove(0)
         } else {
             app.metrics.read_from_hub();
             match app
@@ -375,12 +401,52 @@ pub async fn pull(
                 continue;
             }
         }
+        if held.is_none() {
+            // A waiting poll holds a connection as a socket does: bounded
+            // with them, or a subject's read budget (a poll a read, each
+            // held for `--max-wait-ms`) would let it hold a hundred
+            // thousand.
+            match app.metrics.hold_poll(app.config.max_connections) {
+                Some(slot) => held = Some(slot),
+                None => return refuse(&app, &node_full()),
+            }
+        }
         tokio::select! {
             () = moved(head.as_mut(), cursor) => {}
             () = tokio::time::sleep_until(deadline) => {}
             _ = shutdown.changed() => return json(StatusCode::OK, &answer),
         }
     }
+}
+
+/// What a poll from `cursor` on `stream` lacks, from the stream's recent
+/// ops (see [`Heads::lacks`](crate::hub::Heads::lacks)), with the head its
+/// answer says; `None` if they do not hold it all, and the hub is asked.
+///
+/// With a shared store, another node may have committed past this node's
+/// head: the store's head is read first (outside the hub, before anything
+/// is copied), and the answer says it, as a page cut short (the device is
+/// not caught up, and asks again). A store behind this node (it lost ops)
+/// is the hub's to sort out.
+async fn lacking(
+    app: &AppState,
+    stream: &StreamId,
+    cursor: u64,
+    claims: &Claims,
+) -> Option<(u64, crate::hub::Lacks)> {
+    let readable = |key: &FullKey| claims.can_read_key(key);
+    let covered = app.hub.heads.covers(stream, cursor)?;
+    if !app.hub.shared() {
+        let lacks = app.hub.heads.lacks(stream, cursor, readable)?;
+        return Some((lacks.head, lacks));
+    }
+    let stored = app.store.head(&stream.to_string()).await.ok()?;
+    if stored < covered {
+        return None;
+    }
+    let lacks = app.hub.heads.lacks(stream, cursor, readable)?;
+    // Moved on meanwhile: what the store said was for the head before.
+    (lacks.head == covered).then_some((stored, lacks))
 }
 
 /// Returns once the watched `head` is other than `cursor`, or its watch
@@ -395,6 +461,11 @@ async fn moved(head: Option<&mut watch::Receiver<u64>>, cursor: u64) {
             return;
         }
     }
+}
+
+/// The refusal of a socket or a long poll past `--max-connections`.
+pub(crate) fn node_full() -> ProtocolError {
+    ProtocolError::new(code::TOO_MANY_CONNECTIONS, "this node is full; try another")
 }
 
 /// Query of `GET /v1/snapshot`.
@@ -450,6 +521,7 @@ pub async fn health(State(app): State<Arc<AppState>>) -> Response {
         "ok": true,
         "node": app.config.node,
         "connections": app.metrics.open_connections(),
+        "polls": app.metrics.polls_held(),
     });
     (StatusCode::OK, axum::Json(body)).into_response()
 }

@@ -21,9 +21,9 @@
 //! fanned out here in log order; every subscriber therefore sees each
 //! stream's numbers without a gap, whichever node committed them.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
@@ -197,41 +197,243 @@ pub struct Hub {
 /// Each stream's head as this node last made it known: ops committed here
 /// (once stored, as they are fanned out), ops of other nodes applied here, or the
 /// stream loaded. A long poll watches the one stream it follows: a commit
-/// wakes only the polls of its stream, and a poll whose cursor is the head
-/// known here is answered without asking the hub ([`crate::http::pull`]).
+/// wakes only the polls of its stream, a poll whose cursor is the head
+/// known here is answered without asking the hub, and so is a poll whose
+/// cursor lies among the stream's recent ops ([`Heads::lacks`]; kept while
+/// polls come for the stream: one commit wakes them all at once, and each
+/// asking the hub in turn would hold up every other stream).
 #[derive(Default)]
-pub struct Heads(RwLock<HashMap<StreamId, watch::Sender<u64>>>);
+pub struct Heads(RwLock<HashMap<StreamId, Followed>>);
+
+/// One stream's head: its watch, the recent ops beside it, and when a
+/// poll last came for it.
+struct Followed {
+    wake: watch::Sender<u64>,
+    recent: Mutex<Recent>,
+    /// When a poll last watched the stream (ms since the epoch): the
+    /// recent ops are kept while one came within [`POLLED_WITHIN_MS`].
+    polled_ms: AtomicU64,
+}
+
+/// A stream's head and the last ops fanned out up to it, in order and
+/// without a gap, each with its serialized size (empty when no poll came
+/// for the stream lately, or when they did not end at the head).
+#[derive(Default)]
+struct Recent {
+    head: u64,
+    ops: VecDeque<(Arc<Sequenced>, usize)>,
+    /// Their serialized size in all (what bounds them, with their count).
+    bytes: usize,
+}
+
+/// At most this many recent ops are kept per stream: a pull's answer
+/// holds no more. A commit of more keeps its last ones, and the polls it
+/// woke (whose cursor lies before them) ask the hub.
+pub const RECENT_OPS: usize = 512;
+
+/// At most this many bytes of recent ops (serialized) are kept per
+/// stream, as with [`RECENT_OPS`]: room for eight ops of the largest value.
+pub const RECENT_BYTES: usize = 2 << 20;
+
+/// How long after a poll came for a stream its recent ops are kept: a
+/// poll waits 25 s at most, and the polls a commit answers come back a
+/// round trip later.
+const POLLED_WITHIN_MS: u64 = 30_000;
+
+impl Recent {
+    /// Sets the head to `head` after `ops` (fanned out just now, with their
+    /// sizes; `None` if not kept), keeping the ops if they follow the ones
+    /// held and end at `head`.
+    fn advance(&mut self, head: u64, ops: Option<Vec<(Arc<Sequenced>, usize)>>) {
+        let follows = |ops: &[(Arc<Sequenced>, usize)]| {
+            let next = self.ops.back().map(|(last, _)| last.seq + 1);
+            ops.first()
+                .is_some_and(|(first, _)| next.is_none_or(|next| first.seq == next))
+                && ops.last().is_some_and(|(last, _)| last.seq == head)
+                && ops
+                    .windows(2)
+                    .all(|pair| pair[0].0.seq + 1 == pair[1].0.seq)
+        };
+        match ops {
+            Some(ops) if follows(&ops) => {
+                for (op, len) in ops {
+                    self.bytes = self.bytes.saturating_add(len);
+                    self.ops.push_back((op, len));
+                }
+                while self.ops.len() > RECENT_OPS || self.bytes > RECENT_BYTES {
+                    let Some((_, len)) = self.ops.pop_front() else {
+                        break;
+                    };
+                    self.bytes = self.bytes.saturating_sub(len);
+                }
+            }
+            // A head unchanged keeps what leads to it.
+            None if head == self.head => {}
+            _ => self.clear(),
+        }
+        self.head = head;
+    }
+
+    fn clear(&mut self) {
+        self.ops.clear();
+        self.bytes = 0;
+    }
+
+    /// Where the op after `cursor` lies among the recent ops, if they hold
+    /// every op after it (and it is behind the head).
+    fn start_after(&self, cursor: u64) -> Option<usize> {
+        let first = self.ops.front()?.0.seq;
+        if cursor >= self.head || cursor.checked_add(1)? < first {
+            return None;
+        }
+        usize::try_from(cursor + 1 - first).ok()
+    }
+}
+
+/// What [`Heads::lacks`] found for a poll.
+pub struct Lacks {
+    /// The stream's head.
+    pub head: u64,
+    /// The last number read for the poll: the head, or less when more
+    /// than one message's worth follows the cursor.
+    pub through: u64,
+    /// The ops read after the cursor that the poll's token may read.
+    pub ops: Vec<Sequenced>,
+}
 
 impl Heads {
-    /// A watch of `id`'s head; `None` while the hub does not hold the
-    /// stream (never loaded here, or dropped after a failed reload: the
-    /// watch of a dropped stream ends).
+    /// A watch of `id`'s head, for a poll; `None` while the hub does not
+    /// hold the stream (never loaded here, or dropped after a failed
+    /// reload: the watch of a dropped stream ends).
     pub fn watch(&self, id: &StreamId) -> Option<watch::Receiver<u64>> {
-        self.0
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(id)
-            .map(watch::Sender::subscribe)
+        let map = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        let followed = map.get(id)?;
+        followed.polled_ms.store(now_ms(), Ordering::Relaxed);
+        Some(followed.wake.subscribe())
+    }
+
+    /// The head of `id` if its recent ops hold every op after `cursor`:
+    /// whether [`lacks`](Self::lacks) would answer, without a copy.
+    pub fn covers(&self, id: &StreamId, cursor: u64) -> Option<u64> {
+        self.with_recent(id, |recent| recent.start_after(cursor).map(|_| recent.head))
+    }
+
+    /// `read` of the recent ops of `id`, locked while it runs.
+    fn with_recent<R>(&self, id: &StreamId, read: impl FnOnce(&Recent) -> Option<R>) -> Option<R> {
+        let map = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        let recent = map
+            .get(id)?
+            .recent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        read(&recent)
+    }
+
+    /// What a poll from `cursor` on `id` lacks, if the recent ops hold
+    /// every op after `cursor`: as many as one message holds (the answer to
+    /// a pull is one message; the device asks again from where it says it
+    /// read through), those `readable` lets through. Only shared pointers
+    /// are copied while the stream's recent ops are locked.
+    pub fn lacks(
+        &self,
+        id: &StreamId,
+        cursor: u64,
+        readable: impl Fn(&FullKey) -> bool,
+    ) -> Option<Lacks> {
+        let (head, held) = self.with_recent(id, |recent| {
+            let start = recent.start_after(cursor)?;
+            // As `ops_messages` fills a message: at least one op.
+            let mut bytes = 0usize;
+            let held: Vec<Arc<Sequenced>> = recent
+                .ops
+                .iter()
+                .skip(start)
+                .take_while(|(_, len)| {
+                    let fits = bytes == 0 || bytes + len <= MAX_MESSAGE_BYTES - FRAME_SLACK;
+                    bytes = bytes.saturating_add(*len);
+                    fits
+                })
+                .map(|(op, _)| Arc::clone(op))
+                .collect();
+            Some((recent.head, held))
+        })?;
+        let through = held.last().map_or(cursor, |last| last.seq);
+        let ops = held
+            .iter()
+            .filter(|s| readable(&s.op.key))
+            .map(|s| Sequenced::clone(s))
+            .collect();
+        Some(Lacks { head, through, ops })
     }
 
     /// Makes `head` known as `id`'s, waking its watchers if it moved.
-    fn publish(&self, id: &StreamId, head: u64) {
-        let moved = |known: &mut u64| std::mem::replace(known, head) != head;
-        if let Some(sender) = self
+    /// `ops` are those just fanned out up to it (see [`Recent::advance`]):
+    /// kept while polls come for the stream, so what they wake is
+    /// answered from them.
+    fn publish(&self, id: &StreamId, head: u64, ops: Option<&[Sequenced]>) {
+        let advance = |followed: &Followed| {
+            let polled = now_ms().saturating_sub(followed.polled_ms.load(Ordering::Relaxed))
+                < POLLED_WITHIN_MS;
+            // Sized before the lock, and only the last that can be kept.
+            let kept = ops.filter(|_| polled).map(|ops| {
+                let from = ops.len().saturating_sub(RECENT_OPS);
+                ops.get(from..)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|op| (Arc::new(op.clone()), encoded_len(op, RECENT_BYTES + 1)))
+                    .collect()
+            });
+            let mut recent = followed
+                .recent
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if !polled {
+                // No poll came lately: nothing to keep.
+                recent.clear();
+            }
+            recent.advance(head, kept);
+            drop(recent);
+            // After the recent ops: a poll it wakes finds them.
+            followed
+                .wake
+                .send_if_modified(|known| std::mem::replace(known, head) != head);
+        };
+        if let Some(followed) = self
             .0
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(id)
         {
-            sender.send_if_modified(moved);
+            advance(followed);
             return;
         }
-        self.0
-            .write()
+        let mut map = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        let followed = map.entry(id.clone()).or_insert_with(|| Followed {
+            wake: watch::channel(head).0,
+            recent: Mutex::new(Recent {
+                head,
+                ..Recent::default()
+            }),
+            polled_ms: AtomicU64::new(0),
+        });
+        advance(followed);
+    }
+
+    /// Drops the recent ops of `id` (its stream loaded again: what the
+    /// store holds is read anew).
+    fn forget_recent(&self, id: &StreamId) {
+        if let Some(followed) = self
+            .0
+            .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .entry(id.clone())
-            .or_insert_with(|| watch::channel(head).0)
-            .send_if_modified(moved);
+            .get(id)
+        {
+            followed
+                .recent
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clear();
+        }
     }
 
     /// Forgets `id` (dropped from memory): its watches end, and the polls
@@ -758,7 +960,7 @@ impl State {
             let stream = state.load(&id).await?;
             state.sent.insert(id.clone(), stream.head);
             state.store.follow(&name, stream.head);
-            state.heads.publish(&id, stream.head);
+            state.heads.publish(&id, stream.head, None);
             state.streams.insert(id, stream);
         }
         state.metrics.streams(state.streams.len());
@@ -850,9 +1052,12 @@ impl State {
         }
         self.streams.insert(id.clone(), stream);
         self.metrics.streams(self.streams.len());
+        // The recent ops kept for polls came from the stream as it was:
+        // they are read from the store again as they are sent.
+        self.heads.forget_recent(id);
         self.forward(id).await;
         // After what it sends: a poll woken reads what subscribers have.
-        self.heads.publish(id, head);
+        self.heads.publish(id, head, None);
     }
 
     /// Sends the subscribers of `id` the ops between what they were sent
@@ -1708,7 +1913,7 @@ impl State {
     /// stream's head known to the long polls on it.
     fn fan_out(&mut self, id: &StreamId, ops: Vec<Sequenced>) {
         let head = self.streams.get(id).map_or(0, |s| s.head);
-        self.heads.publish(id, head);
+        self.heads.publish(id, head, Some(&ops));
         let mut slow = Vec::new();
         // Subscribers that may read the same of these ops (most often all
         // of them) get the same messages: each is built and encoded once,
@@ -2060,7 +2265,12 @@ pub(crate) fn nothing_missed(stream: StreamId, head: u64) -> ServerMessage {
 /// `ops` as messages that each fit a frame (at least one message).
 /// `ops` in messages that each fit a frame; the last says `through` (the
 /// last number read for them) when it lies past its last op.
-fn ops_messages(id: &StreamId, ops: Vec<Sequenced>, head: u64, through: u64) -> Vec<ServerMessage> {
+pub(crate) fn ops_messages(
+    id: &StreamId,
+    ops: Vec<Sequenced>,
+    head: u64,
+    through: u64,
+) -> Vec<ServerMessage> {
     let mut messages = Vec::new();
     let mut chunk = Vec::new();
     let mut size = 0;
@@ -2177,5 +2387,127 @@ mod tests {
         assert_eq!(stream.sizes[&op.key].counted, MAX_STORED_BYTES);
         assert_eq!(stream.extra_for(&op.key), 2 * extra_cost(exact));
         assert_eq!(stream.extra_for(&op.key), extra_cost(exact));
+    }
+
+    /// `n` notes of `bytes` each, numbered from `from`, as `publish`
+    /// keeps them.
+    fn notes(from: u64, n: usize, bytes: usize) -> Option<Vec<(Arc<Sequenced>, usize)>> {
+        let (_, mut device, key, at) = note_writer();
+        let op = |i: usize| Sequenced {
+            seq: from + i as u64,
+            op: device
+                .set(&at, &key, Value::from("x".repeat(bytes)))
+                .unwrap()
+                .op,
+        };
+        Some(
+            (0..n)
+                .map(op)
+                .map(|op| {
+                    let len = encoded_len(&op, usize::MAX);
+                    (Arc::new(op), len)
+                })
+                .collect(),
+        )
+    }
+
+    fn seqs(recent: &Recent) -> Vec<u64> {
+        recent.ops.iter().map(|(s, _)| s.seq).collect()
+    }
+
+    #[test]
+    fn the_recent_ops_are_kept_only_without_a_gap_up_to_the_head() {
+        let mut recent = Recent::default();
+        recent.advance(2, notes(1, 2, 10));
+        assert_eq!(seqs(&recent), [1, 2]);
+        recent.advance(4, notes(3, 2, 10));
+        assert_eq!(seqs(&recent), [1, 2, 3, 4], "they follow: kept");
+        // The same head again, without ops: kept.
+        recent.advance(4, None);
+        assert_eq!(seqs(&recent), [1, 2, 3, 4]);
+        // A gap after what is held: dropped, head moved.
+        recent.advance(7, notes(6, 2, 10));
+        assert_eq!((seqs(&recent), recent.head), (vec![], 7));
+        // Ops that stop short of the head (the first piece of a
+        // catch-up sent in several): not kept.
+        recent.advance(20, notes(8, 2, 10));
+        assert!(recent.ops.is_empty());
+        // Out of order within.
+        let mut shuffled = notes(21, 3, 10);
+        if let Some(ops) = shuffled.as_mut() {
+            ops.swap(0, 1);
+        }
+        recent.advance(23, shuffled);
+        assert!(recent.ops.is_empty());
+        // A head moved without ops: what led to the old one says nothing
+        // of the new.
+        recent.advance(25, notes(24, 2, 10));
+        assert_eq!(seqs(&recent), [24, 25]);
+        recent.advance(26, None);
+        assert!(recent.ops.is_empty());
+    }
+
+    #[test]
+    fn the_recent_ops_are_bounded_by_count_and_bytes() {
+        let mut recent = Recent::default();
+        recent.advance(600, notes(1, 600, 10));
+        assert_eq!(recent.ops.len(), RECENT_OPS);
+        assert_eq!(recent.ops.front().map(|(s, _)| s.seq), Some(600 - 511));
+        // Every op after a cursor among them, and none before.
+        assert_eq!(recent.start_after(600 - 512), Some(0));
+        assert_eq!(recent.start_after(599), Some(511));
+        assert_eq!(recent.start_after(600 - 513), None, "one lies before them");
+        assert_eq!(recent.start_after(600), None, "at the head: nothing lacks");
+        // Ops of 250 KB: the bytes bound keeps the newest that fit, and
+        // always the commit just made when it fits alone.
+        let big = 250_000;
+        recent.advance(610, notes(601, 10, big));
+        assert!(recent.bytes <= RECENT_BYTES, "{}", recent.bytes);
+        assert_eq!(recent.ops.back().map(|(s, _)| s.seq), Some(610));
+        let fit = RECENT_BYTES / big;
+        assert!(
+            recent.ops.len() >= fit - 1 && recent.ops.len() <= fit,
+            "{}",
+            recent.ops.len()
+        );
+        let counted: usize = recent
+            .ops
+            .iter()
+            .map(|(s, _)| encoded_len(&**s, usize::MAX))
+            .sum();
+        assert_eq!(recent.bytes, counted);
+    }
+
+    #[test]
+    fn a_poll_is_given_one_message_worth_and_told_how_far_it_read() {
+        let id: StreamId = "apartment:main".parse().unwrap();
+        let ops: Vec<Sequenced> = notes(1, 8, 250_000)
+            .unwrap()
+            .into_iter()
+            .map(|(op, _)| Sequenced::clone(&op))
+            .collect();
+        // Nobody polled: nothing kept.
+        let heads = Heads::default();
+        heads.publish(&id, 0, None);
+        heads.publish(&id, 8, Some(&ops));
+        assert!(heads.covers(&id, 0).is_none());
+
+        let heads = Heads::default();
+        heads.publish(&id, 0, None);
+        let _poll = heads.watch(&id).unwrap();
+        heads.publish(&id, 8, Some(&ops));
+        assert_eq!(heads.covers(&id, 0), Some(8));
+        let lacks = heads.lacks(&id, 0, |_| true).unwrap();
+        assert_eq!(lacks.head, 8);
+        assert!(lacks.through < 8, "8 ops of 250 KB are more than a message");
+        assert_eq!(lacks.ops.last().map(|s| s.seq), Some(lacks.through));
+        assert_eq!(ops_messages(&id, lacks.ops, 8, lacks.through).len(), 1);
+        // Ops the token may not read: none given, read through the same.
+        let blind = heads.lacks(&id, 0, |_| false).unwrap();
+        assert_eq!((blind.ops.len(), blind.through), (0, lacks.through));
+        // From the last op before the head: that op alone.
+        let last = heads.lacks(&id, 7, |_| true).unwrap();
+        assert_eq!((last.through, last.ops.len()), (8, 1));
+        assert!(heads.lacks(&id, 8, |_| true).is_none(), "at the head");
     }
 }

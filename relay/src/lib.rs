@@ -53,8 +53,8 @@
 //!   per token subject (pulls, snapshots, hellos and, with a shared
 //!   store, pings; a long poll is woken
 //!   only by its own stream and, caught up, answered from the head in
-//!   memory: [`http`]), connections (a
-//!   socket gets 5 s to say a valid hello), and each device's send queue,
+//!   memory: [`http`]), connections (sockets and waiting long polls
+//!   together; a socket gets 5 s to say a valid hello), and each device's send queue,
 //!   by messages and by bytes (a slow device is disconnected and
 //!   resyncs); an HTTP push is read
 //!   only with a valid token, and for at most 20 s; each stream's log, by

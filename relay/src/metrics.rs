@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gaesup_protocol::AckStatus;
@@ -54,6 +54,11 @@ impl LogCount {
 pub struct Metrics {
     connections: AtomicU64,
     connections_total: AtomicU64,
+    /// HTTP long polls waiting now.
+    polls: AtomicU64,
+    /// What counts against `--max-connections`: sockets (from their
+    /// upgrade) and waiting long polls, each holding a [`Slot`].
+    slots: AtomicU64,
     pushes: AtomicU64,
     applied: AtomicU64,
     duplicates: AtomicU64,
@@ -84,6 +89,41 @@ impl Metrics {
     /// Connections open now.
     pub fn open_connections(&self) -> u64 {
         self.connections.load(Ordering::Relaxed)
+    }
+
+    /// HTTP long polls waiting now.
+    pub fn polls_held(&self) -> u64 {
+        self.polls.load(Ordering::Relaxed)
+    }
+
+    /// What this node holds open: sockets (upgrading or open) and waiting
+    /// long polls, which share `--max-connections`.
+    pub fn held(&self) -> u64 {
+        self.slots.load(Ordering::Relaxed)
+    }
+
+    /// One of the `max` slots sockets and waiting long polls share, if one
+    /// is free (taken in one step: concurrent takers never pass `max`);
+    /// freed by dropping it.
+    pub fn take_slot(self: &Arc<Self>, max: u64) -> Option<Slot> {
+        self.slots
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                (held < max).then_some(held + 1)
+            })
+            .ok()?;
+        Some(Slot {
+            metrics: Arc::clone(self),
+            poll: false,
+        })
+    }
+
+    /// [`take_slot`](Self::take_slot) for a long poll about to wait,
+    /// counted in `relay_polls_held` while it holds the slot.
+    pub fn hold_poll(self: &Arc<Self>, max: u64) -> Option<Slot> {
+        let mut slot = self.take_slot(max)?;
+        self.polls.fetch_add(1, Ordering::Relaxed);
+        slot.poll = true;
+        Some(slot)
     }
 
     /// A push arrived.
@@ -149,8 +189,9 @@ impl Metrics {
         self.reads_hub.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// An HTTP read answered from the head this node knows (no request to
-    /// the hub, no read of the store).
+    /// An HTTP read answered without a request to the hub: from the head
+    /// this node knows, or from a stream's recent ops (with a shared store
+    /// after one read of its head).
     pub fn read_cached(&self) {
         self.reads_cached.fetch_add(1, Ordering::Relaxed);
     }
@@ -228,13 +269,18 @@ impl Metrics {
         );
         counter(
             "relay_reads_cached_total",
-            "HTTP reads answered from the head this node knows, without the hub or the store.",
+            "HTTP reads answered without the hub: from the head this node knows, or from a stream's recent ops (with a shared store, after a read of its head).",
             self.reads_cached.load(Ordering::Relaxed),
         );
         let _ = writeln!(
             out,
-            "# HELP relay_connections Connections open.\n# TYPE relay_connections gauge\nrelay_connections {}",
+            "# HELP relay_connections WebSocket connections open.\n# TYPE relay_connections gauge\nrelay_connections {}",
             self.open_connections()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP relay_polls_held HTTP long polls waiting.\n# TYPE relay_polls_held gauge\nrelay_polls_held {}",
+            self.polls_held()
         );
         let _ = writeln!(
             out,
@@ -258,6 +304,22 @@ impl Metrics {
             let _ = writeln!(out, "relay_refusals_total{{code=\"{code}\"}} {n}");
         }
         out
+    }
+}
+
+/// A socket's or a waiting long poll's share of `--max-connections`
+/// ([`Metrics::take_slot`], [`Metrics::hold_poll`]), until dropped.
+pub struct Slot {
+    metrics: Arc<Metrics>,
+    poll: bool,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if self.poll {
+            self.metrics.polls.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.metrics.slots.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

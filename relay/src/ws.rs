@@ -42,13 +42,16 @@ const SOCKET_BUFFER_BYTES: usize = 4 * 1024;
 
 /// Upgrades to a WebSocket, unless the node holds all it may.
 pub async fn upgrade(State(app): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
-    if app.metrics.open_connections() >= app.config.max_connections {
+    // Sockets and waiting long polls share the bound. The slot is the
+    // socket's from here: freed if the upgrade never completes, or when
+    // the socket ends.
+    let Some(slot) = app.metrics.take_slot(app.config.max_connections) else {
         app.metrics.refused(code::TOO_MANY_CONNECTIONS);
         return crate::http::error_response(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            &ProtocolError::new(code::TOO_MANY_CONNECTIONS, "this node is full; try another"),
+            &crate::http::node_full(),
         );
-    }
+    };
     // Twice the frame limit: a frame between one and two limits gets a
     // specific error; beyond, the socket layer closes with 1009.
     ws.max_message_size(app.config.max_frame_bytes.saturating_mul(2))
@@ -56,7 +59,10 @@ pub async fn upgrade(State(app): State<Arc<AppState>>, ws: WebSocketUpgrade) -> 
         // and the 128 KiB defaults made an idle socket cost ≈ 140 KiB.
         .read_buffer_size(SOCKET_BUFFER_BYTES)
         .write_buffer_size(SOCKET_BUFFER_BYTES)
-        .on_upgrade(move |socket| serve(app, socket))
+        .on_upgrade(move |socket| async move {
+            serve(app, socket).await;
+            drop(slot);
+        })
         .into_response()
 }
 

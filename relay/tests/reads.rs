@@ -1,7 +1,9 @@
 //! What reads cost the relay: a long poll is woken only by commits to the
 //! stream it follows (on one node, and across nodes sharing Redis), a
 //! poll or pull already at the head is answered from the head in memory
-//! (no request to the hub, no read of the store), and a token subject's
+//! (no request to the hub, no read of the store), the polls a commit wakes
+//! from the stream's recent ops (no request to the hub), a waiting poll
+//! holds one of the node's connections, and a token subject's
 //! pulls, snapshots, hellos and (with several nodes) pings draw on a read
 //! budget that refuses what passes it as `rate_limited`.
 
@@ -12,9 +14,10 @@ mod support;
 use std::time::{Duration, Instant};
 
 use gaesup_protocol::{ClientMessage, Hello, Ping, ServerMessage, code};
+use gaesup_relay::token::Access;
 use support::{
     Backend, Client, DEADLINE, Device, RedisServer, Relay, error_code, http, main_rw, main_rw_as,
-    metric, metric_reaches,
+    metric, metric_reaches, token,
 };
 
 const HUB: &str = "relay_reads_hub_total";
@@ -38,8 +41,9 @@ fn long_poll(relay: &Relay, cursor: u64, sub: &str) -> tokio::task::JoinHandle<(
 
 /// A long poll of `main` from cursor 1 on `polled` is not woken by
 /// `others` commits to the global stream made with `writer` (once
-/// `applied` says `polled` has them): it costs the hub nothing until its
-/// own stream moves, and then one request.
+/// `applied` says `polled` has them): it costs the hub nothing, neither
+/// while it waits nor once its own stream moves (the commit that woke it
+/// answers it).
 async fn woken_only_by_its_stream(
     polled: &Relay,
     writer: &mut Client,
@@ -73,7 +77,11 @@ async fn woken_only_by_its_stream(
     );
     assert_eq!(status, 200, "{body}");
     assert_eq!(seqs(&body), [2]);
-    assert_eq!(metric(polled, HUB).await, hub + 1, "one wake, one request");
+    assert_eq!(
+        (metric(polled, HUB).await, metric(polled, CACHED).await),
+        (hub, cached + 2),
+        "woken once, and answered from the commit that woke it"
+    );
 }
 
 /// Commits on the global stream do not wake a long poll of the
@@ -231,4 +239,176 @@ async fn reads_past_the_budget_are_refused_and_recover() {
     }
 }
 
-support::on_both_backends!(a_long_poll_is_woken_only_by_commits_to_its_stream);
+support::on_both_backends!(
+    a_long_poll_is_woken_only_by_commits_to_its_stream,
+    polls_a_commit_wakes_are_answered_from_it,
+);
+
+/// A long poll that waits holds a connection as a socket does: with
+/// `--max-connections 2`, two waiting polls fill the node, a third poll
+/// about to wait and a WebSocket are refused as `too_many_connections`
+/// (503), a pull that does not wait still goes through, and once a commit
+/// ends the polls the node takes a poll again.
+#[tokio::test(flavor = "multi_thread")]
+async fn waiting_long_polls_count_against_the_connection_bound() {
+    const HELD: &str = "relay_polls_held";
+    let relay = Relay::start(&["--max-connections", "2"]);
+    let mut device = Device::new(1);
+    // The stream at 1, pushed over HTTP: no socket held.
+    let push = |ops| {
+        let body = serde_json::to_string(&gaesup_protocol::Push { ops }).unwrap();
+        http("POST", relay.url("/v1/push"), Some(main_rw()), Some(body))
+    };
+    assert_eq!(push(vec![device.count(1)]).await.0, 200);
+    let polls = [long_poll(&relay, 1, "a"), long_poll(&relay, 1, "b")];
+    metric_reaches(&relay, HELD, 2).await;
+
+    let (status, body) = long_poll(&relay, 1, "c").await.unwrap();
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (503, code::TOO_MANY_CONNECTIONS),
+        "a third waiting poll: {body}"
+    );
+    match tokio_tungstenite::connect_async(relay.ws_url()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503);
+        }
+        other => panic!("a socket was not refused: {:?}", other.map(|_| ())),
+    }
+    let quick = relay.url("/v1/pull?stream=apartment:main&cursor=1&wait_ms=0");
+    assert_eq!(http("GET", quick, Some(main_rw()), None).await.0, 200);
+
+    assert_eq!(push(vec![device.count(1)]).await.0, 200);
+    for poll in polls {
+        let (status, body) = poll.await.unwrap();
+        assert_eq!((status, seqs(&body)), (200, vec![2]), "{body}");
+    }
+    assert_eq!(metric(&relay, HELD).await, 0, "released when they end");
+    let again = long_poll(&relay, 2, "c");
+    metric_reaches(&relay, HELD, 1).await;
+    assert_eq!(push(vec![device.count(1)]).await.0, 200);
+    assert_eq!(seqs(&again.await.unwrap().1), [3]);
+}
+
+/// One commit wakes every long poll held on its stream, and each is
+/// answered from that commit's ops as its token may read them (a token
+/// for the lobby alone gets the lobby's op, not the apartment's, and is
+/// told it has read through both), none
+/// asking the hub: a thousand polls on a stream would otherwise make a
+/// thousand requests to it in turn, holding up every other stream.
+async fn polls_a_commit_wakes_are_answered_from_it(backend: Backend) {
+    let relay = Relay::on(backend, &[]);
+    let mut writer = Client::writer(&relay, &main_rw()).await;
+    let mut device = Device::new(1);
+    writer.push(vec![device.count(1)]).await;
+    let polls: Vec<_> = (0..20)
+        .map(|n| long_poll(&relay, 1, &format!("reader-{n}")))
+        .collect();
+    let lobby_only = token(&[("main", Access::R, Some(&["lobby"]))], None);
+    let url = relay.url("/v1/pull?stream=apartment:main&cursor=1&wait_ms=25000");
+    let blind = tokio::spawn(http("GET", url, Some(lobby_only), None));
+    metric_reaches(&relay, "relay_polls_held", 21).await;
+    let hub = metric(&relay, HUB).await;
+
+    writer
+        .push(vec![device.count(1), device.note("hello")])
+        .await;
+    for poll in polls {
+        let (status, body) = poll.await.unwrap();
+        assert_eq!((status, seqs(&body)), (200, vec![2, 3]), "{body}");
+    }
+    let (status, body) = blind.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    match ServerMessage::decode(&body).unwrap() {
+        ServerMessage::Ops(ops) => {
+            let keys: Vec<_> = ops
+                .ops
+                .iter()
+                .map(|s| (s.seq, s.op.key.to_string()))
+                .collect();
+            assert_eq!(keys, [(2, "building/main/lobby/count".to_owned())]);
+            assert_eq!((ops.head, ops.through), (3, Some(3)));
+        }
+        other => panic!("not ops: {other:?}"),
+    }
+    assert_eq!(metric(&relay, HUB).await, hub, "a woken poll asked the hub");
+
+    // The recent ops answer any cursor among them (a poll woken after a
+    // second commit came), and nothing before them.
+    let pull = |cursor: u64| {
+        let url = relay.url(&format!(
+            "/v1/pull?stream=apartment:main&cursor={cursor}&wait_ms=0"
+        ));
+        http("GET", url, Some(main_rw()), None)
+    };
+    assert_eq!(seqs(&pull(2).await.1), [3]);
+    assert_eq!(metric(&relay, HUB).await, hub, "from the recent ops");
+    assert_eq!(seqs(&pull(0).await.1), [1, 2, 3]);
+    assert_eq!(metric(&relay, HUB).await, hub + 1, "before them: the hub");
+
+    // A commit of one large op (200 KB) too.
+    let polls: Vec<_> = (0..20)
+        .map(|n| long_poll(&relay, 3, &format!("reader-{n}")))
+        .collect();
+    metric_reaches(&relay, "relay_polls_held", 20).await;
+    writer.push(vec![device.note(&"x".repeat(200_000))]).await;
+    for poll in polls {
+        let (status, body) = poll.await.unwrap();
+        assert_eq!((status, seqs(&body)), (200, vec![4]));
+    }
+    assert_eq!(
+        metric(&relay, HUB).await,
+        hub + 1,
+        "a woken poll asked the hub"
+    );
+}
+
+/// Sockets fill the same bound as waiting polls: with two sockets open on
+/// a node of two, a poll about to wait is refused, and a pull that does not
+/// wait is answered.
+#[tokio::test(flavor = "multi_thread")]
+async fn sockets_fill_the_bound_waiting_polls_share() {
+    let relay = Relay::start(&["--max-connections", "2"]);
+    let mut writer = Client::writer(&relay, &main_rw()).await;
+    let _other = Client::connect(&relay, &main_rw(), None).await;
+    let mut device = Device::new(1);
+    writer.push(vec![device.count(1)]).await;
+    let (status, body) = long_poll(&relay, 1, "a").await.unwrap();
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (503, code::TOO_MANY_CONNECTIONS),
+        "{body}"
+    );
+    let quick = relay.url("/v1/pull?stream=apartment:main&cursor=1&wait_ms=0");
+    assert_eq!(http("GET", quick, Some(main_rw()), None).await.0, 200);
+}
+
+/// A waiting poll whose client goes away gives its connection back then,
+/// not when its wait would have ended (25 s).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_poll_whose_client_leaves_gives_its_connection_back() {
+    use tokio::io::AsyncWriteExt;
+    const HELD: &str = "relay_polls_held";
+    let relay = Relay::start(&[]);
+    let mut writer = Client::writer(&relay, &main_rw()).await;
+    writer.push(vec![Device::new(1).count(1)]).await;
+    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", relay.port))
+        .await
+        .unwrap();
+    let request = format!(
+        "GET /v1/pull?stream=apartment:main&cursor=1&wait_ms=25000 HTTP/1.1\r\n\
+         Host: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\r\n",
+        main_rw()
+    );
+    socket.write_all(request.as_bytes()).await.unwrap();
+    metric_reaches(&relay, HELD, 1).await;
+    let left = Instant::now();
+    drop(socket);
+    while metric(&relay, HELD).await != 0 {
+        assert!(
+            left.elapsed() < Duration::from_secs(10),
+            "the poll held its connection after its client left"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
