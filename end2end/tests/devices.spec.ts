@@ -342,6 +342,32 @@ test.describe('two devices through a relay', () => {
     }
   });
 
+  test('a node full of connections refuses the HTTP device\'s long polls for now: no notice, writes still cross both ways', async ({ browser }) => {
+    // Three connections at most: device a's three sockets (one per
+    // apartment of the page) fill the node, so each long poll of b (on
+    // HTTP) is refused as it is about to wait; b asks again 2 s later, and
+    // a pull with news is answered.
+    const full = await new Relay(['--max-connections', '3']).start();
+    try {
+      const [a, b] = await overHttp(browser, configFor(full.url, full.token()));
+      const refused = async () =>
+        Number(/^relay_refusals_total\{code="too_many_connections"\} (\d+)$/m.exec(await full.metrics())?.[1] ?? 0);
+      await expect.poll(refused).toBeGreaterThanOrEqual(1);
+      await a.increment(counter, 'count', 3);
+      await expect.poll(() => b.get(counter, 'count'), { timeout: 15_000 }).toBe(3);
+      await b.increment(counter, 'count', 30);
+      await expect.poll(() => a.get(counter, 'count')).toBe(33);
+      await expect(b.waiting()).toHaveText('0');
+      expect(await refused()).toBeGreaterThanOrEqual(2);
+      await expect(b.relayLink()).toHaveText('HTTP fallback');
+      await expect(b.notices().filter({ hasText: 'too_many_connections' })).toHaveCount(0);
+      a.expectNoErrors();
+      b.expectNoErrors();
+    } finally {
+      await full.stop();
+    }
+  });
+
   test('the relay killed (SIGKILL) and restarted while both devices write: nothing lost, nothing counted twice', async ({ browser }) => {
     const [a, b] = await devices(browser);
     let writing = true;

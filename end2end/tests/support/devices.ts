@@ -20,6 +20,8 @@ const networkNoise = [
   /Failed to load resource: the server responded with a status of 40[13]/,
   // The relay's rate limit, answered over HTTP (the ops go again).
   /Failed to load resource: the server responded with a status of 429/,
+  // A node holding all the connections it may, refusing a long poll.
+  /Failed to load resource: the server responded with a status of 503/,
 ];
 
 declare global {

@@ -288,11 +288,15 @@ impl Remote {
         for rebase in &out.rebase {
             self.rebase(rebase);
         }
-        // A read past the relay's budget is asked again without a word:
-        // a busy relay is no problem of this page's. (Storage trouble or a
-        // relay shutting down is said: it may last.)
+        // A read past the relay's budget, or a long poll refused because
+        // the node holds all the connections it may, is asked again
+        // without a word: a busy relay is no problem of this page's, and
+        // nothing waits on it (a poll is refused only with nothing new to
+        // say; pushes still go). Storage trouble or a relay shutting down
+        // is said: it may last.
         if let Some((code, message)) = out.error
             && code != gaesup_protocol::code::RATE_LIMITED
+            && code != gaesup_protocol::code::TOO_MANY_CONNECTIONS
         {
             self.notice(relay_error_notice(&code, &message));
         }
