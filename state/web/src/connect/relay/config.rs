@@ -272,12 +272,38 @@ const CONFIG_CHANNEL: &str = "gaesup-relay-config";
 /// second, no more).
 const TOLD_GAP_MS: u32 = 1_000;
 
-/// What other tabs said on [`CONFIG_CHANNEL`]: the last configuration one
-/// linked with, kept until read, and the task to wake for it.
+/// What other tabs said on [`CONFIG_CHANNEL`]: the configurations they
+/// linked with since this tab last looked (each once, the latest
+/// [`SAID_KEPT`]), and the task to wake for them.
 #[derive(Default)]
 struct Said {
-    linked: RefCell<Option<String>>,
+    linked: RefCell<Vec<String>>,
     waker: RefCell<Option<Waker>>,
+}
+
+/// Most configurations [`Said`] keeps between two looks: a tab linking
+/// with this tab's own configuration must not hide an earlier one that
+/// differs, and a script posting many must not grow the list.
+const SAID_KEPT: usize = 4;
+
+impl Said {
+    /// Another tab linked with `text`.
+    fn heard(&self, text: String) {
+        let mut linked = self.linked.borrow_mut();
+        linked.retain(|kept| *kept != text);
+        if linked.len() == SAID_KEPT {
+            linked.remove(0);
+        }
+        linked.push(text);
+    }
+
+    /// Whether another tab linked with a configuration other than `ours`
+    /// since this was last asked (what they said is then forgotten).
+    fn other_than(&self, ours: &str) -> bool {
+        std::mem::take(&mut *self.linked.borrow_mut())
+            .iter()
+            .any(|theirs| theirs != ours)
+    }
 }
 
 /// This tab's end of [`CONFIG_CHANNEL`] (nothing without
@@ -301,7 +327,7 @@ impl ConfigChannel {
                 else {
                     return;
                 };
-                *said.linked.borrow_mut() = Some(text);
+                said.heard(text);
                 let waker = said.waker.borrow_mut().take();
                 if let Some(waker) = waker {
                     waker.wake();
@@ -322,23 +348,13 @@ impl ConfigChannel {
         }
     }
 
-    /// Whether another tab linked with a configuration other than `ours`
-    /// (as [`RelayConfig::identity`] says) since this was last asked.
-    fn other_than(&self, ours: &str) -> bool {
-        self.said
-            .linked
-            .borrow_mut()
-            .take()
-            .is_some_and(|theirs| theirs != ours)
-    }
-
     /// Waits `ms`, or less if another tab links with a configuration other
     /// than `ours` meanwhile (or did since this was last asked): whether
     /// one did.
     async fn wait(&self, ms: u32, ours: &str) -> bool {
         let mut sleep = pin!(gloo_timers::future::TimeoutFuture::new(ms));
         std::future::poll_fn(|cx| {
-            if self.other_than(ours) {
+            if self.said.other_than(ours) {
                 return Poll::Ready(true);
             }
             if sleep.as_mut().poll(cx).is_ready() {
@@ -459,6 +475,24 @@ pub(crate) fn describe(value: &wasm_bindgen::JsValue) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_different_configuration_said_is_not_hidden_by_a_later_one_like_ours() {
+        let said = Said::default();
+        said.heard("new token".to_owned());
+        said.heard("ours".to_owned());
+        assert!(said.other_than("ours"), "the new token was said first");
+        assert!(!said.other_than("ours"), "forgotten once looked at");
+        said.heard("ours".to_owned());
+        assert!(!said.other_than("ours"));
+        // Many said: the latest kept, each once.
+        for n in 0..10 {
+            said.heard(format!("config {n}"));
+            said.heard("ours".to_owned());
+        }
+        assert!(said.linked.borrow().len() <= SAID_KEPT);
+        assert!(said.other_than("ours"));
+    }
 
     #[test]
     fn reads_a_relay_and_no_relay() {
