@@ -426,6 +426,65 @@ test.describe('two devices through a relay', () => {
     b.expectNoErrors();
   });
 
+  test('on HTTP, a WebSocket tried again and refused leaves the long polls as they are: one per link at a time', async ({ browser }) => {
+    // On HTTP a link tries a socket again once the relay answers over
+    // HTTP, then every 30 s.
+    test.setTimeout(120_000);
+    const config = configFor(relay.url, relay.token());
+    const a = await Device.open(browser, config);
+    const b = await Device.open(browser, config, null);
+    // b's sockets never get through (a proxy refusing upgrades, as the
+    // page sees it): each closes just after it is made.
+    await b.context.addInitScript(() => {
+      const w = window as unknown as { WebSocket: unknown; socketsTried: number };
+      w.socketsTried = 0;
+      w.WebSocket = class {
+        readyState = 0;
+        onopen: (() => void) | null = null;
+        onmessage: (() => void) | null = null;
+        onclose: (() => void) | null = null;
+        constructor() {
+          w.socketsTried += 1;
+          setTimeout(() => {
+            this.readyState = 3;
+            this.onclose?.();
+          }, 10);
+        }
+        send() {
+          throw new DOMException('not open', 'InvalidStateError');
+        }
+        close() {}
+      };
+    });
+    // b's long polls (the first stream of each link waits) in flight.
+    let polling = 0;
+    let most = 0;
+    const longPoll = (url: string) => url.includes('/v1/pull') && !url.includes('wait_ms=0');
+    b.context.on('request', (request) => {
+      if (!longPoll(request.url())) return;
+      polling += 1;
+      most = Math.max(most, polling);
+    });
+    for (const ended of ['requestfinished', 'requestfailed'] as const) {
+      b.context.on(ended, (request) => {
+        if (longPoll(request.url())) polling -= 1;
+      });
+    }
+    const page = await b.newPage('/');
+    await expect(b.relayLink()).toHaveText('HTTP fallback');
+    const tried = () => page.evaluate(() => (window as unknown as { socketsTried: number }).socketsTried);
+    const before = await tried();
+    // Sockets tried again while on HTTP, and refused…
+    await expect.poll(tried, { timeout: 60_000 }).toBeGreaterThanOrEqual(before + 3);
+    // …while its HTTP loops go on: a write still arrives.
+    await a.increment(counter, 'count', 5);
+    await expect.poll(() => b.get(counter, 'count')).toBe(5);
+    await expect(b.relayLink()).toHaveText('HTTP fallback');
+    expect(most, 'long polls of b in flight at once').toBeLessThanOrEqual(3);
+    a.expectNoErrors();
+    b.expectNoErrors();
+  });
+
   test('over HTTP, a request the relay never answers is given up and the write still arrives', async ({ browser }) => {
     // A request is given up after 20 s.
     test.setTimeout(60_000);

@@ -164,6 +164,9 @@ pub(super) struct Remote {
     /// Bumped whenever a socket or an HTTP loop is replaced, so callbacks
     /// of an old one do nothing.
     generation: Cell<u64>,
+    /// The generation whose HTTP loops run (both: see
+    /// [`start_http`](Self::start_http)), if any.
+    http_loops: Cell<Option<u64>>,
     reconnect: RefCell<Option<Timeout>>,
     /// A re-read of the outbox, due shortly (other tabs' ops come in
     /// bursts).
@@ -203,6 +206,7 @@ impl Remote {
             link: RefCell::new(None),
             socket: RefCell::new(None),
             generation: Cell::new(0),
+            http_loops: Cell::new(None),
             reconnect: RefCell::new(None),
             refresh: RefCell::new(None),
             push_wake: Rc::default(),

@@ -30,6 +30,7 @@ impl Remote {
 
     pub(super) fn start_http(self: &Rc<Self>) {
         let generation = self.bump();
+        self.http_loops.set(Some(generation));
         let streams = self
             .link
             .borrow()
@@ -43,6 +44,11 @@ impl Remote {
     /// Whether an HTTP loop of `generation` should go on.
     pub(super) fn on_http(&self, generation: u64) -> bool {
         self.generation.get() == generation && self.link_status() == Some(LinkStatus::HttpFallback)
+    }
+
+    /// Whether both HTTP loops of the current generation run.
+    pub(super) fn http_running(&self) -> bool {
+        self.http_loops.get() == Some(self.generation.get())
     }
 
     /// A request could not reach the relay: back to trying the socket.
@@ -205,6 +211,9 @@ pub(super) async fn pull_loop(weak: Weak<Remote>, generation: u64, streams: Vec<
             // of the others waits for news (a long poll), the rest answer
             // at once.
             let Some(first) = streams.iter().find(|s| link.may_pull(s)) else {
+                // Started again (with the push loop) once a socket tried
+                // meanwhile closes: a stream may be allowed again by then.
+                remote.http_loops.set(None);
                 return;
             };
             if !link.may_pull(stream) {

@@ -167,7 +167,11 @@ impl Remote {
     }
 
     /// The socket is gone: retry after the link's delay, or fall back to
-    /// HTTP.
+    /// HTTP. A socket tried while on HTTP ([`probe_socket`](Self::probe_socket))
+    /// leaves the HTTP loops running as they are: started again, the old
+    /// loop's long poll would still be held at the relay beside the new
+    /// one's (each holds one of the relay's connections). Loops that ended
+    /// (this generation's or none) start.
     pub(super) fn closed(self: &Rc<Self>) {
         let delay = self
             .with_link(|link, _| link.on_close(js_sys::Math::random(), now_ms()))
@@ -176,7 +180,9 @@ impl Remote {
             return;
         };
         if self.link_status() == Some(LinkStatus::HttpFallback) {
-            self.start_http();
+            if !self.http_running() {
+                self.start_http();
+            }
         } else {
             self.retry_in(delay);
         }
