@@ -43,7 +43,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::AppState;
-use crate::hub::{FRAME_SLACK, nothing_missed, now_ms, ops_messages};
+use crate::hub::{FRAME_SLACK, nothing_missed, now_ms};
 use crate::token::{self, Claims};
 use crate::ws::all_refused;
 
@@ -57,6 +57,19 @@ fn status_for(code: &str) -> StatusCode {
         code::STORAGE => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,
     }
+}
+
+/// An answer encoded already (shared by the polls it answers).
+fn json_text(text: axum::body::Bytes) -> Response {
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        text,
+    )
+        .into_response()
 }
 
 fn json(status: StatusCode, message: &ServerMessage) -> Response {
@@ -310,7 +323,8 @@ fn claims_and_stream(
 /// of the store). A poll whose cursor lies among the stream's recent ops
 /// (kept while polls come for it: the commit that woke this one, most
 /// often) is answered from them as the token may read them
-/// ([`Heads::lacks`](crate::hub::Heads::lacks)),
+/// ([`Heads::answer`](crate::hub::Heads::answer): one answer built for
+/// all the polls whose token reads all of it),
 /// without the hub either: a commit wakes every poll on its stream at
 /// once, and each asking the hub in turn would hold up every other
 /// stream. With a shared store this node's head may lag what other nodes
@@ -363,20 +377,22 @@ pub async fn pull(
         // the wait below.
         let known = head.as_mut().map(|head| *head.borrow_and_update());
         // What the recent ops hold past the cursor (the commit that woke
-        // this poll, most often), if they hold all of it.
-        let lacks = if cacheable && known.is_some_and(|known| known != cursor) {
-            lacking(&app, &subscription.stream, cursor, &claims).await
-        } else {
-            None
-        };
+        // this poll, most often), if they hold all of it: every poll a
+        // commit wakes is answered so, not one hub request after another
+        // (each a read of the store).
+        if cacheable
+            && known.is_some_and(|known| known != cursor)
+            && let Some(answer) = answered(&app, &subscription.stream, cursor, &claims).await
+        {
+            app.metrics.read_cached();
+            if answer.built {
+                app.metrics.answer_built();
+            }
+            return json_text(answer.text);
+        }
         let answer = if cacheable && known == Some(cursor) && !(last && app.hub.shared()) {
             app.metrics.read_cached();
             nothing_missed(subscription.stream.clone(), cursor)
-        } else if let Some((head, lacks)) = lacks {
-            // Every poll a commit wakes is answered so, not one hub request
-            // after another (each a read of the store).
-            app.metrics.read_cached();
-            ops_messages(&subscription.stream, lacks.ops, head, lacks.through).swap_remove(0)
         } else {
             app.metrics.read_from_hub();
             match app
@@ -419,34 +435,34 @@ pub async fn pull(
     }
 }
 
-/// What a poll from `cursor` on `stream` lacks, from the stream's recent
-/// ops (see [`Heads::lacks`](crate::hub::Heads::lacks)), with the head its
-/// answer says; `None` if they do not hold it all, and the hub is asked.
+/// The answer to a poll from `cursor` on `stream` from the stream's recent
+/// ops (see [`Heads::answer`](crate::hub::Heads::answer)); `None` if they
+/// do not hold all it lacks, and the hub is asked.
 ///
 /// With a shared store, another node may have committed past this node's
 /// head: the store's head is read first (outside the hub, before anything
 /// is copied), and the answer says it, as a page cut short (the device is
 /// not caught up, and asks again). A store behind this node (it lost ops)
 /// is the hub's to sort out.
-async fn lacking(
+async fn answered(
     app: &AppState,
     stream: &StreamId,
     cursor: u64,
     claims: &Claims,
-) -> Option<(u64, crate::hub::Lacks)> {
-    let readable = |key: &FullKey| claims.can_read_key(key);
+) -> Option<crate::hub::Answer> {
     let covered = app.hub.heads.covers(stream, cursor)?;
-    if !app.hub.shared() {
-        let lacks = app.hub.heads.lacks(stream, cursor, readable)?;
-        return Some((lacks.head, lacks));
-    }
-    let stored = app.store.head(&stream.to_string()).await.ok()?;
-    if stored < covered {
-        return None;
-    }
-    let lacks = app.hub.heads.lacks(stream, cursor, readable)?;
-    // Moved on meanwhile: what the store said was for the head before.
-    (lacks.head == covered).then_some((stored, lacks))
+    let store_head = if app.hub.shared() {
+        let stored = app.store.head(&stream.to_string()).await.ok()?;
+        if stored < covered {
+            return None;
+        }
+        Some(stored)
+    } else {
+        None
+    };
+    app.hub
+        .heads
+        .answer(stream, cursor, store_head, |key| claims.can_read_key(key))
 }
 
 /// Returns once the watched `head` is other than `cursor`, or its watch

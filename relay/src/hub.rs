@@ -23,7 +23,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
@@ -199,7 +199,7 @@ pub struct Hub {
 /// stream loaded. A long poll watches the one stream it follows: a commit
 /// wakes only the polls of its stream, a poll whose cursor is the head
 /// known here is answered without asking the hub, and so is a poll whose
-/// cursor lies among the stream's recent ops ([`Heads::lacks`]; kept while
+/// cursor lies among the stream's recent ops ([`Heads::answer`]; kept while
 /// polls come for the stream: one commit wakes them all at once, and each
 /// asking the hub in turn would hold up every other stream).
 #[derive(Default)]
@@ -224,7 +224,22 @@ struct Recent {
     ops: VecDeque<(Arc<Sequenced>, usize)>,
     /// Their serialized size in all (what bounds them, with their count).
     bytes: usize,
+    /// The answers last given from them to polls whose token reads every
+    /// op of theirs, by the cursor each answers and the head it says
+    /// (the latest [`ANSWERS_KEPT`]): built and encoded once for all of
+    /// them (one commit wakes them all with the same cursor), which share
+    /// its text.
+    answers: VecDeque<(u64, u64, SharedAnswer)>,
 }
+
+/// Most shared answers kept per stream: polls woken by two commits in a
+/// row, or reading different store heads, each find theirs (and pulls at
+/// other cursors among the recent ops cannot push them out).
+const ANSWERS_KEPT: usize = 4;
+
+/// An answer's encoded text, made by the first poll that needs it (`None`
+/// if it would not encode: the hub is asked).
+type SharedAnswer = Arc<OnceLock<Option<axum::body::Bytes>>>;
 
 /// At most this many recent ops are kept per stream: a pull's answer
 /// holds no more. A commit of more keeps its last ones, and the polls it
@@ -267,9 +282,15 @@ impl Recent {
                     self.bytes = self.bytes.saturating_sub(len);
                 }
             }
-            // A head unchanged keeps what leads to it.
+            // A head unchanged keeps what leads to it, and the answers
+            // built from that.
             None if head == self.head => {}
             _ => self.clear(),
+        }
+        // Any change of the ops moved the head (the last op held is the
+        // head), which the answers say: none holds any longer.
+        if head != self.head {
+            self.answers.clear();
         }
         self.head = head;
     }
@@ -277,6 +298,24 @@ impl Recent {
     fn clear(&mut self) {
         self.ops.clear();
         self.bytes = 0;
+        self.answers.clear();
+    }
+
+    /// The shared answer for polls from `cursor` saying `said` as the head.
+    fn shared_answer(&mut self, cursor: u64, said: u64) -> SharedAnswer {
+        if let Some((_, _, answer)) = self
+            .answers
+            .iter()
+            .find(|(at, says, _)| (*at, *says) == (cursor, said))
+        {
+            return Arc::clone(answer);
+        }
+        if self.answers.len() == ANSWERS_KEPT {
+            self.answers.pop_front();
+        }
+        let answer = SharedAnswer::default();
+        self.answers.push_back((cursor, said, Arc::clone(&answer)));
+        answer
     }
 
     /// Where the op after `cursor` lies among the recent ops, if they hold
@@ -290,15 +329,12 @@ impl Recent {
     }
 }
 
-/// What [`Heads::lacks`] found for a poll.
-pub struct Lacks {
-    /// The stream's head.
-    pub head: u64,
-    /// The last number read for the poll: the head, or less when more
-    /// than one message's worth follows the cursor.
-    pub through: u64,
-    /// The ops read after the cursor that the poll's token may read.
-    pub ops: Vec<Sequenced>,
+/// What [`Heads::answer`] gives a poll.
+pub struct Answer {
+    /// The encoded answer (an ops message).
+    pub text: axum::body::Bytes,
+    /// Whether this call built it (not another poll before it).
+    pub built: bool,
 }
 
 impl Heads {
@@ -313,34 +349,51 @@ impl Heads {
     }
 
     /// The head of `id` if its recent ops hold every op after `cursor`:
-    /// whether [`lacks`](Self::lacks) would answer, without a copy.
+    /// whether [`answer`](Self::answer) would answer, without a copy.
     pub fn covers(&self, id: &StreamId, cursor: u64) -> Option<u64> {
         self.with_recent(id, |recent| recent.start_after(cursor).map(|_| recent.head))
     }
 
     /// `read` of the recent ops of `id`, locked while it runs.
-    fn with_recent<R>(&self, id: &StreamId, read: impl FnOnce(&Recent) -> Option<R>) -> Option<R> {
+    fn with_recent<R>(
+        &self,
+        id: &StreamId,
+        read: impl FnOnce(&mut Recent) -> Option<R>,
+    ) -> Option<R> {
         let map = self.0.read().unwrap_or_else(PoisonError::into_inner);
-        let recent = map
+        let mut recent = map
             .get(id)?
             .recent
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        read(&recent)
+        read(&mut recent)
     }
 
-    /// What a poll from `cursor` on `id` lacks, if the recent ops hold
-    /// every op after `cursor`: as many as one message holds (the answer to
-    /// a pull is one message; the device asks again from where it says it
-    /// read through), those `readable` lets through. Only shared pointers
-    /// are copied while the stream's recent ops are locked.
-    pub fn lacks(
+    /// The answer to a poll from `cursor` on `id`, if the recent ops hold
+    /// every op after `cursor`: as many as one message holds (the answer
+    /// to a pull is one message; the device asks again from where it says
+    /// it read through), those `readable` lets through, encoded. It says
+    /// the head of the recent ops, or `store_head` (with a shared store,
+    /// the store's head, read first: no answer if it is behind them).
+    ///
+    /// While the stream's recent ops are locked, only shared pointers are
+    /// copied and the token's grants checked; the answer is built after.
+    /// Polls at the same cursor and head whose token reads every op of
+    /// the answer share one, built once: a commit that wakes ten thousand
+    /// such polls is encoded once, and held in memory once.
+    pub fn answer(
         &self,
         id: &StreamId,
         cursor: u64,
+        store_head: Option<u64>,
         readable: impl Fn(&FullKey) -> bool,
-    ) -> Option<Lacks> {
-        let (head, held) = self.with_recent(id, |recent| {
+    ) -> Option<Answer> {
+        let (said, held, shared) = self.with_recent(id, |recent| {
+            let said = match store_head {
+                Some(stored) if stored < recent.head => return None,
+                Some(stored) => stored,
+                None => recent.head,
+            };
             let start = recent.start_after(cursor)?;
             // As `ops_messages` fills a message: at least one op.
             let mut bytes = 0usize;
@@ -355,15 +408,35 @@ impl Heads {
                 })
                 .map(|(op, _)| Arc::clone(op))
                 .collect();
-            Some((recent.head, held))
+            let shared = held
+                .iter()
+                .all(|s| readable(&s.op.key))
+                .then(|| recent.shared_answer(cursor, said));
+            Some((said, held, shared))
         })?;
-        let through = held.last().map_or(cursor, |last| last.seq);
-        let ops = held
-            .iter()
-            .filter(|s| readable(&s.op.key))
-            .map(|s| Sequenced::clone(s))
-            .collect();
-        Some(Lacks { head, through, ops })
+        let mut built = false;
+        let mut build = || {
+            built = true;
+            let through = held.last().map_or(cursor, |last| last.seq);
+            let ops = held
+                .iter()
+                .filter(|s| readable(&s.op.key))
+                .map(|s| Sequenced::clone(s))
+                .collect();
+            match ops_messages(id, ops, said, through).swap_remove(0).encode() {
+                Ok(text) => Some(axum::body::Bytes::from(text)),
+                Err(err) => {
+                    // The hub answers (and says why, if it fails the same).
+                    tracing::warn!(stream = %id, error = %err, "an answer from the recent ops does not encode");
+                    None
+                }
+            }
+        };
+        let text = match shared {
+            Some(shared) => shared.get_or_init(build).clone(),
+            None => build(),
+        }?;
+        Some(Answer { text, built })
     }
 
     /// Makes `head` known as `id`'s, waking its watchers if it moved.
@@ -2478,6 +2551,19 @@ mod tests {
         assert_eq!(recent.bytes, counted);
     }
 
+    /// The ops message of an answer: (op numbers, head, through).
+    fn said(answer: &Answer) -> (Vec<u64>, u64, Option<u64>) {
+        let text = std::str::from_utf8(&answer.text).unwrap();
+        match ServerMessage::decode(text).unwrap() {
+            ServerMessage::Ops(ops) => (
+                ops.ops.iter().map(|s| s.seq).collect(),
+                ops.head,
+                ops.through,
+            ),
+            other => panic!("not ops: {other:?}"),
+        }
+    }
+
     #[test]
     fn a_poll_is_given_one_message_worth_and_told_how_far_it_read() {
         let id: StreamId = "apartment:main".parse().unwrap();
@@ -2497,17 +2583,50 @@ mod tests {
         let _poll = heads.watch(&id).unwrap();
         heads.publish(&id, 8, Some(&ops));
         assert_eq!(heads.covers(&id, 0), Some(8));
-        let lacks = heads.lacks(&id, 0, |_| true).unwrap();
-        assert_eq!(lacks.head, 8);
-        assert!(lacks.through < 8, "8 ops of 250 KB are more than a message");
-        assert_eq!(lacks.ops.last().map(|s| s.seq), Some(lacks.through));
-        assert_eq!(ops_messages(&id, lacks.ops, 8, lacks.through).len(), 1);
-        // Ops the token may not read: none given, read through the same.
-        let blind = heads.lacks(&id, 0, |_| false).unwrap();
-        assert_eq!((blind.ops.len(), blind.through), (0, lacks.through));
+        let first = heads.answer(&id, 0, None, |_| true).unwrap();
+        let (seqs, head, through) = said(&first);
+        assert_eq!(head, 8);
+        assert!(seqs.len() < 8, "8 ops of 250 KB are more than a message");
+        assert_eq!((seqs.first(), through), (Some(&1), None));
+        assert!(first.built);
+        // Another poll from the same cursor shares it.
+        let again = heads.answer(&id, 0, None, |_| true).unwrap();
+        assert!(!again.built, "built once");
+        assert_eq!(again.text, first.text);
+        // Ops the token may not read: none given, read through the same,
+        // and an answer of its own.
+        let blind = heads.answer(&id, 0, None, |_| false).unwrap();
+        assert!(blind.built);
+        assert_eq!(said(&blind), (vec![], 8, seqs.last().copied()));
         // From the last op before the head: that op alone.
-        let last = heads.lacks(&id, 7, |_| true).unwrap();
-        assert_eq!((last.through, last.ops.len()), (8, 1));
-        assert!(heads.lacks(&id, 8, |_| true).is_none(), "at the head");
+        let last = heads.answer(&id, 7, None, |_| true).unwrap();
+        assert_eq!(said(&last), (vec![8], 8, None));
+        // Polls at either cursor still share theirs, asked in turn (up to
+        // four kept).
+        for _ in 0..3 {
+            for cursor in [0, 7] {
+                assert!(!heads.answer(&id, cursor, None, |_| true).unwrap().built);
+            }
+        }
+        assert!(
+            heads.answer(&id, 8, None, |_| true).is_none(),
+            "at the head"
+        );
+        // A store's head ahead is said; one behind is no answer.
+        assert_eq!(
+            said(&heads.answer(&id, 7, Some(9), |_| true).unwrap()),
+            (vec![8], 9, None)
+        );
+        assert!(heads.answer(&id, 7, Some(7), |_| true).is_none());
+        // The head moves: the shared answer goes with it.
+        let more: Vec<Sequenced> = notes(9, 1, 10)
+            .unwrap()
+            .into_iter()
+            .map(|(op, _)| Sequenced::clone(&op))
+            .collect();
+        heads.publish(&id, 9, Some(&more));
+        let moved = heads.answer(&id, 0, None, |_| true).unwrap();
+        assert!(moved.built);
+        assert_eq!(said(&moved).1, 9);
     }
 }

@@ -70,6 +70,7 @@ pub struct Metrics {
     remote: AtomicU64,
     reads_hub: AtomicU64,
     reads_cached: AtomicU64,
+    answers_built: AtomicU64,
     streams: AtomicU64,
     refusals: Mutex<BTreeMap<String, u64>>,
 }
@@ -189,6 +190,13 @@ impl Metrics {
         self.reads_hub.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// An answer from a stream's recent ops built (and encoded): once for
+    /// the polls at the same cursor and head whose token reads every op of
+    /// it, once per pull otherwise.
+    pub fn answer_built(&self) {
+        self.answers_built.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// An HTTP read answered without a request to the hub: from the head
     /// this node knows, or from a stream's recent ops (with a shared store
     /// after one read of its head).
@@ -266,6 +274,11 @@ impl Metrics {
             "relay_reads_hub_total",
             "HTTP reads (pulls, snapshots, long polls woken or ending) asked of the hub.",
             self.reads_hub.load(Ordering::Relaxed),
+        );
+        counter(
+            "relay_poll_answers_built_total",
+            "Answers built and encoded from a stream's recent ops: one shared by the polls at the same cursor and head whose token reads every op of it, one per pull otherwise.",
+            self.answers_built.load(Ordering::Relaxed),
         );
         counter(
             "relay_reads_cached_total",

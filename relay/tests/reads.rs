@@ -22,6 +22,7 @@ use support::{
 
 const HUB: &str = "relay_reads_hub_total";
 const CACHED: &str = "relay_reads_cached_total";
+const BUILT: &str = "relay_poll_answers_built_total";
 
 /// The ops of a pull's answer, by number (panics on anything but ops).
 fn seqs(body: &str) -> Vec<u64> {
@@ -308,7 +309,7 @@ async fn polls_a_commit_wakes_are_answered_from_it(backend: Backend) {
     let url = relay.url("/v1/pull?stream=apartment:main&cursor=1&wait_ms=25000");
     let blind = tokio::spawn(http("GET", url, Some(lobby_only), None));
     metric_reaches(&relay, "relay_polls_held", 21).await;
-    let hub = metric(&relay, HUB).await;
+    let (hub, built) = (metric(&relay, HUB).await, metric(&relay, BUILT).await);
 
     writer
         .push(vec![device.count(1), device.note("hello")])
@@ -332,6 +333,11 @@ async fn polls_a_commit_wakes_are_answered_from_it(backend: Backend) {
         other => panic!("not ops: {other:?}"),
     }
     assert_eq!(metric(&relay, HUB).await, hub, "a woken poll asked the hub");
+    assert_eq!(
+        metric(&relay, BUILT).await,
+        built + 2,
+        "one answer for the twenty polls that read it all, one for the lobby's"
+    );
 
     // The recent ops answer any cursor among them (a poll woken after a
     // second commit came), and nothing before them.
@@ -351,6 +357,7 @@ async fn polls_a_commit_wakes_are_answered_from_it(backend: Backend) {
         .map(|n| long_poll(&relay, 3, &format!("reader-{n}")))
         .collect();
     metric_reaches(&relay, "relay_polls_held", 20).await;
+    let built = metric(&relay, BUILT).await;
     writer.push(vec![device.note(&"x".repeat(200_000))]).await;
     for poll in polls {
         let (status, body) = poll.await.unwrap();
@@ -360,6 +367,11 @@ async fn polls_a_commit_wakes_are_answered_from_it(backend: Backend) {
         metric(&relay, HUB).await,
         hub + 1,
         "a woken poll asked the hub"
+    );
+    assert_eq!(
+        metric(&relay, BUILT).await,
+        built + 1,
+        "encoded once for twenty"
     );
 }
 
