@@ -424,3 +424,48 @@ async fn a_poll_whose_client_leaves_gives_its_connection_back() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// With Redis, a node whose reader lags answers a pull from its recent
+/// ops saying the store's head, which another node moved past them: the
+/// device is not told it caught up (it would re-base, or end a resync,
+/// while ops it lacks wait on the other node).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_from_the_recent_ops_says_the_head_another_node_moved() {
+    let redis = RedisServer::start();
+    let lagging = Relay::node(&redis, &["--follow-delay-ms", "10000"]);
+    let other = Relay::node(&redis, &[]);
+    let mut device = Device::new(1);
+    let pull = |relay: &Relay, cursor: u64| {
+        let url = relay.url(&format!(
+            "/v1/pull?stream=apartment:main&cursor={cursor}&wait_ms=0"
+        ));
+        http("GET", url, Some(main_rw()), None)
+    };
+    // Loaded, then looked at by a poll: its recent ops are kept.
+    for _ in 0..2 {
+        assert_eq!(pull(&lagging, 0).await.0, 200);
+    }
+    Client::writer(&lagging, &main_rw())
+        .await
+        .push(vec![device.count(1)])
+        .await;
+    Client::writer(&other, &main_rw())
+        .await
+        .push(vec![device.count(1)])
+        .await;
+    let hub = metric(&lagging, HUB).await;
+    let (status, body) = pull(&lagging, 0).await;
+    assert_eq!(status, 200, "{body}");
+    match ServerMessage::decode(&body).unwrap() {
+        ServerMessage::Ops(ops) => {
+            let seqs: Vec<u64> = ops.ops.iter().map(|s| s.seq).collect();
+            assert_eq!((seqs, ops.head), (vec![1], 2), "{body}");
+        }
+        other => panic!("not ops: {other:?}"),
+    }
+    assert_eq!(
+        metric(&lagging, HUB).await,
+        hub,
+        "answered from the recent ops"
+    );
+}
