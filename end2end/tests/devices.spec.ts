@@ -710,6 +710,24 @@ test.describe('two devices through a relay', () => {
     b.expectNoErrors();
   });
 
+  test('localStorage cleared in the tab holding the link while writes wait: written back at once, and they reach the other device', async ({ browser }) => {
+    const [a, b] = await devices(browser);
+    await relay.kill();
+    await a.increment(counter, 'count', 2);
+    await a.increment(counter, 'count', 3);
+    await expect(a.waiting()).toHaveText('2');
+    // In the tab holding the link itself: no storage event there.
+    await a.page.evaluate(() => localStorage.clear());
+    // Written back without another write or message (a crash now would
+    // lose nothing).
+    await expect.poll(() => a.outbox()).toBe(2);
+    await relay.restart();
+    await expect.poll(() => b.get(counter, 'count')).toBe(5);
+    await expect(a.waiting()).toHaveText('0');
+    a.expectNoErrors();
+    b.expectNoErrors();
+  });
+
   test('no localStorage: every tab links itself, and each tab\'s writes reach the other device', async ({ browser }) => {
     const config = configFor(relay.url, relay.token());
     const a = await Device.open(browser, config);

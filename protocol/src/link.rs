@@ -709,6 +709,18 @@ impl Link {
         }
     }
 
+    /// Whether the outbox this link waits on left storage: the first op it
+    /// saved is looked up (one read). A `localStorage.clear()` made in the
+    /// tab holding the link fires no storage event there; the adapter asks
+    /// this on each tick, and [`refresh_outbox`](Self::refresh_outbox)
+    /// writes the ops back.
+    pub fn outbox_gone(&self, storage: &dyn Storage) -> bool {
+        self.outbox
+            .values()
+            .find(|op| !self.unsaved.contains_key(&op.id))
+            .is_some_and(|op| matches!(storage.get(&outbox_key(op.id)), Ok(None)))
+    }
+
     /// Keeps at most `limit` ops in the outbox (1 to [`MAX_OUTBOX`], the
     /// default), for a deployment that wants the bound lower.
     pub fn with_outbox_limit(mut self, limit: usize) -> Self {
@@ -2105,6 +2117,38 @@ mod tests {
         })
         .encode()
         .unwrap()
+    }
+
+    #[test]
+    fn an_outbox_cleared_from_storage_is_seen_gone_and_written_back() {
+        let mut storage = MemoryStorage::new();
+        let mut store = Replica::new(TabId::new(1), ManualClock::new(1_000));
+        let mut link = link(&storage);
+        assert!(!link.outbox_gone(&storage), "nothing waits");
+        for n in [1, 2] {
+            link.queue(op(&mut store, n), &mut storage).unwrap();
+        }
+        assert!(!link.outbox_gone(&storage));
+        // localStorage.clear() in this very tab.
+        for key in storage.keys().unwrap() {
+            storage.remove(&key).unwrap();
+        }
+        assert!(link.outbox_gone(&storage));
+        link.refresh_outbox(&mut storage);
+        assert!(!link.outbox_gone(&storage), "written back");
+        assert_eq!(
+            storage
+                .keys()
+                .unwrap()
+                .iter()
+                .filter(|k| k.starts_with(OUTBOX_PREFIX))
+                .count(),
+            2
+        );
+        // An op storage refused first is looked past: it was never there.
+        let mut link = self::link(&storage);
+        link.queue_unsaved(op(&mut store, 3)).unwrap();
+        assert!(!link.outbox_gone(&storage), "the saved ones are there");
     }
 
     #[test]

@@ -208,6 +208,15 @@ impl Remote {
     }
 
     pub(super) fn tick(self: &Rc<Self>) {
+        // A clear() made in this tab fires no storage event here: what the
+        // link waits on is written back now, not at its next read.
+        let gone = match (self.link.borrow().as_ref(), self.storage.borrow().as_ref()) {
+            (Some(link), Some(storage)) => link.outbox_gone(storage),
+            _ => false,
+        };
+        if gone {
+            self.refresh_outbox();
+        }
         let now = now_ms();
         let Some((frames, dead)) = self.with_link(|link, _| link.tick(now)) else {
             return;
