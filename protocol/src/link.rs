@@ -65,6 +65,13 @@ pub const NO_REBASE_PREFIX: &str = "gaesup/no-rebase/";
 /// Prefix of the marks of streams to take whole from the relay.
 pub const RESYNC_PREFIX: &str = "gaesup/resync/";
 
+/// Set beside the outbox entries whenever one is written, and never
+/// removed by an answer: a `localStorage.clear()` takes it with them. It
+/// tells an outbox cleared from storage from entries another link removed
+/// as answered (another tab without Web Locks, or another apartment's
+/// link for a global op), which must not be written back.
+pub const OUTBOX_MARK: &str = "gaesup/outbox-mark";
+
 /// Marks, in the storage every tab of the browser shares, that this
 /// device refused an op of `key`'s stream as stale (any tab, whatever
 /// brought the op): its state may lack what the relay holds, so the
@@ -709,16 +716,21 @@ impl Link {
         }
     }
 
-    /// Whether the outbox this link waits on left storage: the first op it
-    /// saved is looked up (one read). A `localStorage.clear()` made in the
-    /// tab holding the link fires no storage event there; the adapter asks
-    /// this on each tick, and [`refresh_outbox`](Self::refresh_outbox)
-    /// writes the ops back.
+    /// Whether the outbox was cleared from storage while this link waits
+    /// on ops in it: [`OUTBOX_MARK`] is gone, and so is the first op it
+    /// saved (two reads). A `localStorage.clear()` made in the tab holding
+    /// the link fires no storage event there; the adapter asks this on
+    /// each tick, and [`refresh_outbox`](Self::refresh_outbox) writes the
+    /// ops back. Entries another link removed as answered leave the mark:
+    /// writing them back would have the two links write and remove them in
+    /// turn.
     pub fn outbox_gone(&self, storage: &dyn Storage) -> bool {
-        self.outbox
-            .values()
-            .find(|op| !self.unsaved.contains_key(&op.id))
-            .is_some_and(|op| matches!(storage.get(&outbox_key(op.id)), Ok(None)))
+        matches!(storage.get(OUTBOX_MARK), Ok(None))
+            && self
+                .outbox
+                .values()
+                .find(|op| !self.unsaved.contains_key(&op.id))
+                .is_some_and(|op| matches!(storage.get(&outbox_key(op.id)), Ok(None)))
     }
 
     /// Keeps at most `limit` ops in the outbox (1 to [`MAX_OUTBOX`], the
@@ -2009,6 +2021,9 @@ pub fn write_outbox_entry(op: &Op, storage: &mut dyn Storage) -> Result<(), Queu
         )))
     })?;
     storage.set(&outbox_key(op.id), &text)?;
+    // The same value each time (no storage event); without room for it, a
+    // clear is not told apart, and the entries stay as they are.
+    let _ = storage.set(OUTBOX_MARK, "1");
     Ok(())
 }
 
@@ -2125,10 +2140,20 @@ mod tests {
         let mut store = Replica::new(TabId::new(1), ManualClock::new(1_000));
         let mut link = link(&storage);
         assert!(!link.outbox_gone(&storage), "nothing waits");
-        for n in [1, 2] {
-            link.queue(op(&mut store, n), &mut storage).unwrap();
-        }
+        // The oldest op storage refused: looked past (it was never there).
+        link.queue_unsaved(op(&mut store, 1)).unwrap();
+        let saved = op(&mut store, 2);
+        link.queue(saved.clone(), &mut storage).unwrap();
+        link.queue(op(&mut store, 3), &mut storage).unwrap();
         assert!(!link.outbox_gone(&storage));
+        // Another link answered the oldest saved op and took its entry out
+        // (another tab without Web Locks, or another apartment's link for a
+        // global op): not a clear, nothing to write back.
+        remove_outbox_entry(saved.id, &mut storage);
+        assert!(
+            !link.outbox_gone(&storage),
+            "an answer elsewhere is no clear"
+        );
         // localStorage.clear() in this very tab.
         for key in storage.keys().unwrap() {
             storage.remove(&key).unwrap();
@@ -2136,19 +2161,16 @@ mod tests {
         assert!(link.outbox_gone(&storage));
         link.refresh_outbox(&mut storage);
         assert!(!link.outbox_gone(&storage), "written back");
+        let outbox = storage
+            .keys()
+            .unwrap()
+            .into_iter()
+            .filter(|k| k.starts_with(OUTBOX_PREFIX))
+            .count();
         assert_eq!(
-            storage
-                .keys()
-                .unwrap()
-                .iter()
-                .filter(|k| k.starts_with(OUTBOX_PREFIX))
-                .count(),
-            2
+            outbox, 2,
+            "each op it saved (the one storage refused waits in memory)"
         );
-        // An op storage refused first is looked past: it was never there.
-        let mut link = self::link(&storage);
-        link.queue_unsaved(op(&mut store, 3)).unwrap();
-        assert!(!link.outbox_gone(&storage), "the saved ones are there");
     }
 
     #[test]
