@@ -696,6 +696,17 @@ impl Link {
     /// `localStorage.clear()`) is written back, and kept in this page if
     /// storage refuses it.
     pub fn refresh_outbox(&mut self, storage: &mut dyn Storage) -> Vec<String> {
+        self.write_back(storage);
+        if self.status == LinkStatus::Connected {
+            self.pushes()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Re-reads the outbox and writes back what this link holds that left
+    /// it (see [`refresh_outbox`](Self::refresh_outbox)).
+    fn write_back(&mut self, storage: &mut dyn Storage) {
         let before = std::mem::take(&mut self.outbox);
         for answered in self.read_outbox(&*storage) {
             let _ = storage.remove(&answered);
@@ -709,21 +720,19 @@ impl Link {
             }
             self.outbox.insert(at, op);
         }
-        if self.status == LinkStatus::Connected {
-            self.pushes()
-        } else {
-            Vec::new()
-        }
     }
 
     /// Whether the outbox was cleared from storage while this link waits
     /// on ops in it: [`OUTBOX_MARK`] is gone, and so is the first op it
     /// saved (two reads). A `localStorage.clear()` made in the tab holding
     /// the link fires no storage event there; the adapter asks this on
-    /// each tick, and [`refresh_outbox`](Self::refresh_outbox) writes the
-    /// ops back. Entries another link removed as answered leave the mark:
-    /// writing them back would have the two links write and remove them in
-    /// turn.
+    /// each tick, [`queue`](Self::queue) before it writes, and
+    /// [`refresh_outbox`](Self::refresh_outbox) writes the ops back.
+    /// Entries another link removed as answered leave the mark: writing
+    /// them back would have the two links write and remove them in turn.
+    /// An outbox write made by another link of the same tab after the clear
+    /// (another apartment's) sets the mark again first: this link then
+    /// writes back at its next read of the outbox only.
     pub fn outbox_gone(&self, storage: &dyn Storage) -> bool {
         matches!(storage.get(OUTBOX_MARK), Ok(None))
             && self
@@ -749,6 +758,11 @@ impl Link {
     /// (if connected) returns the frame that sends it.
     pub fn queue(&mut self, op: Op, storage: &mut dyn Storage) -> Result<Vec<String>, QueueError> {
         self.check_room()?;
+        // Cleared in this very tab (no storage event): what this link
+        // waits on goes back first, before this write sets the mark again.
+        if self.outbox_gone(&*storage) {
+            self.write_back(storage);
+        }
         write_outbox_entry(&op, storage)?;
         Ok(self.enqueue(op))
     }
@@ -2020,10 +2034,11 @@ pub fn write_outbox_entry(op: &Op, storage: &mut dyn Storage) -> Result<(), Queu
             op.id
         )))
     })?;
+    // The mark first, the same value each time (no storage event): an
+    // entry is never saved without it, and one that found no room for the
+    // mark would find none for itself (it waits in memory).
+    storage.set(OUTBOX_MARK, "1")?;
     storage.set(&outbox_key(op.id), &text)?;
-    // The same value each time (no storage event); without room for it, a
-    // clear is not told apart, and the entries stay as they are.
-    let _ = storage.set(OUTBOX_MARK, "1");
     Ok(())
 }
 
@@ -2154,23 +2169,52 @@ mod tests {
             !link.outbox_gone(&storage),
             "an answer elsewhere is no clear"
         );
+        // Entries there but the mark gone (a store from before it): the
+        // first saved op is there, so no clear.
+        storage.remove(OUTBOX_MARK).unwrap();
+        link.queue(op(&mut store, 4), &mut storage).unwrap();
+        storage.remove(OUTBOX_MARK).unwrap();
+        assert!(
+            !link.outbox_gone(&storage),
+            "the first saved op is there (the older refused one never was)"
+        );
         // localStorage.clear() in this very tab.
-        for key in storage.keys().unwrap() {
-            storage.remove(&key).unwrap();
-        }
+        clear(&mut storage);
         assert!(link.outbox_gone(&storage));
         link.refresh_outbox(&mut storage);
         assert!(!link.outbox_gone(&storage), "written back");
-        let outbox = storage
-            .keys()
-            .unwrap()
-            .into_iter()
-            .filter(|k| k.starts_with(OUTBOX_PREFIX))
-            .count();
         assert_eq!(
-            outbox, 2,
+            outbox_len(&storage),
+            3,
             "each op it saved (the one storage refused waits in memory)"
         );
+    }
+
+    #[test]
+    fn a_write_after_a_clear_writes_back_what_waits_first() {
+        let mut storage = MemoryStorage::new();
+        let mut store = Replica::new(TabId::new(1), ManualClock::new(1_000));
+        let mut link = link(&storage);
+        for n in [1, 2] {
+            link.queue(op(&mut store, n), &mut storage).unwrap();
+        }
+        clear(&mut storage);
+        // The write sets the mark again: what waits goes back before it.
+        link.queue(op(&mut store, 3), &mut storage).unwrap();
+        assert_eq!(outbox_len(&storage), 3);
+    }
+
+    /// The outbox entries in `storage`.
+    fn outbox_len(storage: &MemoryStorage) -> usize {
+        let keys = storage.keys().unwrap();
+        keys.iter().filter(|k| k.starts_with(OUTBOX_PREFIX)).count()
+    }
+
+    /// `localStorage.clear()`.
+    fn clear(storage: &mut MemoryStorage) {
+        for key in storage.keys().unwrap() {
+            storage.remove(&key).unwrap();
+        }
     }
 
     #[test]
