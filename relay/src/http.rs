@@ -128,7 +128,8 @@ pub fn error_response(status: StatusCode, error: &ProtocolError) -> Response {
     json(status, &ServerMessage::Error(error.body()))
 }
 
-fn refuse(app: &AppState, error: &ProtocolError) -> Response {
+/// `error` as an answer (its status from its code), counted as a refusal.
+pub(crate) fn refuse(app: &AppState, error: &ProtocolError) -> Response {
     app.metrics.refused(error.code);
     error_response(status_for(error.code), error)
 }
@@ -450,8 +451,9 @@ async fn answered(
     cursor: u64,
     claims: &Claims,
 ) -> Option<crate::hub::Answer> {
-    let covered = app.hub.heads.covers(stream, cursor)?;
     let store_head = if app.hub.shared() {
+        // Not read for a poll the recent ops would not answer anyway.
+        let covered = app.hub.heads.covers(stream, cursor)?;
         let stored = app.store.head(&stream.to_string()).await.ok()?;
         if stored < covered {
             return None;

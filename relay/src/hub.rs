@@ -495,18 +495,10 @@ impl Heads {
     /// Drops the recent ops of `id` (its stream loaded again: what the
     /// store holds is read anew).
     fn forget_recent(&self, id: &StreamId) {
-        if let Some(followed) = self
-            .0
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(id)
-        {
-            followed
-                .recent
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clear();
-        }
+        self.with_recent(id, |recent| {
+            recent.clear();
+            Some(())
+        });
     }
 
     /// Forgets `id` (dropped from memory): its watches end, and the polls

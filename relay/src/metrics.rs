@@ -97,12 +97,6 @@ impl Metrics {
         self.polls.load(Ordering::Relaxed)
     }
 
-    /// What this node holds open: sockets (upgrading or open) and waiting
-    /// long polls, which share `--max-connections`.
-    pub fn held(&self) -> u64 {
-        self.slots.load(Ordering::Relaxed)
-    }
-
     /// One of the `max` slots sockets and waiting long polls share, if one
     /// is free (taken in one step: concurrent takers never pass `max`);
     /// freed by dropping it.

@@ -46,11 +46,7 @@ pub async fn upgrade(State(app): State<Arc<AppState>>, ws: WebSocketUpgrade) -> 
     // socket's from here: freed if the upgrade never completes, or when
     // the socket ends.
     let Some(slot) = app.metrics.take_slot(app.config.max_connections) else {
-        app.metrics.refused(code::TOO_MANY_CONNECTIONS);
-        return crate::http::error_response(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            &crate::http::node_full(),
-        );
+        return crate::http::refuse(&app, &crate::http::node_full());
     };
     // Twice the frame limit: a frame between one and two limits gets a
     // specific error; beyond, the socket layer closes with 1009.
