@@ -179,6 +179,12 @@ export class Relay {
     return (await fetch(`http://127.0.0.1:${this.port}/metrics`)).text();
   }
 
+  /** How many requests or messages the relay refused with `code`. */
+  async refusals(code) {
+    const line = new RegExp(`^relay_refusals_total\\{code="${code}"\\} (\\d+)$`, 'm');
+    return Number(line.exec(await this.metrics())?.[1] ?? 0);
+  }
+
   /** A token signed with the development secret. */
   token({ apartments = ['main=rw', 'annex=rw', 'atelier=rw'], global = 'rw', ttl = 3600 } = {}) {
     const args = ['mint-token', '--dev', '--ttl', String(ttl)];

@@ -328,8 +328,7 @@ test.describe('two devices through a relay', () => {
     try {
       const config = configFor(tight.url, tight.token());
       const [a, b] = [await Device.open(browser, config), await Device.open(browser, config)];
-      const refused = async () =>
-        Number(/^relay_refusals_total\{code="rate_limited"\} (\d+)$/m.exec(await tight.metrics())?.[1] ?? 0);
+      const refused = () => tight.refusals('rate_limited');
       await expect.poll(refused).toBeGreaterThanOrEqual(3);
       for (const device of [a, b]) await expect(device.relayLink()).toHaveText('connected', { timeout: 30_000 });
       await a.increment(counter, 'count', 2);
@@ -350,8 +349,7 @@ test.describe('two devices through a relay', () => {
     const full = await new Relay(['--max-connections', '3']).start();
     try {
       const [a, b] = await overHttp(browser, configFor(full.url, full.token()));
-      const refused = async () =>
-        Number(/^relay_refusals_total\{code="too_many_connections"\} (\d+)$/m.exec(await full.metrics())?.[1] ?? 0);
+      const refused = () => full.refusals('too_many_connections');
       await expect.poll(refused).toBeGreaterThanOrEqual(1);
       await a.increment(counter, 'count', 3);
       await expect.poll(() => b.get(counter, 'count'), { timeout: 15_000 }).toBe(3);
@@ -465,11 +463,11 @@ test.describe('two devices through a relay', () => {
       polling += 1;
       most = Math.max(most, polling);
     });
-    for (const ended of ['requestfinished', 'requestfailed'] as const) {
-      b.context.on(ended, (request) => {
-        if (longPoll(request.url())) polling -= 1;
-      });
-    }
+    const ended = (request: import('@playwright/test').Request) => {
+      if (longPoll(request.url())) polling -= 1;
+    };
+    b.context.on('requestfinished', ended);
+    b.context.on('requestfailed', ended);
     const page = await b.newPage('/');
     await expect(b.relayLink()).toHaveText('HTTP fallback');
     const tried = () => page.evaluate(() => (window as unknown as { socketsTried: number }).socketsTried);
