@@ -219,7 +219,14 @@ async fn fanout() -> serde_json::Value {
 }
 
 async fn sockets() -> serde_json::Value {
-    let relay = Relay::start(&["--max-connections", "100000"]);
+    // Every socket has the one token (one subject): the subject's share
+    // of the node is as large as the node's.
+    let relay = Relay::start(&[
+        "--max-connections",
+        "100000",
+        "--max-connections-per-subject",
+        "100000",
+    ]);
     let pid = relay.pid();
     let idle = rss_kib(pid);
     let mut held = Vec::new();

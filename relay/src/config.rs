@@ -108,6 +108,17 @@ pub struct Serve {
     /// `relay_connections` and `relay_polls_held`.
     #[arg(long, env = "RELAY_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: u64,
+    /// Most of those connections one token subject holds on this node:
+    /// its sockets (from their hello, when the token is known) and its
+    /// waiting long polls. Past it the hello is refused and its socket
+    /// closed, and a long poll about to wait refused, as
+    /// `too_many_connections` (HTTP 503), so that one token cannot fill
+    /// the node and shut every other subject out. Subjects are meant to
+    /// be people: a thousand tabs and devices of one person on one node
+    /// is far more than any has.
+    #[arg(long, env = "RELAY_MAX_CONNECTIONS_PER_SUBJECT", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections_per_subject: u64,
     /// Messages queued for one device before it counts as too slow and is
     /// disconnected (it then resyncs from its cursor).
     #[arg(long, env = "RELAY_SEND_QUEUE", default_value_t = 256)]

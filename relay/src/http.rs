@@ -44,6 +44,7 @@ use tokio::sync::watch;
 
 use crate::AppState;
 use crate::hub::{FRAME_SLACK, nothing_missed, now_ms};
+use crate::metrics::Full;
 use crate::token::{self, Claims};
 use crate::ws::all_refused;
 
@@ -423,9 +424,16 @@ pub async fn pull(
             // with them, or a subject's read budget (a poll a read, each
             // held for `--max-wait-ms`) would let it hold a hundred
             // thousand.
-            match app.metrics.hold_poll(app.config.max_connections) {
-                Some(slot) => held = Some(slot),
-                None => return refuse(&app, &node_full()),
+            // And with the subject's other connections, or one token
+            // could fill the node and shut every other subject out.
+            match app.metrics.hold_poll(
+                app.config.max_connections,
+                &claims.sub,
+                app.config.max_connections_per_subject,
+            ) {
+                Ok(slot) => held = Some(slot),
+                Err(Full::Node) => return refuse(&app, &node_full()),
+                Err(Full::Subject) => return refuse(&app, &app.subject_full()),
             }
         }
         tokio::select! {

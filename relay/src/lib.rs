@@ -154,6 +154,18 @@ impl AppState {
         }
     }
 
+    /// The refusal of a connection past what one token subject may hold
+    /// on this node.
+    fn subject_full(&self) -> ProtocolError {
+        ProtocolError::new(
+            code::TOO_MANY_CONNECTIONS,
+            format!(
+                "this token's subject holds {} connections on this node (sockets and waiting long polls); close some, or try another node",
+                self.config.max_connections_per_subject
+            ),
+        )
+    }
+
     /// The refusal of a read past the budget.
     fn reads_refused(&self) -> ProtocolError {
         ProtocolError::new(

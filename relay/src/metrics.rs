@@ -1,6 +1,6 @@
 //! Counters for `/metrics` (Prometheus text format).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -59,6 +59,9 @@ pub struct Metrics {
     /// What counts against `--max-connections`: sockets (from their
     /// upgrade) and waiting long polls, each holding a [`Slot`].
     slots: AtomicU64,
+    /// The same, per token subject (sockets from their hello), each
+    /// counted by a [`SubjectSlot`]; a subject holding none is not kept.
+    by_subject: Mutex<HashMap<Arc<str>, u64>>,
     pushes: AtomicU64,
     applied: AtomicU64,
     duplicates: AtomicU64,
@@ -109,16 +112,57 @@ impl Metrics {
         Some(Slot {
             metrics: Arc::clone(self),
             poll: false,
+            subject: None,
         })
     }
 
-    /// [`take_slot`](Self::take_slot) for a long poll about to wait,
-    /// counted in `relay_polls_held` while it holds the slot.
-    pub fn hold_poll(self: &Arc<Self>, max: u64) -> Option<Slot> {
-        let mut slot = self.take_slot(max)?;
+    /// One of the `max` connections token subject `sub` may hold on this
+    /// node, if it holds fewer (taken under one lock: concurrent takers
+    /// never pass `max`); given back by dropping it.
+    pub fn take_subject_slot(self: &Arc<Self>, sub: &str, max: u64) -> Option<SubjectSlot> {
+        let mut held = self.subjects();
+        let sub: Arc<str> = match held.get_key_value(sub) {
+            Some((_, &n)) if n >= max => return None,
+            Some((sub, _)) => Arc::clone(sub),
+            None if max == 0 => return None,
+            None => Arc::from(sub),
+        };
+        *held.entry(Arc::clone(&sub)).or_insert(0) += 1;
+        Some(SubjectSlot {
+            metrics: Arc::clone(self),
+            sub,
+        })
+    }
+
+    /// Token subjects holding a connection now.
+    pub fn connected_subjects(&self) -> u64 {
+        self.subjects().len() as u64
+    }
+
+    fn subjects(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, u64>> {
+        self.by_subject
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A slot for a long poll about to wait: one of the subject's
+    /// (`sub`, at most `per_subject`), then one of the node's (`max`);
+    /// counted in `relay_polls_held` while it is held. Which bound was
+    /// reached, if one was (then nothing is taken).
+    pub fn hold_poll(
+        self: &Arc<Self>,
+        max: u64,
+        sub: &str,
+        per_subject: u64,
+    ) -> Result<Slot, Full> {
+        let subject = self
+            .take_subject_slot(sub, per_subject)
+            .ok_or(Full::Subject)?;
+        let mut slot = self.take_slot(max).ok_or(Full::Node)?;
         self.polls.fetch_add(1, Ordering::Relaxed);
         slot.poll = true;
-        Some(slot)
+        slot.subject = Some(subject);
+        Ok(slot)
     }
 
     /// A push arrived.
@@ -291,6 +335,11 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
+            "# HELP relay_connected_subjects Token subjects holding a WebSocket (after its hello) or a waiting long poll.\n# TYPE relay_connected_subjects gauge\nrelay_connected_subjects {}",
+            self.connected_subjects()
+        );
+        let _ = writeln!(
+            out,
             "# HELP relay_streams Streams this node holds in memory.\n# TYPE relay_streams gauge\nrelay_streams {}",
             self.streams.load(Ordering::Relaxed)
         );
@@ -319,6 +368,37 @@ impl Metrics {
 pub struct Slot {
     metrics: Arc<Metrics>,
     poll: bool,
+    /// A waiting poll's share of its subject's bound.
+    subject: Option<SubjectSlot>,
+}
+
+/// Which bound refused a connection ([`Metrics::hold_poll`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Full {
+    /// The node's (`--max-connections`).
+    Node,
+    /// The token subject's (`--max-connections-per-subject`).
+    Subject,
+}
+
+/// A connection's share of its token subject's
+/// `--max-connections-per-subject` ([`Metrics::take_subject_slot`]),
+/// until dropped.
+pub struct SubjectSlot {
+    metrics: Arc<Metrics>,
+    sub: Arc<str>,
+}
+
+impl Drop for SubjectSlot {
+    fn drop(&mut self) {
+        let mut held = self.metrics.subjects();
+        if let Some(n) = held.get_mut(&self.sub) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                held.remove(&self.sub);
+            }
+        }
+    }
 }
 
 impl Drop for Slot {
@@ -389,5 +469,47 @@ mod tests {
         let failing = LogCount::new(Duration::ZERO);
         assert_eq!(failing.get(|| async { Some(5) }).await, 5);
         assert_eq!(failing.get(|| async { None }).await, 5);
+    }
+
+    /// A subject's share is taken under one lock: threads racing for it
+    /// never hold more than the bound together, a refused poll takes
+    /// neither slot, and a subject whose connections all ended is not
+    /// kept.
+    #[test]
+    fn a_subjects_share_is_never_passed_and_is_forgotten_when_given_back() {
+        let metrics = Arc::new(Metrics::default());
+        let taken: Vec<_> = std::thread::scope(|scope| {
+            let takers: Vec<_> = (0..8)
+                .map(|_| {
+                    let metrics = &metrics;
+                    scope.spawn(move || {
+                        (0..100)
+                            .filter_map(|_| metrics.take_subject_slot("a", 50))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            takers
+                .into_iter()
+                .flat_map(|taker| taker.join().unwrap())
+                .collect()
+        });
+        assert_eq!(taken.len(), 50);
+        assert!(metrics.take_subject_slot("a", 50).is_none());
+        let other = metrics.take_subject_slot("b", 50);
+        assert!(other.is_some(), "another subject has a share of its own");
+        assert_eq!(metrics.connected_subjects(), 2);
+        // A poll refused by its subject's bound takes no node slot.
+        assert_eq!(metrics.hold_poll(10, "a", 50).err(), Some(Full::Subject));
+        assert_eq!(metrics.slots.load(Ordering::Relaxed), 0);
+        // One refused by the node's gives the subject's back.
+        assert_eq!(metrics.hold_poll(0, "c", 50).err(), Some(Full::Node));
+        assert_eq!(metrics.connected_subjects(), 2);
+        let poll = metrics.hold_poll(10, "c", 50).unwrap();
+        assert_eq!(metrics.polls_held(), 1);
+        drop((taken, other, poll));
+        assert_eq!(metrics.connected_subjects(), 0);
+        assert_eq!(metrics.slots.load(Ordering::Relaxed), 0);
+        assert_eq!(metrics.polls_held(), 0);
     }
 }

@@ -26,6 +26,7 @@ use tokio::sync::{Notify, mpsc};
 use crate::AppState;
 use crate::hub::{CatchUp, FRAME_SLACK, Missed, Outlet, now_ms};
 use crate::limits::SharedBucket;
+use crate::metrics::SubjectSlot;
 use crate::queue::SendQueue;
 use crate::token::{self, Claims};
 
@@ -264,6 +265,7 @@ async fn serve(app: Arc<AppState>, socket: WebSocket) {
         app: Arc::clone(&app),
         conn,
         claims: None,
+        subject: None,
         bucket: None,
         reads: None,
         send: send.clone(),
@@ -359,6 +361,9 @@ struct Session {
     app: Arc<AppState>,
     conn: u64,
     claims: Option<Arc<Claims>>,
+    /// The socket's share of its subject's connections; set with
+    /// `claims`.
+    subject: Option<SubjectSlot>,
     /// The rate budget of the token's subject, shared with its other
     /// connections and HTTP pushes; set with `claims`.
     bucket: Option<SharedBucket>,
@@ -413,6 +418,18 @@ impl Session {
                     }
                 };
                 tracing::debug!(client = %hello.client, subject = %claims.sub, "hello");
+                // The socket has held one of the node's connections since
+                // its upgrade; from here one of its subject's too, or one
+                // token could fill the node and shut every other out.
+                let Some(subject) = self
+                    .app
+                    .metrics
+                    .take_subject_slot(&claims.sub, self.app.config.max_connections_per_subject)
+                else {
+                    let error = self.app.subject_full();
+                    self.error(&error);
+                    return Some(close(CLOSE_GOING_AWAY, error.code));
+                };
                 // A hello is a read (its catch-ups, a snapshot perhaps): a
                 // peer that says hello and leaves in a loop pays for each.
                 let reads = self.app.reads.of(&claims.sub);
@@ -431,6 +448,7 @@ impl Session {
                         limits: self.app.config.limits(),
                     })));
                 self.claims = Some(Arc::clone(&claims));
+                self.subject = Some(subject);
                 self.bucket = Some(self.app.budgets.of(&claims.sub));
                 self.reads = Some(reads);
                 if let Err(error) = self

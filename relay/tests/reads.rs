@@ -203,26 +203,7 @@ async fn reads_past_the_budget_are_refused_and_recover() {
     })
     .await;
     // A hello past it: refused, and its socket closed.
-    let hello = || async {
-        let mut late = Client::raw(&relay).await;
-        late.send(&ClientMessage::Hello(Hello {
-            client: "late".into(),
-            token: Some(reader.clone()),
-            subscribe: Vec::new(),
-        }))
-        .await;
-        match late
-            .wait_for(|m| matches!(m, ServerMessage::Welcome(_) | ServerMessage::Error(_)))
-            .await
-        {
-            ServerMessage::Error(body) => {
-                assert!(late.closed().await.is_some(), "closed");
-                Some(body.code)
-            }
-            _ => None,
-        }
-    };
-    refused_within(20, hello).await;
+    refused_within(20, || hello_refusal(&relay, &reader)).await;
     // On one node a pong needs no read of the store: it is answered
     // however spent the budget is.
     socket.send(&ClientMessage::Ping(Ping { at: 1 })).await;
@@ -468,4 +449,98 @@ async fn an_answer_from_the_recent_ops_says_the_head_another_node_moved() {
         hub,
         "answered from the recent ops"
     );
+}
+
+/// Says hello on a new socket with `token`: `None` if the relay welcomed
+/// it, else the code of its refusal (the socket then closed).
+async fn hello_refusal(relay: &Relay, token: &str) -> Option<String> {
+    let mut client = Client::raw(relay).await;
+    client
+        .send(&ClientMessage::Hello(Hello {
+            client: "test-device".into(),
+            token: Some(token.to_owned()),
+            subscribe: Vec::new(),
+        }))
+        .await;
+    match client
+        .wait_for(|m| matches!(m, ServerMessage::Welcome(_) | ServerMessage::Error(_)))
+        .await
+    {
+        ServerMessage::Error(body) => {
+            assert!(
+                client.closed().await.is_some(),
+                "a refused hello's socket closes"
+            );
+            Some(body.code)
+        }
+        _ => None,
+    }
+}
+
+/// One token subject holds at most `--max-connections-per-subject` of a
+/// node's connections, its sockets and waiting long polls together: with
+/// 2, subject a's socket and waiting poll fill its share, so its next
+/// hello and its next poll about to wait are refused as
+/// `too_many_connections` (HTTP 503), while subject b's socket and poll go
+/// through (without the bound a's peer could fill the node and shut b
+/// out). Once a's socket closes a says hello again, and once everything
+/// ends the node holds no subject (`relay_connected_subjects`).
+#[tokio::test(flavor = "multi_thread")]
+async fn one_subject_holds_at_most_its_share_of_the_node() {
+    const HELD: &str = "relay_polls_held";
+    const SUBJECTS: &str = "relay_connected_subjects";
+    let relay = Relay::start(&["--max-connections-per-subject", "2"]);
+    let (a, b) = (main_rw_as("a"), main_rw_as("b"));
+    let mut writer = Client::writer(&relay, &a).await;
+    writer.push(vec![Device::new(1).count(1)]).await;
+    let a_poll = long_poll(&relay, 1, "a");
+    metric_reaches(&relay, HELD, 1).await;
+
+    assert_eq!(
+        hello_refusal(&relay, &a).await.as_deref(),
+        Some(code::TOO_MANY_CONNECTIONS),
+        "a third connection of a's"
+    );
+    let (status, body) = long_poll(&relay, 1, "a").await.unwrap();
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (503, code::TOO_MANY_CONNECTIONS),
+        "a's poll past its share: {body}"
+    );
+    // A pull that does not wait holds nothing.
+    let quick = relay.url("/v1/pull?stream=apartment:main&cursor=1&wait_ms=0");
+    assert_eq!(http("GET", quick, Some(a.clone()), None).await.0, 200);
+
+    let _b_socket = Client::connect(&relay, &b, None).await;
+    let b_poll = long_poll(&relay, 1, "b");
+    metric_reaches(&relay, HELD, 2).await;
+    assert_eq!(metric(&relay, SUBJECTS).await, 2);
+
+    // a's socket gives its share back when it ends.
+    drop(writer);
+    let deadline = Instant::now() + DEADLINE;
+    while hello_refusal(&relay, &a).await.is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "a closed socket kept its subject's share"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // b holds its two: a third subject writes.
+    let mut writer = Client::writer(&relay, &main_rw_as("c")).await;
+    writer.push(vec![Device::new(2).count(1)]).await;
+    for poll in [a_poll, b_poll] {
+        let (status, body) = poll.await.unwrap();
+        assert_eq!((status, seqs(&body)), (200, vec![2]), "{body}");
+    }
+    drop((writer, _b_socket));
+    let deadline = Instant::now() + DEADLINE;
+    while metric(&relay, SUBJECTS).await != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "subjects kept after their connections ended"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
