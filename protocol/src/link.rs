@@ -1201,7 +1201,14 @@ impl Link {
                     self.status = LinkStatus::Refused(body.code.clone());
                     out.close = true;
                 }
-                if socket && is_transient_code(&body.code) {
+                // A hello refused because its token's subject holds all the
+                // node's connections it may is refused for now too (the
+                // socket comes back later each time), but is no reason to
+                // resend ops (it refused no push).
+                if socket
+                    && (is_transient_code(&body.code)
+                        || body.code == crate::code::TOO_MANY_CONNECTIONS)
+                {
                     self.refused_for_now = true;
                 }
                 out.error = Some((body.code, body.message));
@@ -2725,13 +2732,20 @@ mod tests {
 
     #[test]
     fn sockets_the_relay_refuses_for_now_come_back_later_each_time() {
+        // A hello past the relay's read budget, or past the connections
+        // its token's subject may hold on the node: refused, and the
+        // socket closed, though it opened.
+        for code in [crate::code::RATE_LIMITED, crate::code::TOO_MANY_CONNECTIONS] {
+            sockets_refused_for_now_as(code);
+        }
+    }
+
+    fn sockets_refused_for_now_as(code: &str) {
         let mut storage = MemoryStorage::new();
         let mut link = link(&storage);
-        // A hello past the relay's read budget: refused, and the socket
-        // closed, though it opened.
         let refusal = ServerMessage::Error(crate::message::ErrorBody {
-            code: crate::code::RATE_LIMITED.into(),
-            message: "more than 1 reads per second".into(),
+            code: code.into(),
+            message: "refused for now".into(),
         })
         .encode()
         .unwrap();
@@ -2742,7 +2756,11 @@ mod tests {
                 link.on_close(0.0, now)
             })
             .collect();
-        assert_eq!(delays, [Some(500), Some(1_000), Some(2_000), Some(4_000)]);
+        assert_eq!(
+            delays,
+            [Some(500), Some(1_000), Some(2_000), Some(4_000)],
+            "{code}"
+        );
         assert_eq!(link.status(), &LinkStatus::Offline, "no HTTP fallback");
         // A socket that works (a pong) ends the run, even after a refusal.
         link.on_open(10);
