@@ -113,12 +113,15 @@ pub struct Serve {
     /// waiting long polls. Past it the hello is refused and its socket
     /// closed, and a long poll about to wait refused, as
     /// `too_many_connections` (HTTP 503), so that one token cannot fill
-    /// the node and shut every other subject out. Subjects are meant to
-    /// be people: a thousand tabs and devices of one person on one node
-    /// is far more than any has.
-    #[arg(long, env = "RELAY_MAX_CONNECTIONS_PER_SUBJECT", default_value_t = 1_000,
+    /// the node and shut every other subject out. Half of
+    /// `--max-connections` if not given: a deployment whose visitors all
+    /// share one token (a public site's, or tokens minted without
+    /// `--subject`) gets half of each node unless it sets this to
+    /// `--max-connections`; one with a subject per person can set it far
+    /// lower.
+    #[arg(long, env = "RELAY_MAX_CONNECTIONS_PER_SUBJECT",
           value_parser = clap::value_parser!(u64).range(1..))]
-    pub max_connections_per_subject: u64,
+    pub max_connections_per_subject: Option<u64>,
     /// Messages queued for one device before it counts as too slow and is
     /// disconnected (it then resyncs from its cursor).
     #[arg(long, env = "RELAY_SEND_QUEUE", default_value_t = 256)]
@@ -181,6 +184,14 @@ pub struct Mint {
 }
 
 impl Serve {
+    /// How many of this node's connections one token subject may hold
+    /// (`--max-connections-per-subject`, or half the node's).
+    pub fn subject_share(&self) -> u64 {
+        self.max_connections_per_subject
+            .unwrap_or(self.max_connections / 2)
+            .max(1)
+    }
+
     /// How much of each stream's log is kept (at least one op, one byte).
     pub fn retention(&self) -> Retention {
         Retention {
@@ -226,5 +237,37 @@ pub fn secret(file: Option<&PathBuf>, dev: bool) -> Result<Vec<u8>, String> {
         (None, false) => Err(String::from(
             "no secret: pass --secret-file <file> (or --dev for a development relay)",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn serve(args: &[&str]) -> Serve {
+        let cli = Cli::try_parse_from(std::iter::once("relay").chain(args.iter().copied()));
+        cli.map(|cli| cli.serve)
+            .unwrap_or_else(|err| panic!("{err}"))
+    }
+
+    /// A subject's share of a node is half the node's unless set: a
+    /// deployment whose visitors share one token keeps half of each node
+    /// without setting anything.
+    #[test]
+    fn a_subjects_share_of_a_node_is_half_of_it_unless_set() {
+        assert_eq!(serve(&[]).subject_share(), 5_000);
+        assert_eq!(serve(&["--max-connections", "3"]).subject_share(), 1);
+        assert_eq!(serve(&["--max-connections", "1"]).subject_share(), 1);
+        let set = [
+            "--max-connections",
+            "100",
+            "--max-connections-per-subject",
+            "100",
+        ];
+        assert_eq!(serve(&set).subject_share(), 100);
+        let zero = ["--max-connections-per-subject", "0"];
+        assert!(Cli::try_parse_from(std::iter::once("relay").chain(zero)).is_err());
     }
 }

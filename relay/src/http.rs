@@ -24,8 +24,9 @@
 //! asking the hub (with several nodes, after a read of the store's head,
 //! and an empty last answer still asks: see [`pull`]). While it waits it
 //! holds a connection: waiting polls and sockets share
-//! `--max-connections`, past which a poll about to wait is refused as
-//! `too_many_connections` (503).
+//! `--max-connections`, and those of one token subject
+//! `--max-connections-per-subject`, past either of which a poll about to
+//! wait is refused as `too_many_connections` (503).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -429,7 +430,7 @@ pub async fn pull(
             match app.metrics.hold_poll(
                 app.config.max_connections,
                 &claims.sub,
-                app.config.max_connections_per_subject,
+                app.config.subject_share(),
             ) {
                 Ok(slot) => held = Some(slot),
                 Err(Full::Node) => return refuse(&app, &node_full()),

@@ -161,7 +161,7 @@ impl AppState {
             code::TOO_MANY_CONNECTIONS,
             format!(
                 "this token's subject holds {} connections on this node (sockets and waiting long polls); close some, or try another node",
-                self.config.max_connections_per_subject
+                self.config.subject_share()
             ),
         )
     }

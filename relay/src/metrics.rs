@@ -56,6 +56,9 @@ pub struct Metrics {
     connections_total: AtomicU64,
     /// HTTP long polls waiting now.
     polls: AtomicU64,
+    /// WebSockets whose session ended while their writer still sends
+    /// what was queued (and the close).
+    closing: AtomicU64,
     /// What counts against `--max-connections`: sockets (from their
     /// upgrade) and waiting long polls, each holding a [`Slot`].
     slots: AtomicU64,
@@ -93,6 +96,16 @@ impl Metrics {
     /// Connections open now.
     pub fn open_connections(&self) -> u64 {
         self.connections.load(Ordering::Relaxed)
+    }
+
+    /// A socket's session ended; its writer still sends.
+    pub fn closing(&self) {
+        self.closing.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A closing socket's writer is done (the socket is closed).
+    pub fn closed(&self) {
+        self.closing.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// HTTP long polls waiting now.
@@ -332,6 +345,11 @@ impl Metrics {
             out,
             "# HELP relay_polls_held HTTP long polls waiting.\n# TYPE relay_polls_held gauge\nrelay_polls_held {}",
             self.polls_held()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP relay_sockets_closing WebSocket connections whose session ended, still sending what was queued (they hold their connection until done).\n# TYPE relay_sockets_closing gauge\nrelay_sockets_closing {}",
+            self.closing.load(Ordering::Relaxed)
         );
         let _ = writeln!(
             out,

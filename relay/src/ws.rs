@@ -6,8 +6,9 @@
 //! `heartbeat_ms` and closes a socket silent for three of them. A message
 //! the relay cannot use gets an error with a specific code and the socket
 //! stays open; only a bad token, no valid hello within 5 s of opening, a
-//! slow reader, a silent socket or the relay shutting down close it (with
-//! a close code and reason).
+//! hello past the subject's read budget or its share of the node's
+//! connections, a slow reader, a silent socket or the relay shutting down
+//! close it (with a close code and reason).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -57,8 +58,12 @@ pub async fn upgrade(State(app): State<Arc<AppState>>, ws: WebSocketUpgrade) -> 
         .read_buffer_size(SOCKET_BUFFER_BYTES)
         .write_buffer_size(SOCKET_BUFFER_BYTES)
         .on_upgrade(move |socket| async move {
-            serve(app, socket).await;
+            // The subject's share is given back with the node's, not
+            // before: a socket whose writer is stuck on a peer that stopped
+            // reading holds both.
+            let subject = serve(app, socket).await;
             drop(slot);
+            drop(subject);
         })
         .into_response()
 }
@@ -101,7 +106,10 @@ fn heartbeat_of(app: &AppState) -> Duration {
     Duration::from_millis(app.config.heartbeat_ms.max(50))
 }
 
-async fn serve(app: Arc<AppState>, socket: WebSocket) {
+/// Serves one socket until it ends (its writer included); its share of
+/// its subject's connections, if it said hello, for the caller to give
+/// back with the node's.
+async fn serve(app: Arc<AppState>, socket: WebSocket) -> Option<SubjectSlot> {
     app.metrics.connected();
     let conn = app.next_conn();
     let (mut sink, mut incoming) = socket.split();
@@ -333,12 +341,14 @@ async fn serve(app: Arc<AppState>, socket: WebSocket) {
             }
         }
     };
+    app.metrics.closing();
     app.hub.unsubscribe(conn).await;
     if let Some(frame) = reason {
         let _ = closing.send(frame).await;
     }
     drop(closing);
     let hello_said = session.claims.is_some();
+    let subject = session.subject.take();
     drop(session);
     if hello_said {
         let _ = writer.await;
@@ -354,7 +364,9 @@ async fn serve(app: Arc<AppState>, socket: WebSocket) {
             writer.abort();
         }
     }
+    app.metrics.closed();
     app.metrics.disconnected();
+    subject
 }
 
 struct Session {
@@ -424,7 +436,7 @@ impl Session {
                 let Some(subject) = self
                     .app
                     .metrics
-                    .take_subject_slot(&claims.sub, self.app.config.max_connections_per_subject)
+                    .take_subject_slot(&claims.sub, self.app.config.subject_share())
                 else {
                     let error = self.app.subject_full();
                     self.error(&error);

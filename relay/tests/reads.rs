@@ -17,7 +17,7 @@ use gaesup_protocol::{ClientMessage, Hello, Ping, ServerMessage, code};
 use gaesup_relay::token::Access;
 use support::{
     Backend, Client, DEADLINE, Device, RedisServer, Relay, error_code, http, main_rw, main_rw_as,
-    metric, metric_reaches, token,
+    metric, metric_reaches, token, write_a_large_log,
 };
 
 const HUB: &str = "relay_reads_hub_total";
@@ -361,7 +361,13 @@ async fn polls_a_commit_wakes_are_answered_from_it(backend: Backend) {
 /// wait is answered.
 #[tokio::test(flavor = "multi_thread")]
 async fn sockets_fill_the_bound_waiting_polls_share() {
-    let relay = Relay::start(&["--max-connections", "2"]);
+    // One subject's two sockets fill the node.
+    let relay = Relay::start(&[
+        "--max-connections",
+        "2",
+        "--max-connections-per-subject",
+        "2",
+    ]);
     let mut writer = Client::writer(&relay, &main_rw()).await;
     let _other = Client::connect(&relay, &main_rw(), None).await;
     let mut device = Device::new(1);
@@ -541,6 +547,47 @@ async fn one_subject_holds_at_most_its_share_of_the_node() {
             Instant::now() < deadline,
             "subjects kept after their connections ended"
         );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A socket's share of its subject is given back when its connection is,
+/// not when its session ends: a device of subject a that stops reading is
+/// cut off as too slow (its queue passed `--send-queue-bytes`), but its
+/// writer still holds the connection while it sends what was queued
+/// (three heartbeats of a minute for each frame). Meanwhile a's hellos
+/// are refused, or one token could open socket after socket, each left
+/// closing, and fill the node past its share. Once the device reads,
+/// its connection ends and a says hello again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closing_socket_keeps_its_subjects_share_until_it_has_closed() {
+    const CLOSING: &str = "relay_sockets_closing";
+    let relay = Relay::start(&[
+        "--max-connections-per-subject",
+        "1",
+        "--send-queue-bytes",
+        "1048576",
+        "--heartbeat-ms",
+        "60000",
+    ]);
+    let a = main_rw_as("a");
+    let mut deaf = Client::connect(&relay, &a, None).await;
+    let mut writer = Client::writer(&relay, &main_rw_as("w")).await;
+    write_a_large_log(&mut writer, &mut Device::new(1)).await;
+    metric_reaches(&relay, CLOSING, 1).await;
+    assert_eq!(
+        hello_refusal(&relay, &a).await.as_deref(),
+        Some(code::TOO_MANY_CONNECTIONS),
+        "a's hello while its closing socket holds its connection"
+    );
+    assert_eq!(metric(&relay, "relay_connected_subjects").await, 2);
+    assert_eq!(
+        deaf.closed().await,
+        Some((4008, code::SLOW_CONSUMER.to_owned()))
+    );
+    let deadline = Instant::now() + DEADLINE;
+    while hello_refusal(&relay, &a).await.is_some() {
+        assert!(Instant::now() < deadline, "a's share was never given back");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

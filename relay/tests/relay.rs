@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use support::{
     Backend, Client, Device, KeptLog, Relay, error_code, http, log_ops, main_log_holds, main_pull,
     main_rw, main_rw_as, main_snapshot, main_stream, metric, stored_len, token, token_until,
+    write_a_large_log,
 };
 
 fn applied_seq(status: &AckStatus) -> u64 {
@@ -358,6 +359,9 @@ async fn every_limit_answers_with_its_code_and_the_relay_keeps_serving(backend: 
             "--max-frame-bytes",
             "65536",
             "--max-connections",
+            "3",
+            // One subject's three sockets fill the node.
+            "--max-connections-per-subject",
             "3",
         ],
     );
@@ -1244,15 +1248,6 @@ async fn a_stream_the_token_may_not_read_is_refused_alone(backend: Backend) {
             Some(_) => {}
             None => panic!("the socket closed"),
         }
-    }
-}
-
-/// 120 notes of 200 KiB: 24 MB of log, more than a loopback socket's
-/// buffers take.
-async fn write_a_large_log(writer: &mut Client, device: &mut Device) {
-    let text = "x".repeat(200 << 10);
-    for _ in 0..120 {
-        writer.push(vec![device.note(&text)]).await;
     }
 }
 

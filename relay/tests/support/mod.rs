@@ -741,6 +741,15 @@ impl Client {
     }
 }
 
+/// 120 notes of 200 KiB pushed by `writer`: 24 MB of log, more than a
+/// loopback socket's buffers take.
+pub async fn write_a_large_log(writer: &mut Client, device: &mut Device) {
+    let text = "x".repeat(200 << 10);
+    for _ in 0..120 {
+        writer.push(vec![device.note(&text)]).await;
+    }
+}
+
 /// HTTP, or `None` when the relay cannot be reached at all.
 pub async fn try_http(
     method: &'static str,
