@@ -345,8 +345,9 @@ test.describe('two devices through a relay', () => {
     // Three connections at most: device a's three sockets (one per
     // apartment of the page) fill the node, so each long poll of b (on
     // HTTP) is refused as it is about to wait; b asks again 2 s later, and
-    // a pull with news is answered.
-    const full = await new Relay(['--max-connections', '3']).start();
+    // a pull with news is answered. Both devices have the one token: its
+    // subject may hold the whole node.
+    const full = await new Relay(['--max-connections', '3', '--max-connections-per-subject', '3']).start();
     try {
       const [a, b] = await overHttp(browser, configFor(full.url, full.token()));
       const refused = () => full.refusals('too_many_connections');
@@ -363,6 +364,33 @@ test.describe('two devices through a relay', () => {
       b.expectNoErrors();
     } finally {
       await full.stop();
+    }
+  });
+
+  test('a token subject past its share of the node: its sockets are refused at hello, and its pages sync over HTTP without a notice', async ({ browser }) => {
+    // The one token (one subject) may hold two of the node's connections.
+    // Device a's page links three apartments: two sockets are welcomed,
+    // the third refused at its hello. Then every socket of device b is
+    // refused; twice refused, each link syncs over HTTP (pushes hold no
+    // connection) rather than wait offline for one.
+    const tight = await new Relay(['--max-connections-per-subject', '2']).start();
+    try {
+      const config = configFor(tight.url, tight.token());
+      const refused = () => tight.refusals('too_many_connections');
+      const a = await Device.open(browser, config);
+      await expect.poll(refused).toBeGreaterThanOrEqual(1);
+      const b = await Device.open(browser, config);
+      await expect(b.relayLink()).toHaveText('HTTP fallback');
+      await a.increment(counter, 'count', 3);
+      await expect.poll(() => b.get(counter, 'count'), { timeout: 15_000 }).toBe(3);
+      await b.increment(counter, 'count', 30);
+      await expect.poll(() => a.get(counter, 'count'), { timeout: 15_000 }).toBe(33);
+      await expect(b.waiting()).toHaveText('0');
+      await expect(b.notices().filter({ hasText: 'too_many_connections' })).toHaveCount(0);
+      a.expectNoErrors();
+      b.expectNoErrors();
+    } finally {
+      await tight.stop();
     }
   });
 

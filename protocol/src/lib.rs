@@ -92,7 +92,9 @@ pub mod code {
     /// connections and HTTP pushes together (counted by the work they cost: see
     /// [`Limits::max_ops_per_second`](crate::Limits::max_ops_per_second)).
     pub const RATE_LIMITED: &str = "rate_limited";
-    /// The node holds as many connections as it may.
+    /// The node holds as many connections as it may, or as many of this
+    /// token subject's as it may (a WebSocket hello, or an HTTP long poll
+    /// about to wait); a node refuses a socket's upgrade with HTTP 503.
     pub const TOO_MANY_CONNECTIONS: &str = "too_many_connections";
     /// The device reads too slowly: its queue filled; it resyncs from its
     /// cursor after reconnecting.

@@ -424,6 +424,12 @@ pub struct Link {
     /// Sockets in a row that opened and ended after such a refusal: the
     /// backoff grows with them, though each socket opened.
     refused_closes: u32,
+    /// The relay refused this socket's hello because its token's subject
+    /// holds all of the node's connections it may: the socket counts as
+    /// one that failed to open, so that after two the link pushes and
+    /// polls over HTTP (pushes hold no connection) rather than wait
+    /// offline for a connection to free.
+    refused_full: bool,
     socket_retry_at_ms: Option<u64>,
     /// On HTTP after socket failures never seen while the relay answered:
     /// they may only mean the relay was down (restarting, say), not that
@@ -579,6 +585,7 @@ impl Link {
             opened: false,
             refused_for_now: false,
             refused_closes: 0,
+            refused_full: false,
             socket_retry_at_ms: None,
             socket_unproven: false,
             last_ack_ms: None,
@@ -934,6 +941,7 @@ impl Link {
     pub fn on_open(&mut self, now_ms: u64) -> Vec<String> {
         self.opened = true;
         self.refused_for_now = false;
+        self.refused_full = false;
         self.last_heard_ms = now_ms;
         self.connection_ended();
         self.forbidden.clear();
@@ -967,7 +975,8 @@ impl Link {
         // without falling back to HTTP (whose reads the relay would count
         // the same).
         let refused_for_now = std::mem::take(&mut self.refused_for_now);
-        if self.opened {
+        let full = std::mem::take(&mut self.refused_full);
+        if self.opened && !full {
             self.failures = 0;
             self.refused_closes = if refused_for_now {
                 self.refused_closes.saturating_add(1)
@@ -982,7 +991,9 @@ impl Link {
             // WebSockets do not get through: HTTP until they do (tried
             // again every WS_RETRY_MS). Failures that sent the link here
             // from elsewhere are proven only once HTTP answers.
-            if self.status != LinkStatus::HttpFallback {
+            // (A socket refused for its subject's connections opened: the
+            // relay was up.)
+            if self.status != LinkStatus::HttpFallback && !full {
                 self.socket_unproven = true;
             }
             self.socket_retry_at_ms = Some(now_ms.saturating_add(WS_RETRY_MS));
@@ -1201,15 +1212,14 @@ impl Link {
                     self.status = LinkStatus::Refused(body.code.clone());
                     out.close = true;
                 }
-                // A hello refused because its token's subject holds all the
-                // node's connections it may is refused for now too (the
-                // socket comes back later each time), but is no reason to
-                // resend ops (it refused no push).
-                if socket
-                    && (is_transient_code(&body.code)
-                        || body.code == crate::code::TOO_MANY_CONNECTIONS)
-                {
+                if socket && is_transient_code(&body.code) {
                     self.refused_for_now = true;
+                }
+                // A hello refused because its token's subject holds all of
+                // the node's connections it may: as if the socket had not
+                // opened, as when the node refuses it whole (a 503).
+                if socket && body.code == crate::code::TOO_MANY_CONNECTIONS {
+                    self.refused_full = true;
                 }
                 out.error = Some((body.code, body.message));
             }
@@ -2732,20 +2742,13 @@ mod tests {
 
     #[test]
     fn sockets_the_relay_refuses_for_now_come_back_later_each_time() {
-        // A hello past the relay's read budget, or past the connections
-        // its token's subject may hold on the node: refused, and the
-        // socket closed, though it opened.
-        for code in [crate::code::RATE_LIMITED, crate::code::TOO_MANY_CONNECTIONS] {
-            sockets_refused_for_now_as(code);
-        }
-    }
-
-    fn sockets_refused_for_now_as(code: &str) {
         let mut storage = MemoryStorage::new();
         let mut link = link(&storage);
+        // A hello past the relay's read budget: refused, and the socket
+        // closed, though it opened.
         let refusal = ServerMessage::Error(crate::message::ErrorBody {
-            code: code.into(),
-            message: "refused for now".into(),
+            code: crate::code::RATE_LIMITED.into(),
+            message: "more than 1 reads per second".into(),
         })
         .encode()
         .unwrap();
@@ -2756,11 +2759,7 @@ mod tests {
                 link.on_close(0.0, now)
             })
             .collect();
-        assert_eq!(
-            delays,
-            [Some(500), Some(1_000), Some(2_000), Some(4_000)],
-            "{code}"
-        );
+        assert_eq!(delays, [Some(500), Some(1_000), Some(2_000), Some(4_000)]);
         assert_eq!(link.status(), &LinkStatus::Offline, "no HTTP fallback");
         // A socket that works (a pong) ends the run, even after a refusal.
         link.on_open(10);
@@ -2769,6 +2768,38 @@ mod tests {
         let pong = ServerMessage::Pong(Ping { at: 11 }).encode().unwrap();
         feed(&mut link, &pong, 12, &mut storage);
         assert_eq!(link.on_close(0.0, 13), Some(250));
+    }
+
+    #[test]
+    fn sockets_refused_for_their_subjects_connections_mean_http() {
+        let mut storage = MemoryStorage::new();
+        let mut link = link(&storage);
+        let full = ServerMessage::Error(crate::message::ErrorBody {
+            code: crate::code::TOO_MANY_CONNECTIONS.into(),
+            message: "this token's subject holds 2 connections on this node".into(),
+        })
+        .encode()
+        .unwrap();
+        // Refused at its hello, though it opened: as a socket that did
+        // not open (the backoff grows from the first step)…
+        link.on_open(0);
+        feed(&mut link, &full, 0, &mut storage);
+        assert_eq!(link.on_close(0.0, 1), Some(500));
+        assert_eq!(link.status(), &LinkStatus::Offline);
+        // …and after two, HTTP (whose pushes hold no connection), the
+        // socket tried again only after WS_RETRY_MS: the relay is up, so
+        // an HTTP answer does not send the link back to it at once.
+        link.on_open(2);
+        feed(&mut link, &full, 2, &mut storage);
+        assert_eq!(link.on_close(0.0, 3), Some(0));
+        assert_eq!(link.status(), &LinkStatus::HttpFallback);
+        assert!(!link.socket_unproven);
+        assert_eq!(link.socket_retry_at_ms, Some(3 + WS_RETRY_MS));
+        // A socket that works after all ends the run.
+        link.on_open(40_000);
+        feed(&mut link, &welcome(10_000), 40_000, &mut storage);
+        assert_eq!(link.status(), &LinkStatus::Connected);
+        assert_eq!(link.on_close(0.0, 40_001), Some(250));
     }
 
     #[test]

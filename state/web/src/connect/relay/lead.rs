@@ -303,12 +303,14 @@ impl Remote {
         for rebase in &out.rebase {
             self.rebase(rebase);
         }
-        // A read past the relay's budget, or a long poll refused because
-        // the node holds all the connections it may, is asked again
-        // without a word: a busy relay is no problem of this page's, and
-        // nothing waits on it (a poll is refused only with nothing new to
-        // say; pushes still go). Storage trouble or a relay shutting down
-        // is said: it may last.
+        // A read past the relay's budget, or a long poll or socket hello
+        // refused because the node (or this token's subject on it) holds
+        // all the connections it may, is asked again without a word: a
+        // busy relay is no problem of this page's, and nothing waits on it
+        // for long (a poll is refused only with nothing new to say, and
+        // pushes still go; a socket refused so twice sends the link to
+        // HTTP, whose pushes hold no connection). Storage trouble or a
+        // relay shutting down is said: it may last.
         if let Some((code, message)) = out.error
             && code != gaesup_protocol::code::RATE_LIMITED
             && code != gaesup_protocol::code::TOO_MANY_CONNECTIONS
