@@ -110,9 +110,9 @@ pub struct Serve {
     pub max_connections: u64,
     /// Most of those connections one token subject holds on this node:
     /// its sockets (from their hello, when the token is known) and its
-    /// waiting long polls. Past it the hello is refused and its socket
-    /// closed, and a long poll about to wait refused, as
-    /// `too_many_connections` (HTTP 503), so that one token cannot fill
+    /// waiting long polls. Past it the hello is refused (an error message,
+    /// and the socket closed), and a long poll about to wait refused (HTTP
+    /// 503), both as `too_many_connections`, so that one token cannot fill
     /// the node and shut every other subject out. Half of
     /// `--max-connections` if not given: a deployment whose visitors all
     /// share one token (a public site's, or tokens minted without
@@ -122,6 +122,18 @@ pub struct Serve {
     #[arg(long, env = "RELAY_MAX_CONNECTIONS_PER_SUBJECT",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections_per_subject: Option<u64>,
+    /// Most of those connections that may be sockets which have not said
+    /// a valid hello yet (and so shown no token): past it an upgrade is
+    /// refused as `too_many_connections` (HTTP 503), so that peers
+    /// without a token cannot fill the node with sockets that never say
+    /// hello (each is held until its hello is due, 5 s). A tenth of
+    /// `--max-connections` (but at least 64) if not given. A device says hello as its
+    /// socket opens, so this bounds sockets opening at the same moment:
+    /// a device refused tries again, and after two refusals syncs over
+    /// HTTP for a while.
+    #[arg(long, env = "RELAY_MAX_PENDING_HELLOS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_pending_hellos: Option<u64>,
     /// Messages queued for one device before it counts as too slow and is
     /// disconnected (it then resyncs from its cursor).
     #[arg(long, env = "RELAY_SEND_QUEUE", default_value_t = 256)]
@@ -184,6 +196,19 @@ pub struct Mint {
 }
 
 impl Serve {
+    /// How many of this node's sockets may not have said hello yet
+    /// (`--max-pending-hellos`, or a tenth of the node's connections but
+    /// at least 64 of them: a page opens a socket per apartment at once).
+    pub fn pending_share(&self) -> u64 {
+        self.max_pending_hellos
+            .unwrap_or(
+                (self.max_connections / 10)
+                    .max(64)
+                    .min(self.max_connections),
+            )
+            .max(1)
+    }
+
     /// How many of this node's connections one token subject may hold
     /// (`--max-connections-per-subject`, or half the node's).
     pub fn subject_share(&self) -> u64 {
@@ -242,13 +267,23 @@ pub fn secret(file: Option<&PathBuf>, dev: bool) -> Result<Vec<u8>, String> {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
 
+    use clap::{CommandFactory, FromArgMatches};
+
+    /// `args` parsed as the relay's command line, its environment
+    /// variables ignored (a `RELAY_…` exported where the tests run would
+    /// change the defaults).
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        let command = Cli::command().mut_args(|arg| arg.env(None::<&str>));
+        let matches =
+            command.try_get_matches_from(std::iter::once("relay").chain(args.iter().copied()))?;
+        Cli::from_arg_matches(&matches)
+    }
+
     fn serve(args: &[&str]) -> Serve {
-        let cli = Cli::try_parse_from(std::iter::once("relay").chain(args.iter().copied()));
-        cli.map(|cli| cli.serve)
+        parse(args)
+            .map(|cli| cli.serve)
             .unwrap_or_else(|err| panic!("{err}"))
     }
 
@@ -268,6 +303,18 @@ mod tests {
         ];
         assert_eq!(serve(&set).subject_share(), 100);
         let zero = ["--max-connections-per-subject", "0"];
-        assert!(Cli::try_parse_from(std::iter::once("relay").chain(zero)).is_err());
+        assert!(parse(&zero).is_err());
+    }
+
+    /// Sockets before their hello may take a tenth of the node, but at
+    /// least 64 (a page opens several at once), and never more than the
+    /// node holds.
+    #[test]
+    fn sockets_before_hello_take_a_tenth_of_the_node_unless_set() {
+        assert_eq!(serve(&[]).pending_share(), 1_000);
+        assert_eq!(serve(&["--max-connections", "100"]).pending_share(), 64);
+        assert_eq!(serve(&["--max-connections", "3"]).pending_share(), 3);
+        let set = ["--max-pending-hellos", "2"];
+        assert_eq!(serve(&set).pending_share(), 2);
     }
 }

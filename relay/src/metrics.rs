@@ -59,11 +59,15 @@ pub struct Metrics {
     /// WebSockets whose session ended while their writer still sends
     /// what was queued (and the close).
     closing: AtomicU64,
+    /// WebSockets that have not said a valid hello yet, each holding a
+    /// [`Pending`].
+    pending: AtomicU64,
     /// What counts against `--max-connections`: sockets (from their
     /// upgrade) and waiting long polls, each holding a [`Slot`].
     slots: AtomicU64,
-    /// The same, per token subject (sockets from their hello), each
-    /// counted by a [`SubjectSlot`]; a subject holding none is not kept.
+    /// The same, per token subject (sockets from their hello, and
+    /// waiting long polls), each counted by a [`SubjectSlot`]; a subject
+    /// holding none is not kept.
     by_subject: Mutex<HashMap<Arc<str>, u64>>,
     pushes: AtomicU64,
     applied: AtomicU64,
@@ -98,14 +102,13 @@ impl Metrics {
         self.connections.load(Ordering::Relaxed)
     }
 
-    /// A socket's session ended; its writer still sends.
-    pub fn closing(&self) {
+    /// A socket's session ended; its writer still sends until the
+    /// guard is dropped.
+    pub fn closing(self: &Arc<Self>) -> Closing {
         self.closing.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// A closing socket's writer is done (the socket is closed).
-    pub fn closed(&self) {
-        self.closing.fetch_sub(1, Ordering::Relaxed);
+        Closing {
+            metrics: Arc::clone(self),
+        }
     }
 
     /// HTTP long polls waiting now.
@@ -117,16 +120,26 @@ impl Metrics {
     /// is free (taken in one step: concurrent takers never pass `max`);
     /// freed by dropping it.
     pub fn take_slot(self: &Arc<Self>, max: u64) -> Option<Slot> {
-        self.slots
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
-                (held < max).then_some(held + 1)
-            })
-            .ok()?;
+        take_one(&self.slots, max)?;
         Some(Slot {
             metrics: Arc::clone(self),
             poll: false,
             subject: None,
         })
+    }
+
+    /// One of the `max` places of sockets that have not said hello yet,
+    /// if one is free (taken in one step); given back by dropping it.
+    pub fn take_pending(self: &Arc<Self>, max: u64) -> Option<Pending> {
+        take_one(&self.pending, max)?;
+        Some(Pending {
+            metrics: Arc::clone(self),
+        })
+    }
+
+    /// Sockets that have not said a valid hello yet.
+    pub fn sockets_before_hello(&self) -> u64 {
+        self.pending.load(Ordering::Relaxed)
     }
 
     /// One of the `max` connections token subject `sub` may hold on this
@@ -348,6 +361,11 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
+            "# HELP relay_sockets_before_hello WebSocket connections that have not said a valid hello yet.\n# TYPE relay_sockets_before_hello gauge\nrelay_sockets_before_hello {}",
+            self.sockets_before_hello()
+        );
+        let _ = writeln!(
+            out,
             "# HELP relay_sockets_closing WebSocket connections whose session ended, still sending what was queued (they hold their connection until done).\n# TYPE relay_sockets_closing gauge\nrelay_sockets_closing {}",
             self.closing.load(Ordering::Relaxed)
         );
@@ -388,6 +406,40 @@ pub struct Slot {
     poll: bool,
     /// A waiting poll's share of its subject's bound.
     subject: Option<SubjectSlot>,
+}
+
+/// Counts one more in `held` if it holds fewer than `max`, in one step
+/// (concurrent takers never pass `max`).
+fn take_one(held: &AtomicU64, max: u64) -> Option<()> {
+    held.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+        (n < max).then_some(n + 1)
+    })
+    .ok()
+    .map(drop)
+}
+
+/// A socket counted in `relay_sockets_closing` ([`Metrics::closing`]),
+/// until dropped.
+pub struct Closing {
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        self.metrics.closing.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A socket's place among those that have not said a valid hello
+/// (`--max-pending-hellos`, [`Metrics::take_pending`]), until dropped.
+pub struct Pending {
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.metrics.pending.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Which bound refused a connection ([`Metrics::hold_poll`]).

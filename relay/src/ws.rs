@@ -27,7 +27,7 @@ use tokio::sync::{Notify, mpsc};
 use crate::AppState;
 use crate::hub::{CatchUp, FRAME_SLACK, Missed, Outlet, now_ms};
 use crate::limits::SharedBucket;
-use crate::metrics::SubjectSlot;
+use crate::metrics::{Pending, Slot, SubjectSlot};
 use crate::queue::SendQueue;
 use crate::token::{self, Claims};
 
@@ -50,6 +50,12 @@ pub async fn upgrade(State(app): State<Arc<AppState>>, ws: WebSocketUpgrade) -> 
     let Some(slot) = app.metrics.take_slot(app.config.max_connections) else {
         return crate::http::refuse(&app, &crate::http::node_full());
     };
+    // Until its hello shows a token, a socket is anyone's: those are
+    // bounded apart, or peers without a token could fill the node with
+    // sockets that never say hello (each held up to `hello_within_ms`).
+    let Some(pending) = app.metrics.take_pending(app.config.pending_share()) else {
+        return crate::http::refuse(&app, &pending_full(&app));
+    };
     // Twice the frame limit: a frame between one and two limits gets a
     // specific error; beyond, the socket layer closes with 1009.
     ws.max_message_size(app.config.max_frame_bytes.saturating_mul(2))
@@ -57,14 +63,7 @@ pub async fn upgrade(State(app): State<Arc<AppState>>, ws: WebSocketUpgrade) -> 
         // and the 128 KiB defaults made an idle socket cost ≈ 140 KiB.
         .read_buffer_size(SOCKET_BUFFER_BYTES)
         .write_buffer_size(SOCKET_BUFFER_BYTES)
-        .on_upgrade(move |socket| async move {
-            // The subject's share is given back with the node's, not
-            // before: a socket whose writer is stuck on a peer that stopped
-            // reading holds both.
-            let subject = serve(app, socket).await;
-            drop(slot);
-            drop(subject);
-        })
+        .on_upgrade(move |socket| serve(app, socket, slot, pending))
         .into_response()
 }
 
@@ -106,10 +105,21 @@ fn heartbeat_of(app: &AppState) -> Duration {
     Duration::from_millis(app.config.heartbeat_ms.max(50))
 }
 
-/// Serves one socket until it ends (its writer included); its share of
-/// its subject's connections, if it said hello, for the caller to give
-/// back with the node's.
-async fn serve(app: Arc<AppState>, socket: WebSocket) -> Option<SubjectSlot> {
+/// The refusal of a socket past `--max-pending-hellos`.
+fn pending_full(app: &AppState) -> ProtocolError {
+    ProtocolError::new(
+        code::TOO_MANY_CONNECTIONS,
+        format!(
+            "{} sockets on this node have not said hello yet; try again",
+            app.config.pending_share()
+        ),
+    )
+}
+
+/// Serves one socket until it ends, its writer included, then gives back
+/// what it held (`slot`, its share of the node; `pending`, until a valid
+/// hello; its subject's share, from then).
+async fn serve(app: Arc<AppState>, socket: WebSocket, slot: Slot, pending: Pending) {
     app.metrics.connected();
     let conn = app.next_conn();
     let (mut sink, mut incoming) = socket.split();
@@ -273,6 +283,7 @@ async fn serve(app: Arc<AppState>, socket: WebSocket) -> Option<SubjectSlot> {
         app: Arc::clone(&app),
         conn,
         claims: None,
+        pending: Some(pending),
         subject: None,
         bucket: None,
         reads: None,
@@ -341,14 +352,16 @@ async fn serve(app: Arc<AppState>, socket: WebSocket) -> Option<SubjectSlot> {
             }
         }
     };
-    app.metrics.closing();
+    let counted = app.metrics.closing();
     app.hub.unsubscribe(conn).await;
     if let Some(frame) = reason {
         let _ = closing.send(frame).await;
     }
     drop(closing);
     let hello_said = session.claims.is_some();
-    let subject = session.subject.take();
+    // Held until the writer is done, with the node's slot: a writer stuck
+    // on a peer that stopped reading holds the connection as long.
+    let shares = (session.pending.take(), session.subject.take());
     drop(session);
     if hello_said {
         let _ = writer.await;
@@ -364,15 +377,18 @@ async fn serve(app: Arc<AppState>, socket: WebSocket) -> Option<SubjectSlot> {
             writer.abort();
         }
     }
-    app.metrics.closed();
+    drop(counted);
     app.metrics.disconnected();
-    subject
+    drop((slot, shares));
 }
 
 struct Session {
     app: Arc<AppState>,
     conn: u64,
     claims: Option<Arc<Claims>>,
+    /// The socket's place among those that have not said hello; given
+    /// back when `claims` is set.
+    pending: Option<Pending>,
     /// The socket's share of its subject's connections; set with
     /// `claims`.
     subject: Option<SubjectSlot>,
@@ -461,6 +477,7 @@ impl Session {
                     })));
                 self.claims = Some(Arc::clone(&claims));
                 self.subject = Some(subject);
+                self.pending = None;
                 self.bucket = Some(self.app.budgets.of(&claims.sub));
                 self.reads = Some(reads);
                 if let Err(error) = self

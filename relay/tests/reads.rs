@@ -591,3 +591,68 @@ async fn a_closing_socket_keeps_its_subjects_share_until_it_has_closed() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Sockets that have not said hello yet (shown no token) hold at most
+/// `--max-pending-hellos` of the node: with 2, two sockets that say
+/// nothing fill them and a third upgrade is refused (503), though the node
+/// has room; a socket that says a valid hello gives its place back at
+/// once (and keeps its connection), and one that never does gives it back
+/// when its hello is due and it is closed. Without the bound, peers
+/// without a token could fill the node with silent sockets.
+#[tokio::test(flavor = "multi_thread")]
+async fn sockets_before_their_hello_hold_at_most_their_share_of_the_node() {
+    const BEFORE: &str = "relay_sockets_before_hello";
+    let relay = Relay::start(&["--max-pending-hellos", "2", "--hello-within-ms", "1000"]);
+    let refused = || async {
+        match tokio_tungstenite::connect_async(relay.ws_url()).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                response.status().as_u16() == 503
+            }
+            Ok(_) => false,
+            Err(other) => panic!("{other}"),
+        }
+    };
+    let mut speaker = Client::raw(&relay).await;
+    let mut silent = Client::raw(&relay).await;
+    metric_reaches(&relay, BEFORE, 2).await;
+    assert!(refused().await, "a third socket before its hello");
+    assert_eq!(metric(&relay, "relay_connections").await, 2);
+
+    speaker
+        .send(&ClientMessage::Hello(Hello {
+            client: "test-device".into(),
+            token: Some(main_rw()),
+            subscribe: Vec::new(),
+        }))
+        .await;
+    speaker
+        .wait_for(|m| matches!(m, ServerMessage::Welcome(_)))
+        .await;
+    assert_eq!(
+        metric(&relay, BEFORE).await,
+        1,
+        "a welcomed socket gave its place back"
+    );
+    let _another = Client::writer(&relay, &main_rw()).await;
+
+    // The silent socket is closed when its hello is due, and its place
+    // is free again.
+    assert_eq!(silent.error_code().await, code::NO_HELLO);
+    assert!(silent.closed().await.is_some());
+    let deadline = Instant::now() + DEADLINE;
+    while metric(&relay, BEFORE).await != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "a closed silent socket kept its place"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _late = Client::raw(&relay).await;
+    let _later = Client::raw(&relay).await;
+    metric_reaches(&relay, BEFORE, 2).await;
+    assert!(refused().await);
+    speaker.send(&ClientMessage::Ping(Ping { at: 1 })).await;
+    speaker
+        .wait_for(|m| matches!(m, ServerMessage::Pong(_)))
+        .await;
+}
