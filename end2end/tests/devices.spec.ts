@@ -379,8 +379,12 @@ test.describe('two devices through a relay', () => {
       const refused = () => tight.refusals('too_many_connections');
       const a = await Device.open(browser, config);
       await expect.poll(refused).toBeGreaterThanOrEqual(1);
+      const before = await refused();
       const b = await Device.open(browser, config);
       await expect(b.relayLink()).toHaveText('HTTP fallback');
+      // b's main link was refused twice at its hello (not sent to HTTP
+      // for another reason).
+      expect(await refused()).toBeGreaterThanOrEqual(before + 2);
       await a.increment(counter, 'count', 3);
       await expect.poll(() => b.get(counter, 'count'), { timeout: 15_000 }).toBe(3);
       await b.increment(counter, 'count', 30);

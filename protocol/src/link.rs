@@ -1218,7 +1218,10 @@ impl Link {
                 // A hello refused because its token's subject holds all of
                 // the node's connections it may: as if the socket had not
                 // opened, as when the node refuses it whole (a 503).
-                if socket && body.code == crate::code::TOO_MANY_CONNECTIONS {
+                if socket
+                    && body.code == crate::code::TOO_MANY_CONNECTIONS
+                    && self.status != LinkStatus::Connected
+                {
                     self.refused_full = true;
                 }
                 out.error = Some((body.code, body.message));

@@ -21,6 +21,12 @@ const PUSH_EVERY_MS: u32 = 200;
 /// Pause after a refused or unreadable answer (a rate limit, a relay in
 /// trouble), so a loop never hammers it.
 const RETRY_AFTER_MS: u32 = 2_000;
+/// While long polls are refused because the node (or this token's subject
+/// on it) holds all the connections it may, the pause between them
+/// doubles from [`RETRY_AFTER_MS`] up to this, the length of a poll the
+/// relay would have held: past its share a link then costs the subject's
+/// read budget what a held poll costs, not a read every second.
+const FULL_RETRY_MAX_MS: u32 = PULL_WAIT_MS as u32;
 /// Longest wait for a relay's whole answer past what a long poll asks it
 /// to wait: a request held open longer counts as the relay unreachable.
 const ANSWER_WITHIN_MS: u32 = 20_000;
@@ -182,7 +188,9 @@ pub(super) async fn push_loop(weak: Weak<Remote>, generation: u64) {
             match take_answer(&weak, generation, answer) {
                 Next::Stop => return,
                 Next::Go => {}
-                Next::Wait => gloo_timers::future::TimeoutFuture::new(RETRY_AFTER_MS).await,
+                Next::Wait | Next::Full => {
+                    gloo_timers::future::TimeoutFuture::new(RETRY_AFTER_MS).await;
+                }
             }
         } else {
             wake.wait().await;
@@ -195,6 +203,7 @@ pub(super) async fn push_loop(weak: Weak<Remote>, generation: u64) {
 /// browser opens at most six HTTP/1.1 connections to a host and every
 /// apartment's link shares them (pushes must still get through).
 pub(super) async fn pull_loop(weak: Weak<Remote>, generation: u64, streams: Vec<StreamId>) {
+    let mut full = FullBackoff::default();
     for stream in streams.iter().cycle() {
         let (url, token, wait) = {
             let Some(remote) = weak.upgrade() else {
@@ -235,11 +244,43 @@ pub(super) async fn pull_loop(weak: Weak<Remote>, generation: u64, streams: Vec<
         {
             remote.with_link(|link, _| link.forbid(stream, text));
         }
-        match take_answer(&weak, generation, answer) {
+        let pause = match take_answer(&weak, generation, answer) {
             Next::Stop => return,
-            Next::Go => {}
-            Next::Wait => gloo_timers::future::TimeoutFuture::new(RETRY_AFTER_MS).await,
+            Next::Go => {
+                if wait > 0 {
+                    full.answered();
+                }
+                None
+            }
+            Next::Wait => Some(RETRY_AFTER_MS),
+            Next::Full => Some(full.refused()),
+        };
+        if let Some(pause) = pause {
+            gloo_timers::future::TimeoutFuture::new(pause).await;
         }
+    }
+}
+
+/// The pause after each long poll refused for want of connections
+/// ([`FULL_RETRY_MAX_MS`]), until one is answered.
+#[derive(Debug, Default)]
+struct FullBackoff {
+    refusals: u32,
+}
+
+impl FullBackoff {
+    /// One more refusal: how long to wait before the next poll.
+    fn refused(&mut self) -> u32 {
+        let pause = RETRY_AFTER_MS
+            .saturating_mul(1 << self.refusals.min(8))
+            .min(FULL_RETRY_MAX_MS);
+        self.refusals = self.refusals.saturating_add(1);
+        pause
+    }
+
+    /// A long poll was answered (it waited, or had news).
+    fn answered(&mut self) {
+        self.refusals = 0;
     }
 }
 
@@ -251,6 +292,9 @@ enum Next {
     Go,
     /// Refused, or an answer that is no answer: wait before asking again.
     Wait,
+    /// Refused because the node, or this token's subject on it, holds all
+    /// the connections it may: wait, longer each time in a row.
+    Full,
 }
 
 /// Feeds an HTTP answer (or the failure to get one) to the link.
@@ -273,7 +317,13 @@ fn take_answer(
     if let Some(out) =
         remote.with_link(|link, storage| link.on_http(status, &text, now_ms(), storage))
     {
-        if out.close || out.error.is_some() || status >= 400 {
+        if out
+            .error
+            .as_ref()
+            .is_some_and(|(code, _)| code == gaesup_protocol::code::TOO_MANY_CONNECTIONS)
+        {
+            next = Next::Full;
+        } else if out.close || out.error.is_some() || status >= 400 {
             next = Next::Wait;
         }
         remote.handle(out);
@@ -296,6 +346,22 @@ mod tests {
     impl std::task::Wake for Count {
         fn wake(self: Arc<Self>) {
             self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Long polls refused for want of connections wait 2 s, then twice
+    /// as long each time up to a poll's length; an answered poll starts
+    /// over.
+    #[test]
+    fn refused_long_polls_wait_longer_each_time_up_to_a_polls_length() {
+        let mut full = super::FullBackoff::default();
+        let pauses: Vec<u32> = (0..5).map(|_| full.refused()).collect();
+        assert_eq!(pauses, [2_000, 4_000, 8_000, 10_000, 10_000]);
+        full.answered();
+        let pauses: Vec<u32> = (0..3).map(|_| full.refused()).collect();
+        assert_eq!(pauses, [2_000, 4_000, 8_000], "from the start again");
+        for _ in 0..100 {
+            assert_eq!(full.refused(), 10_000, "no overflow after many");
         }
     }
 
