@@ -123,14 +123,16 @@ pub struct Serve {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections_per_subject: Option<u64>,
     /// Most of those connections that may be sockets which have not said
-    /// a valid hello yet (and so shown no token): past it an upgrade is
-    /// refused as `too_many_connections` (HTTP 503), so that peers
-    /// without a token cannot fill the node with sockets that never say
-    /// hello (each is held until its hello is due, 5 s). A tenth of
-    /// `--max-connections` (but at least 64) if not given. A device says hello as its
-    /// socket opens, so this bounds sockets opening at the same moment:
-    /// a device refused tries again, and after two refusals syncs over
-    /// HTTP for a while.
+    /// a valid hello yet (and so shown no token): past it the oldest of
+    /// them is told `no_hello` and closed to make room, so that peers
+    /// without a token can neither fill the node with sockets that never
+    /// say hello (each held until its hello is due, 5 s, and up to a
+    /// second more to take its close) nor keep out a device, which says
+    /// hello a round trip after its socket opens. A tenth of
+    /// `--max-connections`, but at least 64 and at most all of them, if
+    /// not given; keep it above the sockets that open within a round trip
+    /// at the busiest (every device coming back after a restart), or some
+    /// are closed and try again.
     #[arg(long, env = "RELAY_MAX_PENDING_HELLOS",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_pending_hellos: Option<u64>,

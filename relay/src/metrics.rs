@@ -59,9 +59,10 @@ pub struct Metrics {
     /// WebSockets whose session ended while their writer still sends
     /// what was queued (and the close).
     closing: AtomicU64,
-    /// WebSockets that have not said a valid hello yet, each holding a
-    /// [`Pending`].
-    pending: AtomicU64,
+    /// WebSockets that have not said a valid hello yet, oldest first,
+    /// each holding a [`Pending`]: its number, and how to tell it to go.
+    pending: Mutex<std::collections::VecDeque<(u64, Arc<tokio::sync::Notify>)>>,
+    next_pending: AtomicU64,
     /// What counts against `--max-connections`: sockets (from their
     /// upgrade) and waiting long polls, each holding a [`Slot`].
     slots: AtomicU64,
@@ -128,18 +129,42 @@ impl Metrics {
         })
     }
 
-    /// One of the `max` places of sockets that have not said hello yet,
-    /// if one is free (taken in one step); given back by dropping it.
-    pub fn take_pending(self: &Arc<Self>, max: u64) -> Option<Pending> {
-        take_one(&self.pending, max)?;
-        Some(Pending {
+    /// A place among the `max` sockets that have not said hello yet. When
+    /// all are taken the oldest holder is told to go ([`Pending::evicted`])
+    /// and its place is this one's: a socket that says hello within a
+    /// round trip keeps its place unless `max` newer ones open meanwhile,
+    /// however many sockets that never say hello others open. Given back
+    /// by dropping it.
+    pub fn take_pending(self: &Arc<Self>, max: u64) -> Pending {
+        let id = self.next_pending.fetch_add(1, Ordering::Relaxed);
+        let evicted = Arc::new(tokio::sync::Notify::new());
+        let mut pending = self.pending_queue();
+        while pending.len() as u64 >= max.max(1) {
+            let Some((_, oldest)) = pending.pop_front() else {
+                break;
+            };
+            oldest.notify_one();
+        }
+        pending.push_back((id, Arc::clone(&evicted)));
+        Pending {
             metrics: Arc::clone(self),
-        })
+            id,
+            evicted,
+        }
+    }
+
+    fn pending_queue(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::VecDeque<(u64, Arc<tokio::sync::Notify>)>>
+    {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Sockets that have not said a valid hello yet.
     pub fn sockets_before_hello(&self) -> u64 {
-        self.pending.load(Ordering::Relaxed)
+        self.pending_queue().len() as u64
     }
 
     /// One of the `max` connections token subject `sub` may hold on this
@@ -431,14 +456,29 @@ impl Drop for Closing {
 }
 
 /// A socket's place among those that have not said a valid hello
-/// (`--max-pending-hellos`, [`Metrics::take_pending`]), until dropped.
+/// (`--max-pending-hellos`, [`Metrics::take_pending`]), until dropped or
+/// taken by a newer socket.
 pub struct Pending {
     metrics: Arc<Metrics>,
+    id: u64,
+    evicted: Arc<tokio::sync::Notify>,
+}
+
+impl Pending {
+    /// Notified once a newer socket took this place: the socket must go.
+    pub fn evicted(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.evicted)
+    }
 }
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        self.metrics.pending.fetch_sub(1, Ordering::Relaxed);
+        let mut pending = self.metrics.pending_queue();
+        // Near the front most often (the oldest say hello first); gone if
+        // a newer socket took the place.
+        if let Some(at) = pending.iter().position(|(id, _)| *id == self.id) {
+            pending.remove(at);
+        }
     }
 }
 

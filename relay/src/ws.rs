@@ -39,6 +39,10 @@ const CLOSE_SLOW: u16 = 4008;
 const CLOSE_SILENT: u16 = 4009;
 /// Close code: going away (shutdown).
 const CLOSE_GOING_AWAY: u16 = 1001;
+/// Longest a socket that never said a valid hello is given to take its
+/// error and close frame (at most `--hello-within-ms`): it holds one of
+/// the node's connections meanwhile.
+const NO_HELLO_GRACE_MS: u64 = 1_000;
 /// Starting read and write buffer of a socket.
 const SOCKET_BUFFER_BYTES: usize = 4 * 1024;
 
@@ -51,11 +55,10 @@ pub async fn upgrade(State(app): State<Arc<AppState>>, ws: WebSocketUpgrade) -> 
         return crate::http::refuse(&app, &crate::http::node_full());
     };
     // Until its hello shows a token, a socket is anyone's: those are
-    // bounded apart, or peers without a token could fill the node with
-    // sockets that never say hello (each held up to `hello_within_ms`).
-    let Some(pending) = app.metrics.take_pending(app.config.pending_share()) else {
-        return crate::http::refuse(&app, &pending_full(&app));
-    };
+    // bounded apart (the oldest told to go when a new one comes), or peers
+    // without a token could fill the node with sockets that never say
+    // hello (each held up to `hello_within_ms`).
+    let pending = app.metrics.take_pending(app.config.pending_share());
     // Twice the frame limit: a frame between one and two limits gets a
     // specific error; beyond, the socket layer closes with 1009.
     ws.max_message_size(app.config.max_frame_bytes.saturating_mul(2))
@@ -105,21 +108,11 @@ fn heartbeat_of(app: &AppState) -> Duration {
     Duration::from_millis(app.config.heartbeat_ms.max(50))
 }
 
-/// The refusal of a socket past `--max-pending-hellos`.
-fn pending_full(app: &AppState) -> ProtocolError {
-    ProtocolError::new(
-        code::TOO_MANY_CONNECTIONS,
-        format!(
-            "{} sockets on this node have not said hello yet; try again",
-            app.config.pending_share()
-        ),
-    )
-}
-
 /// Serves one socket until it ends, its writer included, then gives back
 /// what it held (`slot`, its share of the node; `pending`, until a valid
 /// hello; its subject's share, from then).
 async fn serve(app: Arc<AppState>, socket: WebSocket, slot: Slot, pending: Pending) {
+    let evicted = pending.evicted();
     app.metrics.connected();
     let conn = app.next_conn();
     let (mut sink, mut incoming) = socket.split();
@@ -343,6 +336,13 @@ async fn serve(app: Arc<AppState>, socket: WebSocket, slot: Slot, pending: Pendi
                 session.error(&ProtocolError::new(code::NO_HELLO, "no hello in time"));
                 break Some(close(CLOSE_UNAUTHORIZED, code::NO_HELLO));
             }
+            () = evicted.notified(), if session.claims.is_none() => {
+                session.error(&ProtocolError::new(
+                    code::NO_HELLO,
+                    "no hello yet, and newer sockets need the place",
+                ));
+                break Some(close(CLOSE_UNAUTHORIZED, code::NO_HELLO));
+            }
             () = slow.notified() => {
                 break Some(close(CLOSE_SLOW, code::SLOW_CONSUMER));
             }
@@ -369,11 +369,8 @@ async fn serve(app: Arc<AppState>, socket: WebSocket, slot: Slot, pending: Pendi
         // A socket that never said hello is owed nothing but its error and
         // close frame: one that does not read them does not get to hold
         // its slot (and its buffers) for the writer's patience.
-        let hello_within = Duration::from_millis(app.config.hello_within_ms);
-        if tokio::time::timeout(hello_within, &mut writer)
-            .await
-            .is_err()
-        {
+        let grace = Duration::from_millis(app.config.hello_within_ms.min(NO_HELLO_GRACE_MS));
+        if tokio::time::timeout(grace, &mut writer).await.is_err() {
             writer.abort();
         }
     }
@@ -466,6 +463,10 @@ impl Session {
                     self.error(&error);
                     return Some(close(CLOSE_GOING_AWAY, error.code));
                 }
+                // A valid hello: the socket is no longer anyone's (given
+                // back before the welcome, which a device may answer at
+                // once).
+                self.pending = None;
                 // Before the catch-ups, which hold back everything live.
                 let _ = self
                     .outlet
@@ -477,7 +478,6 @@ impl Session {
                     })));
                 self.claims = Some(Arc::clone(&claims));
                 self.subject = Some(subject);
-                self.pending = None;
                 self.bucket = Some(self.app.budgets.of(&claims.sub));
                 self.reads = Some(reads);
                 if let Err(error) = self
