@@ -64,6 +64,11 @@ pub struct Serve {
     /// it short.)
     #[arg(long, hide = true, default_value_t = 5_000)]
     pub hello_within_ms: u64,
+    /// A connection that has not sent a request's headers whole this
+    /// long after it opened, or after its last request, is closed (see
+    /// `listen.rs`). (Hidden: tests set it short.)
+    #[arg(long, hide = true, default_value_t = 30_000)]
+    pub header_timeout_ms: u64,
     /// An HTTP push whose body has not arrived whole this long after its
     /// token was checked is answered 408 and its body dropped. (Hidden:
     /// tests set it short.)
@@ -124,11 +129,12 @@ pub struct Serve {
     pub max_connections_per_subject: Option<u64>,
     /// Most of those connections that may be sockets which have not said
     /// a valid hello yet (and so shown no token): past it the oldest of
-    /// them is told `no_hello` and closed to make room, so that peers
-    /// without a token can neither fill the node with sockets that never
-    /// say hello (each held until its hello is due, 5 s, and up to a
-    /// second more to take its close) nor keep out a device, which says
-    /// hello a round trip after its socket opens. A tenth of
+    /// them is told `too_many_connections` and closed to make room, so
+    /// that peers without a token can neither fill the node with sockets
+    /// that never say hello (each held until its hello is due, 5 s, and
+    /// up to a second more to take its close) nor keep out a device,
+    /// which says hello a round trip after its socket opens, unless they
+    /// open this many sockets within that round trip. A tenth of
     /// `--max-connections`, but at least 64 and at most all of them, if
     /// not given; keep it above the sockets that open within a round trip
     /// at the busiest (every device coming back after a restart), or some

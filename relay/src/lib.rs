@@ -75,6 +75,7 @@ pub mod db;
 pub mod http;
 pub mod hub;
 pub mod limits;
+pub mod listen;
 pub mod metrics;
 pub mod queue;
 pub mod retention;
@@ -93,7 +94,6 @@ use axum::http::{HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use clap::Parser;
 use gaesup_protocol::{ProtocolError, code};
 use tokio::sync::watch;
@@ -286,20 +286,8 @@ pub async fn serve(config: Serve, secret: Vec<u8>) -> Result<(), String> {
         tracing::info!("shutting down");
         let _ = stop.send(true);
     };
-    // Frames are small and each is sent as soon as it is ready (an ack, an
-    // op for a subscriber): with Nagle's algorithm a frame written while the
-    // previous one waits for its TCP ACK stays in the kernel until that ACK
-    // comes, which the peer may delay by up to 40 ms. A device answering a
-    // change at once then waited ~25 ms per hop on loopback.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::warn!(%err, "cannot set TCP_NODELAY on a connection");
-        }
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(graceful)
-        .await
-        .map_err(|err| err.to_string())?;
+    let header_timeout = std::time::Duration::from_millis(config.header_timeout_ms.max(1));
+    listen::serve_http(listener, app, header_timeout, graceful).await;
     // Every handler is gone (and the reader, which holds the hub too): the
     // hub drains what is queued (committing it) and stops.
     if let Some(reader) = reader {

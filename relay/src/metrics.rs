@@ -59,10 +59,9 @@ pub struct Metrics {
     /// WebSockets whose session ended while their writer still sends
     /// what was queued (and the close).
     closing: AtomicU64,
-    /// WebSockets that have not said a valid hello yet, oldest first,
-    /// each holding a [`Pending`]: its number, and how to tell it to go.
-    pending: Mutex<std::collections::VecDeque<(u64, Arc<tokio::sync::Notify>)>>,
-    next_pending: AtomicU64,
+    /// WebSockets that have not said a valid hello yet, by number (the
+    /// oldest first), each holding a [`Pending`]: how to tell it to go.
+    pending: Mutex<Places>,
     /// What counts against `--max-connections`: sockets (from their
     /// upgrade) and waiting long polls, each holding a [`Slot`].
     slots: AtomicU64,
@@ -136,16 +135,18 @@ impl Metrics {
     /// however many sockets that never say hello others open. Given back
     /// by dropping it.
     pub fn take_pending(self: &Arc<Self>, max: u64) -> Pending {
-        let id = self.next_pending.fetch_add(1, Ordering::Relaxed);
         let evicted = Arc::new(tokio::sync::Notify::new());
-        let mut pending = self.pending_queue();
-        while pending.len() as u64 >= max.max(1) {
-            let Some((_, oldest)) = pending.pop_front() else {
+        let mut places = self.places();
+        while places.held.len() as u64 >= max.max(1) {
+            let Some((_, oldest)) = places.held.pop_first() else {
                 break;
             };
             oldest.notify_one();
         }
-        pending.push_back((id, Arc::clone(&evicted)));
+        // Numbered under the lock: the oldest place is the first.
+        let id = places.next;
+        places.next += 1;
+        places.held.insert(id, Arc::clone(&evicted));
         Pending {
             metrics: Arc::clone(self),
             id,
@@ -153,10 +154,7 @@ impl Metrics {
         }
     }
 
-    fn pending_queue(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::VecDeque<(u64, Arc<tokio::sync::Notify>)>>
-    {
+    fn places(&self) -> std::sync::MutexGuard<'_, Places> {
         self.pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -164,7 +162,7 @@ impl Metrics {
 
     /// Sockets that have not said a valid hello yet.
     pub fn sockets_before_hello(&self) -> u64 {
-        self.pending_queue().len() as u64
+        self.places().held.len() as u64
     }
 
     /// One of the `max` connections token subject `sub` may hold on this
@@ -473,13 +471,16 @@ impl Pending {
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        let mut pending = self.metrics.pending_queue();
-        // Near the front most often (the oldest say hello first); gone if
-        // a newer socket took the place.
-        if let Some(at) = pending.iter().position(|(id, _)| *id == self.id) {
-            pending.remove(at);
-        }
+        // Gone already if a newer socket took the place.
+        self.metrics.places().held.remove(&self.id);
     }
+}
+
+/// The places of sockets that have not said hello ([`Metrics::take_pending`]).
+#[derive(Default)]
+struct Places {
+    next: u64,
+    held: BTreeMap<u64, Arc<tokio::sync::Notify>>,
 }
 
 /// Which bound refused a connection ([`Metrics::hold_poll`]).
@@ -621,5 +622,42 @@ mod tests {
         assert_eq!(metrics.connected_subjects(), 0);
         assert_eq!(metrics.slots.load(Ordering::Relaxed), 0);
         assert_eq!(metrics.polls_held(), 0);
+    }
+
+    /// Places before a hello: a new socket past the bound takes the
+    /// oldest one's (whose holder is told at once), the count never
+    /// passes the bound, and giving back a place taken by another changes
+    /// nothing.
+    #[tokio::test]
+    async fn a_new_socket_takes_the_oldest_place_before_a_hello() {
+        let metrics = Arc::new(Metrics::default());
+        let oldest = metrics.take_pending(2);
+        let second = metrics.take_pending(2);
+        assert_eq!(metrics.sockets_before_hello(), 2);
+        let third = metrics.take_pending(2);
+        assert_eq!(metrics.sockets_before_hello(), 2);
+        // Told before anyone waited: the wait ends at once.
+        let told = oldest.evicted();
+        tokio::time::timeout(Duration::from_secs(1), told.notified())
+            .await
+            .expect("the oldest is told to go");
+        let untold = second.evicted();
+        let mut waiting = Box::pin(untold.notified());
+        assert!(
+            poll_once(&mut waiting).await.is_pending(),
+            "the second was not told"
+        );
+        // The oldest's place is the third's: dropping it frees nothing.
+        drop(oldest);
+        assert_eq!(metrics.sockets_before_hello(), 2);
+        drop(second);
+        assert_eq!(metrics.sockets_before_hello(), 1);
+        let fourth = metrics.take_pending(2);
+        assert!(
+            poll_once(&mut waiting).await.is_pending(),
+            "nobody was told: room"
+        );
+        drop((third, fourth));
+        assert_eq!(metrics.sockets_before_hello(), 0);
     }
 }

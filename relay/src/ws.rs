@@ -337,11 +337,15 @@ async fn serve(app: Arc<AppState>, socket: WebSocket, slot: Slot, pending: Pendi
                 break Some(close(CLOSE_UNAUTHORIZED, code::NO_HELLO));
             }
             () = evicted.notified(), if session.claims.is_none() => {
-                session.error(&ProtocolError::new(
-                    code::NO_HELLO,
-                    "no hello yet, and newer sockets need the place",
-                ));
-                break Some(close(CLOSE_UNAUTHORIZED, code::NO_HELLO));
+                // As a socket refused for want of connections: a device
+                // counts it as one that did not open, and after two syncs
+                // over HTTP, without a notice.
+                let error = ProtocolError::new(
+                    code::TOO_MANY_CONNECTIONS,
+                    "no hello yet, and newer sockets need the place; try again",
+                );
+                session.error(&error);
+                break Some(close(CLOSE_GOING_AWAY, error.code));
             }
             () = slow.notified() => {
                 break Some(close(CLOSE_SLOW, code::SLOW_CONSUMER));

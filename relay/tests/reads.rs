@@ -595,7 +595,8 @@ async fn a_closing_socket_keeps_its_subjects_share_until_it_has_closed() {
 /// Sockets that have not said hello yet (shown no token) hold at most
 /// `--max-pending-hellos` of the node: with 2, two sockets that say
 /// nothing fill them, and a third socket takes the oldest one's place
-/// (that one is told `no_hello` and closed), so peers without a token can
+/// (that one is told `too_many_connections` and closed, which a device
+/// takes as a socket that did not open), so peers without a token can
 /// neither fill the node nor keep a device that says hello at once out.
 /// A socket that says a valid hello gives its place back (and keeps its
 /// connection, however many sockets open after it); one that never does
@@ -611,10 +612,13 @@ async fn sockets_before_their_hello_hold_at_most_their_share_of_the_node() {
     let mut speaker = Client::raw(&relay).await;
     assert_eq!(
         oldest.error_code().await,
-        code::NO_HELLO,
+        code::TOO_MANY_CONNECTIONS,
         "the oldest made room"
     );
-    assert!(oldest.closed().await.is_some());
+    assert_eq!(
+        oldest.closed().await,
+        Some((1001, code::TOO_MANY_CONNECTIONS.to_owned()))
+    );
     assert_eq!(metric(&relay, BEFORE).await, 2);
 
     speaker
@@ -651,4 +655,49 @@ async fn sockets_before_their_hello_hold_at_most_their_share_of_the_node() {
         .wait_for(|m| matches!(m, ServerMessage::Pong(_)))
         .await;
     assert!(metric(&relay, BEFORE).await <= 2);
+}
+
+/// A connection must send a request's headers within the header timeout
+/// (here 500 ms), and must not sit idle longer between requests: one that
+/// sends half a request line, and one that sends nothing, are closed, so
+/// that peers cannot hold connections (and the process's file
+/// descriptors) without ever reaching a handler. A long poll that waits
+/// past the timeout and a WebSocket open past it are not cut: the timeout
+/// is for headers only.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_that_sends_no_whole_request_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let relay = Relay::start(&["--header-timeout-ms", "500"]);
+    let mut socket = Client::writer(&relay, &main_rw()).await;
+    socket.push(vec![Device::new(1).count(1)]).await;
+    let poll = relay.url("/v1/pull?stream=apartment:main&cursor=1&wait_ms=1500");
+    let waiting = tokio::spawn(http("GET", poll, Some(main_rw()), None));
+    // Reads to the end (a 408, at most, before it): the relay closed it.
+    let closed_within = |mut tcp: tokio::net::TcpStream| async move {
+        let mut answer = Vec::new();
+        tokio::time::timeout(DEADLINE, tcp.read_to_end(&mut answer))
+            .await
+            .expect("the relay closes the connection in time")
+            .map_or(0, |n| n)
+    };
+    let opened = Instant::now();
+    let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", relay.port))
+        .await
+        .unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHo").await.unwrap();
+    let silent = tokio::net::TcpStream::connect(("127.0.0.1", relay.port))
+        .await
+        .unwrap();
+    let (slow_answer, silent_answer) = tokio::join!(closed_within(slow), closed_within(silent));
+    assert!(slow_answer < 512 && silent_answer < 512);
+    assert!(
+        opened.elapsed() >= Duration::from_millis(400),
+        "closed before the timeout"
+    );
+    let (status, body) = waiting.await.unwrap();
+    assert_eq!((status, seqs(&body)), (200, Vec::new()), "{body}");
+    socket.send(&ClientMessage::Ping(Ping { at: 1 })).await;
+    socket
+        .wait_for(|m| matches!(m, ServerMessage::Pong(_)))
+        .await;
 }
