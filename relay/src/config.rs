@@ -65,9 +65,11 @@ pub struct Serve {
     #[arg(long, hide = true, default_value_t = 5_000)]
     pub hello_within_ms: u64,
     /// A connection that has not sent a request's headers whole this
-    /// long after it opened, or after its last request, is closed (see
+    /// long after it opened, or after its last answer was queued, is
+    /// closed; a shutdown waits this long for busy connections (see
     /// `listen.rs`). (Hidden: tests set it short.)
-    #[arg(long, hide = true, default_value_t = 30_000)]
+    #[arg(long, hide = true, default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub header_timeout_ms: u64,
     /// An HTTP push whose body has not arrived whole this long after its
     /// token was checked is answered 408 and its body dropped. (Hidden:

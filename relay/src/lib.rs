@@ -286,10 +286,11 @@ pub async fn serve(config: Serve, secret: Vec<u8>) -> Result<(), String> {
         tracing::info!("shutting down");
         let _ = stop.send(true);
     };
-    let header_timeout = std::time::Duration::from_millis(config.header_timeout_ms.max(1));
+    let header_timeout = std::time::Duration::from_millis(config.header_timeout_ms);
     listen::serve_http(listener, app, header_timeout, graceful).await;
-    // Every handler is gone (and the reader, which holds the hub too): the
-    // hub drains what is queued (committing it) and stops.
+    // No more requests (sockets end on the shutdown they were told of, and
+    // each holds the hub until then, as the reader does): the hub drains
+    // what is queued (committing it) once the last is gone, and stops.
     if let Some(reader) = reader {
         let _ = reader.await;
     }

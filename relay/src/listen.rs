@@ -1,7 +1,10 @@
 //! The HTTP server loop: accepts TCP connections and serves the router on
 //! each, as `axum::serve` does, with what it cannot be told: a bound on
 //! how long a connection may take to send a request's headers, which also
-//! bounds how long it may sit idle between requests.
+//! bounds how long it may sit idle once an answer is written to it (the
+//! timer starts when the answer is queued, so an answer that takes
+//! longer than that to download is cut), and on how long a shutdown waits
+//! for connections still busy.
 //!
 //! Without it a peer that sends its headers a byte at a time, or opens
 //! connections and sends nothing, holds each for as long as it likes, and
@@ -17,49 +20,72 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops
-/// accepting, lets each connection finish the request it is serving
-/// (sockets already upgraded are the relay's to close), and returns once
-/// every connection has ended.
+/// accepting and lets each connection finish the request it is serving
+/// (sockets already upgraded are the relay's to close), for at most
+/// `header_timeout`: a connection still busy then (a peer that sends
+/// requests and never reads the answers holds its connection until it
+/// closes it) is dropped.
 pub async fn serve_http(
     listener: TcpListener,
     app: Router,
     header_timeout: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
-    // Connections watch `stopping` to shut down gracefully; each holds a
-    // clone of `ended`, whose sender learns when the last is gone.
+    // Connections watch `stopping` to shut down gracefully.
     let (stop, stopping) = watch::channel(());
-    let (ended_tx, ended) = watch::channel(());
+    let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
+                // The peer gave up while queued: nothing to wait for.
+                Err(err) if is_connection_error(&err) => continue,
                 Err(err) => {
                     // Out of file descriptors, most often: wait for some to
-                    // close rather than spin.
+                    // close rather than spin (as axum::serve does).
                     tracing::warn!(%err, "cannot accept a connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        () = &mut shutdown => break,
+                    }
                 }
             },
+            // Finished connections are reaped as they end.
+            Some(_) = connections.join_next() => continue,
             () = &mut shutdown => break,
         };
-        tokio::spawn(connection(
+        connections.spawn(connection(
             stream,
             app.clone(),
             header_timeout,
             stopping.clone(),
-            ended.clone(),
         ));
     }
     drop(listener);
-    drop(ended);
-    drop(stopping);
     let _ = stop.send(());
-    ended_tx.closed().await;
+    let ended = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(header_timeout, ended).await.is_err() {
+        tracing::warn!(
+            busy = connections.len(),
+            "connections still busy at shutdown are dropped"
+        );
+        connections.abort_all();
+    }
+}
+
+/// Errors of one queued connection (the peer reset it before it was
+/// accepted), not of the listener.
+fn is_connection_error(err: &std::io::Error) -> bool {
+    matches!(
+        err.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    )
 }
 
 /// Serves one connection (its upgrade to a WebSocket included).
@@ -68,7 +94,6 @@ async fn connection(
     app: Router,
     header_timeout: Duration,
     mut stopping: watch::Receiver<()>,
-    ended: watch::Receiver<()>,
 ) {
     // Frames are small and each is sent as soon as it is ready (an ack, an
     // op for a subscriber): with Nagle's algorithm a frame written while the
@@ -102,5 +127,4 @@ async fn connection(
             }
         }
     }
-    drop(ended);
 }

@@ -653,9 +653,11 @@ mod tests {
         drop(second);
         assert_eq!(metrics.sockets_before_hello(), 1);
         let fourth = metrics.take_pending(2);
+        let third_told = third.evicted();
+        let mut third_waiting = Box::pin(third_told.notified());
         assert!(
-            poll_once(&mut waiting).await.is_pending(),
-            "nobody was told: room"
+            poll_once(&mut third_waiting).await.is_pending(),
+            "nobody was told: there was room"
         );
         drop((third, fourth));
         assert_eq!(metrics.sockets_before_hello(), 0);

@@ -696,8 +696,51 @@ async fn a_connection_that_sends_no_whole_request_is_closed() {
     );
     let (status, body) = waiting.await.unwrap();
     assert_eq!((status, seqs(&body)), (200, Vec::new()), "{body}");
+    assert!(
+        opened.elapsed() >= Duration::from_millis(1_000),
+        "the poll waited"
+    );
     socket.send(&ClientMessage::Ping(Ping { at: 1 })).await;
     socket
         .wait_for(|m| matches!(m, ServerMessage::Pong(_)))
         .await;
+}
+
+/// A connection busy with a request does not hold a shutdown for longer
+/// than the header timeout (here 500 ms): a push whose body trickles in
+/// (its handler waits up to `--body-within-ms`, here ten minutes) is
+/// dropped then, and the relay exits.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_busy_connection_does_not_hold_the_shutdown() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut relay = Relay::start(&["--header-timeout-ms", "500", "--body-within-ms", "600000"]);
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", relay.port))
+        .await
+        .unwrap();
+    let headers = format!(
+        "POST /v1/push HTTP/1.1\r\nHost: relay\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000\r\n\
+         Expect: 100-continue\r\n\r\n",
+        main_rw()
+    );
+    tcp.write_all(headers.as_bytes()).await.unwrap();
+    // The handler reads the body: hyper says to go on.
+    let mut answer = [0u8; 25];
+    tokio::time::timeout(DEADLINE, tcp.read_exact(&mut answer))
+        .await
+        .expect("the relay asks for the body in time")
+        .unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 100 Continue"), "{answer:?}");
+    tcp.write_all(b"{\"ops\":").await.unwrap();
+    let started = Instant::now();
+    let status = tokio::time::timeout(
+        DEADLINE,
+        tokio::task::spawn_blocking(move || relay.terminate()),
+    )
+    .await
+    .expect("the relay exits although a connection is busy")
+    .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    drop(tcp);
 }
