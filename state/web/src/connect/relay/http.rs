@@ -244,18 +244,11 @@ pub(super) async fn pull_loop(weak: Weak<Remote>, generation: u64, streams: Vec<
         {
             remote.with_link(|link, _| link.forbid(stream, text));
         }
-        let pause = match take_answer(&weak, generation, answer) {
-            Next::Stop => return,
-            Next::Go => {
-                if wait > 0 {
-                    full.answered();
-                }
-                None
-            }
-            Next::Wait => Some(RETRY_AFTER_MS),
-            Next::Full => Some(full.refused()),
-        };
-        if let Some(pause) = pause {
+        let next = take_answer(&weak, generation, answer);
+        if matches!(next, Next::Stop) {
+            return;
+        }
+        if let Some(pause) = full.pause_after(&next, wait > 0) {
             gloo_timers::future::TimeoutFuture::new(pause).await;
         }
     }
@@ -281,6 +274,25 @@ impl FullBackoff {
     /// A long poll was answered (it waited, or had news).
     fn answered(&mut self) {
         self.refusals = 0;
+    }
+
+    /// The pause before the pull loop's next request, after `next` for a
+    /// request that was a long poll (`long`) or a quick look at another
+    /// stream: a refusal for want of connections waits longer each time,
+    /// other refusals 2 s; only an answered long poll starts over (a
+    /// quick look is never refused so, and says nothing of the poll).
+    fn pause_after(&mut self, next: &Next, long: bool) -> Option<u32> {
+        match next {
+            Next::Stop => None,
+            Next::Go => {
+                if long {
+                    self.answered();
+                }
+                None
+            }
+            Next::Wait => Some(RETRY_AFTER_MS),
+            Next::Full => Some(self.refused()),
+        }
     }
 }
 
@@ -363,6 +375,42 @@ mod tests {
         for _ in 0..100 {
             assert_eq!(full.refused(), 10_000, "no overflow after many");
         }
+    }
+
+    /// The pull loop's pauses over a run of answers: its long poll
+    /// refused for want of connections, quick looks at the global stream
+    /// between, another refusal; only the long poll's answer starts over.
+    #[test]
+    fn the_pull_loop_pauses_longer_while_its_long_poll_is_refused_for_connections() {
+        use super::Next;
+        let mut full = super::FullBackoff::default();
+        let run = [
+            (Next::Full, true),
+            (Next::Go, false),
+            (Next::Full, true),
+            (Next::Go, false),
+            (Next::Wait, true),
+            (Next::Full, true),
+            (Next::Go, true),
+            (Next::Full, true),
+        ];
+        let pauses: Vec<Option<u32>> = run
+            .iter()
+            .map(|(next, long)| full.pause_after(next, *long))
+            .collect();
+        assert_eq!(
+            pauses,
+            [
+                Some(2_000),
+                None,
+                Some(4_000),
+                None,
+                Some(2_000),
+                Some(8_000),
+                None,
+                Some(2_000)
+            ]
+        );
     }
 
     #[test]
