@@ -2141,6 +2141,16 @@ mod tests {
         )
     }
 
+    /// An error message from the relay.
+    fn error(code: &str, message: &str) -> String {
+        ServerMessage::Error(crate::message::ErrorBody {
+            code: code.into(),
+            message: message.into(),
+        })
+        .encode()
+        .unwrap()
+    }
+
     fn welcome(heartbeat_ms: u64) -> String {
         welcome_with(heartbeat_ms, 1 << 20, 512)
     }
@@ -2749,12 +2759,7 @@ mod tests {
         let mut link = link(&storage);
         // A hello past the relay's read budget: refused, and the socket
         // closed, though it opened.
-        let refusal = ServerMessage::Error(crate::message::ErrorBody {
-            code: crate::code::RATE_LIMITED.into(),
-            message: "more than 1 reads per second".into(),
-        })
-        .encode()
-        .unwrap();
+        let refusal = error(crate::code::RATE_LIMITED, "more than 1 reads per second");
         let delays: Vec<_> = (0..4)
             .map(|now| {
                 link.on_open(now);
@@ -2777,12 +2782,10 @@ mod tests {
     fn sockets_refused_for_their_subjects_connections_mean_http() {
         let mut storage = MemoryStorage::new();
         let mut link = link(&storage);
-        let full = ServerMessage::Error(crate::message::ErrorBody {
-            code: crate::code::TOO_MANY_CONNECTIONS.into(),
-            message: "this token's subject holds 2 connections on this node".into(),
-        })
-        .encode()
-        .unwrap();
+        let full = error(
+            crate::code::TOO_MANY_CONNECTIONS,
+            "this token's subject holds 2 connections on this node",
+        );
         // Refused at its hello, though it opened: as a socket that did
         // not open (the backoff grows from the first step)…
         link.on_open(0);
@@ -2919,12 +2922,7 @@ mod tests {
         link.on_close(0.0, 0);
         link.on_close(0.0, 1);
         assert_eq!(link.status(), &LinkStatus::HttpFallback);
-        let forbidden = ServerMessage::Error(crate::message::ErrorBody {
-            code: crate::code::FORBIDDEN.into(),
-            message: "the token may not read global".into(),
-        })
-        .encode()
-        .unwrap();
+        let forbidden = error(crate::code::FORBIDDEN, "the token may not read global");
         let out = link.on_http(403, &forbidden, 2, &mut storage);
         assert!(!out.close);
         assert_eq!(link.status(), &LinkStatus::HttpFallback, "not refused");
@@ -2954,12 +2952,7 @@ mod tests {
         assert!(gateway.error.is_some() && !gateway.close);
         assert_eq!(link.status(), &LinkStatus::HttpFallback);
         // A bad token still ends it.
-        let unauthorized = ServerMessage::Error(crate::message::ErrorBody {
-            code: crate::code::UNAUTHORIZED.into(),
-            message: "bad token".into(),
-        })
-        .encode()
-        .unwrap();
+        let unauthorized = error(crate::code::UNAUTHORIZED, "bad token");
         assert!(link.on_http(401, &unauthorized, 3, &mut storage).close);
         assert!(matches!(link.status(), LinkStatus::Refused(_)));
     }
@@ -4090,12 +4083,7 @@ mod tests {
         assert_eq!(ids_of(link.http_push(9_000)).len(), 5);
         // A push past them (the relay restarted with others): asked again,
         // at once even after an ask that failed just now.
-        let refusal = ServerMessage::Error(crate::message::ErrorBody {
-            code: crate::code::TOO_MANY_OPS.into(),
-            message: "5 ops in one push; at most 2".into(),
-        })
-        .encode()
-        .unwrap();
+        let refusal = error(crate::code::TOO_MANY_OPS, "5 ops in one push; at most 2");
         link.on_http(400, &refusal, 9_001, &mut storage);
         let ask = link.http_limits(9_001).expect("asked again");
         link.on_http_limits(ask, None, 9_002);
@@ -4173,12 +4161,7 @@ mod tests {
         let (mut storage, _, mut link) = queued(30);
         on_http_after_a_welcome(&mut link, limits(10, 50), &mut storage);
         // The relay cannot store (an error, no ack per op).
-        let trouble = ServerMessage::Error(crate::message::ErrorBody {
-            code: crate::code::STORAGE.into(),
-            message: "the store is unreachable".into(),
-        })
-        .encode()
-        .unwrap();
+        let trouble = error(crate::code::STORAGE, "the store is unreachable");
         let ids: Vec<OpId> = link.outbox.values().map(|op| op.id).collect();
         assert_eq!(ids_of(link.http_push(10)), ids[..10]);
         link.on_http(500, &trouble, 10, &mut storage);
