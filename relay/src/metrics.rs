@@ -301,111 +301,135 @@ impl Metrics {
     /// [`LogCount`]).
     pub fn render(&self, log_ops: u64) -> String {
         let mut out = String::new();
-        let mut counter = |name: &str, help: &str, value: u64| {
+        // `kind`: "counter" or "gauge".
+        let mut metric = |kind: &str, name: &str, help: &str, value: u64| {
             let _ = writeln!(
                 out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
             );
         };
-        counter(
+        metric(
+            "counter",
             "relay_connections_total",
             "Connections accepted.",
             self.connections_total.load(Ordering::Relaxed),
         );
-        counter(
+        metric(
+            "counter",
             "relay_pushes_total",
             "Pushes received.",
             self.pushes.load(Ordering::Relaxed),
         );
-        counter(
+        metric(
+            "counter",
             "relay_ops_applied_total",
             "Ops made durable and acknowledged.",
             self.applied.load(Ordering::Relaxed),
         );
-        counter(
+        metric(
+            "counter",
             "relay_ops_duplicate_total",
             "Ops acknowledged as resends.",
             self.duplicates.load(Ordering::Relaxed),
         );
-        counter(
+        metric(
+            "counter",
             "relay_deliveries_total",
             "Messages delivered to subscribers.",
             self.delivered.load(Ordering::Relaxed),
         );
-        counter(
+        metric(
+            "counter",
             "relay_snapshots_total",
             "Snapshots sent to devices behind the log.",
             self.snapshots.load(Ordering::Relaxed),
         );
-        counter(
+        metric(
+            "counter",
             "relay_commits_total",
             "Transactions committed.",
             self.commits.load(Ordering::Relaxed),
         );
-        counter(
+        metric(
+            "counter",
             "relay_commit_microseconds_total",
             "Time spent committing.",
             self.commit_micros.load(Ordering::Relaxed),
         );
-        counter(
+        metric(
+            "counter",
             "relay_commit_conflicts_total",
             "Stream commits another node beat (the ops were admitted again).",
             self.conflicts.load(Ordering::Relaxed),
         );
-        counter(
+        metric(
+            "counter",
             "relay_ops_remote_total",
             "Ops other nodes committed, applied on this node.",
             self.remote.load(Ordering::Relaxed),
         );
-        counter(
+        metric(
+            "counter",
             "relay_reads_hub_total",
             "HTTP reads (pulls, snapshots, long polls woken or ending) asked of the hub.",
             self.reads_hub.load(Ordering::Relaxed),
         );
-        counter(
+        metric(
+            "counter",
             "relay_poll_answers_built_total",
             "Answers built and encoded from a stream's recent ops: one shared by the polls at the same cursor and head whose token reads every op of it, one per pull otherwise.",
             self.answers_built.load(Ordering::Relaxed),
         );
-        counter(
+        metric(
+            "counter",
             "relay_reads_cached_total",
             "HTTP reads answered without the hub: from the head this node knows, or from a stream's recent ops (with a shared store, after a read of its head).",
             self.reads_cached.load(Ordering::Relaxed),
         );
-        let _ = writeln!(
-            out,
-            "# HELP relay_connections WebSocket connections open.\n# TYPE relay_connections gauge\nrelay_connections {}",
-            self.open_connections()
+        metric(
+            "gauge",
+            "relay_connections",
+            "WebSocket connections open.",
+            self.open_connections(),
         );
-        let _ = writeln!(
-            out,
-            "# HELP relay_polls_held HTTP long polls waiting.\n# TYPE relay_polls_held gauge\nrelay_polls_held {}",
-            self.polls_held()
+        metric(
+            "gauge",
+            "relay_polls_held",
+            "HTTP long polls waiting.",
+            self.polls_held(),
         );
-        let _ = writeln!(
-            out,
-            "# HELP relay_sockets_before_hello WebSocket connections that have not said a valid hello yet.\n# TYPE relay_sockets_before_hello gauge\nrelay_sockets_before_hello {}",
-            self.sockets_before_hello()
+        metric(
+            "gauge",
+            "relay_sockets_before_hello",
+            "WebSocket connections that have not said a valid hello yet.",
+            self.sockets_before_hello(),
         );
-        let _ = writeln!(
-            out,
-            "# HELP relay_sockets_closing WebSocket connections whose session ended, still sending what was queued (they hold their connection until done).\n# TYPE relay_sockets_closing gauge\nrelay_sockets_closing {}",
-            self.closing.load(Ordering::Relaxed)
+        metric(
+            "gauge",
+            "relay_sockets_closing",
+            "WebSocket connections whose session ended, still sending what was queued (they hold their connection until done).",
+            self.closing.load(Ordering::Relaxed),
         );
-        let _ = writeln!(
-            out,
-            "# HELP relay_connected_subjects Token subjects holding a WebSocket (after its hello) or a waiting long poll.\n# TYPE relay_connected_subjects gauge\nrelay_connected_subjects {}",
-            self.connected_subjects()
+        metric(
+            "gauge",
+            "relay_connected_subjects",
+            "Token subjects holding a WebSocket (after its hello) or a waiting long poll.",
+            self.connected_subjects(),
         );
-        let _ = writeln!(
-            out,
-            "# HELP relay_streams Streams this node holds in memory.\n# TYPE relay_streams gauge\nrelay_streams {}",
-            self.streams.load(Ordering::Relaxed)
+        metric(
+            "gauge",
+            "relay_streams",
+            "Streams this node holds in memory.",
+            self.streams.load(Ordering::Relaxed),
         );
-        let _ = writeln!(
-            out,
-            "# HELP relay_log_ops Ops in the log (counted at most every {} s).\n# TYPE relay_log_ops gauge\nrelay_log_ops {log_ops}",
-            LOG_COUNT_EVERY.as_secs()
+        metric(
+            "gauge",
+            "relay_log_ops",
+            &format!(
+                "Ops in the log (counted at most every {} s).",
+                LOG_COUNT_EVERY.as_secs()
+            ),
+            log_ops,
         );
         let _ = writeln!(
             out,
