@@ -424,11 +424,12 @@ pub struct Link {
     /// Sockets in a row that opened and ended after such a refusal: the
     /// backoff grows with them, though each socket opened.
     refused_closes: u32,
-    /// The relay refused this socket's hello because its token's subject
-    /// holds all of the node's connections it may: the socket counts as
-    /// one that failed to open, so that after two the link pushes and
-    /// polls over HTTP (pushes hold no connection) rather than wait
-    /// offline for a connection to free.
+    /// The relay had no room for this socket before its welcome
+    /// (`too_many_connections`: its token's subject holds all of the
+    /// node's connections it may, or newer sockets took its place before
+    /// its hello): the socket counts as one that failed to open, so that
+    /// after two the link pushes and polls over HTTP (pushes hold no
+    /// connection) rather than wait offline for a connection to free.
     refused_full: bool,
     socket_retry_at_ms: Option<u64>,
     /// On HTTP after socket failures never seen while the relay answered:
@@ -1215,9 +1216,10 @@ impl Link {
                 if socket && is_transient_code(&body.code) {
                     self.refused_for_now = true;
                 }
-                // A hello refused because its token's subject holds all of
-                // the node's connections it may: as if the socket had not
-                // opened, as when the node refuses it whole (a 503).
+                // No room for this socket before its welcome (its subject's
+                // share is taken, or newer sockets took its place): as if
+                // it had not opened, as when the node refuses it whole (a
+                // 503).
                 if socket
                     && body.code == crate::code::TOO_MANY_CONNECTIONS
                     && self.status != LinkStatus::Connected

@@ -25,9 +25,8 @@ use tokio::task::JoinSet;
 /// Serves `app` on `listener` until `shutdown` resolves, then stops
 /// accepting and lets each connection finish the request it is serving
 /// (sockets already upgraded are the relay's to close), for at most
-/// `header_timeout`: a connection still busy then (a peer that sends
-/// requests and never reads the answers holds its connection until it
-/// closes it) is dropped.
+/// `header_timeout`: a connection still busy then (a handler still
+/// waiting for a push body that trickles in, say) is dropped.
 pub async fn serve_http(
     listener: TcpListener,
     app: Router,

@@ -120,7 +120,11 @@ impl Metrics {
     /// is free (taken in one step: concurrent takers never pass `max`);
     /// freed by dropping it.
     pub fn take_slot(self: &Arc<Self>, max: u64) -> Option<Slot> {
-        take_one(&self.slots, max)?;
+        self.slots
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                (held < max).then_some(held + 1)
+            })
+            .ok()?;
         Some(Slot {
             metrics: Arc::clone(self),
             poll: false,
@@ -453,16 +457,6 @@ pub struct Slot {
     poll: bool,
     /// A waiting poll's share of its subject's bound.
     subject: Option<SubjectSlot>,
-}
-
-/// Counts one more in `held` if it holds fewer than `max`, in one step
-/// (concurrent takers never pass `max`).
-fn take_one(held: &AtomicU64, max: u64) -> Option<()> {
-    held.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-        (n < max).then_some(n + 1)
-    })
-    .ok()
-    .map(drop)
 }
 
 /// A socket counted in `relay_sockets_closing` ([`Metrics::closing`]),
