@@ -56,10 +56,9 @@ use crate::limits::{
     MAX_PATH_WRITES, MAX_STATE_BYTES, MAX_VALUE_BYTES, check_value_at, digits, encoded_len,
     exact_len, serde_reason, string_len_bound,
 };
-use crate::message::Message;
-use crate::op::{Op, OpGroup, OpId, Payload};
+use crate::op::{Op, OpId, Payload};
 use crate::path::Path;
-use crate::scope::{FullKey, Lifetime};
+use crate::scope::FullKey;
 use crate::strategy::{KeyState, Register, Strategy};
 
 /// Writes at paths, each value measured (its serialized length at most the
@@ -278,11 +277,7 @@ impl Replica {
                 value: Arc::clone(&new),
             },
         };
-        let message = (spec.lifetime() != Lifetime::Memory).then(|| {
-            Message::Ops(OpGroup {
-                ops: vec![op.clone()],
-            })
-        });
+        let message = super::write::message_of(spec, &op);
         let change = visible.then(|| Change::at(full.clone(), places, new));
         Ok(Ok(Write {
             op,

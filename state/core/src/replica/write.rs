@@ -20,7 +20,7 @@ use crate::limits::{
 use crate::message::Message;
 use crate::op::{Op, OpGroup, OpId, Payload};
 use crate::scope::{FullKey, Lifetime};
-use crate::strategy::{KeyState, Strategy};
+use crate::strategy::{Entry, KeyState, Strategy};
 
 /// How [`Replica::write_payload`] stamps and sizes a local write.
 pub(super) struct Stamping {
@@ -71,12 +71,27 @@ const ITEM_OVERHEAD: usize = 512;
 fn payload_len(payload: &Payload, value_len: Option<usize>) -> usize {
     match payload {
         Payload::Set { value } => match value_len.or_else(|| scalar_len_bound(value)) {
-            // The tags and field names around the value.
-            Some(bound) => bound.saturating_add(32),
+            Some(bound) => set_len(bound),
             None => encoded_len(payload, MAX_STATE_BYTES),
         },
         _ => encoded_len(payload, MAX_STATE_BYTES),
     }
+}
+
+/// The bound of a set payload's length whose value is at most
+/// `value_len` long: the tags and field names around the value.
+fn set_len(value_len: usize) -> usize {
+    value_len.saturating_add(32)
+}
+
+/// What a local op of a key of `spec` broadcasts: the op, unless the key
+/// lives in memory only.
+pub(super) fn message_of(spec: &KeySpec, op: &Op) -> Option<Message> {
+    (spec.lifetime() != Lifetime::Memory).then(|| {
+        Message::Ops(OpGroup {
+            ops: vec![op.clone()],
+        })
+    })
 }
 
 impl Replica {
@@ -249,6 +264,21 @@ impl Replica {
         // the stamp (a read is a call out to JavaScript in the browser).
         let now = self.now();
         self.shed_future_at(now);
+        self.set_register(spec, key, unit, intent, value_len, now)
+    }
+
+    /// [`write`](Self::write) by the path every write can take: the
+    /// strategy makes the payload, then [`write_payload`](Self::write_payload).
+    /// The clock was read (`now`) and stamps past it shed.
+    fn write_general(
+        &mut self,
+        spec: &Arc<KeySpec>,
+        key: FullKey,
+        unit: &UnitAddress,
+        intent: Intent,
+        value_len: Option<usize>,
+        now: u64,
+    ) -> Result<Write> {
         let payload = payload_for(
             &self.context_at(now),
             spec,
@@ -262,6 +292,90 @@ impl Replica {
             value_len,
         };
         self.write_payload(spec, key, unit, payload, how)
+    }
+
+    /// The write units make most, a measured value set to a last-write-wins
+    /// key that holds one, made directly: the same op, state, size
+    /// estimate, change and message as [`write_general`](Self::write_general)
+    /// makes of it, without the steps only other writes need (a payload
+    /// chosen by strategy, the op checked again although it was built from
+    /// checked parts, the state's strategy matched again, the size found
+    /// again).
+    ///
+    /// Any other write goes the general way: another strategy or intent, a
+    /// key without a state or a size estimate yet (its first write), a
+    /// value not measured, a sequence number at its end, or an estimate
+    /// past [`MAX_LOCAL_STATE_BYTES`] (the general path measures exactly).
+    /// (One function for both, so the write is built where the caller
+    /// takes it: a `Write` is some 300 bytes.)
+    fn set_register(
+        &mut self,
+        spec: &Arc<KeySpec>,
+        key: FullKey,
+        unit: &UnitAddress,
+        intent: Intent,
+        value_len: Option<usize>,
+        now: u64,
+    ) -> Result<Write> {
+        let (Intent::Set(_), Some(len), Strategy::LastWriteWins, Some(seq)) =
+            (&intent, value_len, spec.strategy(), self.seq.checked_add(1))
+        else {
+            return self.write_general(spec, key, unit, intent, value_len, now);
+        };
+        let Self {
+            states,
+            sizes,
+            hlc,
+            tab,
+            ..
+        } = self;
+        let (Some(KeyState::LastWriteWins(register)), Some(size)) =
+            (states.get_mut(&key), sizes.get_mut(&key))
+        else {
+            return self.write_general(spec, key, unit, intent, value_len, now);
+        };
+        // As `apply_sized` estimates a register set: the larger of the
+        // entry held and the one written.
+        let estimate = (*size).max(set_len(len) + ITEM_OVERHEAD);
+        let value = match intent {
+            Intent::Set(value) if estimate <= MAX_LOCAL_STATE_BYTES => Arc::new(value),
+            intent => return self.write_general(spec, key, unit, intent, value_len, now),
+        };
+        #[cfg(test)]
+        register_path::taken();
+        let op = Op {
+            id: OpId { tab: *tab, seq },
+            key,
+            writer: unit.clone(),
+            stamp: hlc.tick(now),
+            schema: spec.schema().version(),
+            payload: Payload::Set {
+                value: Arc::clone(&value),
+            },
+        };
+        // A register's value is its entry's, or the key's default; it has
+        // no conflict to change.
+        let before = register
+            .entry
+            .as_ref()
+            .map(|entry| Arc::clone(&entry.value));
+        register.keep_max(Entry::from_op(&op, value));
+        let after = register
+            .entry
+            .as_ref()
+            .map(|entry| Arc::clone(&entry.value));
+        let before = before.unwrap_or_else(|| Self::current_of(spec, None));
+        let after = after.unwrap_or_else(|| Self::current_of(spec, None));
+        let change = (before != after).then(|| Change::new(op.key.clone(), before, after));
+        *size = estimate;
+        self.seq = seq;
+        self.touch(spec, &op.key);
+        let message = message_of(spec, &op);
+        Ok(Write {
+            op,
+            change,
+            message,
+        })
     }
 
     /// Stamps, applies and packages a local write.
@@ -296,11 +410,7 @@ impl Replica {
                 return Err(err);
             }
         };
-        let message = (spec.lifetime() != Lifetime::Memory).then(|| {
-            Message::Ops(OpGroup {
-                ops: vec![op.clone()],
-            })
-        });
+        let message = message_of(spec, &op);
         Ok(Write {
             op,
             change,
@@ -548,5 +658,255 @@ mod tests {
             assert!(payload_len(&payload, None) >= exact);
             assert!(payload_len(&payload, Some(checked)) >= exact);
         }
+    }
+}
+
+/// The register path ([`Replica::set_register`]) against the general one:
+/// twin replicas take the same steps, one writing as units do, the other
+/// always by [`Replica::write_general`]; every result and every piece of
+/// state a later write reads must agree.
+#[cfg(test)]
+mod register_path {
+    use proptest::prelude::{Just, ProptestConfig, Strategy as _, prop_oneof, proptest};
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::clock::{Clock, ManualClock};
+    use crate::id::TabId;
+    use crate::replica::intent::put_value;
+    use crate::scope::Scope;
+    use crate::storage::MemoryStorage;
+
+    const START_MS: u64 = 1_700_000_000_000;
+
+    /// A sink that writes by the general path only.
+    struct General<'r>(&'r mut Replica);
+
+    impl Sink for General<'_> {
+        type Done = Write;
+
+        fn replica(&self) -> &Replica {
+            self.0
+        }
+
+        fn put(
+            &mut self,
+            spec: &Arc<KeySpec>,
+            full: FullKey,
+            unit: &UnitAddress,
+            intent: Intent,
+            value_len: Option<usize>,
+        ) -> Result<Write> {
+            let now = self.0.now();
+            self.0.shed_future_at(now);
+            self.0
+                .write_general(spec, full, unit, intent, value_len, now)
+        }
+    }
+
+    /// Last-write-wins keys of each lifetime (one with a default value
+    /// other than null), and a key of another strategy.
+    fn keys() -> Vec<SharedKey<Value>> {
+        let lww = |name: &str, lifetime| {
+            SharedKey::<Value>::builder(name)
+                .scope(Scope::Building)
+                .lifetime(lifetime)
+        };
+        vec![
+            lww("memory", Lifetime::Memory).build().unwrap(),
+            lww("session", Lifetime::Ephemeral).build().unwrap(),
+            lww("local", Lifetime::Persistent)
+                .default_value(json!(0))
+                .build()
+                .unwrap(),
+            SharedKey::<Value>::builder("merged")
+                .scope(Scope::Building)
+                .strategy(crate::strategy::Strategy::Merge)
+                .build()
+                .unwrap(),
+        ]
+    }
+
+    fn units() -> [UnitAddress; 2] {
+        ["apt/b/one".parse().unwrap(), "apt/b/two".parse().unwrap()]
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// A unit of this tab writes.
+        Set {
+            key: usize,
+            unit: usize,
+            value: Value,
+        },
+        /// Another tab, whose clock runs `ahead` ms ahead of this one,
+        /// writes; both twins receive it.
+        Remote {
+            key: usize,
+            value: Value,
+            ahead: u64,
+        },
+        /// Time passes.
+        Wait(u64),
+        /// Both twins save what is due (each to its own storage).
+        Save,
+    }
+
+    fn value() -> impl proptest::strategy::Strategy<Value = Value> {
+        prop_oneof![
+            (0_i64..3).prop_map(Value::from),
+            Just(Value::Null),
+            "[a-c]{0,3}".prop_map(Value::from),
+            (0_i64..3, "[a-b]{1,2}").prop_map(|(n, name)| json!({ name: n, "x": [n] })),
+            // Past the scalar estimate, and a size estimate that grows.
+            (1_usize..4).prop_map(|n| Value::from("z".repeat(n << 12))),
+        ]
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        prop_oneof![
+            6 => (0_usize..4, 0_usize..2, value())
+                .prop_map(|(key, unit, value)| Step::Set { key, unit, value }),
+            2 => (0_usize..4, value(), prop_oneof![Just(0_u64), 1_u64..5_000, Just(60_000)])
+                .prop_map(|(key, value, ahead)| Step::Remote { key, value, ahead }),
+            1 => prop_oneof![Just(0_u64), 1_u64..3, Just(120_000)].prop_map(Step::Wait),
+            1 => Just(Step::Save),
+        ]
+    }
+
+    /// Everything of a replica that the two paths may touch.
+    fn assert_twins(a: &Replica, b: &Replica) {
+        assert_eq!(a.states, b.states);
+        assert_eq!(a.sizes, b.sizes);
+        assert_eq!(a.dirty, b.dirty);
+        assert_eq!(a.counts, b.counts);
+        assert_eq!(a.seq, b.seq);
+        assert_eq!(a.hlc, b.hlc);
+    }
+
+    fn run(steps: &[Step]) {
+        let clock = ManualClock::new(START_MS);
+        let mut a = Replica::new(TabId::new(1), clock.clone());
+        let mut b = Replica::new(TabId::new(1), clock.clone());
+        let peer_clock = ManualClock::new(START_MS);
+        let mut peer = Replica::new(TabId::new(2), peer_clock.clone());
+        let keys = keys();
+        for key in &keys {
+            a.declare(key).unwrap();
+            b.declare(key).unwrap();
+            peer.declare(key).unwrap();
+        }
+        let units = units();
+        let (mut a_saved, mut b_saved) = (MemoryStorage::new(), MemoryStorage::new());
+        for step in steps {
+            match step {
+                Step::Set { key, unit, value } => {
+                    let (key, unit) = (&keys[*key], &units[*unit]);
+                    let fast = a.set(unit, key, value.clone());
+                    let general =
+                        put_value(&mut General(&mut b), unit, key, value.clone(), Intent::Set);
+                    match (fast, general) {
+                        (Ok(fast), Ok(general)) => assert_eq!(fast, general),
+                        (fast, general) => assert_eq!(format!("{fast:?}"), format!("{general:?}")),
+                    }
+                }
+                Step::Remote { key, value, ahead } => {
+                    peer_clock.set(clock.now_ms() + ahead);
+                    let Ok(write) = peer.set(&units[0], &keys[*key], value.clone()) else {
+                        continue;
+                    };
+                    let message = Message::Ops(OpGroup {
+                        ops: vec![write.op],
+                    });
+                    assert_eq!(a.receive(&message), b.receive(&message));
+                }
+                Step::Wait(ms) => clock.advance(*ms),
+                Step::Save => {
+                    for lifetime in [Lifetime::Ephemeral, Lifetime::Persistent] {
+                        assert_eq!(
+                            a.persist(lifetime, &mut a_saved),
+                            b.persist(lifetime, &mut b_saved)
+                        );
+                    }
+                }
+            }
+            assert_twins(&a, &b);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn the_register_path_writes_what_the_general_path_writes(
+            steps in proptest::collection::vec(step(), 1..40),
+        ) {
+            run(&steps);
+        }
+    }
+
+    thread_local! {
+        static TAKEN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    /// Counts writes that took the register path (this thread's).
+    pub(super) fn taken() {
+        TAKEN.with(|n| n.set(n.get() + 1));
+    }
+
+    fn times_taken() -> usize {
+        TAKEN.with(std::cell::Cell::get)
+    }
+
+    #[test]
+    fn a_set_of_a_written_register_takes_the_register_path() {
+        let mut replica = Replica::new(TabId::new(1), ManualClock::new(START_MS));
+        let [unit, _] = units();
+        let keys = keys();
+        for key in &keys {
+            replica.declare(key).unwrap();
+        }
+        let mut taken = |write: &mut dyn FnMut(&mut Replica)| {
+            let before = times_taken();
+            write(&mut replica);
+            times_taken() - before
+        };
+        // A first write creates the state: the general path's.
+        assert_eq!(taken(&mut |r| drop(r.set(&unit, &keys[2], json!(1)))), 0);
+        assert_eq!(taken(&mut |r| drop(r.set(&unit, &keys[2], json!(2)))), 1);
+        // The same value again: no change, still the register path.
+        assert_eq!(taken(&mut |r| drop(r.set(&unit, &keys[2], json!(2)))), 1);
+        // Other strategies: the general path.
+        assert_eq!(
+            taken(&mut |r| drop(r.set(&unit, &keys[3], json!({"a": 1})))),
+            0
+        );
+        assert_eq!(
+            taken(&mut |r| drop(r.set(&unit, &keys[3], json!({"a": 2})))),
+            0
+        );
+    }
+
+    #[test]
+    fn the_twin_test_takes_both_paths() {
+        let before = times_taken();
+        run(&[
+            Step::Set {
+                key: 0,
+                unit: 0,
+                value: json!(1),
+            },
+            Step::Set {
+                key: 0,
+                unit: 1,
+                value: json!(2),
+            },
+            Step::Set {
+                key: 3,
+                unit: 0,
+                value: json!({"a": 1}),
+            },
+        ]);
+        assert_eq!(times_taken() - before, 1);
     }
 }
