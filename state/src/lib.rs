@@ -136,7 +136,7 @@ pub use hooks::{
 };
 pub use manager::{
     Confirmation, KeyInfo, LOG_CAPACITY, ListenerId, LogEntry, Origin, RelayAck, StateManager,
-    SubscriptionId,
+    SubscriptionId, Written,
 };
 pub use platform::{SystemClock, random_tab_id};
 pub use sync_status::{RelayStatus, SyncStatus};

@@ -48,6 +48,7 @@ pub use confirm::{Confirmation, RelayAck};
 pub use events::ListenerId;
 pub use inspect::{KeyInfo, LOG_CAPACITY, LogEntry, Origin};
 pub use subscribe::SubscriptionId;
+pub use write::Written;
 
 use events::OnEvent;
 use registry::Registry;

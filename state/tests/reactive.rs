@@ -225,7 +225,9 @@ fn optimistic_rollback_restores_own_write() {
         let unit: UnitAddress = "main/lobby/u".parse().unwrap();
         state.declare(&title).unwrap();
         state.set(&unit, &title, "before".to_owned()).unwrap();
-        let optimistic = state.set(&unit, &title, "optimistic".to_owned()).unwrap();
+        let optimistic = state
+            .set_full(&unit, &title, "optimistic".to_owned())
+            .unwrap();
         state.revert(&unit, &title, &optimistic).unwrap();
         assert_eq!(state.get(&unit, &title).unwrap(), "before");
     });
@@ -247,13 +249,15 @@ fn optimistic_rollback_spares_a_later_write_from_another_tab() {
         here.declare(&title).unwrap();
         there.declare(&title).unwrap();
 
-        let optimistic = here.set(&unit, &title, "optimistic".to_owned()).unwrap();
+        let optimistic = here
+            .set_full(&unit, &title, "optimistic".to_owned())
+            .unwrap();
         let deliver = |from: &gaesup_state::core::Write, to: StateManager| {
             let text = from.message.as_ref().unwrap().encode().unwrap();
             to.receive_text(&text).unwrap();
         };
         deliver(&optimistic, there);
-        let later = there.set(&other, &title, "later".to_owned()).unwrap();
+        let later = there.set_full(&other, &title, "later".to_owned()).unwrap();
         deliver(&later, here);
 
         here.revert(&unit, &title, &optimistic).unwrap();
@@ -1127,7 +1131,7 @@ fn changes_the_replica_makes_on_its_own_come_before_the_next_write() {
         })
         .unwrap();
         // A write from a tab three days ahead: held here for now.
-        let write = ahead.set(&unit, &key, 1).unwrap();
+        let write = ahead.set_full(&unit, &key, 1).unwrap();
         here.receive_text(&write.message.unwrap().encode().unwrap())
             .unwrap();
         assert_eq!(here.get(&unit, &key).unwrap(), 0);

@@ -30,9 +30,9 @@ fn conflict(here: StateManager, other_tab: u64) {
     there.declare(&note_key()).unwrap();
     let me: UnitAddress = "m/b/note".parse().unwrap();
     let other: UnitAddress = "m/c/note".parse().unwrap();
-    let mine = here.set(&me, &note_key(), "mine".to_owned()).unwrap();
+    let mine = here.set_full(&me, &note_key(), "mine".to_owned()).unwrap();
     let theirs = there
-        .set(&other, &note_key(), "<b>theirs</b>".to_owned())
+        .set_full(&other, &note_key(), "<b>theirs</b>".to_owned())
         .unwrap();
     here.receive_text(&theirs.message.unwrap().encode().unwrap())
         .unwrap();

@@ -98,7 +98,10 @@ where
     /// signals, so `Ok` carries nothing: the wire-level op stays inside the
     /// state manager.
     pub fn try_set(&self, value: T) -> Result<()> {
-        self.write(value).map(drop)
+        let result = self
+            .checked(&value)
+            .and_then(|t| t.unit.manager.set(&t.unit.address, &t.key, value));
+        self.record(result).map(drop)
     }
 
     /// [`try_set`](Self::try_set), keeping the core's record of the write
@@ -106,7 +109,7 @@ where
     fn write(&self, value: T) -> Result<Write> {
         let result = self
             .checked(&value)
-            .and_then(|t| t.unit.manager.set(&t.unit.address, &t.key, value));
+            .and_then(|t| t.unit.manager.set_full(&t.unit.address, &t.key, value));
         self.record(result)
     }
 

@@ -2,16 +2,85 @@
 //! optimistic write back. Each is published at once: broadcast, logged,
 //! delivered to the subscribers it touched.
 
-use gaesup_state_core::{Batch, BatchWrite, FullKey, Path, Replica, SharedKey, UnitAddress, Write};
+use gaesup_state_core::{
+    Batch, BatchWrite, FullKey, OpId, Path, Replica, SharedKey, UnitAddress, Write,
+};
 use serde::Serialize;
 use serde_json::Value;
+use std::cell::RefMut;
 
 use super::{Origin, Shared, StateManager};
 use crate::error::Result;
 
+/// What [`StateManager::set`] did, in brief: the write's op id (what
+/// [`confirmation`](StateManager::confirmation) waits for) and whether the
+/// key's value changed (then its subscribers were told).
+///
+/// The whole [`Write`] (op, change, message) is some 300 bytes, and in the
+/// browser every move of it through a caller's `?` or `map_err` is a copy
+/// that costs about half of what a whole write of zustand does; a caller
+/// that needs it (to [`revert`](StateManager::revert) the write) asks
+/// [`set_full`](StateManager::set_full).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// The write's op id.
+    pub id: OpId,
+    /// Whether the key's value changed.
+    pub changed: bool,
+}
+
+impl Written {
+    fn of(write: &Write) -> Self {
+        Self {
+            id: write.op.id,
+            changed: write.change.is_some(),
+        }
+    }
+}
+
 impl StateManager {
     /// Writes `value` to `key` for `unit`, then notifies and broadcasts.
+    ///
+    /// ```
+    /// # use gaesup_state::{StateManager, SharedKey, UnitAddress};
+    /// # let owner = leptos::prelude::Owner::new();
+    /// # owner.with(|| {
+    /// let manager = StateManager::with_system_clock();
+    /// let unit: UnitAddress = "main/shop/cart".parse().unwrap();
+    /// let count = SharedKey::<i64>::builder("count").build().unwrap();
+    /// manager.declare(&count).unwrap();
+    /// let first = manager.set(&unit, &count, 1).unwrap();
+    /// assert!(first.changed);
+    /// // The same value again: a write (a new op), but no change.
+    /// let again = manager.set_full(&unit, &count, 1).unwrap();
+    /// assert!(again.change.is_none());
+    /// assert_eq!(again.op.id.seq, first.id.seq + 1);
+    /// # });
+    /// ```
     pub fn set<T: Serialize + 'static>(
+        &self,
+        unit: &UnitAddress,
+        key: &SharedKey<T>,
+        value: T,
+    ) -> Result<Written> {
+        let shared = self.shared()?;
+        self.before_write(&shared)?;
+        // The write stays where the replica built it: published and
+        // summed up by reference, never moved (see `Written`).
+        let mut replica = shared.replica_mut()?;
+        let done = replica.set(unit, key, value);
+        self.report_earlier(&shared, replica);
+        if let Ok(write) = &done {
+            self.publish_local(&shared, write);
+            return Ok(Written::of(write));
+        }
+        Ok(done.map(|write| Written::of(&write))?)
+    }
+
+    /// [`set`](Self::set), returning the whole [`Write`]: its op, the
+    /// change it made and the message it broadcast (what
+    /// [`revert`](Self::revert) takes).
+    pub fn set_full<T: Serialize + 'static>(
         &self,
         unit: &UnitAddress,
         key: &SharedKey<T>,
@@ -173,12 +242,27 @@ impl StateManager {
     ) -> Result<R> {
         let mut replica = shared.replica_mut()?;
         let done = run(&mut replica);
+        self.report_earlier(shared, replica);
+        Ok(done?)
+    }
+
+    /// Once a local write ran on `replica`: lets it go, then publishes
+    /// what it set aside first (see [`run_local`](Self::run_local)).
+    fn report_earlier(&self, shared: &Shared, mut replica: RefMut<'_, Replica>) {
         let earlier = replica.take_unreported();
         drop(replica);
         if !earlier.is_empty() {
             self.publish(shared, &earlier, None, Origin::Remote);
         }
-        Ok(done?)
+    }
+
+    /// Held items may be due: admitted before a write, as time goes.
+    /// Otherwise nothing to poll, and no clock read for it.
+    fn before_write(&self, shared: &Shared) -> Result<()> {
+        if shared.replica()?.polls_due() {
+            self.poll(shared)?;
+        }
+        Ok(())
     }
 
     pub(super) fn write(
@@ -186,11 +270,7 @@ impl StateManager {
         run: impl FnOnce(&mut Replica) -> gaesup_state_core::Result<Write>,
     ) -> Result<Write> {
         let shared = self.shared()?;
-        // Held items may be due: admitted before the write, as time goes.
-        // Otherwise nothing to poll, and no clock read for it.
-        if shared.replica()?.polls_due() {
-            self.poll(&shared)?;
-        }
+        self.before_write(&shared)?;
         // The write is published where it lies and returned as it is: a
         // `Write` is some 300 bytes, and each `?` on the way out moved it.
         let done = self.run_local(&shared, run);

@@ -190,7 +190,7 @@ mod tests {
             for replica in [here, there] {
                 replica.declare(&key).unwrap();
             }
-            let start = here.set(&unit, &key, sample()).unwrap();
+            let start = here.set_full(&unit, &key, sample()).unwrap();
             there
                 .receive_text(&start.message.unwrap().encode().unwrap())
                 .unwrap();
@@ -200,10 +200,10 @@ mod tests {
             let mut mine = here.get(&unit, &key).unwrap();
             add_to_cart(&mut mine, &PRODUCTS[3]);
             remove_line(&mut mine, "mug");
-            let mine = here.set(&unit, &key, mine).unwrap();
+            let mine = here.set_full(&unit, &key, mine).unwrap();
             let mut theirs = there.get(&unit, &key).unwrap();
             change_quantity(&mut theirs, "tea", 1);
-            let theirs = there.set(&unit, &key, theirs).unwrap();
+            let theirs = there.set_full(&unit, &key, theirs).unwrap();
             here.receive_text(&theirs.message.unwrap().encode().unwrap())
                 .unwrap();
             there

@@ -138,7 +138,7 @@ async fn a_product_added_in_another_tab_at_the_same_time_is_kept() {
         let catalog: UnitAddress = "main/shop/catalog".parse().unwrap();
         let mut lines = unit_catalog::CartLines::new();
         unit_catalog::add_to_cart(&mut lines, &unit_catalog::PRODUCTS[1]);
-        let theirs = there.set(&catalog, &key, lines).unwrap();
+        let theirs = there.set_full(&catalog, &key, lines).unwrap();
         manager
             .connect(move |message: &Message| {
                 there.receive_text(&message.encode().unwrap()).unwrap();

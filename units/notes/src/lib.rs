@@ -172,8 +172,8 @@ mod tests {
             here.declare(&key).unwrap();
             there.declare(&key).unwrap();
             let unit: UnitAddress = "main/study/shared-note".parse().unwrap();
-            let mine = here.set(&unit, &key, "mine".to_owned()).unwrap();
-            let theirs = there.set(&unit, &key, "theirs".to_owned()).unwrap();
+            let mine = here.set_full(&unit, &key, "mine".to_owned()).unwrap();
+            let theirs = there.set_full(&unit, &key, "theirs".to_owned()).unwrap();
             here.receive_text(&theirs.message.unwrap().encode().unwrap())
                 .unwrap();
             there

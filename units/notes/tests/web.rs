@@ -153,8 +153,10 @@ fn conflict(here: StateManager, other_tab: u64) {
     there.declare(&key).unwrap();
     let me: UnitAddress = "shared/study/shared-note".parse().unwrap();
     let other: UnitAddress = "shared/desk/shared-note".parse().unwrap();
-    let mine = here.set(&me, &key, "mine".to_owned()).unwrap();
-    let theirs = there.set(&other, &key, "<i>theirs</i>".to_owned()).unwrap();
+    let mine = here.set_full(&me, &key, "mine".to_owned()).unwrap();
+    let theirs = there
+        .set_full(&other, &key, "<i>theirs</i>".to_owned())
+        .unwrap();
     here.receive_text(&theirs.message.unwrap().encode().unwrap())
         .unwrap();
     there

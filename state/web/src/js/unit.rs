@@ -204,7 +204,10 @@ impl JsUnit {
         let write = || -> Result<JsWrite> {
             let key = self.key(name)?;
             let value = from_js(&value)?;
-            let written = self.unit.manager.set(&self.unit.address, &key, value)?;
+            let written = self
+                .unit
+                .manager
+                .set_full(&self.unit.address, &key, value)?;
             Ok(JsWrite {
                 unit: self.unit.clone(),
                 key,
@@ -230,7 +233,7 @@ impl JsUnit {
             let key = self.key(name)?;
             let value = from_js(&value)?;
             let manager = self.unit.manager;
-            let written = manager.set(&self.unit.address, &key, value)?;
+            let written = manager.set_full(&self.unit.address, &key, value)?;
             let confirmation = manager.confirmation(written.op.id)?;
             let address = self.unit.address.clone();
             Ok(wasm_bindgen_futures::future_to_promise(async move {
