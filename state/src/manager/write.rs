@@ -12,9 +12,8 @@ use std::cell::RefMut;
 use super::{Origin, Shared, StateManager};
 use crate::error::Result;
 
-/// What [`StateManager::set`] did, in brief: the write's op id (what
-/// [`confirmation`](StateManager::confirmation) waits for) and whether the
-/// key's value changed (then its subscribers were told).
+/// What [`StateManager::set`] did, in brief: the write's op id and
+/// whether it made a visible change.
 ///
 /// The whole [`Write`] (op, change, message) is some 300 bytes, and in the
 /// browser every move of it through a caller's `?` or `map_err` is a copy
@@ -23,9 +22,12 @@ use crate::error::Result;
 /// [`set_full`](StateManager::set_full).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Written {
-    /// The write's op id.
+    /// The write's op id: what [`confirmation`](StateManager::confirmation)
+    /// waits for when the key syncs through a relay.
     pub id: OpId,
-    /// Whether the key's value changed.
+    /// Whether the write made a visible change: a new value, or for a
+    /// user-resolve key a conflict it closed. Then the change was
+    /// published, to the subscribers whose path it touches.
     pub changed: bool,
 }
 

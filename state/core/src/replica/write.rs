@@ -295,19 +295,21 @@ impl Replica {
     }
 
     /// The write units make most, a measured value set to a last-write-wins
-    /// key that holds one, made directly: the same op, state, size
-    /// estimate, change and message as [`write_general`](Self::write_general)
-    /// makes of it, without the steps only other writes need (a payload
-    /// chosen by strategy, the op checked again although it was built from
-    /// checked parts, the state's strategy matched again, the size found
-    /// again).
+    /// key that has a state and a size estimate here, made directly: the
+    /// same op, state, size estimate, change and message as
+    /// [`write_general`](Self::write_general) makes of it, without the
+    /// steps only other writes need (a payload chosen by strategy, the op
+    /// checked again although it was built from checked parts, the
+    /// state's strategy matched again, the change found by comparing the
+    /// state's value before and after through the general accessors).
     ///
     /// Any other write goes the general way: another strategy or intent, a
-    /// key without a state or a size estimate yet (its first write), a
-    /// value not measured, a sequence number at its end, or an estimate
-    /// past [`MAX_LOCAL_STATE_BYTES`] (the general path measures exactly).
-    /// (One function for both, so the write is built where the caller
-    /// takes it: a `Write` is some 300 bytes.)
+    /// key without a state or a size estimate (its first write, or one
+    /// whose estimate was dropped), a value not measured, a sequence
+    /// number at its end, or an estimate past [`MAX_LOCAL_STATE_BYTES`]
+    /// (the general path measures exactly). One function for both, so
+    /// the write is built where the caller takes it: a `Write` is some
+    /// 300 bytes.
     fn set_register(
         &mut self,
         spec: &Arc<KeySpec>,
@@ -748,8 +750,22 @@ mod register_path {
         },
         /// Time passes.
         Wait(u64),
+        /// This tab's clock goes back (its own writes may then lie ahead of
+        /// it, to be set aside).
+        ClockBack(u64),
         /// Both twins save what is due (each to its own storage).
         Save,
+        /// Both twins admit what the clock has caught up with.
+        Poll,
+        /// Both twins take in the other tab's whole state (a sync answer).
+        Sync,
+        /// Writes to stored keys wait for an outbox (or no longer do).
+        Backlog(Option<usize>),
+        /// Each twin undoes its last local write.
+        Revert,
+        /// A key's size estimate lies just under the limit (a large value
+        /// measured before): a write near it is measured exactly.
+        NearLimit(usize),
     }
 
     fn value() -> impl proptest::strategy::Strategy<Value = Value> {
@@ -763,14 +779,35 @@ mod register_path {
         ]
     }
 
+    const DAY: u64 = crate::clock::MAX_CLOCK_AHEAD_MS;
+
+    /// How far ahead of this tab the other tab's clock runs: in step, a
+    /// little, and past the allowed skew (its writes are held here).
+    fn ahead() -> impl proptest::strategy::Strategy<Value = u64> {
+        prop_oneof![
+            Just(0_u64),
+            1_u64..5_000,
+            Just(60_000),
+            Just(DAY + 1_000),
+            Just(2 * DAY)
+        ]
+    }
+
     fn step() -> impl proptest::strategy::Strategy<Value = Step> {
         prop_oneof![
             6 => (0_usize..4, 0_usize..2, value())
                 .prop_map(|(key, unit, value)| Step::Set { key, unit, value }),
-            2 => (0_usize..4, value(), prop_oneof![Just(0_u64), 1_u64..5_000, Just(60_000)])
+            2 => (0_usize..4, value(), ahead())
                 .prop_map(|(key, value, ahead)| Step::Remote { key, value, ahead }),
-            1 => prop_oneof![Just(0_u64), 1_u64..3, Just(120_000)].prop_map(Step::Wait),
+            1 => prop_oneof![Just(0_u64), 1_u64..3, Just(120_000), Just(2 * DAY)]
+                .prop_map(Step::Wait),
+            1 => prop_oneof![Just(1_000_u64), Just(DAY + 5_000)].prop_map(Step::ClockBack),
             1 => Just(Step::Save),
+            1 => Just(Step::Poll),
+            1 => Just(Step::Sync),
+            1 => prop_oneof![Just(None), Just(Some(1_usize))].prop_map(Step::Backlog),
+            1 => Just(Step::Revert),
+            1 => (0_usize..3).prop_map(Step::NearLimit),
         ]
     }
 
@@ -782,6 +819,9 @@ mod register_path {
         assert_eq!(a.counts, b.counts);
         assert_eq!(a.seq, b.seq);
         assert_eq!(a.hlc, b.hlc);
+        assert_eq!(a.unreported, b.unreported);
+        assert_eq!(a.held(), b.held());
+        assert_eq!(a.quarantined, b.quarantined);
     }
 
     fn run(steps: &[Step]) {
@@ -798,16 +838,51 @@ mod register_path {
         }
         let units = units();
         let (mut a_saved, mut b_saved) = (MemoryStorage::new(), MemoryStorage::new());
+        // Each twin's last local write, to undo.
+        let mut last: Option<(usize, usize, Write, Write)> = None;
         for step in steps {
             match step {
-                Step::Set { key, unit, value } => {
-                    let (key, unit) = (&keys[*key], &units[*unit]);
+                Step::Set {
+                    key: k,
+                    unit: u,
+                    value,
+                } => {
+                    let (key, unit) = (&keys[*k], &units[*u]);
                     let fast = a.set(unit, key, value.clone());
                     let general =
                         put_value(&mut General(&mut b), unit, key, value.clone(), Intent::Set);
                     match (fast, general) {
-                        (Ok(fast), Ok(general)) => assert_eq!(fast, general),
+                        (Ok(fast), Ok(general)) => {
+                            assert_eq!(fast, general);
+                            last = Some((*k, *u, fast, general));
+                        }
                         (fast, general) => assert_eq!(format!("{fast:?}"), format!("{general:?}")),
+                    }
+                }
+                Step::ClockBack(ms) => clock.set(clock.now_ms() - ms),
+                Step::Poll => assert_eq!(a.poll(), b.poll()),
+                Step::Sync => {
+                    for message in peer.sync_messages() {
+                        assert_eq!(a.receive(&message), b.receive(&message));
+                    }
+                }
+                Step::Backlog(waiting) => {
+                    a.set_backlog(*waiting);
+                    b.set_backlog(*waiting);
+                }
+                Step::Revert => {
+                    if let Some((k, u, in_a, in_b)) = &last {
+                        let (key, unit) = (&keys[*k], &units[*u]);
+                        let undone = (a.revert(unit, key, in_a), b.revert(unit, key, in_b));
+                        assert_eq!(format!("{:?}", undone.0), format!("{:?}", undone.1));
+                    }
+                }
+                Step::NearLimit(k) => {
+                    let full = keys[*k].full_key(&units[0]);
+                    for twin in [&mut a, &mut b] {
+                        if let Some(size) = twin.sizes.get_mut(&full) {
+                            *size = (*size).max(MAX_LOCAL_STATE_BYTES - 2_000);
+                        }
                     }
                 }
                 Step::Remote { key, value, ahead } => {
