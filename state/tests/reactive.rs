@@ -849,15 +849,25 @@ impl Hits {
     }
 
     /// Subscribes to `path` (`""`: the whole key).
-    fn watch(&self, path: &str) {
+    fn watch(&self, path: &str) -> gaesup_state::SubscriptionId {
+        self.watch_key(&self.key, path, path)
+    }
+
+    /// Subscribes to `path` of `key`, seen as `name`.
+    fn watch_key(
+        &self,
+        key: &SharedKey<Value>,
+        path: &str,
+        name: &str,
+    ) -> gaesup_state::SubscriptionId {
         let seen = Arc::clone(&self.seen);
-        let name = path.to_owned();
+        let name = name.to_owned();
         let path = (!path.is_empty()).then(|| Path::parse(path).unwrap());
         self.state
-            .subscribe(&self.unit, &self.key, path, move |_| {
+            .subscribe(&self.unit, key, path, move |_| {
                 seen.lock().unwrap().push(name.clone())
             })
-            .unwrap();
+            .unwrap()
     }
 
     fn take(&self) -> Vec<String> {
@@ -865,6 +875,57 @@ impl Hits {
         seen.sort();
         seen
     }
+}
+
+#[test]
+fn changes_of_the_key_written_last_reach_whoever_watches_it_now() {
+    // A change of the key delivered last takes the callbacks found for
+    // it then: every subscribe and unsubscribe must start over.
+    let owner = Owner::new();
+    owner.with(|| {
+        let hits = Hits::new(manager(1));
+        let set = |key: &SharedKey<Value>, value: Value| {
+            hits.state.set(&hits.unit, key, value).unwrap();
+        };
+        let key = hits.key.clone();
+        let whole = hits.watch("");
+        set(&key, json!({"a": 1, "b": 1}));
+        set(&key, json!({"a": 1, "b": 2}));
+        assert_eq!(hits.take(), ["", ""]);
+        // A path subscriber after those writes: reached by what touches
+        // its path, and only that.
+        hits.watch("a");
+        set(&key, json!({"a": 1, "b": 3}));
+        assert_eq!(hits.take(), [""]);
+        set(&key, json!({"a": 2, "b": 3}));
+        assert_eq!(hits.take(), ["", "a"]);
+        // Gone: no longer reached, whoever stays is.
+        assert!(hits.state.unsubscribe(whole));
+        set(&key, json!({"a": 3, "b": 3}));
+        assert_eq!(hits.take(), ["a"]);
+        // Two keys written in turn, each reaching its own subscriber; one
+        // nobody watched until now.
+        let other: SharedKey<Value> = SharedKey::builder("other").build().unwrap();
+        hits.state.declare(&other).unwrap();
+        set(&other, json!(1));
+        assert_eq!(hits.take(), Vec::<String>::new());
+        let on_other = hits.watch_key(&other, "", "other");
+        for n in 2..4 {
+            set(&other, json!(n));
+            set(&key, json!({"a": n * 10}));
+        }
+        assert_eq!(hits.take(), ["a", "a", "other", "other"]);
+        // Two watch all of it; one leaves.
+        let second = hits.watch_key(&other, "", "second");
+        set(&other, json!(5));
+        assert_eq!(hits.take(), ["other", "second"]);
+        assert!(hits.state.unsubscribe(on_other));
+        set(&other, json!(6));
+        assert_eq!(hits.take(), ["second"]);
+        assert!(hits.state.unsubscribe(second));
+        set(&other, json!(9));
+        assert_eq!(hits.take(), Vec::<String>::new());
+    });
 }
 
 #[test]

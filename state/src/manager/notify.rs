@@ -83,7 +83,16 @@ impl<'s> Delivery<'s> {
     }
 
     fn notify(&mut self, change: &Change) {
-        StateManager::targets(&self.shared.subscribers.borrow(), change, &mut self.targets);
+        let subscribers = self.shared.subscribers.borrow();
+        // Taken out before any subscriber runs: one may subscribe or
+        // unsubscribe, which changes the lists (not these).
+        if let Some(callbacks) = subscribers.whole_only(&change.key) {
+            drop(subscribers);
+            callbacks.iter().for_each(|target| target(change));
+            return;
+        }
+        StateManager::targets(&subscribers, change, &mut self.targets);
+        drop(subscribers);
         for target in self.targets.drain(..) {
             target(change);
         }

@@ -1,6 +1,7 @@
 //! Who watches what: subscriptions to a key, or to a path inside it,
 //! filed so that a change visits only the subscribers it may concern.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use gaesup_state_core::{Change, FullKey, Path, SharedKey, UnitAddress};
@@ -24,13 +25,32 @@ pub(super) struct Subscriber {
 /// subscribers under the segments it touched ([`Change::heads`]),
 /// each found by one lookup of the key and one of the segment (borrowed
 /// from the change: nothing is built to look it up).
-#[derive(Default)]
 pub(super) struct Subscribers {
     next: u64,
     /// Hashed: looked up on every change, and never walked in order.
     by_key: FxHashMap<FullKey, Watchers>,
     /// Where each subscription is filed, to remove it by id.
     filed: FxHashMap<u64, (FullKey, Option<String>)>,
+    /// The key a change was last delivered for, with every callback a
+    /// change of it reaches, if that needs no path compared (see
+    /// [`Watchers::callbacks`]): most writes repeat the last key, and
+    /// then nothing is hashed or collected. Cleared by every subscribe
+    /// and unsubscribe.
+    last: RefCell<Option<(FullKey, Rc<[OnChange]>)>>,
+    /// No callback: what a change of a key nobody watches reaches.
+    none: Rc<[OnChange]>,
+}
+
+impl Default for Subscribers {
+    fn default() -> Self {
+        Self {
+            next: 0,
+            by_key: FxHashMap::default(),
+            filed: FxHashMap::default(),
+            last: RefCell::new(None),
+            none: Rc::from(Vec::new()),
+        }
+    }
 }
 
 /// The subscribers of one key.
@@ -41,11 +61,27 @@ struct Watchers {
     /// per row (an ordered map compared ten or so texts for each among a
     /// thousand rows). Heads are named by the app's own subscriptions.
     by_head: FxHashMap<String, Vec<(u64, Subscriber)>>,
+    /// Every callback, in order, while every subscriber watches the whole
+    /// key (no path): then any change of the key reaches all of them, and
+    /// a delivery takes this list as it is. Rebuilt when a subscriber
+    /// comes or goes.
+    callbacks: Option<Rc<[OnChange]>>,
 }
 
 impl Watchers {
     fn is_empty(&self) -> bool {
         self.whole.is_empty() && self.by_head.is_empty()
+    }
+
+    fn refresh(&mut self) {
+        let whole_only =
+            self.by_head.is_empty() && self.whole.iter().all(|(_, s)| s.path.is_none());
+        self.callbacks = whole_only.then(|| {
+            self.whole
+                .iter()
+                .map(|(_, s)| Rc::clone(&s.on_change))
+                .collect()
+        });
     }
 }
 
@@ -66,7 +102,9 @@ impl Subscribers {
                 .or_default()
                 .push((id, subscriber)),
         }
+        watchers.refresh();
         self.filed.insert(id, (key, head));
+        *self.last.get_mut() = None;
         id
     }
 
@@ -88,9 +126,30 @@ impl Subscribers {
             }
             if watchers.is_empty() {
                 self.by_key.remove(&key);
+            } else {
+                watchers.refresh();
             }
         }
+        *self.last.get_mut() = None;
         true
+    }
+
+    /// Every callback a change of `key` reaches, when that needs no path
+    /// compared (nobody watches the key, or everyone watches all of it);
+    /// `None` when the change must be routed by path
+    /// ([`StateManager::targets`]).
+    pub(super) fn whole_only(&self, key: &FullKey) -> Option<Rc<[OnChange]>> {
+        if let Some((last, callbacks)) = &*self.last.borrow()
+            && last == key
+        {
+            return Some(Rc::clone(callbacks));
+        }
+        let callbacks = match self.by_key.get(key) {
+            None => Rc::clone(&self.none),
+            Some(watchers) => Rc::clone(watchers.callbacks.as_ref()?),
+        };
+        *self.last.borrow_mut() = Some((key.clone(), Rc::clone(&callbacks)));
+        Some(callbacks)
     }
 
     /// How many subscriptions there are in all.
