@@ -79,7 +79,7 @@ pub(super) fn put_value<S: Sink, T: Serialize + 'static>(
     unit: &UnitAddress,
     key: &SharedKey<T>,
     value: T,
-    intent: fn(Value) -> Intent,
+    intent: impl FnOnce(Value) -> Intent,
 ) -> Result<S::Done> {
     let (spec, full) = open_for_key(sink.replica(), unit, key.spec())?;
     let value = into_json(value);
@@ -106,7 +106,9 @@ pub(super) fn put_json<S: Sink>(
     (spec, full): (Arc<KeySpec>, FullKey),
     erased: bool,
     value: serde_json::Result<Value>,
-    intent: fn(Value) -> Intent,
+    // A constructor (`Intent::Set`), not a pointer to one: a call through a
+    // pointer is an indirect call on every write.
+    intent: impl FnOnce(Value) -> Intent,
 ) -> Result<S::Done> {
     let value = value.map_err(|err| Error::TypeMismatch {
         key: full.to_string(),
@@ -144,6 +146,11 @@ pub(super) fn check_written(
 /// `value` as JSON. A [`Value`] is moved, not copied through a
 /// serializer: a write of a large JSON document costs no second document.
 fn into_json<T: Serialize + 'static>(value: T) -> serde_json::Result<Value> {
+    // Decided when `T` is compiled: any other type skips the dynamic
+    // downcast (a call through a vtable on every write).
+    if std::any::TypeId::of::<T>() != std::any::TypeId::of::<Value>() {
+        return serde_json::to_value(&value);
+    }
     let mut slot = Some(value);
     if let Some(json) = (&mut slot as &mut dyn std::any::Any).downcast_mut::<Option<Value>>() {
         return Ok(json.take().unwrap_or(Value::Null));
