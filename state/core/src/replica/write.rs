@@ -371,6 +371,15 @@ impl Replica {
         let change = (before != after).then(|| Change::new(op.key.clone(), before, after));
         *size = estimate;
         self.seq = seq;
+        // A key kept in memory is neither saved nor sent: its write is
+        // returned as it is (building an absent message is a copy too).
+        if spec.lifetime() == Lifetime::Memory {
+            return Ok(Write {
+                op,
+                change,
+                message: None,
+            });
+        }
         self.touch(spec, &op.key);
         let message = message_of(spec, &op);
         Ok(Write {
