@@ -68,17 +68,20 @@ impl StateManager {
 /// either way the next change is delivered again, with what was queued.
 struct Delivery<'s> {
     shared: &'s Shared,
-    /// The manager's list of targets, taken out so none is borrowed while
-    /// a subscriber runs, and handed back at the end.
+    /// The manager's list of targets, taken out (by the first change
+    /// routed by path) so none is borrowed while a subscriber runs, and
+    /// handed back at the end.
     targets: Vec<OnChange>,
 }
 
 impl<'s> Delivery<'s> {
     fn start(shared: &'s Shared) -> Self {
         shared.delivering.set(true);
+        // The manager's list is taken only by a change routed by path
+        // (most changes reach their callbacks without one).
         Self {
             shared,
-            targets: shared.targets.take(),
+            targets: Vec::new(),
         }
     }
 
@@ -91,6 +94,9 @@ impl<'s> Delivery<'s> {
             callbacks.iter().for_each(|target| target(change));
             return;
         }
+        if self.targets.capacity() == 0 {
+            self.targets = self.shared.targets.take();
+        }
         StateManager::targets(&subscribers, change, &mut self.targets);
         drop(subscribers);
         for target in self.targets.drain(..) {
@@ -102,9 +108,12 @@ impl<'s> Delivery<'s> {
 impl Drop for Delivery<'_> {
     fn drop(&mut self) {
         // Empty but for what a panic left undrained; the manager's list
-        // (taken out at the start) is empty and unallocated.
-        self.targets.clear();
-        std::mem::swap(&mut *self.shared.targets.borrow_mut(), &mut self.targets);
+        // (if a change routed by path took it out) is empty and
+        // unallocated. A list never allocated has nothing to hand back.
+        if self.targets.capacity() > 0 {
+            self.targets.clear();
+            std::mem::swap(&mut *self.shared.targets.borrow_mut(), &mut self.targets);
+        }
         self.shared.delivering.set(false);
     }
 }
