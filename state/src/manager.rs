@@ -85,6 +85,9 @@ struct Shared {
     /// published meanwhile (a subscriber wrote) waits in `pending`.
     delivering: Cell<bool>,
     pending: RefCell<VecDeque<Change>>,
+    /// Whether `pending` may hold changes: set when one is queued, so a
+    /// delivery with nothing queued does not borrow the queue.
+    queued: Cell<bool>,
     /// The callbacks a change reaches, gathered here before they are
     /// called (so none is called with the registry borrowed); kept between
     /// deliveries so a write does not allocate a list for them.
@@ -177,6 +180,7 @@ impl StateManager {
             revision: ArcRwSignal::new(0),
             delivering: Cell::new(false),
             pending: RefCell::default(),
+            queued: Cell::new(false),
             targets: RefCell::default(),
             confirmations: RefCell::default(),
             disposed: Cell::new(false),

@@ -51,14 +51,17 @@ impl StateManager {
     pub(super) fn deliver(shared: &Shared, changes: &[Change]) {
         if shared.delivering.get() {
             shared.pending.borrow_mut().extend(changes.iter().cloned());
+            shared.queued.set(true);
             return;
         }
         let mut delivery = Delivery::start(shared);
         changes.iter().for_each(|change| delivery.notify(change));
-        loop {
+        while shared.queued.get() {
             let next = shared.pending.borrow_mut().pop_front();
-            let Some(change) = next else { break };
-            delivery.notify(&change);
+            match next {
+                Some(change) => delivery.notify(&change),
+                None => shared.queued.set(false),
+            }
         }
     }
 }

@@ -66,10 +66,14 @@ impl StateManager {
         value: T,
     ) -> Result<Written> {
         let shared = self.shared()?;
-        self.before_write(&shared)?;
+        let mut replica = shared.replica_mut()?;
+        if replica.polls_due() {
+            drop(replica);
+            self.poll(&shared)?;
+            replica = shared.replica_mut()?;
+        }
         // The write stays where the replica built it: published and
         // summed up by reference, never moved (see `Written`).
-        let mut replica = shared.replica_mut()?;
         let done = replica.set(unit, key, value);
         self.report_earlier(&shared, replica);
         if let Ok(write) = &done {
