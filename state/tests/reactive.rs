@@ -1104,6 +1104,111 @@ fn a_panicking_subscriber_does_not_stop_later_deliveries() {
     });
 }
 
+/// A change queued by a subscriber's write, when a later subscriber
+/// panics before the queue is delivered, still comes before the next
+/// write's change: nobody's last notification is the older value.
+#[test]
+fn changes_queued_before_a_panic_come_before_the_next_write() {
+    let owner = Owner::new();
+    owner.with(|| {
+        let state = manager(1);
+        let unit: UnitAddress = "main/lobby/counter".parse().unwrap();
+        let key = count_key();
+        state.declare(&key).unwrap();
+        // Clamps 11 to 10 from inside its notification.
+        let (clamp, clamped) = (unit.clone(), key.clone());
+        state
+            .subscribe(&unit, &key, None, move |change| {
+                if change.new == json!(11).into() {
+                    state.set(&clamp, &clamped, 10).unwrap();
+                }
+            })
+            .unwrap();
+        let seen: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
+        let record = Arc::clone(&seen);
+        state
+            .subscribe(&unit, &key, None, move |change| {
+                let new = serde_json::Value::clone(&change.new);
+                assert_ne!(new, json!(11), "this subscriber fails on 11");
+                record.lock().unwrap().push(new);
+            })
+            .unwrap();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            state.set(&unit, &key, 11).unwrap();
+        }));
+        assert!(panicked.is_err());
+        state.set(&unit, &key, 5).unwrap();
+        assert_eq!(state.get(&unit, &key).unwrap(), 5);
+        assert_eq!(*seen.lock().unwrap(), [json!(10), json!(5)]);
+    });
+}
+
+/// A subscriber that subscribes another, or unsubscribes one, from inside
+/// its notification, then writes: the write's change reaches whoever
+/// watches when it is delivered, and the subscription gone, once gone,
+/// holds nothing alive.
+#[test]
+fn subscribers_that_come_and_go_during_a_delivery_are_reached_as_they_stand() {
+    let owner = Owner::new();
+    owner.with(|| {
+        let state = manager(1);
+        let unit: UnitAddress = "main/lobby/counter".parse().unwrap();
+        let key = count_key();
+        state.declare(&key).unwrap();
+        let record: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let log = Arc::clone(&record);
+        // A subscriber that records what it is told, holding `alive`.
+        let named = move |name: &'static str, alive: Option<Arc<()>>| {
+            let log = Arc::clone(&log);
+            move |change: &gaesup_state::core::Change| {
+                let _ = &alive;
+                log.lock().unwrap().push(format!("{name} {}", change.new));
+            }
+        };
+        let take = || std::mem::take(&mut *record.lock().unwrap());
+        // `leaving` holds `alive`: once unsubscribed, nothing may keep it.
+        let alive = Arc::new(());
+        let leaving = state
+            .subscribe(
+                &unit,
+                &key,
+                None,
+                named("leaving", Some(Arc::clone(&alive))),
+            )
+            .unwrap();
+        state.set(&unit, &key, 1).unwrap();
+        assert_eq!(take(), ["leaving 1"]);
+        // On 2, `host` lets `leaving` go, brings `joining` in, and writes 3.
+        let (host_unit, host_key) = (unit.clone(), key.clone());
+        let joining = named("joining", None);
+        let joining = std::cell::Cell::new(Some(joining));
+        state
+            .subscribe(&unit, &key, None, move |change| {
+                if change.new == json!(2).into() {
+                    assert!(state.unsubscribe(leaving));
+                    if let Some(joining) = joining.take() {
+                        state
+                            .subscribe(&host_unit, &host_key, None, joining)
+                            .unwrap();
+                    }
+                    state.set(&host_unit, &host_key, 3).unwrap();
+                }
+            })
+            .unwrap();
+        state.set(&unit, &key, 2).unwrap();
+        // 2 reached `leaving` (listed before `host` when 2 was delivered);
+        // 3 reached only who watched then.
+        assert_eq!(take(), ["leaving 2", "joining 3"]);
+        assert_eq!(
+            Arc::strong_count(&alive),
+            1,
+            "the gone subscription is dropped"
+        );
+        state.set(&unit, &key, 4).unwrap();
+        assert_eq!(take(), ["joining 4"]);
+    });
+}
+
 /// A manager lives as long as the owner it was made under: once that owner
 /// is disposed, every call says so, even right after a call that worked
 /// (the last manager used is remembered for speed, and must not outlive

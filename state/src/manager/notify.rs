@@ -4,7 +4,7 @@
 
 use gaesup_state_core::{Change, Message};
 
-use super::subscribe::OnChange;
+use super::subscribe::{OnChange, Route};
 use super::{LOG_CAPACITY, LogEntry, Origin, Shared, StateManager};
 
 impl StateManager {
@@ -50,19 +50,16 @@ impl StateManager {
     /// after it, so nobody's last notification is an older value.
     pub(super) fn deliver(shared: &Shared, changes: &[Change]) {
         if shared.delivering.get() {
-            shared.pending.borrow_mut().extend(changes.iter().cloned());
             shared.queued.set(true);
+            shared.pending.borrow_mut().extend(changes.iter().cloned());
             return;
         }
         let mut delivery = Delivery::start(shared);
+        // Changes still queued (a subscriber's panic cut the delivery
+        // that queued them short) were made before these.
+        delivery.drain_queue();
         changes.iter().for_each(|change| delivery.notify(change));
-        while shared.queued.get() {
-            let next = shared.pending.borrow_mut().pop_front();
-            match next {
-                Some(change) => delivery.notify(&change),
-                None => shared.queued.set(false),
-            }
-        }
+        delivery.drain_queue();
     }
 }
 
@@ -88,19 +85,33 @@ impl<'s> Delivery<'s> {
         }
     }
 
+    /// Delivers the changes queued meanwhile, in order.
+    fn drain_queue(&mut self) {
+        while self.shared.queued.get() {
+            let next = self.shared.pending.borrow_mut().pop_front();
+            match next {
+                Some(change) => self.notify(&change),
+                None => self.shared.queued.set(false),
+            }
+        }
+    }
+
     fn notify(&mut self, change: &Change) {
         let subscribers = self.shared.subscribers.borrow();
         // Taken out before any subscriber runs: one may subscribe or
         // unsubscribe, which changes the lists (not these).
-        if let Some(callbacks) = subscribers.whole_only(&change.key) {
-            drop(subscribers);
-            callbacks.iter().for_each(|target| target(change));
-            return;
-        }
+        let watchers = match subscribers.route(&change.key) {
+            Route::All(callbacks) => {
+                drop(subscribers);
+                callbacks.iter().for_each(|target| target(change));
+                return;
+            }
+            Route::ByPath(watchers) => watchers,
+        };
         if self.targets.capacity() == 0 {
             self.targets = self.shared.targets.take();
         }
-        StateManager::targets(&subscribers, change, &mut self.targets);
+        StateManager::targets(watchers, change, &mut self.targets);
         drop(subscribers);
         for target in self.targets.drain(..) {
             target(change);

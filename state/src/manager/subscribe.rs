@@ -1,7 +1,7 @@
 //! Who watches what: subscriptions to a key, or to a path inside it,
 //! filed so that a change visits only the subscribers it may concern.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::rc::Rc;
 
 use gaesup_state_core::{Change, FullKey, Path, SharedKey, UnitAddress};
@@ -55,7 +55,7 @@ impl Default for Subscribers {
 
 /// The subscribers of one key.
 #[derive(Default)]
-struct Watchers {
+pub(super) struct Watchers {
     whole: Vec<(u64, Subscriber)>,
     /// By first segment: hashed, since a write of rows looks up one head
     /// per row (an ordered map compared ten or so texts for each among a
@@ -63,9 +63,17 @@ struct Watchers {
     by_head: FxHashMap<String, Vec<(u64, Subscriber)>>,
     /// Every callback, in order, while every subscriber watches the whole
     /// key (no path): then any change of the key reaches all of them, and
-    /// a delivery takes this list as it is. Rebuilt when a subscriber
-    /// comes or goes.
-    callbacks: Option<Rc<[OnChange]>>,
+    /// a delivery takes this list as it is. Built by the first delivery
+    /// that asks for it (not by each subscribe: mounting N subscribers
+    /// of one key would copy N lists), forgotten when one comes or goes.
+    callbacks: OnceCell<Option<Rc<[OnChange]>>>,
+}
+
+/// Where a change goes: to every callback of a list, or by path among a
+/// key's subscribers ([`StateManager::targets`]).
+pub(super) enum Route<'s> {
+    All(Rc<[OnChange]>),
+    ByPath(&'s Watchers),
 }
 
 impl Watchers {
@@ -73,15 +81,21 @@ impl Watchers {
         self.whole.is_empty() && self.by_head.is_empty()
     }
 
-    fn refresh(&mut self) {
-        let whole_only =
-            self.by_head.is_empty() && self.whole.iter().all(|(_, s)| s.path.is_none());
-        self.callbacks = whole_only.then(|| {
-            self.whole
-                .iter()
-                .map(|(_, s)| Rc::clone(&s.on_change))
-                .collect()
-        });
+    /// [`callbacks`](Self::callbacks), if every subscriber watches the
+    /// whole key.
+    fn callbacks(&self) -> Option<&Rc<[OnChange]>> {
+        self.callbacks
+            .get_or_init(|| {
+                let whole_only =
+                    self.by_head.is_empty() && self.whole.iter().all(|(_, s)| s.path.is_none());
+                whole_only.then(|| {
+                    self.whole
+                        .iter()
+                        .map(|(_, s)| Rc::clone(&s.on_change))
+                        .collect()
+                })
+            })
+            .as_ref()
     }
 }
 
@@ -102,7 +116,7 @@ impl Subscribers {
                 .or_default()
                 .push((id, subscriber)),
         }
-        watchers.refresh();
+        watchers.callbacks = OnceCell::new();
         self.filed.insert(id, (key, head));
         *self.last.get_mut() = None;
         id
@@ -127,29 +141,31 @@ impl Subscribers {
             if watchers.is_empty() {
                 self.by_key.remove(&key);
             } else {
-                watchers.refresh();
+                watchers.callbacks = OnceCell::new();
             }
         }
         *self.last.get_mut() = None;
         true
     }
 
-    /// Every callback a change of `key` reaches, when that needs no path
-    /// compared (nobody watches the key, or everyone watches all of it);
-    /// `None` when the change must be routed by path
-    /// ([`StateManager::targets`]).
-    pub(super) fn whole_only(&self, key: &FullKey) -> Option<Rc<[OnChange]>> {
+    /// Where a change of `key` goes: every callback of a list when that
+    /// needs no path compared (nobody watches the key, or everyone
+    /// watches all of it), else its subscribers, to route by path.
+    pub(super) fn route(&self, key: &FullKey) -> Route<'_> {
         if let Some((last, callbacks)) = &*self.last.borrow()
             && last == key
         {
-            return Some(Rc::clone(callbacks));
+            return Route::All(Rc::clone(callbacks));
         }
         let callbacks = match self.by_key.get(key) {
             None => Rc::clone(&self.none),
-            Some(watchers) => Rc::clone(watchers.callbacks.as_ref()?),
+            Some(watchers) => match watchers.callbacks() {
+                Some(callbacks) => Rc::clone(callbacks),
+                None => return Route::ByPath(watchers),
+            },
         };
         *self.last.borrow_mut() = Some((key.clone(), Rc::clone(&callbacks)));
-        Some(callbacks)
+        Route::All(callbacks)
     }
 
     /// How many subscriptions there are in all.
@@ -229,12 +245,9 @@ impl StateManager {
     /// Appends to `targets` the callbacks `change` must reach: whole-key
     /// subscribers and those whose path it touched, visiting only the
     /// paths under the top-level fields it changed.
-    pub(super) fn targets(subscribers: &Subscribers, change: &Change, targets: &mut Vec<OnChange>) {
+    pub(super) fn targets(watchers: &Watchers, change: &Change, targets: &mut Vec<OnChange>) {
         let touched = |s: &&Subscriber| s.path.as_ref().is_none_or(|path| change.touches(path));
         let callback = |(_, s): &(u64, Subscriber)| Rc::clone(&s.on_change);
-        let Some(watchers) = subscribers.by_key.get(&change.key) else {
-            return;
-        };
         let whole = watchers.whole.iter().filter(|(_, s)| touched(&s));
         targets.extend(whole.map(callback));
         // Most keys have no path subscriber: then there is nothing to diff.

@@ -66,12 +66,7 @@ impl StateManager {
         value: T,
     ) -> Result<Written> {
         let shared = self.shared()?;
-        let mut replica = shared.replica_mut()?;
-        if replica.polls_due() {
-            drop(replica);
-            self.poll(&shared)?;
-            replica = shared.replica_mut()?;
-        }
+        let mut replica = self.writable(&shared)?;
         // The write stays where the replica built it: published and
         // summed up by reference, never moved (see `Written`).
         let done = replica.set(unit, key, value);
@@ -218,7 +213,10 @@ impl StateManager {
         written: &Write,
     ) -> Result<Option<Write>> {
         let shared = self.shared()?;
-        let reverted = self.run_local(&shared, |replica| replica.revert(unit, key, written))?;
+        let replica = shared.replica_mut()?;
+        let reverted = self.run_local(&shared, replica, |replica| {
+            replica.revert(unit, key, written)
+        })?;
         if let Some(write) = &reverted {
             self.publish_local(&shared, write);
         }
@@ -236,17 +234,17 @@ impl StateManager {
         Ok(())
     }
 
-    /// Runs a local write (or revert) on the replica, then publishes what
-    /// it set aside first (its own writes ahead of a clock that went
-    /// back): before the write's own change, whose old value already shows
-    /// it, and even when the write itself was refused. A busy manager
-    /// runs nothing.
+    /// Runs a local write (or revert) on `replica` (the caller borrowed
+    /// it: a busy manager runs nothing), then publishes what it set aside
+    /// first (its own writes ahead of a clock that went back): before the
+    /// write's own change, whose old value already shows it, and even
+    /// when the write itself was refused.
     fn run_local<R>(
         &self,
         shared: &Shared,
+        mut replica: RefMut<'_, Replica>,
         run: impl FnOnce(&mut Replica) -> gaesup_state_core::Result<R>,
     ) -> Result<R> {
-        let mut replica = shared.replica_mut()?;
         let done = run(&mut replica);
         self.report_earlier(shared, replica);
         Ok(done?)
@@ -262,13 +260,18 @@ impl StateManager {
         }
     }
 
-    /// Held items may be due: admitted before a write, as time goes.
-    /// Otherwise nothing to poll, and no clock read for it.
-    fn before_write(&self, shared: &Shared) -> Result<()> {
-        if shared.replica()?.polls_due() {
-            self.poll(shared)?;
+    /// The replica, borrowed for a write. Held items may be due: they are
+    /// admitted (and published, with the replica let go) before the
+    /// write, as time goes. Otherwise nothing to poll, and no clock read
+    /// for it.
+    fn writable<'s>(&self, shared: &'s Shared) -> Result<RefMut<'s, Replica>> {
+        let replica = shared.replica_mut()?;
+        if !replica.polls_due() {
+            return Ok(replica);
         }
-        Ok(())
+        drop(replica);
+        self.poll(shared)?;
+        shared.replica_mut()
     }
 
     pub(super) fn write(
@@ -276,10 +279,10 @@ impl StateManager {
         run: impl FnOnce(&mut Replica) -> gaesup_state_core::Result<Write>,
     ) -> Result<Write> {
         let shared = self.shared()?;
-        self.before_write(&shared)?;
+        let replica = self.writable(&shared)?;
         // The write is published where it lies and returned as it is: a
         // `Write` is some 300 bytes, and each `?` on the way out moved it.
-        let done = self.run_local(&shared, run);
+        let done = self.run_local(&shared, replica, run);
         if let Ok(write) = &done {
             self.publish_local(&shared, write);
         }
