@@ -1104,6 +1104,50 @@ fn a_panicking_subscriber_does_not_stop_later_deliveries() {
     });
 }
 
+/// The same for a change routed by path (a delivery that took the
+/// manager's list of targets out): the next changes still reach their
+/// subscribers, and nothing stays borrowed.
+#[test]
+fn a_panicking_path_subscriber_does_not_stop_later_deliveries() {
+    let owner = Owner::new();
+    owner.with(|| {
+        let hits = Hits::new(manager(1));
+        hits.watch("a");
+        hits.watch("");
+        let seen = Arc::clone(&hits.seen);
+        hits.state
+            .subscribe(
+                &hits.unit,
+                &hits.key,
+                Some(Path::parse("b").unwrap()),
+                move |change| {
+                    assert_ne!(
+                        change.new,
+                        json!({"b": 1}).into(),
+                        "this subscriber fails on b = 1"
+                    );
+                    seen.lock().unwrap().push("b".to_owned());
+                },
+            )
+            .unwrap();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            hits.state
+                .set(&hits.unit, &hits.key, json!({"b": 1}))
+                .unwrap();
+        }));
+        assert!(panicked.is_err());
+        hits.take();
+        hits.state
+            .set(&hits.unit, &hits.key, json!({"a": 1, "b": 2}))
+            .unwrap();
+        assert_eq!(hits.take(), ["", "a", "b"]);
+        hits.state
+            .set(&hits.unit, &hits.key, json!({"a": 2, "b": 2}))
+            .unwrap();
+        assert_eq!(hits.take(), ["", "a"]);
+    });
+}
+
 /// A change queued by a subscriber's write, when a later subscriber
 /// panics before the queue is delivered, still comes before the next
 /// write's change: nobody's last notification is the older value.
