@@ -352,9 +352,7 @@ impl KeyState {
     /// value whole (registers); merge and sum values are built.
     pub fn shared_value(&self) -> Option<Arc<Value>> {
         match self {
-            Self::LastWriteWins(reg) | Self::FirstWriteWins(reg) => {
-                reg.entry.as_ref().map(|entry| Arc::clone(&entry.value))
-            }
+            Self::LastWriteWins(reg) | Self::FirstWriteWins(reg) => reg.shared_value(),
             Self::UserResolve(state) => state.winner().map(|entry| Arc::clone(&entry.value)),
             Self::Merge(_) | Self::Sum(_) => self.value().map(Arc::new),
         }

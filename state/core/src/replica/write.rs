@@ -20,7 +20,7 @@ use crate::limits::{
 use crate::message::Message;
 use crate::op::{Op, OpGroup, OpId, Payload};
 use crate::scope::{FullKey, Lifetime};
-use crate::strategy::{Entry, KeyState, Strategy};
+use crate::strategy::{Entry, KeyState, Register, Strategy};
 
 /// How [`Replica::write_payload`] stamps and sizes a local write.
 pub(super) struct Stamping {
@@ -357,17 +357,14 @@ impl Replica {
         };
         // A register's value is its entry's, or the key's default; it has
         // no conflict to change.
-        let before = register
-            .entry
-            .as_ref()
-            .map(|entry| Arc::clone(&entry.value));
+        let value_of = |register: &Register| {
+            register
+                .shared_value()
+                .unwrap_or_else(|| Self::current_of(spec, None))
+        };
+        let before = value_of(register);
         register.keep_max(Entry::from_op(&op, value));
-        let after = register
-            .entry
-            .as_ref()
-            .map(|entry| Arc::clone(&entry.value));
-        let before = before.unwrap_or_else(|| Self::current_of(spec, None));
-        let after = after.unwrap_or_else(|| Self::current_of(spec, None));
+        let after = value_of(register);
         let change = (before != after).then(|| Change::new(op.key.clone(), before, after));
         *size = estimate;
         self.seq = seq;

@@ -3,8 +3,10 @@
 //! commutative, associative and idempotent.
 
 use std::cmp::Ordering;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::Entry;
 
@@ -16,6 +18,11 @@ pub struct Register {
 }
 
 impl Register {
+    /// The winning write's value, shared (not copied), if any.
+    pub(crate) fn shared_value(&self) -> Option<Arc<Value>> {
+        self.entry.as_ref().map(|entry| Arc::clone(&entry.value))
+    }
+
     pub(crate) fn keep_max(&mut self, candidate: Entry) {
         self.keep(candidate, Ordering::Greater);
     }
