@@ -1028,6 +1028,19 @@ fn a_write_at_a_path_reaches_the_paths_over_and_under_it_only() {
     });
 }
 
+/// Subscribes, as `unit`, a subscriber that clamps 11 to 10 by writing
+/// from inside its notification.
+fn subscribe_clamp(state: StateManager, unit: &UnitAddress, key: &SharedKey<i64>) {
+    let (writer, written) = (unit.clone(), key.clone());
+    state
+        .subscribe(unit, key, None, move |change| {
+            if change.new == json!(11).into() {
+                state.set(&writer, &written, 10).unwrap();
+            }
+        })
+        .unwrap();
+}
+
 #[test]
 fn a_write_made_while_a_change_is_delivered_is_what_later_subscribers_keep() {
     let owner = Owner::new();
@@ -1036,16 +1049,8 @@ fn a_write_made_while_a_change_is_delivered_is_what_later_subscribers_keep() {
         let clamp: UnitAddress = "main/lobby/clamp".parse().unwrap();
         let key = count_key();
         state.declare(&key).unwrap();
-        // Subscribed first, so it hears each change before the hook: it
-        // clamps 11 to 10 by writing from inside the notification.
-        let (address, written) = (clamp.clone(), key.clone());
-        state
-            .subscribe(&clamp, &key, None, move |change| {
-                if change.new == json!(11).into() {
-                    state.set(&address, &written, 10).unwrap();
-                }
-            })
-            .unwrap();
+        // Subscribed first, so it hears each change before the hook.
+        subscribe_clamp(state, &clamp, &key);
         let (_b, hook) = in_unit(state, "main/lobby/counter", || {
             use_shared_state(&count_key())
         });
@@ -1159,15 +1164,7 @@ fn changes_queued_before_a_panic_come_before_the_next_write() {
         let unit: UnitAddress = "main/lobby/counter".parse().unwrap();
         let key = count_key();
         state.declare(&key).unwrap();
-        // Clamps 11 to 10 from inside its notification.
-        let (clamp, clamped) = (unit.clone(), key.clone());
-        state
-            .subscribe(&unit, &key, None, move |change| {
-                if change.new == json!(11).into() {
-                    state.set(&clamp, &clamped, 10).unwrap();
-                }
-            })
-            .unwrap();
+        subscribe_clamp(state, &unit, &key);
         let seen: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
         let record = Arc::clone(&seen);
         state
