@@ -215,6 +215,7 @@ impl std::hash::Hash for UnitAddress {
 }
 
 impl PartialEq for UnitAddress {
+    #[inline]
     fn eq(&self, other: &Self) -> bool {
         // Clones of one address (a unit's every write) share their parts:
         // equal without comparing three names.

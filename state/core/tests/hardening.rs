@@ -320,6 +320,31 @@ fn one_message_cannot_create_a_thousand_keys() {
     assert_eq!(bound.states().len(), 1, "its own apartment's op applied");
 }
 
+#[test]
+fn once_bound_a_replica_refuses_units_of_other_apartments_it_served_before() {
+    let clock = ManualClock::new(NOW);
+    let k = key::<i64>("k", Scope::Building, Strategy::LastWriteWins);
+    let mut replica = store(1, &clock);
+    replica.declare(&k).unwrap();
+    let stranger = unit("elsewhere/b/u");
+    // Unbound, a unit of any apartment writes and reads; the key it
+    // opened is the one opened last.
+    replica.set(&stranger, &k, 1).unwrap();
+    assert_eq!(replica.get(&stranger, &k).unwrap(), 1);
+    replica.bind("apt".parse().unwrap()).unwrap();
+    for _ in 0..2 {
+        let err = replica.set(&stranger, &k, 2).unwrap_err();
+        assert!(matches!(err, Error::ForeignApartment { .. }), "{err:?}");
+        let err = replica.get(&stranger, &k).unwrap_err();
+        assert!(matches!(err, Error::ForeignApartment { .. }), "{err:?}");
+    }
+    let own = unit("apt/b/u");
+    replica.set(&own, &k, 3).unwrap();
+    assert_eq!(replica.get(&own, &k).unwrap(), 3);
+    let err = replica.set(&stranger, &k, 4).unwrap_err();
+    assert!(matches!(err, Error::ForeignApartment { .. }), "{err:?}");
+}
+
 // 5. Numbers from another tab must not overflow.
 
 #[test]

@@ -43,6 +43,9 @@ impl Replica {
             }),
             _ => {
                 self.apartment = Some(apartment);
+                // The key opened last passed the apartment check of an
+                // unbound replica (see `Opened`).
+                *self.opened.get_mut() = None;
                 Ok(())
             }
         }
@@ -198,6 +201,7 @@ impl Replica {
             None => {
                 let registered = self.registered(spec)?;
                 let full = self.full_key(&registered, unit);
+                self.check_apartment(&full)?;
                 *self.opened.borrow_mut() = Some(Opened {
                     asked: Arc::clone(spec),
                     unit: unit.clone(),
@@ -209,7 +213,6 @@ impl Replica {
                 (registered, full, false)
             }
         };
-        self.check_apartment(&full)?;
         if !allowed {
             Self::check_access(&spec, &full, unit, action)?;
             if let Some(opened) = self.opened.borrow_mut().as_mut() {
@@ -293,7 +296,10 @@ impl Replica {
 /// declaration is never replaced once registered, an `Arc<KeySpec>`
 /// never changes, a full key follows from the declaration and the unit
 /// address alone, and the `Arc` asked for is kept here, so its address is
-/// not reused while it is compared against.
+/// not reused while it is compared against. Only a key of this replica's
+/// apartment is kept ([`Replica::check_apartment`] passed); binding the
+/// replica to an apartment forgets it, and the binding never changes
+/// after that.
 #[derive(Debug)]
 pub(super) struct Opened {
     /// The declaration the caller held.
