@@ -1355,3 +1355,52 @@ fn changes_the_replica_makes_on_its_own_come_before_the_next_write() {
         assert_eq!(*seen.borrow(), [(json!(2), json!(0)), (json!(0), json!(3))]);
     });
 }
+
+/// A subscriber may write from inside a change the replica made on its
+/// own (a held write whose time came, published as the next local write
+/// begins): its write comes after that change, the local write after
+/// both, and every subscriber keeps the last.
+#[test]
+fn a_subscriber_writing_inside_a_change_a_poll_published_comes_before_the_next_write() {
+    const DAY: u64 = 24 * 3600 * 1000;
+    let owner = Owner::new();
+    owner.with(|| {
+        let clock = ManualClock::new(10 * DAY);
+        let here = StateManager::new(TabId::new(1), clock.clone());
+        let ahead = StateManager::new(TabId::new(2), ManualClock::new(13 * DAY));
+        let key = SharedKey::<i64>::builder("n")
+            .scope(Scope::Apartment)
+            .lifetime(gaesup_state::Lifetime::Ephemeral)
+            .build()
+            .unwrap();
+        let unit: UnitAddress = "main/lobby/u".parse().unwrap();
+        here.declare(&key).unwrap();
+        ahead.declare(&key).unwrap();
+        subscribe_clamp(here, &unit, &key);
+        let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let log = std::rc::Rc::clone(&seen);
+        here.subscribe(&unit, &key, None, move |change| {
+            log.borrow_mut()
+                .push((Value::clone(&change.old()), (*change.new).clone()));
+        })
+        .unwrap();
+        // 11 from a tab three days ahead: held here until its time comes.
+        let write = ahead.set_full(&unit, &key, 11).unwrap();
+        here.receive_text(&write.message.unwrap().encode().unwrap())
+            .unwrap();
+        assert!(seen.borrow().is_empty());
+        clock.set(12 * DAY);
+        here.set(&unit, &key, 2).unwrap();
+        assert_eq!(
+            *seen.borrow(),
+            [
+                (json!(0), json!(11)),
+                (json!(11), json!(10)),
+                (json!(10), json!(2))
+            ]
+        );
+        assert_eq!(here.get(&unit, &key).unwrap(), 2);
+        let held = here.with_replica(|replica| replica.held()).unwrap();
+        assert_eq!(held, (0, 0), "admitted once, nothing left held");
+    });
+}
