@@ -275,3 +275,93 @@ impl StateManager {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn key(text: &str) -> FullKey {
+        FullKey::parse(text).unwrap()
+    }
+
+    fn whole(calls: &Rc<Cell<u32>>) -> Subscriber {
+        let calls = Rc::clone(calls);
+        Subscriber {
+            path: None,
+            on_change: Rc::new(move |_| calls.set(calls.get() + 1)),
+        }
+    }
+
+    fn callbacks(route: Route<'_>) -> Rc<[OnChange]> {
+        match route {
+            Route::All(callbacks) => callbacks,
+            Route::ByPath(_) => panic!("routed by path"),
+        }
+    }
+
+    /// The shortcut of a delivery: a change of the key delivered last
+    /// reaches the list kept for it, without a lookup or a new list.
+    #[test]
+    fn a_change_of_the_key_delivered_last_reuses_its_list() {
+        let calls = Rc::new(Cell::new(0));
+        let mut subscribers = Subscribers::default();
+        let (a, b) = (key("global/a"), key("global/b"));
+        for _ in 0..3 {
+            subscribers.insert(a.clone(), whole(&calls));
+        }
+        subscribers.insert(b.clone(), whole(&calls));
+        // Mounting builds no list; the first delivery does.
+        let watchers = subscribers.by_key.get(&a).unwrap();
+        assert!(watchers.callbacks.get().is_none());
+        let first = callbacks(subscribers.route(&a));
+        assert_eq!(first.len(), 3);
+        let last = subscribers.last.borrow().clone().map(|(k, l)| (k, l.len()));
+        assert_eq!(last, Some((a.clone(), 3)));
+        // Again: the very list, not a copy, from the memory of the last key.
+        assert!(Rc::ptr_eq(&first, &callbacks(subscribers.route(&a))));
+        // Another key moves the memory; back to the first, its list is the
+        // one its watchers kept.
+        assert_eq!(callbacks(subscribers.route(&b)).len(), 1);
+        assert!(Rc::ptr_eq(&first, &callbacks(subscribers.route(&a))));
+        // A key nobody watches reaches nothing.
+        assert!(callbacks(subscribers.route(&key("global/c"))).is_empty());
+        first.iter().for_each(|call| call(&change(&a)));
+        assert_eq!(calls.get(), 3);
+    }
+
+    /// Whoever comes or goes is reached (or not) by the next change.
+    #[test]
+    fn subscribing_or_leaving_forgets_the_list() {
+        let calls = Rc::new(Cell::new(0));
+        let mut subscribers = Subscribers::default();
+        let a = key("global/a");
+        let one = subscribers.insert(a.clone(), whole(&calls));
+        let before = callbacks(subscribers.route(&a));
+        subscribers.insert(a.clone(), whole(&calls));
+        assert!(subscribers.last.borrow().is_none());
+        let after = callbacks(subscribers.route(&a));
+        assert_eq!((before.len(), after.len()), (1, 2));
+        assert!(subscribers.remove(one));
+        assert!(subscribers.last.borrow().is_none());
+        assert_eq!(callbacks(subscribers.route(&a)).len(), 1);
+        // A path subscriber: changes are routed by path from then on.
+        let path = Subscriber {
+            path: Some(Path::parse("x").unwrap()),
+            on_change: Rc::new(|_| {}),
+        };
+        subscribers.insert(a.clone(), path);
+        assert!(matches!(subscribers.route(&a), Route::ByPath(_)));
+        assert!(subscribers.last.borrow().is_none());
+    }
+
+    fn change(key: &FullKey) -> Change {
+        Change::new(
+            key.clone(),
+            Arc::new(serde_json::json!(1)),
+            Arc::new(serde_json::json!(2)),
+        )
+    }
+}
