@@ -1001,7 +1001,7 @@ fn a_write_at_a_path_reaches_the_paths_over_and_under_it_only() {
         let same = state
             .set_path(&unit, &key, &at("rows.r1.qty"), json!(5))
             .unwrap();
-        assert!(same.change.is_none());
+        assert!(!same.changed);
         assert!(take().is_empty());
         // Replacing a whole row reaches what lies inside it, if it moved.
         state

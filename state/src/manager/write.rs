@@ -12,8 +12,9 @@ use std::cell::RefMut;
 use super::{Origin, Shared, StateManager};
 use crate::error::Result;
 
-/// What [`StateManager::set`] did, in brief: the write's op id and
-/// whether it made a visible change.
+/// What a write of one key ([`StateManager::set`], `set_path`, `set_paths`,
+/// `set_items`, `increment`, `resolve`, `rebase`) did, in brief: the
+/// write's op id and whether it made a visible change.
 ///
 /// The whole [`Write`] (op, change, message) is some 300 bytes, and in the
 /// browser every move of it through a caller's `?` or `map_err` is a copy
@@ -65,17 +66,7 @@ impl StateManager {
         key: &SharedKey<T>,
         value: T,
     ) -> Result<Written> {
-        let shared = self.shared()?;
-        let mut replica = self.writable(&shared)?;
-        // The write stays where the replica built it: published and
-        // summed up by reference, never moved (see `Written`).
-        let done = replica.set(unit, key, value);
-        self.report_earlier(&shared, replica);
-        if let Ok(write) = &done {
-            self.publish_local(&shared, write);
-            return Ok(Written::of(write));
-        }
-        Ok(done.map(|write| Written::of(&write))?)
+        self.write_summed(|replica| replica.set(unit, key, value))
     }
 
     /// [`set`](Self::set), returning the whole [`Write`]: its op, the
@@ -120,8 +111,8 @@ impl StateManager {
         key: &SharedKey<T>,
         path: &Path,
         value: Value,
-    ) -> Result<Write> {
-        self.write(|replica| replica.set_path(unit, key, path, value))
+    ) -> Result<Written> {
+        self.write_summed(|replica| replica.set_path(unit, key, path, value))
     }
 
     /// Writes several places inside the value of `key` at once, for
@@ -133,8 +124,8 @@ impl StateManager {
         unit: &UnitAddress,
         key: &SharedKey<T>,
         writes: impl IntoIterator<Item = (Path, Value)>,
-    ) -> Result<Write> {
-        self.write(|replica| replica.set_paths(unit, key, writes))
+    ) -> Result<Written> {
+        self.write_summed(|replica| replica.set_paths(unit, key, writes))
     }
 
     /// Replaces items of the list held by `key`, for `unit`: one write of
@@ -167,8 +158,8 @@ impl StateManager {
         unit: &UnitAddress,
         key: &SharedKey<Vec<E>>,
         items: impl IntoIterator<Item = (usize, E)>,
-    ) -> Result<Write> {
-        self.write(|replica| replica.set_items(unit, key, items))
+    ) -> Result<Written> {
+        self.write_summed(|replica| replica.set_items(unit, key, items))
     }
 
     /// Adds `delta` to a sum key.
@@ -177,8 +168,8 @@ impl StateManager {
         unit: &UnitAddress,
         key: &SharedKey<T>,
         delta: i64,
-    ) -> Result<Write> {
-        self.write(|replica| replica.increment(unit, key, delta))
+    ) -> Result<Written> {
+        self.write_summed(|replica| replica.increment(unit, key, delta))
     }
 
     /// Resolves a user-resolve conflict with `value`.
@@ -187,8 +178,8 @@ impl StateManager {
         unit: &UnitAddress,
         key: &SharedKey<T>,
         value: T,
-    ) -> Result<Write> {
-        self.write(|replica| replica.resolve(unit, key, value))
+    ) -> Result<Written> {
+        self.write_summed(|replica| replica.resolve(unit, key, value))
     }
 
     /// Re-bases `key` on what this tab holds, for `unit` (see
@@ -200,8 +191,8 @@ impl StateManager {
         unit: &UnitAddress,
         key: &FullKey,
         fields: Option<&[String]>,
-    ) -> Result<Write> {
-        self.write(|replica| replica.rebase(unit, key, fields))
+    ) -> Result<Written> {
+        self.write_summed(|replica| replica.rebase(unit, key, fields))
     }
 
     /// Undoes the local write `written` if nobody wrote over it since
@@ -272,6 +263,24 @@ impl StateManager {
         drop(replica);
         self.poll(shared)?;
         shared.replica_mut()
+    }
+
+    /// Runs a local write (as [`write`](Self::write)) and sums it up: the
+    /// write stays where the replica built it, published and summed up by
+    /// reference, never moved (see [`Written`]).
+    fn write_summed(
+        &self,
+        run: impl FnOnce(&mut Replica) -> gaesup_state_core::Result<Write>,
+    ) -> Result<Written> {
+        let shared = self.shared()?;
+        let mut replica = self.writable(&shared)?;
+        let done = run(&mut replica);
+        self.report_earlier(&shared, replica);
+        if let Ok(write) = &done {
+            self.publish_local(&shared, write);
+            return Ok(Written::of(write));
+        }
+        Ok(done.map(|write| Written::of(&write))?)
     }
 
     pub(super) fn write(

@@ -172,20 +172,31 @@ mod tests {
             here.declare(&key).unwrap();
             there.declare(&key).unwrap();
             let unit: UnitAddress = "main/study/shared-note".parse().unwrap();
-            let mine = here.set_full(&unit, &key, "mine".to_owned()).unwrap();
-            let theirs = there.set_full(&unit, &key, "theirs".to_owned()).unwrap();
-            here.receive_text(&theirs.message.unwrap().encode().unwrap())
+            // What each tab broadcasts, carried to the other by hand.
+            let outbox = |from: StateManager| {
+                let sent = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+                let queue = std::rc::Rc::clone(&sent);
+                from.connect(move |message: &gaesup_state::core::Message| {
+                    queue.borrow_mut().push(message.encode()?);
+                    Ok(())
+                })
                 .unwrap();
-            there
-                .receive_text(&mine.message.unwrap().encode().unwrap())
-                .unwrap();
+                move |to: StateManager| {
+                    for text in sent.borrow_mut().drain(..) {
+                        to.receive_text(&text).unwrap();
+                    }
+                }
+            };
+            let (from_here, from_there) = (outbox(here), outbox(there));
+            here.set(&unit, &key, "mine".to_owned()).unwrap();
+            there.set(&unit, &key, "theirs".to_owned()).unwrap();
+            from_here(there);
+            from_there(here);
             assert_eq!(here.conflicts(&unit, &key).unwrap().len(), 2);
             assert_eq!(there.conflicts(&unit, &key).unwrap().len(), 2);
 
-            let pick = here.resolve(&unit, &key, "both".to_owned()).unwrap();
-            there
-                .receive_text(&pick.message.unwrap().encode().unwrap())
-                .unwrap();
+            here.resolve(&unit, &key, "both".to_owned()).unwrap();
+            from_here(there);
             for replica in [here, there] {
                 assert!(replica.conflicts(&unit, &key).unwrap().len() < 2);
                 assert_eq!(replica.get(&unit, &key).unwrap(), "both");

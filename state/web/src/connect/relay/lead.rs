@@ -349,7 +349,7 @@ impl Remote {
             self.with_link(|link, _| link.rebase_later(&rebase.key));
             return;
         }
-        let id = written.as_ref().ok().map(|write| write.op.id);
+        let id = written.as_ref().ok().map(|written| written.id);
         let refused = self
             .with_link(|link, storage| link.rebased(&rebase.key, id, storage))
             .unwrap_or_default();
