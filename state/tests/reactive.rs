@@ -233,6 +233,39 @@ fn optimistic_rollback_restores_own_write() {
     });
 }
 
+/// The other writes a revert undoes, through the manager: an increment
+/// (subtracted again, later increments kept) and a resolve.
+#[test]
+fn increments_and_resolves_are_rolled_back_from_their_whole_write() {
+    let owner = Owner::new();
+    owner.with(|| {
+        let state = manager(1);
+        let unit: UnitAddress = "main/lobby/u".parse().unwrap();
+        let total = SharedKey::<i64>::builder("total")
+            .strategy(Strategy::Sum)
+            .build()
+            .unwrap();
+        let pick = SharedKey::<String>::builder("pick")
+            .strategy(Strategy::UserResolve)
+            .build()
+            .unwrap();
+        state.declare(&total).unwrap();
+        state.declare(&pick).unwrap();
+        let optimistic = state.increment_full(&unit, &total, 5).unwrap();
+        assert!(state.increment(&unit, &total, 2).unwrap().changed);
+        assert!(state.revert(&unit, &total, &optimistic).unwrap().is_some());
+        assert_eq!(state.get(&unit, &total).unwrap(), 2);
+
+        state.set(&unit, &pick, "before".to_owned()).unwrap();
+        let chosen = state
+            .resolve_full(&unit, &pick, "chosen".to_owned())
+            .unwrap();
+        assert_eq!(state.get(&unit, &pick).unwrap(), "chosen");
+        assert!(state.revert(&unit, &pick, &chosen).unwrap().is_some());
+        assert_eq!(state.get(&unit, &pick).unwrap(), "before");
+    });
+}
+
 #[test]
 fn optimistic_rollback_spares_a_later_write_from_another_tab() {
     let owner = Owner::new();

@@ -18,9 +18,12 @@ use crate::error::Result;
 ///
 /// The whole [`Write`] (op, change, message) is some 300 bytes, and in the
 /// browser every move of it through a caller's `?` or `map_err` is a copy
-/// that costs about half of what a whole write of zustand does; a caller
-/// that needs it (to [`revert`](StateManager::revert) the write) asks
-/// [`set_full`](StateManager::set_full).
+/// that costs about half of what a whole write of zustand does. A caller
+/// that needs it, to [`revert`](StateManager::revert) the write, asks
+/// [`set_full`](StateManager::set_full),
+/// [`increment_full`](StateManager::increment_full) or
+/// [`resolve_full`](StateManager::resolve_full): the writes a revert
+/// undoes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Written {
     /// The write's op id: what [`confirmation`](StateManager::confirmation)
@@ -172,6 +175,17 @@ impl StateManager {
         self.write_summed(|replica| replica.increment(unit, key, delta))
     }
 
+    /// [`increment`](Self::increment), returning the whole [`Write`] (what
+    /// [`revert`](Self::revert) takes to subtract it again).
+    pub fn increment_full<T>(
+        &self,
+        unit: &UnitAddress,
+        key: &SharedKey<T>,
+        delta: i64,
+    ) -> Result<Write> {
+        self.write(|replica| replica.increment(unit, key, delta))
+    }
+
     /// Resolves a user-resolve conflict with `value`.
     pub fn resolve<T: Serialize + 'static>(
         &self,
@@ -180,6 +194,17 @@ impl StateManager {
         value: T,
     ) -> Result<Written> {
         self.write_summed(|replica| replica.resolve(unit, key, value))
+    }
+
+    /// [`resolve`](Self::resolve), returning the whole [`Write`] (what
+    /// [`revert`](Self::revert) takes).
+    pub fn resolve_full<T: Serialize + 'static>(
+        &self,
+        unit: &UnitAddress,
+        key: &SharedKey<T>,
+        value: T,
+    ) -> Result<Write> {
+        self.write(|replica| replica.resolve(unit, key, value))
     }
 
     /// Re-bases `key` on what this tab holds, for `unit` (see
@@ -195,7 +220,9 @@ impl StateManager {
         self.write_summed(|replica| replica.rebase(unit, key, fields))
     }
 
-    /// Undoes the local write `written` if nobody wrote over it since
+    /// Undoes the local write `written` (from [`set_full`](Self::set_full),
+    /// [`increment_full`](Self::increment_full) or
+    /// [`resolve_full`](Self::resolve_full)) if nobody wrote over it since
     /// (see [`Replica::revert`]); a later write by anyone is kept.
     pub fn revert<T>(
         &self,
