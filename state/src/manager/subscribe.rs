@@ -355,6 +355,13 @@ mod tests {
         subscribers.insert(a.clone(), path);
         assert!(matches!(subscribers.route(&a), Route::ByPath(_)));
         assert!(subscribers.last.borrow().is_none());
+        // The last subscriber of a key leaves: its list goes with it.
+        let b = key("global/b");
+        let only = subscribers.insert(b.clone(), whole(&calls));
+        assert_eq!(callbacks(subscribers.route(&b)).len(), 1);
+        assert!(subscribers.remove(only));
+        assert!(subscribers.last.borrow().is_none());
+        assert!(callbacks(subscribers.route(&b)).is_empty());
     }
 
     fn change(key: &FullKey) -> Change {
