@@ -122,10 +122,14 @@ test('state ops', async ({ page, browser, browserName }) => {
     const theirs = pairs.map((p) => p.theirs);
     const oursUs = (median(ours.map((r) => r.ms)) / SET_N) * 1000;
     const theirsUs = (median(theirs.map((r) => r.ms)) / ZUSTAND_N) * 1000;
+    // Each round's own ratio too: how far one round strays from the
+    // median says how sure the ratio is on this machine.
+    const each = pairs.map((p) => (p.ours.ms / SET_N) / (p.theirs.ms / ZUSTAND_N));
     set[`subscribers_${subscribers}`] = {
       gaesup: { n: SET_N, us_per_op: oursUs, ops_per_s: 1e6 / oursUs, notified: ours[0].notified },
       zustand: { n: ZUSTAND_N, us_per_op: theirsUs, ops_per_s: 1e6 / theirsUs, notified: theirs[0].notified },
       ratio: oursUs / theirsUs,
+      round_ratios: { rounds: each.length, min: Math.min(...each), max: Math.max(...each) },
     };
   }
 
