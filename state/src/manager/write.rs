@@ -302,9 +302,20 @@ impl StateManager {
         let shared = self.shared()?;
         let mut replica = self.writable(&shared)?;
         let done = run(&mut replica);
-        self.report_earlier(&shared, replica);
+        self.sum_up(&shared, replica, done)
+    }
+
+    /// The rest of [`write_summed`](Self::write_summed), compiled once
+    /// rather than once per kind of write.
+    fn sum_up(
+        &self,
+        shared: &Shared,
+        replica: RefMut<'_, Replica>,
+        done: gaesup_state_core::Result<Write>,
+    ) -> Result<Written> {
+        self.report_earlier(shared, replica);
         if let Ok(write) = &done {
-            self.publish_local(&shared, write);
+            self.publish_local(shared, write);
             return Ok(Written::of(write));
         }
         Ok(done.map(|write| Written::of(&write))?)
