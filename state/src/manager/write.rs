@@ -293,8 +293,8 @@ impl StateManager {
     }
 
     /// Runs a local write (as [`write`](Self::write)) and sums it up: the
-    /// write stays where the replica built it, published and summed up by
-    /// reference, never moved (see [`Written`]).
+    /// write is published and summed up by reference, and its caller gets
+    /// the summary, not the write (see [`Written`]).
     fn write_summed(
         &self,
         run: impl FnOnce(&mut Replica) -> gaesup_state_core::Result<Write>,
