@@ -1113,6 +1113,35 @@ fn a_write_made_while_a_change_is_delivered_is_what_later_subscribers_keep() {
     });
 }
 
+/// Subscribes a subscriber that panics on `fails_on` and records every
+/// other value it is told, in order.
+fn subscribe_failing_on(
+    state: StateManager,
+    unit: &UnitAddress,
+    key: &SharedKey<i64>,
+    fails_on: i64,
+) -> Arc<std::sync::Mutex<Vec<Value>>> {
+    let seen: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
+    let record = Arc::clone(&seen);
+    state
+        .subscribe(unit, key, None, move |change| {
+            let new = serde_json::Value::clone(&change.new);
+            assert_ne!(new, json!(fails_on), "this subscriber fails on {fails_on}");
+            record.lock().unwrap().push(new);
+        })
+        .unwrap();
+    seen
+}
+
+/// Writes `value`, which a subscriber panics on: the panic reaches the
+/// writer.
+fn assert_set_panics(state: StateManager, unit: &UnitAddress, key: &SharedKey<i64>, value: i64) {
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        state.set(unit, key, value).unwrap();
+    }));
+    assert!(panicked.is_err());
+}
+
 /// A subscriber that panics (where panics unwind: native builds, tests)
 /// loses its own notification, not everyone's later ones.
 #[test]
@@ -1123,19 +1152,8 @@ fn a_panicking_subscriber_does_not_stop_later_deliveries() {
         let unit: UnitAddress = "main/lobby/counter".parse().unwrap();
         let key = count_key();
         state.declare(&key).unwrap();
-        let seen: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
-        let record = Arc::clone(&seen);
-        state
-            .subscribe(&unit, &key, None, move |change| {
-                let new = serde_json::Value::clone(&change.new);
-                assert_ne!(new, json!(1), "this subscriber fails on 1");
-                record.lock().unwrap().push(new);
-            })
-            .unwrap();
-        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            state.set(&unit, &key, 1).unwrap();
-        }));
-        assert!(panicked.is_err());
+        let seen = subscribe_failing_on(state, &unit, &key, 1);
+        assert_set_panics(state, &unit, &key, 1);
         state.set(&unit, &key, 2).unwrap();
         state.set(&unit, &key, 3).unwrap();
         assert_eq!(*seen.lock().unwrap(), [json!(2), json!(3)]);
@@ -1198,19 +1216,8 @@ fn changes_queued_before_a_panic_come_before_the_next_write() {
         let key = count_key();
         state.declare(&key).unwrap();
         subscribe_clamp(state, &unit, &key);
-        let seen: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
-        let record = Arc::clone(&seen);
-        state
-            .subscribe(&unit, &key, None, move |change| {
-                let new = serde_json::Value::clone(&change.new);
-                assert_ne!(new, json!(11), "this subscriber fails on 11");
-                record.lock().unwrap().push(new);
-            })
-            .unwrap();
-        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            state.set(&unit, &key, 11).unwrap();
-        }));
-        assert!(panicked.is_err());
+        let seen = subscribe_failing_on(state, &unit, &key, 11);
+        assert_set_panics(state, &unit, &key, 11);
         state.set(&unit, &key, 5).unwrap();
         assert_eq!(state.get(&unit, &key).unwrap(), 5);
         assert_eq!(*seen.lock().unwrap(), [json!(10), json!(5)]);
@@ -1344,14 +1351,20 @@ fn a_disposed_manager_says_so_even_right_after_it_was_used() {
     });
 }
 
-/// What the replica changes on its own (a held write whose time came, this
-/// tab's writes set aside because its clock went back) reaches subscribers
-/// before the next local write's change, in the order it happened.
-#[test]
-fn changes_the_replica_makes_on_its_own_come_before_the_next_write() {
-    const DAY: u64 = 24 * 3600 * 1000;
-    let owner = Owner::new();
-    owner.with(|| {
+const DAY: u64 = 24 * 3600 * 1000;
+
+/// This tab at day 10 and another tab three days ahead, both with an
+/// ephemeral apartment key `n` declared, written by one unit.
+struct Skewed {
+    clock: ManualClock,
+    here: StateManager,
+    ahead: StateManager,
+    key: SharedKey<i64>,
+    unit: UnitAddress,
+}
+
+impl Skewed {
+    fn new() -> Self {
         let clock = ManualClock::new(10 * DAY);
         let here = StateManager::new(TabId::new(1), clock.clone());
         let ahead = StateManager::new(TabId::new(2), ManualClock::new(13 * DAY));
@@ -1360,20 +1373,65 @@ fn changes_the_replica_makes_on_its_own_come_before_the_next_write() {
             .lifetime(gaesup_state::Lifetime::Ephemeral)
             .build()
             .unwrap();
-        let unit: UnitAddress = "main/lobby/u".parse().unwrap();
         here.declare(&key).unwrap();
         ahead.declare(&key).unwrap();
-        let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
-        let log = std::rc::Rc::clone(&seen);
-        here.subscribe(&unit, &key, None, move |change| {
+        Self {
+            clock,
+            here,
+            ahead,
+            key,
+            unit: "main/lobby/u".parse().unwrap(),
+        }
+    }
+}
+
+/// Every change `state` delivers for `key`, as (old, new) in order.
+fn record_changes(
+    state: StateManager,
+    unit: &UnitAddress,
+    key: &SharedKey<i64>,
+) -> std::rc::Rc<std::cell::RefCell<Vec<(Value, Value)>>> {
+    let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let log = std::rc::Rc::clone(&seen);
+    state
+        .subscribe(unit, key, None, move |change| {
             log.borrow_mut()
                 .push((Value::clone(&change.old()), (*change.new).clone()));
         })
         .unwrap();
+    seen
+}
+
+/// Writes `value` in `from` and hands the message it broadcast to `to`.
+fn send(
+    from: StateManager,
+    to: StateManager,
+    unit: &UnitAddress,
+    key: &SharedKey<i64>,
+    value: i64,
+) {
+    let write = from.set_full(unit, key, value).unwrap();
+    to.receive_text(&write.message.unwrap().encode().unwrap())
+        .unwrap();
+}
+
+/// What the replica changes on its own (a held write whose time came, this
+/// tab's writes set aside because its clock went back) reaches subscribers
+/// before the next local write's change, in the order it happened.
+#[test]
+fn changes_the_replica_makes_on_its_own_come_before_the_next_write() {
+    let owner = Owner::new();
+    owner.with(|| {
+        let Skewed {
+            clock,
+            here,
+            ahead,
+            key,
+            unit,
+        } = Skewed::new();
+        let seen = record_changes(here, &unit, &key);
         // A write from a tab three days ahead: held here for now.
-        let write = ahead.set_full(&unit, &key, 1).unwrap();
-        here.receive_text(&write.message.unwrap().encode().unwrap())
-            .unwrap();
+        send(ahead, here, &unit, &key, 1);
         assert_eq!(here.get(&unit, &key).unwrap(), 0);
         assert!(seen.borrow().is_empty());
         // Its time comes; the next local write admits it first.
@@ -1395,32 +1453,19 @@ fn changes_the_replica_makes_on_its_own_come_before_the_next_write() {
 /// both, and every subscriber keeps the last.
 #[test]
 fn a_subscriber_writing_inside_a_change_a_poll_published_comes_before_the_next_write() {
-    const DAY: u64 = 24 * 3600 * 1000;
     let owner = Owner::new();
     owner.with(|| {
-        let clock = ManualClock::new(10 * DAY);
-        let here = StateManager::new(TabId::new(1), clock.clone());
-        let ahead = StateManager::new(TabId::new(2), ManualClock::new(13 * DAY));
-        let key = SharedKey::<i64>::builder("n")
-            .scope(Scope::Apartment)
-            .lifetime(gaesup_state::Lifetime::Ephemeral)
-            .build()
-            .unwrap();
-        let unit: UnitAddress = "main/lobby/u".parse().unwrap();
-        here.declare(&key).unwrap();
-        ahead.declare(&key).unwrap();
+        let Skewed {
+            clock,
+            here,
+            ahead,
+            key,
+            unit,
+        } = Skewed::new();
         subscribe_clamp(here, &unit, &key);
-        let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
-        let log = std::rc::Rc::clone(&seen);
-        here.subscribe(&unit, &key, None, move |change| {
-            log.borrow_mut()
-                .push((Value::clone(&change.old()), (*change.new).clone()));
-        })
-        .unwrap();
+        let seen = record_changes(here, &unit, &key);
         // 11 from a tab three days ahead: held here until its time comes.
-        let write = ahead.set_full(&unit, &key, 11).unwrap();
-        here.receive_text(&write.message.unwrap().encode().unwrap())
-            .unwrap();
+        send(ahead, here, &unit, &key, 11);
         assert!(seen.borrow().is_empty());
         clock.set(12 * DAY);
         here.set(&unit, &key, 2).unwrap();
