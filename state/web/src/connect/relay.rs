@@ -132,7 +132,37 @@ pub(super) enum RelayState {
     /// the outbox or are forgotten.
     Waiting(Early),
     /// Linked (or trying to be).
-    Attached(Rc<Remote>),
+    Attached(Rc<dyn Attached>),
+}
+
+/// What a connection asks of its link to a relay once one is attached.
+///
+/// A trait object, made only by [`RelayHandle::attach`](super::RelayHandle::attach):
+/// a build that never attaches a relay never makes one, so none of the
+/// link's code (socket, HTTP fallback, leader election, the protocol's
+/// link) is linked into its wasm. A connection only ever holds a
+/// [`Remote`].
+pub(super) trait Attached {
+    /// An op of this tab bound for the relay (see [`Remote::queue`]).
+    fn queue(&self, op: Op);
+    /// Another tab changed the outbox (see [`Remote::outbox_changed`]).
+    fn outbox_changed(self: Rc<Self>);
+    /// The ops held in memory only (see [`Remote::unsaved`]).
+    fn unsaved(&self) -> Vec<Op>;
+}
+
+impl Attached for Remote {
+    fn queue(&self, op: Op) {
+        Remote::queue(self, op);
+    }
+
+    fn outbox_changed(self: Rc<Self>) {
+        Remote::outbox_changed(&self);
+    }
+
+    fn unsaved(&self) -> Vec<Op> {
+        Remote::unsaved(self)
+    }
 }
 
 /// The ops a connection made while the relay's configuration was read.
