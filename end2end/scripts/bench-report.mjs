@@ -119,6 +119,33 @@ if (Array.isArray(twiggyHello) && Array.isArray(twiggyHelloState)) {
       .sort((a, b) => b.bytes - a.bytes),
   };
 }
+// The state manager's own code in hello-state, by module: each item goes
+// to the first module of ours its name mentions (a serde impl of a type of
+// ours counts for that type's module, and so does drop glue; serde_json's
+// parser instantiated for our types names none and is left out). The
+// relay link's modules are summed too: hello-state attaches no relay, so
+// any byte there is code a build without a relay pays for.
+let state_by_module = null;
+if (Array.isArray(twiggyHelloState)) {
+  const modules = new Map();
+  let relay = 0;
+  for (const item of twiggyHelloState) {
+    const name = item.name ?? '';
+    if (/subsection"?$|^custom section/.test(name)) continue;
+    const size = item.shallow_size ?? 0;
+    const m = name.match(/gaesup_(?:state_core|state_web|state|protocol)(?:::[a-z][a-z0-9_]*){0,2}/);
+    if (!m) continue;
+    // Two segments after the crate at most (a module, or a module and a
+    // function); serde's derive scope `…::_` counts for its module.
+    const module = m[0].replace(/::_$/, '');
+    modules.set(module, (modules.get(module) ?? 0) + size);
+    if (/^gaesup_protocol|^gaesup_state_web::connect::relay/.test(module)) relay += size;
+  }
+  state_by_module = {
+    relay,
+    modules: [...modules.entries()].map(([module, bytes]) => ({ module, bytes })).sort((a, b) => b.bytes - a.bytes),
+  };
+}
 
 const kib = (n) => (n == null ? 'n/a' : `${(n / 1024).toFixed(1)} KiB`);
 const mib = (n) => (n == null ? 'n/a' : Math.abs(n) >= 2 ** 20 ? `${(n / 2 ** 20).toFixed(2)} MiB` : kib(n));
@@ -361,7 +388,7 @@ const chart = (file, svg, alt) => {
   return `![${alt}](docs/bench/${file})`;
 };
 
-const results = { machine, goals, headline, baseline, sizes, twiggy_by_crate: byCrate, increment_by_crate, ops, latency, relay, devices, loads, native_ops: text('native-ops.txt') };
+const results = { machine, goals, headline, baseline, sizes, twiggy_by_crate: byCrate, increment_by_crate, state_by_module, ops, latency, relay, devices, loads, native_ops: text('native-ops.txt') };
 writeFileSync(join(dir, 'results.json'), JSON.stringify(results, null, 2));
 
 const lines = [];
@@ -500,6 +527,19 @@ if (increment_by_crate) {
   row(['crate', 'added bytes']);
   row(['---', '---:']);
   for (const c of increment_by_crate.crates.filter((c) => Math.abs(c.bytes) >= 1024).slice(0, 15)) row([c.crate, kib(c.bytes)]);
+  lines.push('');
+}
+if (state_by_module) {
+  const named = state_by_module.modules.reduce((sum, m) => sum + m.bytes, 0);
+  lines.push(
+    '### The state manager\'s own code in hello-state, by module',
+    '',
+    `Items of \`bench/hello-state\`'s wasm before wasm-opt whose name mentions a module of ours, grouped by the first one it mentions (two levels deep; a serde impl of one of our types counts for the type's module): ${kib(named)} raw in all. Code of other crates counts here only where its name mentions one of our types (drop glue, say); serde_json's parser instantiated for our types does not, and is not here. The relay link (\`gaesup_state_web::connect::relay\`, \`gaesup_protocol\`), which this probe never attaches: ${kib(state_by_module.relay)}.`,
+    '',
+  );
+  row(['module', 'bytes']);
+  row(['---', '---:']);
+  for (const m of state_by_module.modules.filter((m) => m.bytes >= 1024).slice(0, 25)) row([`\`${m.module}\``, kib(m.bytes)]);
   lines.push('');
 }
 if (byCrate?.generics.length) {
