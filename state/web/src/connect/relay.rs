@@ -132,7 +132,7 @@ pub(super) enum RelayState {
     /// the outbox or are forgotten.
     Waiting(Early),
     /// Linked (or trying to be).
-    Attached(Rc<dyn Attached>),
+    Attached(Rc<dyn RelayLink>),
 }
 
 /// What a connection asks of its link to a relay once one is attached.
@@ -142,16 +142,17 @@ pub(super) enum RelayState {
 /// link's code (socket, HTTP fallback, leader election, the protocol's
 /// link) is linked into its wasm. A connection only ever holds a
 /// [`Remote`].
-pub(super) trait Attached {
+pub(super) trait RelayLink {
     /// An op of this tab bound for the relay (see [`Remote::queue`]).
     fn queue(&self, op: Op);
-    /// Another tab changed the outbox (see [`Remote::outbox_changed`]).
+    /// Another tab changed the outbox, or storage was cleared (see
+    /// [`Remote::outbox_changed`]).
     fn outbox_changed(self: Rc<Self>);
     /// The ops held in memory only (see [`Remote::unsaved`]).
     fn unsaved(&self) -> Vec<Op>;
 }
 
-impl Attached for Remote {
+impl RelayLink for Remote {
     fn queue(&self, op: Op) {
         Remote::queue(self, op);
     }
