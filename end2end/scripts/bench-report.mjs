@@ -155,11 +155,17 @@ const per = (n) => (n == null ? 'n/a' : `${Math.round(n).toLocaleString('en-US')
 const verdict = (ok) => (ok == null ? 'not measured' : ok ? '**met**' : '**missed**');
 
 const goals = [];
-const goal = (name, measured, baseline, ratio, target, met) => goals.push({ name, measured, baseline, ratio, target, met });
+// `step`: issue 18's own target for the row, short of the goal beyond it
+// (its table has both), as `[text, met]`.
+const goal = (name, measured, baseline, ratio, target, met, step) =>
+  goals.push({ name, measured, baseline, ratio, target, met, step: step && { target: step[0], met: step[1] } });
 
 // Sizes.
 const appBr = sizes.app?.total.brotli;
-goal('Size: full app, wasm + JS, brotli', kib(appBr), '', '', '≤ 100 KiB', appBr == null ? null : appBr <= 100 * 1024);
+goal('Size: full app, wasm + JS, brotli', kib(appBr), '', '', '≤ 100 KiB', appBr == null ? null : appBr <= 100 * 1024, [
+  '≤ 200 KiB',
+  appBr == null ? null : appBr <= 200 * 1024,
+]);
 const increment = sizes.helloState && sizes.hello ? sizes.helloState.total.brotli - sizes.hello.total.brotli : null;
 goal(
   'Size: state manager over bare Leptos (hello-state − hello), brotli',
@@ -168,6 +174,7 @@ goal(
   '',
   '≤ 20 KiB',
   increment == null ? null : increment <= 20 * 1024,
+  ['≤ 40 KiB', increment == null ? null : increment <= 40 * 1024],
 );
 // State ops.
 const s0 = ops?.set.subscribers_0;
@@ -175,7 +182,10 @@ const s1 = ops?.set.subscribers_1;
 goal('set, 0 subscribers', per(s0?.gaesup.ops_per_s), `zustand ${per(s0?.zustand.ops_per_s)}`, x(s0?.ratio), '(no goal; time/op vs zustand)', undefined);
 // Runs from before the rounds' own ratios were kept have none.
 const spread = (s) => (s?.round_ratios ? ` (${s.round_ratios.rounds} rounds: ${x(s.round_ratios.min)} to ${x(s.round_ratios.max)})` : '');
-goal('set + notify 1 subscriber', per(s1?.gaesup.ops_per_s), `zustand ${per(s1?.zustand.ops_per_s)}`, s1 ? `${x(s1.ratio)}${spread(s1)}` : x(undefined), '≤ 1.0× zustand (time/op)', s1 ? s1.ratio <= 1.0 : null);
+goal('set + notify 1 subscriber', per(s1?.gaesup.ops_per_s), `zustand ${per(s1?.zustand.ops_per_s)}`, s1 ? `${x(s1.ratio)}${spread(s1)}` : x(undefined), '≤ 1.0× zustand (time/op)', s1 ? s1.ratio <= 1.0 : null, [
+  '≤ 3× zustand (time/op)',
+  s1 ? s1.ratio <= 3.0 : null,
+]);
 // Runs from before the floor model have none.
 const floor = ops?.set.floor;
 if (floor) {
@@ -196,6 +206,7 @@ goal(
   x(t?.update_ratio),
   '≤ 1.05× plain signals',
   t ? t.update_ratio <= 1.05 : null,
+  ['≤ 1.3× plain signals', t ? t.update_ratio <= 1.3 : null],
 );
 // How each selective-subscription run held and wrote its value (runs
 // from before set_path have only `dense`).
@@ -236,6 +247,7 @@ if (field10k) {
     `${x(growth)} (10,000 vs 100 fields)`,
     '≤ 0.1 ms, flat in the value\'s size (read here as ≤ 1.5× from 100 to 10,000 fields)',
     field10k.us_per_update <= 100 && growth <= 1.5,
+    ['≤ 0.1 ms', field10k.us_per_update <= 100],
   );
 }
 const b = ops?.batch;
@@ -406,10 +418,25 @@ lines.push(
   '',
 );
 lines.push('## Goals', '');
-row(['measurement', 'measured', 'baseline (same run)', 'ratio', 'goal', 'result']);
-row(['---', '---:', '---', '---:', '---', '---']);
-for (const g of goals) row([g.name, g.measured, g.baseline || '', g.ratio || '', g.target, g.met === undefined ? '—' : verdict(g.met)]);
-lines.push('', 'Ratios are our time per operation divided by the baseline\'s (below 1 is faster).', '');
+row(['measurement', 'measured', 'baseline (same run)', 'ratio', "issue 18's target", 'result', 'goal', 'result']);
+row(['---', '---:', '---', '---:', '---', '---', '---', '---']);
+for (const g of goals) {
+  row([
+    g.name,
+    g.measured,
+    g.baseline || '',
+    g.ratio || '',
+    g.step?.target ?? '',
+    g.step ? verdict(g.step.met) : '',
+    g.target,
+    g.met === undefined ? '—' : verdict(g.met),
+  ]);
+}
+lines.push(
+  '',
+  'Ratios are our time per operation divided by the baseline\'s (below 1 is faster). Where a row has one, issue 18\'s target is that issue\'s step toward the goal (its table gives both: \"this issue\'s target\" and \"the goal beyond it\"); the goal column is the one beyond.',
+  '',
+);
 
 if (baseline) {
   lines.push(
