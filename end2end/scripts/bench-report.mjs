@@ -33,6 +33,7 @@ const loads = read('load-time.json');
 const twiggy = read('twiggy-app.json');
 const twiggyHello = read('twiggy-hello.json');
 const twiggyHelloState = read('twiggy-hello-state.json');
+const instructions = read('instructions.json');
 
 const cpuModel =
   readFileSync('/proc/cpuinfo', 'utf8')
@@ -400,7 +401,7 @@ const chart = (file, svg, alt) => {
   return `![${alt}](docs/bench/${file})`;
 };
 
-const results = { machine, goals, headline, baseline, sizes, twiggy_by_crate: byCrate, increment_by_crate, state_by_module, ops, latency, relay, devices, loads, native_ops: text('native-ops.txt') };
+const results = { machine, goals, headline, baseline, sizes, twiggy_by_crate: byCrate, increment_by_crate, state_by_module, instructions, ops, latency, relay, devices, loads, native_ops: text('native-ops.txt') };
 writeFileSync(join(dir, 'results.json'), JSON.stringify(results, null, 2));
 
 const lines = [];
@@ -611,6 +612,26 @@ if (ops) {
     );
   }
   lines.push('');
+  if (instructions?.cases.length) {
+    const perWrite = (c) => c.instructions / c.writes;
+    const named = (part) => instructions.cases.find((c) => c.name.includes(part));
+    const floorCase = named('floor model');
+    const signalCase = named('plain signal');
+    lines.push(
+      '### Instructions per write (native, callgrind)',
+      '',
+      `The same write paths natively (\`state/benches/writes.rs\`), each case alone in a process under \`valgrind --tool=callgrind\`: instructions, not time, so a count repeats whatever else the machine is doing, where the timings above move with it (the machine is shared). ${instructions.cases[0].writes.toLocaleString('en-US')} writes a case, a tenth of them warm-up; the process's start and the case's setup are counted too (about 0.1 %). Native code is not the browser's wasm, and the native clock is read on every write where the page reads it once per 64. The profiles stay in \`target/bench/callgrind.N.out\` for \`callgrind_annotate\`.`,
+      '',
+    );
+    row(['write', 'instructions per write', 'ratio']);
+    row(['---', '---:', '---:']);
+    for (const c of instructions.cases) {
+      const base = c.name.includes('hook') ? signalCase : c.name.includes('set an integer') ? floorCase : null;
+      const ratio = base ? `${x(perWrite(c) / perWrite(base))} ${base === floorCase ? 'the floor model' : 'the plain signal'}` : '';
+      row([c.name, Math.round(perWrite(c)).toLocaleString('en-US'), ratio]);
+    }
+    lines.push('');
+  }
   lines.push(`### 1,000-row table (real DOM)`, '', `${t.updates} update rounds per variant; each changes every 10th row and is timed until the last changed row shows its text. Signals: one \`RwSignal\` per row. State manager: one \`Vec<String>\` key, each row watching its index with \`use_state_path\`, updated with one \`set_items\` of the changed rows (in place) or with a \`get\` + \`set\` of the whole list.`, '');
   if (t.state_whole) {
     row(['', 'plain signals', 'state manager, `set_items`', 'ratio', 'state manager, `get` + `set`', 'ratio']);

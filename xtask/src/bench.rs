@@ -2,7 +2,9 @@
 //!
 //! Steps, each writing its numbers under `target/bench/`:
 //!
-//! 1. the core's native op throughput (`cargo bench`), kept as text;
+//! 1. the core's native op throughput (`cargo bench`), kept as text, and
+//!    the instructions per write of the manager's write paths, counted by
+//!    callgrind (`valgrind`, installed by the set-up if missing);
 //! 2. release builds made the same way (`trunk build --release`, the
 //!    workspace's release profile, `wasm-opt -Oz` from npm's binaryen): the
 //!    app, the size baseline `bench/hello`, the same counter through the
@@ -55,6 +57,7 @@ pub fn run() -> Result<(), String> {
             native.push('\n');
         })?;
     write(&out.join("native-ops.txt"), &native)?;
+    instructions(&out)?;
     // The relay from outside (writes target/bench/relay.json); the device
     // benchmarks below start its debug binary.
     Cmd::new("cargo")
@@ -97,6 +100,82 @@ pub fn run() -> Result<(), String> {
         ])
         .env_path(&env)
         .run()
+}
+
+/// The write paths counted under callgrind: (case of
+/// `state/benches/writes.rs`, as its command line names it).
+const COUNTED: &[&str] = &[
+    "set an integer, 0 subscribers",
+    "set an integer, 1 subscriber",
+    "floor model: a bare replicated write, 1 subscriber",
+    "a hook's set of an integer, 3 readers",
+    "a plain signal's set, 1 reader",
+];
+
+/// How many writes each counted case makes: `per_run(200_000, …)` in
+/// `state/benches/writes.rs`, a tenth more to warm up.
+const COUNTED_WRITES: u64 = 220_000;
+
+/// Instructions per write of the native write paths, counted by callgrind
+/// (`valgrind --tool=callgrind`): counts, not times, so they repeat
+/// whatever else the machine is doing, where the browser's timings of the
+/// same paths move with it. Each case runs alone in its own process; the
+/// count includes the process's start and the case's setup (about 0.1 %
+/// of a case's count). Writes `target/bench/instructions.json`, and each
+/// case's profile as `target/bench/callgrind.N.out` for
+/// `callgrind_annotate`.
+fn instructions(out: &std::path::Path) -> Result<(), String> {
+    let mut executable = None;
+    Cmd::new("cargo")
+        .args([
+            "bench",
+            "-p",
+            "gaesup-state",
+            "--bench",
+            "writes",
+            "--no-run",
+            "--message-format=json",
+        ])
+        .run_watching(|line| {
+            if let Some(path) = json_string_after(line, "\"executable\":\"") {
+                executable = Some(path);
+            }
+        })?;
+    let executable =
+        executable.ok_or("cargo named no executable for the `writes` bench of gaesup-state")?;
+    let mut cases = Vec::new();
+    for (n, case) in COUNTED.iter().enumerate() {
+        let profile = out.join(format!("callgrind.{n}.out"));
+        let report = Cmd::new("valgrind")
+            .args([
+                "--tool=callgrind".to_owned(),
+                format!("--callgrind-out-file={}", profile.display()),
+                executable.clone(),
+                (*case).to_owned(),
+            ])
+            .stderr_text()?;
+        let collected = report
+            .lines()
+            .find_map(|line| line.split("Collected :").nth(1))
+            .and_then(|count| count.trim().parse::<u64>().ok())
+            .ok_or_else(|| format!("valgrind reported no instruction count for {case:?}"))?;
+        cases.push(format!(
+            "{{\"name\":{case:?},\"instructions\":{collected},\"writes\":{COUNTED_WRITES}}}"
+        ));
+    }
+    write(
+        &out.join("instructions.json"),
+        &format!("{{\"cases\":[{}]}}\n", cases.join(",")),
+    )
+}
+
+/// The JSON string that follows `prefix` in `line`, if any (cargo's
+/// messages escape nothing in the paths this reads but backslashes).
+fn json_string_after(line: &str, prefix: &str) -> Option<String> {
+    let start = line.find(prefix)? + prefix.len();
+    let rest = &line[start..];
+    let end = rest.find('"')?;
+    Some(rest[..end].replace("\\\\", "\\"))
 }
 
 fn write(path: &std::path::Path, text: &str) -> Result<(), String> {

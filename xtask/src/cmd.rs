@@ -116,6 +116,30 @@ impl Cmd {
         }
     }
 
+    /// Runs with stdout inherited and returns what it wrote to stderr (for
+    /// tools that report there, such as valgrind); an error says which
+    /// command failed, with the end of its stderr.
+    pub fn stderr_text(mut self) -> Result<String, String> {
+        eprintln!("$ {}", self.shown);
+        let output = self
+            .command
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|e| format!("could not start `{}`: {e}", self.shown))?;
+        let text = String::from_utf8_lossy(&output.stderr).into_owned();
+        if output.status.success() {
+            Ok(text)
+        } else {
+            let tail: Vec<&str> = text.lines().rev().take(10).collect();
+            Err(format!(
+                "`{}` failed ({}):\n{}",
+                self.shown,
+                output.status,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            ))
+        }
+    }
+
     /// Runs quietly and returns trimmed stdout, or `None` if the program is
     /// missing or fails (used to probe installed tools).
     pub fn probe(mut self) -> Option<String> {

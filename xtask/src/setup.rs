@@ -20,7 +20,7 @@ pub enum Purpose {
     /// Everything: also wasm-opt, Chromium, chromedriver, Playwright,
     /// redis-server.
     Test,
-    /// `cargo xtask bench`: what the tests need, and twiggy.
+    /// `cargo xtask bench`: what the tests need, twiggy and valgrind.
     Bench,
 }
 
@@ -57,6 +57,7 @@ pub fn ensure(purpose: Purpose) -> Result<ToolEnv, String> {
     }
     if purpose == Purpose::Bench {
         ensure_twiggy(&env)?;
+        ensure_valgrind()?;
     }
     Ok(env)
 }
@@ -204,6 +205,17 @@ pub fn ensure_redis() -> Result<(), String> {
     }
     eprintln!("setup: installing Debian's redis-server");
     apt_install(&["redis-server"])
+}
+
+/// valgrind: the bench counts the write paths' instructions with
+/// callgrind.
+fn ensure_valgrind() -> Result<(), String> {
+    if let Some(version) = Cmd::new("valgrind").args(["--version"]).probe() {
+        ok("valgrind", &version);
+        return Ok(());
+    }
+    eprintln!("setup: installing Debian's valgrind");
+    apt_install(&["valgrind"])
 }
 
 /// `apt-get update` and `apt-get install` (through sudo when not root).
