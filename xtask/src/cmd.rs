@@ -130,12 +130,12 @@ impl Cmd {
         if output.status.success() {
             Ok(text)
         } else {
-            let tail: Vec<&str> = text.lines().rev().take(10).collect();
+            let lines: Vec<&str> = text.lines().collect();
             Err(format!(
                 "`{}` failed ({}):\n{}",
                 self.shown,
                 output.status,
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                lines[lines.len().saturating_sub(10)..].join("\n")
             ))
         }
     }
