@@ -76,6 +76,24 @@
 //! [`ConflictModal`] shows them in an accessible dialog and resolves with
 //! the user's choice (current, incoming or custom).
 //!
+//! # Strategies a build leaves out
+//!
+//! Last-write-wins, first-write-wins and sum are always built. Merge and
+//! user-resolve are this crate's features `merge` and `user-resolve`, on
+//! by default. An app that declares no key of one can turn it off, and its
+//! code is then not in the wasm:
+//!
+//! ```toml
+//! gaesup-state = { version = "0.1", default-features = false, features = ["merge"] }
+//! ```
+//!
+//! Without a feature, its [`Strategy`] variant does not exist. A state or
+//! an op of it can still arrive from a build that has it: another version
+//! of the app in another tab, the same origin's storage, a relay. It is
+//! refused with the reason ("strategy merge is not in this build …"), as a
+//! strategy of a newer version would be. A stored entry of it is set aside
+//! unchanged, as a corrupt one is, and nothing overwrites it.
+//!
 //! # Events
 //!
 //! [`use_container_event`] is a typed event bus scoped like state

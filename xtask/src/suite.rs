@@ -164,8 +164,32 @@ fn clippy_host(_: &ToolEnv, _: &mut Tally) -> Result<(), String> {
             "-D",
             "warnings",
         ])
+        .run()?;
+    // The workspace build has every strategy (its features unify); a
+    // build without the optional ones is its own configuration.
+    Cmd::new("cargo")
+        .args(["clippy"])
+        .args(WITHOUT_OPTIONAL_STRATEGIES)
+        .args([
+            "--lib",
+            "--test",
+            "strategies_left_out",
+            "--",
+            "-D",
+            "warnings",
+        ])
         .run()
 }
+
+/// `-p` and feature flags selecting the core and the manager without the
+/// strategies that are cargo features (merge, user-resolve).
+const WITHOUT_OPTIONAL_STRATEGIES: [&str; 5] = [
+    "-p",
+    "gaesup-state-core",
+    "-p",
+    "gaesup-state",
+    "--no-default-features",
+];
 
 fn crate_graph(_: &ToolEnv, _: &mut Tally) -> Result<(), String> {
     crate::graph::check()
@@ -187,6 +211,12 @@ fn clippy_wasm(_: &ToolEnv, _: &mut Tally) -> Result<(), String> {
     ];
     args.extend(["--lib", "--bins", "--", "-D", "warnings"]);
     Cmd::new("cargo").args(args).run()?;
+    // The size probe alone: the browser crates without the optional
+    // strategies, a configuration the workspace build never makes.
+    Cmd::new("cargo")
+        .args(["clippy", "--target", WASM, "-p", "bench-hello-state"])
+        .args(["--", "-D", "warnings"])
+        .run()?;
     let mut args = vec!["clippy".to_owned(), "--target".into(), WASM.into()];
     args.extend(web_test_args(&web_tests()?));
     args.extend(["--", "-D", "warnings"].map(String::from));
@@ -213,6 +243,14 @@ fn web_test_args(targets: &[(String, Vec<String>)]) -> Vec<String> {
 fn native_tests(_: &ToolEnv, tally: &mut Tally) -> Result<(), String> {
     Cmd::new("cargo")
         .args(["test", "--workspace"])
+        .run_watching(|line| tally.read(line))?;
+    // A build without the optional strategies refuses their states and
+    // ops from builds that have them, and loses none
+    // (state/core/tests/strategies_left_out.rs).
+    Cmd::new("cargo")
+        .args(["test"])
+        .args(WITHOUT_OPTIONAL_STRATEGIES)
+        .args(["--test", "strategies_left_out"])
         .run_watching(|line| tally.read(line))
 }
 

@@ -202,7 +202,10 @@ pub use storage::{
     FaultyStorage, MemoryStorage, QUARANTINE_PREFIX, STATE_PREFIX, Storage, StorageError,
 };
 pub use strategy::{
-    Conflict, Entry, FieldEntry, Folded, KeyState, MergeState, Observed, Register, Reset,
-    ResolveState, Seen, Slot, Strategy, SumState, Totals,
+    Conflict, Entry, Folded, KeyState, Observed, Register, Reset, Slot, Strategy, SumState, Totals,
 };
+#[cfg(feature = "merge")]
+pub use strategy::{FieldEntry, MergeState};
+#[cfg(feature = "user-resolve")]
+pub use strategy::{ResolveState, Seen};
 pub use transport::{BusEndpoint, MemoryBus, Transport};

@@ -498,6 +498,7 @@ impl Replica {
         match state {
             // The only strategy with conflicts: no other state is asked
             // for a list (every write compares them twice).
+            #[cfg(feature = "user-resolve")]
             Some(KeyState::UserResolve(state)) => state.conflict_ids(),
             _ => Vec::new(),
         }

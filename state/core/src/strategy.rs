@@ -25,10 +25,21 @@
 //! states from outside are checked, split and searched. A new strategy is
 //! a variant of [`Strategy`] and of [`KeyState`], a file here for its
 //! state, and its payload in `replica/intent.rs`.
+//!
+//! **Strategies a build leaves out.** Merge and user-resolve are cargo
+//! features of this crate (`merge`, `user-resolve`, both on by default):
+//! a build without one has no such [`Strategy`] variant, so no unit can
+//! declare a key of it and none of its code is linked. A state or an op of
+//! it arriving from outside (another tab, storage, a relay) is what a
+//! strategy of a newer version would be: a name this build does not know,
+//! refused with the reason, and never overwritten (see
+//! [`KeyState::validate`] and the replica's quarantine).
 
 mod item;
+#[cfg(feature = "merge")]
 mod merge;
 mod register;
+#[cfg(feature = "user-resolve")]
 mod resolve;
 mod sum;
 
@@ -41,9 +52,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub(crate) use item::{Item, ItemKind};
+#[cfg(feature = "merge")]
 pub(crate) use merge::diff as merge_diff;
+#[cfg(feature = "merge")]
 pub use merge::{FieldEntry, MergeState};
 pub use register::Register;
+#[cfg(feature = "user-resolve")]
 pub use resolve::{ResolveState, Seen};
 pub use sum::{Folded, Observed, Reset, Slot, SumState, Totals};
 
@@ -54,7 +68,10 @@ use crate::limits::canonical;
 use crate::op::{Op, OpId, Payload};
 
 /// How concurrent writes to a key are reconciled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+///
+/// Decoded from its snake_case name; a strategy this build leaves out is
+/// refused with the feature that brings it (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
     /// The write with the highest stamp wins; ties broken by tab id.
@@ -63,37 +80,49 @@ pub enum Strategy {
     /// already holds a value is refused with [`Error::FirstWriteWins`].
     FirstWriteWins,
     /// Objects merge field by field (top-level fields), each field
-    /// last-write-wins; non-objects fall back to last-write-wins.
+    /// last-write-wins; non-objects fall back to last-write-wins. (Feature
+    /// `merge`.)
+    #[cfg(feature = "merge")]
     Merge,
     /// A counter: writes are increments, the value is their sum, each
     /// increment counts exactly once.
     Sum,
     /// Concurrent writes are kept side by side as a conflict for the user to
     /// resolve; any write supersedes every value its writer had seen.
+    /// (Feature `user-resolve`.)
+    #[cfg(feature = "user-resolve")]
     UserResolve,
 }
 
 impl Strategy {
-    /// All strategies.
-    pub const ALL: [Strategy; 5] = [
-        Strategy::LastWriteWins,
-        Strategy::FirstWriteWins,
-        Strategy::Merge,
-        Strategy::Sum,
-        Strategy::UserResolve,
-    ];
-
     /// Whether ops with this payload are meaningful for this strategy.
     pub fn accepts(self, payload: &Payload) -> bool {
-        matches!(
-            (self, payload),
-            (
-                Self::LastWriteWins | Self::FirstWriteWins | Self::Merge,
-                Payload::Set { .. }
-            ) | (Self::Merge, Payload::Patch { .. })
-                | (Self::Sum, Payload::Count { .. } | Payload::Reset { .. })
-                | (Self::UserResolve, Payload::Resolve { .. })
-        )
+        match self {
+            Self::LastWriteWins | Self::FirstWriteWins => matches!(payload, Payload::Set { .. }),
+            #[cfg(feature = "merge")]
+            Self::Merge => matches!(payload, Payload::Set { .. } | Payload::Patch { .. }),
+            Self::Sum => matches!(payload, Payload::Count { .. } | Payload::Reset { .. }),
+            #[cfg(feature = "user-resolve")]
+            Self::UserResolve => matches!(payload, Payload::Resolve { .. }),
+        }
+    }
+
+    /// Whether this is the merge strategy (always `false` in a build
+    /// without it).
+    pub const fn is_merge(self) -> bool {
+        #[cfg(feature = "merge")]
+        return matches!(self, Self::Merge);
+        #[cfg(not(feature = "merge"))]
+        return false;
+    }
+
+    /// Whether this is the user-resolve strategy (always `false` in a
+    /// build without it).
+    pub const fn is_user_resolve(self) -> bool {
+        #[cfg(feature = "user-resolve")]
+        return matches!(self, Self::UserResolve);
+        #[cfg(not(feature = "user-resolve"))]
+        return false;
     }
 
     /// The snake_case name.
@@ -101,10 +130,57 @@ impl Strategy {
         match self {
             Self::LastWriteWins => "last_write_wins",
             Self::FirstWriteWins => "first_write_wins",
+            #[cfg(feature = "merge")]
             Self::Merge => "merge",
             Self::Sum => "sum",
+            #[cfg(feature = "user-resolve")]
             Self::UserResolve => "user_resolve",
         }
+    }
+}
+
+/// Every strategy's name, with the cargo feature that brings it (`None`:
+/// always built).
+const NAMES: [(&str, Option<&str>); 5] = [
+    ("last_write_wins", None),
+    ("first_write_wins", None),
+    ("merge", Some("merge")),
+    ("sum", None),
+    ("user_resolve", Some("user-resolve")),
+];
+
+impl Strategy {
+    /// The strategy named `name` (its snake_case name). The error says
+    /// whether the name is unknown or a strategy this build leaves out.
+    pub fn from_name(name: &str) -> std::result::Result<Self, String> {
+        let built = [
+            Self::LastWriteWins,
+            Self::FirstWriteWins,
+            #[cfg(feature = "merge")]
+            Self::Merge,
+            Self::Sum,
+            #[cfg(feature = "user-resolve")]
+            Self::UserResolve,
+        ];
+        if let Some(found) = built.into_iter().find(|s| s.as_str() == name) {
+            return Ok(found);
+        }
+        let all = NAMES.map(|(name, _)| name).join(", ");
+        Err(match NAMES.iter().find(|(known, _)| *known == name) {
+            Some((_, Some(feature))) => format!(
+                "strategy {name} is not in this build (it is gaesup-state's feature `{feature}`)"
+            ),
+            _ => format!("unknown strategy {name:?}: expected one of {all}"),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Strategy {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        let name = Cow::<'de, str>::deserialize(deserializer)?;
+        Strategy::from_name(&name).map_err(serde::de::Error::custom)
     }
 }
 
@@ -189,10 +265,12 @@ pub enum KeyState {
     /// See [`Strategy::FirstWriteWins`].
     FirstWriteWins(Register),
     /// See [`Strategy::Merge`].
+    #[cfg(feature = "merge")]
     Merge(MergeState),
     /// See [`Strategy::Sum`].
     Sum(SumState),
     /// See [`Strategy::UserResolve`].
+    #[cfg(feature = "user-resolve")]
     UserResolve(ResolveState),
 }
 
@@ -208,8 +286,10 @@ impl crate::tagged::TagFirst for KeyState {
         Ok(match tag {
             Strategy::LastWriteWins => Self::LastWriteWins(content.read()?),
             Strategy::FirstWriteWins => Self::FirstWriteWins(content.read()?),
+            #[cfg(feature = "merge")]
             Strategy::Merge => Self::Merge(content.read()?),
             Strategy::Sum => Self::Sum(content.read()?),
+            #[cfg(feature = "user-resolve")]
             Strategy::UserResolve => Self::UserResolve(content.read()?),
         })
     }
@@ -229,8 +309,10 @@ impl KeyState {
         match strategy {
             Strategy::LastWriteWins => Self::LastWriteWins(Register::default()),
             Strategy::FirstWriteWins => Self::FirstWriteWins(Register::default()),
+            #[cfg(feature = "merge")]
             Strategy::Merge => Self::Merge(MergeState::default()),
             Strategy::Sum => Self::Sum(SumState::default()),
+            #[cfg(feature = "user-resolve")]
             Strategy::UserResolve => Self::UserResolve(ResolveState::default()),
         }
     }
@@ -240,8 +322,10 @@ impl KeyState {
         match self {
             Self::LastWriteWins(_) => Strategy::LastWriteWins,
             Self::FirstWriteWins(_) => Strategy::FirstWriteWins,
+            #[cfg(feature = "merge")]
             Self::Merge(_) => Strategy::Merge,
             Self::Sum(_) => Strategy::Sum,
+            #[cfg(feature = "user-resolve")]
             Self::UserResolve(_) => Strategy::UserResolve,
         }
     }
@@ -262,9 +346,11 @@ impl KeyState {
             (Self::FirstWriteWins(reg), Payload::Set { value }) => {
                 reg.keep_min(Entry::from_op(op, value.clone()));
             }
+            #[cfg(feature = "merge")]
             (Self::Merge(state), Payload::Set { value }) => {
                 state.apply_set(Entry::from_op(op, value.clone()));
             }
+            #[cfg(feature = "merge")]
             (Self::Merge(state), Payload::Patch { set, remove }) => {
                 state.apply_patch(op, set, remove);
             }
@@ -295,6 +381,7 @@ impl KeyState {
                     observed: observed.clone(),
                 });
             }
+            #[cfg(feature = "user-resolve")]
             (Self::UserResolve(state), Payload::Resolve { value, supersedes }) => {
                 state.apply(Entry::from_op(op, value.clone()), supersedes);
             }
@@ -308,8 +395,10 @@ impl KeyState {
         match (self, other) {
             (Self::LastWriteWins(a), Self::LastWriteWins(b)) => a.merge_max(b),
             (Self::FirstWriteWins(a), Self::FirstWriteWins(b)) => a.merge_min(b),
+            #[cfg(feature = "merge")]
             (Self::Merge(a), Self::Merge(b)) => a.merge(b),
             (Self::Sum(a), Self::Sum(b)) => a.merge(b),
+            #[cfg(feature = "user-resolve")]
             (Self::UserResolve(a), Self::UserResolve(b)) => a.merge(b),
             (this, _) => {
                 return Err(Error::WrongStrategy {
@@ -330,8 +419,11 @@ impl KeyState {
     pub fn floor(&self) -> Option<u64> {
         match self {
             Self::Sum(state) => Some(state.floor()),
+            #[cfg(feature = "merge")]
             Self::Merge(state) => Some(state.floor()),
-            Self::LastWriteWins(_) | Self::FirstWriteWins(_) | Self::UserResolve(_) => None,
+            Self::LastWriteWins(_) | Self::FirstWriteWins(_) => None,
+            #[cfg(feature = "user-resolve")]
+            Self::UserResolve(_) => None,
         }
     }
 
@@ -342,8 +434,10 @@ impl KeyState {
             Self::LastWriteWins(reg) | Self::FirstWriteWins(reg) => {
                 reg.entry.as_ref().map(|entry| Value::clone(&entry.value))
             }
+            #[cfg(feature = "merge")]
             Self::Merge(state) => state.value(),
             Self::Sum(state) => Some(Value::from(state.total())),
+            #[cfg(feature = "user-resolve")]
             Self::UserResolve(state) => state.winner().map(|entry| Value::clone(&entry.value)),
         }
     }
@@ -353,8 +447,11 @@ impl KeyState {
     pub fn shared_value(&self) -> Option<Arc<Value>> {
         match self {
             Self::LastWriteWins(reg) | Self::FirstWriteWins(reg) => reg.shared_value(),
+            #[cfg(feature = "user-resolve")]
             Self::UserResolve(state) => state.winner().map(|entry| Arc::clone(&entry.value)),
-            Self::Merge(_) | Self::Sum(_) => self.value().map(Arc::new),
+            #[cfg(feature = "merge")]
+            Self::Merge(_) => self.value().map(Arc::new),
+            Self::Sum(_) => self.value().map(Arc::new),
         }
     }
 
@@ -365,8 +462,11 @@ impl KeyState {
             Self::LastWriteWins(reg) | Self::FirstWriteWins(reg) => {
                 reg.entry.as_ref().map(|entry| Cow::Borrowed(&*entry.value))
             }
+            #[cfg(feature = "user-resolve")]
             Self::UserResolve(state) => state.winner().map(|entry| Cow::Borrowed(&*entry.value)),
-            Self::Merge(_) | Self::Sum(_) => self.value().map(Cow::Owned),
+            #[cfg(feature = "merge")]
+            Self::Merge(_) => self.value().map(Cow::Owned),
+            Self::Sum(_) => self.value().map(Cow::Owned),
         }
     }
 
@@ -374,6 +474,7 @@ impl KeyState {
     /// there is no conflict (zero or one value) or for other strategies.
     pub fn conflicts(&self) -> Vec<Conflict> {
         match self {
+            #[cfg(feature = "user-resolve")]
             Self::UserResolve(state) => state.conflicts(),
             _ => Vec::new(),
         }
@@ -387,6 +488,7 @@ impl KeyState {
             Self::LastWriteWins(reg) | Self::FirstWriteWins(reg) => {
                 reg.entry.as_ref().map(|e| (&e.writer, e.stamp))
             }
+            #[cfg(feature = "merge")]
             Self::Merge(state) => {
                 let base = state.base.iter().map(|e| (&e.writer, e.stamp, e.id));
                 let fields = state.fields.values().map(|f| (&f.writer, f.stamp, f.id));
@@ -402,6 +504,7 @@ impl KeyState {
                     .chain(slots)
                     .max_by_key(|(_, stamp)| *stamp)
             }
+            #[cfg(feature = "user-resolve")]
             Self::UserResolve(state) => state.winner().map(|e| (&e.writer, e.stamp)),
         }
     }
@@ -417,8 +520,10 @@ impl KeyState {
                     migrate_shared(&mut entry.value, step)?;
                 }
             }
+            #[cfg(feature = "merge")]
             Self::Merge(state) => state.migrate(step)?,
             Self::Sum(_) => {}
+            #[cfg(feature = "user-resolve")]
             Self::UserResolve(state) => state.migrate(step)?,
         }
         Ok(())

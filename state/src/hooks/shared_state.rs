@@ -1,6 +1,6 @@
 //! `use_shared_state`: read and write one typed key.
 
-use gaesup_state_core::{Conflict, SharedKey, Stamp, Strategy, UnitAddress};
+use gaesup_state_core::{Conflict, SharedKey, Stamp, UnitAddress};
 use leptos::prelude::*;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -132,7 +132,7 @@ where
             let _ = value.try_set(next);
             Ok(())
         });
-        let on_conflicts = (target.key.spec().strategy() == Strategy::UserResolve).then(|| {
+        let on_conflicts = target.key.spec().strategy().is_user_resolve().then(|| {
             let target = target.clone();
             Box::new(move || {
                 let list = target

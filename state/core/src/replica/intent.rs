@@ -11,17 +11,23 @@ use super::Replica;
 use crate::error::{Error, Result};
 use crate::id::{TabId, UnitAddress};
 use crate::key::{KeySpec, SharedKey};
-use crate::limits::{MAX_FIELD_NAME_BYTES, MAX_OP_ITEMS, MAX_SUM_SLOTS, check_value, serde_reason};
+#[cfg(feature = "merge")]
+use crate::limits::{MAX_FIELD_NAME_BYTES, MAX_OP_ITEMS};
+use crate::limits::{MAX_SUM_SLOTS, check_value, serde_reason};
 use crate::op::{OpId, Payload};
 use crate::permission::Action;
 use crate::scope::FullKey;
-use crate::strategy::{KeyState, Strategy, SumState, Totals, merge_diff};
+#[cfg(feature = "merge")]
+use crate::strategy::merge_diff;
+use crate::strategy::{KeyState, Strategy, SumState, Totals};
 
 /// What a local write asks for, before the strategy turns it into a payload.
 #[derive(Debug, Clone)]
 pub(crate) enum Intent {
     Set(Value),
     Add(i64),
+    // Refused as a wrong strategy, unread, in a build without user-resolve.
+    #[cfg_attr(not(feature = "user-resolve"), allow(dead_code))]
     Resolve(Value),
 }
 
@@ -138,7 +144,7 @@ pub(super) fn check_written(
 ) -> Result<Option<usize>> {
     match check_value(value, what) {
         Ok(len) => Ok(Some(len)),
-        Err(Error::TooLarge { .. }) if strategy == Strategy::Merge && value.is_object() => Ok(None),
+        Err(Error::TooLarge { .. }) if strategy.is_merge() && value.is_object() => Ok(None),
         Err(err) => Err(err),
     }
 }
@@ -226,6 +232,7 @@ pub(crate) fn payload_for(
                 value: Arc::new(value),
             })
         }
+        #[cfg(feature = "merge")]
         (Strategy::Merge, Intent::Set(value)) => {
             let Value::Object(new) = value else {
                 return Ok(Payload::Set {
@@ -285,8 +292,10 @@ pub(crate) fn payload_for(
             })
         }
         (Strategy::Sum, Intent::Add(delta)) => count(context, key, current, delta),
+        #[cfg(feature = "user-resolve")]
         (Strategy::UserResolve, Intent::Set(value) | Intent::Resolve(value)) => {
             let supersedes = match current {
+                #[cfg(feature = "user-resolve")]
                 Some(KeyState::UserResolve(state)) => state.live_ids(),
                 _ => Vec::new(),
             };
@@ -304,6 +313,7 @@ pub(crate) fn payload_for(
 /// object going whole because it changes too many fields must not carry a
 /// name that a later patch of that field could not (the write is then a
 /// patch, refused for the name).
+#[cfg(feature = "merge")]
 fn fields_fit(object: &serde_json::Map<String, Value>) -> bool {
     object.keys().all(|name| name.len() <= MAX_FIELD_NAME_BYTES)
 }

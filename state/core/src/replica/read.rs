@@ -14,7 +14,7 @@ use crate::limits::serde_reason;
 use crate::path::Path;
 use crate::permission::Action;
 use crate::scope::FullKey;
-use crate::strategy::{Conflict, KeyState, Strategy};
+use crate::strategy::{Conflict, KeyState};
 
 impl Replica {
     /// The current value, borrowed where the state holds it whole: reads
@@ -73,7 +73,7 @@ impl Replica {
         key: &SharedKey<T>,
     ) -> Result<Vec<Conflict<T>>> {
         let (spec, full) = self.open(unit, key, Action::Read)?;
-        if spec.strategy() != Strategy::UserResolve {
+        if !spec.strategy().is_user_resolve() {
             return Err(Error::WrongStrategy {
                 key: full.to_string(),
                 strategy: spec.strategy(),

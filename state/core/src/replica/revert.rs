@@ -74,6 +74,7 @@ impl Replica {
                 }
                 undo(Intent::Set(Arc::unwrap_or_clone(change.old())))?
             }
+            #[cfg(feature = "merge")]
             (Some(KeyState::Merge(merge)), Payload::Set { .. }) => {
                 let current = merge.base.as_ref().is_some_and(|b| b.id == op.id);
                 if !current || !merge.fields.is_empty() {
@@ -81,6 +82,7 @@ impl Replica {
                 }
                 undo(Intent::Set(Arc::unwrap_or_clone(change.old())))?
             }
+            #[cfg(feature = "merge")]
             (Some(KeyState::Merge(merge)), Payload::Patch { set, remove }) => {
                 let Some(Value::Object(mut target)) = merge.value() else {
                     return Ok(None);
@@ -126,6 +128,7 @@ impl Replica {
                 .ok_or_else(|| Error::Overflow { key: full.clone() })?;
                 undo(Intent::Add(delta))?
             }
+            #[cfg(feature = "user-resolve")]
             (Some(KeyState::UserResolve(resolve)), _) => {
                 if !resolve.entries().any(|e| e.id == op.id) {
                     return Ok(None);
@@ -144,7 +147,9 @@ impl Replica {
                     operation: "revert",
                 });
             }
-            (None, _) | (Some(KeyState::Merge(_)), _) => return Ok(None),
+            (None, _) => return Ok(None),
+            #[cfg(feature = "merge")]
+            (Some(KeyState::Merge(_)), _) => return Ok(None),
         };
         let reuse = match &payload {
             // Sum increments commute; they need no special stamp.

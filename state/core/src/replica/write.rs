@@ -14,9 +14,9 @@ use crate::clock::Stamp;
 use crate::error::{Error, Result};
 use crate::id::UnitAddress;
 use crate::key::{KeySpec, SharedKey};
-use crate::limits::{
-    MAX_LOCAL_STATE_BYTES, MAX_OP_ITEMS, MAX_STATE_BYTES, encoded_len, scalar_len_bound,
-};
+#[cfg(feature = "merge")]
+use crate::limits::MAX_OP_ITEMS;
+use crate::limits::{MAX_LOCAL_STATE_BYTES, MAX_STATE_BYTES, encoded_len, scalar_len_bound};
 use crate::message::Message;
 use crate::op::{Op, OpGroup, OpId, Payload};
 use crate::scope::{FullKey, Lifetime};
@@ -35,6 +35,7 @@ pub(super) struct Stamping {
 
 /// A merge key's re-base (see [`Replica::rebase`]): `fields` as `value`
 /// has them now, or `value` whole.
+#[cfg(feature = "merge")]
 fn rebase_payload(value: serde_json::Value, fields: Option<&[String]>) -> Payload {
     match (value, fields) {
         // No fields (the refused writes were empty patches): an empty
@@ -177,6 +178,8 @@ impl Replica {
         key: &FullKey,
         fields: Option<&[String]>,
     ) -> Result<Write> {
+        #[cfg(not(feature = "merge"))]
+        let _ = fields;
         let spec = self.spec_for(key)?;
         self.check_apartment(key)?;
         Self::check_access(&spec, key, unit, crate::permission::Action::Write)?;
@@ -196,6 +199,7 @@ impl Replica {
                     None,
                 )
             }
+            #[cfg(feature = "merge")]
             (Strategy::Merge, _) => {
                 // As any write: stamps past the clock's bound go first, so
                 // the re-base is newer than everything held here.

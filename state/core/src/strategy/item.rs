@@ -49,6 +49,7 @@ impl KeyState {
                     f(entry(e, ItemKind::Whole));
                 }
             }
+            #[cfg(feature = "merge")]
             Self::Merge(state) => {
                 if let Some(e) = &state.base {
                     f(entry(e, ItemKind::Whole));
@@ -110,6 +111,7 @@ impl KeyState {
                     });
                 }
             }
+            #[cfg(feature = "user-resolve")]
             Self::UserResolve(state) => {
                 for e in state.entries() {
                     f(entry(e, ItemKind::Whole));
@@ -155,6 +157,7 @@ impl KeyState {
             {
                 o.entry = reg.entry.take();
             }
+            #[cfg(feature = "merge")]
             (Self::Merge(state), Self::Merge(o)) => {
                 let mut i = 0;
                 if state.base.is_some() {
@@ -195,6 +198,7 @@ impl KeyState {
                     *o.folded_mut() = std::mem::replace(folded, empty);
                 }
             }
+            #[cfg(feature = "user-resolve")]
             (Self::UserResolve(state), Self::UserResolve(o)) => {
                 // Entries, then watermarks: numbered in `visit`'s order.
                 let mut i = 0;
@@ -248,7 +252,9 @@ pub(crate) enum ItemKind<'a> {
     /// A whole value of the key's type (registers, merge base,
     /// user-resolve entries), which can be type-checked.
     Whole,
-    /// One top-level field of a merge value.
+    /// One top-level field of a merge value (none in a build without
+    /// merge, which still checks the name's length like any other).
+    #[cfg_attr(not(feature = "merge"), allow(dead_code))]
     Field(&'a str),
     /// A sum slot (by slot id).
     Slot(OpId),
@@ -258,6 +264,7 @@ pub(crate) enum ItemKind<'a> {
     Folded,
     /// A user-resolve watermark (the stamp is the superseding write's; the
     /// id is the superseded tab and sequence number).
+    #[cfg(feature = "user-resolve")]
     Seen,
 }
 
@@ -281,7 +288,14 @@ impl Item<'_> {
 }
 
 fn check_item(item: &Item<'_>) -> Result<()> {
-    let own_stamp = !matches!(item.kind, ItemKind::Seen | ItemKind::Folded);
+    // A watermark carries the superseding write's stamp, folded totals
+    // their horizon: neither is the item's own.
+    let own_stamp = match item.kind {
+        #[cfg(feature = "user-resolve")]
+        ItemKind::Seen => false,
+        ItemKind::Folded => false,
+        _ => true,
+    };
     if own_stamp && item.stamp.tab != item.id.tab {
         return Err(Error::Malformed {
             what: "key state",

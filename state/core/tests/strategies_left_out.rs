@@ -1,0 +1,214 @@
+//! A build may leave out the merge and user-resolve strategies (this
+//! crate's features `merge` and `user-resolve`, on by default). Their
+//! states and ops still reach it from builds that have them: another
+//! version of the app in another tab, the same origin's storage, a relay.
+//! Such a build must refuse them with the reason and lose none of them.
+//!
+//! The fixtures below are what a build with both strategies writes, and
+//! this file runs in both builds:
+//! - with the features (`cargo test`, as the rest of the suite), it checks
+//!   that a real replica writes exactly these texts, so the fixtures stay
+//!   true to the format;
+//! - without them (`cargo test -p gaesup-state-core --no-default-features
+//!   --test strategies_left_out`, which `cargo xtask test` runs), it feeds
+//!   them to a replica that declares the same keys with a strategy it has.
+
+// Test code: a panic here is a failed test, and clippy.toml's
+// allow-unwrap-in-tests does not reach helpers outside #[test] functions.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use gaesup_state_core::{
+    FullKey, Lifetime, ManualClock, MemoryStorage, Replica, Scope, SharedKey, Storage, Strategy,
+    TabId, UnitAddress,
+};
+use serde_json::{Value, json};
+
+const NOW: u64 = 1_700_000_000_000;
+
+/// The merge key's stored entry after one write of `{"title": "hi"}`.
+const MERGE_STORED: &str = r#"{"schema":1,"state":{"strategy":"merge","data":{"fields":{"title":{"stamp":{"wall_ms":1700000000000,"counter":0,"tab":"0000000000000001"},"id":{"tab":"0000000000000001","seq":1},"writer":"a/b/u","value":"hi"}}}}}"#;
+
+/// The user-resolve key's stored entry after one write of `"blue"`.
+const RESOLVE_STORED: &str = r#"{"schema":1,"state":{"strategy":"user_resolve","data":{"entries":[{"stamp":{"wall_ms":1700000000000,"counter":1,"tab":"0000000000000001"},"id":{"tab":"0000000000000001","seq":2},"writer":"a/b/u","value":"blue"}]}}}"#;
+
+/// The message to other tabs of the merge write: a patch.
+const MERGE_OPS: &str = r#"{"v":2,"type":"ops","body":{"ops":[{"id":{"tab":"0000000000000001","seq":1},"key":"apartment/a/doc","writer":"a/b/u","stamp":{"wall_ms":1700000000000,"counter":0,"tab":"0000000000000001"},"schema":1,"payload":{"kind":"patch","data":{"set":{"title":"hi"}}}}]}}"#;
+
+/// The message to other tabs of the user-resolve write.
+const RESOLVE_OPS: &str = r#"{"v":2,"type":"ops","body":{"ops":[{"id":{"tab":"0000000000000001","seq":2},"key":"apartment/a/pick","writer":"a/b/u","stamp":{"wall_ms":1700000000000,"counter":1,"tab":"0000000000000001"},"schema":1,"payload":{"kind":"resolve","data":{"value":"blue"}}}]}}"#;
+
+/// The anti-entropy message carrying both keys' states.
+const SYNC_STATE: &str = r#"{"v":2,"type":"sync_state","body":{"from":"0000000000000001","states":[{"key":"apartment/a/doc","schema":1,"state":{"strategy":"merge","data":{"fields":{"title":{"stamp":{"wall_ms":1700000000000,"counter":0,"tab":"0000000000000001"},"id":{"tab":"0000000000000001","seq":1},"writer":"a/b/u","value":"hi"}}}}},{"key":"apartment/a/pick","schema":1,"state":{"strategy":"user_resolve","data":{"entries":[{"stamp":{"wall_ms":1700000000000,"counter":1,"tab":"0000000000000001"},"id":{"tab":"0000000000000001","seq":2},"writer":"a/b/u","value":"blue"}]}}}]}}"#;
+
+fn unit() -> UnitAddress {
+    "a/b/u".parse().unwrap()
+}
+
+/// An apartment key of `strategy`, stored in localStorage.
+fn key(name: &str, strategy: Strategy) -> SharedKey<Value> {
+    SharedKey::<Value>::builder(name)
+        .scope(Scope::Apartment)
+        .lifetime(Lifetime::Persistent)
+        .strategy(strategy)
+        .build()
+        .unwrap()
+}
+
+fn storage_key(full: &str) -> String {
+    Replica::storage_key(&FullKey::parse(full).unwrap())
+}
+
+#[cfg(all(feature = "merge", feature = "user-resolve"))]
+#[test]
+fn the_fixtures_are_what_a_build_with_both_strategies_writes() {
+    let mut replica = Replica::new(TabId::new(1), ManualClock::new(NOW));
+    let doc = key("doc", Strategy::Merge);
+    let pick = key("pick", Strategy::UserResolve);
+    replica.declare(&doc).unwrap();
+    replica.declare(&pick).unwrap();
+
+    let merge = replica.set(&unit(), &doc, json!({"title": "hi"})).unwrap();
+    assert_eq!(merge.message.unwrap().encode().unwrap(), MERGE_OPS);
+    let resolve = replica.set(&unit(), &pick, json!("blue")).unwrap();
+    assert_eq!(resolve.message.unwrap().encode().unwrap(), RESOLVE_OPS);
+
+    let mut storage = MemoryStorage::new();
+    replica.persist(Lifetime::Persistent, &mut storage);
+    let stored = |full: &str| storage.get(&storage_key(full)).unwrap();
+    assert_eq!(stored("apartment/a/doc").as_deref(), Some(MERGE_STORED));
+    assert_eq!(stored("apartment/a/pick").as_deref(), Some(RESOLVE_STORED));
+
+    let sync: Vec<String> = replica
+        .sync_messages()
+        .iter()
+        .map(|message| message.encode().unwrap())
+        .collect();
+    assert_eq!(sync, [SYNC_STATE]);
+}
+
+#[cfg(not(any(feature = "merge", feature = "user-resolve")))]
+mod without_them {
+    use gaesup_state_core::{Error, Message};
+
+    use super::*;
+
+    /// A replica declaring the fixtures' keys as last-write-wins keys, the
+    /// nearest a build without either strategy can come.
+    fn replica() -> (Replica, SharedKey<Value>, SharedKey<Value>) {
+        let mut replica = Replica::new(TabId::new(2), ManualClock::new(NOW + 1_000));
+        let doc = key("doc", Strategy::LastWriteWins);
+        let pick = key("pick", Strategy::LastWriteWins);
+        replica.declare(&doc).unwrap();
+        replica.declare(&pick).unwrap();
+        (replica, doc, pick)
+    }
+
+    #[test]
+    fn their_names_are_refused_with_the_feature_that_brings_them() {
+        for (name, feature) in [("merge", "merge"), ("user_resolve", "user-resolve")] {
+            let err = Strategy::from_name(name).unwrap_err();
+            assert!(
+                err.contains("not in this build") && err.contains(&format!("`{feature}`")),
+                "{err}"
+            );
+            let decoded = serde_json::from_str::<Strategy>(&format!("{name:?}"));
+            assert!(decoded.is_err(), "{name} decoded as {decoded:?}");
+        }
+        // A name no build knows says so instead.
+        let err = Strategy::from_name("majority").unwrap_err();
+        assert!(err.starts_with("unknown strategy"), "{err}");
+    }
+
+    #[test]
+    fn their_stored_states_are_set_aside_unchanged_and_never_overwritten() {
+        let mut storage = MemoryStorage::new();
+        for (full, raw) in [
+            ("apartment/a/doc", MERGE_STORED),
+            ("apartment/a/pick", RESOLVE_STORED),
+        ] {
+            storage.set(&storage_key(full), raw).unwrap();
+        }
+        let (mut replica, doc, pick) = replica();
+        let report = replica.load(Lifetime::Persistent, &mut storage).unwrap();
+
+        assert_eq!(report.quarantined.len(), 2, "{report:?}");
+        for (full, raw, name) in [
+            ("apartment/a/doc", MERGE_STORED, "merge"),
+            ("apartment/a/pick", RESOLVE_STORED, "user_resolve"),
+        ] {
+            let parsed = FullKey::parse(full).unwrap();
+            let quarantine = report
+                .quarantined
+                .iter()
+                .find(|q| q.key == parsed)
+                .unwrap_or_else(|| panic!("{full} not set aside: {report:?}"));
+            let reason = quarantine.error.to_string();
+            assert!(
+                matches!(quarantine.error, Error::Corrupt { .. })
+                    && reason.contains(&format!("strategy {name} is not in this build")),
+                "{full}: {reason}"
+            );
+            assert_eq!(quarantine.copy_error, None);
+            let copy = storage.get(&Replica::quarantine_key(&parsed)).unwrap();
+            assert_eq!(copy.as_deref(), Some(raw), "{full}: the copy set aside");
+        }
+
+        // The keys read their defaults and take writes in memory; saving
+        // leaves the entries another build wrote as they were.
+        assert_eq!(replica.get(&unit(), &doc).unwrap(), Value::Null);
+        replica.set(&unit(), &doc, json!("mine")).unwrap();
+        replica.set(&unit(), &pick, json!("red")).unwrap();
+        replica.persist(Lifetime::Persistent, &mut storage);
+        let stored = |full: &str| storage.get(&storage_key(full)).unwrap();
+        assert_eq!(stored("apartment/a/doc").as_deref(), Some(MERGE_STORED));
+        assert_eq!(stored("apartment/a/pick").as_deref(), Some(RESOLVE_STORED));
+    }
+
+    #[test]
+    fn their_states_from_another_tab_are_refused_with_the_reason() {
+        let err = Message::decode(SYNC_STATE).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("strategy merge is not in this build"),
+            "{err}"
+        );
+        let (mut replica, doc, pick) = replica();
+        let before = replica.states().clone();
+        let inbound = replica.receive_text(SYNC_STATE);
+        assert!(inbound.changes.is_empty(), "{inbound:?}");
+        assert!(
+            matches!(&inbound.errors[..], [err] if err.to_string().contains("not in this build")),
+            "{inbound:?}"
+        );
+        assert_eq!(replica.states(), &before);
+        assert_eq!(replica.get(&unit(), &doc).unwrap(), Value::Null);
+        assert_eq!(replica.get(&unit(), &pick).unwrap(), Value::Null);
+    }
+
+    #[test]
+    fn their_ops_are_refused_as_ops_of_another_strategy() {
+        for (text, operation) in [(MERGE_OPS, "patch"), (RESOLVE_OPS, "resolve")] {
+            // The payload is known to every build: the op decodes, and
+            // the key declared here refuses it.
+            assert!(Message::decode(text).is_ok(), "{text}");
+            let (mut replica, doc, pick) = replica();
+            let inbound = replica.receive_text(text);
+            assert!(inbound.changes.is_empty(), "{inbound:?}");
+            match &inbound.errors[..] {
+                [
+                    Error::WrongStrategy {
+                        strategy,
+                        operation: refused,
+                        ..
+                    },
+                ] => {
+                    assert_eq!(*strategy, Strategy::LastWriteWins);
+                    assert_eq!(*refused, operation);
+                }
+                other => panic!("{operation}: {other:?}"),
+            }
+            assert_eq!(replica.get(&unit(), &doc).unwrap(), Value::Null);
+            assert_eq!(replica.get(&unit(), &pick).unwrap(), Value::Null);
+        }
+    }
+}
