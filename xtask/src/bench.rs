@@ -8,9 +8,15 @@
 //! 2. release builds made the same way (`trunk build --release`, the
 //!    workspace's release profile, `wasm-opt -Oz` from npm's binaryen): the
 //!    app, the size baseline `bench/hello`, the same counter through the
-//!    state manager `bench/hello-state`, and the benchmark page
-//!    `bench/page`; raw, gzip and brotli sizes of each, and `twiggy top` of
-//!    the app's wasm before wasm-opt;
+//!    state manager `bench/hello-state` (with the strategies it uses) and
+//!    `bench/hello-state-full` (with all five), two probes of
+//!    `bench/hello-codecs` that split the state manager's size
+//!    (`bench-hello-json`: the counter plus a round trip of untyped JSON,
+//!    what JSON itself costs; `bench-hello-codecs`: the counter plus the
+//!    decoders and encoders of every format the state manager reads from
+//!    outside, and none of its logic), and the
+//!    benchmark page `bench/page`; raw, gzip and brotli sizes of each, and
+//!    `twiggy top` of the app's wasm before wasm-opt;
 //! 3. the relay (`cargo bench -p gaesup-relay --bench relay`): acked ops
 //!    per second, push → ack latency, fan-out, sockets and memory,
 //!    catch-up;
@@ -39,6 +45,9 @@ use crate::suite;
 const BUILDS: &[(&str, &str)] = &[
     ("bench/hello", "hello"),
     ("bench/hello-state", "hello-state"),
+    ("bench/hello-state-full", "hello-state-full"),
+    ("bench/hello-codecs/json", "hello-json"),
+    ("bench/hello-codecs", "hello-codecs"),
     ("bench/page", "page"),
 ];
 
@@ -83,6 +92,13 @@ pub fn run() -> Result<(), String> {
     }
     sizes(&env, "target/bench/hello", "size-hello.json")?;
     sizes(&env, "target/bench/hello-state", "size-hello-state.json")?;
+    sizes(
+        &env,
+        "target/bench/hello-state-full",
+        "size-hello-state-full.json",
+    )?;
+    sizes(&env, "target/bench/hello-json", "size-hello-json.json")?;
+    sizes(&env, "target/bench/hello-codecs", "size-hello-codecs.json")?;
     twiggy(&env)?;
 
     Cmd::new("playwright")

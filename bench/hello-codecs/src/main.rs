@@ -1,0 +1,3 @@
+fn main() {
+    bench_hello_codecs::mount(bench_hello_codecs::codecs);
+}
