@@ -4,7 +4,7 @@ use std::fmt;
 
 use gaesup_state_core::{
     FullKey, MAX_MESSAGE_BYTES, MAX_SYNC_STATES, Op, OpId, SyncEntry, encoded_len, parse_untrusted,
-    preview, split_by_len,
+    preview, split_by_len, sync_entries,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -311,7 +311,9 @@ pub struct Snapshot {
     pub stream: StreamId,
     /// The number the states include everything up to.
     pub seq: u64,
-    /// One state per key.
+    /// One state per key. (A build without some strategy leaves out the
+    /// states of that strategy: see [`sync_entries`].)
+    #[serde(deserialize_with = "sync_entries")]
     pub states: Vec<SyncEntry>,
     /// Another piece of this snapshot follows: the states of the keys
     /// after this piece's last (a stream's states may take several

@@ -87,12 +87,16 @@
 //! gaesup-state = { version = "0.1", default-features = false, features = ["merge"] }
 //! ```
 //!
-//! Without a feature, its [`Strategy`] variant does not exist. A state or
-//! an op of it can still arrive from a build that has it: another version
-//! of the app in another tab, the same origin's storage, a relay. It is
-//! refused with the reason ("strategy merge is not in this build …"), as a
-//! strategy of a newer version would be. A stored entry of it is set aside
-//! unchanged, as a corrupt one is, and nothing overwrites it.
+//! Without a feature, its [`Strategy`] variant does not exist. Cargo turns
+//! a feature on for the whole build if any crate in it asks, so a
+//! dependency with default features brings both back. States of a left-out
+//! strategy can still arrive from a build that has it: another version of
+//! the app in another tab, the same origin's storage, a relay. A stored
+//! entry of it is set aside unchanged with the reason ("strategy merge is
+//! not in this build …"), as a corrupt one is, and nothing overwrites it;
+//! in a sync message or a relay's snapshot its states are left out and the
+//! others apply. Its ops are refused as of the wrong strategy, or held for
+//! a key this build has not declared, as any such op is.
 //!
 //! # Events
 //!

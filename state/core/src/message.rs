@@ -40,6 +40,53 @@ pub struct SyncEntry {
     pub state: KeyState,
 }
 
+/// Decodes a list of [`SyncEntry`] (a sync message's states, a relay's
+/// snapshot) as `#[serde(deserialize_with = "sync_entries")]`.
+///
+/// A build without a strategy (see [`Strategy`](crate::Strategy)'s
+/// features) leaves out the entries of that strategy instead of refusing
+/// the whole list: no key of it can be declared here, so none of them
+/// could ever apply, and refusing the list would cost every other key in
+/// it (a sync message's, a snapshot's) its exchange. Any other entry that
+/// does not decode refuses the list, as in a build with every strategy,
+/// which decodes the list as it is.
+pub fn sync_entries<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<Vec<SyncEntry>, D::Error> {
+    #[cfg(all(feature = "merge", feature = "user-resolve"))]
+    return Vec::<SyncEntry>::deserialize(deserializer);
+    #[cfg(not(all(feature = "merge", feature = "user-resolve")))]
+    {
+        let raw = Vec::<Box<serde_json::value::RawValue>>::deserialize(deserializer)?;
+        let mut entries = Vec::with_capacity(raw.len());
+        for entry in raw {
+            match serde_json::from_str::<SyncEntry>(entry.get()) {
+                Ok(decoded) => entries.push(decoded),
+                Err(_) if left_out_state(entry.get()) => {}
+                Err(err) => return Err(de::Error::custom(err)),
+            }
+        }
+        Ok(entries)
+    }
+}
+
+/// Whether an entry's state is of a strategy this build leaves out.
+#[cfg(not(all(feature = "merge", feature = "user-resolve")))]
+fn left_out_state(entry: &str) -> bool {
+    #[derive(Deserialize)]
+    struct Tag<'a> {
+        #[serde(borrow)]
+        strategy: std::borrow::Cow<'a, str>,
+    }
+    #[derive(Deserialize)]
+    struct Entry<'a> {
+        #[serde(borrow)]
+        state: Tag<'a>,
+    }
+    serde_json::from_str::<Entry<'_>>(entry)
+        .is_ok_and(|entry| crate::strategy::left_out(&entry.state.strategy))
+}
+
 /// What a tab holds of one key: a hash of its state's bytes. Equal states
 /// serialize to equal bytes on every replica, so equal digests mean there
 /// is nothing to send.
@@ -257,6 +304,7 @@ struct SyncStateBody {
     from: TabId,
     #[serde(default)]
     to: Option<TabId>,
+    #[serde(deserialize_with = "sync_entries")]
     states: Vec<SyncEntry>,
     #[serde(default)]
     have: Option<Have>,

@@ -29,11 +29,11 @@
 //! **Strategies a build leaves out.** Merge and user-resolve are cargo
 //! features of this crate (`merge`, `user-resolve`, both on by default):
 //! a build without one has no such [`Strategy`] variant, so no unit can
-//! declare a key of it and none of its code is linked. A state or an op of
-//! it arriving from outside (another tab, storage, a relay) is what a
-//! strategy of a newer version would be: a name this build does not know,
-//! refused with the reason, and never overwritten (see
-//! [`KeyState::validate`] and the replica's quarantine).
+//! declare a key of it and none of its code is linked. Its name decodes to
+//! an error naming the feature ([`Strategy::from_name`]), so a stored
+//! state of it is set aside unchanged by the replica's quarantine; in a
+//! list of states from another tab or a relay its entries are left out and
+//! the others kept ([`sync_entries`](crate::sync_entries)).
 
 mod item;
 #[cfg(feature = "merge")]
@@ -168,11 +168,21 @@ impl Strategy {
         let all = NAMES.map(|(name, _)| name).join(", ");
         Err(match NAMES.iter().find(|(known, _)| *known == name) {
             Some((_, Some(feature))) => format!(
-                "strategy {name} is not in this build (it is gaesup-state's feature `{feature}`)"
+                "strategy {name} is not in this build (feature `{feature}` of gaesup-state and gaesup-state-core)"
             ),
             _ => format!("unknown strategy {name:?}: expected one of {all}"),
         })
     }
+}
+
+/// Whether `name` is a strategy this build leaves out (a feature it was
+/// built without), rather than one no build knows.
+#[cfg(not(all(feature = "merge", feature = "user-resolve")))]
+pub(crate) fn left_out(name: &str) -> bool {
+    Strategy::from_name(name).is_err()
+        && NAMES
+            .iter()
+            .any(|(known, feature)| *known == name && feature.is_some())
 }
 
 impl<'de> Deserialize<'de> for Strategy {

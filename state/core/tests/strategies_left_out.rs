@@ -37,8 +37,9 @@ const MERGE_OPS: &str = r#"{"v":2,"type":"ops","body":{"ops":[{"id":{"tab":"0000
 /// The message to other tabs of the user-resolve write.
 const RESOLVE_OPS: &str = r#"{"v":2,"type":"ops","body":{"ops":[{"id":{"tab":"0000000000000001","seq":2},"key":"apartment/a/pick","writer":"a/b/u","stamp":{"wall_ms":1700000000000,"counter":1,"tab":"0000000000000001"},"schema":1,"payload":{"kind":"resolve","data":{"value":"blue"}}}]}}"#;
 
-/// The anti-entropy message carrying both keys' states.
-const SYNC_STATE: &str = r#"{"v":2,"type":"sync_state","body":{"from":"0000000000000001","states":[{"key":"apartment/a/doc","schema":1,"state":{"strategy":"merge","data":{"fields":{"title":{"stamp":{"wall_ms":1700000000000,"counter":0,"tab":"0000000000000001"},"id":{"tab":"0000000000000001","seq":1},"writer":"a/b/u","value":"hi"}}}}},{"key":"apartment/a/pick","schema":1,"state":{"strategy":"user_resolve","data":{"entries":[{"stamp":{"wall_ms":1700000000000,"counter":1,"tab":"0000000000000001"},"id":{"tab":"0000000000000001","seq":2},"writer":"a/b/u","value":"blue"}]}}}]}}"#;
+/// The anti-entropy message carrying the three keys' states (a
+/// last-write-wins key's between the two others').
+const SYNC_STATE: &str = r#"{"v":2,"type":"sync_state","body":{"from":"0000000000000001","states":[{"key":"apartment/a/doc","schema":1,"state":{"strategy":"merge","data":{"fields":{"title":{"stamp":{"wall_ms":1700000000000,"counter":0,"tab":"0000000000000001"},"id":{"tab":"0000000000000001","seq":1},"writer":"a/b/u","value":"hi"}}}}},{"key":"apartment/a/name","schema":1,"state":{"strategy":"last_write_wins","data":{"entry":{"stamp":{"wall_ms":1700000000000,"counter":2,"tab":"0000000000000001"},"id":{"tab":"0000000000000001","seq":3},"writer":"a/b/u","value":"Ada"}}}},{"key":"apartment/a/pick","schema":1,"state":{"strategy":"user_resolve","data":{"entries":[{"stamp":{"wall_ms":1700000000000,"counter":1,"tab":"0000000000000001"},"id":{"tab":"0000000000000001","seq":2},"writer":"a/b/u","value":"blue"}]}}}]}}"#;
 
 fn unit() -> UnitAddress {
     "a/b/u".parse().unwrap()
@@ -64,13 +65,16 @@ fn the_fixtures_are_what_a_build_with_both_strategies_writes() {
     let mut replica = Replica::new(TabId::new(1), ManualClock::new(NOW));
     let doc = key("doc", Strategy::Merge);
     let pick = key("pick", Strategy::UserResolve);
+    let name = key("name", Strategy::LastWriteWins);
     replica.declare(&doc).unwrap();
     replica.declare(&pick).unwrap();
+    replica.declare(&name).unwrap();
 
     let merge = replica.set(&unit(), &doc, json!({"title": "hi"})).unwrap();
     assert_eq!(merge.message.unwrap().encode().unwrap(), MERGE_OPS);
     let resolve = replica.set(&unit(), &pick, json!("blue")).unwrap();
     assert_eq!(resolve.message.unwrap().encode().unwrap(), RESOLVE_OPS);
+    replica.set(&unit(), &name, json!("Ada")).unwrap();
 
     let mut storage = MemoryStorage::new();
     replica.persist(Lifetime::Persistent, &mut storage);
@@ -165,24 +169,56 @@ mod without_them {
     }
 
     #[test]
-    fn their_states_from_another_tab_are_refused_with_the_reason() {
-        let err = Message::decode(SYNC_STATE).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("strategy merge is not in this build"),
-            "{err}"
-        );
+    fn their_states_in_a_sync_message_are_left_out_and_the_rest_applies() {
+        let message = Message::decode(SYNC_STATE).unwrap();
+        let Message::SyncState { states, .. } = &message else {
+            panic!("{message:?}");
+        };
+        let keys: Vec<&str> = states.iter().map(|entry| entry.key.as_str()).collect();
+        assert_eq!(keys, ["apartment/a/name"]);
+
         let (mut replica, doc, pick) = replica();
-        let before = replica.states().clone();
+        let name = key("name", Strategy::LastWriteWins);
+        replica.declare(&name).unwrap();
         let inbound = replica.receive_text(SYNC_STATE);
-        assert!(inbound.changes.is_empty(), "{inbound:?}");
-        assert!(
-            matches!(&inbound.errors[..], [err] if err.to_string().contains("not in this build")),
-            "{inbound:?}"
-        );
-        assert_eq!(replica.states(), &before);
+        assert!(inbound.errors.is_empty(), "{inbound:?}");
+        assert_eq!(inbound.changes.len(), 1, "{inbound:?}");
+        assert_eq!(replica.get(&unit(), &name).unwrap(), json!("Ada"));
         assert_eq!(replica.get(&unit(), &doc).unwrap(), Value::Null);
         assert_eq!(replica.get(&unit(), &pick).unwrap(), Value::Null);
+    }
+
+    /// A list of states decoded as a relay's snapshot decodes its own.
+    #[derive(serde::Deserialize)]
+    struct Listed {
+        #[serde(deserialize_with = "gaesup_state_core::sync_entries")]
+        states: Vec<gaesup_state_core::SyncEntry>,
+    }
+
+    #[test]
+    fn a_list_of_states_still_refuses_what_no_build_knows() {
+        let states = |strategy: &str| {
+            format!(
+                r#"{{"states":[{{"key":"apartment/a/x","schema":1,"state":{{"strategy":"{strategy}","data":{{}}}}}}]}}"#
+            )
+        };
+        // Left out here: skipped.
+        for strategy in ["merge", "user_resolve"] {
+            let listed: Listed = serde_json::from_str(&states(strategy)).unwrap();
+            assert!(listed.states.is_empty(), "{strategy}");
+        }
+        // No build knows it: the list is refused, as in a build with
+        // every strategy.
+        let err = serde_json::from_str::<Listed>(&states("majority"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("unknown strategy"), "{err}");
+        // A strategy this build has, but a broken state: refused too.
+        let broken = r#"{"states":[{"key":"apartment/a/x","schema":1,"state":{"strategy":"sum","data":7}}]}"#;
+        assert!(serde_json::from_str::<Listed>(broken).is_err());
+        // Not an entry at all.
+        assert!(serde_json::from_str::<Listed>(r#"{"states":[1]}"#).is_err());
     }
 
     #[test]
