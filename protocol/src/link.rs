@@ -1394,12 +1394,14 @@ impl Link {
             snapshot.seq = snapshot.seq.min(before.floor);
         }
         if snapshot.more {
-            match snapshot.states.last() {
+            // The piece's last key as the relay sent it: a state this
+            // build left out still moves the next piece past it.
+            match snapshot.last_key().cloned() {
                 Some(last) => {
                     self.pieces.insert(
                         snapshot.stream.clone(),
                         Piece {
-                            after: last.key.clone(),
+                            after: last,
                             floor: snapshot.seq,
                         },
                     );
@@ -2444,6 +2446,7 @@ mod tests {
             states,
             more,
             after: after.map(|entry| entry.key.clone()),
+            left_out: Vec::new(),
         })
         .encode()
         .unwrap()
@@ -2495,6 +2498,7 @@ mod tests {
                 states: vec![a.clone()],
                 more: false,
                 after: None,
+                left_out: Vec::new(),
             })
             .encode()
             .unwrap();
@@ -2519,6 +2523,76 @@ mod tests {
         );
         link.save_cursor(&main, 3, &mut storage);
         assert_eq!(link.cursor(&main), 3);
+    }
+
+    /// `state`'s key, left out as a build without its strategy leaves it.
+    fn left_out(state: &gaesup_state_core::SyncEntry) -> (FullKey, gaesup_state_core::Error) {
+        (
+            state.key.clone(),
+            gaesup_state_core::Error::Malformed {
+                what: "key state",
+                reason: String::from("strategy merge is not in this build"),
+            },
+        )
+    }
+
+    #[test]
+    fn a_piece_ending_in_states_this_build_left_out_goes_on_after_them() {
+        let (mut storage, mut link, main, a, b) = pieces_fixture();
+        let mut taken = |snapshot: Snapshot, now| {
+            let mut out = LinkOutput::default();
+            link.on_message(
+                ServerMessage::Snapshot(snapshot),
+                now,
+                &mut storage,
+                &mut out,
+                false,
+            );
+            out
+        };
+        // `b`, the piece's last state, was left out as it decoded: the
+        // next piece starts after it, not again after `a`.
+        let out = taken(
+            Snapshot {
+                stream: main.clone(),
+                seq: 7,
+                states: vec![a.clone()],
+                more: true,
+                after: None,
+                left_out: vec![left_out(&b)],
+            },
+            1,
+        );
+        assert!(out.snapshots[0].more);
+        let pull = link.http_pull(&main, 0);
+        assert!(
+            pull.ends_with(&format!("&after={}", encode_query(b.key.as_str()))),
+            "{pull}"
+        );
+        // A piece of nothing but such states goes on too, where one of
+        // nothing at all ends the snapshot (a relay in error).
+        let (mut storage, mut link, main, a, b) = pieces_fixture();
+        let mut out = LinkOutput::default();
+        link.on_message(
+            ServerMessage::Snapshot(Snapshot {
+                stream: main.clone(),
+                seq: 7,
+                states: Vec::new(),
+                more: true,
+                after: None,
+                left_out: vec![left_out(&a), left_out(&b)],
+            }),
+            1,
+            &mut storage,
+            &mut out,
+            false,
+        );
+        assert!(out.snapshots[0].more);
+        let pull = link.http_pull(&main, 0);
+        assert!(
+            pull.ends_with(&format!("&after={}", encode_query(b.key.as_str()))),
+            "{pull}"
+        );
     }
 
     #[test]
@@ -3312,6 +3386,7 @@ mod tests {
                     states: Vec::new(),
                     more: false,
                     after: None,
+                    left_out: Vec::new(),
                 });
                 feed(&mut link, &whole.encode().unwrap(), 1, &mut storage);
             } else {

@@ -4,7 +4,7 @@ use std::fmt;
 
 use gaesup_state_core::{
     FullKey, MAX_MESSAGE_BYTES, MAX_SYNC_STATES, Op, OpId, SyncEntry, encoded_len, parse_untrusted,
-    preview, split_by_len, sync_entries,
+    preview, split_by_len, sync_entries_and_left_out,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -306,14 +306,13 @@ pub struct OpsBody {
 /// The state of a stream, for a device whose cursor is older than the log
 /// the relay kept: it merges the states and resumes at `seq`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "SnapshotWire")]
 pub struct Snapshot {
     /// The stream.
     pub stream: StreamId,
     /// The number the states include everything up to.
     pub seq: u64,
-    /// One state per key. (A build without some strategy leaves out the
-    /// states of that strategy: see [`sync_entries`].)
-    #[serde(deserialize_with = "sync_entries")]
+    /// One state per key.
     pub states: Vec<SyncEntry>,
     /// Another piece of this snapshot follows: the states of the keys
     /// after this piece's last (a stream's states may take several
@@ -332,9 +331,53 @@ pub struct Snapshot {
     /// a relay that predates it never says it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<FullKey>,
+    /// The states this build left out as it decoded the piece, by key,
+    /// with why: those of a strategy it was built without (see
+    /// [`sync_entries_and_left_out`]). Never in a build with every
+    /// strategy, and never sent.
+    #[serde(skip)]
+    pub left_out: Vec<(FullKey, gaesup_state_core::Error)>,
+}
+
+/// [`Snapshot`] as it comes: its states decoded entry by entry where this
+/// build leaves a strategy out.
+#[derive(Deserialize)]
+struct SnapshotWire {
+    stream: StreamId,
+    seq: u64,
+    #[serde(deserialize_with = "sync_entries_and_left_out")]
+    states: (Vec<SyncEntry>, Vec<(FullKey, gaesup_state_core::Error)>),
+    #[serde(default)]
+    more: bool,
+    #[serde(default)]
+    after: Option<FullKey>,
+}
+
+impl From<SnapshotWire> for Snapshot {
+    fn from(wire: SnapshotWire) -> Self {
+        let (states, left_out) = wire.states;
+        Self {
+            stream: wire.stream,
+            seq: wire.seq,
+            states,
+            more: wire.more,
+            after: wire.after,
+            left_out,
+        }
+    }
 }
 
 impl Snapshot {
+    /// The key of this piece's last state as the relay sent it, whether
+    /// this build kept or left it out: where the next piece starts. (The
+    /// greater of the last kept and the last left out: a relay sends a
+    /// piece's states in key order.)
+    pub fn last_key(&self) -> Option<&FullKey> {
+        let kept = self.states.last().map(|entry| &entry.key);
+        let left = self.left_out.last().map(|(key, _)| key);
+        kept.max(left)
+    }
+
     /// What a browser's tabs take of this snapshot, in groups that each
     /// fit one sync message ([`MAX_SYNC_STATES`] states, [`MAX_MESSAGE_BYTES`]
     /// with room for the envelope), and the states left out with why.
@@ -346,7 +389,9 @@ impl Snapshot {
     /// another version, or a hostile peer) is left out rather than costing
     /// every other state, and a relay that sends more states in one frame
     /// than a tab takes at once (one older than this limit, or hostile)
-    /// gets them passed on in pieces.
+    /// gets them passed on in pieces. The states this build left out as it
+    /// decoded the piece ([`left_out`](Self::left_out)) come first among
+    /// those refused.
     ///
     /// [`KeyState::validate`]: gaesup_state_core::KeyState::validate
     pub fn into_tab_groups(
@@ -357,7 +402,7 @@ impl Snapshot {
     ) {
         // Room for the envelope around the states (sender, type).
         let budget = MAX_MESSAGE_BYTES - 1024;
-        let mut refused = Vec::new();
+        let mut refused = self.left_out;
         let mut sized = Vec::with_capacity(self.states.len());
         for entry in self.states {
             if let Err(err) = entry.state.validate() {
@@ -890,6 +935,7 @@ mod tests {
             states: all,
             more: false,
             after: None,
+            left_out: Vec::new(),
         };
         let (groups, refused) = snapshot.into_tab_groups();
         let left_out: Vec<&FullKey> = refused.iter().map(|(key, _)| key).collect();
@@ -911,6 +957,52 @@ mod tests {
                 have: None,
             };
             assert!(Message::decode(&message.encode().unwrap()).is_ok());
+        }
+    }
+
+    #[test]
+    fn states_left_out_as_the_snapshot_decoded_are_said_with_those_refused() {
+        let (key, other): (FullKey, FullKey) = (
+            "apartment/main/doc".parse().unwrap(),
+            "apartment/main/pick".parse().unwrap(),
+        );
+        let reason = |key: &FullKey| {
+            (
+                key.clone(),
+                gaesup_state_core::Error::Malformed {
+                    what: "key state",
+                    reason: String::from("strategy merge is not in this build"),
+                },
+            )
+        };
+        let snapshot = Snapshot {
+            stream: "apartment:main".parse().unwrap(),
+            seq: 9,
+            states: Vec::new(),
+            more: true,
+            after: None,
+            left_out: vec![reason(&key), reason(&other)],
+        };
+        assert_eq!(snapshot.last_key(), Some(&other));
+        let (groups, refused) = snapshot.into_tab_groups();
+        assert!(groups.iter().all(Vec::is_empty), "{groups:?}");
+        let said: Vec<&FullKey> = refused.iter().map(|(key, _)| key).collect();
+        assert_eq!(said, [&key, &other]);
+        // Never sent, so never decoded from a relay's text.
+        let text = ServerMessage::Snapshot(Snapshot {
+            stream: "apartment:main".parse().unwrap(),
+            seq: 9,
+            states: Vec::new(),
+            more: false,
+            after: None,
+            left_out: vec![reason(&key)],
+        })
+        .encode()
+        .unwrap();
+        assert!(!text.contains("left_out"), "{text}");
+        match ServerMessage::decode(&text).unwrap() {
+            ServerMessage::Snapshot(decoded) => assert!(decoded.left_out.is_empty()),
+            other => panic!("{other:?}"),
         }
     }
 }

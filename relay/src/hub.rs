@@ -2279,6 +2279,7 @@ impl State {
                     states,
                     more: i < last || left,
                     after,
+                    left_out: Vec::new(),
                 })
             })
             .collect();

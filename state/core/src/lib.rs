@@ -187,7 +187,10 @@ pub use limits::{
 pub use limits::{
     encoded_len, first_groups_by_len, parse_bounded as parse_untrusted, split_by_len, to_text,
 };
-pub use message::{Digest, Event, Have, Message, PROTOCOL_VERSION, SyncEntry, sync_entries};
+pub use message::{
+    Digest, Event, Have, Message, PROTOCOL_VERSION, SyncEntry, sync_entries,
+    sync_entries_and_left_out,
+};
 pub use op::{Op, OpGroup, OpId, Payload};
 pub use path::{MAX_PATH_DEPTH, MAX_SEGMENT_LEN, Path};
 pub use permission::{Access, Action, Permissions, Principal};

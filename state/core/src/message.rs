@@ -40,8 +40,17 @@ pub struct SyncEntry {
     pub state: KeyState,
 }
 
+/// Decodes a list of [`SyncEntry`] (a sync message's states) as
+/// `#[serde(deserialize_with = "sync_entries")]`: the entries of
+/// [`sync_entries_and_left_out`], without the keys left out.
+pub fn sync_entries<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<Vec<SyncEntry>, D::Error> {
+    sync_entries_and_left_out(deserializer).map(|(entries, _)| entries)
+}
+
 /// Decodes a list of [`SyncEntry`] (a sync message's states, a relay's
-/// snapshot) as `#[serde(deserialize_with = "sync_entries")]`.
+/// snapshot): the entries, and the keys of those left out with why.
 ///
 /// A build without a strategy (see [`Strategy`](crate::Strategy)'s
 /// features) leaves out the entries of that strategy instead of refusing
@@ -49,30 +58,36 @@ pub struct SyncEntry {
 /// could ever apply, and refusing the list would cost every other key in
 /// it (a sync message's, a snapshot's) its exchange. Any other entry that
 /// does not decode refuses the list, as in a build with every strategy,
-/// which decodes the list as it is.
-pub fn sync_entries<'de, D: Deserializer<'de>>(
+/// which decodes the list as it is and leaves nothing out.
+#[allow(clippy::type_complexity)]
+pub fn sync_entries_and_left_out<'de, D: Deserializer<'de>>(
     deserializer: D,
-) -> std::result::Result<Vec<SyncEntry>, D::Error> {
+) -> std::result::Result<(Vec<SyncEntry>, Vec<(FullKey, Error)>), D::Error> {
     #[cfg(all(feature = "merge", feature = "user-resolve"))]
-    return Vec::<SyncEntry>::deserialize(deserializer);
+    return Vec::<SyncEntry>::deserialize(deserializer).map(|entries| (entries, Vec::new()));
     #[cfg(not(all(feature = "merge", feature = "user-resolve")))]
     {
         let raw = Vec::<Box<serde_json::value::RawValue>>::deserialize(deserializer)?;
         let mut entries = Vec::with_capacity(raw.len());
+        let mut left_out = Vec::new();
         for entry in raw {
             match serde_json::from_str::<SyncEntry>(entry.get()) {
                 Ok(decoded) => entries.push(decoded),
-                Err(_) if left_out_state(entry.get()) => {}
-                Err(err) => return Err(de::Error::custom(err)),
+                Err(err) => match left_out_state(entry.get()) {
+                    Some(left) => left_out.push(left),
+                    // Its position counts in the entry, not the input.
+                    None => return Err(de::Error::custom(crate::tagged::without_position(&err))),
+                },
             }
         }
-        Ok(entries)
+        Ok((entries, left_out))
     }
 }
 
-/// Whether an entry's state is of a strategy this build leaves out.
+/// The key of an entry whose state is of a strategy this build leaves
+/// out, with why; `None` for any other entry.
 #[cfg(not(all(feature = "merge", feature = "user-resolve")))]
-fn left_out_state(entry: &str) -> bool {
+fn left_out_state(entry: &str) -> Option<(FullKey, Error)> {
     #[derive(Deserialize)]
     struct Tag<'a> {
         #[serde(borrow)]
@@ -80,11 +95,19 @@ fn left_out_state(entry: &str) -> bool {
     }
     #[derive(Deserialize)]
     struct Entry<'a> {
+        key: FullKey,
         #[serde(borrow)]
         state: Tag<'a>,
     }
-    serde_json::from_str::<Entry<'_>>(entry)
-        .is_ok_and(|entry| crate::strategy::left_out(&entry.state.strategy))
+    let entry = serde_json::from_str::<Entry<'_>>(entry).ok()?;
+    let reason = crate::strategy::left_out(&entry.state.strategy)?;
+    Some((
+        entry.key,
+        Error::Malformed {
+            what: "key state",
+            reason,
+        },
+    ))
 }
 
 /// What a tab holds of one key: a hash of its state's bytes. Equal states

@@ -175,14 +175,16 @@ impl Strategy {
     }
 }
 
-/// Whether `name` is a strategy this build leaves out (a feature it was
-/// built without), rather than one no build knows.
+/// Why `name` is not a strategy of this build, if it is one this build
+/// leaves out (a feature it was built without) rather than one no build
+/// knows.
 #[cfg(not(all(feature = "merge", feature = "user-resolve")))]
-pub(crate) fn left_out(name: &str) -> bool {
-    Strategy::from_name(name).is_err()
-        && NAMES
-            .iter()
-            .any(|(known, feature)| *known == name && feature.is_some())
+pub(crate) fn left_out(name: &str) -> Option<String> {
+    let reason = Strategy::from_name(name).err()?;
+    NAMES
+        .iter()
+        .any(|(known, feature)| *known == name && feature.is_some())
+        .then_some(reason)
 }
 
 impl<'de> Deserialize<'de> for Strategy {

@@ -50,7 +50,7 @@ impl<'de, A: MapAccess<'de>> Content<'_, A> {
 
 /// A decoding error's message without the line and column it names: they
 /// count in the text written back from a buffered value, not in the input.
-fn without_position(err: &serde_json::Error) -> String {
+pub(crate) fn without_position(err: &serde_json::Error) -> String {
     let text = err.to_string();
     let position = format!(" at line {} column {}", err.line(), err.column());
     match text.strip_suffix(&position) {

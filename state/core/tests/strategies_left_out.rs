@@ -195,6 +195,13 @@ mod without_them {
         states: Vec<gaesup_state_core::SyncEntry>,
     }
 
+    /// The same list, with the keys left out.
+    #[derive(serde::Deserialize)]
+    struct Said {
+        #[serde(deserialize_with = "gaesup_state_core::sync_entries_and_left_out")]
+        states: (Vec<gaesup_state_core::SyncEntry>, Vec<(FullKey, Error)>),
+    }
+
     #[test]
     fn a_list_of_states_still_refuses_what_no_build_knows() {
         let states = |strategy: &str| {
@@ -202,10 +209,20 @@ mod without_them {
                 r#"{{"states":[{{"key":"apartment/a/x","schema":1,"state":{{"strategy":"{strategy}","data":{{}}}}}}]}}"#
             )
         };
-        // Left out here: skipped.
+        // Left out here: skipped, and said by key with why.
         for strategy in ["merge", "user_resolve"] {
             let listed: Listed = serde_json::from_str(&states(strategy)).unwrap();
             assert!(listed.states.is_empty(), "{strategy}");
+            let said: Said = serde_json::from_str(&states(strategy)).unwrap();
+            let (kept, left_out) = said.states;
+            assert!(kept.is_empty());
+            match &left_out[..] {
+                [(key, err)] => {
+                    assert_eq!(key.as_str(), "apartment/a/x");
+                    assert!(err.to_string().contains("not in this build"), "{err}");
+                }
+                other => panic!("{strategy}: {other:?}"),
+            }
         }
         // No build knows it: the list is refused, as in a build with
         // every strategy.
