@@ -95,8 +95,10 @@
 //! entry of it is set aside unchanged with the reason ("strategy merge is
 //! not in this build …"), as a corrupt one is, and nothing overwrites it;
 //! in a sync message or a relay's snapshot its states are left out and the
-//! others apply. Its ops are refused as of the wrong strategy, or held for
-//! a key this build has not declared, as any such op is.
+//! others apply (a snapshot's are said in the page's notices, and the
+//! device's cursor moves past them). Its ops are refused as of the wrong
+//! strategy, or held for a key this build has not declared, as any such
+//! op is.
 //!
 //! # Events
 //!
