@@ -166,7 +166,8 @@ fn clippy_host(_: &ToolEnv, _: &mut Tally) -> Result<(), String> {
         ])
         .run()?;
     // The workspace build has every strategy (its features unify); a
-    // build without the optional ones is its own configuration.
+    // build without the optional ones, or with one of them, is a
+    // configuration of its own.
     Cmd::new("cargo")
         .args(["clippy"])
         .args(WITHOUT_OPTIONAL_STRATEGIES)
@@ -178,7 +179,15 @@ fn clippy_host(_: &ToolEnv, _: &mut Tally) -> Result<(), String> {
             "-D",
             "warnings",
         ])
-        .run()
+        .run()?;
+    for feature in ["merge", "user-resolve"] {
+        Cmd::new("cargo")
+            .args(["clippy"])
+            .args(WITHOUT_OPTIONAL_STRATEGIES)
+            .args(["--features", feature, "--lib", "--", "-D", "warnings"])
+            .run()?;
+    }
+    Ok(())
 }
 
 /// `-p` and feature flags selecting the core and the manager without the
