@@ -87,9 +87,11 @@
 //! gaesup-state = { version = "0.1", default-features = false, features = ["merge"] }
 //! ```
 //!
-//! Without a feature, its [`Strategy`] variant does not exist. Cargo turns
-//! a feature on for the whole build if any crate in it asks, so a
-//! dependency with default features brings both back. States of a left-out
+//! `gaesup-state-web` has the same two features, also on by default, so
+//! an app turns them off in both. Without a feature, its [`Strategy`]
+//! variant does not exist. Cargo turns a feature on for the whole build if
+//! any crate in it asks, so a dependency with default features brings
+//! both back. States of a left-out
 //! strategy can still arrive from a build that has it: another version of
 //! the app in another tab, the same origin's storage, a relay. A stored
 //! entry of it is set aside unchanged with the reason ("strategy merge is

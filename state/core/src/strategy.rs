@@ -168,7 +168,7 @@ impl Strategy {
         let all = NAMES.map(|(name, _)| name).join(", ");
         Err(match NAMES.iter().find(|(known, _)| *known == name) {
             Some((_, Some(feature))) => format!(
-                "strategy {name} is not in this build (feature `{feature}` of gaesup-state and gaesup-state-core)"
+                "strategy {name} is not in this build (the gaesup-state crates' feature `{feature}`)"
             ),
             _ => format!("unknown strategy {name:?}: expected one of {all}"),
         })
