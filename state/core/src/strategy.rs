@@ -166,13 +166,22 @@ impl Strategy {
             return Ok(found);
         }
         let all = NAMES.map(|(name, _)| name).join(", ");
-        Err(match NAMES.iter().find(|(known, _)| *known == name) {
-            Some((_, Some(feature))) => format!(
+        Err(match feature_of(name) {
+            Some(feature) => format!(
                 "strategy {name} is not in this build (the gaesup-state crates' feature `{feature}`)"
             ),
-            _ => format!("unknown strategy {name:?}: expected one of {all}"),
+            None => format!("unknown strategy {name:?}: expected one of {all}"),
         })
     }
+}
+
+/// The cargo feature that brings the strategy named `name`; `None` for a
+/// strategy always built and for a name no build knows.
+fn feature_of(name: &str) -> Option<&'static str> {
+    NAMES
+        .iter()
+        .find(|(known, _)| *known == name)
+        .and_then(|(_, feature)| *feature)
 }
 
 /// Why `name` is not a strategy of this build, if it is one this build
@@ -180,11 +189,8 @@ impl Strategy {
 /// knows.
 #[cfg(not(all(feature = "merge", feature = "user-resolve")))]
 pub(crate) fn left_out(name: &str) -> Option<String> {
-    let reason = Strategy::from_name(name).err()?;
-    NAMES
-        .iter()
-        .any(|(known, feature)| *known == name && feature.is_some())
-        .then_some(reason)
+    feature_of(name)?;
+    Strategy::from_name(name).err()
 }
 
 impl<'de> Deserialize<'de> for Strategy {
