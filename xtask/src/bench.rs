@@ -40,16 +40,18 @@ use crate::cmd::{Cmd, root};
 use crate::setup::{self, ToolEnv};
 use crate::suite;
 
-/// The size-probe builds and the benchmark page: (crate directory, dist
-/// directory under target/bench).
-const BUILDS: &[(&str, &str)] = &[
+/// The size probes: (directory of the page's `index.html`, dist directory
+/// under target/bench; its sizes go to `target/bench/size-<dist>.json`).
+const PROBES: &[(&str, &str)] = &[
     ("bench/hello", "hello"),
     ("bench/hello-state", "hello-state"),
     ("bench/hello-state-full", "hello-state-full"),
     ("bench/hello-codecs/json", "hello-json"),
     ("bench/hello-codecs", "hello-codecs"),
-    ("bench/page", "page"),
 ];
+
+/// The benchmark page, built as the probes are.
+const PAGE: (&str, &str) = ("bench/page", "page");
 
 /// Runs every measurement and writes the report.
 pub fn run() -> Result<(), String> {
@@ -78,7 +80,7 @@ pub fn run() -> Result<(), String> {
 
     suite::trunk_release(&env)?;
     sizes(&env, "dist", "size-app.json")?;
-    for (dir, dist) in BUILDS {
+    for (dir, dist) in PROBES.iter().chain([&PAGE]) {
         Cmd::new("trunk")
             .args([
                 "build".to_owned(),
@@ -90,15 +92,13 @@ pub fn run() -> Result<(), String> {
             .env_path(&env)
             .run()?;
     }
-    sizes(&env, "target/bench/hello", "size-hello.json")?;
-    sizes(&env, "target/bench/hello-state", "size-hello-state.json")?;
-    sizes(
-        &env,
-        "target/bench/hello-state-full",
-        "size-hello-state-full.json",
-    )?;
-    sizes(&env, "target/bench/hello-json", "size-hello-json.json")?;
-    sizes(&env, "target/bench/hello-codecs", "size-hello-codecs.json")?;
+    for (_, dist) in PROBES {
+        sizes(
+            &env,
+            &format!("target/bench/{dist}"),
+            &format!("size-{dist}.json"),
+        )?;
+    }
     twiggy(&env)?;
 
     Cmd::new("playwright")
