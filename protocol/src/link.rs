@@ -424,6 +424,12 @@ pub struct Link {
     /// Sockets in a row that opened and ended after such a refusal: the
     /// backoff grows with them, though each socket opened.
     refused_closes: u32,
+    /// This socket brought a frame the link could not read, which may have
+    /// carried ops or a snapshot: the link asked the adapter to close it
+    /// and reads nothing more from it. Ops of a later frame would move
+    /// the cursor past what that one carried, for good; the next socket's
+    /// hello asks again from the cursor instead.
+    unreadable: bool,
     /// The relay had no room for this socket before its welcome
     /// (`too_many_connections`: its token's subject holds all of the
     /// node's connections it may, or newer sockets took its place before
@@ -585,6 +591,7 @@ impl Link {
             failures: 0,
             opened: false,
             refused_for_now: false,
+            unreadable: false,
             refused_closes: 0,
             refused_full: false,
             socket_retry_at_ms: None,
@@ -943,6 +950,7 @@ impl Link {
         self.opened = true;
         self.refused_for_now = false;
         self.refused_full = false;
+        self.unreadable = false;
         self.last_heard_ms = now_ms;
         self.connection_ended();
         self.forbidden.clear();
@@ -975,7 +983,10 @@ impl Link {
         // reason to come back sooner: the wait grows as for a failure,
         // without falling back to HTTP (whose reads the relay would count
         // the same).
-        let refused_for_now = std::mem::take(&mut self.refused_for_now);
+        // So does one closed for a frame it could not read: a relay (or
+        // a proxy) that garbles one is likely to garble it again.
+        let refused_for_now =
+            std::mem::take(&mut self.refused_for_now) | std::mem::take(&mut self.unreadable);
         let full = std::mem::take(&mut self.refused_full);
         if self.opened && !full {
             self.failures = 0;
@@ -1047,12 +1058,26 @@ impl Link {
         storage: &mut dyn Storage,
         socket: bool,
     ) -> LinkOutput {
-        self.last_heard_ms = now_ms;
         let mut out = LinkOutput::default();
+        if socket && self.unreadable {
+            // Asked to close: what follows an unread frame is not read.
+            return out;
+        }
+        self.last_heard_ms = now_ms;
         let message = match ServerMessage::decode(text) {
             Ok(message) => message,
             Err(err) => {
-                out.error = Some((err.code.to_owned(), err.message));
+                let mut message = err.message;
+                // Over HTTP nothing follows an answer on its connection:
+                // the next pull asks from the cursor anyway.
+                if socket && ServerMessage::may_carry_state(text) {
+                    self.unreadable = true;
+                    out.close = true;
+                    message.push_str(
+                        "; the socket is closed so that nothing after it moves this device past what it held, and is opened again later",
+                    );
+                }
+                out.error = Some((err.code.to_owned(), message));
                 return out;
             }
         };
@@ -2852,6 +2877,137 @@ mod tests {
         let pong = ServerMessage::Pong(Ping { at: 11 }).encode().unwrap();
         feed(&mut link, &pong, 12, &mut storage);
         assert_eq!(link.on_close(0.0, 13), Some(250));
+    }
+
+    /// An ops frame of the apartment stream carrying `n` at `seq`.
+    fn count_at(store: &mut Replica, seq: u64, n: i64) -> String {
+        ServerMessage::Ops(crate::message::OpsBody {
+            stream: "apartment:main".parse().unwrap(),
+            ops: vec![Sequenced {
+                seq,
+                op: op(store, n),
+            }],
+            head: seq,
+            through: None,
+        })
+        .encode()
+        .unwrap()
+    }
+
+    /// Frames a broken or hostile relay (or a proxy) might send in place
+    /// of `frame`, an ops frame of the count op: an op of a kind this
+    /// build does not know (a newer writer's), cut short, not JSON at all,
+    /// and another protocol version.
+    fn garbled(frame: &str) -> Vec<String> {
+        let unknown = frame.replacen(r#""kind":"count""#, r#""kind":"frobnicate""#, 1);
+        assert_ne!(unknown, frame, "the frame carries a count op");
+        let newer = frame.replacen(r#""v":1"#, r#""v":99"#, 1);
+        assert_ne!(newer, frame, "the frame says its version");
+        vec![
+            unknown,
+            frame[..frame.len() / 2].to_owned(),
+            String::from("\u{1}garbage"),
+            newer,
+        ]
+    }
+
+    #[test]
+    fn an_unreadable_frame_on_a_socket_closes_it_before_anything_after_moves_the_cursor() {
+        let main: StreamId = "apartment:main".parse().unwrap();
+        for (case, bad) in garbled(&count_at(
+            &mut Replica::new(TabId::new(1), ManualClock::new(1_000)),
+            2,
+            2,
+        ))
+        .into_iter()
+        .enumerate()
+        {
+            let mut storage = MemoryStorage::new();
+            let mut store = Replica::new(TabId::new(2), ManualClock::new(1_000));
+            let mut link = link(&storage);
+            link.on_open(0);
+            feed(&mut link, &welcome(10_000), 0, &mut storage);
+            // Op 1 is applied and saved.
+            let out = feed(&mut link, &count_at(&mut store, 1, 1), 1, &mut storage);
+            assert_eq!(out.ops.len(), 1, "case {case}");
+            link.save_cursor(&main, 1, &mut storage);
+            // Op 2's frame cannot be read: the link says why and asks for
+            // the socket to close.
+            let out = feed(&mut link, &bad, 2, &mut storage);
+            assert!(out.close, "case {case}: {bad}");
+            assert!(out.ops.is_empty() && out.send.is_empty(), "case {case}");
+            let (_, message) = out.error.expect("said");
+            assert!(
+                message.contains("the socket is closed"),
+                "case {case}: {message}"
+            );
+            // Op 3 comes on the same socket before it closes: not taken,
+            // or its cursor would skip op 2 for good.
+            let out = feed(&mut link, &count_at(&mut store, 3, 3), 3, &mut storage);
+            assert!(out.ops.is_empty() && out.error.is_none(), "case {case}");
+            assert_eq!(link.cursor(&main), 1, "case {case}");
+            // The next socket asks again from op 1, after a wait that grows
+            // while the relay keeps sending what cannot be read.
+            let mut delays = vec![link.on_close(0.0, 4)];
+            for now in 5..7 {
+                let hello = link.on_open(now).join("");
+                assert!(hello.contains(r#""cursor":1"#), "case {case}: {hello}");
+                feed(&mut link, &welcome(10_000), now, &mut storage);
+                assert!(feed(&mut link, &bad, now, &mut storage).close);
+                delays.push(link.on_close(0.0, now));
+            }
+            assert_eq!(delays, [Some(500), Some(1_000), Some(2_000)], "case {case}");
+            assert_eq!(link.status(), &LinkStatus::Offline, "case {case}: no HTTP");
+            // A socket that brings op 2 readable takes it, and the rest.
+            link.on_open(8);
+            feed(&mut link, &welcome(10_000), 8, &mut storage);
+            let out = feed(&mut link, &count_at(&mut store, 2, 2), 8, &mut storage);
+            assert_eq!(out.ops.len(), 1, "case {case}");
+            assert_eq!(out.error, None, "case {case}");
+            // And a clean close after it waits as little as ever.
+            assert_eq!(link.on_close(0.0, 9), Some(250), "case {case}");
+        }
+    }
+
+    #[test]
+    fn frames_that_cannot_carry_ops_or_states_do_not_close_the_socket() {
+        let mut storage = MemoryStorage::new();
+        let mut store = Replica::new(TabId::new(1), ManualClock::new(1_000));
+        let mut link = link(&storage);
+        link.on_open(0);
+        feed(&mut link, &welcome(10_000), 0, &mut storage);
+        let pong = ServerMessage::Pong(Ping { at: 1 }).encode().unwrap();
+        let unreadable = [
+            // A message type a newer relay may send.
+            r#"{"v":1,"type":"news","body":{}}"#.to_owned(),
+            // Messages of known types that carry no ops and no states.
+            pong.replacen(r#""at":1"#, r#""at":"one""#, 1),
+            r#"{"v":1,"type":"ack","body":{"acks":7}}"#.to_owned(),
+        ];
+        for text in &unreadable {
+            let out = feed(&mut link, text, 1, &mut storage);
+            assert!(out.error.is_some(), "{text}");
+            assert!(!out.close, "{text}");
+        }
+        // The socket is read on.
+        let out = feed(&mut link, &count_at(&mut store, 1, 1), 2, &mut storage);
+        assert_eq!(out.ops.len(), 1);
+    }
+
+    #[test]
+    fn over_http_an_unreadable_answer_is_not_taken_and_the_next_pull_asks_again() {
+        let main: StreamId = "apartment:main".parse().unwrap();
+        let mut storage = MemoryStorage::new();
+        let mut store = Replica::new(TabId::new(1), ManualClock::new(1_000));
+        let mut link = link(&storage);
+        let frame = count_at(&mut store, 1, 1);
+        for bad in garbled(&frame) {
+            let out = link.on_http(200, &bad, 1, &mut storage);
+            assert!(out.error.is_some() && out.ops.is_empty(), "{bad}");
+            assert!(link.http_pull(&main, 0).contains("cursor=0&"));
+        }
+        let out = link.on_http(200, &frame, 2, &mut storage);
+        assert_eq!(out.ops.len(), 1);
     }
 
     #[test]

@@ -632,6 +632,19 @@ impl ServerMessage {
             }
         })
     }
+
+    /// Whether `text`, which [`decode`](Self::decode) refused, may have
+    /// carried ops or a snapshot: its type says so, or its envelope cannot
+    /// be read far enough to tell (not JSON, too large, too deep, another
+    /// protocol version). A message of a type this build does not know
+    /// (from a newer relay) is not counted: nothing of what a device
+    /// follows comes in one.
+    pub fn may_carry_state(text: &str) -> bool {
+        match open(text, MAX_MESSAGE_BYTES) {
+            Ok((kind, _)) => matches!(kind.as_str(), "ops" | "snapshot"),
+            Err(_) => true,
+        }
+    }
 }
 
 #[cfg(test)]
