@@ -67,7 +67,7 @@ pub use link::{
 };
 pub use message::{
     Ack, AckStatus, Acks, ClientMessage, ErrorBody, Hello, Limits, OpsBody, PROTOCOL_VERSION, Ping,
-    ProtocolError, Push, ServerMessage, Snapshot, Welcome,
+    ProtocolError, Push, ServerMessage, Snapshot, UNREADABLE_SAID, Welcome,
 };
 pub use stream::{Sequenced, StreamId, Subscription};
 

@@ -518,6 +518,18 @@ pub struct Link {
 
 /// The stream an ops or snapshot message carries, and what to call the
 /// message.
+/// What a device says of ops of `stream` it cannot read.
+fn unreadable_ops(stream: &StreamId, unreadable: &[(u64, String)]) -> String {
+    let mut text = format!(
+        "the relay sent {} op(s) of stream {stream} this version cannot read; this page takes the others, and a reload fetches these again",
+        unreadable.len()
+    );
+    for (seq, why) in unreadable.iter().take(crate::message::UNREADABLE_SAID) {
+        text.push_str(&format!("; op {seq}: {why}"));
+    }
+    text
+}
+
 fn carried(message: &ServerMessage) -> Option<(&StreamId, &'static str)> {
     match message {
         ServerMessage::Ops(body) => Some((&body.stream, "ops")),
@@ -1172,8 +1184,21 @@ impl Link {
                 }
                 self.socket_caught_up();
             }
-            ServerMessage::Ops(body) => {
+            ServerMessage::Ops(mut body) => {
                 self.heard.insert(body.stream.clone());
+                if let Some(first) = body.unreadable.iter().map(|(seq, _)| *seq).min() {
+                    // Ops this version cannot read (a newer one's): the
+                    // stored cursor stays before them, so a later page
+                    // fetches them again; this page takes the rest, and
+                    // its cursor moves past them as past ops not for it.
+                    self.pin_cursor(&body.stream, first.saturating_sub(1));
+                    let past = body.unreadable.iter().map(|(seq, _)| *seq).max();
+                    body.through = body.through.max(past);
+                    out.error = Some((
+                        crate::code::MALFORMED.to_owned(),
+                        unreadable_ops(&body.stream, &body.unreadable),
+                    ));
+                }
                 let last = body.ops.last().map(|last| last.seq);
                 // Ops this device may not read, between its last op and
                 // `through`: its cursor moves past them too (once the ops
@@ -2387,12 +2412,12 @@ mod tests {
 
     /// The main stream's ops message with no ops, saying `head`.
     fn no_ops(head: u64) -> String {
-        ServerMessage::Ops(crate::message::OpsBody {
-            stream: "apartment:main".parse().unwrap(),
-            ops: Vec::new(),
+        ServerMessage::Ops(crate::message::OpsBody::new(
+            "apartment:main".parse().unwrap(),
+            Vec::new(),
             head,
-            through: None,
-        })
+            None,
+        ))
         .encode()
         .unwrap()
     }
@@ -2501,12 +2526,12 @@ mod tests {
         let before = storage.keys().unwrap();
         for n in 0..50 {
             let stream: StreamId = format!("apartment:stranger{n}").parse().unwrap();
-            let ops = ServerMessage::Ops(crate::message::OpsBody {
-                stream: stream.clone(),
-                ops: Vec::new(),
-                head: 7,
-                through: Some(7),
-            })
+            let ops = ServerMessage::Ops(crate::message::OpsBody::new(
+                stream.clone(),
+                Vec::new(),
+                7,
+                Some(7),
+            ))
             .encode()
             .unwrap();
             let out = feed(&mut link, &ops, 1, &mut storage);
@@ -2835,12 +2860,12 @@ mod tests {
         assert!(hello.contains(r#""cursor":7"#), "{hello}");
         link.on_open(9);
         feed(&mut link, &welcome(10_000), 10, &mut storage);
-        let caught_up = ServerMessage::Ops(crate::message::OpsBody {
-            stream: main.clone(),
-            ops: Vec::new(),
-            head: 7,
-            through: None,
-        });
+        let caught_up = ServerMessage::Ops(crate::message::OpsBody::new(
+            main.clone(),
+            Vec::new(),
+            7,
+            None,
+        ));
         feed(&mut link, &caught_up.encode().unwrap(), 10, &mut storage);
         let pong = ServerMessage::Pong(Ping { at: 10 }).encode().unwrap();
         feed(&mut link, &pong, 11, &mut storage);
@@ -2881,34 +2906,145 @@ mod tests {
 
     /// An ops frame of the apartment stream carrying `n` at `seq`.
     fn count_at(store: &mut Replica, seq: u64, n: i64) -> String {
-        ServerMessage::Ops(crate::message::OpsBody {
-            stream: "apartment:main".parse().unwrap(),
-            ops: vec![Sequenced {
+        ServerMessage::Ops(crate::message::OpsBody::new(
+            "apartment:main".parse().unwrap(),
+            vec![Sequenced {
                 seq,
                 op: op(store, n),
             }],
-            head: seq,
-            through: None,
-        })
+            seq,
+            None,
+        ))
         .encode()
         .unwrap()
     }
 
     /// Frames a broken or hostile relay (or a proxy) might send in place
-    /// of `frame`, an ops frame of the count op: an op of a kind this
-    /// build does not know (a newer writer's), cut short, not JSON at all,
-    /// and another protocol version.
+    /// of `frame`, an ops frame: cut short, not JSON at all, another
+    /// protocol version, and an op without its number.
     fn garbled(frame: &str) -> Vec<String> {
-        let unknown = frame.replacen(r#""kind":"count""#, r#""kind":"frobnicate""#, 1);
-        assert_ne!(unknown, frame, "the frame carries a count op");
         let newer = frame.replacen(r#""v":1"#, r#""v":99"#, 1);
         assert_ne!(newer, frame, "the frame says its version");
+        let unnumbered = frame.replacen(r#""seq":"#, r#""sequence":"#, 1);
+        assert_ne!(unnumbered, frame, "the frame numbers its ops");
         vec![
-            unknown,
             frame[..frame.len() / 2].to_owned(),
             String::from("\u{1}garbage"),
             newer,
+            unnumbered,
         ]
+    }
+
+    /// `frame` with the kind of its `nth` count op (from 0) renamed to one
+    /// no version writes, as if a newer version wrote it.
+    fn newer_kind(frame: &str, nth: usize) -> String {
+        let kind = r#""kind":"count""#;
+        let (at, _) = frame
+            .match_indices(kind)
+            .nth(nth)
+            .expect("that many count ops");
+        format!(
+            "{}\"kind\":\"frobnicate\"{}",
+            &frame[..at],
+            &frame[at + kind.len()..]
+        )
+    }
+
+    /// An ops frame of the apartment stream: counts `1..=n` at numbers
+    /// `from..`, its head the last.
+    fn counts_from(store: &mut Replica, from: u64, n: i64) -> String {
+        let ops: Vec<_> = (1..=n)
+            .zip(from..)
+            .map(|(count, seq)| Sequenced {
+                seq,
+                op: op(store, count),
+            })
+            .collect();
+        let head = ops.last().map_or(from, |last| last.seq);
+        ServerMessage::Ops(crate::message::OpsBody::new(
+            "apartment:main".parse().unwrap(),
+            ops,
+            head,
+            None,
+        ))
+        .encode()
+        .unwrap()
+    }
+
+    #[test]
+    fn ops_this_version_cannot_read_are_said_and_fetched_again_by_a_later_page() {
+        let main: StreamId = "apartment:main".parse().unwrap();
+        let mut storage = MemoryStorage::new();
+        let mut store = Replica::new(TabId::new(2), ManualClock::new(1_000));
+        let mut link = link(&storage);
+        link.on_open(0);
+        feed(&mut link, &welcome(10_000), 0, &mut storage);
+        // Ops 1 to 3, the second of a kind a newer version writes: the
+        // others are taken, the socket stays.
+        let frame = newer_kind(&counts_from(&mut store, 1, 3), 1);
+        let out = feed(&mut link, &frame, 1, &mut storage);
+        assert!(!out.close);
+        let taken: Vec<u64> = out
+            .ops
+            .iter()
+            .flat_map(|(_, ops)| ops.iter().map(|s| s.seq))
+            .collect();
+        assert_eq!(taken, [1, 3]);
+        let (code, message) = out.error.expect("said");
+        assert_eq!(code, crate::code::MALFORMED);
+        assert!(
+            message.contains("1 op(s) of stream apartment:main"),
+            "{message}"
+        );
+        assert!(message.contains("op 2: "), "{message}");
+        assert!(message.contains("frobnicate"), "{message}");
+        link.save_cursor(&main, 3, &mut storage);
+        // This page asks on from op 3; a later one from op 1.
+        assert_eq!(link.cursor(&main), 3);
+        assert_eq!(self::link(&storage).cursor(&main), 1);
+        // A frame of nothing but such ops moves this page past them (over
+        // HTTP it would otherwise ask for them again at once, forever).
+        let only = newer_kind(&count_at(&mut store, 4, 4), 0);
+        let out = feed(&mut link, &only, 2, &mut storage);
+        assert!(out.ops.is_empty() && out.error.is_some() && !out.close);
+        assert_eq!(link.cursor(&main), 4);
+        assert!(link.http_pull(&main, 0).contains("cursor=4&"));
+        assert_eq!(self::link(&storage).cursor(&main), 1);
+        // Readable ops after them are taken as ever.
+        let out = feed(&mut link, &count_at(&mut store, 5, 5), 3, &mut storage);
+        assert_eq!(out.ops.len(), 1);
+        assert_eq!(out.error, None);
+        // A later page (a version that reads them) fetches them again.
+        let mut later = self::link(&storage);
+        let hello = later.on_open(4).join("");
+        assert!(hello.contains(r#""cursor":1"#), "{hello}");
+    }
+
+    #[test]
+    fn a_message_of_thousands_of_unreadable_ops_says_why_of_a_few() {
+        let mut store = Replica::new(TabId::new(2), ManualClock::new(1_000));
+        let mut frame = counts_from(&mut store, 1, 50);
+        for _ in 0..50 {
+            frame = newer_kind(&frame, 0);
+        }
+        let body = ServerMessage::decode(&frame).unwrap();
+        let ServerMessage::Ops(body) = body else {
+            panic!("ops");
+        };
+        assert!(body.ops.is_empty());
+        let seqs: Vec<u64> = body.unreadable.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(seqs, (1..=50).collect::<Vec<_>>());
+        let said = body
+            .unreadable
+            .iter()
+            .filter(|(_, why)| !why.is_empty())
+            .count();
+        assert_eq!(said, crate::message::UNREADABLE_SAID);
+        assert!(
+            body.unreadable
+                .iter()
+                .all(|(_, why)| why.chars().count() <= 81)
+        );
     }
 
     #[test]
@@ -3109,12 +3245,12 @@ mod tests {
         let mut link = link(&storage);
         let main: StreamId = "apartment:main".parse().unwrap();
         let ops = |ops: Vec<Sequenced>, head, through| {
-            ServerMessage::Ops(crate::message::OpsBody {
-                stream: "apartment:main".parse().unwrap(),
+            ServerMessage::Ops(crate::message::OpsBody::new(
+                "apartment:main".parse().unwrap(),
                 ops,
                 head,
                 through,
-            })
+            ))
             .encode()
             .unwrap()
         };
@@ -3259,24 +3395,24 @@ mod tests {
         assert_eq!(link.waiting(), 2, "kept until a re-base carries them");
         assert!(link.http_push(2).is_none());
         // Ops short of the head: not caught up yet.
-        let behind = ServerMessage::Ops(crate::message::OpsBody {
-            stream: "apartment:main".parse().unwrap(),
-            ops: vec![Sequenced {
+        let behind = ServerMessage::Ops(crate::message::OpsBody::new(
+            "apartment:main".parse().unwrap(),
+            vec![Sequenced {
                 seq: 1,
                 op: x.clone(),
             }],
-            head: 2,
-            through: None,
-        });
+            2,
+            None,
+        ));
         let out = feed(&mut link, &behind.encode().unwrap(), 3, &mut storage);
         assert!(out.rebase.is_empty());
         // Caught up with the stream: re-base now.
-        let caught_up = ServerMessage::Ops(crate::message::OpsBody {
-            stream: "apartment:main".parse().unwrap(),
-            ops: Vec::new(),
-            head: 0,
-            through: None,
-        });
+        let caught_up = ServerMessage::Ops(crate::message::OpsBody::new(
+            "apartment:main".parse().unwrap(),
+            Vec::new(),
+            0,
+            None,
+        ));
         let out = feed(&mut link, &caught_up.encode().unwrap(), 3, &mut storage);
         assert_eq!(out.rebase.len(), 1, "one re-base per key");
         assert_eq!(out.rebase[0].key, x.key);

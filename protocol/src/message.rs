@@ -285,6 +285,7 @@ pub struct Acks {
 
 /// Ops of a stream the device had not seen, in order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "OpsWire")]
 pub struct OpsBody {
     /// The stream.
     pub stream: StreamId,
@@ -301,6 +302,92 @@ pub struct OpsBody {
     /// never say it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub through: Option<u64>,
+    /// The ops this build could not read as it decoded the message, by
+    /// number, with why for the first [`UNREADABLE_SAID`] (empty after
+    /// them; an op of a kind a newer version writes, say):
+    /// not in `ops`. The device takes the others, and keeps its stored
+    /// cursor before these, so that a later page (of a version that reads
+    /// them) fetches them again. Never sent.
+    #[serde(skip)]
+    pub unreadable: Vec<(u64, String)>,
+}
+
+impl OpsBody {
+    /// Ops `ops` of `stream`, whose head is `head`, covering up to
+    /// `through` (see the fields).
+    pub fn new(stream: StreamId, ops: Vec<Sequenced>, head: u64, through: Option<u64>) -> Self {
+        Self {
+            stream,
+            ops,
+            head,
+            through,
+            unreadable: Vec::new(),
+        }
+    }
+}
+
+/// [`OpsBody`] as it is decoded: its ops one by one.
+#[derive(Deserialize)]
+struct OpsWire {
+    stream: StreamId,
+    #[serde(deserialize_with = "readable_ops")]
+    ops: (Vec<Sequenced>, Vec<(u64, String)>),
+    head: u64,
+    #[serde(default)]
+    through: Option<u64>,
+}
+
+impl From<OpsWire> for OpsBody {
+    fn from(wire: OpsWire) -> Self {
+        let (ops, unreadable) = wire.ops;
+        Self {
+            stream: wire.stream,
+            ops,
+            head: wire.head,
+            through: wire.through,
+            unreadable,
+        }
+    }
+}
+
+/// How many unreadable ops of a message [`OpsBody::unreadable`] says why
+/// of.
+pub const UNREADABLE_SAID: usize = 3;
+
+/// Decodes a list of ops one by one: those this build reads, and the
+/// numbers of those it does not, with why. An item whose number cannot
+/// be read either refuses the list: nothing would say what was missed.
+#[allow(clippy::type_complexity)]
+fn readable_ops<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<(Vec<Sequenced>, Vec<(u64, String)>), D::Error> {
+    #[derive(Deserialize)]
+    struct Numbered {
+        seq: u64,
+    }
+    let raw = Vec::<Box<RawValue>>::deserialize(deserializer)?;
+    let mut ops = Vec::with_capacity(raw.len());
+    let mut unreadable = Vec::new();
+    for item in raw {
+        match serde_json::from_str::<Sequenced>(item.get()) {
+            Ok(op) => ops.push(op),
+            Err(err) => {
+                // Its position counts in the item, not the message. Why
+                // is said for the first few only (a hostile message could
+                // hold thousands).
+                let why = if unreadable.len() < UNREADABLE_SAID {
+                    gaesup_state_core::preview(&gaesup_state_core::decode_error_text(&err))
+                } else {
+                    String::new()
+                };
+                match serde_json::from_str::<Numbered>(item.get()) {
+                    Ok(numbered) => unreadable.push((numbered.seq, why)),
+                    Err(_) => return Err(serde::de::Error::custom(why)),
+                }
+            }
+        }
+    }
+    Ok((ops, unreadable))
 }
 
 /// The state of a stream, for a device whose cursor is older than the log

@@ -2320,12 +2320,7 @@ impl State {
 
 /// "Nothing after your cursor": `stream`'s head is `head`.
 pub(crate) fn nothing_missed(stream: StreamId, head: u64) -> ServerMessage {
-    ServerMessage::Ops(OpsBody {
-        stream,
-        ops: Vec::new(),
-        head,
-        through: None,
-    })
+    ServerMessage::Ops(OpsBody::new(stream, Vec::new(), head, None))
 }
 
 /// `ops` as messages that each fit a frame (at least one message).
@@ -2343,12 +2338,12 @@ pub(crate) fn ops_messages(
     for op in ops {
         let len = encoded_len(&op, MAX_MESSAGE_BYTES);
         if !chunk.is_empty() && size + len > MAX_MESSAGE_BYTES - FRAME_SLACK {
-            messages.push(ServerMessage::Ops(OpsBody {
-                stream: id.clone(),
-                ops: std::mem::take(&mut chunk),
+            messages.push(ServerMessage::Ops(OpsBody::new(
+                id.clone(),
+                std::mem::take(&mut chunk),
                 head,
-                through: None,
-            }));
+                None,
+            )));
             size = 0;
         }
         size += len;
@@ -2356,12 +2351,12 @@ pub(crate) fn ops_messages(
     }
     if !chunk.is_empty() || messages.is_empty() {
         let last = chunk.last().map_or(0, |op| op.seq);
-        messages.push(ServerMessage::Ops(OpsBody {
-            stream: id.clone(),
-            ops: chunk,
+        messages.push(ServerMessage::Ops(OpsBody::new(
+            id.clone(),
+            chunk,
             head,
-            through: (through > last).then_some(through),
-        }));
+            (through > last).then_some(through),
+        )));
     }
     messages
 }

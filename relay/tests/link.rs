@@ -56,10 +56,9 @@ struct Browser {
     rebases: Vec<gaesup_state_core::Op>,
     /// Re-bases put off: the key was not declared on this page.
     put_off: usize,
-    /// Ops frames still to garble on their way in, as a broken proxy (or
-    /// a relay of a newer version, with an op of a kind this build does
-    /// not know) would: their first op's kind is renamed.
-    garble_ops: usize,
+    /// How to garble the next ops frames that carry ops on their way in,
+    /// in turn (a broken proxy, a relay or writer of a newer version).
+    garble: Vec<fn(&str) -> String>,
 }
 
 fn streams() -> Vec<StreamId> {
@@ -94,7 +93,7 @@ impl Browser {
             errors: Vec::new(),
             rebases: Vec::new(),
             put_off: 0,
-            garble_ops: 0,
+            garble: Vec::new(),
         }
     }
 
@@ -134,7 +133,7 @@ impl Browser {
             errors: Vec::new(),
             rebases: Vec::new(),
             put_off: 0,
-            garble_ops: 0,
+            garble: Vec::new(),
         }
     }
 
@@ -415,10 +414,8 @@ impl Browser {
             Err(_) => {}
             Ok(Some(Ok(Message::Text(text)))) => {
                 let mut text = text.as_str().to_owned();
-                let kind = r#""payload":{"kind":""#;
-                if self.garble_ops > 0 && text.contains(kind) {
-                    self.garble_ops -= 1;
-                    text = text.replacen(kind, &format!("{kind}frobnicated_"), 1);
+                if !self.garble.is_empty() && text.contains(r#""payload":"#) {
+                    text = self.garble.remove(0)(&text);
                 }
                 let out = self.link.on_text(&text, now_ms(), &mut self.storage);
                 let (frames, close) = self.apply(out);
@@ -558,44 +555,92 @@ async fn offline_edits_survive_a_reload_and_reach_another_device(backend: Backen
         .await;
 }
 
+/// An ops frame cut short, as a broken proxy might pass it on.
+fn cut_short(frame: &str) -> String {
+    frame[..frame.len() / 2].to_owned()
+}
+
+/// An ops frame whose first op is of a kind no version writes yet, as a
+/// writer of a newer version might send it.
+fn newer_kind(frame: &str) -> String {
+    let kind = r#""payload":{"kind":""#;
+    frame.replacen(kind, &format!("{kind}frobnicated_"), 1)
+}
+
+/// A writes a line of the cart, then another, to the cart B follows; the
+/// frame that brings B the first is garbled by `garble`. Returns A and B
+/// once B has the second line, and the cart with both.
+async fn a_garbled_line(
+    relay: &Relay,
+    garble: fn(&str) -> String,
+) -> (Browser, Browser, serde_json::Value) {
+    let mut a = Browser::new(1, Some(main_rw()));
+    let mut b = Browser::new(2, Some(main_rw()));
+    for device in [&mut a, &mut b] {
+        device
+            .pump_until(relay, "connected", |d| {
+                d.link.status() == &LinkStatus::Connected
+            })
+            .await;
+    }
+    // A merge key: each write carries only the lines it changed, so one
+    // skipped is lost for good (a counter's carries its writer's total,
+    // which a later one brings too).
+    b.garble = vec![garble];
+    a.cart(lines(&[("apple", 1)]));
+    a.pump_until(relay, "A's apple is acknowledged", Browser::flushed)
+        .await;
+    b.pump_until(relay, "B got the garbled frame", |b| b.garble.is_empty())
+        .await;
+    a.cart(lines(&[("apple", 1), ("pear", 2)]));
+    a.pump_until(relay, "A's pear is acknowledged", Browser::flushed)
+        .await;
+    b.pump_until(relay, "B has A's pear", |b| {
+        b.read("cart").get("pear").is_some()
+    })
+    .await;
+    let both = lines(&[("apple", 1), ("pear", 2)]);
+    assert_eq!(a.read("cart"), both);
+    (a, b, both)
+}
+
 /// A frame the device cannot read arrives between two it can (a broken
-/// proxy, a relay of a newer version): the device does not take the next
-/// one, whose cursor would move past it, but closes the socket and asks
-/// again from its cursor, so nothing of the unread frame is lost.
+/// proxy): the device does not take the next one, whose cursor would
+/// move past it, but closes the socket and asks again from its cursor, so
+/// nothing of the unread frame is lost.
 async fn an_unreadable_ops_frame_is_fetched_again_not_skipped(backend: Backend) {
     tokio::task::LocalSet::new()
         .run_until(async {
             let relay = Relay::on(backend, &[]);
-            let mut a = Browser::new(1, Some(main_rw()));
-            let mut b = Browser::new(2, Some(main_rw()));
-            for device in [&mut a, &mut b] {
-                device
-                    .pump_until(&relay, "connected", |d| {
-                        d.link.status() == &LinkStatus::Connected
-                    })
-                    .await;
-            }
-            // A merge key: each write carries only the lines it changed,
-            // so one skipped is lost for good (a counter's carries its
-            // writer's total, which a later one brings too).
-            b.garble_ops = 1;
-            a.cart(lines(&[("apple", 1)]));
-            a.pump_until(&relay, "A's apple is acknowledged", Browser::flushed)
-                .await;
-            b.pump_until(&relay, "B got a frame it cannot read", |b| {
-                b.garble_ops == 0
-            })
-            .await;
-            a.cart(lines(&[("apple", 1), ("pear", 2)]));
-            a.pump_until(&relay, "A's pear is acknowledged", Browser::flushed)
-                .await;
-            let both = lines(&[("apple", 1), ("pear", 2)]);
-            b.pump_until(&relay, "B has A's apple and pear", |b| {
+            let (a, b, both) = a_garbled_line(&relay, cut_short).await;
+            assert_eq!(b.read("cart"), both, "the apple came again");
+            assert_eq!(b.errors, [gaesup_protocol::code::MALFORMED]);
+            assert_eq!(b.link.status(), &LinkStatus::Connected);
+            assert_eq!(a.device.store.states(), b.device.store.states());
+        })
+        .await;
+}
+
+/// An op of a kind this version cannot read (a newer writer's) arrives
+/// between two it can: the device takes the others and goes on, and keeps
+/// its stored cursor before that op, so its next page (a version that
+/// reads it, here the same with the op intact) fetches it again.
+async fn an_op_this_version_cannot_read_is_fetched_again_by_the_next_page(backend: Backend) {
+    tokio::task::LocalSet::new()
+        .run_until(async {
+            let relay = Relay::on(backend, &[]);
+            let (a, b, both) = a_garbled_line(&relay, newer_kind).await;
+            assert_eq!(
+                b.read("cart"),
+                lines(&[("pear", 2)]),
+                "the apple is not read"
+            );
+            assert_eq!(b.errors, [gaesup_protocol::code::MALFORMED]);
+            let mut b = b.reload(12, Some(main_rw()));
+            b.pump_until(&relay, "B's next page has the apple", |b| {
                 b.read("cart") == both
             })
             .await;
-            assert_eq!(b.errors, [gaesup_protocol::code::MALFORMED]);
-            assert_eq!(b.link.status(), &LinkStatus::Connected);
             assert_eq!(a.device.store.states(), b.device.store.states());
         })
         .await;
@@ -1417,6 +1462,7 @@ support::on_both_backends!(
     over_http_alone_a_device_keeps_to_the_relay_s_limits,
     offline_edits_survive_a_reload_and_reach_another_device,
     an_unreadable_ops_frame_is_fetched_again_not_skipped,
+    an_op_this_version_cannot_read_is_fetched_again_by_the_next_page,
     a_refused_token_stops_the_link_and_the_edits_stay,
     blocked_websockets_fall_back_to_http_and_still_sync,
     a_device_away_past_the_horizon_rebases_its_counter_and_nothing_is_lost,

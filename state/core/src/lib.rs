@@ -212,3 +212,10 @@ pub use strategy::{FieldEntry, MergeState};
 #[cfg(feature = "user-resolve")]
 pub use strategy::{ResolveState, Seen};
 pub use transport::{BusEndpoint, MemoryBus, Transport};
+
+/// A decoding error's message without the line and column it names: for
+/// a part of the input decoded on its own (an item of a list read raw),
+/// whose position counts in the part, not in the input.
+pub fn decode_error_text(err: &serde_json::Error) -> String {
+    tagged::without_position(err)
+}
