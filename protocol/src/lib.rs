@@ -118,6 +118,11 @@ pub mod code {
     /// with a token of another subject than before, or when a peer took its
     /// tab after 30 days without an op.
     pub const TAB_TAKEN: &str = "tab_taken";
+    /// Said by a device, never by a relay: the relay sent ops or states
+    /// this version of the app cannot read (a newer version wrote them).
+    /// The device takes the rest and keeps its stored cursor before them,
+    /// so the next page of an updated app fetches them.
+    pub const UNREADABLE: &str = "unreadable";
     /// The relay is shutting down; reconnect to it or another node.
     pub const SHUTTING_DOWN: &str = "shutting_down";
     /// The relay failed to store the op (nothing was acknowledged).

@@ -516,20 +516,16 @@ pub struct Link {
     forbidden: VecSet<StreamId>,
 }
 
-/// The stream an ops or snapshot message carries, and what to call the
-/// message.
-/// What a device says of ops of `stream` it cannot read.
-fn unreadable_ops(stream: &StreamId, unreadable: &[(u64, String)]) -> String {
-    let mut text = format!(
-        "the relay sent {} op(s) of stream {stream} this version cannot read; this page takes the others, and a reload fetches these again",
-        unreadable.len()
-    );
-    for (seq, why) in unreadable.iter().take(crate::message::UNREADABLE_SAID) {
-        text.push_str(&format!("; op {seq}: {why}"));
-    }
-    text
+/// What a device says of ops of `stream` it cannot read: the same words
+/// each time (a page shows each notice once), whatever the ops.
+fn unreadable_ops(stream: &StreamId) -> String {
+    format!(
+        "changes to {stream} that this version of the app cannot read (a newer version wrote them); this page takes the rest, and the next page of the updated app fetches them"
+    )
 }
 
+/// The stream an ops or snapshot message carries, and what to call the
+/// message.
 fn carried(message: &ServerMessage) -> Option<(&StreamId, &'static str)> {
     match message {
         ServerMessage::Ops(body) => Some((&body.stream, "ops")),
@@ -1076,7 +1072,7 @@ impl Link {
             return out;
         }
         self.last_heard_ms = now_ms;
-        let message = match ServerMessage::decode(text) {
+        let message = match ServerMessage::decode_partial(text) {
             Ok(message) => message,
             Err(err) => {
                 let mut message = err.message;
@@ -1186,17 +1182,26 @@ impl Link {
             }
             ServerMessage::Ops(mut body) => {
                 self.heard.insert(body.stream.clone());
-                if let Some(first) = body.unreadable.iter().map(|(seq, _)| *seq).min() {
-                    // Ops this version cannot read (a newer one's): the
-                    // stored cursor stays before them, so a later page
-                    // fetches them again; this page takes the rest, and
-                    // its cursor moves past them as past ops not for it.
-                    self.pin_cursor(&body.stream, first.saturating_sub(1));
-                    let past = body.unreadable.iter().map(|(seq, _)| *seq).max();
-                    body.through = body.through.max(past);
+                // Ops this version cannot read (a newer one's), of those
+                // this device has not passed and the relay has: the stored
+                // cursor stays before them, so a later page fetches them
+                // again; this page takes the rest, and its cursor moves
+                // past them as past ops not for it. Its state now lacks
+                // what they did: never re-base this stream over them.
+                let (cursor, head) = (self.cursor(&body.stream), body.head);
+                let unread = || {
+                    body.unreadable
+                        .iter()
+                        .map(|(seq, _)| *seq)
+                        .filter(move |seq| (cursor + 1..=head).contains(seq))
+                };
+                if let (Some(first), Some(past)) = (unread().min(), unread().max()) {
+                    self.pin_cursor(&body.stream, first - 1);
+                    self.mark_no_rebase(&body.stream, storage);
+                    body.through = body.through.max(Some(past));
                     out.error = Some((
-                        crate::code::MALFORMED.to_owned(),
-                        unreadable_ops(&body.stream, &body.unreadable),
+                        crate::code::UNREADABLE.to_owned(),
+                        unreadable_ops(&body.stream),
                     ));
                 }
                 let last = body.ops.last().map(|last| last.seq);
@@ -1255,6 +1260,12 @@ impl Link {
                 // Merging it may drop what lies behind this device's own
                 // horizon without a word: never re-base this stream.
                 self.mark_no_rebase(&snapshot.stream, storage);
+                // States this version cannot read (a newer one's): the
+                // next page takes the stream again from its start (the
+                // tabs name the states among those refused).
+                if snapshot.newer {
+                    self.pin_cursor(&snapshot.stream, 0);
+                }
                 out.snapshots.push(snapshot);
             }
             ServerMessage::Error(body) => {
@@ -1284,8 +1295,10 @@ impl Link {
             // It answers a ping sent after the welcome, so it follows every
             // stream's catch-up: as good as an ack.
             ServerMessage::Pong(_) => {
-                // The socket works, whatever was refused on it before.
+                // The socket works, whatever was refused on it before: a
+                // refusal later on it waits as after the first.
                 self.refused_for_now = false;
+                self.refused_closes = 0;
                 self.socket_caught_up();
             }
         }
@@ -2497,6 +2510,7 @@ mod tests {
             more,
             after: after.map(|entry| entry.key.clone()),
             left_out: Vec::new(),
+            newer: false,
         })
         .encode()
         .unwrap()
@@ -2549,6 +2563,7 @@ mod tests {
                 more: false,
                 after: None,
                 left_out: Vec::new(),
+                newer: false,
             })
             .encode()
             .unwrap();
@@ -2610,6 +2625,7 @@ mod tests {
                 more: true,
                 after: None,
                 left_out: vec![left_out(&b)],
+                newer: false,
             },
             1,
         );
@@ -2631,6 +2647,7 @@ mod tests {
                 more: true,
                 after: None,
                 left_out: vec![left_out(&a), left_out(&b)],
+                newer: false,
             }),
             1,
             &mut storage,
@@ -2927,12 +2944,12 @@ mod tests {
         assert_ne!(newer, frame, "the frame says its version");
         let unnumbered = frame.replacen(r#""seq":"#, r#""sequence":"#, 1);
         assert_ne!(unnumbered, frame, "the frame numbers its ops");
-        vec![
-            frame[..frame.len() / 2].to_owned(),
-            String::from("\u{1}garbage"),
-            newer,
-            unnumbered,
-        ]
+        vec![cut(frame), String::from("\u{1}garbage"), newer, unnumbered]
+    }
+
+    /// `frame` cut short.
+    fn cut(frame: &str) -> String {
+        frame[..frame.len() / 2].to_owned()
     }
 
     /// `frame` with the kind of its `nth` count op (from 0) renamed to one
@@ -2971,14 +2988,28 @@ mod tests {
         .unwrap()
     }
 
-    #[test]
-    fn ops_this_version_cannot_read_are_said_and_fetched_again_by_a_later_page() {
-        let main: StreamId = "apartment:main".parse().unwrap();
+    /// The apartment stream, fresh storage, a replica to write ops on,
+    /// and a link on that storage whose socket was welcomed.
+    fn welcomed_main() -> (StreamId, MemoryStorage, Replica, Link) {
         let mut storage = MemoryStorage::new();
-        let mut store = Replica::new(TabId::new(2), ManualClock::new(1_000));
         let mut link = link(&storage);
         link.on_open(0);
         feed(&mut link, &welcome(10_000), 0, &mut storage);
+        let store = Replica::new(TabId::new(2), ManualClock::new(1_000));
+        ("apartment:main".parse().unwrap(), storage, store, link)
+    }
+
+    /// The body of the ops message `text`, as a link decodes it.
+    fn ops_body(text: &str) -> crate::message::OpsBody {
+        match ServerMessage::decode_partial(text).unwrap() {
+            ServerMessage::Ops(body) => body,
+            other => panic!("not ops: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn ops_this_version_cannot_read_are_said_and_fetched_again_by_a_later_page() {
+        let (main, mut storage, mut store, mut link) = welcomed_main();
         // Ops 1 to 3, the second of a kind a newer version writes: the
         // others are taken, the socket stays.
         let frame = newer_kind(&counts_from(&mut store, 1, 3), 1);
@@ -2991,13 +3022,15 @@ mod tests {
             .collect();
         assert_eq!(taken, [1, 3]);
         let (code, message) = out.error.expect("said");
-        assert_eq!(code, crate::code::MALFORMED);
+        assert_eq!(code, crate::code::UNREADABLE);
+        assert!(message.contains("changes to apartment:main"), "{message}");
+        // Its state lacks what op 2 did: a re-base could undo it.
         assert!(
-            message.contains("1 op(s) of stream apartment:main"),
-            "{message}"
+            storage
+                .get(&format!("{NO_REBASE_PREFIX}{main}"))
+                .unwrap()
+                .is_some()
         );
-        assert!(message.contains("op 2: "), "{message}");
-        assert!(message.contains("frobnicate"), "{message}");
         link.save_cursor(&main, 3, &mut storage);
         // This page asks on from op 3; a later one from op 1.
         assert_eq!(link.cursor(&main), 3);
@@ -3005,8 +3038,10 @@ mod tests {
         // A frame of nothing but such ops moves this page past them (over
         // HTTP it would otherwise ask for them again at once, forever).
         let only = newer_kind(&count_at(&mut store, 4, 4), 0);
-        let out = feed(&mut link, &only, 2, &mut storage);
-        assert!(out.ops.is_empty() && out.error.is_some() && !out.close);
+        let again = feed(&mut link, &only, 2, &mut storage);
+        assert!(again.ops.is_empty() && !again.close);
+        // In the same words: a page shows a notice once.
+        assert_eq!(again.error, Some((code, message)));
         assert_eq!(link.cursor(&main), 4);
         assert!(link.http_pull(&main, 0).contains("cursor=4&"));
         assert_eq!(self::link(&storage).cursor(&main), 1);
@@ -3021,13 +3056,137 @@ mod tests {
     }
 
     #[test]
-    fn a_message_of_thousands_of_unreadable_ops_says_why_of_a_few() {
+    fn unreadable_ops_the_device_passed_or_past_the_head_are_ignored() {
+        let (main, mut storage, mut store, mut link) = welcomed_main();
+        feed(&mut link, &counts_from(&mut store, 1, 5), 1, &mut storage);
+        link.save_cursor(&main, 5, &mut storage);
+        // Ops 3 (passed), 6 (readable) and 12 (past the head, 10): a
+        // broken relay's numbers pin nothing and say nothing.
+        let mut text = counts_from(&mut store, 3, 1);
+        text = newer_kind(&text, 0);
+        let mut ops = ops_body(&counts_from(&mut store, 6, 1));
+        ops.unreadable = ops_body(&text).unreadable;
+        ops.unreadable
+            .push((12, String::from("from a broken relay")));
+        ops.head = 10;
+        ops.through = Some(8);
+        let frame = ServerMessage::Ops(ops.clone()).encode().unwrap();
+        // (Encoding drops `unreadable`: the link is given the body.)
+        assert!(!frame.contains("broken relay"));
+        let mut out = LinkOutput::default();
+        link.on_message(ServerMessage::Ops(ops), 2, &mut storage, &mut out, true);
+        assert_eq!(out.error, None);
+        link.save_cursor(&main, 6, &mut storage);
+        assert_eq!(link.cursor(&main), 8, "the relay's `through` holds");
+        assert_eq!(self::link(&storage).cursor(&main), 8, "nothing pinned");
+    }
+
+    #[test]
+    fn ops_unread_between_readable_ones_and_a_through_move_the_cursor_to_the_furthest() {
+        let (main, mut storage, mut store, mut link) = welcomed_main();
+        // Ops 1 (readable) and 2 (not), then ops the token may not read
+        // up to 3 (the relay's `through`), of a head of 4.
+        let mut ops = ops_body(&newer_kind(&counts_from(&mut store, 1, 2), 1));
+        assert_eq!(ops.unreadable.len(), 1);
+        ops.head = 4;
+        ops.through = Some(3);
+        let mut out = LinkOutput::default();
+        link.on_message(ServerMessage::Ops(ops), 1, &mut storage, &mut out, true);
+        assert_eq!(out.ops[0].1.len(), 1);
+        link.save_cursor(&main, 1, &mut storage);
+        assert_eq!(link.cursor(&main), 3);
+        assert_eq!(self::link(&storage).cursor(&main), 1);
+        // With no `through`, past the unread op.
+        let mut ops = ops_body(&newer_kind(&counts_from(&mut store, 4, 2), 1));
+        ops.head = 5;
+        let mut out = LinkOutput::default();
+        link.on_message(ServerMessage::Ops(ops), 2, &mut storage, &mut out, true);
+        link.save_cursor(&main, 4, &mut storage);
+        assert_eq!(link.cursor(&main), 5);
+        assert_eq!(self::link(&storage).cursor(&main), 1);
+    }
+
+    /// A snapshot piece of `states` at 9 whose `nth` state (from 0) is of
+    /// a strategy renamed with `prefix`.
+    fn renamed_strategy(
+        states: Vec<gaesup_state_core::SyncEntry>,
+        nth: usize,
+        prefix: &str,
+    ) -> String {
+        let text = piece(9, states, false);
+        let tag = r#"{"strategy":""#;
+        let (at, _) = text.match_indices(tag).nth(nth).expect("that many states");
+        let at = at + tag.len();
+        format!("{}{prefix}{}", &text[..at], &text[at..])
+    }
+
+    #[test]
+    fn a_snapshot_state_of_a_strategy_this_version_does_not_know_is_taken_again_by_a_later_page() {
+        let (mut storage, mut link, main, a, b) = pieces_fixture();
+        link.on_open(0);
+        feed(&mut link, &welcome(10_000), 0, &mut storage);
+        feed(&mut link, &no_ops(0), 0, &mut storage);
+        link.save_cursor(&main, 4, &mut storage);
+        let text = renamed_strategy(vec![a.clone(), b.clone()], 1, "quantum_");
+        let err = ServerMessage::decode(&text).unwrap_err();
+        assert!(err.message.contains("cannot be read"), "{}", err.message);
+        let out = feed(&mut link, &text, 1, &mut storage);
+        assert!(!out.close && out.error.is_none());
+        let snapshot = &out.snapshots[0];
+        assert_eq!(snapshot.states, std::slice::from_ref(&a));
+        assert!(snapshot.newer);
+        assert_eq!(snapshot.left_out[0].0, b.key);
+        assert!(snapshot.left_out[0].1.to_string().contains("quantum_"));
+        // The tabs name it among the states refused.
+        let (_, refused) = snapshot.clone().into_tab_groups();
+        assert_eq!(refused[0].0, b.key);
+        link.snapshot_saved(&main, 9, &mut storage);
+        assert_eq!(link.cursor(&main), 9);
+        assert_eq!(self::link(&storage).cursor(&main), 0, "from the start");
+        // A state of a strategy it knows that does not decode still
+        // refuses the piece: a broken relay, not a newer one.
+        let broken = piece(9, vec![a.clone()], false).replacen(r#""data":"#, r#""data":7,"x":"#, 1);
+        assert!(ServerMessage::decode_partial(&broken).is_err(), "{broken}");
+    }
+
+    #[test]
+    fn a_socket_that_answered_a_ping_waits_as_after_a_first_unreadable_frame() {
+        let mut storage = MemoryStorage::new();
+        let mut store = Replica::new(TabId::new(2), ManualClock::new(1_000));
+        let mut link = link(&storage);
+        let bad = cut(&count_at(&mut store, 1, 1));
+        let mut delays = Vec::new();
+        for now in 0..2 {
+            link.on_open(now);
+            feed(&mut link, &welcome(10_000), now, &mut storage);
+            assert!(feed(&mut link, &bad, now, &mut storage).close);
+            delays.push(link.on_close(0.0, now));
+        }
+        // Then a socket that works for a while (a pong) before one.
+        link.on_open(5);
+        feed(&mut link, &welcome(10_000), 5, &mut storage);
+        let pong = ServerMessage::Pong(Ping { at: 5 }).encode().unwrap();
+        feed(&mut link, &pong, 6, &mut storage);
+        assert!(feed(&mut link, &bad, 7, &mut storage).close);
+        delays.push(link.on_close(0.0, 8));
+        assert_eq!(delays, [Some(500), Some(1_000), Some(500)]);
+    }
+
+    #[test]
+    fn a_message_of_many_unreadable_ops_says_why_of_a_few_and_decode_refuses_it() {
         let mut store = Replica::new(TabId::new(2), ManualClock::new(1_000));
         let mut frame = counts_from(&mut store, 1, 50);
         for _ in 0..50 {
             frame = newer_kind(&frame, 0);
         }
-        let body = ServerMessage::decode(&frame).unwrap();
+        let err = ServerMessage::decode(&frame).unwrap_err();
+        assert_eq!(err.code, crate::code::MALFORMED);
+        assert!(
+            err.message.contains("op 1 cannot be read"),
+            "{}",
+            err.message
+        );
+        let body = ServerMessage::decode_partial(&frame).unwrap();
         let ServerMessage::Ops(body) = body else {
             panic!("ops");
         };
@@ -3679,6 +3838,7 @@ mod tests {
                     more: false,
                     after: None,
                     left_out: Vec::new(),
+                    newer: false,
                 });
                 feed(&mut link, &whole.encode().unwrap(), 1, &mut storage);
             } else {

@@ -4,7 +4,7 @@ use std::fmt;
 
 use gaesup_state_core::{
     FullKey, MAX_MESSAGE_BYTES, MAX_SYNC_STATES, Op, OpId, SyncEntry, encoded_len, parse_untrusted,
-    preview, split_by_len, sync_entries_and_left_out,
+    preview, split_by_len,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -375,14 +375,13 @@ fn readable_ops<'de, D: serde::Deserializer<'de>>(
                 // Its position counts in the item, not the message. Why
                 // is said for the first few only (a hostile message could
                 // hold thousands).
-                let why = if unreadable.len() < UNREADABLE_SAID {
-                    gaesup_state_core::preview(&gaesup_state_core::decode_error_text(&err))
-                } else {
-                    String::new()
-                };
+                let text = gaesup_state_core::decode_error_text(&err);
                 match serde_json::from_str::<Numbered>(item.get()) {
-                    Ok(numbered) => unreadable.push((numbered.seq, why)),
-                    Err(_) => return Err(serde::de::Error::custom(why)),
+                    Ok(numbered) if unreadable.len() < UNREADABLE_SAID => {
+                        unreadable.push((numbered.seq, preview(&text)));
+                    }
+                    Ok(numbered) => unreadable.push((numbered.seq, String::new())),
+                    Err(_) => return Err(serde::de::Error::custom(text)),
                 }
             }
         }
@@ -420,20 +419,28 @@ pub struct Snapshot {
     pub after: Option<FullKey>,
     /// The states this build left out as it decoded the piece, by key,
     /// with why: those of a strategy it was built without (see
-    /// [`sync_entries_and_left_out`]). Never in a build with every
-    /// strategy, and never sent.
+    /// [`sync_entries_and_left_out`](gaesup_state_core::sync_entries_and_left_out); never in a build with every
+    /// strategy), and those of a strategy this version does not know (a
+    /// newer one's: see [`newer`](Self::newer)). Never sent.
     #[serde(skip)]
     pub left_out: Vec<(FullKey, gaesup_state_core::Error)>,
+    /// Some of [`left_out`](Self::left_out) are of a strategy this version
+    /// does not know (a newer version wrote them): the device keeps its
+    /// stored cursor at the stream's start, so the next page of an
+    /// updated app takes the stream again. (States of a strategy it was
+    /// built without are not fetched again: no page of this app takes
+    /// them.) Never sent.
+    #[serde(skip)]
+    pub newer: bool,
 }
 
-/// [`Snapshot`] as it comes: its states decoded entry by entry where this
-/// build leaves a strategy out.
+/// [`Snapshot`] as it comes: its states decoded entry by entry.
 #[derive(Deserialize)]
 struct SnapshotWire {
     stream: StreamId,
     seq: u64,
-    #[serde(deserialize_with = "sync_entries_and_left_out")]
-    states: (Vec<SyncEntry>, Vec<(FullKey, gaesup_state_core::Error)>),
+    #[serde(deserialize_with = "snapshot_states")]
+    states: SnapshotStates,
     #[serde(default)]
     more: bool,
     #[serde(default)]
@@ -442,16 +449,79 @@ struct SnapshotWire {
 
 impl From<SnapshotWire> for Snapshot {
     fn from(wire: SnapshotWire) -> Self {
-        let (states, left_out) = wire.states;
         Self {
             stream: wire.stream,
             seq: wire.seq,
-            states,
+            states: wire.states.kept,
             more: wire.more,
             after: wire.after,
-            left_out,
+            left_out: wire.states.left_out,
+            newer: wire.states.newer,
         }
     }
+}
+
+/// A snapshot's states as [`snapshot_states`] decodes them.
+struct SnapshotStates {
+    kept: Vec<SyncEntry>,
+    left_out: Vec<(FullKey, gaesup_state_core::Error)>,
+    newer: bool,
+}
+
+/// Decodes a snapshot's states one by one, leaving out those of a
+/// strategy this build does not have: one it was built without (as
+/// [`sync_entries_and_left_out`](gaesup_state_core::sync_entries_and_left_out)
+/// does) or one this version does not know
+/// (`newer`). Any other state that does not decode refuses the list: the
+/// relay is broken, and nothing says which key it held.
+fn snapshot_states<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<SnapshotStates, D::Error> {
+    #[derive(Deserialize)]
+    struct Tag<'a> {
+        #[serde(borrow)]
+        strategy: std::borrow::Cow<'a, str>,
+    }
+    #[derive(Deserialize)]
+    struct Named<'a> {
+        key: FullKey,
+        #[serde(borrow)]
+        state: Tag<'a>,
+    }
+    let raw = Vec::<Box<RawValue>>::deserialize(deserializer)?;
+    let mut states = SnapshotStates {
+        kept: Vec::with_capacity(raw.len()),
+        left_out: Vec::new(),
+        newer: false,
+    };
+    for item in raw {
+        let err = match serde_json::from_str::<SyncEntry>(item.get()) {
+            Ok(entry) => {
+                states.kept.push(entry);
+                continue;
+            }
+            Err(err) => err,
+        };
+        let named = serde_json::from_str::<Named<'_>>(item.get()).ok();
+        let Some((named, reason)) = named.and_then(|named| {
+            let reason = gaesup_state_core::Strategy::from_name(&named.state.strategy).err()?;
+            Some((named, reason))
+        }) else {
+            // Its position counts in the item, not the message.
+            return Err(serde::de::Error::custom(
+                gaesup_state_core::decode_error_text(&err),
+            ));
+        };
+        states.newer |= !gaesup_state_core::Strategy::is_known(&named.state.strategy);
+        states.left_out.push((
+            named.key,
+            gaesup_state_core::Error::Malformed {
+                what: "key state",
+                reason,
+            },
+        ));
+    }
+    Ok(states)
 }
 
 impl Snapshot {
@@ -700,8 +770,37 @@ impl ServerMessage {
         }
     }
 
-    /// Decodes untrusted text from a relay.
+    /// Decodes untrusted text from a relay. An ops message with an op
+    /// this version cannot read, or a snapshot with a state of a strategy
+    /// it does not know, is refused whole (see
+    /// [`decode_partial`](Self::decode_partial)).
     pub fn decode(text: &str) -> Result<Self, ProtocolError> {
+        let message = Self::decode_partial(text)?;
+        let unread = match &message {
+            ServerMessage::Ops(body) => body
+                .unreadable
+                .first()
+                .map(|(seq, why)| format!("op {seq} cannot be read: {why}")),
+            ServerMessage::Snapshot(snapshot) if snapshot.newer => snapshot
+                .left_out
+                .iter()
+                .map(|(key, err)| format!("the state of {key} cannot be read: {err}"))
+                .next(),
+            _ => None,
+        };
+        match unread {
+            Some(why) => Err(ProtocolError::new(code::MALFORMED, why)),
+            None => Ok(message),
+        }
+    }
+
+    /// [`decode`](Self::decode), but an ops message with ops this version
+    /// cannot read keeps the others and says which in
+    /// [`OpsBody::unreadable`], and a snapshot with states of a strategy
+    /// it does not know keeps the others and says which in
+    /// [`Snapshot::left_out`] ([`Snapshot::newer`]): what a device takes,
+    /// going on with the rest (see [`Link`](crate::Link)).
+    pub fn decode_partial(text: &str) -> Result<Self, ProtocolError> {
         let (kind, raw) = open(text, MAX_MESSAGE_BYTES)?;
         Ok(match kind.as_str() {
             "welcome" => Self::Welcome(body(raw)?),
@@ -1036,6 +1135,7 @@ mod tests {
             more: false,
             after: None,
             left_out: Vec::new(),
+            newer: false,
         };
         let (groups, refused) = snapshot.into_tab_groups();
         let left_out: Vec<&FullKey> = refused.iter().map(|(key, _)| key).collect();
@@ -1082,6 +1182,7 @@ mod tests {
             more: true,
             after: None,
             left_out: vec![reason(&key), reason(&other)],
+            newer: false,
         };
         assert_eq!(snapshot.last_key(), Some(&other));
         let (groups, refused) = snapshot.into_tab_groups();
@@ -1096,6 +1197,7 @@ mod tests {
             more: false,
             after: None,
             left_out: vec![reason(&key)],
+            newer: false,
         })
         .encode()
         .unwrap();

@@ -2280,6 +2280,7 @@ impl State {
                     more: i < last || left,
                     after,
                     left_out: Vec::new(),
+                    newer: false,
                 })
             })
             .collect();

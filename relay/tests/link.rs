@@ -635,7 +635,7 @@ async fn an_op_this_version_cannot_read_is_fetched_again_by_the_next_page(backen
                 lines(&[("pear", 2)]),
                 "the apple is not read"
             );
-            assert_eq!(b.errors, [gaesup_protocol::code::MALFORMED]);
+            assert_eq!(b.errors, [gaesup_protocol::code::UNREADABLE]);
             let mut b = b.reload(12, Some(main_rw()));
             b.pump_until(&relay, "B's next page has the apple", |b| {
                 b.read("cart") == both

@@ -175,6 +175,15 @@ impl Strategy {
     }
 }
 
+impl Strategy {
+    /// Whether `name` is a strategy of this version of the crate, built
+    /// here or left out by a feature; `false` for a name no build of it
+    /// knows (a newer version's strategy, or nonsense).
+    pub fn is_known(name: &str) -> bool {
+        NAMES.iter().any(|(known, _)| *known == name)
+    }
+}
+
 /// The cargo feature that brings the strategy named `name`; `None` for a
 /// strategy always built and for a name no build knows.
 fn feature_of(name: &str) -> Option<&'static str> {

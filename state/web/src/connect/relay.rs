@@ -333,6 +333,7 @@ fn relay_error_notice(code: &str, message: &str) -> String {
         gaesup_protocol::code::FORBIDDEN => format!(
             "The relay's token does not cover everything this page follows ({message}); the rest syncs."
         ),
+        gaesup_protocol::code::UNREADABLE => format!("The relay sent {message}."),
         gaesup_protocol::code::TOKEN_EXPIRED => format!(
             "The relay token has expired ({message}); changes stay on this device and wait in the outbox until the deployment's relay.json holds a new token."
         ),

@@ -335,7 +335,15 @@ fn take_answer(
             .is_some_and(|(code, _)| code == gaesup_protocol::code::TOO_MANY_CONNECTIONS)
         {
             next = Next::Full;
-        } else if out.close || out.error.is_some() || status >= 400 {
+        } else if out.close
+            // Ops this version cannot read were passed, the rest taken:
+            // the next pull goes on at once.
+            || out
+                .error
+                .as_ref()
+                .is_some_and(|(code, _)| code != gaesup_protocol::code::UNREADABLE)
+            || status >= 400
+        {
             next = Next::Wait;
         }
         remote.handle(out);
