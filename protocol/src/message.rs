@@ -3,8 +3,8 @@
 use std::fmt;
 
 use gaesup_state_core::{
-    FullKey, MAX_MESSAGE_BYTES, MAX_SYNC_STATES, Op, OpId, SyncEntry, encoded_len, parse_untrusted,
-    preview, split_by_len,
+    FullKey, MAX_MESSAGE_BYTES, MAX_SYNC_STATES, Op, OpId, Payload, SyncEntry, encoded_len,
+    parse_untrusted, preview, split_by_len,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -354,37 +354,65 @@ impl From<OpsWire> for OpsBody {
 /// of.
 pub const UNREADABLE_SAID: usize = 3;
 
-/// Decodes a list of ops one by one: those this build reads, and the
-/// numbers of those it does not, with why. An item whose number cannot
-/// be read either refuses the list: nothing would say what was missed.
+/// Decodes a list of ops: those this build reads, and the numbers of
+/// those of a kind it does not know (a newer version's), with why. Any
+/// other op that does not decode refuses the list (the relay is broken,
+/// and a device that passed it would never fetch it again), as does one
+/// whose number or kind cannot be read.
 #[allow(clippy::type_complexity)]
 fn readable_ops<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<(Vec<Sequenced>, Vec<(u64, String)>), D::Error> {
     #[derive(Deserialize)]
-    struct Numbered {
-        seq: u64,
+    struct Kind<'a> {
+        #[serde(borrow)]
+        kind: std::borrow::Cow<'a, str>,
     }
-    let raw = Vec::<Box<RawValue>>::deserialize(deserializer)?;
-    let mut ops = Vec::with_capacity(raw.len());
+    #[derive(Deserialize)]
+    struct Paid<'a> {
+        #[serde(borrow)]
+        payload: Kind<'a>,
+    }
+    #[derive(Deserialize)]
+    struct Numbered<'a> {
+        seq: u64,
+        #[serde(borrow)]
+        op: Paid<'a>,
+    }
+    let list = Box::<RawValue>::deserialize(deserializer)?;
+    // Every op reads (all but always): decoded as a list, at once.
+    if let Ok(ops) = serde_json::from_str::<Vec<Sequenced>>(list.get()) {
+        return Ok((ops, Vec::new()));
+    }
+    let items = serde_json::from_str::<Vec<Box<RawValue>>>(list.get())
+        .map_err(|err| serde::de::Error::custom(gaesup_state_core::decode_error_text(&err)))?;
+    let mut ops = Vec::with_capacity(items.len());
     let mut unreadable = Vec::new();
-    for item in raw {
-        match serde_json::from_str::<Sequenced>(item.get()) {
-            Ok(op) => ops.push(op),
-            Err(err) => {
-                // Its position counts in the item, not the message. Why
-                // is said for the first few only (a hostile message could
-                // hold thousands).
-                let text = gaesup_state_core::decode_error_text(&err);
-                match serde_json::from_str::<Numbered>(item.get()) {
-                    Ok(numbered) if unreadable.len() < UNREADABLE_SAID => {
-                        unreadable.push((numbered.seq, preview(&text)));
-                    }
-                    Ok(numbered) => unreadable.push((numbered.seq, String::new())),
-                    Err(_) => return Err(serde::de::Error::custom(text)),
-                }
+    for item in items {
+        let err = match serde_json::from_str::<Sequenced>(item.get()) {
+            Ok(op) => {
+                ops.push(op);
+                continue;
             }
-        }
+            Err(err) => err,
+        };
+        let newer = serde_json::from_str::<Numbered<'_>>(item.get())
+            .ok()
+            .filter(|numbered| !Payload::KINDS.contains(&&*numbered.op.payload.kind));
+        let Some(numbered) = newer else {
+            // Its position counts in the item, not the message.
+            return Err(serde::de::Error::custom(
+                gaesup_state_core::decode_error_text(&err),
+            ));
+        };
+        // Why is said for the first few only (a hostile message could
+        // hold thousands).
+        let why = if unreadable.len() < UNREADABLE_SAID {
+            preview(&gaesup_state_core::decode_error_text(&err))
+        } else {
+            String::new()
+        };
+        unreadable.push((numbered.seq, why));
     }
     Ok((ops, unreadable))
 }
@@ -488,7 +516,17 @@ fn snapshot_states<'de, D: serde::Deserializer<'de>>(
         #[serde(borrow)]
         state: Tag<'a>,
     }
-    let raw = Vec::<Box<RawValue>>::deserialize(deserializer)?;
+    let list = Box::<RawValue>::deserialize(deserializer)?;
+    // Every state reads (all but always): decoded as a list, at once.
+    if let Ok(kept) = serde_json::from_str::<Vec<SyncEntry>>(list.get()) {
+        return Ok(SnapshotStates {
+            kept,
+            left_out: Vec::new(),
+            newer: false,
+        });
+    }
+    let raw = serde_json::from_str::<Vec<Box<RawValue>>>(list.get())
+        .map_err(|err| serde::de::Error::custom(gaesup_state_core::decode_error_text(&err)))?;
     let mut states = SnapshotStates {
         kept: Vec::with_capacity(raw.len()),
         left_out: Vec::new(),
@@ -819,7 +857,8 @@ impl ServerMessage {
         })
     }
 
-    /// Whether `text`, which [`decode`](Self::decode) refused, may have
+    /// Whether `text`, which [`decode_partial`](Self::decode_partial)
+    /// refused, may have
     /// carried ops or a snapshot: its type says so, or its envelope cannot
     /// be read far enough to tell (not JSON, too large, too deep, another
     /// protocol version). A message of a type this build does not know

@@ -204,6 +204,10 @@ impl<'de> Deserialize<'de> for Payload {
 }
 
 impl Payload {
+    /// The kind of every payload of this version, as an op names it
+    /// (`"kind"`): an op of another kind was written by a newer version.
+    pub const KINDS: [&'static str; 5] = ["set", "patch", "count", "reset", "resolve"];
+
     /// A short name for errors.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -170,7 +170,10 @@ impl Strategy {
             Some(feature) => format!(
                 "strategy {name} is not in this build (the gaesup-state crates' feature `{feature}`)"
             ),
-            None => format!("unknown strategy {name:?}: expected one of {all}"),
+            None => format!(
+                "unknown strategy {:?}: expected one of {all}",
+                crate::error::preview(name)
+            ),
         })
     }
 }

@@ -59,6 +59,50 @@ fn storage_key(full: &str) -> String {
     Replica::storage_key(&FullKey::parse(full).unwrap())
 }
 
+/// Every build knows every strategy of its version by name, built or
+/// not: a name it does not know is a newer version's (what a device
+/// fetches again once updated) or nonsense.
+#[test]
+fn every_build_knows_every_strategy_of_its_version_by_name() {
+    for name in [
+        "last_write_wins",
+        "first_write_wins",
+        "merge",
+        "sum",
+        "user_resolve",
+    ] {
+        assert!(Strategy::is_known(name), "{name}");
+    }
+    for name in ["majority", "Merge", ""] {
+        assert!(!Strategy::is_known(name), "{name}");
+        assert!(Strategy::from_name(name).is_err(), "{name}");
+    }
+    // A long name from elsewhere is cut short in what is said of it.
+    let err = Strategy::from_name(&"x".repeat(100_000)).unwrap_err();
+    assert!(err.len() < 400, "{} bytes", err.len());
+}
+
+/// [`Payload::KINDS`] names every kind an op of this version decodes as,
+/// and no other.
+#[test]
+fn the_payload_kinds_are_those_ops_decode_as() {
+    let op = |kind: &str| {
+        format!(
+            r#"{{"id":{{"tab":"0000000000000001","seq":1}},"key":"apartment/a/n","writer":"a/b/u","stamp":{{"wall_ms":1,"counter":0,"tab":"0000000000000001"}},"schema":1,"payload":{{"kind":"{kind}","data":{{}}}}}}"#
+        )
+    };
+    for kind in gaesup_state_core::Payload::KINDS {
+        let err = serde_json::from_str::<gaesup_state_core::Op>(&op(kind))
+            .err()
+            .map(|err| err.to_string())
+            .unwrap_or_default();
+        // Decoded, or refused for what its data lacks, not its kind.
+        assert!(!err.contains("unknown variant"), "{kind}: {err}");
+    }
+    let err = serde_json::from_str::<gaesup_state_core::Op>(&op("majority")).unwrap_err();
+    assert!(err.to_string().contains("unknown variant"), "{err}");
+}
+
 #[cfg(all(feature = "merge", feature = "user-resolve"))]
 #[test]
 fn the_fixtures_are_what_a_build_with_both_strategies_writes() {
