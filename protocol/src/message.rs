@@ -358,65 +358,63 @@ pub const UNREADABLE_SAID: usize = 3;
 /// those of a kind it does not know (a newer version's), with why. Any
 /// other op that does not decode refuses the list (the relay is broken,
 /// and a device that passed it would never fetch it again), as does one
-/// of a kind it does not know whose number cannot be read.
+/// whose number or kind cannot be read.
 #[allow(clippy::type_complexity)]
 fn readable_ops<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<(Vec<Sequenced>, Vec<(u64, String)>), D::Error> {
+    #[derive(Deserialize)]
+    struct Kind<'a> {
+        #[serde(borrow)]
+        kind: std::borrow::Cow<'a, str>,
+    }
+    #[derive(Deserialize)]
+    struct Paid<'a> {
+        #[serde(borrow)]
+        payload: Kind<'a>,
+    }
+    #[derive(Deserialize)]
+    struct Numbered<'a> {
+        seq: u64,
+        #[serde(borrow)]
+        op: Paid<'a>,
+    }
     let list = Box::<RawValue>::deserialize(deserializer)?;
-    // Every op reads, all but always.
-    let err = match serde_json::from_str::<Vec<Sequenced>>(list.get()) {
-        Ok(ops) => return Ok((ops, Vec::new())),
-        Err(err) => err,
-    };
-    // Some op does not: those of a kind this version does not know are
-    // set aside, and the rest read as a list again. (Through `Value`s and
-    // the same list decoder, which every build has: a decoder of one op
-    // at a time would be another copy of the op's in the wasm, for a path
-    // a relay of this version never takes.)
+    // Every op reads (all but always): decoded as a list, at once.
+    if let Ok(ops) = serde_json::from_str::<Vec<Sequenced>>(list.get()) {
+        return Ok((ops, Vec::new()));
+    }
+    let items = serde_json::from_str::<Vec<Box<RawValue>>>(list.get())
+        .map_err(|err| serde::de::Error::custom(gaesup_state_core::decode_error_text(&err)))?;
+    let mut ops = Vec::with_capacity(items.len());
     let mut unreadable = Vec::new();
-    let rest = set_aside(list.get(), &err, |item| {
-        let kind = item.pointer("/op/payload/kind").and_then(Value::as_str)?;
-        if Payload::KINDS.contains(&kind) {
-            return None;
-        }
-        let seq = item.get("seq").and_then(Value::as_u64)?;
+    for item in items {
+        let err = match serde_json::from_str::<Sequenced>(item.get()) {
+            Ok(op) => {
+                ops.push(op);
+                continue;
+            }
+            Err(err) => err,
+        };
+        let newer = serde_json::from_str::<Numbered<'_>>(item.get())
+            .ok()
+            .filter(|numbered| !Payload::KINDS.contains(&&*numbered.op.payload.kind));
+        let Some(numbered) = newer else {
+            // Its position counts in the item, not the message.
+            return Err(serde::de::Error::custom(
+                gaesup_state_core::decode_error_text(&err),
+            ));
+        };
         // Why is said for the first few only (a hostile message could
         // hold thousands).
         let why = if unreadable.len() < UNREADABLE_SAID {
-            format!(
-                "an op of a kind this version does not know ({:?})",
-                preview(kind)
-            )
+            preview(&gaesup_state_core::decode_error_text(&err))
         } else {
             String::new()
         };
-        unreadable.push((seq, why));
-        Some(())
-    })
-    .map_err(serde::de::Error::custom)?;
-    Ok((rest, unreadable))
-}
-
-/// The items of the JSON list `list` that `aside` does not set aside
-/// (`Some`), decoded as a list of `T`; `err` says why the whole list did
-/// not decode, if it is not a list at all. The error says why the rest
-/// does not decode.
-fn set_aside<T: serde::de::DeserializeOwned>(
-    list: &str,
-    err: &serde_json::Error,
-    mut aside: impl FnMut(&Value) -> Option<()>,
-) -> Result<Vec<T>, String> {
-    let Ok(Value::Array(items)) = serde_json::from_str::<Value>(list) else {
-        return Err(gaesup_state_core::decode_error_text(err));
-    };
-    let rest: Vec<Value> = items
-        .into_iter()
-        .filter(|item| aside(item).is_none())
-        .collect();
-    // Positions count in the rest, not the message.
-    serde_json::from_str(&Value::Array(rest).to_string())
-        .map_err(|err| gaesup_state_core::decode_error_text(&err))
+        unreadable.push((numbered.seq, why));
+    }
+    Ok((ops, unreadable))
 }
 
 /// The state of a stream, for a device whose cursor is older than the log
@@ -498,45 +496,69 @@ struct SnapshotStates {
     newer: bool,
 }
 
-/// Decodes a snapshot's states, leaving out those of a strategy this
-/// build does not have: one it was built without (as
+/// Decodes a snapshot's states one by one, leaving out those of a
+/// strategy this build does not have: one it was built without (as
 /// [`sync_entries_and_left_out`](gaesup_state_core::sync_entries_and_left_out)
-/// does) or one this version does not know (`newer`). Any other state
-/// that does not decode refuses the list: the relay is broken.
+/// does) or one this version does not know
+/// (`newer`). Any other state that does not decode refuses the list: the
+/// relay is broken, and nothing says which key it held.
 fn snapshot_states<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<SnapshotStates, D::Error> {
+    #[derive(Deserialize)]
+    struct Tag<'a> {
+        #[serde(borrow)]
+        strategy: std::borrow::Cow<'a, str>,
+    }
+    #[derive(Deserialize)]
+    struct Named<'a> {
+        key: FullKey,
+        #[serde(borrow)]
+        state: Tag<'a>,
+    }
     let list = Box::<RawValue>::deserialize(deserializer)?;
+    // Every state reads (all but always): decoded as a list, at once.
+    if let Ok(kept) = serde_json::from_str::<Vec<SyncEntry>>(list.get()) {
+        return Ok(SnapshotStates {
+            kept,
+            left_out: Vec::new(),
+            newer: false,
+        });
+    }
+    let raw = serde_json::from_str::<Vec<Box<RawValue>>>(list.get())
+        .map_err(|err| serde::de::Error::custom(gaesup_state_core::decode_error_text(&err)))?;
     let mut states = SnapshotStates {
-        kept: Vec::new(),
+        kept: Vec::with_capacity(raw.len()),
         left_out: Vec::new(),
         newer: false,
     };
-    // Every state reads, all but always.
-    let err = match serde_json::from_str::<Vec<SyncEntry>>(list.get()) {
-        Ok(kept) => {
-            states.kept = kept;
-            return Ok(states);
-        }
-        Err(err) => err,
-    };
-    // Some state does not: those of a strategy this build does not have
-    // are left out, and the rest read as a list again (see `readable_ops`).
-    states.kept = set_aside(list.get(), &err, |item| {
-        let strategy = item.pointer("/state/strategy").and_then(Value::as_str)?;
-        let reason = gaesup_state_core::Strategy::from_name(strategy).err()?;
-        let key = FullKey::parse(item.get("key").and_then(Value::as_str)?).ok()?;
-        states.newer |= !gaesup_state_core::Strategy::is_known(strategy);
+    for item in raw {
+        let err = match serde_json::from_str::<SyncEntry>(item.get()) {
+            Ok(entry) => {
+                states.kept.push(entry);
+                continue;
+            }
+            Err(err) => err,
+        };
+        let named = serde_json::from_str::<Named<'_>>(item.get()).ok();
+        let Some((named, reason)) = named.and_then(|named| {
+            let reason = gaesup_state_core::Strategy::from_name(&named.state.strategy).err()?;
+            Some((named, reason))
+        }) else {
+            // Its position counts in the item, not the message.
+            return Err(serde::de::Error::custom(
+                gaesup_state_core::decode_error_text(&err),
+            ));
+        };
+        states.newer |= !gaesup_state_core::Strategy::is_known(&named.state.strategy);
         states.left_out.push((
-            key,
+            named.key,
             gaesup_state_core::Error::Malformed {
                 what: "key state",
                 reason,
             },
         ));
-        Some(())
-    })
-    .map_err(serde::de::Error::custom)?;
+    }
     Ok(states)
 }
 
