@@ -1618,8 +1618,10 @@ impl Link {
             .stale
             .keys()
             .filter(|key| {
+                // (One never re-based is refused now, unread or not.)
                 let stream = StreamId::of(key);
-                self.caught_up.contains(&stream) && !self.unread.contains(&stream)
+                self.caught_up.contains(&stream)
+                    && (!self.unread.contains(&stream) || self.no_rebase.contains(&stream))
             })
             .cloned()
             .collect();
@@ -3228,6 +3230,48 @@ mod tests {
         link.save_cursor(&main, 1, &mut storage);
         assert_eq!(link.cursor(&main), 2);
         assert_eq!(self::link(&storage).cursor(&main), 1);
+    }
+
+    #[test]
+    fn stale_writes_of_a_stream_never_rebased_are_refused_unread_ops_or_not() {
+        let stale = crate::code::STALE;
+        let (main, mut storage, mut store, mut link) = welcomed_main();
+        let x = op(&mut store, 1);
+        link.queue(x.clone(), &mut storage).unwrap();
+        // A snapshot marks the stream never to re-base; an op after it
+        // cannot be read.
+        let whole = piece(1, Vec::new(), false);
+        feed(&mut link, &whole, 1, &mut storage);
+        link.snapshot_saved(&main, 1, &mut storage);
+        feed(
+            &mut link,
+            &newer_kind(&count_at(&mut store, 2, 2), 0),
+            1,
+            &mut storage,
+        );
+        let pong = ServerMessage::Pong(Ping { at: 1 }).encode().unwrap();
+        feed(&mut link, &pong, 1, &mut storage);
+        // x comes back stale: refused now, not held for a later page (it
+        // would keep the stream's resync waiting).
+        let out = feed(&mut link, &acks(&[(x.id, stale)]), 2, &mut storage);
+        assert!(out.rebase.is_empty(), "{out:?}");
+        assert!(matches!(&out.acks[..], [ack] if ack.op == x.id), "{out:?}");
+        assert_eq!(link.waiting(), 0);
+    }
+
+    #[test]
+    fn an_op_of_a_kind_it_does_not_know_without_its_number_refuses_the_message() {
+        let (_, mut storage, mut store, mut link) = welcomed_main();
+        let frame = newer_kind(&counts_from(&mut store, 1, 2), 1);
+        for unnumbered in [r#""seq":2.0"#, r#""sequence":2"#] {
+            let text = frame.replacen(r#""seq":2"#, unnumbered, 1);
+            assert_ne!(text, frame);
+            assert!(ServerMessage::decode_partial(&text).is_err(), "{text}");
+            assert!(feed(&mut link, &text, 1, &mut storage).close, "{text}");
+            link.on_close(0.0, 1);
+            link.on_open(1);
+            feed(&mut link, &welcome(10_000), 1, &mut storage);
+        }
     }
 
     #[test]

@@ -101,6 +101,33 @@ fn the_payload_kinds_are_those_ops_decode_as() {
     }
     let err = serde_json::from_str::<gaesup_state_core::Op>(&op("majority")).unwrap_err();
     assert!(err.to_string().contains("unknown variant"), "{err}");
+    // And every payload's kind is among them.
+    use gaesup_state_core::{OpId, Payload, TabId};
+    let slot = OpId {
+        tab: TabId::new(1),
+        seq: 1,
+    };
+    let every = [
+        Payload::Set {
+            value: std::sync::Arc::new(Value::Null),
+        },
+        Payload::Patch {
+            set: Default::default(),
+            remove: Default::default(),
+        },
+        Payload::Count { slot, p: 1, n: 0 },
+        Payload::Reset {
+            target: 0,
+            horizon: 0,
+            observed: Vec::new(),
+        },
+        Payload::Resolve {
+            value: std::sync::Arc::new(Value::Null),
+            supersedes: Vec::new(),
+        },
+    ];
+    let kinds: Vec<&str> = every.iter().map(Payload::kind).collect();
+    assert_eq!(kinds, Payload::KINDS);
 }
 
 #[cfg(all(feature = "merge", feature = "user-resolve"))]
