@@ -88,13 +88,27 @@ pub const MAX_FIELD_NAME_BYTES: usize = 1024;
 /// Longest error detail kept from serde, in characters.
 const REASON_CHARS: usize = 160;
 
+/// The key serde_json gives an object standing for a raw value: with its
+/// `raw_value` feature (which the lists of entries need), a `Value` read
+/// from text takes an object whose first key is this for the JSON text
+/// in its string, parsed again with a nesting limit of its own.
+const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
+
 /// Fails if `text` nests `[`/`{` deeper than `limit`. Strings are skipped
-/// (with their escapes), so brackets inside them do not count.
+/// (with their escapes), so brackets inside them do not count. Also fails
+/// on an object whose first key is serde_json's raw-value token
+/// (however its characters are escaped): a `Value` would parse the
+/// string under it as JSON of its own, deeper than this scan saw (and
+/// the same again inside it), so untrusted text could reach any depth.
 pub(crate) fn check_depth(text: &str, limit: usize, what: &'static str) -> Result<()> {
     let mut depth = 0usize;
     let mut in_string = false;
     let mut escaped = false;
-    for byte in text.bytes() {
+    // Just after a `{` (and whitespace): the next string is a first key.
+    let mut opened = false;
+    // Where the first key being read starts (at its quote).
+    let mut first_key = None;
+    for (at, byte) in text.bytes().enumerate() {
         if in_string {
             if escaped {
                 escaped = false;
@@ -102,11 +116,21 @@ pub(crate) fn check_depth(text: &str, limit: usize, what: &'static str) -> Resul
                 escaped = true;
             } else if byte == b'"' {
                 in_string = false;
+                if let Some(start) = first_key.take()
+                    && is_raw_value_token(&text[start..=at])
+                {
+                    return Err(raw_value_token(what));
+                }
             }
             continue;
         }
         match byte {
-            b'"' => in_string = true,
+            b'"' => {
+                in_string = true;
+                if opened {
+                    first_key = Some(at);
+                }
+            }
             b'[' | b'{' => {
                 depth += 1;
                 if depth > limit {
@@ -116,8 +140,32 @@ pub(crate) fn check_depth(text: &str, limit: usize, what: &'static str) -> Resul
             b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        if !byte.is_ascii_whitespace() {
+            opened = byte == b'{';
+        }
     }
     Ok(())
+}
+
+/// The error for an object keyed first by [`RAW_VALUE_TOKEN`].
+#[cold]
+fn raw_value_token(what: &'static str) -> Error {
+    Error::Malformed {
+        what,
+        reason: format!("{RAW_VALUE_TOKEN:?} is reserved as an object's first key"),
+    }
+}
+
+/// Whether the JSON string `quoted` (with its quotes) is
+/// [`RAW_VALUE_TOKEN`], escapes read.
+fn is_raw_value_token(quoted: &str) -> bool {
+    let raw = &quoted[1..quoted.len() - 1];
+    if !raw.contains('\\') {
+        return raw == RAW_VALUE_TOKEN;
+    }
+    // Escaped: at most six bytes per character.
+    raw.len() <= RAW_VALUE_TOKEN.len() * 6
+        && serde_json::from_str::<String>(quoted).is_ok_and(|key| key == RAW_VALUE_TOKEN)
 }
 
 /// Parses untrusted JSON text: size cap, depth scan (iterative, so a deep
@@ -300,6 +348,11 @@ pub(crate) fn check_value_at(value: &Value, depth: usize, what: &'static str) ->
                 }
             }
             Value::Object(map) => {
+                // Written first (maps are sorted), it would not read back
+                // (see `check_depth`).
+                if map.keys().next().is_some_and(|key| key == RAW_VALUE_TOKEN) {
+                    return Err(raw_value_token(what));
+                }
                 // Braces and commas, then each key and its colon.
                 bound = bound.saturating_add(map.len().max(1) + 1);
                 for (field, child) in map {
@@ -598,6 +651,52 @@ mod tests {
                 assert_eq!(first, all[..want], "round {round}, {groups} groups");
                 assert_eq!(left, all.len() > want, "round {round}, {groups} groups");
             }
+        }
+    }
+
+    #[test]
+    fn an_object_keyed_first_by_serde_json_s_raw_value_token_is_refused() {
+        // What the check stops: a `Value` parses the string under the key
+        // as JSON of its own, at a depth the scan never saw.
+        let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
+        let smuggled = format!(
+            r#"{{"v":[{{"{RAW_VALUE_TOKEN}":{}}}]}}"#,
+            serde_json::to_string(&deep).unwrap()
+        );
+        let value: Value = serde_json::from_str(&smuggled).unwrap();
+        assert!(
+            value["v"][0].is_array(),
+            "serde_json read the string as JSON"
+        );
+        let escaped = smuggled
+            .replacen('$', "\\u0024", 1)
+            .replacen("Raw", "R\\u0061w", 1);
+        assert_ne!(escaped, smuggled);
+        for text in [&smuggled, &escaped] {
+            let err = parse_bounded::<Value>(text, 1 << 20, "x").unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("reserved as an object's first key"),
+                "{err}"
+            );
+        }
+        // Nor may a value written here hold one: it would not read back.
+        let written = json!({"a": {RAW_VALUE_TOKEN: "[]"}});
+        assert!(check_value(&written, "x").is_err());
+        assert!(check_value(&json!({"a": {"!": 1, RAW_VALUE_TOKEN: "[]"}}), "x").is_ok());
+        // As a value, or a key after the first, it is plain text to a
+        // `Value`, and taken.
+        for text in [
+            format!(r#"{{"a":"{RAW_VALUE_TOKEN}"}}"#),
+            format!(r#"{{"a":1,"{RAW_VALUE_TOKEN}":"[]"}}"#),
+            format!(r#"["{RAW_VALUE_TOKEN}"]"#),
+        ] {
+            let value = parse_bounded::<Value>(&text, 1 << 20, "x").unwrap();
+            assert_eq!(
+                value,
+                serde_json::from_str::<Value>(&text).unwrap(),
+                "{text}"
+            );
         }
     }
 
