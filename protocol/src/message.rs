@@ -326,7 +326,8 @@ impl OpsBody {
     }
 }
 
-/// [`OpsBody`] as it is decoded: its ops one by one.
+/// [`OpsBody`] as it is decoded: its ops one by one where the list does
+/// not decode whole.
 #[derive(Deserialize)]
 struct OpsWire {
     stream: StreamId,
@@ -380,41 +381,51 @@ fn readable_ops<'de, D: serde::Deserializer<'de>>(
         op: Paid<'a>,
     }
     let list = Box::<RawValue>::deserialize(deserializer)?;
-    // Every op reads (all but always): decoded as a list, at once.
-    if let Ok(ops) = serde_json::from_str::<Vec<Sequenced>>(list.get()) {
-        return Ok((ops, Vec::new()));
-    }
-    let items = serde_json::from_str::<Vec<Box<RawValue>>>(list.get())
-        .map_err(|err| serde::de::Error::custom(gaesup_state_core::decode_error_text(&err)))?;
-    let mut ops = Vec::with_capacity(items.len());
     let mut unreadable = Vec::new();
-    for item in items {
-        let err = match serde_json::from_str::<Sequenced>(item.get()) {
-            Ok(op) => {
-                ops.push(op);
-                continue;
-            }
-            Err(err) => err,
-        };
-        let newer = serde_json::from_str::<Numbered<'_>>(item.get())
+    let ops = items_or_aside(&list, |item, err| {
+        let newer = serde_json::from_str::<Numbered<'_>>(item)
             .ok()
             .filter(|numbered| !Payload::KINDS.contains(&&*numbered.op.payload.kind));
         let Some(numbered) = newer else {
-            // Its position counts in the item, not the message.
-            return Err(serde::de::Error::custom(
-                gaesup_state_core::decode_error_text(&err),
-            ));
+            return false;
         };
         // Why is said for the first few only (a hostile message could
         // hold thousands).
         let why = if unreadable.len() < UNREADABLE_SAID {
-            preview(&gaesup_state_core::decode_error_text(&err))
+            preview(&gaesup_state_core::decode_error_text(err))
         } else {
             String::new()
         };
         unreadable.push((numbered.seq, why));
-    }
+        true
+    })
+    .map_err(serde::de::Error::custom)?;
     Ok((ops, unreadable))
+}
+
+/// The JSON list `list` decoded as `T`s: whole, as all but always; else
+/// item by item, where `aside` is handed each item that does not decode
+/// (its text and why) and says whether it set it aside. An item it does
+/// not set aside refuses the list, with why (its position counted in the
+/// item, not the message).
+fn items_or_aside<T: DeserializeOwned>(
+    list: &RawValue,
+    mut aside: impl FnMut(&str, &serde_json::Error) -> bool,
+) -> Result<Vec<T>, String> {
+    if let Ok(all) = serde_json::from_str::<Vec<T>>(list.get()) {
+        return Ok(all);
+    }
+    let items = serde_json::from_str::<Vec<Box<RawValue>>>(list.get())
+        .map_err(|err| gaesup_state_core::decode_error_text(&err))?;
+    let mut kept = Vec::with_capacity(items.len());
+    for item in items {
+        match serde_json::from_str::<T>(item.get()) {
+            Ok(decoded) => kept.push(decoded),
+            Err(err) if aside(item.get(), &err) => {}
+            Err(err) => return Err(gaesup_state_core::decode_error_text(&err)),
+        }
+    }
+    Ok(kept)
 }
 
 /// The state of a stream, for a device whose cursor is older than the log
@@ -462,7 +473,8 @@ pub struct Snapshot {
     pub newer: bool,
 }
 
-/// [`Snapshot`] as it comes: its states decoded entry by entry.
+/// [`Snapshot`] as it comes: its states decoded entry by entry where the
+/// list does not decode whole.
 #[derive(Deserialize)]
 struct SnapshotWire {
     stream: StreamId,
@@ -517,49 +529,31 @@ fn snapshot_states<'de, D: serde::Deserializer<'de>>(
         state: Tag<'a>,
     }
     let list = Box::<RawValue>::deserialize(deserializer)?;
-    // Every state reads (all but always): decoded as a list, at once.
-    if let Ok(kept) = serde_json::from_str::<Vec<SyncEntry>>(list.get()) {
-        return Ok(SnapshotStates {
-            kept,
-            left_out: Vec::new(),
-            newer: false,
-        });
-    }
-    let raw = serde_json::from_str::<Vec<Box<RawValue>>>(list.get())
-        .map_err(|err| serde::de::Error::custom(gaesup_state_core::decode_error_text(&err)))?;
-    let mut states = SnapshotStates {
-        kept: Vec::with_capacity(raw.len()),
-        left_out: Vec::new(),
-        newer: false,
-    };
-    for item in raw {
-        let err = match serde_json::from_str::<SyncEntry>(item.get()) {
-            Ok(entry) => {
-                states.kept.push(entry);
-                continue;
-            }
-            Err(err) => err,
-        };
-        let named = serde_json::from_str::<Named<'_>>(item.get()).ok();
+    let (mut left_out, mut newer) = (Vec::new(), false);
+    let kept = items_or_aside(&list, |item, _| {
+        let named = serde_json::from_str::<Named<'_>>(item).ok();
         let Some((named, reason)) = named.and_then(|named| {
             let reason = gaesup_state_core::Strategy::from_name(&named.state.strategy).err()?;
             Some((named, reason))
         }) else {
-            // Its position counts in the item, not the message.
-            return Err(serde::de::Error::custom(
-                gaesup_state_core::decode_error_text(&err),
-            ));
+            return false;
         };
-        states.newer |= !gaesup_state_core::Strategy::is_known(&named.state.strategy);
-        states.left_out.push((
+        newer |= !gaesup_state_core::Strategy::is_known(&named.state.strategy);
+        left_out.push((
             named.key,
             gaesup_state_core::Error::Malformed {
                 what: "key state",
                 reason,
             },
         ));
-    }
-    Ok(states)
+        true
+    })
+    .map_err(serde::de::Error::custom)?;
+    Ok(SnapshotStates {
+        kept,
+        left_out,
+        newer,
+    })
 }
 
 impl Snapshot {
@@ -821,9 +815,8 @@ impl ServerMessage {
                 .map(|(seq, why)| format!("op {seq} cannot be read: {why}")),
             ServerMessage::Snapshot(snapshot) if snapshot.newer => snapshot
                 .left_out
-                .iter()
-                .map(|(key, err)| format!("the state of {key} cannot be read: {err}"))
-                .next(),
+                .first()
+                .map(|(key, err)| format!("the state of {key} cannot be read: {err}")),
             _ => None,
         };
         match unread {
