@@ -20,19 +20,19 @@ export default defineConfig({
   projects: [{ name: 'bench' }],
   webServer: [
     {
-      command: `node scripts/serve.mjs ../dist ${port} / --compress`,
+      command: `node scripts/serve.mjs ../dist ${port} / --compress --while-stdin-open`,
       url: `http://127.0.0.1:${port}/`,
       reuseExistingServer: false,
       timeout: 30_000,
     },
     {
-      command: `node scripts/serve.mjs ../target/bench/page ${benchPagePort} / --isolated`,
+      command: `node scripts/serve.mjs ../target/bench/page ${benchPagePort} / --isolated --while-stdin-open`,
       url: `http://127.0.0.1:${benchPagePort}/`,
       reuseExistingServer: false,
       timeout: 30_000,
     },
     {
-      command: `node scripts/serve.mjs ../target/bench/hello ${helloPort} / --compress`,
+      command: `node scripts/serve.mjs ../target/bench/hello ${helloPort} / --compress --while-stdin-open`,
       url: `http://127.0.0.1:${helloPort}/`,
       reuseExistingServer: false,
       timeout: 30_000,

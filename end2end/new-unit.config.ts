@@ -12,7 +12,7 @@ export default defineConfig({
   use: { ...base.use, baseURL: `http://127.0.0.1:${port}` },
   projects: [{ name: 'new-unit' }],
   webServer: {
-    command: `node scripts/serve.mjs ../dist ${port}`,
+    command: `node scripts/serve.mjs ../dist ${port} --while-stdin-open`,
     url: `http://127.0.0.1:${port}/`,
     reuseExistingServer: false,
     timeout: 30_000,

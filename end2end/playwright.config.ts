@@ -45,13 +45,13 @@ export default defineConfig({
   ],
   webServer: [
     {
-      command: `node scripts/serve.mjs ../dist ${port}`,
+      command: `node scripts/serve.mjs ../dist ${port} --while-stdin-open`,
       url: `http://127.0.0.1:${port}/`,
       reuseExistingServer: false,
       timeout: 30_000,
     },
     {
-      command: `node scripts/serve.mjs ../dist-demo ${subPathPort} /demo/ --not-found-page`,
+      command: `node scripts/serve.mjs ../dist-demo ${subPathPort} /demo/ --not-found-page --while-stdin-open`,
       url: `http://127.0.0.1:${subPathPort}/demo/`,
       reuseExistingServer: false,
       timeout: 30_000,

@@ -11,7 +11,11 @@
 // measures) to clients that accept it, as a CDN would: the load-time
 // benchmark transfers what a visitor would.
 //
-// Usage: node serve.mjs <dist-dir> <port> [base-path] [--not-found-page] [--isolated] [--compress]
+// With --while-stdin-open it exits once its standard input closes:
+// Playwright starts it with a pipe there, which closes when Playwright
+// exits however it exits (killed too), so no server outlives its run.
+//
+// Usage: node serve.mjs <dist-dir> <port> [base-path] [--not-found-page] [--isolated] [--compress] [--while-stdin-open]
 import { createServer } from 'node:http';
 import { brotliCompressSync, constants } from 'node:zlib';
 import { readFile, stat } from 'node:fs/promises';
@@ -102,6 +106,12 @@ const server = createServer(async (req, res) => {
     res.writeHead(500, { 'content-type': 'text/plain' }).end(String(error));
   }
 });
+
+if (flags.includes('--while-stdin-open')) {
+  process.stdin.on('end', () => process.exit(0));
+  process.stdin.on('error', () => process.exit(0));
+  process.stdin.resume();
+}
 
 server.listen(port, '127.0.0.1', () => {
   console.log(`serving ${dist} at http://127.0.0.1:${port}${base}`);

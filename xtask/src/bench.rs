@@ -104,6 +104,7 @@ pub fn run() -> Result<(), String> {
     Cmd::new("playwright")
         .args(["test", "-c", "bench.config.ts"])
         .dir("end2end")
+        .free_ports(&["E2E_PORT", "E2E_BENCH_PORT", "E2E_BENCH_HELLO_PORT"])?
         .env_path(&env)
         .run()?;
 

@@ -28,6 +28,26 @@ pub fn root() -> PathBuf {
         })
 }
 
+/// A free loopback port for each of `vars` that `is_set` says the caller
+/// did not set. The listeners are held until all are chosen, so no two
+/// of them get the same port.
+pub fn free_ports<'a>(
+    vars: &[&'a str],
+    is_set: impl Fn(&str) -> bool,
+) -> Result<Vec<(&'a str, u16)>, String> {
+    let mut held = Vec::new();
+    for var in vars.iter().filter(|var| !is_set(var)) {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .map_err(|e| format!("no free loopback port for {var}: {e}"))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| format!("no free loopback port for {var}: {e}"))?
+            .port();
+        held.push((*var, port, listener));
+    }
+    Ok(held.into_iter().map(|(var, port, _)| (var, port)).collect())
+}
+
 /// A command to run from the workspace root (or a given directory).
 pub struct Cmd {
     command: Command,
@@ -69,6 +89,17 @@ impl Cmd {
     pub fn env(mut self, key: &str, value: impl AsRef<OsStr>) -> Self {
         self.command.env(key, value);
         self
+    }
+
+    /// Sets each of `vars` to a loopback port nobody listens on now, unless
+    /// the caller's environment already names one: the static servers
+    /// Playwright starts then never meet another checkout's suite, or a
+    /// server an interrupted run left behind, on fixed ports.
+    pub fn free_ports(mut self, vars: &[&str]) -> Result<Self, String> {
+        for (var, port) in free_ports(vars, |var| std::env::var_os(var).is_some())? {
+            self.command.env(var, port.to_string());
+        }
+        Ok(self)
     }
 
     /// Uses the PATH that has the project's tools first.
@@ -148,5 +179,26 @@ impl Cmd {
             .status
             .success()
             .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_distinct_and_skip_what_the_caller_set() {
+        let vars = ["A", "B", "C", "D", "E", "F", "G", "H"];
+        let ports = free_ports(&vars, |var| var == "C").expect("loopback ports");
+        let named: Vec<&str> = ports.iter().map(|(var, _)| *var).collect();
+        assert_eq!(named, ["A", "B", "D", "E", "F", "G", "H"]);
+        let mut numbers: Vec<u16> = ports.iter().map(|(_, port)| *port).collect();
+        numbers.sort_unstable();
+        numbers.dedup();
+        assert_eq!(numbers.len(), 7, "{ports:?}");
+        // Free once chosen: a server can bind each of them.
+        for (_, port) in ports {
+            std::net::TcpListener::bind(("127.0.0.1", port)).expect("the port is free");
+        }
     }
 }

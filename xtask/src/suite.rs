@@ -86,7 +86,7 @@ const STAGES: &[Stage] = &[
         run: native_tests,
     },
     Stage {
-        name: "js bindings: node --test, tsc",
+        name: "js: node --test, tsc",
         run: js_checks,
     },
     Stage {
@@ -265,10 +265,15 @@ fn native_tests(_: &ToolEnv, tally: &mut Tally) -> Result<(), String> {
 
 /// The framework bindings (js/gaesup-bindings.js) against a fake
 /// window.gaesup with React, Vue and Svelte, then their declarations
-/// against the TypeScript units and the README's examples.
+/// against the TypeScript units and the README's examples; and the test
+/// scripts' own static server (it must not outlive a killed Playwright).
 fn js_checks(env: &ToolEnv, tally: &mut Tally) -> Result<(), String> {
     Cmd::new("node")
         .args(["--test", "--test-reporter=tap", "js/tests/"])
+        .env_path(env)
+        .run_watching(|line| tally.read(line))?;
+    Cmd::new("node")
+        .args(["--test", "--test-reporter=tap", "end2end/scripts/tests/"])
         .env_path(env)
         .run_watching(|line| tally.read(line))?;
     Cmd::new("node")
@@ -394,6 +399,7 @@ fn playwright(env: &ToolEnv, tally: &mut Tally) -> Result<(), String> {
     Cmd::new("playwright")
         .args(["test"])
         .dir("end2end")
+        .free_ports(&["E2E_PORT", "E2E_SUBPATH_PORT"])?
         .env_path(env)
         .run_watching(|line| tally.read(line))
 }

@@ -119,7 +119,7 @@ pub fn run(env: &ToolEnv, on_line: &mut dyn FnMut(&str)) -> Result<(), String> {
         .args(["test", "-c", "new-unit.config.ts"])
         .args(&specs)
         .dir(&format!("{scratch_dir}/end2end"))
-        .env("E2E_NEW_UNIT_PORT", free_port()?.to_string())
+        .free_ports(&["E2E_NEW_UNIT_PORT"])?
         .env_path(env)
         .run_watching(on_line)?;
     let tested = began.elapsed();
@@ -132,15 +132,6 @@ pub fn run(env: &ToolEnv, on_line: &mut dyn FnMut(&str)) -> Result<(), String> {
         tested.as_secs_f64()
     );
     fs::remove_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))
-}
-
-/// A loopback port nobody listens on now (the suites of other checkouts
-/// may be serving on the fixed ones).
-fn free_port() -> Result<u16, String> {
-    std::net::TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .map_err(|e| format!("no free loopback port: {e}"))
 }
 
 /// Copies the tree under `from` to `to`, except [`SKIPPED`] paths;
