@@ -62,8 +62,8 @@ mod message;
 mod stream;
 
 pub use link::{
-    LimitsAsk, Link, LinkOutput, LinkStatus, MAX_OUTBOX, QueueError, Rebase, mark_refused_stale,
-    mark_resync, remove_outbox_entry, write_outbox_entry,
+    LimitsAsk, Link, LinkOutput, LinkStatus, MAX_OUTBOX, QueueError, Rebase, SnapshotRefusals,
+    mark_refused_stale, mark_resync, remove_outbox_entry, write_outbox_entry,
 };
 pub use message::{
     Ack, AckStatus, Acks, ClientMessage, ErrorBody, Hello, Limits, OpsBody, PROTOCOL_VERSION, Ping,

@@ -229,6 +229,18 @@ impl LimitsAsk {
     }
 }
 
+/// What the pieces of one snapshot of a stream left out and passed on,
+/// added up (see [`Link::snapshot_refusals`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnapshotRefusals {
+    /// States left out (refused by this app), in every piece.
+    pub refused: usize,
+    /// States passed on.
+    pub passed: usize,
+    /// The first state left out, and why.
+    pub first: Option<(FullKey, String)>,
+}
+
 /// A sum or merge key whose ops the relay refused as stale, to re-base.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rebase {
@@ -480,6 +492,9 @@ pub struct Link {
     /// them (a re-base now could undo what those ops did). Not kept in
     /// storage: the next page fetches them again (see the pins).
     unread: VecSet<StreamId>,
+    /// What the pieces of a snapshot taking place left out so far, by
+    /// stream (see [`Link::snapshot_refusals`]).
+    refusals: VecMap<StreamId, SnapshotRefusals>,
     /// Streams to take whole from the relay (a snapshot) once none of
     /// their ops waits in the outbox: this device refused some of their
     /// ops as stale, or lost what it held of one of their keys.
@@ -628,6 +643,7 @@ impl Link {
             rebases: VecMap::new(),
             no_rebase: VecSet::default(),
             unread: VecSet::default(),
+            refusals: VecMap::new(),
             resync: VecSet::default(),
             resyncing: VecSet::default(),
             snapshotted: VecSet::default(),
@@ -1933,6 +1949,39 @@ impl Link {
         self.store_cursor(stream, seq, storage);
     }
 
+    /// Adds up what a piece of a snapshot of `stream` left out
+    /// (`refused`) and passed on (`passed`), so a page says it once per
+    /// snapshot, with the totals, rather than once per piece (a snapshot
+    /// of many keys comes in many pieces). Returns the totals at the
+    /// snapshot's last piece (`more` false) if any state was left out. A
+    /// piece that starts at the stream's first key (`first_piece`: it
+    /// follows no key) starts the sum again: the snapshot was asked for
+    /// again from its start.
+    pub fn snapshot_refusals(
+        &mut self,
+        stream: &StreamId,
+        first_piece: bool,
+        more: bool,
+        refused: &[(FullKey, gaesup_state_core::Error)],
+        passed: usize,
+    ) -> Option<SnapshotRefusals> {
+        if first_piece {
+            self.refusals.remove(stream);
+        }
+        let sum = self.refusals.get_or_default(stream.clone());
+        sum.refused = sum.refused.saturating_add(refused.len());
+        sum.passed = sum.passed.saturating_add(passed);
+        if sum.first.is_none()
+            && let Some((key, err)) = refused.first()
+        {
+            sum.first = Some((key.clone(), err.to_string()));
+        }
+        if more {
+            return None;
+        }
+        self.refusals.remove(stream).filter(|sum| sum.refused > 0)
+    }
+
     // ----- HTTP fallback ------------------------------------------------
 
     /// The path to ask the relay's limits at (`GET`, before a push), while
@@ -2631,6 +2680,45 @@ mod tests {
                 reason: String::from("strategy merge is not in this build"),
             },
         )
+    }
+
+    #[test]
+    fn what_a_snapshot_in_pieces_left_out_is_said_once_with_its_totals() {
+        let (_, mut link, main, a, b) = pieces_fixture();
+        let other: StreamId = "apartment:other".parse().unwrap();
+        let (ra, rb) = (left_out(&a), left_out(&b));
+        // Three pieces: states left out in the first and the last.
+        assert_eq!(
+            link.snapshot_refusals(&main, true, true, std::slice::from_ref(&ra), 4),
+            None
+        );
+        // Another stream's snapshot, whole and clean, counts apart.
+        assert_eq!(link.snapshot_refusals(&other, true, false, &[], 9), None);
+        assert_eq!(link.snapshot_refusals(&main, false, true, &[], 5), None);
+        let said = link
+            .snapshot_refusals(&main, false, false, &[rb.clone(), ra.clone()], 1)
+            .expect("said at the last piece");
+        assert_eq!(
+            said,
+            SnapshotRefusals {
+                refused: 3,
+                passed: 10,
+                first: Some((a.key.clone(), ra.1.to_string())),
+            }
+        );
+        // Said once: the next snapshot starts from nothing.
+        let again = link
+            .snapshot_refusals(&main, true, false, std::slice::from_ref(&rb), 2)
+            .expect("a snapshot in one piece");
+        assert_eq!((again.refused, again.passed), (1, 2));
+        assert_eq!(again.first.map(|(key, _)| key), Some(b.key.clone()));
+        // Taken again from its start midway: the first try's pieces no
+        // longer count.
+        link.snapshot_refusals(&main, true, true, std::slice::from_ref(&ra), 7);
+        let restarted = link
+            .snapshot_refusals(&main, true, false, &[], 3)
+            .map(|sum| sum.refused);
+        assert_eq!(restarted, None, "nothing left out in the snapshot taken");
     }
 
     #[test]

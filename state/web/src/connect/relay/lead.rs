@@ -4,7 +4,8 @@
 use std::rc::Rc;
 
 use gaesup_protocol::{
-    AckStatus, Link, LinkOutput, LinkStatus, Rebase, Sequenced, Snapshot, StreamId,
+    AckStatus, Link, LinkOutput, LinkStatus, Rebase, Sequenced, Snapshot, SnapshotRefusals,
+    StreamId,
 };
 use gaesup_state_core::{COMPACT_AFTER_MS, FullKey, Message, OpGroup, Storage};
 use gloo_timers::callback::{Interval, Timeout};
@@ -457,13 +458,24 @@ impl Remote {
         // The link set `seq` and `more` for a snapshot in pieces: the
         // cursor moves only once the last piece is merged.
         let (stream, seq, more) = (snapshot.stream.clone(), snapshot.seq, snapshot.more);
+        let first_piece = snapshot.after.is_none();
         let keys: Vec<FullKey> = snapshot.states.iter().map(|s| s.key.clone()).collect();
         let (groups, refused) = snapshot.into_tab_groups();
-        if let Some((key, err)) = refused.first() {
+        // Said once the last piece is in, for the whole snapshot.
+        let passed = groups.iter().map(Vec::len).sum::<usize>();
+        let sum = self
+            .with_link(|link, _| {
+                link.snapshot_refusals(&stream, first_piece, more, &refused, passed)
+            })
+            .flatten();
+        if let Some(SnapshotRefusals {
+            refused,
+            passed,
+            first: Some((key, err)),
+        }) = sum
+        {
             self.notice(format!(
-                "The relay's snapshot of {stream} held {} state(s) this app refuses, left out ({key}: {err}); the other {} were passed on.",
-                refused.len(),
-                groups.iter().map(Vec::len).sum::<usize>()
+                "The relay's snapshot of {stream} held {refused} state(s) this app refuses, left out ({key}: {err}); the other {passed} were passed on."
             ));
         }
         let mut unsaved = false;
