@@ -7,6 +7,7 @@ import { once } from 'node:events';
 import { expect, type Page } from '@playwright/test';
 import { Device, Proxy, Relay, configFor, test } from './support/devices';
 import { SharedNoteUnit } from './support/units';
+import { ApartmentPage, CounterUnit } from './support/apartment';
 
 const counter = 'main/lobby/counter';
 const otherBuildingCounter = 'main/workshop/counter';
@@ -81,6 +82,34 @@ test.describe('two devices through a relay', () => {
     expect(await a.outbox()).toBe(0);
     expect(await b.get(probe, 'session-only')).toBeNull();
     expect(await b.get(probe, 'memory-only')).toBeNull();
+    a.expectNoErrors();
+    b.expectNoErrors();
+  });
+
+  test('what the relay brings for units a page does not show is applied and saved: a reload offline shows it', async ({ browser }) => {
+    const config = configFor(relay.url, relay.token());
+    const a = await Device.open(browser, config);
+    // B's page shows the settings building alone: no counter, no notes.
+    const b = await Device.open(browser, config, '/apartment/main/building/settings');
+    for (const device of [a, b]) await expect(device.relayLink()).toHaveText('connected');
+    await expect(b.page.getByRole('button', { name: 'Increment' })).toHaveCount(0);
+    await a.increment(counter, 'count', 5);
+    await a.set(notes, 'notes', 'written where B does not look');
+    // The app declared every unit's keys at start: B applies them.
+    await expect.poll(() => b.get(counter, 'count')).toBe(5);
+    await expect.poll(() => b.get(notes, 'notes')).toBe('written where B does not look');
+    // ...and saved them, so its cursor moved past them.
+    await expect(a.waiting()).toHaveText('0');
+    await expect
+      .poll(() => b.page.evaluate(() => Number(localStorage.getItem('gaesup/cursor/apartment:main') ?? 0)))
+      .toBeGreaterThanOrEqual(2);
+    // With the relay gone, a page showing them has them from storage.
+    await relay.stop();
+    await b.page.goto('/');
+    await b.page.waitForFunction(() => window.gaesup !== undefined);
+    const visits = new CounterUnit(new ApartmentPage(b.page).unit('Visitor counter').first());
+    await expect(visits.value()).toHaveText('5');
+    expect(await b.get(notes, 'notes')).toBe('written where B does not look');
     a.expectNoErrors();
     b.expectNoErrors();
   });
