@@ -34,7 +34,8 @@ export interface EventOptions {
 /**
  * What window.gaesup throws: an Error with a stable `code`
  * (`unknown_key`, `permission_denied`, `type_mismatch`, `outbox_full`, …);
- * the bindings add `not_ready`, `rejected`, `no_unit` and `no_scope`.
+ * the bindings add `not_ready`, `rejected`, `no_unit`, `no_scope`, and
+ * `invalid_path` for a whole-key write on a state of a path.
  */
 export interface GaesupError extends Error {
   code?: string;
@@ -144,7 +145,11 @@ export interface StateMeta extends WrittenMeta {
 /** What resolves or rejects an optimistic write. */
 export type Confirmation = PromiseLike<unknown> | (() => PromiseLike<unknown>);
 
-/** `set(value)` or `set(current => next)`, with the other writes attached. */
+/**
+ * `set(value)` or `set(current => next)`, with the other writes attached.
+ * With a `path` option it writes at that path and leaves the rest of the
+ * value; `increment` and `optimistic` then refuse (code `invalid_path`).
+ */
 export interface Setter<T> {
   (next: T | ((current: T) => T)): void;
   /** Adds `delta` to a sum key. */
@@ -155,7 +160,7 @@ export interface Setter<T> {
 }
 
 export interface SharedStateOptions {
-  /** Watch only this path inside the value. */
+  /** Watch only this path inside the value, and write there (`set`). */
   path?: string;
   /** Declare the key with these rules first (a Rust unit usually declares it). */
   rules?: KeyRules;

@@ -143,15 +143,30 @@ export class SharedState {
     return this.#listeners.size;
   }
 
-  /** Writes `next`, or `next(current)` when it is a function. */
+  /**
+   * Writes `next`, or `next(current)` when it is a function. A state of a
+   * path writes at that path (the updater gets the sub-value), leaving
+   * the rest of the value as it is.
+   */
   set(next) {
     const value = typeof next === 'function' ? next(this.#snapshot.value) : next;
-    this.#write((unit) => unit.set(this.#name, value));
+    if (this.#path === undefined) this.#write((unit) => unit.set(this.#name, value));
+    else this.#write((unit) => unit.setPath(this.#name, this.#path, value));
   }
 
-  /** Adds `delta` to a sum key. */
+  /** Adds `delta` to a sum key (a whole key: a state of a path refuses). */
   increment(delta) {
+    if (this.#refusePath('increment')) return;
     this.#write((unit) => unit.increment(this.#name, delta));
+  }
+
+  /** A state of a path cannot `what` (the key's whole value can): says so. */
+  #refusePath(what) {
+    if (this.#path === undefined) return false;
+    this.#fail(
+      codedError('invalid_path', `${what} writes the whole of ${this.#name}, not its path ${this.#path}`),
+    );
+    return true;
   }
 
   /**
@@ -162,6 +177,7 @@ export class SharedState {
    * write was kept; never rejects.
    */
   async optimistic(next, confirmation) {
+    if (this.#refusePath('optimistic')) return false;
     const value = typeof next === 'function' ? next(this.#snapshot.value) : next;
     let write;
     this.#write((unit) => {

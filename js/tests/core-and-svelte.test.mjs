@@ -160,6 +160,25 @@ test('a path state hears only its path', () => {
   assert.equal(fake.subscriptions.size, 0);
 });
 
+test('a path state writes at its path and keeps the rest; increment and optimistic refuse', async () => {
+  const fake = ready({ cart: { items: [{ qty: 1, name: 'tea' }], owner: 'x' } });
+  const qty = new SharedState(UNIT, 'cart', 0, { path: 'items.0.qty' });
+  const stop = qty.subscribe(() => {});
+  qty.set(3);
+  qty.setter((n) => n + 1);
+  assert.deepEqual(fake.keys.get('cart').value, { items: [{ qty: 4, name: 'tea' }], owner: 'x' });
+  assert.equal(qty.getSnapshot().value, 4);
+  assert.equal(qty.getSnapshot().meta.error, null);
+  qty.increment(1);
+  assert.equal(qty.getSnapshot().meta.error?.code, 'invalid_path');
+  assert.equal(await qty.optimistic(9, Promise.resolve()), false);
+  assert.equal(qty.getSnapshot().meta.error?.code, 'invalid_path');
+  // Neither touched the value.
+  assert.deepEqual(fake.keys.get('cart').value, { items: [{ qty: 4, name: 'tea' }], owner: 'x' });
+  assert.equal(fake.calls.filter(([call]) => call === 'set' || call === 'increment').length, 0);
+  stop();
+});
+
 test('events: listen waits for ready, hears emits, and stops', () => {
   const heard = [];
   const stop = listen(UNIT, 'wave', (data, sender) => heard.push([data, sender]));

@@ -79,6 +79,18 @@ export class FakeGaesup {
         key(name);
         fake.write(name, value, address);
       },
+      setPath(name, path, value) {
+        fake.calls.push(['setPath', name, path, value]);
+        const whole = copy(key(name).value);
+        const segments = path.split('.');
+        const last = segments.pop();
+        const parent = segments.length === 0 ? whole : at(whole, segments.join('.'));
+        if (parent === null || typeof parent !== 'object') {
+          throw coded('invalid_path', `${path} leads nowhere in ${name}`);
+        }
+        parent[last] = copy(value);
+        fake.write(name, whole, address);
+      },
       increment(name, delta) {
         fake.calls.push(['increment', name, delta]);
         fake.write(name, key(name).value + delta, address);
