@@ -47,6 +47,7 @@ use crate::platform::{SystemClock, random_tab_id};
 pub use confirm::{Confirmation, RelayAck};
 pub use events::ListenerId;
 pub use inspect::{KeyInfo, LOG_CAPACITY, LogEntry, Origin};
+pub use notify::MAX_CASCADE;
 pub use subscribe::SubscriptionId;
 pub use write::Written;
 

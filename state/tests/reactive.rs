@@ -1482,3 +1482,43 @@ fn a_subscriber_writing_inside_a_change_a_poll_published_comes_before_the_next_w
         assert_eq!(held, (0, 0), "admitted once, nothing left held");
     });
 }
+
+#[test]
+fn a_subscriber_that_writes_on_every_change_is_cut_off_not_looped_forever() {
+    Owner::new().with(|| {
+        let manager = manager(1);
+        let key = SharedKey::<i64>::builder("n")
+            .scope(Scope::Building)
+            .strategy(Strategy::Sum)
+            .build()
+            .unwrap();
+        manager.declare(&key).unwrap();
+        let unit: UnitAddress = "a/b/u".parse().unwrap();
+        let heard = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::clone(&heard);
+        let (writer, again) = (unit.clone(), key.clone());
+        manager
+            .subscribe(&unit, &key, None, move |_| {
+                seen.fetch_add(1, Ordering::SeqCst);
+                // Each change it hears makes another.
+                let _ = manager.increment(&writer, &again, 1);
+            })
+            .unwrap();
+        manager.increment(&unit, &key, 1).unwrap();
+        // The first change, then MAX_CASCADE of its own; the writes stand.
+        assert_eq!(heard.load(Ordering::SeqCst), 1 + gaesup_state::MAX_CASCADE);
+        let total = manager.get(&unit, &key).unwrap();
+        assert_eq!(total, 2 + gaesup_state::MAX_CASCADE as i64);
+        let dropped = manager.dropped();
+        assert_eq!(dropped.len(), 1, "{dropped:?}");
+        assert!(dropped[0].contains("kept writing"), "{dropped:?}");
+        assert!(dropped[0].contains("building/a/b/n"), "{dropped:?}");
+        // A later write is delivered again (and cut off again).
+        manager.increment(&unit, &key, 1).unwrap();
+        assert_eq!(
+            heard.load(Ordering::SeqCst),
+            2 * (1 + gaesup_state::MAX_CASCADE)
+        );
+        assert_eq!(manager.dropped().len(), 2);
+    });
+}

@@ -72,7 +72,18 @@ struct Delivery<'s> {
     /// routed by path) so none is borrowed while a subscriber runs, and
     /// handed back at the end.
     targets: Vec<OnChange>,
+    /// Changes delivered from the queue (published by subscribers) so far.
+    cascade: usize,
 }
+
+/// Most changes that subscribers may publish, one after another, while
+/// one delivery of changes to subscribers runs. Past it, subscribers are
+/// writing on every change they hear (a loop that would hang the page):
+/// the rest are not delivered (the writes themselves stand), and the
+/// manager says so on the console and in
+/// [`dropped`](StateManager::dropped). A batch's changes are published at
+/// once, not one after another, and never count.
+pub const MAX_CASCADE: usize = 10_000;
 
 impl<'s> Delivery<'s> {
     fn start(shared: &'s Shared) -> Self {
@@ -82,15 +93,42 @@ impl<'s> Delivery<'s> {
         Self {
             shared,
             targets: Vec::new(),
+            cascade: 0,
         }
     }
 
-    /// Delivers the changes queued meanwhile, in order.
+    /// Delivers the changes queued meanwhile, in order: at most
+    /// [`MAX_CASCADE`] of them. Past that, subscribers write on every
+    /// change they are told of (a loop, which would hang the page): the
+    /// rest are not delivered (the writes themselves stand), and the
+    /// manager says so among its dropped messages and on the console.
     fn drain_queue(&mut self) {
         while self.shared.queued.get() {
+            if self.cascade == MAX_CASCADE {
+                let key = self
+                    .shared
+                    .pending
+                    .borrow()
+                    .front()
+                    .map(|c| c.key.to_string());
+                self.shared.pending.borrow_mut().clear();
+                self.shared.queued.set(false);
+                let text = format!(
+                    "Subscribers kept writing while being told of changes (the last to {}): \
+                     after {MAX_CASCADE} changes in one delivery, the rest were not delivered. \
+                     A subscriber that writes on every change loops.",
+                    key.unwrap_or_default()
+                );
+                leptos::logging::error!("{text}");
+                StateManager::record_refusal(self.shared, text);
+                return;
+            }
             let next = self.shared.pending.borrow_mut().pop_front();
             match next {
-                Some(change) => self.notify(&change),
+                Some(change) => {
+                    self.cascade += 1;
+                    self.notify(&change);
+                }
                 None => self.shared.queued.set(false),
             }
         }

@@ -84,7 +84,17 @@ impl StateManager {
         dropped.drain(..excess);
     }
 
-    /// Why recent incoming messages were refused, oldest first (at most
+    /// Adds `text` to [`dropped`](Self::dropped) (what was not delivered).
+    pub(super) fn record_refusal(shared: &Shared, text: String) {
+        let mut dropped = shared.dropped.borrow_mut();
+        if dropped.len() == LOG_CAPACITY {
+            dropped.remove(0);
+        }
+        dropped.push(text);
+    }
+
+    /// Why recent incoming messages were refused, and deliveries cut short
+    /// (see [`MAX_CASCADE`](crate::MAX_CASCADE)), oldest first (at most
     /// [`LOG_CAPACITY`]).
     pub fn dropped(&self) -> Vec<String> {
         self.shared()
