@@ -76,16 +76,19 @@ pub fn install_js_binding(
     APARTMENTS.with(|registry| registry.borrow_mut().extend(apartments));
     let window = web_sys::window().ok_or_else(|| JsValue::from_str("no window"))?;
     let api = Object::new();
-    let unit = Closure::<dyn Fn(String) -> std::result::Result<JsValue, JsValue>>::new(
-        |address: String| {
-            open_unit(&address)
+    let unit = Closure::<dyn Fn(JsValue) -> std::result::Result<JsValue, JsValue>>::new(
+        |address: JsValue| {
+            text(&address, "unit")
+                .and_then(|address| open_unit(&address))
                 .map(JsValue::from)
                 .map_err(|e| js_error(&e))
         },
     );
     Reflect::set(&api, &"unit".into(), &unit.into_js_value())?;
-    let relay = Closure::<dyn Fn(String) -> JsValue>::new(|apartment: String| {
-        crate::connect::relay_status(&apartment)
+    let relay = Closure::<dyn Fn(JsValue) -> JsValue>::new(|apartment: JsValue| {
+        apartment
+            .as_string()
+            .and_then(|apartment| crate::connect::relay_status(&apartment))
             .and_then(|status| relay_status_js(&status))
             .unwrap_or(JsValue::NULL)
     });
@@ -129,6 +132,51 @@ fn relay_status_js(status: &gaesup_state::RelayStatus) -> Option<JsValue> {
     )?;
     set("here", status.here.into())?;
     Some(object.into())
+}
+
+/// `value` as text: names, paths and addresses. Anything else is refused
+/// here, in Rust: wasm-bindgen's glue would copy a number or an object
+/// into the wasm as if it were a string (a trap, not an error).
+fn text(value: &JsValue, call: &str) -> Result<String> {
+    value.as_string().ok_or_else(|| {
+        let kind = value.js_typeof().as_string().unwrap_or_default();
+        bad(format!(
+            "{call} takes names, paths and addresses as strings, not a {kind}"
+        ))
+    })
+}
+
+/// `value` as a function to call back, refused otherwise (a callback
+/// forgotten would be taken and never fire).
+fn function(value: JsValue, call: &str) -> Result<Function> {
+    if value.is_function() {
+        Ok(value.unchecked_into())
+    } else {
+        let kind = value.js_typeof().as_string().unwrap_or_default();
+        Err(bad(format!(
+            "{call} takes a function to call back, not a {kind}"
+        )))
+    }
+}
+
+#[wasm_bindgen]
+extern "C" {
+    /// The global `reportError`: an exception shown as an uncaught one
+    /// (the console, `window.onerror`), without unwinding through us.
+    #[wasm_bindgen(catch, js_name = reportError)]
+    fn report_error(exception: &JsValue) -> std::result::Result<(), JsValue>;
+    #[wasm_bindgen(js_namespace = console, js_name = error)]
+    fn console_error(exception: &JsValue);
+}
+
+/// What a unit's callback threw is reported as the browser reports an
+/// uncaught exception, and does not stop the other callbacks.
+fn reported(called: std::result::Result<JsValue, JsValue>) {
+    if let Err(exception) = called
+        && report_error(&exception).is_err()
+    {
+        console_error(&exception);
+    }
 }
 
 fn bad(reason: impl Into<String>) -> StateError {

@@ -386,3 +386,77 @@ fn paths_meta_and_optimistic_writes() {
         );
     });
 }
+
+#[wasm_bindgen_test]
+fn names_that_are_not_strings_and_callbacks_that_are_not_functions_are_refused() {
+    let owner = Owner::new();
+    owner.with(|| {
+        install("js9");
+        // Before, wasm-bindgen's glue copied these into the wasm as if
+        // they were strings: `memory access out of bounds`, no code.
+        let out = js(r#"
+            const codes = [];
+            const attempt = (run) => {
+                try { run(); codes.push('taken'); } catch (e) { codes.push(e.code ?? String(e)); }
+            };
+            attempt(() => window.gaesup.unit(7));
+            attempt(() => window.gaesup.unit({ length: 0xffffffff }));
+            const u = window.gaesup.unit('js9/b/el');
+            u.declare('n', { scope: 'building', strategy: 'sum' });
+            attempt(() => u.get(42));
+            attempt(() => u.get({ length: 0xffffffff }));
+            attempt(() => u.set(undefined, 1));
+            attempt(() => u.setPath('n', 3, 1));
+            attempt(() => u.getPath(null, 'a'));
+            attempt(() => u.increment(5, 1));
+            attempt(() => u.meta([]));
+            attempt(() => u.declare(1, {}));
+            attempt(() => u.emit(2, null));
+            attempt(() => u.subscribe('n'));
+            attempt(() => u.subscribe('n', 'not a function'));
+            attempt(() => u.on('wave', {}));
+            attempt(() => u.subscribeBatch(['n'], 3));
+            // Still working afterwards.
+            u.increment('n', 2);
+            return { codes, n: u.get('n'), relay: window.gaesup.relay(5) };
+        "#);
+        let bad = r#""bad_value""#;
+        let codes = [bad; 15].join(",");
+        assert_eq!(out, format!(r#"{{"codes":[{codes}],"n":2,"relay":null}}"#));
+    });
+}
+
+#[wasm_bindgen_test]
+fn a_callback_stopped_by_another_is_not_told_and_a_throwing_one_is_reported() {
+    let owner = Owner::new();
+    owner.with(|| {
+        install("js10");
+        let out = js(r#"
+            const reported = [];
+            const report = globalThis.reportError;
+            globalThis.reportError = (error) => reported.push(error.message);
+            try {
+                const u = window.gaesup.unit('js10/b/el');
+                u.declare('n', { scope: 'building', strategy: 'sum' });
+                const seen = [];
+                let stopSecond;
+                u.subscribe('n', () => { throw new Error('first threw'); });
+                u.subscribe('n', (v) => { seen.push(['stopper', v]); stopSecond(); });
+                stopSecond = u.subscribe('n', (v) => seen.push(['stopped', v]));
+                u.subscribe('n', (v) => seen.push(['last', v]));
+                let stopHeard;
+                u.on('wave', () => { seen.push(['first listener']); stopHeard(); });
+                stopHeard = u.on('wave', () => seen.push(['stopped listener']));
+                u.increment('n', 1);
+                u.emit('wave', null);
+                return { seen, reported };
+            } finally {
+                globalThis.reportError = report;
+            }
+        "#);
+        assert_eq!(
+            out,
+            r#"{"seen":[["stopper",1],["last",1],["first listener"]],"reported":["first threw"]}"#
+        );
+    });
+}

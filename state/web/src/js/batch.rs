@@ -52,7 +52,7 @@ impl BatchWatch {
             // Key names are validated (no `__proto__`): plain properties.
             let _ = Reflect::set(&values, &name.into(), &to_js(value));
         }
-        let _ = self.callback.call1(&JsValue::NULL, &values);
+        super::reported(self.callback.call1(&JsValue::NULL, &values));
     }
 }
 

@@ -1,13 +1,16 @@
 //! What a [`JsUnit`] offers JavaScript: reads, writes, subscriptions,
 //! events.
 
+use std::cell::Cell;
+use std::rc::Rc;
+
 use gaesup_state::{Confirmation, Result, StateError};
 use gaesup_state_core::{Event, FullKey, KeyName, KeyState, Path, Scope};
 use js_sys::{Function, Object, Reflect};
 use wasm_bindgen::prelude::*;
 
 use super::convert::{EventOptions, JsonBudget, SubscribeOptions, from_js, options, to_js};
-use super::{JsUnit, JsWrite, bad, js_error, stopper};
+use super::{JsUnit, JsWrite, bad, function, js_error, reported, stopper, text};
 
 #[wasm_bindgen(js_class = GaesupUnit)]
 impl JsUnit {
@@ -21,13 +24,16 @@ impl JsUnit {
     /// (defaults: private, memory, last-write-wins, null; a sum key's
     /// default is 0). If a unit already declared it in that scope, the
     /// rules must match and its type is enforced on every write.
-    pub fn declare(&self, name: &str, options: JsValue) -> std::result::Result<(), JsValue> {
-        self.try_declare(name, &options).map_err(|e| js_error(&e))
+    pub fn declare(&self, name: JsValue, options: JsValue) -> std::result::Result<(), JsValue> {
+        text(&name, "declare")
+            .and_then(|name| self.try_declare(&name, &options))
+            .map_err(|e| js_error(&e))
     }
 
     /// The current value of `name`.
-    pub fn get(&self, name: &str) -> std::result::Result<JsValue, JsValue> {
-        self.key(name)
+    pub fn get(&self, name: JsValue) -> std::result::Result<JsValue, JsValue> {
+        text(&name, "get")
+            .and_then(|name| self.key(&name))
             .and_then(|key| self.unit.manager.get_value(&self.unit.address, &key))
             .map(|value| to_js(&value))
             .map_err(|e| js_error(&e))
@@ -35,9 +41,9 @@ impl JsUnit {
 
     /// Writes `value` to `name` (for a sum key: the increment that makes
     /// the total equal `value`).
-    pub fn set(&self, name: &str, value: JsValue) -> std::result::Result<(), JsValue> {
+    pub fn set(&self, name: JsValue, value: JsValue) -> std::result::Result<(), JsValue> {
         let write = || -> Result<()> {
-            let key = self.key(name)?;
+            let key = self.key(&text(&name, "set")?)?;
             let value = from_js(&value)?;
             self.unit.manager.set(&self.unit.address, &key, value)?;
             Ok(())
@@ -54,13 +60,13 @@ impl JsUnit {
     #[wasm_bindgen(js_name = setPath)]
     pub fn set_path(
         &self,
-        name: &str,
-        path: &str,
+        name: JsValue,
+        path: JsValue,
         value: JsValue,
     ) -> std::result::Result<(), JsValue> {
         let write = || -> Result<()> {
-            let key = self.key(name)?;
-            let path = Path::parse(path)?;
+            let key = self.key(&text(&name, "setPath")?)?;
+            let path = Path::parse(&text(&path, "setPath")?)?;
             let value = from_js(&value)?;
             self.unit
                 .manager
@@ -80,9 +86,9 @@ impl JsUnit {
     /// last-write-wins key declared from JavaScript the value changes in
     /// place, and only the subscribers of the places written are told.
     #[wasm_bindgen(js_name = setPaths)]
-    pub fn set_paths(&self, name: &str, writes: JsValue) -> std::result::Result<(), JsValue> {
+    pub fn set_paths(&self, name: JsValue, writes: JsValue) -> std::result::Result<(), JsValue> {
         let write = || -> Result<()> {
-            let key = self.key(name)?;
+            let key = self.key(&text(&name, "setPaths")?)?;
             let writes = path_writes(&writes)?;
             self.unit
                 .manager
@@ -93,8 +99,9 @@ impl JsUnit {
     }
 
     /// Adds `delta` (a whole number) to sum key `name`.
-    pub fn increment(&self, name: &str, delta: f64) -> std::result::Result<(), JsValue> {
+    pub fn increment(&self, name: JsValue, delta: f64) -> std::result::Result<(), JsValue> {
         let write = || -> Result<()> {
+            let name = text(&name, "increment")?;
             if delta.fract() != 0.0 || delta.abs() > 9_007_199_254_740_991.0 {
                 // Shown as JavaScript writes it (Rust's float formatting
                 // would add about 12 KiB to the wasm for this one message).
@@ -105,7 +112,7 @@ impl JsUnit {
                 );
                 return Err(bad(format!("increment {shown} is not a safe whole number")));
             }
-            let key = self.key(name)?;
+            let key = self.key(&name)?;
             // Checked above: a safe integer converts exactly.
             self.unit
                 .manager
@@ -121,26 +128,32 @@ impl JsUnit {
     /// sub-value there (`undefined` when absent).
     pub fn subscribe(
         &self,
-        name: &str,
-        callback: Function,
+        name: JsValue,
+        callback: JsValue,
         options: JsValue,
     ) -> std::result::Result<Function, JsValue> {
         let watch = || -> Result<Function> {
+            let key = self.key(&text(&name, "subscribe")?)?;
+            let callback = function(callback, "subscribe")?;
             let options: SubscribeOptions = self::options(&options)?;
-            let key = self.key(name)?;
             let path = options.path.as_deref().map(Path::parse).transpose()?;
             let at = path.clone();
             let manager = self.unit.manager;
+            let live = Rc::new(Cell::new(true));
+            let stop = Rc::clone(&live);
             let id = manager.subscribe(&self.unit.address, &key, path, move |change| {
+                // Stopped by another callback of the same change: not told.
+                if !live.get() {
+                    return;
+                }
                 let value = match &at {
                     Some(path) => path.get(&change.new).map_or(JsValue::UNDEFINED, to_js),
                     None => to_js(&change.new),
                 };
-                // A throwing callback must not stop the other subscribers;
-                // the browser reports the exception itself.
-                let _ = callback.call1(&JsValue::NULL, &value);
+                reported(callback.call1(&JsValue::NULL, &value));
             })?;
             Ok(stopper(move || {
+                stop.set(false);
                 manager.unsubscribe(id);
             }))
         };
@@ -150,10 +163,10 @@ impl JsUnit {
     /// The sub-value of `name` at `path` (`"items.0.qty"`), or `undefined`
     /// when the path is absent.
     #[wasm_bindgen(js_name = getPath)]
-    pub fn get_path(&self, name: &str, path: &str) -> std::result::Result<JsValue, JsValue> {
+    pub fn get_path(&self, name: JsValue, path: JsValue) -> std::result::Result<JsValue, JsValue> {
         let read = || -> Result<JsValue> {
-            let key = self.key(name)?;
-            let path = Path::parse(path)?;
+            let key = self.key(&text(&name, "getPath")?)?;
+            let path = Path::parse(&text(&path, "getPath")?)?;
             let value = self
                 .unit
                 .manager
@@ -167,9 +180,9 @@ impl JsUnit {
     /// wrote the current value and its version stamp, both `null` while
     /// the key holds its default (and for sum keys, where every writer
     /// counts and the value is made of per-tab totals).
-    pub fn meta(&self, name: &str) -> std::result::Result<JsValue, JsValue> {
+    pub fn meta(&self, name: JsValue) -> std::result::Result<JsValue, JsValue> {
         let read = || -> Result<JsValue> {
-            let key = self.key(name)?;
+            let key = self.key(&text(&name, "meta")?)?;
             let address = &self.unit.address;
             let (writer, version) = self.unit.manager.with_replica(|store| {
                 // The key's read permission decides who may see its writer.
@@ -198,11 +211,11 @@ impl JsUnit {
     #[wasm_bindgen(js_name = setOptimistic)]
     pub fn set_optimistic(
         &self,
-        name: &str,
+        name: JsValue,
         value: JsValue,
     ) -> std::result::Result<JsWrite, JsValue> {
         let write = || -> Result<JsWrite> {
-            let key = self.key(name)?;
+            let key = self.key(&text(&name, "setOptimistic")?)?;
             let value = from_js(&value)?;
             let written = self
                 .unit
@@ -226,11 +239,11 @@ impl JsUnit {
     #[wasm_bindgen(js_name = setConfirmed)]
     pub fn set_confirmed(
         &self,
-        name: &str,
+        name: JsValue,
         value: JsValue,
     ) -> std::result::Result<js_sys::Promise, JsValue> {
         let write = || -> Result<js_sys::Promise> {
-            let key = self.key(name)?;
+            let key = self.key(&text(&name, "setConfirmed")?)?;
             let value = from_js(&value)?;
             let manager = self.unit.manager;
             let written = manager.set_full(&self.unit.address, &key, value)?;
@@ -259,9 +272,10 @@ impl JsUnit {
     pub fn subscribe_batch(
         &self,
         names: JsValue,
-        callback: Function,
+        callback: JsValue,
     ) -> std::result::Result<Function, JsValue> {
-        self.try_subscribe_batch(&names, callback)
+        function(callback, "subscribeBatch")
+            .and_then(|callback| self.try_subscribe_batch(&names, callback))
             .map_err(|e| js_error(&e))
     }
 
@@ -269,13 +283,13 @@ impl JsUnit {
     /// (default: apartment), and to other tabs with `crossTab: true`.
     pub fn emit(
         &self,
-        name: &str,
+        name: JsValue,
         data: JsValue,
         options: JsValue,
     ) -> std::result::Result<(), JsValue> {
         let send = || -> Result<()> {
+            let name = KeyName::new(&text(&name, "emit")?)?;
             let options: EventOptions = self::options(&options)?;
-            let name = KeyName::new(name)?;
             let scope = options.scope.unwrap_or(Scope::Apartment);
             let event = Event::new(scope, &self.unit.address, &name, from_js(&data)?)?;
             self.unit
@@ -290,24 +304,31 @@ impl JsUnit {
     /// stops it.
     pub fn on(
         &self,
-        name: &str,
-        callback: Function,
+        name: JsValue,
+        callback: JsValue,
         options: JsValue,
     ) -> std::result::Result<Function, JsValue> {
         let listen = || -> Result<Function> {
+            let name = KeyName::new(&text(&name, "on")?)?;
+            let callback = function(callback, "on")?;
             let options: EventOptions = self::options(&options)?;
-            let name = KeyName::new(name)?;
             let topic = FullKey::new(
                 options.scope.unwrap_or(Scope::Apartment),
                 &self.unit.address,
                 &name,
             );
             let manager = self.unit.manager;
+            let live = Rc::new(Cell::new(true));
+            let stop = Rc::clone(&live);
             let id = manager.listen(topic, move |event| {
+                if !live.get() {
+                    return;
+                }
                 let sender = JsValue::from_str(&event.sender.to_string());
-                let _ = callback.call2(&JsValue::NULL, &to_js(&event.data), &sender);
+                reported(callback.call2(&JsValue::NULL, &to_js(&event.data), &sender));
             })?;
             Ok(stopper(move || {
+                stop.set(false);
                 manager.unlisten(id);
             }))
         };
