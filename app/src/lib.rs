@@ -63,14 +63,17 @@ pub fn AppFrom(
             // One state manager per apartment, for the life of the page:
             // navigating between views must not lose memory-only state.
             let managers = Managers::new(&manifest);
-            // Units written in JavaScript reach the same managers.
+            // Storage and tabs are attached before any unit declares a key,
+            // so each key is rehydrated before its unit first renders.
+            provide_context(sync::connect_all(&managers));
+            // Units written in JavaScript reach the same managers, once
+            // storage and tabs are attached: `gaesup:ready` fires here, and
+            // a unit that reads then (and writes what it read) must see
+            // what storage holds, not a default.
             #[cfg(target_arch = "wasm32")]
             if let Err(err) = gaesup_state_web::install_js_binding(managers.iter()) {
                 leptos::logging::error!("window.gaesup unavailable: {err:?}");
             }
-            // Storage and tabs are attached before any unit declares a key,
-            // so each key is rehydrated before its unit first renders.
-            provide_context(sync::connect_all(&managers));
             follow_theme(&managers);
             provide_context(managers);
             provide_context(Arc::new(manifest));

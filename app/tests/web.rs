@@ -65,3 +65,54 @@ fn a_hostile_manifest_is_shown_as_text() {
     assert!(alert.contains("<img src=x onerror=alert(1)>"), "{alert}");
     assert!(document().query_selector("img").unwrap().is_none());
 }
+
+/// Runs `body` as a JavaScript function of no arguments.
+fn js(body: &str) -> wasm_bindgen::JsValue {
+    js_sys::Function::new_no_args(body)
+        .call0(&wasm_bindgen::JsValue::NULL)
+        .unwrap()
+}
+
+/// A JavaScript unit that starts on `gaesup:ready` reads what storage
+/// holds: the event fires once storage and the other tabs are attached,
+/// not before (where a persistent key still held its default, and a
+/// read-then-write from it would overwrite what was stored).
+#[wasm_bindgen_test]
+async fn gaesup_ready_fires_once_storage_is_attached() {
+    const MANIFEST: &str = include_str!("../src/manifest.json");
+    web_sys::window()
+        .unwrap()
+        .local_storage()
+        .unwrap()
+        .unwrap()
+        .clear()
+        .unwrap();
+    // A first page stores a count of 5 for the lobby.
+    let (host, handle) = gaesup_test_support::mount(|| view! { <AppFrom manifest=MANIFEST /> });
+    js("window.gaesup.unit('main/lobby/counter').increment('count', 5)");
+    let stored = || {
+        js("return Object.keys(localStorage).some((key) => key.includes('main/lobby/count'))")
+            .as_bool()
+            .unwrap_or(false)
+    };
+    for _ in 0..500 {
+        if stored() {
+            break;
+        }
+        gloo_timers::future::TimeoutFuture::new(10).await;
+    }
+    assert!(stored(), "the count was never saved");
+    drop(handle);
+    host.remove();
+
+    // The next start: a unit listening for gaesup:ready reads at once.
+    js(
+        "window.__readAtReady = null; window.addEventListener('gaesup:ready', () => { \
+        window.__readAtReady = window.gaesup.unit('main/lobby/counter').get('count'); }, { once: true })",
+    );
+    let (host, handle) = gaesup_test_support::mount(|| view! { <AppFrom manifest=MANIFEST /> });
+    let read = js("return window.__readAtReady");
+    drop(handle);
+    host.remove();
+    assert_eq!(read.as_f64(), Some(5.0), "read at gaesup:ready: {read:?}");
+}

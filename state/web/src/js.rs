@@ -68,8 +68,11 @@ thread_local! {
     static APARTMENTS: RefCell<VecMap<String, StateManager>> = RefCell::default();
 }
 
-/// Publishes `window.gaesup` for these apartments (call once at start-up,
-/// after the managers exist) and fires `gaesup:ready` on `window`.
+/// Publishes `window.gaesup` for these apartments and fires
+/// `gaesup:ready` on `window`. Call it once at start-up, after the
+/// managers are connected to storage and the other tabs
+/// ([`connect_browser`](crate::connect_browser)): a unit that reads when
+/// it hears `gaesup:ready` must see what storage holds.
 pub fn install_js_binding(
     apartments: impl IntoIterator<Item = (String, StateManager)>,
 ) -> std::result::Result<(), JsValue> {
