@@ -86,8 +86,10 @@ export interface GaesupUnit {
   setOptimistic(name: string, value: Json): GaesupWrite;
   /**
    * Sets at once; resolves when the relay applied the write, rejects with
-   * code `rejected` (after rolling it back) when the relay refused it.
-   * Throws `no_confirmer` when no relay is configured (the write is kept).
+   * code `rejected` (after rolling it back) when the relay refused it, and
+   * with `unconfirmed` (the write kept) when nobody will say: more than
+   * 10,000 writes wait for a word. Throws `no_confirmer` when no relay is
+   * configured (the write is kept).
    */
   setConfirmed(name: string, value: Json): Promise<void>;
   /** Calls back after each change (of `path` only, with its sub-value); returns the unsubscribe. */

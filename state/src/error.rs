@@ -34,6 +34,17 @@ pub enum StateError {
         /// What the confirmation said.
         reason: String,
     },
+    /// A write waited for a relay's word and nobody will give it: more
+    /// writes than the manager keeps waiting (10,000) were made since, or
+    /// the manager went away. The write is kept (the relay still
+    /// receives it); whether the relay applied it is not known.
+    #[error(
+        "nobody will say whether the relay applied the write to {key} (too many writes wait, or the page's state manager went away); the write is kept"
+    )]
+    Unconfirmed {
+        /// The full key.
+        key: String,
+    },
     /// A write was to wait for a relay's confirmation, but no relay is
     /// configured.
     #[error("no relay is configured to confirm writes")]
@@ -82,6 +93,7 @@ impl StateError {
             Self::Disposed => "disposed",
             Self::Busy => "busy",
             Self::Rejected { .. } => "rejected",
+            Self::Unconfirmed { .. } => "unconfirmed",
             Self::NoConfirmer => "no_confirmer",
             Self::BadValue { .. } => "bad_value",
             Self::UnknownApartment { .. } => "unknown_apartment",

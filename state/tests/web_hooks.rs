@@ -111,3 +111,30 @@ async fn the_system_clock_reads_afresh_once_the_task_ends() {
     settle().await;
     assert!(SystemClock.now_ms() > first, "the next task reads afresh");
 }
+
+#[wasm_bindgen_test]
+async fn a_confirmed_write_nobody_will_answer_is_kept_and_says_unconfirmed() {
+    let owner = Owner::new();
+    let manager = owner.with(|| StateManager::new(TabId::new(1), ManualClock::new(1_000)));
+    manager.enable_confirmations().unwrap();
+    let state = hook(&owner, manager, "a/b/u");
+    owner.with(|| state.set.set_confirmed("sent".to_owned()).unwrap());
+    assert!(state.meta.pending.get_untracked());
+    // 10,000 other writes wait after it: the oldest waiter, this one, is
+    // told nobody will say.
+    let others: Vec<_> = (0..10_000u64)
+        .map(|seq| {
+            let op = gaesup_state::core::OpId {
+                tab: TabId::new(99),
+                seq,
+            };
+            manager.confirmation(op).unwrap()
+        })
+        .collect();
+    settle().await;
+    assert!(!state.meta.pending.get_untracked());
+    assert_eq!(state.value.get_untracked(), "sent", "kept");
+    let error = state.meta.error.get_untracked().unwrap();
+    assert_eq!(error.code(), "unconfirmed", "{error}");
+    drop(others);
+}

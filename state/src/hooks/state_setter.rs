@@ -208,7 +208,12 @@ where
         let Ok(write) = self.write(value) else {
             return;
         };
-        self.await_confirmation(write, confirm);
+        self.await_confirmation(write, async move {
+            match confirm.await {
+                Ok(()) => Confirmation::Confirmed,
+                Err(reason) => Confirmation::Refused(reason),
+            }
+        });
     }
 
     /// Shows `value` at once and waits for the relay to apply it, like
@@ -218,41 +223,41 @@ where
     /// differs (a concurrent write on another device won), the relay's
     /// ops bring that value, like any remote change. Offline, the write
     /// stays pending until the relay is reached. Without a relay the write
-    /// is kept and [`StateError::NoConfirmer`] is returned.
+    /// is kept and [`StateError::NoConfirmer`] is returned. When nobody
+    /// will say (too many writes wait), the write is kept and
+    /// [`StateError::Unconfirmed`] shows in the error.
     pub fn set_confirmed(&self, value: T) -> Result<()> {
         let write = self.write(value)?;
         let confirmation = self
             .target()
             .and_then(|t| t.unit.manager.confirmation(write.op.id));
         let confirmation = self.record(confirmation)?;
-        self.await_confirmation(write, async move {
-            match confirmation.await {
-                Confirmation::Confirmed | Confirmation::Unknown => Ok(()),
-                Confirmation::Refused(reason) => Err(reason),
-            }
-        });
+        self.await_confirmation(write, confirmation);
         Ok(())
     }
 
+    /// Pending until `confirm` settles: a refusal rolls the write back
+    /// and shows [`StateError::Rejected`]; no word at all keeps it and
+    /// shows [`StateError::Unconfirmed`].
     fn await_confirmation<F>(&self, write: Write, confirm: F)
     where
-        F: Future<Output = std::result::Result<(), String>> + 'static,
+        F: Future<Output = Confirmation> + 'static,
     {
         let this = *self;
         self.pending.update(|n| *n += 1);
         spawn(async move {
             let outcome = confirm.await;
             let _ = this.pending.try_update(|n| *n = n.saturating_sub(1));
-            if let Err(reason) = outcome {
-                let result: Result<()> = this.target().and_then(|t| {
+            let key = write.op.key.to_string();
+            let result: Result<()> = match outcome {
+                Confirmation::Confirmed => return,
+                Confirmation::Unknown => Err(StateError::Unconfirmed { key }),
+                Confirmation::Refused(reason) => this.target().and_then(|t| {
                     t.unit.manager.revert(&t.unit.address, &t.key, &write)?;
-                    Err(StateError::Rejected {
-                        key: write.op.key.to_string(),
-                        reason,
-                    })
-                });
-                let _ = this.record(result);
-            }
+                    Err(StateError::Rejected { key, reason })
+                }),
+            };
+            let _ = this.record(result);
         });
     }
 }

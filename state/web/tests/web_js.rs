@@ -460,3 +460,38 @@ fn a_callback_stopped_by_another_is_not_told_and_a_throwing_one_is_reported() {
         );
     });
 }
+
+#[wasm_bindgen_test]
+async fn set_confirmed_rejects_as_unconfirmed_when_nobody_will_say() {
+    let owner = Owner::new();
+    let manager = owner.with(|| install("js11"));
+    manager.enable_confirmations().unwrap();
+    let promise: js_sys::Promise = owner.with(|| {
+        Function::new_no_args(
+            "const u = window.gaesup.unit('js11/b/el');
+             u.declare('t', { scope: 'building' });
+             return u.setConfirmed('t', 'sent');",
+        )
+        .call0(&JsValue::NULL)
+        .unwrap()
+        .into()
+    });
+    // 10,000 writes wait after it: it is told nobody will say.
+    let others: Vec<_> = (0..10_000u64)
+        .map(|seq| {
+            let op = gaesup_state::core::OpId {
+                tab: TabId::new(99),
+                seq,
+            };
+            manager.confirmation(op).unwrap()
+        })
+        .collect();
+    let Err(error) = wasm_bindgen_futures::JsFuture::from(promise).await else {
+        panic!("resolved, as if the relay had applied it");
+    };
+    let code = js_sys::Reflect::get(&error, &"code".into()).unwrap();
+    assert_eq!(code.as_string().as_deref(), Some("unconfirmed"));
+    let kept = js("return window.gaesup.unit('js11/b/el').get('t');");
+    assert_eq!(kept, r#""sent""#);
+    drop(others);
+}

@@ -235,7 +235,9 @@ impl JsUnit {
     /// `"rejected"`) when it refused it, after rolling the write back
     /// (unless someone wrote over it meanwhile). Offline, it waits until
     /// the relay is reached. Without a relay the write is kept and the
-    /// call throws (`code` `"no_confirmer"`).
+    /// call throws (`code` `"no_confirmer"`). When nobody will say (more
+    /// than 10,000 writes wait), it rejects with `"unconfirmed"` and the
+    /// write is kept.
     #[wasm_bindgen(js_name = setConfirmed)]
     pub fn set_confirmed(
         &self,
@@ -251,7 +253,11 @@ impl JsUnit {
             let address = self.unit.address.clone();
             Ok(wasm_bindgen_futures::future_to_promise(async move {
                 match confirmation.await {
-                    Confirmation::Confirmed | Confirmation::Unknown => Ok(JsValue::UNDEFINED),
+                    Confirmation::Confirmed => Ok(JsValue::UNDEFINED),
+                    // Kept, but nobody will say the relay applied it.
+                    Confirmation::Unknown => Err(js_error(&StateError::Unconfirmed {
+                        key: written.op.key.to_string(),
+                    })),
                     Confirmation::Refused(reason) => {
                         let _ = manager.revert(&address, &key, &written);
                         Err(js_error(&StateError::Rejected {
