@@ -8,7 +8,7 @@ use gaesup_state::prelude::*;
 use gaesup_state_web::install_js_binding;
 use js_sys::Function;
 use leptos::prelude::*;
-use wasm_bindgen::JsValue;
+use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
@@ -494,4 +494,63 @@ async fn set_confirmed_rejects_as_unconfirmed_when_nobody_will_say() {
     let kept = js("return window.gaesup.unit('js11/b/el').get('t');");
     assert_eq!(kept, r#""sent""#);
     drop(others);
+}
+
+#[wasm_bindgen_test]
+fn values_without_json_too_large_or_too_deep_say_so_before_costing_memory() {
+    let owner = Owner::new();
+    owner.with(|| {
+        install("js12");
+        let memory = || {
+            wasm_bindgen::memory()
+                .unchecked_into::<js_sys::WebAssembly::Memory>()
+                .buffer()
+                .unchecked_into::<js_sys::ArrayBuffer>()
+                .byte_length()
+        };
+        let before = memory();
+        let out = js(r#"
+            const u = window.gaesup.unit('js12/b/el');
+            u.declare('v', {});
+            const attempt = (value) => {
+                try { u.set('v', value); return 'taken'; } catch (e) { return [e.code, e.message]; }
+            };
+            const cycle = {}; cycle.self = cycle;
+            const getter = { get boom() { throw new Error('the getter threw'); } };
+            let deep = 1; for (let i = 0; i < 200; i += 1) deep = [deep];
+            return {
+                bigint: attempt({ n: 10n }),
+                cycle: attempt(cycle),
+                getter: attempt(getter),
+                deep: attempt(deep),
+                huge: attempt('x'.repeat(64 * 1024 * 1024)),
+                token: attempt({ '$serde_json::private::RawValue': '[1]' }),
+                fine: attempt({ ok: 1 }),
+            };
+        "#);
+        let out: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let said = |name: &str| -> (String, String) {
+            let pair = &out[name];
+            (
+                pair[0].as_str().unwrap_or_default().to_owned(),
+                pair[1].as_str().unwrap_or_default().to_owned(),
+            )
+        };
+        let (code, message) = said("bigint");
+        assert_eq!(code, "bad_value");
+        assert!(message.contains("BigInt"), "{message}");
+        let (code, message) = said("cycle");
+        assert_eq!(code, "bad_value");
+        assert!(message.contains("circular"), "{message}");
+        let (code, message) = said("getter");
+        assert_eq!(code, "bad_value");
+        assert!(message.contains("the getter threw"), "{message}");
+        assert_eq!(said("deep").0, "too_deep");
+        assert_eq!(said("huge").0, "too_large");
+        // Refused by its length: the 64 MiB text never entered the wasm.
+        let grown = memory().saturating_sub(before);
+        assert!(grown < 16 << 20, "the wasm's memory grew by {grown} bytes");
+        assert_eq!(said("token").0, "malformed");
+        assert_eq!(out["fine"], "taken");
+    });
 }

@@ -4,7 +4,7 @@
 
 use gaesup_state::Result;
 use gaesup_state_core::{Lifetime, MAX_LOCAL_STATE_BYTES, Scope, Strategy};
-use js_sys::JSON;
+use js_sys::{JSON, Reflect};
 use serde::Deserialize;
 use serde_json::Value;
 use wasm_bindgen::JsValue;
@@ -49,15 +49,44 @@ impl JsonBudget {
     }
 }
 
+/// The JSON text of `value`, measured before it is copied into the wasm:
+/// a text longer than any write may hold is refused by its length alone
+/// (each UTF-16 unit is at least one byte of UTF-8), so a string of a
+/// billion characters never grows the wasm's memory, which never
+/// shrinks.
 fn json_text(value: &JsValue) -> Result<String> {
-    JSON::stringify(value)
-        .map_err(|_| bad("the value cannot be turned into JSON"))?
-        .as_string()
+    let text = JSON::stringify(value).map_err(|exception| {
+        // A BigInt, a cycle, a getter or `toJSON` that throws: say which.
+        let why = Reflect::get(&exception, &JsValue::from_str("message"))
+            .ok()
+            .and_then(|message| message.as_string())
+            .unwrap_or_else(|| "it threw".to_owned());
+        bad(format!("the value cannot be turned into JSON: {why}"))
+    })?;
+    if !text.is_string() {
+        return Err(bad("undefined (and functions, symbols) have no JSON form"));
+    }
+    let units = text.length() as usize;
+    if units > MAX_LOCAL_STATE_BYTES {
+        return Err(gaesup_state_core::Error::TooLarge {
+            what: "a value from JavaScript, as JSON",
+            size: units,
+            limit: MAX_LOCAL_STATE_BYTES,
+        }
+        .into());
+    }
+    text.as_string()
         .ok_or_else(|| bad("undefined (and functions, symbols) have no JSON form"))
 }
 
+/// Parses the text as any outside text is parsed (size, depth, then
+/// serde): a value nested too deep is `too_deep`, not a parser's error.
 fn parse(text: &str) -> Result<Value> {
-    serde_json::from_str(text).map_err(|e| bad(e.to_string()))
+    Ok(gaesup_state_core::parse_untrusted(
+        text,
+        MAX_LOCAL_STATE_BYTES,
+        "a value from JavaScript",
+    )?)
 }
 
 /// JSON → JavaScript value, through `JSON.parse`.
