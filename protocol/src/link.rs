@@ -48,7 +48,7 @@ use gaesup_state_core::{
 };
 
 use crate::message::{
-    Ack, AckStatus, ClientMessage, Hello, Limits, Ping, Push, ServerMessage, Snapshot,
+    Ack, AckStatus, ClientMessage, Hello, Limits, PieceOf, Ping, Push, ServerMessage, Snapshot,
 };
 use crate::stream::{Sequenced, StreamId, Subscription};
 use gaesup_state_core::vec_map::{VecMap, VecSet};
@@ -1492,8 +1492,14 @@ impl Link {
             }
             // Not the end of anything: the cursor stays where it is.
             snapshot.more = true;
+            snapshot.piece = PieceOf::Stale;
             return Piecing::Stale;
         }
+        snapshot.piece = if before.is_some() {
+            PieceOf::Next
+        } else {
+            PieceOf::Start
+        };
         let mut lowered = false;
         if let Some(before) = before {
             lowered = before.floor < snapshot.seq;
@@ -1953,20 +1959,25 @@ impl Link {
     /// (`refused`) and passed on (`passed`), so a page says it once per
     /// snapshot, with the totals, rather than once per piece (a snapshot
     /// of many keys comes in many pieces). Returns the totals at the
-    /// snapshot's last piece (`more` false) if any state was left out. A
-    /// piece that starts at the stream's first key (`first_piece`: it
-    /// follows no key) starts the sum again: the snapshot was asked for
-    /// again from its start.
+    /// snapshot's last piece (`more` false) if any state was left out.
+    /// `piece` is where the link placed the piece ([`Snapshot::piece`]):
+    /// the first of a run starts the sum again (the snapshot was asked for
+    /// again), and an answer to an older request is not counted (its
+    /// states were merged; a later piece brings them again if need be).
     pub fn snapshot_refusals(
         &mut self,
         stream: &StreamId,
-        first_piece: bool,
+        piece: PieceOf,
         more: bool,
         refused: &[(FullKey, gaesup_state_core::Error)],
         passed: usize,
     ) -> Option<SnapshotRefusals> {
-        if first_piece {
-            self.refusals.remove(stream);
+        match piece {
+            PieceOf::Stale => return None,
+            PieceOf::Start => {
+                self.refusals.remove(stream);
+            }
+            PieceOf::Next => {}
         }
         let sum = self.refusals.get_or_default(stream.clone());
         sum.refused = sum.refused.saturating_add(refused.len());
@@ -2592,6 +2603,7 @@ mod tests {
             after: after.map(|entry| entry.key.clone()),
             left_out: Vec::new(),
             newer: false,
+            piece: crate::message::PieceOf::Start,
         })
         .encode()
         .unwrap()
@@ -2645,6 +2657,7 @@ mod tests {
                 after: None,
                 left_out: Vec::new(),
                 newer: false,
+                piece: crate::message::PieceOf::Start,
             })
             .encode()
             .unwrap();
@@ -2684,41 +2697,107 @@ mod tests {
 
     #[test]
     fn what_a_snapshot_in_pieces_left_out_is_said_once_with_its_totals() {
-        let (_, mut link, main, a, b) = pieces_fixture();
-        let other: StreamId = "apartment:other".parse().unwrap();
-        let (ra, rb) = (left_out(&a), left_out(&b));
-        // Three pieces: states left out in the first and the last.
+        let (mut storage, mut link, main, a, b) = pieces_fixture();
+        let refused = |name: &str| {
+            let key: FullKey = a
+                .key
+                .as_str()
+                .replacen("/a", &format!("/{name}"), 1)
+                .parse()
+                .unwrap();
+            left_out(&gaesup_state_core::SyncEntry { key, ..a.clone() })
+        };
+        let (r1, r9) = (refused("a0"), refused("b9"));
+        // What the page does with a piece (lead.rs `apply_snapshot`): the
+        // link takes it over a socket, then the sum is asked.
+        type Left = Vec<(FullKey, gaesup_state_core::Error)>;
+        fn take(
+            link: &mut Link,
+            storage: &mut MemoryStorage,
+            main: &StreamId,
+            (states, left, after, more): (
+                Vec<gaesup_state_core::SyncEntry>,
+                Left,
+                Option<FullKey>,
+                bool,
+            ),
+        ) -> (PieceOf, Option<SnapshotRefusals>) {
+            let mut out = LinkOutput::default();
+            link.on_message(
+                ServerMessage::Snapshot(Snapshot {
+                    stream: main.clone(),
+                    seq: 7,
+                    states,
+                    more,
+                    after,
+                    left_out: left,
+                    newer: false,
+                    piece: PieceOf::Start,
+                }),
+                1,
+                storage,
+                &mut out,
+                true,
+            );
+            let taken = out.snapshots.pop().unwrap();
+            let sum = link.snapshot_refusals(
+                &taken.stream,
+                taken.piece,
+                taken.more,
+                &taken.left_out,
+                taken.states.len(),
+            );
+            (taken.piece, sum)
+        }
+        let mut piece = |states, left, after, more| {
+            take(&mut link, &mut storage, &main, (states, left, after, more))
+        };
+        // Three pieces, states left out in the first and the last: said
+        // once, at the last, with the totals and the first one left out.
+        let k1 = r1.0.clone();
         assert_eq!(
-            link.snapshot_refusals(&main, true, true, std::slice::from_ref(&ra), 4),
-            None
+            piece(vec![], vec![r1.clone()], None, true),
+            (PieceOf::Start, None)
         );
-        // Another stream's snapshot, whole and clean, counts apart.
-        assert_eq!(link.snapshot_refusals(&other, true, false, &[], 9), None);
-        assert_eq!(link.snapshot_refusals(&main, false, true, &[], 5), None);
-        let said = link
-            .snapshot_refusals(&main, false, false, &[rb.clone(), ra.clone()], 1)
-            .expect("said at the last piece");
+        assert_eq!(
+            piece(vec![a.clone()], vec![], Some(k1.clone()), true),
+            (PieceOf::Next, None)
+        );
+        // An answer to an older request (it follows another key than the
+        // one merged last): not counted, nothing said, the run goes on.
+        assert_eq!(
+            piece(vec![], vec![r9.clone()], Some(k1.clone()), false),
+            (PieceOf::Stale, None)
+        );
+        let (placed, said) = piece(
+            vec![b.clone()],
+            vec![r9.clone()],
+            Some(a.key.clone()),
+            false,
+        );
+        assert_eq!(placed, PieceOf::Next);
         assert_eq!(
             said,
-            SnapshotRefusals {
-                refused: 3,
-                passed: 10,
-                first: Some((a.key.clone(), ra.1.to_string())),
-            }
+            Some(SnapshotRefusals {
+                refused: 2,
+                passed: 2,
+                first: Some((k1.clone(), r1.1.to_string())),
+            })
         );
-        // Said once: the next snapshot starts from nothing.
-        let again = link
-            .snapshot_refusals(&main, true, false, std::slice::from_ref(&rb), 2)
-            .expect("a snapshot in one piece");
-        assert_eq!((again.refused, again.passed), (1, 2));
-        assert_eq!(again.first.map(|(key, _)| key), Some(b.key.clone()));
-        // Taken again from its start midway: the first try's pieces no
-        // longer count.
-        link.snapshot_refusals(&main, true, true, std::slice::from_ref(&ra), 7);
-        let restarted = link
-            .snapshot_refusals(&main, true, false, &[], 3)
-            .map(|sum| sum.refused);
-        assert_eq!(restarted, None, "nothing left out in the snapshot taken");
+        // A relay that predates `after`: its pieces follow no key, yet the
+        // second continues the run and the first one's refusal is said.
+        assert_eq!(piece(vec![a.clone()], vec![r1.clone()], None, true).1, None);
+        let (placed, said) = piece(vec![b.clone()], vec![], None, false);
+        assert_eq!(placed, PieceOf::Next);
+        assert_eq!(said.map(|sum| (sum.refused, sum.passed)), Some((1, 2)));
+        // A run asked again from its start midway (a resync begins: the
+        // link forgets the run): the first try's pieces no longer count,
+        // and a clean snapshot says nothing.
+        piece(vec![], vec![r1.clone()], None, true);
+        link.pieces.remove(&main);
+        let clean = (vec![a.clone(), b.clone()], vec![], None, false);
+        let clean = take(&mut link, &mut storage, &main, clean);
+        assert_eq!(clean, (PieceOf::Start, None));
     }
 
     #[test]
@@ -2746,6 +2825,7 @@ mod tests {
                 after: None,
                 left_out: vec![left_out(&b)],
                 newer: false,
+                piece: crate::message::PieceOf::Start,
             },
             1,
         );
@@ -2768,6 +2848,7 @@ mod tests {
                 after: None,
                 left_out: vec![left_out(&a), left_out(&b)],
                 newer: false,
+                piece: crate::message::PieceOf::Start,
             }),
             1,
             &mut storage,
@@ -4066,6 +4147,7 @@ mod tests {
                     after: None,
                     left_out: Vec::new(),
                     newer: false,
+                    piece: crate::message::PieceOf::Start,
                 });
                 feed(&mut link, &whole.encode().unwrap(), 1, &mut storage);
             } else {

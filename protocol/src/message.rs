@@ -471,6 +471,25 @@ pub struct Snapshot {
     /// them.) Never sent.
     #[serde(skip)]
     pub newer: bool,
+    /// Where this piece stands among those the device took, as the link
+    /// read it ([`Link`](crate::Link) sets it as it takes the piece).
+    /// Never sent.
+    #[serde(skip)]
+    pub piece: PieceOf,
+}
+
+/// Where a piece of a snapshot stands among the pieces a device took of
+/// its stream (see [`Snapshot::piece`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PieceOf {
+    /// The first piece of a run (or a snapshot in one piece).
+    #[default]
+    Start,
+    /// The next piece of the run under way.
+    Next,
+    /// An answer to an older request: merged like any canonical state,
+    /// but not part of the run (it moves no cursor).
+    Stale,
 }
 
 /// [`Snapshot`] as it comes: its states decoded entry by entry where the
@@ -497,6 +516,7 @@ impl From<SnapshotWire> for Snapshot {
             after: wire.after,
             left_out: wire.states.left_out,
             newer: wire.states.newer,
+            piece: PieceOf::Start,
         }
     }
 }
@@ -1168,6 +1188,7 @@ mod tests {
             after: None,
             left_out: Vec::new(),
             newer: false,
+            piece: PieceOf::Start,
         };
         let (groups, refused) = snapshot.into_tab_groups();
         let left_out: Vec<&FullKey> = refused.iter().map(|(key, _)| key).collect();
@@ -1215,6 +1236,7 @@ mod tests {
             after: None,
             left_out: vec![reason(&key), reason(&other)],
             newer: false,
+            piece: PieceOf::Start,
         };
         assert_eq!(snapshot.last_key(), Some(&other));
         let (groups, refused) = snapshot.into_tab_groups();
@@ -1230,6 +1252,7 @@ mod tests {
             after: None,
             left_out: vec![reason(&key)],
             newer: false,
+            piece: PieceOf::Start,
         })
         .encode()
         .unwrap();

@@ -2281,6 +2281,7 @@ impl State {
                     after,
                     left_out: Vec::new(),
                     newer: false,
+                    piece: gaesup_protocol::PieceOf::Start,
                 })
             })
             .collect();

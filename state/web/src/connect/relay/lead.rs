@@ -458,15 +458,13 @@ impl Remote {
         // The link set `seq` and `more` for a snapshot in pieces: the
         // cursor moves only once the last piece is merged.
         let (stream, seq, more) = (snapshot.stream.clone(), snapshot.seq, snapshot.more);
-        let first_piece = snapshot.after.is_none();
+        let piece = snapshot.piece;
         let keys: Vec<FullKey> = snapshot.states.iter().map(|s| s.key.clone()).collect();
         let (groups, refused) = snapshot.into_tab_groups();
         // Said once the last piece is in, for the whole snapshot.
         let passed = groups.iter().map(Vec::len).sum::<usize>();
         let sum = self
-            .with_link(|link, _| {
-                link.snapshot_refusals(&stream, first_piece, more, &refused, passed)
-            })
+            .with_link(|link, _| link.snapshot_refusals(&stream, piece, more, &refused, passed))
             .flatten();
         if let Some(SnapshotRefusals {
             refused,
