@@ -47,7 +47,7 @@ use crate::platform::{SystemClock, random_tab_id};
 pub use confirm::{Confirmation, RelayAck};
 pub use events::ListenerId;
 pub use inspect::{KeyInfo, LOG_CAPACITY, LogEntry, Origin};
-pub use notify::MAX_CASCADE;
+pub use notify::MAX_CASCADE_DEPTH;
 pub use subscribe::SubscriptionId;
 pub use write::Written;
 
@@ -85,7 +85,12 @@ struct Shared {
     /// Set while changes are being delivered to subscribers; a change
     /// published meanwhile (a subscriber wrote) waits in `pending`.
     delivering: Cell<bool>,
-    pending: RefCell<VecDeque<Change>>,
+    /// Each queued change with its depth: how many subscribers' writes
+    /// led to it from the change that started the delivery (see
+    /// [`MAX_CASCADE_DEPTH`](notify::MAX_CASCADE_DEPTH)).
+    pending: RefCell<VecDeque<(Change, u32)>>,
+    /// The depth of the change being delivered now.
+    depth: Cell<u32>,
     /// Whether `pending` may hold changes: set when one is queued, so a
     /// delivery with nothing queued does not borrow the queue.
     queued: Cell<bool>,
@@ -181,6 +186,7 @@ impl StateManager {
             revision: ArcRwSignal::new(0),
             delivering: Cell::new(false),
             pending: RefCell::default(),
+            depth: Cell::new(0),
             queued: Cell::new(false),
             targets: RefCell::default(),
             confirmations: RefCell::default(),

@@ -1487,11 +1487,14 @@ fn a_subscriber_writing_inside_a_change_a_poll_published_comes_before_the_next_w
 fn a_subscriber_that_writes_on_every_change_is_cut_off_not_looped_forever() {
     Owner::new().with(|| {
         let manager = manager(1);
-        let key = SharedKey::<i64>::builder("n")
-            .scope(Scope::Building)
-            .strategy(Strategy::Sum)
-            .build()
-            .unwrap();
+        let sum = |name: &str| {
+            SharedKey::<i64>::builder(name)
+                .scope(Scope::Building)
+                .strategy(Strategy::Sum)
+                .build()
+                .unwrap()
+        };
+        let key = sum("n");
         manager.declare(&key).unwrap();
         let unit: UnitAddress = "a/b/u".parse().unwrap();
         let heard = Arc::new(AtomicUsize::new(0));
@@ -1505,20 +1508,56 @@ fn a_subscriber_that_writes_on_every_change_is_cut_off_not_looped_forever() {
             })
             .unwrap();
         manager.increment(&unit, &key, 1).unwrap();
-        // The first change, then MAX_CASCADE of its own; the writes stand.
-        assert_eq!(heard.load(Ordering::SeqCst), 1 + gaesup_state::MAX_CASCADE);
-        let total = manager.get(&unit, &key).unwrap();
-        assert_eq!(total, 2 + gaesup_state::MAX_CASCADE as i64);
+        // The first change, then MAX_CASCADE_DEPTH of its own; the writes
+        // stand.
+        let depth = gaesup_state::MAX_CASCADE_DEPTH as usize;
+        assert_eq!(heard.load(Ordering::SeqCst), 1 + depth);
+        assert_eq!(manager.get(&unit, &key).unwrap(), 2 + depth as i64);
         let dropped = manager.dropped();
         assert_eq!(dropped.len(), 1, "{dropped:?}");
         assert!(dropped[0].contains("kept writing"), "{dropped:?}");
         assert!(dropped[0].contains("building/a/b/n"), "{dropped:?}");
         // A later write is delivered again (and cut off again).
         manager.increment(&unit, &key, 1).unwrap();
-        assert_eq!(
-            heard.load(Ordering::SeqCst),
-            2 * (1 + gaesup_state::MAX_CASCADE)
-        );
+        assert_eq!(heard.load(Ordering::SeqCst), 2 * (1 + depth));
         assert_eq!(manager.dropped().len(), 2);
+    });
+}
+
+#[test]
+fn a_subscriber_answering_many_changes_at_one_depth_is_never_cut() {
+    Owner::new().with(|| {
+        let manager = manager(1);
+        let sum = |name: &str| {
+            SharedKey::<i64>::builder(name)
+                .scope(Scope::Building)
+                .strategy(Strategy::Sum)
+                .build()
+                .unwrap()
+        };
+        let (trigger, derived) = (sum("trigger"), sum("derived"));
+        manager.declare(&trigger).unwrap();
+        manager.declare(&derived).unwrap();
+        let unit: UnitAddress = "a/b/u".parse().unwrap();
+        let (writer, target) = (unit.clone(), derived.clone());
+        // One change heard, 20,000 writes made: each one step deep.
+        manager
+            .subscribe(&unit, &trigger, None, move |_| {
+                for _ in 0..20_000 {
+                    manager.increment(&writer, &target, 1).unwrap();
+                }
+            })
+            .unwrap();
+        let told = Arc::new(AtomicUsize::new(0));
+        let tell = Arc::clone(&told);
+        manager
+            .subscribe(&unit, &derived, None, move |_| {
+                tell.fetch_add(1, Ordering::SeqCst);
+            })
+            .unwrap();
+        manager.increment(&unit, &trigger, 1).unwrap();
+        assert_eq!(told.load(Ordering::SeqCst), 20_000);
+        assert_eq!(manager.get(&unit, &derived).unwrap(), 20_000);
+        assert_eq!(manager.dropped(), Vec::<String>::new());
     });
 }

@@ -51,14 +51,20 @@ impl StateManager {
     pub(super) fn deliver(shared: &Shared, changes: &[Change]) {
         if shared.delivering.get() {
             shared.queued.set(true);
-            shared.pending.borrow_mut().extend(changes.iter().cloned());
+            // Made by a subscriber of the change being delivered: one
+            // step deeper than it.
+            let depth = shared.depth.get().saturating_add(1);
+            shared
+                .pending
+                .borrow_mut()
+                .extend(changes.iter().map(|change| (change.clone(), depth)));
             return;
         }
         let mut delivery = Delivery::start(shared);
         // Changes still queued (a subscriber's panic cut the delivery
         // that queued them short) were made before these.
         delivery.drain_queue();
-        changes.iter().for_each(|change| delivery.notify(change));
+        changes.iter().for_each(|change| delivery.notify(change, 0));
         delivery.drain_queue();
     }
 }
@@ -72,18 +78,22 @@ struct Delivery<'s> {
     /// routed by path) so none is borrowed while a subscriber runs, and
     /// handed back at the end.
     targets: Vec<OnChange>,
-    /// Changes delivered from the queue (published by subscribers) so far.
-    cascade: usize,
+    /// A change past [`MAX_CASCADE_DEPTH`] was left undelivered (said once).
+    cut: bool,
 }
 
-/// Most changes that subscribers may publish, one after another, while
-/// one delivery of changes to subscribers runs. Past it, subscribers are
-/// writing on every change they hear (a loop that would hang the page):
-/// the rest are not delivered (the writes themselves stand), and the
-/// manager says so on the console and in
-/// [`dropped`](StateManager::dropped). A batch's changes are published at
-/// once, not one after another, and never count.
-pub const MAX_CASCADE: usize = 10_000;
+/// How deep subscribers' writes may lead within one delivery: a change
+/// made by a subscriber of a change made by a subscriber … of the change
+/// that started it, at most this many writes down, is delivered. Past
+/// it, subscribers are answering their own writes, a loop that would
+/// hang the page (and fill the outbox of a synced key): those changes
+/// are not delivered (the writes themselves stand), and the manager says
+/// so on the console and in [`dropped`](StateManager::dropped). Depth,
+/// not count: a subscriber answering each change of a large batch, or
+/// of another tab's message, is one step deep however many there are.
+/// (A loop through a microtask, `subscribeBatch`'s, or between two tabs
+/// starts a new delivery each round and is not caught here.)
+pub const MAX_CASCADE_DEPTH: u32 = 100;
 
 impl<'s> Delivery<'s> {
     fn start(shared: &'s Shared) -> Self {
@@ -93,48 +103,41 @@ impl<'s> Delivery<'s> {
         Self {
             shared,
             targets: Vec::new(),
-            cascade: 0,
+            cut: false,
         }
     }
 
-    /// Delivers the changes queued meanwhile, in order: at most
-    /// [`MAX_CASCADE`] of them. Past that, subscribers write on every
-    /// change they are told of (a loop, which would hang the page): the
-    /// rest are not delivered (the writes themselves stand), and the
-    /// manager says so among its dropped messages and on the console.
+    /// Delivers the changes queued meanwhile, in order. A change deeper
+    /// than [`MAX_CASCADE_DEPTH`] is not delivered (the write that made it
+    /// stands): subscribers are answering their own writes (a loop that
+    /// would hang the page). The manager says so once per delivery, on the
+    /// console and in [`dropped`](StateManager::dropped), naming the key.
     fn drain_queue(&mut self) {
         while self.shared.queued.get() {
-            if self.cascade == MAX_CASCADE {
-                let key = self
-                    .shared
-                    .pending
-                    .borrow()
-                    .front()
-                    .map(|c| c.key.to_string());
-                self.shared.pending.borrow_mut().clear();
-                self.shared.queued.set(false);
-                let text = format!(
-                    "Subscribers kept writing while being told of changes (the last to {}): \
-                     after {MAX_CASCADE} changes in one delivery, the rest were not delivered. \
-                     A subscriber that writes on every change loops.",
-                    key.unwrap_or_default()
-                );
-                leptos::logging::error!("{text}");
-                StateManager::record_refusal(self.shared, text);
-                return;
-            }
             let next = self.shared.pending.borrow_mut().pop_front();
             match next {
-                Some(change) => {
-                    self.cascade += 1;
-                    self.notify(&change);
+                Some((change, depth)) if depth > MAX_CASCADE_DEPTH => {
+                    if !self.cut {
+                        self.cut = true;
+                        let text = format!(
+                            "Subscribers of {} kept writing to what they were told of: changes \
+                             made {MAX_CASCADE_DEPTH} writes deep in one delivery were not \
+                             delivered (the writes stand). A subscriber that writes on every \
+                             change it hears loops.",
+                            change.key
+                        );
+                        leptos::logging::error!("{text}");
+                        StateManager::record_refusal(self.shared, text);
+                    }
                 }
+                Some((change, depth)) => self.notify(&change, depth),
                 None => self.shared.queued.set(false),
             }
         }
     }
 
-    fn notify(&mut self, change: &Change) {
+    fn notify(&mut self, change: &Change, depth: u32) {
+        self.shared.depth.set(depth);
         let subscribers = self.shared.subscribers.borrow();
         // Taken out before any subscriber runs: one may subscribe or
         // unsubscribe, which changes the lists (not these).

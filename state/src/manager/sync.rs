@@ -94,7 +94,7 @@ impl StateManager {
     }
 
     /// Why recent incoming messages were refused, and deliveries cut short
-    /// (see [`MAX_CASCADE`](crate::MAX_CASCADE)), oldest first (at most
+    /// (see [`MAX_CASCADE_DEPTH`](crate::MAX_CASCADE_DEPTH)), oldest first (at most
     /// [`LOG_CAPACITY`]).
     pub fn dropped(&self) -> Vec<String> {
         self.shared()
