@@ -90,6 +90,21 @@ mod tests {
         assert_eq!(count.lifetime(), Lifetime::Persistent);
     }
 
+    /// A unit written in JavaScript finds a key it did not declare by its
+    /// name alone (the React, Vue and Svelte counters read `count` so),
+    /// and the app declares every key here in every apartment: two keys
+    /// of one name in two scopes would make that name `ambiguous_key` on
+    /// every page. Name a new key apart from these.
+    #[test]
+    fn every_name_is_one_key() {
+        let keys = declarations().unwrap();
+        let mut names: Vec<&str> = keys.iter().map(|spec| spec.name().as_str()).collect();
+        names.sort_unstable();
+        let all = names.len();
+        names.dedup();
+        assert_eq!(names.len(), all, "a name declared in two scopes: {names:?}");
+    }
+
     #[test]
     fn units_sharing_a_key_must_declare_it_alike() {
         // The catalog and the JS counter declare keys that other units own

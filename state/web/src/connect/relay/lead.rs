@@ -344,9 +344,11 @@ impl Remote {
             ..
         })) = &written
         {
-            // Not declared in this tab (its unit is not shown here): the
-            // held writes wait in the outbox until a tab holding the link
-            // can write the key, rather than be refused for good.
+            // Not declared in this tab (a key declared from JavaScript at
+            // run time, its unit not shown here: the app declares every
+            // unit's keys at start): the held writes wait in the outbox
+            // until a tab holding the link can write the key, rather than
+            // be refused for good.
             self.with_link(|link, _| link.rebase_later(&rebase.key));
             return;
         }
