@@ -1495,7 +1495,17 @@ impl Link {
             snapshot.piece = PieceOf::Stale;
             return Piecing::Stale;
         }
-        snapshot.piece = if before.is_some() {
+        // A piece that follows no key while a run is under way: the next
+        // piece from a relay that predates `after`, or the snapshot sent
+        // again from its start (such a relay ignores `after=` on a new
+        // socket) when its first key is not past the run's last.
+        let restarts = snapshot.after.is_none()
+            && before.as_ref().is_some_and(|before| {
+                snapshot
+                    .first_key()
+                    .is_none_or(|first| *first <= before.after)
+            });
+        snapshot.piece = if before.is_some() && !restarts {
             PieceOf::Next
         } else {
             PieceOf::Start
@@ -2786,7 +2796,13 @@ mod tests {
         );
         // A relay that predates `after`: its pieces follow no key, yet the
         // second continues the run and the first one's refusal is said.
+        // Sent again from its start (such a relay ignores `after=` on a
+        // new socket), the first piece is counted once.
         assert_eq!(piece(vec![a.clone()], vec![r1.clone()], None, true).1, None);
+        assert_eq!(
+            piece(vec![a.clone()], vec![r1.clone()], None, true),
+            (PieceOf::Start, None)
+        );
         let (placed, said) = piece(vec![b.clone()], vec![], None, false);
         assert_eq!(placed, PieceOf::Next);
         assert_eq!(said.map(|sum| (sum.refused, sum.passed)), Some((1, 2)));

@@ -587,6 +587,17 @@ impl Snapshot {
         kept.max(left)
     }
 
+    /// The key of this piece's first state as the relay sent it, kept or
+    /// left out (the lesser of the two firsts).
+    pub fn first_key(&self) -> Option<&FullKey> {
+        let kept = self.states.first().map(|entry| &entry.key);
+        let left = self.left_out.first().map(|(key, _)| key);
+        match (kept, left) {
+            (Some(kept), Some(left)) => Some(kept.min(left)),
+            (kept, left) => kept.or(left),
+        }
+    }
+
     /// What a browser's tabs take of this snapshot, in groups that each
     /// fit one sync message ([`MAX_SYNC_STATES`] states, [`MAX_MESSAGE_BYTES`]
     /// with room for the envelope), and the states left out with why.

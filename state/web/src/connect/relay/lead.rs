@@ -447,8 +447,14 @@ impl Remote {
     /// the cursor moves past them.
     pub(super) fn apply_snapshot(&self, snapshot: Snapshot) {
         // A piece not merged must not let a later one move the stored
-        // cursor past it (the link counts it merged).
-        let skipped = || self.with_link(|link, _| link.pin_here(&snapshot.stream));
+        // cursor past it (the link counts it merged), nor leave the sum of
+        // what the run left out where a later piece would add to it.
+        let skipped = || {
+            self.with_link(|link, _| {
+                link.pin_here(&snapshot.stream);
+                link.snapshot_refusals(&snapshot.stream, snapshot.piece, snapshot.more, &[], 0);
+            })
+        };
         let Some(conn) = self.conn.upgrade() else {
             skipped();
             return;
