@@ -161,8 +161,8 @@ pub use hooks::{
     use_shared_state_with_options, use_state_path, use_unit_state,
 };
 pub use manager::{
-    Confirmation, KeyInfo, LOG_CAPACITY, ListenerId, LogEntry, MAX_CASCADE_DEPTH, Origin, RelayAck,
-    StateManager, SubscriptionId, Written,
+    Confirmation, KeyInfo, LOG_CAPACITY, ListenerId, LogEntry, MAX_CASCADE_CHANGES,
+    MAX_CASCADE_DEPTH, Origin, RelayAck, StateManager, SubscriptionId, Written,
 };
 pub use platform::{SystemClock, random_tab_id};
 pub use sync_status::{RelayStatus, SyncStatus};

@@ -47,7 +47,7 @@ use crate::platform::{SystemClock, random_tab_id};
 pub use confirm::{Confirmation, RelayAck};
 pub use events::ListenerId;
 pub use inspect::{KeyInfo, LOG_CAPACITY, LogEntry, Origin};
-pub use notify::MAX_CASCADE_DEPTH;
+pub use notify::{MAX_CASCADE_CHANGES, MAX_CASCADE_DEPTH};
 pub use subscribe::SubscriptionId;
 pub use write::Written;
 

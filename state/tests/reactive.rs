@@ -1561,3 +1561,37 @@ fn a_subscriber_answering_many_changes_at_one_depth_is_never_cut() {
         assert_eq!(manager.dropped(), Vec::<String>::new());
     });
 }
+
+#[test]
+fn two_subscribers_writing_on_every_change_are_cut_off_too() {
+    Owner::new().with(|| {
+        let manager = manager(1);
+        let key = SharedKey::<i64>::builder("n")
+            .scope(Scope::Building)
+            .strategy(Strategy::Sum)
+            .build()
+            .unwrap();
+        manager.declare(&key).unwrap();
+        let unit: UnitAddress = "a/b/u".parse().unwrap();
+        let heard = Arc::new(AtomicUsize::new(0));
+        // Each change makes two: the changes double at every step, and
+        // depth alone would stop them only after 2^100.
+        for _ in 0..2 {
+            let (seen, writer, again) = (Arc::clone(&heard), unit.clone(), key.clone());
+            manager
+                .subscribe(&unit, &key, None, move |_| {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    let _ = manager.increment(&writer, &again, 1);
+                })
+                .unwrap();
+        }
+        manager.increment(&unit, &key, 1).unwrap();
+        // Two subscribers told of each change delivered: the first, then
+        // at most MAX_CASCADE_CHANGES more.
+        let delivered = heard.load(Ordering::SeqCst) / 2;
+        assert_eq!(delivered, 1 + gaesup_state::MAX_CASCADE_CHANGES);
+        let dropped = manager.dropped();
+        assert_eq!(dropped.len(), 1, "{dropped:?}");
+        assert!(dropped[0].contains("building/a/b/n"), "{dropped:?}");
+    });
+}

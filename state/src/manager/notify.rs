@@ -78,9 +78,18 @@ struct Delivery<'s> {
     /// routed by path) so none is borrowed while a subscriber runs, and
     /// handed back at the end.
     targets: Vec<OnChange>,
-    /// A change past [`MAX_CASCADE_DEPTH`] was left undelivered (said once).
+    /// Changes delivered from the queue (made by subscribers) so far.
+    delivered: usize,
+    /// A change past the bounds was left undelivered (said once).
     cut: bool,
 }
+
+/// Most changes made by subscribers that one delivery delivers, however
+/// shallow: two subscribers that each write on every change double the
+/// changes at every step, and would reach [`MAX_CASCADE_DEPTH`] only
+/// after 2^100 of them. Far above what answering each change of the
+/// largest batch makes.
+pub const MAX_CASCADE_CHANGES: usize = 100_000;
 
 /// How deep subscribers' writes may lead within one delivery: a change
 /// made by a subscriber of a change made by a subscriber … of the change
@@ -103,37 +112,50 @@ impl<'s> Delivery<'s> {
         Self {
             shared,
             targets: Vec::new(),
+            delivered: 0,
             cut: false,
         }
     }
 
     /// Delivers the changes queued meanwhile, in order. A change deeper
-    /// than [`MAX_CASCADE_DEPTH`] is not delivered (the write that made it
-    /// stands): subscribers are answering their own writes (a loop that
-    /// would hang the page). The manager says so once per delivery, on the
-    /// console and in [`dropped`](StateManager::dropped), naming the key.
+    /// than [`MAX_CASCADE_DEPTH`], or past [`MAX_CASCADE_CHANGES`] of them,
+    /// is not delivered (the write that made it stands): subscribers are
+    /// answering their own writes (a loop that would hang the page). The
+    /// manager says so once per delivery, on the console and in
+    /// [`dropped`](StateManager::dropped), naming the key.
     fn drain_queue(&mut self) {
         while self.shared.queued.get() {
             let next = self.shared.pending.borrow_mut().pop_front();
             match next {
-                Some((change, depth)) if depth > MAX_CASCADE_DEPTH => {
-                    if !self.cut {
-                        self.cut = true;
-                        let text = format!(
-                            "Subscribers of {} kept writing to what they were told of: changes \
-                             made {MAX_CASCADE_DEPTH} writes deep in one delivery were not \
-                             delivered (the writes stand). A subscriber that writes on every \
-                             change it hears loops.",
-                            change.key
-                        );
-                        leptos::logging::error!("{text}");
-                        StateManager::record_refusal(self.shared, text);
-                    }
+                Some((change, depth))
+                    if depth > MAX_CASCADE_DEPTH || self.delivered >= MAX_CASCADE_CHANGES =>
+                {
+                    self.cut(&change);
                 }
-                Some((change, depth)) => self.notify(&change, depth),
+                Some((change, depth)) => {
+                    self.delivered += 1;
+                    self.notify(&change, depth);
+                }
                 None => self.shared.queued.set(false),
             }
         }
+    }
+
+    /// Leaves `change` undelivered (past the bounds), said once.
+    fn cut(&mut self, change: &Change) {
+        if self.cut {
+            return;
+        }
+        self.cut = true;
+        let text = format!(
+            "Subscribers kept writing while being told of changes: a change to {} made \
+             more than {MAX_CASCADE_DEPTH} writes deep (or past {MAX_CASCADE_CHANGES} \
+             changes) in one delivery was not delivered, nor any after it that deep (the \
+             writes stand). A subscriber that writes on every change it hears loops.",
+            change.key
+        );
+        leptos::logging::error!("{text}");
+        StateManager::record_refusal(self.shared, text);
     }
 
     fn notify(&mut self, change: &Change, depth: u32) {
@@ -170,5 +192,6 @@ impl Drop for Delivery<'_> {
             std::mem::swap(&mut *self.shared.targets.borrow_mut(), &mut self.targets);
         }
         self.shared.delivering.set(false);
+        self.shared.depth.set(0);
     }
 }
