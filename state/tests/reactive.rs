@@ -1483,19 +1483,22 @@ fn a_subscriber_writing_inside_a_change_a_poll_published_comes_before_the_next_w
     });
 }
 
+/// A building sum key `name`, declared on `manager`.
+fn declared_sum(manager: StateManager, name: &str) -> SharedKey<i64> {
+    let key = SharedKey::<i64>::builder(name)
+        .scope(Scope::Building)
+        .strategy(Strategy::Sum)
+        .build()
+        .unwrap();
+    manager.declare(&key).unwrap();
+    key
+}
+
 #[test]
 fn a_subscriber_that_writes_on_every_change_is_cut_off_not_looped_forever() {
     Owner::new().with(|| {
         let manager = manager(1);
-        let sum = |name: &str| {
-            SharedKey::<i64>::builder(name)
-                .scope(Scope::Building)
-                .strategy(Strategy::Sum)
-                .build()
-                .unwrap()
-        };
-        let key = sum("n");
-        manager.declare(&key).unwrap();
+        let key = declared_sum(manager, "n");
         let unit: UnitAddress = "a/b/u".parse().unwrap();
         let heard = Arc::new(AtomicUsize::new(0));
         let seen = Arc::clone(&heard);
@@ -1528,16 +1531,10 @@ fn a_subscriber_that_writes_on_every_change_is_cut_off_not_looped_forever() {
 fn a_subscriber_answering_many_changes_at_one_depth_is_never_cut() {
     Owner::new().with(|| {
         let manager = manager(1);
-        let sum = |name: &str| {
-            SharedKey::<i64>::builder(name)
-                .scope(Scope::Building)
-                .strategy(Strategy::Sum)
-                .build()
-                .unwrap()
-        };
-        let (trigger, derived) = (sum("trigger"), sum("derived"));
-        manager.declare(&trigger).unwrap();
-        manager.declare(&derived).unwrap();
+        let (trigger, derived) = (
+            declared_sum(manager, "trigger"),
+            declared_sum(manager, "derived"),
+        );
         let unit: UnitAddress = "a/b/u".parse().unwrap();
         let (writer, target) = (unit.clone(), derived.clone());
         // One change heard, 20,000 writes made: each one step deep.
@@ -1566,12 +1563,7 @@ fn a_subscriber_answering_many_changes_at_one_depth_is_never_cut() {
 fn two_subscribers_writing_on_every_change_are_cut_off_too() {
     Owner::new().with(|| {
         let manager = manager(1);
-        let key = SharedKey::<i64>::builder("n")
-            .scope(Scope::Building)
-            .strategy(Strategy::Sum)
-            .build()
-            .unwrap();
-        manager.declare(&key).unwrap();
+        let key = declared_sum(manager, "n");
         let unit: UnitAddress = "a/b/u".parse().unwrap();
         let heard = Arc::new(AtomicUsize::new(0));
         // Each change makes two: the changes double at every step, and
