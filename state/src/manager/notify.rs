@@ -97,11 +97,12 @@ pub const MAX_CASCADE_CHANGES: usize = 100_000;
 /// it, subscribers are answering their own writes, a loop that would
 /// hang the page (and fill the outbox of a synced key): those changes
 /// are not delivered (the writes themselves stand), and the manager says
-/// so on the console and in [`dropped`](StateManager::dropped). Depth,
-/// not count: a subscriber answering each change of a large batch, or
-/// of another tab's message, is one step deep however many there are.
-/// (A loop through a microtask, `subscribeBatch`'s, or between two tabs
-/// starts a new delivery each round and is not caught here.)
+/// so on the console and in [`dropped`](StateManager::dropped). Depth
+/// first: a subscriber answering each change of a large batch, or of
+/// another tab's message, is one step deep however many there are
+/// ([`MAX_CASCADE_CHANGES`] bounds a loop that branches). A loop through
+/// a microtask (`subscribeBatch`'s), a Leptos effect (they run later) or
+/// two tabs starts a new delivery each round and is not caught here.
 pub const MAX_CASCADE_DEPTH: u32 = 100;
 
 impl<'s> Delivery<'s> {
@@ -148,10 +149,10 @@ impl<'s> Delivery<'s> {
         }
         self.cut = true;
         let text = format!(
-            "Subscribers kept writing while being told of changes: a change to {} made \
-             more than {MAX_CASCADE_DEPTH} writes deep (or past {MAX_CASCADE_CHANGES} \
-             changes) in one delivery was not delivered, nor any after it that deep (the \
-             writes stand). A subscriber that writes on every change it hears loops.",
+            "Subscribers kept writing while being told of changes: from a change to {} on, \
+             changes made more than {MAX_CASCADE_DEPTH} writes deep, or past \
+             {MAX_CASCADE_CHANGES} made by subscribers, in one delivery were not delivered \
+             (the writes stand). A subscriber that writes on every change it hears loops.",
             change.key
         );
         leptos::logging::error!("{text}");

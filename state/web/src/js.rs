@@ -144,7 +144,7 @@ fn text(value: &JsValue, call: &str) -> Result<String> {
     value.as_string().ok_or_else(|| {
         let kind = value.js_typeof().as_string().unwrap_or_default();
         bad(format!(
-            "{call} takes names, paths and addresses as strings, not a {kind}"
+            "{call} takes names, paths and addresses as strings (this is of type {kind})"
         ))
     })
 }
@@ -157,7 +157,7 @@ fn function(value: JsValue, call: &str) -> Result<Function> {
     } else {
         let kind = value.js_typeof().as_string().unwrap_or_default();
         Err(bad(format!(
-            "{call} takes a function to call back, not a {kind}"
+            "{call} takes a function to call back (this is of type {kind})"
         )))
     }
 }
