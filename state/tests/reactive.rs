@@ -1494,6 +1494,23 @@ fn declared_sum(manager: StateManager, name: &str) -> SharedKey<i64> {
     key
 }
 
+/// Subscribes to `key` a callback that counts in `heard` each change it
+/// is told of and answers it with another increment of `key`: a loop.
+fn subscribe_looping(
+    manager: StateManager,
+    unit: &UnitAddress,
+    key: &SharedKey<i64>,
+    heard: &Arc<AtomicUsize>,
+) {
+    let (seen, writer, again) = (Arc::clone(heard), unit.clone(), key.clone());
+    manager
+        .subscribe(unit, key, None, move |_| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            let _ = manager.increment(&writer, &again, 1);
+        })
+        .unwrap();
+}
+
 #[test]
 fn a_subscriber_that_writes_on_every_change_is_cut_off_not_looped_forever() {
     Owner::new().with(|| {
@@ -1501,15 +1518,8 @@ fn a_subscriber_that_writes_on_every_change_is_cut_off_not_looped_forever() {
         let key = declared_sum(manager, "n");
         let unit: UnitAddress = "a/b/u".parse().unwrap();
         let heard = Arc::new(AtomicUsize::new(0));
-        let seen = Arc::clone(&heard);
-        let (writer, again) = (unit.clone(), key.clone());
-        manager
-            .subscribe(&unit, &key, None, move |_| {
-                seen.fetch_add(1, Ordering::SeqCst);
-                // Each change it hears makes another.
-                let _ = manager.increment(&writer, &again, 1);
-            })
-            .unwrap();
+        // Each change it hears makes another.
+        subscribe_looping(manager, &unit, &key, &heard);
         manager.increment(&unit, &key, 1).unwrap();
         // The first change, then MAX_CASCADE_DEPTH of its own; the writes
         // stand.
@@ -1569,13 +1579,7 @@ fn two_subscribers_writing_on_every_change_are_cut_off_too() {
         // Each change makes two: the changes double at every step, and
         // depth alone would stop them only after 2^100.
         for _ in 0..2 {
-            let (seen, writer, again) = (Arc::clone(&heard), unit.clone(), key.clone());
-            manager
-                .subscribe(&unit, &key, None, move |_| {
-                    seen.fetch_add(1, Ordering::SeqCst);
-                    let _ = manager.increment(&writer, &again, 1);
-                })
-                .unwrap();
+            subscribe_looping(manager, &unit, &key, &heard);
         }
         manager.increment(&unit, &key, 1).unwrap();
         // Two subscribers told of each change delivered: the first, then

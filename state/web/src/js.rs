@@ -182,6 +182,15 @@ fn reported(called: std::result::Result<JsValue, JsValue>) {
     }
 }
 
+/// The `message` of a JavaScript exception (a throwing getter, proxy
+/// trap or `toJSON`), or `fallback` when it has none.
+fn exception_message(exception: &JsValue, fallback: &str) -> String {
+    Reflect::get(exception, &JsValue::from_str("message"))
+        .ok()
+        .and_then(|message| message.as_string())
+        .unwrap_or_else(|| fallback.to_owned())
+}
+
 fn bad(reason: impl Into<String>) -> StateError {
     StateError::BadValue {
         reason: reason.into(),

@@ -4,12 +4,12 @@
 
 use gaesup_state::Result;
 use gaesup_state_core::{Lifetime, MAX_LOCAL_STATE_BYTES, Scope, Strategy};
-use js_sys::{JSON, Reflect};
+use js_sys::JSON;
 use serde::Deserialize;
 use serde_json::Value;
 use wasm_bindgen::JsValue;
 
-use super::bad;
+use super::{bad, exception_message};
 
 /// JavaScript value → JSON, through `JSON.stringify` (so the rules are the
 /// ones JavaScript developers know: `undefined` and functions have none).
@@ -57,14 +57,12 @@ impl JsonBudget {
 fn json_text(value: &JsValue) -> Result<String> {
     let text = JSON::stringify(value).map_err(|exception| {
         // A BigInt, a cycle, a getter or `toJSON` that throws: say which.
-        let why = Reflect::get(&exception, &JsValue::from_str("message"))
-            .ok()
-            .and_then(|message| message.as_string())
-            .unwrap_or_else(|| "it threw".to_owned());
+        let why = exception_message(&exception, "it threw");
         bad(format!("the value cannot be turned into JSON: {why}"))
     })?;
+    let no_json = || bad("undefined (and functions, symbols) have no JSON form");
     if !text.is_string() {
-        return Err(bad("undefined (and functions, symbols) have no JSON form"));
+        return Err(no_json());
     }
     let units = text.length() as usize;
     if units > MAX_LOCAL_STATE_BYTES {
@@ -75,8 +73,7 @@ fn json_text(value: &JsValue) -> Result<String> {
         }
         .into());
     }
-    text.as_string()
-        .ok_or_else(|| bad("undefined (and functions, symbols) have no JSON form"))
+    text.as_string().ok_or_else(no_json)
 }
 
 /// Parses the text as any outside text is parsed (size, depth, then

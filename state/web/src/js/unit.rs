@@ -10,7 +10,7 @@ use js_sys::{Function, Object, Reflect};
 use wasm_bindgen::prelude::*;
 
 use super::convert::{EventOptions, JsonBudget, SubscribeOptions, from_js, options, to_js};
-use super::{JsUnit, JsWrite, bad, function, js_error, reported, stopper, text};
+use super::{JsUnit, JsWrite, bad, exception_message, function, js_error, reported, stopper, text};
 
 #[wasm_bindgen(js_class = GaesupUnit)]
 impl JsUnit {
@@ -403,9 +403,6 @@ extern "C" {
 
 /// A JavaScript exception (a throwing getter or proxy trap) as an error.
 fn thrown(exception: JsValue) -> StateError {
-    let message = Reflect::get(&exception, &JsValue::from_str("message"))
-        .ok()
-        .and_then(|message| message.as_string())
-        .unwrap_or_else(|| "an exception".to_owned());
+    let message = exception_message(&exception, "an exception");
     bad(format!("reading the list threw: {message}"))
 }
