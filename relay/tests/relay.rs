@@ -9,6 +9,7 @@ use gaesup_protocol::{
     AckStatus, ClientMessage, Hello, Push, ServerMessage, StreamId, Subscription, code,
 };
 use gaesup_relay::token::Access;
+use gaesup_state_core::MAX_PRIVATE_KEYS_PER_BUILDING;
 use serde_json::{Value, json};
 use support::{
     Backend, Client, Device, KeptLog, Relay, error_code, http, log_ops, main_log_holds, main_pull,
@@ -572,6 +573,39 @@ async fn a_narrowed_device_on_http_moves_past_ops_it_may_not_read(backend: Backe
     }
     assert_eq!(read, [601], "the one op it may read");
     assert_eq!(cursor, 601);
+}
+
+/// A token narrowed to one building names made-up units there: their
+/// private keys take that building's share of the declaration
+/// (`MAX_PRIVATE_KEYS_PER_BUILDING`), and a unit of another building still
+/// makes its first write. Before the share, the made-up units could take
+/// all of the apartment's 256 keys and refuse every other unit's first
+/// write, for good.
+async fn made_up_units_of_one_building_take_only_its_share(backend: Backend) {
+    let relay = Relay::on(backend, &[]);
+    let shop = token(&[("main", Access::Rw, Some(&["shop"]))], None);
+    let mut intruder = Client::writer(&relay, &shop).await;
+    // Two devices' stores, each refusing past the share on its own.
+    let mut first = Device::new(1);
+    let mut second = Device::new(2);
+    let notes = first.key("notes");
+    let note = |device: &mut Device, unit: &str| {
+        let unit: gaesup_state_core::UnitAddress = unit.parse().unwrap();
+        let value = notes.spec().default_value().clone();
+        device.store.set(&unit, &notes, value).unwrap().op
+    };
+    let share: Vec<_> = (0..MAX_PRIVATE_KEYS_PER_BUILDING)
+        .map(|n| note(&mut first, &format!("main/shop/made-up-{n}")))
+        .collect();
+    for ack in intruder.push(share).await {
+        applied_seq(&ack.status);
+    }
+    let one_more = note(&mut second, "main/shop/one-more");
+    let acks = intruder.push(vec![one_more]).await;
+    assert_eq!(refusal(&acks[0].status), "too_many_keys");
+    let mut owner = Client::writer(&relay, &main_rw()).await;
+    let acks = owner.push(vec![note(&mut second, "main/home/notes")]).await;
+    assert_eq!(applied_seq(&acks[0].status), 65);
 }
 
 /// A live fan-out is built once for the devices that may read the same of
@@ -1827,6 +1861,7 @@ support::on_both_backends!(
     a_resent_outbox_is_answered_as_duplicates_in_one_push,
     a_narrowed_device_on_http_moves_past_ops_it_may_not_read,
     live_ops_reach_each_device_as_its_token_reads_them,
+    made_up_units_of_one_building_take_only_its_share,
     ops_stamped_near_the_horizon_are_refused_so_every_node_applies_what_one_admits,
     a_stream_the_token_may_not_read_is_refused_alone,
     ops_for_apartments_the_token_may_not_write_leave_no_stream_behind,

@@ -110,13 +110,14 @@ fn main() {
     // A first-write-wins key accepts one write; use private keys, one per
     // unit, so every write is a first write. A declaration holds at most
     // MAX_KEYS_PER_DECLARATION keys, so the units are spread over several
-    // declarations.
+    // declarations, and MAX_PRIVATE_KEYS_PER_BUILDING in one building, so
+    // each unit has a building of its own.
     let per = gaesup_state_core::MAX_KEYS_PER_DECLARATION;
     let fww: Vec<SharedKey<Value>> = (0..OPS.div_ceil(per))
         .map(|k| key(&format!("fww{k}"), Scope::Private, Strategy::FirstWriteWins))
         .collect();
     let units: Vec<UnitAddress> = (0..per)
-        .map(|i| format!("bench/b/u{i}").parse().expect("address"))
+        .map(|i| format!("bench/b{i}/u").parse().expect("address"))
         .collect();
     rows.push(measure("first_write_wins", &fww, |s, i| {
         s.set(&units[i % per], &fww[i / per], json!(i))

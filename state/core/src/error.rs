@@ -249,7 +249,8 @@ pub enum Error {
         horizon_ms: u64,
     },
     /// One declaration would get more full keys (units, buildings) than
-    /// allowed, or more keys are held for later than allowed.
+    /// allowed, in all or (a private declaration) in one building, or
+    /// more keys are held for later than allowed.
     #[error("{key} has reached the limit of {limit} keys")]
     TooManyKeys {
         /// The scope-qualified key name.

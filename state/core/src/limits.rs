@@ -56,6 +56,11 @@ pub const MAX_SUM_SLOTS: usize = 4096;
 /// one per unit address, a building key one per building): a message
 /// naming made-up units or buildings cannot fill the storage.
 pub const MAX_KEYS_PER_DECLARATION: usize = 256;
+/// Most full keys one private declaration may have in one building of an
+/// apartment (one per unit address there): a peer allowed to write one
+/// building, naming made-up units in it, takes that building's share of
+/// [`MAX_KEYS_PER_DECLARATION`], not the whole apartment's.
+pub const MAX_PRIVATE_KEYS_PER_BUILDING: usize = 64;
 /// Most keys with writes held for a later declaration (see
 /// [`Replica::declare`](crate::Replica::declare)).
 pub const MAX_PARKED_KEYS: usize = 256;

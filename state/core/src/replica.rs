@@ -366,9 +366,8 @@ pub struct Replica {
     seq: u64,
     specs: VecMap<Scope, VecMap<KeyName, std::sync::Arc<KeySpec>>>,
     states: BTreeMap<FullKey, KeyState>,
-    /// Full keys per declaration (scope, name), against
-    /// [`MAX_KEYS_PER_DECLARATION`](crate::MAX_KEYS_PER_DECLARATION).
-    counts: VecMap<(Scope, String), usize>,
+    /// Full keys per declaration, against its bounds.
+    counts: declare::KeyCounts,
     /// An upper bound of each state's serialized size (exact when last
     /// measured), so the size limit costs a measurement only near it.
     sizes: BTreeMap<FullKey, usize>,
@@ -411,7 +410,7 @@ impl Replica {
             seq: 0,
             specs: VecMap::new(),
             states: BTreeMap::new(),
-            counts: VecMap::new(),
+            counts: declare::KeyCounts::default(),
             sizes: BTreeMap::new(),
             dirty: BTreeSet::new(),
             quarantined: BTreeMap::new(),

@@ -7,8 +7,9 @@
 use std::collections::BTreeMap;
 
 use gaesup_state_core::{
-    Access, Error, Lifetime, MAX_SYNC_STATES, ManualClock, MemoryStorage, Message, Payload,
-    Replica, SYNC_ANSWER_INTERVAL_MS, Scope, SharedKey, Strategy, TabId, UnitAddress,
+    Access, Error, Lifetime, MAX_KEYS_PER_DECLARATION, MAX_PRIVATE_KEYS_PER_BUILDING,
+    MAX_SYNC_STATES, ManualClock, MemoryStorage, Message, Payload, Replica,
+    SYNC_ANSWER_INTERVAL_MS, Scope, SharedKey, Strategy, TabId, UnitAddress,
 };
 use serde_json::{Value, json};
 
@@ -318,6 +319,110 @@ fn one_message_cannot_create_a_thousand_keys() {
         inbound.errors
     );
     assert_eq!(bound.states().len(), 1, "its own apartment's op applied");
+}
+
+/// The bounds of [`MAX_KEYS_PER_DECLARATION`] hold for one batch making
+/// many keys at once: the batch's own new keys count, so a batch no peer
+/// would take (every receiver counts the group's new keys) is refused
+/// where it is made, and changes nothing.
+#[test]
+fn a_batch_cannot_create_more_keys_than_a_declaration_holds() {
+    let clock = ManualClock::new(NOW);
+    let private = key::<i64>("draft", Scope::Private, Strategy::LastWriteWins);
+    let mut writer = store(1, &clock);
+    writer.declare(&private).unwrap();
+    let units: Vec<UnitAddress> = (0..=MAX_KEYS_PER_DECLARATION)
+        .map(|i| unit(&format!("apt/b{i}/u")))
+        .collect();
+    let err = writer
+        .batch(|batch| {
+            units
+                .iter()
+                .try_for_each(|unit| batch.set(unit, &private, 1))
+        })
+        .unwrap_err();
+    assert!(matches!(err, Error::TooManyKeys { .. }), "{err}");
+    assert!(
+        writer.states().is_empty(),
+        "a refused batch changes nothing"
+    );
+    // One fewer fits, and a peer takes the whole group.
+    let written = writer
+        .batch(|batch| {
+            units[1..]
+                .iter()
+                .try_for_each(|unit| batch.set(unit, &private, 1))
+        })
+        .unwrap();
+    let mut peer = store(2, &clock);
+    peer.declare(&private).unwrap();
+    assert_eq!(deliver(written.message.as_ref().unwrap(), &mut peer), []);
+    assert_eq!(peer.states().len(), MAX_KEYS_PER_DECLARATION);
+    // The declaration is full, here and there.
+    let err = writer.set(&units[0], &private, 1).unwrap_err();
+    assert!(matches!(err, Error::TooManyKeys { .. }), "{err}");
+}
+
+/// A peer allowed to write one building (a relay token narrowed to it)
+/// invents units there: it takes that building's share of the
+/// declaration's keys, and a unit of another building still makes its
+/// first write, on the peer's store and on every store that hears it.
+#[test]
+fn made_up_units_of_one_building_leave_the_others_room() {
+    let clock = ManualClock::new(NOW);
+    let private = key::<i64>("draft", Scope::Private, Strategy::LastWriteWins);
+    let mut intruder = store(66, &clock);
+    let mut victim = store(1, &clock);
+    intruder.declare(&private).unwrap();
+    victim.declare(&private).unwrap();
+    // Its own store stops it at the building's share...
+    let mut made = Vec::new();
+    let refused = (0..MAX_KEYS_PER_DECLARATION)
+        .find_map(
+            |i| match intruder.set(&unit(&format!("apt/shared/fake{i}")), &private, 1) {
+                Ok(write) => {
+                    made.push(write.op);
+                    None
+                }
+                Err(err) => Some(err),
+            },
+        )
+        .expect("refused");
+    assert_eq!(made.len(), MAX_PRIVATE_KEYS_PER_BUILDING);
+    assert!(
+        matches!(&refused, Error::TooManyKeys { key, limit }
+            if *limit == MAX_PRIVATE_KEYS_PER_BUILDING && key.contains("building apt/shared")),
+        "{refused}"
+    );
+    // ... and a forged group past it, sent to a victim, is refused whole.
+    let mut forged = made.clone();
+    let mut extra = made[0].clone();
+    extra.writer = unit("apt/shared/one-more");
+    extra.key = private.full_key(&extra.writer);
+    extra.id.seq = 10_000;
+    forged.push(extra);
+    let inbound = victim.receive(&Message::Ops(gaesup_state_core::OpGroup { ops: forged }));
+    assert!(
+        inbound
+            .errors
+            .iter()
+            .any(|e| matches!(e, Error::TooManyKeys { .. })),
+        "{:?}",
+        inbound.errors
+    );
+    assert!(victim.states().is_empty());
+    // The share itself applies, one op at a time or all together.
+    let inbound = victim.receive(&Message::Ops(gaesup_state_core::OpGroup { ops: made }));
+    assert_eq!(inbound.errors, []);
+    assert_eq!(victim.states().len(), MAX_PRIVATE_KEYS_PER_BUILDING);
+    // Another building's unit writes, and the intruder's store takes it.
+    let owner = unit("apt/home/notes");
+    let written = victim.set(&owner, &private, 7).unwrap();
+    assert_eq!(
+        deliver(written.message.as_ref().unwrap(), &mut intruder),
+        []
+    );
+    assert_eq!(intruder.get(&owner, &private).unwrap(), 7);
 }
 
 #[test]

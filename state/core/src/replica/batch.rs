@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::at_path::{Typing, check_kept, item_writes, json_writes, put_paths};
+use super::declare::KeyCounts;
 use super::intent::{Intent, Sink, payload_for, put_delta, put_value};
 use super::write::Stamping;
 use super::{BatchWrite, Replica};
@@ -27,6 +28,9 @@ use crate::strategy::KeyState;
 pub struct Batch<'s> {
     replica: &'s mut Replica,
     overlay: BTreeMap<FullKey, (Arc<KeySpec>, KeyState)>,
+    /// The keys the overlay creates (no state in the replica), counted
+    /// against the declarations' bounds with the replica's own.
+    created: KeyCounts,
     ops: Vec<Op>,
 }
 
@@ -41,6 +45,7 @@ impl<'s> Batch<'s> {
         Self {
             replica,
             overlay: BTreeMap::new(),
+            created: KeyCounts::default(),
             ops: Vec::new(),
         }
     }
@@ -147,8 +152,9 @@ impl<'s> Batch<'s> {
                 reason: format!("more than {MAX_GROUP_OPS} writes"),
             });
         }
-        if !self.overlay.contains_key(&full) {
-            self.replica.check_room(spec, &full)?;
+        let creates = !self.overlay.contains_key(&full) && !self.replica.states.contains_key(&full);
+        if creates {
+            self.replica.counts.room(Some(&self.created), spec, &full)?;
         }
         let current = match self.overlay.get(&full) {
             Some((_, state)) => Some(state),
@@ -164,6 +170,9 @@ impl<'s> Batch<'s> {
         let op = self
             .replica
             .stamp_op(spec, full.clone(), unit, payload, &how)?;
+        if creates {
+            self.created.add(spec, &full);
+        }
         let replica = &*self.replica;
         let (_, state) = self.overlay.entry(full).or_insert_with_key(|full| {
             let state = replica

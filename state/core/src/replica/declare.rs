@@ -6,7 +6,7 @@ use super::{Change, LoadReport, Replica};
 use crate::error::{Error, Result};
 use crate::id::{ApartmentId, UnitAddress};
 use crate::key::{KeySpec, SharedKey};
-use crate::limits::MAX_KEYS_PER_DECLARATION;
+use crate::limits::{MAX_KEYS_PER_DECLARATION, MAX_PRIVATE_KEYS_PER_BUILDING};
 use crate::message::Message;
 use crate::permission::Action;
 use crate::scope::{FullKey, Scope};
@@ -257,36 +257,81 @@ impl Replica {
         if self.states.contains_key(key) {
             return Ok(());
         }
-        Self::room_in(&self.counts, spec)
-    }
-
-    /// [`check_room`](Self::check_room) for a key known to hold no state,
-    /// against the replica's key counts `counts`.
-    pub(super) fn room_in(counts: &VecMap<(Scope, String), usize>, spec: &KeySpec) -> Result<()> {
-        let count = counts
-            .get(&(spec.scope(), spec.name().as_str().to_owned()))
-            .copied()
-            .unwrap_or(0);
-        if count >= MAX_KEYS_PER_DECLARATION {
-            return Err(Error::TooManyKeys {
-                key: spec.label(),
-                limit: MAX_KEYS_PER_DECLARATION,
-            });
-        }
-        Ok(())
+        self.counts.room(None, spec, key)
     }
 
     /// Records that a state for `key` now exists.
     pub(super) fn count_key(&mut self, spec: &KeySpec, key: &FullKey) {
         if !self.states.contains_key(key) {
-            Self::count_new(&mut self.counts, spec);
+            self.counts.add(spec, key);
         }
     }
+}
 
-    /// Counts one more full key of `spec` in `counts` (the replica's key
-    /// counts, borrowed apart from its states).
-    pub(super) fn count_new(counts: &mut VecMap<(Scope, String), usize>, spec: &KeySpec) {
-        *counts.get_or_default((spec.scope(), spec.name().as_str().to_owned())) += 1;
+/// How many full keys each declaration has, against its bounds: at most
+/// [`MAX_KEYS_PER_DECLARATION`] in all, and for a private declaration at
+/// most [`MAX_PRIVATE_KEYS_PER_BUILDING`] in any one building.
+///
+/// The second bound is what a peer allowed to write one building (a relay
+/// token narrowed to it) can take: inventing units there fills that
+/// building's share, and leaves the others room for their own units'
+/// first writes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(super) struct KeyCounts {
+    /// Per declaration (scope, name).
+    all: VecMap<(Scope, String), usize>,
+    /// Per private declaration (name), apartment and building.
+    buildings: VecMap<(String, String, String), usize>,
+}
+
+impl KeyCounts {
+    /// The building `key` counts in: `(name, apartment, building)` for a
+    /// private key, `None` for any other.
+    fn building_of(spec: &KeySpec, key: &FullKey) -> Option<(String, String, String)> {
+        if spec.scope() != Scope::Private {
+            return None;
+        }
+        Some((
+            spec.name().as_str().to_owned(),
+            key.apartment()?.to_owned(),
+            key.building()?.to_owned(),
+        ))
+    }
+
+    fn of(spec: &KeySpec) -> (Scope, String) {
+        (spec.scope(), spec.name().as_str().to_owned())
+    }
+
+    /// Checks that `key`, which holds no state yet, may be created with
+    /// the keys counted in `beside` created too (a batch's or a group's
+    /// new keys, not yet in the replica).
+    pub(super) fn room(&self, beside: Option<&Self>, spec: &KeySpec, key: &FullKey) -> Result<()> {
+        let count = |counts: &Self| counts.all.get(&Self::of(spec)).copied().unwrap_or(0);
+        let all = count(self) + beside.map_or(0, count);
+        if all >= MAX_KEYS_PER_DECLARATION {
+            return Err(Error::TooManyKeys {
+                key: spec.label(),
+                limit: MAX_KEYS_PER_DECLARATION,
+            });
+        }
+        if let Some(building) = Self::building_of(spec, key) {
+            let count = |counts: &Self| counts.buildings.get(&building).copied().unwrap_or(0);
+            if count(self) + beside.map_or(0, count) >= MAX_PRIVATE_KEYS_PER_BUILDING {
+                return Err(Error::TooManyKeys {
+                    key: format!("{} in building {}/{}", spec.label(), building.1, building.2),
+                    limit: MAX_PRIVATE_KEYS_PER_BUILDING,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts `key`, which held no state, as created.
+    pub(super) fn add(&mut self, spec: &KeySpec, key: &FullKey) {
+        *self.all.get_or_default(Self::of(spec)) += 1;
+        if let Some(building) = Self::building_of(spec, key) {
+            *self.buildings.get_or_default(building) += 1;
+        }
     }
 }
 

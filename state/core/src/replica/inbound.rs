@@ -13,12 +13,12 @@ use super::held::HeldItem;
 use super::{Change, Inbound, Replica};
 use crate::error::{Error, Result};
 use crate::key::KeySpec;
-use crate::limits::{MAX_KEYS_PER_DECLARATION, MAX_STATE_BYTES, encoded_len};
+use crate::limits::{MAX_STATE_BYTES, encoded_len};
 use crate::message::{Message, SyncEntry};
 use crate::op::{Op, OpGroup};
 use crate::scope::FullKey;
 use crate::strategy::{KeyState, SumState};
-use crate::vec_map::{VecMap, in_key_order};
+use crate::vec_map::in_key_order;
 
 impl Replica {
     /// Applies one op from another tab (or a relay). Duplicates and
@@ -94,19 +94,11 @@ impl Replica {
         }
         // Count the keys the group would create, and measure the states it
         // would grow, first: a group over a limit changes nothing.
-        let mut created: VecMap<(crate::scope::Scope, String), usize> = VecMap::new();
+        let mut created = super::declare::KeyCounts::default();
         for KeyOps { key, spec, .. } in &by_key {
             if !self.states.contains_key(key) {
-                let id = (spec.scope(), spec.name().as_str().to_owned());
-                let new = created.get_or_default(id.clone());
-                *new += 1;
-                let existing = self.counts.get(&id).copied().unwrap_or(0);
-                if existing + *new > MAX_KEYS_PER_DECLARATION {
-                    return Err(Error::TooManyKeys {
-                        key: spec.label(),
-                        limit: MAX_KEYS_PER_DECLARATION,
-                    });
-                }
+                self.counts.room(Some(&created), spec, key)?;
+                created.add(spec, key);
             }
         }
         // A sum key's slots, bounded as a state from outside is: a group

@@ -511,7 +511,7 @@ impl Replica {
             held.saturating_add(added)
         };
         if state.is_none() {
-            Self::room_in(counts, spec)?;
+            counts.room(None, spec, &op.key)?;
         }
         let change = if estimate <= MAX_LOCAL_STATE_BYTES {
             let after: &KeyState = match state {
@@ -522,7 +522,7 @@ impl Replica {
                 None => {
                     let mut fresh = KeyState::empty(spec.strategy());
                     fresh.apply(op)?;
-                    Self::count_new(counts, spec);
+                    counts.add(spec, &op.key);
                     states.entry(op.key.clone()).or_insert(fresh)
                 }
             };
@@ -555,7 +555,7 @@ impl Replica {
         match self.states.entry(key.clone()) {
             std::collections::btree_map::Entry::Occupied(held) => held.into_mut(),
             std::collections::btree_map::Entry::Vacant(new) => {
-                Self::count_new(&mut self.counts, spec);
+                self.counts.add(spec, key);
                 new.insert(KeyState::empty(spec.strategy()))
             }
         }
