@@ -190,6 +190,49 @@ mod tests {
         );
     }
 
+    /// A private key has one full key per unit, at most 64 in a
+    /// building: a 65th unit could never make its first write to a key
+    /// of a kind the others share.
+    #[test]
+    fn a_building_holds_no_more_units_than_a_private_key_has_room_for() {
+        let units = |count: usize| {
+            (0..count)
+                .map(|n| format!(r#"{{"id":"u{n}","kind":"counter","title":"U","version":"1"}}"#))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let limit = gaesup_state_core::MAX_PRIVATE_KEYS_PER_BUILDING;
+        assert!(Manifest::parse(&with_units(&units(limit)), KINDS).is_ok());
+        let err = Manifest::parse(&with_units(&units(limit + 1)), KINDS).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "building a/b holds 65 units; keys shared by them allow at most 64"
+        );
+    }
+
+    /// A private key has at most 256 full keys in an apartment, so its
+    /// units are bounded there too, each building within its 64.
+    #[test]
+    fn an_apartment_holds_no_more_units_than_a_private_key_has_room_for() {
+        let manifest = |buildings: usize| {
+            let units = (0..52)
+                .map(|n| format!(r#"{{"id":"u{n}","kind":"counter","title":"U","version":"1"}}"#))
+                .collect::<Vec<_>>()
+                .join(",");
+            let buildings = (0..buildings)
+                .map(|b| format!(r#"{{"id":"b{b}","title":"B","units":[{units}]}}"#))
+                .collect::<Vec<_>>()
+                .join(",");
+            format!(r#"{{"apartments":[{{"id":"a","title":"A","buildings":[{buildings}]}}]}}"#)
+        };
+        assert!(Manifest::parse(&manifest(4), KINDS).is_ok());
+        let err = Manifest::parse(&manifest(5), KINDS).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"apartment "a" holds 260 units; keys shared by them allow at most 256"#
+        );
+    }
+
     #[test]
     fn duplicate_unit_versions_are_rejected() {
         let unit = r#"{"id":"u","kind":"counter","title":"U","version":"1"}"#;

@@ -575,37 +575,46 @@ async fn a_narrowed_device_on_http_moves_past_ops_it_may_not_read(backend: Backe
     assert_eq!(cursor, 601);
 }
 
-/// A token narrowed to one building names made-up units there: their
-/// private keys take that building's share of the declaration
-/// (`MAX_PRIVATE_KEYS_PER_BUILDING`), and a unit of another building still
-/// makes its first write. Before the share, the made-up units could take
-/// all of the apartment's 256 keys and refuse every other unit's first
-/// write, for good.
+/// A token narrowed to one building names made-up units there, as many as
+/// a private declaration may hold in all (256): their keys take that
+/// building's share (`MAX_PRIVATE_KEYS_PER_BUILDING`), the rest is
+/// refused, and a unit of another building still makes its first write.
+/// Without the share, the made-up units took all 256 keys and that write
+/// was refused, for good.
 async fn made_up_units_of_one_building_take_only_its_share(backend: Backend) {
     let relay = Relay::on(backend, &[]);
     let shop = token(&[("main", Access::Rw, Some(&["shop"]))], None);
     let mut intruder = Client::writer(&relay, &shop).await;
-    // Two devices' stores, each refusing past the share on its own.
-    let mut first = Device::new(1);
-    let mut second = Device::new(2);
-    let notes = first.key("notes");
     let note = |device: &mut Device, unit: &str| {
+        let notes = device.key("notes");
         let unit: gaesup_state_core::UnitAddress = unit.parse().unwrap();
         let value = notes.spec().default_value().clone();
         device.store.set(&unit, &notes, value).unwrap().op
     };
-    let share: Vec<_> = (0..MAX_PRIVATE_KEYS_PER_BUILDING)
-        .map(|n| note(&mut first, &format!("main/shop/made-up-{n}")))
-        .collect();
-    for ack in intruder.push(share).await {
-        applied_seq(&ack.status);
+    // Four devices, each within the share on its own store.
+    let per_device = MAX_PRIVATE_KEYS_PER_BUILDING;
+    let mut applied = 0;
+    let mut refused = 0;
+    for tab in 1..=(256 / per_device) as u64 {
+        let mut device = Device::new(tab);
+        let ops = (0..per_device)
+            .map(|n| note(&mut device, &format!("main/shop/made-up-{tab}-{n}")))
+            .collect();
+        for ack in intruder.push(ops).await {
+            match &ack.status {
+                AckStatus::Applied { .. } => applied += 1,
+                status => {
+                    assert_eq!(refusal(status), "too_many_keys");
+                    refused += 1;
+                }
+            }
+        }
     }
-    let one_more = note(&mut second, "main/shop/one-more");
-    let acks = intruder.push(vec![one_more]).await;
-    assert_eq!(refusal(&acks[0].status), "too_many_keys");
+    assert_eq!((applied, refused), (per_device, 256 - per_device));
     let mut owner = Client::writer(&relay, &main_rw()).await;
-    let acks = owner.push(vec![note(&mut second, "main/home/notes")]).await;
-    assert_eq!(applied_seq(&acks[0].status), 65);
+    let mut device = Device::new(9);
+    let acks = owner.push(vec![note(&mut device, "main/home/notes")]).await;
+    applied_seq(&acks[0].status);
 }
 
 /// A live fan-out is built once for the devices that may read the same of

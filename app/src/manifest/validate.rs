@@ -1,8 +1,11 @@
 //! What makes a manifest valid: at least one apartment, ids in the id
-//! grammar and unique among siblings, known unit kinds, and an `active`
-//! version for every unit offered in several.
+//! grammar and unique among siblings, known unit kinds, an `active`
+//! version for every unit offered in several, and no more units or
+//! buildings than a key's declaration has room for.
 
 use std::collections::HashSet;
+
+use gaesup_state::core::{MAX_KEYS_PER_DECLARATION, MAX_PRIVATE_KEYS_PER_BUILDING};
 
 use super::{BuildingSpec, MAX_ID_LEN, Manifest};
 
@@ -55,6 +58,22 @@ pub enum ManifestError {
         /// The versions offered, comma-separated (empty: no such unit).
         offered: String,
     },
+    /// More units in a building, or buildings or units in an apartment,
+    /// than a key's declaration may have full keys there
+    /// ([`MAX_PRIVATE_KEYS_PER_BUILDING`], [`MAX_KEYS_PER_DECLARATION`]):
+    /// the units past it could never make their first write to a key
+    /// they share.
+    #[error("{place} holds {count} {what}; keys shared by them allow at most {limit}")]
+    TooMany {
+        /// What there are too many of (`"units"`, `"buildings"`).
+        what: &'static str,
+        /// The building or apartment.
+        place: String,
+        /// How many it holds.
+        count: usize,
+        /// The most it may hold.
+        limit: usize,
+    },
     /// A unit names a kind the shell has no crate for.
     #[error("unit {unit:?} has unknown kind {kind:?} (known: {known})")]
     UnknownKind {
@@ -101,9 +120,27 @@ impl Manifest {
             valid("apartment", &apartment.id)?;
             let here = format!("apartment {:?}", apartment.id);
             unique("building", &here, apartment.buildings.iter().map(|b| &b.id))?;
+            bounded(
+                "buildings",
+                &here,
+                apartment.buildings.len(),
+                MAX_KEYS_PER_DECLARATION,
+            )?;
+            let units: usize = apartment
+                .buildings
+                .iter()
+                .map(BuildingSpec::unit_count)
+                .sum();
+            bounded("units", &here, units, MAX_KEYS_PER_DECLARATION)?;
             for building in &apartment.buildings {
                 valid("building", &building.id)?;
                 let here = format!("building {}/{}", apartment.id, building.id);
+                bounded(
+                    "units",
+                    &here,
+                    building.unit_count(),
+                    MAX_PRIVATE_KEYS_PER_BUILDING,
+                )?;
                 let versions: Vec<String> = building
                     .units
                     .iter()
@@ -128,6 +165,16 @@ impl Manifest {
 }
 
 impl BuildingSpec {
+    /// How many units it holds: each address once, however many versions
+    /// of it are offered.
+    fn unit_count(&self) -> usize {
+        self.units
+            .iter()
+            .map(|unit| unit.id.as_str())
+            .collect::<HashSet<_>>()
+            .len()
+    }
+
     /// A unit offered in several versions needs an active one; every
     /// `active` entry must pick an offered version.
     fn check_active(&self, apartment: &str) -> Result<(), ManifestError> {
@@ -153,6 +200,23 @@ impl BuildingSpec {
         }
         Ok(())
     }
+}
+
+fn bounded(
+    what: &'static str,
+    place: &str,
+    count: usize,
+    limit: usize,
+) -> Result<(), ManifestError> {
+    if count > limit {
+        return Err(ManifestError::TooMany {
+            what,
+            place: place.to_owned(),
+            count,
+            limit,
+        });
+    }
+    Ok(())
 }
 
 fn valid(what: &'static str, id: &str) -> Result<(), ManifestError> {

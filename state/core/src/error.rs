@@ -253,7 +253,8 @@ pub enum Error {
     /// more keys are held for later than allowed.
     #[error("{key} has reached the limit of {limit} keys")]
     TooManyKeys {
-        /// The scope-qualified key name.
+        /// The scope-qualified key name (`"<name> in building
+        /// <apartment>/<building>"` when that building's share is full).
         key: String,
         /// The limit.
         limit: usize,

@@ -364,58 +364,74 @@ fn a_batch_cannot_create_more_keys_than_a_declaration_holds() {
 }
 
 /// A peer allowed to write one building (a relay token narrowed to it)
-/// invents units there: it takes that building's share of the
-/// declaration's keys, and a unit of another building still makes its
-/// first write, on the peer's store and on every store that hears it.
+/// invents units there, as many as a declaration may hold in all: it gets
+/// that building's share of the declaration's keys, and a unit of another
+/// building still makes its first write, on every store that heard the
+/// peer. Without the share, the made-up units took all 256 keys and that
+/// write was refused, for good.
 #[test]
 fn made_up_units_of_one_building_leave_the_others_room() {
     let clock = ManualClock::new(NOW);
     let private = key::<i64>("draft", Scope::Private, Strategy::LastWriteWins);
-    let mut intruder = store(66, &clock);
     let mut victim = store(1, &clock);
-    intruder.declare(&private).unwrap();
     victim.declare(&private).unwrap();
-    // Its own store stops it at the building's share...
-    let mut made = Vec::new();
+    // The peer's own store stops at the building's share...
+    let mut intruder = store(66, &clock);
+    intruder.declare(&private).unwrap();
+    let made_up = |n: usize| unit(&format!("apt/shared/made-up-{n}"));
+    let mut share = Vec::new();
     let refused = (0..MAX_KEYS_PER_DECLARATION)
-        .find_map(
-            |i| match intruder.set(&unit(&format!("apt/shared/fake{i}")), &private, 1) {
-                Ok(write) => {
-                    made.push(write.op);
-                    None
-                }
-                Err(err) => Some(err),
-            },
-        )
+        .find_map(|n| match intruder.set(&made_up(n), &private, 1) {
+            Ok(write) => {
+                share.push(write.op);
+                None
+            }
+            Err(err) => Some(err),
+        })
         .expect("refused");
-    assert_eq!(made.len(), MAX_PRIVATE_KEYS_PER_BUILDING);
+    assert_eq!(share.len(), MAX_PRIVATE_KEYS_PER_BUILDING);
     assert!(
         matches!(&refused, Error::TooManyKeys { key, limit }
             if *limit == MAX_PRIVATE_KEYS_PER_BUILDING && key.contains("building apt/shared")),
         "{refused}"
     );
-    // ... and a forged group past it, sent to a victim, is refused whole.
-    let mut forged = made.clone();
-    let mut extra = made[0].clone();
-    extra.writer = unit("apt/shared/one-more");
-    extra.key = private.full_key(&extra.writer);
-    extra.id.seq = 10_000;
-    forged.push(extra);
-    let inbound = victim.receive(&Message::Ops(gaesup_state_core::OpGroup { ops: forged }));
-    assert!(
-        inbound
-            .errors
-            .iter()
-            .any(|e| matches!(e, Error::TooManyKeys { .. })),
-        "{:?}",
-        inbound.errors
-    );
-    assert!(victim.states().is_empty());
-    // The share itself applies, one op at a time or all together.
-    let inbound = victim.receive(&Message::Ops(gaesup_state_core::OpGroup { ops: made }));
-    assert_eq!(inbound.errors, []);
+    // ... and forged ops for all 256, one message each, reach the victim:
+    // the share applies, the rest is refused.
+    let template = share[0].clone();
+    let mut refusals = 0;
+    for n in 0..MAX_KEYS_PER_DECLARATION {
+        let mut op = template.clone();
+        op.writer = made_up(n);
+        op.key = private.full_key(&op.writer);
+        op.id.seq = 10_000 + n as u64;
+        op.stamp.counter = n as u32;
+        let errors = victim.receive(&Message::Ops(gaesup_state_core::OpGroup { ops: vec![op] }));
+        match errors.errors.as_slice() {
+            [] => {}
+            [Error::TooManyKeys { .. }] => refusals += 1,
+            other => panic!("{other:?}"),
+        }
+    }
     assert_eq!(victim.states().len(), MAX_PRIVATE_KEYS_PER_BUILDING);
-    // Another building's unit writes, and the intruder's store takes it.
+    assert_eq!(
+        refusals,
+        MAX_KEYS_PER_DECLARATION - MAX_PRIVATE_KEYS_PER_BUILDING
+    );
+    // A group past the share is refused whole.
+    let mut more = store(67, &clock);
+    more.declare(&private).unwrap();
+    let group = more
+        .batch(|batch| {
+            (0..2).try_for_each(|n| batch.set(&unit(&format!("apt/shared/late-{n}")), &private, 1))
+        })
+        .unwrap();
+    let errors = deliver(group.message.as_ref().unwrap(), &mut victim);
+    assert!(
+        matches!(errors.as_slice(), [Error::TooManyKeys { .. }]),
+        "{errors:?}"
+    );
+    assert_eq!(victim.states().len(), MAX_PRIVATE_KEYS_PER_BUILDING);
+    // Another building's unit writes, and the peer's store takes it.
     let owner = unit("apt/home/notes");
     let written = victim.set(&owner, &private, 7).unwrap();
     assert_eq!(
@@ -423,6 +439,67 @@ fn made_up_units_of_one_building_leave_the_others_room() {
         []
     );
     assert_eq!(intruder.get(&owner, &private).unwrap(), 7);
+}
+
+/// One batch counts the keys it makes in one building too.
+#[test]
+fn a_batch_cannot_make_more_keys_than_a_building_holds() {
+    let clock = ManualClock::new(NOW);
+    let private = key::<i64>("draft", Scope::Private, Strategy::LastWriteWins);
+    let mut writer = store(1, &clock);
+    writer.declare(&private).unwrap();
+    let units: Vec<UnitAddress> = (0..=MAX_PRIVATE_KEYS_PER_BUILDING)
+        .map(|n| unit(&format!("apt/shop/u{n}")))
+        .collect();
+    let err = writer
+        .batch(|batch| units.iter().try_for_each(|u| batch.set(u, &private, 1)))
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::TooManyKeys { limit, .. } if *limit == MAX_PRIVATE_KEYS_PER_BUILDING),
+        "{err}"
+    );
+    assert!(writer.states().is_empty());
+    writer
+        .batch(|batch| {
+            units[1..]
+                .iter()
+                .try_for_each(|u| batch.set(u, &private, 1))
+        })
+        .unwrap();
+    assert_eq!(writer.states().len(), MAX_PRIVATE_KEYS_PER_BUILDING);
+}
+
+/// Storage written before the share existed (or by a build with a larger
+/// one) may hold more of a building's keys: it all loads back, none set
+/// aside in whatever order storage lists keys, and the building still
+/// takes no new key.
+#[test]
+fn stored_keys_past_a_building_s_share_all_load_back() {
+    let clock = ManualClock::new(NOW);
+    let private = key::<i64>("draft", Scope::Private, Strategy::LastWriteWins);
+    let mut storage = MemoryStorage::new();
+    // Two tabs, each within the share, save into one storage.
+    for (tab, units) in [(1, 0..MAX_PRIVATE_KEYS_PER_BUILDING), (2, 100..120)] {
+        let mut writer = store(tab, &clock);
+        writer.declare(&private).unwrap();
+        for n in units {
+            writer
+                .set(&unit(&format!("apt/shop/u{n}")), &private, n as i64)
+                .unwrap();
+        }
+        let report = writer.persist(Lifetime::Persistent, &mut storage);
+        assert!(report.failed.is_empty(), "{:?}", report.failed);
+    }
+    let mut reloaded = store(3, &clock);
+    reloaded.declare(&private).unwrap();
+    let load = reloaded.load(Lifetime::Persistent, &mut storage).unwrap();
+    assert!(load.quarantined.is_empty(), "{:?}", load.quarantined);
+    assert_eq!(reloaded.states().len(), MAX_PRIVATE_KEYS_PER_BUILDING + 20);
+    assert_eq!(reloaded.get(&unit("apt/shop/u119"), &private).unwrap(), 119);
+    let err = reloaded
+        .set(&unit("apt/shop/new"), &private, 1)
+        .unwrap_err();
+    assert!(matches!(err, Error::TooManyKeys { .. }), "{err}");
 }
 
 #[test]
