@@ -13,7 +13,7 @@ use std::cell::Cell;
 use std::fmt;
 use std::rc::Rc;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::id::TabId;
@@ -78,7 +78,7 @@ pub const MAX_HOLD_AHEAD_MS: u64 = 7 * 24 * 60 * 60 * 1000;
 
 /// A hybrid-logical-clock stamp. The derived order (wall, counter, tab) is
 /// the total order every strategy uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct Stamp {
     /// Wall-clock milliseconds (the maximum seen, not necessarily local).
     pub wall_ms: u64,
@@ -87,6 +87,19 @@ pub struct Stamp {
     /// The tab that issued the stamp; breaks the last ties.
     pub tab: TabId,
 }
+
+impl crate::decode::FromJson for Stamp {
+    fn from_json(value: serde_json::Value) -> std::result::Result<Self, crate::decode::Why> {
+        let mut fields = crate::decode::Fields::of(value, "a stamp")?;
+        Ok(Self {
+            wall_ms: fields.req("wall_ms")?,
+            counter: fields.req("counter")?,
+            tab: fields.req("tab")?,
+        })
+    }
+}
+
+crate::decode::deserialize_through_tree!(Stamp);
 
 impl fmt::Display for Stamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -14,7 +14,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::error::{Error, Result, preview};
 
@@ -110,9 +110,10 @@ pub fn validate(kind: IdKind, text: &str) -> Result<()> {
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $kind:expr) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(try_from = "String")]
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
         pub struct $name(String);
+
+        crate::decode::from_json_text!($name);
 
         impl $name {
             /// Validates `text` and wraps it.
@@ -203,9 +204,10 @@ id_type!(
 ///
 /// Cloning is cheap (the parts are shared): every op and recorded write
 /// carries its writer's address.
-#[derive(Debug, Clone, Eq, PartialOrd, Ord, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Debug, Clone, Eq, PartialOrd, Ord)]
 pub struct UnitAddress(std::sync::Arc<AddressParts>);
+
+crate::decode::from_json_text!(UnitAddress, TabId);
 
 impl std::hash::Hash for UnitAddress {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
@@ -326,8 +328,7 @@ impl fmt::Display for UnitAddress {
 /// behind what other tabs saw, and its next increments would be hidden.
 /// On the wire it is 16 hex digits in a string, because JSON numbers above
 /// 2^53 lose precision in any JavaScript tooling that touches them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TabId(u64);
 
 impl TabId {

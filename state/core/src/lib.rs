@@ -152,6 +152,7 @@
 #![deny(missing_docs)]
 
 mod clock;
+mod decode;
 mod error;
 mod id;
 mod key;
@@ -166,7 +167,6 @@ mod scope;
 mod snapshot;
 mod storage;
 mod strategy;
-mod tagged;
 mod transport;
 pub mod vec_map;
 
@@ -217,5 +217,5 @@ pub use transport::{BusEndpoint, MemoryBus, Transport};
 /// a part of the input decoded on its own (an item of a list read raw),
 /// whose position counts in the part, not in the input.
 pub fn decode_error_text(err: &serde_json::Error) -> String {
-    tagged::without_position(err)
+    decode::without_position(err)
 }

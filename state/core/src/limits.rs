@@ -181,6 +181,16 @@ pub fn parse_bounded<T: DeserializeOwned>(
     max_bytes: usize,
     what: &'static str,
 ) -> Result<T> {
+    check_text(text, max_bytes, what)?;
+    serde_json::from_str(text).map_err(|err| Error::Malformed {
+        what,
+        reason: serde_reason(&err),
+    })
+}
+
+/// What every parse of outside text checks first: its size, then its
+/// nesting (iteratively, before any recursive parser sees it).
+fn check_text(text: &str, max_bytes: usize, what: &'static str) -> Result<()> {
     if text.len() > max_bytes {
         return Err(Error::TooLarge {
             what,
@@ -188,16 +198,42 @@ pub fn parse_bounded<T: DeserializeOwned>(
             limit: max_bytes,
         });
     }
-    check_depth(text, MAX_JSON_DEPTH, what)?;
-    serde_json::from_str(text).map_err(|err| Error::Malformed {
+    check_depth(text, MAX_JSON_DEPTH, what)
+}
+
+/// [`parse_bounded`] into a tree of values (see [`crate::decode`]),
+/// which refuses a key given twice in one object.
+pub(crate) fn parse_tree_bounded(
+    text: &str,
+    max_bytes: usize,
+    what: &'static str,
+) -> Result<Value> {
+    check_text(text, max_bytes, what)?;
+    crate::decode::parse_tree(text).map_err(|err| Error::Malformed {
         what,
         reason: serde_reason(&err),
     })
 }
 
+/// [`parse_tree_bounded`], then read as `T`.
+pub(crate) fn read_bounded<T: crate::decode::FromJson>(
+    text: &str,
+    max_bytes: usize,
+    what: &'static str,
+) -> Result<T> {
+    T::from_json(parse_tree_bounded(text, max_bytes, what)?).map_err(|why| Error::Malformed {
+        what,
+        reason: short_reason(why),
+    })
+}
+
 /// A serde error as a short string.
 pub(crate) fn serde_reason(err: &serde_json::Error) -> String {
-    let text = err.to_string();
+    short_reason(err.to_string())
+}
+
+/// A reason cut to [`REASON_CHARS`].
+pub(crate) fn short_reason(text: String) -> String {
     if text.chars().count() > REASON_CHARS {
         preview(&text)
     } else {

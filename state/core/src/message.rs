@@ -10,27 +10,26 @@
 //! Replica-level checks (declared key, strategy, scope, permissions, clock
 //! skew) happen when the replica applies it.
 
-use std::fmt;
-
-use serde::de::{self, MapAccess, Visitor};
 use serde::ser::SerializeStruct;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
+use crate::decode::{Fields, FromJson, Why, deserialize_through_tree, variant};
 use crate::error::{Error, Result};
 use crate::id::{ApartmentId, KeyName, TabId, UnitAddress};
-use crate::limits::{MAX_MESSAGE_BYTES, MAX_SYNC_STATES, check_value, parse_bounded};
+use crate::limits::{
+    MAX_MESSAGE_BYTES, MAX_SYNC_STATES, check_value, parse_tree_bounded, short_reason,
+};
 use crate::op::OpGroup;
 use crate::scope::{FullKey, Scope};
 use crate::strategy::KeyState;
-use crate::tagged::Content;
 
 /// The version of the tab protocol this code speaks. Version 1 (no `v`
 /// field) carried per-tab sum totals and user-resolve tombstone lists.
 pub const PROTOCOL_VERSION: u32 = 2;
 
 /// One key's state in an anti-entropy exchange.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SyncEntry {
     /// The key.
     pub key: FullKey,
@@ -63,46 +62,48 @@ pub fn sync_entries<'de, D: Deserializer<'de>>(
 pub fn sync_entries_and_left_out<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> std::result::Result<(Vec<SyncEntry>, Vec<(FullKey, Error)>), D::Error> {
-    #[cfg(all(feature = "merge", feature = "user-resolve"))]
-    return Vec::<SyncEntry>::deserialize(deserializer).map(|entries| (entries, Vec::new()));
-    #[cfg(not(all(feature = "merge", feature = "user-resolve")))]
-    {
-        let raw = Vec::<Box<serde_json::value::RawValue>>::deserialize(deserializer)?;
-        let mut entries = Vec::with_capacity(raw.len());
-        let mut left_out = Vec::new();
-        for entry in raw {
-            match serde_json::from_str::<SyncEntry>(entry.get()) {
-                Ok(decoded) => entries.push(decoded),
-                Err(err) => match left_out_state(entry.get()) {
-                    Some(left) => left_out.push(left),
-                    // Its position counts in the entry, not the input.
-                    None => return Err(de::Error::custom(crate::tagged::without_position(&err))),
-                },
+    let list: Entries = crate::decode::through_tree(deserializer)?;
+    Ok((list.entries, list.left_out))
+}
+
+/// A list of [`SyncEntry`], with the keys left out (see
+/// [`sync_entries_and_left_out`]).
+struct Entries {
+    entries: Vec<SyncEntry>,
+    left_out: Vec<(FullKey, Error)>,
+}
+
+impl FromJson for Entries {
+    fn from_json(value: Value) -> std::result::Result<Self, Why> {
+        let items = match value {
+            Value::Array(items) => items,
+            other => return Err(crate::decode::invalid(&other, "a sequence")),
+        };
+        let mut list = Entries {
+            entries: Vec::with_capacity(items.len()),
+            left_out: Vec::new(),
+        };
+        for item in items {
+            #[cfg(not(all(feature = "merge", feature = "user-resolve")))]
+            if let Some(left) = left_out_state(&item) {
+                list.left_out.push(left);
+                continue;
             }
+            list.entries.push(SyncEntry::from_json(item)?);
         }
-        Ok((entries, left_out))
+        Ok(list)
     }
 }
 
 /// The key of an entry whose state is of a strategy this build leaves
 /// out, with why; `None` for any other entry.
 #[cfg(not(all(feature = "merge", feature = "user-resolve")))]
-fn left_out_state(entry: &str) -> Option<(FullKey, Error)> {
-    #[derive(Deserialize)]
-    struct Tag<'a> {
-        #[serde(borrow)]
-        strategy: std::borrow::Cow<'a, str>,
-    }
-    #[derive(Deserialize)]
-    struct Entry<'a> {
-        key: FullKey,
-        #[serde(borrow)]
-        state: Tag<'a>,
-    }
-    let entry = serde_json::from_str::<Entry<'_>>(entry).ok()?;
-    let reason = crate::strategy::left_out(&entry.state.strategy)?;
+fn left_out_state(entry: &Value) -> Option<(FullKey, Error)> {
+    let strategy = entry.get("state")?.get("strategy")?.as_str()?;
+    let reason = crate::strategy::left_out(strategy)?;
+    let key = entry.get("key")?.as_str()?.parse().ok()?;
     Some((
-        entry.key,
+        key,
         Error::Malformed {
             what: "key state",
             reason,
@@ -110,10 +111,54 @@ fn left_out_state(entry: &str) -> Option<(FullKey, Error)> {
     ))
 }
 
+impl FromJson for SyncEntry {
+    fn from_json(value: Value) -> std::result::Result<Self, Why> {
+        let mut fields = Fields::of(value, "a key's state")?;
+        Ok(Self {
+            key: fields.req("key")?,
+            schema: fields.req("schema")?,
+            state: fields.req("state")?,
+        })
+    }
+}
+
+impl FromJson for Digest {
+    fn from_json(value: Value) -> std::result::Result<Self, Why> {
+        let mut fields = Fields::of(value, "a digest")?;
+        Ok(Self {
+            key: fields.req("key")?,
+            hash: fields.req("hash")?,
+        })
+    }
+}
+
+impl FromJson for Have {
+    fn from_json(value: Value) -> std::result::Result<Self, Why> {
+        let mut fields = Fields::of(value, "what a tab holds")?;
+        Ok(Self {
+            apartment: fields.opt("apartment")?,
+            digests: fields.or_default("digests")?,
+        })
+    }
+}
+
+impl FromJson for Event {
+    fn from_json(value: Value) -> std::result::Result<Self, Why> {
+        let mut fields = Fields::of(value, "an event")?;
+        Ok(Self {
+            topic: fields.req("topic")?,
+            sender: fields.req("sender")?,
+            data: fields.req("data")?,
+        })
+    }
+}
+
+deserialize_through_tree!(SyncEntry, Digest, Have, Event, Message);
+
 /// What a tab holds of one key: a hash of its state's bytes. Equal states
 /// serialize to equal bytes on every replica, so equal digests mean there
 /// is nothing to send.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Digest {
     /// The key.
     pub key: FullKey,
@@ -123,7 +168,7 @@ pub struct Digest {
 
 /// What a tab holds: its apartment (so a tab of another apartment sharing
 /// the channel answers with global keys only) and a digest per key.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Have {
     /// The apartment the sender serves, if bound to one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -138,7 +183,7 @@ pub struct Have {
 /// The topic is a full key built from the event's scope, the sender's
 /// address and the event name, so a building-scoped event only reaches
 /// listeners of the same building, exactly like state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Event {
     /// Scope-qualified event name.
     pub topic: FullKey,
@@ -201,19 +246,27 @@ pub enum Message {
 impl Message {
     /// Decodes and validates untrusted text.
     pub fn decode(text: &str) -> Result<Self> {
-        match parse_bounded::<Message>(text, MAX_MESSAGE_BYTES, "message") {
+        let tree = parse_tree_bounded(text, MAX_MESSAGE_BYTES, "message")?;
+        // The `v` of an object, if it does not read: `Some(None)` when
+        // absent (protocol 1).
+        let version = tree.as_object().map(|fields| match fields.get("v") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(v.as_u64().and_then(|v| u32::try_from(v).ok()).unwrap_or(0)),
+        });
+        match Message::from_json(tree) {
             Ok(message) => {
                 message.validate()?;
                 Ok(message)
             }
-            Err(err @ (Error::TooLarge { .. } | Error::TooDeep { .. })) => Err(err),
-            Err(err) => match sniff_version(text) {
-                Some(found) if found == Some(PROTOCOL_VERSION) => Err(err),
-                Some(found) => Err(Error::Protocol {
+            Err(why) => match version {
+                Some(found) if found != Some(PROTOCOL_VERSION) => Err(Error::Protocol {
                     found,
                     supported: PROTOCOL_VERSION,
                 }),
-                None => Err(err),
+                _ => Err(Error::Malformed {
+                    what: "message",
+                    reason: short_reason(why),
+                }),
             },
         }
     }
@@ -285,33 +338,8 @@ impl Message {
     }
 }
 
-/// The `v` field of text that did not decode: `Some(None)` when it is a
-/// JSON object without one (protocol 1), `None` when it is not even that.
-fn sniff_version(text: &str) -> Option<Option<u32>> {
-    #[derive(Deserialize)]
-    struct Probe {
-        #[serde(default)]
-        v: Option<Value>,
-    }
-    let probe: Probe = serde_json::from_str(text).ok()?;
-    Some(
-        probe
-            .v
-            .map(|v| v.as_u64().and_then(|v| u32::try_from(v).ok()).unwrap_or(0)),
-    )
-}
-
 fn none<T>(value: &Option<T>) -> bool {
     value.is_none()
-}
-
-#[derive(Serialize, Deserialize)]
-struct SyncRequestBody {
-    from: TabId,
-    #[serde(default, skip_serializing_if = "none")]
-    to: Option<TabId>,
-    #[serde(default)]
-    have: Have,
 }
 
 #[derive(Serialize)]
@@ -320,17 +348,6 @@ struct SyncRequestRef<'a> {
     #[serde(skip_serializing_if = "none")]
     to: &'a Option<TabId>,
     have: &'a Have,
-}
-
-#[derive(Deserialize)]
-struct SyncStateBody {
-    from: TabId,
-    #[serde(default)]
-    to: Option<TabId>,
-    #[serde(deserialize_with = "sync_entries")]
-    states: Vec<SyncEntry>,
-    #[serde(default)]
-    have: Option<Have>,
 }
 
 #[derive(Serialize)]
@@ -373,102 +390,52 @@ impl Serialize for Message {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(field_identifier, rename_all = "lowercase")]
-enum Field {
-    V,
-    Type,
-    Body,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum Kind {
-    Ops,
-    SyncRequest,
-    SyncState,
-    Event,
-}
-
-impl<'de> Deserialize<'de> for Message {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        struct MessageVisitor;
-
-        impl<'de> Visitor<'de> for MessageVisitor {
-            type Value = Message;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a message {\"v\", \"type\", \"body\"}")
-            }
-
-            fn visit_map<A: MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> std::result::Result<Message, A::Error> {
-                let mut version = None;
-                let mut kind = None;
-                let mut message = None;
-                // A body before its type (not what this code writes, but
-                // valid JSON) is buffered and read once the type is known.
-                let mut early: Option<Value> = None;
-                while let Some(field) = map.next_key::<Field>()? {
-                    match field {
-                        Field::V => version = Some(map.next_value::<u32>()?),
-                        Field::Type => kind = Some(map.next_value::<Kind>()?),
-                        Field::Body => match &kind {
-                            Some(kind) if version == Some(PROTOCOL_VERSION) => {
-                                message = Some(read_body(kind, Content::Next(&mut map))?);
-                            }
-                            _ => early = Some(map.next_value()?),
-                        },
-                    }
-                }
-                if version != Some(PROTOCOL_VERSION) {
-                    return Err(de::Error::custom(format!(
-                        "protocol version must be {PROTOCOL_VERSION}"
-                    )));
-                }
-                if let Some(message) = message {
-                    return Ok(message);
-                }
-                let kind = kind.ok_or_else(|| de::Error::missing_field("type"))?;
-                let body = early.ok_or_else(|| de::Error::missing_field("body"))?;
-                read_body::<A>(&kind, Content::Buffered(body))
-            }
+impl FromJson for Message {
+    /// `{"v": 2, "type": …, "body": …}`, in any order, other fields
+    /// ignored.
+    fn from_json(value: Value) -> std::result::Result<Self, Why> {
+        #[derive(Clone, Copy)]
+        enum Kind {
+            Ops,
+            SyncRequest,
+            SyncState,
+            Event,
         }
-
-        fn read_body<'de, M: MapAccess<'de>>(
-            kind: &Kind,
-            source: Content<'_, M>,
-        ) -> std::result::Result<Message, M::Error> {
-            fn get<'de, T: serde::de::DeserializeOwned, M: MapAccess<'de>>(
-                source: Content<'_, M>,
-            ) -> std::result::Result<T, M::Error> {
-                source.read()
-            }
-            Ok(match kind {
-                Kind::Ops => Message::Ops(get(source)?),
-                Kind::SyncRequest => {
-                    let body: SyncRequestBody = get(source)?;
-                    Message::SyncRequest {
-                        from: body.from,
-                        to: body.to,
-                        have: body.have,
-                    }
-                }
-                Kind::SyncState => {
-                    let body: SyncStateBody = get(source)?;
-                    Message::SyncState {
-                        from: body.from,
-                        to: body.to,
-                        states: body.states,
-                        have: body.have,
-                    }
-                }
-                Kind::Event => Message::Event(get(source)?),
-            })
+        let mut fields = Fields::of(value, "a message {\"v\", \"type\", \"body\"}")?;
+        if fields.opt::<Value>("v")?.and_then(|v| v.as_u64()) != Some(PROTOCOL_VERSION.into()) {
+            return Err(format!("protocol version must be {PROTOCOL_VERSION}"));
         }
-
-        deserializer.deserialize_map(MessageVisitor)
+        let kind: String = fields.req("type")?;
+        let kind = variant(
+            &kind,
+            &[
+                ("ops", Kind::Ops),
+                ("sync_request", Kind::SyncRequest),
+                ("sync_state", Kind::SyncState),
+                ("event", Kind::Event),
+            ],
+        )?;
+        let body: Value = fields.req("body")?;
+        Ok(match kind {
+            Kind::Ops => Message::Ops(OpGroup::from_json(body)?),
+            Kind::SyncRequest => {
+                let mut body = Fields::of(body, "a sync request")?;
+                Message::SyncRequest {
+                    from: body.req("from")?,
+                    to: body.opt("to")?,
+                    have: body.or_default("have")?,
+                }
+            }
+            Kind::SyncState => {
+                let mut body = Fields::of(body, "a sync answer")?;
+                Message::SyncState {
+                    from: body.req("from")?,
+                    to: body.opt("to")?,
+                    states: body.req::<Entries>("states")?.entries,
+                    have: body.opt("have")?,
+                }
+            }
+            Kind::Event => Message::Event(Event::from_json(body)?),
+        })
     }
 }

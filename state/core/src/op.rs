@@ -8,10 +8,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::clock::Stamp;
+use crate::decode::{Fields, FromJson, Why, deserialize_through_tree, variant};
 use crate::error::{Error, Result};
 use crate::id::{TabId, UnitAddress};
 use crate::limits::{
@@ -21,7 +22,7 @@ use crate::scope::FullKey;
 use crate::strategy::Observed;
 
 /// Unique id of an op: the issuing tab and its per-tab sequence number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct OpId {
     /// The issuing tab.
     pub tab: TabId,
@@ -37,8 +38,6 @@ impl fmt::Display for OpId {
 
 /// What an op does; which variants a key accepts depends on its strategy.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-// Adjacently tagged, tag first; decoded by `crate::tagged` (no second,
-// buffering decoder per input type).
 #[serde(tag = "kind", content = "data", rename_all = "snake_case")]
 pub enum Payload {
     /// Replace the whole value (last-write-wins, first-write-wins, and
@@ -95,113 +94,92 @@ pub enum Payload {
     },
 }
 
-/// [`Payload`]'s variant names.
-#[derive(Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum PayloadKind {
-    Set,
-    Patch,
-    Count,
-    Reset,
-    Resolve,
-}
-
-/// The content of each [`Payload`] variant, as it is encoded.
-mod content {
-    use super::{BTreeMap, BTreeSet, Deserialize, Observed, OpId, Value};
-
-    #[derive(Deserialize)]
-    pub(super) struct Set {
-        pub value: Value,
-    }
-
-    #[derive(Deserialize)]
-    pub(super) struct Patch {
-        #[serde(default)]
-        pub set: BTreeMap<String, Value>,
-        #[serde(default)]
-        pub remove: BTreeSet<String>,
-    }
-
-    #[derive(Deserialize)]
-    pub(super) struct Count {
-        pub slot: OpId,
-        pub p: u64,
-        pub n: u64,
-    }
-
-    #[derive(Deserialize)]
-    pub(super) struct Reset {
-        pub target: i64,
-        #[serde(default)]
-        pub horizon: u64,
-        #[serde(default)]
-        pub observed: Vec<Observed>,
-    }
-
-    #[derive(Deserialize)]
-    pub(super) struct Resolve {
-        pub value: Value,
-        #[serde(default)]
-        pub supersedes: Vec<OpId>,
-    }
-}
-
-impl crate::tagged::TagFirst for Payload {
-    const TAG: &'static str = "kind";
-    const EXPECTING: &'static str = "an op payload {\"kind\": …, \"data\": …}";
-    type Tag = PayloadKind;
-
-    fn content<'de, A: serde::de::MapAccess<'de>>(
-        tag: PayloadKind,
-        content: crate::tagged::Content<'_, A>,
-    ) -> Result<Self, A::Error> {
-        Ok(match tag {
-            PayloadKind::Set => {
-                let c: content::Set = content.read()?;
-                Self::Set {
-                    value: Arc::new(c.value),
-                }
-            }
-            PayloadKind::Patch => {
-                let c: content::Patch = content.read()?;
-                Self::Patch {
-                    set: c.set,
-                    remove: c.remove,
-                }
-            }
-            PayloadKind::Count => {
-                let c: content::Count = content.read()?;
-                Self::Count {
-                    slot: c.slot,
-                    p: c.p,
-                    n: c.n,
-                }
-            }
-            PayloadKind::Reset => {
-                let c: content::Reset = content.read()?;
-                Self::Reset {
-                    target: c.target,
-                    horizon: c.horizon,
-                    observed: c.observed,
-                }
-            }
-            PayloadKind::Resolve => {
-                let c: content::Resolve = content.read()?;
-                Self::Resolve {
-                    value: Arc::new(c.value),
-                    supersedes: c.supersedes,
-                }
-            }
+impl FromJson for Payload {
+    /// `{"kind": <variant>, "data": <content>}`, in either order, other
+    /// fields ignored.
+    fn from_json(value: Value) -> Result<Self, Why> {
+        #[derive(Clone, Copy)]
+        enum Kind {
+            Set,
+            Patch,
+            Count,
+            Reset,
+            Resolve,
+        }
+        let mut tagged = Fields::of(value, "an op payload {\"kind\": …, \"data\": …}")?;
+        let kind: String = tagged.req("kind")?;
+        let kind = variant(
+            &kind,
+            &[
+                ("set", Kind::Set),
+                ("patch", Kind::Patch),
+                ("count", Kind::Count),
+                ("reset", Kind::Reset),
+                ("resolve", Kind::Resolve),
+            ],
+        )?;
+        let data: Value = tagged.req("data")?;
+        let mut content = Fields::of(data, "an op payload's data")?;
+        Ok(match kind {
+            Kind::Set => Self::Set {
+                value: content.req("value")?,
+            },
+            Kind::Patch => Self::Patch {
+                set: content.or_default("set")?,
+                remove: content.or_default("remove")?,
+            },
+            Kind::Count => Self::Count {
+                slot: content.req("slot")?,
+                p: content.req("p")?,
+                n: content.req("n")?,
+            },
+            Kind::Reset => Self::Reset {
+                target: content.req("target")?,
+                horizon: content.or_default("horizon")?,
+                observed: content.or_default("observed")?,
+            },
+            Kind::Resolve => Self::Resolve {
+                value: content.req("value")?,
+                supersedes: content.or_default("supersedes")?,
+            },
         })
     }
 }
 
-impl<'de> Deserialize<'de> for Payload {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        crate::tagged::deserialize(deserializer)
+impl FromJson for OpId {
+    fn from_json(value: Value) -> Result<Self, Why> {
+        let mut fields = Fields::of(value, "an op id")?;
+        Ok(Self {
+            tab: fields.req("tab")?,
+            seq: fields.req("seq")?,
+        })
     }
 }
+
+impl FromJson for Op {
+    fn from_json(value: Value) -> Result<Self, Why> {
+        let mut fields = Fields::of(value, "an op")?;
+        Ok(Self {
+            id: fields.req("id")?,
+            key: fields.req("key")?,
+            writer: fields.req("writer")?,
+            stamp: fields.req("stamp")?,
+            schema: fields.req("schema")?,
+            payload: fields.req("payload")?,
+        })
+    }
+}
+
+impl FromJson for OpGroup {
+    fn from_json(value: Value) -> Result<Self, Why> {
+        let mut fields = Fields::of(value, "an op group")?;
+        Ok(Self {
+            ops: fields.req("ops")?,
+        })
+    }
+}
+
+deserialize_through_tree!(Payload, OpId, Op, OpGroup);
 
 impl Payload {
     /// The kind of every payload of this version, as an op names it
@@ -221,7 +199,7 @@ impl Payload {
 }
 
 /// One write.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Op {
     /// Unique id.
     pub id: OpId,
@@ -328,7 +306,7 @@ impl Op {
 
 /// Ops that apply atomically (a batch): a receiver validates all of them
 /// before applying any.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct OpGroup {
     /// The ops, in the order they were made.
     pub ops: Vec<Op>,

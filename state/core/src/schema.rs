@@ -7,7 +7,7 @@
 //! store then quarantines the raw text instead of overwriting it (see
 //! [`Replica::load`](crate::Replica::load)).
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
@@ -129,7 +129,7 @@ impl Default for Schema {
 
 /// What is stored per key, and what anti-entropy exchanges:
 /// `{"schema": n, "state": KeyState}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StoredState {
     /// Schema version of the values inside `state`.
     pub schema: u32,
@@ -141,6 +141,19 @@ pub struct StoredState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ahead: Option<KeyState>,
 }
+
+impl crate::decode::FromJson for StoredState {
+    fn from_json(value: Value) -> std::result::Result<Self, crate::decode::Why> {
+        let mut fields = crate::decode::Fields::of(value, "a stored state")?;
+        Ok(Self {
+            schema: fields.req("schema")?,
+            state: fields.req("state")?,
+            ahead: fields.opt("ahead")?,
+        })
+    }
+}
+
+crate::decode::deserialize_through_tree!(StoredState);
 
 #[cfg(test)]
 mod tests {

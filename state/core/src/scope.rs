@@ -14,7 +14,7 @@ use crate::error::{Error, Result, preview};
 use crate::id::{IdKind, KeyName, UnitAddress, validate};
 
 /// Who shares a key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// Only the declaring unit.
@@ -63,6 +63,15 @@ impl fmt::Display for Scope {
         f.write_str(self.as_str())
     }
 }
+
+impl TryFrom<String> for Scope {
+    type Error = Error;
+    fn try_from(text: String) -> Result<Self> {
+        text.parse()
+    }
+}
+
+crate::decode::from_json_text!(Scope, FullKey);
 
 impl FromStr for Scope {
     type Err = Error;
@@ -121,8 +130,7 @@ const STACK_KEY_LEN: usize = "private".len() + 4 * (1 + crate::id::MAX_ID_LEN);
 /// key name in two buildings, or two units' private keys, never collide, and
 /// a unit cannot even name another unit's private key (the address comes
 /// from the caller). Parsing from the wire validates every segment.
-#[derive(Clone, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Clone)]
 pub struct FullKey {
     // The text is the identity: equality, ordering and hashing are the
     // text's, so maps of full keys serialize in the same order everywhere.
@@ -292,6 +300,16 @@ impl FullKey {
         self.address_segment(1)
     }
 
+    /// `apartment/building`, for building and private keys: the building
+    /// the key belongs to, as one slice of its text.
+    pub(crate) fn building_path(&self) -> Option<&str> {
+        if self.scope.address_segments() < 2 {
+            return None;
+        }
+        let start = usize::from(self.cuts[0]) + 1;
+        self.text.get(start..usize::from(self.cuts[2]))
+    }
+
     /// The unit segment, for private keys.
     pub fn unit(&self) -> Option<&str> {
         self.address_segment(2)
@@ -407,6 +425,21 @@ impl fmt::Display for FullKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_names_its_building_as_apartment_slash_building() {
+        let unit: UnitAddress = "apt/shop/cart".parse().unwrap();
+        let name: KeyName = "k".parse().unwrap();
+        let path = |scope| {
+            FullKey::new(scope, &unit, &name)
+                .building_path()
+                .map(str::to_owned)
+        };
+        assert_eq!(path(Scope::Private).as_deref(), Some("apt/shop"));
+        assert_eq!(path(Scope::Building).as_deref(), Some("apt/shop"));
+        assert_eq!(path(Scope::Apartment), None);
+        assert_eq!(path(Scope::Global), None);
+    }
 
     /// A full key is written as its text, borrowed: the string it was
     /// converted to before, as a value and as a map key.

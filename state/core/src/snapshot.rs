@@ -14,12 +14,13 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 
+use crate::decode::{Fields, FromJson, Why};
 use crate::error::{Error, Result};
 use crate::id::KeyName;
-use crate::limits::{MAX_SNAPSHOT_BYTES, check_value, parse_bounded};
+use crate::limits::{MAX_SNAPSHOT_BYTES, check_value, read_bounded};
 use crate::scope::Scope;
 
 /// The `format` tag of every snapshot.
@@ -28,8 +29,7 @@ pub const SNAPSHOT_FORMAT: &str = "gaesup-snapshot";
 pub const SNAPSHOT_VERSION: u32 = 1;
 
 /// One key's value in a snapshot.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SnapshotEntry {
     /// Schema version of `value`.
     pub schema: u32,
@@ -38,8 +38,7 @@ pub struct SnapshotEntry {
 }
 
 /// A scope's values.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Snapshot {
     /// Always [`SNAPSHOT_FORMAT`].
     pub format: String,
@@ -50,6 +49,36 @@ pub struct Snapshot {
     /// Values by key name.
     pub keys: BTreeMap<KeyName, SnapshotEntry>,
 }
+
+/// Unknown fields are refused: a snapshot is a file a person may have
+/// edited, and a misspelt field must not pass unnoticed.
+impl FromJson for SnapshotEntry {
+    fn from_json(value: Value) -> std::result::Result<Self, Why> {
+        let mut fields = Fields::of(value, "a snapshot entry")?;
+        let entry = Self {
+            schema: fields.req("schema")?,
+            value: fields.req("value")?,
+        };
+        fields.deny_unknown(&["schema", "value"])?;
+        Ok(entry)
+    }
+}
+
+impl FromJson for Snapshot {
+    fn from_json(value: Value) -> std::result::Result<Self, Why> {
+        let mut fields = Fields::of(value, "a snapshot")?;
+        let snapshot = Self {
+            format: fields.req("format")?,
+            version: fields.req("version")?,
+            scope: fields.req("scope")?,
+            keys: fields.req("keys")?,
+        };
+        fields.deny_unknown(&["format", "version", "scope", "keys"])?;
+        Ok(snapshot)
+    }
+}
+
+crate::decode::deserialize_through_tree!(SnapshotEntry, Snapshot);
 
 impl Snapshot {
     /// An empty snapshot of `scope`.
@@ -76,7 +105,7 @@ impl Snapshot {
     /// checks each value by its key's strategy).
     pub fn parse(text: &str) -> Result<Self> {
         let snapshot: Snapshot =
-            parse_bounded(text, MAX_SNAPSHOT_BYTES, "snapshot").map_err(|err| match err {
+            read_bounded(text, MAX_SNAPSHOT_BYTES, "snapshot").map_err(|err| match err {
                 Error::Malformed { reason, .. } => Error::InvalidSnapshot { reason },
                 other => other,
             })?;

@@ -51,6 +51,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::decode::{Fields, FromJson, Why, deserialize_through_tree};
+
 pub(crate) use item::{Item, ItemKind};
 #[cfg(feature = "merge")]
 pub(crate) use merge::diff as merge_diff;
@@ -205,12 +207,9 @@ pub(crate) fn left_out(name: &str) -> Option<String> {
     Strategy::from_name(name).err()
 }
 
-impl<'de> Deserialize<'de> for Strategy {
-    fn deserialize<D: serde::Deserializer<'de>>(
-        deserializer: D,
-    ) -> std::result::Result<Self, D::Error> {
-        let name = Cow::<'de, str>::deserialize(deserializer)?;
-        Strategy::from_name(&name).map_err(serde::de::Error::custom)
+impl FromJson for Strategy {
+    fn from_json(value: Value) -> std::result::Result<Self, Why> {
+        Strategy::from_name(&crate::decode::text(value, "a strategy name")?)
     }
 }
 
@@ -221,7 +220,7 @@ impl fmt::Display for Strategy {
 }
 
 /// A value together with the write that produced it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Entry {
     /// The write's stamp.
     pub stamp: Stamp,
@@ -286,8 +285,6 @@ pub struct Conflict<T = Value> {
 
 /// The replicated state of one key; one variant per strategy.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-// Adjacently tagged, tag first; decoded by `crate::tagged` (no second,
-// buffering decoder per input type).
 #[serde(tag = "strategy", content = "data", rename_all = "snake_case")]
 pub enum KeyState {
     /// See [`Strategy::LastWriteWins`].
@@ -304,34 +301,38 @@ pub enum KeyState {
     UserResolve(ResolveState),
 }
 
-impl crate::tagged::TagFirst for KeyState {
-    const TAG: &'static str = "strategy";
-    const EXPECTING: &'static str = "a key state {\"strategy\": …, \"data\": …}";
-    type Tag = Strategy;
-
-    fn content<'de, A: serde::de::MapAccess<'de>>(
-        tag: Strategy,
-        content: crate::tagged::Content<'_, A>,
-    ) -> std::result::Result<Self, A::Error> {
-        Ok(match tag {
-            Strategy::LastWriteWins => Self::LastWriteWins(content.read()?),
-            Strategy::FirstWriteWins => Self::FirstWriteWins(content.read()?),
+impl FromJson for KeyState {
+    /// `{"strategy": <name>, "data": <state>}`, in either order, other
+    /// fields ignored.
+    fn from_json(value: Value) -> std::result::Result<Self, Why> {
+        let mut tagged = Fields::of(value, "a key state {\"strategy\": …, \"data\": …}")?;
+        let strategy: Strategy = tagged.req("strategy")?;
+        let data: Value = tagged.req("data")?;
+        Ok(match strategy {
+            Strategy::LastWriteWins => Self::LastWriteWins(Register::from_json(data)?),
+            Strategy::FirstWriteWins => Self::FirstWriteWins(Register::from_json(data)?),
             #[cfg(feature = "merge")]
-            Strategy::Merge => Self::Merge(content.read()?),
-            Strategy::Sum => Self::Sum(content.read()?),
+            Strategy::Merge => Self::Merge(MergeState::from_json(data)?),
+            Strategy::Sum => Self::Sum(SumState::from_json(data)?),
             #[cfg(feature = "user-resolve")]
-            Strategy::UserResolve => Self::UserResolve(content.read()?),
+            Strategy::UserResolve => Self::UserResolve(ResolveState::from_json(data)?),
         })
     }
 }
 
-impl<'de> Deserialize<'de> for KeyState {
-    fn deserialize<D: serde::Deserializer<'de>>(
-        deserializer: D,
-    ) -> std::result::Result<Self, D::Error> {
-        crate::tagged::deserialize(deserializer)
+impl FromJson for Entry {
+    fn from_json(value: Value) -> std::result::Result<Self, Why> {
+        let mut fields = Fields::of(value, "an entry")?;
+        Ok(Self {
+            stamp: fields.req("stamp")?,
+            id: fields.req("id")?,
+            writer: fields.req("writer")?,
+            value: fields.req("value")?,
+        })
     }
 }
+
+deserialize_through_tree!(Strategy, KeyState, Entry);
 
 impl KeyState {
     /// The state of a key nobody has written yet.

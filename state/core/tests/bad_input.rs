@@ -166,6 +166,55 @@ fn lww_stored(schema: u32, value: Value) -> String {
     .to_string()
 }
 
+/// A name given twice in one object, anywhere (the envelope, an op, a
+/// user's value), is refused by every reader of the state manager's
+/// formats: JSON leaves open which of the two counts, and two readers of
+/// one text must not see two documents.
+#[test]
+fn a_field_named_twice_is_refused_in_messages_storage_and_snapshots() {
+    let duplicate = |text: &str, at: &str| {
+        assert!(text.contains(at), "{at} not in {text}");
+        text.replacen(at, &format!("{at}{at}"), 1)
+    };
+    let message = valid_message();
+    let mut receiver = store(1);
+    for twice in [
+        duplicate(&message, r#""v":2,"#),
+        duplicate(&message, r#""schema":1,"#),
+        message.replacen(r#""value":7"#, r#""value":{"a":1,"a":2}"#, 1),
+    ] {
+        let err = Message::decode(&twice).unwrap_err();
+        assert!(
+            matches!(&err, Error::Malformed { reason, .. } if reason.contains("duplicate field")),
+            "{twice}: {err:?}"
+        );
+        assert!(receiver.receive_text(&twice).errors.len() == 1);
+    }
+    assert_eq!(receiver.get(&unit("a/b/u"), &count_key()).unwrap(), 0);
+    // Storage: the entry is set aside, kept as it was.
+    let stored = lww_stored(1, json!({"x": 1})).replacen(r#""x":1"#, r#""x":1,"x":2"#, 1);
+    assert_quarantined(
+        "apartment/a/count",
+        &stored,
+        |err| matches!(err, Error::Corrupt { reason, .. } if reason.contains("duplicate field")),
+    );
+    // A snapshot.
+    let mut writer = store(3);
+    writer
+        .set(&unit("a/b/u"), &text_key(), "x".to_owned())
+        .unwrap();
+    let snapshot = writer
+        .snapshot(&unit("a/b/u"), Scope::Apartment)
+        .to_json()
+        .unwrap();
+    let twice = duplicate(&snapshot, r#""schema":1,"#);
+    let err = Snapshot::parse(&twice).unwrap_err();
+    assert!(
+        err.to_string().contains("duplicate field"),
+        "{twice}: {err}"
+    );
+}
+
 #[test]
 fn wrong_types_are_quarantined() {
     assert_quarantined("apartment/a/count", &lww_stored(1, json!("seven")), |e| {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::{Change, LoadReport, Replica};
 use crate::error::{Error, Result};
-use crate::id::{ApartmentId, UnitAddress};
+use crate::id::{ApartmentId, KeyName, UnitAddress};
 use crate::key::{KeySpec, SharedKey};
 use crate::limits::{MAX_KEYS_PER_DECLARATION, MAX_PRIVATE_KEYS_PER_BUILDING};
 use crate::message::Message;
@@ -279,35 +279,41 @@ impl Replica {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(super) struct KeyCounts {
     /// Per declaration (scope, name).
-    all: VecMap<(Scope, String), usize>,
-    /// Per private declaration (name), apartment and building.
-    buildings: VecMap<(String, String, String), usize>,
+    all: VecMap<Scope, VecMap<KeyName, usize>>,
+    /// Per private declaration (name), by `apartment/building`.
+    buildings: VecMap<KeyName, VecMap<String, usize>>,
 }
 
 impl KeyCounts {
-    /// The building `key` counts in: `(name, apartment, building)` for a
-    /// private key, `None` for any other.
-    fn building_of(spec: &KeySpec, key: &FullKey) -> Option<(String, String, String)> {
-        if spec.scope() != Scope::Private {
-            return None;
-        }
-        Some((
-            spec.name().as_str().to_owned(),
-            key.apartment()?.to_owned(),
-            key.building()?.to_owned(),
-        ))
+    fn all_of(&self, spec: &KeySpec) -> usize {
+        self.all
+            .get(&spec.scope())
+            .and_then(|names| names.get(spec.name().as_str()))
+            .copied()
+            .unwrap_or(0)
     }
 
-    fn of(spec: &KeySpec) -> (Scope, String) {
-        (spec.scope(), spec.name().as_str().to_owned())
+    fn in_building(&self, spec: &KeySpec, building: &str) -> usize {
+        self.buildings
+            .get(spec.name().as_str())
+            .and_then(|buildings| buildings.get(building))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The building `key` counts in (`apartment/building`) for a private
+    /// declaration; `None` for any other.
+    fn building_of<'k>(spec: &KeySpec, key: &'k FullKey) -> Option<&'k str> {
+        (spec.scope() == Scope::Private)
+            .then(|| key.building_path())
+            .flatten()
     }
 
     /// Checks that `key`, which holds no state yet, may be created with
     /// the keys counted in `beside` created too (a batch's or a group's
     /// new keys, not yet in the replica).
     pub(super) fn room(&self, beside: Option<&Self>, spec: &KeySpec, key: &FullKey) -> Result<()> {
-        let count = |counts: &Self| counts.all.get(&Self::of(spec)).copied().unwrap_or(0);
-        let all = count(self) + beside.map_or(0, count);
+        let all = self.all_of(spec) + beside.map_or(0, |more| more.all_of(spec));
         if all >= MAX_KEYS_PER_DECLARATION {
             return Err(Error::TooManyKeys {
                 key: spec.label(),
@@ -315,10 +321,11 @@ impl KeyCounts {
             });
         }
         if let Some(building) = Self::building_of(spec, key) {
-            let count = |counts: &Self| counts.buildings.get(&building).copied().unwrap_or(0);
-            if count(self) + beside.map_or(0, count) >= MAX_PRIVATE_KEYS_PER_BUILDING {
+            let count = self.in_building(spec, building)
+                + beside.map_or(0, |more| more.in_building(spec, building));
+            if count >= MAX_PRIVATE_KEYS_PER_BUILDING {
                 return Err(Error::TooManyKeys {
-                    key: format!("{} in building {}/{}", spec.label(), building.1, building.2),
+                    key: format!("{} in building {building}", spec.label()),
                     limit: MAX_PRIVATE_KEYS_PER_BUILDING,
                 });
             }
@@ -326,11 +333,32 @@ impl KeyCounts {
         Ok(())
     }
 
-    /// Counts `key`, which held no state, as created.
+    /// Counts `key`, which held no state, as created. Allocates only for a
+    /// declaration's or a building's first key.
     pub(super) fn add(&mut self, spec: &KeySpec, key: &FullKey) {
-        *self.all.get_or_default(Self::of(spec)) += 1;
+        let names = self.all.get_or_default(spec.scope());
+        bump(names, spec.name().as_str(), || spec.name().clone());
         if let Some(building) = Self::building_of(spec, key) {
-            *self.buildings.get_or_default(building) += 1;
+            let buildings = match self.buildings.get_mut(spec.name().as_str()) {
+                Some(buildings) => buildings,
+                None => self.buildings.get_or_default(spec.name().clone()),
+            };
+            bump(buildings, building, || building.to_owned());
+        }
+    }
+}
+
+/// Adds one to `key`'s count in `counts`, making the entry (`owned`) if
+/// there is none.
+fn bump<K: Ord + std::borrow::Borrow<Q>, Q: Ord + ?Sized>(
+    counts: &mut VecMap<K, usize>,
+    key: &Q,
+    owned: impl FnOnce() -> K,
+) {
+    match counts.get_mut(key) {
+        Some(count) => *count += 1,
+        None => {
+            counts.insert(owned(), 1);
         }
     }
 }

@@ -8,7 +8,7 @@ use super::quarantine::{Failure, Quarantine};
 use super::{Change, Replica};
 use crate::error::{Error, Result};
 use crate::key::KeySpec;
-use crate::limits::{MAX_STORED_BYTES, parse_bounded};
+use crate::limits::{MAX_STORED_BYTES, read_bounded};
 use crate::message::SyncEntry;
 use crate::schema::StoredState;
 use crate::scope::{FullKey, Lifetime};
@@ -170,7 +170,7 @@ impl Replica {
         raw: &str,
     ) -> Result<(KeyState, Option<SyncEntry>)> {
         let stored: StoredState =
-            parse_bounded(raw, MAX_STORED_BYTES, "stored state").map_err(|err| match err {
+            read_bounded(raw, MAX_STORED_BYTES, "stored state").map_err(|err| match err {
                 Error::Malformed { reason, .. } => Error::Corrupt {
                     key: key.to_string(),
                     reason,

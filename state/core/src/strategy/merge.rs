@@ -53,11 +53,12 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Weak};
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::Entry;
 use crate::clock::Stamp;
+use crate::decode::{Fields, FromJson, Why};
 use crate::error::Result;
 use crate::id::UnitAddress;
 use crate::limits::{
@@ -74,7 +75,7 @@ fn fold_horizon(newest: u64) -> u64 {
 }
 
 /// The last write to one field of a merge key.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FieldEntry {
     /// The write's stamp.
     pub stamp: Stamp,
@@ -85,11 +86,7 @@ pub struct FieldEntry {
     /// The field's value, or `None` if the write removed the field.
     // `Option<Value>` would read `null` back as `None`; a field set to null
     // must stay distinct from a removed field, so presence decides.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "present"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<Value>,
     /// What the value costs inside a folded object, once measured.
     #[serde(skip)]
@@ -130,9 +127,32 @@ impl Fit {
     }
 }
 
-fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
-    Value::deserialize(deserializer).map(Some)
+impl FromJson for FieldEntry {
+    fn from_json(value: Value) -> Result<Self, Why> {
+        let mut fields = Fields::of(value, "a field entry")?;
+        Ok(Self {
+            stamp: fields.req("stamp")?,
+            id: fields.req("id")?,
+            writer: fields.req("writer")?,
+            // Present (`null` included) is a value; absent, a removal.
+            value: fields.take("value"),
+            measured: Measured::default(),
+        })
+    }
 }
+
+impl FromJson for MergeState {
+    fn from_json(value: Value) -> Result<Self, Why> {
+        let mut fields = Fields::of(value, "a merge state")?;
+        Ok(Self {
+            base: fields.opt("base")?,
+            fields: fields.or_default("fields")?,
+            base_measured: BaseMeasured::default(),
+        })
+    }
+}
+
+crate::decode::deserialize_through_tree!(FieldEntry, MergeState);
 
 impl FieldEntry {
     fn as_entry_key(&self) -> (Stamp, OpId) {
@@ -157,7 +177,7 @@ impl FieldEntry {
 }
 
 /// The state of a merge key.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct MergeState {
     /// The newest whole-value write.
     #[serde(default, skip_serializing_if = "Option::is_none")]

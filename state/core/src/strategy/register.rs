@@ -5,17 +5,29 @@
 use std::cmp::Ordering;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 
 use super::Entry;
+use crate::decode::{Fields, FromJson, Why};
 
 /// The state of a last-write-wins or first-write-wins key.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Register {
     /// The winning write, if any.
     pub entry: Option<Entry>,
 }
+
+impl FromJson for Register {
+    fn from_json(value: Value) -> Result<Self, Why> {
+        let mut fields = Fields::of(value, "a register")?;
+        Ok(Self {
+            entry: fields.opt("entry")?,
+        })
+    }
+}
+
+crate::decode::deserialize_through_tree!(Register);
 
 impl Register {
     /// The winning write's value, shared (not copied), if any.

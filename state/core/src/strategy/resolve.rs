@@ -20,11 +20,12 @@
 //! the state holds at most one entry and one watermark per tab that wrote
 //! recently, whatever the number of writes.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 
 use super::{Conflict, Entry};
 use crate::clock::Stamp;
+use crate::decode::{Fields, FromJson, Why};
 use crate::error::Result;
 use crate::id::{TabId, UnitAddress};
 use crate::limits::COMPACT_AFTER_MS;
@@ -32,7 +33,7 @@ use crate::op::OpId;
 use crate::vec_map::VecMap;
 
 /// Every write of one tab up to `seq` is superseded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Seen {
     /// The tab.
     pub tab: TabId,
@@ -58,26 +59,18 @@ pub struct ResolveState {
     seen: VecMap<TabId, Seen>,
 }
 
-/// JSON shape: op ids are not strings, so entries and watermarks travel as
-/// lists. `tombstones` is the shape older versions stored (every superseded
-/// op id); it is read as watermarks.
-#[derive(Deserialize)]
-struct ResolveWire {
-    #[serde(default)]
-    entries: Vec<Entry>,
-    #[serde(default)]
-    seen: Vec<Seen>,
-    #[serde(default)]
-    tombstones: Vec<OpId>,
-}
-
-impl<'de> Deserialize<'de> for ResolveState {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let wire = ResolveWire::deserialize(deserializer)?;
-        let newest = wire.entries.iter().map(|e| e.stamp).max();
+/// Reads the JSON shape: op ids are not strings, so entries and
+/// watermarks travel as lists. `tombstones` is the shape older versions
+/// stored (every superseded op id); it is read as watermarks.
+impl FromJson for ResolveState {
+    fn from_json(value: Value) -> Result<Self, Why> {
+        let mut fields = Fields::of(value, "a user-resolve state")?;
+        let entries: Vec<Entry> = fields.or_default("entries")?;
+        let mut seen: Vec<Seen> = fields.or_default("seen")?;
+        let tombstones: Vec<OpId> = fields.or_default("tombstones")?;
+        let newest = entries.iter().map(|e| e.stamp).max();
         let mut state = ResolveState::default();
-        let mut seen = wire.seen;
-        seen.extend(wire.tombstones.into_iter().map(|id| Seen {
+        seen.extend(tombstones.into_iter().map(|id| Seen {
             tab: id.tab,
             seq: id.seq,
             // Old tombstones carry no stamp: date them with the newest
@@ -89,11 +82,25 @@ impl<'de> Deserialize<'de> for ResolveState {
             }),
             writer: None,
         }));
-        state.join(seen, wire.entries);
+        state.join(seen, entries);
         state.normalize();
         Ok(state)
     }
 }
+
+impl FromJson for Seen {
+    fn from_json(value: Value) -> Result<Self, Why> {
+        let mut fields = Fields::of(value, "a watermark")?;
+        Ok(Self {
+            tab: fields.req("tab")?,
+            seq: fields.req("seq")?,
+            stamp: fields.req("stamp")?,
+            writer: fields.opt("writer")?,
+        })
+    }
+}
+
+crate::decode::deserialize_through_tree!(ResolveState, Seen);
 
 impl Serialize for ResolveState {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {

@@ -1,7 +1,10 @@
 //! What a sum state is made of: per-writer slots of cumulative totals,
 //! the resets that set the counter, and the totals folded away.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::decode::{Fields, FromJson, Why};
 
 use crate::clock::Stamp;
 use crate::id::UnitAddress;
@@ -9,7 +12,7 @@ use crate::limits::MAX_OP_ITEMS;
 use crate::op::OpId;
 
 /// Cumulative totals.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Totals {
     /// Sum of positive increments.
     pub p: u64,
@@ -33,7 +36,7 @@ impl Totals {
 }
 
 /// One writer's slot.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Slot {
     /// The slot: its owner tab and the sequence number of its first op.
     pub slot: OpId,
@@ -73,7 +76,7 @@ impl Slot {
 }
 
 /// A slot's totals as a reset saw them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Observed {
     /// The slot.
     pub slot: OpId,
@@ -88,7 +91,7 @@ pub struct Observed {
 }
 
 /// A write that sets the counter to `target`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Reset {
     /// The write's stamp.
     pub stamp: Stamp,
@@ -128,7 +131,7 @@ fn canonical_reset(reset: &Reset) -> String {
 }
 
 /// Slots folded away: what they added on top of the winning reset.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Folded {
     /// The reset these totals are relative to (`None`: no reset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -175,3 +178,68 @@ impl Folded {
         }
     }
 }
+
+impl FromJson for Totals {
+    fn from_json(value: Value) -> Result<Self, Why> {
+        let mut fields = Fields::of(value, "totals")?;
+        Ok(Self {
+            p: fields.req("p")?,
+            n: fields.req("n")?,
+        })
+    }
+}
+
+impl FromJson for Slot {
+    fn from_json(value: Value) -> Result<Self, Why> {
+        let mut fields = Fields::of(value, "a slot")?;
+        Ok(Self {
+            slot: fields.req("slot")?,
+            seq: fields.req("seq")?,
+            last: fields.req("last")?,
+            writer: fields.req("writer")?,
+            p: fields.req("p")?,
+            n: fields.req("n")?,
+        })
+    }
+}
+
+impl FromJson for Observed {
+    fn from_json(value: Value) -> Result<Self, Why> {
+        let mut fields = Fields::of(value, "an observed slot")?;
+        Ok(Self {
+            slot: fields.req("slot")?,
+            p: fields.req("p")?,
+            n: fields.req("n")?,
+            last: fields.or_default("last")?,
+        })
+    }
+}
+
+impl FromJson for Reset {
+    fn from_json(value: Value) -> Result<Self, Why> {
+        let mut fields = Fields::of(value, "a reset")?;
+        Ok(Self {
+            stamp: fields.req("stamp")?,
+            id: fields.req("id")?,
+            writer: fields.req("writer")?,
+            target: fields.req("target")?,
+            horizon: fields.req("horizon")?,
+            observed: fields.req("observed")?,
+        })
+    }
+}
+
+impl FromJson for Folded {
+    fn from_json(value: Value) -> Result<Self, Why> {
+        let mut fields = Fields::of(value, "folded totals")?;
+        Ok(Self {
+            after: fields.opt("after")?,
+            horizon: fields.or_default("horizon")?,
+            p: fields.or_default("p")?,
+            n: fields.or_default("n")?,
+            writers: fields.or_default("writers")?,
+        })
+    }
+}
+
+crate::decode::deserialize_through_tree!(Totals, Slot, Observed, Reset, Folded);

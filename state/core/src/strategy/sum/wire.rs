@@ -1,44 +1,38 @@
 //! A sum state as JSON: slots as a list sorted by slot (op ids are not
 //! strings), and the shape older versions stored, read as folded totals.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use serde_json::Value;
 
 use super::{Folded, Reset, Slot, SumState, Totals};
+use crate::decode::{Fields, FromJson, Why};
 use crate::id::TabId;
 use crate::vec_map::VecMap;
 
-/// JSON shape: slots as a list sorted by slot (op ids are not strings).
-/// `tabs` is the shape stored by versions before resets and folding: one
-/// `{p, n}` per tab id, read as already folded.
-#[derive(Deserialize)]
-struct SumWire {
-    #[serde(default)]
-    reset: Option<Reset>,
-    #[serde(default)]
-    folded: Folded,
-    #[serde(default)]
-    slots: Vec<Slot>,
-    #[serde(default)]
-    tabs: VecMap<TabId, Totals>,
-}
-
-impl<'de> Deserialize<'de> for SumState {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let wire = SumWire::deserialize(deserializer)?;
+/// Reads the JSON shape: slots as a list (in any order), and `tabs`, the
+/// shape stored by versions before resets and folding: one `{p, n}` per
+/// tab id, read as already folded.
+impl FromJson for SumState {
+    fn from_json(value: Value) -> Result<Self, Why> {
+        let mut fields = Fields::of(value, "a sum state")?;
         let mut state = SumState {
-            reset: wire.reset,
-            folded: wire.folded,
+            reset: fields.opt::<Reset>("reset")?,
+            folded: fields.or_default::<Folded>("folded")?,
             slots: VecMap::new(),
         };
-        for (_, totals) in wire.tabs {
+        let slots: Vec<Slot> = fields.or_default("slots")?;
+        let tabs: VecMap<TabId, Totals> = fields.or_default("tabs")?;
+        for (_, totals) in tabs {
             state.folded.p = state.folded.p.saturating_add(totals.p);
             state.folded.n = state.folded.n.saturating_add(totals.n);
         }
-        state.join_slots(wire.slots);
+        state.join_slots(slots);
         state.normalize();
         Ok(state)
     }
 }
+
+crate::decode::deserialize_through_tree!(SumState);
 
 impl Serialize for SumState {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {

@@ -1,0 +1,520 @@
+//! Decoding of the wire types: JSON parsed once into a tree of
+//! [`Value`]s, then read by hand.
+//!
+//! serde's derive writes, for every type, a decoder per kind of input it
+//! is read from: a visitor for maps, one for sequences (a struct may come
+//! as an array), one for field names, a copy of serde_json's list and map
+//! readers per element type. In the wasm that was most of what the state
+//! manager's formats cost (BENCHMARKS.md, "What the formats alone cost").
+//! Here one parser builds the tree (the one state values need anyway),
+//! and each type's reader ([`FromJson`]) is plain code over it, compiled
+//! once.
+//!
+//! The tree refuses a key given twice in one object, wherever it is (the
+//! parse serde_json's own `Value` does keeps the last): two readers of the
+//! same text must never see two different documents. Unknown fields are
+//! ignored, as serde's derive does, unless a type says otherwise.
+//!
+//! Every type read so keeps a [`serde::Deserialize`] impl that goes
+//! through the tree ([`through_tree`]), for the types that embed them
+//! (the relay protocol's) and for callers that decode with serde.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::Arc;
+
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde_json::map::Entry;
+use serde_json::{Map, Number, Value};
+
+use crate::vec_map::{VecMap, VecSet};
+
+/// Why a value did not read: serde's wording where it has one.
+pub(crate) type Why = String;
+
+/// A type read from a parsed JSON tree.
+pub(crate) trait FromJson: Sized {
+    /// Reads `value`, taking what it keeps out of it.
+    fn from_json(value: Value) -> Result<Self, Why>;
+}
+
+/// Implements [`FromJson`] (and [`serde::Deserialize`] through the tree)
+/// for types read from a string by their `TryFrom<String>`, whose error
+/// is the reason.
+macro_rules! from_json_text {
+    ($($ty:ty),* $(,)?) => {
+        $(
+            impl $crate::decode::FromJson for $ty {
+                fn from_json(value: serde_json::Value) -> Result<Self, $crate::decode::Why> {
+                    <$ty>::try_from($crate::decode::text(value, "a string")?)
+                        .map_err(|err| err.to_string())
+                }
+            }
+            $crate::decode::deserialize_through_tree!($ty);
+        )*
+    };
+}
+pub(crate) use from_json_text;
+
+/// Implements [`serde::Deserialize`] for types read by [`FromJson`].
+macro_rules! deserialize_through_tree {
+    ($($ty:ty),* $(,)?) => {
+        $(
+            impl<'de> serde::Deserialize<'de> for $ty {
+                fn deserialize<D: serde::Deserializer<'de>>(
+                    deserializer: D,
+                ) -> Result<Self, D::Error> {
+                    $crate::decode::through_tree(deserializer)
+                }
+            }
+        )*
+    };
+}
+pub(crate) use deserialize_through_tree;
+
+/// Deserializes a [`FromJson`] type: the tree first, then its reader.
+pub(crate) fn through_tree<'de, D: de::Deserializer<'de>, T: FromJson>(
+    deserializer: D,
+) -> Result<T, D::Error> {
+    let tree = deserializer.deserialize_any(Tree)?;
+    T::from_json(tree).map_err(de::Error::custom)
+}
+
+/// Parses `text` (checked for size and depth already) into a tree.
+pub(crate) fn parse_tree(text: &str) -> serde_json::Result<Value> {
+    let mut input = serde_json::Deserializer::from_str(text);
+    let tree = de::Deserializer::deserialize_any(&mut input, Tree)?;
+    input.end()?;
+    Ok(tree)
+}
+
+/// Builds a [`Value`], refusing a key repeated in an object.
+#[derive(Clone, Copy)]
+struct Tree;
+
+impl<'de> DeserializeSeed<'de> for Tree {
+    type Value = Value;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Tree {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, value: bool) -> Result<Value, E> {
+        Ok(Value::Bool(value))
+    }
+
+    fn visit_i64<E>(self, value: i64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_u64<E>(self, value: u64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_f64<E>(self, value: f64) -> Result<Value, E> {
+        // As serde_json's own `Value` reads it (text never holds a NaN).
+        Ok(Number::from_f64(value).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<Value, E> {
+        Ok(Value::String(value.to_owned()))
+    }
+
+    fn visit_string<E>(self, value: String) -> Result<Value, E> {
+        Ok(Value::String(value))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        // Not sized by the input's hint: a hostile length claims no memory
+        // ahead of its items.
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(self)? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut fields = Map::new();
+        while let Some(name) = map.next_key::<String>()? {
+            match fields.entry(name) {
+                Entry::Vacant(field) => {
+                    field.insert(map.next_value_seed(self)?);
+                }
+                Entry::Occupied(field) => {
+                    return Err(de::Error::custom(format_args!(
+                        "duplicate field `{}`",
+                        field.key()
+                    )));
+                }
+            }
+        }
+        Ok(Value::Object(fields))
+    }
+}
+
+/// A decoding error's message without the line and column it names.
+pub(crate) fn without_position(err: &serde_json::Error) -> String {
+    let text = err.to_string();
+    let position = format!(" at line {} column {}", err.line(), err.column());
+    match text.strip_suffix(&position) {
+        Some(message) => message.to_owned(),
+        None => text,
+    }
+}
+
+/// What `value` is, in serde's words for an unexpected value.
+fn found(value: &Value) -> String {
+    match value {
+        Value::Null => "null".to_owned(),
+        Value::Bool(value) => format!("boolean `{value}`"),
+        Value::Number(number) if number.is_f64() => format!("floating point `{number}`"),
+        Value::Number(number) => format!("integer `{number}`"),
+        Value::String(text) => format!("string {:?}", crate::error::preview(text)),
+        Value::Array(_) => "sequence".to_owned(),
+        Value::Object(_) => "map".to_owned(),
+    }
+}
+
+/// `value` is not what was `expected`.
+pub(crate) fn invalid(value: &Value, expected: &str) -> Why {
+    format!("invalid type: {}, expected {expected}", found(value))
+}
+
+/// The text of a string value.
+pub(crate) fn text(value: Value, expected: &str) -> Result<String, Why> {
+    match value {
+        Value::String(text) => Ok(text),
+        other => Err(invalid(&other, expected)),
+    }
+}
+
+/// An object's fields, taken out one by one.
+pub(crate) struct Fields(Map<String, Value>);
+
+impl Fields {
+    /// The fields of `value`, which must be an object (`expected` names
+    /// what it should be, for the error).
+    pub(crate) fn of(value: Value, expected: &str) -> Result<Self, Why> {
+        match value {
+            Value::Object(fields) => Ok(Self(fields)),
+            other => Err(invalid(&other, expected)),
+        }
+    }
+
+    /// The field `name`, as it is, if present.
+    pub(crate) fn take(&mut self, name: &str) -> Option<Value> {
+        self.0.remove(name)
+    }
+
+    /// The field `name`, which must be present.
+    pub(crate) fn req<T: FromJson>(&mut self, name: &str) -> Result<T, Why> {
+        match self.take(name) {
+            Some(value) => T::from_json(value),
+            None => Err(format!("missing field `{name}`")),
+        }
+    }
+
+    /// The field `name`; absent or `null` is `None`.
+    pub(crate) fn opt<T: FromJson>(&mut self, name: &str) -> Result<Option<T>, Why> {
+        match self.take(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => T::from_json(value).map(Some),
+        }
+    }
+
+    /// The field `name`, or `T`'s default when absent.
+    pub(crate) fn or_default<T: FromJson + Default>(&mut self, name: &str) -> Result<T, Why> {
+        match self.take(name) {
+            Some(value) => T::from_json(value),
+            None => Ok(T::default()),
+        }
+    }
+
+    /// Refuses any field not taken yet.
+    pub(crate) fn deny_unknown(&self, expected: &[&str]) -> Result<(), Why> {
+        match self.0.keys().next() {
+            Some(name) => Err(format!(
+                "unknown field `{name}`, expected one of `{}`",
+                expected.join("`, `")
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The variant `name` of an enum with `names` (in `variants`' order).
+pub(crate) fn variant<T: Copy>(name: &str, variants: &[(&str, T)]) -> Result<T, Why> {
+    variants
+        .iter()
+        .find(|(known, _)| *known == name)
+        .map(|(_, variant)| *variant)
+        .ok_or_else(|| {
+            let names: Vec<&str> = variants.iter().map(|(known, _)| *known).collect();
+            format!(
+                "unknown variant `{}`, expected one of `{}`",
+                crate::error::preview(name),
+                names.join("`, `")
+            )
+        })
+}
+
+impl FromJson for Value {
+    fn from_json(value: Value) -> Result<Self, Why> {
+        Ok(value)
+    }
+}
+
+impl FromJson for Arc<Value> {
+    fn from_json(value: Value) -> Result<Self, Why> {
+        Ok(Arc::new(value))
+    }
+}
+
+impl FromJson for String {
+    fn from_json(value: Value) -> Result<Self, Why> {
+        text(value, "a string")
+    }
+}
+
+impl FromJson for u64 {
+    fn from_json(value: Value) -> Result<Self, Why> {
+        value.as_u64().ok_or_else(|| invalid(&value, "u64"))
+    }
+}
+
+impl FromJson for u32 {
+    fn from_json(value: Value) -> Result<Self, Why> {
+        match value.as_u64() {
+            Some(number) => u32::try_from(number)
+                .map_err(|_| format!("invalid value: integer `{number}`, expected u32")),
+            None => Err(invalid(&value, "u32")),
+        }
+    }
+}
+
+impl FromJson for i64 {
+    fn from_json(value: Value) -> Result<Self, Why> {
+        value.as_i64().ok_or_else(|| invalid(&value, "i64"))
+    }
+}
+
+impl<T: FromJson> FromJson for Option<T> {
+    fn from_json(value: Value) -> Result<Self, Why> {
+        match value {
+            Value::Null => Ok(None),
+            value => T::from_json(value).map(Some),
+        }
+    }
+}
+
+/// The items of a list.
+fn items(value: Value) -> Result<Vec<Value>, Why> {
+    match value {
+        Value::Array(items) => Ok(items),
+        other => Err(invalid(&other, "a sequence")),
+    }
+}
+
+/// The fields of a map, whatever they are.
+fn entries(value: Value) -> Result<Map<String, Value>, Why> {
+    match value {
+        Value::Object(fields) => Ok(fields),
+        other => Err(invalid(&other, "a map")),
+    }
+}
+
+impl<T: FromJson> FromJson for Vec<T> {
+    fn from_json(value: Value) -> Result<Self, Why> {
+        items(value)?.into_iter().map(T::from_json).collect()
+    }
+}
+
+impl<K: FromJson + Ord> FromJson for BTreeSet<K> {
+    fn from_json(value: Value) -> Result<Self, Why> {
+        items(value)?.into_iter().map(K::from_json).collect()
+    }
+}
+
+impl<K: FromJson + Ord> FromJson for VecSet<K> {
+    fn from_json(value: Value) -> Result<Self, Why> {
+        Ok(items(value)?
+            .into_iter()
+            .map(K::from_json)
+            .collect::<Result<Vec<K>, Why>>()?
+            .into_iter()
+            .collect())
+    }
+}
+
+/// A map's entries, each key read as `K` from its text.
+fn read_entries<K: FromJson, V: FromJson>(value: Value) -> Result<Vec<(K, V)>, Why> {
+    entries(value)?
+        .into_iter()
+        .map(|(key, value)| Ok((K::from_json(Value::String(key))?, V::from_json(value)?)))
+        .collect()
+}
+
+impl<K: FromJson + Ord, V: FromJson> FromJson for BTreeMap<K, V> {
+    fn from_json(value: Value) -> Result<Self, Why> {
+        Ok(read_entries(value)?.into_iter().collect())
+    }
+}
+
+impl<K: FromJson + Ord, V: FromJson> FromJson for VecMap<K, V> {
+    fn from_json(value: Value) -> Result<Self, Why> {
+        Ok(read_entries(value)?.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_given_twice_is_refused_at_any_depth() {
+        for text in [
+            r#"{"a":1,"a":2}"#,
+            r#"{"x":[{"b":{},"b":{}}]}"#,
+            r#"[{"a":1},{"c":1,"c":1}]"#,
+        ] {
+            let err = parse_tree(text).unwrap_err().to_string();
+            assert!(err.contains("duplicate field"), "{text}: {err}");
+        }
+        let tree = parse_tree(r#"{"a":[1,-2,3.5,"x",null,true],"b":{}}"#).unwrap();
+        assert_eq!(
+            tree,
+            serde_json::json!({"a": [1, -2, 3.5, "x", null, true], "b": {}})
+        );
+        assert!(parse_tree("{} x").is_err(), "trailing text");
+    }
+
+    #[test]
+    fn numbers_read_only_into_types_that_hold_them() {
+        let read = |text: &str| parse_tree(text).unwrap();
+        assert_eq!(u64::from_json(read("7")).unwrap(), 7);
+        assert!(
+            u64::from_json(read("-1"))
+                .unwrap_err()
+                .contains("integer `-1`")
+        );
+        assert!(
+            u64::from_json(read("1.5"))
+                .unwrap_err()
+                .contains("floating point")
+        );
+        assert!(
+            u32::from_json(read("4294967296"))
+                .unwrap_err()
+                .contains("u32")
+        );
+        assert_eq!(i64::from_json(read("-3")).unwrap(), -3);
+        assert!(i64::from_json(read("18446744073709551615")).is_err());
+        assert!(
+            String::from_json(read("1"))
+                .unwrap_err()
+                .contains("expected a string")
+        );
+    }
+
+    /// The two tagged enums read in either order; bad shapes say what is
+    /// wrong.
+    #[test]
+    fn tagged_enums_read_in_both_orders_and_bad_shapes_say_what_is_wrong() {
+        use crate::op::Payload;
+        use crate::strategy::KeyState;
+
+        let payload = Payload::Resolve {
+            value: serde_json::json!({"a": [1, null]}).into(),
+            supersedes: Vec::new(),
+        };
+        let text = serde_json::to_string(&payload).unwrap();
+        assert!(text.starts_with(r#"{"kind":"resolve","data":"#), "{text}");
+        assert_eq!(serde_json::from_str::<Payload>(&text).unwrap(), payload);
+        // Unknown fields around the data are ignored.
+        let extra = r#"{"kind":"set","x":[1],"data":{"value":2},"y":{}}"#;
+        assert_eq!(
+            serde_json::from_str::<Payload>(extra).unwrap(),
+            Payload::Set {
+                value: serde_json::json!(2).into()
+            }
+        );
+        // Content first (what a serde_json::Value writes back) reads too.
+        let late = r#"{"data":{"value":1},"kind":"set"}"#;
+        assert_eq!(
+            serde_json::from_str::<Payload>(late).unwrap(),
+            Payload::Set {
+                value: serde_json::json!(1).into()
+            }
+        );
+        for (bad, says) in [
+            (r#"{"kind":"set"}"#, "missing field `data`"),
+            (r#"{"data":{}}"#, "missing field `kind`"),
+            (
+                r#"{"kind":"set","data":{"value":1},"data":{"value":2}}"#,
+                "duplicate field `data`",
+            ),
+            (
+                r#"{"kind":"set","kind":"set","data":{"value":2}}"#,
+                "duplicate field `kind`",
+            ),
+            (r#"{"kind":"nope","data":{}}"#, "unknown variant `nope`"),
+            (
+                r#"{"kind":"count","data":{"value":1}}"#,
+                "missing field `slot`",
+            ),
+            (
+                r#"{"data":{"value":1},"kind":"count"}"#,
+                "missing field `slot`",
+            ),
+            (r#"[]"#, "an op payload"),
+        ] {
+            let err = serde_json::from_str::<Payload>(bad)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+        let state = KeyState::empty(crate::strategy::Strategy::Sum);
+        let text = serde_json::to_string(&state).unwrap();
+        assert_eq!(serde_json::from_str::<KeyState>(&text).unwrap(), state);
+        let value = serde_json::to_value(&state).unwrap();
+        assert_eq!(serde_json::from_value::<KeyState>(value).unwrap(), state);
+    }
+
+    #[test]
+    fn fields_say_what_is_missing_or_unknown() {
+        let mut fields = Fields::of(parse_tree(r#"{"a":1,"z":null}"#).unwrap(), "x").unwrap();
+        assert_eq!(fields.opt::<u64>("z").unwrap(), None);
+        assert_eq!(fields.or_default::<u64>("b").unwrap(), 0);
+        assert_eq!(fields.req::<String>("c").unwrap_err(), "missing field `c`");
+        assert!(
+            fields
+                .deny_unknown(&["a"])
+                .unwrap_err()
+                .contains("unknown field `a`")
+        );
+        assert_eq!(fields.req::<u64>("a").unwrap(), 1);
+        assert!(fields.deny_unknown(&["a"]).is_ok());
+        assert!(Fields::of(Value::Null, "a thing").is_err());
+    }
+}
