@@ -153,7 +153,8 @@ pub enum AckStatus {
 /// same bytes, and reads what the enum read, except that a field of
 /// another status with the wrong type or given twice, or a status given
 /// as its index, is refused, and the fields as an array (in their order)
-/// are taken, as for every other struct of the protocol.
+/// are taken, as for every other struct the protocol derives (the core's
+/// types inside it, such as the op id, are read from objects only).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ack {
     /// The op.
@@ -1076,7 +1077,8 @@ mod tests {
             assert!(err.starts_with(error), "{text}: {err}");
         }
         // Taken where the enum refused it: the fields as an array in their
-        // declared order, as every derived struct of the protocol takes.
+        // declared order, as every struct the protocol derives takes (the
+        // op id inside is an object: the core's types read objects only).
         let array = format!(r#"[{op},"duplicate","global",5,null,null,null]"#);
         assert!(serde_json::from_str::<derived::Ack>(&array).is_err());
         assert_eq!(

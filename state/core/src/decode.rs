@@ -164,7 +164,7 @@ impl<'de> Visitor<'de> for Tree {
                 Entry::Occupied(field) => {
                     return Err(de::Error::custom(format_args!(
                         "duplicate field `{}`",
-                        field.key()
+                        crate::error::preview(field.key())
                     )));
                 }
             }
@@ -255,7 +255,8 @@ impl Fields {
     pub(crate) fn deny_unknown(&self, expected: &[&str]) -> Result<(), Why> {
         match self.0.keys().next() {
             Some(name) => Err(format!(
-                "unknown field `{name}`, expected one of `{}`",
+                "unknown field `{}`, expected one of `{}`",
+                crate::error::preview(name),
                 expected.join("`, `")
             )),
             None => Ok(()),
@@ -367,23 +368,35 @@ impl<K: FromJson + Ord> FromJson for VecSet<K> {
     }
 }
 
-/// A map's entries, each key read as `K` from its text.
-fn read_entries<K: FromJson, V: FromJson>(value: Value) -> Result<Vec<(K, V)>, Why> {
-    entries(value)?
+/// A map's entries, each key read as `K` from its text, into `M`. Two
+/// names that read as one key (a tab id in upper and lower case) are
+/// refused: which of them counts would otherwise hang on the order the
+/// tree keeps names in, not on the text.
+fn read_entries<K: FromJson, V: FromJson, M: FromIterator<(K, V)>>(
+    value: Value,
+    len: impl Fn(&M) -> usize,
+) -> Result<M, Why> {
+    let fields = entries(value)?;
+    let given = fields.len();
+    let map: M = fields
         .into_iter()
         .map(|(key, value)| Ok((K::from_json(Value::String(key))?, V::from_json(value)?)))
-        .collect()
+        .collect::<Result<M, Why>>()?;
+    if len(&map) != given {
+        return Err(String::from("a key is given twice, spelt two ways"));
+    }
+    Ok(map)
 }
 
 impl<K: FromJson + Ord, V: FromJson> FromJson for BTreeMap<K, V> {
     fn from_json(value: Value) -> Result<Self, Why> {
-        Ok(read_entries(value)?.into_iter().collect())
+        read_entries(value, BTreeMap::len)
     }
 }
 
 impl<K: FromJson + Ord, V: FromJson> FromJson for VecMap<K, V> {
     fn from_json(value: Value) -> Result<Self, Why> {
-        Ok(read_entries(value)?.into_iter().collect())
+        read_entries(value, VecMap::len)
     }
 }
 
@@ -499,6 +512,23 @@ mod tests {
         assert_eq!(serde_json::from_str::<KeyState>(&text).unwrap(), state);
         let value = serde_json::to_value(&state).unwrap();
         assert_eq!(serde_json::from_value::<KeyState>(value).unwrap(), state);
+    }
+
+    /// A map keyed by tab ids (a sum state as versions before resets
+    /// stored it) names each tab once: two spellings of one id are
+    /// refused, where before the later one in the text counted.
+    #[test]
+    fn a_map_key_spelt_two_ways_is_refused() {
+        use crate::strategy::KeyState;
+        let state = |tabs: &str| format!(r#"{{"strategy":"sum","data":{{"tabs":{{{tabs}}}}}}}"#);
+        let err =
+            serde_json::from_str::<KeyState>(&state(r#""ab":{"p":5,"n":0},"AB":{"p":1,"n":0}"#))
+                .unwrap_err();
+        assert!(err.to_string().contains("spelt two ways"), "{err}");
+        let read =
+            serde_json::from_str::<KeyState>(&state(r#""ab":{"p":5,"n":0},"cd":{"p":1,"n":0}"#))
+                .unwrap();
+        assert_eq!(read.value(), Some(serde_json::json!(6)));
     }
 
     #[test]

@@ -391,8 +391,7 @@ impl Serialize for Message {
 }
 
 impl FromJson for Message {
-    /// `{"v": 2, "type": …, "body": …}`, in any order, other fields
-    /// ignored.
+    /// `{"v": 2, "type": …, "body": …}`, in any order, and nothing else.
     fn from_json(value: Value) -> std::result::Result<Self, Why> {
         #[derive(Clone, Copy)]
         enum Kind {
@@ -416,6 +415,7 @@ impl FromJson for Message {
             ],
         )?;
         let body: Value = fields.req("body")?;
+        fields.deny_unknown(&["v", "type", "body"])?;
         Ok(match kind {
             Kind::Ops => Message::Ops(OpGroup::from_json(body)?),
             Kind::SyncRequest => {

@@ -191,6 +191,13 @@ fn a_field_named_twice_is_refused_in_messages_storage_and_snapshots() {
         assert!(receiver.receive_text(&twice).errors.len() == 1);
     }
     assert_eq!(receiver.get(&unit("a/b/u"), &count_key()).unwrap(), 0);
+    // The envelope holds `v`, `type` and `body` and nothing else.
+    let extra = message.replacen(r#""v":2,"#, r#""v":2,"x":1,"#, 1);
+    let err = Message::decode(&extra).unwrap_err();
+    assert!(
+        matches!(&err, Error::Malformed { reason, .. } if reason.contains("unknown field `x`")),
+        "{extra}: {err:?}"
+    );
     // Storage: the entry is set aside, kept as it was.
     let stored = lww_stored(1, json!({"x": 1})).replacen(r#""x":1"#, r#""x":1,"x":2"#, 1);
     assert_quarantined(
