@@ -89,7 +89,7 @@ pub struct Stamp {
 }
 
 impl crate::decode::FromJson for Stamp {
-    fn from_json(value: serde_json::Value) -> std::result::Result<Self, crate::decode::Why> {
+    fn from_json(value: crate::decode::Node<'_>) -> std::result::Result<Self, crate::decode::Why> {
         let mut fields = crate::decode::Fields::of(value, "a stamp")?;
         Ok(Self {
             wall_ms: fields.req("wall_ms")?,

@@ -19,13 +19,13 @@
 //! through the tree ([`through_tree`]), for the types that embed them
 //! (the relay protocol's) and for callers that decode with serde.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
-use serde_json::map::Entry;
-use serde_json::{Map, Number, Value};
+use serde_json::{Number, Value};
 
 use crate::vec_map::{VecMap, VecSet};
 
@@ -34,8 +34,70 @@ pub(crate) type Why = String;
 
 /// A type read from a parsed JSON tree.
 pub(crate) trait FromJson: Sized {
-    /// Reads `value`, taking what it keeps out of it.
-    fn from_json(value: Value) -> Result<Self, Why>;
+    /// Reads `node`, taking what it keeps out of it.
+    fn from_json(node: Node<'_>) -> Result<Self, Why>;
+}
+
+/// A parsed JSON value: scalars as serde_json holds them; lists; objects
+/// as lists of fields sorted by name, each name once, borrowed from the
+/// text where the text spells it without escapes. A field name costs no
+/// allocation, and an object one (its list), where a `serde_json::Value`
+/// allocates a string per name and a map per object; a reader that keeps
+/// a JSON value (a state's value) turns its part into one
+/// ([`into_value`](Node::into_value)).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Node<'a> {
+    /// `null`, a boolean, a number or a string.
+    Scalar(Value),
+    /// An array.
+    List(Vec<Node<'a>>),
+    /// An object.
+    Object(Vec<(Cow<'a, str>, Node<'a>)>),
+}
+
+impl Node<'_> {
+    /// The JSON value it is.
+    pub(crate) fn into_value(self) -> Value {
+        match self {
+            Self::Scalar(value) => value,
+            Self::List(items) => Value::Array(items.into_iter().map(Node::into_value).collect()),
+            Self::Object(fields) => Value::Object(
+                fields
+                    .into_iter()
+                    .map(|(name, node)| (name.into_owned(), node.into_value()))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The field `name` of an object.
+    pub(crate) fn field(&self, name: &str) -> Option<&Self> {
+        match self {
+            Self::Object(fields) => fields
+                .binary_search_by(|(known, _)| known.as_ref().cmp(name))
+                .ok()
+                .and_then(|at| fields.get(at))
+                .map(|(_, node)| node),
+            _ => None,
+        }
+    }
+
+    /// The string it is, if it is one.
+    #[cfg(not(all(feature = "merge", feature = "user-resolve")))]
+    pub(crate) fn as_str(&self) -> Option<&str> {
+        match self {
+            Self::Scalar(value) => value.as_str(),
+            _ => None,
+        }
+    }
+
+    /// The integer it is, if it is a non-negative one.
+    pub(crate) fn as_u64(&self) -> Option<u64> {
+        match self {
+            Self::Scalar(value) => value.as_u64(),
+            _ => None,
+        }
+    }
 }
 
 /// Implements [`FromJson`] (and [`serde::Deserialize`] through the tree)
@@ -45,8 +107,8 @@ macro_rules! from_json_text {
     ($($ty:ty),* $(,)?) => {
         $(
             impl $crate::decode::FromJson for $ty {
-                fn from_json(value: serde_json::Value) -> Result<Self, $crate::decode::Why> {
-                    <$ty>::try_from($crate::decode::text(value, "a string")?)
+                fn from_json(node: $crate::decode::Node<'_>) -> Result<Self, $crate::decode::Why> {
+                    <$ty>::try_from($crate::decode::text(node, "a string")?)
                         .map_err(|err| err.to_string())
                 }
             }
@@ -81,95 +143,142 @@ pub(crate) fn through_tree<'de, D: de::Deserializer<'de>, T: FromJson>(
 }
 
 /// Parses `text` (checked for size and depth already) into a tree.
-pub(crate) fn parse_tree(text: &str) -> serde_json::Result<Value> {
+pub(crate) fn parse_tree(text: &str) -> serde_json::Result<Node<'_>> {
     let mut input = serde_json::Deserializer::from_str(text);
     let tree = de::Deserializer::deserialize_any(&mut input, Tree)?;
     input.end()?;
     Ok(tree)
 }
 
-/// Builds a [`Value`], refusing a key repeated in an object.
+/// Builds a [`Node`], refusing a name repeated in an object.
 #[derive(Clone, Copy)]
 struct Tree;
 
 impl<'de> DeserializeSeed<'de> for Tree {
-    type Value = Value;
+    type Value = Node<'de>;
 
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Node<'de>, D::Error> {
         deserializer.deserialize_any(self)
     }
 }
 
 impl<'de> Visitor<'de> for Tree {
-    type Value = Value;
+    type Value = Node<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON value")
     }
 
-    fn visit_bool<E>(self, value: bool) -> Result<Value, E> {
-        Ok(Value::Bool(value))
+    fn visit_bool<E>(self, value: bool) -> Result<Node<'de>, E> {
+        Ok(Node::Scalar(Value::Bool(value)))
     }
 
-    fn visit_i64<E>(self, value: i64) -> Result<Value, E> {
-        Ok(Value::from(value))
+    fn visit_i64<E>(self, value: i64) -> Result<Node<'de>, E> {
+        Ok(Node::Scalar(Value::from(value)))
     }
 
-    fn visit_u64<E>(self, value: u64) -> Result<Value, E> {
-        Ok(Value::from(value))
+    fn visit_u64<E>(self, value: u64) -> Result<Node<'de>, E> {
+        Ok(Node::Scalar(Value::from(value)))
     }
 
-    fn visit_f64<E>(self, value: f64) -> Result<Value, E> {
+    fn visit_f64<E>(self, value: f64) -> Result<Node<'de>, E> {
         // As serde_json's own `Value` reads it (text never holds a NaN).
-        Ok(Number::from_f64(value).map_or(Value::Null, Value::Number))
+        Ok(Node::Scalar(
+            Number::from_f64(value).map_or(Value::Null, Value::Number),
+        ))
     }
 
-    fn visit_str<E>(self, value: &str) -> Result<Value, E> {
-        Ok(Value::String(value.to_owned()))
+    fn visit_str<E>(self, value: &str) -> Result<Node<'de>, E> {
+        Ok(Node::Scalar(Value::String(value.to_owned())))
     }
 
-    fn visit_string<E>(self, value: String) -> Result<Value, E> {
-        Ok(Value::String(value))
+    fn visit_string<E>(self, value: String) -> Result<Node<'de>, E> {
+        Ok(Node::Scalar(Value::String(value)))
     }
 
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
+    fn visit_unit<E>(self) -> Result<Node<'de>, E> {
+        Ok(Node::Scalar(Value::Null))
     }
 
-    fn visit_none<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
+    fn visit_none<E>(self) -> Result<Node<'de>, E> {
+        Ok(Node::Scalar(Value::Null))
     }
 
-    fn visit_some<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+    fn visit_some<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Node<'de>, D::Error> {
         deserializer.deserialize_any(self)
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node<'de>, A::Error> {
         // Not sized by the input's hint: a hostile length claims no memory
         // ahead of its items.
         let mut items = Vec::new();
         while let Some(item) = seq.next_element_seed(self)? {
             items.push(item);
         }
-        Ok(Value::Array(items))
+        Ok(Node::List(items))
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut fields = Map::new();
-        while let Some(name) = map.next_key::<String>()? {
-            match fields.entry(name) {
-                Entry::Vacant(field) => {
-                    field.insert(map.next_value_seed(self)?);
-                }
-                Entry::Occupied(field) => {
-                    return Err(de::Error::custom(format_args!(
-                        "duplicate field `{}`",
-                        crate::error::preview(field.key())
-                    )));
-                }
-            }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node<'de>, A::Error> {
+        let mut fields = Vec::new();
+        while let Some(name) = map.next_key_seed(Name)? {
+            fields.push((name, map.next_value_seed(self)?));
         }
-        Ok(Value::Object(fields))
+        // A name given twice is refused below, so no order among equal
+        // names matters (and an unstable sort takes no scratch memory).
+        fields.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+        if let Some(pair) = fields.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+            return Err(de::Error::custom(format_args!(
+                "duplicate field `{}`",
+                crate::error::preview(&pair[0].0)
+            )));
+        }
+        Ok(Node::Object(fields))
+    }
+}
+
+/// Reads an object's field name, borrowed from the text where it can be.
+struct Name;
+
+impl<'de> DeserializeSeed<'de> for Name {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Name {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_borrowed_str<E>(self, name: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(name))
+    }
+
+    fn visit_str<E>(self, name: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(name.to_owned()))
+    }
+
+    fn visit_string<E>(self, name: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(name))
+    }
+
+    fn visit_borrowed_bytes<E: de::Error>(self, name: &'de [u8]) -> Result<Self::Value, E> {
+        std::str::from_utf8(name)
+            .map(Cow::Borrowed)
+            .map_err(|_| E::invalid_value(de::Unexpected::Bytes(name), &self))
+    }
+
+    fn visit_bytes<E: de::Error>(self, name: &[u8]) -> Result<Self::Value, E> {
+        std::str::from_utf8(name)
+            .map(|name| Cow::Owned(name.to_owned()))
+            .map_err(|_| E::invalid_value(de::Unexpected::Bytes(name), &self))
     }
 }
 
@@ -183,78 +292,92 @@ pub(crate) fn without_position(err: &serde_json::Error) -> String {
     }
 }
 
-/// What `value` is, in serde's words for an unexpected value.
-fn found(value: &Value) -> String {
-    match value {
-        Value::Null => "null".to_owned(),
-        Value::Bool(value) => format!("boolean `{value}`"),
-        Value::Number(number) if number.is_f64() => format!("floating point `{number}`"),
-        Value::Number(number) => format!("integer `{number}`"),
-        Value::String(text) => format!("string {:?}", crate::error::preview(text)),
-        Value::Array(_) => "sequence".to_owned(),
-        Value::Object(_) => "map".to_owned(),
+/// What `node` is, in serde's words for an unexpected value.
+fn found(node: &Node<'_>) -> String {
+    match node {
+        Node::Scalar(Value::Null) => "null".to_owned(),
+        Node::Scalar(Value::Bool(value)) => format!("boolean `{value}`"),
+        Node::Scalar(Value::Number(number)) if number.is_f64() => {
+            format!("floating point `{number}`")
+        }
+        Node::Scalar(Value::Number(number)) => format!("integer `{number}`"),
+        Node::Scalar(Value::String(text)) => format!("string {:?}", crate::error::preview(text)),
+        Node::List(_) | Node::Scalar(Value::Array(_)) => "sequence".to_owned(),
+        Node::Object(_) | Node::Scalar(Value::Object(_)) => "map".to_owned(),
     }
 }
 
-/// `value` is not what was `expected`.
-pub(crate) fn invalid(value: &Value, expected: &str) -> Why {
-    format!("invalid type: {}, expected {expected}", found(value))
+/// `node` is not what was `expected`.
+pub(crate) fn invalid(node: &Node<'_>, expected: &str) -> Why {
+    format!("invalid type: {}, expected {expected}", found(node))
 }
 
-/// The text of a string value.
-pub(crate) fn text(value: Value, expected: &str) -> Result<String, Why> {
-    match value {
-        Value::String(text) => Ok(text),
+/// The text of a string.
+pub(crate) fn text(node: Node<'_>, expected: &str) -> Result<String, Why> {
+    match node {
+        Node::Scalar(Value::String(text)) => Ok(text),
         other => Err(invalid(&other, expected)),
     }
 }
 
 /// An object's fields, taken out one by one.
-pub(crate) struct Fields(Map<String, Value>);
+pub(crate) struct Fields<'a>(Vec<(Cow<'a, str>, Option<Node<'a>>)>);
 
-impl Fields {
-    /// The fields of `value`, which must be an object (`expected` names
+impl<'a> Fields<'a> {
+    /// The fields of `node`, which must be an object (`expected` names
     /// what it should be, for the error).
-    pub(crate) fn of(value: Value, expected: &str) -> Result<Self, Why> {
-        match value {
-            Value::Object(fields) => Ok(Self(fields)),
+    pub(crate) fn of(node: Node<'a>, expected: &str) -> Result<Self, Why> {
+        match node {
+            Node::Object(fields) => Ok(Self(
+                fields
+                    .into_iter()
+                    .map(|(name, node)| (name, Some(node)))
+                    .collect(),
+            )),
             other => Err(invalid(&other, expected)),
         }
     }
 
-    /// The field `name`, as it is, if present.
-    pub(crate) fn take(&mut self, name: &str) -> Option<Value> {
-        self.0.remove(name)
+    /// The field `name`, as it is, if present (and not taken yet).
+    pub(crate) fn take(&mut self, name: &str) -> Option<Node<'a>> {
+        let at = self
+            .0
+            .binary_search_by(|(known, _)| known.as_ref().cmp(name))
+            .ok()?;
+        self.0.get_mut(at).and_then(|(_, node)| node.take())
+    }
+
+    /// The field `name`, as it is, which must be present.
+    pub(crate) fn node(&mut self, name: &str) -> Result<Node<'a>, Why> {
+        self.take(name)
+            .ok_or_else(|| format!("missing field `{name}`"))
     }
 
     /// The field `name`, which must be present.
     pub(crate) fn req<T: FromJson>(&mut self, name: &str) -> Result<T, Why> {
-        match self.take(name) {
-            Some(value) => T::from_json(value),
-            None => Err(format!("missing field `{name}`")),
-        }
+        T::from_json(self.node(name)?)
     }
 
     /// The field `name`; absent or `null` is `None`.
     pub(crate) fn opt<T: FromJson>(&mut self, name: &str) -> Result<Option<T>, Why> {
         match self.take(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(value) => T::from_json(value).map(Some),
+            None | Some(Node::Scalar(Value::Null)) => Ok(None),
+            Some(node) => T::from_json(node).map(Some),
         }
     }
 
     /// The field `name`, or `T`'s default when absent.
     pub(crate) fn or_default<T: FromJson + Default>(&mut self, name: &str) -> Result<T, Why> {
         match self.take(name) {
-            Some(value) => T::from_json(value),
+            Some(node) => T::from_json(node),
             None => Ok(T::default()),
         }
     }
 
     /// Refuses any field not taken yet.
     pub(crate) fn deny_unknown(&self, expected: &[&str]) -> Result<(), Why> {
-        match self.0.keys().next() {
-            Some(name) => Err(format!(
+        match self.0.iter().find(|(_, node)| node.is_some()) {
+            Some((name, _)) => Err(format!(
                 "unknown field `{}`, expected one of `{}`",
                 crate::error::preview(name),
                 expected.join("`, `")
@@ -281,85 +404,81 @@ pub(crate) fn variant<T: Copy>(name: &str, variants: &[(&str, T)]) -> Result<T, 
 }
 
 impl FromJson for Value {
-    fn from_json(value: Value) -> Result<Self, Why> {
-        Ok(value)
+    fn from_json(node: Node<'_>) -> Result<Self, Why> {
+        Ok(node.into_value())
     }
 }
 
 impl FromJson for Arc<Value> {
-    fn from_json(value: Value) -> Result<Self, Why> {
-        Ok(Arc::new(value))
+    fn from_json(node: Node<'_>) -> Result<Self, Why> {
+        Ok(Arc::new(node.into_value()))
     }
 }
 
 impl FromJson for String {
-    fn from_json(value: Value) -> Result<Self, Why> {
-        text(value, "a string")
+    fn from_json(node: Node<'_>) -> Result<Self, Why> {
+        text(node, "a string")
     }
 }
 
 impl FromJson for u64 {
-    fn from_json(value: Value) -> Result<Self, Why> {
-        value.as_u64().ok_or_else(|| invalid(&value, "u64"))
+    fn from_json(node: Node<'_>) -> Result<Self, Why> {
+        node.as_u64().ok_or_else(|| invalid(&node, "u64"))
     }
 }
 
 impl FromJson for u32 {
-    fn from_json(value: Value) -> Result<Self, Why> {
-        match value.as_u64() {
+    fn from_json(node: Node<'_>) -> Result<Self, Why> {
+        match node.as_u64() {
             Some(number) => u32::try_from(number)
                 .map_err(|_| format!("invalid value: integer `{number}`, expected u32")),
-            None => Err(invalid(&value, "u32")),
+            None => Err(invalid(&node, "u32")),
         }
     }
 }
 
 impl FromJson for i64 {
-    fn from_json(value: Value) -> Result<Self, Why> {
-        value.as_i64().ok_or_else(|| invalid(&value, "i64"))
+    fn from_json(node: Node<'_>) -> Result<Self, Why> {
+        match &node {
+            Node::Scalar(value) => value.as_i64(),
+            _ => None,
+        }
+        .ok_or_else(|| invalid(&node, "i64"))
     }
 }
 
 impl<T: FromJson> FromJson for Option<T> {
-    fn from_json(value: Value) -> Result<Self, Why> {
-        match value {
-            Value::Null => Ok(None),
-            value => T::from_json(value).map(Some),
+    fn from_json(node: Node<'_>) -> Result<Self, Why> {
+        match node {
+            Node::Scalar(Value::Null) => Ok(None),
+            node => T::from_json(node).map(Some),
         }
     }
 }
 
 /// The items of a list.
-fn items(value: Value) -> Result<Vec<Value>, Why> {
-    match value {
-        Value::Array(items) => Ok(items),
+pub(crate) fn items(node: Node<'_>) -> Result<Vec<Node<'_>>, Why> {
+    match node {
+        Node::List(items) => Ok(items),
         other => Err(invalid(&other, "a sequence")),
     }
 }
 
-/// The fields of a map, whatever they are.
-fn entries(value: Value) -> Result<Map<String, Value>, Why> {
-    match value {
-        Value::Object(fields) => Ok(fields),
-        other => Err(invalid(&other, "a map")),
-    }
-}
-
 impl<T: FromJson> FromJson for Vec<T> {
-    fn from_json(value: Value) -> Result<Self, Why> {
-        items(value)?.into_iter().map(T::from_json).collect()
+    fn from_json(node: Node<'_>) -> Result<Self, Why> {
+        items(node)?.into_iter().map(T::from_json).collect()
     }
 }
 
 impl<K: FromJson + Ord> FromJson for BTreeSet<K> {
-    fn from_json(value: Value) -> Result<Self, Why> {
-        items(value)?.into_iter().map(K::from_json).collect()
+    fn from_json(node: Node<'_>) -> Result<Self, Why> {
+        items(node)?.into_iter().map(K::from_json).collect()
     }
 }
 
 impl<K: FromJson + Ord> FromJson for VecSet<K> {
-    fn from_json(value: Value) -> Result<Self, Why> {
-        Ok(items(value)?
+    fn from_json(node: Node<'_>) -> Result<Self, Why> {
+        Ok(items(node)?
             .into_iter()
             .map(K::from_json)
             .collect::<Result<Vec<K>, Why>>()?
@@ -373,14 +492,20 @@ impl<K: FromJson + Ord> FromJson for VecSet<K> {
 /// refused: which of them counts would otherwise hang on the order the
 /// tree keeps names in, not on the text.
 fn read_entries<K: FromJson, V: FromJson, M: FromIterator<(K, V)>>(
-    value: Value,
+    node: Node<'_>,
     len: impl Fn(&M) -> usize,
 ) -> Result<M, Why> {
-    let fields = entries(value)?;
+    let fields = match node {
+        Node::Object(fields) => fields,
+        other => return Err(invalid(&other, "a map")),
+    };
     let given = fields.len();
     let map: M = fields
         .into_iter()
-        .map(|(key, value)| Ok((K::from_json(Value::String(key))?, V::from_json(value)?)))
+        .map(|(key, node)| {
+            let key = Node::Scalar(Value::String(key.into_owned()));
+            Ok((K::from_json(key)?, V::from_json(node)?))
+        })
         .collect::<Result<M, Why>>()?;
     if len(&map) != given {
         return Err(String::from("a key is given twice, spelt two ways"));
@@ -389,14 +514,14 @@ fn read_entries<K: FromJson, V: FromJson, M: FromIterator<(K, V)>>(
 }
 
 impl<K: FromJson + Ord, V: FromJson> FromJson for BTreeMap<K, V> {
-    fn from_json(value: Value) -> Result<Self, Why> {
-        read_entries(value, BTreeMap::len)
+    fn from_json(node: Node<'_>) -> Result<Self, Why> {
+        read_entries(node, BTreeMap::len)
     }
 }
 
 impl<K: FromJson + Ord, V: FromJson> FromJson for VecMap<K, V> {
-    fn from_json(value: Value) -> Result<Self, Why> {
-        read_entries(value, VecMap::len)
+    fn from_json(node: Node<'_>) -> Result<Self, Why> {
+        read_entries(node, VecMap::len)
     }
 }
 
@@ -416,15 +541,27 @@ mod tests {
         }
         let tree = parse_tree(r#"{"a":[1,-2,3.5,"x",null,true],"b":{}}"#).unwrap();
         assert_eq!(
-            tree,
+            tree.into_value(),
             serde_json::json!({"a": [1, -2, 3.5, "x", null, true], "b": {}})
         );
+        // Names without escapes borrow from the text; one with an escape
+        // is copied, and reads the same.
+        let tree = parse_tree(r#"{"b":1,"a\u0063":2,"ab":3}"#).unwrap();
+        let Node::Object(fields) = &tree else {
+            panic!("{tree:?}")
+        };
+        assert!(matches!(fields[1].0, Cow::Owned(_)), "{fields:?}");
+        assert!(matches!(fields[0].0, Cow::Borrowed("ab")), "{fields:?}");
+        let err = parse_tree(r#"{"ab":1,"a\u0062":2}"#).unwrap_err();
+        assert!(err.to_string().contains("duplicate field `ab`"), "{err}");
         assert!(parse_tree("{} x").is_err(), "trailing text");
     }
 
     #[test]
     fn numbers_read_only_into_types_that_hold_them() {
-        let read = |text: &str| parse_tree(text).unwrap();
+        fn read(text: &str) -> Node<'_> {
+            parse_tree(text).unwrap()
+        }
         assert_eq!(u64::from_json(read("7")).unwrap(), 7);
         assert!(
             u64::from_json(read("-1"))
@@ -545,6 +682,6 @@ mod tests {
         );
         assert_eq!(fields.req::<u64>("a").unwrap(), 1);
         assert!(fields.deny_unknown(&["a"]).is_ok());
-        assert!(Fields::of(Value::Null, "a thing").is_err());
+        assert!(Fields::of(Node::Scalar(Value::Null), "a thing").is_err());
     }
 }

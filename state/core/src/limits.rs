@@ -203,11 +203,11 @@ fn check_text(text: &str, max_bytes: usize, what: &'static str) -> Result<()> {
 
 /// [`parse_bounded`] into a tree of values (see [`crate::decode`]),
 /// which refuses a key given twice in one object.
-pub(crate) fn parse_tree_bounded(
-    text: &str,
+pub(crate) fn parse_tree_bounded<'t>(
+    text: &'t str,
     max_bytes: usize,
     what: &'static str,
-) -> Result<Value> {
+) -> Result<crate::decode::Node<'t>> {
     check_text(text, max_bytes, what)?;
     crate::decode::parse_tree(text).map_err(|err| Error::Malformed {
         what,

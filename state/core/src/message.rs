@@ -14,7 +14,7 @@ use serde::ser::SerializeStruct;
 use serde::{Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
-use crate::decode::{Fields, FromJson, Why, deserialize_through_tree, variant};
+use crate::decode::{Fields, FromJson, Node, Why, deserialize_through_tree, variant};
 use crate::error::{Error, Result};
 use crate::id::{ApartmentId, KeyName, TabId, UnitAddress};
 use crate::limits::{
@@ -74,11 +74,8 @@ struct Entries {
 }
 
 impl FromJson for Entries {
-    fn from_json(value: Value) -> std::result::Result<Self, Why> {
-        let items = match value {
-            Value::Array(items) => items,
-            other => return Err(crate::decode::invalid(&other, "a sequence")),
-        };
+    fn from_json(value: crate::decode::Node<'_>) -> std::result::Result<Self, Why> {
+        let items = crate::decode::items(value)?;
         let mut list = Entries {
             entries: Vec::with_capacity(items.len()),
             left_out: Vec::new(),
@@ -98,10 +95,10 @@ impl FromJson for Entries {
 /// The key of an entry whose state is of a strategy this build leaves
 /// out, with why; `None` for any other entry.
 #[cfg(not(all(feature = "merge", feature = "user-resolve")))]
-fn left_out_state(entry: &Value) -> Option<(FullKey, Error)> {
-    let strategy = entry.get("state")?.get("strategy")?.as_str()?;
+fn left_out_state(entry: &Node<'_>) -> Option<(FullKey, Error)> {
+    let strategy = entry.field("state")?.field("strategy")?.as_str()?;
     let reason = crate::strategy::left_out(strategy)?;
-    let key = entry.get("key")?.as_str()?.parse().ok()?;
+    let key = entry.field("key")?.as_str()?.parse().ok()?;
     Some((
         key,
         Error::Malformed {
@@ -112,7 +109,7 @@ fn left_out_state(entry: &Value) -> Option<(FullKey, Error)> {
 }
 
 impl FromJson for SyncEntry {
-    fn from_json(value: Value) -> std::result::Result<Self, Why> {
+    fn from_json(value: crate::decode::Node<'_>) -> std::result::Result<Self, Why> {
         let mut fields = Fields::of(value, "a key's state")?;
         Ok(Self {
             key: fields.req("key")?,
@@ -123,7 +120,7 @@ impl FromJson for SyncEntry {
 }
 
 impl FromJson for Digest {
-    fn from_json(value: Value) -> std::result::Result<Self, Why> {
+    fn from_json(value: crate::decode::Node<'_>) -> std::result::Result<Self, Why> {
         let mut fields = Fields::of(value, "a digest")?;
         Ok(Self {
             key: fields.req("key")?,
@@ -133,7 +130,7 @@ impl FromJson for Digest {
 }
 
 impl FromJson for Have {
-    fn from_json(value: Value) -> std::result::Result<Self, Why> {
+    fn from_json(value: crate::decode::Node<'_>) -> std::result::Result<Self, Why> {
         let mut fields = Fields::of(value, "what a tab holds")?;
         Ok(Self {
             apartment: fields.opt("apartment")?,
@@ -143,7 +140,7 @@ impl FromJson for Have {
 }
 
 impl FromJson for Event {
-    fn from_json(value: Value) -> std::result::Result<Self, Why> {
+    fn from_json(value: crate::decode::Node<'_>) -> std::result::Result<Self, Why> {
         let mut fields = Fields::of(value, "an event")?;
         Ok(Self {
             topic: fields.req("topic")?,
@@ -249,8 +246,8 @@ impl Message {
         let tree = parse_tree_bounded(text, MAX_MESSAGE_BYTES, "message")?;
         // The `v` of an object, if it does not read: `Some(None)` when
         // absent (protocol 1).
-        let version = tree.as_object().map(|fields| match fields.get("v") {
-            None | Some(Value::Null) => None,
+        let version = matches!(tree, Node::Object(_)).then(|| match tree.field("v") {
+            None | Some(Node::Scalar(Value::Null)) => None,
             Some(v) => Some(v.as_u64().and_then(|v| u32::try_from(v).ok()).unwrap_or(0)),
         });
         match Message::from_json(tree) {
@@ -392,7 +389,7 @@ impl Serialize for Message {
 
 impl FromJson for Message {
     /// `{"v": 2, "type": …, "body": …}`, in any order, and nothing else.
-    fn from_json(value: Value) -> std::result::Result<Self, Why> {
+    fn from_json(value: crate::decode::Node<'_>) -> std::result::Result<Self, Why> {
         #[derive(Clone, Copy)]
         enum Kind {
             Ops,
@@ -401,7 +398,7 @@ impl FromJson for Message {
             Event,
         }
         let mut fields = Fields::of(value, "a message {\"v\", \"type\", \"body\"}")?;
-        if fields.opt::<Value>("v")?.and_then(|v| v.as_u64()) != Some(PROTOCOL_VERSION.into()) {
+        if fields.take("v").and_then(|v| v.as_u64()) != Some(PROTOCOL_VERSION.into()) {
             return Err(format!("protocol version must be {PROTOCOL_VERSION}"));
         }
         let kind: String = fields.req("type")?;
@@ -414,7 +411,7 @@ impl FromJson for Message {
                 ("event", Kind::Event),
             ],
         )?;
-        let body: Value = fields.req("body")?;
+        let body = fields.node("body")?;
         fields.deny_unknown(&["v", "type", "body"])?;
         Ok(match kind {
             Kind::Ops => Message::Ops(OpGroup::from_json(body)?),

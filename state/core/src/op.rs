@@ -97,7 +97,7 @@ pub enum Payload {
 impl FromJson for Payload {
     /// `{"kind": <variant>, "data": <content>}`, in either order, other
     /// fields ignored.
-    fn from_json(value: Value) -> Result<Self, Why> {
+    fn from_json(value: crate::decode::Node<'_>) -> Result<Self, Why> {
         #[derive(Clone, Copy)]
         enum Kind {
             Set,
@@ -118,7 +118,7 @@ impl FromJson for Payload {
                 ("resolve", Kind::Resolve),
             ],
         )?;
-        let data: Value = tagged.req("data")?;
+        let data = tagged.node("data")?;
         let mut content = Fields::of(data, "an op payload's data")?;
         Ok(match kind {
             Kind::Set => Self::Set {
@@ -147,7 +147,7 @@ impl FromJson for Payload {
 }
 
 impl FromJson for OpId {
-    fn from_json(value: Value) -> Result<Self, Why> {
+    fn from_json(value: crate::decode::Node<'_>) -> Result<Self, Why> {
         let mut fields = Fields::of(value, "an op id")?;
         Ok(Self {
             tab: fields.req("tab")?,
@@ -157,7 +157,7 @@ impl FromJson for OpId {
 }
 
 impl FromJson for Op {
-    fn from_json(value: Value) -> Result<Self, Why> {
+    fn from_json(value: crate::decode::Node<'_>) -> Result<Self, Why> {
         let mut fields = Fields::of(value, "an op")?;
         Ok(Self {
             id: fields.req("id")?,
@@ -171,7 +171,7 @@ impl FromJson for Op {
 }
 
 impl FromJson for OpGroup {
-    fn from_json(value: Value) -> Result<Self, Why> {
+    fn from_json(value: crate::decode::Node<'_>) -> Result<Self, Why> {
         let mut fields = Fields::of(value, "an op group")?;
         Ok(Self {
             ops: fields.req("ops")?,

@@ -143,7 +143,7 @@ pub struct StoredState {
 }
 
 impl crate::decode::FromJson for StoredState {
-    fn from_json(value: Value) -> std::result::Result<Self, crate::decode::Why> {
+    fn from_json(value: crate::decode::Node<'_>) -> std::result::Result<Self, crate::decode::Why> {
         let mut fields = crate::decode::Fields::of(value, "a stored state")?;
         Ok(Self {
             schema: fields.req("schema")?,

@@ -53,7 +53,7 @@ pub struct Snapshot {
 /// Unknown fields are refused: a snapshot is a file a person may have
 /// edited, and a misspelt field must not pass unnoticed.
 impl FromJson for SnapshotEntry {
-    fn from_json(value: Value) -> std::result::Result<Self, Why> {
+    fn from_json(value: crate::decode::Node<'_>) -> std::result::Result<Self, Why> {
         let mut fields = Fields::of(value, "a snapshot entry")?;
         let entry = Self {
             schema: fields.req("schema")?,
@@ -65,7 +65,7 @@ impl FromJson for SnapshotEntry {
 }
 
 impl FromJson for Snapshot {
-    fn from_json(value: Value) -> std::result::Result<Self, Why> {
+    fn from_json(value: crate::decode::Node<'_>) -> std::result::Result<Self, Why> {
         let mut fields = Fields::of(value, "a snapshot")?;
         let snapshot = Self {
             format: fields.req("format")?,

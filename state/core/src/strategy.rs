@@ -208,7 +208,7 @@ pub(crate) fn left_out(name: &str) -> Option<String> {
 }
 
 impl FromJson for Strategy {
-    fn from_json(value: Value) -> std::result::Result<Self, Why> {
+    fn from_json(value: crate::decode::Node<'_>) -> std::result::Result<Self, Why> {
         Strategy::from_name(&crate::decode::text(value, "a strategy name")?)
     }
 }
@@ -304,10 +304,10 @@ pub enum KeyState {
 impl FromJson for KeyState {
     /// `{"strategy": <name>, "data": <state>}`, in either order, other
     /// fields ignored.
-    fn from_json(value: Value) -> std::result::Result<Self, Why> {
+    fn from_json(value: crate::decode::Node<'_>) -> std::result::Result<Self, Why> {
         let mut tagged = Fields::of(value, "a key state {\"strategy\": …, \"data\": …}")?;
         let strategy: Strategy = tagged.req("strategy")?;
-        let data: Value = tagged.req("data")?;
+        let data = tagged.node("data")?;
         Ok(match strategy {
             Strategy::LastWriteWins => Self::LastWriteWins(Register::from_json(data)?),
             Strategy::FirstWriteWins => Self::FirstWriteWins(Register::from_json(data)?),
@@ -321,7 +321,7 @@ impl FromJson for KeyState {
 }
 
 impl FromJson for Entry {
-    fn from_json(value: Value) -> std::result::Result<Self, Why> {
+    fn from_json(value: crate::decode::Node<'_>) -> std::result::Result<Self, Why> {
         let mut fields = Fields::of(value, "an entry")?;
         Ok(Self {
             stamp: fields.req("stamp")?,

@@ -128,21 +128,21 @@ impl Fit {
 }
 
 impl FromJson for FieldEntry {
-    fn from_json(value: Value) -> Result<Self, Why> {
+    fn from_json(value: crate::decode::Node<'_>) -> Result<Self, Why> {
         let mut fields = Fields::of(value, "a field entry")?;
         Ok(Self {
             stamp: fields.req("stamp")?,
             id: fields.req("id")?,
             writer: fields.req("writer")?,
             // Present (`null` included) is a value; absent, a removal.
-            value: fields.take("value"),
+            value: fields.take("value").map(crate::decode::Node::into_value),
             measured: Measured::default(),
         })
     }
 }
 
 impl FromJson for MergeState {
-    fn from_json(value: Value) -> Result<Self, Why> {
+    fn from_json(value: crate::decode::Node<'_>) -> Result<Self, Why> {
         let mut fields = Fields::of(value, "a merge state")?;
         Ok(Self {
             base: fields.opt("base")?,

@@ -19,7 +19,7 @@ pub struct Register {
 }
 
 impl FromJson for Register {
-    fn from_json(value: Value) -> Result<Self, Why> {
+    fn from_json(value: crate::decode::Node<'_>) -> Result<Self, Why> {
         let mut fields = Fields::of(value, "a register")?;
         Ok(Self {
             entry: fields.opt("entry")?,

@@ -63,7 +63,7 @@ pub struct ResolveState {
 /// watermarks travel as lists. `tombstones` is the shape older versions
 /// stored (every superseded op id); it is read as watermarks.
 impl FromJson for ResolveState {
-    fn from_json(value: Value) -> Result<Self, Why> {
+    fn from_json(value: crate::decode::Node<'_>) -> Result<Self, Why> {
         let mut fields = Fields::of(value, "a user-resolve state")?;
         let entries: Vec<Entry> = fields.or_default("entries")?;
         let mut seen: Vec<Seen> = fields.or_default("seen")?;
@@ -89,7 +89,7 @@ impl FromJson for ResolveState {
 }
 
 impl FromJson for Seen {
-    fn from_json(value: Value) -> Result<Self, Why> {
+    fn from_json(value: crate::decode::Node<'_>) -> Result<Self, Why> {
         let mut fields = Fields::of(value, "a watermark")?;
         Ok(Self {
             tab: fields.req("tab")?,

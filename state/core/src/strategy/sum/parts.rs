@@ -2,7 +2,6 @@
 //! the resets that set the counter, and the totals folded away.
 
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::decode::{Fields, FromJson, Why};
 
@@ -180,7 +179,7 @@ impl Folded {
 }
 
 impl FromJson for Totals {
-    fn from_json(value: Value) -> Result<Self, Why> {
+    fn from_json(value: crate::decode::Node<'_>) -> Result<Self, Why> {
         let mut fields = Fields::of(value, "totals")?;
         Ok(Self {
             p: fields.req("p")?,
@@ -190,7 +189,7 @@ impl FromJson for Totals {
 }
 
 impl FromJson for Slot {
-    fn from_json(value: Value) -> Result<Self, Why> {
+    fn from_json(value: crate::decode::Node<'_>) -> Result<Self, Why> {
         let mut fields = Fields::of(value, "a slot")?;
         Ok(Self {
             slot: fields.req("slot")?,
@@ -204,7 +203,7 @@ impl FromJson for Slot {
 }
 
 impl FromJson for Observed {
-    fn from_json(value: Value) -> Result<Self, Why> {
+    fn from_json(value: crate::decode::Node<'_>) -> Result<Self, Why> {
         let mut fields = Fields::of(value, "an observed slot")?;
         Ok(Self {
             slot: fields.req("slot")?,
@@ -216,7 +215,7 @@ impl FromJson for Observed {
 }
 
 impl FromJson for Reset {
-    fn from_json(value: Value) -> Result<Self, Why> {
+    fn from_json(value: crate::decode::Node<'_>) -> Result<Self, Why> {
         let mut fields = Fields::of(value, "a reset")?;
         Ok(Self {
             stamp: fields.req("stamp")?,
@@ -230,7 +229,7 @@ impl FromJson for Reset {
 }
 
 impl FromJson for Folded {
-    fn from_json(value: Value) -> Result<Self, Why> {
+    fn from_json(value: crate::decode::Node<'_>) -> Result<Self, Why> {
         let mut fields = Fields::of(value, "folded totals")?;
         Ok(Self {
             after: fields.opt("after")?,

@@ -2,7 +2,6 @@
 //! strings), and the shape older versions stored, read as folded totals.
 
 use serde::Serialize;
-use serde_json::Value;
 
 use super::{Folded, Reset, Slot, SumState, Totals};
 use crate::decode::{Fields, FromJson, Why};
@@ -13,7 +12,7 @@ use crate::vec_map::VecMap;
 /// shape stored by versions before resets and folding: one `{p, n}` per
 /// tab id, read as already folded.
 impl FromJson for SumState {
-    fn from_json(value: Value) -> Result<Self, Why> {
+    fn from_json(value: crate::decode::Node<'_>) -> Result<Self, Why> {
         let mut fields = Fields::of(value, "a sum state")?;
         let mut state = SumState {
             reset: fields.opt::<Reset>("reset")?,
