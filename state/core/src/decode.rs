@@ -1,18 +1,20 @@
-//! Decoding of the wire types: JSON parsed once into a tree of
-//! [`Value`]s, then read by hand.
+//! Decoding of the wire types: JSON parsed once into a tree ([`Node`]),
+//! then read by hand.
 //!
 //! serde's derive writes, for every type, a decoder per kind of input it
 //! is read from: a visitor for maps, one for sequences (a struct may come
 //! as an array), one for field names, a copy of serde_json's list and map
 //! readers per element type. In the wasm that was most of what the state
 //! manager's formats cost (BENCHMARKS.md, "What the formats alone cost").
-//! Here one parser builds the tree (the one state values need anyway),
-//! and each type's reader ([`FromJson`]) is plain code over it, compiled
-//! once.
+//! Here one small parser builds the tree, and each type's reader
+//! ([`FromJson`]) is plain code over it, compiled once. A decode costs
+//! more than the derive's (about half again the instructions for a small
+//! op message: the tree is built, then read); the wasm is about 10 KiB
+//! brotli smaller.
 //!
-//! The tree refuses a key given twice in one object, wherever it is (the
-//! parse serde_json's own `Value` does keeps the last): two readers of the
-//! same text must never see two different documents. Unknown fields are
+//! The tree refuses a name given twice in one object, wherever it is,
+//! spelt alike or not (serde_json's own `Value` keeps the last): two
+//! readers of the same text must never see two different documents. Unknown fields are
 //! ignored, as serde's derive does, unless a type says otherwise.
 //!
 //! Every type read so keeps a [`serde::Deserialize`] impl that goes
