@@ -8,7 +8,7 @@
 //! manager's formats cost (BENCHMARKS.md, "What the formats alone cost").
 //! Here one small parser builds the tree, and each type's reader
 //! ([`FromJson`]) is plain code over it, compiled once. A decode costs
-//! more than the derive's (about half again the instructions for a small
+//! more than the derive's (about a third again the instructions for a small
 //! op message: the tree is built, then read); the wasm is about 10 KiB
 //! brotli smaller.
 //!
@@ -41,8 +41,8 @@ pub(crate) trait FromJson: Sized {
 }
 
 /// A parsed JSON value: scalars as serde_json holds them; lists; objects
-/// as lists of fields sorted by name, each name once, borrowed from the
-/// text where the text spells it without escapes. A field name costs no
+/// as lists of fields, each name once, borrowed from the text where the
+/// text spells it without escapes. A field name costs no
 /// allocation, and an object one (its list), where a `serde_json::Value`
 /// allocates a string per name and a map per object; a reader that keeps
 /// a JSON value (a state's value) turns its part into one
@@ -53,7 +53,8 @@ pub(crate) enum Node<'a> {
     Scalar(Value),
     /// An array.
     List(Vec<Node<'a>>),
-    /// An object.
+    /// An object: its fields, each name once, in the text's order up to
+    /// [`SMALL_OBJECT`] fields and sorted by name past it.
     Object(Vec<(Cow<'a, str>, Node<'a>)>),
 }
 
@@ -75,9 +76,7 @@ impl Node<'_> {
     /// The field `name` of an object.
     pub(crate) fn field(&self, name: &str) -> Option<&Self> {
         match self {
-            Self::Object(fields) => fields
-                .binary_search_by(|(known, _)| known.as_ref().cmp(name))
-                .ok()
+            Self::Object(fields) => position(fields, name)
                 .and_then(|at| fields.get(at))
                 .map(|(_, node)| node),
             _ => None,
@@ -99,6 +98,23 @@ impl Node<'_> {
             Self::Scalar(value) => value.as_u64(),
             _ => None,
         }
+    }
+}
+
+/// The most fields an object keeps in the order the text gives them;
+/// a larger one is sorted by name. Every object of ours has fewer, and
+/// looking through a few names costs less than sorting them.
+const SMALL_OBJECT: usize = 16;
+
+/// Where the field `name` is among an object's `fields` (see
+/// [`SMALL_OBJECT`]).
+fn position<T>(fields: &[(Cow<'_, str>, T)], name: &str) -> Option<usize> {
+    if fields.len() <= SMALL_OBJECT {
+        fields.iter().position(|(known, _)| known == name)
+    } else {
+        fields
+            .binary_search_by(|(known, _)| known.as_ref().cmp(name))
+            .ok()
     }
 }
 
@@ -225,13 +241,26 @@ impl<'de> Visitor<'de> for Tree {
         while let Some(name) = map.next_key_seed(Name)? {
             fields.push((name, map.next_value_seed(self)?));
         }
-        // A name given twice is refused below, so no order among equal
-        // names matters (and an unstable sort takes no scratch memory).
-        fields.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
-        if let Some(pair) = fields.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+        let twice = if fields.len() <= SMALL_OBJECT {
+            // Few names: each against those before it, in text order.
+            (1..fields.len()).find_map(|at| {
+                let (done, rest) = fields.split_at(at);
+                let name = &rest.first()?.0;
+                done.iter().any(|(seen, _)| seen == name).then_some(name)
+            })
+        } else {
+            // A name given twice is refused, so no order among equal
+            // names matters (and an unstable sort takes no scratch memory).
+            fields.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+            fields
+                .windows(2)
+                .find(|pair| pair[0].0 == pair[1].0)
+                .map(|pair| &pair[0].0)
+        };
+        if let Some(name) = twice {
             return Err(de::Error::custom(format_args!(
                 "duplicate field `{}`",
-                crate::error::preview(&pair[0].0)
+                crate::error::preview(name)
             )));
         }
         Ok(Node::Object(fields))
@@ -342,10 +371,7 @@ impl<'a> Fields<'a> {
 
     /// The field `name`, as it is, if present (and not taken yet).
     pub(crate) fn take(&mut self, name: &str) -> Option<Node<'a>> {
-        let at = self
-            .0
-            .binary_search_by(|(known, _)| known.as_ref().cmp(name))
-            .ok()?;
+        let at = position(&self.0, name)?;
         self.0.get_mut(at).and_then(|(_, node)| node.take())
     }
 
@@ -552,11 +578,44 @@ mod tests {
         let Node::Object(fields) = &tree else {
             panic!("{tree:?}")
         };
-        assert!(matches!(fields[1].0, Cow::Owned(_)), "{fields:?}");
-        assert!(matches!(fields[0].0, Cow::Borrowed("ab")), "{fields:?}");
+        let name = |wanted: &str| {
+            fields
+                .iter()
+                .map(|(name, _)| name)
+                .find(|name| name.as_ref() == wanted)
+                .cloned()
+        };
+        assert!(matches!(name("ac"), Some(Cow::Owned(_))), "{fields:?}");
+        assert!(
+            matches!(name("ab"), Some(Cow::Borrowed("ab"))),
+            "{fields:?}"
+        );
         let err = parse_tree(r#"{"ab":1,"a\u0062":2}"#).unwrap_err();
         assert!(err.to_string().contains("duplicate field `ab`"), "{err}");
         assert!(parse_tree("{} x").is_err(), "trailing text");
+    }
+
+    /// Past [`SMALL_OBJECT`] fields an object is sorted and searched: its
+    /// fields are found, and a name given twice is refused, as in a small
+    /// one.
+    #[test]
+    fn a_large_object_finds_its_fields_and_refuses_a_name_twice() {
+        let names: Vec<String> = (0..40).rev().map(|n| format!("f{n}")).collect();
+        let text = |extra: &str| {
+            let fields: Vec<String> = names.iter().map(|n| format!(r#""{n}":1"#)).collect();
+            format!("{{{}{extra}}}", fields.join(","))
+        };
+        let whole = text("");
+        let tree = parse_tree(&whole).unwrap();
+        assert_eq!(tree.field("f7").and_then(Node::as_u64), Some(1));
+        assert_eq!(tree.field("f40"), None);
+        let mut fields = Fields::of(tree, "x").unwrap();
+        for name in &names {
+            assert_eq!(fields.req::<u64>(name).unwrap(), 1, "{name}");
+        }
+        assert!(fields.deny_unknown(&[]).is_ok());
+        let err = parse_tree(&text(r#","f3":2"#)).unwrap_err();
+        assert!(err.to_string().contains("duplicate field `f3`"), "{err}");
     }
 
     #[test]
