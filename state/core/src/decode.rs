@@ -102,8 +102,10 @@ impl Node<'_> {
 }
 
 /// The most fields an object keeps in the order the text gives them;
-/// a larger one is sorted by name. Every object of ours has fewer, and
-/// looking through a few names costs less than sorting them.
+/// a larger one is sorted by name. Every struct of ours has fewer, and
+/// looking through a few names costs less than sorting them; maps keyed
+/// by name (a snapshot's keys, a merge state's fields) and user values
+/// may be larger.
 const SMALL_OBJECT: usize = 16;
 
 /// Where the field `name` is among an object's `fields` (see
