@@ -2,14 +2,15 @@
 
 use std::fmt;
 
-use gaesup_state_core::{
-    FullKey, MAX_MESSAGE_BYTES, MAX_SYNC_STATES, Op, OpId, Payload, SyncEntry, encoded_len,
-    parse_untrusted, preview, split_by_len,
+use gaesup_state_core::decode::{
+    Fields, FromJson, Node, Why, invalid, items, parse_tree_bounded, variant,
 };
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use gaesup_state_core::{
+    FullKey, MAX_MESSAGE_BYTES, MAX_SYNC_STATES, Op, OpId, Payload, Strategy, SyncEntry,
+    deserialize_through_tree, encoded_len, preview, split_by_len,
+};
+use serde::Serialize;
 use serde_json::Value;
-use serde_json::value::RawValue;
 
 use crate::code;
 use crate::stream::{Sequenced, StreamId, Subscription};
@@ -57,35 +58,60 @@ impl fmt::Display for ProtocolError {
 impl std::error::Error for ProtocolError {}
 
 /// A device introduces itself on a socket, once, before anything else.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Hello {
     /// Who it is (for logs and metrics): a device id, not a secret.
     pub client: String,
     /// Its token (never in a URL). The HTTP fallback sends it in an
     /// `Authorization: Bearer` header instead.
-    #[serde(default)]
     pub token: Option<String>,
     /// The streams it follows, each from its cursor.
-    #[serde(default)]
     pub subscribe: Vec<Subscription>,
 }
 
+impl FromJson for Hello {
+    fn from_json(node: Node<'_>) -> Result<Self, Why> {
+        let mut fields = Fields::of(node, "a hello")?;
+        Ok(Self {
+            client: fields.req("client")?,
+            token: fields.opt("token")?,
+            subscribe: fields.or_default("subscribe")?,
+        })
+    }
+}
+
 /// Ops a device sends; each is acknowledged on its own.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Push {
     /// The ops, in the order they were made.
     pub ops: Vec<Op>,
 }
 
+impl FromJson for Push {
+    fn from_json(node: Node<'_>) -> Result<Self, Why> {
+        Ok(Self {
+            ops: Fields::of(node, "a push")?.req("ops")?,
+        })
+    }
+}
+
 /// A heartbeat, answered by a pong carrying the same time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Ping {
     /// The sender's clock (ms) when it sent the ping.
     pub at: u64,
 }
 
+impl FromJson for Ping {
+    fn from_json(node: Node<'_>) -> Result<Self, Why> {
+        Ok(Self {
+            at: Fields::of(node, "a ping")?.req("at")?,
+        })
+    }
+}
+
 /// What the relay says after a hello.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Welcome {
     /// The node that answered (several nodes may serve one deployment).
     pub node: String,
@@ -96,8 +122,19 @@ pub struct Welcome {
     pub limits: Limits,
 }
 
+impl FromJson for Welcome {
+    fn from_json(node: Node<'_>) -> Result<Self, Why> {
+        let mut fields = Fields::of(node, "a welcome")?;
+        Ok(Self {
+            node: fields.req("node")?,
+            heartbeat_ms: fields.req("heartbeat_ms")?,
+            limits: fields.req("limits")?,
+        })
+    }
+}
+
 /// What a relay accepts, so a device can stay within it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Limits {
     /// Largest frame or body, in bytes.
     pub max_frame_bytes: usize,
@@ -112,8 +149,22 @@ pub struct Limits {
     pub max_ops_per_second: u32,
 }
 
+impl FromJson for Limits {
+    fn from_json(node: Node<'_>) -> Result<Self, Why> {
+        let mut fields = Fields::of(node, "limits")?;
+        Ok(Self {
+            max_frame_bytes: fields.req("max_frame_bytes")?,
+            max_ops_per_push: fields.req("max_ops_per_push")?,
+            max_ops_per_second: fields.req("max_ops_per_second")?,
+        })
+    }
+}
+
 /// The outcome of one pushed op.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// On the wire, an object whose `status` names the variant, beside the
+/// variant's fields: `{"status":"duplicate","stream":"global","seq":3}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum AckStatus {
     /// Made durable at `seq` of `stream`; `value` is the key's value on the
@@ -145,16 +196,15 @@ pub enum AckStatus {
 /// One op's acknowledgement.
 ///
 /// On the wire its status's fields sit beside `op`, named by `status`:
-/// `{"op":…,"status":"applied","stream":…,"seq":3,"value":…}`. Read and
-/// written through `AckIn` and `AckOut` (private) rather than as a flattened,
-/// internally tagged enum, which serde reads by buffering each ack in a
-/// generic tree of content and reading that again: a second deserializer
-/// in every build (some 20 KiB of wasm) for the same text. It writes the
-/// same bytes, and reads what the enum read, except that a field of
-/// another status with the wrong type or given twice, or a status given
-/// as its index, is refused, and the fields as an array (in their order)
-/// are taken, as for every other struct the protocol derives (the core's
-/// types inside it, such as the op id, are read from objects only).
+/// `{"op":…,"status":"applied","stream":…,"seq":3,"value":…}`. Written
+/// through `AckOut` (private) and read by hand ([`FromJson`]) rather than
+/// as a flattened, internally tagged enum, which serde reads by buffering
+/// each ack in a generic tree of content and reading that again: a second
+/// deserializer in every build (some 20 KiB of wasm) for the same text.
+/// It writes the same bytes, and reads what the enum read, except that a
+/// field of another status with the wrong type, a status given as its
+/// index, or the fields given as an array, is refused (and a name given
+/// twice anywhere, as in all of the protocol's messages).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ack {
     /// The op.
@@ -163,30 +213,72 @@ pub struct Ack {
     pub status: AckStatus,
 }
 
-/// An [`Ack`] as it is read: every status's fields, each optional.
-#[derive(Deserialize)]
-struct AckIn {
-    op: OpId,
-    status: AckKind,
-    stream: Option<StreamId>,
-    seq: Option<u64>,
-    /// `None` if absent; `Some(Null)` if `null`.
-    #[serde(default, deserialize_with = "present")]
-    value: Option<Value>,
-    code: Option<String>,
-    message: Option<String>,
+impl AckStatus {
+    /// Reads a status from the fields of the object that holds it: every
+    /// status's fields are read, whatever the status, so one of another
+    /// status with the wrong type is refused; a field missing is named as
+    /// the first missing in the order the variant declares them.
+    fn from_fields(fields: &mut Fields<'_>) -> Result<Self, Why> {
+        #[derive(Clone, Copy)]
+        enum Kind {
+            Applied,
+            Duplicate,
+            Refused,
+        }
+        let status = fields.node("status")?;
+        let kind = match status.as_str() {
+            Some(name) => variant(
+                name,
+                &[
+                    ("applied", Kind::Applied),
+                    ("duplicate", Kind::Duplicate),
+                    ("refused", Kind::Refused),
+                ],
+            )?,
+            None => return Err(invalid(&status, "a status")),
+        };
+        let stream = fields.opt::<StreamId>("stream")?;
+        let seq = fields.opt::<u64>("seq")?;
+        // Present, `null` included (an applied op's value may be null).
+        let value = fields.take("value").map(Node::into_value);
+        let code = fields.opt::<String>("code")?;
+        let message = fields.opt::<String>("message")?;
+        let missing = |field: &str| Err(format!("missing field `{field}`"));
+        match kind {
+            Kind::Applied | Kind::Duplicate => {
+                let (stream, seq) = match (stream, seq) {
+                    (Some(stream), Some(seq)) => (stream, seq),
+                    (None, _) => return missing("stream"),
+                    (Some(_), None) => return missing("seq"),
+                };
+                match (kind, value) {
+                    (Kind::Applied, Some(value)) => Ok(Self::Applied { stream, seq, value }),
+                    (Kind::Applied, None) => missing("value"),
+                    _ => Ok(Self::Duplicate { stream, seq }),
+                }
+            }
+            Kind::Refused => match (code, message) {
+                (Some(code), Some(message)) => Ok(Self::Refused { code, message }),
+                (None, _) => missing("code"),
+                (Some(_), None) => missing("message"),
+            },
+        }
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum AckKind {
-    Applied,
-    Duplicate,
-    Refused,
+impl FromJson for AckStatus {
+    fn from_json(node: Node<'_>) -> Result<Self, Why> {
+        Self::from_fields(&mut Fields::of(node, "an ack status")?)
+    }
 }
 
-fn present<'de, D: serde::Deserializer<'de>>(input: D) -> Result<Option<Value>, D::Error> {
-    Value::deserialize(input).map(Some)
+impl FromJson for Ack {
+    fn from_json(node: Node<'_>) -> Result<Self, Why> {
+        let mut fields = Fields::of(node, "an ack")?;
+        let op = fields.req("op")?;
+        let status = AckStatus::from_fields(&mut fields)?;
+        Ok(Self { op, status })
+    }
 }
 
 /// An [`Ack`] as it is written, borrowed: `op`, `status`, then the
@@ -236,57 +328,23 @@ impl Serialize for Ack {
     }
 }
 
-impl<'de> Deserialize<'de> for Ack {
-    fn deserialize<D: serde::Deserializer<'de>>(input: D) -> Result<Self, D::Error> {
-        use serde::de::Error;
-        let AckIn {
-            op,
-            status,
-            stream,
-            seq,
-            value,
-            code,
-            message,
-        } = AckIn::deserialize(input)?;
-        let given = |field: &'static str, found: bool| match found {
-            true => Ok(()),
-            false => Err(D::Error::missing_field(field)),
-        };
-        let status = match (status, stream, seq, value, code, message) {
-            (AckKind::Applied, Some(stream), Some(seq), Some(value), _, _) => {
-                AckStatus::Applied { stream, seq, value }
-            }
-            (AckKind::Duplicate, Some(stream), Some(seq), _, _, _) => {
-                AckStatus::Duplicate { stream, seq }
-            }
-            (AckKind::Refused, _, _, _, Some(code), Some(message)) => {
-                AckStatus::Refused { code, message }
-            }
-            // Named as the first field missing, in the order declared.
-            (AckKind::Applied | AckKind::Duplicate, stream, seq, _, _, _) => {
-                given("stream", stream.is_some())?;
-                given("seq", seq.is_some())?;
-                return Err(D::Error::missing_field("value"));
-            }
-            (AckKind::Refused, _, _, _, code, _) => {
-                given("code", code.is_some())?;
-                return Err(D::Error::missing_field("message"));
-            }
-        };
-        Ok(Self { op, status })
-    }
-}
-
 /// Acknowledgements of a push, one per op, in order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Acks {
     /// The acks.
     pub acks: Vec<Ack>,
 }
 
+impl FromJson for Acks {
+    fn from_json(node: Node<'_>) -> Result<Self, Why> {
+        Ok(Self {
+            acks: Fields::of(node, "acks")?.req("acks")?,
+        })
+    }
+}
+
 /// Ops of a stream the device had not seen, in order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(from = "OpsWire")]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct OpsBody {
     /// The stream.
     pub stream: StreamId,
@@ -301,7 +359,7 @@ pub struct OpsBody {
     /// catch-up met only such ops could never move its cursor (and over
     /// HTTP would ask again at once, forever). Relays that predate it
     /// never say it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub through: Option<u64>,
     /// The ops this build could not read as it decoded the message, by
     /// number, with why for the first [`UNREADABLE_SAID`] (empty after
@@ -327,28 +385,18 @@ impl OpsBody {
     }
 }
 
-/// [`OpsBody`] as it is decoded: its ops one by one where the list does
-/// not decode whole.
-#[derive(Deserialize)]
-struct OpsWire {
-    stream: StreamId,
-    #[serde(deserialize_with = "readable_ops")]
-    ops: (Vec<Sequenced>, Vec<(u64, String)>),
-    head: u64,
-    #[serde(default)]
-    through: Option<u64>,
-}
-
-impl From<OpsWire> for OpsBody {
-    fn from(wire: OpsWire) -> Self {
-        let (ops, unreadable) = wire.ops;
-        Self {
-            stream: wire.stream,
+impl FromJson for OpsBody {
+    fn from_json(node: Node<'_>) -> Result<Self, Why> {
+        let mut fields = Fields::of(node, "ops")?;
+        let stream = fields.req("stream")?;
+        let (ops, unreadable) = readable_ops(fields.node("ops")?)?;
+        Ok(Self {
+            stream,
             ops,
-            head: wire.head,
-            through: wire.through,
+            head: fields.req("head")?,
+            through: fields.opt("through")?,
             unreadable,
-        }
+        })
     }
 }
 
@@ -362,77 +410,39 @@ pub const UNREADABLE_SAID: usize = 3;
 /// and a device that passed it would never fetch it again), as does one
 /// whose number or kind cannot be read.
 #[allow(clippy::type_complexity)]
-fn readable_ops<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<(Vec<Sequenced>, Vec<(u64, String)>), D::Error> {
-    #[derive(Deserialize)]
-    struct Kind<'a> {
-        #[serde(borrow)]
-        kind: std::borrow::Cow<'a, str>,
-    }
-    #[derive(Deserialize)]
-    struct Paid<'a> {
-        #[serde(borrow)]
-        payload: Kind<'a>,
-    }
-    #[derive(Deserialize)]
-    struct Numbered<'a> {
-        seq: u64,
-        #[serde(borrow)]
-        op: Paid<'a>,
-    }
-    let list = Box::<RawValue>::deserialize(deserializer)?;
-    let mut unreadable = Vec::new();
-    let ops = items_or_aside(&list, |item, err| {
-        let newer = serde_json::from_str::<Numbered<'_>>(item)
-            .ok()
-            .filter(|numbered| !Payload::KINDS.contains(&&*numbered.op.payload.kind));
-        let Some(numbered) = newer else {
-            return false;
-        };
-        // Why is said for the first few only (a hostile message could
-        // hold thousands).
-        let why = if unreadable.len() < UNREADABLE_SAID {
-            preview(&gaesup_state_core::decode_error_text(err))
-        } else {
-            String::new()
-        };
-        unreadable.push((numbered.seq, why));
-        true
-    })
-    .map_err(serde::de::Error::custom)?;
-    Ok((ops, unreadable))
-}
-
-/// The JSON list `list` decoded as `T`s: whole, as all but always; else
-/// item by item, where `aside` is handed each item that does not decode
-/// (its text and why) and says whether it set it aside. An item it does
-/// not set aside refuses the list, with why (its position counted in the
-/// item, not the message).
-fn items_or_aside<T: DeserializeOwned>(
-    list: &RawValue,
-    mut aside: impl FnMut(&str, &serde_json::Error) -> bool,
-) -> Result<Vec<T>, String> {
-    if let Ok(all) = serde_json::from_str::<Vec<T>>(list.get()) {
-        return Ok(all);
-    }
-    let items = serde_json::from_str::<Vec<Box<RawValue>>>(list.get())
-        .map_err(|err| gaesup_state_core::decode_error_text(&err))?;
-    let mut kept = Vec::with_capacity(items.len());
-    for item in items {
-        match serde_json::from_str::<T>(item.get()) {
-            Ok(decoded) => kept.push(decoded),
-            Err(err) if aside(item.get(), &err) => {}
-            Err(err) => return Err(gaesup_state_core::decode_error_text(&err)),
+fn readable_ops(list: Node<'_>) -> Result<(Vec<Sequenced>, Vec<(u64, String)>), Why> {
+    let list = items(list)?;
+    let (mut ops, mut unreadable) = (Vec::with_capacity(list.len()), Vec::new());
+    for item in list {
+        // The number of an op of a kind this version does not know.
+        let newer = item.field("seq").and_then(Node::as_u64).filter(|_| {
+            let kind = item
+                .field("op")
+                .and_then(|op| op.field("payload"))
+                .and_then(|payload| payload.field("kind"))
+                .and_then(Node::as_str);
+            kind.is_some_and(|kind| !Payload::KINDS.contains(&kind))
+        });
+        match (Sequenced::from_json(item), newer) {
+            (Ok(op), _) => ops.push(op),
+            (Err(why), Some(seq)) => {
+                // Why is said for the first few only (a hostile message
+                // could hold thousands).
+                let why = match unreadable.len() < UNREADABLE_SAID {
+                    true => preview(&why),
+                    false => String::new(),
+                };
+                unreadable.push((seq, why));
+            }
+            (Err(why), None) => return Err(why),
         }
     }
-    Ok(kept)
+    Ok((ops, unreadable))
 }
 
 /// The state of a stream, for a device whose cursor is older than the log
 /// the relay kept: it merges the states and resumes at `seq`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(from = "SnapshotWire")]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Snapshot {
     /// The stream.
     pub stream: StreamId,
@@ -448,14 +458,14 @@ pub struct Snapshot {
     /// HTTP the next piece is asked for with the last key of this one
     /// (`after=` of `/v1/pull`); a relay that predates pieces never says
     /// it (and sends the whole snapshot over a socket).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub more: bool,
     /// The key this piece's states follow (the last of the piece before,
     /// or the `after` the device asked with); absent for a piece that
     /// starts at the stream's first key. A device tells by it an answer to
     /// an older request from the next piece of the snapshot it is taking;
     /// a relay that predates it never says it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub after: Option<FullKey>,
     /// The states this build left out as it decoded the piece, by key,
     /// with why: those of a strategy it was built without (see
@@ -493,32 +503,22 @@ pub enum PieceOf {
     Stale,
 }
 
-/// [`Snapshot`] as it comes: its states decoded entry by entry where the
-/// list does not decode whole.
-#[derive(Deserialize)]
-struct SnapshotWire {
-    stream: StreamId,
-    seq: u64,
-    #[serde(deserialize_with = "snapshot_states")]
-    states: SnapshotStates,
-    #[serde(default)]
-    more: bool,
-    #[serde(default)]
-    after: Option<FullKey>,
-}
-
-impl From<SnapshotWire> for Snapshot {
-    fn from(wire: SnapshotWire) -> Self {
-        Self {
-            stream: wire.stream,
-            seq: wire.seq,
-            states: wire.states.kept,
-            more: wire.more,
-            after: wire.after,
-            left_out: wire.states.left_out,
-            newer: wire.states.newer,
+impl FromJson for Snapshot {
+    fn from_json(node: Node<'_>) -> Result<Self, Why> {
+        let mut fields = Fields::of(node, "a snapshot")?;
+        let stream = fields.req("stream")?;
+        let seq = fields.req("seq")?;
+        let states = snapshot_states(fields.node("states")?)?;
+        Ok(Self {
+            stream,
+            seq,
+            states: states.kept,
+            more: fields.or_default("more")?,
+            after: fields.opt("after")?,
+            left_out: states.left_out,
+            newer: states.newer,
             piece: PieceOf::Start,
-        }
+        })
     }
 }
 
@@ -535,46 +535,39 @@ struct SnapshotStates {
 /// does) or one this version does not know
 /// (`newer`). Any other state that does not decode refuses the list: the
 /// relay is broken, and nothing says which key it held.
-fn snapshot_states<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<SnapshotStates, D::Error> {
-    #[derive(Deserialize)]
-    struct Tag<'a> {
-        #[serde(borrow)]
-        strategy: std::borrow::Cow<'a, str>,
-    }
-    #[derive(Deserialize)]
-    struct Named<'a> {
-        key: FullKey,
-        #[serde(borrow)]
-        state: Tag<'a>,
-    }
-    let list = Box::<RawValue>::deserialize(deserializer)?;
-    let (mut left_out, mut newer) = (Vec::new(), false);
-    let kept = items_or_aside(&list, |item, _| {
-        let named = serde_json::from_str::<Named<'_>>(item).ok();
-        let Some((named, reason)) = named.and_then(|named| {
-            let reason = gaesup_state_core::Strategy::from_name(&named.state.strategy).err()?;
-            Some((named, reason))
-        }) else {
-            return false;
+fn snapshot_states(list: Node<'_>) -> Result<SnapshotStates, Why> {
+    let list = items(list)?;
+    let mut states = SnapshotStates {
+        kept: Vec::with_capacity(list.len()),
+        left_out: Vec::new(),
+        newer: false,
+    };
+    for item in list {
+        // Why this build has no strategy of the name the state gives, and
+        // whether it is one no version it knows has.
+        let absent = item
+            .field("state")
+            .and_then(|state| state.field("strategy"))
+            .and_then(Node::as_str)
+            .and_then(|name| {
+                let reason = Strategy::from_name(name).err()?;
+                Some((reason, !Strategy::is_known(name)))
+            });
+        let Some((reason, unknown)) = absent else {
+            states.kept.push(SyncEntry::from_json(item)?);
+            continue;
         };
-        newer |= !gaesup_state_core::Strategy::is_known(&named.state.strategy);
-        left_out.push((
-            named.key,
+        let key = Fields::of(item, "a key state")?.req("key")?;
+        states.newer |= unknown;
+        states.left_out.push((
+            key,
             gaesup_state_core::Error::Malformed {
                 what: "key state",
                 reason,
             },
         ));
-        true
-    })
-    .map_err(serde::de::Error::custom)?;
-    Ok(SnapshotStates {
-        kept,
-        left_out,
-        newer,
-    })
+    }
+    Ok(states)
 }
 
 impl Snapshot {
@@ -649,13 +642,27 @@ impl Snapshot {
 }
 
 /// An error about the connection or a message as a whole.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ErrorBody {
     /// One of [`code`](crate::code).
     pub code: String,
     /// Why, for people.
     pub message: String,
 }
+
+impl FromJson for ErrorBody {
+    fn from_json(node: Node<'_>) -> Result<Self, Why> {
+        let mut fields = Fields::of(node, "an error")?;
+        Ok(Self {
+            code: fields.req("code")?,
+            message: fields.req("message")?,
+        })
+    }
+}
+
+deserialize_through_tree!(
+    Hello, Push, Ping, Welcome, Limits, AckStatus, Ack, Acks, OpsBody, Snapshot, ErrorBody
+);
 
 /// Device → relay.
 #[derive(Debug, Clone, PartialEq)]
@@ -697,15 +704,6 @@ struct Out<'a, B: Serialize> {
     body: &'a B,
 }
 
-#[derive(Deserialize)]
-struct In<'a> {
-    v: Option<u32>,
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    #[serde(borrow)]
-    body: Option<&'a RawValue>,
-}
-
 fn encode<B: Serialize>(kind: &str, body: &B) -> Result<String, ProtocolError> {
     let text = gaesup_state_core::to_text(&Out {
         v: PROTOCOL_VERSION,
@@ -722,20 +720,22 @@ fn encode<B: Serialize>(kind: &str, body: &B) -> Result<String, ProtocolError> {
     Ok(text)
 }
 
-/// Size, depth and envelope checks; the message's type and raw body.
-fn open(text: &str, max_bytes: usize) -> Result<(String, &RawValue), ProtocolError> {
+/// Size, depth and envelope checks; the message's type and its body,
+/// parsed (the whole text is parsed once, into a tree its readers take
+/// apart: see [`gaesup_state_core::decode`]).
+fn open(text: &str, max_bytes: usize) -> Result<(String, Node<'_>), ProtocolError> {
     if text.len() > max_bytes {
         return Err(ProtocolError::new(
             code::FRAME_TOO_LARGE,
             format!("{} bytes, over the {max_bytes}-byte limit", text.len()),
         ));
     }
+    let malformed = |why: String| ProtocolError::new(code::MALFORMED, preview(&why));
     // Depth first: a deep document never reaches a recursive parser.
-    parse_untrusted::<serde::de::IgnoredAny>(text, max_bytes, "message")
+    let tree = parse_tree_bounded(text, max_bytes, "message")
         .map_err(|err| ProtocolError::new(code::MALFORMED, err.to_string()))?;
-    let envelope: In<'_> = serde_json::from_str(text)
-        .map_err(|err| ProtocolError::new(code::MALFORMED, preview(&err.to_string())))?;
-    match envelope.v {
+    let mut envelope = Fields::of(tree, "a message").map_err(malformed)?;
+    match envelope.opt::<u32>("v").map_err(malformed)? {
         Some(PROTOCOL_VERSION) => {}
         other => {
             return Err(ProtocolError::new(
@@ -744,7 +744,11 @@ fn open(text: &str, max_bytes: usize) -> Result<(String, &RawValue), ProtocolErr
             ));
         }
     }
-    match (envelope.kind, envelope.body) {
+    let kind = envelope.opt::<String>("type").map_err(malformed)?;
+    let body = envelope
+        .take("body")
+        .filter(|body| *body != Node::Scalar(Value::Null));
+    match (kind, body) {
         (Some(kind), Some(body)) => Ok((kind, body)),
         _ => Err(ProtocolError::new(
             code::MALFORMED,
@@ -753,9 +757,8 @@ fn open(text: &str, max_bytes: usize) -> Result<(String, &RawValue), ProtocolErr
     }
 }
 
-fn body<T: DeserializeOwned>(raw: &RawValue) -> Result<T, ProtocolError> {
-    serde_json::from_str(raw.get())
-        .map_err(|err| ProtocolError::new(code::MALFORMED, preview(&err.to_string())))
+fn body<T: FromJson>(node: Node<'_>) -> Result<T, ProtocolError> {
+    T::from_json(node).map_err(|why| ProtocolError::new(code::MALFORMED, preview(&why)))
 }
 
 impl ClientMessage {
@@ -944,12 +947,44 @@ mod tests {
     /// match.
     mod derived {
         use super::*;
+        use serde::Deserialize;
 
         #[derive(Debug, PartialEq, Serialize, Deserialize)]
         pub struct Ack {
             pub op: OpId,
             #[serde(flatten)]
-            pub status: AckStatus,
+            pub status: Status,
+        }
+
+        /// [`AckStatus`] as serde derives it.
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "status", rename_all = "snake_case")]
+        pub enum Status {
+            Applied {
+                stream: StreamId,
+                seq: u64,
+                value: Value,
+            },
+            Duplicate {
+                stream: StreamId,
+                seq: u64,
+            },
+            Refused {
+                code: String,
+                message: String,
+            },
+        }
+
+        impl Status {
+            pub fn of(status: &AckStatus) -> Self {
+                match status.clone() {
+                    AckStatus::Applied { stream, seq, value } => {
+                        Self::Applied { stream, seq, value }
+                    }
+                    AckStatus::Duplicate { stream, seq } => Self::Duplicate { stream, seq },
+                    AckStatus::Refused { code, message } => Self::Refused { code, message },
+                }
+            }
         }
     }
 
@@ -983,7 +1018,7 @@ mod tests {
             let ours = Ack { op, status };
             let theirs = derived::Ack {
                 op,
-                status: ours.status.clone(),
+                status: derived::Status::of(&ours.status),
             };
             let text = serde_json::to_string(&ours).unwrap();
             assert_eq!(text, serde_json::to_string(&theirs).unwrap());
@@ -1020,7 +1055,7 @@ mod tests {
             match (&ours, &theirs) {
                 (Ok(ours), Ok(theirs)) => {
                     assert_eq!(
-                        (ours.op, &ours.status),
+                        (ours.op, &derived::Status::of(&ours.status)),
                         (theirs.op, &theirs.status),
                         "{text}"
                     );
@@ -1066,7 +1101,7 @@ mod tests {
             ),
             (
                 format!(r#"{{"op":{op},"status":1,"stream":"global","seq":5}}"#),
-                "expected value",
+                "invalid type: integer `1`, expected a status",
             ),
         ] {
             assert!(
@@ -1076,17 +1111,172 @@ mod tests {
             let err = serde_json::from_str::<Ack>(&text).unwrap_err().to_string();
             assert!(err.starts_with(error), "{text}: {err}");
         }
-        // Taken where the enum refused it: the fields as an array in their
-        // declared order, as every struct the protocol derives takes (the
-        // op id inside is an object: the core's types read objects only).
+        // The fields as an array are refused, as the enum refused them
+        // (and as every type of the protocol and the core refuses them).
         let array = format!(r#"[{op},"duplicate","global",5,null,null,null]"#);
         assert!(serde_json::from_str::<derived::Ack>(&array).is_err());
-        assert_eq!(
-            serde_json::from_str::<Ack>(&array).unwrap().status,
-            AckStatus::Duplicate {
-                stream: StreamId::Global,
-                seq: 5
+        let err = serde_json::from_str::<Ack>(&array).unwrap_err().to_string();
+        assert!(err.starts_with("invalid type: sequence"), "{err}");
+    }
+
+    /// Every message, each optional field given, reads back as it was
+    /// written; and as serde reads it, through the same tree.
+    #[test]
+    fn every_message_reads_back_with_every_field() {
+        use gaesup_state_core::{Lifetime, ManualClock, Message, Replica, Scope, SharedKey, TabId};
+        let mut replica = Replica::new(TabId::new(1), ManualClock::new(1_700_000_000_000));
+        let key = SharedKey::<i64>::builder("n")
+            .scope(Scope::Apartment)
+            .lifetime(Lifetime::Persistent)
+            .build()
+            .unwrap();
+        replica.declare(&key).unwrap();
+        let op = replica
+            .set(&"main/b/u".parse().unwrap(), &key, 4)
+            .unwrap()
+            .op;
+        let stream: StreamId = "apartment:main".parse().unwrap();
+        let after: FullKey = "apartment/main/n".parse().unwrap();
+        let states: Vec<SyncEntry> = replica
+            .sync_messages()
+            .into_iter()
+            .flat_map(|message| match message {
+                Message::SyncState { states, .. } => states,
+                _ => Vec::new(),
+            })
+            .collect();
+        assert!(!states.is_empty());
+        let clients = [
+            ClientMessage::Hello(Hello {
+                client: "device-1".into(),
+                token: Some("t".into()),
+                subscribe: vec![
+                    Subscription {
+                        stream: stream.clone(),
+                        cursor: Some(3),
+                        after: Some(after.clone()),
+                    },
+                    Subscription {
+                        stream: StreamId::Global,
+                        cursor: None,
+                        after: None,
+                    },
+                ],
+            }),
+            ClientMessage::Push(Push {
+                ops: vec![op.clone()],
+            }),
+            ClientMessage::Ping(Ping { at: 7 }),
+            ClientMessage::Pong(Ping { at: 8 }),
+        ];
+        for message in clients {
+            let text = message.encode().unwrap();
+            assert_eq!(ClientMessage::decode(&text).unwrap(), message, "{text}");
+        }
+        let servers = [
+            ServerMessage::Welcome(Welcome {
+                node: "n1".into(),
+                heartbeat_ms: 15_000,
+                limits: Limits {
+                    max_frame_bytes: 1 << 20,
+                    max_ops_per_push: 100,
+                    max_ops_per_second: 50,
+                },
+            }),
+            ServerMessage::Ops(OpsBody::new(
+                stream.clone(),
+                vec![Sequenced { seq: 4, op }],
+                9,
+                Some(6),
+            )),
+            ServerMessage::Snapshot(Snapshot {
+                stream: stream.clone(),
+                seq: 9,
+                states,
+                more: true,
+                after: Some(after),
+                left_out: Vec::new(),
+                newer: false,
+                piece: PieceOf::Start,
+            }),
+            ServerMessage::Error(ErrorBody {
+                code: code::FORBIDDEN.into(),
+                message: "no".into(),
+            }),
+            ServerMessage::Ping(Ping { at: 1 }),
+            ServerMessage::Pong(Ping { at: 2 }),
+        ];
+        for message in servers {
+            let text = message.encode().unwrap();
+            assert_eq!(ServerMessage::decode(&text).unwrap(), message, "{text}");
+            let body = serde_json::from_str::<Value>(&text).unwrap()["body"].to_string();
+            let through_serde = match &message {
+                ServerMessage::Welcome(_) => {
+                    ServerMessage::Welcome(serde_json::from_str(&body).unwrap())
+                }
+                ServerMessage::Ops(_) => ServerMessage::Ops(serde_json::from_str(&body).unwrap()),
+                ServerMessage::Snapshot(_) => {
+                    ServerMessage::Snapshot(serde_json::from_str(&body).unwrap())
+                }
+                ServerMessage::Error(_) => {
+                    ServerMessage::Error(serde_json::from_str(&body).unwrap())
+                }
+                ServerMessage::Ping(_) => ServerMessage::Ping(serde_json::from_str(&body).unwrap()),
+                ServerMessage::Pong(_) => ServerMessage::Pong(serde_json::from_str(&body).unwrap()),
+                ServerMessage::Ack(_) => unreachable!(),
+            };
+            assert_eq!(through_serde, message, "{body}");
+        }
+    }
+
+    /// A message is parsed once, whole: a name given twice anywhere in it
+    /// is refused (in the envelope, the body, a core type inside), as is
+    /// a struct given as an array or a body of `null`; fields this
+    /// version does not know are ignored, wherever they are.
+    #[test]
+    fn a_name_given_twice_anywhere_or_a_struct_as_an_array_is_malformed() {
+        for (text, says) in [
+            (
+                r#"{"v":1,"type":"ping","type":"pong","body":{"at":1}}"#,
+                "duplicate field `type`",
+            ),
+            (
+                r#"{"v":1,"type":"ping","body":{"at":1,"at":2}}"#,
+                "duplicate field `at`",
+            ),
+            (
+                r#"{"v":1,"type":"hello","body":{"client":"c","subscribe":[{"stream":"global","cursor":1,"cursor":2}]}}"#,
+                "duplicate field `cursor`",
+            ),
+            (
+                r#"{"v":1,"type":"ping","body":[1]}"#,
+                "invalid type: sequence",
+            ),
+            (
+                r#"{"v":1,"type":"hello","body":["c",null,[]]}"#,
+                "invalid type: sequence",
+            ),
+            (r#"{"v":1,"type":"ping","body":null}"#, "needs \"type\""),
+            (r#"{"v":"1","type":"ping","body":{"at":1}}"#, "invalid type"),
+            (r#"{"v":1,"type":"ping","body":{}}"#, "missing field `at`"),
+            (r#"[1,"ping",{"at":1}]"#, "invalid type: sequence"),
+        ] {
+            let err = ClientMessage::decode(text).unwrap_err();
+            assert_eq!(err.code, code::MALFORMED, "{text}: {err}");
+            assert!(err.message.contains(says), "{text}: {err}");
+        }
+        let text = r#"{"v":1,"type":"hello","body":{"client":"c","later":{"x":[1]},"subscribe":[{"stream":"global","z":1}]},"trace":"t"}"#;
+        match ClientMessage::decode(text).unwrap() {
+            ClientMessage::Hello(hello) => {
+                assert_eq!(hello.subscribe[0].stream, StreamId::Global);
+                assert_eq!((hello.token, hello.subscribe[0].cursor), (None, None));
             }
+            other => panic!("{other:?}"),
+        }
+        let twice = r#"{"v":1,"type":"ops","body":{"stream":"global","ops":[],"head":1,"head":2}}"#;
+        assert_eq!(
+            ServerMessage::decode_partial(twice).unwrap_err().code,
+            code::MALFORMED
         );
     }
 

@@ -3,14 +3,14 @@
 use std::fmt;
 use std::str::FromStr;
 
-use gaesup_state_core::{ApartmentId, FullKey, Op};
-use serde::{Deserialize, Serialize};
+use gaesup_state_core::decode::{Fields, FromJson, Node, Why, text};
+use gaesup_state_core::{ApartmentId, FullKey, Op, deserialize_through_tree};
+use serde::Serialize;
 
 /// An ordered log of ops: one apartment's keys, or the global keys.
 ///
 /// On the wire, `"apartment:<id>"` or `"global"`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum StreamId {
     /// Private, building and apartment keys of one apartment.
     Apartment(ApartmentId),
@@ -83,14 +83,20 @@ impl Serialize for StreamId {
     }
 }
 
+/// From its text.
+impl FromJson for StreamId {
+    fn from_json(node: Node<'_>) -> Result<Self, Why> {
+        text(node, "a stream")?.parse()
+    }
+}
+
 /// A stream a device follows, and the last sequence number it applied
 /// (`None`: nothing yet, send everything).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Subscription {
     /// The stream.
     pub stream: StreamId,
     /// The device's cursor.
-    #[serde(default)]
     pub cursor: Option<u64>,
     /// The last key of the snapshot pieces the device merged so far, when
     /// a connection ended between two pieces (its cursor is then past any
@@ -100,18 +106,41 @@ pub struct Subscription {
     /// pull. A relay that predates it starts the snapshot over, which the
     /// device sees in a first piece that says it follows no key
     /// ([`Snapshot::after`](crate::message::Snapshot::after)).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub after: Option<FullKey>,
 }
 
+impl FromJson for Subscription {
+    fn from_json(node: Node<'_>) -> Result<Self, Why> {
+        let mut fields = Fields::of(node, "a subscription")?;
+        Ok(Self {
+            stream: fields.req("stream")?,
+            cursor: fields.opt("cursor")?,
+            after: fields.opt("after")?,
+        })
+    }
+}
+
 /// An op with the number the relay gave it in its stream.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Sequenced {
     /// Position in the stream, from 1, without gaps.
     pub seq: u64,
     /// The op.
     pub op: Op,
 }
+
+impl FromJson for Sequenced {
+    fn from_json(node: Node<'_>) -> Result<Self, Why> {
+        let mut fields = Fields::of(node, "a numbered op")?;
+        Ok(Self {
+            seq: fields.req("seq")?,
+            op: fields.req("op")?,
+        })
+    }
+}
+
+deserialize_through_tree!(StreamId, Subscription, Sequenced);
 
 #[cfg(test)]
 mod tests {

@@ -14,12 +14,58 @@
 //!
 //! The tree refuses a name given twice in one object, wherever it is,
 //! spelt alike or not (serde_json's own `Value` keeps the last): two
-//! readers of the same text must never see two different documents. Unknown fields are
-//! ignored, as serde's derive does, unless a type says otherwise.
+//! readers of the same text must never see two different documents.
+//! Unknown fields are ignored, as serde's derive does, unless a type says
+//! otherwise. A struct is read from an object only (serde's derive also
+//! takes its fields as an array).
 //!
 //! Every type read so keeps a [`serde::Deserialize`] impl that goes
-//! through the tree ([`through_tree`]), for the types that embed them
-//! (the relay protocol's) and for callers that decode with serde.
+//! through the tree ([`through_tree`], written by
+//! [`deserialize_through_tree!`](crate::deserialize_through_tree)), for
+//! callers that decode with serde.
+//!
+//! # Reading a type of your own
+//!
+//! The relay protocol reads its messages, which hold the core's types, in
+//! one parse with these: untrusted text goes through
+//! [`parse_tree_bounded`] (size and depth first) or [`read_bounded`], and
+//! a type's reader takes its fields out of its object with [`Fields`].
+//!
+//! ```
+//! use gaesup_state_core::decode::{Fields, FromJson, Node, Why, read_bounded};
+//! use gaesup_state_core::{FullKey, deserialize_through_tree};
+//!
+//! /// A key and how many times it was seen.
+//! #[derive(Debug, PartialEq)]
+//! struct Sighting {
+//!     key: FullKey,
+//!     times: u64,
+//!     note: Option<String>,
+//! }
+//!
+//! impl FromJson for Sighting {
+//!     fn from_json(node: Node<'_>) -> Result<Self, Why> {
+//!         let mut fields = Fields::of(node, "a sighting")?;
+//!         Ok(Self {
+//!             key: fields.req("key")?,
+//!             times: fields.or_default("times")?,
+//!             note: fields.opt("note")?,
+//!         })
+//!     }
+//! }
+//! deserialize_through_tree!(Sighting);
+//!
+//! let text = r#"{"key":"global/theme","times":2}"#;
+//! let seen: Sighting = read_bounded(text, 1024, "sighting")?;
+//! assert_eq!((seen.times, seen.note), (2, None));
+//! // A name given twice is refused, as anywhere in these formats.
+//! let twice = r#"{"key":"global/a","key":"global/b"}"#;
+//! assert!(read_bounded::<Sighting>(twice, 1024, "sighting").is_err());
+//! // serde reads it through the same tree.
+//! let again: Sighting = serde_json::from_str(r#"{"key":"global/theme"}"#).unwrap();
+//! assert_eq!(again.times, 0);
+//! # Ok::<(), gaesup_state_core::Error>(())
+//! ```
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -31,11 +77,13 @@ use serde_json::{Number, Value};
 
 use crate::vec_map::{VecMap, VecSet};
 
+pub use crate::limits::{parse_tree_bounded, read_bounded};
+
 /// Why a value did not read: serde's wording where it has one.
-pub(crate) type Why = String;
+pub type Why = String;
 
 /// A type read from a parsed JSON tree.
-pub(crate) trait FromJson: Sized {
+pub trait FromJson: Sized {
     /// Reads `node`, taking what it keeps out of it.
     fn from_json(node: Node<'_>) -> Result<Self, Why>;
 }
@@ -48,19 +96,20 @@ pub(crate) trait FromJson: Sized {
 /// a JSON value (a state's value) turns its part into one
 /// ([`into_value`](Node::into_value)).
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Node<'a> {
+pub enum Node<'a> {
     /// `null`, a boolean, a number or a string.
     Scalar(Value),
     /// An array.
     List(Vec<Node<'a>>),
     /// An object: its fields, each name once, in the text's order up to
-    /// [`SMALL_OBJECT`] fields and sorted by name past it.
+    /// 16 fields and sorted by name past it (so look fields up with
+    /// [`Node::field`] or [`Fields`], not by position).
     Object(Vec<(Cow<'a, str>, Node<'a>)>),
 }
 
 impl Node<'_> {
     /// The JSON value it is.
-    pub(crate) fn into_value(self) -> Value {
+    pub fn into_value(self) -> Value {
         match self {
             Self::Scalar(value) => value,
             Self::List(items) => Value::Array(items.into_iter().map(Node::into_value).collect()),
@@ -74,7 +123,7 @@ impl Node<'_> {
     }
 
     /// The field `name` of an object.
-    pub(crate) fn field(&self, name: &str) -> Option<&Self> {
+    pub fn field(&self, name: &str) -> Option<&Self> {
         match self {
             Self::Object(fields) => position(fields, name)
                 .and_then(|at| fields.get(at))
@@ -84,8 +133,7 @@ impl Node<'_> {
     }
 
     /// The string it is, if it is one.
-    #[cfg(not(all(feature = "merge", feature = "user-resolve")))]
-    pub(crate) fn as_str(&self) -> Option<&str> {
+    pub fn as_str(&self) -> Option<&str> {
         match self {
             Self::Scalar(value) => value.as_str(),
             _ => None,
@@ -93,7 +141,7 @@ impl Node<'_> {
     }
 
     /// The integer it is, if it is a non-negative one.
-    pub(crate) fn as_u64(&self) -> Option<u64> {
+    pub fn as_u64(&self) -> Option<u64> {
         match self {
             Self::Scalar(value) => value.as_u64(),
             _ => None,
@@ -132,30 +180,33 @@ macro_rules! from_json_text {
                         .map_err(|err| err.to_string())
                 }
             }
-            $crate::decode::deserialize_through_tree!($ty);
+            $crate::deserialize_through_tree!($ty);
         )*
     };
 }
 pub(crate) use from_json_text;
 
-/// Implements [`serde::Deserialize`] for types read by [`FromJson`].
+/// Implements [`serde::Deserialize`] for types that implement
+/// [`FromJson`](crate::decode::FromJson): serde's input is read into the
+/// tree, then by the type's reader (see [`decode`](crate::decode)).
+#[macro_export]
 macro_rules! deserialize_through_tree {
     ($($ty:ty),* $(,)?) => {
         $(
-            impl<'de> serde::Deserialize<'de> for $ty {
-                fn deserialize<D: serde::Deserializer<'de>>(
+            impl<'de> ::serde::Deserialize<'de> for $ty {
+                fn deserialize<D: ::serde::Deserializer<'de>>(
                     deserializer: D,
-                ) -> Result<Self, D::Error> {
+                ) -> ::core::result::Result<Self, D::Error> {
                     $crate::decode::through_tree(deserializer)
                 }
             }
         )*
     };
 }
-pub(crate) use deserialize_through_tree;
+pub use crate::deserialize_through_tree;
 
 /// Deserializes a [`FromJson`] type: the tree first, then its reader.
-pub(crate) fn through_tree<'de, D: de::Deserializer<'de>, T: FromJson>(
+pub fn through_tree<'de, D: de::Deserializer<'de>, T: FromJson>(
     deserializer: D,
 ) -> Result<T, D::Error> {
     let tree = deserializer.deserialize_any(Tree)?;
@@ -341,12 +392,12 @@ fn found(node: &Node<'_>) -> String {
 }
 
 /// `node` is not what was `expected`.
-pub(crate) fn invalid(node: &Node<'_>, expected: &str) -> Why {
+pub fn invalid(node: &Node<'_>, expected: &str) -> Why {
     format!("invalid type: {}, expected {expected}", found(node))
 }
 
 /// The text of a string.
-pub(crate) fn text(node: Node<'_>, expected: &str) -> Result<String, Why> {
+pub fn text(node: Node<'_>, expected: &str) -> Result<String, Why> {
     match node {
         Node::Scalar(Value::String(text)) => Ok(text),
         other => Err(invalid(&other, expected)),
@@ -354,12 +405,12 @@ pub(crate) fn text(node: Node<'_>, expected: &str) -> Result<String, Why> {
 }
 
 /// An object's fields, taken out one by one.
-pub(crate) struct Fields<'a>(Vec<(Cow<'a, str>, Option<Node<'a>>)>);
+pub struct Fields<'a>(Vec<(Cow<'a, str>, Option<Node<'a>>)>);
 
 impl<'a> Fields<'a> {
     /// The fields of `node`, which must be an object (`expected` names
     /// what it should be, for the error).
-    pub(crate) fn of(node: Node<'a>, expected: &str) -> Result<Self, Why> {
+    pub fn of(node: Node<'a>, expected: &str) -> Result<Self, Why> {
         match node {
             Node::Object(fields) => Ok(Self(
                 fields
@@ -372,24 +423,24 @@ impl<'a> Fields<'a> {
     }
 
     /// The field `name`, as it is, if present (and not taken yet).
-    pub(crate) fn take(&mut self, name: &str) -> Option<Node<'a>> {
+    pub fn take(&mut self, name: &str) -> Option<Node<'a>> {
         let at = position(&self.0, name)?;
         self.0.get_mut(at).and_then(|(_, node)| node.take())
     }
 
     /// The field `name`, as it is, which must be present.
-    pub(crate) fn node(&mut self, name: &str) -> Result<Node<'a>, Why> {
+    pub fn node(&mut self, name: &str) -> Result<Node<'a>, Why> {
         self.take(name)
             .ok_or_else(|| format!("missing field `{name}`"))
     }
 
     /// The field `name`, which must be present.
-    pub(crate) fn req<T: FromJson>(&mut self, name: &str) -> Result<T, Why> {
+    pub fn req<T: FromJson>(&mut self, name: &str) -> Result<T, Why> {
         T::from_json(self.node(name)?)
     }
 
     /// The field `name`; absent or `null` is `None`.
-    pub(crate) fn opt<T: FromJson>(&mut self, name: &str) -> Result<Option<T>, Why> {
+    pub fn opt<T: FromJson>(&mut self, name: &str) -> Result<Option<T>, Why> {
         match self.take(name) {
             None | Some(Node::Scalar(Value::Null)) => Ok(None),
             Some(node) => T::from_json(node).map(Some),
@@ -397,7 +448,7 @@ impl<'a> Fields<'a> {
     }
 
     /// The field `name`, or `T`'s default when absent.
-    pub(crate) fn or_default<T: FromJson + Default>(&mut self, name: &str) -> Result<T, Why> {
+    pub fn or_default<T: FromJson + Default>(&mut self, name: &str) -> Result<T, Why> {
         match self.take(name) {
             Some(node) => T::from_json(node),
             None => Ok(T::default()),
@@ -405,7 +456,7 @@ impl<'a> Fields<'a> {
     }
 
     /// Refuses any field not taken yet.
-    pub(crate) fn deny_unknown(&self, expected: &[&str]) -> Result<(), Why> {
+    pub fn deny_unknown(&self, expected: &[&str]) -> Result<(), Why> {
         match self.0.iter().find(|(_, node)| node.is_some()) {
             Some((name, _)) => Err(format!(
                 "unknown field `{}`, expected one of `{}`",
@@ -418,7 +469,7 @@ impl<'a> Fields<'a> {
 }
 
 /// The variant `name` of an enum with `names` (in `variants`' order).
-pub(crate) fn variant<T: Copy>(name: &str, variants: &[(&str, T)]) -> Result<T, Why> {
+pub fn variant<T: Copy>(name: &str, variants: &[(&str, T)]) -> Result<T, Why> {
     variants
         .iter()
         .find(|(known, _)| *known == name)
@@ -457,13 +508,33 @@ impl FromJson for u64 {
     }
 }
 
+impl FromJson for bool {
+    fn from_json(node: Node<'_>) -> Result<Self, Why> {
+        match node {
+            Node::Scalar(Value::Bool(value)) => Ok(value),
+            other => Err(invalid(&other, "a boolean")),
+        }
+    }
+}
+
+/// A non-negative integer that `T` (named `name`) holds.
+fn unsigned<T: TryFrom<u64>>(node: Node<'_>, name: &str) -> Result<T, Why> {
+    match node.as_u64() {
+        Some(number) => T::try_from(number)
+            .map_err(|_| format!("invalid value: integer `{number}`, expected {name}")),
+        None => Err(invalid(&node, name)),
+    }
+}
+
+impl FromJson for usize {
+    fn from_json(node: Node<'_>) -> Result<Self, Why> {
+        unsigned(node, "usize")
+    }
+}
+
 impl FromJson for u32 {
     fn from_json(node: Node<'_>) -> Result<Self, Why> {
-        match node.as_u64() {
-            Some(number) => u32::try_from(number)
-                .map_err(|_| format!("invalid value: integer `{number}`, expected u32")),
-            None => Err(invalid(&node, "u32")),
-        }
+        unsigned(node, "u32")
     }
 }
 
@@ -487,7 +558,7 @@ impl<T: FromJson> FromJson for Option<T> {
 }
 
 /// The items of a list.
-pub(crate) fn items(node: Node<'_>) -> Result<Vec<Node<'_>>, Why> {
+pub fn items(node: Node<'_>) -> Result<Vec<Node<'_>>, Why> {
     match node {
         Node::List(items) => Ok(items),
         other => Err(invalid(&other, "a sequence")),
@@ -640,6 +711,18 @@ mod tests {
             u32::from_json(read("4294967296"))
                 .unwrap_err()
                 .contains("u32")
+        );
+        assert_eq!(usize::from_json(read("12")).unwrap(), 12);
+        assert!(
+            usize::from_json(read("-1"))
+                .unwrap_err()
+                .contains("expected usize")
+        );
+        assert!(bool::from_json(read("true")).unwrap());
+        assert!(
+            bool::from_json(read("1"))
+                .unwrap_err()
+                .contains("expected a boolean")
         );
         assert_eq!(i64::from_json(read("-3")).unwrap(), -3);
         assert!(i64::from_json(read("18446744073709551615")).is_err());

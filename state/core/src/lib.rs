@@ -152,7 +152,7 @@
 #![deny(missing_docs)]
 
 mod clock;
-mod decode;
+pub mod decode;
 mod error;
 mod id;
 mod key;

@@ -201,9 +201,11 @@ fn check_text(text: &str, max_bytes: usize, what: &'static str) -> Result<()> {
     check_depth(text, MAX_JSON_DEPTH, what)
 }
 
-/// [`parse_bounded`] into a tree of values (see [`crate::decode`]),
-/// which refuses a key given twice in one object.
-pub(crate) fn parse_tree_bounded<'t>(
+/// Parses untrusted JSON text into a tree ([`Node`](crate::decode::Node)):
+/// its size against `max_bytes`, then its depth (scanned iteratively,
+/// before any recursive parser sees it), then the parser, which refuses a
+/// name given twice in one object. `what` names the text in the error.
+pub fn parse_tree_bounded<'t>(
     text: &'t str,
     max_bytes: usize,
     what: &'static str,
@@ -215,8 +217,9 @@ pub(crate) fn parse_tree_bounded<'t>(
     })
 }
 
-/// [`parse_tree_bounded`], then read as `T`.
-pub(crate) fn read_bounded<T: crate::decode::FromJson>(
+/// [`parse_tree_bounded`], then read as `T` by its
+/// [`FromJson`](crate::decode::FromJson) reader.
+pub fn read_bounded<T: crate::decode::FromJson>(
     text: &str,
     max_bytes: usize,
     what: &'static str,
