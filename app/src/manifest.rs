@@ -16,7 +16,7 @@ mod validate;
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use gaesup_state::core::decode::{Fields, FromJson, Node, Why, parse_tree_bounded};
 
 pub use lookup::Missing;
 pub use validate::{ManifestError, check_id};
@@ -27,17 +27,18 @@ pub const BUNDLED: &str = include_str!("manifest.json");
 /// Longest id accepted for an apartment, building or unit.
 pub const MAX_ID_LEN: usize = 64;
 
+/// Longest manifest read.
+const MAX_MANIFEST_BYTES: usize = 1 << 20;
+
 /// The whole layout: one or more apartments.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Manifest {
     /// Apartments in display order; the first is shown at `/`.
     pub apartments: Vec<ApartmentSpec>,
 }
 
 /// One apartment: a whole application made of buildings.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApartmentSpec {
     /// Address segment, unique among apartments.
     pub id: String,
@@ -48,8 +49,7 @@ pub struct ApartmentSpec {
 }
 
 /// One building: a region of the page grouping units.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BuildingSpec {
     /// Address segment, unique within its apartment.
     pub id: String,
@@ -61,13 +61,11 @@ pub struct BuildingSpec {
     pub units: Vec<UnitSpec>,
     /// For each unit offered in several versions, the version shown (unit
     /// id → version). Optional for units offered once.
-    #[serde(default)]
     pub active: BTreeMap<String, String>,
 }
 
 /// One unit placed in a building.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UnitSpec {
     /// Address segment, unique within its building.
     pub id: String,
@@ -79,12 +77,69 @@ pub struct UnitSpec {
     pub version: String,
 }
 
+impl FromJson for Manifest {
+    fn from_json(node: Node<'_>) -> Result<Self, Why> {
+        Fields::read_only(node, "a manifest", &["apartments"], |fields| {
+            Ok(Self {
+                apartments: fields.req("apartments")?,
+            })
+        })
+    }
+}
+
+impl FromJson for ApartmentSpec {
+    fn from_json(node: Node<'_>) -> Result<Self, Why> {
+        let names = ["id", "title", "buildings"];
+        Fields::read_only(node, "an apartment", &names, |fields| {
+            Ok(Self {
+                id: fields.req("id")?,
+                title: fields.req("title")?,
+                buildings: fields.req("buildings")?,
+            })
+        })
+    }
+}
+
+impl FromJson for BuildingSpec {
+    fn from_json(node: Node<'_>) -> Result<Self, Why> {
+        let names = ["id", "title", "units", "active"];
+        Fields::read_only(node, "a building", &names, |fields| {
+            Ok(Self {
+                id: fields.req("id")?,
+                title: fields.req("title")?,
+                units: fields.req("units")?,
+                active: fields.or_default("active")?,
+            })
+        })
+    }
+}
+
+impl FromJson for UnitSpec {
+    fn from_json(node: Node<'_>) -> Result<Self, Why> {
+        let names = ["id", "kind", "title", "version"];
+        Fields::read_only(node, "a unit", &names, |fields| {
+            Ok(Self {
+                id: fields.req("id")?,
+                kind: fields.req("kind")?,
+                title: fields.req("title")?,
+                version: fields.req("version")?,
+            })
+        })
+    }
+}
+
 impl Manifest {
     /// Parses and validates a manifest; `known_kinds` are the unit kinds this
-    /// build can render.
+    /// build can render. A field the manifest's shape does not have, or one
+    /// named twice, is a [`ManifestError::Syntax`].
     pub fn parse(text: &str, known_kinds: &[&str]) -> Result<Self, ManifestError> {
-        let manifest: Manifest =
-            serde_json::from_str(text).map_err(|e| ManifestError::Syntax(e.to_string()))?;
+        let tree = parse_tree_bounded(text, MAX_MANIFEST_BYTES, "manifest").map_err(|err| {
+            ManifestError::Syntax(match err {
+                gaesup_state::core::Error::Malformed { reason, .. } => reason,
+                other => other.to_string(),
+            })
+        })?;
+        let manifest = Self::from_json(tree).map_err(ManifestError::Syntax)?;
         manifest.validate(known_kinds)?;
         Ok(manifest)
     }
@@ -167,6 +222,27 @@ mod tests {
             Manifest::parse(r#"{"apartments":[],"extra":1}"#, KINDS),
             Err(ManifestError::Syntax(_))
         ));
+        for (text, says) in [
+            (r#"{"apartments":[],"extra":1}"#, "unknown field `extra`"),
+            (
+                &with_units(r#"{"id":"u","kind":"counter","title":"U","version":"1","colour":1}"#),
+                "unknown field `colour`",
+            ),
+            (
+                &with_units(r#"{"id":"u","id":"v","kind":"counter","title":"U","version":"1"}"#),
+                "duplicate field `id`",
+            ),
+            (
+                &with_units(r#"{"id":"u","kind":"counter","title":"U"}"#),
+                "missing field `version`",
+            ),
+            (r#"{"apartments":[["a","A",[]]]}"#, "invalid type: sequence"),
+        ] {
+            match Manifest::parse(text, KINDS) {
+                Err(ManifestError::Syntax(why)) => assert!(why.contains(says), "{text}: {why}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
     }
 
     #[test]

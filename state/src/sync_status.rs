@@ -4,6 +4,7 @@
 //! shell's panel and the inspector unit; plain signals, so it lives here
 //! where units (which depend on this crate only) can name it.
 
+use gaesup_state_core::decode::{Fields, FromJson, Node, Why};
 use leptos::prelude::*;
 
 /// Read-only signals describing one tab's browser sync.
@@ -39,7 +40,7 @@ pub struct SyncStatus {
 ///
 /// Written by the tab that holds the link and announced to the browser's
 /// other tabs, so every tab shows the same line.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct RelayStatus {
     /// `off` (no relay configured), `offline`, `connecting`, `connected`,
     /// `HTTP fallback` or `refused: …` (bad token, token expired).
@@ -52,6 +53,21 @@ pub struct RelayStatus {
     /// otherwise).
     pub here: bool,
 }
+
+/// Read from the fields of a JSON object (others ignored), as another
+/// tab announces it.
+impl FromJson for RelayStatus {
+    fn from_json(node: Node<'_>) -> Result<Self, Why> {
+        let mut fields = Fields::of(node, "a relay status")?;
+        Ok(Self {
+            link: fields.req("link")?,
+            waiting: fields.req("waiting")?,
+            last_ack_ms: fields.opt("last_ack_ms")?,
+            here: fields.req("here")?,
+        })
+    }
+}
+gaesup_state_core::deserialize_through_tree!(RelayStatus);
 
 impl RelayStatus {
     /// No relay configured.

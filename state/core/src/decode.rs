@@ -455,6 +455,21 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// Reads `node`, an object (`expected` says of what, for errors),
+    /// whose fields must all be among `names`: `read` takes what it
+    /// needs, and a field it leaves is refused as unknown.
+    pub fn read_only<T>(
+        node: Node<'a>,
+        expected: &str,
+        names: &[&str],
+        read: impl FnOnce(&mut Self) -> Result<T, Why>,
+    ) -> Result<T, Why> {
+        let mut fields = Self::of(node, expected)?;
+        let read = read(&mut fields)?;
+        fields.deny_unknown(names)?;
+        Ok(read)
+    }
+
     /// Refuses any field not taken yet.
     pub fn deny_unknown(&self, expected: &[&str]) -> Result<(), Why> {
         match self.0.iter().find(|(_, node)| node.is_some()) {
@@ -538,6 +553,16 @@ impl FromJson for u32 {
     }
 }
 
+impl FromJson for f64 {
+    fn from_json(node: Node<'_>) -> Result<Self, Why> {
+        match &node {
+            Node::Scalar(Value::Number(number)) => number.as_f64(),
+            _ => None,
+        }
+        .ok_or_else(|| invalid(&node, "f64"))
+    }
+}
+
 impl FromJson for i64 {
     fn from_json(node: Node<'_>) -> Result<Self, Why> {
         match &node {
@@ -553,6 +578,20 @@ impl<T: FromJson> FromJson for Option<T> {
         match node {
             Node::Scalar(Value::Null) => Ok(None),
             node => T::from_json(node).map(Some),
+        }
+    }
+}
+
+/// A pair, from a list of exactly two items.
+impl<A: FromJson, B: FromJson> FromJson for (A, B) {
+    fn from_json(node: Node<'_>) -> Result<Self, Why> {
+        let mut pair = items(node)?.into_iter();
+        match (pair.next(), pair.next(), pair.len()) {
+            (Some(a), Some(b), 0) => Ok((A::from_json(a)?, B::from_json(b)?)),
+            (a, b, more) => Err(format!(
+                "invalid length {}, expected a tuple of size 2",
+                usize::from(a.is_some()) + usize::from(b.is_some()) + more
+            )),
         }
     }
 }
@@ -725,6 +764,17 @@ mod tests {
                 .contains("expected a boolean")
         );
         assert_eq!(i64::from_json(read("-3")).unwrap(), -3);
+        assert_eq!(f64::from_json(read("-3")).unwrap(), -3.0);
+        assert_eq!(f64::from_json(read("2.5")).unwrap(), 2.5);
+        assert!(f64::from_json(read(r#""2""#)).is_err());
+        assert_eq!(
+            <(u64, String)>::from_json(read(r#"[1,"a"]"#)).unwrap(),
+            (1, "a".to_owned())
+        );
+        for bad in ["[1]", r#"[1,"a",2]"#, "[]"] {
+            let err = <(u64, String)>::from_json(read(bad)).unwrap_err();
+            assert!(err.contains("tuple of size 2"), "{bad}: {err}");
+        }
         assert!(i64::from_json(read("18446744073709551615")).is_err());
         assert!(
             String::from_json(read("1"))

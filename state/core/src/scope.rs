@@ -8,7 +8,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::error::{Error, Result, preview};
 use crate::id::{IdKind, KeyName, UnitAddress, validate};
@@ -89,7 +89,7 @@ impl FromStr for Scope {
 }
 
 /// How long a key's value lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Lifetime {
     /// This page only; never written to storage.
@@ -99,6 +99,22 @@ pub enum Lifetime {
     /// Survives restarts (localStorage in the web layer).
     Persistent,
 }
+
+/// From its name.
+impl crate::decode::FromJson for Lifetime {
+    fn from_json(node: crate::decode::Node<'_>) -> std::result::Result<Self, crate::decode::Why> {
+        let name = crate::decode::text(node, "a lifetime")?;
+        crate::decode::variant(
+            &name,
+            &[
+                ("memory", Self::Memory),
+                ("ephemeral", Self::Ephemeral),
+                ("persistent", Self::Persistent),
+            ],
+        )
+    }
+}
+crate::deserialize_through_tree!(Lifetime);
 
 impl fmt::Display for Lifetime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -54,27 +54,26 @@ pub struct Snapshot {
 /// edited, and a misspelt field must not pass unnoticed.
 impl FromJson for SnapshotEntry {
     fn from_json(value: crate::decode::Node<'_>) -> std::result::Result<Self, Why> {
-        let mut fields = Fields::of(value, "a snapshot entry")?;
-        let entry = Self {
-            schema: fields.req("schema")?,
-            value: fields.req("value")?,
-        };
-        fields.deny_unknown(&["schema", "value"])?;
-        Ok(entry)
+        Fields::read_only(value, "a snapshot entry", &["schema", "value"], |fields| {
+            Ok(Self {
+                schema: fields.req("schema")?,
+                value: fields.req("value")?,
+            })
+        })
     }
 }
 
 impl FromJson for Snapshot {
     fn from_json(value: crate::decode::Node<'_>) -> std::result::Result<Self, Why> {
-        let mut fields = Fields::of(value, "a snapshot")?;
-        let snapshot = Self {
-            format: fields.req("format")?,
-            version: fields.req("version")?,
-            scope: fields.req("scope")?,
-            keys: fields.req("keys")?,
-        };
-        fields.deny_unknown(&["format", "version", "scope", "keys"])?;
-        Ok(snapshot)
+        let names = ["format", "version", "scope", "keys"];
+        Fields::read_only(value, "a snapshot", &names, |fields| {
+            Ok(Self {
+                format: fields.req("format")?,
+                version: fields.req("version")?,
+                scope: fields.req("scope")?,
+                keys: fields.req("keys")?,
+            })
+        })
     }
 }
 

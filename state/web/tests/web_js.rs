@@ -119,6 +119,42 @@ fn errors_carry_stable_codes() {
                 "{messages}"
             );
         }
+        // Options: a field this version does not know, or a value of the
+        // wrong kind, is refused and named; `null` means the defaults.
+        let options = js(r#"
+            const u = window.gaesup.unit('js3/b/el');
+            return [
+                () => u.declare('o1', { scope: 'building', lifetme: 'memory' }),
+                () => u.declare('o2', { lifetime: 'forever' }),
+                () => u.declare('o3', null),
+                () => u.declare('o4', { strategy: 'sum', lifetime: 'memory', default: 0 }),
+                () => u.on('e', () => {}, { crossTab: 'yes' }),
+                () => u.subscribe('o4', () => {}, { path: 'a', deep: true }),
+                () => u.on('e', () => {}, { scope: 'building', crossTab: false }),
+            ].map((f) => {
+                try {
+                    const stop = f();
+                    if (typeof stop === 'function') stop();
+                    return 'ok';
+                } catch (e) {
+                    return `${e.code}: ${e.message}`;
+                }
+            });
+        "#);
+        let said: Vec<String> = serde_json::from_str(&options).unwrap();
+        let expected = [
+            "bad_value: bad value: options: unknown field `lifetme`",
+            "bad_value: bad value: options: unknown variant `forever`",
+            "ok",
+            "ok",
+            "bad_value: bad value: options: invalid type: string \"yes\", expected a boolean",
+            "bad_value: bad value: options: unknown field `deep`",
+            "ok",
+        ];
+        assert_eq!(said.len(), expected.len(), "{options}");
+        for (said, expected) in said.iter().zip(expected) {
+            assert!(said.starts_with(expected), "{said} / {expected}");
+        }
     });
 }
 

@@ -43,7 +43,8 @@ use std::rc::{Rc, Weak};
 
 use gaesup_protocol::{Ack, Link};
 use gaesup_state::RelayStatus;
-use gaesup_state_core::{ApartmentId, FullKey, Op, OpId, Storage};
+use gaesup_state_core::decode::{Fields, FromJson, Node, parse_tree_bounded};
+use gaesup_state_core::{ApartmentId, FullKey, MAX_MESSAGE_BYTES, Op, OpId, Storage};
 use gloo_events::EventListener;
 use gloo_timers::callback::{Interval, Timeout};
 use wasm_bindgen::JsCast;
@@ -91,32 +92,28 @@ enum Announce {
 }
 
 impl Announce {
-    /// Reads what another tab announced: its `kind` first, then the text
-    /// again as that kind's fields. (Serde's derived reader for a tag
-    /// among the fields buffers the message in a generic tree of content
-    /// and reads that, a second deserializer in the app's wasm; these
-    /// messages are few and small, so reading twice costs nothing.)
-    /// `None` for anything else, such as an announcement of a newer
-    /// version this one does not know (or one written as an array, which
-    /// serde's reader also took and no tab writes).
+    /// Reads what another tab announced: the text parsed once into the
+    /// core's tree, its `kind` looked at, then the variant's fields read
+    /// from the same object. (Serde's derived reader for a tag among the
+    /// fields buffers the message in a generic tree of content and reads
+    /// that, a second deserializer in the app's wasm.) `None` for anything
+    /// else, such as an announcement of a newer version this one does not
+    /// know, one written as an array (which serde's reader also took and no
+    /// tab writes), or one that names a field twice or is larger than a tab
+    /// message may be.
     fn decode(text: &str) -> Option<Self> {
-        #[derive(serde::Deserialize)]
-        struct Kind<'a> {
-            #[serde(borrow)]
-            kind: std::borrow::Cow<'a, str>,
-        }
-        #[derive(serde::Deserialize)]
-        struct Acks {
-            acks: Vec<Ack>,
-            keys: Vec<(OpId, FullKey)>,
-        }
-        let kind: Kind<'_> = serde_json::from_str(text).ok()?;
-        match kind.kind.as_ref() {
+        let tree = parse_tree_bounded(text, MAX_MESSAGE_BYTES, "announcement").ok()?;
+        let kind = tree.field("kind").and_then(Node::as_str)?.to_owned();
+        match kind.as_str() {
             "ask" => Some(Self::Ask),
-            "status" => serde_json::from_str(text).ok().map(Self::Status),
-            "acks" => serde_json::from_str(text)
-                .ok()
-                .map(|Acks { acks, keys }| Self::Acks { acks, keys }),
+            "status" => RelayStatus::from_json(tree).ok().map(Self::Status),
+            "acks" => {
+                let mut fields = Fields::of(tree, "acks").ok()?;
+                Some(Self::Acks {
+                    acks: fields.req("acks").ok()?,
+                    keys: fields.req("keys").ok()?,
+                })
+            }
             _ => None,
         }
     }
@@ -379,18 +376,32 @@ mod tests {
     #[serde(tag = "kind", rename_all = "snake_case")]
     enum Derived {
         Ask,
-        Status(RelayStatus),
+        Status(DerivedStatus),
         Acks {
             acks: Vec<Ack>,
             keys: Vec<(OpId, FullKey)>,
         },
     }
 
+    /// [`RelayStatus`] as serde derives its reader.
+    #[derive(Debug, PartialEq, serde::Deserialize)]
+    struct DerivedStatus {
+        link: String,
+        waiting: usize,
+        last_ack_ms: Option<f64>,
+        here: bool,
+    }
+
     impl From<Derived> for Announce {
         fn from(derived: Derived) -> Self {
             match derived {
                 Derived::Ask => Self::Ask,
-                Derived::Status(status) => Self::Status(status),
+                Derived::Status(status) => Self::Status(RelayStatus {
+                    link: status.link,
+                    waiting: status.waiting,
+                    last_ack_ms: status.last_ack_ms,
+                    here: status.here,
+                }),
                 Derived::Acks { acks, keys } => Self::Acks { acks, keys },
             }
         }
@@ -446,7 +457,8 @@ mod tests {
                 r#"{"kind":"acks","acks":{},"keys":[]}"#,
                 r#"{"kind":7}"#,
                 r#"{"waiting":1}"#,
-                r#"["ask"]"#,
+                r#"{"kind":"acks","acks":[],"keys":[["x"]]}"#,
+                r#"{"kind":"status","link":"x","waiting":1,"here":true,"here":false}"#,
                 r#""ask""#,
                 "not json",
                 "",
@@ -459,10 +471,11 @@ mod tests {
                 .map(Announce::from);
             assert_eq!(Announce::decode(text), derived, "{text}");
         }
-        // The one difference: serde's reader also took a variant as an
-        // array of its kind and fields, which no tab writes.
-        let array = r#"["status","connected",1,null,true]"#;
-        assert!(serde_json::from_str::<Derived>(array).is_ok());
-        assert_eq!(Announce::decode(array), None);
+        // The difference: serde's reader also took a variant as an array
+        // of its kind and fields, which no tab writes.
+        for text in [r#"["status","connected",1,null,true]"#, r#"["ask"]"#] {
+            assert!(serde_json::from_str::<Derived>(text).is_ok(), "{text}");
+            assert_eq!(Announce::decode(text), None, "{text}");
+        }
     }
 }

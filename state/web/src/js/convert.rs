@@ -3,9 +3,9 @@
 //! developers know.
 
 use gaesup_state::Result;
+use gaesup_state_core::decode::{Fields, FromJson, Node, Why, parse_tree_bounded};
 use gaesup_state_core::{Lifetime, MAX_LOCAL_STATE_BYTES, Scope, Strategy};
 use js_sys::JSON;
-use serde::Deserialize;
 use serde_json::Value;
 use wasm_bindgen::JsValue;
 
@@ -94,15 +94,19 @@ pub(super) fn to_js(value: &Value) -> JsValue {
         .unwrap_or(JsValue::NULL)
 }
 
-pub(super) fn options<T: for<'de> Deserialize<'de> + Default>(value: &JsValue) -> Result<T> {
+/// Options given from JavaScript (`undefined` or `null`: the defaults),
+/// read through `JSON.stringify` into the core's tree: a field this
+/// version does not know is refused, naming it.
+pub(super) fn options<T: FromJson + Default>(value: &JsValue) -> Result<T> {
     if value.is_undefined() || value.is_null() {
         return Ok(T::default());
     }
-    serde_json::from_value(from_js(value)?).map_err(|e| bad(format!("options: {e}")))
+    let text = json_text(value)?;
+    let tree = parse_tree_bounded(&text, MAX_LOCAL_STATE_BYTES, "options")?;
+    T::from_json(tree).map_err(|why| bad(format!("options: {why}")))
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[derive(Default)]
 pub(super) struct DeclareOptions {
     pub(super) scope: Option<Scope>,
     pub(super) lifetime: Option<Lifetime>,
@@ -110,16 +114,49 @@ pub(super) struct DeclareOptions {
     pub(super) default: Option<Value>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+impl FromJson for DeclareOptions {
+    fn from_json(node: Node<'_>) -> std::result::Result<Self, Why> {
+        let names = ["scope", "lifetime", "strategy", "default"];
+        Fields::read_only(node, "declare options", &names, |fields| {
+            Ok(Self {
+                scope: fields.opt("scope")?,
+                lifetime: fields.opt("lifetime")?,
+                strategy: fields.opt("strategy")?,
+                default: fields.opt("default")?,
+            })
+        })
+    }
+}
+
+#[derive(Default)]
 pub(super) struct SubscribeOptions {
     /// Watch only this path inside the value (`"items.0.qty"`).
     pub(super) path: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+impl FromJson for SubscribeOptions {
+    fn from_json(node: Node<'_>) -> std::result::Result<Self, Why> {
+        Fields::read_only(node, "subscribe options", &["path"], |fields| {
+            Ok(Self {
+                path: fields.opt("path")?,
+            })
+        })
+    }
+}
+
+#[derive(Default)]
 pub(super) struct EventOptions {
     pub(super) scope: Option<Scope>,
     pub(super) cross_tab: Option<bool>,
+}
+
+impl FromJson for EventOptions {
+    fn from_json(node: Node<'_>) -> std::result::Result<Self, Why> {
+        Fields::read_only(node, "event options", &["scope", "crossTab"], |fields| {
+            Ok(Self {
+                scope: fields.opt("scope")?,
+                cross_tab: fields.opt("crossTab")?,
+            })
+        })
+    }
 }

@@ -9,8 +9,8 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 
 use gaesup_protocol::MAX_OUTBOX;
+use gaesup_state_core::decode::{Fields, FromJson, Node, Why, read_bounded};
 use gloo_events::EventListener;
-use serde::Deserialize;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::BroadcastChannel;
@@ -46,16 +46,28 @@ impl std::fmt::Debug for RelayConfig {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `relay.json` as it is read.
 struct File {
-    #[serde(default)]
     url: Option<String>,
-    #[serde(default)]
     token: Option<String>,
     /// How many writes may wait for the relay (1 to [`MAX_OUTBOX`]).
-    #[serde(default)]
     outbox_limit: Option<usize>,
+}
+
+/// Longest `relay.json` read: a URL, a token and a number.
+const MAX_FILE_BYTES: usize = 16 * 1024;
+
+impl FromJson for File {
+    fn from_json(node: Node<'_>) -> Result<Self, Why> {
+        let names = ["url", "token", "outbox_limit"];
+        Fields::read_only(node, "a relay configuration", &names, |fields| {
+            Ok(Self {
+                url: fields.opt("url")?,
+                token: fields.opt("token")?,
+                outbox_limit: fields.opt("outbox_limit")?,
+            })
+        })
+    }
 }
 
 impl RelayConfig {
@@ -115,7 +127,7 @@ impl RelayConfig {
 
     /// Parses `relay.json`: `Ok(None)` when it names no relay.
     pub fn parse(text: &str) -> Result<Option<Self>, String> {
-        let file: File = serde_json::from_str(text)
+        let file: File = read_bounded(text, MAX_FILE_BYTES, "relay.json")
             .map_err(|err| format!("relay.json is not a relay configuration ({err})"))?;
         match (file.url, file.token) {
             (None, _) => Ok(None),
@@ -546,10 +558,23 @@ mod tests {
             r#"{"url":"http://a","token":"t","outbox_limit":0}"#,
             r#"{"url":"http://a","token":"t","outbox_limit":10001}"#,
             r#"{"url":"http://a","token":"t","outbox_limit":-1}"#,
+            r#"{"url":"http://a","token":"t","token":"u"}"#,
+            r#"["http://a","t"]"#,
         ] {
             let err = RelayConfig::parse(text).unwrap_err();
             assert!(!err.is_empty(), "{text}");
         }
+        let err = RelayConfig::parse(r#"{"url":"http://a","token":"t","extra":1}"#).unwrap_err();
+        assert!(err.contains("unknown field `extra`"), "{err}");
+        // What names no relay, and what does.
+        for nothing in ["{}", r#"{"url":null}"#, r#"{"url":null,"token":"t"}"#] {
+            assert_eq!(RelayConfig::parse(nothing), Ok(None), "{nothing}");
+        }
+        let config = RelayConfig::parse(r#"{"token":"t","outbox_limit":7,"url":"ws://a:1"}"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!(config.outbox_limit(), 7);
+        assert_eq!(config.ws_url(), "ws://a:1/v1/ws");
         let long = "x".repeat(MAX_TOKEN_BYTES + 1);
         assert!(RelayConfig::new("http://a", &long).is_err());
         // The token never shows in Debug.
