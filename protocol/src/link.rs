@@ -2098,7 +2098,9 @@ impl Link {
         let pending = self.outbox.values().filter(|op| !held.contains(&op.id));
         let ops = self.first_push(pending, most);
         if self.resend_at_ms.is_some() {
-            let sent: BTreeSet<OpId> = ops.iter().flatten().map(|op| op.id).collect();
+            // Extended, not collected (see `held`).
+            let mut sent = BTreeSet::new();
+            sent.extend(ops.iter().flatten().map(|op| op.id));
             let rest = self
                 .outbox
                 .values()

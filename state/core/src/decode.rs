@@ -113,12 +113,14 @@ impl Node<'_> {
         match self {
             Self::Scalar(value) => value,
             Self::List(items) => Value::Array(items.into_iter().map(Node::into_value).collect()),
-            Self::Object(fields) => Value::Object(
-                fields
-                    .into_iter()
-                    .map(|(name, node)| (name.into_owned(), node.into_value()))
-                    .collect(),
-            ),
+            Self::Object(fields) => {
+                // Inserted one by one (see `BTreeSet`'s reader).
+                let mut object = serde_json::Map::new();
+                for (name, node) in fields {
+                    object.insert(name.into_owned(), node.into_value());
+                }
+                Value::Object(object)
+            }
         }
     }
 
@@ -604,64 +606,85 @@ pub fn items(node: Node<'_>) -> Result<Vec<Node<'_>>, Why> {
     }
 }
 
+/// A list's items, each read as `T`, in a loop: collecting into a
+/// `Result` compiles an iterator adapter again for every `T`.
+fn read_items<T: FromJson>(node: Node<'_>) -> Result<Vec<T>, Why> {
+    let items = items(node)?;
+    let mut read = Vec::with_capacity(items.len());
+    for item in items {
+        read.push(T::from_json(item)?);
+    }
+    Ok(read)
+}
+
 impl<T: FromJson> FromJson for Vec<T> {
     fn from_json(node: Node<'_>) -> Result<Self, Why> {
-        items(node)?.into_iter().map(T::from_json).collect()
+        read_items(node)
     }
 }
 
+/// Inserted one by one: collecting into a `BTreeSet` or `BTreeMap` sorts
+/// first, with a sort compiled for each type collected (some 3 KiB of
+/// wasm each).
 impl<K: FromJson + Ord> FromJson for BTreeSet<K> {
     fn from_json(node: Node<'_>) -> Result<Self, Why> {
-        items(node)?.into_iter().map(K::from_json).collect()
+        let mut set = BTreeSet::new();
+        for item in items(node)? {
+            set.insert(K::from_json(item)?);
+        }
+        Ok(set)
     }
 }
 
 impl<K: FromJson + Ord> FromJson for VecSet<K> {
     fn from_json(node: Node<'_>) -> Result<Self, Why> {
-        Ok(items(node)?
-            .into_iter()
-            .map(K::from_json)
-            .collect::<Result<Vec<K>, Why>>()?
-            .into_iter()
-            .collect())
+        Ok(read_items(node)?.into_iter().collect())
     }
 }
 
-/// A map's entries, each key read as `K` from its text, into `M`. Two
-/// names that read as one key (a tab id in upper and lower case) are
-/// refused: which of them counts would otherwise hang on the order the
-/// tree keeps names in, not on the text.
-fn read_entries<K: FromJson, V: FromJson, M: FromIterator<(K, V)>>(
-    node: Node<'_>,
-    len: impl Fn(&M) -> usize,
-) -> Result<M, Why> {
+/// A map's entries, each key read as `K` from its text.
+fn read_entries<K: FromJson, V: FromJson>(node: Node<'_>) -> Result<Vec<(K, V)>, Why> {
     let fields = match node {
         Node::Object(fields) => fields,
         other => return Err(invalid(&other, "a map")),
     };
-    let given = fields.len();
-    let map: M = fields
-        .into_iter()
-        .map(|(key, node)| {
-            let key = Node::Scalar(Value::String(key.into_owned()));
-            Ok((K::from_json(key)?, V::from_json(node)?))
-        })
-        .collect::<Result<M, Why>>()?;
-    if len(&map) != given {
-        return Err(String::from("a key is given twice, spelt two ways"));
+    let mut entries = Vec::with_capacity(fields.len());
+    for (key, node) in fields {
+        let key = Node::Scalar(Value::String(key.into_owned()));
+        entries.push((K::from_json(key)?, V::from_json(node)?));
     }
-    Ok(map)
+    Ok(entries)
 }
 
+/// Two names that read as one key (a tab id in upper and lower case) are
+/// refused: which of them counts would otherwise hang on the order the
+/// tree keeps names in, not on the text.
+fn each_key_once<M>(map: M, len: usize, given: usize) -> Result<M, Why> {
+    match len == given {
+        true => Ok(map),
+        false => Err(String::from("a key is given twice, spelt two ways")),
+    }
+}
+
+/// Inserted one by one (see [`BTreeSet`]'s reader).
 impl<K: FromJson + Ord, V: FromJson> FromJson for BTreeMap<K, V> {
     fn from_json(node: Node<'_>) -> Result<Self, Why> {
-        read_entries(node, BTreeMap::len)
+        let entries = read_entries(node)?;
+        let given = entries.len();
+        let mut map = BTreeMap::new();
+        map.extend(entries);
+        let len = map.len();
+        each_key_once(map, len, given)
     }
 }
 
 impl<K: FromJson + Ord, V: FromJson> FromJson for VecMap<K, V> {
     fn from_json(node: Node<'_>) -> Result<Self, Why> {
-        read_entries(node, VecMap::len)
+        let entries = read_entries(node)?;
+        let given = entries.len();
+        let map: VecMap<K, V> = entries.into_iter().collect();
+        let len = map.len();
+        each_key_once(map, len, given)
     }
 }
 

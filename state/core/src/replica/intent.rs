@@ -270,10 +270,16 @@ pub(crate) fn payload_for(
                         value: Arc::new(Value::Object(new)),
                     })
                 }
-                None => Ok(Payload::Patch {
-                    set: new.into_iter().collect(),
-                    remove: Default::default(),
-                }),
+                None => {
+                    // Extended, not collected (which sorts first, with a
+                    // sort of its own in the wasm).
+                    let mut set = std::collections::BTreeMap::new();
+                    set.extend(new);
+                    Ok(Payload::Patch {
+                        set,
+                        remove: Default::default(),
+                    })
+                }
             }
         }
         (Strategy::Sum, Intent::Set(value)) => {
