@@ -66,8 +66,9 @@ pub use link::{
     mark_refused_stale, mark_resync, remove_outbox_entry, write_outbox_entry,
 };
 pub use message::{
-    Ack, AckStatus, Acks, ClientMessage, ErrorBody, Hello, Limits, OpsBody, PROTOCOL_VERSION,
-    PieceOf, Ping, ProtocolError, Push, ServerMessage, Snapshot, UNREADABLE_SAID, Welcome,
+    Ack, AckStatus, Acks, ClientMessage, ErrorBody, Hello, Limits, MAX_HELLO_BYTES, OpsBody,
+    PROTOCOL_VERSION, PieceOf, Ping, ProtocolError, Push, ServerMessage, Snapshot, UNREADABLE_SAID,
+    Welcome,
 };
 pub use stream::{Sequenced, StreamId, Subscription};
 

@@ -19,7 +19,8 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use gaesup_protocol::{
-    Ack, AckStatus, Acks, ClientMessage, Ping, ProtocolError, ServerMessage, Welcome, code,
+    Ack, AckStatus, Acks, ClientMessage, MAX_HELLO_BYTES, Ping, ProtocolError, ServerMessage,
+    Welcome, code,
 };
 use gaesup_state_core::{MAX_MESSAGE_BYTES, encoded_len, split_by_len};
 use tokio::sync::{Notify, mpsc};
@@ -419,7 +420,13 @@ impl Session {
 
     /// Handles one text frame; `Some(close frame)` ends the session.
     async fn on_text(&mut self, text: &str) -> Option<Message> {
-        let message = match ClientMessage::decode_bounded(text, self.app.config.max_frame_bytes) {
+        // Before the hello, no more than a hello needs: nothing about the
+        // sender is known yet.
+        let limit = match self.claims {
+            Some(_) => self.app.config.max_frame_bytes,
+            None => self.app.config.max_frame_bytes.min(MAX_HELLO_BYTES),
+        };
+        let message = match ClientMessage::decode_bounded(text, limit) {
             Ok(message) => message,
             Err(error) => {
                 self.error(&error);

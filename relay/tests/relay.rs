@@ -304,6 +304,33 @@ async fn every_auth_case_is_refused_with_its_code(backend: Backend) {
         }))
         .await;
     assert_eq!(client.error_code().await, code::NO_HELLO);
+    // Before its hello, a socket's frames are read up to what a hello
+    // needs, not the frame limit: a hello padded past it is refused, and
+    // one that fits is then taken.
+    let mut client = Client::raw(&relay).await;
+    let padded = format!(
+        r#"{{"v":1,"type":"hello","body":{{"client":"x","token":{},"pad":[{}0]}}}}"#,
+        serde_json::to_string(&main_rw()).unwrap(),
+        "0,".repeat(gaesup_protocol::MAX_HELLO_BYTES / 2)
+    );
+    client.send_text(padded).await;
+    let answer = client
+        .wait_for(|m| matches!(m, ServerMessage::Error(_) | ServerMessage::Welcome(_)))
+        .await;
+    assert!(
+        matches!(&answer, ServerMessage::Error(e) if e.code == code::FRAME_TOO_LARGE),
+        "{answer:?}"
+    );
+    client
+        .send(&ClientMessage::Hello(Hello {
+            client: "x".into(),
+            token: Some(main_rw()),
+            subscribe: vec![],
+        }))
+        .await;
+    client
+        .wait_for(|m| matches!(m, ServerMessage::Welcome(_)))
+        .await;
     // HTTP: no token, forged token.
     let (status, body) = http(
         "GET",

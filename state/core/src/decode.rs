@@ -103,7 +103,9 @@ pub enum Node<'a> {
     List(Vec<Node<'a>>),
     /// An object: its fields, each name once, in the text's order up to
     /// 16 fields and sorted by name past it (so look fields up with
-    /// [`Node::field`] or [`Fields`], not by position).
+    /// [`Node::field`] or [`Fields`], not by position). The parser keeps
+    /// that rule; an object built by hand must keep it too, or lookups
+    /// miss its fields.
     Object(Vec<(Cow<'a, str>, Node<'a>)>),
 }
 
@@ -868,6 +870,40 @@ mod tests {
         assert_eq!(serde_json::from_str::<KeyState>(&text).unwrap(), state);
         let value = serde_json::to_value(&state).unwrap();
         assert_eq!(serde_json::from_value::<KeyState>(value).unwrap(), state);
+    }
+
+    /// Both kinds of map refuse two spellings of one key, and keep each
+    /// entry; a set keeps each member once.
+    #[test]
+    fn maps_refuse_a_key_spelt_two_ways_and_sets_keep_members_once() {
+        use crate::id::TabId;
+        fn read(text: &str) -> Node<'_> {
+            parse_tree(text).unwrap()
+        }
+        let text = r#"{"0a":1,"b":2,"0c":3}"#;
+        let tree = BTreeMap::<TabId, u64>::from_json(read(text)).unwrap();
+        let vec = VecMap::<TabId, u64>::from_json(read(text)).unwrap();
+        let expected = [
+            (TabId::new(10), 1),
+            (TabId::new(11), 2),
+            (TabId::new(12), 3),
+        ];
+        assert_eq!(tree.into_iter().collect::<Vec<_>>(), expected);
+        assert_eq!(vec.into_iter().collect::<Vec<_>>(), expected);
+        let twice = r#"{"ab":1,"AB":2}"#;
+        for err in [
+            BTreeMap::<TabId, u64>::from_json(read(twice)).unwrap_err(),
+            VecMap::<TabId, u64>::from_json(read(twice)).unwrap_err(),
+        ] {
+            assert!(err.contains("spelt two ways"), "{err}");
+        }
+        let set = BTreeSet::<String>::from_json(read(r#"["b","a","b"]"#)).unwrap();
+        assert_eq!(set.into_iter().collect::<Vec<_>>(), ["a", "b"]);
+        let value = read(r#"{"z":[1,{"b":null,"a":"x"}],"y":2.5}"#).into_value();
+        assert_eq!(
+            value,
+            serde_json::json!({"y": 2.5, "z": [1, {"a": "x", "b": null}]})
+        );
     }
 
     /// A map keyed by tab ids (a sum state as versions before resets

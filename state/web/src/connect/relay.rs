@@ -44,7 +44,7 @@ use std::rc::{Rc, Weak};
 use gaesup_protocol::{Ack, Link};
 use gaesup_state::RelayStatus;
 use gaesup_state_core::decode::{Fields, FromJson, Node, parse_tree_bounded};
-use gaesup_state_core::{ApartmentId, FullKey, MAX_MESSAGE_BYTES, Op, OpId, Storage};
+use gaesup_state_core::{ApartmentId, FullKey, Op, OpId, Storage};
 use gloo_events::EventListener;
 use gloo_timers::callback::{Interval, Timeout};
 use wasm_bindgen::JsCast;
@@ -99,10 +99,12 @@ impl Announce {
     /// that, a second deserializer in the app's wasm.) `None` for anything
     /// else, such as an announcement of a newer version this one does not
     /// know, one written as an array (which serde's reader also took and no
-    /// tab writes), or one that names a field twice or is larger than a tab
+    /// tab writes), or one that names a field twice. Read whatever its
+    /// size, as it was before: the acks of a relay's frame of up to a
+    /// message's size, with their keys beside them, are larger than one
     /// message may be.
     fn decode(text: &str) -> Option<Self> {
-        let tree = parse_tree_bounded(text, MAX_MESSAGE_BYTES, "announcement").ok()?;
+        let tree = parse_tree_bounded(text, usize::MAX, "announcement").ok()?;
         let kind = tree.field("kind").and_then(Node::as_str)?.to_owned();
         match kind.as_str() {
             "ask" => Some(Self::Ask),
@@ -477,5 +479,38 @@ mod tests {
             assert!(serde_json::from_str::<Derived>(text).is_ok(), "{text}");
             assert_eq!(Announce::decode(text), None, "{text}");
         }
+    }
+
+    /// The acks of a relay's frame as large as a message may be, with
+    /// their keys, make an announcement larger than a message: the other
+    /// tabs read it all the same (or their writes would wait for a
+    /// confirmation forever).
+    #[test]
+    fn an_announcement_larger_than_a_message_is_read() {
+        let op = |seq| OpId {
+            tab: TabId::new(4),
+            seq,
+        };
+        let value = serde_json::Value::String("x".repeat(100 << 10));
+        let acks: Vec<Ack> = (0..11)
+            .map(|seq| Ack {
+                op: op(seq),
+                status: AckStatus::Applied {
+                    stream: StreamId::Global,
+                    seq,
+                    value: value.clone(),
+                },
+            })
+            .collect();
+        let key: FullKey = "global/doc".parse().unwrap();
+        let keys = acks.iter().map(|ack| (ack.op, key.clone())).collect();
+        let announce = Announce::Acks { acks, keys };
+        let text = serde_json::to_string(&announce).unwrap();
+        assert!(
+            text.len() > gaesup_state_core::MAX_MESSAGE_BYTES,
+            "{}",
+            text.len()
+        );
+        assert_eq!(Announce::decode(&text), Some(announce));
     }
 }
