@@ -94,9 +94,11 @@ pub const MAX_FIELD_NAME_BYTES: usize = 1024;
 const REASON_CHARS: usize = 160;
 
 /// The key serde_json gives an object standing for a raw value: with its
-/// `raw_value` feature (which the lists of entries need), a `Value` read
-/// from text takes an object whose first key is this for the JSON text
-/// in its string, parsed again with a nesting limit of its own.
+/// `raw_value` feature, a `Value` read from text takes an object whose
+/// first key is this for the JSON text in its string, parsed again with a
+/// nesting limit of its own. No crate of this workspace enables it, but
+/// features unify: an application that does (for its own reasons) turns
+/// it on for the state manager too, so such objects stay refused.
 const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
 
 /// Fails if `text` nests `[`/`{` deeper than `limit`. Strings are skipped
@@ -701,7 +703,9 @@ mod tests {
     #[test]
     fn an_object_keyed_first_by_serde_json_s_raw_value_token_is_refused() {
         // What the check stops: a `Value` parses the string under the key
-        // as JSON of its own, at a depth the scan never saw.
+        // as JSON of its own, at a depth the scan never saw (with
+        // serde_json's `raw_value`, which the tests turn on as an
+        // application may).
         let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
         let smuggled = format!(
             r#"{{"v":[{{"{RAW_VALUE_TOKEN}":{}}}]}}"#,
