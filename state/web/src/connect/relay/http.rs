@@ -27,6 +27,13 @@ const RETRY_AFTER_MS: u32 = 2_000;
 /// relay would have held: past its share a link then costs the subject's
 /// read budget what a held poll costs, not a read every second.
 const FULL_RETRY_MAX_MS: u32 = PULL_WAIT_MS as u32;
+/// A stream whose pulls keep being answered with what this version
+/// cannot read at all is asked again after [`RETRY_AFTER_MS`], then twice
+/// as long each time in a row, up to this; the other streams are pulled
+/// meanwhile. A relay that always answers one stream with something
+/// unreadable then costs a request a minute, not one every 2 s for as
+/// long as the page is open.
+const FAILING_RETRY_MAX_MS: u64 = 60_000;
 /// Longest wait for a relay's whole answer past what a long poll asks it
 /// to wait: a request held open longer counts as the relay unreachable.
 const ANSWER_WITHIN_MS: u32 = 20_000;
@@ -188,7 +195,7 @@ pub(super) async fn push_loop(weak: Weak<Remote>, generation: u64) {
             match take_answer(&weak, generation, answer) {
                 Next::Stop => return,
                 Next::Go => {}
-                Next::Wait | Next::Full => {
+                Next::Wait | Next::Broken | Next::Full => {
                     gloo_timers::future::TimeoutFuture::new(RETRY_AFTER_MS).await;
                 }
             }
@@ -204,8 +211,11 @@ pub(super) async fn push_loop(weak: Weak<Remote>, generation: u64) {
 /// apartment's link shares them (pushes must still get through).
 pub(super) async fn pull_loop(weak: Weak<Remote>, generation: u64, streams: Vec<StreamId>) {
     let mut full = FullBackoff::default();
+    let mut failing = Failing::default();
     for stream in streams.iter().cycle() {
-        let (url, token, wait) = {
+        let now = now_ms();
+        // What to ask, or how long to wait first.
+        let asked = {
             let Some(remote) = weak.upgrade() else {
                 return;
             };
@@ -216,25 +226,41 @@ pub(super) async fn pull_loop(weak: Weak<Remote>, generation: u64, streams: Vec<
             let Some(link) = link.as_mut() else {
                 return;
             };
-            // Streams the token may not read are not asked for; the first
-            // of the others waits for news (a long poll), the rest answer
-            // at once.
-            let Some(first) = streams.iter().find(|s| link.may_pull(s)) else {
+            // Streams the token may not read are not asked for, nor those
+            // put off after unreadable answers; the first of the others
+            // waits for news (a long poll), the rest answer at once.
+            if !streams.iter().any(|s| link.may_pull(s)) {
                 // Started again (with the push loop) once a socket tried
                 // meanwhile closes: a stream may be allowed again by then.
                 remote.http_loops.set(None);
                 return;
-            };
+            }
             if !link.may_pull(stream) {
                 continue;
             }
-            let wait = if stream == first { PULL_WAIT_MS } else { 0 };
-            let path = link.http_pull(stream, wait);
-            (
-                remote.config.http_url(&path),
-                remote.config.token().to_owned(),
-                wait,
-            )
+            let ready = |s: &&StreamId| link.may_pull(s) && failing.ready(s, now);
+            match streams.iter().find(ready) {
+                // Every stream is put off: until the first may be asked
+                // again.
+                None => Err(failing.next_ready(now)),
+                Some(_) if !failing.ready(stream, now) => continue,
+                Some(first) => {
+                    let wait = if stream == first { PULL_WAIT_MS } else { 0 };
+                    let path = link.http_pull(stream, wait);
+                    Ok((
+                        remote.config.http_url(&path),
+                        remote.config.token().to_owned(),
+                        wait,
+                    ))
+                }
+            }
+        };
+        let (url, token, wait) = match asked {
+            Ok(asked) => asked,
+            Err(pause) => {
+                gloo_timers::future::TimeoutFuture::new(pause).await;
+                continue;
+            }
         };
         let within =
             u32::try_from(wait).map_or(u32::MAX, |wait| wait.saturating_add(ANSWER_WITHIN_MS));
@@ -248,6 +274,7 @@ pub(super) async fn pull_loop(weak: Weak<Remote>, generation: u64, streams: Vec<
         if matches!(next, Next::Stop) {
             return;
         }
+        failing.after(stream, &next, now_ms());
         if let Some(pause) = full.pause_after(&next, wait > 0) {
             gloo_timers::future::TimeoutFuture::new(pause).await;
         }
@@ -290,9 +317,63 @@ impl FullBackoff {
                 }
                 None
             }
-            Next::Wait => Some(RETRY_AFTER_MS),
+            Next::Wait | Next::Broken => Some(RETRY_AFTER_MS),
             Next::Full => Some(self.refused()),
         }
+    }
+}
+
+/// The streams whose last pull was answered with what this version cannot
+/// read, each with how many times in a row and when it may be asked again
+/// (see [`FAILING_RETRY_MAX_MS`]).
+#[derive(Debug, Default)]
+struct Failing(Vec<(StreamId, u32, u64)>);
+
+impl Failing {
+    /// What the pull of `stream` came to, at `now`: an answer that could
+    /// not be read puts it off, longer each time in a row; one that went
+    /// through starts over. (A refusal is the relay's word on the moment,
+    /// not on the stream: it waits [`RETRY_AFTER_MS`], or
+    /// [`FullBackoff`]'s pause, as before.)
+    fn after(&mut self, stream: &StreamId, next: &Next, now: u64) {
+        let at = self.0.iter().position(|(failed, ..)| failed == stream);
+        match (next, at) {
+            (Next::Broken, Some(at)) => {
+                let (_, times, until) = &mut self.0[at];
+                *times = times.saturating_add(1);
+                *until = now.saturating_add(Self::pause(*times));
+            }
+            (Next::Broken, None) => {
+                self.0
+                    .push((stream.clone(), 1, now.saturating_add(Self::pause(1))));
+            }
+            (Next::Go, Some(at)) => {
+                self.0.swap_remove(at);
+            }
+            _ => {}
+        }
+    }
+
+    /// The wait after the `times`-th failure in a row.
+    fn pause(times: u32) -> u64 {
+        u64::from(RETRY_AFTER_MS)
+            .saturating_mul(1 << times.saturating_sub(1).min(16))
+            .min(FAILING_RETRY_MAX_MS)
+    }
+
+    /// Whether `stream` may be asked at `now`.
+    fn ready(&self, stream: &StreamId, now: u64) -> bool {
+        self.0
+            .iter()
+            .all(|(failed, _, until)| failed != stream || *until <= now)
+    }
+
+    /// How long until the first stream put off may be asked again (at
+    /// least a millisecond: never a loop that spins).
+    fn next_ready(&self, now: u64) -> u32 {
+        let first = self.0.iter().map(|(_, _, until)| *until).min();
+        let wait = first.map_or(0, |until| until.saturating_sub(now)).max(1);
+        u32::try_from(wait).unwrap_or(u32::MAX)
     }
 }
 
@@ -302,8 +383,12 @@ enum Next {
     Stop,
     /// Go on at once.
     Go,
-    /// Refused, or an answer that is no answer: wait before asking again.
+    /// Refused: wait before asking again.
     Wait,
+    /// Answered with what this version cannot read at all: wait before
+    /// asking again, and put the stream off longer each time in a row
+    /// ([`Failing`]).
+    Broken,
     /// Refused because the node, or this token's subject on it, holds all
     /// the connections it may: wait, longer each time in a row.
     Full,
@@ -335,16 +420,16 @@ fn take_answer(
             .is_some_and(|(code, _)| code == gaesup_protocol::code::TOO_MANY_CONNECTIONS)
         {
             next = Next::Full;
-        } else if out.close
+        } else if out.close || status >= 400 {
+            next = Next::Wait;
+        } else if out
+            .error
+            .as_ref()
             // Ops this version cannot read were passed, the rest taken:
             // the next pull goes on at once.
-            || out
-                .error
-                .as_ref()
-                .is_some_and(|(code, _)| code != gaesup_protocol::code::UNREADABLE)
-            || status >= 400
+            .is_some_and(|(code, _)| code != gaesup_protocol::code::UNREADABLE)
         {
-            next = Next::Wait;
+            next = Next::Broken;
         }
         remote.handle(out);
     }
@@ -367,6 +452,50 @@ mod tests {
         fn wake(self: Arc<Self>) {
             self.0.fetch_add(1, Ordering::SeqCst);
         }
+    }
+
+    /// A stream whose pulls keep being answered with what this version
+    /// cannot read is put off 2 s, then twice as long each time in a row
+    /// up to a minute, while the others are asked; one that goes through
+    /// starts it over, and refusals are not the stream's.
+    #[test]
+    fn a_stream_whose_pulls_keep_failing_is_asked_less_and_less_often() {
+        use super::{Failing, Next};
+        let (main, global): (gaesup_protocol::StreamId, gaesup_protocol::StreamId) =
+            ("apartment:main".parse().unwrap(), "global".parse().unwrap());
+        let mut failing = Failing::default();
+        let mut now = 0;
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            assert!(failing.ready(&main, now));
+            failing.after(&main, &Next::Broken, now);
+            assert!(!failing.ready(&main, now + 1));
+            assert!(failing.ready(&global, now + 1), "the others are asked");
+            let wait = failing.next_ready(now);
+            waits.push(wait);
+            assert!(!failing.ready(&main, now + u64::from(wait) - 1));
+            now += u64::from(wait);
+        }
+        assert_eq!(
+            waits,
+            [2_000, 4_000, 8_000, 16_000, 32_000, 60_000, 60_000, 60_000]
+        );
+        failing.after(&main, &Next::Broken, now);
+        // Refusals are not the stream's: no change.
+        failing.after(&main, &Next::Full, now);
+        failing.after(&main, &Next::Wait, now);
+        failing.after(&global, &Next::Go, now);
+        assert_eq!(failing.next_ready(now), 60_000);
+        // Through: from the start again.
+        failing.after(&main, &Next::Go, now);
+        assert!(failing.ready(&main, now));
+        assert_eq!(failing.next_ready(now), 1, "nothing put off");
+        failing.after(&main, &Next::Broken, now);
+        assert_eq!(failing.next_ready(now), 2_000);
+        for _ in 0..100 {
+            failing.after(&main, &Next::Broken, now);
+        }
+        assert_eq!(failing.next_ready(now), 60_000, "no overflow after many");
     }
 
     /// Long polls refused for want of connections wait 2 s, then twice
