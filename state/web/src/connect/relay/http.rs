@@ -317,7 +317,9 @@ impl FullBackoff {
                 }
                 None
             }
-            Next::Wait | Next::Broken => Some(RETRY_AFTER_MS),
+            Next::Wait => Some(RETRY_AFTER_MS),
+            // The stream is put off ([`Failing`]): the others go on.
+            Next::Broken => None,
             Next::Full => Some(self.refused()),
         }
     }
@@ -361,19 +363,36 @@ impl Failing {
             .min(FAILING_RETRY_MAX_MS)
     }
 
+    /// How long a stream put off until `until` still waits at `now`:
+    /// never more than [`FAILING_RETRY_MAX_MS`], so a clock set back
+    /// (the wall clock, which `now` is) holds no stream longer than that.
+    fn left(until: u64, now: u64) -> u64 {
+        match until.saturating_sub(now) {
+            left if left > FAILING_RETRY_MAX_MS => 0,
+            left => left,
+        }
+    }
+
     /// Whether `stream` may be asked at `now`.
     fn ready(&self, stream: &StreamId, now: u64) -> bool {
         self.0
             .iter()
-            .all(|(failed, _, until)| failed != stream || *until <= now)
+            .all(|(failed, _, until)| failed != stream || Self::left(*until, now) == 0)
     }
 
-    /// How long until the first stream put off may be asked again (at
-    /// least a millisecond: never a loop that spins).
+    /// How long until the first stream still put off may be asked again
+    /// (streams whose wait has passed, such as one the token may no
+    /// longer read, do not count); [`RETRY_AFTER_MS`] if none is, so the
+    /// loop never spins.
     fn next_ready(&self, now: u64) -> u32 {
-        let first = self.0.iter().map(|(_, _, until)| *until).min();
-        let wait = first.map_or(0, |until| until.saturating_sub(now)).max(1);
-        u32::try_from(wait).unwrap_or(u32::MAX)
+        let first = self
+            .0
+            .iter()
+            .map(|(_, _, until)| Self::left(*until, now))
+            .filter(|left| *left > 0)
+            .min();
+        let wait = first.unwrap_or(u64::from(RETRY_AFTER_MS));
+        u32::try_from(wait).unwrap_or(RETRY_AFTER_MS)
     }
 }
 
@@ -464,7 +483,7 @@ mod tests {
         let (main, global): (gaesup_protocol::StreamId, gaesup_protocol::StreamId) =
             ("apartment:main".parse().unwrap(), "global".parse().unwrap());
         let mut failing = Failing::default();
-        let mut now = 0;
+        let mut now = 1_700_000_000_000;
         let mut waits = Vec::new();
         for _ in 0..8 {
             assert!(failing.ready(&main, now));
@@ -489,13 +508,23 @@ mod tests {
         // Through: from the start again.
         failing.after(&main, &Next::Go, now);
         assert!(failing.ready(&main, now));
-        assert_eq!(failing.next_ready(now), 1, "nothing put off");
+        assert_eq!(failing.next_ready(now), 2_000, "nothing put off");
         failing.after(&main, &Next::Broken, now);
         assert_eq!(failing.next_ready(now), 2_000);
         for _ in 0..100 {
             failing.after(&main, &Next::Broken, now);
         }
         assert_eq!(failing.next_ready(now), 60_000, "no overflow after many");
+        // A stream whose wait has passed (one the token may no longer
+        // read, say) does not make the loop wake at once for the others.
+        failing.after(&global, &Next::Broken, now);
+        let later = now + 30_000;
+        assert!(failing.ready(&global, later));
+        assert_eq!(failing.next_ready(later), 30_000);
+        // The wall clock set back an hour: no stream waits past a minute.
+        let before = now - 3_600_000;
+        assert!(failing.ready(&main, before));
+        assert_eq!(failing.next_ready(before), 2_000);
     }
 
     /// Long polls refused for want of connections wait 2 s, then twice
@@ -530,6 +559,7 @@ mod tests {
             (Next::Full, true),
             (Next::Go, true),
             (Next::Full, true),
+            (Next::Broken, true),
         ];
         let pauses: Vec<Option<u32>> = run
             .iter()
@@ -545,7 +575,8 @@ mod tests {
                 Some(2_000),
                 Some(8_000),
                 None,
-                Some(2_000)
+                Some(2_000),
+                None
             ]
         );
     }
