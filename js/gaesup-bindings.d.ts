@@ -49,11 +49,16 @@ export interface WrittenMeta {
   version: string | null;
 }
 
-/** An optimistic write: keep it, or take it back unless someone wrote over it. */
+/**
+ * An optimistic write: keep it, or take it back unless someone wrote over
+ * it. Settled once: a second `confirm` or `revert` throws `bad_value`.
+ */
 export interface GaesupWrite {
   confirm(): void;
   /** `true` when undone; `false` when a later write was kept. */
   revert(): boolean;
+  /** Frees it now, rather than when the collector finds it (after settling it). */
+  free(): void;
 }
 
 /** One unit's handle: `window.gaesup.unit('apartment/building/unit')`. */

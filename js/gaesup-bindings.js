@@ -200,6 +200,9 @@ export class SharedState {
       }
       return false;
     } finally {
+      // Settled: its Rust side is freed now rather than when the
+      // collector finds it.
+      write.free();
       this.#pending -= 1;
       this.#refreshOrPublish();
     }

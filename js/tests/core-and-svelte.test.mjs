@@ -144,6 +144,9 @@ test('optimistic writes: pending while waiting, kept on success, taken back on r
   reject(new Error('late'));
   assert.equal(await overtaken, false);
   assert.equal(note.getSnapshot().value, 'theirs');
+  // Each write settled once, then freed at once.
+  const settled = fake.calls.filter(([call]) => ['confirm', 'revert', 'free'].includes(call));
+  assert.deepEqual(settled.map(([call]) => call), ['confirm', 'free', 'revert', 'free', 'revert', 'free']);
   stop();
   assert.equal(fake.subscriptions.size, 0);
 });

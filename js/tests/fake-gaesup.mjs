@@ -99,15 +99,28 @@ export class FakeGaesup {
         const before = copy(key(name).value);
         this.set(name, value);
         const written = fake.#stamp;
+        // As the real one: settled once, then freed.
+        let settled = false;
+        const settle = () => {
+          if (settled) {
+            throw Object.assign(new Error('bad value: this write was already confirmed or reverted'), { code: 'bad_value' });
+          }
+          settled = true;
+        };
         return {
           confirm() {
+            settle();
             fake.calls.push(['confirm', name]);
           },
           revert() {
+            settle();
             fake.calls.push(['revert', name]);
             if (fake.#stamp !== written) return false;
             fake.write(name, before, address);
             return true;
+          },
+          free() {
+            fake.calls.push(['free', name]);
           },
         };
       },

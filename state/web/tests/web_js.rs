@@ -410,15 +410,18 @@ fn paths_meta_and_optimistic_writes() {
             const kept2 = overtaken.revert();
             let badPath = null;
             try { u.getPath('cart', ''); } catch (e) { badPath = e.code; }
+            // Settled once: a second confirm or revert says so, with a code.
+            const settled = [() => kept.confirm(), () => undone.revert(), () => undone.confirm(), () => overtaken.revert()]
+                .map((again) => { try { again(); return 'ok'; } catch (e) { return `${e.code}: ${e.message}`; } });
             return {
-                seen, before: before.lastWriter, reverted, kept2,
+                settled, seen, before: before.lastWriter, reverted, kept2,
                 now: u.getPath('cart', 'items.0.qty'), missing: u.getPath('cart', 'items.5.qty') === undefined,
                 writer: u.meta('cart').lastWriter, version: typeof u.meta('cart').version, badPath,
             };
         "#);
         assert_eq!(
             out,
-            r#"{"seen":[2,null],"before":"js7/b/el","reverted":true,"kept2":false,"now":12,"missing":true,"writer":"js7/b/other","version":"string","badPath":"invalid_path"}"#
+            r#"{"settled":["bad_value: bad value: this write was already confirmed or reverted","bad_value: bad value: this write was already confirmed or reverted","bad_value: bad value: this write was already confirmed or reverted","bad_value: bad value: this write was already confirmed or reverted"],"seen":[2,null],"before":"js7/b/el","reverted":true,"kept2":false,"now":12,"missing":true,"writer":"js7/b/other","version":"string","badPath":"invalid_path"}"#
         );
     });
 }

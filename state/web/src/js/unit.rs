@@ -224,7 +224,7 @@ impl JsUnit {
             Ok(JsWrite {
                 unit: self.unit.clone(),
                 key,
-                written,
+                written: Some(written),
             })
         };
         write().map_err(|e| js_error(&e))
