@@ -42,9 +42,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use gaesup_state_core::decode::read_bounded;
 use gaesup_state_core::{
-    FullKey, MAX_MESSAGE_BYTES, Op, OpId, Payload, Stamp, Storage, StorageError, UnitAddress,
-    encoded_len, split_by_len,
+    FullKey, MAX_MESSAGE_BYTES, MAX_STORED_BYTES, Op, OpId, Payload, Stamp, Storage, StorageError,
+    UnitAddress, encoded_len, split_by_len,
 };
 
 use crate::message::{
@@ -720,7 +721,9 @@ impl Link {
                 .get(key)
                 .ok()
                 .flatten()
-                .and_then(|text| serde_json::from_str::<Op>(&text).ok())
+                .and_then(|text| {
+                    read_bounded::<Op>(&text, MAX_STORED_BYTES, "an op of the outbox").ok()
+                })
                 .filter(|op| op.validate().is_ok())
                 .filter(|op| self.streams.contains(&StreamId::of(&op.key)))
             else {
@@ -2041,9 +2044,7 @@ impl Link {
             self.limits_asking = false;
         }
         let said = match answer {
-            Some((200..=299, text)) => {
-                gaesup_state_core::parse_untrusted::<Limits>(text, 1024, "limits").ok()
-            }
+            Some((200..=299, text)) => read_bounded::<Limits>(text, 1024, "limits").ok(),
             _ => None,
         };
         if let Some(limits) = said {

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use gaesup_state_core::decode::{
-    Fields, FromJson, Node, Why, invalid, items, parse_tree_bounded, variant,
+    Fields, FromJson, Node, Skimmed, Why, invalid, items, parse_tree_bounded, variant,
 };
 use gaesup_state_core::{
     FullKey, MAX_MESSAGE_BYTES, MAX_SYNC_STATES, Op, OpId, Payload, Strategy, SyncEntry,
@@ -746,7 +746,7 @@ fn open(text: &str, max_bytes: usize) -> Result<(String, Node<'_>), ProtocolErro
             format!("protocol version {version:?}; this relay speaks {PROTOCOL_VERSION}"),
         )
     };
-    // Depth first: a deep document never reaches a recursive parser.
+    // Size first, then one parse that stops at the depth limit.
     let tree = match parse_tree_bounded(text, max_bytes, "message") {
         Ok(tree) => tree,
         Err(err) => {
@@ -789,51 +789,43 @@ struct Envelope {
 }
 
 impl Envelope {
-    /// The envelope of `text` (checked for size and depth first).
+    /// The envelope of `text` (checked for size and depth first): its
+    /// `v` and `type` read, whether it has a `body` (not `null`), each
+    /// given at most once, and every other field skipped by its syntax
+    /// alone.
     fn sniff(text: &str, max_bytes: usize) -> Option<Self> {
-        gaesup_state_core::parse_untrusted(text, max_bytes, "message").ok()
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Envelope {
-    fn deserialize<D: serde::Deserializer<'de>>(input: D) -> Result<Self, D::Error> {
-        use serde::de::{Error, IgnoredAny, MapAccess, Visitor};
-        struct Fields;
-        impl<'de> Visitor<'de> for Fields {
-            type Value = Envelope;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a message")
+        let fields = gaesup_state_core::decode::skim_bounded(
+            text,
+            max_bytes,
+            "message",
+            &["v", "type"],
+            &["body"],
+        )
+        .ok()?;
+        let mut envelope = Envelope {
+            version: None,
+            kind: None,
+            body: false,
+        };
+        let mut seen = [false; 3];
+        for (name, value) in fields {
+            let at = match name.as_ref() {
+                "v" => 0,
+                "type" => 1,
+                _ => 2,
+            };
+            if std::mem::replace(&mut seen[at], true) {
+                return None;
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope, A::Error> {
-                let mut envelope = Envelope {
-                    version: None,
-                    kind: None,
-                    body: false,
-                };
-                let mut seen = [false; 3];
-                while let Some(name) = map.next_key::<String>()? {
-                    let at = match name.as_str() {
-                        "v" => 0,
-                        "type" => 1,
-                        "body" => 2,
-                        _ => {
-                            map.next_value::<IgnoredAny>()?;
-                            continue;
-                        }
-                    };
-                    if std::mem::replace(&mut seen[at], true) {
-                        return Err(A::Error::custom("a field of the envelope given twice"));
-                    }
-                    match at {
-                        0 => envelope.version = map.next_value()?,
-                        1 => envelope.kind = map.next_value()?,
-                        _ => envelope.body = map.next_value::<Option<IgnoredAny>>()?.is_some(),
-                    }
-                }
-                Ok(envelope)
+            match (at, value) {
+                (0, Skimmed::Read(node)) => envelope.version = FromJson::from_json(node).ok()?,
+                (1, Skimmed::Read(node)) => envelope.kind = FromJson::from_json(node).ok()?,
+                (2, Skimmed::Null) => {}
+                (2, Skimmed::Skipped) => envelope.body = true,
+                _ => return None,
             }
         }
-        input.deserialize_map(Fields)
+        Some(envelope)
     }
 }
 

@@ -39,7 +39,8 @@ use futures_util::StreamExt;
 use gaesup_protocol::{
     Ack, AckStatus, Acks, ProtocolError, Push, ServerMessage, StreamId, Subscription, code,
 };
-use gaesup_state_core::{FullKey, MAX_MESSAGE_BYTES, encoded_len, parse_untrusted};
+use gaesup_state_core::decode::read_bounded;
+use gaesup_state_core::{FullKey, MAX_MESSAGE_BYTES, encoded_len};
 use serde::Deserialize;
 use tokio::sync::watch;
 
@@ -240,7 +241,7 @@ pub async fn push(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Bo
             &ProtocolError::new(code::MALFORMED, "the body is not UTF-8"),
         );
     };
-    let push: Push = match parse_untrusted(text, app.config.max_frame_bytes, "push") {
+    let push: Push = match read_bounded(text, app.config.max_frame_bytes, "push") {
         Ok(push) => push,
         Err(err) => return refuse(&app, &ProtocolError::new(code::MALFORMED, err.to_string())),
     };

@@ -6,11 +6,13 @@
 //! as an array), one for field names, a copy of serde_json's list and map
 //! readers per element type. In the wasm that was most of what the state
 //! manager's formats cost (BENCHMARKS.md, "What the formats alone cost").
-//! Here one small parser builds the tree, and each type's reader
-//! ([`FromJson`]) is plain code over it, compiled once. A decode costs
-//! more than the derive's (about a third again the instructions for a small
-//! op message: the tree is built, then read); the wasm is about 10 KiB
-//! brotli smaller.
+//! Here one small parser (`decode/parse.rs`) builds the tree, and each
+//! type's reader ([`FromJson`]) is plain code over it, compiled once. When
+//! serde_json's parser built the tree, a decode cost about a third again
+//! the derive's instructions for a small op message (the tree is built,
+//! then read), for a wasm about 10 KiB brotli smaller; the parser of our
+//! own reads such a message in about a quarter fewer instructions than
+//! that path did, depth limit included.
 //!
 //! The tree refuses a name given twice in one object, wherever it is,
 //! spelt alike or not (serde_json's own `Value` keeps the last): two
@@ -28,7 +30,8 @@
 //!
 //! The relay protocol reads its messages, which hold the core's types, in
 //! one parse with these: untrusted text goes through
-//! [`parse_tree_bounded`] (size and depth first) or [`read_bounded`], and
+//! [`parse_tree_bounded`] (size first, then a parse that keeps the depth
+//! limit) or [`read_bounded`], and
 //! a type's reader takes its fields out of its object with [`Fields`].
 //!
 //! ```
@@ -77,7 +80,11 @@ use serde_json::{Number, Value};
 
 use crate::vec_map::{VecMap, VecSet};
 
-pub use crate::limits::{parse_tree_bounded, read_bounded};
+pub use crate::limits::{parse_tree_bounded, read_bounded, skim_bounded};
+pub(crate) use parse::{Refusal, parse_tree, skim, string_text};
+pub use parse::{Skimmed, SyntaxError};
+
+mod parse;
 
 /// Why a value did not read: serde's wording where it has one.
 pub type Why = String;
@@ -217,15 +224,8 @@ pub fn through_tree<'de, D: de::Deserializer<'de>, T: FromJson>(
     T::from_json(tree).map_err(de::Error::custom)
 }
 
-/// Parses `text` (checked for size and depth already) into a tree.
-pub(crate) fn parse_tree(text: &str) -> serde_json::Result<Node<'_>> {
-    let mut input = serde_json::Deserializer::from_str(text);
-    let tree = de::Deserializer::deserialize_any(&mut input, Tree)?;
-    input.end()?;
-    Ok(tree)
-}
-
-/// Builds a [`Node`], refusing a name repeated in an object.
+/// Builds a [`Node`] from a serde input (text goes through
+/// [`parse`](self::parse) instead), refusing a name repeated in an object.
 #[derive(Clone, Copy)]
 struct Tree;
 
@@ -298,29 +298,37 @@ impl<'de> Visitor<'de> for Tree {
         while let Some(name) = map.next_key_seed(Name)? {
             fields.push((name, map.next_value_seed(self)?));
         }
-        let twice = if fields.len() <= SMALL_OBJECT {
-            // Few names: each against those before it, in text order.
-            (1..fields.len()).find_map(|at| {
-                let (done, rest) = fields.split_at(at);
-                let name = &rest.first()?.0;
-                done.iter().any(|(seen, _)| seen == name).then_some(name)
-            })
-        } else {
-            // A name given twice is refused, so no order among equal
-            // names matters (and an unstable sort takes no scratch memory).
-            fields.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
-            fields
-                .windows(2)
-                .find(|pair| pair[0].0 == pair[1].0)
-                .map(|pair| &pair[0].0)
-        };
-        if let Some(name) = twice {
+        if let Some(name) = name_twice(&mut fields) {
             return Err(de::Error::custom(format_args!(
                 "duplicate field `{}`",
                 crate::error::preview(name)
             )));
         }
         Ok(Node::Object(fields))
+    }
+}
+
+/// An object's fields as the tree keeps them (see [`Node::Object`]): in
+/// the text's order up to [`SMALL_OBJECT`] fields, sorted by name past
+/// it. Returns a name given twice, if one is.
+fn name_twice<'n, T>(fields: &'n mut [(Cow<'_, str>, T)]) -> Option<&'n str> {
+    if fields.len() <= SMALL_OBJECT {
+        // Few names: each against those before it, in text order.
+        (1..fields.len()).find_map(|at| {
+            let (done, rest) = fields.split_at(at);
+            let name = &rest.first()?.0;
+            done.iter()
+                .any(|(seen, _)| seen == name)
+                .then_some(name.as_ref())
+        })
+    } else {
+        // A name given twice is refused, so no order among equal
+        // names matters (and an unstable sort takes no scratch memory).
+        fields.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+        fields
+            .windows(2)
+            .find(|pair| pair[0].0 == pair[1].0)
+            .map(|pair| pair[0].0.as_ref())
     }
 }
 
@@ -693,6 +701,11 @@ impl<K: FromJson + Ord, V: FromJson> FromJson for VecMap<K, V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The tree of `text`, at the depth limit of outside text.
+    fn parse_tree(text: &str) -> Result<Node<'_>, SyntaxError> {
+        super::parse_tree(text, crate::limits::MAX_JSON_DEPTH)
+    }
 
     #[test]
     fn a_key_given_twice_is_refused_at_any_depth() {

@@ -1,12 +1,16 @@
 //! Size and depth limits, and the bounded JSON parsing every piece of
 //! untrusted text goes through.
 //!
-//! Text from storage, other tabs or the user is checked for size first, then
-//! scanned (iteratively) for nesting depth, and only then handed to
-//! serde_json. The scan turns a ten-thousand-deep `[[[[…` into
-//! [`Error::TooDeep`] before any recursive code runs; serde_json's own
-//! recursion limit stays as a second line of defence.
+//! Text from storage, other tabs or the user is checked for size first.
+//! Read into the core's tree ([`parse_tree_bounded`]), it is then parsed
+//! once, by a parser that counts its nesting as it goes and stops at
+//! [`MAX_JSON_DEPTH`]: a ten-thousand-deep `[[[[…` is [`Error::TooDeep`]
+//! after 96 levels of recursion, not ten thousand. Text read by serde
+//! ([`parse_bounded`]) is scanned (iteratively) for its nesting depth
+//! before serde_json sees it, whose own recursion limit stays as a second
+//! line of defence.
 
+use std::borrow::Cow;
 use std::io;
 
 use serde::de::DeserializeOwned;
@@ -99,7 +103,7 @@ const REASON_CHARS: usize = 160;
 /// nesting limit of its own. No crate of this workspace enables it, but
 /// features unify: an application that does (for its own reasons) turns
 /// it on for the state manager too, so such objects stay refused.
-const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
+pub(crate) const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
 
 /// Fails if `text` nests `[`/`{` deeper than `limit`. Strings are skipped
 /// (with their escapes), so brackets inside them do not count. Also fails
@@ -172,12 +176,13 @@ fn is_raw_value_token(quoted: &str) -> bool {
     }
     // Escaped: at most six bytes per character.
     raw.len() <= RAW_VALUE_TOKEN.len() * 6
-        && serde_json::from_str::<String>(quoted).is_ok_and(|key| key == RAW_VALUE_TOKEN)
+        && crate::decode::string_text(quoted).is_some_and(|key| key == RAW_VALUE_TOKEN)
 }
 
-/// Parses untrusted JSON text: size cap, depth scan (iterative, so a deep
-/// document never reaches a recursive parser), then serde. Every piece of
-/// outside text the core reads goes through it; the relay protocol too.
+/// Parses untrusted JSON text with serde: size cap, depth scan
+/// (iterative, so a deep document never reaches a recursive parser), then
+/// serde_json. For a type that reads only through serde; the core's own
+/// formats and the relay protocol go through [`parse_tree_bounded`].
 pub fn parse_bounded<T: DeserializeOwned>(
     text: &str,
     max_bytes: usize,
@@ -190,8 +195,8 @@ pub fn parse_bounded<T: DeserializeOwned>(
     })
 }
 
-/// What every parse of outside text checks first: its size, then its
-/// nesting (iteratively, before any recursive parser sees it).
+/// What a serde parse or a skim of outside text checks first: its size,
+/// then its nesting (iteratively, before any recursive parser sees it).
 fn check_text(text: &str, max_bytes: usize, what: &'static str) -> Result<()> {
     if text.len() > max_bytes {
         return Err(Error::TooLarge {
@@ -204,18 +209,68 @@ fn check_text(text: &str, max_bytes: usize, what: &'static str) -> Result<()> {
 }
 
 /// Parses untrusted JSON text into a tree ([`Node`](crate::decode::Node)):
-/// its size against `max_bytes`, then its depth (scanned iteratively,
-/// before any recursive parser sees it), then the parser, which refuses a
-/// name given twice in one object. `what` names the text in the error.
+/// its size against `max_bytes`, then the parser, which refuses nesting
+/// deeper than [`MAX_JSON_DEPTH`] as it reads ([`Error::TooDeep`]), a
+/// name given twice in one object, and an object keyed first by
+/// serde_json's raw-value token, as [`parse_bounded`]'s scan refuses it.
+/// A text refused for its syntax is scanned too, so the error is the
+/// scan's where it has one, as when the scan came first. `what` names
+/// the text in the error.
 pub fn parse_tree_bounded<'t>(
     text: &'t str,
     max_bytes: usize,
     what: &'static str,
 ) -> Result<crate::decode::Node<'t>> {
+    use crate::decode::Refusal;
+    if text.len() > max_bytes {
+        return Err(Error::TooLarge {
+            what,
+            size: text.len(),
+            limit: max_bytes,
+        });
+    }
+    // The parser keeps the depth limit and refuses the raw-value token
+    // itself, as it reads: one pass over a text that parses, not a scan
+    // and a parse. A text that does not is scanned then, so that one
+    // nested too deep is refused as such wherever its syntax breaks.
+    crate::decode::parse_tree(text, MAX_JSON_DEPTH).map_err(|err| match err.refusal() {
+        Refusal::TooDeep => Error::TooDeep {
+            what,
+            limit: MAX_JSON_DEPTH,
+        },
+        Refusal::RawValueToken => raw_value_token(what),
+        Refusal::Syntax => match check_depth(text, MAX_JSON_DEPTH, what) {
+            Err(first) => first,
+            Ok(()) => Error::Malformed {
+                what,
+                reason: short_reason(err.to_string()),
+            },
+        },
+    })
+}
+
+/// The top-level fields of untrusted text, one JSON object, named in
+/// `read` or `note`, in the text's order (a name given twice is there
+/// twice), after its size and depth are checked (a scan, which also
+/// refuses serde_json's raw-value token): those named in `read` read into
+/// trees as [`parse_tree_bounded`] reads, those in `note` skipped by their
+/// syntax alone ([`Skimmed::Null`](crate::decode::Skimmed::Null) or
+/// [`Skimmed::Skipped`](crate::decode::Skimmed::Skipped)), the rest
+/// skipped and not kept. Skipping sees no name given twice, no lone
+/// surrogate, no number out of range, as serde's `IgnoredAny` does not:
+/// for a message whose whole may not read, to learn what its envelope
+/// says.
+pub fn skim_bounded<'t>(
+    text: &'t str,
+    max_bytes: usize,
+    what: &'static str,
+    read: &[&str],
+    note: &[&str],
+) -> Result<Vec<(Cow<'t, str>, crate::decode::Skimmed<'t>)>> {
     check_text(text, max_bytes, what)?;
-    crate::decode::parse_tree(text).map_err(|err| Error::Malformed {
+    crate::decode::skim(text, read, note).map_err(|err| Error::Malformed {
         what,
-        reason: serde_reason(&err),
+        reason: short_reason(err.to_string()),
     })
 }
 
@@ -744,6 +799,47 @@ mod tests {
                 value,
                 serde_json::from_str::<Value>(&text).unwrap(),
                 "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_tree_parser_keeps_the_depth_limit_and_the_token_rule_as_it_reads() {
+        let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        assert!(parse_tree_bounded(&nested(MAX_JSON_DEPTH), 1 << 20, "x").is_ok());
+        for text in [
+            nested(MAX_JSON_DEPTH + 1),
+            "[".repeat(1_000_000),
+            format!(r#"{{"a":{}}}"#, nested(MAX_JSON_DEPTH)),
+        ] {
+            assert_eq!(
+                parse_tree_bounded(&text, usize::MAX, "x").unwrap_err(),
+                Error::TooDeep {
+                    what: "x",
+                    limit: MAX_JSON_DEPTH
+                }
+            );
+        }
+        // Brackets in strings are text.
+        let text = format!("[\"{}\"]", "[".repeat(1000));
+        assert!(parse_tree_bounded(&text, 1 << 20, "x").is_ok());
+        // The raw-value token, spelt plainly or escaped, first in an
+        // object at any depth.
+        let smuggled = format!(r#"{{"v":[{{"{RAW_VALUE_TOKEN}":"[]"}}]}}"#);
+        let escaped = smuggled.replacen('$', "\\u0024", 1);
+        for text in [&smuggled, &escaped] {
+            let err = parse_tree_bounded(text, 1 << 20, "x").unwrap_err();
+            assert_eq!(err, raw_value_token("x"), "{text}");
+        }
+        for text in [
+            format!(r#"{{"a":"{RAW_VALUE_TOKEN}"}}"#),
+            format!(r#"{{"a":1,"{RAW_VALUE_TOKEN}":"[]"}}"#),
+            format!(r#"["{RAW_VALUE_TOKEN}"]"#),
+        ] {
+            let tree = parse_tree_bounded(&text, 1 << 20, "x").unwrap();
+            assert_eq!(
+                tree.into_value(),
+                serde_json::from_str::<Value>(&text).unwrap()
             );
         }
     }

@@ -77,13 +77,10 @@ fn json_text(value: &JsValue) -> Result<String> {
 }
 
 /// Parses the text as any outside text is parsed (size, depth, then
-/// serde): a value nested too deep is `too_deep`, not a parser's error.
+/// the parser): a value nested too deep is `too_deep`, not a parser's
+/// error.
 fn parse(text: &str) -> Result<Value> {
-    Ok(gaesup_state_core::parse_untrusted(
-        text,
-        MAX_LOCAL_STATE_BYTES,
-        "a value from JavaScript",
-    )?)
+    Ok(parse_tree_bounded(text, MAX_LOCAL_STATE_BYTES, "a value from JavaScript")?.into_value())
 }
 
 /// JSON → JavaScript value, through `JSON.parse`.
