@@ -1155,7 +1155,7 @@ impl State {
                     break;
                 }
                 after = seq;
-                match serde_json::from_str::<Op>(&body) {
+                match stored_op(&body) {
                     Ok(op) => ops.push(Sequenced { seq, op }),
                     Err(err) => tracing::error!(seq, error = %err, "a stored op does not parse"),
                 }
@@ -1387,7 +1387,7 @@ impl State {
                 resync = true;
                 break;
             }
-            let op = match serde_json::from_str::<Op>(&body) {
+            let op = match stored_op(&body) {
                 Ok(op) => op,
                 Err(err) => {
                     tracing::error!(stream = %id, seq, error = %err, "another node's op does not parse");
@@ -1809,7 +1809,7 @@ impl State {
     /// whole batch of other devices' ops.
     async fn stored_ops(&self, id: &StreamId, held: &[(String, u64)]) -> Vec<Option<Op>> {
         let stream = id.to_string();
-        let decode = |body: Option<String>| body.and_then(|body| serde_json::from_str(&body).ok());
+        let decode = |body: Option<String>| body.and_then(|body| stored_op(&body).ok());
         let seqs: Vec<u64> = held.iter().map(|(_, seq)| *seq).collect();
         let mut stored = Vec::with_capacity(seqs.len());
         for chunk in seqs.chunks(READ_BACK_CHUNK) {
@@ -2188,7 +2188,7 @@ impl State {
                 after = seq;
                 sent += 1;
                 bytes += body.len();
-                match serde_json::from_str::<Op>(&body) {
+                match stored_op(&body) {
                     Ok(op) if claims.can_read_key(&op.key) => ops.push(Sequenced { seq, op }),
                     Ok(_) => {}
                     Err(err) => tracing::error!(seq, error = %err, "a stored op does not parse"),
@@ -2387,6 +2387,13 @@ fn stored_state(replica: &Replica, key: &FullKey) -> Option<String> {
 /// The length of [`stored_state`], counted without building it.
 fn stored_len(replica: &Replica, key: &FullKey) -> usize {
     Stored::of(replica, key).map_or(0, |stored| encoded_len(&stored, usize::MAX))
+}
+
+/// An op as the store holds it, read with the core's parser. A node of
+/// this relay wrote it, having read it from a device's message, which
+/// the frame limit and the depth limit bounded: no limit of size again.
+fn stored_op(body: &str) -> Result<Op, gaesup_state_core::Error> {
+    gaesup_state_core::decode::read_bounded(body, usize::MAX, "a stored op")
 }
 
 #[cfg(test)]
