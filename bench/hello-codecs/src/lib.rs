@@ -14,9 +14,8 @@
 //! our types, and the rest. The formats are the part no change to the
 //! logic can remove.
 
-use gaesup_state_core::{
-    MAX_STORED_BYTES, Message, Snapshot, StoredState, parse_untrusted, to_text,
-};
+use gaesup_state_core::decode::read_bounded;
+use gaesup_state_core::{MAX_STORED_BYTES, Message, Snapshot, StoredState, to_text};
 use leptos::prelude::*;
 use leptos_router::components::{Route, Router, Routes};
 use leptos_router::path;
@@ -66,7 +65,8 @@ pub fn codecs(text: &str) -> usize {
     let message = Message::decode(text)
         .ok()
         .and_then(|message| message.encode().ok());
-    let stored = parse_untrusted::<StoredState>(text, MAX_STORED_BYTES, "stored state")
+    // As the replica reads a stored key (`replica/load.rs`).
+    let stored = read_bounded::<StoredState>(text, MAX_STORED_BYTES, "stored state")
         .ok()
         .filter(|stored| stored.state.validate().is_ok())
         .and_then(|stored| to_text(&stored).ok());
