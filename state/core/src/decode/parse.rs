@@ -2,10 +2,12 @@
 //!
 //! # The problem
 //!
-//! Built through serde, the tree took serde_json's parser: its visitor
-//! machinery, a float parser of its own, and a `Value` reader beside it,
-//! about 31 KiB of the app's wasm before `wasm-opt`, to fill a tree that
-//! needs none of serde's generality. This parser reads the text once,
+//! Built through serde, the tree took serde_json's parser and its visitor
+//! machinery (about 31 KiB of the app's wasm before `wasm-opt`), after a
+//! separate scan of the whole text for its depth, to fill a tree that
+//! needs none of serde's generality. This parser costs about as much wasm
+//! as it removes, and reads text in 15–26 % fewer instructions (the scan
+//! was a fifth of them). It reads the text once,
 //! byte by byte, into the same tree, with the same rules: what serde_json
 //! accepts it accepts, and reads alike (a test holds it to the serde
 //! path on generated text, valid and not); what serde_json refuses it
