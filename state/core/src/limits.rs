@@ -198,14 +198,20 @@ pub fn parse_bounded<T: DeserializeOwned>(
 /// What a serde parse or a skim of outside text checks first: its size,
 /// then its nesting (iteratively, before any recursive parser sees it).
 fn check_text(text: &str, max_bytes: usize, what: &'static str) -> Result<()> {
-    if text.len() > max_bytes {
-        return Err(Error::TooLarge {
+    check_size(text, max_bytes, what)?;
+    check_depth(text, MAX_JSON_DEPTH, what)
+}
+
+/// Refuses `text` longer than `max_bytes`.
+fn check_size(text: &str, max_bytes: usize, what: &'static str) -> Result<()> {
+    match text.len() > max_bytes {
+        true => Err(Error::TooLarge {
             what,
             size: text.len(),
             limit: max_bytes,
-        });
+        }),
+        false => Ok(()),
     }
-    check_depth(text, MAX_JSON_DEPTH, what)
 }
 
 /// Parses untrusted JSON text into a tree ([`Node`](crate::decode::Node)):
@@ -222,13 +228,7 @@ pub fn parse_tree_bounded<'t>(
     what: &'static str,
 ) -> Result<crate::decode::Node<'t>> {
     use crate::decode::Refusal;
-    if text.len() > max_bytes {
-        return Err(Error::TooLarge {
-            what,
-            size: text.len(),
-            limit: max_bytes,
-        });
-    }
+    check_size(text, max_bytes, what)?;
     // The parser keeps the depth limit and refuses the raw-value token
     // itself, as it reads: one pass over a text that parses, not a scan
     // and a parse. A text that does not is scanned then, so that one
