@@ -71,6 +71,48 @@ async function zustandSet(page: Page, subscribers: number, n: number) {
   );
 }
 
+/**
+ * `cycles` mount/unmount cycles of a `kind` unit after `warmup` of them,
+ * `chunk` per task with the event loop turning between tasks (a timer:
+ * the microtasks a task queued run first). What the manager and the wasm
+ * memory hold is read once the event loop has turned after the last.
+ */
+async function turningCycles(page: Page, kind: string, warmup: number, cycles: number, chunk: number) {
+  const text = await page.evaluate(
+    async ([kind, warmup, cycles, chunk]) => {
+      const bindings = (window as any).wasmBindings;
+      const turn = () => new Promise((resolve) => setTimeout(resolve, 0));
+      const run = async (n: number) => {
+        let ms = 0;
+        let mounted = 0;
+        for (let done = 0; done < n; done += chunk) {
+          const r = JSON.parse(bindings.mount_cycles(kind, Math.min(chunk, n - done)));
+          ms += r.ms;
+          mounted = Math.max(mounted, r.subscriptions_mounted);
+          await turn();
+        }
+        return { ms, mounted };
+      };
+      await run(warmup);
+      const before = JSON.parse(bindings.memory_now());
+      const { ms, mounted } = await run(cycles);
+      const after = JSON.parse(bindings.memory_now());
+      return JSON.stringify({
+        ms,
+        subscriptions_before: before.subscriptions,
+        subscriptions_mounted: mounted,
+        subscriptions_after: after.subscriptions,
+        listeners_before: before.listeners,
+        listeners_after: after.listeners,
+        bytes_before: before.bytes,
+        bytes_after: after.bytes,
+      });
+    },
+    [kind, warmup, cycles, chunk] as const,
+  );
+  return JSON.parse(text);
+}
+
 test('state ops', async ({ page, browser, browserName }) => {
   // zustand's vanilla store, served from node_modules to the same page.
   await page.route('**/zustand-vanilla.mjs', (route) =>
@@ -81,11 +123,23 @@ test('state ops', async ({ page, browser, browserName }) => {
   // plain signal in the same containers) is the baseline; `bare` (a plain
   // signal, no containers) is Leptos alone; `providers` adds three nested
   // Leptos <Provider>s, what the containers are made of.
-  const memory: Record<string, any> = { cycles: 10_000, warmup_cycles: 1_000 };
+  //
+  // Twice for each kind, each on a fresh page. First as a page mounts
+  // units: CHUNK cycles per task, the event loop turning between them
+  // (what outlives the cycles is a leak). Then every cycle in one task:
+  // Leptos ends each render effect's task only when the event loop runs
+  // it, so one task of many cycles holds them all until it ends; a second
+  // such task shows whether that memory was freed (and is reused).
+  const CHUNK = 100;
+  const memory: Record<string, any> = { cycles: 10_000, warmup_cycles: 1_000, chunk: CHUNK };
   for (const kind of ['bare', 'providers', 'containers', 'keys', 'plain', 'all', 'shared', 'path', 'event']) {
     await open(page);
-    const warmup = await call(page, 'mount_cycles', kind, 1_000);
-    memory[kind] = { warmup, ...(await call(page, 'mount_cycles', kind, 10_000)) };
+    const turning = await turningCycles(page, kind, memory.warmup_cycles, memory.cycles, CHUNK);
+    await open(page);
+    const warmup = await call(page, 'mount_cycles', kind, memory.warmup_cycles);
+    const oneTask = await call(page, 'mount_cycles', kind, memory.cycles);
+    const again = await call(page, 'mount_cycles', kind, memory.cycles);
+    memory[kind] = { ...turning, one_task: { warmup, ...oneTask, again } };
   }
   await open(page);
   await page.addScriptTag({

@@ -317,22 +317,27 @@ goal(
   h ? h.ms <= 3 && h.items_rendered === h.planted.items : null,
 );
 // Memory: the unit with every hook, against the same unit with a plain
-// signal (same containers, same run).
+// signal (same containers, same run), mounted as a page mounts units (the
+// event loop turning every `chunk` cycles); the same cycles in one task
+// beside it.
 const mem = ops?.memory;
 const m = mem?.all;
 const growth = (r) => r.bytes_after - r.bytes_before;
+const sameCount = (r) => r.subscriptions_after === r.subscriptions_before && r.listeners_after === r.listeners_before;
 goal(
   '10,000 unit mount/unmount cycles: live subscriptions',
   m ? `${m.subscriptions_before} → ${m.subscriptions_after} (${m.subscriptions_mounted} while mounted); listeners ${m.listeners_before} → ${m.listeners_after}` : 'n/a',
-  '',
+  m?.one_task ? `in one task: ${m.one_task.subscriptions_before} → ${m.one_task.subscriptions_after}; listeners ${m.one_task.listeners_before} → ${m.one_task.listeners_after}` : '',
   '',
   '0 growth',
-  m ? m.subscriptions_after === m.subscriptions_before && m.listeners_after === m.listeners_before : null,
+  m ? sameCount(m) && (m.one_task == null || sameCount(m.one_task)) : null,
 );
 goal(
-  '10,000 unit mount/unmount cycles: wasm memory growth after 1,000 warm-up cycles',
+  `10,000 unit mount/unmount cycles: wasm memory growth after 1,000 warm-up cycles, the event loop turning every ${mem?.chunk ?? 'n/a'} cycles`,
   m ? `${mib(growth(m))} (${mib(m.bytes_before)} → ${mib(m.bytes_after)}); over the plain-signal unit: ${mib(growth(m) - growth(mem.plain))}` : 'n/a',
-  mem?.plain ? `plain-signal unit: ${mib(growth(mem.plain))}; Leptos alone: ${mib(growth(mem.bare))}; three Leptos <Provider>s: ${mib(growth(mem.providers))}` : '',
+  m?.one_task
+    ? `the same 10,000 in one task: ${mib(growth(m.one_task))} (plain-signal unit ${mib(growth(mem.plain.one_task))}, Leptos alone ${mib(growth(mem.bare.one_task))}), held only until the task ends: 10,000 more in one task then grow it by ${mib(growth(m.one_task.again))}`
+    : '',
   '',
   '0 growth',
   m ? growth(m) === 0 : null,
@@ -742,15 +747,28 @@ if (ops) {
   lines.push(
     '### Memory',
     '',
-    `A unit mounted and unmounted with \`mount_to\` inside \`<Apartment>/<Building>/<Unit>\` on one manager, each kind on a fresh page: ${mem.warmup_cycles.toLocaleString('en-US')} warm-up cycles, then ${mem.cycles.toLocaleString('en-US')} measured. \`bare\` is a plain signal mounted without the containers (Leptos alone); \`providers\` the same inside three nested Leptos \`<Provider>\`s (what the containers are made of); \`containers\` the same inside \`<Apartment>/<Building>/<Unit>\`; \`keys\` builds the unit's two \`SharedKey\`s and shows a plain signal; \`plain\` is the measured unit's own component (same view, same containers) with a plain signal and no hook (the baseline); the others add \`use_shared_state\`, \`use_state_path\`, \`use_container_event\`, or all three. Wasm memory is \`memory.buffer.byteLength\` (it grows in 64 KiB pages and never shrinks).`,
+    `A unit mounted and unmounted with \`mount_to\` inside \`<Apartment>/<Building>/<Unit>\` on one manager: ${mem.warmup_cycles.toLocaleString('en-US')} warm-up cycles, then ${mem.cycles.toLocaleString('en-US')} measured, twice, each time on a fresh page. First as a page mounts units, ${mem.chunk} cycles per task with the event loop turning between tasks: what is held once it has turned after the last cycle stays behind for good. Then all of them in one task, then ${mem.cycles.toLocaleString('en-US')} more in a second task. \`bare\` is a plain signal mounted without the containers (Leptos alone); \`providers\` the same inside three nested Leptos \`<Provider>\`s (what the containers are made of); \`containers\` the same inside \`<Apartment>/<Building>/<Unit>\`; \`keys\` builds the unit's two \`SharedKey\`s and shows a plain signal; \`plain\` is the measured unit's own component (same view, same containers) with a plain signal and no hook (the baseline); the others add \`use_shared_state\`, \`use_state_path\`, \`use_container_event\`, or all three. Wasm memory is \`memory.buffer.byteLength\` (it grows in 64 KiB pages and never shrinks).`,
+    '',
+    'In one task the memory grows with the cycles even for Leptos alone: each of a view\'s render effects (a signal or closure shown in it) runs a task of its own (`spawn_local`), which ends, freeing what it holds, only when the event loop runs it. The cycles of one task keep every one of those tasks until it ends; the memory is then free, and the second task of as many cycles reuses it.',
     '',
   );
-  row(['unit', 'subscriptions before → after', 'listeners before → after', 'wasm memory before → after', 'growth', 'time for 10,000 cycles']);
-  row(['---', '---:', '---:', '---:', '---:', '---:']);
+  row(['unit', 'subscriptions before → after', 'listeners before → after', 'wasm memory before → after', 'growth', 'time for 10,000 cycles', 'growth in one task', 'then a second task']);
+  row(['---', '---:', '---:', '---:', '---:', '---:', '---:', '---:']);
+  const perCycle = (r) => `${mib(growth(r))} (${Math.round(growth(r) / mem.cycles)} B/cycle)`;
   for (const kind of ['bare', 'providers', 'containers', 'keys', 'plain', 'shared', 'path', 'event', 'all']) {
     const r = mem[kind];
     if (!r) continue;
-    row([kind, `${r.subscriptions_before} → ${r.subscriptions_after}`, `${r.listeners_before} → ${r.listeners_after}`, `${mib(r.bytes_before)} → ${mib(r.bytes_after)}`, `${mib(growth(r))} (${Math.round(growth(r) / mem.cycles)} B/cycle)`, ms(r.ms, 0)]);
+    const one = r.one_task;
+    row([
+      kind,
+      `${r.subscriptions_before} → ${r.subscriptions_after}`,
+      `${r.listeners_before} → ${r.listeners_after}`,
+      `${mib(r.bytes_before)} → ${mib(r.bytes_after)}`,
+      perCycle(r),
+      ms(r.ms, 0),
+      one ? perCycle(one) : 'n/a',
+      one?.again ? mib(growth(one.again)) : 'n/a',
+    ]);
   }
   lines.push('');
 }

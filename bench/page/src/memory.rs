@@ -111,6 +111,23 @@ pub fn mount_cycles(kind: String, cycles: u32) -> Result<String, JsValue> {
     })))
 }
 
+/// What is held now, between calls of [`mount_cycles`]: `{bytes,
+/// subscriptions, listeners}` (wasm memory and the manager's live
+/// subscriptions and event listeners). Called once the event loop has
+/// turned after a call, it shows what outlives the tasks a cycle queued:
+/// Leptos ends each render effect's task (`spawn_local`) only when the
+/// event loop runs it, so a call of many cycles holds every one of them
+/// until it returns.
+#[wasm_bindgen]
+pub fn memory_now() -> Result<String, JsValue> {
+    let manager = manager();
+    Ok(report(json!({
+        "bytes": wasm_bytes()?,
+        "subscriptions": manager.subscription_count(),
+        "listeners": manager.listener_count(),
+    })))
+}
+
 /// What one cycle mounts (see [`Hooks`]).
 fn cycled(hooks: Hooks, manager: StateManager) -> AnyView {
     let plain = RwSignal::new(0_i64);
