@@ -178,7 +178,11 @@ export interface Snapshot<T> {
   readonly meta: StateMeta;
 }
 
-/** One key as one unit sees it (what every adapter is built on). */
+/**
+ * One key as one unit sees it (what every adapter is built on). A key no
+ * unit has declared yet shows `unknown_key` in `meta.error`; the state
+ * subscribes once `gaesup:declared` names it, and the error goes.
+ */
 export class SharedState<T = Json> {
   constructor(address: string, name: string, fallback: T, options?: SharedStateOptions);
   readonly setter: Setter<T>;

@@ -9,6 +9,9 @@
 // Types: gaesup-bindings.d.ts, beside this file.
 
 const READY = 'gaesup:ready';
+// Fired on window for each key declared after `gaesup:ready`, with
+// `{ apartment, name, scope }` as its detail.
+const DECLARED = 'gaesup:declared';
 
 /** window.gaesup, once the wasm has published it. */
 function api() {
@@ -76,8 +79,9 @@ function metaOf(ready, pending, error, written) {
 /**
  * One key (or one path inside it) as seen by one unit: a snapshot
  * `{ value, meta }` replaced on every change, and listeners. The first
- * listener connects to window.gaesup (after `gaesup:ready` if need be),
- * the last one to leave disconnects, so nothing outlives its users.
+ * listener connects to window.gaesup (after `gaesup:ready` if need be,
+ * and for a key nobody has declared yet, after `gaesup:declared` names
+ * it), the last one to leave disconnects, so nothing outlives its users.
  *
  * This is the part every adapter shares; it is exported for units that
  * use no framework at all.
@@ -94,6 +98,13 @@ export class SharedState {
   #declared = null;
   #stopWaiting = null;
   #stopWatching = null;
+  // Waiting for `gaesup:declared` of this key's name: the subscription
+  // found no key of that name yet.
+  #stopAwaitingKey = null;
+  // The error a read or a subscription left, cleared by the next read
+  // that succeeds (an error of a write stays until a write succeeds or
+  // clearError).
+  #readError = null;
   // Changes heard through the subscription (a write that was heard needs
   // no second read).
   #heard = 0;
@@ -260,11 +271,32 @@ export class SharedState {
           options,
         );
       } catch (error) {
-        this.#fail(asError(error));
+        const failed = asError(error);
+        // No key of this name yet: another unit may declare it later (a
+        // Leptos unit that mounts after this one). Subscribe then.
+        if (failed.code === 'unknown_key') this.#awaitKey();
+        this.#readError = failed;
+        this.#fail(failed);
         return;
       }
       this.#read(gaesup, true);
     });
+  }
+
+  /** Connects again once a key of this name is declared in this apartment. */
+  #awaitKey() {
+    const apartment = this.#address.split('/')[0];
+    const listener = (event) => {
+      const declared = event.detail;
+      if (declared?.name !== this.#name || declared?.apartment !== apartment) return;
+      this.#stopAwaitingKey?.();
+      if (this.#listeners.size > 0) this.#connect();
+    };
+    window.addEventListener(DECLARED, listener);
+    this.#stopAwaitingKey = () => {
+      window.removeEventListener(DECLARED, listener);
+      this.#stopAwaitingKey = null;
+    };
   }
 
   #disconnect() {
@@ -272,6 +304,7 @@ export class SharedState {
     this.#stopWaiting = null;
     this.#stopWatching?.();
     this.#stopWatching = null;
+    this.#stopAwaitingKey?.();
   }
 
   #read(gaesup, notify) {
@@ -280,9 +313,12 @@ export class SharedState {
       const value =
         this.#path === undefined ? unit.get(this.#name) : unit.getPath(this.#name, this.#path);
       const written = unit.meta(this.#name);
+      if (this.#readError !== null && this.#error === this.#readError) this.#error = null;
+      this.#readError = null;
       this.#set(value, written, notify);
     } catch (error) {
       this.#error = asError(error);
+      this.#readError = this.#error;
       this.#set(this.#snapshot.value, null, notify);
     }
   }

@@ -120,6 +120,44 @@ test.describe('framework units together', () => {
     }
   });
 
+  test('a state subscribed before any unit declares its key connects once one does', async ({ page }) => {
+    // What a framework unit that mounts before the Leptos unit owning its
+    // key sees: the bindings as the site serves them, on the real wasm.
+    await page.goto('/');
+    await page.waitForFunction(() => (window as any).gaesup !== undefined);
+    await page.addScriptTag({
+      type: 'module',
+      content: "import { SharedState } from './units/gaesup-bindings.js'; window.bindingsUnderTest = { SharedState };",
+    });
+    await page.waitForFunction(() => (window as any).bindingsUnderTest !== undefined);
+    const seen = await page.evaluate(async () => {
+      const { SharedState } = (window as any).bindingsUnderTest;
+      const state = new SharedState('main/lobby/late-reader', 'latecomer', 'fallback');
+      const snapshots: unknown[] = [];
+      const snapshot = () => {
+        const { value, meta } = state.getSnapshot();
+        return { value, error: meta.error?.code ?? null };
+      };
+      const stop = state.subscribe(() => snapshots.push(snapshot()));
+      const before = snapshot();
+      const writer = (window as any).gaesup.unit('main/lobby/late-writer');
+      writer.declare('latecomer', { scope: 'apartment', default: 'declared' });
+      // `gaesup:declared` comes in a microtask: one task later it was heard.
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      const declared = snapshot();
+      writer.set('latecomer', 'written');
+      const written = snapshot();
+      stop();
+      return { before, declared, written, last: snapshots[snapshots.length - 1] };
+    });
+    expect(seen).toEqual({
+      before: { value: 'fallback', error: 'unknown_key' },
+      declared: { value: 'declared', error: null },
+      written: { value: 'written', error: null },
+      last: { value: 'written', error: null },
+    });
+  });
+
   test('the home page loads no framework; the Atelier apartment loads each once', async ({ page }) => {
     const requested: string[] = [];
     page.on('request', (request) => requested.push(new URL(request.url()).pathname));

@@ -3,7 +3,7 @@
 import { test, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { get, derived } from 'svelte/store';
-import { FakeGaesup, installWindow, countReadyListeners } from './fake-gaesup.mjs';
+import { FakeGaesup, installWindow, countReadyListeners, countListeners } from './fake-gaesup.mjs';
 import { SharedState, listen, emit, svelteBindings } from '../gaesup-bindings.js';
 
 const UNIT = 'main/studio/svelte';
@@ -112,6 +112,67 @@ test('an unknown key is an error in meta, and rules declare it first', () => {
   assert.equal(declared.getSnapshot().value, 1);
   stop2();
   assert.equal(fake.subscriptions.size, 0);
+});
+
+/** Lets the microtasks queued so far run (`gaesup:declared` comes in one). */
+const settle = () => new Promise((resolve) => setTimeout(resolve, 0));
+
+test('a state subscribed before its key is declared connects once another unit declares it', async () => {
+  const declaredListeners = countListeners(page.window, 'gaesup:declared');
+  const fake = ready({});
+  const late = new SharedState(UNIT, 'late', 'fallback');
+  const seen = [];
+  const stop = late.subscribe(() => seen.push(late.getSnapshot().value));
+  assert.equal(late.getSnapshot().meta.error?.code, 'unknown_key');
+  assert.equal(fake.subscriptions.size, 0);
+  assert.equal(declaredListeners.size(), 1, 'waiting for the key');
+
+  // Another name, or the same name in another apartment: still waiting,
+  // without trying again.
+  const tries = () => fake.calls.filter(([call, name]) => call === 'subscribe' && name === 'late').length;
+  assert.equal(tries(), 1);
+  fake.declareLater('other', 1);
+  fake.announce('late', 'elsewhere');
+  await settle();
+  assert.equal(tries(), 1);
+  assert.equal(fake.subscriptions.size, 0);
+  assert.equal(late.getSnapshot().meta.error?.code, 'unknown_key');
+
+  fake.declareLater('late', 5);
+  await settle();
+  assert.equal(fake.subscriptions.size, 1, 'subscribed once the key exists');
+  assert.equal(declaredListeners.size(), 0, 'no longer waiting');
+  assert.equal(late.getSnapshot().value, 5);
+  assert.equal(late.getSnapshot().meta.error, null, 'the error of the missing key is gone');
+  assert.equal(late.getSnapshot().meta.ready, true);
+  fake.write('late', 6, 'main/studio/leptos');
+  assert.deepEqual(seen.slice(-2), [5, 6]);
+
+  stop();
+  assert.equal(fake.subscriptions.size, 0);
+});
+
+test('a state that stops waiting for its key leaves no listener, and keeps a write error', async () => {
+  const declaredListeners = countListeners(page.window, 'gaesup:declared');
+  const fake = ready({});
+  const late = new SharedState(UNIT, 'late', 0);
+  const stop = late.subscribe(() => {});
+  assert.equal(declaredListeners.size(), 1);
+  stop();
+  assert.equal(declaredListeners.size(), 0, 'unsubscribing ends the wait');
+  fake.declareLater('late', 5);
+  await settle();
+  assert.equal(fake.subscriptions.size, 0, 'nobody listens: nothing subscribes');
+
+  // A write's error is not a read's: a read that succeeds keeps it.
+  const kept = new SharedState(UNIT, 'late', 0);
+  const stop2 = kept.subscribe(() => {});
+  kept.set('refused');
+  assert.equal(kept.getSnapshot().meta.error?.code, 'permission_denied');
+  fake.write('late', 7);
+  assert.equal(kept.getSnapshot().value, 7);
+  assert.equal(kept.getSnapshot().meta.error?.code, 'permission_denied');
+  stop2();
 });
 
 test('optimistic writes: pending while waiting, kept on success, taken back on rejection', async () => {

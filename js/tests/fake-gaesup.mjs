@@ -35,6 +35,24 @@ export class FakeGaesup {
     this.keys.set(name, { value, lastWriter: null, version: null });
   }
 
+  /**
+   * Another unit declares `name` after start-up: as the wasm does, the
+   * key is there at once and `gaesup:declared` follows in a microtask.
+   */
+  declareLater(name, value, apartment = 'main') {
+    this.seed(name, value);
+    this.announce(name, apartment);
+  }
+
+  /** `gaesup:declared` for `name`, in a microtask (as the wasm sends it). */
+  announce(name, apartment = 'main') {
+    queueMicrotask(() =>
+      globalThis.window.dispatchEvent(
+        new CustomEvent('gaesup:declared', { detail: { apartment, name, scope: 'apartment' } }),
+      ),
+    );
+  }
+
   /** A write from another unit or tab. */
   write(name, value, writer = 'main/other/unit') {
     const key = this.keys.get(name);
@@ -65,7 +83,9 @@ export class FakeGaesup {
       address,
       declare(name, rules = {}) {
         fake.calls.push(['declare', name]);
-        if (!fake.keys.has(name)) fake.seed(name, rules.default ?? (rules.strategy === 'sum' ? 0 : null));
+        if (fake.keys.has(name)) return;
+        fake.seed(name, rules.default ?? (rules.strategy === 'sum' ? 0 : null));
+        fake.announce(name, address.split('/')[0]);
       },
       get: (name) => copy(key(name).value),
       getPath: (name, path) => copy(at(key(name).value, path)),
@@ -125,6 +145,7 @@ export class FakeGaesup {
         };
       },
       subscribe(name, callback, options = {}) {
+        fake.calls.push(['subscribe', name]);
         key(name);
         const sub = { name, callback, path: options.path };
         fake.subscriptions.add(sub);
@@ -163,18 +184,24 @@ export function installWindow(win = globalThis.window ?? new EventTarget()) {
 
 /** Counts `gaesup:ready` listeners on `win` (what waiting leaves behind). */
 export function countReadyListeners(win) {
+  // A `once` listener that fired is gone too (this one is not counted).
+  win.addEventListener('gaesup:ready', () => count.clear());
+  const count = countListeners(win, 'gaesup:ready');
+  return () => count.size();
+}
+
+/** Counts the live listeners of events `type` on `win`: `{ size(), clear() }`. */
+export function countListeners(win, type) {
   const add = win.addEventListener.bind(win);
   const remove = win.removeEventListener.bind(win);
   const live = new Set();
-  win.addEventListener = (type, listener, options) => {
-    if (type === 'gaesup:ready') live.add(listener);
-    add(type, listener, options);
+  win.addEventListener = (kind, listener, options) => {
+    if (kind === type) live.add(listener);
+    add(kind, listener, options);
   };
-  win.removeEventListener = (type, listener, options) => {
-    if (type === 'gaesup:ready') live.delete(listener);
-    remove(type, listener, options);
+  win.removeEventListener = (kind, listener, options) => {
+    if (kind === type) live.delete(listener);
+    remove(kind, listener, options);
   };
-  // A `once` listener that fired is gone too.
-  add('gaesup:ready', () => live.clear());
-  return () => live.size;
+  return { size: () => live.size, clear: () => live.clear() };
 }

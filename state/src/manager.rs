@@ -37,7 +37,7 @@ use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
 
 use gaesup_state_core::{
-    ApartmentId, Change, Clock, FullKey, Quarantine, Replica, TabId, Transport,
+    ApartmentId, Change, Clock, FullKey, KeySpec, Quarantine, Replica, TabId, Transport,
 };
 use leptos::prelude::*;
 
@@ -61,6 +61,9 @@ type Schedulers = Rc<[Rc<dyn Fn()>]>;
 /// What runs as a set-aside entry is discarded (see
 /// [`StateManager::on_discard`]).
 type OnDiscard = Rc<dyn Fn(&FullKey)>;
+/// What runs as a key is declared for the first time (see
+/// [`StateManager::on_declare`]).
+type OnDeclare = Rc<dyn Fn(&KeySpec)>;
 
 /// Everything one manager holds, behind its handle.
 struct Shared {
@@ -81,6 +84,9 @@ struct Shared {
     /// What runs as a set-aside entry is discarded (see
     /// [`StateManager::on_discard`]).
     on_discard: RefCell<Rc<[OnDiscard]>>,
+    /// What runs as a key is declared for the first time (see
+    /// [`StateManager::on_declare`]).
+    on_declare: RefCell<Rc<[OnDeclare]>>,
     revision: ArcRwSignal<u64>,
     /// Set while changes are being delivered to subscribers; a change
     /// published meanwhile (a subscriber wrote) waits in `pending`.
@@ -183,6 +189,7 @@ impl StateManager {
             dropped: RefCell::default(),
             quarantine: ArcRwSignal::new(Vec::new()),
             on_discard: RefCell::new(Rc::new([])),
+            on_declare: RefCell::new(Rc::new([])),
             revision: ArcRwSignal::new(0),
             delivering: Cell::new(false),
             pending: RefCell::default(),

@@ -859,6 +859,50 @@ fn corrupt_stored_value_is_quarantined_exported_and_discarded() {
     });
 }
 
+#[test]
+fn declaration_hooks_hear_each_key_once_after_it_loaded() {
+    let owner = Owner::new();
+    owner.with(|| {
+        let state = manager(1);
+        let unit: UnitAddress = "main/shop/cart".parse().unwrap();
+        let heard = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let hook = {
+            let (heard, state, unit) = (std::rc::Rc::clone(&heard), state, unit.clone());
+            move |spec: &gaesup_state::core::KeySpec| {
+                // Called with nothing borrowed: the key reads already.
+                let value = state
+                    .get(
+                        &unit,
+                        &SharedKey::<Value>::erased(std::sync::Arc::new(spec.clone())),
+                    )
+                    .unwrap();
+                heard.borrow_mut().push((spec.name().to_string(), value));
+            }
+        };
+        state.on_declare(hook).unwrap();
+
+        let count = count_key();
+        state.declare(&count).unwrap();
+        assert_eq!(*heard.borrow(), [("count".to_owned(), json!(0))]);
+        // The same rules again: declared already, not heard again.
+        state.declare(&count).unwrap();
+        assert_eq!(heard.borrow().len(), 1);
+        // Refused (other rules under the same name): not declared, not heard.
+        let clash = SharedKey::<i64>::builder("count")
+            .scope(Scope::Building)
+            .strategy(Strategy::Sum)
+            .build()
+            .unwrap();
+        assert!(state.declare(&clash).is_err());
+        assert_eq!(heard.borrow().len(), 1);
+
+        let note = SharedKey::<String>::builder("note").build().unwrap();
+        state.declare(&note).unwrap();
+        assert_eq!(heard.borrow().len(), 2);
+        assert_eq!(heard.borrow()[1], ("note".to_owned(), json!("")));
+    });
+}
+
 /// Path subscribers on one untyped key that record, by path, who was
 /// told: `take` says who since the last call, sorted.
 struct Hits {

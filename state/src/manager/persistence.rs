@@ -7,8 +7,8 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use gaesup_state_core::{
-    Change, Error as CoreError, FullKey, Lifetime, LoadReport, PersistReport, Quarantine, Replica,
-    Result as CoreResult, SharedKey, Storage,
+    Change, Error as CoreError, FullKey, KeySpec, Lifetime, LoadReport, PersistReport, Quarantine,
+    Replica, Result as CoreResult, SharedKey, Storage,
 };
 use leptos::prelude::*;
 
@@ -52,6 +52,11 @@ impl StateManager {
             );
             Self::record_dropped(&shared, &declared.errors);
             Self::bump(&shared);
+            // Last, with nothing borrowed: a hook may call the manager.
+            let hooks = Rc::clone(&shared.on_declare.borrow());
+            for hook in hooks.iter() {
+                hook(key.spec());
+            }
             loaded?;
         }
         Ok(())
@@ -250,6 +255,18 @@ impl StateManager {
     pub fn on_dirty(&self, schedule: impl Fn() + 'static) -> Result<()> {
         let shared = self.shared()?;
         append(&shared.on_dirty, Rc::new(schedule));
+        Ok(())
+    }
+
+    /// Runs `hook` with the declaration of each key declared here for the
+    /// first time (from Rust or JavaScript), once it is loaded and its
+    /// changes published; declaring it again runs nothing. Whoever waits
+    /// for a key another unit declares (a JavaScript unit subscribing
+    /// before the Leptos unit that owns the key has mounted) learns of it
+    /// here: `window.gaesup` announces each one as `gaesup:declared`.
+    pub fn on_declare(&self, hook: impl Fn(&KeySpec) + 'static) -> Result<()> {
+        let shared = self.shared()?;
+        append(&shared.on_declare, Rc::new(hook));
         Ok(())
     }
 

@@ -36,7 +36,10 @@
 //! Failures throw an `Error` whose `code` is stable (`"permission_denied"`,
 //! `"type_mismatch"`, `"unknown_key"`, … see [`StateError::code`]).
 //! `window.gaesup` exists once the wasm has started; a `gaesup:ready` event
-//! on `window` announces it.
+//! on `window` announces it. Each key declared from then on (by a Rust or
+//! a JavaScript unit) is announced by a `gaesup:declared` event on
+//! `window`, `{ apartment, name, scope }` as its detail: a unit that found
+//! no key of a name (`"unknown_key"`) may try again when it hears of it.
 //!
 //! | file | what |
 //! |---|---|
@@ -76,6 +79,10 @@ thread_local! {
 pub fn install_js_binding(
     apartments: impl IntoIterator<Item = (String, StateManager)>,
 ) -> std::result::Result<(), JsValue> {
+    let apartments: Vec<(String, StateManager)> = apartments.into_iter().collect();
+    for (apartment, manager) in &apartments {
+        announce_declarations(apartment, *manager).map_err(|e| js_error(&e))?;
+    }
     APARTMENTS.with(|registry| registry.borrow_mut().extend(apartments));
     let window = web_sys::window().ok_or_else(|| JsValue::from_str("no window"))?;
     let api = Object::new();
@@ -101,6 +108,35 @@ pub fn install_js_binding(
     let ready = web_sys::Event::new("gaesup:ready")?;
     window.dispatch_event(&ready)?;
     Ok(())
+}
+
+/// Announces each key `manager` declares from now on with a
+/// `gaesup:declared` event on `window`, `{ apartment, name, scope }` as its
+/// detail: a unit that asked for a key nobody had declared yet (a
+/// JavaScript unit subscribing before the Leptos unit that declares it
+/// has mounted) tries again when it hears of that name. Dispatched in a
+/// microtask, so a listener never runs inside the manager's own call.
+fn announce_declarations(apartment: &str, manager: StateManager) -> Result<()> {
+    let apartment = apartment.to_owned();
+    manager.on_declare(move |spec| {
+        let Some(window) = web_sys::window() else {
+            return;
+        };
+        let detail = Object::new();
+        // Setting properties on a fresh plain object cannot fail.
+        let _ = Reflect::set(&detail, &"apartment".into(), &apartment.as_str().into());
+        let _ = Reflect::set(&detail, &"name".into(), &spec.name().as_str().into());
+        let _ = Reflect::set(&detail, &"scope".into(), &spec.scope().to_string().into());
+        let announce = Closure::once_into_js(move || {
+            let init = web_sys::CustomEventInit::new();
+            init.set_detail(&detail);
+            let event = web_sys::CustomEvent::new_with_event_init_dict("gaesup:declared", &init);
+            if let (Some(window), Ok(event)) = (web_sys::window(), event) {
+                let _ = window.dispatch_event(&event);
+            }
+        });
+        window.queue_microtask(announce.unchecked_ref());
+    })
 }
 
 fn open_unit(address: &str) -> Result<JsUnit> {

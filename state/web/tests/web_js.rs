@@ -593,3 +593,36 @@ fn values_without_json_too_large_or_too_deep_say_so_before_costing_memory() {
         assert_eq!(out["fine"], "taken");
     });
 }
+
+#[wasm_bindgen_test]
+async fn each_key_declared_after_start_up_is_announced_once_in_a_microtask() {
+    let owner = Owner::new();
+    let during = owner.with(|| {
+        let manager = install("js20");
+        js(r#"
+            window.declaredInJs20 = [];
+            window.addEventListener('gaesup:declared', (event) => {
+                if (event.detail.apartment === 'js20') window.declaredInJs20.push(event.detail);
+            });
+            return null;
+        "#);
+        manager.declare(&shared("late")).unwrap();
+        // Not from inside the manager's call: a listener may call it.
+        let during = js("return window.declaredInJs20.length;");
+        js(r#"
+            const u = window.gaesup.unit('js20/b/el');
+            u.declare('fromJs', { scope: 'apartment' });
+            u.declare('fromJs', { scope: 'apartment' });
+            return null;
+        "#);
+        // Declared already: not announced again.
+        manager.declare(&shared("late")).unwrap();
+        during
+    });
+    assert_eq!(during, "0");
+    next_task().await;
+    assert_eq!(
+        js("return window.declaredInJs20;"),
+        r#"[{"apartment":"js20","name":"late","scope":"building"},{"apartment":"js20","name":"fromJs","scope":"apartment"}]"#
+    );
+}
