@@ -136,6 +136,8 @@ declare global {
   }
   interface WindowEventMap {
     'gaesup:ready': Event;
+    /** A key declared after `gaesup:ready`, by a Rust or a JavaScript unit. */
+    'gaesup:declared': CustomEvent<{ apartment: string; name: string; scope: Scope }>;
   }
 }
 

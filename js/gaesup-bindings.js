@@ -270,6 +270,9 @@ export class SharedState {
           },
           options,
         );
+        // The key exists now: a write refused while it did not (with
+        // `unknown_key`, shown then) no longer describes this state.
+        if (this.#error?.code === 'unknown_key') this.#error = null;
       } catch (error) {
         const failed = asError(error);
         // No key of this name yet: another unit may declare it later (a

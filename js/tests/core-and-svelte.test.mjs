@@ -175,6 +175,44 @@ test('a state that stops waiting for its key leaves no listener, and keeps a wri
   stop2();
 });
 
+test('while waiting for its key: a refused write stays shown, one refused for the missing key goes', async () => {
+  const fake = ready({});
+  // Refused for another reason while the read had failed: still shown
+  // once the key is there and reads.
+  const refused = new SharedState(UNIT, 'late', 0);
+  const stop = refused.subscribe(() => {});
+  refused.set('refused');
+  assert.equal(refused.getSnapshot().meta.error?.code, 'permission_denied');
+  // Refused because the key did not exist yet: that is over once it does.
+  const early = new SharedState(UNIT, 'early', 0);
+  const stop2 = early.subscribe(() => {});
+  early.set(1);
+  assert.equal(early.getSnapshot().meta.error?.code, 'unknown_key');
+
+  fake.declareLater('late', 5);
+  fake.declareLater('early', 2);
+  await settle();
+  assert.equal(refused.getSnapshot().value, 5);
+  assert.equal(refused.getSnapshot().meta.error?.code, 'permission_denied');
+  assert.equal(early.getSnapshot().value, 2, 'the write made before the key existed did not land');
+  assert.equal(early.getSnapshot().meta.error, null);
+  stop();
+  stop2();
+});
+
+test('a subscription refused for another reason than a missing key does not wait for one', async () => {
+  const declaredListeners = countListeners(page.window, 'gaesup:declared');
+  const fake = ready({ count: 1 });
+  const misplaced = new SharedState('not-an-address', 'count', 0);
+  const stop = misplaced.subscribe(() => {});
+  assert.equal(misplaced.getSnapshot().meta.error?.code, 'invalid_id');
+  assert.equal(declaredListeners.size(), 0);
+  fake.declareLater('count', 2);
+  await settle();
+  assert.equal(fake.subscriptions.size, 0);
+  stop();
+});
+
 test('optimistic writes: pending while waiting, kept on success, taken back on rejection', async () => {
   const fake = ready({ note: 'a' });
   const note = new SharedState(UNIT, 'note', '');

@@ -144,7 +144,9 @@ thread_local! {
 ///
 /// Notification never happens while the replica is borrowed, so a subscriber
 /// may read or write state from its callback.
-#[derive(Clone, Copy)]
+///
+/// Two handles are equal when they are handles of the same manager.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct StateManager {
     arena: Arena,
 }

@@ -743,23 +743,25 @@ impl gaesup_state::core::Storage for SharedStorage {
     }
 }
 
+/// An apartment's persistent text key, `draft`.
+fn draft_key() -> SharedKey<String> {
+    SharedKey::<String>::builder("draft")
+        .scope(Scope::Apartment)
+        .lifetime(Lifetime::Persistent)
+        .build()
+        .unwrap()
+}
+
 #[test]
 fn a_key_is_rehydrated_from_storage_when_first_declared() {
     let owner = Owner::new();
     owner.with(|| {
         let disk = SharedStorage::default();
-        let persisted = || {
-            SharedKey::<String>::builder("draft")
-                .scope(Scope::Apartment)
-                .lifetime(Lifetime::Persistent)
-                .build()
-                .unwrap()
-        };
         let first = manager(1);
         first
             .attach_storage(Lifetime::Persistent, Box::new(disk.clone()))
             .unwrap();
-        let (_a, writer) = in_unit(first, "main/lobby/a", || use_shared_state(&persisted()));
+        let (_a, writer) = in_unit(first, "main/lobby/a", || use_shared_state(&draft_key()));
         writer.set.set("kept".to_owned());
         first.flush().unwrap();
 
@@ -769,7 +771,7 @@ fn a_key_is_rehydrated_from_storage_when_first_declared() {
         second
             .attach_storage(Lifetime::Persistent, Box::new(disk))
             .unwrap();
-        let (_b, reader) = in_unit(second, "main/shop/b", || use_shared_state(&persisted()));
+        let (_b, reader) = in_unit(second, "main/shop/b", || use_shared_state(&draft_key()));
         assert_eq!(reader.value.get_untracked(), "kept");
     });
 }
@@ -900,6 +902,39 @@ fn declaration_hooks_hear_each_key_once_after_it_loaded() {
         state.declare(&note).unwrap();
         assert_eq!(heard.borrow().len(), 2);
         assert_eq!(heard.borrow()[1], ("note".to_owned(), json!("")));
+    });
+}
+
+#[test]
+fn a_declaration_hook_sees_what_storage_held_for_the_key() {
+    let owner = Owner::new();
+    owner.with(|| {
+        let disk = SharedStorage::default();
+        let unit: UnitAddress = "main/lobby/a".parse().unwrap();
+        let first = manager(1);
+        first
+            .attach_storage(Lifetime::Persistent, Box::new(disk.clone()))
+            .unwrap();
+        first.declare(&draft_key()).unwrap();
+        first.set(&unit, &draft_key(), "kept".to_owned()).unwrap();
+        first.flush().unwrap();
+
+        let second = manager(2);
+        second
+            .attach_storage(Lifetime::Persistent, Box::new(disk))
+            .unwrap();
+        let heard = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let hook = {
+            let (heard, unit) = (std::rc::Rc::clone(&heard), unit.clone());
+            move |_: &gaesup_state::core::KeySpec| {
+                heard
+                    .borrow_mut()
+                    .push(second.get(&unit, &draft_key()).unwrap());
+            }
+        };
+        second.on_declare(hook).unwrap();
+        second.declare(&draft_key()).unwrap();
+        assert_eq!(*heard.borrow(), ["kept"]);
     });
 }
 

@@ -259,8 +259,12 @@ impl StateManager {
     }
 
     /// Runs `hook` with the declaration of each key declared here for the
-    /// first time (from Rust or JavaScript), once it is loaded and its
-    /// changes published; declaring it again runs nothing. Whoever waits
+    /// first time (from Rust or JavaScript), at the end of
+    /// [`declare`](Self::declare): after what storage held for it was
+    /// loaded (or failed to load: the key is declared either way, and
+    /// `declare` then returns that error) and its changes were published
+    /// (delivered, or queued behind the delivery running when a
+    /// subscriber declares). Declaring it again runs nothing. Whoever waits
     /// for a key another unit declares (a JavaScript unit subscribing
     /// before the Leptos unit that owns the key has mounted) learns of it
     /// here: `window.gaesup` announces each one as `gaesup:declared`.

@@ -79,11 +79,15 @@ thread_local! {
 pub fn install_js_binding(
     apartments: impl IntoIterator<Item = (String, StateManager)>,
 ) -> std::result::Result<(), JsValue> {
-    let apartments: Vec<(String, StateManager)> = apartments.into_iter().collect();
-    for (apartment, manager) in &apartments {
-        announce_declarations(apartment, *manager).map_err(|e| js_error(&e))?;
+    for (apartment, manager) in apartments {
+        // A manager published before (a second call) announces already:
+        // a hook more would announce each key twice.
+        let known = APARTMENTS.with(|registry| registry.borrow().values().any(|m| *m == manager));
+        if !known {
+            announce_declarations(&apartment, manager).map_err(|e| js_error(&e))?;
+        }
+        APARTMENTS.with(|registry| registry.borrow_mut().insert(apartment, manager));
     }
-    APARTMENTS.with(|registry| registry.borrow_mut().extend(apartments));
     let window = web_sys::window().ok_or_else(|| JsValue::from_str("no window"))?;
     let api = Object::new();
     let unit = Closure::<dyn Fn(JsValue) -> std::result::Result<JsValue, JsValue>>::new(
