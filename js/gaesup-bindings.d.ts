@@ -218,6 +218,12 @@ export interface MountOptions {
   unit: string;
   /** Reports an error the unit could not handle: the shell shows its fallback. */
   fail(error: unknown): void;
+  /**
+   * Registers what unmounts the unit, as soon as there is something to
+   * undo: it runs however the unit ends, even if `mount` throws after
+   * rendering. A function both registered and returned runs once.
+   */
+  onUnmount(teardown: () => void): void;
 }
 
 /** The parts of React the bindings use (pass `React` itself). */

@@ -4,10 +4,14 @@
 // it the framework, is imported only when the element is connected: when
 // the shell shows a building (or a page) holding the unit. Pages without
 // one never load any framework. The module exports
-// `mount(element, { unit, fail })`, which renders the unit into `element`
-// and returns the function that unmounts it; `fail(error)` is how the unit
-// reports an error it could not handle (React's onUncaughtError, Vue's
-// errorHandler, a Svelte boundary's onerror).
+// `mount(element, { unit, fail, onUnmount })`, which renders the unit into
+// `element` and returns the function that unmounts it; `fail(error)` is
+// how the unit reports an error it could not handle (React's
+// onUncaughtError, Vue's errorHandler, a Svelte boundary's onerror).
+// `onUnmount(teardown)` registers that function (or several) as soon as
+// there is something to undo: if mount throws after rendering, what it
+// registered still runs, so its subscriptions do not outlive it. A
+// function both registered and returned runs once.
 //
 // Any failure (the module does not load, mount throws, the unit calls
 // fail) unmounts the unit and fires `gaesup-unit-failed` on the element,
@@ -29,14 +33,31 @@ class GaesupUnitElement extends HTMLElement {
       .then((module) => {
         if (generation !== this.#generation) return;
         if (typeof module.mount !== 'function') {
-          throw new Error(`${src} exports no mount(element, { unit, fail })`);
+          throw new Error(`${src} exports no mount(element, { unit, fail, onUnmount })`);
         }
-        const unmount = module.mount(this, { unit, fail: (error) => this.#fail(error, generation) });
-        if (typeof unmount !== 'function') {
-          throw new Error(`${src}: mount() must return the function that unmounts the unit`);
+        // What the unit registers as it mounts: undone however the unit
+        // ends, a throw from mount itself included. Registered once it
+        // was undone (late, from a callback of the unit's): undone at once.
+        const teardowns = [];
+        let undone = false;
+        const onUnmount = (teardown) => {
+          if (typeof teardown !== 'function' || teardowns.includes(teardown)) return;
+          if (undone) undo([teardown]);
+          else teardowns.push(teardown);
+        };
+        this.#unmount = () => {
+          undone = true;
+          undo(teardowns.splice(0));
+        };
+        const returned = module.mount(this, { unit, fail: (error) => this.#fail(error, generation), onUnmount });
+        if (typeof returned !== 'function' && teardowns.length === 0) {
+          throw new Error(
+            `${src}: mount() must return the function that unmounts the unit (or register it with onUnmount)`,
+          );
         }
-        if (generation === this.#generation) this.#unmount = unmount;
-        else unmount();
+        // If the unit failed while mounting, its unmount is queued (see
+        // #fail) and runs this too.
+        onUnmount(returned);
       })
       .catch((error) => this.#fail(error, generation));
   }
@@ -57,6 +78,20 @@ class GaesupUnitElement extends HTMLElement {
     queueMicrotask(() => unmount?.());
     const message = error instanceof Error ? error.message : String(error);
     this.dispatchEvent(new CustomEvent('gaesup-unit-failed', { detail: message }));
+  }
+}
+
+/**
+ * Runs each teardown, the last registered first; one that throws is
+ * reported and the others still run.
+ */
+function undo(teardowns) {
+  for (const teardown of teardowns.reverse()) {
+    try {
+      teardown();
+    } catch (error) {
+      console.error(error);
+    }
   }
 }
 

@@ -120,6 +120,31 @@ test.describe('framework units together', () => {
     }
   });
 
+  test('a unit whose mount throws after rendering leaves no subscription behind', async ({ page }) => {
+    // The Svelte unit's bundle, replaced by one that subscribes to a key
+    // of its own (nobody else watches it), writes it, registers its
+    // teardown, renders, then throws.
+    await page.route('**/units/svelte-counter.js', (route) =>
+      route.fulfill({
+        contentType: 'text/javascript',
+        body: `import { SharedState } from './gaesup-bindings.js';
+          export function mount(element, { unit, onUnmount }) {
+            const probe = new SharedState(unit, 'mount-probe', 0, { rules: { scope: 'building' } });
+            onUnmount(probe.subscribe(() => {}));
+            probe.set(1);
+            element.textContent = 'rendered';
+            throw new Error('mount broke after rendering');
+          }`,
+      }),
+    );
+    await page.goto(ATELIER);
+    const svelte = new FrameworkUnit(page, FRAMEWORKS[1]);
+    await expect(svelte.failure()).toContainText('This unit failed: mount broke after rendering');
+    // Its one subscription went with it.
+    const inspector = new InspectorUnit(page);
+    await expect(await inspector.cell('building/atelier/studio/mount-probe', 'Subscribers')).toHaveText('0');
+  });
+
   test('a state subscribed before any unit declares its key connects once one does', async ({ page }) => {
     // What a framework unit that mounts before the Leptos unit owning its
     // key sees: the bindings as the site serves them, on the real wasm.

@@ -5,14 +5,17 @@ import type { MountOptions } from 'gaesup-bindings';
 import { UnitProvider } from './gaesup';
 import { ReactCounter } from './ReactCounter';
 
-export function mount(element: HTMLElement, { unit, fail }: MountOptions): () => void {
+export function mount(element: HTMLElement, { unit, fail, onUnmount }: MountOptions): () => void {
   // An error no component handled ends the unit: the shell shows its
   // fallback in the unit's frame (React has unmounted the tree already).
   const root = createRoot(element, { onUncaughtError: (error) => fail(error) });
+  // Registered before rendering: undone even if something below throws.
+  const unmount = () => root.unmount();
+  onUnmount(unmount);
   root.render(
     <UnitProvider address={unit}>
       <ReactCounter />
     </UnitProvider>,
   );
-  return () => root.unmount();
+  return unmount;
 }

@@ -4,9 +4,13 @@ import { mount as mountComponent, unmount } from 'svelte';
 import { svelteBindings } from 'gaesup-bindings';
 import Root from './Root.svelte';
 
-export function mount(element, { unit, fail }) {
+export function mount(element, { unit, fail, onUnmount }) {
   // The stores of this unit's address, for every component of the unit.
   const context = new Map([['gaesup', svelteBindings(unit)]]);
   const root = mountComponent(Root, { target: element, props: { fail }, context });
-  return () => unmount(root);
+  // Registered as soon as it is mounted: undone even if something after
+  // this throws.
+  const stop = () => unmount(root);
+  onUnmount(stop);
+  return stop;
 }
