@@ -8,6 +8,9 @@
 // that every unit imports as `gaesup-bindings`: no framework is bundled
 // into it, and no unit carries its own copy.
 //
+// A release build also minifies, in place, the shell's own scripts that
+// index.html copies (gaesup-unit.js, js-counter.js): every page loads them.
+//
 // Usage: node js/build.mjs [out-dir] [--dev]
 // Trunk runs it as a post-build hook: out-dir defaults to
 // $TRUNK_STAGING_DIR, and a debug build ($TRUNK_PROFILE=debug) or --dev
@@ -89,6 +92,25 @@ await esbuild.build({
   plugins: [bindings, sveltePlugin({ compilerOptions: { dev } })],
   logLevel: 'warning',
 });
+
+// The shell's own scripts, which every page loads: Trunk copies them as
+// they are, comments and all (index.html's copy-file); a release build
+// minifies them in place.
+if (!dev) {
+  for (const name of ['gaesup-unit.js', 'js-counter.js']) {
+    const file = join(out, name);
+    if (!existsSync(file)) continue;
+    await esbuild.build({
+      entryPoints: [file],
+      outfile: file,
+      allowOverwrite: true,
+      format: 'esm',
+      target: 'es2022',
+      minify: true,
+      logLevel: 'warning',
+    });
+  }
+}
 
 if (dev) {
   copyFileSync(join(root, 'js/gaesup-bindings.js'), join(units, 'gaesup-bindings.js'));
