@@ -99,7 +99,10 @@ await esbuild.build({
 if (!dev) {
   for (const name of ['gaesup-unit.js', 'js-counter.js']) {
     const file = join(out, name);
-    if (!existsSync(file)) continue;
+    if (!existsSync(file)) {
+      console.warn(`js/build.mjs: ${name} is not in the site (did index.html stop copying it?): not minified`);
+      continue;
+    }
     await esbuild.build({
       entryPoints: [file],
       outfile: file,

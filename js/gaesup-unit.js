@@ -39,9 +39,13 @@ class GaesupUnitElement extends HTMLElement {
         // ends, a throw from mount itself included. Registered once it
         // was undone (late, from a callback of the unit's): undone at once.
         const teardowns = [];
+        // Every function ever registered: each runs once, even one
+        // registered again after the unit was undone.
+        const registered = new Set();
         let undone = false;
         const onUnmount = (teardown) => {
-          if (typeof teardown !== 'function' || teardowns.includes(teardown)) return;
+          if (typeof teardown !== 'function' || registered.has(teardown)) return;
+          registered.add(teardown);
           if (undone) undo([teardown]);
           else teardowns.push(teardown);
         };
@@ -50,7 +54,12 @@ class GaesupUnitElement extends HTMLElement {
           undo(teardowns.splice(0));
         };
         const returned = module.mount(this, { unit, fail: (error) => this.#fail(error, generation), onUnmount });
-        if (typeof returned !== 'function' && teardowns.length === 0) {
+        // Mounting is synchronous: a promise (an async mount) would fail
+        // where nobody hears it, with the unit half mounted.
+        if (typeof returned?.then === 'function') {
+          throw new Error(`${src}: mount() must not be async: it returned a promise`);
+        }
+        if (typeof returned !== 'function' && (returned !== undefined || registered.size === 0)) {
           throw new Error(
             `${src}: mount() must return the function that unmounts the unit (or register it with onUnmount)`,
           );

@@ -11,7 +11,8 @@ export function mount(element: HTMLElement, { unit, fail, onUnmount }: MountOpti
   const root = createRoot(element, { onUncaughtError: (error) => fail(error) });
   // Registered before rendering: undone even if something below throws.
   const unmount = () => root.unmount();
-  onUnmount(unmount);
+  // (A cached older <gaesup-unit> may not offer it.)
+  onUnmount?.(unmount);
   root.render(
     <UnitProvider address={unit}>
       <ReactCounter />

@@ -11,6 +11,7 @@ export function mount(element, { unit, fail, onUnmount }) {
   // Registered as soon as it is mounted: undone even if something after
   // this throws.
   const stop = () => unmount(root);
-  onUnmount(stop);
+  // (A cached older <gaesup-unit> may not offer it.)
+  onUnmount?.(stop);
   return stop;
 }

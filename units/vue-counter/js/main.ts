@@ -15,6 +15,7 @@ export function mount(element: HTMLElement, { unit, fail, onUnmount }: MountOpti
   // Registered as soon as it is mounted: undone even if something after
   // this throws.
   const unmount = () => app.unmount();
-  onUnmount(unmount);
+  // (A cached older <gaesup-unit> may not offer it.)
+  onUnmount?.(unmount);
   return unmount;
 }
