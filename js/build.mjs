@@ -93,37 +93,29 @@ await esbuild.build({
   logLevel: 'warning',
 });
 
-// The shell's own scripts, which every page loads: Trunk copies them as
-// they are, comments and all (index.html's copy-file); a release build
-// minifies them in place.
-if (!dev) {
+if (dev) {
+  copyFileSync(join(root, 'js/gaesup-bindings.js'), join(units, 'gaesup-bindings.js'));
+} else {
+  // One file each, minified, nothing bundled into it.
+  const minify = (from, to) =>
+    esbuild.build({
+      entryPoints: [from],
+      outfile: to,
+      allowOverwrite: from === to,
+      format: 'esm',
+      target: 'es2022',
+      minify: true,
+      logLevel: 'warning',
+    });
+  await minify(join(root, 'js/gaesup-bindings.js'), join(units, 'gaesup-bindings.js'));
+  // The shell's own scripts, which every page loads: Trunk copies them as
+  // they are, comments and all (index.html's copy-file); minified in place.
   for (const name of ['gaesup-unit.js', 'js-counter.js']) {
     const file = join(out, name);
     if (!existsSync(file)) {
       console.warn(`js/build.mjs: ${name} is not in the site (did index.html stop copying it?): not minified`);
       continue;
     }
-    await esbuild.build({
-      entryPoints: [file],
-      outfile: file,
-      allowOverwrite: true,
-      format: 'esm',
-      target: 'es2022',
-      minify: true,
-      logLevel: 'warning',
-    });
+    await minify(file, file);
   }
-}
-
-if (dev) {
-  copyFileSync(join(root, 'js/gaesup-bindings.js'), join(units, 'gaesup-bindings.js'));
-} else {
-  await esbuild.build({
-    entryPoints: [join(root, 'js/gaesup-bindings.js')],
-    outfile: join(units, 'gaesup-bindings.js'),
-    format: 'esm',
-    target: 'es2022',
-    minify: true,
-    logLevel: 'warning',
-  });
 }

@@ -204,14 +204,14 @@ fn check_text(text: &str, max_bytes: usize, what: &'static str) -> Result<()> {
 
 /// Refuses `text` longer than `max_bytes`.
 fn check_size(text: &str, max_bytes: usize, what: &'static str) -> Result<()> {
-    match text.len() > max_bytes {
-        true => Err(Error::TooLarge {
+    if text.len() > max_bytes {
+        return Err(Error::TooLarge {
             what,
             size: text.len(),
             limit: max_bytes,
-        }),
-        false => Ok(()),
+        });
     }
+    Ok(())
 }
 
 /// Parses untrusted JSON text into a tree ([`Node`](crate::decode::Node)):

@@ -131,12 +131,14 @@ fn announce_declarations(apartment: &str, manager: StateManager) -> Result<()> {
         let _ = Reflect::set(&detail, &"apartment".into(), &apartment.as_str().into());
         let _ = Reflect::set(&detail, &"name".into(), &spec.name().as_str().into());
         let _ = Reflect::set(&detail, &"scope".into(), &spec.scope().to_string().into());
+        let target = window.clone();
         let announce = Closure::once_into_js(move || {
             let init = web_sys::CustomEventInit::new();
             init.set_detail(&detail);
-            let event = web_sys::CustomEvent::new_with_event_init_dict("gaesup:declared", &init);
-            if let (Some(window), Ok(event)) = (web_sys::window(), event) {
-                let _ = window.dispatch_event(&event);
+            if let Ok(event) =
+                web_sys::CustomEvent::new_with_event_init_dict("gaesup:declared", &init)
+            {
+                let _ = target.dispatch_event(&event);
             }
         });
         window.queue_microtask(announce.unchecked_ref());
