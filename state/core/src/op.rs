@@ -272,7 +272,15 @@ impl Op {
                     ));
                 }
             }
-            Payload::Reset { observed, .. } => {
+            Payload::Reset {
+                observed, horizon, ..
+            } => {
+                // The writer's floor trails its newest write, which this
+                // op's stamp follows: a horizon past the stamp would fold
+                // away every slot and refuse every count until then.
+                if *horizon > self.stamp.wall_ms {
+                    return Err(bad("a reset's horizon is after its stamp"));
+                }
                 if observed.len() > MAX_SUM_SLOTS {
                     return Err(bad("reset observes too many slots"));
                 }

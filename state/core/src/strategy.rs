@@ -61,6 +61,7 @@ pub use merge::{FieldEntry, MergeState};
 pub use register::Register;
 #[cfg(feature = "user-resolve")]
 pub use resolve::{ResolveState, Seen};
+pub(crate) use sum::implied_by;
 pub use sum::{Folded, Observed, Reset, Slot, SumState, Totals};
 
 use crate::clock::Stamp;
@@ -455,6 +456,18 @@ impl KeyState {
             Self::LastWriteWins(_) | Self::FirstWriteWins(_) => None,
             #[cfg(feature = "user-resolve")]
             Self::UserResolve(_) => None,
+        }
+    }
+
+    /// The newest write the state's fold horizons vouch for (0 for none):
+    /// a sum's folded totals and reset carry a horizon of their own,
+    /// taken only once the clock would take that write (see
+    /// [`sum::implied_by`]). Other strategies derive their floor from the
+    /// writes they hold, each judged by its own stamp.
+    pub(crate) fn implied_wall(&self) -> u64 {
+        match self {
+            Self::Sum(state) => state.implied_wall(),
+            _ => 0,
         }
     }
 

@@ -126,7 +126,13 @@ impl Replica {
             });
         }
         Self::check_access(spec, &op.key, &op.writer, Action::Write)?;
-        if let Some(due) = self.window(&op.stamp)? {
+        // A reset's horizon vouches for a write of its writer's that may
+        // lie past the op's own stamp's window (see `sum::implied_by`).
+        let implied = match &op.payload {
+            Payload::Reset { horizon, .. } => crate::strategy::implied_by(*horizon),
+            _ => 0,
+        };
+        if let Some(due) = self.window_at(op.stamp.wall_ms.max(implied))? {
             return Ok(Some(due));
         }
         self.check_floor(&op.key, op.stamp.wall_ms)?;
@@ -166,18 +172,23 @@ impl Replica {
     /// `Ok(None)` when a stamp may apply now, `Ok(Some(due))` when it may
     /// from local time `due` on, an error when it is too far ahead to keep.
     pub(super) fn window(&self, stamp: &Stamp) -> Result<Option<u64>> {
+        self.window_at(stamp.wall_ms)
+    }
+
+    /// [`window`](Self::window) of a write at `wall_ms`.
+    pub(super) fn window_at(&self, wall_ms: u64) -> Result<Option<u64>> {
         let now = self.now();
-        if stamp.wall_ms <= now.saturating_add(MAX_CLOCK_AHEAD_MS) {
+        if wall_ms <= now.saturating_add(MAX_CLOCK_AHEAD_MS) {
             return Ok(None);
         }
-        if stamp.wall_ms > now.saturating_add(MAX_HOLD_AHEAD_MS) {
+        if wall_ms > now.saturating_add(MAX_HOLD_AHEAD_MS) {
             return Err(Error::ClockSkew {
-                wall_ms: stamp.wall_ms,
+                wall_ms,
                 now_ms: now,
                 max_ahead_ms: MAX_HOLD_AHEAD_MS,
             });
         }
-        Ok(Some(stamp.wall_ms - MAX_CLOCK_AHEAD_MS))
+        Ok(Some(wall_ms - MAX_CLOCK_AHEAD_MS))
     }
 
     /// Brings an op's values to the current schema and checks their type.
@@ -298,8 +309,19 @@ impl Replica {
                 errors.push(err);
             }
         }
-        let ahead = state
-            .split(&mut |item| item.is_write() && matches!(self.window(&item.stamp), Ok(Some(_))));
+        // A sum's horizon past the window holds or refuses the whole state
+        // (its totals cannot be taken without it). Storage holds what this
+        // tab took when its clock allowed it, kept as it is.
+        let horizon_ahead = match source {
+            Source::Storage => None,
+            _ => self.window_at(state.implied_wall())?,
+        };
+        let ahead = match horizon_ahead {
+            Some(_) => std::mem::replace(&mut state, KeyState::empty(spec.strategy())),
+            None => state.split(&mut |item| {
+                item.is_write() && matches!(self.window(&item.stamp), Ok(Some(_)))
+            }),
+        };
         let ahead = (!ahead.is_empty()).then(|| SyncEntry {
             key: key.clone(),
             schema: entry.schema,

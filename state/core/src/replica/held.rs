@@ -76,7 +76,8 @@ impl Held {
 }
 
 /// When the earliest write of `state` may apply: once local time is within
-/// the allowed lead of its stamp.
+/// the allowed lead of its stamp, and of the write its fold horizon vouches
+/// for (see `sum::implied_by`), without which none of it applies.
 pub(super) fn due_of(state: &crate::strategy::KeyState) -> Option<u64> {
     let mut earliest: Option<u64> = None;
     state.visit(&mut |item| {
@@ -85,7 +86,13 @@ pub(super) fn due_of(state: &crate::strategy::KeyState) -> Option<u64> {
             earliest = Some(earliest.map_or(wall, |e| e.min(wall)));
         }
     });
-    earliest.map(|wall| wall.saturating_sub(crate::clock::MAX_CLOCK_AHEAD_MS))
+    let horizon = state.implied_wall();
+    let wall = match earliest {
+        Some(earliest) => earliest.max(horizon),
+        None if horizon > 0 => horizon,
+        None => return None,
+    };
+    Some(wall.saturating_sub(crate::clock::MAX_CLOCK_AHEAD_MS))
 }
 
 fn item_size(item: &HeldItem) -> usize {
@@ -312,5 +319,40 @@ impl Replica {
             self.held.bytes,
             self.held.items.len() + self.held.restores.len(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::due_of;
+    use crate::clock::MAX_CLOCK_AHEAD_MS;
+    use crate::limits::COMPACT_AFTER_MS;
+    use crate::strategy::KeyState;
+
+    const DAY: u64 = 24 * 60 * 60 * 1000;
+    const NOW: u64 = 1_700_000_000_000;
+
+    /// A sum state with one slot last written at `wall` and folded totals
+    /// behind `horizon`.
+    fn sum(wall: u64, horizon: u64) -> KeyState {
+        let text = format!(
+            r#"{{"strategy":"sum","data":{{"folded":{{"horizon":{horizon},"p":1,"n":0,"writers":["a/b/c"]}},
+            "slots":[{{"slot":{{"tab":"1","seq":1}},"seq":1,"last":{{"wall_ms":{wall},"counter":0,"tab":"1"}},"writer":"a/b/c","p":2,"n":0}}]}}}}"#
+        );
+        serde_json::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn a_state_is_due_when_its_horizon_s_write_would_be() {
+        // The slot alone would be due now; the horizon vouches for a write
+        // five days ahead.
+        let horizon = NOW + 5 * DAY - COMPACT_AFTER_MS;
+        let state = sum(NOW, horizon);
+        assert_eq!(due_of(&state), Some(NOW + 5 * DAY - MAX_CLOCK_AHEAD_MS));
+        // Without a horizon ahead, its earliest write decides.
+        let state = sum(NOW + 3 * DAY, NOW - COMPACT_AFTER_MS);
+        assert_eq!(due_of(&state), Some(NOW + 3 * DAY - MAX_CLOCK_AHEAD_MS));
     }
 }

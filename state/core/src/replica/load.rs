@@ -149,7 +149,11 @@ impl Replica {
             Ok((state, ahead)) => {
                 if let Some(ahead) = ahead {
                     // Stored by this tab before its clock was set back:
-                    // kept, and applied when the clock gets there.
+                    // kept, and applied when the clock gets there. Its op
+                    // ids are this tab's too: never issued again, and not
+                    // taken for forged ones when they come back.
+                    let own = ahead.state.max_seq(self.tab).min(u64::MAX / 2);
+                    self.seq = self.seq.max(own);
                     let due = super::held::due_of(&ahead.state);
                     let _ = self.hold(key, HeldItem::State(ahead), due, true);
                 }

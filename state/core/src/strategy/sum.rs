@@ -39,6 +39,23 @@ use crate::vec_map::VecMap;
 
 pub use parts::{Folded, Observed, Reset, Slot, Totals};
 
+/// The newest write a fold horizon vouches for: the horizon trails the
+/// newest write of the state that set it by [`COMPACT_AFTER_MS`], so a
+/// horizon `h` was set when a write stamped `h + COMPACT_AFTER_MS`
+/// existed. 0 for no horizon.
+///
+/// A replica takes a horizon only once its clock would take that write
+/// (now, or later like any write stamped ahead): a horizon weeks past its
+/// clock would fold every live slot and refuse every count until then,
+/// so a peer, hostile or with a fast clock, could freeze a counter with
+/// one reset or one state of nothing but a horizon.
+pub(crate) fn implied_by(horizon: u64) -> u64 {
+    match horizon {
+        0 => 0,
+        _ => horizon.saturating_add(COMPACT_AFTER_MS),
+    }
+}
+
 /// The state of a sum key.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SumState {
@@ -72,6 +89,9 @@ impl SumState {
             }
             if reset.observed.iter().any(|o| o.last > reset.stamp.wall_ms) {
                 return Err(bad("a reset observes slots written after it"));
+            }
+            if reset.horizon > reset.stamp.wall_ms {
+                return Err(bad("a reset's horizon is after its stamp"));
             }
         }
         if !self.folded.writers.windows(2).all(|w| w[0] < w[1]) {
@@ -147,6 +167,14 @@ impl SumState {
     /// the reset) and ops for them are stale.
     pub fn floor(&self) -> u64 {
         self.folded.horizon
+    }
+
+    /// The newest write this state's horizons vouch for (see
+    /// [`implied_by`]): a replica takes the state only once its clock
+    /// would take a write stamped then.
+    pub(crate) fn implied_wall(&self) -> u64 {
+        let reset = self.reset.as_ref().map_or(0, |r| r.horizon);
+        implied_by(self.folded.horizon.max(reset))
     }
 
     fn observed(&self, slot: &OpId) -> Totals {
