@@ -1920,12 +1920,21 @@ impl State {
                 ),
             );
         }
-        if op.stamp.wall_ms > now.saturating_add(MAX_CLOCK_AHEAD_MS - NODE_CLOCK_SLACK_MS) {
+        // A reset's fold horizon vouches for a write of its writer's that
+        // may lie past its own stamp (`Op::newest_wall`): judged alike, so
+        // the core never holds what a node admits (it would ack an op its
+        // state never gets).
+        let newest = op.newest_wall();
+        if newest > now.saturating_add(MAX_CLOCK_AHEAD_MS - NODE_CLOCK_SLACK_MS) {
+            let what = match newest > op.stamp.wall_ms {
+                true => "the reset's fold horizon vouches for a write",
+                false => "the op is stamped",
+            };
             return refused(
                 "clock_skew",
                 format!(
-                    "the op is stamped {} ms ahead of the relay's clock; check the device's time",
-                    op.stamp.wall_ms - now
+                    "{what} {} ms ahead of the relay's clock; check the device's time",
+                    newest - now
                 ),
             );
         }

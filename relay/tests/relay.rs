@@ -1263,6 +1263,35 @@ async fn ops_stamped_near_the_horizon_are_refused_so_every_node_applies_what_one
     );
 }
 
+/// A reset's fold horizon vouches for a write of its writer's 14 days
+/// after it: judged as that write's stamp would be. The core holds such a
+/// reset until the clock gets there, and a node never calls it again: one
+/// let through was logged, fanned out and acknowledged as applied while
+/// the node's own state (what it stores and snapshots) never got it.
+async fn a_reset_whose_horizon_vouches_for_a_write_ahead_is_refused_not_acked(backend: Backend) {
+    let relay = Relay::on(backend, &[]);
+    let mut client = Client::writer(&relay, &main_rw()).await;
+    let mut device = Device::new(3);
+    assert!(matches!(
+        client.push(vec![device.count(2)]).await[0].status,
+        AckStatus::Applied { .. }
+    ));
+    let day = 24 * 3_600_000;
+    let ahead = gaesup_relay::hub::now_ms() + 2 * day - gaesup_state_core::COMPACT_AFTER_MS;
+    let acks = client
+        .push(vec![device.reset_with_horizon(10, ahead)])
+        .await;
+    assert_eq!(refusal(&acks[0].status), "clock_skew", "{acks:?}");
+    let text = format!("{acks:?}");
+    assert!(text.contains("fold horizon"), "{text}");
+    // The same reset with the device's own horizon is taken.
+    let acks = client.push(vec![device.reset(10)]).await;
+    assert!(
+        matches!(acks[0].status, AckStatus::Applied { .. }),
+        "{acks:?}"
+    );
+}
+
 /// A page follows its apartment and the global keys; a token without a
 /// global grant is refused the global stream alone, and the apartment still
 /// syncs.
@@ -1899,6 +1928,7 @@ support::on_both_backends!(
     live_ops_reach_each_device_as_its_token_reads_them,
     made_up_units_of_one_building_take_only_its_share,
     ops_stamped_near_the_horizon_are_refused_so_every_node_applies_what_one_admits,
+    a_reset_whose_horizon_vouches_for_a_write_ahead_is_refused_not_acked,
     a_stream_the_token_may_not_read_is_refused_alone,
     ops_for_apartments_the_token_may_not_write_leave_no_stream_behind,
     a_reset_that_would_pass_the_slot_bound_is_refused,

@@ -488,6 +488,19 @@ impl Device {
             .op
     }
 
+    /// A reset of the lobby's counter to `target` whose fold horizon is
+    /// replaced by `horizon` (a forgery: the core's own is its floor).
+    pub fn reset_with_horizon(&mut self, target: i64, horizon: u64) -> Op {
+        let mut op = self.reset(target);
+        if let gaesup_state_core::Payload::Reset {
+            horizon: forged, ..
+        } = &mut op.payload
+        {
+            *forged = horizon;
+        }
+        op
+    }
+
     /// A write of the shared note (`apartment/main/shared-note`).
     pub fn note(&mut self, text: &str) -> Op {
         let key = self.key("shared-note");

@@ -216,6 +216,23 @@ pub struct Op {
 }
 
 impl Op {
+    /// The newest write this op vouches for: its stamp's wall time, or,
+    /// for a sum reset, the write its fold horizon implies when that is
+    /// later (the horizon trails its writer's newest write by
+    /// [`COMPACT_AFTER_MS`](crate::COMPACT_AFTER_MS)). A replica takes the
+    /// op only when its clock would take a write stamped then: a horizon
+    /// past the clock would drop every live slot and refuse every count
+    /// until then.
+    pub fn newest_wall(&self) -> u64 {
+        match &self.payload {
+            Payload::Reset { horizon, .. } => self
+                .stamp
+                .wall_ms
+                .max(crate::strategy::implied_by(*horizon)),
+            _ => self.stamp.wall_ms,
+        }
+    }
+
     /// Structural checks that need no key declaration: stamp and id agree,
     /// values within size and depth limits, bounded lists, no op that
     /// supersedes itself or a later write of its own tab. Permission,

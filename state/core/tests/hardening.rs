@@ -1487,8 +1487,9 @@ fn a_sync_answer_whose_horizon_lies_days_ahead_is_held_until_the_clock_gets_ther
     assert_eq!(victim.get(&u, &k).unwrap(), 8);
 }
 
-/// A tab's own storage is not judged by the horizon rule: what it stored
-/// was taken when its clock allowed it.
+/// A tab's own storage, within the hold window, is taken as stored: this
+/// tab took it when its clock allowed it (judged past the hold window,
+/// below).
 #[test]
 fn a_counter_stored_before_the_clock_went_back_loads_whole() {
     let clock = ManualClock::new(NOW);
@@ -1519,4 +1520,53 @@ fn a_counter_stored_before_the_clock_went_back_loads_whole() {
     clock.advance(5 * 24 * HOUR);
     reloaded.poll();
     assert_eq!(reloaded.get(&u, &k).unwrap(), 7);
+}
+
+/// A counter stored frozen (by a horizon taken before horizons were
+/// judged) is set aside as it loads, like a write stamped that far ahead,
+/// rather than staying frozen where every peer now refuses its state.
+#[test]
+fn a_counter_stored_with_a_horizon_past_the_hold_window_is_set_aside() {
+    use gaesup_state_core::Storage;
+
+    let clock = ManualClock::new(NOW);
+    let (mut victim, _, k, u) = counter_pair(&clock);
+    let mut storage = MemoryStorage::new();
+    victim.persist(Lifetime::Persistent, &mut storage);
+    let [stored_key] = storage.keys().unwrap().try_into().unwrap();
+    let mut stored: Value =
+        serde_json::from_str(&storage.get(&stored_key).unwrap().unwrap()).unwrap();
+    stored["state"]["data"]["folded"]["horizon"] = json!(u64::MAX);
+    storage.set(&stored_key, &stored.to_string()).unwrap();
+    let mut reloaded = store(1, &clock);
+    reloaded.declare(&k).unwrap();
+    let load = reloaded.load(Lifetime::Persistent, &mut storage).unwrap();
+    assert!(
+        matches!(
+            load.quarantined.as_slice(),
+            [q] if matches!(q.error, Error::ClockSkew { .. })
+        ),
+        "{:?}",
+        load.quarantined
+    );
+    // The key starts again, and counts.
+    reloaded.increment(&u, &k, 1).unwrap();
+    assert_eq!(reloaded.get(&u, &k).unwrap(), 1);
+}
+
+/// Found by the review of the horizon rule: a state of nothing but a
+/// horizon a few days ahead was neither held nor refused (it held no
+/// write, so it looked empty): dropped without a word.
+#[test]
+fn a_sync_answer_of_nothing_but_a_horizon_days_ahead_is_held() {
+    let clock = ManualClock::new(NOW);
+    let (mut victim, mut sender, k, u) = counter_pair(&clock);
+    sender.increment(&u, &k, 5).unwrap();
+    let horizon = NOW + 4 * 24 * HOUR - gaesup_state_core::COMPACT_AFTER_MS;
+    let answer = sync_answer_edited(&mut sender, &victim, |data| {
+        *data = json!({ "folded": { "horizon": horizon } });
+    });
+    let inbound = victim.receive_text(&answer);
+    assert_eq!((inbound.errors.as_slice(), inbound.held), (&[][..], 1));
+    assert_eq!(victim.get(&u, &k).unwrap(), 3);
 }

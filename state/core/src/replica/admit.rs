@@ -126,13 +126,7 @@ impl Replica {
             });
         }
         Self::check_access(spec, &op.key, &op.writer, Action::Write)?;
-        // A reset's horizon vouches for a write of its writer's that may
-        // lie past the op's own stamp's window (see `sum::implied_by`).
-        let implied = match &op.payload {
-            Payload::Reset { horizon, .. } => crate::strategy::implied_by(*horizon),
-            _ => 0,
-        };
-        if let Some(due) = self.window_at(op.stamp.wall_ms.max(implied))? {
+        if let Some(due) = self.window_at(op.newest_wall())? {
             return Ok(Some(due));
         }
         self.check_floor(&op.key, op.stamp.wall_ms)?;
@@ -309,12 +303,15 @@ impl Replica {
                 errors.push(err);
             }
         }
-        // A sum's horizon past the window holds or refuses the whole state
-        // (its totals cannot be taken without it). Storage holds what this
-        // tab took when its clock allowed it, kept as it is.
-        let horizon_ahead = match source {
-            Source::Storage => None,
-            _ => self.window_at(state.implied_wall())?,
+        // A sum's horizon past the window holds the whole state (its totals
+        // cannot be taken without it), or refuses it past the hold window.
+        // From storage, as its writes: past the hold window it is set
+        // aside (state stored before horizons were judged, frozen by one,
+        // included), and within it taken as stored (this tab took it when
+        // its clock allowed it; the clock went back since).
+        let horizon_ahead = match (self.window_at(state.implied_wall())?, source) {
+            (Some(_), Source::Storage) => None,
+            (ahead, _) => ahead,
         };
         let ahead = match horizon_ahead {
             Some(_) => std::mem::replace(&mut state, KeyState::empty(spec.strategy())),
@@ -322,7 +319,8 @@ impl Replica {
                 item.is_write() && matches!(self.window(&item.stamp), Ok(Some(_)))
             }),
         };
-        let ahead = (!ahead.is_empty()).then(|| SyncEntry {
+        // A state held for its horizon is held even with no write in it.
+        let ahead = (horizon_ahead.is_some() || !ahead.is_empty()).then(|| SyncEntry {
             key: key.clone(),
             schema: entry.schema,
             state: ahead,
