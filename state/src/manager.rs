@@ -37,7 +37,7 @@ use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
 
 use gaesup_state_core::{
-    ApartmentId, Change, Clock, FullKey, KeySpec, Quarantine, Replica, TabId, Transport,
+    ApartmentId, Change, Clock, Event, FullKey, KeySpec, Quarantine, Replica, TabId, Transport,
 };
 use leptos::prelude::*;
 
@@ -100,6 +100,13 @@ struct Shared {
     /// Whether `pending` may hold changes: set when one is queued, so a
     /// delivery with nothing queued does not borrow the queue.
     queued: Cell<bool>,
+    /// Set while events are being dispatched to listeners; an event a
+    /// listener emits meanwhile waits in `events`, with its depth (see
+    /// [`MAX_CASCADE_DEPTH`](notify::MAX_CASCADE_DEPTH)).
+    dispatching: Cell<bool>,
+    events: RefCell<VecDeque<(Event, u32)>>,
+    /// The depth of the event being dispatched now.
+    event_depth: Cell<u32>,
     /// The callbacks a change reaches, gathered here before they are
     /// called (so none is called with the registry borrowed); kept between
     /// deliveries so a write does not allocate a list for them.
@@ -197,6 +204,9 @@ impl StateManager {
             pending: RefCell::default(),
             depth: Cell::new(0),
             queued: Cell::new(false),
+            dispatching: Cell::new(false),
+            events: RefCell::default(),
+            event_depth: Cell::new(0),
             targets: RefCell::default(),
             confirmations: RefCell::default(),
             disposed: Cell::new(false),

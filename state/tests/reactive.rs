@@ -1670,3 +1670,92 @@ fn two_subscribers_writing_on_every_change_are_cut_off_too() {
         assert!(dropped[0].contains("building/a/b/n"), "{dropped:?}");
     });
 }
+
+/// A `ping` event on the building of `a/b/u`, carrying `n`.
+fn ping(n: i64) -> gaesup_state::core::Event {
+    let unit: UnitAddress = "a/b/u".parse().unwrap();
+    let name: gaesup_state::core::KeyName = "ping".parse().unwrap();
+    gaesup_state::core::Event::new(Scope::Building, &unit, &name, json!(n)).unwrap()
+}
+
+/// Listens to `ping` on `manager`: each event heard is counted in `heard`,
+/// recorded in `order`, and, while `answer` says so for its number,
+/// answered with another (one more) from inside the listener.
+fn listen_answering(
+    manager: StateManager,
+    heard: &Arc<AtomicUsize>,
+    order: &Arc<std::sync::Mutex<Vec<i64>>>,
+    answer: fn(i64) -> bool,
+) {
+    let (seen, order) = (Arc::clone(heard), Arc::clone(order));
+    manager
+        .listen(ping(0).topic, move |event| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            let n = event.data.as_i64().unwrap();
+            order.lock().unwrap().push(n);
+            if answer(n) {
+                manager.emit(ping(n + 1), false).unwrap();
+            }
+        })
+        .unwrap();
+}
+
+// Found by a hostile review: a listener's emit was delivered by a call
+// nested inside the listener, with no bound, so a listener answering each
+// event it hears (a JavaScript unit's `on` calling `emit`, or two units
+// playing ping-pong) recursed until the stack overflowed: a trap that
+// unwinds nothing and leaves the manager's borrows and delivery flag
+// stuck. Events now wait in a queue, like changes, within the same bounds.
+
+#[test]
+fn a_listener_that_emits_on_every_event_is_cut_off_not_recursed_into() {
+    Owner::new().with(|| {
+        let manager = manager(1);
+        let heard = Arc::new(AtomicUsize::new(0));
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        listen_answering(manager, &heard, &order, |_| true);
+        manager.emit(ping(0), false).unwrap();
+        let depth = gaesup_state::MAX_CASCADE_DEPTH as usize;
+        assert_eq!(heard.load(Ordering::SeqCst), 1 + depth);
+        let dropped = manager.dropped();
+        assert_eq!(dropped.len(), 1, "{dropped:?}");
+        assert!(dropped[0].contains("kept emitting"), "{dropped:?}");
+        assert!(dropped[0].contains("building/a/b/ping"), "{dropped:?}");
+        // The next emit is delivered again (and cut off again).
+        manager.emit(ping(0), false).unwrap();
+        assert_eq!(heard.load(Ordering::SeqCst), 2 * (1 + depth));
+        assert_eq!(manager.dropped().len(), 2);
+    });
+}
+
+#[test]
+fn an_event_a_listener_emits_reaches_every_listener_after_the_one_that_was_being_told() {
+    Owner::new().with(|| {
+        let manager = manager(1);
+        let heard = Arc::new(AtomicUsize::new(0));
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        // Two listeners; both answer 0 with 1, once each.
+        listen_answering(manager, &heard, &order, |n| n == 0);
+        listen_answering(manager, &heard, &order, |n| n == 0);
+        manager.emit(ping(0), false).unwrap();
+        // Both hear 0 before anyone hears a 1; then each 1, by both.
+        assert_eq!(*order.lock().unwrap(), [0, 0, 1, 1, 1, 1]);
+        assert_eq!(manager.dropped(), Vec::<String>::new());
+    });
+}
+
+#[test]
+fn two_listeners_emitting_on_every_event_are_cut_off_too() {
+    Owner::new().with(|| {
+        let manager = manager(1);
+        let heard = Arc::new(AtomicUsize::new(0));
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        // Each event makes two: depth alone would stop them after 2^100.
+        listen_answering(manager, &heard, &order, |_| true);
+        listen_answering(manager, &heard, &order, |_| true);
+        manager.emit(ping(0), false).unwrap();
+        let delivered = heard.load(Ordering::SeqCst) / 2;
+        assert_eq!(delivered, 1 + gaesup_state::MAX_CASCADE_CHANGES);
+        assert_eq!(manager.dropped().len(), 1);
+    });
+}

@@ -103,6 +103,8 @@ pub const MAX_CASCADE_CHANGES: usize = 100_000;
 /// ([`MAX_CASCADE_CHANGES`] bounds a loop that branches). A loop through
 /// a microtask (`subscribeBatch`'s), a Leptos effect (they run later) or
 /// two tabs starts a new delivery each round and is not caught here.
+/// Events a listener emits are bounded the same way, with this and
+/// [`MAX_CASCADE_CHANGES`] (see [`StateManager::emit`]).
 pub const MAX_CASCADE_DEPTH: u32 = 100;
 
 impl<'s> Delivery<'s> {

@@ -180,6 +180,36 @@ fn events_reach_listeners_in_scope() {
     });
 }
 
+/// Two JavaScript units playing ping-pong: each answers every event it
+/// hears. Each answer was delivered inside the emit that made it, until
+/// the stack overflowed (a trap in the middle of the manager); now the
+/// exchange is cut off after `MAX_CASCADE_DEPTH` answers, said in
+/// `dropped`, and the manager goes on working.
+#[wasm_bindgen_test]
+fn units_answering_each_other_s_events_are_cut_off_not_overflowed() {
+    let owner = Owner::new();
+    owner.with(|| {
+        let manager = install("js9");
+        let out = js(r#"
+            const a = window.gaesup.unit('js9/lobby/a');
+            const b = window.gaesup.unit('js9/lobby/b');
+            let heard = 0;
+            a.on('ping', (data) => { heard += 1; a.emit('pong', { n: data.n + 1 }, { scope: 'building' }); }, { scope: 'building' });
+            b.on('pong', (data) => { heard += 1; b.emit('ping', { n: data.n + 1 }, { scope: 'building' }); }, { scope: 'building' });
+            a.emit('ping', { n: 0 }, { scope: 'building' });
+            const first = heard;
+            // Still working: another round is cut off the same way.
+            a.emit('ping', { n: 0 }, { scope: 'building' });
+            return [first, heard - first];
+        "#);
+        let rounds = 1 + gaesup_state::MAX_CASCADE_DEPTH;
+        assert_eq!(out, format!("[{rounds},{rounds}]"));
+        let dropped = manager.dropped();
+        assert_eq!(dropped.len(), 2, "{dropped:?}");
+        assert!(dropped[0].contains("kept emitting"), "{dropped:?}");
+    });
+}
+
 /// One macrotask: every microtask queued before it (a batch flush) has run.
 async fn next_task() {
     gloo_timers::future::TimeoutFuture::new(0).await;
