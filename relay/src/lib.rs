@@ -401,7 +401,15 @@ pub fn mint(options: &Mint) -> Result<String, String> {
     }
     let claims = Claims {
         sub: options.subject.clone(),
-        exp: hub::now_ms() / 1000 + options.ttl,
+        exp: (hub::now_ms() / 1000)
+            .checked_add(options.ttl)
+            .ok_or_else(|| {
+                format!(
+                    "--ttl {} is too long: the token's expiry would pass the largest time it can \
+                     hold",
+                    options.ttl
+                )
+            })?,
         apartments,
         global: options.global.as_deref().map(parse_access).transpose()?,
     };
@@ -443,4 +451,33 @@ fn run(options: Serve) -> Result<(), String> {
         .build()
         .map_err(|err| err.to_string())?;
     runtime.block_on(serve(options, secret))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(ttl: u64) -> Mint {
+        Mint {
+            secret_file: None,
+            dev: true,
+            subject: "alice".to_owned(),
+            ttl,
+            apartments: vec!["main=rw".to_owned()],
+            global: None,
+        }
+    }
+
+    /// Found by a review: the expiry was `now + ttl`, which overflowed
+    /// (a panic in a debug build, a token already expired in a release
+    /// one) for a `--ttl` near `u64::MAX`.
+    #[test]
+    fn a_ttl_past_the_largest_expiry_is_refused_not_wrapped() {
+        let err = mint(&options(u64::MAX)).unwrap_err();
+        assert!(
+            err.contains("--ttl 18446744073709551615 is too long"),
+            "{err}"
+        );
+        assert!(mint(&options(3600)).is_ok());
+    }
 }
