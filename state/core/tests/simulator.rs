@@ -21,7 +21,8 @@
 //!   writes are refused past it; nothing else is);
 //! - **hostile**: one more replica sends forged writes (to a restricted key
 //!   as other units, claiming other tabs' ids, for other apartments,
-//!   stamped at the end of time, huge, garbage), which every honest
+//!   stamped at the end of time, huge, garbage, a counter's reset or
+//!   state whose fold horizon lies past the clock), which every honest
 //!   replica must refuse without changing anything else.
 //!
 //! After the random phase, time passes (every clock moves past every stamp,
@@ -48,8 +49,8 @@ use std::ops::Range;
 
 use gaesup_state_core::{
     Access, ApartmentId, Clock, Error, Lifetime, MAX_CLOCK_AHEAD_MS, ManualClock, MemoryStorage,
-    Message, Op, OpGroup, Replica, SYNC_ANSWER_INTERVAL_MS, Scope, SharedKey, Strategy, TabId,
-    UnitAddress, Write,
+    Message, Op, OpGroup, Payload, Replica, SYNC_ANSWER_INTERVAL_MS, Scope, SharedKey, Strategy,
+    TabId, UnitAddress, Write,
 };
 use serde_json::{Value, json};
 
@@ -203,6 +204,10 @@ struct InFlight {
     due: u64,
     /// Sent by the hostile replica: refusals are expected.
     hostile: bool,
+    /// A forgery claiming this tab id of its target: one only while the
+    /// target still has it (a reload gives it a fresh one, and an op of
+    /// its old id is then another tab's, which nothing can tell apart).
+    claims_tab: Option<TabId>,
 }
 
 #[derive(Default)]
@@ -353,6 +358,7 @@ impl Sim {
                     text: text.to_owned(),
                     due,
                     hostile,
+                    claims_tab: None,
                 });
             }
         }
@@ -387,6 +393,14 @@ impl Sim {
         let before = message
             .hostile
             .then(|| serde_json::to_string(replica.store.states()).unwrap());
+        if message
+            .claims_tab
+            .is_some_and(|tab| tab != replica.store.tab())
+        {
+            // Aimed at a tab id its target no longer has.
+            self.stats.dropped += 1;
+            return Ok(true);
+        }
         let inbound = replica.store.receive_text(&message.text);
         self.stats.held += inbound.held as u64;
         if let Some(before) = before {
@@ -677,7 +691,10 @@ impl Sim {
         forger.declare(&open).unwrap();
         forger.declare(&self.keys.sum).unwrap();
         let intruder: UnitAddress = "apt/b1/intruder".parse().unwrap();
-        let text = match self.rng.below(7) {
+        let now = self.replicas[0].clock.now_ms();
+        let kind = self.rng.below(10);
+        let claims = kind == 2;
+        let text = match kind {
             0 => {
                 // Writing a restricted key as a unit that may not.
                 let write = forger.set(&intruder, &open, 666).unwrap();
@@ -722,10 +739,41 @@ impl Sim {
                     r#"{{"v":2,"type":"ops","body":{{"ops":[{{"id":{{"tab":"1","seq":1}},"key":"apartment/apt/lww","writer":"apt/b0/u0","stamp":{{"wall_ms":1,"counter":0,"tab":"1"}},"schema":1,"payload":{{"kind":"set","data":{{"value":"{huge}"}}}}}}]}}}}"#
                 )
             }
+            kind @ (7 | 8) => {
+                // A reset of the counter (which any unit may write) whose
+                // fold horizon lies past its own stamp (7), or vouches for
+                // a write two weeks past it (8): it would drop every live
+                // slot and refuse every count until then.
+                forger.declare(&self.keys.counter).unwrap();
+                let mut op: Op = forger.set(&intruder, &self.keys.counter, 5).unwrap().op;
+                let stamp = op.stamp.wall_ms;
+                if let Payload::Reset { horizon, .. } = &mut op.payload {
+                    *horizon = if kind == 7 { u64::MAX } else { stamp };
+                }
+                Message::Ops(OpGroup { ops: vec![op] }).encode().unwrap()
+            }
+            9 => {
+                // The counter's state, its folded horizon put at or past
+                // the clock: taken, it froze the counter until then.
+                forger.declare(&self.keys.counter).unwrap();
+                forger.increment(&intruder, &self.keys.counter, 1).unwrap();
+                let ahead = now + self.rng.below(30) * DAY;
+                let text = forger.sync_messages().pop().unwrap().encode().unwrap();
+                let mut json: Value = serde_json::from_str(&text).unwrap();
+                for entry in json["body"]["states"].as_array_mut().unwrap() {
+                    entry["state"]["data"]["folded"]["horizon"] = json!(ahead);
+                }
+                json.to_string()
+            }
             _ => String::from("{\"v\":2,\"type\":\"ops\",\"body\":{\"ops\":[{}]}}"),
         };
         let hostile = self.honest();
         self.post_text(hostile, &[target], &text, false, true);
+        if claims {
+            for message in self.bus.iter_mut().filter(|m| m.hostile && m.text == text) {
+                message.claims_tab = Some(victim_tab);
+            }
+        }
     }
 
     fn run(&mut self) -> Result<(), String> {
