@@ -53,6 +53,30 @@ export class FakeGaesup {
     );
   }
 
+  #dispatching = false;
+  #events = [];
+
+  /**
+   * Delivers an event as the wasm does: one emitted by a listener waits
+   * until that listener returns, then reaches every listener after the
+   * events emitted before it.
+   */
+  dispatch(name, data, sender) {
+    this.#events.push([name, copy(data), sender]);
+    if (this.#dispatching) return;
+    this.#dispatching = true;
+    try {
+      while (this.#events.length > 0) {
+        const [topic, payload, from] = this.#events.shift();
+        for (const listener of [...this.listeners]) {
+          if (listener.name === topic) listener.callback(copy(payload), from);
+        }
+      }
+    } finally {
+      this.#dispatching = false;
+    }
+  }
+
   /** A write from another unit or tab. */
   write(name, value, writer = 'main/other/unit') {
     const key = this.keys.get(name);
@@ -153,9 +177,7 @@ export class FakeGaesup {
       },
       emit(name, data, options = {}) {
         fake.calls.push(['emit', name, data, options]);
-        for (const listener of [...fake.listeners]) {
-          if (listener.name === name) listener.callback(copy(data), address);
-        }
+        fake.dispatch(name, data, address);
       },
       on(name, callback) {
         const listener = { name, callback };

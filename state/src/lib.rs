@@ -162,7 +162,8 @@ pub use hooks::{
 };
 pub use manager::{
     Confirmation, KeyInfo, LOG_CAPACITY, ListenerId, LogEntry, MAX_CASCADE_CHANGES,
-    MAX_CASCADE_DEPTH, Origin, RelayAck, StateManager, SubscriptionId, Written,
+    MAX_CASCADE_DEPTH, MAX_QUEUED_EVENT_BYTES, Origin, RelayAck, StateManager, SubscriptionId,
+    Written,
 };
 pub use platform::{SystemClock, random_tab_id};
 pub use sync_status::{RelayStatus, SyncStatus};

@@ -45,7 +45,7 @@ use crate::error::{Result, StateError};
 use crate::platform::{SystemClock, random_tab_id};
 
 pub use confirm::{Confirmation, RelayAck};
-pub use events::ListenerId;
+pub use events::{ListenerId, MAX_QUEUED_EVENT_BYTES};
 pub use inspect::{KeyInfo, LOG_CAPACITY, LogEntry, Origin};
 pub use notify::{MAX_CASCADE_CHANGES, MAX_CASCADE_DEPTH};
 pub use subscribe::SubscriptionId;
@@ -104,9 +104,17 @@ struct Shared {
     /// listener emits meanwhile waits in `events`, with its depth (see
     /// [`MAX_CASCADE_DEPTH`](notify::MAX_CASCADE_DEPTH)).
     dispatching: Cell<bool>,
-    events: RefCell<VecDeque<(Event, u32)>>,
+    /// Each waiting event with its depth and its data's length (JSON).
+    events: RefCell<VecDeque<(Event, u32, usize)>>,
     /// The depth of the event being dispatched now.
     event_depth: Cell<u32>,
+    /// What the events in `events` hold in all (see
+    /// [`MAX_QUEUED_EVENT_BYTES`](events::MAX_QUEUED_EVENT_BYTES)).
+    event_bytes: Cell<usize>,
+    /// Events delivered from the queue in this dispatch.
+    events_delivered: Cell<usize>,
+    /// Whether this dispatch has said it cut events off.
+    events_cut: Cell<bool>,
     /// The callbacks a change reaches, gathered here before they are
     /// called (so none is called with the registry borrowed); kept between
     /// deliveries so a write does not allocate a list for them.
@@ -207,6 +215,9 @@ impl StateManager {
             dispatching: Cell::new(false),
             events: RefCell::default(),
             event_depth: Cell::new(0),
+            event_bytes: Cell::new(0),
+            events_delivered: Cell::new(0),
+            events_cut: Cell::new(false),
             targets: RefCell::default(),
             confirmations: RefCell::default(),
             disposed: Cell::new(false),

@@ -1759,3 +1759,39 @@ fn two_listeners_emitting_on_every_event_are_cut_off_too() {
         assert_eq!(manager.dropped().len(), 1);
     });
 }
+
+/// Found by the review of the queue: the bounds counted events delivered,
+/// not waiting. Two answers to each event double the queue at every step,
+/// each a copy of its data (up to 256 KiB), so it filled the memory long
+/// before 100,000 were delivered. What waits is bounded in bytes too.
+#[test]
+fn listeners_doubling_large_events_are_cut_off_by_the_bytes_waiting() {
+    Owner::new().with(|| {
+        let manager = manager(1);
+        let unit: UnitAddress = "a/b/u".parse().unwrap();
+        let name: gaesup_state::core::KeyName = "ping".parse().unwrap();
+        let data = json!("x".repeat(10_000));
+        let big = gaesup_state::core::Event::new(Scope::Building, &unit, &name, data).unwrap();
+        let heard = Arc::new(AtomicUsize::new(0));
+        let (seen, answer) = (Arc::clone(&heard), big.clone());
+        // Two answers to each of the first 1,000 events heard: 2,000 of
+        // 10,002 bytes (as JSON) would wait at once.
+        const ANSWERED: usize = 1_000;
+        manager
+            .listen(big.topic.clone(), move |_| {
+                if seen.fetch_add(1, Ordering::SeqCst) < ANSWERED {
+                    manager.emit(answer.clone(), false).unwrap();
+                    manager.emit(answer.clone(), false).unwrap();
+                }
+            })
+            .unwrap();
+        manager.emit(big, false).unwrap();
+        // At most this many waited at once, each heard after the answers.
+        let waiting = gaesup_state::MAX_QUEUED_EVENT_BYTES / 10_002;
+        let heard = heard.load(Ordering::SeqCst);
+        assert!(heard <= ANSWERED + waiting + 1, "{heard}");
+        let dropped = manager.dropped();
+        assert_eq!(dropped.len(), 1, "{dropped:?}");
+        assert!(dropped[0].contains("bytes of data waiting"), "{dropped:?}");
+    });
+}

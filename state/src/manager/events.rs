@@ -5,6 +5,8 @@ use std::rc::Rc;
 
 use gaesup_state_core::{Event, FullKey, Message};
 
+use gaesup_state_core::encoded_len;
+
 use super::notify::{MAX_CASCADE_CHANGES, MAX_CASCADE_DEPTH};
 use super::{Shared, StateManager};
 use crate::error::Result;
@@ -45,8 +47,9 @@ impl StateManager {
     /// tabs too when `cross_tab`. Called from a listener, the event is
     /// delivered once that listener returns, after the events emitted
     /// before it; listeners that emit on every event they hear are cut
-    /// off past [`MAX_CASCADE_DEPTH`] emits deep (see
-    /// [`dropped`](Self::dropped)).
+    /// off past [`MAX_CASCADE_DEPTH`] emits deep, [`MAX_CASCADE_CHANGES`]
+    /// events emitted by listeners, or [`MAX_QUEUED_EVENT_BYTES`] waiting
+    /// (see [`dropped`](Self::dropped)).
     pub fn emit(&self, event: Event, cross_tab: bool) -> Result<()> {
         let shared = self.shared()?;
         if cross_tab {
@@ -61,15 +64,17 @@ impl StateManager {
     /// delivered after the events before it, within the same dispatch
     /// (never by a call nested inside the listener, whose depth nothing
     /// bounded: two listeners answering each other overflowed the stack).
-    /// Past [`MAX_CASCADE_DEPTH`] emits deep, or [`MAX_CASCADE_CHANGES`]
-    /// emitted by listeners, events are not delivered (those emitted to
-    /// other tabs were sent): listeners are answering their own events,
-    /// a loop that would hang the page. Said once per dispatch, on the
-    /// console and in [`dropped`](StateManager::dropped).
+    /// An event is not queued (those emitted to other tabs were sent) past
+    /// [`MAX_CASCADE_DEPTH`] emits deep, past [`MAX_CASCADE_CHANGES`]
+    /// emitted by listeners in one dispatch, or past
+    /// [`MAX_QUEUED_EVENT_BYTES`] of data waiting: listeners are answering
+    /// their own events, a loop that would hang the page or fill its
+    /// memory (two answers to each event double the queue at every
+    /// step). Said once per dispatch, on the console and in
+    /// [`dropped`](StateManager::dropped).
     pub(super) fn dispatch(shared: &Shared, event: &Event) {
         if shared.dispatching.get() {
-            let depth = shared.event_depth.get().saturating_add(1);
-            shared.events.borrow_mut().push_back((event.clone(), depth));
+            Self::queue(shared, event);
             return;
         }
         let mut dispatch = Dispatch::start(shared);
@@ -79,27 +84,65 @@ impl StateManager {
         dispatch.deliver(event, 0);
         dispatch.drain();
     }
+
+    /// Queues `event`, emitted by a listener during a dispatch, one step
+    /// deeper than the event being delivered, unless past the bounds.
+    fn queue(shared: &Shared, event: &Event) {
+        let depth = shared.event_depth.get().saturating_add(1);
+        let bytes = encoded_len(&event.data, MAX_QUEUED_EVENT_BYTES.saturating_add(1));
+        let waiting = shared.events.borrow().len();
+        let past = depth > MAX_CASCADE_DEPTH
+            || waiting.saturating_add(shared.events_delivered.get()) >= MAX_CASCADE_CHANGES
+            || shared.event_bytes.get().saturating_add(bytes) > MAX_QUEUED_EVENT_BYTES;
+        if past {
+            Self::cut_events(shared, event);
+            return;
+        }
+        shared.event_bytes.set(shared.event_bytes.get() + bytes);
+        shared
+            .events
+            .borrow_mut()
+            .push_back((event.clone(), depth, bytes));
+    }
+
+    /// Leaves `event` undelivered (past the bounds), said once per dispatch.
+    fn cut_events(shared: &Shared, event: &Event) {
+        if shared.events_cut.replace(true) {
+            return;
+        }
+        let text = format!(
+            "Listeners kept emitting while being told of events: from an event on {} on, \
+             events emitted more than {MAX_CASCADE_DEPTH} emits deep, past \
+             {MAX_CASCADE_CHANGES} emitted by listeners, or past {MAX_QUEUED_EVENT_BYTES} bytes \
+             of data waiting, in one dispatch were not delivered here (those for other tabs \
+             were sent). A listener that emits on every event it hears loops.",
+            event.topic
+        );
+        leptos::logging::error!("{text}");
+        StateManager::record_refusal(shared, text);
+    }
 }
+
+/// Most bytes of event data (as JSON) that events emitted by listeners may
+/// hold while they wait in one dispatch: 16 events of the largest size an
+/// event may carry, or thousands of small ones. Past it, a listener's
+/// emit is not delivered (see [`StateManager::emit`]).
+pub const MAX_QUEUED_EVENT_BYTES: usize = 4 * 1024 * 1024;
 
 /// The dispatch running (only one at a time: events emitted meanwhile
 /// wait in the manager's queue). Dropped when it ends, or when a
-/// listener's panic unwinds through it.
+/// listener's panic unwinds through it (in a native build: a panic in
+/// the wasm aborts, and leaves the manager as it was, mid-dispatch).
 struct Dispatch<'s> {
     shared: &'s Shared,
-    /// Events delivered from the queue (emitted by listeners) so far.
-    delivered: usize,
-    /// An event past the bounds was left undelivered (said once).
-    cut: bool,
 }
 
 impl<'s> Dispatch<'s> {
     fn start(shared: &'s Shared) -> Self {
         shared.dispatching.set(true);
-        Self {
-            shared,
-            delivered: 0,
-            cut: false,
-        }
+        shared.events_delivered.set(0);
+        shared.events_cut.set(false);
+        Self { shared }
     }
 
     fn deliver(&mut self, event: &Event, depth: u32) {
@@ -120,37 +163,18 @@ impl<'s> Dispatch<'s> {
     fn drain(&mut self) {
         loop {
             let next = self.shared.events.borrow_mut().pop_front();
-            match next {
-                None => return,
-                Some((event, depth))
-                    if depth > MAX_CASCADE_DEPTH || self.delivered >= MAX_CASCADE_CHANGES =>
-                {
-                    self.cut(&event);
-                }
-                Some((event, depth)) => {
-                    self.delivered += 1;
-                    self.deliver(&event, depth);
-                }
-            }
+            let Some((event, depth, bytes)) = next else {
+                return;
+            };
+            let shared = self.shared;
+            shared
+                .event_bytes
+                .set(shared.event_bytes.get().saturating_sub(bytes));
+            shared
+                .events_delivered
+                .set(shared.events_delivered.get() + 1);
+            self.deliver(&event, depth);
         }
-    }
-
-    /// Leaves `event` undelivered (past the bounds), said once.
-    fn cut(&mut self, event: &Event) {
-        if self.cut {
-            return;
-        }
-        self.cut = true;
-        let text = format!(
-            "Listeners kept emitting while being told of events: from an event on {} on, \
-             events emitted more than {MAX_CASCADE_DEPTH} emits deep, or past \
-             {MAX_CASCADE_CHANGES} emitted by listeners, in one dispatch were not delivered \
-             here (those for other tabs were sent). A listener that emits on every event it \
-             hears loops.",
-            event.topic
-        );
-        leptos::logging::error!("{text}");
-        StateManager::record_refusal(self.shared, text);
     }
 }
 
