@@ -8,6 +8,9 @@
 // and the glue's classes have them. esbuild, which already bundles the
 // framework units, is used here instead.
 //
+// The glue is renamed after its new text (Trunk's name hashes the text it
+// wrote), so one name never stands for two texts.
+//
 // Trunk has already written each glue's digest into the pages
 // (`integrity="sha384-…"` of its modulepreload link), so each digest of the
 // old text is replaced by the new text's, in every page of the site. A page
@@ -20,7 +23,7 @@
 // Trunk.toml, the bench's probes too, so sizes compare like with like):
 // out-dir defaults to $TRUNK_STAGING_DIR; a debug build
 // ($TRUNK_PROFILE=debug) or --dev leaves the glue as it is.
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
@@ -84,11 +87,28 @@ export function staleIntegrity(html, glue, text) {
 }
 
 /**
+ * The name of a glue `glue` holding `text`: Trunk's name hashes the text
+ * it wrote, so the 16 hex digits of that hash are replaced by those of a
+ * digest of `text`. A host that caches hashed names for good must never
+ * get other bytes under one (an esbuild of another version minifies the
+ * same glue to other bytes; the page's digest would then refuse the copy
+ * it cached). A name without such a hash (`filehash = false`) is kept.
+ */
+export function hashedName(glue, text) {
+  const named = glue.match(/^(.*)-[0-9a-f]{16}\.js$/);
+  if (!named) {
+    return glue;
+  }
+  return `${named[1]}-${createHash('sha256').update(text).digest('hex').slice(0, 16)}.js`;
+}
+
+/**
  * Minifies every glue of the site in `out` with `transform` (esbuild's),
- * rewriting the pages' digests. Returns what it did, for the log; throws,
- * changing nothing of that glue, when a page would be left loading it
- * with a digest that does not match (Trunk wrote it in a form not known
- * here).
+ * renaming it after its new text ([`hashedName`]) and rewriting the
+ * pages' references and digests. Returns what it did, for the log;
+ * throws, changing nothing of that glue, when a page would be left
+ * loading it with a digest that does not match (Trunk wrote it in a form
+ * not known here).
  */
 export async function minifyGlue(out, transform) {
   const files = readdirSync(out);
@@ -104,23 +124,27 @@ export async function minifyGlue(out, transform) {
       minify: true,
       legalComments: 'none',
     });
+    const name = hashedName(glue, after);
     let replaced = 0;
     const rewritten = pages.map((page) => {
       const result = rewriteIntegrity(readFileSync(join(out, page), 'utf8'), before, after);
       replaced += result.replaced;
-      return [page, result.html];
+      return [page, result.html.split(glue).join(name)];
     });
     for (const [page, html] of rewritten) {
-      const stale = staleIntegrity(html, glue, after);
+      const stale = staleIntegrity(html, name, after);
       if (stale.length > 0) {
         throw new Error(`${page} loads ${glue} with integrity ${stale.join(', ')}, which is not a digest of its text: left unminified`);
       }
     }
-    writeFileSync(path, after);
+    writeFileSync(join(out, name), after);
+    if (name !== glue) {
+      rmSync(path);
+    }
     for (const [page, html] of rewritten) {
       writeFileSync(join(out, page), html);
     }
-    done.push({ glue, before: Buffer.byteLength(before), after: Buffer.byteLength(after), replaced });
+    done.push({ glue, name, before: Buffer.byteLength(before), after: Buffer.byteLength(after), replaced });
   }
   return done;
 }
@@ -148,8 +172,8 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
     if (done.length === 0) {
       console.warn(`js/minify-glue.mjs: no wasm-bindgen glue in ${out} (no <name>.js beside a <name>_bg.wasm): nothing minified`);
     }
-    for (const { glue, before, after, replaced } of done) {
-      console.log(`js/minify-glue.mjs: ${glue} ${before} → ${after} bytes, ${replaced} digest(s) rewritten`);
+    for (const { glue, name, before, after, replaced } of done) {
+      console.log(`js/minify-glue.mjs: ${glue} ${before} → ${name} ${after} bytes, ${replaced} digest(s) rewritten`);
     }
   } catch (error) {
     console.error(`js/minify-glue.mjs: ${error.message}`);

@@ -2,12 +2,12 @@
 // follows, or nothing changes and the build fails.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { transform } from 'esbuild';
 
-import { digest, glueFiles, minifyGlue, rewriteIntegrity, staleIntegrity } from '../minify-glue.mjs';
+import { digest, glueFiles, hashedName, minifyGlue, rewriteIntegrity, staleIntegrity } from '../minify-glue.mjs';
 
 /** A glue as wasm-bindgen prints one: doc comments, a class with a getter. */
 const GLUE = `/**
@@ -38,14 +38,14 @@ function page(glue, integrity) {
 </head><body></body></html>`;
 }
 
-/** A site: the glue, its wasm, another script, and two pages. */
-function site() {
+/** A site: the glue (named `glue`), its wasm, another script, and two pages. */
+function site(glue = 'app-1.js') {
   const out = mkdtempSync(join(tmpdir(), 'minify-glue-'));
-  writeFileSync(join(out, 'app-1.js'), GLUE);
-  writeFileSync(join(out, 'app-1_bg.wasm'), 'not read');
+  writeFileSync(join(out, glue), GLUE);
+  writeFileSync(join(out, glue.replace(/\.js$/, '_bg.wasm')), 'not read');
   writeFileSync(join(out, 'gaesup-unit.js'), '// not glue\n');
   for (const name of ['index.html', '404.html']) {
-    writeFileSync(join(out, name), page('app-1.js', digest('sha384', GLUE)));
+    writeFileSync(join(out, name), page(glue, digest('sha384', GLUE)));
   }
   return out;
 }
@@ -56,6 +56,7 @@ test('the glue is minified, its getter kept, and both pages name its new digest'
     const [done] = await minifyGlue(out, transform);
     const after = readFileSync(join(out, 'app-1.js'), 'utf8');
     assert.equal(done.glue, 'app-1.js');
+    assert.equal(done.name, 'app-1.js', 'a name with no hash in it is kept');
     assert.equal(done.replaced, 2);
     assert.ok(after.length < GLUE.length / 2, after);
     assert.ok(!after.includes('@returns'), 'doc comments are gone');
@@ -116,4 +117,29 @@ test('the glue is the script beside a wasm of the same name, nothing else', () =
     glueFiles(['b-2.js', 'b-2_bg.wasm', 'a-1_bg.wasm', 'a-1.js', 'gaesup-unit.js', 'c_bg.wasm', 'index.html']),
     ['a-1.js', 'b-2.js'],
   );
+});
+
+test("a glue named after Trunk's hash of its text is renamed after its new text, everywhere", async () => {
+  const glue = 'app-0123456789abcdef.js';
+  const out = site(glue);
+  try {
+    const [done] = await minifyGlue(out, transform);
+    const after = readFileSync(join(out, done.name), 'utf8');
+    assert.equal(done.name, hashedName(glue, after));
+    assert.match(done.name, /^app-[0-9a-f]{16}\.js$/);
+    assert.notEqual(done.name, glue);
+    assert.ok(!existsSync(join(out, glue)), 'the old name is gone');
+    assert.ok(existsSync(join(out, 'app-0123456789abcdef_bg.wasm')), 'the wasm keeps its name');
+    for (const name of ['index.html', '404.html']) {
+      const html = readFileSync(join(out, name), 'utf8');
+      assert.ok(!html.includes(glue), html);
+      assert.equal(html.split(done.name).length - 1, 2, 'the preload and the import');
+      assert.deepEqual(staleIntegrity(html, done.name, after), []);
+    }
+    // Other bytes, another name; the same bytes, the same name.
+    assert.notEqual(hashedName(glue, `${after};`), done.name);
+    assert.equal(hashedName('app-ffffffffffffffff.js', after), done.name);
+  } finally {
+    rmSync(out, { recursive: true });
+  }
 });
