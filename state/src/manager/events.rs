@@ -3,9 +3,7 @@
 
 use std::rc::Rc;
 
-use gaesup_state_core::{Event, FullKey, Message};
-
-use gaesup_state_core::encoded_len;
+use gaesup_state_core::{Event, FullKey, Message, encoded_len};
 
 use super::notify::{MAX_CASCADE_CHANGES, MAX_CASCADE_DEPTH};
 use super::{Shared, StateManager};
