@@ -6,7 +6,7 @@
 //! holding a [`StoredState`](crate::StoredState) as JSON, and copies
 //! entries it cannot read to [`QUARANTINE_PREFIX`]` + full key`.
 
-use std::collections::BTreeMap;
+use crate::vec_map::VecMap;
 
 /// Prefix of the storage key of a key's state.
 pub const STATE_PREFIX: &str = "gaesup/state/";
@@ -42,11 +42,11 @@ pub trait Storage {
     fn keys(&self) -> Result<Vec<String>, StorageError>;
 }
 
-/// Storage in a `BTreeMap`, with an optional quota in bytes (keys plus
-/// values, like browsers count).
+/// Storage in a sorted map (keys list in order), with an optional quota
+/// in bytes (keys plus values, like browsers count).
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStorage {
-    entries: BTreeMap<String, String>,
+    entries: VecMap<String, String>,
     quota: Option<usize>,
 }
 
@@ -59,7 +59,7 @@ impl MemoryStorage {
     /// Storage that refuses writes beyond `bytes` in total.
     pub fn with_quota(bytes: usize) -> Self {
         Self {
-            entries: BTreeMap::new(),
+            entries: VecMap::new(),
             quota: Some(bytes),
         }
     }

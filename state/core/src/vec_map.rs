@@ -18,9 +18,11 @@
 //! `BTreeMap` does, and serialize the same way (a map, or a sequence),
 //! so a type can switch without changing what it stores or sends.
 //!
-//! Use them for maps bounded small (by a limit or by what they count);
-//! keep `BTreeMap` for a map that may grow with the app, like the states
-//! of every key.
+//! Use them for maps bounded small (by a limit or by what they count),
+//! and for maps of a page's declared keys, bounded by the declaration
+//! limits and looked up far more often than they grow (a replica's sizes
+//! and dirty keys); keep `BTreeMap` where a large map takes keys in any
+//! order.
 //!
 //! # Example
 //!

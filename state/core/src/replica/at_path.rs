@@ -568,7 +568,7 @@ mod tests {
             let path = Path::parse(&field).unwrap();
             replica.set_path(writer, &key, &path, value).unwrap();
             let exact = encoded_len(&replica.states[&full], usize::MAX);
-            let estimate = replica.sizes[&full];
+            let estimate = *replica.sizes.get(&full).unwrap();
             assert!(estimate >= exact, "round {round}: {estimate} < {exact}");
             // What the set before them left over, not growing.
             assert!(

@@ -652,7 +652,7 @@ mod tests {
             let text = format!("{round}").repeat(100 << 10);
             replica.set(&unit, &key, json!({ "text": text })).unwrap();
             let exact = encoded_len(&replica.states[&full], usize::MAX);
-            let estimate = replica.sizes[&full];
+            let estimate = *replica.sizes.get(&full).unwrap();
             assert!(estimate >= exact, "round {round}: {estimate} < {exact}");
             assert!(estimate < 2 * exact, "round {round}: {estimate} grew");
         }

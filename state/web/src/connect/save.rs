@@ -3,7 +3,7 @@
 //! is hidden or left, and once per burst of other tabs' storage writes
 //! (re-reading only the entries they wrote).
 
-use std::collections::BTreeSet;
+use gaesup_state_core::vec_map::VecSet;
 
 use gaesup_state_core::FullKey;
 use leptos::prelude::Set;
@@ -39,7 +39,7 @@ pub(super) enum Reread {
     #[default]
     Nothing,
     /// These state entries, each named by a `storage` event.
-    Named(BTreeSet<String>),
+    Named(VecSet<String>),
     /// Everything stored (another tab cleared storage).
     All,
 }
@@ -128,7 +128,7 @@ impl Inner {
     pub(super) fn reload_soon_named(&self, storage_key: String) {
         let mut reread = self.reread.borrow_mut();
         match &mut *reread {
-            Reread::Nothing => *reread = Reread::Named(BTreeSet::from([storage_key])),
+            Reread::Nothing => *reread = Reread::Named(VecSet::from_iter([storage_key])),
             Reread::Named(named) => {
                 named.insert(storage_key);
             }
