@@ -87,15 +87,19 @@ impl StateManager {
     /// deeper than the event being delivered, unless past the bounds.
     fn queue(shared: &Shared, event: &Event) {
         let depth = shared.event_depth.get().saturating_add(1);
-        let bytes = encoded_len(&event.data, MAX_QUEUED_EVENT_BYTES.saturating_add(1));
         let waiting = shared.events.borrow().len();
-        let past = depth > MAX_CASCADE_DEPTH
-            || waiting.saturating_add(shared.events_delivered.get()) >= MAX_CASCADE_CHANGES
-            || shared.event_bytes.get().saturating_add(bytes) > MAX_QUEUED_EVENT_BYTES;
-        if past {
+        let room = MAX_QUEUED_EVENT_BYTES.saturating_sub(shared.event_bytes.get());
+        let within = depth <= MAX_CASCADE_DEPTH
+            && waiting.saturating_add(shared.events_delivered.get()) < MAX_CASCADE_CHANGES;
+        // Measured only within those bounds, and only as far as the room
+        // left (the count stops there).
+        let bytes = within
+            .then(|| encoded_len(&event.data, room))
+            .filter(|&bytes| bytes <= room);
+        let Some(bytes) = bytes else {
             Self::cut_events(shared, event);
             return;
-        }
+        };
         shared.event_bytes.set(shared.event_bytes.get() + bytes);
         shared
             .events
