@@ -12,21 +12,11 @@ import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { once } from 'node:events';
+import { freePort } from './ports.mjs';
 
 const root = resolve(import.meta.dirname, '../..');
 const targetDir = process.env.CARGO_TARGET_DIR ? resolve(process.env.CARGO_TARGET_DIR) : join(root, 'target');
 export const relayBinary = process.env.RELAY_BIN ?? join(targetDir, 'debug/relay');
-
-/** A free port on 127.0.0.1. */
-export async function freePort() {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address();
-  server.close();
-  await once(server, 'close');
-  return port;
-}
 
 /** Debian's redis-server on 127.0.0.1, a free port, a temporary
  * directory, AOF with `appendfsync always`. */

@@ -31,13 +31,23 @@ pub fn root() -> PathBuf {
 /// A free loopback port for each of `vars` that `is_set` says the caller
 /// did not set. The listeners are held until all are chosen, so no two
 /// of them get the same port.
+///
+/// The ports come from below the kernel's ephemeral range, which it
+/// draws on for every outgoing connection's own port and for every
+/// `bind` to port 0: a port chosen there and let go until its server
+/// binds it (or between a server killed and started again on it) could
+/// be taken meanwhile by a connection of anything else running, and
+/// the server would not start. Below the range, only a process that
+/// names the port can take it.
 pub fn free_ports<'a>(
     vars: &[&'a str],
     is_set: impl Fn(&str) -> bool,
 ) -> Result<Vec<(&'a str, u16)>, String> {
+    let mut quiet = QuietPorts::new();
     let mut held = Vec::new();
     for var in vars.iter().filter(|var| !is_set(var)) {
-        let listener = std::net::TcpListener::bind(("127.0.0.1", 0))
+        let listener = quiet
+            .bind()
             .map_err(|e| format!("no free loopback port for {var}: {e}"))?;
         let port = listener
             .local_addr()
@@ -46,6 +56,59 @@ pub fn free_ports<'a>(
         held.push((*var, port, listener));
     }
     Ok(held.into_iter().map(|(var, port, _)| (var, port)).collect())
+}
+
+/// Where loopback ports are looked for: the ports from half the start of
+/// the kernel's ephemeral range up to that start (16384 to 32767 with
+/// Linux's default range, 32768 to 60999), from a place picked at random.
+struct QuietPorts {
+    band: Option<(u16, u16)>,
+    next: u16,
+}
+
+impl QuietPorts {
+    /// How many ports of the band are tried before giving up on it.
+    const TRIES: u16 = 256;
+
+    fn new() -> Self {
+        let band = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|text| quiet_band(&text));
+        let next = band.map_or(0, |(low, high)| {
+            // A start that differs between processes, so that two suites
+            // running at once do not both try the same ports first.
+            use std::hash::{BuildHasher, Hasher};
+            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+            hasher.write_u32(std::process::id());
+            let span = u64::from(high - low) + 1;
+            low + u16::try_from(hasher.finish() % span).unwrap_or(0)
+        });
+        Self { band, next }
+    }
+
+    /// A listener on a free port of the band, or on one the kernel picks
+    /// where there is no band (not Linux) or nothing in it is free.
+    fn bind(&mut self) -> std::io::Result<std::net::TcpListener> {
+        if let Some((low, high)) = self.band {
+            for _ in 0..Self::TRIES {
+                let port = self.next;
+                self.next = if port >= high { low } else { port + 1 };
+                if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+                    return Ok(listener);
+                }
+            }
+        }
+        std::net::TcpListener::bind(("127.0.0.1", 0))
+    }
+}
+
+/// The band below an ephemeral range written as the kernel writes it
+/// (`"32768\t60999\n"`), if there is room for one above the privileged
+/// ports.
+fn quiet_band(range: &str) -> Option<(u16, u16)> {
+    let low: u16 = range.split_whitespace().next()?.parse().ok()?;
+    let (start, end) = (low / 2, low.checked_sub(1)?);
+    (start >= 1024 && start <= end).then_some((start, end))
 }
 
 /// A command to run from the workspace root (or a given directory).
@@ -196,9 +259,45 @@ mod tests {
         numbers.sort_unstable();
         numbers.dedup();
         assert_eq!(numbers.len(), 7, "{ports:?}");
-        // Free once chosen: a server can bind each of them.
+        // Free once chosen: a server can bind each of them. On Linux they
+        // lie below the ephemeral range, where no connection takes them.
+        let band = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|text| quiet_band(&text));
         for (_, port) in ports {
+            if let Some((low, high)) = band {
+                assert!(
+                    (low..=high).contains(&port),
+                    "{port} outside {low}..={high}"
+                );
+            }
             std::net::TcpListener::bind(("127.0.0.1", port)).expect("the port is free");
         }
+    }
+
+    #[test]
+    fn the_quiet_band_lies_below_the_ephemeral_range_above_the_privileged_ports() {
+        assert_eq!(quiet_band("32768\t60999\n"), Some((16384, 32767)));
+        assert_eq!(quiet_band("49152 65535"), Some((24576, 49151)));
+        // No room above the privileged ports, or nothing to read: none.
+        assert_eq!(quiet_band("1500 65535"), None);
+        assert_eq!(quiet_band("0 65535"), None);
+        assert_eq!(quiet_band(""), None);
+        assert_eq!(quiet_band("many"), None);
+    }
+
+    #[test]
+    fn a_port_taken_in_the_band_is_skipped() {
+        let mut quiet = QuietPorts {
+            band: Some((0, 0)),
+            next: 0,
+        };
+        let first = quiet.bind().expect("a port");
+        let taken = first.local_addr().expect("an address").port();
+        quiet.band = Some((taken, taken));
+        quiet.next = taken;
+        // The only port of the band is taken: one the kernel picks.
+        let second = quiet.bind().expect("a port");
+        assert_ne!(second.local_addr().expect("an address").port(), taken);
     }
 }

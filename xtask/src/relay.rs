@@ -139,10 +139,9 @@ pub fn start_cluster() -> Result<Cluster, String> {
     let base = target_dir().join("relay-cluster");
     let dir = base.join("redis");
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map_err(|e| format!("no free port: {e}"))?
-        .port();
+    let [(_, port)] = crate::cmd::free_ports(&["redis-server"], |_| false)?[..] else {
+        return Err("no free port for redis-server".to_owned());
+    };
     let redis = Command::new("redis-server")
         .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--dir"])
         .arg(&dir)

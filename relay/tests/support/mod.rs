@@ -83,11 +83,7 @@ impl RedisServer {
     pub fn start() -> Arc<Self> {
         let mut dir = tempfile::tempdir().unwrap();
         for _ in 0..10 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
+            let port = quiet_port();
             let server = Self {
                 child: std::sync::Mutex::new(None),
                 port,
@@ -212,6 +208,41 @@ impl RedisServer {
         self.kill();
         assert!(self.spawn(), "redis-server did not start again on its port");
     }
+}
+
+/// A loopback port that is free now, below the kernel's ephemeral range
+/// (16384 to 32767 with Linux's default range, 32768 to 60999): outgoing
+/// connections take their own ports from that range, so while the Redis
+/// a test kills is down, none of them can take its port before it starts
+/// again there. Where there is no such range (not Linux), a port the
+/// kernel picks.
+fn quiet_port() -> u16 {
+    let free = |port: u16| {
+        std::net::TcpListener::bind(("127.0.0.1", port))
+            .and_then(|listener| listener.local_addr())
+            .map(|address| address.port())
+            .ok()
+    };
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .filter(|low| *low >= 2048);
+    let Some(low) = low else {
+        return free(0).unwrap();
+    };
+    // Parallel tests start at random places, each going up from there.
+    let span = u64::from(low / 2);
+    let start = {
+        use std::hash::{BuildHasher, Hasher};
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u32(std::process::id());
+        hasher.finish()
+    };
+    (0..256)
+        .map(|step| low / 2 + u16::try_from(start.wrapping_add(step) % span).unwrap())
+        .find_map(free)
+        .or_else(|| free(0))
+        .unwrap()
 }
 
 impl Drop for RedisServer {
