@@ -1064,6 +1064,9 @@ impl State {
         for quarantined in report.quarantined {
             tracing::warn!(key = %quarantined.key, error = %quarantined.error, "stored state set aside");
         }
+        for (key, error) in report.failed {
+            tracing::warn!(%key, %error, "stored state not loaded");
+        }
         Ok(stream)
     }
 

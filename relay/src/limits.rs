@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use gaesup_state_core::{MAX_STATE_BYTES, Op, Payload, encoded_len};
+use gaesup_state_core::{MAX_STATE_BYTES, Op};
 
 /// Bytes of a key's state that count as one more op against the rate
 /// limit, for each op on that key the core applies or tries.
@@ -45,29 +45,11 @@ pub fn extra_cost(stored: usize) -> usize {
 /// schema around it. Counted sizes stop there, so an op costs at most 57.
 pub const MAX_STORED_BYTES: usize = MAX_STATE_BYTES + 1024;
 
-/// Bytes a stored state keeps per item of an op past the op's own text
-/// and its writer: a merge key keeps each field's stamp and id beside its
-/// writer (the op carries them once), a counter a slot per tab it observed
-/// (with its sequence numbers and totals), a user-resolve key what it saw
-/// of each entry it supersedes.
-const ITEM_BYTES: usize = 256;
-
 /// An upper bound of what applying `op` (`body` bytes serialized) adds to
-/// its key's stored state: its text, and per item (each field a patch sets
-/// or removes, each slot a reset observed, each entry a resolution
-/// supersedes, and one more) the stamp, id and writer kept beside it.
+/// its key's stored state: [`Op::growth_bound`], which the core's own size
+/// estimates use too.
 pub fn growth_bound(op: &Op, body: usize) -> usize {
-    let items = 1 + match &op.payload {
-        Payload::Patch { set, remove } => set.len().saturating_add(remove.len()),
-        Payload::Reset { observed, .. } => observed.len(),
-        Payload::Resolve { supersedes, .. } => supersedes.len(),
-        Payload::Set { .. } | Payload::Count { .. } => 0,
-    };
-    // Serialized (an id may hold characters JSON escapes), counted without
-    // building the text: this runs for every op the hub applies.
-    let writer = encoded_len(&op.writer, usize::MAX);
-    let per_item = ITEM_BYTES.saturating_add(writer);
-    body.saturating_add(items.saturating_mul(per_item))
+    op.growth_bound(body)
 }
 
 /// Allows `rate` ops' worth per second on average, bursts of up to two

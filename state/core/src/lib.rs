@@ -191,7 +191,7 @@ pub use message::{
     Digest, Event, Have, Message, PROTOCOL_VERSION, SyncEntry, sync_entries,
     sync_entries_and_left_out,
 };
-pub use op::{Op, OpGroup, OpId, Payload};
+pub use op::{ITEM_BYTES, Op, OpGroup, OpId, Payload};
 pub use path::{MAX_PATH_DEPTH, MAX_SEGMENT_LEN, Path};
 pub use permission::{Access, Action, Permissions, Principal};
 pub use replica::{

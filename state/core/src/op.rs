@@ -16,7 +16,7 @@ use crate::decode::{Fields, FromJson, Why, deserialize_through_tree, variant};
 use crate::error::{Error, Result};
 use crate::id::{TabId, UnitAddress};
 use crate::limits::{
-    MAX_FIELD_NAME_BYTES, MAX_GROUP_OPS, MAX_OP_ITEMS, MAX_SUM_SLOTS, check_value,
+    MAX_FIELD_NAME_BYTES, MAX_GROUP_OPS, MAX_OP_ITEMS, MAX_SUM_SLOTS, check_value, encoded_len,
 };
 use crate::scope::FullKey;
 use crate::strategy::Observed;
@@ -215,7 +215,39 @@ pub struct Op {
     pub payload: Payload,
 }
 
+/// Bytes a stored state keeps per item of an op past the op's own text
+/// and its writer: a merge key keeps each field's stamp and id beside its
+/// writer (the op carries them once), a counter a slot per tab it observed
+/// (with its sequence numbers and totals), a user-resolve key what it saw
+/// of each entry it supersedes.
+pub const ITEM_BYTES: usize = 256;
+
 impl Op {
+    /// An upper bound of what applying this op (`body` bytes serialized:
+    /// the op, or its payload) adds to its key's stored state: its text,
+    /// and per item (each field a patch sets or removes, each slot a reset
+    /// observed, each entry a resolution supersedes, and one more) the
+    /// stamp, id and writer kept beside it.
+    ///
+    /// A key's size estimate grows by this per op, and the state is
+    /// measured whole only once the estimate nears the limit: an estimate
+    /// that erred low would let a patch of many tiny fields (each kept
+    /// with its own stamp, id and writer, some 200 bytes more than it
+    /// takes in the patch) grow a state far past the limit unmeasured.
+    pub fn growth_bound(&self, body: usize) -> usize {
+        let items = 1 + match &self.payload {
+            Payload::Patch { set, remove } => set.len().saturating_add(remove.len()),
+            Payload::Reset { observed, .. } => observed.len(),
+            Payload::Resolve { supersedes, .. } => supersedes.len(),
+            Payload::Set { .. } | Payload::Count { .. } => 0,
+        };
+        // Serialized (an id may hold characters JSON escapes), counted
+        // without building the text: this runs for every op applied.
+        let writer = encoded_len(&self.writer, usize::MAX);
+        let per_item = ITEM_BYTES.saturating_add(writer);
+        body.saturating_add(items.saturating_mul(per_item))
+    }
+
     /// The newest write this op vouches for: its stamp's wall time, or,
     /// for a sum reset, the write its fold horizon implies when that is
     /// later (the horizon trails its writer's newest write by

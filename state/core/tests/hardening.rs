@@ -205,6 +205,66 @@ fn a_state_never_grows_past_what_can_be_loaded_and_synced() {
     assert_eq!(other.get(&u, &k).unwrap(), victim.get(&u, &k).unwrap());
 }
 
+/// A merge key keeps each field with its own stamp, id and writer, some
+/// 200 bytes more than the field takes in a patch. Patches of many tiny
+/// fields grew a state far past the limit before its size was measured
+/// (the estimate counted each op's text and 512 bytes): a relay then
+/// could not send it in a snapshot nor load it back. Each op now counts
+/// that much per field, on either path.
+#[test]
+fn patches_of_many_tiny_fields_never_grow_a_state_past_the_limit() {
+    use gaesup_state_core::{MAX_LOCAL_STATE_BYTES, MAX_STATE_BYTES};
+    let clock = ManualClock::new(NOW);
+    let k = key::<BTreeMap<String, u8>>("wide", Scope::Apartment, Strategy::Merge);
+    let u = unit("apt/b/u");
+    let full = k.full_key(&u);
+    let size = |replica: &Replica| {
+        replica
+            .state(&full)
+            .map_or(0, |state| serde_json::to_string(state).unwrap().len())
+    };
+    let fields = |tab: u64| -> BTreeMap<String, u8> {
+        (0..1024).map(|i| (format!("{tab}_{i}"), 1)).collect()
+    };
+    // From other tabs: each a patch of 1,024 new fields.
+    let mut victim = store(1, &clock);
+    victim.declare(&k).unwrap();
+    let mut refused = Vec::new();
+    for tab in 0..40_u64 {
+        let mut writer = store(100 + tab, &clock);
+        writer.declare(&k).unwrap();
+        let write = writer.set(&u, &k, fields(tab)).unwrap();
+        refused.extend(deliver(write.message.as_ref().unwrap(), &mut victim));
+        assert!(
+            size(&victim) <= MAX_STATE_BYTES,
+            "{} bytes after {tab}",
+            size(&victim)
+        );
+    }
+    assert_refused(&refused, "too_large");
+    // This tab's own writes: refused before they pass the local limit.
+    let mut local = store(2, &clock);
+    local.declare(&k).unwrap();
+    let mut value = BTreeMap::new();
+    let mut refused = None;
+    for tab in 0..40_u64 {
+        value.extend(fields(tab));
+        if let Err(err) = local.set(&u, &k, value.clone()) {
+            refused = Some(err);
+            break;
+        }
+        assert!(
+            size(&local) <= MAX_LOCAL_STATE_BYTES,
+            "{} bytes after {tab}",
+            size(&local)
+        );
+    }
+    assert!(
+        matches!(refused, Some(Error::TooLarge { .. })),
+        "{refused:?}"
+    );
+}
+
 // 3. A full state must not bypass write permissions.
 
 #[test]

@@ -133,7 +133,7 @@ impl Replica {
         for KeyOps { key, spec, ops } in &by_key {
             let added: usize = ops
                 .iter()
-                .map(|op| encoded_len(&op.payload, MAX_STATE_BYTES) + 512)
+                .map(|op| op.growth_bound(encoded_len(&op.payload, MAX_STATE_BYTES)))
                 .sum();
             let mut tried = None;
             if self.size_estimate(key).saturating_add(added) > MAX_STATE_BYTES {
@@ -165,7 +165,7 @@ impl Replica {
                 None => {
                     let added: usize = ops
                         .iter()
-                        .map(|op| encoded_len(&op.payload, MAX_STATE_BYTES) + 512)
+                        .map(|op| op.growth_bound(encoded_len(&op.payload, MAX_STATE_BYTES)))
                         .sum();
                     let estimate = self.size_estimate(&key).saturating_add(added);
                     let state = self.state_mut(&spec, &key);

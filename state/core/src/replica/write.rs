@@ -61,8 +61,9 @@ fn rebase_payload(value: serde_json::Value, fields: Option<&[String]>) -> Payloa
     }
 }
 
-/// Slack added to a size estimate per write: the op's stamp, id and writer
-/// around its value.
+/// Slack added to a register's size estimate per set: the entry's stamp,
+/// id and writer around its value (a register holds one entry). Other
+/// states grow by [`Op::growth_bound`] per write.
 const ITEM_OVERHEAD: usize = 512;
 
 /// The serialized length of a local write's payload, or for a set an
@@ -480,7 +481,7 @@ impl Replica {
         op: &Op,
         value_len: Option<usize>,
     ) -> Result<Option<Change>> {
-        let added = payload_len(&op.payload, value_len) + ITEM_OVERHEAD;
+        let body = payload_len(&op.payload, value_len);
         let Self {
             states,
             sizes,
@@ -506,9 +507,9 @@ impl Replica {
             )
         );
         let estimate = if replaces {
-            held.max(added)
+            held.max(body + ITEM_OVERHEAD)
         } else {
-            held.saturating_add(added)
+            held.saturating_add(op.growth_bound(body))
         };
         if state.is_none() {
             counts.room(None, spec, &op.key)?;
