@@ -1991,6 +1991,11 @@ impl State {
     fn fan_out(&mut self, id: &StreamId, ops: Vec<Sequenced>) {
         let head = self.streams.get(id).map_or(0, |s| s.head);
         self.heads.publish(id, head, Some(&ops));
+        // A subscriber gets every op in order (its catch-up is queued
+        // before anything live), so it may pass the ones of this commit
+        // it may not read: its cursor follows the stream, not only the
+        // ops it reads.
+        let through = ops.last().map_or(0, |last| last.seq);
         let mut slow = Vec::new();
         // Subscribers that may read the same of these ops (most often all
         // of them) get the same messages: each is built and encoded once,
@@ -2011,7 +2016,7 @@ impl State {
                     .filter(|(_, readable)| **readable)
                     .map(|(s, _)| s.clone())
                     .collect();
-                ops_messages(id, visible, head, 0)
+                ops_messages(id, visible, head, through)
                     .iter()
                     .filter_map(queue::encode)
                     .collect()
