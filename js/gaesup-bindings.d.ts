@@ -94,7 +94,8 @@ export interface GaesupUnit {
    * code `rejected` (after rolling it back) when the relay refused it, and
    * with `unconfirmed` (the write kept) when nobody will say: more than
    * 10,000 writes wait for a word. Throws `no_confirmer` when no relay is
-   * configured (the write is kept).
+   * configured, and `not_relayed` for session or memory state, which no
+   * relay sees (the write is kept).
    */
   setConfirmed(name: string, value: Json): Promise<void>;
   /** Calls back after each change (of `path` only, with its sub-value); returns the unsubscribe. */

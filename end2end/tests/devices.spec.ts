@@ -1169,6 +1169,28 @@ test.describe('writes confirmed by the relay', () => {
     a.expectNoErrors();
   });
 
+  test('session and memory state never reach the relay: setConfirmed keeps the write and throws not_relayed', async ({ browser }) => {
+    const a = await Device.open(browser, configFor(relay.url, relay.token()));
+    await expect(a.relayLink()).toHaveText('connected');
+    for (const lifetime of ['ephemeral', 'memory']) {
+      await a.declare(probe, lifetime, { scope: 'apartment', lifetime });
+      const outcome = await a.page.evaluate(([address, name]) => {
+        const unit = window.gaesup.unit(address) as unknown as {
+          setConfirmed(name: string, value: unknown): Promise<void>;
+          get(name: string): unknown;
+        };
+        try {
+          void unit.setConfirmed(name, 'kept');
+          return { code: 'none', value: unit.get(name) };
+        } catch (error) {
+          return { code: (error as { code: string }).code, value: unit.get(name) };
+        }
+      }, [probe, lifetime] as const);
+      expect(outcome).toEqual({ code: 'not_relayed', value: 'kept' });
+    }
+    a.expectNoErrors();
+  });
+
   test('without a relay, setConfirmed keeps the write and throws no_confirmer', async ({ browser }) => {
     const a = await Device.open(browser, {});
     const outcome = await a.page.evaluate(() => {

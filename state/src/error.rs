@@ -49,6 +49,18 @@ pub enum StateError {
     /// configured.
     #[error("no relay is configured to confirm writes")]
     NoConfirmer,
+    /// A write was to wait for a relay's confirmation, but its key is
+    /// session or memory state, which never leaves this device. The write
+    /// is kept.
+    #[error(
+        "{key} is {lifetime} state, which never leaves this device: no relay confirms its writes (the write is kept)"
+    )]
+    NotRelayed {
+        /// The full key.
+        key: String,
+        /// Its lifetime: `session` or `memory`.
+        lifetime: &'static str,
+    },
     /// A JavaScript value that has no JSON form (undefined, a function, a
     /// BigInt, a cycle), or JSON this layer could not read.
     #[error("bad value: {reason}")]
@@ -95,6 +107,7 @@ impl StateError {
             Self::Rejected { .. } => "rejected",
             Self::Unconfirmed { .. } => "unconfirmed",
             Self::NoConfirmer => "no_confirmer",
+            Self::NotRelayed { .. } => "not_relayed",
             Self::BadValue { .. } => "bad_value",
             Self::UnknownApartment { .. } => "unknown_apartment",
             Self::AmbiguousKey { .. } => "ambiguous_key",

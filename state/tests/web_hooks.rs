@@ -13,9 +13,12 @@ use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
 
+/// Persistent: only such state goes to a relay, so only its writes can
+/// wait for one's confirmation.
 fn title() -> SharedKey<String> {
     SharedKey::<String>::builder("title")
         .scope(Scope::Apartment)
+        .lifetime(Lifetime::Persistent)
         .build()
         .unwrap()
 }
@@ -122,13 +125,15 @@ async fn a_confirmed_write_nobody_will_answer_is_kept_and_says_unconfirmed() {
     assert!(state.meta.pending.get_untracked());
     // 10,000 other writes wait after it: the oldest waiter, this one, is
     // told nobody will say.
+    // Of a key another tab wrote (undeclared here: it may go to a relay).
+    let elsewhere: gaesup_state::core::FullKey = "global/elsewhere".parse().unwrap();
     let others: Vec<_> = (0..10_000u64)
         .map(|seq| {
             let op = gaesup_state::core::OpId {
                 tab: TabId::new(99),
                 seq,
             };
-            manager.confirmation(op).unwrap()
+            manager.confirmation(op, &elsewhere).unwrap()
         })
         .collect();
     settle().await;

@@ -223,14 +223,16 @@ where
     /// differs (a concurrent write on another device won), the relay's
     /// ops bring that value, like any remote change. Offline, the write
     /// stays pending until the relay is reached. Without a relay the write
-    /// is kept and [`StateError::NoConfirmer`] is returned. When nobody
+    /// is kept and [`StateError::NoConfirmer`] is returned; for session or
+    /// memory state, which never leaves the device, the write is kept and
+    /// [`StateError::NotRelayed`] is returned. When nobody
     /// will say (too many writes wait), the write is kept and
     /// [`StateError::Unconfirmed`] shows in the error.
     pub fn set_confirmed(&self, value: T) -> Result<()> {
         let write = self.write(value)?;
         let confirmation = self
             .target()
-            .and_then(|t| t.unit.manager.confirmation(write.op.id));
+            .and_then(|t| t.unit.manager.confirmation(write.op.id, &write.op.key));
         let confirmation = self.record(confirmation)?;
         self.await_confirmation(write, confirmation);
         Ok(())

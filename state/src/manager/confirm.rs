@@ -6,7 +6,7 @@
 use std::future::Future;
 
 use futures_channel::oneshot;
-use gaesup_state_core::{FullKey, OpId};
+use gaesup_state_core::{FullKey, Lifetime, OpId};
 
 use super::{LOG_CAPACITY, StateManager};
 use crate::error::{Result, StateError};
@@ -53,14 +53,35 @@ impl StateManager {
             .is_ok_and(|shared| shared.confirmations.borrow().enabled)
     }
 
-    /// A future that resolves when the relay confirms or refuses `op`.
-    /// Fails at once when no relay link reports acks.
-    pub fn confirmation(&self, op: OpId) -> Result<impl Future<Output = Confirmation> + use<>> {
+    /// A future that resolves when the relay confirms or refuses `op`, a
+    /// write of `key`. Fails at once when no relay link reports acks, or
+    /// when `key` is session or memory state (no relay ever sees it).
+    pub fn confirmation(
+        &self,
+        op: OpId,
+        key: &FullKey,
+    ) -> Result<impl Future<Output = Confirmation> + use<>> {
         let shared = self.shared()?;
-        let mut confirmations = shared.confirmations.borrow_mut();
-        if !confirmations.enabled {
+        if !shared.confirmations.borrow().enabled {
             return Err(StateError::NoConfirmer);
         }
+        let lifetime = shared
+            .replica()?
+            .spec_for(key)
+            .map(|spec| spec.lifetime())
+            .ok();
+        let lifetime = match lifetime {
+            Some(Lifetime::Ephemeral) => Some("session"),
+            Some(Lifetime::Memory) => Some("memory"),
+            Some(Lifetime::Persistent) | None => None,
+        };
+        if let Some(lifetime) = lifetime {
+            return Err(StateError::NotRelayed {
+                key: key.to_string(),
+                lifetime,
+            });
+        }
+        let mut confirmations = shared.confirmations.borrow_mut();
         let (sender, receiver) = oneshot::channel();
         if confirmations.waiting.len() >= MAX_WAITING
             && let Some((_, oldest)) = confirmations.waiting.pop_first()
@@ -132,18 +153,24 @@ mod tests {
         }
     }
 
+    /// A key nobody declared: only a declared key's lifetime can say no
+    /// relay sees it.
+    fn key() -> FullKey {
+        "global/doc".parse().unwrap()
+    }
+
     #[test]
     fn a_write_waits_for_the_relay_s_word() {
         let owner = Owner::new();
         owner.set();
         let manager = StateManager::new(TabId::new(7), ManualClock::new(0));
         assert!(matches!(
-            manager.confirmation(op(1)).err(),
+            manager.confirmation(op(1), &key()).err(),
             Some(StateError::NoConfirmer)
         ));
         manager.enable_confirmations().unwrap();
-        let mut confirmed = pin!(manager.confirmation(op(1)).unwrap());
-        let mut refused = pin!(manager.confirmation(op(2)).unwrap());
+        let mut confirmed = pin!(manager.confirmation(op(1), &key()).unwrap());
+        let mut refused = pin!(manager.confirmation(op(2), &key()).unwrap());
         assert!(poll(confirmed.as_mut()).is_pending());
         // Acks of writes nobody waits for change nothing.
         manager.acknowledge(op(9), None, Confirmation::Confirmed);
@@ -162,18 +189,53 @@ mod tests {
         assert_eq!(listed, vec![op(9), op(2), op(1)]);
     }
 
+    /// Session and memory state never leaves the device: no relay will
+    /// say anything of its writes, so nothing waits for it.
+    #[test]
+    fn a_write_no_relay_sees_does_not_wait() {
+        use gaesup_state_core::{Scope, SharedKey, UnitAddress};
+        let owner = Owner::new();
+        owner.set();
+        let manager = StateManager::new(TabId::new(7), ManualClock::new(0));
+        manager.enable_confirmations().unwrap();
+        let unit: UnitAddress = "main/b/u".parse().unwrap();
+        for (lifetime, said) in [
+            (Lifetime::Ephemeral, Some("session")),
+            (Lifetime::Memory, Some("memory")),
+            (Lifetime::Persistent, None),
+        ] {
+            let name = format!("{lifetime:?}").to_lowercase();
+            let key = SharedKey::<i64>::builder(&name)
+                .scope(Scope::Apartment)
+                .lifetime(lifetime)
+                .build()
+                .unwrap();
+            manager.declare(&key).unwrap();
+            let full = key.full_key(&unit);
+            match (manager.confirmation(op(1), &full), said) {
+                (Err(StateError::NotRelayed { key, lifetime }), Some(said)) => {
+                    assert_eq!((key, lifetime), (full.to_string(), said));
+                }
+                (Ok(_), None) => {}
+                (other, _) => panic!("{name}: {:?}", other.err()),
+            }
+        }
+    }
+
     #[test]
     fn the_waiting_list_is_bounded() {
         let owner = Owner::new();
         owner.set();
         let manager = StateManager::new(TabId::new(7), ManualClock::new(0));
         manager.enable_confirmations().unwrap();
-        let mut oldest = pin!(manager.confirmation(op(0)).unwrap());
+        let mut oldest = pin!(manager.confirmation(op(0), &key()).unwrap());
         let rest: Vec<_> = (1..MAX_WAITING as u64)
-            .map(|n| manager.confirmation(op(n)).unwrap())
+            .map(|n| manager.confirmation(op(n), &key()).unwrap())
             .collect();
         assert!(poll(oldest.as_mut()).is_pending());
-        let _newest = manager.confirmation(op(MAX_WAITING as u64)).unwrap();
+        let _newest = manager
+            .confirmation(op(MAX_WAITING as u64), &key())
+            .unwrap();
         assert_eq!(poll(oldest.as_mut()), Poll::Ready(Confirmation::Unknown));
         drop(rest);
     }

@@ -538,7 +538,7 @@ async fn set_confirmed_rejects_as_unconfirmed_when_nobody_will_say() {
     let promise: js_sys::Promise = owner.with(|| {
         Function::new_no_args(
             "const u = window.gaesup.unit('js11/b/el');
-             u.declare('t', { scope: 'building' });
+             u.declare('t', { scope: 'building', lifetime: 'persistent' });
              return u.setConfirmed('t', 'sent');",
         )
         .call0(&JsValue::NULL)
@@ -546,13 +546,15 @@ async fn set_confirmed_rejects_as_unconfirmed_when_nobody_will_say() {
         .into()
     });
     // 10,000 writes wait after it: it is told nobody will say.
+    // Of a key another tab wrote (undeclared here: it may go to a relay).
+    let elsewhere: gaesup_state::core::FullKey = "global/elsewhere".parse().unwrap();
     let others: Vec<_> = (0..10_000u64)
         .map(|seq| {
             let op = gaesup_state::core::OpId {
                 tab: TabId::new(99),
                 seq,
             };
-            manager.confirmation(op).unwrap()
+            manager.confirmation(op, &elsewhere).unwrap()
         })
         .collect();
     let Err(error) = wasm_bindgen_futures::JsFuture::from(promise).await else {

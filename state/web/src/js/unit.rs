@@ -235,9 +235,10 @@ impl JsUnit {
     /// `"rejected"`) when it refused it, after rolling the write back
     /// (unless someone wrote over it meanwhile). Offline, it waits until
     /// the relay is reached. Without a relay the write is kept and the
-    /// call throws (`code` `"no_confirmer"`). When nobody will say (more
-    /// than 10,000 writes wait), it rejects with `"unconfirmed"` and the
-    /// write is kept.
+    /// call throws (`code` `"no_confirmer"`); so it does for session or
+    /// memory state, which no relay sees (`"not_relayed"`). When nobody
+    /// will say (more than 10,000 writes wait), it rejects with
+    /// `"unconfirmed"` and the write is kept.
     #[wasm_bindgen(js_name = setConfirmed)]
     pub fn set_confirmed(
         &self,
@@ -249,7 +250,7 @@ impl JsUnit {
             let value = from_js(&value)?;
             let manager = self.unit.manager;
             let written = manager.set_full(&self.unit.address, &key, value)?;
-            let confirmation = manager.confirmation(written.op.id)?;
+            let confirmation = manager.confirmation(written.op.id, &written.op.key)?;
             let address = self.unit.address.clone();
             Ok(wasm_bindgen_futures::future_to_promise(async move {
                 match confirmation.await {
