@@ -213,6 +213,69 @@ test.describe('two devices through a relay', () => {
     b.expectNoErrors();
   });
 
+  test('a write a tab without the link cannot save in the outbox is carried to the tab holding it, and to the next one when that one closes', async ({ browser }) => {
+    const [a, b] = await devices(browser);
+    // Opened in this order, the third tab is next in line for the link.
+    const third = await a.newPage('/');
+    const second = await a.newPage('/');
+    await expect(second.getByRole('region', { name: 'Storage and sync: Main apartment' })).toContainText('held by another tab');
+    await relay.kill();
+    // Every tab's storage refuses outbox entries, as a full one would.
+    for (const page of a.pages) await refuseEntries(page, 'localStorage', '^gaesup/outbox/');
+    await a.increment(counter, 'count', 2, second);
+    await expect(a.notices(second).filter({ hasText: 'A write could not be saved for the relay' })).toHaveCount(1);
+    // The tab holding the link holds it in its memory.
+    await expect(a.waiting()).toHaveText('1');
+    expect(await a.outbox()).toBe(0);
+    // It closes, and what it held in memory with it: the writing tab
+    // still carries the write, and hands it to the tab that takes over.
+    await a.page.close();
+    await expect(third.getByRole('region', { name: 'Storage and sync: Main apartment' })).toContainText('held by this tab');
+    await expect(a.waiting(third)).toHaveText('1');
+    await relay.restart();
+    await expect.poll(() => b.get(counter, 'count')).toBe(2);
+    for (const page of [third, second]) await expect(a.waiting(page)).toHaveText('0');
+    a.expectNoErrors();
+    b.expectNoErrors();
+  });
+
+  test('a carried write of a key the tab holding the link never declared still goes, and the relay\'s word comes back', async ({ browser }) => {
+    const [a] = await devices(browser);
+    const second = await a.newPage('/');
+    await expect(second.getByRole('region', { name: 'Storage and sync: Main apartment' })).toContainText('held by another tab');
+    // Declared from JavaScript in the second tab only: the relay does not
+    // know it either, and refuses it (unknown_key).
+    await a.declare(probe, 'only-here', { scope: 'apartment', lifetime: 'persistent' }, second);
+    await refuseEntries(second, 'localStorage', '^gaesup/outbox/');
+    await a.set(probe, 'only-here', 'carried', second);
+    await expect(a.notices(second).filter({ hasText: /The relay refused write \S+ \(unknown_key/ })).toHaveCount(1);
+    await expect(a.waiting(second)).toHaveText('0');
+    expect(await a.get(probe, 'only-here', second)).toBe('carried');
+    a.expectNoErrors();
+  });
+
+  test('writes storage refused while relay.json failed reach the other device once it comes', async ({ browser }) => {
+    const config = configFor(relay.url, relay.token());
+    const a = await Device.open(browser, config);
+    const b = await Device.open(browser, config, null);
+    let reachable = false;
+    await b.context.unroute('**/relay.json');
+    await b.context.route('**/relay.json', (route) =>
+      reachable ? route.fulfill({ json: config }) : route.abort('connectionfailed'),
+    );
+    await b.newPage('/');
+    await expect(b.notices().filter({ hasText: "The relay's configuration could not be fetched" })).toHaveCount(1);
+    await refuseEntries(b.page, 'localStorage', '^gaesup/outbox/');
+    await b.increment(counter, 'count', 5);
+    await b.increment(counter, 'count', 20);
+    expect(await b.outbox()).toBe(0);
+    reachable = true;
+    await expect.poll(() => a.get(counter, 'count'), { timeout: 45_000 }).toBe(25);
+    await expect(b.waiting()).toHaveText('0');
+    a.expectNoErrors();
+    b.expectNoErrors();
+  });
+
   test('offline mode with the socket cut: nothing lost, sums exact', async ({ browser }) => {
     const proxy = await new Proxy(relay.port).start();
     try {

@@ -7,9 +7,7 @@
 //! **Outbox.** Every op bound for the relay is written to storage before it
 //! is sent (`gaesup/outbox/<op id>`) and removed only when the relay
 //! acknowledges it, applied, duplicate or refused. It survives reloads and
-//! restarts (every tab of a browser shares it), is bounded
-//! ([`MAX_OUTBOX`]; past it [`Link::queue`] refuses with a specific error
-//! and nothing is dropped), and is sent oldest first (by stamp) on every
+//! restarts (every tab of a browser shares it), and is sent oldest first (by stamp) on every
 //! (re)connection, or, while the relay's rate limit paces resends, when
 //! the next resend is due. Ops carry their ids, so a resend is harmless.
 //!
@@ -159,17 +157,6 @@ fn refusal_words(code: &str) -> &str {
         crate::code::FORBIDDEN => "not allowed",
         other => other,
     }
-}
-
-/// Why an op could not be queued.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum QueueError {
-    /// The outbox holds [`MAX_OUTBOX`] ops already.
-    #[error("the outbox is full ({0} ops wait for the relay); this write did not go into it")]
-    Full(usize),
-    /// Storage refused the entry.
-    #[error("the outbox could not be saved: {0}")]
-    Storage(#[from] StorageError),
 }
 
 /// What the adapter must do after feeding the link.
@@ -471,7 +458,6 @@ pub struct Link {
     /// How many ops the next resend sends at most, while the relay's rate
     /// limit refuses some (see [`Resend`]).
     resend: Resend,
-    outbox_limit: usize,
     /// Streams whose ops this connection has received up to the relay's
     /// head (cleared whenever the connection changes).
     caught_up: VecSet<StreamId>,
@@ -636,7 +622,6 @@ impl Link {
             resend_at_ms: None,
             quota: None,
             resend: Resend::default(),
-            outbox_limit: MAX_OUTBOX,
             caught_up: VecSet::default(),
             heard: VecSet::default(),
             stale: VecMap::new(),
@@ -797,22 +782,20 @@ impl Link {
                 .is_some_and(|op| matches!(storage.get(&outbox_key(op.id)), Ok(None)))
     }
 
-    /// Keeps at most `limit` ops in the outbox (1 to [`MAX_OUTBOX`], the
-    /// default), for a deployment that wants the bound lower.
-    pub fn with_outbox_limit(mut self, limit: usize) -> Self {
-        self.outbox_limit = limit.clamp(1, MAX_OUTBOX);
-        self
-    }
-
-    /// How many ops the outbox keeps at most.
-    pub fn outbox_limit(&self) -> usize {
-        self.outbox_limit
-    }
-
     /// Writes `op` to the outbox before anything else happens to it, and
     /// (if connected) returns the frame that sends it.
-    pub fn queue(&mut self, op: Op, storage: &mut dyn Storage) -> Result<Vec<String>, QueueError> {
-        self.check_room()?;
+    ///
+    /// Never refused for room: `op` is applied on this device already, and
+    /// an op left out would never reach the others. The bound is the
+    /// adapter's, before a write applies: once [`waiting`](Self::waiting)
+    /// reaches its limit (at most [`MAX_OUTBOX`]) it has the manager
+    /// refuse writes of persistent keys, so the outbox passes the limit by
+    /// at most the ops of writes already under way (a batch).
+    pub fn queue(
+        &mut self,
+        op: Op,
+        storage: &mut dyn Storage,
+    ) -> Result<Vec<String>, StorageError> {
         // Cleared in this very tab (no storage event): what this link
         // waits on goes back first, before this write sets the mark again.
         if self.outbox_gone(&*storage) {
@@ -826,21 +809,9 @@ impl Link {
     /// it waits in this page's memory only, kept across
     /// [`reload_outbox`](Self::reload_outbox) until the relay answers it,
     /// and is lost if the page closes first.
-    pub fn queue_unsaved(&mut self, op: Op) -> Result<Vec<String>, QueueError> {
-        self.check_room()?;
+    pub fn queue_unsaved(&mut self, op: Op) -> Vec<String> {
         self.unsaved.insert(op.id, op.clone());
-        Ok(self.enqueue(op))
-    }
-
-    /// Room in the outbox for one more op. Ops refused as stale wait for
-    /// the re-base that replaces them: they do not keep it (or anything
-    /// else) out.
-    fn check_room(&self) -> Result<(), QueueError> {
-        let held = self.held().len();
-        if self.outbox.len().saturating_sub(held) >= self.outbox_limit {
-            return Err(QueueError::Full(self.outbox.len()));
-        }
-        Ok(())
+        self.enqueue(op)
     }
 
     fn enqueue(&mut self, op: Op) -> Vec<String> {
@@ -2219,13 +2190,9 @@ impl Link {
 
 /// Writes `op` to the outbox in `storage`, for whichever tab holds the
 /// link to send: what a tab that does not hold it does with its own ops.
-pub fn write_outbox_entry(op: &Op, storage: &mut dyn Storage) -> Result<(), QueueError> {
-    let text = gaesup_state_core::to_text(op).map_err(|err| {
-        QueueError::Storage(StorageError::Other(format!(
-            "op {} does not encode: {err}",
-            op.id
-        )))
-    })?;
+pub fn write_outbox_entry(op: &Op, storage: &mut dyn Storage) -> Result<(), StorageError> {
+    let text = gaesup_state_core::to_text(op)
+        .map_err(|err| StorageError::Other(format!("op {} does not encode: {err}", op.id)))?;
     // The mark first, the same value each time (no storage event): an
     // entry is never saved without it, and one that found no room for the
     // mark would find none for itself (it waits in memory).
@@ -2358,7 +2325,7 @@ mod tests {
         let mut link = link(&storage);
         assert!(!link.outbox_gone(&storage), "nothing waits");
         // The oldest op storage refused: looked past (it was never there).
-        link.queue_unsaved(op(&mut store, 1)).unwrap();
+        link.queue_unsaved(op(&mut store, 1));
         let saved = op(&mut store, 2);
         link.queue(saved.clone(), &mut storage).unwrap();
         link.queue(op(&mut store, 3), &mut storage).unwrap();
@@ -3676,7 +3643,7 @@ mod tests {
         let mut store = Replica::new(TabId::new(1), ManualClock::new(1_000));
         let mut link = link(&storage);
         let (x, y) = (op(&mut store, 1), op(&mut store, 2));
-        link.queue_unsaved(x.clone()).unwrap();
+        link.queue_unsaved(x.clone());
         // Another tab queued y: the leader reads the outbox again.
         write_outbox_entry(&y, &mut storage).unwrap();
         link.on_open(0);
@@ -4206,10 +4173,10 @@ mod tests {
     }
 
     #[test]
-    fn held_ops_filling_the_outbox_leave_room_for_their_rebase() {
+    fn held_ops_filling_the_outbox_are_replaced_by_their_rebase() {
         let mut storage = MemoryStorage::new();
         let mut store = Replica::new(TabId::new(1), ManualClock::new(1_000));
-        let mut link = link(&storage).with_outbox_limit(2);
+        let mut link = link(&storage);
         let (x, y) = (op(&mut store, 1), op(&mut store, 2));
         link.queue(x.clone(), &mut storage).unwrap();
         link.queue(y.clone(), &mut storage).unwrap();
@@ -4224,39 +4191,37 @@ mod tests {
             &mut storage,
         );
         assert_eq!(out.rebase.len(), 1);
+        // The adapter holds writes back (the outbox is full to its limit):
+        // the re-base is written all the same.
         store.set_backlog(Some(2));
         write_rebase(&mut link, &mut store, &out.rebase[0], &mut storage);
         assert_eq!(link.waiting(), 1, "the re-base replaced them");
-        store.set_backlog(None);
-        let z = op(&mut store, 3);
-        assert!(link.queue(z, &mut storage).is_ok(), "room again");
     }
 
+    /// Past any limit an adapter keeps, an op is taken: it is applied on
+    /// this device already (a batch that began below the limit), and one
+    /// left out would never reach the others.
     #[test]
-    fn a_full_outbox_refuses_with_its_limit_and_stores_nothing_more() {
+    fn an_op_is_never_refused_for_room() {
         let mut storage = MemoryStorage::new();
         let mut store = Replica::new(TabId::new(1), ManualClock::new(1_000));
-        let mut link = link(&storage).with_outbox_limit(2);
-        assert_eq!(link.outbox_limit(), 2);
-        link.queue(op(&mut store, 1), &mut storage).unwrap();
-        link.queue(op(&mut store, 2), &mut storage).unwrap();
-        let third = link.queue(op(&mut store, 3), &mut storage);
-        assert!(matches!(third, Err(QueueError::Full(2))), "{third:?}");
-        assert_eq!(link.waiting(), 2);
+        let mut link = link(&storage);
+        let ops: Vec<Op> = (1..=MAX_OUTBOX as i64 + 2)
+            .map(|n| op(&mut store, n))
+            .collect();
+        for op in &ops[..MAX_OUTBOX] {
+            link.queue(op.clone(), &mut storage).unwrap();
+        }
+        link.queue(ops[MAX_OUTBOX].clone(), &mut storage).unwrap();
+        link.queue_unsaved(ops[MAX_OUTBOX + 1].clone());
+        assert_eq!(link.waiting(), MAX_OUTBOX + 2);
         let stored = storage.keys().unwrap();
         assert_eq!(
             stored
                 .iter()
                 .filter(|k| k.starts_with(OUTBOX_PREFIX))
                 .count(),
-            2
-        );
-        assert_eq!(link.with_outbox_limit(0).outbox_limit(), 1);
-        assert_eq!(
-            Link::new("d".into(), None, Vec::new(), &storage)
-                .with_outbox_limit(usize::MAX)
-                .outbox_limit(),
-            MAX_OUTBOX
+            MAX_OUTBOX + 1
         );
     }
 

@@ -16,7 +16,9 @@
 //!
 //! **Every tab** writes the ops of its persistent keys to the outbox in
 //! `localStorage` before anything else happens to them (so a reload, a
-//! crash or a closed tab loses none). **The leading tab** (one per
+//! crash or a closed tab loses none); one that storage refuses waits in
+//! memory, carried to the leading tab over the relay channel and kept
+//! until the relay answers it (see `tab.rs`). **The leading tab** (one per
 //! browser and apartment, elected with Web Locks) sends the outbox (it
 //! reads it again on another tab's message about ops, and on the storage
 //! event of each entry another tab adds: the message travels on another
@@ -44,6 +46,7 @@ use std::rc::{Rc, Weak};
 use gaesup_protocol::{Ack, Link};
 use gaesup_state::RelayStatus;
 use gaesup_state_core::decode::{Fields, FromJson, Node, parse_tree_bounded};
+use gaesup_state_core::vec_map::VecMap;
 use gaesup_state_core::{ApartmentId, FullKey, Op, OpId, Storage};
 use gloo_events::EventListener;
 use gloo_timers::callback::{Interval, Timeout};
@@ -89,6 +92,11 @@ enum Announce {
         /// The keys of the acknowledged ops, where known.
         keys: Vec<(OpId, FullKey)>,
     },
+    /// Ops of a tab that does not hold the link, which storage refused to
+    /// keep in the outbox: for the tab that holds it to send.
+    Carry { ops: Vec<Op> },
+    /// A tab has just taken the link: tabs carrying ops send them again.
+    Leading,
 }
 
 impl Announce {
@@ -108,6 +116,7 @@ impl Announce {
         let kind = tree.field("kind").and_then(Node::as_str)?.to_owned();
         match kind.as_str() {
             "ask" => Some(Self::Ask),
+            "leading" => Some(Self::Leading),
             "status" => RelayStatus::from_json(tree).ok().map(Self::Status),
             "acks" => {
                 let mut fields = Fields::of(tree, "acks").ok()?;
@@ -116,6 +125,10 @@ impl Announce {
                     keys: fields.req("keys").ok()?,
                 })
             }
+            "carry" => Fields::of(tree, "carried ops")
+                .and_then(|mut fields| fields.req("ops"))
+                .ok()
+                .map(|ops| Self::Carry { ops }),
             _ => None,
         }
     }
@@ -208,6 +221,9 @@ pub(super) struct Remote {
     channel: Option<BroadcastChannel>,
     listeners: RefCell<Vec<EventListener>>,
     status: leptos::prelude::RwSignal<RelayStatus>,
+    /// Ops of this tab that storage refused while another tab held the
+    /// link, kept until the relay answers them (see [`Remote::queue`]).
+    carried: RefCell<VecMap<OpId, Op>>,
 }
 
 impl Remote {
@@ -245,6 +261,7 @@ impl Remote {
             channel,
             listeners: RefCell::new(Vec::new()),
             status: conn.writer.relay,
+            carried: RefCell::default(),
         });
         let _ = conn.manager.enable_confirmations();
         remote.show(RelayStatus {
@@ -383,6 +400,10 @@ mod tests {
             acks: Vec<Ack>,
             keys: Vec<(OpId, FullKey)>,
         },
+        Carry {
+            ops: Vec<Op>,
+        },
+        Leading,
     }
 
     /// [`RelayStatus`] as serde derives its reader.
@@ -405,8 +426,26 @@ mod tests {
                     here: status.here,
                 }),
                 Derived::Acks { acks, keys } => Self::Acks { acks, keys },
+                Derived::Carry { ops } => Self::Carry { ops },
+                Derived::Leading => Self::Leading,
             }
         }
+    }
+
+    /// An op as a tab carries it to the one holding the link.
+    fn carried() -> Op {
+        use gaesup_state_core::{Lifetime, ManualClock, Replica, Scope, SharedKey};
+        let mut replica = Replica::new(TabId::new(4), ManualClock::new(1_000));
+        let key = SharedKey::<i64>::builder("count")
+            .scope(Scope::Apartment)
+            .lifetime(Lifetime::Persistent)
+            .build()
+            .unwrap();
+        replica.declare(&key).unwrap();
+        replica
+            .set(&"main/b/u".parse().unwrap(), &key, 3)
+            .unwrap()
+            .op
     }
 
     #[test]
@@ -439,6 +478,11 @@ mod tests {
                 acks: Vec::new(),
                 keys: Vec::new(),
             },
+            Announce::Carry {
+                ops: vec![carried()],
+            },
+            Announce::Carry { ops: Vec::new() },
+            Announce::Leading,
         ];
         let mut texts: Vec<String> = written
             .iter()
@@ -461,6 +505,10 @@ mod tests {
                 r#"{"waiting":1}"#,
                 r#"{"kind":"acks","acks":[],"keys":[["x"]]}"#,
                 r#"{"kind":"status","link":"x","waiting":1,"here":true,"here":false}"#,
+                r#"{"kind":"carry"}"#,
+                r#"{"kind":"carry","ops":{}}"#,
+                r#"{"kind":"carry","ops":[{"id":1}]}"#,
+                r#"{"kind":"leading","since":3}"#,
                 r#""ask""#,
                 "not json",
                 "",

@@ -59,9 +59,12 @@ impl Remote {
                 streams,
                 storage,
             )
-            .with_outbox_limit(self.config.outbox_limit())
         };
         *self.link.borrow_mut() = Some(link);
+        // What this tab carried for another one holding the link is its
+        // own link's now; the other tabs send theirs again.
+        self.take_own_carried();
+        self.announce(&Announce::Leading);
         let weak = Rc::downgrade(self);
         *self.ticker.borrow_mut() = Some(Interval::new(TICK_MS, move || {
             if let Some(remote) = weak.upgrade() {
@@ -71,14 +74,17 @@ impl Remote {
         self.connect();
     }
 
-    /// The ops this tab's link holds in memory only (storage refused
-    /// them): none unless it leads.
+    /// The ops this tab holds in memory only (storage refused them): in
+    /// its link if it leads, else those it carries for the tab that does.
     pub(in crate::connect) fn unsaved(&self) -> Vec<gaesup_state_core::Op> {
-        self.link
+        let mut ops = self
+            .link
             .borrow()
             .as_ref()
             .map(Link::unsaved)
-            .unwrap_or_default()
+            .unwrap_or_default();
+        ops.extend(self.carried.borrow().values().cloned());
+        ops
     }
 
     pub(super) fn with_link<R>(

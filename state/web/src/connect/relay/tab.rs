@@ -3,9 +3,11 @@
 
 use std::rc::Rc;
 
-use gaesup_protocol::{Ack, AckStatus, MAX_OUTBOX, write_outbox_entry};
+use gaesup_protocol::{Ack, AckStatus, MAX_OUTBOX, StreamId, write_outbox_entry};
 use gaesup_state::{Confirmation, RelayStatus};
-use gaesup_state_core::{FullKey, Lifetime, Message, Op, OpId, Storage};
+use gaesup_state_core::{
+    FullKey, Lifetime, Message, Op, OpId, Storage, StorageError, encoded_len, split_by_len,
+};
 use gloo_timers::callback::Timeout;
 use leptos::prelude::{GetUntracked, Set, Update, WithUntracked};
 
@@ -14,56 +16,135 @@ use super::super::link::Received;
 use super::{Announce, RelayState, Remote, STATUSES, is_transient};
 use crate::storage::BrowserStorage;
 
+/// The most one message carrying ops to the tab that holds the link takes
+/// (an op larger than that goes alone).
+const CARRY_BYTES: usize = 1 << 20;
+
 impl Remote {
     // ----- every tab --------------------------------------------------
 
     /// An op of this tab bound for the relay: into the outbox (and out, if
     /// this tab leads and is connected).
+    ///
+    /// Never dropped: the op is applied on this device already, so one
+    /// left out would never reach the others. The outbox's limit is kept
+    /// before writes apply ([`hold_back`](Self::hold_back)). Where storage
+    /// refuses the op's entry (full, say), it waits in this page's memory:
+    /// in the link if this tab holds it, else carried to the tab that does
+    /// ([`carry`](Self::carry)).
     pub(super) fn queue(&self, op: Op) {
-        let mut storage = self.storage.borrow_mut();
-        let mut link = self.link.borrow_mut();
-        let mut unsaved = None;
-        let result = match (link.as_mut(), storage.as_mut()) {
-            (Some(link), Some(storage)) => match link.queue(op.clone(), storage) {
-                // Storage refused the entry (full, say): the op still goes
-                // while this page is open, from the outbox in memory.
-                Err(gaesup_protocol::QueueError::Storage(err)) => {
-                    unsaved = Some(err);
-                    link.queue_unsaved(op).map(Some)
-                }
-                other => other.map(Some),
-            },
-            // No storage: the outbox lives in this page only.
-            (Some(link), None) => link.queue_unsaved(op).map(Some),
-            (None, Some(storage)) => {
-                let waiting = self.status.with_untracked(|s| s.waiting);
-                if waiting >= self.config.outbox_limit() {
-                    Err(gaesup_protocol::QueueError::Full(waiting))
-                } else {
-                    write_outbox_entry(&op, storage).map(|()| None)
-                }
-            }
-            (None, None) => Ok(None),
-        };
-        drop((link, storage));
-        if let Some(err) = unsaved {
+        if let Some(err) = self.take(op) {
             self.notice(format!(
                 "A write could not be saved for the relay ({err}): it is sent while this page is open, and lost if the page closes first."
             ));
         }
-        match result {
-            Ok(Some(frames)) => {
-                self.send_frames(&frames);
-                self.push_wake.notify();
+        self.publish();
+    }
+
+    /// [`queue`](Self::queue) without a word: what storage said, if it
+    /// refused the op's entry.
+    fn take(&self, op: Op) -> Option<StorageError> {
+        let mut storage = self.storage.borrow_mut();
+        let mut link = self.link.borrow_mut();
+        let leading = link.is_some();
+        let (frames, refused) = match (link.as_mut(), storage.as_mut()) {
+            (Some(link), Some(storage)) => match link.queue(op.clone(), storage) {
+                Ok(frames) => (frames, None),
+                Err(err) => (link.queue_unsaved(op.clone()), Some(err)),
+            },
+            // No storage: the outbox lives in this page only.
+            (Some(link), None) => (link.queue_unsaved(op.clone()), None),
+            (None, Some(storage)) => (Vec::new(), write_outbox_entry(&op, storage).err()),
+            (None, None) => (Vec::new(), Some(StorageError::Unavailable)),
+        };
+        drop((link, storage));
+        if leading {
+            self.send_frames(&frames);
+            self.push_wake.notify();
+        } else {
+            if refused.is_some() {
+                self.carry(op);
             }
-            Ok(None) => {
-                self.status
-                    .update(|status| status.waiting = status.waiting.saturating_add(1));
-                self.hold_back(self.status.with_untracked(|s| s.waiting));
+            self.status
+                .update(|status| status.waiting = status.waiting.saturating_add(1));
+            self.hold_back(self.status.with_untracked(|s| s.waiting));
+        }
+        refused
+    }
+
+    /// An op of this tab that storage refused while another tab holds the
+    /// link: kept in this page until the relay answers it, and handed to
+    /// the tab holding the link now and to each tab that takes it later
+    /// ([`Announce::Leading`]), or to this tab's link if it leads.
+    fn carry(&self, op: Op) {
+        self.announce(&Announce::Carry {
+            ops: vec![op.clone()],
+        });
+        self.carried.borrow_mut().insert(op.id, op);
+    }
+
+    /// Hands every op this tab carries to the tab that holds the link, in
+    /// messages of [`CARRY_BYTES`] at most (one larger op alone).
+    fn carry_again(&self) {
+        let groups = {
+            let carried = self.carried.borrow();
+            split_by_len(
+                carried
+                    .values()
+                    .map(|op| (op, encoded_len(op, CARRY_BYTES))),
+                CARRY_BYTES,
+                usize::MAX,
+            )
+            .into_iter()
+            .map(|ops| ops.into_iter().cloned().collect::<Vec<Op>>())
+            .collect::<Vec<_>>()
+        };
+        for ops in groups {
+            self.announce(&Announce::Carry { ops });
+        }
+    }
+
+    /// What another tab carried here, into this tab's link (see
+    /// [`carry`](Self::carry)), taken as the link takes the outbox's
+    /// entries: valid ops of the streams it follows, whether or not this
+    /// tab declared their keys (a unit this page does not show, a key
+    /// declared from JavaScript in the other tab). Ops it holds or was
+    /// answered already are left out, and so are those of keys this tab
+    /// knows never leave the device.
+    fn take_carried(&self, ops: Vec<Op>) {
+        let Some(conn) = self.conn.upgrade() else {
+            return;
+        };
+        for op in ops {
+            let wanted = self.link.borrow().as_ref().is_some_and(|link| {
+                !link.is_own(&op.id) && link.streams().contains(&StreamId::of(&op.key))
+            });
+            if wanted && op.validate().is_ok() && !conn.stays_here(&op.key) {
+                self.take(op);
             }
-            Err(err) => self.notice(format!("Not sent to the relay: {err}.")),
         }
         self.publish();
+    }
+
+    /// The relay answered these ops for good: this tab carries them no
+    /// longer.
+    fn answered(&self, acks: &[Ack]) {
+        let mut carried = self.carried.borrow_mut();
+        for ack in acks {
+            let transient =
+                matches!(&ack.status, AckStatus::Refused { code, .. } if is_transient(code));
+            if !transient {
+                carried.remove(&ack.op);
+            }
+        }
+    }
+
+    /// This tab now holds the link: what it carried goes into it.
+    pub(super) fn take_own_carried(&self) {
+        let carried = std::mem::take(&mut *self.carried.borrow_mut());
+        for (_, op) in carried {
+            self.take(op);
+        }
     }
 
     /// Another tab of this browser added to the outbox (or cleared it):
@@ -114,7 +195,12 @@ impl Remote {
                 here: false,
                 ..status
             }),
-            Announce::Acks { acks, keys } if !leading => self.confirm(&acks, &keys),
+            Announce::Acks { acks, keys } if !leading => {
+                self.answered(&acks);
+                self.confirm(&acks, &keys);
+            }
+            Announce::Carry { ops } if leading => self.take_carried(ops),
+            Announce::Leading if !leading => self.carry_again(),
             _ => {}
         }
     }
@@ -129,6 +215,9 @@ impl Remote {
     /// keys (`outbox_full`) until the relay takes some: a write that
     /// could not be queued would never reach the other devices.
     fn hold_back(&self, waiting: usize) {
+        // What this tab carries counts even where the tab holding the link
+        // does not count it (yet, or at all: one of an older version).
+        let waiting = waiting.max(self.carried.borrow().len());
         if let Some(conn) = self.conn.upgrade() {
             let full = (waiting >= self.config.outbox_limit()).then_some(waiting);
             let _ = conn.manager.set_backlog(full);
@@ -211,6 +300,18 @@ impl Inner {
     /// session state stay on this device).
     fn relayable(&self, op: &Op) -> bool {
         self.persists(&op.key)
+    }
+
+    /// Whether `key` is declared here as memory or session state, which
+    /// never leaves the device.
+    fn stays_here(&self, key: &FullKey) -> bool {
+        self.manager
+            .with_replica(|replica| {
+                replica
+                    .spec_for(key)
+                    .is_ok_and(|spec| spec.lifetime() != Lifetime::Persistent)
+            })
+            .unwrap_or(false)
     }
 
     /// Whether `key` persists: only such keys go to a relay (memory and
