@@ -5,7 +5,7 @@
 import { createServer, type Server } from 'node:http';
 import { once } from 'node:events';
 import { expect, type Page } from '@playwright/test';
-import { Device, Proxy, Relay, configFor, test } from './support/devices';
+import { Device, Proxy, Relay, configFor, test, type RelayJson } from './support/devices';
 import { SharedNoteUnit } from './support/units';
 import { ApartmentPage, CounterUnit } from './support/apartment';
 
@@ -32,6 +32,20 @@ const refuseEntries = (page: import('@playwright/test').Page, area: 'localStorag
     },
     [area, pattern] as const,
   );
+
+/** Makes `device`'s relay.json fail, as a flaky connection (or a server
+ * answering 503) would, until the function returned lets `config`
+ * through. */
+const failRelayJson = async (device: Device, config: RelayJson) => {
+  let reachable = false;
+  await device.context.unroute('**/relay.json');
+  await device.context.route('**/relay.json', (route) =>
+    reachable ? route.fulfill({ json: config }) : route.abort('connectionfailed'),
+  );
+  return () => {
+    reachable = true;
+  };
+};
 
 test.describe('two devices through a relay', () => {
   // Real relay processes, two or three browser contexts each, reconnections
@@ -258,18 +272,14 @@ test.describe('two devices through a relay', () => {
     const config = configFor(relay.url, relay.token());
     const a = await Device.open(browser, config);
     const b = await Device.open(browser, config, null);
-    let reachable = false;
-    await b.context.unroute('**/relay.json');
-    await b.context.route('**/relay.json', (route) =>
-      reachable ? route.fulfill({ json: config }) : route.abort('connectionfailed'),
-    );
+    const letThrough = await failRelayJson(b, config);
     await b.newPage('/');
     await expect(b.notices().filter({ hasText: "The relay's configuration could not be fetched" })).toHaveCount(1);
     await refuseEntries(b.page, 'localStorage', '^gaesup/outbox/');
     await b.increment(counter, 'count', 5);
     await b.increment(counter, 'count', 20);
     expect(await b.outbox()).toBe(0);
-    reachable = true;
+    letThrough();
     await expect.poll(() => a.get(counter, 'count'), { timeout: 45_000 }).toBe(25);
     await expect(b.waiting()).toHaveText('0');
     a.expectNoErrors();
@@ -670,13 +680,7 @@ test.describe('two devices through a relay', () => {
     const config = configFor(relay.url, relay.token());
     const a = await Device.open(browser, config);
     const b = await Device.open(browser, config, null);
-    // A network that fails relay.json (as a flaky connection or a server
-    // answering 503 would) until the test lets it through.
-    let reachable = false;
-    await b.context.unroute('**/relay.json');
-    await b.context.route('**/relay.json', (route) =>
-      reachable ? route.fulfill({ json: config }) : route.abort('connectionfailed'),
-    );
+    const letThrough = await failRelayJson(b, config);
     await b.newPage('/');
     await expect(b.notices().filter({ hasText: "The relay's configuration could not be fetched" })).toHaveCount(1);
     await b.increment(counter, 'count', 5);
@@ -685,7 +689,7 @@ test.describe('two devices through a relay', () => {
     await b.reload();
     await b.increment(counter, 'count', 20);
     expect(await b.outbox()).toBe(2);
-    reachable = true;
+    letThrough();
     // Asked again within 30 s (backoff from one second).
     await expect.poll(() => a.get(counter, 'count'), { timeout: 45_000 }).toBe(25);
     await expect(b.relayLink()).toHaveText('connected');
@@ -698,11 +702,7 @@ test.describe('two devices through a relay', () => {
     const config = configFor(relay.url, relay.token());
     const [a, b] = await devices(browser);
     // A second tab whose relay.json fails (the first one's came through).
-    let reachable = false;
-    await a.context.unroute('**/relay.json');
-    await a.context.route('**/relay.json', (route) =>
-      reachable ? route.fulfill({ json: config }) : route.abort('connectionfailed'),
-    );
+    const letThrough = await failRelayJson(a, config);
     const second = await a.newPage('/');
     await expect(a.notices(second).filter({ hasText: "The relay's configuration could not be fetched" })).toHaveCount(1);
     // Its write waits in the outbox, where the tab holding the link takes
@@ -710,7 +710,7 @@ test.describe('two devices through a relay', () => {
     await a.increment(counter, 'count', 5, second);
     await expect.poll(() => b.get(counter, 'count')).toBe(5);
     await expect(a.waiting()).toHaveText('0');
-    reachable = true;
+    letThrough();
     await expect(a.relayLink(second)).toHaveText('connected', { timeout: 45_000 });
     // The holder closes: the second tab takes the link over, with
     // whatever the outbox holds.

@@ -635,6 +635,35 @@ fn becoming_visible_reloads_storage() {
     clean();
 }
 
+/// A manager of `apartment` with `keys` declared, connected (no way to
+/// other tabs) and linked to a relay nobody answers for
+/// (`ws://127.0.0.1:1`), whose outbox keeps 3 ops: every op waits in it.
+fn linked_to_nobody(
+    owner: &Owner,
+    apartment: &str,
+    keys: &[&SharedKey<String>],
+) -> (StateManager, WebSync) {
+    let (state, sync) = owner.with(|| {
+        let state = manager(1);
+        for key in keys {
+            state.declare(key).unwrap();
+        }
+        let options = ConnectOptions::default()
+            .expect_relay()
+            .transport(TransportChoice::Off);
+        let sync =
+            connect_browser_with_options(state, &apartment.parse().unwrap(), options).unwrap();
+        (state, sync)
+    });
+    let config = gaesup_state_web::RelayConfig::parse(
+        r#"{"url":"ws://127.0.0.1:1","token":"t","outbox_limit":3}"#,
+    )
+    .unwrap()
+    .unwrap();
+    owner.with(|| sync.relay().attach(config));
+    (state, sync)
+}
+
 /// A batch that begins below the outbox's limit and ends past it goes into
 /// the outbox whole: it applied on this device, so an op left out would
 /// never reach another one. Only the next write is refused, before it
@@ -648,23 +677,7 @@ async fn a_batch_crossing_the_outbox_limit_goes_into_it_whole() {
         .lifetime(Lifetime::Persistent)
         .build()
         .unwrap();
-    let (state, sync) = owner.with(|| {
-        let state = manager(1);
-        state.declare(&greeting()).unwrap();
-        state.declare(&farewell).unwrap();
-        let options = ConnectOptions::default()
-            .expect_relay()
-            .transport(TransportChoice::Off);
-        let sync = connect_browser_with_options(state, &"limit".parse().unwrap(), options).unwrap();
-        (state, sync)
-    });
-    // A relay nobody answers for: every op waits in the outbox.
-    let config = gaesup_state_web::RelayConfig::parse(
-        r#"{"url":"ws://127.0.0.1:1","token":"t","outbox_limit":3}"#,
-    )
-    .unwrap()
-    .unwrap();
-    owner.with(|| sync.relay().attach(config));
+    let (state, sync) = linked_to_nobody(&owner, "limit", &[&greeting(), &farewell]);
     let writer = unit("limit/lobby/a");
     state.set(&writer, &greeting(), "one".to_owned()).unwrap();
     state.set(&writer, &greeting(), "two".to_owned()).unwrap();
@@ -730,26 +743,17 @@ async fn carried_writes_count_against_the_outbox_limit_whatever_the_link_s_tab_s
         };
     })()");
     let owner = Owner::new();
-    let (state, sync) = owner.with(|| {
-        let state = manager(1);
-        state.declare(&greeting()).unwrap();
-        let options = ConnectOptions::default()
-            .expect_relay()
-            .transport(TransportChoice::Off);
-        let sync = connect_browser_with_options(state, &"carry".parse().unwrap(), options).unwrap();
-        (state, sync)
-    });
-    let config = gaesup_state_web::RelayConfig::parse(
-        r#"{"url":"ws://127.0.0.1:1","token":"t","outbox_limit":3}"#,
-    )
-    .unwrap()
-    .unwrap();
-    owner.with(|| sync.relay().attach(config));
+    let (state, sync) = linked_to_nobody(&owner, "carry", &[&greeting()]);
     let writer = unit("carry/lobby/a");
-    let status = r#"{"kind":"status","link":"connected","waiting":0,"last_ack_ms":null,"here":true}"#;
+    let status =
+        r#"{"kind":"status","link":"connected","waiting":0,"last_ack_ms":null,"here":true}"#;
     for n in 0..3 {
-        state.set(&writer, &greeting(), format!("write {n}")).unwrap();
-        run(&format!("new BroadcastChannel('gaesup-relay/carry').postMessage('{status}')"));
+        state
+            .set(&writer, &greeting(), format!("write {n}"))
+            .unwrap();
+        run(&format!(
+            "new BroadcastChannel('gaesup-relay/carry').postMessage('{status}')"
+        ));
         let relay = sync.status().relay;
         wait_until("the other tab's status", || {
             relay.with_untracked(|relay| relay.link == "connected")
