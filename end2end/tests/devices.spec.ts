@@ -69,6 +69,18 @@ test.describe('two devices through a relay', () => {
     return pair;
   };
 
+  /** Two devices, the second's relay.json failing (its notice shown)
+   * until the function returned lets it through. */
+  const devicesWithoutRelayJson = async (browser: import('@playwright/test').Browser) => {
+    const config = configFor(relay.url, relay.token());
+    const a = await Device.open(browser, config);
+    const b = await Device.open(browser, config, null);
+    const letThrough = await failRelayJson(b, config);
+    await b.newPage('/');
+    await expect(b.notices().filter({ hasText: "The relay's configuration could not be fetched" })).toHaveCount(1);
+    return { a, b, letThrough };
+  };
+
   test('every scope reaches the other device where it should; session and memory state never leave', async ({ browser }) => {
     const [a, b] = await devices(browser);
     await a.set(notes, 'notes', 'private to notes A');
@@ -253,6 +265,19 @@ test.describe('two devices through a relay', () => {
     b.expectNoErrors();
   });
 
+  test('writes made while relay.json failed, then cleared from storage with everything else, still reach the other device', async ({ browser }) => {
+    const { a, b, letThrough } = await devicesWithoutRelayJson(browser);
+    await b.increment(counter, 'count', 5);
+    expect(await b.outbox()).toBe(1);
+    // No tab holds a link yet to write the outbox back.
+    await b.page.evaluate(() => localStorage.clear());
+    letThrough();
+    await expect.poll(() => a.get(counter, 'count'), { timeout: 45_000 }).toBe(5);
+    await expect(b.waiting()).toHaveText('0');
+    a.expectNoErrors();
+    b.expectNoErrors();
+  });
+
   test('a carried write of a key the tab holding the link never declared still goes, and the relay\'s word comes back', async ({ browser }) => {
     const [a] = await devices(browser);
     const second = await a.newPage('/');
@@ -269,12 +294,7 @@ test.describe('two devices through a relay', () => {
   });
 
   test('writes storage refused while relay.json failed reach the other device once it comes', async ({ browser }) => {
-    const config = configFor(relay.url, relay.token());
-    const a = await Device.open(browser, config);
-    const b = await Device.open(browser, config, null);
-    const letThrough = await failRelayJson(b, config);
-    await b.newPage('/');
-    await expect(b.notices().filter({ hasText: "The relay's configuration could not be fetched" })).toHaveCount(1);
+    const { a, b, letThrough } = await devicesWithoutRelayJson(browser);
     await refuseEntries(b.page, 'localStorage', '^gaesup/outbox/');
     await b.increment(counter, 'count', 5);
     await b.increment(counter, 'count', 20);
@@ -677,12 +697,7 @@ test.describe('two devices through a relay', () => {
   });
 
   test('relay.json unreachable at first: asked for again, and writes made meanwhile (a reload among them) reach the other device', async ({ browser }) => {
-    const config = configFor(relay.url, relay.token());
-    const a = await Device.open(browser, config);
-    const b = await Device.open(browser, config, null);
-    const letThrough = await failRelayJson(b, config);
-    await b.newPage('/');
-    await expect(b.notices().filter({ hasText: "The relay's configuration could not be fetched" })).toHaveCount(1);
+    const { a, b, letThrough } = await devicesWithoutRelayJson(browser);
     await b.increment(counter, 'count', 5);
     // In the outbox already, not only in the page: a reload keeps it.
     expect(await b.outbox()).toBe(1);

@@ -63,7 +63,7 @@ mod stream;
 
 pub use link::{
     LimitsAsk, Link, LinkOutput, LinkStatus, MAX_OUTBOX, Rebase, SnapshotRefusals,
-    mark_refused_stale, mark_resync, remove_outbox_entry, write_outbox_entry,
+    cleared_from_outbox, mark_refused_stale, mark_resync, remove_outbox_entry, write_outbox_entry,
 };
 pub use message::{
     Ack, AckStatus, Acks, ClientMessage, ErrorBody, Hello, Limits, MAX_HELLO_BYTES, OpsBody,

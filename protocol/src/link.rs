@@ -2212,6 +2212,20 @@ fn outbox_key(id: OpId) -> String {
     format!("{OUTBOX_PREFIX}{id}")
 }
 
+/// Of `ops` a tab wrote to the outbox (with [`write_outbox_entry`]), those
+/// a clear of storage (`localStorage.clear()`) took out since: the
+/// outbox's mark is gone ([`OUTBOX_MARK`]), and so is each one's entry.
+/// Entries another link removed as answered leave the mark: none of them
+/// is among these.
+pub fn cleared_from_outbox(ops: Vec<Op>, storage: &dyn Storage) -> Vec<Op> {
+    if !matches!(storage.get(OUTBOX_MARK), Ok(None)) {
+        return Vec::new();
+    }
+    ops.into_iter()
+        .filter(|op| matches!(storage.get(&outbox_key(op.id)), Ok(None)))
+        .collect()
+}
+
 fn is_transient(status: &AckStatus) -> bool {
     matches!(status, AckStatus::Refused { code, .. } if is_transient_code(code))
 }
@@ -4196,6 +4210,29 @@ mod tests {
         store.set_backlog(Some(2));
         write_rebase(&mut link, &mut store, &out.rebase[0], &mut storage);
         assert_eq!(link.waiting(), 1, "the re-base replaced them");
+    }
+
+    #[test]
+    fn ops_a_clear_took_out_of_the_outbox_are_told_from_answered_ones() {
+        let mut storage = MemoryStorage::new();
+        let mut store = Replica::new(TabId::new(1), ManualClock::new(1_000));
+        let (x, y) = (op(&mut store, 1), op(&mut store, 2));
+        for op in [&x, &y] {
+            write_outbox_entry(op, &mut storage).unwrap();
+        }
+        let both = || vec![x.clone(), y.clone()];
+        assert!(cleared_from_outbox(both(), &storage).is_empty());
+        // Another link answered `x`: its entry goes, the mark stays.
+        remove_outbox_entry(x.id, &mut storage);
+        assert!(cleared_from_outbox(both(), &storage).is_empty());
+        // A clear takes the mark with the entries.
+        storage.remove(OUTBOX_MARK).unwrap();
+        remove_outbox_entry(y.id, &mut storage);
+        let cleared: Vec<OpId> = cleared_from_outbox(both(), &storage)
+            .iter()
+            .map(|op| op.id)
+            .collect();
+        assert_eq!(cleared, vec![x.id, y.id]);
     }
 
     /// Past any limit an adapter keeps, an op is taken: it is applied on

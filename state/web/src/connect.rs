@@ -230,8 +230,9 @@ impl RelayHandle {
         let early = match inner.relay.replace(relay::RelayState::None) {
             // Those in storage are the outbox's already (and perhaps sent by
             // another tab holding the link): queued again, one answered
-            // since would be written back and pushed twice.
-            relay::RelayState::Waiting(early) => early.unsaved,
+            // since would be written back and pushed twice. Only those a
+            // clear of storage took are.
+            relay::RelayState::Waiting(early) => early.into_ops(),
             // Ops storage refused wait in the old link's memory only: the
             // new one takes them over.
             relay::RelayState::Attached(old) => old.unsaved(),
@@ -255,8 +256,8 @@ impl RelayHandle {
         if let relay::RelayState::Waiting(early) = inner.relay.replace(relay::RelayState::None)
             && let Ok(mut storage) = BrowserStorage::local()
         {
-            for id in early.saved {
-                gaesup_protocol::remove_outbox_entry(id, &mut storage);
+            for op in early.saved {
+                gaesup_protocol::remove_outbox_entry(op.id, &mut storage);
             }
         }
         inner.writer.relay.set(gaesup_state::RelayStatus::off());

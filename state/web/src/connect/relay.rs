@@ -182,8 +182,9 @@ impl RelayLink for Remote {
 #[derive(Default)]
 pub(super) struct Early {
     /// Written to the outbox in `localStorage` already: a tab holding the
-    /// link takes them from there (and answers them) like any tab's.
-    pub(super) saved: Vec<OpId>,
+    /// link takes them from there (and answers them) like any tab's. Kept
+    /// here too, for a clear of storage before any link took them.
+    pub(super) saved: Vec<Op>,
     /// Storage refused them: they wait in this page, for its link.
     pub(super) unsaved: Vec<Op>,
 }
@@ -191,6 +192,18 @@ pub(super) struct Early {
 impl Early {
     pub(super) fn len(&self) -> usize {
         self.saved.len() + self.unsaved.len()
+    }
+
+    /// What this page's link takes once the configuration comes: the ops
+    /// storage refused, and those a clear of storage took out of the
+    /// outbox since (not those a tab's link answered meanwhile: queued
+    /// again, they would be pushed twice).
+    pub(super) fn into_ops(self) -> Vec<Op> {
+        let mut ops = self.unsaved;
+        if let Ok(storage) = BrowserStorage::local() {
+            ops.extend(gaesup_protocol::cleared_from_outbox(self.saved, &storage));
+        }
+        ops
     }
 }
 

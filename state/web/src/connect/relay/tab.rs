@@ -305,25 +305,22 @@ impl Inner {
     /// Whether `key` is declared here as memory or session state, which
     /// never leaves the device.
     fn stays_here(&self, key: &FullKey) -> bool {
-        self.manager
-            .with_replica(|replica| {
-                replica
-                    .spec_for(key)
-                    .is_ok_and(|spec| spec.lifetime() != Lifetime::Persistent)
-            })
-            .unwrap_or(false)
+        self.lifetime_of(key)
+            .is_some_and(|lifetime| lifetime != Lifetime::Persistent)
     }
 
     /// Whether `key` persists: only such keys go to a relay (memory and
     /// session state stay on this device).
     fn persists(&self, key: &FullKey) -> bool {
+        self.lifetime_of(key) == Some(Lifetime::Persistent)
+    }
+
+    /// `key`'s lifetime, if this tab declared it.
+    fn lifetime_of(&self, key: &FullKey) -> Option<Lifetime> {
         self.manager
-            .with_replica(|replica| {
-                replica
-                    .spec_for(key)
-                    .is_ok_and(|spec| spec.lifetime() == Lifetime::Persistent)
-            })
-            .unwrap_or(false)
+            .with_replica(|replica| replica.spec_for(key).map(|spec| spec.lifetime()).ok())
+            .ok()
+            .flatten()
     }
 
     /// Ops this tab made: to the relay's outbox (or to wait for the
@@ -347,7 +344,7 @@ impl Inner {
                         .as_mut()
                         .is_some_and(|storage| write_outbox_entry(op, storage).is_ok());
                     if saved {
-                        early.saved.push(op.id);
+                        early.saved.push(op.clone());
                     } else {
                         // Refused (full, say), or no storage: in this page.
                         early.unsaved.push(op.clone());
