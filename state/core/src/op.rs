@@ -19,7 +19,7 @@ use crate::limits::{
     MAX_FIELD_NAME_BYTES, MAX_GROUP_OPS, MAX_OP_ITEMS, MAX_SUM_SLOTS, check_value, encoded_len,
 };
 use crate::scope::FullKey;
-use crate::strategy::Observed;
+use crate::strategy::{KeyState, Observed};
 
 /// Unique id of an op: the issuing tab and its per-tab sequence number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -222,6 +222,11 @@ pub struct Op {
 /// of each entry it supersedes.
 pub const ITEM_BYTES: usize = 256;
 
+/// Bytes a merge key's field entry may grow by, past its value and its
+/// writer, when a patch replaces it: its stamp and op id written with more
+/// digits, a value where it held a removal.
+const REPLACED_ITEM_BYTES: usize = 96;
+
 impl Op {
     /// An upper bound of what applying this op (`body` bytes serialized:
     /// the op, or its payload) adds to its key's stored state: its text,
@@ -235,17 +240,34 @@ impl Op {
     /// with its own stamp, id and writer, some 200 bytes more than it
     /// takes in the patch) grow a state far past the limit unmeasured.
     pub fn growth_bound(&self, body: usize) -> usize {
-        let items = 1 + match &self.payload {
-            Payload::Patch { set, remove } => set.len().saturating_add(remove.len()),
-            Payload::Reset { observed, .. } => observed.len(),
-            Payload::Resolve { supersedes, .. } => supersedes.len(),
-            Payload::Set { .. } | Payload::Count { .. } => 0,
+        self.growth_bound_over(body, None)
+    }
+
+    /// [`growth_bound`](Self::growth_bound) of this op applied to `state`:
+    /// a field of a patch that `state` keeps an entry for already only
+    /// replaces that entry, so it counts its writer and
+    /// [`REPLACED_ITEM_BYTES`] rather than a whole new entry's overhead.
+    /// (An update of a hundred rows of a table then counts some 10 KB
+    /// where a hundred new rows count 30.)
+    pub fn growth_bound_over(&self, body: usize, state: Option<&KeyState>) -> usize {
+        let (items, replaced) = match &self.payload {
+            Payload::Patch { set, remove } => {
+                let replaced = state.map_or(0, |state| {
+                    state.held_fields(set.keys().chain(remove.iter()))
+                });
+                (set.len().saturating_add(remove.len()) - replaced, replaced)
+            }
+            Payload::Reset { observed, .. } => (observed.len(), 0),
+            Payload::Resolve { supersedes, .. } => (supersedes.len(), 0),
+            Payload::Set { .. } | Payload::Count { .. } => (0, 0),
         };
         // Serialized (an id may hold characters JSON escapes), counted
         // without building the text: this runs for every op applied.
         let writer = encoded_len(&self.writer, usize::MAX);
         let per_item = ITEM_BYTES.saturating_add(writer);
-        body.saturating_add(items.saturating_mul(per_item))
+        let per_replaced = REPLACED_ITEM_BYTES.saturating_add(writer);
+        body.saturating_add((1 + items).saturating_mul(per_item))
+            .saturating_add(replaced.saturating_mul(per_replaced))
     }
 
     /// The newest write this op vouches for: its stamp's wall time, or,

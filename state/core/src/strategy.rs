@@ -302,6 +302,23 @@ pub enum KeyState {
     UserResolve(ResolveState),
 }
 
+impl KeyState {
+    /// How many of `names` this state keeps a field entry for: a merge
+    /// key's fields written since its base; none for any other strategy.
+    pub(crate) fn held_fields<'a>(&self, names: impl Iterator<Item = &'a String>) -> usize {
+        match self {
+            #[cfg(feature = "merge")]
+            Self::Merge(merge) => names
+                .filter(|name| merge.fields.contains_key(*name))
+                .count(),
+            _ => {
+                let _ = names;
+                0
+            }
+        }
+    }
+}
+
 impl FromJson for KeyState {
     /// `{"strategy": <name>, "data": <state>}`, in either order, other
     /// fields ignored.

@@ -265,6 +265,65 @@ fn patches_of_many_tiny_fields_never_grow_a_state_past_the_limit() {
     );
 }
 
+/// A patch over fields a merge key holds already counts less than one of
+/// new fields (an update of a table's rows is not a hundred new rows), and
+/// still covers what it adds: a longer writer, ids with more digits,
+/// values where removals were.
+#[test]
+fn a_patch_over_held_fields_adds_no_more_than_its_bound() {
+    let clock = ManualClock::new(NOW);
+    let k = key::<BTreeMap<String, String>>("rows", Scope::Apartment, Strategy::Merge);
+    let full = k.full_key(&unit("apt/b/u"));
+    let size = |replica: &Replica| {
+        serde_json::to_string(replica.state(&full).unwrap())
+            .unwrap()
+            .len()
+    };
+    let rows = |range: std::ops::Range<u32>, value: &str| -> BTreeMap<String, String> {
+        range.map(|i| (format!("r{i}"), value.to_owned())).collect()
+    };
+    let mut victim = store(1, &clock);
+    victim.declare(&k).unwrap();
+    // A short writer with small ids writes 100 rows (each a field
+    // entry), then removes half.
+    let mut first = store(2, &clock);
+    first.declare(&k).unwrap();
+    for value in [rows(0..100, "x"), rows(0..50, "x")] {
+        let op = first.set(&unit("apt/b/u"), &k, value).unwrap().op;
+        victim.apply_remote(&op).unwrap();
+    }
+    // A long writer whose op ids have many digits writes every row again.
+    let mut second = store(u64::MAX - 1, &clock);
+    second.declare(&k).unwrap();
+    let other = key::<i64>("other", Scope::Apartment, Strategy::LastWriteWins);
+    second.declare(&other).unwrap();
+    let long =
+        unit("an-apartment-with-a-long-name/a-building-with-a-long-name/a-unit-with-a-long-name");
+    for n in 0..10_000 {
+        second.set(&long, &other, n).unwrap();
+    }
+    clock.advance(1_000);
+    second.set(&long, &k, rows(0..50, "x")).unwrap();
+    let op = second.set(&long, &k, rows(0..100, "yy")).unwrap().op;
+    let Payload::Patch { set, .. } = &op.payload else {
+        panic!("{:?}", op.payload)
+    };
+    assert_eq!(set.len(), 100);
+    let before = size(&victim);
+    let bound = op.growth_bound_over(
+        serde_json::to_string(&op.payload).unwrap().len(),
+        victim.state(&full),
+    );
+    // Every row is a held entry.
+    assert_eq!(
+        op.growth_bound(0) - op.growth_bound_over(0, victim.state(&full)),
+        100 * (gaesup_state_core::ITEM_BYTES - 96)
+    );
+    victim.apply_remote(&op).unwrap();
+    let added = size(&victim) - before;
+    assert!(added <= bound, "added {added} > bound {bound}");
+}
+
 // 3. A full state must not bypass write permissions.
 
 #[test]

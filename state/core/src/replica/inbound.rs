@@ -131,9 +131,10 @@ impl Replica {
         // may pass the limit.
         let mut trials: Vec<Option<(KeyState, usize)>> = Vec::with_capacity(by_key.len());
         for KeyOps { key, spec, ops } in &by_key {
+            let held = self.states.get(key);
             let added: usize = ops
                 .iter()
-                .map(|op| op.growth_bound(encoded_len(&op.payload, MAX_STATE_BYTES)))
+                .map(|op| op.growth_bound_over(encoded_len(&op.payload, MAX_STATE_BYTES), held))
                 .sum();
             let mut tried = None;
             if self.size_estimate(key).saturating_add(added) > MAX_STATE_BYTES {
@@ -163,9 +164,12 @@ impl Replica {
                     self.sizes.insert(key.clone(), size);
                 }
                 None => {
+                    let held = self.states.get(&key);
                     let added: usize = ops
                         .iter()
-                        .map(|op| op.growth_bound(encoded_len(&op.payload, MAX_STATE_BYTES)))
+                        .map(|op| {
+                            op.growth_bound_over(encoded_len(&op.payload, MAX_STATE_BYTES), held)
+                        })
                         .sum();
                     let estimate = self.size_estimate(&key).saturating_add(added);
                     let state = self.state_mut(&spec, &key);

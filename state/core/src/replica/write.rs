@@ -509,7 +509,7 @@ impl Replica {
         let estimate = if replaces {
             held.max(body + ITEM_OVERHEAD)
         } else {
-            held.saturating_add(op.growth_bound(body))
+            held.saturating_add(op.growth_bound_over(body, state.as_deref()))
         };
         if state.is_none() {
             counts.room(None, spec, &op.key)?;
