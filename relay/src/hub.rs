@@ -525,6 +525,11 @@ struct Stream {
     /// loaded, or measured again to charge an op), and as counted since:
     /// what an op on the key costs (see [`Stream::extra_for`]).
     sizes: BTreeMap<FullKey, Size>,
+    /// Keys whose stored state this node could not load (a newer schema
+    /// than it knows, a migration that failed, past a limit), and why:
+    /// an op on one is refused for now, or the commit would write the
+    /// little the op holds over what the store keeps.
+    unloaded: BTreeMap<FullKey, String>,
 }
 
 impl Stream {
@@ -955,6 +960,7 @@ fn new_stream(declarations: &[Arc<KeySpec>], id: StreamId) -> Stream {
         first: 1,
         log_bytes: 0,
         sizes: BTreeMap::new(),
+        unloaded: BTreeMap::new(),
     }
 }
 
@@ -1062,10 +1068,19 @@ impl State {
             .load(Lifetime::Persistent, &mut storage)
             .map_err(|err| err.to_string())?;
         for quarantined in report.quarantined {
-            tracing::warn!(key = %quarantined.key, error = %quarantined.error, "stored state set aside");
+            tracing::warn!(key = %quarantined.key, error = %quarantined.error, "stored state set aside; writes to the key are refused until this node can read it");
+            stream
+                .unloaded
+                .insert(quarantined.key, quarantined.error.to_string());
         }
         for (key, error) in report.failed {
-            tracing::warn!(%key, %error, "stored state not loaded");
+            tracing::warn!(%key, %error, "stored state not loaded; writes to the key are refused until this node can read it");
+            if let Some(full) = key
+                .strip_prefix(STATE_PREFIX)
+                .and_then(|name| name.parse::<FullKey>().ok())
+            {
+                stream.unloaded.insert(full, error.to_string());
+            }
         }
         Ok(stream)
     }
@@ -1913,6 +1928,17 @@ impl State {
                 );
             }
         };
+        if let Some(why) = stream.unloaded.get(&op.key) {
+            // For now: an upgraded node (or another one, on a shared
+            // store) may read the state, and the device sends it again.
+            return refused(
+                code::STORAGE,
+                format!(
+                    "this relay could not load the stored state of {} ({why}); it takes no write to it until it can",
+                    op.key
+                ),
+            );
+        }
         if spec.lifetime() != Lifetime::Persistent {
             return refused(
                 code::NOT_RELAYED,

@@ -1904,6 +1904,50 @@ async fn a_subject_s_connections_and_http_pushes_share_one_budget(backend: Backe
     }
 }
 
+/// A stored state this relay cannot load (here a newer schema than it
+/// knows, as a node not yet upgraded meets one an upgraded node wrote) is
+/// left as it is: a write to its key is refused for now (`storage`, so the
+/// device sends it again), where it used to be applied to an empty state
+/// and committed over what the store kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stored_state_the_relay_cannot_load_is_never_written_over() {
+    let mut relay = Relay::on(Backend::Sqlite, &[]);
+    let mut writer = Client::writer(&relay, &main_rw()).await;
+    let mut device = Device::new(1);
+    applied_seq(&writer.push(vec![device.note("kept")]).await[0].status);
+    drop(writer);
+    relay.kill();
+    let db = relay.data.join("relay.sqlite3");
+    let stored = || -> String {
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .query_row(
+                "SELECT stored FROM states WHERE key LIKE '%shared-note'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap()
+    };
+    let newer = stored().replacen("\"schema\":1", "\"schema\":99", 1);
+    assert_ne!(newer, stored(), "{newer}");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute(
+            "UPDATE states SET stored = ?1 WHERE key LIKE '%shared-note'",
+            [&newer],
+        )
+        .unwrap();
+    relay.restart();
+    let mut writer = Client::writer(&relay, &main_rw()).await;
+    let acks = writer.push(vec![device.note("over it")]).await;
+    assert_eq!(refusal(&acks[0].status), code::STORAGE, "{acks:?}");
+    // Other keys are written as ever.
+    applied_seq(&writer.push(vec![device.count(1)]).await[0].status);
+    drop(writer);
+    relay.kill();
+    assert_eq!(stored(), newer);
+}
+
 support::on_both_backends!(
     the_same_op_twice_is_one_op_and_the_ack_carries_the_canonical_value,
     a_device_catches_up_from_its_cursor_then_gets_live_ops,
