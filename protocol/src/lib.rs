@@ -63,7 +63,8 @@ mod stream;
 
 pub use link::{
     LimitsAsk, Link, LinkOutput, LinkStatus, MAX_OUTBOX, Rebase, SnapshotRefusals,
-    cleared_from_outbox, mark_refused_stale, mark_resync, remove_outbox_entry, write_outbox_entry,
+    cleared_from_outbox, is_transient_code, mark_refused_stale, mark_resync, remove_outbox_entry,
+    write_outbox_entry,
 };
 pub use message::{
     Ack, AckStatus, Acks, ClientMessage, ErrorBody, Hello, Limits, MAX_HELLO_BYTES, OpsBody,
@@ -126,8 +127,14 @@ pub mod code {
     pub const UNREADABLE: &str = "unreadable";
     /// The relay is shutting down; reconnect to it or another node.
     pub const SHUTTING_DOWN: &str = "shutting_down";
-    /// The relay failed to store the op (nothing was acknowledged).
+    /// The relay failed to store the op (nothing was acknowledged), or
+    /// holds a stored state of its key it could not load (a newer schema
+    /// than it knows): it takes the op again later.
     pub const STORAGE: &str = "storage";
+    /// The op was written by a newer version of the app than the relay
+    /// knows (its key's schema is newer): the device sends it again later,
+    /// for a relay upgraded since (upgrade relays before pages).
+    pub const NEWER_SCHEMA: &str = "newer_schema";
     /// A sum key's op older than the key's compaction horizon (its writer
     /// was offline for longer than that); the device re-bases the key.
     pub const STALE: &str = "stale";

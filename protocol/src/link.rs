@@ -2231,10 +2231,11 @@ fn is_transient(status: &AckStatus) -> bool {
 }
 
 /// Whether a refusal with `code` is only for now (the op goes again).
-fn is_transient_code(code: &str) -> bool {
+pub fn is_transient_code(code: &str) -> bool {
     code == crate::code::RATE_LIMITED
         || code == crate::code::STORAGE
         || code == crate::code::SHUTTING_DOWN
+        || code == crate::code::NEWER_SCHEMA
 }
 
 #[cfg(test)]
@@ -4184,6 +4185,32 @@ mod tests {
         let refused = link.rebased(&x.key, Some(unqueued.id), &mut storage);
         assert!(matches!(&refused[..], [ack] if ack.op == x.id));
         assert_eq!(link.waiting(), 0);
+    }
+
+    /// A relay older than the page refuses its ops as `newer_schema`: they
+    /// wait in the outbox and go again (for a relay upgraded since), where
+    /// they were taken out as refused for good and never reached it.
+    #[test]
+    fn an_op_a_relay_refuses_as_newer_schema_waits_and_goes_again() {
+        let mut storage = MemoryStorage::new();
+        let mut store = Replica::new(TabId::new(1), ManualClock::new(1_000));
+        let mut link = link(&storage);
+        let x = op(&mut store, 1);
+        link.queue(x.clone(), &mut storage).unwrap();
+        link.on_open(0);
+        feed(&mut link, &welcome(10_000), 0, &mut storage);
+        feed(&mut link, &catch_up(), 0, &mut storage);
+        answer_all(
+            &mut link,
+            &[x.id],
+            crate::code::NEWER_SCHEMA,
+            1,
+            &mut storage,
+        );
+        assert_eq!(link.waiting(), 1);
+        assert!(storage.get(&outbox_key(x.id)).unwrap().is_some());
+        let again = pushed(&link.tick(1 + RESEND_AFTER_MS).0).concat();
+        assert_eq!(again, vec![x.id]);
     }
 
     #[test]

@@ -348,10 +348,10 @@ impl Drop for Remote {
     }
 }
 
+/// Whether the relay refused with `code` only for now: the op stays in
+/// the outbox and goes again, and nobody is told it was refused.
 fn is_transient(code: &str) -> bool {
-    code == gaesup_protocol::code::RATE_LIMITED
-        || code == gaesup_protocol::code::STORAGE
-        || code == gaesup_protocol::code::SHUTTING_DOWN
+    gaesup_protocol::is_transient_code(code)
 }
 
 fn relay_error_notice(code: &str, message: &str) -> String {
