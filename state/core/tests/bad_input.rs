@@ -131,6 +131,45 @@ fn assert_quarantined(key: &str, raw: &str, expect: impl Fn(&Error) -> bool) {
     assert_ne!(storage.get(&storage_key).unwrap().as_deref(), Some(raw));
 }
 
+/// Discarding an entry an older tab set aside (a newer schema) removes
+/// only what it set aside: an entry the newer tab wrote since stays, and
+/// the older tab sets it aside again rather than saving over it.
+#[test]
+fn discarding_a_set_aside_entry_leaves_one_a_newer_tab_wrote_since() {
+    fn v1_key() -> SharedKey<Value> {
+        SharedKey::<Value>::builder("versioned")
+            .scope(Scope::Apartment)
+            .lifetime(Lifetime::Persistent)
+            .build()
+            .unwrap()
+    }
+    let u = unit("a/b/u");
+    let mut storage = MemoryStorage::new();
+    let mut newer = store(1);
+    newer.set(&u, &v2_key(), json!({ "v1": 1 })).unwrap();
+    newer.persist(Lifetime::Persistent, &mut storage);
+    let mut older = Replica::new(TabId::new(2), ManualClock::new(NOW));
+    older.declare(&v1_key()).unwrap();
+    let report = older.load(Lifetime::Persistent, &mut storage).unwrap();
+    assert_eq!(report.quarantined.len(), 1, "{report:?}");
+    let full = report.quarantined[0].key.clone();
+    // The newer tab writes again after the older one set the entry aside.
+    newer.set(&u, &v2_key(), json!({ "v1": 2 })).unwrap();
+    newer.persist(Lifetime::Persistent, &mut storage);
+    let written = storage.get(&Replica::storage_key(&full)).unwrap();
+    older.discard_quarantine(&full, &mut storage).unwrap();
+    assert_eq!(storage.get(&Replica::storage_key(&full)).unwrap(), written);
+    assert_eq!(storage.get(&Replica::quarantine_key(&full)).unwrap(), None);
+    // The older tab's own write is not saved over it: set aside again.
+    older.set(&u, &v1_key(), json!("old")).unwrap();
+    let report = older.persist(Lifetime::Persistent, &mut storage);
+    assert!(report.written.is_empty(), "{report:?}");
+    assert_eq!(storage.get(&Replica::storage_key(&full)).unwrap(), written);
+    let mut fresh = store(3);
+    fresh.load(Lifetime::Persistent, &mut storage).unwrap();
+    assert_eq!(fresh.get(&u, &v2_key()).unwrap(), json!({ "v1": 2 }));
+}
+
 #[test]
 fn corrupt_json_is_quarantined_and_never_overwritten() {
     for raw in [

@@ -61,9 +61,20 @@ impl Replica {
 
     /// Gives up a quarantined entry: removes the quarantine copy and the
     /// original entry, and lets the key be persisted again.
+    ///
+    /// Only the entry that was set aside: one another tab wrote since (a
+    /// newer version of the app, which can read what this one cannot) is
+    /// left as it is, and this tab's next save reads it again.
     pub fn discard_quarantine(&mut self, key: &FullKey, storage: &mut dyn Storage) -> Result<()> {
-        storage.remove(&Self::quarantine_key(key))?;
-        storage.remove(&Self::storage_key(key))?;
+        let copy_key = Self::quarantine_key(key);
+        let set_aside = storage.get(&copy_key)?;
+        let stored = storage.get(&Self::storage_key(key))?;
+        storage.remove(&copy_key)?;
+        // Without the copy (storage refused it), what was set aside is not
+        // known: the entry goes, as it always did.
+        if set_aside.is_none() || stored == set_aside {
+            storage.remove(&Self::storage_key(key))?;
+        }
         if self.quarantined.remove(key).is_some()
             && self.states.contains_key(key)
             && let Ok(spec) = self.spec_for(key)
