@@ -32,9 +32,9 @@ use gaesup_protocol::{
     StreamId, Subscription, code,
 };
 use gaesup_state_core::{
-    FullKey, KeySpec, KeyState, Lifetime, MAX_CLOCK_AHEAD_MS, MAX_MESSAGE_BYTES, MAX_SYNC_STATES,
-    MemoryStorage, Op, Replica, STATE_PREFIX, SharedKey, Storage, SyncEntry, TabId, encoded_len,
-    first_groups_by_len,
+    Error as CoreError, FullKey, KeySpec, KeyState, Lifetime, MAX_CLOCK_AHEAD_MS,
+    MAX_MESSAGE_BYTES, MAX_SYNC_STATES, MemoryStorage, Op, Replica, STATE_PREFIX, SharedKey,
+    Storage, SyncEntry, TabId, encoded_len, first_groups_by_len,
 };
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
@@ -526,10 +526,10 @@ struct Stream {
     /// what an op on the key costs (see [`Stream::extra_for`]).
     sizes: BTreeMap<FullKey, Size>,
     /// Keys whose stored state this node could not load (a newer schema
-    /// than it knows, a migration that failed, past a limit), and why:
-    /// an op on one is refused for now, or the commit would write the
-    /// little the op holds over what the store keeps.
-    unloaded: BTreeMap<FullKey, String>,
+    /// than it knows, a migration that failed, past a limit), and why: an
+    /// op on one is refused, or the commit would write the little the op
+    /// holds over what the store keeps.
+    unloaded: BTreeMap<FullKey, CoreError>,
 }
 
 impl Stream {
@@ -1069,9 +1069,7 @@ impl State {
             .map_err(|err| err.to_string())?;
         for quarantined in report.quarantined {
             tracing::warn!(key = %quarantined.key, error = %quarantined.error, "stored state set aside; writes to the key are refused until this node can read it");
-            stream
-                .unloaded
-                .insert(quarantined.key, quarantined.error.to_string());
+            stream.unloaded.insert(quarantined.key, quarantined.error);
         }
         for (key, error) in report.failed {
             tracing::warn!(%key, %error, "stored state not loaded; writes to the key are refused until this node can read it");
@@ -1079,7 +1077,7 @@ impl State {
                 .strip_prefix(STATE_PREFIX)
                 .and_then(|name| name.parse::<FullKey>().ok())
             {
-                stream.unloaded.insert(full, error.to_string());
+                stream.unloaded.insert(full, error);
             }
         }
         Ok(stream)
@@ -1929,10 +1927,17 @@ impl State {
             }
         };
         if let Some(why) = stream.unloaded.get(&op.key) {
-            // For now: an upgraded node (or another one, on a shared
-            // store) may read the state, and the device sends it again.
+            // A newer schema: for now, as an upgraded node (this one later,
+            // or another on a shared store) reads it, and the device sends
+            // the op again. Anything else no upgrade mends: refused for
+            // good, with the reason, rather than left to fill the device's
+            // outbox.
+            let code = match why {
+                CoreError::NewerSchema { .. } => code::STORAGE,
+                other => other.code(),
+            };
             return refused(
-                code::STORAGE,
+                code,
                 format!(
                     "this relay could not load the stored state of {} ({why}); it takes no write to it until it can",
                     op.key

@@ -1904,48 +1904,59 @@ async fn a_subject_s_connections_and_http_pushes_share_one_budget(backend: Backe
     }
 }
 
-/// A stored state this relay cannot load (here a newer schema than it
-/// knows, as a node not yet upgraded meets one an upgraded node wrote) is
-/// left as it is: a write to its key is refused for now (`storage`, so the
-/// device sends it again), where it used to be applied to an empty state
-/// and committed over what the store kept.
+/// A stored state this relay cannot load is left as it is, where a write
+/// to its key used to be applied to an empty state and committed over
+/// what the store kept. One of a newer schema than the relay knows (as a
+/// node not yet upgraded meets one an upgraded node wrote) refuses writes
+/// for now (`storage`, so the device sends them again); one no upgrade
+/// reads refuses them for good, with the reason.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stored_state_the_relay_cannot_load_is_never_written_over() {
     let mut relay = Relay::on(Backend::Sqlite, &[]);
     let mut writer = Client::writer(&relay, &main_rw()).await;
     let mut device = Device::new(1);
-    applied_seq(&writer.push(vec![device.note("kept")]).await[0].status);
+    for op in [device.note("kept"), device.count(1)] {
+        applied_seq(&writer.push(vec![op]).await[0].status);
+    }
     drop(writer);
     relay.kill();
     let db = relay.data.join("relay.sqlite3");
-    let stored = || -> String {
+    let stored = |name: &str| -> String {
         rusqlite::Connection::open(&db)
             .unwrap()
             .query_row(
-                "SELECT stored FROM states WHERE key LIKE '%shared-note'",
-                [],
+                "SELECT stored FROM states WHERE key LIKE '%/' || ?1",
+                [name],
                 |row| row.get(0),
             )
             .unwrap()
     };
-    let newer = stored().replacen("\"schema\":1", "\"schema\":99", 1);
-    assert_ne!(newer, stored(), "{newer}");
-    rusqlite::Connection::open(&db)
-        .unwrap()
-        .execute(
-            "UPDATE states SET stored = ?1 WHERE key LIKE '%shared-note'",
-            [&newer],
-        )
-        .unwrap();
+    let store = |name: &str, text: &str| {
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .execute(
+                "UPDATE states SET stored = ?2 WHERE key LIKE '%/' || ?1",
+                [name, text],
+            )
+            .unwrap();
+    };
+    let newer = stored("shared-note").replacen("\"schema\":1", "\"schema\":99", 1);
+    assert_ne!(newer, stored("shared-note"), "{newer}");
+    store("shared-note", &newer);
+    store("count", "{not json");
     relay.restart();
     let mut writer = Client::writer(&relay, &main_rw()).await;
     let acks = writer.push(vec![device.note("over it")]).await;
     assert_eq!(refusal(&acks[0].status), code::STORAGE, "{acks:?}");
+    let acks = writer.push(vec![device.count(1)]).await;
+    let code = refusal(&acks[0].status);
+    assert!(!gaesup_protocol::is_transient_code(code), "{acks:?}");
     // Other keys are written as ever.
-    applied_seq(&writer.push(vec![device.count(1)]).await[0].status);
+    applied_seq(&writer.push(vec![device.theme("dark")]).await[0].status);
     drop(writer);
     relay.kill();
-    assert_eq!(stored(), newer);
+    assert_eq!(stored("shared-note"), newer);
+    assert_eq!(stored("count"), "{not json");
 }
 
 support::on_both_backends!(
