@@ -127,58 +127,49 @@ impl Replica {
                 }
             }
         }
-        // Per key of `by_key`, the state it would grow to, tried where that
-        // may pass the limit.
-        let mut trials: Vec<Option<(KeyState, usize)>> = Vec::with_capacity(by_key.len());
+        // Per key of `by_key`, what it grows to: the state tried and
+        // measured where its size estimate, grown by the ops, may pass the
+        // limit; that estimate otherwise.
+        let mut grown: Vec<(Option<KeyState>, usize)> = Vec::with_capacity(by_key.len());
         for KeyOps { key, spec, ops } in &by_key {
             let held = self.states.get(key);
             let added: usize = ops
                 .iter()
                 .map(|op| op.growth_bound_over(encoded_len(&op.payload, MAX_STATE_BYTES), held))
                 .sum();
-            let mut tried = None;
-            if self.size_estimate(key).saturating_add(added) > MAX_STATE_BYTES {
-                let mut trial = self
-                    .states
-                    .get(key)
+            let estimate = self.size_estimate(key).saturating_add(added);
+            if estimate > MAX_STATE_BYTES {
+                let mut trial = held
                     .cloned()
                     .unwrap_or_else(|| KeyState::empty(spec.strategy()));
                 for op in ops {
                     trial.apply(op)?;
                 }
                 let size = Self::fits(&trial)?;
-                tried = Some((trial, size));
+                grown.push((Some(trial), size));
+            } else {
+                grown.push((None, estimate));
             }
-            trials.push(tried);
         }
         let mut changes = Vec::new();
-        for (KeyOps { key, spec, ops }, tried) in by_key.into_iter().zip(trials) {
+        for (KeyOps { key, spec, ops }, (trial, size)) in by_key.into_iter().zip(grown) {
             let before = self.before(&spec, &key);
             for op in &ops {
                 self.observe_op(op);
             }
-            match tried {
-                Some((trial, size)) => {
+            match trial {
+                Some(trial) => {
                     self.count_key(&spec, &key);
                     self.states.insert(key.clone(), trial);
-                    self.sizes.insert(key.clone(), size);
                 }
                 None => {
-                    let held = self.states.get(&key);
-                    let added: usize = ops
-                        .iter()
-                        .map(|op| {
-                            op.growth_bound_over(encoded_len(&op.payload, MAX_STATE_BYTES), held)
-                        })
-                        .sum();
-                    let estimate = self.size_estimate(&key).saturating_add(added);
                     let state = self.state_mut(&spec, &key);
                     for op in &ops {
                         state.apply(op)?;
                     }
-                    self.sizes.insert(key.clone(), estimate);
                 }
             }
+            self.sizes.insert(key.clone(), size);
             self.touch(&spec, &key);
             changes.extend(self.changed(&spec, &key, before));
         }
