@@ -39,7 +39,7 @@ use gaesup_state_core::{
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::db::Row;
-use crate::limits::{MAX_STORED_BYTES, SharedBucket, extra_cost, growth_bound};
+use crate::limits::{MAX_STORED_BYTES, SharedBucket, extra_cost};
 use crate::metrics::Metrics;
 use crate::queue::{self, SendQueue};
 use crate::retention::Retention;
@@ -534,12 +534,12 @@ struct Stream {
 
 impl Stream {
     /// Counts what `op` (`body` serialized) may have added to its key's
-    /// state ([`growth_bound`]), never past the state limit.
+    /// state ([`Op::growth_bound`]), never past the state limit.
     fn grew(&mut self, op: &Op, body: usize) {
         let size = self.sizes.entry(op.key.clone()).or_default();
         size.counted = size
             .counted
-            .saturating_add(growth_bound(op, body))
+            .saturating_add(op.growth_bound(body))
             .min(MAX_STORED_BYTES);
     }
 

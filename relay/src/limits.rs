@@ -11,14 +11,14 @@
 //! (`gaesup_protocol::Link`). The size an op is charged for is the key's
 //! stored state as the hub last measured it (committed, loaded, or
 //! measured again when the count below would charge more), grown by
-//! [`growth_bound`] of each op applied since, never past
-//! [`MAX_STORED_BYTES`].
+//! [`Op::growth_bound`](gaesup_state_core::Op::growth_bound) of each op
+//! applied since, never past [`MAX_STORED_BYTES`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use gaesup_state_core::{MAX_STATE_BYTES, Op};
+use gaesup_state_core::MAX_STATE_BYTES;
 
 /// Bytes of a key's state that count as one more op against the rate
 /// limit, for each op on that key the core applies or tries.
@@ -44,13 +44,6 @@ pub fn extra_cost(stored: usize) -> usize {
 /// The most a key's stored state takes: the state limit, with room for the
 /// schema around it. Counted sizes stop there, so an op costs at most 57.
 pub const MAX_STORED_BYTES: usize = MAX_STATE_BYTES + 1024;
-
-/// An upper bound of what applying `op` (`body` bytes serialized) adds to
-/// its key's stored state: [`Op::growth_bound`], which the core's own size
-/// estimates use too.
-pub fn growth_bound(op: &Op, body: usize) -> usize {
-    op.growth_bound(body)
-}
 
 /// Allows `rate` ops' worth per second on average, bursts of up to two
 /// seconds' worth.
@@ -314,7 +307,7 @@ mod tests {
         );
     }
 
-    /// `growth_bound` against what ops really add to a stored state: a
+    /// `Op::growth_bound` against what ops really add to a stored state: a
     /// merge patch of many tiny fields (each kept with its stamp, id and
     /// writer), a counter's slot per tab, a whole value.
     #[test]
@@ -388,10 +381,10 @@ mod tests {
             let added = stored(&relay, declared).saturating_sub(before);
             let body = serde_json::to_string(&op).unwrap().len();
             assert!(
-                growth_bound(&op, body) >= added,
+                op.growth_bound(body) >= added,
                 "{:?}: bound {} < {added} added",
                 op.key,
-                growth_bound(&op, body)
+                op.growth_bound(body)
             );
         }
     }
