@@ -1959,6 +1959,49 @@ async fn a_stored_state_the_relay_cannot_load_is_never_written_over() {
     assert_eq!(stored("count"), "{not json");
 }
 
+/// A resolve naming another tab's future writes as superseded (a peer
+/// reads the tab's id off any op it is sent) reaches only what that tab
+/// wrote before it: the tab's next write still counts on the relay, and
+/// its ack says so.
+async fn a_resolve_naming_another_tab_s_future_writes_does_not_silence_them(backend: Backend) {
+    let relay = Relay::on(backend, &[]);
+    let mut alice = Client::connect(&relay, &main_rw_as("alice"), None).await;
+    let mut mallory = Client::connect(&relay, &main_rw_as("mallory"), None).await;
+    let mut alice_device = Device::new(1);
+    // Stamped a minute back, so alice's next write is later whatever the
+    // two clocks read within one millisecond.
+    let past = gaesup_relay::hub::now_ms() - 60_000;
+    let mut mallory_device = Device::with_clock(2, gaesup_state_core::ManualClock::new(past));
+    applied_seq(&alice.push(vec![alice_device.note("v1")]).await[0].status);
+    let mut forged = mallory_device.note("m");
+    let gaesup_state_core::Payload::Resolve { supersedes, .. } = &mut forged.payload else {
+        panic!("the note is a user-resolve key")
+    };
+    supersedes.push(gaesup_state_core::OpId {
+        tab: gaesup_state_core::TabId::new(1),
+        seq: 1 << 40,
+    });
+    applied_seq(&mallory.push(vec![forged]).await[0].status);
+    let acks = alice.push(vec![alice_device.note("v2")]).await;
+    // Alice never saw mallory's note: both stand, hers shown (the later).
+    assert!(
+        matches!(&acks[0].status, AckStatus::Applied { value, .. } if *value == json!("v2")),
+        "{acks:?}"
+    );
+    let snapshot = main_snapshot(&relay).await;
+    let note = snapshot
+        .states
+        .iter()
+        .find(|entry| entry.key.as_str() == "apartment/main/shared-note")
+        .expect("the note");
+    let gaesup_state_core::KeyState::UserResolve(state) = &note.state else {
+        panic!("{note:?}")
+    };
+    let mut values: Vec<String> = state.entries().map(|e| e.value.to_string()).collect();
+    values.sort();
+    assert_eq!(values, ["\"m\"", "\"v2\""]);
+}
+
 support::on_both_backends!(
     the_same_op_twice_is_one_op_and_the_ack_carries_the_canonical_value,
     a_device_catches_up_from_its_cursor_then_gets_live_ops,
@@ -1998,4 +2041,5 @@ support::on_both_backends!(
     devices_that_never_read_their_catch_up_hold_a_page_each,
     a_catch_up_of_many_pages_meets_live_ops_without_a_gap,
     a_catch_up_cut_short_sends_nothing_live_after_it,
+    a_resolve_naming_another_tab_s_future_writes_does_not_silence_them,
 );

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use gaesup_state_core::{
     Access, Error, Lifetime, MAX_KEYS_PER_DECLARATION, MAX_PRIVATE_KEYS_PER_BUILDING,
-    MAX_SYNC_STATES, ManualClock, MemoryStorage, Message, Payload, Replica,
+    MAX_SYNC_STATES, ManualClock, MemoryStorage, Message, OpId, Payload, Replica,
     SYNC_ANSWER_INTERVAL_MS, Scope, SharedKey, Strategy, TabId, UnitAddress,
 };
 use serde_json::{Value, json};
@@ -698,6 +698,55 @@ fn a_resolve_op_superseding_a_later_write_of_its_own_tab_is_refused() {
         "{errors:?}"
     );
     assert_eq!(serde_json::to_string(victim.states()).unwrap(), before);
+}
+
+#[test]
+fn a_resolve_naming_another_tab_s_future_writes_reaches_only_what_came_before_it() {
+    // Any peer reads a tab's id off its ops and names, as superseded, every
+    // write that tab will ever make. Before, every replica but that tab
+    // dropped its next writes (and the tab refused the op, so it showed
+    // its own value to itself alone).
+    let clock = ManualClock::new(NOW);
+    let k = key::<Value>("k", Scope::Apartment, Strategy::UserResolve);
+    let (mut victim, mut peer, mut third) = (store(7, &clock), store(9, &clock), store(3, &clock));
+    for replica in [&mut victim, &mut peer, &mut third] {
+        replica.declare(&k).unwrap();
+    }
+    let u = unit("apt/b/u");
+    let first = victim.set(&u, &k, json!("v1")).unwrap().message.unwrap();
+    assert!(deliver(&first, &mut peer).is_empty());
+    assert!(deliver(&first, &mut third).is_empty());
+    clock.advance(1);
+    let mut forged = peer.set(&u, &k, json!("m")).unwrap().op;
+    let Payload::Resolve { supersedes, .. } = &mut forged.payload else {
+        panic!("a user-resolve write")
+    };
+    supersedes.push(OpId {
+        tab: TabId::new(7),
+        seq: 1 << 40,
+    });
+    let forged = Message::Ops(gaesup_state_core::OpGroup { ops: vec![forged] });
+    // Taken everywhere, the victim included: what it reaches is what any
+    // write stamped that late wins over.
+    assert!(deliver(&forged, &mut victim).is_empty());
+    assert!(deliver(&forged, &mut third).is_empty());
+    assert_eq!(victim.get(&u, &k).unwrap(), json!("m"));
+    // So is a state carrying that watermark, in a tab of that id.
+    let mut fresh = store(7, &clock);
+    fresh.declare(&k).unwrap();
+    assert!(exchange(&mut third, &mut fresh).is_empty());
+    assert_eq!(fresh.get(&u, &k).unwrap(), json!("m"));
+    clock.advance(1);
+    let next = victim.set(&u, &k, json!("v2")).unwrap().message.unwrap();
+    assert!(deliver(&next, &mut third).is_empty());
+    assert!(deliver(&next, &mut peer).is_empty());
+    for replica in [&victim, &third, &peer] {
+        assert_eq!(replica.get(&u, &k).unwrap(), json!("v2"));
+    }
+    assert_eq!(
+        serde_json::to_string(victim.states()).unwrap(),
+        serde_json::to_string(third.states()).unwrap()
+    );
 }
 
 // 6. Clock skew.

@@ -94,20 +94,17 @@ impl Replica {
         }
     }
 
-    /// Refuses ids that claim this tab but that it never issued: applying
-    /// them would make it reuse op ids (or overflow its counter).
+    /// Refuses an op whose id claims this tab but that it never issued:
+    /// applying it would make this tab reuse that id (or overflow its
+    /// counter). The ids a resolve supersedes may name this tab's future
+    /// writes: such a watermark only reaches writes stamped before the
+    /// resolve (see the user-resolve strategy), so this tab takes it as
+    /// every other replica does, and stays converged with them.
     fn check_own_ids(&self, op: &Op) -> Result<()> {
-        let mut ids = vec![op.id];
-        if let Payload::Resolve { supersedes, .. } = &op.payload {
-            ids.extend(supersedes.iter().copied());
+        if op.id.tab == self.tab && op.id.seq > self.seq {
+            return Err(Error::ForgedId { op: op.id });
         }
-        match ids
-            .into_iter()
-            .find(|id| id.tab == self.tab && id.seq > self.seq)
-        {
-            Some(id) => Err(Error::ForgedId { op: id }),
-            None => Ok(()),
-        }
+        Ok(())
     }
 
     /// The checks that need the declaration; `Ok(Some(due))` when the op
@@ -377,7 +374,13 @@ impl Replica {
         if !item.is_write() {
             return None;
         }
-        if source == Source::Wire && item.id.tab == self.tab && item.id.seq > self.seq {
+        // A watermark naming this tab's future writes is taken, as in an
+        // op (see `check_own_ids`).
+        if source == Source::Wire
+            && !item.is_watermark()
+            && item.id.tab == self.tab
+            && item.id.seq > self.seq
+        {
             return Some(Error::ForgedId { op: item.id });
         }
         self.window(&item.stamp).err()

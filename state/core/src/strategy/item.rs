@@ -285,6 +285,15 @@ impl Item<'_> {
     pub(crate) fn is_write(&self) -> bool {
         self.kind != ItemKind::Folded
     }
+
+    /// Whether the item is a user-resolve watermark: the writes it names
+    /// are another writer's claim of what it saw, not writes of its own.
+    pub(crate) fn is_watermark(&self) -> bool {
+        #[cfg(feature = "user-resolve")]
+        return self.kind == ItemKind::Seen;
+        #[cfg(not(feature = "user-resolve"))]
+        false
+    }
 }
 
 fn check_item(item: &Item<'_>) -> Result<()> {

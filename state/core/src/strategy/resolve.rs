@@ -7,11 +7,30 @@
 //! write that supersedes all of them.
 //!
 //! What was superseded is kept as one watermark per tab ([`Seen`]): "every
-//! write of tab t up to sequence s is superseded". That is exact, not an
-//! approximation, because one tab's writes to a key form a chain: a tab
-//! always sees its own previous write, so each of its writes supersedes the
-//! one before (or that one was already superseded). For the same reason a
-//! live entry kills every older entry of its own tab.
+//! write of tab t up to sequence s, stamped before S, is superseded". That
+//! is exact, not an approximation, because one tab's writes to a key form a
+//! chain: a tab always sees its own previous write, so each of its writes
+//! supersedes the one before (or that one was already superseded). For the
+//! same reason a live entry kills every older entry of its own tab.
+//!
+//! The stamp bound changes nothing for an honest write: its writer's clock
+//! observed every write it saw, so its stamp is past theirs. It stops a
+//! forged one: an op naming another tab's *future* writes (`supersedes:
+//! [(t, 2^40)]`) would otherwise drop that tab's next writes everywhere but
+//! in the tab itself. With the bound it only reaches writes stamped before
+//! it, which is what any write stamped that late wins over anyway (the
+//! relay admits stamps at most a day ahead, and clocks that see it then
+//! stamp past it). Two watermarks of one tab join field by field (the
+//! greater number, the greater stamp), so a watermark only ever grows and
+//! an entry it dropped never comes back, in whatever order they arrive.
+//!
+//! With the stamp bound, what a watermark drops is no longer everything
+//! below a number, so the chain needs a memory of its own: an entry a
+//! watermark drops still kills its tab's older entries, whichever arrives
+//! first. The watermark keeps the highest such number as its `floor` (only
+//! while no entry of that tab is live: a live one says as much). A peer
+//! can stamp a tab's writes out of order; the floor keeps replicas equal
+//! then too.
 //!
 //! Watermarks and conflicting entries more than [`COMPACT_AFTER_MS`] older
 //! than the newest write are dropped (a conflict that old is settled in
@@ -32,23 +51,56 @@ use crate::limits::COMPACT_AFTER_MS;
 use crate::op::OpId;
 use crate::vec_map::VecMap;
 
-/// Every write of one tab up to `seq` is superseded.
+/// Every write of one tab up to `seq`, stamped before `stamp`, is
+/// superseded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Seen {
     /// The tab.
     pub tab: TabId,
     /// Highest superseded sequence number.
     pub seq: u64,
-    /// Stamp of the write that superseded it.
+    /// Stamp of the latest write that superseded some of them (writes
+    /// stamped at or after it are not superseded).
     pub stamp: Stamp,
     /// Who wrote that; `None` only in data stored by older versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub writer: Option<UnitAddress>,
+    /// Every write of the tab numbered below this is superseded too: a
+    /// write of it numbered `floor` was dropped as superseded, and a tab's
+    /// write supersedes its earlier ones. 0 (and left out) when none was,
+    /// or when an entry of the tab is live (it says as much itself).
+    /// Older versions leave it out and ignore it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub floor: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Seen {
-    fn order_key(&self) -> (u64, Stamp, &Option<UnitAddress>) {
-        (self.seq, self.stamp, &self.writer)
+    /// Joins `other` (of the same tab) into this one, field by field: the
+    /// greater number, and the greater stamp with its writer. Either
+    /// watermark supersedes no more than the join does.
+    fn join(&mut self, other: Seen) {
+        self.seq = self.seq.max(other.seq);
+        self.floor = self.floor.max(other.floor);
+        if (other.stamp, &other.writer) > (self.stamp, &self.writer) {
+            self.stamp = other.stamp;
+            self.writer = other.writer;
+        }
+    }
+
+    /// Whether the write `id`, stamped `stamp`, is superseded by a write
+    /// that named it.
+    fn covers(&self, id: &OpId, stamp: &Stamp) -> bool {
+        id.tab == self.tab && id.seq <= self.seq && *stamp < self.stamp
+    }
+
+    /// Whether the write `id` is superseded by a later write of its own
+    /// tab that was dropped.
+    fn below_floor(&self, id: &OpId) -> bool {
+        id.tab == self.tab && id.seq < self.floor
     }
 }
 
@@ -81,6 +133,7 @@ impl FromJson for ResolveState {
                 tab: id.tab,
             }),
             writer: None,
+            floor: 0,
         }));
         state.join(seen, entries);
         state.normalize();
@@ -96,6 +149,7 @@ impl FromJson for Seen {
             seq: fields.req("seq")?,
             stamp: fields.req("stamp")?,
             writer: fields.opt("writer")?,
+            floor: fields.opt("floor")?.unwrap_or(0),
         })
     }
 }
@@ -127,6 +181,7 @@ impl ResolveState {
                 seq: id.seq,
                 stamp: entry.stamp,
                 writer: Some(entry.writer.clone()),
+                floor: 0,
             })
             .collect();
         self.join(seen, vec![entry]);
@@ -148,11 +203,7 @@ impl ResolveState {
     fn join(&mut self, seen: Vec<Seen>, entries: Vec<Entry>) {
         self.seen.join_all(
             seen.into_iter().map(|seen| (seen.tab, seen)).collect(),
-            |current, seen| {
-                if seen.order_key() > current.order_key() {
-                    *current = seen;
-                }
-            },
+            |current, seen| current.join(seen),
         );
         self.entries.join_all(
             entries.into_iter().map(|entry| (entry.id, entry)).collect(),
@@ -183,11 +234,34 @@ impl ResolveState {
             *seq = (*seq).max(id.seq);
         }
         let seen = &self.seen;
+        // Entries a watermark drops, whose numbers become floors.
+        let mut dropped: Vec<OpId> = Vec::new();
         self.entries.retain(|id, entry| {
-            let superseded = seen.get(&id.tab).is_some_and(|s| s.seq >= id.seq);
+            let mark = seen.get(&id.tab);
+            let superseded = mark.is_some_and(|s| s.covers(id, &entry.stamp));
+            if superseded {
+                dropped.push(*id);
+            }
+            let below_floor = mark.is_some_and(|s| s.below_floor(id));
             let older_than_own = newest_per_tab.get(&id.tab).is_some_and(|&s| s > id.seq);
-            !superseded && !older_than_own && entry.stamp.wall_ms >= horizon
+            !superseded && !below_floor && !older_than_own && entry.stamp.wall_ms >= horizon
         });
+        for id in dropped {
+            if let Some(mark) = self.seen.get_mut(&id.tab) {
+                mark.floor = mark.floor.max(id.seq);
+            }
+        }
+        // One form for one meaning: a floor is dropped while an entry of
+        // its tab at or above it is live (the entry's number does its
+        // work), so replicas that saw the same writes in another order
+        // hold the same state.
+        for id in self.entries.keys() {
+            if let Some(mark) = self.seen.get_mut(&id.tab)
+                && mark.floor <= id.seq
+            {
+                mark.floor = 0;
+            }
+        }
     }
 
     /// Live entries, by op id.
@@ -200,9 +274,11 @@ impl ResolveState {
         self.seen.values()
     }
 
-    /// Whether the op `id` is superseded here.
-    pub fn superseded(&self, id: &OpId) -> bool {
-        self.seen.get(&id.tab).is_some_and(|s| s.seq >= id.seq)
+    /// Whether the write `id`, stamped `stamp`, is superseded here.
+    pub fn superseded(&self, id: &OpId, stamp: &Stamp) -> bool {
+        self.seen
+            .get(&id.tab)
+            .is_some_and(|s| s.covers(id, stamp) || s.below_floor(id))
     }
 
     /// Op ids of the live entries (what a new write supersedes).
@@ -325,14 +401,101 @@ mod tests {
         assert!(moved <= 28 * (28 + 1) * 1024, "{moved} watermarks moved");
     }
 
+    impl ResolveState {
+        fn with_floor(mut self, tab: u64, floor: u64) -> Self {
+            if let Some(mark) = self.seen.get_mut(&TabId::new(tab)) {
+                mark.floor = floor;
+            }
+            self
+        }
+    }
+
+    fn marks(seen: &[(u64, u64, u64)], entries: Vec<Entry>) -> ResolveState {
+        let mut state = ResolveState::default();
+        let seen = seen
+            .iter()
+            .map(|&(tab, seq, wall)| Seen {
+                tab: TabId::new(tab),
+                seq,
+                stamp: entry(9, 1, wall, 0).stamp,
+                writer: Some("a/b/c".parse().unwrap()),
+                floor: 0,
+            })
+            .collect();
+        state.join(seen, entries);
+        state.normalize();
+        state
+    }
+
+    /// The three states merged in each of their six orders.
+    fn in_every_order(parts: &[ResolveState; 3]) -> Vec<ResolveState> {
+        let orders = [
+            [0, 1, 2],
+            [0, 2, 1],
+            [1, 0, 2],
+            [1, 2, 0],
+            [2, 0, 1],
+            [2, 1, 0],
+        ];
+        orders
+            .iter()
+            .map(|order| {
+                let mut state = ResolveState::default();
+                for &i in order {
+                    state.merge(&parts[i]);
+                }
+                state
+            })
+            .collect()
+    }
+
+    /// A forged watermark (tab 1's writes up to 2^40, stamped 50) beside
+    /// an honest one (up to 5, stamped 100): in whatever order they and
+    /// the write the honest one supersedes arrive, every replica ends the
+    /// same, and a write stamped after both stays.
+    #[test]
+    fn watermarks_join_field_by_field_so_no_order_brings_a_write_back() {
+        let parts = [
+            marks(&[(1, 5, 100)], Vec::new()),
+            marks(&[(1, 1 << 40, 50)], Vec::new()),
+            marks(&[], vec![entry(1, 5, 90, 5)]),
+        ];
+        let outcomes = in_every_order(&parts);
+        for state in &outcomes {
+            assert_eq!(state, &outcomes[0]);
+        }
+        assert_eq!(
+            outcomes[0].entries().count(),
+            0,
+            "the write at 90 is superseded"
+        );
+        let mut state = outcomes[0].clone();
+        state.merge(&marks(&[], vec![entry(1, 6, 101, 6)]));
+        let live: Vec<u64> = state.entries().map(|e| e.id.seq).collect();
+        assert_eq!(live, [6], "the write at 101 is not");
+    }
+
+    /// A tab's writes stamped out of order (its 2nd before a watermark
+    /// up to 2, its 1st after it): the 2nd is dropped, and takes the 1st
+    /// with it whichever comes first.
+    #[test]
+    fn a_dropped_write_takes_its_tab_s_older_ones_in_any_order() {
+        let parts = [
+            marks(&[(1, 2, 100)], Vec::new()),
+            marks(&[], vec![entry(1, 2, 90, 2)]),
+            marks(&[], vec![entry(1, 1, 110, 1)]),
+        ];
+        for state in in_every_order(&parts) {
+            assert_eq!(state.entries().count(), 0, "{state:?}");
+            assert_eq!(state, marks(&[(1, 2, 100)], Vec::new()).with_floor(1, 2));
+        }
+    }
+
     #[test]
     fn legacy_tombstones_become_watermarks() {
         let text = r#"{"entries":[{"stamp":{"wall_ms":5,"counter":0,"tab":"2"},"id":{"tab":"2","seq":4},"writer":"a/b/c","value":1}],"tombstones":[{"tab":"1","seq":3}]}"#;
         let state: ResolveState = serde_json::from_str(text).unwrap();
-        assert!(state.superseded(&OpId {
-            tab: TabId::new(1),
-            seq: 2
-        }));
+        assert!(state.superseded(&entry(1, 2, 4, 0).id, &entry(1, 2, 4, 0).stamp));
         assert_eq!(state.entries.len(), 1);
     }
 }
