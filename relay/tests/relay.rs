@@ -2002,6 +2002,40 @@ async fn a_resolve_naming_another_tab_s_future_writes_does_not_silence_them(back
     assert_eq!(values, ["\"m\"", "\"v2\""]);
 }
 
+/// A cart patch whose line is not a cart line is refused, and the cart
+/// (stored and reloaded) still takes writes. Before, the line went in
+/// unchecked; once a fold put it in the cart's base, a restart found the
+/// stored cart unreadable and refused every cart write for good.
+async fn a_cart_patch_of_the_wrong_type_is_refused_and_the_cart_stays_writable(backend: Backend) {
+    let mut relay = Relay::on(backend, &[]);
+    let mut writer = Client::writer(&relay, &main_rw()).await;
+    let mut honest = Device::new(1);
+    let line = |id: &str, n: u32| json!([id.to_uppercase(), 100, n]);
+    applied_seq(
+        &writer
+            .push(vec![honest.cart(json!({"apple": line("apple", 1)}))])
+            .await[0]
+            .status,
+    );
+    let mut peer = Device::new(2);
+    let mut forged = peer.cart(json!({"pear": line("pear", 1)}));
+    let gaesup_state_core::Payload::Patch { set, .. } = &mut forged.payload else {
+        panic!("{forged:?}")
+    };
+    set.insert("pear".into(), json!("garbage"));
+    let acks = writer.push(vec![forged]).await;
+    assert_eq!(refusal(&acks[0].status), "type_mismatch", "{acks:?}");
+    relay.restart();
+    let mut writer = Client::writer(&relay, &main_rw()).await;
+    let acks = writer
+        .push(vec![honest.cart(json!({"apple": line("apple", 2)}))])
+        .await;
+    assert!(
+        matches!(&acks[0].status, AckStatus::Applied { value, .. } if *value == json!({"apple": line("apple", 2)})),
+        "{acks:?}"
+    );
+}
+
 support::on_both_backends!(
     the_same_op_twice_is_one_op_and_the_ack_carries_the_canonical_value,
     a_device_catches_up_from_its_cursor_then_gets_live_ops,
@@ -2042,4 +2076,5 @@ support::on_both_backends!(
     a_catch_up_of_many_pages_meets_live_ops_without_a_gap,
     a_catch_up_cut_short_sends_nothing_live_after_it,
     a_resolve_naming_another_tab_s_future_writes_does_not_silence_them,
+    a_cart_patch_of_the_wrong_type_is_refused_and_the_cart_stays_writable,
 );

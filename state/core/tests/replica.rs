@@ -183,6 +183,56 @@ fn merge_keeps_concurrent_edits_of_different_fields() {
 }
 
 #[test]
+fn a_merge_patch_that_would_not_read_as_the_key_s_type_is_refused() {
+    // A peer's patch is type-checked as a whole value is: set into what
+    // the key holds, it must still decode. Before, its fields went in
+    // unchecked, every reader failed, and a fold made the stored state
+    // unreadable for good.
+    let k = key::<Profile>("profile", Strategy::Merge);
+    let (mut a, mut b) = (tab(1), tab(2));
+    a.store.declare(&k).unwrap();
+    b.store.declare(&k).unwrap();
+    let u = unit("x/y/z");
+    let start = Profile {
+        name: "kim".into(),
+        age: 30,
+        nick: Some("k".into()),
+    };
+    send(&a.store.set(&u, &k, start.clone()).unwrap(), &mut b.store);
+    let birthday = Profile {
+        age: 31,
+        ..start.clone()
+    };
+    let birthday = a.store.set(&u, &k, birthday).unwrap();
+    let forge = |payload: Value| {
+        let mut op = birthday.op.clone();
+        op.payload = serde_json::from_value(payload).unwrap();
+        Message::Ops(gaesup_state_core::OpGroup { ops: vec![op] })
+    };
+    for forged in [
+        json!({"kind": "patch", "data": {"set": {"age": "old"}}}),
+        // A field the type needs, removed.
+        json!({"kind": "patch", "data": {"remove": ["name"]}}),
+    ] {
+        let inbound = b.store.receive_text(&forge(forged).encode().unwrap());
+        assert!(
+            matches!(&inbound.errors[..], [Error::TypeMismatch { key, .. }] if key.contains("profile")),
+            "{:?}",
+            inbound.errors
+        );
+        assert_eq!(b.store.get(&u, &k).unwrap(), start);
+    }
+    // A field the type may leave out can go; the honest patch applies.
+    let inbound = b.store.receive_text(
+        &forge(json!({"kind": "patch", "data": {"remove": ["nick"]}}))
+            .encode()
+            .unwrap(),
+    );
+    assert!(inbound.errors.is_empty(), "{:?}", inbound.errors);
+    assert_eq!(b.store.get(&u, &k).unwrap().nick, None);
+}
+
+#[test]
 fn merge_of_non_objects_is_last_write_wins() {
     let k = key::<Value>("v", Strategy::Merge);
     let mut a = tab(1);

@@ -8,6 +8,7 @@
 //! origin's own data, a forged or unreadable item quarantines the whole
 //! entry instead (see `persist.rs`), so nothing is silently rewritten.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -226,10 +227,45 @@ impl Replica {
             // the limits, a patch within its field count and name lengths.
             op.validate()?;
         }
-        if let Payload::Set { value } | Payload::Resolve { value, .. } = &op.payload {
-            spec.check_type(name, value)?;
+        match &op.payload {
+            Payload::Set { value } | Payload::Resolve { value, .. } => {
+                spec.check_type(name, value)?;
+            }
+            Payload::Patch { set, remove } if !spec.holds_any_json() => {
+                self.check_patch_type(spec, &op.key, set, remove)?;
+            }
+            _ => {}
         }
         Ok(op)
+    }
+
+    /// Checks a merge patch from elsewhere against the key's type: what
+    /// the key holds here, with the patch's fields set and removed as it
+    /// says, must decode. Otherwise a peer's field of the wrong type (a
+    /// cart line that is a string) would reach every device's value, and
+    /// once folded into the key's base make the stored state unreadable:
+    /// every device would set it aside on its next load, and the relay
+    /// would refuse every write to the key from then on. A type whose
+    /// fields decode one by one (a struct, a map) gives the same answer
+    /// whatever else the key holds, so every replica decides alike.
+    fn check_patch_type(
+        &self,
+        spec: &KeySpec,
+        key: &FullKey,
+        set: &BTreeMap<String, Value>,
+        remove: &BTreeSet<String>,
+    ) -> Result<()> {
+        let mut object = match Arc::unwrap_or_clone(self.current(spec, key)) {
+            Value::Object(object) => object,
+            _ => serde_json::Map::new(),
+        };
+        for (field, value) in set {
+            object.insert(field.clone(), value.clone());
+        }
+        for field in remove {
+            object.remove(field);
+        }
+        spec.check_type(key.as_str(), &Value::Object(object))
     }
 
     /// Checks one key's state from outside, item by item (see the module
