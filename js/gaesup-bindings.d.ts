@@ -191,7 +191,15 @@ export class SharedState<T = Json> {
   readonly setter: Setter<T>;
   readonly listenerCount: number;
   getSnapshot(): Snapshot<T>;
+  /**
+   * Calls `listener` after each change. A listener that throws is
+   * reported (the console) and the others are still called. A change
+   * made while listeners run (one of them wrote) calls them all again
+   * once they return; past 100 such rounds in a row they are not called
+   * again for it, and a `cascade` error is reported.
+   */
   subscribe(listener: () => void): () => void;
+  /** An updater (`current => next`) gets what the key holds now. */
   set(next: T | ((current: T) => T)): void;
   increment(delta: number): void;
   optimistic(next: T | ((current: T) => T), confirmation: Confirmation): Promise<boolean>;

@@ -108,6 +108,9 @@ export class SharedState {
   // Changes heard through the subscription (a write that was heard needs
   // no second read).
   #heard = 0;
+  // Listeners are being called, and something changed since they began.
+  #notifying = false;
+  #changedMeanwhile = false;
 
   /**
    * @param address `apartment/building/unit`
@@ -160,7 +163,7 @@ export class SharedState {
    * the rest of the value as it is.
    */
   set(next) {
-    const value = typeof next === 'function' ? next(this.#snapshot.value) : next;
+    const value = typeof next === 'function' ? next(this.#current()) : next;
     if (this.#path === undefined) this.#write((unit) => unit.set(this.#name, value));
     else this.#write((unit) => unit.setPath(this.#name, this.#path, value));
   }
@@ -189,7 +192,7 @@ export class SharedState {
    */
   async optimistic(next, confirmation) {
     if (this.#refusePath('optimistic')) return false;
-    const value = typeof next === 'function' ? next(this.#snapshot.value) : next;
+    const value = typeof next === 'function' ? next(this.#current()) : next;
     let write;
     this.#write((unit) => {
       write = unit.setOptimistic(this.#name, value);
@@ -244,6 +247,25 @@ export class SharedState {
     // read covers the rest: an unchanged value (a new writer), a cleared
     // error, a state nobody subscribes to.
     if (this.#heard === heard || hadError) this.#read(gaesup, true);
+  }
+
+  /**
+   * What the key (or path) holds now, for an updater. The snapshot lags:
+   * nobody may be subscribed, or a change another unit just made is
+   * still on its way (deliveries wait for a microtask), and an updater
+   * given it would write over that change. The snapshot itself is left
+   * as it is: the change's own notification updates it.
+   */
+  #current() {
+    const gaesup = api();
+    if (!gaesup) return this.#snapshot.value;
+    try {
+      const unit = this.#unit(gaesup);
+      return this.#path === undefined ? unit.get(this.#name) : unit.getPath(this.#name, this.#path);
+    } catch {
+      // The write that follows reports what is wrong.
+      return this.#snapshot.value;
+    }
   }
 
   #unit(gaesup) {
@@ -348,16 +370,50 @@ export class SharedState {
 
   #set(value, written, notify) {
     const ready = written !== null || this.#snapshot.meta.ready;
-    const meta = written === null ? this.#snapshot.meta : written;
-    this.#snapshot = Object.freeze({
-      value,
-      meta: metaOf(ready, this.#pending > 0, this.#error, meta),
-    });
+    const meta = metaOf(
+      ready,
+      this.#pending > 0,
+      this.#error,
+      written === null ? this.#snapshot.meta : written,
+    );
+    // Read again while its listeners run (one wrote, and the manager
+    // holds writes made during a delivery until it ends): unchanged, it
+    // is not news. Told again, a listener that writes what it heard would
+    // be called inside its own call, without end.
+    if (this.#notifying && sameSnapshot(this.#snapshot, value, meta)) return;
+    this.#snapshot = Object.freeze({ value, meta });
     if (notify) this.#notify();
   }
 
+  /**
+   * Calls every listener; a change made while they run calls them all
+   * again once they return (with the newest snapshot), at most
+   * `MAX_NOTIFY_ROUNDS` times in a row. A listener that throws is
+   * reported and the others are still called.
+   */
   #notify() {
-    for (const listener of [...this.#listeners]) listener();
+    if (this.#notifying) {
+      this.#changedMeanwhile = true;
+      return;
+    }
+    this.#notifying = true;
+    try {
+      for (let round = 0; round === 0 || this.#changedMeanwhile; round += 1) {
+        this.#changedMeanwhile = false;
+        if (round === MAX_NOTIFY_ROUNDS) {
+          reportError(
+            codedError(
+              'cascade',
+              `${this.#name} changed each time its listeners were told, ${MAX_NOTIFY_ROUNDS} times in a row: stopped telling them`,
+            ),
+          );
+          break;
+        }
+        for (const listener of [...this.#listeners]) callReporting(listener);
+      }
+    } finally {
+      this.#notifying = false;
+    }
   }
 }
 
@@ -395,6 +451,34 @@ export function emit(address, name, data, options = {}) {
     return null;
   } catch (error) {
     return asError(error);
+  }
+}
+
+/** Rounds of listeners one change may set off (see `SharedState`'s `#notify`). */
+const MAX_NOTIFY_ROUNDS = 100;
+
+/**
+ * Whether a snapshot holding `value` and `meta` would show what `snapshot`
+ * shows: the same value, readiness, pending and error. Its writer and
+ * version may differ (a write of the value it held moves them); the
+ * change's own delivery brings those.
+ */
+function sameSnapshot(snapshot, value, meta) {
+  const old = snapshot.meta;
+  return (
+    old.ready === meta.ready &&
+    old.pending === meta.pending &&
+    old.error === meta.error &&
+    (snapshot.value === value || JSON.stringify(snapshot.value) === JSON.stringify(value))
+  );
+}
+
+/** Calls `callback(...args)`; what it throws is reported, not passed on. */
+function callReporting(callback, ...args) {
+  try {
+    callback(...args);
+  } catch (error) {
+    reportError(error);
   }
 }
 
@@ -646,7 +730,7 @@ export function svelteBindings(address) {
           name,
           (data, sender) => {
             last = { data, sender };
-            for (const each of [...subscribers]) each.run(last);
+            for (const each of [...subscribers]) callReporting(each.run, last);
           },
           { scope },
         );

@@ -7,6 +7,8 @@ import { FakeGaesup, installWindow, countReadyListeners, countListeners } from '
 import { SharedState, listen, emit, svelteBindings } from '../gaesup-bindings.js';
 
 const UNIT = 'main/studio/svelte';
+// As the manager's, and the fake's (`fake-gaesup.mjs`).
+const MAX_CASCADE_DEPTH = 100;
 let page;
 let readyListeners;
 
@@ -399,4 +401,91 @@ test('svelte: a path store', () => {
   assert.deepEqual(seen, ['Ann', 'Bo']);
   stop();
   assert.equal(fake.subscriptions.size, 0);
+});
+
+test('a listener that writes what it heard is not called inside its own call without end', () => {
+  // The manager holds a change made during a delivery until it ends; the
+  // state read again meanwhile used to tell its listeners at once, inside
+  // the listener's own call, for ever (about 140,000 writes a second).
+  const fake = ready({ note: '' });
+  const note = new SharedState(UNIT, 'note', '');
+  let calls = 0;
+  const stop = note.subscribe(() => {
+    calls += 1;
+    // A valve, so the test ends either way.
+    if (calls <= 1000) note.set((text) => text.trim());
+  });
+  calls = 0;
+  fake.write('note', '  hi  ');
+  assert.equal(note.getSnapshot().value, 'hi');
+  assert.equal(fake.keys.get('note').value, 'hi');
+  // Each write of the same text is a write (its stamp moves), so the
+  // manager's own bound ends the echo: a call per delivery (two chains of
+  // them: the first write and its echo), not a call inside each call.
+  assert.ok(calls <= 2 * MAX_CASCADE_DEPTH + 3, `${calls} calls`);
+  assert.ok(fake.cutOff > 0);
+  stop();
+});
+
+test('a listener that fails every time it writes is told at most 100 times in a row', () => {
+  const fake = ready({ note: '' });
+  const note = new SharedState(UNIT, 'note', '');
+  const reported = [];
+  const original = console.error;
+  console.error = (error) => reported.push(error);
+  let calls = 0;
+  try {
+    const stop = note.subscribe(() => {
+      calls += 1;
+      if (calls <= 1000) note.set('refused');
+    });
+    calls = 0;
+    fake.write('note', 'x');
+    stop();
+  } finally {
+    console.error = original;
+  }
+  assert.ok(calls <= 101, `${calls} calls`);
+  assert.ok(reported.some((error) => error.code === 'cascade'), String(reported));
+  assert.equal(note.getSnapshot().meta.error?.code, 'permission_denied');
+});
+
+test('a listener that throws is reported; the others still hear, and optimistic settles', async () => {
+  const fake = ready({ count: 0 });
+  const count = new SharedState(UNIT, 'count', 0);
+  const reported = [];
+  const original = console.error;
+  console.error = (error) => reported.push(error);
+  try {
+    const stopThrowing = count.subscribe(() => {
+      if (count.getSnapshot().meta.pending) throw new Error('boom');
+    });
+    let heard = 0;
+    const stopHearing = count.subscribe(() => (heard += 1));
+    heard = 0;
+    assert.equal(await count.optimistic(5, Promise.resolve()), true);
+    assert.equal(count.getSnapshot().meta.pending, false);
+    assert.equal(count.getSnapshot().value, 5);
+    assert.ok(heard >= 2, `${heard}`);
+    assert.ok(reported.some((error) => error.message === 'boom'));
+    const settled = fake.calls.filter(([call]) => call === 'confirm' || call === 'free');
+    assert.deepEqual(settled, [['confirm', 'count'], ['free', 'count']]);
+    stopThrowing();
+    stopHearing();
+  } finally {
+    console.error = original;
+  }
+});
+
+test('an updater gets what the key holds now, subscribed or not', async () => {
+  const fake = ready({ items: ['a'] });
+  const items = new SharedState(UNIT, 'items', []);
+  // Another unit writes; nobody subscribes to this state, so its snapshot
+  // still holds ['a'].
+  fake.write('items', ['a', 'b']);
+  items.set((list) => [...list, 'c']);
+  assert.deepEqual(fake.keys.get('items').value, ['a', 'b', 'c']);
+  fake.write('items', ['a', 'b', 'c', 'd']);
+  assert.equal(await items.optimistic((list) => [...list, 'e'], Promise.resolve()), true);
+  assert.deepEqual(fake.keys.get('items').value, ['a', 'b', 'c', 'd', 'e']);
 });

@@ -17,6 +17,9 @@ function at(value, path) {
   return current;
 }
 
+/** As the manager's (`state/src/manager/notify.rs`). */
+const MAX_CASCADE_DEPTH = 100;
+
 const copy = (value) => (value === undefined ? undefined : JSON.parse(JSON.stringify(value)));
 
 export class FakeGaesup {
@@ -77,7 +80,18 @@ export class FakeGaesup {
     }
   }
 
-  /** A write from another unit or tab. */
+  #delivering = false;
+  #depth = 0;
+  #waiting = [];
+  /** Changes dropped past the cascade bound (the manager reports each). */
+  cutOff = 0;
+
+  /**
+   * A write from another unit or tab. As the manager does: the value
+   * changes at once, and a change made while subscribers are being told
+   * of another waits until they return, one step deeper; past
+   * `MAX_CASCADE_DEPTH` steps it is not delivered.
+   */
   write(name, value, writer = 'main/other/unit') {
     const key = this.keys.get(name);
     if (!key) throw coded('unknown_key', `unknown key ${name}`);
@@ -85,12 +99,35 @@ export class FakeGaesup {
     key.value = copy(value);
     key.lastWriter = writer;
     key.version = `${++this.#stamp}.0@1`;
+    const now = key.value;
+    const deliveries = [];
     for (const sub of [...this.subscriptions]) {
       if (sub.name !== name) continue;
-      if (sub.path === undefined) sub.callback(copy(key.value));
-      else if (JSON.stringify(at(old, sub.path)) !== JSON.stringify(at(key.value, sub.path))) {
-        sub.callback(copy(at(key.value, sub.path)));
+      if (sub.path === undefined) deliveries.push(() => sub.callback(copy(now)));
+      else if (JSON.stringify(at(old, sub.path)) !== JSON.stringify(at(now, sub.path))) {
+        deliveries.push(() => sub.callback(copy(at(now, sub.path))));
       }
+    }
+    if (this.#delivering) {
+      this.#waiting.push(...deliveries.map((delivery) => [delivery, this.#depth + 1]));
+      return;
+    }
+    this.#delivering = true;
+    try {
+      for (const delivery of deliveries) delivery();
+      while (this.#waiting.length > 0) {
+        const [delivery, depth] = this.#waiting.shift();
+        if (depth > MAX_CASCADE_DEPTH) {
+          this.cutOff += 1;
+          continue;
+        }
+        this.#depth = depth;
+        delivery();
+      }
+    } finally {
+      this.#delivering = false;
+      this.#depth = 0;
+      this.#waiting = [];
     }
   }
 
