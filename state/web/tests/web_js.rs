@@ -660,3 +660,35 @@ async fn each_key_declared_after_start_up_is_announced_once_in_a_microtask() {
         r#"[{"apartment":"js20","name":"late","scope":"building"},{"apartment":"js20","name":"fromJs","scope":"apartment"}]"#
     );
 }
+
+#[wasm_bindgen_test]
+fn a_number_json_has_no_form_for_is_refused_not_stored_as_null() {
+    // `JSON.stringify` writes NaN and ±Infinity as null: before, the write
+    // stored a null the unit never wrote.
+    let owner = Owner::new();
+    owner.with(|| {
+        install("js40");
+        let out = js(r#"
+            const u = window.gaesup.unit('js40/b/el');
+            u.declare('v', { scope: 'building', default: { n: 1 } });
+            const refused = [];
+            for (const value of [{ n: NaN }, [1, Infinity], -Infinity, { a: { b: [null, NaN] } }]) {
+                try { u.set('v', value); refused.push('ok'); } catch (e) { refused.push(`${e.code}: ${e.message}`); }
+            }
+            // A null written as null, and a number, still go in.
+            u.set('v', { n: null, m: 2 });
+            return { refused, now: u.get('v') };
+        "#);
+        assert_eq!(
+            out,
+            concat!(
+                r#"{"refused":["#,
+                r#""bad_value: bad value: NaN has no JSON form (JSON would store null in its place): at `n`","#,
+                r#""bad_value: bad value: Infinity has no JSON form (JSON would store null in its place): at `1`","#,
+                r#""bad_value: bad value: -Infinity has no JSON form (JSON would store null in its place): at the value itself","#,
+                r#""bad_value: bad value: NaN has no JSON form (JSON would store null in its place): at `1`"],"#,
+                r#""now":{"m":2,"n":null}}"#
+            )
+        );
+    });
+}

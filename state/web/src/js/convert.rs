@@ -7,7 +7,7 @@ use gaesup_state_core::decode::{Fields, FromJson, Node, Why, parse_tree_bounded}
 use gaesup_state_core::{Lifetime, MAX_LOCAL_STATE_BYTES, Scope, Strategy};
 use js_sys::JSON;
 use serde_json::Value;
-use wasm_bindgen::JsValue;
+use wasm_bindgen::{JsCast, JsValue};
 
 use super::{bad, exception_message};
 
@@ -73,7 +73,62 @@ fn json_text(value: &JsValue) -> Result<String> {
         }
         .into());
     }
+    let text: js_sys::JsString = text.unchecked_into();
+    // `JSON.stringify` writes NaN and ±Infinity as null, silently: only
+    // a text with a null in it can hold one, so only such a text is looked
+    // at again, number by number.
+    if text.index_of("null", 0) >= 0 {
+        refuse_numbers_without_json(value)?;
+    }
     text.as_string().ok_or_else(no_json)
+}
+
+/// Refuses `value` if it holds a number JSON has no form for (NaN,
+/// ±Infinity), naming it and where it is: `JSON.stringify` would have
+/// written null in its place, and the write would have stored a null the
+/// unit never wrote.
+fn refuse_numbers_without_json(value: &JsValue) -> Result<()> {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use wasm_bindgen::closure::Closure;
+
+    let found: Rc<RefCell<Option<(String, f64)>>> = Rc::default();
+    let seen = Rc::clone(&found);
+    let replacer = Closure::<dyn FnMut(JsValue, JsValue) -> JsValue>::new(
+        move |key: JsValue, value: JsValue| {
+            if let Some(number) = value.as_f64()
+                && !number.is_finite()
+            {
+                let mut seen = seen.borrow_mut();
+                if seen.is_none() {
+                    *seen = Some((key.as_string().unwrap_or_default(), number));
+                }
+            }
+            value
+        },
+    );
+    // It threw the first time, or not at all: the same again.
+    let _ = JSON::stringify_with_replacer(value, replacer.as_ref());
+    match found.borrow_mut().take() {
+        Some((key, number)) => {
+            let number = if number.is_nan() {
+                "NaN"
+            } else if number > 0.0 {
+                "Infinity"
+            } else {
+                "-Infinity"
+            };
+            let place = if key.is_empty() {
+                String::from("the value itself")
+            } else {
+                format!("`{}`", gaesup_state_core::preview(&key))
+            };
+            Err(bad(format!(
+                "{number} has no JSON form (JSON would store null in its place): at {place}"
+            )))
+        }
+        None => Ok(()),
+    }
 }
 
 /// Parses the text as any outside text is parsed (size, depth, then
