@@ -64,6 +64,12 @@ export interface GaesupWrite {
 /** One unit's handle: `window.gaesup.unit('apartment/building/unit')`. */
 export interface GaesupUnit {
   readonly address: string;
+  /**
+   * Declares `name` for this unit, with `rules` (a new key's defaults:
+   * private, memory, last-write-wins, null). A key already declared keeps
+   * its rules: a rule given that differs is refused (`key_mismatch`), one
+   * left out takes the declared one.
+   */
   declare(name: string, rules?: KeyRules): void;
   get(name: string): Json;
   /** The sub-value at `path` (`"items.0.qty"`), `undefined` when absent. */
@@ -98,8 +104,11 @@ export interface GaesupUnit {
    * relay sees (the write is kept).
    */
   setConfirmed(name: string, value: Json): Promise<void>;
-  /** Calls back after each change (of `path` only, with its sub-value); returns the unsubscribe. */
-  subscribe(name: string, callback: (value: Json) => void, options?: { path?: string }): () => void;
+  /**
+   * Calls back after each change (of `path` only, with its sub-value:
+   * `undefined` when the path leads nowhere now); returns the unsubscribe.
+   */
+  subscribe(name: string, callback: (value: Json | undefined) => void, options?: { path?: string }): () => void;
   /**
    * One callback for several keys, once per change set (a batch, here or
    * from another tab, counts once) with `{ name: newValue }` of the keys

@@ -692,3 +692,43 @@ fn a_number_json_has_no_form_for_is_refused_not_stored_as_null() {
         );
     });
 }
+
+#[wasm_bindgen_test]
+fn declaring_a_key_again_with_another_default_is_a_mismatch() {
+    // Before, a default given was never compared: the unit's first read
+    // showed another value than it declared.
+    let owner = Owner::new();
+    owner.with(|| {
+        let manager = install("js41");
+        let rust = SharedKey::<f64>::builder("ratio")
+            .scope(Scope::Building)
+            .build()
+            .unwrap();
+        manager.declare(&rust).unwrap();
+        let out = js(r#"
+            const u = window.gaesup.unit('js41/b/el');
+            u.declare('d', { scope: 'building', default: { n: 1 } });
+            const seen = [];
+            const rules = [
+                ['d', { scope: 'building', default: { n: 2 } }],
+                ['d', { scope: 'building', default: { n: 1.0 } }],
+                ['d', { scope: 'building' }],
+                // A Rust f64's 0.0 is JavaScript's 0.
+                ['ratio', { scope: 'building', default: 0 }],
+                ['ratio', { scope: 'building', default: 0.5 }],
+            ];
+            for (const [name, rule] of rules) {
+                try { u.declare(name, rule); seen.push('ok'); } catch (e) { seen.push(`${e.code}: ${e.message}`); }
+            }
+            return seen;
+        "#);
+        assert_eq!(
+            out,
+            concat!(
+                r#"["key_mismatch: key building:d declared twice with different rules: default is {\"n\":1}, not {\"n\":2}","#,
+                r#""ok","ok","ok","#,
+                r#""key_mismatch: key building:ratio declared twice with different rules: default is 0.0, not 0.5"]"#
+            )
+        );
+    });
+}

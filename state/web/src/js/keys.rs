@@ -41,6 +41,19 @@ impl JsUnit {
                         spec.strategy().as_str().to_owned(),
                     ));
                 }
+                // A default given is a rule too: kept silently, the unit's
+                // first read would show another value than it declared.
+                if let Some(default) = options
+                    .default
+                    .filter(|d| !same_json(d, spec.default_value()))
+                {
+                    let text = |value: &Value| {
+                        gaesup_state_core::preview(
+                            &gaesup_state_core::to_text(value).unwrap_or_default(),
+                        )
+                    };
+                    return Err(clash("default", text(&default), text(spec.default_value())));
+                }
                 SharedKey::erased(spec)
             }
             None => {
@@ -95,5 +108,22 @@ impl JsUnit {
                     .join(", "),
             }),
         }
+    }
+}
+
+/// Whether two JSON values are the same, numbers by their value (`0` from
+/// JavaScript and `0.0` from a Rust `f64` are one default).
+fn same_json(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(a), Value::Number(b)) => a == b || a.as_f64() == b.as_f64(),
+        (Value::Array(a), Value::Array(b)) => {
+            a.len() == b.len() && a.iter().zip(b).all(|(a, b)| same_json(a, b))
+        }
+        (Value::Object(a), Value::Object(b)) => {
+            a.len() == b.len()
+                && a.iter()
+                    .all(|(name, a)| b.get(name).is_some_and(|b| same_json(a, b)))
+        }
+        (a, b) => a == b,
     }
 }
