@@ -62,7 +62,7 @@ mod message;
 mod stream;
 
 pub use link::{
-    LimitsAsk, Link, LinkOutput, LinkStatus, MAX_OUTBOX, Rebase, SnapshotRefusals,
+    LimitsAsk, Link, LinkOutput, LinkStatus, MAX_OUTBOX, Rebase, Resolved, SnapshotRefusals,
     cleared_from_outbox, is_transient_code, mark_refused_stale, mark_resync, remove_outbox_entry,
     write_outbox_entry,
 };

@@ -240,6 +240,20 @@ pub struct Rebase {
     /// of them wrote the whole value (and for counters). What
     /// [`gaesup_state_core::Replica::rebase`] takes.
     pub fields: Option<Vec<String>>,
+    /// For a user-resolve key, what the refused ops wrote (the replica
+    /// no longer holds it): what `Replica::rebase_resolve` takes.
+    pub resolved: Option<Resolved>,
+}
+
+/// The refused writes of a user-resolve key, to write again: the value of
+/// the newest, and every entry they superseded, with the refused ops
+/// themselves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// The newest refused write's value.
+    pub value: serde_json::Value,
+    /// What the refused writes superseded, and the refused writes.
+    pub supersedes: Vec<OpId>,
 }
 
 /// Ops of a key refused as stale, held until a re-base carries them.
@@ -252,6 +266,9 @@ struct Held {
     fields: BTreeSet<String>,
     /// Whether a held op wrote the whole value (a set, or a counter op).
     whole: bool,
+    /// The held user-resolve writes: the newest one's stamp and value,
+    /// and what they superseded with their own ids.
+    resolved: Option<(Stamp, serde_json::Value, BTreeSet<OpId>)>,
     /// The tab holding the link could not write the re-base yet (see
     /// [`Link::rebase_later`]): these ops keep no stream from being taken
     /// whole meanwhile.
@@ -265,6 +282,7 @@ impl Held {
             ops: BTreeMap::new(),
             fields: BTreeSet::new(),
             whole: false,
+            resolved: None,
             put_off: false,
         }
     }
@@ -277,7 +295,32 @@ impl Held {
                 self.fields.extend(set.keys().cloned());
                 self.fields.extend(remove.iter().cloned());
             }
+            Payload::Resolve { value, supersedes } => {
+                self.whole = true;
+                let seen = supersedes.iter().copied().chain([op.id]);
+                self.join_resolved(op.stamp, value, seen);
+            }
             _ => self.whole = true,
+        }
+    }
+
+    /// Keeps the newer of two held user-resolve values, and both sets of
+    /// superseded entries.
+    fn join_resolved(
+        &mut self,
+        stamp: Stamp,
+        value: &serde_json::Value,
+        seen: impl IntoIterator<Item = OpId>,
+    ) {
+        match &mut self.resolved {
+            Some((newest, kept, all)) => {
+                if stamp > *newest {
+                    *newest = stamp;
+                    *kept = value.clone();
+                }
+                all.extend(seen);
+            }
+            None => self.resolved = Some((stamp, value.clone(), seen.into_iter().collect())),
         }
     }
 
@@ -287,6 +330,9 @@ impl Held {
         self.fields.extend(later.fields);
         self.whole |= later.whole;
         self.put_off &= later.put_off;
+        if let Some((stamp, value, seen)) = later.resolved {
+            self.join_resolved(stamp, &value, seen);
+        }
     }
 
     /// What a re-base of `key` must write again.
@@ -295,6 +341,13 @@ impl Held {
             key: key.clone(),
             writer: self.writer.clone(),
             fields: (!self.whole).then(|| self.fields.iter().cloned().collect()),
+            resolved: self
+                .resolved
+                .as_ref()
+                .map(|(_, value, supersedes)| Resolved {
+                    value: value.clone(),
+                    supersedes: supersedes.iter().copied().collect(),
+                }),
         }
     }
 }
@@ -3944,6 +3997,31 @@ mod tests {
         assert_eq!(rebase[0].fields, None, "a whole value went");
     }
 
+    /// A user-resolve key's stale writes ask to be written again as they
+    /// were (the replica that made them no longer holds them): the newest
+    /// value, and what they superseded with their own ids.
+    #[test]
+    fn stale_user_resolve_ops_ask_to_write_their_newest_value_again() {
+        let mut storage = MemoryStorage::new();
+        let mut store = Replica::new(TabId::new(1), ManualClock::new(1_000));
+        let builder =
+            SharedKey::<serde_json::Value>::builder_with_default("note", serde_json::json!(""));
+        let key = declared(&mut store, builder, Strategy::UserResolve);
+        let unit = "main/b/u".parse().unwrap();
+        let mut write = |text: &str| store.set(&unit, &key, serde_json::json!(text)).unwrap().op;
+        let first = write("one");
+        let second = write("two");
+        let (_, out) = refused_as_stale(&[&first, &second], &mut storage);
+        assert_eq!(out.rebase.len(), 1, "{out:?}");
+        assert_eq!(out.rebase[0].fields, None);
+        let resolved = out.rebase[0]
+            .resolved
+            .as_ref()
+            .expect("a user-resolve re-base");
+        assert_eq!(resolved.value, serde_json::json!("two"));
+        assert_eq!(resolved.supersedes, [first.id, second.id]);
+    }
+
     /// A tab that cannot write the re-base yet (the key is not declared
     /// there) puts it off: the held op waits, unanswered, and the re-base
     /// is asked for again, with the same fields, at the next settle.
@@ -3957,6 +4035,7 @@ mod tests {
             key: x.key.clone(),
             writer: x.writer.clone(),
             fields: Some(vec![String::from("fig")]),
+            resolved: None,
         }];
         assert_eq!(out.rebase, asked);
         link.rebase_later(&x.key);

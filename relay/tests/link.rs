@@ -267,10 +267,19 @@ impl Browser {
         let mut send = std::mem::take(&mut out.send);
         // What the browser's leading tab does with a stale counter.
         for rebase in std::mem::take(&mut out.rebase) {
-            let written =
-                self.device
-                    .store
-                    .rebase(&rebase.writer, &rebase.key, rebase.fields.as_deref());
+            let written = match &rebase.resolved {
+                Some(resolved) => self.device.store.rebase_resolve(
+                    &rebase.writer,
+                    &rebase.key,
+                    &resolved.value,
+                    &resolved.supersedes,
+                ),
+                None => {
+                    self.device
+                        .store
+                        .rebase(&rebase.writer, &rebase.key, rebase.fields.as_deref())
+                }
+            };
             if let Err(gaesup_state_core::Error::UnknownKey { .. }) = written {
                 // Not declared on this page: the held writes wait.
                 self.link.rebase_later(&rebase.key);
@@ -986,6 +995,72 @@ async fn a_rebase_waits_until_the_key_is_declared(backend: Backend) {
         .await;
 }
 
+/// The notes of the shared note's conflict, as the lobby reads them.
+fn note_conflicts(browser: &Browser) -> Vec<serde_json::Value> {
+    let key = browser.device.key("shared-note");
+    let mut values: Vec<serde_json::Value> = browser
+        .device
+        .store
+        .conflicts(&support::lobby(), &key)
+        .unwrap()
+        .into_iter()
+        .map(|conflict| conflict.value)
+        .collect();
+    values.sort_by_key(serde_json::Value::to_string);
+    values
+}
+
+/// The same for the shared note (user-resolve). A, twenty days back,
+/// writes the note and, offline, edits it; B today edits it too, so on
+/// the relay A's edit lies more than 14 days behind B's and is refused as
+/// stale. Before, the relay took it, dropped it on arrival and acked it
+/// as applied: the edit was gone without a word, on A too. A catches up
+/// and writes its edit again: every device shows both edits side by side,
+/// the conflict it would have been had A come back in time.
+async fn a_device_away_past_the_horizon_writes_its_note_again_beside_the_newer_one(
+    backend: Backend,
+) {
+    tokio::task::LocalSet::new()
+        .run_until(async {
+            let relay = Relay::on(backend, &[]);
+            let (mut a, clock) = twenty_days_ago();
+            a.note("before");
+            a.pump_until(&relay, "A's note is acknowledged", Browser::flushed)
+                .await;
+            a.socket = None;
+            a.link.on_close(0.0, now_ms());
+            a.note("edited offline");
+            let mut b = Browser::new(2, Some(main_rw()));
+            b.pump_until(&relay, "B has A's note", |b| {
+                b.read("shared-note") == json!("before")
+            })
+            .await;
+            b.note("edited here");
+            b.pump_until(&relay, "B's note is acknowledged", Browser::flushed)
+                .await;
+            clock.set(now_ms());
+            a.link.online();
+            let both = [json!("edited here"), json!("edited offline")];
+            a.pump_until(&relay, "A's outbox is answered", |a| {
+                a.flushed() && note_conflicts(a) == both
+            })
+            .await;
+            b.pump_until(&relay, "B has A's edit beside its own", |b| {
+                note_conflicts(b) == both
+            })
+            .await;
+            assert!(refused(&a).is_empty(), "{:?}", a.acks);
+            assert_eq!(a.rebases.len(), 1, "{:?}", a.rebases);
+            let mut fresh = Browser::new(5, Some(main_rw()));
+            fresh
+                .pump_until(&relay, "a fresh device has the conflict", |f| {
+                    note_conflicts(f) == both
+                })
+                .await;
+        })
+        .await;
+}
+
 async fn a_device_away_past_the_horizon_rebases_the_cart_lines_it_wrote(backend: Backend) {
     tokio::task::LocalSet::new()
         .run_until(cart_away_past_the_horizon(false, backend))
@@ -1449,6 +1524,7 @@ async fn over_http_too_acks_adding_up_past_a_frame_all_arrive(backend: Backend) 
 
 support::on_both_backends!(
     acks_adding_up_past_a_frame_all_arrive,
+    a_device_away_past_the_horizon_writes_its_note_again_beside_the_newer_one,
     a_cursor_past_the_relay_s_head_starts_again_from_its_snapshot,
     over_http_too_acks_adding_up_past_a_frame_all_arrive,
     a_snapshot_of_more_states_than_a_sync_message_holds_comes_in_pieces,

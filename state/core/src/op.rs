@@ -246,7 +246,7 @@ impl Op {
     /// [`growth_bound`](Self::growth_bound) of this op applied to `state`:
     /// a field of a patch that `state` keeps an entry for already only
     /// replaces that entry, so it counts its writer and
-    /// [`REPLACED_ITEM_BYTES`] rather than a whole new entry's overhead.
+    /// `REPLACED_ITEM_BYTES` rather than a whole new entry's overhead.
     /// (An update of a hundred rows of a table then counts some 10 KB
     /// where a hundred new rows count 30.)
     pub fn growth_bound_over(&self, body: usize, state: Option<&KeyState>) -> usize {

@@ -462,9 +462,10 @@ impl KeyState {
 
     /// Writes stamped before this wall time are refused as stale: they lie
     /// more than 14 days behind the key's newest write, where replicas that
-    /// compacted and replicas that did not could not judge them alike (sum
-    /// and merge keys; see [`SumState::floor`] and [`MergeState::floor`]). `None` for strategies that compact nothing a
-    /// late write needs.
+    /// compacted and replicas that did not could not judge them alike (sum,
+    /// merge and user-resolve keys; see [`SumState::floor`],
+    /// [`MergeState::floor`] and [`ResolveState::floor`]). `None` for
+    /// strategies that compact nothing a late write needs.
     pub fn floor(&self) -> Option<u64> {
         match self {
             Self::Sum(state) => Some(state.floor()),
@@ -472,7 +473,7 @@ impl KeyState {
             Self::Merge(state) => Some(state.floor()),
             Self::LastWriteWins(_) | Self::FirstWriteWins(_) => None,
             #[cfg(feature = "user-resolve")]
-            Self::UserResolve(_) => None,
+            Self::UserResolve(state) => Some(state.floor()),
         }
     }
 

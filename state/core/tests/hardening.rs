@@ -1119,6 +1119,60 @@ fn a_device_back_after_the_horizon_rebases_and_every_replica_counts_its_incremen
 // the fields it wrote, as it reads them after catching up.
 
 #[test]
+fn a_user_resolve_write_back_after_the_horizon_is_refused_and_written_again_beside_the_newer_one() {
+    // Before, a write more than 14 days behind the key's newest was taken
+    // and dropped on arrival: no refusal, no conflict, the edit gone.
+    const DAY: u64 = 24 * HOUR;
+    let clock = ManualClock::new(NOW);
+    let k = key::<Value>("note", Scope::Apartment, Strategy::UserResolve);
+    let u = unit("apt/b/u");
+    let (mut away, mut relay) = (store(1, &clock), store(9, &clock));
+    let here_clock = ManualClock::new(NOW + 20 * DAY);
+    let mut here = store(2, &here_clock);
+    for replica in [&mut away, &mut relay, &mut here] {
+        replica.declare(&k).unwrap();
+    }
+    let late = away.set(&u, &k, json!("written offline")).unwrap();
+    clock.set(NOW + 20 * DAY);
+    let newer = here.set(&u, &k, json!("written here")).unwrap();
+    assert!(deliver(newer.message.as_ref().unwrap(), &mut relay).is_empty());
+    let errors = deliver(late.message.as_ref().unwrap(), &mut relay);
+    assert!(matches!(errors[..], [Error::Stale { .. }]), "{errors:?}");
+    // The device catches up: the newer write drops its own old one there
+    // too. It writes again what the relay refused, as the link hands it.
+    assert!(deliver(newer.message.as_ref().unwrap(), &mut away).is_empty());
+    assert_eq!(away.get(&u, &k).unwrap(), json!("written here"));
+    let Payload::Resolve { value, supersedes } = &late.op.payload else {
+        panic!("{late:?}")
+    };
+    let mut seen = supersedes.clone();
+    seen.push(late.op.id);
+    let again = away
+        .rebase_resolve(&u, &k.full_key(&u), value, &seen)
+        .unwrap();
+    for to in [&mut relay, &mut here] {
+        assert!(deliver(again.message.as_ref().unwrap(), to).is_empty());
+    }
+    for replica in [&away, &relay, &here] {
+        let mut values: Vec<Value> = replica
+            .conflicts(&u, &k)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.value)
+            .collect();
+        values.sort_by_key(Value::to_string);
+        assert_eq!(values, [json!("written here"), json!("written offline")]);
+    }
+    // Only for that key's strategy.
+    let other = key::<i64>("n", Scope::Apartment, Strategy::LastWriteWins);
+    away.declare(&other).unwrap();
+    assert!(matches!(
+        away.rebase_resolve(&u, &other.full_key(&u), &json!(1), &[]),
+        Err(Error::WrongStrategy { .. })
+    ));
+}
+
+#[test]
 fn a_merge_write_back_after_the_horizon_is_refused_and_its_fields_rebased() {
     type Cart = BTreeMap<String, i64>;
     let clock = ManualClock::new(NOW);

@@ -220,6 +220,21 @@ impl StateManager {
         self.write_summed(|replica| replica.rebase(unit, key, fields))
     }
 
+    /// Writes again a user-resolve key's write the relay refused as stale,
+    /// for `unit` (see [`Replica::rebase_resolve`], which says what
+    /// `value` and `supersedes` are): what the relay link does when this
+    /// device was offline for longer than the compaction horizon.
+    #[cfg(feature = "user-resolve")]
+    pub fn rebase_resolve(
+        &self,
+        unit: &UnitAddress,
+        key: &FullKey,
+        value: &serde_json::Value,
+        supersedes: &[gaesup_state_core::OpId],
+    ) -> Result<Written> {
+        self.write_summed(|replica| replica.rebase_resolve(unit, key, value, supersedes))
+    }
+
     /// Undoes the local write `written` (from [`set_full`](Self::set_full),
     /// [`increment_full`](Self::increment_full) or
     /// [`resolve_full`](Self::resolve_full)) if nobody wrote over it since

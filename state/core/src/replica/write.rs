@@ -232,6 +232,54 @@ impl Replica {
         }
     }
 
+    /// Writes again, on behalf of `unit`, a user-resolve key's write the
+    /// relay refused as stale (it lay more than
+    /// [`COMPACT_AFTER_MS`](crate::COMPACT_AFTER_MS) behind the key's
+    /// newest write: this device was offline that long). Unlike a sum or a
+    /// merge key, this replica no longer holds it (the newer write dropped
+    /// it here too), so the caller gives what it wrote: `value`, and
+    /// `supersedes`, the entries its writer had seen (with the refused ops
+    /// themselves). The new write supersedes those only, with a fresh
+    /// stamp: what others wrote meanwhile stays beside it, a conflict the
+    /// user resolves, as it would have been had the write come in time.
+    ///
+    /// Fails with [`Error::WrongStrategy`] for a key of another strategy,
+    /// and as a write of `value` would (type, size, permissions); a
+    /// backlog does not refuse it (it replaces writes that wait).
+    #[cfg(feature = "user-resolve")]
+    pub fn rebase_resolve(
+        &mut self,
+        unit: &UnitAddress,
+        key: &FullKey,
+        value: &serde_json::Value,
+        supersedes: &[crate::op::OpId],
+    ) -> Result<Write> {
+        let spec = self.spec_for(key)?;
+        self.check_apartment(key)?;
+        Self::check_access(&spec, key, unit, crate::permission::Action::Write)?;
+        if spec.strategy() != Strategy::UserResolve {
+            return Err(Error::WrongStrategy {
+                key: key.to_string(),
+                strategy: spec.strategy(),
+                operation: "rebase",
+            });
+        }
+        // Checked as every receiver checks a whole value.
+        spec.check_type(key.as_str(), value)?;
+        let now = self.now();
+        self.shed_future_at(now);
+        let payload = Payload::Resolve {
+            value: value.clone().into(),
+            supersedes: supersedes.to_vec(),
+        };
+        let how = Stamping {
+            now,
+            reuse: None,
+            value_len: None,
+        };
+        self.write_payload(&spec, key.clone(), unit, payload, how)
+    }
+
     /// Runs several writes atomically: either every write of `f` applies
     /// (as one [`OpGroup`], one broadcast, one change per key) or, if `f`
     /// or any write fails, nothing does.

@@ -215,18 +215,32 @@ impl ResolveState {
         );
     }
 
-    /// Drops superseded entries (by watermark, or by a newer entry of the
-    /// same tab) and whatever lies more than [`COMPACT_AFTER_MS`] behind the
-    /// newest write. A function of the state alone.
-    pub(crate) fn normalize(&mut self) {
-        let newest = self
-            .entries
+    /// Writes stamped before this wall time lie more than
+    /// [`COMPACT_AFTER_MS`] behind the newest write: the state drops them
+    /// on arrival, and a replica refuses them as ops with
+    /// [`Error::Stale`](crate::Error::Stale), so the device that made one
+    /// hears of it and writes it again (see
+    /// [`Replica::rebase_resolve`](crate::Replica::rebase_resolve)),
+    /// where before it was dropped without a word.
+    pub fn floor(&self) -> u64 {
+        self.newest_wall().saturating_sub(COMPACT_AFTER_MS)
+    }
+
+    /// The wall time of the newest write or watermark held (0 for none).
+    fn newest_wall(&self) -> u64 {
+        self.entries
             .values()
             .map(|e| e.stamp.wall_ms)
             .chain(self.seen.values().map(|s| s.stamp.wall_ms))
             .max()
-            .unwrap_or(0);
-        let horizon = newest.saturating_sub(COMPACT_AFTER_MS);
+            .unwrap_or(0)
+    }
+
+    /// Drops superseded entries (by watermark, or by a newer entry of the
+    /// same tab) and whatever lies more than [`COMPACT_AFTER_MS`] behind the
+    /// newest write. A function of the state alone.
+    pub(crate) fn normalize(&mut self) {
+        let horizon = self.floor();
         self.seen.retain(|_, seen| seen.stamp.wall_ms >= horizon);
         let mut newest_per_tab: VecMap<TabId, u64> = VecMap::new();
         for id in self.entries.keys() {

@@ -331,10 +331,11 @@ impl Remote {
         }
     }
 
-    /// The relay refused this browser's old writes to a counter or a
-    /// merge key as stale (it was offline for longer than the compaction
-    /// horizon): re-base the key on this tab's state, which still holds
-    /// them (a counter's total, or the fields they wrote), so the other
+    /// The relay refused this browser's old writes to a counter, a merge
+    /// or a user-resolve key as stale (it was offline for longer than the
+    /// compaction horizon): re-base the key on this tab's state, which
+    /// still holds them (a counter's total, or the fields they wrote), or
+    /// for a user-resolve key write again what they wrote, so the other
     /// devices get them too. The re-base goes through the outbox like any
     /// write; its ack answers the refused writes.
     fn rebase(self: &Rc<Self>, rebase: &Rebase) {
@@ -343,9 +344,20 @@ impl Remote {
             // the next one.
             return;
         };
-        let written = conn
-            .manager
-            .rebase(&rebase.writer, &rebase.key, rebase.fields.as_deref());
+        let written = match &rebase.resolved {
+            // A user-resolve key: what the refused writes wrote, which this
+            // tab no longer holds.
+            #[cfg(feature = "user-resolve")]
+            Some(resolved) => conn.manager.rebase_resolve(
+                &rebase.writer,
+                &rebase.key,
+                &resolved.value,
+                &resolved.supersedes,
+            ),
+            _ => conn
+                .manager
+                .rebase(&rebase.writer, &rebase.key, rebase.fields.as_deref()),
+        };
         if let Err(gaesup_state::StateError::Core(gaesup_state_core::Error::UnknownKey {
             ..
         })) = &written
