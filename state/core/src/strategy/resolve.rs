@@ -24,13 +24,13 @@
 //! greater number, the greater stamp), so a watermark only ever grows and
 //! an entry it dropped never comes back, in whatever order they arrive.
 //!
-//! With the stamp bound, what a watermark drops is no longer everything
-//! below a number, so the chain needs a memory of its own: an entry a
-//! watermark drops still kills its tab's older entries, whichever arrives
-//! first. The watermark keeps the highest such number as its `floor` (only
-//! while no entry of that tab is live: a live one says as much). A peer
-//! can stamp a tab's writes out of order; the floor keeps replicas equal
-//! then too.
+//! The chain is judged the same way: a live entry kills the entries of
+//! its tab numbered *and* stamped before it (an honest tab stamps its
+//! writes in order, so that is every earlier one). Each rule drops what
+//! lies below a point in both number and stamp, so whatever dropped an
+//! entry also drops everything that entry would have, and the state is
+//! the same in whatever order its writes arrived, even from a peer that
+//! stamps a tab's writes out of order (which may then show two of them).
 //!
 //! Watermarks and conflicting entries more than [`COMPACT_AFTER_MS`] older
 //! than the newest write are dropped (a conflict that old is settled in
@@ -65,17 +65,6 @@ pub struct Seen {
     /// Who wrote that; `None` only in data stored by older versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub writer: Option<UnitAddress>,
-    /// Every write of the tab numbered below this is superseded too: a
-    /// write of it numbered `floor` was dropped as superseded, and a tab's
-    /// write supersedes its earlier ones. 0 (and left out) when none was,
-    /// or when an entry of the tab is live (it says as much itself).
-    /// Older versions leave it out and ignore it.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub floor: u64,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 impl Seen {
@@ -84,23 +73,15 @@ impl Seen {
     /// watermark supersedes no more than the join does.
     fn join(&mut self, other: Seen) {
         self.seq = self.seq.max(other.seq);
-        self.floor = self.floor.max(other.floor);
         if (other.stamp, &other.writer) > (self.stamp, &self.writer) {
             self.stamp = other.stamp;
             self.writer = other.writer;
         }
     }
 
-    /// Whether the write `id`, stamped `stamp`, is superseded by a write
-    /// that named it.
+    /// Whether the write `id`, stamped `stamp`, is superseded by this.
     fn covers(&self, id: &OpId, stamp: &Stamp) -> bool {
         id.tab == self.tab && id.seq <= self.seq && *stamp < self.stamp
-    }
-
-    /// Whether the write `id` is superseded by a later write of its own
-    /// tab that was dropped.
-    fn below_floor(&self, id: &OpId) -> bool {
-        id.tab == self.tab && id.seq < self.floor
     }
 }
 
@@ -133,7 +114,6 @@ impl FromJson for ResolveState {
                 tab: id.tab,
             }),
             writer: None,
-            floor: 0,
         }));
         state.join(seen, entries);
         state.normalize();
@@ -149,7 +129,6 @@ impl FromJson for Seen {
             seq: fields.req("seq")?,
             stamp: fields.req("stamp")?,
             writer: fields.opt("writer")?,
-            floor: fields.opt("floor")?.unwrap_or(0),
         })
     }
 }
@@ -181,7 +160,6 @@ impl ResolveState {
                 seq: id.seq,
                 stamp: entry.stamp,
                 writer: Some(entry.writer.clone()),
-                floor: 0,
             })
             .collect();
         self.join(seen, vec![entry]);
@@ -236,46 +214,39 @@ impl ResolveState {
             .unwrap_or(0)
     }
 
-    /// Drops superseded entries (by watermark, or by a newer entry of the
+    /// Drops superseded entries (by watermark, or by a later entry of the
     /// same tab) and whatever lies more than [`COMPACT_AFTER_MS`] behind the
     /// newest write. A function of the state alone.
     pub(crate) fn normalize(&mut self) {
         let horizon = self.floor();
         self.seen.retain(|_, seen| seen.stamp.wall_ms >= horizon);
-        let mut newest_per_tab: VecMap<TabId, u64> = VecMap::new();
-        for id in self.entries.keys() {
-            let seq = newest_per_tab.get_or_default(id.tab);
-            *seq = (*seq).max(id.seq);
+        // Entries are in (tab, number) order: walked back, each tab's
+        // entries after the one at hand come first, and the greatest of
+        // their stamps says whether one of them is stamped after it too.
+        let mut older_than_own: Vec<OpId> = Vec::new();
+        let mut later: Option<(TabId, Stamp)> = None;
+        for (id, entry) in self.entries.iter().rev() {
+            match &mut later {
+                Some((tab, stamp)) if *tab == id.tab => {
+                    if *stamp > entry.stamp {
+                        older_than_own.push(*id);
+                    } else {
+                        *stamp = entry.stamp;
+                    }
+                }
+                _ => later = Some((id.tab, entry.stamp)),
+            }
         }
+        // Pushed walking back: ascending once reversed.
+        older_than_own.reverse();
         let seen = &self.seen;
-        // Entries a watermark drops, whose numbers become floors.
-        let mut dropped: Vec<OpId> = Vec::new();
         self.entries.retain(|id, entry| {
-            let mark = seen.get(&id.tab);
-            let superseded = mark.is_some_and(|s| s.covers(id, &entry.stamp));
-            if superseded {
-                dropped.push(*id);
-            }
-            let below_floor = mark.is_some_and(|s| s.below_floor(id));
-            let older_than_own = newest_per_tab.get(&id.tab).is_some_and(|&s| s > id.seq);
-            !superseded && !below_floor && !older_than_own && entry.stamp.wall_ms >= horizon
+            let superseded = seen
+                .get(&id.tab)
+                .is_some_and(|s| s.covers(id, &entry.stamp));
+            let older = older_than_own.binary_search(id).is_ok();
+            !superseded && !older && entry.stamp.wall_ms >= horizon
         });
-        for id in dropped {
-            if let Some(mark) = self.seen.get_mut(&id.tab) {
-                mark.floor = mark.floor.max(id.seq);
-            }
-        }
-        // One form for one meaning: a floor is dropped while an entry of
-        // its tab at or above it is live (the entry's number does its
-        // work), so replicas that saw the same writes in another order
-        // hold the same state.
-        for id in self.entries.keys() {
-            if let Some(mark) = self.seen.get_mut(&id.tab)
-                && mark.floor <= id.seq
-            {
-                mark.floor = 0;
-            }
-        }
     }
 
     /// Live entries, by op id.
@@ -290,9 +261,7 @@ impl ResolveState {
 
     /// Whether the write `id`, stamped `stamp`, is superseded here.
     pub fn superseded(&self, id: &OpId, stamp: &Stamp) -> bool {
-        self.seen
-            .get(&id.tab)
-            .is_some_and(|s| s.covers(id, stamp) || s.below_floor(id))
+        self.seen.get(&id.tab).is_some_and(|s| s.covers(id, stamp))
     }
 
     /// Op ids of the live entries (what a new write supersedes).
@@ -415,15 +384,6 @@ mod tests {
         assert!(moved <= 28 * (28 + 1) * 1024, "{moved} watermarks moved");
     }
 
-    impl ResolveState {
-        fn with_floor(mut self, tab: u64, floor: u64) -> Self {
-            if let Some(mark) = self.seen.get_mut(&TabId::new(tab)) {
-                mark.floor = floor;
-            }
-            self
-        }
-    }
-
     fn marks(seen: &[(u64, u64, u64)], entries: Vec<Entry>) -> ResolveState {
         let mut state = ResolveState::default();
         let seen = seen
@@ -433,7 +393,6 @@ mod tests {
                 seq,
                 stamp: entry(9, 1, wall, 0).stamp,
                 writer: Some("a/b/c".parse().unwrap()),
-                floor: 0,
             })
             .collect();
         state.join(seen, entries);
@@ -489,19 +448,36 @@ mod tests {
         assert_eq!(live, [6], "the write at 101 is not");
     }
 
-    /// A tab's writes stamped out of order (its 2nd before a watermark
-    /// up to 2, its 1st after it): the 2nd is dropped, and takes the 1st
-    /// with it whichever comes first.
+    /// A tab's writes stamped out of order (a peer's: its 2nd before a
+    /// watermark up to 2, its 1st after it): the watermark drops the 2nd,
+    /// and the 1st, stamped after both, stays whichever comes first (the
+    /// 2nd, present, does not drop it: it is not stamped after it).
     #[test]
-    fn a_dropped_write_takes_its_tab_s_older_ones_in_any_order() {
+    fn a_tab_s_writes_stamped_out_of_order_end_alike_in_any_order() {
         let parts = [
             marks(&[(1, 2, 100)], Vec::new()),
             marks(&[], vec![entry(1, 2, 90, 2)]),
             marks(&[], vec![entry(1, 1, 110, 1)]),
         ];
-        for state in in_every_order(&parts) {
-            assert_eq!(state.entries().count(), 0, "{state:?}");
-            assert_eq!(state, marks(&[(1, 2, 100)], Vec::new()).with_floor(1, 2));
+        let outcomes = in_every_order(&parts);
+        for state in &outcomes {
+            assert_eq!(state, &outcomes[0]);
+        }
+        let live: Vec<OpId> = outcomes[0].entries().map(|e| e.id).collect();
+        assert_eq!(live, [entry(1, 1, 110, 1).id]);
+    }
+
+    /// Honest order: a tab's later write drops its earlier ones.
+    #[test]
+    fn a_tab_s_later_write_drops_its_earlier_ones() {
+        let outcomes = in_every_order(&[
+            marks(&[], vec![entry(1, 1, 10, 1)]),
+            marks(&[], vec![entry(1, 2, 20, 2)]),
+            marks(&[], vec![entry(2, 1, 15, 3)]),
+        ]);
+        for state in &outcomes {
+            let live: Vec<OpId> = state.entries().map(|e| e.id).collect();
+            assert_eq!(live, [entry(1, 2, 0, 0).id, entry(2, 1, 0, 0).id]);
         }
     }
 
