@@ -233,6 +233,35 @@ fn a_merge_patch_that_would_not_read_as_the_key_s_type_is_refused() {
 }
 
 #[test]
+fn a_merge_patch_arriving_before_the_object_it_patches_is_not_blamed_for_it() {
+    // The type check of a patch from elsewhere refuses only where the key
+    // holds an object that decodes: a replica still holding the default
+    // null takes the patch, as the one that made it did, and both end
+    // alike once the whole value arrives.
+    let k = key::<Option<Profile>>("maybe", Strategy::Merge);
+    let (mut a, mut b) = (tab(1), tab(2));
+    a.store.declare(&k).unwrap();
+    b.store.declare(&k).unwrap();
+    let u = unit("x/y/z");
+    let start = Profile {
+        name: "kim".into(),
+        age: 30,
+        nick: None,
+    };
+    let whole = a.store.set(&u, &k, Some(start.clone())).unwrap();
+    let older = Profile { age: 31, ..start };
+    let patch = a.store.set(&u, &k, Some(older.clone())).unwrap();
+    assert!(matches!(
+        patch.op.payload,
+        gaesup_state_core::Payload::Patch { .. }
+    ));
+    send(&patch, &mut b.store);
+    send(&whole, &mut b.store);
+    assert_eq!(b.store.get(&u, &k).unwrap(), Some(older.clone()));
+    assert_eq!(a.store.get(&u, &k).unwrap(), Some(older));
+}
+
+#[test]
 fn merge_of_non_objects_is_last_write_wins() {
     let k = key::<Value>("v", Strategy::Merge);
     let mut a = tab(1);

@@ -239,15 +239,24 @@ impl Replica {
         Ok(op)
     }
 
-    /// Checks a merge patch from elsewhere against the key's type: what
-    /// the key holds here, with the patch's fields set and removed as it
-    /// says, must decode. Otherwise a peer's field of the wrong type (a
-    /// cart line that is a string) would reach every device's value, and
-    /// once folded into the key's base make the stored state unreadable:
-    /// every device would set it aside on its next load, and the relay
-    /// would refuse every write to the key from then on. A type whose
-    /// fields decode one by one (a struct, a map) gives the same answer
-    /// whatever else the key holds, so every replica decides alike.
+    /// Checks a merge patch from elsewhere against the key's type. Without
+    /// it a peer's field of the wrong type (a cart line that is a string)
+    /// would reach every device's value, and once folded into the key's
+    /// base make the stored state unreadable: every device would set it
+    /// aside on its next load, and the relay would refuse every write to
+    /// the key from then on.
+    ///
+    /// - The fields it sets, alone, decode as the type: it passes. That is
+    ///   a map's entries, or a struct's fields when the patch sets every
+    ///   one the type needs; it costs the patch, not the value.
+    /// - Otherwise what the key holds here, with the patch's fields set
+    ///   and removed, must decode, or it is refused. Only where what the
+    ///   key holds is an object that decodes: a patch is not blamed for
+    ///   what is wrong already (a value stored wrong, a concurrent write
+    ///   of a non-object), nor refused here and taken elsewhere for it.
+    ///
+    /// A type whose fields decode one by one (a struct, a map) gets the
+    /// same answer on every replica whose value decodes.
     fn check_patch_type(
         &self,
         spec: &KeySpec,
@@ -255,10 +264,24 @@ impl Replica {
         set: &BTreeMap<String, Value>,
         remove: &BTreeSet<String>,
     ) -> Result<()> {
-        let mut object = match Arc::unwrap_or_clone(self.current(spec, key)) {
-            Value::Object(object) => object,
-            _ => serde_json::Map::new(),
+        let mut fields = serde_json::Map::new();
+        for (field, value) in set {
+            fields.insert(field.clone(), value.clone());
+        }
+        if spec
+            .check_type(key.as_str(), &Value::Object(fields))
+            .is_ok()
+        {
+            return Ok(());
+        }
+        let current = self.current(spec, key);
+        let Value::Object(held) = &*current else {
+            return Ok(());
         };
+        if spec.check_type(key.as_str(), &current).is_err() {
+            return Ok(());
+        }
+        let mut object = held.clone();
         for (field, value) in set {
             object.insert(field.clone(), value.clone());
         }
