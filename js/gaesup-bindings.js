@@ -377,10 +377,18 @@ export class SharedState {
       written === null ? this.#snapshot.meta : written,
     );
     // Read again while its listeners run (one wrote, and the manager
-    // holds writes made during a delivery until it ends): unchanged, it
+    // holds writes made during a delivery until it ends): the same value
     // is not news. Told again, a listener that writes what it heard would
-    // be called inside its own call, without end.
-    if (this.#notifying && sameSnapshot(this.#snapshot, value, meta)) return;
+    // be called inside its own call, without end. Its writer and version
+    // are still taken (a write of the same value moves them, and the
+    // manager delivers nothing for it).
+    if (this.#notifying && sameSnapshot(this.#snapshot, value, meta)) {
+      const old = this.#snapshot.meta;
+      if (old.lastWriter !== meta.lastWriter || old.version !== meta.version) {
+        this.#snapshot = Object.freeze({ value: this.#snapshot.value, meta });
+      }
+      return;
+    }
     this.#snapshot = Object.freeze({ value, meta });
     if (notify) this.#notify();
   }
@@ -684,7 +692,8 @@ export function svelteBindings(address) {
     return {
       subscribe: value.subscribe,
       set: (next) => state.set(next),
-      update: (change) => state.set(change(state.getSnapshot().value)),
+      // An updater: given what the key holds now, not the last value heard.
+      update: (change) => state.set(change),
       increment: (delta) => state.increment(delta),
       optimistic: (next, confirmation) => state.optimistic(next, confirmation),
       clearError: () => state.clearError(),

@@ -88,7 +88,8 @@ export class FakeGaesup {
 
   /**
    * A write from another unit or tab. As the manager does: the value
-   * changes at once, and a change made while subscribers are being told
+   * changes at once (a write of the same value tells nobody), and a
+   * change made while subscribers are being told
    * of another waits until they return, one step deeper; past
    * `MAX_CASCADE_DEPTH` steps it is not delivered.
    */
@@ -100,6 +101,9 @@ export class FakeGaesup {
     key.lastWriter = writer;
     key.version = `${++this.#stamp}.0@1`;
     const now = key.value;
+    // As the manager: a write of the value held moves its writer and
+    // version, and nobody is told (nothing changed).
+    if (JSON.stringify(old) === JSON.stringify(now)) return;
     const deliveries = [];
     for (const sub of [...this.subscriptions]) {
       if (sub.name !== name) continue;
