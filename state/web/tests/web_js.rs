@@ -672,11 +672,13 @@ fn a_number_json_has_no_form_for_is_refused_not_stored_as_null() {
             const u = window.gaesup.unit('js40/b/el');
             u.declare('v', { scope: 'building', default: { n: 1 } });
             const refused = [];
-            for (const value of [{ n: NaN }, [1, Infinity], -Infinity, { a: { b: [null, NaN] } }]) {
+            const values = [{ n: NaN }, [1, Infinity], -Infinity, { a: { b: [null, NaN] } }, { n: new Number(NaN) }];
+            for (const value of values) {
                 try { u.set('v', value); refused.push('ok'); } catch (e) { refused.push(`${e.code}: ${e.message}`); }
             }
-            // A null written as null, and a number, still go in.
-            u.set('v', { n: null, m: 2 });
+            // A null written as null, a number and a string that reads
+            // like a null still go in.
+            u.set('v', { n: null, m: 2, s: 'annulled :null' });
             return { refused, now: u.get('v') };
         "#);
         assert_eq!(
@@ -686,8 +688,9 @@ fn a_number_json_has_no_form_for_is_refused_not_stored_as_null() {
                 r#""bad_value: bad value: NaN has no JSON form (JSON would store null in its place): at `n`","#,
                 r#""bad_value: bad value: Infinity has no JSON form (JSON would store null in its place): at `1`","#,
                 r#""bad_value: bad value: -Infinity has no JSON form (JSON would store null in its place): at the value itself","#,
-                r#""bad_value: bad value: NaN has no JSON form (JSON would store null in its place): at `1`"],"#,
-                r#""now":{"m":2,"n":null}}"#
+                r#""bad_value: bad value: NaN has no JSON form (JSON would store null in its place): at `1`","#,
+                r#""bad_value: bad value: NaN has no JSON form (JSON would store null in its place): at `n`"],"#,
+                r#""now":{"m":2,"n":null,"s":"annulled :null"}}"#
             )
         );
     });
@@ -705,6 +708,20 @@ fn declaring_a_key_again_with_another_default_is_a_mismatch() {
             .build()
             .unwrap();
         manager.declare(&rust).unwrap();
+        let scale = SharedKey::<f32>::builder("scale")
+            .scope(Scope::Building)
+            .default_value(0.1)
+            .build()
+            .unwrap();
+        manager.declare(&scale).unwrap();
+        let shape = SharedKey::<serde_json::Value>::builder_with_default(
+            "shape",
+            serde_json::json!({"nick": null, "n": 1}),
+        )
+        .scope(Scope::Building)
+        .build()
+        .unwrap();
+        manager.declare(&shape).unwrap();
         let out = js(r#"
             const u = window.gaesup.unit('js41/b/el');
             u.declare('d', { scope: 'building', default: { n: 1 } });
@@ -716,6 +733,11 @@ fn declaring_a_key_again_with_another_default_is_a_mismatch() {
                 // A Rust f64's 0.0 is JavaScript's 0.
                 ['ratio', { scope: 'building', default: 0 }],
                 ['ratio', { scope: 'building', default: 0.5 }],
+                // A Rust f32's 0.1 is 0.10000000149011612 in JSON; a field
+                // null there is one JavaScript leaves out.
+                ['scale', { scope: 'building', default: 0.1 }],
+                ['shape', { scope: 'building', default: { n: 1 } }],
+                ['shape', { scope: 'building', default: { n: 2 } }],
             ];
             for (const [name, rule] of rules) {
                 try { u.declare(name, rule); seen.push('ok'); } catch (e) { seen.push(`${e.code}: ${e.message}`); }
@@ -727,7 +749,9 @@ fn declaring_a_key_again_with_another_default_is_a_mismatch() {
             concat!(
                 r#"["key_mismatch: key building:d declared twice with different rules: default is {\"n\":1}, not {\"n\":2}","#,
                 r#""ok","ok","ok","#,
-                r#""key_mismatch: key building:ratio declared twice with different rules: default is 0.0, not 0.5"]"#
+                r#""key_mismatch: key building:ratio declared twice with different rules: default is 0.0, not 0.5","#,
+                r#""ok","ok","#,
+                r#""key_mismatch: key building:shape declared twice with different rules: default is {\"n\":1,\"nick\":null}, not {\"n\":2}"]"#
             )
         );
     });

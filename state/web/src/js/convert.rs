@@ -74,10 +74,15 @@ fn json_text(value: &JsValue) -> Result<String> {
         .into());
     }
     let text: js_sys::JsString = text.unchecked_into();
-    // `JSON.stringify` writes NaN and ±Infinity as null, silently: only
-    // a text with a null in it can hold one, so only such a text is looked
-    // at again, number by number.
-    if text.index_of("null", 0) >= 0 {
+    // `JSON.stringify` writes NaN and ±Infinity as null, silently: only a
+    // text with a null in it where a value goes can hold one, so only such
+    // a text is looked at again, number by number (a string holding
+    // ":null" costs that look too, and nothing more).
+    if text == "null"
+        || [":null", "[null", ",null"]
+            .iter()
+            .any(|token| text.includes(token, 0))
+    {
         refuse_numbers_without_json(value)?;
     }
     text.as_string().ok_or_else(no_json)
@@ -96,7 +101,14 @@ fn refuse_numbers_without_json(value: &JsValue) -> Result<()> {
     let seen = Rc::clone(&found);
     let replacer = Closure::<dyn FnMut(JsValue, JsValue) -> JsValue>::new(
         move |key: JsValue, value: JsValue| {
-            if let Some(number) = value.as_f64()
+            // A number, or a Number object (`new Number(NaN)`), which
+            // JSON turns into its number after this sees it.
+            let number = value.as_f64().or_else(|| {
+                value
+                    .is_instance_of::<js_sys::Number>()
+                    .then(|| value.unchecked_ref::<js_sys::Number>().value_of())
+            });
+            if let Some(number) = number
                 && !number.is_finite()
             {
                 let mut seen = seen.borrow_mut();

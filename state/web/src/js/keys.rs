@@ -111,18 +111,31 @@ impl JsUnit {
     }
 }
 
-/// Whether two JSON values are the same, numbers by their value (`0` from
-/// JavaScript and `0.0` from a Rust `f64` are one default).
+/// Whether two JSON values say the same default: numbers by their value
+/// (`0` from JavaScript and `0.0` from a Rust `f64` are one; so are `0.1`
+/// and a Rust `f32`'s `0.10000000149011612`), and a field that is null
+/// the same as one left out (a Rust `Option` writes `null`, JavaScript
+/// leaves it out).
 fn same_json(a: &Value, b: &Value) -> bool {
     match (a, b) {
-        (Value::Number(a), Value::Number(b)) => a == b || a.as_f64() == b.as_f64(),
+        (Value::Number(a), Value::Number(b)) => {
+            a == b
+                || match (a.as_f64(), b.as_f64()) {
+                    #[allow(clippy::cast_possible_truncation, reason = "compared as f32")]
+                    (Some(a), Some(b)) => a == b || a as f32 == b as f32,
+                    _ => false,
+                }
+        }
         (Value::Array(a), Value::Array(b)) => {
             a.len() == b.len() && a.iter().zip(b).all(|(a, b)| same_json(a, b))
         }
         (Value::Object(a), Value::Object(b)) => {
-            a.len() == b.len()
-                && a.iter()
-                    .all(|(name, a)| b.get(name).is_some_and(|b| same_json(a, b)))
+            let field = |object: &serde_json::Map<String, Value>, name: &str| {
+                object.get(name).cloned().unwrap_or(Value::Null)
+            };
+            a.keys()
+                .chain(b.keys())
+                .all(|name| same_json(&field(a, name), &field(b, name)))
         }
         (a, b) => a == b,
     }
