@@ -845,6 +845,29 @@ fn revert_restores_the_previous_value_but_never_erases_a_later_write() {
 }
 
 #[test]
+fn reverting_a_user_resolve_write_leaves_no_conflict_behind() {
+    // A revert reuses the stamp of the write it undoes; with a tab's chain
+    // judged by stamp too, that write stayed beside it as a conflict.
+    let k = key::<String>("note", Strategy::UserResolve);
+    let u = unit("x/y/z");
+    let (mut a, mut b) = (tab(1), tab(2));
+    a.store.declare(&k).unwrap();
+    b.store.declare(&k).unwrap();
+    let before = a.store.set(&u, &k, "before".to_owned()).unwrap();
+    a.clock.advance(1);
+    let chosen = a.store.set(&u, &k, "chosen".to_owned()).unwrap();
+    let revert = a.store.revert(&u, &k, &chosen).unwrap().unwrap();
+    // The other tab takes the three writes, the undone one last.
+    for write in [&before, &revert, &chosen] {
+        send(write, &mut b.store);
+    }
+    for store in [&a.store, &b.store] {
+        assert_eq!(store.get(&u, &k).unwrap(), "before");
+        assert!(store.conflicts(&u, &k).unwrap().is_empty());
+    }
+}
+
+#[test]
 fn revert_per_strategy() {
     let u = unit("x/y/z");
     let (mut a, mut b) = (tab(1), tab(2));

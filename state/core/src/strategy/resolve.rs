@@ -25,8 +25,9 @@
 //! an entry it dropped never comes back, in whatever order they arrive.
 //!
 //! The chain is judged the same way: a live entry kills the entries of
-//! its tab numbered *and* stamped before it (an honest tab stamps its
-//! writes in order, so that is every earlier one). Each rule drops what
+//! its tab numbered before it and stamped before it or with its stamp (an
+//! honest tab stamps its writes in order, so that is every earlier one;
+//! a revert reuses the stamp of the write it undoes). Each rule drops what
 //! lies below a point in both number and stamp, so whatever dropped an
 //! entry also drops everything that entry would have, and the state is
 //! the same in whatever order its writes arrived, even from a peer that
@@ -80,6 +81,9 @@ impl Seen {
     }
 
     /// Whether the write `id`, stamped `stamp`, is superseded by this.
+    /// Strictly before the stamp: joined with a peer's watermark naming
+    /// higher numbers, the one a write sets for its own tab's earlier
+    /// entries would otherwise reach that write itself.
     fn covers(&self, id: &OpId, stamp: &Stamp) -> bool {
         id.tab == self.tab && id.seq <= self.seq && *stamp < self.stamp
     }
@@ -228,7 +232,8 @@ impl ResolveState {
         for (id, entry) in self.entries.iter().rev() {
             match &mut later {
                 Some((tab, stamp)) if *tab == id.tab => {
-                    if *stamp > entry.stamp {
+                    // At or after: a revert reuses the stamp it undoes.
+                    if *stamp >= entry.stamp {
                         older_than_own.push(*id);
                     } else {
                         *stamp = entry.stamp;
@@ -465,6 +470,25 @@ mod tests {
         }
         let live: Vec<OpId> = outcomes[0].entries().map(|e| e.id).collect();
         assert_eq!(live, [entry(1, 1, 110, 1).id]);
+    }
+
+    /// A write's own watermark (over its tab's earlier entry, with its
+    /// stamp), joined with a forged one naming higher numbers, does not
+    /// reach the write itself.
+    #[test]
+    fn a_write_is_not_superseded_by_its_own_watermark_joined_with_a_forged_one() {
+        let mut own = ResolveState::default();
+        let earlier = entry(1, 1, 60, 1);
+        own.apply(entry(1, 2, 100, 2), &[earlier.id]);
+        let outcomes = in_every_order(&[
+            marks(&[(1, 1 << 40, 50)], Vec::new()),
+            own,
+            marks(&[], vec![earlier]),
+        ]);
+        for state in &outcomes {
+            let live: Vec<OpId> = state.entries().map(|e| e.id).collect();
+            assert_eq!(live, [entry(1, 2, 0, 0).id], "{state:?}");
+        }
     }
 
     /// Honest order: a tab's later write drops its earlier ones.
