@@ -256,6 +256,15 @@ pub struct Resolved {
     pub supersedes: Vec<OpId>,
 }
 
+/// What the held writes of a user-resolve key wrote (see [`Held`]).
+#[derive(Debug)]
+struct HeldResolve {
+    stamp: Stamp,
+    value: serde_json::Value,
+    writer: UnitAddress,
+    supersedes: BTreeSet<OpId>,
+}
+
 /// Ops of a key refused as stale, held until a re-base carries them.
 #[derive(Debug)]
 struct Held {
@@ -266,9 +275,9 @@ struct Held {
     fields: BTreeSet<String>,
     /// Whether a held op wrote the whole value (a set, or a counter op).
     whole: bool,
-    /// The held user-resolve writes: the newest one's stamp and value,
-    /// and what they superseded with their own ids.
-    resolved: Option<(Stamp, serde_json::Value, BTreeSet<OpId>)>,
+    /// The held user-resolve writes: the newest one's stamp, value and
+    /// writer, and what they superseded with their own ids.
+    resolved: Option<HeldResolve>,
     /// The tab holding the link could not write the re-base yet (see
     /// [`Link::rebase_later`]): these ops keep no stream from being taken
     /// whole meanwhile.
@@ -297,30 +306,30 @@ impl Held {
             }
             Payload::Resolve { value, supersedes } => {
                 self.whole = true;
-                let seen = supersedes.iter().copied().chain([op.id]);
-                self.join_resolved(op.stamp, value, seen);
+                self.join_resolved(HeldResolve {
+                    stamp: op.stamp,
+                    value: serde_json::Value::clone(value),
+                    writer: op.writer.clone(),
+                    supersedes: supersedes.iter().copied().chain([op.id]).collect(),
+                });
             }
             _ => self.whole = true,
         }
     }
 
-    /// Keeps the newer of two held user-resolve values, and both sets of
-    /// superseded entries.
-    fn join_resolved(
-        &mut self,
-        stamp: Stamp,
-        value: &serde_json::Value,
-        seen: impl IntoIterator<Item = OpId>,
-    ) {
+    /// Keeps the newer of two held user-resolve values (with its writer),
+    /// and both sets of superseded entries.
+    fn join_resolved(&mut self, other: HeldResolve) {
         match &mut self.resolved {
-            Some((newest, kept, all)) => {
-                if stamp > *newest {
-                    *newest = stamp;
-                    *kept = value.clone();
+            Some(kept) => {
+                kept.supersedes.extend(other.supersedes);
+                if other.stamp > kept.stamp {
+                    kept.stamp = other.stamp;
+                    kept.value = other.value;
+                    kept.writer = other.writer;
                 }
-                all.extend(seen);
             }
-            None => self.resolved = Some((stamp, value.clone(), seen.into_iter().collect())),
+            None => self.resolved = Some(other),
         }
     }
 
@@ -330,8 +339,8 @@ impl Held {
         self.fields.extend(later.fields);
         self.whole |= later.whole;
         self.put_off &= later.put_off;
-        if let Some((stamp, value, seen)) = later.resolved {
-            self.join_resolved(stamp, &value, seen);
+        if let Some(resolved) = later.resolved {
+            self.join_resolved(resolved);
         }
     }
 
@@ -339,17 +348,34 @@ impl Held {
     fn rebase(&self, key: &FullKey) -> Rebase {
         Rebase {
             key: key.clone(),
-            writer: self.writer.clone(),
-            fields: (!self.whole).then(|| self.fields.iter().cloned().collect()),
-            resolved: self
+            // The newest value's writer writes it again.
+            writer: self
                 .resolved
                 .as_ref()
-                .map(|(_, value, supersedes)| Resolved {
-                    value: value.clone(),
-                    supersedes: supersedes.iter().copied().collect(),
-                }),
+                .map_or(&self.writer, |resolved| &resolved.writer)
+                .clone(),
+            fields: (!self.whole).then(|| self.fields.iter().cloned().collect()),
+            resolved: self.resolved.as_ref().map(|resolved| Resolved {
+                value: resolved.value.clone(),
+                // A watermark keeps one number per tab, the highest: the
+                // rest say nothing more (and a long offline chain of saves
+                // would pass what one op may name).
+                supersedes: highest_per_tab(&resolved.supersedes),
+            }),
         }
     }
+}
+
+/// The highest of `ids` per tab, ascending (ids sort by tab, then number).
+fn highest_per_tab(ids: &BTreeSet<OpId>) -> Vec<OpId> {
+    let mut highest: Vec<OpId> = Vec::new();
+    for &id in ids {
+        match highest.last_mut() {
+            Some(last) if last.tab == id.tab => *last = id,
+            _ => highest.push(id),
+        }
+    }
+    highest
 }
 
 /// How many ops a resend sends. A relay counts an op on a large key as
@@ -1388,6 +1414,18 @@ impl Link {
         let Some(op) = self.outbox.values().find(|op| op.id == ack.op) else {
             return false;
         };
+        // A user-resolve write a later one of this device superseded (a
+        // draft it saved over while offline) is not written again: the
+        // later one carries what it meant. Refused as it came.
+        if matches!(op.payload, Payload::Resolve { .. })
+            && self.outbox.values().any(|later| {
+                later.key == op.key
+                    && matches!(&later.payload, Payload::Resolve { supersedes, .. }
+                        if supersedes.contains(&op.id))
+            })
+        {
+            return false;
+        }
         // Only counter and merge keys have a floor (`KeyState::floor`):
         // whatever the relay refused as stale is one of theirs.
         // Whatever came before is no proof the stream is caught up now.
@@ -4019,7 +4057,12 @@ mod tests {
             .as_ref()
             .expect("a user-resolve re-base");
         assert_eq!(resolved.value, serde_json::json!("two"));
-        assert_eq!(resolved.supersedes, [first.id, second.id]);
+        // One number per tab: the highest (the first write's is lower).
+        assert_eq!(resolved.supersedes, [second.id]);
+        // The draft the second write saved over is not held: refused as it
+        // came, it is not written again.
+        assert_eq!(out.acks.len(), 1, "{:?}", out.acks);
+        assert_eq!(out.acks[0].op, first.id);
     }
 
     /// A tab that cannot write the re-base yet (the key is not declared
