@@ -226,6 +226,10 @@ impl Browser {
                 let own = self.link.is_own(&sequenced.op.id);
                 match self.device.store.apply_remote(&sequenced.op) {
                     Err(gaesup_state_core::Error::Stale { .. }) if own => {}
+                    // As the browser (`connect/link.rs`): a user-resolve op
+                    // that late would have been dropped here anyway.
+                    Err(gaesup_state_core::Error::Stale { key, .. })
+                        if self.device.key("shared-note").full_key(&support::lobby()) == key => {}
                     Err(gaesup_state_core::Error::Stale { key, .. }) => {
                         self.link.refused_stale(&key, &mut self.storage)
                     }
@@ -1061,6 +1065,40 @@ async fn a_device_away_past_the_horizon_writes_its_note_again_beside_the_newer_o
         .await;
 }
 
+/// A device away since before another's note, which writes the note
+/// itself nineteen days later: that note lies more than 14 days behind its
+/// own when it comes back, and is refused there as stale. It would have
+/// been dropped anyway, so it marks nothing: the device's stale cart edit
+/// made meanwhile is still re-based (a mark would have refused it for good).
+async fn a_late_note_from_elsewhere_leaves_the_stream_re_basing(backend: Backend) {
+    tokio::task::LocalSet::new()
+        .run_until(async {
+            let relay = Relay::on(backend, &[]);
+            let (mut a, _) = cart_edited_while_a_was_away(&relay).await;
+            // D's note, long before A's: D's clock 19 days back.
+            let clock = support::clock();
+            clock.set(now_ms() - 19 * DAY_MS);
+            let mut d = Device::with_clock(6, clock);
+            let mut writer = support::Client::writer(&relay, &main_rw()).await;
+            let acks = writer.push(vec![d.note("from D, long ago")]).await;
+            assert!(
+                matches!(acks[0].status, gaesup_protocol::AckStatus::Applied { .. }),
+                "{acks:?}"
+            );
+            a.note("from A, today");
+            a.link.online();
+            let expected = lines(&[("apple", 5), ("pear", 3), ("fig", 1)]);
+            a.pump_until(&relay, "A re-based its cart", |a| {
+                a.flushed() && a.read("cart") == expected
+            })
+            .await;
+            let mark = format!("{}apartment:main", gaesup_protocol::link::NO_REBASE_PREFIX);
+            assert_eq!(a.storage.get(&mark).unwrap(), None);
+            assert_eq!(a.read("shared-note"), json!("from A, today"));
+        })
+        .await;
+}
+
 async fn a_device_away_past_the_horizon_rebases_the_cart_lines_it_wrote(backend: Backend) {
     tokio::task::LocalSet::new()
         .run_until(cart_away_past_the_horizon(false, backend))
@@ -1524,6 +1562,7 @@ async fn over_http_too_acks_adding_up_past_a_frame_all_arrive(backend: Backend) 
 
 support::on_both_backends!(
     acks_adding_up_past_a_frame_all_arrive,
+    a_late_note_from_elsewhere_leaves_the_stream_re_basing,
     a_device_away_past_the_horizon_writes_its_note_again_beside_the_newer_one,
     a_cursor_past_the_relay_s_head_starts_again_from_its_snapshot,
     over_http_too_acks_adding_up_past_a_frame_all_arrive,
