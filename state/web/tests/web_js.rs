@@ -722,6 +722,12 @@ fn declaring_a_key_again_with_another_default_is_a_mismatch() {
         .build()
         .unwrap();
         manager.declare(&shape).unwrap();
+        let big = SharedKey::<i64>::builder("big")
+            .scope(Scope::Building)
+            .default_value(16_777_216)
+            .build()
+            .unwrap();
+        manager.declare(&big).unwrap();
         let out = js(r#"
             const u = window.gaesup.unit('js41/b/el');
             u.declare('d', { scope: 'building', default: { n: 1 } });
@@ -738,6 +744,8 @@ fn declaring_a_key_again_with_another_default_is_a_mismatch() {
                 ['scale', { scope: 'building', default: 0.1 }],
                 ['shape', { scope: 'building', default: { n: 1 } }],
                 ['shape', { scope: 'building', default: { n: 2 } }],
+                // Equal as f32, not as what either wrote.
+                ['big', { scope: 'building', default: 16777217 }],
             ];
             for (const [name, rule] of rules) {
                 try { u.declare(name, rule); seen.push('ok'); } catch (e) { seen.push(`${e.code}: ${e.message}`); }
@@ -751,7 +759,8 @@ fn declaring_a_key_again_with_another_default_is_a_mismatch() {
                 r#""ok","ok","ok","#,
                 r#""key_mismatch: key building:ratio declared twice with different rules: default is 0.0, not 0.5","#,
                 r#""ok","ok","#,
-                r#""key_mismatch: key building:shape declared twice with different rules: default is {\"n\":1,\"nick\":null}, not {\"n\":2}"]"#
+                r#""key_mismatch: key building:shape declared twice with different rules: default is {\"n\":1,\"nick\":null}, not {\"n\":2}","#,
+                r#""key_mismatch: key building:big declared twice with different rules: default is 16777216, not 16777217"]"#
             )
         );
     });

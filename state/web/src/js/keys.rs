@@ -121,8 +121,7 @@ fn same_json(a: &Value, b: &Value) -> bool {
         (Value::Number(a), Value::Number(b)) => {
             a == b
                 || match (a.as_f64(), b.as_f64()) {
-                    #[allow(clippy::cast_possible_truncation, reason = "compared as f32")]
-                    (Some(a), Some(b)) => a == b || a as f32 == b as f32,
+                    (Some(a), Some(b)) => a == b || as_f32_reads(a, b) || as_f32_reads(b, a),
                     _ => false,
                 }
         }
@@ -139,4 +138,12 @@ fn same_json(a: &Value, b: &Value) -> bool {
         }
         (a, b) => a == b,
     }
+}
+
+/// Whether `wide` is exactly an f32 (a Rust `f32` written as JSON) whose
+/// shortest text reads as `other`: `0.10000000149011612` is the f32 `0.1`.
+fn as_f32_reads(wide: f64, other: f64) -> bool {
+    #[allow(clippy::cast_possible_truncation, reason = "kept only when exact")]
+    let narrow = wide as f32;
+    f64::from(narrow) == wide && narrow.to_string().parse::<f64>() == Ok(other)
 }
