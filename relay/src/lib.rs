@@ -50,8 +50,8 @@
 //!   schema, types, permissions, clock window, limits).
 //! - Bounded: frames, ops per push, ops per second per token subject (an
 //!   op on a large key counting for more: [`limits`]), reads per second
-//!   per token subject (pulls, snapshots, hellos and, with a shared
-//!   store, pings; a long poll is woken
+//!   per token subject (pulls, snapshots, hellos, a socket's catch-up
+//!   pages past the first and, with a shared store, pings; a long poll is woken
 //!   only by its own stream and, caught up, answered from the head in
 //!   memory: [`http`]), connections (sockets and waiting long polls
 //!   together; a socket gets 5 s to say a valid hello), and each device's send queue,
@@ -164,6 +164,12 @@ impl AppState {
                 self.config.subject_share()
             ),
         )
+    }
+
+    /// How long a subject's read budget takes to refill one read (what a
+    /// catch-up waiting for one sleeps between tries).
+    fn read_refill(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(1.0 / f64::from(self.config.max_reads_per_second.max(1)))
     }
 
     /// The refusal of a read past the budget.

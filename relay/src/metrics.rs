@@ -80,6 +80,7 @@ pub struct Metrics {
     remote: AtomicU64,
     reads_hub: AtomicU64,
     reads_cached: AtomicU64,
+    catch_up_waits: AtomicU64,
     answers_built: AtomicU64,
     streams: AtomicU64,
     refusals: Mutex<BTreeMap<String, u64>>,
@@ -295,6 +296,12 @@ impl Metrics {
         self.reads_cached.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A socket's catch-up waited for its subject's read budget before a
+    /// page.
+    pub fn catch_up_waited(&self) {
+        self.catch_up_waits.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The hub now holds `n` streams in memory.
     pub fn streams(&self, n: usize) {
         self.streams
@@ -389,6 +396,12 @@ impl Metrics {
             "relay_reads_cached_total",
             "HTTP reads answered without the hub: from the head this node knows, or from a stream's recent ops (with a shared store, after a read of its head).",
             self.reads_cached.load(Ordering::Relaxed),
+        );
+        metric(
+            "counter",
+            "relay_catch_up_waits_total",
+            "Times a socket's catch-up waited for its token subject's read budget before a page (each page past a subscription's first is a read).",
+            self.catch_up_waits.load(Ordering::Relaxed),
         );
         metric(
             "gauge",

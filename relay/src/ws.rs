@@ -130,6 +130,7 @@ async fn serve(app: Arc<AppState>, socket: WebSocket, slot: Slot, pending: Pendi
     let stuck = Arc::clone(&slow);
     let hub = app.hub.clone();
     let metrics = Arc::clone(&app.metrics);
+    let budgets = Arc::clone(&app);
     let mut writer = tokio::spawn(async move {
         let write = async |sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
                            frame: Message| {
@@ -145,6 +146,8 @@ async fn serve(app: Arc<AppState>, socket: WebSocket, slot: Slot, pending: Pendi
         // A catch-up in progress: each page is fetched once the one before
         // is written, and nothing live goes out before the last.
         let mut catching: Option<CatchUp> = None;
+        // Whether that catch-up is past its first page.
+        let mut continued = false;
         // How the loop ended: the close frame to send, if any, and whether
         // a write failed (nothing more is written then).
         let (ending, broken) = loop {
@@ -158,7 +161,10 @@ async fn serve(app: Arc<AppState>, socket: WebSocket, slot: Slot, pending: Pendi
                                 break (None, true);
                             }
                         }
-                        Missed::CatchUp(job) => catching = Some(job),
+                        Missed::CatchUp(job) => {
+                            catching = Some(job);
+                            continued = false;
+                        }
                     },
                     queued = outgoing.recv() => {
                         let Some(queued) = queued else { break (None, false) };
@@ -192,6 +198,30 @@ async fn serve(app: Arc<AppState>, socket: WebSocket, slot: Slot, pending: Pendi
                 }
                 Err(mpsc::error::TryRecvError::Empty) => {}
             }
+            // Each page past a subscription's first is a read of its token
+            // subject's, as a pull of it would be (the hello paid for the
+            // first): a hello from cursor 0 otherwise streamed a whole log
+            // through the hub for one read. The catch-up waits for the
+            // budget rather than fail.
+            if continued {
+                let reads = budgets.reads.of(&job.claims.sub);
+                let mut closing = None;
+                while !reads.take(1) {
+                    metrics.catch_up_waited();
+                    tokio::select! {
+                        biased;
+                        frame = close_rx.recv() => {
+                            closing = Some(frame);
+                            break;
+                        }
+                        () = tokio::time::sleep(budgets.read_refill()) => {}
+                    }
+                }
+                if let Some(frame) = closing {
+                    catching = Some(job);
+                    break (frame, false);
+                }
+            }
             let page = hub
                 .page(Arc::clone(&job.claims), job.subscription.clone(), job.until)
                 .await;
@@ -210,6 +240,7 @@ async fn serve(app: Arc<AppState>, socket: WebSocket, slot: Slot, pending: Pendi
                         subscription,
                         ..job
                     });
+                    continued = true;
                 }
                 Err(error) => {
                     // The store could not be read, or the relay is going:

@@ -744,3 +744,24 @@ async fn a_busy_connection_does_not_hold_the_shutdown() {
     assert!(started.elapsed() < Duration::from_secs(10));
     drop(tcp);
 }
+
+/// A socket's hello is one read, and its catch-up's first page comes with
+/// it; every page past that is a read too, waited for rather than refused.
+/// Before, a hello from cursor 0 streamed the whole log through the hub
+/// for its one read (an HTTP pull pays one read per page).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_socket_s_catch_up_pays_a_read_per_page_past_its_first() {
+    let relay = Relay::start(&["--max-reads-per-second", "2"]);
+    let mut writer = Client::writer(&relay, &main_rw_as("writer")).await;
+    let mut device = Device::new(1);
+    // Six pages of 512 ops.
+    for _ in 0..15 {
+        let ops = (0..200).map(|n| device.note(&n.to_string())).collect();
+        writer.push(ops).await;
+    }
+    let mut reader = Client::connect(&relay, &main_rw_as("reader"), Some(0)).await;
+    reader.ops_in_order(3000).await;
+    // Two seconds' worth (4 reads): the hello and three pages went at
+    // once, the last two pages waited.
+    assert!(metric(&relay, "relay_catch_up_waits_total").await >= 1);
+}
