@@ -549,6 +549,10 @@ pub struct Link {
     rebasing: VecMap<FullKey, Held>,
     /// Re-base ops in flight, and the held ops their ack answers.
     rebases: VecMap<OpId, (FullKey, Vec<OpId>)>,
+    /// User-resolve writes refused as stale that a later write of this
+    /// device saved over (drafts), by that write: its word is theirs (see
+    /// [`draft_carrier`](Self::draft_carrier)).
+    drafts: VecMap<OpId, (FullKey, Vec<OpId>)>,
     /// Streams this device must never re-base a key of (kept in storage):
     /// it refused one of their ops from the relay as stale, or merged a
     /// snapshot of them, so its state may lack something the relay holds.
@@ -706,6 +710,7 @@ impl Link {
             stale: VecMap::new(),
             rebasing: VecMap::new(),
             rebases: VecMap::new(),
+            drafts: VecMap::new(),
             no_rebase: VecSet::default(),
             unread: VecSet::default(),
             refusals: VecMap::new(),
@@ -1236,10 +1241,31 @@ impl Link {
                     if self.hold_stale(&ack) {
                         continue;
                     }
+                    if let Some((carrier, key)) = self.draft_carrier(&ack) {
+                        // Out of the outbox, answered when its carrier is.
+                        self.acknowledged(&ack, now_ms, storage);
+                        self.drafts
+                            .get_or_insert_with(carrier, || (key, Vec::new()))
+                            .1
+                            .push(ack.op);
+                        continue;
+                    }
                     if let Some(op) = self.queued(&ack.op) {
                         out.keys.push((ack.op, op.key.clone()));
                     }
                     self.acknowledged(&ack, now_ms, storage);
+                    if !is_transient(&ack.status)
+                        && let Some((key, drafts)) = self.drafts.remove(&ack.op)
+                    {
+                        // The write that saved over them says for them.
+                        for op in drafts {
+                            out.keys.push((op, key.clone()));
+                            out.acks.push(Ack {
+                                op,
+                                status: ack.status.clone(),
+                            });
+                        }
+                    }
                     if !is_transient(&ack.status)
                         && let Some((key, held)) = self.rebases.remove(&ack.op)
                     {
@@ -1414,26 +1440,57 @@ impl Link {
         let Some(op) = self.outbox.values().find(|op| op.id == ack.op) else {
             return false;
         };
-        // A user-resolve write a later one of this device superseded (a
-        // draft it saved over while offline) is not written again: the
-        // later one carries what it meant. Refused as it came.
-        if matches!(op.payload, Payload::Resolve { .. })
-            && self.outbox.values().any(|later| {
-                later.key == op.key
-                    && matches!(&later.payload, Payload::Resolve { supersedes, .. }
-                        if supersedes.contains(&op.id))
-            })
-        {
+        if self.superseded_in_outbox(op).is_some() {
+            // A draft: see `draft_carrier`.
             return false;
         }
         // Only counter and merge keys have a floor (`KeyState::floor`):
         // whatever the relay refused as stale is one of theirs.
         // Whatever came before is no proof the stream is caught up now.
         self.caught_up.remove(&StreamId::of(&op.key));
-        self.stale
-            .get_or_insert_with(op.key.clone(), || Held::new(op.writer.clone()))
-            .hold(op, message);
+        let held = self
+            .stale
+            .get_or_insert_with(op.key.clone(), || Held::new(op.writer.clone()));
+        held.hold(op, message);
+        // Drafts it saved over go with it: the re-base's word is theirs.
+        if let Some((_, drafts)) = self.drafts.remove(&ack.op) {
+            for draft in drafts {
+                held.ops.insert(draft, message.clone());
+            }
+        }
         true
+    }
+
+    /// A user-resolve write a later write of this device in the outbox
+    /// superseded: that write, if there is one.
+    fn superseded_in_outbox(&self, op: &Op) -> Option<OpId> {
+        if !matches!(op.payload, Payload::Resolve { .. }) {
+            return None;
+        }
+        self.outbox
+            .values()
+            .find(|later| {
+                later.key == op.key
+                    && matches!(&later.payload, Payload::Resolve { supersedes, .. }
+                        if supersedes.contains(&op.id))
+            })
+            .map(|later| later.id)
+    }
+
+    /// For a user-resolve write refused as stale that a later write of
+    /// this device saved over (a draft, offline), that write and the key.
+    /// The draft is not written again (it would stand beside the write
+    /// that replaced it): it leaves the outbox, and the later write's
+    /// final word, or its re-base's, answers it too.
+    fn draft_carrier(&self, ack: &Ack) -> Option<(OpId, FullKey)> {
+        let AckStatus::Refused { code, .. } = &ack.status else {
+            return None;
+        };
+        if code != crate::code::STALE || self.rebases.contains_key(&ack.op) {
+            return None;
+        }
+        let op = self.outbox.values().find(|op| op.id == ack.op)?;
+        Some((self.superseded_in_outbox(op)?, op.key.clone()))
     }
 
     /// The ops refused as stale that wait for a re-base.
@@ -4059,10 +4116,71 @@ mod tests {
         assert_eq!(resolved.value, serde_json::json!("two"));
         // One number per tab: the highest (the first write's is lower).
         assert_eq!(resolved.supersedes, [second.id]);
-        // The draft the second write saved over is not held: refused as it
-        // came, it is not written again.
-        assert_eq!(out.acks.len(), 1, "{:?}", out.acks);
-        assert_eq!(out.acks[0].op, first.id);
+        // The draft the second write saved over is not written again, nor
+        // answered yet: the re-base's word is its word too.
+        assert!(out.acks.is_empty(), "{:?}", out.acks);
+        let (mut link, out) = refused_as_stale(&[&first, &second], &mut storage);
+        let rebase = store
+            .rebase_resolve(
+                &out.rebase[0].writer,
+                &out.rebase[0].key,
+                &resolved.value,
+                &resolved.supersedes,
+            )
+            .unwrap()
+            .op;
+        link.queue(rebase.clone(), &mut storage).unwrap();
+        assert!(
+            link.rebased(&out.rebase[0].key, Some(rebase.id), &mut storage)
+                .is_empty()
+        );
+        let out = feed(&mut link, &acks(&[(rebase.id, "")]), 5, &mut storage);
+        let mut answered: Vec<OpId> = out.acks.iter().map(|ack| ack.op).collect();
+        answered.sort();
+        assert_eq!(answered, [first.id, second.id, rebase.id]);
+        assert!(
+            out.acks
+                .iter()
+                .all(|ack| matches!(ack.status, AckStatus::Applied { .. }))
+        );
+        assert_eq!(link.waiting(), 0);
+    }
+
+    /// A draft refused as stale whose later write went in: that write's
+    /// ack answers it, and nothing is re-based.
+    #[test]
+    fn a_stale_draft_is_answered_by_the_write_that_saved_over_it() {
+        let mut storage = MemoryStorage::new();
+        let mut store = Replica::new(TabId::new(1), ManualClock::new(1_000));
+        let builder =
+            SharedKey::<serde_json::Value>::builder_with_default("note", serde_json::json!(""));
+        let key = declared(&mut store, builder, Strategy::UserResolve);
+        let unit = "main/b/u".parse().unwrap();
+        let mut write = |text: &str| store.set(&unit, &key, serde_json::json!(text)).unwrap().op;
+        let draft = write("draft");
+        let kept = write("kept");
+        let mut link = link(&storage);
+        for op in [&draft, &kept] {
+            link.queue(op.clone(), &mut storage).unwrap();
+        }
+        link.on_open(0);
+        feed(&mut link, &welcome(10_000), 1, &mut storage);
+        feed(&mut link, &catch_up(), 1, &mut storage);
+        let stale = crate::code::STALE;
+        let out = feed(
+            &mut link,
+            &acks(&[(draft.id, stale), (kept.id, "")]),
+            2,
+            &mut storage,
+        );
+        assert!(out.rebase.is_empty(), "{out:?}");
+        let answered: Vec<(OpId, bool)> = out
+            .acks
+            .iter()
+            .map(|ack| (ack.op, matches!(ack.status, AckStatus::Applied { .. })))
+            .collect();
+        assert_eq!(answered, [(draft.id, true), (kept.id, true)]);
+        assert_eq!(link.waiting(), 0);
     }
 
     /// A tab that cannot write the re-base yet (the key is not declared
