@@ -166,10 +166,13 @@ impl AppState {
         )
     }
 
-    /// How long a subject's read budget takes to refill one read (what a
-    /// catch-up waiting for one sleeps between tries).
+    /// What a catch-up waiting for a read sleeps between tries: the time
+    /// the budget takes to refill one, and at least 50 ms (many sockets
+    /// of one subject waiting would otherwise wake a thousand times a
+    /// second each).
     fn read_refill(&self) -> std::time::Duration {
-        std::time::Duration::from_secs_f64(1.0 / f64::from(self.config.max_reads_per_second.max(1)))
+        let one = 1.0 / f64::from(self.config.max_reads_per_second.max(1));
+        std::time::Duration::from_secs_f64(one.max(0.05))
     }
 
     /// The refusal of a read past the budget.

@@ -296,8 +296,8 @@ impl Metrics {
         self.reads_cached.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A socket's catch-up waited for its subject's read budget before a
-    /// page.
+    /// A page of a socket's catch-up waited for its subject's read
+    /// budget.
     pub fn catch_up_waited(&self) {
         self.catch_up_waits.fetch_add(1, Ordering::Relaxed);
     }
@@ -400,7 +400,7 @@ impl Metrics {
         metric(
             "counter",
             "relay_catch_up_waits_total",
-            "Times a socket's catch-up waited for its token subject's read budget before a page (each page past a subscription's first is a read).",
+            "Pages of a socket's catch-up that waited for the token subject's read budget (each page past a subscription's first is a read).",
             self.catch_up_waits.load(Ordering::Relaxed),
         );
         metric(

@@ -206,15 +206,21 @@ async fn serve(app: Arc<AppState>, socket: WebSocket, slot: Slot, pending: Pendi
             if continued {
                 let reads = budgets.reads.of(&job.claims.sub);
                 let mut closing = None;
-                while !reads.take(1) {
+                if !reads.take(1) {
                     metrics.catch_up_waited();
-                    tokio::select! {
-                        biased;
-                        frame = close_rx.recv() => {
-                            closing = Some(frame);
-                            break;
+                    loop {
+                        tokio::select! {
+                            biased;
+                            frame = close_rx.recv() => {
+                                closing = Some(frame);
+                                break;
+                            }
+                            () = tokio::time::sleep(budgets.read_refill()) => {
+                                if reads.take(1) {
+                                    break;
+                                }
+                            }
                         }
-                        () = tokio::time::sleep(budgets.read_refill()) => {}
                     }
                 }
                 if let Some(frame) = closing {
