@@ -4092,20 +4092,25 @@ mod tests {
         assert_eq!(rebase[0].fields, None, "a whole value went");
     }
 
+    /// A replica's writes of `texts` to a user-resolve key, one after the
+    /// other (each superseding the one before).
+    fn note_writes<const N: usize>(texts: [&str; N]) -> (Replica, [Op; N]) {
+        let mut store = Replica::new(TabId::new(1), ManualClock::new(1_000));
+        let builder =
+            SharedKey::<serde_json::Value>::builder_with_default("note", serde_json::json!(""));
+        let key = declared(&mut store, builder, Strategy::UserResolve);
+        let unit = "main/b/u".parse().unwrap();
+        let ops = texts.map(|text| store.set(&unit, &key, serde_json::json!(text)).unwrap().op);
+        (store, ops)
+    }
+
     /// A user-resolve key's stale writes ask to be written again as they
     /// were (the replica that made them no longer holds them): the newest
     /// value, and what they superseded with their own ids.
     #[test]
     fn stale_user_resolve_ops_ask_to_write_their_newest_value_again() {
         let mut storage = MemoryStorage::new();
-        let mut store = Replica::new(TabId::new(1), ManualClock::new(1_000));
-        let builder =
-            SharedKey::<serde_json::Value>::builder_with_default("note", serde_json::json!(""));
-        let key = declared(&mut store, builder, Strategy::UserResolve);
-        let unit = "main/b/u".parse().unwrap();
-        let mut write = |text: &str| store.set(&unit, &key, serde_json::json!(text)).unwrap().op;
-        let first = write("one");
-        let second = write("two");
+        let (mut store, [first, second]) = note_writes(["one", "two"]);
         let (_, out) = refused_as_stale(&[&first, &second], &mut storage);
         assert_eq!(out.rebase.len(), 1, "{out:?}");
         assert_eq!(out.rebase[0].fields, None);
@@ -4151,14 +4156,7 @@ mod tests {
     #[test]
     fn a_stale_draft_is_answered_by_the_write_that_saved_over_it() {
         let mut storage = MemoryStorage::new();
-        let mut store = Replica::new(TabId::new(1), ManualClock::new(1_000));
-        let builder =
-            SharedKey::<serde_json::Value>::builder_with_default("note", serde_json::json!(""));
-        let key = declared(&mut store, builder, Strategy::UserResolve);
-        let unit = "main/b/u".parse().unwrap();
-        let mut write = |text: &str| store.set(&unit, &key, serde_json::json!(text)).unwrap().op;
-        let draft = write("draft");
-        let kept = write("kept");
+        let (_, [draft, kept]) = note_writes(["draft", "kept"]);
         let mut link = link(&storage);
         for op in [&draft, &kept] {
             link.queue(op.clone(), &mut storage).unwrap();

@@ -128,18 +128,24 @@ fn first_write_wins_refuses_later_writes_and_the_lowest_stamp_wins_concurrently(
     assert!(err.to_string().contains("first write wins"));
 }
 
-#[test]
-fn merge_keeps_concurrent_edits_of_different_fields() {
+/// A merge key of `Profile`s declared on two tabs, a unit, and a first
+/// value.
+fn profile_on_two_tabs() -> (SharedKey<Profile>, Tab, Tab, UnitAddress, Profile) {
     let k = key::<Profile>("profile", Strategy::Merge);
     let (mut a, mut b) = (tab(1), tab(2));
     a.store.declare(&k).unwrap();
     b.store.declare(&k).unwrap();
-    let u = unit("x/y/z");
     let start = Profile {
         name: "kim".into(),
         age: 30,
         nick: Some("k".into()),
     };
+    (k, a, b, unit("x/y/z"), start)
+}
+
+#[test]
+fn merge_keeps_concurrent_edits_of_different_fields() {
+    let (k, mut a, mut b, u, start) = profile_on_two_tabs();
     let first = a.store.set(&u, &k, start.clone()).unwrap();
     send(&first, &mut b.store);
     // a renames, b has a birthday and drops the nickname, concurrently.
@@ -188,16 +194,7 @@ fn a_merge_patch_that_would_not_read_as_the_key_s_type_is_refused() {
     // the key holds, it must still decode. Before, its fields went in
     // unchecked, every reader failed, and a fold made the stored state
     // unreadable for good.
-    let k = key::<Profile>("profile", Strategy::Merge);
-    let (mut a, mut b) = (tab(1), tab(2));
-    a.store.declare(&k).unwrap();
-    b.store.declare(&k).unwrap();
-    let u = unit("x/y/z");
-    let start = Profile {
-        name: "kim".into(),
-        age: 30,
-        nick: Some("k".into()),
-    };
+    let (k, mut a, mut b, u, start) = profile_on_two_tabs();
     send(&a.store.set(&u, &k, start.clone()).unwrap(), &mut b.store);
     let birthday = Profile {
         age: 31,
