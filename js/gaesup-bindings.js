@@ -468,8 +468,9 @@ const MAX_NOTIFY_ROUNDS = 100;
 /**
  * Whether a snapshot holding `value` and `meta` would show what `snapshot`
  * shows: the same value, readiness, pending and error. Its writer and
- * version may differ (a write of the value it held moves them); the
- * change's own delivery brings those.
+ * version may differ (a write of the value it held moves them, and the
+ * manager tells nobody of it): `#set` takes those without telling the
+ * listeners again.
  */
 function sameSnapshot(snapshot, value, meta) {
   const old = snapshot.meta;
