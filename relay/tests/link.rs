@@ -229,7 +229,11 @@ impl Browser {
                     // As the browser (`connect/link.rs`): a user-resolve op
                     // that late would have been dropped here anyway.
                     Err(gaesup_state_core::Error::Stale { key, .. })
-                        if self.device.key("shared-note").full_key(&support::lobby()) == key => {}
+                        if self
+                            .device
+                            .store
+                            .spec_for(&key)
+                            .is_ok_and(|spec| spec.strategy().is_user_resolve()) => {}
                     Err(gaesup_state_core::Error::Stale { key, .. }) => {
                         self.link.refused_stale(&key, &mut self.storage)
                     }
