@@ -226,17 +226,15 @@ impl Browser {
                 let own = self.link.is_own(&sequenced.op.id);
                 match self.device.store.apply_remote(&sequenced.op) {
                     Err(gaesup_state_core::Error::Stale { .. }) if own => {}
-                    // As the browser (`connect/link.rs`): a user-resolve op
-                    // that late would have been dropped here anyway.
-                    Err(gaesup_state_core::Error::Stale { key, .. })
-                        if self
-                            .device
-                            .store
-                            .spec_for(&key)
-                            .is_ok_and(|spec| spec.strategy().is_user_resolve()) => {}
-                    Err(gaesup_state_core::Error::Stale { key, .. }) => {
-                        self.link.refused_stale(&key, &mut self.storage)
-                    }
+                    // As the browser (`connect/link.rs`): an op that late
+                    // which would have been dropped here anyway (a
+                    // user-resolve op) marks nothing.
+                    Err(gaesup_state_core::Error::Stale {
+                        key,
+                        dropped_anyway: false,
+                        ..
+                    }) => self.link.refused_stale(&key, &mut self.storage),
+                    Err(gaesup_state_core::Error::Stale { .. }) => {}
                     other => {
                         other.unwrap();
                     }

@@ -247,6 +247,14 @@ pub enum Error {
         wall_ms: u64,
         /// The key's floor (see [`KeyState::floor`](crate::KeyState::floor)).
         horizon_ms: u64,
+        /// Whether the key's state would have dropped the write on arrival
+        /// anyway: a user-resolve key keeps no write this far behind its
+        /// newest, so a replica that refuses one lacks nothing that a
+        /// replica which took it holds. `false` for a counter or a merge
+        /// key, where a replica that refused the write may lack what
+        /// others counted or merged of it (a device's link then takes
+        /// the key's stream as the relay holds it, never re-basing it).
+        dropped_anyway: bool,
     },
     /// One declaration would get more full keys (units, buildings) than
     /// allowed, in all or (a private declaration) in one building, or

@@ -477,6 +477,18 @@ impl KeyState {
         }
     }
 
+    /// Whether the state drops on arrival a write stamped behind its
+    /// [`floor`](Self::floor), had it been taken (a user-resolve key
+    /// compacts such a write at once): refusing it then loses nothing
+    /// (see [`Error::Stale`](crate::Error::Stale)'s `dropped_anyway`).
+    pub fn drops_behind_floor(&self) -> bool {
+        match self {
+            #[cfg(feature = "user-resolve")]
+            Self::UserResolve(_) => true,
+            _ => false,
+        }
+    }
+
     /// The newest write the state's fold horizons vouch for (0 for none):
     /// a sum's folded totals and reset carry a horizon of their own,
     /// taken only once the clock would take that write (see

@@ -151,11 +151,15 @@ impl Replica {
     /// floor ([`KeyState::floor`]): it would change nothing here and be
     /// refused everywhere else.
     pub(super) fn check_floor(&self, key: &FullKey, wall_ms: u64) -> Result<()> {
-        match self.states.get(key).and_then(KeyState::floor) {
+        let Some(state) = self.states.get(key) else {
+            return Ok(());
+        };
+        match state.floor() {
             Some(floor) if wall_ms < floor => Err(Error::Stale {
                 key: key.clone(),
                 wall_ms,
                 horizon_ms: floor,
+                dropped_anyway: state.drops_behind_floor(),
             }),
             _ => Ok(()),
         }

@@ -168,25 +168,20 @@ impl Inner {
             self.writer.dropped_one();
         }
         let unsaved = inbound.held > 0 || inbound.errors.iter().any(Received::for_now);
-        // A user-resolve op refused as stale would have been dropped here
-        // anyway (more than 14 days behind the newest write): this tab's
-        // state lacks nothing the relay keeps, so it marks nothing. (Its
-        // stream marked, the counter's and the cart's stale writes would
-        // no longer be re-based.)
-        let compacts_alike = |key: &FullKey| {
-            self.manager
-                .with_replica(|replica| {
-                    replica
-                        .spec_for(key)
-                        .is_ok_and(|spec| spec.strategy().is_user_resolve())
-                })
-                .unwrap_or(false)
-        };
+        // An op refused as stale that this tab would have dropped anyway
+        // (a user-resolve op more than 14 days behind the newest write)
+        // leaves this tab lacking nothing the relay keeps: it marks
+        // nothing. (Its stream marked, the counter's and the cart's stale
+        // writes would no longer be re-based.)
         let stale: Vec<FullKey> = inbound
             .errors
             .into_iter()
             .filter_map(|error| match error {
-                CoreError::Stale { key, .. } if !compacts_alike(&key) => Some(key),
+                CoreError::Stale {
+                    key,
+                    dropped_anyway: false,
+                    ..
+                } => Some(key),
                 _ => None,
             })
             .collect();
