@@ -14,8 +14,12 @@ export type Lifetime = 'memory' | 'ephemeral' | 'persistent';
 /** How concurrent writes combine. */
 export type Strategy = 'last_write_wins' | 'first_write_wins' | 'merge' | 'sum' | 'user_resolve';
 
-/** What JSON can hold: every value written to a key. */
-export type Json = null | boolean | number | string | Json[] | { [field: string]: Json };
+/**
+ * What JSON can hold: every value written to a key. An integer past what a
+ * number holds exactly (beyond ±(2^53 − 1)) is read as a `bigint`, and a
+ * `bigint` written is stored exactly (up to 64 bits).
+ */
+export type Json = null | boolean | number | bigint | string | Json[] | { [field: string]: Json };
 
 /** `declare(name, rules)`: defaults private, memory, last-write-wins, null. */
 export interface KeyRules {

@@ -478,8 +478,22 @@ function sameSnapshot(snapshot, value, meta) {
     old.ready === meta.ready &&
     old.pending === meta.pending &&
     old.error === meta.error &&
-    (snapshot.value === value || JSON.stringify(snapshot.value) === JSON.stringify(value))
+    (snapshot.value === value || jsonText(snapshot.value) === jsonText(value))
   );
+}
+
+/**
+ * `JSON.stringify(value)`, with a `BigInt` (how an integer past 2^53
+ * comes from the manager) written as its digits, which
+ * `JSON.stringify` refuses.
+ */
+function jsonText(value) {
+  return JSON.stringify(value, (_key, item) => (typeof item === 'bigint' ? bigintJson(item) : item));
+}
+
+function bigintJson(big) {
+  // An engine without JSON.rawJSON gets no BigInt from the manager.
+  return typeof JSON.rawJSON === 'function' ? JSON.rawJSON(big.toString()) : `${big}n`;
 }
 
 /** Calls `callback(...args)`; what it throws is reported, not passed on. */

@@ -512,3 +512,25 @@ test("a listener's write of the value it heard still moves meta's writer", () =>
   assert.equal(note.getSnapshot().meta.lastWriter, UNIT);
   stop();
 });
+
+test('an integer past 2^53, a BigInt, is a value like any other', () => {
+  // The manager hands such integers as BigInts, which JSON.stringify
+  // refuses: comparing snapshots with it threw inside the listener's
+  // write, and the state stopped following the key.
+  const big = 2n ** 60n + 1n;
+  const fake = ready({ row: { id: big } });
+  const row = new SharedState(UNIT, 'row', null);
+  let calls = 0;
+  const stop = row.subscribe(() => {
+    calls += 1;
+    if (calls <= 1000) row.set(row.getSnapshot().value);
+  });
+  calls = 0;
+  fake.write('row', { id: big + 1n });
+  assert.deepEqual(row.getSnapshot().value, { id: big + 1n });
+  assert.equal(row.getSnapshot().meta.error, null);
+  assert.equal(fake.keys.get('row').lastWriter, UNIT);
+  // Written again unchanged from inside the listener: not news.
+  assert.ok(calls <= 2, `${calls} calls`);
+  stop();
+});

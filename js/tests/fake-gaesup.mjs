@@ -20,7 +20,14 @@ function at(value, path) {
 /** As the manager's (`state/src/manager/notify.rs`). */
 const MAX_CASCADE_DEPTH = 100;
 
-const copy = (value) => (value === undefined ? undefined : JSON.parse(JSON.stringify(value)));
+// A BigInt (how the manager hands an integer past 2^53) survives the
+// copy, as it does a write to the manager and back.
+const BIGINT = '\u0000bigint:';
+const text = (value) => JSON.stringify(value, (_k, v) => (typeof v === 'bigint' ? `${BIGINT}${v}` : v));
+const copy = (value) =>
+  value === undefined
+    ? undefined
+    : JSON.parse(text(value), (_k, v) => (typeof v === 'string' && v.startsWith(BIGINT) ? BigInt(v.slice(BIGINT.length)) : v));
 
 export class FakeGaesup {
   /** key name → { value, lastWriter, version } */
@@ -103,12 +110,12 @@ export class FakeGaesup {
     const now = key.value;
     // As the manager: a write of the value held moves its writer and
     // version, and nobody is told (nothing changed).
-    if (JSON.stringify(old) === JSON.stringify(now)) return;
+    if (text(old) === text(now)) return;
     const deliveries = [];
     for (const sub of [...this.subscriptions]) {
       if (sub.name !== name) continue;
       if (sub.path === undefined) deliveries.push(() => sub.callback(copy(now)));
-      else if (JSON.stringify(at(old, sub.path)) !== JSON.stringify(at(now, sub.path))) {
+      else if (text(at(old, sub.path)) !== text(at(now, sub.path))) {
         deliveries.push(() => sub.callback(copy(at(now, sub.path))));
       }
     }

@@ -607,9 +607,9 @@ fn values_without_json_too_large_or_too_deep_say_so_before_costing_memory() {
                 pair[1].as_str().unwrap_or_default().to_owned(),
             )
         };
-        let (code, message) = said("bigint");
-        assert_eq!(code, "bad_value");
-        assert!(message.contains("BigInt"), "{message}");
+        // A BigInt is an integer's exact form: taken (past 64 bits it is
+        // refused, see `integers_past_2_53_cross_as_bigints_exactly`).
+        assert_eq!(out["bigint"], "taken");
         let (code, message) = said("cycle");
         assert_eq!(code, "bad_value");
         assert!(message.contains("circular"), "{message}");
@@ -692,6 +692,69 @@ fn a_number_json_has_no_form_for_is_refused_not_stored_as_null() {
                 r#""bad_value: bad value: NaN has no JSON form (JSON would store null in its place): at `n`"],"#,
                 r#""now":{"m":2,"n":null,"s":"annulled :null"}}"#
             )
+        );
+    });
+}
+
+/// An integer past 2^53 crosses as a BigInt both ways. Before, `JSON.parse`
+/// rounded it on its way to JavaScript (2^53 + 1 read as 2^53, and a write
+/// of what was read stored the rounded number), and a BigInt written was
+/// refused: JSON has no BigInt.
+#[wasm_bindgen_test]
+fn integers_past_2_53_cross_as_bigints_exactly() {
+    let owner = Owner::new();
+    owner.with(|| {
+        let manager = install("js41");
+        let rust_unit: gaesup_state::UnitAddress = "js41/b/rust".parse().unwrap();
+        let id = SharedKey::<u64>::builder("id")
+            .scope(Scope::Building)
+            .build()
+            .unwrap();
+        let doc = SharedKey::<serde_json::Value>::builder("doc")
+            .scope(Scope::Building)
+            .build()
+            .unwrap();
+        manager.declare(&id).unwrap();
+        manager.declare(&doc).unwrap();
+        manager.set(&rust_unit, &id, 9_007_199_254_740_993).unwrap();
+        let out = js(r#"
+            const u = window.gaesup.unit('js41/b/el');
+            u.declare('id', { scope: 'building' });
+            u.declare('doc', { scope: 'building' });
+            const shown = (v) => `${typeof v} ${v}`;
+            const read = shown(u.get('id'));
+            const heard = [];
+            const stop = u.subscribe('id', (v) => heard.push(shown(v)));
+            u.set('id', 2n ** 64n - 1n);
+            stop();
+            u.set('doc', { big: -(2n ** 63n), small: 3, float: 0.30000000000000004, text: '12345678901234567890' });
+            const doc = u.get('doc');
+            const fields = Object.entries(doc).map(([k, v]) => `${k}: ${shown(v)}`);
+            const events = [];
+            const off = u.on('big', (data) => events.push(shown(data.n)), { scope: 'building' });
+            u.emit('big', { n: 2n ** 60n }, { scope: 'building' });
+            off();
+            const refused = [];
+            for (const n of [2n ** 64n, -(2n ** 63n) - 1n]) {
+                try { u.set('doc', { n }); refused.push('ok'); } catch (e) { refused.push(`${e.code}: ${e.message}`); }
+            }
+            return { read, heard, fields, events, refused };
+        "#);
+        assert_eq!(
+            out,
+            concat!(
+                r#"{"read":"bigint 9007199254740993","heard":["bigint 18446744073709551615"],"#,
+                r#""fields":["big: bigint -9223372036854775808","float: number 0.30000000000000004","#,
+                r#""small: number 3","text: string 12345678901234567890"],"#,
+                r#""events":["bigint 1152921504606846976"],"refused":["#,
+                r#""bad_value: bad value: the integer 18446744073709551616n lies past what a value holds exactly (-2^63 to 2^64 - 1)","#,
+                r#""bad_value: bad value: the integer -9223372036854775809n lies past what a value holds exactly (-2^63 to 2^64 - 1)"]}"#
+            )
+        );
+        assert_eq!(manager.get(&rust_unit, &id).unwrap(), u64::MAX);
+        assert_eq!(
+            manager.get(&rust_unit, &doc).unwrap(),
+            serde_json::json!({"big": i64::MIN, "small": 3, "float": 0.30000000000000004, "text": "12345678901234567890"})
         );
     });
 }

@@ -1,6 +1,10 @@
 //! Values and options crossing between JavaScript and Rust: through
 //! `JSON.stringify` and `JSON.parse`, so the rules are the ones JavaScript
-//! developers know.
+//! developers know. One exception: an integer past what a JavaScript
+//! number holds exactly (±(2^53 − 1)) crosses as a `BigInt`, both ways,
+//! where the engine can say which digits a number was parsed from
+//! (`JSON.parse`'s source text, `JSON.rawJSON`: every current engine).
+//! Elsewhere it is rounded on its way to JavaScript, as before.
 
 use gaesup_state::Result;
 use gaesup_state_core::decode::{Fields, FromJson, Node, Why, parse_tree_bounded};
@@ -55,11 +59,18 @@ impl JsonBudget {
 /// billion characters never grows the wasm's memory, which never
 /// shrinks.
 fn json_text(value: &JsValue) -> Result<String> {
-    let text = JSON::stringify(value).map_err(|exception| {
-        // A BigInt, a cycle, a getter or `toJSON` that throws: say which.
-        let why = exception_message(&exception, "it threw");
-        bad(format!("the value cannot be turned into JSON: {why}"))
-    })?;
+    let text = match JSON::stringify(value) {
+        Ok(text) => text,
+        // A BigInt (the exact form of a large integer, see the module's
+        // docs), a cycle, a getter or `toJSON` that throws.
+        Err(exception) => stringify_bigints(value).map_err(|exception_again| {
+            // Without JSON.rawJSON a BigInt has no JSON here: say what
+            // the first attempt said.
+            let exception = exception_again.unwrap_or(exception);
+            let why = exception_message(&exception, "it threw");
+            bad(format!("the value cannot be turned into JSON: {why}"))
+        })??,
+    };
     let no_json = || bad("undefined (and functions, symbols) have no JSON form");
     if !text.is_string() {
         return Err(no_json());
@@ -88,6 +99,51 @@ fn json_text(value: &JsValue) -> Result<String> {
     text.as_string().ok_or_else(no_json)
 }
 
+/// `JSON.stringify` of `value` with each `BigInt` in it written as its
+/// digits (`JSON.rawJSON`), refused with `bad_value` if one lies outside
+/// what a JSON integer here holds exactly (an `i64` or a `u64`: past it,
+/// the parser would round it to a float). `Err(None)` where the engine
+/// has no `JSON.rawJSON`, `Err(Some(exception))` when it threw anyway (a
+/// cycle, a getter that threw).
+fn stringify_bigints(
+    value: &JsValue,
+) -> std::result::Result<Result<js_sys::JsString>, Option<JsValue>> {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use wasm_bindgen::closure::Closure;
+
+    if JSON::raw_json("0").is_err() {
+        return Err(None);
+    }
+    let refused: Rc<RefCell<Option<String>>> = Rc::default();
+    let seen = Rc::clone(&refused);
+    let replacer = Closure::<dyn FnMut(JsValue, JsValue) -> JsValue>::new(
+        move |_key: JsValue, value: JsValue| {
+            if !value.is_bigint() {
+                return value;
+            }
+            let big: js_sys::BigInt = value.unchecked_into();
+            let digits = String::from(big.to_string(10).unwrap_or_default());
+            let exact = i64::try_from(big.clone()).is_ok() || u64::try_from(big).is_ok();
+            match JSON::raw_json(&digits) {
+                Ok(raw) if exact => raw.into(),
+                _ => {
+                    seen.borrow_mut().get_or_insert(digits);
+                    JsValue::NULL
+                }
+            }
+        },
+    );
+    let text = JSON::stringify_with_replacer(value, replacer.as_ref()).map_err(Some)?;
+    Ok(match refused.borrow_mut().take() {
+        Some(digits) => Err(bad(format!(
+            "the integer {}n lies past what a value holds exactly (-2^63 to 2^64 - 1)",
+            gaesup_state_core::preview(&digits)
+        ))),
+        None => Ok(text),
+    })
+}
+
 /// Refuses `value` if it holds a number JSON has no form for (NaN,
 /// ±Infinity), naming it and where it is: `JSON.stringify` would have
 /// written null in its place, and the write would have stored a null the
@@ -101,6 +157,10 @@ fn refuse_numbers_without_json(value: &JsValue) -> Result<()> {
     let seen = Rc::clone(&found);
     let replacer = Closure::<dyn FnMut(JsValue, JsValue) -> JsValue>::new(
         move |key: JsValue, value: JsValue| {
+            // A BigInt would stop the walk (it throws): it is no NaN.
+            if value.is_bigint() {
+                return JsValue::NULL;
+            }
             // A number, or a Number object (`new Number(NaN)`), which
             // JSON turns into its number after this sees it.
             let number = value.as_f64().or_else(|| {
@@ -150,12 +210,74 @@ fn parse(text: &str) -> Result<Value> {
     Ok(parse_tree_bounded(text, MAX_LOCAL_STATE_BYTES, "a value from JavaScript")?.into_value())
 }
 
-/// JSON → JavaScript value, through `JSON.parse`.
+/// JSON → JavaScript value, through `JSON.parse`; an integer past
+/// ±(2^53 − 1) comes as a `BigInt` (see the module's docs).
 pub(super) fn to_js(value: &Value) -> JsValue {
-    gaesup_state_core::to_text(value)
+    let Ok(text) = gaesup_state_core::to_text(value) else {
+        return JsValue::NULL;
+    };
+    let parsed = if has_long_digit_run(&text) {
+        parse_exact(&text)
+    } else {
+        JSON::parse(&text)
+    };
+    parsed.unwrap_or(JsValue::NULL)
+}
+
+/// Whether `text` holds 16 digits in a row: every JSON integer past
+/// 2^53 (a 16-digit number) does. A long fraction, or a string holding
+/// such digits, costs the slower exact parse and changes nothing.
+fn has_long_digit_run(text: &str) -> bool {
+    let mut run = 0_u8;
+    text.bytes().any(|byte| {
+        run = if byte.is_ascii_digit() { run + 1 } else { 0 };
+        run == 16
+    })
+}
+
+#[wasm_bindgen::prelude::wasm_bindgen]
+extern "C" {
+    /// `JSON.parse(text, reviver)`.
+    #[wasm_bindgen(catch, js_namespace = JSON, js_name = parse)]
+    fn parse_with_reviver(
+        text: &str,
+        reviver: &js_sys::Function,
+    ) -> std::result::Result<JsValue, JsValue>;
+}
+
+/// `JSON.parse` that gives each integer a number cannot hold exactly as
+/// a `BigInt` of the digits it was parsed from: the reviver's third
+/// argument holds them (`context.source`). An engine without it passes
+/// none, and such integers are rounded as `JSON.parse` rounds them.
+fn parse_exact(text: &str) -> std::result::Result<JsValue, JsValue> {
+    use wasm_bindgen::closure::Closure;
+
+    let reviver = Closure::<dyn FnMut(JsValue, JsValue, JsValue) -> JsValue>::new(
+        |_key: JsValue, value: JsValue, context: JsValue| {
+            exact_integer(&value, &context).unwrap_or(value)
+        },
+    );
+    parse_with_reviver(text, reviver.as_ref().unchecked_ref())
+}
+
+/// The `BigInt` of a number `JSON.parse` rounded: one that is no safe
+/// integer, parsed from digits alone (a float's text has a `.` or an
+/// exponent and stays a number).
+fn exact_integer(value: &JsValue, context: &JsValue) -> Option<JsValue> {
+    value.as_f64()?;
+    if js_sys::Number::is_safe_integer(value) {
+        return None;
+    }
+    let source = js_sys::Reflect::get(context, &JsValue::from_str("source"))
+        .ok()?
+        .as_string()?;
+    let digits = source.strip_prefix('-').unwrap_or(&source);
+    if digits.is_empty() || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    js_sys::BigInt::new(&JsValue::from_str(&source))
         .ok()
-        .and_then(|text| JSON::parse(&text).ok())
-        .unwrap_or(JsValue::NULL)
+        .map(Into::into)
 }
 
 /// Options given from JavaScript (`undefined` or `null`: the defaults),
