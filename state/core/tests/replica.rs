@@ -1426,3 +1426,49 @@ fn a_key_opened_again_is_the_same_key_only_for_the_same_declaration_and_unit() {
     ));
     assert_eq!(t.store.get(&one, &note).unwrap(), 4);
 }
+
+/// A restore naming keys nothing here declared yet waits for their
+/// declaration, then writes them with the stamp of the moment it ran. A
+/// write another tab made in between is newer and stays; one made before
+/// the restore gives way to it. Before, the restore took the stamp of the
+/// declaration, which could come hours later, and overwrote the newer
+/// write everywhere.
+#[test]
+fn a_restore_held_for_a_declaration_is_as_old_as_the_restore() {
+    let motto = key::<String>("motto", Strategy::LastWriteWins);
+    let theme = key::<String>("theme", Strategy::LastWriteWins);
+    let (mut a, mut b) = (tab(1), tab(2));
+    let u = unit("x/y/z");
+    b.store.declare(&motto).unwrap();
+    b.store.declare(&theme).unwrap();
+    let before = b
+        .store
+        .set(&u, &theme, "written before".to_owned())
+        .unwrap();
+    b.clock.advance(10);
+    a.clock.advance(10);
+    let text = r#"{"format":"gaesup-snapshot","version":1,"scope":"apartment","keys":{"motto":{"schema":1,"value":"restored"},"theme":{"schema":1,"value":"restored"}}}"#;
+    let restored = a.store.restore(&u, text).unwrap();
+    assert_eq!(restored.held.len(), 2);
+    b.clock.advance(10);
+    let since = b.store.set(&u, &motto, "written since".to_owned()).unwrap();
+    for write in [&before, &since] {
+        send(write, &mut a.store);
+    }
+    // The declarations come a minute later.
+    a.clock.advance(60_000);
+    for declared in [
+        a.store.declare(&motto).unwrap(),
+        a.store.declare(&theme).unwrap(),
+    ] {
+        assert!(declared.errors.is_empty(), "{:?}", declared.errors);
+        if let Some(message) = declared.message {
+            let inbound = b.store.receive_text(&message.encode().unwrap());
+            assert!(inbound.errors.is_empty(), "{:?}", inbound.errors);
+        }
+    }
+    for tab in [&a, &b] {
+        assert_eq!(tab.store.get(&u, &motto).unwrap(), "written since");
+        assert_eq!(tab.store.get(&u, &theme).unwrap(), "restored");
+    }
+}

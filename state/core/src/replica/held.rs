@@ -10,6 +10,7 @@
 //! was set back are always kept).
 
 use super::{Change, Declared, Replica};
+use crate::clock::Stamp;
 use crate::error::{Error, Result};
 use crate::id::UnitAddress;
 use crate::key::KeySpec;
@@ -32,6 +33,8 @@ pub(super) enum HeldItem {
 pub(super) struct HeldRestore {
     pub unit: UnitAddress,
     pub entry: SnapshotEntry,
+    /// Taken when the restore ran: the write's stamp, where it may be.
+    pub stamp: Stamp,
 }
 
 /// A held item, when it may apply (`None`: when its key is declared), and
@@ -220,7 +223,7 @@ impl Replica {
                 .held
                 .bytes
                 .saturating_sub(encoded_len(&restore.entry, MAX_HELD_BYTES + 1));
-            match self.restore_one(&restore.unit, spec, &restore.entry) {
+            match self.restore_one(&restore, spec) {
                 Ok(Some(write)) => {
                     declared.changes.extend(write.change);
                     if let Some(Message::Ops(group)) = write.message {

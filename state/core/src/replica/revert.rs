@@ -18,6 +18,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::{Intent, Replica, Write, payload_for};
+use crate::clock::Stamp;
 use crate::error::{Error, Result};
 use crate::id::UnitAddress;
 use crate::key::SharedKey;
@@ -151,27 +152,29 @@ impl Replica {
             #[cfg(feature = "merge")]
             (Some(KeyState::Merge(_)), _) => return Ok(None),
         };
-        let reuse = match &payload {
-            // Sum increments commute; they need no special stamp.
-            Payload::Count { .. } => None,
-            // A reset may not observe slots written after its stamp (every
-            // receiver refuses that), and it observes every slot: when
-            // another tab counted since the reverted reset, the undo is a
-            // reset of now. It then also beats a reset stamped in between
-            // that this tab has not received yet.
-            Payload::Reset { observed, .. }
-                if observed.iter().any(|o| o.last > op.stamp.wall_ms) =>
-            {
-                None
-            }
-            _ => Some(op.stamp),
-        };
         let how = super::write::Stamping {
             now: context.now,
-            reuse,
+            reuse: earlier_stamp(&payload, op.stamp),
             value_len: None,
         };
         self.write_payload(&spec, full, unit, payload, how)
             .map(Some)
+    }
+}
+
+/// The stamp a write made now on behalf of an earlier moment takes (a
+/// revert: the reverted write's; a held restore: the restore's), where
+/// its payload may carry it. `None`: a fresh stamp.
+pub(super) fn earlier_stamp(payload: &Payload, stamp: Stamp) -> Option<Stamp> {
+    match payload {
+        // Sum increments commute; they need no special stamp.
+        Payload::Count { .. } => None,
+        // A reset may not observe slots written after its stamp (every
+        // receiver refuses that), and it observes every slot: when
+        // another tab counted since that moment, the write is a reset of
+        // now. (An undo then also beats a reset stamped in between that
+        // this tab has not received yet.)
+        Payload::Reset { observed, .. } if observed.iter().any(|o| o.last > stamp.wall_ms) => None,
+        _ => Some(stamp),
     }
 }

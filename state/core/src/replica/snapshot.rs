@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use super::held::HeldRestore;
 use super::intent::check_written;
-use super::{BatchWrite, Intent, Replica, Write};
+use super::revert::earlier_stamp;
+use super::write::Stamping;
+use super::{BatchWrite, Intent, Replica, Write, payload_for};
 use crate::error::{Error, Result};
 use crate::id::UnitAddress;
 use crate::key::KeySpec;
@@ -49,7 +51,10 @@ impl Replica {
     ///
     /// Keys nothing here declared yet are not refused: their values are
     /// kept ([`BatchWrite::held`]) and written when the key is declared
-    /// (see [`Declared`](super::Declared)), checked then.
+    /// (see [`Declared`](super::Declared)), checked then, with the stamp
+    /// of the moment the restore ran: a write made in between is newer
+    /// and stays (a counter's reset, which may not be older than the
+    /// counts it observes, takes the stamp of its writing).
     pub fn restore(&mut self, unit: &UnitAddress, text: &str) -> Result<BatchWrite> {
         let snapshot = Snapshot::parse(text)?;
         let mut writes = Vec::new();
@@ -76,12 +81,19 @@ impl Replica {
                 .into_iter()
                 .try_for_each(|(spec, value)| batch.write(unit, &spec, Intent::Set(value)))
         })?;
+        if held.is_empty() {
+            return Ok(restored);
+        }
+        // Written when each key is declared, with the stamp of now: a
+        // write made meanwhile is newer than the restore, and stays.
+        let stamp = self.hlc.tick(self.now());
         for (key, entry) in held {
             self.hold_restore(
                 key.clone(),
                 HeldRestore {
                     unit: unit.clone(),
                     entry,
+                    stamp,
                 },
             )?;
             restored.held.push(key);
@@ -112,20 +124,35 @@ impl Replica {
         Ok((*self.current(spec, &key) != value).then_some(value))
     }
 
-    /// Writes one held restore entry, now that its key is declared.
+    /// Writes one held restore entry, now that its key is declared, with
+    /// the stamp of the moment the restore ran (see
+    /// [`earlier_stamp`](super::revert::earlier_stamp)).
     pub(super) fn restore_one(
         &mut self,
-        unit: &UnitAddress,
+        restore: &HeldRestore,
         spec: &KeySpec,
-        entry: &SnapshotEntry,
     ) -> Result<Option<Write>> {
         let spec = self.registered_by_name(spec)?;
-        let Some(value) = self.restore_value(unit, &spec, entry)? else {
+        let unit = &restore.unit;
+        let Some(value) = self.restore_value(unit, &spec, &restore.entry)? else {
             return Ok(None);
         };
         let key = spec.full_key(unit);
-        self.write(&spec, key, unit, Intent::Set(value), None)
-            .map(Some)
+        let now = self.now();
+        self.shed_future_at(now);
+        let payload = payload_for(
+            &self.context_at(now),
+            &spec,
+            &key,
+            self.states.get(&key),
+            Intent::Set(value),
+        )?;
+        let how = Stamping {
+            now,
+            reuse: earlier_stamp(&payload, restore.stamp),
+            value_len: None,
+        };
+        self.write_payload(&spec, key, unit, payload, how).map(Some)
     }
 
     fn registered_by_name(&self, spec: &KeySpec) -> Result<Arc<KeySpec>> {
