@@ -1795,3 +1795,42 @@ fn listeners_doubling_large_events_are_cut_off_by_the_bytes_waiting() {
         assert!(dropped[0].contains("bytes of data waiting"), "{dropped:?}");
     });
 }
+
+/// An increment is validated as a set of the value it leaves. Before, a
+/// validator bounding a counter was skipped by `increment`: "+1" went past
+/// the bound.
+#[test]
+fn an_increment_is_validated_as_the_value_it_leaves() {
+    let owner = Owner::new();
+    owner.with(|| {
+        let state = manager(1);
+        let clicks = SharedKey::<i64>::builder("clicks")
+            .scope(Scope::Building)
+            .strategy(Strategy::Sum)
+            .build()
+            .unwrap();
+        let (_u, hook) = in_unit(state, "main/lobby/u", || {
+            use_shared_state_with_options(
+                &clicks,
+                UseSharedStateOptions::default().validate(|n: &i64| {
+                    if *n <= 10 {
+                        Ok(())
+                    } else {
+                        Err("at most 10".to_owned())
+                    }
+                }),
+            )
+        });
+        hook.set.increment(7);
+        hook.set.increment(3);
+        assert_eq!(hook.value.get_untracked(), 10);
+        assert!(hook.meta.error.get_untracked().is_none());
+        hook.set.increment(1);
+        assert_eq!(hook.value.get_untracked(), 10, "refused past the bound");
+        let error = hook.meta.error.get_untracked().unwrap().to_string();
+        assert!(error.contains("at most 10"), "{error}");
+        hook.set.increment(-4);
+        assert_eq!(hook.value.get_untracked(), 6);
+        assert!(hook.meta.error.get_untracked().is_none());
+    });
+}

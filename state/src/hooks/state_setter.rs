@@ -177,12 +177,36 @@ where
     }
 
     /// Adds `delta` to a sum key (concurrent increments from every tab
-    /// all count).
+    /// all count). With a validator, the value the increment leaves here
+    /// is read, decoded and validated first, as a [`set`](Self::set) of
+    /// it would be.
     pub fn increment(&self, delta: i64) {
-        let result = self
-            .target()
-            .and_then(|t| t.unit.manager.increment(&t.unit.address, &t.key, delta));
-        let _ = self.record(result);
+        let write = || -> Result<()> {
+            let target = self.target()?;
+            let (unit, key) = (&target.unit.address, &target.key);
+            if self.validate.is_some() {
+                let overflow = || CoreError::Overflow {
+                    key: key.full_key(unit),
+                };
+                let after = target
+                    .unit
+                    .manager
+                    .get_value(unit, key)?
+                    .as_i64()
+                    .and_then(|now| now.checked_add(delta))
+                    .ok_or_else(overflow)?;
+                let typed = T::deserialize(serde_json::Value::from(after)).map_err(|err| {
+                    CoreError::TypeMismatch {
+                        key: key.full_key(unit).to_string(),
+                        reason: err.to_string(),
+                    }
+                })?;
+                self.checked(&typed)?;
+            }
+            target.unit.manager.increment(unit, key, delta)?;
+            Ok(())
+        };
+        let _ = self.record(write());
     }
 
     /// Resolves a user-resolve conflict with `value` (current, incoming or
