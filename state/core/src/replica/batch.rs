@@ -24,7 +24,8 @@ use crate::strategy::KeyState;
 ///
 /// Each write sees the batch's earlier writes (two sets of the same merge
 /// key diff against each other), but the replica itself is untouched until
-/// the closure returns `Ok`.
+/// the closure returns `Ok`. A write refused inside the batch fails the
+/// whole batch, even when the closure goes on past its error.
 pub struct Batch<'s> {
     replica: &'s mut Replica,
     overlay: BTreeMap<FullKey, (Arc<KeySpec>, KeyState)>,
@@ -32,6 +33,8 @@ pub struct Batch<'s> {
     /// against the declarations' bounds with the replica's own.
     created: KeyCounts,
     ops: Vec<Op>,
+    /// The first write refused: the batch fails with it.
+    refused: Option<Error>,
 }
 
 /// A finished batch, not yet committed.
@@ -47,14 +50,27 @@ impl<'s> Batch<'s> {
             overlay: BTreeMap::new(),
             created: KeyCounts::default(),
             ops: Vec::new(),
+            refused: None,
         }
     }
 
-    pub(super) fn finish(self) -> Staged {
-        Staged {
-            overlay: self.overlay,
-            ops: self.ops,
+    /// The staged writes, or the first write refused.
+    pub(super) fn finish(self) -> Result<Staged> {
+        match self.refused {
+            Some(err) => Err(err),
+            None => Ok(Staged {
+                overlay: self.overlay,
+                ops: self.ops,
+            }),
         }
+    }
+
+    /// `result` of a write, the first error kept to fail the batch.
+    fn noted(&mut self, result: Result<()>) -> Result<()> {
+        if let Err(err) = &result {
+            self.refused.get_or_insert_with(|| err.clone());
+        }
+        result
     }
 
     /// Stages [`Replica::set`].
@@ -64,7 +80,8 @@ impl<'s> Batch<'s> {
         key: &SharedKey<T>,
         value: T,
     ) -> Result<()> {
-        put_value(self, unit, key, value, Intent::Set)
+        let result = put_value(self, unit, key, value, Intent::Set);
+        self.noted(result)
     }
 
     /// Stages [`Replica::set_path`]: a set of the batch's current value
@@ -78,7 +95,8 @@ impl<'s> Batch<'s> {
         value: serde_json::Value,
     ) -> Result<()> {
         let writes = vec![(path.clone(), Ok(value))];
-        put_paths(self, unit, key, writes, Typing::Decode(check_kept::<T>))
+        let result = put_paths(self, unit, key, writes, Typing::Decode(check_kept::<T>));
+        self.noted(result)
     }
 
     /// Stages [`Replica::set_paths`] (not in place, as
@@ -90,7 +108,8 @@ impl<'s> Batch<'s> {
         writes: impl IntoIterator<Item = (crate::path::Path, serde_json::Value)>,
     ) -> Result<()> {
         let writes = json_writes(writes);
-        put_paths(self, unit, key, writes, Typing::Decode(check_kept::<T>))
+        let result = put_paths(self, unit, key, writes, Typing::Decode(check_kept::<T>));
+        self.noted(result)
     }
 
     /// Stages [`Replica::set_items`] (not in place, as
@@ -101,7 +120,8 @@ impl<'s> Batch<'s> {
         key: &SharedKey<Vec<E>>,
         items: impl IntoIterator<Item = (usize, E)>,
     ) -> Result<()> {
-        put_paths(self, unit, key, item_writes(items), Typing::Proven)
+        let result = put_paths(self, unit, key, item_writes(items), Typing::Proven);
+        self.noted(result)
     }
 
     /// Stages [`Replica::increment`].
@@ -111,7 +131,8 @@ impl<'s> Batch<'s> {
         key: &SharedKey<T>,
         delta: i64,
     ) -> Result<()> {
-        put_delta(self, unit, key, delta)
+        let result = put_delta(self, unit, key, delta);
+        self.noted(result)
     }
 
     /// Stages [`Replica::resolve`].
@@ -121,7 +142,8 @@ impl<'s> Batch<'s> {
         key: &SharedKey<T>,
         value: T,
     ) -> Result<()> {
-        put_value(self, unit, key, value, Intent::Resolve)
+        let result = put_value(self, unit, key, value, Intent::Resolve);
+        self.noted(result)
     }
 
     /// Stages a write through a type-erased declaration (used by restore).
@@ -132,9 +154,12 @@ impl<'s> Batch<'s> {
         intent: Intent,
     ) -> Result<()> {
         let full = spec.full_key(unit);
-        self.replica.check_apartment(&full)?;
-        Replica::check_access(spec, &full, unit, Action::Write)?;
-        self.stage(spec, full, unit, intent, None)
+        let result = self
+            .replica
+            .check_apartment(&full)
+            .and_then(|()| Replica::check_access(spec, &full, unit, Action::Write))
+            .and_then(|()| self.stage(spec, full, unit, intent, None));
+        self.noted(result)
     }
 
     /// `value_len`: as for [`Sink::put`].

@@ -165,23 +165,44 @@ impl Replica {
             .collect()
     }
 
-    /// Keeps a restore's value for a key nobody declared yet.
-    pub(super) fn hold_restore(&mut self, key: FullKey, restore: HeldRestore) -> Result<()> {
-        let size = encoded_len(&restore.entry, MAX_HELD_BYTES + 1);
-        let total = self.held.bytes.saturating_add(size);
-        if total > MAX_HELD_BYTES {
-            return Err(too_much(total));
+    /// What the held items and restores weigh once `restores` are held
+    /// too (each replacing the one held for its key), or the limit they
+    /// would pass.
+    pub(super) fn room_for_restores<'a>(
+        &self,
+        restores: impl IntoIterator<Item = (&'a FullKey, &'a SnapshotEntry)>,
+    ) -> Result<usize> {
+        let mut bytes = self.held.bytes;
+        let mut parked = self.held.items.len() + self.held.restores.len();
+        for (key, entry) in restores {
+            match self.held.restores.get(key) {
+                Some(old) => {
+                    bytes = bytes.saturating_sub(encoded_len(&old.entry, MAX_HELD_BYTES + 1));
+                }
+                None if parked >= MAX_PARKED_KEYS => {
+                    return Err(Error::TooManyKeys {
+                        key: String::from("(restores held for undeclared keys)"),
+                        limit: MAX_PARKED_KEYS,
+                    });
+                }
+                None => parked += 1,
+            }
+            bytes = bytes.saturating_add(encoded_len(entry, MAX_HELD_BYTES + 1));
+            if bytes > MAX_HELD_BYTES {
+                return Err(too_much(bytes));
+            }
         }
-        if self.held.items.len() + self.held.restores.len() >= MAX_PARKED_KEYS
-            && !self.held.restores.contains_key(&key)
-        {
-            return Err(Error::TooManyKeys {
-                key: String::from("(restores held for undeclared keys)"),
-                limit: MAX_PARKED_KEYS,
-            });
+        Ok(bytes)
+    }
+
+    /// Keeps restores' values for keys nobody declared yet: all, or none
+    /// if they pass the limits.
+    pub(super) fn hold_restores(&mut self, restores: Vec<(FullKey, HeldRestore)>) -> Result<()> {
+        self.held.bytes =
+            self.room_for_restores(restores.iter().map(|(key, held)| (key, &held.entry)))?;
+        for (key, restore) in restores {
+            self.held.restores.insert(key, restore);
         }
-        self.held.bytes = total;
-        self.held.restores.insert(key, restore);
         Ok(())
     }
 

@@ -76,6 +76,8 @@ impl Replica {
         for (key, _) in &held {
             self.check_apartment(key)?;
         }
+        // Checked before anything is written: the batch below commits.
+        self.room_for_restores(held.iter().map(|(key, entry)| (key, entry)))?;
         let mut restored = self.batch(|batch| {
             writes
                 .into_iter()
@@ -87,17 +89,19 @@ impl Replica {
         // Written when each key is declared, with the stamp of now: a
         // write made meanwhile is newer than the restore, and stays.
         let stamp = self.hlc.tick(self.now());
-        for (key, entry) in held {
-            self.hold_restore(
-                key.clone(),
-                HeldRestore {
+        restored.held = held.iter().map(|(key, _)| key.clone()).collect();
+        let held = held
+            .into_iter()
+            .map(|(key, entry)| {
+                let restore = HeldRestore {
                     unit: unit.clone(),
                     entry,
                     stamp,
-                },
-            )?;
-            restored.held.push(key);
-        }
+                };
+                (key, restore)
+            })
+            .collect();
+        self.hold_restores(held)?;
         Ok(restored)
     }
 
@@ -112,6 +116,9 @@ impl Replica {
         let key = spec.full_key(unit);
         self.check_apartment(&key)?;
         Self::check_access(spec, &key, unit, Action::Write)?;
+        // As every local write: none to a stored key while the outbox is
+        // full.
+        self.check_backlog(spec)?;
         let value = spec.schema().migrate_value(
             key.as_str(),
             entry.schema,

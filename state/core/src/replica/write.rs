@@ -282,7 +282,8 @@ impl Replica {
 
     /// Runs several writes atomically: either every write of `f` applies
     /// (as one [`OpGroup`], one broadcast, one change per key) or, if `f`
-    /// or any write fails, nothing does.
+    /// or any write fails, nothing does (a write refused inside `f` fails
+    /// the batch even when `f` goes on and returns `Ok`).
     pub fn batch<F>(&mut self, f: F) -> Result<BatchWrite>
     where
         F: FnOnce(&mut Batch<'_>) -> Result<()>,
@@ -291,9 +292,10 @@ impl Replica {
         let seq = self.seq;
         let mut batch = Batch::new(self);
         let result = f(&mut batch);
-        let staged = batch.finish();
-        match result.and_then(|()| self.check_staged(&staged)) {
-            Ok(()) => Ok(self.commit(staged)),
+        // A write refused inside it fails the batch, even if `f` went on.
+        let staged = result.and(batch.finish());
+        match staged.and_then(|staged| self.check_staged(&staged).map(|()| staged)) {
+            Ok(staged) => Ok(self.commit(staged)),
             Err(err) => {
                 // Op ids of the abandoned writes are reused; their stamps
                 // are not (the clock only moves forward), which is harmless.
