@@ -86,6 +86,36 @@ async fn rollback_spares_a_write_made_while_waiting() {
     assert_eq!(mine.value.get_untracked(), "someone else's");
 }
 
+/// A refused write is rolled back even when the component that made it
+/// is gone by the time the answer comes (the user saved, then navigated
+/// away). Before, the rollback looked the key up through the component's
+/// handle, found it disposed, and kept the refused value: saved, and sent
+/// to the other tabs.
+#[wasm_bindgen_test]
+async fn a_refused_write_is_rolled_back_after_its_component_is_gone() {
+    let owner = Owner::new();
+    let manager = owner.with(|| StateManager::new(TabId::new(1), ManualClock::new(1_000)));
+    let component = owner.with(Owner::new);
+    let state = hook(&component, manager, "a/b/u");
+    state.set.set("saved".to_owned());
+    let (reject, confirmation) = oneshot::channel::<Result<(), String>>();
+    component.with(|| {
+        state.set.set_optimistic("draft".to_owned(), async move {
+            confirmation.await.unwrap_or(Err("dropped".to_owned()))
+        });
+    });
+    let unit: UnitAddress = "a/b/u".parse().unwrap();
+    assert_eq!(manager.get(&unit, &title()).unwrap(), "draft");
+    component.cleanup();
+    reject.send(Err("server said no".to_owned())).unwrap();
+    settle().await;
+    assert_eq!(
+        manager.get(&unit, &title()).unwrap(),
+        "saved",
+        "rolled back"
+    );
+}
+
 #[wasm_bindgen_test]
 async fn confirmed_write_stays() {
     let owner = Owner::new();

@@ -270,6 +270,10 @@ where
         F: Future<Output = Confirmation> + 'static,
     {
         let this = *self;
+        // Taken now: the component may be gone when the answer comes, and
+        // a refused write must be rolled back all the same (the manager
+        // outlives its units).
+        let target = self.target();
         self.pending.update(|n| *n += 1);
         spawn(async move {
             let outcome = confirm.await;
@@ -278,11 +282,13 @@ where
             let result: Result<()> = match outcome {
                 Confirmation::Confirmed => return,
                 Confirmation::Unknown => Err(StateError::Unconfirmed { key }),
-                Confirmation::Refused(reason) => this.target().and_then(|t| {
+                Confirmation::Refused(reason) => target.and_then(|t| {
                     t.unit.manager.revert(&t.unit.address, &t.key, &write)?;
                     Err(StateError::Rejected { key, reason })
                 }),
             };
+            // Shown while the component lives (its error signal is gone
+            // after).
             let _ = this.record(result);
         });
     }
