@@ -396,6 +396,10 @@ pub struct Replica {
     /// The key the last write or read opened (see
     /// [`open_spec`](Self::open_spec)).
     opened: std::cell::RefCell<Option<declare::Opened>>,
+    /// This tab's increments reverted lately, newest last (at most
+    /// [`revert::REVERTED_KEPT`]): a counter keeps no trace of one, and
+    /// each further revert of it would subtract it again.
+    reverted: std::collections::VecDeque<crate::OpId>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -430,6 +434,7 @@ impl Replica {
             unreported: Vec::new(),
             backlog: None,
             opened: std::cell::RefCell::new(None),
+            reverted: std::collections::VecDeque::new(),
         }
     }
 

@@ -1582,3 +1582,34 @@ fn a_restore_is_refused_while_the_outbox_is_full() {
     a.store.restore(&u, &snapshot_text(9, &[], 0)).unwrap();
     assert_eq!(a.store.get(&u, &count).unwrap(), 9);
 }
+
+/// Reverting an increment that a later reset observed changes nothing
+/// (the reset counted it away already), and neither does reverting one
+/// again. Before, both subtracted it once more: the counter went to -5
+/// where another tab's reset had set 0, and a second revert of "+3" took
+/// 3 off again.
+#[test]
+fn reverting_an_increment_a_reset_observed_or_already_reverted_changes_nothing() {
+    let clicks = key::<i64>("clicks", Strategy::Sum);
+    let (mut a, mut b) = (tab(1), tab(2));
+    a.store.declare(&clicks).unwrap();
+    b.store.declare(&clicks).unwrap();
+    let u = unit("x/y/z");
+    let five = a.store.increment(&u, &clicks, 5).unwrap();
+    send(&five, &mut b.store);
+    b.clock.advance(1);
+    let reset = b.store.set(&u, &clicks, 0).unwrap();
+    send(&reset, &mut a.store);
+    assert!(a.store.revert(&u, &clicks, &five).unwrap().is_none());
+    let three = a.store.increment(&u, &clicks, 3).unwrap();
+    let undo = a.store.revert(&u, &clicks, &three).unwrap().unwrap();
+    send(&undo, &mut b.store);
+    assert!(a.store.revert(&u, &clicks, &three).unwrap().is_none());
+    for tab in [&a, &b] {
+        assert_eq!(tab.store.get(&u, &clicks).unwrap(), 0);
+    }
+    // An increment made after the reset is still undone.
+    let two = a.store.increment(&u, &clicks, 2).unwrap();
+    assert!(a.store.revert(&u, &clicks, &two).unwrap().is_some());
+    assert_eq!(a.store.get(&u, &clicks).unwrap(), 0);
+}

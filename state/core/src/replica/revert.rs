@@ -43,7 +43,9 @@ impl Replica {
     /// ([`Error::WrongStrategy`]): their first value is final everywhere.
     ///
     /// Returns `None` if there is nothing to undo (the write changed
-    /// nothing, or everything it wrote was overwritten since).
+    /// nothing, or everything it wrote was overwritten since: for an
+    /// increment, a reset that observed it, or a revert of it among this
+    /// replica's last 256).
     pub fn revert<T>(
         &mut self,
         unit: &UnitAddress,
@@ -120,7 +122,16 @@ impl Replica {
                 .ok_or_else(|| Error::Overflow { key: full.clone() })?;
                 undo(Intent::Set(Value::from(target)))?
             }
-            (Some(KeyState::Sum(_)), _) => {
+            (Some(KeyState::Sum(sum)), _) => {
+                // A reset that observed the increment wiped it already,
+                // and a revert of it undid it: nothing left to undo.
+                let wiped = match &op.payload {
+                    Payload::Count { slot, p, n } => sum.reset_observed(slot, *p, *n),
+                    _ => false,
+                };
+                if wiped || self.reverted.contains(&op.id) {
+                    return Ok(None);
+                }
                 let delta = match (change.new.as_i64(), change.old().as_i64()) {
                     (Some(new), Some(old)) => new.checked_sub(old),
                     _ => None,
@@ -157,10 +168,22 @@ impl Replica {
             reuse: earlier_stamp(&payload, op.stamp),
             value_len: None,
         };
-        self.write_payload(&spec, full, unit, payload, how)
-            .map(Some)
+        let counted = matches!(payload, Payload::Count { .. });
+        let undone = self.write_payload(&spec, full, unit, payload, how)?;
+        if counted {
+            if self.reverted.len() == REVERTED_KEPT {
+                self.reverted.pop_front();
+            }
+            self.reverted.push_back(op.id);
+        }
+        Ok(Some(undone))
     }
 }
+
+/// How many reverted increments a replica remembers (see `reverted`): a
+/// write is reverted once, when its confirmation fails, so only a caller
+/// reverting one again after this many others would subtract it twice.
+pub(super) const REVERTED_KEPT: usize = 256;
 
 /// The stamp a write made now on behalf of an earlier moment takes (a
 /// revert: the reverted write's; a held restore: the restore's), where

@@ -177,6 +177,14 @@ impl SumState {
         implied_by(self.folded.horizon.max(reset))
     }
 
+    /// Whether the winning reset observed `slot` at totals `p` and `n` or
+    /// past them: it counted the op that brought the slot there, which
+    /// then adds nothing above it.
+    pub(crate) fn reset_observed(&self, slot: &OpId, p: u64, n: u64) -> bool {
+        let seen = self.observed(slot);
+        seen.p >= p && seen.n >= n
+    }
+
     fn observed(&self, slot: &OpId) -> Totals {
         self.reset
             .as_ref()
