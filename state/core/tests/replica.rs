@@ -1613,3 +1613,63 @@ fn reverting_an_increment_a_reset_observed_or_already_reverted_changes_nothing()
     assert!(a.store.revert(&u, &clicks, &two).unwrap().is_some());
     assert_eq!(a.store.get(&u, &clicks).unwrap(), 0);
 }
+
+/// A typed write whose JSON holds a null its type cannot read back is
+/// refused where it is made: serde_json writes a NaN or an infinite float
+/// as null. Before, the writing tab stored the null (its own reads of the
+/// key then failed) while every other replica refused the write: they
+/// diverged. A null the type reads (an `Option`'s `None`) still goes in,
+/// in place for a list's items.
+#[test]
+fn a_nan_in_a_typed_write_is_refused_not_stored_as_null() {
+    #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+    struct Row {
+        w: f64,
+        note: Option<String>,
+    }
+    let ratio = key::<f64>("ratio", Strategy::LastWriteWins);
+    let rows = key::<Vec<Row>>("rows", Strategy::LastWriteWins);
+    let (mut a, mut b) = (tab(1), tab(2));
+    for tab in [&mut a, &mut b] {
+        tab.store.declare(&ratio).unwrap();
+        tab.store.declare(&rows).unwrap();
+    }
+    let u = unit("x/y/z");
+    let mismatch = |result: Result<Write, Error>| {
+        assert!(
+            matches!(result, Err(Error::TypeMismatch { .. })),
+            "{result:?}"
+        );
+    };
+    mismatch(a.store.set(&u, &ratio, f64::NAN));
+    mismatch(a.store.set(&u, &ratio, f64::INFINITY));
+    let row = |w: f64, note: Option<&str>| Row {
+        w,
+        note: note.map(str::to_owned),
+    };
+    let first = a
+        .store
+        .set(&u, &rows, vec![row(1.0, None), row(2.0, Some("b"))])
+        .unwrap();
+    send(&first, &mut b.store);
+    mismatch(
+        a.store
+            .set_items(&u, &rows, [(1, row(f64::NAN, Some("b")))]),
+    );
+    let refused = a
+        .store
+        .batch(|batch| batch.set(&u, &rows, vec![row(f64::NEG_INFINITY, None)]));
+    assert!(
+        matches!(refused, Err(Error::TypeMismatch { .. })),
+        "{refused:?}"
+    );
+    let items = a.store.set_items(&u, &rows, [(0, row(3.0, None))]).unwrap();
+    send(&items, &mut b.store);
+    for tab in [&a, &b] {
+        assert_eq!(tab.store.get(&u, &ratio).unwrap(), 0.0);
+        assert_eq!(
+            tab.store.get(&u, &rows).unwrap(),
+            [row(3.0, None), row(2.0, Some("b"))]
+        );
+    }
+}

@@ -156,7 +156,7 @@ impl StateManager {
     /// assert_eq!(manager.get(&unit, &rows).unwrap(), ["A", "b", "C"]);
     /// # });
     /// ```
-    pub fn set_items<E: Serialize>(
+    pub fn set_items<E: Serialize + serde::de::DeserializeOwned>(
         &self,
         unit: &UnitAddress,
         key: &SharedKey<Vec<E>>,

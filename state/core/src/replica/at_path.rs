@@ -46,7 +46,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::intent::{Intent, Sink, open_for_key, put_json};
+use super::intent::{Intent, Sink, holds_null, open_for_key, put_json};
 use super::{Change, Place, Replica, Write};
 use crate::clock::Stamp;
 use crate::error::{Error, Result, preview};
@@ -74,8 +74,20 @@ pub(super) enum Typing {
     Decode(fn(&str, &Value, &[Path]) -> Result<()>),
     /// The caller's types prove it: items of a `Vec<E>` written as `E`s
     /// (the items of a list decode one by one, each as `E`, so the others
-    /// need no second look).
-    Proven,
+    /// need no second look). An item whose JSON holds a null is decoded
+    /// as an `E` by the function (a NaN became that null).
+    Proven(fn(&str, &Value) -> Result<()>),
+}
+
+/// Decodes `value` as an item of type `E` of `key`'s list (see
+/// [`Typing::Proven`]).
+pub(super) fn check_item<E: DeserializeOwned>(key: &str, value: &Value) -> Result<()> {
+    E::deserialize(value)
+        .map(drop)
+        .map_err(|err| Error::TypeMismatch {
+            key: key.to_owned(),
+            reason: serde_reason(&err),
+        })
 }
 
 impl Replica {
@@ -139,13 +151,19 @@ impl Replica {
     /// typed as it is, and costs what the items written cost, however long
     /// the list (a key that syncs still sends the whole list). Any other
     /// key gets a set of the list with the items replaced.
-    pub fn set_items<E: Serialize>(
+    pub fn set_items<E: Serialize + DeserializeOwned>(
         &mut self,
         unit: &UnitAddress,
         key: &SharedKey<Vec<E>>,
         items: impl IntoIterator<Item = (usize, E)>,
     ) -> Result<Write> {
-        put_paths(self, unit, key, item_writes(items), Typing::Proven)
+        put_paths(
+            self,
+            unit,
+            key,
+            item_writes(items),
+            Typing::Proven(check_item::<E>),
+        )
     }
 
     /// Writes `writes` into the stored value of `full` in place, if it is
@@ -450,7 +468,7 @@ pub(super) fn put_paths<S: Sink, T>(
     // typed one must still decode after the write, whoever writes (a JSON
     // view of it included), unless the caller's types prove it does.
     let untyped = spec.holds_any_json();
-    let proven = matches!(typing, Typing::Proven);
+    let proven = matches!(typing, Typing::Proven(_));
     let mut writes = writes;
     if writes.len() == 1
         && writes.first().is_some_and(|(path, _)| path.is_empty())
@@ -466,6 +484,14 @@ pub(super) fn put_paths<S: Sink, T>(
             reason: serde_reason(&err),
         })?;
         let value_len = check_value_at(&value, path.len(), "value")?;
+        // An item with a null in it may hold a NaN serde_json wrote as
+        // null (see `put_json`): it must decode as an item.
+        if let Typing::Proven(check_item) = typing
+            && !untyped
+            && holds_null(&value)
+        {
+            check_item(full.as_str(), &value)?;
+        }
         measured.push((path, value, value_len));
     }
     let measured = match sink.put_in_place(&spec, &full, unit, measured, proven)? {
@@ -482,7 +508,7 @@ pub(super) fn put_paths<S: Sink, T>(
     }
     match typing {
         _ if untyped => {}
-        Typing::Proven => {}
+        Typing::Proven(_) => {}
         // A JSON view (a JavaScript unit): checked as its whole-value
         // writes are, by decoding.
         Typing::Decode(_) if key.is_erased() => spec.check_type(full.as_str(), &whole)?,

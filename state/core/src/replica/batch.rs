@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::at_path::{Typing, check_kept, item_writes, json_writes, put_paths};
+use super::at_path::{Typing, check_item, check_kept, item_writes, json_writes, put_paths};
 use super::declare::KeyCounts;
 use super::intent::{Intent, Sink, payload_for, put_delta, put_value};
 use super::write::Stamping;
@@ -114,13 +114,19 @@ impl<'s> Batch<'s> {
 
     /// Stages [`Replica::set_items`] (not in place, as
     /// [`set_path`](Self::set_path)).
-    pub fn set_items<E: Serialize>(
+    pub fn set_items<E: Serialize + serde::de::DeserializeOwned>(
         &mut self,
         unit: &UnitAddress,
         key: &SharedKey<Vec<E>>,
         items: impl IntoIterator<Item = (usize, E)>,
     ) -> Result<()> {
-        let result = put_paths(self, unit, key, item_writes(items), Typing::Proven);
+        let result = put_paths(
+            self,
+            unit,
+            key,
+            item_writes(items),
+            Typing::Proven(check_item::<E>),
+        );
         self.noted(result)
     }
 
