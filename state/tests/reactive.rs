@@ -1834,3 +1834,45 @@ fn an_increment_is_validated_as_the_value_it_leaves() {
         assert!(hook.meta.error.get_untracked().is_none());
     });
 }
+
+/// Another tab's write of the value this tab holds changes no value, but
+/// moves the key's stamp and writer, which are saved: a save is scheduled
+/// for it. Before, none was until the page was next hidden or shown.
+#[test]
+fn a_remote_write_of_the_same_value_schedules_a_save() {
+    let owner = Owner::new();
+    owner.with(|| {
+        let (here, there) = (manager(1), manager(2));
+        here.attach_storage(Lifetime::Persistent, Box::new(SharedStorage::default()))
+            .unwrap();
+        let scheduled = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&scheduled);
+        here.on_dirty(move || {
+            count.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+        for state in [here, there] {
+            state.declare(&draft_key()).unwrap();
+        }
+        let unit: UnitAddress = "main/lobby/a".parse().unwrap();
+        let first = there
+            .set_full(&unit, &draft_key(), "same".to_owned())
+            .unwrap();
+        here.receive_text(&first.message.unwrap().encode().unwrap())
+            .unwrap();
+        here.flush().unwrap();
+        let before = scheduled.load(Ordering::SeqCst);
+        let again = there
+            .set_full(&unit, &draft_key(), "same".to_owned())
+            .unwrap();
+        assert!(again.change.is_none());
+        let inbound = here
+            .receive_text(&again.message.unwrap().encode().unwrap())
+            .unwrap();
+        assert!(inbound.changes.is_empty() && inbound.errors.is_empty());
+        assert!(
+            scheduled.load(Ordering::SeqCst) > before,
+            "no save scheduled"
+        );
+    });
+}

@@ -47,6 +47,11 @@ impl StateManager {
         let shared = self.shared()?;
         let inbound = shared.replica_mut()?.receive_text(text);
         self.publish(&shared, &inbound.changes, None, Origin::Remote);
+        // Ops that moved only a stamp or a writer change no value, which
+        // schedules no save (`publish`), yet leave their keys to save.
+        if inbound.changes.is_empty() && shared.replica()?.has_unsaved() {
+            self.notify_dirty(&shared);
+        }
         for reply in &inbound.replies {
             Self::send(&shared, reply);
         }

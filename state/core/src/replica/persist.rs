@@ -187,4 +187,9 @@ impl Replica {
     pub fn is_dirty(&self, key: &FullKey) -> bool {
         self.dirty.contains(key)
     }
+
+    /// Whether any key has changes not yet persisted.
+    pub fn has_unsaved(&self) -> bool {
+        !self.dirty.is_empty()
+    }
 }
