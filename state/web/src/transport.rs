@@ -34,10 +34,11 @@ pub fn channel_name(_apartment: &ApartmentId) -> String {
     "gaesup".to_owned()
 }
 
-/// The localStorage key the storage-event fallback posts through for an
-/// apartment (outside the state prefix, so it is never loaded as state).
-pub fn bus_key(apartment: &ApartmentId) -> String {
-    format!("gaesup/bus/{apartment}")
+/// The localStorage key the storage-event fallback posts through, the
+/// same for every apartment, as [`channel_name`] is (outside the state
+/// prefix, so it is never loaded as state).
+pub fn bus_key(_apartment: &ApartmentId) -> String {
+    "gaesup/bus".to_owned()
 }
 
 /// `event` as a `storage` event, with the storage area it changed.

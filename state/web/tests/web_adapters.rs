@@ -767,3 +767,82 @@ async fn carried_writes_count_against_the_outbox_limit_whatever_the_link_s_tab_s
     drop(sync);
     clean();
 }
+
+/// Two apartments' managers in one page on the storage-event fallback (no
+/// BroadcastChannel): a global key written in one reaches the other. The
+/// fallback posts through one key for every apartment, as the channel is
+/// one for every apartment, and what a transport sends is handed to the
+/// page's other transports on that key (in a microtask), as a channel's
+/// message is. Before, each apartment had its own key and a document never
+/// hears its own storage events: the theme chosen on one apartment's page
+/// never reached the next apartment's manager in the same tab.
+#[wasm_bindgen_test]
+async fn the_storage_event_fallback_reaches_another_apartment_of_the_same_page() {
+    clean();
+    let owner = Owner::new();
+    let theme = SharedKey::<String>::builder("theme")
+        .scope(Scope::Global)
+        .lifetime(Lifetime::Ephemeral)
+        .build()
+        .unwrap();
+    let open = |tab: u64, apartment: &str| {
+        owner.with(|| {
+            let state = manager(tab);
+            state.declare(&theme).unwrap();
+            let options = ConnectOptions::default()
+                .transport(TransportChoice::StorageEvents)
+                .persistent_storage(MemoryStorage::new())
+                .ephemeral_storage(MemoryStorage::new());
+            let sync =
+                connect_browser_with_options(state, &apartment.parse().unwrap(), options).unwrap();
+            (state, sync)
+        })
+    };
+    let (main, main_sync) = open(1, "main");
+    let (annex, annex_sync) = open(2, "annex");
+    assert_eq!(main_sync.transport(), Some(TransportKind::StorageEvents));
+    main.set(&unit("main/b/u"), &theme, "dark".to_owned())
+        .unwrap();
+    wait_until("the other apartment to hear", || {
+        annex.get(&unit("annex/b/u"), &theme).unwrap() == "dark"
+    })
+    .await;
+    annex
+        .set(&unit("annex/b/u"), &theme, "light".to_owned())
+        .unwrap();
+    wait_until("and back", || {
+        main.get(&unit("main/b/u"), &theme).unwrap() == "light"
+    })
+    .await;
+    drop((main_sync, annex_sync));
+    clean();
+}
+
+/// The page's other storage-event transports on the key hear what one
+/// sends, never inside its call; the sender does not, nor a transport on
+/// another key, nor one dropped.
+#[wasm_bindgen_test]
+async fn a_storage_event_transport_reaches_the_others_of_its_page() {
+    clean();
+    let key = gaesup_state_web::bus_key(&"a".parse().unwrap());
+    assert_eq!(key, gaesup_state_web::bus_key(&"b".parse().unwrap()));
+    let (seen_a, sink_a) = collector();
+    let (seen_b, sink_b) = collector();
+    let (seen_c, sink_c) = collector();
+    let a = StorageEventTransport::open(&key, sink_a).unwrap();
+    let b = StorageEventTransport::open(&key, sink_b).unwrap();
+    let c = StorageEventTransport::open("gaesup/bus-elsewhere", sink_c).unwrap();
+    a.send_text("from a").unwrap();
+    assert!(seen_b.borrow().is_empty(), "not inside the sender's call");
+    wait_until("b to hear a", || seen_b.borrow().len() == 1).await;
+    settle().await;
+    assert_eq!(*seen_b.borrow(), ["from a"]);
+    assert!(seen_a.borrow().is_empty() && seen_c.borrow().is_empty());
+    drop(b);
+    a.send_text("after the drop").unwrap();
+    c.send_text("elsewhere").unwrap();
+    settle().await;
+    assert_eq!(seen_b.borrow().len(), 1);
+    assert!(seen_a.borrow().is_empty());
+    clean();
+}

@@ -18,7 +18,10 @@ use crate::storage::{BrowserStorage, StorageArea};
 /// it again: the nonce makes two identical messages two different writes
 /// (an unchanged value fires no event), and the removal keeps the message
 /// out of storage. Browsers fire `storage` only in the *other* documents of
-/// the origin, so the sender never hears itself. Dropping it removes the
+/// the origin, so the sender never hears itself, and the other transports
+/// of its own document (another apartment's manager in the same page)
+/// are handed the text directly, in a microtask, as a `BroadcastChannel`
+/// delivers to the other channels of its page. Dropping it removes the
 /// listener.
 pub struct StorageEventTransport {
     storage: BrowserStorage,
@@ -26,7 +29,24 @@ pub struct StorageEventTransport {
     nonce_base: u32,
     sent: Cell<u64>,
     inlet: Rc<Inlet>,
+    /// This transport among the page's (see [`PAGE`]).
+    id: u64,
+    window: Window,
     _listener: EventListener,
+}
+
+/// A transport of this page, as the others of its document reach it.
+struct Peer {
+    id: u64,
+    window: Window,
+    key: String,
+    inlet: std::rc::Weak<Inlet>,
+}
+
+thread_local! {
+    /// The storage-event transports open in this page (the wasm's
+    /// thread), and the next id.
+    static PAGE: std::cell::RefCell<(Vec<Peer>, u64)> = const { std::cell::RefCell::new((Vec::new(), 0)) };
 }
 
 impl std::fmt::Debug for StorageEventTransport {
@@ -86,6 +106,16 @@ impl StorageEventTransport {
                 None => to.not_text(),
             }
         });
+        let id = PAGE.with_borrow_mut(|(peers, next)| {
+            *next += 1;
+            peers.push(Peer {
+                id: *next,
+                window: window.clone(),
+                key: key.to_owned(),
+                inlet: Rc::downgrade(&inlet),
+            });
+            *next
+        });
         Ok(Self {
             storage,
             key: key.to_owned(),
@@ -94,8 +124,35 @@ impl StorageEventTransport {
             nonce_base: (js_sys::Math::random() * f64::from(u32::MAX)) as u32,
             sent: Cell::new(0),
             inlet,
+            id,
+            window: window.clone(),
             _listener: listener,
         })
+    }
+
+    /// Hands `text` to the other transports of this document on the same
+    /// key, each in a microtask (never inside the sender's call: a manager
+    /// sending is busy).
+    fn deliver_in_page(&self, text: &str) {
+        let inlets: Vec<std::rc::Weak<Inlet>> = PAGE.with_borrow(|(peers, _)| {
+            peers
+                .iter()
+                .filter(|peer| {
+                    peer.id != self.id
+                        && peer.key == self.key
+                        && js_sys::Object::is(&peer.window, &self.window)
+                })
+                .map(|peer| peer.inlet.clone())
+                .collect()
+        });
+        for inlet in inlets {
+            let text = text.to_owned();
+            wasm_bindgen_futures::spawn_local(async move {
+                if let Some(inlet) = inlet.upgrade() {
+                    inlet.text(text);
+                }
+            });
+        }
     }
 
     /// Posts raw text.
@@ -106,6 +163,7 @@ impl StorageEventTransport {
         let mut storage = self.storage.clone();
         storage.set(&self.key, &value)?;
         storage.remove(&self.key)?;
+        self.deliver_in_page(text);
         Ok(())
     }
 
@@ -117,6 +175,12 @@ impl StorageEventTransport {
     /// The localStorage key it posts through.
     pub fn key(&self) -> &str {
         &self.key
+    }
+}
+
+impl Drop for StorageEventTransport {
+    fn drop(&mut self) {
+        PAGE.with_borrow_mut(|(peers, _)| peers.retain(|peer| peer.id != self.id));
     }
 }
 
