@@ -1876,3 +1876,39 @@ fn a_remote_write_of_the_same_value_schedules_a_save() {
         );
     });
 }
+
+/// After another tab cleared the storage, an entry this tab had set aside
+/// is gone: the key is saved again from what this tab holds (the web
+/// layer calls `quarantine_gone(None)` on the `clear()` event).
+#[test]
+fn a_cleared_storage_lifts_what_was_set_aside() {
+    use gaesup_state::core::{Replica, Storage as _};
+    let owner = Owner::new();
+    owner.with(|| {
+        let mut disk = SharedStorage::default();
+        let address: UnitAddress = "main/lobby/a".parse().unwrap();
+        let stored_at = Replica::storage_key(&draft_key().full_key(&address));
+        disk.set(&stored_at, "{ not json").unwrap();
+        let state = manager(1);
+        state
+            .attach_storage(Lifetime::Persistent, Box::new(disk.clone()))
+            .unwrap();
+        state.declare(&draft_key()).unwrap();
+        assert_eq!(state.quarantined().len(), 1);
+        state
+            .set(&address, &draft_key(), "mine".to_owned())
+            .unwrap();
+        state.flush().unwrap();
+        assert_eq!(disk.get(&stored_at).unwrap().as_deref(), Some("{ not json"));
+        // Another tab's clear().
+        for key in disk.keys().unwrap() {
+            disk.remove(&key).unwrap();
+        }
+        state.quarantine_gone(None).unwrap();
+        state.mark_all_dirty().unwrap();
+        assert!(state.quarantined().is_empty());
+        state.flush().unwrap();
+        let saved = disk.get(&stored_at).unwrap().unwrap();
+        assert!(saved.contains("mine"), "{saved}");
+    });
+}

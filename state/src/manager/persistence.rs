@@ -229,6 +229,29 @@ impl StateManager {
         Ok(())
     }
 
+    /// Lets keys be saved again whose set-aside entries another tab took
+    /// out of storage: `key`'s (its quarantine copy was removed: that tab
+    /// discarded it), or every key's (`None`: the storage was cleared). See
+    /// [`Replica::lift_quarantine`].
+    pub fn quarantine_gone(&self, key: Option<&FullKey>) -> Result<()> {
+        let shared = self.shared()?;
+        let lifted = {
+            let mut replica = shared.replica_mut()?;
+            let keys: Vec<FullKey> = match key {
+                Some(key) => vec![key.clone()],
+                None => replica.quarantined().map(|q| q.key.clone()).collect(),
+            };
+            keys.iter()
+                .fold(false, |lifted, key| replica.lift_quarantine(key) | lifted)
+        };
+        if lifted {
+            Self::refresh_quarantine(&shared);
+            self.notify_dirty(&shared);
+            Self::bump(&shared);
+        }
+        Ok(())
+    }
+
     /// Marks every stored key as changed, so the next flush writes it again
     /// (after another tab cleared the storage).
     pub fn mark_all_dirty(&self) -> Result<()> {

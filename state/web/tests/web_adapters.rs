@@ -846,3 +846,48 @@ async fn a_storage_event_transport_reaches_the_others_of_its_page() {
     assert!(seen_a.borrow().is_empty());
     clean();
 }
+
+/// Two tabs set the same unreadable entry aside; the user discards it in
+/// the other one: this tab hears the set-aside copy leave storage, and
+/// saves the key again from what it holds. Before, only the discarding
+/// tab lifted the set-aside: this tab went on taking edits of the key and
+/// never saved them (they were gone on reload).
+#[wasm_bindgen_test]
+async fn an_entry_discarded_in_another_tab_is_saved_again_here() {
+    clean();
+    let stored_at = "gaesup/state/apartment/discard/greeting";
+    local().set_item(stored_at, "{ not json").unwrap();
+    let frame = same_origin_frame().await;
+    let other_window = frame.content_window().unwrap();
+    let owner = Owner::new();
+    let (state, sync) = owner.with(|| {
+        let state = manager(1);
+        state.declare(&greeting()).unwrap();
+        let options = ConnectOptions::default().transport(TransportChoice::Off);
+        let sync =
+            connect_browser_with_options(state, &"discard".parse().unwrap(), options).unwrap();
+        (state, sync)
+    });
+    assert_eq!(state.quarantined().len(), 1);
+    // The other tab, through the iframe's storage, sets it aside too and
+    // discards it.
+    let other = owner.with(|| manager(2));
+    let other_storage = BrowserStorage::open_in(&other_window, StorageArea::Local).unwrap();
+    other
+        .attach_storage(Lifetime::Persistent, Box::new(other_storage))
+        .unwrap();
+    other.declare(&greeting()).unwrap();
+    let key = greeting().full_key(&unit("discard/lobby/a"));
+    assert_eq!(other.quarantined().len(), 1);
+    other.discard_quarantine(&key).unwrap();
+    wait_until("the discard to be heard", || state.quarantined().is_empty()).await;
+    state
+        .set(&unit("discard/lobby/a"), &greeting(), "kept".to_owned())
+        .unwrap();
+    state.flush().unwrap();
+    let saved = local().get_item(stored_at).unwrap().unwrap_or_default();
+    assert!(saved.contains("kept"), "{saved}");
+    drop(sync);
+    frame.remove();
+    clean();
+}

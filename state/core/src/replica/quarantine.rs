@@ -75,12 +75,25 @@ impl Replica {
         if set_aside.is_none() || stored == set_aside {
             storage.remove(&Self::storage_key(key))?;
         }
-        if self.quarantined.remove(key).is_some()
+        self.lift_quarantine(key);
+        Ok(())
+    }
+
+    /// Lets `key` be persisted again once its set-aside entry is gone
+    /// from storage by another tab's hand: that tab discarded it (its copy
+    /// left storage), or cleared the storage. This tab's state of the key
+    /// (what was written or received since it was set aside) is saved on
+    /// the next flush, read-merge-write as any save. Without this, a tab
+    /// that had set the entry aside too never saved the key again.
+    /// Whether `key` was set aside here.
+    pub fn lift_quarantine(&mut self, key: &FullKey) -> bool {
+        let lifted = self.quarantined.remove(key).is_some();
+        if lifted
             && self.states.contains_key(key)
             && let Ok(spec) = self.spec_for(key)
         {
             self.touch(&spec, key);
         }
-        Ok(())
+        lifted
     }
 }

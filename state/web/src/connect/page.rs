@@ -6,7 +6,7 @@
 use std::rc::Weak;
 
 use gaesup_protocol::link::OUTBOX_PREFIX;
-use gaesup_state_core::STATE_PREFIX;
+use gaesup_state_core::{FullKey, QUARANTINE_PREFIX, STATE_PREFIX};
 use gloo_events::EventListener;
 use web_sys::{VisibilityState, Window};
 
@@ -61,7 +61,8 @@ pub(super) fn page_listeners(window: &Window, weak: &Weak<Inner>) -> Vec<EventLi
                     "Another tab cleared the browser storage; this tab keeps its values and saves them again.".to_owned(),
                 );
                 // Fails only for a manager gone or busy, neither of which
-                // a storage event finds.
+                // a storage event finds. Entries set aside went too.
+                let _ = inner.manager.quarantine_gone(None);
                 let _ = inner.manager.mark_all_dirty();
                 inner.reload_soon();
                 // The outbox went too: the tab holding the link writes
@@ -69,6 +70,13 @@ pub(super) fn page_listeners(window: &Window, weak: &Weak<Inner>) -> Vec<EventLi
                 inner.relay_outbox_changed();
             }
             Some(key) if key.starts_with(STATE_PREFIX) => inner.reload_soon_named(key),
+            // Another tab discarded an entry set aside: if this tab set it
+            // aside too, it saves the key again.
+            Some(key) if key.starts_with(QUARANTINE_PREFIX) && event.new_value().is_none() => {
+                if let Ok(full) = key[QUARANTINE_PREFIX.len()..].parse::<FullKey>() {
+                    let _ = inner.manager.quarantine_gone(Some(&full));
+                }
+            }
             // Another tab queued an op for the relay. Only this event says
             // the entry is readable here: the other tab's message about the
             // same write comes on another channel, and may come first.
