@@ -89,7 +89,9 @@ pub fn connect_browser_with_options(
             transport,
             local: BrowserStorage::local().ok(),
             frame,
+            this: weak.clone(),
             pending: Cell::new(None),
+            leaving: Cell::new(false),
             reread: RefCell::new(save::Reread::Nothing),
             last_request: Cell::new(None),
             writer,
@@ -140,7 +142,12 @@ struct Inner {
     /// For the quota estimate, whichever storage persistent keys use.
     local: Option<BrowserStorage>,
     frame: Closure<dyn FnMut()>,
+    /// Itself, for a save queued as a microtask (see `leaving`).
+    this: Weak<Inner>,
     pending: Cell<Option<save::Pending>>,
+    /// The page is being left (`pagehide`, until a `pageshow`): a save
+    /// is due before the task ends, as no frame or timeout comes again.
+    leaving: Cell<bool>,
     /// What other tabs' storage writes ask the next save to re-read.
     reread: RefCell<save::Reread>,
     /// When this tab last asked the others for state (ms since epoch).

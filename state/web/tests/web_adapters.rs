@@ -891,3 +891,49 @@ async fn an_entry_discarded_in_another_tab_is_saved_again_here() {
     frame.remove();
     clean();
 }
+
+/// Lets the microtasks queued so far run, and nothing else (no frame, no
+/// timeout).
+async fn microtasks() {
+    let ready = js_sys::Promise::resolve(&JsValue::UNDEFINED);
+    let _ = wasm_bindgen_futures::JsFuture::from(ready).await;
+}
+
+/// A write made after the page's own save on `pagehide` (in a unit's
+/// handler of it, or of the `visibilitychange` that follows) is saved
+/// before the task ends. Before, it waited for an animation frame or a
+/// timeout, which never come once the page is torn down: lost on reload.
+/// Back from the back/forward cache (`pageshow`), saves wait for a frame
+/// again.
+#[wasm_bindgen_test]
+async fn a_write_made_while_the_page_is_left_is_saved_before_the_task_ends() {
+    clean();
+    let owner = Owner::new();
+    let (state, sync) = owner.with(|| {
+        let state = manager(1);
+        state.declare(&greeting()).unwrap();
+        let options = ConnectOptions::default().transport(TransportChoice::Off);
+        let sync = connect_browser_with_options(state, &"leave".parse().unwrap(), options).unwrap();
+        (state, sync)
+    });
+    let u = unit("leave/lobby/a");
+    let stored_at = "gaesup/state/apartment/leave/greeting";
+    let saved = || local().get_item(stored_at).unwrap().unwrap_or_default();
+    let event = |name: &str| {
+        window()
+            .dispatch_event(&web_sys::Event::new(name).unwrap())
+            .unwrap();
+    };
+    event("pagehide");
+    state.set(&u, &greeting(), "draft".to_owned()).unwrap();
+    assert!(!saved().contains("draft"), "not inside the write");
+    microtasks().await;
+    assert!(saved().contains("draft"), "{}", saved());
+    event("pageshow");
+    state.set(&u, &greeting(), "later".to_owned()).unwrap();
+    microtasks().await;
+    assert!(!saved().contains("later"), "{}", saved());
+    wait_until("the frame's save", || saved().contains("later")).await;
+    drop(sync);
+    clean();
+}

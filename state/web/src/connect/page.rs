@@ -13,10 +13,11 @@ use web_sys::{VisibilityState, Window};
 use super::Inner;
 use crate::transport::storage_event;
 
-/// Page events: re-read when visible, save when hidden or left, re-read
+/// Page events: re-read when visible, save when hidden or left (and
+/// every write after, at once, while the page is being left), re-read
 /// when another tab writes state or clears storage.
 pub(super) fn page_listeners(window: &Window, weak: &Weak<Inner>) -> Vec<EventListener> {
-    let mut listeners = Vec::with_capacity(3);
+    let mut listeners = Vec::with_capacity(4);
     if let Some(document) = window.document() {
         let weak = weak.clone();
         let watched = document.clone();
@@ -43,7 +44,15 @@ pub(super) fn page_listeners(window: &Window, weak: &Weak<Inner>) -> Vec<EventLi
     let save_weak = weak.clone();
     listeners.push(EventListener::new(window, "pagehide", move |_| {
         if let Some(inner) = save_weak.upgrade() {
+            inner.leaving.set(true);
             inner.save_now();
+        }
+    }));
+    // Back from the back/forward cache: frames and timeouts run again.
+    let shown_weak = weak.clone();
+    listeners.push(EventListener::new(window, "pageshow", move |_| {
+        if let Some(inner) = shown_weak.upgrade() {
+            inner.leaving.set(false);
         }
     }));
     let storage_weak = weak.clone();

@@ -49,6 +49,9 @@ pub(super) enum Reread {
 pub(super) enum Pending {
     Frame(i32),
     Timeout(i32),
+    /// A microtask, while the page is being left (not cancelled: it saves
+    /// only if still pending).
+    Microtask,
 }
 
 impl Inner {
@@ -56,6 +59,22 @@ impl Inner {
     /// hidden, when frames do not run); a burst of changes gets one.
     pub(super) fn schedule(&self) {
         if self.pending.get().is_some() {
+            return;
+        }
+        if self.leaving.get() {
+            // Written after the page's own save on `pagehide` (a unit's
+            // handler of it, or of the `visibilitychange` that follows):
+            // saved before this task ends, as nothing runs after it.
+            self.pending.set(Some(Pending::Microtask));
+            let this = self.this.clone();
+            wasm_bindgen_futures::spawn_local(async move {
+                if let Some(inner) = this.upgrade()
+                    && matches!(inner.pending.get(), Some(Pending::Microtask))
+                {
+                    inner.pending.set(None);
+                    inner.save();
+                }
+            });
             return;
         }
         let callback = self.frame.as_ref().unchecked_ref();
@@ -84,7 +103,7 @@ impl Inner {
                 let _ = self.window.cancel_animation_frame(id);
             }
             Some(Pending::Timeout(id)) => self.window.clear_timeout_with_handle(id),
-            None => {}
+            Some(Pending::Microtask) | None => {}
         }
     }
 
