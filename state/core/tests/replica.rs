@@ -1673,3 +1673,54 @@ fn a_nan_in_a_typed_write_is_refused_not_stored_as_null() {
         );
     }
 }
+
+/// A restore held for a key's declaration is written when the key is
+/// declared even if the outbox is full then (it was taken when the
+/// restore ran); and a counter's held restore gives way to a reset made
+/// since the restore. Before, the first was refused at the declaration
+/// and lost for good, the second overwrote the newer reset.
+#[test]
+fn a_held_restore_outlives_a_full_outbox_and_gives_way_to_a_newer_reset() {
+    let count = key::<i64>("count", Strategy::LastWriteWins);
+    let clicks = key::<i64>("clicks", Strategy::Sum);
+    let (mut a, mut b) = (tab(1), tab(2));
+    b.store.declare(&clicks).unwrap();
+    let u = unit("x/y/z");
+    let text = r#"{"format":"gaesup-snapshot","version":1,"scope":"apartment","keys":{"count":{"schema":1,"value":7},"clicks":{"schema":1,"value":3}}}"#;
+    assert_eq!(a.store.restore(&u, text).unwrap().held.len(), 2);
+    b.clock.advance(10);
+    let reset = b.store.set(&u, &clicks, 0).unwrap();
+    send(&reset, &mut a.store);
+    a.clock.advance(10);
+    a.store.set_backlog(Some(10_000));
+    let declared = a.store.declare(&count).unwrap();
+    assert!(declared.errors.is_empty(), "{:?}", declared.errors);
+    assert_eq!(a.store.get(&u, &count).unwrap(), 7);
+    a.store.set_backlog(None);
+    let declared = a.store.declare(&clicks).unwrap();
+    assert!(declared.errors.is_empty() && declared.message.is_none());
+    assert_eq!(a.store.get(&u, &clicks).unwrap(), 0);
+}
+
+/// A first-write-wins key's held restore is written as of its writing: a
+/// first write another tab made after the restore ran, but before this
+/// tab declared the key, stays the first everywhere.
+#[test]
+fn a_held_restore_of_a_first_write_wins_key_does_not_displace_a_first_write_made_since() {
+    let claim = key::<String>("claim", Strategy::FirstWriteWins);
+    let (mut a, mut b) = (tab(1), tab(2));
+    b.store.declare(&claim).unwrap();
+    let u = unit("x/y/z");
+    let text = r#"{"format":"gaesup-snapshot","version":1,"scope":"apartment","keys":{"claim":{"schema":1,"value":"restored"}}}"#;
+    a.store.restore(&u, text).unwrap();
+    b.clock.advance(10);
+    let first = b.store.set(&u, &claim, "theirs".to_owned()).unwrap();
+    a.clock.advance(60_000);
+    let declared = a.store.declare(&claim).unwrap();
+    let restore = declared.message.unwrap().encode().unwrap();
+    assert!(b.store.receive_text(&restore).errors.is_empty());
+    send(&first, &mut a.store);
+    for tab in [&a, &b] {
+        assert_eq!(tab.store.get(&u, &claim).unwrap(), "theirs");
+    }
+}

@@ -14,6 +14,7 @@ use crate::permission::Action;
 use crate::scope::{FullKey, Scope};
 use crate::snapshot::{Snapshot, SnapshotEntry};
 use crate::strategy::KeyState;
+use crate::strategy::Strategy;
 use crate::vec_map::VecMap;
 
 impl Replica {
@@ -53,10 +54,18 @@ impl Replica {
     /// kept ([`BatchWrite::held`]) and written when the key is declared
     /// (see [`Declared`](super::Declared)), checked then, with the stamp
     /// of the moment the restore ran: a write made in between is newer
-    /// and stays (a counter's reset, which may not be older than the
-    /// counts it observes, takes the stamp of its writing).
+    /// and stays. Two exceptions: a first-write-wins key's write is as of
+    /// its writing (as of the restore, it would displace a first write
+    /// made since); and a counter's restore is a reset, which gives way
+    /// to a reset made since but, when someone counted since, is a reset
+    /// of its writing (a reset may not be older than the counts it
+    /// observes) that counts those increments away.
     pub fn restore(&mut self, unit: &UnitAddress, text: &str) -> Result<BatchWrite> {
         let snapshot = Snapshot::parse(text)?;
+        // Its own writes stamped ahead of a clock set back are set aside
+        // now, not by the batch below: the room checked for the held
+        // restores is what is left when the batch commits.
+        self.shed_future();
         let mut writes = Vec::new();
         let mut held = Vec::new();
         for (name, entry) in &snapshot.keys {
@@ -69,6 +78,9 @@ impl Replica {
                 held.push((FullKey::new(snapshot.scope, unit, name), entry.clone()));
                 continue;
             };
+            // As every local write: none to a stored key while the outbox
+            // is full. (A held one is written later, when it may be.)
+            self.check_backlog(&spec)?;
             if let Some(value) = self.restore_value(unit, &spec, entry)? {
                 writes.push((spec, value));
             }
@@ -116,9 +128,6 @@ impl Replica {
         let key = spec.full_key(unit);
         self.check_apartment(&key)?;
         Self::check_access(spec, &key, unit, Action::Write)?;
-        // As every local write: none to a stored key while the outbox is
-        // full.
-        self.check_backlog(spec)?;
         let value = spec.schema().migrate_value(
             key.as_str(),
             entry.schema,
@@ -145,6 +154,13 @@ impl Replica {
             return Ok(None);
         };
         let key = spec.full_key(unit);
+        // A counter reset since the restore ran is newer than it: the
+        // restore (a reset too) gives way.
+        if let Some(KeyState::Sum(sum)) = self.states.get(&key)
+            && sum.reset().is_some_and(|reset| reset.stamp > restore.stamp)
+        {
+            return Ok(None);
+        }
         let now = self.now();
         self.shed_future_at(now);
         let payload = payload_for(
@@ -154,9 +170,16 @@ impl Replica {
             self.states.get(&key),
             Intent::Set(value),
         )?;
+        // A first-write-wins key is written as of now: stamped as of the
+        // restore, it would displace a first write made since, accepted
+        // everywhere else.
+        let reuse = match spec.strategy() {
+            Strategy::FirstWriteWins => None,
+            _ => earlier_stamp(&payload, restore.stamp),
+        };
         let how = Stamping {
             now,
-            reuse: earlier_stamp(&payload, restore.stamp),
+            reuse,
             value_len: None,
         };
         self.write_payload(&spec, key, unit, payload, how).map(Some)
