@@ -405,6 +405,18 @@ pub(crate) fn check_value(value: &Value, what: &'static str) -> Result<usize> {
 /// [`check_value`] for a value put `depth` levels deep inside another (a
 /// write at a path of `depth` segments): its nesting counts from there.
 pub(crate) fn check_value_at(value: &Value, depth: usize, what: &'static str) -> Result<usize> {
+    check_value_noting_nulls(value, depth, what, &mut false)
+}
+
+/// [`check_value_at`], setting `nulls` if the value holds a null
+/// anywhere (noted on the same walk; see `put_json`). Complete whenever
+/// the value is measured, even past the size limit.
+pub(crate) fn check_value_noting_nulls(
+    value: &Value,
+    depth: usize,
+    what: &'static str,
+    nulls: &mut bool,
+) -> Result<usize> {
     // Scalars count at once; arrays and objects wait on the stack with
     // their depth.
     fn visit<'v>(
@@ -412,9 +424,13 @@ pub(crate) fn check_value_at(value: &Value, depth: usize, what: &'static str) ->
         depth: usize,
         bound: &mut usize,
         stack: &mut Vec<(&'v Value, usize)>,
+        nulls: &mut bool,
     ) {
         match scalar_len_bound(child) {
-            Some(len) => *bound = bound.saturating_add(len),
+            Some(len) => {
+                *nulls |= child.is_null();
+                *bound = bound.saturating_add(len);
+            }
             None => stack.push((child, depth)),
         }
     }
@@ -428,11 +444,12 @@ pub(crate) fn check_value_at(value: &Value, depth: usize, what: &'static str) ->
     if let Some(len) = scalar_len_bound(value)
         && len <= MAX_VALUE_BYTES
     {
+        *nulls |= value.is_null();
         return Ok(len);
     }
     let mut bound = 0usize;
     let mut stack = Vec::new();
-    visit(value, depth, &mut bound, &mut stack);
+    visit(value, depth, &mut bound, &mut stack, nulls);
     while let Some((container, depth)) = stack.pop() {
         if depth + 1 > MAX_VALUE_DEPTH {
             return Err(Error::TooDeep {
@@ -445,7 +462,7 @@ pub(crate) fn check_value_at(value: &Value, depth: usize, what: &'static str) ->
                 // Brackets and commas.
                 bound = bound.saturating_add(items.len().max(1) + 1);
                 for child in items {
-                    visit(child, depth + 1, &mut bound, &mut stack);
+                    visit(child, depth + 1, &mut bound, &mut stack, nulls);
                 }
             }
             Value::Object(map) => {
@@ -458,7 +475,7 @@ pub(crate) fn check_value_at(value: &Value, depth: usize, what: &'static str) ->
                 bound = bound.saturating_add(map.len().max(1) + 1);
                 for (field, child) in map {
                     bound = bound.saturating_add(string_len_bound(field) + 1);
-                    visit(child, depth + 1, &mut bound, &mut stack);
+                    visit(child, depth + 1, &mut bound, &mut stack, nulls);
                 }
             }
             _ => {}

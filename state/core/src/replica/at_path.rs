@@ -46,15 +46,15 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::intent::{Intent, Sink, holds_null, open_for_key, put_json};
+use super::intent::{Intent, Sink, TypeCheck, open_for_key, put_json};
 use super::{Change, Place, Replica, Write};
 use crate::clock::Stamp;
 use crate::error::{Error, Result, preview};
 use crate::id::UnitAddress;
 use crate::key::{KeySpec, SharedKey};
 use crate::limits::{
-    MAX_PATH_WRITES, MAX_STATE_BYTES, MAX_VALUE_BYTES, check_value_at, digits, encoded_len,
-    exact_len, serde_reason, string_len_bound,
+    MAX_PATH_WRITES, MAX_STATE_BYTES, MAX_VALUE_BYTES, check_value_noting_nulls, digits,
+    encoded_len, exact_len, serde_reason, string_len_bound,
 };
 use crate::op::{Op, OpId, Payload};
 use crate::path::Path;
@@ -474,7 +474,12 @@ pub(super) fn put_paths<S: Sink, T>(
         && writes.first().is_some_and(|(path, _)| path.is_empty())
         && let Some((_, value)) = writes.pop()
     {
-        return put_json(sink, unit, (spec, full), !untyped, value, Intent::Set);
+        let check = if untyped {
+            TypeCheck::Done
+        } else {
+            TypeCheck::Full
+        };
+        return put_json(sink, unit, (spec, full), check, value, Intent::Set);
     }
     check_apart(writes.iter().map(|(path, _)| path).collect())?;
     let mut measured = Vec::with_capacity(writes.len());
@@ -483,12 +488,13 @@ pub(super) fn put_paths<S: Sink, T>(
             key: full.to_string(),
             reason: serde_reason(&err),
         })?;
-        let value_len = check_value_at(&value, path.len(), "value")?;
+        let mut nulls = false;
+        let value_len = check_value_noting_nulls(&value, path.len(), "value", &mut nulls)?;
         // An item with a null in it may hold a NaN serde_json wrote as
         // null (see `put_json`): it must decode as an item.
         if let Typing::Proven(check_item) = typing
+            && nulls
             && !untyped
-            && holds_null(&value)
         {
             check_item(full.as_str(), &value)?;
         }
@@ -515,7 +521,14 @@ pub(super) fn put_paths<S: Sink, T>(
         Typing::Decode(check) => check(full.as_str(), &whole, &paths)?,
     }
     // Checked above: as JSON for any key.
-    put_json(sink, unit, (spec, full), false, Ok(whole), Intent::Set)
+    put_json(
+        sink,
+        unit,
+        (spec, full),
+        TypeCheck::Done,
+        Ok(whole),
+        Intent::Set,
+    )
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use crate::id::{TabId, UnitAddress};
 use crate::key::{KeySpec, SharedKey};
 #[cfg(feature = "merge")]
 use crate::limits::{MAX_FIELD_NAME_BYTES, MAX_OP_ITEMS};
-use crate::limits::{MAX_SUM_SLOTS, check_value, serde_reason};
+use crate::limits::{MAX_SUM_SLOTS, check_value_noting_nulls, serde_reason};
 use crate::op::{OpId, Payload};
 use crate::permission::Action;
 use crate::scope::FullKey;
@@ -89,7 +89,12 @@ pub(super) fn put_value<S: Sink, T: Serialize + 'static>(
 ) -> Result<S::Done> {
     let (spec, full) = open_for_key(sink.replica(), unit, key.spec())?;
     let value = into_json(value);
-    put_json(sink, unit, (spec, full), key.is_erased(), value, intent)
+    let check = if key.is_erased() {
+        TypeCheck::Full
+    } else {
+        TypeCheck::Nulls
+    };
+    put_json(sink, unit, (spec, full), check, value, intent)
 }
 
 /// The key of a write (a value or an increment), opened for `unit`
@@ -110,7 +115,7 @@ pub(super) fn put_json<S: Sink>(
     sink: &mut S,
     unit: &UnitAddress,
     (spec, full): (Arc<KeySpec>, FullKey),
-    erased: bool,
+    check: TypeCheck,
     value: serde_json::Result<Value>,
     // A constructor (`Intent::Set`), not a pointer to one: a call through a
     // pointer is an indirect call on every write.
@@ -120,39 +125,37 @@ pub(super) fn put_json<S: Sink>(
         key: full.to_string(),
         reason: serde_reason(&err),
     })?;
-    let len = check_written(spec.strategy(), &value, "value")?;
-    if erased || (!spec.holds_any_json() && holds_null(&value)) {
-        // A JSON view of a key declared with another Rust type: the
-        // compiler did not check this value, the declared type does.
-        // Nor is a typed value's JSON with a null in it proven: serde_json
-        // writes a NaN or an infinite float as null, which the type then
-        // reads no more (here, and on every replica the write reaches).
+    let mut nulls = false;
+    let len = check_written(spec.strategy(), &value, "value", &mut nulls)?;
+    let decode = match check {
+        TypeCheck::Full => true,
+        TypeCheck::Nulls => nulls && !spec.holds_any_json(),
+        TypeCheck::Done => false,
+    };
+    if decode {
         spec.check_type(full.as_str(), &value)?;
     }
     sink.put(&spec, full, unit, intent(value), len)
 }
 
-/// Whether `value` holds a null anywhere (see [`put_json`]). A number or
-/// a string (most writes) is answered at once.
-pub(super) fn holds_null(value: &Value) -> bool {
-    let mut stack = match value {
-        Value::Null => return true,
-        Value::Array(_) | Value::Object(_) => vec![value],
-        _ => return false,
-    };
-    while let Some(next) = stack.pop() {
-        match next {
-            Value::Null => return true,
-            Value::Array(items) => stack.extend(items),
-            Value::Object(fields) => stack.extend(fields.values()),
-            _ => {}
-        }
-    }
-    false
+/// Whether [`put_json`] decodes a value as the key's type.
+#[derive(Clone, Copy)]
+pub(super) enum TypeCheck {
+    /// Always: JSON the compiler did not check (a JSON view of a key
+    /// declared with another Rust type, a path write's value).
+    Full,
+    /// When the JSON holds a null: a typed value serialized by serde_json,
+    /// which writes a NaN or an infinite float as null, which the type
+    /// then reads no more (here, and on every replica the write reaches).
+    /// A null the type reads (an `Option`'s `None`) costs the decode.
+    Nulls,
+    /// Never: checked already, or any JSON is the key's type.
+    Done,
 }
 
 /// Checks a value written to a key of `strategy`; the bound of its size
-/// when the whole was measured (see [`check_value`]).
+/// when the whole was measured (see [`check_value`](crate::limits::check_value)), noting in
+/// `nulls` whether it holds a null.
 ///
 /// A merge key's object goes out as its changed fields, and the op is
 /// checked as every receiver checks it when it is built: each field must
@@ -163,8 +166,9 @@ pub(super) fn check_written(
     strategy: Strategy,
     value: &Value,
     what: &'static str,
+    nulls: &mut bool,
 ) -> Result<Option<usize>> {
-    match check_value(value, what) {
+    match check_value_noting_nulls(value, 0, what, nulls) {
         Ok(len) => Ok(Some(len)),
         Err(Error::TooLarge { .. }) if strategy.is_merge() && value.is_object() => Ok(None),
         Err(err) => Err(err),

@@ -135,7 +135,7 @@ impl Replica {
         )?;
         // As a write of it would be: a merge key's object is checked field
         // by field when the restore's op is built.
-        check_written(spec.strategy(), &value, "snapshot value")?;
+        check_written(spec.strategy(), &value, "snapshot value", &mut false)?;
         spec.check_type(key.as_str(), &value)?;
         Ok((*self.current(spec, &key) != value).then_some(value))
     }
