@@ -1832,6 +1832,17 @@ fn an_increment_is_validated_as_the_value_it_leaves() {
         hook.set.increment(-4);
         assert_eq!(hook.value.get_untracked(), 6);
         assert!(hook.meta.error.get_untracked().is_none());
+        // Past the bound by others' increments: the unit can bring it
+        // back (each step taken), and is refused again only once back.
+        let other: UnitAddress = "main/lobby/v".parse().unwrap();
+        state.increment(&other, &clicks, 9).unwrap();
+        assert_eq!(hook.value.get_untracked(), 15);
+        hook.set.increment(-1);
+        hook.set.increment(-4);
+        assert_eq!(hook.value.get_untracked(), 10);
+        assert!(hook.meta.error.get_untracked().is_none());
+        hook.set.increment(1);
+        assert_eq!(hook.value.get_untracked(), 10);
     });
 }
 
@@ -1910,5 +1921,46 @@ fn a_cleared_storage_lifts_what_was_set_aside() {
         state.flush().unwrap();
         let saved = disk.get(&stored_at).unwrap().unwrap();
         assert!(saved.contains("mine"), "{saved}");
+    });
+}
+
+/// A key that cannot be saved (storage full) stays unsaved: a message
+/// from another tab that changes nothing and leaves no other key to save
+/// schedules no save of its own (each would write and fail again).
+#[test]
+fn a_message_that_leaves_nothing_new_to_save_schedules_no_save() {
+    use gaesup_state::core::{FaultyStorage, MemoryStorage, StorageError};
+    let owner = Owner::new();
+    owner.with(|| {
+        let (here, there) = (manager(1), manager(2));
+        let mut full = FaultyStorage::new(MemoryStorage::new());
+        full.fail_writes(Some(StorageError::QuotaExceeded));
+        here.attach_storage(Lifetime::Persistent, Box::new(full))
+            .unwrap();
+        let scheduled = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&scheduled);
+        here.on_dirty(move || {
+            count.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+        for state in [here, there] {
+            state.declare(&draft_key()).unwrap();
+        }
+        let unit: UnitAddress = "main/lobby/a".parse().unwrap();
+        let first = there
+            .set_full(&unit, &draft_key(), "same".to_owned())
+            .unwrap();
+        here.receive_text(&first.message.unwrap().encode().unwrap())
+            .unwrap();
+        let _ = here.flush();
+        let before = scheduled.load(Ordering::SeqCst);
+        for _ in 0..3 {
+            let again = there
+                .set_full(&unit, &draft_key(), "same".to_owned())
+                .unwrap();
+            here.receive_text(&again.message.unwrap().encode().unwrap())
+                .unwrap();
+        }
+        assert_eq!(scheduled.load(Ordering::SeqCst), before);
     });
 }

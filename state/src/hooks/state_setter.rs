@@ -178,30 +178,35 @@ where
 
     /// Adds `delta` to a sum key (concurrent increments from every tab
     /// all count). With a validator, the value the increment leaves here
-    /// is read, decoded and validated first, as a [`set`](Self::set) of
-    /// it would be.
+    /// is read (so the unit must also be allowed to read the key) and
+    /// validated first: the increment is refused if it takes a value the
+    /// validator accepts to one it refuses. A value already refused
+    /// (others' increments took it there) takes any increment, so the
+    /// unit can bring it back.
     pub fn increment(&self, delta: i64) {
         let write = || -> Result<()> {
             let target = self.target()?;
             let (unit, key) = (&target.unit.address, &target.key);
-            if self.validate.is_some() {
-                let overflow = || CoreError::Overflow {
-                    key: key.full_key(unit),
+            if let Some(validate) = self.validate {
+                let decode = |n: i64| {
+                    T::deserialize(serde_json::Value::from(n)).map_err(|err| {
+                        CoreError::TypeMismatch {
+                            key: key.full_key(unit).to_string(),
+                            reason: err.to_string(),
+                        }
+                    })
                 };
-                let after = target
-                    .unit
-                    .manager
-                    .get_value(unit, key)?
-                    .as_i64()
+                let now = target.unit.manager.get_value(unit, key)?.as_i64();
+                let before = now.map(decode).transpose()?;
+                let after = now
                     .and_then(|now| now.checked_add(delta))
-                    .ok_or_else(overflow)?;
-                let typed = T::deserialize(serde_json::Value::from(after)).map_err(|err| {
-                    CoreError::TypeMismatch {
-                        key: key.full_key(unit).to_string(),
-                        reason: err.to_string(),
-                    }
-                })?;
-                self.checked(&typed)?;
+                    .ok_or_else(|| CoreError::Overflow {
+                        key: key.full_key(unit),
+                    })
+                    .map(decode)??;
+                if before.is_none_or(|before| validate(&before).is_ok()) {
+                    self.checked(&after)?;
+                }
             }
             target.unit.manager.increment(unit, key, delta)?;
             Ok(())

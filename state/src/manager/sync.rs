@@ -45,11 +45,19 @@ impl StateManager {
     /// [`dropped`](Self::dropped) and changes nothing.
     pub fn receive_text(&self, text: &str) -> Result<Inbound> {
         let shared = self.shared()?;
-        let inbound = shared.replica_mut()?.receive_text(text);
+        let (inbound, unsaved) = {
+            let mut replica = shared.replica_mut()?;
+            let before = replica.unsaved();
+            let inbound = replica.receive_text(text);
+            let unsaved = replica.unsaved() > before;
+            (inbound, unsaved)
+        };
         self.publish(&shared, &inbound.changes, None, Origin::Remote);
         // Ops that moved only a stamp or a writer change no value, which
-        // schedules no save (`publish`), yet leave their keys to save.
-        if inbound.changes.is_empty() && shared.replica()?.has_unsaved() {
+        // schedules no save (`publish`), yet leave their keys to save. (A
+        // key left unsaved before, by a full storage say, waits for the
+        // save that is due for it anyway.)
+        if inbound.changes.is_empty() && unsaved {
             self.notify_dirty(&shared);
         }
         for reply in &inbound.replies {

@@ -188,8 +188,8 @@ impl Replica {
         self.dirty.contains(key)
     }
 
-    /// Whether any key has changes not yet persisted.
-    pub fn has_unsaved(&self) -> bool {
-        !self.dirty.is_empty()
+    /// How many keys have changes not yet persisted.
+    pub fn unsaved(&self) -> usize {
+        self.dirty.len()
     }
 }
