@@ -183,6 +183,14 @@ async fn full_local_storage_maps_to_quota_exceeded_and_a_notice() {
         js_sys::Date::now() - started
     );
 
+    // The storage-event fallback cannot post to other tabs now, but the
+    // other transports of this page still hear it (that takes no room).
+    let (seen, sink) = collector();
+    let sender = StorageEventTransport::open("gaesup/bus-full", |_| {}).unwrap();
+    let _peer = StorageEventTransport::open("gaesup/bus-full", sink).unwrap();
+    assert!(sender.send_text(&"z".repeat(1 << 12)).is_err());
+    wait_until("the page's peer to hear it", || seen.borrow().len() == 1).await;
+
     // A manager saving into the full storage says which key could not be
     // saved, and saves it once there is room again.
     let owner = Owner::new();

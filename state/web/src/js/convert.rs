@@ -224,15 +224,32 @@ pub(super) fn to_js(value: &Value) -> JsValue {
     parsed.unwrap_or(JsValue::NULL)
 }
 
-/// Whether `text` holds 16 digits in a row: every JSON integer past
-/// 2^53 (a 16-digit number) does. A long fraction, or a string holding
-/// such digits, costs the slower exact parse and changes nothing.
+/// Whether `text` holds an integer of 16 digits or more: every JSON
+/// integer past 2^53 (a 16-digit number) is one. A float's digits (after
+/// its point, or before a point or an exponent) are not: serde_json
+/// writes the shortest float text, often 16 or 17 digits long (1/3),
+/// and such a value reads as fast as any. A string holding such digits
+/// costs the slower exact parse, and changes nothing.
 fn has_long_digit_run(text: &str) -> bool {
-    let mut run = 0_u8;
-    text.bytes().any(|byte| {
-        run = if byte.is_ascii_digit() { run + 1 } else { 0 };
-        run == 16
-    })
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    while start < bytes.len() {
+        if !bytes[start].is_ascii_digit() {
+            start += 1;
+            continue;
+        }
+        let end = bytes[start..]
+            .iter()
+            .position(|byte| !byte.is_ascii_digit())
+            .map_or(bytes.len(), |len| start + len);
+        let after_point = start > 0 && bytes[start - 1] == b'.';
+        let before_fraction = matches!(bytes.get(end), Some(b'.' | b'e' | b'E'));
+        if end - start >= 16 && !after_point && !before_fraction {
+            return true;
+        }
+        start = end;
+    }
+    false
 }
 
 #[wasm_bindgen::prelude::wasm_bindgen]
@@ -344,5 +361,33 @@ impl FromJson for EventOptions {
                 cross_tab: fields.opt("crossTab")?,
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_long_digit_run;
+
+    #[test]
+    fn only_a_long_integer_asks_for_the_exact_parse() {
+        for integer in [
+            "9007199254740993",
+            "[-9223372036854775808]",
+            r#"{"id":18446744073709551615}"#,
+            r#""12345678901234567890""#,
+        ] {
+            assert!(has_long_digit_run(integer), "{integer}");
+        }
+        for other in [
+            "0.30000000000000004",
+            "0.3333333333333333",
+            "1.2345678901234567e-5",
+            "12345678901234567e3",
+            "1234567890123456.5",
+            r#"{"n":123456789012345,"f":0.1}"#,
+            "",
+        ] {
+            assert!(!has_long_digit_run(other), "{other}");
+        }
     }
 }

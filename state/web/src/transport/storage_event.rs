@@ -160,10 +160,12 @@ impl StorageEventTransport {
         let sent = self.sent.get().wrapping_add(1);
         self.sent.set(sent);
         let value = format!("{:08x}{sent:x}\n{text}", self.nonce_base);
+        // The page's own first: that needs no room in storage, which may
+        // be full.
+        self.deliver_in_page(text);
         let mut storage = self.storage.clone();
         storage.set(&self.key, &value)?;
         storage.remove(&self.key)?;
-        self.deliver_in_page(text);
         Ok(())
     }
 
