@@ -1833,16 +1833,53 @@ fn an_increment_is_validated_as_the_value_it_leaves() {
         assert_eq!(hook.value.get_untracked(), 6);
         assert!(hook.meta.error.get_untracked().is_none());
         // Past the bound by others' increments: the unit can bring it
-        // back (each step taken), and is refused again only once back.
+        // back (each step toward zero taken), not take it further, and is
+        // refused again only once back.
         let other: UnitAddress = "main/lobby/v".parse().unwrap();
         state.increment(&other, &clicks, 9).unwrap();
         assert_eq!(hook.value.get_untracked(), 15);
+        hook.set.increment(100);
+        assert_eq!(hook.value.get_untracked(), 15, "not further away");
         hook.set.increment(-1);
         hook.set.increment(-4);
         assert_eq!(hook.value.get_untracked(), 10);
         assert!(hook.meta.error.get_untracked().is_none());
         hook.set.increment(1);
         assert_eq!(hook.value.get_untracked(), 10);
+    });
+}
+
+/// A counter of an unsigned type that others' decrements took below zero
+/// (a sum key counts in i64, whatever its type) is brought back by a
+/// validated unit's increments: the value it holds does not read as the
+/// type, which is no reason to refuse the way back.
+#[test]
+fn a_validated_increment_brings_back_a_counter_out_of_its_type_s_range() {
+    let owner = Owner::new();
+    owner.with(|| {
+        let state = manager(1);
+        let stock = SharedKey::<u32>::builder("stock")
+            .scope(Scope::Building)
+            .strategy(Strategy::Sum)
+            .build()
+            .unwrap();
+        let (_u, hook) = in_unit(state, "main/lobby/u", || {
+            use_shared_state_with_options(
+                &stock,
+                UseSharedStateOptions::default().validate(|n: &u32| {
+                    if *n <= 10 {
+                        Ok(())
+                    } else {
+                        Err("at most 10".to_owned())
+                    }
+                }),
+            )
+        });
+        let other: UnitAddress = "main/lobby/v".parse().unwrap();
+        state.increment(&other, &stock, -2).unwrap();
+        hook.set.increment(3);
+        assert!(hook.meta.error.get_untracked().is_none());
+        assert_eq!(hook.value.get_untracked(), 1);
     });
 }
 

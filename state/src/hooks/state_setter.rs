@@ -179,10 +179,11 @@ where
     /// Adds `delta` to a sum key (concurrent increments from every tab
     /// all count). With a validator, the value the increment leaves here
     /// is read (so the unit must also be allowed to read the key) and
-    /// validated first: the increment is refused if it takes a value the
-    /// validator accepts to one it refuses. A value already refused
-    /// (others' increments took it there) takes any increment, so the
-    /// unit can bring it back.
+    /// validated first: the increment is refused if the value it leaves is
+    /// one the validator refuses. Except on the way back: from a value
+    /// already refused (others' increments took it there, or out of the
+    /// type's range), a step toward zero is taken, so the unit can bring
+    /// the counter back.
     pub fn increment(&self, delta: i64) {
         let write = || -> Result<()> {
             let target = self.target()?;
@@ -197,15 +198,22 @@ where
                     })
                 };
                 let now = target.unit.manager.get_value(unit, key)?.as_i64();
-                let before = now.map(decode).transpose()?;
-                let after = now
-                    .and_then(|now| now.checked_add(delta))
-                    .ok_or_else(|| CoreError::Overflow {
+                let next = now.and_then(|now| now.checked_add(delta)).ok_or_else(|| {
+                    CoreError::Overflow {
                         key: key.full_key(unit),
-                    })
-                    .map(decode)??;
-                if before.is_none_or(|before| validate(&before).is_ok()) {
-                    self.checked(&after)?;
+                    }
+                })?;
+                // Refused as it stands (or not of the type at all): a step
+                // toward zero brings it back.
+                let refused_now = now.is_some_and(|now| {
+                    decode(now)
+                        .ok()
+                        .is_none_or(|value| validate(&value).is_err())
+                });
+                let back =
+                    refused_now && now.is_some_and(|now| next.unsigned_abs() < now.unsigned_abs());
+                if !back {
+                    self.checked(&decode(next)?)?;
                 }
             }
             target.unit.manager.increment(unit, key, delta)?;
