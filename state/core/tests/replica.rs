@@ -1724,3 +1724,22 @@ fn a_held_restore_of_a_first_write_wins_key_does_not_displace_a_first_write_made
         assert_eq!(tab.store.get(&u, &claim).unwrap(), "theirs");
     }
 }
+
+/// A restore refused (a value of the wrong type) changes nothing, not
+/// even by setting aside this tab's writes stamped ahead of a clock set
+/// back, which only a write does.
+#[test]
+fn a_refused_restore_sets_nothing_aside() {
+    const DAY: u64 = 24 * 3_600_000;
+    let count = key::<i64>("count", Strategy::LastWriteWins);
+    let mut a = tab(1);
+    a.store.declare(&count).unwrap();
+    let u = unit("x/y/z");
+    a.clock.set(NOW + 3 * DAY);
+    a.store.set(&u, &count, 5).unwrap();
+    a.clock.set(NOW);
+    let text = r#"{"format":"gaesup-snapshot","version":1,"scope":"apartment","keys":{"count":{"schema":1,"value":"five"}}}"#;
+    let err = a.store.restore(&u, text).unwrap_err();
+    assert!(matches!(err, Error::TypeMismatch { .. }), "{err:?}");
+    assert_eq!(a.store.get(&u, &count).unwrap(), 5);
+}

@@ -62,10 +62,6 @@ impl Replica {
     /// observes) that counts those increments away.
     pub fn restore(&mut self, unit: &UnitAddress, text: &str) -> Result<BatchWrite> {
         let snapshot = Snapshot::parse(text)?;
-        // Its own writes stamped ahead of a clock set back are set aside
-        // now, not by the batch below: the room checked for the held
-        // restores is what is left when the batch commits.
-        self.shed_future();
         let mut writes = Vec::new();
         let mut held = Vec::new();
         for (name, entry) in &snapshot.keys {
@@ -88,6 +84,11 @@ impl Replica {
         for (key, _) in &held {
             self.check_apartment(key)?;
         }
+        // Its own writes stamped ahead of a clock set back are set aside
+        // now (every check that may refuse the restore passed), not by the
+        // batch below: the room checked for the held restores is what is
+        // left when the batch commits.
+        self.shed_future();
         // Checked before anything is written: the batch below commits.
         self.room_for_restores(held.iter().map(|(key, entry)| (key, entry)))?;
         let mut restored = self.batch(|batch| {

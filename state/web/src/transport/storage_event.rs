@@ -155,7 +155,10 @@ impl StorageEventTransport {
         }
     }
 
-    /// Posts raw text.
+    /// Posts raw text. The page's other transports on the key get it even
+    /// when posting to other tabs fails (storage full, say): an `Err` says
+    /// the other tabs did not, so a caller that sends again reaches this
+    /// page's twice.
     pub fn send_text(&self, text: &str) -> Result<()> {
         let sent = self.sent.get().wrapping_add(1);
         self.sent.set(sent);
