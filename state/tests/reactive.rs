@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use gaesup_state::core::{ManualClock, Message, TabId};
 use gaesup_state::prelude::*;
-use gaesup_state::{Path, StateManager, UnitAddress, UnitContext};
+use gaesup_state::{Path, StateManager, UnitAddress, UnitContext, UseSharedStateReturn};
 use leptos::prelude::*;
 use serde_json::{Value, json};
 
@@ -1796,6 +1796,53 @@ fn listeners_doubling_large_events_are_cut_off_by_the_bytes_waiting() {
     });
 }
 
+/// A building's counter `name` of type `T`, and a hook of unit
+/// `main/lobby/u` (its owner first) writing it with a validator: at most
+/// 10.
+fn at_most_ten<T>(state: StateManager, name: &str) -> (Owner, SharedKey<T>, UseSharedStateReturn<T>)
+where
+    T: serde::Serialize
+        + serde::de::DeserializeOwned
+        + Clone
+        + Default
+        + PartialOrd
+        + From<u8>
+        + Send
+        + Sync
+        + 'static,
+{
+    let key = SharedKey::<T>::builder(name)
+        .scope(Scope::Building)
+        .strategy(Strategy::Sum)
+        .build()
+        .unwrap();
+    let (unit, hook) = in_unit(state, "main/lobby/u", || {
+        use_shared_state_with_options(
+            &key,
+            UseSharedStateOptions::default().validate(|n: &T| {
+                if *n <= T::from(10) {
+                    Ok(())
+                } else {
+                    Err("at most 10".to_owned())
+                }
+            }),
+        )
+    });
+    (unit, key, hook)
+}
+
+/// Counts the saves `state` asks for (its `on_dirty` calls).
+fn counting_saves(state: StateManager) -> Arc<AtomicUsize> {
+    let scheduled = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&scheduled);
+    state
+        .on_dirty(move || {
+            count.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+    scheduled
+}
+
 /// An increment is validated as a set of the value it leaves. Before, a
 /// validator bounding a counter was skipped by `increment`: "+1" went past
 /// the bound.
@@ -1804,23 +1851,7 @@ fn an_increment_is_validated_as_the_value_it_leaves() {
     let owner = Owner::new();
     owner.with(|| {
         let state = manager(1);
-        let clicks = SharedKey::<i64>::builder("clicks")
-            .scope(Scope::Building)
-            .strategy(Strategy::Sum)
-            .build()
-            .unwrap();
-        let (_u, hook) = in_unit(state, "main/lobby/u", || {
-            use_shared_state_with_options(
-                &clicks,
-                UseSharedStateOptions::default().validate(|n: &i64| {
-                    if *n <= 10 {
-                        Ok(())
-                    } else {
-                        Err("at most 10".to_owned())
-                    }
-                }),
-            )
-        });
+        let (_u, clicks, hook) = at_most_ten::<i64>(state, "clicks");
         hook.set.increment(7);
         hook.set.increment(3);
         assert_eq!(hook.value.get_untracked(), 10);
@@ -1858,23 +1889,7 @@ fn a_validated_increment_brings_back_a_counter_out_of_its_type_s_range() {
     let owner = Owner::new();
     owner.with(|| {
         let state = manager(1);
-        let stock = SharedKey::<u32>::builder("stock")
-            .scope(Scope::Building)
-            .strategy(Strategy::Sum)
-            .build()
-            .unwrap();
-        let (_u, hook) = in_unit(state, "main/lobby/u", || {
-            use_shared_state_with_options(
-                &stock,
-                UseSharedStateOptions::default().validate(|n: &u32| {
-                    if *n <= 10 {
-                        Ok(())
-                    } else {
-                        Err("at most 10".to_owned())
-                    }
-                }),
-            )
-        });
+        let (_u, stock, hook) = at_most_ten::<u32>(state, "stock");
         let other: UnitAddress = "main/lobby/v".parse().unwrap();
         state.increment(&other, &stock, -2).unwrap();
         hook.set.increment(3);
@@ -1893,12 +1908,7 @@ fn a_remote_write_of_the_same_value_schedules_a_save() {
         let (here, there) = (manager(1), manager(2));
         here.attach_storage(Lifetime::Persistent, Box::new(SharedStorage::default()))
             .unwrap();
-        let scheduled = Arc::new(AtomicUsize::new(0));
-        let count = Arc::clone(&scheduled);
-        here.on_dirty(move || {
-            count.fetch_add(1, Ordering::SeqCst);
-        })
-        .unwrap();
+        let scheduled = counting_saves(here);
         for state in [here, there] {
             state.declare(&draft_key()).unwrap();
         }
@@ -1974,12 +1984,7 @@ fn a_message_that_leaves_nothing_new_to_save_schedules_no_save() {
         full.fail_writes(Some(StorageError::QuotaExceeded));
         here.attach_storage(Lifetime::Persistent, Box::new(full))
             .unwrap();
-        let scheduled = Arc::new(AtomicUsize::new(0));
-        let count = Arc::clone(&scheduled);
-        here.on_dirty(move || {
-            count.fetch_add(1, Ordering::SeqCst);
-        })
-        .unwrap();
+        let scheduled = counting_saves(here);
         for state in [here, there] {
             state.declare(&draft_key()).unwrap();
         }

@@ -194,13 +194,7 @@ async fn full_local_storage_maps_to_quota_exceeded_and_a_notice() {
     // A manager saving into the full storage says which key could not be
     // saved, and saves it once there is room again.
     let owner = Owner::new();
-    let (state, sync) = owner.with(|| {
-        let state = manager(1);
-        state.declare(&greeting()).unwrap();
-        let options = ConnectOptions::default().transport(TransportChoice::Off);
-        let sync = connect_browser_with_options(state, &"quota".parse().unwrap(), options).unwrap();
-        (state, sync)
-    });
+    let (state, sync) = unlinked(&owner, "quota");
     let writer = unit("quota/lobby/a");
     state
         .set(&writer, &greeting(), "y".repeat(4 << 10))
@@ -384,6 +378,19 @@ async fn storage_event_transport_reaches_another_window_only() {
     clean();
 }
 
+/// Tab 1's manager of `apartment`, with `greeting` declared, connected
+/// with no transport to other tabs: only storage events reach it.
+fn unlinked(owner: &Owner, apartment: &str) -> (StateManager, WebSync) {
+    owner.with(|| {
+        let state = manager(1);
+        state.declare(&greeting()).unwrap();
+        let options = ConnectOptions::default().transport(TransportChoice::Off);
+        let sync =
+            connect_browser_with_options(state, &apartment.parse().unwrap(), options).unwrap();
+        (state, sync)
+    })
+}
+
 /// Connects a fresh manager for tab `tab` of apartment `apartment`.
 fn connected(owner: &Owner, tab: u64, apartment: &str) -> (StateManager, WebSync) {
     owner.with(|| {
@@ -516,14 +523,7 @@ async fn another_windows_storage_write_and_clear_are_reloaded() {
 
     let owner = Owner::new();
     // No transport: only the storage event can bring the value in.
-    let (state, sync) = owner.with(|| {
-        let state = manager(1);
-        state.declare(&greeting()).unwrap();
-        let options = ConnectOptions::default().transport(TransportChoice::Off);
-        let sync =
-            connect_browser_with_options(state, &"reload".parse().unwrap(), options).unwrap();
-        (state, sync)
-    });
+    let (state, sync) = unlinked(&owner, "reload");
     let reader = unit("reload/lobby/a");
 
     // Another tab: a replica saving through the iframe's localStorage.
@@ -603,14 +603,7 @@ async fn another_windows_storage_write_and_clear_are_reloaded() {
 fn becoming_visible_reloads_storage() {
     clean();
     let owner = Owner::new();
-    let (state, sync) = owner.with(|| {
-        let state = manager(1);
-        state.declare(&greeting()).unwrap();
-        let options = ConnectOptions::default().transport(TransportChoice::Off);
-        let sync =
-            connect_browser_with_options(state, &"visible".parse().unwrap(), options).unwrap();
-        (state, sync)
-    });
+    let (state, sync) = unlinked(&owner, "visible");
     let reader = unit("visible/lobby/a");
 
     // Written by a replica in this same window: no storage event fires
@@ -868,14 +861,7 @@ async fn an_entry_discarded_in_another_tab_is_saved_again_here() {
     let frame = same_origin_frame().await;
     let other_window = frame.content_window().unwrap();
     let owner = Owner::new();
-    let (state, sync) = owner.with(|| {
-        let state = manager(1);
-        state.declare(&greeting()).unwrap();
-        let options = ConnectOptions::default().transport(TransportChoice::Off);
-        let sync =
-            connect_browser_with_options(state, &"discard".parse().unwrap(), options).unwrap();
-        (state, sync)
-    });
+    let (state, sync) = unlinked(&owner, "discard");
     assert_eq!(state.quarantined().len(), 1);
     // The other tab, through the iframe's storage, sets it aside too and
     // discards it.
@@ -917,13 +903,7 @@ async fn microtasks() {
 async fn a_write_made_while_the_page_is_left_is_saved_before_the_task_ends() {
     clean();
     let owner = Owner::new();
-    let (state, sync) = owner.with(|| {
-        let state = manager(1);
-        state.declare(&greeting()).unwrap();
-        let options = ConnectOptions::default().transport(TransportChoice::Off);
-        let sync = connect_browser_with_options(state, &"leave".parse().unwrap(), options).unwrap();
-        (state, sync)
-    });
+    let (state, sync) = unlinked(&owner, "leave");
     let u = unit("leave/lobby/a");
     let stored_at = "gaesup/state/apartment/leave/greeting";
     let saved = || local().get_item(stored_at).unwrap().unwrap_or_default();
