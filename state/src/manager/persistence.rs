@@ -252,6 +252,19 @@ impl StateManager {
         Ok(())
     }
 
+    /// Saves `key` again on the next flush: its stored entry was removed
+    /// behind this tab's back (another tab, devtools, an extension), and
+    /// this tab holds its value. Before, nobody wrote it back: once the
+    /// tabs holding it closed, the value was gone without a word.
+    pub fn stored_entry_removed(&self, key: &FullKey) -> Result<()> {
+        let shared = self.shared()?;
+        let marked = shared.replica_mut()?.mark_dirty(key);
+        if marked {
+            self.notify_dirty(&shared);
+        }
+        Ok(())
+    }
+
     /// Marks every stored key as changed, so the next flush writes it again
     /// (after another tab cleared the storage).
     pub fn mark_all_dirty(&self) -> Result<()> {

@@ -925,3 +925,33 @@ async fn a_write_made_while_the_page_is_left_is_saved_before_the_task_ends() {
     drop(sync);
     clean();
 }
+
+/// An entry removed from localStorage behind this tab's back (in another
+/// tab: devtools, an extension) is written back from what this tab holds.
+/// Before, nobody wrote it back: once the tabs holding the value closed,
+/// it was gone without a word.
+#[wasm_bindgen_test]
+async fn an_entry_removed_elsewhere_is_written_back() {
+    clean();
+    let frame = same_origin_frame().await;
+    let other_window = frame.content_window().unwrap();
+    let owner = Owner::new();
+    let (state, sync) = unlinked(&owner, "removed");
+    state
+        .set(&unit("removed/lobby/a"), &greeting(), "kept".to_owned())
+        .unwrap();
+    state.flush().unwrap();
+    let stored_at = "gaesup/state/apartment/removed/greeting";
+    let saved = || local().get_item(stored_at).unwrap().unwrap_or_default();
+    assert!(saved().contains("kept"));
+    other_window
+        .local_storage()
+        .unwrap()
+        .unwrap()
+        .remove_item(stored_at)
+        .unwrap();
+    wait_until("the entry to be written back", || saved().contains("kept")).await;
+    drop(sync);
+    frame.remove();
+    clean();
+}

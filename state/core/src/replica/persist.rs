@@ -170,6 +170,22 @@ impl Replica {
         }
     }
 
+    /// Marks `key` as changed, so the next [`persist`](Replica::persist)
+    /// writes it again (its stored entry was removed behind this tab's
+    /// back); whether this tab holds a state of it to write.
+    pub fn mark_dirty(&mut self, key: &FullKey) -> bool {
+        if !self.states.contains_key(key) {
+            return false;
+        }
+        match self.spec_for(key) {
+            Ok(spec) => {
+                self.touch(&spec, key);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     /// Marks every stored key as changed, so the next [`persist`]
     /// rewrites it (after another tab called `localStorage.clear()`).
     ///

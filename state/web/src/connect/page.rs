@@ -78,7 +78,17 @@ pub(super) fn page_listeners(window: &Window, weak: &Weak<Inner>) -> Vec<EventLi
                 // back the ops it still waits on.
                 inner.relay_outbox_changed();
             }
-            Some(key) if key.starts_with(STATE_PREFIX) => inner.reload_soon_named(key),
+            Some(key) if key.starts_with(STATE_PREFIX) => {
+                // Removed (by hand, or by another tab discarding what it
+                // set aside): what this tab holds is saved again. A tab
+                // that cannot read it sets it aside again.
+                if event.new_value().is_none()
+                    && let Ok(full) = key[STATE_PREFIX.len()..].parse::<FullKey>()
+                {
+                    let _ = inner.manager.stored_entry_removed(&full);
+                }
+                inner.reload_soon_named(key);
+            }
             // Another tab discarded an entry set aside: if this tab set it
             // aside too, it saves the key again.
             Some(key) if key.starts_with(QUARANTINE_PREFIX) && event.new_value().is_none() => {
