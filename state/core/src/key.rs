@@ -23,9 +23,9 @@ use crate::scope::{FullKey, Lifetime, Scope};
 use crate::strategy::Strategy;
 
 /// Checks that a JSON value decodes as the key's Rust type.
-type CheckFn = fn(&Value) -> Result<(), String>;
+pub(crate) type CheckFn = fn(&Value) -> Result<(), String>;
 
-fn check_type<T: DeserializeOwned>(value: &Value) -> Result<(), String> {
+pub(crate) fn check_type<T: DeserializeOwned>(value: &Value) -> Result<(), String> {
     T::deserialize(value)
         .map(drop)
         .map_err(|err| serde_reason(&err))

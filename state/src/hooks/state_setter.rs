@@ -3,7 +3,7 @@
 
 use std::future::Future;
 
-use gaesup_state_core::{Error as CoreError, Path, SharedKey, Write};
+use gaesup_state_core::{Error as CoreError, Path, SharedKey, UnitAddress, Write};
 use leptos::prelude::*;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -46,6 +46,22 @@ impl<T: Send + Sync + 'static> Clone for StateSetter<T> {
 }
 
 impl<T: Send + Sync + 'static> Copy for StateSetter<T> {}
+
+/// `value` read as the key's type `T`, as `unit` would write it (what a
+/// validator judges).
+fn decoded<T: DeserializeOwned>(
+    key: &SharedKey<T>,
+    unit: &UnitAddress,
+    value: &serde_json::Value,
+) -> Result<T> {
+    T::deserialize(value).map_err(|err| {
+        CoreError::TypeMismatch {
+            key: key.full_key(unit).to_string(),
+            reason: err.to_string(),
+        }
+        .into()
+    })
+}
 
 /// Runs the confirmation. In the browser through wasm-bindgen's own queue,
 /// so it works whether or not a Leptos executor was set up (a unit test,
@@ -164,11 +180,7 @@ where
                 // write as without one.
                 let mut whole = target.unit.manager.get_value(unit, key)?;
                 path.put(&mut whole, Some(value.clone()))?;
-                let typed = T::deserialize(&whole).map_err(|err| CoreError::TypeMismatch {
-                    key: key.full_key(unit).to_string(),
-                    reason: err.to_string(),
-                })?;
-                self.checked(&typed)?;
+                self.checked(&decoded(key, unit, &whole)?)?;
             }
             target.unit.manager.set_path(unit, key, &path, value)?;
             Ok(())
@@ -189,14 +201,7 @@ where
             let target = self.target()?;
             let (unit, key) = (&target.unit.address, &target.key);
             if let Some(validate) = self.validate {
-                let decode = |n: i64| {
-                    T::deserialize(serde_json::Value::from(n)).map_err(|err| {
-                        CoreError::TypeMismatch {
-                            key: key.full_key(unit).to_string(),
-                            reason: err.to_string(),
-                        }
-                    })
-                };
+                let decode = |n: i64| decoded(key, unit, &serde_json::Value::from(n));
                 let now = target.unit.manager.get_value(unit, key)?.as_i64();
                 let next = now.and_then(|now| now.checked_add(delta)).ok_or_else(|| {
                     CoreError::Overflow {

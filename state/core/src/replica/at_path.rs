@@ -51,7 +51,7 @@ use super::{Change, Place, Replica, Write};
 use crate::clock::Stamp;
 use crate::error::{Error, Result, preview};
 use crate::id::UnitAddress;
-use crate::key::{KeySpec, SharedKey};
+use crate::key::{CheckFn, KeySpec, SharedKey, check_type};
 use crate::limits::{
     MAX_PATH_WRITES, MAX_STATE_BYTES, MAX_VALUE_BYTES, check_value_noting_nulls, digits,
     encoded_len, exact_len, serde_reason, string_len_bound,
@@ -75,19 +75,9 @@ pub(super) enum Typing {
     /// The caller's types prove it: items of a `Vec<E>` written as `E`s
     /// (the items of a list decode one by one, each as `E`, so the others
     /// need no second look). An item whose JSON holds a null is decoded
-    /// as an `E` by the function (a NaN became that null).
-    Proven(fn(&str, &Value) -> Result<()>),
-}
-
-/// Decodes `value` as an item of type `E` of `key`'s list (see
-/// [`Typing::Proven`]).
-pub(super) fn check_item<E: DeserializeOwned>(key: &str, value: &Value) -> Result<()> {
-    E::deserialize(value)
-        .map(drop)
-        .map_err(|err| Error::TypeMismatch {
-            key: key.to_owned(),
-            reason: serde_reason(&err),
-        })
+    /// as an `E` by the function (`check_type::<E>`: a NaN became that
+    /// null).
+    Proven(CheckFn),
 }
 
 impl Replica {
@@ -162,7 +152,7 @@ impl Replica {
             unit,
             key,
             item_writes(items),
-            Typing::Proven(check_item::<E>),
+            Typing::Proven(check_type::<E>),
         )
     }
 
@@ -496,7 +486,10 @@ pub(super) fn put_paths<S: Sink, T>(
             && nulls
             && !untyped
         {
-            check_item(full.as_str(), &value)?;
+            check_item(&value).map_err(|reason| Error::TypeMismatch {
+                key: full.to_string(),
+                reason,
+            })?;
         }
         measured.push((path, value, value_len));
     }

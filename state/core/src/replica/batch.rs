@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::at_path::{Typing, check_item, check_kept, item_writes, json_writes, put_paths};
+use super::at_path::{Typing, check_kept, item_writes, json_writes, put_paths};
 use super::declare::KeyCounts;
 use super::intent::{Intent, Sink, payload_for, put_delta, put_value};
 use super::write::Stamping;
@@ -125,7 +125,7 @@ impl<'s> Batch<'s> {
             unit,
             key,
             item_writes(items),
-            Typing::Proven(check_item::<E>),
+            Typing::Proven(crate::key::check_type::<E>),
         );
         self.noted(result)
     }

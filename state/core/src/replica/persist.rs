@@ -193,9 +193,7 @@ impl Replica {
     pub fn mark_all_dirty(&mut self) {
         let keys: Vec<FullKey> = self.states.keys().cloned().collect();
         for key in keys {
-            if let Ok(spec) = self.spec_for(&key) {
-                self.touch(&spec, &key);
-            }
+            self.mark_dirty(&key);
         }
     }
 

@@ -88,11 +88,8 @@ impl Replica {
     /// Whether `key` was set aside here.
     pub fn lift_quarantine(&mut self, key: &FullKey) -> bool {
         let lifted = self.quarantined.remove(key).is_some();
-        if lifted
-            && self.states.contains_key(key)
-            && let Ok(spec) = self.spec_for(key)
-        {
-            self.touch(&spec, key);
+        if lifted {
+            self.mark_dirty(key);
         }
         lifted
     }
